@@ -1,0 +1,43 @@
+# fsarbench — the README's commands. Every target sets up .venv idempotently first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+# Pin the torch pair this machine has on local disk; elsewhere `make TORCH_PINS=` takes
+# whatever satisfies pyproject's ranges (torch>=2.4).
+TORCH_PINS ?= $(shell uname -m | grep -q x86_64 && echo "torch==2.14.1 torchvision==0.29.1")
+
+export HF_HUB_OFFLINE ?= 1
+export PYTHONDONTWRITEBYTECODE = 1
+
+.PHONY: setup run test test-slow bench lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PINS) -e ".[test]"
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m fsarbench run --all $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+bench: setup
+	$(PY) -m benchmarks $(ARGS)
+
+lint: setup
+	$(PY) -m ruff check fsarbench baselines sgtm splits tests benchmarks
+	$(PY) -m ruff format --check fsarbench baselines sgtm splits tests benchmarks
+
+format: setup
+	$(PY) -m ruff format fsarbench baselines sgtm splits tests benchmarks
+	$(PY) -m ruff check --fix fsarbench baselines sgtm splits tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,46 @@
+"""ProtoNet / TSN mean baseline: mean-pooled frames, distance to class means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fsarbench import FewShotMethod, MethodOutput
+from fsarbench_baselines.common import one_hot_weights
+
+
+class ProtoNet(FewShotMethod):
+    """Prototypical network over temporally mean-pooled frame features (Snell et al., 2017;
+    the TSN-style baseline of few-shot action recognition)."""
+
+    @dataclass
+    class Config:
+        """Hyper-parameters.
+
+        Attributes:
+            metric: ``"cosine"`` (cosine similarity to the class mean, scaled by
+                ``temperature``) or ``"sqeuclidean"`` (negative squared L2, Snell et al.).
+            temperature: logit scale for the cosine metric.
+        """
+
+        metric: Literal["cosine", "sqeuclidean"] = "cosine"
+        temperature: float = 10.0
+
+    def encode(self, features: Tensor) -> Tensor:
+        """``[N, T, D]`` -> ``[N, D]`` temporal mean."""
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_) -> MethodOutput:
+        """``support [B, Ns, D]``, ``query [B, Nq, D]`` -> logits ``[B, Nq, way]``."""
+        protos = torch.bmm(one_hot_weights(support_labels, way, support.dtype), support)
+        if self.config.metric == "cosine":
+            q = F.normalize(query, dim=-1)
+            p = F.normalize(protos, dim=-1)
+            logits = self.config.temperature * torch.bmm(q, p.transpose(1, 2))
+        else:
+            logits = -torch.cdist(query, protos).pow(2)
+        return MethodOutput(logits=logits)

@@ -1,0 +1,56 @@
+"""Command-line entry point. Each sub-command lives in its own module of this package and
+exposes ``register(subparsers)``; they are discovered, so adding one touches no other file."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+import fsarbench
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fsarbench",
+        description="fsarbench: few-shot action recognition benchmark and reproduction suite.",
+        epilog="Run 'python -m fsarbench COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=fsarbench.code_version())
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    package = importlib.import_module("fsarbench.cli")
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name in ("main", "common") or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"fsarbench.cli.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
+        return 130
+    except (fsarbench.ConfigError, fsarbench.ManifestError, fsarbench.UnknownMethodError,
+            FileNotFoundError, ValueError) as err:
+        if args.verbose:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,276 @@
+"""Episode manifests: every episode a pure function of its arguments and index.
+
+Randomness is counter-based: episode ``i`` draws from a Philox generator whose key hashes
+``(seed, dataset, split, way, shot, queries)`` and whose counter starts at ``i * 2**128``.
+Any process, DataLoader worker, rank or resumed run therefore derives exactly the same
+episode ``i``, in any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsarbench.io import atomic_write_bytes
+
+__all__ = ["EpisodeSpec", "Manifest", "make_manifest", "make_episode", "ManifestError"]
+
+MANIFEST_FORMAT = 1
+
+
+class ManifestError(ValueError):
+    """Episode settings the split cannot serve; the message names the class and counts."""
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """What determines an episode, apart from its index."""
+
+    way: int
+    shot: int
+    queries: int
+    seed: int = 0
+    dataset: str = ""
+    split: str = ""
+
+    def key(self) -> np.ndarray:
+        """128-bit Philox key hashed from every field."""
+        text = json.dumps(
+            [self.seed, self.dataset, self.split, self.way, self.shot, self.queries]
+        ).encode()
+        return np.frombuffer(hashlib.sha256(text).digest()[:16], dtype="<u8").copy()
+
+
+def _class_pools(video_classes: np.ndarray) -> dict[int, np.ndarray]:
+    order = np.argsort(video_classes, kind="stable")
+    sorted_classes = video_classes[order]
+    uniq, starts = np.unique(sorted_classes, return_index=True)
+    ends = list(starts[1:]) + [len(order)]
+    return {int(c): order[s:e] for c, s, e in zip(uniq, starts, ends)}
+
+
+def _check_feasible(
+    pools: dict[int, np.ndarray], spec: EpisodeSpec, class_names: Sequence[str] | None
+) -> None:
+    need = spec.shot + spec.queries
+    if spec.way < 1 or spec.shot < 1 or spec.queries < 0:
+        raise ManifestError(
+            f"way and shot must be >= 1 and queries >= 0, got way={spec.way}, "
+            f"shot={spec.shot}, queries={spec.queries}"
+        )
+    if spec.way > len(pools):
+        raise ManifestError(
+            f"{spec.way}-way episodes need {spec.way} classes, but split {spec.split or '?'} of "
+            f"{spec.dataset or 'this dataset'} has only {len(pools)}; use --ways up to {len(pools)}"
+        )
+    small = [(c, len(v)) for c, v in pools.items() if len(v) < need]
+    if small:
+        c, n = small[0]
+        name = f" ({class_names[c]!r})" if class_names is not None else ""
+        raise ManifestError(
+            f"class {c}{name} has {n} videos, but {spec.shot}-shot episodes with {spec.queries} "
+            f"queries per class need {need}; {len(small)} class(es) fall short. Lower shot or "
+            "queries, or pass min_videos_policy='drop' to leave such classes out (recorded)."
+        )
+
+
+def make_episode(
+    pools: dict[int, np.ndarray], classes: np.ndarray, spec: EpisodeSpec, index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Episode ``index``: (class ids ``[way]``, support ``[way*shot]``, query ``[way*queries]``).
+
+    Support and queries are class-major; class ``j`` of the episode has label ``j``.
+    """
+    rng = np.random.Generator(np.random.Philox(key=spec.key(), counter=int(index) << 128))
+    chosen = classes[rng.choice(len(classes), spec.way, replace=False)]
+    need = spec.shot + spec.queries
+    picks = np.stack([rng.choice(pools[int(c)], need, replace=False) for c in chosen])
+    return chosen, picks[:, : spec.shot].reshape(-1), picks[:, spec.shot :].reshape(-1)
+
+
+@dataclass
+class Manifest:
+    """A fixed list of episodes over a pool of videos.
+
+    Attributes:
+        spec: the arguments every episode derives from.
+        classes: ``[E, way]`` global class id of each episode label.
+        support: ``[E, way*shot]`` video indices, class-major.
+        query: ``[E, way*queries]`` video indices, class-major.
+        num_videos: size of the video pool the indices point into.
+        video_ids: optional names of the pool's videos (index -> id).
+        meta: anything else that fixes the inputs (frame protocol, view ids, dropped classes).
+    """
+
+    spec: EpisodeSpec
+    classes: np.ndarray
+    support: np.ndarray
+    query: np.ndarray
+    num_videos: int
+    video_ids: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def episodes(self) -> int:
+        return int(self.classes.shape[0])
+
+    @property
+    def way(self) -> int:
+        return self.spec.way
+
+    @property
+    def support_labels(self) -> np.ndarray:
+        """``[E, way*shot]`` episode labels of the support slots."""
+        row = np.repeat(np.arange(self.spec.way), self.spec.shot)
+        return np.broadcast_to(row, self.support.shape)
+
+    @property
+    def query_labels(self) -> np.ndarray:
+        """``[E, way*queries]`` episode labels of the query slots."""
+        row = np.repeat(np.arange(self.spec.way), self.spec.queries)
+        return np.broadcast_to(row, self.query.shape)
+
+    def unique_videos(self) -> np.ndarray:
+        """Sorted indices of every video some episode uses."""
+        return np.unique(np.concatenate([self.support.ravel(), self.query.ravel()]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "spec": vars(self.spec).copy(),
+            "num_videos": self.num_videos,
+            "video_ids": self.video_ids,
+            "meta": self.meta,
+            "classes": self.classes.tolist(),
+            "support": self.support.tolist(),
+            "query": self.query.tolist(),
+        }
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON encoding (sorted keys, no whitespace): equal manifests, equal bytes."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def hash(self) -> str:
+        """sha256 of :meth:`to_bytes`, first 16 hex digits; recorded with every result."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()[:16]
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        atomic_write_bytes(path, self.to_bytes())
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("format") != MANIFEST_FORMAT:
+            raise ManifestError(f"unsupported manifest format {data.get('format')!r}")
+        return cls(
+            spec=EpisodeSpec(**data["spec"]),
+            classes=np.asarray(data["classes"], dtype=np.int64),
+            support=np.asarray(data["support"], dtype=np.int64),
+            query=np.asarray(data["query"], dtype=np.int64),
+            num_videos=int(data["num_videos"]),
+            video_ids=data.get("video_ids"),
+            meta=data.get("meta", {}),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_bytes()))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ManifestError(f"{path} is not a valid fsarbench manifest: {err}") from None
+
+    def select(self, indices: np.ndarray) -> Manifest:
+        """The sub-manifest of the given episode indices (e.g. a distributed shard)."""
+        return Manifest(
+            self.spec, self.classes[indices], self.support[indices], self.query[indices],
+            self.num_videos, self.video_ids, dict(self.meta),
+        )
+
+
+class _EpisodeRange:
+    """Map-style dataset of episode indices, so DataLoader workers can build episodes."""
+
+    def __init__(self, pools, classes, spec, n):
+        self.pools, self.classes, self.spec, self.n = pools, classes, spec, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return make_episode(self.pools, self.classes, self.spec, i)
+
+
+def make_manifest(
+    video_classes: Sequence[int] | np.ndarray,
+    *,
+    way: int = 5,
+    shot: int = 1,
+    queries: int = 1,
+    episodes: int = 10_000,
+    seed: int = 0,
+    dataset: str = "",
+    split: str = "",
+    video_ids: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    min_videos_policy: str = "error",
+    start: int = 0,
+    num_workers: int = 0,
+    meta: dict[str, Any] | None = None,
+) -> Manifest:
+    """Draw ``episodes`` episodes (indices ``start..start+episodes-1``) over a video pool.
+
+    Args:
+        video_classes: one class id per video; a video's position is its index.
+        way, shot, queries: N-way K-shot with ``queries`` queries per class.
+        seed, dataset, split: hashed into every episode's random stream.
+        min_videos_policy: ``"error"`` (default) or ``"drop"`` classes with too few videos.
+        num_workers: build episodes in that many DataLoader workers (same result).
+    """
+    vc = np.asarray(video_classes, dtype=np.int64)
+    if vc.ndim != 1 or len(vc) == 0:
+        raise ManifestError("video_classes must be a non-empty 1-D sequence of class ids")
+    if video_ids is not None and len(video_ids) != len(vc):
+        raise ManifestError(f"{len(video_ids)} video_ids for {len(vc)} videos")
+    spec = EpisodeSpec(way, shot, queries, seed, dataset, split)
+    pools = _class_pools(vc)
+    meta = dict(meta or {})
+    if min_videos_policy == "drop":
+        dropped = sorted(c for c, v in pools.items() if len(v) < shot + queries)
+        pools = {c: v for c, v in pools.items() if c not in dropped}
+        if dropped:
+            meta["dropped_classes"] = dropped
+    elif min_videos_policy != "error":
+        raise ManifestError(f"min_videos_policy must be 'error' or 'drop', not {min_videos_policy!r}")
+    _check_feasible(pools, spec, class_names)
+    classes = np.array(sorted(pools), dtype=np.int64)
+    if num_workers > 0:
+        episodes_list = _episodes_in_workers(pools, classes, spec, start, episodes, num_workers)
+    else:
+        episodes_list = [make_episode(pools, classes, spec, i) for i in range(start, start + episodes)]
+    if start:
+        meta["first_episode"] = start
+    c, s, q = (np.stack([e[k] for e in episodes_list]) for k in range(3))
+    if queries == 0:
+        q = np.zeros((episodes, 0), dtype=np.int64)
+    return Manifest(spec, c, s, q, len(vc), list(video_ids) if video_ids is not None else None, meta)
+
+
+def _episodes_in_workers(pools, classes, spec, start, n, num_workers):
+    from torch.utils.data import DataLoader, Subset
+
+    full = _EpisodeRange(pools, classes, spec, start + n)
+    loader = DataLoader(
+        Subset(full, range(start, start + n)),
+        batch_size=None,
+        num_workers=num_workers,
+        collate_fn=lambda x: x,
+    )
+    return list(loader)

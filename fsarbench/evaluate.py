@@ -1,0 +1,228 @@
+"""The evaluator: a method over a manifest, in batches of episodes, with a 95% CI.
+
+Each unique video of the manifest is encoded once (``method.encode``); episodes are then
+matched in batches by gathering the encoded states (``method.match``). Raw features of every
+episode are never materialised at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fsarbench.episodes import Manifest
+from fsarbench.features.store import FeatureStore, as_feature_store
+from fsarbench.io import atomic_write_bytes
+from fsarbench.methods import FewShotMethod
+from fsarbench.progress import progress_bar
+from fsarbench.state import State, state_cat, state_gather
+from fsarbench.stats.intervals import INTERVALS, mean_and_halfwidth
+
+__all__ = ["EvalResult", "evaluate", "encode_videos"]
+
+RECORD_FIELDS = ("episode", "query", "true_label", "true_class", "predicted_label",
+                 "predicted_class", "correct")
+
+
+@dataclass
+class EvalResult:
+    """Accuracy of one method on one manifest.
+
+    Attributes:
+        accuracy: mean per-episode accuracy in percent.
+        ci95: 95% CI half-width in percent (see ``interval``).
+        std: std of per-episode accuracy in percent (ddof as ``interval`` says).
+        episode_accuracy: ``[E]`` per-episode accuracy as a fraction.
+        records: per-query columns ``episode, query, true_label, true_class,
+            predicted_label, predicted_class, correct`` as ``[E*Nq]`` numpy arrays.
+        per_class_accuracy: global class id -> accuracy in percent over its queries.
+    """
+
+    accuracy: float
+    ci95: float
+    std: float
+    episodes: int
+    episode_accuracy: np.ndarray
+    records: dict[str, np.ndarray]
+    per_class_accuracy: dict[int, float]
+    interval: str
+    manifest_hash: str
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spread_name(self) -> str:
+        return INTERVALS[self.interval]
+
+    def records_frame(self):
+        """Per-query records as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.records)
+
+    def __str__(self) -> str:
+        return f"{self.accuracy:.2f} ± {self.ci95:.2f} ({self.episodes} episodes)"
+
+
+def _device_of(method: torch.nn.Module) -> torch.device:
+    for t in list(method.parameters()) + list(method.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def encode_videos(
+    method: FewShotMethod,
+    store: FeatureStore,
+    indices: np.ndarray,
+    *,
+    chunk: int = 512,
+    device: torch.device | None = None,
+    autocast: bool = False,
+) -> State:
+    """Encode videos ``indices [n]`` of ``store`` into one state leading with ``n``."""
+    device = device or _device_of(method)
+    parts = []
+    for start in range(0, len(indices), chunk):
+        feats = store.get(indices[start : start + chunk]).to(device)
+        with _autocast(device, autocast):
+            parts.append(method.encode(feats))
+    return state_cat(parts)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _load_partial(path: Path | None, manifest: Manifest, tag: str) -> np.ndarray | None:
+    if path is None or not path.exists():
+        return None
+    data = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+    if str(data["tag"]) != tag:
+        return None
+    return data["predicted"]
+
+
+def _save_partial(path: Path | None, predicted: np.ndarray, tag: str) -> None:
+    if path is None:
+        return
+    buf = io.BytesIO()
+    np.savez(buf, predicted=predicted, tag=np.array(tag))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def evaluate(
+    method: FewShotMethod,
+    features: Tensor | FeatureStore,
+    manifest: Manifest,
+    *,
+    batch_episodes: int = 500,
+    encode_chunk: int = 512,
+    interval: str = "normal",
+    device: torch.device | str | None = None,
+    autocast: bool = False,
+    progress: bool = True,
+    partial_path: str | Path | None = None,
+    desc: str | None = None,
+) -> EvalResult:
+    """Accuracy ± 95% CI of ``method`` on every episode of ``manifest``.
+
+    Args:
+        method: a few-shot head (put in ``eval()`` here).
+        features: ``[N, T, D]`` tensor or a feature store indexed by the manifest's videos.
+        manifest: the episodes.
+        batch_episodes: episodes matched per call.
+        interval: ``"normal"`` (TRX convention) or ``"t"``.
+        partial_path: where finished episodes are saved, so an interrupted evaluation
+            resumes from there (and gives the same result as an uninterrupted one).
+    """
+    t0 = time.perf_counter()
+    store = as_feature_store(features)
+    if len(store) < manifest.num_videos:
+        raise ValueError(
+            f"manifest indexes {manifest.num_videos} videos but the feature store holds {len(store)}"
+        )
+    method.eval()
+    device = torch.device(device) if device is not None else _device_of(method)
+    unique = manifest.unique_videos()
+    position = np.full(manifest.num_videos, -1, dtype=np.int64)
+    position[unique] = np.arange(len(unique))
+    state = encode_videos(method, store, unique, chunk=encode_chunk, device=device, autocast=autocast)
+
+    e, nq = manifest.query.shape
+    partial_path = Path(partial_path) if partial_path is not None else None
+    tag = f"{manifest.hash}:{getattr(method, 'method_name', type(method).__name__)}"
+    predicted = _load_partial(partial_path, manifest, tag)
+    if predicted is None:
+        predicted = np.full((e, nq), -1, dtype=np.int64)
+    todo = [s for s in range(0, e, batch_episodes) if (predicted[s : s + batch_episodes] < 0).any()]
+    support_labels = torch.as_tensor(np.ascontiguousarray(manifest.support_labels), device=device)
+    bar = progress_bar(total=e, initial=e - sum(min(batch_episodes, e - s) for s in todo),
+                       desc=desc or "evaluate", unit="episode", disable=not progress)
+    try:
+        for start in todo:
+            stop = min(start + batch_episodes, e)
+            predicted[start:stop] = _match_batch(
+                method, state, position, manifest, start, stop, support_labels, device, autocast
+            )
+            bar.update(stop - start)
+    except KeyboardInterrupt:
+        _save_partial(partial_path, predicted, tag)
+        raise
+    finally:
+        bar.close()
+    _save_partial(partial_path, predicted, tag)
+    return _summarise(predicted, manifest, interval, time.perf_counter() - t0)
+
+
+@torch.inference_mode()
+def _match_batch(method, state, position, manifest, start, stop, support_labels, device, autocast):
+    s_idx = torch.as_tensor(position[manifest.support[start:stop]], device=device)
+    q_idx = torch.as_tensor(position[manifest.query[start:stop]], device=device)
+    with _autocast(device, autocast):
+        out = method.match(
+            state_gather(state, s_idx),
+            support_labels[start:stop],
+            state_gather(state, q_idx),
+            manifest.way,
+        )
+    return out.logits.argmax(-1).cpu().numpy()
+
+
+def _summarise(predicted: np.ndarray, manifest: Manifest, interval: str, seconds: float) -> EvalResult:
+    e, nq = predicted.shape
+    true = np.ascontiguousarray(manifest.query_labels)
+    correct = predicted == true
+    episode_acc = correct.mean(1) if nq else np.zeros(e)
+    mean, half, std = mean_and_halfwidth(episode_acc, interval)
+    rows = np.arange(e)[:, None]
+    true_class = manifest.classes[rows, true]
+    records = {
+        "episode": np.repeat(np.arange(e), nq),
+        "query": np.tile(np.arange(nq), e),
+        "true_label": true.ravel(),
+        "true_class": true_class.ravel(),
+        "predicted_label": predicted.ravel(),
+        "predicted_class": manifest.classes[rows, predicted].ravel(),
+        "correct": correct.ravel(),
+    }
+    classes, inverse = np.unique(records["true_class"], return_inverse=True)
+    hits = np.bincount(inverse, weights=records["correct"].astype(np.float64))
+    totals = np.bincount(inverse)
+    per_class = {int(c): float(100 * h / n) for c, h, n in zip(classes, hits, totals)}
+    return EvalResult(
+        accuracy=100 * mean, ci95=100 * half, std=100 * std, episodes=e,
+        episode_accuracy=episode_acc, records=records, per_class_accuracy=per_class,
+        interval=interval, manifest_hash=manifest.hash, seconds=seconds,
+    )

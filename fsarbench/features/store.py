@@ -1,0 +1,72 @@
+"""Feature stores: video index -> ``[T, D]`` frame features.
+
+The evaluator and trainer read features only through this interface; the in-memory store
+serves tensors (tests, small pools) and the on-disk cache serves extracted features.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["FeatureStore", "InMemoryFeatureStore", "as_feature_store"]
+
+
+@runtime_checkable
+class FeatureStore(Protocol):
+    """Read access to per-video frame features."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        """``(T, D)`` of every video."""
+        ...
+
+    def get(self, indices: np.ndarray | Tensor) -> Tensor:
+        """Features of videos ``indices [n]`` as float32 ``[n, T, D]`` on the CPU."""
+        ...
+
+
+class InMemoryFeatureStore:
+    """A feature store over one ``[N, T, D]`` tensor (or ``[N, V, T, D]`` with V views)."""
+
+    def __init__(self, features: Tensor, video_ids: list[str] | None = None) -> None:
+        if features.dim() not in (3, 4):
+            raise ValueError(f"features must be [N, T, D] or [N, V, T, D], got {tuple(features.shape)}")
+        if video_ids is not None and len(video_ids) != features.shape[0]:
+            raise ValueError(f"{len(video_ids)} video ids for {features.shape[0]} videos")
+        self.features = features
+        self.video_ids = video_ids
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        return tuple(self.features.shape[-2:])  # type: ignore[return-value]
+
+    @property
+    def num_views(self) -> int:
+        return int(self.features.shape[1]) if self.features.dim() == 4 else 1
+
+    def get(self, indices: np.ndarray | Tensor, views: np.ndarray | Tensor | None = None) -> Tensor:
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        if self.features.dim() == 3:
+            out = self.features.index_select(0, idx)
+        else:
+            v = torch.zeros_like(idx) if views is None else torch.as_tensor(np.asarray(views))
+            out = self.features[idx, v.long()]
+        return out.float()
+
+
+def as_feature_store(features: Tensor | FeatureStore) -> FeatureStore:
+    """Wrap a tensor in an :class:`InMemoryFeatureStore`; pass stores through."""
+    if isinstance(features, Tensor):
+        return InMemoryFeatureStore(features)
+    if isinstance(features, FeatureStore):
+        return features
+    raise TypeError(f"expected a [N, T, D] tensor or a FeatureStore, got {type(features).__name__}")

@@ -1,0 +1,232 @@
+"""The method plugin API: what a few-shot head receives, returns and declares.
+
+A method is the head alone (no backbone, adapter or data). It splits into a per-video part,
+:meth:`FewShotMethod.encode`, and a per-episode part, :meth:`FewShotMethod.match`, so that an
+evaluation over thousands of episodes encodes every unique video once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fsarbench.state import State, state_reshape_leading
+
+__all__ = ["EpisodeBatch", "MethodOutput", "FewShotMethod", "TrainingStage", "NoConfig"]
+
+
+@dataclass
+class EpisodeBatch:
+    """A batch of ``B`` episodes of frame features.
+
+    Attributes:
+        support: ``[B, Ns, T, D]`` float features of the support videos.
+        support_labels: ``[B, Ns]`` long, episode labels in ``0..way-1`` in any order.
+        query: ``[B, Nq, T, D]`` float features of the query videos.
+        query_labels: ``[B, Nq]`` long episode labels, or ``None`` at inference.
+        support_classes: ``[B, Ns]`` long global (meta-train) class ids, for auxiliary losses.
+        query_classes: ``[B, Nq]`` long global class ids.
+        way: number of classes per episode.
+    """
+
+    support: Tensor
+    support_labels: Tensor
+    query: Tensor
+    query_labels: Tensor | None = None
+    support_classes: Tensor | None = None
+    query_classes: Tensor | None = None
+    way: int = 5
+
+    def __post_init__(self) -> None:
+        if self.support.dim() != 4 or self.query.dim() != 4:
+            raise ValueError(
+                "EpisodeBatch expects support [B, Ns, T, D] and query [B, Nq, T, D]; got "
+                f"{tuple(self.support.shape)} and {tuple(self.query.shape)}. "
+                "Add a leading episode dimension with .unsqueeze(0) for a single episode."
+            )
+        b, ns = self.support.shape[:2]
+        if tuple(self.support_labels.shape) != (b, ns):
+            raise ValueError(
+                f"support_labels must be [B, Ns] = {(b, ns)}, got {tuple(self.support_labels.shape)}"
+            )
+        if self.query.shape[0] != b or self.query.shape[2:] != self.support.shape[2:]:
+            raise ValueError(
+                f"query {tuple(self.query.shape)} does not match support {tuple(self.support.shape)}"
+            )
+        if self.support_labels.numel() and (
+            int(self.support_labels.min()) < 0 or int(self.support_labels.max()) >= self.way
+        ):
+            raise ValueError(f"support_labels must lie in 0..{self.way - 1} (way={self.way})")
+        counts = torch.stack([(self.support_labels == c).sum(1) for c in range(self.way)], 1)
+        if bool((counts == 0).any()):
+            raise ValueError(
+                f"every class 0..{self.way - 1} needs at least one support video in every episode"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.support.shape[0])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> EpisodeBatch:
+        """Move every tensor to ``device`` (features also to ``dtype`` when given)."""
+
+        def move(t: Tensor | None, feat: bool = False) -> Tensor | None:
+            if t is None:
+                return None
+            return t.to(device, dtype=dtype if feat and dtype is not None else None)
+
+        return EpisodeBatch(
+            support=move(self.support, True),
+            support_labels=move(self.support_labels),
+            query=move(self.query, True),
+            query_labels=move(self.query_labels),
+            support_classes=move(self.support_classes),
+            query_classes=move(self.query_classes),
+            way=self.way,
+        )
+
+
+@dataclass
+class MethodOutput:
+    """What a method returns for a batch of episodes.
+
+    Attributes:
+        logits: ``[B, Nq, way]``; higher means more likely.
+        losses: named extra loss terms (already weighted), added to cross-entropy in training.
+        extras: diagnostics (attention maps, masks...) that are not losses.
+    """
+
+    logits: Tensor
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingStage:
+    """One stage of a method's training, run in order by the trainer.
+
+    Attributes:
+        name: short name recorded in logs and checkpoints (e.g. ``"saliency"``, ``"main"``).
+        parameters: returns the parameters this stage optimises (others stay frozen).
+        loss: maps an :class:`EpisodeBatch` (with labels and, where needed, global classes)
+            to named loss terms; the trainer minimises their sum.
+        fraction: share of the recipe's optimiser steps this stage gets.
+        needs_classes: the loss needs ``support_classes``/``query_classes``.
+    """
+
+    name: str
+    parameters: Callable[[], Iterable[nn.Parameter]]
+    loss: Callable[[EpisodeBatch], dict[str, Tensor]]
+    fraction: float = 1.0
+    needs_classes: bool = False
+
+
+@dataclass
+class NoConfig:
+    """Hyper-parameters of a method that has none."""
+
+
+class FewShotMethod(nn.Module):
+    """Base class of every few-shot head.
+
+    Subclasses set ``Config`` to a dataclass of hyper-parameters and implement
+    :meth:`encode` and :meth:`match`. ``create_method`` builds them with keyword-only
+    ``feature_dim``, ``seq_len``, ``num_train_classes`` and ``config``.
+    """
+
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(
+        self,
+        *,
+        feature_dim: int,
+        seq_len: int,
+        num_train_classes: int | None = None,
+        config: Any = None,
+    ) -> None:
+        super().__init__()
+        if feature_dim <= 0 or seq_len <= 0:
+            raise ValueError(f"feature_dim and seq_len must be positive, got {feature_dim}, {seq_len}")
+        self.feature_dim = int(feature_dim)
+        self.seq_len = int(seq_len)
+        self.num_train_classes = num_train_classes
+        self.config = config if config is not None else self.Config()
+
+    # -- the two halves ---------------------------------------------------------------------
+    def encode(self, features: Tensor) -> State:
+        """Per-video part: ``features [N, T, D]`` -> state whose tensors lead with ``N``."""
+        return features
+
+    def match(
+        self,
+        support: State,
+        support_labels: Tensor,
+        query: State,
+        way: int,
+        *,
+        support_classes: Tensor | None = None,
+        query_classes: Tensor | None = None,
+    ) -> MethodOutput:
+        """Per-episode part.
+
+        Args:
+            support: encoded support videos, tensors leading with ``[B, Ns]``.
+            support_labels: ``[B, Ns]`` long in ``0..way-1``.
+            query: encoded queries, tensors leading with ``[B, Nq]``.
+            way: classes per episode.
+            support_classes, query_classes: optional global class ids ``[B, Ns]``/``[B, Nq]``.
+
+        Returns:
+            :class:`MethodOutput` with ``logits [B, Nq, way]``.
+        """
+        raise NotImplementedError
+
+    # -- composition ------------------------------------------------------------------------
+    def encode_episodes(self, videos: Tensor) -> State:
+        """Encode ``[B, N, T, D]`` videos into a state leading with ``[B, N]``."""
+        b, n = videos.shape[:2]
+        state = self.encode(videos.reshape(b * n, *videos.shape[2:]))
+        return state_reshape_leading(state, 1, (b, n))
+
+    def forward(self, batch: EpisodeBatch) -> MethodOutput:  # noqa: D102
+        return self.match(
+            self.encode_episodes(batch.support),
+            batch.support_labels,
+            self.encode_episodes(batch.query),
+            batch.way,
+            support_classes=batch.support_classes,
+            query_classes=batch.query_classes,
+        )
+
+    # -- training ---------------------------------------------------------------------------
+    def episode_loss(self, batch: EpisodeBatch) -> dict[str, Tensor]:
+        """Cross-entropy on the logits plus the method's named extra losses."""
+        if batch.query_labels is None:
+            raise ValueError("training needs query_labels in the EpisodeBatch")
+        out = self(batch)
+        losses = {"ce": F.cross_entropy(out.logits.flatten(0, 1), batch.query_labels.flatten())}
+        losses.update(out.losses)
+        return losses
+
+    def training_stages(self) -> list[TrainingStage]:
+        """Stages run in order by the trainer; by default one episodic stage on everything."""
+        return [
+            TrainingStage(
+                name="main",
+                parameters=lambda: [p for p in self.parameters() if p.requires_grad],
+                loss=self.episode_loss,
+                needs_classes=self.num_train_classes is not None,
+            )
+        ]
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """Hyper-parameters as a plain dict (recorded with results)."""
+        from dataclasses import asdict, is_dataclass
+
+        return asdict(self.config) if is_dataclass(self.config) else dict(vars(self.config))

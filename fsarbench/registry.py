@@ -1,0 +1,143 @@
+"""Method registry: ``register_method``, ``create_method``, ``list_methods``.
+
+Methods come from two places: ``@register_method`` in code that has been imported, and the
+``fsarbench.methods`` entry point group of any installed distribution (how ``baselines``,
+``sgtm`` and third-party packages register). An entry point names either a FewShotMethod
+subclass (registered under the entry point's name) or a module whose import registers its
+own methods.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from fsarbench.config import ConfigError, build_config, nearest
+from fsarbench.methods import FewShotMethod
+
+__all__ = ["register_method", "create_method", "list_methods", "method_info", "UnknownMethodError"]
+
+ENTRY_POINT_GROUP = "fsarbench.methods"
+log = logging.getLogger(__name__)
+
+
+class UnknownMethodError(KeyError):
+    """Raised for a method name nobody registered; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """A registered method: its class and the hyper-parameter presets of this name."""
+
+    name: str
+    cls: type[FewShotMethod]
+    presets: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    source: str = "code"
+
+
+_REGISTRY: dict[str, MethodEntry] = {}
+_ENTRY_POINTS_LOADED = False
+_ENTRY_POINT_ERRORS: dict[str, str] = {}
+
+
+def register_method(
+    name: str, *, description: str = "", **presets: Any
+) -> Callable[[type[FewShotMethod]], type[FewShotMethod]]:
+    """Class decorator registering a method under ``name``.
+
+    ``presets`` are hyper-parameter values this name fixes (e.g. a variant of a method);
+    callers of :func:`create_method` may still override them.
+    """
+
+    def decorate(cls: type[FewShotMethod]) -> type[FewShotMethod]:
+        _add(name, cls, presets, description, source="code")
+        return cls
+
+    return decorate
+
+
+def _add(name: str, cls: Any, presets: dict, description: str, source: str) -> None:
+    if not (inspect.isclass(cls) and issubclass(cls, FewShotMethod)):
+        raise TypeError(f"method {name!r} must be a FewShotMethod subclass, got {cls!r}")
+    build_config(cls.Config, presets, where=f"presets of {name!r}")  # fail early on typos
+    old = _REGISTRY.get(name)
+    if old is not None and (old.cls is not cls or old.presets != presets):
+        raise ValueError(f"method name {name!r} is already registered by {old.cls.__module__}")
+    doc = description or (inspect.getdoc(cls) or "").split("\n")[0]
+    _REGISTRY[name] = MethodEntry(name, cls, dict(presets), doc, source)
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as err:  # a broken plugin must not hide the others
+            _ENTRY_POINT_ERRORS[ep.name] = f"{type(err).__name__}: {err}"
+            log.warning("could not load fsarbench method plugin %r (%s): %s", ep.name, ep.value, err)
+            continue
+        if inspect.ismodule(obj):
+            continue  # importing the module registered its methods
+        if ep.name not in _REGISTRY:
+            _add(ep.name, obj, {}, "", source=f"entry point {ep.value}")
+
+
+def list_methods(pattern: str | None = None) -> list[str]:
+    """Names of every registered method, sorted; ``pattern`` is an fnmatch filter."""
+    import fnmatch
+
+    _load_entry_points()
+    names = sorted(_REGISTRY)
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def method_info(name: str) -> MethodEntry:
+    """The registry entry of ``name`` (raises :class:`UnknownMethodError`)."""
+    _load_entry_points()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = sorted(_REGISTRY)
+        close = nearest(name, known, n=len(known))
+        ordered = close + [k for k in known if k not in close]
+        msg = f"unknown method {name!r}. Known methods (closest first): {', '.join(ordered)}"
+        if name in _ENTRY_POINT_ERRORS:
+            msg += f". Its plugin failed to load: {_ENTRY_POINT_ERRORS[name]}"
+        raise UnknownMethodError(msg) from None
+
+
+def create_method(
+    name: str,
+    *,
+    feature_dim: int,
+    seq_len: int,
+    num_train_classes: int | None = None,
+    **hparams: Any,
+) -> FewShotMethod:
+    """Build method ``name`` for ``[T=seq_len, D=feature_dim]`` features.
+
+    Unknown hyper-parameters raise :class:`~fsarbench.config.ConfigError` naming the nearest
+    valid one.
+    """
+    entry = method_info(name)
+    values = {**entry.presets, **hparams}
+    try:
+        config = build_config(entry.cls.Config, values, where=f"method {name!r}")
+    except ConfigError:
+        raise
+    method = entry.cls(
+        feature_dim=feature_dim, seq_len=seq_len, num_train_classes=num_train_classes, config=config
+    )
+    method.method_name = name
+    return method

@@ -1,0 +1,175 @@
+"""Result records: one JSON per evaluated cell plus its per-query records, written atomically.
+
+A results directory holds ``records/<cell>.json`` (metadata and numbers),
+``records/<cell>.queries.csv.gz`` (per-query rows for paired statistics) and a
+``summary.csv`` rebuilt from the records. Nothing is ever parsed back out of logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsarbench.evaluate import EvalResult
+from fsarbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text, stable_hash
+from fsarbench.version import code_version
+
+__all__ = ["ResultRecord", "make_record", "save_result", "load_records", "load_queries",
+           "write_summary", "cell_id", "SUMMARY_COLUMNS"]
+
+
+@dataclass
+class ResultRecord:
+    """Everything that made one number, and the number.
+
+    ``spread`` names what ``ci95`` is (a CI half-width over episodes, never a seed std);
+    ``seed_std`` (when several training seeds were run) is reported separately.
+    """
+
+    method: str
+    dataset: str
+    split_variant: str
+    split: str
+    track: str
+    way: int
+    shot: int
+    queries: int
+    episodes: int
+    seed: int
+    accuracy: float
+    ci95: float
+    std: float
+    spread: str
+    manifest_hash: str
+    config_hash: str
+    code_version: str
+    train_seed: int | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    features: dict[str, Any] = field(default_factory=dict)
+    per_class_accuracy: dict[str, float] = field(default_factory=dict)
+    skipped_videos: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    created: str = ""
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cell(self) -> str:
+        return cell_id(self.method, self.dataset, self.track, self.way, self.shot, self.seed,
+                       self.config_hash)
+
+
+SUMMARY_COLUMNS = [
+    "method", "dataset", "split_variant", "track", "way", "shot", "queries", "episodes", "seed",
+    "train_seed", "accuracy", "ci95", "std", "spread", "manifest_hash", "config_hash",
+    "code_version", "seconds",
+]
+
+
+def cell_id(method: str, dataset: str, track: str, way: int, shot: int, seed: int,
+            config_hash: str) -> str:
+    """File-system-safe identifier of one evaluated cell."""
+    raw = f"{method}__{dataset}__{track}__{way}w{shot}s__seed{seed}__{config_hash[:8]}"
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", raw)
+
+
+def make_record(
+    result: EvalResult,
+    *,
+    method: str,
+    dataset: str,
+    split_variant: str,
+    manifest,
+    track: str = "frozen",
+    split: str = "test",
+    hparams: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
+    features: dict[str, Any] | None = None,
+    train_seed: int | None = None,
+    class_names: list[str] | None = None,
+    skipped_videos: list[str] | None = None,
+    tags: dict[str, Any] | None = None,
+) -> ResultRecord:
+    """A :class:`ResultRecord` for ``result`` with the metadata that produced it."""
+    hparams, recipe, features = hparams or {}, recipe or {}, features or {}
+    config_hash = stable_hash({"hparams": hparams, "recipe": recipe, "features": features,
+                               "train_seed": train_seed, "track": track})
+    per_class = {
+        (class_names[c] if class_names else str(c)): round(a, 4)
+        for c, a in result.per_class_accuracy.items()
+    }
+    spec = manifest.spec
+    return ResultRecord(
+        method=method, dataset=dataset, split_variant=split_variant, split=split, track=track,
+        way=spec.way, shot=spec.shot, queries=spec.queries, episodes=result.episodes,
+        seed=spec.seed, accuracy=round(result.accuracy, 6), ci95=round(result.ci95, 6),
+        std=round(result.std, 6), spread=result.spread_name, manifest_hash=result.manifest_hash,
+        config_hash=config_hash, code_version=code_version(), train_seed=train_seed,
+        hparams=hparams, recipe=recipe, features=features, per_class_accuracy=per_class,
+        skipped_videos=list(skipped_videos or []), seconds=round(result.seconds, 3),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), tags=dict(tags or {}),
+    )
+
+
+def _queries_csv_gz(records: dict[str, np.ndarray]) -> bytes:
+    import pandas as pd
+
+    text = pd.DataFrame(records).to_csv(index=False)
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        gz.write(text.encode())
+    return buf.getvalue()
+
+
+def save_result(out_dir: str | Path, record: ResultRecord, result: EvalResult | None = None) -> Path:
+    """Write ``record`` (and the per-query rows of ``result``) under ``out_dir/records``."""
+    rec_dir = Path(out_dir) / "records"
+    if result is not None:
+        atomic_write_bytes(rec_dir / f"{record.cell}.queries.csv.gz", _queries_csv_gz(result.records))
+    path = rec_dir / f"{record.cell}.json"
+    atomic_write_json(path, dataclasses.asdict(record))
+    return path
+
+
+def load_records(out_dir: str | Path) -> list[ResultRecord]:
+    """Every record under ``out_dir`` (searched recursively, so shards merge by themselves)."""
+    names = {f.name for f in dataclasses.fields(ResultRecord)}
+    out = []
+    for path in sorted(Path(out_dir).rglob("records/*.json")):
+        data = json.loads(path.read_text())
+        out.append(ResultRecord(**{k: v for k, v in data.items() if k in names}))
+    return out
+
+
+def load_queries(out_dir: str | Path, record: ResultRecord):
+    """Per-query rows of ``record`` as a DataFrame (episode, query, ..., correct)."""
+    import pandas as pd
+
+    matches = sorted(Path(out_dir).rglob(f"records/{record.cell}.queries.csv.gz"))
+    if not matches:
+        raise FileNotFoundError(f"no per-query records for {record.cell} under {out_dir}")
+    return pd.read_csv(matches[0])
+
+
+def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None) -> Path:
+    """Rebuild ``out_dir/summary.csv`` (one row per record, sorted) atomically."""
+    import pandas as pd
+
+    records = load_records(out_dir) if records is None else records
+    rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS} for r in records]
+    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    if len(frame):
+        frame = frame.sort_values(["dataset", "track", "way", "shot", "method", "seed"],
+                                  kind="stable")
+    path = Path(out_dir) / "summary.csv"
+    atomic_write_text(path, frame.to_csv(index=False))
+    return path

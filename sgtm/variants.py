@@ -1,0 +1,1 @@
+"""Registers the SGTM variants (filled in by the SGTM implementation)."""
