@@ -52,8 +52,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin in (tuple, list) and isinstance(value, (list, tuple)):
         inner = args[0] if args else Any
         return origin(_coerce(v, inner, where) for v in value)
-    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
     if annotation is int and isinstance(value, bool):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if annotation in (int, str, bool) and not isinstance(value, annotation):

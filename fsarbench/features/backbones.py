@@ -1,0 +1,291 @@
+"""Frame backbones: a name -> image encoder registry (``[B, 3, H, W] -> [B, D]``).
+
+``list_backbones()`` names the built-in torchvision ResNets; any timm model is available as
+``timm:<model>``. ``create_backbone(name, weights=...)`` takes ``"imagenet"`` (torchvision's
+ImageNet weights, read from the torch hub cache when offline), ``"none"`` (random init, seeded)
+or a checkpoint path (loaded with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+from fsarbench.io import md5_file
+
+__all__ = [
+    "Backbone",
+    "BackboneWeightsError",
+    "UnknownBackboneError",
+    "create_backbone",
+    "is_offline",
+    "list_backbones",
+    "load_checkpoint_state_dict",
+    "torchvision_weights_path",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_STRIP_PREFIXES = ("module.", "backbone.")
+_CLASSIFIER_PREFIXES = ("fc.", "head.", "classifier.", "head.fc.")
+_DOWNLOAD_TIMEOUT_S = 20.0
+
+
+class UnknownBackboneError(ValueError):
+    """A backbone name that is neither registered nor ``timm:<model>``."""
+
+
+class BackboneWeightsError(RuntimeError):
+    """Weights that cannot be found or loaded; the message says which file to put where."""
+
+
+class Backbone(nn.Module):
+    """An image encoder ``[B, 3, H, W] -> [B, feature_dim]`` (global-average-pooled features).
+
+    ``weights_id`` names the weights exactly (used in feature-cache keys); ``mean``/``std`` are
+    the input normalisation the weights expect (inputs are 0-1 RGB before normalisation).
+    """
+
+    def __init__(self, trunk: nn.Module, *, name: str, feature_dim: int, weights_id: str,
+                 mean: tuple[float, float, float] = IMAGENET_MEAN,
+                 std: tuple[float, float, float] = IMAGENET_STD) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.name = name
+        self.feature_dim = int(feature_dim)
+        self.weights_id = weights_id
+        self.mean = mean
+        self.std = std
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``images [B, 3, H, W]`` (normalised) -> ``[B, feature_dim]``."""
+        out = self.trunk(images)
+        return out.flatten(1)
+
+
+@dataclass(frozen=True)
+class _TorchvisionSpec:
+    feature_dim: int
+    imagenet: str  # torchvision weights enum member used for weights="imagenet"
+
+
+_TORCHVISION: dict[str, _TorchvisionSpec] = {
+    "resnet18": _TorchvisionSpec(512, "IMAGENET1K_V1"),
+    "resnet34": _TorchvisionSpec(512, "IMAGENET1K_V1"),
+    "resnet50": _TorchvisionSpec(2048, "IMAGENET1K_V1"),
+}
+
+
+def list_backbones() -> list[str]:
+    """Registered backbone names; any timm model also works as ``timm:<model>``."""
+    return sorted(_TORCHVISION)
+
+
+def is_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` or ``FSAR_OFFLINE`` is set to a true value."""
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes")
+               for k in ("HF_HUB_OFFLINE", "FSAR_OFFLINE"))
+
+
+def create_backbone(name: str, *, weights: str | Path = "imagenet", seed: int = 0) -> Backbone:
+    """Build backbone ``name`` in eval mode.
+
+    ``weights``: ``"imagenet"`` (torchvision ImageNet weights: the reference protocol uses
+    ``IMAGENET1K_V1``; another torchvision enum member name such as ``"IMAGENET1K_V2"`` also
+    works), ``"none"`` (random init drawn from ``seed``) or a checkpoint file path.
+    """
+    if name.startswith("timm:"):
+        backbone = _create_timm(name, weights, seed)
+    elif name in _TORCHVISION:
+        backbone = _create_torchvision(name, weights, seed)
+    else:
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}; choose one of {list_backbones()} or 'timm:<model>'")
+    return backbone.eval()
+
+
+@contextmanager
+def _seeded(seed: int):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _create_torchvision(name: str, weights: str | Path, seed: int) -> Backbone:
+    """Weights are resolved before the model is built, so missing files fail at once."""
+    import torchvision
+
+    spec = _TORCHVISION[name]
+    kind = _weights_kind(weights)
+    state: dict[str, Tensor] | None = None
+    if kind == "none":
+        weights_id = f"none:seed{seed}"
+    elif kind == "file":
+        state = load_checkpoint_state_dict(weights)
+        weights_id = f"file:{md5_file(weights)}"
+    else:
+        member = spec.imagenet if str(weights).lower() == "imagenet" else str(weights).upper()
+        state = _torchvision_state_dict(name, member)
+        weights_id = f"torchvision:{name}.{member}"
+    with _seeded(seed):
+        model = torchvision.models.get_model(name, weights=None)
+    model.fc = nn.Identity()
+    if state is not None:
+        _load_into(model, state, source=f"{name} weights {weights}")
+    return Backbone(model, name=name, feature_dim=spec.feature_dim, weights_id=weights_id)
+
+
+def _weights_kind(weights: str | Path) -> str:
+    """``"none"``, ``"file"`` or ``"named"`` (a pretrained-weights name such as imagenet)."""
+    text = str(weights)
+    if text.lower() == "none":
+        return "none"
+    if isinstance(weights, Path) or os.sep in text or text.endswith((".pt", ".pth", ".bin")):
+        if not Path(text).is_file():
+            raise BackboneWeightsError(f"weights file {text} does not exist")
+        return "file"
+    return "named"
+
+
+def _torchvision_weights(name: str, member: str):
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(name)
+    try:
+        return enum[member]
+    except KeyError:
+        valid = ["imagenet", "none", *(m.name for m in enum)]
+        raise BackboneWeightsError(
+            f"unknown weights {member!r} for {name}; use one of {valid} or a checkpoint path"
+        ) from None
+
+
+def torchvision_weights_path(name: str, member: str = "IMAGENET1K_V1") -> tuple[Path, str]:
+    """Where the torch hub cache keeps torchvision weights ``name.member``, and their URL."""
+    url = _torchvision_weights(name, member).url
+    filename = os.path.basename(urlparse(url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename, url
+
+
+def _torchvision_state_dict(name: str, member: str) -> dict[str, Tensor]:
+    """Read the weights from the hub cache; download them only when online (short timeout)."""
+    path, url = torchvision_weights_path(name, member)
+    if not path.is_file():
+        where = (f"put {path.name} (from {url}) at {path}, or pass --weights PATH "
+                 f"(a checkpoint file), or --weights none for random init")
+        if is_offline():
+            raise BackboneWeightsError(
+                f"offline (HF_HUB_OFFLINE/FSAR_OFFLINE set) and {name} {member} weights are "
+                f"not in the torch hub cache: {where}")
+        _download(url, path, where)
+    return load_checkpoint_state_dict(path)
+
+
+def _download(url: str, path: Path, where: str) -> None:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=None, progress=True)
+    except (OSError, ValueError) as err:  # URLError and timeouts are OSErrors
+        path.unlink(missing_ok=True)
+        raise BackboneWeightsError(f"could not download {url} ({err}); {where}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_checkpoint_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from ``path`` (``weights_only=True``): a plain state dict or one under
+    ``"state_dict"``/``"model"``; ``module.``/``backbone.`` prefixes are stripped."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors have many types
+        raise BackboneWeightsError(f"cannot read checkpoint {path}: {err}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise BackboneWeightsError(f"{path} holds no state dict of tensors")
+    return {_strip(k): v for k, v in obj.items()}
+
+
+def _strip(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _STRIP_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def _load_into(model: nn.Module, state: Mapping[str, Tensor], *, source: str) -> None:
+    """Load ``state``; classifier weights the trunk no longer has are ignored, anything else
+    missing or unexpected is an error naming the keys."""
+    state = {k: v for k, v in state.items()
+             if not (k.startswith(_CLASSIFIER_PREFIXES) and k not in model.state_dict())}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise BackboneWeightsError(
+            f"weights from {source} do not fit the backbone: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}")
+
+
+def _create_timm(name: str, weights: str | Path, seed: int) -> Backbone:
+    import timm
+
+    model_name = name.removeprefix("timm:")
+    if not timm.is_model(model_name):
+        raise UnknownBackboneError(f"timm has no model {model_name!r} (see timm.list_models())")
+    kind = _weights_kind(weights)
+    if kind == "named" and str(weights).lower() != "imagenet":
+        raise BackboneWeightsError(
+            f"unknown weights {weights!r} for {name}; use 'imagenet', 'none' or a checkpoint path")
+    factory: Callable[..., nn.Module] = timm.create_model
+    with _seeded(seed):
+        if kind == "named":
+            model = _timm_pretrained(factory, model_name)
+            weights_id = f"timm:{model_name}.{model.pretrained_cfg.get('tag') or 'default'}"
+        else:
+            model = factory(model_name, pretrained=False, num_classes=0)
+            weights_id = f"none:seed{seed}"
+    if kind == "file":
+        _load_into(model, load_checkpoint_state_dict(weights), source=str(weights))
+        weights_id = f"file:{md5_file(weights)}"
+    cfg = model.pretrained_cfg
+    return Backbone(model, name=name, feature_dim=model.num_features, weights_id=weights_id,
+                    mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+                    std=tuple(cfg.get("std", IMAGENET_STD)))
+
+
+def _timm_pretrained(factory: Callable[..., nn.Module], model_name: str) -> nn.Module:
+    """timm's pretrained model; with FSAR_OFFLINE/HF_HUB_OFFLINE the Hub is not contacted."""
+    try:
+        with _hub_offline(is_offline()):
+            return factory(model_name, pretrained=True, num_classes=0)
+    except Exception as err:  # hub errors come from several libraries
+        raise BackboneWeightsError(
+            f"cannot load pretrained timm weights for {model_name} ({type(err).__name__}: {err}); "
+            "with HF_HUB_OFFLINE=1 they must be in the Hugging Face cache "
+            "(HF_HOME, default ~/.cache/huggingface), or pass --weights PATH") from None
+
+
+@contextmanager
+def _hub_offline(offline: bool):
+    """Switch huggingface_hub to offline mode for the block when ``offline``."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = previous or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous

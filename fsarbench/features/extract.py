@@ -1,0 +1,233 @@
+"""Feature extraction: clips -> backbone -> ``[T, D]`` float16 per video and view, cached.
+
+Clips are decoded in DataLoader workers (pinned memory on CUDA) while the main process runs
+the backbone in ``torch.inference_mode`` (channels-last + float16 autocast on CUDA); the frames
+of ``batch_size`` videos go through one forward. Extraction resumes after an interruption:
+done entries are skipped, and the cache's done mask is flushed every ``flush_every_s`` seconds.
+
+The clip dataset (``fsarbench.data.clips.ClipDataset`` or any ``torch.utils.data.Dataset``)
+yields dicts ``{"clip": float [T, 3, H, W], "index": int, "view": int, "ok": bool,
+"error": str | None}``; position ``p`` of a dataset with ``V`` views holds video ``p // V``,
+view ``p % V``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from fsarbench.features.backbones import Backbone
+from fsarbench.features.cache import CacheKey, FeatureCache
+from fsarbench.progress import progress_bar
+
+__all__ = ["ClipBatch", "ExtractStats", "collate_clips", "extract_features", "open_or_create"]
+
+
+@dataclass
+class ClipBatch:
+    """Readable clips ``clips [B, T, 3, H, W]`` of entries ``(index [B], view [B])``, and the
+    entries that could not be read as ``(index, view, error)``."""
+
+    clips: Tensor
+    index: Tensor
+    view: Tensor
+    failed: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def pin_memory(self) -> ClipBatch:
+        """Called by the DataLoader's pin-memory thread."""
+        return ClipBatch(self.clips.pin_memory(), self.index, self.view, self.failed)
+
+
+@dataclass
+class ExtractStats:
+    """What one extraction run did."""
+
+    entries: int  # videos x views in the cache
+    already_done: int  # skipped because a previous run stored them
+    written: int
+    failed: int
+    frames: int  # frames through the backbone in this run
+    seconds: float
+    errors: dict[str, str] = field(default_factory=dict)  # "index/view" -> message, this run
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Entries(Dataset):
+    """The dataset positions still to extract; a clip that raises becomes a failed item, and
+    an item naming another entry than its position is an error."""
+
+    def __init__(self, dataset: Dataset, positions: np.ndarray, num_views: int) -> None:
+        self.dataset = dataset
+        self.positions = positions
+        self.num_views = num_views
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        p = int(self.positions[i])
+        index, view = divmod(p, self.num_views)
+        try:
+            item = self.dataset[p]
+        except Exception as err:  # a broken file must not end a long extraction
+            return {"clip": None, "index": index, "view": view, "ok": False,
+                    "error": f"{type(err).__name__}: {err}"}
+        if (int(item["index"]), int(item["view"])) != (index, view):
+            raise ValueError(f"dataset position {p} yielded video {item['index']} view "
+                             f"{item['view']}; expected video {index} view {view} "
+                             f"(position = index * views + view, views={self.num_views})")
+        return item
+
+
+def collate_clips(items: list[dict[str, Any]]) -> ClipBatch:
+    """Stack the readable clips of ``items``; list the others with their errors."""
+    ok = [it for it in items if it["ok"]]
+    failed = [(int(it["index"]), int(it["view"]), str(it["error"] or "unreadable"))
+              for it in items if not it["ok"]]
+    if not ok:
+        return ClipBatch(torch.empty(0), torch.empty(0, dtype=torch.long),
+                         torch.empty(0, dtype=torch.long), failed)
+    shapes = {tuple(it["clip"].shape) for it in ok}
+    if len(shapes) > 1:
+        raise ValueError(f"clips of one extraction must share one shape [T, 3, H, W], got {shapes}")
+    clips = torch.stack([torch.as_tensor(it["clip"], dtype=torch.float32) for it in ok])
+    index = torch.tensor([int(it["index"]) for it in ok])
+    view = torch.tensor([int(it["view"]) for it in ok])
+    return ClipBatch(clips, index, view, failed)
+
+
+def open_or_create(cache_dir: str | Path, *, video_ids: Sequence[str], num_views: int,
+                   num_frames: int, feature_dim: int, classes: list[str] | None = None,
+                   class_indices: list[int] | None = None,
+                   key: CacheKey | None = None) -> FeatureCache:
+    """Open the cache at ``cache_dir`` to resume it (checking it fits), or create it."""
+    path = Path(cache_dir)
+    if not (path / "index.json").exists():
+        return FeatureCache.create(path, video_ids=list(video_ids), num_views=num_views,
+                                   num_frames=num_frames, feature_dim=feature_dim,
+                                   classes=classes, class_indices=class_indices, key=key)
+    cache = FeatureCache.open(path, writable=True)
+    expected = (len(video_ids), num_views, num_frames, feature_dim)
+    have = (len(cache), cache.num_views, *cache.feature_shape)
+    if have != expected or cache.video_ids != list(video_ids):
+        raise ValueError(f"{path} holds a cache of [N, V, T, D] = {list(have)} for other videos "
+                         f"or settings than asked ({list(expected)}); use another cache folder")
+    if key is not None and cache.key != key.digest():
+        raise ValueError(f"{path} has key {cache.key}, not {key.digest()}; use another folder")
+    return cache
+
+
+def extract_features(
+    dataset: Dataset,
+    backbone: Backbone,
+    *,
+    cache_dir: str | Path,
+    num_frames: int,
+    video_ids: Sequence[str] | None = None,
+    num_views: int = 1,
+    classes: list[str] | None = None,
+    class_indices: list[int] | None = None,
+    key: CacheKey | None = None,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    device: str | torch.device = "cpu",
+    flush_every_s: float = 30.0,
+    retry_failed: bool = True,
+    progress: bool = True,
+) -> tuple[FeatureCache, ExtractStats]:
+    """Extract ``[T, D]`` features of every (video, view) of ``dataset`` into ``cache_dir``.
+
+    ``dataset`` has ``len(video_ids) * num_views`` positions (``video_ids`` defaults to
+    ``"0".."N-1"``); ``batch_size`` videos (``batch_size * T`` frames) go through one forward.
+    Entries already stored are skipped; failed ones are retried when ``retry_failed``.
+    Returns the cache (writable) and what this run did.
+    """
+    if len(dataset) % num_views:
+        raise ValueError(f"dataset length {len(dataset)} is not a multiple of views={num_views}")
+    ids = [str(i) for i in range(len(dataset) // num_views)] if video_ids is None else video_ids
+    if len(ids) * num_views != len(dataset):
+        raise ValueError(f"dataset has {len(dataset)} positions, expected "
+                         f"{len(ids)} videos x {num_views} views")
+    cache = open_or_create(cache_dir, video_ids=ids, num_views=num_views, num_frames=num_frames,
+                           feature_dim=backbone.feature_dim, classes=classes,
+                           class_indices=class_indices, key=key)
+    todo = ~cache.done_mask if retry_failed else ~(cache.done_mask | cache.failed_mask)
+    positions = np.flatnonzero(todo.reshape(-1))
+    stats = ExtractStats(entries=todo.size, already_done=int(cache.done_mask.sum()), written=0,
+                         failed=0, frames=0, seconds=0.0)
+    loader = _loader(_Entries(dataset, positions, num_views), batch_size, num_workers, device)
+    _run(loader, backbone, cache, stats, torch.device(device), flush_every_s, progress)
+    return cache, stats
+
+
+def _loader(entries: _Entries, batch_size: int, num_workers: int,
+            device: str | torch.device) -> DataLoader:
+    return DataLoader(entries, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=collate_clips,
+                      pin_memory=torch.device(device).type == "cuda",
+                      prefetch_factor=4 if num_workers > 0 else None)
+
+
+def _run(loader: DataLoader, backbone: Backbone, cache: FeatureCache, stats: ExtractStats,
+         device: torch.device, flush_every_s: float, progress: bool) -> None:
+    """The extraction loop; the cache is flushed periodically and on any exit."""
+    model = _prepare(backbone, device)
+    start = last_flush = time.perf_counter()
+    bar = progress_bar(total=len(loader.dataset), unit="clip", desc="extract", disable=not progress)
+    try:
+        for batch in loader:
+            _store_failed(cache, stats, batch.failed)
+            if batch.clips.numel():
+                feats = encode_clips(model, batch.clips, device)
+                cache.write(batch.index.numpy(), batch.view.numpy(), feats.numpy())
+                stats.written += len(batch.index)
+                stats.frames += batch.clips.shape[0] * batch.clips.shape[1]
+            bar.update(len(batch.index) + len(batch.failed))
+            bar.set_postfix(failed=stats.failed, refresh=False)
+            if time.perf_counter() - last_flush > flush_every_s:
+                cache.flush()
+                last_flush = time.perf_counter()
+    finally:
+        cache.flush()
+        bar.close()
+        stats.seconds = time.perf_counter() - start
+
+
+def _store_failed(cache: FeatureCache, stats: ExtractStats,
+                  failed: list[tuple[int, int, str]]) -> None:
+    for index, view, error in failed:
+        cache.mark_failed(index, view, error)
+        stats.errors[f"{index}/{view}"] = error
+        stats.failed += 1
+
+
+def _prepare(backbone: Backbone, device: torch.device) -> Backbone:
+    model = backbone.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def encode_clips(backbone: Backbone, clips: Tensor, device: torch.device) -> Tensor:
+    """``clips [B, T, 3, H, W]`` -> float16 CPU features ``[B, T, D]`` in one forward."""
+    b, t = clips.shape[:2]
+    frames = clips.reshape(b * t, *clips.shape[2:]).to(device, non_blocking=True)
+    with torch.inference_mode():
+        if device.type == "cuda":
+            frames = frames.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.float16):
+                out = backbone(frames)
+        else:
+            out = backbone(frames)
+    return out.reshape(b, t, -1).to("cpu", torch.float16)

@@ -1,0 +1,124 @@
+"""Paired comparison of two systems across settings, Holm-adjusted over the settings compared."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fsarbench.report.records import (
+    Entry,
+    Setting,
+    UnpairedError,
+    episode_accuracy,
+    query_correct,
+)
+from fsarbench.stats.multiple import holm
+from fsarbench.stats.paired import PairedComparison, compare_paired
+
+__all__ = ["TESTS", "SettingComparison", "compare_entries", "compare_systems", "verdict"]
+
+#: test name -> the PairedComparison field holding its raw p-value.
+TESTS = {"ttest": "p_ttest", "wilcoxon": "p_wilcoxon", "mcnemar": "p_mcnemar"}
+
+
+@dataclass(frozen=True)
+class SettingComparison:
+    """A vs B in one setting: raw statistics plus Holm-adjusted p-values (by test name)."""
+
+    setting: Setting
+    a: Entry
+    b: Entry
+    stats: PairedComparison
+    adjusted: dict[str, float]
+    test: str
+    alpha: float
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.stats.diff, self.adjusted[self.test], self.alpha,
+                       self.a.system, self.b.system)
+
+
+def verdict(diff: float, p_adjusted: float, alpha: float, name_a: str = "A",
+            name_b: str = "B") -> str:
+    """``"<A> better"``, ``"<B> better"`` or ``"no significant difference"``."""
+    if math.isnan(p_adjusted) or p_adjusted > alpha or diff == 0:
+        return "no significant difference"
+    return f"{name_a} better" if diff > 0 else f"{name_b} better"
+
+
+def _check_paired(a: Entry, b: Entry) -> None:
+    if a.manifest_hash != b.manifest_hash:
+        raise UnpairedError(
+            f"cannot compare {a.system} and {b.system} in {a.setting.label}: their records were "
+            f"evaluated on different episodes (manifest hash {a.manifest_hash} vs "
+            f"{b.manifest_hash}), so a paired test does not apply. Re-evaluate both on the same "
+            "manifest (same dataset, split, way, shot, queries, episodes and seed)."
+        )
+
+
+def compare_entries(
+    run_dir: str | Path, a: Entry, b: Entry, *, n_boot: int = 2000, seed: int = 0
+) -> PairedComparison:
+    """Paired statistics of entry ``a`` vs ``b`` (same manifest) from their per-query rows.
+
+    Per-episode accuracies are averaged over training seeds; McNemar pairs the queries of the
+    i-th training seed of each (skipped, p = NaN, when the seed counts differ).
+    """
+    _check_paired(a, b)
+    ep_a, ep_b = episode_accuracy(run_dir, a), episode_accuracy(run_dir, b)
+    qa, qb = query_correct(run_dir, a), query_correct(run_dir, b)
+    if len(qa) == len(qb):
+        ca, cb = np.concatenate(qa), np.concatenate(qb)
+    else:
+        ca = cb = None
+    return compare_paired(ep_a, ep_b, ca, cb, n_boot=n_boot, seed=seed)
+
+
+def _find(entries: list[Entry], name: str) -> list[Entry]:
+    return [e for e in entries if e.system == name]
+
+
+def compare_systems(
+    run_dir: str | Path,
+    entries: list[Entry],
+    name_a: str,
+    name_b: str,
+    *,
+    alpha: float = 0.05,
+    test: str = "ttest",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> list[SettingComparison]:
+    """Compare systems ``name_a`` and ``name_b`` in every setting both have.
+
+    The family for Holm–Bonferroni is the set of settings compared (separately per test).
+
+    Raises:
+        ValueError: a name has no records, or the two share no setting.
+        UnpairedError: records of a shared setting come from different manifests.
+    """
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {sorted(TESTS)}, not {test!r}")
+    known = sorted({e.system for e in entries})
+    by_a = {e.setting: e for e in _find(entries, name_a)}
+    by_b = {e.setting: e for e in _find(entries, name_b)}
+    for name, found in ((name_a, by_a), (name_b, by_b)):
+        if not found:
+            raise ValueError(f"no records for {name!r}; systems with records: {', '.join(known)}")
+    shared = sorted(set(by_a) & set(by_b))
+    if not shared:
+        raise ValueError(
+            f"{name_a!r} and {name_b!r} share no setting: {name_a} has "
+            f"{[s.label for s in sorted(by_a)]}, {name_b} has {[s.label for s in sorted(by_b)]}"
+        )
+    raw = [compare_entries(run_dir, by_a[s], by_b[s], n_boot=n_boot, seed=seed) for s in shared]
+    adjusted = {t: holm([getattr(r, f) for r in raw]) for t, f in TESTS.items()}
+    return [
+        SettingComparison(s, by_a[s], by_b[s], r, {t: float(adjusted[t][i]) for t in TESTS},
+                          test, alpha)
+        for i, (s, r) in enumerate(zip(shared, raw))
+    ]

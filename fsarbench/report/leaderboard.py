@@ -1,0 +1,139 @@
+"""Leaderboard: systems ranked per setting, ties where differences are not significant.
+
+Ranking rule (per setting, systems sorted by accuracy): the leader has rank 1; every system not
+significantly different from the leader (paired test, Holm-adjusted) shares rank 1; any other
+system shares the rank of the system directly above it when not significantly different from
+it (and that system is not in the leader's group), otherwise it takes its position (competition
+ranking, "1, 1, 3"). The Holm family is every comparison made in that setting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fsarbench.io import atomic_write_text
+from fsarbench.report.compare import TESTS, compare_entries
+from fsarbench.report.records import Entry, Setting
+from fsarbench.stats.multiple import holm
+from fsarbench.stats.paired import PairedComparison
+
+__all__ = ["Standing", "rank_setting", "build_leaderboard", "leaderboard_frame",
+           "leaderboard_markdown", "write_leaderboard"]
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One system's place in one setting (``vs_leader`` is ``None`` for the leader)."""
+
+    rank: int
+    entry: Entry
+    vs_leader: PairedComparison | None
+    p_leader_adjusted: float
+    p_above_adjusted: float
+
+
+def _assign_ranks(sig_leader: list[bool], sig_above: list[bool]) -> list[int]:
+    """Ranks from significance flags (index 0 is the leader; both lists have index 0 unused)."""
+    ranks = [1]
+    for i in range(1, len(sig_leader)):
+        if not sig_leader[i]:
+            ranks.append(1)
+        elif i >= 2 and ranks[i - 1] != 1 and not sig_above[i]:
+            ranks.append(ranks[i - 1])
+        else:
+            ranks.append(i + 1)
+    return ranks
+
+
+def rank_setting(
+    run_dir: str | Path, entries: list[Entry], *, alpha: float = 0.05, test: str = "ttest",
+    n_boot: int = 1000, seed: int = 0,
+) -> list[Standing]:
+    """Rank the ``entries`` of one setting (all on one manifest) by accuracy."""
+    order = sorted(entries, key=lambda e: (-e.accuracy, e.system))
+    field = TESTS[test]
+    vs_leader = [None] + [compare_entries(run_dir, e, order[0], n_boot=n_boot, seed=seed)
+                          for e in order[1:]]
+    vs_above = [None, None] + [compare_entries(run_dir, e, order[i], n_boot=n_boot, seed=seed)
+                               for i, e in enumerate(order[2:], start=1)]
+    family = [getattr(c, field) for c in vs_leader[1:]] + [getattr(c, field) for c in vs_above[2:]]
+    adjusted = list(holm(family)) if family else []
+    n = len(order) - 1
+    p_leader = [math.nan] + adjusted[:n]
+    p_above = [math.nan, math.nan] + adjusted[n:]
+    ranks = _assign_ranks([p <= alpha for p in p_leader], [p <= alpha for p in p_above])
+    return [Standing(r, e, c, pl, pa)
+            for r, e, c, pl, pa in zip(ranks, order, vs_leader, p_leader, p_above)]
+
+
+def build_leaderboard(
+    run_dir: str | Path, entries: list[Entry], **kwargs
+) -> dict[Setting, list[Standing]]:
+    """Standings of every setting among ``entries``."""
+    by_setting: dict[Setting, list[Entry]] = {}
+    for e in entries:
+        by_setting.setdefault(e.setting, []).append(e)
+    return {s: rank_setting(run_dir, es, **kwargs) for s, es in sorted(by_setting.items())}
+
+
+def _row(setting: Setting, st: Standing) -> dict:
+    e, c = st.entry, st.vs_leader
+    seeds = e.seeds
+    return {
+        "dataset": setting.dataset, "track": setting.track, "way": setting.way,
+        "shot": setting.shot, "episode_seed": setting.seed, "rank": st.rank,
+        "method": e.system, "accuracy": round(e.accuracy, 2), "ci95": round(e.ci95, 2),
+        "seed_std": round(seeds.std, 2) if seeds else None,
+        "train_seeds": len(e.records),
+        "diff_vs_leader": round(c.diff, 2) if c else None,
+        "diff_ci_low": round(c.ci_low, 2) if c else None,
+        "diff_ci_high": round(c.ci_high, 2) if c else None,
+        "p_vs_leader_holm": st.p_leader_adjusted,
+        "episodes": e.records[0].episodes, "synthetic": e.synthetic,
+        "manifest_hash": e.manifest_hash,
+    }
+
+
+def leaderboard_frame(board: dict[Setting, list[Standing]]) -> pd.DataFrame:
+    """One row per (setting, system), in rank order."""
+    return pd.DataFrame([_row(s, st) for s, sts in board.items() for st in sts])
+
+
+def _md_cell(st: Standing) -> list[str]:
+    e, c = st.entry, st.vs_leader
+    acc = f"{e.accuracy:.2f} ± {e.ci95:.2f}"
+    seeds = f"{e.seeds.mean:.2f} ± {e.seeds.std:.2f} (n={e.seeds.n})" if e.seeds else "-"
+    diff = f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]" if c else "leader"
+    p = f"{st.p_leader_adjusted:.3g}" if c else "-"
+    return [str(st.rank), e.system, acc, seeds, diff, p]
+
+
+def leaderboard_markdown(board: dict[Setting, list[Standing]], *, alpha: float = 0.05,
+                         test: str = "ttest") -> str:
+    """Markdown: one section per setting."""
+    from tabulate import tabulate
+
+    head = ["Rank", "Method", "Acc. ± 95% CI (episodes)", "Mean ± std (training seeds)",
+            "Δ vs leader [95% bootstrap CI]", f"p vs leader ({test}, Holm)"]
+    parts = ["# Leaderboard", "",
+             f"Ranks are shared where a paired {test} (Holm-adjusted within the setting, "
+             f"α = {alpha}) finds no significant difference; see docs/reporting.md.", ""]
+    for setting, standings in board.items():
+        synth = " — synthetic features, not comparable with published numbers" if any(
+            st.entry.synthetic for st in standings) else ""
+        parts += [f"## {setting.label}{synth}", "",
+                  tabulate([_md_cell(st) for st in standings], head, tablefmt="github"), ""]
+    return "\n".join(parts)
+
+
+def write_leaderboard(run_dir: str | Path, board: dict[Setting, list[Standing]], **kw) -> tuple[
+        Path, Path]:
+    """Write ``run_dir/leaderboard.md`` and ``run_dir/leaderboard.csv``; return their paths."""
+    md, csv = Path(run_dir) / "leaderboard.md", Path(run_dir) / "leaderboard.csv"
+    atomic_write_text(md, leaderboard_markdown(board, **kw))
+    atomic_write_text(csv, leaderboard_frame(board).to_csv(index=False))
+    return md, csv

@@ -1,0 +1,150 @@
+"""The seed paper's published tables, read from ``results/published/*.yaml``.
+
+Each ``tableN.yaml`` gives the caption, the label columns (``Method, Reference`` ...), the value
+columns (group, label and the setting each holds: dataset key, way, shot) and the rows (labels,
+published values, and which of our method names or ablation variants fill the row).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fsarbench.config import build_config
+
+__all__ = ["Column", "Row", "TableSpec", "Citation", "published_dir", "load_table",
+           "load_citation", "load_dataset_aliases", "available_tables"]
+
+#: Environment variable naming another folder of published tables.
+ENV_VAR = "FSARBENCH_PUBLISHED"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A value column: header ``group`` / ``label``; holds ``dataset`` way-``way`` shot-``shot``."""
+
+    group: str
+    label: str
+    dataset: str
+    way: int
+    shot: int
+
+
+@dataclass(frozen=True)
+class Row:
+    """A paper row: label cells, published values (``None`` = "-"), and what fills it from runs.
+
+    Attributes:
+        methods: method names whose (untagged) records fill this row.
+        variant: ``tags["variant_label"]`` value(s) of this table's ablation records.
+        ours: the paper's own method (used to mark significance against baselines).
+    """
+
+    labels: list[str]
+    values: list[float | None]
+    methods: list[str] = field(default_factory=list)
+    variant: str | list[str] | None = None
+    ours: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.labels[0]
+
+    @property
+    def variants(self) -> list[str]:
+        if self.variant is None:
+            return []
+        return [self.variant] if isinstance(self.variant, str) else list(self.variant)
+
+
+@dataclass(frozen=True)
+class PaperMarks:
+    """The paper's bold and underlined cells as ``[row name, column index]`` pairs."""
+
+    bold: list[list[Any]] = field(default_factory=list)
+    underline: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One published table."""
+
+    table: int
+    caption: str
+    decimals: int
+    label_columns: list[str]
+    columns: list[Column]
+    rows: list[Row]
+    paper_marks: PaperMarks = field(default_factory=PaperMarks)
+
+    def __post_init__(self) -> None:
+        n = len(self.columns)
+        for row in self.rows:
+            if len(row.values) != n or len(row.labels) != len(self.label_columns):
+                raise ValueError(
+                    f"table {self.table}, row {row.labels}: {len(row.values)} values for {n} "
+                    f"columns, {len(row.labels)} labels for {len(self.label_columns)}"
+                )
+
+
+@dataclass(frozen=True)
+class Citation:
+    key: str
+    title: str
+    authors: str
+    venue: str
+    year: int
+    source_file: str
+    note: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.authors}. {self.title}. {self.venue}, {self.year}."
+
+
+def published_dir(override: str | Path | None = None) -> Path:
+    """Folder of the published tables: ``override``, ``$FSARBENCH_PUBLISHED``, or the
+    ``results/published`` folder of the source checkout fsarbench runs from."""
+    if override is not None:
+        return Path(override)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    return Path(__file__).resolve().parents[2] / "results" / "published"
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found; pass --published DIR or set {ENV_VAR} to the folder holding "
+            "the published tables (results/published in the fsarbench source tree)"
+        )
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def available_tables(folder: str | Path | None = None) -> list[int]:
+    """Table numbers with a ``tableN.yaml`` in the published folder."""
+    names = sorted(published_dir(folder).glob("table*.yaml"))
+    return sorted(int(p.stem[5:]) for p in names if p.stem[5:].isdigit())
+
+
+def load_table(number: int, folder: str | Path | None = None) -> TableSpec:
+    """The published table ``number``."""
+    data = _read_yaml(published_dir(folder) / f"table{number}.yaml")
+    where = f"table{number}.yaml"
+    data["columns"] = [build_config(Column, c, where=where) for c in data["columns"]]
+    data["rows"] = [build_config(Row, r, where=where) for r in data["rows"]]
+    data["paper_marks"] = build_config(PaperMarks, data.get("paper_marks") or {}, where=where)
+    return build_config(TableSpec, data, where=where)
+
+
+def load_citation(folder: str | Path | None = None) -> Citation:
+    return build_config(Citation, _read_yaml(published_dir(folder) / "citation.yaml"))
+
+
+def load_dataset_aliases(folder: str | Path | None = None) -> dict[str, list[str]]:
+    """Paper dataset key -> record dataset names that stand for it (lower case)."""
+    data = _read_yaml(published_dir(folder) / "datasets.yaml")
+    return {k: sorted({k.lower(), *(v.lower() for v in names)}) for k, names in data.items()}

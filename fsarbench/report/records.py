@@ -1,0 +1,164 @@
+"""Result records grouped for reporting: one :class:`Entry` per system and setting.
+
+A *setting* is what makes records comparable (dataset, track, way, shot, episode seed); a
+*system* is a method name plus, for ablation variants, the ``tags["variant_label"]`` of its
+records. Records of one system and setting that differ only in ``train_seed`` form one entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fsarbench.results import ResultRecord, load_queries, load_records
+from fsarbench.stats.seeds import SeedSpread, seed_mean_std
+
+__all__ = [
+    "Entry", "Setting", "UnpairedError", "group_entries", "load_entries", "system_of",
+    "episode_accuracy", "query_correct",
+]
+
+log = logging.getLogger(__name__)
+
+
+class UnpairedError(ValueError):
+    """Two entries of one setting were evaluated on different episodes."""
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    """What makes two records comparable episode by episode."""
+
+    dataset: str
+    track: str
+    way: int
+    shot: int
+    seed: int
+
+    @property
+    def label(self) -> str:
+        extra = "" if self.track == "frozen" else f" [{self.track}]"
+        seed = "" if self.seed == 0 else f" (episode seed {self.seed})"
+        return f"{self.dataset} {self.way}-way {self.shot}-shot{extra}{seed}"
+
+
+def system_of(record: ResultRecord) -> str:
+    """Name a record's system: ``tags["system"]``, else the method (+ ``[variant_label]``)."""
+    if record.tags.get("system"):
+        return str(record.tags["system"])
+    variant = record.tags.get("variant_label")
+    return f"{record.method} [{variant}]" if variant else record.method
+
+
+def setting_of(record: ResultRecord) -> Setting:
+    return Setting(record.dataset, record.track, record.way, record.shot, record.seed)
+
+
+@dataclass
+class Entry:
+    """One system in one setting, over one or more training seeds.
+
+    Attributes:
+        accuracy: mean accuracy in percent (mean over training seeds).
+        ci95: episode 95% CI half-width in percent (mean over seeds when several).
+        seeds: spread over training seeds, or ``None`` with a single record.
+    """
+
+    system: str
+    setting: Setting
+    records: list[ResultRecord] = field(default_factory=list)
+
+    @property
+    def method(self) -> str:
+        return self.records[0].method
+
+    @property
+    def manifest_hash(self) -> str:
+        return self.records[0].manifest_hash
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean([r.accuracy for r in self.records]))
+
+    @property
+    def ci95(self) -> float:
+        return float(np.mean([r.ci95 for r in self.records]))
+
+    @property
+    def seeds(self) -> SeedSpread | None:
+        if len(self.records) < 2:
+            return None
+        return seed_mean_std([r.accuracy for r in self.records])
+
+    @property
+    def synthetic(self) -> bool:
+        return any(r.tags.get("synthetic") or r.dataset == "synth" for r in self.records)
+
+    @property
+    def tags(self) -> dict:
+        return self.records[0].tags
+
+
+def _dedupe_seeds(records: list[ResultRecord]) -> list[ResultRecord]:
+    """One record per training seed (the newest), sorted by seed."""
+    by_seed: dict[int | None, ResultRecord] = {}
+    for r in sorted(records, key=lambda r: r.created):
+        if r.train_seed in by_seed:
+            log.warning("several records of %s for train_seed %s; using the newest (%s)",
+                        r.cell, r.train_seed, r.created)
+        by_seed[r.train_seed] = r
+    return [by_seed[k] for k in sorted(by_seed, key=lambda s: (s is None, s or 0))]
+
+
+def group_entries(records: list[ResultRecord]) -> list[Entry]:
+    """Group records into entries, sorted by setting then system.
+
+    Raises:
+        UnpairedError: the training seeds of one entry saw different manifests.
+    """
+    groups: dict[tuple[str, Setting], list[ResultRecord]] = {}
+    for r in records:
+        groups.setdefault((system_of(r), setting_of(r)), []).append(r)
+    entries = []
+    for (system, setting), recs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        recs = _dedupe_seeds(recs)
+        hashes = {r.manifest_hash for r in recs}
+        if len(hashes) > 1:
+            raise UnpairedError(
+                f"{system} in {setting.label}: training seeds were evaluated on different "
+                f"manifests {sorted(hashes)}; re-evaluate them on one manifest"
+            )
+        entries.append(Entry(system, setting, recs))
+    return entries
+
+
+def load_entries(run_dir: str | Path) -> list[Entry]:
+    """Every entry of the records under ``run_dir`` (empty when there are none)."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"results folder {path} does not exist")
+    return group_entries(load_records(path))
+
+
+def _per_record_queries(run_dir: str | Path, record: ResultRecord):
+    frame = load_queries(run_dir, record)
+    return frame.sort_values(["episode", "query"], kind="stable")
+
+
+def episode_accuracy(run_dir: str | Path, entry: Entry) -> np.ndarray:
+    """``[E]`` per-episode accuracy (fraction) of ``entry``, averaged over its training seeds."""
+    per_seed = []
+    for r in entry.records:
+        frame = _per_record_queries(run_dir, r)
+        per_seed.append(frame.groupby("episode", sort=True)["correct"].mean().to_numpy(float))
+    return np.mean(np.stack(per_seed), axis=0)
+
+
+def query_correct(run_dir: str | Path, entry: Entry) -> list[np.ndarray]:
+    """Per training seed, ``[Q]`` per-query correctness in (episode, query) order."""
+    return [
+        _per_record_queries(run_dir, r)["correct"].to_numpy(bool) for r in entry.records
+    ]

@@ -1,0 +1,172 @@
+"""Paired statistics for two methods evaluated on the same episodes.
+
+Every method of one dataset/way/shot/seed sees the same manifest, so comparisons are paired:
+per-episode accuracy differences (paired t-test, Wilcoxon signed-rank, bootstrap CI of the mean
+difference) and per-query correctness (McNemar). Distributions come from scipy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "PairedComparison",
+    "bootstrap_mean_ci",
+    "compare_paired",
+    "mcnemar",
+    "paired_ttest",
+    "wilcoxon_signed_rank",
+    "MCNEMAR_EXACT_BELOW",
+]
+
+#: McNemar uses the exact binomial test when fewer discordant pairs than this are observed.
+MCNEMAR_EXACT_BELOW = 25
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a - b`` for two equal-length 1-D arrays, as float64."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired samples must be 1-D of equal length, got {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("paired samples are empty")
+    return a - b
+
+
+def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Two-sided paired t-test of ``mean(a - b) = 0`` on ``[E]`` per-episode values.
+
+    Returns ``(t, p)``. Identical samples (all differences zero) give ``(0.0, 1.0)`` instead of
+    scipy's NaN; a constant non-zero difference gives ``(±inf, 0.0)``.
+    """
+    d = _paired(a, b)
+    if d.size < 2 or np.all(d == d[0]):
+        if d[0] == 0:
+            return 0.0, 1.0
+        return math.copysign(math.inf, d[0]), 0.0
+    res = stats.ttest_rel(a, b)
+    return float(res.statistic), float(res.pvalue)
+
+
+def wilcoxon_signed_rank(
+    a: np.ndarray, b: np.ndarray, zero_method: str = "wilcox"
+) -> tuple[float, float]:
+    """Two-sided Wilcoxon signed-rank test on ``[E]`` paired values; ``(W, p)``.
+
+    Zero differences are dropped (``zero_method="wilcox"``, scipy's default); if every
+    difference is zero the test has nothing to rank and returns ``(0.0, 1.0)``.
+    """
+    d = _paired(a, b)
+    if not np.any(d != 0):
+        return 0.0, 1.0
+    res = stats.wilcoxon(d, zero_method=zero_method)
+    return float(res.statistic), float(res.pvalue)
+
+
+def bootstrap_mean_ci(
+    diff: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap CI ``(low, high)`` of the mean of ``diff [E]`` (resampling episodes).
+
+    Seeded: the same inputs give the same interval. Uses ``scipy.stats.bootstrap``.
+    """
+    d = np.asarray(diff, dtype=np.float64)
+    if d.size == 0:
+        raise ValueError("no differences to bootstrap")
+    if np.all(d == d[0]):
+        return float(d[0]), float(d[0])
+    res = stats.bootstrap(
+        (d,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+        random_state=np.random.default_rng(seed), vectorized=True, batch=200,
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float, str]:
+    """McNemar's test on paired per-query correctness ``[Q]`` (bool).
+
+    Returns ``(n_a_only, n_b_only, p, method)``: the discordant counts (A right and B wrong, and
+    the reverse), the two-sided p-value, and ``"exact"`` (binomial, fewer than
+    :data:`MCNEMAR_EXACT_BELOW` discordant pairs) or ``"chi2-cc"`` (chi-square, continuity
+    corrected).
+    """
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"per-query correctness must be 1-D of equal length: {a.shape}, {b.shape}")
+    n10 = int(np.sum(a & ~b))
+    n01 = int(np.sum(~a & b))
+    n = n10 + n01
+    if n == 0:
+        return n10, n01, 1.0, "exact"
+    if n < MCNEMAR_EXACT_BELOW:
+        return n10, n01, float(stats.binomtest(n10, n, 0.5).pvalue), "exact"
+    chi2 = (abs(n10 - n01) - 1) ** 2 / n
+    return n10, n01, float(stats.chi2.sf(chi2, df=1)), "chi2-cc"
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A vs B on the same episodes; accuracies and differences in percent.
+
+    Attributes:
+        acc_a, acc_b: mean per-episode accuracy of each.
+        diff: ``acc_a - acc_b``.
+        ci_low, ci_high: seeded bootstrap 95% CI of ``diff``.
+        p_ttest, p_wilcoxon, p_mcnemar: two-sided raw p-values.
+        mcnemar_a_only, mcnemar_b_only: discordant query counts.
+        mcnemar_method: ``"exact"`` or ``"chi2-cc"``.
+        episodes, queries: sample sizes.
+    """
+
+    acc_a: float
+    acc_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_ttest: float
+    p_wilcoxon: float
+    p_mcnemar: float
+    mcnemar_a_only: int
+    mcnemar_b_only: int
+    mcnemar_method: str
+    episodes: int
+    queries: int
+
+
+def compare_paired(
+    episode_a: np.ndarray,
+    episode_b: np.ndarray,
+    correct_a: np.ndarray | None = None,
+    correct_b: np.ndarray | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> PairedComparison:
+    """Every paired statistic of A vs B.
+
+    Args:
+        episode_a, episode_b: ``[E]`` per-episode accuracies as fractions, same episode order.
+        correct_a, correct_b: ``[Q]`` per-query correctness, same query order (optional; without
+            them McNemar is reported as ``p = nan``).
+    """
+    diff = _paired(episode_a, episode_b)
+    low, high = bootstrap_mean_ci(diff, n_boot=n_boot, seed=seed)
+    _, p_t = paired_ttest(episode_a, episode_b)
+    _, p_w = wilcoxon_signed_rank(episode_a, episode_b)
+    if correct_a is not None and correct_b is not None:
+        n10, n01, p_m, how = mcnemar(correct_a, correct_b)
+        nq = int(np.asarray(correct_a).size)
+    else:
+        n10, n01, p_m, how, nq = 0, 0, math.nan, "n/a", 0
+    return PairedComparison(
+        acc_a=100 * float(np.mean(episode_a)), acc_b=100 * float(np.mean(episode_b)),
+        diff=100 * float(diff.mean()), ci_low=100 * low, ci_high=100 * high,
+        p_ttest=p_t, p_wilcoxon=p_w, p_mcnemar=p_m, mcnemar_a_only=n10, mcnemar_b_only=n01,
+        mcnemar_method=how, episodes=int(diff.size), queries=nq,
+    )

@@ -1,0 +1,74 @@
+"""A trainable frame adapter in front of any method (frozen-feature track).
+
+Parameter-free matchers (OTAM, Bi-MHM, ProtoNet) have nothing to learn on frozen features;
+matching-based FSAR benchmarks put a ``Linear + LayerNorm`` per frame in front of them. The
+adapter is part of the per-video ``encode``, so evaluation still encodes each video once.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from fsarbench.methods import EpisodeBatch, FewShotMethod, MethodOutput, TrainingStage
+from fsarbench.state import State
+
+__all__ = ["FrameAdapter", "AdaptedMethod"]
+
+
+class FrameAdapter(nn.Module):
+    """``Linear(D -> D_out)`` then ``LayerNorm(D_out)``, applied to every frame.
+
+    Initialised near identity when ``D_out == D`` (identity weight, zero bias) so training
+    starts from the frozen features.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int | None = None) -> None:
+        super().__init__()
+        out_dim = out_dim or in_dim
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.norm = nn.LayerNorm(out_dim)
+        if out_dim == in_dim:
+            nn.init.eye_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[..., T, D]`` -> ``[..., T, D_out]``."""
+        return self.norm(self.linear(x))
+
+
+class AdaptedMethod(FewShotMethod):
+    """``method`` applied to adapted frame features; trains the adapter in every stage."""
+
+    def __init__(self, method: FewShotMethod, adapter: nn.Module, in_dim: int) -> None:
+        super().__init__(feature_dim=in_dim, seq_len=method.seq_len,
+                         num_train_classes=method.num_train_classes, config=method.config)
+        self.inner = method
+        self.adapter = adapter
+        self.method_name = getattr(method, "method_name", type(method).__name__)
+
+    def adapt(self, batch: EpisodeBatch) -> EpisodeBatch:
+        return EpisodeBatch(self.adapter(batch.support), batch.support_labels,
+                            self.adapter(batch.query), batch.query_labels,
+                            batch.support_classes, batch.query_classes, batch.way)
+
+    def encode(self, features: Tensor) -> State:
+        return self.inner.encode(self.adapter(features))
+
+    def match(self, support, support_labels, query, way, **kw) -> MethodOutput:
+        return self.inner.match(support, support_labels, query, way, **kw)
+
+    def training_stages(self) -> list[TrainingStage]:
+        return [self._wrap(stage) for stage in self.inner.training_stages()]
+
+    def _wrap(self, stage: TrainingStage) -> TrainingStage:
+        def parameters():
+            return [*self.adapter.parameters(), *stage.parameters()]
+
+        def loss(batch: EpisodeBatch):
+            return stage.loss(self.adapt(batch))
+
+        return TrainingStage(stage.name, parameters, loss, stage.fraction, stage.needs_classes)
+
+    @property
+    def hparams(self) -> dict:
+        return self.inner.hparams

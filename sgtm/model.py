@@ -1,0 +1,220 @@
+"""SGTM: saliency-guided fine-grained temporal mask learning (Sec. 3.2) as a fsarbench head.
+
+Per video (``encode``, the matching branch of eq. 6): ``[T, D]`` frames -> ``T*D/P`` tokens of
+size P -> + positional embedding -> Φ_enc -> shallow transformer -> ``[T, D]`` -> the matcher's
+own ``encode``. Per episode (``match``): the registered OTAM / Bi-MHM head, unchanged.
+In training, ``forward`` adds ``λ·L_recon`` (eq. 5, 8) from the masked branch; Φ_cls is trained
+first, alone, on the meta-train class labels (stage "saliency"), then frozen (stage "main").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import fsarbench as fb
+from fsarbench_sgtm.autoencoder import PositionalEmbedding, TokenDecoder, gather_tokens
+from fsarbench_sgtm.config import SGTMConfig
+from fsarbench_sgtm.masks import get_mask_strategy, num_masked_frames
+from fsarbench_sgtm.saliency import SaliencyClassifier
+from fsarbench_sgtm.tokens import check_token_dim, frame_token_mask, from_tokens, to_tokens
+from fsarbench_sgtm.transformer import TransformerStack, init_weights
+
+__all__ = ["SGTM"]
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode (no dropout) and restore its mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+class SGTM(fb.FewShotMethod):
+    """SGTM (Saliency-Guided fine-grained Temporal Mask learning, ACM MM'24) over a
+    registered frame matcher (OTAM or Bi-MHM)."""
+
+    Config: ClassVar[type] = SGTMConfig
+    CONTRACT_HPARAMS: ClassVar[dict[str, Any]] = {
+        "token_dim": 16,
+        "num_heads": 2,
+        "saliency_hidden": 16,
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        cfg: SGTMConfig = self.config
+        d, t, p = self.feature_dim, self.seq_len, cfg.token_dim
+        self.tokens_per_frame = check_token_dim(d, p)
+        self.num_tokens = t * self.tokens_per_frame
+        self.strategy = get_mask_strategy(cfg.mask)
+        self.num_masked = num_masked_frames(t, cfg.k, cfg.mask_ratio)
+        self.matcher = fb.create_method(
+            cfg.matcher,
+            feature_dim=d,
+            seq_len=t,
+            num_train_classes=self.num_train_classes,
+            **cfg.matcher_hparams,
+        )
+        stack = dict(heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+        self.pos_embed = PositionalEmbedding(self.num_tokens, p, cfg.enc_pos_embed)
+        self.encoder = (
+            TransformerStack(p, cfg.encoder_layers, final_norm=True, **stack)
+            if cfg.use_encoder
+            else None
+        )
+        self.matching = TransformerStack(p, cfg.matching_layers, **stack)
+        self.decoder = self._build_decoder(cfg)
+        self.saliency = self._build_saliency(cfg)
+        for part in (self.encoder, self.matching, self.decoder):
+            if part is not None:
+                init_weights(part)
+
+    # -- construction ----------------------------------------------------------------------
+    @property
+    def reconstructs(self) -> bool:
+        """Whether the masked reconstruction branch exists (a mask, an encoder, λ > 0)."""
+        return self.decoder is not None
+
+    def _build_decoder(self, cfg: SGTMConfig) -> TokenDecoder | None:
+        if self.strategy is None or cfg.lambda_recon == 0:
+            return None
+        if not cfg.use_encoder:
+            raise ValueError(f"mask={cfg.mask!r} reconstructs through Φ_enc: set use_encoder=True")
+        return TokenDecoder(
+            self.num_tokens,
+            cfg.token_dim,
+            cfg.decoder_dim or cfg.token_dim,
+            cfg.decoder_layers,
+            cfg.num_heads,
+            cfg.mlp_ratio,
+            cfg.dropout,
+        )
+
+    def _build_saliency(self, cfg: SGTMConfig) -> SaliencyClassifier | None:
+        if not (self.reconstructs and self.strategy.needs_saliency):
+            return None
+        if self.num_train_classes is None:
+            raise ValueError(
+                f"SGTM's {cfg.mask!r} mask needs Φ_cls, a classifier over the meta-train "
+                "classes: pass num_train_classes to create_method"
+            )
+        return SaliencyClassifier(
+            self.feature_dim,
+            self.num_train_classes,
+            layers=cfg.saliency_layers,
+            hidden=cfg.saliency_hidden,
+            kernel=cfg.saliency_kernel,
+            dropout=cfg.saliency_dropout,
+        )
+
+    # -- matching branch (inference) -------------------------------------------------------
+    def matching_features(self, features: Tensor) -> Tensor:
+        """Eq. 6: ``[N, T, D]`` -> ``X^mat`` ``[N, T, D]`` (all tokens, no mask)."""
+        h = self.pos_embed(to_tokens(features, self.config.token_dim))
+        if self.encoder is not None:
+            h = self.encoder(h)
+        return from_tokens(self.matching(h), self.seq_len)
+
+    def encode(self, features: Tensor) -> fb.State:
+        """``[N, T, D]`` -> the matcher's state of ``X^mat``."""
+        return self.matcher.encode(self.matching_features(features))
+
+    def match(
+        self, support: fb.State, support_labels: Tensor, query: fb.State, way: int, **classes: Any
+    ) -> fb.MethodOutput:
+        """The matcher (OTAM / Bi-MHM) on encoded videos -> logits ``[B, Nq, way]``."""
+        return self.matcher.match(support, support_labels, query, way, **classes)
+
+    # -- reconstruction branch (training) --------------------------------------------------
+    def actionness(self, videos: Tensor) -> Tensor:
+        """``[N, T, D]`` -> ``[N, T]`` actionness of the frozen Φ_cls (no grad, no dropout)."""
+        with torch.no_grad(), _eval_mode(self.saliency):
+            return self.saliency.actionness(videos.detach())
+
+    def frame_mask(self, videos: Tensor) -> Tensor:
+        """``[N, T, D]`` -> ``[N, T]`` bool, True where a frame is masked."""
+        if self.strategy.needs_saliency:
+            scores = self.actionness(videos)
+        else:
+            scores = videos.new_zeros(videos.shape[:2])
+        return self.strategy.fn(scores, self.num_masked)
+
+    def reconstruct(self, videos: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 3-4: encode the visible tokens, decode all of them.
+
+        Returns:
+            ``X^recon`` ``[N, M, P]`` and the per-token mask ``[N, M]`` (True = masked).
+        """
+        tokens = to_tokens(videos, self.config.token_dim)
+        token_mask = frame_token_mask(frame_mask, self.tokens_per_frame)
+        visible_count = self.num_tokens - int(token_mask[0].sum())
+        # stable sort puts the visible (False) tokens first, in their original order
+        visible = torch.sort(token_mask.to(torch.uint8), dim=1, stable=True).indices
+        visible = visible[:, :visible_count]
+        latent = self.encoder(self.pos_embed(gather_tokens(tokens, visible), visible))
+        return self.decoder(latent, visible), token_mask
+
+    def reconstruction_loss(self, videos: Tensor) -> Tensor:
+        """Eq. 5: mean squared error between ``X^recon`` and the tokens of ``videos``,
+        averaged over all ``N' = T*D/P`` tokens (or the masked ones, ``recon_tokens``)."""
+        recon, token_mask = self.reconstruct(videos, self.frame_mask(videos))
+        target = to_tokens(videos, self.config.token_dim)
+        if self.config.detach_target:
+            target = target.detach()
+        err = (recon - target).pow(2).mean(-1)  # [N, M]
+        if self.config.recon_tokens == "masked":
+            return err[token_mask].mean() if token_mask.any() else err.sum() * 0
+        return err.mean()
+
+    def forward(self, batch: fb.EpisodeBatch) -> fb.MethodOutput:
+        """Matching logits; in training also ``losses["recon"] = λ·L_recon``."""
+        out = super().forward(batch)
+        if self.training and self.reconstructs:
+            videos = torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)])
+            out.losses["recon"] = self.config.lambda_recon * self.reconstruction_loss(videos)
+        return out
+
+    # -- training stages -------------------------------------------------------------------
+    def saliency_loss(self, batch: fb.EpisodeBatch) -> dict[str, Tensor]:
+        """Stage 1: cross-entropy of Φ_cls's video-level scores on global class ids."""
+        if batch.support_classes is None or batch.query_classes is None:
+            raise ValueError("SGTM stage 'saliency' needs support_classes and query_classes")
+        videos = torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)]).detach()
+        classes = torch.cat([batch.support_classes.flatten(), batch.query_classes.flatten()])
+        return {"saliency_ce": F.cross_entropy(self.saliency.video_logits(videos), classes)}
+
+    def main_parameters(self) -> list[nn.Parameter]:
+        """Every trainable parameter except Φ_cls's."""
+        frozen = {id(p) for p in self.saliency.parameters()} if self.saliency else set()
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
+
+    def training_stages(self) -> list[fb.TrainingStage]:
+        """``[saliency (Φ_cls alone), main (everything else, L = L_CE + λ·L_recon)]``."""
+        main = fb.TrainingStage(
+            name="main",
+            parameters=self.main_parameters,
+            loss=self.episode_loss,
+            needs_classes=self.num_train_classes is not None,
+        )
+        if self.saliency is None:
+            return [main]
+        frac = self.config.saliency_fraction
+        main.fraction = 1.0 - frac
+        first = fb.TrainingStage(
+            name="saliency",
+            parameters=lambda: list(self.saliency.parameters()),
+            loss=self.saliency_loss,
+            fraction=frac,
+            needs_classes=True,
+        )
+        return [first, main]

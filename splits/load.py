@@ -1,0 +1,98 @@
+"""Locating and loading a variant's lists from a splits directory, md5-checked."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from fsarbench.io import md5_file
+from fsarbench_splits.catalog import VARIANTS, SplitSource, SplitVariant
+from fsarbench_splits.parsers import SplitEntry, parse_split_file
+
+__all__ = [
+    "LoadedSplit", "SplitModifiedError", "SplitsNotFoundError", "default_splits_dir",
+    "get_variant", "find_source", "load_split",
+]
+
+
+class SplitModifiedError(ValueError):
+    """A list whose md5 differs from the published one (names the file and both hashes)."""
+
+
+class SplitsNotFoundError(FileNotFoundError):
+    """No copy of a variant's lists under the splits directory (says how to get them)."""
+
+
+def default_splits_dir() -> Path:
+    """``$FSAR_SPLITS`` if set, else ``<user cache>/fsarbench/splits``."""
+    env = os.environ.get("FSAR_SPLITS")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("fsarbench")) / "splits"
+
+
+def get_variant(name: str) -> SplitVariant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise KeyError(f"unknown split variant {name!r}; variants: {', '.join(VARIANTS)}") from None
+
+
+def find_source(variant: SplitVariant, root: Path, split: str) -> SplitSource:
+    """The first source of ``variant`` whose ``split`` list exists under ``root``."""
+    for source in variant.sources:
+        if (root / source.rel_path(split)).is_file():
+            return source
+    wanted = " or ".join(str(root / s.rel_path(split)) for s in variant.sources)
+    raise SplitsNotFoundError(
+        f"split list for {variant.name}/{split} not found: looked for {wanted}. Run "
+        "'python -m fsarbench splits fetch' (internet) or 'splits import DIR', or pass "
+        "--splits-dir / set FSAR_SPLITS."
+    )
+
+
+@dataclass(frozen=True)
+class LoadedSplit:
+    """The parsed entries of one list plus what to record about it."""
+
+    variant: str
+    split: str
+    path: Path
+    md5: str
+    modified: bool
+    entries: list[SplitEntry]
+
+    def provenance(self) -> dict[str, object]:
+        """JSON-friendly facts for a result record (file, md5, whether modified)."""
+        return {"variant": self.variant, "split": self.split, "file": str(self.path),
+                "md5": self.md5, "modified": self.modified}
+
+
+def load_split(
+    variant: str,
+    split: str,
+    splits_dir: str | Path | None = None,
+    *,
+    allow_modified: bool = False,
+) -> LoadedSplit:
+    """Parse ``variant``'s ``split`` list, checking its md5 against the registry.
+
+    Raises:
+        SplitsNotFoundError: no copy under the splits directory.
+        SplitModifiedError: md5 differs and ``allow_modified`` is False.
+    """
+    var = get_variant(variant)
+    root = Path(splits_dir) if splits_dir is not None else default_splits_dir()
+    source = find_source(var, root, split)
+    path = root / source.rel_path(split)
+    actual, expected = md5_file(path), source.file(split).md5
+    if actual != expected and not allow_modified:
+        raise SplitModifiedError(
+            f"{path} is modified: md5 {actual}, published {expected}. Pass --allow-modified "
+            "(allow_modified=True) to use it anyway; its hash is then recorded with results."
+        )
+    entries = parse_split_file(path, source.format)
+    return LoadedSplit(variant, split, path, actual, actual != expected, entries)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fsarbench as fb
+
+POOL = np.repeat(np.arange(12), 9)  # 12 classes x 9 videos, class-major
+
+
+def manifest(**kw):
+    args = dict(way=5, shot=2, queries=3, episodes=200, seed=3, dataset="synth", split="test")
+    args.update(kw)
+    return fb.make_manifest(POOL, **args)
+
+
+def test_episodes_are_valid():
+    m = manifest()
+    assert m.support.shape == (200, 10) and m.query.shape == (200, 15)
+    for e in range(m.episodes):
+        assert len(set(m.classes[e])) == 5
+        videos = np.concatenate([m.support[e], m.query[e]])
+        assert len(set(videos)) == len(videos)
+        assert (POOL[m.support[e]] == m.classes[e][m.support_labels[e]]).all()
+        assert (POOL[m.query[e]] == m.classes[e][m.query_labels[e]]).all()
+
+
+def test_same_arguments_same_bytes_and_seeds_differ():
+    assert manifest().to_bytes() == manifest().to_bytes()
+    assert manifest().hash != manifest(seed=4).hash
+    assert manifest().hash != manifest(split="val").hash
+    assert not np.array_equal(manifest().classes, manifest(seed=4).classes)
+
+
+def test_episode_is_a_function_of_its_index():
+    full = manifest(episodes=50)
+    tail = manifest(episodes=20, start=30)
+    np.testing.assert_array_equal(full.support[30:], tail.support)
+    np.testing.assert_array_equal(full.query[30:], tail.query)
+
+
+def test_worker_count_does_not_change_manifest():
+    assert manifest(num_workers=2).to_bytes() == manifest(num_workers=0).to_bytes()
+
+
+def test_identical_across_processes(tmp_path):
+    code = (
+        "import numpy as np, fsarbench as fb, sys;"
+        "m = fb.make_manifest(np.repeat(np.arange(12), 9), way=5, shot=2, queries=3, episodes=200,"
+        " seed=3, dataset='synth', split='test'); sys.stdout.write(m.hash)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == manifest().hash
+
+
+def test_save_load_roundtrip(tmp_path):
+    m = manifest()
+    path = m.save(tmp_path / "m.json")
+    loaded = fb.Manifest.load(path)
+    assert loaded.to_bytes() == m.to_bytes()
+    assert loaded.hash == m.hash
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(fb.ManifestError, match="not a valid fsarbench manifest"):
+        fb.Manifest.load(tmp_path / "bad.json")
+
+
+def test_errors_name_class_and_counts():
+    pool = np.array([0] * 6 + [1] * 6 + [2] * 2)
+    with pytest.raises(fb.ManifestError, match=r"class 2 \('pour'\) has 2 videos.*need 4"):
+        fb.make_manifest(pool, way=3, shot=3, queries=1, episodes=3,
+                         class_names=["a", "b", "pour"])
+    with pytest.raises(fb.ManifestError, match="5-way episodes need 5 classes.*only 3"):
+        fb.make_manifest(pool, way=5, shot=1, episodes=3)
+    with pytest.raises(fb.ManifestError, match="way and shot must be >= 1"):
+        fb.make_manifest(pool, way=2, shot=0, episodes=3)
+
+
+def test_drop_policy_records_dropped_classes():
+    pool = np.array([0] * 6 + [1] * 6 + [2] * 2)
+    m = fb.make_manifest(pool, way=2, shot=3, queries=1, episodes=5, min_videos_policy="drop")
+    assert m.meta["dropped_classes"] == [2]
+    assert 2 not in set(m.classes.ravel())
+
+
+def test_select_shard():
+    m = manifest()
+    shard = m.select(np.arange(1, 200, 2))
+    np.testing.assert_array_equal(shard.support, m.support[1::2])

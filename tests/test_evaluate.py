@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fsarbench as fb
+from fsarbench.stats.intervals import mean_and_halfwidth
+
+
+def separable_features(classes: np.ndarray, d: int = 16, t: int = 4, noise: float = 0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(int(classes.max()) + 1, d, generator=g)
+    f = centres[torch.as_tensor(classes)][:, None].expand(-1, t, -1).clone()
+    return f + noise * torch.randn(f.shape, generator=g)
+
+
+def test_perfectly_separable_gives_100():
+    pool = np.repeat(np.arange(10), 6)
+    m = fb.make_manifest(pool, way=5, shot=1, episodes=300, seed=0)
+    r = fb.evaluate(fb.create_method("protonet", feature_dim=16, seq_len=4),
+                    separable_features(pool), m, progress=False)
+    assert r.accuracy == 100.0 and r.ci95 == 0.0
+    assert set(r.per_class_accuracy.values()) == {100.0}
+
+
+def test_ci_is_trx_convention_and_records_consistent():
+    pool = np.repeat(np.arange(10), 6)
+    m = fb.make_manifest(pool, way=5, shot=1, queries=2, episodes=400, seed=1)
+    r = fb.evaluate(fb.create_method("protonet", feature_dim=16, seq_len=4),
+                    separable_features(pool, noise=2.0), m, progress=False)
+    correct = r.records["correct"].reshape(400, 10)
+    acc = correct.mean(1)
+    np.testing.assert_allclose(r.episode_accuracy, acc)
+    assert r.accuracy == pytest.approx(100 * acc.mean())
+    assert r.ci95 == pytest.approx(100 * 1.96 * np.std(acc) / math.sqrt(400))
+    assert 20 < r.accuracy < 100
+    # per-class accuracy from records
+    rc = r.records["true_class"]
+    for c, a in r.per_class_accuracy.items():
+        assert a == pytest.approx(100 * r.records["correct"][rc == c].mean())
+    # predicted class is the class of the predicted label
+    e = r.records["episode"]
+    assert (m.classes[e, r.records["predicted_label"]] == r.records["predicted_class"]).all()
+
+
+def test_t_interval():
+    v = np.array([0.2, 0.4, 0.6, 1.0])
+    from scipy import stats
+
+    mean, half, _ = mean_and_halfwidth(v, "t")
+    assert half == pytest.approx(stats.t.ppf(0.975, 3) * np.std(v, ddof=1) / 2)
+    with pytest.raises(ValueError, match="interval must be one of"):
+        mean_and_halfwidth(v, "z")
+
+
+class CountingProto(torch.nn.Module):
+    pass
+
+
+def test_each_unique_video_encoded_once_and_batching_invariant(monkeypatch):
+    pool = np.repeat(np.arange(8), 5)
+    feats = separable_features(pool, noise=3.0)
+    m = fb.make_manifest(pool, way=4, shot=2, episodes=97, seed=2)
+    method = fb.create_method("protonet", feature_dim=16, seq_len=4)
+    seen = []
+    original = method.encode
+    monkeypatch.setattr(method, "encode", lambda x: seen.append(len(x)) or original(x))
+    r1 = fb.evaluate(method, feats, m, batch_episodes=7, encode_chunk=9, progress=False)
+    assert sum(seen) == len(m.unique_videos())
+    r2 = fb.evaluate(method, feats, m, batch_episodes=1000, progress=False)
+    np.testing.assert_array_equal(r1.records["predicted_label"], r2.records["predicted_label"])
+
+
+def test_interrupted_evaluation_resumes_to_same_result(tmp_path, monkeypatch):
+    pool = np.repeat(np.arange(8), 5)
+    feats = separable_features(pool, noise=3.0)
+    m = fb.make_manifest(pool, way=4, shot=1, episodes=60, seed=5)
+    method = fb.create_method("protonet", feature_dim=16, seq_len=4)
+    full = fb.evaluate(method, feats, m, batch_episodes=10, progress=False)
+
+    calls = {"n": 0}
+    original = method.match
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(method, "match", flaky)
+    part = tmp_path / "partial.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fb.evaluate(method, feats, m, batch_episodes=10, progress=False, partial_path=part)
+    assert part.exists()
+    calls["n"] = -100
+    resumed = fb.evaluate(method, feats, m, batch_episodes=10, progress=False, partial_path=part)
+    assert calls["n"] == -100 + 3  # only the 3 unfinished batches ran again
+    np.testing.assert_array_equal(full.records["correct"], resumed.records["correct"])
+
+
+def test_store_too_small_is_an_error():
+    pool = np.repeat(np.arange(5), 3)
+    m = fb.make_manifest(pool, way=5, shot=1, episodes=2)
+    with pytest.raises(ValueError, match="feature store holds 4"):
+        fb.evaluate(fb.create_method("protonet", feature_dim=16, seq_len=4),
+                    torch.zeros(4, 4, 16), m, progress=False)

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fsarbench as fb
+from fsarbench.training import AdaptedMethod, FrameAdapter, Recipe, SplitFeatures, frozen_recipe, train
+
+
+def split(n_classes: int, per_class: int, seed: int, d: int = 16, t: int = 4, noise: float = 1.0):
+    """Classes = random directions seen through a fixed random mixing + noise, so an adapter helps."""
+    g = torch.Generator().manual_seed(seed)
+    classes = np.repeat(np.arange(n_classes), per_class)
+    centres = torch.randn(n_classes, d, generator=g)
+    f = centres[torch.as_tensor(classes)][:, None].expand(-1, t, -1)
+    f = f + noise * torch.randn(len(classes), t, d, generator=g)
+    return SplitFeatures(fb.InMemoryFeatureStore(f.contiguous()), classes, dataset="toy")
+
+
+def make(name="protonet"):
+    torch.manual_seed(0)
+    m = fb.create_method(name, feature_dim=16, seq_len=4)
+    return AdaptedMethod(m, FrameAdapter(16), 16)
+
+
+RECIPE = Recipe(steps=12, episodes_per_step=4, val_every=4, val_episodes=40, lr=1e-2, queries=2)
+
+
+def test_training_runs_and_keeps_best(tmp_path):
+    m = make()
+    res = train(m, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path, progress=False)
+    vals = [h["val_accuracy"] for h in res.history if "val_accuracy" in h]
+    assert len(vals) == 3 and res.best_val == max(vals)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, best["method"][k])
+
+
+def test_resume_is_bit_identical(tmp_path):
+    full = make()
+    train(full, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "a", progress=False)
+    part = make()
+    with pytest.raises(KeyboardInterrupt):
+        train(part, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "b",
+              progress=False, stop_after=7)
+    resumed = make()
+    res = train(resumed, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "b",
+                progress=False)
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert len(res.history) == 12
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    a, b = make(), make()
+    train(a, split(10, 6, 0), None, Recipe(steps=3, episodes_per_step=4, val_episodes=0),
+          progress=False)
+    train(b, split(10, 6, 0), None,
+          Recipe(steps=3, episodes_per_step=4, micro_batch=1, val_episodes=0), progress=False)
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k], rtol=1e-5, atol=1e-6)
+
+
+@dataclass
+class _Cfg:
+    pass
+
+
+class TwoStage(fb.FewShotMethod):
+    """A method with a classifier stage then a metric stage (like SGTM)."""
+
+    Config = _Cfg
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.cls = nn.Linear(self.feature_dim, self.num_train_classes)
+        self.proj = nn.Linear(self.feature_dim, self.feature_dim)
+
+    def encode(self, x):
+        return self.proj(x).mean(1)
+
+    def match(self, s, sl, q, way, **_):
+        protos = torch.bmm(nn.functional.one_hot(sl, way).double().transpose(1, 2).to(s.dtype), s)
+        return fb.MethodOutput(-torch.cdist(q, protos))
+
+    def training_stages(self):
+        def cls_loss(batch):
+            x = torch.cat([batch.support, batch.query], 1).mean(2)
+            y = torch.cat([batch.support_classes, batch.query_classes], 1)
+            return {"cls": nn.functional.cross_entropy(self.cls(x).flatten(0, 1), y.flatten())}
+
+        return [fb.TrainingStage("cls", lambda: list(self.cls.parameters()), cls_loss, 1.0, True),
+                fb.TrainingStage("main", lambda: list(self.proj.parameters()), self.episode_loss)]
+
+
+def test_stages_train_only_their_parameters():
+    torch.manual_seed(0)
+    m = TwoStage(feature_dim=16, seq_len=4, num_train_classes=10)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    recipe = Recipe(steps=4, episodes_per_step=2, val_episodes=0, adapter="none")
+    data = split(10, 6, 0)
+    res = train(m, data, None, recipe, progress=False)
+    assert [h["stage"] for h in res.history] == ["cls", "cls", "main", "main"]
+    assert not torch.equal(before["cls.weight"], m.cls.weight)
+    assert not torch.equal(before["proj.weight"], m.proj.weight)
+    assert all(p.requires_grad for p in m.parameters())  # freezing is undone after training
+    # stage 1 alone leaves the metric part untouched
+    m2 = TwoStage(feature_dim=16, seq_len=4, num_train_classes=10)
+    m2.load_state_dict(before)
+    with pytest.raises(KeyboardInterrupt):
+        train(m2, data, None, recipe, progress=False, stop_after=2)
+    assert torch.equal(before["proj.weight"], m2.proj.weight)
+    assert not torch.equal(before["cls.weight"], m2.cls.weight)
+
+
+def test_recipe_file_and_overrides():
+    r = frozen_recipe("sgtm-otam-tml")
+    assert r.steps == frozen_recipe("sgtm").steps
+    assert frozen_recipe("otam", {"lr": 0.5}).lr == 0.5
+    with pytest.raises(fb.ConfigError, match="Did you mean 'steps'"):
+        frozen_recipe("otam", {"stepz": 3})
