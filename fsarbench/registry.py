@@ -41,6 +41,7 @@ class MethodEntry:
     presets: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     source: str = "code"
+    variant_of: str | None = None
 
 
 _REGISTRY: dict[str, MethodEntry] = {}
@@ -49,22 +50,24 @@ _ENTRY_POINT_ERRORS: dict[str, str] = {}
 
 
 def register_method(
-    name: str, *, description: str = "", **presets: Any
+    name: str, *, description: str = "", variant_of: str | None = None, **presets: Any
 ) -> Callable[[type[FewShotMethod]], type[FewShotMethod]]:
     """Class decorator registering a method under ``name``.
 
-    ``presets`` are hyper-parameter values this name fixes (e.g. a variant of a method);
-    callers of :func:`create_method` may still override them.
+    ``presets`` are hyper-parameter values this name fixes; callers of :func:`create_method`
+    may still override them. ``variant_of`` marks an ablation variant of another registered
+    name: variants run in the experiment grids that ask for them, not in every leaderboard run.
     """
 
     def decorate(cls: type[FewShotMethod]) -> type[FewShotMethod]:
-        _add(name, cls, presets, description, source="code")
+        _add(name, cls, presets, description, source="code", variant_of=variant_of)
         return cls
 
     return decorate
 
 
-def _add(name: str, cls: Any, presets: dict, description: str, source: str) -> None:
+def _add(name: str, cls: Any, presets: dict, description: str, source: str,
+         variant_of: str | None = None) -> None:
     if not (inspect.isclass(cls) and issubclass(cls, FewShotMethod)):
         raise TypeError(f"method {name!r} must be a FewShotMethod subclass, got {cls!r}")
     build_config(cls.Config, presets, where=f"presets of {name!r}")  # fail early on typos
@@ -72,7 +75,7 @@ def _add(name: str, cls: Any, presets: dict, description: str, source: str) -> N
     if old is not None and (old.cls is not cls or old.presets != presets):
         raise ValueError(f"method name {name!r} is already registered by {old.cls.__module__}")
     doc = description or (inspect.getdoc(cls) or "").split("\n")[0]
-    _REGISTRY[name] = MethodEntry(name, cls, dict(presets), doc, source)
+    _REGISTRY[name] = MethodEntry(name, cls, dict(presets), doc, source, variant_of)
 
 
 def _load_entry_points() -> None:
@@ -93,12 +96,13 @@ def _load_entry_points() -> None:
             _add(ep.name, obj, {}, "", source=f"entry point {ep.value}")
 
 
-def list_methods(pattern: str | None = None) -> list[str]:
-    """Names of every registered method, sorted; ``pattern`` is an fnmatch filter."""
+def list_methods(pattern: str | None = None, *, variants: bool = True) -> list[str]:
+    """Names of every registered method, sorted; ``pattern`` is an fnmatch filter;
+    ``variants=False`` leaves out ablation variants (``register_method(variant_of=...)``)."""
     import fnmatch
 
     _load_entry_points()
-    names = sorted(_REGISTRY)
+    names = sorted(n for n, e in _REGISTRY.items() if variants or e.variant_of is None)
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 

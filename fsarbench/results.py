@@ -23,7 +23,7 @@ from fsarbench.evaluate import EvalResult
 from fsarbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text, stable_hash
 from fsarbench.version import code_version
 
-__all__ = ["ResultRecord", "make_record", "save_result", "load_records", "load_queries",
+__all__ = ["ResultRecord", "make_record", "record_config_hash", "save_result", "load_records", "load_queries",
            "write_summary", "cell_id", "SUMMARY_COLUMNS"]
 
 
@@ -71,7 +71,7 @@ class ResultRecord:
 SUMMARY_COLUMNS = [
     "method", "dataset", "split_variant", "track", "way", "shot", "queries", "episodes", "seed",
     "train_seed", "accuracy", "ci95", "std", "spread", "manifest_hash", "config_hash",
-    "code_version", "seconds",
+    "code_version",
 ]
 
 
@@ -80,6 +80,13 @@ def cell_id(method: str, dataset: str, track: str, way: int, shot: int, seed: in
     """File-system-safe identifier of one evaluated cell."""
     raw = f"{method}__{dataset}__{track}__{way}w{shot}s__seed{seed}__{config_hash[:8]}"
     return re.sub(r"[^A-Za-z0-9_.+-]", "-", raw)
+
+
+def record_config_hash(hparams: dict[str, Any], recipe: dict[str, Any],
+                       features: dict[str, Any], train_seed: int | None, track: str) -> str:
+    """Hash of everything besides the episodes that made a number."""
+    return stable_hash({"hparams": hparams, "recipe": recipe, "features": features,
+                        "train_seed": train_seed, "track": track})
 
 
 def make_record(
@@ -101,8 +108,7 @@ def make_record(
 ) -> ResultRecord:
     """A :class:`ResultRecord` for ``result`` with the metadata that produced it."""
     hparams, recipe, features = hparams or {}, recipe or {}, features or {}
-    config_hash = stable_hash({"hparams": hparams, "recipe": recipe, "features": features,
-                               "train_seed": train_seed, "track": track})
+    config_hash = record_config_hash(hparams, recipe, features, train_seed, track)
     per_class = {
         (class_names[c] if class_names else str(c)): round(a, 4)
         for c, a in result.per_class_accuracy.items()

@@ -58,6 +58,8 @@ class SGTM(fb.FewShotMethod):
         self.num_tokens = t * self.tokens_per_frame
         self.strategy = get_mask_strategy(cfg.mask)
         self.num_masked = num_masked_frames(t, cfg.k, cfg.mask_ratio)
+        if not 0.0 < cfg.saliency_fraction < 1.0:
+            raise ValueError(f"saliency_fraction must lie in (0, 1), got {cfg.saliency_fraction}")
         self.matcher = fb.create_method(
             cfg.matcher,
             feature_dim=d,
@@ -194,9 +196,9 @@ class SGTM(fb.FewShotMethod):
         return {"saliency_ce": F.cross_entropy(self.saliency.video_logits(videos), classes)}
 
     def main_parameters(self) -> list[nn.Parameter]:
-        """Every trainable parameter except Φ_cls's."""
+        """Every parameter except Φ_cls's (the matcher's included)."""
         frozen = {id(p) for p in self.saliency.parameters()} if self.saliency else set()
-        return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
+        return [p for p in self.parameters() if id(p) not in frozen]
 
     def training_stages(self) -> list[fb.TrainingStage]:
         """``[saliency (Φ_cls alone), main (everything else, L = L_CE + λ·L_recon)]``."""

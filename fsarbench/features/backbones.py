@@ -232,7 +232,12 @@ def _load_into(model: nn.Module, state: Mapping[str, Tensor], *, source: str) ->
     missing or unexpected is an error naming the keys."""
     state = {k: v for k, v in state.items()
              if not (k.startswith(_CLASSIFIER_PREFIXES) and k not in model.state_dict())}
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        first = str(err).splitlines()[1:3]
+        raise BackboneWeightsError(f"weights from {source} do not fit the backbone: "
+                                   f"{' '.join(line.strip() for line in first)}") from None
     if result.missing_keys or result.unexpected_keys:
         raise BackboneWeightsError(
             f"weights from {source} do not fit the backbone: missing {result.missing_keys[:5]}, "

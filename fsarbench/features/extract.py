@@ -13,6 +13,7 @@ view ``p % V``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,11 +25,23 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from fsarbench.features.backbones import Backbone
-from fsarbench.features.cache import CacheKey, FeatureCache
+from fsarbench.features.backbones import Backbone, create_backbone
+from fsarbench.features.cache import CacheKey, FeatureCache, cache_folder
+from fsarbench.io import stable_hash
 from fsarbench.progress import progress_bar
 
-__all__ = ["ClipBatch", "ExtractStats", "collate_clips", "extract_features", "open_or_create"]
+__all__ = [
+    "ClipBatch",
+    "ExtractStats",
+    "SplitExtractConfig",
+    "collate_clips",
+    "encode_clips",
+    "extract_features",
+    "extract_split",
+    "clip_dataset",
+    "open_or_create",
+    "split_cache_key",
+]
 
 
 @dataclass
@@ -231,3 +244,85 @@ def encode_clips(backbone: Backbone, clips: Tensor, device: torch.device) -> Ten
         else:
             out = backbone(frames)
     return out.reshape(b, t, -1).to("cpu", torch.float16)
+
+
+@dataclass(frozen=True)
+class SplitExtractConfig:
+    """Settings of :func:`extract_split`; the first nine decide the numbers (cache key).
+
+    ``train=None`` means train-mode sampling and augmentation for the ``train`` split only;
+    ``transform=None`` picks ``seed-train``/``seed-test`` (256x256, crop, ImageNet statistics)
+    by mode. ``resolution`` is the crop side; the resize step scales with it.
+    """
+
+    backbone: str = "resnet50"
+    weights: str = "imagenet"  # "imagenet", "none" or a checkpoint path
+    frames: str = "tsn"  # sampler of fsarbench.data.sampling
+    transform: str | None = None  # preset of fsarbench.data.transforms
+    train: bool | None = None
+    num_frames: int = 8
+    resolution: int = 224
+    views: int = 1
+    seed: int = 0
+    batch_size: int = 8
+    workers: int = 4
+    device: str = "cpu"
+    flush_every_s: float = 30.0
+    progress: bool = True
+
+    def resolved(self, split: str) -> SplitExtractConfig:
+        """This config with ``train`` and ``transform`` filled in for ``split``."""
+        train = split == "train" if self.train is None else self.train
+        preset = self.transform or ("seed-train" if train else "seed-test")
+        return dataclasses.replace(self, train=train, transform=preset)
+
+
+def split_cache_key(dataset_name: str, split: str, videos: Sequence[Any], weights_id: str,
+                    config: SplitExtractConfig) -> CacheKey:
+    """The cache key of one split's features (``config`` resolved); the split is hashed by
+    its (video id, class) list, so an edited split list gets a new cache."""
+    listing = [[v.video_id, v.class_name] for v in videos]
+    mode = "train" if config.train else "test"
+    return CacheKey(dataset=dataset_name, split=split, split_md5=stable_hash(listing, n=32),
+                    frames=f"{config.frames}:{mode}", transform=str(config.transform),
+                    backbone=config.backbone, weights_id=weights_id,
+                    num_frames=config.num_frames, resolution=config.resolution,
+                    views=config.views, seed=config.seed)
+
+
+def extract_split(dataset_name: str, split: str, *, root: str | Path | None = None,
+                  config: SplitExtractConfig | None = None,
+                  cache_root: str | Path | None = None) -> tuple[FeatureCache, ExtractStats | None]:
+    """Extract (or reuse) the features of ``split`` of dataset ``dataset_name`` under
+    ``<cache_root>/features/<dataset>/<split>/<key>/``; returns the cache and the run's
+    stats (None when a complete cache already existed)."""
+    from fsarbench.data.datasets import get_dataset
+
+    config = (config or SplitExtractConfig()).resolved(split)
+    videos = get_dataset(dataset_name, root=root).videos(split)
+    backbone = create_backbone(config.backbone, weights=config.weights, seed=config.seed)
+    key = split_cache_key(dataset_name, split, videos, backbone.weights_id, config)
+    folder = cache_folder(key, cache_root)
+    if (folder / "index.json").exists() and FeatureCache.open(folder).is_complete:
+        return FeatureCache.open(folder), None
+    return extract_features(
+        clip_dataset(videos, config), backbone, cache_dir=folder, num_frames=config.num_frames,
+        video_ids=[v.video_id for v in videos], num_views=config.views,
+        classes=[v.class_name for v in videos], class_indices=[v.class_index for v in videos],
+        key=key, batch_size=config.batch_size, num_workers=config.workers, device=config.device,
+        flush_every_s=config.flush_every_s, progress=config.progress)
+
+
+def clip_dataset(videos: Sequence[Any], config: SplitExtractConfig) -> Dataset:
+    """fsarbench.data's ClipDataset for a resolved ``config``: the preset's resize scales
+    with ``resolution`` (e.g. 256 -> 128 for a 112 crop); unreadable videos are skipped."""
+    from fsarbench.data.clips import ClipDataset, ClipOptions
+    from fsarbench.data.transforms import PRESETS, get_transform
+
+    base = PRESETS[str(config.transform)]
+    resize = round(base.resize * config.resolution / base.crop) if base.crop else base.resize
+    transform = get_transform(str(config.transform), crop=config.resolution, resize=resize)
+    options = ClipOptions(frames=config.num_frames, sampler=config.frames,
+                          train=bool(config.train), views=config.views, seed=config.seed,
+                          on_error="skip")
+    return ClipDataset(videos, transform, options)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FeatureStore", "InMemoryFeatureStore", "as_feature_store"]
+__all__ = ["FeatureStore", "InMemoryFeatureStore", "SubsetFeatureStore", "as_feature_store"]
 
 
 @runtime_checkable
@@ -70,3 +70,29 @@ def as_feature_store(features: Tensor | FeatureStore) -> FeatureStore:
     if isinstance(features, FeatureStore):
         return features
     raise TypeError(f"expected a [N, T, D] tensor or a FeatureStore, got {type(features).__name__}")
+
+
+class SubsetFeatureStore:
+    """The videos ``keep`` of another store, re-indexed ``0..len(keep)-1`` (e.g. without the
+    videos that failed to decode)."""
+
+    def __init__(self, store: FeatureStore, keep: np.ndarray) -> None:
+        self.store = store
+        self.keep = np.asarray(keep, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        return self.store.feature_shape
+
+    @property
+    def num_views(self) -> int:
+        return int(getattr(self.store, "num_views", 1))
+
+    def get(self, indices: np.ndarray | Tensor, views: np.ndarray | Tensor | None = None) -> Tensor:
+        original = self.keep[np.asarray(indices, dtype=np.int64)]
+        if views is None:
+            return self.store.get(original)
+        return self.store.get(original, views)

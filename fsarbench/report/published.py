@@ -17,7 +17,7 @@ import yaml
 from fsarbench.config import build_config
 
 __all__ = ["Column", "Row", "TableSpec", "Citation", "published_dir", "load_table",
-           "load_citation", "load_dataset_aliases", "available_tables"]
+           "load_citation", "load_dataset_aliases", "available_tables", "known_methods"]
 
 #: Environment variable naming another folder of published tables.
 ENV_VAR = "FSARBENCH_PUBLISHED"
@@ -80,6 +80,12 @@ class TableSpec:
     columns: list[Column]
     rows: list[Row]
     paper_marks: PaperMarks = field(default_factory=PaperMarks)
+    open_rows: bool = False
+
+    @property
+    def methods(self) -> set[str]:
+        """Every method name some row of this table maps."""
+        return {m for row in self.rows for m in row.methods}
 
     def __post_init__(self) -> None:
         n = len(self.columns)
@@ -138,6 +144,11 @@ def load_table(number: int, folder: str | Path | None = None) -> TableSpec:
     data["rows"] = [build_config(Row, r, where=where) for r in data["rows"]]
     data["paper_marks"] = build_config(PaperMarks, data.get("paper_marks") or {}, where=where)
     return build_config(TableSpec, data, where=where)
+
+
+def known_methods(folder: str | Path | None = None) -> set[str]:
+    """Method names mapped by any published table (these never get rows of their own)."""
+    return set().union(*(load_table(n, folder).methods for n in available_tables(folder)))
 
 
 def load_citation(folder: str | Path | None = None) -> Citation:

@@ -8,6 +8,7 @@ records. Records of one system and setting that differ only in ``train_seed`` fo
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from fsarbench.stats.seeds import SeedSpread, seed_mean_std
 
 __all__ = [
     "Entry", "Setting", "UnpairedError", "group_entries", "load_entries", "system_of",
-    "episode_accuracy", "query_correct",
+    "episode_accuracy", "query_correct", "base_method_of", "overrides_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,16 @@ class Setting:
     way: int
     shot: int
     seed: int
+    queries: int = 1
+    episodes: int = 0
 
     @property
     def label(self) -> str:
         extra = "" if self.track == "frozen" else f" [{self.track}]"
-        seed = "" if self.seed == 0 else f" (episode seed {self.seed})"
-        return f"{self.dataset} {self.way}-way {self.shot}-shot{extra}{seed}"
+        seed = "" if self.seed == 0 else f", episode seed {self.seed}"
+        queries = "" if self.queries == 1 else f", {self.queries} queries/class"
+        return (f"{self.dataset} {self.way}-way {self.shot}-shot{extra} "
+                f"({self.episodes} episodes{queries}{seed})")
 
 
 def system_of(record: ResultRecord) -> str:
@@ -54,7 +59,26 @@ def system_of(record: ResultRecord) -> str:
 
 
 def setting_of(record: ResultRecord) -> Setting:
-    return Setting(record.dataset, record.track, record.way, record.shot, record.seed)
+    return Setting(record.dataset, record.track, record.way, record.shot, record.seed,
+                   record.queries, record.episodes)
+
+
+_OVERRIDES = re.compile(r"^(?P<base>[^\[]+)\[(?P<body>.*)\]$")
+
+
+def base_method_of(name: str) -> str:
+    """``"sgtm-otam[lambda_recon=0.1]"`` -> ``"sgtm-otam"`` (runner names carry overrides)."""
+    m = _OVERRIDES.match(name)
+    return m.group("base") if m else name
+
+
+def overrides_of(name: str) -> dict[str, str]:
+    """``"m[a=1,b=x]"`` -> ``{"a": "1", "b": "x"}``; ``{}`` for a plain method name."""
+    m = _OVERRIDES.match(name)
+    if not m:
+        return {}
+    pairs = (kv.split("=", 1) for kv in m.group("body").split(",") if "=" in kv)
+    return {k.strip(): v.strip() for k, v in pairs}
 
 
 @dataclass
@@ -100,6 +124,11 @@ class Entry:
     @property
     def tags(self) -> dict:
         return self.records[0].tags
+
+    @property
+    def is_variant(self) -> bool:
+        """An hyper-parameter override or tagged ablation variant of some method."""
+        return bool(overrides_of(self.method)) or "variant_label" in self.tags
 
 
 def _dedupe_seeds(records: list[ResultRecord]) -> list[ResultRecord]:

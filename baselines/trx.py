@@ -1,0 +1,246 @@
+"""TRX: temporal-relational cross-transformers (Perrett et al., CVPR'21).
+
+Computes what ``TemporalCrossTransformer`` / ``CNN_TRX`` of github.com/tobyperrett/trx
+(``model.py``) compute, re-organised for speed with identical results:
+
+* A tuple's key/value is a linear map of its concatenated frames, so
+  ``k([f_a; f_b; f_c]) = W_1 f_a + W_2 f_b + W_3 f_c + b``: :meth:`TRX.encode` projects every
+  frame once per tuple position (``[ω·T, O]`` per video instead of ``[tuples, ω·D]``).
+* LayerNorm on keys: ``LN(k) = γ ⊙ C k / σ + β`` with ``C`` the (linear) centring, so the
+  query-support key products reduce to frame-level products ``[ω·T, ω·T]`` per video pair,
+  gathered onto tuples with a fixed 0/1 selection matrix; terms constant over a class's keys
+  cancel in the softmax.
+* The attention-weighted prototype is accumulated on frames, ``[ω·T]`` per support video.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import combinations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fsarbench import FewShotMethod, MethodOutput
+from fsarbench_baselines._official import load_official_state_dict
+
+__all__ = ["TRX", "trx_positional_table", "class_slots"]
+
+# Keys of official checkpoints that carry no head weights: the backbone (``resnet.*`` in the
+# TRX repository, ``backbone.*`` in HyRSM's copy) and HyRSM's tuple index tensors.
+OFFICIAL_IGNORE = (r"resnet\.", r"backbone\.", r"transformers\.\d+\.tuples\.\d+$")
+# Episodes matched at once are chosen so the prototypes of a chunk stay near this many elements.
+_CHUNK_ELEMENTS = 1 << 23
+
+
+def trx_positional_table(max_len: int, dim: int, scale: float) -> Tensor:
+    """The reference's sinusoid table ``[max_len, dim]``: ``sin``/``cos`` of
+    ``pos · exp(-2i·ln(10000)/dim)`` on even/odd dims, times ``scale``."""
+    position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * -(math.log(10000.0) / dim))
+    table = torch.zeros(max_len, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * div) * scale
+    table[:, 1::2] = torch.cos(position * div)[:, : dim // 2] * scale
+    return table.float()
+
+
+def class_slots(labels: Tensor, way: int) -> tuple[Tensor, Tensor | None]:
+    """Class-major slots for a support set in any order.
+
+    Args:
+        labels: ``[B, Ns]`` episode labels.
+
+    Returns:
+        ``index [B, way·K]`` (support position of slot ``c·K + k``; K = largest class size)
+        and ``valid [B, way, K]`` (``None`` when every class has K videos).
+    """
+    b, ns = labels.shape
+    counts = F.one_hot(labels, way).sum(1)  # [B, way]
+    k = int(counts.max())
+    position = torch.arange(ns, device=labels.device)
+    order = torch.argsort(labels * ns + position, dim=1)  # class-major, stable
+    sorted_labels = labels.gather(1, order)
+    start = counts.cumsum(1) - counts
+    slot = sorted_labels * k + position - start.gather(1, sorted_labels)
+    index = torch.zeros(b, way * k, dtype=torch.long, device=labels.device)
+    index.scatter_(1, slot, order)
+    if bool((counts == k).all()):
+        return index, None
+    valid = torch.zeros(b, way * k, dtype=torch.bool, device=labels.device)
+    valid.scatter_(1, slot, True)
+    return index, valid.view(b, way, k)
+
+
+def _take(t: Tensor, index: Tensor) -> Tensor:
+    """``t [B, N, ...]`` indexed by ``index [B, M]`` along dim 1 -> ``[B, M, ...]``."""
+    rows = torch.arange(t.shape[0], device=t.device).unsqueeze(1)
+    return t[rows, index]
+
+
+class _Table(nn.Module):
+    """Holds a positional table as buffer ``pe`` (checkpoint key ``....pe.pe``)."""
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("pe", table.unsqueeze(0))
+
+
+class _TupleTransformer(nn.Module):
+    """One temporal cross-transformer of tuple cardinality ``omega``.
+
+    Sub-module names equal the reference's ``TemporalCrossTransformer`` (``pe``, ``k_linear``,
+    ``v_linear``, ``norm_k``, ``norm_v``). ``norm_v`` exists in the reference but is never
+    applied; it is kept (frozen) so official checkpoints load.
+    """
+
+    def __init__(self, dim: int, seq_len: int, omega: int, cfg: TRX.Config) -> None:
+        super().__init__()
+        if omega > seq_len:
+            raise ValueError(f"tuple cardinality {omega} exceeds seq_len {seq_len}")
+        self.omega, self.seq_len, self.out_dim = omega, seq_len, cfg.trans_linear_out_dim
+        self.pe = _Table(trx_positional_table(int(seq_len * 1.5), dim, cfg.pe_scale))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.k_linear = nn.Linear(omega * dim, self.out_dim)
+        self.v_linear = nn.Linear(omega * dim, self.out_dim)
+        self.norm_k = nn.LayerNorm(self.out_dim)
+        self.norm_v = nn.LayerNorm(self.out_dim)
+        self.norm_v.requires_grad_(False)
+        tuples = torch.tensor(list(combinations(range(seq_len), omega)))  # [P, ω]
+        select = torch.zeros(omega * seq_len, len(tuples))  # [ω·T, P]: frame slot -> tuple
+        for j in range(omega):
+            select[j * seq_len + tuples[:, j], torch.arange(len(tuples))] = 1.0
+        self.register_buffer("select", select, persistent=False)
+
+    @property
+    def num_tuples(self) -> int:
+        return int(self.select.shape[1])
+
+    def encode(self, features: Tensor) -> dict[str, Tensor]:
+        """``[N, T, D]`` -> frame keys/values ``fk, fv [N, ω·T, O]`` (bias folded into the first
+        tuple position, keys centred), inverse key std ``isig [N, P]`` and the support key
+        term ``e [N, P] = (γ⊙β)·k_c / σ``."""
+        n, t, d = features.shape
+        o, w = self.out_dim, self.omega
+        x = self.dropout(features + self.pe.pe[0, :t])
+        weight = torch.cat([self.k_linear.weight, self.v_linear.weight])  # [2O, ω·D]
+        weight = weight.view(2 * o, w, d).permute(2, 1, 0).reshape(d, w * 2 * o)
+        proj = (x.reshape(n * t, d) @ weight).view(n, t, w, 2, o).permute(3, 0, 2, 1, 4)
+        proj = proj.reshape(2, n, w * t, o)
+        bias = torch.stack([self.k_linear.bias, self.v_linear.bias]).view(2, 1, 1, o)
+        first = torch.zeros(w * t, 1, dtype=x.dtype, device=x.device)
+        first[:t] = 1.0
+        proj = proj + first * bias
+        fk = proj[0] - proj[0].mean(-1, keepdim=True)
+        keys = self.select.t() @ fk  # [N, P, O] centred tuple keys
+        isig = torch.rsqrt(keys.pow(2).mean(-1) + self.norm_k.eps)
+        e = (keys @ (self.norm_k.weight * self.norm_k.bias)) * isig
+        return {"fk": fk, "fv": proj[1], "isig": isig, "e": e}
+
+    def match(self, support: dict[str, Tensor], query: dict[str, Tensor], way: int,
+              valid: Tensor | None) -> Tensor:
+        """Distances of queries to their query-specific class prototypes.
+
+        Args:
+            support: states with leading ``[B, way·K]`` (class-major slots).
+            query: states with leading ``[B, Q]``.
+            valid: ``[B, way, K]`` slot mask or ``None`` (all slots filled).
+
+        Returns:
+            ``[B, Q, way]`` mean squared distance over tuples (logits are its negation).
+        """
+        fk, fv = support["fk"], support["fv"]
+        b, m, r, o = fk.shape
+        q, p, k = query["fk"].shape[1], self.num_tuples, m // way
+        sel = self.select
+        gamma2 = self.norm_k.weight.pow(2)
+        prod = (query["fk"] * gamma2).reshape(b, q * r, o) @ fk.reshape(b, m * r, o).transpose(1, 2)
+        prod = sel.t() @ prod.view(b, q, r, m * r)  # [B, Q, P, M·R]
+        prod = prod * (query["isig"] / math.sqrt(o)).unsqueeze(-1)
+        scores = prod.view(b, q, p, m, r) @ sel  # [B, Q, P, M, P]
+        scores = torch.addcmul(
+            (support["e"] / math.sqrt(o))[:, None, None], scores, support["isig"][:, None, None]
+        ).view(b, q, p, way, k, p)
+        if valid is not None:
+            scores = scores.masked_fill(~valid[:, None, None, :, :, None], float("-inf"))
+        attn = torch.softmax(scores.flatten(-2), -1).view(b, q, p, way, k, p)
+        frame_attn = (attn @ sel.t()).permute(0, 3, 1, 2, 4, 5).reshape(b * way, q * p, k * r)
+        proto = (frame_attn @ fv.reshape(b * way, k * r, o)).view(b, way, q, p, o)
+        values = sel.t() @ query["fv"]  # [B, Q, P, O]
+        diff = proto - values.unsqueeze(1)
+        return (diff * diff).sum((-2, -1)).transpose(1, 2) / p
+
+
+class TRX(FewShotMethod):
+    """TRX (Perrett et al., "Temporal-Relational CrossTransformers for Few-Shot Action
+    Recognition", CVPR 2021), following ``CNN_TRX`` of github.com/tobyperrett/trx: the mean
+    over tuple cardinalities of ``-`` (squared distance to a query-specific prototype)."""
+
+    CONTRACT_HPARAMS = {"trans_linear_out_dim": 32}
+
+    @dataclass
+    class Config:
+        """Hyper-parameters (reference defaults).
+
+        Attributes:
+            cardinalities: tuple sizes, one cross-transformer each (``temp_set``).
+            trans_linear_out_dim: key/value width (1152 in the paper).
+            pe_scale: factor on the sinusoid positional table.
+            dropout: dropout after adding the positional table (the only dropout in TRX).
+        """
+
+        cardinalities: tuple[int, ...] = (2, 3)
+        trans_linear_out_dim: int = 1152
+        pe_scale: float = 0.1
+        dropout: float = 0.1
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not self.config.cardinalities:
+            raise ValueError("TRX needs at least one tuple cardinality")
+        self.transformers = nn.ModuleList(
+            _TupleTransformer(self.feature_dim, self.seq_len, w, self.config)
+            for w in self.config.cardinalities
+        )
+
+    def encode(self, features: Tensor) -> tuple[dict[str, Tensor], ...]:
+        """``[N, T, D]`` -> one state dict per cardinality (see ``_TupleTransformer.encode``)."""
+        return tuple(t.encode(features) for t in self.transformers)
+
+    def match(self, support, support_labels, query, way, **_) -> MethodOutput:
+        """Per-episode part; ``support``/``query`` lead with ``[B, Ns]``/``[B, Nq]``.
+
+        Returns logits ``[B, Nq, way]``, support in any order."""
+        index, valid = class_slots(support_labels, way)
+        support = tuple({key: _take(v, index) for key, v in s.items()} for s in support)
+        b, nq = query[0]["fk"].shape[:2]
+        per_episode = way * nq * sum(t.num_tuples for t in self.transformers) * (
+            self.config.trans_linear_out_dim
+        )
+        step = max(1, _CHUNK_ELEMENTS // max(per_episode, 1))
+        parts = []
+        for lo in range(0, b, step):
+            hi = min(lo + step, b)
+            dists = [
+                t.match(
+                    {key: v[lo:hi] for key, v in s.items()},
+                    {key: v[lo:hi] for key, v in qs.items()},
+                    way,
+                    None if valid is None else valid[lo:hi],
+                )
+                for t, s, qs in zip(self.transformers, support, query)
+            ]
+            parts.append(-torch.stack(dists, -1).mean(-1))
+        return MethodOutput(logits=torch.cat(parts))
+
+    def load_official_state_dict(self, sd: Mapping[str, object]) -> list[str]:
+        """Load a ``CNN_TRX`` state dict (tobyperrett/trx or HyRSM's copy).
+
+        Keys ``transformers.{i}.{pe.pe, k_linear.*, v_linear.*, norm_k.*, norm_v.*}`` are
+        loaded; ``resnet.*``/``backbone.*``, ``module.`` prefixes and ``tuples.N`` are skipped.
+        Returns the skipped keys; raises ``OfficialCheckpointError`` on missing, unexpected or
+        mis-shaped keys (e.g. a checkpoint of another ``seq_len``, width or cardinality set).
+        """
+        return load_official_state_dict(self, sd, ignore=OFFICIAL_IGNORE, what="TRX checkpoint")

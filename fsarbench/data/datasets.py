@@ -1,0 +1,183 @@
+"""Dataset registry: each dataset's split variant, class names and file layout.
+
+``get_dataset(name, root=..., splits_dir=...)`` returns an object with ``name``, ``variant``,
+``flip_ok``, ``class_names(split)``, ``videos(split)``, ``split_md5s()`` and ``available()``.
+The data root defaults to ``$FSAR_DATA/<dataset folder>`` (``kinetics``, ``ucf101``,
+``hmdb51``, ``ssv2``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from fsarbench.data.layouts import LAYOUTS, detect_layout, resolve, template_layout
+from fsarbench_splits.registry import LoadedSplit, get_variant, load_split
+
+__all__ = [
+    "DATASETS", "Dataset", "DatasetSpec", "SplitListDataset", "VideoRecord", "get_dataset",
+    "list_datasets", "register_dataset", "default_data_root",
+]
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video of a split: ``class_index`` is local to the split (sorted class names)."""
+
+    video_id: str
+    class_name: str
+    class_index: int
+    path: Path
+
+
+class Dataset(Protocol):
+    name: str
+    variant: str
+    flip_ok: bool
+
+    def class_names(self, split: str) -> list[str]: ...
+    def videos(self, split: str) -> list[VideoRecord]: ...
+    def split_md5s(self) -> dict[str, str]: ...
+    def available(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A published dataset: its split variant, data folder and the layouts to try."""
+
+    name: str
+    variant: str
+    folder: str
+    layouts: tuple[str, ...]
+    flip_ok: bool = True
+
+
+def default_data_root(folder: str) -> Path | None:
+    env = os.environ.get("FSAR_DATA")
+    return Path(env).expanduser() / folder if env else None
+
+
+class SplitListDataset:
+    """A dataset whose splits come from a published list (see ``fsarbench_splits``).
+
+    Args:
+        layout: a name of ``LAYOUTS``, ``"auto"`` (detected per split from the files present)
+            or ``"template"`` with ``template`` given.
+        allow_modified: accept lists whose md5 differs from the published one (recorded).
+    """
+
+    def __init__(self, spec: DatasetSpec, *, root: str | Path | None = None,
+                 splits_dir: str | Path | None = None, layout: str = "auto",
+                 template: str | None = None, allow_modified: bool = False):
+        if layout not in ("auto", "template", *LAYOUTS):
+            raise ValueError(f"unknown layout {layout!r}; layouts: auto, template, "
+                             f"{', '.join(LAYOUTS)}")
+        if (layout == "template") != (template is not None):
+            raise ValueError("layout='template' and template=... go together")
+        self.spec = spec
+        self.name, self.variant, self.flip_ok = spec.name, spec.variant, spec.flip_ok
+        self.root = Path(root) if root is not None else default_data_root(spec.folder)
+        self.splits_dir = splits_dir
+        self.layout, self.template = layout, template
+        self.allow_modified = allow_modified
+        self._splits: dict[str, LoadedSplit] = {}
+
+    def split(self, split: str) -> LoadedSplit:
+        if split not in self._splits:
+            self._splits[split] = load_split(self.variant, split, self.splits_dir,
+                                             allow_modified=self.allow_modified)
+        return self._splits[split]
+
+    def class_names(self, split: str) -> list[str]:
+        return sorted({e.class_name for e in self.split(split).entries})
+
+    def _layout_fn(self, split: str):
+        if self.template is not None:
+            return template_layout(self.template)
+        if self.layout != "auto":
+            return LAYOUTS[self.layout]
+        entries = self.split(split).entries
+        names = [n for n in self.spec.layouts if n != "listed" or entries[0].rel_path]
+        return LAYOUTS[detect_layout(self._need_root(), entries, names)]
+
+    def _need_root(self) -> Path:
+        if self.root is None:
+            raise FileNotFoundError(f"no data root for {self.name}: pass --root or set FSAR_DATA")
+        return self.root
+
+    def videos(self, split: str) -> list[VideoRecord]:
+        """Every listed video with its resolved path (missing files keep their expected path)."""
+        names = self.class_names(split)
+        index = {c: i for i, c in enumerate(names)}
+        layout, root = self._layout_fn(split), self._need_root()
+        return [VideoRecord(e.video_id, e.class_name, index[e.class_name],
+                            resolve(root, e, layout)[0]) for e in self.split(split).entries]
+
+    def split_md5s(self) -> dict[str, str]:
+        return {s: self.split(s).md5 for s in ("train", "val", "test")}
+
+    def provenance(self) -> dict[str, Any]:
+        """What to record with a result: variant, list files, md5s, modified flags, layout."""
+        return {"dataset": self.name, "variant": self.variant, "layout": self.layout,
+                "splits": {s: ls.provenance() for s, ls in self._splits.items()}}
+
+    def available(self) -> bool:
+        """Data root present and at least one test video found under it."""
+        if self.root is None or not self.root.is_dir():
+            return False
+        return any(r.path.exists() for r in self.videos("test"))
+
+
+DatasetFactory = Callable[..., Any]
+DATASETS: dict[str, DatasetFactory] = {}
+
+
+def register_dataset(name: str, factory: DatasetFactory) -> None:
+    DATASETS[name] = factory
+
+
+def _published(spec: DatasetSpec) -> DatasetFactory:
+    def factory(**kwargs: Any) -> SplitListDataset:
+        return SplitListDataset(spec, **kwargs)
+
+    return factory
+
+
+_KINETICS = ("listed", "kinetics-train256", "class-folders", "jpeg")
+_SPECS = (
+    DatasetSpec("kinetics100", "kinetics100", "kinetics", _KINETICS),
+    DatasetSpec("kinetics100-hyrsm", "kinetics100-hyrsm", "kinetics", _KINETICS),
+    DatasetSpec("ucf101", "ucf101", "ucf101", ("ucf101", "class-folders", "jpeg", "listed")),
+    DatasetSpec("hmdb51", "hmdb51", "hmdb51", ("hmdb51", "class-folders", "jpeg", "listed")),
+    DatasetSpec("ssv2-full", "ssv2-full", "ssv2", ("ssv2", "jpeg"), flip_ok=False),
+    DatasetSpec("ssv2-small", "ssv2-small", "ssv2", ("ssv2", "jpeg"), flip_ok=False),
+)
+for _spec in _SPECS:
+    get_variant(_spec.variant)  # a typo in the table fails at import
+    register_dataset(_spec.name, _published(_spec))
+
+
+def _synth(**kwargs: Any) -> Any:
+    from fsarbench.data.synth import SynthDataset
+
+    return SynthDataset(**kwargs)
+
+
+register_dataset("synth", _synth)
+
+
+def list_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def get_dataset(name: str, **kwargs: Any) -> Dataset:
+    """Dataset ``name``; keyword arguments: ``root``, ``splits_dir``, ``layout``, ``template``,
+    ``allow_modified`` (published datasets) or ``root``, ``seed``, ``config`` (``synth``)."""
+    try:
+        factory = DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; datasets: {', '.join(list_datasets())}") from None
+    return factory(**kwargs)

@@ -1,0 +1,136 @@
+"""Frame-sampling protocols, each a small named function, and the short-video policy.
+
+A sampler maps ``(num_frames, T, train, rng)`` to ``T`` frame indices. Randomness comes only
+from ``rng``; :func:`frame_rng` derives it from ``(seed, video, epoch, view)``, so every
+process and DataLoader worker draws the same frames for the same video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = [
+    "SAMPLERS", "SHORT_POLICIES", "TooShortError", "frame_rng", "get_sampler", "sample_frames",
+    "register_sampler", "trx", "tsn", "tsn_random", "uniform",
+]
+
+Sampler = Callable[..., list[int]]
+SAMPLERS: dict[str, Sampler] = {}
+SHORT_POLICIES = ("drop", "repeat")
+
+
+class TooShortError(ValueError):
+    """A video with fewer frames than the clip needs under the ``drop`` policy."""
+
+    def __init__(self, num_frames: int, length: int):
+        self.num_frames, self.length = num_frames, length
+        super().__init__(f"too short: {num_frames} frames, clips need {length}")
+
+    def __reduce__(self):
+        return (type(self), (self.num_frames, self.length))
+
+
+def register_sampler(name: str) -> Callable[[Sampler], Sampler]:
+    def deco(fn: Sampler) -> Sampler:
+        SAMPLERS[name] = fn
+        return fn
+
+    return deco
+
+
+def frame_rng(seed: int, video: int | str, epoch: int = 0, view: int = 0) -> np.random.Generator:
+    """Generator keyed on ``(seed, video, epoch, view)`` (Philox, independent of call order)."""
+    text = json.dumps([int(seed), video, int(epoch), int(view)]).encode()
+    key = np.frombuffer(hashlib.sha256(text).digest()[:16], dtype="<u8").copy()
+    return np.random.Generator(np.random.Philox(key=key))
+
+
+@register_sampler("trx")
+def trx(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
+    """TRX: test ``linspace(1, n-2, T)``; train jitters both ends by up to ``min(5, excess/2)``.
+
+    Indices are truncated with ``int`` as in TRX's video reader; when the span is shorter
+    than ``T`` the whole video ``0..n-1`` is used.
+    """
+    if train:
+        pad = int(min(5, (n - T) / 2))
+        if pad < 1:
+            start, end = 0, n - 1
+        else:
+            start = int(rng.integers(0, pad + 1))
+            end = int(rng.integers(n - 1 - pad, n))
+    else:
+        start, end = 1, n - 2
+    if end - start < T:
+        start, end = 0, n - 1
+    return [int(f) for f in np.linspace(start, end, T)]
+
+
+def _segments(n: int, T: int) -> list[tuple[int, int]]:
+    """TSN segment bounds ``[start, end]`` (inclusive) of ``T`` equal segments of ``n-1``."""
+    size = (n - 1) / T
+    return [(int(round(size * i)), int(round(size * (i + 1)))) for i in range(T)]
+
+
+@register_sampler("tsn")
+def tsn(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
+    """TSN: one frame per equal segment, random in train, segment centre at test."""
+    segs = _segments(n, T)
+    if train:
+        return [int(rng.integers(s, e + 1)) for s, e in segs]
+    return [(s + e) // 2 for s, e in segs]
+
+
+@register_sampler("tsn-random")
+def tsn_random(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
+    """TSN with a random frame per segment at test too (the HyRSM option)."""
+    return tsn(n, T, train=True, rng=rng)
+
+
+@register_sampler("uniform")
+def uniform(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
+    """``T`` evenly spaced frames over the whole video; train shifts them by one random
+    offset below the stride."""
+    stride = n / T
+    offset = rng.uniform(0, stride) if train else stride / 2
+    return [min(n - 1, int(offset + stride * i)) for i in range(T)]
+
+
+def get_sampler(name: str) -> Sampler:
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise KeyError(f"unknown sampler {name!r}; samplers: {', '.join(SAMPLERS)}") from None
+
+
+def _repeat(n: int, T: int) -> list[int]:
+    """Every frame in order, repeated to reach ``T`` (``round(linspace(0, n-1, T))``)."""
+    return [int(i) for i in np.round(np.linspace(0, n - 1, T))]
+
+
+def sample_frames(
+    name: str,
+    n: int,
+    T: int,
+    *,
+    train: bool,
+    rng: np.random.Generator,
+    short: str = "drop",
+) -> list[int]:
+    """``T`` indices into a video of ``n`` frames with sampler ``name``.
+
+    Videos with ``n < T`` raise :class:`TooShortError` under ``short="drop"`` (TRX drops them)
+    and are stretched by repeating frames under ``short="repeat"``.
+    """
+    if short not in SHORT_POLICIES:
+        raise ValueError(f"short-video policy must be one of {SHORT_POLICIES}, not {short!r}")
+    sampler = get_sampler(name)
+    if n < T:
+        if short == "drop" or n < 1:
+            raise TooShortError(n, T)
+        return _repeat(n, T)
+    return sampler(n, T, train=train, rng=rng)

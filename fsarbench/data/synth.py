@@ -1,0 +1,287 @@
+"""The embedded synthetic benchmark ``synth``: real mp4 files, generated on first use.
+
+Three class categories make the benchmark's point (see docs/data.md):
+
+- ``appearance`` (``scene_XX``): a class-specific background (colour and pattern) with random
+  foreground actions -- recognisable from any single frame, like Kinetics/UCF101.
+- ``temporal`` (``order_XX_fwd`` / ``order_XX_rev``): pairs of classes showing the same three
+  atomic actions A->B->C and C->B->A over one neutral background, so mean pooling cannot tell
+  the two members of a pair apart while order-aware matching can (like SSv2).
+- ``composite`` (``composite_XX``): start action, a long ambiguous middle (two random actions
+  overlaid, the same pool for every composite class) and an end action.
+
+Classes are split train/val/test by class; every video is deterministic from the seed.
+Generation writes each file atomically into ``<dir>.partial`` (a rerun resumes there) and
+renames the folder when complete.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import platformdirs
+
+from fsarbench.data.datasets import VideoRecord
+from fsarbench.data.sampling import frame_rng
+from fsarbench.data.synth_render import ACTIONS, Segment, neutral_background, render_video
+from fsarbench.data.synth_render import scene_background
+from fsarbench.io import atomic_write_json, md5_file, stable_hash
+
+__all__ = ["SYNTH_VERSION", "SynthConfig", "SynthClass", "SynthDataset", "ensure_synth",
+           "plan_classes", "render_class_video", "write_video"]
+
+SYNTH_VERSION = 1
+SPLIT_PLAN = {"train": (8, 4, 8), "val": (2, 2, 2), "test": (4, 3, 4)}
+"""split -> (appearance classes, reversed pairs, composite classes)."""
+PATTERNS = ("diag", "rings", "checker", "gradient")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size of the generated benchmark (the default is what ``make run`` uses)."""
+
+    videos_per_class: int = 20
+    size: int = 64
+    min_frames: int = 12
+    max_frames: int = 24
+    codec: str = "libx264"
+    fps: int = 12
+
+
+@dataclass(frozen=True)
+class SynthClass:
+    """One class: ``actions`` are indices into ``ACTIONS`` (order matters for temporal)."""
+
+    name: str
+    split: str
+    category: str  # appearance, temporal, composite
+    actions: tuple[int, ...] = ()
+    partner: str | None = None
+    hue: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pattern: str = ""
+    freq: float = 0.0
+
+    def info(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["action_names"] = [ACTIONS[a].name for a in self.actions]
+        return d
+
+
+def _scene_hues(n: int, rng: np.random.Generator) -> list[tuple[float, float, float]]:
+    hues = rng.permutation(n) / n
+    sv = [(0.75, 0.85), (0.45, 0.6), (0.9, 0.45)]
+    return [tuple(255 * c for c in colorsys.hsv_to_rgb(h, *sv[i % 3])) for i, h in enumerate(hues)]
+
+
+def _sequences(n: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """``n`` action triples, distinct and none the reverse of another."""
+    seen: set[tuple[int, ...]] = set()
+    out = []
+    while len(out) < n:
+        seq = tuple(int(a) for a in rng.choice(len(ACTIONS), 3, replace=False))
+        if seq in seen or seq[::-1] in seen:
+            continue
+        seen.add(seq)
+        out.append(seq)
+    return out
+
+
+def _end_pairs(n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    pairs = [(a, b) for a in range(len(ACTIONS)) for b in range(len(ACTIONS)) if a != b]
+    return [pairs[i] for i in rng.choice(len(pairs), n, replace=False)]
+
+
+def plan_classes(seed: int) -> list[SynthClass]:
+    """Every class of every split, deterministic from ``seed``."""
+    rng = np.random.default_rng([seed, SYNTH_VERSION, 7])
+    totals = [sum(p[i] for p in SPLIT_PLAN.values()) for i in range(3)]
+    hues, seqs, ends = _scene_hues(totals[0], rng), _sequences(totals[1], rng), _end_pairs(
+        totals[2], rng)
+    classes: list[SynthClass] = []
+    counters = [0, 0, 0]
+    for split, (n_app, n_pairs, n_comp) in SPLIT_PLAN.items():
+        for _ in range(n_app):
+            i = counters[0]
+            classes.append(SynthClass(f"scene_{i:02d}", split, "appearance", hue=hues[i],
+                                      pattern=PATTERNS[i % 4], freq=float(rng.uniform(4, 10))))
+            counters[0] += 1
+        for _ in range(n_pairs):
+            i, seq = counters[1], seqs[counters[1]]
+            fwd, rev = f"order_{i:02d}_fwd", f"order_{i:02d}_rev"
+            classes.append(SynthClass(fwd, split, "temporal", seq, rev))
+            classes.append(SynthClass(rev, split, "temporal", seq[::-1], fwd))
+            counters[1] += 1
+        for _ in range(n_comp):
+            i = counters[2]
+            classes.append(SynthClass(f"composite_{i:02d}", split, "composite", ends[i]))
+            counters[2] += 1
+    return classes
+
+
+def _lengths(total: int, weights: np.ndarray) -> list[int]:
+    """Split ``total`` frames by ``weights`` with at least 2 frames per segment."""
+    raw = weights / weights.sum() * (total - 2 * len(weights))
+    out = np.floor(raw).astype(int) + 2
+    out[np.argmax(raw - np.floor(raw))] += total - out.sum()
+    return [int(x) for x in out]
+
+
+def _segments(c: SynthClass, total: int, rng: np.random.Generator) -> list[Segment]:
+    n = len(ACTIONS)
+    if c.category == "appearance":
+        acts = [int(a) for a in rng.choice(n, 2, replace=False)]
+        lens = _lengths(total, rng.uniform(0.7, 1.3, 2))
+        return [Segment((a,), k) for a, k in zip(acts, lens)]
+    if c.category == "temporal":
+        lens = _lengths(total, rng.uniform(0.7, 1.3, 3))
+        return [Segment((a,), k) for a, k in zip(c.actions, lens)]
+    middle = tuple(int(a) for a in rng.choice(n, 2, replace=False))
+    lens = _lengths(total, np.array([1.0, 2.0, 1.0]) * rng.uniform(0.8, 1.2, 3))
+    return [Segment((c.actions[0],), lens[0]), Segment(middle, lens[1]),
+            Segment((c.actions[1],), lens[2])]
+
+
+def render_class_video(c: SynthClass, index: int, config: SynthConfig, seed: int) -> np.ndarray:
+    """Video ``index`` of class ``c``: ``uint8 [L, size, size, 3]``, L in [min, max] frames."""
+    rng = frame_rng(seed, f"synth/{c.name}", index)
+    total = int(rng.integers(config.min_frames, config.max_frames + 1))
+    if c.category == "appearance":
+        bg = scene_background(config.size, np.asarray(c.hue), c.pattern, c.freq, rng)
+    else:
+        bg = neutral_background(config.size, rng)
+    return render_video(bg, _segments(c, total, rng), rng)
+
+
+def write_video(path: Path, frames: np.ndarray, codec: str = "libx264", fps: int = 12) -> None:
+    """Encode ``uint8 [L, H, W, 3]`` into an mp4 with PyAV, atomically (tmp file + rename)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with av.open(str(tmp), "w", format="mp4") as container:
+            stream = container.add_stream(codec, rate=fps)
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "10", "preset": "veryfast", "threads": "1"} if (
+                codec == "libx264") else {"qscale": "2"}
+            for f in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+            container.mux(stream.encode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def default_synth_cache() -> Path:
+    env = os.environ.get("FSAR_SYNTH")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("fsarbench")) / "synth"
+
+
+def synth_dir(cache_dir: str | Path | None, seed: int, config: SynthConfig) -> Path:
+    base = Path(cache_dir) if cache_dir is not None else default_synth_cache()
+    tag = stable_hash({"v": SYNTH_VERSION, "seed": seed, **asdict(config)}, 10)
+    return base / f"synth-v{SYNTH_VERSION}-seed{seed}-{tag}"
+
+
+def _generate(work: Path, seed: int, config: SynthConfig) -> dict[str, Any]:
+    """Write every missing video under ``work``; metadata of all videos."""
+    classes = plan_classes(seed)
+    videos = []
+    for c in classes:
+        for i in range(config.videos_per_class):
+            rel = Path("videos") / c.name / f"{c.name}_{i:03d}.mp4"
+            path = work / rel
+            frames = render_class_video(c, i, config, seed)
+            if not path.exists():
+                write_video(path, frames, config.codec, config.fps)
+            videos.append({"video_id": path.stem, "class_name": c.name, "split": c.split,
+                           "path": str(rel), "frames": int(len(frames)), "md5": md5_file(path)})
+    return {"format": 1, "version": SYNTH_VERSION, "seed": seed, "config": asdict(config),
+            "classes": [c.info() for c in classes], "videos": videos}
+
+
+def ensure_synth(cache_dir: str | Path | None = None, seed: int = 0,
+                 config: SynthConfig | None = None) -> Path:
+    """The folder of the synthetic dataset, generating it first if needed.
+
+    ``cache_dir`` defaults to ``$FSAR_SYNTH`` or ``<user cache>/fsarbench/synth``. The folder
+    holds ``synth.json`` (classes, categories, videos with md5) and ``videos/<class>/*.mp4``.
+    """
+    config = config or SynthConfig()
+    final = synth_dir(cache_dir, seed, config)
+    if (final / "synth.json").is_file():
+        return final
+    work = final.with_name(final.name + ".partial")
+    meta = _generate(work, seed, config)
+    atomic_write_json(work / "synth.json", meta)
+    try:
+        os.replace(work, final)
+    except OSError:
+        if not (final / "synth.json").is_file():  # another process did not finish it either
+            raise
+    return final
+
+
+class SynthDataset:
+    """``get_dataset("synth", root=cache_dir, seed=0, config=SynthConfig())``.
+
+    ``root`` is the cache folder (default ``$FSAR_SYNTH`` or the user cache); data are
+    generated on the first call that needs videos.
+    """
+
+    name = "synth"
+    flip_ok = False  # atomic actions move left/right
+
+    def __init__(self, *, root: str | Path | None = None, seed: int = 0,
+                 config: SynthConfig | None = None):
+        self.cache_dir, self.seed, self.config = root, seed, config or SynthConfig()
+        self.variant = f"synth-v{SYNTH_VERSION}-seed{seed}"
+        self._meta: dict[str, Any] | None = None
+
+    @property
+    def path(self) -> Path:
+        return synth_dir(self.cache_dir, self.seed, self.config)
+
+    def meta(self) -> dict[str, Any]:
+        if self._meta is None:
+            root = ensure_synth(self.cache_dir, self.seed, self.config)
+            self._meta = json.loads((root / "synth.json").read_text())
+        return self._meta
+
+    def available(self) -> bool:
+        return (self.path / "synth.json").is_file()
+
+    def class_names(self, split: str) -> list[str]:
+        return sorted(c["name"] for c in self.meta()["classes"] if c["split"] == split)
+
+    def class_info(self, split: str) -> dict[str, dict[str, Any]]:
+        """class name -> category, actions, partner (reversed pair), scene colour."""
+        return {c["name"]: c for c in self.meta()["classes"] if c["split"] == split}
+
+    def videos(self, split: str) -> list[VideoRecord]:
+        names = self.class_names(split)
+        if not names:
+            raise KeyError(f"synth has no split {split!r}; splits: train, val, test")
+        index = {c: i for i, c in enumerate(names)}
+        root = self.path
+        return [VideoRecord(v["video_id"], v["class_name"], index[v["class_name"]],
+                            root / v["path"]) for v in self.meta()["videos"] if v["split"] == split]
+
+    def split_md5s(self) -> dict[str, str]:
+        """split -> hash of its (video id, file md5) list."""
+        out = {}
+        for split in ("train", "val", "test"):
+            rows = [(v["video_id"], v["md5"]) for v in self.meta()["videos"] if v["split"] == split]
+            out[split] = stable_hash(rows, 32)
+        return out
+
+    def provenance(self) -> dict[str, Any]:
+        return {"dataset": self.name, "variant": self.variant, "config": asdict(self.config),
+                "splits": self.split_md5s()}

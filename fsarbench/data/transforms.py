@@ -1,0 +1,129 @@
+"""Clip transforms: resize, crop, flip and normalise ``uint8 [T, H, W, 3]`` frames into
+``float32 [T, 3, H', W']`` — the train and test pipelines of PROTOCOL.md as named presets.
+
+One random crop and one flip decision apply to every frame of a clip; randomness comes from
+the ``numpy.random.Generator`` passed in, so clips are reproducible per (seed, video, epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["NORMS", "PRESETS", "ClipTransform", "TransformConfig", "get_transform"]
+
+NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "none": None,  # TRX: 0-1 pixels
+    "hyrsm": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """One pipeline.
+
+    Attributes:
+        resize: target of the resize step (pixels); 0 keeps the decoded size.
+        resize_mode: ``short`` (short side to ``resize``, aspect kept) or ``square``.
+        crop: output side; 0 means no crop.
+        random_crop: random crop position (train) instead of the centre (test).
+        flip: random horizontal flip with probability 0.5 (train; off for SSv2).
+        norm: ``none``, ``hyrsm`` or ``imagenet``.
+    """
+
+    resize: int = 256
+    resize_mode: Literal["short", "square"] = "short"
+    crop: int = 224
+    random_crop: bool = False
+    flip: bool = False
+    norm: Literal["none", "hyrsm", "imagenet"] = "none"
+
+
+class ClipTransform:
+    """Callable ``(frames uint8 [T,H,W,3], rng) -> float32 [T,3,crop,crop]``."""
+
+    def __init__(self, config: TransformConfig):
+        if config.norm not in NORMS:
+            raise ValueError(f"unknown normalisation {config.norm!r}; choose from {list(NORMS)}")
+        self.config = config
+        stats = NORMS[config.norm]
+        self._mean = None if stats is None else torch.tensor(stats[0]).view(1, 3, 1, 1)
+        self._std = None if stats is None else torch.tensor(stats[1]).view(1, 3, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"ClipTransform({self.config})"
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        h, w = x.shape[-2:]
+        if c.resize <= 0:
+            return x
+        if c.resize_mode == "square":
+            size = (c.resize, c.resize)
+        else:
+            scale = c.resize / min(h, w)
+            size = (max(c.resize, round(h * scale)), max(c.resize, round(w * scale)))
+        if size == (h, w):
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+    def _crop(self, x: torch.Tensor, rng: np.random.Generator | None) -> torch.Tensor:
+        c = self.config
+        h, w = x.shape[-2:]
+        if c.crop <= 0:
+            return x
+        if c.crop > min(h, w):
+            raise ValueError(f"crop {c.crop} is larger than the resized frame {h}x{w}")
+        if c.random_crop:
+            top, left = int(_rng(rng).integers(0, h - c.crop + 1)), int(
+                _rng(rng).integers(0, w - c.crop + 1))
+        else:
+            top, left = (h - c.crop) // 2, (w - c.crop) // 2
+        return x[..., top : top + c.crop, left : left + c.crop]
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be [T, H, W, 3], got shape {tuple(frames.shape)}")
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        x = self._crop(self._resize(x), rng)
+        if self.config.flip and _rng(rng).random() < 0.5:
+            x = x.flip(-1)
+        x = x / 255.0
+        if self._mean is not None:
+            x = (x - self._mean) / self._std
+        return x.contiguous()
+
+
+def _rng(rng: np.random.Generator | None) -> np.random.Generator:
+    if rng is None:
+        raise ValueError("a random transform (random crop or flip) needs an rng")
+    return rng
+
+
+PRESETS: dict[str, TransformConfig] = {
+    # TRX: short side 256 (its frames are pre-resized), crop 224, flip in train, 0-1 pixels.
+    "trx-train": TransformConfig(256, "short", 224, random_crop=True, flip=True, norm="none"),
+    "trx-test": TransformConfig(256, "short", 224, norm="none"),
+    # HyRSM: short side 256, crop 224, flip in train, mean 0.45 / std 0.225.
+    "hyrsm-train": TransformConfig(256, "short", 224, random_crop=True, flip=True, norm="hyrsm"),
+    "hyrsm-test": TransformConfig(256, "short", 224, norm="hyrsm"),
+    # Seed paper: 256x256 then crop 224; ImageNet statistics for torchvision weights.
+    "seed-train": TransformConfig(256, "square", 224, random_crop=True, flip=True,
+                                  norm="imagenet"),
+    "seed-test": TransformConfig(256, "square", 224, norm="imagenet"),
+}
+
+
+def get_transform(name: str, **overrides: object) -> ClipTransform:
+    """Preset ``name`` with fields replaced, e.g. ``get_transform("trx-train", flip=False)``."""
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown transform preset {name!r}; presets: {', '.join(PRESETS)}") from None
+    return ClipTransform(dataclasses.replace(base, **overrides))

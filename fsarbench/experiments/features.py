@@ -1,0 +1,102 @@
+"""Frozen features of a dataset's train/val/test splits, extracted once and cached."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from fsarbench.config import build_config
+from fsarbench.experiments.runner import DatasetFeatures
+from fsarbench.features.store import SubsetFeatureStore
+from fsarbench.training import SplitFeatures
+
+__all__ = ["FeaturePreset", "feature_preset", "FrozenFeatureProvider"]
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class FeaturePreset:
+    """How a dataset's frozen features are made (see ``feature_presets.yaml``)."""
+
+    backbone: str = "resnet50"
+    weights: str = "imagenet"
+    resolution: int = 224
+    num_frames: int = 8
+    test_frames: str = "uniform"
+    train_frames: str = "tsn"
+    train_views: int = 4
+
+
+def feature_preset(dataset: str, overrides: dict[str, Any] | None = None) -> FeaturePreset:
+    """The preset of ``dataset``: the file's ``default``, the dataset's entry, ``overrides``."""
+    text = resources.files("fsarbench.experiments").joinpath("feature_presets.yaml").read_text()
+    table = yaml.safe_load(text)
+    values = {**table.get("default", {}), **table.get("datasets", {}).get(dataset, {})}
+    values.update(overrides or {})
+    return build_config(FeaturePreset, values, where=f"feature preset of {dataset!r}")
+
+
+class FrozenFeatureProvider:
+    """``provider(dataset) -> DatasetFeatures``: extracts (or reuses) every split's features."""
+
+    def __init__(self, *, root: str | Path | None = None, cache_root: str | Path | None = None,
+                 device: str = "cpu", workers: int = 2, batch_size: int = 16,
+                 progress: bool = True, preset_overrides: dict[str, Any] | None = None) -> None:
+        self.root, self.cache_root = root, cache_root
+        self.device, self.workers, self.batch_size = device, workers, batch_size
+        self.progress, self.overrides = progress, preset_overrides or {}
+
+    def __call__(self, dataset: str) -> DatasetFeatures:
+        from fsarbench.data.datasets import get_dataset
+
+        preset = feature_preset(dataset, self.overrides)
+        ds = get_dataset(dataset, root=self.root)
+        splits, names, skipped, keys = {}, {}, [], {}
+        for split in SPLITS:
+            cache = self._extract(dataset, split, preset)
+            splits[split], names[split], bad = _split_features(cache, ds.variant)
+            skipped += [f"{split}/{v}" for v in bad]
+            keys[split] = cache.key
+        info = {"backbone": preset.backbone, "weights": preset.weights,
+                "resolution": preset.resolution, "num_frames": preset.num_frames,
+                "test_frames": preset.test_frames, "train_frames": preset.train_frames,
+                "train_views": preset.train_views, "cache_keys": keys,
+                "split_md5": ds.split_md5s()}
+        return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped)
+
+    def _extract(self, dataset: str, split: str, preset: FeaturePreset):
+        from fsarbench.features.extract import SplitExtractConfig, extract_split
+
+        train = split == "train"
+        config = SplitExtractConfig(
+            backbone=preset.backbone, weights=preset.weights,
+            frames=preset.train_frames if train else preset.test_frames,
+            transform="train" if train else "test", num_frames=preset.num_frames,
+            resolution=preset.resolution, views=preset.train_views if train else 1,
+            batch_size=self.batch_size, workers=self.workers, device=self.device,
+            progress=self.progress)
+        cache, stats = extract_split(dataset, split, root=self.root, config=config,
+                                     cache_root=self.cache_root)
+        if stats is not None:
+            log.info("extracted %s/%s: %s", dataset, split, stats)
+        return cache
+
+
+def _split_features(cache, dataset: str) -> tuple[SplitFeatures, list[str], list[str]]:
+    """Usable videos of a cache (failed ones dropped and listed) as :class:`SplitFeatures`."""
+    failed = np.asarray(cache.failed_mask())
+    failed = failed.reshape(len(cache), -1).any(1) if failed.size else np.zeros(len(cache), bool)
+    keep = np.flatnonzero(~failed)
+    classes_all = np.asarray(cache.class_indices, dtype=np.int64)
+    names = sorted(set(cache.classes)) if cache.classes else [str(c) for c in np.unique(classes_all)]
+    bad = [cache.video_ids[i] for i in np.flatnonzero(failed)]
+    store = SubsetFeatureStore(cache, keep) if len(bad) else cache
+    return SplitFeatures(store, classes_all[keep], dataset), names, bad

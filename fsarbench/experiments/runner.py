@@ -1,0 +1,155 @@
+"""Run experiment cells: train each model once, evaluate every cell, record, summarise.
+
+Cells already recorded in the output folder are skipped, models whose training finished are
+reused, and an interrupted training or evaluation resumes where it stopped, so a killed
+``run --all`` re-run gives the same ``summary.csv`` as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fsarbench.episodes import make_manifest
+from fsarbench.evaluate import evaluate
+from fsarbench.experiments.cells import Cell, TrainKey
+from fsarbench.io import stable_hash
+from fsarbench.methods import FewShotMethod
+from fsarbench.registry import create_method
+from fsarbench.results import (ResultRecord, load_records, make_record, record_config_hash,
+                               save_result, write_summary)
+from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
+
+__all__ = ["DatasetFeatures", "RunOptions", "run_cells"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetFeatures:
+    """Frozen features of one dataset's splits, and what produced them (recorded)."""
+
+    name: str
+    split_variant: str
+    splits: dict[str, SplitFeatures]
+    class_names: dict[str, list[str]]
+    info: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        return self.splits["test"].store.feature_shape
+
+
+@dataclass
+class RunOptions:
+    out_dir: Path
+    episodes: int = 10_000
+    queries: int = 1
+    device: str = "cpu"
+    progress: bool = True
+    batch_episodes: int = 500
+    interval: str = "normal"
+    recipe_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+FeatureProvider = Callable[[str], DatasetFeatures]
+
+
+def build_method(cell: Cell, feats: DatasetFeatures, recipe) -> FewShotMethod:
+    """The cell's method (behind the recipe's adapter), freshly initialised from its seed."""
+    t, d = feats.feature_shape
+    torch.manual_seed(cell.train_seed)
+    method = create_method(cell.method, feature_dim=d, seq_len=t,
+                           num_train_classes=feats.splits["train"].num_classes, **cell.hparams_dict)
+    if recipe.adapter == "linear_ln":
+        method = AdaptedMethod(method, FrameAdapter(d), d)
+    return method
+
+
+class _Runner:
+    def __init__(self, provider: FeatureProvider, options: RunOptions) -> None:
+        self.provider, self.opt = provider, options
+        self.features: dict[str, DatasetFeatures] = {}
+        self.models: dict[TrainKey, FewShotMethod] = {}
+        self.done = {r.cell: r for r in load_records(options.out_dir)} if Path(
+            options.out_dir).exists() else {}
+
+    def dataset(self, name: str) -> DatasetFeatures:
+        if name not in self.features:
+            self.features[name] = self.provider(name)
+        return self.features[name]
+
+    def run(self, cell: Cell) -> ResultRecord:
+        feats = self.dataset(cell.dataset)
+        recipe = frozen_recipe(cell.method, self.opt.recipe_overrides)
+        method = build_method(cell, feats, recipe)
+        config_hash = record_config_hash(method.hparams, recipe.to_dict(), feats.info,
+                                         cell.train_seed, cell.track)
+        rid = cell.record_id(config_hash)
+        if rid in self.done:
+            return self.done[rid]
+        model = self.trained(cell, feats, recipe, method)
+        test = feats.splits["test"]
+        manifest = make_manifest(test.classes, way=cell.way, shot=cell.shot,
+                                 queries=self.opt.queries, episodes=self.opt.episodes,
+                                 seed=cell.seed, dataset=feats.split_variant, split="test",
+                                 class_names=feats.class_names["test"])
+        result = evaluate(model, test.store, manifest, batch_episodes=self.opt.batch_episodes,
+                          interval=self.opt.interval, device=self.opt.device,
+                          progress=self.opt.progress,
+                          partial_path=Path(self.opt.out_dir) / "partial" / f"{rid}.npz",
+                          desc=f"{cell.name} {cell.dataset} {cell.way}w{cell.shot}s")
+        record = make_record(
+            result, method=cell.name, dataset=cell.dataset, split_variant=feats.split_variant,
+            manifest=manifest, track=cell.track, hparams=method.hparams,
+            recipe=recipe.to_dict(), features=feats.info, train_seed=cell.train_seed,
+            class_names=feats.class_names["test"], skipped_videos=feats.skipped,
+            tags={**dict(cell.tags), "label": cell.label, "base_method": cell.method},
+        )
+        assert record.cell == rid, (record.cell, rid)
+        save_result(self.opt.out_dir, record, result)
+        (Path(self.opt.out_dir) / "partial" / f"{rid}.npz").unlink(missing_ok=True)
+        self.done[rid] = record
+        return record
+
+    def trained(self, cell: Cell, feats: DatasetFeatures, recipe, method) -> FewShotMethod:
+        key = TrainKey(cell.method, cell.hparams, cell.dataset, cell.track, cell.train_seed,
+                       stable_hash(recipe.to_dict()), stable_hash(feats.info))
+        if key not in self.models:
+            out = Path(self.opt.out_dir) / "models" / key.slug
+            log.info("training %s on %s (%s steps)", cell.name, cell.dataset, recipe.steps)
+            train(method, feats.splits["train"], feats.splits.get("val"), recipe,
+                  seed=cell.train_seed, out_dir=out, device=self.opt.device,
+                  progress=self.opt.progress)
+            self.models[key] = method
+        return self.models[key]
+
+
+def run_cells(cells: Iterable[Cell], provider: FeatureProvider, options: RunOptions,
+              on_record: Callable[[ResultRecord], None] | None = None) -> list[ResultRecord]:
+    """Evaluate every cell (skipping recorded ones) and rebuild ``summary.csv``."""
+    runner = _Runner(provider, options)
+    records = []
+    for cell in _unique(cells):
+        record = runner.run(cell)
+        records.append(record)
+        if on_record is not None:
+            on_record(record)
+        write_summary(options.out_dir)
+    return records
+
+
+def _unique(cells: Iterable[Cell]) -> list[Cell]:
+    seen, out = set(), []
+    for c in cells:
+        key = (c.method, c.hparams, c.dataset, c.way, c.shot, c.track, c.seed, c.train_seed)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out

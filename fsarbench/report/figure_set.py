@@ -1,0 +1,104 @@
+"""Render every figure the records of a results folder support (``python -m fsarbench figures``)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from fsarbench.report import figures
+from fsarbench.report.compare import compare_systems
+from fsarbench.report.published import available_tables, load_table
+from fsarbench.report.records import Entry
+
+__all__ = ["render_all", "ours_methods", "default_forest_pairs"]
+
+log = logging.getLogger(__name__)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-")
+
+
+def ours_methods(published: str | Path | None = None) -> set[str]:
+    """Method names that fill the paper's own rows of the published tables (data, not code)."""
+    names: set[str] = set()
+    for n in available_tables(published):
+        names.update(m for row in load_table(n, published).rows if row.ours for m in row.methods)
+    return names
+
+
+def default_forest_pairs(entries: list[Entry], ours: set[str]) -> list[tuple[str, str]]:
+    """Each of our methods with records vs every other plain (non-variant) system."""
+    plain = sorted({e.system for e in entries if not e.is_variant})
+    mine = [s for s in plain if s in ours]
+    return [(a, b) for a in mine for b in plain if b not in ours]
+
+
+def _way_figures(entries, out_dir):
+    paths = []
+    for dataset, shot in sorted({(e.setting.dataset, e.setting.shot) for e in entries}):
+        fig = figures.plot_accuracy_vs_way(entries, dataset, shot)
+        if fig is not None:
+            paths += figures.save_figure(fig, out_dir, f"accuracy_vs_way_{_slug(dataset)}_{shot}shot")
+    return paths
+
+
+def _mask_figures(entries, out_dir):
+    paths = []
+    for dataset in sorted({e.setting.dataset for e in entries}):
+        fig = figures.plot_mask_ratio(entries, dataset)
+        if fig is not None:
+            paths += figures.save_figure(fig, out_dir, f"mask_ratio_{_slug(dataset)}")
+    return paths
+
+
+def _per_class_figures(entries, out_dir):
+    """One figure per setting: the Figure-2-tagged entries, else the plain 5-way 1-shot ones."""
+    groups: dict = defaultdict(list)
+    tagged = [e for e in entries if str(e.tags.get("figure", "")) == "2"]
+    chosen = tagged or [e for e in entries if not e.is_variant
+                        and (e.setting.way, e.setting.shot) == (5, 1)]
+    for e in chosen:
+        groups[e.setting].append(e)
+    paths = []
+    for setting, es in sorted(groups.items()):
+        fig = figures.plot_per_class(es)
+        if fig is not None:
+            name = f"per_class_{_slug(setting.dataset)}_{setting.way}w{setting.shot}s"
+            paths += figures.save_figure(fig, out_dir, name)
+    return paths
+
+
+def _forest_figures(run_dir, entries, out_dir, pairs, alpha, test):
+    paths = []
+    for a in sorted({a for a, _ in pairs}):
+        comps = []
+        for _, b in (p for p in pairs if p[0] == a):
+            try:
+                comps += compare_systems(run_dir, entries, a, b, alpha=alpha, test=test)
+            except ValueError as err:
+                log.info("forest plot: skipping %s vs %s: %s", a, b, err)
+        fig = figures.plot_forest(comps)
+        if fig is not None:
+            paths += figures.save_figure(fig, out_dir, f"forest_{_slug(a)}")
+    return paths
+
+
+def render_all(
+    run_dir: str | Path,
+    entries: list[Entry],
+    out_dir: str | Path,
+    *,
+    forest_pairs: list[tuple[str, str]] | None = None,
+    alpha: float = 0.05,
+    test: str = "ttest",
+    published: str | Path | None = None,
+) -> list[Path]:
+    """Every figure the ``entries`` support, written under ``out_dir``; the paths written."""
+    pairs = forest_pairs if forest_pairs is not None else default_forest_pairs(
+        entries, ours_methods(published))
+    return (_way_figures(entries, out_dir) + _mask_figures(entries, out_dir)
+            + _per_class_figures(entries, out_dir)
+            + _forest_figures(run_dir, entries, out_dir, pairs, alpha, test))

@@ -1,0 +1,153 @@
+"""Figures from result records (matplotlib, Agg backend), each saved as PNG and PDF.
+
+- accuracy vs N-way with 95% CI bands (the seed paper's Table 6),
+- accuracy vs masking ratio (Figure 4; records carry ``tags["mask_ratio"]``),
+- per-class accuracy bars (Figure 2; from ``record.per_class_accuracy``),
+- forest plot of paired differences with bootstrap CIs (from :mod:`fsarbench.report.compare`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fsarbench.report.compare import SettingComparison  # noqa: E402
+from fsarbench.report.records import Entry, base_method_of, overrides_of  # noqa: E402
+
+__all__ = ["save_figure", "plot_accuracy_vs_way", "plot_mask_ratio", "plot_per_class",
+           "plot_forest", "mask_ratio_of"]
+
+SYNTH_NOTE = "synthetic features: not comparable with published numbers"
+
+
+def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
+    """Save ``fig`` as ``out_dir/name.png`` (150 dpi) and ``.pdf``; close it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _title(text: str, entries: list[Entry]) -> str:
+    return text + (f"\n({SYNTH_NOTE})" if any(e.synthetic for e in entries) else "")
+
+
+def plot_accuracy_vs_way(entries: list[Entry], dataset: str, shot: int):
+    """Accuracy (± 95% CI band) vs way for every system with at least two ways; or ``None``."""
+    series: dict[str, list[Entry]] = defaultdict(list)
+    for e in entries:
+        if e.setting.dataset == dataset and e.setting.shot == shot:
+            series[e.system].append(e)
+    series = {k: sorted(v, key=lambda e: e.setting.way) for k, v in series.items() if len(v) > 1}
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, es in sorted(series.items()):
+        x = np.array([e.setting.way for e in es])
+        y = np.array([e.accuracy for e in es])
+        ci = np.array([e.ci95 for e in es])
+        (line,) = ax.plot(x, y, marker="o", label=name)
+        ax.fill_between(x, y - ci, y + ci, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set(xlabel="N (way)", ylabel="accuracy (%)")
+    ax.set_xticks(sorted({e.setting.way for es in series.values() for e in es}))
+    ax.set_title(_title(f"{dataset}: N-way {shot}-shot (bands: 95% CI over episodes)",
+                        [e for es in series.values() for e in es]), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def mask_ratio_of(entry: Entry) -> float | None:
+    """The masking ratio an entry's run set explicitly: ``tags["mask_ratio"]`` or a
+    ``mask_ratio=`` override in its name (``"sgtm-otam[mask_ratio=0.5]"``); else ``None``."""
+    value = entry.tags.get("mask_ratio", overrides_of(entry.method).get("mask_ratio"))
+    return None if value is None else float(value)
+
+
+def plot_mask_ratio(entries: list[Entry], dataset: str):
+    """Accuracy ± CI vs masking ratio, one panel per shot (Figure 4); or ``None``."""
+    by_shot: dict[int, list[Entry]] = defaultdict(list)
+    for e in entries:
+        if e.setting.dataset == dataset and mask_ratio_of(e) is not None:
+            by_shot[e.setting.shot].append(e)
+    by_shot = {s: v for s, v in by_shot.items() if len({mask_ratio_of(e) for e in v}) > 1}
+    if not by_shot:
+        return None
+    fig, axes = plt.subplots(1, len(by_shot), figsize=(4.5 * len(by_shot), 3.6), squeeze=False)
+    for ax, (shot, es) in zip(axes[0], sorted(by_shot.items())):
+        lines: dict[str, list[Entry]] = defaultdict(list)
+        for e in es:
+            lines[base_method_of(e.method)].append(e)
+        for name, line in sorted(lines.items()):
+            line = sorted(line, key=mask_ratio_of)
+            x = np.array([100 * mask_ratio_of(e) for e in line])
+            ax.errorbar(x, [e.accuracy for e in line], yerr=[e.ci95 for e in line],
+                        marker="o", capsize=3, label=name)
+        ax.set(xlabel="masking ratio (%)", ylabel="accuracy (%)",
+               title=f"{es[0].setting.way}-way {shot}-shot")
+        ax.set_xticks(sorted({100 * mask_ratio_of(e) for e in es}))
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(_title(f"{dataset}: accuracy vs masking ratio (bars: 95% CI)",
+                        [e for v in by_shot.values() for e in v]), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class(entries: list[Entry], max_systems: int = 4):
+    """Grouped bars of per-class accuracy of the ``entries`` (one setting; Figure 2): the
+    ``max_systems`` most accurate that have per-class numbers."""
+    entries = sorted((e for e in entries if e.records[0].per_class_accuracy),
+                     key=lambda e: -e.accuracy)[:max_systems]
+    if not entries:
+        return None
+    classes = sorted({c for e in entries for c in e.records[0].per_class_accuracy},
+                     key=lambda c: (len(c), c))
+    width = 0.8 / len(entries)
+    x = np.arange(len(classes))
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes) * len(entries) + 2), 4))
+    for i, e in enumerate(entries):
+        acc = [np.mean([r.per_class_accuracy.get(c, np.nan) for r in e.records]) for c in classes]
+        ax.bar(x + (i - (len(entries) - 1) / 2) * width, acc, width, label=e.system)
+    ax.set_xticks(x, classes, rotation=60, ha="right", fontsize=7)
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100))
+    ax.set_title(_title(f"per-class accuracy, {entries[0].setting.label}", entries), fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_forest(comparisons: list[SettingComparison]):
+    """Forest plot: per comparison the difference A − B with its bootstrap 95% CI; filled
+    markers are significant after Holm adjustment. ``None`` when there is nothing to plot."""
+    if not comparisons:
+        return None
+    n = len(comparisons)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * n + 1.4))
+    y = np.arange(n)[::-1]
+    for yi, c in zip(y, comparisons):
+        sig = c.adjusted[c.test] <= c.alpha
+        ax.errorbar(c.stats.diff, yi, xerr=[[c.stats.diff - c.stats.ci_low],
+                                             [c.stats.ci_high - c.stats.diff]],
+                    fmt="o", color="C0", mfc="C0" if sig else "white", capsize=3)
+    ax.axvline(0, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(y, [f"{c.a.system} − {c.b.system} | {c.setting.label}" for c in comparisons],
+                  fontsize=7)
+    ax.set_xlabel("accuracy difference (percentage points), 95% bootstrap CI")
+    entries = [e for c in comparisons for e in (c.a, c.b)]
+    ax.set_title(_title(f"paired differences (filled: Holm-adjusted {comparisons[0].test} "
+                        f"p ≤ {comparisons[0].alpha})", entries), fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

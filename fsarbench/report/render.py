@@ -1,0 +1,125 @@
+"""Render a :class:`~fsarbench.report.tables.Table` as Markdown, LaTeX (booktabs) or CSV."""
+
+from __future__ import annotations
+
+import io
+from itertools import groupby
+
+from fsarbench.report.published import Citation
+from fsarbench.report.tables import Cell, Table
+
+__all__ = ["FORMATS", "render", "render_markdown", "render_latex", "render_csv"]
+
+FORMATS = ("md", "latex", "csv")
+
+
+def _md_cell(cell: Cell) -> str:
+    text = cell.text + ("\\*" if cell.significant else "")
+    if cell.mark == "best":
+        return f"**{text}**"
+    if cell.mark == "second":
+        return f"<u>{text}</u>"
+    return text
+
+
+def render_markdown(table: Table, citation: Citation | None = None) -> str:
+    """GitHub Markdown: best in ``**bold**``, second ``<u>underlined</u>``."""
+    from tabulate import tabulate
+
+    spec = table.spec
+    head = [*spec.label_columns, "Source", *(f"{c.group} {c.label}" for c in spec.columns)]
+    body = [[*r.labels, r.source, *(_md_cell(c) for c in r.cells)] for r in table.rows]
+    out = [f"**Table {spec.table}.** {spec.caption}", "",
+           tabulate(body, head, tablefmt="github", disable_numparse=True), ""]
+    out += [f"- {n}" for n in table.notes]
+    if citation is not None:
+        out.append(f"- Published numbers: {citation}")
+    return "\n".join(out) + "\n"
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+    "±": r"$\pm$", "✓": r"\checkmark", "²": r"\textsuperscript{2}", "λ": r"$\lambda$",
+    "α": r"$\alpha$", "—": "---",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials and map the few non-ASCII symbols the tables use."""
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def _latex_cell(cell: Cell) -> str:
+    text = latex_escape(cell.text) + ("$^{*}$" if cell.significant else "")
+    if cell.mark == "best":
+        return rf"\textbf{{{text}}}"
+    if cell.mark == "second":
+        return rf"\underline{{{text}}}"
+    return text
+
+
+def _latex_header(table: Table) -> list[str]:
+    spec = table.spec
+    lead = len(spec.label_columns) + 1
+    groups = [(g, len(list(cols))) for g, cols in groupby(spec.columns, key=lambda c: c.group)]
+    top, rules, start = ["" for _ in range(lead)], [], lead + 1
+    for g, n in groups:
+        top.append(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(g)}}}")
+        rules.append(rf"\cmidrule(lr){{{start}-{start + n - 1}}}")
+        start += n
+    names = [latex_escape(x) for x in (*spec.label_columns, "Source")]
+    names += [latex_escape(c.label) for c in spec.columns]
+    return [" & ".join(top) + r" \\", " ".join(rules), " & ".join(names) + r" \\"]
+
+
+def render_latex(table: Table, citation: Citation | None = None) -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs,amssymb}``)."""
+    spec = table.spec
+    cols = "l" * (len(spec.label_columns) + 1) + "c" * len(spec.columns)
+    caption = latex_escape(spec.caption)
+    if citation is not None:
+        caption += latex_escape(f" Published numbers: {citation}")
+    lines = [r"% requires \usepackage{booktabs} and \usepackage{amssymb}", r"\begin{table}[t]",
+             r"\centering", rf"\caption{{{caption}}}", rf"\label{{tab:fsarbench-table{spec.table}}}",
+             r"\resizebox{\linewidth}{!}{%", rf"\begin{{tabular}}{{{cols}}}", r"\toprule"]
+    lines += _latex_header(table)
+    lines.append(r"\midrule")
+    for r in table.rows:
+        cells = [latex_escape(x) for x in (*r.labels, r.source)] + [_latex_cell(c) for c in r.cells]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    if table.notes:
+        notes = " ".join(latex_escape(n) for n in table.notes)
+        lines.append(rf"\par\smallskip{{\footnotesize {notes}}}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: Table, citation: Citation | None = None) -> str:
+    """Long format: one line per cell, with its marks and (for runs) CI and seed spread."""
+    import csv
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["table", "row", "source", "group", "column", "dataset", "way", "shot", "value",
+                "ci95", "seed_std", "train_seeds", "mark", "significant", "citation"])
+    cite = citation.key if citation is not None else ""
+    for r in table.rows:
+        for col, c in zip(table.spec.columns, r.cells):
+            e = c.entry
+            w.writerow([table.spec.table, r.labels[0], r.source, col.group, col.label,
+                        e.setting.dataset if e else col.dataset, col.way, col.shot,
+                        "" if c.value is None else c.value, f"{e.ci95:.4f}" if e else "",
+                        f"{e.seeds.std:.4f}" if e and e.seeds else "",
+                        len(e.records) if e else "", c.mark, int(c.significant),
+                        cite if r.source == "published" else ""])
+    return buf.getvalue()
+
+
+def render(table: Table, fmt: str, citation: Citation | None = None) -> str:
+    """Dispatch on ``fmt`` (one of :data:`FORMATS`)."""
+    renderers = {"md": render_markdown, "latex": render_latex, "csv": render_csv}
+    if fmt not in renderers:
+        raise ValueError(f"format must be one of {FORMATS}, not {fmt!r}")
+    return renderers[fmt](table, citation)

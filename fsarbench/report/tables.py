@@ -1,0 +1,233 @@
+"""Lay out one of the seed paper's tables from published numbers and result records.
+
+Rows are the paper's methods (or ablation variants); columns are dataset × setting. A row's
+published numbers form a row labelled ``published``; entries of our runs that fill the row (by
+method name or ``tags["variant_label"]``, see :mod:`fsarbench.report.published`) form a row
+labelled ``run`` right after it. Best and second per column are marked separately among
+published and among run cells, comparing the values as printed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fsarbench.report.published import (
+    Column,
+    Row,
+    TableSpec,
+    known_methods,
+    load_dataset_aliases,
+)
+from fsarbench.report.records import Entry
+
+__all__ = ["Cell", "TableRow", "Table", "build_table", "SOURCES"]
+
+log = logging.getLogger(__name__)
+SOURCES = ("published", "runs", "both")
+RUN_DECIMALS = 2
+
+
+@dataclass
+class Cell:
+    """One number: ``value`` as printed (``None`` = "-"), its text, and its marks."""
+
+    value: float | None
+    text: str
+    mark: str = ""  # "", "best" or "second"
+    significant: bool = False
+    entry: Entry | None = None
+
+
+@dataclass
+class TableRow:
+    labels: list[str]
+    source: str  # "published" or "run" / "run (synth)"
+    cells: list[Cell]
+    ours: bool = False
+
+
+@dataclass
+class Table:
+    spec: TableSpec
+    rows: list[TableRow]
+    notes: list[str] = field(default_factory=list)
+
+
+def _published_row(spec: TableSpec, row: Row) -> TableRow:
+    d = spec.decimals
+    cells = [Cell(v, "-" if v is None else f"{v:.{d}f}") for v in row.values]
+    return TableRow(list(row.labels), "published", cells, row.ours)
+
+
+def _entry_text(e: Entry) -> str:
+    text = f"{e.accuracy:.{RUN_DECIMALS}f} ± {e.ci95:.{RUN_DECIMALS}f}"
+    if e.seeds is not None:
+        text += f" (seeds ± {e.seeds.std:.{RUN_DECIMALS}f}, n={e.seeds.n})"
+    return text
+
+
+def _run_row(labels: list[str], entries: list[Entry | None], ours: bool) -> TableRow:
+    cells = [Cell(None, "-") if e is None else
+             Cell(round(e.accuracy, RUN_DECIMALS), _entry_text(e), entry=e) for e in entries]
+    synth = any(e is not None and e.synthetic for e in entries)
+    return TableRow(labels, "run (synth)" if synth else "run", cells, ours)
+
+
+def _norm(text: str) -> str:
+    return "".join(str(text).lower().split())
+
+
+def _column_of(entry: Entry, columns: list[Column], aliases: dict[str, list[str]],
+               stand_in: str | None) -> list[int]:
+    """Indices of the columns ``entry`` fills."""
+    ds = _norm(entry.setting.dataset)
+    stands_for = _norm(entry.tags.get("stands_in_for", ""))
+    out = []
+    for j, col in enumerate(columns):
+        if (entry.setting.way, entry.setting.shot) != (col.way, col.shot):
+            continue
+        names = aliases.get(col.dataset, [col.dataset.lower()])
+        if ds in names or stands_for in names or (
+            stand_in is not None and ds == _norm(stand_in) and not stands_for
+        ):
+            out.append(j)
+    return out
+
+
+def _row_key(entry: Entry, spec: TableSpec, known: set[str]) -> str | None:
+    """Paper row name ``entry`` fills, ``"+<system>"`` for a new row, or ``None`` (not here).
+
+    Rows match by method name; ablation records tagged ``variant_label`` (and ``table`` = this
+    table) match a row's ``variant``. Tables with ``open_rows`` give any other plain method
+    (not mapped by any published table, not a hyper-parameter override) a row of its own.
+    """
+    variant = entry.tags.get("variant_label")
+    if variant is not None and _table_tag(entry) == str(spec.table):
+        for row in spec.rows:
+            if _norm(variant) in {_norm(v) for v in row.variants}:
+                return row.name
+        return f"+{variant}"
+    for row in spec.rows:
+        if entry.system in row.methods or (variant is None and entry.method in row.methods):
+            return row.name
+    if spec.open_rows and not entry.is_variant and entry.method not in known:
+        return f"+{entry.system}"
+    return None
+
+
+def _table_tag(entry: Entry) -> str:
+    tag = str(entry.tags.get("table", "")).lower()
+    return tag.removeprefix("table").strip()
+
+
+def _place_entries(spec: TableSpec, entries: list[Entry], aliases, stand_in, known):
+    """``{row key: [Entry | None per column]}``; real datasets win over stand-ins, then more
+    episodes, then episode seed 0."""
+    placed: dict[str, list[Entry | None]] = {}
+    for e in sorted(entries, key=lambda e: (e.synthetic, -e.setting.episodes, e.setting.seed)):
+        key = _row_key(e, spec, known)
+        if key is None:
+            continue
+        for j in _column_of(e, spec.columns, aliases, stand_in):
+            slots = placed.setdefault(key, [None] * len(spec.columns))
+            if slots[j] is None:
+                slots[j] = e
+            else:
+                log.info("table %s row %s column %s: keeping %s, ignoring %s", spec.table,
+                         key, j, slots[j].system, e.system)
+    return placed
+
+
+def _mark_best(rows: list[TableRow], source_prefix: str) -> None:
+    """Mark best and second (distinct printed values) per column among rows of one source."""
+    chosen = [r for r in rows if r.source.startswith(source_prefix)]
+    if not chosen:
+        return
+    for j in range(len(chosen[0].cells)):
+        values = sorted({r.cells[j].value for r in chosen if r.cells[j].value is not None},
+                        reverse=True)
+        for r in chosen:
+            v = r.cells[j].value
+            if values and v == values[0]:
+                r.cells[j].mark = "best"
+            elif len(values) > 1 and v == values[1]:
+                r.cells[j].mark = "second"
+
+
+def build_table(
+    spec: TableSpec,
+    entries: list[Entry],
+    *,
+    source: str = "both",
+    stand_in: str | None = "synth",
+    aliases: dict[str, list[str]] | None = None,
+    known: set[str] | None = None,
+) -> Table:
+    """The table as rows of cells; ``source`` is ``published``, ``runs`` or ``both``.
+
+    ``aliases`` (paper dataset key -> record dataset names) and ``known`` (methods mapped by
+    any published table) default to the published folder's.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    aliases = load_dataset_aliases() if aliases is None else aliases
+    known = known_methods() if known is None else known
+    placed = {}
+    if source != "published":
+        placed = _place_entries(spec, entries, aliases, stand_in, known | spec.methods)
+    rows: list[TableRow] = []
+    for row in spec.rows:
+        if source != "runs":
+            rows.append(_published_row(spec, row))
+        if row.name in placed:
+            rows.append(_run_row(list(row.labels), placed.pop(row.name), row.ours))
+    for key, slots in sorted(placed.items()):
+        labels = [key[1:]] + [""] * (len(spec.label_columns) - 1)
+        rows.append(_run_row(labels, slots, False))
+    _mark_best(rows, "published")
+    _mark_best(rows, "run")
+    return Table(spec, rows, _notes(rows))
+
+
+def _notes(rows: list[TableRow]) -> list[str]:
+    notes = []
+    if any(r.source == "published" for r in rows):
+        notes.append("published: numbers as printed in the seed paper (see citation).")
+    if any(r.source.startswith("run") for r in rows):
+        notes.append("run: accuracy ± 95% CI half-width over test episodes; where several "
+                     "training seeds exist, their std is given separately (seeds ± s, n).")
+        notes.append("Bold/underline mark best/second per column, separately among published "
+                     "and among run cells.")
+    if any(r.source == "run (synth)" for r in rows):
+        notes.append("run (synth): synthetic features standing in for the paper's datasets; "
+                     "not comparable with published numbers.")
+    return notes
+
+
+def mark_significant(table: Table, run_dir: str | Path, *, alpha: float = 0.05,
+                     test: str = "ttest") -> int:
+    """Flag run cells of the paper's own rows that are significantly better (paired, Holm over
+    every cell tested) than the best baseline run in their column; returns the flag count."""
+    from fsarbench.report.compare import TESTS, compare_entries
+    from fsarbench.stats.multiple import holm
+
+    runs = [r for r in table.rows if r.source.startswith("run")]
+    tests = []
+    for j in range(len(table.spec.columns)):
+        base = [r.cells[j].entry for r in runs if not r.ours and r.cells[j].entry is not None]
+        if not base:
+            continue
+        best = max(base, key=lambda e: e.accuracy)
+        for r in runs:
+            e = r.cells[j].entry
+            if r.ours and e is not None and e.manifest_hash == best.manifest_hash:
+                tests.append((r.cells[j], compare_entries(run_dir, e, best)))
+    adjusted = holm([getattr(c, TESTS[test]) for _, c in tests]) if tests else []
+    for (cell, comp), p in zip(tests, adjusted):
+        cell.significant = bool(p <= alpha and comp.diff > 0)
+    if tests:
+        table.notes.append(f"*: significantly better than the best baseline run of the column "
+                           f"(paired {test}, Holm over {len(tests)} cells, α = {alpha}).")
+    return sum(c.significant for c, _ in tests)

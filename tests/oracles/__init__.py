@@ -1,0 +1,1 @@
+"""Slow, literal re-statements of the specs (tests/ only): loops exactly as the specs read."""

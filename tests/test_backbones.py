@@ -1,0 +1,153 @@
+"""Backbone registry: shapes, seeded init, offline weights, checkpoint loading."""
+
+from __future__ import annotations
+
+import argparse
+from urllib.error import URLError
+
+import pytest
+import torch
+
+from fsarbench.features import backbones as bb
+from fsarbench.features.backbones import (
+    BackboneWeightsError,
+    UnknownBackboneError,
+    create_backbone,
+    list_backbones,
+)
+
+IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch hub cache, offline, with any download attempt failing the test."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("FSAR_OFFLINE", "1")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network must not be contacted offline")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    return tmp_path / "hub" / "checkpoints"
+
+
+def _out(model: torch.nn.Module) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(IMAGES)
+
+
+def test_list_and_unknown_names():
+    assert {"resnet18", "resnet34", "resnet50"} <= set(list_backbones())
+    with pytest.raises(UnknownBackboneError, match="resnet18"):
+        create_backbone("resnet19", weights="none")
+    with pytest.raises(UnknownBackboneError, match="timm has no model"):
+        create_backbone("timm:not_a_model", weights="none")
+
+
+@pytest.mark.parametrize(("name", "dim"), [("resnet18", 512), ("resnet50", 2048)])
+def test_torchvision_resnet_gap_features(name, dim):
+    model = create_backbone(name, weights="none")
+    assert model.feature_dim == dim
+    assert not model.training
+    assert _out(model).shape == (2, dim)
+
+
+def test_random_init_is_seeded():
+    a, b = create_backbone("resnet18", weights="none", seed=1), create_backbone(
+        "resnet18", weights="none", seed=1)
+    c = create_backbone("resnet18", weights="none", seed=2)
+    assert torch.equal(_out(a), _out(b))
+    assert not torch.allclose(_out(a), _out(c))
+    assert a.weights_id == "none:seed1" != c.weights_id
+
+
+@pytest.mark.parametrize("env", ["FSAR_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_missing_weights_fail_at_once_with_where_to_put_them(hub, monkeypatch, env):
+    monkeypatch.delenv("FSAR_OFFLINE")
+    monkeypatch.setenv(env, "1")
+    with pytest.raises(BackboneWeightsError) as info:
+        create_backbone("resnet18", weights="imagenet")
+    message = str(info.value)
+    assert "resnet18-f37072fd.pth" in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
+    assert str(hub / "resnet18-f37072fd.pth") in message
+    assert "--weights" in message
+
+
+def test_online_download_failure_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.delenv("FSAR_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def refused(url, dst, **kwargs):
+        raise URLError("no route")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refused)
+    with pytest.raises(BackboneWeightsError, match="resnet34-b627a593.pth.*from https://"):
+        create_backbone("resnet34", weights="imagenet")
+
+
+def test_imagenet_weights_read_from_the_hub_cache(hub):
+    source = create_backbone("resnet18", weights="none", seed=5)
+    state = {f"{k}": v for k, v in source.trunk.state_dict().items()}
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    hub.mkdir(parents=True)
+    torch.save(state, hub / "resnet18-f37072fd.pth")
+    loaded = create_backbone("resnet18", weights="imagenet")
+    assert loaded.weights_id == "torchvision:resnet18.IMAGENET1K_V1"
+    assert torch.equal(_out(loaded), _out(source))
+
+
+def test_unknown_torchvision_weights_name(hub):
+    with pytest.raises(BackboneWeightsError, match="IMAGENET1K_V1"):
+        create_backbone("resnet18", weights="imagenet9k")
+
+
+@pytest.mark.parametrize("wrap", ["plain", "state_dict", "module", "backbone"])
+def test_checkpoint_file_loads_with_prefixes_stripped(tmp_path, wrap):
+    source = create_backbone("resnet18", weights="none", seed=7)
+    state = source.trunk.state_dict()
+    if wrap in ("module", "backbone"):
+        state = {f"{wrap}.{k}": v for k, v in state.items()}
+    obj = {"state_dict": state, "epoch": 3} if wrap == "state_dict" else state
+    path = tmp_path / "ckpt.pth"
+    torch.save(obj, path)
+    loaded = create_backbone("resnet18", weights=str(path))
+    assert loaded.weights_id.startswith("file:") and len(loaded.weights_id) == 5 + 32
+    assert torch.equal(_out(loaded), _out(source))
+
+
+def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save(create_backbone("resnet18", weights="none").trunk.state_dict(), path)
+    with pytest.raises(BackboneWeightsError, match="do not fit.*size mismatch"):
+        create_backbone("resnet50", weights=path)
+    with pytest.raises(BackboneWeightsError, match="does not exist"):
+        create_backbone("resnet18", weights=str(tmp_path / "absent.pth"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BackboneWeightsError, match="cannot read"):
+        create_backbone("resnet18", weights=str(tmp_path / "junk.pt"))
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "pickled.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "args": argparse.Namespace(lr=1)}, path)
+    with pytest.raises(BackboneWeightsError, match="cannot read"):
+        bb.load_checkpoint_state_dict(path)
+
+
+def test_timm_model_by_name(tmp_path):
+    model = create_backbone("timm:resnet10t", weights="none", seed=3)
+    assert model.feature_dim == 512
+    out = _out(model)
+    assert out.shape == (2, 512)
+    path = tmp_path / "timm.pth"
+    torch.save({"model": model.trunk.state_dict()}, path)
+    assert torch.equal(_out(create_backbone("timm:resnet10t", weights=path)), out)
+
+
+def test_timm_offline_pretrained_fails_with_a_hint(hub, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(BackboneWeightsError, match="Hugging Face cache"):
+        create_backbone("timm:resnet10t", weights="imagenet")

@@ -1,0 +1,75 @@
+"""The experiment runner on in-memory features: records, skipping, resume after a kill."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fsarbench as fb
+from fsarbench.experiments import runner as runner_mod
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.grids import expand_grid, grid_names
+from fsarbench.experiments.runner import DatasetFeatures, RunOptions, run_cells
+from fsarbench.training import SplitFeatures
+
+
+def provider(name: str) -> DatasetFeatures:
+    g = torch.Generator().manual_seed(7)
+    splits, names = {}, {}
+    for split, n_cls in (("train", 8), ("val", 5), ("test", 6)):
+        classes = np.repeat(np.arange(n_cls), 5)
+        centres = torch.randn(n_cls, 16, generator=g)
+        f = centres[torch.as_tensor(classes)][:, None].expand(-1, 4, -1)
+        f = (f + torch.randn(len(classes), 4, 16, generator=g)).contiguous()
+        splits[split] = SplitFeatures(fb.InMemoryFeatureStore(f), classes, name)
+        names[split] = [f"{split}{c}" for c in range(n_cls)]
+    return DatasetFeatures(name, name, splits, names, {"backbone": "toy"})
+
+
+CELLS = [Cell(m, "toy", 5, s, label=m) for m in ("protonet", "protonet") for s in (1, 2)]
+CELLS += [Cell("protonet", "toy", 5, 1, (("metric", "sqeuclidean"),), label="l2")]
+OPTS = dict(episodes=200, progress=False, recipe_overrides={"steps": 4, "val_every": 2,
+                                                           "val_episodes": 20})
+
+
+def test_cells_recorded_and_skipped(tmp_path):
+    recs = run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    assert len(recs) == 3  # the duplicate cell ran once
+    assert {r.method for r in recs} == {"protonet", "protonet[metric=sqeuclidean]"}
+    assert all(r.recipe["steps"] == 4 and r.features == {"backbone": "toy"} for r in recs)
+    assert all(r.accuracy > 20 + 2 * r.ci95 for r in recs)
+    calls = []
+    run_cells(CELLS, lambda n: calls.append(n) or provider(n), RunOptions(tmp_path, **OPTS))
+    assert calls == ["toy"] and len(fb.load_records(tmp_path)) == 3
+
+
+def test_killed_run_resumes_to_same_summary(tmp_path, monkeypatch):
+    run_cells(CELLS, provider, RunOptions(tmp_path / "a", **OPTS))
+    original = runner_mod.evaluate
+    count = {"n": 0}
+
+    def dying(*a, **k):
+        count["n"] += 1
+        if count["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(runner_mod, "evaluate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_cells(CELLS, provider, RunOptions(tmp_path / "b", **OPTS))
+    monkeypatch.setattr(runner_mod, "evaluate", original)
+    run_cells(CELLS, provider, RunOptions(tmp_path / "b", **OPTS))
+    assert (tmp_path / "a" / "summary.csv").read_text() == (tmp_path / "b" / "summary.csv").read_text()
+
+
+def test_grids_expand_with_synth_standing_in():
+    assert {"table1", "table6", "figure4", "main"} <= set(grid_names())
+    cells = expand_grid("table6", available=[])
+    assert {c.dataset for c in cells} == {"synth"}
+    assert sorted({c.way for c in cells}) == [5, 6, 7, 8, 9, 10]
+    assert dict(cells[0].tags)["paper_dataset"] == "kinetics100"
+    t1 = expand_grid("table1", available=["ucf101"])
+    assert {c.dataset for c in t1} == {"ucf101", "synth"}
+    with pytest.raises(ValueError, match="Did you mean 'table1'"):
+        expand_grid("tabel1", available=[])
