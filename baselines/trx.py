@@ -32,8 +32,8 @@ __all__ = ["TRX", "trx_positional_table", "class_slots"]
 # Keys of official checkpoints that carry no head weights: the backbone (``resnet.*`` in the
 # TRX repository, ``backbone.*`` in HyRSM's copy) and HyRSM's tuple index tensors.
 OFFICIAL_IGNORE = (r"resnet\.", r"backbone\.", r"transformers\.\d+\.tuples\.\d+$")
-# Episodes matched at once are chosen so the prototypes of a chunk stay near this many elements.
-_CHUNK_ELEMENTS = 1 << 23
+# Episodes matched at once are chosen so the attention scores of a chunk stay near this size.
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def trx_positional_table(max_len: int, dim: int, scale: float) -> Tensor:
@@ -143,22 +143,24 @@ class _TupleTransformer(nn.Module):
               valid: Tensor | None) -> Tensor:
         """Distances of queries to their query-specific class prototypes.
 
+        ``‖v_p - Σ a v‖²`` is expanded as ``‖v_p‖² - 2 Σ a <v_p, v> + a^T G a`` with frame-level
+        Gram matrices, so no ``[way, Q, tuples, O]`` prototype tensor is formed.
+
         Args:
             support: states with leading ``[B, way·K]`` (class-major slots).
             query: states with leading ``[B, Q]``.
             valid: ``[B, way, K]`` slot mask or ``None`` (all slots filled).
 
         Returns:
-            ``[B, Q, way]`` mean squared distance over tuples (logits are its negation).
+            ``[B, Q, way]`` squared distance summed over tuples and dims / tuples.
         """
         fk, fv = support["fk"], support["fv"]
         b, m, r, o = fk.shape
         q, p, k = query["fk"].shape[1], self.num_tuples, m // way
-        sel = self.select
+        sel, sel_t = self.select, self.select.t()
         gamma2 = self.norm_k.weight.pow(2)
         prod = (query["fk"] * gamma2).reshape(b, q * r, o) @ fk.reshape(b, m * r, o).transpose(1, 2)
-        prod = sel.t() @ prod.view(b, q, r, m * r)  # [B, Q, P, M·R]
-        prod = prod * (query["isig"] / math.sqrt(o)).unsqueeze(-1)
+        prod = (sel_t @ prod.view(b, q, r, m * r)) * (query["isig"] / math.sqrt(o)).unsqueeze(-1)
         scores = prod.view(b, q, p, m, r) @ sel  # [B, Q, P, M, P]
         scores = torch.addcmul(
             (support["e"] / math.sqrt(o))[:, None, None], scores, support["isig"][:, None, None]
@@ -166,11 +168,21 @@ class _TupleTransformer(nn.Module):
         if valid is not None:
             scores = scores.masked_fill(~valid[:, None, None, :, :, None], float("-inf"))
         attn = torch.softmax(scores.flatten(-2), -1).view(b, q, p, way, k, p)
-        frame_attn = (attn @ sel.t()).permute(0, 3, 1, 2, 4, 5).reshape(b * way, q * p, k * r)
-        proto = (frame_attn @ fv.reshape(b * way, k * r, o)).view(b, way, q, p, o)
-        values = sel.t() @ query["fv"]  # [B, Q, P, O]
-        diff = proto - values.unsqueeze(1)
-        return (diff * diff).sum((-2, -1)).transpose(1, 2) / p
+        frame_attn = attn @ sel_t  # [B, Q, P, way, K, R]
+        fvq = query["fv"].reshape(b, q * r, o)
+        cross = sel_t @ (fvq @ fv.reshape(b, m * r, o).transpose(1, 2)).view(b, q, r, m * r)
+        cross = (frame_attn.reshape(b, q, p * way, k * r) * cross.view(b, q, p * way, k * r)).sum(-1)
+        class_v = fv.reshape(b * way, k * r, o)
+        attn_c = frame_attn.permute(0, 3, 1, 2, 4, 5).reshape(b * way, q * p, k * r)
+        proto_sq = ((attn_c @ (class_v @ class_v.transpose(1, 2))) * attn_c).sum(-1)
+        gram_q = query["fv"] @ query["fv"].transpose(-1, -2)  # [B, Q, R, R]
+        query_sq = ((sel_t @ gram_q) * sel_t).sum((-2, -1))  # [B, Q]
+        dist = (
+            query_sq.unsqueeze(-1)
+            - 2 * cross.view(b, q, p, way).sum(2)
+            + proto_sq.view(b, way, q, p).sum(-1).transpose(1, 2)
+        )
+        return dist / p
 
 
 class TRX(FewShotMethod):
@@ -216,9 +228,8 @@ class TRX(FewShotMethod):
         index, valid = class_slots(support_labels, way)
         support = tuple({key: _take(v, index) for key, v in s.items()} for s in support)
         b, nq = query[0]["fk"].shape[:2]
-        per_episode = way * nq * sum(t.num_tuples for t in self.transformers) * (
-            self.config.trans_linear_out_dim
-        )
+        ns = support_labels.shape[1]
+        per_episode = nq * ns * sum(t.num_tuples**2 for t in self.transformers)  # scores
         step = max(1, _CHUNK_ELEMENTS // max(per_episode, 1))
         parts = []
         for lo in range(0, b, step):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
-
 from fsarbench_sgtm.tokens import sincos_table
 from fsarbench_sgtm.transformer import TransformerStack
+from torch import Tensor, nn
 
 __all__ = ["PositionalEmbedding", "gather_tokens", "TokenDecoder"]
 
@@ -31,7 +30,9 @@ class PositionalEmbedding(nn.Module):
         elif kind == "sincos":
             self.register_buffer("table", sincos_table(num_tokens, width), persistent=False)
         else:
-            raise ValueError(f"positional embedding kind must be 'learned' or 'sincos', not {kind!r}")
+            raise ValueError(
+                f"positional embedding kind must be 'learned' or 'sincos', not {kind!r}"
+            )
 
     def forward(self, tokens: Tensor, positions: Tensor | None = None) -> Tensor:
         """Add the embedding of each token's position in the full video.

@@ -15,15 +15,15 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-import fsarbench as fb
 from fsarbench_sgtm.autoencoder import PositionalEmbedding, TokenDecoder, gather_tokens
 from fsarbench_sgtm.config import SGTMConfig
 from fsarbench_sgtm.masks import get_mask_strategy, num_masked_frames
 from fsarbench_sgtm.saliency import SaliencyClassifier
 from fsarbench_sgtm.tokens import check_token_dim, frame_token_mask, from_tokens, to_tokens
 from fsarbench_sgtm.transformer import TransformerStack, init_weights
+from torch import Tensor, nn
+
+import fsarbench as fb
 
 __all__ = ["SGTM"]
 
@@ -79,7 +79,7 @@ class SGTM(fb.FewShotMethod):
         self.saliency = self._build_saliency(cfg)
         for part in (self.encoder, self.matching, self.decoder):
             if part is not None:
-                init_weights(part)
+                init_weights(part, cfg.residual_init_scale)
 
     # -- construction ----------------------------------------------------------------------
     @property
@@ -159,6 +159,9 @@ class SGTM(fb.FewShotMethod):
         """
         tokens = to_tokens(videos, self.config.token_dim)
         token_mask = frame_token_mask(frame_mask, self.tokens_per_frame)
+        counts = frame_mask.sum(1)
+        if bool((counts != counts[0]).any()):
+            raise ValueError("every video of a batch must have the same number of masked frames")
         visible_count = self.num_tokens - int(token_mask[0].sum())
         # stable sort puts the visible (False) tokens first, in their original order
         visible = torch.sort(token_mask.to(torch.uint8), dim=1, stable=True).indices

@@ -76,8 +76,10 @@ class TransformerStack(nn.Module):
         return self.norm(x)
 
 
-def init_weights(module: nn.Module) -> None:
-    """MAE/ViT initialisation: xavier-uniform linear weights, zero biases, unit LayerNorms."""
+def init_weights(module: nn.Module, residual_scale: float = 1.0) -> None:
+    """MAE/ViT initialisation: xavier-uniform linear weights, zero biases, unit LayerNorms;
+    the last linear layer of every residual branch (attention ``proj``, MLP output) is then
+    multiplied by ``residual_scale`` (< 1 starts each block closer to the identity)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
@@ -86,3 +88,7 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, Block):
+            m.attn.proj.weight.data.mul_(residual_scale)
+            m.mlp[-2].weight.data.mul_(residual_scale)

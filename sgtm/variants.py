@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import fsarbench as fb
 from fsarbench_sgtm.model import SGTM
+
+import fsarbench as fb
 
 __all__ = ["VARIANTS", "SGTM"]
 

@@ -16,6 +16,16 @@ from fsarbench.features.backbones import (
     list_backbones,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscribing busy shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
@@ -54,8 +64,10 @@ def test_torchvision_resnet_gap_features(name, dim):
 
 
 def test_random_init_is_seeded():
-    a, b = create_backbone("resnet18", weights="none", seed=1), create_backbone(
-        "resnet18", weights="none", seed=1)
+    a, b = (
+        create_backbone("resnet18", weights="none", seed=1),
+        create_backbone("resnet18", weights="none", seed=1),
+    )
     c = create_backbone("resnet18", weights="none", seed=2)
     assert torch.equal(_out(a), _out(b))
     assert not torch.allclose(_out(a), _out(c))
@@ -123,6 +135,11 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
     torch.save(create_backbone("resnet18", weights="none").trunk.state_dict(), path)
     with pytest.raises(BackboneWeightsError, match="do not fit.*size mismatch"):
         create_backbone("resnet50", weights=path)
+    state = create_backbone("resnet18", weights="none").trunk.state_dict()
+    del state["layer4.1.bn2.bias"]
+    torch.save(state, tmp_path / "partial.pt")
+    with pytest.raises(BackboneWeightsError, match=r"missing \['layer4.1.bn2.bias'\]"):
+        create_backbone("resnet18", weights=tmp_path / "partial.pt")
     with pytest.raises(BackboneWeightsError, match="does not exist"):
         create_backbone("resnet18", weights=str(tmp_path / "absent.pth"))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

@@ -95,8 +95,12 @@ def test_sums_not_means_known_answer() -> None:
 def test_zero_features_give_no_nan() -> None:
     run_contract("bimhm")
     batch = random_episodes(seed=10)
-    zeros = fb.EpisodeBatch(torch.zeros_like(batch.support), batch.support_labels,
-                            torch.zeros_like(batch.query), way=batch.way)
+    zeros = fb.EpisodeBatch(
+        torch.zeros_like(batch.support),
+        batch.support_labels,
+        torch.zeros_like(batch.query),
+        way=batch.way,
+    )
     for prototype in (False, True):
         with torch.no_grad():
             logits = _bimhm(prototype=prototype)(zeros).logits
@@ -104,15 +108,20 @@ def test_zero_features_give_no_nan() -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), way=st.integers(2, 5), frames=st.integers(1, 8),
-       target=st.integers(0, 4))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    way=st.integers(2, 5),
+    frames=st.integers(1, 8),
+    target=st.integers(0, 4),
+)
 def test_identical_video_gets_max_logit(seed, way, frames, target) -> None:
     target = target % way
     batch = random_episodes(batch=1, way=way, shot=1, queries=1, frames=frames, dim=32, seed=seed)
     member = int((batch.support_labels[0] == target).nonzero()[0])
     query = batch.support[:, member : member + 1].clone()
     with torch.no_grad():
-        logits = _bimhm()(fb.EpisodeBatch(batch.support, batch.support_labels, query,
-                                          way=way)).logits
+        logits = _bimhm()(
+            fb.EpisodeBatch(batch.support, batch.support_labels, query, way=way)
+        ).logits
     assert int(logits[0, 0].argmax()) == target
     assert logits[0, 0, target].item() == pytest.approx(0.0, abs=1e-12)

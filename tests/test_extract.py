@@ -13,9 +13,20 @@ from fsarbench.features.cache import FeatureCache
 from fsarbench.features.extract import (
     SplitExtractConfig,
     collate_clips,
+    exclusive,
     extract_features,
     extract_split,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscribing busy shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 T, HW = 3, 32
 
@@ -67,25 +78,47 @@ def _all(cache: FeatureCache) -> np.ndarray:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_batched_extraction_equals_per_video_loop(tmp_path, backbone, workers):
     data = SynthClips(7, views=2)
-    cache, stats = extract_features(data, backbone, cache_dir=tmp_path / "c", num_frames=T,
-                                    num_views=2, batch_size=3, num_workers=workers,
-                                    progress=False)
+    cache, stats = extract_features(
+        data,
+        backbone,
+        cache_dir=tmp_path / "c",
+        num_frames=T,
+        num_views=2,
+        batch_size=3,
+        num_workers=workers,
+        progress=False,
+    )
     assert (stats.entries, stats.written, stats.failed, stats.frames) == (14, 14, 0, 14 * T)
     assert cache.is_complete and cache.video_ids == [str(i) for i in range(7)]
-    np.testing.assert_allclose(_all(FeatureCache.open(cache.path)), _reference(backbone, data),
-                               rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(
+        _all(FeatureCache.open(cache.path)), _reference(backbone, data), rtol=2e-3, atol=2e-3
+    )
 
 
 def test_unreadable_videos_are_recorded_and_retried(tmp_path, backbone):
     data = SynthClips(5, bad=[1], raising=[3])
-    cache, stats = extract_features(data, backbone, cache_dir=tmp_path / "c", num_frames=T,
-                                    batch_size=2, num_workers=0, progress=False)
+    cache, stats = extract_features(
+        data,
+        backbone,
+        cache_dir=tmp_path / "c",
+        num_frames=T,
+        batch_size=2,
+        num_workers=0,
+        progress=False,
+    )
     assert (stats.written, stats.failed) == (3, 2)
     assert stats.errors == {"1/0": "corrupt", "3/0": "OSError: cannot open video 3"}
     np.testing.assert_array_equal(FeatureCache.open(cache.path).usable_videos, [0, 2, 4])
     fixed = SynthClips(5)
-    cache, stats = extract_features(fixed, backbone, cache_dir=tmp_path / "c", num_frames=T,
-                                    batch_size=2, num_workers=0, progress=False)
+    cache, stats = extract_features(
+        fixed,
+        backbone,
+        cache_dir=tmp_path / "c",
+        num_frames=T,
+        batch_size=2,
+        num_workers=0,
+        progress=False,
+    )
     assert sorted(fixed.served) == [1, 3] and stats.already_done == 3
     assert cache.is_complete and cache.errors == {}
     np.testing.assert_allclose(_all(cache), _reference(backbone, fixed), rtol=2e-3, atol=2e-3)
@@ -109,25 +142,51 @@ class _Interrupting(torch.nn.Module):
 def test_interrupted_extraction_resumes_to_the_same_features(tmp_path, backbone):
     data = SynthClips(8)
     with pytest.raises(KeyboardInterrupt):
-        extract_features(data, _Interrupting(backbone, at=3), cache_dir=tmp_path / "c",
-                         num_frames=T, batch_size=2, num_workers=0, flush_every_s=1e9,
-                         progress=False)
+        extract_features(
+            data,
+            _Interrupting(backbone, at=3),
+            cache_dir=tmp_path / "c",
+            num_frames=T,
+            batch_size=2,
+            num_workers=0,
+            flush_every_s=1e9,
+            progress=False,
+        )
     partial = FeatureCache.open(tmp_path / "c")
     np.testing.assert_array_equal(partial.done_mask[:, 0], [1, 1, 1, 1, 0, 0, 0, 0])
     again = SynthClips(8)
-    cache, stats = extract_features(again, backbone, cache_dir=tmp_path / "c", num_frames=T,
-                                    batch_size=2, num_workers=0, progress=False)
+    cache, stats = extract_features(
+        again,
+        backbone,
+        cache_dir=tmp_path / "c",
+        num_frames=T,
+        batch_size=2,
+        num_workers=0,
+        progress=False,
+    )
     assert sorted(again.served) == [4, 5, 6, 7]
     assert (stats.already_done, stats.written) == (4, 4)
     np.testing.assert_allclose(_all(cache), _reference(backbone, data), rtol=2e-3, atol=2e-3)
 
 
 def test_resume_refuses_other_settings(tmp_path, backbone):
-    extract_features(SynthClips(2), backbone, cache_dir=tmp_path / "c", num_frames=T,
-                     num_workers=0, progress=False)
+    extract_features(
+        SynthClips(2),
+        backbone,
+        cache_dir=tmp_path / "c",
+        num_frames=T,
+        num_workers=0,
+        progress=False,
+    )
     with pytest.raises(ValueError, match="other videos or settings"):
-        extract_features(SynthClips(3), backbone, cache_dir=tmp_path / "c", num_frames=T,
-                         num_workers=0, progress=False)
+        extract_features(
+            SynthClips(3),
+            backbone,
+            cache_dir=tmp_path / "c",
+            num_frames=T,
+            num_workers=0,
+            progress=False,
+        )
 
 
 def test_dataset_positions_must_match_entries(tmp_path, backbone):
@@ -136,16 +195,52 @@ def test_dataset_positions_must_match_entries(tmp_path, backbone):
             return {**super().__getitem__(p), "index": (p + 1) % self.n}
 
     with pytest.raises(ValueError, match="position 0 yielded video 1"):
-        extract_features(Shuffled(3), backbone, cache_dir=tmp_path / "c", num_frames=T,
-                         num_workers=0, progress=False)
+        extract_features(
+            Shuffled(3),
+            backbone,
+            cache_dir=tmp_path / "c",
+            num_frames=T,
+            num_workers=0,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="multiple of views=2"):
-        extract_features(SynthClips(3), backbone, cache_dir=tmp_path / "d", num_frames=T,
-                         num_views=2, num_workers=0, progress=False)
+        extract_features(
+            SynthClips(3),
+            backbone,
+            cache_dir=tmp_path / "d",
+            num_frames=T,
+            num_views=2,
+            num_workers=0,
+            progress=False,
+        )
+
+
+def test_one_writer_per_cache(tmp_path, backbone):
+    with exclusive(tmp_path / "c"), pytest.raises(RuntimeError, match="another extraction"):
+        extract_features(
+            SynthClips(2),
+            backbone,
+            cache_dir=tmp_path / "c",
+            num_frames=T,
+            num_workers=0,
+            progress=False,
+        )
+    _, stats = extract_features(
+        SynthClips(2),
+        backbone,
+        cache_dir=tmp_path / "c",
+        num_frames=T,
+        num_workers=0,
+        progress=False,
+    )
+    assert stats.written == 2
 
 
 def test_collate_rejects_mixed_shapes():
-    items = [{"clip": torch.zeros(T, 3, 8, 8), "index": 0, "view": 0, "ok": True, "error": None},
-             {"clip": torch.zeros(T, 3, 9, 9), "index": 1, "view": 0, "ok": True, "error": None}]
+    items = [
+        {"clip": torch.zeros(T, 3, 8, 8), "index": 0, "view": 0, "ok": True, "error": None},
+        {"clip": torch.zeros(T, 3, 9, 9), "index": 1, "view": 0, "ok": True, "error": None},
+    ]
     with pytest.raises(ValueError, match="share one shape"):
         collate_clips(items)
 
@@ -195,14 +290,22 @@ def toy_dataset(monkeypatch, videos):
             return videos
 
     real = datasets.get_dataset
-    monkeypatch.setattr(datasets, "get_dataset",
-                        lambda name, **kw: Toy() if name == "toy" else real(name, **kw))
+    monkeypatch.setattr(
+        datasets, "get_dataset", lambda name, **kw: Toy() if name == "toy" else real(name, **kw)
+    )
     monkeypatch.setenv("FSAR_PROGRESS", "0")
     return videos
 
 
-CONFIG = SplitExtractConfig(backbone="resnet18", weights="none", num_frames=T, resolution=HW,
-                            workers=0, batch_size=2, progress=False)
+CONFIG = SplitExtractConfig(
+    backbone="resnet18",
+    weights="none",
+    num_frames=T,
+    resolution=HW,
+    workers=0,
+    batch_size=2,
+    progress=False,
+)
 
 
 @pytest.mark.video
@@ -228,8 +331,12 @@ def test_extract_split_key_follows_settings(tmp_path, toy_dataset):
     import dataclasses
 
     first, _ = extract_split("toy", "test", cache_root=tmp_path, config=CONFIG)
-    other, _ = extract_split("toy", "test", cache_root=tmp_path,
-                             config=dataclasses.replace(CONFIG, seed=1, train=True, views=2))
+    other, _ = extract_split(
+        "toy",
+        "test",
+        cache_root=tmp_path,
+        config=dataclasses.replace(CONFIG, seed=1, train=True, views=2),
+    )
     assert other.path != first.path and other.num_views == 2
     assert other.index["key_fields"]["frames"] == "tsn:train"
     assert other.index["key_fields"]["transform"] == "seed-train"
@@ -238,9 +345,26 @@ def test_extract_split_key_follows_settings(tmp_path, toy_dataset):
 
 @pytest.mark.video
 def test_cli_extract(tmp_path, toy_dataset, capsys):
-    argv = ["extract", "toy", "--split", "test", "--backbone", "resnet18", "--weights", "none",
-            "--num-frames", str(T), "--resolution", str(HW), "--cache", str(tmp_path),
-            "--workers", "0", "--device", "cpu"]
+    argv = [
+        "extract",
+        "toy",
+        "--split",
+        "test",
+        "--backbone",
+        "resnet18",
+        "--weights",
+        "none",
+        "--num-frames",
+        str(T),
+        "--resolution",
+        str(HW),
+        "--cache",
+        str(tmp_path),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     assert cli_main(argv) == 1  # two unreadable videos
     out = capsys.readouterr()
     assert "3 clips extracted" in out.out and "unreadable: v4" in out.err

@@ -13,10 +13,30 @@ import fsarbench as fb
 from fsarbench.features.cache import CacheKey, FeatureCache, cache_folder, default_cache_root
 from fsarbench.features.open import open_feature_store
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscribing busy shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 N, V, T, D = 6, 2, 4, 8
-KEY = CacheKey(dataset="ucf101", split="test", split_md5="ab" * 16, frames="uniform",
-               transform="test", backbone="resnet18", weights_id="none:seed0", num_frames=T,
-               resolution=64, views=V, seed=0)
+KEY = CacheKey(
+    dataset="ucf101",
+    split="test",
+    split_md5="ab" * 16,
+    frames="uniform",
+    transform="test",
+    backbone="resnet18",
+    weights_id="none:seed0",
+    num_frames=T,
+    resolution=64,
+    views=V,
+    seed=0,
+)
 
 
 def _features(seed: int = 0) -> np.ndarray:
@@ -24,10 +44,16 @@ def _features(seed: int = 0) -> np.ndarray:
 
 
 def _new(tmp_path, key: CacheKey | None = KEY) -> FeatureCache:
-    return FeatureCache.create(tmp_path / "c", video_ids=[f"v{i}" for i in range(N)],
-                               num_views=V, num_frames=T, feature_dim=D,
-                               classes=["a", "b"] * (N // 2), class_indices=[0, 1] * (N // 2),
-                               key=key)
+    return FeatureCache.create(
+        tmp_path / "c",
+        video_ids=[f"v{i}" for i in range(N)],
+        num_views=V,
+        num_frames=T,
+        feature_dim=D,
+        classes=["a", "b"] * (N // 2),
+        class_indices=[0, 1] * (N // 2),
+        key=key,
+    )
 
 
 def _fill(cache: FeatureCache, feats: np.ndarray) -> None:
@@ -47,8 +73,9 @@ def test_round_trip_float16_with_views(tmp_path):
     assert out.dtype == torch.float32 and out.shape == (3, T, D)
     expected = feats[[4, 1, 4], [1, 0, 0]].astype(np.float16).astype(np.float32)
     np.testing.assert_array_equal(out.numpy(), expected)
-    np.testing.assert_array_equal(read.get(torch.tensor([3])).numpy()[0],
-                                  feats[3, 0].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(
+        read.get(torch.tensor([3])).numpy()[0], feats[3, 0].astype(np.float16).astype(np.float32)
+    )
     stored = np.load(tmp_path / "c" / "features.npy", mmap_mode="r")
     assert stored.dtype == np.float16 and stored.shape == (N, V, T, D)
     assert read.is_complete and read.key == KEY.digest()
@@ -111,7 +138,7 @@ def test_cache_folder_layout_and_env_root(tmp_path, monkeypatch):
     monkeypatch.setenv("FSAR_CACHE", str(tmp_path / "root"))
     assert default_cache_root() == tmp_path / "root"
     assert cache_folder(KEY) == tmp_path / "root" / "features" / "ucf101" / "test" / KEY.digest()
-    assert cache_folder(KEY, "/x") .parts[-4:] == ("features", "ucf101", "test", KEY.digest())
+    assert cache_folder(KEY, "/x").parts[-4:] == ("features", "ucf101", "test", KEY.digest())
     monkeypatch.delenv("FSAR_CACHE")
     assert default_cache_root().name == "fsarbench"
 
@@ -119,8 +146,13 @@ def test_cache_folder_layout_and_env_root(tmp_path, monkeypatch):
 def test_cache_serves_the_evaluator_like_the_tensor(tmp_path):
     n, t, d = 40, 4, 16
     feats = torch.randn(n, 1, t, d, generator=torch.Generator().manual_seed(1)).half().float()
-    cache = FeatureCache.create(tmp_path / "e", video_ids=[str(i) for i in range(n)],
-                                num_views=1, num_frames=t, feature_dim=d)
+    cache = FeatureCache.create(
+        tmp_path / "e",
+        video_ids=[str(i) for i in range(n)],
+        num_views=1,
+        num_frames=t,
+        feature_dim=d,
+    )
     cache.write(np.arange(n), np.zeros(n, np.int64), feats[:, 0].numpy())
     cache.flush()
     store = open_feature_store(tmp_path / "e")

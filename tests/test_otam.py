@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fsarbench_baselines.otam import bidirectional_otam, otam_distance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracles.otam_bimhm import (
@@ -16,7 +17,6 @@ from oracles.otam_bimhm import (
 
 import fsarbench as fb
 from fsarbench.testing.contract import run_contract
-from fsarbench_baselines.otam import bidirectional_otam, otam_distance
 
 RTOL = 1e-9
 
@@ -31,7 +31,9 @@ def _otam(**hp) -> fb.FewShotMethod:
     return fb.create_method("otam", feature_dim=16, seq_len=8, **hp).double()
 
 
-@pytest.mark.parametrize("shape", [(3, 8, 8), (2, 5, 7), (2, 7, 4), (2, 1, 5), (2, 4, 1), (1, 2, 2)])
+@pytest.mark.parametrize(
+    "shape", [(3, 8, 8), (2, 5, 7), (2, 7, 4), (2, 1, 5), (2, 4, 1), (1, 2, 2)]
+)
 @pytest.mark.parametrize("lam", [0.1, 0.5])
 def test_otam_distance_matches_literal_values_and_grads(shape, lam) -> None:
     g = torch.Generator().manual_seed(sum(shape))
@@ -79,6 +81,7 @@ def test_stable_where_reference_float32_overflows() -> None:
     "episode, hp",
     [
         (dict(way=3, shot=2, queries=1, frames=8, dim=16, seed=1), {}),
+        (dict(way=2, shot=2, queries=1, frames=3, dim=16, seed=5), {"lam": 0.01}),
         (dict(way=2, shot=3, queries=2, frames=5, dim=16, seed=2), {"lam": 0.5}),
         (dict(way=3, shot=1, queries=1, frames=4, dim=16, seed=3), {"bidirectional": False}),
         (dict(way=2, shot=2, queries=1, frames=6, dim=16, seed=4), {"eps": 0.3, "lam": 0.05}),
@@ -108,7 +111,9 @@ def test_lam_changes_results() -> None:
 def test_zero_features_give_finite_equal_logits() -> None:
     batch = random_episodes(seed=6)
     zeros = fb.EpisodeBatch(
-        torch.zeros_like(batch.support), batch.support_labels, torch.zeros_like(batch.query),
+        torch.zeros_like(batch.support),
+        batch.support_labels,
+        torch.zeros_like(batch.query),
         way=batch.way,
     )
     with torch.no_grad():
@@ -140,9 +145,23 @@ def test_identical_video_has_minimum_distance_and_max_logit(seed, way, frames, t
     query = batch.support[:, member : member + 1].clone()
     method = _otam()
     with torch.no_grad():
-        dist = method.video_distances(method.encode_episodes(batch.support),
-                                      method.encode_episodes(query))
-        logits = method(fb.EpisodeBatch(batch.support, batch.support_labels, query,
-                                        way=way)).logits
+        dist = method.video_distances(
+            method.encode_episodes(batch.support), method.encode_episodes(query)
+        )
+        logits = method(fb.EpisodeBatch(batch.support, batch.support_labels, query, way=way)).logits
     assert int(dist[0, 0].argmin()) == member
     assert int(logits[0, 0].argmax()) == target
+
+
+def test_negative_and_large_distances_match_literal() -> None:
+    g = torch.Generator().manual_seed(11)
+    d = (6 * torch.rand(4, 6, 5, generator=g, dtype=torch.float64) - 1).requires_grad_()
+    fast = otam_distance(d, 0.2)
+    slow = torch.stack([otam_literal(x, 0.2) for x in d])
+    _close(fast.detach(), slow.detach())
+    _close(*(torch.autograd.grad(v.sum(), d)[0] for v in (fast, slow)))
+
+
+def test_negative_eps_is_rejected() -> None:
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        _otam(eps=-0.1)

@@ -16,15 +16,26 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-9) -> None:
     assert ((a - b).abs().max() / scale).item() <= rtol, (a - b).abs().max().item()
 
 
-@pytest.mark.parametrize("metric, temperature", [("cosine", 10.0), ("cosine", 3.0),
-                                                 ("sqeuclidean", 10.0)])
-@pytest.mark.parametrize("episode", [dict(way=3, shot=2, queries=2, frames=8, seed=1),
-                                     dict(way=5, shot=1, queries=1, frames=4, seed=2),
-                                     dict(way=2, shot=4, queries=3, frames=6, seed=3)])
+@pytest.mark.parametrize(
+    "metric, temperature", [("cosine", 10.0), ("cosine", 3.0), ("sqeuclidean", 10.0)]
+)
+@pytest.mark.parametrize(
+    "episode",
+    [
+        dict(way=3, shot=2, queries=2, frames=8, seed=1),
+        dict(way=5, shot=1, queries=1, frames=4, seed=2),
+        dict(way=2, shot=4, queries=3, frames=6, seed=3),
+    ],
+)
 def test_matches_literal_oracle(metric, temperature, episode) -> None:
     batch = random_episodes(dim=16, **episode)
-    method = fb.create_method("protonet", feature_dim=16, seq_len=episode["frames"],
-                              metric=metric, temperature=temperature).double()
+    method = fb.create_method(
+        "protonet",
+        feature_dim=16,
+        seq_len=episode["frames"],
+        metric=metric,
+        temperature=temperature,
+    ).double()
     fast = logits_and_grads(batch, lambda b: method(b).logits)
     slow = logits_and_grads(batch, lambda b: protonet_logits_literal(b, metric, temperature))
     for a, b in zip(fast, slow):

@@ -6,13 +6,22 @@ import math
 
 import pytest
 import torch
-
 from fsarbench_sgtm.masks import (
     MASK_STRATEGIES,
     get_mask_strategy,
     num_masked_frames,
     saliency_order,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscription on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 SCORES = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4]])
 # ranks (most salient first): frames 1, 6, 4, 2, 7, 3, 5, 0

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fsarbench_sgtm.saliency import SaliencyClassifier
+from fsarbench_sgtm.tokens import frame_token_mask, to_tokens
 
 import fsarbench as fb
 from fsarbench.testing.contract import random_batch, run_contract
-from fsarbench_sgtm.saliency import SaliencyClassifier
-from fsarbench_sgtm.tokens import frame_token_mask, to_tokens
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscription on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 SMALL = dict(feature_dim=64, seq_len=8, num_train_classes=7)
 SMALL_HP = dict(token_dim=16, num_heads=2, saliency_hidden=16)

@@ -6,10 +6,20 @@ import math
 
 import pytest
 import torch
-
-import fsarbench as fb
 from fsarbench_sgtm.autoencoder import PositionalEmbedding, gather_tokens
 from fsarbench_sgtm.tokens import frame_token_mask, from_tokens, sincos_table, to_tokens
+
+import fsarbench as fb
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscription on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 SMALL = dict(feature_dim=64, seq_len=8, num_train_classes=7)
 SMALL_HP = dict(matcher="protonet", token_dim=16, num_heads=2, saliency_hidden=16)

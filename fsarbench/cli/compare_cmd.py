@@ -12,9 +12,10 @@ from fsarbench.report.records import load_entries
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "compare", help="paired comparison of two methods in every setting both have",
+        "compare",
+        help="paired comparison of two methods in every setting both have",
         description="For each setting (dataset x way x shot) that both A and B have records "
-        "for: both accuracies, the difference A - B with a bootstrap 95%% CI, paired t-test, "
+        "for: both accuracies, the difference A - B with a bootstrap 95% CI, paired t-test, "
         "Wilcoxon and McNemar p-values raw and Holm-adjusted across the settings compared, "
         "and a verdict. Records of the two must share their episodes (manifest hash).",
     )
@@ -32,9 +33,12 @@ def _row(c: SettingComparison) -> list[str]:
     s = c.stats
     adj = c.adjusted
     return [
-        c.setting.label, f"{s.acc_a:.2f} ± {c.a.ci95:.2f}", f"{s.acc_b:.2f} ± {c.b.ci95:.2f}",
+        c.setting.label,
+        f"{s.acc_a:.2f} ± {c.a.ci95:.2f}",
+        f"{s.acc_b:.2f} ± {c.b.ci95:.2f}",
         f"{s.diff:+.2f} [{s.ci_low:+.2f}, {s.ci_high:+.2f}]",
-        f"{s.p_ttest:.3g} / {adj['ttest']:.3g}", f"{s.p_wilcoxon:.3g} / {adj['wilcoxon']:.3g}",
+        f"{s.p_ttest:.3g} / {adj['ttest']:.3g}",
+        f"{s.p_wilcoxon:.3g} / {adj['wilcoxon']:.3g}",
         f"{s.p_mcnemar:.3g} / {adj['mcnemar']:.3g} ({s.mcnemar_a_only}:{s.mcnemar_b_only})",
         c.verdict,
     ]
@@ -44,15 +48,32 @@ def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     entries = filter_entries(load_entries(Path(args.runs)), args)
-    comps = compare_systems(args.runs, entries, args.a, args.b, alpha=args.alpha,
-                            test=args.test, n_boot=args.bootstrap, seed=args.seed)
-    head = ["Setting", f"{args.a} acc ± CI", f"{args.b} acc ± CI", "Δ (A−B) [95% bootstrap CI]",
-            "t-test p raw / Holm", "Wilcoxon p raw / Holm", "McNemar p raw / Holm (A:B only)",
-            "Verdict"]
+    comps = compare_systems(
+        args.runs,
+        entries,
+        args.a,
+        args.b,
+        alpha=args.alpha,
+        test=args.test,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+    )
+    head = [
+        "Setting",
+        f"{args.a} acc ± CI",
+        f"{args.b} acc ± CI",
+        "Δ (A−B) [95% bootstrap CI]",
+        "t-test p raw / Holm",
+        "Wilcoxon p raw / Holm",
+        "McNemar p raw / Holm (A:B only)",
+        "Verdict",
+    ]
     print(tabulate([_row(c) for c in comps], head, tablefmt="github", disable_numparse=True))
-    print(f"\nVerdicts: {args.test} p after Holm–Bonferroni over the {len(comps)} setting(s) "
-          f"compared, α = {args.alpha}. Accuracies in %, ± is the 95% CI half-width over "
-          "episodes; the difference's CI is a seeded percentile bootstrap over episodes.")
+    print(
+        f"\nVerdicts: {args.test} p after Holm–Bonferroni over the {len(comps)} setting(s) "
+        f"compared, α = {args.alpha}. Accuracies in %, ± is the 95% CI half-width over "
+        "episodes; the difference's CI is a seeded percentile bootstrap over episodes."
+    )
     seeds = [c for c in comps if c.a.seeds or c.b.seeds]
     for c in seeds:
         parts = [f"{e.system}: {e.seeds}" for e in (c.a, c.b) if e.seeds]

@@ -16,62 +16,107 @@ _SHOWN_ERRORS = 5
 def register(sub: argparse._SubParsersAction) -> None:
     defaults = SplitExtractConfig()
     p = sub.add_parser(
-        "extract", help="extract backbone frame features of a split into the feature cache",
+        "extract",
+        help="extract backbone frame features of a split into the feature cache",
         description="Decode the videos of DATASET's SPLIT, run the backbone on their frames and "
         "store [T, D] float16 features per video (and view) under "
         "<cache>/features/<dataset>/<split>/<key>/. Interrupted runs resume.",
     )
-    p.add_argument("dataset", help="dataset (split variant) name, e.g. ssv2_full")
+    p.add_argument("dataset", help="dataset (split variant) name, e.g. ucf101, ssv2-full")
     p.add_argument("--split", default="test", help="split name (default: test)")
-    p.add_argument("--backbone", default=defaults.backbone,
-                   help=f"one of {list_backbones()} or timm:<model> (default: resnet50)")
-    p.add_argument("--weights", default=defaults.weights,
-                   help="imagenet (torch hub cache, offline-safe), none (random init) or a "
-                   "checkpoint path")
-    p.add_argument("--views", type=int, default=defaults.views,
-                   help="augmented views per video (train splits; default 1)")
-    p.add_argument("--frames", default=defaults.frames,
-                   help="frame sampler (trx, tsn, tsn-random, uniform; default tsn)")
-    p.add_argument("--transform", default=None,
-                   help="transform preset (default: seed-train for train mode, else seed-test)")
-    p.add_argument("--mode", choices=["auto", "train", "test"], default="auto",
-                   help="train = random frames, crops and flips per view; auto: train split only")
+    p.add_argument(
+        "--backbone",
+        default=defaults.backbone,
+        help=f"one of {list_backbones()} or timm:<model> (default: resnet50)",
+    )
+    p.add_argument(
+        "--weights",
+        default=defaults.weights,
+        help="imagenet (torch hub cache, offline-safe), none (random init) or a checkpoint path",
+    )
+    p.add_argument(
+        "--views",
+        type=int,
+        default=defaults.views,
+        help="augmented views per video (train splits; default 1)",
+    )
+    p.add_argument(
+        "--frames",
+        default=defaults.frames,
+        help="frame sampler (trx, tsn, tsn-random, uniform; default tsn)",
+    )
+    p.add_argument(
+        "--transform",
+        default=None,
+        help="transform preset (default: seed-train for train mode, else seed-test)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["auto", "train", "test"],
+        default="auto",
+        help="train = random frames, crops and flips per view; auto: train split only",
+    )
     p.add_argument("--num-frames", type=int, default=defaults.num_frames, help="frames per video")
     p.add_argument("--resolution", type=int, default=defaults.resolution, help="crop size in px")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--root", default=None, help="dataset root folder (videos)")
-    p.add_argument("--cache", default=None,
-                   help="cache root (default: $FSAR_CACHE or the user cache folder)")
+    p.add_argument("--splits-dir", default=None, help="folder of split lists (or FSAR_SPLITS)")
+    p.add_argument(
+        "--cache", default=None, help="cache root (default: $FSAR_CACHE or the user cache folder)"
+    )
     p.add_argument("--workers", type=int, default=defaults.workers, help="decoding workers")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                   help="videos per backbone forward")
+    p.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="videos per backbone forward"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = SplitExtractConfig(
-        backbone=args.backbone, weights=args.weights, frames=args.frames,
-        transform=args.transform, train=None if args.mode == "auto" else args.mode == "train",
-        num_frames=args.num_frames, resolution=args.resolution,
-        views=args.views, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
-        device=args.device)
+        backbone=args.backbone,
+        weights=args.weights,
+        frames=args.frames,
+        transform=args.transform,
+        train=None if args.mode == "auto" else args.mode == "train",
+        num_frames=args.num_frames,
+        resolution=args.resolution,
+        views=args.views,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+    )
     try:
-        cache, stats = extract_split(args.dataset, args.split, root=args.root, config=config,
-                                     cache_root=args.cache)
+        cache, stats = extract_split(
+            args.dataset,
+            args.split,
+            root=args.root,
+            splits_dir=args.splits_dir,
+            config=config,
+            cache_root=args.cache,
+        )
     except BackboneWeightsError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyError as err:  # unknown dataset, sampler or transform preset
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     if stats is None:
         print(f"features already cached: {cache.path}")
     else:
-        print(f"{stats.written} clips extracted ({stats.already_done} already done, "
-              f"{stats.failed} unreadable) at {stats.frames_per_s:.0f} frames/s into {cache.path}")
+        print(
+            f"{stats.written} clips extracted ({stats.already_done} already done, "
+            f"{stats.failed} unreadable) at {stats.frames_per_s:.0f} frames/s into {cache.path}"
+        )
     for entry, error in list(cache.errors.items())[:_SHOWN_ERRORS]:
         index = int(entry.split("/")[0])
         print(f"  unreadable: {cache.video_ids[index]}: {error}", file=sys.stderr)
     if not cache.is_complete:
-        print(f"{int(cache.failed_mask.sum())} clips unreadable (listed in "
-              f"{cache.path}/progress.json); the cache serves the other videos", file=sys.stderr)
+        print(
+            f"{int(cache.failed_mask.sum())} clips unreadable (listed in "
+            f"{cache.path}/progress.json); the cache serves the other videos",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -12,7 +12,8 @@ from fsarbench.report.records import load_entries
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "leaderboard", help="rank every method with records, per setting",
+        "leaderboard",
+        help="rank every method with records, per setting",
         description="Rank the methods with records in each setting (dataset x way x shot); "
         "methods not significantly different from the leader (paired, Holm-adjusted) share "
         "rank 1. Prints Markdown and writes RUNS/leaderboard.md and RUNS/leaderboard.csv.",
@@ -20,8 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runs_arg(p)
     add_filter_args(p)
     add_stats_args(p)
-    p.add_argument("--include-variants", action="store_true",
-                   help="also rank hyper-parameter overrides and tagged ablation variants")
+    p.add_argument(
+        "--include-variants",
+        action="store_true",
+        help="also rank hyper-parameter overrides and tagged ablation variants",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (seeded)")
     p.set_defaults(func=run)
 
@@ -32,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
         entries = [e for e in entries if not e.is_variant]
     if not entries:
         raise ValueError(f"no records to rank under {args.runs} with these filters")
-    board = build_leaderboard(args.runs, entries, alpha=args.alpha, test=args.test,
-                              n_boot=args.bootstrap)
+    board = build_leaderboard(
+        args.runs, entries, alpha=args.alpha, test=args.test, n_boot=args.bootstrap
+    )
     print(leaderboard_markdown(board, alpha=args.alpha, test=args.test))
     md, csv = write_leaderboard(args.runs, board, alpha=args.alpha, test=args.test)
     print(f"written: {md} and {csv}")

@@ -21,24 +21,38 @@ from fsarbench.report.tables import SOURCES, build_table, mark_significant
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "table", help="render one of the seed paper's Tables 1-6 (published + our runs)",
+        "table",
+        help="render one of the seed paper's Tables 1-6 (published + our runs)",
         description="Lay out Table N of the seed paper: published numbers (labelled) and, from "
-        "the records under --runs, our accuracy ± 95%% CI; best bold, second underlined.",
+        "the records under --runs, our accuracy ± 95% CI; best bold, second underlined.",
     )
     p.add_argument("number", type=int, help="table number (1-6)")
     add_runs_arg(p)
     p.add_argument("--format", choices=FORMATS, default="md", help="md (default), latex or csv")
     p.add_argument("--out", default=None, help="write to this file instead of stdout")
-    p.add_argument("--source", choices=SOURCES, default="both",
-                   help="published rows, run rows, or both (default)")
-    p.add_argument("--stand-in", default="synth",
-                   help="dataset whose records may stand in for the paper's datasets, labelled "
-                   "(default synth; '' for none)")
-    p.add_argument("--mark-significant", action="store_true",
-                   help="star run cells of the paper's method that are significantly better "
-                   "than the best baseline run of their column (paired, Holm)")
-    p.add_argument("--published", default=None,
-                   help="folder of the published tables (default: results/published)")
+    p.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="both",
+        help="published rows, run rows, or both (default)",
+    )
+    p.add_argument(
+        "--stand-in",
+        default="synth",
+        help="dataset whose records may stand in for the paper's datasets, labelled "
+        "(default synth; '' for none)",
+    )
+    p.add_argument(
+        "--mark-significant",
+        action="store_true",
+        help="star run cells of the paper's method that are significantly better "
+        "than the best baseline run of their column (paired, Holm)",
+    )
+    p.add_argument(
+        "--published",
+        default=None,
+        help="folder of the published tables (default: results/published)",
+    )
     add_stats_args(p)
     p.set_defaults(func=run)
 
@@ -47,9 +61,14 @@ def run(args: argparse.Namespace) -> int:
     spec = load_table(args.number, args.published)
     runs = Path(args.runs)
     entries = load_entries(runs) if args.source != "published" and runs.exists() else []
-    table = build_table(spec, entries, source=args.source, stand_in=args.stand_in or None,
-                        aliases=load_dataset_aliases(args.published),
-                        known=known_methods(args.published))
+    table = build_table(
+        spec,
+        entries,
+        source=args.source,
+        stand_in=args.stand_in or None,
+        aliases=load_dataset_aliases(args.published),
+        known=known_methods(args.published),
+    )
     if args.mark_significant:
         mark_significant(table, runs, alpha=args.alpha, test=args.test)
     text = render(table, args.format, load_citation(args.published))

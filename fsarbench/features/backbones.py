@@ -54,9 +54,16 @@ class Backbone(nn.Module):
     the input normalisation the weights expect (inputs are 0-1 RGB before normalisation).
     """
 
-    def __init__(self, trunk: nn.Module, *, name: str, feature_dim: int, weights_id: str,
-                 mean: tuple[float, float, float] = IMAGENET_MEAN,
-                 std: tuple[float, float, float] = IMAGENET_STD) -> None:
+    def __init__(
+        self,
+        trunk: nn.Module,
+        *,
+        name: str,
+        feature_dim: int,
+        weights_id: str,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
         super().__init__()
         self.trunk = trunk
         self.name = name
@@ -91,8 +98,10 @@ def list_backbones() -> list[str]:
 
 def is_offline() -> bool:
     """True when ``HF_HUB_OFFLINE`` or ``FSAR_OFFLINE`` is set to a true value."""
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes")
-               for k in ("HF_HUB_OFFLINE", "FSAR_OFFLINE"))
+    return any(
+        os.environ.get(k, "").lower() in ("1", "true", "yes")
+        for k in ("HF_HUB_OFFLINE", "FSAR_OFFLINE")
+    )
 
 
 def create_backbone(name: str, *, weights: str | Path = "imagenet", seed: int = 0) -> Backbone:
@@ -108,7 +117,8 @@ def create_backbone(name: str, *, weights: str | Path = "imagenet", seed: int = 
         backbone = _create_torchvision(name, weights, seed)
     else:
         raise UnknownBackboneError(
-            f"unknown backbone {name!r}; choose one of {list_backbones()} or 'timm:<model>'")
+            f"unknown backbone {name!r}; choose one of {list_backbones()} or 'timm:<model>'"
+        )
     return backbone.eval()
 
 
@@ -148,7 +158,8 @@ def _weights_kind(weights: str | Path) -> str:
     text = str(weights)
     if text.lower() == "none":
         return "none"
-    if isinstance(weights, Path) or os.sep in text or text.endswith((".pt", ".pth", ".bin")):
+    looks_like_path = os.sep in text or text.endswith((".pt", ".pth", ".bin"))
+    if isinstance(weights, Path) or looks_like_path or Path(text).is_file():
         if not Path(text).is_file():
             raise BackboneWeightsError(f"weights file {text} does not exist")
         return "file"
@@ -179,12 +190,15 @@ def _torchvision_state_dict(name: str, member: str) -> dict[str, Tensor]:
     """Read the weights from the hub cache; download them only when online (short timeout)."""
     path, url = torchvision_weights_path(name, member)
     if not path.is_file():
-        where = (f"put {path.name} (from {url}) at {path}, or pass --weights PATH "
-                 f"(a checkpoint file), or --weights none for random init")
+        where = (
+            f"put {path.name} (from {url}) at {path}, or pass --weights PATH "
+            f"(a checkpoint file), or --weights none for random init"
+        )
         if is_offline():
             raise BackboneWeightsError(
                 f"offline (HF_HUB_OFFLINE/FSAR_OFFLINE set) and {name} {member} weights are "
-                f"not in the torch hub cache: {where}")
+                f"not in the torch hub cache: {where}"
+            )
         _download(url, path, where)
     return load_checkpoint_state_dict(path)
 
@@ -223,25 +237,31 @@ def _strip(key: str) -> str:
         changed = False
         for prefix in _STRIP_PREFIXES:
             if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
+                key, changed = key[len(prefix) :], True
     return key
 
 
 def _load_into(model: nn.Module, state: Mapping[str, Tensor], *, source: str) -> None:
     """Load ``state``; classifier weights the trunk no longer has are ignored, anything else
     missing or unexpected is an error naming the keys."""
-    state = {k: v for k, v in state.items()
-             if not (k.startswith(_CLASSIFIER_PREFIXES) and k not in model.state_dict())}
+    state = {
+        k: v
+        for k, v in state.items()
+        if not (k.startswith(_CLASSIFIER_PREFIXES) and k not in model.state_dict())
+    }
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
         first = str(err).splitlines()[1:3]
-        raise BackboneWeightsError(f"weights from {source} do not fit the backbone: "
-                                   f"{' '.join(line.strip() for line in first)}") from None
+        raise BackboneWeightsError(
+            f"weights from {source} do not fit the backbone: "
+            f"{' '.join(line.strip() for line in first)}"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise BackboneWeightsError(
             f"weights from {source} do not fit the backbone: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}")
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
 
 
 def _create_timm(name: str, weights: str | Path, seed: int) -> Backbone:
@@ -253,7 +273,8 @@ def _create_timm(name: str, weights: str | Path, seed: int) -> Backbone:
     kind = _weights_kind(weights)
     if kind == "named" and str(weights).lower() != "imagenet":
         raise BackboneWeightsError(
-            f"unknown weights {weights!r} for {name}; use 'imagenet', 'none' or a checkpoint path")
+            f"unknown weights {weights!r} for {name}; use 'imagenet', 'none' or a checkpoint path"
+        )
     factory: Callable[..., nn.Module] = timm.create_model
     with _seeded(seed):
         if kind == "named":
@@ -266,9 +287,14 @@ def _create_timm(name: str, weights: str | Path, seed: int) -> Backbone:
         _load_into(model, load_checkpoint_state_dict(weights), source=str(weights))
         weights_id = f"file:{md5_file(weights)}"
     cfg = model.pretrained_cfg
-    return Backbone(model, name=name, feature_dim=model.num_features, weights_id=weights_id,
-                    mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
-                    std=tuple(cfg.get("std", IMAGENET_STD)))
+    return Backbone(
+        model,
+        name=name,
+        feature_dim=model.num_features,
+        weights_id=weights_id,
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(cfg.get("std", IMAGENET_STD)),
+    )
 
 
 def _timm_pretrained(factory: Callable[..., nn.Module], model_name: str) -> nn.Module:
@@ -280,7 +306,8 @@ def _timm_pretrained(factory: Callable[..., nn.Module], model_name: str) -> nn.M
         raise BackboneWeightsError(
             f"cannot load pretrained timm weights for {model_name} ({type(err).__name__}: {err}); "
             "with HF_HUB_OFFLINE=1 they must be in the Hugging Face cache "
-            "(HF_HOME, default ~/.cache/huggingface), or pass --weights PATH") from None
+            "(HF_HOME, default ~/.cache/huggingface), or pass --weights PATH"
+        ) from None
 
 
 @contextmanager

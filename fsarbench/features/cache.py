@@ -76,8 +76,15 @@ class FeatureCache:
     returns float32 ``[n, T, D]``; entries not yet extracted (or failed) raise ``KeyError``.
     """
 
-    def __init__(self, path: Path, index: dict[str, Any], data: np.ndarray,
-                 status: np.ndarray, errors: dict[str, str], writable: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        index: dict[str, Any],
+        data: np.ndarray,
+        status: np.ndarray,
+        errors: dict[str, str],
+        writable: bool,
+    ) -> None:
         self.path = path
         self.index = index
         self._data = data  # memmap [N, V, T, D] float16
@@ -87,10 +94,18 @@ class FeatureCache:
 
     # ---- creation and opening -------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, *, video_ids: list[str], num_views: int, num_frames: int,
-               feature_dim: int, classes: list[str] | None = None,
-               class_indices: list[int] | None = None,
-               key: CacheKey | None = None) -> FeatureCache:
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        video_ids: list[str],
+        num_views: int,
+        num_frames: int,
+        feature_dim: int,
+        classes: list[str] | None = None,
+        class_indices: list[int] | None = None,
+        key: CacheKey | None = None,
+    ) -> FeatureCache:
         """Preallocate an empty cache at ``path`` (a new or empty folder)."""
         path = Path(path)
         if (path / "index.json").exists():
@@ -101,14 +116,19 @@ class FeatureCache:
                 raise ValueError(f"{len(values)} {name} for {n} video ids")
         path.mkdir(parents=True, exist_ok=True)
         shape = (n, num_views, num_frames, feature_dim)
-        np.lib.format.open_memmap(path / "features.npy", mode="w+", dtype=np.float16,
-                                  shape=shape).flush()
-        index = {"format": FORMAT_VERSION, "shape": list(shape), "video_ids": list(video_ids),
-                 "classes": classes, "class_indices": class_indices,
-                 "key": key.digest() if key else None,
-                 "key_fields": dataclasses.asdict(key) if key else None}
-        atomic_write_json(path / "progress.json", {"status": _TODO * (n * num_views),
-                                                   "errors": {}})
+        np.lib.format.open_memmap(
+            path / "features.npy", mode="w+", dtype=np.float16, shape=shape
+        ).flush()
+        index = {
+            "format": FORMAT_VERSION,
+            "shape": list(shape),
+            "video_ids": list(video_ids),
+            "classes": classes,
+            "class_indices": class_indices,
+            "key": key.digest() if key else None,
+            "key_fields": dataclasses.asdict(key) if key else None,
+        }
+        atomic_write_json(path / "progress.json", {"status": _TODO * (n * num_views), "errors": {}})
         atomic_write_json(path / "index.json", index)
         return cls.open(path, writable=True)
 
@@ -117,22 +137,26 @@ class FeatureCache:
         """Open the cache at ``path`` (memory-mapped; ``writable`` to extract into it)."""
         path = Path(path)
         if not (path / "index.json").is_file():
-            raise FileNotFoundError(f"{path} is not a feature cache (no index.json); "
-                                    "create one with 'python -m fsarbench extract'")
+            raise FileNotFoundError(
+                f"{path} is not a feature cache (no index.json); "
+                "create one with 'python -m fsarbench extract'"
+            )
         index = json.loads((path / "index.json").read_text())
         if index.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{path}: cache format {index.get('format')} is not "
-                             f"{FORMAT_VERSION}; re-extract it")
+            raise ValueError(
+                f"{path}: cache format {index.get('format')} is not {FORMAT_VERSION}; re-extract it"
+            )
         data = np.load(path / "features.npy", mmap_mode="r+" if writable else "r")
         if list(data.shape) != index["shape"] or data.dtype != np.float16:
-            raise ValueError(f"{path}/features.npy is {data.dtype} {data.shape}, index says "
-                             f"float16 {index['shape']}")
+            raise ValueError(
+                f"{path}/features.npy is {data.dtype} {data.shape}, index says "
+                f"float16 {index['shape']}"
+            )
         progress = json.loads((path / "progress.json").read_text())
         status = np.frombuffer(progress["status"].encode(), dtype=np.uint8).copy()
         if status.size != data.shape[0] * data.shape[1]:
             raise ValueError(f"{path}/progress.json does not match the cache shape")
-        return cls(path, index, data, status.reshape(data.shape[:2]), progress["errors"],
-                   writable)
+        return cls(path, index, data, status.reshape(data.shape[:2]), progress["errors"], writable)
 
     # ---- FeatureStore ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -163,8 +187,7 @@ class FeatureCache:
     def key(self) -> str | None:
         return self.index["key"]
 
-    def get(self, indices: np.ndarray | Tensor, views: np.ndarray | Tensor | None = None
-            ) -> Tensor:
+    def get(self, indices: np.ndarray | Tensor, views: np.ndarray | Tensor | None = None) -> Tensor:
         """Features of videos ``indices [n]`` (view ``views [n]``, default 0): float32
         ``[n, T, D]``."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -174,9 +197,11 @@ class FeatureCache:
         ok = self._status[idx, view] == ord(_DONE)
         if not ok.all():
             i, v = int(idx[~ok][0]), int(view[~ok][0])
-            raise KeyError(f"{self.path}: video {i} ({self.video_ids[i]}) view {v} has no "
-                           f"features ({self._entry_state(i, v)}); "
-                           "run 'python -m fsarbench extract' to finish the cache")
+            raise KeyError(
+                f"{self.path}: video {i} ({self.video_ids[i]}) view {v} has no "
+                f"features ({self._entry_state(i, v)}); "
+                "run 'python -m fsarbench extract' to finish the cache"
+            )
         return torch.from_numpy(self._data[idx, view].astype(np.float32))
 
     def _entry_state(self, index: int, view: int) -> str:
@@ -224,8 +249,10 @@ class FeatureCache:
         """Flush the features to disk, then atomically rewrite the progress file."""
         self._require_writable()
         self._data.flush()
-        atomic_write_json(self.path / "progress.json",
-                          {"status": self._status.tobytes().decode(), "errors": self.errors})
+        atomic_write_json(
+            self.path / "progress.json",
+            {"status": self._status.tobytes().decode(), "errors": self.errors},
+        )
 
     def _require_writable(self) -> None:
         if not self.writable:
@@ -234,5 +261,7 @@ class FeatureCache:
     def __repr__(self) -> str:
         n, v, t, d = self._data.shape
         done = int(self.done_mask.sum())
-        return (f"FeatureCache({str(self.path)!r}, videos={n}, views={v}, T={t}, D={d}, "
-                f"done={done}/{n * v}, failed={int(self.failed_mask.sum())})")
+        return (
+            f"FeatureCache({str(self.path)!r}, videos={n}, views={v}, T={t}, D={d}, "
+            f"done={done}/{n * v}, failed={int(self.failed_mask.sum())})"
+        )

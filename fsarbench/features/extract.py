@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "SplitExtractConfig",
     "collate_clips",
     "encode_clips",
+    "exclusive",
     "extract_features",
     "extract_split",
     "clip_dataset",
@@ -94,23 +96,37 @@ class _Entries(Dataset):
         try:
             item = self.dataset[p]
         except Exception as err:  # a broken file must not end a long extraction
-            return {"clip": None, "index": index, "view": view, "ok": False,
-                    "error": f"{type(err).__name__}: {err}"}
+            return {
+                "clip": None,
+                "index": index,
+                "view": view,
+                "ok": False,
+                "error": f"{type(err).__name__}: {err}",
+            }
         if (int(item["index"]), int(item["view"])) != (index, view):
-            raise ValueError(f"dataset position {p} yielded video {item['index']} view "
-                             f"{item['view']}; expected video {index} view {view} "
-                             f"(position = index * views + view, views={self.num_views})")
+            raise ValueError(
+                f"dataset position {p} yielded video {item['index']} view "
+                f"{item['view']}; expected video {index} view {view} "
+                f"(position = index * views + view, views={self.num_views})"
+            )
         return item
 
 
 def collate_clips(items: list[dict[str, Any]]) -> ClipBatch:
     """Stack the readable clips of ``items``; list the others with their errors."""
     ok = [it for it in items if it["ok"]]
-    failed = [(int(it["index"]), int(it["view"]), str(it["error"] or "unreadable"))
-              for it in items if not it["ok"]]
+    failed = [
+        (int(it["index"]), int(it["view"]), str(it["error"] or "unreadable"))
+        for it in items
+        if not it["ok"]
+    ]
     if not ok:
-        return ClipBatch(torch.empty(0), torch.empty(0, dtype=torch.long),
-                         torch.empty(0, dtype=torch.long), failed)
+        return ClipBatch(
+            torch.empty(0),
+            torch.empty(0, dtype=torch.long),
+            torch.empty(0, dtype=torch.long),
+            failed,
+        )
     shapes = {tuple(it["clip"].shape) for it in ok}
     if len(shapes) > 1:
         raise ValueError(f"clips of one extraction must share one shape [T, 3, H, W], got {shapes}")
@@ -120,22 +136,38 @@ def collate_clips(items: list[dict[str, Any]]) -> ClipBatch:
     return ClipBatch(clips, index, view, failed)
 
 
-def open_or_create(cache_dir: str | Path, *, video_ids: Sequence[str], num_views: int,
-                   num_frames: int, feature_dim: int, classes: list[str] | None = None,
-                   class_indices: list[int] | None = None,
-                   key: CacheKey | None = None) -> FeatureCache:
+def open_or_create(
+    cache_dir: str | Path,
+    *,
+    video_ids: Sequence[str],
+    num_views: int,
+    num_frames: int,
+    feature_dim: int,
+    classes: list[str] | None = None,
+    class_indices: list[int] | None = None,
+    key: CacheKey | None = None,
+) -> FeatureCache:
     """Open the cache at ``cache_dir`` to resume it (checking it fits), or create it."""
     path = Path(cache_dir)
     if not (path / "index.json").exists():
-        return FeatureCache.create(path, video_ids=list(video_ids), num_views=num_views,
-                                   num_frames=num_frames, feature_dim=feature_dim,
-                                   classes=classes, class_indices=class_indices, key=key)
+        return FeatureCache.create(
+            path,
+            video_ids=list(video_ids),
+            num_views=num_views,
+            num_frames=num_frames,
+            feature_dim=feature_dim,
+            classes=classes,
+            class_indices=class_indices,
+            key=key,
+        )
     cache = FeatureCache.open(path, writable=True)
     expected = (len(video_ids), num_views, num_frames, feature_dim)
     have = (len(cache), cache.num_views, *cache.feature_shape)
     if have != expected or cache.video_ids != list(video_ids):
-        raise ValueError(f"{path} holds a cache of [N, V, T, D] = {list(have)} for other videos "
-                         f"or settings than asked ({list(expected)}); use another cache folder")
+        raise ValueError(
+            f"{path} holds a cache of [N, V, T, D] = {list(have)} for other videos "
+            f"or settings than asked ({list(expected)}); use another cache folder"
+        )
     if key is not None and cache.key != key.digest():
         raise ValueError(f"{path} has key {cache.key}, not {key.digest()}; use another folder")
     return cache
@@ -170,30 +202,77 @@ def extract_features(
         raise ValueError(f"dataset length {len(dataset)} is not a multiple of views={num_views}")
     ids = [str(i) for i in range(len(dataset) // num_views)] if video_ids is None else video_ids
     if len(ids) * num_views != len(dataset):
-        raise ValueError(f"dataset has {len(dataset)} positions, expected "
-                         f"{len(ids)} videos x {num_views} views")
-    cache = open_or_create(cache_dir, video_ids=ids, num_views=num_views, num_frames=num_frames,
-                           feature_dim=backbone.feature_dim, classes=classes,
-                           class_indices=class_indices, key=key)
-    todo = ~cache.done_mask if retry_failed else ~(cache.done_mask | cache.failed_mask)
-    positions = np.flatnonzero(todo.reshape(-1))
-    stats = ExtractStats(entries=todo.size, already_done=int(cache.done_mask.sum()), written=0,
-                         failed=0, frames=0, seconds=0.0)
-    loader = _loader(_Entries(dataset, positions, num_views), batch_size, num_workers, device)
-    _run(loader, backbone, cache, stats, torch.device(device), flush_every_s, progress)
+        raise ValueError(
+            f"dataset has {len(dataset)} positions, expected {len(ids)} videos x {num_views} views"
+        )
+    with exclusive(cache_dir):
+        cache = open_or_create(
+            cache_dir,
+            video_ids=ids,
+            num_views=num_views,
+            num_frames=num_frames,
+            feature_dim=backbone.feature_dim,
+            classes=classes,
+            class_indices=class_indices,
+            key=key,
+        )
+        todo = ~cache.done_mask if retry_failed else ~(cache.done_mask | cache.failed_mask)
+        positions = np.flatnonzero(todo.reshape(-1))
+        stats = ExtractStats(
+            entries=todo.size,
+            already_done=int(cache.done_mask.sum()),
+            written=0,
+            failed=0,
+            frames=0,
+            seconds=0.0,
+        )
+        loader = _loader(_Entries(dataset, positions, num_views), batch_size, num_workers, device)
+        _run(loader, backbone, cache, stats, torch.device(device), flush_every_s, progress)
     return cache, stats
 
 
-def _loader(entries: _Entries, batch_size: int, num_workers: int,
-            device: str | torch.device) -> DataLoader:
-    return DataLoader(entries, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=collate_clips,
-                      pin_memory=torch.device(device).type == "cuda",
-                      prefetch_factor=4 if num_workers > 0 else None)
+@contextmanager
+def exclusive(cache_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``cache_dir`` (created if needed): two extractions must never
+    write one cache at once."""
+    import fcntl
+
+    path = Path(cache_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another extraction is writing {path}; wait for it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run(loader: DataLoader, backbone: Backbone, cache: FeatureCache, stats: ExtractStats,
-         device: torch.device, flush_every_s: float, progress: bool) -> None:
+def _loader(
+    entries: _Entries, batch_size: int, num_workers: int, device: str | torch.device
+) -> DataLoader:
+    return DataLoader(
+        entries,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
+        pin_memory=torch.device(device).type == "cuda",
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+
+
+def _run(
+    loader: DataLoader,
+    backbone: Backbone,
+    cache: FeatureCache,
+    stats: ExtractStats,
+    device: torch.device,
+    flush_every_s: float,
+    progress: bool,
+) -> None:
     """The extraction loop; the cache is flushed periodically and on any exit."""
     model = _prepare(backbone, device)
     start = last_flush = time.perf_counter()
@@ -217,8 +296,9 @@ def _run(loader: DataLoader, backbone: Backbone, cache: FeatureCache, stats: Ext
         stats.seconds = time.perf_counter() - start
 
 
-def _store_failed(cache: FeatureCache, stats: ExtractStats,
-                  failed: list[tuple[int, int, str]]) -> None:
+def _store_failed(
+    cache: FeatureCache, stats: ExtractStats, failed: list[tuple[int, int, str]]
+) -> None:
     for index, view, error in failed:
         cache.mark_failed(index, view, error)
         stats.errors[f"{index}/{view}"] = error
@@ -277,40 +357,71 @@ class SplitExtractConfig:
         return dataclasses.replace(self, train=train, transform=preset)
 
 
-def split_cache_key(dataset_name: str, split: str, videos: Sequence[Any], weights_id: str,
-                    config: SplitExtractConfig) -> CacheKey:
+def split_cache_key(
+    dataset_name: str,
+    split: str,
+    videos: Sequence[Any],
+    weights_id: str,
+    config: SplitExtractConfig,
+) -> CacheKey:
     """The cache key of one split's features (``config`` resolved); the split is hashed by
     its (video id, class) list, so an edited split list gets a new cache."""
     listing = [[v.video_id, v.class_name] for v in videos]
     mode = "train" if config.train else "test"
-    return CacheKey(dataset=dataset_name, split=split, split_md5=stable_hash(listing, n=32),
-                    frames=f"{config.frames}:{mode}", transform=str(config.transform),
-                    backbone=config.backbone, weights_id=weights_id,
-                    num_frames=config.num_frames, resolution=config.resolution,
-                    views=config.views, seed=config.seed)
+    return CacheKey(
+        dataset=dataset_name,
+        split=split,
+        split_md5=stable_hash(listing, n=32),
+        frames=f"{config.frames}:{mode}",
+        transform=str(config.transform),
+        backbone=config.backbone,
+        weights_id=weights_id,
+        num_frames=config.num_frames,
+        resolution=config.resolution,
+        views=config.views,
+        seed=config.seed,
+    )
 
 
-def extract_split(dataset_name: str, split: str, *, root: str | Path | None = None,
-                  config: SplitExtractConfig | None = None,
-                  cache_root: str | Path | None = None) -> tuple[FeatureCache, ExtractStats | None]:
+def extract_split(
+    dataset_name: str,
+    split: str,
+    *,
+    root: str | Path | None = None,
+    splits_dir: str | Path | None = None,
+    config: SplitExtractConfig | None = None,
+    cache_root: str | Path | None = None,
+) -> tuple[FeatureCache, ExtractStats | None]:
     """Extract (or reuse) the features of ``split`` of dataset ``dataset_name`` under
-    ``<cache_root>/features/<dataset>/<split>/<key>/``; returns the cache and the run's
+    ``<cache_root>/features/<dataset>/<split>/<key>/`` (``root``: videos; ``splits_dir``:
+    split lists of published datasets); returns the cache and the run's
     stats (None when a complete cache already existed)."""
     from fsarbench.data.datasets import get_dataset
 
     config = (config or SplitExtractConfig()).resolved(split)
-    videos = get_dataset(dataset_name, root=root).videos(split)
+    options = {"root": root} if splits_dir is None else {"root": root, "splits_dir": splits_dir}
+    videos = get_dataset(dataset_name, **options).videos(split)
     backbone = create_backbone(config.backbone, weights=config.weights, seed=config.seed)
     key = split_cache_key(dataset_name, split, videos, backbone.weights_id, config)
     folder = cache_folder(key, cache_root)
     if (folder / "index.json").exists() and FeatureCache.open(folder).is_complete:
         return FeatureCache.open(folder), None
     return extract_features(
-        clip_dataset(videos, config), backbone, cache_dir=folder, num_frames=config.num_frames,
-        video_ids=[v.video_id for v in videos], num_views=config.views,
-        classes=[v.class_name for v in videos], class_indices=[v.class_index for v in videos],
-        key=key, batch_size=config.batch_size, num_workers=config.workers, device=config.device,
-        flush_every_s=config.flush_every_s, progress=config.progress)
+        clip_dataset(videos, config),
+        backbone,
+        cache_dir=folder,
+        num_frames=config.num_frames,
+        video_ids=[v.video_id for v in videos],
+        num_views=config.views,
+        classes=[v.class_name for v in videos],
+        class_indices=[v.class_index for v in videos],
+        key=key,
+        batch_size=config.batch_size,
+        num_workers=config.workers,
+        device=config.device,
+        flush_every_s=config.flush_every_s,
+        progress=config.progress,
+    )
 
 
 def clip_dataset(videos: Sequence[Any], config: SplitExtractConfig) -> Dataset:
@@ -322,7 +433,12 @@ def clip_dataset(videos: Sequence[Any], config: SplitExtractConfig) -> Dataset:
     base = PRESETS[str(config.transform)]
     resize = round(base.resize * config.resolution / base.crop) if base.crop else base.resize
     transform = get_transform(str(config.transform), crop=config.resolution, resize=resize)
-    options = ClipOptions(frames=config.num_frames, sampler=config.frames,
-                          train=bool(config.train), views=config.views, seed=config.seed,
-                          on_error="skip")
+    options = ClipOptions(
+        frames=config.num_frames,
+        sampler=config.frames,
+        train=bool(config.train),
+        views=config.views,
+        seed=config.seed,
+        on_error="skip",
+    )
     return ClipDataset(videos, transform, options)

@@ -4,28 +4,40 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from fsarbench.report.compare import TESTS
 from fsarbench.report.records import Entry
 
 __all__ = ["DEFAULT_RUNS", "add_runs_arg", "add_stats_args", "add_filter_args", "filter_entries"]
 
-#: Results folder used when ``--runs`` is not given (``$FSARBENCH_RUNS`` or ``runs``).
-DEFAULT_RUNS = os.environ.get("FSARBENCH_RUNS", "runs")
+#: Results folder used when ``--runs`` is not given: ``$FSARBENCH_RUNS``, else where
+#: ``python -m fsarbench run`` writes by default.
+DEFAULT_RUNS = os.environ.get("FSARBENCH_RUNS", str(Path("results") / "runs" / "default"))
 
 
 def add_runs_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", default=DEFAULT_RUNS,
-                   help=f"results folder holding records/ (default: {DEFAULT_RUNS}; "
-                   "$FSARBENCH_RUNS sets it)")
+    p.add_argument(
+        "--runs",
+        default=DEFAULT_RUNS,
+        help=f"results folder holding records/ (default: {DEFAULT_RUNS}; $FSARBENCH_RUNS sets it)",
+    )
 
 
 def add_stats_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--alpha", type=float, default=0.05,
-                   help="family-wise significance level after Holm adjustment (default 0.05)")
-    p.add_argument("--test", choices=sorted(TESTS), default="ttest",
-                   help="test behind verdicts and ranks: paired t-test on per-episode accuracy "
-                   "(default), Wilcoxon signed-rank, or McNemar on per-query correctness")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="family-wise significance level after Holm adjustment (default 0.05)",
+    )
+    p.add_argument(
+        "--test",
+        choices=sorted(TESTS),
+        default="ttest",
+        help="test behind verdicts and ranks: paired t-test on per-episode accuracy "
+        "(default), Wilcoxon signed-rank, or McNemar on per-query correctness",
+    )
 
 
 def add_filter_args(p: argparse.ArgumentParser) -> None:
@@ -37,5 +49,8 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
 def filter_entries(entries: list[Entry], args: argparse.Namespace) -> list[Entry]:
     """Entries matching ``--dataset``, ``--way`` and ``--shot`` (those given)."""
     wanted = {"dataset": args.dataset, "way": args.way, "shot": args.shot}
-    return [e for e in entries
-            if all(v is None or getattr(e.setting, k) == v for k, v in wanted.items())]
+    return [
+        e
+        for e in entries
+        if all(v is None or getattr(e.setting, k) == v for k, v in wanted.items())
+    ]

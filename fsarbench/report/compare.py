@@ -38,12 +38,14 @@ class SettingComparison:
 
     @property
     def verdict(self) -> str:
-        return verdict(self.stats.diff, self.adjusted[self.test], self.alpha,
-                       self.a.system, self.b.system)
+        return verdict(
+            self.stats.diff, self.adjusted[self.test], self.alpha, self.a.system, self.b.system
+        )
 
 
-def verdict(diff: float, p_adjusted: float, alpha: float, name_a: str = "A",
-            name_b: str = "B") -> str:
+def verdict(
+    diff: float, p_adjusted: float, alpha: float, name_a: str = "A", name_b: str = "B"
+) -> str:
     """``"<A> better"``, ``"<B> better"`` or ``"no significant difference"``."""
     if math.isnan(p_adjusted) or p_adjusted > alpha or diff == 0:
         return "no significant difference"
@@ -118,7 +120,8 @@ def compare_systems(
     raw = [compare_entries(run_dir, by_a[s], by_b[s], n_boot=n_boot, seed=seed) for s in shared]
     adjusted = {t: holm([getattr(r, f) for r in raw]) for t, f in TESTS.items()}
     return [
-        SettingComparison(s, by_a[s], by_b[s], r, {t: float(adjusted[t][i]) for t in TESTS},
-                          test, alpha)
+        SettingComparison(
+            s, by_a[s], by_b[s], r, {t: float(adjusted[t][i]) for t in TESTS}, test, alpha
+        )
         for i, (s, r) in enumerate(zip(shared, raw))
     ]

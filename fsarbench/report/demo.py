@@ -34,15 +34,23 @@ class DemoSystem:
     noise: float = 0.0
     train_seeds: tuple[int | None, ...] = (None,)
     tags: dict[str, Any] = field(default_factory=dict)
+    record_hparams: dict[str, Any] = field(default_factory=dict)  # recorded, not passed on
 
 
-def demo_features(classes: int = 12, per_class: int = 8, seq_len: int = 4, dim: int = 16,
-                  seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    """``[classes*per_class, seq_len, dim]`` features (class mean + unit noise) and class ids."""
+def demo_features(
+    classes: int = 12,
+    per_class: int = 8,
+    seq_len: int = 4,
+    dim: int = 16,
+    seed: int = 0,
+    spread: float = 2.5,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``[classes*per_class, seq_len, dim]`` features (unit-normal class mean + ``spread`` times
+    unit noise per frame) and their class ids."""
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(classes, 1, dim, generator=g)
     labels = np.repeat(np.arange(classes), per_class)
-    feats = means[labels] + torch.randn(len(labels), seq_len, dim, generator=g)
+    feats = means[labels] + spread * torch.randn(len(labels), seq_len, dim, generator=g)
     return feats, labels
 
 
@@ -66,20 +74,35 @@ def write_demo_records(
     feats, labels = demo_features(seed=seed)
     out = []
     for way, shot in settings:
-        manifest = make_manifest(labels, way=way, shot=shot, queries=1, episodes=episodes,
-                                 seed=seed, dataset=dataset, split="test")
+        manifest = make_manifest(
+            labels,
+            way=way,
+            shot=shot,
+            queries=1,
+            episodes=episodes,
+            seed=seed,
+            dataset=dataset,
+            split="test",
+        )
         for sys in systems:
             for i, train_seed in enumerate(sys.train_seeds):
-                method = create_method(sys.method, feature_dim=feats.shape[-1],
-                                       seq_len=feats.shape[1], **sys.hparams)
+                method = create_method(
+                    sys.method, feature_dim=feats.shape[-1], seq_len=feats.shape[1], **sys.hparams
+                )
                 noise_seed = (train_seed or 0) * 7919 + i + zlib.crc32(sys.name.encode()) % 1000
-                result = evaluate(method, _noisy(feats, sys.noise, noise_seed), manifest,
-                                  progress=False)
-                record = make_record(result, method=sys.name, dataset=dataset,
-                                     split_variant=dataset, manifest=manifest,
-                                     hparams={**sys.hparams, "demo_noise": sys.noise},
-                                     train_seed=train_seed,
-                                     tags={"synthetic": True, **sys.tags})
+                result = evaluate(
+                    method, _noisy(feats, sys.noise, noise_seed), manifest, progress=False
+                )
+                record = make_record(
+                    result,
+                    method=sys.name,
+                    dataset=dataset,
+                    split_variant=dataset,
+                    manifest=manifest,
+                    hparams={**sys.hparams, **sys.record_hparams, "demo_noise": sys.noise},
+                    train_seed=train_seed,
+                    tags={"synthetic": True, **sys.tags},
+                )
                 save_result(run_dir, record, result)
                 out.append(record)
     return out

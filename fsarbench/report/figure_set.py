@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fsarbench.report import figures
 from fsarbench.report.compare import compare_systems
-from fsarbench.report.published import available_tables, load_table
+from fsarbench.report.published import available_tables, figure_methods, load_table
 from fsarbench.report.records import Entry
 
 __all__ = ["render_all", "ours_methods", "default_forest_pairs"]
@@ -41,7 +41,9 @@ def _way_figures(entries, out_dir):
     for dataset, shot in sorted({(e.setting.dataset, e.setting.shot) for e in entries}):
         fig = figures.plot_accuracy_vs_way(entries, dataset, shot)
         if fig is not None:
-            paths += figures.save_figure(fig, out_dir, f"accuracy_vs_way_{_slug(dataset)}_{shot}shot")
+            paths += figures.save_figure(
+                fig, out_dir, f"accuracy_vs_way_{_slug(dataset)}_{shot}shot"
+            )
     return paths
 
 
@@ -54,13 +56,22 @@ def _mask_figures(entries, out_dir):
     return paths
 
 
-def _per_class_figures(entries, out_dir):
-    """One figure per setting: the Figure-2-tagged entries, else the plain 5-way 1-shot ones."""
-    groups: dict = defaultdict(list)
+def _per_class_choice(entries: list[Entry], figure2: list[str]) -> list[Entry]:
+    """Entries for per-class bars: tagged ``figure: 2``; else, in 5-way 1-shot settings, the
+    methods figures.yaml names for Figure 2 where present, else every plain method."""
     tagged = [e for e in entries if str(e.tags.get("figure", "")) == "2"]
-    chosen = tagged or [e for e in entries if not e.is_variant
-                        and (e.setting.way, e.setting.shot) == (5, 1)]
-    for e in chosen:
+    if tagged:
+        return tagged
+    plain = [e for e in entries if not e.is_variant and (e.setting.way, e.setting.shot) == (5, 1)]
+    named = [e for e in plain if e.system in figure2]
+    named_settings = {e.setting for e in named}
+    return named + [e for e in plain if e.setting not in named_settings]
+
+
+def _per_class_figures(entries, out_dir, figure2):
+    """One per-class figure per setting (Figure 2)."""
+    groups: dict = defaultdict(list)
+    for e in _per_class_choice(entries, figure2):
         groups[e.setting].append(e)
     paths = []
     for setting, es in sorted(groups.items()):
@@ -97,8 +108,14 @@ def render_all(
     published: str | Path | None = None,
 ) -> list[Path]:
     """Every figure the ``entries`` support, written under ``out_dir``; the paths written."""
-    pairs = forest_pairs if forest_pairs is not None else default_forest_pairs(
-        entries, ours_methods(published))
-    return (_way_figures(entries, out_dir) + _mask_figures(entries, out_dir)
-            + _per_class_figures(entries, out_dir)
-            + _forest_figures(run_dir, entries, out_dir, pairs, alpha, test))
+    pairs = (
+        forest_pairs
+        if forest_pairs is not None
+        else default_forest_pairs(entries, ours_methods(published))
+    )
+    return (
+        _way_figures(entries, out_dir)
+        + _mask_figures(entries, out_dir)
+        + _per_class_figures(entries, out_dir)
+        + _forest_figures(run_dir, entries, out_dir, pairs, alpha, test)
+    )

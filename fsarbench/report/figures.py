@@ -20,8 +20,14 @@ import numpy as np  # noqa: E402
 from fsarbench.report.compare import SettingComparison  # noqa: E402
 from fsarbench.report.records import Entry, base_method_of, overrides_of  # noqa: E402
 
-__all__ = ["save_figure", "plot_accuracy_vs_way", "plot_mask_ratio", "plot_per_class",
-           "plot_forest", "mask_ratio_of"]
+__all__ = [
+    "save_figure",
+    "plot_accuracy_vs_way",
+    "plot_mask_ratio",
+    "plot_per_class",
+    "plot_forest",
+    "mask_ratio_of",
+]
 
 SYNTH_NOTE = "synthetic features: not comparable with published numbers"
 
@@ -59,47 +65,71 @@ def plot_accuracy_vs_way(entries: list[Entry], dataset: str, shot: int):
         ax.fill_between(x, y - ci, y + ci, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set(xlabel="N (way)", ylabel="accuracy (%)")
     ax.set_xticks(sorted({e.setting.way for es in series.values() for e in es}))
-    ax.set_title(_title(f"{dataset}: N-way {shot}-shot (bands: 95% CI over episodes)",
-                        [e for es in series.values() for e in es]), fontsize=9)
+    ax.set_title(
+        _title(
+            f"{dataset}: N-way {shot}-shot (bands: 95% CI over episodes)",
+            [e for es in series.values() for e in es],
+        ),
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
 
 
+#: Masking ratio of a record whose hyper-parameters carry ``mask_ratio: None``: the seed paper
+#: masks 50% of the frames unless told otherwise (Sec. 4.3.6).
+DEFAULT_MASK_RATIO = 0.5
+
+
 def mask_ratio_of(entry: Entry) -> float | None:
-    """The masking ratio an entry's run set explicitly: ``tags["mask_ratio"]`` or a
-    ``mask_ratio=`` override in its name (``"sgtm-otam[mask_ratio=0.5]"``); else ``None``."""
+    """The masking ratio of an entry's run: ``tags["mask_ratio"]``, a ``mask_ratio=`` override
+    in its name (``"sgtm-otam[mask_ratio=0.25]"``), or its recorded ``hparams["mask_ratio"]``
+    (``None`` there meaning :data:`DEFAULT_MASK_RATIO`); ``None`` for methods without one."""
+    hparams = entry.records[0].hparams
     value = entry.tags.get("mask_ratio", overrides_of(entry.method).get("mask_ratio"))
+    if value is None and "mask_ratio" in hparams:
+        value = hparams["mask_ratio"] if hparams["mask_ratio"] is not None else DEFAULT_MASK_RATIO
     return None if value is None else float(value)
 
 
-def plot_mask_ratio(entries: list[Entry], dataset: str):
-    """Accuracy ± CI vs masking ratio, one panel per shot (Figure 4); or ``None``."""
-    by_shot: dict[int, list[Entry]] = defaultdict(list)
+def _ratio_lines(entries: list[Entry], dataset: str) -> dict[int, dict[str, list[Entry]]]:
+    """shot -> base method -> entries sorted by ratio, keeping lines with >= 2 ratios."""
+    lines: dict[int, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     for e in entries:
         if e.setting.dataset == dataset and mask_ratio_of(e) is not None:
-            by_shot[e.setting.shot].append(e)
-    by_shot = {s: v for s, v in by_shot.items() if len({mask_ratio_of(e) for e in v}) > 1}
-    if not by_shot:
+            lines[e.setting.shot][base_method_of(e.method)].append(e)
+    out = {}
+    for shot, by_base in lines.items():
+        kept = {b: sorted(es, key=mask_ratio_of) for b, es in by_base.items()
+                if len({mask_ratio_of(e) for e in es}) > 1}
+        if kept:
+            out[shot] = kept
+    return out
+
+
+def plot_mask_ratio(entries: list[Entry], dataset: str):
+    """Accuracy ± CI vs masking ratio, one panel per shot, one line per base method that was
+    run at two or more ratios (Figure 4); or ``None``."""
+    panels = _ratio_lines(entries, dataset)
+    if not panels:
         return None
-    fig, axes = plt.subplots(1, len(by_shot), figsize=(4.5 * len(by_shot), 3.6), squeeze=False)
-    for ax, (shot, es) in zip(axes[0], sorted(by_shot.items())):
-        lines: dict[str, list[Entry]] = defaultdict(list)
-        for e in es:
-            lines[base_method_of(e.method)].append(e)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    shown = []
+    for ax, (shot, lines) in zip(axes[0], sorted(panels.items())):
         for name, line in sorted(lines.items()):
-            line = sorted(line, key=mask_ratio_of)
-            x = np.array([100 * mask_ratio_of(e) for e in line])
+            x = [100 * mask_ratio_of(e) for e in line]
             ax.errorbar(x, [e.accuracy for e in line], yerr=[e.ci95 for e in line],
                         marker="o", capsize=3, label=name)
-        ax.set(xlabel="masking ratio (%)", ylabel="accuracy (%)",
-               title=f"{es[0].setting.way}-way {shot}-shot")
-        ax.set_xticks(sorted({100 * mask_ratio_of(e) for e in es}))
+            shown += line
+        way = next(iter(lines.values()))[0].setting.way
+        ax.set(xlabel="masking ratio (%)", ylabel="accuracy (%)", title=f"{way}-way {shot}-shot")
+        ax.set_xticks(sorted({100 * mask_ratio_of(e) for es in lines.values() for e in es}))
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(_title(f"{dataset}: accuracy vs masking ratio (bars: 95% CI)",
-                        [e for v in by_shot.values() for e in v]), fontsize=9)
+    title = f"{dataset}: accuracy vs masking ratio (bars: 95% CI)"
+    fig.suptitle(_title(title, shown), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -107,15 +137,17 @@ def plot_mask_ratio(entries: list[Entry], dataset: str):
 def plot_per_class(entries: list[Entry], max_systems: int = 4):
     """Grouped bars of per-class accuracy of the ``entries`` (one setting; Figure 2): the
     ``max_systems`` most accurate that have per-class numbers."""
-    entries = sorted((e for e in entries if e.records[0].per_class_accuracy),
-                     key=lambda e: -e.accuracy)[:max_systems]
+    entries = sorted(
+        (e for e in entries if e.records[0].per_class_accuracy), key=lambda e: -e.accuracy
+    )[:max_systems]
     if not entries:
         return None
-    classes = sorted({c for e in entries for c in e.records[0].per_class_accuracy},
-                     key=lambda c: (len(c), c))
+    classes = sorted(
+        {c for e in entries for c in e.records[0].per_class_accuracy}, key=lambda c: (len(c), c)
+    )
     width = 0.8 / len(entries)
     x = np.arange(len(classes))
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes) * len(entries) + 2), 4))
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.18 * len(classes) * len(entries) + 2)), 4))
     for i, e in enumerate(entries):
         acc = [np.mean([r.per_class_accuracy.get(c, np.nan) for r in e.records]) for c in classes]
         ax.bar(x + (i - (len(entries) - 1) / 2) * width, acc, width, label=e.system)
@@ -138,16 +170,29 @@ def plot_forest(comparisons: list[SettingComparison]):
     y = np.arange(n)[::-1]
     for yi, c in zip(y, comparisons):
         sig = c.adjusted[c.test] <= c.alpha
-        ax.errorbar(c.stats.diff, yi, xerr=[[c.stats.diff - c.stats.ci_low],
-                                             [c.stats.ci_high - c.stats.diff]],
-                    fmt="o", color="C0", mfc="C0" if sig else "white", capsize=3)
+        ax.errorbar(
+            c.stats.diff,
+            yi,
+            xerr=[[c.stats.diff - c.stats.ci_low], [c.stats.ci_high - c.stats.diff]],
+            fmt="o",
+            color="C0",
+            mfc="C0" if sig else "white",
+            capsize=3,
+        )
     ax.axvline(0, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks(y, [f"{c.a.system} − {c.b.system} | {c.setting.label}" for c in comparisons],
-                  fontsize=7)
+    ax.set_yticks(
+        y, [f"{c.a.system} − {c.b.system} | {c.setting.label}" for c in comparisons], fontsize=7
+    )
     ax.set_xlabel("accuracy difference (percentage points), 95% bootstrap CI")
     entries = [e for c in comparisons for e in (c.a, c.b)]
-    ax.set_title(_title(f"paired differences (filled: Holm-adjusted {comparisons[0].test} "
-                        f"p ≤ {comparisons[0].alpha})", entries), fontsize=9)
+    ax.set_title(
+        _title(
+            f"paired differences (filled: Holm-adjusted {comparisons[0].test} "
+            f"p ≤ {comparisons[0].alpha})",
+            entries,
+        ),
+        fontsize=9,
+    )
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -21,8 +21,14 @@ from fsarbench.report.records import Entry, Setting
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import PairedComparison
 
-__all__ = ["Standing", "rank_setting", "build_leaderboard", "leaderboard_frame",
-           "leaderboard_markdown", "write_leaderboard"]
+__all__ = [
+    "Standing",
+    "rank_setting",
+    "build_leaderboard",
+    "leaderboard_frame",
+    "leaderboard_markdown",
+    "write_leaderboard",
+]
 
 
 @dataclass(frozen=True)
@@ -50,24 +56,34 @@ def _assign_ranks(sig_leader: list[bool], sig_above: list[bool]) -> list[int]:
 
 
 def rank_setting(
-    run_dir: str | Path, entries: list[Entry], *, alpha: float = 0.05, test: str = "ttest",
-    n_boot: int = 1000, seed: int = 0,
+    run_dir: str | Path,
+    entries: list[Entry],
+    *,
+    alpha: float = 0.05,
+    test: str = "ttest",
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> list[Standing]:
     """Rank the ``entries`` of one setting (all on one manifest) by accuracy."""
     order = sorted(entries, key=lambda e: (-e.accuracy, e.system))
     field = TESTS[test]
-    vs_leader = [None] + [compare_entries(run_dir, e, order[0], n_boot=n_boot, seed=seed)
-                          for e in order[1:]]
-    vs_above = [None, None] + [compare_entries(run_dir, e, order[i], n_boot=n_boot, seed=seed)
-                               for i, e in enumerate(order[2:], start=1)]
+    vs_leader = [None] + [
+        compare_entries(run_dir, e, order[0], n_boot=n_boot, seed=seed) for e in order[1:]
+    ]
+    vs_above = [None, None] + [
+        compare_entries(run_dir, e, order[i], n_boot=n_boot, seed=seed)
+        for i, e in enumerate(order[2:], start=1)
+    ]
     family = [getattr(c, field) for c in vs_leader[1:]] + [getattr(c, field) for c in vs_above[2:]]
     adjusted = list(holm(family)) if family else []
     n = len(order) - 1
     p_leader = [math.nan] + adjusted[:n]
     p_above = [math.nan, math.nan] + adjusted[n:]
     ranks = _assign_ranks([p <= alpha for p in p_leader], [p <= alpha for p in p_above])
-    return [Standing(r, e, c, pl, pa)
-            for r, e, c, pl, pa in zip(ranks, order, vs_leader, p_leader, p_above)]
+    return [
+        Standing(r, e, c, pl, pa)
+        for r, e, c, pl, pa in zip(ranks, order, vs_leader, p_leader, p_above)
+    ]
 
 
 def build_leaderboard(
@@ -84,16 +100,23 @@ def _row(setting: Setting, st: Standing) -> dict:
     e, c = st.entry, st.vs_leader
     seeds = e.seeds
     return {
-        "dataset": setting.dataset, "track": setting.track, "way": setting.way,
-        "shot": setting.shot, "episode_seed": setting.seed, "rank": st.rank,
-        "method": e.system, "accuracy": round(e.accuracy, 2), "ci95": round(e.ci95, 2),
+        "dataset": setting.dataset,
+        "track": setting.track,
+        "way": setting.way,
+        "shot": setting.shot,
+        "episode_seed": setting.seed,
+        "rank": st.rank,
+        "method": e.system,
+        "accuracy": round(e.accuracy, 2),
+        "ci95": round(e.ci95, 2),
         "seed_std": round(seeds.std, 2) if seeds else None,
         "train_seeds": len(e.records),
         "diff_vs_leader": round(c.diff, 2) if c else None,
         "diff_ci_low": round(c.ci_low, 2) if c else None,
         "diff_ci_high": round(c.ci_high, 2) if c else None,
         "p_vs_leader_holm": st.p_leader_adjusted,
-        "episodes": e.records[0].episodes, "synthetic": e.synthetic,
+        "episodes": e.records[0].episodes,
+        "synthetic": e.synthetic,
         "manifest_hash": e.manifest_hash,
     }
 
@@ -112,26 +135,45 @@ def _md_cell(st: Standing) -> list[str]:
     return [str(st.rank), e.system, acc, seeds, diff, p]
 
 
-def leaderboard_markdown(board: dict[Setting, list[Standing]], *, alpha: float = 0.05,
-                         test: str = "ttest") -> str:
+def leaderboard_markdown(
+    board: dict[Setting, list[Standing]], *, alpha: float = 0.05, test: str = "ttest"
+) -> str:
     """Markdown: one section per setting."""
     from tabulate import tabulate
 
-    head = ["Rank", "Method", "Acc. ± 95% CI (episodes)", "Mean ± std (training seeds)",
-            "Δ vs leader [95% bootstrap CI]", f"p vs leader ({test}, Holm)"]
-    parts = ["# Leaderboard", "",
-             f"Ranks are shared where a paired {test} (Holm-adjusted within the setting, "
-             f"α = {alpha}) finds no significant difference; see docs/reporting.md.", ""]
+    head = [
+        "Rank",
+        "Method",
+        "Acc. ± 95% CI (episodes)",
+        "Mean ± std (training seeds)",
+        "Δ vs leader [95% bootstrap CI]",
+        f"p vs leader ({test}, Holm)",
+    ]
+    parts = [
+        "# Leaderboard",
+        "",
+        f"Ranks are shared where a paired {test} (Holm-adjusted within the setting, "
+        f"α = {alpha}) finds no significant difference; see docs/reporting.md.",
+        "",
+    ]
     for setting, standings in board.items():
-        synth = " — synthetic features, not comparable with published numbers" if any(
-            st.entry.synthetic for st in standings) else ""
-        parts += [f"## {setting.label}{synth}", "",
-                  tabulate([_md_cell(st) for st in standings], head, tablefmt="github"), ""]
+        synth = (
+            " — synthetic features, not comparable with published numbers"
+            if any(st.entry.synthetic for st in standings)
+            else ""
+        )
+        parts += [
+            f"## {setting.label}{synth}",
+            "",
+            tabulate([_md_cell(st) for st in standings], head, tablefmt="github"),
+            "",
+        ]
     return "\n".join(parts)
 
 
-def write_leaderboard(run_dir: str | Path, board: dict[Setting, list[Standing]], **kw) -> tuple[
-        Path, Path]:
+def write_leaderboard(
+    run_dir: str | Path, board: dict[Setting, list[Standing]], **kw
+) -> tuple[Path, Path]:
     """Write ``run_dir/leaderboard.md`` and ``run_dir/leaderboard.csv``; return their paths."""
     md, csv = Path(run_dir) / "leaderboard.md", Path(run_dir) / "leaderboard.csv"
     atomic_write_text(md, leaderboard_markdown(board, **kw))

@@ -16,8 +16,18 @@ import yaml
 
 from fsarbench.config import build_config
 
-__all__ = ["Column", "Row", "TableSpec", "Citation", "published_dir", "load_table",
-           "load_citation", "load_dataset_aliases", "available_tables", "known_methods"]
+__all__ = [
+    "Column",
+    "Row",
+    "TableSpec",
+    "Citation",
+    "published_dir",
+    "load_table",
+    "load_citation",
+    "load_dataset_aliases",
+    "available_tables",
+    "known_methods",
+]
 
 #: Environment variable naming another folder of published tables.
 ENV_VAR = "FSARBENCH_PUBLISHED"
@@ -149,6 +159,11 @@ def load_table(number: int, folder: str | Path | None = None) -> TableSpec:
 def known_methods(folder: str | Path | None = None) -> set[str]:
     """Method names mapped by any published table (these never get rows of their own)."""
     return set().union(*(load_table(n, folder).methods for n in available_tables(folder)))
+
+
+def figure_methods(figure: str, folder: str | Path | None = None) -> list[str]:
+    """Our methods the paper's ``figure`` (e.g. ``"figure2"``) compares, from figures.yaml."""
+    return list(_read_yaml(published_dir(folder) / "figures.yaml").get(figure, {}).get("methods", []))
 
 
 def load_citation(folder: str | Path | None = None) -> Citation:

@@ -18,8 +18,16 @@ from fsarbench.results import ResultRecord, load_queries, load_records
 from fsarbench.stats.seeds import SeedSpread, seed_mean_std
 
 __all__ = [
-    "Entry", "Setting", "UnpairedError", "group_entries", "load_entries", "system_of",
-    "episode_accuracy", "query_correct", "base_method_of", "overrides_of",
+    "Entry",
+    "Setting",
+    "UnpairedError",
+    "group_entries",
+    "load_entries",
+    "system_of",
+    "episode_accuracy",
+    "query_correct",
+    "base_method_of",
+    "overrides_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,8 +54,10 @@ class Setting:
         extra = "" if self.track == "frozen" else f" [{self.track}]"
         seed = "" if self.seed == 0 else f", episode seed {self.seed}"
         queries = "" if self.queries == 1 else f", {self.queries} queries/class"
-        return (f"{self.dataset} {self.way}-way {self.shot}-shot{extra} "
-                f"({self.episodes} episodes{queries}{seed})")
+        return (
+            f"{self.dataset} {self.way}-way {self.shot}-shot{extra} "
+            f"({self.episodes} episodes{queries}{seed})"
+        )
 
 
 def system_of(record: ResultRecord) -> str:
@@ -59,8 +69,15 @@ def system_of(record: ResultRecord) -> str:
 
 
 def setting_of(record: ResultRecord) -> Setting:
-    return Setting(record.dataset, record.track, record.way, record.shot, record.seed,
-                   record.queries, record.episodes)
+    return Setting(
+        record.dataset,
+        record.track,
+        record.way,
+        record.shot,
+        record.seed,
+        record.queries,
+        record.episodes,
+    )
 
 
 _OVERRIDES = re.compile(r"^(?P<base>[^\[]+)\[(?P<body>.*)\]$")
@@ -136,8 +153,12 @@ def _dedupe_seeds(records: list[ResultRecord]) -> list[ResultRecord]:
     by_seed: dict[int | None, ResultRecord] = {}
     for r in sorted(records, key=lambda r: r.created):
         if r.train_seed in by_seed:
-            log.warning("several records of %s for train_seed %s; using the newest (%s)",
-                        r.cell, r.train_seed, r.created)
+            log.warning(
+                "several records of %s for train_seed %s; using the newest (%s)",
+                r.cell,
+                r.train_seed,
+                r.created,
+            )
         by_seed[r.train_seed] = r
     return [by_seed[k] for k in sorted(by_seed, key=lambda s: (s is None, s or 0))]
 
@@ -172,22 +193,31 @@ def load_entries(run_dir: str | Path) -> list[Entry]:
     return group_entries(load_records(path))
 
 
-def _per_record_queries(run_dir: str | Path, record: ResultRecord):
-    frame = load_queries(run_dir, record)
-    return frame.sort_values(["episode", "query"], kind="stable")
+_QUERY_CACHE: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+_QUERY_CACHE_SIZE = 256
+
+
+def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray, np.ndarray]:
+    """``([E] episode accuracy, [Q] correctness)`` of one record, in (episode, query) order.
+
+    Cached, as a leaderboard compares each record with several others; the record's
+    ``created`` stamp is part of the key, so a re-written record is read again.
+    """
+    key = (str(Path(run_dir).resolve()), record.cell, record.created)
+    if key not in _QUERY_CACHE:
+        frame = load_queries(run_dir, record).sort_values(["episode", "query"], kind="stable")
+        episode = frame.groupby("episode", sort=True)["correct"].mean().to_numpy(float)
+        if len(_QUERY_CACHE) >= _QUERY_CACHE_SIZE:
+            _QUERY_CACHE.pop(next(iter(_QUERY_CACHE)))
+        _QUERY_CACHE[key] = (episode, frame["correct"].to_numpy(bool))
+    return _QUERY_CACHE[key]
 
 
 def episode_accuracy(run_dir: str | Path, entry: Entry) -> np.ndarray:
     """``[E]`` per-episode accuracy (fraction) of ``entry``, averaged over its training seeds."""
-    per_seed = []
-    for r in entry.records:
-        frame = _per_record_queries(run_dir, r)
-        per_seed.append(frame.groupby("episode", sort=True)["correct"].mean().to_numpy(float))
-    return np.mean(np.stack(per_seed), axis=0)
+    return np.mean(np.stack([_query_arrays(run_dir, r)[0] for r in entry.records]), axis=0)
 
 
 def query_correct(run_dir: str | Path, entry: Entry) -> list[np.ndarray]:
     """Per training seed, ``[Q]`` per-query correctness in (episode, query) order."""
-    return [
-        _per_record_queries(run_dir, r)["correct"].to_numpy(bool) for r in entry.records
-    ]
+    return [_query_arrays(run_dir, r)[1] for r in entry.records]

@@ -29,8 +29,12 @@ def render_markdown(table: Table, citation: Citation | None = None) -> str:
     spec = table.spec
     head = [*spec.label_columns, "Source", *(f"{c.group} {c.label}" for c in spec.columns)]
     body = [[*r.labels, r.source, *(_md_cell(c) for c in r.cells)] for r in table.rows]
-    out = [f"**Table {spec.table}.** {spec.caption}", "",
-           tabulate(body, head, tablefmt="github", disable_numparse=True), ""]
+    out = [
+        f"**Table {spec.table}.** {spec.caption}",
+        "",
+        tabulate(body, head, tablefmt="github", disable_numparse=True),
+        "",
+    ]
     out += [f"- {n}" for n in table.notes]
     if citation is not None:
         out.append(f"- Published numbers: {citation}")
@@ -38,10 +42,22 @@ def render_markdown(table: Table, citation: Citation | None = None) -> str:
 
 
 _LATEX_ESCAPES = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
-    "±": r"$\pm$", "✓": r"\checkmark", "²": r"\textsuperscript{2}", "λ": r"$\lambda$",
-    "α": r"$\alpha$", "—": "---",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\^{}",
+    "±": r"$\pm$",
+    "✓": r"\checkmark",
+    "²": r"\textsuperscript{2}",
+    "λ": r"$\lambda$",
+    "α": r"$\alpha$",
+    "—": "---",
 }
 
 
@@ -80,9 +96,16 @@ def render_latex(table: Table, citation: Citation | None = None) -> str:
     caption = latex_escape(spec.caption)
     if citation is not None:
         caption += latex_escape(f" Published numbers: {citation}")
-    lines = [r"% requires \usepackage{booktabs} and \usepackage{amssymb}", r"\begin{table}[t]",
-             r"\centering", rf"\caption{{{caption}}}", rf"\label{{tab:fsarbench-table{spec.table}}}",
-             r"\resizebox{\linewidth}{!}{%", rf"\begin{{tabular}}{{{cols}}}", r"\toprule"]
+    lines = [
+        r"% requires \usepackage{booktabs} and \usepackage{amssymb}",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{caption}}}",
+        rf"\label{{tab:fsarbench-table{spec.table}}}",
+        r"\resizebox{\linewidth}{!}{%",
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+    ]
     lines += _latex_header(table)
     lines.append(r"\midrule")
     for r in table.rows:
@@ -102,18 +125,48 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["table", "row", "source", "group", "column", "dataset", "way", "shot", "value",
-                "ci95", "seed_std", "train_seeds", "mark", "significant", "citation"])
+    w.writerow(
+        [
+            "table",
+            "row",
+            "source",
+            "group",
+            "column",
+            "dataset",
+            "way",
+            "shot",
+            "value",
+            "ci95",
+            "seed_std",
+            "train_seeds",
+            "mark",
+            "significant",
+            "citation",
+        ]
+    )
     cite = citation.key if citation is not None else ""
     for r in table.rows:
         for col, c in zip(table.spec.columns, r.cells):
             e = c.entry
-            w.writerow([table.spec.table, r.labels[0], r.source, col.group, col.label,
-                        e.setting.dataset if e else col.dataset, col.way, col.shot,
-                        "" if c.value is None else c.value, f"{e.ci95:.4f}" if e else "",
-                        f"{e.seeds.std:.4f}" if e and e.seeds else "",
-                        len(e.records) if e else "", c.mark, int(c.significant),
-                        cite if r.source == "published" else ""])
+            w.writerow(
+                [
+                    table.spec.table,
+                    r.labels[0],
+                    r.source,
+                    col.group,
+                    col.label,
+                    e.setting.dataset if e else col.dataset,
+                    col.way,
+                    col.shot,
+                    "" if c.value is None else c.value,
+                    f"{e.ci95:.4f}" if e else "",
+                    f"{e.seeds.std:.4f}" if e and e.seeds else "",
+                    len(e.records) if e else "",
+                    c.mark,
+                    int(c.significant),
+                    cite if r.source == "published" else "",
+                ]
+            )
     return buf.getvalue()
 
 

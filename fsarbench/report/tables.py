@@ -69,8 +69,12 @@ def _entry_text(e: Entry) -> str:
 
 
 def _run_row(labels: list[str], entries: list[Entry | None], ours: bool) -> TableRow:
-    cells = [Cell(None, "-") if e is None else
-             Cell(round(e.accuracy, RUN_DECIMALS), _entry_text(e), entry=e) for e in entries]
+    cells = [
+        Cell(None, "-")
+        if e is None
+        else Cell(round(e.accuracy, RUN_DECIMALS), _entry_text(e), entry=e)
+        for e in entries
+    ]
     synth = any(e is not None and e.synthetic for e in entries)
     return TableRow(labels, "run (synth)" if synth else "run", cells, ours)
 
@@ -79,8 +83,9 @@ def _norm(text: str) -> str:
     return "".join(str(text).lower().split())
 
 
-def _column_of(entry: Entry, columns: list[Column], aliases: dict[str, list[str]],
-               stand_in: str | None) -> list[int]:
+def _column_of(
+    entry: Entry, columns: list[Column], aliases: dict[str, list[str]], stand_in: str | None
+) -> list[int]:
     """Indices of the columns ``entry`` fills."""
     ds = _norm(entry.setting.dataset)
     stands_for = _norm(entry.tags.get("stands_in_for", ""))
@@ -89,8 +94,10 @@ def _column_of(entry: Entry, columns: list[Column], aliases: dict[str, list[str]
         if (entry.setting.way, entry.setting.shot) != (col.way, col.shot):
             continue
         names = aliases.get(col.dataset, [col.dataset.lower()])
-        if ds in names or stands_for in names or (
-            stand_in is not None and ds == _norm(stand_in) and not stands_for
+        if (
+            ds in names
+            or stands_for in names
+            or (stand_in is not None and ds == _norm(stand_in) and not stands_for)
         ):
             out.append(j)
     return out
@@ -135,8 +142,14 @@ def _place_entries(spec: TableSpec, entries: list[Entry], aliases, stand_in, kno
             if slots[j] is None:
                 slots[j] = e
             else:
-                log.info("table %s row %s column %s: keeping %s, ignoring %s", spec.table,
-                         key, j, slots[j].system, e.system)
+                log.info(
+                    "table %s row %s column %s: keeping %s, ignoring %s",
+                    spec.table,
+                    key,
+                    j,
+                    slots[j].system,
+                    e.system,
+                )
     return placed
 
 
@@ -146,8 +159,9 @@ def _mark_best(rows: list[TableRow], source_prefix: str) -> None:
     if not chosen:
         return
     for j in range(len(chosen[0].cells)):
-        values = sorted({r.cells[j].value for r in chosen if r.cells[j].value is not None},
-                        reverse=True)
+        values = sorted(
+            {r.cells[j].value for r in chosen if r.cells[j].value is not None}, reverse=True
+        )
         for r in chosen:
             v = r.cells[j].value
             if values and v == values[0]:
@@ -196,18 +210,25 @@ def _notes(rows: list[TableRow]) -> list[str]:
     if any(r.source == "published" for r in rows):
         notes.append("published: numbers as printed in the seed paper (see citation).")
     if any(r.source.startswith("run") for r in rows):
-        notes.append("run: accuracy ± 95% CI half-width over test episodes; where several "
-                     "training seeds exist, their std is given separately (seeds ± s, n).")
-        notes.append("Bold/underline mark best/second per column, separately among published "
-                     "and among run cells.")
+        notes.append(
+            "run: accuracy ± 95% CI half-width over test episodes; where several "
+            "training seeds exist, their std is given separately (seeds ± s, n)."
+        )
+        notes.append(
+            "Bold/underline mark best/second per column, separately among published "
+            "and among run cells."
+        )
     if any(r.source == "run (synth)" for r in rows):
-        notes.append("run (synth): synthetic features standing in for the paper's datasets; "
-                     "not comparable with published numbers.")
+        notes.append(
+            "run (synth): synthetic features standing in for the paper's datasets; "
+            "not comparable with published numbers."
+        )
     return notes
 
 
-def mark_significant(table: Table, run_dir: str | Path, *, alpha: float = 0.05,
-                     test: str = "ttest") -> int:
+def mark_significant(
+    table: Table, run_dir: str | Path, *, alpha: float = 0.05, test: str = "ttest"
+) -> int:
     """Flag run cells of the paper's own rows that are significantly better (paired, Holm over
     every cell tested) than the best baseline run in their column; returns the flag count."""
     from fsarbench.report.compare import TESTS, compare_entries
@@ -228,6 +249,8 @@ def mark_significant(table: Table, run_dir: str | Path, *, alpha: float = 0.05,
     for (cell, comp), p in zip(tests, adjusted):
         cell.significant = bool(p <= alpha and comp.diff > 0)
     if tests:
-        table.notes.append(f"*: significantly better than the best baseline run of the column "
-                           f"(paired {test}, Holm over {len(tests)} cells, α = {alpha}).")
+        table.notes.append(
+            f"*: significantly better than the best baseline run of the column "
+            f"(paired {test}, Holm over {len(tests)} cells, α = {alpha})."
+        )
     return sum(c.significant for c, _ in tests)

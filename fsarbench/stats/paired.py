@@ -42,11 +42,12 @@ def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Two-sided paired t-test of ``mean(a - b) = 0`` on ``[E]`` per-episode values.
 
     Returns ``(t, p)``. Identical samples (all differences zero) give ``(0.0, 1.0)`` instead of
-    scipy's NaN; a constant non-zero difference gives ``(±inf, 0.0)``.
+    scipy's NaN; a constant non-zero difference gives ``(±inf, 0.0)`` (constant meaning equal
+    up to 1e-12, as per-episode accuracies like ``0.6 - 0.4`` round differently).
     """
     d = _paired(a, b)
-    if d.size < 2 or np.all(d == d[0]):
-        if d[0] == 0:
+    if d.size < 2 or np.ptp(d) <= 1e-12:  # constant up to rounding: no variance to test
+        if abs(d[0]) <= 1e-12:
             return 0.0, 1.0
         return math.copysign(math.inf, d[0]), 0.0
     res = stats.ttest_rel(a, b)
@@ -78,11 +79,17 @@ def bootstrap_mean_ci(
     d = np.asarray(diff, dtype=np.float64)
     if d.size == 0:
         raise ValueError("no differences to bootstrap")
-    if np.all(d == d[0]):
-        return float(d[0]), float(d[0])
+    if np.ptp(d) <= 1e-12:
+        return float(d.mean()), float(d.mean())
     res = stats.bootstrap(
-        (d,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
-        random_state=np.random.default_rng(seed), vectorized=True, batch=200,
+        (d,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+        vectorized=True,
+        batch=200,
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
@@ -165,8 +172,17 @@ def compare_paired(
     else:
         n10, n01, p_m, how, nq = 0, 0, math.nan, "n/a", 0
     return PairedComparison(
-        acc_a=100 * float(np.mean(episode_a)), acc_b=100 * float(np.mean(episode_b)),
-        diff=100 * float(diff.mean()), ci_low=100 * low, ci_high=100 * high,
-        p_ttest=p_t, p_wilcoxon=p_w, p_mcnemar=p_m, mcnemar_a_only=n10, mcnemar_b_only=n01,
-        mcnemar_method=how, episodes=int(diff.size), queries=nq,
+        acc_a=100 * float(np.mean(episode_a)),
+        acc_b=100 * float(np.mean(episode_b)),
+        diff=100 * float(diff.mean()),
+        ci_low=100 * low,
+        ci_high=100 * high,
+        p_ttest=p_t,
+        p_wilcoxon=p_w,
+        p_mcnemar=p_m,
+        mcnemar_a_only=n10,
+        mcnemar_b_only=n01,
+        mcnemar_method=how,
+        episodes=int(diff.size),
+        queries=nq,
     )

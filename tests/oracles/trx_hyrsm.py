@@ -221,3 +221,39 @@ class OracleHyRSM(nn.Module):
         t = frame_logits.shape[1]
         target = classes.repeat_interleave(t)
         return weight * F.cross_entropy(frame_logits.reshape(-1, frame_logits.shape[-1]), target)
+
+
+# ------------------------------------------------------------------------------- helpers
+def random_episodes(
+    batch: int, way: int, shot: int, queries: int, seq_len: int, dim: int, seed: int = 0,
+    counts: tuple[int, ...] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Non-negative float64 features with shuffled support labels.
+
+    Returns ``support [B, Ns, T, D]``, ``labels [B, Ns]`` and ``query [B, way·queries, T, D]``;
+    ``counts`` gives per-class support sizes (default ``shot`` each)."""
+    g = torch.Generator().manual_seed(seed)
+    counts = counts or (shot,) * way
+    base = torch.repeat_interleave(torch.arange(way), torch.tensor(counts))
+    labels = torch.stack([base[torch.randperm(len(base), generator=g)] for _ in range(batch)])
+    support = torch.rand(batch, len(base), seq_len, dim, generator=g, dtype=torch.float64)
+    query = torch.rand(batch, way * queries, seq_len, dim, generator=g, dtype=torch.float64)
+    return support, labels, query
+
+
+def assert_rel_close(actual: Tensor | None, expected: Tensor | None, what: str,
+                     rtol: float = 1e-9, floor: float = 1e-300) -> None:
+    """``max|a - e| <= rtol · max(max|e|, floor)`` (both ``None`` passes: no gradient on
+    either side). ``floor`` is for tensors that are zero analytically (rounding noise)."""
+    if expected is None or actual is None:
+        assert actual is None and expected is None, f"{what}: gradient on one side only"
+        return
+    assert actual.shape == expected.shape, f"{what}: {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    scale = expected.abs().max().clamp_min(floor)
+    err = ((actual - expected).abs().max() / scale).item()
+    assert err <= rtol, f"{what}: relative difference {err:.3e} > {rtol:.1e}"
+
+
+def grad_scale(grads: dict[str, Tensor | None]) -> float:
+    """Largest gradient entry over all parameters, for :func:`assert_rel_close`'s floor."""
+    return max(float(g.abs().max()) for g in grads.values() if g is not None)

@@ -1,0 +1,120 @@
+"""Matching heads over 10,000 5-way test episodes: seconds per head and shot.
+
+Pool of 2,400 videos (24 classes x 100), T=8, D=2048 random non-negative float32 features,
+eval mode, 2 threads, through ``fsarbench.evaluate``. The frame-similarity GEMM dominates
+OTAM and Bi-MHM, so beside each time the table gives the GEMM rate that time implies and the
+rate of a plain ``torch.matmul`` of the same total size, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+from tabulate import tabulate
+
+import fsarbench as fb
+
+VIDEOS_PER_CLASS, CLASSES, T, D = 100, 24, 8, 2048
+WAY, EPISODES = 5, 10_000
+HEADS = ("protonet", "otam", "bimhm")
+SHOTS = (1, 5)
+BATCH_CANDIDATES = (8, 16, 32, 64)
+SWEEP_EPISODES = 500
+
+
+def similarity_flops(head: str, shot: int, episodes: int) -> float:
+    """Multiply-adds x 2 of the similarity GEMM over ``episodes`` episodes."""
+    if head == "protonet":  # temporal means against class means
+        return 2.0 * episodes * WAY * WAY * D
+    return 2.0 * episodes * (WAY * T) * (WAY * shot * T) * D
+
+
+def plain_matmul_gflops(total_flops: float, generator: torch.Generator) -> float:
+    """GFLOP/s of repeated ``[4096, D] x [D, 4096]`` matmuls adding up to ``total_flops``."""
+    a = torch.rand(4096, D, generator=generator)
+    b = torch.rand(D, 4096, generator=generator)
+    per_call = 2.0 * 4096 * 4096 * D
+    calls = max(1, round(total_flops / per_call))
+    torch.matmul(a, b)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        torch.matmul(a, b)
+    return calls * per_call / (time.perf_counter() - t0) / 1e9
+
+
+def timed_eval(method, features, manifest, batch_episodes: int) -> tuple[float, float]:
+    """(seconds, accuracy) of one full evaluation."""
+    t0 = time.perf_counter()
+    result = fb.evaluate(method, features, manifest, progress=False, batch_episodes=batch_episodes)
+    return time.perf_counter() - t0, result.accuracy
+
+
+def best_batch(method, features, manifest) -> int:
+    """The ``batch_episodes`` candidate fastest on the first episodes of ``manifest``."""
+    head = manifest.select(np.arange(SWEEP_EPISODES))
+    times = {b: timed_eval(method, features, head, b)[0] for b in BATCH_CANDIDATES}
+    return min(times, key=times.get)
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    g = torch.Generator().manual_seed(0)
+    features = torch.rand(CLASSES * VIDEOS_PER_CLASS, T, D, generator=g)
+    video_classes = np.repeat(np.arange(CLASSES), VIDEOS_PER_CLASS)
+    rows = []
+    for shot in SHOTS:
+        manifest = fb.make_manifest(
+            video_classes, way=WAY, shot=shot, queries=1, episodes=EPISODES, seed=0, dataset="bench"
+        )
+        for head in HEADS:
+            method = fb.create_method(head, feature_dim=D, seq_len=T).eval()
+            batch = best_batch(method, features, manifest)
+            seconds, accuracy = timed_eval(method, features, manifest, batch)
+            flops = similarity_flops(head, shot, EPISODES)
+            plain = plain_matmul_gflops(flops, g)
+            achieved = flops / seconds / 1e9
+            rows.append(
+                [
+                    head,
+                    shot,
+                    batch,
+                    f"{seconds:.2f}",
+                    f"{accuracy:.2f}",
+                    f"{flops / 1e9:.1f}",
+                    f"{achieved:.1f}",
+                    f"{plain:.1f}",
+                    f"{achieved / plain:.2f}",
+                ]
+            )
+            print(
+                f"  {head} {shot}-shot: {seconds:.2f} s (batch {batch}, "
+                f"load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "head",
+                "shot",
+                "batch_episodes",
+                f"s / {EPISODES:,} eps",
+                "acc %",
+                "GEMM GFLOP",
+                "GEMM GF/s (end-to-end)",
+                "plain matmul GF/s",
+                "ratio",
+            ],
+        )
+    )
+    print(
+        f"threads={torch.get_num_threads()}, load average now {os.getloadavg()[0]:.1f} "
+        "(shared machine: times are noisy)"
+    )
+
+
+if __name__ == "__main__":
+    main()

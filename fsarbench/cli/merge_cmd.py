@@ -1,0 +1,56 @@
+"""``python -m fsarbench merge``: one summary from the records of every shard.
+
+``run --shard I/N`` on several machines writes records under a shared results folder (or
+under per-machine sub-folders copied into it); this rebuilds ``summary.csv`` and the Markdown
+tables from every ``records/*.json`` found below ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from fsarbench.results import ResultRecord, load_records, write_summary
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="rebuild summary.csv and tables from every shard's records",
+        description="Read every records/*.json below --out (shards of 'run --shard I/N', in "
+        "the folder itself or in sub-folders) and rebuild --out/summary.csv and --out/tables.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="results folder shared by the shards")
+    p.set_defaults(func=run)
+
+
+def unique_records(records: list[ResultRecord]) -> tuple[list[ResultRecord], list[str]]:
+    """Records with one per cell id (the first in path order), and the ids seen twice."""
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        if r.cell not in seen:
+            seen.add(r.cell)
+            out.append(r)
+    twice = sorted(c for c, n in Counter(r.cell for r in records).items() if n > 1)
+    return out, twice
+
+
+def run(args: argparse.Namespace) -> int:
+    from fsarbench.experiments.summary_tables import write_summary_tables
+
+    if not args.out.is_dir():
+        raise FileNotFoundError(f"no results folder {args.out}")
+    records, twice = unique_records(load_records(args.out))
+    if not records:
+        raise FileNotFoundError(f"no records/*.json below {args.out}")
+    for cell in twice:
+        print(f"note: cell {cell} is recorded by more than one shard; the first copy is used")
+    summary = write_summary(args.out, records)
+    tables = write_summary_tables(args.out, records)
+    print(
+        f"{len(records)} records -> {summary} and {len(tables)} table(s) under "
+        f"{args.out / 'tables'}"
+    )
+    return 0

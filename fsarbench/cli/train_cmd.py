@@ -1,0 +1,237 @@
+"""``python -m fsarbench train``: train one method on one dataset (frozen or finetune track).
+
+The finetune track runs under ``torchrun`` as it is: every rank trains on its share of each
+step's episodes, rank 0 writes the checkpoints, validation and test evaluation are sharded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUT = Path("results") / "train"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a method on a dataset (frozen features or end-to-end finetune)",
+        description="Train METHOD on the train split of DATASET, select the checkpoint on the "
+        "val split, save last.pt (resume point) and best.pt under --out and print the val "
+        "accuracy. Re-running with the same --out resumes. The finetune track works under "
+        "torchrun (e.g. torchrun --nproc_per_node=2 -m fsarbench train ... --track finetune).",
+    )
+    p.add_argument("method", help="registered method name (see 'list methods')")
+    p.add_argument("--dataset", required=True, help="dataset name (see 'data list'), e.g. synth")
+    p.add_argument("--track", choices=["frozen", "finetune"], default="frozen")
+    p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}/<method>")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--hparams", default="{}", help="JSON of method hyper-parameters")
+    p.add_argument(
+        "--recipe",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override recipe fields, e.g. steps=50 lr=1e-4",
+    )
+    p.add_argument(
+        "--option",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="finetune options, e.g. backbone=resnet18 crop=112 "
+        "checkpoint_backbone=true (see FinetuneOptions)",
+    )
+    p.add_argument("--root", default=None, help="data root (default $FSAR_DATA)")
+    p.add_argument("--cache", default=None, help="feature cache root (frozen track)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--workers", type=int, default=2, help="decoding workers (frozen track)")
+    p.add_argument(
+        "--test-episodes",
+        type=int,
+        default=0,
+        help="finetune: then evaluate this many test episodes per --shots setting "
+        "and write records under --out",
+    )
+    p.add_argument("--shots", nargs="+", type=int, default=[1, 5], help="test shots")
+    p.add_argument("--no-resume", action="store_true", help="start again, ignoring last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    hparams = json.loads(args.hparams)
+    out = args.out or DEFAULT_OUT / args.method
+    recipe_over = parse_overrides(args.recipe, "--recipe")
+    option_over = parse_overrides(args.option, "--option")
+    if args.track == "frozen":
+        if option_over:
+            raise ValueError("--option applies to --track finetune only")
+        return _run_frozen(args, out, hparams, recipe_over)
+    return _run_finetune(args, out, hparams, recipe_over, option_over)
+
+
+def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
+    import torch
+
+    from fsarbench.experiments.features import FrozenFeatureProvider
+    from fsarbench.registry import create_method
+    from fsarbench.training import AdaptedMethod, FrameAdapter, frozen_recipe, train
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    recipe = frozen_recipe(args.method, overrides)
+    provider = FrozenFeatureProvider(
+        root=args.root,
+        cache_root=args.cache,
+        device=device,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    feats = provider(args.dataset)
+    t, d = feats.feature_shape
+    torch.manual_seed(args.seed)
+    method = create_method(
+        args.method,
+        feature_dim=d,
+        seq_len=t,
+        num_train_classes=feats.splits["train"].num_classes,
+        **hparams,
+    )
+    if recipe.adapter == "linear_ln":
+        method = AdaptedMethod(method, FrameAdapter(d), d)
+    result = train(
+        method,
+        feats.splits["train"],
+        feats.splits.get("val"),
+        recipe,
+        seed=args.seed,
+        out_dir=out,
+        device=device,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+    )
+    _report(args, result, out)
+    return 0
+
+
+def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over: dict) -> int:
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.distributed.env import init_distributed, is_main, shutdown_distributed
+    from fsarbench.training.finetune import ClipSplit, build_video_method, finetune, finetune_recipe
+
+    recipe = finetune_recipe(
+        args.method, args.dataset, {"recipe": recipe_over, "options": option_over}
+    )
+    env, device = init_distributed(args.device)
+    try:
+        ds = get_dataset(args.dataset, root=args.root)
+        splits = {s: ClipSplit(ds.videos(s), ds.variant, ds.flip_ok) for s in ("train", "val")}
+        model = build_video_method(
+            args.method,
+            recipe.options,
+            device,
+            seed=args.seed,
+            num_train_classes=splits["train"].num_classes,
+            hparams=hparams,
+        )
+        if is_main():
+            print(
+                f"finetune {args.method} on {args.dataset}: {env.world_size} process(es), "
+                f"device {device}, precision {model.precision.name}, "
+                f"{recipe.recipe.steps} steps x {recipe.recipe.episodes_per_step} episodes"
+            )
+        result = finetune(
+            model,
+            splits["train"],
+            splits["val"],
+            recipe,
+            seed=args.seed,
+            out_dir=out,
+            device=device,
+            resume=not args.no_resume,
+            progress=not args.no_progress,
+        )
+        if is_main():
+            _report(args, result, out)
+        if args.test_episodes > 0:
+            _test(args, ds, model, recipe, device, out)
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+def _test(args, ds, model, recipe, device, out: Path) -> None:
+    """Sharded test evaluation of the selected weights; rank 0 writes one record per shot."""
+    from fsarbench.distributed.env import is_main
+    from fsarbench.distributed.sharded_eval import evaluate_sharded
+    from fsarbench.episodes import make_manifest
+    from fsarbench.results import make_record, save_result, write_summary
+    from fsarbench.training.finetune import ClipSplit, ClipStore
+
+    test = ClipSplit(ds.videos("test"), ds.variant, ds.flip_ok)
+    store = ClipStore(test, recipe.options, args.seed)
+    for shot in args.shots:
+        manifest = make_manifest(
+            test.classes,
+            way=recipe.recipe.way,
+            shot=shot,
+            queries=1,
+            episodes=args.test_episodes,
+            seed=0,
+            dataset=ds.variant,
+            split="test",
+            class_names=ds.class_names("test"),
+        )
+        result = evaluate_sharded(
+            model,
+            store,
+            manifest,
+            device=device,
+            encode_chunk=recipe.options.eval_chunk,
+            autocast=model.precision.dtype is not None,
+            progress=not args.no_progress,
+        )
+        if not is_main():
+            continue
+        record = make_record(
+            result,
+            method=args.method,
+            dataset=args.dataset,
+            split_variant=ds.variant,
+            manifest=manifest,
+            track="finetune",
+            hparams=model.hparams,
+            recipe=recipe.to_dict(),
+            features={"backbone": recipe.options.backbone, "weights": recipe.options.weights},
+            train_seed=args.seed,
+            class_names=ds.class_names("test"),
+        )
+        save_result(out, record, result)
+        write_summary(out)
+        print(
+            f"test {manifest.way}-way {shot}-shot: {result.accuracy:.2f} ± {result.ci95:.2f} "
+            f"({result.episodes} episodes; ± is the {result.spread_name})"
+        )
+
+
+def _report(args, result, out: Path) -> None:
+    best = "n/a" if result.best_val is None else f"{result.best_val:.2f}"
+    print(
+        f"{args.method} ({args.track}) on {args.dataset}: best val accuracy {best} at step "
+        f"{result.best_step} ({result.seconds:.0f} s); checkpoints in {out}"
+    )

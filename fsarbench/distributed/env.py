@@ -1,0 +1,118 @@
+"""Where this process runs: rank/world from the torchrun environment, device and backend.
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (and ``MASTER_ADDR``/``MASTER_PORT``
+or a rendezvous endpoint); without them the process is rank 0 of 1 and nothing is initialised.
+The backend follows the device: NCCL on CUDA, gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "DistEnv",
+    "dist_env",
+    "select_device",
+    "select_backend",
+    "init_distributed",
+    "shutdown_distributed",
+    "is_main",
+    "barrier",
+    "rank",
+    "world_size",
+]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in the job (``world_size == 1`` means no process group)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_env(environ: Mapping[str, str] | None = None) -> DistEnv:
+    """Rank, world size and local rank read from ``environ`` (default ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    world = int(env.get("WORLD_SIZE", "1"))
+    rank_ = int(env.get("RANK", "0"))
+    local = int(env.get("LOCAL_RANK", str(rank_)))
+    if world < 1 or not 0 <= rank_ < world:
+        raise ValueError(f"bad torchrun environment: RANK={rank_}, WORLD_SIZE={world}")
+    return DistEnv(rank_, world, local)
+
+
+def select_device(requested: str | None, env: DistEnv) -> torch.device:
+    """The device of this rank: ``cuda:LOCAL_RANK`` when CUDA is requested (or ``None`` and
+    available), else the CPU. ``requested`` may be ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
+    (an explicit index is kept only in a 1-process run)."""
+    if requested is None:
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {requested} asked for, but CUDA is not available here")
+    if env.distributed or device.index is None:
+        device = torch.device("cuda", env.local_rank % max(1, torch.cuda.device_count()))
+    return device
+
+
+def select_backend(device: torch.device) -> str:
+    """``nccl`` for CUDA devices, ``gloo`` otherwise."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_distributed(requested_device: str | None = None) -> tuple[DistEnv, torch.device]:
+    """Read the environment, pick the device and, under torchrun, start the process group."""
+    env = dist_env()
+    device = select_device(requested_device, env)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if env.distributed and not dist.is_initialized():
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(
+            backend=select_backend(device), rank=env.rank, world_size=env.world_size, **kwargs
+        )
+    return env, device
+
+
+def shutdown_distributed() -> None:
+    """Destroy the process group if one is running."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if _active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if _active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if _active():
+        dist.barrier()

@@ -1,0 +1,182 @@
+"""Evaluation spread over the ranks of a torchrun job, with exactly the 1-process records.
+
+The unique videos are encoded in the same chunks as :func:`fsarbench.evaluate.evaluate`
+(chunk ``k`` on rank ``k % world``) and the states gathered; episodes are matched in the same
+batches (batch ``j`` on rank ``j % world``) and the predictions gathered to rank 0, which
+summarises them. Every chunk and batch therefore sees the very inputs it sees in a 1-process
+run, so the records are identical, not merely close.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fsarbench.distributed.collectives import gather_to_main
+from fsarbench.distributed.env import rank, world_size
+from fsarbench.episodes import Manifest
+from fsarbench.evaluate import (
+    EvalResult,
+    _device_of,
+    _load_partial,
+    _match_batch,
+    _save_partial,
+    _summarise,
+    encode_videos,
+)
+from fsarbench.features.store import FeatureStore, as_feature_store
+from fsarbench.methods import FewShotMethod
+from fsarbench.progress import progress_bar
+from fsarbench.state import State, state_cat, state_map
+
+__all__ = ["shard_starts", "encode_sharded", "evaluate_sharded"]
+
+
+def shard_starts(total: int, step: int, shard: int, shards: int) -> list[int]:
+    """Starts of the blocks ``[s, s+step)`` of ``range(total)`` that shard ``shard`` owns
+    (block ``j`` goes to shard ``j % shards``)."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} outside 0..{shards - 1}")
+    return list(range(0, total, step))[shard::shards]
+
+
+def _all_gather(obj):
+    """``obj`` of every rank, on every rank (rank order)."""
+    import torch.distributed as dist
+
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def encode_sharded(
+    method: FewShotMethod,
+    store: FeatureStore,
+    indices: np.ndarray,
+    *,
+    chunk: int = 512,
+    device: torch.device,
+    autocast: bool = False,
+) -> State:
+    """:func:`encode_videos` with its chunks spread over ranks; the full state on every rank."""
+    if world_size() == 1:
+        return encode_videos(method, store, indices, chunk=chunk, device=device, autocast=autocast)
+    mine = {
+        s: state_map(
+            Tensor.cpu,
+            encode_videos(
+                method, store, indices[s : s + chunk], chunk=chunk, device=device, autocast=autocast
+            ),
+        )
+        for s in shard_starts(len(indices), chunk, rank(), world_size())
+    }
+    parts: dict[int, State] = {}
+    for got in _all_gather(mine):
+        parts.update(got)
+    return state_map(lambda t: t.to(device), state_cat([parts[s] for s in sorted(parts)]))
+
+
+def evaluate_sharded(
+    method: FewShotMethod,
+    features: Tensor | FeatureStore,
+    manifest: Manifest,
+    *,
+    batch_episodes: int = 500,
+    encode_chunk: int = 512,
+    interval: str = "normal",
+    device: torch.device | str | None = None,
+    autocast: bool = False,
+    progress: bool = True,
+    partial_path: str | Path | None = None,
+) -> EvalResult | None:
+    """:func:`fsarbench.evaluate.evaluate` over every rank: the result on rank 0, ``None``
+    elsewhere. ``partial_path`` gets a per-rank suffix so each rank resumes its own batches."""
+    t0 = time.perf_counter()
+    store = as_feature_store(features)
+    if len(store) < manifest.num_videos:
+        raise ValueError(
+            f"manifest indexes {manifest.num_videos} videos but the feature store "
+            f"holds {len(store)}"
+        )
+    method.eval()
+    device = torch.device(device) if device is not None else _device_of(method)
+    unique = manifest.unique_videos()
+    position = np.full(manifest.num_videos, -1, dtype=np.int64)
+    position[unique] = np.arange(len(unique))
+    state = encode_sharded(
+        method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
+    )
+    predicted = _match_shard(
+        method,
+        state,
+        position,
+        manifest,
+        batch_episodes,
+        device,
+        autocast,
+        progress,
+        _rank_path(partial_path),
+    )
+    gathered = gather_to_main(predicted)
+    if gathered is None:
+        return None
+    merged = np.max(np.stack(gathered), axis=0)  # each slot is set (>= 0) on one rank only
+    return _summarise(merged, manifest, interval, time.perf_counter() - t0)
+
+
+def _rank_path(path: str | Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path)
+    if world_size() == 1:
+        return path
+    return path.with_name(f"{path.stem}.rank{rank()}of{world_size()}{path.suffix}")
+
+
+def _match_shard(
+    method,
+    state,
+    position,
+    manifest: Manifest,
+    batch_episodes: int,
+    device,
+    autocast: bool,
+    progress: bool,
+    partial: Path | None,
+) -> np.ndarray:
+    """``[E, Nq]`` predictions of this rank's batches; other rows stay ``-1``."""
+    e, nq = manifest.query.shape
+    tag = f"{manifest.hash}:{getattr(method, 'method_name', type(method).__name__)}"
+    predicted = _load_partial(partial, manifest, tag)
+    if predicted is None:
+        predicted = np.full((e, nq), -1, dtype=np.int64)
+    starts = shard_starts(e, batch_episodes, rank(), world_size())
+    todo = [s for s in starts if (predicted[s : s + batch_episodes] < 0).any()]
+    labels = torch.as_tensor(np.ascontiguousarray(manifest.support_labels), device=device)
+    bar = progress_bar(
+        total=len(starts),
+        initial=len(starts) - len(todo),
+        unit="batch",
+        desc=f"evaluate (rank {rank()})",
+        disable=not progress,
+    )
+    try:
+        for start in todo:
+            stop = min(start + batch_episodes, e)
+            predicted[start:stop] = _match_batch(
+                method, state, position, manifest, start, stop, labels, device, autocast
+            )
+            bar.update(1)
+    except KeyboardInterrupt:
+        _save_partial(partial, predicted, tag)
+        raise
+    finally:
+        bar.close()
+    _save_partial(partial, predicted, tag)
+    return predicted

@@ -1,0 +1,80 @@
+"""Device, backend and precision selection (CUDA faked by monkeypatching), sharding maths,
+merging shards' records."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fsarbench.cli.merge_cmd import unique_records
+from fsarbench.distributed import env as denv
+from fsarbench.distributed.env import DistEnv, dist_env, select_backend, select_device
+from fsarbench.distributed.precision import select_precision
+from fsarbench.distributed.sharded_eval import shard_starts
+
+
+def test_dist_env_reads_torchrun_variables():
+    assert dist_env({}) == DistEnv(0, 1, 0)
+    e = dist_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert (e.rank, e.world_size, e.local_rank, e.distributed, e.is_main) == (3, 4, 1, True, False)
+    with pytest.raises(ValueError, match="RANK=4, WORLD_SIZE=4"):
+        dist_env({"RANK": "4", "WORLD_SIZE": "4"})
+
+
+def test_cpu_selects_gloo():
+    device = select_device("cpu", DistEnv(1, 2, 1))
+    assert device == torch.device("cpu")
+    assert select_backend(device) == "gloo"
+
+
+def _fake_cuda(monkeypatch, available: bool, count: int = 4):
+    monkeypatch.setattr(denv.torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(denv.torch.cuda, "device_count", lambda: count)
+
+
+def test_cuda_selects_local_rank_device_and_nccl(monkeypatch):
+    _fake_cuda(monkeypatch, True)
+    device = select_device(None, DistEnv(6, 8, 2))
+    assert device == torch.device("cuda", 2)
+    assert select_backend(device) == "nccl"
+    assert select_device("cuda:3", DistEnv()) == torch.device("cuda", 3)  # 1 process: kept
+    assert select_device("cuda:3", DistEnv(1, 2, 1)) == torch.device("cuda", 1)
+    assert select_device("cuda", DistEnv()) == torch.device("cuda", 0)
+
+
+def test_missing_cuda_is_an_error_and_default_is_cpu(monkeypatch):
+    _fake_cuda(monkeypatch, False, 0)
+    assert select_device(None, DistEnv()) == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        select_device("cuda", DistEnv())
+
+
+def test_precision_bf16_fp16_and_cpu():
+    cuda = torch.device("cuda", 0)
+    bf16 = select_precision(cuda, bf16_supported=lambda: True)
+    assert (bf16.dtype, bf16.scaler, bf16.channels_last, bf16.name) == (
+        torch.bfloat16, False, True, "bfloat16")
+    fp16 = select_precision(cuda, bf16_supported=lambda: False)
+    assert (fp16.dtype, fp16.scaler) == (torch.float16, True)
+    off = select_precision(cuda, amp=False, channels_last=False, bf16_supported=lambda: True)
+    assert (off.dtype, off.scaler, off.channels_last) == (None, False, False)
+    cpu = select_precision(torch.device("cpu"), bf16_supported=lambda: True)
+    assert (cpu.dtype, cpu.scaler, cpu.channels_last, cpu.name) == (None, False, False, "fp32")
+    assert not cpu.grad_scaler().is_enabled()
+
+
+@pytest.mark.parametrize(("total", "step", "world"), [(10, 3, 2), (7, 7, 3), (1000, 500, 4)])
+def test_shard_starts_partition_the_blocks(total, step, world):
+    starts = [shard_starts(total, step, r, world) for r in range(world)]
+    assert sorted(s for part in starts for s in part) == list(range(0, total, step))
+    with pytest.raises(ValueError, match="outside"):
+        shard_starts(total, step, world, world)
+
+
+def test_unique_records_keeps_first_copy():
+    class R:
+        def __init__(self, cell, acc):
+            self.cell, self.accuracy = cell, acc
+
+    recs, twice = unique_records([R("a", 1), R("b", 2), R("a", 3)])
+    assert [(r.cell, r.accuracy) for r in recs] == [("a", 1), ("b", 2)] and twice == ["a"]

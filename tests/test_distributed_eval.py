@@ -1,0 +1,86 @@
+"""Sharded evaluation over 2 gloo processes gives exactly the 1-process records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fsarbench as fb
+from fsarbench.distributed.env import rank
+from fsarbench.distributed.launch import spawn_local
+from fsarbench.distributed.sharded_eval import evaluate_sharded
+from fsarbench.evaluate import evaluate
+from fsarbench.registry import create_method
+from fsarbench.training import AdaptedMethod, FrameAdapter
+
+POOL = np.repeat(np.arange(7), 5)  # 7 classes x 5 videos
+T, D = 4, 16
+
+
+def _features() -> torch.Tensor:
+    return torch.randn(len(POOL), T, D, generator=torch.Generator().manual_seed(1))
+
+
+def _method(name: str):
+    torch.manual_seed(2)
+    method = AdaptedMethod(create_method(name, feature_dim=D, seq_len=T), FrameAdapter(D), D)
+    torch.nn.init.normal_(method.adapter.linear.weight)  # an encode that changes the features
+    return method
+
+
+def _manifest():
+    return fb.make_manifest(POOL, way=3, shot=2, queries=2, episodes=37, seed=3, dataset="toy")
+
+
+def _sharded_worker(name: str, out: str) -> None:
+    result = evaluate_sharded(_method(name), _features(), _manifest(), batch_episodes=5,
+                              encode_chunk=4, progress=False)
+    if rank() == 0:
+        torch.save({k: torch.as_tensor(v) for k, v in result.records.items()}
+                   | {"accuracy": torch.tensor(result.accuracy, dtype=torch.float64)}, out)
+    else:
+        assert result is None
+
+
+@pytest.mark.parametrize("name", ["protonet", "otam"])
+def test_two_process_evaluation_equals_one_process(tmp_path, name):
+    out = tmp_path / "sharded.pt"
+    spawn_local(_sharded_worker, 2, name, str(out))
+    got = torch.load(out, weights_only=True)
+    ref = evaluate(_method(name), _features(), _manifest(), batch_episodes=5, encode_chunk=4,
+                   progress=False)
+    for key, value in ref.records.items():
+        assert np.array_equal(got[key].numpy(), value), key
+    assert float(got["accuracy"]) == ref.accuracy
+    single = evaluate_sharded(_method(name), _features(), _manifest(), batch_episodes=5,
+                              encode_chunk=4, progress=False)
+    assert all(np.array_equal(single.records[k], v) for k, v in ref.records.items())
+
+
+def _eval_cli(tmp_path: Path, out: str, torchrun: bool) -> Path:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2"] if torchrun else [sys.executable]
+    cmd = [*launcher, "-m", "fsarbench", "eval", "otam", "--features", str(tmp_path / "f.pt"),
+           "--manifest", str(tmp_path / "m.json"), "--out", str(tmp_path / out),
+           "--dataset", "toy", "--batch-episodes", "6", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("± is the 95% CI half-width") == 1  # rank 0 alone reports
+    return tmp_path / out / "records"
+
+
+def test_torchrun_eval_cli_writes_the_same_records(tmp_path):
+    torch.save(_features(), tmp_path / "f.pt")
+    _manifest().save(tmp_path / "m.json")
+    one = _eval_cli(tmp_path, "one", torchrun=False)
+    two = _eval_cli(tmp_path, "two", torchrun=True)
+    (q1,), (q2,) = sorted(one.glob("*.queries.csv.gz")), sorted(two.glob("*.queries.csv.gz"))
+    assert q1.name == q2.name and q1.read_bytes() == q2.read_bytes()
+    r1, r2 = (json.loads(next(d.glob("*.json")).read_text()) for d in (one, two))
+    assert (r1["accuracy"], r1["ci95"]) == (r2["accuracy"], r2["ci95"])

@@ -1,0 +1,125 @@
+"""The finetune track on the CPU: recipes, the backbone+head model (chunked, checkpointed,
+frozen BN) and an end-to-end run on a tiny ``synth`` (train, validate, resume, evaluate)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fsarbench as fb
+from fsarbench.config import ConfigError
+from fsarbench.data.datasets import get_dataset
+from fsarbench.data.synth import SynthConfig
+from fsarbench.distributed.sharded_eval import evaluate_sharded
+from fsarbench.training import Recipe
+from fsarbench.training import finetune as ft
+from fsarbench.training.finetune import (ClipSplit, ClipStore, FinetuneOptions, build_video_method,
+                                         finetune, finetune_recipe)
+from fsarbench.training.trainer import load_checkpoint
+
+TINY_SYNTH = SynthConfig(videos_per_class=4, size=32, min_frames=10, max_frames=12)
+TINY = {
+    "recipe": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "constant",
+               "steps": 3, "episodes_per_step": 2, "micro_batch": 1, "way": 3, "shot": 1,
+               "queries": 1, "val_every": 1, "val_episodes": 4, "val_shot": 1},
+    "options": {"backbone": "resnet18", "weights": "none", "frames": 2, "resize": 32,
+                "crop": 16, "workers": 0, "eval_chunk": 16},
+}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return get_dataset("synth", root=tmp_path_factory.mktemp("synth"), config=TINY_SYNTH)
+
+
+def _split(ds, split: str) -> ClipSplit:
+    return ClipSplit(ds.videos(split), ds.variant, ds.flip_ok)
+
+
+def test_recipes_follow_the_protocol_table():
+    trx = finetune_recipe("trx", "ssv2-full")
+    assert (trx.recipe.optimizer, trx.recipe.lr, trx.recipe.momentum) == ("sgd", 1e-3, 0.0)
+    assert (trx.recipe.episodes_per_step, trx.options.train_sampler) == (16, "trx")
+    hmdb = finetune_recipe("hyrsm", "hmdb51").recipe
+    assert (hmdb.optimizer, hmdb.lr, hmdb.weight_decay, hmdb.episodes_per_step) == (
+        "adam", 5e-5, 5e-4, 8)
+    full = finetune_recipe("hyrsm", "ssv2-full").recipe
+    assert (full.schedule, full.milestones) == ("multistep", (0.225, 0.375))
+    sgtm = finetune_recipe("sgtm-otam", "ucf101")
+    assert (sgtm.recipe.lr, sgtm.options.backbone, sgtm.options.frames) == (1e-4, "resnet50", 8)
+    assert sgtm.options.train_transform == "seed-train"
+    over = finetune_recipe("otam", "synth", {"recipe": {"steps": 7}, "options": {"crop": 32}})
+    assert (over.recipe.steps, over.options.crop) == (7, 32)
+    with pytest.raises(ConfigError, match="checkpoint_backbone"):
+        finetune_recipe("otam", "synth", {"options": {"checkpoint_backbones": True}})
+
+
+def test_global_batch_must_split_over_ranks(monkeypatch):
+    monkeypatch.setattr(ft, "world_size", lambda: 3)
+    with pytest.raises(ValueError, match="multiple of the 3 ranks"):
+        ft._check_split(Recipe(episodes_per_step=16))
+    with pytest.raises(ValueError, match="must divide the 4 episodes"):
+        ft._check_split(Recipe(episodes_per_step=12, micro_batch=3))
+    assert ft._check_split(Recipe(episodes_per_step=12, micro_batch=2)) == 2
+    assert ft._check_split(Recipe(episodes_per_step=12)) == 4
+
+
+def _model(**options):
+    opts = FinetuneOptions(**{**TINY["options"], **options})
+    return build_video_method("protonet", opts, torch.device("cpu"), seed=0)
+
+
+def test_chunked_and_checkpointed_backbone_give_the_same_features_and_grads():
+    clips = torch.randn(2, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for opts in ({}, {"frame_chunk": 2}, {"frame_chunk": 4, "checkpoint_backbone": True}):
+        model = _model(**opts).train()
+        feats = model.features(clips)
+        feats.square().mean().backward()
+        grad = model.backbone.trunk.conv1.weight.grad.clone()
+        runs.append((feats.detach(), grad))
+    assert runs[0][0].shape == (2, 3, 512)
+    for feats, grad in runs[1:]:
+        torch.testing.assert_close(feats, runs[0][0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad, runs[0][1], rtol=1e-4, atol=1e-7)
+
+
+def test_frozen_bn_stays_in_eval_mode():
+    frozen, trained = _model().train(), _model(bn="train").train()
+    bn = [m for m in frozen.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and not any(m.training for m in bn) and frozen.inner.training
+    assert all(m.training for m in trained.backbone.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def _train(synth, out, **kw):
+    recipe = finetune_recipe("protonet", "synth", TINY)
+    model = build_video_method("protonet", recipe.options, torch.device("cpu"), seed=0)
+    result = finetune(model, _split(synth, "train"), _split(synth, "val"), recipe, out_dir=out,
+                      progress=False, **kw)
+    return model, result
+
+
+def test_finetune_trains_validates_resumes_and_evaluates(synth, tmp_path):
+    model, result = _train(synth, tmp_path / "a")
+    assert [r["step"] for r in result.history] == [1, 2, 3]
+    assert all(0 <= r["val_accuracy"] <= 100 for r in result.history)
+    best = load_checkpoint(tmp_path / "a" / "best.pt")
+    assert best["step"] == result.best_step and best["val_accuracy"] == result.best_val
+    for k, v in best["method"].items():  # the model is left holding the selected weights
+        assert torch.equal(model.state_dict()[k], v), k
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(synth, tmp_path / "b", stop_after=1)
+    resumed, again = _train(synth, tmp_path / "b")
+    assert again.history == result.history
+    for k, v in model.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+
+    test = _split(synth, "test")
+    manifest = fb.make_manifest(test.classes, way=3, shot=1, episodes=6, seed=0)
+    ev = evaluate_sharded(model, ClipStore(test, model.options), manifest, encode_chunk=8,
+                          progress=False)
+    assert ev.episodes == 6 and len(ev.records["correct"]) == 6 * 3
+    assert np.isclose(ev.accuracy, 100 * ev.records["correct"].mean())

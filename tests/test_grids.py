@@ -1,0 +1,21 @@
+"""Every grid names registered methods with valid hyper-parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+import fsarbench as fb
+from fsarbench.experiments.grids import all_grids, expand_grid, grid_names
+
+
+@pytest.mark.parametrize("grid", grid_names())
+def test_grid_methods_build(grid):
+    cells = expand_grid(grid, available=[])
+    assert cells
+    for cell in {(c.method, c.hparams) for c in cells}:
+        method, hparams = cell
+        fb.create_method(method, feature_dim=512, seq_len=8, num_train_classes=5, **dict(hparams))
+
+
+def test_all_runs_every_grid():
+    assert set(all_grids()) == set(grid_names())

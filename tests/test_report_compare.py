@@ -1,0 +1,128 @@
+"""compare and leaderboard on records written by fsarbench.evaluate + save_result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from fsarbench.cli.main import main
+from fsarbench.episodes import make_manifest
+from fsarbench.evaluate import evaluate
+from fsarbench.registry import create_method
+from fsarbench.report.compare import compare_systems, verdict
+from fsarbench.report.demo import DemoSystem, demo_features, write_demo_records
+from fsarbench.report.leaderboard import _assign_ranks, build_leaderboard
+from fsarbench.report.records import UnpairedError, episode_accuracy, load_entries
+from fsarbench.results import load_records, make_record, save_result
+
+SYSTEMS = [
+    DemoSystem("protonet"),
+    DemoSystem("protonet-twin", noise=0.05),  # nearly the same predictions
+    DemoSystem("weak", noise=3.0, train_seeds=(0, 1)),
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    write_demo_records(out, SYSTEMS, settings=[(5, 1), (5, 5), (6, 1)], episodes=150)
+    return out
+
+
+def test_episode_accuracy_matches_record(runs) -> None:
+    entries = load_entries(runs)
+    for e in entries:
+        assert 100 * episode_accuracy(runs, e).mean() == pytest.approx(e.accuracy, abs=1e-4)
+    weak = [e for e in entries if e.system == "weak"][0]
+    assert weak.seeds is not None and weak.seeds.n == 2
+
+
+def test_compare_verdicts_and_holm(runs) -> None:
+    comps = compare_systems(runs, load_entries(runs), "protonet", "weak")
+    assert len(comps) == 3
+    raw = [c.stats.p_ttest for c in comps]
+    order = np.argsort(raw)
+    assert comps[order[0]].adjusted["ttest"] == pytest.approx(min(1.0, 3 * raw[order[0]]))
+    assert all(c.adjusted["ttest"] >= c.stats.p_ttest for c in comps)
+    assert all(c.verdict == "protonet better" for c in comps)
+    reverse = compare_systems(runs, load_entries(runs), "weak", "protonet")
+    assert all(c.verdict == "protonet better" for c in reverse)
+    assert reverse[0].stats.diff == pytest.approx(-comps[0].stats.diff)
+
+
+def test_compare_uses_scipy_on_per_episode_rows(runs) -> None:
+    entries = load_entries(runs)
+    comp = compare_systems(runs, entries, "protonet", "protonet-twin")[0]
+    a = [e for e in entries if e.system == "protonet" and e.setting == comp.setting][0]
+    b = [e for e in entries if e.system == "protonet-twin" and e.setting == comp.setting][0]
+    ea, eb = episode_accuracy(runs, a), episode_accuracy(runs, b)
+    if np.any(ea != eb):
+        assert comp.stats.p_ttest == pytest.approx(stats.ttest_rel(ea, eb).pvalue)
+    assert comp.verdict == "no significant difference"
+
+
+def test_verdict_rule() -> None:
+    assert verdict(1.0, 0.01, 0.05, "A", "B") == "A better"
+    assert verdict(-1.0, 0.01, 0.05, "A", "B") == "B better"
+    assert verdict(1.0, 0.2, 0.05) == "no significant difference"
+    assert verdict(1.0, float("nan"), 0.05) == "no significant difference"
+
+
+def test_compare_refuses_unpaired(tmp_path) -> None:
+    feats, labels = demo_features()
+    method = create_method("protonet", feature_dim=feats.shape[-1], seq_len=feats.shape[1])
+    for name, manifest_seed in (("a", 0), ("b", 1)):
+        # Same setting in the record (dataset, way, shot, seed 0) but other episodes.
+        manifest = make_manifest(
+            labels, way=5, shot=1, episodes=40, seed=manifest_seed, dataset="synth"
+        )
+        result = evaluate(method, feats, manifest, progress=False)
+        record = make_record(
+            result, method=name, dataset="synth", split_variant="synth", manifest=manifest
+        )
+        record.seed = 0
+        save_result(tmp_path, record, result)
+    entries = load_entries(tmp_path)
+    with pytest.raises(UnpairedError, match="different episodes"):
+        compare_systems(tmp_path, entries, "a", "b")
+    assert main(["compare", "a", "b", "--runs", str(tmp_path)]) == 2
+
+
+def test_compare_unknown_and_disjoint(runs, capsys) -> None:
+    with pytest.raises(ValueError, match="no records for 'nope'"):
+        compare_systems(runs, load_entries(runs), "nope", "weak")
+    assert main(["compare", "protonet", "weak", "--runs", str(runs), "--shot", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("protonet better") == 2  # the two 1-shot settings
+    assert "Holm" in out and "Training seeds" in out
+
+
+def test_assign_ranks_rule() -> None:
+    # leader, not sig. vs leader, sig. vs leader but not vs the one above (which is rank 1)
+    assert _assign_ranks([False, False, True], [False, False, False]) == [1, 1, 3]
+    # chain below the leader group ties with the one above
+    assert _assign_ranks([False, True, True, True], [False, False, False, True]) == [1, 2, 2, 4]
+    assert _assign_ranks([False, True, True], [False, False, True]) == [1, 2, 3]
+
+
+def test_leaderboard_ranks_and_files(runs, capsys) -> None:
+    entries = load_entries(runs)
+    board = build_leaderboard(runs, entries)
+    for standings in board.values():
+        names = [s.entry.system for s in standings]
+        ranks = {s.entry.system: s.rank for s in standings}
+        assert ranks[names[0]] == 1
+        assert ranks["protonet"] == ranks["protonet-twin"] == 1
+        assert ranks["weak"] == 3
+    assert main(["leaderboard", "--runs", str(runs), "--shot", "1", "--way", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "## synth 5-way 1-shot" in out and "6-way" not in out
+    frame = pd.read_csv(runs / "leaderboard.csv")
+    assert set(frame["method"]) == {"protonet", "protonet-twin", "weak"}
+    assert (runs / "leaderboard.md").read_text().startswith("# Leaderboard")
+
+
+def test_records_written_by_core_are_what_we_read(runs) -> None:
+    assert len(load_records(runs)) == 3 * (1 + 1 + 2)

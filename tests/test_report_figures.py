@@ -1,0 +1,76 @@
+"""Figures render from records: N-way bands, masking ratio, per-class bars, forest plots."""
+
+from __future__ import annotations
+
+import pytest
+
+from fsarbench.cli.main import main
+from fsarbench.report.demo import DemoSystem, write_demo_records
+from fsarbench.report.figure_set import default_forest_pairs, ours_methods, render_all
+from fsarbench.report.figures import mask_ratio_of
+from fsarbench.report.records import load_entries
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    systems = [
+        DemoSystem("sgtm-otam", noise=0.5, record_hparams={"mask_ratio": None}),
+        DemoSystem("trx", noise=1.5),
+        DemoSystem("protonet", noise=1.0),
+    ]
+    write_demo_records(out, systems, settings=[(5, 1), (6, 1), (7, 1)], episodes=60)
+    ratios = [
+        DemoSystem(f"sgtm-otam[mask_ratio={r}]", noise=0.5 + abs(r - 0.5)) for r in (0.25, 0.75)
+    ]
+    write_demo_records(out, ratios, settings=[(5, 1), (5, 5)], episodes=60)
+    return out
+
+
+def test_mask_ratio_parsed_from_runner_names(runs) -> None:
+    ratios = {e.system: mask_ratio_of(e) for e in load_entries(runs)}
+    assert ratios["sgtm-otam[mask_ratio=0.25]"] == 0.25
+    assert ratios["sgtm-otam"] == 0.5  # recorded mask_ratio None: the paper's default
+    assert ratios["trx"] is None
+
+
+def test_default_forest_pairs_come_from_published_data(runs) -> None:
+    assert "sgtm-otam" in ours_methods()
+    pairs = default_forest_pairs(load_entries(runs), ours_methods())
+    assert pairs == [("sgtm-otam", "protonet"), ("sgtm-otam", "trx")]
+
+
+def test_render_all_writes_png_and_pdf(runs, tmp_path) -> None:
+    paths = render_all(runs, load_entries(runs), tmp_path)
+    names = {p.name for p in paths}
+    for stem in (
+        "accuracy_vs_way_synth_1shot",
+        "mask_ratio_synth",
+        "per_class_synth_5w1s",
+        "forest_sgtm-otam",
+    ):
+        assert {f"{stem}.png", f"{stem}.pdf"} <= names, stem
+    for p in paths:
+        head = p.read_bytes()[:8]
+        assert head.startswith(b"\x89PNG") if p.suffix == ".png" else head.startswith(b"%PDF")
+
+
+def test_figures_cli(runs, tmp_path, capsys) -> None:
+    out = tmp_path / "figs"
+    assert (
+        main(["figures", "--runs", str(runs), "--out", str(out), "--forest", "protonet", "trx"])
+        == 0
+    )
+    assert (out / "forest_protonet.png").exists()
+    assert not (out / "forest_sgtm-otam.png").exists()
+    assert "forest_protonet.pdf" in capsys.readouterr().out
+
+
+def test_per_class_prefers_the_papers_figure2_methods(runs) -> None:
+    from fsarbench.report.figure_set import _per_class_choice
+    from fsarbench.report.published import figure_methods
+
+    assert figure_methods("figure2") == ["sgtm-otam-baseline", "trx", "sgtm-otam"]
+    chosen = _per_class_choice(load_entries(runs), figure_methods("figure2"))
+    assert {e.system for e in chosen} == {"trx", "sgtm-otam"}  # protonet is not in Figure 2
+    assert {(e.setting.way, e.setting.shot) for e in chosen} == {(5, 1)}

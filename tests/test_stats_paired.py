@@ -1,0 +1,205 @@
+"""Paired statistics, Holm and seed spreads: hand-checked cases and scipy directly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fsarbench.stats.multiple import holm
+from fsarbench.stats.paired import (
+    MCNEMAR_EXACT_BELOW,
+    bootstrap_mean_ci,
+    compare_paired,
+    mcnemar,
+    paired_ttest,
+    wilcoxon_signed_rank,
+)
+from fsarbench.stats.seeds import seed_mean_std
+
+# -- paired t-test --------------------------------------------------------------------------
+
+
+def test_ttest_hand_checked() -> None:
+    # d = [1, 2, 3, 4]: mean 2.5, sample sd sqrt(5/3), t = 2.5 / (sd / 2) = 3.8730; df = 3.
+    a, b = np.array([2.0, 4.0, 6.0, 8.0]), np.array([1.0, 2.0, 3.0, 4.0])
+    t, p = paired_ttest(a, b)
+    assert t == pytest.approx(2.5 / (math.sqrt(5 / 3) / 2))
+    assert t == pytest.approx(3.872983, abs=1e-6)
+    assert p == pytest.approx(0.030466, abs=1e-6)  # 2 * P(T_3 > 3.873), from t tables
+
+
+def test_ttest_matches_scipy_on_random_episodes() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 6, 500) / 5
+    b = np.clip(a - rng.integers(-1, 2, 500) / 5, 0, 1)
+    t, p = paired_ttest(a, b)
+    ref = stats.ttest_rel(a, b)
+    assert (t, p) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-12)
+
+
+def test_ttest_degenerate_differences() -> None:
+    x = np.array([0.2, 0.4, 1.0])
+    assert paired_ttest(x, x) == (0.0, 1.0)
+    t, p = paired_ttest(x + 0.2, x)
+    assert t == math.inf and p == 0.0
+
+
+def test_unequal_lengths_rejected() -> None:
+    with pytest.raises(ValueError, match="equal length"):
+        paired_ttest(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="empty"):
+        paired_ttest(np.zeros(0), np.zeros(0))
+
+
+# -- Wilcoxon -------------------------------------------------------------------------------
+
+
+def test_wilcoxon_hand_checked() -> None:
+    # Five positive distinct differences: W- = 0, exact two-sided p = 2 / 2^5.
+    w, p = wilcoxon_signed_rank(np.array([1.0, 2, 3, 4, 5]), np.zeros(5))
+    assert w == 0.0
+    assert p == pytest.approx(2 / 32)
+
+
+def test_wilcoxon_matches_scipy() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.random(300), rng.random(300) * 0.9
+    w, p = wilcoxon_signed_rank(a, b)
+    ref = stats.wilcoxon(a - b)
+    assert (w, p) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-12)
+
+
+def test_wilcoxon_all_ties_is_p_one() -> None:
+    x = np.array([0.2, 0.4])
+    assert wilcoxon_signed_rank(x, x) == (0.0, 1.0)
+
+
+# -- bootstrap ------------------------------------------------------------------------------
+
+
+def test_bootstrap_seeded_and_sensible() -> None:
+    rng = np.random.default_rng(2)
+    d = rng.normal(0.3, 1.0, 400)
+    low, high = bootstrap_mean_ci(d, seed=5)
+    assert (low, high) == bootstrap_mean_ci(d, seed=5)
+    assert (low, high) != bootstrap_mean_ci(d, seed=6)
+    assert low < d.mean() < high
+    normal_half = 1.96 * d.std(ddof=1) / math.sqrt(d.size)
+    assert (high - low) / 2 == pytest.approx(normal_half, rel=0.15)
+
+
+def test_bootstrap_matches_slow_percentile_bootstrap() -> None:
+    d = np.random.default_rng(3).normal(0.0, 1.0, 60)
+    low, high = bootstrap_mean_ci(d, n_boot=4000, seed=0)
+    rng = np.random.default_rng(123)
+    means = [d[rng.integers(0, d.size, d.size)].mean() for _ in range(4000)]
+    ref_low, ref_high = np.percentile(means, [2.5, 97.5])
+    assert low == pytest.approx(ref_low, abs=0.05)
+    assert high == pytest.approx(ref_high, abs=0.05)
+
+
+def test_bootstrap_constant_difference() -> None:
+    assert bootstrap_mean_ci(np.full(10, 0.2)) == (0.2, 0.2)
+
+
+# -- McNemar --------------------------------------------------------------------------------
+
+
+def test_mcnemar_exact_hand_checked() -> None:
+    # 3 discordant pairs, all favouring A: p = 2 * 0.5^3.
+    a = np.array([1, 1, 1, 1, 0], bool)
+    b = np.array([0, 0, 0, 1, 0], bool)
+    assert mcnemar(a, b) == (3, 0, pytest.approx(0.25), "exact")
+    # 8 vs 2: p = 2 * P(X <= 2 | n=10, 1/2) = 2 * (1 + 10 + 45) / 1024.
+    a = np.array([1] * 8 + [0] * 2 + [1] * 5, bool)
+    b = np.array([0] * 8 + [1] * 2 + [1] * 5, bool)
+    n10, n01, p, how = mcnemar(a, b)
+    assert (n10, n01, how) == (8, 2, "exact")
+    assert p == pytest.approx(112 / 1024)
+
+
+def test_mcnemar_chi_square_hand_checked() -> None:
+    a = np.array([1] * 30 + [0] * 10 + [1] * 50, bool)
+    b = np.array([0] * 30 + [1] * 10 + [1] * 50, bool)
+    n10, n01, p, how = mcnemar(a, b)
+    assert (n10, n01, how) == (30, 10, "chi2-cc")
+    chi2 = (abs(30 - 10) - 1) ** 2 / 40  # 9.025
+    assert p == pytest.approx(math.erfc(math.sqrt(chi2 / 2)))  # chi2(1) survival, by hand
+    assert MCNEMAR_EXACT_BELOW <= 30 + 10
+
+
+def test_mcnemar_no_discordance() -> None:
+    a = np.array([1, 0, 1], bool)
+    assert mcnemar(a, a) == (0, 0, 1.0, "exact")
+
+
+# -- Holm -----------------------------------------------------------------------------------
+
+
+def test_holm_known_set() -> None:
+    # sorted 0.005, 0.01, 0.03, 0.04 -> 4*0.005, 3*0.01, 2*0.03, max(.., 1*0.04)
+    adjusted = holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_textbook_example() -> None:
+    # Holm (1979)-style example: with alpha 0.05 only the smallest two are rejected.
+    p = [0.01, 0.02, 0.03, 0.04, 0.05]
+    adjusted = holm(p)
+    np.testing.assert_allclose(adjusted, [0.05, 0.08, 0.09, 0.09, 0.09])
+    assert list(adjusted <= 0.05) == [True, False, False, False, False]
+
+
+def _slow_holm(p: list[float]) -> list[float]:
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def test_holm_matches_slow_version_and_caps_at_one() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        p = list(rng.random(rng.integers(1, 12)) ** 3)
+        np.testing.assert_allclose(holm(p), _slow_holm(p))
+    assert holm([0.6, 0.7])[0] == 1.0
+
+
+def test_holm_ignores_nan_and_rejects_bad_input() -> None:
+    out = holm([0.01, math.nan, 0.04])
+    assert math.isnan(out[1])
+    np.testing.assert_allclose(out[[0, 2]], [0.02, 0.04])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([1.5])
+
+
+# -- seeds and the combined comparison -----------------------------------------------------
+
+
+def test_seed_mean_std() -> None:
+    s = seed_mean_std([70.0, 72.0, 74.0])
+    assert (s.mean, s.std, s.n) == (72.0, 2.0, 3)
+    assert "training seed" in s.label
+    assert seed_mean_std([70.0]).std == 0.0
+    with pytest.raises(ValueError):
+        seed_mean_std([])
+
+
+def test_compare_paired_consistent_with_parts() -> None:
+    rng = np.random.default_rng(5)
+    qa = rng.random(1000) < 0.7
+    qb = rng.random(1000) < 0.6
+    ea, eb = qa.reshape(200, 5).mean(1), qb.reshape(200, 5).mean(1)
+    c = compare_paired(ea, eb, qa, qb, seed=1)
+    assert c.diff == pytest.approx(100 * (ea.mean() - eb.mean()))
+    assert c.acc_a == pytest.approx(100 * qa.mean())
+    assert c.ci_low < c.diff < c.ci_high
+    assert c.p_ttest == pytest.approx(stats.ttest_rel(ea, eb).pvalue)
+    assert c.p_mcnemar == pytest.approx(mcnemar(qa, qb)[2])
+    assert (c.episodes, c.queries) == (200, 1000)
