@@ -67,7 +67,9 @@ def load_official_state_dict(
         if not isinstance(value, Tensor):
             raise OfficialCheckpointError(f"{what}: entry {raw_key!r} is not a tensor")
         found[key] = value
-    problems = [f"missing key {k!r} {tuple(v.shape)}" for k, v in expected.items() if k not in found]
+    problems = [
+        f"missing key {k!r} {tuple(v.shape)}" for k, v in expected.items() if k not in found
+    ]
     problems += [f"unexpected key {k!r}" for k in found if k not in expected]
     problems += [
         f"key {k!r} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"

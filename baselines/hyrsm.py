@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from fsarbench_baselines._official import load_official_state_dict
+from fsarbench_baselines.common import one_hot_weights
 from torch import Tensor, nn
 
 from fsarbench import FewShotMethod, MethodOutput
-from fsarbench_baselines._official import load_official_state_dict
-from fsarbench_baselines.common import one_hot_weights
 
 __all__ = ["HyRSM", "hyrsm_positional_table"]
 
@@ -112,8 +112,11 @@ class _SetAttention(nn.Module):
         """``token [N, D]`` -> ``q, k [N, H, d_k]`` and ``u [N, H, D]``: the token's value of
         head ``h`` through ``fc``'s block of head ``h`` (``fc`` is linear)."""
         n, d = token.shape
-        q, k, v = (token @ torch.cat([self.w_qs.weight, self.w_ks.weight, self.w_vs.weight]).t()
-                   ).view(n, 3, self.heads, self.d_k).unbind(1)
+        q, k, v = (
+            (token @ torch.cat([self.w_qs.weight, self.w_ks.weight, self.w_vs.weight]).t())
+            .view(n, 3, self.heads, self.d_k)
+            .unbind(1)
+        )
         fc = self.fc.weight.view(d, self.heads, self.d_k)
         return {"q": q, "k": k, "u": torch.einsum("nhc,dhc->nhd", v, fc), "token": token}
 
@@ -140,14 +143,14 @@ class _SetAttention(nn.Module):
         rows = attn.permute(0, 1, 3, 2, 4)  # [B, Q, i, H, j]
         shared = rows[..., :way].reshape(b, nq * (way + 1), -1)  # [B, Q·(way+1), H·way]
         out = shared @ protos["u"].transpose(1, 2).reshape(b, -1, protos["u"].shape[-1])
-        own = rows[..., way].reshape(b * nq, way + 1, -1) @ query["u"].reshape(b * nq, self.heads, -1)
+        own = rows[..., way].reshape(b * nq, way + 1, -1) @ query["u"].reshape(
+            b * nq, self.heads, -1
+        )
         out = out.view_as(own.view(b, nq, way + 1, -1)) + own.view(b, nq, way + 1, -1)
         return self.layer_norm(self.dropout(out + self.fc.bias) + per_query("token"))
 
 
-def _bimhm_fused(
-    qf: Tensor, pf: Tensor, uq: Tensor, up: Tensor
-) -> Tensor:
+def _bimhm_fused(qf: Tensor, pf: Tensor, uq: Tensor, up: Tensor) -> Tensor:
     """Bi-MHM between queries ``qf + uq`` and their prototypes ``pf + up`` (frames + a token
     offset), without forming the sums.
 
@@ -167,7 +170,9 @@ def _bimhm_fused(
     uq_up = (up @ uq.unsqueeze(-1)).view(b, nq, 1, c, 1)
     dot = dot + q_up.unsqueeze(-1) + uq_p + uq_up
     q_sq = (qf * qf).sum(-1) + 2 * (qf @ uq.unsqueeze(-1)).squeeze(-1) + (uq * uq).sum(-1, True)
-    p_up = (pf.reshape(b * c, t, d) @ up.permute(0, 2, 3, 1).reshape(b * c, d, nq)).view(b, c, t, nq)
+    p_up = (pf.reshape(b * c, t, d) @ up.permute(0, 2, 3, 1).reshape(b * c, d, nq)).view(
+        b, c, t, nq
+    )
     p_sq = (pf * pf).sum(-1).unsqueeze(1) + 2 * p_up.permute(0, 3, 1, 2) + (up * up).sum(-1, True)
     q_norm = q_sq.clamp_min(_EPS**2).sqrt().view(b, nq, t, 1, 1)
     p_norm = p_sq.clamp_min(_EPS**2).sqrt().view(b, nq, 1, c, t)
@@ -215,8 +220,12 @@ class HyRSM(FewShotMethod):
         if self.seq_len > _PE_LEN:
             raise ValueError(f"HyRSM's positional table has {_PE_LEN} rows; seq_len={self.seq_len}")
         self.pe = _Positional(dim, cfg.position_a, cfg.position_b, cfg.pe_dropout)
-        self.temporal_atte_before = _PreNorm(dim, _FrameAttention(dim, cfg.heads, cfg.intra_dropout))
-        self.temporal_atte = _SetAttention(dim, cfg.heads, cfg.inter_attn_dropout, cfg.inter_dropout)
+        self.temporal_atte_before = _PreNorm(
+            dim, _FrameAttention(dim, cfg.heads, cfg.intra_dropout)
+        )
+        self.temporal_atte = _SetAttention(
+            dim, cfg.heads, cfg.inter_attn_dropout, cfg.inter_dropout
+        )
         self.layer2 = nn.Sequential(nn.Conv1d(2 * dim, dim, kernel_size=1))
         self.classification_layer = (
             nn.Linear(dim, self.num_train_classes) if self.num_train_classes is not None else None
@@ -239,8 +248,9 @@ class HyRSM(FewShotMethod):
             state["cls"] = self.classification_layer(h)
         return state
 
-    def match(self, support, support_labels, query, way, *, support_classes=None,
-              query_classes=None) -> MethodOutput:
+    def match(
+        self, support, support_labels, query, way, *, support_classes=None, query_classes=None
+    ) -> MethodOutput:
         """Per-episode part for ``[B, Ns]`` support and ``[B, Nq]`` query states (support in
         any order). Returns logits ``[B, Nq, way]`` and, when training with global classes
         and a classifier, ``losses["aux_cls"]``."""
@@ -253,11 +263,14 @@ class HyRSM(FewShotMethod):
         adapted = F.relu(self.temporal_atte(protos, query))  # [B, Q, way + 1, D]
         _, w_t = self._fusion_weights()
         offsets = adapted @ w_t.t()
-        dist = _bimhm_fused(query["frames"], protos["frames"], offsets[:, :, way], offsets[:, :, :way])
+        dist = _bimhm_fused(
+            query["frames"], protos["frames"], offsets[:, :, way], offsets[:, :, :way]
+        )
         out = MethodOutput(logits=-dist)
         if self._wants_aux(support, query, support_classes, query_classes):
-            out.losses["aux_cls"] = self._aux_loss(support["cls"], query["cls"],
-                                                   support_classes, query_classes)
+            out.losses["aux_cls"] = self._aux_loss(
+                support["cls"], query["cls"], support_classes, query_classes
+            )
         return out
 
     def _wants_aux(self, support, query, support_classes, query_classes) -> bool:
@@ -270,7 +283,9 @@ class HyRSM(FewShotMethod):
             and "cls" in query
         )
 
-    def _aux_loss(self, s_cls: Tensor, q_cls: Tensor, s_classes: Tensor, q_classes: Tensor) -> Tensor:
+    def _aux_loss(
+        self, s_cls: Tensor, q_cls: Tensor, s_classes: Tensor, q_classes: Tensor
+    ) -> Tensor:
         """``λ_cls · CE`` over every frame of support ``[B, Ns, T, C]`` and query videos against
         their global classes ``[B, Ns]``/``[B, Nq]``."""
         logits = torch.cat([s_cls.flatten(0, 2), q_cls.flatten(0, 2)])

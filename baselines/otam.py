@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from fsarbench_baselines._similarity import frame_dots, pairs_last
@@ -62,6 +63,13 @@ def _neg_scaled_dp(nd: Tensor) -> Tensor:
     return end
 
 
+def _neg_scaled(d: Tensor, lam: float) -> Tensor:
+    """``-d/λ``, after checking that λ is positive."""
+    if lam <= 0:
+        raise ValueError(f"OTAM needs a positive soft-min temperature lam, got {lam}")
+    return d * (-1.0 / lam)
+
+
 def otam_distance(d: Tensor, lam: float = 0.1) -> Tensor:
     """One-direction OTAM cumulative distance (``OTAM_cum_dist`` of the TRX library).
 
@@ -72,10 +80,8 @@ def otam_distance(d: Tensor, lam: float = 0.1) -> Tensor:
     Returns:
         ``[...]``, ``C[L-1, M+1]`` of the padded soft-min recursion.
     """
-    if lam <= 0:
-        raise ValueError(f"OTAM needs a positive soft-min temperature lam, got {lam}")
     lead = d.shape[:-2]
-    return _neg_scaled_dp(pairs_last(d * (-1.0 / lam))).reshape(lead) * (-lam)
+    return _neg_scaled_dp(pairs_last(_neg_scaled(d, lam))).reshape(lead) * (-lam)
 
 
 def bidirectional_otam(d: Tensor, lam: float = 0.1) -> Tensor:
@@ -89,10 +95,8 @@ def bidirectional_otam(d: Tensor, lam: float = 0.1) -> Tensor:
     """
     if d.shape[-1] != d.shape[-2]:
         return otam_distance(d, lam) + otam_distance(d.transpose(-1, -2), lam)
-    if lam <= 0:
-        raise ValueError(f"OTAM needs a positive soft-min temperature lam, got {lam}")
-    nd = d * (-1.0 / lam)
-    both = torch.cat([pairs_last(nd), pairs_last(nd.transpose(-1, -2))], dim=-1)  # [L, L, 2P]
+    nd = _neg_scaled(d, lam)
+    both = pairs_last(torch.stack([nd, nd.transpose(-1, -2)]))  # [L, L, 2P]
     out = _neg_scaled_dp(both).view(2, *d.shape[:-2])
     return (out[0] + out[1]) * (-lam)
 
@@ -130,7 +134,7 @@ class OTAM(FewShotMethod):
         bidirectional: bool = True
         eps: float = 0.01
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.config.lam <= 0:
             raise ValueError(f"OTAM lam must be positive, got {self.config.lam}")

@@ -22,10 +22,11 @@ from itertools import combinations
 
 import torch
 import torch.nn.functional as F
+from fsarbench_baselines._official import load_official_state_dict
 from torch import Tensor, nn
 
 from fsarbench import FewShotMethod, MethodOutput
-from fsarbench_baselines._official import load_official_state_dict
+from fsarbench.state import state_map
 
 __all__ = ["TRX", "trx_positional_table", "class_slots"]
 
@@ -76,8 +77,9 @@ def class_slots(labels: Tensor, way: int) -> tuple[Tensor, Tensor | None]:
 
 def _take(t: Tensor, index: Tensor) -> Tensor:
     """``t [B, N, ...]`` indexed by ``index [B, M]`` along dim 1 -> ``[B, M, ...]``."""
-    rows = torch.arange(t.shape[0], device=t.device).unsqueeze(1)
-    return t[rows, index]
+    b, n = t.shape[:2]
+    flat = (index + n * torch.arange(b, device=t.device).unsqueeze(1)).flatten()
+    return t.flatten(0, 1).index_select(0, flat).view(b, index.shape[1], *t.shape[2:])
 
 
 class _Table(nn.Module):
@@ -139,8 +141,9 @@ class _TupleTransformer(nn.Module):
         e = (keys @ (self.norm_k.weight * self.norm_k.bias)) * isig
         return {"fk": fk, "fv": proj[1], "isig": isig, "e": e}
 
-    def match(self, support: dict[str, Tensor], query: dict[str, Tensor], way: int,
-              valid: Tensor | None) -> Tensor:
+    def match(
+        self, support: dict[str, Tensor], query: dict[str, Tensor], way: int, valid: Tensor | None
+    ) -> Tensor:
         """Distances of queries to their query-specific class prototypes.
 
         ``‖v_p - Σ a v‖²`` is expanded as ``‖v_p‖² - 2 Σ a <v_p, v> + a^T G a`` with frame-level
@@ -171,7 +174,9 @@ class _TupleTransformer(nn.Module):
         frame_attn = attn @ sel_t  # [B, Q, P, way, K, R]
         fvq = query["fv"].reshape(b, q * r, o)
         cross = sel_t @ (fvq @ fv.reshape(b, m * r, o).transpose(1, 2)).view(b, q, r, m * r)
-        cross = (frame_attn.reshape(b, q, p * way, k * r) * cross.view(b, q, p * way, k * r)).sum(-1)
+        cross = (frame_attn.reshape(b, q, p * way, k * r) * cross.view(b, q, p * way, k * r)).sum(
+            -1
+        )
         class_v = fv.reshape(b * way, k * r, o)
         attn_c = frame_attn.permute(0, 3, 1, 2, 4, 5).reshape(b * way, q * p, k * r)
         proto_sq = ((attn_c @ (class_v @ class_v.transpose(1, 2))) * attn_c).sum(-1)
@@ -224,27 +229,36 @@ class TRX(FewShotMethod):
     def match(self, support, support_labels, query, way, **_) -> MethodOutput:
         """Per-episode part; ``support``/``query`` lead with ``[B, Ns]``/``[B, Nq]``.
 
-        Returns logits ``[B, Nq, way]``, support in any order."""
+        Returns logits ``[B, Nq, way]``, support in any order. The distances are differences
+        of large Gram terms, so they are computed in the module's dtype even under autocast
+        (half-precision states from an autocast ``encode`` are cast up)."""
         index, valid = class_slots(support_labels, way)
-        support = tuple({key: _take(v, index) for key, v in s.items()} for s in support)
+        if not bool((index == torch.arange(index.shape[1], device=index.device)).all()):
+            support = tuple({key: _take(v, index) for key, v in s.items()} for s in support)
+        dtype = self.transformers[0].select.dtype
+        support, query = (state_map(lambda t: t.to(dtype), s) for s in (support, query))
         b, nq = query[0]["fk"].shape[:2]
-        ns = support_labels.shape[1]
-        per_episode = nq * ns * sum(t.num_tuples**2 for t in self.transformers)  # scores
-        step = max(1, _CHUNK_ELEMENTS // max(per_episode, 1))
-        parts = []
-        for lo in range(0, b, step):
-            hi = min(lo + step, b)
-            dists = [
-                t.match(
-                    {key: v[lo:hi] for key, v in s.items()},
-                    {key: v[lo:hi] for key, v in qs.items()},
-                    way,
-                    None if valid is None else valid[lo:hi],
-                )
-                for t, s, qs in zip(self.transformers, support, query)
+        per_episode = nq * index.shape[1] * sum(t.num_tuples**2 for t in self.transformers)
+        step = max(1, _CHUNK_ELEMENTS // max(per_episode, 1))  # bounds the attention scores
+        with torch.autocast(query[0]["fk"].device.type, enabled=False):
+            parts = [
+                self._match_rows(support, query, way, valid, slice(lo, lo + step))
+                for lo in range(0, b, step)
             ]
-            parts.append(-torch.stack(dists, -1).mean(-1))
         return MethodOutput(logits=torch.cat(parts))
+
+    def _match_rows(self, support, query, way: int, valid: Tensor | None, rows: slice) -> Tensor:
+        """Logits ``[b, Nq, way]`` of the episodes ``rows``: mean over cardinalities."""
+        dists = [
+            t.match(
+                {key: v[rows] for key, v in s.items()},
+                {key: v[rows] for key, v in qs.items()},
+                way,
+                None if valid is None else valid[rows],
+            )
+            for t, s, qs in zip(self.transformers, support, query)
+        ]
+        return -torch.stack(dists, -1).mean(-1)
 
     def load_official_state_dict(self, sd: Mapping[str, object]) -> list[str]:
         """Load a ``CNN_TRX`` state dict (tobyperrett/trx or HyRSM's copy).

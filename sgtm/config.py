@@ -26,8 +26,8 @@ class SGTMConfig:
         mlp_ratio: hidden width of the transformer MLPs over P (*unstated*; ViT's 4).
         dropout: dropout inside the transformer layers (*unstated*; 0, as in MAE).
         residual_init_scale: factor on the initial weights of the last linear layer of every
-            attention / MLP branch (*unstated*; 1 = plain xavier as in MAE; smaller values
-            start the matching branch near the identity, i.e. near the matcher on raw features).
+            attention / MLP branch (*unstated*; 0.1 starts the matching branch near the
+            identity, i.e. near the matcher on the input features; 1 is plain MAE xavier).
         use_encoder: apply Φ_enc (Sec. 3.2, eq. 3 and 6); False is Table 3's baseline.
         encoder_layers: transformer layers of Φ_enc (Sec. 4.1: 2).
         decoder_layers: transformer layers of the decoder (Sec. 4.1: 2).
@@ -62,7 +62,7 @@ class SGTMConfig:
     num_heads: int = 8
     mlp_ratio: float = 4.0
     dropout: float = 0.0
-    residual_init_scale: float = 1.0
+    residual_init_scale: float = 0.1
     use_encoder: bool = True
     encoder_layers: int = 2
     decoder_layers: int = 2

@@ -53,7 +53,11 @@ def test_precision_bf16_fp16_and_cpu():
     cuda = torch.device("cuda", 0)
     bf16 = select_precision(cuda, bf16_supported=lambda: True)
     assert (bf16.dtype, bf16.scaler, bf16.channels_last, bf16.name) == (
-        torch.bfloat16, False, True, "bfloat16")
+        torch.bfloat16,
+        False,
+        True,
+        "bfloat16",
+    )
     fp16 = select_precision(cuda, bf16_supported=lambda: False)
     assert (fp16.dtype, fp16.scaler) == (torch.float16, True)
     off = select_precision(cuda, amp=False, channels_last=False, bf16_supported=lambda: True)

@@ -39,11 +39,15 @@ def _manifest():
 
 
 def _sharded_worker(name: str, out: str) -> None:
-    result = evaluate_sharded(_method(name), _features(), _manifest(), batch_episodes=5,
-                              encode_chunk=4, progress=False)
+    result = evaluate_sharded(
+        _method(name), _features(), _manifest(), batch_episodes=5, encode_chunk=4, progress=False
+    )
     if rank() == 0:
-        torch.save({k: torch.as_tensor(v) for k, v in result.records.items()}
-                   | {"accuracy": torch.tensor(result.accuracy, dtype=torch.float64)}, out)
+        torch.save(
+            {k: torch.as_tensor(v) for k, v in result.records.items()}
+            | {"accuracy": torch.tensor(result.accuracy, dtype=torch.float64)},
+            out,
+        )
     else:
         assert result is None
 
@@ -53,28 +57,50 @@ def test_two_process_evaluation_equals_one_process(tmp_path, name):
     out = tmp_path / "sharded.pt"
     spawn_local(_sharded_worker, 2, name, str(out))
     got = torch.load(out, weights_only=True)
-    ref = evaluate(_method(name), _features(), _manifest(), batch_episodes=5, encode_chunk=4,
-                   progress=False)
+    ref = evaluate(
+        _method(name), _features(), _manifest(), batch_episodes=5, encode_chunk=4, progress=False
+    )
     for key, value in ref.records.items():
         assert np.array_equal(got[key].numpy(), value), key
     assert float(got["accuracy"]) == ref.accuracy
-    single = evaluate_sharded(_method(name), _features(), _manifest(), batch_episodes=5,
-                              encode_chunk=4, progress=False)
+    single = evaluate_sharded(
+        _method(name), _features(), _manifest(), batch_episodes=5, encode_chunk=4, progress=False
+    )
     assert all(np.array_equal(single.records[k], v) for k, v in ref.records.items())
 
 
 def _eval_cli(tmp_path: Path, out: str, torchrun: bool) -> Path:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node=2"] if torchrun else [sys.executable]
-    cmd = [*launcher, "-m", "fsarbench", "eval", "otam", "--features", str(tmp_path / "f.pt"),
-           "--manifest", str(tmp_path / "m.json"), "--out", str(tmp_path / out),
-           "--dataset", "toy", "--batch-episodes", "6", "--device", "cpu"]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        if torchrun
+        else [sys.executable]
+    )
+    cmd = [
+        *launcher,
+        "-m",
+        "fsarbench",
+        "eval",
+        "otam",
+        "--features",
+        str(tmp_path / "f.pt"),
+        "--manifest",
+        str(tmp_path / "m.json"),
+        "--out",
+        str(tmp_path / out),
+        "--dataset",
+        "toy",
+        "--batch-episodes",
+        "6",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("± is the 95% CI half-width") == 1  # rank 0 alone reports
     return tmp_path / out / "records"
 
 
+@pytest.mark.slow
 def test_torchrun_eval_cli_writes_the_same_records(tmp_path):
     torch.save(_features(), tmp_path / "f.pt")
     _manifest().save(tmp_path / "m.json")

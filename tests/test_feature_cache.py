@@ -115,6 +115,8 @@ def test_read_only_and_bad_folders(tmp_path):
         read.mark_failed(0, 0, "x")
     with pytest.raises(FileNotFoundError, match="fsarbench extract"):
         FeatureCache.open(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="T=4 frames"):
+        cache.write(np.array([0]), np.array([0]), np.zeros((1, T + 1, D), np.float32))
     with pytest.raises(ValueError, match="views"):
         read.get(np.array([0, 1]), np.array([0]))
     index = json.loads((cache.path / "index.json").read_text())

@@ -81,18 +81,21 @@ def test_scaffold_via_simulated_entry_point(tmp_path, monkeypatch) -> None:
     write_scaffold(NAME, tmp_path / "pkg")
     monkeypatch.syspath_prepend(str(tmp_path / "pkg" / "src"))
     ep = EntryPoint(NAME, f"{MODULE}.method:ScaffoldProbeHead", registry.ENTRY_POINT_GROUP)
+    registry.list_methods()  # the installed plugins first, as in a real session
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
     monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
-    assert NAME in registry.list_methods()
-    run_contract(NAME)
-    runs = tmp_path / "runs"
-    _record_for(NAME, runs)
-    write_demo_records(runs, [DemoSystem("protonet")], settings=[(5, 1)], episodes=150)
-    board = build_leaderboard(runs, load_entries(runs))
-    assert {s.entry.system for st in board.values() for s in st} == {NAME, "protonet"}
-    sys.modules.pop(f"{MODULE}.method", None)
-    sys.modules.pop(MODULE, None)
+    try:
+        assert NAME in registry.list_methods()
+        run_contract(NAME)
+        runs = tmp_path / "runs"
+        _record_for(NAME, runs)
+        write_demo_records(runs, [DemoSystem("protonet")], settings=[(5, 1)], episodes=150)
+        board = build_leaderboard(runs, load_entries(runs))
+        assert {s.entry.system for st in board.values() for s in st} == {NAME, "protonet"}
+    finally:
+        sys.modules.pop(f"{MODULE}.method", None)
+        sys.modules.pop(MODULE, None)
 
 
 _CHECK = textwrap.dedent("""

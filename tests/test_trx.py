@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from fsarbench_baselines._official import OfficialCheckpointError
+from fsarbench_baselines.trx import class_slots, trx_positional_table
 from oracles.trx_hyrsm import OracleTRX, assert_rel_close, grad_scale, random_episodes
 
 import fsarbench as fb
 from fsarbench.testing.contract import run_contract
-from fsarbench_baselines._official import OfficialCheckpointError
-from fsarbench_baselines.trx import class_slots, trx_positional_table
 
 D, T, O = 12, 6, 8
 
@@ -24,8 +24,13 @@ def _pair(seed: int = 0, cardinalities=(2, 3)):
         for t in oracle.transformers:
             t.norm_k.weight.uniform_(0.5, 1.5)
             t.norm_k.bias.uniform_(-0.5, 0.5)
-    fast = fb.create_method("trx", feature_dim=D, seq_len=T, cardinalities=cardinalities,
-                            trans_linear_out_dim=O).double().eval()
+    fast = (
+        fb.create_method(
+            "trx", feature_dim=D, seq_len=T, cardinalities=cardinalities, trans_linear_out_dim=O
+        )
+        .double()
+        .eval()
+    )
     assert fast.load_official_state_dict(oracle.state_dict()) == []
     return oracle, fast
 
@@ -42,15 +47,20 @@ def _oracle_logits(oracle, support, labels, query, way):
 def test_logits_and_gradients_match_oracle(shot, counts):
     oracle, fast = _pair()
     support, labels, query = random_episodes(2, 5, shot, 1, T, D, seed=shot, counts=counts)
-    weight = torch.randn(2, query.shape[1], 5, generator=torch.Generator().manual_seed(9),
-                         dtype=torch.float64)
+    weight = torch.randn(
+        2, query.shape[1], 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64
+    )
     grads = {}
     for name, model, fn in (("fast", fast, _fast_logits), ("oracle", oracle, _oracle_logits)):
         s, q = support.clone().requires_grad_(), query.clone().requires_grad_()
         logits = fn(model, s, labels, q, 5)
         (logits * weight).sum().backward()
-        grads[name] = (logits.detach(), s.grad, q.grad,
-                       {n: p.grad for n, p in model.named_parameters()})
+        grads[name] = (
+            logits.detach(),
+            s.grad,
+            q.grad,
+            {n: p.grad for n, p in model.named_parameters()},
+        )
     fast_out, oracle_out = grads["fast"], grads["oracle"]
     assert_rel_close(fast_out[0], oracle_out[0], "logits")
     assert_rel_close(fast_out[1], oracle_out[1], "d support")

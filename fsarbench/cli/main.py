@@ -49,8 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
         return 130
     except (fsarbench.ConfigError, fsarbench.ManifestError, fsarbench.UnknownMethodError,
-            FileNotFoundError, ValueError) as err:
+            FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         if args.verbose:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}\n(run with -v for the traceback)", file=sys.stderr)
         return 2

@@ -130,7 +130,6 @@ def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
 
 
 def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over: dict) -> int:
-    from fsarbench.data.datasets import get_dataset
     from fsarbench.distributed.env import init_distributed, is_main, shutdown_distributed
     from fsarbench.training.finetune import ClipSplit, build_video_method, finetune, finetune_recipe
 
@@ -139,7 +138,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
     )
     env, device = init_distributed(args.device)
     try:
-        ds = get_dataset(args.dataset, root=args.root)
+        ds = _dataset_main_first(args.dataset, args.root)
         splits = {s: ClipSplit(ds.videos(s), ds.variant, ds.flip_ok) for s in ("train", "val")}
         model = build_video_method(
             args.method,
@@ -173,6 +172,19 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
     finally:
         shutdown_distributed()
     return 0
+
+
+def _dataset_main_first(name: str, root: str | None):
+    """The dataset, prepared by rank 0 alone (``synth`` generates its videos on first use,
+    which ranks must not do at once), then opened by the other ranks."""
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.distributed.env import barrier, is_main
+
+    ds = get_dataset(name, root=root)
+    if is_main():
+        ds.videos("train")
+    barrier()
+    return ds
 
 
 def _test(args, ds, model, recipe, device, out: Path) -> None:

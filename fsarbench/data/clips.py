@@ -139,8 +139,8 @@ class EpisodeClipDataset(TorchDataset):
         errors = s_err + q_err
         return {
             "support": support, "query": query, "episode": int(e),
-            "support_labels": torch.as_tensor(np.asarray(m.support_labels[e]), dtype=torch.long),
-            "query_labels": torch.as_tensor(np.asarray(m.query_labels[e]), dtype=torch.long),
+            "support_labels": torch.tensor(m.support_labels[e], dtype=torch.long),
+            "query_labels": torch.tensor(m.query_labels[e], dtype=torch.long),
             "ok": torch.tensor([x is None for x in errors]),
             "errors": [x for x in errors if x is not None],
         }

@@ -118,14 +118,22 @@ def _av_decode_all(path: Path, stop: int | None = None) -> list[np.ndarray]:
 def _av_read(path: Path, indices: Sequence[int]) -> np.ndarray:
     wanted = [int(i) for i in indices]
     frames = _av_decode_all(path, stop=max(wanted) if wanted else 0)
+    if wanted and max(wanted) >= len(frames) and max(wanted) < _av_header_frames(path):
+        raise VideoDecodeError(path, f"truncated or corrupt: only {len(frames)} of "
+                               f"{_av_header_frames(path)} frames decode")
     idx = _check_indices(path, wanted, len(frames))
     return np.stack([frames[i] for i in idx])
 
 
-def _av_count(path: Path) -> int:
+def _av_header_frames(path: Path) -> int:
+    """Frame count the container header states (0 when it states none)."""
     with _av_open(path) as container:
-        n = container.streams.video[0].frames
-    return int(n) if n > 0 else len(_av_decode_all(path))
+        return int(container.streams.video[0].frames)
+
+
+def _av_count(path: Path) -> int:
+    n = _av_header_frames(path)
+    return n if n > 0 else len(_av_decode_all(path))
 
 
 # ---- JPEG folders -------------------------------------------------------------------------

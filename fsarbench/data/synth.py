@@ -50,7 +50,7 @@ class SynthConfig:
     size: int = 64
     min_frames: int = 12
     max_frames: int = 24
-    codec: str = "libx264"
+    codec: str = "mpeg4"  # libx264 output is not byte-reproducible run to run
     fps: int = 12
 
 
@@ -158,7 +158,7 @@ def render_class_video(c: SynthClass, index: int, config: SynthConfig, seed: int
     return render_video(bg, _segments(c, total, rng), rng)
 
 
-def write_video(path: Path, frames: np.ndarray, codec: str = "libx264", fps: int = 12) -> None:
+def write_video(path: Path, frames: np.ndarray, codec: str = "mpeg4", fps: int = 12) -> None:
     """Encode ``uint8 [L, H, W, 3]`` into an mp4 with PyAV, atomically (tmp file + rename)."""
     import av
 

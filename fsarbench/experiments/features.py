@@ -30,7 +30,7 @@ class FeaturePreset:
     weights: str = "imagenet"
     resolution: int = 224
     num_frames: int = 8
-    test_frames: str = "uniform"
+    test_frames: str = "tsn"
     train_frames: str = "tsn"
     train_views: int = 4
 
@@ -79,7 +79,7 @@ class FrozenFeatureProvider:
         config = SplitExtractConfig(
             backbone=preset.backbone, weights=preset.weights,
             frames=preset.train_frames if train else preset.test_frames,
-            transform="train" if train else "test", num_frames=preset.num_frames,
+            num_frames=preset.num_frames,
             resolution=preset.resolution, views=preset.train_views if train else 1,
             batch_size=self.batch_size, workers=self.workers, device=self.device,
             progress=self.progress)

@@ -234,6 +234,12 @@ class FeatureCache:
         """Store ``features [n, T, D]`` for entries ``(indices [n], views [n])``; they count
         as done after the next :meth:`flush`."""
         self._require_writable()
+        expected = (len(indices), *self.feature_shape)
+        if features.shape != expected:
+            raise ValueError(
+                f"features of shape {features.shape} for a cache of [n, T, D] = "
+                f"{expected}: clips must have T={expected[1]} frames"
+            )
         self._data[indices, views] = features.astype(np.float16, copy=False)
         self._status[indices, views] = ord(_DONE)
         for i, v in zip(indices.tolist(), views.tolist()):

@@ -344,6 +344,7 @@ class SplitExtractConfig:
     resolution: int = 224
     views: int = 1
     seed: int = 0
+    flip: bool = True  # horizontal flip in train mode; off for SSv2 (left/right labels)
     batch_size: int = 8
     workers: int = 4
     device: str = "cpu"
@@ -373,7 +374,7 @@ def split_cache_key(
         split=split,
         split_md5=stable_hash(listing, n=32),
         frames=f"{config.frames}:{mode}",
-        transform=str(config.transform),
+        transform=str(config.transform) + ("" if config.flip or not config.train else "+noflip"),
         backbone=config.backbone,
         weights_id=weights_id,
         num_frames=config.num_frames,
@@ -400,7 +401,10 @@ def extract_split(
 
     config = (config or SplitExtractConfig()).resolved(split)
     options = {"root": root} if splits_dir is None else {"root": root, "splits_dir": splits_dir}
-    videos = get_dataset(dataset_name, **options).videos(split)
+    dataset = get_dataset(dataset_name, **options)
+    videos = dataset.videos(split)
+    if not getattr(dataset, "flip_ok", True):
+        config = dataclasses.replace(config, flip=False)
     backbone = create_backbone(config.backbone, weights=config.weights, seed=config.seed)
     key = split_cache_key(dataset_name, split, videos, backbone.weights_id, config)
     folder = cache_folder(key, cache_root)
@@ -432,7 +436,8 @@ def clip_dataset(videos: Sequence[Any], config: SplitExtractConfig) -> Dataset:
 
     base = PRESETS[str(config.transform)]
     resize = round(base.resize * config.resolution / base.crop) if base.crop else base.resize
-    transform = get_transform(str(config.transform), crop=config.resolution, resize=resize)
+    transform = get_transform(str(config.transform), crop=config.resolution, resize=resize,
+                              flip=base.flip and config.flip)
     options = ClipOptions(
         frames=config.num_frames,
         sampler=config.frames,

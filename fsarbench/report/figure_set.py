@@ -116,6 +116,6 @@ def render_all(
     return (
         _way_figures(entries, out_dir)
         + _mask_figures(entries, out_dir)
-        + _per_class_figures(entries, out_dir)
+        + _per_class_figures(entries, out_dir, figure_methods("figure2", published))
         + _forest_figures(run_dir, entries, out_dir, pairs, alpha, test)
     )

@@ -101,8 +101,11 @@ def _ratio_lines(entries: list[Entry], dataset: str) -> dict[int, dict[str, list
             lines[e.setting.shot][base_method_of(e.method)].append(e)
     out = {}
     for shot, by_base in lines.items():
-        kept = {b: sorted(es, key=mask_ratio_of) for b, es in by_base.items()
-                if len({mask_ratio_of(e) for e in es}) > 1}
+        kept = {
+            b: sorted(es, key=mask_ratio_of)
+            for b, es in by_base.items()
+            if len({mask_ratio_of(e) for e in es}) > 1
+        }
         if kept:
             out[shot] = kept
     return out
@@ -119,8 +122,14 @@ def plot_mask_ratio(entries: list[Entry], dataset: str):
     for ax, (shot, lines) in zip(axes[0], sorted(panels.items())):
         for name, line in sorted(lines.items()):
             x = [100 * mask_ratio_of(e) for e in line]
-            ax.errorbar(x, [e.accuracy for e in line], yerr=[e.ci95 for e in line],
-                        marker="o", capsize=3, label=name)
+            ax.errorbar(
+                x,
+                [e.accuracy for e in line],
+                yerr=[e.ci95 for e in line],
+                marker="o",
+                capsize=3,
+                label=name,
+            )
             shown += line
         way = next(iter(lines.values()))[0].setting.way
         ax.set(xlabel="masking ratio (%)", ylabel="accuracy (%)", title=f"{way}-way {shot}-shot")

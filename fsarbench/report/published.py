@@ -163,7 +163,9 @@ def known_methods(folder: str | Path | None = None) -> set[str]:
 
 def figure_methods(figure: str, folder: str | Path | None = None) -> list[str]:
     """Our methods the paper's ``figure`` (e.g. ``"figure2"``) compares, from figures.yaml."""
-    return list(_read_yaml(published_dir(folder) / "figures.yaml").get(figure, {}).get("methods", []))
+    return list(
+        _read_yaml(published_dir(folder) / "figures.yaml").get(figure, {}).get("methods", [])
+    )
 
 
 def load_citation(folder: str | Path | None = None) -> Citation:

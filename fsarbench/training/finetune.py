@@ -58,6 +58,7 @@ from fsarbench.training.trainer import (
     _save,
     _step_seed,
     _val_manifest,
+    load_checkpoint,
     stage_steps,
 )
 
@@ -360,6 +361,7 @@ class _TrainEpisodes(Dataset):
         self.split, self.n = split, r.episodes_per_step
         self.first_step, self.steps = first_step, steps
         self.per = self.n // world_size()
+        self.rank = rank()  # captured here: DataLoader workers hold no process group
         self.spec = EpisodeSpec(r.way, r.shot, r.queries, seed, split.dataset, f"train/{stage}")
         self.pools = _class_pools(split.classes)
         self.class_ids = np.array(sorted(self.pools))
@@ -373,7 +375,7 @@ class _TrainEpisodes(Dataset):
 
     def episode_index(self, k: int) -> int:
         step, j = divmod(k, self.per)
-        return (self.first_step + step) * self.n + rank() * self.per + j
+        return (self.first_step + step) * self.n + self.rank * self.per + j
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         index = self.episode_index(k)
@@ -505,9 +507,7 @@ def finetune(
     )
     if ckpt:
         model.load_state_dict(ckpt["method"])
-    best_state = copy.deepcopy(model.state_dict())
-    if ckpt and ckpt.get("best_state"):
-        best_state = ckpt["best_state"]
+    best_state = _resume_best(out, ckpt) or copy.deepcopy(model.state_dict())
     val = ClipStore(val_split, recipe.options, seed) if val_split is not None else None
     run = _Run(
         model,
@@ -666,7 +666,6 @@ def _validate(run: _Run, step: int) -> float:
 def _payload(run: _Run, opt, sched, scaler, stage: int, step: int) -> dict[str, Any]:
     return {
         "method": run.model.state_dict(),
-        "best_state": run.best_state,
         "optimizer": opt.state_dict() if opt is not None else {},
         "scheduler": sched.state_dict() if sched is not None else {},
         "scaler": scaler.state_dict() if scaler is not None else {},
@@ -677,6 +676,13 @@ def _payload(run: _Run, opt, sched, scaler, stage: int, step: int) -> dict[str, 
         "best_step": run.result.best_step,
         "recipe": run.recipe.to_dict(),
     }
+
+
+def _resume_best(out: Path | None, ckpt: dict[str, Any] | None) -> dict[str, Tensor] | None:
+    """The weights of ``out/best.pt`` when resuming (read by rank 0, sent to every rank)."""
+    path = out / "best.pt" if out is not None else None
+    found = ckpt is not None and path is not None and is_main() and path.exists()
+    return broadcast_object(load_checkpoint(path)["method"] if found else None)
 
 
 def _save_main(out: Path | None, name: str, payload: dict[str, Any]) -> None:

@@ -40,8 +40,15 @@ def trx_table(max_len: int, dim: int, scale: float) -> Tensor:
 class OracleTemporalCrossTransformer(nn.Module):
     """One cardinality, as HEADS.md's TRX section reads."""
 
-    def __init__(self, dim: int, seq_len: int, omega: int, out_dim: int, pe_scale: float = 0.1,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        dim: int,
+        seq_len: int,
+        omega: int,
+        out_dim: int,
+        pe_scale: float = 0.1,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.out_dim = out_dim
         self.pe = _Table(trx_table(int(1.5 * seq_len), dim, pe_scale))
@@ -151,8 +158,9 @@ class OraclePreNorm(nn.Module):
 class OracleSetAttention(nn.Module):
     """Post-norm multi-head attention over a set of tokens ``[L, D]``."""
 
-    def __init__(self, dim: int, heads: int, attn_dropout: float = 0.1,
-                 dropout: float = 0.05) -> None:
+    def __init__(
+        self, dim: int, heads: int, attn_dropout: float = 0.1, dropout: float = 0.05
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.w_qs = nn.Linear(dim, dim, bias=False)
@@ -177,8 +185,9 @@ class OracleSetAttention(nn.Module):
 class OracleHyRSM(nn.Module):
     """``CNN_HyRSM_{1,5}shot`` without backbone, one query at a time."""
 
-    def __init__(self, dim: int, num_classes: int, heads: int = 8, a: float = 10.0,
-                 b: float = 1.0) -> None:
+    def __init__(
+        self, dim: int, num_classes: int, heads: int = 8, a: float = 10.0, b: float = 1.0
+    ) -> None:
         super().__init__()
         self.pe = OraclePositional(dim, a, b)
         self.temporal_atte_before = OraclePreNorm(dim, OracleAttention(dim, heads, 0.2))
@@ -225,7 +234,13 @@ class OracleHyRSM(nn.Module):
 
 # ------------------------------------------------------------------------------- helpers
 def random_episodes(
-    batch: int, way: int, shot: int, queries: int, seq_len: int, dim: int, seed: int = 0,
+    batch: int,
+    way: int,
+    shot: int,
+    queries: int,
+    seq_len: int,
+    dim: int,
+    seed: int = 0,
     counts: tuple[int, ...] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Non-negative float64 features with shuffled support labels.
@@ -241,14 +256,21 @@ def random_episodes(
     return support, labels, query
 
 
-def assert_rel_close(actual: Tensor | None, expected: Tensor | None, what: str,
-                     rtol: float = 1e-9, floor: float = 1e-300) -> None:
+def assert_rel_close(
+    actual: Tensor | None,
+    expected: Tensor | None,
+    what: str,
+    rtol: float = 1e-9,
+    floor: float = 1e-300,
+) -> None:
     """``max|a - e| <= rtol · max(max|e|, floor)`` (both ``None`` passes: no gradient on
     either side). ``floor`` is for tensors that are zero analytically (rounding noise)."""
     if expected is None or actual is None:
         assert actual is None and expected is None, f"{what}: gradient on one side only"
         return
-    assert actual.shape == expected.shape, f"{what}: {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    assert actual.shape == expected.shape, (
+        f"{what}: {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    )
     scale = expected.abs().max().clamp_min(floor)
     err = ((actual - expected).abs().max() / scale).item()
     assert err <= rtol, f"{what}: relative difference {err:.3e} > {rtol:.1e}"

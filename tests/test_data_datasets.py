@@ -1,0 +1,131 @@
+"""Dataset registry and layouts over fake data roots built from the published lists; the
+``data check`` health report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from data_fixtures import require_shared_splits, write_test_video
+
+from fsarbench.cli.main import main
+from fsarbench.data.datasets import VideoRecord, get_dataset, list_datasets
+from fsarbench.data.health import check_split, protocol_problems
+from fsarbench_splits.registry import VARIANTS, load_split
+
+
+def _touch(path: Path, folder: bool = False) -> None:
+    if folder:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "img_00001.jpg").write_bytes(b"x")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+
+def _build(root: Path, variant: str, rel, folder: bool = False, skip: int = 0) -> list:
+    entries = load_split(variant, "test", require_shared_splits()).entries
+    for e in entries[skip:]:
+        _touch(root / rel(e), folder)
+    return entries
+
+
+def test_registry_lists_datasets_and_flip_policy():
+    assert set(list_datasets()) == {"kinetics100", "kinetics100-hyrsm", "ucf101", "hmdb51",
+                                    "ssv2-full", "ssv2-small", "synth"}
+    assert not get_dataset("ssv2-small").flip_ok and not get_dataset("ssv2-full").flip_ok
+    assert get_dataset("ucf101").flip_ok and not get_dataset("synth").flip_ok
+    with pytest.raises(KeyError, match="unknown dataset 'k400'"):
+        get_dataset("k400")
+
+
+@pytest.mark.parametrize(("dataset", "rel", "folder"), [
+    ("kinetics100", lambda e: f"train_256/{e.class_name.replace(' ', '_')}/{e.video_id}.mp4",
+     False),
+    ("kinetics100", lambda e: f"{e.class_name}/{e.video_id}.mp4", False),
+    ("kinetics100", lambda e: f"{e.class_name}/{e.video_id}", True),
+    ("kinetics100-hyrsm", lambda e: e.rel_path, False),
+    ("ucf101", lambda e: f"UCF-101/{e.class_name}/{e.video_id}.avi", False),
+    ("hmdb51", lambda e: f"{e.class_name}/{e.video_id}.avi", False),
+    ("ssv2-small", lambda e: f"{e.video_id}.webm", False),
+    ("ssv2-small", lambda e: f"{e.class_name}/{e.video_id}", True),
+], ids=["k400-train256", "k-class-folders", "k-jpeg", "k-hyrsm-listed", "ucf", "hmdb",
+        "ssv2-webm", "ssv2-jpeg"])
+def test_layouts_resolve_every_video(tmp_path, dataset, rel, folder):
+    splits = require_shared_splits()
+    entries = _build(tmp_path, get_dataset(dataset).variant, rel, folder)
+    ds = get_dataset(dataset, root=tmp_path, splits_dir=splits)
+    videos = ds.videos("test")
+    assert [v.video_id for v in videos] == [e.video_id for e in entries]
+    assert all(v.path == tmp_path / rel(e) for v, e in zip(videos, entries))
+    names = ds.class_names("test")
+    assert names == sorted(names) and len(names) == VARIANTS[ds.variant].source.file("test").classes
+    assert all(names[v.class_index] == v.class_name for v in videos)
+    assert ds.available()
+
+
+def test_template_layout_and_missing_videos_keep_expected_path(tmp_path):
+    splits = require_shared_splits()
+    rel = lambda e: f"vids/{e.class_name.replace(' ', '_')}/{e.video_id}.mp4"  # noqa: E731
+    entries = _build(tmp_path, "kinetics100", rel, skip=2)
+    ds = get_dataset("kinetics100", root=tmp_path, splits_dir=splits, layout="template",
+                     template="vids/{class_dir}/{video_id}.mp4")
+    videos = ds.videos("test")
+    assert [v.path.exists() for v in videos[:3]] == [False, False, True]
+    assert videos[0].path == tmp_path / rel(entries[0])
+    with pytest.raises(ValueError, match="unknown field 'klass'"):
+        get_dataset("kinetics100", root=tmp_path, splits_dir=splits, layout="template",
+                    template="{klass}/{video_id}.mp4").videos("test")
+    assert ds.split_md5s()["test"] == "98c8ed5ef1a3a5bf932f78cf35929f97"
+
+
+def test_no_root_and_empty_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("FSAR_DATA", raising=False)
+    ds = get_dataset("hmdb51", splits_dir=require_shared_splits())
+    assert not ds.available()
+    with pytest.raises(FileNotFoundError, match="pass --root or set FSAR_DATA"):
+        ds.videos("test")
+    monkeypatch.setenv("FSAR_DATA", str(tmp_path))
+    ds = get_dataset("hmdb51", splits_dir=require_shared_splits())
+    assert ds.root == tmp_path / "hmdb51" and not ds.available()
+
+
+def test_check_split_counts_missing_unreadable_short(tmp_path):
+    good, short, broken = tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "c.mp4"
+    write_test_video(good, frames=10)
+    write_test_video(short, frames=4)
+    broken.write_text("not a video")
+    recs = [VideoRecord("a", "x", 0, good), VideoRecord("b", "x", 0, short),
+            VideoRecord("c", "y", 1, broken), VideoRecord("d", "y", 1, tmp_path / "d.mp4")]
+    x, y = check_split(recs, "test", frames=8)
+    assert (x.listed, x.found, x.usable, x.too_short) == (2, 2, 1, {"b": 4})
+    assert (y.listed, y.found, y.usable, y.missing) == (2, 1, 0, ["d"])
+    assert "not a readable video container" in y.unreadable["c"] or "cannot open" in (
+        y.unreadable["c"])
+    assert protocol_problems([x, y], way=1, shot=1, queries=0) == [
+        "test/y: 0 usable videos, 1-shot with 0 queries needs 1"]
+    assert protocol_problems([x, y], way=1, shot=1, queries=0, policy="drop") == []
+    assert protocol_problems([x, y], way=2, shot=1, queries=0, policy="drop") == [
+        "test: only 1 classes have 1 usable videos; 2-way episodes need 2"]
+
+
+def test_data_check_cli_lists_missing_and_fails(tmp_path, capsys):
+    splits = require_shared_splits()
+    rel = lambda e: f"UCF-101/{e.class_name}/{e.video_id}.avi"  # noqa: E731
+    entries = _build(tmp_path / "ucf", "ucf101", rel, skip=3)
+    report = tmp_path / "report.json"
+    args = ["data", "check", "ucf101", "--root", str(tmp_path / "ucf"), "--splits-dir",
+            str(splits), "--split", "test", "--no-probe", "--report", str(report)]
+    assert main(args) == 0  # 3 missing of a 100+ video class: still servable
+    out = capsys.readouterr().out
+    assert f"missing test/{entries[0].class_name}: " + ", ".join(
+        e.video_id for e in entries[:3]) in out
+    data = json.loads(report.read_text())
+    assert data["ok"] and sum(len(c["missing"]) for c in data["classes"]) == 3
+    assert main([*args, "--way", "22"]) == 1
+    assert "only 21 classes" in capsys.readouterr().err
+    csv_path = tmp_path / "r.csv"
+    main([*args[:-1], str(csv_path)])
+    rows = csv_path.read_text().splitlines()
+    assert rows[0] == "split,class,video_id,status,detail" and len(rows) == 4

@@ -1,0 +1,124 @@
+"""Finetune under 2 gloo processes: both ranks end with identical weights, equal (to float
+rounding) to a 1-process run over the same global episode batches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fsarbench.data.datasets import get_dataset
+from fsarbench.data.synth import SynthConfig
+from fsarbench.distributed.env import rank
+from fsarbench.distributed.launch import spawn_local
+from fsarbench.training.finetune import ClipSplit, build_video_method, finetune, finetune_recipe
+
+TINY_SYNTH = SynthConfig(videos_per_class=4, size=32, min_frames=10, max_frames=12)
+RECIPE = {
+    "recipe": {
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "schedule": "constant",
+        "steps": 2,
+        "episodes_per_step": 2,
+        "micro_batch": 1,
+        "way": 3,
+        "shot": 1,
+        "queries": 1,
+        "val_episodes": 0,
+    },
+    "options": {
+        "backbone": "resnet18",
+        "weights": "none",
+        "frames": 2,
+        "resize": 32,
+        "crop": 16,
+        "workers": 0,
+    },
+}
+
+
+def _train(root: str, micro_batch: int) -> torch.nn.Module:
+    ds = get_dataset("synth", root=root, config=TINY_SYNTH)
+    recipe = finetune_recipe(
+        "otam", "synth", {**RECIPE, "recipe": {**RECIPE["recipe"], "micro_batch": micro_batch}}
+    )
+    model = build_video_method("otam", recipe.options, torch.device("cpu"), seed=0)
+    finetune(model, ClipSplit(ds.videos("train"), ds.variant), None, recipe, progress=False)
+    return model
+
+
+def _worker(root: str, out: str) -> None:
+    model = _train(root, micro_batch=1)
+    torch.save(model.state_dict(), Path(out) / f"rank{rank()}.pt")
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    get_dataset("synth", root=root, config=TINY_SYNTH).videos("train")  # generate once
+    return str(root)
+
+
+def test_ddp_weights_equal_on_ranks_and_to_one_process(synth_root, tmp_path):
+    spawn_local(_worker, 2, synth_root, str(tmp_path))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # 2 ranks x 1 episode each == 1 process walking both episodes in micro-batches of 1
+    single = _train(synth_root, micro_batch=1).state_dict()
+    start = build_video_method(
+        "otam", finetune_recipe("otam", "synth", RECIPE).options, torch.device("cpu"), seed=0
+    ).state_dict()
+    moved = False
+    for k, v in r0.items():
+        assert torch.equal(v, r1[k]), k
+        torch.testing.assert_close(v, single[k], rtol=1e-4, atol=1e-5, msg=k)
+        moved |= not torch.equal(v, start[k])
+    assert moved
+
+
+@pytest.mark.slow
+def test_torchrun_train_cli_finetune(tmp_path):
+    """The 'done when' command line, on the default synth at low resolution."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "fsarbench",
+        "train",
+        "protonet",
+        "--dataset",
+        "synth",
+        "--track",
+        "finetune",
+        "--root",
+        str(tmp_path / "synth"),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+        "--recipe",
+        "steps=4",
+        "val_every=2",
+        "val_episodes=20",
+        "--option",
+        "weights=none",
+        "frames=4",
+        "workers=0",
+        "--test-episodes",
+        "20",
+        "--shots",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout and "best val accuracy" in proc.stdout
+    assert "test 5-way 1-shot" in proc.stdout
+    assert (tmp_path / "out" / "best.pt").exists() and (tmp_path / "out" / "summary.csv").exists()
