@@ -132,13 +132,7 @@ class _SetAttention(nn.Module):
         """
         b, way = protos["q"].shape[:2]
         nq = query["q"].shape[1]
-
-        def per_query(key: str) -> Tensor:  # [B, Q, way + 1, ...]
-            shared = protos[key].unsqueeze(1).expand(b, nq, *protos[key].shape[1:])
-            return torch.cat([shared, query[key].unsqueeze(2)], 2)
-
-        q, k = per_query("q"), per_query("k")
-        scores = torch.einsum("bqihc,bqjhc->bqhij", q, k) / self.d_k**0.5
+        scores = self._scores(protos, query) / self.d_k**0.5  # [B, Q, H, way + 1, way + 1]
         attn = self.attn_dropout(torch.softmax(scores, -1))  # [B, Q, H, way + 1, way + 1]
         rows = attn.permute(0, 1, 3, 2, 4)  # [B, Q, i, H, j]
         shared = rows[..., :way].reshape(b, nq * (way + 1), -1)  # [B, Q·(way+1), H·way]
@@ -147,7 +141,23 @@ class _SetAttention(nn.Module):
             b * nq, self.heads, -1
         )
         out = out.view_as(own.view(b, nq, way + 1, -1)) + own.view(b, nq, way + 1, -1)
-        return self.layer_norm(self.dropout(out + self.fc.bias) + per_query("token"))
+        residual = torch.cat(
+            [protos["token"].unsqueeze(1).expand(b, nq, -1, -1), query["token"].unsqueeze(2)], 2
+        )
+        return self.layer_norm(self.dropout(out + self.fc.bias) + residual)
+
+    @staticmethod
+    def _scores(protos: dict[str, Tensor], query: dict[str, Tensor]) -> Tensor:
+        """Per-query token products ``[B, Q, H, way + 1, way + 1]`` (query token last), built
+        from prototype-prototype (per episode), prototype-query and query-query blocks."""
+        b, way, heads = protos["q"].shape[:3]
+        nq = query["q"].shape[1]
+        pp = torch.einsum("bihc,bjhc->bhij", protos["q"], protos["k"])
+        pq = torch.einsum("bihc,bqhc->bqhi", protos["q"], query["k"]).unsqueeze(-1)
+        qp = torch.einsum("bqhc,bjhc->bqhj", query["q"], protos["k"])
+        qq = (query["q"] * query["k"]).sum(-1, keepdim=True)
+        top = torch.cat([pp.unsqueeze(1).expand(b, nq, heads, way, way), pq], -1)
+        return torch.cat([top, torch.cat([qp, qq], -1).unsqueeze(-2)], -2)
 
 
 def _bimhm_fused(qf: Tensor, pf: Tensor, uq: Tensor, up: Tensor) -> Tensor:

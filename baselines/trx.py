@@ -34,7 +34,7 @@ __all__ = ["TRX", "trx_positional_table", "class_slots"]
 # TRX repository, ``backbone.*`` in HyRSM's copy) and HyRSM's tuple index tensors.
 OFFICIAL_IGNORE = (r"resnet\.", r"backbone\.", r"transformers\.\d+\.tuples\.\d+$")
 # Episodes matched at once are chosen so the attention scores of a chunk stay near this size.
-_CHUNK_ELEMENTS = 1 << 22
+_CHUNK_ELEMENTS = 1 << 24
 
 
 def trx_positional_table(max_len: int, dim: int, scale: float) -> Tensor:

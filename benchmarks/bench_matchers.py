@@ -45,11 +45,11 @@ def plain_matmul_gflops(total_flops: float, generator: torch.Generator) -> float
     return calls * per_call / (time.perf_counter() - t0) / 1e9
 
 
-def timed_eval(method, features, manifest, batch_episodes: int) -> tuple[float, float]:
-    """(seconds, accuracy) of one full evaluation."""
-    t0 = time.perf_counter()
+def timed_eval(method, features, manifest, batch_episodes: int) -> tuple[float, float, float]:
+    """(wall seconds, process CPU seconds, accuracy) of one full evaluation."""
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fb.evaluate(method, features, manifest, progress=False, batch_episodes=batch_episodes)
-    return time.perf_counter() - t0, result.accuracy
+    return time.perf_counter() - t0, time.process_time() - c0, result.accuracy
 
 
 def best_batch(method, features, manifest) -> int:
@@ -73,7 +73,7 @@ def main(threads: int = 2) -> None:
         for head in HEADS:
             method = fb.create_method(head, feature_dim=D, seq_len=T).eval()
             batch = best_batch(method, features, manifest)
-            seconds, accuracy = timed_eval(method, features, manifest, batch)
+            seconds, cpu, accuracy = timed_eval(method, features, manifest, batch)
             flops = similarity_flops(head, shot, EPISODES)
             plain = plain_matmul_gflops(flops, g)
             achieved = flops / seconds / 1e9
@@ -83,6 +83,7 @@ def main(threads: int = 2) -> None:
                     shot,
                     batch,
                     f"{seconds:.2f}",
+                    f"{cpu:.2f}",
                     f"{accuracy:.2f}",
                     f"{flops / 1e9:.1f}",
                     f"{achieved:.1f}",
@@ -103,6 +104,7 @@ def main(threads: int = 2) -> None:
                 "shot",
                 "batch_episodes",
                 f"s / {EPISODES:,} eps",
+                "CPU s",
                 "acc %",
                 "GEMM GFLOP",
                 "GEMM GF/s (end-to-end)",

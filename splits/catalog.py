@@ -195,27 +195,39 @@ _SSV2_SMALL_HY = (
 
 _VARIANT_LIST = (
     SplitVariant(
-        "kinetics100", "kinetics", "CMN (Zhu & Yang, ECCV'18), TRX copy",
+        "kinetics100",
+        "kinetics",
+        "CMN (Zhu & Yang, ECCV'18), TRX copy",
         (_src("trx", "kinetics_CMN", _TRX03, _K100_TRX),),
     ),
     SplitVariant(
-        "kinetics100-hyrsm", "kinetics", "CMN classes, HyRSM video list",
+        "kinetics100-hyrsm",
+        "kinetics",
+        "CMN classes, HyRSM video list",
         (_src("hyrsm", "kinetics100", _HY, _K100_HY),),
     ),
     SplitVariant(
-        "ucf101", "ucf101", "ARN (Zhang et al., ECCV'20)",
+        "ucf101",
+        "ucf101",
+        "ARN (Zhang et al., ECCV'20)",
         (_src("trx", "ucf_ARN", _TRX03, _UCF_TRX), _src("hyrsm", "ucf101", _HY, _UCF_HY)),
     ),
     SplitVariant(
-        "hmdb51", "hmdb51", "ARN (Zhang et al., ECCV'20)",
+        "hmdb51",
+        "hmdb51",
+        "ARN (Zhang et al., ECCV'20)",
         (_src("trx", "hmdb_ARN", _TRX03, _HMDB_TRX), _src("hyrsm", "hmdb51", _HY, _HMDB_HY)),
     ),
     SplitVariant(
-        "ssv2-full", "ssv2", "OTAM (Cao et al., CVPR'20)",
+        "ssv2-full",
+        "ssv2",
+        "OTAM (Cao et al., CVPR'20)",
         (_src("trx", "ssv2_OTAM", _TRX07, _SSV2_FULL), _src("hyrsm", "ssv2_full", _HY, _SSV2_FULL)),
     ),
     SplitVariant(
-        "ssv2-small", "ssv2", "CMN (Zhu & Yang, ECCV'18)",
+        "ssv2-small",
+        "ssv2",
+        "CMN (Zhu & Yang, ECCV'18)",
         (
             _src("trx", "ssv2_CMN", _TRX03, _SSV2_SMALL_TRX),
             _src("hyrsm", "ssv2_small", _HY, _SSV2_SMALL_HY),

@@ -7,14 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
-
-from fsarbench.io import md5_file
 from fsarbench_splits.catalog import VARIANTS, SplitSource, SplitVariant
 from fsarbench_splits.parsers import SplitEntry, parse_split_file
 
+from fsarbench.io import md5_file
+
 __all__ = [
-    "LoadedSplit", "SplitModifiedError", "SplitsNotFoundError", "default_splits_dir",
-    "get_variant", "find_source", "load_split",
+    "LoadedSplit",
+    "SplitModifiedError",
+    "SplitsNotFoundError",
+    "default_splits_dir",
+    "get_variant",
+    "find_source",
+    "load_split",
 ]
 
 
@@ -67,8 +72,13 @@ class LoadedSplit:
 
     def provenance(self) -> dict[str, object]:
         """JSON-friendly facts for a result record (file, md5, whether modified)."""
-        return {"variant": self.variant, "split": self.split, "file": str(self.path),
-                "md5": self.md5, "modified": self.modified}
+        return {
+            "variant": self.variant,
+            "split": self.split,
+            "file": str(self.path),
+            "md5": self.md5,
+            "modified": self.modified,
+        }
 
 
 def load_split(

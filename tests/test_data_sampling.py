@@ -39,14 +39,23 @@ def test_trx_test_indices_match_reference():
         got = sample_frames("trx", n, 8, train=False, rng=frame_rng(0, n))
         assert got == trx_reference(n, 8, False, None), n
     assert sample_frames("trx", 100, 8, train=False, rng=frame_rng(0, 0)) == [
-        1, 14, 28, 42, 56, 70, 84, 98]
+        1,
+        14,
+        28,
+        42,
+        56,
+        70,
+        84,
+        98,
+    ]
 
 
 def test_trx_train_within_reference_support():
     for n in (8, 10, 13, 30, 100):
         ref = {tuple(trx_reference(n, 8, True, random.Random(s))) for s in range(400)}
-        ours = {tuple(sample_frames("trx", n, 8, train=True, rng=frame_rng(s, n)))
-                for s in range(400)}
+        ours = {
+            tuple(sample_frames("trx", n, 8, train=True, rng=frame_rng(s, n))) for s in range(400)
+        }
         assert ours == ref, n
 
 
@@ -59,14 +68,23 @@ def test_tsn_one_frame_per_segment():
         for s in range(20):
             idx = sample_frames("tsn", n, 8, train=True, rng=frame_rng(s, n))
             assert all(a <= i <= b for i, (a, b) in zip(idx, bounds))
-        rnd = [sample_frames("tsn-random", n, 8, train=False, rng=frame_rng(s, n))
-               for s in range(20)]
+        rnd = [
+            sample_frames("tsn-random", n, 8, train=False, rng=frame_rng(s, n)) for s in range(20)
+        ]
         assert all(a <= i <= b for idx in rnd for i, (a, b) in zip(idx, bounds))
 
 
 def test_uniform_spans_video():
     assert sample_frames("uniform", 16, 8, train=False, rng=frame_rng(0, 0)) == [
-        1, 3, 5, 7, 9, 11, 13, 15]
+        1,
+        3,
+        5,
+        7,
+        9,
+        11,
+        13,
+        15,
+    ]
     for s in range(30):
         idx = sample_frames("uniform", 40, 8, train=True, rng=frame_rng(s, 0))
         assert idx == sorted(idx) and 0 <= idx[0] < 5 and idx[-1] < 40
@@ -89,7 +107,15 @@ def test_short_video_policy():
     with pytest.raises(TooShortError, match="too short: 5 frames, clips need 8"):
         sample_frames("trx", 5, 8, train=False, rng=frame_rng(0, 0))
     assert sample_frames("trx", 5, 8, train=False, rng=frame_rng(0, 0), short="repeat") == [
-        0, 1, 1, 2, 2, 3, 3, 4]
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+    ]
     with pytest.raises(TooShortError):
         sample_frames("tsn", 0, 8, train=False, rng=frame_rng(0, 0), short="repeat")
     with pytest.raises(ValueError, match="short-video policy"):
@@ -107,10 +133,13 @@ def test_test_transform_resize_short_side_and_centre_crop():
     out = ClipTransform(TransformConfig(resize=20, crop=16, norm="none"))(f)
     assert out.shape == (3, 3, 16, 16) and out.dtype == torch.float32
     x = torch.from_numpy(f).permute(0, 3, 1, 2).float()
-    ref = torch.nn.functional.interpolate(x, size=(20, 30), mode="bilinear",
-                                          align_corners=False, antialias=True)
+    ref = torch.nn.functional.interpolate(
+        x, size=(20, 30), mode="bilinear", align_corners=False, antialias=True
+    )
     ref = ref[..., 2:18, 7:23] / 255
-    torch.testing.assert_close(out, ref)
+    # resized in uint8 (fixed-point weights, rounded): at most one grey level off
+    torch.testing.assert_close(out, ref, rtol=0, atol=1.01 / 255)
+    assert (out - ref).abs().mean() < 0.3 / 255
 
 
 def test_normalisation_presets():
@@ -137,8 +166,12 @@ def test_random_crop_and_flip_same_for_all_frames_and_reproducible():
     for o in outs:  # every output is one crop of the clip, possibly flipped
         for flip in (False, True):
             src = x.flip(-1) if flip else x
-            hits = [(i, j) for i in range(9) for j in range(9)
-                    if torch.equal(src[..., i:i + 24, j:j + 24], o)]
+            hits = [
+                (i, j)
+                for i in range(9)
+                for j in range(9)
+                if torch.equal(src[..., i : i + 24, j : j + 24], o)
+            ]
             if hits:
                 flips += flip
                 break

@@ -74,8 +74,8 @@ def test_ddp_weights_equal_on_ranks_and_to_one_process(synth_root, tmp_path):
     ).state_dict()
     moved = False
     for k, v in r0.items():
-        assert torch.equal(v, r1[k]), k
-        torch.testing.assert_close(v, single[k], rtol=1e-4, atol=1e-5, msg=k)
+        assert torch.equal(v, r1[k]), f"{k} differs between ranks by {(v - r1[k]).abs().max()}"
+        torch.testing.assert_close(v, single[k], rtol=1e-4, atol=1e-5)
         moved |= not torch.equal(v, start[k])
     assert moved
 

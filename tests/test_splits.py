@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 from data_fixtures import require_shared_splits
-
-from fsarbench.io import md5_file
 from fsarbench_splits.registry import (
     VARIANTS,
     SplitFormatError,
@@ -21,13 +19,25 @@ from fsarbench_splits.registry import (
     verify_splits,
 )
 
-ALL_FILES = [(v.name, s, split) for v in VARIANTS.values() for s in v.sources
-             for split in ("train", "val", "test")]
+from fsarbench.io import md5_file
+
+ALL_FILES = [
+    (v.name, s, split)
+    for v in VARIANTS.values()
+    for s in v.sources
+    for split in ("train", "val", "test")
+]
 
 
 def test_registry_covers_thirty_files_and_six_variants():
-    assert set(VARIANTS) == {"kinetics100", "kinetics100-hyrsm", "ucf101", "hmdb51",
-                             "ssv2-full", "ssv2-small"}
+    assert set(VARIANTS) == {
+        "kinetics100",
+        "kinetics100-hyrsm",
+        "ucf101",
+        "hmdb51",
+        "ssv2-full",
+        "ssv2-small",
+    }
     assert len({s.rel_path(sp) for _, s, sp in ALL_FILES}) == 30
     k = VARIANTS["kinetics100"]
     assert k.source.commit == "390c20aa8ed7e309ae4949464fdcf015c4009329"
@@ -35,8 +45,9 @@ def test_registry_covers_thirty_files_and_six_variants():
     assert VARIANTS["kinetics100-hyrsm"].source.path == "configs/projects/hyrsm/kinetics100"
 
 
-@pytest.mark.parametrize(("variant", "source", "split"), ALL_FILES,
-                         ids=[f"{s.rel_path(sp)}" for _, s, sp in ALL_FILES])
+@pytest.mark.parametrize(
+    ("variant", "source", "split"), ALL_FILES, ids=[f"{s.rel_path(sp)}" for _, s, sp in ALL_FILES]
+)
 def test_published_file_parses_with_registry_counts(variant, source, split):
     root = require_shared_splits()
     spec = source.file(split)
@@ -47,7 +58,9 @@ def test_published_file_parses_with_registry_counts(variant, source, split):
     assert len(entries) == spec.videos
     assert len(per_class) == spec.classes
     assert (min(per_class.values()), max(per_class.values())) == (
-        spec.min_per_class, spec.max_per_class)
+        spec.min_per_class,
+        spec.max_per_class,
+    )
     assert len({e.video_id for e in entries}) == len(entries)
 
 
@@ -71,12 +84,16 @@ def test_sources_agree_on_videos_and_classes():
 
 def test_hyrsm_line_forms(tmp_path):
     f = tmp_path / "l.txt"
-    f.write_text("test0//train_256/blasting_sand/-kYzxMKp514_000086_000096.mp4\n"
-                 "val0//val_256/baking_cookies/-514AQUrSow.mkv\ntest18/195025\n")
+    f.write_text(
+        "test0//train_256/blasting_sand/-kYzxMKp514_000086_000096.mp4\n"
+        "val0//val_256/baking_cookies/-514AQUrSow.mkv\ntest18/195025\n"
+    )
     a, b, c = parse_split_file(f, "hyrsm")
     assert (a.video_id, a.class_name, a.rel_path) == (
-        "-kYzxMKp514_000086_000096", "blasting_sand",
-        "train_256/blasting_sand/-kYzxMKp514_000086_000096.mp4")
+        "-kYzxMKp514_000086_000096",
+        "blasting_sand",
+        "train_256/blasting_sand/-kYzxMKp514_000086_000096.mp4",
+    )
     assert (b.video_id, b.rel_path) == ("-514AQUrSow", "val_256/baking_cookies/-514AQUrSow.mkv")
     assert (c.video_id, c.class_name, c.rel_path) == ("195025", "test18", None)
 
@@ -164,3 +181,40 @@ def test_falls_back_to_second_source(tmp_path):
     shutil.copyfile(root / hy.rel_path("test"), dest)
     loaded = load_split("ucf101", "test", tmp_path)
     assert loaded.path == dest and len(loaded.entries) == 2745
+
+
+def test_cli_import_verify_modified_and_offline_fetch(tmp_path, capsys, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    from fsarbench.cli.main import main
+
+    root = require_shared_splits()
+    dest = tmp_path / "splits"
+    assert main(["splits", "--splits-dir", str(dest), "import", str(root)]) == 0
+    assert "30 list(s) copied" in capsys.readouterr().out
+    args = ["splits", "--splits-dir", str(dest), "verify", "--variant", "hmdb51"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "trx/hmdb_ARN/testlist03.txt" in out and "6 files checked" in out
+    path = dest / "trx/hmdb_ARN/testlist03.txt"
+    path.write_text("\n".join(reversed(path.read_text().splitlines())) + "\n")  # same videos
+    new = md5_file(path)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and new in err and "07759a51f1526a077bcb61e03bf76934" in err
+    assert main([*args, "--allow-modified"]) == 0
+    out = capsys.readouterr().out
+    assert f"MODIFIED {new}" in out and f"modified: trx/hmdb_ARN/testlist03.txt md5 {new}" in out
+    path.write_text(path.read_text().replace("fencing/", "fencing_/", 1))
+    assert main([*args, "--allow-modified"]) == 1  # counts differ: still an error
+    assert "counts 1292 videos / 11 classes" in capsys.readouterr().err
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    assert main(["splits", "--splits-dir", str(tmp_path / "x"), "fetch"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot download https://raw.githubusercontent.com/tobyperrett/trx/" in err
+    assert "splits import DIR" in err

@@ -63,11 +63,17 @@ def test_videos_decode_through_the_clip_pipeline(small):
     test = ds.videos("test")
     assert len(test) == 28 and len(ds.class_names("test")) == 14
     assert {ds.class_info("test")[r.class_name]["category"] for r in test} == {
-        "appearance", "temporal", "composite"}
+        "appearance",
+        "temporal",
+        "composite",
+    }
     for r in test[::7]:
         assert count_frames(r.path) == meta[r.video_id]["frames"]
-    clips = ClipDataset(test[:4], get_transform("trx-test", resize=32, crop=32),
-                        ClipOptions(frames=8, sampler="uniform"))
+    clips = ClipDataset(
+        test[:4],
+        get_transform("trx-test", resize=32, crop=32),
+        ClipOptions(frames=8, sampler="uniform"),
+    )
     item = clips[0]
     assert item["ok"] and item["clip"].shape == (8, 3, 32, 32) and item["clip"].std() > 0.05
     assert set(ds.split_md5s()) == {"train", "val", "test"}

@@ -18,16 +18,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="check a dataset on disk")
     actions = p.add_subparsers(dest="data_action", metavar="ACTION")
     c = actions.add_parser(
-        "check", help="per split and class: found, missing, unreadable, too short",
-        description="Exit status 1 when the dataset cannot serve the episode settings.")
+        "check",
+        help="per split and class: found, missing, unreadable, too short",
+        description="Exit status 1 when the dataset cannot serve the episode settings.",
+    )
     c.add_argument("dataset", choices=list_datasets())
     c.add_argument("--root", type=Path, default=None, help="data root (default $FSAR_DATA/...)")
     c.add_argument("--splits-dir", type=Path, default=None)
     c.add_argument("--layout", default="auto", choices=["auto", "template", *LAYOUTS])
     c.add_argument("--template", default=None, help='e.g. "{class_dir}/{video_id}.mp4"')
     c.add_argument("--allow-modified", action="store_true")
-    c.add_argument("--split", action="append", choices=["train", "val", "test"], default=None,
-                   help="splits to check (repeatable; default all three)")
+    c.add_argument(
+        "--split",
+        action="append",
+        choices=["train", "val", "test"],
+        default=None,
+        help="splits to check (repeatable; default all three)",
+    )
     c.add_argument("--frames", type=int, default=8, help="T: shorter videos are too short")
     c.add_argument("--way", type=int, default=5)
     c.add_argument("--shot", type=int, default=5, help="largest shot you will run")
@@ -44,36 +51,59 @@ def _open(args: argparse.Namespace):
     if args.dataset == "synth":
         return get_dataset("synth", root=args.root)
     layout = "template" if args.template else args.layout
-    return get_dataset(args.dataset, root=args.root, splits_dir=args.splits_dir, layout=layout,
-                       template=args.template, allow_modified=args.allow_modified)
+    return get_dataset(
+        args.dataset,
+        root=args.root,
+        splits_dir=args.splits_dir,
+        layout=layout,
+        template=args.template,
+        allow_modified=args.allow_modified,
+    )
 
 
 def run_check(args: argparse.Namespace) -> int:
     ds = _open(args)
     health, problems = [], []
     for split in args.split or ["train", "val", "test"]:
-        rows = check_split(ds.videos(split), split, frames=args.frames,
-                           probe=not args.no_probe, jobs=args.jobs)
+        rows = check_split(
+            ds.videos(split), split, frames=args.frames, probe=not args.no_probe, jobs=args.jobs
+        )
         health += rows
-        problems += protocol_problems(rows, way=args.way, shot=args.shot, queries=args.queries,
-                                      policy=args.min_videos_policy)
-    table = [{"split": h.split, "class": h.class_name, "listed": h.listed, "found": h.found,
-              "missing": len(h.missing), "unreadable": len(h.unreadable),
-              "too short": len(h.too_short), "usable": h.usable} for h in health]
+        problems += protocol_problems(
+            rows, way=args.way, shot=args.shot, queries=args.queries, policy=args.min_videos_policy
+        )
+    table = [
+        {
+            "split": h.split,
+            "class": h.class_name,
+            "listed": h.listed,
+            "found": h.found,
+            "missing": len(h.missing),
+            "unreadable": len(h.unreadable),
+            "too short": len(h.too_short),
+            "usable": h.usable,
+        }
+        for h in health
+    ]
     print(tabulate(table, headers="keys"))
     for h in health:
         if h.missing:
             print(f"missing {h.split}/{h.class_name}: {', '.join(h.missing)}")
         for vid, cause in h.unreadable.items():
             print(f"unreadable {h.split}/{h.class_name}/{vid}: {cause}")
-    settings = {k: getattr(args, k) for k in ("dataset", "frames", "way", "shot", "queries",
-                                              "min_videos_policy")}
+    settings = {
+        k: getattr(args, k)
+        for k in ("dataset", "frames", "way", "shot", "queries", "min_videos_policy")
+    }
     settings["root"] = str(getattr(ds, "root", None) or getattr(ds, "path", ""))
     _write_report(args.report, health, problems, settings)
     for p in problems:
         print(f"cannot serve: {p}", file=sys.stderr)
-    print("OK: the dataset can serve these settings" if not problems
-          else f"{len(problems)} problem(s): the dataset cannot serve these settings")
+    print(
+        "OK: the dataset can serve these settings"
+        if not problems
+        else f"{len(problems)} problem(s): the dataset cannot serve these settings"
+    )
     return 1 if problems else 0
 
 

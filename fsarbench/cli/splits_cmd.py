@@ -6,22 +6,27 @@ import argparse
 import sys
 from pathlib import Path
 
-from tabulate import tabulate
-
 from fsarbench_splits.fetch import SplitFetchError, fetch_splits, import_splits
 from fsarbench_splits.registry import VARIANTS, default_splits_dir, verify_splits
+from tabulate import tabulate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("splits", help="verify, fetch or import the published split lists",
-                       description="The few-shot split lists live in a splits directory "
-                       "(--splits-dir, else $FSAR_SPLITS, else the user cache).")
+    p = sub.add_parser(
+        "splits",
+        help="verify, fetch or import the published split lists",
+        description="The few-shot split lists live in a splits directory "
+        "(--splits-dir, else $FSAR_SPLITS, else the user cache).",
+    )
     p.add_argument("--splits-dir", type=Path, default=None, help="splits directory")
     actions = p.add_subparsers(dest="splits_action", metavar="ACTION")
     v = actions.add_parser("verify", help="check md5, counts, leakage and duplicates")
     v.add_argument("--variant", action="append", choices=sorted(VARIANTS), default=None)
-    v.add_argument("--allow-modified", action="store_true",
-                   help="report lists whose md5 differs from the published one without failing")
+    v.add_argument(
+        "--allow-modified",
+        action="store_true",
+        help="report lists whose md5 differs from the published one without failing",
+    )
     v.set_defaults(func=run_verify)
     f = actions.add_parser("fetch", help="download the lists from their source repositories")
     f.add_argument("--variant", action="append", choices=sorted(VARIANTS), default=None)
@@ -40,8 +45,11 @@ def _dir(args: argparse.Namespace) -> Path:
 def run_verify(args: argparse.Namespace) -> int:
     report = verify_splits(_dir(args), variants=args.variant, allow_modified=args.allow_modified)
     if not report.sources:
-        print(f"error: no split lists under {report.splits_dir}; run 'python -m fsarbench splits "
-              "fetch' or 'splits import DIR'", file=sys.stderr)
+        print(
+            f"error: no split lists under {report.splits_dir}; run 'python -m fsarbench splits "
+            "fetch' or 'splits import DIR'",
+            file=sys.stderr,
+        )
         return 2
     print(tabulate(report.rows(), headers="keys"))
     for rel, md5 in report.modified.items():
@@ -49,8 +57,10 @@ def run_verify(args: argparse.Namespace) -> int:
     errors = report.errors()
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
-    print(f"{len(report.files)} files checked under {report.splits_dir}: "
-          f"{'OK' if not errors else f'{len(errors)} problem(s)'}")
+    print(
+        f"{len(report.files)} files checked under {report.splits_dir}: "
+        f"{'OK' if not errors else f'{len(errors)} problem(s)'}"
+    )
     return 1 if errors else 0
 
 

@@ -24,8 +24,14 @@ from fsarbench.data.sampling import TooShortError, frame_rng, sample_frames
 from fsarbench.data.transforms import ClipTransform
 from fsarbench.episodes import Manifest
 
-__all__ = ["ClipOptions", "ClipDataset", "EpisodeClipDataset", "collate_clips", "make_loader",
-           "failures"]
+__all__ = [
+    "ClipOptions",
+    "ClipDataset",
+    "EpisodeClipDataset",
+    "collate_clips",
+    "make_loader",
+    "failures",
+]
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,18 @@ class ClipOptions:
     backend: str = "auto"
 
 
-def _load(record: VideoRecord, transform: ClipTransform, opts: ClipOptions, view: int,
-          out_shape: tuple[int, ...]) -> tuple[torch.Tensor, str | None]:
+def _load(
+    record: VideoRecord,
+    transform: ClipTransform,
+    opts: ClipOptions,
+    view: int,
+    out_shape: tuple[int, ...],
+) -> tuple[torch.Tensor, str | None]:
     """(clip ``float [T,3,H,W]``, error or None) for one video and view."""
     rng = frame_rng(opts.seed, record.video_id, opts.epoch, view)
-    choose = partial(sample_frames, opts.sampler, T=opts.frames, train=opts.train, rng=rng,
-                     short=opts.short)
+    choose = partial(
+        sample_frames, opts.sampler, T=opts.frames, train=opts.train, rng=rng, short=opts.short
+    )
     try:
         frames, _ = read_clip(record.path, choose, backend=opts.backend)
         return transform(frames, rng), None
@@ -87,8 +99,12 @@ class ClipDataset(TorchDataset):
     "ok": bool, "error": str | None}``; failed videos give a zero clip under ``skip``.
     """
 
-    def __init__(self, records: Sequence[VideoRecord], transform: ClipTransform,
-                 options: ClipOptions | None = None):
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        transform: ClipTransform,
+        options: ClipOptions | None = None,
+    ):
         self.records = list(records)
         self.transform = transform
         self.options = options or ClipOptions()
@@ -101,8 +117,7 @@ class ClipDataset(TorchDataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         video, view = divmod(int(i), self.options.views)
-        clip, error = _load(self.records[video], self.transform, self.options, view,
-                            self.out_shape)
+        clip, error = _load(self.records[video], self.transform, self.options, view, self.out_shape)
         return {"clip": clip, "index": video, "view": view, "ok": error is None, "error": error}
 
 
@@ -115,11 +130,17 @@ class EpisodeClipDataset(TorchDataset):
     Augmentation of a video differs per episode (the episode index is the view id).
     """
 
-    def __init__(self, manifest: Manifest, records: Sequence[VideoRecord],
-                 transform: ClipTransform, options: ClipOptions | None = None):
+    def __init__(
+        self,
+        manifest: Manifest,
+        records: Sequence[VideoRecord],
+        transform: ClipTransform,
+        options: ClipOptions | None = None,
+    ):
         if manifest.num_videos != len(records):
-            raise ValueError(f"manifest indexes {manifest.num_videos} videos, "
-                             f"got {len(records)} records")
+            raise ValueError(
+                f"manifest indexes {manifest.num_videos} videos, got {len(records)} records"
+            )
         self.manifest, self.records, self.transform = manifest, list(records), transform
         self.options = options or ClipOptions()
         self.out_shape = _out_shape(transform, self.options.frames)
@@ -128,8 +149,10 @@ class EpisodeClipDataset(TorchDataset):
         return self.manifest.episodes
 
     def _clips(self, indices: np.ndarray, e: int) -> tuple[torch.Tensor, list[str | None]]:
-        loaded = [_load(self.records[int(v)], self.transform, self.options, e, self.out_shape)
-                  for v in indices]
+        loaded = [
+            _load(self.records[int(v)], self.transform, self.options, e, self.out_shape)
+            for v in indices
+        ]
         return torch.stack([c for c, _ in loaded]), [err for _, err in loaded]
 
     def __getitem__(self, e: int) -> dict[str, Any]:
@@ -138,7 +161,9 @@ class EpisodeClipDataset(TorchDataset):
         query, q_err = self._clips(m.query[e], e)
         errors = s_err + q_err
         return {
-            "support": support, "query": query, "episode": int(e),
+            "support": support,
+            "query": query,
+            "episode": int(e),
             "support_labels": torch.tensor(m.support_labels[e], dtype=torch.long),
             "query_labels": torch.tensor(m.query_labels[e], dtype=torch.long),
             "ok": torch.tensor([x is None for x in errors]),
@@ -160,17 +185,32 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def make_loader(dataset: TorchDataset, *, batch_size: int = 8, num_workers: int = 0,
-                pin_memory: bool | None = None) -> DataLoader:
+def make_loader(
+    dataset: TorchDataset,
+    *,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    pin_memory: bool | None = None,
+) -> DataLoader:
     """An in-order loader decoding in ``num_workers`` processes, pinned memory on CUDA."""
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=pin, collate_fn=collate_clips,
-                      persistent_workers=False, prefetch_factor=2 if num_workers else None)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin,
+        collate_fn=collate_clips,
+        persistent_workers=False,
+        prefetch_factor=2 if num_workers else None,
+    )
 
 
 def failures(batch: dict[str, Any], records: Sequence[VideoRecord]) -> list[str]:
     """``"<video_id>: <error>"`` for each failed item of a ClipDataset batch (for results'
     ``skipped_videos``)."""
-    return [f"{records[int(i)].video_id}: {err}"
-            for i, err in zip(batch["index"], batch["error"]) if err is not None]
+    return [
+        f"{records[int(i)].video_id}: {err}"
+        for i, err in zip(batch["index"], batch["error"])
+        if err is not None
+    ]

@@ -14,12 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from fsarbench.data.layouts import LAYOUTS, detect_layout, resolve, template_layout
 from fsarbench_splits.registry import LoadedSplit, get_variant, load_split
 
+from fsarbench.data.layouts import LAYOUTS, detect_layout, resolve, template_layout
+
 __all__ = [
-    "DATASETS", "Dataset", "DatasetSpec", "SplitListDataset", "VideoRecord", "get_dataset",
-    "list_datasets", "register_dataset", "default_data_root",
+    "DATASETS",
+    "Dataset",
+    "DatasetSpec",
+    "SplitListDataset",
+    "VideoRecord",
+    "get_dataset",
+    "list_datasets",
+    "register_dataset",
+    "default_data_root",
 ]
 
 
@@ -69,12 +77,20 @@ class SplitListDataset:
         allow_modified: accept lists whose md5 differs from the published one (recorded).
     """
 
-    def __init__(self, spec: DatasetSpec, *, root: str | Path | None = None,
-                 splits_dir: str | Path | None = None, layout: str = "auto",
-                 template: str | None = None, allow_modified: bool = False):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        *,
+        root: str | Path | None = None,
+        splits_dir: str | Path | None = None,
+        layout: str = "auto",
+        template: str | None = None,
+        allow_modified: bool = False,
+    ):
         if layout not in ("auto", "template", *LAYOUTS):
-            raise ValueError(f"unknown layout {layout!r}; layouts: auto, template, "
-                             f"{', '.join(LAYOUTS)}")
+            raise ValueError(
+                f"unknown layout {layout!r}; layouts: auto, template, {', '.join(LAYOUTS)}"
+            )
         if (layout == "template") != (template is not None):
             raise ValueError("layout='template' and template=... go together")
         self.spec = spec
@@ -87,8 +103,9 @@ class SplitListDataset:
 
     def split(self, split: str) -> LoadedSplit:
         if split not in self._splits:
-            self._splits[split] = load_split(self.variant, split, self.splits_dir,
-                                             allow_modified=self.allow_modified)
+            self._splits[split] = load_split(
+                self.variant, split, self.splits_dir, allow_modified=self.allow_modified
+            )
         return self._splits[split]
 
     def class_names(self, split: str) -> list[str]:
@@ -113,16 +130,22 @@ class SplitListDataset:
         names = self.class_names(split)
         index = {c: i for i, c in enumerate(names)}
         layout, root = self._layout_fn(split), self._need_root()
-        return [VideoRecord(e.video_id, e.class_name, index[e.class_name],
-                            resolve(root, e, layout)[0]) for e in self.split(split).entries]
+        return [
+            VideoRecord(e.video_id, e.class_name, index[e.class_name], resolve(root, e, layout)[0])
+            for e in self.split(split).entries
+        ]
 
     def split_md5s(self) -> dict[str, str]:
         return {s: self.split(s).md5 for s in ("train", "val", "test")}
 
     def provenance(self) -> dict[str, Any]:
         """What to record with a result: variant, list files, md5s, modified flags, layout."""
-        return {"dataset": self.name, "variant": self.variant, "layout": self.layout,
-                "splits": {s: ls.provenance() for s, ls in self._splits.items()}}
+        return {
+            "dataset": self.name,
+            "variant": self.variant,
+            "layout": self.layout,
+            "splits": {s: ls.provenance() for s, ls in self._splits.items()},
+        }
 
     def available(self) -> bool:
         """Data root present and at least one test video found under it."""
@@ -179,5 +202,7 @@ def get_dataset(name: str, **kwargs: Any) -> Dataset:
     try:
         factory = DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; datasets: {', '.join(list_datasets())}") from None
+        raise KeyError(
+            f"unknown dataset {name!r}; datasets: {', '.join(list_datasets())}"
+        ) from None
     return factory(**kwargs)

@@ -91,7 +91,9 @@ def _av_open(path: Path):
     try:
         container = av.open(str(path))
     except av.FFmpegError as err:
-        raise VideoDecodeError(path, f"not a readable video container ({_first_line(err)})") from None
+        raise VideoDecodeError(
+            path, f"not a readable video container ({_first_line(err)})"
+        ) from None
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(path, "the container has no video stream")
@@ -119,8 +121,10 @@ def _av_read(path: Path, indices: Sequence[int]) -> np.ndarray:
     wanted = [int(i) for i in indices]
     frames = _av_decode_all(path, stop=max(wanted) if wanted else 0)
     if wanted and max(wanted) >= len(frames) and max(wanted) < _av_header_frames(path):
-        raise VideoDecodeError(path, f"truncated or corrupt: only {len(frames)} of "
-                               f"{_av_header_frames(path)} frames decode")
+        raise VideoDecodeError(
+            path,
+            f"truncated or corrupt: only {len(frames)} of {_av_header_frames(path)} frames decode",
+        )
     idx = _check_indices(path, wanted, len(frames))
     return np.stack([frames[i] for i in idx])
 
@@ -144,8 +148,9 @@ def _natural_key(p: Path) -> list[object]:
 
 
 def _jpeg_files(path: Path) -> list[Path]:
-    files = sorted((p for p in path.iterdir() if p.suffix.lower() in JPEG_SUFFIXES),
-                   key=_natural_key)
+    files = sorted(
+        (p for p in path.iterdir() if p.suffix.lower() in JPEG_SUFFIXES), key=_natural_key
+    )
     if not files:
         raise VideoDecodeError(path, "folder holds no .jpg frames")
     return files
@@ -266,5 +271,8 @@ def _count_then_read(name: str):
     return clip
 
 
-_OPEN_READ = {"decord": _decord_clip, "pyav": _count_then_read("pyav"),
-              "jpeg": _count_then_read("jpeg")}
+_OPEN_READ = {
+    "decord": _decord_clip,
+    "pyav": _count_then_read("pyav"),
+    "jpeg": _count_then_read("jpeg"),
+}

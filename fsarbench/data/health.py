@@ -43,8 +43,14 @@ def _probe(record: VideoRecord) -> tuple[str, int | str]:
         return record.video_id, err.cause
 
 
-def check_split(records: Sequence[VideoRecord], split: str, *, frames: int = 8,
-                probe: bool = True, jobs: int = 2) -> list[ClassHealth]:
+def check_split(
+    records: Sequence[VideoRecord],
+    split: str,
+    *,
+    frames: int = 8,
+    probe: bool = True,
+    jobs: int = 2,
+) -> list[ClassHealth]:
     """Per-class health of ``records``; ``probe`` opens every found file to count frames."""
     classes: dict[str, ClassHealth] = {}
     present = []
@@ -67,8 +73,9 @@ def check_split(records: Sequence[VideoRecord], split: str, *, frames: int = 8,
     return [classes[c] for c in sorted(classes)]
 
 
-def protocol_problems(health: Sequence[ClassHealth], *, way: int, shot: int, queries: int,
-                      policy: str = "error") -> list[str]:
+def protocol_problems(
+    health: Sequence[ClassHealth], *, way: int, shot: int, queries: int, policy: str = "error"
+) -> list[str]:
     """Why the split cannot serve ``way``-way ``shot``-shot episodes (empty if it can).
 
     Under ``policy="error"`` every class needs ``shot + queries`` usable videos; under
@@ -80,24 +87,39 @@ def protocol_problems(health: Sequence[ClassHealth], *, way: int, shot: int, que
     split = health[0].split if health else "?"
     problems = []
     if policy == "error":
-        problems += [f"{split}/{h.class_name}: {h.usable} usable videos, {shot}-shot with "
-                     f"{queries} queries needs {need}" for h in short]
+        problems += [
+            f"{split}/{h.class_name}: {h.usable} usable videos, {shot}-shot with "
+            f"{queries} queries needs {need}"
+            for h in short
+        ]
     if good < way:
-        problems.append(f"{split}: only {good} classes have {need} usable videos; "
-                        f"{way}-way episodes need {way}")
+        problems.append(
+            f"{split}: only {good} classes have {need} usable videos; {way}-way episodes need {way}"
+        )
     return problems
 
 
-def health_json(health: Sequence[ClassHealth], problems: Sequence[str],
-                settings: dict[str, Any]) -> dict[str, Any]:
+def health_json(
+    health: Sequence[ClassHealth], problems: Sequence[str], settings: dict[str, Any]
+) -> dict[str, Any]:
     """The full report: settings, per-class counts and video lists, problems."""
     return {
         "settings": settings,
         "ok": not problems,
         "problems": list(problems),
-        "classes": [{"split": h.split, "class": h.class_name, "listed": h.listed,
-                     "found": h.found, "usable": h.usable, "missing": h.missing,
-                     "unreadable": h.unreadable, "too_short": h.too_short} for h in health],
+        "classes": [
+            {
+                "split": h.split,
+                "class": h.class_name,
+                "listed": h.listed,
+                "found": h.found,
+                "usable": h.usable,
+                "missing": h.missing,
+                "unreadable": h.unreadable,
+                "too_short": h.too_short,
+            }
+            for h in health
+        ],
     }
 
 

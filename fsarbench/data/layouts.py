@@ -30,14 +30,18 @@ def listed(root: Path, e: SplitEntry) -> list[Path]:
 
 def kinetics_train256(root: Path, e: SplitEntry) -> list[Path]:
     """Kinetics-400 as extracted: ``train_256/<class_dir>/<id>.mp4`` (or ``val_256``)."""
-    return [root / sub / d / f"{e.video_id}.mp4" for sub in ("train_256", "val_256")
-            for d in class_dirs(e.class_name)]
+    return [
+        root / sub / d / f"{e.video_id}.mp4"
+        for sub in ("train_256", "val_256")
+        for d in class_dirs(e.class_name)
+    ]
 
 
 def class_folders(root: Path, e: SplitEntry) -> list[Path]:
     """``<root>/<class>/<id>.<ext>`` with any common video extension."""
-    return [root / d / f"{e.video_id}{ext}" for d in class_dirs(e.class_name)
-            for ext in VIDEO_SUFFIXES]
+    return [
+        root / d / f"{e.video_id}{ext}" for d in class_dirs(e.class_name) for ext in VIDEO_SUFFIXES
+    ]
 
 
 def ucf101(root: Path, e: SplitEntry) -> list[Path]:
@@ -85,9 +89,15 @@ def template_layout(template: str) -> Layout:
         ) from None
 
     def from_template(root: Path, e: SplitEntry) -> list[Path]:
-        return [root / template.format(class_name=e.class_name,
-                                       class_dir=e.class_name.replace(" ", "_"),
-                                       video_id=e.video_id, rel_path=e.rel_path or "")]
+        return [
+            root
+            / template.format(
+                class_name=e.class_name,
+                class_dir=e.class_name.replace(" ", "_"),
+                video_id=e.video_id,
+                rel_path=e.rel_path or "",
+            )
+        ]
 
     return from_template
 

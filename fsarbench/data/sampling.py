@@ -14,8 +14,17 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = [
-    "SAMPLERS", "SHORT_POLICIES", "TooShortError", "frame_rng", "get_sampler", "sample_frames",
-    "register_sampler", "trx", "tsn", "tsn_random", "uniform",
+    "SAMPLERS",
+    "SHORT_POLICIES",
+    "TooShortError",
+    "frame_rng",
+    "get_sampler",
+    "sample_frames",
+    "register_sampler",
+    "trx",
+    "tsn",
+    "tsn_random",
+    "uniform",
 ]
 
 Sampler = Callable[..., list[int]]

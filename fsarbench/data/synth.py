@@ -29,12 +29,25 @@ import platformdirs
 
 from fsarbench.data.datasets import VideoRecord
 from fsarbench.data.sampling import frame_rng
-from fsarbench.data.synth_render import ACTIONS, Segment, neutral_background, render_video
-from fsarbench.data.synth_render import scene_background
+from fsarbench.data.synth_render import (
+    ACTIONS,
+    Segment,
+    neutral_background,
+    render_video,
+    scene_background,
+)
 from fsarbench.io import atomic_write_json, md5_file, stable_hash
 
-__all__ = ["SYNTH_VERSION", "SynthConfig", "SynthClass", "SynthDataset", "ensure_synth",
-           "plan_classes", "render_class_video", "write_video"]
+__all__ = [
+    "SYNTH_VERSION",
+    "SynthConfig",
+    "SynthClass",
+    "SynthDataset",
+    "ensure_synth",
+    "plan_classes",
+    "render_class_video",
+    "write_video",
+]
 
 SYNTH_VERSION = 1
 SPLIT_PLAN = {"train": (8, 4, 8), "val": (2, 2, 2), "test": (4, 3, 4)}
@@ -101,15 +114,26 @@ def plan_classes(seed: int) -> list[SynthClass]:
     """Every class of every split, deterministic from ``seed``."""
     rng = np.random.default_rng([seed, SYNTH_VERSION, 7])
     totals = [sum(p[i] for p in SPLIT_PLAN.values()) for i in range(3)]
-    hues, seqs, ends = _scene_hues(totals[0], rng), _sequences(totals[1], rng), _end_pairs(
-        totals[2], rng)
+    hues, seqs, ends = (
+        _scene_hues(totals[0], rng),
+        _sequences(totals[1], rng),
+        _end_pairs(totals[2], rng),
+    )
     classes: list[SynthClass] = []
     counters = [0, 0, 0]
     for split, (n_app, n_pairs, n_comp) in SPLIT_PLAN.items():
         for _ in range(n_app):
             i = counters[0]
-            classes.append(SynthClass(f"scene_{i:02d}", split, "appearance", hue=hues[i],
-                                      pattern=PATTERNS[i % 4], freq=float(rng.uniform(4, 10))))
+            classes.append(
+                SynthClass(
+                    f"scene_{i:02d}",
+                    split,
+                    "appearance",
+                    hue=hues[i],
+                    pattern=PATTERNS[i % 4],
+                    freq=float(rng.uniform(4, 10)),
+                )
+            )
             counters[0] += 1
         for _ in range(n_pairs):
             i, seq = counters[1], seqs[counters[1]]
@@ -143,8 +167,11 @@ def _segments(c: SynthClass, total: int, rng: np.random.Generator) -> list[Segme
         return [Segment((a,), k) for a, k in zip(c.actions, lens)]
     middle = tuple(int(a) for a in rng.choice(n, 2, replace=False))
     lens = _lengths(total, np.array([1.0, 2.0, 1.0]) * rng.uniform(0.8, 1.2, 3))
-    return [Segment((c.actions[0],), lens[0]), Segment(middle, lens[1]),
-            Segment((c.actions[1],), lens[2])]
+    return [
+        Segment((c.actions[0],), lens[0]),
+        Segment(middle, lens[1]),
+        Segment((c.actions[1],), lens[2]),
+    ]
 
 
 def render_class_video(c: SynthClass, index: int, config: SynthConfig, seed: int) -> np.ndarray:
@@ -169,8 +196,11 @@ def write_video(path: Path, frames: np.ndarray, codec: str = "mpeg4", fps: int =
             stream = container.add_stream(codec, rate=fps)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "10", "preset": "veryfast", "threads": "1"} if (
-                codec == "libx264") else {"qscale": "2"}
+            stream.options = (
+                {"crf": "10", "preset": "veryfast", "threads": "1"}
+                if (codec == "libx264")
+                else {"qscale": "2"}
+            )
             for f in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
             container.mux(stream.encode())
@@ -201,14 +231,29 @@ def _generate(work: Path, seed: int, config: SynthConfig) -> dict[str, Any]:
             frames = render_class_video(c, i, config, seed)
             if not path.exists():
                 write_video(path, frames, config.codec, config.fps)
-            videos.append({"video_id": path.stem, "class_name": c.name, "split": c.split,
-                           "path": str(rel), "frames": int(len(frames)), "md5": md5_file(path)})
-    return {"format": 1, "version": SYNTH_VERSION, "seed": seed, "config": asdict(config),
-            "classes": [c.info() for c in classes], "videos": videos}
+            videos.append(
+                {
+                    "video_id": path.stem,
+                    "class_name": c.name,
+                    "split": c.split,
+                    "path": str(rel),
+                    "frames": int(len(frames)),
+                    "md5": md5_file(path),
+                }
+            )
+    return {
+        "format": 1,
+        "version": SYNTH_VERSION,
+        "seed": seed,
+        "config": asdict(config),
+        "classes": [c.info() for c in classes],
+        "videos": videos,
+    }
 
 
-def ensure_synth(cache_dir: str | Path | None = None, seed: int = 0,
-                 config: SynthConfig | None = None) -> Path:
+def ensure_synth(
+    cache_dir: str | Path | None = None, seed: int = 0, config: SynthConfig | None = None
+) -> Path:
     """The folder of the synthetic dataset, generating it first if needed.
 
     ``cache_dir`` defaults to ``$FSAR_SYNTH`` or ``<user cache>/fsarbench/synth``. The folder
@@ -239,8 +284,9 @@ class SynthDataset:
     name = "synth"
     flip_ok = False  # atomic actions move left/right
 
-    def __init__(self, *, root: str | Path | None = None, seed: int = 0,
-                 config: SynthConfig | None = None):
+    def __init__(
+        self, *, root: str | Path | None = None, seed: int = 0, config: SynthConfig | None = None
+    ):
         self.cache_dir, self.seed, self.config = root, seed, config or SynthConfig()
         self.variant = f"synth-v{SYNTH_VERSION}-seed{seed}"
         self._meta: dict[str, Any] | None = None
@@ -271,8 +317,11 @@ class SynthDataset:
             raise KeyError(f"synth has no split {split!r}; splits: train, val, test")
         index = {c: i for i, c in enumerate(names)}
         root = self.path
-        return [VideoRecord(v["video_id"], v["class_name"], index[v["class_name"]],
-                            root / v["path"]) for v in self.meta()["videos"] if v["split"] == split]
+        return [
+            VideoRecord(v["video_id"], v["class_name"], index[v["class_name"]], root / v["path"])
+            for v in self.meta()["videos"]
+            if v["split"] == split
+        ]
 
     def split_md5s(self) -> dict[str, str]:
         """split -> hash of its (video id, file md5) list."""
@@ -283,5 +332,9 @@ class SynthDataset:
         return out
 
     def provenance(self) -> dict[str, Any]:
-        return {"dataset": self.name, "variant": self.variant, "config": asdict(self.config),
-                "splits": self.split_md5s()}
+        return {
+            "dataset": self.name,
+            "variant": self.variant,
+            "config": asdict(self.config),
+            "splits": self.split_md5s(),
+        }

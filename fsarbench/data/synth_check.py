@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,8 +25,14 @@ __all__ = ["extract_features", "MATCHERS", "episode_accuracy", "check_synth"]
 
 
 @torch.no_grad()
-def extract_features(records: Sequence[VideoRecord], *, frames: int = 8, size: int = 112,
-                     seed: int = 0, num_workers: int = 0) -> torch.Tensor:
+def extract_features(
+    records: Sequence[VideoRecord],
+    *,
+    frames: int = 8,
+    size: int = 112,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> torch.Tensor:
     """``float [N, frames, 512]`` random-init ResNet-18 frame features of ``records``."""
     import torchvision
 
@@ -36,8 +41,9 @@ def extract_features(records: Sequence[VideoRecord], *, frames: int = 8, size: i
     net.fc = torch.nn.Identity()
     net.eval()
     transform = ClipTransform(TransformConfig(size, "square", size, norm="imagenet"))
-    ds = ClipDataset(records, transform, ClipOptions(frames=frames, sampler="uniform",
-                                                     on_error="raise"))
+    ds = ClipDataset(
+        records, transform, ClipOptions(frames=frames, sampler="uniform", on_error="raise")
+    )
     out = []
     for batch in make_loader(ds, batch_size=16, num_workers=num_workers):
         clips = batch["clip"]  # [B, T, 3, H, W]
@@ -78,12 +84,15 @@ def _dtw(q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 MATCHERS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "mean": _mean, "aligned": _aligned, "dtw": _dtw,
+    "mean": _mean,
+    "aligned": _aligned,
+    "dtw": _dtw,
 }
 
 
-def episode_accuracy(features: torch.Tensor, classes: Sequence[int], *, way: int,
-                     episodes: int = 300, seed: int = 0) -> dict[str, float]:
+def episode_accuracy(
+    features: torch.Tensor, classes: Sequence[int], *, way: int, episodes: int = 300, seed: int = 0
+) -> dict[str, float]:
     """Mean 1-shot accuracy (%) of each matcher over ``episodes`` episodes of the pool."""
     m = make_manifest(classes, way=way, shot=1, queries=1, episodes=episodes, seed=seed)
     q = features[torch.as_tensor(m.query)]  # [E, way, T, D]
@@ -96,8 +105,9 @@ def episode_accuracy(features: torch.Tensor, classes: Sequence[int], *, way: int
     return acc
 
 
-def check_synth(dataset, *, size: int = 112, episodes: int = 300,
-                num_workers: int = 0) -> dict[str, dict[str, float]]:
+def check_synth(
+    dataset, *, size: int = 112, episodes: int = 300, num_workers: int = 0
+) -> dict[str, dict[str, float]]:
     """Accuracy per category (temporal: 5-way; others: as many ways as classes, up to 5)."""
     records = dataset.videos("test")
     feats = extract_features(records, size=size, num_workers=num_workers)

@@ -65,9 +65,11 @@ class Jitter:
     @classmethod
     def draw(cls, rng: np.random.Generator) -> Jitter:
         return cls(
-            gain=rng.uniform(0.85, 1.15, 3), scale=float(rng.uniform(0.85, 1.15)),
+            gain=rng.uniform(0.85, 1.15, 3),
+            scale=float(rng.uniform(0.85, 1.15)),
             offset=(float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.08, 0.08))),
-            speed=float(rng.uniform(0.7, 1.3)), noise=float(rng.uniform(2, 8)),
+            speed=float(rng.uniform(0.7, 1.3)),
+            noise=float(rng.uniform(2, 8)),
             brightness=float(rng.uniform(-15, 15)),
         )
 
@@ -136,8 +138,9 @@ def _draw(frame: np.ndarray, a: Action, p: float, j: Jitter, alpha: float) -> No
     frame[m] = (1 - alpha) * frame[m] + alpha * obj[m]
 
 
-def scene_background(size: int, hue: np.ndarray, pattern: str, freq: float,
-                     rng: np.random.Generator) -> np.ndarray:
+def scene_background(
+    size: int, hue: np.ndarray, pattern: str, freq: float, rng: np.random.Generator
+) -> np.ndarray:
     """A class's scene: colour ``hue`` (RGB) modulated by a stripe/ring/checker ``pattern``."""
     gy, gx = _grid(size)
     phase = rng.uniform(0, 2 * np.pi)
@@ -156,14 +159,18 @@ def neutral_background(size: int, rng: np.random.Generator) -> np.ndarray:
     """Grey with soft random blotches, the same distribution for every temporal class."""
     gy, gx = _grid(size)
     level = rng.uniform(105, 150)
-    blot = sum(np.sin(rng.uniform(1, 4) * gy + rng.uniform(0, 6)) *
-               np.sin(rng.uniform(1, 4) * gx + rng.uniform(0, 6)) for _ in range(3))
+    blot = sum(
+        np.sin(rng.uniform(1, 4) * gy + rng.uniform(0, 6))
+        * np.sin(rng.uniform(1, 4) * gx + rng.uniform(0, 6))
+        for _ in range(3)
+    )
     grey = level + 12 * blot
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def render_video(background: np.ndarray, segments: list[Segment],
-                 rng: np.random.Generator) -> np.ndarray:
+def render_video(
+    background: np.ndarray, segments: list[Segment], rng: np.random.Generator
+) -> np.ndarray:
     """``uint8 [sum(lengths), H, W, 3]``: each segment's actions over ``background``."""
     frames = []
     jitters = {a: Jitter.draw(rng) for s in segments for a in s.actions}

@@ -1,7 +1,9 @@
 """Clip transforms: resize, crop, flip and normalise ``uint8 [T, H, W, 3]`` frames into
 ``float32 [T, 3, H', W']`` — the train and test pipelines of PROTOCOL.md as named presets.
 
-One random crop and one flip decision apply to every frame of a clip; randomness comes from
+Resizing runs on uint8 frames (torch's antialiased bilinear kernel, rounded to integers) and
+only the crop is converted to float. One random crop and one flip decision apply to every
+frame of a clip; randomness comes from
 the ``numpy.random.Generator`` passed in, so clips are reproducible per (seed, video, epoch).
 """
 
@@ -81,8 +83,10 @@ class ClipTransform:
         if c.crop > min(h, w):
             raise ValueError(f"crop {c.crop} is larger than the resized frame {h}x{w}")
         if c.random_crop:
-            top, left = int(_rng(rng).integers(0, h - c.crop + 1)), int(
-                _rng(rng).integers(0, w - c.crop + 1))
+            top, left = (
+                int(_rng(rng).integers(0, h - c.crop + 1)),
+                int(_rng(rng).integers(0, w - c.crop + 1)),
+            )
         else:
             top, left = (h - c.crop) // 2, (w - c.crop) // 2
         return x[..., top : top + c.crop, left : left + c.crop]
@@ -90,11 +94,12 @@ class ClipTransform:
     def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be [T, H, W, 3], got shape {tuple(frames.shape)}")
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        # uint8 all the way to the crop: torch resizes uint8 channels-last frames natively
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
         x = self._crop(self._resize(x), rng)
         if self.config.flip and _rng(rng).random() < 0.5:
             x = x.flip(-1)
-        x = x / 255.0
+        x = x.float() / 255.0
         if self._mean is not None:
             x = (x - self._mean) / self._std
         return x.contiguous()
@@ -114,8 +119,7 @@ PRESETS: dict[str, TransformConfig] = {
     "hyrsm-train": TransformConfig(256, "short", 224, random_crop=True, flip=True, norm="hyrsm"),
     "hyrsm-test": TransformConfig(256, "short", 224, norm="hyrsm"),
     # Seed paper: 256x256 then crop 224; ImageNet statistics for torchvision weights.
-    "seed-train": TransformConfig(256, "square", 224, random_crop=True, flip=True,
-                                  norm="imagenet"),
+    "seed-train": TransformConfig(256, "square", 224, random_crop=True, flip=True, norm="imagenet"),
     "seed-test": TransformConfig(256, "square", 224, norm="imagenet"),
 }
 
@@ -125,5 +129,7 @@ def get_transform(name: str, **overrides: object) -> ClipTransform:
     try:
         base = PRESETS[name]
     except KeyError:
-        raise KeyError(f"unknown transform preset {name!r}; presets: {', '.join(PRESETS)}") from None
+        raise KeyError(
+            f"unknown transform preset {name!r}; presets: {', '.join(PRESETS)}"
+        ) from None
     return ClipTransform(dataclasses.replace(base, **overrides))

@@ -92,7 +92,7 @@ class FrozenFeatureProvider:
 
 def _split_features(cache, dataset: str) -> tuple[SplitFeatures, list[str], list[str]]:
     """Usable videos of a cache (failed ones dropped and listed) as :class:`SplitFeatures`."""
-    failed = np.asarray(cache.failed_mask())
+    failed = np.asarray(cache.failed_mask)
     failed = failed.reshape(len(cache), -1).any(1) if failed.size else np.zeros(len(cache), bool)
     keep = np.flatnonzero(~failed)
     classes_all = np.asarray(cache.class_indices, dtype=np.int64)

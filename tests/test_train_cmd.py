@@ -1,0 +1,104 @@
+"""``python -m fsarbench train`` (frozen track on in-memory features; the finetune track's
+torchrun command line is the slow test of test_finetune_ddp.py), and ``eval`` of its
+checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fsarbench as fb
+import fsarbench.experiments.features as features_mod
+from fsarbench.cli.main import main
+from fsarbench.cli.train_cmd import parse_overrides
+from fsarbench.experiments.runner import DatasetFeatures
+from fsarbench.features.store import InMemoryFeatureStore
+from fsarbench.training import SplitFeatures, load_checkpoint
+
+T, D = 4, 8
+
+
+def _split(n_classes: int, seed: int) -> SplitFeatures:
+    classes = np.repeat(np.arange(n_classes), 6)
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_classes, 1, D, generator=g)
+    feats = centres[classes] + 0.5 * torch.randn(len(classes), T, D, generator=g)
+    return SplitFeatures(InMemoryFeatureStore(feats), classes, "toy")
+
+
+class FakeProvider:
+    """Stands in for FrozenFeatureProvider (no extraction)."""
+
+    def __init__(self, **kwargs) -> None:
+        self.kwargs = kwargs
+
+    def __call__(self, dataset: str) -> DatasetFeatures:
+        splits = {"train": _split(8, 0), "val": _split(5, 1), "test": _split(5, 2)}
+        names = {s: [f"c{i}" for i in range(sp.num_classes)] for s, sp in splits.items()}
+        return DatasetFeatures(dataset, "toy", splits, names)
+
+
+ARGS = [
+    "--recipe",
+    "steps=4",
+    "val_every=2",
+    "val_episodes=10",
+    "episodes_per_step=2",
+    "--no-progress",
+]
+
+
+def test_frozen_train_saves_resumes_and_evaluates(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    out = tmp_path / "m"
+    assert main(["train", "protonet", "--dataset", "toy", "--out", str(out), *ARGS]) == 0
+    text = capsys.readouterr().out
+    assert "protonet (frozen) on toy: best val accuracy" in text
+    best = load_checkpoint(out / "best.pt")
+    assert f"best val accuracy {best['val_accuracy']:.2f} at step {best['step']}" in text
+    history = load_checkpoint(out / "last.pt")["history"]
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    assert main(["train", "protonet", "--dataset", "toy", "--out", str(out), *ARGS]) == 0
+    assert load_checkpoint(out / "last.pt")["history"] == history  # resumed: nothing redone
+
+    test = FakeProvider()("toy").splits["test"]
+    torch.save(test.store.features, tmp_path / "f.pt")
+    fb.make_manifest(test.classes, way=5, shot=1, episodes=20).save(tmp_path / "m.json")
+    rc = main(
+        [
+            "eval",
+            "protonet",
+            "--features",
+            str(tmp_path / "f.pt"),
+            "--manifest",
+            str(tmp_path / "m.json"),
+            "--checkpoint",
+            str(out / "best.pt"),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0 and "(20 episodes, 5-way 1-shot" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    base = ["train", "protonet", "--dataset", "toy", "--out", str(tmp_path)]
+    assert main([*base, "--option", "crop=32"]) == 2
+    assert "--option applies to --track finetune only" in capsys.readouterr().err
+    assert main([*base, "--recipe", "stepz=3"]) == 2
+    assert "steps" in capsys.readouterr().err
+    assert main([*base, "--track", "finetune", "--option", "crops=32"]) == 2
+    assert "crop" in capsys.readouterr().err
+
+
+def test_parse_overrides_reads_yaml_values():
+    assert parse_overrides(["a=1", "b=x", "c=[0.5, 0.75]", "d=true"], "--recipe") == {
+        "a": 1,
+        "b": "x",
+        "c": [0.5, 0.75],
+        "d": True,
+    }
+    with pytest.raises(ValueError, match="--recipe takes KEY=VALUE, got 'steps'"):
+        parse_overrides(["steps"], "--recipe")
