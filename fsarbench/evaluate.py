@@ -23,7 +23,7 @@ from fsarbench.features.store import FeatureStore, as_feature_store
 from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod
 from fsarbench.progress import progress_bar
-from fsarbench.state import State, state_cat, state_gather
+from fsarbench.state import State, state_cat, state_gather, state_leaves
 from fsarbench.stats.intervals import INTERVALS, mean_and_halfwidth
 
 __all__ = ["EvalResult", "evaluate", "encode_videos"]
@@ -105,6 +105,13 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def _fit_batch(state: State, n_videos: int, manifest: Manifest, wanted: int, budget: int) -> int:
+    """Episodes per batch whose gathered support+query states fit in ``budget`` bytes."""
+    per_video = sum(t.element_size() * t.numel() for t in state_leaves(state)) / max(1, n_videos)
+    slots = manifest.support.shape[1] + manifest.query.shape[1]
+    return int(max(1, min(wanted, budget // max(1.0, per_video * slots))))
+
+
 def _load_partial(path: Path | None, manifest: Manifest, tag: str) -> np.ndarray | None:
     if path is None or not path.exists():
         return None
@@ -128,6 +135,7 @@ def evaluate(
     manifest: Manifest,
     *,
     batch_episodes: int = 500,
+    max_batch_bytes: int = 1 << 30,
     encode_chunk: int = 512,
     interval: str = "normal",
     device: torch.device | str | None = None,
@@ -142,7 +150,8 @@ def evaluate(
         method: a few-shot head (put in ``eval()`` here).
         features: ``[N, T, D]`` tensor or a feature store indexed by the manifest's videos.
         manifest: the episodes.
-        batch_episodes: episodes matched per call.
+        batch_episodes: episodes matched per call (fewer when the gathered states of that
+            many episodes would exceed ``max_batch_bytes``).
         interval: ``"normal"`` (TRX convention) or ``"t"``.
         partial_path: where finished episodes are saved, so an interrupted evaluation
             resumes from there (and gives the same result as an uninterrupted one).
@@ -161,6 +170,7 @@ def evaluate(
     state = encode_videos(method, store, unique, chunk=encode_chunk, device=device, autocast=autocast)
 
     e, nq = manifest.query.shape
+    batch_episodes = _fit_batch(state, len(unique), manifest, batch_episodes, max_batch_bytes)
     partial_path = Path(partial_path) if partial_path is not None else None
     tag = f"{manifest.hash}:{getattr(method, 'method_name', type(method).__name__)}"
     predicted = _load_partial(partial_path, manifest, tag)

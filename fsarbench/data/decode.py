@@ -100,32 +100,36 @@ def _av_open(path: Path):
     return container
 
 
-def _av_decode_all(path: Path, stop: int | None = None) -> list[np.ndarray]:
-    """RGB frames ``0..stop`` (all when ``stop`` is None), decoded in order."""
+def _av_decode(
+    path: Path, stop: int | None = None, keep: set[int] | None = None
+) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode frames ``0..stop`` in order (all when ``stop`` is None); RGB arrays of those in
+    ``keep`` (all when None). Returns (frames decoded, index -> ``uint8 [H, W, 3]``)."""
     import av
 
-    frames = []
+    n, frames = 0, {}
     with _av_open(path) as container:
         try:
             for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if stop is not None and len(frames) > stop:
+                if keep is None or n in keep:
+                    frames[n] = frame.to_ndarray(format="rgb24")
+                n += 1
+                if stop is not None and n > stop:
                     break
         except av.FFmpegError as err:
-            if not frames:
+            if not n:
                 raise VideoDecodeError(path, f"corrupt video data ({_first_line(err)})") from None
-    return frames
+    return n, frames
 
 
 def _av_read(path: Path, indices: Sequence[int]) -> np.ndarray:
     wanted = [int(i) for i in indices]
-    frames = _av_decode_all(path, stop=max(wanted) if wanted else 0)
-    if wanted and max(wanted) >= len(frames) and max(wanted) < _av_header_frames(path):
+    n, frames = _av_decode(path, stop=max(wanted) if wanted else 0, keep=set(wanted))
+    if wanted and max(wanted) >= n and max(wanted) < _av_header_frames(path):
         raise VideoDecodeError(
-            path,
-            f"truncated or corrupt: only {len(frames)} of {_av_header_frames(path)} frames decode",
+            path, f"truncated or corrupt: only {n} of {_av_header_frames(path)} frames decode"
         )
-    idx = _check_indices(path, wanted, len(frames))
+    idx = _check_indices(path, wanted, n)
     return np.stack([frames[i] for i in idx])
 
 
@@ -137,7 +141,7 @@ def _av_header_frames(path: Path) -> int:
 
 def _av_count(path: Path) -> int:
     n = _av_header_frames(path)
-    return n if n > 0 else len(_av_decode_all(path))
+    return n if n > 0 else _av_decode(path, keep=set())[0]
 
 
 # ---- JPEG folders -------------------------------------------------------------------------

@@ -93,33 +93,36 @@ def mask_ratio_of(entry: Entry) -> float | None:
     return None if value is None else float(value)
 
 
-def _ratio_lines(entries: list[Entry], dataset: str) -> dict[int, dict[str, list[Entry]]]:
-    """shot -> base method -> entries sorted by ratio, keeping lines with >= 2 ratios."""
-    lines: dict[int, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
+def _ratio_lines(
+    entries: list[Entry], dataset: str
+) -> dict[tuple[int, int], dict[str, list[Entry]]]:
+    """(way, shot) -> base method -> entries sorted by ratio, keeping lines with >= 2 ratios."""
+    lines: dict[tuple[int, int], dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     for e in entries:
-        if e.setting.dataset == dataset and mask_ratio_of(e) is not None:
-            lines[e.setting.shot][base_method_of(e.method)].append(e)
+        other_overrides = set(overrides_of(e.method)) - {"mask_ratio"}  # e.g. a λ sweep point
+        if e.setting.dataset == dataset and mask_ratio_of(e) is not None and not other_overrides:
+            lines[(e.setting.way, e.setting.shot)][base_method_of(e.method)].append(e)
     out = {}
-    for shot, by_base in lines.items():
+    for key, by_base in lines.items():
         kept = {
             b: sorted(es, key=mask_ratio_of)
             for b, es in by_base.items()
             if len({mask_ratio_of(e) for e in es}) > 1
         }
         if kept:
-            out[shot] = kept
+            out[key] = kept
     return out
 
 
 def plot_mask_ratio(entries: list[Entry], dataset: str):
-    """Accuracy ± CI vs masking ratio, one panel per shot, one line per base method that was
+    """Accuracy ± CI vs masking ratio, one panel per way/shot, one line per base method that was
     run at two or more ratios (Figure 4); or ``None``."""
     panels = _ratio_lines(entries, dataset)
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     shown = []
-    for ax, (shot, lines) in zip(axes[0], sorted(panels.items())):
+    for ax, ((way, shot), lines) in zip(axes[0], sorted(panels.items())):
         for name, line in sorted(lines.items()):
             x = [100 * mask_ratio_of(e) for e in line]
             ax.errorbar(
@@ -131,7 +134,6 @@ def plot_mask_ratio(entries: list[Entry], dataset: str):
                 label=name,
             )
             shown += line
-        way = next(iter(lines.values()))[0].setting.way
         ax.set(xlabel="masking ratio (%)", ylabel="accuracy (%)", title=f"{way}-way {shot}-shot")
         ax.set_xticks(sorted({100 * mask_ratio_of(e) for es in lines.values() for e in es}))
         ax.tick_params(axis="x", labelsize=7)
