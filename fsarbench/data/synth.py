@@ -285,8 +285,14 @@ class SynthDataset:
     flip_ok = False  # atomic actions move left/right
 
     def __init__(
-        self, *, root: str | Path | None = None, seed: int = 0, config: SynthConfig | None = None
+        self,
+        *,
+        root: str | Path | None = None,
+        seed: int = 0,
+        config: SynthConfig | None = None,
+        splits_dir: str | Path | None = None,
     ):
+        del splits_dir  # accepted for a uniform get_dataset call; synth has no split lists
         self.cache_dir, self.seed, self.config = root, seed, config or SynthConfig()
         self.variant = f"synth-v{SYNTH_VERSION}-seed{seed}"
         self._meta: dict[str, Any] | None = None
