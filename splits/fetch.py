@@ -8,9 +8,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from fsarbench_splits.catalog import SPLITS, VARIANTS, SplitSource
-
 from fsarbench.io import atomic_write_bytes, md5_file
+from fsarbench_splits.catalog import SPLITS, VARIANTS, SplitSource
 
 __all__ = ["SplitFetchError", "fetch_splits", "import_splits", "all_sources"]
 

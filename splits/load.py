@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
-from fsarbench_splits.catalog import VARIANTS, SplitSource, SplitVariant
-from fsarbench_splits.parsers import SplitEntry, parse_split_file
 
 from fsarbench.io import md5_file
+from fsarbench_splits.catalog import VARIANTS, SplitSource, SplitVariant
+from fsarbench_splits.parsers import SplitEntry, parse_split_file
 
 __all__ = [
     "LoadedSplit",

@@ -6,10 +6,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fsarbench.io import md5_file
 from fsarbench_splits.catalog import SPLITS, VARIANTS, SplitSource
 from fsarbench_splits.parsers import SplitFormatError, parse_split_file
-
-from fsarbench.io import md5_file
 
 __all__ = ["FileCheck", "SourceCheck", "VerifyReport", "check_source", "verify_splits"]
 

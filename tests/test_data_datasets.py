@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from data_fixtures import require_shared_splits, write_test_video
-from fsarbench_splits.registry import VARIANTS, load_split
 
 from fsarbench.cli.main import main
 from fsarbench.data.datasets import VideoRecord, get_dataset, list_datasets
 from fsarbench.data.health import check_split, protocol_problems
+from fsarbench_splits.registry import VARIANTS, load_split
 
 
 def _touch(path: Path, folder: bool = False) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from data_fixtures import require_shared_splits
+
+from fsarbench.io import md5_file
 from fsarbench_splits.registry import (
     VARIANTS,
     SplitFormatError,
@@ -18,8 +20,6 @@ from fsarbench_splits.registry import (
     parse_split_file,
     verify_splits,
 )
-
-from fsarbench.io import md5_file
 
 ALL_FILES = [
     (v.name, s, split)

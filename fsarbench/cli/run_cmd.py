@@ -13,10 +13,11 @@ from fsarbench.config import build_config
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.grids import (STAND_IN, all_grids, available_datasets, expand_grid,
                                          grid_names, standard_shots)
+from fsarbench.report.cli_args import DEFAULT_RUNS
 from fsarbench.results import load_records
 
 log = logging.getLogger("fsarbench.run")
-DEFAULT_OUT = Path("results") / "runs" / "default"
+DEFAULT_OUT = Path(DEFAULT_RUNS)
 
 WHERE_DATA = (
     "No real dataset found, so the embedded synthetic benchmark 'synth' stands in (labelled as "
@@ -48,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--train-seeds", nargs="+", type=int, default=[0],
                       help="training seeds (several give mean ± std over seeds)")
     how = p.add_argument_group("how")
-    how.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
+    how.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                     help="results folder (default $FSARBENCH_RUNS, else results/runs/default)")
     how.add_argument("--root", default=None, help="data root (default $FSAR_DATA)")
     how.add_argument("--cache", default=None, help="feature cache root (default $FSAR_CACHE)")
     how.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -113,6 +115,7 @@ def _shard(cells: list[Cell], spec: str | None) -> list[Cell]:
 
 def run(args: argparse.Namespace) -> int:
     from fsarbench.experiments.features import FrozenFeatureProvider
+    from fsarbench.experiments.outputs import write_paper_outputs
     from fsarbench.experiments.runner import RunOptions, run_cells
     from fsarbench.experiments.summary_tables import write_summary_tables
     from fsarbench.training.recipe import Recipe
@@ -133,6 +136,14 @@ def run(args: argparse.Namespace) -> int:
     records = load_records(args.out)
     for _, path in sorted(write_summary_tables(args.out, records).items()):
         print(f"\n{path}:\n{path.read_text()}")
+    tables = sorted({int(c.tags_dict["grid"][5:]) for c in cells
+                     if c.tags_dict.get("grid", "").startswith("table")})
+    outputs = write_paper_outputs(args.out, tables)
+    for path in outputs:
+        if path.suffix == ".md" and path.name.startswith("paper_table"):
+            print(f"\n{path}:\n{path.read_text()}")
+    if outputs:
+        print(f"paper tables and figures: {args.out / 'tables'}, {args.out / 'figures'}")
     print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
     return 0
 

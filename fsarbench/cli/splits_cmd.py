@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from tabulate import tabulate
+
 from fsarbench_splits.fetch import SplitFetchError, fetch_splits, import_splits
 from fsarbench_splits.registry import VARIANTS, default_splits_dir, verify_splits
-from tabulate import tabulate
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from fsarbench_splits.registry import LoadedSplit, get_variant, load_split
-
 from fsarbench.data.layouts import LAYOUTS, detect_layout, resolve, template_layout
+from fsarbench_splits.registry import LoadedSplit, get_variant, load_split
 
 __all__ = [
     "DATASETS",

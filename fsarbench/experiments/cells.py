@@ -50,6 +50,10 @@ class Cell:
         return dict(self.hparams)
 
     @property
+    def tags_dict(self) -> dict[str, Any]:
+        return dict(self.tags)
+
+    @property
     def name(self) -> str:
         """The name results carry: the method, plus its overrides when it has any."""
         if not self.hparams:
