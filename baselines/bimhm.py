@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from fsarbench_baselines._similarity import frame_dots
-from fsarbench_baselines.common import class_mean, one_hot_weights
 from torch import Tensor
 
 from fsarbench import FewShotMethod, MethodOutput
+from fsarbench_baselines._similarity import frame_dots
+from fsarbench_baselines.common import class_mean, one_hot_weights
 
 __all__ = ["BiMHM", "bimhm_distance"]
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from fsarbench_baselines._official import load_official_state_dict
-from fsarbench_baselines.common import one_hot_weights
 from torch import Tensor, nn
 
 from fsarbench import FewShotMethod, MethodOutput
+from fsarbench_baselines._official import load_official_state_dict
+from fsarbench_baselines.common import one_hot_weights
 
 __all__ = ["HyRSM", "hyrsm_positional_table"]
 

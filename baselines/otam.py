@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from fsarbench_baselines._similarity import frame_dots, pairs_last
-from fsarbench_baselines.common import class_mean
 from torch import Tensor
 
 from fsarbench import FewShotMethod, MethodOutput
+from fsarbench_baselines._similarity import frame_dots, pairs_last
+from fsarbench_baselines.common import class_mean
 
 __all__ = ["OTAM", "otam_distance", "bidirectional_otam", "otam_cosine_distance"]
 

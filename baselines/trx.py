@@ -22,11 +22,11 @@ from itertools import combinations
 
 import torch
 import torch.nn.functional as F
-from fsarbench_baselines._official import load_official_state_dict
 from torch import Tensor, nn
 
 from fsarbench import FewShotMethod, MethodOutput
 from fsarbench.state import state_map
+from fsarbench_baselines._official import load_official_state_dict
 
 __all__ = ["TRX", "trx_positional_table", "class_slots"]
 

@@ -12,7 +12,9 @@ import benchmarks
 
 
 def main(argv: list[str]) -> int:
-    names = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")
+    )
     chosen = [n for n in names if not argv or any(a in n for a in argv)]
     for name in chosen:
         print(f"\n=== {name} ===", flush=True)

@@ -22,8 +22,10 @@ def main() -> None:
         ("manifest (10,000 episodes)", f"{t_manifest:.2f} s"),
         ("evaluate (encode 2,400 + match 10,000)", f"{t_eval:.2f} s  (target < 2 s)"),
         ("manifest + evaluate", f"{t_manifest + t_eval:.2f} s"),
-        ("peak RSS above the feature pool", f"{peak_rss_mib() - base_rss:.0f} MiB "
-         f"(a full raw gather would be {gather_gb:.1f} GB)"),
+        (
+            "peak RSS above the feature pool",
+            f"{peak_rss_mib() - base_rss:.0f} MiB (a full raw gather would be {gather_gb:.1f} GB)",
+        ),
         ("accuracy (random features)", f"{result}"),
     ]
     for name, value in rows:

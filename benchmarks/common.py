@@ -12,7 +12,9 @@ import torch
 __all__ = ["feature_pool", "timed", "peak_rss_mib"]
 
 
-def feature_pool(n_classes: int = 24, per_class: int = 100, t: int = 8, d: int = 2048, seed: int = 0):
+def feature_pool(
+    n_classes: int = 24, per_class: int = 100, t: int = 8, d: int = 2048, seed: int = 0
+):
     """Non-negative random float32 features ``[n_classes*per_class, T, D]`` and class ids."""
     g = torch.Generator().manual_seed(seed)
     feats = torch.rand(n_classes * per_class, t, d, generator=g)

@@ -190,8 +190,13 @@ class Manifest:
     def select(self, indices: np.ndarray) -> Manifest:
         """The sub-manifest of the given episode indices (e.g. a distributed shard)."""
         return Manifest(
-            self.spec, self.classes[indices], self.support[indices], self.query[indices],
-            self.num_videos, self.video_ids, dict(self.meta),
+            self.spec,
+            self.classes[indices],
+            self.support[indices],
+            self.query[indices],
+            self.num_videos,
+            self.video_ids,
+            dict(self.meta),
         )
 
 
@@ -248,19 +253,25 @@ def make_manifest(
         if dropped:
             meta["dropped_classes"] = dropped
     elif min_videos_policy != "error":
-        raise ManifestError(f"min_videos_policy must be 'error' or 'drop', not {min_videos_policy!r}")
+        raise ManifestError(
+            f"min_videos_policy must be 'error' or 'drop', not {min_videos_policy!r}"
+        )
     _check_feasible(pools, spec, class_names)
     classes = np.array(sorted(pools), dtype=np.int64)
     if num_workers > 0:
         episodes_list = _episodes_in_workers(pools, classes, spec, start, episodes, num_workers)
     else:
-        episodes_list = [make_episode(pools, classes, spec, i) for i in range(start, start + episodes)]
+        episodes_list = [
+            make_episode(pools, classes, spec, i) for i in range(start, start + episodes)
+        ]
     if start:
         meta["first_episode"] = start
     c, s, q = (np.stack([e[k] for e in episodes_list]) for k in range(3))
     if queries == 0:
         q = np.zeros((episodes, 0), dtype=np.int64)
-    return Manifest(spec, c, s, q, len(vc), list(video_ids) if video_ids is not None else None, meta)
+    return Manifest(
+        spec, c, s, q, len(vc), list(video_ids) if video_ids is not None else None, meta
+    )
 
 
 def _episodes_in_workers(pools, classes, spec, start, n, num_workers):

@@ -28,8 +28,15 @@ from fsarbench.stats.intervals import INTERVALS, mean_and_halfwidth
 
 __all__ = ["EvalResult", "evaluate", "encode_videos"]
 
-RECORD_FIELDS = ("episode", "query", "true_label", "true_class", "predicted_label",
-                 "predicted_class", "correct")
+RECORD_FIELDS = (
+    "episode",
+    "query",
+    "true_label",
+    "true_class",
+    "predicted_label",
+    "predicted_class",
+    "correct",
+)
 
 
 @dataclass
@@ -72,7 +79,7 @@ class EvalResult:
         return f"{self.accuracy:.2f} ± {self.ci95:.2f} ({self.episodes} episodes)"
 
 
-def _device_of(method: torch.nn.Module) -> torch.device:
+def device_of(method: torch.nn.Module) -> torch.device:
     for t in list(method.parameters()) + list(method.buffers()):
         return t.device
     return torch.device("cpu")
@@ -89,7 +96,7 @@ def encode_videos(
     autocast: bool = False,
 ) -> State:
     """Encode videos ``indices [n]`` of ``store`` into one state leading with ``n``."""
-    device = device or _device_of(method)
+    device = device or device_of(method)
     parts = []
     for start in range(0, len(indices), chunk):
         feats = store.get(indices[start : start + chunk]).to(device)
@@ -105,14 +112,14 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def _fit_batch(state: State, n_videos: int, manifest: Manifest, wanted: int, budget: int) -> int:
+def fit_batch(state: State, n_videos: int, manifest: Manifest, wanted: int, budget: int) -> int:
     """Episodes per batch whose gathered support+query states fit in ``budget`` bytes."""
     per_video = sum(t.element_size() * t.numel() for t in state_leaves(state)) / max(1, n_videos)
     slots = manifest.support.shape[1] + manifest.query.shape[1]
     return int(max(1, min(wanted, budget // max(1.0, per_video * slots))))
 
 
-def _load_partial(path: Path | None, manifest: Manifest, tag: str) -> np.ndarray | None:
+def load_partial_predictions(path: Path | None, manifest: Manifest, tag: str) -> np.ndarray | None:
     if path is None or not path.exists():
         return None
     data = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
@@ -121,7 +128,7 @@ def _load_partial(path: Path | None, manifest: Manifest, tag: str) -> np.ndarray
     return data["predicted"]
 
 
-def _save_partial(path: Path | None, predicted: np.ndarray, tag: str) -> None:
+def save_partial_predictions(path: Path | None, predicted: np.ndarray, tag: str) -> None:
     if path is None:
         return
     buf = io.BytesIO()
@@ -163,54 +170,86 @@ def evaluate(
             f"manifest indexes {manifest.num_videos} videos but the feature store holds {len(store)}"
         )
     method.eval()
-    device = torch.device(device) if device is not None else _device_of(method)
+    device = torch.device(device) if device is not None else device_of(method)
     unique = manifest.unique_videos()
     position = np.full(manifest.num_videos, -1, dtype=np.int64)
     position[unique] = np.arange(len(unique))
-    state = encode_videos(method, store, unique, chunk=encode_chunk, device=device, autocast=autocast)
+    state = encode_videos(
+        method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
+    )
 
     e, nq = manifest.query.shape
-    batch_episodes = _fit_batch(state, len(unique), manifest, batch_episodes, max_batch_bytes)
+    batch_episodes = fit_batch(state, len(unique), manifest, batch_episodes, max_batch_bytes)
     partial_path = Path(partial_path) if partial_path is not None else None
     tag = f"{manifest.hash}:{getattr(method, 'method_name', type(method).__name__)}"
-    predicted = _load_partial(partial_path, manifest, tag)
+    predicted = load_partial_predictions(partial_path, manifest, tag)
     if predicted is None:
         predicted = np.full((e, nq), -1, dtype=np.int64)
     todo = [s for s in range(0, e, batch_episodes) if (predicted[s : s + batch_episodes] < 0).any()]
     support_labels = torch.as_tensor(np.ascontiguousarray(manifest.support_labels), device=device)
-    bar = progress_bar(total=e, initial=e - sum(min(batch_episodes, e - s) for s in todo),
-                       desc=desc or "evaluate", unit="episode", disable=not progress)
+    bar = progress_bar(
+        total=e,
+        initial=e - sum(min(batch_episodes, e - s) for s in todo),
+        desc=desc or "evaluate",
+        unit="episode",
+        disable=not progress,
+    )
+    buffers: dict = {}
     try:
         for start in todo:
             stop = min(start + batch_episodes, e)
-            predicted[start:stop] = _match_batch(
-                method, state, position, manifest, start, stop, support_labels, device, autocast
+            predicted[start:stop] = match_batch(
+                method,
+                state,
+                position,
+                manifest,
+                start,
+                stop,
+                support_labels,
+                device,
+                autocast,
+                buffers,
             )
             bar.update(stop - start)
     except KeyboardInterrupt:
-        _save_partial(partial_path, predicted, tag)
+        save_partial_predictions(partial_path, predicted, tag)
         raise
     finally:
         bar.close()
-    _save_partial(partial_path, predicted, tag)
-    return _summarise(predicted, manifest, interval, time.perf_counter() - t0)
+    save_partial_predictions(partial_path, predicted, tag)
+    return summarise_predictions(predicted, manifest, interval, time.perf_counter() - t0)
 
 
 @torch.inference_mode()
-def _match_batch(method, state, position, manifest, start, stop, support_labels, device, autocast):
+def match_batch(
+    method,
+    state,
+    position,
+    manifest,
+    start,
+    stop,
+    support_labels,
+    device,
+    autocast,
+    buffers: dict | None = None,
+):
+    """Predicted labels ``[stop-start, Nq]`` of episodes ``start..stop`` of ``manifest``;
+    ``buffers`` (kept by the caller) makes the state gathers reuse their memory."""
     s_idx = torch.as_tensor(position[manifest.support[start:stop]], device=device)
     q_idx = torch.as_tensor(position[manifest.query[start:stop]], device=device)
     with _autocast(device, autocast):
         out = method.match(
-            state_gather(state, s_idx),
+            state_gather(state, s_idx, buffers, "support"),
             support_labels[start:stop],
-            state_gather(state, q_idx),
+            state_gather(state, q_idx, buffers, "query"),
             manifest.way,
         )
     return out.logits.argmax(-1).cpu().numpy()
 
 
-def _summarise(predicted: np.ndarray, manifest: Manifest, interval: str, seconds: float) -> EvalResult:
+def summarise_predictions(
+    predicted: np.ndarray, manifest: Manifest, interval: str, seconds: float
+) -> EvalResult:
     e, nq = predicted.shape
     true = np.ascontiguousarray(manifest.query_labels)
     correct = predicted == true
@@ -232,7 +271,14 @@ def _summarise(predicted: np.ndarray, manifest: Manifest, interval: str, seconds
     totals = np.bincount(inverse)
     per_class = {int(c): float(100 * h / n) for c, h, n in zip(classes, hits, totals)}
     return EvalResult(
-        accuracy=100 * mean, ci95=100 * half, std=100 * std, episodes=e,
-        episode_accuracy=episode_acc, records=records, per_class_accuracy=per_class,
-        interval=interval, manifest_hash=manifest.hash, seconds=seconds,
+        accuracy=100 * mean,
+        ci95=100 * half,
+        std=100 * std,
+        episodes=e,
+        episode_accuracy=episode_acc,
+        records=records,
+        per_class_accuracy=per_class,
+        interval=interval,
+        manifest_hash=manifest.hash,
+        seconds=seconds,
     )

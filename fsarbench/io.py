@@ -9,7 +9,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "stable_hash", "md5_file"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "stable_hash",
+    "md5_file",
+]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

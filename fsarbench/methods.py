@@ -52,11 +52,13 @@ class EpisodeBatch:
         b, ns = self.support.shape[:2]
         if tuple(self.support_labels.shape) != (b, ns):
             raise ValueError(
-                f"support_labels must be [B, Ns] = {(b, ns)}, got {tuple(self.support_labels.shape)}"
+                f"support_labels must be [B, Ns] = {(b, ns)}, "
+                f"got {tuple(self.support_labels.shape)}"
             )
         if self.query.shape[0] != b or self.query.shape[2:] != self.support.shape[2:]:
             raise ValueError(
-                f"query {tuple(self.query.shape)} does not match support {tuple(self.support.shape)}"
+                f"query {tuple(self.query.shape)} does not match "
+                f"support {tuple(self.support.shape)}"
             )
         if self.support_labels.numel() and (
             int(self.support_labels.min()) < 0 or int(self.support_labels.max()) >= self.way
@@ -151,7 +153,9 @@ class FewShotMethod(nn.Module):
     ) -> None:
         super().__init__()
         if feature_dim <= 0 or seq_len <= 0:
-            raise ValueError(f"feature_dim and seq_len must be positive, got {feature_dim}, {seq_len}")
+            raise ValueError(
+                f"feature_dim and seq_len must be positive, got {feature_dim}, {seq_len}"
+            )
         self.feature_dim = int(feature_dim)
         self.seq_len = int(seq_len)
         self.num_train_classes = num_train_classes

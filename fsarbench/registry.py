@@ -66,8 +66,9 @@ def register_method(
     return decorate
 
 
-def _add(name: str, cls: Any, presets: dict, description: str, source: str,
-         variant_of: str | None = None) -> None:
+def _add(
+    name: str, cls: Any, presets: dict, description: str, source: str, variant_of: str | None = None
+) -> None:
     if not (inspect.isclass(cls) and issubclass(cls, FewShotMethod)):
         raise TypeError(f"method {name!r} must be a FewShotMethod subclass, got {cls!r}")
     build_config(cls.Config, presets, where=f"presets of {name!r}")  # fail early on typos
@@ -88,7 +89,9 @@ def _load_entry_points() -> None:
             obj = ep.load()
         except Exception as err:  # a broken plugin must not hide the others
             _ENTRY_POINT_ERRORS[ep.name] = f"{type(err).__name__}: {err}"
-            log.warning("could not load fsarbench method plugin %r (%s): %s", ep.name, ep.value, err)
+            log.warning(
+                "could not load fsarbench method plugin %r (%s): %s", ep.name, ep.value, err
+            )
             continue
         if inspect.ismodule(obj):
             continue  # importing the module registered its methods

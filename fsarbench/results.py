@@ -23,8 +23,17 @@ from fsarbench.evaluate import EvalResult
 from fsarbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text, stable_hash
 from fsarbench.version import code_version
 
-__all__ = ["ResultRecord", "make_record", "record_config_hash", "save_result", "load_records", "load_queries",
-           "write_summary", "cell_id", "SUMMARY_COLUMNS"]
+__all__ = [
+    "ResultRecord",
+    "make_record",
+    "record_config_hash",
+    "save_result",
+    "load_records",
+    "load_queries",
+    "write_summary",
+    "cell_id",
+    "SUMMARY_COLUMNS",
+]
 
 
 @dataclass
@@ -64,29 +73,57 @@ class ResultRecord:
 
     @property
     def cell(self) -> str:
-        return cell_id(self.method, self.dataset, self.track, self.way, self.shot, self.seed,
-                       self.config_hash)
+        return cell_id(
+            self.method, self.dataset, self.track, self.way, self.shot, self.seed, self.config_hash
+        )
 
 
 SUMMARY_COLUMNS = [
-    "method", "dataset", "split_variant", "track", "way", "shot", "queries", "episodes", "seed",
-    "train_seed", "accuracy", "ci95", "std", "spread", "manifest_hash", "config_hash",
+    "method",
+    "dataset",
+    "split_variant",
+    "track",
+    "way",
+    "shot",
+    "queries",
+    "episodes",
+    "seed",
+    "train_seed",
+    "accuracy",
+    "ci95",
+    "std",
+    "spread",
+    "manifest_hash",
+    "config_hash",
     "code_version",
 ]
 
 
-def cell_id(method: str, dataset: str, track: str, way: int, shot: int, seed: int,
-            config_hash: str) -> str:
+def cell_id(
+    method: str, dataset: str, track: str, way: int, shot: int, seed: int, config_hash: str
+) -> str:
     """File-system-safe identifier of one evaluated cell."""
     raw = f"{method}__{dataset}__{track}__{way}w{shot}s__seed{seed}__{config_hash[:8]}"
     return re.sub(r"[^A-Za-z0-9_.+-]", "-", raw)
 
 
-def record_config_hash(hparams: dict[str, Any], recipe: dict[str, Any],
-                       features: dict[str, Any], train_seed: int | None, track: str) -> str:
+def record_config_hash(
+    hparams: dict[str, Any],
+    recipe: dict[str, Any],
+    features: dict[str, Any],
+    train_seed: int | None,
+    track: str,
+) -> str:
     """Hash of everything besides the episodes that made a number."""
-    return stable_hash({"hparams": hparams, "recipe": recipe, "features": features,
-                        "train_seed": train_seed, "track": track})
+    return stable_hash(
+        {
+            "hparams": hparams,
+            "recipe": recipe,
+            "features": features,
+            "train_seed": train_seed,
+            "track": track,
+        }
+    )
 
 
 def make_record(
@@ -115,14 +152,32 @@ def make_record(
     }
     spec = manifest.spec
     return ResultRecord(
-        method=method, dataset=dataset, split_variant=split_variant, split=split, track=track,
-        way=spec.way, shot=spec.shot, queries=spec.queries, episodes=result.episodes,
-        seed=spec.seed, accuracy=round(result.accuracy, 6), ci95=round(result.ci95, 6),
-        std=round(result.std, 6), spread=result.spread_name, manifest_hash=result.manifest_hash,
-        config_hash=config_hash, code_version=code_version(), train_seed=train_seed,
-        hparams=hparams, recipe=recipe, features=features, per_class_accuracy=per_class,
-        skipped_videos=list(skipped_videos or []), seconds=round(result.seconds, 3),
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), tags=dict(tags or {}),
+        method=method,
+        dataset=dataset,
+        split_variant=split_variant,
+        split=split,
+        track=track,
+        way=spec.way,
+        shot=spec.shot,
+        queries=spec.queries,
+        episodes=result.episodes,
+        seed=spec.seed,
+        accuracy=round(result.accuracy, 6),
+        ci95=round(result.ci95, 6),
+        std=round(result.std, 6),
+        spread=result.spread_name,
+        manifest_hash=result.manifest_hash,
+        config_hash=config_hash,
+        code_version=code_version(),
+        train_seed=train_seed,
+        hparams=hparams,
+        recipe=recipe,
+        features=features,
+        per_class_accuracy=per_class,
+        skipped_videos=list(skipped_videos or []),
+        seconds=round(result.seconds, 3),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        tags=dict(tags or {}),
     )
 
 
@@ -136,11 +191,15 @@ def _queries_csv_gz(records: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def save_result(out_dir: str | Path, record: ResultRecord, result: EvalResult | None = None) -> Path:
+def save_result(
+    out_dir: str | Path, record: ResultRecord, result: EvalResult | None = None
+) -> Path:
     """Write ``record`` (and the per-query rows of ``result``) under ``out_dir/records``."""
     rec_dir = Path(out_dir) / "records"
     if result is not None:
-        atomic_write_bytes(rec_dir / f"{record.cell}.queries.csv.gz", _queries_csv_gz(result.records))
+        atomic_write_bytes(
+            rec_dir / f"{record.cell}.queries.csv.gz", _queries_csv_gz(result.records)
+        )
     path = rec_dir / f"{record.cell}.json"
     atomic_write_json(path, dataclasses.asdict(record))
     return path
@@ -174,8 +233,9 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
     rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS} for r in records]
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if len(frame):
-        frame = frame.sort_values(["dataset", "track", "way", "shot", "method", "seed"],
-                                  kind="stable")
+        frame = frame.sort_values(
+            ["dataset", "track", "way", "shot", "method", "seed"], kind="stable"
+        )
     path = Path(out_dir) / "summary.csv"
     atomic_write_text(path, frame.to_csv(index=False))
     return path

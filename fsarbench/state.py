@@ -7,14 +7,21 @@ concatenate and reshape states without knowing what a method stores.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
 
-State = Union[Tensor, dict[str, Any], tuple, list]
+State = Tensor | dict[str, Any] | tuple | list
 
-__all__ = ["State", "state_map", "state_gather", "state_cat", "state_reshape_leading", "state_leaves"]
+__all__ = [
+    "State",
+    "state_map",
+    "state_gather",
+    "state_cat",
+    "state_reshape_leading",
+    "state_leaves",
+]
 
 
 def state_map(fn: Callable[[Tensor], Tensor], state: State) -> State:
@@ -37,12 +44,32 @@ def state_leaves(state: State) -> list[Tensor]:
     return [leaf for v in state for leaf in state_leaves(v)]
 
 
-def state_gather(state: State, index: Tensor) -> State:
-    """Index the leading video dimension: ``[N, ...]`` with ``index [*S]`` -> ``[*S, ...]``."""
+def state_gather(
+    state: State,
+    index: Tensor,
+    buffers: dict[tuple[str, int], Tensor] | None = None,
+    tag: str = "",
+) -> State:
+    """Index the leading video dimension: ``[N, ...]`` with ``index [*S]`` -> ``[*S, ...]``.
+
+    With ``buffers`` (a dict kept by the caller across calls), results are written into
+    reused tensors keyed by ``(tag, leaf number)``: repeated large gathers then skip fresh
+    allocations and their page faults. Such results are overwritten by the next call.
+    """
     flat = index.reshape(-1)
+    leaf = iter(range(1 << 30))
 
     def take(t: Tensor) -> Tensor:
-        return t.index_select(0, flat.to(t.device)).reshape(*index.shape, *t.shape[1:])
+        i = next(leaf)
+        idx = flat.to(t.device)
+        if buffers is None:
+            return t.index_select(0, idx).reshape(*index.shape, *t.shape[1:])
+        shape = (idx.numel(), *t.shape[1:])
+        buf = buffers.get((tag, i))
+        if buf is None or buf.shape != shape or buf.dtype != t.dtype or buf.device != t.device:
+            buf = buffers[(tag, i)] = torch.empty(shape, dtype=t.dtype, device=t.device)
+        torch.index_select(t, 0, idx, out=buf)
+        return buf.view(*index.shape, *t.shape[1:])
 
     return state_map(take, state)
 

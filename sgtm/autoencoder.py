@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
+
 from fsarbench_sgtm.tokens import sincos_table
 from fsarbench_sgtm.transformer import TransformerStack
-from torch import Tensor, nn
 
 __all__ = ["PositionalEmbedding", "gather_tokens", "TokenDecoder"]
 

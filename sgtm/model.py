@@ -15,15 +15,15 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
+import fsarbench as fb
 from fsarbench_sgtm.autoencoder import PositionalEmbedding, TokenDecoder, gather_tokens
 from fsarbench_sgtm.config import SGTMConfig
 from fsarbench_sgtm.masks import get_mask_strategy, num_masked_frames
 from fsarbench_sgtm.saliency import SaliencyClassifier
 from fsarbench_sgtm.tokens import check_token_dim, frame_token_mask, from_tokens, to_tokens
 from fsarbench_sgtm.transformer import TransformerStack, init_weights
-from torch import Tensor, nn
-
-import fsarbench as fb
 
 __all__ = ["SGTM"]
 

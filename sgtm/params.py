@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fsarbench_sgtm.model import SGTM
 from tabulate import tabulate
 from torch import nn
 
 import fsarbench as fb
+from fsarbench_sgtm.model import SGTM
 
 __all__ = ["PAPER_TOTAL", "backbone_params", "head_parts", "report_rows", "main"]
 

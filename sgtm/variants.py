@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fsarbench_sgtm.model import SGTM
-
 import fsarbench as fb
+from fsarbench_sgtm.model import SGTM
 
 __all__ = ["VARIANTS", "SGTM"]
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracles.otam_bimhm import bimhm_logits_literal, logits_and_grads, random_episodes
 from scipy.spatial.distance import cdist
 
 import fsarbench as fb
 from fsarbench.testing.contract import run_contract
+from oracles.otam_bimhm import bimhm_logits_literal, logits_and_grads, random_episodes
 
 RTOL = 1e-9
 

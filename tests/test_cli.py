@@ -26,8 +26,20 @@ def test_eval_command_writes_record(tmp_path, capsys):
     pool = np.repeat(np.arange(6), 4)
     torch.save(torch.rand(len(pool), 4, 8), tmp_path / "f.pt")
     fb.make_manifest(pool, way=3, shot=1, episodes=30, dataset="toy").save(tmp_path / "m.json")
-    rc = main(["eval", "protonet", "--features", str(tmp_path / "f.pt"), "--manifest",
-               str(tmp_path / "m.json"), "--out", str(tmp_path / "runs"), "--dataset", "toy"])
+    rc = main(
+        [
+            "eval",
+            "protonet",
+            "--features",
+            str(tmp_path / "f.pt"),
+            "--manifest",
+            str(tmp_path / "m.json"),
+            "--out",
+            str(tmp_path / "runs"),
+            "--dataset",
+            "toy",
+        ]
+    )
     assert rc == 0
     assert "± is the 95% CI half-width" in capsys.readouterr().out
     assert len(fb.load_records(tmp_path / "runs")) == 1
@@ -40,8 +52,16 @@ def test_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert err.startswith("error: ") and "does not exist" in err
     torch.save(torch.rand(3, 4, 8), tmp_path / "f.pt")
     fb.make_manifest([0, 1, 2], way=3, shot=1, queries=0, episodes=1).save(tmp_path / "m.json")
-    rc = main(["eval", "protonett", "--features", str(tmp_path / "f.pt"), "--manifest",
-               str(tmp_path / "m.json")])
+    rc = main(
+        [
+            "eval",
+            "protonett",
+            "--features",
+            str(tmp_path / "f.pt"),
+            "--manifest",
+            str(tmp_path / "m.json"),
+        ]
+    )
     assert rc == 2 and "closest first): protonet" in capsys.readouterr().err
 
 
@@ -51,6 +71,7 @@ def test_run_requires_a_selection(capsys):
 
 
 def test_module_entry_point():
-    out = subprocess.run([sys.executable, "-m", "fsarbench", "--help"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "fsarbench", "--help"], capture_output=True, text=True, check=True
+    )
     assert "few-shot action recognition" in out.stdout

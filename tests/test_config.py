@@ -29,7 +29,9 @@ def test_nested_and_coercion():
 
 
 def test_unknown_nested_key_names_nearest():
-    with pytest.raises(ConfigError, match=r"unknown key 'stpes' in Outer.inner. Did you mean 'steps'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'stpes' in Outer.inner. Did you mean 'steps'"
+    ):
         build_config(Outer, {"inner": {"stpes": 3}})
 
 

@@ -183,3 +183,12 @@ def test_data_check_cli_lists_missing_and_fails(tmp_path, capsys):
     main([*args[:-1], str(csv_path)])
     rows = csv_path.read_text().splitlines()
     assert rows[0] == "split,class,video_id,status,detail" and len(rows) == 4
+
+
+def test_parent_root_and_available_without_lists(tmp_path):
+    splits = require_shared_splits()
+    rel = lambda e: f"hmdb51/{e.class_name}/{e.video_id}.avi"  # noqa: E731
+    _build(tmp_path, "hmdb51", rel)
+    ds = get_dataset("hmdb51", root=tmp_path, splits_dir=splits)  # root holds hmdb51/
+    assert ds.root == tmp_path / "hmdb51" and ds.available()
+    assert not get_dataset("hmdb51", root=tmp_path, splits_dir=tmp_path / "none").available()

@@ -52,7 +52,7 @@ def _sharded_worker(name: str, out: str) -> None:
         assert result is None
 
 
-@pytest.mark.parametrize("name", ["protonet", "otam"])
+@pytest.mark.parametrize("name", ["otam"])
 def test_two_process_evaluation_equals_one_process(tmp_path, name):
     out = tmp_path / "sharded.pt"
     spawn_local(_sharded_worker, 2, name, str(out))

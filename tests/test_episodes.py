@@ -70,8 +70,7 @@ def test_save_load_roundtrip(tmp_path):
 def test_errors_name_class_and_counts():
     pool = np.array([0] * 6 + [1] * 6 + [2] * 2)
     with pytest.raises(fb.ManifestError, match=r"class 2 \('pour'\) has 2 videos.*need 4"):
-        fb.make_manifest(pool, way=3, shot=3, queries=1, episodes=3,
-                         class_names=["a", "b", "pour"])
+        fb.make_manifest(pool, way=3, shot=3, queries=1, episodes=3, class_names=["a", "b", "pour"])
     with pytest.raises(fb.ManifestError, match="5-way episodes need 5 classes.*only 3"):
         fb.make_manifest(pool, way=5, shot=1, episodes=3)
     with pytest.raises(fb.ManifestError, match="way and shot must be >= 1"):

@@ -20,8 +20,12 @@ def separable_features(classes: np.ndarray, d: int = 16, t: int = 4, noise: floa
 def test_perfectly_separable_gives_100():
     pool = np.repeat(np.arange(10), 6)
     m = fb.make_manifest(pool, way=5, shot=1, episodes=300, seed=0)
-    r = fb.evaluate(fb.create_method("protonet", feature_dim=16, seq_len=4),
-                    separable_features(pool), m, progress=False)
+    r = fb.evaluate(
+        fb.create_method("protonet", feature_dim=16, seq_len=4),
+        separable_features(pool),
+        m,
+        progress=False,
+    )
     assert r.accuracy == 100.0 and r.ci95 == 0.0
     assert set(r.per_class_accuracy.values()) == {100.0}
 
@@ -29,8 +33,12 @@ def test_perfectly_separable_gives_100():
 def test_ci_is_trx_convention_and_records_consistent():
     pool = np.repeat(np.arange(10), 6)
     m = fb.make_manifest(pool, way=5, shot=1, queries=2, episodes=400, seed=1)
-    r = fb.evaluate(fb.create_method("protonet", feature_dim=16, seq_len=4),
-                    separable_features(pool, noise=2.0), m, progress=False)
+    r = fb.evaluate(
+        fb.create_method("protonet", feature_dim=16, seq_len=4),
+        separable_features(pool, noise=2.0),
+        m,
+        progress=False,
+    )
     correct = r.records["correct"].reshape(400, 10)
     acc = correct.mean(1)
     np.testing.assert_allclose(r.episode_accuracy, acc)
@@ -105,5 +113,9 @@ def test_store_too_small_is_an_error():
     pool = np.repeat(np.arange(5), 3)
     m = fb.make_manifest(pool, way=5, shot=1, episodes=2)
     with pytest.raises(ValueError, match="feature store holds 4"):
-        fb.evaluate(fb.create_method("protonet", feature_dim=16, seq_len=4),
-                    torch.zeros(4, 4, 16), m, progress=False)
+        fb.evaluate(
+            fb.create_method("protonet", feature_dim=16, seq_len=4),
+            torch.zeros(4, 4, 16),
+            m,
+            progress=False,
+        )

@@ -6,6 +6,9 @@ import math
 
 import pytest
 import torch
+
+import fsarbench as fb
+from fsarbench.testing.contract import run_contract
 from fsarbench_baselines._official import OfficialCheckpointError
 from fsarbench_baselines.hyrsm import hyrsm_positional_table
 from oracles.trx_hyrsm import (
@@ -14,9 +17,6 @@ from oracles.trx_hyrsm import (
     hyrsm_table,
     random_episodes,
 )
-
-import fsarbench as fb
-from fsarbench.testing.contract import run_contract
 
 D, T, C = 32, 6, 11
 NO_DROPOUT = dict(pe_dropout=0.0, intra_dropout=0.0, inter_attn_dropout=0.0, inter_dropout=0.0)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fsarbench_baselines.otam import bidirectional_otam, otam_distance
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import fsarbench as fb
+from fsarbench.testing.contract import run_contract
+from fsarbench_baselines.otam import bidirectional_otam, otam_distance
 from oracles.otam_bimhm import (
     logits_and_grads,
     otam_literal,
@@ -14,9 +17,6 @@ from oracles.otam_bimhm import (
     otam_reference_formula,
     random_episodes,
 )
-
-import fsarbench as fb
-from fsarbench.testing.contract import run_contract
 
 RTOL = 1e-9
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,8 +24,11 @@ def test_every_package_folder_is_listed():
 
 def test_plugin_folders_install_under_prefixed_names():
     cfg = _pyproject()["tool"]["setuptools"]
-    assert cfg["package-dir"] == {"fsarbench_baselines": "baselines", "fsarbench_sgtm": "sgtm",
-                                  "fsarbench_splits": "splits"}
+    assert cfg["package-dir"] == {
+        "fsarbench_baselines": "baselines",
+        "fsarbench_sgtm": "sgtm",
+        "fsarbench_splits": "splits",
+    }
     assert not {"baselines", "sgtm", "splits"} & set(cfg["packages"])
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from oracles.otam_bimhm import logits_and_grads, protonet_logits_literal, random_episodes
 
 import fsarbench as fb
 from fsarbench.testing.contract import run_contract
+from oracles.otam_bimhm import logits_and_grads, protonet_logits_literal, random_episodes
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-9) -> None:

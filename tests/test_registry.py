@@ -50,7 +50,10 @@ def test_register_decorator_and_presets(clean_registry):
     assert "test-scaled" in fb.list_methods()
     m = fb.create_method("test-scaled", feature_dim=4, seq_len=2)
     assert m.config.temperature == 2.0
-    assert fb.create_method("test-scaled", feature_dim=4, seq_len=2, temperature=5).config.temperature == 5.0
+    assert (
+        fb.create_method("test-scaled", feature_dim=4, seq_len=2, temperature=5).config.temperature
+        == 5.0
+    )
     with pytest.raises(ValueError, match="already registered"):
         fb.register_method("test-scaled", temperature=3.0)(Scaled)
 

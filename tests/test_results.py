@@ -14,8 +14,14 @@ def _result(tmp_path, method="protonet", seed=0):
     feats = __import__("torch").rand(len(pool), 4, 8)
     m = fb.make_manifest(pool, way=3, shot=1, episodes=20, seed=seed, dataset="toy")
     r = fb.evaluate(fb.create_method(method, feature_dim=8, seq_len=4), feats, m, progress=False)
-    rec = fb.make_record(r, method=method, dataset="toy", split_variant="toy", manifest=m,
-                         hparams={"metric": "cosine"})
+    rec = fb.make_record(
+        r,
+        method=method,
+        dataset="toy",
+        split_variant="toy",
+        manifest=m,
+        hparams={"metric": "cosine"},
+    )
     return rec, r
 
 
@@ -23,14 +29,30 @@ def test_record_carries_metadata_and_roundtrips(tmp_path):
     rec, r = _result(tmp_path)
     path = fb.save_result(tmp_path, rec, r)
     data = json.loads(path.read_text())
-    for key in ("method", "dataset", "split_variant", "track", "way", "shot", "queries", "episodes",
-                "seed", "manifest_hash", "config_hash", "code_version", "spread"):
+    for key in (
+        "method",
+        "dataset",
+        "split_variant",
+        "track",
+        "way",
+        "shot",
+        "queries",
+        "episodes",
+        "seed",
+        "manifest_hash",
+        "config_hash",
+        "code_version",
+        "spread",
+    ):
         assert data[key] not in (None, ""), key
     assert "CI half-width" in data["spread"]
     assert fb.load_records(tmp_path)[0] == rec
     q = load_queries(tmp_path, rec)
-    assert len(q) == 60 and q["correct"].mean() * 100 == rec.accuracy or abs(
-        q["correct"].mean() * 100 - rec.accuracy) < 1e-6
+    assert (
+        len(q) == 60
+        and q["correct"].mean() * 100 == rec.accuracy
+        or abs(q["correct"].mean() * 100 - rec.accuracy) < 1e-6
+    )
     summary = fb.write_summary(tmp_path)
     frame = pd.read_csv(summary)
     assert list(frame["method"]) == ["protonet"]
@@ -40,6 +62,12 @@ def test_record_carries_metadata_and_roundtrips(tmp_path):
 def test_config_hash_changes_with_hparams(tmp_path):
     rec, r = _result(tmp_path)
     m = fb.make_manifest(np.repeat(np.arange(6), 4), way=3, shot=1, episodes=20, dataset="toy")
-    other = fb.make_record(r, method="protonet", dataset="toy", split_variant="toy", manifest=m,
-                           hparams={"metric": "sqeuclidean"})
+    other = fb.make_record(
+        r,
+        method="protonet",
+        dataset="toy",
+        split_variant="toy",
+        manifest=m,
+        hparams={"metric": "sqeuclidean"},
+    )
     assert other.config_hash != rec.config_hash and other.cell != rec.cell

@@ -29,8 +29,9 @@ def provider(name: str) -> DatasetFeatures:
 
 CELLS = [Cell(m, "toy", 5, s, label=m) for m in ("protonet", "protonet") for s in (1, 2)]
 CELLS += [Cell("protonet", "toy", 5, 1, (("metric", "sqeuclidean"),), label="l2")]
-OPTS = dict(episodes=200, progress=False, recipe_overrides={"steps": 4, "val_every": 2,
-                                                           "val_episodes": 20})
+OPTS = dict(
+    episodes=200, progress=False, recipe_overrides={"steps": 4, "val_every": 2, "val_episodes": 20}
+)
 
 
 def test_cells_recorded_and_skipped(tmp_path):
@@ -60,7 +61,9 @@ def test_killed_run_resumes_to_same_summary(tmp_path, monkeypatch):
         run_cells(CELLS, provider, RunOptions(tmp_path / "b", **OPTS))
     monkeypatch.setattr(runner_mod, "evaluate", original)
     run_cells(CELLS, provider, RunOptions(tmp_path / "b", **OPTS))
-    assert (tmp_path / "a" / "summary.csv").read_text() == (tmp_path / "b" / "summary.csv").read_text()
+    assert (tmp_path / "a" / "summary.csv").read_text() == (
+        tmp_path / "b" / "summary.csv"
+    ).read_text()
 
 
 def test_grids_expand_with_synth_standing_in():

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from fsarbench_sgtm.masks import (
     MASK_STRATEGIES,
     get_mask_strategy,

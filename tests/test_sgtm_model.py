@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fsarbench_sgtm.saliency import SaliencyClassifier
-from fsarbench_sgtm.tokens import frame_token_mask, to_tokens
 
 import fsarbench as fb
 from fsarbench.testing.contract import random_batch, run_contract
+from fsarbench_sgtm.saliency import SaliencyClassifier
+from fsarbench_sgtm.tokens import frame_token_mask, to_tokens
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from fsarbench_sgtm.autoencoder import PositionalEmbedding, gather_tokens
-from fsarbench_sgtm.tokens import frame_token_mask, from_tokens, sincos_table, to_tokens
 
 import fsarbench as fb
+from fsarbench_sgtm.autoencoder import PositionalEmbedding, gather_tokens
+from fsarbench_sgtm.tokens import frame_token_mask, from_tokens, sincos_table, to_tokens
 
 
 @pytest.fixture(autouse=True, scope="module")

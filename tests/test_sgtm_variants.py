@@ -7,6 +7,9 @@ from importlib import resources
 import pytest
 import torch
 import yaml
+
+import fsarbench as fb
+from fsarbench.testing.contract import random_batch
 from fsarbench_sgtm.ablations import (
     ABLATIONS,
     LAMBDAS,
@@ -16,9 +19,6 @@ from fsarbench_sgtm.ablations import (
 )
 from fsarbench_sgtm.params import FEATURE_DIM, build, head_parts
 from fsarbench_sgtm.variants import VARIANTS
-
-import fsarbench as fb
-from fsarbench.testing.contract import random_batch
 
 SMALL = dict(feature_dim=64, seq_len=8, num_train_classes=7)
 SMALL_HP = dict(token_dim=16, num_heads=2, saliency_hidden=16)

@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 import fsarbench as fb
-from fsarbench.training import AdaptedMethod, FrameAdapter, Recipe, SplitFeatures, frozen_recipe, train
+from fsarbench.training import (
+    AdaptedMethod,
+    FrameAdapter,
+    Recipe,
+    SplitFeatures,
+    frozen_recipe,
+    train,
+)
 
 
 def split(n_classes: int, per_class: int, seed: int, d: int = 16, t: int = 4, noise: float = 1.0):
@@ -45,11 +52,19 @@ def test_resume_is_bit_identical(tmp_path):
     train(full, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "a", progress=False)
     part = make()
     with pytest.raises(KeyboardInterrupt):
-        train(part, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "b",
-              progress=False, stop_after=7)
+        train(
+            part,
+            split(10, 6, 0),
+            split(5, 6, 1),
+            RECIPE,
+            out_dir=tmp_path / "b",
+            progress=False,
+            stop_after=7,
+        )
     resumed = make()
-    res = train(resumed, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "b",
-                progress=False)
+    res = train(
+        resumed, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "b", progress=False
+    )
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert len(res.history) == 12
@@ -57,10 +72,20 @@ def test_resume_is_bit_identical(tmp_path):
 
 def test_gradient_accumulation_equals_one_big_batch():
     a, b = make(), make()
-    train(a, split(10, 6, 0), None, Recipe(steps=3, episodes_per_step=4, val_episodes=0),
-          progress=False)
-    train(b, split(10, 6, 0), None,
-          Recipe(steps=3, episodes_per_step=4, micro_batch=1, val_episodes=0), progress=False)
+    train(
+        a,
+        split(10, 6, 0),
+        None,
+        Recipe(steps=3, episodes_per_step=4, val_episodes=0),
+        progress=False,
+    )
+    train(
+        b,
+        split(10, 6, 0),
+        None,
+        Recipe(steps=3, episodes_per_step=4, micro_batch=1, val_episodes=0),
+        progress=False,
+    )
     for k, v in a.state_dict().items():
         torch.testing.assert_close(v, b.state_dict()[k], rtol=1e-5, atol=1e-6)
 
@@ -93,8 +118,10 @@ class TwoStage(fb.FewShotMethod):
             y = torch.cat([batch.support_classes, batch.query_classes], 1)
             return {"cls": nn.functional.cross_entropy(self.cls(x).flatten(0, 1), y.flatten())}
 
-        return [fb.TrainingStage("cls", lambda: list(self.cls.parameters()), cls_loss, 1.0, True),
-                fb.TrainingStage("main", lambda: list(self.proj.parameters()), self.episode_loss)]
+        return [
+            fb.TrainingStage("cls", lambda: list(self.cls.parameters()), cls_loss, 1.0, True),
+            fb.TrainingStage("main", lambda: list(self.proj.parameters()), self.episode_loss),
+        ]
 
 
 def test_stages_train_only_their_parameters():

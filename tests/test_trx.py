@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-from fsarbench_baselines._official import OfficialCheckpointError
-from fsarbench_baselines.trx import class_slots, trx_positional_table
-from oracles.trx_hyrsm import OracleTRX, assert_rel_close, grad_scale, random_episodes
 
 import fsarbench as fb
 from fsarbench.testing.contract import run_contract
+from fsarbench_baselines._official import OfficialCheckpointError
+from fsarbench_baselines.trx import class_slots, trx_positional_table
+from oracles.trx_hyrsm import OracleTRX, assert_rel_close, grad_scale, random_episodes
 
 D, T, O = 12, 6, 8
 

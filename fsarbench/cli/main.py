@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -48,8 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
         return 130
-    except (fsarbench.ConfigError, fsarbench.ManifestError, fsarbench.UnknownMethodError,
-            FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+    except (
+        fsarbench.ConfigError,
+        fsarbench.ManifestError,
+        fsarbench.UnknownMethodError,
+        FileNotFoundError,
+        ValueError,
+        KeyError,
+        RuntimeError,
+    ) as err:
         if args.verbose:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

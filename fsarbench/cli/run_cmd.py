@@ -11,8 +11,14 @@ import torch
 
 from fsarbench.config import build_config
 from fsarbench.experiments.cells import Cell
-from fsarbench.experiments.grids import (STAND_IN, all_grids, available_datasets, expand_grid,
-                                         grid_names, standard_shots)
+from fsarbench.experiments.grids import (
+    STAND_IN,
+    all_grids,
+    available_datasets,
+    expand_grid,
+    grid_names,
+    standard_shots,
+)
 from fsarbench.report.cli_args import DEFAULT_RUNS
 from fsarbench.results import load_records
 
@@ -30,35 +36,64 @@ WHERE_DATA = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "run", help="run experiment grids: train on frozen features, evaluate, tabulate",
+        "run",
+        help="run experiment grids: train on frozen features, evaluate, tabulate",
         description="Train and evaluate methods on the available datasets and write "
         "DIR/summary.csv, per-cell records and Markdown tables. Re-running with the same --out "
         "skips finished cells and resumes interrupted ones.",
     )
     what = p.add_argument_group("what to run")
     what.add_argument("--all", action="store_true", help=f"every grid: {', '.join(all_grids())}")
-    what.add_argument("--table", nargs="+", default=[], metavar="N",
-                      help="seed-paper table(s) 1-6 (or grid names such as figure4)")
+    what.add_argument(
+        "--table",
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="seed-paper table(s) 1-6 (or grid names such as figure4)",
+    )
     what.add_argument("--method", nargs="+", default=[], metavar="NAME", help="methods to run")
-    what.add_argument("--dataset", nargs="+", default=[], metavar="NAME",
-                      help="datasets (default: those available, else synth)")
+    what.add_argument(
+        "--dataset",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="datasets (default: those available, else synth)",
+    )
     what.add_argument("--shots", nargs="+", type=int, default=None, help="K-shot settings")
     what.add_argument("--ways", nargs="+", type=int, default=None, help="N-way settings")
     what.add_argument("--episodes", type=int, default=10_000, help="test episodes per cell")
     what.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
-    what.add_argument("--train-seeds", nargs="+", type=int, default=[0],
-                      help="training seeds (several give mean ± std over seeds)")
+    what.add_argument(
+        "--train-seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="training seeds (several give mean ± std over seeds)",
+    )
     how = p.add_argument_group("how")
-    how.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                     help="results folder (default $FSARBENCH_RUNS, else results/runs/default)")
+    how.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="results folder (default $FSARBENCH_RUNS, else results/runs/default)",
+    )
     how.add_argument("--root", default=None, help="data root (default $FSAR_DATA)")
     how.add_argument("--cache", default=None, help="feature cache root (default $FSAR_CACHE)")
     how.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     how.add_argument("--workers", type=int, default=2, help="decoding workers")
-    how.add_argument("--recipe", nargs="+", default=[], metavar="KEY=VALUE",
-                     help="override recipe fields for every method, e.g. steps=50")
-    how.add_argument("--shard", default=None, metavar="I/N",
-                     help="run only every N-th cell starting at I (machines sharing --out)")
+    how.add_argument(
+        "--recipe",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override recipe fields for every method, e.g. steps=50",
+    )
+    how.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run only every N-th cell starting at I (machines sharing --out)",
+    )
     how.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -84,23 +119,32 @@ def select_cells(args: argparse.Namespace, available: list[str]) -> list[Cell]:
     grids = list(all_grids()) if args.all else [_grid_for_table(t) for t in args.table]
     cells: list[Cell] = []
     for g in grids:
-        cells += expand_grid(g, available, seed=args.seed, train_seeds=tuple(args.train_seeds),
-                             shots=args.shots, ways=args.ways)
+        cells += expand_grid(
+            g,
+            available,
+            seed=args.seed,
+            train_seeds=tuple(args.train_seeds),
+            shots=args.shots,
+            ways=args.ways,
+        )
     if grids and args.method:
         cells = [c for c in cells if c.method in args.method]
     if grids and args.dataset:
         cells = [c for c in cells if c.dataset in args.dataset]
     if not grids:
         if not args.method:
-            raise ValueError("say what to run: --all, --table N or --method NAME [...]; "
-                             f"grids: {', '.join(grid_names())}")
+            raise ValueError(
+                "say what to run: --all, --table N or --method NAME [...]; "
+                f"grids: {', '.join(grid_names())}"
+            )
         for ds in args.dataset or available or [STAND_IN]:
             for way in args.ways or [5]:
                 for shot in args.shots or standard_shots(ds):
                     for m in args.method:
                         for ts in args.train_seeds:
-                            cells.append(Cell(m, ds, way, shot, seed=args.seed, train_seed=ts,
-                                              label=m))
+                            cells.append(
+                                Cell(m, ds, way, shot, seed=args.seed, train_seed=ts, label=m)
+                            )
     return cells
 
 
@@ -127,17 +171,32 @@ def run(args: argparse.Namespace) -> int:
     if any(c.dataset == STAND_IN for c in cells) and not available:
         print(WHERE_DATA)
     print(f"{len(cells)} cells -> {args.out}")
-    provider = FrozenFeatureProvider(root=args.root, cache_root=args.cache, device=args.device,
-                                     workers=args.workers, progress=not args.no_progress)
-    options = RunOptions(out_dir=args.out, episodes=args.episodes, device=args.device,
-                         progress=not args.no_progress, recipe_overrides=overrides)
+    provider = FrozenFeatureProvider(
+        root=args.root,
+        cache_root=args.cache,
+        device=args.device,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    options = RunOptions(
+        out_dir=args.out,
+        episodes=args.episodes,
+        device=args.device,
+        progress=not args.no_progress,
+        recipe_overrides=overrides,
+    )
     t0 = time.perf_counter()
     run_cells(cells, provider, options, on_record=_print_record)
     records = load_records(args.out)
     for _, path in sorted(write_summary_tables(args.out, records).items()):
         print(f"\n{path}:\n{path.read_text()}")
-    tables = sorted({int(c.tags_dict["grid"][5:]) for c in cells
-                     if c.tags_dict.get("grid", "").startswith("table")})
+    tables = sorted(
+        {
+            int(c.tags_dict["grid"][5:])
+            for c in cells
+            if c.tags_dict.get("grid", "").startswith("table")
+        }
+    )
     outputs = write_paper_outputs(args.out, tables)
     for path in outputs:
         if path.suffix == ".md" and path.name.startswith("paper_table"):
@@ -149,5 +208,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_record(r) -> None:
-    print(f"  {r.method:<28} {r.dataset:<10} {r.way}-way {r.shot}-shot  "
-          f"{r.accuracy:6.2f} ± {r.ci95:.2f}  ({r.episodes} episodes)", flush=True)
+    print(
+        f"  {r.method:<28} {r.dataset:<10} {r.way}-way {r.shot}-shot  "
+        f"{r.accuracy:6.2f} ± {r.ci95:.2f}  ({r.episodes} episodes)",
+        flush=True,
+    )

@@ -3,7 +3,7 @@
 ``get_dataset(name, root=..., splits_dir=...)`` returns an object with ``name``, ``variant``,
 ``flip_ok``, ``class_names(split)``, ``videos(split)``, ``split_md5s()`` and ``available()``.
 The data root defaults to ``$FSAR_DATA/<dataset folder>`` (``kinetics``, ``ucf101``,
-``hmdb51``, ``ssv2``).
+``hmdb51``, ``ssv2``); a ``root`` that holds such a folder is used the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fsarbench.data.layouts import LAYOUTS, detect_layout, resolve, template_layout
-from fsarbench_splits.registry import LoadedSplit, get_variant, load_split
+from fsarbench_splits.registry import LoadedSplit, SplitsNotFoundError, get_variant, load_split
 
 __all__ = [
     "DATASETS",
@@ -67,6 +67,15 @@ def default_data_root(folder: str) -> Path | None:
     return Path(env).expanduser() / folder if env else None
 
 
+def _dataset_root(root: str | Path | None, folder: str) -> Path | None:
+    """``root`` itself, or ``root/<folder>`` when ``root`` holds the dataset as that folder
+    (so one data root serves every dataset); default ``$FSAR_DATA/<folder>``."""
+    if root is None:
+        return default_data_root(folder)
+    root = Path(root).expanduser()
+    return root / folder if (root / folder).is_dir() else root
+
+
 class SplitListDataset:
     """A dataset whose splits come from a published list (see ``fsarbench_splits``).
 
@@ -94,7 +103,7 @@ class SplitListDataset:
             raise ValueError("layout='template' and template=... go together")
         self.spec = spec
         self.name, self.variant, self.flip_ok = spec.name, spec.variant, spec.flip_ok
-        self.root = Path(root) if root is not None else default_data_root(spec.folder)
+        self.root = _dataset_root(root, spec.folder)
         self.splits_dir = splits_dir
         self.layout, self.template = layout, template
         self.allow_modified = allow_modified
@@ -147,10 +156,13 @@ class SplitListDataset:
         }
 
     def available(self) -> bool:
-        """Data root present and at least one test video found under it."""
+        """Data root present, test list found, and at least one test video under the root."""
         if self.root is None or not self.root.is_dir():
             return False
-        return any(r.path.exists() for r in self.videos("test"))
+        try:
+            return any(r.path.exists() for r in self.videos("test"))
+        except SplitsNotFoundError:
+            return False
 
 
 DatasetFactory = Callable[..., Any]

@@ -21,12 +21,13 @@ from fsarbench.distributed.env import rank, world_size
 from fsarbench.episodes import Manifest
 from fsarbench.evaluate import (
     EvalResult,
-    _device_of,
-    _load_partial,
-    _match_batch,
-    _save_partial,
-    _summarise,
+    device_of,
     encode_videos,
+    fit_batch,
+    load_partial_predictions,
+    match_batch,
+    save_partial_predictions,
+    summarise_predictions,
 )
 from fsarbench.features.store import FeatureStore, as_feature_store
 from fsarbench.methods import FewShotMethod
@@ -88,6 +89,7 @@ def evaluate_sharded(
     manifest: Manifest,
     *,
     batch_episodes: int = 500,
+    max_batch_bytes: int = 1 << 30,
     encode_chunk: int = 512,
     interval: str = "normal",
     device: torch.device | str | None = None,
@@ -105,13 +107,14 @@ def evaluate_sharded(
             f"holds {len(store)}"
         )
     method.eval()
-    device = torch.device(device) if device is not None else _device_of(method)
+    device = torch.device(device) if device is not None else device_of(method)
     unique = manifest.unique_videos()
     position = np.full(manifest.num_videos, -1, dtype=np.int64)
     position[unique] = np.arange(len(unique))
     state = encode_sharded(
         method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
     )
+    batch_episodes = fit_batch(state, len(unique), manifest, batch_episodes, max_batch_bytes)
     predicted = _match_shard(
         method,
         state,
@@ -127,7 +130,7 @@ def evaluate_sharded(
     if gathered is None:
         return None
     merged = np.max(np.stack(gathered), axis=0)  # each slot is set (>= 0) on one rank only
-    return _summarise(merged, manifest, interval, time.perf_counter() - t0)
+    return summarise_predictions(merged, manifest, interval, time.perf_counter() - t0)
 
 
 def _rank_path(path: str | Path | None) -> Path | None:
@@ -153,7 +156,7 @@ def _match_shard(
     """``[E, Nq]`` predictions of this rank's batches; other rows stay ``-1``."""
     e, nq = manifest.query.shape
     tag = f"{manifest.hash}:{getattr(method, 'method_name', type(method).__name__)}"
-    predicted = _load_partial(partial, manifest, tag)
+    predicted = load_partial_predictions(partial, manifest, tag)
     if predicted is None:
         predicted = np.full((e, nq), -1, dtype=np.int64)
     starts = shard_starts(e, batch_episodes, rank(), world_size())
@@ -166,17 +169,18 @@ def _match_shard(
         desc=f"evaluate (rank {rank()})",
         disable=not progress,
     )
+    buffers: dict = {}
     try:
         for start in todo:
             stop = min(start + batch_episodes, e)
-            predicted[start:stop] = _match_batch(
-                method, state, position, manifest, start, stop, labels, device, autocast
+            predicted[start:stop] = match_batch(
+                method, state, position, manifest, start, stop, labels, device, autocast, buffers
             )
             bar.update(1)
     except KeyboardInterrupt:
-        _save_partial(partial, predicted, tag)
+        save_partial_predictions(partial, predicted, tag)
         raise
     finally:
         bar.close()
-    _save_partial(partial, predicted, tag)
+    save_partial_predictions(partial, predicted, tag)
     return predicted

@@ -26,7 +26,8 @@ class TrainKey:
     @property
     def slug(self) -> str:
         return f"{self.method}__{self.dataset}__{self.track}__s{self.train_seed}__" + stable_hash(
-            [self.hparams, self.recipe_hash, self.features_hash], 10)
+            [self.hparams, self.recipe_hash, self.features_hash], 10
+        )
 
 
 @dataclass(frozen=True)
@@ -61,5 +62,6 @@ class Cell:
         return self.method + "[" + ",".join(f"{k}={v}" for k, v in self.hparams) + "]"
 
     def record_id(self, config_hash: str) -> str:
-        return cell_id(self.name, self.dataset, self.track, self.way, self.shot, self.seed,
-                       config_hash)
+        return cell_id(
+            self.name, self.dataset, self.track, self.way, self.shot, self.seed, config_hash
+        )

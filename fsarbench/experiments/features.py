@@ -47,9 +47,17 @@ def feature_preset(dataset: str, overrides: dict[str, Any] | None = None) -> Fea
 class FrozenFeatureProvider:
     """``provider(dataset) -> DatasetFeatures``: extracts (or reuses) every split's features."""
 
-    def __init__(self, *, root: str | Path | None = None, cache_root: str | Path | None = None,
-                 device: str = "cpu", workers: int = 2, batch_size: int = 16,
-                 progress: bool = True, preset_overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        root: str | Path | None = None,
+        cache_root: str | Path | None = None,
+        device: str = "cpu",
+        workers: int = 2,
+        batch_size: int = 16,
+        progress: bool = True,
+        preset_overrides: dict[str, Any] | None = None,
+    ) -> None:
         self.root, self.cache_root = root, cache_root
         self.device, self.workers, self.batch_size = device, workers, batch_size
         self.progress, self.overrides = progress, preset_overrides or {}
@@ -65,11 +73,17 @@ class FrozenFeatureProvider:
             splits[split], names[split], bad = _split_features(cache, ds.variant)
             skipped += [f"{split}/{v}" for v in bad]
             keys[split] = cache.key
-        info = {"backbone": preset.backbone, "weights": preset.weights,
-                "resolution": preset.resolution, "num_frames": preset.num_frames,
-                "test_frames": preset.test_frames, "train_frames": preset.train_frames,
-                "train_views": preset.train_views, "cache_keys": keys,
-                "split_md5": ds.split_md5s()}
+        info = {
+            "backbone": preset.backbone,
+            "weights": preset.weights,
+            "resolution": preset.resolution,
+            "num_frames": preset.num_frames,
+            "test_frames": preset.test_frames,
+            "train_frames": preset.train_frames,
+            "train_views": preset.train_views,
+            "cache_keys": keys,
+            "split_md5": ds.split_md5s(),
+        }
         return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped)
 
     def _extract(self, dataset: str, split: str, preset: FeaturePreset):
@@ -77,14 +91,20 @@ class FrozenFeatureProvider:
 
         train = split == "train"
         config = SplitExtractConfig(
-            backbone=preset.backbone, weights=preset.weights,
+            backbone=preset.backbone,
+            weights=preset.weights,
             frames=preset.train_frames if train else preset.test_frames,
             num_frames=preset.num_frames,
-            resolution=preset.resolution, views=preset.train_views if train else 1,
-            batch_size=self.batch_size, workers=self.workers, device=self.device,
-            progress=self.progress)
-        cache, stats = extract_split(dataset, split, root=self.root, config=config,
-                                     cache_root=self.cache_root)
+            resolution=preset.resolution,
+            views=preset.train_views if train else 1,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            device=self.device,
+            progress=self.progress,
+        )
+        cache, stats = extract_split(
+            dataset, split, root=self.root, config=config, cache_root=self.cache_root
+        )
         if stats is not None:
             log.info("extracted %s/%s: %s", dataset, split, stats)
         return cache
@@ -96,7 +116,9 @@ def _split_features(cache, dataset: str) -> tuple[SplitFeatures, list[str], list
     failed = failed.reshape(len(cache), -1).any(1) if failed.size else np.zeros(len(cache), bool)
     keep = np.flatnonzero(~failed)
     classes_all = np.asarray(cache.class_indices, dtype=np.int64)
-    names = sorted(set(cache.classes)) if cache.classes else [str(c) for c in np.unique(classes_all)]
+    names = (
+        sorted(set(cache.classes)) if cache.classes else [str(c) for c in np.unique(classes_all)]
+    )
     bad = [cache.video_ids[i] for i in np.flatnonzero(failed)]
     store = SubsetFeatureStore(cache, keep) if len(bad) else cache
     return SplitFeatures(store, classes_all[keep], dataset), names, bad

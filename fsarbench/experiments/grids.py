@@ -14,8 +14,15 @@ from fsarbench.config import nearest
 from fsarbench.experiments.cells import Cell
 from fsarbench.registry import list_methods
 
-__all__ = ["GridError", "grid_names", "all_grids", "standard_shots", "expand_grid",
-           "available_datasets", "STAND_IN"]
+__all__ = [
+    "GridError",
+    "grid_names",
+    "all_grids",
+    "standard_shots",
+    "expand_grid",
+    "available_datasets",
+    "STAND_IN",
+]
 
 STAND_IN = "synth"
 
@@ -97,8 +104,15 @@ def _methods(grid: dict[str, Any]) -> list[_MethodSpec]:
     return out
 
 
-def expand_grid(name: str, available: list[str], *, seed: int = 0, train_seeds=(0,),
-                shots: list[int] | None = None, ways: list[int] | None = None) -> list[Cell]:
+def expand_grid(
+    name: str,
+    available: list[str],
+    *,
+    seed: int = 0,
+    train_seeds=(0,),
+    shots: list[int] | None = None,
+    ways: list[int] | None = None,
+) -> list[Cell]:
     """Cells of grid ``name``; datasets not in ``available`` are stood in for by ``synth``."""
     grid = _grid(name)
     datasets = grid["datasets"]
@@ -113,6 +127,18 @@ def expand_grid(name: str, available: list[str], *, seed: int = 0, train_seeds=(
                 for m in _methods(grid):
                     for ts in train_seeds:
                         tags = (("grid", name), ("paper_dataset", paper_ds))
-                        cells.append(Cell(m.method, ds, way, shot, m.hparams, "frozen", seed,
-                                          ts, m.label, tags))
+                        cells.append(
+                            Cell(
+                                m.method,
+                                ds,
+                                way,
+                                shot,
+                                m.hparams,
+                                "frozen",
+                                seed,
+                                ts,
+                                m.label,
+                                tags,
+                            )
+                        )
     return cells

@@ -17,8 +17,12 @@ EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv"}
 def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
     """Render ``tables`` (numbers 1-6) and all supported figures from ``run_dir``'s records."""
     from fsarbench.report.figure_set import render_all
-    from fsarbench.report.published import (known_methods, load_citation,
-                                            load_dataset_aliases, load_table)
+    from fsarbench.report.published import (
+        known_methods,
+        load_citation,
+        load_dataset_aliases,
+        load_table,
+    )
     from fsarbench.report.records import load_entries
     from fsarbench.report.render import render
     from fsarbench.report.tables import build_table
@@ -27,8 +31,14 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
     entries = load_entries(run_dir)
     written: list[Path] = []
     for number in tables:
-        table = build_table(load_table(number), entries, source="both", stand_in="synth",
-                            aliases=load_dataset_aliases(), known=known_methods())
+        table = build_table(
+            load_table(number),
+            entries,
+            source="both",
+            stand_in="synth",
+            aliases=load_dataset_aliases(),
+            known=known_methods(),
+        )
         for fmt, ext in EXTENSIONS.items():
             path = run_dir / "tables" / f"paper_table{number}.{ext}"
             atomic_write_text(path, render(table, fmt, load_citation()))

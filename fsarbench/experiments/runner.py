@@ -21,8 +21,14 @@ from fsarbench.experiments.cells import Cell, TrainKey
 from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
 from fsarbench.registry import create_method
-from fsarbench.results import (ResultRecord, load_records, make_record, record_config_hash,
-                               save_result, write_summary)
+from fsarbench.results import (
+    ResultRecord,
+    load_records,
+    make_record,
+    record_config_hash,
+    save_result,
+    write_summary,
+)
 from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
 
 __all__ = ["DatasetFeatures", "RunOptions", "run_cells"]
@@ -65,8 +71,13 @@ def build_method(cell: Cell, feats: DatasetFeatures, recipe) -> FewShotMethod:
     """The cell's method (behind the recipe's adapter), freshly initialised from its seed."""
     t, d = feats.feature_shape
     torch.manual_seed(cell.train_seed)
-    method = create_method(cell.method, feature_dim=d, seq_len=t,
-                           num_train_classes=feats.splits["train"].num_classes, **cell.hparams_dict)
+    method = create_method(
+        cell.method,
+        feature_dim=d,
+        seq_len=t,
+        num_train_classes=feats.splits["train"].num_classes,
+        **cell.hparams_dict,
+    )
     if recipe.adapter == "linear_ln":
         method = AdaptedMethod(method, FrameAdapter(d), d)
     return method
@@ -77,8 +88,11 @@ class _Runner:
         self.provider, self.opt = provider, options
         self.features: dict[str, DatasetFeatures] = {}
         self.models: dict[TrainKey, FewShotMethod] = {}
-        self.done = {r.cell: r for r in load_records(options.out_dir)} if Path(
-            options.out_dir).exists() else {}
+        self.done = (
+            {r.cell: r for r in load_records(options.out_dir)}
+            if Path(options.out_dir).exists()
+            else {}
+        )
 
     def dataset(self, name: str) -> DatasetFeatures:
         if name not in self.features:
@@ -89,27 +103,49 @@ class _Runner:
         feats = self.dataset(cell.dataset)
         recipe = frozen_recipe(cell.method, self.opt.recipe_overrides)
         method = build_method(cell, feats, recipe)
-        config_hash = record_config_hash(method.hparams, recipe.to_dict(), feats.info,
-                                         cell.train_seed, cell.track)
+        config_hash = record_config_hash(
+            method.hparams, recipe.to_dict(), feats.info, cell.train_seed, cell.track
+        )
         rid = cell.record_id(config_hash)
         if rid in self.done:
             return self.done[rid]
         model = self.trained(cell, feats, recipe, method)
         test = feats.splits["test"]
-        manifest = make_manifest(test.classes, way=cell.way, shot=cell.shot,
-                                 queries=self.opt.queries, episodes=self.opt.episodes,
-                                 seed=cell.seed, dataset=feats.split_variant, split="test",
-                                 class_names=feats.class_names["test"])
-        result = evaluate(model, test.store, manifest, batch_episodes=self.opt.batch_episodes,
-                          interval=self.opt.interval, device=self.opt.device,
-                          progress=self.opt.progress,
-                          partial_path=Path(self.opt.out_dir) / "partial" / f"{rid}.npz",
-                          desc=f"{cell.name} {cell.dataset} {cell.way}w{cell.shot}s")
+        manifest = make_manifest(
+            test.classes,
+            way=cell.way,
+            shot=cell.shot,
+            queries=self.opt.queries,
+            episodes=self.opt.episodes,
+            seed=cell.seed,
+            dataset=feats.split_variant,
+            split="test",
+            class_names=feats.class_names["test"],
+        )
+        result = evaluate(
+            model,
+            test.store,
+            manifest,
+            batch_episodes=self.opt.batch_episodes,
+            interval=self.opt.interval,
+            device=self.opt.device,
+            progress=self.opt.progress,
+            partial_path=Path(self.opt.out_dir) / "partial" / f"{rid}.npz",
+            desc=f"{cell.name} {cell.dataset} {cell.way}w{cell.shot}s",
+        )
         record = make_record(
-            result, method=cell.name, dataset=cell.dataset, split_variant=feats.split_variant,
-            manifest=manifest, track=cell.track, hparams=method.hparams,
-            recipe=recipe.to_dict(), features=feats.info, train_seed=cell.train_seed,
-            class_names=feats.class_names["test"], skipped_videos=feats.skipped,
+            result,
+            method=cell.name,
+            dataset=cell.dataset,
+            split_variant=feats.split_variant,
+            manifest=manifest,
+            track=cell.track,
+            hparams=method.hparams,
+            recipe=recipe.to_dict(),
+            features=feats.info,
+            train_seed=cell.train_seed,
+            class_names=feats.class_names["test"],
+            skipped_videos=feats.skipped,
             tags={**dict(cell.tags), "label": cell.label, "base_method": cell.method},
         )
         assert record.cell == rid, (record.cell, rid)
@@ -119,20 +155,38 @@ class _Runner:
         return record
 
     def trained(self, cell: Cell, feats: DatasetFeatures, recipe, method) -> FewShotMethod:
-        key = TrainKey(cell.method, cell.hparams, cell.dataset, cell.track, cell.train_seed,
-                       stable_hash(recipe.to_dict()), stable_hash(feats.info))
+        key = TrainKey(
+            cell.method,
+            cell.hparams,
+            cell.dataset,
+            cell.track,
+            cell.train_seed,
+            stable_hash(recipe.to_dict()),
+            stable_hash(feats.info),
+        )
         if key not in self.models:
             out = Path(self.opt.out_dir) / "models" / key.slug
             log.info("training %s on %s (%s steps)", cell.name, cell.dataset, recipe.steps)
-            train(method, feats.splits["train"], feats.splits.get("val"), recipe,
-                  seed=cell.train_seed, out_dir=out, device=self.opt.device,
-                  progress=self.opt.progress)
+            train(
+                method,
+                feats.splits["train"],
+                feats.splits.get("val"),
+                recipe,
+                seed=cell.train_seed,
+                out_dir=out,
+                device=self.opt.device,
+                progress=self.opt.progress,
+            )
             self.models[key] = method
         return self.models[key]
 
 
-def run_cells(cells: Iterable[Cell], provider: FeatureProvider, options: RunOptions,
-              on_record: Callable[[ResultRecord], None] | None = None) -> list[ResultRecord]:
+def run_cells(
+    cells: Iterable[Cell],
+    provider: FeatureProvider,
+    options: RunOptions,
+    on_record: Callable[[ResultRecord], None] | None = None,
+) -> list[ResultRecord]:
     """Evaluate every cell (skipping recorded ones) and rebuild ``summary.csv``."""
     runner = _Runner(provider, options)
     records = []

@@ -27,8 +27,10 @@ def summary_tables(records: list[ResultRecord]) -> dict[str, str]:
         table = [[m, *(rows[m].get(c, "") for c in cols)] for m in sorted(rows)]
         headers = ["method", *(f"{w}-way {s}-shot" for w, s in cols)]
         episodes = sorted({r.episodes for r in recs})
-        note = (f"\n\n{ds}, {track} track; accuracy (%) ± 95% CI half-width over "
-                f"{'/'.join(map(str, episodes))} test episodes (1.96·std/√n).")
+        note = (
+            f"\n\n{ds}, {track} track; accuracy (%) ± 95% CI half-width over "
+            f"{'/'.join(map(str, episodes))} test episodes (1.96·std/√n)."
+        )
         out[f"{ds}__{track}"] = tabulate(table, headers, tablefmt="github") + note
     return out
 

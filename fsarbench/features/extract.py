@@ -436,8 +436,9 @@ def clip_dataset(videos: Sequence[Any], config: SplitExtractConfig) -> Dataset:
 
     base = PRESETS[str(config.transform)]
     resize = round(base.resize * config.resolution / base.crop) if base.crop else base.resize
-    transform = get_transform(str(config.transform), crop=config.resolution, resize=resize,
-                              flip=base.flip and config.flip)
+    transform = get_transform(
+        str(config.transform), crop=config.resolution, resize=resize, flip=base.flip and config.flip
+    )
     options = ClipOptions(
         frames=config.num_frames,
         sampler=config.frames,

@@ -15,8 +15,10 @@ def open_feature_store(path: str | Path) -> FeatureStore:
     """``path`` is a ``[N, T, D]`` tensor saved with ``torch.save`` or a feature-cache folder."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"feature file or cache {path} does not exist; "
-                                "create one with 'python -m fsarbench extract'")
+        raise FileNotFoundError(
+            f"feature file or cache {path} does not exist; "
+            "create one with 'python -m fsarbench extract'"
+        )
     if path.is_dir():
         from fsarbench.features.cache import FeatureCache
 

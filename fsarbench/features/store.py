@@ -36,7 +36,9 @@ class InMemoryFeatureStore:
 
     def __init__(self, features: Tensor, video_ids: list[str] | None = None) -> None:
         if features.dim() not in (3, 4):
-            raise ValueError(f"features must be [N, T, D] or [N, V, T, D], got {tuple(features.shape)}")
+            raise ValueError(
+                f"features must be [N, T, D] or [N, V, T, D], got {tuple(features.shape)}"
+            )
         if video_ids is not None and len(video_ids) != features.shape[0]:
             raise ValueError(f"{len(video_ids)} video ids for {features.shape[0]} videos")
         self.features = features

@@ -23,34 +23,53 @@ SEQ_LEN = 8
 NUM_TRAIN_CLASSES = 7
 
 
-def make_contract_method(name: str, *, dtype: torch.dtype = torch.float64, seed: int = 0) -> FewShotMethod:
+def make_contract_method(
+    name: str, *, dtype: torch.dtype = torch.float64, seed: int = 0
+) -> FewShotMethod:
     """Method ``name`` at the contract's small size, in ``dtype``."""
     torch.manual_seed(seed)
     hp = dict(getattr(method_info(name).cls, "CONTRACT_HPARAMS", {}))
-    method = create_method(name, feature_dim=FEATURE_DIM, seq_len=SEQ_LEN,
-                           num_train_classes=NUM_TRAIN_CLASSES, **hp)
+    method = create_method(
+        name, feature_dim=FEATURE_DIM, seq_len=SEQ_LEN, num_train_classes=NUM_TRAIN_CLASSES, **hp
+    )
     return method.to(dtype)
 
 
 def random_batch(
-    *, batch: int = 3, way: int = 5, shot: int = 2, queries: int = 2, seed: int = 0,
-    dtype: torch.dtype = torch.float64, shuffle_support: bool = True, zeros: bool = False,
+    *,
+    batch: int = 3,
+    way: int = 5,
+    shot: int = 2,
+    queries: int = 2,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    shuffle_support: bool = True,
+    zeros: bool = False,
 ) -> EpisodeBatch:
     """Episodes of non-negative random features (like post-ReLU CNN features), with the
     support in a random, non class-major order and global classes for auxiliary losses."""
     g = torch.Generator().manual_seed(seed)
     ns, nq = way * shot, way * queries
     shape = (batch, ns + nq, SEQ_LEN, FEATURE_DIM)
-    feats = torch.zeros(shape, dtype=dtype) if zeros else torch.rand(shape, generator=g, dtype=dtype)
+    feats = (
+        torch.zeros(shape, dtype=dtype) if zeros else torch.rand(shape, generator=g, dtype=dtype)
+    )
     s_lab = torch.arange(way).repeat_interleave(shot).expand(batch, ns).clone()
     q_lab = torch.arange(way).repeat_interleave(queries).expand(batch, nq).clone()
     if shuffle_support:
         perm = torch.stack([torch.randperm(ns, generator=g) for _ in range(batch)])
         s_lab = s_lab.gather(1, perm)
-    classes = torch.stack([torch.randperm(NUM_TRAIN_CLASSES, generator=g)[:way] for _ in range(batch)])
+    classes = torch.stack(
+        [torch.randperm(NUM_TRAIN_CLASSES, generator=g)[:way] for _ in range(batch)]
+    )
     return EpisodeBatch(
-        support=feats[:, :ns], support_labels=s_lab, query=feats[:, ns:], query_labels=q_lab,
-        support_classes=classes.gather(1, s_lab), query_classes=classes.gather(1, q_lab), way=way,
+        support=feats[:, :ns],
+        support_labels=s_lab,
+        query=feats[:, ns:],
+        query_labels=q_lab,
+        support_classes=classes.gather(1, s_lab),
+        query_classes=classes.gather(1, q_lab),
+        way=way,
     )
 
 
@@ -59,7 +78,9 @@ def _logits(method: FewShotMethod, batch: EpisodeBatch) -> torch.Tensor:
         return method(batch).logits
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, what: str, rtol: float = 1e-7, atol: float = 1e-9) -> None:
+def _close(
+    a: torch.Tensor, b: torch.Tensor, what: str, rtol: float = 1e-7, atol: float = 1e-9
+) -> None:
     if a.shape != b.shape or not torch.allclose(a, b, rtol=rtol, atol=atol):
         diff = (a - b).abs().max().item() if a.shape == b.shape else "shape"
         raise AssertionError(f"{what}: max difference {diff}")
@@ -69,7 +90,9 @@ def check_shapes(name: str) -> None:
     method = make_contract_method(name).eval()
     batch = random_batch()
     out = method(batch)
-    assert out.logits.shape == (3, 10, 5), f"logits must be [B, Nq, way], got {tuple(out.logits.shape)}"
+    assert out.logits.shape == (3, 10, 5), (
+        f"logits must be [B, Nq, way], got {tuple(out.logits.shape)}"
+    )
     assert torch.isfinite(out.logits).all(), "logits must be finite"
     for key, value in out.losses.items():
         assert value.dim() == 0, f"loss {key!r} must be a scalar"
@@ -85,9 +108,15 @@ def check_support_order_invariance(name: str) -> None:
     method = make_contract_method(name).eval()
     batch = random_batch()
     perm = torch.randperm(batch.support.shape[1], generator=torch.Generator().manual_seed(1))
-    shuffled = EpisodeBatch(batch.support[:, perm], batch.support_labels[:, perm], batch.query,
-                            batch.query_labels, batch.support_classes[:, perm],
-                            batch.query_classes, batch.way)
+    shuffled = EpisodeBatch(
+        batch.support[:, perm],
+        batch.support_labels[:, perm],
+        batch.query,
+        batch.query_labels,
+        batch.support_classes[:, perm],
+        batch.query_classes,
+        batch.way,
+    )
     _close(_logits(method, batch), _logits(method, shuffled), "support order changed the logits")
 
 
@@ -95,11 +124,20 @@ def check_query_order_equivariance(name: str) -> None:
     method = make_contract_method(name).eval()
     batch = random_batch()
     perm = torch.randperm(batch.query.shape[1], generator=torch.Generator().manual_seed(2))
-    shuffled = EpisodeBatch(batch.support, batch.support_labels, batch.query[:, perm],
-                            batch.query_labels[:, perm], batch.support_classes,
-                            batch.query_classes[:, perm], batch.way)
-    _close(_logits(method, batch)[:, perm], _logits(method, shuffled),
-           "permuting queries did not permute their logits")
+    shuffled = EpisodeBatch(
+        batch.support,
+        batch.support_labels,
+        batch.query[:, perm],
+        batch.query_labels[:, perm],
+        batch.support_classes,
+        batch.query_classes[:, perm],
+        batch.way,
+    )
+    _close(
+        _logits(method, batch)[:, perm],
+        _logits(method, shuffled),
+        "permuting queries did not permute their logits",
+    )
 
 
 def check_forward_is_match_of_encode(name: str) -> None:
@@ -111,8 +149,12 @@ def check_forward_is_match_of_encode(name: str) -> None:
         pool = torch.cat([batch.support, batch.query], 1).flatten(0, 1)  # [B*(Ns+Nq), T, D]
         state = method.encode(pool)
         idx = torch.arange(b * (ns + nq)).reshape(b, ns + nq)
-        out = method.match(state_gather(state, idx[:, :ns]), batch.support_labels,
-                           state_gather(state, idx[:, ns:]), batch.way)
+        out = method.match(
+            state_gather(state, idx[:, :ns]),
+            batch.support_labels,
+            state_gather(state, idx[:, ns:]),
+            batch.way,
+        )
     _close(_logits(method, batch), out.logits, "forward(batch) != match(encode(.))")
 
 
@@ -120,8 +162,18 @@ def check_batch_equals_singles(name: str) -> None:
     method = make_contract_method(name).eval()
     batch = random_batch()
     singles = [
-        _logits(method, EpisodeBatch(batch.support[i : i + 1], batch.support_labels[i : i + 1],
-                                     batch.query[i : i + 1], None, None, None, batch.way))
+        _logits(
+            method,
+            EpisodeBatch(
+                batch.support[i : i + 1],
+                batch.support_labels[i : i + 1],
+                batch.query[i : i + 1],
+                None,
+                None,
+                None,
+                batch.way,
+            ),
+        )
         for i in range(batch.batch_size)
     ]
     _close(_logits(method, batch), torch.cat(singles), "a batch of episodes != single episodes")
@@ -134,18 +186,28 @@ def check_gradients_reach_parameters(name: str) -> None:
         params = list(stage.parameters())
         method.zero_grad(set_to_none=True)
         feats = [batch.support.clone().requires_grad_(), batch.query.clone().requires_grad_()]
-        staged = EpisodeBatch(feats[0], batch.support_labels, feats[1], batch.query_labels,
-                              batch.support_classes, batch.query_classes, batch.way)
+        staged = EpisodeBatch(
+            feats[0],
+            batch.support_labels,
+            feats[1],
+            batch.query_labels,
+            batch.support_classes,
+            batch.query_classes,
+            batch.way,
+        )
         losses = stage.loss(staged)
         total = sum(losses.values())
         assert torch.isfinite(total), f"stage {stage.name!r}: loss is not finite"
         total.backward()
         if not params:
             assert feats[0].grad is not None and feats[1].grad is not None, (
-                f"stage {stage.name!r}: no gradient reaches the input features")
+                f"stage {stage.name!r}: no gradient reaches the input features"
+            )
             continue
         named = {id(p): n for n, p in method.named_parameters()}
-        missing = [named.get(id(p), "?") for p in params if p.grad is None or not p.grad.abs().sum() > 0]
+        missing = [
+            named.get(id(p), "?") for p in params if p.grad is None or not p.grad.abs().sum() > 0
+        ]
         assert not missing, f"stage {stage.name!r}: no gradient reaches {missing}"
 
 

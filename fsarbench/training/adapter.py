@@ -40,16 +40,26 @@ class AdaptedMethod(FewShotMethod):
     """``method`` applied to adapted frame features; trains the adapter in every stage."""
 
     def __init__(self, method: FewShotMethod, adapter: nn.Module, in_dim: int) -> None:
-        super().__init__(feature_dim=in_dim, seq_len=method.seq_len,
-                         num_train_classes=method.num_train_classes, config=method.config)
+        super().__init__(
+            feature_dim=in_dim,
+            seq_len=method.seq_len,
+            num_train_classes=method.num_train_classes,
+            config=method.config,
+        )
         self.inner = method
         self.adapter = adapter
         self.method_name = getattr(method, "method_name", type(method).__name__)
 
     def adapt(self, batch: EpisodeBatch) -> EpisodeBatch:
-        return EpisodeBatch(self.adapter(batch.support), batch.support_labels,
-                            self.adapter(batch.query), batch.query_labels,
-                            batch.support_classes, batch.query_classes, batch.way)
+        return EpisodeBatch(
+            self.adapter(batch.support),
+            batch.support_labels,
+            self.adapter(batch.query),
+            batch.query_labels,
+            batch.support_classes,
+            batch.query_classes,
+            batch.way,
+        )
 
     def encode(self, features: Tensor) -> State:
         return self.inner.encode(self.adapter(features))

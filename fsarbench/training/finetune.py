@@ -50,16 +50,16 @@ from fsarbench.state import State
 from fsarbench.training.recipe import Recipe
 from fsarbench.training.trainer import (
     TrainResult,
-    _is_val_step,
-    _load_resume,
-    _lr_factor,
-    _only_trainable,
-    _optimizer,
-    _save,
-    _step_seed,
-    _val_manifest,
+    is_val_step,
     load_checkpoint,
+    load_resume,
+    lr_factor,
+    make_optimizer,
+    only_trainable,
+    save_checkpoint,
     stage_steps,
+    step_seed,
+    val_manifest_for,
 )
 
 __all__ = [
@@ -499,7 +499,7 @@ def finetune(
     micro = _check_split(recipe.recipe)
     model.to(device)
     out = Path(out_dir) if out_dir is not None else None
-    ckpt = broadcast_object(_load_resume(out, resume) if is_main() else None)
+    ckpt = broadcast_object(load_resume(out, resume) if is_main() else None)
     result = TrainResult(
         history=list(ckpt["history"]) if ckpt else [],
         best_val=ckpt.get("best_val") if ckpt else None,
@@ -518,7 +518,7 @@ def finetune(
         device,
         out,
         val,
-        _val_manifest(val_split, recipe.recipe, seed),
+        val_manifest_for(val_split, recipe.recipe, seed),
         result,
         best_state,
         progress,
@@ -554,8 +554,8 @@ def _run_stage(
     """Steps of one stage from the checkpoint's step (or 0); total steps done so far."""
     r = run.recipe.recipe
     params = list(stage.parameters())
-    opt = _optimizer(r, params)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(r, n_steps))
+    opt = make_optimizer(r, params)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(r, n_steps))
     scaler = run.model.precision.grad_scaler()
     start = ckpt["step"] if ckpt else 0
     if ckpt and ckpt["optimizer"]:
@@ -579,13 +579,13 @@ def _run_stage(
         unit="step",
         disable=not (run.progress and is_main()),
     )
-    with _only_trainable(run.model, params):
+    with only_trainable(run.model, params):
         for step in range(start, n_steps):
             run.model.train()
             terms = _step(run, si, stage, step, loader, data, opt, scaler, params)
             sched.step()
             row = {"stage": stage.name, "step": step + 1, **terms}
-            val_step = _is_val_step(step, n_steps, r)
+            val_step = is_val_step(step, n_steps, r)
             if si == n_stages - 1 and val_step and run.val_manifest is not None:
                 row["val_accuracy"] = _validate(run, step + 1)
             run.result.history.append(row)
@@ -616,7 +616,7 @@ def _step(
     totals: dict[str, float] = {}
     for _ in range(data.per // run.micro):
         item = next(loader)
-        torch.manual_seed(_step_seed(run.seed, si, int(item["episode"][0])))
+        torch.manual_seed(step_seed(run.seed, si, int(item["episode"][0])))
         batch = _clip_episodes(item, data.spec).to(run.device)
         count = batch.support.shape[0]
         with run.model.precision.autocast():
@@ -688,5 +688,5 @@ def _resume_best(out: Path | None, ckpt: dict[str, Any] | None) -> dict[str, Ten
 def _save_main(out: Path | None, name: str, payload: dict[str, Any]) -> None:
     """Rank 0 writes ``out/name`` atomically; every rank waits for it."""
     if out is not None and is_main():
-        _save(out / name, payload)
+        save_checkpoint(out / name, payload)
     barrier()

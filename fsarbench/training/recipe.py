@@ -56,7 +56,9 @@ class Recipe:
         return config_to_dict(self)
 
     def with_overrides(self, **overrides: Any) -> Recipe:
-        return replace(self, **config_to_dict(build_config(Recipe, {**self.to_dict(), **overrides})))
+        return replace(
+            self, **config_to_dict(build_config(Recipe, {**self.to_dict(), **overrides}))
+        )
 
 
 def _recipes_table() -> dict[str, Any]:
@@ -75,4 +77,3 @@ def frozen_recipe(method: str, overrides: dict[str, Any] | None = None) -> Recip
     values.update(per_method.get(method, {}))
     values.update(overrides or {})
     return build_config(Recipe, values, where=f"recipe of {method!r}")
-

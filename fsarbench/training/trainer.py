@@ -59,15 +59,16 @@ def stage_steps(stages: list[TrainingStage], total: int) -> list[int]:
     return [max(1, round(total * s.fraction / weight)) for s in stages]
 
 
-def _optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
     cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def _lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
+def lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < recipe.warmup_steps:
             return (step + 1) / recipe.warmup_steps
@@ -80,22 +81,26 @@ def _lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
     return factor
 
 
-class _EpisodeSampler:
+class EpisodeSampler:
     """Training episodes of one stage, each a pure function of its index."""
 
     def __init__(self, data: SplitFeatures, recipe: Recipe, seed: int, stage: str) -> None:
         self.data = data
-        self.spec = EpisodeSpec(recipe.way, recipe.shot, recipe.queries, seed, data.dataset,
-                                f"train/{stage}")
+        self.spec = EpisodeSpec(
+            recipe.way, recipe.shot, recipe.queries, seed, data.dataset, f"train/{stage}"
+        )
         self.pools = _class_pools(np.asarray(data.classes))
         self.class_ids = np.array(sorted(self.pools))
         self.views = int(getattr(data.store, "num_views", 1))
-        self.view_key = EpisodeSpec(recipe.way, recipe.shot, recipe.queries, seed,
-                                    data.dataset, f"views/{stage}").key()
+        self.view_key = EpisodeSpec(
+            recipe.way, recipe.shot, recipe.queries, seed, data.dataset, f"views/{stage}"
+        ).key()
 
     def batch(self, first: int, count: int, device: torch.device) -> EpisodeBatch:
-        eps = [make_episode(self.pools, self.class_ids, self.spec, i)
-               for i in range(first, first + count)]
+        eps = [
+            make_episode(self.pools, self.class_ids, self.spec, i)
+            for i in range(first, first + count)
+        ]
         classes = np.stack([e[0] for e in eps])
         videos = np.stack([np.concatenate([e[1], e[2]]) for e in eps])  # [B, Ns+Nq]
         feats = self._features(videos, first).to(device)
@@ -105,14 +110,23 @@ class _EpisodeSampler:
         q_lab = np.repeat(np.arange(sp.way), sp.queries)
         lab = torch.as_tensor(np.concatenate([s_lab, q_lab]), device=device).expand(count, -1)
         glob = torch.as_tensor(classes, device=device).gather(1, lab)
-        return EpisodeBatch(feats[:, :ns], lab[:, :ns].clone(), feats[:, ns:], lab[:, ns:].clone(),
-                            glob[:, :ns], glob[:, ns:], sp.way)
+        return EpisodeBatch(
+            feats[:, :ns],
+            lab[:, :ns].clone(),
+            feats[:, ns:],
+            lab[:, ns:].clone(),
+            glob[:, :ns],
+            glob[:, ns:],
+            sp.way,
+        )
 
     def _features(self, videos: np.ndarray, first: int) -> torch.Tensor:
         flat = videos.reshape(-1)
         if self.views > 1:
-            rngs = [np.random.Generator(np.random.Philox(key=self.view_key, counter=(first + b) << 128))
-                    for b in range(videos.shape[0])]
+            rngs = [
+                np.random.Generator(np.random.Philox(key=self.view_key, counter=(first + b) << 128))
+                for b in range(videos.shape[0])
+            ]
             views = np.concatenate([r.integers(self.views, size=videos.shape[1]) for r in rngs])
             feats = self.data.store.get(flat, views)
         else:
@@ -120,7 +134,7 @@ class _EpisodeSampler:
         return feats.reshape(*videos.shape, *feats.shape[1:])
 
 
-def _save(path: Path, payload: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -131,7 +145,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _step_seed(seed: int, stage: int, step: int) -> int:
+def step_seed(seed: int, stage: int, step: int) -> int:
     return int(stable_hash([seed, stage, step], 15), 16)
 
 
@@ -160,10 +174,12 @@ def train(
     device = torch.device(device)
     method.to(device)
     out = Path(out_dir) if out_dir is not None else None
-    ckpt = _load_resume(out, resume)
-    result = TrainResult(history=list(ckpt.get("history", [])) if ckpt else [],
-                         best_val=ckpt.get("best_val") if ckpt else None,
-                         best_step=ckpt.get("best_step") if ckpt else None)
+    ckpt = load_resume(out, resume)
+    result = TrainResult(
+        history=list(ckpt.get("history", [])) if ckpt else [],
+        best_val=ckpt.get("best_val") if ckpt else None,
+        best_step=ckpt.get("best_step") if ckpt else None,
+    )
     if ckpt:
         method.load_state_dict(ckpt["method"])
     best_state = copy.deepcopy(method.state_dict())
@@ -171,7 +187,7 @@ def train(
         best_state = load_checkpoint(out / "best.pt")["method"]
     stages = method.training_stages()
     counts = stage_steps(stages, recipe.steps)
-    val_manifest = _val_manifest(val_data, recipe, seed)
+    val_manifest = val_manifest_for(val_data, recipe, seed)
     done_total = 0
     bar = progress_bar(total=sum(counts), desc="train", unit="step", disable=not progress)
     for si, (stage, n_steps) in enumerate(zip(stages, counts)):
@@ -180,42 +196,51 @@ def train(
             bar.update(n_steps)
             continue
         params = list(stage.parameters())
-        opt = _optimizer(recipe, params) if params else None
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(recipe, n_steps)) if opt else None
+        opt = make_optimizer(recipe, params) if params else None
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(recipe, n_steps)) if opt else None
         if ckpt and si == ckpt["stage"]:
             start = ckpt["step"]
             if opt is not None and ckpt["optimizer"]:
                 opt.load_state_dict(ckpt["optimizer"])
                 sched.load_state_dict(ckpt["scheduler"])
             bar.update(start)
-        sampler = _EpisodeSampler(train_data, recipe, seed, stage.name)
+        sampler = EpisodeSampler(train_data, recipe, seed, stage.name)
         last_stage = si == len(stages) - 1
-        with _only_trainable(method, params):
+        with only_trainable(method, params):
             for step in range(start, n_steps):
                 method.train()
-                torch.manual_seed(_step_seed(seed, si, step))
-                terms = _train_step(method, stage, sampler, opt, recipe, step, device)
+                torch.manual_seed(step_seed(seed, si, step))
+                terms = train_step(method, stage, sampler, opt, recipe, step, device)
                 sched.step() if sched else None
                 row = {"stage": stage.name, "step": step + 1, **terms}
-                if last_stage and val_manifest is not None and _is_val_step(step, n_steps, recipe):
+                if last_stage and val_manifest is not None and is_val_step(step, n_steps, recipe):
                     acc = evaluate(method, val_data.store, val_manifest, progress=False).accuracy
                     row["val_accuracy"] = acc
                     if result.best_val is None or acc > result.best_val:
                         result.best_val, result.best_step = acc, step + 1
                         best_state = copy.deepcopy(method.state_dict())
                         if out is not None:
-                            _save(out / "best.pt", {"method": best_state, "val_accuracy": acc,
-                                                    "step": step + 1, "recipe": recipe.to_dict()})
+                            save_checkpoint(
+                                out / "best.pt",
+                                {
+                                    "method": best_state,
+                                    "val_accuracy": acc,
+                                    "step": step + 1,
+                                    "recipe": recipe.to_dict(),
+                                },
+                            )
                 result.history.append(row)
                 bar.update(1)
                 done_total += 1
-                if out is not None and (_is_val_step(step, n_steps, recipe) or step + 1 == n_steps):
-                    _save(out / "last.pt", _resume_payload(method, opt, sched, si, step + 1, result))
+                if out is not None and (is_val_step(step, n_steps, recipe) or step + 1 == n_steps):
+                    save_checkpoint(
+                        out / "last.pt", resume_payload(method, opt, sched, si, step + 1, result)
+                    )
                 if stop_after is not None and done_total >= stop_after:
                     bar.close()
                     raise KeyboardInterrupt(f"stopped after {done_total} steps")
         if out is not None:
-            _save(out / "last.pt", _resume_payload(method, None, None, si + 1, 0, result))
+            save_checkpoint(out / "last.pt", resume_payload(method, None, None, si + 1, 0, result))
         ckpt = None
     bar.close()
     if val_manifest is not None:
@@ -226,11 +251,11 @@ def train(
     return result
 
 
-def _is_val_step(step: int, n_steps: int, recipe: Recipe) -> bool:
+def is_val_step(step: int, n_steps: int, recipe: Recipe) -> bool:
     return (step + 1) % max(1, recipe.val_every) == 0 or step + 1 == n_steps
 
 
-def _train_step(method, stage, sampler, opt, recipe, step, device) -> dict[str, float]:
+def train_step(method, stage, sampler, opt, recipe, step, device) -> dict[str, float]:
     n = recipe.episodes_per_step
     micro = recipe.micro_batch or n
     totals: dict[str, float] = {}
@@ -246,13 +271,14 @@ def _train_step(method, stage, sampler, opt, recipe, step, device) -> dict[str, 
     if opt is not None:
         if recipe.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(
-                [p for g in opt.param_groups for p in g["params"]], recipe.grad_clip)
+                [p for g in opt.param_groups for p in g["params"]], recipe.grad_clip
+            )
         opt.step()
         opt.zero_grad(set_to_none=True)
     return totals
 
 
-class _only_trainable:
+class only_trainable:
     """Within a stage, parameters outside ``params`` do not require grad (frozen)."""
 
     def __init__(self, method: nn.Module, params: list[nn.Parameter]) -> None:
@@ -268,25 +294,35 @@ class _only_trainable:
             p.requires_grad_(flag)
 
 
-def _val_manifest(val_data: SplitFeatures | None, recipe: Recipe, seed: int):
+def val_manifest_for(val_data: SplitFeatures | None, recipe: Recipe, seed: int):
     if val_data is None or recipe.val_episodes <= 0:
         return None
-    return make_manifest(val_data.classes, way=min(recipe.way, val_data.num_classes),
-                         shot=recipe.val_shot, queries=1, episodes=recipe.val_episodes,
-                         seed=seed, dataset=val_data.dataset, split="val")
+    return make_manifest(
+        val_data.classes,
+        way=min(recipe.way, val_data.num_classes),
+        shot=recipe.val_shot,
+        queries=1,
+        episodes=recipe.val_episodes,
+        seed=seed,
+        dataset=val_data.dataset,
+        split="val",
+    )
 
 
-def _resume_payload(method, opt, sched, stage, step, result: TrainResult) -> dict[str, Any]:
+def resume_payload(method, opt, sched, stage, step, result: TrainResult) -> dict[str, Any]:
     return {
         "method": method.state_dict(),
         "optimizer": opt.state_dict() if opt is not None else {},
         "scheduler": sched.state_dict() if sched is not None else {},
-        "stage": stage, "step": step, "history": result.history,
-        "best_val": result.best_val, "best_step": result.best_step,
+        "stage": stage,
+        "step": step,
+        "history": result.history,
+        "best_val": result.best_val,
+        "best_step": result.best_step,
     }
 
 
-def _load_resume(out: Path | None, resume: bool) -> dict[str, Any] | None:
+def load_resume(out: Path | None, resume: bool) -> dict[str, Any] | None:
     if out is None or not resume or not (out / "last.pt").exists():
         return None
     return load_checkpoint(out / "last.pt")
