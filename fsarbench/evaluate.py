@@ -167,7 +167,8 @@ def evaluate(
     store = as_feature_store(features)
     if len(store) < manifest.num_videos:
         raise ValueError(
-            f"manifest indexes {manifest.num_videos} videos but the feature store holds {len(store)}"
+            f"manifest indexes {manifest.num_videos} videos but the feature store "
+            f"holds {len(store)}"
         )
     method.eval()
     device = torch.device(device) if device is not None else device_of(method)

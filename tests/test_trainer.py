@@ -19,7 +19,7 @@ from fsarbench.training import (
 
 
 def split(n_classes: int, per_class: int, seed: int, d: int = 16, t: int = 4, noise: float = 1.0):
-    """Classes = random directions seen through a fixed random mixing + noise, so an adapter helps."""
+    """Classes = random directions plus noise."""
     g = torch.Generator().manual_seed(seed)
     classes = np.repeat(np.arange(n_classes), per_class)
     centres = torch.randn(n_classes, d, generator=g)
