@@ -20,6 +20,7 @@ from __future__ import annotations
 import colorsys
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -263,7 +264,9 @@ def ensure_synth(
     final = synth_dir(cache_dir, seed, config)
     if (final / "synth.json").is_file():
         return final
-    work = final.with_name(final.name + ".partial")
+    # One work folder per process: concurrent first uses (DataLoader workers, torchrun ranks)
+    # each generate the same bytes and the first rename wins.
+    work = final.with_name(f"{final.name}.partial-{os.getpid()}")
     meta = _generate(work, seed, config)
     atomic_write_json(work / "synth.json", meta)
     try:
@@ -271,6 +274,7 @@ def ensure_synth(
     except OSError:
         if not (final / "synth.json").is_file():  # another process did not finish it either
             raise
+        shutil.rmtree(work, ignore_errors=True)
     return final
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from fsarbench.config import build_config
+from fsarbench.experiments.grids import STAND_IN
 from fsarbench.experiments.runner import DatasetFeatures
 from fsarbench.features.store import SubsetFeatureStore
 from fsarbench.training import SplitFeatures
@@ -66,10 +67,11 @@ class FrozenFeatureProvider:
         from fsarbench.data.datasets import get_dataset
 
         preset = feature_preset(dataset, self.overrides)
-        ds = get_dataset(dataset, root=self.root)
+        root = None if dataset == STAND_IN else self.root  # synth lives in its own cache
+        ds = get_dataset(dataset, root=root)
         splits, names, skipped, keys = {}, {}, [], {}
         for split in SPLITS:
-            cache = self._extract(dataset, split, preset)
+            cache = self._extract(dataset, split, preset, root)
             splits[split], names[split], bad = _split_features(cache, ds.variant)
             skipped += [f"{split}/{v}" for v in bad]
             keys[split] = cache.key
@@ -86,7 +88,7 @@ class FrozenFeatureProvider:
         }
         return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped)
 
-    def _extract(self, dataset: str, split: str, preset: FeaturePreset):
+    def _extract(self, dataset: str, split: str, preset: FeaturePreset, root):
         from fsarbench.features.extract import SplitExtractConfig, extract_split
 
         train = split == "train"
