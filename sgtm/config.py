@@ -21,7 +21,10 @@ class SGTMConfig:
             (Sec. 4.1: ``"otam"`` or ``"bimhm"``); created with ``fb.create_method``.
         matcher_hparams: hyper-parameters passed to the matcher (e.g. ``{"lam": 0.1}``).
         token_dim: P, the size of one token; a ``[T, D]`` video becomes ``T*D/P`` tokens
-            (Sec. 3.2 "Encoder"). *Unstated*; 512 fits the paper's 37.2 M parameters.
+            (Sec. 3.2 "Encoder"). *Unstated*; ``None`` means ``D / tokens_per_frame``, which is
+            P = 512 at the paper's D = 2048 (fits its 37.2 M parameters) and keeps the same
+            token structure for other backbones (P = 128 for ResNet-18's D = 512).
+        tokens_per_frame: tokens per frame when ``token_dim`` is ``None`` (4).
         num_heads: attention heads of every transformer layer (*unstated*; 8).
         mlp_ratio: hidden width of the transformer MLPs over P (*unstated*; ViT's 4).
         dropout: dropout inside the transformer layers (*unstated*; 0, as in MAE).
@@ -58,7 +61,8 @@ class SGTMConfig:
 
     matcher: str = "otam"
     matcher_hparams: dict[str, Any] = field(default_factory=dict)
-    token_dim: int = 512
+    token_dim: int | None = None
+    tokens_per_frame: int = 4
     num_heads: int = 8
     mlp_ratio: float = 4.0
     dropout: float = 0.0

@@ -53,7 +53,10 @@ class SGTM(fb.FewShotMethod):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         cfg: SGTMConfig = self.config
-        d, t, p = self.feature_dim, self.seq_len, cfg.token_dim
+        d, t = self.feature_dim, self.seq_len
+        if cfg.token_dim is None and (cfg.tokens_per_frame <= 0 or d % cfg.tokens_per_frame):
+            raise ValueError(f"tokens_per_frame={cfg.tokens_per_frame} must divide D={d}")
+        self.token_dim = p = cfg.token_dim or d // cfg.tokens_per_frame
         self.tokens_per_frame = check_token_dim(d, p)
         self.num_tokens = t * self.tokens_per_frame
         self.strategy = get_mask_strategy(cfg.mask)
@@ -94,8 +97,8 @@ class SGTM(fb.FewShotMethod):
             raise ValueError(f"mask={cfg.mask!r} reconstructs through Φ_enc: set use_encoder=True")
         return TokenDecoder(
             self.num_tokens,
-            cfg.token_dim,
-            cfg.decoder_dim or cfg.token_dim,
+            self.token_dim,
+            cfg.decoder_dim or self.token_dim,
             cfg.decoder_layers,
             cfg.num_heads,
             cfg.mlp_ratio,
@@ -122,7 +125,7 @@ class SGTM(fb.FewShotMethod):
     # -- matching branch (inference) -------------------------------------------------------
     def matching_features(self, features: Tensor) -> Tensor:
         """Eq. 6: ``[N, T, D]`` -> ``X^mat`` ``[N, T, D]`` (all tokens, no mask)."""
-        h = self.pos_embed(to_tokens(features, self.config.token_dim))
+        h = self.pos_embed(to_tokens(features, self.token_dim))
         if self.encoder is not None:
             h = self.encoder(h)
         return from_tokens(self.matching(h), self.seq_len)
@@ -157,7 +160,7 @@ class SGTM(fb.FewShotMethod):
         Returns:
             ``X^recon`` ``[N, M, P]`` and the per-token mask ``[N, M]`` (True = masked).
         """
-        tokens = to_tokens(videos, self.config.token_dim)
+        tokens = to_tokens(videos, self.token_dim)
         token_mask = frame_token_mask(frame_mask, self.tokens_per_frame)
         counts = frame_mask.sum(1)
         if bool((counts != counts[0]).any()):
@@ -173,7 +176,7 @@ class SGTM(fb.FewShotMethod):
         """Eq. 5: mean squared error between ``X^recon`` and the tokens of ``videos``,
         averaged over all ``N' = T*D/P`` tokens (or the masked ones, ``recon_tokens``)."""
         recon, token_mask = self.reconstruct(videos, self.frame_mask(videos))
-        target = to_tokens(videos, self.config.token_dim)
+        target = to_tokens(videos, self.token_dim)
         if self.config.detach_target:
             target = target.detach()
         err = (recon - target).pow(2).mean(-1)  # [N, M]
