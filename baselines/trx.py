@@ -139,7 +139,10 @@ class _TupleTransformer(nn.Module):
         keys = self.select.t() @ fk  # [N, P, O] centred tuple keys
         isig = torch.rsqrt(keys.pow(2).mean(-1) + self.norm_k.eps)
         e = (keys @ (self.norm_k.weight * self.norm_k.bias)) * isig
-        return {"fk": fk, "fv": proj[1], "isig": isig, "e": e}
+        fv = proj[1]
+        gram = fv @ fv.transpose(1, 2)  # [N, R, R]
+        vsq = ((self.select.t() @ gram) * self.select.t()).sum((-2, -1))
+        return {"fk": fk * self.norm_k.weight, "fv": fv, "isig": isig, "e": e, "gram": gram, "vsq": vsq}
 
     def match(
         self, support: dict[str, Tensor], query: dict[str, Tensor], way: int, valid: Tensor | None
@@ -161,8 +164,7 @@ class _TupleTransformer(nn.Module):
         b, m, r, o = fk.shape
         q, p, k = query["fk"].shape[1], self.num_tuples, m // way
         sel, sel_t = self.select, self.select.t()
-        gamma2 = self.norm_k.weight.pow(2)
-        prod = (query["fk"] * gamma2).reshape(b, q * r, o) @ fk.reshape(b, m * r, o).transpose(1, 2)
+        prod = query["fk"].reshape(b, q * r, o) @ fk.reshape(b, m * r, o).transpose(1, 2)
         prod = (sel_t @ prod.view(b, q, r, m * r)) * (query["isig"] / math.sqrt(o)).unsqueeze(-1)
         scores = prod.view(b, q, p, m, r) @ sel  # [B, Q, P, M, P]
         scores = torch.addcmul(
@@ -177,17 +179,41 @@ class _TupleTransformer(nn.Module):
         cross = (frame_attn.reshape(b, q, p * way, k * r) * cross.view(b, q, p * way, k * r)).sum(
             -1
         )
-        class_v = fv.reshape(b * way, k * r, o)
-        attn_c = frame_attn.permute(0, 3, 1, 2, 4, 5).reshape(b * way, q * p, k * r)
-        proto_sq = ((attn_c @ (class_v @ class_v.transpose(1, 2))) * attn_c).sum(-1)
-        gram_q = query["fv"] @ query["fv"].transpose(-1, -2)  # [B, Q, R, R]
-        query_sq = ((sel_t @ gram_q) * sel_t).sum((-2, -1))  # [B, Q]
+        attn_c = frame_attn.permute(0, 3, 1, 2, 4, 5).reshape(b, way, q * p, k * r)
+        proto_sq = _prototype_norms(attn_c, support["gram"], fv, way)  # [B, way, Q·P]
         dist = (
-            query_sq.unsqueeze(-1)
+            query["vsq"].unsqueeze(-1)
             - 2 * cross.view(b, q, p, way).sum(2)
             + proto_sq.view(b, way, q, p).sum(-1).transpose(1, 2)
         )
         return dist / p
+
+
+def _prototype_norms(attn: Tensor, gram: Tensor, fv: Tensor, way: int) -> Tensor:
+    """``‖Σ a v‖²`` for every attention row, from per-video Grams and cross-video blocks.
+
+    Args:
+        attn: ``[B, way, N, K·R]`` frame-level attention of ``N`` rows over a class's frames.
+        gram: ``[B, way·K, R, R]`` per-video value Grams (class-major slots).
+        fv: ``[B, way·K, R, O]`` frame values.
+
+    Returns:
+        ``[B, way, N]``: ``a^T G a`` with the class Gram ``G`` built block by block (the
+        diagonal blocks come from ``gram``; each off-diagonal pair is computed once).
+    """
+    b, m, r, o = fv.shape
+    k = m // way
+    gram = gram.view(b, way, k, r, r)
+    fv = fv.view(b, way, k, r, o)
+    total = None
+    for i in range(k):
+        block = gram[:, :, i]  # [B, way, R, R]
+        if i + 1 < k:
+            rest = fv[:, :, i + 1 :].reshape(b, way, (k - i - 1) * r, o)
+            block = torch.cat([block, 2 * (fv[:, :, i] @ rest.transpose(-1, -2))], -1)
+        part = ((attn[..., i * r : (i + 1) * r] @ block) * attn[..., i * r :]).sum(-1)
+        total = part if total is None else total + part
+    return total
 
 
 class TRX(FewShotMethod):

@@ -94,7 +94,7 @@ def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
     from fsarbench.training import AdaptedMethod, FrameAdapter, frozen_recipe, train
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    recipe = frozen_recipe(args.method, overrides)
+    recipe = frozen_recipe(args.method, overrides, dataset=args.dataset)
     provider = FrozenFeatureProvider(
         root=args.root,
         cache_root=args.cache,

@@ -101,7 +101,7 @@ class _Runner:
 
     def run(self, cell: Cell) -> ResultRecord:
         feats = self.dataset(cell.dataset)
-        recipe = frozen_recipe(cell.method, self.opt.recipe_overrides)
+        recipe = frozen_recipe(cell.method, self.opt.recipe_overrides, dataset=cell.dataset)
         method = build_method(cell, feats, recipe)
         config_hash = record_config_hash(
             method.hparams, recipe.to_dict(), feats.info, cell.train_seed, cell.track

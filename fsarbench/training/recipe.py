@@ -66,14 +66,20 @@ def _recipes_table() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def frozen_recipe(method: str, overrides: dict[str, Any] | None = None) -> Recipe:
-    """The frozen-track recipe of ``method``: the file's ``default`` plus the method's entry
-    (matched by exact name, then by the name's prefix before the first ``-``)."""
+def frozen_recipe(method: str, overrides: dict[str, Any] | None = None, *,
+                  dataset: str | None = None) -> Recipe:
+    """The frozen-track recipe of ``method`` on ``dataset``.
+
+    Layers, later winning: the file's ``default``; the method's entry (exact name, else the
+    name's prefix before the first ``-``); the dataset's entry under ``datasets``;
+    ``overrides``.
+    """
     table = _recipes_table()
     values = dict(table.get("default", {}))
     per_method = table.get("methods", {})
     family = method.split("-")[0]
-    values.update(per_method.get(family, {}) if method not in per_method else {})
-    values.update(per_method.get(method, {}))
+    values.update(per_method.get(method, per_method.get(family, {})))
+    if dataset is not None:
+        values.update(table.get("datasets", {}).get(dataset, {}))
     values.update(overrides or {})
     return build_config(Recipe, values, where=f"recipe of {method!r}")
