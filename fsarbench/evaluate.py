@@ -26,7 +26,7 @@ from fsarbench.progress import progress_bar
 from fsarbench.state import State, state_cat, state_gather, state_leaves
 from fsarbench.stats.intervals import INTERVALS, mean_and_halfwidth
 
-__all__ = ["EvalResult", "evaluate", "encode_videos"]
+__all__ = ["EvalResult", "evaluate", "encode_videos", "prepare_pool"]
 
 RECORD_FIELDS = (
     "episode",
@@ -136,6 +136,24 @@ def save_partial_predictions(path: Path | None, predicted: np.ndarray, tag: str)
     atomic_write_bytes(path, buf.getvalue())
 
 
+def prepare_pool(method: FewShotMethod, features, manifest: Manifest, device):
+    """Checks and index maps shared by every evaluator: the feature store, the device, the
+    manifest's unique videos ``[U]`` and each video's position among them ``[N]`` (-1: unused).
+    Puts ``method`` in ``eval()``."""
+    store = as_feature_store(features)
+    if len(store) < manifest.num_videos:
+        raise ValueError(
+            f"manifest indexes {manifest.num_videos} videos but the feature store "
+            f"holds {len(store)}"
+        )
+    method.eval()
+    device = torch.device(device) if device is not None else device_of(method)
+    unique = manifest.unique_videos()
+    position = np.full(manifest.num_videos, -1, dtype=np.int64)
+    position[unique] = np.arange(len(unique))
+    return store, device, unique, position
+
+
 def evaluate(
     method: FewShotMethod,
     features: Tensor | FeatureStore,
@@ -164,17 +182,7 @@ def evaluate(
             resumes from there (and gives the same result as an uninterrupted one).
     """
     t0 = time.perf_counter()
-    store = as_feature_store(features)
-    if len(store) < manifest.num_videos:
-        raise ValueError(
-            f"manifest indexes {manifest.num_videos} videos but the feature store "
-            f"holds {len(store)}"
-        )
-    method.eval()
-    device = torch.device(device) if device is not None else device_of(method)
-    unique = manifest.unique_videos()
-    position = np.full(manifest.num_videos, -1, dtype=np.int64)
-    position[unique] = np.arange(len(unique))
+    store, device, unique, position = prepare_pool(method, features, manifest, device)
     state = encode_videos(
         method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
     )

@@ -90,8 +90,8 @@ def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
     import torch
 
     from fsarbench.experiments.features import FrozenFeatureProvider
-    from fsarbench.registry import create_method
-    from fsarbench.training import AdaptedMethod, FrameAdapter, frozen_recipe, train
+    from fsarbench.experiments.runner import build_method
+    from fsarbench.training import frozen_recipe, train
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     recipe = frozen_recipe(args.method, overrides, dataset=args.dataset)
@@ -103,17 +103,7 @@ def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
         progress=not args.no_progress,
     )
     feats = provider(args.dataset)
-    t, d = feats.feature_shape
-    torch.manual_seed(args.seed)
-    method = create_method(
-        args.method,
-        feature_dim=d,
-        seq_len=t,
-        num_train_classes=feats.splits["train"].num_classes,
-        **hparams,
-    )
-    if recipe.adapter == "linear_ln":
-        method = AdaptedMethod(method, FrameAdapter(d), d)
+    method = build_method(args.method, hparams, feats, recipe, args.seed)
     result = train(
         method,
         feats.splits["train"],

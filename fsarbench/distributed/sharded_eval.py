@@ -21,15 +21,15 @@ from fsarbench.distributed.env import rank, world_size
 from fsarbench.episodes import Manifest
 from fsarbench.evaluate import (
     EvalResult,
-    device_of,
     encode_videos,
     fit_batch,
     load_partial_predictions,
     match_batch,
+    prepare_pool,
     save_partial_predictions,
     summarise_predictions,
 )
-from fsarbench.features.store import FeatureStore, as_feature_store
+from fsarbench.features.store import FeatureStore
 from fsarbench.methods import FewShotMethod
 from fsarbench.progress import progress_bar
 from fsarbench.state import State, state_cat, state_map
@@ -100,17 +100,7 @@ def evaluate_sharded(
     """:func:`fsarbench.evaluate.evaluate` over every rank: the result on rank 0, ``None``
     elsewhere. ``partial_path`` gets a per-rank suffix so each rank resumes its own batches."""
     t0 = time.perf_counter()
-    store = as_feature_store(features)
-    if len(store) < manifest.num_videos:
-        raise ValueError(
-            f"manifest indexes {manifest.num_videos} videos but the feature store "
-            f"holds {len(store)}"
-        )
-    method.eval()
-    device = torch.device(device) if device is not None else device_of(method)
-    unique = manifest.unique_videos()
-    position = np.full(manifest.num_videos, -1, dtype=np.int64)
-    position[unique] = np.arange(len(unique))
+    store, device, unique, position = prepare_pool(method, features, manifest, device)
     state = encode_sharded(
         method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
     )

@@ -67,16 +67,18 @@ class RunOptions:
 FeatureProvider = Callable[[str], DatasetFeatures]
 
 
-def build_method(cell: Cell, feats: DatasetFeatures, recipe) -> FewShotMethod:
-    """The cell's method (behind the recipe's adapter), freshly initialised from its seed."""
+def build_method(
+    name: str, hparams: dict[str, Any], feats: DatasetFeatures, recipe, seed: int
+) -> FewShotMethod:
+    """Method ``name`` for ``feats`` (behind the recipe's adapter), initialised from ``seed``."""
     t, d = feats.feature_shape
-    torch.manual_seed(cell.train_seed)
+    torch.manual_seed(seed)
     method = create_method(
-        cell.method,
+        name,
         feature_dim=d,
         seq_len=t,
         num_train_classes=feats.splits["train"].num_classes,
-        **cell.hparams_dict,
+        **hparams,
     )
     if recipe.adapter == "linear_ln":
         method = AdaptedMethod(method, FrameAdapter(d), d)
@@ -102,7 +104,7 @@ class _Runner:
     def run(self, cell: Cell) -> ResultRecord:
         feats = self.dataset(cell.dataset)
         recipe = frozen_recipe(cell.method, self.opt.recipe_overrides, dataset=cell.dataset)
-        method = build_method(cell, feats, recipe)
+        method = build_method(cell.method, cell.hparams_dict, feats, recipe, cell.train_seed)
         config_hash = record_config_hash(
             method.hparams, recipe.to_dict(), feats.info, cell.train_seed, cell.track
         )
