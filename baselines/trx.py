@@ -11,6 +11,8 @@ Computes what ``TemporalCrossTransformer`` / ``CNN_TRX`` of github.com/tobyperre
   gathered onto tuples with a fixed 0/1 selection matrix; terms constant over a class's keys
   cancel in the softmax.
 * The attention-weighted prototype is accumulated on frames, ``[ω·T]`` per support video.
+* Everything that depends on one video only (``γ``-scaled keys, value Grams, the query's
+  ``Σ_p ‖v_p‖²``) is computed in :meth:`TRX.encode`, once per video rather than per episode.
 """
 
 from __future__ import annotations
@@ -122,8 +124,10 @@ class _TupleTransformer(nn.Module):
 
     def encode(self, features: Tensor) -> dict[str, Tensor]:
         """``[N, T, D]`` -> frame keys/values ``fk, fv [N, ω·T, O]`` (bias folded into the first
-        tuple position, keys centred), inverse key std ``isig [N, P]`` and the support key
-        term ``e [N, P] = (γ⊙β)·k_c / σ``."""
+        tuple position; keys centred and scaled by the LayerNorm weight ``γ``), inverse key std
+        ``isig [N, P]``, the support key term ``e [N, P] = (γ⊙β)·k_c / σ``, the value Gram
+        ``gram [N, ω·T, ω·T]`` and ``vsq [N]`` = Σ over tuples of ``‖v_p‖²`` (the per-video
+        parts of the distance, computed once per video instead of once per episode)."""
         n, t, d = features.shape
         o, w = self.out_dim, self.omega
         x = self.dropout(features + self.pe.pe[0, :t])
@@ -142,7 +146,14 @@ class _TupleTransformer(nn.Module):
         fv = proj[1]
         gram = fv @ fv.transpose(1, 2)  # [N, R, R]
         vsq = ((self.select.t() @ gram) * self.select.t()).sum((-2, -1))
-        return {"fk": fk * self.norm_k.weight, "fv": fv, "isig": isig, "e": e, "gram": gram, "vsq": vsq}
+        return {
+            "fk": fk * self.norm_k.weight,
+            "fv": fv,
+            "isig": isig,
+            "e": e,
+            "gram": gram,
+            "vsq": vsq,
+        }
 
     def match(
         self, support: dict[str, Tensor], query: dict[str, Tensor], way: int, valid: Tensor | None
@@ -190,7 +201,7 @@ class _TupleTransformer(nn.Module):
 
 
 def _prototype_norms(attn: Tensor, gram: Tensor, fv: Tensor, way: int) -> Tensor:
-    """``‖Σ a v‖²`` for every attention row, from per-video Grams and cross-video blocks.
+    """``‖Σ a v‖² = a^T G a`` for every attention row, with the class value Gram ``G``.
 
     Args:
         attn: ``[B, way, N, K·R]`` frame-level attention of ``N`` rows over a class's frames.
@@ -198,22 +209,19 @@ def _prototype_norms(attn: Tensor, gram: Tensor, fv: Tensor, way: int) -> Tensor
         fv: ``[B, way·K, R, O]`` frame values.
 
     Returns:
-        ``[B, way, N]``: ``a^T G a`` with the class Gram ``G`` built block by block (the
-        diagonal blocks come from ``gram``; each off-diagonal pair is computed once).
+        ``[B, way, N]``. With one video per class ``G`` is that video's Gram from ``encode``;
+        otherwise it is one ``[K·R, K·R]`` product per class (faster than assembling it from
+        per-video and cross-video blocks).
     """
     b, m, r, o = fv.shape
     k = m // way
-    gram = gram.view(b, way, k, r, r)
-    fv = fv.view(b, way, k, r, o)
-    total = None
-    for i in range(k):
-        block = gram[:, :, i]  # [B, way, R, R]
-        if i + 1 < k:
-            rest = fv[:, :, i + 1 :].reshape(b, way, (k - i - 1) * r, o)
-            block = torch.cat([block, 2 * (fv[:, :, i] @ rest.transpose(-1, -2))], -1)
-        part = ((attn[..., i * r : (i + 1) * r] @ block) * attn[..., i * r :]).sum(-1)
-        total = part if total is None else total + part
-    return total
+    if k == 1:
+        class_gram = gram.reshape(b * way, r, r)
+    else:
+        class_v = fv.reshape(b * way, k * r, o)
+        class_gram = class_v @ class_v.transpose(1, 2)
+    a = attn.reshape(b * way, -1, k * r)
+    return ((a @ class_gram) * a).sum(-1).view(b, way, -1)
 
 
 class TRX(FewShotMethod):

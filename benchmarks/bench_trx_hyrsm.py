@@ -40,16 +40,18 @@ class Work:
 
 
 def trx_work(shot: int, out_dim: int = 1152, cardinalities=(2, 3)) -> Work:
-    """Encode: frame projections + tuple keys; match: key, value-cross and value-Gram bmm."""
+    """Encode: frame projections, tuple keys, per-video value Gram; match: key and value-cross
+    bmm, plus class value Grams when a class has several videos (1-shot: the video's own)."""
     from math import comb
 
     m = WAY * shot
     per_video = per_episode = 0.0
     for w in cardinalities:
         r, p = w * T, comb(T, w)
-        per_video += 2 * T * D * 2 * w * out_dim + 2 * p * r * out_dim
+        per_video += 2 * T * D * 2 * w * out_dim + 2 * p * r * out_dim + 2 * r * r * out_dim
         per_episode += 2 * 2 * (WAY * QUERIES) * r * m * r * out_dim  # keys + value cross
-        per_episode += 2 * WAY * (shot * r) ** 2 * out_dim  # class value Grams
+        if shot > 1:
+            per_episode += 2 * WAY * (shot * r) ** 2 * out_dim  # class value Grams
     return Work(per_video, per_episode, (512 * T, D, 2 * max(cardinalities) * out_dim))
 
 
