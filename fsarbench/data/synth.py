@@ -20,7 +20,6 @@ from __future__ import annotations
 import colorsys
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from fsarbench.data.synth_render import (
     render_video,
     scene_background,
 )
-from fsarbench.io import atomic_write_json, md5_file, stable_hash
+from fsarbench.io import atomic_write_json, file_lock, md5_file, stable_hash
 
 __all__ = [
     "SYNTH_VERSION",
@@ -264,17 +263,15 @@ def ensure_synth(
     final = synth_dir(cache_dir, seed, config)
     if (final / "synth.json").is_file():
         return final
-    # One work folder per process: concurrent first uses (DataLoader workers, torchrun ranks)
-    # each generate the same bytes and the first rename wins.
-    work = final.with_name(f"{final.name}.partial-{os.getpid()}")
-    meta = _generate(work, seed, config)
-    atomic_write_json(work / "synth.json", meta)
-    try:
+    # Concurrent first uses (DataLoader workers, torchrun ranks) wait for one generator;
+    # an interrupted generation resumes from its .partial folder.
+    with file_lock(final.with_name(final.name + ".lock")):
+        if (final / "synth.json").is_file():
+            return final
+        work = final.with_name(final.name + ".partial")
+        meta = _generate(work, seed, config)
+        atomic_write_json(work / "synth.json", meta)
         os.replace(work, final)
-    except OSError:
-        if not (final / "synth.json").is_file():  # another process did not finish it either
-            raise
-        shutil.rmtree(work, ignore_errors=True)
     return final
 
 
