@@ -153,7 +153,7 @@ def leaderboard_markdown(
         "# Leaderboard",
         "",
         f"Ranks are shared where a paired {test} (Holm-adjusted within the setting, "
-        f"α = {alpha}) finds no significant difference; see the README, "Reporting".",
+        f"α = {alpha}) finds no significant difference; see the README, section Reporting.",
         "",
     ]
     for setting, standings in board.items():

@@ -66,8 +66,9 @@ def _recipes_table() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def frozen_recipe(method: str, overrides: dict[str, Any] | None = None, *,
-                  dataset: str | None = None) -> Recipe:
+def frozen_recipe(
+    method: str, overrides: dict[str, Any] | None = None, *, dataset: str | None = None
+) -> Recipe:
     """The frozen-track recipe of ``method`` on ``dataset``.
 
     Layers, later winning: the file's ``default``; the method's entry (exact name, else the
