@@ -75,7 +75,7 @@ def _add(
     old = _REGISTRY.get(name)
     if old is not None and (old.cls is not cls or old.presets != presets):
         raise ValueError(f"method name {name!r} is already registered by {old.cls.__module__}")
-    doc = description or (inspect.getdoc(cls) or "").split("\n")[0]
+    doc = description or " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
     _REGISTRY[name] = MethodEntry(name, cls, dict(presets), doc, source, variant_of)
 
 
