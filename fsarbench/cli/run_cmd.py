@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -186,7 +188,12 @@ def run(args: argparse.Namespace) -> int:
         recipe_overrides=overrides,
     )
     t0 = time.perf_counter()
-    run_cells(cells, provider, options, on_record=_print_record)
+    features = functools.cache(provider)  # extracted once, shared by every grid
+    for grid, group in itertools.groupby(cells, key=lambda c: c.tags_dict.get("grid", "cells")):
+        group = list(group)
+        t_grid = time.perf_counter()
+        run_cells(group, features, options, on_record=_print_record)
+        print(f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True)
     records = load_records(args.out)
     for _, path in sorted(write_summary_tables(args.out, records).items()):
         print(f"\n{path}:\n{path.read_text()}")
