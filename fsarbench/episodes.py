@@ -47,7 +47,7 @@ class EpisodeSpec:
         return np.frombuffer(hashlib.sha256(text).digest()[:16], dtype="<u8").copy()
 
 
-def _class_pools(video_classes: np.ndarray) -> dict[int, np.ndarray]:
+def class_pools(video_classes: np.ndarray) -> dict[int, np.ndarray]:
     order = np.argsort(video_classes, kind="stable")
     sorted_classes = video_classes[order]
     uniq, starts = np.unique(sorted_classes, return_index=True)
@@ -245,7 +245,7 @@ def make_manifest(
     if video_ids is not None and len(video_ids) != len(vc):
         raise ManifestError(f"{len(video_ids)} video_ids for {len(vc)} videos")
     spec = EpisodeSpec(way, shot, queries, seed, dataset, split)
-    pools = _class_pools(vc)
+    pools = class_pools(vc)
     meta = dict(meta or {})
     if min_videos_policy == "drop":
         dropped = sorted(c for c, v in pools.items() if len(v) < shot + queries)

@@ -64,10 +64,6 @@ def test_t_interval():
         mean_and_halfwidth(v, "z")
 
 
-class CountingProto(torch.nn.Module):
-    pass
-
-
 def test_each_unique_video_encoded_once_and_batching_invariant(monkeypatch):
     pool = np.repeat(np.arange(8), 5)
     feats = separable_features(pool, noise=3.0)

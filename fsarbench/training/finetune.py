@@ -43,7 +43,7 @@ from fsarbench.distributed.collectives import (
 from fsarbench.distributed.env import barrier, is_main, rank, world_size
 from fsarbench.distributed.precision import Precision, select_precision
 from fsarbench.distributed.sharded_eval import evaluate_sharded
-from fsarbench.episodes import EpisodeSpec, _class_pools, make_episode
+from fsarbench.episodes import EpisodeSpec, class_pools, make_episode
 from fsarbench.methods import EpisodeBatch, FewShotMethod, MethodOutput, TrainingStage
 from fsarbench.progress import progress_bar
 from fsarbench.state import State
@@ -363,7 +363,7 @@ class _TrainEpisodes(Dataset):
         self.per = self.n // world_size()
         self.rank = rank()  # captured here: DataLoader workers hold no process group
         self.spec = EpisodeSpec(r.way, r.shot, r.queries, seed, split.dataset, f"train/{stage}")
-        self.pools = _class_pools(split.classes)
+        self.pools = class_pools(split.classes)
         self.class_ids = np.array(sorted(self.pools))
         self.transform = _transform(o, True, split.flip_ok)
         self.clip_options = ClipOptions(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
@@ -54,11 +54,6 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
-
-    def with_overrides(self, **overrides: Any) -> Recipe:
-        return replace(
-            self, **config_to_dict(build_config(Recipe, {**self.to_dict(), **overrides}))
-        )
 
 
 def _recipes_table() -> dict[str, Any]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fsarbench.episodes import EpisodeSpec, _class_pools, make_episode, make_manifest
+from fsarbench.episodes import EpisodeSpec, class_pools, make_episode, make_manifest
 from fsarbench.evaluate import evaluate
 from fsarbench.features.store import FeatureStore
 from fsarbench.io import atomic_write_bytes, stable_hash
@@ -89,7 +89,7 @@ class EpisodeSampler:
         self.spec = EpisodeSpec(
             recipe.way, recipe.shot, recipe.queries, seed, data.dataset, f"train/{stage}"
         )
-        self.pools = _class_pools(np.asarray(data.classes))
+        self.pools = class_pools(np.asarray(data.classes))
         self.class_ids = np.array(sorted(self.pools))
         self.views = int(getattr(data.store, "num_views", 1))
         self.view_key = EpisodeSpec(
