@@ -60,11 +60,22 @@ class BiMHM(FewShotMethod):
     def match(self, support, support_labels, query, way, **_) -> MethodOutput:
         """``support [B, Ns, T, D]``, ``query [B, Nq, T, D]`` -> logits ``[B, Nq, way]``."""
         if not self.config.prototype:
-            dist = bimhm_distance(query, support)
-            return MethodOutput(logits=-class_mean(dist, support_labels, way))
+            scores = self.pair_logits(query, support)
+            return MethodOutput(logits=class_mean(scores, support_labels, way))
         b, ns, t, dim = support.shape
         weights = one_hot_weights(support_labels, way, support.dtype)  # [B, way, Ns]
         protos = torch.bmm(weights, support.reshape(b, ns, t * dim)).view(b, way, t, dim)
         unit = F.normalize(protos, dim=-1, eps=NORMALIZE_EPS)
         q_unit = F.normalize(query, dim=-1, eps=NORMALIZE_EPS)
         return MethodOutput(logits=-bimhm_distance(q_unit, unit))
+
+    def pairwise(self, shot: int) -> bool:
+        """Always without prototypes; with them only at 1-shot (the prototype is the video)."""
+        return not self.config.prototype or shot == 1
+
+    def pair_logits(self, query: Tensor, support: Tensor) -> Tensor:
+        """Minus Bi-MHM of every (query, support) pair: ``[B, Nq, Ns]``."""
+        if self.config.prototype:
+            query = F.normalize(query, dim=-1, eps=NORMALIZE_EPS)
+            support = F.normalize(support, dim=-1, eps=NORMALIZE_EPS)
+        return -bimhm_distance(query, support)

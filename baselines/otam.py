@@ -159,5 +159,14 @@ class OTAM(FewShotMethod):
 
         Logits are minus the mean OTAM distance to each class's support videos.
         """
-        dist = self.video_distances(support, query)
-        return MethodOutput(logits=-class_mean(dist, support_labels, way))
+        return MethodOutput(
+            logits=class_mean(self.pair_logits(query, support), support_labels, way)
+        )
+
+    def pairwise(self, shot: int) -> bool:
+        """Always: a class's logit is the mean of per-video scores."""
+        return True
+
+    def pair_logits(self, query: dict, support: dict) -> Tensor:
+        """Minus the OTAM distance of every (query, support) pair: ``[B, Nq, Ns]``."""
+        return -self.video_distances(support, query)

@@ -44,3 +44,15 @@ class ProtoNet(FewShotMethod):
         else:
             logits = -torch.cdist(query, protos).pow(2)
         return MethodOutput(logits=logits)
+
+    def pairwise(self, shot: int) -> bool:
+        """At 1-shot, where each class mean is one video."""
+        return shot == 1
+
+    def pair_logits(self, query: Tensor, support: Tensor) -> Tensor:
+        """``[B, Nq, D]``, ``[B, Ns, D]`` -> ``[B, Nq, Ns]``: the logit of each support video
+        taken as its own prototype."""
+        if self.config.metric == "cosine":
+            q, s = F.normalize(query, dim=-1), F.normalize(support, dim=-1)
+            return self.config.temperature * torch.bmm(q, s.transpose(1, 2))
+        return -torch.cdist(query, support).pow(2)

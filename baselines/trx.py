@@ -35,8 +35,10 @@ __all__ = ["TRX", "trx_positional_table", "class_slots"]
 # Keys of official checkpoints that carry no head weights: the backbone (``resnet.*`` in the
 # TRX repository, ``backbone.*`` in HyRSM's copy) and HyRSM's tuple index tensors.
 OFFICIAL_IGNORE = (r"resnet\.", r"backbone\.", r"transformers\.\d+\.tuples\.\d+$")
-# Episodes matched at once are chosen so the attention scores of a chunk stay near this size.
-_CHUNK_ELEMENTS = 1 << 24
+# Episodes matched at once are chosen so the attention scores of a chunk stay near this size
+# (16 MiB in float32: cache-friendlier, and below glibc's largest mmap threshold, so the
+# chunk's temporaries are reused instead of page-faulted in afresh).
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def trx_positional_table(max_len: int, dim: int, scale: float) -> Tensor:
@@ -280,6 +282,17 @@ class TRX(FewShotMethod):
                 for lo in range(0, b, step)
             ]
         return MethodOutput(logits=torch.cat(parts))
+
+    def pairwise(self, shot: int) -> bool:
+        """At 1-shot: the attention then spans one support video, so a class's logit is a
+        function of the (query, support) pair alone."""
+        return shot == 1
+
+    def pair_logits(self, query, support) -> Tensor:
+        """``[B, Nq, Ns]``: the logits with every support video a class of its own."""
+        b, ns = support[0]["fk"].shape[:2]
+        labels = torch.arange(ns, device=support[0]["fk"].device).expand(b, ns)
+        return self.match(support, labels, query, ns).logits
 
     def _match_rows(self, support, query, way: int, valid: Tensor | None, rows: slice) -> Tensor:
         """Logits ``[b, Nq, way]`` of the episodes ``rows``: mean over cardinalities."""

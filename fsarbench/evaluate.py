@@ -2,7 +2,8 @@
 
 Each unique video of the manifest is encoded once (``method.encode``); episodes are then
 matched in batches by gathering the encoded states (``method.match``). Raw features of every
-episode are never materialised at once.
+episode are never materialised at once. A pairwise head on a small pool scores every video
+pair once instead (:mod:`fsarbench.pairs`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,12 @@ from fsarbench.episodes import Manifest
 from fsarbench.features.store import FeatureStore, as_feature_store
 from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod
+from fsarbench.pairs import pair_table, table_logits, use_pair_table
 from fsarbench.progress import progress_bar
 from fsarbench.state import State, state_cat, state_gather, state_leaves
 from fsarbench.stats.intervals import INTERVALS, mean_and_halfwidth
 
-__all__ = ["EvalResult", "evaluate", "encode_videos", "prepare_pool"]
+__all__ = ["EvalResult", "evaluate", "encode_videos", "make_predictor", "prepare_pool"]
 
 RECORD_FIELDS = (
     "episode",
@@ -195,7 +198,6 @@ def evaluate(
     if predicted is None:
         predicted = np.full((e, nq), -1, dtype=np.int64)
     todo = [s for s in range(0, e, batch_episodes) if (predicted[s : s + batch_episodes] < 0).any()]
-    support_labels = torch.as_tensor(np.ascontiguousarray(manifest.support_labels), device=device)
     bar = progress_bar(
         total=e,
         initial=e - sum(min(batch_episodes, e - s) for s in todo),
@@ -203,22 +205,11 @@ def evaluate(
         unit="episode",
         disable=not progress,
     )
-    buffers: dict = {}
+    predict = make_predictor(method, state, position, manifest, device, autocast)
     try:
         for start in todo:
             stop = min(start + batch_episodes, e)
-            predicted[start:stop] = match_batch(
-                method,
-                state,
-                position,
-                manifest,
-                start,
-                stop,
-                support_labels,
-                device,
-                autocast,
-                buffers,
-            )
+            predicted[start:stop] = predict(start, stop)
             bar.update(stop - start)
     except KeyboardInterrupt:
         save_partial_predictions(partial_path, predicted, tag)
@@ -227,6 +218,42 @@ def evaluate(
         bar.close()
     save_partial_predictions(partial_path, predicted, tag)
     return summarise_predictions(predicted, manifest, interval, time.perf_counter() - t0)
+
+
+def make_predictor(
+    method: FewShotMethod,
+    state: State,
+    position: np.ndarray,
+    manifest: Manifest,
+    device: torch.device,
+    autocast: bool,
+) -> Callable[[int, int], np.ndarray]:
+    """``predict(start, stop) -> [stop-start, Nq]`` predicted labels of those episodes.
+
+    Looks the episodes up in a pair table when the head is pairwise at this shot and the
+    pool is small enough (:func:`fsarbench.pairs.use_pair_table`), else matches them.
+    """
+    labels = torch.as_tensor(np.ascontiguousarray(manifest.support_labels), device=device)
+    n_videos = len(state_leaves(state)[0])
+    if use_pair_table(method, manifest, n_videos):
+        with _autocast(device, autocast):
+            table = pair_table(method, state)
+
+        def lookup(start: int, stop: int) -> np.ndarray:
+            query = torch.as_tensor(position[manifest.query[start:stop]], device=device)
+            support = torch.as_tensor(position[manifest.support[start:stop]], device=device)
+            logits = table_logits(table, query, support, labels[start:stop], manifest.way)
+            return logits.argmax(-1).cpu().numpy()
+
+        return lookup
+    buffers: dict = {}
+
+    def match(start: int, stop: int) -> np.ndarray:
+        return match_batch(
+            method, state, position, manifest, start, stop, labels, device, autocast, buffers
+        )
+
+    return match
 
 
 @torch.inference_mode()

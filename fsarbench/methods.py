@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsarbench.state import State, state_reshape_leading
+from fsarbench.state import State, state_map, state_reshape_leading
 
 __all__ = ["EpisodeBatch", "MethodOutput", "FewShotMethod", "TrainingStage", "NoConfig"]
 
@@ -190,6 +190,30 @@ class FewShotMethod(nn.Module):
         """
         raise NotImplementedError
 
+    # -- optional: heads that score (query, support) pairs independently ------------------
+    def pairwise(self, shot: int) -> bool:
+        """Whether, with ``shot`` support videos per class, :meth:`match`'s logits are the
+        mean over each class's support videos of :meth:`pair_logits`.
+
+        Then a pair's score does not depend on the episode, and an evaluation whose episodes
+        revisit the same (query, support) pairs scores each pair once
+        (:mod:`fsarbench.pairs`). OTAM is pairwise at every shot, TRX at 1-shot only (its
+        attention spans all of a class's videos).
+        """
+        return False
+
+    def pair_logits(self, query: State, support: State) -> Tensor:
+        """Score of every (query, support) video pair, for heads where :meth:`pairwise`.
+
+        Args:
+            query: encoded videos, tensors leading with ``[B, Nq]``.
+            support: encoded videos, tensors leading with ``[B, Ns]``.
+
+        Returns:
+            ``[B, Nq, Ns]``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not score video pairs")
+
     # -- composition ------------------------------------------------------------------------
     def encode_episodes(self, videos: Tensor) -> State:
         """Encode ``[B, N, T, D]`` videos into a state leading with ``[B, N]``."""
@@ -197,11 +221,15 @@ class FewShotMethod(nn.Module):
         state = self.encode(videos.reshape(b * n, *videos.shape[2:]))
         return state_reshape_leading(state, 1, (b, n))
 
-    def forward(self, batch: EpisodeBatch) -> MethodOutput:  # noqa: D102
+    def forward(self, batch: EpisodeBatch) -> MethodOutput:
+        """``match(encode(support), ..., encode(query))``, encoding both in one call (fewer,
+        larger kernels: training steps spend much of their time in ``encode``)."""
+        ns = batch.support.shape[1]
+        state = self.encode_episodes(torch.cat([batch.support, batch.query], 1))
         return self.match(
-            self.encode_episodes(batch.support),
+            state_map(lambda t: t[:, :ns], state),
             batch.support_labels,
-            self.encode_episodes(batch.query),
+            state_map(lambda t: t[:, ns:], state),
             batch.way,
             support_classes=batch.support_classes,
             query_classes=batch.query_classes,

@@ -140,6 +140,14 @@ class SGTM(fb.FewShotMethod):
         """The matcher (OTAM / Bi-MHM) on encoded videos -> logits ``[B, Nq, way]``."""
         return self.matcher.match(support, support_labels, query, way, **classes)
 
+    def pairwise(self, shot: int) -> bool:
+        """As the matcher."""
+        return self.matcher.pairwise(shot)
+
+    def pair_logits(self, query: fb.State, support: fb.State) -> Tensor:
+        """The matcher's pair scores on encoded videos: ``[B, Nq, Ns]``."""
+        return self.matcher.pair_logits(query, support)
+
     # -- reconstruction branch (training) --------------------------------------------------
     def actionness(self, videos: Tensor) -> Tensor:
         """``[N, T, D]`` -> ``[N, T]`` actionness of the frozen Φ_cls (no grad, no dropout)."""

@@ -24,7 +24,7 @@ from fsarbench.evaluate import (
     encode_videos,
     fit_batch,
     load_partial_predictions,
-    match_batch,
+    make_predictor,
     prepare_pool,
     save_partial_predictions,
     summarise_predictions,
@@ -151,7 +151,6 @@ def _match_shard(
         predicted = np.full((e, nq), -1, dtype=np.int64)
     starts = shard_starts(e, batch_episodes, rank(), world_size())
     todo = [s for s in starts if (predicted[s : s + batch_episodes] < 0).any()]
-    labels = torch.as_tensor(np.ascontiguousarray(manifest.support_labels), device=device)
     bar = progress_bar(
         total=len(starts),
         initial=len(starts) - len(todo),
@@ -159,12 +158,11 @@ def _match_shard(
         desc=f"evaluate (rank {rank()})",
         disable=not progress,
     )
-    buffers: dict = {}
+    predict = make_predictor(method, state, position, manifest, device, autocast)
     try:
         for start in todo:
-            stop = min(start + batch_episodes, e)
-            predicted[start:stop] = match_batch(
-                method, state, position, manifest, start, stop, labels, device, autocast, buffers
+            predicted[start : start + batch_episodes] = predict(
+                start, min(start + batch_episodes, e)
             )
             bar.update(1)
     except KeyboardInterrupt:

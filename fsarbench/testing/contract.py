@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from fsarbench.methods import EpisodeBatch, FewShotMethod
+from fsarbench.pairs import class_mean
 from fsarbench.registry import create_method, method_info
 from fsarbench.state import state_gather
 
@@ -217,6 +218,28 @@ def check_zero_features(name: str) -> None:
     assert not torch.isnan(out).any(), "all-zero features give NaN logits"
 
 
+def check_pairwise_logits(name: str) -> None:
+    """Where a head says it is pairwise, its logits are the class means of its pair scores."""
+    method = make_contract_method(name).eval()
+    for shot in (1, 2):
+        if not method.pairwise(shot):
+            continue
+        batch = random_batch(shot=shot)
+        b, ns = batch.support.shape[:2]
+        with torch.no_grad():
+            scores = method.pair_logits(
+                method.encode_episodes(batch.query), method.encode_episodes(batch.support)
+            )
+        assert scores.shape == (b, batch.query.shape[1], ns), (
+            f"pair_logits must be [B, Nq, Ns], got {tuple(scores.shape)}"
+        )
+        _close(
+            _logits(method, batch),
+            class_mean(scores, batch.support_labels, batch.way),
+            f"{shot}-shot logits != class means of pair_logits (pairwise({shot}) is True)",
+        )
+
+
 CONTRACT_CHECKS: dict[str, Callable[[str], None]] = {
     "shapes": check_shapes,
     "eval_determinism": check_eval_determinism,
@@ -226,6 +249,7 @@ CONTRACT_CHECKS: dict[str, Callable[[str], None]] = {
     "batch_equals_singles": check_batch_equals_singles,
     "gradients_reach_parameters": check_gradients_reach_parameters,
     "zero_features": check_zero_features,
+    "pairwise_logits": check_pairwise_logits,
 }
 
 

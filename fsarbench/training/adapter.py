@@ -67,6 +67,12 @@ class AdaptedMethod(FewShotMethod):
     def match(self, support, support_labels, query, way, **kw) -> MethodOutput:
         return self.inner.match(support, support_labels, query, way, **kw)
 
+    def pairwise(self, shot: int) -> bool:
+        return self.inner.pairwise(shot)
+
+    def pair_logits(self, query: State, support: State) -> Tensor:
+        return self.inner.pair_logits(query, support)
+
     def training_stages(self) -> list[TrainingStage]:
         return [self._wrap(stage) for stage in self.inner.training_stages()]
 

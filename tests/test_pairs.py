@@ -1,0 +1,94 @@
+"""Pair tables: the evaluator's lookup path must give the episode path's predictions."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+import fsarbench as fb
+from fsarbench.pairs import class_mean, pair_table, table_logits, use_pair_table
+from fsarbench.state import state_map
+
+T, D = 8, 32
+# the module: ``fsarbench.evaluate`` the attribute is the function
+evaluate_mod = importlib.import_module("fsarbench.evaluate")
+
+
+def _pool(n_classes: int = 6, per_class: int = 5, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.rand(n_classes * per_class, T, D, generator=g, dtype=torch.float64)
+    return feats, np.repeat(np.arange(n_classes), per_class)
+
+
+def _method(name: str, **hp) -> fb.FewShotMethod:
+    torch.manual_seed(0)
+    return (
+        fb.create_method(name, feature_dim=D, seq_len=T, num_train_classes=5, **hp).double().eval()
+    )
+
+
+def _predictions(method, feats, manifest, *, table: bool, monkeypatch) -> np.ndarray:
+    monkeypatch.setattr(evaluate_mod, "use_pair_table", lambda *a: table)
+    result = fb.evaluate(method, feats, manifest, progress=False, batch_episodes=7)
+    return result.records["predicted_label"]
+
+
+@pytest.mark.parametrize(
+    ("name", "hp", "shot"),
+    [
+        ("otam", {}, 3),
+        ("bimhm", {}, 2),
+        ("bimhm", {"prototype": True}, 1),
+        ("protonet", {}, 1),
+        ("protonet", {"metric": "sqeuclidean"}, 1),
+        ("trx", {"trans_linear_out_dim": 8}, 1),
+        ("sgtm-otam", {}, 2),
+    ],
+)
+def test_table_path_predicts_as_episode_path(name, hp, shot, monkeypatch):
+    feats, classes = _pool()
+    method = _method(name, **hp)
+    manifest = fb.make_manifest(classes, way=4, shot=shot, queries=1, episodes=40, seed=3)
+    assert method.pairwise(shot)
+    by_table = _predictions(method, feats, manifest, table=True, monkeypatch=monkeypatch)
+    by_episode = _predictions(method, feats, manifest, table=False, monkeypatch=monkeypatch)
+    np.testing.assert_array_equal(by_table, by_episode)
+
+
+def test_pair_table_is_pair_logits_of_every_pair():
+    feats, _ = _pool(per_class=3)
+    method = _method("otam")
+    state = method.encode(feats)
+    table = pair_table(method, state, pairs_per_call=5)  # several row blocks, one partial
+    batched = state_map(lambda t: t.unsqueeze(0), state)
+    direct = method.pair_logits(batched, batched)[0]
+    torch.testing.assert_close(table, direct.float())
+
+
+def test_table_logits_average_each_class():
+    table = torch.arange(16.0).view(4, 4)
+    query = torch.tensor([[0, 1]])
+    support = torch.tensor([[2, 3, 1]])
+    labels = torch.tensor([[1, 0, 1]])
+    logits = table_logits(table, query, support, labels, way=2)
+    expected = torch.tensor([[[3.0, (2 + 1) / 2], [7.0, (6 + 5) / 2]]])
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(
+        class_mean(table[query[0]][:, support[0]][None], labels, 2), expected
+    )
+
+
+def test_table_used_only_when_cheaper_and_pairwise():
+    _, classes = _pool()  # 30 videos: 900 pairs
+    many = fb.make_manifest(classes, way=5, shot=1, queries=1, episodes=40, seed=0)  # 1000 slots
+    few = fb.make_manifest(classes, way=5, shot=1, queries=1, episodes=30, seed=0)  # 750 slots
+    otam, hyrsm, trx = _method("otam"), _method("hyrsm"), _method("trx", trans_linear_out_dim=8)
+    assert use_pair_table(otam, many, 30)
+    assert not use_pair_table(otam, few, 30)
+    assert not use_pair_table(hyrsm, many, 30)  # set attention mixes the classes
+    three_shot = fb.make_manifest(classes, way=5, shot=3, queries=1, episodes=40, seed=0)
+    assert use_pair_table(otam, three_shot, 30)
+    assert not use_pair_table(trx, three_shot, 30)  # attention spans a class's videos
