@@ -92,3 +92,24 @@ def test_table_used_only_when_cheaper_and_pairwise():
     three_shot = fb.make_manifest(classes, way=5, shot=3, queries=1, episodes=40, seed=0)
     assert use_pair_table(otam, three_shot, 30)
     assert not use_pair_table(trx, three_shot, 30)  # attention spans a class's videos
+
+
+def test_pair_tables_are_reused_across_manifests_of_the_same_videos():
+    feats, classes = _pool()
+    method = _method("otam")
+    calls = []
+    original = method.pair_logits
+    method.pair_logits = lambda q, s: calls.append(1) or original(q, s)
+    tables: dict = {}
+    results = []
+    for way in (4, 5):
+        manifest = fb.make_manifest(classes, way=way, shot=1, queries=1, episodes=200, seed=0)
+        assert len(manifest.unique_videos()) == 30
+        results.append(fb.evaluate(method, feats, manifest, progress=False, pair_tables=tables))
+    built = len(calls)
+    assert built > 0 and len(tables) == 1
+    fresh = fb.evaluate(method, feats, manifest, progress=False)  # no dict: built again
+    assert len(calls) == 2 * built
+    np.testing.assert_array_equal(
+        fresh.records["predicted_label"], results[1].records["predicted_label"]
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import logging
 import time
@@ -162,7 +161,7 @@ def _shard(cells: list[Cell], spec: str | None) -> list[Cell]:
 def run(args: argparse.Namespace) -> int:
     from fsarbench.experiments.features import FrozenFeatureProvider
     from fsarbench.experiments.outputs import write_paper_outputs
-    from fsarbench.experiments.runner import RunOptions, run_cells
+    from fsarbench.experiments.runner import CellRunner, RunOptions
     from fsarbench.experiments.summary_tables import write_summary_tables
     from fsarbench.training.recipe import Recipe
 
@@ -188,11 +187,12 @@ def run(args: argparse.Namespace) -> int:
         recipe_overrides=overrides,
     )
     t0 = time.perf_counter()
-    features = functools.cache(provider)  # extracted once, shared by every grid
+    # one runner for every grid: features extracted once, models and pair tables reused
+    runner = CellRunner(provider, options)
     for grid, group in itertools.groupby(cells, key=lambda c: c.tags_dict.get("grid", "cells")):
         group = list(group)
         t_grid = time.perf_counter()
-        run_cells(group, features, options, on_record=_print_record)
+        runner.run_cells(group, on_record=_print_record)
         print(f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True)
     records = load_records(args.out)
     for _, path in sorted(write_summary_tables(args.out, records).items()):

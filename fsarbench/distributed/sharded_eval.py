@@ -21,6 +21,7 @@ from fsarbench.distributed.env import rank, world_size
 from fsarbench.episodes import Manifest
 from fsarbench.evaluate import (
     EvalResult,
+    default_batch_bytes,
     encode_videos,
     fit_batch,
     load_partial_predictions,
@@ -89,7 +90,7 @@ def evaluate_sharded(
     manifest: Manifest,
     *,
     batch_episodes: int = 500,
-    max_batch_bytes: int = 1 << 30,
+    max_batch_bytes: int | None = None,
     encode_chunk: int = 512,
     interval: str = "normal",
     device: torch.device | str | None = None,
@@ -104,7 +105,8 @@ def evaluate_sharded(
     state = encode_sharded(
         method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
     )
-    batch_episodes = fit_batch(state, len(unique), manifest, batch_episodes, max_batch_bytes)
+    budget = max_batch_bytes or default_batch_bytes(device)
+    batch_episodes = fit_batch(state, len(unique), manifest, batch_episodes, budget)
     predicted = _match_shard(
         method,
         state,

@@ -31,7 +31,7 @@ from fsarbench.results import (
 )
 from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
 
-__all__ = ["DatasetFeatures", "RunOptions", "run_cells"]
+__all__ = ["CellRunner", "DatasetFeatures", "RunOptions", "run_cells"]
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,15 @@ def build_method(
     return method
 
 
-class _Runner:
+class CellRunner:
+    """Runs cells, keeping what later cells reuse: datasets' features, trained models and
+    their pair tables (one runner can serve several grids of a ``run --all``)."""
+
     def __init__(self, provider: FeatureProvider, options: RunOptions) -> None:
         self.provider, self.opt = provider, options
         self.features: dict[str, DatasetFeatures] = {}
         self.models: dict[TrainKey, FewShotMethod] = {}
+        self.pair_tables: dict[TrainKey, dict] = {}
         self.done = (
             {r.cell: r for r in load_records(options.out_dir)}
             if Path(options.out_dir).exists()
@@ -111,7 +115,7 @@ class _Runner:
         rid = cell.record_id(config_hash)
         if rid in self.done:
             return self.done[rid]
-        model = self.trained(cell, feats, recipe, method)
+        model, key = self.trained(cell, feats, recipe, method)
         test = feats.splits["test"]
         manifest = make_manifest(
             test.classes,
@@ -134,6 +138,7 @@ class _Runner:
             progress=self.opt.progress,
             partial_path=Path(self.opt.out_dir) / "partial" / f"{rid}.npz",
             desc=f"{cell.name} {cell.dataset} {cell.way}w{cell.shot}s",
+            pair_tables=self.pair_tables.setdefault(key, {}),
         )
         record = make_record(
             result,
@@ -156,7 +161,10 @@ class _Runner:
         self.done[rid] = record
         return record
 
-    def trained(self, cell: Cell, feats: DatasetFeatures, recipe, method) -> FewShotMethod:
+    def trained(
+        self, cell: Cell, feats: DatasetFeatures, recipe, method
+    ) -> tuple[FewShotMethod, TrainKey]:
+        """The trained model of ``cell`` (trained, or resumed, on first use) and its key."""
         key = TrainKey(
             cell.method,
             cell.hparams,
@@ -180,7 +188,20 @@ class _Runner:
                 progress=self.opt.progress,
             )
             self.models[key] = method
-        return self.models[key]
+        return self.models[key], key
+
+    def run_cells(
+        self, cells: Iterable[Cell], on_record: Callable[[ResultRecord], None] | None = None
+    ) -> list[ResultRecord]:
+        """Evaluate every cell (skipping recorded ones) and rebuild ``summary.csv``."""
+        records = []
+        for cell in _unique(cells):
+            record = self.run(cell)
+            records.append(record)
+            if on_record is not None:
+                on_record(record)
+            write_summary(self.opt.out_dir)
+        return records
 
 
 def run_cells(
@@ -190,15 +211,7 @@ def run_cells(
     on_record: Callable[[ResultRecord], None] | None = None,
 ) -> list[ResultRecord]:
     """Evaluate every cell (skipping recorded ones) and rebuild ``summary.csv``."""
-    runner = _Runner(provider, options)
-    records = []
-    for cell in _unique(cells):
-        record = runner.run(cell)
-        records.append(record)
-        if on_record is not None:
-            on_record(record)
-        write_summary(options.out_dir)
-    return records
+    return CellRunner(provider, options).run_cells(cells, on_record)
 
 
 def _unique(cells: Iterable[Cell]) -> list[Cell]:
