@@ -81,13 +81,19 @@ def _check_feasible(
 
 
 def make_episode(
-    pools: dict[int, np.ndarray], classes: np.ndarray, spec: EpisodeSpec, index: int
+    pools: dict[int, np.ndarray],
+    classes: np.ndarray,
+    spec: EpisodeSpec,
+    index: int,
+    key: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Episode ``index``: (class ids ``[way]``, support ``[way*shot]``, query ``[way*queries]``).
 
-    Support and queries are class-major; class ``j`` of the episode has label ``j``.
+    Support and queries are class-major; class ``j`` of the episode has label ``j``. ``key``
+    is ``spec.key()``, passed in by callers drawing many episodes (it hashes the spec).
     """
-    rng = np.random.Generator(np.random.Philox(key=spec.key(), counter=int(index) << 128))
+    key = spec.key() if key is None else key
+    rng = np.random.Generator(np.random.Philox(key=key, counter=int(index) << 128))
     chosen = classes[rng.choice(len(classes), spec.way, replace=False)]
     need = spec.shot + spec.queries
     picks = np.stack([rng.choice(pools[int(c)], need, replace=False) for c in chosen])
@@ -261,8 +267,9 @@ def make_manifest(
     if num_workers > 0:
         episodes_list = _episodes_in_workers(pools, classes, spec, start, episodes, num_workers)
     else:
+        key = spec.key()
         episodes_list = [
-            make_episode(pools, classes, spec, i) for i in range(start, start + episodes)
+            make_episode(pools, classes, spec, i, key) for i in range(start, start + episodes)
         ]
     if start:
         meta["first_episode"] = start

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from fsarbench.episodes import make_manifest
+from fsarbench.episodes import Manifest, make_manifest
 from fsarbench.evaluate import evaluate
 from fsarbench.experiments.cells import Cell, TrainKey
 from fsarbench.io import stable_hash
@@ -94,6 +94,7 @@ class CellRunner:
         self.features: dict[str, DatasetFeatures] = {}
         self.models: dict[TrainKey, FewShotMethod] = {}
         self.pair_tables: dict[TrainKey, dict] = {}
+        self.manifests: dict[tuple, Manifest] = {}
         self.done = (
             {r.cell: r for r in load_records(options.out_dir)}
             if Path(options.out_dir).exists()
@@ -117,17 +118,7 @@ class CellRunner:
             return self.done[rid]
         model, key = self.trained(cell, feats, recipe, method)
         test = feats.splits["test"]
-        manifest = make_manifest(
-            test.classes,
-            way=cell.way,
-            shot=cell.shot,
-            queries=self.opt.queries,
-            episodes=self.opt.episodes,
-            seed=cell.seed,
-            dataset=feats.split_variant,
-            split="test",
-            class_names=feats.class_names["test"],
-        )
+        manifest = self.manifest(cell, feats)
         result = evaluate(
             model,
             test.store,
@@ -160,6 +151,23 @@ class CellRunner:
         (Path(self.opt.out_dir) / "partial" / f"{rid}.npz").unlink(missing_ok=True)
         self.done[rid] = record
         return record
+
+    def manifest(self, cell: Cell, feats: DatasetFeatures) -> Manifest:
+        """The test manifest of ``cell``, drawn once per setting (every method shares it)."""
+        key = (cell.dataset, feats.split_variant, cell.way, cell.shot, cell.seed)
+        if key not in self.manifests:
+            self.manifests[key] = make_manifest(
+                feats.splits["test"].classes,
+                way=cell.way,
+                shot=cell.shot,
+                queries=self.opt.queries,
+                episodes=self.opt.episodes,
+                seed=cell.seed,
+                dataset=feats.split_variant,
+                split="test",
+                class_names=feats.class_names["test"],
+            )
+        return self.manifests[key]
 
     def trained(
         self, cell: Cell, feats: DatasetFeatures, recipe, method
