@@ -29,6 +29,11 @@ from fsarbench.io import atomic_write_json, stable_hash
 __all__ = ["CacheKey", "FeatureCache", "cache_folder", "default_cache_root"]
 
 FORMAT_VERSION = 1
+# Version of what turns a video into numbers (decoding, frame sampling, transforms and their
+# random draws). Bump it with any change to those that changes the features, so caches made
+# by older code are not reused under an unchanged key (version 1 caches are stale: their
+# train views came from an earlier augmentation draw).
+PIPELINE_VERSION = 2
 _DONE, _FAILED, _TODO = "1", "x", "0"
 
 
@@ -49,8 +54,10 @@ class CacheKey:
     seed: int
 
     def digest(self) -> str:
-        """16 hex digits of sha256 over the fields and the cache format version."""
-        return stable_hash({"format": FORMAT_VERSION, **dataclasses.asdict(self)})
+        """16 hex digits of sha256 over the fields, the cache format and pipeline versions."""
+        return stable_hash(
+            {"format": FORMAT_VERSION, "pipeline": PIPELINE_VERSION, **dataclasses.asdict(self)}
+        )
 
 
 def default_cache_root() -> Path:
