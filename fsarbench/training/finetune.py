@@ -1,9 +1,9 @@
 """The finetune track: a backbone and a few-shot head trained end to end on decoded clips.
 
-``VideoMethod`` is a :class:`FewShotMethod` whose per-video ``encode`` takes clips
-``[N, T, 3, H, W]``: the backbone maps every frame to ``D`` features (in chunks, optionally
-under activation checkpointing) and the head's own ``encode`` follows, so the evaluator, the
-sharded evaluator and the head's training stages work unchanged.
+The model is :class:`~fsarbench.training.video_method.VideoMethod` (its per-video ``encode``
+takes clips, so the evaluator, the sharded evaluator and the head's training stages work
+unchanged), the data come from :mod:`fsarbench.training.clip_data`, the settings from
+:mod:`fsarbench.training.finetune_recipe`; this module runs the training.
 
 Training runs the head's stages in order. Episode ``i`` of a stage is a pure function of
 (seed, stage, i); optimiser step ``s`` uses episodes ``s*n .. s*n+n-1`` (``n`` =
@@ -16,37 +16,34 @@ ranks once per step, so a W-process run takes the same steps as a 1-process run 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint as activation_checkpoint
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from fsarbench.config import build_config, config_to_dict
-from fsarbench.data.clips import ClipDataset, ClipOptions, collate_clips
-from fsarbench.data.datasets import VideoRecord
-from fsarbench.data.transforms import ClipTransform, get_transform
+from fsarbench.data.clips import collate_clips
 from fsarbench.distributed.collectives import (
     allreduce_gradients,
     allreduce_sum,
     broadcast_module,
     broadcast_object,
 )
-from fsarbench.distributed.env import barrier, is_main, rank, world_size
-from fsarbench.distributed.precision import Precision, select_precision
+from fsarbench.distributed.env import barrier, is_main, world_size
+from fsarbench.distributed.precision import select_precision
 from fsarbench.distributed.sharded_eval import evaluate_sharded
-from fsarbench.episodes import EpisodeSpec, class_pools, make_episode
-from fsarbench.methods import EpisodeBatch, FewShotMethod, MethodOutput, TrainingStage
+from fsarbench.methods import TrainingStage
 from fsarbench.progress import progress_bar
-from fsarbench.state import State
+from fsarbench.training.clip_data import ClipSplit, ClipStore, TrainEpisodes, to_clip_episodes
+from fsarbench.training.finetune_recipe import (
+    FINETUNE_RECIPES_FILE,
+    FinetuneOptions,
+    FinetuneRecipe,
+    finetune_recipe,
+)
 from fsarbench.training.recipe import Recipe
 from fsarbench.training.trainer import (
     TrainResult,
@@ -61,6 +58,7 @@ from fsarbench.training.trainer import (
     step_seed,
     val_manifest_for,
 )
+from fsarbench.training.video_method import ClipEpisodes, VideoMethod
 
 __all__ = [
     "FinetuneOptions",
@@ -74,342 +72,6 @@ __all__ = [
     "finetune",
     "FINETUNE_RECIPES_FILE",
 ]
-
-FINETUNE_RECIPES_FILE = "finetune_recipes.yaml"
-
-
-# -- configuration ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FinetuneOptions:
-    """What the finetune track adds to an episodic :class:`Recipe`.
-
-    Attributes:
-        backbone, weights: ``create_backbone`` arguments (``weights="none"``: seeded random).
-        frames: T, frames per clip; ``train_sampler``/``test_sampler``: names of
-            ``fsarbench.data.sampling.SAMPLERS``.
-        train_transform, test_transform: presets of ``fsarbench.data.transforms``;
-            ``resize``/``crop`` override their sizes (0 keeps the preset's); ``flip`` is
-            also turned off for datasets whose labels contain left/right.
-        bn: ``frozen`` keeps the backbone's BatchNorm statistics (eval mode), ``train``
-            updates them per micro-batch.
-        train_backbone: ``last`` trains the backbone in the last stage only (earlier
-            stages, e.g. SGTM's saliency classifier, train the head's parameters alone);
-            ``all`` trains it in every stage.
-        amp, channels_last: mixed precision (bf16, else fp16 + scaler) and channels-last
-            memory format; both apply on CUDA only.
-        checkpoint_backbone: recompute backbone activations in backward (less memory).
-        frame_chunk: frames per backbone call (0 = all frames of the batch at once).
-        eval_chunk: videos decoded and encoded together at evaluation.
-        workers: decoding processes per rank.
-    """
-
-    backbone: str = "resnet50"
-    weights: str = "imagenet"
-    frames: int = 8
-    train_sampler: str = "tsn"
-    test_sampler: str = "tsn"
-    train_transform: str = "seed-train"
-    test_transform: str = "seed-test"
-    resize: int = 0
-    crop: int = 0
-    flip: bool = True
-    bn: Literal["frozen", "train"] = "frozen"
-    train_backbone: Literal["last", "all"] = "last"
-    amp: bool = True
-    channels_last: bool = True
-    checkpoint_backbone: bool = False
-    frame_chunk: int = 0
-    eval_chunk: int = 64
-    workers: int = 2
-
-
-@dataclass(frozen=True)
-class FinetuneRecipe:
-    """An episodic :class:`Recipe` (optimiser, steps, episodes) plus :class:`FinetuneOptions`."""
-
-    recipe: Recipe = field(default_factory=Recipe)
-    options: FinetuneOptions = field(default_factory=FinetuneOptions)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
-    out = {k: dict(v) for k, v in base.items()}
-    for section, values in (extra or {}).items():
-        out.setdefault(section, {}).update(values or {})
-    return out
-
-
-def finetune_recipe(
-    method: str, dataset: str, overrides: dict[str, dict[str, Any]] | None = None
-) -> FinetuneRecipe:
-    """The finetune recipe of ``method`` on ``dataset``: the file's ``default``, then
-    ``methods.<family>``, ``methods.<method>``, ``methods."<family>@<dataset>"``,
-    ``methods."<method>@<dataset>"``, then ``overrides`` (``{"recipe": {...}, "options":
-    {...}}``). ``family`` is the name before its first ``-`` (``sgtm-otam`` -> ``sgtm``)."""
-    text = resources.files("fsarbench.training").joinpath(FINETUNE_RECIPES_FILE).read_text()
-    table = yaml.safe_load(text)
-    values = _merge({"recipe": {}, "options": {}}, table.get("default"))
-    family = method.split("-")[0]
-    per_method = table.get("methods", {})
-    keys = dict.fromkeys([family, method, f"{family}@{dataset}", f"{method}@{dataset}"])
-    for key in keys:
-        values = _merge(values, per_method.get(key))
-    values = _merge(values, overrides)
-    return build_config(
-        FinetuneRecipe, values, where=f"finetune recipe of {method!r} on {dataset!r}"
-    )
-
-
-# -- the model -------------------------------------------------------------------------------
-@dataclass
-class ClipEpisodes:
-    """A batch of ``B`` episodes of clips: ``support [B, Ns, T, 3, H, W]``, ``query
-    [B, Nq, T, 3, H, W]``, labels ``[B, Ns]``/``[B, Nq]`` and global classes alike."""
-
-    support: Tensor
-    support_labels: Tensor
-    query: Tensor
-    query_labels: Tensor
-    support_classes: Tensor
-    query_classes: Tensor
-    way: int
-
-    def to(self, device: torch.device) -> ClipEpisodes:
-        moved = {
-            f.name: getattr(self, f.name).to(device, non_blocking=True)
-            for f in dataclasses.fields(self)
-            if f.name != "way"
-        }
-        return ClipEpisodes(**moved, way=self.way)
-
-
-class VideoMethod(FewShotMethod):
-    """``backbone`` on every frame, then ``method``: ``encode(clips [N, T, 3, H, W])``."""
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        method: FewShotMethod,
-        options: FinetuneOptions,
-        precision: Precision | None = None,
-    ) -> None:
-        super().__init__(
-            feature_dim=int(backbone.feature_dim),
-            seq_len=method.seq_len,
-            num_train_classes=method.num_train_classes,
-            config=method.config,
-        )
-        self.backbone, self.inner, self.options = backbone, method, options
-        self.precision = precision or Precision()
-        self.method_name = getattr(method, "method_name", type(method).__name__)
-        if self.precision.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-
-    def features(self, clips: Tensor) -> Tensor:
-        """``clips [N, T, 3, H, W]`` -> float32 frame features ``[N, T, D]``."""
-        n, t = clips.shape[:2]
-        frames = clips.flatten(0, 1)
-        if self.precision.channels_last:
-            frames = frames.contiguous(memory_format=torch.channels_last)
-        chunk = self.options.frame_chunk or len(frames)
-        outs = [self._backbone(frames[s : s + chunk]) for s in range(0, len(frames), chunk)]
-        return torch.cat(outs).float().reshape(n, t, -1)
-
-    def _backbone(self, frames: Tensor) -> Tensor:
-        if self.options.checkpoint_backbone and torch.is_grad_enabled():
-            return activation_checkpoint(self.backbone, frames, use_reentrant=False)
-        return self.backbone(frames)
-
-    def encode(self, features: Tensor) -> State:
-        return self.inner.encode(self.features(features))
-
-    def match(self, support, support_labels, query, way, **kw) -> MethodOutput:
-        return self.inner.match(support, support_labels, query, way, **kw)
-
-    def train(self, mode: bool = True) -> VideoMethod:
-        super().train(mode)
-        if self.options.bn == "frozen":
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
-
-    def episode_features(self, batch: ClipEpisodes) -> EpisodeBatch:
-        """Clips through the backbone: the :class:`EpisodeBatch` the head's stages take."""
-        b, ns = batch.support.shape[:2]
-        feats = self.features(torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)]))
-        support, query = feats[: b * ns], feats[b * ns :]
-        return EpisodeBatch(
-            support.reshape(b, ns, *feats.shape[1:]),
-            batch.support_labels,
-            query.reshape(b, -1, *feats.shape[1:]),
-            batch.query_labels,
-            batch.support_classes,
-            batch.query_classes,
-            batch.way,
-        )
-
-    def training_stages(self) -> list[TrainingStage]:
-        stages = self.inner.training_stages()
-        return [
-            self._wrap(s, self.options.train_backbone == "all" or i == len(stages) - 1)
-            for i, s in enumerate(stages)
-        ]
-
-    def _wrap(self, stage: TrainingStage, with_backbone: bool) -> TrainingStage:
-        def parameters():
-            own = list(self.backbone.parameters()) if with_backbone else []
-            return [*own, *stage.parameters()]
-
-        def loss(batch: ClipEpisodes) -> dict[str, Tensor]:
-            return stage.loss(self.episode_features(batch))
-
-        return TrainingStage(stage.name, parameters, loss, stage.fraction, stage.needs_classes)
-
-    @property
-    def hparams(self) -> dict[str, Any]:
-        return self.inner.hparams
-
-
-# -- data ------------------------------------------------------------------------------------
-@dataclass
-class ClipSplit:
-    """The videos of one split and the class of each (``0..C-1`` within the split)."""
-
-    records: list[VideoRecord]
-    dataset: str = ""
-    flip_ok: bool = True
-
-    @property
-    def classes(self) -> np.ndarray:
-        return np.array([r.class_index for r in self.records], dtype=np.int64)
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.classes.max()) + 1
-
-
-def _transform(options: FinetuneOptions, train: bool, flip_ok: bool) -> ClipTransform:
-    name = options.train_transform if train else options.test_transform
-    over: dict[str, Any] = {
-        k: getattr(options, k) for k in ("resize", "crop") if getattr(options, k) > 0
-    }
-    if train:
-        over["flip"] = options.flip and flip_ok
-    return get_transform(name, **over)
-
-
-class ClipStore:
-    """A feature store of decoded test-mode clips: ``get(indices) -> [n, T, 3, H, W]``.
-
-    ``feature_shape`` is ``(T, 3*H*W)``; clips are deterministic (test sampling and the
-    centre crop), so every rank and every run sees the same pixels.
-    """
-
-    def __init__(self, split: ClipSplit, options: FinetuneOptions, seed: int = 0) -> None:
-        self.split, self.workers = split, options.workers
-        self.transform = _transform(options, False, split.flip_ok)
-        self.clip_options = ClipOptions(
-            frames=options.frames,
-            sampler=options.test_sampler,
-            train=False,
-            seed=seed,
-            short="repeat",
-        )
-
-    def __len__(self) -> int:
-        return len(self.split.records)
-
-    @property
-    def feature_shape(self) -> tuple[int, int]:
-        crop = self.transform.config.crop
-        return (self.clip_options.frames, 3 * crop * crop)
-
-    def get(self, indices: np.ndarray | Tensor) -> Tensor:
-        records = [self.split.records[int(i)] for i in np.asarray(indices)]
-        data = ClipDataset(records, self.transform, self.clip_options)
-        if self.workers == 0 or len(records) < 2:
-            return torch.stack([data[i]["clip"] for i in range(len(data))])
-        loader = DataLoader(
-            data,
-            batch_size=max(1, len(records) // self.workers),
-            num_workers=self.workers,
-            collate_fn=collate_clips,
-        )
-        return torch.cat([b["clip"] for b in loader])
-
-
-class _TrainEpisodes(Dataset):
-    """Item ``k``: the ``k``-th episode this rank trains on from ``first_step`` on.
-
-    Episode index of item ``k``: ``step * n + rank * per + k % per`` with ``step =
-    first_step + k // per``; clips are augmented with the episode index as epoch.
-    """
-
-    def __init__(
-        self,
-        split: ClipSplit,
-        recipe: FinetuneRecipe,
-        seed: int,
-        stage: str,
-        first_step: int,
-        steps: int,
-    ) -> None:
-        r, o = recipe.recipe, recipe.options
-        self.split, self.n = split, r.episodes_per_step
-        self.first_step, self.steps = first_step, steps
-        self.per = self.n // world_size()
-        self.rank = rank()  # captured here: DataLoader workers hold no process group
-        self.spec = EpisodeSpec(r.way, r.shot, r.queries, seed, split.dataset, f"train/{stage}")
-        self.pools = class_pools(split.classes)
-        self.class_ids = np.array(sorted(self.pools))
-        self.transform = _transform(o, True, split.flip_ok)
-        self.clip_options = ClipOptions(
-            frames=o.frames, sampler=o.train_sampler, train=True, seed=seed, short="repeat"
-        )
-
-    def __len__(self) -> int:
-        return (self.steps - self.first_step) * self.per
-
-    def episode_index(self, k: int) -> int:
-        step, j = divmod(k, self.per)
-        return (self.first_step + step) * self.n + self.rank * self.per + j
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        index = self.episode_index(k)
-        classes, support, query = make_episode(self.pools, self.class_ids, self.spec, index)
-        records = [self.split.records[int(v)] for v in np.concatenate([support, query])]
-        data = ClipDataset(
-            records, self.transform, dataclasses.replace(self.clip_options, epoch=index)
-        )
-        clips = torch.stack([data[i]["clip"] for i in range(len(data))])
-        return {"clips": clips, "classes": torch.as_tensor(classes), "episode": index}
-
-
-def _clip_episodes(item: dict[str, Any], spec: EpisodeSpec) -> ClipEpisodes:
-    clips, classes = item["clips"], item["classes"]
-    ns = spec.way * spec.shot
-    lab = torch.as_tensor(
-        np.concatenate(
-            [
-                np.repeat(np.arange(spec.way), spec.shot),
-                np.repeat(np.arange(spec.way), spec.queries),
-            ]
-        )
-    )
-    lab = lab.expand(clips.shape[0], -1)
-    glob = classes.gather(1, lab)
-    return ClipEpisodes(
-        clips[:, :ns],
-        lab[:, :ns].clone(),
-        clips[:, ns:],
-        lab[:, ns:].clone(),
-        glob[:, :ns],
-        glob[:, ns:],
-        spec.way,
-    )
 
 
 def _check_split(recipe: Recipe) -> int:
@@ -562,7 +224,7 @@ def _run_stage(
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-    data = _TrainEpisodes(run.train, run.recipe, run.seed, stage.name, start, n_steps)
+    data = TrainEpisodes(run.train, run.recipe, run.seed, stage.name, start, n_steps)
     loader = iter(
         DataLoader(
             data,
@@ -606,7 +268,7 @@ def _step(
     stage: TrainingStage,
     step: int,
     loader,
-    data: _TrainEpisodes,
+    data: TrainEpisodes,
     opt: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     params: list[nn.Parameter],
@@ -617,7 +279,7 @@ def _step(
     for _ in range(data.per // run.micro):
         item = next(loader)
         torch.manual_seed(step_seed(run.seed, si, int(item["episode"][0])))
-        batch = _clip_episodes(item, data.spec).to(run.device)
+        batch = to_clip_episodes(item, data.spec).to(run.device)
         count = batch.support.shape[0]
         with run.model.precision.autocast():
             losses = stage.loss(batch)

@@ -1,0 +1,162 @@
+"""Clip data of the finetune track: split listings, decoded-clip stores for evaluation and
+the seeded training episodes of clips (episode ``i`` a pure function of seed, stage, ``i``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from fsarbench.data.clips import ClipDataset, ClipOptions, collate_clips
+from fsarbench.data.datasets import VideoRecord
+from fsarbench.data.transforms import ClipTransform, get_transform
+from fsarbench.distributed.env import rank, world_size
+from fsarbench.episodes import EpisodeSpec, class_pools, make_episode
+from fsarbench.training.finetune_recipe import FinetuneOptions, FinetuneRecipe
+from fsarbench.training.video_method import ClipEpisodes
+
+__all__ = ["ClipSplit", "ClipStore", "TrainEpisodes", "to_clip_episodes"]
+
+
+# -- data ------------------------------------------------------------------------------------
+@dataclass
+class ClipSplit:
+    """The videos of one split and the class of each (``0..C-1`` within the split)."""
+
+    records: list[VideoRecord]
+    dataset: str = ""
+    flip_ok: bool = True
+
+    @property
+    def classes(self) -> np.ndarray:
+        return np.array([r.class_index for r in self.records], dtype=np.int64)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.classes.max()) + 1
+
+
+def _transform(options: FinetuneOptions, train: bool, flip_ok: bool) -> ClipTransform:
+    name = options.train_transform if train else options.test_transform
+    over: dict[str, Any] = {
+        k: getattr(options, k) for k in ("resize", "crop") if getattr(options, k) > 0
+    }
+    if train:
+        over["flip"] = options.flip and flip_ok
+    return get_transform(name, **over)
+
+
+class ClipStore:
+    """A feature store of decoded test-mode clips: ``get(indices) -> [n, T, 3, H, W]``.
+
+    ``feature_shape`` is ``(T, 3*H*W)``; clips are deterministic (test sampling and the
+    centre crop), so every rank and every run sees the same pixels.
+    """
+
+    def __init__(self, split: ClipSplit, options: FinetuneOptions, seed: int = 0) -> None:
+        self.split, self.workers = split, options.workers
+        self.transform = _transform(options, False, split.flip_ok)
+        self.clip_options = ClipOptions(
+            frames=options.frames,
+            sampler=options.test_sampler,
+            train=False,
+            seed=seed,
+            short="repeat",
+        )
+
+    def __len__(self) -> int:
+        return len(self.split.records)
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        crop = self.transform.config.crop
+        return (self.clip_options.frames, 3 * crop * crop)
+
+    def get(self, indices: np.ndarray | Tensor) -> Tensor:
+        records = [self.split.records[int(i)] for i in np.asarray(indices)]
+        data = ClipDataset(records, self.transform, self.clip_options)
+        if self.workers == 0 or len(records) < 2:
+            return torch.stack([data[i]["clip"] for i in range(len(data))])
+        loader = DataLoader(
+            data,
+            batch_size=max(1, len(records) // self.workers),
+            num_workers=self.workers,
+            collate_fn=collate_clips,
+        )
+        return torch.cat([b["clip"] for b in loader])
+
+
+class TrainEpisodes(Dataset):
+    """Item ``k``: the ``k``-th episode this rank trains on from ``first_step`` on.
+
+    Episode index of item ``k``: ``step * n + rank * per + k % per`` with ``step =
+    first_step + k // per``; clips are augmented with the episode index as epoch.
+    """
+
+    def __init__(
+        self,
+        split: ClipSplit,
+        recipe: FinetuneRecipe,
+        seed: int,
+        stage: str,
+        first_step: int,
+        steps: int,
+    ) -> None:
+        r, o = recipe.recipe, recipe.options
+        self.split, self.n = split, r.episodes_per_step
+        self.first_step, self.steps = first_step, steps
+        self.per = self.n // world_size()
+        self.rank = rank()  # captured here: DataLoader workers hold no process group
+        self.spec = EpisodeSpec(r.way, r.shot, r.queries, seed, split.dataset, f"train/{stage}")
+        self.pools = class_pools(split.classes)
+        self.class_ids = np.array(sorted(self.pools))
+        self.transform = _transform(o, True, split.flip_ok)
+        self.clip_options = ClipOptions(
+            frames=o.frames, sampler=o.train_sampler, train=True, seed=seed, short="repeat"
+        )
+
+    def __len__(self) -> int:
+        return (self.steps - self.first_step) * self.per
+
+    def episode_index(self, k: int) -> int:
+        step, j = divmod(k, self.per)
+        return (self.first_step + step) * self.n + self.rank * self.per + j
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        index = self.episode_index(k)
+        classes, support, query = make_episode(self.pools, self.class_ids, self.spec, index)
+        records = [self.split.records[int(v)] for v in np.concatenate([support, query])]
+        data = ClipDataset(
+            records, self.transform, dataclasses.replace(self.clip_options, epoch=index)
+        )
+        clips = torch.stack([data[i]["clip"] for i in range(len(data))])
+        return {"clips": clips, "classes": torch.as_tensor(classes), "episode": index}
+
+
+def to_clip_episodes(item: dict[str, Any], spec: EpisodeSpec) -> ClipEpisodes:
+    clips, classes = item["clips"], item["classes"]
+    ns = spec.way * spec.shot
+    lab = torch.as_tensor(
+        np.concatenate(
+            [
+                np.repeat(np.arange(spec.way), spec.shot),
+                np.repeat(np.arange(spec.way), spec.queries),
+            ]
+        )
+    )
+    lab = lab.expand(clips.shape[0], -1)
+    glob = classes.gather(1, lab)
+    return ClipEpisodes(
+        clips[:, :ns],
+        lab[:, :ns].clone(),
+        clips[:, ns:],
+        lab[:, ns:].clone(),
+        glob[:, :ns],
+        glob[:, ns:],
+        spec.way,
+    )

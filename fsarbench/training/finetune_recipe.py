@@ -1,0 +1,101 @@
+"""Finetune-track recipes: the options of the video pipeline and the optimiser recipe, stated
+in ``finetune_recipes.yaml`` (default -> method -> dataset layers) and recorded with results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+
+from fsarbench.config import build_config, config_to_dict
+from fsarbench.training.recipe import Recipe
+
+__all__ = ["FINETUNE_RECIPES_FILE", "FinetuneOptions", "FinetuneRecipe", "finetune_recipe"]
+
+FINETUNE_RECIPES_FILE = "finetune_recipes.yaml"
+
+
+# -- configuration ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """What the finetune track adds to an episodic :class:`Recipe`.
+
+    Attributes:
+        backbone, weights: ``create_backbone`` arguments (``weights="none"``: seeded random).
+        frames: T, frames per clip; ``train_sampler``/``test_sampler``: names of
+            ``fsarbench.data.sampling.SAMPLERS``.
+        train_transform, test_transform: presets of ``fsarbench.data.transforms``;
+            ``resize``/``crop`` override their sizes (0 keeps the preset's); ``flip`` is
+            also turned off for datasets whose labels contain left/right.
+        bn: ``frozen`` keeps the backbone's BatchNorm statistics (eval mode), ``train``
+            updates them per micro-batch.
+        train_backbone: ``last`` trains the backbone in the last stage only (earlier
+            stages, e.g. SGTM's saliency classifier, train the head's parameters alone);
+            ``all`` trains it in every stage.
+        amp, channels_last: mixed precision (bf16, else fp16 + scaler) and channels-last
+            memory format; both apply on CUDA only.
+        checkpoint_backbone: recompute backbone activations in backward (less memory).
+        frame_chunk: frames per backbone call (0 = all frames of the batch at once).
+        eval_chunk: videos decoded and encoded together at evaluation.
+        workers: decoding processes per rank.
+    """
+
+    backbone: str = "resnet50"
+    weights: str = "imagenet"
+    frames: int = 8
+    train_sampler: str = "tsn"
+    test_sampler: str = "tsn"
+    train_transform: str = "seed-train"
+    test_transform: str = "seed-test"
+    resize: int = 0
+    crop: int = 0
+    flip: bool = True
+    bn: Literal["frozen", "train"] = "frozen"
+    train_backbone: Literal["last", "all"] = "last"
+    amp: bool = True
+    channels_last: bool = True
+    checkpoint_backbone: bool = False
+    frame_chunk: int = 0
+    eval_chunk: int = 64
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """An episodic :class:`Recipe` (optimiser, steps, episodes) plus :class:`FinetuneOptions`."""
+
+    recipe: Recipe = field(default_factory=Recipe)
+    options: FinetuneOptions = field(default_factory=FinetuneOptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    out = {k: dict(v) for k, v in base.items()}
+    for section, values in (extra or {}).items():
+        out.setdefault(section, {}).update(values or {})
+    return out
+
+
+def finetune_recipe(
+    method: str, dataset: str, overrides: dict[str, dict[str, Any]] | None = None
+) -> FinetuneRecipe:
+    """The finetune recipe of ``method`` on ``dataset``: the file's ``default``, then
+    ``methods.<family>``, ``methods.<method>``, ``methods."<family>@<dataset>"``,
+    ``methods."<method>@<dataset>"``, then ``overrides`` (``{"recipe": {...}, "options":
+    {...}}``). ``family`` is the name before its first ``-`` (``sgtm-otam`` -> ``sgtm``)."""
+    text = resources.files("fsarbench.training").joinpath(FINETUNE_RECIPES_FILE).read_text()
+    table = yaml.safe_load(text)
+    values = _merge({"recipe": {}, "options": {}}, table.get("default"))
+    family = method.split("-")[0]
+    per_method = table.get("methods", {})
+    keys = dict.fromkeys([family, method, f"{family}@{dataset}", f"{method}@{dataset}"])
+    for key in keys:
+        values = _merge(values, per_method.get(key))
+    values = _merge(values, overrides)
+    return build_config(
+        FinetuneRecipe, values, where=f"finetune recipe of {method!r} on {dataset!r}"
+    )

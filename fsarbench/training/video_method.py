@@ -1,0 +1,131 @@
+"""``VideoMethod``: a backbone plus a few-shot head as one :class:`FewShotMethod` whose
+per-video ``encode`` takes clips ``[N, T, 3, H, W]`` (backbone in chunks, optionally under
+activation checkpointing, then the head's own ``encode``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
+
+from fsarbench.distributed.precision import Precision
+from fsarbench.methods import EpisodeBatch, FewShotMethod, MethodOutput, TrainingStage
+from fsarbench.state import State
+from fsarbench.training.finetune_recipe import FinetuneOptions
+
+__all__ = ["ClipEpisodes", "VideoMethod"]
+
+
+# -- the model -------------------------------------------------------------------------------
+@dataclass
+class ClipEpisodes:
+    """A batch of ``B`` episodes of clips: ``support [B, Ns, T, 3, H, W]``, ``query
+    [B, Nq, T, 3, H, W]``, labels ``[B, Ns]``/``[B, Nq]`` and global classes alike."""
+
+    support: Tensor
+    support_labels: Tensor
+    query: Tensor
+    query_labels: Tensor
+    support_classes: Tensor
+    query_classes: Tensor
+    way: int
+
+    def to(self, device: torch.device) -> ClipEpisodes:
+        moved = {
+            f.name: getattr(self, f.name).to(device, non_blocking=True)
+            for f in dataclasses.fields(self)
+            if f.name != "way"
+        }
+        return ClipEpisodes(**moved, way=self.way)
+
+
+class VideoMethod(FewShotMethod):
+    """``backbone`` on every frame, then ``method``: ``encode(clips [N, T, 3, H, W])``."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        method: FewShotMethod,
+        options: FinetuneOptions,
+        precision: Precision | None = None,
+    ) -> None:
+        super().__init__(
+            feature_dim=int(backbone.feature_dim),
+            seq_len=method.seq_len,
+            num_train_classes=method.num_train_classes,
+            config=method.config,
+        )
+        self.backbone, self.inner, self.options = backbone, method, options
+        self.precision = precision or Precision()
+        self.method_name = getattr(method, "method_name", type(method).__name__)
+        if self.precision.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+
+    def features(self, clips: Tensor) -> Tensor:
+        """``clips [N, T, 3, H, W]`` -> float32 frame features ``[N, T, D]``."""
+        n, t = clips.shape[:2]
+        frames = clips.flatten(0, 1)
+        if self.precision.channels_last:
+            frames = frames.contiguous(memory_format=torch.channels_last)
+        chunk = self.options.frame_chunk or len(frames)
+        outs = [self._backbone(frames[s : s + chunk]) for s in range(0, len(frames), chunk)]
+        return torch.cat(outs).float().reshape(n, t, -1)
+
+    def _backbone(self, frames: Tensor) -> Tensor:
+        if self.options.checkpoint_backbone and torch.is_grad_enabled():
+            return activation_checkpoint(self.backbone, frames, use_reentrant=False)
+        return self.backbone(frames)
+
+    def encode(self, features: Tensor) -> State:
+        return self.inner.encode(self.features(features))
+
+    def match(self, support, support_labels, query, way, **kw) -> MethodOutput:
+        return self.inner.match(support, support_labels, query, way, **kw)
+
+    def train(self, mode: bool = True) -> VideoMethod:
+        super().train(mode)
+        if self.options.bn == "frozen":
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def episode_features(self, batch: ClipEpisodes) -> EpisodeBatch:
+        """Clips through the backbone: the :class:`EpisodeBatch` the head's stages take."""
+        b, ns = batch.support.shape[:2]
+        feats = self.features(torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)]))
+        support, query = feats[: b * ns], feats[b * ns :]
+        return EpisodeBatch(
+            support.reshape(b, ns, *feats.shape[1:]),
+            batch.support_labels,
+            query.reshape(b, -1, *feats.shape[1:]),
+            batch.query_labels,
+            batch.support_classes,
+            batch.query_classes,
+            batch.way,
+        )
+
+    def training_stages(self) -> list[TrainingStage]:
+        stages = self.inner.training_stages()
+        return [
+            self._wrap(s, self.options.train_backbone == "all" or i == len(stages) - 1)
+            for i, s in enumerate(stages)
+        ]
+
+    def _wrap(self, stage: TrainingStage, with_backbone: bool) -> TrainingStage:
+        def parameters():
+            own = list(self.backbone.parameters()) if with_backbone else []
+            return [*own, *stage.parameters()]
+
+        def loss(batch: ClipEpisodes) -> dict[str, Tensor]:
+            return stage.loss(self.episode_features(batch))
+
+        return TrainingStage(stage.name, parameters, loss, stage.fraction, stage.needs_classes)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return self.inner.hparams
