@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from finetune_fixtures import TINY_SYNTH, tiny_recipe
 
 import fsarbench as fb
 from fsarbench.config import ConfigError
 from fsarbench.data.datasets import get_dataset
-from fsarbench.data.synth import SynthConfig
 from fsarbench.distributed.sharded_eval import evaluate_sharded
 from fsarbench.training import Recipe
 from fsarbench.training import finetune as ft
@@ -24,33 +24,9 @@ from fsarbench.training.finetune import (
 )
 from fsarbench.training.trainer import load_checkpoint
 
-TINY_SYNTH = SynthConfig(videos_per_class=4, size=32, min_frames=10, max_frames=12)
-TINY = {
-    "recipe": {
-        "optimizer": "sgd",
-        "lr": 0.05,
-        "momentum": 0.9,
-        "schedule": "constant",
-        "steps": 2,
-        "episodes_per_step": 2,
-        "micro_batch": 1,
-        "way": 3,
-        "shot": 1,
-        "queries": 1,
-        "val_every": 1,
-        "val_episodes": 4,
-        "val_shot": 1,
-    },
-    "options": {
-        "backbone": "resnet18",
-        "weights": "none",
-        "frames": 2,
-        "resize": 32,
-        "crop": 16,
-        "workers": 0,
-        "eval_chunk": 16,
-    },
-}
+TINY = tiny_recipe(
+    recipe={"val_every": 1, "val_episodes": 4, "val_shot": 1}, options={"eval_chunk": 16}
+)
 
 
 @pytest.fixture(scope="module")

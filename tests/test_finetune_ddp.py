@@ -9,37 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from finetune_fixtures import TINY_SYNTH, tiny_recipe
 
 from fsarbench.data.datasets import get_dataset
-from fsarbench.data.synth import SynthConfig
 from fsarbench.distributed.env import rank
 from fsarbench.distributed.launch import spawn_local
 from fsarbench.training.finetune import ClipSplit, build_video_method, finetune, finetune_recipe
 
-TINY_SYNTH = SynthConfig(videos_per_class=4, size=32, min_frames=10, max_frames=12)
-RECIPE = {
-    "recipe": {
-        "optimizer": "sgd",
-        "lr": 0.05,
-        "momentum": 0.9,
-        "schedule": "constant",
-        "steps": 2,
-        "episodes_per_step": 2,
-        "micro_batch": 1,
-        "way": 3,
-        "shot": 1,
-        "queries": 1,
-        "val_episodes": 0,
-    },
-    "options": {
-        "backbone": "resnet18",
-        "weights": "none",
-        "frames": 2,
-        "resize": 32,
-        "crop": 16,
-        "workers": 0,
-    },
-}
+RECIPE = tiny_recipe(recipe={"val_episodes": 0})
 
 
 def _train(root: str, micro_batch: int) -> torch.nn.Module:
