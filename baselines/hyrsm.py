@@ -138,8 +138,9 @@ class _SetAttention(nn.Module):
         scores = self._scores(protos, query) / self.d_k**0.5  # [B, Q, H, way + 1, way + 1]
         attn = self.attn_dropout(torch.softmax(scores, -1))  # [B, Q, H, way + 1, way + 1]
         rows = attn.permute(0, 1, 3, 2, 4)  # [B, Q, i, H, j]
-        shared = rows[..., :way].reshape(b, nq * (way + 1), -1)  # [B, Q·(way+1), H·way]
-        out = shared @ protos["u"].transpose(1, 2).reshape(b, -1, protos["u"].shape[-1])
+        # columns ordered (j, h) so that protos["u"] [B, way, H, D] is used without a copy
+        shared = rows[..., :way].transpose(-1, -2).reshape(b, nq * (way + 1), -1)
+        out = shared @ protos["u"].reshape(b, -1, protos["u"].shape[-1])  # [B, Q·(way+1), D]
         # contiguous: a bmm operand with no unit stride takes a slow path (~6x on CPU)
         own = rows[..., way].reshape(b * nq, way + 1, -1).contiguous() @ query["u"].reshape(
             b * nq, self.heads, -1
@@ -164,6 +165,11 @@ class _SetAttention(nn.Module):
         return torch.cat([top, torch.cat([qp, qq], -1).unsqueeze(-2)], -2)
 
 
+def _sq_norm(x: Tensor) -> Tensor:
+    """``‖x‖²`` over the last dim in one reduction pass (no ``x * x`` temporary)."""
+    return torch.linalg.vector_norm(x, dim=-1).square()
+
+
 def _bimhm_fused(qf: Tensor, pf: Tensor, uq: Tensor, up: Tensor) -> Tensor:
     """Bi-MHM between queries ``qf + uq`` and their prototypes ``pf + up`` (frames + a token
     offset), without forming the sums.
@@ -183,11 +189,11 @@ def _bimhm_fused(qf: Tensor, pf: Tensor, uq: Tensor, up: Tensor) -> Tensor:
     uq_p = (uq @ pflat.transpose(1, 2)).view(b, nq, 1, c, t)
     uq_up = (up @ uq.unsqueeze(-1)).view(b, nq, 1, c, 1)
     dot = dot + q_up.unsqueeze(-1) + uq_p + uq_up
-    q_sq = (qf * qf).sum(-1) + 2 * (qf @ uq.unsqueeze(-1)).squeeze(-1) + (uq * uq).sum(-1, True)
-    p_up = (pf.reshape(b * c, t, d) @ up.permute(0, 2, 3, 1).reshape(b * c, d, nq)).view(
-        b, c, t, nq
-    )
-    p_sq = (pf * pf).sum(-1).unsqueeze(1) + 2 * p_up.permute(0, 3, 1, 2) + (up * up).sum(-1, True)
+    q_sq = _sq_norm(qf) + 2 * (qf @ uq.unsqueeze(-1)).squeeze(-1) + _sq_norm(uq).unsqueeze(-1)
+    # [B·C, Q, D] with D contiguous (a cheap copy), used transposed: no transposing copy of D
+    up_c = up.transpose(1, 2).reshape(b * c, nq, d)
+    p_up = (pf.reshape(b * c, t, d) @ up_c.transpose(1, 2)).view(b, c, t, nq)
+    p_sq = _sq_norm(pf).unsqueeze(1) + 2 * p_up.permute(0, 3, 1, 2) + _sq_norm(up).unsqueeze(-1)
     q_norm = q_sq.clamp_min(_EPS**2).sqrt().view(b, nq, t, 1, 1)
     p_norm = p_sq.clamp_min(_EPS**2).sqrt().view(b, nq, 1, c, t)
     dist = 1 - dot / (q_norm * p_norm)  # [B, Q, Tq, C, Tp]
