@@ -50,6 +50,11 @@ class BiMHM(FewShotMethod):
 
         prototype: bool = False
 
+    @property
+    def support_means(self) -> bool:
+        """With prototypes, the support enters only through class means of raw frames."""
+        return self.config.prototype
+
     def encode(self, features: Tensor) -> Tensor:
         """``[N, T, D]`` -> unit frames ``[N, T, D]`` (raw frames when ``prototype``:
         a prototype is the mean of raw frames, normalised afterwards)."""

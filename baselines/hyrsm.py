@@ -206,6 +206,8 @@ class HyRSM(FewShotMethod):
     github.com/alibaba-mmai-research/HyRSM with class prototypes: intra-relation per video,
     per-query inter-relation set attention, fusion, and Bi-MHM (logits = ``-`` distance)."""
 
+    support_means = True  # prototypes are class means of the per-video states
+
     @dataclass
     class Config:
         """Hyper-parameters (reference defaults).

@@ -17,6 +17,8 @@ class ProtoNet(FewShotMethod):
     """Prototypical network over temporally mean-pooled frame features (Snell et al., 2017;
     the TSN-style baseline of few-shot action recognition)."""
 
+    support_means = True
+
     @dataclass
     class Config:
         """Hyper-parameters.

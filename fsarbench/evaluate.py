@@ -27,7 +27,7 @@ from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod
 from fsarbench.pairs import pair_table, table_logits, use_pair_table
 from fsarbench.progress import progress_bar
-from fsarbench.state import State, state_cat, state_gather, state_leaves
+from fsarbench.state import State, state_cat, state_class_means, state_gather, state_leaves
 from fsarbench.stats.intervals import INTERVALS, mean_and_halfwidth
 
 __all__ = [
@@ -305,12 +305,15 @@ def match_batch(
     ``buffers`` (kept by the caller) makes the state gathers reuse their memory."""
     s_idx = torch.as_tensor(position[manifest.support[start:stop]], device=device)
     q_idx = torch.as_tensor(position[manifest.query[start:stop]], device=device)
+    labels = support_labels[start:stop]
+    if method.support_means:  # the manifest's support is class-major, `shot` per class
+        support = state_class_means(state, s_idx.view(len(s_idx), manifest.way, -1))
+        labels = torch.arange(manifest.way, device=device).expand(len(s_idx), -1)
+    else:
+        support = state_gather(state, s_idx, buffers, "support")
     with _autocast(device, autocast):
         out = method.match(
-            state_gather(state, s_idx, buffers, "support"),
-            support_labels[start:stop],
-            state_gather(state, q_idx, buffers, "query"),
-            manifest.way,
+            support, labels, state_gather(state, q_idx, buffers, "query"), manifest.way
         )
     return out.logits.argmax(-1).cpu().numpy()
 

@@ -142,6 +142,11 @@ class FewShotMethod(nn.Module):
     """
 
     Config: ClassVar[type] = NoConfig
+    #: ``match`` uses the support set only through the per-class means of its state (every
+    #: state tensor averaged over each class's support videos). The evaluator then passes
+    #: those means, computed straight from the encoded pool, as a support of ``way`` videos
+    #: labelled ``0..way-1`` instead of gathering every support video (HyRSM, ProtoNet).
+    support_means: ClassVar[bool] = False
 
     def __init__(
         self,

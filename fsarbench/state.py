@@ -87,3 +87,24 @@ def state_cat(states: Sequence[State]) -> State:
 def state_reshape_leading(state: State, n_leading: int, shape: Sequence[int]) -> State:
     """Replace the first ``n_leading`` dimensions of every tensor by ``shape``."""
     return state_map(lambda t: t.reshape(*shape, *t.shape[n_leading:]), state)
+
+
+def state_class_means(state: State, index: Tensor) -> State:
+    """Per-class means of gathered videos without materialising the gather.
+
+    Args:
+        state: tensors leading with the video dimension ``[N, ...]``.
+        index: ``[B, C, K]`` video indices, ``K`` videos per class.
+
+    Returns:
+        tensors leading with ``[B, C]``: the mean over ``K`` of ``state[index]``.
+    """
+    b, c, k = index.shape
+    bags = index.reshape(b * c, k)
+
+    def mean(t: Tensor) -> Tensor:
+        flat = t.reshape(t.shape[0], -1)
+        out = torch.nn.functional.embedding_bag(bags.to(t.device), flat, mode="mean")
+        return out.view(b, c, *t.shape[1:])
+
+    return state_map(mean, state)

@@ -140,6 +140,11 @@ class SGTM(fb.FewShotMethod):
         """The matcher (OTAM / Bi-MHM) on encoded videos -> logits ``[B, Nq, way]``."""
         return self.matcher.match(support, support_labels, query, way, **classes)
 
+    @property
+    def support_means(self) -> bool:
+        """As the matcher."""
+        return self.matcher.support_means
+
     def pairwise(self, shot: int) -> bool:
         """As the matcher."""
         return self.matcher.pairwise(shot)

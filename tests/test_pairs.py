@@ -10,7 +10,7 @@ import torch
 
 import fsarbench as fb
 from fsarbench.pairs import class_mean, pair_table, table_logits, use_pair_table
-from fsarbench.state import state_map
+from fsarbench.state import state_class_means, state_map
 
 T, D = 8, 32
 # the module: ``fsarbench.evaluate`` the attribute is the function
@@ -113,3 +113,28 @@ def test_pair_tables_are_reused_across_manifests_of_the_same_videos():
     np.testing.assert_array_equal(
         fresh.records["predicted_label"], results[1].records["predicted_label"]
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "hp"), [("hyrsm", {}), ("protonet", {}), ("bimhm", {"prototype": True})]
+)
+def test_support_means_path_predicts_as_the_gather_path(name, hp, monkeypatch):
+    """Heads that see the support only through class means get them straight from the pool."""
+    feats, classes = _pool()
+    method = _method(name, **hp)
+    assert method.support_means
+    manifest = fb.make_manifest(classes, way=4, shot=3, queries=2, episodes=30, seed=1)
+    by_means = fb.evaluate(method, feats, manifest, progress=False, batch_episodes=7)
+    monkeypatch.setattr(type(method), "support_means", False)
+    by_gather = fb.evaluate(method, feats, manifest, progress=False, batch_episodes=7)
+    np.testing.assert_array_equal(
+        by_means.records["predicted_label"], by_gather.records["predicted_label"]
+    )
+
+
+def test_state_class_means_average_each_class():
+    state = {"a": torch.arange(12.0).view(6, 2), "b": torch.arange(6.0)}
+    index = torch.tensor([[[0, 1], [4, 5]], [[2, 2], [3, 0]]])  # [B=2, C=2, K=2]
+    means = state_class_means(state, index)
+    torch.testing.assert_close(means["b"], torch.tensor([[0.5, 4.5], [2.0, 1.5]]))
+    torch.testing.assert_close(means["a"][1, 1], torch.tensor([3.0, 4.0]))

@@ -13,9 +13,9 @@ from collections.abc import Callable
 import torch
 
 from fsarbench.methods import EpisodeBatch, FewShotMethod
-from fsarbench.pairs import class_mean
+from fsarbench.pairs import class_mean, one_hot_weights
 from fsarbench.registry import create_method, method_info
-from fsarbench.state import state_gather
+from fsarbench.state import state_gather, state_map
 
 __all__ = ["CONTRACT_CHECKS", "make_contract_method", "random_batch", "run_contract"]
 
@@ -240,6 +240,25 @@ def check_pairwise_logits(name: str) -> None:
         )
 
 
+def check_support_means(name: str) -> None:
+    """Where a head says it uses only class means of the support, passing those means as a
+    support of ``way`` videos gives the same logits."""
+    method = make_contract_method(name).eval()
+    if not method.support_means:
+        return
+    batch = random_batch(shot=3)
+    weights = one_hot_weights(batch.support_labels, batch.way, batch.support.dtype)
+    with torch.no_grad():
+        support = method.encode_episodes(batch.support)
+        means = state_map(
+            lambda t: (weights @ t.flatten(2)).view(*weights.shape[:2], *t.shape[2:]), support
+        )
+        query = method.encode_episodes(batch.query)
+        labels = torch.arange(batch.way).expand(batch.batch_size, -1)
+        by_means = method.match(means, labels, query, batch.way).logits
+    _close(_logits(method, batch), by_means, "logits from support class means differ")
+
+
 CONTRACT_CHECKS: dict[str, Callable[[str], None]] = {
     "shapes": check_shapes,
     "eval_determinism": check_eval_determinism,
@@ -250,6 +269,7 @@ CONTRACT_CHECKS: dict[str, Callable[[str], None]] = {
     "gradients_reach_parameters": check_gradients_reach_parameters,
     "zero_features": check_zero_features,
     "pairwise_logits": check_pairwise_logits,
+    "support_means": check_support_means,
 }
 
 

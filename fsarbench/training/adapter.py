@@ -67,6 +67,10 @@ class AdaptedMethod(FewShotMethod):
     def match(self, support, support_labels, query, way, **kw) -> MethodOutput:
         return self.inner.match(support, support_labels, query, way, **kw)
 
+    @property
+    def support_means(self) -> bool:
+        return self.inner.support_means
+
     def pairwise(self, shot: int) -> bool:
         return self.inner.pairwise(shot)
 
