@@ -211,12 +211,13 @@ class _EpisodeRange:
 
     def __init__(self, pools, classes, spec, n):
         self.pools, self.classes, self.spec, self.n = pools, classes, spec, n
+        self.key = spec.key()
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int):
-        return make_episode(self.pools, self.classes, self.spec, i)
+        return make_episode(self.pools, self.classes, self.spec, i, self.key)
 
 
 def make_manifest(
