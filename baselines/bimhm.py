@@ -32,8 +32,9 @@ def bimhm_distance(query_unit: Tensor, support_unit: Tensor) -> Tensor:
     Returns:
         ``[B, Nq, S]``: ``Σ_ts min_tq d + Σ_tq min_ts d`` with ``d = 1 - cos``.
     """
-    d = 1.0 - frame_dots(query_unit, support_unit)  # [B, Nq, Tq, S, Ts]
-    return d.amin(2).sum(-1) + d.amin(-1).sum(2)
+    cos = frame_dots(query_unit, support_unit)  # [B, Nq, Tq, S, Ts]
+    frames = cos.shape[2] + cos.shape[4]  # Σ_ts min_tq (1 - cos) = Ts - Σ_ts max_tq cos, ...
+    return frames - (cos.amax(2).sum(-1) + cos.amax(-1).sum(2))
 
 
 class BiMHM(FewShotMethod):

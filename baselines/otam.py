@@ -4,8 +4,10 @@ No official code exists; every published number comes from ``OTAM_cum_dist`` of 
 library (github.com/tobyperrett/few-shot-action-recognition ``model.py``), which this head
 follows: cosine with 0.01 added to its denominator, zero-padded columns, a plain running sum
 on row 0, soft-min elsewhere, both directions summed, class distance = mean over the class's
-support videos. The soft-min is computed stably (log-sum-exp), so it stays finite where the
-reference float32 formula underflows to ``+inf``; elsewhere both agree.
+support videos. The recursion runs in shifted exponential units (sums and products, no
+``exp``/``log`` per cell) for every pair where that provably stays in the normal float range,
+and as a stable log-sum-exp for the rest: it stays finite where the reference float32 formula
+underflows to ``+inf``; elsewhere both agree.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _lse2(a: Tensor, b: Tensor) -> Tensor:
     return top + torch.log(torch.exp(torch.minimum(a, b) - top) + 1.0)
 
 
-def _neg_scaled_dp(nd: Tensor) -> Tensor:
+def _log_dp(nd: Tensor) -> Tensor:
     """The OTAM recursion in negated, ``1/λ``-scaled units.
 
     With ``n = -C/λ`` and ``nd = -d/λ`` the soft-min ``-λ log Σ exp(-x/λ)`` becomes a
@@ -65,11 +67,94 @@ def _neg_scaled_dp(nd: Tensor) -> Tensor:
     return torch.logsumexp(col + weight, dim=0)
 
 
-def _neg_scaled(d: Tensor, lam: float) -> Tensor:
-    """``-d/λ``, after checking that λ is positive."""
+def _check_lam(lam: float) -> None:
     if lam <= 0:
         raise ValueError(f"OTAM needs a positive soft-min temperature lam, got {lam}")
-    return d * (-1.0 / lam)
+
+
+def _exp_dp(w: Tensor, sigma: Tensor) -> Tensor:
+    """The OTAM recursion in shifted exponential units: sums and products only.
+
+    With a per-pair shift ``δ`` (the grid's minimum distance), ``w = exp((δ - d)/λ) <= 1``,
+    ``σ = exp(-δ/λ)`` and ``G[l, m] = exp(-C[l, m]/λ) / σ^(m+1)``, the soft-min becomes a sum:
+    ``G[l, m] = w[l, m] (G[l-1, m-1] + G[l, m-1])``; row 0 is a product (the running sum);
+    column 1's free start (``C[·, 0] = 0``) enters as ``2`` in absolute units, ``2/σ`` after
+    scaling, i.e. ``G[l, 1] = w (2 + σ G[l-1, 1])``; the right pad unrolls as in
+    :func:`_log_dp`. No ``exp``/``log`` per cell, but no protection against under/overflow:
+    :func:`_exp_dp_safe` decides per pair whether this path is exact.
+
+    Args:
+        w: ``[L, M, P]`` shifted weights in ``(0, 1]``.
+        sigma: ``[P]`` scale ``exp(-δ/λ)``.
+
+    Returns:
+        ``[P]``, ``exp(-C[L-1, M+1]/λ) / σ^M``.
+    """
+    rows, cols = w.shape[:2]
+    first = [w[0, 0]]
+    for l in range(1, rows):
+        first.append(w[l, 0] * (2.0 + sigma * first[-1]))
+    col = torch.stack(first)  # [L, P]
+    for m in range(1, cols):
+        step = col.clone()
+        step[1:] += col[:-1]  # diagonal + horizontal predecessors; row 0: horizontal only
+        col = w[:, m] * step
+    return 2.0 * col[:-1].sum(0) + col[-1]
+
+
+def _exact_in_exp_units(d: Tensor, shift: Tensor, lam: float, transposed: bool) -> Tensor:
+    """``[P]`` mask: pairs whose :func:`_exp_dp` intermediates are all normal floats.
+
+    Every intermediate is at least ``Π_m min_l w[l, m] = exp(-Σ_m (max_l d[l, m] - δ)/λ)``
+    and at most ``2L · 2^(M-1) · max(1, σ)^(L-1)``. Where both stay inside the dtype's normal
+    range, the recursion is a chain of sums and products of positive normal numbers: each
+    result carries only relative rounding error, as in the log-sum-exp form.
+
+    Args:
+        d: ``[P, L, M]`` distances; ``shift``: ``[P]`` their minimum per pair.
+        transposed: check the recursion over ``dᵀ`` (rows and columns swapped).
+    """
+    rows, cols = (d.shape[2], d.shape[1]) if transposed else d.shape[1:]
+    info = torch.finfo(d.dtype)
+    col_max = d.amax(2) if transposed else d.amax(1)  # [P, cols]
+    low = (col_max.sum(1) - cols * shift) / lam  # -log of the smallest possible value
+    high = (rows - 1) * torch.clamp(-shift, min=0) / lam  # log of the largest, less constants
+    high_budget = math.log(info.max) - math.log(2 * rows) - (cols - 1) * math.log(2.0) - 1.0
+    return (low <= -math.log(info.tiny) - 1.0) & (high <= high_budget)
+
+
+def _costs(d: Tensor, lam: float, directions: tuple[bool, ...]) -> Tensor:
+    """``C[L-1, M+1]`` of every grid of ``d [P, L, M]``, per direction: ``[len(directions), P]``.
+
+    ``directions`` lists, per output row, whether to align ``dᵀ`` instead of ``d``. Both
+    directions share one ``exp`` per cell. Sums and products in shifted exponential units
+    (:func:`_exp_dp`) where that is exact (:func:`_exact_in_exp_units`; every pair of typical
+    cosine distances at λ = 0.1), the stable log-sum-exp recursion (:func:`_log_dp`) for the
+    rest. Half precision is computed in float32.
+    """
+    work = d.float() if d.dtype in (torch.float16, torch.bfloat16) else d
+    n = len(directions)
+    shift = work.detach().amin((1, 2))  # [P]; any shift is exact: it cancels below
+    ok = _exact_in_exp_units(work.detach(), shift, lam, directions[0])
+    for t in directions[1:]:
+        ok &= _exact_in_exp_units(work.detach(), shift, lam, t)
+    all_ok = bool(ok.all())
+    safe = work if all_ok else torch.where(ok[:, None, None], work, shift[:, None, None])
+    w = torch.exp((shift[:, None, None] - safe) * (1.0 / lam))  # [P, L, M], keeps unused finite
+    grids = pairs_last(torch.stack([w.transpose(1, 2) if t else w for t in directions], 1))
+    sigma = torch.exp(shift * (-1.0 / lam)).repeat_interleave(n)
+    cols = [d.shape[1] if t else d.shape[2] for t in directions]  # columns of each grid
+    total = _exp_dp(grids, sigma).view(-1, n).T  # [n, P]
+    fast = torch.stack([c * shift for c in cols]) - lam * torch.log(total)
+    if not all_ok:
+        bad = (~ok).nonzero().squeeze(1)
+        sub = work[bad]
+        slow = [
+            -lam * _log_dp(pairs_last(sub.transpose(1, 2) if t else sub) * (-1.0 / lam))
+            for t in directions
+        ]
+        fast = fast.T.index_put((bad,), torch.stack(slow, 1)).T
+    return fast.to(d.dtype)
 
 
 def otam_distance(d: Tensor, lam: float = 0.1) -> Tensor:
@@ -82,12 +167,13 @@ def otam_distance(d: Tensor, lam: float = 0.1) -> Tensor:
     Returns:
         ``[...]``, ``C[L-1, M+1]`` of the padded soft-min recursion.
     """
-    lead = d.shape[:-2]
-    return _neg_scaled_dp(pairs_last(_neg_scaled(d, lam))).reshape(lead) * (-lam)
+    _check_lam(lam)
+    flat = d.reshape(-1, *d.shape[-2:])
+    return _costs(flat, lam, (False,))[0].reshape(d.shape[:-2])
 
 
 def bidirectional_otam(d: Tensor, lam: float = 0.1) -> Tensor:
-    """``otam(d) + otam(dᵀ)`` (summed, no ½), as one batched recursion when ``L == M``.
+    """``otam(d) + otam(dᵀ)`` (summed, no ½), both in one batched recursion when ``L == M``.
 
     Args:
         d: ``[..., L, M]`` frame distances.
@@ -97,10 +183,9 @@ def bidirectional_otam(d: Tensor, lam: float = 0.1) -> Tensor:
     """
     if d.shape[-1] != d.shape[-2]:
         return otam_distance(d, lam) + otam_distance(d.transpose(-1, -2), lam)
-    nd = _neg_scaled(d, lam)
-    both = pairs_last(torch.stack([nd, nd.transpose(-1, -2)]))  # [L, L, 2P]
-    out = _neg_scaled_dp(both).view(2, *d.shape[:-2])
-    return (out[0] + out[1]) * (-lam)
+    _check_lam(lam)
+    out = _costs(d.reshape(-1, *d.shape[-2:]), lam, (False, True))
+    return (out[0] + out[1]).reshape(d.shape[:-2])
 
 
 def otam_cosine_distance(query: dict, support: dict, eps: float) -> Tensor:

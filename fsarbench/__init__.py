@@ -8,6 +8,7 @@ Public API (stable names)::
     fb.make_manifest(...), fb.evaluate(method, features, manifest)
 """
 
+from fsarbench import _env  # noqa: F401  (first: before torch allocates)
 from fsarbench.config import ConfigError, build_config, load_config
 from fsarbench.episodes import EpisodeSpec, Manifest, ManifestError, make_manifest
 from fsarbench.evaluate import EvalResult, evaluate

@@ -102,18 +102,20 @@ def encode_videos(
     store: FeatureStore,
     indices: np.ndarray,
     *,
-    chunk: int = 512,
+    chunk: int = 4096,
     device: torch.device | None = None,
     autocast: bool = False,
 ) -> State:
-    """Encode videos ``indices [n]`` of ``store`` into one state leading with ``n``."""
+    """Encode videos ``indices [n]`` of ``store``, ``chunk`` per ``encode`` call, into one
+    state leading with ``n``. One chunk is returned as the method made it (with an in-memory
+    store and a parameter-free encode, a view of the features: no copy of the pool)."""
     device = device or device_of(method)
     parts = []
     for start in range(0, len(indices), chunk):
         feats = store.get(indices[start : start + chunk]).to(device)
         with _autocast(device, autocast):
             parts.append(method.encode(feats))
-    return state_cat(parts)
+    return parts[0] if len(parts) == 1 else state_cat(parts)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -179,7 +181,7 @@ def evaluate(
     *,
     batch_episodes: int = 500,
     max_batch_bytes: int | None = None,
-    encode_chunk: int = 512,
+    encode_chunk: int = 4096,
     interval: str = "normal",
     device: torch.device | str | None = None,
     autocast: bool = False,
@@ -214,7 +216,8 @@ def evaluate(
     budget = max_batch_bytes or default_batch_bytes(device)
     batch_episodes = fit_batch(state, len(unique), manifest, batch_episodes, budget)
     partial_path = Path(partial_path) if partial_path is not None else None
-    tag = f"{manifest.hash}:{getattr(method, 'method_name', type(method).__name__)}"
+    manifest_hash = manifest.hash  # canonical JSON of every episode: computed once
+    tag = f"{manifest_hash}:{getattr(method, 'method_name', type(method).__name__)}"
     predicted = load_partial_predictions(partial_path, manifest, tag)
     if predicted is None:
         predicted = np.full((e, nq), -1, dtype=np.int64)
@@ -240,7 +243,8 @@ def evaluate(
     finally:
         bar.close()
     save_partial_predictions(partial_path, predicted, tag)
-    return summarise_predictions(predicted, manifest, interval, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return summarise_predictions(predicted, manifest, interval, seconds, manifest_hash)
 
 
 def make_predictor(
@@ -319,7 +323,11 @@ def match_batch(
 
 
 def summarise_predictions(
-    predicted: np.ndarray, manifest: Manifest, interval: str, seconds: float
+    predicted: np.ndarray,
+    manifest: Manifest,
+    interval: str,
+    seconds: float,
+    manifest_hash: str | None = None,
 ) -> EvalResult:
     e, nq = predicted.shape
     true = np.ascontiguousarray(manifest.query_labels)
@@ -350,6 +358,6 @@ def summarise_predictions(
         records=records,
         per_class_accuracy=per_class,
         interval=interval,
-        manifest_hash=manifest.hash,
+        manifest_hash=manifest_hash or manifest.hash,
         seconds=seconds,
     )

@@ -167,3 +167,49 @@ def test_negative_and_large_distances_match_literal() -> None:
 def test_negative_eps_is_rejected() -> None:
     with pytest.raises(ValueError, match="eps must be >= 0"):
         _otam(eps=-0.1)
+
+
+def _log_domain(d: torch.Tensor, lam: float) -> torch.Tensor:
+    """The stable log-sum-exp recursion alone, over ``d [P, L, M]``."""
+    from fsarbench_baselines._similarity import pairs_last
+    from fsarbench_baselines.otam import _log_dp
+
+    return -lam * _log_dp(pairs_last(d) * (-1.0 / lam))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pairs_outside_exp_range_take_the_log_path_and_agree(dtype) -> None:
+    # Pairs whose distances span more than the dtype's exp range (tiny λ, wide grids) cannot
+    # use the sums-and-products path; a batch mixing them with ordinary pairs must give each
+    # pair the log-domain value, with gradients.
+    from fsarbench_baselines.otam import _exact_in_exp_units
+
+    lam = 0.004 if dtype == torch.float32 else 0.0005
+    g = torch.Generator().manual_seed(7)
+    d = 0.02 * torch.rand(6, 5, 5, generator=g, dtype=dtype)
+    d[::2] = 2 * torch.rand(3, 5, 5, generator=g, dtype=dtype)  # wide: outside the range
+    shift = d.amin((1, 2))
+    ok = _exact_in_exp_units(d, shift, lam, False)
+    assert ok.tolist() == [False, True] * 3
+    d.requires_grad_()
+    fast = bidirectional_otam(d, lam)
+    slow = _log_domain(d, lam) + _log_domain(d.transpose(1, 2), lam)
+    _close(fast.detach(), slow.detach(), rtol=1e-5 if dtype == torch.float32 else 1e-12)
+    grads = [torch.autograd.grad(v.sum(), d)[0] for v in (fast, slow)]
+    assert torch.isfinite(grads[0]).all()
+    _close(*grads, rtol=1e-4 if dtype == torch.float32 else 1e-10)
+
+
+def test_exp_path_agrees_with_log_path_in_float32() -> None:
+    g = torch.Generator().manual_seed(8)
+    d = 0.4 + 0.5 * torch.rand(256, 8, 8, generator=g)  # cosine-distance-like, λ = 0.1
+    fast = otam_distance(d, 0.1)
+    torch.testing.assert_close(fast, _log_domain(d, 0.1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fast.double(), _log_domain(d.double(), 0.1), rtol=1e-6, atol=1e-6)
+
+
+def test_half_precision_distances_are_aligned_in_float32() -> None:
+    d = 0.5 * torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(9))
+    half = otam_distance(d.half(), 0.1)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), otam_distance(d.half().float(), 0.1).half().float())

@@ -56,13 +56,30 @@ class InMemoryFeatureStore:
         return int(self.features.shape[1]) if self.features.dim() == 4 else 1
 
     def get(self, indices: np.ndarray | Tensor, views: np.ndarray | Tensor | None = None) -> Tensor:
+        """Features of ``indices``; a read-only view (no copy) when they are a run of
+        consecutive float32 videos, as when a whole test pool is encoded."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        run = _consecutive_run(idx)
+        if run is not None and self.features.dim() == 3 and self.features.dtype == torch.float32:
+            return self.features[run[0] : run[1]]
         if self.features.dim() == 3:
             out = self.features.index_select(0, idx)
         else:
             v = torch.zeros_like(idx) if views is None else torch.as_tensor(np.asarray(views))
             out = self.features[idx, v.long()]
         return out.float()
+
+
+def _consecutive_run(idx: Tensor) -> tuple[int, int] | None:
+    """``(first, stop)`` when ``idx`` is ``first, first+1, ..., stop-1``, else ``None``."""
+    if idx.dim() != 1 or idx.numel() == 0:
+        return None
+    first, last = int(idx[0]), int(idx[-1])
+    if last - first + 1 != idx.numel() or first < 0:
+        return None
+    if not bool((idx == torch.arange(first, last + 1)).all()):
+        return None
+    return first, last + 1
 
 
 def as_feature_store(features: Tensor | FeatureStore) -> FeatureStore:
