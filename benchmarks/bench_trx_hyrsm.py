@@ -92,7 +92,9 @@ def _row(name: str, shot: int, episodes: int, features: torch.Tensor, work: Work
     t0 = time.perf_counter()
     state = encode_videos(method, store, unique)
     encode_s = time.perf_counter() - t0
-    batch = fit_batch(state, len(unique), manifest, 500, default_batch_bytes(device))
+    batch = fit_batch(
+        state, len(unique), manifest, 500, default_batch_bytes(device), method.support_means
+    )
     predict = make_predictor(method, state, position, manifest, device, False)
     t0 = time.perf_counter()
     predicted = np.concatenate(

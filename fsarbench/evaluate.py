@@ -132,10 +132,19 @@ def default_batch_bytes(device: torch.device) -> int:
     return (1 << 30) if torch.device(device).type == "cuda" else (64 << 20)
 
 
-def fit_batch(state: State, n_videos: int, manifest: Manifest, wanted: int, budget: int) -> int:
-    """Episodes per batch whose gathered support+query states fit in ``budget`` bytes."""
+def fit_batch(
+    state: State,
+    n_videos: int,
+    manifest: Manifest,
+    wanted: int,
+    budget: int,
+    support_means: bool = False,
+) -> int:
+    """Episodes per batch whose gathered support+query states fit in ``budget`` bytes
+    (with ``support_means``, a batch holds one class mean per label, not every support)."""
     per_video = sum(t.element_size() * t.numel() for t in state_leaves(state)) / max(1, n_videos)
-    slots = manifest.support.shape[1] + manifest.query.shape[1]
+    support_slots = manifest.way if support_means else manifest.support.shape[1]
+    slots = support_slots + manifest.query.shape[1]
     return int(max(1, min(wanted, budget // max(1.0, per_video * slots))))
 
 
@@ -214,7 +223,9 @@ def evaluate(
 
     e, nq = manifest.query.shape
     budget = max_batch_bytes or default_batch_bytes(device)
-    batch_episodes = fit_batch(state, len(unique), manifest, batch_episodes, budget)
+    batch_episodes = fit_batch(
+        state, len(unique), manifest, batch_episodes, budget, method.support_means
+    )
     partial_path = Path(partial_path) if partial_path is not None else None
     manifest_hash = manifest.hash  # canonical JSON of every episode: computed once
     tag = f"{manifest_hash}:{getattr(method, 'method_name', type(method).__name__)}"

@@ -115,3 +115,46 @@ def test_store_too_small_is_an_error():
             m,
             progress=False,
         )
+
+
+def test_batches_of_class_mean_heads_count_one_support_slot_per_class():
+    from fsarbench.evaluate import fit_batch
+
+    pool = np.repeat(np.arange(10), 8)
+    m = fb.make_manifest(pool, way=5, shot=5, queries=1, episodes=50, seed=0)
+    state = torch.zeros(len(pool), 8, 16)  # 512 bytes per video
+    budget = 512 * 30 * 4  # four episodes of 25 support + 5 query videos
+    assert fit_batch(state, len(pool), m, 500, budget) == 4
+    assert fit_batch(state, len(pool), m, 500, budget, support_means=True) == 12  # 5 + 5 slots
+    assert fit_batch(state, len(pool), m, 3, budget, support_means=True) == 3
+
+
+def test_pool_encoded_from_a_view_leaves_features_untouched_and_matches_copies():
+    pool = np.repeat(np.arange(6), 5)
+    feats = separable_features(pool, noise=0.5)
+    before = feats.clone()
+    m = fb.make_manifest(pool, way=3, shot=2, episodes=40, seed=1)
+    method = fb.create_method("bimhm", feature_dim=16, seq_len=4)
+    whole = fb.evaluate(method, feats, m, progress=False)
+    chunked = fb.evaluate(method, feats, m, progress=False, encode_chunk=7)
+    assert torch.equal(feats, before)
+    np.testing.assert_array_equal(
+        whole.records["predicted_label"], chunked.records["predicted_label"]
+    )
+
+
+@pytest.mark.parametrize(
+    "indices, view",
+    [([2, 3, 4], True), ([0], True), ([2, 4, 3], False), ([1, 1], False), ([], False)],
+)
+def test_in_memory_store_returns_views_for_runs_of_consecutive_videos(indices, view):
+    feats = torch.rand(6, 4, 8)
+    store = fb.InMemoryFeatureStore(feats)
+    got = store.get(np.array(indices, dtype=np.int64))
+    assert torch.equal(got, feats[torch.as_tensor(indices, dtype=torch.long)])
+    shares = (
+        got.numel() > 0 and got.untyped_storage().data_ptr() == feats.untyped_storage().data_ptr()
+    )
+    assert shares == view
+    half = fb.InMemoryFeatureStore(feats.half()).get(np.arange(3))
+    assert half.dtype == torch.float32  # other dtypes are converted, never viewed

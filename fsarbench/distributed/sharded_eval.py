@@ -106,7 +106,9 @@ def evaluate_sharded(
         method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
     )
     budget = max_batch_bytes or default_batch_bytes(device)
-    batch_episodes = fit_batch(state, len(unique), manifest, batch_episodes, budget)
+    batch_episodes = fit_batch(
+        state, len(unique), manifest, batch_episodes, budget, method.support_means
+    )
     predicted = _match_shard(
         method,
         state,
