@@ -27,7 +27,14 @@ from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod
 from fsarbench.pairs import pair_table, table_logits, use_pair_table
 from fsarbench.progress import progress_bar
-from fsarbench.state import State, state_cat, state_class_means, state_gather, state_leaves
+from fsarbench.state import (
+    State,
+    state_cat,
+    state_class_means,
+    state_gather,
+    state_leaves,
+    state_map,
+)
 from fsarbench.stats.intervals import INTERVALS, mean_and_halfwidth
 
 __all__ = [
@@ -115,7 +122,11 @@ def encode_videos(
         feats = store.get(indices[start : start + chunk]).to(device)
         with _autocast(device, autocast):
             parts.append(method.encode(feats))
-    return parts[0] if len(parts) == 1 else state_cat(parts)
+    if len(parts) > 1:
+        return state_cat(parts)
+    # Every later gather or class mean reads whole rows of these tensors: a strided leaf (an
+    # einsum or unbind output) would be copied whole at each batch instead of once here.
+    return state_map(Tensor.contiguous, parts[0])
 
 
 def _autocast(device: torch.device, enabled: bool):

@@ -158,3 +158,20 @@ def test_in_memory_store_returns_views_for_runs_of_consecutive_videos(indices, v
     assert shares == view
     half = fb.InMemoryFeatureStore(feats.half()).get(np.arange(3))
     assert half.dtype == torch.float32  # other dtypes are converted, never viewed
+
+
+def test_encoded_pool_states_are_contiguous():
+    # HyRSM's token projections come out of einsum/unbind as strided views; gathering or
+    # averaging them per batch would copy the whole pool each time.
+    from fsarbench.evaluate import encode_videos
+    from fsarbench.state import state_leaves
+
+    method = fb.create_method("hyrsm", feature_dim=16, seq_len=4).eval()
+    feats = torch.rand(12, 4, 16)
+    raw = method.encode(feats)
+    assert not all(t.is_contiguous() for t in state_leaves(raw))  # what the head makes
+    for chunk in (4096, 5):
+        state = encode_videos(method, fb.InMemoryFeatureStore(feats), np.arange(12), chunk=chunk)
+        assert all(t.is_contiguous() for t in state_leaves(state))
+        for a, b in zip(state_leaves(state), state_leaves(raw)):
+            torch.testing.assert_close(a, b)
