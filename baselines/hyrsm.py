@@ -207,6 +207,16 @@ class HyRSM(FewShotMethod):
     per-query inter-relation set attention, fusion, and Bi-MHM (logits = ``-`` distance)."""
 
     support_means = True  # prototypes are class means of the per-video states
+    # The reference configs (HEADS.md): Kinetics uses POSITION_A/B = 2048/0.01, and the
+    # auxiliary loss weight USE_CLASSIFICATION_VALUE differs per dataset.
+    dataset_presets = {
+        "kinetics100": {"position_a": 2048.0, "position_b": 0.01, "lambda_cls": 0.4},
+        "kinetics100-hyrsm": {"position_a": 2048.0, "position_b": 0.01, "lambda_cls": 0.4},
+        "ssv2-full": {"lambda_cls": 0.6},
+        "ssv2-small": {"lambda_cls": 0.15},
+        "hmdb51": {"lambda_cls": 0.15},
+        "ucf101": {"lambda_cls": 0.15},
+    }
 
     @dataclass
     class Config:

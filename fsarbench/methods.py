@@ -7,7 +7,7 @@ evaluation over thousands of episodes encodes every unique video once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -147,6 +147,10 @@ class FewShotMethod(nn.Module):
     #: those means, computed straight from the encoded pool, as a support of ``way`` videos
     #: labelled ``0..way-1`` instead of gathering every support video (HyRSM, ProtoNet).
     support_means: ClassVar[bool] = False
+    #: The reference's hyper-parameters per dataset name (``"kinetics100"``, ``"ssv2-full"``,
+    #: ...), applied by ``create_method(..., dataset=...)`` over the ``Config`` defaults and
+    #: under a registered name's presets and the caller's values. Checked at registration.
+    dataset_presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(
         self,

@@ -72,6 +72,8 @@ def _add(
     if not (inspect.isclass(cls) and issubclass(cls, FewShotMethod)):
         raise TypeError(f"method {name!r} must be a FewShotMethod subclass, got {cls!r}")
     build_config(cls.Config, presets, where=f"presets of {name!r}")  # fail early on typos
+    for dataset, values in cls.dataset_presets.items():
+        build_config(cls.Config, dict(values), where=f"{cls.__name__}.dataset_presets[{dataset!r}]")
     old = _REGISTRY.get(name)
     if old is not None and (old.cls is not cls or old.presets != presets):
         raise ValueError(f"method name {name!r} is already registered by {old.cls.__module__}")
@@ -130,15 +132,19 @@ def create_method(
     feature_dim: int,
     seq_len: int,
     num_train_classes: int | None = None,
+    dataset: str | None = None,
     **hparams: Any,
 ) -> FewShotMethod:
     """Build method ``name`` for ``[T=seq_len, D=feature_dim]`` features.
 
-    Unknown hyper-parameters raise :class:`~fsarbench.config.ConfigError` naming the nearest
-    valid one.
+    Hyper-parameters, later winning: the ``Config`` defaults; the class's
+    ``dataset_presets[dataset]`` (the reference's per-dataset settings, e.g. HyRSM's Kinetics
+    positional encoder); the presets of this registered name; ``hparams``. Unknown
+    hyper-parameters raise :class:`~fsarbench.config.ConfigError` naming the nearest valid one.
     """
     entry = method_info(name)
-    values = {**entry.presets, **hparams}
+    per_dataset = entry.cls.dataset_presets.get(dataset, {}) if dataset else {}
+    values = {**per_dataset, **entry.presets, **hparams}
     try:
         config = build_config(entry.cls.Config, values, where=f"method {name!r}")
     except ConfigError:

@@ -71,6 +71,70 @@ def test_presets_with_typos_fail_at_registration(clean_registry):
         fb.register_method("bad-preset", lamda=1)(M)
 
 
+def test_dataset_presets_sit_between_defaults_and_name_presets(clean_registry):
+    @fb.register_method("test-per-dataset")
+    @fb.register_method("test-per-dataset-hot", temperature=9.0)
+    class PerDataset(fb.FewShotMethod):
+        """A test method."""
+
+        dataset_presets = {"kinetics100": {"temperature": 3.0}}
+
+        @dataclass
+        class Config:
+            temperature: float = 1.0
+            margin: float = 0.0
+
+    def temp(name, **kw):
+        return fb.create_method(name, feature_dim=4, seq_len=2, **kw).config.temperature
+
+    assert temp("test-per-dataset") == 1.0
+    assert temp("test-per-dataset", dataset="ucf101") == 1.0
+    assert temp("test-per-dataset", dataset="kinetics100") == 3.0
+    assert temp("test-per-dataset", dataset="kinetics100", temperature=5.0) == 5.0
+    assert temp("test-per-dataset-hot", dataset="kinetics100") == 9.0
+
+
+def test_dataset_presets_with_typos_fail_at_registration(clean_registry):
+    class M(fb.FewShotMethod):
+        dataset_presets = {"hmdb51": {"lamda": 1}}
+
+        @dataclass
+        class Config:
+            lam: float = 0.1
+
+    with pytest.raises(fb.ConfigError, match="unknown key 'lamda'"):
+        fb.register_method("bad-dataset-preset")(M)
+
+
+@pytest.mark.parametrize(
+    "dataset, expect",
+    [
+        ("kinetics100", (2048.0, 0.01, 0.4)),
+        ("ssv2-full", (10.0, 1.0, 0.6)),
+        ("hmdb51", (10.0, 1.0, 0.15)),
+        ("synth", (10.0, 1.0, 0.15)),
+    ],
+)
+def test_hyrsm_takes_the_reference_config_of_each_dataset(dataset, expect):
+    cfg = fb.create_method("hyrsm", feature_dim=16, seq_len=4, dataset=dataset).config
+    assert (cfg.position_a, cfg.position_b, cfg.lambda_cls) == expect
+
+
+def test_runner_builds_methods_with_their_dataset_presets():
+    from types import SimpleNamespace
+
+    from fsarbench.experiments.runner import build_method
+
+    feats = SimpleNamespace(
+        name="kinetics100",
+        feature_shape=(4, 16),
+        splits={"train": SimpleNamespace(num_classes=64)},
+    )
+    recipe = SimpleNamespace(adapter="none")
+    method = build_method("hyrsm", {"lambda_cls": 0.5}, feats, recipe, seed=0)
+    assert method.hparams["position_a"] == 2048.0 and method.hparams["lambda_cls"] == 0.5
+
+
 def test_entry_points_register_baselines():
     entry = fb.method_info("protonet")
     assert entry.source.startswith("entry point")

@@ -44,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", choices=["normal", "t"], default="normal")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
-    p.add_argument("--dataset", default="custom", help="dataset name recorded with the result")
+    p.add_argument(
+        "--dataset",
+        default="custom",
+        help="dataset name recorded with the result; it also selects the method's "
+        "per-dataset reference presets (e.g. HyRSM on kinetics100)",
+    )
     p.add_argument("--out", default=None, help="results folder for the record")
     p.set_defaults(func=run)
 
@@ -67,6 +72,7 @@ def build_method(args: argparse.Namespace, feature_shape: tuple[int, int]) -> Fe
         feature_dim=d,
         seq_len=t,
         num_train_classes=args.num_train_classes,
+        dataset=args.dataset,
         **json.loads(args.hparams),
     )
     if not args.checkpoint:

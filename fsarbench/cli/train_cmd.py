@@ -137,6 +137,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
             seed=args.seed,
             num_train_classes=splits["train"].num_classes,
             hparams=hparams,
+            dataset=args.dataset,
         )
         if is_main():
             print(

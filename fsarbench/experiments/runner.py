@@ -78,6 +78,7 @@ def build_method(
         feature_dim=d,
         seq_len=t,
         num_train_classes=feats.splits["train"].num_classes,
+        dataset=feats.name,
         **hparams,
     )
     if recipe.adapter == "linear_ln":

@@ -113,9 +113,11 @@ def build_video_method(
     seed: int = 0,
     num_train_classes: int | None = None,
     hparams: dict[str, Any] | None = None,
+    dataset: str | None = None,
 ) -> VideoMethod:
     """``create_backbone(options.backbone)`` in front of registered head ``method``, both
-    drawn from ``seed``, on ``device``; every rank then holds rank 0's initial weights."""
+    drawn from ``seed``, on ``device`` (with the head's presets for ``dataset``); every rank
+    then holds rank 0's initial weights."""
     from fsarbench.features.backbones import create_backbone
     from fsarbench.registry import create_method
 
@@ -126,6 +128,7 @@ def build_video_method(
         feature_dim=backbone.feature_dim,
         seq_len=options.frames,
         num_train_classes=num_train_classes,
+        dataset=dataset,
         **(hparams or {}),
     )
     precision = select_precision(device, amp=options.amp, channels_last=options.channels_last)
