@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fsarbench import FewShotMethod, MethodOutput
@@ -32,9 +31,30 @@ def bimhm_distance(query_unit: Tensor, support_unit: Tensor) -> Tensor:
     Returns:
         ``[B, Nq, S]``: ``Σ_ts min_tq d + Σ_tq min_ts d`` with ``d = 1 - cos``.
     """
-    cos = frame_dots(query_unit, support_unit)  # [B, Nq, Tq, S, Ts]
-    frames = cos.shape[2] + cos.shape[4]  # Σ_ts min_tq (1 - cos) = Ts - Σ_ts max_tq cos, ...
+    return _distance_from_cosines(frame_dots(query_unit, support_unit))
+
+
+def _distance_from_cosines(cos: Tensor) -> Tensor:
+    """``[B, Nq, Tq, S, Ts]`` cosines -> ``[B, Nq, S]`` Bi-MHM.
+
+    ``Σ_ts min_tq (1 - cos) = Ts - Σ_ts max_tq cos``, and the same the other way round.
+    """
+    frames = cos.shape[2] + cos.shape[4]
     return frames - (cos.amax(2).sum(-1) + cos.amax(-1).sum(2))
+
+
+def _with_inverse_norms(frames: Tensor) -> dict[str, Tensor]:
+    """``[..., T, D]`` -> ``{"frames": the frames, "inv_norm": [..., T]}`` with
+    ``1 / max(|x|, 1e-12)``: ``F.normalize``'s scale, applied to the cosines later instead of
+    writing a normalised copy of every frame."""
+    norm = torch.linalg.vector_norm(frames, dim=-1).clamp_min(NORMALIZE_EPS)
+    return {"frames": frames, "inv_norm": norm.reciprocal()}
+
+
+def _state_cosines(query: dict[str, Tensor], support: dict[str, Tensor]) -> Tensor:
+    """Cosines ``[B, Nq, Tq, S, Ts]`` of frames stored with their inverse norms."""
+    dots = frame_dots(query["frames"], support["frames"])
+    return dots * query["inv_norm"][:, :, :, None, None] * support["inv_norm"][:, None, None]
 
 
 class BiMHM(FewShotMethod):
@@ -56,24 +76,24 @@ class BiMHM(FewShotMethod):
         """With prototypes, the support enters only through class means of raw frames."""
         return self.config.prototype
 
-    def encode(self, features: Tensor) -> Tensor:
-        """``[N, T, D]`` -> unit frames ``[N, T, D]`` (raw frames when ``prototype``:
-        a prototype is the mean of raw frames, normalised afterwards)."""
+    def encode(self, features: Tensor) -> Tensor | dict[str, Tensor]:
+        """``[N, T, D]`` -> ``{"frames": [N, T, D], "inv_norm": [N, T]}`` (the frames as
+        given and ``F.normalize``'s inverse scale); raw frames when ``prototype`` (a prototype
+        is the mean of raw frames, normalised afterwards)."""
         if self.config.prototype:
             return features
-        return F.normalize(features, dim=-1, eps=NORMALIZE_EPS)
+        return _with_inverse_norms(features)
 
     def match(self, support, support_labels, query, way, **_) -> MethodOutput:
-        """``support [B, Ns, T, D]``, ``query [B, Nq, T, D]`` -> logits ``[B, Nq, way]``."""
+        """Encoded ``support [B, Ns, ...]``, ``query [B, Nq, ...]`` -> logits ``[B, Nq, way]``."""
         if not self.config.prototype:
             scores = self.pair_logits(query, support)
             return MethodOutput(logits=class_mean(scores, support_labels, way))
         b, ns, t, dim = support.shape
         weights = one_hot_weights(support_labels, way, support.dtype)  # [B, way, Ns]
         protos = torch.bmm(weights, support.reshape(b, ns, t * dim)).view(b, way, t, dim)
-        unit = F.normalize(protos, dim=-1, eps=NORMALIZE_EPS)
-        q_unit = F.normalize(query, dim=-1, eps=NORMALIZE_EPS)
-        return MethodOutput(logits=-bimhm_distance(q_unit, unit))
+        cos = _state_cosines(_with_inverse_norms(query), _with_inverse_norms(protos))
+        return MethodOutput(logits=-_distance_from_cosines(cos))
 
     def pairwise(self, shot: int) -> bool:
         """Always without prototypes; with them only at 1-shot (the prototype is the video)."""
@@ -82,6 +102,5 @@ class BiMHM(FewShotMethod):
     def pair_logits(self, query: Tensor, support: Tensor) -> Tensor:
         """Minus Bi-MHM of every (query, support) pair: ``[B, Nq, Ns]``."""
         if self.config.prototype:
-            query = F.normalize(query, dim=-1, eps=NORMALIZE_EPS)
-            support = F.normalize(support, dim=-1, eps=NORMALIZE_EPS)
-        return -bimhm_distance(query, support)
+            query, support = _with_inverse_norms(query), _with_inverse_norms(support)
+        return -_distance_from_cosines(_state_cosines(query, support))

@@ -24,8 +24,9 @@ VIDEOS_PER_CLASS, CLASSES, T, D = 100, 24, 8, 2048
 WAY, EPISODES = 5, 10_000
 HEADS = ("protonet", "otam", "bimhm")
 SHOTS = (1, 5)
-BATCH_CANDIDATES = (8, 16, 32, 64)
+BATCH_CANDIDATES = (4, 8, 16, 32, 64)
 SWEEP_EPISODES = 500
+REPEATS = 2
 TARGETS = {("otam", 1): 3.0, ("otam", 5): 3.0, ("bimhm", 1): 1.0, ("bimhm", 5): 1.0}
 
 
@@ -93,7 +94,10 @@ def main(threads: int = 2) -> None:
         for head in HEADS:
             method = fb.create_method(head, feature_dim=D, seq_len=T).eval()
             batch = best_batch(method, features, manifest)
-            seconds, cpu, accuracy = timed_eval(method, features, manifest, batch)
+            # best of REPEATS full runs: on a shared VM the minimum is the least disturbed
+            seconds, cpu, accuracy = min(
+                timed_eval(method, features, manifest, batch) for _ in range(REPEATS)
+            )
             flops = similarity_flops(head, shot, EPISODES)
             plain = plain_matmul_gflops(flops, g)
             achieved = flops / seconds / 1e9
@@ -129,7 +133,7 @@ def main(threads: int = 2) -> None:
                 "head",
                 "shot",
                 "batch_episodes",
-                f"s / {EPISODES:,} eps",
+                f"s / {EPISODES:,} eps (best of {REPEATS})",
                 "floor s (GEMM at plain rate + gather)",
                 "target s",
                 "CPU s",
