@@ -131,3 +131,17 @@ def test_identical_video_gets_max_logit(seed, way, frames, target) -> None:
         ).logits
     assert int(logits[0, 0].argmax()) == target
     assert logits[0, 0, target].item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("prototype", [False, True])
+def test_frames_below_normalize_eps_follow_its_clamp(prototype) -> None:
+    # F.normalize divides by max(|x|, 1e-12): frames shorter than that are not made unit.
+    batch = random_episodes(way=3, shot=2, queries=1, frames=6, dim=16, seed=9)
+    support, query = batch.support.clone(), batch.query.clone()
+    support[:, :, ::2] *= 1e-14
+    query[:, :, 1::3] *= 1e-14
+    tiny = fb.EpisodeBatch(support, batch.support_labels, query, way=batch.way)
+    method = _bimhm(prototype=prototype)
+    with torch.no_grad():
+        fast = method(tiny).logits
+    _close(fast, bimhm_logits_literal(tiny, prototype=prototype))
