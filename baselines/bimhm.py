@@ -52,9 +52,18 @@ def _with_inverse_norms(frames: Tensor) -> dict[str, Tensor]:
 
 
 def _state_cosines(query: dict[str, Tensor], support: dict[str, Tensor]) -> Tensor:
-    """Cosines ``[B, Nq, Tq, S, Ts]`` of frames stored with their inverse norms."""
-    dots = frame_dots(query["frames"], support["frames"])
-    return dots * query["inv_norm"][:, :, :, None, None] * support["inv_norm"][:, None, None]
+    """Cosines ``[B, Nq, Tq, S, Ts]`` of frames stored with their inverse norms.
+
+    In half precision (half frames, or an autocast GEMM) raw dot products overflow once
+    ``|x||y|`` passes 65504, so the query frames are made unit first there."""
+    q_frames, q_inv = query["frames"], query["inv_norm"]
+    if q_frames.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(
+        q_frames.device.type
+    ):
+        q_frames = q_frames * q_inv.unsqueeze(-1)
+        return frame_dots(q_frames, support["frames"]) * support["inv_norm"][:, None, None]
+    dots = frame_dots(q_frames, support["frames"])
+    return dots * q_inv[:, :, :, None, None] * support["inv_norm"][:, None, None]
 
 
 class BiMHM(FewShotMethod):

@@ -81,7 +81,7 @@ def _exp_dp(w: Tensor, sigma: Tensor) -> Tensor:
     column 1's free start (``C[·, 0] = 0``) enters as ``2`` in absolute units, ``2/σ`` after
     scaling, i.e. ``G[l, 1] = w (2 + σ G[l-1, 1])``; the right pad unrolls as in
     :func:`_log_dp`. No ``exp``/``log`` per cell, but no protection against under/overflow:
-    :func:`_exp_dp_safe` decides per pair whether this path is exact.
+    :func:`_exact_in_exp_units` decides per pair whether this path is exact.
 
     Args:
         w: ``[L, M, P]`` shifted weights in ``(0, 1]``.
@@ -106,9 +106,10 @@ def _exact_in_exp_units(d: Tensor, shift: Tensor, lam: float, transposed: bool) 
     """``[P]`` mask: pairs whose :func:`_exp_dp` intermediates are all normal floats.
 
     Every intermediate is at least ``Π_m min_l w[l, m] = exp(-Σ_m (max_l d[l, m] - δ)/λ)``
-    and at most ``2L · 2^(M-1) · max(1, σ)^(L-1)``. Where both stay inside the dtype's normal
-    range, the recursion is a chain of sums and products of positive normal numbers: each
-    result carries only relative rounding error, as in the log-sum-exp form.
+    and at most ``2L · 2^(M-1) · max(1, σ)^(L-1)`` (the final sum ``2L`` times that). Where
+    both stay inside the dtype's normal range, the recursion is a chain of sums and products
+    of positive normal numbers: each result carries only relative rounding error, as in the
+    log-sum-exp form.
 
     Args:
         d: ``[P, L, M]`` distances; ``shift``: ``[P]`` their minimum per pair.
@@ -117,9 +118,10 @@ def _exact_in_exp_units(d: Tensor, shift: Tensor, lam: float, transposed: bool) 
     rows, cols = (d.shape[2], d.shape[1]) if transposed else d.shape[1:]
     info = torch.finfo(d.dtype)
     col_max = d.amax(2) if transposed else d.amax(1)  # [P, cols]
-    low = (col_max.sum(1) - cols * shift) / lam  # -log of the smallest possible value
+    low = (col_max - shift[:, None]).sum(1) / lam  # -log of the smallest possible value
     high = (rows - 1) * torch.clamp(-shift, min=0) / lam  # log of the largest, less constants
-    high_budget = math.log(info.max) - math.log(2 * rows) - (cols - 1) * math.log(2.0) - 1.0
+    # cells reach 2L·2^(M-1)·max(1, σ)^(L-1); the final 2Σ_{l<L-1} + last up to 2L times that
+    high_budget = math.log(info.max) - 2 * math.log(2 * rows) - (cols - 1) * math.log(2.0) - 1.0
     return (low <= -math.log(info.tiny) - 1.0) & (high <= high_budget)
 
 

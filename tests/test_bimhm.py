@@ -145,3 +145,18 @@ def test_frames_below_normalize_eps_follow_its_clamp(prototype) -> None:
     with torch.no_grad():
         fast = method(tiny).logits
     _close(fast, bimhm_logits_literal(tiny, prototype=prototype))
+
+
+def test_half_precision_large_frames_stay_finite() -> None:
+    # Raw dot products of frames with norms in the hundreds overflow float16 (65504).
+    batch = random_episodes(way=3, shot=2, queries=1, frames=6, dim=16, seed=4)
+    big = fb.EpisodeBatch(300 * batch.support, batch.support_labels, 300 * batch.query, way=3)
+    method = fb.create_method("bimhm", feature_dim=16, seq_len=6)
+    with torch.no_grad():
+        half_states = [method.encode(x.half()) for x in (big.support, big.query)]
+        half = method.pair_logits(half_states[1], half_states[0]).float()
+        ref = method.pair_logits(
+            method.encode(big.query.float()), method.encode(big.support.float())
+        )
+    assert torch.isfinite(half).all()
+    torch.testing.assert_close(half, ref, rtol=0, atol=0.05)

@@ -75,3 +75,31 @@ def test_module_entry_point():
         [sys.executable, "-m", "fsarbench", "--help"], capture_output=True, text=True, check=True
     )
     assert "few-shot action recognition" in out.stdout
+
+
+def test_eval_rebuilds_a_checkpoint_with_the_hyperparameters_it_was_trained_with(tmp_path):
+    # HyRSM's Kinetics positional encoder is not in its state dict: a checkpoint evaluated
+    # without its stored hyper-parameters would silently run with the defaults.
+    import argparse
+
+    from fsarbench.cli.eval_cmd import build_method
+
+    trained = fb.create_method("hyrsm", feature_dim=16, seq_len=4, dataset="kinetics100")
+    path = tmp_path / "best.pt"
+    torch.save(
+        {"method": trained.state_dict(), "recipe": {"adapter": "none"}, "hparams": trained.hparams},
+        path,
+    )
+
+    def build(hparams: str) -> fb.FewShotMethod:
+        args = argparse.Namespace(
+            method="hyrsm",
+            num_train_classes=None,
+            dataset="custom",
+            hparams=hparams,
+            checkpoint=str(path),
+        )
+        return build_method(args, (4, 16))
+
+    assert build("{}").hparams == trained.hparams
+    assert build('{"position_b": 0.5}').config.position_b == 0.5

@@ -175,3 +175,10 @@ def test_encoded_pool_states_are_contiguous():
         assert all(t.is_contiguous() for t in state_leaves(state))
         for a, b in zip(state_leaves(state), state_leaves(raw)):
             torch.testing.assert_close(a, b)
+
+
+def test_in_memory_store_rejects_runs_past_its_end():
+    store = fb.InMemoryFeatureStore(torch.rand(4, 2, 3))
+    for bad in ([3, 4], [5, 6]):
+        with pytest.raises(IndexError):
+            store.get(np.array(bad))

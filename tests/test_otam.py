@@ -213,3 +213,19 @@ def test_half_precision_distances_are_aligned_in_float32() -> None:
     half = otam_distance(d.half(), 0.1)
     assert half.dtype == torch.float16
     torch.testing.assert_close(half.float(), otam_distance(d.half().float(), 0.1).half().float())
+
+
+@pytest.mark.parametrize(
+    "make, lam",
+    [
+        (lambda: torch.zeros(1, 119, 119), 0.1),  # long, tiny distances: the final sum is large
+        (lambda: 1e-4 * torch.rand(1, 118, 118, generator=torch.Generator().manual_seed(0)), 0.1),
+        (lambda: torch.full((1, 8, 8), 1e8).index_fill_(2, torch.tensor([0]), 1e8 + 8), 0.01),
+    ],
+)
+def test_range_check_keeps_extreme_grids_finite_and_exact(make, lam) -> None:
+    d = make()
+    expect = _log_domain(d.double(), lam) + _log_domain(d.double().transpose(1, 2), lam)
+    got = bidirectional_otam(d, lam)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expect, rtol=1e-5, atol=1e-4)

@@ -54,30 +54,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_method_state(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, recipe) of a plain state-dict file or of a trainer checkpoint."""
+def load_method_state(
+    path: str,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(state dict, recipe, hyper-parameters) of a plain state-dict file or of a trainer
+    checkpoint (its hyper-parameters are those the weights were trained with)."""
     data = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(data.get("method"), dict):
-        return data["method"], dict(data.get("recipe") or {})
-    return data, {}
+        return data["method"], dict(data.get("recipe") or {}), dict(data.get("hparams") or {})
+    return data, {}, {}
 
 
 def build_method(args: argparse.Namespace, feature_shape: tuple[int, int]) -> FewShotMethod:
-    """The method of ``args`` with its checkpoint (behind the recipe's adapter, if any)."""
+    """The method of ``args`` with its checkpoint (behind the recipe's adapter, if any).
+
+    Hyper-parameters: those stored in the checkpoint, then ``--hparams``; the method's
+    presets for ``--dataset`` fill only what neither gives."""
     from fsarbench.training import AdaptedMethod, FrameAdapter
 
     t, d = feature_shape
+    state, recipe, saved = load_method_state(args.checkpoint) if args.checkpoint else ({}, {}, {})
     method = create_method(
         args.method,
         feature_dim=d,
         seq_len=t,
         num_train_classes=args.num_train_classes,
         dataset=args.dataset,
-        **json.loads(args.hparams),
+        **{**saved, **json.loads(args.hparams)},
     )
     if not args.checkpoint:
         return method
-    state, recipe = load_method_state(args.checkpoint)
     if recipe.get("adapter") == "linear_ln":
         method = AdaptedMethod(method, FrameAdapter(d), d)
     method.load_state_dict(state)

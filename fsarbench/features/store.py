@@ -56,11 +56,13 @@ class InMemoryFeatureStore:
         return int(self.features.shape[1]) if self.features.dim() == 4 else 1
 
     def get(self, indices: np.ndarray | Tensor, views: np.ndarray | Tensor | None = None) -> Tensor:
-        """Features of ``indices``; a read-only view (no copy) when they are a run of
-        consecutive float32 videos, as when a whole test pool is encoded."""
+        """Features of ``indices``. A run of consecutive float32 videos (a whole test pool
+        being encoded) comes back as a view sharing the store's memory: callers must not
+        write into what they get."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         run = _consecutive_run(idx)
-        if run is not None and self.features.dim() == 3 and self.features.dtype == torch.float32:
+        viewable = self.features.dim() == 3 and self.features.dtype == torch.float32
+        if run is not None and viewable and run[1] <= len(self):
             return self.features[run[0] : run[1]]
         if self.features.dim() == 3:
             out = self.features.index_select(0, idx)

@@ -323,6 +323,7 @@ def _validate(run: _Run, step: int) -> float:
                 "val_accuracy": acc,
                 "step": step,
                 "recipe": run.recipe.to_dict(),
+                "hparams": run.model.hparams,
             },
         )
     return acc

@@ -227,6 +227,7 @@ def train(
                                     "val_accuracy": acc,
                                     "step": step + 1,
                                     "recipe": recipe.to_dict(),
+                                    "hparams": method.hparams,
                                 },
                             )
                 result.history.append(row)
