@@ -51,18 +51,15 @@ def plain_matmul_gflops(total_flops: float, generator: torch.Generator) -> float
 
 
 def gather_seconds(features: torch.Tensor, manifest, batch_episodes: int) -> float:
-    """Wall seconds to gather every episode's support and query frames, batch by batch, into
-    reused buffers (what the evaluator does before each similarity GEMM)."""
+    """Wall seconds of the evaluator's gathers alone (:func:`fsarbench.state_gather` into
+    reused buffers) for every episode's support and query frames, batch by batch."""
     support = torch.as_tensor(manifest.support)
     query = torch.as_tensor(manifest.query)
-    rows = batch_episodes * (support.shape[1] + query.shape[1])
-    buffer = torch.empty(rows, *features.shape[1:])
+    buffers: dict = {}
     t0 = time.perf_counter()
     for start in range(0, len(support), batch_episodes):
-        s_idx = support[start : start + batch_episodes].reshape(-1)
-        q_idx = query[start : start + batch_episodes].reshape(-1)
-        torch.index_select(features, 0, s_idx, out=buffer[: len(s_idx)])
-        torch.index_select(features, 0, q_idx, out=buffer[len(s_idx) : len(s_idx) + len(q_idx)])
+        fb.state_gather(features, support[start : start + batch_episodes], buffers, "support")
+        fb.state_gather(features, query[start : start + batch_episodes], buffers, "query")
     return time.perf_counter() - t0
 
 

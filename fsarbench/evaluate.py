@@ -114,8 +114,8 @@ def encode_videos(
     autocast: bool = False,
 ) -> State:
     """Encode videos ``indices [n]`` of ``store``, ``chunk`` per ``encode`` call, into one
-    state leading with ``n``. One chunk is returned as the method made it (with an in-memory
-    store and a parameter-free encode, a view of the features: no copy of the pool)."""
+    state leading with ``n``. A single chunk is only made contiguous (with an in-memory store
+    and a parameter-free encode it stays a view of the features: no copy of the pool)."""
     device = device or device_of(method)
     parts = []
     for start in range(0, len(indices), chunk):
