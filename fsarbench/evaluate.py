@@ -23,6 +23,7 @@ from torch import Tensor
 
 from fsarbench.episodes import Manifest
 from fsarbench.features.store import FeatureStore, as_feature_store
+from fsarbench.guards import NONFINITE, check_nonfinite_policy, predict_labels
 from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod
 from fsarbench.pairs import pair_table, table_logits, use_pair_table
@@ -209,6 +210,8 @@ def evaluate(
     partial_path: str | Path | None = None,
     desc: str | None = None,
     pair_tables: dict | None = None,
+    nonfinite: str = "error",
+    partial_tag: str = "",
 ) -> EvalResult:
     """Accuracy ± 95% CI of ``method`` on every episode of ``manifest``.
 
@@ -225,8 +228,14 @@ def evaluate(
         pair_tables: a dict the caller keeps for one (trained method, feature store): pair
             tables built here are kept in it and reused by later manifests over the same
             videos (e.g. the 5- to 10-way cells of one model).
+        nonfinite: ``"error"`` (a NaN/inf logit raises
+            :class:`~fsarbench.guards.NonFiniteLogitsError`) or ``"count_wrong"`` (such
+            queries count as wrong; their number is in ``result.extra``).
+        partial_tag: what else must match for ``partial_path`` to be resumed (e.g. a
+            provenance key: a partial evaluation of other code or weights is discarded).
     """
     t0 = time.perf_counter()
+    check_nonfinite_policy(nonfinite)
     store, device, unique, position = prepare_pool(method, features, manifest, device)
     state = encode_videos(
         method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
@@ -239,7 +248,7 @@ def evaluate(
     )
     partial_path = Path(partial_path) if partial_path is not None else None
     manifest_hash = manifest.hash  # canonical JSON of every episode: computed once
-    tag = f"{manifest_hash}:{getattr(method, 'method_name', type(method).__name__)}"
+    tag = f"{manifest_hash}:{method_label(method)}:{partial_tag}"
     predicted = load_partial_predictions(partial_path, manifest, tag)
     if predicted is None:
         predicted = np.full((e, nq), -1, dtype=np.int64)
@@ -252,7 +261,7 @@ def evaluate(
         disable=not progress,
     )
     predict = make_predictor(
-        method, state, position, manifest, device, autocast, pair_tables, unique
+        method, state, position, manifest, device, autocast, pair_tables, unique, nonfinite
     )
     try:
         for start in todo:
@@ -266,7 +275,14 @@ def evaluate(
         bar.close()
     save_partial_predictions(partial_path, predicted, tag)
     seconds = time.perf_counter() - t0
-    return summarise_predictions(predicted, manifest, interval, seconds, manifest_hash)
+    result = summarise_predictions(predicted, manifest, interval, seconds, manifest_hash)
+    result.extra["nonfinite_policy"] = nonfinite
+    return result
+
+
+def method_label(method: torch.nn.Module) -> str:
+    """The name errors and partial files give ``method``."""
+    return str(getattr(method, "method_name", type(method).__name__))
 
 
 def make_predictor(
@@ -278,14 +294,17 @@ def make_predictor(
     autocast: bool,
     pair_tables: dict | None = None,
     unique: np.ndarray | None = None,
+    nonfinite: str = "error",
 ) -> Callable[[int, int], np.ndarray]:
     """``predict(start, stop) -> [stop-start, Nq]`` predicted labels of those episodes.
 
     Looks the episodes up in a pair table when the head is pairwise at this shot and the
     pool is small enough (:func:`fsarbench.pairs.use_pair_table`), else matches them. With
     ``pair_tables`` (and ``unique``, the encoded videos' ids), a table built for the same
-    videos before is reused.
+    videos before is reused. Non-finite logits follow ``nonfinite``
+    (:func:`fsarbench.guards.predict_labels`).
     """
+    name = method_label(method)
     labels = torch.as_tensor(np.ascontiguousarray(manifest.support_labels), device=device)
     n_videos = len(state_leaves(state)[0])
     if use_pair_table(method, manifest, n_videos):
@@ -301,15 +320,16 @@ def make_predictor(
             query = torch.as_tensor(position[manifest.query[start:stop]], device=device)
             support = torch.as_tensor(position[manifest.support[start:stop]], device=device)
             logits = table_logits(table, query, support, labels[start:stop], manifest.way)
-            return logits.argmax(-1).cpu().numpy()
+            return predict_labels(logits, first_episode=start, policy=nonfinite, method=name)
 
         return lookup
     buffers: dict = {}
 
     def match(start: int, stop: int) -> np.ndarray:
-        return match_batch(
+        logits = match_batch(
             method, state, position, manifest, start, stop, labels, device, autocast, buffers
         )
+        return predict_labels(logits, first_episode=start, policy=nonfinite, method=name)
 
     return match
 
@@ -327,7 +347,7 @@ def match_batch(
     autocast,
     buffers: dict | None = None,
 ):
-    """Predicted labels ``[stop-start, Nq]`` of episodes ``start..stop`` of ``manifest``;
+    """Logits ``[stop-start, Nq, way]`` of episodes ``start..stop`` of ``manifest``;
     ``buffers`` (kept by the caller) makes the state gathers reuse their memory."""
     s_idx = torch.as_tensor(position[manifest.support[start:stop]], device=device)
     q_idx = torch.as_tensor(position[manifest.query[start:stop]], device=device)
@@ -341,7 +361,7 @@ def match_batch(
         out = method.match(
             support, labels, state_gather(state, q_idx, buffers, "query"), manifest.way
         )
-    return out.logits.argmax(-1).cpu().numpy()
+    return out.logits
 
 
 def summarise_predictions(
@@ -353,7 +373,9 @@ def summarise_predictions(
 ) -> EvalResult:
     e, nq = predicted.shape
     true = np.ascontiguousarray(manifest.query_labels)
-    correct = predicted == true
+    nonfinite = predicted == NONFINITE
+    predicted = np.where(nonfinite, -1, predicted)  # recorded as no prediction
+    correct = (predicted == true) & ~nonfinite
     episode_acc = correct.mean(1) if nq else np.zeros(e)
     mean, half, std = mean_and_halfwidth(episode_acc, interval)
     rows = np.arange(e)[:, None]
@@ -364,7 +386,9 @@ def summarise_predictions(
         "true_label": true.ravel(),
         "true_class": true_class.ravel(),
         "predicted_label": predicted.ravel(),
-        "predicted_class": manifest.classes[rows, predicted].ravel(),
+        "predicted_class": np.where(
+            nonfinite, -1, manifest.classes[rows, np.maximum(predicted, 0)]
+        ).ravel(),
         "correct": correct.ravel(),
     }
     classes, inverse = np.unique(records["true_class"], return_inverse=True)
@@ -382,4 +406,5 @@ def summarise_predictions(
         interval=interval,
         manifest_hash=manifest_hash or manifest.hash,
         seconds=seconds,
+        extra={"nonfinite_queries": int(nonfinite.sum())},
     )

@@ -33,7 +33,12 @@ __all__ = [
     "write_summary",
     "cell_id",
     "SUMMARY_COLUMNS",
+    "supersede",
+    "SUPERSEDED_DIR",
 ]
+
+#: Where records replaced by a newer record of the same setting are moved (kept, not read).
+SUPERSEDED_DIR = "superseded"
 
 
 @dataclass
@@ -70,6 +75,27 @@ class ResultRecord:
     seconds: float = 0.0
     created: str = ""
     tags: dict[str, Any] = field(default_factory=dict)
+    code_digest: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    nonfinite_policy: str = "error"
+    nonfinite_queries: int = 0
+    stale_accepted: list[str] = field(default_factory=list)
+
+    @property
+    def setting(self) -> tuple:
+        """What one number of a results folder answers; two records of one setting made
+        with other configs never stand side by side (the older is superseded)."""
+        return (
+            self.method,
+            self.dataset,
+            self.split_variant,
+            self.track,
+            self.way,
+            self.shot,
+            self.queries,
+            self.seed,
+            self.train_seed,
+        )
 
     @property
     def cell(self) -> str:
@@ -95,7 +121,9 @@ SUMMARY_COLUMNS = [
     "spread",
     "manifest_hash",
     "config_hash",
+    "code_digest",
     "code_version",
+    "nonfinite_queries",
 ]
 
 
@@ -142,6 +170,7 @@ def make_record(
     class_names: list[str] | None = None,
     skipped_videos: list[str] | None = None,
     tags: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> ResultRecord:
     """A :class:`ResultRecord` for ``result`` with the metadata that produced it."""
     hparams, recipe, features = hparams or {}, recipe or {}, features or {}
@@ -178,6 +207,10 @@ def make_record(
         seconds=round(result.seconds, 3),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         tags=dict(tags or {}),
+        code_digest=str((provenance or {}).get("code_digest", "")),
+        provenance=dict(provenance or {}),
+        nonfinite_policy=str(result.extra.get("nonfinite_policy", "error")),
+        nonfinite_queries=int(result.extra.get("nonfinite_queries", 0)),
     )
 
 
@@ -240,3 +273,14 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
     path = Path(out_dir) / "summary.csv"
     atomic_write_text(path, frame.to_csv(index=False))
     return path
+
+
+def supersede(out_dir: str | Path, old: ResultRecord) -> None:
+    """Move ``old``'s files from ``out_dir/records`` to ``out_dir/superseded`` (kept for the
+    curious, never read by tables, summary or leaderboard)."""
+    src, dst = Path(out_dir) / "records", Path(out_dir) / SUPERSEDED_DIR
+    dst.mkdir(parents=True, exist_ok=True)
+    for suffix in (".json", ".queries.csv.gz"):
+        path = src / f"{old.cell}{suffix}"
+        if path.exists():
+            path.replace(dst / path.name)

@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ValueError,
         KeyError,
         RuntimeError,
+        FloatingPointError,
     ) as err:
         if args.verbose:
             raise

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fsarbench.provenance import training_fingerprint
+
 DEFAULT_OUT = Path("results") / "train"
 
 
@@ -56,7 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and write records under --out",
     )
     p.add_argument("--shots", nargs="+", type=int, default=[1, 5], help="test shots")
-    p.add_argument("--no-resume", action="store_true", help="start again, ignoring last.pt")
+    p.add_argument(
+        "--overwrite",
+        "--no-resume",
+        dest="overwrite",
+        action="store_true",
+        help="start this run afresh in --out, deleting its checkpoints (without it, --out is "
+        "resumed only if it holds this same run, and refused otherwise)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -77,6 +86,8 @@ def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     hparams = json.loads(args.hparams)
     out = args.out or DEFAULT_OUT / args.method
+    if args.overwrite:
+        _clear_checkpoints(out)
     recipe_over = parse_overrides(args.recipe, "--recipe")
     option_over = parse_overrides(args.option, "--option")
     if args.track == "frozen":
@@ -104,6 +115,16 @@ def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
     )
     feats = provider(args.dataset)
     method = build_method(args.method, hparams, feats, recipe, args.seed)
+    fingerprint = training_fingerprint(
+        method=args.method,
+        model=method,
+        hparams=method.hparams,
+        recipe=recipe.to_dict(),
+        seed=args.seed,
+        dataset=args.dataset,
+        track="frozen",
+        data=feats.info,
+    )
     result = train(
         method,
         feats.splits["train"],
@@ -112,11 +133,20 @@ def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
         seed=args.seed,
         out_dir=out,
         device=device,
-        resume=not args.no_resume,
         progress=not args.no_progress,
+        fingerprint=fingerprint,
     )
     _report(args, result, out)
     return 0
+
+
+def _clear_checkpoints(out: Path) -> None:
+    """``--overwrite``: remove the checkpoints of whatever run ``out`` held (rank 0 only)."""
+    from fsarbench.distributed.env import is_main
+
+    if is_main():
+        for name in ("last.pt", "best.pt"):
+            (out / name).unlink(missing_ok=True)
 
 
 def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over: dict) -> int:
@@ -145,6 +175,16 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
                 f"device {device}, precision {model.precision.name}, "
                 f"{recipe.recipe.steps} steps x {recipe.recipe.episodes_per_step} episodes"
             )
+        fingerprint = training_fingerprint(
+            method=args.method,
+            model=model,
+            hparams=model.hparams,
+            recipe=recipe.to_dict(),
+            seed=args.seed,
+            dataset=args.dataset,
+            track="finetune",
+            data={"split_md5": ds.split_md5s()},
+        )
         result = finetune(
             model,
             splits["train"],
@@ -153,8 +193,8 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
             seed=args.seed,
             out_dir=out,
             device=device,
-            resume=not args.no_resume,
             progress=not args.no_progress,
+            fingerprint=fingerprint,
         )
         if is_main():
             _report(args, result, out)

@@ -97,6 +97,7 @@ def evaluate_sharded(
     autocast: bool = False,
     progress: bool = True,
     partial_path: str | Path | None = None,
+    nonfinite: str = "error",
 ) -> EvalResult | None:
     """:func:`fsarbench.evaluate.evaluate` over every rank: the result on rank 0, ``None``
     elsewhere. ``partial_path`` gets a per-rank suffix so each rank resumes its own batches."""
@@ -119,12 +120,15 @@ def evaluate_sharded(
         autocast,
         progress,
         _rank_path(partial_path),
+        nonfinite,
     )
     gathered = gather_to_main(predicted)
     if gathered is None:
         return None
     merged = np.max(np.stack(gathered), axis=0)  # each slot is set (>= 0) on one rank only
-    return summarise_predictions(merged, manifest, interval, time.perf_counter() - t0)
+    result = summarise_predictions(merged, manifest, interval, time.perf_counter() - t0)
+    result.extra["nonfinite_policy"] = nonfinite
+    return result
 
 
 def _rank_path(path: str | Path | None) -> Path | None:
@@ -146,6 +150,7 @@ def _match_shard(
     autocast: bool,
     progress: bool,
     partial: Path | None,
+    nonfinite: str = "error",
 ) -> np.ndarray:
     """``[E, Nq]`` predictions of this rank's batches; other rows stay ``-1``."""
     e, nq = manifest.query.shape
@@ -162,7 +167,9 @@ def _match_shard(
         desc=f"evaluate (rank {rank()})",
         disable=not progress,
     )
-    predict = make_predictor(method, state, position, manifest, device, autocast)
+    predict = make_predictor(
+        method, state, position, manifest, device, autocast, nonfinite=nonfinite
+    )
     try:
         for start in todo:
             predicted[start : start + batch_episodes] = predict(

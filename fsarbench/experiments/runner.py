@@ -21,15 +21,22 @@ from fsarbench.experiments.cells import Cell, TrainKey
 from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
 from fsarbench.registry import create_method
+from fsarbench.provenance import code_parts, provenance_diff, training_fingerprint
 from fsarbench.results import (
+    SUPERSEDED_DIR,
     ResultRecord,
     load_records,
     make_record,
     record_config_hash,
     save_result,
+    supersede,
     write_summary,
 )
 from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
+from fsarbench.training.trainer import RunMismatchError
+
+#: Feature-preset fields that say how frames were sampled and transformed (the protocol).
+PROTOCOL_FIELDS = ("num_frames", "resolution", "test_frames", "train_frames", "train_views")
 
 __all__ = ["CellRunner", "DatasetFeatures", "RunOptions", "run_cells"]
 
@@ -62,6 +69,8 @@ class RunOptions:
     batch_episodes: int = 500
     interval: str = "normal"
     recipe_overrides: dict[str, Any] = field(default_factory=dict)
+    nonfinite: str = "error"
+    reuse_stale: bool = False
 
 
 FeatureProvider = Callable[[str], DatasetFeatures]
@@ -96,6 +105,7 @@ class CellRunner:
         self.models: dict[TrainKey, FewShotMethod] = {}
         self.pair_tables: dict[TrainKey, dict] = {}
         self.manifests: dict[tuple, Manifest] = {}
+        self.manifest_hashes: dict[int, str] = {}
         self.done = (
             {r.cell: r for r in load_records(options.out_dir)}
             if Path(options.out_dir).exists()
@@ -115,22 +125,26 @@ class CellRunner:
             method.hparams, recipe.to_dict(), feats.info, cell.train_seed, cell.track
         )
         rid = cell.record_id(config_hash)
-        if rid in self.done:
-            return self.done[rid]
-        model, key = self.trained(cell, feats, recipe, method)
-        test = feats.splits["test"]
         manifest = self.manifest(cell, feats)
+        prov = self.provenance(method, config_hash, feats, manifest)
+        reused = self.reuse(rid, prov)
+        if reused is not None:
+            return reused
+        model, key = self.trained(cell, feats, recipe, method)
+        partial = Path(self.opt.out_dir) / "partial" / f"{rid}.npz"
         result = evaluate(
             model,
-            test.store,
+            feats.splits["test"].store,
             manifest,
             batch_episodes=self.opt.batch_episodes,
             interval=self.opt.interval,
             device=self.opt.device,
             progress=self.opt.progress,
-            partial_path=Path(self.opt.out_dir) / "partial" / f"{rid}.npz",
+            partial_path=partial,
             desc=f"{cell.name} {cell.dataset} {cell.way}w{cell.shot}s",
             pair_tables=self.pair_tables.setdefault(key, {}),
+            nonfinite=self.opt.nonfinite,
+            partial_tag=stable_hash(prov),
         )
         record = make_record(
             result,
@@ -146,12 +160,75 @@ class CellRunner:
             class_names=feats.class_names["test"],
             skipped_videos=feats.skipped,
             tags={**dict(cell.tags), "label": cell.label, "base_method": cell.method},
+            provenance=prov,
         )
         assert record.cell == rid, (record.cell, rid)
         save_result(self.opt.out_dir, record, result)
-        (Path(self.opt.out_dir) / "partial" / f"{rid}.npz").unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+        self.replace_older(record)
         self.done[rid] = record
         return record
+
+    def provenance(
+        self, method: FewShotMethod, config_hash: str, feats: DatasetFeatures, manifest: Manifest
+    ) -> dict[str, Any]:
+        """Everything that can change this cell's number (see :mod:`fsarbench.provenance`)."""
+        info = feats.info
+        code = code_parts(method)
+        return {
+            "config_hash": config_hash,
+            "protocol": {k: info.get(k) for k in PROTOCOL_FIELDS},
+            "manifest_hash": self.manifest_hash(manifest),
+            "data": {
+                "split_md5": info.get("split_md5"),
+                "skipped_videos": stable_hash(sorted(feats.skipped)),
+            },
+            "weights": info.get("weights"),
+            "features": info.get("cache_keys"),
+            "code": code,
+            "code_digest": stable_hash(code),
+            "nonfinite": self.opt.nonfinite,
+        }
+
+    def reuse(self, rid: str, prov: dict[str, Any]) -> ResultRecord | None:
+        """The stored record ``rid`` if it was made as ``prov`` says (or ``reuse_stale``
+        accepts it, recorded in the record); ``None`` when the cell must run (again)."""
+        stored = self.done.get(rid)
+        if stored is None:
+            return None
+        diff = provenance_diff(stored.provenance, prov)
+        if not diff:
+            return stored
+        if self.opt.reuse_stale:
+            log.warning("reusing stale %s (--reuse-stale): %s", rid, "; ".join(diff))
+            stored.stale_accepted = diff
+            save_result(self.opt.out_dir, stored)
+            return stored
+        log.warning("re-running %s: it was made with %s", rid, "; ".join(diff))
+        del self.done[rid]
+        return None
+
+    def replace_older(self, record: ResultRecord) -> None:
+        """Supersede records of ``record``'s setting made with another config (a changed
+        default, recipe or hyper-parameter), so tables and summary hold one number each."""
+        for other in [r for r in self.done.values() if r.setting == record.setting]:
+            if other.cell != record.cell:
+                log.warning(
+                    "%s supersedes %s (config %s -> %s); the old record is moved to %s/",
+                    record.cell,
+                    other.cell,
+                    other.config_hash[:8],
+                    record.config_hash[:8],
+                    SUPERSEDED_DIR,
+                )
+                supersede(self.opt.out_dir, other)
+                del self.done[other.cell]
+
+    def manifest_hash(self, manifest: Manifest) -> str:
+        key = id(manifest)
+        if key not in self.manifest_hashes:
+            self.manifest_hashes[key] = manifest.hash
+        return self.manifest_hashes[key]
 
     def manifest(self, cell: Cell, feats: DatasetFeatures) -> Manifest:
         """The test manifest of ``cell``, drawn once per setting (every method shares it)."""
@@ -186,16 +263,30 @@ class CellRunner:
         if key not in self.models:
             out = Path(self.opt.out_dir) / "models" / key.slug
             log.info("training %s on %s (%s steps)", cell.name, cell.dataset, recipe.steps)
-            train(
-                method,
-                feats.splits["train"],
-                feats.splits.get("val"),
-                recipe,
+            fingerprint = training_fingerprint(
+                method=cell.name,
+                model=method,
+                hparams=method.hparams,
+                recipe=recipe.to_dict(),
                 seed=cell.train_seed,
-                out_dir=out,
-                device=self.opt.device,
-                progress=self.opt.progress,
+                dataset=cell.dataset,
+                track=cell.track,
+                data=feats.info,
             )
+            kwargs = dict(seed=cell.train_seed, device=self.opt.device, progress=self.opt.progress)
+            train_data = (feats.splits["train"], feats.splits.get("val"), recipe)
+            try:
+                train(method, *train_data, out_dir=out, fingerprint=fingerprint, **kwargs)
+            except RunMismatchError as err:
+                log.warning("retraining %s from scratch: %s", key.slug, err)
+                train(
+                    method,
+                    *train_data,
+                    out_dir=out,
+                    fingerprint=fingerprint,
+                    resume=False,
+                    **kwargs,
+                )
             self.models[key] = method
         return self.models[key], key
 

@@ -52,6 +52,7 @@ class CacheKey:
     resolution: int
     views: int
     seed: int
+    code: str = ""  # provenance.pipeline_digest(): decoding, sampling, transforms, backbones
 
     def digest(self) -> str:
         """16 hex digits of sha256 over the fields, the cache format and pipeline versions."""

@@ -30,6 +30,7 @@ from fsarbench.features.backbones import Backbone, create_backbone
 from fsarbench.features.cache import CacheKey, FeatureCache, cache_folder
 from fsarbench.io import stable_hash
 from fsarbench.progress import progress_bar
+from fsarbench.provenance import pipeline_digest
 
 __all__ = [
     "ClipBatch",
@@ -381,6 +382,7 @@ def split_cache_key(
         resolution=config.resolution,
         views=config.views,
         seed=config.seed,
+        code=pipeline_digest(),
     )
 
 

@@ -34,6 +34,7 @@ from fsarbench.distributed.collectives import (
 )
 from fsarbench.distributed.env import barrier, is_main, world_size
 from fsarbench.distributed.precision import select_precision
+from fsarbench.guards import check_losses
 from fsarbench.distributed.sharded_eval import evaluate_sharded
 from fsarbench.methods import TrainingStage
 from fsarbench.progress import progress_bar
@@ -103,6 +104,7 @@ class _Run:
     result: TrainResult
     best_state: dict[str, Tensor]
     progress: bool
+    fingerprint: dict[str, Any] | None = None
 
 
 def build_video_method(
@@ -149,6 +151,7 @@ def finetune(
     resume: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` end to end, stage by stage, on every rank of the job.
 
@@ -158,13 +161,15 @@ def finetune(
         out_dir: ``last.pt`` (resume point) and ``best.pt`` go there (rank 0 writes; the
             folder must be shared by the ranks of a multi-node job for resuming).
         stop_after: stop (as if interrupted) after this many steps in total — for tests.
+        fingerprint: what makes this run; resuming another run's folder raises
+            :class:`~fsarbench.training.trainer.RunMismatchError` (see the frozen trainer).
     """
     t0 = time.perf_counter()
     device = torch.device(device)
     micro = _check_split(recipe.recipe)
     model.to(device)
     out = Path(out_dir) if out_dir is not None else None
-    ckpt = broadcast_object(load_resume(out, resume) if is_main() else None)
+    ckpt = broadcast_object(load_resume(out, resume, fingerprint) if is_main() else None)
     result = TrainResult(
         history=list(ckpt["history"]) if ckpt else [],
         best_val=ckpt.get("best_val") if ckpt else None,
@@ -187,6 +192,7 @@ def finetune(
         result,
         best_state,
         progress,
+        fingerprint,
     )
     stages = model.training_stages()
     counts = stage_steps(stages, recipe.recipe.steps)
@@ -290,6 +296,8 @@ def _step(
         scaler.scale(loss).backward()
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach()) * count / n
+    totals = allreduce_sum(totals, run.device)  # every rank sees a NaN of any rank
+    check_losses(totals, stage=stage.name, step=step)
     allreduce_gradients(params, average=False)
     if run.recipe.recipe.grad_clip > 0:
         scaler.unscale_(opt)
@@ -297,7 +305,7 @@ def _step(
     scaler.step(opt)
     scaler.update()
     opt.zero_grad(set_to_none=True)
-    return allreduce_sum(totals, run.device)
+    return totals
 
 
 def _validate(run: _Run, step: int) -> float:
@@ -324,6 +332,7 @@ def _validate(run: _Run, step: int) -> float:
                 "step": step,
                 "recipe": run.recipe.to_dict(),
                 "hparams": run.model.hparams,
+                "fingerprint": run.fingerprint,
             },
         )
     return acc
@@ -341,6 +350,7 @@ def _payload(run: _Run, opt, sched, scaler, stage: int, step: int) -> dict[str, 
         "best_val": run.result.best_val,
         "best_step": run.result.best_step,
         "recipe": run.recipe.to_dict(),
+        "fingerprint": run.fingerprint,
     }
 
 

@@ -23,12 +23,21 @@ from torch import nn
 from fsarbench.episodes import EpisodeSpec, class_pools, make_episode, make_manifest
 from fsarbench.evaluate import evaluate
 from fsarbench.features.store import FeatureStore
+from fsarbench.guards import check_losses
+from fsarbench.provenance import StaleError, provenance_diff
 from fsarbench.io import atomic_write_bytes, stable_hash
 from fsarbench.methods import EpisodeBatch, FewShotMethod, TrainingStage
 from fsarbench.progress import progress_bar
 from fsarbench.training.recipe import Recipe
 
-__all__ = ["SplitFeatures", "TrainResult", "train", "load_checkpoint", "stage_steps"]
+__all__ = [
+    "SplitFeatures",
+    "TrainResult",
+    "RunMismatchError",
+    "train",
+    "load_checkpoint",
+    "stage_steps",
+]
 
 
 @dataclass
@@ -161,6 +170,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``method`` stage by stage on episodes of ``train_data``.
 
@@ -169,12 +179,15 @@ def train(
         val_data: validation split; the best checkpoint by val accuracy is kept.
         out_dir: where ``last.pt`` (resume point) and ``best.pt`` go; ``None`` keeps nothing.
         stop_after: stop (as if interrupted) after this many steps in total — for tests.
+        fingerprint: what makes this run (hyper-parameters, recipe, seed, data, code),
+            stored in the checkpoints; resuming from ``out_dir`` with another one raises
+            :class:`RunMismatchError` naming the differing fields.
     """
     t0 = time.perf_counter()
     device = torch.device(device)
     method.to(device)
     out = Path(out_dir) if out_dir is not None else None
-    ckpt = load_resume(out, resume)
+    ckpt = load_resume(out, resume, fingerprint)
     result = TrainResult(
         history=list(ckpt.get("history", [])) if ckpt else [],
         best_val=ckpt.get("best_val") if ckpt else None,
@@ -228,6 +241,7 @@ def train(
                                     "step": step + 1,
                                     "recipe": recipe.to_dict(),
                                     "hparams": method.hparams,
+                                    "fingerprint": fingerprint,
                                 },
                             )
                 result.history.append(row)
@@ -235,13 +249,17 @@ def train(
                 done_total += 1
                 if out is not None and (is_val_step(step, n_steps, recipe) or step + 1 == n_steps):
                     save_checkpoint(
-                        out / "last.pt", resume_payload(method, opt, sched, si, step + 1, result)
+                        out / "last.pt",
+                        resume_payload(method, opt, sched, si, step + 1, result, fingerprint),
                     )
                 if stop_after is not None and done_total >= stop_after:
                     bar.close()
                     raise KeyboardInterrupt(f"stopped after {done_total} steps")
         if out is not None:
-            save_checkpoint(out / "last.pt", resume_payload(method, None, None, si + 1, 0, result))
+            save_checkpoint(
+                out / "last.pt",
+                resume_payload(method, None, None, si + 1, 0, result, fingerprint),
+            )
         ckpt = None
     bar.close()
     if val_manifest is not None:
@@ -264,6 +282,7 @@ def train_step(method, stage, sampler, opt, recipe, step, device) -> dict[str, f
         count = min(micro, n - first)
         batch = sampler.batch(step * n + first, count, device)
         losses = stage.loss(batch)
+        check_losses(losses, stage=stage.name, step=step)
         loss = sum(losses.values()) * (count / n)
         if opt is not None:
             loss.backward()
@@ -310,8 +329,11 @@ def val_manifest_for(val_data: SplitFeatures | None, recipe: Recipe, seed: int):
     )
 
 
-def resume_payload(method, opt, sched, stage, step, result: TrainResult) -> dict[str, Any]:
+def resume_payload(
+    method, opt, sched, stage, step, result: TrainResult, fingerprint: dict | None = None
+) -> dict[str, Any]:
     return {
+        "fingerprint": fingerprint,
         "method": method.state_dict(),
         "optimizer": opt.state_dict() if opt is not None else {},
         "scheduler": sched.state_dict() if sched is not None else {},
@@ -323,7 +345,27 @@ def resume_payload(method, opt, sched, stage, step, result: TrainResult) -> dict
     }
 
 
-def load_resume(out: Path | None, resume: bool) -> dict[str, Any] | None:
+class RunMismatchError(StaleError):
+    """A training folder holds a run made with other settings or code."""
+
+
+def load_resume(
+    out: Path | None, resume: bool, fingerprint: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The resume point ``out/last.pt``, if resuming and one exists. With ``fingerprint``,
+    a checkpoint made by another run raises :class:`RunMismatchError` naming every field
+    that differs (never a silent resume of another run)."""
     if out is None or not resume or not (out / "last.pt").exists():
         return None
-    return load_checkpoint(out / "last.pt")
+    ckpt = load_checkpoint(out / "last.pt")
+    if fingerprint is not None:
+        stored = ckpt.get("fingerprint") or {}
+        diff = provenance_diff(stored, fingerprint)
+        if diff:
+            raise RunMismatchError(
+                f"{out} holds a training run made with other settings; differing fields:\n  "
+                + "\n  ".join(diff)
+                + "\nResume only continues the same run: pass --overwrite to start this one "
+                "there (the old checkpoints are replaced), or choose another --out."
+            )
+    return ckpt

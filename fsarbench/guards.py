@@ -1,0 +1,98 @@
+"""Refusals on the numeric path: non-finite logits at evaluation, non-finite training losses.
+
+A NaN logit has no argmax; ``argmax`` still returns an index (often 0), which would turn a
+broken method into an ordinary-looking accuracy. Here such queries are an error naming the
+method, episodes and queries, or, by the opt-in ``count_wrong`` policy, predictions marked
+:data:`NONFINITE` that count as wrong and are recorded as such.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "NONFINITE",
+    "NONFINITE_POLICIES",
+    "NonFiniteLogitsError",
+    "NonFiniteLossError",
+    "check_nonfinite_policy",
+    "predict_labels",
+    "check_losses",
+]
+
+#: Prediction of a query whose logits were not finite (``count_wrong`` policy). Larger than any
+#: label, so it never equals a true label, survives the sharded evaluator's max-merge of ranks
+#: and is never mistaken for an unfinished slot (``-1``).
+NONFINITE = np.iinfo(np.int32).max
+
+NONFINITE_POLICIES = ("error", "count_wrong")
+
+
+class NonFiniteLogitsError(FloatingPointError):
+    """A method returned NaN or infinite logits for some queries."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss term was NaN or infinite."""
+
+
+def check_nonfinite_policy(policy: str) -> str:
+    if policy not in NONFINITE_POLICIES:
+        raise ValueError(
+            f"non-finite policy {policy!r} is not one of {list(NONFINITE_POLICIES)}: 'error' "
+            "stops at the first NaN/inf logit, 'count_wrong' counts such queries as wrong and "
+            "records how many"
+        )
+    return policy
+
+
+def predict_labels(
+    logits: Tensor, *, first_episode: int, policy: str = "error", method: str = "method"
+) -> np.ndarray:
+    """Predicted labels ``[B, Nq]`` of ``logits [B, Nq, way]`` for episodes starting at
+    ``first_episode``; queries with a non-finite logit raise or become :data:`NONFINITE`."""
+    bad = ~torch.isfinite(logits).all(-1)
+    predicted = logits.argmax(-1).cpu().numpy().astype(np.int64)
+    if not bool(bad.any()):
+        return predicted
+    bad_np = bad.cpu().numpy()
+    if policy == "error":
+        raise NonFiniteLogitsError(_where(bad_np, first_episode, method))
+    predicted[bad_np] = NONFINITE
+    return predicted
+
+
+def _where(bad: np.ndarray, first_episode: int, method: str, show: int = 5) -> str:
+    episodes, queries = np.nonzero(bad)
+    pairs = ", ".join(
+        f"episode {first_episode + int(e)} query {int(q)}"
+        for e, q in zip(episodes[:show], queries[:show])
+    )
+    more = f" and {len(episodes) - show} more" if len(episodes) > show else ""
+    return (
+        f"{method} returned NaN/inf logits for {len(episodes)} queries ({pairs}{more}); "
+        "no accuracy is computed from them. Fix the method (see the contract check "
+        "'python -m pytest -k contract'), or pass --nonfinite count_wrong to count such "
+        "queries as wrong (recorded with the result)."
+    )
+
+
+def check_losses(losses: Mapping[str, Tensor | float], *, stage: str, step: int) -> None:
+    """Raise :class:`NonFiniteLossError` naming ``stage``, ``step`` (0-based) and every
+    non-finite term of ``losses`` (scalar tensors or floats)."""
+    values = {
+        k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in losses.items()
+    }
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        terms = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise NonFiniteLossError(
+            f"non-finite training loss at stage {stage!r} step {step + 1}: {terms}. Training "
+            "stopped (the last good checkpoint is kept); lower the learning rate, enable "
+            "grad_clip, or check the inputs for NaN."
+        )

@@ -1,0 +1,226 @@
+"""Code digests and provenance keys: what decides whether a stored number may be reused.
+
+A *code digest* hashes the source of the modules a number passes through: the method's own
+package (every top-level package of its modules, a plugin's too) and the harness modules on
+the numeric path (episodes, evaluation, pair tables, statistics, training). Sources are hashed
+as their syntax trees without docstrings, so comments, docstrings and formatting do not make a
+result stale; any change to what the code does does.
+
+A *provenance* is the dict of everything that can change a number — config hash, protocol,
+data (split md5s, skipped videos), weights, code digest. Records, trained models and partial
+evaluations store theirs; :func:`provenance_diff` names the fields that differ, so a stale entry
+is re-run (or refused) with a message saying why.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from fsarbench.io import stable_hash
+
+__all__ = [
+    "HARNESS_NUMERIC",
+    "PIPELINE_MODULES",
+    "source_digest",
+    "package_digest",
+    "harness_digest",
+    "pipeline_digest",
+    "method_packages",
+    "code_digest",
+    "code_parts",
+    "stale_code",
+    "provenance_diff",
+    "training_fingerprint",
+    "StaleError",
+]
+
+#: Harness modules (relative to the ``fsarbench`` package) every evaluated number passes through.
+HARNESS_NUMERIC = (
+    "episodes.py",
+    "evaluate.py",
+    "guards.py",
+    "methods.py",
+    "pairs.py",
+    "registry.py",
+    "state.py",
+    "stats",
+    "training",
+)
+
+#: Harness modules that turn a video into features (part of every feature-cache key).
+PIPELINE_MODULES = ("data", "features")
+
+#: Frameworks whose code is identified by their version, not hashed (too large to read).
+FRAMEWORKS = frozenset({"torch", "torchvision", "timm", "open_clip", "transformers", "builtins"})
+
+
+class StaleError(RuntimeError):
+    """A stored result, model or cache was made by other code, config or data."""
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _file_digest(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    try:
+        canonical = ast.dump(_strip_docstrings(ast.parse(text)))
+    except SyntaxError:
+        canonical = text
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _python_files(paths: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += [f for f in p.rglob("*.py") if "__pycache__" not in f.parts]
+        elif p.suffix == ".py" and p.exists():
+            files.append(p)
+    return sorted(set(files))
+
+
+def source_digest(paths: Iterable[Path], root: Path | None = None) -> str:
+    """16 hex digits over the ``*.py`` files at or under ``paths`` (names relative to ``root``
+    and their docstring-free syntax trees)."""
+    files = _python_files(paths)
+    h = hashlib.sha256()
+    for f in files:
+        name = str(f.relative_to(root)) if root is not None else f.name
+        h.update(name.encode() + b"\0" + _file_digest(f).encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def _package_root() -> Path:
+    return Path(__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=1)
+def harness_digest() -> str:
+    """Digest of :data:`HARNESS_NUMERIC`."""
+    root = _package_root()
+    return source_digest([root / m for m in HARNESS_NUMERIC], root)
+
+
+@functools.lru_cache(maxsize=1)
+def pipeline_digest() -> str:
+    """Digest of :data:`PIPELINE_MODULES` (decoding, sampling, transforms, backbones)."""
+    root = _package_root()
+    return source_digest([root / m for m in PIPELINE_MODULES], root)
+
+
+@functools.lru_cache(maxsize=None)
+def package_digest(package: str) -> str:
+    """Digest of top-level package (or single module) ``package``'s source."""
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        return "unknown"
+    if spec.submodule_search_locations:
+        roots = [Path(p) for p in spec.submodule_search_locations]
+        return source_digest(roots, roots[0])
+    if spec.origin and spec.origin.endswith(".py"):
+        origin = Path(spec.origin)
+        return source_digest([origin], origin.parent)
+    return "unknown"
+
+
+def method_packages(model: nn.Module) -> list[str]:
+    """Top-level packages of every module class in ``model`` (frameworks and the harness,
+    which has its own digest, left out)."""
+    tops = {type(m).__module__.split(".")[0] for m in model.modules()}
+    return sorted(t for t in tops if t not in FRAMEWORKS and t != "fsarbench" and t != "__main__")
+
+
+def code_parts(model: nn.Module) -> dict[str, Any]:
+    """``{"harness": digest, "packages": {package: digest}}`` of the code behind ``model``."""
+    return {
+        "harness": harness_digest(),
+        "packages": {p: package_digest(p) for p in method_packages(model)},
+    }
+
+
+def code_digest(model: nn.Module) -> str:
+    """16 hex digits naming the code that computes ``model``'s numbers: the harness's numeric
+    modules and every package the model's modules come from."""
+    return stable_hash(code_parts(model))
+
+
+def stale_code(parts: Mapping[str, Any]) -> list[str]:
+    """Which of stored ``code_parts`` no longer match the code installed now."""
+    out = []
+    if parts.get("harness") not in (None, harness_digest()):
+        out.append("harness")
+    for package, digest in (parts.get("packages") or {}).items():
+        if package_digest(package) != digest:
+            out.append(package)
+    return out
+
+
+def provenance_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``"field: stored -> current"`` for each differing field (nested dicts flattened)."""
+    a, b = _flatten(stored), _flatten(current)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            out.append(f"{key}: {_short(a.get(key))} -> {_short(b.get(key))}")
+    return out
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def training_fingerprint(
+    *,
+    method: str,
+    model: nn.Module,
+    hparams: Mapping[str, Any],
+    recipe: Mapping[str, Any],
+    seed: int,
+    dataset: str,
+    track: str,
+    data: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What makes one training run (stored in its checkpoints; see
+    :func:`fsarbench.training.trainer.load_resume`)."""
+    return {
+        "method": method,
+        "hparams": dict(hparams),
+        "recipe": dict(recipe),
+        "seed": seed,
+        "dataset": dataset,
+        "track": track,
+        "data": dict(data),
+        "code_digest": code_digest(model),
+    }

@@ -1,0 +1,227 @@
+"""Numbers that cannot be wrong silently: non-finite logits and losses, stale reuse of cells,
+models and partial evaluations, superseded records, and training runs that cannot be confused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import fsarbench as fb
+from fsarbench import provenance
+from fsarbench.cli.main import main
+from fsarbench.experiments import runner as runner_mod
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.runner import RunOptions, run_cells
+from fsarbench.guards import NonFiniteLogitsError, NonFiniteLossError
+from fsarbench.methods import FewShotMethod, MethodOutput, TrainingStage
+from fsarbench.training import frozen_recipe, train
+from fsarbench.training.trainer import RunMismatchError
+
+from test_runner import OPTS, provider
+from test_train_cmd import ARGS, FakeProvider
+
+
+class NaNForSomeQueries(FewShotMethod):
+    """Prototype logits, NaN for queries whose first feature is negative."""
+
+    method_name = "nan-head"
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        protos = torch.stack([support[:, support_labels[0] == c].mean(1) for c in range(way)], 1)
+        logits = -torch.cdist(query, protos)
+        nan = query[..., :1] < 0
+        return MethodOutput(logits.masked_fill(nan, float("nan")))
+
+
+def _manifest(n_classes=6, per=5, episodes=40):
+    classes = np.repeat(np.arange(n_classes), per)
+    return classes, fb.make_manifest(classes, way=5, shot=1, queries=2, episodes=episodes, seed=3)
+
+
+def test_nonfinite_logits_are_an_error_naming_episodes_and_queries():
+    classes, manifest = _manifest()
+    feats = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(0))
+    head = NaNForSomeQueries(feature_dim=8, seq_len=4)
+    with pytest.raises(NonFiniteLogitsError, match=r"nan-head returned NaN/inf logits .*episode"):
+        fb.evaluate(head, feats, manifest, progress=False)
+
+
+def test_count_wrong_policy_counts_and_records_them():
+    classes, manifest = _manifest()
+    feats = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(0))
+    head = NaNForSomeQueries(feature_dim=8, seq_len=4)
+    res = fb.evaluate(head, feats, manifest, progress=False, nonfinite="count_wrong")
+    bad = (feats[manifest.query.ravel()].mean(1)[:, 0] < 0).numpy()
+    assert res.extra["nonfinite_queries"] == bad.sum() > 0
+    correct = res.records["correct"]
+    assert not correct[bad].any()  # every NaN query counted wrong, never as class 0
+    assert (res.records["predicted_label"][bad] == -1).all()
+    assert (res.records["predicted_class"][bad] == -1).all()
+    with pytest.raises(ValueError, match="non-finite policy"):
+        fb.evaluate(head, feats, manifest, progress=False, nonfinite="ignore")
+
+
+def test_nonfinite_features_through_a_pair_table_are_caught():
+    classes, manifest = _manifest(episodes=200)
+    feats = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(1))
+    feats[int(manifest.query[0, 0])] = float("nan")
+    head = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    assert head.pairwise(1)  # 30 videos: the pair-table path
+    with pytest.raises(NonFiniteLogitsError, match="episode 0 query 0"):
+        fb.evaluate(head, feats, manifest, progress=False)
+
+
+class NaNLoss(FewShotMethod):
+    method_name = "nan-loss"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def encode(self, features):
+        return features.mean(1) * self.w
+
+    def match(self, support, support_labels, query, way, **_):
+        return MethodOutput(query[..., :way] * 0, {"aux": self.w * float("nan")})
+
+    def training_stages(self):
+        return [TrainingStage("main", lambda: [self.w], lambda b: self(b).losses)]
+
+
+def test_nonfinite_loss_stops_training_naming_step_and_term(tmp_path):
+    data = provider("toy")
+    recipe = frozen_recipe("protonet", {"steps": 3, "adapter": "none", "val_episodes": 0})
+    with pytest.raises(NonFiniteLossError, match=r"stage 'main' step 1: aux=nan"):
+        train(NaNLoss(feature_dim=16, seq_len=4), data.splits["train"], None, recipe)
+
+
+CELLS = [Cell("protonet", "toy", 5, 1, label="protonet")]
+
+
+def _count_evaluations(monkeypatch) -> dict:
+    count = {"n": 0}
+    original = runner_mod.evaluate
+
+    def counting(*a, **k):
+        count["n"] += 1
+        return original(*a, **k)
+
+    monkeypatch.setattr(runner_mod, "evaluate", counting)
+    return count
+
+
+def test_changed_method_code_reruns_the_cell_and_says_so(tmp_path, monkeypatch, caplog):
+    first = run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))[0]
+    assert first.code_digest and first.provenance["code"]["packages"]["fsarbench_baselines"]
+    count = _count_evaluations(monkeypatch)
+    run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    assert count["n"] == 0  # same code: reused
+    real = provenance.package_digest
+    monkeypatch.setattr(
+        runner_mod,
+        "code_parts",
+        lambda m: {"harness": "h", "packages": {p: real(p) + "x" for p in ["fsarbench_baselines"]}},
+    )
+    second = run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))[0]
+    assert count["n"] == 1 and second.code_digest != first.code_digest
+    assert "re-running" in caplog.text and "code.packages.fsarbench_baselines" in caplog.text
+    assert [r.code_digest for r in fb.load_records(tmp_path)] == [second.code_digest]
+
+
+def test_reuse_stale_accepts_and_records_it(tmp_path, monkeypatch):
+    run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    monkeypatch.setattr(runner_mod, "code_parts", lambda m: {"harness": "changed"})
+    count = _count_evaluations(monkeypatch)
+    rec = run_cells(CELLS, provider, RunOptions(tmp_path, reuse_stale=True, **OPTS))[0]
+    assert count["n"] == 0
+    assert any(d.startswith("code.harness") for d in rec.stale_accepted)
+    stored = json.loads(next((tmp_path / "records").glob("*.json")).read_text())
+    assert stored["stale_accepted"] == rec.stale_accepted
+
+
+def test_changed_default_supersedes_the_old_record(tmp_path):
+    run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    changed = {**OPTS, "recipe_overrides": {**OPTS["recipe_overrides"], "lr": 5e-4}}
+    run_cells(CELLS, provider, RunOptions(tmp_path, **changed))
+    records = fb.load_records(tmp_path)
+    assert len(records) == 1 and records[0].recipe["lr"] == 5e-4
+    summary = (tmp_path / "summary.csv").read_text().strip().splitlines()
+    assert len(summary) == 2  # header + the one current row
+    assert len(list((tmp_path / "superseded").glob("*.json"))) == 1
+
+
+def test_more_episodes_reruns_instead_of_serving_the_smaller_record(tmp_path):
+    run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    rec = run_cells(CELLS, provider, RunOptions(tmp_path, **{**OPTS, "episodes": 300}))[0]
+    assert rec.episodes == 300 and len(fb.load_records(tmp_path)) == 1
+
+
+def test_partial_evaluation_of_other_code_is_discarded(tmp_path):
+    classes, manifest = _manifest()
+    feats = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(0))
+    head = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    path = tmp_path / "p.npz"
+    fb.evaluate(head, feats, manifest, progress=False, partial_path=path, partial_tag="a")
+    data = dict(np.load(path))
+    data["predicted"] = np.zeros_like(data["predicted"])  # a different "result" under tag a
+    np.savez(path, **data)
+    reused = fb.evaluate(head, feats, manifest, progress=False, partial_path=path, partial_tag="a")
+    fresh = fb.evaluate(head, feats, manifest, progress=False, partial_path=path, partial_tag="b")
+    assert (reused.records["predicted_label"] == 0).all()
+    assert not (fresh.records["predicted_label"] == 0).all()
+
+
+def test_train_refuses_another_runs_folder_naming_fields(tmp_path, monkeypatch, capsys):
+    import fsarbench.experiments.features as features_mod
+
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    out = str(tmp_path / "run")
+    recipe = [a for a in ARGS if a != "--no-progress"]  # "--recipe", KEY=VALUE ...
+    base = ["train", "protonet", "--dataset", "toy", "--out", out, "--no-progress"]
+    assert main([*base, *recipe]) == 0
+    assert main([*base, *recipe]) == 0  # the same run: resumed (finished), not refused
+    other = [*base, "--seed", "3", *recipe, "lr=0.01"]
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "recipe.lr: 0.001 -> 0.01" in err and "seed: 0 -> 3" in err and "--overwrite" in err
+    assert main([*other[: -len(recipe) - 1], "--overwrite", *recipe, "lr=0.01"]) == 0
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["fingerprint"]["recipe"]["lr"] == 0.01 and ckpt["fingerprint"]["seed"] == 3
+
+
+def test_resume_without_fingerprint_is_refused(tmp_path):
+    data = provider("toy")
+    recipe = frozen_recipe("protonet", {"steps": 2, "val_episodes": 0})
+    head = fb.create_method("protonet", feature_dim=16, seq_len=4)
+    train(head, data.splits["train"], None, recipe, out_dir=tmp_path)  # an older run: no print
+    with pytest.raises(RunMismatchError, match="fingerprint|method: None -> 'protonet'"):
+        train(
+            head,
+            data.splits["train"],
+            None,
+            recipe,
+            out_dir=tmp_path,
+            fingerprint={"method": "protonet"},
+        )
+
+
+def test_code_digest_ignores_docstrings_and_comments(tmp_path):
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text('"""Doc."""\nx = 1  # one\n')
+    b.write_text('"""Other doc."""\n\nx = 1\n')
+    c.write_text("x = 2\n")
+    digest = [provenance.source_digest([p], tmp_path.parent) for p in (a, b, c)]
+    # names differ per file, so compare contents under one name
+    for p in (b, c):
+        p.rename(tmp_path / "x.py")
+        digest.append(provenance.source_digest([tmp_path / "x.py"], tmp_path))
+        (tmp_path / "x.py").unlink()
+    a.rename(tmp_path / "x.py")
+    ref = provenance.source_digest([tmp_path / "x.py"], tmp_path)
+    assert digest[3] == ref and digest[4] != ref
