@@ -128,7 +128,7 @@ def pipeline_digest() -> str:
     return source_digest([root / m for m in PIPELINE_MODULES], root)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def package_digest(package: str) -> str:
     """Digest of top-level package (or single module) ``package``'s source."""
     spec = importlib.util.find_spec(package)

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_runner import OPTS, provider
+from test_train_cmd import ARGS, FakeProvider
 
 import fsarbench as fb
 from fsarbench import provenance
@@ -19,9 +21,6 @@ from fsarbench.guards import NonFiniteLogitsError, NonFiniteLossError
 from fsarbench.methods import FewShotMethod, MethodOutput, TrainingStage
 from fsarbench.training import frozen_recipe, train
 from fsarbench.training.trainer import RunMismatchError
-
-from test_runner import OPTS, provider
-from test_train_cmd import ARGS, FakeProvider
 
 
 class NaNForSomeQueries(FewShotMethod):

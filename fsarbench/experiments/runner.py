@@ -20,8 +20,8 @@ from fsarbench.evaluate import evaluate
 from fsarbench.experiments.cells import Cell, TrainKey
 from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
-from fsarbench.registry import create_method
 from fsarbench.provenance import code_parts, provenance_diff, training_fingerprint
+from fsarbench.registry import create_method
 from fsarbench.results import (
     SUPERSEDED_DIR,
     ResultRecord,

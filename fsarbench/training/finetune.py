@@ -34,8 +34,8 @@ from fsarbench.distributed.collectives import (
 )
 from fsarbench.distributed.env import barrier, is_main, world_size
 from fsarbench.distributed.precision import select_precision
-from fsarbench.guards import check_losses
 from fsarbench.distributed.sharded_eval import evaluate_sharded
+from fsarbench.guards import check_losses
 from fsarbench.methods import TrainingStage
 from fsarbench.progress import progress_bar
 from fsarbench.training.clip_data import ClipSplit, ClipStore, TrainEpisodes, to_clip_episodes

@@ -24,10 +24,10 @@ from fsarbench.episodes import EpisodeSpec, class_pools, make_episode, make_mani
 from fsarbench.evaluate import evaluate
 from fsarbench.features.store import FeatureStore
 from fsarbench.guards import check_losses
-from fsarbench.provenance import StaleError, provenance_diff
 from fsarbench.io import atomic_write_bytes, stable_hash
 from fsarbench.methods import EpisodeBatch, FewShotMethod, TrainingStage
 from fsarbench.progress import progress_bar
+from fsarbench.provenance import StaleError, provenance_diff
 from fsarbench.training.recipe import Recipe
 
 __all__ = [
