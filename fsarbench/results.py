@@ -21,6 +21,7 @@ import numpy as np
 
 from fsarbench.evaluate import EvalResult
 from fsarbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text, stable_hash
+from fsarbench.provenance import stale_code
 from fsarbench.version import code_version
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "cell_id",
     "SUMMARY_COLUMNS",
     "supersede",
+    "stale_reasons",
     "SUPERSEDED_DIR",
 ]
 
@@ -124,6 +126,7 @@ SUMMARY_COLUMNS = [
     "code_digest",
     "code_version",
     "nonfinite_queries",
+    "stale",
 ]
 
 
@@ -264,7 +267,9 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
     import pandas as pd
 
     records = load_records(out_dir) if records is None else records
-    rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS} for r in records]
+    rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS if c != "stale"} for r in records]
+    for row, r in zip(rows, records):
+        row["stale"] = ";".join(stale_reasons(r))
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if len(frame):
         frame = frame.sort_values(
@@ -273,6 +278,13 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
     path = Path(out_dir) / "summary.csv"
     atomic_write_text(path, frame.to_csv(index=False))
     return path
+
+
+def stale_reasons(record: ResultRecord) -> list[str]:
+    """Why ``record`` no longer matches the installed code (``"code:<package>"`` each), or
+    ``"accepted-stale"`` when a run reused it with ``--reuse-stale``; empty when current."""
+    reasons = [f"code:{p}" for p in stale_code(record.provenance.get("code") or {})]
+    return reasons + (["accepted-stale"] if record.stale_accepted else [])
 
 
 def supersede(out_dir: str | Path, old: ResultRecord) -> None:

@@ -15,7 +15,9 @@ import torch
 
 from fsarbench.episodes import Manifest
 from fsarbench.features.open import open_feature_store
+from fsarbench.guards import NONFINITE_POLICIES
 from fsarbench.methods import FewShotMethod
+from fsarbench.provenance import code_digest, code_parts
 from fsarbench.registry import create_method
 from fsarbench.results import make_record, save_result, write_summary
 
@@ -51,7 +53,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "per-dataset reference presets (e.g. HyRSM on kinetics100)",
     )
     p.add_argument("--out", default=None, help="results folder for the record")
+    add_nonfinite_argument(p)
     p.set_defaults(func=run)
+
+
+def add_nonfinite_argument(p: argparse.ArgumentParser) -> None:
+    """``--nonfinite error|count_wrong`` (shared by ``eval`` and ``run``)."""
+    p.add_argument(
+        "--nonfinite",
+        choices=list(NONFINITE_POLICIES),
+        default="error",
+        help="queries with NaN/inf logits: 'error' stops and names them (default); "
+        "'count_wrong' counts them as wrong and records how many",
+    )
 
 
 def load_method_state(
@@ -108,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             autocast=args.amp,
             progress=is_main(),
+            nonfinite=args.nonfinite,
         )
         if result is not None:
             _report(args, method, manifest, result, env.world_size)
@@ -122,6 +137,8 @@ def _report(args, method, manifest, result, world: int) -> None:
         f"({result.episodes} episodes, {manifest.way}-way {manifest.spec.shot}-shot; "
         f"± is the {result.spread_name}; {world} process(es))"
     )
+    if result.extra.get("nonfinite_queries"):
+        print(f"{result.extra['nonfinite_queries']} queries had NaN/inf logits: counted wrong")
     if args.out:
         record = make_record(
             result,
@@ -130,6 +147,7 @@ def _report(args, method, manifest, result, world: int) -> None:
             split_variant=manifest.spec.dataset or args.dataset,
             manifest=manifest,
             hparams=method.hparams,
+            provenance={"code": code_parts(method), "code_digest": code_digest(method)},
         )
         save_result(args.out, record, result)
         write_summary(args.out)

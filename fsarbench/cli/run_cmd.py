@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from fsarbench.cli.eval_cmd import add_nonfinite_argument
 from fsarbench.config import build_config
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.grids import (
@@ -96,6 +97,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run only every N-th cell starting at I (machines sharing --out)",
     )
     how.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_nonfinite_argument(how)
+    how.add_argument(
+        "--reuse-stale",
+        action="store_true",
+        help="reuse finished cells made by other code, data or weights instead of re-running "
+        "them (each reuse is logged and recorded in the record's stale_accepted)",
+    )
     p.set_defaults(func=run)
 
 
@@ -185,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         recipe_overrides=overrides,
+        nonfinite=args.nonfinite,
+        reuse_stale=args.reuse_stale,
     )
     t0 = time.perf_counter()
     # one runner for every grid: features extracted once, models and pair tables reused
@@ -195,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         runner.run_cells(group, on_record=_print_record)
         print(f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True)
     records = load_records(args.out)
+    _warn_stale(records)
     for _, path in sorted(write_summary_tables(args.out, records).items()):
         print(f"\n{path}:\n{path.read_text()}")
     tables = sorted(
@@ -212,6 +223,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"paper tables and figures: {args.out / 'tables'}, {args.out / 'figures'}")
     print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
     return 0
+
+
+def _warn_stale(records) -> None:
+    """Name the records of ``--out`` that the installed code would no longer produce."""
+    from fsarbench.results import stale_reasons
+
+    stale = [(r.cell, stale_reasons(r)) for r in records if stale_reasons(r)]
+    if stale:
+        print(
+            f"\nwarning: {len(stale)} record(s) in this folder are stale (column 'stale' of "
+            "summary.csv); re-run their cells to replace them:"
+        )
+        for cell, why in stale[:20]:
+            print(f"  {cell}: {', '.join(why)}")
 
 
 def _print_record(r) -> None:
