@@ -12,7 +12,15 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "build_config", "load_config", "config_to_dict", "nearest"]
+__all__ = [
+    "ConfigError",
+    "build_config",
+    "load_config",
+    "config_to_dict",
+    "nearest",
+    "check_range",
+    "check_names",
+]
 
 T = TypeVar("T")
 
@@ -41,6 +49,14 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        # a mapping can only mean the one dataclass, a list the one list type: their own errors
+        # (a misspelled key deep inside) say more than "does not fit"
+        classes = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, Mapping) and len(classes) == 1:
+            return build_config(classes[0], value, where=where)
+        lists = [a for a in args if typing.get_origin(a) in (list, tuple)]
+        if isinstance(value, (list, tuple)) and len(lists) == 1:
+            return _coerce(value, lists[0], where)
         for arg in args:
             if arg is type(None):
                 continue
@@ -49,9 +65,18 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             except (ConfigError, TypeError, ValueError):
                 continue
         raise ConfigError(f"{where}: {value!r} does not fit {annotation}")
+    if origin is dict or annotation is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_t, val_t = args if args else (Any, Any)
+        return {
+            _coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}") for k, v in value.items()
+        }
     if origin in (tuple, list) and isinstance(value, (list, tuple)):
         inner = args[0] if args else Any
-        return origin(_coerce(v, inner, where) for v in value)
+        return origin(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (tuple, list) or annotation in (list, tuple):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -78,8 +103,38 @@ def build_config(cls: type[T], values: Mapping[str, Any] | None = None, *, where
     for key in values:
         if key not in fields:
             raise ConfigError(_unknown_key_message(key, list(fields), where))
+    required = [
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [n for n in required if n not in values]
+    if missing:
+        raise ConfigError(
+            f"missing key(s) {', '.join(map(repr, missing))} in {where} "
+            f"(required: {', '.join(required)})"
+        )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
     return cls(**kwargs)
+
+
+def check_range(
+    where: str, name: str, value: float, low: float | None = None, high: float | None = None
+) -> None:
+    """Raise :class:`ConfigError` unless ``low <= value <= high`` (either bound optional)."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ConfigError(f"{where}.{name} = {value!r} is out of range: allowed [{lo}, {hi}]")
+
+
+def check_names(where: str, names: list[str] | tuple[str, ...], valid: list[str]) -> None:
+    """Raise :class:`ConfigError` for the first of ``names`` not in ``valid`` (nearest named)."""
+    for name in names:
+        if name not in valid:
+            close = nearest(name, valid)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown name {name!r} in {where}.{hint} Known: {', '.join(valid)}")
 
 
 def load_config(cls: type[T], path: str | Path, overrides: Mapping[str, Any] | None = None) -> T:

@@ -44,6 +44,26 @@ def _row(c: SettingComparison) -> list[str]:
     ]
 
 
+def _print_levels(comps: list[SettingComparison]) -> None:
+    """Say what each verdict rests on; seed-level statistics where there are several seeds."""
+    single = [c for c in comps if c.stats.seed_level is None]
+    if single:
+        print(
+            f"warning: {len(single)} verdict(s) rest on episode-level variance only (one "
+            "training seed per system): a different training seed may change them. Train "
+            "several (run --train-seeds 0 1 2) for seed-level tests."
+        )
+    for c in comps:
+        sl = c.stats.seed_level
+        if sl is not None:
+            print(
+                f"Seed level, {c.setting.label}: Δ {sl.diff:+.2f} [{sl.ci_low:+.2f}, "
+                f"{sl.ci_high:+.2f}] (hierarchical bootstrap over seeds then episodes, p = "
+                f"{sl.p_bootstrap:.3g}); {sl.seed_test}: p = {sl.p_seeds:.3g}. The verdict uses "
+                "the larger of the episode-level and hierarchical p."
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
@@ -74,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         f"compared, α = {args.alpha}. Accuracies in %, ± is the 95% CI half-width over "
         "episodes; the difference's CI is a seeded percentile bootstrap over episodes."
     )
+    _print_levels(comps)
     seeds = [c for c in comps if c.a.seeds or c.b.seeds]
     for c in seeds:
         parts = [f"{e.system}: {e.seeds}" for e in (c.a, c.b) if e.seeds]

@@ -15,6 +15,7 @@ from fsarbench.config import build_config
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.grids import (
     STAND_IN,
+    add_grid_file,
     all_grids,
     available_datasets,
     expand_grid,
@@ -52,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="N",
         help="seed-paper table(s) 1-6 (or grid names such as figure4)",
+    )
+    what.add_argument(
+        "--grids",
+        default=None,
+        metavar="FILE",
+        help="a YAML file of your own grids (the schema of fsarbench/experiments/grids.yaml's "
+        "'grids:'; checked strictly), run with --table NAME",
     )
     what.add_argument("--method", nargs="+", default=[], metavar="NAME", help="methods to run")
     what.add_argument(
@@ -175,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = _parse_overrides(args.recipe)
     build_config(Recipe, overrides, where="--recipe")  # unknown keys fail before any work
+    if args.grids:
+        add_grid_file(args.grids)
     available = available_datasets(args.root)
     cells = _shard(select_cells(args, available), args.shard)
     if any(c.dataset == STAND_IN for c in cells) and not available:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from importlib import resources
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fsarbench.config import build_config
+from fsarbench.config import build_config, check_names
 from fsarbench.experiments.grids import STAND_IN
 from fsarbench.experiments.runner import DatasetFeatures
 from fsarbench.features.store import SubsetFeatureStore
@@ -36,10 +37,29 @@ class FeaturePreset:
     train_views: int = 4
 
 
+@functools.lru_cache(maxsize=1)
+def _presets_table() -> dict[str, Any]:
+    text = resources.files("fsarbench.experiments").joinpath("feature_presets.yaml").read_text()
+    return check_presets_table(yaml.safe_load(text) or {}, "feature_presets.yaml")
+
+
+def check_presets_table(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate a feature presets file (sections, dataset names, every composed preset)."""
+    from fsarbench.data.datasets import list_datasets
+
+    check_names(f"{where} (top level)", list(table), ["default", "datasets"])
+    default = table.get("default") or {}
+    build_config(FeaturePreset, default, where=f"{where}: default")
+    datasets = table.get("datasets") or {}
+    check_names(f"{where}: datasets", list(datasets), list_datasets())
+    for name, values in datasets.items():
+        build_config(FeaturePreset, {**default, **(values or {})}, where=f"{where}: {name}")
+    return table
+
+
 def feature_preset(dataset: str, overrides: dict[str, Any] | None = None) -> FeaturePreset:
     """The preset of ``dataset``: the file's ``default``, the dataset's entry, ``overrides``."""
-    text = resources.files("fsarbench.experiments").joinpath("feature_presets.yaml").read_text()
-    table = yaml.safe_load(text)
+    table = _presets_table()
     values = {**table.get("default", {}), **table.get("datasets", {}).get(dataset, {})}
     values.update(overrides or {})
     return build_config(FeaturePreset, values, where=f"feature preset of {dataset!r}")

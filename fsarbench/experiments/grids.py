@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import yaml
 
-from fsarbench.config import nearest
+from fsarbench.config import ConfigError, build_config, check_names, check_range, nearest
 from fsarbench.experiments.cells import Cell
 from fsarbench.registry import list_methods
 
@@ -22,6 +22,9 @@ __all__ = [
     "expand_grid",
     "available_datasets",
     "STAND_IN",
+    "GridSpec",
+    "load_grid_file",
+    "add_grid_file",
 ]
 
 STAND_IN = "synth"
@@ -31,32 +34,109 @@ class GridError(ValueError):
     """An unknown grid or a grid that names something that does not exist."""
 
 
+@dataclass(frozen=True)
+class MethodEntry:
+    """A grid's method: a registered ``method`` with ``hparams`` overrides, shown as ``label``."""
+
+    method: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """One grid of ``grids.yaml`` (or of a user's ``--grids FILE``)."""
+
+    datasets: str | list[str]
+    methods: str | list[str | MethodEntry]
+    title: str = ""
+    shots: list[int] | None = None
+    ways: list[int] = field(default_factory=lambda: [5])
+
+    def check(self, where: str) -> None:
+        """Ranges and names (methods must be registered, datasets known)."""
+        from fsarbench.data.datasets import list_datasets
+
+        for shot in self.shots or []:
+            check_range(where, "shots", shot, 1, 100)
+        for way in self.ways:
+            check_range(where, "ways", way, 2, 100)
+        if isinstance(self.datasets, str):
+            check_names(f"{where}.datasets", [self.datasets], ["available"])
+        else:
+            check_names(f"{where}.datasets", self.datasets, list_datasets())
+        if isinstance(self.methods, str):
+            check_names(f"{where}.methods", [self.methods], ["registered"])
+        else:
+            names = [m if isinstance(m, str) else m.method for m in self.methods]
+            check_names(f"{where}.methods", names, list_methods())
+
+
+@dataclass(frozen=True)
+class GridFile:
+    """The whole grids file: standard shots per dataset, what ``--all`` runs, the grids."""
+
+    grids: dict[str, GridSpec]
+    standard_shots: dict[str, list[int]] = field(default_factory=dict)
+    all: list[str] = field(default_factory=list)
+
+
+def load_grid_file(text: str, where: str) -> GridFile:
+    """Parse and validate a grids YAML: unknown or missing keys, out-of-range settings and
+    unknown method or dataset names fail with ``where``, the key and the nearest valid one."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where} is not valid YAML: {err}") from None
+    table = build_config(GridFile, data, where=where)
+    for name, grid in table.grids.items():
+        grid.check(f"{where}: grids.{name}")
+    check_names(f"{where}: all", table.all, list(table.grids))
+    return table
+
+
+_USER_GRIDS: dict[str, GridSpec] = {}
+
+
+def add_grid_file(path: str | os.PathLike) -> list[str]:
+    """Make the grids of a user's YAML file (same schema as ``grids.yaml``'s ``grids``)
+    available to ``run --table NAME``; returns their names."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"grid file {path} does not exist")
+    table = load_grid_file(path.read_text(), str(path))
+    _USER_GRIDS.update(table.grids)
+    return list(table.grids)
+
+
 @lru_cache(maxsize=1)
-def _table() -> dict[str, Any]:
+def _builtin() -> GridFile:
     text = resources.files("fsarbench.experiments").joinpath("grids.yaml").read_text()
-    return yaml.safe_load(text)
+    return load_grid_file(text, "grids.yaml")
 
 
 def grid_names() -> list[str]:
-    return list(_table()["grids"])
+    return [*_builtin().grids, *(g for g in _USER_GRIDS if g not in _builtin().grids)]
 
 
 def all_grids() -> list[str]:
     """The grids ``run --all`` runs, in order."""
-    return list(_table()["all"])
+    return list(_builtin().all)
 
 
 def standard_shots(dataset: str) -> list[int]:
-    shots = _table()["standard_shots"]
+    shots = _builtin().standard_shots
     return list(shots.get(dataset, shots["default"]))
 
 
 def grid_title(name: str) -> str:
-    return _grid(name).get("title", name)
+    return _grid(name).title or name
 
 
-def _grid(name: str) -> dict[str, Any]:
-    grids = _table()["grids"]
+def _grid(name: str) -> GridSpec:
+    grids = {**_builtin().grids, **_USER_GRIDS}
     if name not in grids:
         close = nearest(name, list(grids))
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -90,17 +170,15 @@ class _MethodSpec:
     label: str = ""
 
 
-def _methods(grid: dict[str, Any]) -> list[_MethodSpec]:
-    entries = grid["methods"]
-    if entries == "registered":
+def _methods(grid: GridSpec) -> list[_MethodSpec]:
+    if grid.methods == "registered":
         return [_MethodSpec(m, (), m) for m in list_methods(variants=False)]
     out = []
-    for e in entries:
+    for e in grid.methods:
         if isinstance(e, str):
             out.append(_MethodSpec(e, (), e))
         else:
-            hp = tuple(sorted((e.get("hparams") or {}).items()))
-            out.append(_MethodSpec(e["method"], hp, e.get("label", e["method"])))
+            out.append(_MethodSpec(e.method, tuple(sorted(e.hparams.items())), e.label or e.method))
     return out
 
 
@@ -115,14 +193,14 @@ def expand_grid(
 ) -> list[Cell]:
     """Cells of grid ``name``; datasets not in ``available`` are stood in for by ``synth``."""
     grid = _grid(name)
-    datasets = grid["datasets"]
+    datasets = grid.datasets
     if datasets == "available":
         datasets = list(available) or [STAND_IN]
     cells = []
     for paper_ds in datasets:
         ds = paper_ds if paper_ds in available or paper_ds == STAND_IN else STAND_IN
-        grid_shots = grid.get("shots") or standard_shots(paper_ds)
-        for way in [w for w in grid.get("ways", [5]) if ways is None or w in ways]:
+        grid_shots = grid.shots or standard_shots(paper_ds)
+        for way in [w for w in grid.ways if ways is None or w in ways]:
             for shot in [s for s in grid_shots if shots is None or s in shots]:
                 for m in _methods(grid):
                     for ts in train_seeds:

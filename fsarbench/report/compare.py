@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,20 @@ from fsarbench.report.records import (
     UnpairedError,
     episode_accuracy,
     query_correct,
+    seed_matrix,
 )
+from fsarbench.stats.hierarchical import seed_level_comparison
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import PairedComparison, compare_paired
 
-__all__ = ["TESTS", "SettingComparison", "compare_entries", "compare_systems", "verdict"]
+__all__ = [
+    "TESTS",
+    "SettingComparison",
+    "compare_entries",
+    "compare_systems",
+    "verdict",
+    "verdict_level",
+]
 
 #: test name -> the PairedComparison field holding its raw p-value.
 TESTS = {"ttest": "p_ttest", "wilcoxon": "p_wilcoxon", "mcnemar": "p_mcnemar"}
@@ -52,6 +62,14 @@ def verdict(
     return f"{name_a} better" if diff > 0 else f"{name_b} better"
 
 
+def verdict_level(comparison: PairedComparison) -> str:
+    """What the verdict rests on, for printing beside it."""
+    if comparison.seed_level is None:
+        return "episode level (one training seed each: seed variance untested)"
+    sl = comparison.seed_level
+    return f"seed and episode level ({sl.seeds_a} vs {sl.seeds_b} seeds; {sl.seed_test})"
+
+
 def _check_paired(a: Entry, b: Entry) -> None:
     if a.manifest_hash != b.manifest_hash:
         raise UnpairedError(
@@ -68,7 +86,9 @@ def compare_entries(
     """Paired statistics of entry ``a`` vs ``b`` (same manifest) from their per-query rows.
 
     Per-episode accuracies are averaged over training seeds; McNemar pairs the queries of the
-    i-th training seed of each (skipped, p = NaN, when the seed counts differ).
+    i-th training seed of each (skipped, p = NaN, when the seed counts differ). With several
+    training seeds on either side, seed-level statistics are added
+    (:func:`fsarbench.stats.hierarchical.seed_level_comparison`) and verdicts use them too.
     """
     _check_paired(a, b)
     ep_a, ep_b = episode_accuracy(run_dir, a), episode_accuracy(run_dir, b)
@@ -77,7 +97,13 @@ def compare_entries(
         ca, cb = np.concatenate(qa), np.concatenate(qb)
     else:
         ca = cb = None
-    return compare_paired(ep_a, ep_b, ca, cb, n_boot=n_boot, seed=seed)
+    result = compare_paired(ep_a, ep_b, ca, cb, n_boot=n_boot, seed=seed)
+    if len(a.records) > 1 or len(b.records) > 1:
+        level = seed_level_comparison(
+            seed_matrix(run_dir, a), seed_matrix(run_dir, b), n_boot=n_boot, seed=seed
+        )
+        result = dataclasses.replace(result, seed_level=level)
+    return result
 
 
 def _find(entries: list[Entry], name: str) -> list[Entry]:
@@ -118,7 +144,7 @@ def compare_systems(
             f"{[s.label for s in sorted(by_a)]}, {name_b} has {[s.label for s in sorted(by_b)]}"
         )
     raw = [compare_entries(run_dir, by_a[s], by_b[s], n_boot=n_boot, seed=seed) for s in shared]
-    adjusted = {t: holm([getattr(r, f) for r in raw]) for t, f in TESTS.items()}
+    adjusted = {t: holm([r.p_value(f) for r in raw]) for t, f in TESTS.items()}
     return [
         SettingComparison(
             s, by_a[s], by_b[s], r, {t: float(adjusted[t][i]) for t in TESTS}, test, alpha

@@ -74,7 +74,7 @@ def rank_setting(
         compare_entries(run_dir, e, order[i], n_boot=n_boot, seed=seed)
         for i, e in enumerate(order[2:], start=1)
     ]
-    family = [getattr(c, field) for c in vs_leader[1:]] + [getattr(c, field) for c in vs_above[2:]]
+    family = [c.p_value(field) for c in vs_leader[1:]] + [c.p_value(field) for c in vs_above[2:]]
     adjusted = list(holm(family)) if family else []
     n = len(order) - 1
     p_leader = [math.nan] + adjusted[:n]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fsarbench.io import stable_hash
 from fsarbench.results import ResultRecord, load_queries, load_records
 from fsarbench.stats.seeds import SeedSpread, seed_mean_std
 
@@ -24,8 +25,10 @@ __all__ = [
     "group_entries",
     "load_entries",
     "system_of",
+    "config_key",
     "episode_accuracy",
     "query_correct",
+    "seed_matrix",
     "base_method_of",
     "overrides_of",
 ]
@@ -104,7 +107,7 @@ class Entry:
 
     Attributes:
         accuracy: mean accuracy in percent (mean over training seeds).
-        ci95: episode 95% CI half-width in percent (mean over seeds when several).
+        ci95: 95% CI half-width in percent (pooled over seeds and episodes when several).
         seeds: spread over training seeds, or ``None`` with a single record.
     """
 
@@ -126,7 +129,14 @@ class Entry:
 
     @property
     def ci95(self) -> float:
-        return float(np.mean([r.ci95 for r in self.records]))
+        """Episode CI of the one record; with several training seeds, the pooled half-width
+        from the seed and episode variance components (records' per-episode std), never a
+        mean of per-seed CIs: ``1.96 * sqrt(var(seed accs)/S + mean(std²)/E)``."""
+        if len(self.records) == 1:
+            return float(self.records[0].ci95)
+        accs = np.array([r.accuracy for r in self.records])
+        within = float(np.mean([r.std**2 for r in self.records])) / max(1, self.setting.episodes)
+        return float(1.959963984540054 * np.sqrt(np.var(accs, ddof=1) / len(accs) + within))
 
     @property
     def seeds(self) -> SeedSpread | None:
@@ -163,25 +173,47 @@ def _dedupe_seeds(records: list[ResultRecord]) -> list[ResultRecord]:
     return [by_seed[k] for k in sorted(by_seed, key=lambda s: (s is None, s or 0))]
 
 
+def config_key(record: ResultRecord) -> str:
+    """8 hex digits of what configures a record's system apart from its training seed:
+    hyper-parameters, recipe, features, track and protocol. Records with different keys are
+    different systems, never pooled as seeds of one."""
+    return stable_hash(
+        {
+            "hparams": record.hparams,
+            "recipe": record.recipe,
+            "features": record.features,
+            "track": record.track,
+            "protocol": record.provenance.get("protocol"),
+        },
+        8,
+    )
+
+
 def group_entries(records: list[ResultRecord]) -> list[Entry]:
-    """Group records into entries, sorted by setting then system.
+    """Group records into entries, sorted by setting then system. A system is a name plus its
+    :func:`config_key`; where one name has records of several configs in a setting, each gets
+    its own entry named ``"<name> @<config key>"``.
 
     Raises:
         UnpairedError: the training seeds of one entry saw different manifests.
     """
-    groups: dict[tuple[str, Setting], list[ResultRecord]] = {}
+    groups: dict[tuple[str, Setting, str], list[ResultRecord]] = {}
     for r in records:
-        groups.setdefault((system_of(r), setting_of(r)), []).append(r)
+        groups.setdefault((system_of(r), setting_of(r), config_key(r)), []).append(r)
+    configs: dict[tuple[str, Setting], int] = {}
+    for system, setting, _ in groups:
+        configs[(system, setting)] = configs.get((system, setting), 0) + 1
     entries = []
-    for (system, setting), recs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (system, setting, key), recs in sorted(groups.items(), key=lambda kv: kv[0][1::-1]):
         recs = _dedupe_seeds(recs)
+        name = f"{system} @{key}" if configs[(system, setting)] > 1 else system
         hashes = {r.manifest_hash for r in recs}
         if len(hashes) > 1:
             raise UnpairedError(
-                f"{system} in {setting.label}: training seeds were evaluated on different "
+                f"{name} in {setting.label}: training seeds were evaluated on different "
                 f"manifests {sorted(hashes)}; re-evaluate them on one manifest"
             )
-        entries.append(Entry(system, setting, recs))
+        entries.append(Entry(name, setting, recs))
     return entries
 
 
@@ -216,6 +248,11 @@ def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray
 def episode_accuracy(run_dir: str | Path, entry: Entry) -> np.ndarray:
     """``[E]`` per-episode accuracy (fraction) of ``entry``, averaged over its training seeds."""
     return np.mean(np.stack([_query_arrays(run_dir, r)[0] for r in entry.records]), axis=0)
+
+
+def seed_matrix(run_dir: str | Path, entry: Entry) -> np.ndarray:
+    """``[S, E]`` per-episode accuracy (fraction) of each training seed of ``entry``."""
+    return np.stack([_query_arrays(run_dir, r)[0] for r in entry.records])
 
 
 def query_correct(run_dir: str | Path, entry: Entry) -> list[np.ndarray]:

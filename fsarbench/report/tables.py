@@ -245,7 +245,7 @@ def mark_significant(
             e = r.cells[j].entry
             if r.ours and e is not None and e.manifest_hash == best.manifest_hash:
                 tests.append((r.cells[j], compare_entries(run_dir, e, best)))
-    adjusted = holm([getattr(c, TESTS[test]) for _, c in tests]) if tests else []
+    adjusted = holm([c.p_value(TESTS[test]) for _, c in tests]) if tests else []
     for (cell, comp), p in zip(tests, adjusted):
         cell.significant = bool(p <= alpha and comp.diff > 0)
     if tests:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from fsarbench.stats.hierarchical import SeedLevel
+
 __all__ = [
     "PairedComparison",
     "bootstrap_mean_ci",
@@ -129,6 +131,8 @@ class PairedComparison:
         mcnemar_a_only, mcnemar_b_only: discordant query counts.
         mcnemar_method: ``"exact"`` or ``"chi2-cc"``.
         episodes, queries: sample sizes.
+        seed_level: seed-level statistics when either side has several training seeds
+            (:mod:`fsarbench.stats.hierarchical`), else ``None``.
     """
 
     acc_a: float
@@ -144,6 +148,21 @@ class PairedComparison:
     mcnemar_method: str
     episodes: int
     queries: int
+    seed_level: SeedLevel | None = None
+
+    @property
+    def level(self) -> str:
+        """What a verdict rests on: ``"seed+episode"`` or ``"episode"`` (one seed each)."""
+        return "seed+episode" if self.seed_level is not None else "episode"
+
+    def p_value(self, field: str) -> float:
+        """Raw p of test ``field`` (e.g. ``"p_ttest"``); with several training seeds, the
+        larger of it and the hierarchical bootstrap's p (both levels must agree). NaN stays
+        NaN (counted as not significant everywhere)."""
+        p = float(getattr(self, field))
+        if self.seed_level is None or math.isnan(p):
+            return p
+        return max(p, self.seed_level.p_bootstrap)
 
 
 def compare_paired(

@@ -3,13 +3,14 @@ in ``finetune_recipes.yaml`` (default -> method -> dataset layers) and recorded 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
 import yaml
 
-from fsarbench.config import build_config, config_to_dict
+from fsarbench.config import build_config, check_names, config_to_dict
 from fsarbench.training.recipe import Recipe
 
 __all__ = ["FINETUNE_RECIPES_FILE", "FinetuneOptions", "FinetuneRecipe", "finetune_recipe"]
@@ -80,6 +81,30 @@ def _merge(base: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _finetune_table() -> dict[str, Any]:
+    text = resources.files("fsarbench.training").joinpath(FINETUNE_RECIPES_FILE).read_text()
+    return check_finetune_table(yaml.safe_load(text) or {}, FINETUNE_RECIPES_FILE)
+
+
+def check_finetune_table(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate a finetune recipes file: sections, ``method[@dataset]`` entry names and every
+    entry composed over ``default`` (unknown keys and out-of-range values named)."""
+    from fsarbench.data.datasets import list_datasets
+    from fsarbench.training.recipe import method_names_and_families
+
+    check_names(f"{where} (top level)", list(table), ["default", "methods"])
+    default = _merge({"recipe": {}, "options": {}}, table.get("default"))
+    build_config(FinetuneRecipe, default, where=f"{where}: default")
+    for key, entry in (table.get("methods") or {}).items():
+        method, _, dataset = key.partition("@")
+        check_names(f"{where}: methods", [method], method_names_and_families())
+        if dataset:
+            check_names(f"{where}: methods.{key}", [dataset], list_datasets())
+        build_config(FinetuneRecipe, _merge(default, entry), where=f"{where}: methods.{key}")
+    return table
+
+
 def finetune_recipe(
     method: str, dataset: str, overrides: dict[str, dict[str, Any]] | None = None
 ) -> FinetuneRecipe:
@@ -87,8 +112,7 @@ def finetune_recipe(
     ``methods.<family>``, ``methods.<method>``, ``methods."<family>@<dataset>"``,
     ``methods."<method>@<dataset>"``, then ``overrides`` (``{"recipe": {...}, "options":
     {...}}``). ``family`` is the name before its first ``-`` (``sgtm-otam`` -> ``sgtm``)."""
-    text = resources.files("fsarbench.training").joinpath(FINETUNE_RECIPES_FILE).read_text()
-    table = yaml.safe_load(text)
+    table = _finetune_table()
     values = _merge({"recipe": {}, "options": {}}, table.get("default"))
     family = method.split("-")[0]
     per_method = table.get("methods", {})

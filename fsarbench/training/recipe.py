@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
 import yaml
 
-from fsarbench.config import build_config, config_to_dict
+from fsarbench.config import ConfigError, build_config, check_names, check_range, config_to_dict
 
 __all__ = ["Recipe", "frozen_recipe", "RECIPES_FILE"]
 
@@ -52,13 +53,54 @@ class Recipe:
     adapter: Literal["linear_ln", "none"] = "linear_ln"
     grad_clip: float = 0.0
 
+    def __post_init__(self) -> None:
+        where = "recipe"
+        for name, low in (("steps", 1), ("episodes_per_step", 1), ("way", 2), ("shot", 1)):
+            check_range(where, name, getattr(self, name), low)
+        for name in ("queries", "val_every", "val_shot"):
+            check_range(where, name, getattr(self, name), 1)
+        for name in ("micro_batch", "val_episodes", "warmup_steps", "weight_decay", "grad_clip"):
+            check_range(where, name, getattr(self, name), 0)
+        check_range(where, "lr", self.lr, 0.0, 10.0)
+        if self.lr <= 0:
+            raise ConfigError(f"recipe.lr = {self.lr} must be positive")
+        check_range(where, "momentum", self.momentum, 0.0, 1.0)
+        for m in self.milestones:
+            check_range(where, "milestones", m, 0.0, 1.0)
+
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
 
 
+@functools.lru_cache(maxsize=1)
 def _recipes_table() -> dict[str, Any]:
     text = resources.files("fsarbench.training").joinpath(RECIPES_FILE).read_text()
-    return yaml.safe_load(text)
+    return check_recipes_table(yaml.safe_load(text) or {}, RECIPES_FILE)
+
+
+def check_recipes_table(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate a frozen recipes file: its sections, method and dataset names, and every
+    recipe it composes (unknown keys and out-of-range values name the file and key)."""
+    from fsarbench.data.datasets import list_datasets
+
+    check_names(f"{where} (top level)", list(table), ["default", "methods", "datasets"])
+    default = table.get("default") or {}
+    build_config(Recipe, default, where=f"{where}: default")
+    methods, datasets = table.get("methods") or {}, table.get("datasets") or {}
+    check_names(f"{where}: methods", list(methods), method_names_and_families())
+    check_names(f"{where}: datasets", list(datasets), list_datasets())
+    for section, entries in (("methods", methods), ("datasets", datasets)):
+        for name, values in entries.items():
+            build_config(Recipe, {**default, **(values or {})}, where=f"{where}: {section}.{name}")
+    return table
+
+
+def method_names_and_families() -> list[str]:
+    """Registered method names and their families (the part before the first ``-``)."""
+    from fsarbench.registry import list_methods
+
+    names = list_methods()
+    return sorted({*names, *(n.split("-")[0] for n in names)})
 
 
 def frozen_recipe(

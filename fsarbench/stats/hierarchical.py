@@ -1,0 +1,92 @@
+"""Statistics over training seeds *and* episodes.
+
+With several training seeds, a number varies with the seed as well as with the episodes. Two
+methods' difference is then tested at the seed level too:
+
+- a hierarchical bootstrap: resample each method's training seeds (with replacement), then the
+  shared episodes (with replacement, one draw for both methods: episodes are paired), and take
+  the mean difference; its percentile CI and two-sided p-value;
+- a test on per-seed mean accuracies: paired t-test on per-seed differences when both methods
+  have the same training seeds, else Welch's t-test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["SeedLevel", "seed_level_comparison", "hierarchical_bootstrap"]
+
+
+@dataclass(frozen=True)
+class SeedLevel:
+    """Seed-level statistics of A - B (percent): bootstrap CI/p and the per-seed test's p."""
+
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_bootstrap: float
+    p_seeds: float
+    seeds_a: int
+    seeds_b: int
+    seed_test: str
+
+
+def hierarchical_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Percentile 95% CI and two-sided p of ``mean(a) - mean(b)`` for ``a [Sa, E]``,
+    ``b [Sb, E]`` (per-seed per-episode accuracies on the same episodes)."""
+    rng = np.random.default_rng(seed)
+    (sa, e), sb = a.shape, b.shape[0]
+    diffs = np.empty(n_boot)
+    for i in range(n_boot):
+        episodes = rng.integers(0, e, e)
+        ra = a[rng.integers(0, sa, sa)][:, episodes]
+        rb = b[rng.integers(0, sb, sb)][:, episodes]
+        diffs[i] = ra.mean() - rb.mean()
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    p = 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean()))
+    return float(low), float(high), min(1.0, p)
+
+
+def seed_level_comparison(
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0
+) -> SeedLevel:
+    """Seed-level statistics of ``a [Sa, E]`` vs ``b [Sb, E]`` (fractions; reported in %).
+
+    Row ``i`` of ``a`` and of ``b`` must be the same training seed when ``Sa == Sb`` (the
+    per-seed test is then paired)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"different episode counts: {a.shape[1]} vs {b.shape[1]}")
+    low, high, p_boot = hierarchical_bootstrap(a, b, n_boot=n_boot, seed=seed)
+    ma, mb = a.mean(1), b.mean(1)
+    if len(ma) == len(mb) and len(ma) >= 2:
+        d = ma - mb
+        p_seed = 1.0 if np.ptp(d) <= 1e-12 and abs(d[0]) <= 1e-12 else _ttest_1samp(d)
+        test = f"paired t over {len(d)} seeds"
+    elif len(ma) >= 2 and len(mb) >= 2:
+        p_seed = float(stats.ttest_ind(ma, mb, equal_var=False).pvalue)
+        test = f"Welch t over {len(ma)}+{len(mb)} seeds"
+    else:
+        p_seed, test = math.nan, "n/a (one seed on a side)"
+    return SeedLevel(
+        100 * float(a.mean() - b.mean()),
+        100 * low,
+        100 * high,
+        p_boot,
+        p_seed,
+        len(ma),
+        len(mb),
+        test,
+    )
+
+
+def _ttest_1samp(d: np.ndarray) -> float:
+    if np.ptp(d) <= 1e-12:  # constant non-zero difference over seeds
+        return 0.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)

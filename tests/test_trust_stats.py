@@ -1,0 +1,138 @@
+"""Strict configuration files, systems that are never pooled across configs, and statistics
+that count training seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fsarbench as fb
+from fsarbench.cli.main import main
+from fsarbench.config import ConfigError
+from fsarbench.evaluate import summarise_predictions
+from fsarbench.experiments.grids import load_grid_file
+from fsarbench.report.compare import compare_systems
+from fsarbench.report.records import load_entries
+from fsarbench.results import make_record, save_result
+from fsarbench.stats.hierarchical import seed_level_comparison
+from fsarbench.training.recipe import Recipe, check_recipes_table
+
+GRID = """
+grids:
+  mine:
+    datasets: [synth]
+    {key}: [1]
+    methods: [protonet, {{method: otam, label: OTAM}}]
+"""
+
+
+def test_grid_file_with_a_misspelled_key_fails_naming_file_key_and_nearest():
+    assert load_grid_file(GRID.format(key="shots"), "my.yaml").grids["mine"].shots == [1]
+    with pytest.raises(ConfigError, match=r"unknown key 'shot' in my.yaml.*Did you mean 'shots'"):
+        load_grid_file(GRID.format(key="shot"), "my.yaml")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("grids: {g: {datasets: [synth], shots: [0], methods: [otam]}}", r"shots = 0 .*\[1, 100\]"),
+        ("grids: {g: {datasets: [synth], methods: [otma]}}", r"unknown name 'otma'.*'otam'"),
+        ("grids: {g: {datasets: [kinetcs100], methods: [otam]}}", r"Did you mean 'kinetics100'"),
+        ("grids: {g: {methods: [otam]}}", r"missing key\(s\) 'datasets'"),
+        (
+            "grids: {g: {datasets: [synth], methods: [{method: otam, hparam: {}}]}}",
+            r"unknown key 'hparam'.*Did you mean 'hparams'",
+        ),
+    ],
+)
+def test_grid_file_errors(text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_grid_file(text, "g.yaml")
+
+
+def test_run_with_a_bad_grid_file_fails_before_any_work(tmp_path, capsys):
+    path = tmp_path / "grids.yaml"
+    path.write_text(GRID.format(key="shot"))
+    code = main(["run", "--grids", str(path), "--table", "mine", "--out", str(tmp_path / "o")])
+    assert code == 2 and "Did you mean 'shots'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_recipe_files_and_values_are_checked():
+    with pytest.raises(ConfigError, match=r"recipe.steps = 0 is out of range"):
+        fb.build_config(Recipe, {"steps": 0})
+    with pytest.raises(ConfigError, match=r"unknown name 'otma' in r.yaml: methods"):
+        check_recipes_table({"default": {}, "methods": {"otma": {}}}, "r.yaml")
+    with pytest.raises(ConfigError, match=r"r.yaml: datasets.synth.*Did you mean 'lr'"):
+        check_recipes_table({"default": {}, "datasets": {"synth": {"lrr": 1}}}, "r.yaml")
+    with pytest.raises(ConfigError, match=r"unknown name 'defaults'"):
+        check_recipes_table({"defaults": {}}, "r.yaml")
+
+
+def _save(out, manifest, method, train_seed, acc, rng, **record_kw):
+    true = manifest.query_labels
+    hit = rng.random(true.shape) < acc
+    predicted = np.where(hit, true, (true + 1) % manifest.way)
+    result = summarise_predictions(predicted, manifest, "normal", 0.0)
+    record = make_record(
+        result,
+        method=method,
+        dataset="toy",
+        split_variant="toy",
+        manifest=manifest,
+        train_seed=train_seed,
+        **record_kw,
+    )
+    save_result(out, record, result)
+    return record
+
+
+def _manifest(episodes=2000):
+    classes = np.repeat(np.arange(10), 6)
+    return fb.make_manifest(classes, way=5, shot=1, queries=2, episodes=episodes, seed=0)
+
+
+def test_records_of_two_configs_are_two_systems(tmp_path):
+    manifest, rng = _manifest(200), np.random.default_rng(0)
+    _save(tmp_path, manifest, "A", 0, 0.6, rng, recipe={"lr": 1e-3})
+    _save(tmp_path, manifest, "A", 1, 0.6, rng, recipe={"lr": 1e-3})
+    _save(tmp_path, manifest, "A", 0, 0.9, rng, recipe={"lr": 1e-2})
+    entries = load_entries(tmp_path)
+    assert len(entries) == 2 and all(e.system.startswith("A @") for e in entries)
+    assert sorted(len(e.records) for e in entries) == [1, 2]
+
+
+def test_two_seeds_that_disagree_make_the_verdict_rest_on_seeds(tmp_path, capsys):
+    manifest, rng = _manifest(), np.random.default_rng(1)
+    for seed, acc in ((0, 0.80), (1, 0.56)):
+        _save(tmp_path, manifest, "A", seed, acc, rng)
+    for seed in (0, 1):
+        _save(tmp_path, manifest, "B", seed, 0.65, rng)
+    (comp,) = compare_systems(tmp_path, load_entries(tmp_path), "A", "B", n_boot=500)
+    assert comp.stats.p_ttest < 0.01  # episodes alone call A better
+    assert comp.stats.seed_level is not None and comp.stats.seed_level.p_bootstrap > 0.2
+    assert comp.verdict == "no significant difference"
+    entry = next(e for e in load_entries(tmp_path) if e.system == "A")
+    per_seed_ci = np.mean([r.ci95 for r in entry.records])
+    assert entry.ci95 > 3 * per_seed_ci  # the seed spread is in the entry's CI
+    assert main(["compare", "A", "B", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
+    assert "Seed level" in capsys.readouterr().out
+
+
+def test_single_seed_verdicts_warn(tmp_path, capsys):
+    manifest, rng = _manifest(300), np.random.default_rng(2)
+    _save(tmp_path, manifest, "A", 0, 0.9, rng)
+    _save(tmp_path, manifest, "B", 0, 0.5, rng)
+    assert main(["compare", "A", "B", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
+    assert "episode-level variance only" in capsys.readouterr().out
+
+
+def test_seed_level_comparison_known_answers():
+    a = np.full((3, 50), 0.7)
+    b = np.full((3, 50), 0.5)
+    sl = seed_level_comparison(a, b, n_boot=100)
+    assert sl.diff == pytest.approx(20.0) and sl.p_bootstrap == 0.0 and sl.p_seeds == 0.0
+    same = seed_level_comparison(a, a.copy(), n_boot=100)
+    assert same.diff == 0.0 and same.p_seeds == 1.0 and same.p_bootstrap == 1.0
+    one = seed_level_comparison(a[:1], b[:2], n_boot=50)
+    assert np.isnan(one.p_seeds) and "one seed" in one.seed_test
