@@ -224,3 +224,54 @@ def test_code_digest_ignores_docstrings_and_comments(tmp_path):
     a.rename(tmp_path / "x.py")
     ref = provenance.source_digest([tmp_path / "x.py"], tmp_path)
     assert digest[3] == ref and digest[4] != ref
+
+
+@pytest.fixture(scope="module")
+def tiny_synth(tmp_path_factory):
+    from finetune_fixtures import TINY_SYNTH
+
+    from fsarbench.data.datasets import get_dataset
+
+    ds = get_dataset("synth", root=tmp_path_factory.mktemp("synth"), config=TINY_SYNTH)
+    ds.videos("test")
+    return ds
+
+
+def test_finetune_split_records_missing_and_unreadable_videos(tiny_synth):
+    from fsarbench.training.clip_data import UnusableSplitError, usable_split
+
+    records = tiny_synth.videos("test")
+    missing, broken = records[0], records[5]
+    missing.path.rename(missing.path.with_suffix(".gone"))
+    original = broken.path.read_bytes()
+    broken.path.write_bytes(b"not a video")
+    try:
+        kw = dict(dataset="synth", flip_ok=True, way=3, shot=1, queries=1)
+        split, skipped = usable_split(records, "test", **kw)
+        assert len(split.records) == len(records) - 2
+        assert skipped[0] == f"test/{missing.video_id}: missing"
+        assert skipped[1].startswith(f"test/{broken.video_id}: ") and len(skipped[1]) > 20
+        with pytest.raises(UnusableSplitError, match="policy 'error'"):
+            usable_split(records, "test", **kw, on_bad="error")
+        with pytest.raises(UnusableSplitError, match="cannot serve 40-way"):
+            usable_split(records, "test", **{**kw, "way": 40})
+    finally:
+        missing.path.with_suffix(".gone").rename(missing.path)
+        broken.path.write_bytes(original)
+
+
+def test_finetune_clips_fail_loudly_instead_of_zeros(tiny_synth):
+    from fsarbench.data.decode import VideoDecodeError
+    from fsarbench.training.clip_data import ClipSplit, ClipStore
+    from fsarbench.training.finetune_recipe import FinetuneOptions
+
+    records = tiny_synth.videos("test")
+    broken = records[2]
+    original = broken.path.read_bytes()
+    broken.path.write_bytes(b"junk")
+    try:
+        store = ClipStore(ClipSplit(records, "synth"), FinetuneOptions(frames=2, workers=0))
+        with pytest.raises(VideoDecodeError):
+            store.get(np.array([2]))
+    finally:
+        broken.path.write_bytes(original)

@@ -59,6 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--shots", nargs="+", type=int, default=[1, 5], help="test shots")
     p.add_argument(
+        "--bad-videos",
+        choices=["skip", "error"],
+        default="skip",
+        help="finetune: missing or unreadable videos are left out and recorded with their "
+        "cause (skip, as the frozen track does) or stop the run (error); a split left unable "
+        "to serve the episodes is always an error",
+    )
+    p.add_argument(
         "--overwrite",
         "--no-resume",
         dest="overwrite",
@@ -151,7 +159,7 @@ def _clear_checkpoints(out: Path) -> None:
 
 def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over: dict) -> int:
     from fsarbench.distributed.env import init_distributed, is_main, shutdown_distributed
-    from fsarbench.training.finetune import ClipSplit, build_video_method, finetune, finetune_recipe
+    from fsarbench.training.finetune import build_video_method, finetune, finetune_recipe
 
     recipe = finetune_recipe(
         args.method, args.dataset, {"recipe": recipe_over, "options": option_over}
@@ -159,7 +167,10 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
     env, device = init_distributed(args.device)
     try:
         ds = _dataset_main_first(args.dataset, args.root)
-        splits = {s: ClipSplit(ds.videos(s), ds.variant, ds.flip_ok) for s in ("train", "val")}
+        splits, skipped = {}, []
+        for name in ("train", "val"):
+            splits[name], bad = _usable(ds, name, recipe.recipe, args.bad_videos, shot=None)
+            skipped += bad
         model = build_video_method(
             args.method,
             recipe.options,
@@ -183,7 +194,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
             seed=args.seed,
             dataset=args.dataset,
             track="finetune",
-            data={"split_md5": ds.split_md5s()},
+            data={"split_md5": ds.split_md5s(), "skipped_videos": sorted(skipped)},
         )
         result = finetune(
             model,
@@ -199,7 +210,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
         if is_main():
             _report(args, result, out)
         if args.test_episodes > 0:
-            _test(args, ds, model, recipe, device, out)
+            _test(args, ds, model, recipe, device, out, skipped)
     finally:
         shutdown_distributed()
     return 0
@@ -218,15 +229,34 @@ def _dataset_main_first(name: str, root: str | None):
     return ds
 
 
-def _test(args, ds, model, recipe, device, out: Path) -> None:
+def _usable(ds, split: str, recipe, policy: str, shot: int | None):
+    """The readable videos of ``split`` (left-out ones printed and returned with causes)."""
+    from fsarbench.training.clip_data import usable_split
+
+    kept, skipped = usable_split(
+        ds.videos(split),
+        split,
+        dataset=ds.variant,
+        flip_ok=ds.flip_ok,
+        way=recipe.way,
+        shot=shot or (recipe.shot if split == "train" else recipe.val_shot),
+        queries=recipe.queries if split == "train" else 1,
+        on_bad=policy,
+    )
+    if skipped:
+        print(f"{ds.variant}/{split}: left out {len(skipped)} video(s): " + "; ".join(skipped[:3]))
+    return kept, skipped
+
+
+def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> None:
     """Sharded test evaluation of the selected weights; rank 0 writes one record per shot."""
     from fsarbench.distributed.env import is_main
     from fsarbench.distributed.sharded_eval import evaluate_sharded
     from fsarbench.episodes import make_manifest
     from fsarbench.results import make_record, save_result, write_summary
-    from fsarbench.training.finetune import ClipSplit, ClipStore
+    from fsarbench.training.finetune import ClipStore
 
-    test = ClipSplit(ds.videos("test"), ds.variant, ds.flip_ok)
+    test, bad = _usable(ds, "test", recipe.recipe, args.bad_videos, shot=max(args.shots))
     store = ClipStore(test, recipe.options, args.seed)
     for shot in args.shots:
         manifest = make_manifest(
@@ -263,6 +293,7 @@ def _test(args, ds, model, recipe, device, out: Path) -> None:
             features={"backbone": recipe.options.backbone, "weights": recipe.options.weights},
             train_seed=args.seed,
             class_names=ds.class_names("test"),
+            skipped_videos=[*skipped, *bad],
         )
         save_result(out, record, result)
         write_summary(out)

@@ -20,7 +20,59 @@ from fsarbench.episodes import EpisodeSpec, class_pools, make_episode
 from fsarbench.training.finetune_recipe import FinetuneOptions, FinetuneRecipe
 from fsarbench.training.video_method import ClipEpisodes
 
-__all__ = ["ClipSplit", "ClipStore", "TrainEpisodes", "to_clip_episodes"]
+__all__ = [
+    "ClipSplit",
+    "ClipStore",
+    "TrainEpisodes",
+    "to_clip_episodes",
+    "usable_split",
+    "UnusableSplitError",
+]
+
+
+class UnusableSplitError(ValueError):
+    """Too few readable videos are left in a split to serve its episodes."""
+
+
+def usable_split(
+    records: list[VideoRecord],
+    split: str,
+    *,
+    dataset: str,
+    flip_ok: bool,
+    way: int,
+    shot: int,
+    queries: int,
+    on_bad: str = "skip",
+    jobs: int = 2,
+) -> tuple[ClipSplit, list[str]]:
+    """The readable videos of ``split`` and ``"<split>/<video id>: <cause>"`` for each video
+    left out (missing or unreadable; every file is opened once). Under ``on_bad="error"`` any
+    such video is an error; under ``"skip"`` it is recorded. A split whose remaining videos
+    cannot serve ``way``-way ``shot``-shot episodes with ``queries`` queries raises
+    :class:`UnusableSplitError` either way — never an accuracy."""
+    from fsarbench.data.health import check_split, protocol_problems
+
+    if on_bad not in ("skip", "error"):
+        raise ValueError(f"bad-video policy must be 'skip' or 'error', not {on_bad!r}")
+    health = check_split(records, split, frames=1, jobs=jobs)
+    skipped = [f"{split}/{v}: missing" for h in health for v in h.missing]
+    skipped += [f"{split}/{v}: {cause}" for h in health for v, cause in h.unreadable.items()]
+    if skipped and on_bad == "error":
+        raise UnusableSplitError(
+            f"{len(skipped)} unreadable or missing videos in {dataset}/{split} (policy 'error'): "
+            + "; ".join(skipped[:5])
+            + ("" if len(skipped) <= 5 else " ...")
+        )
+    problems = protocol_problems(health, way=way, shot=shot, queries=queries, policy="drop")
+    if problems:
+        raise UnusableSplitError(
+            f"{dataset}/{split} cannot serve {way}-way {shot}-shot episodes after leaving out "
+            f"{len(skipped)} unreadable or missing videos: " + "; ".join(problems)
+        )
+    bad = {v for h in health for v in [*h.missing, *h.unreadable]}
+    kept = [r for r in records if r.video_id not in bad]
+    return ClipSplit(kept, dataset, flip_ok), skipped
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -67,6 +119,7 @@ class ClipStore:
             train=False,
             seed=seed,
             short="repeat",
+            on_error="raise",  # probed by usable_split: a failure now is an error, not zeros
         )
 
     def __len__(self) -> int:
@@ -117,7 +170,12 @@ class TrainEpisodes(Dataset):
         self.class_ids = np.array(sorted(self.pools))
         self.transform = _transform(o, True, split.flip_ok)
         self.clip_options = ClipOptions(
-            frames=o.frames, sampler=o.train_sampler, train=True, seed=seed, short="repeat"
+            frames=o.frames,
+            sampler=o.train_sampler,
+            train=True,
+            seed=seed,
+            short="repeat",
+            on_error="raise",
         )
 
     def __len__(self) -> int:
