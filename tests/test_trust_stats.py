@@ -136,3 +136,28 @@ def test_seed_level_comparison_known_answers():
     assert same.diff == 0.0 and same.p_seeds == 1.0 and same.p_bootstrap == 1.0
     one = seed_level_comparison(a[:1], b[:2], n_boot=50)
     assert np.isnan(one.p_seeds) and "one seed" in one.seed_test
+
+
+def test_published_tables_carry_their_protocol_and_ship_in_the_package(tmp_path):
+    from fsarbench.report.published import load_table, published_dir
+    from fsarbench.report.tables import build_table
+
+    assert published_dir().parent.name == "fsarbench"  # inside the package (wheels too)
+    spec = load_table(1)
+    assert spec.protocol.track == "finetune" and spec.protocol.frames == 8
+    manifest, rng = _manifest(100), np.random.default_rng(0)
+    _save(tmp_path, manifest, "otam", 0, 0.7, rng)
+    table = build_table(spec, load_entries(tmp_path), stand_in="toy")
+    text = " ".join(table.notes)
+    assert "ResNet-50" in text and "frozen track sit beside published finetune" in text
+    bad = tmp_path / "pub"
+    bad.mkdir()
+    (bad / "table1.yaml").write_text(
+        "\n".join(
+            line
+            for line in (published_dir() / "table1.yaml").read_text().splitlines()
+            if not line.startswith("protocol:")
+        )
+    )
+    with pytest.raises(ConfigError, match=r"missing key\(s\) 'protocol'"):
+        load_table(1, bad)

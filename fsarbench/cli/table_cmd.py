@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--published",
         default=None,
-        help="folder of the published tables (default: results/published)",
+        help="folder of the published tables (default: the package's fsarbench/published)",
     )
     add_stats_args(p)
     p.set_defaults(func=run)

@@ -1,4 +1,4 @@
-"""The seed paper's published tables, read from ``results/published/*.yaml``.
+"""The seed paper's published tables, read from ``fsarbench/published/*.yaml`` (package data).
 
 Each ``tableN.yaml`` gives the caption, the label columns (``Method, Reference`` ...), the value
 columns (group, label and the setting each holds: dataset key, way, shot) and the rows (labels,
@@ -20,6 +20,7 @@ __all__ = [
     "Column",
     "Row",
     "TableSpec",
+    "PublishedProtocol",
     "Citation",
     "published_dir",
     "load_table",
@@ -80,10 +81,26 @@ class PaperMarks:
 
 
 @dataclass(frozen=True)
+class PublishedProtocol:
+    """How the published numbers of a table were made (shown beside them, so frozen-track or
+    synthetic runs are never read as reproductions of them)."""
+
+    backbone: str
+    frames: int
+    track: str
+    source: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.backbone}, {self.frames} frames, {self.track} track; {self.source}"
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """One published table."""
 
     table: int
+    protocol: PublishedProtocol
     caption: str
     decimals: int
     label_columns: list[str]
@@ -123,19 +140,19 @@ class Citation:
 
 def published_dir(override: str | Path | None = None) -> Path:
     """Folder of the published tables: ``override``, ``$FSARBENCH_PUBLISHED``, or the
-    ``results/published`` folder of the source checkout fsarbench runs from."""
+    ``published`` folder shipped inside the package (so a wheel has it too)."""
     if override is not None:
         return Path(override)
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
-    return Path(__file__).resolve().parents[2] / "results" / "published"
+    return Path(__file__).resolve().parents[1] / "published"
 
 
 def _read_yaml(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(
             f"{path} not found; pass --published DIR or set {ENV_VAR} to the folder holding "
-            "the published tables (results/published in the fsarbench source tree)"
+            "the published tables (fsarbench/published in the package)"
         )
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
@@ -153,6 +170,8 @@ def load_table(number: int, folder: str | Path | None = None) -> TableSpec:
     data["columns"] = [build_config(Column, c, where=where) for c in data["columns"]]
     data["rows"] = [build_config(Row, r, where=where) for r in data["rows"]]
     data["paper_marks"] = build_config(PaperMarks, data.get("paper_marks") or {}, where=where)
+    if isinstance(data.get("protocol"), dict):
+        data["protocol"] = build_config(PublishedProtocol, data["protocol"], where=where)
     return build_config(TableSpec, data, where=where)
 
 

@@ -202,7 +202,22 @@ def build_table(
         rows.append(_run_row(labels, slots, False))
     _mark_best(rows, "published")
     _mark_best(rows, "run")
-    return Table(spec, rows, _notes(rows))
+    return Table(spec, rows, _notes(rows) + _track_notes(spec, entries, source))
+
+
+def _track_notes(spec: TableSpec, entries: list[Entry], source: str) -> list[str]:
+    """Which protocol the published numbers follow, and where run cells follow another."""
+    notes = [f"published protocol: {spec.protocol.label}."] if source != "runs" else []
+    tracks = sorted({e.setting.track for e in entries})
+    other = [t for t in tracks if t != spec.protocol.track]
+    if source != "published" and other:
+        notes.append(
+            f"run cells of the {', '.join(other)} track sit beside published {spec.protocol.track}"
+            "-track numbers: a different protocol, not a reproduction of them."
+        )
+    if source != "published" and tracks:
+        notes.append(f"run cells: {', '.join(tracks)} track.")
+    return notes
 
 
 def _notes(rows: list[TableRow]) -> list[str]:
