@@ -161,3 +161,20 @@ def test_published_tables_carry_their_protocol_and_ship_in_the_package(tmp_path)
     )
     with pytest.raises(ConfigError, match=r"missing key\(s\) 'protocol'"):
         load_table(1, bad)
+
+
+@pytest.mark.parametrize(
+    "p, floor, text",
+    [
+        (0.0, None, "<1e-300"),
+        (float("nan"), None, "n/a"),
+        (2e-7, None, "2.0e-07"),
+        (0.0312, None, "0.0312"),
+        (0.0, 0.005, "<5e-03"),
+        (1.0, None, "1"),
+    ],
+)
+def test_p_values_never_print_as_zero(p, floor, text):
+    from fsarbench.stats.paired import format_p
+
+    assert format_p(p, floor) == text

@@ -8,6 +8,7 @@ from pathlib import Path
 from fsarbench.report.cli_args import add_filter_args, add_runs_arg, add_stats_args, filter_entries
 from fsarbench.report.compare import SettingComparison, compare_systems
 from fsarbench.report.records import load_entries
+from fsarbench.stats.paired import format_p
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,14 +38,15 @@ def _row(c: SettingComparison) -> list[str]:
         f"{s.acc_a:.2f} ± {c.a.ci95:.2f}",
         f"{s.acc_b:.2f} ± {c.b.ci95:.2f}",
         f"{s.diff:+.2f} [{s.ci_low:+.2f}, {s.ci_high:+.2f}]",
-        f"{s.p_ttest:.3g} / {adj['ttest']:.3g}",
-        f"{s.p_wilcoxon:.3g} / {adj['wilcoxon']:.3g}",
-        f"{s.p_mcnemar:.3g} / {adj['mcnemar']:.3g} ({s.mcnemar_a_only}:{s.mcnemar_b_only})",
+        f"{format_p(s.p_ttest)} / {format_p(adj['ttest'])}",
+        f"{format_p(s.p_wilcoxon)} / {format_p(adj['wilcoxon'])}",
+        f"{format_p(s.p_mcnemar)} / {format_p(adj['mcnemar'])} "
+        f"({s.mcnemar_a_only}:{s.mcnemar_b_only})",
         c.verdict,
     ]
 
 
-def _print_levels(comps: list[SettingComparison]) -> None:
+def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
     """Say what each verdict rests on; seed-level statistics where there are several seeds."""
     single = [c for c in comps if c.stats.seed_level is None]
     if single:
@@ -59,7 +61,8 @@ def _print_levels(comps: list[SettingComparison]) -> None:
             print(
                 f"Seed level, {c.setting.label}: Δ {sl.diff:+.2f} [{sl.ci_low:+.2f}, "
                 f"{sl.ci_high:+.2f}] (hierarchical bootstrap over seeds then episodes, p = "
-                f"{sl.p_bootstrap:.3g}); {sl.seed_test}: p = {sl.p_seeds:.3g}. The verdict uses "
+                f"{format_p(sl.p_bootstrap, 1 / n_boot)}); {sl.seed_test}: p = "
+                f"{format_p(sl.p_seeds)}. The verdict uses "
                 "the larger of the episode-level and hierarchical p."
             )
 
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         f"compared, α = {args.alpha}. Accuracies in %, ± is the 95% CI half-width over "
         "episodes; the difference's CI is a seeded percentile bootstrap over episodes."
     )
-    _print_levels(comps)
+    _print_levels(comps, args.bootstrap)
     seeds = [c for c in comps if c.a.seeds or c.b.seeds]
     for c in seeds:
         parts = [f"{e.system}: {e.seeds}" for e in (c.a, c.b) if e.seeds]

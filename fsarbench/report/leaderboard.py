@@ -19,7 +19,7 @@ from fsarbench.io import atomic_write_text
 from fsarbench.report.compare import TESTS, compare_entries
 from fsarbench.report.records import Entry, Setting
 from fsarbench.stats.multiple import holm
-from fsarbench.stats.paired import PairedComparison
+from fsarbench.stats.paired import PairedComparison, format_p
 
 __all__ = [
     "Standing",
@@ -131,7 +131,7 @@ def _md_cell(st: Standing) -> list[str]:
     acc = f"{e.accuracy:.2f} ± {e.ci95:.2f}"
     seeds = f"{e.seeds.mean:.2f} ± {e.seeds.std:.2f} (n={e.seeds.n})" if e.seeds else "-"
     diff = f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]" if c else "leader"
-    p = f"{st.p_leader_adjusted:.3g}" if c else "-"
+    p = format_p(st.p_leader_adjusted) if c else "-"
     return [str(st.rank), e.system, acc, seeds, diff, p]
 
 

@@ -23,10 +23,23 @@ __all__ = [
     "paired_ttest",
     "wilcoxon_signed_rank",
     "MCNEMAR_EXACT_BELOW",
+    "format_p",
 ]
 
 #: McNemar uses the exact binomial test when fewer discordant pairs than this are observed.
 MCNEMAR_EXACT_BELOW = 25
+
+
+def format_p(p: float, floor: float | None = None) -> str:
+    """A p-value for people: ``"n/a"`` for NaN, never ``"0"`` (``"<1e-300"``, or ``"<floor"``
+    for a resampling p whose resolution is ``floor``), scientific notation below 0.001."""
+    if math.isnan(p):
+        return "n/a"
+    if floor is not None and p < floor:
+        return f"<{floor:.0e}"
+    if p <= 0.0:
+        return "<1e-300"
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3g}"
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:
