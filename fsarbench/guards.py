@@ -76,9 +76,9 @@ def _where(bad: np.ndarray, first_episode: int, method: str, show: int = 5) -> s
     more = f" and {len(episodes) - show} more" if len(episodes) > show else ""
     return (
         f"{method} returned NaN/inf logits for {len(episodes)} queries ({pairs}{more}); "
-        "no accuracy is computed from them. Fix the method (see the contract check "
-        "'python -m pytest -k contract'), or pass --nonfinite count_wrong to count such "
-        "queries as wrong (recorded with the result)."
+        "no accuracy is computed from them. Fix the method (fsarbench.testing.contract checks "
+        "a method's outputs), or pass --nonfinite count_wrong to count such queries as wrong "
+        "(recorded with the result)."
     )
 
 
