@@ -82,6 +82,9 @@ class ResultRecord:
     nonfinite_policy: str = "error"
     nonfinite_queries: int = 0
     stale_accepted: list[str] = field(default_factory=list)
+    protocol: str = "seed"
+    train_way: int | None = None
+    train_shot: int | None = None
 
     @property
     def setting(self) -> tuple:
@@ -92,6 +95,7 @@ class ResultRecord:
             self.dataset,
             self.split_variant,
             self.track,
+            self.protocol,
             self.way,
             self.shot,
             self.queries,
@@ -111,8 +115,11 @@ SUMMARY_COLUMNS = [
     "dataset",
     "split_variant",
     "track",
+    "protocol",
     "way",
     "shot",
+    "train_way",
+    "train_shot",
     "queries",
     "episodes",
     "seed",
@@ -174,8 +181,12 @@ def make_record(
     skipped_videos: list[str] | None = None,
     tags: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    protocol: str = "seed",
+    train_way: int | None = None,
+    train_shot: int | None = None,
 ) -> ResultRecord:
-    """A :class:`ResultRecord` for ``result`` with the metadata that produced it."""
+    """A :class:`ResultRecord` for ``result`` with the metadata that produced it
+    (``train_way``/``train_shot``: the episodes the evaluated model was trained on)."""
     hparams, recipe, features = hparams or {}, recipe or {}, features or {}
     config_hash = record_config_hash(hparams, recipe, features, train_seed, track)
     per_class = {
@@ -214,6 +225,9 @@ def make_record(
         provenance=dict(provenance or {}),
         nonfinite_policy=str(result.extra.get("nonfinite_policy", "error")),
         nonfinite_queries=int(result.extra.get("nonfinite_queries", 0)),
+        protocol=protocol,
+        train_way=train_way,
+        train_shot=train_shot,
     )
 
 

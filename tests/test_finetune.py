@@ -39,9 +39,11 @@ def _split(ds, split: str) -> ClipSplit:
 
 
 def test_recipes_follow_the_protocol_table():
-    trx = finetune_recipe("trx", "ssv2-full")
+    trx = finetune_recipe("trx", "ssv2-full", protocol="trx")
     assert (trx.recipe.optimizer, trx.recipe.lr, trx.recipe.momentum) == ("sgd", 1e-3, 0.0)
     assert (trx.recipe.episodes_per_step, trx.options.train_sampler) == (16, "trx")
+    # the method's recipe does not choose the frames: the protocol (default seed) does
+    assert finetune_recipe("trx", "ssv2-full").options.train_sampler == "tsn"
     hmdb = finetune_recipe("hyrsm", "hmdb51").recipe
     assert (hmdb.optimizer, hmdb.lr, hmdb.weight_decay, hmdb.episodes_per_step) == (
         "adam",

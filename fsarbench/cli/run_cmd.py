@@ -1,4 +1,4 @@
-"""``python -m fsarbench run``: experiment grids (frozen track) end to end."""
+"""``python -m fsarbench run``: experiment grids end to end, on the frozen or finetune track."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from pathlib import Path
 
 import torch
 
+from fsarbench.cli.common import (
+    add_protocol_argument,
+    add_splits_dir_argument,
+    apply_splits_dir,
+    parse_overrides,
+)
 from fsarbench.cli.eval_cmd import add_nonfinite_argument
 from fsarbench.config import build_config
 from fsarbench.experiments.cells import Cell
@@ -22,6 +28,7 @@ from fsarbench.experiments.grids import (
     grid_names,
     standard_shots,
 )
+from fsarbench.experiments.plan import DEFAULT_THROUGHPUT
 from fsarbench.report.cli_args import DEFAULT_RUNS
 from fsarbench.results import load_records
 
@@ -40,10 +47,12 @@ WHERE_DATA = (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="run experiment grids: train on frozen features, evaluate, tabulate",
+        help="run experiment grids: train (frozen features or end to end), evaluate, tabulate",
         description="Train and evaluate methods on the available datasets and write "
-        "DIR/summary.csv, per-cell records and Markdown tables. Re-running with the same --out "
-        "skips finished cells and resumes interrupted ones.",
+        "DIR/summary.csv, per-cell records and Markdown tables. One model is trained per "
+        "(method, hyper-parameters, dataset, track, protocol, train shot, training seed) at "
+        "5-way and the cell's shot; N-way cells evaluate the 5-way model of their shot. "
+        "Re-running with the same --out skips finished cells and resumes interrupted ones.",
     )
     what = p.add_argument_group("what to run")
     what.add_argument("--all", action="store_true", help=f"every grid: {', '.join(all_grids())}")
@@ -82,12 +91,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     how = p.add_argument_group("how")
     how.add_argument(
+        "--track",
+        choices=["frozen", "finetune"],
+        default="frozen",
+        help="frozen: heads on cached features of a fixed backbone (default); finetune: "
+        "backbone + head trained end to end per the method's recipe (the paper's protocol)",
+    )
+    add_protocol_argument(how)
+    how.add_argument(
+        "--option",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="finetune options for every cell, e.g. backbone=resnet18 weights=none crop=64 "
+        "(see FinetuneOptions)",
+    )
+    how.add_argument(
+        "--share-model-across-shots",
+        dest="share_shots",
+        action="store_true",
+        help="train one model per method at the recipe's shot and evaluate every shot with it "
+        "(faster; the references train one model per shot)",
+    )
+    how.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the models this run would train, the cells each feeds and an estimate "
+        "of the work, then stop (nothing is trained)",
+    )
+    how.add_argument(
+        "--throughput",
+        type=float,
+        default=DEFAULT_THROUGHPUT,
+        metavar="FRAMES_PER_S",
+        help=f"--plan: backbone training frames per second per GPU assumed for the GPU-hour "
+        f"estimate (default {DEFAULT_THROUGHPUT:.0f}, a ResNet-50 at 224 px with AMP on one "
+        "A100-class GPU)",
+    )
+    how.add_argument(
+        "--bad-videos",
+        choices=["skip", "error"],
+        default="skip",
+        help="finetune: missing or unreadable videos are left out and recorded (skip) or stop "
+        "the run (error)",
+    )
+    how.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
         help="results folder (default $FSARBENCH_RUNS, else results/runs/default)",
     )
     how.add_argument("--root", default=None, help="data root (default $FSAR_DATA)")
+    add_splits_dir_argument(how)
     how.add_argument("--cache", default=None, help="feature cache root (default $FSAR_CACHE)")
     how.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     how.add_argument("--workers", type=int, default=2, help="decoding workers")
@@ -115,18 +170,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _parse_overrides(items: list[str]) -> dict:
-    import yaml
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--recipe takes KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def _grid_for_table(arg: str) -> str:
     return f"table{arg}" if arg.isdigit() else arg
 
@@ -143,6 +186,8 @@ def select_cells(args: argparse.Namespace, available: list[str]) -> list[Cell]:
             train_seeds=tuple(args.train_seeds),
             shots=args.shots,
             ways=args.ways,
+            track=args.track,
+            protocol=args.protocol,
         )
     if grids and args.method:
         cells = [c for c in cells if c.method in args.method]
@@ -160,7 +205,17 @@ def select_cells(args: argparse.Namespace, available: list[str]) -> list[Cell]:
                     for m in args.method:
                         for ts in args.train_seeds:
                             cells.append(
-                                Cell(m, ds, way, shot, seed=args.seed, train_seed=ts, label=m)
+                                Cell(
+                                    m,
+                                    ds,
+                                    way,
+                                    shot,
+                                    track=args.track,
+                                    seed=args.seed,
+                                    train_seed=ts,
+                                    label=m,
+                                    protocol=args.protocol,
+                                )
                             )
     return cells
 
@@ -175,45 +230,89 @@ def _shard(cells: list[Cell], spec: str | None) -> list[Cell]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fsarbench.experiments.features import FrozenFeatureProvider
-    from fsarbench.experiments.outputs import write_paper_outputs
-    from fsarbench.experiments.runner import CellRunner, RunOptions
-    from fsarbench.experiments.summary_tables import write_summary_tables
-    from fsarbench.training.recipe import Recipe
+    from fsarbench.experiments.runner import CellRunner
 
-    overrides = _parse_overrides(args.recipe)
-    build_config(Recipe, overrides, where="--recipe")  # unknown keys fail before any work
+    apply_splits_dir(args)
+    options, tracks = _setup(args)
     if args.grids:
         add_grid_file(args.grids)
     available = available_datasets(args.root)
     cells = _shard(select_cells(args, available), args.shard)
     if any(c.dataset == STAND_IN for c in cells) and not available:
         print(WHERE_DATA)
-    print(f"{len(cells)} cells -> {args.out}")
-    provider = FrozenFeatureProvider(
-        root=args.root,
-        cache_root=args.cache,
-        device=args.device,
-        workers=args.workers,
-        progress=not args.no_progress,
-    )
-    options = RunOptions(
-        out_dir=args.out,
-        episodes=args.episodes,
-        device=args.device,
-        progress=not args.no_progress,
-        recipe_overrides=overrides,
-        nonfinite=args.nonfinite,
-        reuse_stale=args.reuse_stale,
-    )
+    runner = CellRunner(tracks, options)
+    if args.plan:
+        from fsarbench.experiments.plan import plan_cells, print_plan
+
+        print_plan(plan_cells(runner, cells), args.throughput)
+        return 0
+    print(f"{len(cells)} cells ({args.track} track, {args.protocol} protocol) -> {args.out}")
     t0 = time.perf_counter()
     # one runner for every grid: features extracted once, models and pair tables reused
-    runner = CellRunner(provider, options)
     for grid, group in itertools.groupby(cells, key=lambda c: c.tags_dict.get("grid", "cells")):
         group = list(group)
         t_grid = time.perf_counter()
         runner.run_cells(group, on_record=_print_record)
         print(f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True)
+    print(f"{len(runner.trained_units)} model(s) trained or resumed in this run")
+    _write_outputs(args, cells)
+    print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
+    return 0
+
+
+def _setup(args: argparse.Namespace):
+    """Run options and the tracks of ``args`` (overrides checked before any work)."""
+    from fsarbench.experiments.features import FrozenFeatureProvider
+    from fsarbench.experiments.runner import FinetuneTrack, FrozenTrack, RunOptions
+    from fsarbench.training.finetune_recipe import FinetuneOptions
+    from fsarbench.training.recipe import Recipe
+
+    overrides = parse_overrides(args.recipe, "--recipe")
+    options_over = parse_overrides(args.option, "--option")
+    build_config(Recipe, overrides, where="--recipe")  # unknown keys fail before any work
+    build_config(FinetuneOptions, options_over, where="--option")
+    if options_over and args.track != "finetune":
+        raise ValueError("--option applies to --track finetune only")
+    progress = not args.no_progress
+    options = RunOptions(
+        out_dir=args.out,
+        episodes=args.episodes,
+        device=args.device,
+        progress=progress,
+        recipe_overrides=overrides,
+        nonfinite=args.nonfinite,
+        reuse_stale=args.reuse_stale,
+        share_shots=args.share_shots,
+    )
+    provider = FrozenFeatureProvider(
+        root=args.root,
+        cache_root=args.cache,
+        device=args.device,
+        workers=args.workers,
+        progress=progress,
+        protocol=args.protocol,
+    )
+    tracks = {
+        "frozen": FrozenTrack(
+            provider, recipe_overrides=overrides, device=args.device, progress=progress
+        ),
+        "finetune": FinetuneTrack(
+            root=args.root,
+            cache_root=args.cache,
+            recipe_overrides=overrides,
+            option_overrides=options_over,
+            device=args.device,
+            progress=progress,
+            bad_videos=args.bad_videos,
+        ),
+    }
+    return options, tracks
+
+
+def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> None:
+    from fsarbench.experiments.outputs import write_paper_outputs
+    from fsarbench.experiments.summary_tables import write_summary_tables
+
     records = load_records(args.out)
     _warn_stale(records)
     for _, path in sorted(write_summary_tables(args.out, records).items()):
@@ -231,8 +330,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n{path}:\n{path.read_text()}")
     if outputs:
         print(f"paper tables and figures: {args.out / 'tables'}, {args.out / 'figures'}")
-    print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
-    return 0
 
 
 def _warn_stale(records) -> None:

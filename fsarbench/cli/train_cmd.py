@@ -9,8 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
+from fsarbench.cli.common import (
+    add_protocol_argument,
+    add_splits_dir_argument,
+    apply_splits_dir,
+    parse_overrides,
+)
 from fsarbench.provenance import training_fingerprint
 
 DEFAULT_OUT = Path("results") / "train"
@@ -46,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="finetune options, e.g. backbone=resnet18 crop=112 "
         "checkpoint_backbone=true (see FinetuneOptions)",
     )
+    add_protocol_argument(p)
     p.add_argument("--root", default=None, help="data root (default $FSAR_DATA)")
+    add_splits_dir_argument(p)
     p.add_argument("--cache", default=None, help="feature cache root (frozen track)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--workers", type=int, default=2, help="decoding workers (frozen track)")
@@ -78,20 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML)."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
+    apply_splits_dir(args)
     hparams = json.loads(args.hparams)
     out = args.out or DEFAULT_OUT / args.method
     if args.overwrite:
@@ -120,6 +115,7 @@ def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
         device=device,
         workers=args.workers,
         progress=not args.no_progress,
+        protocol=args.protocol,
     )
     feats = provider(args.dataset)
     method = build_method(args.method, hparams, feats, recipe, args.seed)
@@ -162,7 +158,10 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
     from fsarbench.training.finetune import build_video_method, finetune, finetune_recipe
 
     recipe = finetune_recipe(
-        args.method, args.dataset, {"recipe": recipe_over, "options": option_over}
+        args.method,
+        args.dataset,
+        {"recipe": recipe_over, "options": option_over},
+        protocol=args.protocol,
     )
     env, device = init_distributed(args.device)
     try:
@@ -249,15 +248,32 @@ def _usable(ds, split: str, recipe, policy: str, shot: int | None):
 
 
 def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> None:
-    """Sharded test evaluation of the selected weights; rank 0 writes one record per shot."""
-    from fsarbench.distributed.env import is_main
+    """Test evaluation of the selected weights through the one evaluation path: the trained
+    backbone extracts the test split once (rank 0), then the head is evaluated on those
+    features, sharded over the ranks; rank 0 writes one record per shot."""
+    from fsarbench.distributed.env import barrier, is_main
     from fsarbench.distributed.sharded_eval import evaluate_sharded
     from fsarbench.episodes import make_manifest
+    from fsarbench.experiments.tracks import extract_finetune_test
     from fsarbench.results import make_record, save_result, write_summary
-    from fsarbench.training.finetune import ClipStore
 
-    test, bad = _usable(ds, "test", recipe.recipe, args.bad_videos, shot=max(args.shots))
-    store = ClipStore(test, recipe.options, args.seed)
+    state = model.state_dict()
+
+    def features():
+        return extract_finetune_test(
+            args.dataset,
+            state,
+            recipe.options,
+            root=args.root,
+            cache_root=args.cache,
+            device=str(device),
+            progress=not args.no_progress and is_main(),
+        )
+
+    if is_main():
+        features()
+    barrier()
+    test, bad = features()
     for shot in args.shots:
         manifest = make_manifest(
             test.classes,
@@ -271,12 +287,10 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
             class_names=ds.class_names("test"),
         )
         result = evaluate_sharded(
-            model,
-            store,
+            model.inner,
+            test.store,
             manifest,
             device=device,
-            encode_chunk=recipe.options.eval_chunk,
-            autocast=model.precision.dtype is not None,
             progress=not args.no_progress,
         )
         if not is_main():
@@ -293,7 +307,10 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
             features={"backbone": recipe.options.backbone, "weights": recipe.options.weights},
             train_seed=args.seed,
             class_names=ds.class_names("test"),
-            skipped_videos=[*skipped, *bad],
+            skipped_videos=[*skipped, *(f"test/{v}: unreadable" for v in bad)],
+            protocol=recipe.options.protocol,
+            train_way=recipe.recipe.way,
+            train_shot=recipe.recipe.shot,
         )
         save_result(out, record, result)
         write_summary(out)

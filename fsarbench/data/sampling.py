@@ -18,6 +18,8 @@ __all__ = [
     "SHORT_POLICIES",
     "TooShortError",
     "frame_rng",
+    "hyrsm_interval",
+    "hyrsm_segment",
     "get_sampler",
     "sample_frames",
     "register_sampler",
@@ -98,6 +100,36 @@ def tsn(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
 def tsn_random(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
     """TSN with a random frame per segment at test too (the HyRSM option)."""
     return tsn(n, T, train=True, rng=rng)
+
+
+@register_sampler("hyrsm-segment")
+def hyrsm_segment(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
+    """HyRSM's segment sampling (SSv2, HMDB, UCF; train and test alike): segment bounds
+    ``linspace(0, n, T + 1)``, a uniform real position in each, rounded (half to even, as
+    ``torch.round``) and clamped to the video."""
+    del train  # HyRSM samples randomly at test as well
+    bounds = np.linspace(0, n, T + 1)
+    index = np.array([rng.uniform(bounds[i], bounds[i + 1]) for i in range(T)])
+    return [int(i) for i in np.round(np.clip(index, 0, n - 1))]
+
+
+#: HyRSM's Kinetics configs: ``SAMPLING_RATE: 35`` with ``FPS = TARGET_FPS = 12``.
+HYRSM_INTERVAL = 35
+
+
+@register_sampler("hyrsm-interval")
+def hyrsm_interval(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
+    """HyRSM's Kinetics clip: ``T`` frames ``HYRSM_INTERVAL`` apart over a clip of
+    ``T * HYRSM_INTERVAL`` frames, starting uniformly at random in ``[0, n - clip]`` in
+    training and at the centre ``(n - clip) / 2`` at test; ``linspace(start, start + clip -
+    1, T)`` clamped to the video and truncated (``.long()``) as in its interval sampler.
+    The clip length is counted in frames of the decoded video (its frame rate taken as
+    HyRSM's target rate)."""
+    clip = T * HYRSM_INTERVAL
+    max_start = max(n - clip, 0)
+    start = float(rng.uniform(0, max_start)) if train else max_start / 2
+    index = np.linspace(start, start + clip - 1, T)
+    return [int(i) for i in np.clip(index, 0, n - 1)]
 
 
 @register_sampler("uniform")

@@ -5,35 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsarbench.io import stable_hash
 from fsarbench.results import cell_id
 
-__all__ = ["Cell", "TrainKey"]
-
-
-@dataclass(frozen=True)
-class TrainKey:
-    """What identifies one trained model; several cells (shots, ways) share it."""
-
-    method: str
-    hparams: tuple[tuple[str, Any], ...]
-    dataset: str
-    track: str
-    train_seed: int
-    recipe_hash: str
-    features_hash: str
-
-    @property
-    def slug(self) -> str:
-        return f"{self.method}__{self.dataset}__{self.track}__s{self.train_seed}__" + stable_hash(
-            [self.hparams, self.recipe_hash, self.features_hash], 10
-        )
+__all__ = ["Cell"]
 
 
 @dataclass(frozen=True)
 class Cell:
     """Method ``method`` (registered name plus ``hparams`` overrides) on ``dataset`` at
-    ``way``-way ``shot``-shot. ``tags`` say which tables and figures use the cell."""
+    ``way``-way ``shot``-shot on ``track`` (``frozen`` or ``finetune``) under ``protocol``.
+    ``tags`` say which tables and figures use the cell."""
 
     method: str
     dataset: str
@@ -45,6 +26,7 @@ class Cell:
     train_seed: int = 0
     label: str = ""
     tags: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+    protocol: str = "seed"
 
     @property
     def hparams_dict(self) -> dict[str, Any]:

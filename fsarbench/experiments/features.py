@@ -13,12 +13,13 @@ import numpy as np
 import yaml
 
 from fsarbench.config import build_config, check_names
+from fsarbench.data.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from fsarbench.experiments.grids import STAND_IN
-from fsarbench.experiments.runner import DatasetFeatures
+from fsarbench.experiments.tracks import DatasetFeatures
 from fsarbench.features.store import SubsetFeatureStore
 from fsarbench.training import SplitFeatures
 
-__all__ = ["FeaturePreset", "feature_preset", "FrozenFeatureProvider"]
+__all__ = ["FeaturePreset", "feature_preset", "FrozenFeatureProvider", "split_features"]
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -32,8 +33,6 @@ class FeaturePreset:
     weights: str = "imagenet"
     resolution: int = 224
     num_frames: int = 8
-    test_frames: str = "tsn"
-    train_frames: str = "tsn"
     train_views: int = 4
 
 
@@ -78,21 +77,24 @@ class FrozenFeatureProvider:
         batch_size: int = 16,
         progress: bool = True,
         preset_overrides: dict[str, Any] | None = None,
+        protocol: str = DEFAULT_PROTOCOL,
     ) -> None:
         self.root, self.cache_root = root, cache_root
         self.device, self.workers, self.batch_size = device, workers, batch_size
         self.progress, self.overrides = progress, preset_overrides or {}
+        self.protocol = protocol
 
-    def __call__(self, dataset: str) -> DatasetFeatures:
+    def __call__(self, dataset: str, protocol: str | None = None) -> DatasetFeatures:
         from fsarbench.data.datasets import get_dataset
 
         preset = feature_preset(dataset, self.overrides)
+        protocol = get_protocol(protocol or self.protocol, dataset)
         root = None if dataset == STAND_IN else self.root  # synth lives in its own cache
         ds = get_dataset(dataset, root=root)
         splits, names, skipped, keys = {}, {}, [], {}
         for split in SPLITS:
-            cache = self._extract(dataset, split, preset, root)
-            splits[split], names[split], bad = _split_features(cache, ds.variant)
+            cache = self._extract(dataset, split, preset, protocol)
+            splits[split], names[split], bad = split_features(cache, ds.variant)
             skipped += [f"{split}/{v}" for v in bad]
             keys[split] = cache.key
         info = {
@@ -100,22 +102,26 @@ class FrozenFeatureProvider:
             "weights": preset.weights,
             "resolution": preset.resolution,
             "num_frames": preset.num_frames,
-            "test_frames": preset.test_frames,
-            "train_frames": preset.train_frames,
+            "test_frames": protocol.test_sampler,
+            "train_frames": protocol.train_sampler,
+            "protocol": protocol.to_dict(),
             "train_views": preset.train_views,
             "cache_keys": keys,
             "split_md5": ds.split_md5s(),
         }
         return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped)
 
-    def _extract(self, dataset: str, split: str, preset: FeaturePreset, root):
+    def _extract(self, dataset: str, split: str, preset: FeaturePreset, protocol: Protocol):
         from fsarbench.features.extract import SplitExtractConfig, extract_split
 
         train = split == "train"
         config = SplitExtractConfig(
             backbone=preset.backbone,
             weights=preset.weights,
-            frames=preset.train_frames if train else preset.test_frames,
+            frames=protocol.sampler(train),
+            transform=protocol.transform(train),
+            flip=protocol.flip,
+            norm=protocol.norm,
             num_frames=preset.num_frames,
             resolution=preset.resolution,
             views=preset.train_views if train else 1,
@@ -132,7 +138,7 @@ class FrozenFeatureProvider:
         return cache
 
 
-def _split_features(cache, dataset: str) -> tuple[SplitFeatures, list[str], list[str]]:
+def split_features(cache, dataset: str) -> tuple[SplitFeatures, list[str], list[str]]:
     """Usable videos of a cache (failed ones dropped and listed) as :class:`SplitFeatures`."""
     failed = np.asarray(cache.failed_mask)
     failed = failed.reshape(len(cache), -1).any(1) if failed.size else np.zeros(len(cache), bool)

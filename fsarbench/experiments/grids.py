@@ -190,8 +190,11 @@ def expand_grid(
     train_seeds=(0,),
     shots: list[int] | None = None,
     ways: list[int] | None = None,
+    track: str = "frozen",
+    protocol: str = "seed",
 ) -> list[Cell]:
-    """Cells of grid ``name``; datasets not in ``available`` are stood in for by ``synth``."""
+    """Cells of grid ``name`` on ``track`` under ``protocol``; datasets not in ``available``
+    are stood in for by ``synth``."""
     grid = _grid(name)
     datasets = grid.datasets
     if datasets == "available":
@@ -212,11 +215,12 @@ def expand_grid(
                                 way,
                                 shot,
                                 m.hparams,
-                                "frozen",
-                                seed,
-                                ts,
-                                m.label,
-                                tags,
+                                track=track,
+                                seed=seed,
+                                train_seed=ts,
+                                label=m.label,
+                                tags=tags,
+                                protocol=protocol,
                             )
                         )
     return cells

@@ -13,15 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fsarbench.episodes import Manifest, make_manifest
 from fsarbench.evaluate import evaluate
-from fsarbench.experiments.cells import Cell, TrainKey
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.tracks import (
+    DatasetFeatures,
+    FinetuneTrack,
+    FrozenTrack,
+    TrackData,
+    Trained,
+    build_method,
+)
+from fsarbench.experiments.units import ModelUnit, unit_for
 from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
-from fsarbench.provenance import code_parts, provenance_diff, training_fingerprint
-from fsarbench.registry import create_method
+from fsarbench.provenance import code_parts, provenance_diff
 from fsarbench.results import (
     SUPERSEDED_DIR,
     ResultRecord,
@@ -32,31 +38,21 @@ from fsarbench.results import (
     supersede,
     write_summary,
 )
-from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
-from fsarbench.training.trainer import RunMismatchError
 
 #: Feature-preset fields that say how frames were sampled and transformed (the protocol).
 PROTOCOL_FIELDS = ("num_frames", "resolution", "test_frames", "train_frames", "train_views")
 
-__all__ = ["CellRunner", "DatasetFeatures", "RunOptions", "run_cells"]
+__all__ = [
+    "CellRunner",
+    "DatasetFeatures",
+    "FinetuneTrack",
+    "FrozenTrack",
+    "RunOptions",
+    "build_method",
+    "run_cells",
+]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DatasetFeatures:
-    """Frozen features of one dataset's splits, and what produced them (recorded)."""
-
-    name: str
-    split_variant: str
-    splits: dict[str, SplitFeatures]
-    class_names: dict[str, list[str]]
-    info: dict[str, Any] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def feature_shape(self) -> tuple[int, int]:
-        return self.splits["test"].store.feature_shape
 
 
 @dataclass
@@ -71,39 +67,44 @@ class RunOptions:
     recipe_overrides: dict[str, Any] = field(default_factory=dict)
     nonfinite: str = "error"
     reuse_stale: bool = False
+    share_shots: bool = False
 
 
 FeatureProvider = Callable[[str], DatasetFeatures]
 
 
-def build_method(
-    name: str, hparams: dict[str, Any], feats: DatasetFeatures, recipe, seed: int
-) -> FewShotMethod:
-    """Method ``name`` for ``feats`` (behind the recipe's adapter), initialised from ``seed``."""
-    t, d = feats.feature_shape
-    torch.manual_seed(seed)
-    method = create_method(
-        name,
-        feature_dim=d,
-        seq_len=t,
-        num_train_classes=feats.splits["train"].num_classes,
-        dataset=feats.name,
-        **hparams,
-    )
-    if recipe.adapter == "linear_ln":
-        method = AdaptedMethod(method, FrameAdapter(d), d)
-    return method
+@dataclass
+class _Prepared:
+    """A cell resolved against its track: the unit, recipe and untrained model."""
+
+    track: Any
+    data: TrackData
+    unit: ModelUnit
+    recipe: Any
+    method: FewShotMethod
+    slug: str
 
 
 class CellRunner:
-    """Runs cells, keeping what later cells reuse: datasets' features, trained models and
-    their pair tables (one runner can serve several grids of a ``run --all``)."""
+    """Runs cells, keeping what later cells reuse: datasets' features, trained models (one
+    per model unit) and their pair tables (one runner can serve several grids)."""
 
-    def __init__(self, provider: FeatureProvider, options: RunOptions) -> None:
-        self.provider, self.opt = provider, options
-        self.features: dict[str, DatasetFeatures] = {}
-        self.models: dict[TrainKey, FewShotMethod] = {}
-        self.pair_tables: dict[TrainKey, dict] = {}
+    def __init__(self, tracks: dict[str, Any] | FeatureProvider, options: RunOptions) -> None:
+        if callable(tracks) and not isinstance(tracks, dict):
+            provider = tracks
+            tracks = {
+                "frozen": FrozenTrack(
+                    lambda dataset, protocol: provider(dataset),
+                    recipe_overrides=options.recipe_overrides,
+                    device=options.device,
+                    progress=options.progress,
+                )
+            }
+        self.tracks, self.opt = tracks, options
+        self.built: dict[str, FewShotMethod] = {}
+        self.models: dict[str, Trained] = {}
+        self.trained_units: list[ModelUnit] = []
+        self.pair_tables: dict[str, dict] = {}
         self.manifests: dict[tuple, Manifest] = {}
         self.manifest_hashes: dict[int, str] = {}
         self.done = (
@@ -112,29 +113,40 @@ class CellRunner:
             else {}
         )
 
-    def dataset(self, name: str) -> DatasetFeatures:
-        if name not in self.features:
-            self.features[name] = self.provider(name)
-        return self.features[name]
+    def prepare(self, cell: Cell) -> _Prepared:
+        """The unit of ``cell``, its recipe and its (untrained, cached) model."""
+        if cell.track not in self.tracks:
+            raise ValueError(
+                f"cell {cell.name} asks for track {cell.track!r}; this run has "
+                f"{sorted(self.tracks)}"
+            )
+        track = self.tracks[cell.track]
+        data = track.data(cell)
+        base = track.recipe(cell)
+        way, shot = track.way_shot(base)
+        unit = unit_for(cell, recipe_way=way, recipe_shot=shot, share_shots=self.opt.share_shots)
+        recipe = track.for_unit(base, unit)
+        slug = unit.slug([recipe.to_dict(), data.info])
+        if slug not in self.built:
+            self.built[slug] = track.build(cell, recipe)
+        return _Prepared(track, data, unit, recipe, self.built[slug], slug)
 
     def run(self, cell: Cell) -> ResultRecord:
-        feats = self.dataset(cell.dataset)
-        recipe = frozen_recipe(cell.method, self.opt.recipe_overrides, dataset=cell.dataset)
-        method = build_method(cell.method, cell.hparams_dict, feats, recipe, cell.train_seed)
+        p = self.prepare(cell)
         config_hash = record_config_hash(
-            method.hparams, recipe.to_dict(), feats.info, cell.train_seed, cell.track
+            p.method.hparams, p.recipe.to_dict(), p.data.info, cell.train_seed, cell.track
         )
         rid = cell.record_id(config_hash)
-        manifest = self.manifest(cell, feats)
-        prov = self.provenance(method, config_hash, feats, manifest)
+        manifest = self.manifest(cell, p.data)
+        prov = self.provenance(p, config_hash, manifest, cell)
         reused = self.reuse(rid, prov)
         if reused is not None:
             return reused
-        model, key = self.trained(cell, feats, recipe, method)
+        trained = self.trained(p)
         partial = Path(self.opt.out_dir) / "partial" / f"{rid}.npz"
         result = evaluate(
-            model,
-            feats.splits["test"].store,
+            trained.head,
+            trained.test,
             manifest,
             batch_episodes=self.opt.batch_episodes,
             interval=self.opt.interval,
@@ -142,7 +154,7 @@ class CellRunner:
             progress=self.opt.progress,
             partial_path=partial,
             desc=f"{cell.name} {cell.dataset} {cell.way}w{cell.shot}s",
-            pair_tables=self.pair_tables.setdefault(key, {}),
+            pair_tables=self.pair_tables.setdefault(p.slug, {}),
             nonfinite=self.opt.nonfinite,
             partial_tag=stable_hash(prov),
         )
@@ -150,17 +162,20 @@ class CellRunner:
             result,
             method=cell.name,
             dataset=cell.dataset,
-            split_variant=feats.split_variant,
+            split_variant=p.data.split_variant,
             manifest=manifest,
             track=cell.track,
-            hparams=method.hparams,
-            recipe=recipe.to_dict(),
-            features=feats.info,
+            hparams=p.method.hparams,
+            recipe=p.recipe.to_dict(),
+            features=p.data.info,
             train_seed=cell.train_seed,
-            class_names=feats.class_names["test"],
-            skipped_videos=feats.skipped,
+            class_names=p.data.class_names,
+            skipped_videos=p.data.skipped,
             tags={**dict(cell.tags), "label": cell.label, "base_method": cell.method},
             provenance=prov,
+            protocol=cell.protocol,
+            train_way=p.unit.train_way,
+            train_shot=p.unit.train_shot,
         )
         assert record.cell == rid, (record.cell, rid)
         save_result(self.opt.out_dir, record, result)
@@ -170,18 +185,23 @@ class CellRunner:
         return record
 
     def provenance(
-        self, method: FewShotMethod, config_hash: str, feats: DatasetFeatures, manifest: Manifest
+        self, p: _Prepared, config_hash: str, manifest: Manifest, cell: Cell
     ) -> dict[str, Any]:
         """Everything that can change this cell's number (see :mod:`fsarbench.provenance`)."""
-        info = feats.info
-        code = code_parts(method)
+        info = p.data.info
+        code = code_parts(p.method)
         return {
             "config_hash": config_hash,
-            "protocol": {k: info.get(k) for k in PROTOCOL_FIELDS},
+            "protocol": {
+                "name": cell.protocol,
+                **{k: info.get(k) for k in PROTOCOL_FIELDS},
+                "train_way": p.unit.train_way,
+                "train_shot": p.unit.train_shot,
+            },
             "manifest_hash": self.manifest_hash(manifest),
             "data": {
                 "split_md5": info.get("split_md5"),
-                "skipped_videos": stable_hash(sorted(feats.skipped)),
+                "skipped_videos": stable_hash(sorted(p.data.skipped)),
             },
             "weights": info.get("weights"),
             "features": info.get("cache_keys"),
@@ -230,65 +250,42 @@ class CellRunner:
             self.manifest_hashes[key] = manifest.hash
         return self.manifest_hashes[key]
 
-    def manifest(self, cell: Cell, feats: DatasetFeatures) -> Manifest:
+    def manifest(self, cell: Cell, data: TrackData) -> Manifest:
         """The test manifest of ``cell``, drawn once per setting (every method shares it)."""
-        key = (cell.dataset, feats.split_variant, cell.way, cell.shot, cell.seed)
+        key = (cell.dataset, data.split_variant, cell.way, cell.shot, cell.seed)
+        key += (stable_hash(data.test_classes.tolist()),)
         if key not in self.manifests:
             self.manifests[key] = make_manifest(
-                feats.splits["test"].classes,
+                data.test_classes,
                 way=cell.way,
                 shot=cell.shot,
                 queries=self.opt.queries,
                 episodes=self.opt.episodes,
                 seed=cell.seed,
-                dataset=feats.split_variant,
+                dataset=data.split_variant,
                 split="test",
-                class_names=feats.class_names["test"],
+                class_names=data.class_names,
             )
         return self.manifests[key]
 
-    def trained(
-        self, cell: Cell, feats: DatasetFeatures, recipe, method
-    ) -> tuple[FewShotMethod, TrainKey]:
-        """The trained model of ``cell`` (trained, or resumed, on first use) and its key."""
-        key = TrainKey(
-            cell.method,
-            cell.hparams,
-            cell.dataset,
-            cell.track,
-            cell.train_seed,
-            stable_hash(recipe.to_dict()),
-            stable_hash(feats.info),
-        )
-        if key not in self.models:
-            out = Path(self.opt.out_dir) / "models" / key.slug
-            log.info("training %s on %s (%s steps)", cell.name, cell.dataset, recipe.steps)
-            fingerprint = training_fingerprint(
-                method=cell.name,
-                model=method,
-                hparams=method.hparams,
-                recipe=recipe.to_dict(),
-                seed=cell.train_seed,
-                dataset=cell.dataset,
-                track=cell.track,
-                data=feats.info,
+    def trained(self, p: _Prepared) -> Trained:
+        """The trained model of unit ``p.unit`` (trained, or resumed, on first use)."""
+        if p.slug not in self.models:
+            out = Path(self.opt.out_dir) / "models" / p.slug
+            u = p.unit
+            log.info(
+                "training %s on %s (%s, %s protocol, %d-way %d-shot, seed %d)",
+                u.name,
+                u.dataset,
+                u.track,
+                u.protocol,
+                u.train_way,
+                u.train_shot,
+                u.train_seed,
             )
-            kwargs = dict(seed=cell.train_seed, device=self.opt.device, progress=self.opt.progress)
-            train_data = (feats.splits["train"], feats.splits.get("val"), recipe)
-            try:
-                train(method, *train_data, out_dir=out, fingerprint=fingerprint, **kwargs)
-            except RunMismatchError as err:
-                log.warning("retraining %s from scratch: %s", key.slug, err)
-                train(
-                    method,
-                    *train_data,
-                    out_dir=out,
-                    fingerprint=fingerprint,
-                    resume=False,
-                    **kwargs,
-                )
-            self.models[key] = method
-        return self.models[key], key
+            self.models[p.slug] = p.track.train(u, p.recipe, p.method, out)
+            self.trained_units.append(u)
+        return self.models[p.slug]
 
     def run_cells(
         self, cells: Iterable[Cell], on_record: Callable[[ResultRecord], None] | None = None
@@ -317,7 +314,8 @@ def run_cells(
 def _unique(cells: Iterable[Cell]) -> list[Cell]:
     seen, out = set(), []
     for c in cells:
-        key = (c.method, c.hparams, c.dataset, c.way, c.shot, c.track, c.seed, c.train_seed)
+        key = (c.method, c.hparams, c.dataset, c.way, c.shot, c.track, c.protocol, c.seed)
+        key += (c.train_seed,)
         if key not in seen:
             seen.add(key)
             out.append(c)

@@ -345,7 +345,10 @@ class SplitExtractConfig:
     resolution: int = 224
     views: int = 1
     seed: int = 0
-    flip: bool = True  # horizontal flip in train mode; off for SSv2 (left/right labels)
+    flip: bool | None = None  # train-mode flip; None: the dataset's default (off for SSv2)
+    norm: str | None = None  # pixel normalisation; None: the transform preset's
+    resize: int | None = None  # resize target; None: the preset's, scaled with resolution
+    short: str = "drop"  # videos shorter than num_frames: "drop" (failed) or "repeat"
     batch_size: int = 8
     workers: int = 4
     device: str = "cpu"
@@ -374,8 +377,8 @@ def split_cache_key(
         dataset=dataset_name,
         split=split,
         split_md5=stable_hash(listing, n=32),
-        frames=f"{config.frames}:{mode}",
-        transform=str(config.transform) + ("" if config.flip or not config.train else "+noflip"),
+        frames=f"{config.frames}:{mode}" + ("" if config.short == "drop" else f":{config.short}"),
+        transform=_transform_id(config),
         backbone=config.backbone,
         weights_id=weights_id,
         num_frames=config.num_frames,
@@ -384,6 +387,22 @@ def split_cache_key(
         seed=config.seed,
         code=pipeline_digest(),
     )
+
+
+def _transform_id(config: SplitExtractConfig) -> str:
+    """The resolved transform as the cache key names it (suffixes only for deviations from
+    the preset, so keys of the default pipeline stay as they were)."""
+    from fsarbench.data.transforms import PRESETS
+
+    text = str(config.transform)
+    if config.resize is not None:
+        text += f"+resize={config.resize}"
+    if config.train and config.flip is False:
+        text += "+noflip"
+    preset = PRESETS.get(str(config.transform))
+    if config.norm is not None and preset is not None and config.norm != preset.norm:
+        text += f"+norm={config.norm}"
+    return text
 
 
 def extract_split(
@@ -405,8 +424,8 @@ def extract_split(
     options = {"root": root} if splits_dir is None else {"root": root, "splits_dir": splits_dir}
     dataset = get_dataset(dataset_name, **options)
     videos = dataset.videos(split)
-    if not getattr(dataset, "flip_ok", True):
-        config = dataclasses.replace(config, flip=False)
+    if config.flip is None:
+        config = dataclasses.replace(config, flip=bool(getattr(dataset, "flip_ok", True)))
     backbone = create_backbone(config.backbone, weights=config.weights, seed=config.seed)
     key = split_cache_key(dataset_name, split, videos, backbone.weights_id, config)
     folder = cache_folder(key, cache_root)
@@ -438,15 +457,20 @@ def clip_dataset(videos: Sequence[Any], config: SplitExtractConfig) -> Dataset:
 
     base = PRESETS[str(config.transform)]
     resize = round(base.resize * config.resolution / base.crop) if base.crop else base.resize
-    transform = get_transform(
-        str(config.transform), crop=config.resolution, resize=resize, flip=base.flip and config.flip
-    )
+    if config.resize is not None:
+        resize = config.resize
+    over: dict[str, Any] = {"crop": config.resolution, "resize": resize}
+    over["flip"] = base.flip and config.flip is not False
+    if config.norm is not None:
+        over["norm"] = config.norm
+    transform = get_transform(str(config.transform), **over)
     options = ClipOptions(
         frames=config.num_frames,
         sampler=config.frames,
         train=bool(config.train),
         views=config.views,
         seed=config.seed,
+        short=config.short,
         on_error="skip",
     )
     return ClipDataset(videos, transform, options)

@@ -93,14 +93,14 @@ class ClipSplit:
         return int(self.classes.max()) + 1
 
 
-def _transform(options: FinetuneOptions, train: bool, flip_ok: bool) -> ClipTransform:
+def _transform(options: FinetuneOptions, train: bool) -> ClipTransform:
     name = options.train_transform if train else options.test_transform
     over: dict[str, Any] = {
         k: getattr(options, k) for k in ("resize", "crop") if getattr(options, k) > 0
     }
     if train:
-        over["flip"] = options.flip and flip_ok
-    return get_transform(name, **over)
+        over["flip"] = options.flip  # the protocol's per-dataset choice (or --option flip)
+    return get_transform(name, norm=options.norm, **over)
 
 
 class ClipStore:
@@ -112,7 +112,7 @@ class ClipStore:
 
     def __init__(self, split: ClipSplit, options: FinetuneOptions, seed: int = 0) -> None:
         self.split, self.workers = split, options.workers
-        self.transform = _transform(options, False, split.flip_ok)
+        self.transform = _transform(options, False)
         self.clip_options = ClipOptions(
             frames=options.frames,
             sampler=options.test_sampler,
@@ -168,7 +168,7 @@ class TrainEpisodes(Dataset):
         self.spec = EpisodeSpec(r.way, r.shot, r.queries, seed, split.dataset, f"train/{stage}")
         self.pools = class_pools(split.classes)
         self.class_ids = np.array(sorted(self.pools))
-        self.transform = _transform(o, True, split.flip_ok)
+        self.transform = _transform(o, True)
         self.clip_options = ClipOptions(
             frames=o.frames,
             sampler=o.train_sampler,

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import yaml
 
-from fsarbench.config import build_config, check_names, config_to_dict
+from fsarbench.config import ConfigError, build_config, check_names, config_to_dict
 from fsarbench.training.recipe import Recipe
 
 __all__ = ["FINETUNE_RECIPES_FILE", "FinetuneOptions", "FinetuneRecipe", "finetune_recipe"]
@@ -25,11 +25,14 @@ class FinetuneOptions:
 
     Attributes:
         backbone, weights: ``create_backbone`` arguments (``weights="none"``: seeded random).
+        protocol: the protocol (``fsarbench.data.protocols``) that sets the samplers,
+            transforms, ``flip`` and ``norm`` below for the dataset; an ``--option`` of one
+            of those fields overrides the protocol (and is recorded).
         frames: T, frames per clip; ``train_sampler``/``test_sampler``: names of
             ``fsarbench.data.sampling.SAMPLERS``.
         train_transform, test_transform: presets of ``fsarbench.data.transforms``;
-            ``resize``/``crop`` override their sizes (0 keeps the preset's); ``flip`` is
-            also turned off for datasets whose labels contain left/right.
+            ``resize``/``crop`` override their sizes (0 keeps the preset's).
+        flip: random horizontal flip of training clips; norm: pixel normalisation.
         bn: ``frozen`` keeps the backbone's BatchNorm statistics (eval mode), ``train``
             updates them per micro-batch.
         train_backbone: ``last`` trains the backbone in the last stage only (earlier
@@ -45,6 +48,7 @@ class FinetuneOptions:
 
     backbone: str = "resnet50"
     weights: str = "imagenet"
+    protocol: str = "seed"
     frames: int = 8
     train_sampler: str = "tsn"
     test_sampler: str = "tsn"
@@ -53,6 +57,7 @@ class FinetuneOptions:
     resize: int = 0
     crop: int = 0
     flip: bool = True
+    norm: str = "imagenet"
     bn: Literal["frozen", "train"] = "frozen"
     train_backbone: Literal["last", "all"] = "last"
     amp: bool = True
@@ -87,6 +92,26 @@ def _finetune_table() -> dict[str, Any]:
     return check_finetune_table(yaml.safe_load(text) or {}, FINETUNE_RECIPES_FILE)
 
 
+#: FinetuneOptions fields a protocol sets; recipe files may not (``--option`` may).
+PROTOCOL_OPTIONS = (
+    "train_sampler",
+    "test_sampler",
+    "train_transform",
+    "test_transform",
+    "flip",
+    "norm",
+)
+
+
+def _check_no_protocol_fields(entry: dict[str, Any] | None, where: str) -> None:
+    owned = sorted(set((entry or {}).get("options") or {}) & {*PROTOCOL_OPTIONS, "protocol"})
+    if owned:
+        raise ConfigError(
+            f"{where}: options {owned} are set by the protocol (run/train --protocol NAME; "
+            "see 'python -m fsarbench protocols'), not by a recipe file; remove them"
+        )
+
+
 def check_finetune_table(table: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate a finetune recipes file: sections, ``method[@dataset]`` entry names and every
     entry composed over ``default`` (unknown keys and out-of-range values named)."""
@@ -94,9 +119,11 @@ def check_finetune_table(table: dict[str, Any], where: str) -> dict[str, Any]:
     from fsarbench.training.recipe import method_names_and_families
 
     check_names(f"{where} (top level)", list(table), ["default", "methods"])
+    _check_no_protocol_fields(table.get("default"), f"{where}: default")
     default = _merge({"recipe": {}, "options": {}}, table.get("default"))
     build_config(FinetuneRecipe, default, where=f"{where}: default")
     for key, entry in (table.get("methods") or {}).items():
+        _check_no_protocol_fields(entry, f"{where}: methods.{key}")
         method, _, dataset = key.partition("@")
         check_names(f"{where}: methods", [method], method_names_and_families())
         if dataset:
@@ -106,12 +133,19 @@ def check_finetune_table(table: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def finetune_recipe(
-    method: str, dataset: str, overrides: dict[str, dict[str, Any]] | None = None
+    method: str,
+    dataset: str,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    protocol: str | None = None,
 ) -> FinetuneRecipe:
     """The finetune recipe of ``method`` on ``dataset``: the file's ``default``, then
     ``methods.<family>``, ``methods.<method>``, ``methods."<family>@<dataset>"``,
-    ``methods."<method>@<dataset>"``, then ``overrides`` (``{"recipe": {...}, "options":
-    {...}}``). ``family`` is the name before its first ``-`` (``sgtm-otam`` -> ``sgtm``)."""
+    ``methods."<method>@<dataset>"``, then the protocol's fields for ``dataset`` (``protocol``,
+    else ``overrides["options"]["protocol"]``, else ``seed``), then ``overrides``
+    (``{"recipe": {...}, "options": {...}}``). ``family`` is the name before its first
+    ``-`` (``sgtm-otam`` -> ``sgtm``)."""
+    from fsarbench.data.protocols import DEFAULT_PROTOCOL, get_protocol
+
     table = _finetune_table()
     values = _merge({"recipe": {}, "options": {}}, table.get("default"))
     family = method.split("-")[0]
@@ -119,7 +153,12 @@ def finetune_recipe(
     keys = dict.fromkeys([family, method, f"{family}@{dataset}", f"{method}@{dataset}"])
     for key in keys:
         values = _merge(values, per_method.get(key))
+    name = protocol or (overrides or {}).get("options", {}).get("protocol") or DEFAULT_PROTOCOL
+    fields = get_protocol(name, dataset).to_dict()
+    fields["protocol"] = fields.pop("name")
+    values = _merge(values, {"options": fields})
     values = _merge(values, overrides)
+    values["options"]["protocol"] = name
     return build_config(
         FinetuneRecipe, values, where=f"finetune recipe of {method!r} on {dataset!r}"
     )

@@ -1,0 +1,56 @@
+"""Options several commands share, defined once so their names and meanings agree."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+__all__ = [
+    "add_protocol_argument",
+    "add_splits_dir_argument",
+    "apply_splits_dir",
+    "parse_overrides",
+]
+
+
+def add_protocol_argument(p: argparse.ArgumentParser | Any) -> None:
+    """``--protocol NAME``: frame sampling, transforms, flip and normalisation."""
+    from fsarbench.data.protocols import DEFAULT_PROTOCOL, list_protocols
+
+    p.add_argument(
+        "--protocol",
+        choices=list_protocols(),
+        default=DEFAULT_PROTOCOL,
+        help="frame sampling, transforms, flip and normalisation of a reference "
+        f"(default {DEFAULT_PROTOCOL}: the seed paper's; see 'python -m fsarbench protocols')",
+    )
+
+
+def add_splits_dir_argument(p: argparse.ArgumentParser | Any) -> None:
+    """``--splits-dir DIR``: where the published split lists are (else ``$FSAR_SPLITS``)."""
+    p.add_argument(
+        "--splits-dir",
+        default=None,
+        metavar="DIR",
+        help="folder of the published split lists (default $FSAR_SPLITS)",
+    )
+
+
+def apply_splits_dir(args: argparse.Namespace) -> None:
+    """Make ``--splits-dir`` the splits folder of everything this process opens."""
+    if getattr(args, "splits_dir", None):
+        os.environ["FSAR_SPLITS"] = str(args.splits_dir)
+
+
+def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out

@@ -1,0 +1,381 @@
+"""The two tracks behind one interface: what a dataset offers before training, the recipe of a
+model unit, the untrained model, and training that ends in a head on cached test features.
+
+Both tracks end in the same place — a head that takes ``[N, T, D]`` frame features and a
+feature store of the test split — so one evaluator, one pair-table cache and one record
+format serve both. The frozen track's features come from the ImageNet backbone's cache; the
+finetune track extracts the test split once per trained backbone (the cache key names the
+backbone's weights by their digest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.units import ModelUnit
+from fsarbench.features.store import FeatureStore
+from fsarbench.io import stable_hash
+from fsarbench.methods import FewShotMethod
+from fsarbench.provenance import training_fingerprint
+from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
+from fsarbench.training.loop import RunMismatchError
+
+__all__ = ["DatasetFeatures", "TrackData", "Trained", "FrozenTrack", "FinetuneTrack"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetFeatures:
+    """Frozen features of one dataset's splits, and what produced them (recorded)."""
+
+    name: str
+    split_variant: str
+    splits: dict[str, SplitFeatures]
+    class_names: dict[str, list[str]]
+    info: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        return self.splits["test"].store.feature_shape
+
+
+@dataclass
+class TrackData:
+    """What a track knows of a dataset before training: ``info`` (recorded; enters the
+    config hash), the test split's class per video (for the manifest), its class names and
+    the videos left out (with causes)."""
+
+    dataset: str
+    split_variant: str
+    info: dict[str, Any]
+    test_classes: np.ndarray
+    class_names: list[str]
+    skipped: list[str]
+
+
+@dataclass
+class Trained:
+    """A trained unit as the evaluator takes it: a head on ``[N, T, D]`` features and the
+    test split's feature store."""
+
+    head: FewShotMethod
+    test: FeatureStore
+
+
+def _retrain_on_mismatch(run: Callable[[bool], Any], slug: str) -> None:
+    try:
+        run(True)
+    except RunMismatchError as err:
+        log.warning("retraining %s from scratch: %s", slug, err)
+        run(False)
+
+
+# -- frozen ---------------------------------------------------------------------------------
+def build_method(
+    name: str, hparams: dict[str, Any], feats: DatasetFeatures, recipe, seed: int
+) -> FewShotMethod:
+    """Method ``name`` for ``feats`` (behind the recipe's adapter), initialised from ``seed``."""
+    from fsarbench.registry import create_method
+
+    t, d = feats.feature_shape
+    torch.manual_seed(seed)
+    method = create_method(
+        name,
+        feature_dim=d,
+        seq_len=t,
+        num_train_classes=feats.splits["train"].num_classes,
+        dataset=feats.name,
+        **hparams,
+    )
+    if recipe.adapter == "linear_ln":
+        method = AdaptedMethod(method, FrameAdapter(d), d)
+    return method
+
+
+class FrozenTrack:
+    """Heads trained on cached features of a fixed backbone (``provider(dataset,
+    protocol)`` gives them)."""
+
+    name = "frozen"
+
+    def __init__(
+        self,
+        provider: Callable[[str, str], DatasetFeatures],
+        *,
+        recipe_overrides: dict[str, Any],
+        device: str,
+        progress: bool,
+    ) -> None:
+        self.provider, self.overrides = provider, recipe_overrides
+        self.device, self.progress = device, progress
+        self.features: dict[tuple[str, str], DatasetFeatures] = {}
+
+    def dataset(self, dataset: str, protocol: str) -> DatasetFeatures:
+        key = (dataset, protocol)
+        if key not in self.features:
+            self.features[key] = self.provider(dataset, protocol)
+        return self.features[key]
+
+    def data(self, cell: Cell) -> TrackData:
+        f = self.dataset(cell.dataset, cell.protocol)
+        test = f.splits["test"]
+        return TrackData(
+            f.name, f.split_variant, f.info, test.classes, f.class_names["test"], f.skipped
+        )
+
+    def recipe(self, cell: Cell):
+        return frozen_recipe(cell.method, self.overrides, dataset=cell.dataset)
+
+    @staticmethod
+    def way_shot(recipe) -> tuple[int, int]:
+        return recipe.way, recipe.shot
+
+    @staticmethod
+    def for_unit(recipe, unit: ModelUnit):
+        """The recipe trained at the unit's way and shot (validated at its shot)."""
+        return dataclasses.replace(
+            recipe, way=unit.train_way, shot=unit.train_shot, val_shot=unit.train_shot
+        )
+
+    def build(self, cell: Cell, recipe) -> FewShotMethod:
+        feats = self.dataset(cell.dataset, cell.protocol)
+        return build_method(cell.method, cell.hparams_dict, feats, recipe, cell.train_seed)
+
+    def train(self, unit: ModelUnit, recipe, method: FewShotMethod, out: Path) -> Trained:
+        feats = self.dataset(unit.dataset, unit.protocol)
+        fingerprint = training_fingerprint(
+            method=unit.name,
+            model=method,
+            hparams=method.hparams,
+            recipe=recipe.to_dict(),
+            seed=unit.train_seed,
+            dataset=unit.dataset,
+            track=self.name,
+            data=feats.info,
+        )
+
+        def run(resume: bool) -> None:
+            train(
+                method,
+                feats.splits["train"],
+                feats.splits.get("val"),
+                recipe,
+                seed=unit.train_seed,
+                out_dir=out,
+                device=self.device,
+                progress=self.progress,
+                fingerprint=fingerprint,
+                resume=resume,
+            )
+
+        _retrain_on_mismatch(run, out.name)
+        return Trained(method, feats.splits["test"].store)
+
+
+# -- finetune -------------------------------------------------------------------------------
+@dataclass
+class _ClipData:
+    """A dataset's readable videos per split, probed once (left-out ones with causes)."""
+
+    dataset: Any
+    splits: dict[str, Any]
+    skipped: list[str]
+
+
+class FinetuneTrack:
+    """Backbone + head trained end to end on clips; the trained backbone then extracts the
+    test split once and the head is evaluated on those features."""
+
+    name = "finetune"
+
+    def __init__(
+        self,
+        *,
+        root: str | None,
+        cache_root: str | Path | None,
+        recipe_overrides: dict[str, Any],
+        option_overrides: dict[str, Any],
+        device: str,
+        progress: bool,
+        bad_videos: str = "skip",
+    ) -> None:
+        self.root, self.cache_root = root, cache_root
+        self.overrides = {"recipe": recipe_overrides, "options": option_overrides}
+        self.device, self.progress, self.bad_videos = device, progress, bad_videos
+        self.clips: dict[str, _ClipData] = {}
+
+    def clip_data(self, dataset: str) -> _ClipData:
+        if dataset not in self.clips:
+            self.clips[dataset] = self._probe(dataset)
+        return self.clips[dataset]
+
+    def _probe(self, name: str) -> _ClipData:
+        from fsarbench.data.datasets import get_dataset
+        from fsarbench.training.clip_data import usable_split
+
+        ds = get_dataset(name, root=None if name == "synth" else self.root)
+        splits, skipped = {}, []
+        for split in ("train", "val", "test"):
+            splits[split], bad = usable_split(
+                ds.videos(split),
+                split,
+                dataset=ds.variant,
+                flip_ok=ds.flip_ok,
+                way=5,
+                shot=1,
+                queries=1,
+                on_bad=self.bad_videos,
+            )
+            skipped += bad
+        if skipped:
+            log.warning("%s: left out %d video(s): %s", name, len(skipped), "; ".join(skipped[:3]))
+        return _ClipData(ds, splits, skipped)
+
+    def data(self, cell: Cell) -> TrackData:
+        c = self.clip_data(cell.dataset)
+        info = {
+            "split_md5": c.dataset.split_md5s(),
+            "skipped_videos": stable_hash(sorted(c.skipped)),
+        }
+        test = c.splits["test"]
+        names = c.dataset.class_names("test")
+        return TrackData(cell.dataset, c.dataset.variant, info, test.classes, names, c.skipped)
+
+    def recipe(self, cell: Cell):
+        from fsarbench.training.finetune_recipe import finetune_recipe
+
+        return finetune_recipe(cell.method, cell.dataset, self.overrides, protocol=cell.protocol)
+
+    @staticmethod
+    def way_shot(recipe) -> tuple[int, int]:
+        return recipe.recipe.way, recipe.recipe.shot
+
+    @staticmethod
+    def for_unit(recipe, unit: ModelUnit):
+        inner = FrozenTrack.for_unit(recipe.recipe, unit)
+        return dataclasses.replace(recipe, recipe=inner)
+
+    def build(self, cell: Cell, recipe) -> FewShotMethod:
+        from fsarbench.training.finetune import build_video_method
+
+        train_split = self.clip_data(cell.dataset).splits["train"]
+        return build_video_method(
+            cell.method,
+            recipe.options,
+            torch.device(self.device),
+            seed=cell.train_seed,
+            num_train_classes=train_split.num_classes,
+            hparams=cell.hparams_dict,
+            dataset=cell.dataset,
+        )
+
+    def train(self, unit: ModelUnit, recipe, model, out: Path) -> Trained:
+        from fsarbench.training.finetune import finetune
+
+        c = self.clip_data(unit.dataset)
+        fingerprint = training_fingerprint(
+            method=unit.name,
+            model=model,
+            hparams=model.hparams,
+            recipe=recipe.to_dict(),
+            seed=unit.train_seed,
+            dataset=unit.dataset,
+            track=self.name,
+            data={"split_md5": c.dataset.split_md5s(), "skipped_videos": sorted(c.skipped)},
+        )
+
+        def run(resume: bool) -> None:
+            finetune(
+                model,
+                c.splits["train"],
+                c.splits["val"],
+                recipe,
+                seed=unit.train_seed,
+                out_dir=out,
+                device=self.device,
+                progress=self.progress,
+                fingerprint=fingerprint,
+                resume=resume,
+            )
+
+        _retrain_on_mismatch(run, out.name)
+        test = self.test_features(unit.dataset, model.state_dict(), recipe.options)
+        return Trained(model.inner, test.store)
+
+    def test_features(self, dataset: str, state, options) -> SplitFeatures:
+        """The test split's features under ``state``'s backbone (extracted once per digest);
+        a video the probe read but the extraction could not is an error (the manifest's
+        video indices would shift), never a silently different test set."""
+        feats, bad = extract_finetune_test(
+            dataset,
+            state,
+            options,
+            root=None if dataset == "synth" else self.root,
+            cache_root=self.cache_root,
+            device=self.device,
+            progress=self.progress,
+        )
+        probed = {s.split(": ")[0] for s in self.clip_data(dataset).skipped}
+        lost = sorted(v for v in bad if f"test/{v}" not in probed)
+        if lost:
+            raise RuntimeError(
+                f"{dataset}/test: the trained backbone's extraction could not read "
+                f"{len(lost)} video(s) the probe could ({lost[:5]}); re-run after checking "
+                "them with 'python -m fsarbench data check'"
+            )
+        return feats
+
+
+def extract_finetune_test(
+    dataset: str,
+    state,
+    options,
+    *,
+    root: str | None,
+    cache_root: str | Path | None,
+    device: str,
+    progress: bool,
+) -> tuple[SplitFeatures, list[str]]:
+    """Features of ``dataset``'s test split under the backbone of finetune ``state``, with the
+    finetune track's test clips (``options``: sampler, transform, sizes, normalisation),
+    and the ids of the videos that could not be read."""
+    from fsarbench.data.transforms import PRESETS
+    from fsarbench.experiments.features import split_features
+    from fsarbench.features.cache import default_cache_root
+    from fsarbench.features.extract import SplitExtractConfig, extract_split
+    from fsarbench.training.export import export_backbone
+
+    cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
+    weights = export_backbone(state, cache_root / "backbones")
+    preset = PRESETS[options.test_transform]
+    config = SplitExtractConfig(
+        backbone=options.backbone,
+        weights=str(weights),
+        frames=options.test_sampler,
+        transform=options.test_transform,
+        train=False,
+        num_frames=options.frames,
+        resolution=options.crop or preset.crop,
+        resize=options.resize or preset.resize,
+        norm=options.norm,
+        flip=False,
+        short="repeat",
+        batch_size=max(1, options.eval_chunk // 4),
+        workers=options.workers,
+        device=str(device),
+        progress=progress,
+    )
+    cache, _ = extract_split(dataset, "test", root=root, config=config, cache_root=cache_root)
+    feats, _, bad = split_features(cache, dataset)
+    return feats, bad

@@ -1,0 +1,400 @@
+"""The one training loop of both tracks: stages, gradient accumulation, validation-based
+selection, atomic checkpoints and resume, written once.
+
+A track supplies an :class:`EpisodeSource` (frozen: episodes of cached features; finetune:
+episodes of decoded clips) and a ``validate(model) -> accuracy`` function (the val split
+only). Episode ``i`` of a stage is a pure function of (seed, stage, ``i``); optimiser step
+``s`` uses episodes ``s*n .. s*n+n-1``; rank ``r`` of ``W`` takes the contiguous ``n/W`` of
+them in micro-batches, and torch is reseeded from each micro-batch's first episode index, so
+a run resumed from its last checkpoint, or split over ranks, takes the same steps (to float
+rounding across ranks; bit-identical on one CPU process).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from fsarbench.distributed.collectives import allreduce_gradients, allreduce_sum, broadcast_object
+from fsarbench.distributed.env import barrier, is_main
+from fsarbench.distributed.precision import Precision
+from fsarbench.guards import check_losses
+from fsarbench.io import atomic_write_bytes, stable_hash
+from fsarbench.methods import FewShotMethod, TrainingStage
+from fsarbench.progress import progress_bar
+from fsarbench.provenance import StaleError, provenance_diff
+from fsarbench.training.recipe import Recipe
+
+__all__ = [
+    "EpisodeSource",
+    "LoopConfig",
+    "MicroBatch",
+    "RunMismatchError",
+    "TrainResult",
+    "load_checkpoint",
+    "load_resume",
+    "rank_share",
+    "run_training",
+    "stage_steps",
+    "step_seed",
+]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val: float | None = None
+    best_step: int | None = None
+    seconds: float = 0.0
+    checkpoint: Path | None = None
+
+
+@dataclass
+class MicroBatch:
+    """``count`` episodes from global episode index ``first`` (a track's batch type)."""
+
+    first: int
+    count: int
+    batch: Any
+
+
+class EpisodeSource(Protocol):
+    """Where a track's training episodes come from."""
+
+    def stage(self, name: str, first_step: int, steps: int) -> Iterator[Iterable[MicroBatch]]:
+        """For each step ``first_step .. steps-1`` of stage ``name``, this rank's
+        micro-batches (on the training device)."""
+
+
+@dataclass
+class LoopConfig:
+    """How :func:`run_training` runs (everything but the model, data and validation)."""
+
+    recipe: Recipe
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    out: Path | None = None
+    resume: bool = True
+    progress: bool = True
+    stop_after: int | None = None
+    fingerprint: dict[str, Any] | None = None
+    precision: Precision = field(default_factory=Precision)
+    desc: str = "train"
+
+
+Validate = Callable[[FewShotMethod], float]
+
+
+def stage_steps(stages: list[TrainingStage], total: int) -> list[int]:
+    """Optimiser steps of each stage: ``total`` split by the stages' fractions (>= 1 each)."""
+    weight = sum(s.fraction for s in stages)
+    return [max(1, round(total * s.fraction / weight)) for s in stages]
+
+
+def step_seed(seed: int, stage: int, index: int) -> int:
+    return int(stable_hash([seed, stage, index], 15), 16)
+
+
+def rank_share(recipe: Recipe, rank: int, world: int) -> tuple[int, int, int]:
+    """``(first offset, episodes, micro-batch size)`` of this rank within each step.
+
+    The step's ``episodes_per_step`` must split evenly over the ranks; the last micro-batch
+    of a rank may be smaller than ``micro_batch``."""
+    n = recipe.episodes_per_step
+    if n % world:
+        raise ValueError(f"episodes_per_step={n} must be a multiple of the {world} ranks")
+    per = n // world
+    return rank * per, per, min(recipe.micro_batch or per, per)
+
+
+def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
+    cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        if recipe.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
+        if recipe.schedule == "multistep":
+            return 0.1 ** sum(step >= m * steps for m in recipe.milestones)
+        return 1.0
+
+    return factor
+
+
+def is_val_step(step: int, n_steps: int, recipe: Recipe) -> bool:
+    return (step + 1) % max(1, recipe.val_every) == 0 or step + 1 == n_steps
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by the loop (tensors and plain data only: weights_only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class RunMismatchError(StaleError):
+    """A training folder holds a run made with other settings or code."""
+
+
+def load_resume(
+    out: Path | None, resume: bool, fingerprint: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The resume point ``out/last.pt``, if resuming and one exists. With ``fingerprint``,
+    a checkpoint made by another run raises :class:`RunMismatchError` naming every field
+    that differs (never a silent resume of another run)."""
+    if out is None or not resume or not (out / "last.pt").exists():
+        return None
+    ckpt = load_checkpoint(out / "last.pt")
+    if fingerprint is not None:
+        diff = provenance_diff(ckpt.get("fingerprint") or {}, fingerprint)
+        if diff:
+            raise RunMismatchError(
+                f"{out} holds a training run made with other settings; differing fields:\n  "
+                + "\n  ".join(diff)
+                + "\nResume only continues the same run: pass --overwrite to start this one "
+                "there (the old checkpoints are replaced), or choose another --out."
+            )
+    return ckpt
+
+
+def _save_main(out: Path | None, name: str, payload: dict[str, Any]) -> None:
+    """Rank 0 writes ``out/name`` atomically; every rank waits for it."""
+    if out is not None and is_main():
+        save_checkpoint(out / name, payload)
+    barrier()
+
+
+class only_trainable:
+    """Within a stage, parameters outside ``params`` do not require grad (frozen)."""
+
+    def __init__(self, method: nn.Module, params: list[nn.Parameter]) -> None:
+        self.method, self.keep = method, {id(p) for p in params}
+
+    def __enter__(self):
+        self.saved = [(p, p.requires_grad) for p in self.method.parameters()]
+        for p, _ in self.saved:
+            p.requires_grad_(id(p) in self.keep)
+
+    def __exit__(self, *exc):
+        for p, flag in self.saved:
+            p.requires_grad_(flag)
+
+
+# -- the loop --------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    model: FewShotMethod
+    source: EpisodeSource
+    validate: Validate | None
+    cfg: LoopConfig
+    result: TrainResult
+    best_state: dict[str, Tensor]
+    done: int = 0
+
+
+def run_training(
+    model: FewShotMethod,
+    source: EpisodeSource,
+    validate: Validate | None,
+    cfg: LoopConfig,
+) -> TrainResult:
+    """Train ``model`` stage by stage on ``source``'s episodes; with ``validate``, keep the
+    weights of the best val accuracy (``out/best.pt``) and leave the model holding them.
+
+    ``out/last.pt`` is the resume point (written at validation steps and stage ends); a
+    resume of another run's folder raises :class:`RunMismatchError`. ``stop_after`` stops
+    (as if interrupted) after that many steps in total — for tests.
+    """
+    t0 = time.perf_counter()
+    model.to(cfg.device)
+    ckpt = load_resume(cfg.out, cfg.resume, cfg.fingerprint) if is_main() else None
+    ckpt = broadcast_object(ckpt)
+    result = TrainResult(
+        history=list(ckpt["history"]) if ckpt else [],
+        best_val=ckpt.get("best_val") if ckpt else None,
+        best_step=ckpt.get("best_step") if ckpt else None,
+    )
+    if ckpt:
+        model.load_state_dict(ckpt["method"])
+    best = _resume_best(cfg.out, ckpt)
+    run = _Run(model, source, validate, cfg, result, best or copy.deepcopy(model.state_dict()))
+    stages = model.training_stages()
+    counts = stage_steps(stages, cfg.recipe.steps)
+    for si, (stage, n_steps) in enumerate(zip(stages, counts)):
+        if ckpt and si < ckpt["stage"]:
+            continue
+        start = ckpt if ckpt and si == ckpt["stage"] else None
+        _run_stage(run, si, stage, n_steps, si == len(stages) - 1, start)
+        _save_main(cfg.out, "last.pt", _payload(run, None, None, None, si + 1, 0))
+        ckpt = None
+    if validate is not None:
+        model.load_state_dict(run.best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    out = cfg.out
+    result.checkpoint = out / "best.pt" if out is not None and (out / "best.pt").exists() else None
+    return result
+
+
+def _run_stage(
+    run: _Run,
+    si: int,
+    stage: TrainingStage,
+    n_steps: int,
+    last_stage: bool,
+    ckpt: dict[str, Any] | None,
+) -> None:
+    """Steps of one stage from the checkpoint's step (or 0)."""
+    cfg, r = run.cfg, run.cfg.recipe
+    params = list(stage.parameters())
+    opt = make_optimizer(r, params) if params else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(r, n_steps)) if opt else None
+    scaler = cfg.precision.grad_scaler()
+    start = ckpt["step"] if ckpt else 0
+    if ckpt and opt is not None and ckpt["optimizer"]:
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+    bar = progress_bar(
+        total=n_steps,
+        initial=start,
+        desc=f"{cfg.desc} {stage.name}",
+        unit="step",
+        disable=not (cfg.progress and is_main()),
+    )
+    steps = run.source.stage(stage.name, start, n_steps)
+    with only_trainable(run.model, params):
+        for step, micro in zip(range(start, n_steps), steps):
+            run.model.train()
+            terms = _step(run, si, stage, step, micro, opt, scaler, params)
+            if sched is not None:
+                sched.step()
+            row = {"stage": stage.name, "step": step + 1, **terms}
+            val_step = is_val_step(step, n_steps, r)
+            if last_stage and val_step and run.validate is not None:
+                row["val_accuracy"] = _validate(run, step + 1)
+            run.result.history.append(row)
+            bar.update(1)
+            run.done += 1
+            if val_step:
+                _save_main(cfg.out, "last.pt", _payload(run, opt, sched, scaler, si, step + 1))
+            if cfg.stop_after is not None and run.done >= cfg.stop_after:
+                bar.close()
+                raise KeyboardInterrupt(f"stopped after {run.done} steps")
+    bar.close()
+
+
+def _step(
+    run: _Run,
+    si: int,
+    stage: TrainingStage,
+    step: int,
+    micro: Iterable[MicroBatch],
+    opt: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler,
+    params: list[nn.Parameter],
+) -> dict[str, float]:
+    """One optimiser step over this rank's share of the step's episodes: each micro-batch's
+    loss is weighted by its share of the step's episodes and back-propagated; the summed
+    loss terms of every rank are checked (a NaN of any rank stops every rank) before the
+    gradients are summed over ranks and the optimiser steps."""
+    cfg = run.cfg
+    n = cfg.recipe.episodes_per_step
+    totals: dict[str, float] = {}
+    for mb in micro:
+        torch.manual_seed(step_seed(cfg.seed, si, mb.first))
+        with cfg.precision.autocast():
+            losses = stage.loss(mb.batch)
+        loss = sum(v.float() for v in losses.values()) * (mb.count / n)
+        if opt is not None:
+            scaler.scale(loss).backward()
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + float(v.detach()) * mb.count / n
+    totals = allreduce_sum(totals, cfg.device)
+    check_losses(totals, stage=stage.name, step=step)
+    if opt is None:
+        return totals
+    allreduce_gradients(params, average=False)
+    if cfg.recipe.grad_clip > 0:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, cfg.recipe.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
+    return totals
+
+
+def _validate(run: _Run, step: int) -> float:
+    """Val accuracy (the same on every rank); keeps and saves the best weights."""
+    acc = broadcast_object(run.validate(run.model))
+    result = run.result
+    if result.best_val is None or acc > result.best_val:
+        result.best_val, result.best_step = acc, step
+        run.best_state = copy.deepcopy(run.model.state_dict())
+        _save_main(
+            run.cfg.out,
+            "best.pt",
+            {
+                "method": run.best_state,
+                "val_accuracy": acc,
+                "step": step,
+                "recipe": _recipe_dict(run),
+                "hparams": run.model.hparams,
+                "num_train_classes": run.model.num_train_classes,
+                "fingerprint": run.cfg.fingerprint,
+            },
+        )
+    return acc
+
+
+def _recipe_dict(run: _Run) -> dict[str, Any]:
+    full = getattr(run.source, "recipe_dict", None)
+    return full() if full is not None else run.cfg.recipe.to_dict()
+
+
+def _payload(run: _Run, opt, sched, scaler, stage: int, step: int) -> dict[str, Any]:
+    return {
+        "fingerprint": run.cfg.fingerprint,
+        "method": run.model.state_dict(),
+        "optimizer": opt.state_dict() if opt is not None else {},
+        "scheduler": sched.state_dict() if sched is not None else {},
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
+        "stage": stage,
+        "step": step,
+        "history": run.result.history,
+        "best_val": run.result.best_val,
+        "best_step": run.result.best_step,
+        "recipe": _recipe_dict(run),
+        "hparams": run.model.hparams,
+        "num_train_classes": run.model.num_train_classes,
+    }
+
+
+def _resume_best(out: Path | None, ckpt: dict[str, Any] | None) -> dict[str, Tensor] | None:
+    """The weights of ``out/best.pt`` when resuming (read by rank 0, sent to every rank)."""
+    path = out / "best.pt" if out is not None else None
+    found = ckpt is not None and path is not None and is_main() and path.exists()
+    return broadcast_object(load_checkpoint(path)["method"] if found else None)

@@ -1,0 +1,117 @@
+"""Protocol presets: each draws the frames its reference draws, and its fields reach the clip
+pipelines of both tracks, cache keys and recipes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fsarbench.config import ConfigError
+from fsarbench.data.protocols import get_protocol, list_protocols
+from fsarbench.data.sampling import frame_rng, sample_frames
+
+N = 40  # a 40-frame video
+
+
+def _test_frames(protocol: str, dataset: str) -> list[int]:
+    p = get_protocol(protocol, dataset)
+    return sample_frames(p.test_sampler, N, 8, train=False, rng=frame_rng(0, "v"))
+
+
+def test_seed_test_frames_are_tsn_segment_centres():
+    # 8 equal segments of the 39 frame gaps, the centre (floor) of each
+    assert _test_frames("seed", "kinetics100") == [2, 7, 12, 17, 22, 26, 31, 36]
+
+
+def test_trx_test_frames_are_linspace_1_to_n_minus_2_truncated():
+    # TRX's video reader: np.linspace(1, n - 2, 8) then int()
+    assert _test_frames("trx", "ssv2-full") == [1, 6, 11, 16, 22, 27, 32, 38]
+
+
+def test_trx_train_frames_jitter_both_ends_by_at_most_five():
+    p = get_protocol("trx", "ucf101")
+    for s in range(50):
+        idx = sample_frames(p.train_sampler, N, 8, train=True, rng=frame_rng(s, "v"))
+        assert 0 <= idx[0] <= 5 and 34 <= idx[-1] <= 39
+        assert idx == sorted(idx)
+
+
+def test_hyrsm_segments_draw_one_rounded_frame_in_each_fifth_at_test_too():
+    p = get_protocol("hyrsm", "hmdb51")
+    assert p.test_sampler == p.train_sampler == "hyrsm-segment"
+    seen = [set() for _ in range(8)]
+    for s in range(300):
+        idx = sample_frames(p.test_sampler, N, 8, train=False, rng=frame_rng(s, "v"))
+        for i, f in enumerate(idx):
+            seen[i].add(f)
+    # bounds linspace(0, 40, 9): segment i covers [5i, 5i+5), rounded -> 5i..5i+5, clamped 39
+    for i in range(8):
+        assert seen[i] <= set(range(5 * i, min(5 * i + 5, 39) + 1))
+        assert len(seen[i]) >= 4
+
+
+def test_hyrsm_kinetics_interval_clip_centre_at_test_random_start_in_training():
+    p = get_protocol("hyrsm", "kinetics100")
+    assert p.test_sampler == "hyrsm-interval"
+    # clip = 8 * 35 = 280 frames; a 400-frame video: centre start 60, linspace(60, 339, 8)
+    idx = sample_frames(p.test_sampler, 400, 8, train=False, rng=frame_rng(0, "v"))
+    assert idx == [int(x) for x in np.linspace(60, 339, 8)]
+    # a 40-frame video is shorter than the clip: start 0, indices clamped to the last frame
+    assert _test_frames("hyrsm", "kinetics100") == [0, 39, 39, 39, 39, 39, 39, 39]
+    starts = {
+        sample_frames(p.train_sampler, 400, 8, train=True, rng=frame_rng(s, "v"))[0]
+        for s in range(30)
+    }
+    assert len(starts) > 10 and min(starts) >= 0 and max(starts) <= 120
+
+
+@pytest.mark.parametrize(
+    ("protocol", "dataset", "flip", "norm"),
+    [
+        ("seed", "kinetics100", True, "imagenet"),
+        ("seed", "ssv2-full", False, "imagenet"),  # left/right labels
+        ("trx", "ssv2-full", True, "none"),  # TRX flips SSv2 and feeds 0-1 pixels
+        ("hyrsm", "ucf101", True, "hyrsm"),
+    ],
+)
+def test_flip_and_normalisation_per_dataset(protocol, dataset, flip, norm):
+    p = get_protocol(protocol, dataset)
+    assert (p.flip, p.norm) == (flip, norm)
+
+
+def test_unknown_protocol_names_the_nearest():
+    with pytest.raises(ConfigError, match="Did you mean 'trx'"):
+        get_protocol("trxx", "ucf101")
+    assert list_protocols() == ["seed", "trx", "hyrsm"]
+
+
+def test_finetune_recipe_takes_the_protocol_and_options_override_it():
+    from fsarbench.training.finetune_recipe import finetune_recipe
+
+    trx = finetune_recipe("otam", "ssv2-full", protocol="trx").options
+    assert (trx.protocol, trx.train_sampler, trx.norm, trx.flip) == ("trx", "trx", "none", True)
+    seed = finetune_recipe("otam", "ssv2-full").options
+    assert (seed.protocol, seed.test_transform, seed.flip) == ("seed", "seed-test", False)
+    over = finetune_recipe("otam", "ucf101", {"options": {"flip": False}}, protocol="hyrsm")
+    assert (over.options.protocol, over.options.flip) == ("hyrsm", False)
+
+
+def test_recipe_files_may_not_set_protocol_fields():
+    from fsarbench.training.finetune_recipe import check_finetune_table
+
+    table = {"default": {}, "methods": {"otam": {"options": {"test_sampler": "trx"}}}}
+    with pytest.raises(ConfigError, match="set by the protocol"):
+        check_finetune_table(table, "x.yaml")
+
+
+def test_protocol_changes_the_frozen_cache_key():
+    from fsarbench.features.extract import SplitExtractConfig, split_cache_key
+
+    def key(protocol: str) -> str:
+        p = get_protocol(protocol, "ucf101")
+        config = SplitExtractConfig(
+            frames=p.test_sampler, transform=p.test_transform, flip=p.flip, norm=p.norm
+        ).resolved("test")
+        return split_cache_key("ucf101", "test", [], "w", config).digest()
+
+    assert len({key(p) for p in list_protocols()}) == 3
