@@ -1,4 +1,10 @@
-"""``python -m fsarbench eval``: one method on stored features and a manifest.
+"""``python -m fsarbench eval``: one method on stored features and a manifest, or a trained
+checkpoint (frozen or finetune track) on a dataset's seeded test episodes.
+
+With ``--dataset D --way N --shot K --episodes E`` (no ``--features``), the test manifest is
+the one ``run`` draws for that setting, and the features are the frozen track's cache — or,
+for a finetune checkpoint, the test split extracted once by the checkpoint's backbone (the
+cache key names the backbone's weights by their digest): one evaluation path for both tracks.
 
 Under ``torchrun`` the unique videos and the episode batches are spread over the ranks and
 the predictions gathered to rank 0, which prints and writes exactly the records of a
@@ -13,7 +19,9 @@ from typing import Any
 
 import torch
 
-from fsarbench.episodes import Manifest
+from fsarbench.cli.common import add_splits_dir_argument, apply_splits_dir
+from fsarbench.data.protocols import list_protocols
+from fsarbench.episodes import Manifest, make_manifest
 from fsarbench.features.open import open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
 from fsarbench.methods import FewShotMethod
@@ -31,8 +39,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "are sharded over the processes and the records gathered to rank 0.",
     )
     p.add_argument("method", help="registered method name (see 'list methods')")
-    p.add_argument("--features", required=True, help="[N, T, D] .pt file or feature-cache folder")
-    p.add_argument("--manifest", required=True, help="manifest JSON written by make_manifest")
+    p.add_argument(
+        "--features",
+        default=None,
+        help="[N, T, D] .pt file or feature-cache folder (with --manifest); without it, "
+        "--dataset's test split is used",
+    )
+    p.add_argument("--manifest", default=None, help="manifest JSON written by make_manifest")
+    p.add_argument("--way", type=int, default=5, help="dataset mode: N-way")
+    p.add_argument("--shot", type=int, default=1, help="dataset mode: K-shot")
+    p.add_argument("--episodes", type=int, default=10_000, help="dataset mode: test episodes")
+    p.add_argument("--seed", type=int, default=0, help="dataset mode: seed of the test episodes")
+    p.add_argument("--root", default=None, help="dataset mode: data root (default $FSAR_DATA)")
+    p.add_argument("--cache", default=None, help="dataset mode: feature cache root")
+    add_splits_dir_argument(p)
+    p.add_argument(
+        "--protocol",
+        default=None,
+        choices=list_protocols(),
+        help="dataset mode, frozen track: the features' protocol (default seed; a finetune "
+        "checkpoint uses the protocol it was trained with)",
+    )
     p.add_argument(
         "--checkpoint",
         default=None,
@@ -108,11 +135,17 @@ def run(args: argparse.Namespace) -> int:
     from fsarbench.distributed.env import init_distributed, is_main, shutdown_distributed
     from fsarbench.distributed.sharded_eval import evaluate_sharded
 
+    apply_splits_dir(args)
+    _check_mode(args)
     env, device = init_distributed(args.device)
     try:
-        store = open_feature_store(args.features)
-        manifest = Manifest.load(args.manifest)
-        method = build_method(args, store.feature_shape).to(device)
+        if args.features:
+            store = open_feature_store(args.features)
+            manifest = Manifest.load(args.manifest)
+            method, meta = build_method(args, store.feature_shape), {}
+        else:
+            store, manifest, method, meta = _dataset_mode(args, device)
+        method = method.to(device)
         result = evaluate_sharded(
             method,
             store,
@@ -125,13 +158,112 @@ def run(args: argparse.Namespace) -> int:
             nonfinite=args.nonfinite,
         )
         if result is not None:
-            _report(args, method, manifest, result, env.world_size)
+            _report(args, method, manifest, result, env.world_size, meta)
     finally:
         shutdown_distributed()
     return 0
 
 
-def _report(args, method, manifest, result, world: int) -> None:
+def _check_mode(args: argparse.Namespace) -> None:
+    if bool(args.features) != bool(args.manifest):
+        raise ValueError(
+            "--features and --manifest go together; or give neither and evaluate on "
+            "--dataset D (with --way, --shot, --episodes, and usually --checkpoint)"
+        )
+    if not args.features and args.dataset == "custom":
+        raise ValueError(
+            "say what to evaluate on: --features F --manifest M, or --dataset D (a dataset "
+            "of 'data list') with --way/--shot/--episodes"
+        )
+
+
+def _dataset_mode(args: argparse.Namespace, device) -> tuple[Any, Manifest, FewShotMethod, dict]:
+    """Test features, manifest and method for ``--dataset`` (see the module docstring)."""
+    from fsarbench.training.export import is_finetune_state
+
+    data = (
+        torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        if args.checkpoint
+        else {}
+    )
+    state = data.get("method") if isinstance(data.get("method"), dict) else data
+    if args.checkpoint and is_finetune_state(state):
+        feats, names, variant, method, meta = _finetune_checkpoint(args, data, device)
+    else:
+        feats, names, variant, method, meta = _frozen(args)
+    manifest = make_manifest(
+        feats.classes,
+        way=args.way,
+        shot=args.shot,
+        queries=1,
+        episodes=args.episodes,
+        seed=args.seed,
+        dataset=variant,
+        split="test",
+        class_names=names,
+    )
+    return feats.store, manifest, method, meta
+
+
+def _frozen(args):
+    from fsarbench.experiments.features import FrozenFeatureProvider
+
+    protocol = args.protocol or "seed"
+    provider = FrozenFeatureProvider(
+        root=args.root, cache_root=args.cache, device=args.device or "cpu", protocol=protocol
+    )
+    feats = provider(args.dataset)
+    if args.num_train_classes is None:
+        args.num_train_classes = feats.splits["train"].num_classes
+    method = build_method(args, feats.feature_shape)
+    _, recipe, _ = load_method_state(args.checkpoint) if args.checkpoint else ({}, {}, {})
+    meta = {"track": "frozen", "protocol": protocol, "recipe": recipe, "features": feats.info}
+    test = feats.splits["test"]
+    return test, feats.class_names["test"], feats.split_variant, method, meta
+
+
+def _finetune_checkpoint(args, data: dict, device):
+    from fsarbench.config import build_config
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.experiments.tracks import extract_finetune_test
+    from fsarbench.training.export import load_head
+    from fsarbench.training.finetune_recipe import FinetuneOptions
+
+    recipe = dict(data.get("recipe") or {})
+    if "options" not in recipe:
+        raise ValueError(f"{args.checkpoint} holds backbone weights but no finetune options")
+    options = build_config(FinetuneOptions, recipe["options"], where=str(args.checkpoint))
+    if args.protocol and args.protocol != options.protocol:
+        print(
+            f"note: the checkpoint was trained under the {options.protocol!r} protocol; its "
+            f"test clips follow it (--protocol {args.protocol} applies to frozen features)"
+        )
+    ds = get_dataset(args.dataset, root=args.root)
+    feats, _ = extract_finetune_test(
+        ds,
+        data["method"],
+        options,
+        cache_root=args.cache,
+        device=str(device),
+        progress=True,
+    )
+    t, d = feats.store.feature_shape
+    hparams = {**(data.get("hparams") or {}), **json.loads(args.hparams)}
+    classes = data.get("num_train_classes") or args.num_train_classes
+    head = load_head(
+        args.method,
+        data["method"],
+        feature_dim=d,
+        seq_len=t,
+        num_train_classes=classes,
+        hparams=hparams,
+        dataset=args.dataset,
+    )
+    meta = {"track": "finetune", "protocol": options.protocol, "recipe": recipe, "features": {}}
+    return feats, ds.class_names("test"), ds.variant, head, meta
+
+
+def _report(args, method, manifest, result, world: int, meta: dict) -> None:
     print(
         f"{args.method}: {result.accuracy:.2f} ± {result.ci95:.2f} "
         f"({result.episodes} episodes, {manifest.way}-way {manifest.spec.shot}-shot; "
@@ -148,7 +280,19 @@ def _report(args, method, manifest, result, world: int) -> None:
             manifest=manifest,
             hparams=method.hparams,
             provenance={"code": code_parts(method), "code_digest": code_digest(method)},
+            track=meta.get("track", "frozen"),
+            recipe=meta.get("recipe"),
+            features=meta.get("features"),
+            protocol=meta.get("protocol", "seed"),
+            train_way=_trained(meta, "way"),
+            train_shot=_trained(meta, "shot"),
         )
         save_result(args.out, record, result)
         write_summary(args.out)
         print(f"record written under {args.out}/records/{record.cell}.json")
+
+
+def _trained(meta: dict, key: str) -> int | None:
+    """The way or shot the evaluated model was trained at (from its checkpoint's recipe)."""
+    recipe = meta.get("recipe") or {}
+    return recipe.get("recipe", recipe).get(key)

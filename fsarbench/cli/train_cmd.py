@@ -261,10 +261,9 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
 
     def features():
         return extract_finetune_test(
-            args.dataset,
+            ds,
             state,
             recipe.options,
-            root=args.root,
             cache_root=args.cache,
             device=str(device),
             progress=not args.no_progress and is_main(),

@@ -209,8 +209,10 @@ class FinetuneTrack:
         device: str,
         progress: bool,
         bad_videos: str = "skip",
+        open_dataset: Callable[[str], Any] | None = None,
     ) -> None:
         self.root, self.cache_root = root, cache_root
+        self.open_dataset = open_dataset or self._open
         self.overrides = {"recipe": recipe_overrides, "options": option_overrides}
         self.device, self.progress, self.bad_videos = device, progress, bad_videos
         self.clips: dict[str, _ClipData] = {}
@@ -220,11 +222,15 @@ class FinetuneTrack:
             self.clips[dataset] = self._probe(dataset)
         return self.clips[dataset]
 
-    def _probe(self, name: str) -> _ClipData:
+    def _open(self, name: str):
         from fsarbench.data.datasets import get_dataset
+
+        return get_dataset(name, root=None if name == "synth" else self.root)
+
+    def _probe(self, name: str) -> _ClipData:
         from fsarbench.training.clip_data import usable_split
 
-        ds = get_dataset(name, root=None if name == "synth" else self.root)
+        ds = self.open_dataset(name)
         splits, skipped = {}, []
         for split in ("train", "val", "test"):
             splits[split], bad = usable_split(
@@ -318,10 +324,9 @@ class FinetuneTrack:
         a video the probe read but the extraction could not is an error (the manifest's
         video indices would shift), never a silently different test set."""
         feats, bad = extract_finetune_test(
-            dataset,
+            self.clip_data(dataset).dataset,
             state,
             options,
-            root=None if dataset == "synth" else self.root,
             cache_root=self.cache_root,
             device=self.device,
             progress=self.progress,
@@ -338,18 +343,17 @@ class FinetuneTrack:
 
 
 def extract_finetune_test(
-    dataset: str,
+    dataset: Any,
     state,
     options,
     *,
-    root: str | None,
     cache_root: str | Path | None,
     device: str,
     progress: bool,
 ) -> tuple[SplitFeatures, list[str]]:
-    """Features of ``dataset``'s test split under the backbone of finetune ``state``, with the
-    finetune track's test clips (``options``: sampler, transform, sizes, normalisation),
-    and the ids of the videos that could not be read."""
+    """Features of the test split of ``dataset`` (an opened dataset) under the backbone of
+    finetune ``state``, with the finetune track's test clips (``options``: sampler,
+    transform, sizes, normalisation), and the ids of the videos that could not be read."""
     from fsarbench.data.transforms import PRESETS
     from fsarbench.experiments.features import split_features
     from fsarbench.features.cache import default_cache_root
@@ -376,6 +380,8 @@ def extract_finetune_test(
         device=str(device),
         progress=progress,
     )
-    cache, _ = extract_split(dataset, "test", root=root, config=config, cache_root=cache_root)
-    feats, _, bad = split_features(cache, dataset)
+    cache, _ = extract_split(
+        dataset.name, "test", config=config, cache_root=cache_root, dataset=dataset
+    )
+    feats, _, bad = split_features(cache, dataset.variant)
     return feats, bad

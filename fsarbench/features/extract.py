@@ -413,16 +413,19 @@ def extract_split(
     splits_dir: str | Path | None = None,
     config: SplitExtractConfig | None = None,
     cache_root: str | Path | None = None,
+    dataset: Any = None,
 ) -> tuple[FeatureCache, ExtractStats | None]:
     """Extract (or reuse) the features of ``split`` of dataset ``dataset_name`` under
     ``<cache_root>/features/<dataset>/<split>/<key>/`` (``root``: videos; ``splits_dir``:
     split lists of published datasets); returns the cache and the run's
-    stats (None when a complete cache already existed)."""
+    stats (None when a complete cache already existed). ``dataset``: an opened dataset
+    object to use instead of ``get_dataset(dataset_name, ...)``."""
     from fsarbench.data.datasets import get_dataset
 
     config = (config or SplitExtractConfig()).resolved(split)
     options = {"root": root} if splits_dir is None else {"root": root, "splits_dir": splits_dir}
-    dataset = get_dataset(dataset_name, **options)
+    if dataset is None:
+        dataset = get_dataset(dataset_name, **options)
     videos = dataset.videos(split)
     if config.flip is None:
         config = dataclasses.replace(config, flip=bool(getattr(dataset, "flip_ok", True)))

@@ -1,0 +1,225 @@
+"""The paper's protocol through the runner: model units (one model per train shot, N-way cells
+on the 5-way model), the finetune track end to end on a tiny synth, resume, evaluation of a
+finetune checkpoint through the one evaluation path, and the one training loop."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from finetune_fixtures import TINY_SYNTH, tiny_recipe
+
+import fsarbench as fb
+from fsarbench.data.datasets import get_dataset
+from fsarbench.experiments import runner as runner_mod
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.plan import plan_cells
+from fsarbench.experiments.runner import CellRunner, FinetuneTrack, RunOptions
+from fsarbench.experiments.units import unit_for
+from fsarbench.training import SplitFeatures
+from fsarbench.training import loop as loop_mod
+from fsarbench.training.loop import LoopConfig, MicroBatch, run_training
+from fsarbench.training.recipe import Recipe
+from fsarbench.training.trainer import FeatureSource, train
+from fsarbench.training.video_method import ClipEpisodes, VideoMethod
+
+CELLS = [
+    Cell("protonet", "synth", 5, 1, track="finetune", label="protonet"),
+    Cell("protonet", "synth", 5, 2, track="finetune", label="protonet"),
+    Cell("protonet", "synth", 7, 1, track="finetune", label="protonet"),
+]
+TINY = tiny_recipe(recipe={"way": 5, "val_every": 1, "val_episodes": 6, "queries": 1})
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    ds = get_dataset("synth", root=tmp_path_factory.mktemp("synth"), config=TINY_SYNTH)
+    ds.videos("train")  # generate once
+    return ds
+
+
+def _runner(out, cache, synth, **opts) -> CellRunner:
+    track = FinetuneTrack(
+        root=None,
+        cache_root=cache,
+        recipe_overrides=TINY["recipe"],
+        option_overrides=TINY["options"],
+        device="cpu",
+        progress=False,
+        open_dataset=lambda name: synth,
+    )
+    return CellRunner({"finetune": track}, RunOptions(out, episodes=40, progress=False, **opts))
+
+
+def test_units_one_model_per_shot_and_nway_cells_share_the_5way_model():
+    units = [unit_for(c, recipe_way=5, recipe_shot=1, share_shots=False) for c in CELLS]
+    assert [(u.train_way, u.train_shot) for u in units] == [(5, 1), (5, 2), (5, 1)]
+    assert units[0] == units[2] != units[1]
+    shared = {unit_for(c, recipe_way=5, recipe_shot=1, share_shots=True) for c in CELLS}
+    assert len(shared) == 1 and next(iter(shared)).train_shot == 1
+
+
+def test_plan_lists_units_and_their_cells(tmp_path, synth):
+    plans = plan_cells(_runner(tmp_path / "out", tmp_path / "cache", synth), CELLS)
+    assert [(p.unit.train_shot, [c.way for c in p.cells]) for p in plans] == [(1, [5, 7]), (2, [5])]
+    # 2 steps x 2 episodes x 5 ways x (shot + 1 query) x 2 frames
+    assert [p.train_frames for p in plans] == [2 * 2 * 5 * 2 * 2, 2 * 2 * 5 * 3 * 2]
+    assert not (tmp_path / "out" / "models").exists()  # nothing trained
+
+
+@pytest.fixture(scope="module")
+def finetune_run(tmp_path_factory, synth):
+    out = tmp_path_factory.mktemp("ft")
+    runner = _runner(out / "a", out / "cache", synth)
+    records = runner.run_cells(CELLS)
+    return out, runner, records
+
+
+def test_finetune_cells_train_one_model_per_shot_select_on_val_and_record(finetune_run):
+    out, runner, records = finetune_run
+    assert len(runner.trained_units) == 2
+    models = sorted(p.name for p in (out / "a" / "models").iterdir())
+    assert len(models) == 2 and all("finetune-seed__5w" in m for m in models)
+    assert all((out / "a" / "models" / m / "best.pt").exists() for m in models)
+    by = {(r.way, r.shot): r for r in records}
+    assert {k: (r.train_way, r.train_shot) for k, r in by.items()} == {
+        (5, 1): (5, 1),
+        (5, 2): (5, 2),
+        (7, 1): (5, 1),
+    }
+    assert all(r.track == "finetune" and r.protocol == "seed" for r in records)
+    assert all(r.recipe["options"]["backbone"] == "resnet18" for r in records)
+    summary = pd.read_csv(out / "a" / "summary.csv")
+    assert set(summary["track"]) == {"finetune"} and set(summary["train_shot"]) == {1, 2}
+
+
+def test_resumed_finetune_run_gives_the_same_summary(finetune_run, synth, monkeypatch):
+    out, _, _ = finetune_run
+    original, calls = runner_mod.evaluate, {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(runner_mod, "evaluate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _runner(out / "b", out / "cache", synth).run_cells(CELLS)
+    monkeypatch.setattr(runner_mod, "evaluate", original)
+    resumed = _runner(out / "b", out / "cache", synth)
+    resumed.run_cells(CELLS)
+    assert len(resumed.trained_units) == 2  # reloaded from their finished checkpoints
+    cols = ["method", "way", "shot", "train_shot", "accuracy", "ci95", "config_hash"]
+    a = pd.read_csv(out / "a" / "summary.csv")[cols]
+    b = pd.read_csv(out / "b" / "summary.csv")[cols]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_eval_checkpoint_of_finetune_model_equals_the_run(finetune_run, synth, tmp_path):
+    from fsarbench.cli.main import main
+
+    out, _, records = finetune_run
+    record = next(r for r in records if (r.way, r.shot) == (7, 1))
+    model = next(p for p in (out / "a" / "models").iterdir() if "5w1s" in p.name)
+    argv = ["eval", "protonet", "--checkpoint", str(model / "best.pt"), "--dataset", "synth"]
+    argv += ["--way", "7", "--shot", "1", "--episodes", "40", "--cache", str(out / "cache")]
+    argv += ["--out", str(tmp_path), "--device", "cpu"]
+    assert _with_synth(synth, lambda: main(argv)) == 0
+    (evaluated,) = fb.load_records(tmp_path)
+    assert evaluated.manifest_hash == record.manifest_hash
+    assert (evaluated.accuracy, evaluated.ci95) == (record.accuracy, record.ci95)
+    assert (evaluated.track, evaluated.protocol, evaluated.train_shot) == ("finetune", "seed", 1)
+
+
+def _with_synth(synth, fn):
+    """Run ``fn`` with ``get_dataset("synth")`` answering the tiny synth."""
+    from fsarbench.data import datasets
+
+    factory = datasets.DATASETS["synth"]
+    datasets.DATASETS["synth"] = lambda **kw: synth
+    try:
+        return fn()
+    finally:
+        datasets.DATASETS["synth"] = factory
+
+
+# -- one training loop ----------------------------------------------------------------------
+class _Identity(torch.nn.Module):
+    feature_dim = 16
+
+    def forward(self, x):
+        return x
+
+
+class _AsClips:
+    """A FeatureSource whose batches are ClipEpisodes of features (an identity backbone's
+    'clips' [B, N, T, D])."""
+
+    def __init__(self, source: FeatureSource) -> None:
+        self.source = source
+
+    def stage(self, name, first_step, steps):
+        for micro in self.source.stage(name, first_step, steps):
+            yield [MicroBatch(m.first, m.count, _clips(m.batch)) for m in micro]
+
+
+def _clips(b) -> ClipEpisodes:
+    return ClipEpisodes(
+        b.support,
+        b.support_labels,
+        b.query,
+        b.query_labels,
+        b.support_classes,
+        b.query_classes,
+        b.way,
+    )
+
+
+def _features() -> SplitFeatures:
+    g = torch.Generator().manual_seed(3)
+    classes = np.repeat(np.arange(6), 5)
+    f = torch.randn(6, 16, generator=g)[torch.as_tensor(classes)][:, None].expand(-1, 4, -1)
+    f = (f + 0.5 * torch.randn(len(classes), 4, 16, generator=g)).contiguous()
+    return SplitFeatures(fb.InMemoryFeatureStore(f), classes, "toy")
+
+
+def test_frozen_step_equals_the_finetune_loop_with_a_frozen_identity_backbone(monkeypatch):
+    from fsarbench.registry import create_method
+    from fsarbench.training.finetune_recipe import FinetuneOptions
+
+    recipe = Recipe(steps=3, episodes_per_step=4, micro_batch=2, queries=2, val_episodes=0)
+    torch.manual_seed(0)
+    head = create_method("trx", feature_dim=16, seq_len=4, num_train_classes=6)
+    frozen = copy.deepcopy(head)
+    calls = []
+    real = loop_mod.run_training
+    monkeypatch.setattr(
+        "fsarbench.training.trainer.run_training",
+        lambda *a, **k: calls.append("frozen") or real(*a, **k),
+    )
+    train(frozen, _features(), None, recipe, seed=5, progress=False)
+    video = VideoMethod(_Identity(), copy.deepcopy(head), FinetuneOptions(train_backbone="all"))
+    source = _AsClips(FeatureSource(_features(), recipe, 5, torch.device("cpu")))
+    run_training(video, source, None, LoopConfig(recipe=recipe, seed=5, progress=False))
+    assert calls == ["frozen"]
+    trained = video.inner.state_dict()
+    for name, value in frozen.state_dict().items():
+        torch.testing.assert_close(value, trained[name], rtol=0, atol=0, msg=name)
+    start = head.state_dict()
+    assert any(not torch.equal(v, start[k]) for k, v in trained.items())  # it trained
+
+
+def test_finetune_runs_the_same_loop(monkeypatch, synth, tmp_path):
+    from fsarbench.training import finetune as ft
+
+    seen = []
+    monkeypatch.setattr(ft, "run_training", lambda *a, **k: seen.append(a[1]) or "done")
+    recipe = ft.finetune_recipe("protonet", "synth", tiny_recipe())
+    split = ft.ClipSplit(synth.videos("train"), synth.variant)
+    model = ft.build_video_method("protonet", recipe.options, torch.device("cpu"))
+    assert ft.finetune(model, split, None, recipe) == "done"
+    assert isinstance(seen[0], ft.ClipSource)
