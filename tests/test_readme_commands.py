@@ -1,0 +1,156 @@
+"""Every ``python -m fsarbench`` / ``torchrun ... -m fsarbench`` command line of the README
+parses with the real CLI, names methods and datasets that exist, and (slow) the synth-sized
+ones run as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fsarbench.cli.main import build_parser
+from fsarbench.data.datasets import list_datasets
+from fsarbench.registry import list_methods
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+#: Names the README creates before using them (the scaffold walk-through).
+SCAFFOLDED = {"my-head"}
+#: Placeholders of the README's summary table and prose, and what stands in for them.
+PLACEHOLDERS = {
+    "METHOD": "otam",
+    "NAME": "my-head",
+    "DATASET": "synth",
+    "D": "synth",
+    "N": "1",
+    "A": "otam",
+    "B": "protonet",
+    "F": "feats.pt",
+    "M": "manifest.json",
+    "DIR": "/tmp/dir",
+    "R": "/tmp/data",
+    "E": "100",
+    "K": "1",
+    "$i/$n": "0/2",
+    "$SLURM_JOB_ID": "1",
+    "$HEAD:29500": "localhost:29500",
+    "OUT/best.pt": "best.pt",
+    "CACHE_FOLDER": "/tmp/cache",
+    "OUT/models/UNIT/best.pt": "best.pt",
+}
+INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
+
+
+def _code_commands(text: str) -> list[str]:
+    out, in_code, pending = [], False, ""
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+            continue
+        if not in_code:
+            continue
+        line = pending + line.strip()
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        pending = ""
+        line = re.sub(r"\s+#.*$", "", line)
+        if "-m fsarbench " in line + " " and not line.startswith(("#", "import", ">>>")):
+            out.append(line)
+    return out
+
+
+def _inline_commands(text: str) -> list[str]:
+    prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    spans = [" ".join(s.split()) for s in INLINE.findall(prose)]
+    return [s for s in spans if re.match(r"^(python|torchrun)\b.*-m fsarbench( |$)", s)]
+
+
+def readme_commands() -> list[str]:
+    text = README.read_text()
+    return list(dict.fromkeys(_code_commands(text) + _inline_commands(text)))
+
+
+def argv_of(command: str) -> list[str]:
+    """The fsarbench arguments of a README command, placeholders filled in."""
+    command = re.sub(r"\s*/\s*`?--[a-z-]+.*$", "", command) if " / " in command else command
+    command = re.sub(r"\[[^\]]*\]", "", command)  # optional parts
+    command = re.sub(r"(\S+?)\\\|\S+", r"\1", command)  # a\|b -> a
+    tokens = shlex.split(command)
+    start = tokens.index("-m") + 2
+    return [PLACEHOLDERS.get(t, t) for t in tokens[start:]]
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_has_commands():
+    assert len(COMMANDS) > 40
+    assert any("--track finetune" in c and " run " in c for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_command_parses_and_names_what_exists(command):
+    argv = argv_of(command)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        pytest.fail(f"README command does not parse ({exit_}): {command}")
+    methods = set(list_methods()) | SCAFFOLDED
+    named = getattr(args, "method", None)
+    for name in [named] if isinstance(named, str) else named or []:
+        if args.command != "new-method":
+            assert name in methods, f"unknown method {name!r} in: {command}"
+    datasets = getattr(args, "dataset", None)
+    for name in [datasets] if isinstance(datasets, str) else datasets or []:
+        if name != "custom":
+            assert name in list_datasets(), f"unknown dataset {name!r} in: {command}"
+
+
+def _cheap(command: str) -> bool:
+    argv = argv_of(command)
+    return argv[:1] in (["list"], ["protocols"]) or (
+        argv[:1] == ["table"] and "--source" in argv and "published" in argv
+    )
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if _cheap(c)])
+def test_read_only_readme_commands_run(command, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fsarbench", *argv_of(command)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def _synth_sized(command: str) -> bool:
+    argv = argv_of(command)
+    return (
+        command.startswith("python ")
+        and argv[:1] in (["run"], ["train"])
+        and "synth" in argv
+        and "--all" not in argv
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [c for c in COMMANDS if _synth_sized(c)])
+def test_synth_sized_readme_commands_run_as_written(command, tmp_path):
+    env = {**os.environ, "FSARBENCH_RUNS": str(tmp_path / "runs")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fsarbench", *argv_of(command), "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
