@@ -246,7 +246,12 @@ def run(args: argparse.Namespace) -> int:
 
         print_plan(plan_cells(runner, cells), args.throughput)
         return 0
-    print(f"{len(cells)} cells ({args.track} track, {args.protocol} protocol) -> {args.out}")
+    from fsarbench.experiments.runner import unique_cells
+
+    print(
+        f"{len(unique_cells(cells))} cells ({len(cells)} grid entries; {args.track} track, "
+        f"{args.protocol} protocol) -> {args.out}"
+    )
     t0 = time.perf_counter()
     # one runner for every grid: features extracted once, models and pair tables reused
     for grid, group in itertools.groupby(cells, key=lambda c: c.tags_dict.get("grid", "cells")):

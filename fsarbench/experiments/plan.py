@@ -34,27 +34,31 @@ class UnitPlan:
     eval_frames: int = 0
 
 
-def _frames(unit: ModelUnit, recipe: Any, test_videos: int | None) -> tuple[int, int, int]:
-    """``(steps, training frames, evaluation frames)`` through the backbone."""
+def _frames(unit: ModelUnit, recipe: Any, data) -> tuple[int, int, int]:
+    """``(steps, training frames, evaluation frames)`` through the backbone (the evaluator
+    encodes each unique video of an evaluation once)."""
     if unit.track != "finetune":
         r = recipe
         return r.steps, 0, 0
     r, o = recipe.recipe, recipe.options
     per_episode = r.way * (r.shot + r.queries) * o.frames
-    val_passes = math.ceil(r.steps / max(1, r.val_every))
-    val_frames = val_passes * r.val_episodes * r.way * (r.val_shot + 1) * o.frames
-    test_frames = (test_videos or 0) * o.frames
+    val_passes = math.ceil(r.steps / max(1, r.val_every)) if r.val_episodes else 0
+    val_videos = min(r.val_episodes * r.way * (r.val_shot + 1), data.val_videos)
+    val_frames = val_passes * val_videos * o.frames
+    test_frames = len(data.test_classes) * o.frames
     return r.steps, r.steps * r.episodes_per_step * per_episode, val_frames + test_frames
 
 
 def plan_cells(runner, cells: Iterable[Cell]) -> list[UnitPlan]:
     """The units ``runner`` would train for ``cells`` (nothing is trained or extracted
     beyond what resolving a cell's data needs)."""
+    from fsarbench.experiments.runner import unique_cells
+
     plans: dict[str, UnitPlan] = {}
-    for cell in cells:
+    for cell in unique_cells(cells):
         p = runner.prepare(cell)
         if p.slug not in plans:
-            steps, train, evals = _frames(p.unit, p.recipe, len(p.data.test_classes))
+            steps, train, evals = _frames(p.unit, p.recipe, p.data)
             plans[p.slug] = UnitPlan(p.unit, [], steps, train, evals)
         plans[p.slug].cells.append(cell)
     return list(plans.values())

@@ -292,7 +292,7 @@ class CellRunner:
     ) -> list[ResultRecord]:
         """Evaluate every cell (skipping recorded ones) and rebuild ``summary.csv``."""
         records = []
-        for cell in _unique(cells):
+        for cell in unique_cells(cells):
             record = self.run(cell)
             records.append(record)
             if on_record is not None:
@@ -311,7 +311,8 @@ def run_cells(
     return CellRunner(provider, options).run_cells(cells, on_record)
 
 
-def _unique(cells: Iterable[Cell]) -> list[Cell]:
+def unique_cells(cells: Iterable[Cell]) -> list[Cell]:
+    """``cells`` without repeats (grids share cells: one number per cell and run)."""
     seen, out = set(), []
     for c in cells:
         key = (c.method, c.hparams, c.dataset, c.way, c.shot, c.track, c.protocol, c.seed)

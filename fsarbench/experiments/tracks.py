@@ -62,6 +62,7 @@ class TrackData:
     test_classes: np.ndarray
     class_names: list[str]
     skipped: list[str]
+    val_videos: int = 0
 
 
 @dataclass
@@ -130,8 +131,15 @@ class FrozenTrack:
     def data(self, cell: Cell) -> TrackData:
         f = self.dataset(cell.dataset, cell.protocol)
         test = f.splits["test"]
+        val = f.splits.get("val")
         return TrackData(
-            f.name, f.split_variant, f.info, test.classes, f.class_names["test"], f.skipped
+            f.name,
+            f.split_variant,
+            f.info,
+            test.classes,
+            f.class_names["test"],
+            f.skipped,
+            len(val.classes) if val is not None else 0,
         )
 
     def recipe(self, cell: Cell):
@@ -256,7 +264,8 @@ class FinetuneTrack:
         }
         test = c.splits["test"]
         names = c.dataset.class_names("test")
-        return TrackData(cell.dataset, c.dataset.variant, info, test.classes, names, c.skipped)
+        val = len(c.splits["val"].records)
+        return TrackData(cell.dataset, c.dataset.variant, info, test.classes, names, c.skipped, val)
 
     def recipe(self, cell: Cell):
         from fsarbench.training.finetune_recipe import finetune_recipe
