@@ -1,0 +1,65 @@
+"""Known answer for actionness (issue #16): after stage 1 alone, sigmoid(Σ_c A) finds a planted
+action window among shared background frames, in every seed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import fsarbench as fb
+from fsarbench.training import SplitFeatures, frozen_recipe, train
+from fsarbench.training.trainer import stage_steps
+from fsarbench_sgtm.planted import planted_window_videos, topk_in_window, window_auroc
+
+T, D, C, PER_CLASS = 8, 64, 10, 16
+SMALL_HP = dict(token_dim=16, num_heads=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread avoids oversubscription on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train_stage1(seed: int, **hparams: Any) -> fb.FewShotMethod:
+    """SGTM after stage 1 alone on planted-window features, with the frozen-track recipe of
+    ``sgtm-otam`` (its optimiser, lr, weight decay, schedule, episodes) for stage 1's share of
+    its steps; no adapter (Φ_cls sees the features themselves)."""
+    torch.manual_seed(seed)
+    m = fb.create_method(
+        "sgtm-otam", feature_dim=D, seq_len=T, num_train_classes=C, **{**SMALL_HP, **hparams}
+    )
+    recipe = frozen_recipe("sgtm-otam", {"adapter": "none", "val_episodes": 0})
+    assert recipe.weight_decay > 0
+    stages = m.training_stages()
+    assert stages[0].name == "saliency"
+    n1 = stage_steps(stages, recipe.steps)[0]
+    labels = torch.arange(C).repeat_interleave(PER_CLASS)
+    data = planted_window_videos(labels, num_classes=C, seq_len=T, dim=D, seed=seed)
+    split = SplitFeatures(fb.InMemoryFeatureStore(data.videos), labels.numpy())
+    m.training_stages = lambda: stages[:1]
+    train(m, split, None, recipe.__class__(**{**recipe.to_dict(), "steps": n1}), seed=seed,
+          progress=False)  # fmt: skip
+    return m
+
+
+def held_out(seed: int):
+    """Fresh planted-window videos of the same classes (another noise / window draw)."""
+    labels = torch.arange(C).repeat(8)
+    return planted_window_videos(labels, num_classes=C, seq_len=T, dim=D, seed=1000 + seed)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_default_actionness_finds_the_planted_window(seed: int) -> None:
+    m = train_stage1(seed)
+    data = held_out(seed)
+    scores = m.actionness(data.videos)
+    auroc = window_auroc(scores, data.window)
+    assert auroc >= 0.9, auroc
+    # the k = 2 frames SGTM masks as "salient" lie in the 3-frame window
+    assert topk_in_window(scores, data.window, 2) >= 0.9
