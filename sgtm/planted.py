@@ -92,9 +92,10 @@ def window_auroc(scores: Tensor, window: Tensor) -> float:
 
 
 def topk_in_window(scores: Tensor, window: Tensor, k: int) -> float:
-    """Share of videos whose ``k`` highest-scoring frames all lie in the window.
+    """Precision at k: the share of every video's ``k`` highest-scoring frames that lie in the
+    window, over all videos (chance: window length / T).
 
-    ``scores``, ``window``: ``[N, T]``; ``k`` at most the window length.
+    ``scores``, ``window``: ``[N, T]``; ties among equal scores go to the earlier frame.
     """
-    top = scores.topk(k, dim=1).indices  # [N, k]
-    return float(window.gather(1, top).all(1).float().mean())
+    top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]  # [N, k]
+    return float(window.gather(1, top).float().mean())

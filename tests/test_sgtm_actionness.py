@@ -11,6 +11,8 @@ import torch
 import fsarbench as fb
 from fsarbench.training import SplitFeatures, frozen_recipe, train
 from fsarbench.training.trainer import stage_steps
+from fsarbench_sgtm.config import MEAN_CE_STAGE1
+from fsarbench_sgtm.masks import MASK_STRATEGIES
 from fsarbench_sgtm.planted import planted_window_videos, topk_in_window, window_auroc
 
 T, D, C, PER_CLASS = 8, 64, 10, 16
@@ -59,7 +61,36 @@ def test_default_actionness_finds_the_planted_window(seed: int) -> None:
     m = train_stage1(seed)
     data = held_out(seed)
     scores = m.actionness(data.videos)
-    auroc = window_auroc(scores, data.window)
-    assert auroc >= 0.9, auroc
-    # the k = 2 frames SGTM masks as "salient" lie in the 3-frame window
-    assert topk_in_window(scores, data.window, 2) >= 0.9
+    assert window_auroc(scores, data.window) >= 0.9
+    # the k = 2 frames SGTM masks as "salient" lie in the 3-frame window (chance: 3/8)
+    assert topk_in_window(scores, data.window, 2) >= 0.85
+
+
+def test_mean_ce_stage1_does_not_find_the_window() -> None:
+    """Today's stage 1 (``sgtm-otam-meance``): Σ_c A is untrained and, here, inverted."""
+    for seed in range(2):
+        m = train_stage1(seed, **MEAN_CE_STAGE1)
+        data = held_out(seed)
+        assert window_auroc(m.actionness(data.videos), data.window) < 0.5
+
+
+def test_masks_on_planted_windows_mean_what_they_say() -> None:
+    """After stage 1: "top" masks the action, "bottom" the background, "saliency" both ends."""
+    m = train_stage1(0)
+    data = held_out(0)
+    logits = m.actionness_logits(data.videos)
+    win = data.window
+
+    def in_window(mask: torch.Tensor) -> float:
+        return float(win[mask].float().mean())
+
+    assert in_window(MASK_STRATEGIES["top"].fn(logits, 3)) >= 0.85
+    assert in_window(MASK_STRATEGIES["bottom"].fn(logits, 3)) <= 0.05
+    assert in_window(MASK_STRATEGIES["middle"].fn(logits, 2)) < in_window(
+        MASK_STRATEGIES["top"].fn(logits, 2)
+    )
+    both = m.frame_mask(data.videos)  # the method: 2 highest + 2 lowest of T = 8
+    assert torch.equal(both, MASK_STRATEGIES["saliency"].fn(logits, 4))
+    order = logits.argsort(1, descending=True)
+    assert float(win.gather(1, order[:, :2]).float().mean()) >= 0.85
+    assert float(win.gather(1, order[:, -2:]).float().mean()) <= 0.05
