@@ -4,13 +4,14 @@ two readings. Known answers against slow, obviously-correct loops."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fsarbench as fb
-from fsarbench_sgtm.config import MEAN_CE_STAGE1
+from fsarbench_sgtm.config import MEAN_CE_STAGE1, SGTMConfig
 from fsarbench_sgtm.masks import MASK_STRATEGIES
 from fsarbench_sgtm.model import token_error
 from fsarbench_sgtm.saliency import SaliencyClassifier, saliency_loss, topk_frames
@@ -152,3 +153,25 @@ def test_mean_ce_variant_is_todays_stage1() -> None:
                          token_dim=16, num_heads=2)  # fmt: skip
     assert {k: m.hparams[k] for k in MEAN_CE_STAGE1} == MEAN_CE_STAGE1
     assert m.saliency.pool == "mean" and m.saliency.rectify == "none"
+
+
+STAGE1_FIELDS = (
+    "saliency_pool",
+    "saliency_topk_ratio",
+    "saliency_loss",
+    "saliency_rectify",
+    "saliency_init",
+    "saliency_padding",
+    "recon_loss",
+)
+
+
+@pytest.mark.parametrize("name", STAGE1_FIELDS)
+def test_readme_lists_every_unstated_stage1_choice_with_its_default(name: str) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith(f"| `{name}` |")]
+    assert len(rows) == 1, name
+    value = getattr(SGTMConfig(), name)
+    shown = f'**`"{value}"`**' if isinstance(value, str) else f"**`{value}`**"
+    assert shown in rows[0], (name, shown)
+    assert name in (SGTMConfig.__doc__ or "")
