@@ -10,7 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["SGTMConfig"]
+__all__ = ["SGTMConfig", "MEAN_CE_STAGE1"]
+
+#: Stage 1 as fsarbench trained Φ_cls before issue #16: ``A`` averaged over time, softmax
+#: cross-entropy, unrectified class sum, PyTorch's random init, zero padding. It leaves
+#: ``Σ_c A`` untrained: softmax cross-entropy's gradient sums to zero over classes, so the
+#: class-sum direction of Φ_cls's last layer gets no gradient from the loss, and actionness is
+#: a projection of the random initial weights moved only by weight decay and Adam's
+#: per-coordinate scaling (on planted-window features it ranks background above the action,
+#: AUROC 0.1-0.3). Registered as the variant ``sgtm-otam-meance``.
+MEAN_CE_STAGE1: dict[str, Any] = {
+    "saliency_pool": "mean",
+    "saliency_loss": "ce",
+    "saliency_rectify": "none",
+    "saliency_init": "default",
+    "saliency_padding": "zeros",
+}
 
 
 @dataclass
@@ -58,6 +73,26 @@ class SGTMConfig:
         saliency_dropout: dropout between the Φ_cls convolutions (*unstated*; 0.5).
         saliency_fraction: share of the training steps given to stage 1, Φ_cls alone
             (Sec. 3.2 "two steps"; split *unstated*; 0.2).
+        saliency_pool: how stage 1 pools ``A [T, C]`` to video scores ``[C]`` (*unstated*):
+            "topk", the mean of each class's top-k frames (MIL, as in W-TALC / BaS-Net / UM /
+            CoLA, where eq. 2 comes from; default) or "mean" over time.
+        saliency_topk_ratio: share of the T frames top-k pooling keeps, ``k = max(1,
+            ceil(ratio·T))`` (*unstated*; 1/8 as W-TALC / CoLA: k = 1 at T = 8).
+        saliency_loss: stage-1 loss (*unstated*): "ce" softmax cross-entropy or "bce" one
+            binary cross-entropy per class.
+        saliency_rectify: "relu" ends Φ_cls with a ReLU, so ``A >= 0`` and eq. 2 sums
+            positive class evidence only (CoLA's classifier; default); "none" leaves ``A``
+            signed, and ``Σ_c A`` is then dominated by the C-1 classes a frame is *not*
+            (*unstated*).
+        saliency_init: "zero_sum" centres the last layer's weights and bias over classes, so
+            ``Σ_c A`` starts at exactly 0 and holds only what stage 1 learns (default);
+            "default" is PyTorch's init (*unstated*).
+        saliency_padding: padding of the temporal convolutions, "replicate" (default: the
+            first and last frames see no artificial zeros, which would bias their actionness)
+            or "zeros" (*unstated*).
+        recon_loss: eq. 5's per-token error: "mse", the mean of squared differences over the P
+            values (what the text calls it), or "l2", the Euclidean norm
+            ``||x̂_t - x_t||_2`` (what eq. 5 writes).
     """
 
     matcher: str = "otam"
@@ -85,3 +120,10 @@ class SGTMConfig:
     saliency_kernel: int = 3
     saliency_dropout: float = 0.5
     saliency_fraction: float = 0.2
+    saliency_pool: Literal["mean", "topk"] = "topk"
+    saliency_topk_ratio: float = 0.125
+    saliency_loss: Literal["ce", "bce"] = "ce"
+    saliency_rectify: Literal["none", "relu"] = "relu"
+    saliency_init: Literal["default", "zero_sum"] = "zero_sum"
+    saliency_padding: Literal["zeros", "replicate"] = "replicate"
+    recon_loss: Literal["mse", "l2"] = "mse"

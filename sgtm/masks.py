@@ -4,9 +4,11 @@ A strategy maps actionness ``[N, T]`` and a number of frames ``n`` to a boolean 
 ``[N, T]`` (True = masked, hidden from the encoder). Every video of a batch gets exactly ``n``
 masked frames.
 
-Ranking and ties: frames are ranked by actionness, highest first, with a stable sort, so among
+Ranking and ties: frames are ranked by their score, highest first, with a stable sort, so among
 equal scores the EARLIER frame counts as more salient. With all-equal scores "top" masks the
-first frames, "bottom" the last ones and "middle" the middle ones.
+first frames, "bottom" the last ones and "middle" the middle ones. Any score monotone in
+actionness gives the same masks; SGTM passes the pre-sigmoid ``Σ_c A`` (eq. 2 without its
+sigmoid), so that saturated actionness (sigmoid = 1.0 in float32) does not create ties.
 """
 
 from __future__ import annotations

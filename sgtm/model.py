@@ -14,18 +14,17 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import fsarbench as fb
 from fsarbench_sgtm.autoencoder import PositionalEmbedding, TokenDecoder, gather_tokens
 from fsarbench_sgtm.config import SGTMConfig
 from fsarbench_sgtm.masks import get_mask_strategy, num_masked_frames
-from fsarbench_sgtm.saliency import SaliencyClassifier
+from fsarbench_sgtm.saliency import SaliencyClassifier, saliency_loss
 from fsarbench_sgtm.tokens import check_token_dim, frame_token_mask, from_tokens, to_tokens
 from fsarbench_sgtm.transformer import TransformerStack, init_weights
 
-__all__ = ["SGTM"]
+__all__ = ["SGTM", "token_error"]
 
 
 @contextmanager
@@ -37,6 +36,20 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train(was_training)
+
+
+def token_error(recon: Tensor, target: Tensor, kind: str) -> Tensor:
+    """Per-token error of eq. 5: ``[N, M, P]`` pairs -> ``[N, M]``.
+
+    "mse": ``mean_p (x̂ - x)²`` (the "Mean Square Error" the text names); "l2":
+    ``||x̂ - x||_2`` (what eq. 5 writes: a norm, not squared, not divided by P).
+    """
+    diff = recon - target
+    if kind == "mse":
+        return diff.pow(2).mean(-1)
+    if kind == "l2":
+        return torch.linalg.vector_norm(diff, dim=-1)
+    raise ValueError(f"unknown recon_loss {kind!r}; known: 'mse', 'l2'")
 
 
 class SGTM(fb.FewShotMethod):
@@ -120,6 +133,11 @@ class SGTM(fb.FewShotMethod):
             hidden=cfg.saliency_hidden,
             kernel=cfg.saliency_kernel,
             dropout=cfg.saliency_dropout,
+            pool=cfg.saliency_pool,
+            topk_ratio=cfg.saliency_topk_ratio,
+            rectify=cfg.saliency_rectify,
+            init=cfg.saliency_init,
+            padding=cfg.saliency_padding,
         )
 
     # -- matching branch (inference) -------------------------------------------------------
@@ -154,15 +172,24 @@ class SGTM(fb.FewShotMethod):
         return self.matcher.pair_logits(query, support)
 
     # -- reconstruction branch (training) --------------------------------------------------
-    def actionness(self, videos: Tensor) -> Tensor:
-        """``[N, T, D]`` -> ``[N, T]`` actionness of the frozen Φ_cls (no grad, no dropout)."""
+    def actionness_logits(self, videos: Tensor) -> Tensor:
+        """``[N, T, D]`` -> ``Σ_c A`` ``[N, T]`` of the frozen Φ_cls (no grad, no dropout):
+        eq. 2 before its sigmoid."""
         with torch.no_grad(), _eval_mode(self.saliency):
-            return self.saliency.actionness(videos.detach())
+            return self.saliency.actionness_logits(videos.detach())
+
+    def actionness(self, videos: Tensor) -> Tensor:
+        """``[N, T, D]`` -> ``[N, T]`` actionness ``sigmoid(Σ_c A)`` of the frozen Φ_cls (eq. 2)."""
+        return torch.sigmoid(self.actionness_logits(videos))
 
     def frame_mask(self, videos: Tensor) -> Tensor:
-        """``[N, T, D]`` -> ``[N, T]`` bool, True where a frame is masked."""
+        """``[N, T, D]`` -> ``[N, T]`` bool, True where a frame is masked.
+
+        Saliency strategies rank frames by ``Σ_c A``, the pre-sigmoid actionness: the sigmoid
+        is monotone, so the order is eq. 2's, but saturated sigmoids (``Σ_c A`` beyond ~17 in
+        float32) would tie and leave the order to the stable sort."""
         if self.strategy.needs_saliency:
-            scores = self.actionness(videos)
+            scores = self.actionness_logits(videos)
         else:
             scores = videos.new_zeros(videos.shape[:2])
         return self.strategy.fn(scores, self.num_masked)
@@ -186,13 +213,15 @@ class SGTM(fb.FewShotMethod):
         return self.decoder(latent, visible), token_mask
 
     def reconstruction_loss(self, videos: Tensor) -> Tensor:
-        """Eq. 5: mean squared error between ``X^recon`` and the tokens of ``videos``,
-        averaged over all ``N' = T*D/P`` tokens (or the masked ones, ``recon_tokens``)."""
+        """Eq. 5: the per-token error between ``X^recon`` and the tokens of ``videos``
+        (``recon_loss``: "mse" squared error averaged over the P values, "l2" the norm
+        ``||x̂_t - x_t||_2``), averaged over all ``N' = T*D/P`` tokens (or the masked ones,
+        ``recon_tokens``)."""
         recon, token_mask = self.reconstruct(videos, self.frame_mask(videos))
         target = to_tokens(videos, self.token_dim)
         if self.config.detach_target:
             target = target.detach()
-        err = (recon - target).pow(2).mean(-1)  # [N, M]
+        err = token_error(recon, target, self.config.recon_loss)  # [N, M]
         if self.config.recon_tokens == "masked":
             return err[token_mask].mean() if token_mask.any() else err.sum() * 0
         return err.mean()
@@ -212,7 +241,9 @@ class SGTM(fb.FewShotMethod):
             raise ValueError("SGTM stage 'saliency' needs support_classes and query_classes")
         videos = torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)]).detach()
         classes = torch.cat([batch.support_classes.flatten(), batch.query_classes.flatten()])
-        return {"saliency_ce": F.cross_entropy(self.saliency.video_logits(videos), classes)}
+        logits = self.saliency.video_logits(videos)
+        loss = self.config.saliency_loss
+        return {f"saliency_{loss}": saliency_loss(logits, classes, loss)}
 
     def main_parameters(self) -> list[nn.Parameter]:
         """Every parameter except Φ_cls's (the matcher's included)."""

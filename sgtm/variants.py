@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import fsarbench as fb
+from fsarbench_sgtm.config import MEAN_CE_STAGE1
 from fsarbench_sgtm.model import SGTM
 
 __all__ = ["VARIANTS", "SGTM"]
@@ -43,6 +44,10 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "sgtm-otam-middle4": (
         {"matcher": "otam", "mask": "middle", "k": 2},
         "Table 4: mask the 4 frames of middle saliency",
+    ),
+    "sgtm-otam-meance": (
+        {"matcher": "otam", **MEAN_CE_STAGE1},
+        "SGTM with stage 1 as before issue #16 (time-averaged A, softmax CE): Σ_c A untrained",
     ),
 }
 

@@ -110,8 +110,10 @@ def test_saliency_mask_uses_frozen_phi_cls() -> None:
     videos = torch.rand(6, 8, 64, dtype=torch.float64)
     with torch.no_grad():
         m.saliency.eval()
-        act = torch.sigmoid(m.saliency(videos).sum(-1))
+        logits = m.saliency(videos).sum(-1)
+        act = torch.sigmoid(logits)
         m.saliency.train()
+    assert torch.equal(m.actionness_logits(videos), logits)
     assert torch.equal(m.actionness(videos), act)
     assert m.saliency.training  # mode restored
     order = act.argsort(dim=1, descending=True, stable=True)
@@ -164,7 +166,9 @@ def test_construction_errors() -> None:
 
 def test_phi_cls_is_temporal_with_limited_receptive_field() -> None:
     torch.manual_seed(0)
-    phi = SaliencyClassifier(16, 5, layers=2, hidden=8, kernel=3, dropout=0.0).double()
+    # unrectified, mean-pooled: every class score of frames 3..7 moves (ReLU could hide some)
+    phi = SaliencyClassifier(16, 5, layers=2, hidden=8, kernel=3, dropout=0.0, pool="mean",
+                             rectify="none").double()  # fmt: skip
     x = torch.randn(1, 10, 16, dtype=torch.float64)
     y = x.clone()
     y[0, 5] += 1.0
