@@ -7,6 +7,7 @@ import sys
 
 import torch
 
+from fsarbench.cli.common import add_protocol_argument
 from fsarbench.features.backbones import BackboneWeightsError, list_backbones
 from fsarbench.features.extract import SplitExtractConfig, extract_split
 
@@ -40,15 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=defaults.views,
         help="augmented views per video (train splits; default 1)",
     )
+    add_protocol_argument(p)
     p.add_argument(
         "--frames",
-        default=defaults.frames,
-        help="frame sampler (trx, tsn, tsn-random, uniform; default tsn)",
+        default=None,
+        help="frame sampler overriding the protocol's (trx, tsn, tsn-random, uniform, "
+        "hyrsm-segment, hyrsm-interval)",
     )
     p.add_argument(
         "--transform",
         default=None,
-        help="transform preset (default: seed-train for train mode, else seed-test)",
+        help="transform preset overriding the protocol's (e.g. seed-test, trx-train)",
     )
     p.add_argument(
         "--mode",
@@ -73,12 +76,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fsarbench.data.protocols import get_protocol
+
+    train = args.split == "train" if args.mode == "auto" else args.mode == "train"
+    protocol = get_protocol(args.protocol, args.dataset)
     config = SplitExtractConfig(
         backbone=args.backbone,
         weights=args.weights,
-        frames=args.frames,
-        transform=args.transform,
-        train=None if args.mode == "auto" else args.mode == "train",
+        frames=args.frames or protocol.sampler(train),
+        transform=args.transform or protocol.transform(train),
+        flip=protocol.flip,
+        norm=protocol.norm,
+        train=train,
         num_frames=args.num_frames,
         resolution=args.resolution,
         views=args.views,
