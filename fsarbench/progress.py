@@ -1,18 +1,74 @@
-"""Progress bars (tqdm) that stay quiet when output is not a terminal or when asked."""
+"""Progress on long work: a tqdm bar on a terminal; plain, timestamped lines (at most one per
+``FSAR_PROGRESS_EVERY`` seconds, default 30, and one at the end) when stderr is a file or a
+pipe, so CI logs and ``2> log`` hold readable lines instead of carriage-return bars."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress_bar"]
+__all__ = ["PlainProgress", "progress_bar"]
 
 
-def progress_bar(*, disable: bool = False, **kwargs: Any) -> tqdm:
-    """A tqdm bar on stderr; ``FSAR_PROGRESS=0`` turns every bar off (CI logs)."""
+class PlainProgress:
+    """The part of tqdm's interface the harness uses, writing one line per interval."""
+
+    def __init__(
+        self,
+        *,
+        total: int | None = None,
+        desc: str = "",
+        unit: str = "it",
+        initial: int = 0,
+        every: float = 30.0,
+        stream=None,
+        **_: Any,
+    ) -> None:
+        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.every, self.stream = every, stream or sys.stderr
+        self.start = self.last = time.perf_counter()
+        self.postfix = ""
+        self.closed = False
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.perf_counter() - self.last >= self.every:
+            self._line()
+
+    def set_postfix(self, refresh: bool = False, **values: Any) -> None:
+        del refresh
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._line()
+
+    def _line(self) -> None:
+        self.last = now = time.perf_counter()
+        elapsed = now - self.start
+        of = f"/{self.total}" if self.total is not None else ""
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        extra = f", {self.postfix}" if self.postfix else ""
+        stamp = time.strftime("%H:%M:%S")
+        print(
+            f"{stamp} {self.desc}: {self.n}{of} {self.unit} ({elapsed:.0f} s, "
+            f"{rate:.2f} {self.unit}/s{extra})",
+            file=self.stream,
+            flush=True,
+        )
+
+
+def progress_bar(*, disable: bool = False, **kwargs: Any) -> tqdm | PlainProgress:
+    """A tqdm bar on a terminal, plain lines otherwise; ``FSAR_PROGRESS=0`` (or ``disable``)
+    turns progress off entirely."""
     if os.environ.get("FSAR_PROGRESS", "1") == "0":
         disable = True
+    if not disable and not sys.stderr.isatty():
+        every = float(os.environ.get("FSAR_PROGRESS_EVERY", "30"))
+        return PlainProgress(every=every, **kwargs)
     return tqdm(file=sys.stderr, disable=disable, dynamic_ncols=True, mininterval=0.5, **kwargs)

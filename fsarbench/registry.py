@@ -77,7 +77,8 @@ def _add(
     old = _REGISTRY.get(name)
     if old is not None and (old.cls is not cls or old.presets != presets):
         raise ValueError(f"method name {name!r} is already registered by {old.cls.__module__}")
-    doc = description or " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+    own = inspect.cleandoc(cls.__dict__.get("__doc__") or "")  # not the base class's
+    doc = description or " ".join(own.split("\n\n")[0].split()) or "(no class docstring)"
     _REGISTRY[name] = MethodEntry(name, cls, dict(presets), doc, source, variant_of)
 
 

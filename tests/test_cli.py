@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 import fsarbench as fb
@@ -103,3 +104,67 @@ def test_eval_rebuilds_a_checkpoint_with_the_hyperparameters_it_was_trained_with
 
     assert build("{}").hparams == trained.hparams
     assert build('{"position_b": 0.5}').config.position_b == 0.5
+
+
+def test_check_method_reports_each_contract_property(capsys):
+    from fsarbench.cli.main import main
+
+    assert main(["check-method", "protonet"]) == 0
+    out = capsys.readouterr().out
+    assert "pass support_order_invariance" in out and "10/10 checks passed" in out
+
+
+def test_check_method_names_a_failing_property(capsys, monkeypatch):
+    from fsarbench.cli.main import main
+    from fsarbench.testing import contract
+
+    def broken(name):
+        raise AssertionError("logits of shape [2, 5] expected")
+
+    monkeypatch.setitem(contract.CONTRACT_CHECKS, "shapes", broken)
+    assert main(["check-method", "protonet"]) == 1
+    assert "FAIL shapes: logits of shape [2, 5] expected" in capsys.readouterr().out
+
+
+def test_a_method_without_docstring_is_not_described_by_the_base_class():
+    import fsarbench as fb
+    from fsarbench.registry import _REGISTRY, method_info, register_method
+
+    class Plain(fb.FewShotMethod):
+        pass
+
+    register_method("plain-undocumented")(Plain)
+    try:
+        assert method_info("plain-undocumented").description == "(no class docstring)"
+    finally:
+        _REGISTRY.pop("plain-undocumented", None)
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
+    from fsarbench.progress import PlainProgress, progress_bar
+
+    monkeypatch.setenv("FSAR_PROGRESS_EVERY", "0")
+    bar = progress_bar(total=3, desc="train", unit="step")  # pytest's stderr is no terminal
+    assert isinstance(bar, PlainProgress)
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and "\r" not in "".join(lines)
+    assert lines[-1].split(" ", 1)[1].startswith("train: 3/3 step (")
+
+
+def test_splits_dir_is_accepted_before_and_after_the_action(capsys):
+    from pathlib import Path
+
+    from fsarbench.cli.main import main
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "splits"
+    if not shared.is_dir():
+        pytest.skip("../shared/splits is not beside this checkout")
+    for argv in (
+        ["splits", "verify", "--splits-dir", str(shared), "--variant", "ucf101"],
+        ["splits", "--splits-dir", str(shared), "verify", "--variant", "ucf101"],
+    ):
+        assert main(argv) == 0
+        assert f"checked under {shared}: OK" in capsys.readouterr().out

@@ -14,7 +14,7 @@ import torch
 
 import fsarbench as fb
 from fsarbench.data.synth import SynthConfig, SynthDataset
-from fsarbench.experiments.features import _split_features
+from fsarbench.experiments.features import split_features
 from fsarbench.features.backbones import create_backbone
 from fsarbench.features.extract import SplitExtractConfig, clip_dataset, extract_features
 from fsarbench.features.store import SubsetFeatureStore
@@ -46,7 +46,7 @@ def synth(tmp_path_factory):
             num_workers=2,
             progress=False,
         )
-        splits[split] = _split_features(cache, ds.variant)[0]
+        splits[split] = split_features(cache, ds.variant)[0]
     return ds, splits
 
 

@@ -36,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     i = actions.add_parser("import", help="copy the lists from a local folder (or a clone)")
     i.add_argument("source", type=Path, help="folder holding the lists")
     i.set_defaults(func=run_import)
+    for action in (
+        v,
+        f,
+        i,
+    ):  # `splits verify --splits-dir X` as well as `splits --splits-dir X verify`
+        action.add_argument(
+            "--splits-dir", type=Path, default=argparse.SUPPRESS, help="splits directory"
+        )
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 

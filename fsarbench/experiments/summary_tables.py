@@ -14,12 +14,13 @@ __all__ = ["summary_tables", "write_summary_tables"]
 
 
 def summary_tables(records: list[ResultRecord]) -> dict[str, str]:
-    """One Markdown table per (dataset, track): rows methods, columns ``W-way K-shot``."""
-    by_ds: dict[tuple[str, str], list[ResultRecord]] = defaultdict(list)
+    """One Markdown table per (dataset, track, protocol): rows methods, columns ``W-way
+    K-shot``; the note says which models the numbers come from."""
+    by_ds: dict[tuple[str, str, str], list[ResultRecord]] = defaultdict(list)
     for r in records:
-        by_ds[(r.dataset, r.track)].append(r)
+        by_ds[(r.dataset, r.track, r.protocol)].append(r)
     out = {}
-    for (ds, track), recs in sorted(by_ds.items()):
+    for (ds, track, protocol), recs in sorted(by_ds.items()):
         cols = sorted({(r.way, r.shot) for r in recs})
         rows: dict[str, dict] = defaultdict(dict)
         for r in recs:
@@ -28,11 +29,29 @@ def summary_tables(records: list[ResultRecord]) -> dict[str, str]:
         headers = ["method", *(f"{w}-way {s}-shot" for w, s in cols)]
         episodes = sorted({r.episodes for r in recs})
         note = (
-            f"\n\n{ds}, {track} track; accuracy (%) ± 95% CI half-width over "
-            f"{'/'.join(map(str, episodes))} test episodes (1.96·std/√n)."
+            f"\n\n{ds}, {track} track, {protocol} protocol; accuracy (%) ± 95% CI half-width "
+            f"over {'/'.join(map(str, episodes))} test episodes (1.96·std/√n); "
+            + _models_note(recs)
         )
-        out[f"{ds}__{track}"] = tabulate(table, headers, tablefmt="github") + note
+        name = f"{ds}__{track}" + ("" if protocol == "seed" else f"__{protocol}")
+        out[name] = tabulate(table, headers, tablefmt="github") + note
     return out
+
+
+def _models_note(records: list[ResultRecord]) -> str:
+    trained = {(r.train_way, r.train_shot) for r in records}
+    if None in {s for _, s in trained}:
+        return "models as recorded."
+    if all(r.train_shot == r.shot for r in records):
+        ways = sorted({w for w, _ in trained})
+        return (
+            f"one model per shot, trained {'/'.join(map(str, ways))}-way (N-way columns reuse it)."
+        )
+    return (
+        "models shared across shots: "
+        + ", ".join(f"trained {w}-way {s}-shot" for w, s in sorted(trained))
+        + "."
+    )
 
 
 def write_summary_tables(out_dir: str | Path, records: list[ResultRecord]) -> dict[str, Path]:

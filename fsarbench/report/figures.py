@@ -44,6 +44,9 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
 
 
 def _title(text: str, entries: list[Entry]) -> str:
+    """``text`` plus the track(s) the numbers come from and the synthetic-data note."""
+    tracks = sorted({e.setting.track for e in entries})
+    text += f" [{', '.join(tracks)} track]" if tracks else ""
     return text + (f"\n({SYNTH_NOTE})" if any(e.synthetic for e in entries) else "")
 
 

@@ -102,6 +102,7 @@ def _row(setting: Setting, st: Standing) -> dict:
     return {
         "dataset": setting.dataset,
         "track": setting.track,
+        "protocol": setting.protocol,
         "way": setting.way,
         "shot": setting.shot,
         "episode_seed": setting.seed,

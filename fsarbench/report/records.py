@@ -51,10 +51,12 @@ class Setting:
     seed: int
     queries: int = 1
     episodes: int = 0
+    protocol: str = "seed"
 
     @property
     def label(self) -> str:
         extra = "" if self.track == "frozen" else f" [{self.track}]"
+        extra += "" if self.protocol == "seed" else f" [{self.protocol} protocol]"
         seed = "" if self.seed == 0 else f", episode seed {self.seed}"
         queries = "" if self.queries == 1 else f", {self.queries} queries/class"
         return (
@@ -80,6 +82,7 @@ def setting_of(record: ResultRecord) -> Setting:
         record.seed,
         record.queries,
         record.episodes,
+        record.protocol,
     )
 
 

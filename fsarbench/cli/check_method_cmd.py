@@ -1,0 +1,50 @@
+"""``python -m fsarbench check-method NAME``: the method contract on any installed method."""
+
+from __future__ import annotations
+
+import argparse
+import traceback
+
+from fsarbench.registry import list_methods
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check-method",
+        help="run the method contract on an installed method and say what to fix",
+        description="Run every check of fsarbench.testing.contract on NAME (scaffolded or "
+        "written by hand) and print pass/fail per property with the reason. Exit status 1 "
+        "when any check fails.",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="method name(s); default: all")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fsarbench.registry import method_info
+    from fsarbench.testing.contract import CONTRACT_CHECKS
+
+    names = args.names or list_methods(variants=False)
+    for name in names:
+        method_info(name)  # an unknown name fails here, naming the nearest registered ones
+    failed = 0
+    for name in names:
+        print(f"{name}:")
+        for check_name, check in CONTRACT_CHECKS.items():
+            try:
+                check(name)
+            except AssertionError as err:
+                failed += 1
+                print(f"  FAIL {check_name}: {err}")
+            except Exception as err:  # a raw error of the method: show where
+                failed += 1
+                where = traceback.extract_tb(err.__traceback__)[-1]
+                print(
+                    f"  FAIL {check_name}: {type(err).__name__}: {err} "
+                    f"(at {where.filename}:{where.lineno})"
+                )
+            else:
+                print(f"  pass {check_name}")
+    total = len(names) * len(CONTRACT_CHECKS)
+    print(f"{total - failed}/{total} checks passed")
+    return 1 if failed else 0
