@@ -223,3 +223,23 @@ def test_finetune_runs_the_same_loop(monkeypatch, synth, tmp_path):
     model = ft.build_video_method("protonet", recipe.options, torch.device("cpu"))
     assert ft.finetune(model, split, None, recipe) == "done"
     assert isinstance(seen[0], ft.ClipSource)
+
+
+def test_shards_deal_out_whole_units_and_cover_every_cell():
+    from fsarbench.cli.main import build_parser
+    from fsarbench.cli.run_cmd import _setup, _shard, select_cells
+
+    args = build_parser().parse_args(["run", "--all", "--out", "/tmp/unused"])
+    _, tracks = _setup(args)
+    cells = select_cells(args, [])
+    shards = [_shard(cells, f"{i}/3", tracks, False) for i in range(3)]
+    assert sorted(map(id, sum(shards, []))) == sorted(map(id, cells))
+
+    def unit(cell):
+        return (cell.method, cell.hparams, cell.dataset, cell.shot, cell.train_seed)
+
+    owners = {}
+    for i, shard in enumerate(shards):
+        for cell in shard:
+            assert owners.setdefault(unit(cell), i) == i  # a unit lives on one shard
+    assert all(shards)

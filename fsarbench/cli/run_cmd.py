@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import logging
 import time
@@ -157,7 +158,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--shard",
         default=None,
         metavar="I/N",
-        help="run only every N-th cell starting at I (machines sharing --out)",
+        help="run shard I of N (machines sharing --out): whole model units are dealt out by "
+        "a stable hash, so each model is trained on one machine only",
     )
     how.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_nonfinite_argument(how)
@@ -220,13 +222,28 @@ def select_cells(args: argparse.Namespace, available: list[str]) -> list[Cell]:
     return cells
 
 
-def _shard(cells: list[Cell], spec: str | None) -> list[Cell]:
+def _shard(cells: list[Cell], spec: str | None, tracks: dict, share: bool) -> list[Cell]:
+    """The cells of shard ``I/N``: whole model units go to one shard (by a stable hash of
+    the unit), so no model is trained on two machines."""
+    from fsarbench.experiments.units import unit_for
+    from fsarbench.io import stable_hash
+
     if spec is None:
         return cells
-    i, n = (int(x) for x in spec.split("/"))
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes I/N (e.g. 0/4), got {spec!r}") from None
     if not 0 <= i < n:
         raise ValueError(f"--shard I/N needs 0 <= I < N, got {spec}")
-    return cells[i::n]
+
+    def shard_of(cell: Cell) -> int:
+        track = tracks[cell.track]
+        way, shot = track.way_shot(track.recipe(cell))
+        unit = unit_for(cell, recipe_way=way, recipe_shot=shot, share_shots=share)
+        return int(stable_hash(dataclasses.astuple(unit), 12), 16) % n
+
+    return [c for c in cells if shard_of(c) == i]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     if args.grids:
         add_grid_file(args.grids)
     available = available_datasets(args.root)
-    cells = _shard(select_cells(args, available), args.shard)
+    cells = _shard(select_cells(args, available), args.shard, tracks, args.share_shots)
     if any(c.dataset == STAND_IN for c in cells) and not available:
         print(WHERE_DATA)
     runner = CellRunner(tracks, options)
