@@ -243,3 +243,26 @@ def test_shards_deal_out_whole_units_and_cover_every_cell():
         for cell in shard:
             assert owners.setdefault(unit(cell), i) == i  # a unit lives on one shard
     assert all(shards)
+
+
+def test_eval_checkpoint_of_frozen_model_equals_the_run(synth, tmp_path, monkeypatch):
+    from fsarbench.cli.main import main
+    from fsarbench.experiments.features import FrozenFeatureProvider
+    from fsarbench.experiments.runner import FrozenTrack
+
+    monkeypatch.setenv("FSAR_CACHE", str(tmp_path / "cache"))
+    recipe = {"steps": 3, "val_every": 3, "val_episodes": 10, "queries": 1}
+    provider = FrozenFeatureProvider(progress=False, workers=0)
+    track = FrozenTrack(provider, recipe_overrides=recipe, device="cpu", progress=False)
+    opts = RunOptions(tmp_path / "runs", episodes=30, progress=False, recipe_overrides=recipe)
+    cells = [Cell("otam", "synth", 5, 1, label="otam"), Cell("otam", "synth", 6, 1)]
+    records = _with_synth(synth, lambda: CellRunner({"frozen": track}, opts).run_cells(cells))
+    (model,) = (tmp_path / "runs" / "models").iterdir()
+    assert "frozen-seed__5w1s" in model.name
+    argv = ["eval", "otam", "--checkpoint", str(model / "best.pt"), "--dataset", "synth"]
+    argv += ["--way", "6", "--shot", "1", "--episodes", "30", "--out", str(tmp_path / "ev")]
+    assert _with_synth(synth, lambda: main([*argv, "--device", "cpu"])) == 0
+    (evaluated,) = fb.load_records(tmp_path / "ev")
+    run = records[1]
+    assert (evaluated.manifest_hash, evaluated.accuracy) == (run.manifest_hash, run.accuracy)
+    assert (evaluated.track, evaluated.train_shot) == ("frozen", 1)
