@@ -7,6 +7,8 @@ evaluation over thousands of episodes encodes every unique video once.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -133,6 +135,17 @@ class NoConfig:
     """Hyper-parameters of a method that has none."""
 
 
+@functools.cache
+def match_keywords(cls: type) -> frozenset[str]:
+    """The optional keywords (``support_classes``, ``query_classes``) ``cls.match`` accepts:
+    ``forward`` passes only those, so a hand-written ``match(self, support, support_labels,
+    query, way)`` works as it is."""
+    params = inspect.signature(cls.match).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return frozenset({"support_classes", "query_classes"})
+    return frozenset(k for k in ("support_classes", "query_classes") if k in params)
+
+
 class FewShotMethod(nn.Module):
     """Base class of every few-shot head.
 
@@ -235,13 +248,13 @@ class FewShotMethod(nn.Module):
         larger kernels: training steps spend much of their time in ``encode``)."""
         ns = batch.support.shape[1]
         state = self.encode_episodes(torch.cat([batch.support, batch.query], 1))
+        classes = {"support_classes": batch.support_classes, "query_classes": batch.query_classes}
         return self.match(
             state_map(lambda t: t[:, :ns], state),
             batch.support_labels,
             state_map(lambda t: t[:, ns:], state),
             batch.way,
-            support_classes=batch.support_classes,
-            query_classes=batch.query_classes,
+            **{k: v for k, v in classes.items() if k in match_keywords(type(self))},
         )
 
     # -- training ---------------------------------------------------------------------------

@@ -66,11 +66,44 @@ def register_method(
     return decorate
 
 
+_INIT_KEYWORDS = ("feature_dim", "seq_len", "num_train_classes", "config")
+
+
+def check_signatures(name: str, cls: type) -> None:
+    """A method class's ``__init__`` and ``match`` must take what the harness passes; a
+    mismatch fails at registration with the signature to write, never later mid-run."""
+    init = inspect.signature(cls.__init__)
+    params = init.parameters.values()
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
+    missing = [k for k in _INIT_KEYWORDS if k not in init.parameters and not takes_kwargs]
+    if missing:
+        raise TypeError(
+            f"method {name!r}: {cls.__name__}.__init__ must accept the keywords "
+            f"{', '.join(_INIT_KEYWORDS)} (missing {', '.join(missing)}); write "
+            "'def __init__(self, **kwargs): super().__init__(**kwargs)' and read your "
+            "hyper-parameters from self.config (a dataclass named Config on the class)"
+        )
+    match = inspect.signature(cls.match)
+    positional = [
+        p
+        for p in match.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in match.parameters.values())
+    if len(positional) < 5 and not varargs:  # self + 4
+        raise TypeError(
+            f"method {name!r}: {cls.__name__}.match{match} must take (self, support, "
+            "support_labels, query, way) and may add the keywords support_classes=None, "
+            "query_classes=None"
+        )
+
+
 def _add(
     name: str, cls: Any, presets: dict, description: str, source: str, variant_of: str | None = None
 ) -> None:
     if not (inspect.isclass(cls) and issubclass(cls, FewShotMethod)):
         raise TypeError(f"method {name!r} must be a FewShotMethod subclass, got {cls!r}")
+    check_signatures(name, cls)
     build_config(cls.Config, presets, where=f"presets of {name!r}")  # fail early on typos
     for dataset, values in cls.dataset_presets.items():
         build_config(cls.Config, dict(values), where=f"{cls.__name__}.dataset_presets[{dataset!r}]")

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fsarbench.methods import EpisodeBatch, FewShotMethod, MethodOutput, TrainingStage
+from fsarbench.methods import (
+    EpisodeBatch,
+    FewShotMethod,
+    MethodOutput,
+    TrainingStage,
+    match_keywords,
+)
 from fsarbench.state import State
 
 __all__ = ["FrameAdapter", "AdaptedMethod"]
@@ -65,6 +71,8 @@ class AdaptedMethod(FewShotMethod):
         return self.inner.encode(self.adapter(features))
 
     def match(self, support, support_labels, query, way, **kw) -> MethodOutput:
+        accepted = match_keywords(type(self.inner))
+        kw = {k: v for k, v in kw.items() if k in accepted}
         return self.inner.match(support, support_labels, query, way, **kw)
 
     @property

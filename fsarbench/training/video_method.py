@@ -13,7 +13,13 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from fsarbench.distributed.precision import Precision
-from fsarbench.methods import EpisodeBatch, FewShotMethod, MethodOutput, TrainingStage
+from fsarbench.methods import (
+    EpisodeBatch,
+    FewShotMethod,
+    MethodOutput,
+    TrainingStage,
+    match_keywords,
+)
 from fsarbench.state import State
 from fsarbench.training.finetune_recipe import FinetuneOptions
 
@@ -84,6 +90,8 @@ class VideoMethod(FewShotMethod):
         return self.inner.encode(self.features(features))
 
     def match(self, support, support_labels, query, way, **kw) -> MethodOutput:
+        accepted = match_keywords(type(self.inner))
+        kw = {k: v for k, v in kw.items() if k in accepted}
         return self.inner.match(support, support_labels, query, way, **kw)
 
     def train(self, mode: bool = True) -> VideoMethod:
