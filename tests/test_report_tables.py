@@ -229,3 +229,12 @@ def test_table_cli(runs, tmp_path, capsys) -> None:
     assert r"\textbf{75.2}" in out.read_text()
     assert main(["table", "1", "--runs", str(runs), "--source", "runs"]) == 0
     assert "Ours+OTAM" in capsys.readouterr().out
+
+
+def test_latex_names_every_package_it_uses() -> None:
+    tex = render(build_table(load_table(1), [], source="published"), "latex", load_citation())
+    needs = {r"\toprule": "booktabs", r"\resizebox": "graphicx"}
+    header = tex.splitlines()[0]
+    for command, package in needs.items():
+        if command in tex:
+            assert package in header, (command, header)

@@ -90,14 +90,14 @@ def _latex_header(table: Table) -> list[str]:
 
 
 def render_latex(table: Table, citation: Citation | None = None) -> str:
-    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs,amssymb}``)."""
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs,amssymb,graphicx}``)."""
     spec = table.spec
     cols = "l" * (len(spec.label_columns) + 1) + "c" * len(spec.columns)
     caption = latex_escape(spec.caption)
     if citation is not None:
         caption += latex_escape(f" Published numbers: {citation}")
     lines = [
-        r"% requires \usepackage{booktabs} and \usepackage{amssymb}",
+        r"% requires \usepackage{booktabs}, \usepackage{amssymb} and \usepackage{graphicx}",
         r"\begin{table}[t]",
         r"\centering",
         rf"\caption{{{caption}}}",
