@@ -126,3 +126,18 @@ def test_leaderboard_ranks_and_files(runs, capsys) -> None:
 
 def test_records_written_by_core_are_what_we_read(runs) -> None:
     assert len(load_records(runs)) == 3 * (1 + 1 + 2)
+
+
+def test_filters_matching_nothing_name_what_the_runs_hold() -> None:
+    import argparse
+
+    from fsarbench.report.cli_args import filter_entries
+    from fsarbench.report.records import Entry, Setting
+
+    entry = Entry.__new__(Entry)
+    object.__setattr__(entry, "setting", Setting("synth", "frozen", 5, 1, 0))
+    args = argparse.Namespace(dataset="kinetics100", way=None, shot=None, runs="RUNS")
+    with pytest.raises(ValueError, match="no records match --dataset kinetics100 under RUNS; "):
+        filter_entries([entry], args)
+    args.dataset = "synth"
+    assert filter_entries([entry], args) == [entry]

@@ -49,8 +49,18 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
 def filter_entries(entries: list[Entry], args: argparse.Namespace) -> list[Entry]:
     """Entries matching ``--dataset``, ``--way`` and ``--shot`` (those given)."""
     wanted = {"dataset": args.dataset, "way": args.way, "shot": args.shot}
-    return [
+    kept = [
         e
         for e in entries
         if all(v is None or getattr(e.setting, k) == v for k, v in wanted.items())
     ]
+    asked = {k: v for k, v in wanted.items() if v is not None}
+    if entries and not kept and asked:
+        have = {k: sorted({getattr(e.setting, k) for e in entries}, key=str) for k in asked}
+        raise ValueError(
+            "no records match "
+            + ", ".join(f"--{k} {v}" for k, v in asked.items())
+            + f" under {getattr(args, 'runs', 'the runs folder')}; its records have "
+            + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in have.items())
+        )
+    return kept
