@@ -29,6 +29,7 @@ __all__ = [
     "make_record",
     "record_config_hash",
     "save_result",
+    "load_record",
     "load_records",
     "load_queries",
     "write_summary",
@@ -256,14 +257,16 @@ def save_result(
     return path
 
 
+def load_record(path: str | Path) -> ResultRecord:
+    """One record file (fields this version does not know are ignored)."""
+    names = {f.name for f in dataclasses.fields(ResultRecord)}
+    data = json.loads(Path(path).read_text())
+    return ResultRecord(**{k: v for k, v in data.items() if k in names})
+
+
 def load_records(out_dir: str | Path) -> list[ResultRecord]:
     """Every record under ``out_dir`` (searched recursively, so shards merge by themselves)."""
-    names = {f.name for f in dataclasses.fields(ResultRecord)}
-    out = []
-    for path in sorted(Path(out_dir).rglob("records/*.json")):
-        data = json.loads(path.read_text())
-        out.append(ResultRecord(**{k: v for k, v in data.items() if k in names}))
-    return out
+    return [load_record(path) for path in sorted(Path(out_dir).rglob("records/*.json"))]
 
 
 def load_queries(out_dir: str | Path, record: ResultRecord):

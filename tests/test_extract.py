@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -215,8 +217,12 @@ def test_dataset_positions_must_match_entries(tmp_path, backbone):
         )
 
 
-def test_one_writer_per_cache(tmp_path, backbone):
-    with exclusive(tmp_path / "c"), pytest.raises(RuntimeError, match="another extraction"):
+def test_one_writer_per_cache(tmp_path, backbone, monkeypatch):
+    from fsarbench.locks import LockTimeout
+
+    monkeypatch.setenv("FSAR_LOCK_TIMEOUT", "0.2")
+    held_by = f"held by pid {os.getpid()}|locked after 0 s by pid {os.getpid()}"
+    with exclusive(tmp_path / "c"), pytest.raises(LockTimeout, match=held_by):
         extract_features(
             SynthClips(2),
             backbone,

@@ -26,11 +26,13 @@ from fsarbench.experiments.tracks import (
 )
 from fsarbench.experiments.units import ModelUnit, unit_for
 from fsarbench.io import stable_hash
+from fsarbench.locks import held
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_parts, provenance_diff
 from fsarbench.results import (
     SUPERSEDED_DIR,
     ResultRecord,
+    load_record,
     load_records,
     make_record,
     record_config_hash,
@@ -142,6 +144,21 @@ class CellRunner:
         reused = self.reuse(rid, prov)
         if reused is not None:
             return reused
+        with held(Path(self.opt.out_dir) / "locks" / f"{rid}.lock", what=f"cell {rid}"):
+            reused = self.reuse_written(rid, prov)  # another process may have finished it
+            return reused if reused is not None else self._evaluate(cell, p, rid, prov, manifest)
+
+    def reuse_written(self, rid: str, prov: dict[str, Any]) -> ResultRecord | None:
+        """The record ``rid`` written by another process since this runner started."""
+        path = Path(self.opt.out_dir) / "records" / f"{rid}.json"
+        if rid in self.done or not path.exists():
+            return None
+        self.done[rid] = load_record(path)
+        return self.reuse(rid, prov)
+
+    def _evaluate(
+        self, cell: Cell, p: _Prepared, rid: str, prov: dict[str, Any], manifest: Manifest
+    ) -> ResultRecord:
         trained = self.trained(p)
         partial = Path(self.opt.out_dir) / "partial" / f"{rid}.npz"
         result = evaluate(
@@ -272,20 +289,26 @@ class CellRunner:
         """The trained model of unit ``p.unit`` (trained, or resumed, on first use)."""
         if p.slug not in self.models:
             out = Path(self.opt.out_dir) / "models" / p.slug
-            u = p.unit
-            log.info(
-                "training %s on %s (%s, %s protocol, %d-way %d-shot, seed %d)",
-                u.name,
-                u.dataset,
-                u.track,
-                u.protocol,
-                u.train_way,
-                u.train_shot,
-                u.train_seed,
-            )
-            self.models[p.slug] = p.track.train(u, p.recipe, p.method, out)
-            self.trained_units.append(u)
+            with held(out.parent / f"{p.slug}.lock", what=f"model {p.slug}"):
+                self.models[p.slug] = self._train(p, out)
         return self.models[p.slug]
+
+    def _train(self, p: _Prepared, out: Path) -> Trained:
+        """Train unit ``p`` into ``out`` (resuming, or reloading a finished run there)."""
+        u = p.unit
+        log.info(
+            "training %s on %s (%s, %s protocol, %d-way %d-shot, seed %d)",
+            u.name,
+            u.dataset,
+            u.track,
+            u.protocol,
+            u.train_way,
+            u.train_shot,
+            u.train_seed,
+        )
+        trained = p.track.train(u, p.recipe, p.method, out)
+        self.trained_units.append(u)
+        return trained
 
     def run_cells(
         self, cells: Iterable[Cell], on_record: Callable[[ResultRecord], None] | None = None

@@ -234,21 +234,15 @@ def extract_features(
 
 @contextmanager
 def exclusive(cache_dir: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``cache_dir`` (created if needed): two extractions must never
-    write one cache at once."""
-    import fcntl
+    """Hold ``cache_dir``'s lock (created if needed): two extractions never write one cache
+    at once; a second one waits for the first (saying who holds it) and then finds its work
+    done (a killed holder releases the lock with its process)."""
+    from fsarbench.locks import held
 
     path = Path(cache_dir)
     path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another extraction is writing {path}; wait for it") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with held(path / ".lock", what=f"feature cache {path}"):
+        yield
 
 
 def _loader(

@@ -1,0 +1,74 @@
+"""Locks for processes sharing a results folder or a feature cache (``filelock``: ``flock``
+on POSIX, released by the OS when its holder dies, so a killed run never blocks the next).
+
+A process that finds a lock taken logs who holds it (host, pid, start time, from a small
+``<lock>.holder.json`` beside the lock), waits — up to ``$FSAR_LOCK_TIMEOUT`` seconds when
+set, else as long as it takes — and then goes on, finding what the holder finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from fsarbench.io import atomic_write_text
+
+__all__ = ["LockTimeout", "held"]
+
+log = logging.getLogger(__name__)
+
+
+class LockTimeout(RuntimeError):
+    """A lock stayed taken longer than ``$FSAR_LOCK_TIMEOUT``."""
+
+
+def _holder_path(lock: Path) -> Path:
+    return lock.with_name(lock.name + ".holder.json")
+
+
+def _holder(lock: Path) -> str:
+    try:
+        info = json.loads(_holder_path(lock).read_text())
+    except (OSError, ValueError):
+        return "another process (no holder information)"
+    return f"pid {info['pid']} on {info['host']} since {info['since']}"
+
+
+def _timeout() -> float:
+    value = os.environ.get("FSAR_LOCK_TIMEOUT")
+    return float(value) if value else -1.0
+
+
+@contextmanager
+def held(path: str | Path, *, what: str) -> Iterator[None]:
+    """Hold the lock file ``path`` (created with its folder) for ``what``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder, timeout = _holder(path), _timeout()
+        log.warning("waiting for %s: it is held by %s", what, holder)
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise LockTimeout(
+                f"{what} is still locked after {timeout:.0f} s by {holder}; wait for that "
+                "process, or raise FSAR_LOCK_TIMEOUT"
+            ) from None
+    try:
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%c")}
+        atomic_write_text(_holder_path(path), json.dumps(info))
+        yield
+    finally:
+        _holder_path(path).unlink(missing_ok=True)
+        lock.release()

@@ -1,0 +1,70 @@
+"""Processes sharing one results folder: every model unit is trained once, every cell
+evaluated once, and the summary equals a single process's; a killed lock holder blocks
+nobody."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pandas as pd
+from test_runner import CELLS, OPTS, provider
+
+from fsarbench.experiments.runner import RunOptions, run_cells
+from fsarbench.locks import held
+from fsarbench.training import trainer
+
+
+def _worker(out: str, log: str) -> None:
+    real = trainer.FeatureSource.stage
+
+    def counted(self, name, first_step, steps):
+        if first_step < steps:
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()} {name}\n")
+        return real(self, name, first_step, steps)
+
+    trainer.FeatureSource.stage = counted
+    run_cells(CELLS, provider, RunOptions(out, **OPTS))
+
+
+def test_concurrent_runs_train_each_model_once_and_agree(tmp_path):
+    ctx = mp.get_context("fork")
+    log = tmp_path / "trainings.txt"
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path / "shared"), str(log))) for _ in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    _worker(str(tmp_path / "alone"), str(tmp_path / "alone.txt"))
+    shared = log.read_text().splitlines()
+    alone = (tmp_path / "alone.txt").read_text().splitlines()
+    assert len(shared) == len(alone) == 3  # protonet 1-shot, 2-shot, l2 1-shot: once each
+    cols = ["method", "way", "shot", "accuracy", "ci95", "config_hash"]
+    a = pd.read_csv(tmp_path / "shared" / "summary.csv")[cols]
+    b = pd.read_csv(tmp_path / "alone" / "summary.csv")[cols]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def _hold_forever(path: str) -> None:
+    with held(path, what="test"):
+        time.sleep(600)
+
+
+def test_a_killed_holder_does_not_block_the_next_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSAR_LOCK_TIMEOUT", "20")
+    lock = tmp_path / "unit.lock"
+    proc = mp.get_context("fork").Process(target=_hold_forever, args=(str(lock),))
+    proc.start()
+    deadline = time.time() + 30
+    while not lock.with_name("unit.lock.holder.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    start = time.perf_counter()
+    with held(lock, what="test"):
+        pass
+    assert time.perf_counter() - start < 5
