@@ -1,10 +1,8 @@
 """The few collectives training and evaluation need; each is a no-op in a 1-process run.
 
-Gradients are all-reduced explicitly after gradient accumulation rather than through
-``DistributedDataParallel``'s hooks: a method's training stages are closures over the
-method (not calls of a wrapped module) and change which parameters train from stage to
-stage, which DDP's reducer does not support. Summing coalesced gradient buckets once per
-optimiser step is what DDP does under ``no_sync()`` accumulation.
+Training synchronises gradients with ``DistributedDataParallel`` (``fsarbench.training.loop``
+wraps each stage's loss, with ``no_sync`` during gradient accumulation);
+:func:`allreduce_gradients` remains for code that sums gradients by hand.
 """
 
 from __future__ import annotations

@@ -86,8 +86,8 @@ class ClipSource:
                 pin_memory=torch.device(self.device).type == "cuda",
             )
         )
-        for _ in range(first_step, steps):
-            yield [self._micro(next(loader), data) for _ in range(data.per // self.micro)]
+        for _ in range(first_step, steps):  # lazily: one micro-batch on the device at a time
+            yield (self._micro(next(loader), data) for _ in range(data.per // self.micro))
 
     def _micro(self, item: dict[str, Any], data: TrainEpisodes) -> MicroBatch:
         batch = to_clip_episodes(item, data.spec).to(self.device)

@@ -12,6 +12,7 @@ rounding across ranks; bit-identical on one CPU process).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import math
@@ -24,8 +25,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from fsarbench.distributed.collectives import allreduce_gradients, allreduce_sum, broadcast_object
-from fsarbench.distributed.env import barrier, is_main
+from fsarbench.distributed.collectives import allreduce_sum, broadcast_object
+from fsarbench.distributed.env import barrier, is_main, world_size
 from fsarbench.distributed.precision import Precision
 from fsarbench.guards import check_losses
 from fsarbench.io import atomic_write_bytes, stable_hash
@@ -287,9 +288,10 @@ def _run_stage(
     )
     steps = run.source.stage(stage.name, start, n_steps)
     with only_trainable(run.model, params):
+        ddp = _ddp(run.model, stage) if params and world_size() > 1 else None
         for step, micro in zip(range(start, n_steps), steps):
             run.model.train()
-            terms = _step(run, si, stage, step, micro, opt, scaler, params)
+            terms = _step(run, si, stage, step, micro, opt, scaler, params, ddp)
             if sched is not None:
                 sched.step()
             row = {"stage": stage.name, "step": step + 1, **terms}
@@ -316,28 +318,32 @@ def _step(
     opt: torch.optim.Optimizer | None,
     scaler: torch.amp.GradScaler,
     params: list[nn.Parameter],
+    ddp: nn.parallel.DistributedDataParallel | None = None,
 ) -> dict[str, float]:
     """One optimiser step over this rank's share of the step's episodes: each micro-batch's
-    loss is weighted by its share of the step's episodes and back-propagated; the summed
-    loss terms of every rank are checked (a NaN of any rank stops every rank) before the
-    gradients are summed over ranks and the optimiser steps."""
+    loss is weighted by its share of the step's episodes and back-propagated (under DDP,
+    gradients are all-reduced once, in the last micro-batch's backward: ``no_sync`` before
+    it); the summed loss terms of every rank are checked (a NaN of any rank stops every
+    rank) before the optimiser steps."""
     cfg = run.cfg
     n = cfg.recipe.episodes_per_step
+    world = world_size() if ddp is not None else 1  # DDP averages; the step sums episodes
     totals: dict[str, float] = {}
-    for mb in micro:
+    for mb, last in _with_last(micro):
         torch.manual_seed(step_seed(cfg.seed, si, mb.first))
-        with cfg.precision.autocast():
-            losses = stage.loss(mb.batch)
-        loss = sum(v.float() for v in losses.values()) * (mb.count / n)
-        if opt is not None:
-            scaler.scale(loss).backward()
+        sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
+        with sync:
+            with cfg.precision.autocast():
+                losses = ddp(mb.batch) if ddp is not None else stage.loss(mb.batch)
+            loss = sum(v.float() for v in losses.values()) * (mb.count * world / n)
+            if opt is not None:
+                scaler.scale(loss).backward()
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach()) * mb.count / n
     totals = allreduce_sum(totals, cfg.device)
     check_losses(totals, stage=stage.name, step=step)
     if opt is None:
         return totals
-    allreduce_gradients(params, average=False)
     if cfg.recipe.grad_clip > 0:
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, cfg.recipe.grad_clip)
@@ -345,6 +351,40 @@ def _step(
     scaler.update()
     opt.zero_grad(set_to_none=True)
     return totals
+
+
+class _StageLoss(nn.Module):
+    """A stage's loss as a module's forward, so DistributedDataParallel can wrap it (its
+    hooks fire on the parameters that require grad in this stage)."""
+
+    def __init__(self, model: nn.Module, stage: TrainingStage) -> None:
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        return self.stage.loss(batch)
+
+
+def _ddp(model: nn.Module, stage: TrainingStage) -> nn.parallel.DistributedDataParallel:
+    """``stage``'s loss under DDP over the stage's trainable parameters (set by
+    :class:`only_trainable` before wrapping); ``find_unused_parameters`` because a stage's
+    loss need not touch every one of them (e.g. a branch unused at this shot)."""
+    return nn.parallel.DistributedDataParallel(
+        _StageLoss(model, stage), find_unused_parameters=True, broadcast_buffers=False
+    )
+
+
+def _with_last(items: Iterable[MicroBatch]) -> Iterator[tuple[MicroBatch, bool]]:
+    """``(item, is_last)`` pairs, reading one item ahead (micro-batches stay lazy)."""
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield prev, False
+        prev = item
+    yield prev, True
 
 
 def _validate(run: _Run, step: int) -> float:
