@@ -161,6 +161,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run shard I of N (machines sharing --out): whole model units are dealt out by "
         "a stable hash, so each model is trained on one machine only",
     )
+    how.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default=None,
+        help="run the model units as submitit jobs sharing --out (slurm: on a SLURM cluster; "
+        "local: as local processes), then render the tables here",
+    )
+    how.add_argument(
+        "--slurm",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="job settings, e.g. partition=gpu gpus_per_node=1 time=12 (hours) cpus_per_task=8 "
+        "mem_gb=64",
+    )
+    how.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="--launcher: number of jobs (default: one per model unit)",
+    )
     how.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_nonfinite_argument(how)
     how.add_argument(
@@ -225,7 +246,6 @@ def select_cells(args: argparse.Namespace, available: list[str]) -> list[Cell]:
 def _shard(cells: list[Cell], spec: str | None, tracks: dict, share: bool) -> list[Cell]:
     """The cells of shard ``I/N``: whole model units go to one shard (by a stable hash of
     the unit), so no model is trained on two machines."""
-    from fsarbench.experiments.units import unit_for
     from fsarbench.io import stable_hash
 
     if spec is None:
@@ -238,12 +258,19 @@ def _shard(cells: list[Cell], spec: str | None, tracks: dict, share: bool) -> li
         raise ValueError(f"--shard I/N needs 0 <= I < N, got {spec}")
 
     def shard_of(cell: Cell) -> int:
-        track = tracks[cell.track]
-        way, shot = track.way_shot(track.recipe(cell))
-        unit = unit_for(cell, recipe_way=way, recipe_shot=shot, share_shots=share)
-        return int(stable_hash(dataclasses.astuple(unit), 12), 16) % n
+        return int(stable_hash(_unit_key(cell, tracks, share), 12), 16) % n
 
     return [c for c in cells if shard_of(c) == i]
+
+
+def _unit_key(cell: Cell, tracks: dict, share: bool) -> tuple:
+    """The model unit of ``cell`` as a tuple (its recipe looked up, no data touched)."""
+    from fsarbench.experiments.units import unit_for
+
+    track = tracks[cell.track]
+    way, shot = track.way_shot(track.recipe(cell))
+    unit = unit_for(cell, recipe_way=way, recipe_shot=shot, share_shots=share)
+    return dataclasses.astuple(unit)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -257,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
     cells = _shard(select_cells(args, available), args.shard, tracks, args.share_shots)
     if any(c.dataset == STAND_IN for c in cells) and not available:
         print(WHERE_DATA)
+    if args.launcher:
+        return _launch(args, cells, tracks)
     runner = CellRunner(tracks, options)
     if args.plan:
         from fsarbench.experiments.plan import plan_cells, print_plan
@@ -279,6 +308,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(runner.trained_units)} model(s) trained or resumed in this run")
     _write_outputs(args, cells)
     print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
+    return 0
+
+
+def _launch(args: argparse.Namespace, cells: list[Cell], tracks: dict) -> int:
+    """``--launcher``: one submitit job per model unit (or ``--jobs``), then the outputs."""
+    from fsarbench.experiments.launch import make_executor, submit_shards
+
+    if args.shard or args.plan:
+        raise ValueError("--launcher deals out the shards itself: drop --shard / --plan")
+    units = len({_unit_key(c, tracks, args.share_shots) for c in cells})
+    jobs = min(args.jobs or units, units)
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    executor = make_executor(
+        args.launcher, Path(args.out) / "submitit", parse_overrides(args.slurm, "--slurm")
+    )
+    print(f"{units} model unit(s) in {jobs} {args.launcher} job(s) -> {args.out}")
+    submit_shards(executor, args.argv, jobs)
+    _write_outputs(args, cells)
+    print(f"done; summary: {args.out / 'summary.csv'}")
     return 0
 
 

@@ -1,0 +1,106 @@
+"""``run --launcher local|slurm``: a run's model units dealt out as submitit jobs.
+
+Each job runs the same ``run`` command line with ``--shard I/N`` (whole units per shard, by a
+stable hash) into the shared ``--out``; locks keep concurrent jobs from training a unit twice,
+a preempted or timed-out job is resubmitted by submitit and resumes from its checkpoints, and
+the launching process renders summary, tables and figures once every job has finished. The
+``local`` launcher runs the jobs as local processes through submitit's local executor (the
+same code path, testable on one machine).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LAUNCHER_FLAGS", "ShardJob", "make_executor", "shard_argv", "submit_shards"]
+
+log = logging.getLogger(__name__)
+
+#: Options of the launching process that the jobs do not get.
+LAUNCHER_FLAGS = {"--launcher": 1, "--slurm": "+", "--jobs": 1, "--shard": 1, "--plan": 0}
+
+#: ``--slurm`` keys with another name in submitit (``time`` in hours).
+_SLURM_NAMES = {"partition": "slurm_partition", "account": "slurm_account", "qos": "slurm_qos"}
+
+
+def shard_argv(argv: list[str], shard: int, shards: int) -> list[str]:
+    """``argv`` without the launcher's own options, plus ``--shard shard/shards``."""
+    out, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        name = token.split("=", 1)[0]
+        i += 1
+        if name not in LAUNCHER_FLAGS:
+            out.append(token)
+        elif "=" not in token and LAUNCHER_FLAGS[name] == "+":
+            while i < len(argv) and not argv[i].startswith("--"):
+                i += 1
+        elif "=" not in token:
+            i += int(LAUNCHER_FLAGS[name])
+    return [*out, "--shard", f"{shard}/{shards}"]
+
+
+class ShardJob:
+    """The job function (picklable); on preemption or timeout submitit resubmits it with
+    the same arguments, and the run resumes from its checkpoints and records."""
+
+    def __call__(self, argv: list[str]) -> int:
+        from fsarbench.cli.main import main
+
+        code = main(argv)
+        if code:
+            raise RuntimeError(f"'python -m fsarbench {' '.join(argv)}' exited with {code}")
+        return code
+
+    def checkpoint(self, argv: list[str]) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(ShardJob(), argv)
+
+
+def _slurm_parameters(items: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key, value in items.items():
+        if key == "time":
+            params["timeout_min"] = int(float(value) * 60)
+        else:
+            params[_SLURM_NAMES.get(key, key)] = value
+    return params
+
+
+def make_executor(kind: str, folder: Path, slurm: dict[str, Any]):
+    """A submitit executor writing its logs under ``folder``."""
+    try:
+        import submitit
+    except ImportError:
+        raise RuntimeError(
+            "--launcher needs submitit: pip install submitit (or fsarbench[cluster])"
+        ) from None
+    if kind == "local":
+        executor = submitit.LocalExecutor(folder=str(folder))
+        executor.update_parameters(timeout_min=int(float(slurm.get("time", 24)) * 60))
+        return executor
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    executor.update_parameters(name="fsarbench", **_slurm_parameters(slurm))
+    return executor
+
+
+def submit_shards(executor, argv: list[str], shards: int) -> None:
+    """Submit one job per shard, wait for all, and fail naming the jobs that failed."""
+    with executor.batch():
+        jobs = [executor.submit(ShardJob(), shard_argv(argv, i, shards)) for i in range(shards)]
+    print(f"submitted {len(jobs)} job(s): {', '.join(str(j.job_id) for j in jobs)}", flush=True)
+    failed = []
+    for i, job in enumerate(jobs):
+        try:
+            job.result()
+            print(f"job {job.job_id} (shard {i}/{shards}) finished", flush=True)
+        except Exception as err:  # a failed job must not hide the others' results
+            failed.append(f"shard {i} (job {job.job_id}): {err}")
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} job(s) failed; their logs are under the submitit folder; a re-run "
+            "resumes what they left:\n  " + "\n  ".join(failed)
+        )

@@ -1,0 +1,36 @@
+"""``run --launcher local``: model units as submitit jobs (local processes) sharing --out end
+with the summary of a plain run; the job command lines drop the launcher's own options."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fsarbench.experiments.launch import shard_argv
+
+pytest.importorskip("submitit")
+
+ARGV = ["run", "--method", "protonet", "--dataset", "synth", "--shots", "1", "2"]
+ARGV += ["--episodes", "60", "--recipe", "steps=4", "val_every=2", "val_episodes=10"]
+ARGV += ["--no-progress", "--workers", "0"]
+
+
+def test_job_command_lines_drop_the_launcher_options():
+    argv = [*ARGV, "--launcher", "slurm", "--slurm", "partition=gpu", "time=2", "--jobs", "3"]
+    assert shard_argv(argv, 2, 3) == [*ARGV, "--shard", "2/3"]
+    assert shard_argv(["run", "--jobs=4", "--all"], 0, 1) == ["run", "--all", "--shard", "0/1"]
+
+
+def test_local_launcher_gives_the_summary_of_a_plain_run(tmp_path, monkeypatch, capsys):
+    from fsarbench.cli.main import main
+
+    monkeypatch.setenv("FSAR_CACHE", str(tmp_path / "cache"))
+    assert main([*ARGV, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*ARGV, "--out", str(tmp_path / "jobs"), "--launcher", "local"]) == 0
+    out = capsys.readouterr().out
+    assert "2 model unit(s) in 2 local job(s)" in out and out.count(" finished") == 2
+    cols = ["method", "way", "shot", "train_shot", "accuracy", "ci95", "config_hash"]
+    plain = pd.read_csv(tmp_path / "plain" / "summary.csv")[cols]
+    jobs = pd.read_csv(tmp_path / "jobs" / "summary.csv")[cols]
+    pd.testing.assert_frame_equal(plain, jobs)
+    assert (tmp_path / "jobs" / "tables" / "synth__frozen.md").exists()
