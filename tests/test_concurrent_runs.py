@@ -31,7 +31,7 @@ def _worker(out: str, log: str) -> None:
 
 
 def test_concurrent_runs_train_each_model_once_and_agree(tmp_path):
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # fork after torch threads can deadlock
     log = tmp_path / "trainings.txt"
     procs = [ctx.Process(target=_worker, args=(str(tmp_path / "shared"), str(log))) for _ in "ab"]
     for p in procs:
@@ -57,7 +57,7 @@ def _hold_forever(path: str) -> None:
 def test_a_killed_holder_does_not_block_the_next_process(tmp_path, monkeypatch):
     monkeypatch.setenv("FSAR_LOCK_TIMEOUT", "20")
     lock = tmp_path / "unit.lock"
-    proc = mp.get_context("fork").Process(target=_hold_forever, args=(str(lock),))
+    proc = mp.get_context("spawn").Process(target=_hold_forever, args=(str(lock),))
     proc.start()
     deadline = time.time() + 30
     while not lock.with_name("unit.lock.holder.json").exists() and time.time() < deadline:
