@@ -68,7 +68,8 @@ def _code_commands(text: str) -> list[str]:
 def _inline_commands(text: str) -> list[str]:
     prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
     spans = [" ".join(s.split()) for s in INLINE.findall(prose)]
-    return [s for s in spans if re.match(r"^(python|torchrun)\b.*-m fsarbench( |$)", s)]
+    commands = [s for s in spans if re.match(r"^(python|torchrun)\b.*-m fsarbench( |$)", s)]
+    return [c for c in commands if not c.endswith("-m fsarbench ...")]  # prose, not a command
 
 
 def readme_commands() -> list[str]:
