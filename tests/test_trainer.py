@@ -149,7 +149,7 @@ def test_recipe_file_and_overrides():
     assert r.steps == frozen_recipe("sgtm").steps
     assert frozen_recipe("otam", {"lr": 0.5}).lr == 0.5
     synth = frozen_recipe("trx", dataset="synth")
-    assert synth.steps == 60 and synth.lr == frozen_recipe("trx").lr  # dataset layer on top
+    assert synth.steps == 30 and synth.lr == frozen_recipe("trx").lr  # dataset layer on top
     assert frozen_recipe("trx", {"steps": 7}, dataset="synth").steps == 7  # overrides win
     with pytest.raises(fb.ConfigError, match="Did you mean 'steps'"):
         frozen_recipe("otam", {"stepz": 3})

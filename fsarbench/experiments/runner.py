@@ -289,7 +289,8 @@ class CellRunner:
         """The trained model of unit ``p.unit`` (trained, or resumed, on first use)."""
         if p.slug not in self.models:
             out = Path(self.opt.out_dir) / "models" / p.slug
-            with held(out.parent / f"{p.slug}.lock", what=f"model {p.slug}"):
+            lock = Path(self.opt.out_dir) / "locks" / f"{p.slug}.model.lock"
+            with held(lock, what=f"model {p.slug}"):
                 self.models[p.slug] = self._train(p, out)
         return self.models[p.slug]
 
