@@ -141,3 +141,22 @@ def test_filters_matching_nothing_name_what_the_runs_hold() -> None:
         filter_entries([entry], args)
     args.dataset = "synth"
     assert filter_entries([entry], args) == [entry]
+
+
+@pytest.mark.parametrize(
+    ("method", "tags", "variant"),
+    [
+        ("sgtm-otam", {}, False),
+        ("sgtm-otam-enc", {}, True),  # registered with variant_of (Table 3 rung)
+        ("sgtm-otam[lambda_recon=0.1]", {}, True),  # a hyper-parameter override
+        ("otam", {"variant_label": "x"}, True),
+        ("my-unregistered-head", {}, False),
+    ],
+)
+def test_leaderboard_variants_are_overrides_tags_and_registered_variants(method, tags, variant):
+    from types import SimpleNamespace
+
+    from fsarbench.report.records import Entry
+
+    entry = Entry(method, None, [SimpleNamespace(method=method, tags=tags)])
+    assert entry.is_variant is variant

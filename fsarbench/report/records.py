@@ -157,8 +157,17 @@ class Entry:
 
     @property
     def is_variant(self) -> bool:
-        """An hyper-parameter override or tagged ablation variant of some method."""
-        return bool(overrides_of(self.method)) or "variant_label" in self.tags
+        """An hyper-parameter override, a tagged ablation variant, or a method registered as
+        a variant of another (``register_method(..., variant_of=...)``, e.g. SGTM's Table 3/4
+        rungs): left out of the leaderboard unless asked for."""
+        if overrides_of(self.method) or "variant_label" in self.tags:
+            return True
+        from fsarbench.registry import UnknownMethodError, method_info
+
+        try:
+            return method_info(base_method_of(self.method)).variant_of is not None
+        except UnknownMethodError:
+            return False
 
 
 def _dedupe_seeds(records: list[ResultRecord]) -> list[ResultRecord]:
