@@ -185,6 +185,9 @@ def test_run_rows_from_records(runs) -> None:
     ours = by[("Ours+OTAM", "run (synth)")]
     assert re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", ours.cells[0].text)
     assert ours.cells[1].text == "-"  # no 3-shot record
+    # synth stands in once, under Kinetics; UCF101 and HMDB51 columns stay empty
+    assert re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", ours.cells[2].text)
+    assert all(c.text == "-" for c in ours.cells[3:])
     assert ("OTAM [4]", "run (synth)") in by
     assert "seeds ±" in by[("my-head", "run (synth)")].cells[0].text  # two training seeds
     assert not any(r.labels[0] == "sgtm-otam-tml" for r in table.rows)  # Table 3's variant

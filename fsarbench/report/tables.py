@@ -86,8 +86,11 @@ def _norm(text: str) -> str:
 def _column_of(
     entry: Entry, columns: list[Column], aliases: dict[str, list[str]], stand_in: str | None
 ) -> list[int]:
-    """Indices of the columns ``entry`` fills."""
+    """Indices of the columns ``entry`` fills. A generic stand-in (``synth`` without a
+    ``stands_in_for`` tag) fills the columns of the table's first dataset only, so one
+    synthetic number is not repeated under every real dataset."""
     ds = _norm(entry.setting.dataset)
+    first = columns[0].dataset if columns else None
     stands_for = _norm(entry.tags.get("stands_in_for", ""))
     out = []
     for j, col in enumerate(columns):
@@ -97,7 +100,12 @@ def _column_of(
         if (
             ds in names
             or stands_for in names
-            or (stand_in is not None and ds == _norm(stand_in) and not stands_for)
+            or (
+                stand_in is not None
+                and ds == _norm(stand_in)
+                and not stands_for
+                and col.dataset == first
+            )
         ):
             out.append(j)
     return out
@@ -235,8 +243,8 @@ def _notes(rows: list[TableRow]) -> list[str]:
         )
     if any(r.source == "run (synth)" for r in rows):
         notes.append(
-            "run (synth): synthetic features standing in for the paper's datasets; "
-            "not comparable with published numbers."
+            "run (synth): synthetic features standing in for the paper's datasets, shown "
+            "once, under the first dataset's columns; not comparable with published numbers."
         )
     return notes
 
