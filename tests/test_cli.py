@@ -144,6 +144,7 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(monkeypatch, caps
     from fsarbench.progress import PlainProgress, progress_bar
 
     monkeypatch.setenv("FSAR_PROGRESS_EVERY", "0")
+    monkeypatch.delenv("FSAR_PROGRESS", raising=False)  # CI turns progress off
     bar = progress_bar(total=3, desc="train", unit="step")  # pytest's stderr is no terminal
     assert isinstance(bar, PlainProgress)
     for _ in range(3):
