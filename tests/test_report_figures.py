@@ -92,3 +92,36 @@ def test_per_class_prefers_the_papers_figure2_methods(runs) -> None:
     chosen = _per_class_choice(load_entries(runs), figure_methods("figure2"))
     assert {e.system for e in chosen} == {"trx", "sgtm-otam"}  # protonet is not in Figure 2
     assert {(e.setting.way, e.setting.shot) for e in chosen} == {(5, 1)}
+
+
+def _overlap(a, b) -> bool:
+    return not (a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0)
+
+
+@pytest.mark.parametrize("kind", ["way", "per_class"])
+def test_legends_never_cover_the_data(runs, kind) -> None:
+    from fsarbench.report import figures
+
+    entries = load_entries(runs)
+    if kind == "way":
+        fig = figures.plot_accuracy_vs_way(entries, entries[0].setting.dataset, 1)
+    else:
+        fig = figures.plot_per_class([e for e in entries if e.setting.way == 5][:3])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not _overlap(legend, ax.get_window_extent(renderer))
+    assert len(ax.get_legend().get_texts()) >= 2
+
+
+def test_ci_too_narrow_to_see_is_said_on_the_axis() -> None:
+    import matplotlib.pyplot as plt
+
+    from fsarbench.report.figures import _ci_label
+
+    fig, ax = plt.subplots()
+    ax.set_ylim(60, 90)
+    assert "too narrow to see" in _ci_label("accuracy (%)", ax, [0.2, 0.25])
+    assert _ci_label("accuracy (%)", ax, [2.0]) == "accuracy (%)"
+    plt.close(fig)

@@ -43,6 +43,21 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     return paths
 
 
+def _legend_outside(ax, fontsize: int = 8) -> None:
+    """The legend right of the axes, so it never covers lines, bars or error bars."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _ci_label(label: str, ax, cis) -> str:
+    """``label`` plus, when the 95% CIs are too small to see at the axis's scale (under 1%
+    of its span), how wide they are — so a reader knows the bands are there, not missing."""
+    cis = [c for c in cis if c == c]
+    low, high = ax.get_ylim()
+    if cis and max(cis) < 0.01 * (high - low):
+        return f"{label}\n(95% CIs ≤ ±{max(cis):.2f} pp: too narrow to see here)"
+    return label
+
+
 def _title(text: str, entries: list[Entry]) -> str:
     """``text`` plus the track(s) the numbers come from and the synthetic-data note."""
     tracks = sorted({e.setting.track for e in entries})
@@ -76,7 +91,10 @@ def plot_accuracy_vs_way(entries: list[Entry], dataset: str, shot: int):
         fontsize=9,
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
+    cis = [e.ci95 for es in series.values() for e in es]
+    ax.set_ylabel(_ci_label("accuracy (%)", ax, cis))
+    fig.tight_layout()
     return fig
 
 
@@ -141,7 +159,8 @@ def plot_mask_ratio(entries: list[Entry], dataset: str):
         ax.set_xticks(sorted({100 * mask_ratio_of(e) for es in lines.values() for e in es}))
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend_outside(ax, 7)
+        ax.set_ylabel(_ci_label("accuracy (%)", ax, [e.ci95 for e in shown]))
     title = f"{dataset}: accuracy vs masking ratio (bars: 95% CI)"
     fig.suptitle(_title(title, shown), fontsize=9)
     fig.tight_layout()
@@ -168,7 +187,7 @@ def plot_per_class(entries: list[Entry], max_systems: int = 4):
     ax.set_xticks(x, classes, rotation=60, ha="right", fontsize=7)
     ax.set(ylabel="accuracy (%)", ylim=(0, 100))
     ax.set_title(_title(f"per-class accuracy, {entries[0].setting.label}", entries), fontsize=9)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
