@@ -169,3 +169,15 @@ def test_splits_dir_is_accepted_before_and_after_the_action(capsys):
     ):
         assert main(argv) == 0
         assert f"checked under {shared}: OK" in capsys.readouterr().out
+
+
+def test_list_backbones_and_protocols(capsys):
+    assert main(["list", "backbones"]) == 0
+    out = capsys.readouterr().out.split()
+    assert {"resnet18", "resnet50", "timm:<model>"} <= set(out)
+    assert main(["list", "protocols"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [
+        "seed",
+        "trx",
+        "hyrsm",
+    ]

@@ -13,12 +13,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list registered methods (and other registries)",
         description="List what fsarbench knows about.",
     )
-    p.add_argument("what", choices=["methods"], help="which registry to list")
+    p.add_argument(
+        "what", choices=["methods", "backbones", "protocols"], help="which registry to list"
+    )
     p.add_argument("--pattern", default=None, help="fnmatch filter, e.g. 'sgtm*'")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what == "backbones":
+        from fsarbench.features.backbones import list_backbones
+
+        for name in list_backbones():
+            print(name)
+        print("timm:<model>  any timm model (weights from the local Hugging Face cache or a path)")
+        return 0
+    if args.what == "protocols":
+        from fsarbench.data.protocols import list_protocols, protocol_description
+
+        for name in list_protocols():
+            print(f"{name:<8} {protocol_description(name)}")
+        return 0
     for name in list_methods(args.pattern):
         entry = method_info(name)
         presets = (
