@@ -125,3 +125,14 @@ def test_ci_too_narrow_to_see_is_said_on_the_axis() -> None:
     assert "too narrow to see" in _ci_label("accuracy (%)", ax, [0.2, 0.25])
     assert _ci_label("accuracy (%)", ax, [2.0]) == "accuracy (%)"
     plt.close(fig)
+
+
+def test_per_class_bars_carry_error_bars(runs) -> None:
+    from fsarbench.report import figures
+
+    entries = [e for e in load_entries(runs) if (e.setting.way, e.setting.shot) == (5, 1)]
+    fig = figures.plot_per_class(entries[:2])
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
+    assert len(bars) == 2
+    assert "95% CI" in ax.get_ylabel()

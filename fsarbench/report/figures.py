@@ -167,6 +167,16 @@ def plot_mask_ratio(entries: list[Entry], dataset: str):
     return fig
 
 
+def _class_ci(entry: Entry, acc: np.ndarray) -> np.ndarray:
+    """Approximate 95% CI half-widths (percentage points) of per-class accuracies: binomial
+    over the class's query slots, ``episodes · way · queries / classes`` on average (a query
+    video recurs across episodes, so the true interval is somewhat wider)."""
+    r = entry.records[0]
+    slots = r.episodes * r.way * r.queries * len(entry.records) / max(1, len(r.per_class_accuracy))
+    p = np.clip(acc / 100.0, 0.0, 1.0)
+    return 196.0 * np.sqrt(p * (1 - p) / max(1.0, slots))
+
+
 def plot_per_class(entries: list[Entry], max_systems: int = 4):
     """Grouped bars of per-class accuracy of the ``entries`` (one setting; Figure 2): the
     ``max_systems`` most accurate that have per-class numbers."""
@@ -182,10 +192,14 @@ def plot_per_class(entries: list[Entry], max_systems: int = 4):
     x = np.arange(len(classes))
     fig, ax = plt.subplots(figsize=(min(14, max(6, 0.18 * len(classes) * len(entries) + 2)), 4))
     for i, e in enumerate(entries):
-        acc = [np.mean([r.per_class_accuracy.get(c, np.nan) for r in e.records]) for c in classes]
-        ax.bar(x + (i - (len(entries) - 1) / 2) * width, acc, width, label=e.system)
+        acc = np.array(
+            [np.mean([r.per_class_accuracy.get(c, np.nan) for r in e.records]) for c in classes]
+        )
+        err = _class_ci(e, acc)
+        pos = x + (i - (len(entries) - 1) / 2) * width
+        ax.bar(pos, acc, width, yerr=err, error_kw={"elinewidth": 0.6}, label=e.system)
     ax.set_xticks(x, classes, rotation=60, ha="right", fontsize=7)
-    ax.set(ylabel="accuracy (%)", ylim=(0, 100))
+    ax.set(ylabel="accuracy (%) ± approx. 95% CI", ylim=(0, 100))
     ax.set_title(_title(f"per-class accuracy, {entries[0].setting.label}", entries), fontsize=9)
     _legend_outside(ax)
     ax.grid(axis="y", alpha=0.3)
