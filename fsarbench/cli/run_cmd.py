@@ -306,7 +306,10 @@ def run(args: argparse.Namespace) -> int:
         runner.run_cells(group, on_record=_print_record)
         print(f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True)
     print(f"{len(runner.trained_units)} model(s) trained or resumed in this run")
-    _write_outputs(args, cells)
+    with runner.timed("tables and figures"):
+        _write_outputs(args, cells)
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in runner.seconds.items())
+    print(f"time per stage: {stages}")
     print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
     return 0
 

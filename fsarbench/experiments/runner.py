@@ -7,7 +7,9 @@ reused, and an interrupted training or evaluation resumes where it stopped, so a
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +106,7 @@ class CellRunner:
             }
         self.tracks, self.opt = tracks, options
         self.built: dict[str, FewShotMethod] = {}
+        self.seconds: dict[str, float] = {}
         self.models: dict[str, Trained] = {}
         self.trained_units: list[ModelUnit] = []
         self.pair_tables: dict[str, dict] = {}
@@ -123,7 +126,8 @@ class CellRunner:
                 f"{sorted(self.tracks)}"
             )
         track = self.tracks[cell.track]
-        data = track.data(cell)
+        with self.timed("data and features"):
+            data = track.data(cell)
         base = track.recipe(cell)
         way, shot = track.way_shot(base)
         unit = unit_for(cell, recipe_way=way, recipe_shot=shot, share_shots=self.opt.share_shots)
@@ -161,20 +165,8 @@ class CellRunner:
     ) -> ResultRecord:
         trained = self.trained(p)
         partial = Path(self.opt.out_dir) / "partial" / f"{rid}.npz"
-        result = evaluate(
-            trained.head,
-            trained.test,
-            manifest,
-            batch_episodes=self.opt.batch_episodes,
-            interval=self.opt.interval,
-            device=self.opt.device,
-            progress=self.opt.progress,
-            partial_path=partial,
-            desc=f"{cell.name} {cell.dataset} {cell.way}w{cell.shot}s",
-            pair_tables=self.pair_tables.setdefault(p.slug, {}),
-            nonfinite=self.opt.nonfinite,
-            partial_tag=stable_hash(prov),
-        )
+        with self.timed("evaluation"):
+            result = self._evaluate_cell(cell, p, prov, manifest, trained, partial)
         record = make_record(
             result,
             method=cell.name,
@@ -285,12 +277,46 @@ class CellRunner:
             )
         return self.manifests[key]
 
+    def _evaluate_cell(
+        self,
+        cell: Cell,
+        p: _Prepared,
+        prov: dict[str, Any],
+        manifest: Manifest,
+        trained: Trained,
+        partial: Path,
+    ):
+        """The one evaluator on ``trained``'s head and test features (resumable)."""
+        return evaluate(
+            trained.head,
+            trained.test,
+            manifest,
+            batch_episodes=self.opt.batch_episodes,
+            interval=self.opt.interval,
+            device=self.opt.device,
+            progress=self.opt.progress,
+            partial_path=partial,
+            desc=f"{cell.name} {cell.dataset} {cell.way}w{cell.shot}s",
+            pair_tables=self.pair_tables.setdefault(p.slug, {}),
+            nonfinite=self.opt.nonfinite,
+            partial_tag=stable_hash(prov),
+        )
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        """Add the wall time of the block to ``self.seconds[stage]`` (run's time summary)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
     def trained(self, p: _Prepared) -> Trained:
         """The trained model of unit ``p.unit`` (trained, or resumed, on first use)."""
         if p.slug not in self.models:
             out = Path(self.opt.out_dir) / "models" / p.slug
             lock = Path(self.opt.out_dir) / "locks" / f"{p.slug}.model.lock"
-            with held(lock, what=f"model {p.slug}"):
+            with held(lock, what=f"model {p.slug}"), self.timed("training"):
                 self.models[p.slug] = self._train(p, out)
         return self.models[p.slug]
 
