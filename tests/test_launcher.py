@@ -26,6 +26,8 @@ def test_local_launcher_gives_the_summary_of_a_plain_run(tmp_path, monkeypatch, 
 
     monkeypatch.setenv("FSAR_CACHE", str(tmp_path / "cache"))
     assert main([*ARGV, "--out", str(tmp_path / "plain")]) == 0
+    plain_log = capsys.readouterr().out
+    assert "2 model(s) trained" in plain_log and "time per stage: data and features" in plain_log
     assert main([*ARGV, "--out", str(tmp_path / "jobs"), "--launcher", "local"]) == 0
     out = capsys.readouterr().out
     assert "2 model unit(s) in 2 local job(s)" in out and out.count(" finished") == 2
