@@ -181,3 +181,19 @@ def test_list_backbones_and_protocols(capsys):
         "trx",
         "hyrsm",
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--table", "6", "--track", "finetune", "--option", "protocol=trx"], "--protocol"),
+        (["run", "--table", "6", "--plan", "--throughput", "0"], "--throughput must be"),
+        (["run", "--table", "6", "--option", "crop=64"], "--track finetune only"),
+        (["run", "--table", "6", "--shard", "2/2"], "0 <= I < N"),
+        (["run", "--table", "6", "--track", "finetune", "--option", "crops=64"], "'crop'"),
+        (["eval", "otam", "--features", "x.pt"], "go together"),
+    ],
+)
+def test_bad_run_and_eval_arguments_are_named_errors(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err

@@ -347,6 +347,10 @@ def _setup(args: argparse.Namespace):
     build_config(FinetuneOptions, options_over, where="--option")
     if options_over and args.track != "finetune":
         raise ValueError("--option applies to --track finetune only")
+    if "protocol" in options_over:
+        raise ValueError(f"choose the protocol with --protocol {options_over['protocol']}")
+    if args.throughput <= 0:
+        raise ValueError(f"--throughput must be positive frames/s, not {args.throughput}")
     progress = not args.no_progress
     options = RunOptions(
         out_dir=args.out,

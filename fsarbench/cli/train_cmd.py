@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         _clear_checkpoints(out)
     recipe_over = parse_overrides(args.recipe, "--recipe")
     option_over = parse_overrides(args.option, "--option")
+    if "protocol" in option_over:
+        raise ValueError(f"choose the protocol with --protocol {option_over['protocol']}")
     if args.track == "frozen":
         if option_over:
             raise ValueError("--option applies to --track finetune only")
