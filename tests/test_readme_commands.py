@@ -42,6 +42,9 @@ PLACEHOLDERS = {
     "OUT/best.pt": "best.pt",
     "CACHE_FOLDER": "/tmp/cache",
     "OUT/models/UNIT/best.pt": "best.pt",
+    "SGTM_BEST.pt": "a.pt",
+    "OTAM_BEST.pt": "b.pt",
+    "VIDEO_ID": "v0",
 }
 INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 

@@ -30,12 +30,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "every other method with records)",
     )
     p.add_argument("--published", default=None, help="folder of the published tables")
+    fig3 = p.add_argument_group("Figure 3 (from finetune checkpoints)")
+    fig3.add_argument("--figure", type=int, choices=[3], default=None, help="draw Figure 3")
+    fig3.add_argument("--checkpoint", default=None, help="an SGTM finetune best.pt")
+    fig3.add_argument(
+        "--compare", nargs="+", default=[], metavar="CKPT", help="other finetune checkpoints"
+    )
+    fig3.add_argument("--video", default=None, help="a test video id of --dataset")
+    fig3.add_argument("--root", default=None, help="data root (default $FSAR_DATA)")
     add_filter_args(p)
     add_stats_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.figure == 3:
+        return _figure3(args)
     entries = filter_entries(load_entries(Path(args.runs)), args)
     out = Path(args.out) if args.out else Path(args.runs) / "figures"
     pairs = [tuple(p) for p in args.forest] if args.forest else None
@@ -52,5 +62,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"no figure is supported by the records under {args.runs}")
         return 0
     for path in paths:
+        print(path)
+    return 0
+
+
+def _figure3(args: argparse.Namespace) -> int:
+    """``--figure 3``: saliency boxes, actionness and Grad-CAM of one test video."""
+    import numpy as np
+
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.report.figure3 import load_finetune_model, plot_figure3
+    from fsarbench.report.figures import save_figure
+    from fsarbench.training.clip_data import ClipSplit, ClipStore
+
+    if not (args.checkpoint and args.dataset and args.video):
+        raise ValueError("--figure 3 needs --checkpoint SGTM_CKPT --dataset D --video ID")
+    sgtm = load_finetune_model(args.checkpoint)
+    others = [load_finetune_model(c) for c in args.compare]
+    ds = get_dataset(args.dataset, root=args.root)
+    videos = {v.video_id: v for v in ds.videos("test")}
+    if args.video not in videos:
+        some = ", ".join(list(videos)[:5])
+        raise ValueError(f"no test video {args.video!r} in {args.dataset} (e.g. {some})")
+    store = ClipStore(ClipSplit([videos[args.video]], ds.variant), sgtm.options)
+    clip = store.get(np.array([0]))[0]
+    title = f"{args.dataset} / {args.video} ({videos[args.video].class_name})"
+    fig = plot_figure3(sgtm, others, clip, title)
+    out = Path(args.out) if args.out else Path(args.runs) / "figures"
+    for path in save_figure(fig, out, f"figure3_{args.video}"):
         print(path)
     return 0

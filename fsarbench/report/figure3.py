@@ -1,0 +1,146 @@
+"""Figure 3 of the seed paper from finetune checkpoints: one test video's frames boxed as
+salient / non-salient / ambiguous by SGTM's actionness (eq. 2), the actionness curve, and
+Grad-CAM maps of the backbone's last stage for SGTM and a comparison model side by side.
+
+Grad-CAM needs a scalar per model: for a head with a saliency classifier (SGTM) it is the
+video's summed pre-sigmoid actionness ``Σ_t Σ_c A`` — the quantity the masks rank by; for a
+head without one (e.g. OTAM) it is the summed L2 norm of the frame features the matcher
+compares (what the backbone puts weight on), since a few-shot head has no class score
+without a support set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fsarbench.training.video_method import VideoMethod
+
+__all__ = ["load_finetune_model", "grad_cam", "saliency_groups", "plot_figure3"]
+
+COLOURS = {"salient": "tab:green", "non-salient": "tab:red", "ambiguous": "tab:gray"}
+
+
+def load_finetune_model(path: str | Path) -> VideoMethod:
+    """The :class:`VideoMethod` of a finetune checkpoint (``best.pt``/``last.pt``)."""
+    from fsarbench.config import build_config
+    from fsarbench.report.records import base_method_of
+    from fsarbench.training.finetune import build_video_method
+    from fsarbench.training.finetune_recipe import FinetuneOptions
+
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    recipe = data.get("recipe") or {}
+    if "options" not in recipe or not isinstance(data.get("method"), dict):
+        raise ValueError(f"{path} is not a finetune checkpoint (no backbone options/weights)")
+    options = build_config(FinetuneOptions, recipe["options"], where=str(path))
+    name = base_method_of(str((data.get("fingerprint") or {}).get("method", "")))
+    if not name:
+        raise ValueError(f"{path} does not name its method (no fingerprint)")
+    model = build_video_method(
+        name,
+        replace(options, weights="none"),  # the checkpoint's weights replace these
+        torch.device("cpu"),
+        num_train_classes=data.get("num_train_classes"),
+        hparams=data.get("hparams") or {},
+    )
+    model.load_state_dict(data["method"])
+    model.method_label = name
+    return model.eval()
+
+
+def _score(model: VideoMethod, feats: Tensor) -> Tensor:
+    saliency = getattr(model.inner, "saliency", None)
+    if saliency is not None:
+        return saliency.actionness_logits(feats[None]).sum()
+    return feats.norm(dim=-1).sum()
+
+
+def grad_cam(model: VideoMethod, clip: Tensor) -> Tensor:
+    """``clip [T, 3, H, W]`` (normalised) -> Grad-CAM ``[T, H, W]`` in [0, 1] per frame, on
+    the backbone's ``layer4`` (torchvision ResNets)."""
+    trunk = model.backbone.trunk
+    if not hasattr(trunk, "layer4"):
+        raise ValueError("Grad-CAM needs a ResNet backbone (a 'layer4' stage)")
+    saved: dict[str, Tensor] = {}
+    hook = trunk.layer4.register_forward_hook(lambda _m, _i, out: saved.__setitem__("a", out))
+    try:
+        with torch.enable_grad():
+            feats = model.backbone(clip).float()  # [T, D]
+            (grads,) = torch.autograd.grad(_score(model, feats), saved["a"])
+    finally:
+        hook.remove()
+    weights = grads.mean((2, 3), keepdim=True)
+    cam = F.relu((weights * saved["a"]).sum(1, keepdim=True)).detach()
+    cam = F.interpolate(cam, size=clip.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1).clamp_min(1e-12)
+    return cam / peak[:, None, None]
+
+
+def saliency_groups(logits: Tensor, k: int) -> list[str]:
+    """``salient`` for the ``k`` frames of highest ``Σ_c A``, ``non-salient`` for the ``k``
+    lowest, ``ambiguous`` for the rest (SGTM masks the first two groups)."""
+    order = torch.sort(logits, descending=True, stable=True).indices.tolist()
+    groups = ["ambiguous"] * len(order)
+    for t in order[:k]:
+        groups[t] = "salient"
+    for t in order[len(order) - k :]:
+        groups[t] = "non-salient"
+    return groups
+
+
+def _pixels(clip: Tensor, norm: str) -> np.ndarray:
+    from fsarbench.data.transforms import NORMS
+
+    x = clip.clone()
+    stats = NORMS[norm]
+    if stats is not None:
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in stats)
+        x = x * std + mean
+    return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def plot_figure3(sgtm: VideoMethod, others: list[VideoMethod], clip: Tensor, title: str):
+    """The figure (matplotlib) for ``clip [T, 3, H, W]``: frames with saliency boxes, the
+    actionness curve, then one row of Grad-CAM overlays per model (SGTM first)."""
+    import matplotlib.pyplot as plt
+
+    if getattr(sgtm.inner, "saliency", None) is None:
+        raise ValueError("the first checkpoint must be an SGTM model (it has no Φ_cls)")
+    with torch.no_grad():
+        feats = sgtm.features(clip[None])  # [1, T, D]
+        logits = sgtm.inner.actionness_logits(feats)[0]
+    k = max(1, sgtm.inner.num_masked // 2)
+    groups = saliency_groups(logits, k)
+    models = [sgtm, *others]
+    cams = [grad_cam(m, clip) for m in models]
+    t = clip.shape[0]
+    pixels = _pixels(clip, sgtm.options.norm)
+    fig = plt.figure(figsize=(1.6 * t, 1.7 * (len(models) + 2)))
+    grid = fig.add_gridspec(len(models) + 2, t, height_ratios=[1, 0.8] + [1] * len(models))
+    for j in range(t):
+        ax = fig.add_subplot(grid[0, j])
+        ax.imshow(pixels[j])
+        ax.set_xticks([]), ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor(COLOURS[groups[j]])
+            spine.set_linewidth(3)
+        ax.set_title(f"t={j}: {groups[j]}", fontsize=7, color=COLOURS[groups[j]])
+    curve = fig.add_subplot(grid[1, :])
+    curve.plot(range(t), torch.sigmoid(logits).numpy(), marker="o", color="black")
+    curve.set(xlim=(-0.5, t - 0.5), ylabel="actionness", xticks=range(t))
+    curve.set_ylim(-0.05, 1.05)
+    for row, (model, cam) in enumerate(zip(models, cams), start=2):
+        for j in range(t):
+            ax = fig.add_subplot(grid[row, j])
+            ax.imshow(pixels[j])
+            ax.imshow(cam[j].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(getattr(model, "method_label", "model"), fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    return fig
