@@ -19,18 +19,26 @@ from fsarbench.training.finetune import ClipSplit, build_video_method, finetune,
 RECIPE = tiny_recipe(recipe={"val_episodes": 0})
 
 
-def _train(root: str, micro_batch: int) -> torch.nn.Module:
+def _recipe(method: str, micro_batch: int):
+    options = {**RECIPE["options"], "frames": 4} if method.startswith("sgtm") else RECIPE["options"]
+    over = {"recipe": {**RECIPE["recipe"], "micro_batch": micro_batch}, "options": options}
+    return finetune_recipe(method, "synth", over)
+
+
+def _train(root: str, micro_batch: int, method: str = "otam") -> torch.nn.Module:
     ds = get_dataset("synth", root=root, config=TINY_SYNTH)
-    recipe = finetune_recipe(
-        "otam", "synth", {**RECIPE, "recipe": {**RECIPE["recipe"], "micro_batch": micro_batch}}
+    split = ClipSplit(ds.videos("train"), ds.variant)
+    recipe = _recipe(method, micro_batch)
+    classes = split.num_classes if method.startswith("sgtm") else None
+    model = build_video_method(
+        method, recipe.options, torch.device("cpu"), seed=0, num_train_classes=classes
     )
-    model = build_video_method("otam", recipe.options, torch.device("cpu"), seed=0)
-    finetune(model, ClipSplit(ds.videos("train"), ds.variant), None, recipe, progress=False)
+    finetune(model, split, None, recipe, progress=False)
     return model
 
 
-def _worker(root: str, out: str) -> None:
-    model = _train(root, micro_batch=1)
+def _worker(root: str, out: str, method: str) -> None:
+    model = _train(root, micro_batch=1, method=method)
     torch.save(model.state_dict(), Path(out) / f"rank{rank()}.pt")
 
 
@@ -41,20 +49,28 @@ def synth_root(tmp_path_factory):
     return str(root)
 
 
-def test_ddp_weights_equal_on_ranks_and_to_one_process(synth_root, tmp_path):
-    spawn_local(_worker, 2, synth_root, str(tmp_path))
+# SGTM: stage 1 trains Φ_cls alone, stage 2 everything else (Φ_cls frozen) — DDP per stage
+@pytest.mark.parametrize("method", ["otam", "sgtm-otam"])
+def test_ddp_weights_equal_on_ranks_and_to_one_process(synth_root, tmp_path, method):
+    spawn_local(_worker, 2, synth_root, str(tmp_path), method)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     # 2 ranks x 1 episode each == 1 process walking both episodes in micro-batches of 1
-    single = _train(synth_root, micro_batch=1).state_dict()
-    start = build_video_method(
-        "otam", finetune_recipe("otam", "synth", RECIPE).options, torch.device("cpu"), seed=0
-    ).state_dict()
+    single = _train(synth_root, micro_batch=1, method=method).state_dict()
+    start = _train_start(synth_root, method)
     moved = False
     for k, v in r0.items():
         assert torch.equal(v, r1[k]), f"{k} differs between ranks by {(v - r1[k]).abs().max()}"
         torch.testing.assert_close(v, single[k], rtol=1e-4, atol=1e-5)
         moved |= not torch.equal(v, start[k])
     assert moved
+
+
+def _train_start(root: str, method: str) -> dict:
+    ds = get_dataset("synth", root=root, config=TINY_SYNTH)
+    classes = ClipSplit(ds.videos("train"), ds.variant).num_classes
+    options = _recipe(method, 1).options
+    kw = {"num_train_classes": classes} if method.startswith("sgtm") else {}
+    return build_video_method(method, options, torch.device("cpu"), seed=0, **kw).state_dict()
 
 
 @pytest.mark.slow
