@@ -199,6 +199,7 @@ class _ClipData:
     dataset: Any
     splits: dict[str, Any]
     skipped: list[str]
+    split_md5: dict[str, Any] = field(default_factory=dict)  # read once, not per cell
 
 
 class FinetuneTrack:
@@ -254,12 +255,12 @@ class FinetuneTrack:
             skipped += bad
         if skipped:
             log.warning("%s: left out %d video(s): %s", name, len(skipped), "; ".join(skipped[:3]))
-        return _ClipData(ds, splits, skipped)
+        return _ClipData(ds, splits, skipped, ds.split_md5s())
 
     def data(self, cell: Cell) -> TrackData:
         c = self.clip_data(cell.dataset)
         info = {
-            "split_md5": c.dataset.split_md5s(),
+            "split_md5": c.split_md5,
             "skipped_videos": stable_hash(sorted(c.skipped)),
         }
         test = c.splits["test"]
@@ -307,7 +308,7 @@ class FinetuneTrack:
             seed=unit.train_seed,
             dataset=unit.dataset,
             track=self.name,
-            data={"split_md5": c.dataset.split_md5s(), "skipped_videos": sorted(c.skipped)},
+            data={"split_md5": c.split_md5, "skipped_videos": sorted(c.skipped)},
         )
 
         def run(resume: bool) -> None:
