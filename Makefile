@@ -10,7 +10,7 @@ TORCH_PINS ?= $(shell uname -m | grep -q x86_64 && echo "torch==2.14.1 torchvisi
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup run test test-slow bench lint format clean
+.PHONY: setup run test test-slow bench lint format docs clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ lint: setup
 format: setup
 	$(PY) -m ruff format fsarbench baselines sgtm splits tests benchmarks
 	$(PY) -m ruff check --fix fsarbench baselines sgtm splits tests benchmarks
+
+docs: setup
+	$(PY) -m fsarbench.cli._reference > docs/reference.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,7 @@
 """Hyper-parameters of SGTM (Saliency-Guided fine-grained Temporal Mask learning, MM'24).
 
 Section numbers refer to the paper (``shared/seed/000_697fa3d31fbcf6eb.txt``). Values the paper
-does not state are marked *unstated* with the choice made here (see the README, section
+does not state are marked *unstated* with the choice made here (see docs/methods.md, section
 "Choices the paper does not state").
 """
 

@@ -5,7 +5,7 @@ all classes draw from, so background frames carry no class information) with a s
 of consecutive **action** frames in which the class direction is added on top of the
 background. A Φ_cls that "finds the action" must rank the window's frames above the others.
 
-Used by the known-answer tests (``tests/test_sgtm_actionness.py``) and the README's
+Used by the known-answer tests (``tests/test_sgtm_actionness.py``) and docs/methods.md's
 measurements; cheap (pure tensor ops), deterministic from its seeds.
 """
 

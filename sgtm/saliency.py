@@ -7,7 +7,7 @@ weakly-supervised temporal action localisation's (W-TALC, BaS-Net, UM): there th
 class scores are pooled to a video-level score by the mean of the **top-k** frames of every
 class (multiple-instance learning). The pooling, the loss and whether ``A`` is rectified before
 the channel sum are options here (``SGTMConfig.saliency_pool``, ``saliency_loss``,
-``saliency_rectify``); see the README, "How Φ_cls learns actionness".
+``saliency_rectify``); see docs/methods.md, "How Φ_cls learns actionness".
 """
 
 from __future__ import annotations

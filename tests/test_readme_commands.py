@@ -1,6 +1,7 @@
-"""Every ``python -m fsarbench`` / ``torchrun ... -m fsarbench`` command line of the README
-parses with the real CLI, names methods and datasets that exist, and (slow) the synth-sized
-ones run as written."""
+"""Every ``python -m fsarbench`` / ``torchrun ... -m fsarbench`` command line of the README and
+of every page under ``docs/`` parses with the real CLI, names methods and datasets that exist,
+and (slow) the synth-sized ones run as written; the README stays short and its links resolve;
+``docs/reference.md`` equals the CLI's own help."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from fsarbench.registry import list_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+#: Pages whose command lines are checked (the reference page is help text, not examples).
+PAGES = [README, *(p for p in DOCS if p.name != "reference.md")]
 #: Names the README creates before using them (the scaffold walk-through).
 SCAFFOLDED = {"my-head"}
 #: Placeholders of the README's summary table and prose, and what stands in for them.
@@ -76,8 +80,11 @@ def _inline_commands(text: str) -> list[str]:
 
 
 def readme_commands() -> list[str]:
-    text = README.read_text()
-    return list(dict.fromkeys(_code_commands(text) + _inline_commands(text)))
+    commands: list[str] = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        commands += _code_commands(text) + _inline_commands(text)
+    return list(dict.fromkeys(commands))
 
 
 def argv_of(command: str) -> list[str]:
@@ -91,6 +98,21 @@ def argv_of(command: str) -> list[str]:
 
 
 COMMANDS = readme_commands()
+
+
+def test_the_readme_is_short_and_its_links_resolve():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200, "move detail into docs/ and link it"
+    for page in [README, *DOCS]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).resolve().exists(), f"{page.name} links to {target}"
+
+
+def test_the_reference_page_is_the_clis_own_help():
+    from fsarbench.cli._reference import render_reference
+
+    page = ROOT / "docs" / "reference.md"
+    assert page.read_text(encoding="utf-8") == render_reference(), "run `make docs`"
 
 
 def test_the_readme_has_commands():

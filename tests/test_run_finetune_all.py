@@ -1,5 +1,5 @@
-"""The paper's protocol end to end on this machine (slow: about an hour on 2 cores, see the
-README): every grid of ``run --all`` on the finetune track with a small backbone, its plan
+"""The paper's protocol end to end on this machine (slow: about an hour on 2 cores, see
+docs/protocol.md): every grid of ``run --all`` on the finetune track with a small backbone, its plan
 first."""
 
 from __future__ import annotations

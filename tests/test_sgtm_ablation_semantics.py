@@ -3,7 +3,7 @@
 Eq. 8 is ``L = L_CE + λ·L_recon``: at λ = 0 the reconstruction branch sends no gradient, Φ_enc
 is trained by L_CE alone, and Φ_cls only ever feeds the mask of that branch. That is Table 3
 row 1 ("an Encoder ... 2 Transformer layers without mask reconstruction"). The paper prints
-74.50 (Table 3) and 75.05 (Table 5) for them; see the README, "Table 3 '+Encoder' and λ = 0".
+74.50 (Table 3) and 75.05 (Table 5) for them; see docs/methods.md, "Table 3 '+Encoder' and λ = 0".
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The embedded synthetic benchmark ``synth``: real mp4 files, generated on first use.
 
-Three class categories make the benchmark's point (see the README, "The synthetic benchmark"):
+Three class categories make the benchmark's point (see docs/user-guide.md, "The synthetic
+benchmark `synth`"):
 
 - ``appearance`` (``scene_XX``): a class-specific background (colour and pattern) with random
   foreground actions -- recognisable from any single frame, like Kinetics/UCF101.

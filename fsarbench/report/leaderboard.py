@@ -154,7 +154,7 @@ def leaderboard_markdown(
         "# Leaderboard",
         "",
         f"Ranks are shared where a paired {test} (Holm-adjusted within the setting, "
-        f"α = {alpha}) finds no significant difference; see the README, section Reporting.",
+        f"α = {alpha}) finds no significant difference; see docs/statistics.md.",
         "",
     ]
     for setting, standings in board.items():
