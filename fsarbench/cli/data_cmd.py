@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from fsarbench.data.datasets import get_dataset, list_datasets
+from fsarbench.data.datasets import get_dataset, is_synthetic, list_datasets
 from fsarbench.data.health import check_split, health_csv, health_json, protocol_problems
 from fsarbench.data.layouts import LAYOUTS
 from fsarbench.io import atomic_write_json, atomic_write_text
@@ -48,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(args: argparse.Namespace):
-    if args.dataset == "synth":
-        return get_dataset("synth", root=args.root)
+    if is_synthetic(args.dataset):
+        return get_dataset(args.dataset, root=args.root)
     layout = "template" if args.template else args.layout
     return get_dataset(
         args.dataset,

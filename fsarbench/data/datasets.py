@@ -27,6 +27,8 @@ __all__ = [
     "list_datasets",
     "register_dataset",
     "default_data_root",
+    "is_synthetic",
+    "settings_dataset",
 ]
 
 
@@ -167,10 +169,33 @@ class SplitListDataset:
 
 DatasetFactory = Callable[..., Any]
 DATASETS: dict[str, DatasetFactory] = {}
+#: dataset -> the dataset whose per-dataset settings (feature preset, protocol entries,
+#: training recipes) it takes; absent = its own.
+SETTINGS_OF: dict[str, str] = {}
+#: Generated datasets: never real data, labelled as synthetic in every result.
+SYNTHETIC: set[str] = set()
 
 
-def register_dataset(name: str, factory: DatasetFactory) -> None:
+def register_dataset(
+    name: str, factory: DatasetFactory, *, settings_of: str | None = None, synthetic: bool = False
+) -> None:
+    """Register ``factory(**kwargs) -> dataset`` as ``name``. ``settings_of`` names a dataset
+    whose per-dataset settings ``name`` shares (a variant of it); ``synthetic`` marks
+    generated data."""
     DATASETS[name] = factory
+    if settings_of is not None:
+        SETTINGS_OF[name] = settings_of
+    if synthetic:
+        SYNTHETIC.add(name)
+
+
+def settings_dataset(name: str) -> str:
+    """The dataset whose entries in presets, protocols and recipes apply to ``name``."""
+    return SETTINGS_OF.get(name, name)
+
+
+def is_synthetic(name: str) -> bool:
+    return name in SYNTHETIC
 
 
 def _published(spec: DatasetSpec) -> DatasetFactory:
@@ -194,13 +219,17 @@ for _spec in _SPECS:
     register_dataset(_spec.name, _published(_spec))
 
 
-def _synth(**kwargs: Any) -> Any:
-    from fsarbench.data.synth import SynthDataset
+def _synth(kind: str) -> DatasetFactory:
+    def factory(**kwargs: Any) -> Any:
+        from fsarbench.data.synth import SynthDataset
 
-    return SynthDataset(**kwargs)
+        return SynthDataset(kind=kind, **kwargs)
+
+    return factory
 
 
-register_dataset("synth", _synth)
+register_dataset("synth", _synth("standard"), synthetic=True)
+register_dataset("synth-planted", _synth("planted"), settings_of="synth", synthetic=True)
 
 
 def list_datasets() -> list[str]:

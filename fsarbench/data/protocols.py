@@ -102,7 +102,10 @@ def check_protocols_table(table: dict[str, Any], where: str) -> dict[str, Protoc
 
 
 def _resolve(name: str, spec: ProtocolSpec, dataset: str, where: str) -> Protocol:
-    values = {**spec.default, **spec.datasets.get(dataset, {}), "name": name}
+    from fsarbench.data.datasets import settings_dataset
+
+    entry = spec.datasets.get(dataset, spec.datasets.get(settings_dataset(dataset), {}))
+    values = {**spec.default, **entry, "name": name}
     return build_config(Protocol, values, where=f"{where}: {name} on {dataset}")
 
 

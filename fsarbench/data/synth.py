@@ -11,6 +11,14 @@ benchmark `synth`"):
 - ``composite`` (``composite_XX``): start action, a long ambiguous middle (two random actions
   overlaid, the same pool for every composite class) and an end action.
 
+The variant ``synth-planted`` (``kind="planted"``) is built for SGTM's saliency ablations
+(Tables 3 and 4): every class is an ordered pair of atomic actions shown at full opacity inside
+one short *action window* (about 40% of the video, at a random position), and every other frame
+is *background*: two atomic actions overlaid at half opacity, drawn for every class from one
+pool of actions that no class uses. Only the window tells classes apart, so a mask that
+keeps "the most salient frames" means what its name says; ``window`` in the metadata gives
+each video's window frames.
+
 Classes are split train/val/test by class; every video is deterministic from the seed.
 Generation writes each file atomically into ``<dir>.partial`` (a rerun resumes there) and
 renames the folder when complete.
@@ -53,6 +61,15 @@ __all__ = [
 SYNTH_VERSION = 1
 SPLIT_PLAN = {"train": (8, 4, 8), "val": (2, 2, 2), "test": (4, 3, 4)}
 """split -> (appearance classes, reversed pairs, composite classes)."""
+PLANTED_PLAN = {"train": 16, "val": 5, "test": 10}
+"""``synth-planted``: split -> number of planted-window classes."""
+PLANTED_WINDOW = 0.4
+"""Fraction of a ``synth-planted`` video's frames inside its action window."""
+PLANTED_CLASS_ACTIONS = tuple(range(8))
+"""Atomic actions that make ``synth-planted`` classes (ordered pairs of them)."""
+PLANTED_BACKGROUND_ACTIONS = tuple(range(8, len(ACTIONS)))
+"""Atomic actions of its background frames, shared by every class and in no class."""
+KINDS = ("standard", "planted")
 PATTERNS = ("diag", "rings", "checker", "gradient")
 
 
@@ -74,7 +91,7 @@ class SynthClass:
 
     name: str
     split: str
-    category: str  # appearance, temporal, composite
+    category: str  # appearance, temporal, composite, planted
     actions: tuple[int, ...] = ()
     partner: str | None = None
     hue: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -111,8 +128,10 @@ def _end_pairs(n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
     return [pairs[i] for i in rng.choice(len(pairs), n, replace=False)]
 
 
-def plan_classes(seed: int) -> list[SynthClass]:
-    """Every class of every split, deterministic from ``seed``."""
+def plan_classes(seed: int, kind: str = "standard") -> list[SynthClass]:
+    """Every class of every split of the ``kind`` benchmark, deterministic from ``seed``."""
+    if kind == "planted":
+        return _plan_planted(seed)
     rng = np.random.default_rng([seed, SYNTH_VERSION, 7])
     totals = [sum(p[i] for p in SPLIT_PLAN.values()) for i in range(3)]
     hues, seqs, ends = (
@@ -149,6 +168,37 @@ def plan_classes(seed: int) -> list[SynthClass]:
     return classes
 
 
+def _plan_planted(seed: int) -> list[SynthClass]:
+    """Ordered pairs of the class actions, distinct across every split."""
+    rng = np.random.default_rng([seed, SYNTH_VERSION, 11])
+    pool = [(a, b) for a in PLANTED_CLASS_ACTIONS for b in PLANTED_CLASS_ACTIONS if a != b]
+    picks = rng.choice(len(pool), sum(PLANTED_PLAN.values()), replace=False)
+    classes, i = [], 0
+    for split, n in PLANTED_PLAN.items():
+        for _ in range(n):
+            classes.append(SynthClass(f"planted_{i:02d}", split, "planted", pool[picks[i]]))
+            i += 1
+    return classes
+
+
+def planted_window(total: int, rng: np.random.Generator) -> tuple[int, int]:
+    """``[start, stop)`` of the action window of a ``total``-frame planted video."""
+    length = max(4, round(PLANTED_WINDOW * total))
+    start = int(rng.integers(0, total - length + 1))
+    return start, start + length
+
+
+def _planted_segments(c: SynthClass, total: int, rng: np.random.Generator) -> list[Segment]:
+    start, stop = planted_window(total, rng)
+    half = (stop - start) // 2
+    segments = []
+    for length in (start, total - stop):  # background before and after the window
+        pair = tuple(int(a) for a in rng.choice(PLANTED_BACKGROUND_ACTIONS, 2, replace=False))
+        segments.append(Segment(pair, length))
+    window = [Segment((c.actions[0],), half), Segment((c.actions[1],), stop - start - half)]
+    return [s for s in [segments[0], *window, segments[1]] if s.length > 0]
+
+
 def _lengths(total: int, weights: np.ndarray) -> list[int]:
     """Split ``total`` frames by ``weights`` with at least 2 frames per segment."""
     raw = weights / weights.sum() * (total - 2 * len(weights))
@@ -159,6 +209,8 @@ def _lengths(total: int, weights: np.ndarray) -> list[int]:
 
 def _segments(c: SynthClass, total: int, rng: np.random.Generator) -> list[Segment]:
     n = len(ACTIONS)
+    if c.category == "planted":
+        return _planted_segments(c, total, rng)
     if c.category == "appearance":
         acts = [int(a) for a in rng.choice(n, 2, replace=False)]
         lens = _lengths(total, rng.uniform(0.7, 1.3, 2))
@@ -177,13 +229,27 @@ def _segments(c: SynthClass, total: int, rng: np.random.Generator) -> list[Segme
 
 def render_class_video(c: SynthClass, index: int, config: SynthConfig, seed: int) -> np.ndarray:
     """Video ``index`` of class ``c``: ``uint8 [L, size, size, 3]``, L in [min, max] frames."""
+    return _render(c, index, config, seed)[0]
+
+
+def _render(
+    c: SynthClass, index: int, config: SynthConfig, seed: int
+) -> tuple[np.ndarray, list[Segment]]:
     rng = frame_rng(seed, f"synth/{c.name}", index)
     total = int(rng.integers(config.min_frames, config.max_frames + 1))
     if c.category == "appearance":
         bg = scene_background(config.size, np.asarray(c.hue), c.pattern, c.freq, rng)
     else:
         bg = neutral_background(config.size, rng)
-    return render_video(bg, _segments(c, total, rng), rng)
+    segments = _segments(c, total, rng)
+    return render_video(bg, segments, rng), segments
+
+
+def _window_of(segments: list[Segment]) -> list[int]:
+    """``[start, stop)`` frames of a planted video's single-action (window) segments."""
+    starts = np.cumsum([0] + [s.length for s in segments])
+    inside = [i for i, s in enumerate(segments) if len(s.actions) == 1]
+    return [int(starts[inside[0]]), int(starts[inside[-1] + 1])]
 
 
 def write_video(path: Path, frames: np.ndarray, codec: str = "mpeg4", fps: int = 12) -> None:
@@ -215,34 +281,45 @@ def default_synth_cache() -> Path:
     return Path(env) if env else Path(platformdirs.user_cache_dir("fsarbench")) / "synth"
 
 
-def synth_dir(cache_dir: str | Path | None, seed: int, config: SynthConfig) -> Path:
+def _prefix(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown synth kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return "synth" if kind == "standard" else f"synth-{kind}"
+
+
+def synth_dir(
+    cache_dir: str | Path | None, seed: int, config: SynthConfig, kind: str = "standard"
+) -> Path:
     base = Path(cache_dir) if cache_dir is not None else default_synth_cache()
-    tag = stable_hash({"v": SYNTH_VERSION, "seed": seed, **asdict(config)}, 10)
-    return base / f"synth-v{SYNTH_VERSION}-seed{seed}-{tag}"
+    spec = {"v": SYNTH_VERSION, "seed": seed, **asdict(config)}
+    if kind != "standard":  # the standard benchmark's folder name predates kinds
+        spec["kind"] = kind
+    return base / f"{_prefix(kind)}-v{SYNTH_VERSION}-seed{seed}-{stable_hash(spec, 10)}"
 
 
-def _generate(work: Path, seed: int, config: SynthConfig) -> dict[str, Any]:
+def _generate(work: Path, seed: int, config: SynthConfig, kind: str) -> dict[str, Any]:
     """Write every missing video under ``work``; metadata of all videos."""
-    classes = plan_classes(seed)
+    classes = plan_classes(seed, kind)
     videos = []
     for c in classes:
         for i in range(config.videos_per_class):
             rel = Path("videos") / c.name / f"{c.name}_{i:03d}.mp4"
             path = work / rel
-            frames = render_class_video(c, i, config, seed)
+            frames, segments = _render(c, i, config, seed)
             if not path.exists():
                 write_video(path, frames, config.codec, config.fps)
-            videos.append(
-                {
-                    "video_id": path.stem,
-                    "class_name": c.name,
-                    "split": c.split,
-                    "path": str(rel),
-                    "frames": int(len(frames)),
-                    "md5": md5_file(path),
-                }
-            )
-    return {
+            video = {
+                "video_id": path.stem,
+                "class_name": c.name,
+                "split": c.split,
+                "path": str(rel),
+                "frames": int(len(frames)),
+                "md5": md5_file(path),
+            }
+            if c.category == "planted":
+                video["window"] = _window_of(segments)
+            videos.append(video)
+    meta = {
         "format": 1,
         "version": SYNTH_VERSION,
         "seed": seed,
@@ -250,18 +327,22 @@ def _generate(work: Path, seed: int, config: SynthConfig) -> dict[str, Any]:
         "classes": [c.info() for c in classes],
         "videos": videos,
     }
+    return meta if kind == "standard" else {**meta, "kind": kind}
 
 
 def ensure_synth(
-    cache_dir: str | Path | None = None, seed: int = 0, config: SynthConfig | None = None
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    config: SynthConfig | None = None,
+    kind: str = "standard",
 ) -> Path:
-    """The folder of the synthetic dataset, generating it first if needed.
+    """The folder of the synthetic dataset of ``kind``, generating it first if needed.
 
     ``cache_dir`` defaults to ``$FSAR_SYNTH`` or ``<user cache>/fsarbench/synth``. The folder
     holds ``synth.json`` (classes, categories, videos with md5) and ``videos/<class>/*.mp4``.
     """
     config = config or SynthConfig()
-    final = synth_dir(cache_dir, seed, config)
+    final = synth_dir(cache_dir, seed, config, kind)
     if (final / "synth.json").is_file():
         return final
     # Concurrent first uses (DataLoader workers, torchrun ranks) wait for one generator;
@@ -270,20 +351,20 @@ def ensure_synth(
         if (final / "synth.json").is_file():
             return final
         work = final.with_name(final.name + ".partial")
-        meta = _generate(work, seed, config)
+        meta = _generate(work, seed, config, kind)
         atomic_write_json(work / "synth.json", meta)
         os.replace(work, final)
     return final
 
 
 class SynthDataset:
-    """``get_dataset("synth", root=cache_dir, seed=0, config=SynthConfig())``.
+    """``get_dataset("synth", root=cache_dir, seed=0, config=SynthConfig())`` (and
+    ``"synth-planted"``, the same with ``kind="planted"``).
 
     ``root`` is the cache folder (default ``$FSAR_SYNTH`` or the user cache); data are
     generated on the first call that needs videos.
     """
 
-    name = "synth"
     flip_ok = False  # atomic actions move left/right
 
     def __init__(
@@ -293,19 +374,21 @@ class SynthDataset:
         seed: int = 0,
         config: SynthConfig | None = None,
         splits_dir: str | Path | None = None,
+        kind: str = "standard",
     ):
         del splits_dir  # accepted for a uniform get_dataset call; synth has no split lists
         self.cache_dir, self.seed, self.config = root, seed, config or SynthConfig()
-        self.variant = f"synth-v{SYNTH_VERSION}-seed{seed}"
+        self.kind, self.name = kind, _prefix(kind)
+        self.variant = f"{self.name}-v{SYNTH_VERSION}-seed{seed}"
         self._meta: dict[str, Any] | None = None
 
     @property
     def path(self) -> Path:
-        return synth_dir(self.cache_dir, self.seed, self.config)
+        return synth_dir(self.cache_dir, self.seed, self.config, self.kind)
 
     def meta(self) -> dict[str, Any]:
         if self._meta is None:
-            root = ensure_synth(self.cache_dir, self.seed, self.config)
+            root = ensure_synth(self.cache_dir, self.seed, self.config, self.kind)
             self._meta = json.loads((root / "synth.json").read_text())
         return self._meta
 
@@ -319,10 +402,18 @@ class SynthDataset:
         """class name -> category, actions, partner (reversed pair), scene colour."""
         return {c["name"]: c for c in self.meta()["classes"] if c["split"] == split}
 
+    def windows(self, split: str) -> dict[str, tuple[int, int]]:
+        """video id -> ``[start, stop)`` frames of its action window (``synth-planted``)."""
+        return {
+            v["video_id"]: tuple(v["window"])
+            for v in self.meta()["videos"]
+            if v["split"] == split and "window" in v
+        }
+
     def videos(self, split: str) -> list[VideoRecord]:
         names = self.class_names(split)
         if not names:
-            raise KeyError(f"synth has no split {split!r}; splits: train, val, test")
+            raise KeyError(f"{self.name} has no split {split!r}; splits: train, val, test")
         index = {c: i for i, c in enumerate(names)}
         root = self.path
         return [

@@ -14,7 +14,6 @@ import yaml
 
 from fsarbench.config import build_config, check_names
 from fsarbench.data.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
-from fsarbench.experiments.grids import STAND_IN
 from fsarbench.experiments.tracks import DatasetFeatures
 from fsarbench.features.store import SubsetFeatureStore
 from fsarbench.training import SplitFeatures
@@ -58,8 +57,11 @@ def check_presets_table(table: dict[str, Any], where: str) -> dict[str, Any]:
 
 def feature_preset(dataset: str, overrides: dict[str, Any] | None = None) -> FeaturePreset:
     """The preset of ``dataset``: the file's ``default``, the dataset's entry, ``overrides``."""
+    from fsarbench.data.datasets import settings_dataset
+
     table = _presets_table()
-    values = {**table.get("default", {}), **table.get("datasets", {}).get(dataset, {})}
+    entry = table.get("datasets", {}).get(settings_dataset(dataset), {})
+    values = {**table.get("default", {}), **entry}
     values.update(overrides or {})
     return build_config(FeaturePreset, values, where=f"feature preset of {dataset!r}")
 
@@ -85,11 +87,12 @@ class FrozenFeatureProvider:
         self.protocol = protocol
 
     def __call__(self, dataset: str, protocol: str | None = None) -> DatasetFeatures:
-        from fsarbench.data.datasets import get_dataset
+        from fsarbench.data.datasets import get_dataset, is_synthetic
 
         preset = feature_preset(dataset, self.overrides)
         protocol = get_protocol(protocol or self.protocol, dataset)
-        root = None if dataset == STAND_IN else self.root  # synth lives in its own cache
+        # generated datasets live in their own cache, not under the data root
+        root = None if is_synthetic(dataset) else self.root
         ds = get_dataset(dataset, root=root)
         splits, names, skipped, keys = {}, {}, [], {}
         for split in SPLITS:

@@ -22,6 +22,7 @@ __all__ = [
     "expand_grid",
     "available_datasets",
     "STAND_IN",
+    "grid_stand_in",
     "GridSpec",
     "load_grid_file",
     "add_grid_file",
@@ -52,15 +53,19 @@ class GridSpec:
     title: str = ""
     shots: list[int] | None = None
     ways: list[int] = field(default_factory=lambda: [5])
+    #: The generated dataset that stands in for a paper dataset that is not present.
+    stand_in: str = STAND_IN
 
     def check(self, where: str) -> None:
         """Ranges and names (methods must be registered, datasets known)."""
-        from fsarbench.data.datasets import list_datasets
+        from fsarbench.data.datasets import is_synthetic, list_datasets
 
         for shot in self.shots or []:
             check_range(where, "shots", shot, 1, 100)
         for way in self.ways:
             check_range(where, "ways", way, 2, 100)
+        synthetic = [d for d in list_datasets() if is_synthetic(d)]
+        check_names(f"{where}.stand_in", [self.stand_in], synthetic)
         if isinstance(self.datasets, str):
             check_names(f"{where}.datasets", [self.datasets], ["available"])
         else:
@@ -135,6 +140,12 @@ def grid_title(name: str) -> str:
     return _grid(name).title or name
 
 
+def grid_stand_in(name: str) -> str:
+    """The stand-in dataset of grid ``name`` (``synth`` for a name that is not a grid)."""
+    grids = {**_builtin().grids, **_USER_GRIDS}
+    return grids[name].stand_in if name in grids else STAND_IN
+
+
 def _grid(name: str) -> GridSpec:
     grids = {**_builtin().grids, **_USER_GRIDS}
     if name not in grids:
@@ -146,14 +157,14 @@ def _grid(name: str) -> GridSpec:
 
 def available_datasets(root: str | None = None) -> list[str]:
     """Published datasets whose videos are present under ``root`` / ``FSAR_DATA``."""
-    from fsarbench.data.datasets import get_dataset, list_datasets
+    from fsarbench.data.datasets import get_dataset, is_synthetic, list_datasets
 
     root = root or os.environ.get("FSAR_DATA")
     if not root:
         return []
     found = []
     for name in list_datasets():
-        if name == STAND_IN:
+        if is_synthetic(name):
             continue
         try:
             if get_dataset(name, root=root).available():
@@ -194,14 +205,15 @@ def expand_grid(
     protocol: str = "seed",
 ) -> list[Cell]:
     """Cells of grid ``name`` on ``track`` under ``protocol``; datasets not in ``available``
-    are stood in for by ``synth``."""
+    are stood in for by the grid's ``stand_in`` (``synth`` unless the grid says otherwise)."""
     grid = _grid(name)
     datasets = grid.datasets
     if datasets == "available":
-        datasets = list(available) or [STAND_IN]
+        datasets = list(available) or [grid.stand_in]
     cells = []
     for paper_ds in datasets:
-        ds = paper_ds if paper_ds in available or paper_ds == STAND_IN else STAND_IN
+        kept = paper_ds in available or paper_ds == grid.stand_in
+        ds = paper_ds if kept else grid.stand_in
         grid_shots = grid.shots or standard_shots(paper_ds)
         for way in [w for w in grid.ways if ways is None or w in ways]:
             for shot in [s for s in grid_shots if shots is None or s in shots]:

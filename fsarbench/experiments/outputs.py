@@ -16,6 +16,7 @@ EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv"}
 
 def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
     """Render ``tables`` (numbers 1-6) and all supported figures from ``run_dir``'s records."""
+    from fsarbench.experiments.grids import grid_stand_in
     from fsarbench.report.figure_set import render_all
     from fsarbench.report.published import (
         known_methods,
@@ -35,7 +36,7 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
             load_table(number),
             entries,
             source="both",
-            stand_in="synth",
+            stand_in=grid_stand_in(f"table{number}"),
             aliases=load_dataset_aliases(),
             known=known_methods(),
         )

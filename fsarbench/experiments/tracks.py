@@ -232,9 +232,9 @@ class FinetuneTrack:
         return self.clips[dataset]
 
     def _open(self, name: str):
-        from fsarbench.data.datasets import get_dataset
+        from fsarbench.data.datasets import get_dataset, is_synthetic
 
-        return get_dataset(name, root=None if name == "synth" else self.root)
+        return get_dataset(name, root=None if is_synthetic(name) else self.root)
 
     def _probe(self, name: str) -> _ClipData:
         from fsarbench.training.clip_data import usable_split

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fsarbench.data.datasets import is_synthetic
 from fsarbench.io import stable_hash
 from fsarbench.results import ResultRecord, load_queries, load_records
 from fsarbench.stats.seeds import SeedSpread, seed_mean_std
@@ -149,7 +150,7 @@ class Entry:
 
     @property
     def synthetic(self) -> bool:
-        return any(r.tags.get("synthetic") or r.dataset == "synth" for r in self.records)
+        return any(r.tags.get("synthetic") or is_synthetic(r.dataset) for r in self.records)
 
     @property
     def tags(self) -> dict:

@@ -150,7 +150,14 @@ def finetune_recipe(
     values = _merge({"recipe": {}, "options": {}}, table.get("default"))
     family = method.split("-")[0]
     per_method = table.get("methods", {})
-    keys = dict.fromkeys([family, method, f"{family}@{dataset}", f"{method}@{dataset}"])
+    from fsarbench.data.datasets import settings_dataset
+
+    shared = settings_dataset(dataset)
+    keys = dict.fromkeys(
+        [family, method]
+        + [f"{family}@{shared}", f"{method}@{shared}"] * (shared != dataset)
+        + [f"{family}@{dataset}", f"{method}@{dataset}"]
+    )
     for key in keys:
         values = _merge(values, per_method.get(key))
     name = protocol or (overrides or {}).get("options", {}).get("protocol") or DEFAULT_PROTOCOL

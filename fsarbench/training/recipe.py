@@ -118,6 +118,9 @@ def frozen_recipe(
     family = method.split("-")[0]
     values.update(per_method.get(method, per_method.get(family, {})))
     if dataset is not None:
-        values.update(table.get("datasets", {}).get(dataset, {}))
+        from fsarbench.data.datasets import settings_dataset
+
+        per_dataset = table.get("datasets", {})
+        values.update(per_dataset.get(dataset, per_dataset.get(settings_dataset(dataset), {})))
     values.update(overrides or {})
     return build_config(Recipe, values, where=f"recipe of {method!r}")
