@@ -38,6 +38,8 @@ def render_markdown(table: Table, citation: Citation | None = None) -> str:
     out += [f"- {n}" for n in table.notes]
     if citation is not None:
         out.append(f"- Published numbers: {citation}")
+    if table.references:
+        out += ["", "References:", ""] + [f"- {ref}" for ref in table.references]
     return "\n".join(out) + "\n"
 
 
@@ -115,6 +117,9 @@ def render_latex(table: Table, citation: Citation | None = None) -> str:
     if table.notes:
         notes = " ".join(latex_escape(n) for n in table.notes)
         lines.append(rf"\par\smallskip{{\footnotesize {notes}}}")
+    if table.references:
+        refs = r" \\ ".join(latex_escape(ref) for ref in table.references)
+        lines.append(rf"\par\smallskip{{\footnotesize References: \\ {refs}}}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
@@ -164,7 +169,7 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
                     len(e.records) if e else "",
                     c.mark,
                     int(c.significant),
-                    cite if r.source == "published" else "",
+                    (r.citation or cite) if r.source == "published" else "",
                 ]
             )
     return buf.getvalue()
