@@ -118,8 +118,9 @@ def render_latex(table: Table, citation: Citation | None = None) -> str:
         notes = " ".join(latex_escape(n) for n in table.notes)
         lines.append(rf"\par\smallskip{{\footnotesize {notes}}}")
     if table.references:
-        refs = r" \\ ".join(latex_escape(ref) for ref in table.references)
-        lines.append(rf"\par\smallskip{{\footnotesize References: \\ {refs}}}")
+        # one \par per reference: "\\ [1]" would read [1] as the line break's spacing argument
+        refs = "".join(rf"\par {latex_escape(ref)}" for ref in table.references)
+        lines.append(rf"\par\smallskip{{\footnotesize References.{refs}\par}}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
