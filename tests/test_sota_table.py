@@ -235,3 +235,14 @@ def test_table_sota_cli(runs, tmp_path, capsys) -> None:
     assert "MoLo [35]" in capsys.readouterr().out
     assert main(["table", "nope"]) != 0
     assert "no comparison table 'nope'" in capsys.readouterr().err
+
+
+def test_the_docs_example_row_validates() -> None:
+    """The "Adding a row" example of docs/sota.md is a valid addition to sota.yaml."""
+    docs = (published_dir().parents[1] / "docs" / "sota.md").read_text(encoding="utf-8")
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", docs, re.DOTALL).group(1))
+    data = _sota_data()
+    data["references"].update(example["references"])
+    data["rows"] += example["rows"]
+    spec = parse_comparison(yaml.safe_dump(data), "sota", known_datasets=KNOWN)
+    assert spec.rows[-1].values == {"kinetics": {1: 90.0, 5: 95.0}, "ssv2_full": {1: 60.0}}
