@@ -46,6 +46,7 @@ __all__ = [
 LABEL_COLUMNS = ["Method", "Venue", "Backbone", "Frames", "Track", "Text", "Ref"]
 NOT_STATED = "n/s"  # the source does not say
 NOT_RECORDED = "n/r"  # our records do not say
+SECONDARY_MARK = "†"  # after the Ref of a row read in a secondary source
 KIND = "comparison"
 
 Track = Literal["frozen", "finetune", "adapter", "n/s"]
@@ -221,6 +222,10 @@ def _ref_numbers(spec: ComparisonSpec) -> dict[str, int]:
     return order
 
 
+def _secondary(spec: ComparisonSpec, row: ComparisonRow) -> bool:
+    return spec.references[row.ref].kind == "secondary"
+
+
 def to_table_spec(spec: ComparisonSpec) -> TableSpec:
     """The comparison as a :class:`TableSpec` (label columns :data:`LABEL_COLUMNS`)."""
     columns = [
@@ -238,7 +243,7 @@ def to_table_spec(spec: ComparisonSpec) -> TableSpec:
                 NOT_STATED if r.frames is None else str(r.frames),
                 r.track,
                 r.text,
-                f"[{numbers[r.ref]}]",
+                f"[{numbers[r.ref]}]" + (SECONDARY_MARK if _secondary(spec, r) else ""),
             ],
             values=[r.values.get(c.dataset, {}).get(c.shot) for c in columns],
             methods=list(r.methods),
@@ -305,7 +310,8 @@ def build_comparison(
     if source != "runs":
         table.notes = [
             "published: numbers as reported in each row's source (Ref); the references say "
-            "what was read and where; rows of kind 'secondary' were not read in the paper.",
+            f"what was read and where. {SECONDARY_MARK}: read in a secondary source, neither "
+            "the paper nor the authors' repository.",
             *(n for n in table.notes if not n.startswith("published")),
         ]
         table.references = [f"[{n}] {spec.references[key]}" for key, n in numbers.items()]

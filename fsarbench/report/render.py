@@ -60,6 +60,7 @@ _LATEX_ESCAPES = {
     "λ": r"$\lambda$",
     "α": r"$\alpha$",
     "—": "---",
+    "†": r"\dag{}",
 }
 
 
