@@ -209,12 +209,12 @@ def test_run_rows_sit_beside_published_rows(runs) -> None:
     table = build_comparison(load_comparison("sota"), load_entries(runs))
     names = [(r.labels[0], r.source) for r in table.rows]
     at = names.index(("SGTM+OTAM", "published"))
-    assert names[at + 1] == ("SGTM+OTAM", "run (synth)")  # our run of the mapped method
+    assert names[at + 1] == ("sgtm-otam", "run (synth)")  # our run of the mapped method
     assert ("otam", "run (synth)") in names  # mapped by Table 1, still shown here
     rows = {r.labels[0]: r for r in table.rows if r.source.startswith("run")}
     clip = rows["clip-proto"]
     assert clip.labels[1:7] == ["this run", "clip-vit-b16", "8", "frozen", "n/r", ""]
-    assert rows["SGTM+OTAM"].labels[2:5] == ["n/r", "n/r", "frozen"]  # demo records say none
+    assert rows["sgtm-otam"].labels[2:5] == ["n/r", "n/r", "frozen"]  # demo records say none
     assert re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", clip.cells[0].text)  # Kinetics 1-shot
     assert all(c.text == "-" for c in clip.cells[2:])  # synth stands in under Kinetics only
     assert any("synthetic" in n for n in table.notes) and table.references

@@ -270,13 +270,14 @@ def _run_label(entries: list[Entry], key: str) -> str:
 
 
 def _relabel_run_row(row: TableRow) -> None:
-    """Give a run row our protocol: its backbone, frames and track from the records."""
+    """Give a run row our system's name and protocol: backbone, frames and track from the
+    records (a run of a mapped method keeps its place right after the published row)."""
     entries = [c.entry for c in row.cells if c.entry is not None]
     if not entries:
         return
     tracks = " / ".join(sorted({e.setting.track for e in entries}))
     row.labels = [
-        row.labels[0],
+        " / ".join(sorted({e.system for e in entries})),
         "this run",
         _run_label(entries, "backbone"),
         _run_label(entries, "num_frames"),
