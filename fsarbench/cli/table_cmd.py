@@ -1,4 +1,5 @@
-"""``python -m fsarbench table N``: one of the seed paper's tables, from published numbers and
+"""``python -m fsarbench table N|NAME``: one of the seed paper's tables (N = 1-6) or a
+comparison table of published results (NAME, e.g. ``sota``), from published numbers and
 result records."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from fsarbench.io import atomic_write_text
 from fsarbench.report.cli_args import add_runs_arg, add_stats_args
+from fsarbench.report.comparison import build_comparison, load_comparison
 from fsarbench.report.published import (
     known_methods,
     load_citation,
@@ -16,17 +18,20 @@ from fsarbench.report.published import (
 )
 from fsarbench.report.records import load_entries
 from fsarbench.report.render import FORMATS, render
-from fsarbench.report.tables import SOURCES, build_table, mark_significant
+from fsarbench.report.tables import SOURCES, Table, build_table, mark_significant
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "table",
-        help="render one of the seed paper's Tables 1-6 (published + our runs)",
-        description="Lay out Table N of the seed paper: published numbers (labelled) and, from "
-        "the records under --runs, our accuracy ± 95% CI; best bold, second underlined.",
+        help="render one of the seed paper's Tables 1-6, or a comparison table such as "
+        "'sota' (published + our runs)",
+        description="Lay out Table N of the seed paper, or the comparison table NAME (published "
+        "results of many papers, each row with its backbone, frames, track, text use and "
+        "reference): published numbers (labelled) and, from the records under --runs, our "
+        "accuracy ± 95%% CI; best bold, second underlined.",
     )
-    p.add_argument("number", type=int, help="table number (1-6)")
+    p.add_argument("number", help="table number (1-6) or comparison table name (e.g. sota)")
     add_runs_arg(p)
     p.add_argument("--format", choices=FORMATS, default="md", help="md (default), latex or csv")
     p.add_argument("--out", default=None, help="write to this file instead of stdout")
@@ -66,21 +71,36 @@ def _stand_in(args: argparse.Namespace) -> str | None:
     return args.stand_in or None
 
 
-def run(args: argparse.Namespace) -> int:
-    spec = load_table(args.number, args.published)
-    runs = Path(args.runs)
-    entries = load_entries(runs) if args.source != "published" and runs.exists() else []
-    table = build_table(
-        spec,
+def _paper_table(args: argparse.Namespace, entries: list) -> Table:
+    return build_table(
+        load_table(int(args.number), args.published),
         entries,
         source=args.source,
         stand_in=_stand_in(args),
         aliases=load_dataset_aliases(args.published),
         known=known_methods(args.published),
     )
+
+
+def _comparison_table(args: argparse.Namespace, entries: list) -> Table:
+    return build_comparison(
+        load_comparison(args.number, args.published),
+        entries,
+        source=args.source,
+        stand_in=_stand_in(args),
+        aliases=load_dataset_aliases(args.published),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    runs = Path(args.runs)
+    entries = load_entries(runs) if args.source != "published" and runs.exists() else []
+    paper = args.number.isdigit()
+    table = (_paper_table if paper else _comparison_table)(args, entries)
     if args.mark_significant:
         mark_significant(table, runs, alpha=args.alpha, test=args.test)
-    text = render(table, args.format, load_citation(args.published))
+    citation = load_citation(args.published) if paper else None
+    text = render(table, args.format, citation)
     if args.out:
         atomic_write_text(args.out, text)
         print(f"table {args.number} written to {args.out}")

@@ -97,10 +97,12 @@ class PublishedProtocol:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One published table."""
+    """One published table: the seed paper's ``tableN.yaml`` (``table`` = N, one ``protocol``
+    for every row) or a comparison table (``table`` = its name, ``protocol`` = ``None``: each
+    row states its own, see :mod:`fsarbench.report.comparison`)."""
 
-    table: int
-    protocol: PublishedProtocol
+    table: int | str
+    protocol: PublishedProtocol | None
     caption: str
     decimals: int
     label_columns: list[str]

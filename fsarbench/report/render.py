@@ -38,6 +38,8 @@ def render_markdown(table: Table, citation: Citation | None = None) -> str:
     out += [f"- {n}" for n in table.notes]
     if citation is not None:
         out.append(f"- Published numbers: {citation}")
+    if table.references:
+        out += ["", "References:", ""] + [f"- {ref}" for ref in table.references]
     return "\n".join(out) + "\n"
 
 
@@ -58,6 +60,7 @@ _LATEX_ESCAPES = {
     "λ": r"$\lambda$",
     "α": r"$\alpha$",
     "—": "---",
+    "†": r"\dag{}",
 }
 
 
@@ -115,6 +118,10 @@ def render_latex(table: Table, citation: Citation | None = None) -> str:
     if table.notes:
         notes = " ".join(latex_escape(n) for n in table.notes)
         lines.append(rf"\par\smallskip{{\footnotesize {notes}}}")
+    if table.references:
+        # one \par per reference: "\\ [1]" would read [1] as the line break's spacing argument
+        refs = "".join(rf"\par {latex_escape(ref)}" for ref in table.references)
+        lines.append(rf"\par\smallskip{{\footnotesize References.{refs}\par}}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
@@ -164,7 +171,7 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
                     len(e.records) if e else "",
                     c.mark,
                     int(c.significant),
-                    cite if r.source == "published" else "",
+                    (r.citation or cite) if r.source == "published" else "",
                 ]
             )
     return buf.getvalue()

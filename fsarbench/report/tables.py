@@ -46,6 +46,7 @@ class TableRow:
     source: str  # "published" or "run" / "run (synth)"
     cells: list[Cell]
     ours: bool = False
+    citation: str = ""  # reference key of this row's numbers, where rows cite different sources
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Table:
     spec: TableSpec
     rows: list[TableRow]
     notes: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)  # "[n] source" lines, in order
 
 
 def _published_row(spec: TableSpec, row: Row) -> TableRow:
@@ -214,10 +216,13 @@ def build_table(
 
 
 def _track_notes(spec: TableSpec, entries: list[Entry], source: str) -> list[str]:
-    """Which protocol the published numbers follow, and where run cells follow another."""
-    notes = [f"published protocol: {spec.protocol.label}."] if source != "runs" else []
+    """Which protocol the published numbers follow, and where run cells follow another (a
+    table without one ``protocol`` labels each row instead)."""
     tracks = sorted({e.setting.track for e in entries})
-    other = [t for t in tracks if t != spec.protocol.track]
+    notes = []
+    if spec.protocol is not None and source != "runs":
+        notes.append(f"published protocol: {spec.protocol.label}.")
+    other = [t for t in tracks if spec.protocol is not None and t != spec.protocol.track]
     if source != "published" and other:
         notes.append(
             f"run cells of the {', '.join(other)} track sit beside published {spec.protocol.track}"
