@@ -31,7 +31,13 @@ __all__ = [
     "seed_matrix",
     "base_method_of",
     "overrides_of",
+    "setting_of",
+    "OUTSIDE_TAG",
 ]
+
+#: Record tag of an outside result: added from a verified bundle (``leaderboard --add``),
+#: not run here; its value names the bundle.
+OUTSIDE_TAG = "outside"
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +156,11 @@ class Entry:
     @property
     def synthetic(self) -> bool:
         return any(r.tags.get("synthetic") or r.dataset == "synth" for r in self.records)
+
+    @property
+    def outside(self) -> bool:
+        """Added from a verified bundle (``leaderboard --add``), not run in this folder."""
+        return any(r.tags.get(OUTSIDE_TAG) for r in self.records)
 
     @property
     def tags(self) -> dict:
