@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from data_fixtures import require_shared_splits
 
 import fsarbench as fb
 from fsarbench.bundles import (
@@ -23,13 +24,17 @@ from fsarbench.bundles import (
     BundleVerificationError,
     verify_bundle,
 )
-from fsarbench.bundles.format import pack_bundle
+from fsarbench.bundles.format import pack_bundle, write_bundle
 from fsarbench.bundles.outside import add_bundle
 from fsarbench.bundles.pools import official_pool
 from fsarbench.cli.main import main
+from fsarbench.data.datasets import get_dataset
 from fsarbench.data.synth import SynthConfig, SynthDataset
+from fsarbench.episodes import make_manifest
+from fsarbench.evaluate import summarise_predictions
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.runner import DatasetFeatures, RunOptions, run_cells
+from fsarbench.results import make_record, save_result
 from fsarbench.training import SplitFeatures
 
 TINY = SynthConfig(videos_per_class=4, size=16, min_frames=4, max_frames=5)
@@ -268,3 +273,49 @@ def test_synth_of_other_data_refused(runs, bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("FSAR_SYNTH", str(tmp_path))
     with pytest.raises(BundleVerificationError, match="no generated synth under .* test md5"):
         verify_bundle(bundle)
+
+
+def _ucf_bundle(lab: Path, splits: Path) -> Path:
+    """A lab's bundle on UCF101's published test list (one video missing on their side):
+    60%-correct predictions over the official 5-way 1-shot, 2-query manifest."""
+    ds = get_dataset("ucf101", splits_dir=splits)
+    split, names = ds.split("test"), ds.class_names("test")
+    missing = split.entries[5].video_id
+    classes = [names.index(e.class_name) for e in split.entries if e.video_id != missing]
+    m = make_manifest(
+        classes, way=5, shot=1, queries=2, episodes=40, seed=1, dataset=ds.variant,
+        split="test", class_names=names,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    wrong = rng.integers(0, 5, m.query.shape)
+    predicted = np.where(rng.random(m.query.shape) < 0.6, m.query_labels, wrong)
+    result = summarise_predictions(predicted, m, "t", 0.0)
+    record = make_record(
+        result,
+        method="labnet",
+        dataset="ucf101",
+        split_variant=ds.variant,
+        manifest=m,
+        features={"split_md5": {"test": split.md5}},
+        class_names=names,
+        skipped_videos=[f"test/{missing}: missing"],
+    )
+    save_result(lab, record, result)
+    return write_bundle(lab, "labnet")
+
+
+def test_published_dataset_verifies_against_the_users_split_list(tmp_path, capsys):
+    splits = require_shared_splits()
+    path = _ucf_bundle(tmp_path / "lab", splits)
+    (record,) = verify_bundle(path, splits_dir=splits).records
+    assert record.record.accuracy == round(record.result.accuracy, 6)
+    assert main(["verify", str(path), "--splits-dir", str(splits)]) == 0
+    assert "ucf101 5-way 1-shot seed 1" in capsys.readouterr().out
+    edited = tmp_path / "edited"
+    shutil.copytree(splits / "trx" / "ucf_ARN", edited / "trx" / "ucf_ARN")
+    test_list = next((edited / "trx" / "ucf_ARN").glob("test*"))
+    test_list.write_text("".join(test_list.read_text().splitlines(True)[1:]))
+    with pytest.raises(BundleVerificationError, match=r"without the ucf101 test list: .*modified"):
+        verify_bundle(path, splits_dir=edited)
+    with pytest.raises(BundleVerificationError, match=r"ucf101/test not found.*--splits-dir"):
+        verify_bundle(path, splits_dir=tmp_path / "empty")

@@ -162,9 +162,10 @@ def _number_diffs(
         ("episodes", res.episodes),
         ("nonfinite_queries", res.extra["nonfinite_queries"]),
     ):
-        if getattr(r, field) != got:
+        stored = getattr(r, field)
+        if stored != got:
             diffs.append(
-                f"{r.cell}: field {field}: the predictions give {got}, the record says {getattr(r, field)}"
+                f"{r.cell}: field {field}: the predictions give {got}, the record says {stored}"
             )
     per_class = {names[c]: round(a, 4) for c, a in res.per_class_accuracy.items()}
     for name in sorted(set(per_class) | set(r.per_class_accuracy)):

@@ -31,6 +31,7 @@ from fsarbench.io import stable_hash
 from fsarbench.locks import held
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_parts, provenance_diff
+from fsarbench.report.records import OUTSIDE_TAG
 from fsarbench.results import (
     SUPERSEDED_DIR,
     ResultRecord,
@@ -112,8 +113,9 @@ class CellRunner:
         self.pair_tables: dict[str, dict] = {}
         self.manifests: dict[tuple, Manifest] = {}
         self.manifest_hashes: dict[int, str] = {}
+        # outside results (added from bundles) are never reused or superseded as own cells
         self.done = (
-            {r.cell: r for r in load_records(options.out_dir)}
+            {r.cell: r for r in load_records(options.out_dir) if not r.tags.get(OUTSIDE_TAG)}
             if Path(options.out_dir).exists()
             else {}
         )
