@@ -217,12 +217,19 @@ def _unlisted_edit(bundle: Path, path: Path) -> None:
             dst.writestr(name, data)
 
 
+def _text_accuracy(bundle: Path, path: Path) -> None:
+    members = _members(bundle)
+    _edit_record("accuracy", str)(members)
+    path.write_bytes(pack_bundle("otam", members))
+
+
 @pytest.mark.parametrize(
     "make, pattern",
     [
         (_truncated, r"not a readable fsarbench bundle \(truncated or corrupt"),
         (_version_2, r"field version is 2, this fsarbench reads bundle format version 1"),
         (_unlisted_edit, r"member records/otam__.*\.json was changed after the bundle"),
+        (_text_accuracy, r"not a result record: accuracy is '\d+\.\d+', not float"),
     ],
 )
 def test_corrupt_or_foreign_file_refused(make, pattern, bundle, tmp_path, capsys):

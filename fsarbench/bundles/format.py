@@ -72,14 +72,13 @@ def _npz_bytes(columns: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def _method_records(runs: Path, method: str) -> list[Path]:
-    paths = [p for p in sorted(runs.rglob("records/*.json")) if load_record(p).method == method]
-    if not paths:
-        from fsarbench.results import load_records
-
-        have = sorted({r.method for r in load_records(runs)})
+def _method_records(runs: Path, method: str) -> list[tuple[Path, ResultRecord]]:
+    found = [(p, load_record(p)) for p in sorted(runs.rglob("records/*.json"))]
+    mine = [(p, r) for p, r in found if r.method == method]
+    if not mine:
+        have = sorted({r.method for _, r in found})
         raise BundleError(f"no records of method {method!r} under {runs}; methods there: {have}")
-    return paths
+    return mine
 
 
 def _queries_of(path: Path, record: ResultRecord) -> dict[str, np.ndarray]:
@@ -102,8 +101,7 @@ def bundle_members(runs: str | Path, method: str) -> dict[str, bytes]:
     """``{member name: bytes}`` of every record of ``method`` under ``runs`` (all datasets,
     ways, shots, seeds, protocols) and its per-query predictions."""
     members: dict[str, bytes] = {}
-    for path in _method_records(Path(runs), method):
-        record = load_record(path)
+    for path, record in _method_records(Path(runs), method):
         name = f"records/{record.cell}.json"
         if name in members:
             raise BundleError(
@@ -191,13 +189,36 @@ def _check_index(path: Path, members: dict[str, bytes]) -> dict:
     return index
 
 
+_TYPES = {"int": int, "float": (int, float), "str": str, "dict": dict, "list": list}
+
+
+def _field_problems(fields: dict) -> list[str]:
+    """Fields of a record JSON that are missing or of the wrong JSON type."""
+    problems = []
+    for f in dataclasses.fields(ResultRecord):
+        if f.name not in fields:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"{f.name} missing")
+            continue
+        value, kind = fields[f.name], str(f.type)
+        if value is None and kind.endswith("| None"):
+            continue
+        wanted = _TYPES.get(kind.split("[")[0].split(" ")[0], object)
+        if not isinstance(value, wanted) or (wanted is not str and isinstance(value, str)):
+            problems.append(f"{f.name} is {value!r}, not {kind}")
+    return problems
+
+
 def _parse_record(name: str, data: bytes) -> ResultRecord:
-    names = {f.name for f in dataclasses.fields(ResultRecord)}
     try:
         fields = json.loads(data)
-        return ResultRecord(**{k: v for k, v in fields.items() if k in names})
-    except (ValueError, TypeError, AttributeError) as err:
-        raise BundleFormatError(f"member {name} is not a result record: {err}") from None
+    except ValueError as err:
+        raise BundleFormatError(f"member {name} is not JSON: {err}") from None
+    problems = _field_problems(fields) if isinstance(fields, dict) else ["not a JSON object"]
+    if problems:
+        raise BundleFormatError(f"member {name} is not a result record: {'; '.join(problems)}")
+    names = {f.name for f in dataclasses.fields(ResultRecord)}
+    return ResultRecord(**{k: v for k, v in fields.items() if k in names})
 
 
 def _parse_queries(name: str, data: bytes) -> dict[str, np.ndarray]:
@@ -208,9 +229,18 @@ def _parse_queries(name: str, data: bytes) -> dict[str, np.ndarray]:
         raise BundleFormatError(
             f"member {name} does not hold the per-query columns {list(RECORD_FIELDS)}: {err}"
         ) from None
-    lengths = {c: a.shape for c, a in columns.items()}
-    if len({a.shape for a in columns.values()}) != 1 or columns["episode"].ndim != 1:
-        raise BundleFormatError(f"member {name}: columns of unequal shapes {lengths}")
+    shapes = {c: a.shape for c, a in columns.items()}
+    if len(set(shapes.values())) != 1 or columns["episode"].ndim != 1:
+        raise BundleFormatError(f"member {name}: columns of unequal shapes {shapes}")
+    kinds = {c: a.dtype.kind for c, a in columns.items()}
+    wrong = {
+        c: str(columns[c].dtype) for c, k in kinds.items() if k != ("b" if c == "correct" else "i")
+    }
+    if wrong:
+        raise BundleFormatError(
+            f"member {name}: columns of the wrong type {wrong} (labels and classes are "
+            "integers, correct is boolean)"
+        )
     return columns
 
 
