@@ -34,6 +34,10 @@ from fsarbench.episodes import make_manifest
 from fsarbench.evaluate import summarise_predictions
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.runner import DatasetFeatures, RunOptions, run_cells
+from fsarbench.report.published import load_table
+from fsarbench.report.records import load_entries
+from fsarbench.report.render import render
+from fsarbench.report.tables import build_table
 from fsarbench.results import make_record, save_result
 from fsarbench.training import SplitFeatures
 
@@ -116,6 +120,16 @@ def test_round_trip_verifies_and_ranks_as_outside(runs, bundle, tmp_path, capsys
     for _, row in board[board.method == "otam"].iterrows():
         assert row.accuracy == pytest.approx(lab_acc[(row.way, row.shot)])
     assert board.groupby(["way", "shot"]).diff_vs_leader.count().tolist() == [1, 1]
+
+
+def test_paper_tables_leave_outside_results_out(runs, bundle, tmp_path):
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    add_bundle(ours, bundle)
+    entries = load_entries(ours)
+    assert {e.system: e.outside for e in entries} == {"otam": True, "protonet": False}
+    rows = render(build_table(load_table(1), entries, source="runs"), "csv", None)
+    assert "protonet,run (synth)" in rows and "OTAM" not in rows  # not our OTAM reproduction
 
 
 def _members(path: Path) -> dict[str, bytes]:

@@ -19,8 +19,8 @@ from fsarbench.bundles.errors import BundleError
 from fsarbench.bundles.format import method_slug, read_bundle
 from fsarbench.bundles.verify import VerifiedBundle, verify_bundle
 from fsarbench.io import atomic_write_bytes
-from fsarbench.report.records import OUTSIDE_TAG, setting_of
-from fsarbench.results import ResultRecord, load_records, save_result
+from fsarbench.report.records import setting_of
+from fsarbench.results import OUTSIDE_TAG, ResultRecord, load_records, save_result
 
 __all__ = ["EXTERNAL_DIR", "OUTSIDE_TAG", "add_bundle", "is_outside"]
 

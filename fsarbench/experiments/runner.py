@@ -31,8 +31,8 @@ from fsarbench.io import stable_hash
 from fsarbench.locks import held
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_parts, provenance_diff
-from fsarbench.report.records import OUTSIDE_TAG
 from fsarbench.results import (
+    OUTSIDE_TAG,
     SUPERSEDED_DIR,
     ResultRecord,
     load_record,

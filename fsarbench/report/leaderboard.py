@@ -21,14 +21,6 @@ from fsarbench.report.records import Entry, Setting
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import PairedComparison, format_p
 
-#: Marker of an outside result in the Markdown leaderboard, and the note explaining it.
-OUTSIDE_MARK = "†outside"
-OUTSIDE_NOTE = (
-    f"{OUTSIDE_MARK}: an outside result, added from a result bundle (`leaderboard --add`) "
-    "that verified: its accuracies and CIs were recomputed here from its per-query "
-    "predictions on the official episodes; its code was not run here."
-)
-
 __all__ = [
     "Standing",
     "rank_setting",
@@ -38,6 +30,14 @@ __all__ = [
     "write_leaderboard",
     "OUTSIDE_MARK",
 ]
+
+#: Marker of an outside result in the Markdown leaderboard, and the note explaining it.
+OUTSIDE_MARK = "†outside"
+OUTSIDE_NOTE = (
+    f"{OUTSIDE_MARK}: an outside result, added from a result bundle (`leaderboard --add`) "
+    "that verified: its accuracies and CIs were recomputed here from its per-query "
+    "predictions on the official episodes; its code was not run here."
+)
 
 
 @dataclass(frozen=True)

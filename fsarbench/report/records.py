@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fsarbench.io import stable_hash
-from fsarbench.results import ResultRecord, load_queries, load_records
+from fsarbench.results import OUTSIDE_TAG, ResultRecord, load_queries, load_records
 from fsarbench.stats.seeds import SeedSpread, seed_mean_std
 
 __all__ = [
@@ -34,10 +34,6 @@ __all__ = [
     "setting_of",
     "OUTSIDE_TAG",
 ]
-
-#: Record tag of an outside result: added from a verified bundle (``leaderboard --add``),
-#: not run here; its value names the bundle.
-OUTSIDE_TAG = "outside"
 
 log = logging.getLogger(__name__)
 
