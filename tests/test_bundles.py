@@ -101,6 +101,7 @@ def test_round_trip_verifies_and_ranks_as_outside(runs, bundle, tmp_path, capsys
     lab = pd.read_csv(runs["lab"] / "summary.csv")
     for _, row in lab.iterrows():  # every recorded number is printed as recomputed
         assert f"{row.accuracy:.2f} ± {row.ci95:.2f} recomputed from 120 episodes" in out
+    assert out.count("1 test videos left out by its authors") == 2  # the fixture's one
     assert "verified:" in out and "2 records of otam" in out
 
     ours = tmp_path / "ours"
@@ -264,7 +265,9 @@ def test_add_refuses_name_clash_and_other_episodes(runs, bundle, tmp_path):
     data = json.loads(path.read_text())
     data["manifest_hash"] = "f" * 16  # as if our run had drawn other episodes
     path.write_text(json.dumps(data))
-    with pytest.raises(BundleError, match=r"differ from this folder's \(f{16}\)"):
+    with pytest.raises(
+        BundleError, match=r"differ from those of protonet in this folder \(f{16}\)"
+    ):
         add_bundle(ours, bundle)
     assert not (ours / "external").exists()
 

@@ -45,7 +45,7 @@ __all__ = [
 BUNDLE_FORMAT = "fsarbench-result-bundle"
 BUNDLE_VERSION = 1
 INDEX = "bundle.json"
-_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member dates: equal records, equal bundle bytes
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # member dates say nothing: the index has "created"
 
 
 @dataclass
@@ -134,7 +134,7 @@ def pack_bundle(method: str, members: dict[str, bytes], *, version: int = BUNDLE
 
 def write_bundle(runs: str | Path, method: str, out: str | Path | None = None) -> Path:
     """Write the bundle of ``method``'s records under ``runs`` to ``out`` (default
-    ``<runs>/bundles/<method>.fsarbundle``) atomically; returns its path."""
+    ``<runs>/bundles/<method>.zip``) atomically; returns its path."""
     members = bundle_members(runs, method)
     path = Path(out) if out is not None else Path(runs) / "bundles" / f"{method_slug(method)}.zip"
     atomic_write_bytes(path, pack_bundle(method, members))

@@ -33,23 +33,25 @@ def is_outside(record: ResultRecord) -> bool:
 
 
 def _check_fits(runs: Path, verified: VerifiedBundle) -> None:
-    """No own method of that name; own records of a shared setting on the same episodes."""
+    """No own method of that name; every other record of a shared setting (own or another
+    outside result) on the same episodes."""
     method = verified.bundle.method
-    own = [r for r in load_records(runs) if not is_outside(r)] if runs.exists() else []
-    if any(r.method == method for r in own):
+    records = load_records(runs) if runs.exists() else []
+    if any(r.method == method and not is_outside(r) for r in records):
         raise BundleError(
             f"{runs} already has its own records of {method!r}; an outside result of the same "
             "name would be pooled with them. Ask its authors to bundle it under another name."
         )
-    hashes = {setting_of(r): r.manifest_hash for r in own}
+    hashes = {setting_of(r): (r.method, r.manifest_hash) for r in records if r.method != method}
     for v in verified.records:
         setting = setting_of(v.record)
-        if setting in hashes and hashes[setting] != v.record.manifest_hash:
+        other, digest = hashes.get(setting, ("", v.record.manifest_hash))
+        if digest != v.record.manifest_hash:
             raise BundleError(
                 f"{method} in {setting.label}: the bundle's episodes (manifest "
-                f"{v.record.manifest_hash}) differ from this folder's ({hashes[setting]}), so "
-                "paired statistics cannot compare them. This folder's records were drawn from "
-                "another test list or left out other videos; re-run them on the official list."
+                f"{v.record.manifest_hash}) differ from those of {other} in this folder "
+                f"({digest}), so paired statistics cannot compare them. They were drawn from "
+                "another test list or with other videos left out; re-run on the official list."
             )
 
 

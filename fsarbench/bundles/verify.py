@@ -178,16 +178,25 @@ def _number_diffs(
     return diffs
 
 
+def _field_diffs(r: ResultRecord, method: str) -> list[str]:
+    """Fields that must hold before any episode is drawn."""
+    diffs = []
+    if r.method != method:
+        diffs.append(f"{r.cell}: field method: bundle of {method!r}, record of {r.method!r}")
+    if r.split != "test":
+        diffs.append(f"{r.cell}: field split: {r.split!r}; official episodes are test episodes")
+    if _interval_of(r) is None:
+        diffs.append(f"{r.cell}: field spread: {r.spread!r} is none of the evaluator's intervals")
+    return diffs
+
+
 def _verify_record(
     item: BundledRecord, method: str, regen: _Regenerator
 ) -> tuple[VerifiedRecord | None, list[str]]:
     r, q = item.record, item.queries
-    if r.method != method:
-        return None, [f"{r.cell}: field method: bundle of {method!r}, record of {r.method!r}"]
-    interval = _interval_of(r)
-    if r.split != "test" or interval is None:
-        what = f"split {r.split!r}" if r.split != "test" else f"spread {r.spread!r}"
-        return None, [f"{r.cell}: field {what.split()[0]}: {what} is not an official one"]
+    diffs = _field_diffs(r, method)
+    if diffs:
+        return None, diffs
     try:
         m, names = regen.manifest(r)
     except BundleVerificationError as err:
@@ -209,7 +218,7 @@ def _verify_record(
     diffs = _check_labels(r.cell, q, m)
     if diffs:
         return None, diffs
-    result = _recompute(q, m, interval)
+    result = _recompute(q, m, _interval_of(r))
     diffs = _number_diffs(r, q, result, names, m.query.shape[1])
     return (None if diffs else VerifiedRecord(r, m, result)), diffs
 

@@ -23,14 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fsarbench.bundles import verify_bundle
+    from fsarbench.bundles.pools import skipped_test_videos
 
     verified = verify_bundle(args.bundle, splits_dir=args.splits_dir)
     for v in verified.records:
-        r = v.record
+        r, left_out = v.record, len(skipped_test_videos(v.record))
         print(
             f"ok  {r.dataset} {r.way}-way {r.shot}-shot seed {r.seed} [{r.track}, "
             f"{r.protocol}]: {v.result.accuracy:.2f} ± {v.result.ci95:.2f} recomputed from "
-            f"{v.result.episodes} episodes (manifest {v.manifest.hash})"
+            f"{v.result.episodes} episodes (manifest {v.manifest.hash}"
+            + (f"; {left_out} test videos left out by its authors)" if left_out else ")")
         )
     print(f"verified: {args.bundle} ({len(verified.records)} records of {verified.bundle.method})")
     return 0
