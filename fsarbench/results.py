@@ -38,7 +38,12 @@ __all__ = [
     "supersede",
     "stale_reasons",
     "SUPERSEDED_DIR",
+    "OUTSIDE_TAG",
 ]
+
+#: Record tag of an outside result: added from a verified bundle (``leaderboard --add``),
+#: not run in this folder; its value names the bundle (see docs/bundles.md).
+OUTSIDE_TAG = "outside"
 
 #: Where records replaced by a newer record of the same setting are moved (kept, not read).
 SUPERSEDED_DIR = "superseded"

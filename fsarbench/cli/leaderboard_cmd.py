@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fsarbench.cli.common import add_splits_dir_argument
 from fsarbench.report.cli_args import add_filter_args, add_runs_arg, add_stats_args, filter_entries
 from fsarbench.report.leaderboard import build_leaderboard, leaderboard_markdown, write_leaderboard
 from fsarbench.report.records import load_entries
@@ -27,10 +28,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also rank hyper-parameter overrides and tagged ablation variants",
     )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (seeded)")
+    p.add_argument(
+        "--add",
+        default=None,
+        metavar="BUNDLE",
+        help="first verify BUNDLE (see 'verify') and store its records in RUNS/external/ as "
+        "outside results, marked †outside; a bundle that does not verify is refused",
+    )
+    add_splits_dir_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.add:
+        from fsarbench.bundles.outside import add_bundle
+
+        folder = add_bundle(args.runs, args.add, splits_dir=args.splits_dir)
+        print(f"verified and added as outside results: {args.add} -> {folder}")
     entries = filter_entries(load_entries(Path(args.runs)), args)
     if not args.include_variants:
         entries = [e for e in entries if not e.is_variant]

@@ -32,6 +32,7 @@ from fsarbench.locks import held
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_parts, provenance_diff
 from fsarbench.results import (
+    OUTSIDE_TAG,
     SUPERSEDED_DIR,
     ResultRecord,
     load_record,
@@ -112,8 +113,9 @@ class CellRunner:
         self.pair_tables: dict[str, dict] = {}
         self.manifests: dict[tuple, Manifest] = {}
         self.manifest_hashes: dict[int, str] = {}
+        # outside results (added from bundles) are never reused or superseded as own cells
         self.done = (
-            {r.cell: r for r in load_records(options.out_dir)}
+            {r.cell: r for r in load_records(options.out_dir) if not r.tags.get(OUTSIDE_TAG)}
             if Path(options.out_dir).exists()
             else {}
         )

@@ -28,7 +28,16 @@ __all__ = [
     "leaderboard_frame",
     "leaderboard_markdown",
     "write_leaderboard",
+    "OUTSIDE_MARK",
 ]
+
+#: Marker of an outside result in the Markdown leaderboard, and the note explaining it.
+OUTSIDE_MARK = "†outside"
+OUTSIDE_NOTE = (
+    f"{OUTSIDE_MARK}: an outside result, added from a result bundle (`leaderboard --add`) "
+    "that verified: its accuracies and CIs were recomputed here from its per-query "
+    "predictions on the official episodes; its code was not run here."
+)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ def _row(setting: Setting, st: Standing) -> dict:
         "p_vs_leader_holm": st.p_leader_adjusted,
         "episodes": e.records[0].episodes,
         "synthetic": e.synthetic,
+        "outside": e.outside,
         "manifest_hash": e.manifest_hash,
     }
 
@@ -133,7 +143,8 @@ def _md_cell(st: Standing) -> list[str]:
     seeds = f"{e.seeds.mean:.2f} ± {e.seeds.std:.2f} (n={e.seeds.n})" if e.seeds else "-"
     diff = f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]" if c else "leader"
     p = format_p(st.p_leader_adjusted) if c else "-"
-    return [str(st.rank), e.system, acc, seeds, diff, p]
+    name = f"{e.system} {OUTSIDE_MARK}" if e.outside else e.system
+    return [str(st.rank), name, acc, seeds, diff, p]
 
 
 def leaderboard_markdown(
@@ -169,6 +180,8 @@ def leaderboard_markdown(
             tabulate([_md_cell(st) for st in standings], head, tablefmt="github"),
             "",
         ]
+    if any(st.entry.outside for sts in board.values() for st in sts):
+        parts += [OUTSIDE_NOTE, ""]
     return "\n".join(parts)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from fsarbench.data.datasets import is_synthetic
 from fsarbench.io import stable_hash
-from fsarbench.results import ResultRecord, load_queries, load_records
+from fsarbench.results import OUTSIDE_TAG, ResultRecord, load_queries, load_records
 from fsarbench.stats.seeds import SeedSpread, seed_mean_std
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
     "seed_matrix",
     "base_method_of",
     "overrides_of",
+    "setting_of",
+    "OUTSIDE_TAG",
 ]
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,11 @@ class Entry:
     @property
     def synthetic(self) -> bool:
         return any(r.tags.get("synthetic") or is_synthetic(r.dataset) for r in self.records)
+
+    @property
+    def outside(self) -> bool:
+        """Added from a verified bundle (``leaderboard --add``), not run in this folder."""
+        return any(r.tags.get(OUTSIDE_TAG) for r in self.records)
 
     @property
     def tags(self) -> dict:

@@ -192,8 +192,10 @@ def build_table(
     """The table as rows of cells; ``source`` is ``published``, ``runs`` or ``both``.
 
     ``aliases`` (paper dataset key -> record dataset names) and ``known`` (methods mapped by
-    any published table) default to the published folder's.
+    any published table) default to the published folder's. Outside results (added from
+    verified bundles) are not reproductions: tables leave them out, the leaderboard ranks them.
     """
+    entries = [e for e in entries if not e.outside]
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
     aliases = load_dataset_aliases() if aliases is None else aliases

@@ -1,0 +1,23 @@
+"""Errors of result bundles: every refusal names what differs and what to do next."""
+
+from __future__ import annotations
+
+__all__ = ["BundleError", "BundleFormatError", "BundleVerificationError"]
+
+
+class BundleError(ValueError):
+    """A result bundle that cannot be written, read or added."""
+
+
+class BundleFormatError(BundleError):
+    """A file that is not a readable bundle of a supported format version (truncated,
+    corrupt, edited member, unknown version)."""
+
+
+class BundleVerificationError(BundleError):
+    """A bundle whose episodes or numbers differ from what its predictions give on the
+    official manifests; ``differences`` lists each one (record, field, expected, found)."""
+
+    def __init__(self, message: str, differences: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.differences = list(differences or [])

@@ -1,0 +1,38 @@
+"""``python -m fsarbench verify``: check a result bundle against the official episodes."""
+
+from __future__ import annotations
+
+import argparse
+
+from fsarbench.cli.common import add_splits_dir_argument
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check a result bundle: official episodes, predictions, every accuracy and CI",
+        description="Regenerate the official episode manifest of every record in BUNDLE, "
+        "check its hash, that the per-query predictions cover exactly its episodes and "
+        "queries with its labels, and recompute every accuracy and 95% CI from them. Exits "
+        "non-zero, naming each difference, when anything differs. See docs/bundles.md.",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle file written by 'fsarbench bundle'")
+    add_splits_dir_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fsarbench.bundles import verify_bundle
+    from fsarbench.bundles.pools import skipped_test_videos
+
+    verified = verify_bundle(args.bundle, splits_dir=args.splits_dir)
+    for v in verified.records:
+        r, left_out = v.record, len(skipped_test_videos(v.record))
+        print(
+            f"ok  {r.dataset} {r.way}-way {r.shot}-shot seed {r.seed} [{r.track}, "
+            f"{r.protocol}]: {v.result.accuracy:.2f} ± {v.result.ci95:.2f} recomputed from "
+            f"{v.result.episodes} episodes (manifest {v.manifest.hash}"
+            + (f"; {left_out} test videos left out by its authors)" if left_out else ")")
+        )
+    print(f"verified: {args.bundle} ({len(verified.records)} records of {verified.bundle.method})")
+    return 0

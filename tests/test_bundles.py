@@ -1,0 +1,345 @@
+"""Result bundles: bundle -> verify -> leaderboard --add round trip on a tiny synth, and every
+kind of tampering refused with a message naming what differs."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import shutil
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from data_fixtures import require_shared_splits
+
+import fsarbench as fb
+from fsarbench.bundles import (
+    BundleError,
+    BundleFormatError,
+    BundleVerificationError,
+    verify_bundle,
+)
+from fsarbench.bundles.format import pack_bundle, write_bundle
+from fsarbench.bundles.outside import add_bundle
+from fsarbench.bundles.pools import official_pool
+from fsarbench.cli.main import main
+from fsarbench.data.datasets import get_dataset
+from fsarbench.data.synth import SynthConfig, SynthDataset
+from fsarbench.episodes import make_manifest
+from fsarbench.evaluate import summarise_predictions
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.runner import DatasetFeatures, RunOptions, run_cells
+from fsarbench.report.published import load_table
+from fsarbench.report.records import load_entries
+from fsarbench.report.render import render
+from fsarbench.report.tables import build_table
+from fsarbench.results import make_record, save_result
+from fsarbench.training import SplitFeatures
+
+TINY = SynthConfig(videos_per_class=4, size=16, min_frames=4, max_frames=5)
+OPTS = dict(
+    episodes=120, progress=False, recipe_overrides={"steps": 2, "val_every": 2, "val_episodes": 8}
+)
+SETTINGS = [(5, 1), (5, 2)]
+
+
+def _provider(ds: SynthDataset, skipped: str) -> Callable[[str], DatasetFeatures]:
+    """Features of the tiny synth as ``run`` sees them: class-centred random features, the
+    synth's split md5s, and one test video left out (as a failed extraction is)."""
+
+    def provider(name: str) -> DatasetFeatures:
+        g = torch.Generator().manual_seed(3)
+        splits, names = {}, {}
+        for split in ("train", "val", "test"):
+            videos = [v for v in ds.videos(split) if f"{split}/{v.video_id}" != skipped]
+            classes = np.array([v.class_index for v in videos])
+            centres = torch.randn(int(classes.max()) + 1, 8, generator=g)
+            f = centres[torch.as_tensor(classes)][:, None].expand(-1, 3, -1)
+            f = (f + 1.5 * torch.randn(len(classes), 3, 8, generator=g)).contiguous()
+            splits[split] = SplitFeatures(fb.InMemoryFeatureStore(f), classes, ds.variant)
+            names[split] = ds.class_names(split)
+        info = {"backbone": "toy", "split_md5": ds.split_md5s()}
+        return DatasetFeatures(name, ds.variant, splits, names, info, [skipped])
+
+    return provider
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A lab's runs folder (otam) and ours (protonet), same settings, same tiny synth."""
+    root = tmp_path_factory.mktemp("bundles")
+    ds = SynthDataset(root=root / "synth", config=TINY)
+    provider = _provider(ds, f"test/{ds.videos('test')[0].video_id}")
+    out = {"synth": root / "synth"}
+    for name, method in (("lab", "otam"), ("ours", "protonet")):
+        cells = [Cell(method, "synth", w, s) for w, s in SETTINGS]
+        run_cells(cells, provider, RunOptions(root / name, **OPTS))
+        out[name] = root / name
+    return out
+
+
+@pytest.fixture(autouse=True)
+def synth_cache(runs, monkeypatch):
+    monkeypatch.setenv("FSAR_SYNTH", str(runs["synth"]))
+
+
+@pytest.fixture(scope="module")
+def bundle(runs) -> Path:
+    path = runs["lab"].parent / "otam.zip"
+    assert main(["bundle", "--runs", str(runs["lab"]), "--method", "otam", "--out", str(path)]) == 0
+    return path
+
+
+def test_round_trip_verifies_and_ranks_as_outside(runs, bundle, tmp_path, capsys):
+    assert main(["verify", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    lab = pd.read_csv(runs["lab"] / "summary.csv")
+    for _, row in lab.iterrows():  # every recorded number is printed as recomputed
+        assert f"{row.accuracy:.2f} ± {row.ci95:.2f} recomputed from 120 episodes" in out
+    assert out.count("1 test videos left out by its authors") == 2  # the fixture's one
+    assert "verified:" in out and "2 records of otam" in out
+
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    assert main(["leaderboard", "--runs", str(ours), "--add", str(bundle)]) == 0
+    assert len(list((ours / "external" / "otam" / "records").glob("*.json"))) == 2
+    md = (ours / "leaderboard.md").read_text()
+    assert md.count("otam †outside") == 2 and "†outside: an outside result" in md
+    board = pd.read_csv(ours / "leaderboard.csv")
+    assert len(board) == 4 and set(board.method) == {"otam", "protonet"}
+    assert board.set_index("method").outside.groupby(level=0).all().to_dict() == {
+        "otam": True,
+        "protonet": False,
+    }
+    # the outside rows carry the lab's numbers and were compared with ours (paired)
+    lab_acc = dict(zip(zip(lab.way, lab.shot), lab.accuracy.round(2)))
+    for _, row in board[board.method == "otam"].iterrows():
+        assert row.accuracy == pytest.approx(lab_acc[(row.way, row.shot)])
+    assert board.groupby(["way", "shot"]).diff_vs_leader.count().tolist() == [1, 1]
+
+
+def test_paper_tables_leave_outside_results_out(runs, bundle, tmp_path):
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    add_bundle(ours, bundle)
+    entries = load_entries(ours)
+    assert {e.system: e.outside for e in entries} == {"otam": True, "protonet": False}
+    rows = render(build_table(load_table(1), entries, source="runs"), "csv", None)
+    assert "protonet,run (synth)" in rows and "OTAM" not in rows  # not our OTAM reproduction
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        return {n: zf.read(n) for n in zf.namelist() if n != "bundle.json"}
+
+
+def _edit_record(field: str, change: Callable) -> Callable[[dict[str, bytes]], None]:
+    def edit(members: dict[str, bytes]) -> None:
+        name = sorted(n for n in members if n.startswith("records/"))[0]
+        data = json.loads(members[name])
+        data[field] = change(data[field])
+        members[name] = json.dumps(data).encode()
+
+    return edit
+
+
+def _edit_queries(column: str, episode: int, query: int, change: Callable):
+    def edit(members: dict[str, bytes]) -> None:
+        name = sorted(n for n in members if n.startswith("queries/"))[0]
+        with np.load(io.BytesIO(members[name])) as npz:
+            cols = {k: npz[k].copy() for k in npz.files}
+        row = np.flatnonzero((cols["episode"] == episode) & (cols["query"] == query))[0]
+        cols[column][row] = change(cols[column][row])
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **cols)
+        members[name] = buf.getvalue()
+
+    return edit
+
+
+TAMPERING = {
+    "accuracy": (
+        _edit_record("accuracy", lambda a: a + 0.01),
+        r"field accuracy: the predictions give \d+\.\d{6}, the record says",
+    ),
+    "ci95": (_edit_record("ci95", lambda c: c - 0.02), r"field ci95: the predictions give"),
+    "prediction": (
+        _edit_queries("predicted_label", 3, 0, lambda p: (p + 1) % 5),
+        r"episode 3 query 0: field predicted_class: the predictions give",
+    ),
+    "query label": (
+        _edit_queries("true_label", 4, 2, lambda t: (t + 1) % 5),
+        r"episode 4 query 2: field true_label: manifest \d, bundle \d",
+    ),
+    "manifest hash": (
+        _edit_record("manifest_hash", lambda h: "0" * 16),
+        r"field manifest_hash: the official manifest's hash is [0-9a-f]{16}, the record says "
+        r"0{16}",
+    ),
+    "skipped videos": (
+        _edit_record("skipped_videos", lambda s: []),
+        r"field manifest_hash: the official manifest's hash is",
+    ),
+}
+
+
+def _tampered(bundle: Path, tmp_path: Path, edit) -> Path:
+    """``bundle`` with ``edit`` applied to its members, re-packed consistently (so only the
+    numbers, not the checksums, can give the edit away)."""
+    members = _members(bundle)
+    edit(members)
+    path = tmp_path / "tampered.zip"
+    path.write_bytes(pack_bundle("otam", members))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERING))
+def test_tampered_bundle_refused_naming_the_difference(case, bundle, runs, tmp_path, capsys):
+    edit, pattern = TAMPERING[case]
+    bad = _tampered(bundle, tmp_path, edit)
+    with pytest.raises(BundleVerificationError, match=pattern) as err:
+        verify_bundle(bad)
+    assert err.value.differences
+    assert all(d.startswith("otam__synth__frozen__5w") for d in err.value.differences)
+    assert main(["verify", str(bad)]) == 2
+    assert "refused" in capsys.readouterr().err
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    assert main(["leaderboard", "--runs", str(ours), "--add", str(bad)]) == 2
+    assert not (ours / "external").exists()
+
+
+def _truncated(bundle: Path, path: Path) -> None:
+    path.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+
+
+def _version_2(bundle: Path, path: Path) -> None:
+    path.write_bytes(pack_bundle("otam", _members(bundle), version=2))
+
+
+def _unlisted_edit(bundle: Path, path: Path) -> None:
+    """A record edited in place, its checksum in the index left as it was."""
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(path, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.startswith("records/"):
+                data = data.replace(b'"accuracy": ', b'"accuracy": 1')
+            dst.writestr(name, data)
+
+
+def _text_accuracy(bundle: Path, path: Path) -> None:
+    members = _members(bundle)
+    _edit_record("accuracy", str)(members)
+    path.write_bytes(pack_bundle("otam", members))
+
+
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (_truncated, r"not a readable fsarbench bundle \(truncated or corrupt"),
+        (_version_2, r"field version is 2, this fsarbench reads bundle format version 1"),
+        (_unlisted_edit, r"member records/otam__.*\.json was changed after the bundle"),
+        (_text_accuracy, r"not a result record: accuracy is '\d+\.\d+', not float"),
+    ],
+)
+def test_corrupt_or_foreign_file_refused(make, pattern, bundle, tmp_path, capsys):
+    bad = tmp_path / "bad.zip"
+    make(bundle, bad)
+    with pytest.raises(BundleFormatError, match=pattern):
+        verify_bundle(bad)
+    assert main(["verify", str(bad)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_add_refuses_name_clash_and_other_episodes(runs, bundle, tmp_path):
+    with pytest.raises(BundleError, match="already has its own records of 'otam'"):
+        add_bundle(runs["lab"], bundle)
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    path = sorted((ours / "records").glob("*.json"))[0]
+    data = json.loads(path.read_text())
+    data["manifest_hash"] = "f" * 16  # as if our run had drawn other episodes
+    path.write_text(json.dumps(data))
+    with pytest.raises(
+        BundleError, match=r"differ from those of protonet in this folder \(f{16}\)"
+    ):
+        add_bundle(ours, bundle)
+    assert not (ours / "external").exists()
+
+
+def test_adding_again_replaces_the_outside_records(runs, bundle, tmp_path):
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    for _ in range(2):
+        folder = add_bundle(ours, bundle)
+    records = fb.load_records(ours)
+    assert sum(r.method == "otam" for r in records) == 2
+    assert all(r.tags["outside"]["bundle"] == "otam.zip" for r in records if r.method == "otam")
+    assert sorted(p.name for p in (ours / "external").iterdir()) == ["otam"]
+    assert (folder / "otam.zip").read_bytes() == bundle.read_bytes()
+
+
+def test_published_dataset_needs_its_split_list(runs, bundle, tmp_path):
+    record = verify_bundle(bundle).records[0].record
+    ucf = dataclasses.replace(record, dataset="ucf101", split_variant="ucf101")
+    with pytest.raises(
+        BundleVerificationError, match=r"without the ucf101 test list: .*--splits-dir"
+    ):
+        official_pool(ucf, tmp_path)
+
+
+def test_synth_of_other_data_refused(runs, bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("FSAR_SYNTH", str(tmp_path))
+    with pytest.raises(BundleVerificationError, match="no generated synth under .* test md5"):
+        verify_bundle(bundle)
+
+
+def _ucf_bundle(lab: Path, splits: Path) -> Path:
+    """A lab's bundle on UCF101's published test list (one video missing on their side):
+    60%-correct predictions over the official 5-way 1-shot, 2-query manifest."""
+    ds = get_dataset("ucf101", splits_dir=splits)
+    split, names = ds.split("test"), ds.class_names("test")
+    missing = split.entries[5].video_id
+    classes = [names.index(e.class_name) for e in split.entries if e.video_id != missing]
+    m = make_manifest(
+        classes, way=5, shot=1, queries=2, episodes=40, seed=1, dataset=ds.variant,
+        split="test", class_names=names,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    wrong = rng.integers(0, 5, m.query.shape)
+    predicted = np.where(rng.random(m.query.shape) < 0.6, m.query_labels, wrong)
+    result = summarise_predictions(predicted, m, "t", 0.0)
+    record = make_record(
+        result,
+        method="labnet",
+        dataset="ucf101",
+        split_variant=ds.variant,
+        manifest=m,
+        features={"split_md5": {"test": split.md5}},
+        class_names=names,
+        skipped_videos=[f"test/{missing}: missing"],
+    )
+    save_result(lab, record, result)
+    return write_bundle(lab, "labnet")
+
+
+def test_published_dataset_verifies_against_the_users_split_list(tmp_path, capsys):
+    splits = require_shared_splits()
+    path = _ucf_bundle(tmp_path / "lab", splits)
+    (record,) = verify_bundle(path, splits_dir=splits).records
+    assert record.record.accuracy == round(record.result.accuracy, 6)
+    assert main(["verify", str(path), "--splits-dir", str(splits)]) == 0
+    assert "ucf101 5-way 1-shot seed 1" in capsys.readouterr().out
+    edited = tmp_path / "edited"
+    shutil.copytree(splits / "trx" / "ucf_ARN", edited / "trx" / "ucf_ARN")
+    test_list = next((edited / "trx" / "ucf_ARN").glob("test*"))
+    test_list.write_text("".join(test_list.read_text().splitlines(True)[1:]))
+    with pytest.raises(BundleVerificationError, match=r"without the ucf101 test list: .*modified"):
+        verify_bundle(path, splits_dir=edited)
+    with pytest.raises(BundleVerificationError, match=r"ucf101/test not found.*--splits-dir"):
+        verify_bundle(path, splits_dir=tmp_path / "empty")
