@@ -82,7 +82,7 @@ def collect_report(
         run_dir, entries, pairs, alpha=alpha, test=test, n_boot=n_boot
     )
     figs = (
-        embed_figures(run_dir, entries, alpha=alpha, test=test, published=published)
+        embed_figures(run_dir, entries, alpha=alpha, test=test, published=published, n_boot=n_boot)
         if figures
         else []
     )

@@ -36,11 +36,14 @@ def embed_figures(
     alpha: float = 0.05,
     test: str = "ttest",
     published: str | Path | None = None,
+    n_boot: int = 2000,
 ) -> list[FigureView]:
     """Every figure ``python -m fsarbench figures`` would draw from ``entries``, as PNG URIs."""
     from fsarbench.report.figure_set import render_all
 
     with tempfile.TemporaryDirectory(prefix="fsarbench-report-") as tmp:
-        paths = render_all(run_dir, entries, tmp, alpha=alpha, test=test, published=published)
+        paths = render_all(
+            run_dir, entries, tmp, alpha=alpha, test=test, published=published, n_boot=n_boot
+        )
         pngs = [p for p in paths if p.suffix == ".png"]
         return [FigureView(p.stem, _title(p.stem), data_uri(p)) for p in pngs]

@@ -84,9 +84,7 @@ def collect_verdicts(
     rows, notes = [], []
     for a, b in pairs:
         try:
-            comps = compare_systems(
-                run_dir, entries, a, b, alpha=alpha, test=test, n_boot=n_boot
-            )
+            comps = compare_systems(run_dir, entries, a, b, alpha=alpha, test=test, n_boot=n_boot)
         except UnpairedError as err:
             notes.append(f"{a} vs {b} not compared: {err}")
             continue
