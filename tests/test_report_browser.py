@@ -101,6 +101,10 @@ def test_provenance_opens_on_click(page) -> None:
     for name, value in first.fields:
         if name in ("manifest hash", "code digest", "code version", "training seeds"):
             assert f"{name} {value}" in text
+    from selenium.webdriver.common.keys import Keys
+
+    driver.find_element("tag name", "body").send_keys(Keys.ESCAPE)
+    assert cell.get_attribute("open") is None and not body.is_displayed()
 
 
 def test_screenshot_is_not_blank(page) -> None:

@@ -164,3 +164,31 @@ def test_templates_ship_as_package_data() -> None:
     folder = ROOT / "fsarbench" / "report" / "page"
     files = [str(p.relative_to(folder)) for p in (folder / "templates").iterdir()]
     assert files and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files)
+
+
+def test_docs_commands_parse() -> None:
+    import shlex
+
+    from fsarbench.cli.main import build_parser
+
+    text = (ROOT / "docs" / "report.md").read_text()
+    commands = [
+        line.split("#")[0].strip()
+        for line in text.splitlines()
+        if line.strip().startswith("python -m fsarbench")
+    ]
+    assert len(commands) >= 4
+    for command in commands:
+        build_parser().parse_args(shlex.split(command)[3:])
+
+
+def test_missing_browser_skips_with_reason_but_fails_under_ci(monkeypatch, tmp_path) -> None:
+    import browser_fixtures
+
+    monkeypatch.setattr(browser_fixtures, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no-chromium.*make browser"):
+        browser_fixtures.require_browser()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        browser_fixtures.require_browser()

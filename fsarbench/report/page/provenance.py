@@ -46,7 +46,7 @@ def _shared(r: ResultRecord, entry: Entry) -> list[tuple[str, Any]]:
         ("track", r.track),
         ("protocol", r.protocol),
         ("protocol details", r.provenance.get("protocol")),
-        ("episodes", f"{r.way}-way {r.shot}-shot, {r.queries} queries/class, {r.episodes}"),
+        ("episodes", f"{r.episodes} × {r.way}-way {r.shot}-shot, {r.queries} query/class"),
         ("episode seed", r.seed),
         ("manifest hash", r.manifest_hash),
         ("config hash", r.config_hash if len(entry.records) == 1 else "per seed, below"),

@@ -29,12 +29,27 @@
     rows.forEach(function (r) { body.appendChild(r); });
   }
   document.querySelectorAll("table.sortable").forEach(function (table) {
-    table.querySelectorAll("thead th").forEach(function (th) {
+    table.querySelectorAll(":scope > thead th").forEach(function (th) {
       th.tabIndex = 0;
       th.addEventListener("click", function () { sortBy(table, th); });
       th.addEventListener("keydown", function (e) {
         if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(table, th); }
       });
     });
+  });
+})();
+/* Provenance panels: one open at a time; Esc or a click outside closes it. */
+(function () {
+  "use strict";
+  var panels = Array.prototype.slice.call(document.querySelectorAll("details.prov"));
+  function closeAll(except) {
+    panels.forEach(function (d) { if (d !== except) d.removeAttribute("open"); });
+  }
+  panels.forEach(function (d) {
+    d.addEventListener("toggle", function () { if (d.open) closeAll(d); });
+  });
+  document.addEventListener("keydown", function (e) { if (e.key === "Escape") closeAll(null); });
+  document.addEventListener("click", function (e) {
+    if (!e.target.closest("details.prov")) closeAll(null);
   });
 })();
