@@ -77,6 +77,7 @@ def test_verdicts_are_the_paper_method_against_the_others_with_levels(data, runs
     comps = compare_systems(runs, load_entries(runs), "sgtm-otam", "trx", n_boot=200)
     rows = [v for v in data.verdicts if v.b == "trx"]
     assert [v.verdict for v in rows] == [c.verdict for c in comps] == ["sgtm-otam better"] * 3
+    assert [v.winner for v in rows] == ["a"] * 3
     assert all(v.level.startswith("seed and episode level (2 vs 1 seeds") for v in rows)
 
 

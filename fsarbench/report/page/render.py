@@ -39,9 +39,11 @@ def render_report(data: ReportData) -> str:
 
 
 def write_report(data: ReportData, out_dir: str | Path) -> Path:
-    """Write ``out_dir/index.html`` atomically; return its absolute path."""
+    """Write ``out_dir/index.html`` atomically, readable by all (it is meant to be served);
+    return its absolute path."""
     path = (Path(out_dir) / REPORT_NAME).resolve()
     atomic_write_text(path, render_report(data))
+    path.chmod(0o644)
     return path
 
 

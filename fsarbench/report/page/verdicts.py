@@ -32,7 +32,7 @@ class VerdictRow:
     p_raw: str
     p_holm: str
     verdict: str
-    significant: bool
+    winner: str  # "a", "b" or "" (no significant difference)
     level: str
 
 
@@ -65,9 +65,15 @@ def _row(c: SettingComparison) -> VerdictRow:
         p_raw=format_p(s.p_value(TESTS[c.test])),
         p_holm=format_p(c.adjusted[c.test]),
         verdict=c.verdict,
-        significant=c.verdict != "no significant difference",
+        winner=_winner(c),
         level=verdict_level(s),
     )
+
+
+def _winner(c: SettingComparison) -> str:
+    if c.verdict == f"{c.a.system} better":
+        return "a"
+    return "b" if c.verdict == f"{c.b.system} better" else ""
 
 
 def collect_verdicts(
