@@ -193,3 +193,14 @@ def test_missing_browser_skips_with_reason_but_fails_under_ci(monkeypatch, tmp_p
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI is set"):
         browser_fixtures.require_browser()
+
+
+@pytest.mark.slow
+def test_run_ends_by_printing_the_report_path(tmp_path, capsys) -> None:
+    out = tmp_path / "runs"
+    argv = ["run", "--method", "protonet", "--dataset", "synth", "--shots", "1"]
+    assert main([*argv, "--episodes", "100", "--out", str(out), "--no-progress"]) == 0
+    index = (out / "report" / "index.html").resolve()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2:] == [f"report: {index}", f"        {index.as_uri()}"]
+    assert "protonet" in index.read_text()
