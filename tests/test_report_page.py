@@ -204,3 +204,28 @@ def test_run_ends_by_printing_the_report_path(tmp_path, capsys) -> None:
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2:] == [f"report: {index}", f"        {index.as_uri()}"]
     assert "protonet" in index.read_text()
+
+
+def test_systems_on_different_episodes_are_named_not_ranked(tmp_path) -> None:
+    from fsarbench.episodes import make_manifest
+    from fsarbench.evaluate import evaluate
+    from fsarbench.registry import create_method
+    from fsarbench.report.demo import demo_features
+    from fsarbench.results import make_record, save_result
+
+    feats, labels = demo_features()
+    method = create_method("protonet", feature_dim=feats.shape[-1], seq_len=feats.shape[1])
+    for name, manifest_seed in (("otam", 0), ("sgtm-otam", 1)):
+        manifest = make_manifest(labels, way=5, shot=1, episodes=30, seed=manifest_seed)
+        result = evaluate(method, feats, manifest, progress=False)
+        record = make_record(
+            result, method=name, dataset="synth", split_variant="synth", manifest=manifest
+        )
+        record.seed = 0  # the same setting on paper, other episodes in fact
+        save_result(tmp_path, record, result)
+    data = collect_report(tmp_path, n_boot=50, figures=False)
+    assert data.boards == [] and len(data.board_notes) == 1
+    assert "not ranked" in data.board_notes[0] and "different episodes" in data.board_notes[0]
+    assert data.verdicts == []
+    assert any(n.startswith("sgtm-otam vs otam not compared") for n in data.verdict_notes)
+    assert "not ranked" in render_report(data)

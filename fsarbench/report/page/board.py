@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fsarbench.report.compare import verdict_level
-from fsarbench.report.leaderboard import Standing, build_leaderboard
+from fsarbench.report.leaderboard import Standing, rank_setting
 from fsarbench.report.page.provenance import Provenance, entry_provenance
-from fsarbench.report.records import Entry
+from fsarbench.report.records import Entry, Setting, UnpairedError
 from fsarbench.stats.paired import format_p
 
 __all__ = ["BoardRow", "BoardSection", "collect_leaderboard"]
@@ -73,17 +73,22 @@ def collect_leaderboard(
     alpha: float = 0.05,
     test: str = "ttest",
     n_boot: int = 1000,
-) -> list[BoardSection]:
+) -> tuple[list[BoardSection], list[str]]:
     """Standings of the plain (non-variant) systems in every setting, as the leaderboard
-    command ranks them."""
-    plain = [e for e in entries if not e.is_variant]
-    if not plain:
-        return []
-    board = build_leaderboard(run_dir, plain, alpha=alpha, test=test, n_boot=n_boot)
-    sections = []
-    for setting, standings in board.items():
+    command ranks them; a setting whose systems saw different episodes is left out, named in
+    the notes returned beside the sections."""
+    by_setting: dict[Setting, list[Entry]] = {}
+    for e in entries:
+        if not e.is_variant:
+            by_setting.setdefault(e.setting, []).append(e)
+    sections, notes = [], []
+    for setting, group in sorted(by_setting.items()):
+        try:
+            standings = rank_setting(run_dir, group, alpha=alpha, test=test, n_boot=n_boot)
+        except UnpairedError as err:
+            notes.append(f"{setting.label} not ranked: {err}")
+            continue
         counts = Counter(st.rank for st in standings)
         rows = [_row(st, counts[st.rank] > 1) for st in standings]
-        synth = any(st.entry.synthetic for st in standings)
-        sections.append(BoardSection(setting.label, synth, rows))
-    return sections
+        sections.append(BoardSection(setting.label, any(e.synthetic for e in group), rows))
+    return sections, notes

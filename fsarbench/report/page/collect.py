@@ -37,6 +37,7 @@ class ReportData:
     tables: list[TableView]
     absent_tables: list[AbsentTable]
     boards: list[BoardSection]
+    board_notes: list[str]
     verdicts: list[VerdictRow]
     verdict_notes: list[str]
     figures: list[FigureView]
@@ -78,6 +79,9 @@ def collect_report(
     entries = group_entries(records)
     tables, absent = collect_tables(run_dir, entries, alpha=alpha, test=test, published=published)
     pairs, notes = choose_pairs(entries, ours_methods(published))
+    boards, board_notes = collect_leaderboard(
+        run_dir, entries, alpha=alpha, test=test, n_boot=n_boot
+    )
     verdicts, more = collect_verdicts(
         run_dir, entries, pairs, alpha=alpha, test=test, n_boot=n_boot
     )
@@ -96,7 +100,8 @@ def collect_report(
         citation=load_citation(published),
         tables=tables,
         absent_tables=absent,
-        boards=collect_leaderboard(run_dir, entries, alpha=alpha, test=test, n_boot=n_boot),
+        boards=boards,
+        board_notes=board_notes,
         verdicts=verdicts,
         verdict_notes=notes + more,
         figures=figs,
