@@ -81,6 +81,17 @@ def test_clicking_a_header_reorders_the_leaderboard(page) -> None:
     assert ranks == sorted(ranks) and ranks[0] == 1
 
 
+def test_verdicts_sort_numerically_by_difference(page) -> None:
+    driver, _ = page
+    table = _css(driver, "table.verdicts")[0]
+    header = table.find_elements("css selector", ":scope > thead th")[5]
+    header.click()
+    diffs = [float(v) for v in _column(table, 5)]
+    assert diffs == sorted(diffs) and len(set(diffs)) > 1
+    header.click()
+    assert [float(v) for v in _column(table, 5)] == sorted(diffs, reverse=True)
+
+
 def test_shared_ranks_are_visible(page) -> None:
     driver, data = page
     tied = sum(r.tied for b in data.boards for r in b.rows)

@@ -23,6 +23,8 @@ MAX_PAIRS = 30
 
 @dataclass(frozen=True)
 class VerdictRow:
+    """One pair in one setting, as printed; ``diff_value`` and ``p_holm_value`` sort it."""
+
     setting: str
     a: str
     b: str
@@ -31,6 +33,8 @@ class VerdictRow:
     diff: str
     p_raw: str
     p_holm: str
+    diff_value: float
+    p_holm_value: float
     verdict: str
     winner: str  # "a", "b" or "" (no significant difference)
     level: str
@@ -64,6 +68,8 @@ def _row(c: SettingComparison) -> VerdictRow:
         diff=f"{s.diff:+.2f} [{s.ci_low:+.2f}, {s.ci_high:+.2f}]",
         p_raw=format_p(s.p_value(TESTS[c.test])),
         p_holm=format_p(c.adjusted[c.test]),
+        diff_value=s.diff,
+        p_holm_value=c.adjusted[c.test],
         verdict=c.verdict,
         winner=_winner(c),
         level=verdict_level(s),
