@@ -10,7 +10,7 @@ TORCH_PINS ?= $(shell uname -m | grep -q x86_64 && echo "torch==2.14.1 torchvisi
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup run test test-slow bench lint format docs clean
+.PHONY: setup browser run test test-slow bench lint format docs clean
 
 setup: $(STAMP)
 
@@ -22,10 +22,23 @@ $(STAMP): pyproject.toml
 run: setup
 	$(PY) -m fsarbench run --all $(ARGS)
 
-test: setup
+# Headless Chromium and its driver for the report's browser tests (Debian packages); nothing
+# to do where both exist, installed with apt when root, else how to install is printed.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }; \
+	else \
+		echo "browser tests need /usr/bin/chromium and /usr/bin/chromedriver: run" \
+			"'sudo apt-get install -y chromium chromium-driver' (they are skipped until then)"; \
+	fi
+
+test: setup browser
 	$(PY) -m pytest -q $(ARGS)
 
-test-slow: setup
+test-slow: setup browser
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 bench: setup

@@ -308,9 +308,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(runner.trained_units)} model(s) trained or resumed in this run")
     with runner.timed("tables and figures"):
         _write_outputs(args, cells)
+    with runner.timed("report"):
+        report = write_run_report(args.out)
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in runner.seconds.items())
     print(f"time per stage: {stages}")
     print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
+    _print_report(report)
     return 0
 
 
@@ -330,7 +333,9 @@ def _launch(args: argparse.Namespace, cells: list[Cell], tracks: dict) -> int:
     print(f"{units} model unit(s) in {jobs} {args.launcher} job(s) -> {args.out}")
     submit_shards(executor, args.argv, jobs)
     _write_outputs(args, cells)
+    report = write_run_report(args.out)
     print(f"done; summary: {args.out / 'summary.csv'}")
+    _print_report(report)
     return 0
 
 
@@ -408,6 +413,30 @@ def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> None:
             print(f"\n{path}:\n{path.read_text()}")
     if outputs:
         print(f"paper tables and figures: {args.out / 'tables'}, {args.out / 'figures'}")
+
+
+def write_run_report(out: Path) -> Path | None:
+    """The HTML report of ``out`` (``out/report/index.html``), or ``None`` with a warning when
+    it cannot be written: the run's records and tables are saved either way."""
+    from fsarbench.report.page import build_report
+
+    try:
+        return build_report(out)
+    except Exception as err:  # the report must never cost the run its results
+        log.debug("report failed", exc_info=True)
+        print(
+            f"warning: the HTML report was not written ({type(err).__name__}: {err}); the "
+            f"records, summary and tables are saved. Retry with 'python -m fsarbench report "
+            f"--runs {out}' (add -v for the traceback)."
+        )
+        return None
+
+
+def _print_report(path: Path | None) -> None:
+    if path is not None:
+        from fsarbench.cli.report_cmd import print_report_path
+
+        print_report_path(path)
 
 
 def _warn_stale(records) -> None:

@@ -82,13 +82,15 @@ def _per_class_figures(entries, out_dir, figure2):
     return paths
 
 
-def _forest_figures(run_dir, entries, out_dir, pairs, alpha, test):
+def _forest_figures(run_dir, entries, out_dir, pairs, alpha, test, n_boot):
     paths = []
     for a in sorted({a for a, _ in pairs}):
         comps = []
         for _, b in (p for p in pairs if p[0] == a):
             try:
-                comps += compare_systems(run_dir, entries, a, b, alpha=alpha, test=test)
+                comps += compare_systems(
+                    run_dir, entries, a, b, alpha=alpha, test=test, n_boot=n_boot
+                )
             except ValueError as err:
                 log.info("forest plot: skipping %s vs %s: %s", a, b, err)
         fig = figures.plot_forest(comps)
@@ -106,8 +108,10 @@ def render_all(
     alpha: float = 0.05,
     test: str = "ttest",
     published: str | Path | None = None,
+    n_boot: int = 2000,
 ) -> list[Path]:
-    """Every figure the ``entries`` support, written under ``out_dir``; the paths written."""
+    """Every figure the ``entries`` support, written under ``out_dir``; the paths written
+    (``n_boot``: bootstrap resamples behind the forest plots' CIs)."""
     pairs = (
         forest_pairs
         if forest_pairs is not None
@@ -117,5 +121,5 @@ def render_all(
         _way_figures(entries, out_dir)
         + _mask_figures(entries, out_dir)
         + _per_class_figures(entries, out_dir, figure_methods("figure2", published))
-        + _forest_figures(run_dir, entries, out_dir, pairs, alpha, test)
+        + _forest_figures(run_dir, entries, out_dir, pairs, alpha, test, n_boot)
     )

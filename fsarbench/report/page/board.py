@@ -1,0 +1,94 @@
+"""The leaderboard as sortable rows: one section per setting, shared ranks flagged."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from fsarbench.report.compare import verdict_level
+from fsarbench.report.leaderboard import Standing, rank_setting
+from fsarbench.report.page.provenance import Provenance, entry_provenance
+from fsarbench.report.records import Entry, Setting, UnpairedError
+from fsarbench.stats.paired import format_p
+
+__all__ = ["BoardRow", "BoardSection", "collect_leaderboard"]
+
+
+@dataclass(frozen=True)
+class BoardRow:
+    """One system in one setting; ``accuracy``, ``diff`` and ``p`` are the numbers the page
+    sorts on (``p`` is NaN for the leader)."""
+
+    rank: int
+    tied: bool
+    system: str
+    accuracy: float
+    accuracy_text: str
+    seeds_text: str
+    diff: float
+    diff_text: str
+    p: float
+    p_text: str
+    train_seeds: int
+    level: str
+    provenance: Provenance
+
+
+@dataclass(frozen=True)
+class BoardSection:
+    setting: str
+    synthetic: bool
+    rows: list[BoardRow]
+
+    @property
+    def ties(self) -> bool:
+        return any(r.tied for r in self.rows)
+
+
+def _row(st: Standing, shared: bool) -> BoardRow:
+    e, c = st.entry, st.vs_leader
+    return BoardRow(
+        rank=st.rank,
+        tied=shared,
+        system=e.system,
+        accuracy=e.accuracy,
+        accuracy_text=f"{e.accuracy:.2f} ± {e.ci95:.2f}",
+        seeds_text=f"{e.seeds.mean:.2f} ± {e.seeds.std:.2f} (n={e.seeds.n})" if e.seeds else "-",
+        diff=c.diff if c else 0.0,
+        diff_text=f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]" if c else "leader",
+        p=st.p_leader_adjusted if c else math.nan,
+        p_text=format_p(st.p_leader_adjusted) if c else "-",
+        train_seeds=len(e.records),
+        level=verdict_level(c) if c else "-",
+        provenance=entry_provenance(e),
+    )
+
+
+def collect_leaderboard(
+    run_dir: str | Path,
+    entries: list[Entry],
+    *,
+    alpha: float = 0.05,
+    test: str = "ttest",
+    n_boot: int = 1000,
+) -> tuple[list[BoardSection], list[str]]:
+    """Standings of the plain (non-variant) systems in every setting, as the leaderboard
+    command ranks them; a setting whose systems saw different episodes is left out, named in
+    the notes returned beside the sections."""
+    by_setting: dict[Setting, list[Entry]] = {}
+    for e in entries:
+        if not e.is_variant:
+            by_setting.setdefault(e.setting, []).append(e)
+    sections, notes = [], []
+    for setting, group in sorted(by_setting.items()):
+        try:
+            standings = rank_setting(run_dir, group, alpha=alpha, test=test, n_boot=n_boot)
+        except UnpairedError as err:
+            notes.append(f"{setting.label} not ranked: {err}")
+            continue
+        counts = Counter(st.rank for st in standings)
+        rows = [_row(st, counts[st.rank] > 1) for st in standings]
+        sections.append(BoardSection(setting.label, any(e.synthetic for e in group), rows))
+    return sections, notes

@@ -1,0 +1,110 @@
+"""Everything the report page shows, collected from a results folder (no markup here)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fsarbench.report.page.board import BoardSection, collect_leaderboard
+from fsarbench.report.page.figures import FigureView, embed_figures
+from fsarbench.report.page.health import DatasetHealth, data_health
+from fsarbench.report.page.paper_tables import AbsentTable, TableView, collect_tables
+from fsarbench.report.page.verdicts import VerdictRow, choose_pairs, collect_verdicts
+from fsarbench.report.published import Citation, load_citation
+from fsarbench.report.records import group_entries
+from fsarbench.results import load_records
+from fsarbench.version import code_version
+
+__all__ = ["NoRecordsError", "ReportData", "collect_report"]
+
+
+class NoRecordsError(FileNotFoundError):
+    """The results folder does not exist or holds no result records."""
+
+
+@dataclass
+class ReportData:
+    """The page's content; see the section modules for each part."""
+
+    runs: Path
+    generated: str
+    version: str
+    alpha: float
+    test: str
+    records: int
+    citation: Citation
+    tables: list[TableView]
+    absent_tables: list[AbsentTable]
+    boards: list[BoardSection]
+    board_notes: list[str]
+    verdicts: list[VerdictRow]
+    verdict_notes: list[str]
+    figures: list[FigureView]
+    health: list[DatasetHealth]
+    synthetic: bool = False
+
+
+def _records(run_dir: Path):
+    what = (
+        f"run 'python -m fsarbench run --all --out {run_dir}' (or 'run --table N') to make "
+        "records there, or pass --runs with the folder a run wrote"
+    )
+    if not run_dir.is_dir():
+        raise NoRecordsError(f"results folder {run_dir} does not exist: {what}")
+    records = load_records(run_dir)
+    if not records:
+        raise NoRecordsError(f"no result records (records/*.json) under {run_dir}: {what}")
+    return records
+
+
+def collect_report(
+    run_dir: str | Path,
+    *,
+    alpha: float = 0.05,
+    test: str = "ttest",
+    n_boot: int = 1000,
+    published: str | Path | None = None,
+    figures: bool = True,
+) -> ReportData:
+    """The report of the records under ``run_dir``.
+
+    Raises:
+        NoRecordsError: ``run_dir`` is missing or holds no records (the message says what to run).
+    """
+    from fsarbench.report.figure_set import ours_methods
+
+    run_dir = Path(run_dir)
+    records = _records(run_dir)
+    entries = group_entries(records)
+    tables, absent = collect_tables(run_dir, entries, alpha=alpha, test=test, published=published)
+    pairs, notes = choose_pairs(entries, ours_methods(published))
+    boards, board_notes = collect_leaderboard(
+        run_dir, entries, alpha=alpha, test=test, n_boot=n_boot
+    )
+    verdicts, more = collect_verdicts(
+        run_dir, entries, pairs, alpha=alpha, test=test, n_boot=n_boot
+    )
+    figs = (
+        embed_figures(run_dir, entries, alpha=alpha, test=test, published=published, n_boot=n_boot)
+        if figures
+        else []
+    )
+    return ReportData(
+        runs=run_dir.resolve(),
+        generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        version=code_version(),
+        alpha=alpha,
+        test=test,
+        records=len(records),
+        citation=load_citation(published),
+        tables=tables,
+        absent_tables=absent,
+        boards=boards,
+        board_notes=board_notes,
+        verdicts=verdicts,
+        verdict_notes=notes + more,
+        figures=figs,
+        health=data_health(records),
+        synthetic=any(e.synthetic for e in entries),
+    )
