@@ -81,12 +81,13 @@ class SGTMConfig:
         saliency_loss: stage-1 loss (*unstated*): "ce" softmax cross-entropy or "bce" one
             binary cross-entropy per class.
         saliency_rectify: "relu" ends Φ_cls with a ReLU, so ``A >= 0`` and eq. 2 sums
-            positive class evidence only (CoLA's classifier; default); "none" leaves ``A``
-            signed, and ``Σ_c A`` is then dominated by the C-1 classes a frame is *not*
-            (*unstated*).
+            positive class evidence only (CoLA's classifier; default); "softplus" the same
+            without dead units; "none" leaves ``A`` signed, and ``Σ_c A`` is then dominated
+            by the C-1 classes a frame is *not* (*unstated*).
         saliency_init: "zero_sum" centres the last layer's weights and bias over classes, so
-            ``Σ_c A`` starts at exactly 0 and holds only what stage 1 learns (default);
-            "default" is PyTorch's init (*unstated*).
+            ``Σ_c A`` starts at exactly 0 and holds only what stage 1 learns (default); "off"
+            centres them and sets every class's bias to -4 (each class starts with almost no
+            evidence); "default" is PyTorch's init (*unstated*).
         saliency_padding: padding of the temporal convolutions, "replicate" (default: the
             first and last frames see no artificial zeros, which would bias their actionness)
             or "zeros" (*unstated*).
@@ -123,7 +124,7 @@ class SGTMConfig:
     saliency_pool: Literal["mean", "topk"] = "topk"
     saliency_topk_ratio: float = 0.125
     saliency_loss: Literal["ce", "bce"] = "ce"
-    saliency_rectify: Literal["none", "relu"] = "relu"
-    saliency_init: Literal["default", "zero_sum"] = "zero_sum"
+    saliency_rectify: Literal["none", "relu", "softplus"] = "relu"
+    saliency_init: Literal["default", "zero_sum", "off"] = "zero_sum"
     saliency_padding: Literal["zeros", "replicate"] = "replicate"
     recon_loss: Literal["mse", "l2"] = "mse"

@@ -9,6 +9,7 @@ first, alone, on the meta-train class labels (stage "saliency"), then frozen (st
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -23,6 +24,11 @@ from fsarbench_sgtm.masks import get_mask_strategy, num_masked_frames
 from fsarbench_sgtm.saliency import SaliencyClassifier, saliency_loss
 from fsarbench_sgtm.tokens import check_token_dim, frame_token_mask, from_tokens, to_tokens
 from fsarbench_sgtm.transformer import TransformerStack, init_weights
+
+log = logging.getLogger(__name__)
+#: Actionness spread (max - min of ``Σ_c A`` over a video's frames) at or below which a
+#: video's frames count as tied.
+FLAT_ACTIONNESS = 1e-6
 
 __all__ = ["SGTM", "token_error"]
 
@@ -65,6 +71,7 @@ class SGTM(fb.FewShotMethod):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._flat_warned = False  # _warn_if_flat says it once per model
         cfg: SGTMConfig = self.config
         d, t = self.feature_dim, self.seq_len
         if cfg.token_dim is None and (cfg.tokens_per_frame <= 0 or d % cfg.tokens_per_frame):
@@ -190,9 +197,28 @@ class SGTM(fb.FewShotMethod):
         float32) would tie and leave the order to the stable sort."""
         if self.strategy.needs_saliency:
             scores = self.actionness_logits(videos)
+            self._warn_if_flat(scores)
         else:
             scores = videos.new_zeros(videos.shape[:2])
         return self.strategy.fn(scores, self.num_masked)
+
+    def _warn_if_flat(self, scores: Tensor) -> None:
+        """Say once when Φ_cls gives most videos one actionness for every frame (e.g. every
+        ``max(A, 0)`` dead at 0): its "saliency" masks are then frame order, not saliency."""
+        if self._flat_warned or scores.shape[1] < 2:
+            return
+        flat = float(((scores.amax(1) - scores.amin(1)) <= FLAT_ACTIONNESS).float().mean())
+        if flat > 0.5:
+            self._flat_warned = True
+            log.warning(
+                "SGTM: Φ_cls gives %.0f%% of videos the same actionness on every frame, so its "
+                "saliency masks follow frame order, not saliency (saliency_rectify=%r, "
+                "saliency_init=%r). Try saliency_rectify=softplus saliency_init=off; see "
+                "docs/methods.md, 'How Φ_cls learns actionness'.",
+                100 * flat,
+                self.config.saliency_rectify,
+                self.config.saliency_init,
+            )
 
     def reconstruct(self, videos: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Eq. 3-4: encode the visible tokens, decode all of them.

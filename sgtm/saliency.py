@@ -23,13 +23,17 @@ __all__ = ["SaliencyClassifier", "POOLS", "LOSSES", "RECTIFY", "topk_frames", "s
 
 Pool = Literal["mean", "topk"]
 Loss = Literal["ce", "bce"]
-Rectify = Literal["none", "relu"]
-Init = Literal["default", "zero_sum"]
+Rectify = Literal["none", "relu", "softplus"]
+Init = Literal["default", "zero_sum", "off"]
 Padding = Literal["zeros", "replicate"]
-INITS: tuple[str, ...] = ("default", "zero_sum")
+INITS: tuple[str, ...] = ("default", "zero_sum", "off")
+#: Bias of every class channel under ``init="off"``: softplus(-4) ≈ 0.018, so a class starts
+#: with almost no evidence anywhere and stage 1 turns on only what its labels support.
+OFF_BIAS = -4.0
+
 POOLS: tuple[str, ...] = ("mean", "topk")
 LOSSES: tuple[str, ...] = ("ce", "bce")
-RECTIFY: tuple[str, ...] = ("none", "relu")
+RECTIFY: tuple[str, ...] = ("none", "relu", "softplus")
 
 
 def topk_frames(seq_len: int, ratio: float) -> int:
@@ -58,8 +62,11 @@ class SaliencyClassifier(nn.Module):
         pool: how ``A`` becomes a video score for stage 1: "mean" over time, or "topk", the
             mean of each class's ``topk_frames(T, topk_ratio)`` highest frames (MIL).
         topk_ratio: share of frames the top-k pooling keeps.
-        rectify: "relu" sums ``max(A, 0)`` over classes in eq. 2 (positive evidence only);
-            "none" sums ``A`` as eq. 2 writes it.
+        rectify: "softplus" sums ``softplus(A)`` over classes in eq. 2 (positive evidence,
+            never a dead unit), "relu" sums ``max(A, 0)``, "none" sums ``A`` as eq. 2 writes it.
+        init: "off" centres the last layer over classes and sets its bias to ``OFF_BIAS`` (every
+            class starts with almost no evidence); "zero_sum" only centres it (``Σ_c A`` = 0 at
+            initialisation); "default" is PyTorch's.
     """
 
     def __init__(
@@ -93,15 +100,21 @@ class SaliencyClassifier(nn.Module):
                 mods += [nn.ReLU(), nn.Dropout(dropout)]
             mods.append(nn.Conv1d(w_in, w_out, kernel, padding=kernel // 2, padding_mode=padding))
         self.net = nn.Sequential(*mods)
-        if init == "zero_sum":
+        if init in ("zero_sum", "off"):
             center_classes(self.net[-1])
-        elif init != "default":
+        if init == "off":
+            nn.init.constant_(self.net[-1].bias, OFF_BIAS)
+        elif init not in INITS:
             raise ValueError(f"unknown saliency_init {init!r}; known: {INITS}")
 
     def forward(self, features: Tensor) -> Tensor:
         """``[N, T, D]`` -> class scores ``A`` ``[N, T, C]`` (``>= 0`` with ``rectify="relu"``)."""
         scores = self.net(features.transpose(1, 2)).transpose(1, 2)
-        return scores.clamp_min(0) if self.rectify == "relu" else scores
+        if self.rectify == "relu":
+            return scores.clamp_min(0)
+        if self.rectify == "softplus":
+            return F.softplus(scores)
+        return scores
 
     def video_logits(self, features: Tensor) -> Tensor:
         """``[N, T, D]`` -> ``[N, C]``: ``A`` pooled over time (``pool``) for stage 1."""
