@@ -158,6 +158,17 @@ def test_run_hook_writes_the_report_and_only_warns_on_failure(small, tmp_path, c
     assert "warning: the HTML report was not written" in out and str(tmp_path) in out
 
 
+def test_run_embeds_the_figures_it_drew_instead_of_drawing_them_again(small, tmp_path) -> None:
+    from PIL import Image
+
+    drawn = tmp_path / "accuracy_vs_way.png"
+    Image.new("RGB", (4, 3), (200, 10, 10)).save(drawn)
+    data = collect_report(small, figure_files=[drawn, tmp_path / "accuracy_vs_way.pdf"])
+    assert [f.name for f in data.figures] == ["accuracy_vs_way"]
+    assert data.figures[0].uri.startswith("data:image/png;base64,")
+    assert collect_report(small, figure_files=[]).figures == []
+
+
 def test_templates_ship_as_package_data() -> None:
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"

@@ -307,9 +307,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True)
     print(f"{len(runner.trained_units)} model(s) trained or resumed in this run")
     with runner.timed("tables and figures"):
-        _write_outputs(args, cells)
+        outputs = _write_outputs(args, cells)
     with runner.timed("report"):
-        report = write_run_report(args.out)
+        report = write_run_report(args.out, figure_files=outputs)
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in runner.seconds.items())
     print(f"time per stage: {stages}")
     print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
@@ -332,8 +332,8 @@ def _launch(args: argparse.Namespace, cells: list[Cell], tracks: dict) -> int:
     )
     print(f"{units} model unit(s) in {jobs} {args.launcher} job(s) -> {args.out}")
     submit_shards(executor, args.argv, jobs)
-    _write_outputs(args, cells)
-    report = write_run_report(args.out)
+    outputs = _write_outputs(args, cells)
+    report = write_run_report(args.out, figure_files=outputs)
     print(f"done; summary: {args.out / 'summary.csv'}")
     _print_report(report)
     return 0
@@ -392,7 +392,8 @@ def _setup(args: argparse.Namespace):
     return options, tracks
 
 
-def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> None:
+def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:
+    """Summary tables, paper tables and figures of ``args.out``; the paper files written."""
     from fsarbench.experiments.outputs import write_paper_outputs
     from fsarbench.experiments.summary_tables import write_summary_tables
 
@@ -413,15 +414,17 @@ def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> None:
             print(f"\n{path}:\n{path.read_text()}")
     if outputs:
         print(f"paper tables and figures: {args.out / 'tables'}, {args.out / 'figures'}")
+    return outputs
 
 
-def write_run_report(out: Path) -> Path | None:
+def write_run_report(out: Path, figure_files: list[Path] | None = None) -> Path | None:
     """The HTML report of ``out`` (``out/report/index.html``), or ``None`` with a warning when
-    it cannot be written: the run's records and tables are saved either way."""
+    it cannot be written: the run's records and tables are saved either way. ``figure_files``:
+    the figures the run has just drawn, embedded instead of drawn again."""
     from fsarbench.report.page import build_report
 
     try:
-        return build_report(out)
+        return build_report(out, figure_files=figure_files)
     except Exception as err:  # the report must never cost the run its results
         log.debug("report failed", exc_info=True)
         print(

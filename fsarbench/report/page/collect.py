@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fsarbench.report.page.board import BoardSection, collect_leaderboard
-from fsarbench.report.page.figures import FigureView, embed_figures
+from fsarbench.report.page.figures import FigureView, embed_figures, figure_views
 from fsarbench.report.page.health import DatasetHealth, data_health
 from fsarbench.report.page.paper_tables import AbsentTable, TableView, collect_tables
 from fsarbench.report.page.verdicts import VerdictRow, choose_pairs, collect_verdicts
@@ -66,8 +66,10 @@ def collect_report(
     n_boot: int = 1000,
     published: str | Path | None = None,
     figures: bool = True,
+    figure_files: list[Path] | None = None,
 ) -> ReportData:
-    """The report of the records under ``run_dir``.
+    """The report of the records under ``run_dir``; ``figure_files`` (PNGs ``run`` has just
+    drawn from the same records) are embedded as they are instead of drawn again.
 
     Raises:
         NoRecordsError: ``run_dir`` is missing or holds no records (the message says what to run).
@@ -85,11 +87,14 @@ def collect_report(
     verdicts, more = collect_verdicts(
         run_dir, entries, pairs, alpha=alpha, test=test, n_boot=n_boot
     )
-    figs = (
-        embed_figures(run_dir, entries, alpha=alpha, test=test, published=published, n_boot=n_boot)
-        if figures
-        else []
-    )
+    if not figures:
+        figs = []
+    elif figure_files is not None:
+        figs = figure_views(figure_files)
+    else:
+        figs = embed_figures(
+            run_dir, entries, alpha=alpha, test=test, published=published, n_boot=n_boot
+        )
     return ReportData(
         runs=run_dir.resolve(),
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),

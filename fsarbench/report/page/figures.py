@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fsarbench.report.records import Entry
 
-__all__ = ["FigureView", "embed_figures", "data_uri"]
+__all__ = ["FigureView", "embed_figures", "figure_views", "data_uri"]
 
 
 @dataclass(frozen=True)
@@ -45,5 +45,9 @@ def embed_figures(
         paths = render_all(
             run_dir, entries, tmp, alpha=alpha, test=test, published=published, n_boot=n_boot
         )
-        pngs = [p for p in paths if p.suffix == ".png"]
-        return [FigureView(p.stem, _title(p.stem), data_uri(p)) for p in pngs]
+        return figure_views(paths)
+
+
+def figure_views(paths: list[Path]) -> list[FigureView]:
+    """The PNGs among ``paths``, in order, as embedded views."""
+    return [FigureView(p.stem, _title(p.stem), data_uri(p)) for p in paths if p.suffix == ".png"]
