@@ -10,6 +10,7 @@ import signal
 import time
 
 import pandas as pd
+import pytest
 from test_runner import CELLS, OPTS, provider
 
 from fsarbench.experiments.runner import RunOptions, run_cells
@@ -30,10 +31,12 @@ def _worker(out: str, log: str) -> None:
     run_cells(CELLS, provider, RunOptions(out, **OPTS))
 
 
-def test_concurrent_runs_train_each_model_once_and_agree(tmp_path):
+@pytest.mark.parametrize("processes", [2, 3])
+def test_concurrent_runs_train_each_model_once_and_agree(tmp_path, processes):
     ctx = mp.get_context("spawn")  # fork after torch threads can deadlock
     log = tmp_path / "trainings.txt"
-    procs = [ctx.Process(target=_worker, args=(str(tmp_path / "shared"), str(log))) for _ in "ab"]
+    shared = str(tmp_path / "shared")
+    procs = [ctx.Process(target=_worker, args=(shared, str(log))) for _ in range(processes)]
     for p in procs:
         p.start()
     for p in procs:
