@@ -80,6 +80,8 @@ class ExtractStats:
     frames: int  # frames through the backbone in this run
     seconds: float
     errors: dict[str, str] = field(default_factory=dict)  # "index/view" -> message, this run
+    wait_seconds: float = 0.0  # blocked waiting for decoded clips (decoding not hidden)
+    forward_seconds: float = 0.0  # in the backbone (on CUDA: launching it, unless synced)
 
     @property
     def frames_per_s(self) -> float:
@@ -285,15 +287,14 @@ def _run(
     bar = progress_bar(total=len(loader.dataset), unit="clip", desc="extract", disable=not progress)
     try:
         with CacheWriter(cache, flush_every_s) as writer:
-            for batch in batches:
+            for batch in _timed(batches, stats):
                 _count_failed(stats, batch.failed)
                 writer.mark_failed(batch.failed)
                 if batch.clips.numel():
-                    writer.write(
-                        batch.index.numpy(),
-                        batch.view.numpy(),
-                        _forward(model, batch.clips, device),
-                    )
+                    t0 = time.perf_counter()
+                    feats = _forward(model, batch.clips, device)
+                    stats.forward_seconds += time.perf_counter() - t0
+                    writer.write(batch.index.numpy(), batch.view.numpy(), feats)
                     stats.written += len(batch.index)
                     stats.frames += batch.clips.shape[0] * batch.clips.shape[1]
                 bar.update(len(batch.index) + len(batch.failed))
@@ -302,6 +303,19 @@ def _run(
         cache.flush()
         bar.close()
         stats.seconds = time.perf_counter() - start
+
+
+def _timed(batches: Iterator[ClipBatch], stats: ExtractStats) -> Iterator[ClipBatch]:
+    """``batches``, the time blocked on each added to ``stats.wait_seconds``."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        finally:
+            stats.wait_seconds += time.perf_counter() - t0
+        yield batch
 
 
 def _count_failed(stats: ExtractStats, failed: list[tuple[int, int, str]]) -> None:
