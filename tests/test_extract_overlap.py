@@ -76,7 +76,7 @@ def test_cache_is_byte_equal_to_a_synchronous_loop(tmp_path, backbone, workers):
     )
     cache = FeatureCache.open(tmp_path / "c")
     stored = cache.get(np.arange(11), np.zeros(11, dtype=np.int64)).numpy()
-    assert 0 < stats.forward_seconds and stats.wait_seconds >= 0
+    assert stats.forward_seconds > 0 and stats.wait_seconds >= 0
     assert stats.forward_seconds + stats.wait_seconds <= stats.seconds
     expected = _synchronous(backbone, data, 4)
     assert expected.dtype == np.float16 and cache.is_complete
