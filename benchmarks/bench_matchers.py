@@ -6,7 +6,10 @@ OTAM and Bi-MHM, so beside each time the table gives the GEMM rate that time imp
 rate of a plain ``torch.matmul`` of the same total size, measured in the same run. For the
 per-video heads it also gives their floor on this machine: that GEMM at the plain-matmul rate
 plus the time to gather the episodes' frames (measured alone, same batches) — what exact
-float32 arithmetic cannot go below without visiting fewer (query, support) pairs.
+float32 arithmetic cannot go below without visiting fewer (query, support) pairs — and the
+time's ratio to it. The batch column is the fastest of ``BATCH_CANDIDATES`` on the first
+episodes; beside it the head's own default (``episode_batch``, what ``evaluate`` and ``run``
+use when given no batch).
 """
 
 from __future__ import annotations
@@ -102,11 +105,13 @@ def main(threads: int = 2) -> None:
             if head != "protonet":
                 floor = f"{flops / plain / 1e9 + gather_seconds(features, manifest, batch):.2f}"
             target = TARGETS.get((head, shot))
+            default = method.preferred_episode_batch("cpu", shot)
             rows.append(
                 [
                     head,
                     shot,
                     batch,
+                    "" if default is None else default,
                     f"{seconds:.2f}",
                     floor,
                     "" if target is None else f"{target:g}",
@@ -116,6 +121,7 @@ def main(threads: int = 2) -> None:
                     f"{achieved:.1f}",
                     f"{plain:.1f}",
                     f"{achieved / plain:.2f}",
+                    "" if not floor else f"{seconds / float(floor):.2f}",
                 ]
             )
             print(
@@ -130,6 +136,7 @@ def main(threads: int = 2) -> None:
                 "head",
                 "shot",
                 "batch_episodes",
+                "head's default (episode_batch)",
                 f"s / {EPISODES:,} eps (best of {REPEATS})",
                 "floor s (GEMM at plain rate + gather)",
                 "target s",
@@ -139,6 +146,7 @@ def main(threads: int = 2) -> None:
                 "GEMM GF/s (end-to-end)",
                 "plain matmul GF/s",
                 "ratio",
+                "time / floor (target <= 1.3)",
             ],
         )
     )

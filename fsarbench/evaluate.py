@@ -42,6 +42,7 @@ __all__ = [
     "EvalResult",
     "default_batch_bytes",
     "encode_videos",
+    "wanted_batch",
     "evaluate",
     "make_predictor",
     "prepare_pool",
@@ -144,6 +145,23 @@ def default_batch_bytes(device: torch.device) -> int:
     return (1 << 30) if torch.device(device).type == "cuda" else (64 << 20)
 
 
+DEFAULT_BATCH_EPISODES = 500
+
+
+def wanted_batch(
+    method: FewShotMethod, device: torch.device, manifest: Manifest, batch_episodes: int | None
+) -> int:
+    """The episodes per batch asked for: ``batch_episodes`` when given, else the head's
+    measured best on this device type and shot (:meth:`FewShotMethod.preferred_episode_batch`),
+    else :data:`DEFAULT_BATCH_EPISODES`; :func:`fit_batch` then bounds it by memory."""
+    if batch_episodes is not None:
+        if batch_episodes < 1:
+            raise ValueError(f"batch_episodes must be >= 1, got {batch_episodes}")
+        return batch_episodes
+    hint = method.preferred_episode_batch(torch.device(device).type, manifest.spec.shot)
+    return hint or DEFAULT_BATCH_EPISODES
+
+
 def fit_batch(
     state: State,
     n_videos: int,
@@ -200,7 +218,7 @@ def evaluate(
     features: Tensor | FeatureStore,
     manifest: Manifest,
     *,
-    batch_episodes: int = 500,
+    batch_episodes: int | None = None,
     max_batch_bytes: int | None = None,
     encode_chunk: int = 4096,
     interval: str = "normal",
@@ -221,7 +239,8 @@ def evaluate(
         manifest: the episodes.
         batch_episodes: episodes matched per call (fewer when the gathered states of that
             many episodes would exceed ``max_batch_bytes``; default
-            :func:`default_batch_bytes` of the device).
+            :func:`default_batch_bytes` of the device); ``None``: the head's measured best
+            (:func:`wanted_batch`). The batch used is in ``result.extra["batch_episodes"]``.
         interval: ``"normal"`` (TRX convention) or ``"t"``.
         partial_path: where finished episodes are saved, so an interrupted evaluation
             resumes from there (and gives the same result as an uninterrupted one).
@@ -244,7 +263,12 @@ def evaluate(
     e, nq = manifest.query.shape
     budget = max_batch_bytes or default_batch_bytes(device)
     batch_episodes = fit_batch(
-        state, len(unique), manifest, batch_episodes, budget, method.support_means
+        state,
+        len(unique),
+        manifest,
+        wanted_batch(method, device, manifest, batch_episodes),
+        budget,
+        method.support_means,
     )
     partial_path = Path(partial_path) if partial_path is not None else None
     manifest_hash = manifest.hash  # canonical JSON of every episode: computed once
@@ -277,6 +301,7 @@ def evaluate(
     seconds = time.perf_counter() - t0
     result = summarise_predictions(predicted, manifest, interval, seconds, manifest_hash)
     result.extra["nonfinite_policy"] = nonfinite
+    result.extra["batch_episodes"] = min(batch_episodes, e)
     return result
 
 

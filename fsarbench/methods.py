@@ -164,6 +164,10 @@ class FewShotMethod(nn.Module):
     #: ...), applied by ``create_method(..., dataset=...)`` over the ``Config`` defaults and
     #: under a registered name's presets and the caller's values. Checked at registration.
     dataset_presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: Episodes per ``match`` call that ran fastest in ``make bench``, by device type and
+    #: shot (``{"cpu": {1: 16, 5: 16}}``): the evaluator's batch when its caller gives none
+    #: (:meth:`preferred_episode_batch`). Batching never changes a result, only its speed.
+    episode_batch: ClassVar[Mapping[str, Mapping[int, int]]] = {}
 
     def __init__(
         self,
@@ -211,6 +215,16 @@ class FewShotMethod(nn.Module):
             :class:`MethodOutput` with ``logits [B, Nq, way]``.
         """
         raise NotImplementedError
+
+    def preferred_episode_batch(self, device_type: str, shot: int) -> int | None:
+        """:attr:`episode_batch` for ``device_type`` at ``shot``; an unlisted shot takes the
+        entry of the largest listed shot below it (else the smallest listed); ``None`` when
+        nothing is listed for the device."""
+        table = self.episode_batch.get(device_type, {})
+        if not table:
+            return None
+        below = [s for s in table if s <= shot]
+        return int(table[max(below) if below else min(table)])
 
     # -- optional: heads that score (query, support) pairs independently ------------------
     def pairwise(self, shot: int) -> bool:

@@ -55,6 +55,7 @@ def test_frozen_train_saves_resumes_and_evaluates(tmp_path, monkeypatch, capsys)
     assert main(["train", "protonet", "--dataset", "toy", "--out", str(out), *ARGS]) == 0
     text = capsys.readouterr().out
     assert "protonet (frozen) on toy: best val accuracy" in text
+    assert "step time: " in text and " ms = data " in text  # the per-step breakdown (CPU)
     best = load_checkpoint(out / "best.pt")
     assert f"best val accuracy {best['val_accuracy']:.2f} at step {best['step']}" in text
     history = load_checkpoint(out / "last.pt")["history"]

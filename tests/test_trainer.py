@@ -42,6 +42,10 @@ def test_training_runs_and_keeps_best(tmp_path):
     res = train(m, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path, progress=False)
     vals = [h["val_accuracy"] for h in res.history if "val_accuracy" in h]
     assert len(vals) == 3 and res.best_val == max(vals)
+    times = res.step_times  # measured on the CPU by default; "other" holds validation
+    assert set(times) == {"data", "forward", "backward", "optimizer", "other", "total"}
+    assert all(v >= 0 for v in times.values()) and times["forward"] > 0
+    assert times["total"] == pytest.approx(sum(v for k, v in times.items() if k != "total"))
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     for k, v in m.state_dict().items():
         torch.testing.assert_close(v, best["method"][k])

@@ -69,7 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--hparams", default="{}", help="JSON of method hyper-parameters, e.g. '{\"lam\": 0.5}'"
     )
     p.add_argument("--num-train-classes", type=int, default=None)
-    p.add_argument("--batch-episodes", type=int, default=500)
+    p.add_argument(
+        "--batch-episodes",
+        type=int,
+        default=None,
+        help="episodes matched per call (default: the head's fastest in make bench, else 500; "
+        "never changes the result)",
+    )
     p.add_argument("--interval", choices=["normal", "t"], default="normal")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")

@@ -17,6 +17,7 @@ from fsarbench.cli.common import (
     parse_overrides,
 )
 from fsarbench.provenance import training_fingerprint
+from fsarbench.training.timing import format_step_times
 
 DEFAULT_OUT = Path("results") / "train"
 
@@ -82,6 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "resumed only if it holds this same run, and refused otherwise)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--step-timing",
+        action="store_true",
+        help="print where each training step's time goes (waiting for data, forward, "
+        "backward, optimiser) also on CUDA, where measuring synchronises the device "
+        "(on the CPU it is always printed)",
+    )
     p.set_defaults(func=run)
 
 
@@ -141,6 +149,7 @@ def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
         device=device,
         progress=not args.no_progress,
         fingerprint=fingerprint,
+        step_timing=True if args.step_timing else None,
     )
     _report(args, result, out)
     return 0
@@ -207,6 +216,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
             device=device,
             progress=not args.no_progress,
             fingerprint=fingerprint,
+            step_timing=True if args.step_timing else None,
         )
         if is_main():
             _report(args, result, out)
@@ -327,3 +337,5 @@ def _report(args, result, out: Path) -> None:
         f"{args.method} ({args.track}) on {args.dataset}: best val accuracy {best} at step "
         f"{result.best_step} ({result.seconds:.0f} s); checkpoints in {out}"
     )
+    if result.step_times:
+        print(format_step_times(result.step_times))

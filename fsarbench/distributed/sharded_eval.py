@@ -29,6 +29,7 @@ from fsarbench.evaluate import (
     prepare_pool,
     save_partial_predictions,
     summarise_predictions,
+    wanted_batch,
 )
 from fsarbench.features.store import FeatureStore
 from fsarbench.methods import FewShotMethod
@@ -89,7 +90,7 @@ def evaluate_sharded(
     features: Tensor | FeatureStore,
     manifest: Manifest,
     *,
-    batch_episodes: int = 500,
+    batch_episodes: int | None = None,
     max_batch_bytes: int | None = None,
     encode_chunk: int = 512,
     interval: str = "normal",
@@ -108,7 +109,12 @@ def evaluate_sharded(
     )
     budget = max_batch_bytes or default_batch_bytes(device)
     batch_episodes = fit_batch(
-        state, len(unique), manifest, batch_episodes, budget, method.support_means
+        state,
+        len(unique),
+        manifest,
+        wanted_batch(method, device, manifest, batch_episodes),
+        budget,
+        method.support_means,
     )
     predicted = _match_shard(
         method,

@@ -67,7 +67,7 @@ class RunOptions:
     queries: int = 1
     device: str = "cpu"
     progress: bool = True
-    batch_episodes: int = 500
+    batch_episodes: int | None = None  # None: each head's measured best (evaluate)
     interval: str = "normal"
     recipe_overrides: dict[str, Any] = field(default_factory=dict)
     nonfinite: str = "error"

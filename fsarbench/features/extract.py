@@ -1,8 +1,9 @@
 """Feature extraction: clips -> backbone -> ``[T, D]`` float16 per video and view, cached.
 
-Clips are decoded in DataLoader workers (pinned memory on CUDA) while the main process runs
-the backbone in ``torch.inference_mode`` (channels-last + float16 autocast on CUDA); the frames
-of ``batch_size`` videos go through one forward. Extraction resumes after an interruption:
+Clips are decoded in DataLoader workers (pinned memory on CUDA, at a lower CPU priority)
+while the main process runs the backbone in ``torch.inference_mode`` (channels-last + float16
+autocast on CUDA) and a writer thread stores the features behind it; the frames of
+``batch_size`` videos go through one forward. Extraction resumes after an interruption:
 done entries are skipped, and the cache's done mask is flushed every ``flush_every_s`` seconds.
 
 The clip dataset (``fsarbench.data.clips.ClipDataset`` or any ``torch.utils.data.Dataset``)
@@ -13,7 +14,9 @@ view ``p % V``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,9 +31,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from fsarbench.features.backbones import Backbone, create_backbone
 from fsarbench.features.cache import CacheKey, FeatureCache, cache_folder
+from fsarbench.features.writer import CacheWriter
 from fsarbench.io import stable_hash
 from fsarbench.progress import progress_bar
 from fsarbench.provenance import pipeline_digest
+
+# How much lower than the forward's the decode workers' CPU priority is (``os.nice``).
+DECODE_NICENESS = 5
 
 __all__ = [
     "ClipBatch",
@@ -73,6 +80,8 @@ class ExtractStats:
     frames: int  # frames through the backbone in this run
     seconds: float
     errors: dict[str, str] = field(default_factory=dict)  # "index/view" -> message, this run
+    wait_seconds: float = 0.0  # blocked waiting for decoded clips (decoding not hidden)
+    forward_seconds: float = 0.0  # in the backbone (on CUDA: launching it, unless synced)
 
     @property
     def frames_per_s(self) -> float:
@@ -256,6 +265,7 @@ def _loader(
         collate_fn=collate_clips,
         pin_memory=torch.device(device).type == "cuda",
         prefetch_factor=4 if num_workers > 0 else None,
+        worker_init_fn=_lower_priority if num_workers > 0 else None,
     )
 
 
@@ -268,36 +278,58 @@ def _run(
     flush_every_s: float,
     progress: bool,
 ) -> None:
-    """The extraction loop; the cache is flushed periodically and on any exit."""
+    """The extraction loop: the loader's workers decode ahead, this thread runs the
+    backbone, a :class:`~fsarbench.features.writer.CacheWriter` stores and flushes behind
+    it; everything handed to the writer is stored and the cache flushed on any exit."""
+    start = time.perf_counter()
+    batches = iter(loader)  # workers start decoding while the model is prepared
     model = _prepare(backbone, device)
-    start = last_flush = time.perf_counter()
     bar = progress_bar(total=len(loader.dataset), unit="clip", desc="extract", disable=not progress)
     try:
-        for batch in loader:
-            _store_failed(cache, stats, batch.failed)
-            if batch.clips.numel():
-                feats = encode_clips(model, batch.clips, device)
-                cache.write(batch.index.numpy(), batch.view.numpy(), feats.numpy())
-                stats.written += len(batch.index)
-                stats.frames += batch.clips.shape[0] * batch.clips.shape[1]
-            bar.update(len(batch.index) + len(batch.failed))
-            bar.set_postfix(failed=stats.failed, refresh=False)
-            if time.perf_counter() - last_flush > flush_every_s:
-                cache.flush()
-                last_flush = time.perf_counter()
+        with CacheWriter(cache, flush_every_s) as writer:
+            for batch in _timed(batches, stats):
+                _count_failed(stats, batch.failed)
+                writer.mark_failed(batch.failed)
+                if batch.clips.numel():
+                    t0 = time.perf_counter()
+                    feats = _forward(model, batch.clips, device)
+                    stats.forward_seconds += time.perf_counter() - t0
+                    writer.write(batch.index.numpy(), batch.view.numpy(), feats)
+                    stats.written += len(batch.index)
+                    stats.frames += batch.clips.shape[0] * batch.clips.shape[1]
+                bar.update(len(batch.index) + len(batch.failed))
+                bar.set_postfix(failed=stats.failed, refresh=False)
     finally:
         cache.flush()
         bar.close()
         stats.seconds = time.perf_counter() - start
 
 
-def _store_failed(
-    cache: FeatureCache, stats: ExtractStats, failed: list[tuple[int, int, str]]
-) -> None:
+def _timed(batches: Iterator[ClipBatch], stats: ExtractStats) -> Iterator[ClipBatch]:
+    """``batches``, the time blocked on each added to ``stats.wait_seconds``."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        finally:
+            stats.wait_seconds += time.perf_counter() - t0
+        yield batch
+
+
+def _count_failed(stats: ExtractStats, failed: list[tuple[int, int, str]]) -> None:
     for index, view, error in failed:
-        cache.mark_failed(index, view, error)
         stats.errors[f"{index}/{view}"] = error
         stats.failed += 1
+
+
+def _lower_priority(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: decode at a lower CPU priority than the forward, so
+    on busy cores decoding fills the forward's gaps instead of preempting its threads (a
+    preempted intra-op thread stalls every other one at the next barrier)."""
+    with contextlib.suppress(OSError):
+        os.nice(DECODE_NICENESS)
 
 
 def _prepare(backbone: Backbone, device: torch.device) -> Backbone:
@@ -309,6 +341,13 @@ def _prepare(backbone: Backbone, device: torch.device) -> Backbone:
 
 def encode_clips(backbone: Backbone, clips: Tensor, device: torch.device) -> Tensor:
     """``clips [B, T, 3, H, W]`` -> float16 CPU features ``[B, T, D]`` in one forward."""
+    return _forward(backbone, clips, device).to("cpu", torch.float16)
+
+
+def _forward(backbone: Backbone, clips: Tensor, device: torch.device) -> Tensor:
+    """``clips [B, T, 3, H, W]`` -> features ``[B, T, D]`` on ``device`` (float16 autocast on
+    CUDA, the backbone's dtype elsewhere) in one forward; copying them to the host is left to
+    the caller (the cache writer's thread in :func:`extract_features`)."""
     b, t = clips.shape[:2]
     frames = clips.reshape(b * t, *clips.shape[2:]).to(device, non_blocking=True)
     with torch.inference_mode():
@@ -318,7 +357,7 @@ def encode_clips(backbone: Backbone, clips: Tensor, device: torch.device) -> Ten
                 out = backbone(frames)
         else:
             out = backbone(frames)
-    return out.reshape(b, t, -1).to("cpu", torch.float16)
+    return out.reshape(b, t, -1)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from fsarbench.training.finetune_recipe import (
     finetune_recipe,
 )
 from fsarbench.training.loop import LoopConfig, MicroBatch, TrainResult, rank_share, run_training
+from fsarbench.training.prefetch import DevicePrefetcher
 from fsarbench.training.recipe import Recipe
 from fsarbench.training.trainer import val_manifest_for
 from fsarbench.training.video_method import ClipEpisodes, VideoMethod
@@ -66,7 +67,9 @@ def _check_split(recipe: Recipe) -> int:
 class ClipSource:
     """The finetune track's :class:`~fsarbench.training.loop.EpisodeSource`: episodes of
     decoded, augmented clips from DataLoader workers (pinned on CUDA), this rank's share of
-    each step in micro-batches of ``micro_batch`` episodes (which must divide the share)."""
+    each step in micro-batches of ``micro_batch`` episodes (which must divide the share),
+    each copied to the device while the one before computes
+    (:class:`~fsarbench.training.prefetch.DevicePrefetcher`)."""
 
     def __init__(self, split: ClipSplit, recipe: FinetuneRecipe, seed: int, device) -> None:
         self.split, self.full, self.seed, self.device = split, recipe, seed, device
@@ -86,12 +89,19 @@ class ClipSource:
                 pin_memory=torch.device(self.device).type == "cuda",
             )
         )
-        for _ in range(first_step, steps):  # lazily: one micro-batch on the device at a time
-            yield (self._micro(next(loader), data) for _ in range(data.per // self.micro))
+        # lazily, the next micro-batch moved to the device while this one computes
+        moved = DevicePrefetcher(
+            (self._micro(item, data) for item in loader), self._to_device, self.device
+        )
+        for _ in range(first_step, steps):
+            yield (next(moved) for _ in range(data.per // self.micro))
 
     def _micro(self, item: dict[str, Any], data: TrainEpisodes) -> MicroBatch:
-        batch = to_clip_episodes(item, data.spec).to(self.device)
+        batch = to_clip_episodes(item, data.spec)
         return MicroBatch(int(item["episode"][0]), batch.support.shape[0], batch)
+
+    def _to_device(self, micro: MicroBatch) -> MicroBatch:
+        return MicroBatch(micro.first, micro.count, micro.batch.to(self.device))
 
 
 def build_video_method(
@@ -139,6 +149,7 @@ def finetune(
     progress: bool = True,
     stop_after: int | None = None,
     fingerprint: dict[str, Any] | None = None,
+    step_timing: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` end to end, stage by stage, on every rank of the job (the one loop
     of :mod:`fsarbench.training.loop` over a :class:`ClipSource`).
@@ -151,6 +162,8 @@ def finetune(
         stop_after: stop (as if interrupted) after this many steps in total — for tests.
         fingerprint: what makes this run; resuming another run's folder raises
             :class:`~fsarbench.training.loop.RunMismatchError`.
+        step_timing: time each step's phases (``LoopConfig.step_timing``; ``None``: on
+            except on CUDA, where it synchronises); mean seconds in ``result.step_times``.
     """
     device = torch.device(device)
     source = ClipSource(train_split, recipe, seed, device)
@@ -182,5 +195,6 @@ def finetune(
         fingerprint=fingerprint,
         precision=model.precision,
         desc="finetune",
+        step_timing=step_timing,
     )
     return run_training(model, source, validate, cfg)

@@ -34,6 +34,7 @@ from fsarbench.methods import FewShotMethod, TrainingStage
 from fsarbench.progress import progress_bar
 from fsarbench.provenance import StaleError, provenance_diff
 from fsarbench.training.recipe import Recipe
+from fsarbench.training.timing import StepTimer, format_step_times
 
 __all__ = [
     "EpisodeSource",
@@ -57,6 +58,7 @@ class TrainResult:
     best_step: int | None = None
     seconds: float = 0.0
     checkpoint: Path | None = None
+    step_times: dict[str, float] = field(default_factory=dict)  # mean s/step by phase
 
 
 @dataclass
@@ -90,6 +92,15 @@ class LoopConfig:
     fingerprint: dict[str, Any] | None = None
     precision: Precision = field(default_factory=Precision)
     desc: str = "train"
+    # per-step time by phase (fsarbench.training.timing): None = on except on CUDA, where
+    # it synchronises the device at every phase; report_every > 0 also prints it every
+    # that many steps (rank 0)
+    step_timing: bool | None = None
+    report_every: int = 0
+
+    def timer(self) -> StepTimer:
+        enabled = self.device.type != "cuda" if self.step_timing is None else self.step_timing
+        return StepTimer(enabled, self.device)
 
 
 Validate = Callable[[FewShotMethod], float]
@@ -212,6 +223,7 @@ class _Run:
     cfg: LoopConfig
     result: TrainResult
     best_state: dict[str, Tensor]
+    timer: StepTimer
     done: int = 0
 
 
@@ -240,7 +252,8 @@ def run_training(
     if ckpt:
         model.load_state_dict(ckpt["method"])
     best = _resume_best(cfg.out, ckpt)
-    run = _Run(model, source, validate, cfg, result, best or copy.deepcopy(model.state_dict()))
+    state = best or copy.deepcopy(model.state_dict())
+    run = _Run(model, source, validate, cfg, result, state, cfg.timer())
     stages = model.training_stages()
     counts = stage_steps(stages, cfg.recipe.steps)
     for si, (stage, n_steps) in enumerate(zip(stages, counts)):
@@ -254,6 +267,7 @@ def run_training(
         model.load_state_dict(run.best_state)
     model.eval()
     result.seconds = time.perf_counter() - t0
+    result.step_times = run.timer.per_step()
     out = cfg.out
     result.checkpoint = out / "best.pt" if out is not None and (out / "best.pt").exists() else None
     return result
@@ -290,6 +304,7 @@ def _run_stage(
     with only_trainable(run.model, params):
         ddp = _ddp(run.model, stage) if params and world_size() > 1 else None
         for step, micro in zip(range(start, n_steps), steps):
+            run.timer.start_step()
             run.model.train()
             terms = _step(run, si, stage, step, micro, opt, scaler, params, ddp)
             if sched is not None:
@@ -303,6 +318,8 @@ def _run_stage(
             run.done += 1
             if val_step:
                 _save_main(cfg.out, "last.pt", _payload(run, opt, sched, scaler, si, step + 1))
+            run.timer.end_step()
+            _report_times(run)
             if cfg.stop_after is not None and run.done >= cfg.stop_after:
                 bar.close()
                 raise KeyboardInterrupt(f"stopped after {run.done} steps")
@@ -328,29 +345,40 @@ def _step(
     cfg = run.cfg
     n = cfg.recipe.episodes_per_step
     world = world_size() if ddp is not None else 1  # DDP averages; the step sums episodes
+    timer = run.timer
     totals: dict[str, float] = {}
-    for mb, last in _with_last(micro):
+    for mb, last in _with_last(timer.wrap(micro)):
         torch.manual_seed(step_seed(cfg.seed, si, mb.first))
         sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
         with sync:
-            with cfg.precision.autocast():
-                losses = ddp(mb.batch) if ddp is not None else stage.loss(mb.batch)
-            loss = sum(v.float() for v in losses.values()) * (mb.count * world / n)
+            with timer.phase("forward"):
+                with cfg.precision.autocast():
+                    losses = ddp(mb.batch) if ddp is not None else stage.loss(mb.batch)
+                loss = sum(v.float() for v in losses.values()) * (mb.count * world / n)
             if opt is not None:
-                scaler.scale(loss).backward()
+                with timer.phase("backward"):
+                    scaler.scale(loss).backward()
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach()) * mb.count / n
     totals = allreduce_sum(totals, cfg.device)
     check_losses(totals, stage=stage.name, step=step)
     if opt is None:
         return totals
-    if cfg.recipe.grad_clip > 0:
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, cfg.recipe.grad_clip)
-    scaler.step(opt)
-    scaler.update()
-    opt.zero_grad(set_to_none=True)
+    with timer.phase("optimizer"):
+        if cfg.recipe.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, cfg.recipe.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
     return totals
+
+
+def _report_times(run: _Run) -> None:
+    """Every ``report_every`` steps, rank 0 prints the step-time breakdown so far."""
+    every, timer = run.cfg.report_every, run.timer
+    if every > 0 and timer.steps and timer.steps % every == 0 and is_main():
+        print(f"{run.cfg.desc}: {format_step_times(timer.per_step(), timer.steps)}", flush=True)
 
 
 class _StageLoss(nn.Module):

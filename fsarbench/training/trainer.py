@@ -156,6 +156,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     fingerprint: dict[str, Any] | None = None,
+    step_timing: bool | None = None,
 ) -> TrainResult:
     """Train ``method`` stage by stage on episodes of ``train_data`` (the one loop of
     :mod:`fsarbench.training.loop` over a :class:`FeatureSource`).
@@ -168,6 +169,8 @@ def train(
         fingerprint: what makes this run (hyper-parameters, recipe, seed, data, code),
             stored in the checkpoints; resuming from ``out_dir`` with another one raises
             :class:`RunMismatchError` naming the differing fields.
+        step_timing: time each step's phases (``LoopConfig.step_timing``; ``None``: on
+            except on CUDA, where it synchronises); mean seconds in ``result.step_times``.
     """
     device = torch.device(device)
     manifest = val_manifest_for(val_data, recipe, seed)
@@ -186,6 +189,7 @@ def train(
         progress=progress,
         stop_after=stop_after,
         fingerprint=fingerprint,
+        step_timing=step_timing,
     )
     return run_training(method, FeatureSource(train_data, recipe, seed, device), validate, cfg)
 
