@@ -15,6 +15,7 @@ from fsarbench.report.published import (
     load_table,
 )
 from fsarbench.report.records import Entry
+from fsarbench.experiments.grids import grid_stand_in
 from fsarbench.report.tables import Cell, Table, build_table, mark_significant
 
 __all__ = ["CellView", "RowView", "TableView", "AbsentTable", "collect_tables"]
@@ -104,7 +105,14 @@ def collect_tables(
     shown, absent = [], []
     for number in available_tables(published):
         spec = load_table(number, published)
-        table = build_table(spec, entries, source="both", aliases=aliases, known=known)
+        table = build_table(
+            spec,
+            entries,
+            source="both",
+            stand_in=grid_stand_in(f"table{number}"),
+            aliases=aliases,
+            known=known,
+        )
         if not any(c.entry is not None for r in table.rows for c in r.cells):
             command = f"python -m fsarbench run --table {number}"
             absent.append(AbsentTable(number, spec.caption, command))
