@@ -385,6 +385,7 @@ def extract_finetune_test(
         norm=options.norm,
         flip=False,
         short="repeat",
+        tiny=options.tiny,
         batch_size=max(1, options.eval_chunk // 4),
         workers=options.workers,
         device=str(device),

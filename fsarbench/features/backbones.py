@@ -32,6 +32,7 @@ __all__ = [
     "UnknownBackboneError",
     "backbone_spec",
     "create_backbone",
+    "effective_norm",
     "is_offline",
     "list_backbones",
     "load_checkpoint_state_dict",
@@ -150,6 +151,14 @@ def is_offline() -> bool:
     )
 
 
+def effective_norm(backbone: str, protocol_norm: str) -> str:
+    """The pixel normalisation clips for ``backbone`` get: a backbone that fixes its own
+    (ViT presets: CLIP's statistics for CLIP towers) overrides the protocol's, because
+    those weights only work with it; other backbones take the protocol's ``norm``."""
+    preset = VIT_PRESETS.get(backbone)
+    return preset.norm if preset is not None else protocol_norm
+
+
 def create_backbone(
     name: str, *, weights: str | Path = "imagenet", seed: int = 0, tiny: bool = False
 ) -> Backbone:
@@ -158,9 +167,9 @@ def create_backbone(
     ``weights``: ``"imagenet"`` (torchvision ImageNet weights: the reference protocol uses
     ``IMAGENET1K_V1``; another torchvision enum member name such as ``"IMAGENET1K_V2"`` also
     works), ``"pretrained"`` (the backbone's own weights), ``"none"`` (random init drawn from
-    ``seed``) or a checkpoint file path. ``tiny`` (ViT presets, ``weights="none"`` only): the
-    same architecture class with 2 blocks of width 32 and the preset's output dimension, for
-    tests and CPU smoke runs.
+    ``seed``) or a checkpoint file path. ``tiny`` (ViT presets; random or a tiny checkpoint):
+    the same architecture class with 2 blocks of width 32 and the preset's output dimension,
+    for tests and CPU smoke runs.
     """
     if tiny and name not in VIT_PRESETS:
         raise UnknownBackboneError(
@@ -385,8 +394,10 @@ def _create_preset(name: str, preset: VitPreset, weights: str | Path, seed: int,
             f"unknown weights {weights!r} for {name}; use 'pretrained' (= {preset.tag}), "
             "'none' or a checkpoint path"
         )
-    if tiny and kind != "none":
-        raise BackboneWeightsError(f"tiny {name} has random weights only: pass weights=none")
+    if tiny and kind == "named":
+        raise BackboneWeightsError(
+            f"tiny {name} has no pretrained weights: pass weights=none (or a tiny checkpoint)"
+        )
     kwargs = {
         "num_classes": preset.feature_dim if (preset.head or tiny) else 0,
         "img_size": preset.input_size,
@@ -396,7 +407,10 @@ def _create_preset(name: str, preset: VitPreset, weights: str | Path, seed: int,
     with _seeded(seed):
         if kind == "named":
             model = _timm_pretrained(
-                timm.create_model, f"{preset.timm_model}.{preset.tag}", preset.cache_hint(), **kwargs
+                timm.create_model,
+                f"{preset.timm_model}.{preset.tag}",
+                preset.cache_hint(),
+                **kwargs,
             )
             weights_id = f"timm:{preset.timm_model}.{preset.tag}"
         else:

@@ -140,6 +140,8 @@ def tail_parameters(trunk: nn.Module, train_blocks: int) -> list[nn.Parameter]:
         )
     depth = len(trunk.blocks)
     if not 0 < train_blocks <= depth:
-        raise TrainBlocksError(f"train_blocks must lie in 0..{depth} for this ViT, got {train_blocks}")
+        raise TrainBlocksError(
+            f"train_blocks must lie in 0..{depth} for this ViT, got {train_blocks}"
+        )
     tail = [*trunk.blocks[depth - train_blocks :], trunk.norm, trunk.fc_norm, trunk.head]
     return [p for module in tail for p in module.parameters()]

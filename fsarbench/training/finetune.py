@@ -110,7 +110,9 @@ def build_video_method(
     from fsarbench.features.backbones import create_backbone
     from fsarbench.registry import create_method
 
-    backbone = create_backbone(options.backbone, weights=options.weights, seed=seed)
+    backbone = create_backbone(
+        options.backbone, weights=options.weights, seed=seed, tiny=options.tiny
+    )
     torch.manual_seed(seed)
     head = create_method(
         method,
