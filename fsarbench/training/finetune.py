@@ -108,11 +108,13 @@ def build_video_method(
     drawn from ``seed``, on ``device`` (with the head's presets for ``dataset``); every rank
     then holds rank 0's initial weights."""
     from fsarbench.features.backbones import create_backbone
-    from fsarbench.registry import create_method
+    from fsarbench.registry import create_method, method_info
 
     backbone = create_backbone(
         options.backbone, weights=options.weights, seed=seed, tiny=options.tiny
     )
+    features = {"backbone": options.backbone, "weights": options.weights, "tiny": options.tiny}
+    derived = method_info(method).cls.backbone_hparams(features)
     torch.manual_seed(seed)
     head = create_method(
         method,
@@ -120,7 +122,7 @@ def build_video_method(
         seq_len=options.frames,
         num_train_classes=num_train_classes,
         dataset=dataset,
-        **(hparams or {}),
+        **{**derived, **(hparams or {})},
     )
     precision = select_precision(device, amp=options.amp, channels_last=options.channels_last)
     model = VideoMethod(backbone, head, options, precision).to(device)
