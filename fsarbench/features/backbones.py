@@ -402,6 +402,7 @@ def _create_preset(name: str, preset: VitPreset, weights: str | Path, seed: int,
         "num_classes": preset.feature_dim if (preset.head or tiny) else 0,
         "img_size": preset.input_size,
         "dynamic_img_size": True,  # other resolutions interpolate the position embedding
+        "dynamic_img_pad": True,  # and sides that are no multiple of the patch are padded
         **(TINY_DIMS if tiny else {}),
     }
     with _seeded(seed):

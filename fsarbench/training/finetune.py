@@ -157,6 +157,8 @@ def finetune(
             :class:`~fsarbench.training.loop.RunMismatchError`.
     """
     device = torch.device(device)
+    if model.uses_class_names:
+        model.train_names = train_split.class_names
     source = ClipSource(train_split, recipe, seed, device)
     manifest = val_manifest_for(val_split, recipe.recipe, seed)
     validate = None
@@ -172,6 +174,7 @@ def finetune(
                 encode_chunk=recipe.options.eval_chunk,
                 progress=False,
                 autocast=m.precision.dtype is not None,
+                class_names=val_split.class_names,
             )
             return res.accuracy if res is not None else None
 

@@ -18,6 +18,8 @@ from fsarbench.methods import (
     FewShotMethod,
     MethodOutput,
     TrainingStage,
+    episode_class_names,
+    label_classes,
     match_keywords,
 )
 from fsarbench.state import State
@@ -93,6 +95,8 @@ class VideoMethod(FewShotMethod):
         self.precision = precision or Precision()
         self.method_name = getattr(method, "method_name", type(method).__name__)
         self.uses_class_names = method.uses_class_names
+        #: training split's class id -> name, set by the finetune loop for such heads
+        self.train_names: list[str] | None = None
         if self.precision.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self._trained = backbone_trainable(backbone, options)
@@ -137,6 +141,12 @@ class VideoMethod(FewShotMethod):
         b, ns = batch.support.shape[:2]
         feats = self.features(torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)]))
         support, query = feats[: b * ns], feats[b * ns :]
+        names = None
+        if self.uses_class_names:
+            if self.train_names is None:
+                raise ValueError("this head uses class names: set VideoMethod.train_names")
+            ids = label_classes(batch.support_labels, batch.support_classes, batch.way)
+            names = episode_class_names(ids, self.train_names)
         return EpisodeBatch(
             support.reshape(b, ns, *feats.shape[1:]),
             batch.support_labels,
@@ -145,6 +155,7 @@ class VideoMethod(FewShotMethod):
             batch.support_classes,
             batch.query_classes,
             batch.way,
+            names,
         )
 
     def training_stages(self) -> list[TrainingStage]:
