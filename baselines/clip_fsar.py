@@ -4,7 +4,8 @@ frame features plus CLIP's text tower (open_clip) for the class-name prompts.
 What it computes (the reference is ``CNN_OTAM_CLIPFSAR`` of github.com/alibaba-mmai-research/
 CLIP-FSAR; our own code):
 
-1. Text: each class name becomes the prompt ``"a photo of {name}"``; the frozen CLIP text
+1. Text: each class name becomes the prompt ``"a photo of {name}"`` (underscores and
+   CamelCase turned into words: :func:`readable`); the frozen CLIP text
    tower embeds it (``[E]``), cached per name. When ``E`` differs from the frame feature
    dimension ``D`` a learned linear map takes it to ``D`` (identity otherwise: CLIP image
    features of the ``clip-vit-*`` presets already live in the joint space).
@@ -30,6 +31,7 @@ frame backbone (``backbone_hparams``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,7 +45,14 @@ from fsarbench.methods import EpisodeBatch
 from fsarbench_baselines.common import one_hot_weights
 from fsarbench_baselines.otam import bidirectional_otam, otam_cosine_distance
 
-__all__ = ["CLIPFSAR", "TemporalTransformer"]
+__all__ = ["CLIPFSAR", "TemporalTransformer", "readable"]
+
+
+def readable(name: str) -> str:
+    """A class name as prompt words: underscores to spaces, CamelCase split
+    (``ApplyEyeMakeup`` -> ``Apply Eye Makeup``, ``order_00_fwd`` -> ``order 00 fwd``)."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name.replace("_", " "))
+    return " ".join(spaced.split())
 
 
 class _Block(nn.Module):
@@ -179,7 +188,7 @@ class CLIPFSAR(FewShotMethod):
         then ``text_proj``), in ``like``'s dtype and device."""
         new = sorted({n for row in class_names for n in row} - set(self.text_cache))
         if new:
-            emb = self.tower.encode([self.config.prompt.format(n) for n in new])
+            emb = self.tower.encode([self.config.prompt.format(readable(n)) for n in new])
             self.text_cache.update(zip(new, emb))
         table = torch.stack([torch.stack([self.text_cache[n] for n in row]) for row in class_names])
         return self.text_proj(table.to(like.device, like.dtype))

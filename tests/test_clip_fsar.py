@@ -184,3 +184,39 @@ def test_contract_batches_carry_names_for_clip_fsar():
     batch = random_batch(names=True)
     assert all(set(row) <= set(CONTRACT_CLASS_NAMES) for row in batch.class_names)
     assert dataclasses.replace(batch, class_names=None).class_names is None
+
+
+def test_finetune_track_trains_clip_fsar_on_a_tiny_clip_tower(tmp_path):
+    """End to end on clips: tiny CLIP ViT-B/16 (last block trained), clip-fsar head with the
+    tiny text tower picked from the backbone, class names from the synth split."""
+    from finetune_fixtures import TINY_SYNTH, tiny_recipe
+
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.training import finetune as ft
+
+    ds = get_dataset("synth", root=tmp_path / "synth", config=TINY_SYNTH)
+    over = tiny_recipe(
+        recipe={"val_every": 1, "val_episodes": 2, "val_shot": 1},
+        options={"backbone": "clip-vit-b16", "tiny": True, "train_blocks": 1, "crop": 32},
+    )
+    recipe = ft.finetune_recipe("clip-fsar", "synth", over)
+    assert recipe.options.norm == "clip"
+    train_split = ft.ClipSplit(ds.videos("train"), ds.variant, ds.flip_ok)
+    val_split = ft.ClipSplit(ds.videos("val"), ds.variant, ds.flip_ok)
+    model = ft.build_video_method(
+        "clip-fsar", recipe.options, torch.device("cpu"), hparams={"mlp_dim": 32}
+    )
+    assert model.inner.config.text_tower == "tiny"
+    frozen = model.backbone.trunk.blocks[0].attn.qkv.weight.clone()
+    result = ft.finetune(model, train_split, val_split, recipe, progress=False)
+    assert [r["step"] for r in result.history] == [1, 2]
+    assert torch.equal(model.backbone.trunk.blocks[0].attn.qkv.weight, frozen)
+    assert model.train_names == ds.class_names("train")
+
+
+def test_prompt_words_from_dataset_class_names():
+    from fsarbench_baselines.clip_fsar import readable
+
+    assert readable("ApplyEyeMakeup") == "Apply Eye Makeup"
+    assert readable("order_00_fwd") == "order 00 fwd"
+    assert readable("air drumming") == "air drumming"
