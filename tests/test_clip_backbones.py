@@ -170,3 +170,18 @@ def test_list_backbones_shows_size_norm_and_dim(capsys):
     assert "0.481/0.458/0.408" in rows["clip-vit-b16"] and " 512 " in rows["clip-vit-b16"]
     assert " 384 " in rows["dinov2-vit-s14"] and "imagenet" in rows["dinov2-vit-s14"]
     assert "protocol's" in rows["resnet50"] and " 2048 " in rows["resnet50"]
+
+
+def test_docs_clip_commands_parse_with_the_real_cli():
+    from pathlib import Path
+
+    from test_readme_commands import _code_commands, _inline_commands, argv_of
+
+    from fsarbench.cli.main import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "clip.md").read_text()
+    commands = _code_commands(text) + _inline_commands(text)
+    assert any("--table clip" in c for c in commands)
+    for command in commands:
+        args = build_parser().parse_args(argv_of(command))
+        assert args.command in {"list", "run", "compare", "check-method"}, command

@@ -220,3 +220,33 @@ def test_prompt_words_from_dataset_class_names():
     assert readable("ApplyEyeMakeup") == "Apply Eye Makeup"
     assert readable("order_00_fwd") == "order 00 fwd"
     assert readable("air drumming") == "air drumming"
+
+
+def test_clip_grid_cells_and_its_frame_features(tmp_path):
+    from fsarbench.cli.main import build_parser
+    from fsarbench.cli.run_cmd import run_features, select_cells
+    from fsarbench.experiments.grids import GridError, add_grid_file
+
+    parse = build_parser().parse_args
+    args = parse(["run", "--table", "clip", "--dataset", "synth"])
+    cells = select_cells(args, [])
+    assert sorted({c.method for c in cells}) == sorted(
+        ["otam", "bimhm", "trx", "hyrsm", "sgtm-otam", "clip-fsar"]
+    )
+    assert sorted({c.shot for c in cells}) == [1, 5] and len(cells) == 12
+    assert run_features(args) == {"backbone": "clip-vit-b16", "weights": "pretrained"}
+    smoke = parse(["run", "--table", "clip", "--features", "weights=none", "tiny=true"])
+    assert run_features(smoke) == {"backbone": "clip-vit-b16", "weights": "none", "tiny": True}
+    assert run_features(parse(["run", "--table", "1", "clip"]))["backbone"] == "clip-vit-b16"
+    grids = tmp_path / "grids.yaml"
+    grids.write_text(
+        "grids:\n  dino:\n    datasets: [synth]\n    methods: [otam]\n"
+        "    features: {backbone: dinov2-vit-s14}\n"
+    )
+    add_grid_file(grids)
+    with pytest.raises(GridError, match="different frame features"):
+        run_features(parse(["run", "--table", "clip", "dino"]))
+    from fsarbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="resolutoin"):
+        run_features(parse(["run", "--table", "clip", "--features", "resolutoin=64"]))
