@@ -32,8 +32,9 @@ __all__ = [
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-#: The test-only ``tiny`` variant: the preset's architecture class with 2 blocks of width 32.
-TINY_DIMS = {"depth": 2, "embed_dim": 32, "num_heads": 2}
+#: The test-only ``tiny`` variant: the preset's architecture class with 2 blocks of width 32,
+#: average-pooled (a random class token barely depends on the image).
+TINY_DIMS = {"depth": 2, "embed_dim": 32, "num_heads": 2, "global_pool": "avg"}
 
 
 @dataclass(frozen=True)
