@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from fsarbench.episodes import Manifest
 from fsarbench.features.store import FeatureStore, as_feature_store
 from fsarbench.guards import NONFINITE, check_nonfinite_policy, predict_labels
 from fsarbench.io import atomic_write_bytes
-from fsarbench.methods import FewShotMethod
+from fsarbench.methods import FewShotMethod, episode_class_names
 from fsarbench.pairs import pair_table, table_logits, use_pair_table
 from fsarbench.progress import progress_bar
 from fsarbench.state import (
@@ -230,6 +230,7 @@ def evaluate(
     pair_tables: dict | None = None,
     nonfinite: str = "error",
     partial_tag: str = "",
+    class_names: Sequence[str] | None = None,
 ) -> EvalResult:
     """Accuracy ± 95% CI of ``method`` on every episode of ``manifest``.
 
@@ -252,6 +253,8 @@ def evaluate(
             queries count as wrong; their number is in ``result.extra``).
         partial_tag: what else must match for ``partial_path`` to be resumed (e.g. a
             provenance key: a partial evaluation of other code or weights is discarded).
+        class_names: the pool's class names (class id of ``manifest.classes`` -> name);
+            required by, and passed only to, methods with ``uses_class_names``.
     """
     t0 = time.perf_counter()
     check_nonfinite_policy(nonfinite)
@@ -285,7 +288,16 @@ def evaluate(
         disable=not progress,
     )
     predict = make_predictor(
-        method, state, position, manifest, device, autocast, pair_tables, unique, nonfinite
+        method,
+        state,
+        position,
+        manifest,
+        device,
+        autocast,
+        pair_tables,
+        unique,
+        nonfinite,
+        names_for(method, class_names),
     )
     try:
         for start in todo:
@@ -305,6 +317,23 @@ def evaluate(
     return result
 
 
+class ClassNamesError(ValueError):
+    """A method that uses class names evaluated without them."""
+
+
+def names_for(method: FewShotMethod, class_names: Sequence[str] | None) -> list[str] | None:
+    """The class names the evaluator passes ``method``: ``class_names`` for methods with
+    ``uses_class_names`` (an error when missing), None for every other method."""
+    if not method.uses_class_names:
+        return None
+    if class_names is None:
+        raise ClassNamesError(
+            f"{method_label(method)} uses class names: pass class_names= (the evaluated "
+            "split's class names, indexed by the manifest's class ids)"
+        )
+    return list(class_names)
+
+
 def method_label(method: torch.nn.Module) -> str:
     """The name errors and partial files give ``method``."""
     return str(getattr(method, "method_name", type(method).__name__))
@@ -320,6 +349,7 @@ def make_predictor(
     pair_tables: dict | None = None,
     unique: np.ndarray | None = None,
     nonfinite: str = "error",
+    class_names: list[str] | None = None,
 ) -> Callable[[int, int], np.ndarray]:
     """``predict(start, stop) -> [stop-start, Nq]`` predicted labels of those episodes.
 
@@ -327,12 +357,13 @@ def make_predictor(
     pool is small enough (:func:`fsarbench.pairs.use_pair_table`), else matches them. With
     ``pair_tables`` (and ``unique``, the encoded videos' ids), a table built for the same
     videos before is reused. Non-finite logits follow ``nonfinite``
-    (:func:`fsarbench.guards.predict_labels`).
+    (:func:`fsarbench.guards.predict_labels`). ``class_names`` (methods with
+    ``uses_class_names``) reach ``match`` per episode, never through a pair table.
     """
     name = method_label(method)
     labels = torch.as_tensor(np.ascontiguousarray(manifest.support_labels), device=device)
     n_videos = len(state_leaves(state)[0])
-    if use_pair_table(method, manifest, n_videos):
+    if class_names is None and use_pair_table(method, manifest, n_videos):
         key = None if unique is None else hashlib.sha1(unique.tobytes()).hexdigest()
         table = None if pair_tables is None else pair_tables.get(key)
         if table is None:
@@ -352,7 +383,17 @@ def make_predictor(
 
     def match(start: int, stop: int) -> np.ndarray:
         logits = match_batch(
-            method, state, position, manifest, start, stop, labels, device, autocast, buffers
+            method,
+            state,
+            position,
+            manifest,
+            start,
+            stop,
+            labels,
+            device,
+            autocast,
+            buffers,
+            class_names,
         )
         return predict_labels(logits, first_episode=start, policy=nonfinite, method=name)
 
@@ -371,9 +412,11 @@ def match_batch(
     device,
     autocast,
     buffers: dict | None = None,
+    class_names: list[str] | None = None,
 ):
     """Logits ``[stop-start, Nq, way]`` of episodes ``start..stop`` of ``manifest``;
-    ``buffers`` (kept by the caller) makes the state gathers reuse their memory."""
+    ``buffers`` (kept by the caller) makes the state gathers reuse their memory;
+    ``class_names`` (class id -> name) become the episodes' ``class_names=``."""
     s_idx = torch.as_tensor(position[manifest.support[start:stop]], device=device)
     q_idx = torch.as_tensor(position[manifest.query[start:stop]], device=device)
     labels = support_labels[start:stop]
@@ -382,9 +425,12 @@ def match_batch(
         labels = torch.arange(manifest.way, device=device).expand(len(s_idx), -1)
     else:
         support = state_gather(state, s_idx, buffers, "support")
+    extra = {}
+    if class_names is not None:
+        extra["class_names"] = episode_class_names(manifest.classes[start:stop], class_names)
     with _autocast(device, autocast):
         out = method.match(
-            support, labels, state_gather(state, q_idx, buffers, "query"), manifest.way
+            support, labels, state_gather(state, q_idx, buffers, "query"), manifest.way, **extra
         )
     return out.logits
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,7 +19,17 @@ from torch import Tensor, nn
 
 from fsarbench.state import State, state_map, state_reshape_leading
 
-__all__ = ["EpisodeBatch", "MethodOutput", "FewShotMethod", "TrainingStage", "NoConfig"]
+__all__ = [
+    "EpisodeBatch",
+    "MethodOutput",
+    "FewShotMethod",
+    "TrainingStage",
+    "NoConfig",
+    "MATCH_KEYWORDS",
+    "match_keywords",
+    "episode_class_names",
+    "label_classes",
+]
 
 
 @dataclass
@@ -34,6 +44,9 @@ class EpisodeBatch:
         support_classes: ``[B, Ns]`` long global (meta-train) class ids, for auxiliary losses.
         query_classes: ``[B, Nq]`` long global class ids.
         way: number of classes per episode.
+        class_names: ``B`` lists of ``way`` class names (label ``i`` of episode ``b`` is
+            ``class_names[b][i]``), filled by the harness only for methods that set
+            ``uses_class_names = True``; ``None`` otherwise.
     """
 
     support: Tensor
@@ -43,6 +56,7 @@ class EpisodeBatch:
     support_classes: Tensor | None = None
     query_classes: Tensor | None = None
     way: int = 5
+    class_names: list[list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.support.dim() != 4 or self.query.dim() != 4:
@@ -71,6 +85,13 @@ class EpisodeBatch:
             raise ValueError(
                 f"every class 0..{self.way - 1} needs at least one support video in every episode"
             )
+        if self.class_names is not None and (
+            len(self.class_names) != b or any(len(n) != self.way for n in self.class_names)
+        ):
+            raise ValueError(
+                f"class_names must be {b} lists of way={self.way} names, got lengths "
+                f"{[len(n) for n in self.class_names]}"
+            )
 
     @property
     def batch_size(self) -> int:
@@ -92,7 +113,19 @@ class EpisodeBatch:
             support_classes=move(self.support_classes),
             query_classes=move(self.query_classes),
             way=self.way,
+            class_names=self.class_names,
         )
+
+
+def episode_class_names(classes: Any, names: Sequence[str]) -> list[list[str]]:
+    """``classes [B, way]`` class ids (label order) -> ``B`` lists of ``way`` names."""
+    return [[names[int(c)] for c in row] for row in classes.tolist()]
+
+
+def label_classes(support_labels: Tensor, support_classes: Tensor, way: int) -> Tensor:
+    """``[B, way]`` global class of each episode label, read off the support set."""
+    first = torch.stack([(support_labels == c).int().argmax(1) for c in range(way)], 1)
+    return support_classes.gather(1, first)
 
 
 @dataclass
@@ -135,15 +168,18 @@ class NoConfig:
     """Hyper-parameters of a method that has none."""
 
 
+MATCH_KEYWORDS = ("support_classes", "query_classes", "class_names")
+
+
 @functools.cache
 def match_keywords(cls: type) -> frozenset[str]:
-    """The optional keywords (``support_classes``, ``query_classes``) ``cls.match`` accepts:
-    ``forward`` passes only those, so a hand-written ``match(self, support, support_labels,
-    query, way)`` works as it is."""
+    """The optional keywords (``support_classes``, ``query_classes``, ``class_names``)
+    ``cls.match`` accepts: ``forward`` passes only those, so a hand-written ``match(self,
+    support, support_labels, query, way)`` works as it is."""
     params = inspect.signature(cls.match).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return frozenset({"support_classes", "query_classes"})
-    return frozenset(k for k in ("support_classes", "query_classes") if k in params)
+        return frozenset(MATCH_KEYWORDS)
+    return frozenset(k for k in MATCH_KEYWORDS if k in params)
 
 
 class FewShotMethod(nn.Module):
@@ -168,6 +204,18 @@ class FewShotMethod(nn.Module):
     #: shot (``{"cpu": {1: 16, 5: 16}}``): the evaluator's batch when its caller gives none
     #: (:meth:`preferred_episode_batch`). Batching never changes a result, only its speed.
     episode_batch: ClassVar[Mapping[str, Mapping[int, int]]] = {}
+    #: ``match`` needs the episode's class names (``class_names=``, ``B`` lists of ``way``
+    #: strings in label order): the trainer and the evaluator then fill them from the
+    #: dataset's class names. Such a method is never pairwise (a name belongs to a class).
+    uses_class_names: ClassVar[bool] = False
+
+    @classmethod
+    def backbone_hparams(cls, features: Mapping[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters that follow from the frame features the method runs on
+        (``features``: ``backbone``, ``weights``, ``tiny`` as the track recorded them), applied
+        under the caller's values; e.g. CLIP-FSAR picks the text tower of the image tower.
+        Default: none."""
+        return {}
 
     def __init__(
         self,
@@ -210,6 +258,7 @@ class FewShotMethod(nn.Module):
             query: encoded queries, tensors leading with ``[B, Nq]``.
             way: classes per episode.
             support_classes, query_classes: optional global class ids ``[B, Ns]``/``[B, Nq]``.
+            class_names: (methods with ``uses_class_names``) ``B`` lists of ``way`` names.
 
         Returns:
             :class:`MethodOutput` with ``logits [B, Nq, way]``.
@@ -262,7 +311,11 @@ class FewShotMethod(nn.Module):
         larger kernels: training steps spend much of their time in ``encode``)."""
         ns = batch.support.shape[1]
         state = self.encode_episodes(torch.cat([batch.support, batch.query], 1))
-        classes = {"support_classes": batch.support_classes, "query_classes": batch.query_classes}
+        classes = {
+            "support_classes": batch.support_classes,
+            "query_classes": batch.query_classes,
+            "class_names": batch.class_names,
+        }
         return self.match(
             state_map(lambda t: t[:, :ns], state),
             batch.support_labels,

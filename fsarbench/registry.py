@@ -72,6 +72,13 @@ _INIT_KEYWORDS = ("feature_dim", "seq_len", "num_train_classes", "config")
 def check_signatures(name: str, cls: type) -> None:
     """A method class's ``__init__`` and ``match`` must take what the harness passes; a
     mismatch fails at registration with the signature to write, never later mid-run."""
+    from fsarbench.methods import match_keywords
+
+    if cls.uses_class_names and "class_names" not in match_keywords(cls):
+        raise TypeError(
+            f"method {name!r}: {cls.__name__} sets uses_class_names but its match does not "
+            "take the keyword class_names=None (B lists of way names)"
+        )
     init = inspect.signature(cls.__init__)
     params = init.parameters.values()
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)

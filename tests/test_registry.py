@@ -129,6 +129,7 @@ def test_runner_builds_methods_with_their_dataset_presets():
         name="kinetics100",
         feature_shape=(4, 16),
         splits={"train": SimpleNamespace(num_classes=64)},
+        info={"backbone": "resnet50", "weights": "imagenet"},
     )
     recipe = SimpleNamespace(adapter="none")
     method = build_method("hyrsm", {"lambda_cls": 0.5}, feats, recipe, seed=0)

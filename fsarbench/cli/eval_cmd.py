@@ -148,9 +148,9 @@ def run(args: argparse.Namespace) -> int:
         if args.features:
             store = open_feature_store(args.features)
             manifest = Manifest.load(args.manifest)
-            method, meta = build_method(args, store.feature_shape), {}
+            method, meta, names = build_method(args, store.feature_shape), {}, None
         else:
-            store, manifest, method, meta = _dataset_mode(args, device)
+            store, manifest, method, meta, names = _dataset_mode(args, device)
         method = method.to(device)
         result = evaluate_sharded(
             method,
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             autocast=args.amp,
             progress=is_main(),
             nonfinite=args.nonfinite,
+            class_names=names,  # passed only to heads with uses_class_names
         )
         if result is not None:
             _report(args, method, manifest, result, env.world_size, meta)
@@ -183,7 +184,9 @@ def _check_mode(args: argparse.Namespace) -> None:
         )
 
 
-def _dataset_mode(args: argparse.Namespace, device) -> tuple[Any, Manifest, FewShotMethod, dict]:
+def _dataset_mode(
+    args: argparse.Namespace, device
+) -> tuple[Any, Manifest, FewShotMethod, dict, list[str]]:
     """Test features, manifest and method for ``--dataset`` (see the module docstring)."""
     from fsarbench.training.export import is_finetune_state
 
@@ -208,7 +211,7 @@ def _dataset_mode(args: argparse.Namespace, device) -> tuple[Any, Manifest, FewS
         split="test",
         class_names=names,
     )
-    return feats.store, manifest, method, meta
+    return feats.store, manifest, method, meta, names
 
 
 def _frozen(args):

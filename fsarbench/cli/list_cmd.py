@@ -20,13 +20,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _print_backbones() -> None:
+    """One row per registered backbone: input size, normalisation, feature dimension."""
+    from fsarbench.features.backbones import backbone_spec, list_backbones
+
+    print(f"{'name':<16} {'input':>5}  {'normalisation':<42} {'dim':>5}  description")
+    for name in list_backbones():
+        s = backbone_spec(name)
+        mean = "/".join(f"{m:.3f}" for m in s.mean)
+        std = "/".join(f"{v:.3f}" for v in s.std)
+        norm = f"{s.norm} {mean} {std}" if s.norm else "protocol's (--protocol)"
+        print(f"{name:<16} {s.input_size:>5}  {norm:<42} {s.feature_dim:>5}  {s.description}")
+    print("timm:<model>  any timm model (weights from the local Hugging Face cache or a path)")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.what == "backbones":
-        from fsarbench.features.backbones import list_backbones
-
-        for name in list_backbones():
-            print(name)
-        print("timm:<model>  any timm model (weights from the local Hugging Face cache or a path)")
+        _print_backbones()
         return 0
     if args.what == "protocols":
         from fsarbench.data.protocols import list_protocols, protocol_description

@@ -108,6 +108,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(see FinetuneOptions)",
     )
     how.add_argument(
+        "--features",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="frozen track: frame features for every dataset over its preset and the grid's "
+        "(FeaturePreset: backbone, weights, resolution, num_frames, train_views, tiny), e.g. "
+        "weights=none tiny=true resolution=64 for a CPU smoke run of --table clip",
+    )
+    how.add_argument(
         "--share-model-across-shots",
         dest="share_shots",
         action="store_true",
@@ -277,9 +286,9 @@ def run(args: argparse.Namespace) -> int:
     from fsarbench.experiments.runner import CellRunner
 
     apply_splits_dir(args)
-    options, tracks = _setup(args)
     if args.grids:
         add_grid_file(args.grids)
+    options, tracks = _setup(args)
     available = available_datasets(args.root)
     cells = _shard(select_cells(args, available), args.shard, tracks, args.share_shots)
     if any(c.dataset == STAND_IN for c in cells) and not available:
@@ -348,10 +357,16 @@ def _setup(args: argparse.Namespace):
 
     overrides = parse_overrides(args.recipe, "--recipe")
     options_over = parse_overrides(args.option, "--option")
+    features = run_features(args)
     build_config(Recipe, overrides, where="--recipe")  # unknown keys fail before any work
-    build_config(FinetuneOptions, options_over, where="--option")
     if options_over and args.track != "finetune":
         raise ValueError("--option applies to --track finetune only")
+    if args.features and args.track != "frozen":
+        raise ValueError("--features applies to --track frozen; use --option backbone=... here")
+    if args.track == "finetune":  # a grid's backbone choice, under explicit --option values
+        keys = ("backbone", "weights", "tiny")
+        options_over = {**{k: v for k, v in features.items() if k in keys}, **options_over}
+    build_config(FinetuneOptions, options_over, where="--option")
     if "protocol" in options_over:
         raise ValueError(f"choose the protocol with --protocol {options_over['protocol']}")
     if args.throughput <= 0:
@@ -374,6 +389,7 @@ def _setup(args: argparse.Namespace):
         workers=args.workers,
         progress=progress,
         protocol=args.protocol,
+        preset_overrides=features,
     )
     tracks = {
         "frozen": FrozenTrack(
@@ -390,6 +406,18 @@ def _setup(args: argparse.Namespace):
         ),
     }
     return options, tracks
+
+
+def run_features(args: argparse.Namespace) -> dict:
+    """Frame-feature overrides of the run: the selected grids' ``features`` (one set per
+    run), then ``--features`` (checked against FeaturePreset's fields)."""
+    from fsarbench.experiments.features import FeaturePreset
+    from fsarbench.experiments.grids import grid_features
+
+    grids = list(all_grids()) if args.all else [_grid_for_table(t) for t in args.table]
+    features = {**grid_features(grids), **parse_overrides(args.features, "--features")}
+    build_config(FeaturePreset, features, where="--features")
+    return features
 
 
 def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:

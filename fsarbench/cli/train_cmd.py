@@ -303,6 +303,7 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
             manifest,
             device=device,
             progress=not args.no_progress,
+            class_names=ds.class_names("test"),
         )
         if not is_main():
             continue

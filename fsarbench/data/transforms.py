@@ -23,6 +23,8 @@ NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
     "none": None,  # TRX: 0-1 pixels
     "hyrsm": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # OpenAI CLIP's statistics: the CLIP image towers (fsarbench.features.vit_presets)
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
 }
 
 
@@ -36,7 +38,7 @@ class TransformConfig:
         crop: output side; 0 means no crop.
         random_crop: random crop position (train) instead of the centre (test).
         flip: random horizontal flip with probability 0.5 (train; off for SSv2).
-        norm: ``none``, ``hyrsm`` or ``imagenet``.
+        norm: ``none``, ``hyrsm``, ``imagenet`` or ``clip``.
     """
 
     resize: int = 256
@@ -44,7 +46,7 @@ class TransformConfig:
     crop: int = 224
     random_crop: bool = False
     flip: bool = False
-    norm: Literal["none", "hyrsm", "imagenet"] = "none"
+    norm: Literal["none", "hyrsm", "imagenet", "clip"] = "none"
 
 
 class ClipTransform:

@@ -26,6 +26,7 @@ from fsarbench.evaluate import (
     fit_batch,
     load_partial_predictions,
     make_predictor,
+    names_for,
     prepare_pool,
     save_partial_predictions,
     summarise_predictions,
@@ -99,6 +100,7 @@ def evaluate_sharded(
     progress: bool = True,
     partial_path: str | Path | None = None,
     nonfinite: str = "error",
+    class_names: list[str] | None = None,
 ) -> EvalResult | None:
     """:func:`fsarbench.evaluate.evaluate` over every rank: the result on rank 0, ``None``
     elsewhere. ``partial_path`` gets a per-rank suffix so each rank resumes its own batches."""
@@ -127,6 +129,7 @@ def evaluate_sharded(
         progress,
         _rank_path(partial_path),
         nonfinite,
+        names_for(method, class_names),
     )
     gathered = gather_to_main(predicted)
     if gathered is None:
@@ -157,6 +160,7 @@ def _match_shard(
     progress: bool,
     partial: Path | None,
     nonfinite: str = "error",
+    class_names: list[str] | None = None,
 ) -> np.ndarray:
     """``[E, Nq]`` predictions of this rank's batches; other rows stay ``-1``."""
     e, nq = manifest.query.shape
@@ -174,7 +178,14 @@ def _match_shard(
         disable=not progress,
     )
     predict = make_predictor(
-        method, state, position, manifest, device, autocast, nonfinite=nonfinite
+        method,
+        state,
+        position,
+        manifest,
+        device,
+        autocast,
+        nonfinite=nonfinite,
+        class_names=class_names,
     )
     try:
         for start in todo:

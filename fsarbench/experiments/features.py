@@ -15,6 +15,7 @@ import yaml
 from fsarbench.config import build_config, check_names
 from fsarbench.data.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from fsarbench.experiments.tracks import DatasetFeatures
+from fsarbench.features.backbones import effective_norm
 from fsarbench.features.store import SubsetFeatureStore
 from fsarbench.training import SplitFeatures
 
@@ -33,6 +34,7 @@ class FeaturePreset:
     resolution: int = 224
     num_frames: int = 8
     train_views: int = 4
+    tiny: bool = False  # ViT presets only: the tiny random test architecture (weights none)
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,6 +114,11 @@ class FrozenFeatureProvider:
             "cache_keys": keys,
             "split_md5": ds.split_md5s(),
         }
+        norm = effective_norm(preset.backbone, protocol.norm)
+        if norm != protocol.norm:  # the backbone's normalisation beat the protocol's
+            info["norm"] = norm
+        if preset.tiny:
+            info["tiny"] = True
         return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped)
 
     def _extract(self, dataset: str, split: str, preset: FeaturePreset, protocol: Protocol):
@@ -124,7 +131,8 @@ class FrozenFeatureProvider:
             frames=protocol.sampler(train),
             transform=protocol.transform(train),
             flip=protocol.flip,
-            norm=protocol.norm,
+            norm=effective_norm(preset.backbone, protocol.norm),
+            tiny=preset.tiny,
             num_frames=preset.num_frames,
             resolution=preset.resolution,
             views=preset.train_views if train else 1,
@@ -152,4 +160,6 @@ def split_features(cache, dataset: str) -> tuple[SplitFeatures, list[str], list[
     )
     bad = [cache.video_ids[i] for i in np.flatnonzero(failed)]
     store = SubsetFeatureStore(cache, keep) if len(bad) else cache
-    return SplitFeatures(store, classes_all[keep], dataset), names, bad
+    by_id = dict(zip(cache.class_indices, cache.classes)) if cache.classes else {}
+    table = [str(by_id.get(c, c)) for c in range(int(classes_all.max(initial=-1)) + 1)]
+    return SplitFeatures(store, classes_all[keep], dataset, table), names, bad

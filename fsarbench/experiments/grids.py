@@ -26,6 +26,7 @@ __all__ = [
     "GridSpec",
     "load_grid_file",
     "add_grid_file",
+    "grid_features",
 ]
 
 STAND_IN = "synth"
@@ -55,11 +56,15 @@ class GridSpec:
     ways: list[int] = field(default_factory=lambda: [5])
     #: The generated dataset that stands in for a paper dataset that is not present.
     stand_in: str = STAND_IN
+    features: dict[str, Any] = field(default_factory=dict)
 
     def check(self, where: str) -> None:
-        """Ranges and names (methods must be registered, datasets known)."""
+        """Ranges and names (methods must be registered, datasets known, ``features`` fields
+        of ``fsarbench.experiments.features.FeaturePreset``)."""
         from fsarbench.data.datasets import is_synthetic, list_datasets
+        from fsarbench.experiments.features import FeaturePreset
 
+        build_config(FeaturePreset, self.features, where=f"{where}.features")
         for shot in self.shots or []:
             check_range(where, "shots", shot, 1, 100)
         for way in self.ways:
@@ -134,6 +139,19 @@ def all_grids() -> list[str]:
 def standard_shots(dataset: str) -> list[int]:
     shots = _builtin().standard_shots
     return list(shots.get(dataset, shots["default"]))
+
+
+def grid_features(names: list[str]) -> dict[str, Any]:
+    """The frame features grids ``names`` ask for (``features:``, FeaturePreset fields over
+    each dataset's preset); grids that ask for different features cannot share a run."""
+    asked = {n: _grid(n).features for n in names if _grid(n).features}
+    distinct = {tuple(sorted(f.items())) for f in asked.values()}
+    if len(distinct) > 1:
+        raise GridError(
+            f"grids {sorted(asked)} ask for different frame features ({asked}); run them "
+            "separately (each with its own --out)"
+        )
+    return dict(next(iter(asked.values()))) if asked else {}
 
 
 def grid_title(name: str) -> str:

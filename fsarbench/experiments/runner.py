@@ -302,6 +302,7 @@ class CellRunner:
             pair_tables=self.pair_tables.setdefault(p.slug, {}),
             nonfinite=self.opt.nonfinite,
             partial_tag=stable_hash(prov),
+            class_names=p.data.class_names,
         )
 
     @contextlib.contextmanager

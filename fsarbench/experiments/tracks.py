@@ -86,10 +86,12 @@ def _retrain_on_mismatch(run: Callable[[bool], Any], slug: str) -> None:
 def build_method(
     name: str, hparams: dict[str, Any], feats: DatasetFeatures, recipe, seed: int
 ) -> FewShotMethod:
-    """Method ``name`` for ``feats`` (behind the recipe's adapter), initialised from ``seed``."""
-    from fsarbench.registry import create_method
+    """Method ``name`` for ``feats`` (behind the recipe's adapter), initialised from ``seed``;
+    hyper-parameters the method derives from the frame backbone apply under ``hparams``."""
+    from fsarbench.registry import create_method, method_info
 
     t, d = feats.feature_shape
+    derived = method_info(name).cls.backbone_hparams(feats.info)
     torch.manual_seed(seed)
     method = create_method(
         name,
@@ -97,7 +99,7 @@ def build_method(
         seq_len=t,
         num_train_classes=feats.splits["train"].num_classes,
         dataset=feats.name,
-        **hparams,
+        **{**derived, **hparams},
     )
     if recipe.adapter == "linear_ln":
         method = AdaptedMethod(method, FrameAdapter(d), d)
@@ -385,6 +387,7 @@ def extract_finetune_test(
         norm=options.norm,
         flip=False,
         short="repeat",
+        tiny=options.tiny,
         batch_size=max(1, options.eval_chunk // 4),
         workers=options.workers,
         device=str(device),

@@ -1,9 +1,12 @@
 """Frame backbones: a name -> image encoder registry (``[B, 3, H, W] -> [B, D]``).
 
-``list_backbones()`` names the built-in torchvision ResNets; any timm model is available as
-``timm:<model>``. ``create_backbone(name, weights=...)`` takes ``"imagenet"`` (torchvision's
-ImageNet weights, read from the torch hub cache when offline), ``"none"`` (random init, seeded)
-or a checkpoint path (loaded with ``weights_only=True``).
+``list_backbones()`` names the built-in torchvision ResNets and the ViT presets of
+:mod:`fsarbench.features.vit_presets` (CLIP ViT-B/16 and ViT-L/14, DINOv2 ViT-S/14 and
+ViT-B/14); any timm model is available as ``timm:<model>``. ``create_backbone(name,
+weights=...)`` takes ``"imagenet"`` (torchvision's ImageNet weights, read from the torch hub
+cache when offline), ``"pretrained"`` (the backbone's own weights: ImageNet for ResNets, the
+preset's tag for ViT presets, read from the Hugging Face cache when offline), ``"none"``
+(random init, seeded) or a checkpoint path (loaded with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from fsarbench.features.vit_presets import TINY_DIMS, VIT_PRESETS, VitPreset
 from fsarbench.io import md5_file
 
 __all__ = [
     "Backbone",
+    "BackboneSpec",
     "BackboneWeightsError",
     "UnknownBackboneError",
+    "backbone_spec",
     "create_backbone",
+    "effective_norm",
     "is_offline",
     "list_backbones",
     "load_checkpoint_state_dict",
@@ -51,7 +58,9 @@ class Backbone(nn.Module):
     """An image encoder ``[B, 3, H, W] -> [B, feature_dim]`` (global-average-pooled features).
 
     ``weights_id`` names the weights exactly (used in feature-cache keys); ``mean``/``std`` are
-    the input normalisation the weights expect (inputs are 0-1 RGB before normalisation).
+    the input normalisation the weights expect (inputs are 0-1 RGB before normalisation);
+    ``norm`` names it in ``fsarbench.data.transforms.NORMS`` when the backbone fixes it (ViT
+    presets: it then overrides a protocol's), else None (the protocol's norm applies).
     """
 
     def __init__(
@@ -63,6 +72,8 @@ class Backbone(nn.Module):
         weights_id: str,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        input_size: int = 224,
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         self.trunk = trunk
@@ -71,6 +82,8 @@ class Backbone(nn.Module):
         self.weights_id = weights_id
         self.mean = mean
         self.std = std
+        self.input_size = int(input_size)
+        self.norm = norm
 
     def forward(self, images: Tensor) -> Tensor:
         """``images [B, 3, H, W]`` (normalised) -> ``[B, feature_dim]``."""
@@ -93,7 +106,41 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
 
 def list_backbones() -> list[str]:
     """Registered backbone names; any timm model also works as ``timm:<model>``."""
-    return sorted(_TORCHVISION)
+    return sorted(_TORCHVISION) + sorted(VIT_PRESETS)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a registered backbone takes and gives, known without building it."""
+
+    name: str
+    input_size: int
+    norm: str | None  # NORMS name the backbone fixes; None: the protocol's norm applies
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_dim: int
+    description: str
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """Input size, normalisation and feature dimension of registered backbone ``name``."""
+    from fsarbench.data.transforms import NORMS
+
+    if name in VIT_PRESETS:
+        p = VIT_PRESETS[name]
+        mean, std = NORMS[p.norm]
+        return BackboneSpec(name, p.input_size, p.norm, mean, std, p.feature_dim, p.description)
+    if name in _TORCHVISION:
+        return BackboneSpec(
+            name,
+            224,
+            None,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            _TORCHVISION[name].feature_dim,
+            f"torchvision {name} (ImageNet IMAGENET1K_V1); normalisation: the protocol's",
+        )
+    raise UnknownBackboneError(f"unknown backbone {name!r}; choose one of {list_backbones()}")
 
 
 def is_offline() -> bool:
@@ -104,14 +151,33 @@ def is_offline() -> bool:
     )
 
 
-def create_backbone(name: str, *, weights: str | Path = "imagenet", seed: int = 0) -> Backbone:
+def effective_norm(backbone: str, protocol_norm: str) -> str:
+    """The pixel normalisation clips for ``backbone`` get: a backbone that fixes its own
+    (ViT presets: CLIP's statistics for CLIP towers) overrides the protocol's, because
+    those weights only work with it; other backbones take the protocol's ``norm``."""
+    preset = VIT_PRESETS.get(backbone)
+    return preset.norm if preset is not None else protocol_norm
+
+
+def create_backbone(
+    name: str, *, weights: str | Path = "imagenet", seed: int = 0, tiny: bool = False
+) -> Backbone:
     """Build backbone ``name`` in eval mode.
 
     ``weights``: ``"imagenet"`` (torchvision ImageNet weights: the reference protocol uses
     ``IMAGENET1K_V1``; another torchvision enum member name such as ``"IMAGENET1K_V2"`` also
-    works), ``"none"`` (random init drawn from ``seed``) or a checkpoint file path.
+    works), ``"pretrained"`` (the backbone's own weights), ``"none"`` (random init drawn from
+    ``seed``) or a checkpoint file path. ``tiny`` (ViT presets; random or a tiny checkpoint):
+    the same architecture class with 2 blocks of width 32 and the preset's output dimension,
+    for tests and CPU smoke runs.
     """
-    if name.startswith("timm:"):
+    if tiny and name not in VIT_PRESETS:
+        raise UnknownBackboneError(
+            f"tiny=True exists for the ViT presets {sorted(VIT_PRESETS)} only, not {name!r}"
+        )
+    if name in VIT_PRESETS:
+        backbone = _create_preset(name, VIT_PRESETS[name], weights, seed, tiny)
+    elif name.startswith("timm:"):
         backbone = _create_timm(name, weights, seed)
     elif name in _TORCHVISION:
         backbone = _create_torchvision(name, weights, seed)
@@ -142,7 +208,8 @@ def _create_torchvision(name: str, weights: str | Path, seed: int) -> Backbone:
         state = load_checkpoint_state_dict(weights)
         weights_id = f"file:{md5_file(weights)}"
     else:
-        member = spec.imagenet if str(weights).lower() == "imagenet" else str(weights).upper()
+        named = str(weights).lower() in ("imagenet", "pretrained")
+        member = spec.imagenet if named else str(weights).upper()
         state = _torchvision_state_dict(name, member)
         weights_id = f"torchvision:{name}.{member}"
     with _seeded(seed):
@@ -271,9 +338,9 @@ def _create_timm(name: str, weights: str | Path, seed: int) -> Backbone:
     if not timm.is_model(model_name):
         raise UnknownBackboneError(f"timm has no model {model_name!r} (see timm.list_models())")
     kind = _weights_kind(weights)
-    if kind == "named" and str(weights).lower() != "imagenet":
+    if kind == "named" and str(weights).lower() not in ("imagenet", "pretrained"):
         raise BackboneWeightsError(
-            f"unknown weights {weights!r} for {name}; use 'imagenet', 'none' or a checkpoint path"
+            f"unknown weights {weights!r} for {name}; use 'pretrained', 'none' or a checkpoint path"
         )
     factory: Callable[..., nn.Module] = timm.create_model
     with _seeded(seed):
@@ -297,17 +364,73 @@ def _create_timm(name: str, weights: str | Path, seed: int) -> Backbone:
     )
 
 
-def _timm_pretrained(factory: Callable[..., nn.Module], model_name: str) -> nn.Module:
+def _timm_pretrained(
+    factory: Callable[..., nn.Module], model_name: str, hint: str = "", **kwargs
+) -> nn.Module:
     """timm's pretrained model; with FSAR_OFFLINE/HF_HUB_OFFLINE the Hub is not contacted."""
+    kwargs.setdefault("num_classes", 0)
+    hint = hint or (
+        "with HF_HUB_OFFLINE=1 they must be in the Hugging Face cache "
+        "(HF_HOME, default ~/.cache/huggingface), or pass --weights PATH"
+    )
     try:
         with _hub_offline(is_offline()):
-            return factory(model_name, pretrained=True, num_classes=0)
+            return factory(model_name, pretrained=True, **kwargs)
     except Exception as err:  # hub errors come from several libraries
         raise BackboneWeightsError(
-            f"cannot load pretrained timm weights for {model_name} ({type(err).__name__}: {err}); "
-            "with HF_HUB_OFFLINE=1 they must be in the Hugging Face cache "
-            "(HF_HOME, default ~/.cache/huggingface), or pass --weights PATH"
+            f"cannot load pretrained timm weights for {model_name} ({type(err).__name__}: "
+            f"{err}); {hint}"
         ) from None
+
+
+def _create_preset(name: str, preset: VitPreset, weights: str | Path, seed: int, tiny: bool):
+    """A ViT preset (see :mod:`fsarbench.features.vit_presets`); weights ``"pretrained"`` or
+    the preset's tag (from the Hugging Face cache), ``"none"`` or a checkpoint path."""
+    import timm
+
+    kind = _weights_kind(weights)
+    if kind == "named" and str(weights).lower() not in ("pretrained", preset.tag):
+        raise BackboneWeightsError(
+            f"unknown weights {weights!r} for {name}; use 'pretrained' (= {preset.tag}), "
+            "'none' or a checkpoint path"
+        )
+    if tiny and kind == "named":
+        raise BackboneWeightsError(
+            f"tiny {name} has no pretrained weights: pass weights=none (or a tiny checkpoint)"
+        )
+    kwargs = {
+        "num_classes": preset.feature_dim if (preset.head or tiny) else 0,
+        "img_size": preset.input_size,
+        "dynamic_img_size": True,  # other resolutions interpolate the position embedding
+        "dynamic_img_pad": True,  # and sides that are no multiple of the patch are padded
+        **(TINY_DIMS if tiny else {}),
+    }
+    with _seeded(seed):
+        if kind == "named":
+            model = _timm_pretrained(
+                timm.create_model,
+                f"{preset.timm_model}.{preset.tag}",
+                preset.cache_hint(),
+                **kwargs,
+            )
+            weights_id = f"timm:{preset.timm_model}.{preset.tag}"
+        else:
+            model = timm.create_model(preset.timm_model, pretrained=False, **kwargs)
+            weights_id = f"none:seed{seed}" + (":tiny" if tiny else "")
+    if kind == "file":
+        _load_into(model, load_checkpoint_state_dict(weights), source=str(weights))
+        weights_id = f"file:{md5_file(weights)}"
+    spec = backbone_spec(name)
+    return Backbone(
+        model,
+        name=name,
+        feature_dim=preset.feature_dim,
+        weights_id=weights_id,
+        mean=spec.mean,
+        std=spec.std,
+        input_size=preset.input_size,
+        norm=preset.norm,
+    )
 
 
 @contextmanager

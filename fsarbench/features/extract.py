@@ -379,9 +379,10 @@ class SplitExtractConfig:
     views: int = 1
     seed: int = 0
     flip: bool | None = None  # train-mode flip; None: the dataset's default (off for SSv2)
-    norm: str | None = None  # pixel normalisation; None: the transform preset's
+    norm: str | None = None  # pixel normalisation; None: the backbone's, else the preset's
     resize: int | None = None  # resize target; None: the preset's, scaled with resolution
     short: str = "drop"  # videos shorter than num_frames: "drop" (failed) or "repeat"
+    tiny: bool = False  # ViT presets: the test-only tiny random architecture (weights none)
     batch_size: int = 8
     workers: int = 4
     device: str = "cpu"
@@ -462,7 +463,11 @@ def extract_split(
     videos = dataset.videos(split)
     if config.flip is None:
         config = dataclasses.replace(config, flip=bool(getattr(dataset, "flip_ok", True)))
-    backbone = create_backbone(config.backbone, weights=config.weights, seed=config.seed)
+    backbone = create_backbone(
+        config.backbone, weights=config.weights, seed=config.seed, tiny=config.tiny
+    )
+    if config.norm is None and backbone.norm is not None:  # e.g. CLIP statistics
+        config = dataclasses.replace(config, norm=backbone.norm)
     key = split_cache_key(dataset_name, split, videos, backbone.weights_id, config)
     folder = cache_folder(key, cache_root)
     if (folder / "index.json").exists() and FeatureCache.open(folder).is_complete:

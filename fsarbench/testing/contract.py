@@ -3,16 +3,18 @@
 Used by fsarbench's own test suite (parametrised over the registry) and by the tests a
 scaffolded third-party method ships. Each check raises ``AssertionError`` with a message
 saying what broke. A method may set the class attribute ``CONTRACT_HPARAMS`` (a dict) to
-hyper-parameters that make it small enough for these checks.
+hyper-parameters that make it small enough for these checks. Methods with
+``uses_class_names`` get ``CONTRACT_CLASS_NAMES`` of the episodes' global classes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
 
-from fsarbench.methods import EpisodeBatch, FewShotMethod
+from fsarbench.methods import EpisodeBatch, FewShotMethod, episode_class_names, match_keywords
 from fsarbench.pairs import class_mean, one_hot_weights
 from fsarbench.registry import create_method, method_info
 from fsarbench.state import state_gather, state_map
@@ -22,6 +24,15 @@ __all__ = ["CONTRACT_CHECKS", "make_contract_method", "random_batch", "run_contr
 FEATURE_DIM = 64
 SEQ_LEN = 8
 NUM_TRAIN_CLASSES = 7
+CONTRACT_CLASS_NAMES = (
+    "archery",
+    "bowling",
+    "juggling balls",
+    "surfing water",
+    "skiing slalom",
+    "diving cliff",
+    "rowing",
+)
 
 
 def make_contract_method(
@@ -46,9 +57,11 @@ def random_batch(
     dtype: torch.dtype = torch.float64,
     shuffle_support: bool = True,
     zeros: bool = False,
+    names: bool = False,
 ) -> EpisodeBatch:
     """Episodes of non-negative random features (like post-ReLU CNN features), with the
-    support in a random, non class-major order and global classes for auxiliary losses."""
+    support in a random, non class-major order and global classes for auxiliary losses;
+    ``names``: with ``class_names`` from ``CONTRACT_CLASS_NAMES``."""
     g = torch.Generator().manual_seed(seed)
     ns, nq = way * shot, way * queries
     shape = (batch, ns + nq, SEQ_LEN, FEATURE_DIM)
@@ -71,7 +84,20 @@ def random_batch(
         support_classes=classes.gather(1, s_lab),
         query_classes=classes.gather(1, q_lab),
         way=way,
+        class_names=episode_class_names(classes, CONTRACT_CLASS_NAMES) if names else None,
     )
+
+
+def _batch(method: FewShotMethod, **kwargs) -> EpisodeBatch:
+    """:func:`random_batch` with class names for methods that use them."""
+    return random_batch(names=method.uses_class_names, **kwargs)
+
+
+def _names(batch: EpisodeBatch, method: FewShotMethod) -> dict:
+    """``class_names=`` for a direct ``match`` call, where the method takes it."""
+    if "class_names" in match_keywords(type(method)) and batch.class_names is not None:
+        return {"class_names": batch.class_names}
+    return {}
 
 
 def _logits(method: FewShotMethod, batch: EpisodeBatch) -> torch.Tensor:
@@ -89,7 +115,7 @@ def _close(
 
 def check_shapes(name: str) -> None:
     method = make_contract_method(name).eval()
-    batch = random_batch()
+    batch = _batch(method)
     out = method(batch)
     assert out.logits.shape == (3, 10, 5), (
         f"logits must be [B, Nq, way], got {tuple(out.logits.shape)}"
@@ -101,38 +127,32 @@ def check_shapes(name: str) -> None:
 
 def check_eval_determinism(name: str) -> None:
     method = make_contract_method(name).eval()
-    batch = random_batch()
+    batch = _batch(method)
     _close(_logits(method, batch), _logits(method, batch), "two eval() calls differ", 0, 0)
 
 
 def check_support_order_invariance(name: str) -> None:
     method = make_contract_method(name).eval()
-    batch = random_batch()
+    batch = _batch(method)
     perm = torch.randperm(batch.support.shape[1], generator=torch.Generator().manual_seed(1))
-    shuffled = EpisodeBatch(
-        batch.support[:, perm],
-        batch.support_labels[:, perm],
-        batch.query,
-        batch.query_labels,
-        batch.support_classes[:, perm],
-        batch.query_classes,
-        batch.way,
+    shuffled = dataclasses.replace(
+        batch,
+        support=batch.support[:, perm],
+        support_labels=batch.support_labels[:, perm],
+        support_classes=batch.support_classes[:, perm],
     )
     _close(_logits(method, batch), _logits(method, shuffled), "support order changed the logits")
 
 
 def check_query_order_equivariance(name: str) -> None:
     method = make_contract_method(name).eval()
-    batch = random_batch()
+    batch = _batch(method)
     perm = torch.randperm(batch.query.shape[1], generator=torch.Generator().manual_seed(2))
-    shuffled = EpisodeBatch(
-        batch.support,
-        batch.support_labels,
-        batch.query[:, perm],
-        batch.query_labels[:, perm],
-        batch.support_classes,
-        batch.query_classes[:, perm],
-        batch.way,
+    shuffled = dataclasses.replace(
+        batch,
+        query=batch.query[:, perm],
+        query_labels=batch.query_labels[:, perm],
+        query_classes=batch.query_classes[:, perm],
     )
     _close(
         _logits(method, batch)[:, perm],
@@ -143,7 +163,7 @@ def check_query_order_equivariance(name: str) -> None:
 
 def check_forward_is_match_of_encode(name: str) -> None:
     method = make_contract_method(name).eval()
-    batch = random_batch()
+    batch = _batch(method)
     b, ns = batch.support.shape[:2]
     nq = batch.query.shape[1]
     with torch.no_grad():
@@ -155,13 +175,14 @@ def check_forward_is_match_of_encode(name: str) -> None:
             batch.support_labels,
             state_gather(state, idx[:, ns:]),
             batch.way,
+            **_names(batch, method),
         )
     _close(_logits(method, batch), out.logits, "forward(batch) != match(encode(.))")
 
 
 def check_batch_equals_singles(name: str) -> None:
     method = make_contract_method(name).eval()
-    batch = random_batch()
+    batch = _batch(method)
     singles = [
         _logits(
             method,
@@ -173,6 +194,7 @@ def check_batch_equals_singles(name: str) -> None:
                 None,
                 None,
                 batch.way,
+                None if batch.class_names is None else batch.class_names[i : i + 1],
             ),
         )
         for i in range(batch.batch_size)
@@ -182,20 +204,12 @@ def check_batch_equals_singles(name: str) -> None:
 
 def check_gradients_reach_parameters(name: str) -> None:
     method = make_contract_method(name).train()
-    batch = random_batch()
+    batch = _batch(method)
     for stage in method.training_stages():
         params = list(stage.parameters())
         method.zero_grad(set_to_none=True)
         feats = [batch.support.clone().requires_grad_(), batch.query.clone().requires_grad_()]
-        staged = EpisodeBatch(
-            feats[0],
-            batch.support_labels,
-            feats[1],
-            batch.query_labels,
-            batch.support_classes,
-            batch.query_classes,
-            batch.way,
-        )
+        staged = dataclasses.replace(batch, support=feats[0], query=feats[1])
         losses = stage.loss(staged)
         total = sum(losses.values())
         assert torch.isfinite(total), f"stage {stage.name!r}: loss is not finite"
@@ -214,7 +228,7 @@ def check_gradients_reach_parameters(name: str) -> None:
 
 def check_zero_features(name: str) -> None:
     method = make_contract_method(name).eval()
-    out = _logits(method, random_batch(zeros=True))
+    out = _logits(method, _batch(method, zeros=True))
     assert not torch.isnan(out).any(), "all-zero features give NaN logits"
 
 
@@ -224,7 +238,7 @@ def check_pairwise_logits(name: str) -> None:
     for shot in (1, 2):
         if not method.pairwise(shot):
             continue
-        batch = random_batch(shot=shot)
+        batch = _batch(method, shot=shot)
         b, ns = batch.support.shape[:2]
         with torch.no_grad():
             scores = method.pair_logits(
@@ -246,7 +260,7 @@ def check_support_means(name: str) -> None:
     method = make_contract_method(name).eval()
     if not method.support_means:
         return
-    batch = random_batch(shot=3)
+    batch = _batch(method, shot=3)
     weights = one_hot_weights(batch.support_labels, batch.way, batch.support.dtype)
     with torch.no_grad():
         support = method.encode_episodes(batch.support)
@@ -255,7 +269,7 @@ def check_support_means(name: str) -> None:
         )
         query = method.encode_episodes(batch.query)
         labels = torch.arange(batch.way).expand(batch.batch_size, -1)
-        by_means = method.match(means, labels, query, batch.way).logits
+        by_means = method.match(means, labels, query, batch.way, **_names(batch, method)).logits
     _close(_logits(method, batch), by_means, "logits from support class means differ")
 
 

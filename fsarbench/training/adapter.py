@@ -55,6 +55,7 @@ class AdaptedMethod(FewShotMethod):
         self.inner = method
         self.adapter = adapter
         self.method_name = getattr(method, "method_name", type(method).__name__)
+        self.uses_class_names = method.uses_class_names
 
     def adapt(self, batch: EpisodeBatch) -> EpisodeBatch:
         return EpisodeBatch(
@@ -65,6 +66,7 @@ class AdaptedMethod(FewShotMethod):
             batch.support_classes,
             batch.query_classes,
             batch.way,
+            batch.class_names,
         )
 
     def encode(self, features: Tensor) -> State:

@@ -92,6 +92,12 @@ class ClipSplit:
     def num_classes(self) -> int:
         return int(self.classes.max()) + 1
 
+    @property
+    def class_names(self) -> list[str]:
+        """Class id -> name (for methods with ``uses_class_names``)."""
+        names = {r.class_index: r.class_name for r in self.records}
+        return [names.get(c, str(c)) for c in range(self.num_classes)]
+
 
 def _transform(options: FinetuneOptions, train: bool) -> ClipTransform:
     name = options.train_transform if train else options.test_transform

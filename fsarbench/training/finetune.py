@@ -118,9 +118,13 @@ def build_video_method(
     drawn from ``seed``, on ``device`` (with the head's presets for ``dataset``); every rank
     then holds rank 0's initial weights."""
     from fsarbench.features.backbones import create_backbone
-    from fsarbench.registry import create_method
+    from fsarbench.registry import create_method, method_info
 
-    backbone = create_backbone(options.backbone, weights=options.weights, seed=seed)
+    backbone = create_backbone(
+        options.backbone, weights=options.weights, seed=seed, tiny=options.tiny
+    )
+    features = {"backbone": options.backbone, "weights": options.weights, "tiny": options.tiny}
+    derived = method_info(method).cls.backbone_hparams(features)
     torch.manual_seed(seed)
     head = create_method(
         method,
@@ -128,7 +132,7 @@ def build_video_method(
         seq_len=options.frames,
         num_train_classes=num_train_classes,
         dataset=dataset,
-        **(hparams or {}),
+        **{**derived, **(hparams or {})},
     )
     precision = select_precision(device, amp=options.amp, channels_last=options.channels_last)
     model = VideoMethod(backbone, head, options, precision).to(device)
@@ -166,6 +170,8 @@ def finetune(
             except on CUDA, where it synchronises); mean seconds in ``result.step_times``.
     """
     device = torch.device(device)
+    if model.uses_class_names:
+        model.train_names = train_split.class_names
     source = ClipSource(train_split, recipe, seed, device)
     manifest = val_manifest_for(val_split, recipe.recipe, seed)
     validate = None
@@ -181,6 +187,7 @@ def finetune(
                 encode_chunk=recipe.options.eval_chunk,
                 progress=False,
                 autocast=m.precision.dtype is not None,
+                class_names=val_split.class_names,
             )
             return res.accuracy if res is not None else None
 

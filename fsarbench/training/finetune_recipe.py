@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 
 from fsarbench.config import ConfigError, build_config, check_names, config_to_dict
+from fsarbench.features.backbones import effective_norm
 from fsarbench.training.recipe import Recipe
 
 __all__ = ["FINETUNE_RECIPES_FILE", "FinetuneOptions", "FinetuneRecipe", "finetune_recipe"]
@@ -40,7 +41,12 @@ class FinetuneOptions:
             ``all`` trains it in every stage.
         amp, channels_last: mixed precision (bf16, else fp16 + scaler) and channels-last
             memory format; both apply on CUDA only.
-        checkpoint_backbone: recompute backbone activations in backward (less memory).
+        checkpoint_backbone: recompute backbone activations in backward (less memory; ViTs
+            checkpoint block by block).
+        train_blocks: ViT backbones: fine-tune only the last N transformer blocks and the
+            layers after them (final norm, CLIP's projection); the rest stays frozen.
+            0 trains the whole backbone.
+        tiny: ViT presets: the tiny random test architecture (``weights=none``).
         frame_chunk: frames per backbone call (0 = all frames of the batch at once).
         eval_chunk: videos decoded and encoded together at evaluation.
         workers: decoding processes per rank.
@@ -63,6 +69,8 @@ class FinetuneOptions:
     amp: bool = True
     channels_last: bool = True
     checkpoint_backbone: bool = False
+    train_blocks: int = 0
+    tiny: bool = False
     frame_chunk: int = 0
     eval_chunk: int = 64
     workers: int = 2
@@ -141,7 +149,9 @@ def finetune_recipe(
     """The finetune recipe of ``method`` on ``dataset``: the file's ``default``, then
     ``methods.<family>``, ``methods.<method>``, ``methods."<family>@<dataset>"``,
     ``methods."<method>@<dataset>"``, then the protocol's fields for ``dataset`` (``protocol``,
-    else ``overrides["options"]["protocol"]``, else ``seed``), then ``overrides``
+    else ``overrides["options"]["protocol"]``, else ``seed``) with ``norm`` replaced by the
+    backbone's own where it fixes one (CLIP statistics for CLIP towers:
+    :func:`~fsarbench.features.backbones.effective_norm`), then ``overrides``
     (``{"recipe": {...}, "options": {...}}``). ``family`` is the name before its first
     ``-`` (``sgtm-otam`` -> ``sgtm``)."""
     from fsarbench.data.protocols import DEFAULT_PROTOCOL, get_protocol
@@ -163,6 +173,8 @@ def finetune_recipe(
     name = protocol or (overrides or {}).get("options", {}).get("protocol") or DEFAULT_PROTOCOL
     fields = get_protocol(name, dataset).to_dict()
     fields["protocol"] = fields.pop("name")
+    backbone = {**values["options"], **(overrides or {}).get("options", {})}.get("backbone")
+    fields["norm"] = effective_norm(str(backbone or FinetuneOptions.backbone), fields["norm"])
     values = _merge(values, {"options": fields})
     values = _merge(values, overrides)
     values["options"]["protocol"] = name

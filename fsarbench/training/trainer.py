@@ -18,7 +18,7 @@ from fsarbench.distributed.env import rank, world_size
 from fsarbench.episodes import EpisodeSpec, class_pools, make_episode, make_manifest
 from fsarbench.evaluate import evaluate
 from fsarbench.features.store import FeatureStore
-from fsarbench.methods import EpisodeBatch, FewShotMethod
+from fsarbench.methods import EpisodeBatch, FewShotMethod, episode_class_names
 from fsarbench.training.loop import (
     LoopConfig,
     MicroBatch,
@@ -64,6 +64,7 @@ class SplitFeatures:
     store: FeatureStore
     classes: np.ndarray
     dataset: str = ""
+    class_names: list[str] | None = None  # class id -> name (for uses_class_names methods)
 
     @property
     def num_classes(self) -> int:
@@ -73,8 +74,15 @@ class SplitFeatures:
 class EpisodeSampler:
     """Training episodes of one stage, each a pure function of its index."""
 
-    def __init__(self, data: SplitFeatures, recipe: Recipe, seed: int, stage: str) -> None:
-        self.data = data
+    def __init__(
+        self, data: SplitFeatures, recipe: Recipe, seed: int, stage: str, names: bool = False
+    ) -> None:
+        if names and data.class_names is None:
+            raise ValueError(
+                "this method uses class names but the training split has none "
+                "(SplitFeatures.class_names)"
+            )
+        self.data, self.names = data, names
         self.spec = EpisodeSpec(
             recipe.way, recipe.shot, recipe.queries, seed, data.dataset, f"train/{stage}"
         )
@@ -107,6 +115,7 @@ class EpisodeSampler:
             glob[:, :ns],
             glob[:, ns:],
             sp.way,
+            episode_class_names(classes, self.data.class_names) if self.names else None,
         )
 
     def _features(self, videos: np.ndarray, first: int) -> torch.Tensor:
@@ -127,12 +136,15 @@ class FeatureSource:
     """The frozen track's :class:`~fsarbench.training.loop.EpisodeSource`: episodes of
     cached features, this rank's share of each step in micro-batches."""
 
-    def __init__(self, data: SplitFeatures, recipe: Recipe, seed: int, device) -> None:
+    def __init__(
+        self, data: SplitFeatures, recipe: Recipe, seed: int, device, names: bool = False
+    ) -> None:
         self.data, self.recipe, self.seed, self.device = data, recipe, seed, device
+        self.names = names  # fill EpisodeBatch.class_names
         self.offset, self.per, self.micro = rank_share(recipe, rank(), world_size())
 
     def stage(self, name: str, first_step: int, steps: int) -> Iterator[list[MicroBatch]]:
-        sampler = EpisodeSampler(self.data, self.recipe, self.seed, name)
+        sampler = EpisodeSampler(self.data, self.recipe, self.seed, name, self.names)
         n = self.recipe.episodes_per_step
         for step in range(first_step, steps):
             yield self._micro(sampler, step * n + self.offset)
@@ -178,7 +190,10 @@ def train(
     if manifest is not None:
 
         def validate(model: FewShotMethod) -> float:
-            return evaluate(model, val_data.store, manifest, progress=False).accuracy
+            names = val_data.class_names if model.uses_class_names else None
+            return evaluate(
+                model, val_data.store, manifest, progress=False, class_names=names
+            ).accuracy
 
     cfg = LoopConfig(
         recipe=recipe,
@@ -191,7 +206,8 @@ def train(
         fingerprint=fingerprint,
         step_timing=step_timing,
     )
-    return run_training(method, FeatureSource(train_data, recipe, seed, device), validate, cfg)
+    source = FeatureSource(train_data, recipe, seed, device, names=method.uses_class_names)
+    return run_training(method, source, validate, cfg)
 
 
 def val_manifest_for(val_data, recipe: Recipe, seed: int):

@@ -18,12 +18,38 @@ from fsarbench.methods import (
     FewShotMethod,
     MethodOutput,
     TrainingStage,
+    episode_class_names,
+    label_classes,
     match_keywords,
 )
 from fsarbench.state import State
 from fsarbench.training.finetune_recipe import FinetuneOptions
 
-__all__ = ["ClipEpisodes", "VideoMethod"]
+__all__ = ["ClipEpisodes", "VideoMethod", "backbone_trainable", "is_vit"]
+
+
+def is_vit(backbone: nn.Module) -> bool:
+    """Whether ``backbone`` (a :class:`~fsarbench.features.backbones.Backbone`) is a timm ViT."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from fsarbench.features.backbones import Backbone
+
+    return isinstance(backbone, Backbone) and isinstance(backbone.trunk, VisionTransformer)
+
+
+def backbone_trainable(backbone: nn.Module, options: FinetuneOptions) -> list[nn.Parameter]:
+    """The backbone parameters the finetune track trains: all of them, or with
+    ``options.train_blocks=N`` those of the last N ViT blocks and the layers after them; the
+    others get ``requires_grad=False`` (no gradients, no optimiser state, less memory)."""
+    from fsarbench.features.vit_presets import tail_parameters
+
+    if options.train_blocks == 0:
+        return list(backbone.parameters())
+    keep = tail_parameters(backbone.trunk, options.train_blocks)
+    ids = {id(p) for p in keep}
+    for p in backbone.parameters():
+        p.requires_grad_(id(p) in ids)
+    return keep
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -68,8 +94,15 @@ class VideoMethod(FewShotMethod):
         self.backbone, self.inner, self.options = backbone, method, options
         self.precision = precision or Precision()
         self.method_name = getattr(method, "method_name", type(method).__name__)
+        self.uses_class_names = method.uses_class_names
+        #: training split's class id -> name, set by the finetune loop for such heads
+        self.train_names: list[str] | None = None
         if self.precision.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        self._trained = backbone_trainable(backbone, options)
+        self._vit_checkpointing = options.checkpoint_backbone and is_vit(backbone)
+        if self._vit_checkpointing:
+            backbone.trunk.set_grad_checkpointing(True)  # block by block
 
     def features(self, clips: Tensor) -> Tensor:
         """``clips [N, T, 3, H, W]`` -> float32 frame features ``[N, T, D]``."""
@@ -82,7 +115,8 @@ class VideoMethod(FewShotMethod):
         return torch.cat(outs).float().reshape(n, t, -1)
 
     def _backbone(self, frames: Tensor) -> Tensor:
-        if self.options.checkpoint_backbone and torch.is_grad_enabled():
+        whole = self.options.checkpoint_backbone and not self._vit_checkpointing
+        if whole and torch.is_grad_enabled():
             return activation_checkpoint(self.backbone, frames, use_reentrant=False)
         return self.backbone(frames)
 
@@ -107,6 +141,12 @@ class VideoMethod(FewShotMethod):
         b, ns = batch.support.shape[:2]
         feats = self.features(torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)]))
         support, query = feats[: b * ns], feats[b * ns :]
+        names = None
+        if self.uses_class_names:
+            if self.train_names is None:
+                raise ValueError("this head uses class names: set VideoMethod.train_names")
+            ids = label_classes(batch.support_labels, batch.support_classes, batch.way)
+            names = episode_class_names(ids, self.train_names)
         return EpisodeBatch(
             support.reshape(b, ns, *feats.shape[1:]),
             batch.support_labels,
@@ -115,6 +155,7 @@ class VideoMethod(FewShotMethod):
             batch.support_classes,
             batch.query_classes,
             batch.way,
+            names,
         )
 
     def training_stages(self) -> list[TrainingStage]:
@@ -126,7 +167,7 @@ class VideoMethod(FewShotMethod):
 
     def _wrap(self, stage: TrainingStage, with_backbone: bool) -> TrainingStage:
         def parameters():
-            own = list(self.backbone.parameters()) if with_backbone else []
+            own = list(self._trained) if with_backbone else []
             return [*own, *stage.parameters()]
 
         def loss(batch: ClipEpisodes) -> dict[str, Tensor]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 
+from fsarbench.experiments.grids import grid_stand_in
 from fsarbench.report.page.provenance import Provenance, entry_provenance
 from fsarbench.report.published import (
     available_tables,
@@ -15,7 +16,6 @@ from fsarbench.report.published import (
     load_table,
 )
 from fsarbench.report.records import Entry
-from fsarbench.experiments.grids import grid_stand_in
 from fsarbench.report.tables import Cell, Table, build_table, mark_significant
 
 __all__ = ["CellView", "RowView", "TableView", "AbsentTable", "collect_tables"]

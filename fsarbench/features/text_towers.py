@@ -1,0 +1,133 @@
+"""CLIP text towers through open_clip: class-name prompts -> ``[N, E]`` text embeddings.
+
+``create_text_tower(name, weights=...)``: ``name`` is an open_clip model name whose text half
+matches a CLIP image preset (``ViT-B-16`` for ``clip-vit-b16``, ``ViT-L-14`` for
+``clip-vit-l14``) or ``tiny`` (one block of width 32, random, for tests); ``weights`` is
+``openai`` (from the Hugging Face cache, where open_clip and timm keep it), ``none`` (random,
+seeded) or the path of an open_clip checkpoint. The tower is frozen (inference only): its
+embeddings depend on the class name alone, so callers cache them per name.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from fsarbench.features.backbones import BackboneWeightsError, _hub_offline, _seeded, is_offline
+from fsarbench.io import md5_file
+
+__all__ = ["TEXT_TOWERS", "TextTower", "TextTowerWeightsError", "create_text_tower"]
+
+#: open_clip names of the text towers of the CLIP image presets, and ``tiny`` (tests).
+TEXT_TOWERS = ("ViT-B-16", "ViT-L-14", "tiny")
+_TINY_EMBED = 32
+_HF_FILES = ("open_clip_pytorch_model.bin", "open_clip_model.safetensors")
+
+
+class TextTowerWeightsError(BackboneWeightsError):
+    """Text-tower weights that cannot be found; the message says which file to put where."""
+
+
+@dataclass
+class TextTower:
+    """A frozen CLIP text encoder (``encode(texts) -> [N, embed_dim]`` float32, CPU)."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+    weights_id: str
+    embed_dim: int
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> Tensor:
+        """``len(texts)`` prompts -> ``[N, embed_dim]`` unnormalised text embeddings."""
+        tokens = self.tokenizer(texts)
+        return self.model.encode_text(tokens).float()
+
+
+@functools.lru_cache(maxsize=4)
+def create_text_tower(name: str, *, weights: str = "openai", seed: int = 0) -> TextTower:
+    """The text tower ``name`` (see the module docstring) in eval mode, frozen; one instance
+    per arguments is shared (read-only) by every head that asks for it."""
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    if name not in TEXT_TOWERS:
+        raise ValueError(f"unknown text tower {name!r}; choose one of {list(TEXT_TOWERS)}")
+    if name == "tiny":
+        if weights != "none":
+            raise TextTowerWeightsError("the tiny text tower has random weights only: weights=none")
+        model, weights_id = _tiny(seed), f"none:seed{seed}:tiny"
+    elif weights == "none":
+        with _seeded(seed):
+            model = open_clip.create_model(name, pretrained=None)
+        weights_id = f"none:seed{seed}"
+    else:
+        path = Path(weights) if _is_path(weights) else _cached_file(name, weights)
+        with _seeded(seed):
+            model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=True)
+        weights_id = (
+            f"open_clip:{name}.{weights}" if not _is_path(weights) else f"file:{md5_file(path)}"
+        )
+    model.visual = None  # the image half is not needed (timm serves the image towers)
+    model.eval().requires_grad_(False)
+    tokenizer = SimpleTokenizer(context_length=77)  # CLIP's BPE, bundled with open_clip
+    embed = int(model.text_projection.shape[1])
+    return TextTower(model, tokenizer, name, weights_id, embed)
+
+
+def _is_path(weights: str) -> bool:
+    return os.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+@functools.cache
+def _tiny_cfgs():
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    text = CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)
+    vision = CLIPVisionCfg(layers=1, width=32, patch_size=16, image_size=32, head_width=16)
+    return text, vision
+
+
+def _tiny(seed: int) -> nn.Module:
+    from open_clip.model import CLIP
+
+    text, vision = _tiny_cfgs()
+    with _seeded(seed):
+        return CLIP(embed_dim=_TINY_EMBED, vision_cfg=vision, text_cfg=text, quick_gelu=True)
+
+
+def _cached_file(name: str, tag: str) -> Path:
+    """The open_clip checkpoint of ``name``/``tag`` in the Hugging Face cache; downloaded when
+    online, else an error naming the folder it must be in."""
+    import open_clip
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg or not cfg.get("hf_hub"):
+        raise TextTowerWeightsError(
+            f"open_clip has no weights {tag!r} for {name}; use 'openai', 'none' or a file path"
+        )
+    repo = cfg["hf_hub"].rstrip("/")
+    for filename in _HF_FILES:
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return Path(found)
+    folder = Path(constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
+    where = (
+        f"put {_HF_FILES[0]} of the Hugging Face repository {repo} into {folder} (on a machine "
+        f"with network: 'huggingface-cli download {repo} {_HF_FILES[0]}', then copy that "
+        "folder), or pass text_weights=PATH (an open_clip checkpoint), or text_weights=none"
+    )
+    if is_offline():
+        raise TextTowerWeightsError(f"offline and the {name} text tower is not cached: {where}")
+    try:
+        with _hub_offline(False):
+            return Path(hf_hub_download(repo, _HF_FILES[0]))
+    except Exception as err:  # hub errors come from several libraries
+        raise TextTowerWeightsError(f"could not download {repo} ({err}); {where}") from None

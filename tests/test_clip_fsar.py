@@ -1,0 +1,252 @@
+"""clip-fsar and class names through the method API: the harness fills them only for methods
+that declare ``uses_class_names``, the text term follows the names, missing names and weights
+fail with messages that say what to do."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fsarbench.episodes import make_manifest
+from fsarbench.evaluate import ClassNamesError, evaluate
+from fsarbench.features.store import as_feature_store
+from fsarbench.methods import FewShotMethod, MethodOutput, label_classes
+from fsarbench.registry import create_method, register_method
+from fsarbench.testing.contract import CONTRACT_CLASS_NAMES, make_contract_method, random_batch
+from fsarbench.training import SplitFeatures
+from fsarbench.training.recipe import Recipe
+from fsarbench.training.trainer import EpisodeSampler, train
+from fsarbench_baselines.clip_fsar import CLIPFSAR
+
+TINY = {"text_tower": "tiny", "text_weights": "none", "mlp_dim": 32, "heads": 4}
+
+
+def _method(**hparams) -> CLIPFSAR:
+    torch.manual_seed(0)
+    return create_method("clip-fsar", feature_dim=32, seq_len=4, **{**TINY, **hparams}).eval()
+
+
+def _batch(names: list[list[str]] | None = None):
+    g = torch.Generator().manual_seed(0)
+    support = torch.rand(1, 6, 4, 32, generator=g)
+    query = torch.rand(1, 3, 4, 32, generator=g)
+    labels = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    names = names or [["archery", "bowling", "surfing"]]
+    return support, labels, query, names
+
+
+def _logits(method, names, **kw):
+    support, labels, query, _ = _batch()
+    with torch.no_grad():
+        s, q = method.encode_episodes(support), method.encode_episodes(query)
+        return method.match(s, labels, q, 3, class_names=names, **kw)
+
+
+def test_swapping_two_names_swaps_their_text_logits_exactly():
+    """With only the text term (text_coeff=1) the logits are log softmax of the video-text
+    cosines: naming class 0 'bowling' and class 1 'archery' swaps their columns."""
+    method = _method(text_coeff=1.0)
+    a = _logits(method, [["archery", "bowling", "surfing"]]).logits
+    b = _logits(method, [["bowling", "archery", "surfing"]]).logits
+    torch.testing.assert_close(b, a[..., [1, 0, 2]])
+    assert not torch.allclose(a, b)
+
+
+def test_names_also_modulate_the_visual_prototypes():
+    method = _method(text_coeff=0.0)
+    a = _logits(method, [["archery", "bowling", "surfing"]])
+    b = _logits(method, [["archery", "bowling", "juggling"]])
+    assert not torch.allclose(a.extras["visual"], b.extras["visual"])
+
+
+def test_eval_logits_combine_text_and_visual_as_documented():
+    method = _method()
+    out = _logits(method, [["archery", "bowling", "surfing"]])
+    text, visual = out.extras["text_logits"], out.extras["visual"]
+    expected = 0.9 * F.log_softmax(text, -1) + 0.1 * F.log_softmax((4 + visual) / 4, -1)
+    torch.testing.assert_close(out.logits, expected)
+    method.train()
+    torch.manual_seed(1)
+    trained = _logits(method, [["archery", "bowling", "surfing"]])
+    torch.testing.assert_close(trained.logits, trained.extras["visual"])  # training: visual
+
+
+def test_missing_names_fail_with_a_message():
+    method = _method()
+    with pytest.raises(ValueError, match="needs the episode's class names"):
+        _logits(method, None)
+    feats = torch.rand(20, 4, 32)
+    manifest = make_manifest(np.repeat(np.arange(5), 4), way=3, shot=1, queries=1, episodes=4)
+    with pytest.raises(ClassNamesError, match="pass class_names="):
+        evaluate(method, feats, manifest, progress=False)
+
+
+class _Spy(FewShotMethod):
+    """Records the class names the harness passes; scores the label index."""
+
+    uses_class_names: ClassVar[bool] = True
+    seen: ClassVar[list] = []
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def match(self, support, support_labels, query, way, *, class_names=None):
+        type(self).seen.append(class_names)
+        b, nq = query.shape[:2]
+        return MethodOutput(logits=torch.zeros(b, nq, way) + self.w)
+
+
+def test_evaluator_passes_each_episodes_names_in_label_order():
+    _Spy.seen.clear()
+    names = ["c0", "c1", "c2", "c3", "c4"]
+    classes = np.repeat(np.arange(5), 4)
+    manifest = make_manifest(classes, way=3, shot=1, queries=1, episodes=6, class_names=names)
+    spy = _Spy(feature_dim=8, seq_len=2)
+    evaluate(spy, torch.rand(20, 2, 8), manifest, progress=False, class_names=names)
+    got = [row for batch in _Spy.seen for row in batch]
+    assert got == [[names[c] for c in row] for row in manifest.classes.tolist()]
+
+
+def test_trainer_fills_names_only_for_methods_that_use_them():
+    classes = np.repeat(np.arange(6), 3)
+    data = SplitFeatures(
+        as_feature_store(torch.rand(18, 2, 8)), classes, "toy", [f"n{c}" for c in range(6)]
+    )
+    recipe = Recipe(way=3, shot=1, queries=1, adapter="none")
+    batch = EpisodeSampler(data, recipe, 0, "main", names=True).batch(0, 2, torch.device("cpu"))
+    ids = label_classes(batch.support_labels, batch.support_classes, 3)
+    assert batch.class_names == [[f"n{c}" for c in row] for row in ids.tolist()]
+    plain = EpisodeSampler(data, recipe, 0, "main").batch(0, 2, torch.device("cpu"))
+    assert plain.class_names is None
+
+
+def test_frozen_training_and_validation_run_clip_fsar_with_names():
+    classes = np.repeat(np.arange(6), 3)
+    names = [f"action {c}" for c in range(6)]
+    data = SplitFeatures(as_feature_store(torch.rand(18, 4, 32)), classes, "toy", names)
+    method = _method().train()
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    recipe = Recipe(
+        steps=2, episodes_per_step=1, way=3, shot=1, queries=1, val_every=1, val_episodes=4
+    )
+    result = train(method, data, data, recipe, progress=False)
+    assert result is not None
+    assert any(not torch.equal(before[k], v) for k, v in method.state_dict().items())
+
+
+def test_text_tower_follows_the_frame_backbone():
+    hp = CLIPFSAR.backbone_hparams
+    assert hp({"backbone": "clip-vit-l14", "weights": "pretrained"}) == {"text_tower": "ViT-L-14"}
+    assert hp({"backbone": "clip-vit-b16", "weights": "none"}) == {
+        "text_tower": "ViT-B-16",
+        "text_weights": "none",
+    }
+    assert hp({"backbone": "clip-vit-b16", "weights": "none", "tiny": True})["text_tower"] == "tiny"
+    assert hp({"backbone": "resnet50", "weights": "imagenet"}) == {}
+
+
+def test_missing_text_weights_offline_name_the_folder(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    from fsarbench.features.text_towers import TextTowerWeightsError, create_text_tower
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    create_text_tower.cache_clear()
+    with pytest.raises(TextTowerWeightsError) as err:
+        create_text_tower("ViT-B-16", weights="openai")
+    assert str(tmp_path / "models--timm--vit_base_patch16_clip_224.openai") in str(err.value)
+    assert "text_weights=none" in str(err.value)
+    with pytest.raises(TextTowerWeightsError, match="random weights only"):
+        create_text_tower("tiny", weights="openai")
+
+
+def test_a_method_that_uses_names_must_take_them():
+    class NoNames(FewShotMethod):
+        uses_class_names: ClassVar[bool] = True
+
+        def match(self, support, support_labels, query, way):
+            raise NotImplementedError
+
+    with pytest.raises(TypeError, match="class_names=None"):
+        register_method("no-names-test")(NoNames)
+
+
+def test_contract_batches_carry_names_for_clip_fsar():
+    method = make_contract_method("clip-fsar")
+    assert method.uses_class_names
+    batch = random_batch(names=True)
+    assert all(set(row) <= set(CONTRACT_CLASS_NAMES) for row in batch.class_names)
+    assert dataclasses.replace(batch, class_names=None).class_names is None
+
+
+def test_finetune_track_trains_clip_fsar_on_a_tiny_clip_tower(tmp_path):
+    """End to end on clips: tiny CLIP ViT-B/16 (last block trained), clip-fsar head with the
+    tiny text tower picked from the backbone, class names from the synth split."""
+    from finetune_fixtures import TINY_SYNTH, tiny_recipe
+
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.training import finetune as ft
+
+    ds = get_dataset("synth", root=tmp_path / "synth", config=TINY_SYNTH)
+    over = tiny_recipe(
+        recipe={"val_every": 1, "val_episodes": 2, "val_shot": 1},
+        options={"backbone": "clip-vit-b16", "tiny": True, "train_blocks": 1, "crop": 32},
+    )
+    recipe = ft.finetune_recipe("clip-fsar", "synth", over)
+    assert recipe.options.norm == "clip"
+    train_split = ft.ClipSplit(ds.videos("train"), ds.variant, ds.flip_ok)
+    val_split = ft.ClipSplit(ds.videos("val"), ds.variant, ds.flip_ok)
+    model = ft.build_video_method(
+        "clip-fsar", recipe.options, torch.device("cpu"), hparams={"mlp_dim": 32}
+    )
+    assert model.inner.config.text_tower == "tiny"
+    frozen = model.backbone.trunk.blocks[0].attn.qkv.weight.clone()
+    result = ft.finetune(model, train_split, val_split, recipe, progress=False)
+    assert [r["step"] for r in result.history] == [1, 2]
+    assert torch.equal(model.backbone.trunk.blocks[0].attn.qkv.weight, frozen)
+    assert model.train_names == ds.class_names("train")
+
+
+def test_prompt_words_from_dataset_class_names():
+    from fsarbench_baselines.clip_fsar import readable
+
+    assert readable("ApplyEyeMakeup") == "Apply Eye Makeup"
+    assert readable("order_00_fwd") == "order 00 fwd"
+    assert readable("air drumming") == "air drumming"
+
+
+def test_clip_grid_cells_and_its_frame_features(tmp_path):
+    from fsarbench.cli.main import build_parser
+    from fsarbench.cli.run_cmd import run_features, select_cells
+    from fsarbench.experiments.grids import GridError, add_grid_file
+
+    parse = build_parser().parse_args
+    args = parse(["run", "--table", "clip", "--dataset", "synth"])
+    cells = select_cells(args, [])
+    assert sorted({c.method for c in cells}) == sorted(
+        ["otam", "bimhm", "trx", "hyrsm", "sgtm-otam", "clip-fsar"]
+    )
+    assert sorted({c.shot for c in cells}) == [1, 5] and len(cells) == 12
+    assert run_features(args) == {"backbone": "clip-vit-b16", "weights": "pretrained"}
+    smoke = parse(["run", "--table", "clip", "--features", "weights=none", "tiny=true"])
+    assert run_features(smoke) == {"backbone": "clip-vit-b16", "weights": "none", "tiny": True}
+    assert run_features(parse(["run", "--table", "1", "clip"]))["backbone"] == "clip-vit-b16"
+    grids = tmp_path / "grids.yaml"
+    grids.write_text(
+        "grids:\n  dino:\n    datasets: [synth]\n    methods: [otam]\n"
+        "    features: {backbone: dinov2-vit-s14}\n"
+    )
+    add_grid_file(grids)
+    with pytest.raises(GridError, match="different frame features"):
+        run_features(parse(["run", "--table", "clip", "dino"]))
+    from fsarbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="resolutoin"):
+        run_features(parse(["run", "--table", "clip", "--features", "resolutoin=64"]))
