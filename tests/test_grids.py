@@ -28,3 +28,14 @@ def test_all_runs_every_grid_on_the_default_features():
     own_features = {g for g in grid_names() if grid_features([g])}
     assert own_features == {"clip"}
     assert set(all_grids()) == set(grid_names()) - own_features
+
+
+def test_registered_grid_leaves_out_what_it_excludes() -> None:
+    from fsarbench.config import ConfigError
+    from fsarbench.experiments.grids import load_grid_file
+
+    methods = {c.method for c in expand_grid("main", [])}
+    assert "clip-fsar" not in methods and {"otam", "trx"} <= methods
+    bad = "grids:\n  g:\n    datasets: available\n    methods: registered\n    exclude: [otma]\n"
+    with pytest.raises(ConfigError, match="otam"):
+        load_grid_file(bad, "bad.yaml")

@@ -57,6 +57,8 @@ class GridSpec:
     #: The generated dataset that stands in for a paper dataset that is not present.
     stand_in: str = STAND_IN
     features: dict[str, Any] = field(default_factory=dict)
+    #: Registered methods a ``methods: registered`` grid leaves out.
+    exclude: list[str] = field(default_factory=list)
 
     def check(self, where: str) -> None:
         """Ranges and names (methods must be registered, datasets known, ``features`` fields
@@ -77,6 +79,7 @@ class GridSpec:
             check_names(f"{where}.datasets", self.datasets, list_datasets())
         if isinstance(self.methods, str):
             check_names(f"{where}.methods", [self.methods], ["registered"])
+            check_names(f"{where}.exclude", self.exclude, list_methods())
         else:
             names = [m if isinstance(m, str) else m.method for m in self.methods]
             check_names(f"{where}.methods", names, list_methods())
@@ -201,7 +204,8 @@ class _MethodSpec:
 
 def _methods(grid: GridSpec) -> list[_MethodSpec]:
     if grid.methods == "registered":
-        return [_MethodSpec(m, (), m) for m in list_methods(variants=False)]
+        chosen = [m for m in list_methods(variants=False) if m not in grid.exclude]
+        return [_MethodSpec(m, (), m) for m in chosen]
     out = []
     for e in grid.methods:
         if isinstance(e, str):
