@@ -40,6 +40,7 @@ def test_registry_lists_datasets_and_flip_policy():
         "ssv2-full",
         "ssv2-small",
         "synth",
+        "synth-planted",
     }
     assert not get_dataset("ssv2-small").flip_ok and not get_dataset("ssv2-full").flip_ok
     assert get_dataset("ucf101").flip_ok and not get_dataset("synth").flip_ok
