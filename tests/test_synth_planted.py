@@ -72,7 +72,20 @@ def test_dataset_generates_with_windows_and_shares_synths_settings(tmp_path) -> 
     assert settings_dataset("synth-planted") == "synth"
     assert feature_preset("synth-planted") == feature_preset("synth")
     assert get_protocol("seed", "synth-planted").flip is False  # synth's entry applies
-    assert frozen_recipe("otam", dataset="synth-planted") == frozen_recipe("otam", dataset="synth")
+    planted, plain = (frozen_recipe("otam", dataset=d) for d in ("synth-planted", "synth"))
+    assert planted == replace(plain, adapter="none")  # synth's budget, no LayerNorm adapter
+
+
+def test_sgtm_on_planted_windows_uses_softplus_evidence_that_starts_off() -> None:
+    import fsarbench as fb
+
+    kw = dict(feature_dim=16, seq_len=8, num_train_classes=4, token_dim=8, num_heads=2)
+    planted = fb.create_method("sgtm-otam", dataset="synth-planted", **kw).config
+    assert (planted.saliency_rectify, planted.saliency_init) == ("softplus", "off")
+    plain = fb.create_method("sgtm-otam", dataset="synth", **kw).config
+    assert (plain.saliency_rectify, plain.saliency_init) == ("relu", "zero_sum")
+    mean_ce = fb.create_method("sgtm-otam-meance", dataset="synth-planted", **kw).config
+    assert mean_ce.saliency_rectify == "none"  # a registered variant's own choice wins
 
 
 def test_saliency_grids_stand_in_with_planted_windows() -> None:
