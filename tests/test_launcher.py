@@ -36,3 +36,33 @@ def test_local_launcher_gives_the_summary_of_a_plain_run(tmp_path, monkeypatch, 
     jobs = pd.read_csv(tmp_path / "jobs" / "summary.csv")[cols]
     pd.testing.assert_frame_equal(plain, jobs)
     assert (tmp_path / "jobs" / "tables" / "synth__frozen.md").exists()
+
+
+def test_a_job_of_two_tasks_shares_its_units_and_gives_the_same_summary(tmp_path, monkeypatch):
+    """``tasks_per_node=2`` (one task per GPU on a cluster): both tasks run the job's shard,
+    the unit locks give each unit to one of them, and the summary equals a plain run's."""
+    from fsarbench.cli.main import main
+
+    monkeypatch.setenv("FSAR_CACHE", str(tmp_path / "cache"))
+    assert main([*ARGV, "--out", str(tmp_path / "plain")]) == 0
+    argv = [*ARGV, "--out", str(tmp_path / "job"), "--launcher", "local", "--jobs", "1"]
+    assert main([*argv, "--slurm", "tasks_per_node=2"]) == 0
+    cols = ["method", "way", "shot", "train_shot", "accuracy", "ci95", "config_hash"]
+    plain = pd.read_csv(tmp_path / "plain" / "summary.csv")[cols]
+    job = pd.read_csv(tmp_path / "job" / "summary.csv")[cols]
+    pd.testing.assert_frame_equal(plain, job)
+    logs = list((tmp_path / "job" / "submitit").glob("*_0_log.out")) + list(
+        (tmp_path / "job" / "submitit").glob("*_1_log.out")
+    )
+    assert len(logs) == 2  # two tasks ran
+
+
+def test_gpus_per_node_starts_one_task_per_gpu():
+    from fsarbench.experiments.launch import _slurm_parameters
+
+    assert _slurm_parameters({"gpus_per_node": "4", "time": "2"}) == {
+        "gpus_per_node": "4",
+        "timeout_min": 120,
+        "tasks_per_node": 4,
+    }
+    assert _slurm_parameters({"gpus_per_node": 4, "tasks_per_node": 1})["tasks_per_node"] == 1

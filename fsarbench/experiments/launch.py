@@ -11,10 +11,18 @@ same code path, testable on one machine).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAUNCHER_FLAGS", "ShardJob", "make_executor", "shard_argv", "submit_shards"]
+__all__ = [
+    "LAUNCHER_FLAGS",
+    "ShardJob",
+    "make_executor",
+    "one_gpu_per_task",
+    "shard_argv",
+    "submit_shards",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,7 @@ class ShardJob:
     def __call__(self, argv: list[str]) -> int:
         from fsarbench.cli.main import main
 
+        one_gpu_per_task()
         code = main(argv)
         if code:
             raise RuntimeError(f"'python -m fsarbench {' '.join(argv)}' exited with {code}")
@@ -60,13 +69,35 @@ class ShardJob:
         return submitit.helpers.DelayedSubmission(ShardJob(), argv)
 
 
+def one_gpu_per_task() -> None:
+    """In a job of several tasks (``tasks_per_node`` = GPUs): this task sees only the GPU of
+    its local rank. The tasks run the job's ``run --shard`` side by side and share its model
+    units through the unit locks, so a node's GPUs train different units at once."""
+    import submitit
+
+    try:
+        job = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job
+        return
+    if job.num_tasks <= 1:
+        return
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    os.environ["CUDA_VISIBLE_DEVICES"] = (
+        visible[job.local_rank % len(visible)] if visible else str(job.local_rank)
+    )
+
+
 def _slurm_parameters(items: dict[str, Any]) -> dict[str, Any]:
+    """``--slurm`` items as submitit parameters; ``gpus_per_node=G`` without
+    ``tasks_per_node`` starts G tasks, one per GPU (:func:`one_gpu_per_task`)."""
     params: dict[str, Any] = {}
     for key, value in items.items():
         if key == "time":
             params["timeout_min"] = int(float(value) * 60)
         else:
             params[_SLURM_NAMES.get(key, key)] = value
+    if "gpus_per_node" in items and "tasks_per_node" not in items:
+        params["tasks_per_node"] = int(items["gpus_per_node"])
     return params
 
 
@@ -80,7 +111,10 @@ def make_executor(kind: str, folder: Path, slurm: dict[str, Any]):
         ) from None
     if kind == "local":
         executor = submitit.LocalExecutor(folder=str(folder))
-        executor.update_parameters(timeout_min=int(float(slurm.get("time", 24)) * 60))
+        executor.update_parameters(
+            timeout_min=int(float(slurm.get("time", 24)) * 60),
+            tasks_per_node=int(slurm.get("tasks_per_node", 1)),
+        )
         return executor
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     executor.update_parameters(name="fsarbench", **_slurm_parameters(slurm))
@@ -95,7 +129,7 @@ def submit_shards(executor, argv: list[str], shards: int) -> None:
     failed = []
     for i, job in enumerate(jobs):
         try:
-            job.result()
+            job.results()  # every task of the job (one per GPU)
             print(f"job {job.job_id} (shard {i}/{shards}) finished", flush=True)
         except Exception as err:  # a failed job must not hide the others' results
             failed.append(f"shard {i} (job {job.job_id}): {err}")
