@@ -105,6 +105,8 @@ def test_table3_reads_planted_records_and_not_plain_synth(tmp_path) -> None:
     assert all(e.synthetic for e in planted)
     t3 = build_table(load_table(3), planted + plain, source="runs", stand_in="synth-planted")
     assert [r.labels[0] for r in t3.rows] == ["2", "Ours"]
+    assert {r.source for r in t3.rows} == {"run (synth-planted)"}  # the stand-in is named
+    assert any(n.startswith("run (synth-planted): synthetic") for n in t3.notes)
     ours = {e.setting.shot: e for e in planted if e.method == "sgtm-otam"}
     text = t3.rows[1].cells[0].text
     assert text.startswith(f"{ours[1].accuracy:.2f}"), (text, ours[1].accuracy)

@@ -43,7 +43,7 @@ class Cell:
 @dataclass
 class TableRow:
     labels: list[str]
-    source: str  # "published" or "run" / "run (synth)"
+    source: str  # "published", "run", or "run (<generated dataset>)", e.g. "run (synth)"
     cells: list[Cell]
     ours: bool = False
     citation: str = ""  # reference key of this row's numbers, where rows cite different sources
@@ -77,8 +77,8 @@ def _run_row(labels: list[str], entries: list[Entry | None], ours: bool) -> Tabl
         else Cell(round(e.accuracy, RUN_DECIMALS), _entry_text(e), entry=e)
         for e in entries
     ]
-    synth = any(e is not None and e.synthetic for e in entries)
-    return TableRow(labels, "run (synth)" if synth else "run", cells, ours)
+    generated = sorted({e.setting.dataset for e in entries if e is not None and e.synthetic})
+    return TableRow(labels, f"run ({', '.join(generated)})" if generated else "run", cells, ours)
 
 
 def _norm(text: str) -> str:
@@ -248,10 +248,11 @@ def _notes(rows: list[TableRow]) -> list[str]:
             "Bold/underline mark best/second per column, separately among published "
             "and among run cells."
         )
-    if any(r.source == "run (synth)" for r in rows):
+    generated = sorted({r.source for r in rows if r.source.startswith("run (")})
+    if generated:
         notes.append(
-            "run (synth): synthetic features standing in for the paper's datasets, shown "
-            "once, under the first dataset's columns; not comparable with published numbers."
+            f"{', '.join(generated)}: synthetic features standing in for the paper's datasets, "
+            "shown once, under the first dataset's columns; not comparable with published numbers."
         )
     return notes
 
