@@ -19,7 +19,14 @@ import numpy as np
 
 from fsarbench.io import atomic_write_bytes
 
-__all__ = ["EpisodeSpec", "Manifest", "make_manifest", "make_episode", "ManifestError"]
+__all__ = [
+    "EpisodeSpec",
+    "Manifest",
+    "make_manifest",
+    "make_episode",
+    "ManifestError",
+    "draw_test_manifest",
+]
 
 MANIFEST_FORMAT = 1
 
@@ -293,3 +300,30 @@ def _episodes_in_workers(pools, classes, spec, start, n, num_workers):
         collate_fn=lambda x: x,
     )
     return list(loader)
+
+
+def draw_test_manifest(
+    test_classes: Sequence[int] | np.ndarray,
+    *,
+    split_variant: str,
+    way: int,
+    shot: int,
+    queries: int,
+    episodes: int,
+    seed: int,
+    class_names: Sequence[str] | None = None,
+) -> Manifest:
+    """The official test episodes of a setting: what ``run`` and ``eval`` evaluate on and
+    ``verify`` redraws, over the test split's usable videos (``test_classes``, one class id
+    per video) of ``split_variant``."""
+    return make_manifest(
+        test_classes,
+        way=way,
+        shot=shot,
+        queries=queries,
+        episodes=episodes,
+        seed=seed,
+        dataset=split_variant,
+        split="test",
+        class_names=class_names,
+    )

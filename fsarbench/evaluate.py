@@ -43,6 +43,7 @@ __all__ = [
     "default_batch_bytes",
     "encode_videos",
     "wanted_batch",
+    "choose_batch",
     "evaluate",
     "make_predictor",
     "prepare_pool",
@@ -178,6 +179,27 @@ def fit_batch(
     return int(max(1, min(wanted, budget // max(1.0, per_video * slots))))
 
 
+def choose_batch(
+    method: FewShotMethod,
+    state: State,
+    n_videos: int,
+    manifest: Manifest,
+    device: torch.device,
+    batch_episodes: int | None,
+    max_batch_bytes: int | None,
+) -> int:
+    """Episodes per batch of an evaluator: :func:`wanted_batch` bounded by :func:`fit_batch`
+    to ``max_batch_bytes`` (default :func:`default_batch_bytes` of ``device``)."""
+    return fit_batch(
+        state,
+        n_videos,
+        manifest,
+        wanted_batch(method, device, manifest, batch_episodes),
+        max_batch_bytes or default_batch_bytes(device),
+        method.support_means,
+    )
+
+
 def load_partial_predictions(path: Path | None, manifest: Manifest, tag: str) -> np.ndarray | None:
     if path is None or not path.exists():
         return None
@@ -264,14 +286,8 @@ def evaluate(
     )
 
     e, nq = manifest.query.shape
-    budget = max_batch_bytes or default_batch_bytes(device)
-    batch_episodes = fit_batch(
-        state,
-        len(unique),
-        manifest,
-        wanted_batch(method, device, manifest, batch_episodes),
-        budget,
-        method.support_means,
+    batch_episodes = choose_batch(
+        method, state, len(unique), manifest, device, batch_episodes, max_batch_bytes
     )
     partial_path = Path(partial_path) if partial_path is not None else None
     manifest_hash = manifest.hash  # canonical JSON of every episode: computed once

@@ -66,3 +66,5 @@ def test_gpus_per_node_starts_one_task_per_gpu():
         "tasks_per_node": 4,
     }
     assert _slurm_parameters({"gpus_per_node": 4, "tasks_per_node": 1})["tasks_per_node"] == 1
+    with pytest.raises(ValueError, match="tasks_per_node .* must be >= 1, got 0"):
+        _slurm_parameters({"gpus_per_node": 0})

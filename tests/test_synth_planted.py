@@ -122,3 +122,9 @@ def test_report_shows_table3_from_planted_records(tmp_path) -> None:
     assert shown
     assert 3 not in {a.number for a in absent}
     assert 1 in {a.number for a in absent}  # Table 1's stand-in is synth
+
+
+def test_too_short_planted_videos_are_refused_by_name() -> None:
+    short = replace(SynthConfig(), min_frames=4, max_frames=5)
+    with pytest.raises(ValueError, match="at least 6 frames.*min_frames"):
+        _render(CLASSES[0], 0, short, seed=0)

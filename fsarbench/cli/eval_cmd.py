@@ -21,7 +21,7 @@ import torch
 
 from fsarbench.cli.common import add_splits_dir_argument, apply_splits_dir
 from fsarbench.data.protocols import list_protocols
-from fsarbench.episodes import Manifest, make_manifest
+from fsarbench.episodes import Manifest, draw_test_manifest
 from fsarbench.features.open import open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
 from fsarbench.methods import FewShotMethod
@@ -200,15 +200,14 @@ def _dataset_mode(
         feats, names, variant, method, meta = _finetune_checkpoint(args, data, device)
     else:
         feats, names, variant, method, meta = _frozen(args)
-    manifest = make_manifest(
+    manifest = draw_test_manifest(
         feats.classes,
+        split_variant=variant,
         way=args.way,
         shot=args.shot,
         queries=1,
         episodes=args.episodes,
         seed=args.seed,
-        dataset=variant,
-        split="test",
         class_names=names,
     )
     return feats.store, manifest, method, meta, names

@@ -65,6 +65,7 @@ PLANTED_PLAN = {"train": 16, "val": 5, "test": 10}
 """``synth-planted``: split -> number of planted-window classes."""
 PLANTED_WINDOW = 0.4
 """Fraction of a ``synth-planted`` video's frames inside its action window."""
+PLANTED_MIN_FRAMES = 6
 PLANTED_CLASS_ACTIONS = tuple(range(8))
 """Atomic actions that make ``synth-planted`` classes (ordered pairs of them)."""
 PLANTED_BACKGROUND_ACTIONS = tuple(range(8, len(ACTIONS)))
@@ -183,6 +184,11 @@ def _plan_planted(seed: int) -> list[SynthClass]:
 
 def planted_window(total: int, rng: np.random.Generator) -> tuple[int, int]:
     """``[start, stop)`` of the action window of a ``total``-frame planted video."""
+    if total < PLANTED_MIN_FRAMES:
+        raise ValueError(
+            f"synth-planted videos need at least {PLANTED_MIN_FRAMES} frames (a 4-frame window "
+            f"and background around it), got {total}: raise SynthConfig.min_frames"
+        )
     length = max(4, round(PLANTED_WINDOW * total))
     start = int(rng.integers(0, total - length + 1))
     return start, start + length

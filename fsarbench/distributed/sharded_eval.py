@@ -21,16 +21,14 @@ from fsarbench.distributed.env import rank, world_size
 from fsarbench.episodes import Manifest
 from fsarbench.evaluate import (
     EvalResult,
-    default_batch_bytes,
+    choose_batch,
     encode_videos,
-    fit_batch,
     load_partial_predictions,
     make_predictor,
     names_for,
     prepare_pool,
     save_partial_predictions,
     summarise_predictions,
-    wanted_batch,
 )
 from fsarbench.features.store import FeatureStore
 from fsarbench.methods import FewShotMethod
@@ -109,14 +107,8 @@ def evaluate_sharded(
     state = encode_sharded(
         method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
     )
-    budget = max_batch_bytes or default_batch_bytes(device)
-    batch_episodes = fit_batch(
-        state,
-        len(unique),
-        manifest,
-        wanted_batch(method, device, manifest, batch_episodes),
-        budget,
-        method.support_means,
+    batch_episodes = choose_batch(
+        method, state, len(unique), manifest, device, batch_episodes, max_batch_bytes
     )
     predicted = _match_shard(
         method,

@@ -98,7 +98,14 @@ def _slurm_parameters(items: dict[str, Any]) -> dict[str, Any]:
             params[_SLURM_NAMES.get(key, key)] = value
     if "gpus_per_node" in items and "tasks_per_node" not in items:
         params["tasks_per_node"] = int(items["gpus_per_node"])
+    _check_tasks(params.get("tasks_per_node", 1))
     return params
+
+
+def _check_tasks(tasks: Any) -> int:
+    if int(tasks) < 1:
+        raise ValueError(f"--slurm tasks_per_node (or gpus_per_node) must be >= 1, got {tasks}")
+    return int(tasks)
 
 
 def make_executor(kind: str, folder: Path, slurm: dict[str, Any]):
@@ -113,7 +120,7 @@ def make_executor(kind: str, folder: Path, slurm: dict[str, Any]):
         executor = submitit.LocalExecutor(folder=str(folder))
         executor.update_parameters(
             timeout_min=int(float(slurm.get("time", 24)) * 60),
-            tasks_per_node=int(slurm.get("tasks_per_node", 1)),
+            tasks_per_node=_check_tasks(slurm.get("tasks_per_node", 1)),
         )
         return executor
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")

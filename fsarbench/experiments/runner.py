@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsarbench.episodes import Manifest, make_manifest
+from fsarbench.episodes import Manifest, draw_test_manifest
 from fsarbench.evaluate import evaluate
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.tracks import (
@@ -266,15 +266,14 @@ class CellRunner:
         key = (cell.dataset, data.split_variant, cell.way, cell.shot, cell.seed)
         key += (stable_hash(data.test_classes.tolist()),)
         if key not in self.manifests:
-            self.manifests[key] = make_manifest(
+            self.manifests[key] = draw_test_manifest(
                 data.test_classes,
+                split_variant=data.split_variant,
                 way=cell.way,
                 shot=cell.shot,
                 queries=self.opt.queries,
                 episodes=self.opt.episodes,
                 seed=cell.seed,
-                dataset=data.split_variant,
-                split="test",
                 class_names=data.class_names,
             )
         return self.manifests[key]
