@@ -162,9 +162,6 @@ class _TupleTransformer(nn.Module):
     ) -> Tensor:
         """Distances of queries to their query-specific class prototypes.
 
-        ``‖v_p - Σ a v‖²`` is expanded as ``‖v_p‖² - 2 Σ a <v_p, v> + a^T G a`` with frame-level
-        Gram matrices, so no ``[way, Q, tuples, O]`` prototype tensor is formed.
-
         Args:
             support: states with leading ``[B, way·K]`` (class-major slots).
             query: states with leading ``[B, Q]``.
@@ -175,10 +172,85 @@ class _TupleTransformer(nn.Module):
         """
         fk, fv = support["fk"], support["fv"]
         b, m, r, o = fk.shape
-        q, p, k = query["fk"].shape[1], self.num_tuples, m // way
+        q = query["fk"].shape[1]
+        keys = query["fk"].reshape(b, q * r, o) @ fk.reshape(b, m * r, o).transpose(1, 2)
+        values = query["fv"].reshape(b, q * r, o) @ fv.reshape(b, m * r, o).transpose(1, 2)
+        grams = _class_grams(support["gram"], fv, way)
+        return self.distances(
+            keys.view(b, q, r, m * r),
+            values.view(b, q, r, m * r),
+            grams,
+            support,
+            query,
+            way,
+            valid,
+        )
+
+    def pool_products(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every video pair's frame-level key and value products, ``kk, vv [U, U, R, R]``
+        (row video, column video, row frame slot, column frame slot)."""
+        return {"kk": _pair_blocks(state["fk"]), "vv": _pair_blocks(state["fv"])}
+
+    def match_pool(
+        self,
+        state: dict[str, Tensor],
+        products: dict[str, Tensor],
+        support_index: Tensor,
+        query_index: Tensor,
+        way: int,
+        valid: Tensor | None,
+    ) -> Tensor:
+        """:meth:`match` with the products looked up in :meth:`pool_products`.
+
+        Args:
+            state: the pool's states ``[U, ...]``; products: :meth:`pool_products`.
+            support_index: ``[B, way·K]`` pool positions in class-major slots.
+            query_index: ``[B, Q]`` pool positions.
+        """
+        b, m = support_index.shape
+        q, r = query_index.shape[1], self.omega * self.seq_len
+        pairs = (query_index[:, :, None], support_index[:, None, :])
+        keys = products["kk"][pairs].permute(0, 1, 3, 2, 4).reshape(b, q, r, m * r)
+        values = products["vv"][pairs].permute(0, 1, 3, 2, 4).reshape(b, q, r, m * r)
+        k = m // way
+        if k == 1:
+            grams = state["gram"][support_index].reshape(b * way, r, r)
+        else:
+            cls = support_index.view(b, way, k)
+            blocks = products["vv"][cls[:, :, :, None], cls[:, :, None, :]]  # [B, way, K, K, R, R]
+            grams = blocks.permute(0, 1, 2, 4, 3, 5).reshape(b * way, k * r, k * r)
+        support = {key: state[key][support_index] for key in ("isig", "e")}
+        query = {key: state[key][query_index] for key in ("isig", "vsq")}
+        return self.distances(keys, values, grams, support, query, way, valid)
+
+    def distances(
+        self,
+        keys: Tensor,
+        values: Tensor,
+        grams: Tensor,
+        support: dict[str, Tensor],
+        query: dict[str, Tensor],
+        way: int,
+        valid: Tensor | None,
+    ) -> Tensor:
+        """The distances from the frame-level products.
+
+        ``‖v_p - Σ a v‖²`` is expanded as ``‖v_p‖² - 2 Σ a <v_p, v> + a^T G a`` with frame-level
+        Gram matrices, so no ``[way, Q, tuples, O]`` prototype tensor is formed.
+
+        Args:
+            keys, values: ``[B, Q, R, M·R]`` products of query and support frame keys/values.
+            grams: ``[B·way, K·R, K·R]`` each class's frame value Gram.
+            support: ``isig``, ``e`` ``[B, M, P]``; query: ``isig [B, Q, P]``, ``vsq [B, Q]``.
+
+        Returns:
+            ``[B, Q, way]``.
+        """
+        b, q, r, mr = keys.shape
+        m, p, o = mr // r, self.num_tuples, self.out_dim
+        k = m // way
         sel, sel_t = self.select, self.select.t()
-        prod = query["fk"].reshape(b, q * r, o) @ fk.reshape(b, m * r, o).transpose(1, 2)
-        prod = (sel_t @ prod.view(b, q, r, m * r)) * (query["isig"] / math.sqrt(o)).unsqueeze(-1)
+        prod = (sel_t @ keys) * (query["isig"] / math.sqrt(o)).unsqueeze(-1)
         scores = prod.view(b, q, p, m, r) @ sel  # [B, Q, P, M, P]
         scores = torch.addcmul(
             (support["e"] / math.sqrt(o))[:, None, None], scores, support["isig"][:, None, None]
@@ -187,13 +259,12 @@ class _TupleTransformer(nn.Module):
             scores = scores.masked_fill(~valid[:, None, None, :, :, None], float("-inf"))
         attn = torch.softmax(scores.flatten(-2), -1).view(b, q, p, way, k, p)
         frame_attn = attn @ sel_t  # [B, Q, P, way, K, R]
-        fvq = query["fv"].reshape(b, q * r, o)
-        cross = sel_t @ (fvq @ fv.reshape(b, m * r, o).transpose(1, 2)).view(b, q, r, m * r)
+        cross = sel_t @ values
         cross = (frame_attn.reshape(b, q, p * way, k * r) * cross.view(b, q, p * way, k * r)).sum(
             -1
         )
         attn_c = frame_attn.permute(0, 3, 1, 2, 4, 5).reshape(b, way, q * p, k * r)
-        proto_sq = _prototype_norms(attn_c, support["gram"], fv, way)  # [B, way, Q·P]
+        proto_sq = _prototype_norms(attn_c, grams, way)  # [B, way, Q·P]
         dist = (
             query["vsq"].unsqueeze(-1)
             - 2 * cross.view(b, q, p, way).sum(2)
@@ -202,28 +273,45 @@ class _TupleTransformer(nn.Module):
         return dist / p
 
 
-def _prototype_norms(attn: Tensor, gram: Tensor, fv: Tensor, way: int) -> Tensor:
+def _pair_blocks(x: Tensor) -> Tensor:
+    """``x [U, R, O]`` -> ``[U, U, R, R]``: ``out[u, v] = x[u] @ x[v]^T``, built in row chunks
+    that bound the temporaries."""
+    u, r, o = x.shape
+    flat = x.reshape(u * r, o)
+    out = x.new_empty(u, u, r, r)
+    step = max(1, _CHUNK_ELEMENTS // max(u * r * r, 1))
+    for lo in range(0, u, step):
+        block = flat[lo * r : (lo + step) * r] @ flat.t()  # [c·R, U·R]
+        out[lo : lo + step] = block.view(-1, r, u, r).permute(0, 2, 1, 3)
+    return out
+
+
+def _class_grams(gram: Tensor, fv: Tensor, way: int) -> Tensor:
+    """Each class's frame value Gram ``[B·way, K·R, K·R]`` of support slots ``fv [B, way·K,
+    R, O]``. With one video per class it is that video's Gram from ``encode`` (``gram [B,
+    way·K, R, R]``); otherwise one ``[K·R, K·R]`` product per class (faster than assembling
+    it from per-video and cross-video blocks)."""
+    b, m, r, o = fv.shape
+    k = m // way
+    if k == 1:
+        return gram.reshape(b * way, r, r)
+    class_v = fv.reshape(b * way, k * r, o)
+    return class_v @ class_v.transpose(1, 2)
+
+
+def _prototype_norms(attn: Tensor, grams: Tensor, way: int) -> Tensor:
     """``‖Σ a v‖² = a^T G a`` for every attention row, with the class value Gram ``G``.
 
     Args:
         attn: ``[B, way, N, K·R]`` frame-level attention of ``N`` rows over a class's frames.
-        gram: ``[B, way·K, R, R]`` per-video value Grams (class-major slots).
-        fv: ``[B, way·K, R, O]`` frame values.
+        grams: ``[B·way, K·R, K·R]`` (:func:`_class_grams`).
 
     Returns:
-        ``[B, way, N]``. With one video per class ``G`` is that video's Gram from ``encode``;
-        otherwise it is one ``[K·R, K·R]`` product per class (faster than assembling it from
-        per-video and cross-video blocks).
+        ``[B, way, N]``.
     """
-    b, m, r, o = fv.shape
-    k = m // way
-    if k == 1:
-        class_gram = gram.reshape(b * way, r, r)
-    else:
-        class_v = fv.reshape(b * way, k * r, o)
-        class_gram = class_v @ class_v.transpose(1, 2)
-    a = attn.reshape(b * way, -1, k * r)
-    return ((a @ class_gram) * a).sum(-1).view(b, way, -1)
+    b, n, kr = attn.shape[0], attn.shape[2], attn.shape[3]
+    a = attn.reshape(b * way, n, kr)
+    return ((a @ grams) * a).sum(-1).view(b, way, n)
 
 
 class TRX(FewShotMethod):
@@ -293,6 +381,52 @@ class TRX(FewShotMethod):
         b, ns = support[0]["fk"].shape[:2]
         labels = torch.arange(ns, device=support[0]["fk"].device).expand(b, ns)
         return self.match(support, labels, query, ns).logits
+
+    def pool_products_bytes(self, n_videos: int, shot: int) -> int | None:
+        """Pool products above 1-shot (where TRX is pairwise, the pair table serves): two
+        float32 ``[U·R, U·R]`` tables per cardinality (``R = ω·T``)."""
+        if shot == 1:
+            return None
+        return sum(2 * 4 * (n_videos * t.omega * t.seq_len) ** 2 for t in self.transformers)
+
+    def pool_products(self, state) -> tuple[dict[str, Tensor], ...]:
+        """Per cardinality, every video pair's frame key/value products (see
+        ``_TupleTransformer.pool_products``), in the module's dtype."""
+        dtype = self.transformers[0].select.dtype
+        with torch.autocast(state[0]["fk"].device.type, enabled=False):
+            return tuple(
+                t.pool_products(state_map(lambda x: x.to(dtype), s))
+                for t, s in zip(self.transformers, state)
+            )
+
+    def match_pool(
+        self, state, products, support_index, support_labels, query_index, way
+    ) -> MethodOutput:
+        """:meth:`match` of episodes given as pool positions, products looked up."""
+        index, valid = class_slots(support_labels, way)
+        support_index = support_index.gather(1, index)
+        dtype = self.transformers[0].select.dtype
+        state = tuple(state_map(lambda t: t.to(dtype), s) for s in state)
+        b, nq = query_index.shape
+        per_episode = nq * index.shape[1] * sum(t.num_tuples**2 for t in self.transformers)
+        step = max(1, _CHUNK_ELEMENTS // max(per_episode, 1))
+        parts = []
+        with torch.autocast(query_index.device.type, enabled=False):
+            for lo in range(0, b, step):
+                rows = slice(lo, lo + step)
+                dists = [
+                    t.match_pool(
+                        s,
+                        prods,
+                        support_index[rows],
+                        query_index[rows],
+                        way,
+                        None if valid is None else valid[rows],
+                    )
+                    for t, s, prods in zip(self.transformers, state, products)
+                ]
+                parts.append(-torch.stack(dists, -1).mean(-1))
+        return MethodOutput(logits=torch.cat(parts))
 
     def _match_rows(self, support, query, way: int, valid: Tensor | None, rows: slice) -> Tensor:
         """Logits ``[b, Nq, way]`` of the episodes ``rows``: mean over cardinalities."""

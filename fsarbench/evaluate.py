@@ -26,7 +26,7 @@ from fsarbench.features.store import FeatureStore, as_feature_store
 from fsarbench.guards import NONFINITE, check_nonfinite_policy, predict_labels
 from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod, episode_class_names
-from fsarbench.pairs import pair_table, table_logits, use_pair_table
+from fsarbench.pairs import pair_table, table_logits, use_pair_table, use_pool_products
 from fsarbench.progress import progress_bar
 from fsarbench.state import (
     State,
@@ -395,6 +395,19 @@ def make_predictor(
             return predict_labels(logits, first_episode=start, policy=nonfinite, method=name)
 
         return lookup
+    if class_names is None and use_pool_products(method, manifest, n_videos):
+        return _pool_predictor(
+            method,
+            state,
+            position,
+            manifest,
+            device,
+            autocast,
+            labels,
+            pair_tables,
+            unique,
+            nonfinite,
+        )
     buffers: dict = {}
 
     def match(start: int, stop: int) -> np.ndarray:
@@ -414,6 +427,42 @@ def make_predictor(
         return predict_labels(logits, first_episode=start, policy=nonfinite, method=name)
 
     return match
+
+
+def _pool_predictor(
+    method: FewShotMethod,
+    state: State,
+    position: np.ndarray,
+    manifest: Manifest,
+    device: torch.device,
+    autocast: bool,
+    labels: Tensor,
+    pair_tables: dict | None,
+    unique: np.ndarray | None,
+    nonfinite: str,
+) -> Callable[[int, int], np.ndarray]:
+    """``predict(start, stop)`` through the head's pool products (built once per pool and
+    kept in ``pair_tables`` beside the pair tables)."""
+    key = None if unique is None else "pool:" + hashlib.sha1(unique.tobytes()).hexdigest()
+    products = None if pair_tables is None else pair_tables.get(key)
+    if products is None:
+        with torch.inference_mode(), _autocast(device, autocast):
+            products = method.pool_products(state)
+        if pair_tables is not None and key is not None:
+            pair_tables[key] = products
+    name = method_label(method)
+
+    @torch.inference_mode()
+    def pooled(start: int, stop: int) -> np.ndarray:
+        query = torch.as_tensor(position[manifest.query[start:stop]], device=device)
+        support = torch.as_tensor(position[manifest.support[start:stop]], device=device)
+        with _autocast(device, autocast):
+            out = method.match_pool(
+                state, products, support, labels[start:stop], query, manifest.way
+            )
+        return predict_labels(out.logits, first_episode=start, policy=nonfinite, method=name)
+
+    return pooled
 
 
 @torch.inference_mode()

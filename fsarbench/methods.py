@@ -299,6 +299,43 @@ class FewShotMethod(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} does not score video pairs")
 
+    # -- optional: heads that precompute products over the whole test pool ----------------
+    def pool_products_bytes(self, n_videos: int, shot: int) -> int | None:
+        """Memory of :meth:`pool_products` for a pool of ``n_videos`` at ``shot`` (bytes);
+        ``None`` (the default): the head has no pool products and every episode is matched
+        from gathered states. The evaluator uses them when they fit a fixed budget and the
+        episodes revisit the pool's pairs (:func:`fsarbench.pairs.use_pool_products`); the
+        choice depends on the pool and the manifest only, never on the machine."""
+        return None
+
+    def pool_products(self, state: State) -> State:
+        """Products over the encoded pool that every episode reuses (e.g. each video pair's
+        frame-level products), for heads where :meth:`pool_products_bytes` is not ``None``.
+
+        Args:
+            state: the pool's encoded videos, tensors leading with ``[U]``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no pool products")
+
+    def match_pool(
+        self,
+        state: State,
+        products: State,
+        support_index: Tensor,
+        support_labels: Tensor,
+        query_index: Tensor,
+        way: int,
+    ) -> MethodOutput:
+        """:meth:`match` of episodes given as pool positions: the same logits (up to float
+        rounding), with the per-pair products looked up in ``products``.
+
+        Args:
+            state: the pool's encoded videos ``[U, ...]``; products: :meth:`pool_products`.
+            support_index: ``[B, Ns]`` pool positions; support_labels: ``[B, Ns]``.
+            query_index: ``[B, Nq]`` pool positions.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no pool products")
+
     # -- composition ------------------------------------------------------------------------
     def encode_episodes(self, videos: Tensor) -> State:
         """Encode ``[B, N, T, D]`` videos into a state leading with ``[B, N]``."""

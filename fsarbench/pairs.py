@@ -24,7 +24,12 @@ __all__ = [
     "pair_table",
     "table_logits",
     "use_pair_table",
+    "use_pool_products",
 ]
+
+#: Largest pool products (bytes) the evaluator builds (:func:`use_pool_products`). A fixed
+#: number, not the machine's memory, so the same pool always takes the same path.
+POOL_PRODUCTS_BYTES = 1 << 30
 
 # Pairs scored per ``pair_logits`` call when building a table (bounds the head's temporaries).
 PAIRS_PER_CALL = 1024
@@ -58,6 +63,19 @@ def use_pair_table(method, manifest: Manifest, n_videos: int) -> bool:
     e, nq = manifest.query.shape
     ns = manifest.support.shape[1]
     return bool(method.pairwise(manifest.spec.shot)) and n_videos**2 <= e * nq * ns
+
+
+def use_pool_products(method, manifest: Manifest, n_videos: int) -> bool:
+    """Build the head's pool products (:meth:`FewShotMethod.pool_products`) for this pool?
+
+    Yes when the head has them at this shot, they fit :data:`POOL_PRODUCTS_BYTES`, and the
+    episodes visit at least as many (query, support) slots as the pool has ordered pairs.
+    """
+    size = method.pool_products_bytes(n_videos, manifest.spec.shot)
+    if size is None or size > POOL_PRODUCTS_BYTES:
+        return False
+    e, nq = manifest.query.shape
+    return n_videos**2 <= e * nq * manifest.support.shape[1]
 
 
 @torch.inference_mode()
