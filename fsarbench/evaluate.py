@@ -189,12 +189,16 @@ def choose_batch(
     max_batch_bytes: int | None,
 ) -> int:
     """Episodes per batch of an evaluator: :func:`wanted_batch` bounded by :func:`fit_batch`
-    to ``max_batch_bytes`` (default :func:`default_batch_bytes` of ``device``)."""
+    to ``max_batch_bytes`` (default :func:`default_batch_bytes` of ``device``). Episodes
+    matched from pool products gather no states: the head bounds its own temporaries."""
+    wanted = wanted_batch(method, device, manifest, batch_episodes)
+    if use_pool_products(method, manifest, n_videos):
+        return wanted
     return fit_batch(
         state,
         n_videos,
         manifest,
-        wanted_batch(method, device, manifest, batch_episodes),
+        wanted,
         max_batch_bytes or default_batch_bytes(device),
         method.support_means,
     )

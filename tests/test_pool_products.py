@@ -100,3 +100,36 @@ def test_pool_products_used_only_when_they_fit_and_pay():
     # two float32 [U·R, U·R] tables per cardinality (R = ω·T)
     assert trx.pool_products_bytes(30, 3) == sum(2 * 4 * (30 * w * T) ** 2 for w in (2, 3))
     assert trx.pool_products_bytes(2000, 5) > pairs.POOL_PRODUCTS_BYTES  # Kinetics test pool
+
+
+def test_adapted_method_delegates_every_evaluator_hook():
+    """The frozen track wraps heads in an adapter: the evaluator must still see the head's
+    pool products, pair tables, batch preference and support means."""
+    from fsarbench.training.adapter import AdaptedMethod, FrameAdapter
+
+    for name, shot in (("trx", 5), ("otam", 1), ("hyrsm", 1)):
+        inner = fb.create_method(name, feature_dim=D, seq_len=T)
+        adapted = AdaptedMethod(inner, FrameAdapter(D), D)
+        assert adapted.pool_products_bytes(30, shot) == inner.pool_products_bytes(30, shot)
+        assert adapted.pairwise(shot) == inner.pairwise(shot)
+        assert adapted.support_means == inner.support_means
+        for device, s in (("cpu", 1), ("cpu", 5), ("cuda", 1)):
+            assert adapted.preferred_episode_batch(device, s) == inner.preferred_episode_batch(
+                device, s
+            )
+    assert AdaptedMethod(_trx(), FrameAdapter(D), D).pool_products_bytes(30, 5) is not None
+
+
+def test_adapted_trx_evaluates_through_pool_products(monkeypatch):
+    from fsarbench.training.adapter import AdaptedMethod, FrameAdapter
+
+    feats, classes = _pool(dtype=torch.float32)
+    method = AdaptedMethod(_trx(), FrameAdapter(D), D).eval()
+    manifest = fb.make_manifest(classes, way=5, shot=2, queries=1, episodes=60, seed=5)
+    pooled = fb.evaluate(method, feats, manifest, progress=False)
+    assert pooled.extra["batch_episodes"] == 60  # no gathered states bound the batch
+    monkeypatch.setattr(pairs, "POOL_PRODUCTS_BYTES", 0)
+    episodes = fb.evaluate(method, feats, manifest, progress=False)
+    np.testing.assert_array_equal(
+        pooled.records["predicted_label"], episodes.records["predicted_label"]
+    )

@@ -87,6 +87,20 @@ class AdaptedMethod(FewShotMethod):
     def pair_logits(self, query: State, support: State) -> Tensor:
         return self.inner.pair_logits(query, support)
 
+    def preferred_episode_batch(self, device_type: str, shot: int) -> int | None:
+        return self.inner.preferred_episode_batch(device_type, shot)
+
+    def pool_products_bytes(self, n_videos: int, shot: int) -> int | None:
+        return self.inner.pool_products_bytes(n_videos, shot)
+
+    def pool_products(self, state: State) -> State:
+        return self.inner.pool_products(state)
+
+    def match_pool(self, state, products, support_index, support_labels, query_index, way):
+        return self.inner.match_pool(
+            state, products, support_index, support_labels, query_index, way
+        )
+
     def training_stages(self) -> list[TrainingStage]:
         return [self._wrap(stage) for stage in self.inner.training_stages()]
 
