@@ -302,6 +302,7 @@ class CellRunner:
             nonfinite=self.opt.nonfinite,
             partial_tag=stable_hash(prov),
             class_names=p.data.class_names,
+            manifest_hash=self.manifest_hash(manifest),
         )
 
     @contextlib.contextmanager

@@ -463,9 +463,7 @@ def extract_split(
     videos = dataset.videos(split)
     if config.flip is None:
         config = dataclasses.replace(config, flip=bool(getattr(dataset, "flip_ok", True)))
-    backbone = create_backbone(
-        config.backbone, weights=config.weights, seed=config.seed, tiny=config.tiny
-    )
+    backbone = _split_backbone(config.backbone, config.weights, config.seed, config.tiny)
     if config.norm is None and backbone.norm is not None:  # e.g. CLIP statistics
         config = dataclasses.replace(config, norm=backbone.norm)
     key = split_cache_key(dataset_name, split, videos, backbone.weights_id, config)
@@ -488,6 +486,24 @@ def extract_split(
         flush_every_s=config.flush_every_s,
         progress=config.progress,
     )
+
+
+def _split_backbone(name: str, weights: str | Path, seed: int, tiny: bool) -> Backbone:
+    """``create_backbone``, reusing the last one built with the same arguments (and, for a
+    checkpoint path, the same file size and modification time): a dataset's three splits
+    need the backbone's weights id and normalisation even when their caches are complete."""
+    path = Path(weights)
+    stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+    key = (name, str(weights), stamp, seed, tiny)
+    if _LAST_BACKBONE.get("key") != key:
+        _LAST_BACKBONE.clear()
+        _LAST_BACKBONE.update(
+            key=key, backbone=create_backbone(name, weights=weights, seed=seed, tiny=tiny)
+        )
+    return _LAST_BACKBONE["backbone"]
+
+
+_LAST_BACKBONE: dict[str, Any] = {}
 
 
 def clip_dataset(videos: Sequence[Any], config: SplitExtractConfig) -> Dataset:

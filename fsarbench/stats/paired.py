@@ -7,6 +7,7 @@ difference) and per-query correctness (McNemar). Distributions come from scipy.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -96,6 +97,21 @@ def bootstrap_mean_ci(
         raise ValueError("no differences to bootstrap")
     if np.ptp(d) <= 1e-12:
         return float(d.mean()), float(d.mean())
+    key = (hashlib.sha1(np.ascontiguousarray(d).tobytes()).hexdigest(), n_boot, level, seed)
+    if key not in _BOOTSTRAPS:
+        if len(_BOOTSTRAPS) >= _BOOTSTRAP_MEMO:
+            _BOOTSTRAPS.pop(next(iter(_BOOTSTRAPS)))
+        _BOOTSTRAPS[key] = _percentile_bootstrap(d, n_boot, level, seed)
+    return _BOOTSTRAPS[key]
+
+
+# A run's tables, figures and report compare the same pairs of cells several times; the
+# bootstrap is a pure function of its inputs, so each is computed once per process.
+_BOOTSTRAP_MEMO = 4096
+_BOOTSTRAPS: dict[tuple, tuple[float, float]] = {}
+
+
+def _percentile_bootstrap(d: np.ndarray, n_boot: int, level: float, seed: int):
     res = stats.bootstrap(
         (d,),
         np.mean,

@@ -129,12 +129,19 @@ def rank_share(recipe: Recipe, rank: int, world: int) -> tuple[int, int, int]:
 
 
 def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The recipe's optimizer. ``foreach=True`` everywhere (torch picks it on CUDA only): the
+    multi-tensor update gives the same bits as the per-tensor loop (tested) in half the time
+    on the CPU, where the frozen track's small models spend a tenth of a step updating."""
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+            params,
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            foreach=True,
         )
     cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=True)
 
 
 def lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
