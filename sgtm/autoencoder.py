@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsarbench_sgtm.tokens import sincos_table
@@ -44,7 +45,12 @@ class PositionalEmbedding(nn.Module):
         """
         if positions is None:
             return tokens + self.table[: tokens.shape[1]]
-        return tokens + self.table[positions]
+        # A one-hot product instead of ``table[positions]``: the same values (one 1.0 per row),
+        # but its backward is a matrix product, while indexing's backward accumulates rows
+        # with several threads in a varying order (a run's weights then differed in the last
+        # bits from run to run, and so did a cell's accuracy).
+        onehot = F.one_hot(positions, self.table.shape[0]).to(self.table.dtype)
+        return tokens + onehot @ self.table
 
 
 class TokenDecoder(nn.Module):
