@@ -36,8 +36,11 @@ from fsarbench.io import stable_hash
 from fsarbench.progress import progress_bar
 from fsarbench.provenance import pipeline_digest
 
-# How much lower than the forward's the decode workers' CPU priority is (``os.nice``).
-DECODE_NICENESS = 5
+# How much lower than the forward's the decode workers' CPU priority is (``os.nice``): the
+# lowest, so decoding fills the cores' idle moments instead of preempting one of the
+# forward's intra-op threads (which stalls the others at the next barrier). Decoding is ~8x
+# faster than the forward, so it keeps up (docs/speed.md: 0.76 -> 0.83 of forward-only).
+DECODE_NICENESS = 19
 
 __all__ = [
     "ClipBatch",
