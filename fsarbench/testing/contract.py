@@ -273,6 +273,24 @@ def check_support_means(name: str) -> None:
     _close(_logits(method, batch), by_means, "logits from support class means differ")
 
 
+def check_pool_products(name: str) -> None:
+    """Where a head has pool products, episodes given as pool positions (products looked
+    up) get the logits of gathering their encoded videos."""
+    method = make_contract_method(name).eval()
+    batch = _batch(method, shot=2)
+    b, ns = batch.support.shape[:2]
+    if method.pool_products_bytes(b * (ns + batch.query.shape[1]), 2) is None:
+        return
+    with torch.no_grad():
+        pool = method.encode(torch.cat([batch.support, batch.query], 1).flatten(0, 1))
+        positions = torch.arange(b * (ns + batch.query.shape[1])).view(b, -1)
+        support, query = positions[:, :ns], positions[:, ns:]
+        pooled = method.match_pool(
+            pool, method.pool_products(pool), support, batch.support_labels, query, batch.way
+        ).logits
+    _close(_logits(method, batch), pooled, "logits from pool products differ from match's")
+
+
 CONTRACT_CHECKS: dict[str, Callable[[str], None]] = {
     "shapes": check_shapes,
     "eval_determinism": check_eval_determinism,
@@ -284,6 +302,7 @@ CONTRACT_CHECKS: dict[str, Callable[[str], None]] = {
     "zero_features": check_zero_features,
     "pairwise_logits": check_pairwise_logits,
     "support_means": check_support_means,
+    "pool_products": check_pool_products,
 }
 
 
