@@ -327,3 +327,46 @@ def draw_test_manifest(
         split="test",
         class_names=class_names,
     )
+
+
+def manifest_class_names(
+    manifest: Manifest, video_classes: Sequence[int], class_names: Sequence[str]
+) -> list[str]:
+    """Names of the manifest's class ids, from the pool's own class of every video.
+
+    A manifest may number classes its own way; what must hold is that each of its classes
+    covers videos of one pool class, a different one per manifest class. Anything else means
+    the manifest was drawn for another pool (its labels would disagree with the videos) and
+    raises :class:`ManifestError`.
+
+    Args:
+        video_classes: ``[N]`` the pool's class id of every video the manifest indexes.
+        class_names: pool class id -> name.
+
+    Returns:
+        manifest class id -> name (``[max id + 1]``; ids no episode uses are named by number).
+    """
+    ids = np.asarray(video_classes, dtype=np.int64)
+    videos = np.concatenate([manifest.support, manifest.query], 1)
+    if videos.size and int(videos.max()) >= len(ids):
+        raise ManifestError(
+            f"the manifest indexes video {int(videos.max())}, the features hold {len(ids)}"
+        )
+    labels = np.concatenate([manifest.support_labels, manifest.query_labels], 1)
+    own = np.take_along_axis(manifest.classes, labels, 1)
+    pairs = np.unique(np.stack([own.ravel(), ids[videos].ravel()], 1), axis=0)
+    for column, what in ((0, "manifest class"), (1, "feature class")):
+        values, counts = np.unique(pairs[:, column], return_counts=True)
+        if (counts > 1).any():
+            bad = int(values[counts > 1][0])
+            other = pairs[pairs[:, column] == bad][:, 1 - column].tolist()
+            raise ManifestError(
+                f"the manifest does not fit these features: {what} {bad} meets "
+                f"{'feature classes' if column == 0 else 'manifest classes'} {other[:5]}; the "
+                "manifest was drawn for another split or pool. Draw it from these features' "
+                "class ids (make_manifest(cache.class_indices, ...) in Python)."
+            )
+    names = [str(c) for c in range(int(manifest.classes.max(initial=-1)) + 1)]
+    for mine, theirs in pairs.tolist():
+        names[mine] = str(class_names[theirs])
+    return names

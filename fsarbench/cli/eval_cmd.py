@@ -21,7 +21,7 @@ import torch
 
 from fsarbench.cli.common import add_splits_dir_argument, apply_splits_dir
 from fsarbench.data.protocols import list_protocols
-from fsarbench.episodes import Manifest, draw_test_manifest
+from fsarbench.episodes import Manifest, draw_test_manifest, manifest_class_names
 from fsarbench.features.open import open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
 from fsarbench.methods import FewShotMethod
@@ -148,7 +148,11 @@ def run(args: argparse.Namespace) -> int:
         if args.features:
             store = open_feature_store(args.features)
             manifest = Manifest.load(args.manifest)
-            method, meta, names = build_method(args, store.feature_shape), {}, None
+            method, meta, names = (
+                build_method(args, store.feature_shape),
+                {},
+                _names(store, manifest),
+            )
         else:
             store, manifest, method, meta, names = _dataset_mode(args, device)
         method = method.to(device)
@@ -169,6 +173,18 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed()
     return 0
+
+
+def _names(store, manifest: Manifest) -> list[str] | None:
+    """Class names of ``manifest``'s ids from a feature cache that has them (after checking
+    the manifest fits the cache's classes, see ``manifest_class_names``); ``None`` for a
+    tensor file (then heads that use class names stop with ``ClassNamesError``)."""
+    from fsarbench.features.cache import FeatureCache
+
+    table = store.class_name_table() if isinstance(store, FeatureCache) else None
+    if table is None:
+        return None
+    return manifest_class_names(manifest, store.class_indices, table)
 
 
 def _check_mode(args: argparse.Namespace) -> None:

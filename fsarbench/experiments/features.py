@@ -160,6 +160,7 @@ def split_features(cache, dataset: str) -> tuple[SplitFeatures, list[str], list[
     )
     bad = [cache.video_ids[i] for i in np.flatnonzero(failed)]
     store = SubsetFeatureStore(cache, keep) if len(bad) else cache
-    by_id = dict(zip(cache.class_indices, cache.classes)) if cache.classes else {}
-    table = [str(by_id.get(c, c)) for c in range(int(classes_all.max(initial=-1)) + 1)]
+    table = cache.class_name_table() or [
+        str(c) for c in range(int(classes_all.max(initial=-1)) + 1)
+    ]
     return SplitFeatures(store, classes_all[keep], dataset, table), names, bad

@@ -191,6 +191,14 @@ class FeatureCache:
         """One class id per video (the ``video_classes`` of ``make_manifest``)."""
         return self.index["class_indices"]
 
+    def class_name_table(self) -> list[str] | None:
+        """Class id -> class name (``[max id + 1]``; an id no video has is named by its
+        number), or ``None`` when the cache was written without class names or ids."""
+        if not self.classes or not self.class_indices:
+            return None
+        by_id = dict(zip(self.class_indices, self.classes))
+        return [str(by_id.get(c, c)) for c in range(max(self.class_indices) + 1)]
+
     @property
     def key(self) -> str | None:
         return self.index["key"]
