@@ -436,6 +436,10 @@ def make_predictor(
     return match
 
 
+#: Keys of pool products in an evaluation's ``pair_tables`` dict (beside pair tables).
+POOL_KEY_PREFIX = "pool:"
+
+
 def _pool_predictor(
     method: FewShotMethod,
     state: State,
@@ -450,7 +454,7 @@ def _pool_predictor(
 ) -> Callable[[int, int], np.ndarray]:
     """``predict(start, stop)`` through the head's pool products (built once per pool and
     kept in ``pair_tables`` beside the pair tables)."""
-    key = None if unique is None else "pool:" + hashlib.sha1(unique.tobytes()).hexdigest()
+    key = None if unique is None else POOL_KEY_PREFIX + hashlib.sha1(unique.tobytes()).hexdigest()
     products = None if pair_tables is None else pair_tables.get(key)
     if products is None:
         with torch.inference_mode(), _autocast(device, autocast):

@@ -76,3 +76,18 @@ def test_grids_expand_with_synth_standing_in():
     assert {c.dataset for c in t1} == {"ucf101", "synth"}
     with pytest.raises(ValueError, match="Did you mean 'table1'"):
         expand_grid("tabel1", available=[])
+
+
+def test_runner_keeps_pair_tables_per_model_and_pool_products_for_the_last(tmp_path):
+    """Pair tables are reused by one model's cells even when other models' cells come in
+    between; pool products (TRX's reach 1 GiB) are kept for the model evaluated last only."""
+    from fsarbench.evaluate import POOL_KEY_PREFIX
+    from fsarbench.experiments.runner import CellRunner, RunOptions
+
+    runner = CellRunner({}, RunOptions(out_dir=tmp_path))
+    trx = runner._tables_of("trx-5shot")
+    trx.update({"pairs": "small", POOL_KEY_PREFIX + "x": "large"})
+    assert runner._tables_of("trx-5shot") is trx
+    otam = runner._tables_of("otam-1shot")
+    assert trx == {"pairs": "small"}  # the pool products are dropped, the pair table kept
+    assert runner._tables_of("trx-5shot") is trx and otam == {}

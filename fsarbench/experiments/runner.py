@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fsarbench.episodes import Manifest, draw_test_manifest
-from fsarbench.evaluate import evaluate
+from fsarbench.evaluate import POOL_KEY_PREFIX, evaluate
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.tracks import (
     DatasetFeatures,
@@ -298,12 +298,23 @@ class CellRunner:
             progress=self.opt.progress,
             partial_path=partial,
             desc=f"{cell.name} {cell.dataset} {cell.way}w{cell.shot}s",
-            pair_tables=self.pair_tables.setdefault(p.slug, {}),
+            pair_tables=self._tables_of(p.slug),
             nonfinite=self.opt.nonfinite,
             partial_tag=stable_hash(prov),
             class_names=p.data.class_names,
             manifest_hash=self.manifest_hash(manifest),
         )
+
+    def _tables_of(self, slug: str) -> dict:
+        """The pair tables and pool products of model ``slug``, kept for its later cells (the
+        5- to 10-way cells of one model, interleaved with other models' cells). Pair tables
+        (``U²`` floats) are kept for every model; pool products (TRX's reach 1 GiB) only for
+        the model evaluated last."""
+        for other, tables in self.pair_tables.items():
+            if other != slug:
+                for key in [k for k in tables if str(k).startswith(POOL_KEY_PREFIX)]:
+                    del tables[key]
+        return self.pair_tables.setdefault(slug, {})
 
     @contextlib.contextmanager
     def timed(self, stage: str):
