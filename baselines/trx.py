@@ -384,10 +384,11 @@ class TRX(FewShotMethod):
 
     def pool_products_bytes(self, n_videos: int, shot: int) -> int | None:
         """Pool products above 1-shot (where TRX is pairwise, the pair table serves): two
-        float32 ``[U·R, U·R]`` tables per cardinality (``R = ω·T``)."""
+        ``[U·R, U·R]`` tables per cardinality (``R = ω·T``) in the module's dtype."""
         if shot == 1:
             return None
-        return sum(2 * 4 * (n_videos * t.omega * t.seq_len) ** 2 for t in self.transformers)
+        size = self.transformers[0].select.element_size()
+        return sum(2 * size * (n_videos * t.omega * t.seq_len) ** 2 for t in self.transformers)
 
     def pool_products(self, state) -> tuple[dict[str, Tensor], ...]:
         """Per cardinality, every video pair's frame key/value products (see

@@ -350,7 +350,8 @@ def manifest_class_names(
     videos = np.concatenate([manifest.support, manifest.query], 1)
     if videos.size and int(videos.max()) >= len(ids):
         raise ManifestError(
-            f"the manifest indexes video {int(videos.max())}, the features hold {len(ids)}"
+            f"the manifest indexes video {int(videos.max())}, the features hold {len(ids)}: "
+            "it was drawn for another pool; draw it from these features' class ids"
         )
     labels = np.concatenate([manifest.support_labels, manifest.query_labels], 1)
     own = np.take_along_axis(manifest.classes, labels, 1)

@@ -100,6 +100,7 @@ def test_pool_products_used_only_when_they_fit_and_pay():
     # two float32 [U·R, U·R] tables per cardinality (R = ω·T)
     assert trx.pool_products_bytes(30, 3) == sum(2 * 4 * (30 * w * T) ** 2 for w in (2, 3))
     assert trx.pool_products_bytes(2000, 5) > pairs.POOL_PRODUCTS_BYTES  # Kinetics test pool
+    assert trx.double().pool_products_bytes(30, 3) == 2 * trx.float().pool_products_bytes(30, 3)
 
 
 def test_adapted_method_delegates_every_evaluator_hook():
