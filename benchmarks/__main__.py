@@ -1,9 +1,14 @@
 """Run every benchmark module (``bench_*.py``) of this folder, or those named on the command
-line; each prints its own table of measured times and ratios."""
+line; each prints its own table of measured times and ratios.
+
+``--device cuda`` (or ``FSAR_BENCH_DEVICE=cuda``) runs the benchmarks that have a device
+variant (extraction, finetune) on that device; the others measure the CPU paths and say so.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 import time
@@ -12,6 +17,13 @@ import benchmarks
 
 
 def main(argv: list[str]) -> int:
+    if "--device" in argv:
+        at = argv.index("--device")
+        if at + 1 >= len(argv):
+            print("--device needs a value: cpu or cuda[:N]", file=sys.stderr)
+            return 2
+        os.environ["FSAR_BENCH_DEVICE"] = argv[at + 1]
+        argv = argv[:at] + argv[at + 2 :]
     names = sorted(
         m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")
     )

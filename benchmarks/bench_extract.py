@@ -6,10 +6,16 @@ the main process runs resnet18 (random init) at 112 px; the target is extraction
 128 videos (16 batches), so worker start-up and the first batch's decode, which nothing can
 hide, weigh ~1/16 (with 32 videos they alone pulled the ratio to ~0.65). On 2 cores decoding
 takes CPU from the forward: the decode-only row's CPU share bounds the ratio at ~0.87-0.9.
+
+With ``--device cuda`` it measures what a GPU user runs: resnet50 at 224 px, 32 videos per
+forward, float16 autocast, pinned clips and one decode worker per spare CPU core (at most 12),
+over 512 videos. There the forward is fast and decoding usually sets the pace: the decode-only
+row says whether the CPU can feed the GPU at all.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +25,7 @@ import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader
 
+from benchmarks.common import bench_device, synchronize
 from fsarbench.features.backbones import create_backbone
 from fsarbench.features.extract import (
     SplitExtractConfig,
@@ -28,27 +35,44 @@ from fsarbench.features.extract import (
     extract_features,
 )
 
-VIDEOS, FRAMES_PER_FILE, HEIGHT, WIDTH = 128, 48, 120, 160
-CONFIG = SplitExtractConfig(
-    backbone="resnet18",
-    weights="none",
-    num_frames=8,
-    resolution=112,
-    batch_size=8,
-    workers=2,
-    progress=False,
-).resolved("test")
+FRAMES_PER_FILE, HEIGHT, WIDTH = 48, 120, 160
 
 
-def write_videos(folder: Path) -> list:
-    """``VIDEOS`` mpeg4 files of moving noise blocks; their VideoRecords."""
+def bench_config(device: torch.device) -> tuple[SplitExtractConfig, int]:
+    """The extraction settings and number of videos measured on ``device``."""
+    if device.type == "cuda":
+        workers = max(2, min(12, (os.cpu_count() or 4) - 2))
+        config = SplitExtractConfig(
+            backbone="resnet50",
+            weights="none",
+            num_frames=8,
+            resolution=224,
+            batch_size=32,
+            workers=workers,
+            progress=False,
+        )
+        return config.resolved("test"), 512
+    config = SplitExtractConfig(
+        backbone="resnet18",
+        weights="none",
+        num_frames=8,
+        resolution=112,
+        batch_size=8,
+        workers=2,
+        progress=False,
+    )
+    return config.resolved("test"), 128
+
+
+def write_videos(folder: Path, videos: int) -> list:
+    """``videos`` mpeg4 files of moving noise blocks; their VideoRecords."""
     import av
 
     from fsarbench.data.datasets import VideoRecord
 
     rng = np.random.default_rng(0)
     records = []
-    for i in range(VIDEOS):
+    for i in range(videos):
         path = folder / f"video{i:03d}.mp4"
         base = rng.integers(0, 256, (HEIGHT // 8, WIDTH // 8, 3), dtype=np.uint8)
         with av.open(str(path), "w") as out:
@@ -62,18 +86,21 @@ def write_videos(folder: Path) -> list:
     return records
 
 
-def forward_only(backbone, clips: torch.Tensor) -> float:
-    """Seconds to encode ``clips [N, T, 3, H, W]`` in batches, no decoding."""
+def forward_only(backbone, clips: torch.Tensor, batch: int, device: torch.device) -> float:
+    """Seconds to encode ``clips [N, T, 3, H, W]`` (decoded already; pinned on CUDA) in
+    batches of ``batch`` videos, features copied back to the host, no decoding."""
+    synchronize(device)
     start = time.perf_counter()
-    for b in range(0, len(clips), CONFIG.batch_size):
-        encode_clips(backbone, clips[b : b + CONFIG.batch_size], torch.device("cpu"))
+    for b in range(0, len(clips), batch):
+        encode_clips(backbone, clips[b : b + batch], device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
-def decode_only(dataset) -> float:
+def decode_only(dataset, config: SplitExtractConfig) -> float:
     """Seconds to decode every clip with the extraction's workers, no forward."""
     loader = DataLoader(
-        dataset, batch_size=CONFIG.batch_size, num_workers=CONFIG.workers, collate_fn=collate_clips
+        dataset, batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate_clips
     )
     start = time.perf_counter()
     for _ in loader:
@@ -82,29 +109,38 @@ def decode_only(dataset) -> float:
 
 
 def main() -> None:
-    backbone = create_backbone(CONFIG.backbone, weights=CONFIG.weights)
+    device = bench_device()
+    config, videos = bench_config(device)
+    backbone = create_backbone(config.backbone, weights=config.weights)
+    backbone = backbone.to(device).eval()
+    if device.type == "cuda":
+        backbone = backbone.to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
-        records = write_videos(Path(tmp))
-        dataset = clip_dataset(records, CONFIG)
+        records = write_videos(Path(tmp), videos)
+        dataset = clip_dataset(records, config)
         clips = torch.stack([dataset[i]["clip"] for i in range(len(dataset))])
+        if device.type == "cuda":
+            clips = clips.pin_memory()
         frames = clips.shape[0] * clips.shape[1]
-        forward_only(backbone, clips[: CONFIG.batch_size])  # warm-up
-        t_forward = min(forward_only(backbone, clips) for _ in range(2))
-        t_decode = decode_only(dataset)
+        batch = config.batch_size
+        forward_only(backbone, clips[: 2 * batch], batch, device)  # warm-up
+        t_forward = min(forward_only(backbone, clips, batch, device) for _ in range(2))
+        t_decode = decode_only(dataset, config)
         _, stats = extract_features(
             dataset,
             backbone,
             cache_dir=Path(tmp) / "cache",
-            num_frames=CONFIG.num_frames,
-            batch_size=CONFIG.batch_size,
-            num_workers=CONFIG.workers,
+            num_frames=config.num_frames,
+            batch_size=batch,
+            num_workers=config.workers,
+            device=device,
             progress=False,
         )
     other = stats.seconds - stats.wait_seconds - stats.forward_seconds
     rows = [
         ["backbone forward only", f"{t_forward:.2f}", f"{frames / t_forward:.0f}", "1.00"],
         [
-            "decode only (2 workers)",
+            f"decode only ({config.workers} workers)",
             f"{t_decode:.2f}",
             f"{frames / t_decode:.0f}",
             f"{t_forward / t_decode:.2f}",
@@ -116,18 +152,30 @@ def main() -> None:
             f"{stats.frames_per_s * t_forward / frames:.2f}",
         ],
     ]
+    where = (
+        f"{torch.cuda.get_device_name(device)}, float16 autocast"
+        if device.type == "cuda"
+        else f"CPU, torch threads {torch.get_num_threads()}"
+    )
     print(
-        f"resnet18 (random init), {CONFIG.resolution} px, {VIDEOS} mp4 files "
-        f"{WIDTH}x{HEIGHT} x {FRAMES_PER_FILE} frames, T={CONFIG.num_frames}, "
-        f"{CONFIG.batch_size} videos per forward, torch threads {torch.get_num_threads()}"
+        f"{config.backbone} (random init), {config.resolution} px, {videos} mp4 files "
+        f"{WIDTH}x{HEIGHT} x {FRAMES_PER_FILE} frames, T={config.num_frames}, "
+        f"{batch} videos per forward, {where}"
     )
     print(tabulate(rows, headers=["stage", "seconds", "frames/s", "ratio to forward"]))
+    launch = " (kernel launches only: CUDA runs asynchronously)" if device.type == "cuda" else ""
     print(
         f"extraction's own split: waiting for clips {stats.wait_seconds:.2f} s, backbone "
-        f"{stats.forward_seconds:.2f} s (forward-only run: {t_forward:.2f} s), rest "
+        f"{stats.forward_seconds:.2f} s{launch} (forward-only run: {t_forward:.2f} s), rest "
         f"{other:.2f} s (start-up, hand-over to the writer, final flush)"
     )
     print("target: extraction / forward >= 0.85")
+    if t_decode > t_forward:
+        print(
+            f"decoding is the bottleneck here: {config.workers} workers decode "
+            f"{frames / t_decode:.0f} frames/s, the backbone takes {frames / t_forward:.0f}; "
+            "more workers (--option workers=N / extract --workers N) or pre-decoded frames"
+        )
 
 
 if __name__ == "__main__":

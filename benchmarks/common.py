@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -9,7 +10,22 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-__all__ = ["feature_pool", "timed", "peak_rss_mib"]
+__all__ = ["bench_device", "feature_pool", "synchronize", "timed", "peak_rss_mib"]
+
+
+def bench_device() -> torch.device:
+    """Where the device-aware benchmarks run: ``FSAR_BENCH_DEVICE`` (set by ``--device``),
+    default the CPU. Asking for CUDA where there is none is an error, not a silent CPU run."""
+    device = torch.device(os.environ.get("FSAR_BENCH_DEVICE", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: torch sees no CUDA GPU here")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued kernels (a no-op on the CPU), before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def feature_pool(

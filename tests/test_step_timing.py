@@ -64,3 +64,34 @@ def test_prefetcher_moves_one_item_ahead_in_order() -> None:
     assert [int(b.x) for b in it] == [101, 102] and moved == [0, 1, 2]
     assert len(tensors_of(first)) == 2
     assert list(DevicePrefetcher(iter([]), move, "cpu")) == []
+
+
+def test_sampled_timer_times_one_step_in_n_from_the_second() -> None:
+    """``every=3`` times steps 2, 5, 8, ... (the first also holds the loader's start-up);
+    phases of the other steps are not measured."""
+    timer = StepTimer(True, every=3)
+    timed = []
+    for _ in range(7):
+        timer.start_step()
+        before = timer.seconds["forward"]
+        with timer.phase("forward"):
+            time.sleep(0.005)
+        timer.end_step()
+        timed.append(timer.seconds["forward"] > before)
+    assert timed == [False, True, False, False, True, False, False]
+    assert (timer.steps, timer.seen) == (2, 7)
+    assert 0.005 <= timer.per_step()["forward"] < 0.5
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        StepTimer(True, every=0)
+
+
+def test_loop_times_every_step_on_cpu_and_one_in_ten_on_cuda() -> None:
+    from fsarbench.training.loop import CUDA_TIMING_EVERY, LoopConfig
+    from fsarbench.training.recipe import Recipe
+
+    def timer(device: str, step_timing):
+        return LoopConfig(Recipe(), device=torch.device(device), step_timing=step_timing).timer()
+
+    assert (timer("cpu", None).enabled, timer("cpu", None).every) == (True, 1)
+    assert (timer("cuda", None).every, timer("cuda", True).every) == (CUDA_TIMING_EVERY, 1)
+    assert not timer("cuda", False).enabled and not timer("cpu", False).enabled

@@ -86,9 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--step-timing",
         action="store_true",
-        help="print where each training step's time goes (waiting for data, forward, "
-        "backward, optimiser) also on CUDA, where measuring synchronises the device "
-        "(on the CPU it is always printed)",
+        help="time every training step's phases (waiting for data, forward, backward, "
+        "optimiser) also on CUDA, where measuring synchronises the device; by default "
+        "CUDA times one step in ten, the CPU every step, and the breakdown is printed",
     )
     p.set_defaults(func=run)
 

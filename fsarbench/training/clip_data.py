@@ -203,6 +203,8 @@ class TrainEpisodes(Dataset):
 
 
 def to_clip_episodes(item: dict[str, Any], spec: EpisodeSpec) -> ClipEpisodes:
+    """A loader micro-batch (``clips [B, N, T, 3, H, W]``, ``classes [B, way]``; support
+    first, class-major) as episodes, on the device of ``classes``."""
     clips, classes = item["clips"], item["classes"]
     ns = spec.way * spec.shot
     lab = torch.as_tensor(
@@ -211,7 +213,8 @@ def to_clip_episodes(item: dict[str, Any], spec: EpisodeSpec) -> ClipEpisodes:
                 np.repeat(np.arange(spec.way), spec.shot),
                 np.repeat(np.arange(spec.way), spec.queries),
             ]
-        )
+        ),
+        device=classes.device,
     )
     lab = lab.expand(clips.shape[0], -1)
     glob = classes.gather(1, lab)

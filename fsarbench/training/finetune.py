@@ -97,11 +97,16 @@ class ClipSource:
             yield (next(moved) for _ in range(data.per // self.micro))
 
     def _micro(self, item: dict[str, Any], data: TrainEpisodes) -> MicroBatch:
-        batch = to_clip_episodes(item, data.spec)
-        return MicroBatch(int(item["episode"][0]), batch.support.shape[0], batch)
+        """The loader's (pinned) micro-batch, split into episodes only once on the device:
+        support and query are slices that a multi-episode batch does not hold contiguously,
+        and a non-contiguous host tensor is copied through pageable memory, blocking."""
+        host = {"clips": item["clips"], "classes": item["classes"]}
+        return MicroBatch(int(item["episode"][0]), item["clips"].shape[0], (host, data.spec))
 
     def _to_device(self, micro: MicroBatch) -> MicroBatch:
-        return MicroBatch(micro.first, micro.count, micro.batch.to(self.device))
+        host, spec = micro.batch
+        moved = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
+        return MicroBatch(micro.first, micro.count, to_clip_episodes(moved, spec))
 
 
 def build_video_method(
@@ -166,8 +171,9 @@ def finetune(
         stop_after: stop (as if interrupted) after this many steps in total — for tests.
         fingerprint: what makes this run; resuming another run's folder raises
             :class:`~fsarbench.training.loop.RunMismatchError`.
-        step_timing: time each step's phases (``LoopConfig.step_timing``; ``None``: on
-            except on CUDA, where it synchronises); mean seconds in ``result.step_times``.
+        step_timing: time each step's phases (``LoopConfig.step_timing``; ``None``: every
+            step on the CPU, one in ten on CUDA, where timing synchronises); mean seconds
+            per timed step in ``result.step_times``.
     """
     device = torch.device(device)
     if model.uses_class_names:

@@ -78,6 +78,10 @@ class EpisodeSource(Protocol):
         micro-batches (on the training device)."""
 
 
+# On CUDA, by default one step in this many is timed (synchronised at its phase ends).
+CUDA_TIMING_EVERY = 10
+
+
 @dataclass
 class LoopConfig:
     """How :func:`run_training` runs (everything but the model, data and validation)."""
@@ -92,15 +96,17 @@ class LoopConfig:
     fingerprint: dict[str, Any] | None = None
     precision: Precision = field(default_factory=Precision)
     desc: str = "train"
-    # per-step time by phase (fsarbench.training.timing): None = on except on CUDA, where
-    # it synchronises the device at every phase; report_every > 0 also prints it every
-    # that many steps (rank 0)
+    # per-step time by phase (fsarbench.training.timing): True = every step; None = every
+    # step on the CPU, one step in CUDA_TIMING_EVERY on CUDA (timing synchronises the
+    # device at each phase end); False = off. report_every > 0 also prints it every that
+    # many steps (rank 0)
     step_timing: bool | None = None
     report_every: int = 0
 
     def timer(self) -> StepTimer:
-        enabled = self.device.type != "cuda" if self.step_timing is None else self.step_timing
-        return StepTimer(enabled, self.device)
+        sampled = self.step_timing is None and self.device.type == "cuda"
+        every = CUDA_TIMING_EVERY if sampled else 1
+        return StepTimer(self.step_timing is not False, self.device, every=every)
 
 
 Validate = Callable[[FewShotMethod], float]
@@ -353,7 +359,7 @@ def _step(
     n = cfg.recipe.episodes_per_step
     world = world_size() if ddp is not None else 1  # DDP averages; the step sums episodes
     timer = run.timer
-    totals: dict[str, float] = {}
+    terms: list[tuple[str, Tensor, int]] = []  # read once per step: one device sync
     for mb, last in _with_last(timer.wrap(micro)):
         torch.manual_seed(step_seed(cfg.seed, si, mb.first))
         sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
@@ -365,8 +371,10 @@ def _step(
             if opt is not None:
                 with timer.phase("backward"):
                     scaler.scale(loss).backward()
-        for k, v in losses.items():
-            totals[k] = totals.get(k, 0.0) + float(v.detach()) * mb.count / n
+        terms += [(k, v.detach(), mb.count) for k, v in losses.items()]
+    totals: dict[str, float] = {}
+    for k, v, count in terms:
+        totals[k] = totals.get(k, 0.0) + float(v) * count / n
     totals = allreduce_sum(totals, cfg.device)
     check_losses(totals, stage=stage.name, step=step)
     if opt is None:
@@ -384,7 +392,7 @@ def _step(
 def _report_times(run: _Run) -> None:
     """Every ``report_every`` steps, rank 0 prints the step-time breakdown so far."""
     every, timer = run.cfg.report_every, run.timer
-    if every > 0 and timer.steps and timer.steps % every == 0 and is_main():
+    if every > 0 and timer.seen % every == 0 and timer.steps and is_main():
         print(f"{run.cfg.desc}: {format_step_times(timer.per_step(), timer.steps)}", flush=True)
 
 

@@ -2,8 +2,10 @@
 ("forward"), ``backward`` and the optimiser step ("optimizer"), accumulated over steps.
 
 On CUDA, kernels run asynchronously, so a phase's wall time means something only if the
-device is synchronised at its ends: :class:`StepTimer` does that only when timing is
-requested (``sync=True``); on the CPU timing costs two clock reads per phase.
+device is synchronised at its ends: :class:`StepTimer` does that on the steps it times, and
+``every=N`` times one step in ``N`` (the 2nd, the (N+2)th, ...: the first step also holds the
+loader's start-up), so a long GPU run gets its breakdown for a few synchronisations; on the
+CPU timing costs two clock reads per phase.
 """
 
 from __future__ import annotations
@@ -22,15 +24,28 @@ T = TypeVar("T")
 
 
 class StepTimer:
-    """Accumulates seconds per phase and counts steps; a disabled timer does nothing."""
+    """Accumulates seconds per phase over the steps it times (``steps`` of the ``seen``);
+    a disabled timer does nothing.
 
-    def __init__(self, enabled: bool, device: torch.device | str = "cpu") -> None:
-        self.enabled = enabled
+    Args:
+        enabled: time steps at all.
+        device: synchronised at phase ends when it is a CUDA device.
+        every: time one step in ``every`` (``1``: each step).
+    """
+
+    def __init__(
+        self, enabled: bool, device: torch.device | str = "cpu", *, every: int = 1
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.enabled, self.every = enabled, every
         self.sync = enabled and torch.device(device).type == "cuda"
         self.device = torch.device(device)
         self.seconds = dict.fromkeys(PHASES, 0.0)
         self.total = 0.0
-        self.steps = 0
+        self.steps = 0  # steps timed
+        self.seen = 0  # steps started
+        self._on = False  # timing the current step
         self._step_start: float | None = None
 
     def _now(self) -> float:
@@ -41,7 +56,7 @@ class StepTimer:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time the block as phase ``name`` (one of :data:`PHASES`)."""
-        if not self.enabled:
+        if not self._on:
             yield
             return
         t0 = self._now()
@@ -62,14 +77,17 @@ class StepTimer:
             yield item
 
     def start_step(self) -> None:
-        if self.enabled:
+        self._on = self.enabled and self.seen % self.every == min(1, self.every - 1)
+        self.seen += 1
+        if self._on:
             self._step_start = self._now()
 
     def end_step(self) -> None:
-        if self.enabled and self._step_start is not None:
+        if self._on and self._step_start is not None:
             self.total += self._now() - self._step_start
             self.steps += 1
             self._step_start = None
+        self._on = False
 
     def per_step(self) -> dict[str, float]:
         """Mean seconds per step of each phase, ``"other"`` (the rest: validation,

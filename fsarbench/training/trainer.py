@@ -181,8 +181,9 @@ def train(
         fingerprint: what makes this run (hyper-parameters, recipe, seed, data, code),
             stored in the checkpoints; resuming from ``out_dir`` with another one raises
             :class:`RunMismatchError` naming the differing fields.
-        step_timing: time each step's phases (``LoopConfig.step_timing``; ``None``: on
-            except on CUDA, where it synchronises); mean seconds in ``result.step_times``.
+        step_timing: time each step's phases (``LoopConfig.step_timing``; ``None``: every
+            step on the CPU, one in ten on CUDA, where timing synchronises); mean seconds
+            per timed step in ``result.step_times``.
     """
     device = torch.device(device)
     manifest = val_manifest_for(val_data, recipe, seed)
