@@ -10,7 +10,7 @@ TORCH_PINS ?= $(shell uname -m | grep -q x86_64 && echo "torch==2.14.1 torchvisi
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup browser run test test-slow bench lint format docs clean
+.PHONY: setup browser run test test-slow test-cuda bench lint format docs clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ test: setup browser
 
 test-slow: setup browser
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+# The CUDA paths (tests/test_cuda.py); every test skips where torch sees no GPU.
+test-cuda: setup
+	$(PY) -m pytest -q -m cuda $(ARGS)
 
 bench: setup
 	$(PY) -m benchmarks $(ARGS)

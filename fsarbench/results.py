@@ -91,6 +91,7 @@ class ResultRecord:
     protocol: str = "seed"
     train_way: int | None = None
     train_shot: int | None = None
+    compute: dict[str, Any] = field(default_factory=dict)  # fsarbench.environment
 
     @property
     def setting(self) -> tuple:
@@ -190,9 +191,11 @@ def make_record(
     protocol: str = "seed",
     train_way: int | None = None,
     train_shot: int | None = None,
+    compute: dict[str, Any] | None = None,
 ) -> ResultRecord:
     """A :class:`ResultRecord` for ``result`` with the metadata that produced it
-    (``train_way``/``train_shot``: the episodes the evaluated model was trained on)."""
+    (``train_way``/``train_shot``: the episodes the evaluated model was trained on;
+    ``compute``: :func:`fsarbench.environment.compute_environment` of the device)."""
     hparams, recipe, features = hparams or {}, recipe or {}, features or {}
     config_hash = record_config_hash(hparams, recipe, features, train_seed, track)
     per_class = {
@@ -234,6 +237,7 @@ def make_record(
         protocol=protocol,
         train_way=train_way,
         train_shot=train_shot,
+        compute=dict(compute or {}),
     )
 
 

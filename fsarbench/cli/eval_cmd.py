@@ -21,7 +21,9 @@ import torch
 
 from fsarbench.cli.common import add_splits_dir_argument, apply_splits_dir
 from fsarbench.data.protocols import list_protocols
+from fsarbench.environment import compute_environment
 from fsarbench.episodes import Manifest, draw_test_manifest, manifest_class_names
+from fsarbench.evaluate import device_of
 from fsarbench.features.open import open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
 from fsarbench.methods import FewShotMethod
@@ -310,6 +312,7 @@ def _report(args, method, manifest, result, world: int, meta: dict) -> None:
             protocol=meta.get("protocol", "seed"),
             train_way=_trained(meta, "way"),
             train_shot=_trained(meta, "shot"),
+            compute=compute_environment(device_of(method)),
         )
         save_result(args.out, record, result)
         write_summary(args.out)

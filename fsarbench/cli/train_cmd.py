@@ -16,6 +16,7 @@ from fsarbench.cli.common import (
     apply_splits_dir,
     parse_overrides,
 )
+from fsarbench.environment import compute_environment
 from fsarbench.provenance import training_fingerprint
 from fsarbench.training.timing import format_step_times
 
@@ -323,6 +324,7 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
             protocol=recipe.options.protocol,
             train_way=recipe.recipe.way,
             train_shot=recipe.recipe.shot,
+            compute=compute_environment(device),
         )
         save_result(out, record, result)
         write_summary(out)

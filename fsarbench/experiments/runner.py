@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fsarbench.environment import compute_environment
 from fsarbench.episodes import Manifest, draw_test_manifest
 from fsarbench.evaluate import POOL_KEY_PREFIX, evaluate
 from fsarbench.experiments.cells import Cell
@@ -187,6 +188,7 @@ class CellRunner:
             protocol=cell.protocol,
             train_way=p.unit.train_way,
             train_shot=p.unit.train_shot,
+            compute=compute_environment(self.opt.device),
         )
         assert record.cell == rid, (record.cell, rid)
         save_result(self.opt.out_dir, record, result)

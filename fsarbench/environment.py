@@ -1,0 +1,28 @@
+"""What a result was computed on: float32 results depend on the device, the CPU's instruction
+set and the number of intra-op threads (reduction orders), so records carry them."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+
+__all__ = ["compute_environment"]
+
+
+def compute_environment(device: torch.device | str) -> dict[str, Any]:
+    """``device`` type and name, torch (and CUDA) version, intra-op threads, CPU; on CUDA
+    also whether TF32 matrix products were allowed."""
+    device = torch.device(device)
+    env: dict[str, Any] = {
+        "device": device.type,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    if device.type == "cuda" and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+        env["tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+    return env
