@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsarbench import FewShotMethod, MethodOutput
+from fsarbench.autocast import float32_region, upcast
 from fsarbench_baselines._official import load_official_state_dict
 from fsarbench_baselines.common import one_hot_weights
 
@@ -309,18 +310,21 @@ class HyRSM(FewShotMethod):
 
     def _logits(self, support, support_labels, query, way: int) -> Tensor:
         """``[B, Nq, way]``: minus Bi-MHM to the per-query adapted prototypes."""
-        weights = one_hot_weights(support_labels, way, support["frames"].dtype)  # [B, way, Ns]
-        protos = {
-            key: (weights @ v.flatten(2)).view(*weights.shape[:2], *v.shape[2:])
-            for key, v in support.items()
-            if key != "cls"
-        }
+        with float32_region(support_labels.device):  # class means: no half rounding
+            weights = one_hot_weights(support_labels, way, upcast(support["frames"]).dtype)
+            protos = {
+                key: (weights @ upcast(v).flatten(2)).view(*weights.shape[:2], *v.shape[2:])
+                for key, v in support.items()
+                if key != "cls"
+            }
         adapted = F.relu(self.temporal_atte(protos, query))  # [B, Q, way + 1, D]
         _, w_t = self._fusion_weights()
-        offsets = adapted @ w_t.t()
-        dist = _bimhm_fused(
-            query["frames"], protos["frames"], offsets[:, :, way], offsets[:, :, :way]
-        )
+        offsets = upcast(adapted @ w_t.t())
+        # Bi-MHM's raw frame products overflow fp16 and tie in bf16: float32, outside autocast
+        with float32_region(offsets.device):
+            dist = _bimhm_fused(
+                upcast(query["frames"]), protos["frames"], offsets[:, :, way], offsets[:, :, :way]
+            )
         return -dist
 
     def _wants_aux(self, support, query, support_classes, query_classes) -> bool:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from fsarbench import FewShotMethod, MethodOutput
+from fsarbench.autocast import upcast
 from fsarbench_baselines._similarity import frame_dots, pairs_last
 from fsarbench_baselines.common import class_mean
 
@@ -139,7 +140,7 @@ def _costs(d: Tensor, lam: float, directions: tuple[bool, ...]) -> Tensor:
     directions share one ``exp`` per cell. Sums and products in shifted exponential units
     (:func:`_exp_dp`) where that is exact (:func:`_exact_in_exp_units`; every pair of typical
     cosine distances at λ = 0.1), the stable log-sum-exp recursion (:func:`_log_dp`) for the
-    rest. Half precision is computed in float32.
+    rest. Half precision is computed, and returned, in float32.
     """
     work = d.float() if d.dtype in (torch.float16, torch.bfloat16) else d
     n = len(directions)
@@ -163,7 +164,7 @@ def _costs(d: Tensor, lam: float, directions: tuple[bool, ...]) -> Tensor:
             for t in directions
         ]
         fast = fast.T.index_put((bad,), torch.stack(slow, 1)).T
-    return fast.to(d.dtype)
+    return fast  # float32 for half-precision d: half costs would tie
 
 
 def otam_distance(d: Tensor, lam: float = 0.1) -> Tensor:
@@ -234,7 +235,8 @@ def _exp_dp_into(w: Tensor, sigma: Tensor) -> Tensor:
 def _pairs_last_cosine_distance(query: dict, support: dict, eps: float) -> Tensor:
     """:func:`otam_cosine_distance` without autograd, written straight into the grid layout
     of the recursion: ``[Tq, Ts, B·Nq·Ns]`` (same arithmetic, bit-identical values)."""
-    dots = frame_dots(query["features"], support["features"])  # [B, Nq, Tq, Ns, Ts]
+    # the product may come out of autocast in bf16/fp16; the recursion runs in float32
+    dots = upcast(frame_dots(query["features"], support["features"]))  # [B, Nq, Tq, Ns, Ts]
     b, nq, tq, ns, ts = dots.shape
     q_norms = query["norms"].permute(2, 0, 1)[:, None, :, :, None]  # [Tq, 1, B, Nq, 1]
     s_norms = support["norms"].permute(2, 0, 1)[None, :, :, None, :]  # [1, Ts, B, 1, Ns]

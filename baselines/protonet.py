@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fsarbench import FewShotMethod, MethodOutput
+from fsarbench.autocast import float32_region, upcast
 from fsarbench_baselines.common import one_hot_weights
 
 
@@ -40,14 +41,17 @@ class ProtoNet(FewShotMethod):
         return features.mean(1)
 
     def match(self, support, support_labels, query, way, **_) -> MethodOutput:
-        """``support [B, Ns, D]``, ``query [B, Nq, D]`` -> logits ``[B, Nq, way]``."""
-        protos = torch.bmm(one_hot_weights(support_labels, way, support.dtype), support)
-        if self.config.metric == "cosine":
-            q = F.normalize(query, dim=-1)
-            p = F.normalize(protos, dim=-1)
-            logits = self.config.temperature * torch.bmm(q, p.transpose(1, 2))
-        else:
-            logits = -torch.cdist(query, protos).pow(2)
+        """``support [B, Ns, D]``, ``query [B, Nq, D]`` -> logits ``[B, Nq, way]`` (float32
+        for half-precision inputs, outside autocast: bf16 logits tie)."""
+        support, query = upcast(support), upcast(query)
+        with float32_region(query.device):
+            protos = torch.bmm(one_hot_weights(support_labels, way, support.dtype), support)
+            if self.config.metric == "cosine":
+                q = F.normalize(query, dim=-1)
+                p = F.normalize(protos, dim=-1)
+                logits = self.config.temperature * torch.bmm(q, p.transpose(1, 2))
+            else:
+                logits = -torch.cdist(query, protos).pow(2)
         return MethodOutput(logits=logits)
 
     def pairwise(self, shot: int) -> bool:
@@ -57,7 +61,9 @@ class ProtoNet(FewShotMethod):
     def pair_logits(self, query: Tensor, support: Tensor) -> Tensor:
         """``[B, Nq, D]``, ``[B, Ns, D]`` -> ``[B, Nq, Ns]``: the logit of each support video
         taken as its own prototype."""
-        if self.config.metric == "cosine":
-            q, s = F.normalize(query, dim=-1), F.normalize(support, dim=-1)
-            return self.config.temperature * torch.bmm(q, s.transpose(1, 2))
-        return -torch.cdist(query, support).pow(2)
+        query, support = upcast(query), upcast(support)
+        with float32_region(query.device):
+            if self.config.metric == "cosine":
+                q, s = F.normalize(query, dim=-1), F.normalize(support, dim=-1)
+                return self.config.temperature * torch.bmm(q, s.transpose(1, 2))
+            return -torch.cdist(query, support).pow(2)

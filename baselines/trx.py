@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsarbench import FewShotMethod, MethodOutput
+from fsarbench.autocast import float32_region
 from fsarbench.state import state_map
 from fsarbench_baselines._official import load_official_state_dict
 
@@ -129,7 +130,15 @@ class _TupleTransformer(nn.Module):
         tuple position; keys centred and scaled by the LayerNorm weight ``γ``), inverse key std
         ``isig [N, P]``, the support key term ``e [N, P] = (γ⊙β)·k_c / σ``, the value Gram
         ``gram [N, ω·T, ω·T]`` and ``vsq [N]`` = Σ over tuples of ``‖v_p‖²`` (the per-video
-        parts of the distance, computed once per video instead of once per episode)."""
+        parts of the distance, computed once per video instead of once per episode).
+
+        Outside autocast, in the module's dtype: the Gram terms cancel in ``match``, and
+        half-precision rounding of them would survive the cancellation."""
+        dtype = self.k_linear.weight.dtype
+        with float32_region(features.device):
+            return self._encode(features.to(dtype))
+
+    def _encode(self, features: Tensor) -> dict[str, Tensor]:
         n, t, d = features.shape
         o, w = self.out_dim, self.omega
         x = self.dropout(features + self.pe.pe[0, :t])

@@ -76,12 +76,14 @@ class EpisodeBatch:
                 f"query {tuple(self.query.shape)} does not match "
                 f"support {tuple(self.support.shape)}"
             )
-        if self.support_labels.numel() and (
-            int(self.support_labels.min()) < 0 or int(self.support_labels.max()) >= self.way
-        ):
+        labels = self.support_labels
+        out_of_range = ((labels < 0) | (labels >= self.way)).any()
+        counts = torch.stack([(labels == c).sum(1) for c in range(self.way)], 1)
+        # one read back to the host for both checks (on a GPU each read waits for its queue)
+        bad_range, empty_class = torch.stack([out_of_range, (counts == 0).any()]).tolist()
+        if bad_range:
             raise ValueError(f"support_labels must lie in 0..{self.way - 1} (way={self.way})")
-        counts = torch.stack([(self.support_labels == c).sum(1) for c in range(self.way)], 1)
-        if bool((counts == 0).any()):
+        if empty_class:
             raise ValueError(
                 f"every class 0..{self.way - 1} needs at least one support video in every episode"
             )

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fsarbench.autocast import float32_region, upcast
 from fsarbench.episodes import Manifest
 from fsarbench.state import State, state_leaves, state_map
 
@@ -49,12 +50,15 @@ def class_mean(values: Tensor, labels: Tensor, way: int) -> Tensor:
         labels: ``[B, Ns]`` episode labels.
 
     Returns:
-        ``[B, ..., way]``.
+        ``[B, ..., way]``, float32 for half-precision ``values`` (and never computed by an
+        autocast product: bf16 class means tie).
     """
-    w = one_hot_weights(labels, way, values.dtype)  # [B, way, Ns]
-    lead = values.shape[1:-1]
-    flat = values.reshape(values.shape[0], -1, values.shape[-1])  # [B, M, Ns]
-    out = torch.bmm(flat, w.transpose(1, 2))  # [B, M, way]
+    values = upcast(values)
+    with float32_region(values.device):
+        w = one_hot_weights(labels, way, values.dtype)  # [B, way, Ns]
+        lead = values.shape[1:-1]
+        flat = values.reshape(values.shape[0], -1, values.shape[-1])  # [B, M, Ns]
+        out = torch.bmm(flat, w.transpose(1, 2))  # [B, M, way]
     return out.reshape(values.shape[0], *lead, way)
 
 

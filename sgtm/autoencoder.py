@@ -82,5 +82,6 @@ class TokenDecoder(nn.Module):
         h = self.embed(latent)
         n, _, width = h.shape
         full = self.mask_token.expand(n, self.num_tokens, width)
-        full = full.scatter(1, visible[..., None].expand(-1, -1, width), h)
+        # under autocast h is half and the mask token float32: scatter needs one dtype
+        full = full.scatter(1, visible[..., None].expand(-1, -1, width), h.to(full.dtype))
         return self.pred(self.blocks(self.pos(full)))

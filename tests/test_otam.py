@@ -208,11 +208,14 @@ def test_exp_path_agrees_with_log_path_in_float32() -> None:
     torch.testing.assert_close(fast.double(), _log_domain(d.double(), 0.1), rtol=1e-6, atol=1e-6)
 
 
-def test_half_precision_distances_are_aligned_in_float32() -> None:
+def test_half_precision_distances_are_aligned_and_returned_in_float32() -> None:
+    """Half-precision costs would tie (bf16 keeps 8 bits): the alignment of half distances
+    is computed and returned in float32, equal to aligning their float32 values."""
     d = 0.5 * torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(9))
-    half = otam_distance(d.half(), 0.1)
-    assert half.dtype == torch.float16
-    torch.testing.assert_close(half.float(), otam_distance(d.half().float(), 0.1).half().float())
+    for dtype in (torch.float16, torch.bfloat16):
+        half = otam_distance(d.to(dtype), 0.1)
+        assert half.dtype == torch.float32
+        torch.testing.assert_close(half, otam_distance(d.to(dtype).float(), 0.1))
 
 
 @pytest.mark.parametrize(

@@ -64,11 +64,12 @@ class InMemoryFeatureStore:
         viewable = self.features.dim() == 3 and self.features.dtype == torch.float32
         if run is not None and viewable and run[1] <= len(self):
             return self.features[run[0] : run[1]]
+        idx = idx.to(self.features.device)  # features may already be on the GPU
         if self.features.dim() == 3:
             out = self.features.index_select(0, idx)
         else:
             v = torch.zeros_like(idx) if views is None else torch.as_tensor(np.asarray(views))
-            out = self.features[idx, v.long()]
+            out = self.features[idx, v.long().to(idx.device)]
         return out.float()
 
 

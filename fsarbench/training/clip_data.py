@@ -207,15 +207,9 @@ def to_clip_episodes(item: dict[str, Any], spec: EpisodeSpec) -> ClipEpisodes:
     first, class-major) as episodes, on the device of ``classes``."""
     clips, classes = item["clips"], item["classes"]
     ns = spec.way * spec.shot
-    lab = torch.as_tensor(
-        np.concatenate(
-            [
-                np.repeat(np.arange(spec.way), spec.shot),
-                np.repeat(np.arange(spec.way), spec.queries),
-            ]
-        ),
-        device=classes.device,
-    )
+    # made on the device: a copy from host memory would block the prefetcher's copy stream
+    ways = torch.arange(spec.way, device=classes.device)
+    lab = torch.cat([ways.repeat_interleave(spec.shot), ways.repeat_interleave(spec.queries)])
     lab = lab.expand(clips.shape[0], -1)
     glob = classes.gather(1, lab)
     return ClipEpisodes(

@@ -372,9 +372,10 @@ def _step(
                 with timer.phase("backward"):
                     scaler.scale(loss).backward()
         terms += [(k, v.detach(), mb.count) for k, v in losses.items()]
+    values = torch.stack([v.double() for _, v, _ in terms]).tolist() if terms else []
     totals: dict[str, float] = {}
-    for k, v, count in terms:
-        totals[k] = totals.get(k, 0.0) + float(v) * count / n
+    for (k, _, count), v in zip(terms, values, strict=True):
+        totals[k] = totals.get(k, 0.0) + v * count / n
     totals = allreduce_sum(totals, cfg.device)
     check_losses(totals, stage=stage.name, step=step)
     if opt is None:
