@@ -8,7 +8,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["compute_environment"]
+__all__ = ["compute_environment", "cpu_model"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def compute_environment(device: torch.device | str) -> dict[str, Any]:
@@ -19,7 +31,7 @@ def compute_environment(device: torch.device | str) -> dict[str, Any]:
         "device": device.type,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
     }
     if device.type == "cuda" and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(device)
