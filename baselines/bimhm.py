@@ -47,7 +47,9 @@ def _with_inverse_norms(frames: Tensor) -> dict[str, Tensor]:
     """``[..., T, D]`` -> ``{"frames": the frames, "inv_norm": [..., T]}`` with
     ``1 / max(|x|, 1e-12)``: ``F.normalize``'s scale, applied to the cosines later instead of
     writing a normalised copy of every frame."""
-    norm = torch.linalg.vector_norm(frames, dim=-1).clamp_min(NORMALIZE_EPS)
+    # 1e-12 is 0 in fp16 (its smallest normal is 6e-5): a zero frame's reciprocal would be inf
+    eps = max(NORMALIZE_EPS, torch.finfo(frames.dtype).tiny)
+    norm = torch.linalg.vector_norm(frames, dim=-1).clamp_min(eps)
     return {"frames": frames, "inv_norm": norm.reciprocal()}
 
 

@@ -310,13 +310,18 @@ class HyRSM(FewShotMethod):
 
     def _logits(self, support, support_labels, query, way: int) -> Tensor:
         """``[B, Nq, way]``: minus Bi-MHM to the per-query adapted prototypes."""
-        with float32_region(support_labels.device):  # class means: no half rounding
-            weights = one_hot_weights(support_labels, way, upcast(support["frames"]).dtype)
-            protos = {
-                key: (weights @ upcast(v).flatten(2)).view(*weights.shape[:2], *v.shape[2:])
-                for key, v in support.items()
-                if key != "cls"
-            }
+        weights = one_hot_weights(support_labels, way, support["token"].dtype)  # [B, way, Ns]
+        protos = {
+            key: (weights @ v.flatten(2)).view(*weights.shape[:2], *v.shape[2:])
+            for key, v in support.items()
+            if key not in ("cls", "frames")
+        }
+        frames = upcast(support["frames"])  # Bi-MHM's class means: float32, no autocast
+        with float32_region(frames.device):
+            w = weights  # a half copy would round 1/shot
+            if w.dtype != frames.dtype:
+                w = one_hot_weights(support_labels, way, frames.dtype)
+            protos["frames"] = (w @ frames.flatten(2)).view(*w.shape[:2], *frames.shape[2:])
         adapted = F.relu(self.temporal_atte(protos, query))  # [B, Q, way + 1, D]
         _, w_t = self._fusion_weights()
         offsets = upcast(adapted @ w_t.t())

@@ -68,3 +68,14 @@ def test_training_stages_run_under_autocast(name, hparams):
             total = sum(v.float() for v in stage.loss(batch).values())
         assert torch.isfinite(total), f"stage {stage.name}: loss {total}"
         total.backward()
+
+
+@pytest.mark.parametrize("name", ["bimhm", "protonet", "otam", "hyrsm"])
+def test_heads_cast_to_fp16_keep_zero_frames_finite(name):
+    """A head cast to fp16 (``method.half()``): epsilons of 1e-12 are 0 in fp16, and a zero
+    frame's inverse norm became inf, its cosines NaN."""
+    method = make_contract_method(name, dtype=torch.float16).eval()
+    batch = random_batch(batch=2, shot=1, queries=1, dtype=torch.float16)
+    batch.query[:, 0] = 0.0  # one all-zero query video per episode
+    logits = _logits(method, batch, autocast=False)
+    assert torch.isfinite(logits).all(), f"{name}: {logits}"
