@@ -237,8 +237,17 @@ def make_record(
         protocol=protocol,
         train_way=train_way,
         train_shot=train_shot,
-        compute=dict(compute or {}),
+        compute=_compute(result, compute),
     )
+
+
+def _compute(result: EvalResult, compute: dict[str, Any] | None) -> dict[str, Any]:
+    """What the result was computed on, and the episode batch the evaluator used (it never
+    changes a number; recorded so that timings can be compared)."""
+    out = dict(compute or {})
+    if "batch_episodes" in result.extra:
+        out["batch_episodes"] = int(result.extra["batch_episodes"])
+    return out
 
 
 def _queries_csv_gz(records: dict[str, np.ndarray]) -> bytes:
