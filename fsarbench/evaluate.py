@@ -132,10 +132,24 @@ def encode_videos(
     return state_map(Tensor.contiguous, parts[0])
 
 
+def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """The dtype evaluation autocasts to: bf16 (fp16 where the GPU lacks it) on CUDA when
+    ``enabled``; ``None`` (float32) otherwise, also on the CPU, where ``--amp`` does nothing."""
+    if not enabled or torch.device(device).type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_name(device: torch.device, enabled: bool) -> str:
+    """``"bfloat16"``/``"float16"``/``"off"``: what a record says evaluation ran under."""
+    dtype = autocast_dtype(device, enabled)
+    return "off" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def _autocast(device: torch.device, enabled: bool):
-    if not enabled or device.type != "cuda":
+    dtype = autocast_dtype(device, enabled)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
 
 
@@ -337,6 +351,7 @@ def evaluate(
     result = summarise_predictions(predicted, manifest, interval, seconds, manifest_hash)
     result.extra["nonfinite_policy"] = nonfinite
     result.extra["batch_episodes"] = min(batch_episodes, e)
+    result.extra["autocast"] = autocast_name(device, autocast)
     return result
 
 

@@ -242,11 +242,14 @@ def make_record(
 
 
 def _compute(result: EvalResult, compute: dict[str, Any] | None) -> dict[str, Any]:
-    """What the result was computed on, and the episode batch the evaluator used (it never
-    changes a number; recorded so that timings can be compared)."""
+    """What the result was computed on, the episode batch the evaluator used (it never
+    changes a number; recorded so that timings can be compared) and the autocast dtype of
+    evaluation (``"off"``: float32)."""
     out = dict(compute or {})
     if "batch_episodes" in result.extra:
         out["batch_episodes"] = int(result.extra["batch_episodes"])
+    if "autocast" in result.extra:
+        out["autocast"] = str(result.extra["autocast"])
     return out
 
 

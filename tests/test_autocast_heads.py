@@ -79,3 +79,19 @@ def test_heads_cast_to_fp16_keep_zero_frames_finite(name):
     batch.query[:, 0] = 0.0  # one all-zero query video per episode
     logits = _logits(method, batch, autocast=False)
     assert torch.isfinite(logits).all(), f"{name}: {logits}"
+
+
+def test_evaluation_records_what_it_autocast_to():
+    """``--amp`` does nothing on the CPU, and the result says so; on CUDA it names the dtype."""
+    import numpy as np
+
+    from fsarbench.evaluate import autocast_name
+
+    assert autocast_name(torch.device("cpu"), True) == "off"
+    assert autocast_name(torch.device("cuda"), False) == "off"
+    pool = np.repeat(np.arange(6), 4)
+    manifest = fb.make_manifest(pool, way=3, shot=1, episodes=10, seed=0)
+    method = fb.create_method("protonet", feature_dim=8, seq_len=2)
+    feats = torch.rand(len(pool), 2, 8, generator=torch.Generator().manual_seed(0))
+    result = fb.evaluate(method, feats, manifest, autocast=True, progress=False)
+    assert result.extra["autocast"] == "off"

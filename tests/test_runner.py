@@ -42,7 +42,7 @@ def test_cells_recorded_and_skipped(tmp_path):
     assert all(r.accuracy > 20 + 2 * r.ci95 for r in recs)
     threads = torch.get_num_threads()
     assert all(r.compute["device"] == "cpu" and r.compute["threads"] == threads for r in recs)
-    assert all(r.compute["batch_episodes"] >= 1 for r in recs)
+    assert all(r.compute["batch_episodes"] >= 1 and r.compute["autocast"] == "off" for r in recs)
     assert fb.load_records(tmp_path)[0].compute == recs[0].compute  # stored, read back
     calls = []
     run_cells(CELLS, lambda n: calls.append(n) or provider(n), RunOptions(tmp_path, **OPTS))

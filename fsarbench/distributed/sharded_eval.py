@@ -21,6 +21,7 @@ from fsarbench.distributed.env import rank, world_size
 from fsarbench.episodes import Manifest
 from fsarbench.evaluate import (
     EvalResult,
+    autocast_name,
     choose_batch,
     encode_videos,
     load_partial_predictions,
@@ -129,6 +130,7 @@ def evaluate_sharded(
     merged = np.max(np.stack(gathered), axis=0)  # each slot is set (>= 0) on one rank only
     result = summarise_predictions(merged, manifest, interval, time.perf_counter() - t0)
     result.extra["nonfinite_policy"] = nonfinite
+    result.extra["autocast"] = autocast_name(device, autocast)
     return result
 
 
