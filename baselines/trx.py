@@ -65,7 +65,7 @@ def class_slots(labels: Tensor, way: int) -> tuple[Tensor, Tensor | None]:
     """
     b, ns = labels.shape
     counts = F.one_hot(labels, way).sum(1)  # [B, way]
-    k = int(counts.max())
+    k, fewest = torch.stack([counts.max(), counts.min()]).tolist()  # one read to the host
     position = torch.arange(ns, device=labels.device)
     order = torch.argsort(labels * ns + position, dim=1)  # class-major, stable
     sorted_labels = labels.gather(1, order)
@@ -73,7 +73,7 @@ def class_slots(labels: Tensor, way: int) -> tuple[Tensor, Tensor | None]:
     slot = sorted_labels * k + position - start.gather(1, sorted_labels)
     index = torch.zeros(b, way * k, dtype=torch.long, device=labels.device)
     index.scatter_(1, slot, order)
-    if bool((counts == k).all()):
+    if fewest == k:
         return index, None
     valid = torch.zeros(b, way * k, dtype=torch.bool, device=labels.device)
     valid.scatter_(1, slot, True)

@@ -57,10 +57,11 @@ def predict_labels(
     """Predicted labels ``[B, Nq]`` of ``logits [B, Nq, way]`` for episodes starting at
     ``first_episode``; queries with a non-finite logit raise or become :data:`NONFINITE`."""
     bad = ~torch.isfinite(logits).all(-1)
-    predicted = logits.argmax(-1).cpu().numpy().astype(np.int64)
-    if not bool(bad.any()):
+    # labels and the non-finite mask in one copy to the host (each copy waits for the GPU)
+    host = torch.stack([logits.argmax(-1), bad.long()]).cpu().numpy()
+    predicted, bad_np = host[0].astype(np.int64), host[1].astype(bool)
+    if not bad_np.any():
         return predicted
-    bad_np = bad.cpu().numpy()
     if policy == "error":
         raise NonFiniteLogitsError(_where(bad_np, first_episode, method))
     predicted[bad_np] = NONFINITE
