@@ -78,6 +78,7 @@ class SGTM(fb.FewShotMethod):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._flat_warned = False  # _warn_if_flat says it once per model
+        self._flat_calls = 0  # it looks at calls 1, 2, 4, 8, ...: each look reads the device
         cfg: SGTMConfig = self.config
         d, t = self.feature_dim, self.seq_len
         if cfg.token_dim is None and (cfg.tokens_per_frame <= 0 or d % cfg.tokens_per_frame):
@@ -210,8 +211,10 @@ class SGTM(fb.FewShotMethod):
 
     def _warn_if_flat(self, scores: Tensor) -> None:
         """Say once when Φ_cls gives most videos one actionness for every frame (e.g. every
-        ``max(A, 0)`` dead at 0): its "saliency" masks are then frame order, not saliency."""
-        if self._flat_warned or scores.shape[1] < 2:
+        ``max(A, 0)`` dead at 0): its "saliency" masks are then frame order, not saliency.
+        Looked at on calls 1, 2, 4, 8, ... (a GPU waits for its queue at each look)."""
+        self._flat_calls += 1
+        if self._flat_warned or scores.shape[1] < 2 or self._flat_calls & (self._flat_calls - 1):
             return
         flat = float(((scores.amax(1) - scores.amin(1)) <= FLAT_ACTIONNESS).float().mean())
         if flat > 0.5:
