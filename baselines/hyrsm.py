@@ -136,7 +136,13 @@ class _SetAttention(nn.Module):
         """
         b, way = protos["q"].shape[:2]
         nq = query["q"].shape[1]
-        scores = self._scores(protos, query) / self.d_k**0.5  # [B, Q, H, way + 1, way + 1]
+        # q·k of large tokens overflow fp16: the (small) score products run in float32
+        with float32_region(query["q"].device):
+            qk = ("q", "k")
+            scores = self._scores(
+                {k: upcast(protos[k]) for k in qk}, {k: upcast(query[k]) for k in qk}
+            )
+            scores = scores / self.d_k**0.5  # [B, Q, H, way + 1, way + 1]
         attn = self.attn_dropout(torch.softmax(scores, -1))  # [B, Q, H, way + 1, way + 1]
         rows = attn.permute(0, 1, 3, 2, 4)  # [B, Q, i, H, j]
         # columns ordered (j, h) so that protos["u"] [B, way, H, D] is used without a copy
