@@ -143,7 +143,8 @@ class _SetAttention(nn.Module):
                 {k: upcast(protos[k]) for k in qk}, {k: upcast(query[k]) for k in qk}
             )
             scores = scores / self.d_k**0.5  # [B, Q, H, way + 1, way + 1]
-        attn = self.attn_dropout(torch.softmax(scores, -1))  # [B, Q, H, way + 1, way + 1]
+        attn = torch.softmax(scores, -1).to(protos["u"].dtype)  # back to the values' dtype
+        attn = self.attn_dropout(attn)  # [B, Q, H, way + 1, way + 1]
         rows = attn.permute(0, 1, 3, 2, 4)  # [B, Q, i, H, j]
         # columns ordered (j, h) so that protos["u"] [B, way, H, D] is used without a copy
         shared = rows[..., :way].transpose(-1, -2).reshape(b, nq * (way + 1), -1)
