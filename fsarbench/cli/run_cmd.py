@@ -31,7 +31,7 @@ from fsarbench.experiments.grids import (
 )
 from fsarbench.experiments.plan import DEFAULT_THROUGHPUT
 from fsarbench.report.cli_args import DEFAULT_RUNS
-from fsarbench.results import load_records
+from fsarbench.results import load_records, write_summary
 
 log = logging.getLogger("fsarbench.run")
 DEFAULT_OUT = Path(DEFAULT_RUNS)
@@ -426,6 +426,9 @@ def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:
     from fsarbench.experiments.summary_tables import write_summary_tables
 
     records = load_records(args.out)
+    # jobs of a launched run each rebuild summary.csv after their own records: two finishing
+    # together can leave one's partial view last, so it is rebuilt here from every record
+    write_summary(args.out, records)
     _warn_stale(records)
     for _, path in sorted(write_summary_tables(args.out, records).items()):
         print(f"\n{path}:\n{path.read_text()}")
