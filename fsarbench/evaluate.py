@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fsarbench.distributed.precision import select_precision
 from fsarbench.episodes import Manifest
 from fsarbench.features.store import FeatureStore, as_feature_store
 from fsarbench.guards import NONFINITE, check_nonfinite_policy, predict_labels
@@ -135,9 +136,7 @@ def encode_videos(
 def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     """The dtype evaluation autocasts to: bf16 (fp16 where the GPU lacks it) on CUDA when
     ``enabled``; ``None`` (float32) otherwise, also on the CPU, where ``--amp`` does nothing."""
-    if not enabled or torch.device(device).type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return select_precision(torch.device(device), amp=enabled, channels_last=False).dtype
 
 
 def autocast_name(device: torch.device, enabled: bool) -> str:

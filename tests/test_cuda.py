@@ -108,9 +108,9 @@ def synth(tmp_path_factory):
     return get_dataset("synth", root=tmp_path_factory.mktemp("synth"), config=TINY_SYNTH)
 
 
-@pytest.mark.parametrize("name", FINETUNED)
-def test_finetune_trains_with_amp_pinned_clips_and_prefetch(synth, name, monkeypatch):
-    from fsarbench.distributed.sharded_eval import evaluate_sharded
+def _tiny_finetune(synth, name: str):
+    """(recipe, train split, val split, model on the device) of a 2-step finetune of
+    ``name`` on the tiny synth, 2 decode workers, validated every step."""
     from fsarbench.training import finetune as ft
 
     over = tiny_recipe(
@@ -121,7 +121,15 @@ def test_finetune_trains_with_amp_pinned_clips_and_prefetch(synth, name, monkeyp
     train = ft.ClipSplit(synth.videos("train"), synth.variant, synth.flip_ok)
     val = ft.ClipSplit(synth.videos("val"), synth.variant, synth.flip_ok)
     kw = {"num_train_classes": train.num_classes} if name.startswith("sgtm") else {}
-    model = ft.build_video_method(name, recipe.options, CUDA, seed=0, **kw)
+    return recipe, train, val, ft.build_video_method(name, recipe.options, CUDA, seed=0, **kw)
+
+
+@pytest.mark.parametrize("name", FINETUNED)
+def test_finetune_trains_with_amp_pinned_clips_and_prefetch(synth, name, monkeypatch):
+    from fsarbench.distributed.sharded_eval import evaluate_sharded
+    from fsarbench.training import finetune as ft
+
+    recipe, train, val, model = _tiny_finetune(synth, name)
     on_gpu = CUDA.type == "cuda"
     assert model.precision.dtype in ((torch.bfloat16, torch.float16) if on_gpu else (None,))
 
@@ -239,15 +247,7 @@ def test_finetune_with_fp16_and_a_grad_scaler(synth, name, monkeypatch):
     from fsarbench.training import finetune as ft
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    over = tiny_recipe(
-        recipe={"val_every": 1, "val_episodes": 4, "val_shot": 1, "lr": 1e-3},
-        options={"workers": 2, "crop": 32, "resize": 40, "frames": 4},
-    )
-    recipe = ft.finetune_recipe(name, "synth", over)
-    train = ft.ClipSplit(synth.videos("train"), synth.variant, synth.flip_ok)
-    val = ft.ClipSplit(synth.videos("val"), synth.variant, synth.flip_ok)
-    kw = {"num_train_classes": train.num_classes} if name.startswith("sgtm") else {}
-    model = ft.build_video_method(name, recipe.options, CUDA, seed=0, **kw)
+    recipe, train, val, model = _tiny_finetune(synth, name)
     if CUDA.type == "cuda":
         assert model.precision.dtype == torch.float16 and model.precision.scaler
     result = ft.finetune(model, train, val, recipe, device=CUDA, progress=False)
