@@ -10,7 +10,9 @@ takes CPU from the forward: the decode-only row's CPU share bounds the ratio at 
 With ``--device cuda`` it measures what a GPU user runs: resnet50 at 224 px, 32 videos per
 forward, float16 autocast, pinned clips and one decode worker per spare CPU core (at most 12),
 over 512 videos. There the forward is fast and decoding usually sets the pace: the decode-only
-row says whether the CPU can feed the GPU at all.
+row says whether the CPU can feed the GPU at all, and a last row extracts with float32 clips
+from the workers (four times the bytes to share, pin and copy) to show what uint8 transport
+saves.
 """
 
 from __future__ import annotations
@@ -76,15 +78,32 @@ def write_videos(folder: Path, videos: int) -> list:
     return records
 
 
-def forward_only(backbone, clips: torch.Tensor, batch: int, device: torch.device) -> float:
-    """Seconds to encode ``clips [N, T, 3, H, W]`` (decoded already; pinned on CUDA) in
-    batches of ``batch`` videos, features copied back to the host, no decoding."""
+def forward_only(backbone, clips: torch.Tensor, batch: int, device: torch.device, norm) -> float:
+    """Seconds to encode uint8 ``clips [N, T, 3, H, W]`` (decoded already; pinned on CUDA)
+    in batches of ``batch`` videos, normalised on ``device``, features copied back to the
+    host: extraction's work without the decoding."""
     synchronize(device)
     start = time.perf_counter()
     for b in range(0, len(clips), batch):
-        encode_clips(backbone, clips[b : b + batch], device)
+        encode_clips(backbone, clips[b : b + batch], device, norm)
     synchronize(device)
     return time.perf_counter() - start
+
+
+def extract(dataset, backbone, folder: Path, config: SplitExtractConfig, device, normalise):
+    """One extraction run of ``dataset`` into ``folder``; its ExtractStats."""
+    _, stats = extract_features(
+        dataset,
+        backbone,
+        cache_dir=folder,
+        num_frames=config.num_frames,
+        batch_size=config.batch_size,
+        num_workers=config.workers,
+        device=device,
+        progress=False,
+        normalise=normalise,
+    )
+    return stats
 
 
 def decode_only(dataset, config: SplitExtractConfig) -> float:
@@ -107,25 +126,22 @@ def main() -> None:
         backbone = backbone.to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
         records = write_videos(Path(tmp), videos)
-        dataset = clip_dataset(records, config)
+        dataset = clip_dataset(records, config, pixels=True)  # as extract_split runs it
+        norm = dataset.transform.pixel_norm()
         clips = torch.stack([dataset[i]["clip"] for i in range(len(dataset))])
         if device.type == "cuda":
             clips = clips.pin_memory()
         frames = clips.shape[0] * clips.shape[1]
         batch = config.batch_size
-        forward_only(backbone, clips[: 2 * batch], batch, device)  # warm-up
-        t_forward = min(forward_only(backbone, clips, batch, device) for _ in range(2))
+        forward_only(backbone, clips[: 2 * batch], batch, device, norm)  # warm-up
+        t_forward = min(forward_only(backbone, clips, batch, device, norm) for _ in range(2))
         t_decode = decode_only(dataset, config)
-        _, stats = extract_features(
-            dataset,
-            backbone,
-            cache_dir=Path(tmp) / "cache",
-            num_frames=config.num_frames,
-            batch_size=batch,
-            num_workers=config.workers,
-            device=device,
-            progress=False,
-        )
+        stats = extract(dataset, backbone, Path(tmp) / "cache", config, device, norm)
+        floats = None
+        if device.type == "cuda":
+            floats = extract(
+                clip_dataset(records, config), backbone, Path(tmp) / "f32", config, device, None
+            )
     other = stats.seconds - stats.wait_seconds - stats.forward_seconds
     rows = [
         ["backbone forward only", f"{t_forward:.2f}", f"{frames / t_forward:.0f}", "1.00"],
@@ -142,6 +158,15 @@ def main() -> None:
             f"{stats.frames_per_s * t_forward / frames:.2f}",
         ],
     ]
+    if floats is not None:
+        rows.append(
+            [
+                "  same, float32 clips from workers",
+                f"{floats.seconds:.2f}",
+                f"{floats.frames_per_s:.0f}",
+                f"{floats.frames_per_s * t_forward / frames:.2f}",
+            ]
+        )
     where = (
         f"{torch.cuda.get_device_name(device)}, float16 autocast"
         if device.type == "cuda"

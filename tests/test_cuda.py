@@ -1,7 +1,8 @@
 """The CUDA paths, run where a GPU is (skipped elsewhere; ``pytest -m cuda`` selects them):
 every head's logits on the GPU equal the CPU's in float64, evaluation (per-episode, pair
 tables, pool products, autocast) agrees with the CPU, the finetune track trains every head
-with AMP, pinned clips and the prefetcher, extraction's float16 features match the CPU's,
+with AMP, pinned uint8 clips and the prefetcher, extraction's float16 features match the
+CPU's (float and uint8 clips; the device's pixel normalisation is the CPU's to the bit),
 and ``run``/``torchrun`` work end to end on ``--device cuda``."""
 
 from __future__ import annotations
@@ -137,8 +138,9 @@ def test_finetune_trains_with_amp_pinned_clips_and_prefetch(synth, name, monkeyp
     moved = ft.ClipSource._to_device
 
     def spy(self, micro):
-        host, _ = micro.batch
+        host = micro.batch[0]
         pinned.extend(t.is_pinned() for t in host.values())
+        assert host["clips"].dtype == torch.uint8, "clips travel as uint8 pixels"
         out = moved(self, micro)
         assert out.batch.support.device.type == CUDA.type
         return out
@@ -175,28 +177,45 @@ def test_prefetcher_on_cuda_gives_the_host_values_in_order():
 
 
 class _Clips(torch.utils.data.Dataset):
-    def __init__(self, n: int) -> None:
-        self.n = n
+    def __init__(self, n: int, pixels: bool = False) -> None:
+        self.n, self.pixels = n, pixels
 
     def __len__(self) -> int:
         return self.n
 
     def clip(self, i: int) -> torch.Tensor:
-        return torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(i))
+        rng = torch.Generator().manual_seed(i)
+        if self.pixels:
+            return torch.randint(0, 256, (3, 3, 64, 64), generator=rng, dtype=torch.uint8)
+        return torch.rand(3, 3, 64, 64, generator=rng)
 
     def __getitem__(self, i: int) -> dict:
         return {"clip": self.clip(i), "index": i, "view": 0, "ok": True, "error": None}
 
 
-def test_extraction_on_cuda_matches_the_cpu_features(tmp_path):
+def test_pixel_norm_on_cuda_equals_the_cpu_bit_for_bit():
+    from fsarbench.data.transforms import NORMS, get_transform
+
+    pixels = torch.randint(0, 256, (4, 3, 3, 20, 20), dtype=torch.uint8)
+    for norm in NORMS:
+        table = get_transform("seed-test", norm=norm).pixel_norm()
+        on_gpu = table(pixels.pin_memory().to(CUDA, non_blocking=True))
+        assert on_gpu.device.type == CUDA.type and torch.equal(on_gpu.cpu(), table(pixels))
+
+
+@pytest.mark.parametrize("pixels", [False, True], ids=["float-clips", "uint8-clips"])
+def test_extraction_on_cuda_matches_the_cpu_features(tmp_path, pixels):
+    from fsarbench.data.transforms import get_transform
     from fsarbench.features.backbones import create_backbone
     from fsarbench.features.cache import FeatureCache
     from fsarbench.features.extract import extract_features
 
-    data = _Clips(7)
+    data = _Clips(7, pixels)
+    norm = get_transform("seed-test").pixel_norm() if pixels else None
     backbone = create_backbone("resnet18", weights="none", seed=0)
     with torch.inference_mode():
-        expect = torch.stack([backbone.eval()(data.clip(i)) for i in range(7)])
+        inputs = [norm(data.clip(i)) if norm else data.clip(i) for i in range(7)]
+        expect = torch.stack([backbone.eval()(x) for x in inputs])
     cache, stats = extract_features(
         data,
         backbone,
@@ -206,6 +225,7 @@ def test_extraction_on_cuda_matches_the_cpu_features(tmp_path):
         num_workers=2,
         device=CUDA,
         progress=False,
+        normalise=norm,
     )
     assert (stats.written, stats.failed) == (7, 0)
     got = FeatureCache.open(cache.path).get(np.arange(7), np.zeros(7, int)).float()

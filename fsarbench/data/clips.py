@@ -47,6 +47,8 @@ class ClipOptions:
         short: ``drop`` (error/skip) or ``repeat`` for videos shorter than T.
         on_error: ``skip`` (zero clip, ``ok=False``, error recorded) or ``raise``.
         backend: ``auto``, ``decord``, ``pyav`` (files) — folders are always JPEG.
+        pixels: clips as ``uint8`` crops, to be normalised by the consumer on its device
+            with ``transform.pixel_norm()`` (a quarter of the bytes between processes).
     """
 
     frames: int = 8
@@ -58,6 +60,7 @@ class ClipOptions:
     short: Literal["drop", "repeat"] = "drop"
     on_error: Literal["skip", "raise"] = "skip"
     backend: str = "auto"
+    pixels: bool = False
 
 
 def _load(
@@ -67,22 +70,28 @@ def _load(
     view: int,
     out_shape: tuple[int, ...],
 ) -> tuple[torch.Tensor, str | None]:
-    """(clip ``float [T,3,H,W]``, error or None) for one video and view."""
+    """(clip ``float [T,3,H,W]`` (``uint8`` under ``opts.pixels``), error or None) for one
+    video and view; a zero clip with the error when it cannot be read under ``skip``."""
     rng = frame_rng(opts.seed, record.video_id, opts.epoch, view)
     choose = partial(
         sample_frames, opts.sampler, T=opts.frames, train=opts.train, rng=rng, short=opts.short
     )
     try:
         frames, _ = read_clip(record.path, choose, backend=opts.backend)
-        return transform(frames, rng), None
+        clip = transform.pixels(frames, rng) if opts.pixels else transform(frames, rng)
+        return clip, None
     except TooShortError as err:
         if opts.on_error == "raise":
             raise VideoDecodeError(record.path, str(err)) from None
-        return torch.zeros(out_shape), f"{record.path}: {err}"
+        return _zeros(out_shape, opts), f"{record.path}: {err}"
     except VideoDecodeError as err:
         if opts.on_error == "raise":
             raise
-        return torch.zeros(out_shape), str(err)
+        return _zeros(out_shape, opts), str(err)
+
+
+def _zeros(shape: tuple[int, ...], opts: ClipOptions) -> torch.Tensor:
+    return torch.zeros(shape, dtype=torch.uint8 if opts.pixels else torch.float32)
 
 
 def _out_shape(transform: ClipTransform, frames: int) -> tuple[int, int, int, int]:
@@ -97,6 +106,7 @@ class ClipDataset(TorchDataset):
 
     Returns dicts ``{"clip": float [T,3,H,W], "index": video position, "view": view id,
     "ok": bool, "error": str | None}``; failed videos give a zero clip under ``skip``.
+    Under ``options.pixels`` clips are ``uint8``, for ``transform.pixel_norm()``.
     """
 
     def __init__(

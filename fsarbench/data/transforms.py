@@ -5,6 +5,11 @@ Resizing runs on uint8 frames (torch's antialiased bilinear kernel, rounded to i
 only the crop is converted to float. One random crop and one flip decision apply to every
 frame of a clip; randomness comes from
 the ``numpy.random.Generator`` passed in, so clips are reproducible per (seed, video, epoch).
+
+The two halves can run apart: :meth:`ClipTransform.pixels` gives the uint8 crop (what
+DataLoader workers hand over: a quarter of float32's bytes through shared memory, pinning
+and the host-to-GPU copy) and :class:`PixelNorm` finishes it on any device with a 256-entry
+table per channel, whose values are the float path's own, so both give identical clips.
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["NORMS", "PRESETS", "ClipTransform", "TransformConfig", "get_transform"]
+__all__ = [
+    "NORMS",
+    "PRESETS",
+    "ClipTransform",
+    "PixelNorm",
+    "TransformConfig",
+    "get_transform",
+]
 
 NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
     "none": None,  # TRX: 0-1 pixels
@@ -93,7 +105,9 @@ class ClipTransform:
             top, left = (h - c.crop) // 2, (w - c.crop) // 2
         return x[..., top : top + c.crop, left : left + c.crop]
 
-    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+    def pixels(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """``frames uint8 [T, H, W, 3]`` -> the resized, cropped (and flipped) clip as
+        ``uint8 [T, 3, crop, crop]``, not yet normalised (see :meth:`pixel_norm`)."""
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be [T, H, W, 3], got shape {tuple(frames.shape)}")
         # uint8 all the way to the crop: torch resizes uint8 channels-last frames natively
@@ -101,10 +115,53 @@ class ClipTransform:
         x = self._crop(self._resize(x), rng)
         if self.config.flip and _rng(rng).random() < 0.5:
             x = x.flip(-1)
+        return x.contiguous()
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``uint8 [..., 3, H, W]`` -> ``float32`` pixels in ``[0, 1]``, standardised by the
+        preset's statistics (the reference arithmetic, on ``x``'s device)."""
         x = x.float() / 255.0
         if self._mean is not None:
-            x = (x - self._mean) / self._std
-        return x.contiguous()
+            x = (x - self._mean.to(x.device)) / self._std.to(x.device)
+        return x
+
+    def pixel_norm(self) -> PixelNorm:
+        """The normalisation as a table lookup for :meth:`pixels`' output."""
+        levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).expand(1, 3, 1, 256)
+        return PixelNorm(self.normalise(levels).reshape(3, 256))
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        return self.normalise(self.pixels(frames, rng)).contiguous()
+
+
+class PixelNorm:
+    """Normalises ``uint8 [..., 3, H, W]`` clips to ``float32`` on their own device by looking
+    each value up in ``table [3, 256]`` (:meth:`ClipTransform.pixel_norm`): exactly the
+    values :class:`ClipTransform` computes on the CPU, on every device."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        if table.shape != (3, 256) or table.dtype != torch.float32:
+            raise ValueError(
+                f"table must be float32 [3, 256], got {table.dtype} {list(table.shape)}"
+            )
+        self.table = table
+        self._on: dict[torch.device, torch.Tensor] = {}
+
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        if clips.dtype != torch.uint8:
+            raise TypeError(
+                f"PixelNorm takes uint8 clips (ClipOptions(pixels=True)), got {clips.dtype}"
+            )
+        if clips.dim() < 3 or clips.shape[-3] != 3:
+            raise ValueError(f"clips must be [..., 3, H, W], got {list(clips.shape)}")
+        table = self._table(clips.device)
+        channel = torch.arange(0, 3 * 256, 256, device=clips.device).view(3, 1, 1)
+        return torch.take(table, clips.long() + channel)
+
+    def _table(self, device: torch.device) -> torch.Tensor:
+        if device not in self._on:
+            self._on[device] = self.table.flatten().to(device)
+        return self._on[device]
 
 
 def _rng(rng: np.random.Generator | None) -> np.random.Generator:

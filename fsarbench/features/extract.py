@@ -18,11 +18,11 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,12 @@ from fsarbench.features.writer import CacheWriter
 from fsarbench.io import stable_hash
 from fsarbench.progress import progress_bar
 from fsarbench.provenance import pipeline_digest
+
+if TYPE_CHECKING:
+    from fsarbench.data.clips import ClipDataset
+
+# uint8 clips [..., 3, H, W] -> the backbone's float input (a transform's pixel_norm())
+Normalise = Callable[[Tensor], Tensor]
 
 # How much lower than the forward's the decode workers' CPU priority is (``os.nice``): the
 # lowest, so decoding fills the cores' idle moments instead of preempting one of the
@@ -143,10 +149,16 @@ def collate_clips(items: list[dict[str, Any]]) -> ClipBatch:
     shapes = {tuple(it["clip"].shape) for it in ok}
     if len(shapes) > 1:
         raise ValueError(f"clips of one extraction must share one shape [T, 3, H, W], got {shapes}")
-    clips = torch.stack([torch.as_tensor(it["clip"], dtype=torch.float32) for it in ok])
+    clips = torch.stack([_clip_tensor(it["clip"]) for it in ok])
     index = torch.tensor([int(it["index"]) for it in ok])
     view = torch.tensor([int(it["view"]) for it in ok])
     return ClipBatch(clips, index, view, failed)
+
+
+def _clip_tensor(clip: Any) -> Tensor:
+    """A clip as uint8 pixels (kept: normalised on the device) or float32."""
+    clip = torch.as_tensor(clip)
+    return clip if clip.dtype == torch.uint8 else clip.float()
 
 
 def open_or_create(
@@ -203,12 +215,15 @@ def extract_features(
     flush_every_s: float = 30.0,
     retry_failed: bool = True,
     progress: bool = True,
+    normalise: Normalise | None = None,
 ) -> tuple[FeatureCache, ExtractStats]:
     """Extract ``[T, D]`` features of every (video, view) of ``dataset`` into ``cache_dir``.
 
     ``dataset`` has ``len(video_ids) * num_views`` positions (``video_ids`` defaults to
     ``"0".."N-1"``); ``batch_size`` videos (``batch_size * T`` frames) go through one forward.
     Entries already stored are skipped; failed ones are retried when ``retry_failed``.
+    ``normalise``: for a dataset of ``uint8`` clips (``ClipOptions(pixels=True)``), its
+    transform's ``pixel_norm()``, applied on ``device`` after the copy.
     Returns the cache (writable) and what this run did.
     """
     if len(dataset) % num_views:
@@ -240,7 +255,8 @@ def extract_features(
             seconds=0.0,
         )
         loader = _loader(_Entries(dataset, positions, num_views), batch_size, num_workers, device)
-        _run(loader, backbone, cache, stats, torch.device(device), flush_every_s, progress)
+        encoder = _Encoder(backbone, torch.device(device), normalise)
+        _run(loader, encoder, cache, stats, flush_every_s, progress)
     return cache, stats
 
 
@@ -274,10 +290,9 @@ def _loader(
 
 def _run(
     loader: DataLoader,
-    backbone: Backbone,
+    encoder: _Encoder,
     cache: FeatureCache,
     stats: ExtractStats,
-    device: torch.device,
     flush_every_s: float,
     progress: bool,
 ) -> None:
@@ -286,7 +301,7 @@ def _run(
     it; everything handed to the writer is stored and the cache flushed on any exit."""
     start = time.perf_counter()
     batches = iter(loader)  # workers start decoding while the model is prepared
-    model = _prepare(backbone, device)
+    encoder.prepare()
     bar = progress_bar(total=len(loader.dataset), unit="clip", desc="extract", disable=not progress)
     try:
         with CacheWriter(cache, flush_every_s) as writer:
@@ -295,7 +310,7 @@ def _run(
                 writer.mark_failed(batch.failed)
                 if batch.clips.numel():
                     t0 = time.perf_counter()
-                    feats = _forward(model, batch.clips, device)
+                    feats = encoder(batch.clips)
                     stats.forward_seconds += time.perf_counter() - t0
                     writer.write(batch.index.numpy(), batch.view.numpy(), feats)
                     stats.written += len(batch.index)
@@ -342,18 +357,44 @@ def _prepare(backbone: Backbone, device: torch.device) -> Backbone:
     return model
 
 
-def encode_clips(backbone: Backbone, clips: Tensor, device: torch.device) -> Tensor:
+def encode_clips(
+    backbone: Backbone, clips: Tensor, device: torch.device, normalise: Normalise | None = None
+) -> Tensor:
     """``clips [B, T, 3, H, W]`` -> float16 CPU features ``[B, T, D]`` in one forward."""
-    return _forward(backbone, clips, device).to("cpu", torch.float16)
+    return _forward(backbone, clips, device, normalise).to("cpu", torch.float16)
 
 
-def _forward(backbone: Backbone, clips: Tensor, device: torch.device) -> Tensor:
+class _Encoder:
+    """The backbone of one extraction on its device: ``clips [B, T, 3, H, W]`` -> features
+    ``[B, T, D]`` on the device (``uint8`` clips normalised there by ``normalise``)."""
+
+    def __init__(self, model: Backbone, device: torch.device, normalise: Normalise | None):
+        self.model, self.device, self.normalise = model, device, normalise
+
+    def prepare(self) -> None:
+        self.model = _prepare(self.model, self.device)
+
+    def __call__(self, clips: Tensor) -> Tensor:
+        return _forward(self.model, clips, self.device, self.normalise)
+
+
+def _forward(
+    backbone: Backbone, clips: Tensor, device: torch.device, normalise: Normalise | None = None
+) -> Tensor:
     """``clips [B, T, 3, H, W]`` -> features ``[B, T, D]`` on ``device`` (float16 autocast on
     CUDA, the backbone's dtype elsewhere) in one forward; copying them to the host is left to
-    the caller (the cache writer's thread in :func:`extract_features`)."""
+    the caller (the cache writer's thread in :func:`extract_features`). ``uint8`` clips are
+    normalised by ``normalise`` after the copy to ``device``."""
+    if (clips.dtype == torch.uint8) != (normalise is not None):
+        raise TypeError(
+            f"{clips.dtype} clips with normalise={normalise!r}: uint8 clips "
+            "(ClipOptions(pixels=True)) need their transform's pixel_norm(), float clips none"
+        )
     b, t = clips.shape[:2]
     frames = clips.reshape(b * t, *clips.shape[2:]).to(device, non_blocking=True)
     with torch.inference_mode():
+        if normalise is not None:
+            frames = normalise(frames)
         if device.type == "cuda":
             frames = frames.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.float16):
@@ -473,8 +514,9 @@ def extract_split(
     folder = cache_folder(key, cache_root)
     if (folder / "index.json").exists() and FeatureCache.open(folder).is_complete:
         return FeatureCache.open(folder), None
+    clips = clip_dataset(videos, config, pixels=True)
     return extract_features(
-        clip_dataset(videos, config),
+        clips,
         backbone,
         cache_dir=folder,
         num_frames=config.num_frames,
@@ -488,6 +530,7 @@ def extract_split(
         device=config.device,
         flush_every_s=config.flush_every_s,
         progress=config.progress,
+        normalise=clips.transform.pixel_norm(),
     )
 
 
@@ -509,9 +552,12 @@ def _split_backbone(name: str, weights: str | Path, seed: int, tiny: bool) -> Ba
 _LAST_BACKBONE: dict[str, Any] = {}
 
 
-def clip_dataset(videos: Sequence[Any], config: SplitExtractConfig) -> Dataset:
+def clip_dataset(
+    videos: Sequence[Any], config: SplitExtractConfig, *, pixels: bool = False
+) -> ClipDataset:
     """fsarbench.data's ClipDataset for a resolved ``config``: the preset's resize scales
-    with ``resolution`` (e.g. 256 -> 128 for a 112 crop); unreadable videos are skipped."""
+    with ``resolution`` (e.g. 256 -> 128 for a 112 crop); unreadable videos are skipped.
+    ``pixels``: ``uint8`` clips, for ``extract_features(normalise=ds.transform.pixel_norm())``."""
     from fsarbench.data.clips import ClipDataset, ClipOptions
     from fsarbench.data.transforms import PRESETS, get_transform
 
@@ -532,5 +578,6 @@ def clip_dataset(videos: Sequence[Any], config: SplitExtractConfig) -> Dataset:
         seed=config.seed,
         short=config.short,
         on_error="skip",
+        pixels=pixels,
     )
     return ClipDataset(videos, transform, options)

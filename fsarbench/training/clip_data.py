@@ -151,7 +151,8 @@ class ClipStore:
 
 
 class TrainEpisodes(Dataset):
-    """Item ``k``: the ``k``-th episode this rank trains on from ``first_step`` on.
+    """Item ``k``: the ``k``-th episode this rank trains on from ``first_step`` on, as
+    ``uint8`` clips (``transform.pixel_norm()`` finishes them).
 
     Episode index of item ``k``: ``step * n + rank * per + k % per`` with ``step =
     first_step + k // per``; clips are augmented with the episode index as epoch.
@@ -182,6 +183,7 @@ class TrainEpisodes(Dataset):
             seed=seed,
             short="repeat",
             on_error="raise",
+            pixels=True,  # normalised on the device: a quarter of the bytes to copy
         )
 
     def __len__(self) -> int:
