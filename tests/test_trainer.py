@@ -157,3 +157,17 @@ def test_recipe_file_and_overrides():
     assert frozen_recipe("trx", {"steps": 7}, dataset="synth").steps == 7  # overrides win
     with pytest.raises(fb.ConfigError, match="Did you mean 'steps'"):
         frozen_recipe("otam", {"stepz": 3})
+
+
+def test_a_step_the_grad_scaler_skipped_still_advances_the_schedule_quietly():
+    import warnings
+
+    from fsarbench.training.loop import _advance
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5**step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()"
+        _advance(sched)  # as after a GradScaler-skipped step: optimizer.step() never ran
+    assert opt.param_groups[0]["lr"] == 0.5

@@ -17,6 +17,7 @@ import copy
 import io
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,7 +322,7 @@ def _run_stage(
             run.model.train()
             terms = _step(run, si, stage, step, micro, opt, scaler, params, ddp)
             if sched is not None:
-                sched.step()
+                _advance(sched)
             row = {"stage": stage.name, "step": step + 1, **terms}
             val_step = is_val_step(step, n_steps, r)
             if last_stage and val_step and run.validate is not None:
@@ -337,6 +338,15 @@ def _run_stage(
                 bar.close()
                 raise KeyboardInterrupt(f"stopped after {run.done} steps")
     bar.close()
+
+
+def _advance(sched: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """One scheduler step per training step. The learning rate follows the step count, also
+    after a step the fp16 GradScaler skipped (inf/NaN gradients), which torch warns about as
+    if the calls were out of order."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        sched.step()
 
 
 def _step(
