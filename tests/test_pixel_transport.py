@@ -118,6 +118,21 @@ def test_finetune_source_hands_the_model_the_float_paths_clips(tmp_path):
         "classes": torch.stack([torch.as_tensor(floats[k]["classes"]) for k in range(2)]),
     }
     want = to_clip_episodes(item, floats.spec)
-    assert micro.batch.support.dtype == torch.float32
-    assert torch.equal(micro.batch.support, want.support)
-    assert torch.equal(micro.batch.query, want.query)
+    assert micro.batch.support.dtype == torch.uint8  # a quarter of the bytes to copy
+    norm = PixelNorm.of(recipe.options.norm)
+    assert torch.equal(norm(micro.batch.support), want.support)
+    assert torch.equal(norm(micro.batch.query), want.query)
+
+
+def test_video_method_normalises_pixels_itself_and_val_clips_travel_as_pixels(tmp_path):
+    from fsarbench.training import finetune as ft
+
+    synth = get_dataset("synth", root=tmp_path / "synth", config=TINY_SYNTH)
+    split = ft.ClipSplit(synth.videos("val")[:4], synth.variant, synth.flip_ok)
+    recipe = ft.finetune_recipe("protonet", "synth", tiny_recipe())
+    model = ft.build_video_method("protonet", recipe.options, torch.device("cpu")).eval()
+    floats = ft.ClipStore(split, recipe.options).get(np.arange(4))
+    pixels = ft.ClipStore(split, recipe.options, pixels=True).get(np.arange(4))
+    assert pixels.dtype == torch.uint8 and floats.dtype == torch.float32
+    with torch.inference_mode():
+        assert torch.equal(model.features(pixels), model.features(floats))

@@ -147,6 +147,11 @@ class PixelNorm:
         self.table = table
         self._on: dict[torch.device, torch.Tensor] = {}
 
+    @classmethod
+    def of(cls, norm: str) -> PixelNorm:
+        """The table of normalisation ``norm`` (a name of :data:`NORMS`)."""
+        return ClipTransform(TransformConfig(norm=norm)).pixel_norm()  # type: ignore[arg-type]
+
     def __call__(self, clips: torch.Tensor) -> torch.Tensor:
         if clips.dtype != torch.uint8:
             raise TypeError(

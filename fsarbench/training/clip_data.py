@@ -110,13 +110,16 @@ def _transform(options: FinetuneOptions, train: bool) -> ClipTransform:
 
 
 class ClipStore:
-    """A feature store of decoded test-mode clips: ``get(indices) -> [n, T, 3, H, W]``.
+    """A feature store of decoded test-mode clips: ``get(indices) -> [n, T, 3, H, W]``
+    (``uint8`` pixels under ``pixels``, which a :class:`VideoMethod` normalises itself).
 
     ``feature_shape`` is ``(T, 3*H*W)``; clips are deterministic (test sampling and the
     centre crop), so every rank and every run sees the same pixels.
     """
 
-    def __init__(self, split: ClipSplit, options: FinetuneOptions, seed: int = 0) -> None:
+    def __init__(
+        self, split: ClipSplit, options: FinetuneOptions, seed: int = 0, *, pixels: bool = False
+    ) -> None:
         self.split, self.workers = split, options.workers
         self.transform = _transform(options, False)
         self.clip_options = ClipOptions(
@@ -126,6 +129,7 @@ class ClipStore:
             seed=seed,
             short="repeat",
             on_error="raise",  # probed by usable_split: a failure now is an error, not zeros
+            pixels=pixels,
         )
 
     def __len__(self) -> int:

@@ -23,7 +23,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from fsarbench.data.clips import collate_clips
-from fsarbench.data.transforms import PixelNorm
 from fsarbench.distributed.collectives import broadcast_module
 from fsarbench.distributed.env import rank, world_size
 from fsarbench.distributed.precision import select_precision
@@ -71,7 +70,7 @@ class ClipSource:
     decoded, augmented ``uint8`` clips from DataLoader workers (pinned on CUDA), this rank's
     share of each step in micro-batches of ``micro_batch`` episodes (which must divide the
     share), each copied to the device while the one before computes
-    (:class:`~fsarbench.training.prefetch.DevicePrefetcher`) and normalised there."""
+    (:class:`~fsarbench.training.prefetch.DevicePrefetcher`); the model normalises them."""
 
     def __init__(self, split: ClipSplit, recipe: FinetuneRecipe, seed: int, device) -> None:
         self.split, self.full, self.seed, self.device = split, recipe, seed, device
@@ -92,24 +91,22 @@ class ClipSource:
             )
         )
         # lazily, the next micro-batch moved to the device while this one computes
-        norm = data.transform.pixel_norm()
         moved = DevicePrefetcher(
-            (self._micro(item, data.spec, norm) for item in loader), self._to_device, self.device
+            (self._micro(item, data.spec) for item in loader), self._to_device, self.device
         )
         for _ in range(first_step, steps):
             yield (next(moved) for _ in range(data.per // self.micro))
 
-    def _micro(self, item: dict[str, Any], spec: EpisodeSpec, norm: PixelNorm) -> MicroBatch:
+    def _micro(self, item: dict[str, Any], spec: EpisodeSpec) -> MicroBatch:
         """The loader's (pinned) micro-batch, split into episodes only once on the device:
         support and query are slices that a multi-episode batch does not hold contiguously,
         and a non-contiguous host tensor is copied through pageable memory, blocking."""
         host = {"clips": item["clips"], "classes": item["classes"]}
-        return MicroBatch(int(item["episode"][0]), item["clips"].shape[0], (host, spec, norm))
+        return MicroBatch(int(item["episode"][0]), item["clips"].shape[0], (host, spec))
 
     def _to_device(self, micro: MicroBatch) -> MicroBatch:
-        host, spec, norm = micro.batch
+        host, spec = micro.batch
         moved = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
-        moved["clips"] = norm(moved["clips"])
         return MicroBatch(micro.first, micro.count, to_clip_episodes(moved, spec))
 
 
@@ -186,7 +183,7 @@ def finetune(
     manifest = val_manifest_for(val_split, recipe.recipe, seed)
     validate = None
     if manifest is not None:
-        store = ClipStore(val_split, recipe.options, seed)
+        store = ClipStore(val_split, recipe.options, seed, pixels=True)
 
         def validate(m: VideoMethod) -> float | None:
             res = evaluate_sharded(

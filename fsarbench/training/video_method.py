@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from fsarbench.data.transforms import PixelNorm
 from fsarbench.distributed.precision import Precision
 from fsarbench.methods import (
     EpisodeBatch,
@@ -76,7 +77,10 @@ class ClipEpisodes:
 
 
 class VideoMethod(FewShotMethod):
-    """``backbone`` on every frame, then ``method``: ``encode(clips [N, T, 3, H, W])``."""
+    """``backbone`` on every frame, then ``method``: ``encode(clips [N, T, 3, H, W])``.
+
+    Clips are normalised float32, or ``uint8`` pixels (what the decode workers hand over),
+    which it normalises with ``options.norm``'s statistics on their device."""
 
     def __init__(
         self,
@@ -93,6 +97,7 @@ class VideoMethod(FewShotMethod):
         )
         self.backbone, self.inner, self.options = backbone, method, options
         self.precision = precision or Precision()
+        self.pixel_norm = PixelNorm.of(options.norm)
         self.method_name = getattr(method, "method_name", type(method).__name__)
         self.uses_class_names = method.uses_class_names
         #: training split's class id -> name, set by the finetune loop for such heads
@@ -105,7 +110,10 @@ class VideoMethod(FewShotMethod):
             backbone.trunk.set_grad_checkpointing(True)  # block by block
 
     def features(self, clips: Tensor) -> Tensor:
-        """``clips [N, T, 3, H, W]`` -> float32 frame features ``[N, T, D]``."""
+        """``clips [N, T, 3, H, W]`` (float, or uint8 pixels) -> float32 frame features
+        ``[N, T, D]``."""
+        if clips.dtype == torch.uint8:
+            clips = self.pixel_norm(clips)
         n, t = clips.shape[:2]
         frames = clips.flatten(0, 1)
         if self.precision.channels_last:
