@@ -139,3 +139,16 @@ def test_finetune_trains_validates_resumes_and_evaluates(synth, tmp_path):
     )
     assert ev.episodes == 6 and len(ev.records["correct"]) == 6 * 3
     assert np.isclose(ev.accuracy, 100 * ev.records["correct"].mean())
+
+
+def test_frame_chunk_without_checkpointing_is_flagged_as_saving_no_training_memory(caplog):
+    with caplog.at_level("WARNING", logger="fsarbench.training.finetune"):
+        ft._warn_if_chunking_saves_nothing(FinetuneOptions(frame_chunk=16))
+    assert "checkpoint_backbone=true" in caplog.text and "frame_chunk=16" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fsarbench.training.finetune"):
+        ft._warn_if_chunking_saves_nothing(
+            FinetuneOptions(frame_chunk=16, checkpoint_backbone=True)
+        )
+        ft._warn_if_chunking_saves_nothing(FinetuneOptions())
+    assert caplog.text == ""

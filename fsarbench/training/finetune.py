@@ -15,6 +15,7 @@ ranks once per step, so a W-process run takes the same steps as a 1-process run 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from fsarbench.training.prefetch import DevicePrefetcher
 from fsarbench.training.recipe import Recipe
 from fsarbench.training.trainer import val_manifest_for
 from fsarbench.training.video_method import ClipEpisodes, VideoMethod
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FinetuneOptions",
@@ -110,6 +113,19 @@ class ClipSource:
         return MicroBatch(micro.first, micro.count, to_clip_episodes(moved, spec))
 
 
+def _warn_if_chunking_saves_nothing(options: FinetuneOptions) -> None:
+    """``frame_chunk`` alone bounds evaluation's memory, not training's: without
+    checkpointing every chunk's activations are kept for the backward (measured on an H200:
+    4% more saved bytes than no chunking, at 3.5x the step time)."""
+    if options.frame_chunk and not options.checkpoint_backbone:
+        log.warning(
+            "frame_chunk=%d without checkpoint_backbone=true: training still keeps every "
+            "frame's activations for the backward (chunking bounds evaluation's memory only); "
+            "add --option checkpoint_backbone=true to bound training memory",
+            options.frame_chunk,
+        )
+
+
 def build_video_method(
     method: str,
     options: FinetuneOptions,
@@ -177,6 +193,7 @@ def finetune(
             per timed step in ``result.step_times``.
     """
     device = torch.device(device)
+    _warn_if_chunking_saves_nothing(recipe.options)
     if model.uses_class_names:
         model.train_names = train_split.class_names
     source = ClipSource(train_split, recipe, seed, device)
