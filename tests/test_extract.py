@@ -402,3 +402,32 @@ def test_augmented_train_views_are_reproducible(tmp_path, toy_dataset):
         np.testing.assert_array_equal(
             first.get(done, views).numpy(), second.get(done, views).numpy()
         )
+
+
+def test_decode_workers_default_to_two_on_the_cpu_and_to_the_spare_cores_on_cuda(monkeypatch):
+    import os
+
+    from fsarbench.features.extract import default_workers
+
+    assert default_workers("cpu") == 2
+    for cores, expected in ((16, 12), (64, 12), (8, 4), (4, 2), (1, 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert default_workers("cuda") == expected, cores
+
+
+@pytest.mark.video
+def test_extract_split_without_workers_uses_the_device_default(tmp_path, toy_dataset, monkeypatch):
+    import dataclasses
+
+    from fsarbench.features import extract as ex
+
+    asked = []
+    real = ex.extract_features
+    monkeypatch.setattr(
+        ex, "extract_features", lambda *a, **kw: asked.append(kw["num_workers"]) or real(*a, **kw)
+    )
+    monkeypatch.setattr(ex, "default_workers", lambda device: 1)
+    extract_split(
+        "toy", "test", cache_root=tmp_path, config=dataclasses.replace(CONFIG, workers=None)
+    )
+    assert asked == [1]

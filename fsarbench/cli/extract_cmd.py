@@ -67,7 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache", default=None, help="cache root (default: $FSAR_CACHE or the user cache folder)"
     )
-    p.add_argument("--workers", type=int, default=defaults.workers, help="decoding workers")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding workers (default: 2 on the CPU; on CUDA one per spare core, 2-12)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=defaults.batch_size, help="videos per backbone forward"
     )

@@ -155,7 +155,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_splits_dir_argument(how)
     how.add_argument("--cache", default=None, help="feature cache root (default $FSAR_CACHE)")
     how.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    how.add_argument("--workers", type=int, default=2, help="decoding workers")
+    how.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding workers (default: 2 on the CPU; on CUDA one per spare core, 2-12)",
+    )
     how.add_argument(
         "--recipe",
         nargs="+",

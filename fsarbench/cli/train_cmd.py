@@ -58,7 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_splits_dir_argument(p)
     p.add_argument("--cache", default=None, help="feature cache root (frozen track)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=2, help="decoding workers (frozen track)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding workers of the frozen track's extraction (default: 2 on the CPU; on "
+        "CUDA one per spare core, 2-12)",
+    )
     p.add_argument(
         "--test-episodes",
         type=int,

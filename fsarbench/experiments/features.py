@@ -77,7 +77,7 @@ class FrozenFeatureProvider:
         root: str | Path | None = None,
         cache_root: str | Path | None = None,
         device: str = "cpu",
-        workers: int = 2,
+        workers: int | None = None,
         batch_size: int = 16,
         progress: bool = True,
         preset_overrides: dict[str, Any] | None = None,

@@ -54,6 +54,7 @@ __all__ = [
     "SplitExtractConfig",
     "collate_clips",
     "encode_clips",
+    "default_workers",
     "exclusive",
     "extract_features",
     "extract_split",
@@ -260,6 +261,18 @@ def extract_features(
     return cache, stats
 
 
+def default_workers(device: str | torch.device) -> int:
+    """Decode workers for extraction on ``device`` when none are asked for. On CUDA, one per
+    CPU core this process may use less four (the main thread, the pin-memory thread, the
+    cache writer, the system), between 2 and 12: the backbone waits for clips there (an H200
+    with 16 cores: 12 workers decoded 4,407 frames/s, 15 workers 3,627, against the
+    backbone's 13,500). Elsewhere 2: the forward itself uses every core."""
+    if torch.device(device).type != "cuda":
+        return 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(2, min(12, (cores or 2) - 4))
+
+
 @contextmanager
 def exclusive(cache_dir: str | Path) -> Iterator[None]:
     """Hold ``cache_dir``'s lock (created if needed): two extractions never write one cache
@@ -428,7 +441,7 @@ class SplitExtractConfig:
     short: str = "drop"  # videos shorter than num_frames: "drop" (failed) or "repeat"
     tiny: bool = False  # ViT presets: the test-only tiny random architecture (weights none)
     batch_size: int = 8
-    workers: int = 4
+    workers: int | None = None  # decode workers; None: default_workers(device)
     device: str = "cpu"
     flush_every_s: float = 30.0
     progress: bool = True
@@ -526,7 +539,7 @@ def extract_split(
         class_indices=[v.class_index for v in videos],
         key=key,
         batch_size=config.batch_size,
-        num_workers=config.workers,
+        num_workers=default_workers(config.device) if config.workers is None else config.workers,
         device=config.device,
         flush_every_s=config.flush_every_s,
         progress=config.progress,
