@@ -152,3 +152,35 @@ def test_frame_chunk_without_checkpointing_is_flagged_as_saving_no_training_memo
         )
         ft._warn_if_chunking_saves_nothing(FinetuneOptions())
     assert caplog.text == ""
+
+
+def test_decode_workers_are_not_part_of_a_finetune_recipes_identity():
+    from fsarbench.provenance import training_fingerprint
+    from fsarbench.results import record_config_hash
+
+    base = finetune_recipe("otam", "synth", tiny_recipe())
+    more = finetune_recipe("otam", "synth", tiny_recipe(options={"workers": 12}))
+    other = finetune_recipe("otam", "synth", tiny_recipe(options={"eval_chunk": 7}))
+    assert more.options.workers == 12 and "workers" in more.to_dict()["options"]
+    assert more.identity() == base.identity() and "workers" not in base.identity()["options"]
+    assert other.identity() != base.identity()  # every other option stays in it
+
+    def config(recipe):
+        return record_config_hash({}, recipe.identity(), {}, 0, "finetune")
+
+    assert config(more) == config(base) != config(other)
+    model = torch.nn.Linear(1, 1)
+
+    def print_(recipe):
+        return training_fingerprint(
+            method="otam",
+            model=model,
+            hparams={},
+            recipe=recipe.identity(),
+            seed=0,
+            dataset="synth",
+            track="finetune",
+            data={},
+        )
+
+    assert print_(more) == print_(base) != print_(other)

@@ -5,6 +5,7 @@ finetune checkpoint through the one evaluation path, and the one training loop."
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,6 +95,31 @@ def test_finetune_cells_train_one_model_per_shot_select_on_val_and_record(finetu
     assert all(r.recipe["options"]["backbone"] == "resnet18" for r in records)
     summary = pd.read_csv(out / "a" / "summary.csv")
     assert set(summary["track"]) == {"finetune"} and set(summary["train_shot"]) == {1, 2}
+
+
+def _checkpoints(run: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (run / "models").glob("*/best.pt")}
+
+
+def test_other_decode_workers_reuse_the_runs_models_and_records(finetune_run, synth):
+    out, _, records = finetune_run
+    before = sorted(p.name for p in (out / "a" / "records").iterdir())
+    models = _checkpoints(out / "a")
+    track = FinetuneTrack(
+        root=None,
+        cache_root=out / "cache",
+        recipe_overrides=TINY["recipe"],
+        option_overrides={**TINY["options"], "workers": 1},
+        device="cpu",
+        progress=False,
+        open_dataset=lambda name: synth,
+    )
+    again = CellRunner({"finetune": track}, RunOptions(out / "a", episodes=40, progress=False))
+    rerun = again.run_cells(CELLS)
+    assert [r.config_hash for r in rerun] == [r.config_hash for r in records]
+    assert [r.accuracy for r in rerun] == [r.accuracy for r in records]
+    assert sorted(p.name for p in (out / "a" / "records").iterdir()) == before
+    assert _checkpoints(out / "a") == models  # same units, not trained again
 
 
 def test_resumed_finetune_run_gives_the_same_summary(finetune_run, synth, monkeypatch):

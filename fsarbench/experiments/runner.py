@@ -135,7 +135,7 @@ class CellRunner:
         way, shot = track.way_shot(base)
         unit = unit_for(cell, recipe_way=way, recipe_shot=shot, share_shots=self.opt.share_shots)
         recipe = track.for_unit(base, unit)
-        slug = unit.slug([recipe.to_dict(), data.info])
+        slug = unit.slug([recipe.identity(), data.info])
         if slug not in self.built:
             self.built[slug] = track.build(cell, recipe)
         return _Prepared(track, data, unit, recipe, self.built[slug], slug)
@@ -143,7 +143,7 @@ class CellRunner:
     def run(self, cell: Cell) -> ResultRecord:
         p = self.prepare(cell)
         config_hash = record_config_hash(
-            p.method.hparams, p.recipe.to_dict(), p.data.info, cell.train_seed, cell.track
+            p.method.hparams, p.recipe.identity(), p.data.info, cell.train_seed, cell.track
         )
         rid = cell.record_id(config_hash)
         manifest = self.manifest(cell, p.data)
@@ -178,7 +178,7 @@ class CellRunner:
             manifest=manifest,
             track=cell.track,
             hparams=p.method.hparams,
-            recipe=p.recipe.to_dict(),
+            recipe=p.recipe.identity(),
             features=p.data.info,
             train_seed=cell.train_seed,
             class_names=p.data.class_names,

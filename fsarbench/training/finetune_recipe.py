@@ -76,6 +76,11 @@ class FinetuneOptions:
     workers: int = 2
 
 
+#: FinetuneOptions fields that set only the speed: decode workers give the same clips in the
+#: same order (each episode is a function of its index), so they are not in a recipe's identity
+SPEED_ONLY_OPTIONS = ("workers",)
+
+
 @dataclass(frozen=True)
 class FinetuneRecipe:
     """An episodic :class:`Recipe` (optimiser, steps, episodes) plus :class:`FinetuneOptions`."""
@@ -85,6 +90,14 @@ class FinetuneRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What of this recipe makes its numbers (config hashes, unit names, fingerprints):
+        every field but :data:`SPEED_ONLY_OPTIONS`, so that ``--option workers=N`` neither
+        retrains a model nor starts a new row of results."""
+        out = self.to_dict()
+        out["options"] = {k: v for k, v in out["options"].items() if k not in SPEED_ONLY_OPTIONS}
+        return out
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:

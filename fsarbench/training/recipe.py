@@ -71,6 +71,11 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """What of this recipe makes its numbers (config hashes, unit names, fingerprints):
+        every field."""
+        return self.to_dict()
+
 
 @functools.lru_cache(maxsize=1)
 def _recipes_table() -> dict[str, Any]:
