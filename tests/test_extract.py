@@ -407,12 +407,13 @@ def test_augmented_train_views_are_reproducible(tmp_path, toy_dataset):
 def test_decode_workers_default_to_two_on_the_cpu_and_to_the_spare_cores_on_cuda(monkeypatch):
     import os
 
-    from fsarbench.features.extract import default_workers
+    from fsarbench.data.workers import default_workers
 
-    assert default_workers("cpu") == 2
-    for cores, expected in ((16, 12), (64, 12), (8, 4), (4, 2), (1, 2)):
+    assert default_workers("cpu") == 2 and default_workers("cpu", ranks=8) == 2
+    cases = {(16, 1): 12, (64, 1): 12, (8, 1): 6, (4, 1): 2, (1, 1): 2, (64, 8): 6, (32, 8): 2}
+    for (cores, ranks), expected in cases.items():
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
-        assert default_workers("cuda") == expected, cores
+        assert default_workers("cuda", ranks) == expected, (cores, ranks)
 
 
 @pytest.mark.video

@@ -184,3 +184,16 @@ def test_decode_workers_are_not_part_of_a_finetune_recipes_identity():
         )
 
     assert print_(more) == print_(base) != print_(other)
+
+
+def test_finetune_decode_workers_follow_the_device_unless_set(monkeypatch):
+    from fsarbench.training import clip_data
+
+    monkeypatch.setattr(clip_data, "default_workers", lambda device, ranks: (str(device), ranks))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    auto = finetune_recipe("otam", "ucf101").options
+    assert auto.workers is None  # the recipe file leaves it to the device
+    assert clip_data.decode_workers(auto, "cuda") == ("cuda", 4)
+    assert clip_data.decode_workers(FinetuneOptions(workers=3), "cuda") == 3
+    with pytest.raises(ConfigError, match="workers = -1 must be >= 0"):
+        FinetuneOptions(workers=-1)

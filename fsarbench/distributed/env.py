@@ -25,6 +25,7 @@ __all__ = [
     "barrier",
     "rank",
     "world_size",
+    "local_world_size",
 ]
 
 
@@ -103,6 +104,11 @@ def _active() -> bool:
 
 def rank() -> int:
     return dist.get_rank() if _active() else 0
+
+
+def local_world_size() -> int:
+    """Processes of this job on this node (torchrun's ``LOCAL_WORLD_SIZE``; 1 without it)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def world_size() -> int:

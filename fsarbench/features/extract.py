@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from fsarbench.data.workers import default_workers
 from fsarbench.features.backbones import Backbone, create_backbone
 from fsarbench.features.cache import CacheKey, FeatureCache, cache_folder
 from fsarbench.features.writer import CacheWriter
@@ -259,18 +260,6 @@ def extract_features(
         encoder = _Encoder(backbone, torch.device(device), normalise)
         _run(loader, encoder, cache, stats, flush_every_s, progress)
     return cache, stats
-
-
-def default_workers(device: str | torch.device) -> int:
-    """Decode workers for extraction on ``device`` when none are asked for. On CUDA, one per
-    CPU core this process may use less four (the main thread, the pin-memory thread, the
-    cache writer, the system), between 2 and 12: the backbone waits for clips there (an H200
-    with 16 cores: 12 workers decoded 4,407 frames/s, 15 workers 3,627, against the
-    backbone's 13,500). Elsewhere 2: the forward itself uses every core."""
-    if torch.device(device).type != "cuda":
-        return 2
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(2, min(12, (cores or 2) - 4))
 
 
 @contextmanager

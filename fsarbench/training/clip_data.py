@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from fsarbench.data.clips import ClipDataset, ClipOptions, collate_clips
 from fsarbench.data.datasets import VideoRecord
 from fsarbench.data.transforms import ClipTransform, get_transform
-from fsarbench.distributed.env import rank, world_size
+from fsarbench.data.workers import default_workers
+from fsarbench.distributed.env import local_world_size, rank, world_size
 from fsarbench.episodes import EpisodeSpec, class_pools, make_episode
 from fsarbench.training.finetune_recipe import FinetuneOptions, FinetuneRecipe
 from fsarbench.training.video_method import ClipEpisodes
@@ -23,6 +24,7 @@ from fsarbench.training.video_method import ClipEpisodes
 __all__ = [
     "ClipSplit",
     "ClipStore",
+    "decode_workers",
     "TrainEpisodes",
     "to_clip_episodes",
     "usable_split",
@@ -109,6 +111,13 @@ def _transform(options: FinetuneOptions, train: bool) -> ClipTransform:
     return get_transform(name, norm=options.norm, **over)
 
 
+def decode_workers(options: FinetuneOptions, device: torch.device | str) -> int:
+    """``options.workers``, else the default for ``device`` and this node's ranks."""
+    if options.workers is not None:
+        return options.workers
+    return default_workers(device, local_world_size())
+
+
 class ClipStore:
     """A feature store of decoded test-mode clips: ``get(indices) -> [n, T, 3, H, W]``
     (``uint8`` pixels under ``pixels``, which a :class:`VideoMethod` normalises itself).
@@ -118,9 +127,15 @@ class ClipStore:
     """
 
     def __init__(
-        self, split: ClipSplit, options: FinetuneOptions, seed: int = 0, *, pixels: bool = False
+        self,
+        split: ClipSplit,
+        options: FinetuneOptions,
+        seed: int = 0,
+        *,
+        pixels: bool = False,
+        device: torch.device | str = "cpu",
     ) -> None:
-        self.split, self.workers = split, options.workers
+        self.split, self.workers = split, decode_workers(options, device)
         self.transform = _transform(options, False)
         self.clip_options = ClipOptions(
             frames=options.frames,

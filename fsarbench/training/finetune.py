@@ -29,7 +29,13 @@ from fsarbench.distributed.env import rank, world_size
 from fsarbench.distributed.precision import select_precision
 from fsarbench.distributed.sharded_eval import evaluate_sharded
 from fsarbench.episodes import EpisodeSpec
-from fsarbench.training.clip_data import ClipSplit, ClipStore, TrainEpisodes, to_clip_episodes
+from fsarbench.training.clip_data import (
+    ClipSplit,
+    ClipStore,
+    TrainEpisodes,
+    decode_workers,
+    to_clip_episodes,
+)
 from fsarbench.training.finetune_recipe import (
     FINETUNE_RECIPES_FILE,
     FinetuneOptions,
@@ -88,7 +94,7 @@ class ClipSource:
             DataLoader(
                 data,
                 batch_size=self.micro,
-                num_workers=self.full.options.workers,
+                num_workers=decode_workers(self.full.options, self.device),
                 collate_fn=collate_clips,
                 pin_memory=torch.device(self.device).type == "cuda",
             )
@@ -200,7 +206,7 @@ def finetune(
     manifest = val_manifest_for(val_split, recipe.recipe, seed)
     validate = None
     if manifest is not None:
-        store = ClipStore(val_split, recipe.options, seed, pixels=True)
+        store = ClipStore(val_split, recipe.options, seed, pixels=True, device=device)
 
         def validate(m: VideoMethod) -> float | None:
             res = evaluate_sharded(

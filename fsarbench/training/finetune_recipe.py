@@ -49,7 +49,9 @@ class FinetuneOptions:
         tiny: ViT presets: the tiny random test architecture (``weights=none``).
         frame_chunk: frames per backbone call (0 = all frames of the batch at once).
         eval_chunk: videos decoded and encoded together at evaluation.
-        workers: decoding processes per rank.
+        workers: decoding processes per rank; ``None``: 2 on the CPU, on CUDA the node's
+            spare cores shared among its ranks (2 to 12; see
+            :func:`fsarbench.data.workers.default_workers`).
     """
 
     backbone: str = "resnet50"
@@ -73,7 +75,11 @@ class FinetuneOptions:
     tiny: bool = False
     frame_chunk: int = 0
     eval_chunk: int = 64
-    workers: int = 2
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"options.workers = {self.workers} must be >= 0 (or null: auto)")
 
 
 #: FinetuneOptions fields that set only the speed: decode workers give the same clips in the
