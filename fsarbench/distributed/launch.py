@@ -1,6 +1,7 @@
 """Start ``n`` local processes the way ``torchrun --nproc_per_node=n`` does (for tests and
 notebooks; jobs use torchrun itself). Each child gets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/
-``MASTER_ADDR``/``MASTER_PORT``, joins the process group and runs ``fn(*args)``."""
+``LOCAL_WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``, joins the process group and runs
+``fn(*args)``."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def _child(
             "RANK": str(local_rank),
             "WORLD_SIZE": str(world),
             "LOCAL_RANK": str(local_rank),
+            "LOCAL_WORLD_SIZE": str(world),
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
         }
