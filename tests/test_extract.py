@@ -432,3 +432,8 @@ def test_extract_split_without_workers_uses_the_device_default(tmp_path, toy_dat
         "toy", "test", cache_root=tmp_path, config=dataclasses.replace(CONFIG, workers=None)
     )
     assert asked == [1]
+
+
+def test_a_negative_worker_count_is_refused_before_any_extraction():
+    with pytest.raises(ValueError, match="decode workers must be >= 0"):
+        SplitExtractConfig(workers=-1)

@@ -145,7 +145,7 @@ class PixelNorm:
                 f"table must be float32 [3, 256], got {table.dtype} {list(table.shape)}"
             )
         self.table = table
-        self._on: dict[torch.device, torch.Tensor] = {}
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def of(cls, norm: str) -> PixelNorm:
@@ -159,13 +159,15 @@ class PixelNorm:
             )
         if clips.dim() < 3 or clips.shape[-3] != 3:
             raise ValueError(f"clips must be [..., 3, H, W], got {list(clips.shape)}")
-        table = self._table(clips.device)
-        channel = torch.arange(0, 3 * 256, 256, device=clips.device).view(3, 1, 1)
+        table, channel = self._on_device(clips.device)
         return torch.take(table, clips.long() + channel)
 
-    def _table(self, device: torch.device) -> torch.Tensor:
+    def _on_device(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flat table and each channel's offset into it ``[3, 1, 1]``, made once per
+        device."""
         if device not in self._on:
-            self._on[device] = self.table.flatten().to(device)
+            offsets = torch.arange(0, 3 * 256, 256).view(3, 1, 1)
+            self._on[device] = (self.table.flatten().to(device), offsets.to(device))
         return self._on[device]
 
 

@@ -435,6 +435,10 @@ class SplitExtractConfig:
     flush_every_s: float = 30.0
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"decode workers must be >= 0 (or None: auto), got {self.workers}")
+
     def resolved(self, split: str) -> SplitExtractConfig:
         """This config with ``train`` and ``transform`` filled in for ``split``."""
         train = split == "train" if self.train is None else self.train

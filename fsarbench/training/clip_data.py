@@ -171,7 +171,7 @@ class ClipStore:
 
 class TrainEpisodes(Dataset):
     """Item ``k``: the ``k``-th episode this rank trains on from ``first_step`` on, as
-    ``uint8`` clips (``transform.pixel_norm()`` finishes them).
+    ``uint8`` clips (the :class:`VideoMethod` normalises them on its device).
 
     Episode index of item ``k``: ``step * n + rank * per + k % per`` with ``step =
     first_step + k // per``; clips are augmented with the episode index as epoch.
