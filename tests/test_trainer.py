@@ -74,6 +74,54 @@ def test_resume_is_bit_identical(tmp_path):
     assert len(res.history) == 12
 
 
+def test_stage_end_writes_one_resume_point_without_optimizer(tmp_path, monkeypatch):
+    """The last step's resume point is the stage's end (no optimizer state): one write,
+    not an optimizer-laden last.pt replaced at once by the stage-end one."""
+    from fsarbench.training import loop
+
+    writes = []
+    real = loop.save_checkpoint
+
+    def spy(path, payload):
+        writes.append((path.name, bool(payload.get("optimizer")), payload.get("step")))
+        real(path, payload)
+
+    monkeypatch.setattr(loop, "save_checkpoint", spy)
+    m = make()
+    train(m, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path, progress=False)
+    last = [w for w in writes if w[0] == "last.pt"]
+    assert last == [("last.pt", True, 4), ("last.pt", True, 8), ("last.pt", False, 0)]
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["stage"] == 1 and ckpt["optimizer"] == {}
+    again = make()  # a finished run is reloaded, not retrained
+    res = train(again, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path, progress=False)
+    assert len(res.history) == 12 and len(last) == len([w for w in writes if w[0] == "last.pt"])
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_resume_at_a_stage_end_is_bit_identical(tmp_path):
+    """Stopped right after a stage's last step: the resume point is that stage's end."""
+    full = make()
+    train(full, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "a", progress=False)
+    part = make()
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            part,
+            split(10, 6, 0),
+            split(5, 6, 1),
+            RECIPE,
+            out_dir=tmp_path / "b",
+            progress=False,
+            stop_after=12,
+        )
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["stage"] == 1
+    resumed = make()
+    train(resumed, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "b", progress=False)
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
 def test_gradient_accumulation_equals_one_big_batch():
     a, b = make(), make()
     train(

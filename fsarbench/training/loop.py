@@ -274,8 +274,8 @@ def run_training(
         if ckpt and si < ckpt["stage"]:
             continue
         start = ckpt if ckpt and si == ckpt["stage"] else None
-        _run_stage(run, si, stage, n_steps, si == len(stages) - 1, start)
-        _save_main(cfg.out, "last.pt", _payload(run, None, None, None, si + 1, 0))
+        if not _run_stage(run, si, stage, n_steps, si == len(stages) - 1, start):
+            _save_main(cfg.out, "last.pt", _stage_end(run, si))
         ckpt = None
     if validate is not None:
         model.load_state_dict(run.best_state)
@@ -294,8 +294,9 @@ def _run_stage(
     n_steps: int,
     last_stage: bool,
     ckpt: dict[str, Any] | None,
-) -> None:
-    """Steps of one stage from the checkpoint's step (or 0)."""
+) -> bool:
+    """Steps of one stage from the checkpoint's step (or 0); returns whether its last step
+    ran here (and wrote the stage-end resume point)."""
     cfg, r = run.cfg, run.cfg.recipe
     params = list(stage.parameters())
     opt = make_optimizer(r, params) if params else None
@@ -330,7 +331,9 @@ def _run_stage(
             run.result.history.append(row)
             bar.update(1)
             run.done += 1
-            if val_step:
+            if step + 1 == n_steps:  # the stage's end: no optimizer state to resume
+                _save_main(cfg.out, "last.pt", _stage_end(run, si))
+            elif val_step:
                 _save_main(cfg.out, "last.pt", _payload(run, opt, sched, scaler, si, step + 1))
             run.timer.end_step()
             _report_times(run)
@@ -338,6 +341,7 @@ def _run_stage(
                 bar.close()
                 raise KeyboardInterrupt(f"stopped after {run.done} steps")
     bar.close()
+    return start < n_steps
 
 
 def _advance(sched: torch.optim.lr_scheduler.LRScheduler) -> None:
@@ -485,6 +489,11 @@ def _payload(run: _Run, opt, sched, scaler, stage: int, step: int) -> dict[str, 
         "hparams": run.model.hparams,
         "num_train_classes": run.model.num_train_classes,
     }
+
+
+def _stage_end(run: _Run, stage: int) -> dict[str, Any]:
+    """The resume point after stage ``stage``: the next stage from its first step."""
+    return _payload(run, None, None, None, stage + 1, 0)
 
 
 def _resume_best(out: Path | None, ckpt: dict[str, Any] | None) -> dict[str, Tensor] | None:
