@@ -12,7 +12,7 @@ step's temporaries (TRX's ``[N, tuples, 1152]`` keys and their gradients, 10-20 
 then page-faulted in afresh, zeroed by the kernel, at every step. :func:`keep_freed_memory`
 serves blocks up to glibc's largest threshold (32 MiB) from the heap and keeps freed heap
 memory for reuse; the values computed are the same, only where memory comes from changes
-(``docs/speed.md``, "Allocator"). A process keeps its peak heap size until it exits. It is
+(``docs/speed.md``, "Page faults"). A process keeps its peak heap size until it exits. It is
 skipped where the user set any ``MALLOC_*_`` tuning variable of glibc, or
 ``FSAR_MALLOC=default``.
 """

@@ -316,6 +316,7 @@ def _run_stage(
         disable=not (cfg.progress and is_main()),
     )
     steps = run.source.stage(stage.name, start, n_steps)
+    ended = False
     with only_trainable(run.model, params):
         ddp = _ddp(run.model, stage) if params and world_size() > 1 else None
         for step, micro in zip(range(start, n_steps), steps):
@@ -331,7 +332,8 @@ def _run_stage(
             run.result.history.append(row)
             bar.update(1)
             run.done += 1
-            if step + 1 == n_steps:  # the stage's end: no optimizer state to resume
+            ended = step + 1 == n_steps
+            if ended:  # the stage's end: no optimizer state to resume
                 _save_main(cfg.out, "last.pt", _stage_end(run, si))
             elif val_step:
                 _save_main(cfg.out, "last.pt", _payload(run, opt, sched, scaler, si, step + 1))
@@ -341,7 +343,7 @@ def _run_stage(
                 bar.close()
                 raise KeyboardInterrupt(f"stopped after {run.done} steps")
     bar.close()
-    return start < n_steps
+    return ended
 
 
 def _advance(sched: torch.optim.lr_scheduler.LRScheduler) -> None:
