@@ -33,6 +33,19 @@ def test_pixel_norm_gives_the_float_pipeline_bit_for_bit(preset, norm):
     assert torch.equal(transform.pixel_norm()(levels), transform.normalise(levels))
 
 
+def test_pixel_norm_of_non_contiguous_clips():
+    """Slices of a micro-batch (the finetune loader's support/query) are not contiguous."""
+    norm = get_transform("seed-test").pixel_norm()
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 256, (4, 5, 3, 6, 7), dtype=torch.uint8, generator=g)
+    for view in (batch[::2], batch[:, 1:4], batch.transpose(-1, -2)):
+        assert not view.is_contiguous()
+        got = norm(view)
+        assert got.shape == view.shape
+        assert torch.equal(got, norm(view.contiguous()))
+        assert torch.equal(got, norm.table[torch.arange(3).view(3, 1, 1), view.long()])
+
+
 def test_pixel_norm_refuses_float_clips_and_other_channel_counts():
     norm = get_transform("seed-test").pixel_norm()
     with pytest.raises(TypeError, match="uint8 clips"):

