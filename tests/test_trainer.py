@@ -51,7 +51,10 @@ def test_training_runs_and_keeps_best(tmp_path):
         torch.testing.assert_close(v, best["method"][k])
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("stop_after", [7, 12])
+def test_resume_is_bit_identical(tmp_path, stop_after):
+    """Stopped mid-stage (7) or right after the stage's last step (12: the resume point is
+    the stage's end, with no optimizer state)."""
     full = make()
     train(full, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "a", progress=False)
     part = make()
@@ -63,8 +66,10 @@ def test_resume_is_bit_identical(tmp_path):
             RECIPE,
             out_dir=tmp_path / "b",
             progress=False,
-            stop_after=7,
+            stop_after=stop_after,
         )
+    stage = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["stage"]
+    assert stage == (stop_after == RECIPE.steps)
     resumed = make()
     res = train(
         resumed, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "b", progress=False
@@ -98,28 +103,6 @@ def test_stage_end_writes_one_resume_point_without_optimizer(tmp_path, monkeypat
     assert len(res.history) == 12 and len(last) == len([w for w in writes if w[0] == "last.pt"])
     for k, v in m.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
-
-
-def test_resume_at_a_stage_end_is_bit_identical(tmp_path):
-    """Stopped right after a stage's last step: the resume point is that stage's end."""
-    full = make()
-    train(full, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "a", progress=False)
-    part = make()
-    with pytest.raises(KeyboardInterrupt):
-        train(
-            part,
-            split(10, 6, 0),
-            split(5, 6, 1),
-            RECIPE,
-            out_dir=tmp_path / "b",
-            progress=False,
-            stop_after=12,
-        )
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["stage"] == 1
-    resumed = make()
-    train(resumed, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "b", progress=False)
-    for k, v in full.state_dict().items():
-        assert torch.equal(v, resumed.state_dict()[k]), k
 
 
 def test_gradient_accumulation_equals_one_big_batch():
