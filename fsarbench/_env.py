@@ -14,13 +14,14 @@ serves blocks up to glibc's largest threshold (32 MiB) from the heap and keeps f
 memory for reuse; the values computed are the same, only where memory comes from changes
 (``docs/speed.md``, "Page faults"). A process keeps its peak heap size until it exits. It is
 skipped where the user set any ``MALLOC_*_`` tuning variable of glibc, or
-``FSAR_MALLOC=default``.
+``FSAR_MALLOC=default``; another value of ``FSAR_MALLOC`` than ``reuse`` is warned about.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import warnings
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
@@ -30,6 +31,8 @@ MMAP_THRESHOLD = 32 << 20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes an int: never trim below 2 GiB free
 TOP_PAD = 64 << 20  # grow the heap in steps of 64 MiB (fewer brk calls)
 _USER_TUNING = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+#: FSAR_MALLOC values: unset, "" or "reuse" set the allocator; "default" leaves it alone
+FSAR_MALLOC_VALUES = ("", "reuse", "default")
 
 
 def _glibc() -> bool:
@@ -42,7 +45,14 @@ def _glibc() -> bool:
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to reuse freed memory (see the module docstring); returns whether
     it was set (``False`` off glibc, or when the user chose the allocator's settings)."""
-    if os.environ.get("FSAR_MALLOC", "") == "default":
+    choice = os.environ.get("FSAR_MALLOC", "")
+    if choice not in FSAR_MALLOC_VALUES:
+        warnings.warn(
+            f"FSAR_MALLOC={choice!r} is not one of {FSAR_MALLOC_VALUES[1:]}: glibc's malloc is "
+            "set to reuse freed memory as by default; FSAR_MALLOC=default leaves it alone",
+            stacklevel=2,
+        )
+    if choice == "default":
         return False
     if any(name in os.environ for name in _USER_TUNING):
         return False

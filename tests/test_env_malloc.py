@@ -14,7 +14,7 @@ from fsarbench import _env
 GLIBC = _env._glibc()
 
 
-def _tuned(**env: str) -> str:
+def _run(**env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "FSAR_MALLOC"))}
     # the module alone (importing the package would import torch: seconds per case)
     code = f"import runpy; print(runpy.run_path({_env.__file__!r})['MALLOC_TUNED'])"
@@ -22,12 +22,24 @@ def _tuned(**env: str) -> str:
         [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    return out
+
+
+def _tuned(**env: str) -> str:
+    return _run(**env).stdout.strip()
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's mallopt only")
 def test_set_by_default_on_glibc() -> None:
     assert _tuned() == "True"
+    assert _tuned(FSAR_MALLOC="reuse") == "True"
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's mallopt only")
+def test_an_unknown_choice_is_warned_about_and_the_default_kept() -> None:
+    out = _run(FSAR_MALLOC="off")
+    assert out.stdout.strip() == "True"
+    assert "FSAR_MALLOC='off' is not one of ('reuse', 'default')" in out.stderr
 
 
 @pytest.mark.parametrize(

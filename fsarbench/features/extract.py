@@ -55,7 +55,6 @@ __all__ = [
     "SplitExtractConfig",
     "collate_clips",
     "encode_clips",
-    "default_workers",
     "exclusive",
     "extract_features",
     "extract_split",
