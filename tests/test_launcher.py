@@ -15,16 +15,24 @@ ARGV += ["--episodes", "60", "--recipe", "steps=4", "val_every=2", "val_episodes
 ARGV += ["--no-progress", "--workers", "0"]
 
 
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    """One feature cache for the module: the tests differ in how units run, not in features."""
+    return tmp_path_factory.mktemp("cache")
+
+
 def test_job_command_lines_drop_the_launcher_options():
     argv = [*ARGV, "--launcher", "slurm", "--slurm", "partition=gpu", "time=2", "--jobs", "3"]
     assert shard_argv(argv, 2, 3) == [*ARGV, "--shard", "2/3"]
     assert shard_argv(["run", "--jobs=4", "--all"], 0, 1) == ["run", "--all", "--shard", "0/1"]
 
 
-def test_local_launcher_gives_the_summary_of_a_plain_run(tmp_path, monkeypatch, capsys):
+def test_local_launcher_gives_the_summary_of_a_plain_run(
+    tmp_path, monkeypatch, capsys, feature_cache
+):
     from fsarbench.cli.main import main
 
-    monkeypatch.setenv("FSAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FSAR_CACHE", str(feature_cache))
     assert main([*ARGV, "--out", str(tmp_path / "plain")]) == 0
     plain_log = capsys.readouterr().out
     assert "2 model(s) trained" in plain_log and "time per stage: data and features" in plain_log
@@ -38,12 +46,14 @@ def test_local_launcher_gives_the_summary_of_a_plain_run(tmp_path, monkeypatch, 
     assert (tmp_path / "jobs" / "tables" / "synth__frozen.md").exists()
 
 
-def test_a_job_of_two_tasks_shares_its_units_and_gives_the_same_summary(tmp_path, monkeypatch):
+def test_a_job_of_two_tasks_shares_its_units_and_gives_the_same_summary(
+    tmp_path, monkeypatch, feature_cache
+):
     """``tasks_per_node=2`` (one task per GPU on a cluster): both tasks run the job's shard,
     the unit locks give each unit to one of them, and the summary equals a plain run's."""
     from fsarbench.cli.main import main
 
-    monkeypatch.setenv("FSAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FSAR_CACHE", str(feature_cache))
     assert main([*ARGV, "--out", str(tmp_path / "plain")]) == 0
     argv = [*ARGV, "--out", str(tmp_path / "job"), "--launcher", "local", "--jobs", "1"]
     assert main([*argv, "--slurm", "tasks_per_node=2"]) == 0
@@ -68,3 +78,29 @@ def test_gpus_per_node_starts_one_task_per_gpu():
     assert _slurm_parameters({"gpus_per_node": 4, "tasks_per_node": 1})["tasks_per_node"] == 1
     with pytest.raises(ValueError, match="tasks_per_node .* must be >= 1, got 0"):
         _slurm_parameters({"gpus_per_node": 0})
+
+
+def test_the_launching_process_rebuilds_a_summary_left_partial_by_racing_jobs(
+    tmp_path, monkeypatch, feature_cache
+):
+    """Two jobs finishing together could leave one job's partial view as ``summary.csv``
+    (each job rebuilds it from the records it sees). Made deterministic here: the jobs run
+    in this process one after the other, then the summary is cut to one row, as the slower
+    job's view would leave it; the launching process must end with every record's row."""
+    from fsarbench.cli.main import main
+    from fsarbench.experiments import launch
+
+    out, complete = tmp_path / "jobs", {}
+
+    def jobs_that_race(executor, argv, shards):
+        for shard in range(shards):
+            assert main(launch.shard_argv(argv, shard, shards)) == 0
+        lines = (out / "summary.csv").read_text().splitlines()
+        complete["summary"] = lines
+        assert len(lines) == 3  # header + both cells
+        (out / "summary.csv").write_text("\n".join(lines[:2]) + "\n")
+
+    monkeypatch.setenv("FSAR_CACHE", str(feature_cache))
+    monkeypatch.setattr(launch, "submit_shards", jobs_that_race)
+    assert main([*ARGV, "--out", str(out), "--launcher", "local", "--jobs", "2"]) == 0
+    assert (out / "summary.csv").read_text().splitlines() == complete["summary"]
