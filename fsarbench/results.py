@@ -13,7 +13,9 @@ import io
 import json
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,8 @@ __all__ = [
     "load_record",
     "load_records",
     "load_queries",
+    "newest_per_cell",
+    "created_time",
     "write_summary",
     "cell_id",
     "SUMMARY_COLUMNS",
@@ -291,20 +295,55 @@ def load_records(out_dir: str | Path) -> list[ResultRecord]:
 
 
 def load_queries(out_dir: str | Path, record: ResultRecord):
-    """Per-query rows of ``record`` as a DataFrame (episode, query, ..., correct)."""
+    """Per-query rows of ``record`` as a DataFrame (episode, query, ..., correct).
+
+    A cell can be recorded in several sub-folders (shards, copies, re-runs); the rows read
+    are those beside the JSON record written with ``record`` (same ``created`` stamp), never
+    another copy's.
+    """
     import pandas as pd
 
     matches = sorted(Path(out_dir).rglob(f"records/{record.cell}.queries.csv.gz"))
     if not matches:
         raise FileNotFoundError(f"no per-query records for {record.cell} under {out_dir}")
-    return pd.read_csv(matches[0])
+    for path in matches:
+        beside = path.with_name(f"{record.cell}.json")
+        if beside.exists() and load_record(beside).created == record.created:
+            return pd.read_csv(path)
+    raise FileNotFoundError(
+        f"the per-query records of {record.cell} under {out_dir} ({len(matches)} found) "
+        f"belong to other copies of that cell, not to the one created {record.created}; "
+        "re-evaluate the cell or remove the stale copies"
+    )
+
+
+def created_time(record: ResultRecord) -> datetime:
+    """When ``record`` was made, comparable across time zones (its ``created`` stamp holds
+    the writer's UTC offset); the earliest time for a record without a readable stamp."""
+    try:
+        return datetime.strptime(record.created, "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+
+
+def newest_per_cell(records: list[ResultRecord]) -> tuple[list[ResultRecord], list[str]]:
+    """One record per cell id, the newest (``created``) where a cell is recorded several
+    times (shards, copies, re-runs), in the order of ``records``; and the ids seen twice."""
+    newest: dict[str, ResultRecord] = {}
+    for r in records:
+        if r.cell not in newest or created_time(r) > created_time(newest[r.cell]):
+            newest[r.cell] = r
+    twice = sorted(c for c, n in Counter(r.cell for r in records).items() if n > 1)
+    return [r for r in records if newest[r.cell] is r], twice
 
 
 def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None) -> Path:
-    """Rebuild ``out_dir/summary.csv`` (one row per record, sorted) atomically."""
+    """Rebuild ``out_dir/summary.csv`` (one row per record, sorted) atomically. Outside
+    results (added from bundles, ``tags["outside"]``) are not this folder's runs: left out."""
     import pandas as pd
 
     records = load_records(out_dir) if records is None else records
+    records = [r for r in records if not r.tags.get(OUTSIDE_TAG)]
     rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS if c != "stale"} for r in records]
     for row, r in zip(rows, records):
         row["stale"] = ";".join(stale_reasons(r))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsarbench.cli.merge_cmd import unique_records
 from fsarbench.distributed import env as denv
 from fsarbench.distributed.env import DistEnv, dist_env, select_backend, select_device
 from fsarbench.distributed.precision import select_precision
 from fsarbench.distributed.sharded_eval import shard_starts
+from fsarbench.results import newest_per_cell
 
 
 def test_dist_env_reads_torchrun_variables():
@@ -75,10 +75,16 @@ def test_shard_starts_partition_the_blocks(total, step, world):
         shard_starts(total, step, world, world)
 
 
-def test_unique_records_keeps_first_copy():
+def test_merging_keeps_the_newest_copy_of_a_cell_across_time_zones():
     class R:
-        def __init__(self, cell, acc):
-            self.cell, self.accuracy = cell, acc
+        def __init__(self, cell, acc, created):
+            self.cell, self.accuracy, self.created = cell, acc, created
 
-    recs, twice = unique_records([R("a", 1), R("b", 2), R("a", 3)])
-    assert [(r.cell, r.accuracy) for r in recs] == [("a", 1), ("b", 2)] and twice == ["a"]
+    copies = [
+        R("a", 1, "2026-01-02T10:00:00+0000"),
+        R("b", 2, "2026-01-02T09:00:00+0000"),
+        R("a", 3, "2026-01-02T11:30:00+0200"),  # 09:30 UTC: older, though its text sorts last
+        R("a", 4, "2026-01-02T05:30:00-0500"),  # 10:30 UTC: the newest
+    ]
+    recs, twice = newest_per_cell(copies)
+    assert [(r.cell, r.accuracy) for r in recs] == [("b", 2), ("a", 4)] and twice == ["a"]

@@ -68,3 +68,24 @@ def test_config_hash_changes_with_hparams(tmp_path):
         hparams={"metric": "sqeuclidean"},
     )
     assert other.config_hash != rec.config_hash and other.cell != rec.cell
+
+
+def test_per_query_rows_come_from_the_copy_of_the_record_asked_for(tmp_path):
+    """One cell recorded in two sub-folders (a re-run, a shard copy): the paired statistics
+    must read the per-query rows written with the record they pair, not the first in path
+    order, and a record whose own rows are gone is an error, not another copy's rows."""
+    import dataclasses
+
+    import pytest
+
+    rec, r = _result(tmp_path)
+    old = dataclasses.replace(rec, created="2026-01-01T00:00:00+0000")
+    new = dataclasses.replace(rec, created="2026-02-01T00:00:00+0000")
+    wrong = dataclasses.replace(r, records={**r.records, "correct": ~r.records["correct"]})
+    fb.save_result(tmp_path / "a_old", old, wrong)
+    fb.save_result(tmp_path / "b_new", new, r)
+    assert load_queries(tmp_path, new)["correct"].tolist() == r.records["correct"].tolist()
+    assert load_queries(tmp_path, old)["correct"].tolist() == wrong.records["correct"].tolist()
+    gone = dataclasses.replace(rec, created="2026-03-01T00:00:00+0000")
+    with pytest.raises(FileNotFoundError, match="belong to other copies of that cell"):
+        load_queries(tmp_path, gone)

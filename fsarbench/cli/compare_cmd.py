@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from fsarbench.report.cli_args import add_filter_args, add_runs_arg, add_stats_args, filter_entries
-from fsarbench.report.compare import SettingComparison, compare_systems
-from fsarbench.report.records import load_entries
+from fsarbench.report.cli_args import (
+    add_filter_args,
+    add_runs_arg,
+    add_stats_args,
+    load_filtered_entries,
+)
+from fsarbench.report.compare import TESTS, SettingComparison, compare_systems
 from fsarbench.stats.paired import format_p
 
 
@@ -38,9 +41,10 @@ def _row(c: SettingComparison) -> list[str]:
         f"{s.acc_a:.2f} ± {c.a.ci95:.2f}",
         f"{s.acc_b:.2f} ± {c.b.ci95:.2f}",
         f"{s.diff:+.2f} [{s.ci_low:+.2f}, {s.ci_high:+.2f}]",
-        f"{format_p(s.p_ttest)} / {format_p(adj['ttest'])}",
-        f"{format_p(s.p_wilcoxon)} / {format_p(adj['wilcoxon'])}",
-        f"{format_p(s.p_mcnemar)} / {format_p(adj['mcnemar'])} "
+        # raw: the p that Holm adjusts (with several seeds, the larger of the episode-level
+        # and the hierarchical bootstrap's p), so that raw and adjusted read together
+        *(f"{format_p(s.p_value(TESTS[t]))} / {format_p(adj[t])}" for t in ("ttest", "wilcoxon")),
+        f"{format_p(s.p_value(TESTS['mcnemar']))} / {format_p(adj['mcnemar'])} "
         f"({s.mcnemar_a_only}:{s.mcnemar_b_only})",
         c.verdict,
     ]
@@ -70,7 +74,7 @@ def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    entries = filter_entries(load_entries(Path(args.runs)), args)
+    entries = load_filtered_entries(args)
     comps = compare_systems(
         args.runs,
         entries,
@@ -95,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"\nVerdicts: {args.test} p after Holm–Bonferroni over the {len(comps)} setting(s) "
         f"compared, α = {args.alpha}. Accuracies in %, ± is the 95% CI half-width over "
-        "episodes; the difference's CI is a seeded percentile bootstrap over episodes."
+        "episodes (pooled over training seeds and episodes for a system with several seeds); "
+        "the difference's CI is a seeded percentile bootstrap over episodes. With several "
+        "training seeds a raw p is the larger of the episode-level and the seed-level "
+        "(hierarchical bootstrap) p."
     )
     _print_levels(comps, args.bootstrap)
     seeds = [c for c in comps if c.a.seeds or c.b.seeds]

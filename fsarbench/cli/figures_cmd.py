@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fsarbench.report.cli_args import add_filter_args, add_runs_arg, add_stats_args, filter_entries
+from fsarbench.report.cli_args import (
+    add_filter_args,
+    add_runs_arg,
+    add_stats_args,
+    load_filtered_entries,
+)
 from fsarbench.report.figure_set import render_all
-from fsarbench.report.records import load_entries
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.figure == 3:
         return _figure3(args)
-    entries = filter_entries(load_entries(Path(args.runs)), args)
+    entries = load_filtered_entries(args)
     out = Path(args.out) if args.out else Path(args.runs) / "figures"
     pairs = [tuple(p) for p in args.forest] if args.forest else None
     paths = render_all(

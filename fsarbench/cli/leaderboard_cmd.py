@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from fsarbench.cli.common import add_splits_dir_argument
-from fsarbench.report.cli_args import add_filter_args, add_runs_arg, add_stats_args, filter_entries
+from fsarbench.report.cli_args import (
+    add_filter_args,
+    add_runs_arg,
+    add_stats_args,
+    load_filtered_entries,
+)
 from fsarbench.report.leaderboard import build_leaderboard, leaderboard_markdown, write_leaderboard
-from fsarbench.report.records import load_entries
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
         folder = add_bundle(args.runs, args.add, splits_dir=args.splits_dir)
         print(f"verified and added as outside results: {args.add} -> {folder}")
-    entries = filter_entries(load_entries(Path(args.runs)), args)
+    entries = load_filtered_entries(args)
     if not args.include_variants:
         entries = [e for e in entries if not e.is_variant]
     if not entries:

@@ -8,10 +8,9 @@ tables from every ``records/*.json`` found below ``--out``.
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 
-from fsarbench.results import ResultRecord, load_records, write_summary
+from fsarbench.results import load_records, newest_per_cell, write_summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,28 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def unique_records(records: list[ResultRecord]) -> tuple[list[ResultRecord], list[str]]:
-    """Records with one per cell id (the first in path order), and the ids seen twice."""
-    seen: set[str] = set()
-    out = []
-    for r in records:
-        if r.cell not in seen:
-            seen.add(r.cell)
-            out.append(r)
-    twice = sorted(c for c, n in Counter(r.cell for r in records).items() if n > 1)
-    return out, twice
-
-
 def run(args: argparse.Namespace) -> int:
     from fsarbench.experiments.summary_tables import write_summary_tables
 
     if not args.out.is_dir():
         raise FileNotFoundError(f"no results folder {args.out}")
-    records, twice = unique_records(load_records(args.out))
+    records, twice = newest_per_cell(load_records(args.out))
     if not records:
         raise FileNotFoundError(f"no records/*.json below {args.out}")
     for cell in twice:
-        print(f"note: cell {cell} is recorded by more than one shard; the first copy is used")
+        print(f"note: cell {cell} is recorded by more than one shard; the newest copy is used")
     summary = write_summary(args.out, records)
     tables = write_summary_tables(args.out, records)
     print(

@@ -5,6 +5,7 @@ result records."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from fsarbench.io import atomic_write_text
@@ -94,7 +95,13 @@ def _comparison_table(args: argparse.Namespace, entries: list) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     runs = Path(args.runs)
-    entries = load_entries(runs) if args.source != "published" and runs.exists() else []
+    left_out: list[str] = []
+    if args.source != "published" and runs.exists():
+        entries = load_entries(runs, left_out=left_out)
+    else:
+        entries = []
+    for reason in left_out:
+        print(f"note: left out {reason}", file=sys.stderr)
     paper = args.number.isdigit()
     table = (_paper_table if paper else _comparison_table)(args, entries)
     if args.mark_significant:

@@ -29,7 +29,7 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
     from fsarbench.report.tables import build_table
 
     run_dir = Path(run_dir)
-    entries = load_entries(run_dir)
+    entries = load_entries(run_dir, left_out=[])  # what is left out is logged
     written: list[Path] = []
     for number in tables:
         table = build_table(

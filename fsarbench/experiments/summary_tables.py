@@ -8,34 +8,75 @@ from pathlib import Path
 from tabulate import tabulate
 
 from fsarbench.io import atomic_write_text
-from fsarbench.results import ResultRecord
+from fsarbench.report.records import Entry, Setting, entry_text, group_entries
+from fsarbench.results import OUTSIDE_TAG, ResultRecord
 
 __all__ = ["summary_tables", "write_summary_tables"]
 
 
 def summary_tables(records: list[ResultRecord]) -> dict[str, str]:
-    """One Markdown table per (dataset, track, protocol): rows methods, columns ``W-way
-    K-shot``; the note says which models the numbers come from."""
+    """One Markdown table per (dataset, track, protocol): rows systems, columns ``W-way
+    K-shot`` (plus the episode seed, queries or episode count where a table has several).
+
+    Records of one system and setting that differ only in their training seed are one cell
+    (their mean, ``±`` pooling seed and episode variance, and the seeds' std), as in the
+    paper tables and the leaderboard; outside results (bundles) are left out: the tables show
+    this folder's runs. The note says what ``±`` is and which models the numbers come from.
+    """
+    own = [r for r in records if not r.tags.get(OUTSIDE_TAG)]
     by_ds: dict[tuple[str, str, str], list[ResultRecord]] = defaultdict(list)
-    for r in records:
+    for r in own:
         by_ds[(r.dataset, r.track, r.protocol)].append(r)
     out = {}
     for (ds, track, protocol), recs in sorted(by_ds.items()):
-        cols = sorted({(r.way, r.shot) for r in recs})
-        rows: dict[str, dict] = defaultdict(dict)
-        for r in recs:
-            rows[r.method][(r.way, r.shot)] = f"{r.accuracy:.2f} ± {r.ci95:.2f}"
+        left_out: list[str] = []
+        entries = group_entries(recs, left_out=left_out)
+        label = _column_labeller([e.setting for e in entries])
+        cols = sorted({e.setting for e in entries}, key=_column_order)
+        rows: dict[str, dict[Setting, str]] = defaultdict(dict)
+        for e in entries:
+            rows[e.system][e.setting] = entry_text(e)
         table = [[m, *(rows[m].get(c, "") for c in cols)] for m in sorted(rows)]
-        headers = ["method", *(f"{w}-way {s}-shot" for w, s in cols)]
-        episodes = sorted({r.episodes for r in recs})
-        note = (
-            f"\n\n{ds}, {track} track, {protocol} protocol; accuracy (%) ± 95% CI half-width "
-            f"over {'/'.join(map(str, episodes))} test episodes (1.96·std/√n); "
-            + _models_note(recs)
-        )
+        headers = ["method", *(label(c) for c in cols)]
+        note = f"\n\n{ds}, {track} track, {protocol} protocol; " + _spread_note(recs, entries)
+        note += _models_note(recs)
+        note += "".join(f"\nLeft out: {reason}." for reason in left_out)
         name = f"{ds}__{track}" + ("" if protocol == "seed" else f"__{protocol}")
         out[name] = tabulate(table, headers, tablefmt="github") + note
     return out
+
+
+def _column_order(s: Setting) -> tuple:
+    return (s.way, s.shot, s.seed, s.queries, s.episodes)
+
+
+def _column_labeller(settings: list[Setting]):
+    """``Setting -> header``: way and shot, plus whatever else varies across the table."""
+    seeds = len({s.seed for s in settings}) > 1
+    queries = len({s.queries for s in settings}) > 1
+    episodes = len({s.episodes for s in settings}) > 1
+
+    def label(s: Setting) -> str:
+        text = f"{s.way}-way {s.shot}-shot"
+        text += f", episode seed {s.seed}" if seeds else ""
+        text += f", {s.queries} queries" if queries else ""
+        return text + (f", {s.episodes} episodes" if episodes else "")
+
+    return label
+
+
+def _spread_note(records: list[ResultRecord], entries: list[Entry]) -> str:
+    """What the ``±`` of the table is, from the records' own ``spread``."""
+    episodes = "/".join(map(str, sorted({r.episodes for r in records})))
+    spreads = sorted({r.spread for r in records if r.spread})
+    what = "; ".join(spreads) if spreads else "95% CI half-width"
+    note = f"accuracy (%) ± {what}, over {episodes} test episodes"
+    if any(e.seeds is not None for e in entries):
+        note += (
+            "; a cell with several training seeds gives their mean accuracy, ± pooled over "
+            "seeds and episodes, and the std over seeds"
+        )
+    return note + "; "
 
 
 def _models_note(records: list[ResultRecord]) -> str:

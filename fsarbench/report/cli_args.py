@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from fsarbench.report.compare import TESTS
-from fsarbench.report.records import Entry
+from fsarbench.report.records import Entry, load_entries
 
-__all__ = ["DEFAULT_RUNS", "add_runs_arg", "add_stats_args", "add_filter_args", "filter_entries"]
+__all__ = [
+    "DEFAULT_RUNS",
+    "add_runs_arg",
+    "add_stats_args",
+    "add_filter_args",
+    "filter_entries",
+    "load_filtered_entries",
+]
 
 #: Results folder used when ``--runs`` is not given: ``$FSARBENCH_RUNS``, else where
 #: ``python -m fsarbench run`` writes by default.
@@ -64,3 +72,14 @@ def filter_entries(entries: list[Entry], args: argparse.Namespace) -> list[Entry
             + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in have.items())
         )
     return kept
+
+
+def load_filtered_entries(args: argparse.Namespace) -> list[Entry]:
+    """The entries of ``--runs`` matching the filters. An entry that cannot be reported
+    (training seeds on different manifests) is left out with a note on stderr, so it does not
+    stop a comparison of the others."""
+    left_out: list[str] = []
+    entries = filter_entries(load_entries(Path(args.runs), left_out=left_out), args)
+    for reason in left_out:
+        print(f"note: left out {reason}", file=sys.stderr)
+    return entries

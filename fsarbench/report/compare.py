@@ -85,22 +85,29 @@ def compare_entries(
 ) -> PairedComparison:
     """Paired statistics of entry ``a`` vs ``b`` (same manifest) from their per-query rows.
 
-    Per-episode accuracies are averaged over training seeds; McNemar pairs the queries of the
-    i-th training seed of each (skipped, p = NaN, when the seed counts differ). With several
-    training seeds on either side, seed-level statistics are added
-    (:func:`fsarbench.stats.hierarchical.seed_level_comparison`) and verdicts use them too.
+    Per-episode accuracies are averaged over training seeds. When both entries have the
+    same training seeds, McNemar pairs each seed's queries with the same seed's, and the
+    per-seed test is paired; with other seeds McNemar is skipped (p = NaN) and the per-seed
+    test is Welch's. With several training seeds on either side, seed-level statistics are
+    added (:func:`fsarbench.stats.hierarchical.seed_level_comparison`) and verdicts use them
+    too.
     """
     _check_paired(a, b)
     ep_a, ep_b = episode_accuracy(run_dir, a), episode_accuracy(run_dir, b)
-    qa, qb = query_correct(run_dir, a), query_correct(run_dir, b)
-    if len(qa) == len(qb):
-        ca, cb = np.concatenate(qa), np.concatenate(qb)
+    same_seeds = [r.train_seed for r in a.records] == [r.train_seed for r in b.records]
+    if same_seeds:
+        ca = np.concatenate(query_correct(run_dir, a))
+        cb = np.concatenate(query_correct(run_dir, b))
     else:
         ca = cb = None
     result = compare_paired(ep_a, ep_b, ca, cb, n_boot=n_boot, seed=seed)
     if len(a.records) > 1 or len(b.records) > 1:
         level = seed_level_comparison(
-            seed_matrix(run_dir, a), seed_matrix(run_dir, b), n_boot=n_boot, seed=seed
+            seed_matrix(run_dir, a),
+            seed_matrix(run_dir, b),
+            paired=same_seeds,
+            n_boot=n_boot,
+            seed=seed,
         )
         result = dataclasses.replace(result, seed_level=level)
     return result

@@ -156,7 +156,7 @@ def leaderboard_markdown(
     head = [
         "Rank",
         "Method",
-        "Acc. ± 95% CI (episodes)",
+        "Acc. ± 95% CI (episodes; seeds and episodes pooled with several seeds)",
         "Mean ± std (training seeds)",
         "Δ vs leader [95% bootstrap CI]",
         f"p vs leader ({test}, Holm)",

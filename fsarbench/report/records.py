@@ -16,7 +16,13 @@ import numpy as np
 
 from fsarbench.data.datasets import is_synthetic
 from fsarbench.io import stable_hash
-from fsarbench.results import OUTSIDE_TAG, ResultRecord, load_queries, load_records
+from fsarbench.results import (
+    OUTSIDE_TAG,
+    ResultRecord,
+    created_time,
+    load_queries,
+    load_records,
+)
 from fsarbench.stats.seeds import SeedSpread, seed_mean_std
 
 __all__ = [
@@ -25,6 +31,7 @@ __all__ = [
     "UnpairedError",
     "group_entries",
     "load_entries",
+    "entry_text",
     "system_of",
     "config_key",
     "episode_accuracy",
@@ -178,10 +185,18 @@ class Entry:
             return False
 
 
+def entry_text(e: Entry, decimals: int = 2) -> str:
+    """``"acc ± ci"``, plus ``" (seeds ± std, n=S)"`` with several training seeds."""
+    text = f"{e.accuracy:.{decimals}f} ± {e.ci95:.{decimals}f}"
+    if e.seeds is not None:
+        text += f" (seeds ± {e.seeds.std:.{decimals}f}, n={e.seeds.n})"
+    return text
+
+
 def _dedupe_seeds(records: list[ResultRecord]) -> list[ResultRecord]:
     """One record per training seed (the newest), sorted by seed."""
     by_seed: dict[int | None, ResultRecord] = {}
-    for r in sorted(records, key=lambda r: r.created):
+    for r in sorted(records, key=created_time):
         if r.train_seed in by_seed:
             log.warning(
                 "several records of %s for train_seed %s; using the newest (%s)",
@@ -209,13 +224,19 @@ def config_key(record: ResultRecord) -> str:
     )
 
 
-def group_entries(records: list[ResultRecord]) -> list[Entry]:
+def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = None) -> list[Entry]:
     """Group records into entries, sorted by setting then system. A system is a name plus its
     :func:`config_key`; where one name has records of several configs in a setting, each gets
     its own entry named ``"<name> @<config key>"``.
 
+    Args:
+        left_out: when given, an entry whose training seeds saw different manifests is left
+            out and the reason appended here (so one bad entry does not stop a report of
+            every other); without it, such an entry raises.
+
     Raises:
-        UnpairedError: the training seeds of one entry saw different manifests.
+        UnpairedError: the training seeds of one entry saw different manifests (only
+            without ``left_out``).
     """
     groups: dict[tuple[str, Setting, str], list[ResultRecord]] = {}
     for r in records:
@@ -229,20 +250,26 @@ def group_entries(records: list[ResultRecord]) -> list[Entry]:
         name = f"{system} @{key}" if configs[(system, setting)] > 1 else system
         hashes = {r.manifest_hash for r in recs}
         if len(hashes) > 1:
-            raise UnpairedError(
+            reason = (
                 f"{name} in {setting.label}: training seeds were evaluated on different "
                 f"manifests {sorted(hashes)}; re-evaluate them on one manifest"
             )
+            if left_out is None:
+                raise UnpairedError(reason)
+            log.warning("left out: %s", reason)
+            left_out.append(reason)
+            continue
         entries.append(Entry(name, setting, recs))
     return entries
 
 
-def load_entries(run_dir: str | Path) -> list[Entry]:
-    """Every entry of the records under ``run_dir`` (empty when there are none)."""
+def load_entries(run_dir: str | Path, *, left_out: list[str] | None = None) -> list[Entry]:
+    """Every entry of the records under ``run_dir`` (empty when there are none);
+    ``left_out`` as in :func:`group_entries`."""
     path = Path(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"results folder {path} does not exist")
-    return group_entries(load_records(path))
+    return group_entries(load_records(path), left_out=left_out)
 
 
 _QUERY_CACHE: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}

@@ -10,6 +10,7 @@ published and among run cells, comparing the values as printed.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from fsarbench.report.published import (
     known_methods,
     load_dataset_aliases,
 )
-from fsarbench.report.records import Entry
+from fsarbench.report.records import Entry, entry_text
 
 __all__ = ["Cell", "TableRow", "Table", "build_table", "SOURCES"]
 
@@ -64,10 +65,7 @@ def _published_row(spec: TableSpec, row: Row) -> TableRow:
 
 
 def _entry_text(e: Entry) -> str:
-    text = f"{e.accuracy:.{RUN_DECIMALS}f} ± {e.ci95:.{RUN_DECIMALS}f}"
-    if e.seeds is not None:
-        text += f" (seeds ± {e.seeds.std:.{RUN_DECIMALS}f}, n={e.seeds.n})"
-    return text
+    return entry_text(e, RUN_DECIMALS)
 
 
 def _run_row(labels: list[str], entries: list[Entry | None], ours: bool) -> TableRow:
@@ -164,20 +162,38 @@ def _place_entries(spec: TableSpec, entries: list[Entry], aliases, stand_in, kno
 
 
 def _mark_best(rows: list[TableRow], source_prefix: str) -> None:
-    """Mark best and second (distinct printed values) per column among rows of one source."""
+    """Mark best and second (distinct printed values) per column among rows of one source.
+    Run cells compete only on the same test episodes (:func:`_comparable`)."""
     chosen = [r for r in rows if r.source.startswith(source_prefix)]
     if not chosen:
         return
     for j in range(len(chosen[0].cells)):
-        values = sorted(
-            {r.cells[j].value for r in chosen if r.cells[j].value is not None}, reverse=True
-        )
-        for r in chosen:
-            v = r.cells[j].value
-            if values and v == values[0]:
-                r.cells[j].mark = "best"
-            elif len(values) > 1 and v == values[1]:
-                r.cells[j].mark = "second"
+        cells = _comparable([r.cells[j] for r in chosen if r.cells[j].value is not None])
+        values = sorted({c.value for c in cells}, reverse=True)
+        for c in cells:
+            if c.value == values[0]:
+                c.mark = "best"
+            elif len(values) > 1 and c.value == values[1]:
+                c.mark = "second"
+
+
+def _comparable(cells: list[Cell]) -> list[Cell]:
+    """The cells of a column that can be ranked together: published cells as they are; run
+    cells on real data when the column has any (a synthetic stand-in is not ranked against
+    them), and of those the ones on the test episodes most of them share."""
+    runs = [c for c in cells if c.entry is not None]
+    if not runs:
+        return cells
+    real = [c for c in runs if not c.entry.synthetic] or runs
+    counts = Counter(c.entry.manifest_hash for c in real)
+    episodes = counts.most_common(1)[0][0]  # ties: the first in row order
+    return [c for c in real if c.entry.manifest_hash == episodes]
+
+
+def _best_baseline(cells: list[Cell], ours: Entry) -> Entry | None:
+    """The best baseline run of a column on the test episodes of ``ours``, if any."""
+    same = [c.entry for c in cells if c.entry.manifest_hash == ours.manifest_hash]
+    return max(same, key=lambda e: e.accuracy) if same else None
 
 
 def build_table(
@@ -242,11 +258,13 @@ def _notes(rows: list[TableRow]) -> list[str]:
     if any(r.source.startswith("run") for r in rows):
         notes.append(
             "run: accuracy ± 95% CI half-width over test episodes; where several "
-            "training seeds exist, their std is given separately (seeds ± s, n)."
+            "training seeds exist, the mean over seeds, ± pooled over seeds and episodes, "
+            "and their std separately (seeds ± s, n)."
         )
         notes.append(
             "Bold/underline mark best/second per column, separately among published "
-            "and among run cells."
+            "and among run cells; run cells are ranked only against runs on the same test "
+            "episodes (a synthetic stand-in is not ranked against real runs)."
         )
     generated = sorted({r.source for r in rows if r.source.startswith("run (")})
     if generated:
@@ -266,15 +284,17 @@ def mark_significant(
     from fsarbench.stats.multiple import holm
 
     runs = [r for r in table.rows if r.source.startswith("run")]
-    tests = []
+    tests, untested = [], 0
     for j in range(len(table.spec.columns)):
-        base = [r.cells[j].entry for r in runs if not r.ours and r.cells[j].entry is not None]
-        if not base:
-            continue
-        best = max(base, key=lambda e: e.accuracy)
+        base = [r.cells[j] for r in runs if not r.ours and r.cells[j].entry is not None]
         for r in runs:
             e = r.cells[j].entry
-            if r.ours and e is not None and e.manifest_hash == best.manifest_hash:
+            if not r.ours or e is None or not base:
+                continue
+            best = _best_baseline(base, e)
+            if best is None:
+                untested += 1
+            else:
                 tests.append((r.cells[j], compare_entries(run_dir, e, best)))
     adjusted = holm([c.p_value(TESTS[test]) for _, c in tests]) if tests else []
     for (cell, comp), p in zip(tests, adjusted):
@@ -283,5 +303,10 @@ def mark_significant(
         table.notes.append(
             f"*: significantly better than the best baseline run of the column "
             f"(paired {test}, Holm over {len(tests)} cells, α = {alpha})."
+        )
+    if untested:
+        table.notes.append(
+            f"{untested} run cell(s) of ours not tested: no baseline run of their column was "
+            "evaluated on the same test episodes."
         )
     return sum(c.significant for c, _ in tests)

@@ -54,18 +54,24 @@ def hierarchical_bootstrap(
 
 
 def seed_level_comparison(
-    a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    paired: bool = True,
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> SeedLevel:
     """Seed-level statistics of ``a [Sa, E]`` vs ``b [Sb, E]`` (fractions; reported in %).
 
-    Row ``i`` of ``a`` and of ``b`` must be the same training seed when ``Sa == Sb`` (the
-    per-seed test is then paired)."""
+    ``paired``: row ``i`` of ``a`` and of ``b`` is the same training seed (the caller checks
+    that both have the same seeds, in the same order); the per-seed test is then a paired
+    t-test, else Welch's."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"different episode counts: {a.shape[1]} vs {b.shape[1]}")
     low, high, p_boot = hierarchical_bootstrap(a, b, n_boot=n_boot, seed=seed)
     ma, mb = a.mean(1), b.mean(1)
-    if len(ma) == len(mb) and len(ma) >= 2:
+    if paired and len(ma) == len(mb) and len(ma) >= 2:
         d = ma - mb
         p_seed = 1.0 if np.ptp(d) <= 1e-12 and abs(d[0]) <= 1e-12 else _ttest_1samp(d)
         test = f"paired t over {len(d)} seeds"

@@ -19,7 +19,8 @@ def mean_and_halfwidth(values: np.ndarray, interval: str = "normal") -> tuple[fl
     """Mean, 95% CI half-width and std of ``values`` (same units as ``values``).
 
     ``interval="normal"`` is the convention of the published FSAR numbers (TRX/STRM):
-    ``1.96 * np.std(values) / sqrt(n)``; ``"t"`` uses Student's t and the sample std.
+    ``1.96 * np.std(values) / sqrt(n)``; ``"t"`` uses Student's t and the sample std, which
+    one value does not define: its half-width and std are then NaN (printed "nan"), not 0.
     """
     v = np.asarray(values, dtype=np.float64)
     n = v.size
@@ -31,6 +32,8 @@ def mean_and_halfwidth(values: np.ndarray, interval: str = "normal") -> tuple[fl
     if interval == "t":
         from scipy import stats
 
-        std = float(np.std(v, ddof=1)) if n > 1 else 0.0
-        return float(v.mean()), float(stats.t.ppf(0.975, max(n - 1, 1))) * std / math.sqrt(n), std
+        if n == 1:
+            return float(v.mean()), math.nan, math.nan
+        std = float(np.std(v, ddof=1))
+        return float(v.mean()), float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n), std
     raise ValueError(f"interval must be one of {sorted(INTERVALS)}, not {interval!r}")

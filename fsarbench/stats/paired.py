@@ -57,12 +57,16 @@ def _paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Two-sided paired t-test of ``mean(a - b) = 0`` on ``[E]`` per-episode values.
 
-    Returns ``(t, p)``. Identical samples (all differences zero) give ``(0.0, 1.0)`` instead of
-    scipy's NaN; a constant non-zero difference gives ``(±inf, 0.0)`` (constant meaning equal
-    up to 1e-12, as per-episode accuracies like ``0.6 - 0.4`` round differently).
+    Returns ``(t, p)``. One episode gives ``(nan, nan)``: there is no variance to test, and
+    NaN counts as not significant everywhere. Identical samples (all differences zero) give
+    ``(0.0, 1.0)`` instead of scipy's NaN; a constant non-zero difference over two or more
+    episodes gives ``(±inf, 0.0)``, as scipy does (constant meaning equal up to 1e-12, as
+    per-episode accuracies like ``0.6 - 0.4`` round differently).
     """
     d = _paired(a, b)
-    if d.size < 2 or np.ptp(d) <= 1e-12:  # constant up to rounding: no variance to test
+    if d.size < 2:
+        return math.nan, math.nan
+    if np.ptp(d) <= 1e-12:  # constant up to rounding: no variance to test
         if abs(d[0]) <= 1e-12:
             return 0.0, 1.0
         return math.copysign(math.inf, d[0]), 0.0
@@ -90,11 +94,14 @@ def bootstrap_mean_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap CI ``(low, high)`` of the mean of ``diff [E]`` (resampling episodes).
 
-    Seeded: the same inputs give the same interval. Uses ``scipy.stats.bootstrap``.
+    Seeded: the same inputs give the same interval. Uses ``scipy.stats.bootstrap``. One
+    difference has no sampling distribution to resample: ``(nan, nan)``.
     """
     d = np.asarray(diff, dtype=np.float64)
     if d.size == 0:
         raise ValueError("no differences to bootstrap")
+    if d.size == 1:
+        return math.nan, math.nan
     if np.ptp(d) <= 1e-12:
         return float(d.mean()), float(d.mean())
     key = (hashlib.sha1(np.ascontiguousarray(d).tobytes()).hexdigest(), n_boot, level, seed)

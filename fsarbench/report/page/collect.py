@@ -78,7 +78,8 @@ def collect_report(
 
     run_dir = Path(run_dir)
     records = _records(run_dir)
-    entries = group_entries(records)
+    left_out: list[str] = []
+    entries = group_entries(records, left_out=left_out)
     tables, absent = collect_tables(run_dir, entries, alpha=alpha, test=test, published=published)
     pairs, notes = choose_pairs(entries, ours_methods(published))
     boards, board_notes = collect_leaderboard(
@@ -106,7 +107,7 @@ def collect_report(
         tables=tables,
         absent_tables=absent,
         boards=boards,
-        board_notes=board_notes,
+        board_notes=[f"Left out: {reason}." for reason in left_out] + board_notes,
         verdicts=verdicts,
         verdict_notes=notes + more,
         figures=figs,

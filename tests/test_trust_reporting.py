@@ -1,0 +1,138 @@
+"""Reporting that never prints a confident number it cannot back: one-episode statistics,
+training seeds in the summary tables, seed pairing, raw p-values, entries that cannot be
+reported, best marks across stand-ins, outside results in the summary."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fsarbench as fb
+from fsarbench.cli.main import main
+from fsarbench.evaluate import summarise_predictions
+from fsarbench.experiments.summary_tables import summary_tables
+from fsarbench.report.compare import compare_systems
+from fsarbench.report.published import load_table
+from fsarbench.report.records import UnpairedError, group_entries, load_entries
+from fsarbench.report.tables import build_table, mark_significant
+from fsarbench.results import OUTSIDE_TAG, load_records, make_record, save_result
+from fsarbench.stats.intervals import mean_and_halfwidth
+from fsarbench.stats.paired import bootstrap_mean_ci, compare_paired, paired_ttest
+
+
+def _manifest(episodes=300, dataset="toy", seed=0, classes=10):
+    classes = np.repeat(np.arange(classes), 6)
+    return fb.make_manifest(
+        classes, way=5, shot=1, queries=2, episodes=episodes, seed=seed, dataset=dataset
+    )
+
+
+def _save(out, manifest, method, acc, rng, *, train_seed=None, dataset="toy", **kw):
+    true = manifest.query_labels
+    hit = rng.random(true.shape) < acc
+    predicted = np.where(hit, true, (true + 1) % manifest.way)
+    result = summarise_predictions(predicted, manifest, "normal", 0.0)
+    record = make_record(
+        result,
+        method=method,
+        dataset=dataset,
+        split_variant=dataset,
+        manifest=manifest,
+        train_seed=train_seed,
+        **kw,
+    )
+    save_result(out, record, result)
+    return record
+
+
+def test_one_episode_gives_no_test_and_no_interval():
+    assert all(math.isnan(v) for v in paired_ttest(np.array([0.8]), np.array([0.6])))
+    assert all(math.isnan(v) for v in bootstrap_mean_ci(np.array([0.2])))
+    c = compare_paired(np.array([0.8]), np.array([0.6]))
+    assert math.isnan(c.p_ttest) and math.isnan(c.ci_low) and math.isnan(c.ci_high)
+    mean, half, std = mean_and_halfwidth(np.array([0.6]), "t")
+    assert mean == 0.6 and math.isnan(half) and math.isnan(std)
+    # two or more episodes keep scipy's answers
+    assert paired_ttest(np.array([0.8, 0.6]), np.array([0.6, 0.4]))[1] == 0.0
+
+
+def test_summary_tables_pool_training_seeds_and_leave_outside_results_out(tmp_path):
+    manifest, rng = _manifest(), np.random.default_rng(0)
+    for seed, acc in ((0, 0.9), (1, 0.5), (2, 0.2)):
+        _save(tmp_path, manifest, "A", acc, rng, train_seed=seed)
+    _save(tmp_path / "external" / "X", manifest, "X", 0.95, rng, tags={OUTSIDE_TAG: "x"})
+    records = load_records(tmp_path)
+    (text,) = summary_tables(records).values()
+    (entry,) = [e for e in group_entries(records) if e.system == "A"]
+    row = next(line for line in text.splitlines() if line.startswith("| A "))
+    assert f"{entry.accuracy:.2f} ± {entry.ci95:.2f} (seeds ± {entry.seeds.std:.2f}, n=3)" in row
+    assert "| X " not in text and "several training seeds" in text
+    fb.write_summary(tmp_path)
+    assert "X" not in set(pd.read_csv(tmp_path / "summary.csv")["method"])
+
+
+def test_seeds_of_two_systems_are_paired_only_when_they_are_the_same_seeds(tmp_path):
+    manifest, rng = _manifest(), np.random.default_rng(1)
+    for seed, acc in ((0, 0.8), (1, 0.5), (2, 0.6)):
+        _save(tmp_path / "same", manifest, "A", acc, rng, train_seed=seed)
+        _save(tmp_path / "same", manifest, "B", acc - 0.05, rng, train_seed=seed)
+        _save(tmp_path / "other", manifest, "A", acc, rng, train_seed=seed)
+        _save(tmp_path / "other", manifest, "B", acc - 0.05, rng, train_seed=seed + 5)
+    (same,) = compare_systems(tmp_path / "same", load_entries(tmp_path / "same"), "A", "B")
+    (other,) = compare_systems(tmp_path / "other", load_entries(tmp_path / "other"), "A", "B")
+    assert same.stats.seed_level.seed_test.startswith("paired t over 3 seeds")
+    assert not math.isnan(same.stats.p_mcnemar)
+    assert other.stats.seed_level.seed_test.startswith("Welch t")
+    assert math.isnan(other.stats.p_mcnemar)
+
+
+def test_compare_prints_as_raw_p_the_p_that_holm_adjusts(tmp_path, capsys):
+    manifest, rng = _manifest(2000), np.random.default_rng(2)
+    for seed, acc in ((0, 0.80), (1, 0.56)):
+        _save(tmp_path, manifest, "A", acc, rng, train_seed=seed)
+        _save(tmp_path, manifest, "B", 0.65, rng, train_seed=seed)
+    args = ["compare", "A", "B", "--runs", str(tmp_path), "--bootstrap", "200"]
+    assert main(args) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "toy 5-way" in line)
+    raw, holm = re.search(r"\| ([^|/]+) / ([^|]+) \|", row.split("]", 1)[1]).groups()
+    assert raw.strip() == holm.strip()  # one setting: Holm changes nothing
+
+
+def test_an_entry_that_cannot_be_reported_is_left_out_with_a_note(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    manifest = _manifest()
+    _save(tmp_path, manifest, "A", 0.8, rng)
+    _save(tmp_path, manifest, "B", 0.6, rng)
+    for seed in (0, 1):  # C's two training seeds on different episodes of another dataset
+        other = _manifest(dataset="other", classes=10 + seed)
+        _save(tmp_path, other, "C", 0.7, rng, train_seed=seed, dataset="other")
+    with pytest.raises(UnpairedError):
+        load_entries(tmp_path)
+    left_out: list[str] = []
+    assert {e.system for e in load_entries(tmp_path, left_out=left_out)} == {"A", "B"}
+    assert len(left_out) == 1 and left_out[0].startswith("C in other")
+    assert main(["compare", "A", "B", "--runs", str(tmp_path), "--dataset", "toy"]) == 0
+    out = capsys.readouterr()
+    assert "A better" in out.out and "note: left out C in other" in out.err
+    assert main(["leaderboard", "--runs", str(tmp_path)]) == 0
+
+
+def test_a_synthetic_stand_in_is_not_ranked_against_real_runs(tmp_path):
+    rng = np.random.default_rng(4)
+    real, synth = _manifest(400, "kinetics100"), _manifest(400, "synth")
+    ours = _save(tmp_path, real, "sgtm-otam", 0.70, rng, dataset="kinetics100")
+    _save(tmp_path, real, "trx", 0.60, rng, dataset="kinetics100")
+    _save(tmp_path, synth, "otam", 0.95, rng, dataset="synth")
+    table = build_table(load_table(1), load_entries(tmp_path), source="runs")
+    column = next(
+        j for j, c in enumerate(table.spec.columns) if (c.dataset, c.shot) == ("kinetics", 1)
+    )
+    marks = {r.cells[column].entry.system: r.cells[column].mark for r in table.rows}
+    assert marks == {"otam": "", "sgtm-otam": "best", "trx": "second"}
+    assert mark_significant(table, tmp_path) == 1  # tested against TRX, its own episodes
+    (cell,) = [r.cells[column] for r in table.rows if r.cells[column].entry.system == ours.method]
+    assert cell.significant
