@@ -39,7 +39,9 @@ def hierarchical_bootstrap(
     a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0
 ) -> tuple[float, float, float]:
     """Percentile 95% CI and two-sided p of ``mean(a) - mean(b)`` for ``a [Sa, E]``,
-    ``b [Sb, E]`` (per-seed per-episode accuracies on the same episodes)."""
+    ``b [Sb, E]`` (per-seed per-episode accuracies on the same episodes). The p is never
+    below the resampling's resolution ``1/(n_boot + 1)``: a verdict takes the larger of it
+    and the episode-level p, which must not then stand in for seed-level evidence it lacks."""
     rng = np.random.default_rng(seed)
     (sa, e), sb = a.shape, b.shape[0]
     diffs = np.empty(n_boot)
@@ -50,7 +52,7 @@ def hierarchical_bootstrap(
         diffs[i] = ra.mean() - rb.mean()
     low, high = np.percentile(diffs, [2.5, 97.5])
     p = 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean()))
-    return float(low), float(high), min(1.0, p)
+    return float(low), float(high), min(1.0, max(p, 1.0 / (n_boot + 1)))
 
 
 def seed_level_comparison(
