@@ -136,3 +136,17 @@ def test_a_synthetic_stand_in_is_not_ranked_against_real_runs(tmp_path):
     assert mark_significant(table, tmp_path) == 1  # tested against TRX, its own episodes
     (cell,) = [r.cells[column] for r in table.rows if r.cells[column].entry.system == ours.method]
     assert cell.significant
+
+
+def test_leaderboard_leaves_out_a_setting_it_cannot_rank(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    manifest = _manifest()
+    _save(tmp_path, manifest, "A", 0.8, rng)
+    _save(tmp_path, manifest, "B", 0.6, rng)
+    # one setting of "other", its two systems drawn from different test pools
+    _save(tmp_path, _manifest(dataset="other", classes=10), "A", 0.7, rng, dataset="other")
+    _save(tmp_path, _manifest(dataset="other", classes=11), "B", 0.7, rng, dataset="other")
+    assert main(["leaderboard", "--runs", str(tmp_path), "--bootstrap", "100"]) == 0
+    out = capsys.readouterr()
+    assert "note: setting left out: cannot compare" in out.err and "other" in out.err
+    assert "toy 5-way 1-shot" in out.out and "other 5-way" not in out.out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fsarbench.cli.common import add_splits_dir_argument
 from fsarbench.report.cli_args import (
@@ -53,9 +54,19 @@ def run(args: argparse.Namespace) -> int:
         entries = [e for e in entries if not e.is_variant]
     if not entries:
         raise ValueError(f"no records to rank under {args.runs} with these filters")
+    left_out: list[str] = []
     board = build_leaderboard(
-        args.runs, entries, alpha=args.alpha, test=args.test, n_boot=args.bootstrap
+        args.runs,
+        entries,
+        left_out=left_out,
+        alpha=args.alpha,
+        test=args.test,
+        n_boot=args.bootstrap,
     )
+    for reason in left_out:
+        print(f"note: setting left out: {reason}", file=sys.stderr)
+    if not board:
+        raise ValueError(f"no setting under {args.runs} could be ranked (see the notes above)")
     print(leaderboard_markdown(board, alpha=args.alpha, test=args.test))
     md, csv = write_leaderboard(args.runs, board, alpha=args.alpha, test=args.test)
     print(f"written: {md} and {csv}")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from fsarbench.io import atomic_write_text
 from fsarbench.report.compare import TESTS, compare_entries
-from fsarbench.report.records import Entry, Setting
+from fsarbench.report.records import Entry, Setting, UnpairedError
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import PairedComparison, format_p
 
@@ -96,13 +96,27 @@ def rank_setting(
 
 
 def build_leaderboard(
-    run_dir: str | Path, entries: list[Entry], **kwargs
+    run_dir: str | Path, entries: list[Entry], *, left_out: list[str] | None = None, **kwargs
 ) -> dict[Setting, list[Standing]]:
-    """Standings of every setting among ``entries``."""
+    """Standings of every setting among ``entries``.
+
+    Args:
+        left_out: when given, a setting whose systems were evaluated on different episodes
+            (they cannot be ranked by paired tests) is left out and the reason appended here;
+            without it, such a setting raises :class:`UnpairedError`.
+    """
     by_setting: dict[Setting, list[Entry]] = {}
     for e in entries:
         by_setting.setdefault(e.setting, []).append(e)
-    return {s: rank_setting(run_dir, es, **kwargs) for s, es in sorted(by_setting.items())}
+    board = {}
+    for setting, group in sorted(by_setting.items()):
+        try:
+            board[setting] = rank_setting(run_dir, group, **kwargs)
+        except UnpairedError as err:
+            if left_out is None:
+                raise
+            left_out.append(str(err))
+    return board
 
 
 def _row(setting: Setting, st: Standing) -> dict:
