@@ -36,6 +36,11 @@ class ProtoNet(FewShotMethod):
         metric: Literal["cosine", "sqeuclidean"] = "cosine"
         temperature: float = 10.0
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not self.config.temperature > 0:  # 0 ties every logit; < 0 ranks classes backwards
+            raise ValueError(f"ProtoNet temperature must be > 0, got {self.config.temperature}")
+
     def encode(self, features: Tensor) -> Tensor:
         """``[N, T, D]`` -> ``[N, D]`` temporal mean."""
         return features.mean(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -78,9 +79,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin in (tuple, list) or annotation in (list, tuple):
         raise ConfigError(f"{where}: expected a list, got {value!r}")
     if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        number = _as_float(value)
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if annotation is int and isinstance(value, bool):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if annotation in (int, str, bool) and not isinstance(value, annotation):
@@ -88,6 +92,21 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is typing.Literal and value not in args:
         raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
     return value
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float, or ``None``. Strings are read too: YAML 1.1 (PyYAML) reads
+    ``1e-4`` (no dot) as a string, and users write learning rates that way."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def build_config(cls: type[T], values: Mapping[str, Any] | None = None, *, where: str = "") -> T:

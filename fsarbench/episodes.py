@@ -26,6 +26,7 @@ __all__ = [
     "make_episode",
     "ManifestError",
     "draw_test_manifest",
+    "check_feasible",
 ]
 
 MANIFEST_FORMAT = 1
@@ -62,9 +63,14 @@ def class_pools(video_classes: np.ndarray) -> dict[int, np.ndarray]:
     return {int(c): order[s:e] for c, s, e in zip(uniq, starts, ends)}
 
 
-def _check_feasible(
+def check_feasible(
     pools: dict[int, np.ndarray], spec: EpisodeSpec, class_names: Sequence[str] | None
 ) -> None:
+    """Whether the class pools (:func:`class_pools`) can serve ``spec``'s episodes.
+
+    Raises:
+        ManifestError: naming the setting, or the first class short of videos and the counts.
+    """
     need = spec.shot + spec.queries
     if spec.way < 1 or spec.shot < 1 or spec.queries < 0:
         raise ManifestError(
@@ -74,7 +80,8 @@ def _check_feasible(
     if spec.way > len(pools):
         raise ManifestError(
             f"{spec.way}-way episodes need {spec.way} classes, but split {spec.split or '?'} of "
-            f"{spec.dataset or 'this dataset'} has only {len(pools)}; use --ways up to {len(pools)}"
+            f"{spec.dataset or 'this dataset'} has only {len(pools)}; use way (--ways) up to "
+            f"{len(pools)}"
         )
     small = [(c, len(v)) for c, v in pools.items() if len(v) < need]
     if small:
@@ -153,6 +160,47 @@ class Manifest:
         """Sorted indices of every video some episode uses."""
         return np.unique(np.concatenate([self.support.ravel(), self.query.ravel()]))
 
+    def validate(self) -> Manifest:
+        """Check the episodes against the spec and the pool; returns ``self``.
+
+        Raises:
+            ManifestError: arrays of the wrong shape, indices outside ``[0, num_videos)``,
+                or an episode that repeats a video (support leaking into queries) or a class.
+        """
+        way, shot, queries = self.spec.way, self.spec.shot, self.spec.queries
+        e = self.classes.shape[0] if self.classes.ndim == 2 else -1
+        shapes = {"classes": (e, way), "support": (e, way * shot), "query": (e, way * queries)}
+        for name, want in shapes.items():
+            got = getattr(self, name).shape
+            if e < 1 or got != want:
+                raise ManifestError(
+                    f"manifest {name} has shape {got}, but its spec ({way}-way {shot}-shot, "
+                    f"{queries} queries per class) needs {want} with at least one episode"
+                )
+        videos = np.concatenate([self.support, self.query], axis=1)
+        bad = (videos < 0) | (videos >= self.num_videos)
+        if bad.any():
+            ep, slot = np.argwhere(bad)[0]
+            raise ManifestError(
+                f"manifest episode {ep} indexes video {videos[ep, slot]}, outside its pool of "
+                f"{self.num_videos} videos (0..{self.num_videos - 1})"
+            )
+        for name, values in (("video", videos), ("class", self.classes)):
+            ordered = np.sort(values, axis=1)
+            repeated = (ordered[:, 1:] == ordered[:, :-1]).any(1)
+            if repeated.any():
+                ep = int(np.flatnonzero(repeated)[0])
+                raise ManifestError(
+                    f"manifest episode {ep} uses a {name} more than once "
+                    f"({int(repeated.sum())} episode(s) do): "
+                    + (
+                        "a video in both support and query scores itself"
+                        if name == "video"
+                        else "each label must be a different class"
+                    )
+                )
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": MANIFEST_FORMAT,
@@ -181,23 +229,26 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        if data.get("format") != MANIFEST_FORMAT:
-            raise ManifestError(f"unsupported manifest format {data.get('format')!r}")
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ManifestError(f"unsupported manifest format {found!r}")
         return cls(
             spec=EpisodeSpec(**data["spec"]),
-            classes=np.asarray(data["classes"], dtype=np.int64),
-            support=np.asarray(data["support"], dtype=np.int64),
-            query=np.asarray(data["query"], dtype=np.int64),
+            classes=_index_array(data["classes"], "classes"),
+            support=_index_array(data["support"], "support"),
+            query=_index_array(data["query"], "query"),
             num_videos=int(data["num_videos"]),
             video_ids=data.get("video_ids"),
             meta=data.get("meta", {}),
-        )
+        ).validate()
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
         try:
             return cls.from_dict(json.loads(Path(path).read_bytes()))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            if isinstance(err, ManifestError):
+                raise ManifestError(f"{path}: {err}") from None
             raise ManifestError(f"{path} is not a valid fsarbench manifest: {err}") from None
 
     def select(self, indices: np.ndarray) -> Manifest:
@@ -211,6 +262,15 @@ class Manifest:
             self.video_ids,
             dict(self.meta),
         )
+
+
+def _index_array(values: Any, name: str) -> np.ndarray:
+    """A manifest's integer array; a non-integer entry (e.g. ``1.7``) is an error, not
+    truncated."""
+    array = np.asarray(values)
+    if array.size and array.dtype.kind not in "iu":
+        raise ManifestError(f"manifest {name} must hold integers, found {array.dtype} values")
+    return array.astype(np.int64).reshape(array.shape)
 
 
 class _EpisodeRange:
@@ -256,6 +316,8 @@ def make_manifest(
     vc = np.asarray(video_classes, dtype=np.int64)
     if vc.ndim != 1 or len(vc) == 0:
         raise ManifestError("video_classes must be a non-empty 1-D sequence of class ids")
+    if episodes < 1:
+        raise ManifestError(f"a manifest needs at least one episode, got episodes={episodes}")
     if video_ids is not None and len(video_ids) != len(vc):
         raise ManifestError(f"{len(video_ids)} video_ids for {len(vc)} videos")
     spec = EpisodeSpec(way, shot, queries, seed, dataset, split)
@@ -270,7 +332,7 @@ def make_manifest(
         raise ManifestError(
             f"min_videos_policy must be 'error' or 'drop', not {min_videos_policy!r}"
         )
-    _check_feasible(pools, spec, class_names)
+    check_feasible(pools, spec, class_names)
     classes = np.array(sorted(pools), dtype=np.int64)
     if num_workers > 0:
         episodes_list = _episodes_in_workers(pools, classes, spec, start, episodes, num_workers)

@@ -22,9 +22,14 @@ import torch
 from torch import Tensor
 
 from fsarbench.distributed.precision import select_precision
-from fsarbench.episodes import Manifest
+from fsarbench.episodes import Manifest, ManifestError
 from fsarbench.features.store import FeatureStore, as_feature_store
-from fsarbench.guards import NONFINITE, check_nonfinite_policy, predict_labels
+from fsarbench.guards import (
+    NONFINITE,
+    check_finite_features,
+    check_nonfinite_policy,
+    predict_labels,
+)
 from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod, episode_class_names
 from fsarbench.pairs import pair_table, table_logits, use_pair_table, use_pool_products
@@ -124,6 +129,7 @@ def encode_videos(
     parts = []
     for start in range(0, len(indices), chunk):
         feats = store.get(indices[start : start + chunk]).to(device)
+        check_finite_features(feats, indices[start : start + chunk])
         with _autocast(device, autocast):
             parts.append(method.encode(feats))
     if len(parts) > 1:
@@ -234,10 +240,29 @@ def save_partial_predictions(path: Path | None, predicted: np.ndarray, tag: str)
     atomic_write_bytes(path, buf.getvalue())
 
 
+def check_evaluable(manifest: Manifest) -> None:
+    """Refuse a manifest that cannot give a meaningful accuracy: malformed or leaking
+    episodes (:meth:`Manifest.validate`), no queries to score, or one class per episode
+    (always right).
+
+    Raises:
+        ManifestError: naming what is wrong.
+    """
+    manifest.validate()
+    if manifest.spec.queries < 1:
+        raise ManifestError("the manifest has no queries (queries=0): there is nothing to score")
+    if manifest.spec.way < 2:
+        raise ManifestError(
+            f"{manifest.spec.way}-way episodes cannot be scored: with one class every query is "
+            "right; use way >= 2"
+        )
+
+
 def prepare_pool(method: FewShotMethod, features, manifest: Manifest, device):
     """Checks and index maps shared by every evaluator: the feature store, the device, the
     manifest's unique videos ``[U]`` and each video's position among them ``[N]`` (-1: unused).
     Puts ``method`` in ``eval()``."""
+    check_evaluable(manifest)
     store = as_feature_store(features)
     if len(store) < manifest.num_videos:
         raise ValueError(

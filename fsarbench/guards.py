@@ -20,6 +20,8 @@ __all__ = [
     "NONFINITE_POLICIES",
     "NonFiniteLogitsError",
     "NonFiniteLossError",
+    "NonFiniteFeaturesError",
+    "check_finite_features",
     "check_nonfinite_policy",
     "predict_labels",
     "check_losses",
@@ -39,6 +41,25 @@ class NonFiniteLogitsError(FloatingPointError):
 
 class NonFiniteLossError(FloatingPointError):
     """A training loss term was NaN or infinite."""
+
+
+class NonFiniteFeaturesError(FloatingPointError):
+    """Input features of some videos hold NaN or infinite values (a data problem, not the
+    method's: no policy counts such videos' queries as wrong)."""
+
+
+def check_finite_features(features: torch.Tensor, indices: np.ndarray) -> None:
+    """Raise :class:`NonFiniteFeaturesError` naming the pool videos of ``features [n, ...]``
+    (``indices [n]``: their positions in the pool) that are not all finite."""
+    finite = torch.isfinite(features).flatten(1).all(1)
+    if bool(finite.all()):
+        return
+    bad = np.asarray(indices)[np.flatnonzero(~finite.cpu().numpy())]
+    shown = ", ".join(map(str, bad[:5].tolist())) + (", ..." if len(bad) > 5 else "")
+    raise NonFiniteFeaturesError(
+        f"the features of {len(bad)} video(s) hold NaN or inf (pool indices {shown}): "
+        "re-extract them (delete their feature cache) or leave those videos out"
+    )
 
 
 def check_nonfinite_policy(policy: str) -> str:

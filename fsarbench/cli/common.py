@@ -7,11 +7,29 @@ import os
 from typing import Any
 
 __all__ = [
+    "at_least",
     "add_protocol_argument",
     "add_splits_dir_argument",
     "apply_splits_dir",
     "parse_overrides",
 ]
+
+
+def at_least(low: int):
+    """An argparse ``type``: an integer ``>= low`` (e.g. ``--ways`` from 2, ``--episodes``
+    from 1), refused with the flag's name before any work starts."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
 
 
 def add_protocol_argument(p: argparse.ArgumentParser | Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from fsarbench.cli.common import add_splits_dir_argument, apply_splits_dir
+from fsarbench.cli.common import add_splits_dir_argument, apply_splits_dir, at_least
 from fsarbench.data.protocols import list_protocols
 from fsarbench.environment import compute_environment
 from fsarbench.episodes import Manifest, draw_test_manifest, manifest_class_names
@@ -48,9 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dataset's test split is used",
     )
     p.add_argument("--manifest", default=None, help="manifest JSON written by make_manifest")
-    p.add_argument("--way", type=int, default=5, help="dataset mode: N-way")
-    p.add_argument("--shot", type=int, default=1, help="dataset mode: K-shot")
-    p.add_argument("--episodes", type=int, default=10_000, help="dataset mode: test episodes")
+    p.add_argument("--way", type=at_least(2), default=5, help="dataset mode: N-way")
+    p.add_argument("--shot", type=at_least(1), default=1, help="dataset mode: K-shot")
+    p.add_argument(
+        "--episodes", type=at_least(1), default=10_000, help="dataset mode: test episodes"
+    )
     p.add_argument("--seed", type=int, default=0, help="dataset mode: seed of the test episodes")
     p.add_argument("--root", default=None, help="dataset mode: data root (default $FSAR_DATA)")
     p.add_argument("--cache", default=None, help="dataset mode: feature cache root")

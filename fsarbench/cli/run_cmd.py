@@ -15,6 +15,7 @@ from fsarbench.cli.common import (
     add_protocol_argument,
     add_splits_dir_argument,
     apply_splits_dir,
+    at_least,
     parse_overrides,
 )
 from fsarbench.cli.eval_cmd import add_nonfinite_argument
@@ -79,9 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="datasets (default: those available, else synth)",
     )
-    what.add_argument("--shots", nargs="+", type=int, default=None, help="K-shot settings")
-    what.add_argument("--ways", nargs="+", type=int, default=None, help="N-way settings")
-    what.add_argument("--episodes", type=int, default=10_000, help="test episodes per cell")
+    what.add_argument("--shots", nargs="+", type=at_least(1), default=None, help="K-shot settings")
+    what.add_argument("--ways", nargs="+", type=at_least(2), default=None, help="N-way settings")
+    what.add_argument("--episodes", type=at_least(1), default=10_000, help="test episodes per cell")
     what.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
     what.add_argument(
         "--train-seeds",

@@ -15,7 +15,14 @@ import numpy as np
 import torch
 
 from fsarbench.distributed.env import rank, world_size
-from fsarbench.episodes import EpisodeSpec, class_pools, make_episode, make_manifest
+from fsarbench.episodes import (
+    EpisodeSpec,
+    ManifestError,
+    check_feasible,
+    class_pools,
+    make_episode,
+    make_manifest,
+)
 from fsarbench.evaluate import evaluate
 from fsarbench.features.store import FeatureStore
 from fsarbench.methods import EpisodeBatch, FewShotMethod, episode_class_names
@@ -68,6 +75,11 @@ class SplitFeatures:
 
     @property
     def num_classes(self) -> int:
+        if len(self.classes) == 0:
+            raise ManifestError(
+                f"the {self.dataset or 'dataset'} split has no usable videos: check the data "
+                "root (--root / $FSAR_DATA) and 'python -m fsarbench data check'"
+            )
         return int(self.classes.max()) + 1
 
 
@@ -87,6 +99,9 @@ class EpisodeSampler:
             recipe.way, recipe.shot, recipe.queries, seed, data.dataset, f"train/{stage}"
         )
         self.pools = class_pools(np.asarray(data.classes))
+        # the recipe's way/shot/queries against this split, before any step: a named class
+        # and its counts instead of numpy's "larger sample than population" mid-run
+        check_feasible(self.pools, self.spec, data.class_names)
         self.class_ids = np.array(sorted(self.pools))
         self.views = int(getattr(data.store, "num_views", 1))
         self.view_key = EpisodeSpec(

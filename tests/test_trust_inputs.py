@@ -1,0 +1,131 @@
+"""Bad inputs a user can give get a named error before any number: leaking or malformed
+manifests, nothing to score, impossible training episodes, scientific-notation learning
+rates, non-finite features, a meaningless ProtoNet temperature."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fsarbench as fb
+from fsarbench.cli.main import main
+from fsarbench.config import ConfigError, build_config
+from fsarbench.episodes import ManifestError
+from fsarbench.guards import NonFiniteFeaturesError
+from fsarbench.training import SplitFeatures
+from fsarbench.training.recipe import Recipe
+from fsarbench.training.trainer import EpisodeSampler
+
+CLASSES = np.repeat(np.arange(10), 6)
+
+
+def _manifest(**kw):
+    spec = dict(way=5, shot=1, queries=2, episodes=50)
+    return fb.make_manifest(CLASSES, **{**spec, **kw})
+
+
+def _edited(change) -> dict:
+    data = _manifest().to_dict()
+    change(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["query"][3].__setitem__(0, d["support"][3][0]), "uses a video more than"),
+        (lambda d: d["classes"][7].__setitem__(1, d["classes"][7][0]), "uses a class more than"),
+        (lambda d: d["query"][3].__setitem__(0, -1), "indexes video -1, outside its pool"),
+        (lambda d: d["support"][0].__setitem__(0, 60), "indexes video 60, outside its pool"),
+        (lambda d: d["query"][0].__setitem__(0, 1.7), "must hold integers"),
+        (lambda d: d["query"].pop(), "query has shape"),
+        (lambda d: d["spec"].__setitem__("shot", 2), "support has shape"),
+    ],
+)
+def test_a_malformed_or_leaking_manifest_is_refused_on_load(tmp_path, change, message):
+    with pytest.raises(ManifestError, match=message):
+        fb.Manifest.from_dict(_edited(change))
+    path = tmp_path / "m.json"
+    path.write_text(__import__("json").dumps(_edited(change)))
+    with pytest.raises(ManifestError, match=f"{path}: .*{message}"):
+        fb.Manifest.load(path)
+
+
+def test_a_manifest_that_is_not_a_mapping_is_a_named_error(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ManifestError, match="unsupported manifest format 'list'"):
+        fb.Manifest.load(path)
+
+
+def test_evaluation_refuses_leaks_no_queries_one_way_and_no_episodes():
+    feats = torch.rand(len(CLASSES), 4, 8)
+    method = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    leaking = _manifest()
+    leaking.query[3, 0] = leaking.support[3, 0]  # built in memory, never loaded
+    cases = [
+        (leaking, "uses a video more than once"),
+        (_manifest(queries=0), "no queries"),
+        (_manifest(way=1), "1-way episodes cannot be scored"),
+    ]
+    for manifest, message in cases:
+        with pytest.raises(ManifestError, match=message):
+            fb.evaluate(method, feats, manifest, progress=False)
+    with pytest.raises(ManifestError, match="at least one episode"):
+        _manifest(episodes=0)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--method", "protonet", "--ways", "1"], "--ways: must be at least 2, got 1"),
+        (["run", "--method", "protonet", "--episodes", "0"], "--episodes: must be at least 1"),
+        (["run", "--method", "protonet", "--shots", "0"], "--shots: must be at least 1"),
+        (["eval", "protonet", "--dataset", "synth", "--episodes", "-5"], "at least 1, got -5"),
+        (["eval", "protonet", "--dataset", "synth", "--way", "1"], "--way: must be at least 2"),
+    ],
+)
+def test_impossible_cli_settings_stop_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_learning_rates_in_scientific_notation_and_non_finite_values():
+    # PyYAML (YAML 1.1) reads 1e-4 as a string; --recipe lr=1e-4 is the documented example
+    assert build_config(Recipe, {"lr": "1e-4"}).lr == 1e-4
+    for value in (float("nan"), "inf", "fast"):
+        with pytest.raises(ConfigError, match="Recipe.lr: expected a"):
+            build_config(Recipe, {"lr": value})
+
+
+def test_training_episodes_the_split_cannot_serve_name_the_class():
+    feats = torch.rand(len(CLASSES), 4, 8)
+    data = SplitFeatures(
+        fb.InMemoryFeatureStore(feats), CLASSES, "toy", [f"c{i}" for i in range(10)]
+    )
+    for fields, message in (
+        ({"way": 30}, "30-way episodes need 30 classes"),
+        ({"shot": 6}, "'c0'"),
+    ):
+        recipe = build_config(Recipe, fields)
+        with pytest.raises(ManifestError, match=message):
+            EpisodeSampler(data, recipe, seed=0, stage="main")
+    with pytest.raises(ManifestError, match="no usable videos"):
+        _ = SplitFeatures(fb.InMemoryFeatureStore(feats[:0]), CLASSES[:0], "toy").num_classes
+
+
+def test_non_finite_features_are_named_not_blamed_on_the_method():
+    feats = torch.rand(len(CLASSES), 4, 8)
+    feats[17, 2, 3] = float("nan")
+    feats[42, 0, 0] = float("inf")
+    method = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    with pytest.raises(NonFiniteFeaturesError, match=r"2 video\(s\).*pool indices 17, 42"):
+        fb.evaluate(method, feats, _manifest(episodes=500), progress=False, nonfinite="count_wrong")
+
+
+def test_protonet_temperature_must_be_positive():
+    for t in (0.0, -1.0):
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            fb.create_method("protonet", feature_dim=8, seq_len=4, temperature=t)
