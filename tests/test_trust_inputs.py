@@ -129,3 +129,45 @@ def test_protonet_temperature_must_be_positive():
     for t in (0.0, -1.0):
         with pytest.raises(ValueError, match="temperature must be > 0"):
             fb.create_method("protonet", feature_dim=8, seq_len=4, temperature=t)
+
+
+def test_unreadable_feature_files_checkpoints_and_caches_are_named(tmp_path):
+    from fsarbench.features.cache import CorruptCacheError, FeatureCache
+    from fsarbench.features.open import FeatureFileError, open_feature_store
+    from fsarbench.training.loop import CheckpointError, load_checkpoint
+
+    text, empty = tmp_path / "text.pt", tmp_path / "empty.pt"
+    text.write_text("not a tensor")
+    empty.write_bytes(b"")
+    for path in (text, empty):
+        with pytest.raises(FeatureFileError, match=f"{path} cannot be read as a features file"):
+            open_feature_store(path)
+        with pytest.raises(CheckpointError, match=f"{path} cannot be read as a checkpoint"):
+            load_checkpoint(path)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(FeatureFileError, match="holds a list, not a"):
+        open_feature_store(tmp_path / "list.pt")
+    torch.save({"feats": torch.rand(2, 3, 4)}, tmp_path / "dict.pt")
+    with pytest.raises(FeatureFileError, match=r"without a 'features' tensor \(keys \['feats'\]\)"):
+        open_feature_store(tmp_path / "dict.pt")
+    with pytest.raises(CheckpointError, match="holds a list, not a checkpoint"):
+        load_checkpoint(tmp_path / "list.pt")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "index.json").write_text("")
+    with pytest.raises(CorruptCacheError, match="delete the folder and extract again"):
+        FeatureCache.open(cache)
+
+
+def test_eval_on_other_features_writes_another_record_not_over_the_first(tmp_path, capsys):
+    manifest = _manifest(episodes=40).save(tmp_path / "m.json")
+    out = tmp_path / "out"
+    for name in ("a.pt", "b.pt"):
+        torch.save(torch.rand(len(CLASSES), 4, 8), tmp_path / name)
+        argv = ["eval", "protonet", "--features", str(tmp_path / name), "--manifest"]
+        assert main([*argv, str(manifest), "--out", str(out)]) == 0
+    records = fb.load_records(out)
+    assert len(records) == 2 and len({r.features["file_sha256"] for r in records}) == 2
+    bad = ["eval", "protonet", "--features", str(tmp_path / "a.pt"), "--manifest", str(manifest)]
+    assert main([*bad, "--hparams", "[1]"]) == 2
+    assert "--hparams takes a JSON object" in capsys.readouterr().err

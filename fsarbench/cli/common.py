@@ -8,6 +8,7 @@ from typing import Any
 
 __all__ = [
     "at_least",
+    "parse_hparams",
     "add_protocol_argument",
     "add_splits_dir_argument",
     "apply_splits_dir",
@@ -30,6 +31,19 @@ def at_least(low: int):
 
     parse.__name__ = "integer"  # argparse names the type in its messages
     return parse
+
+
+def parse_hparams(text: str) -> dict[str, Any]:
+    """``--hparams`` JSON as a mapping of hyper-parameter names to values."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--hparams is not valid JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--hparams takes a JSON object such as '{{\"lam\": 0.5}}', got {text!r}")
+    return value
 
 
 def add_protocol_argument(p: argparse.ArgumentParser | Any) -> None:

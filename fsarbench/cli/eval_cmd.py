@@ -14,17 +14,21 @@ the predictions gathered to rank 0, which prints and writes exactly the records 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import torch
 
-from fsarbench.cli.common import add_splits_dir_argument, apply_splits_dir, at_least
+from fsarbench.cli.common import (
+    add_splits_dir_argument,
+    apply_splits_dir,
+    at_least,
+    parse_hparams,
+)
 from fsarbench.data.protocols import list_protocols
 from fsarbench.environment import compute_environment
 from fsarbench.episodes import Manifest, draw_test_manifest, manifest_class_names
 from fsarbench.evaluate import device_of
-from fsarbench.features.open import open_feature_store
+from fsarbench.features.open import feature_identity, open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_digest, code_parts
@@ -110,7 +114,9 @@ def load_method_state(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """(state dict, recipe, hyper-parameters) of a plain state-dict file or of a trainer
     checkpoint (its hyper-parameters are those the weights were trained with)."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    from fsarbench.training.loop import load_checkpoint
+
+    data = load_checkpoint(path)
     if isinstance(data.get("method"), dict):
         return data["method"], dict(data.get("recipe") or {}), dict(data.get("hparams") or {})
     return data, {}, {}
@@ -131,7 +137,7 @@ def build_method(args: argparse.Namespace, feature_shape: tuple[int, int]) -> Fe
         seq_len=t,
         num_train_classes=args.num_train_classes,
         dataset=args.dataset,
-        **{**saved, **json.loads(args.hparams)},
+        **{**saved, **parse_hparams(args.hparams)},
     )
     if not args.checkpoint:
         return method
@@ -154,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             manifest = Manifest.load(args.manifest)
             method, meta, names = (
                 build_method(args, store.feature_shape),
-                {},
+                {"features": feature_identity(args.features, store)},
                 _names(store, manifest),
             )
         else:
@@ -209,12 +215,9 @@ def _dataset_mode(
 ) -> tuple[Any, Manifest, FewShotMethod, dict, list[str]]:
     """Test features, manifest and method for ``--dataset`` (see the module docstring)."""
     from fsarbench.training.export import is_finetune_state
+    from fsarbench.training.loop import load_checkpoint
 
-    data = (
-        torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        if args.checkpoint
-        else {}
-    )
+    data = load_checkpoint(args.checkpoint) if args.checkpoint else {}
     state = data.get("method") if isinstance(data.get("method"), dict) else data
     if args.checkpoint and is_finetune_state(state):
         feats, names, variant, method, meta = _finetune_checkpoint(args, data, device)
@@ -276,7 +279,7 @@ def _finetune_checkpoint(args, data: dict, device):
         progress=True,
     )
     t, d = feats.store.feature_shape
-    hparams = {**(data.get("hparams") or {}), **json.loads(args.hparams)}
+    hparams = {**(data.get("hparams") or {}), **parse_hparams(args.hparams)}
     classes = data.get("num_train_classes") or args.num_train_classes
     head = load_head(
         args.method,

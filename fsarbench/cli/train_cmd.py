@@ -7,13 +7,13 @@ step's episodes, rank 0 writes the checkpoints, validation and test evaluation a
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from fsarbench.cli.common import (
     add_protocol_argument,
     add_splits_dir_argument,
     apply_splits_dir,
+    parse_hparams,
     parse_overrides,
 )
 from fsarbench.environment import compute_environment
@@ -102,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     apply_splits_dir(args)
-    hparams = json.loads(args.hparams)
+    hparams = parse_hparams(args.hparams)
     out = args.out or DEFAULT_OUT / args.method
     if args.overwrite:
         _clear_checkpoints(out)

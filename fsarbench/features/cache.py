@@ -26,7 +26,14 @@ from torch import Tensor
 
 from fsarbench.io import atomic_write_json, stable_hash
 
-__all__ = ["CacheKey", "FeatureCache", "cache_folder", "default_cache_root"]
+__all__ = [
+    "CacheKey",
+    "FeatureCache",
+    "CorruptCacheError",
+    "CacheFormatError",
+    "cache_folder",
+    "default_cache_root",
+]
 
 FORMAT_VERSION = 1
 # Version of what turns a video into numbers (decoding, frame sampling, transforms and their
@@ -59,6 +66,14 @@ class CacheKey:
         return stable_hash(
             {"format": FORMAT_VERSION, "pipeline": PIPELINE_VERSION, **dataclasses.asdict(self)}
         )
+
+
+class CorruptCacheError(ValueError):
+    """A feature cache whose files cannot be read (truncated, empty, inconsistent)."""
+
+
+class CacheFormatError(ValueError):
+    """A feature cache written in another format version."""
 
 
 def default_cache_root() -> Path:
@@ -149,9 +164,21 @@ class FeatureCache:
                 f"{path} is not a feature cache (no index.json); "
                 "create one with 'python -m fsarbench extract'"
             )
+        try:
+            return cls._open(path, writable)
+        except (OSError, EOFError, ValueError, KeyError, TypeError) as err:
+            if isinstance(err, CacheFormatError):
+                raise
+            raise CorruptCacheError(
+                f"feature cache {path} is damaged ({type(err).__name__}: {err}); delete the "
+                "folder and extract again (python -m fsarbench extract, or re-run)"
+            ) from None
+
+    @classmethod
+    def _open(cls, path: Path, writable: bool) -> FeatureCache:
         index = json.loads((path / "index.json").read_text())
         if index.get("format") != FORMAT_VERSION:
-            raise ValueError(
+            raise CacheFormatError(
                 f"{path}: cache format {index.get('format')} is not {FORMAT_VERSION}; re-extract it"
             )
         data = np.load(path / "features.npy", mmap_mode="r+" if writable else "r")

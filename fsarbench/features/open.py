@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
 
 from fsarbench.features.store import FeatureStore, InMemoryFeatureStore
 
-__all__ = ["open_feature_store"]
+__all__ = ["open_feature_store", "feature_identity", "FeatureFileError"]
+
+
+class FeatureFileError(ValueError):
+    """A features file that cannot be read as a ``[N, T, D]`` tensor (or ``{"features": ...}``)."""
 
 
 def open_feature_store(path: str | Path) -> FeatureStore:
@@ -23,7 +28,36 @@ def open_feature_store(path: str | Path) -> FeatureStore:
         from fsarbench.features.cache import FeatureCache
 
         return FeatureCache.open(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict):
-        return InMemoryFeatureStore(obj["features"], obj.get("video_ids"))
-    return InMemoryFeatureStore(obj)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and EOF errors of a corrupt or foreign file
+        raise FeatureFileError(
+            f"{path} cannot be read as a features file saved with torch.save "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}); "
+            "save a [N, T, D] tensor or {'features': tensor, 'video_ids': [...]}, or give a "
+            "feature-cache folder"
+        ) from None
+    features = obj.get("features") if isinstance(obj, dict) else obj
+    if not isinstance(features, torch.Tensor):
+        found = (
+            f"a dict without a 'features' tensor (keys {sorted(obj)})"
+            if isinstance(obj, dict)
+            else f"a {type(obj).__name__}"
+        )
+        raise FeatureFileError(f"{path} holds {found}, not a [N, T, D] features tensor")
+    return InMemoryFeatureStore(features, obj.get("video_ids") if isinstance(obj, dict) else None)
+
+
+def feature_identity(path: str | Path, store: FeatureStore) -> dict[str, str]:
+    """What a record says it was evaluated on, for ``eval --features``: a cache's key (its
+    extraction settings) or a file's sha256. Part of the record's config hash, so results on
+    other features never overwrite each other."""
+    from fsarbench.features.cache import FeatureCache
+
+    if isinstance(store, FeatureCache) and store.key:
+        return {"cache_key": str(store.key)}
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"file_sha256": digest.hexdigest()[:16]}

@@ -175,9 +175,31 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (corrupt, truncated, or not a state dict)."""
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by the loop (tensors and plain data only: weights_only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint written by the loop or a state-dict file (tensors and plain data only:
+    ``weights_only``).
+
+    Raises:
+        CheckpointError: naming the file, when it cannot be read as such a mapping.
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # pickle, zip and EOF errors of a corrupt or foreign file
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path} cannot be read as a checkpoint ({type(err).__name__}: {detail}); it may "
+            "be truncated or not a torch.save'd state dict. Do not load it with "
+            "weights_only=False unless you trust where it came from; re-train or re-export it"
+        ) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint mapping")
+    return data
 
 
 class RunMismatchError(StaleError):
