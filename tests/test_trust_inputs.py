@@ -171,3 +171,27 @@ def test_eval_on_other_features_writes_another_record_not_over_the_first(tmp_pat
     bad = ["eval", "protonet", "--features", str(tmp_path / "a.pt"), "--manifest", str(manifest)]
     assert main([*bad, "--hparams", "[1]"]) == 2
     assert "--hparams takes a JSON object" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"views": 0}, r"extraction.views = 0 is out of range"),
+        ({"num_frames": 0}, r"extraction.num_frames = 0 is out of range"),
+        ({"resolution": -1}, r"extraction.resolution = -1 is out of range"),
+        ({"frames": "bogus"}, "unknown sampler 'bogus'"),
+        ({"transform": "bogus"}, "unknown transform preset 'bogus'"),
+    ],
+)
+def test_impossible_extraction_settings_fail_before_any_video(fields, message):
+    from fsarbench.features.extract import SplitExtractConfig
+
+    with pytest.raises((ConfigError, KeyError), match=message):
+        SplitExtractConfig(**fields)
+
+
+def test_impossible_feature_presets_fail_before_any_work():
+    from fsarbench.experiments.features import feature_preset
+
+    with pytest.raises(ConfigError, match=r"features.train_views = 0 is out of range"):
+        feature_preset("synth", {"train_views": 0})

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fsarbench.config import build_config, check_names
+from fsarbench.config import build_config, check_names, check_range
 from fsarbench.data.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from fsarbench.experiments.tracks import DatasetFeatures
 from fsarbench.features.backbones import effective_norm
@@ -35,6 +35,10 @@ class FeaturePreset:
     num_frames: int = 8
     train_views: int = 4
     tiny: bool = False  # ViT presets only: the tiny random test architecture (weights none)
+
+    def __post_init__(self) -> None:
+        for name in ("resolution", "num_frames", "train_views"):
+            check_range("features", name, getattr(self, name), 1)
 
 
 @functools.lru_cache(maxsize=1)

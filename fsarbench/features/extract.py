@@ -29,6 +29,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from fsarbench.config import check_range
+from fsarbench.data.sampling import get_sampler
+from fsarbench.data.transforms import get_transform
 from fsarbench.data.workers import default_workers
 from fsarbench.features.backbones import Backbone, create_backbone
 from fsarbench.features.cache import CacheKey, FeatureCache, cache_folder
@@ -437,6 +440,14 @@ class SplitExtractConfig:
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"decode workers must be >= 0 (or None: auto), got {self.workers}")
+        for name in ("num_frames", "resolution", "views", "batch_size"):
+            check_range("extraction", name, getattr(self, name), 1)
+        if self.resize is not None:
+            check_range("extraction", "resize", self.resize, 1)
+        # unknown names fail here, not once per video as 'unreadable' in a new cache folder
+        get_sampler(self.frames)
+        if self.transform is not None:
+            get_transform(self.transform)
 
     def resolved(self, split: str) -> SplitExtractConfig:
         """This config with ``train`` and ``transform`` filled in for ``split``."""
