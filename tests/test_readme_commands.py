@@ -31,7 +31,7 @@ PLACEHOLDERS = {
     "NAME": "my-head",
     "DATASET": "synth",
     "D": "synth",
-    "N": "1",
+    "N": "5",
     "A": "otam",
     "B": "protonet",
     "F": "feats.pt",

@@ -17,7 +17,7 @@ from fsarbench.cli.main import main
 from fsarbench.experiments import runner as runner_mod
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.runner import RunOptions, run_cells
-from fsarbench.guards import NonFiniteLogitsError, NonFiniteLossError
+from fsarbench.guards import NonFiniteFeaturesError, NonFiniteLogitsError, NonFiniteLossError
 from fsarbench.methods import FewShotMethod, MethodOutput, TrainingStage
 from fsarbench.training import frozen_recipe, train
 from fsarbench.training.trainer import RunMismatchError
@@ -66,13 +66,23 @@ def test_count_wrong_policy_counts_and_records_them():
         fb.evaluate(head, feats, manifest, progress=False, nonfinite="ignore")
 
 
-def test_nonfinite_features_through_a_pair_table_are_caught():
+def test_nonfinite_logits_through_a_pair_table_are_caught():
     classes, manifest = _manifest(episodes=200)
     feats = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(1))
-    feats[int(manifest.query[0, 0])] = float("nan")
-    head = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    feats[int(manifest.query[0, 0])] = 1e30  # finite, but its squared distances overflow
+    head = fb.create_method("protonet", feature_dim=8, seq_len=4, metric="sqeuclidean")
     assert head.pairwise(1)  # 30 videos: the pair-table path
     with pytest.raises(NonFiniteLogitsError, match="episode 0 query 0"):
+        fb.evaluate(head, feats, manifest, progress=False)
+
+
+def test_nonfinite_features_are_caught_before_any_method_sees_them():
+    classes, manifest = _manifest(episodes=200)
+    feats = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(1))
+    bad = int(manifest.query[0, 0])
+    feats[bad] = float("nan")
+    head = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    with pytest.raises(NonFiniteFeaturesError, match=rf"pool indices {bad}\)"):
         fb.evaluate(head, feats, manifest, progress=False)
 
 
