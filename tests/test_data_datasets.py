@@ -193,3 +193,22 @@ def test_parent_root_and_available_without_lists(tmp_path):
     ds = get_dataset("hmdb51", root=tmp_path, splits_dir=splits)  # root holds hmdb51/
     assert ds.root == tmp_path / "hmdb51" and ds.available()
     assert not get_dataset("hmdb51", root=tmp_path, splits_dir=tmp_path / "none").available()
+
+
+def test_a_modified_list_that_repeats_a_video_serves_it_once(tmp_path, caplog):
+    import shutil
+
+    splits = tmp_path / "splits"
+    shutil.copytree(require_shared_splits(), splits)
+    test_list = splits / "trx" / "hmdb_ARN" / "testlist03.txt"
+    lines = test_list.read_text().splitlines()
+    test_list.write_text("\n".join([*lines, lines[0], lines[1]]) + "\n")
+    ds = get_dataset("hmdb51", root=tmp_path / "data", splits_dir=splits, allow_modified=True)
+    ids = [v.video_id for v in ds.videos("test")]
+    assert len(ids) == len(set(ids)) == len(lines)
+    assert "repeats 2 video line(s)" in caplog.text
+    other = "smile" if not lines[0].startswith("smile/") else "fencing"
+    test_list.write_text("\n".join([*lines, f"{other}/{lines[0].split('/', 1)[1]}"]) + "\n")
+    ds = get_dataset("hmdb51", root=tmp_path / "data", splits_dir=splits, allow_modified=True)
+    with pytest.raises(ValueError, match="under two classes"):
+        ds.videos("test")

@@ -8,6 +8,7 @@ The data root defaults to ``$FSAR_DATA/<dataset folder>`` (``kinetics``, ``ucf10
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any, Protocol
 
 from fsarbench.data.layouts import LAYOUTS, detect_layout, resolve, template_layout
 from fsarbench_splits.registry import LoadedSplit, SplitsNotFoundError, get_variant, load_split
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DATASETS",
@@ -136,14 +139,37 @@ class SplitListDataset:
         return self.root
 
     def videos(self, split: str) -> list[VideoRecord]:
-        """Every listed video with its resolved path (missing files keep their expected path)."""
+        """Every listed video with its resolved path (missing files keep their expected path).
+
+        A video listed twice (possible only in a modified list) is kept once, with a
+        warning: twice, it could be support and query of one episode. Listed under two
+        classes, it is an error.
+        """
         names = self.class_names(split)
         index = {c: i for i, c in enumerate(names)}
         layout, root = self._layout_fn(split), self._need_root()
-        return [
-            VideoRecord(e.video_id, e.class_name, index[e.class_name], resolve(root, e, layout)[0])
-            for e in self.split(split).entries
-        ]
+        seen: dict[str, str] = {}
+        records = []
+        for e in self.split(split).entries:
+            if e.video_id in seen:
+                if seen[e.video_id] != e.class_name:
+                    raise ValueError(
+                        f"{self.name} {split} list names video {e.video_id!r} under two classes "
+                        f"({seen[e.video_id]!r} and {e.class_name!r}); fix the list"
+                    )
+                continue
+            seen[e.video_id] = e.class_name
+            path = resolve(root, e, layout)[0]
+            records.append(VideoRecord(e.video_id, e.class_name, index[e.class_name], path))
+        repeats = len(self.split(split).entries) - len(records)
+        if repeats:
+            log.warning(
+                "%s %s list repeats %d video line(s); each video is used once",
+                self.name,
+                split,
+                repeats,
+            )
+        return records
 
     def split_md5s(self) -> dict[str, str]:
         return {s: self.split(s).md5 for s in ("train", "val", "test")}
