@@ -73,3 +73,31 @@ def test_eval_refuses_a_manifest_that_does_not_fit_the_cache(tmp_path, capsys):
     argv += ["--manifest", str(tmp_path / "m.json"), "--out", str(tmp_path / "runs")]
     assert main(argv) != 0
     assert "drawn for another split or pool" in capsys.readouterr().err
+
+
+def test_a_cache_with_failed_videos_serves_manifests_over_its_usable_videos(tmp_path, capsys):
+    import torch
+
+    cache = _cache(tmp_path)
+    cache.mark_failed(3, 0, "corrupt: moov atom not found")
+    cache.mark_failed(10, 0, "corrupt: moov atom not found")
+    cache.flush()
+    cache = FeatureCache.open(tmp_path / "cache")
+    usable = cache.usable_videos
+    assert len(usable) == len(cache) - 2
+    classes = np.asarray(cache.class_indices)
+    over_usable = make_manifest(classes[usable], way=3, shot=1, queries=2, episodes=40, seed=0)
+    over_usable.save(tmp_path / "usable.json")
+    torch.save(cache.get(usable), tmp_path / "usable.pt")  # the same videos as a bare tensor
+    accuracy = {}
+    for name, features in (("cache", tmp_path / "cache"), ("tensor", tmp_path / "usable.pt")):
+        argv = ["eval", "protonet", "--features", str(features), "--manifest"]
+        assert main([*argv, str(tmp_path / "usable.json")]) == 0
+        accuracy[name] = capsys.readouterr().out.split(":")[1].split("(")[0]
+    assert accuracy["cache"] == accuracy["tensor"]
+    over_all = make_manifest(classes, way=3, shot=1, queries=2, episodes=40, seed=0)
+    over_all.save(tmp_path / "all.json")
+    argv = ["eval", "protonet", "--features", str(tmp_path / "cache"), "--manifest"]
+    assert main([*argv, str(tmp_path / "all.json")]) == 2
+    err = capsys.readouterr().err
+    assert "uses 2 video(s)" in err and "v3, v10" in err and "usable_videos" in err

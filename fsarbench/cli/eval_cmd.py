@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import numpy as np
 import torch
 
 from fsarbench.cli.common import (
@@ -26,7 +27,7 @@ from fsarbench.cli.common import (
 )
 from fsarbench.data.protocols import list_protocols
 from fsarbench.environment import compute_environment
-from fsarbench.episodes import Manifest, draw_test_manifest, manifest_class_names
+from fsarbench.episodes import Manifest, ManifestError, draw_test_manifest, manifest_class_names
 from fsarbench.evaluate import device_of
 from fsarbench.features.open import feature_identity, open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
@@ -156,12 +157,13 @@ def run(args: argparse.Namespace) -> int:
     env, device = init_distributed(args.device)
     try:
         if args.features:
-            store = open_feature_store(args.features)
+            opened = open_feature_store(args.features)
             manifest = Manifest.load(args.manifest)
+            store, video_classes = _serving_store(opened, manifest)
             method, meta, names = (
                 build_method(args, store.feature_shape),
-                {"features": feature_identity(args.features, store)},
-                _names(store, manifest),
+                {"features": feature_identity(args.features, opened)},
+                _names(opened, video_classes, manifest),
             )
         else:
             store, manifest, method, meta, names = _dataset_mode(args, device)
@@ -185,16 +187,48 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names(store, manifest: Manifest) -> list[str] | None:
+def _serving_store(store, manifest: Manifest):
+    """The store ``manifest``'s indices point into, and its videos' class ids (``None`` for
+    a tensor file). A cache with failed videos serves either its full index space (a manifest
+    over all ``len(cache)`` videos, which must then avoid the failed ones) or its usable
+    videos re-indexed ``0..U-1`` (a manifest drawn over ``cache.usable_videos``, told apart by
+    its ``num_videos``)."""
+    from fsarbench.features.cache import FeatureCache
+    from fsarbench.features.store import SubsetFeatureStore
+
+    if not isinstance(store, FeatureCache):
+        return store, None
+    classes = np.asarray(store.class_indices) if store.class_indices is not None else None
+    usable = store.usable_videos
+    if len(usable) == len(store) or manifest.num_videos == len(store):
+        failed = np.setdiff1d(manifest.unique_videos(), usable)
+        if len(failed):
+            ids = ", ".join(store.video_ids[i] for i in failed[:5])
+            raise ManifestError(
+                f"the manifest uses {len(failed)} video(s) of {store.path} that have no "
+                f"features ({ids}); draw it over the usable videos: make_manifest("
+                "np.asarray(cache.class_indices)[cache.usable_videos], ...)"
+            )
+        return store, classes
+    if manifest.num_videos == len(usable):
+        return SubsetFeatureStore(store, usable), None if classes is None else classes[usable]
+    raise ManifestError(
+        f"the manifest indexes {manifest.num_videos} videos; {store.path} holds {len(store)} "
+        f"({len(usable)} usable): it was drawn for another pool"
+    )
+
+
+def _names(store, video_classes, manifest: Manifest) -> list[str] | None:
     """Class names of ``manifest``'s ids from a feature cache that has them (after checking
-    the manifest fits the cache's classes, see ``manifest_class_names``); ``None`` for a
-    tensor file (then heads that use class names stop with ``ClassNamesError``)."""
+    the manifest fits the classes of the videos it indexes, ``video_classes``; see
+    ``manifest_class_names``); ``None`` for a tensor file (then heads that use class names
+    stop with ``ClassNamesError``)."""
     from fsarbench.features.cache import FeatureCache
 
     table = store.class_name_table() if isinstance(store, FeatureCache) else None
-    if table is None:
+    if table is None or video_classes is None:
         return None
-    return manifest_class_names(manifest, store.class_indices, table)
+    return manifest_class_names(manifest, video_classes, table)
 
 
 def _check_mode(args: argparse.Namespace) -> None:
