@@ -195,3 +195,31 @@ def test_impossible_feature_presets_fail_before_any_work():
 
     with pytest.raises(ConfigError, match=r"features.train_views = 0 is out of range"):
         feature_preset("synth", {"train_views": 0})
+
+
+def test_a_misspelled_grid_hyper_parameter_fails_when_the_grid_loads():
+    from fsarbench.experiments.grids import load_grid_file
+
+    text = "grids: {g: {datasets: [synth], methods: [{method: otam, hparams: {lamm: 2}}]}}"
+    with pytest.raises(ConfigError, match=r"unknown key 'lamm' .*Did you mean 'lam'"):
+        load_grid_file(text, "g.yaml")
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"frames": 0}, "options.frames = 0"),
+        ({"eval_chunk": 0}, "options.eval_chunk = 0"),
+        ({"crop": -1}, "options.crop = -1"),
+        ({"milestones": [0.5, float("nan")]}, None),
+    ],
+)
+def test_impossible_finetune_options_and_nan_milestones_are_refused(fields, message):
+    from fsarbench.training.finetune_recipe import FinetuneOptions
+
+    if message is None:
+        with pytest.raises(ConfigError, match=r"milestones\[1\]: expected a finite number"):
+            build_config(Recipe, fields)
+        return
+    with pytest.raises(ConfigError, match=f"{message} is out of range"):
+        build_config(FinetuneOptions, fields)

@@ -12,7 +12,7 @@ import yaml
 
 from fsarbench.config import ConfigError, build_config, check_names, check_range, nearest
 from fsarbench.experiments.cells import Cell
-from fsarbench.registry import list_methods
+from fsarbench.registry import list_methods, method_info
 
 __all__ = [
     "GridError",
@@ -83,6 +83,14 @@ class GridSpec:
         else:
             names = [m if isinstance(m, str) else m.method for m in self.methods]
             check_names(f"{where}.methods", names, list_methods())
+            for m in self.methods:  # a misspelled hyper-parameter fails here, not mid-run
+                if not isinstance(m, str) and m.hparams:
+                    entry = method_info(m.method)
+                    build_config(
+                        entry.cls.Config,
+                        {**entry.presets, **m.hparams},
+                        where=f"{where}.methods[{m.label or m.method}].hparams",
+                    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import yaml
 
-from fsarbench.config import ConfigError, build_config, check_names, config_to_dict
+from fsarbench.config import ConfigError, build_config, check_names, check_range, config_to_dict
 from fsarbench.features.backbones import effective_norm
 from fsarbench.training.recipe import Recipe
 
@@ -80,6 +80,10 @@ class FinetuneOptions:
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"options.workers = {self.workers} must be >= 0 (or null: auto)")
+        for name in ("frames", "eval_chunk"):
+            check_range("options", name, getattr(self, name), 1)
+        for name in ("resize", "crop", "train_blocks", "frame_chunk"):  # 0: the default
+            check_range("options", name, getattr(self, name), 0)
 
 
 #: FinetuneOptions fields that set only the speed: decode workers give the same clips in the
