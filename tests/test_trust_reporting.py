@@ -150,3 +150,15 @@ def test_leaderboard_leaves_out_a_setting_it_cannot_rank(tmp_path, capsys):
     out = capsys.readouterr()
     assert "note: setting left out: cannot compare" in out.err and "other" in out.err
     assert "toy 5-way 1-shot" in out.out and "other 5-way" not in out.out
+
+
+def test_a_table_names_the_entries_that_lost_their_cell_to_another(tmp_path):
+    rng = np.random.default_rng(6)
+    _save(tmp_path, _manifest(400, "kinetics100", seed=1), "trx", 0.6, rng, dataset="kinetics100")
+    _save(tmp_path, _manifest(400, "kinetics100"), "trx", 0.7, rng, dataset="kinetics100")
+    table = build_table(load_table(1), load_entries(tmp_path), source="runs")
+    (note,) = [n for n in table.notes if n.startswith("not shown:")]
+    assert "trx (kinetics100 5-way 1-shot (400 episodes, 2 queries/class, episode seed 1))" in note
+    assert note.endswith(
+        "the cell shows trx (kinetics100 5-way 1-shot (400 episodes, 2 queries/class))."
+    )

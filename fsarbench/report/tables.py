@@ -9,7 +9,6 @@ published and among run cells, comparing the values as printed.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,6 @@ from fsarbench.report.records import Entry, entry_text
 
 __all__ = ["Cell", "TableRow", "Table", "build_table", "SOURCES"]
 
-log = logging.getLogger(__name__)
 SOURCES = ("published", "runs", "both")
 RUN_DECIMALS = 2
 
@@ -137,9 +135,12 @@ def _table_tag(entry: Entry) -> str:
     return tag.removeprefix("table").strip()
 
 
-def _place_entries(spec: TableSpec, entries: list[Entry], aliases, stand_in, known):
+def _place_entries(
+    spec: TableSpec, entries: list[Entry], aliases, stand_in, known, passed_over: list[str]
+):
     """``{row key: [Entry | None per column]}``; real datasets win over stand-ins, then more
-    episodes, then episode seed 0."""
+    episodes, then episode seed 0. Entries that lose a cell to another are named in
+    ``passed_over`` (for a note under the table)."""
     placed: dict[str, list[Entry | None]] = {}
     for e in sorted(entries, key=lambda e: (e.synthetic, -e.setting.episodes, e.setting.seed)):
         key = _row_key(e, spec, known)
@@ -150,13 +151,11 @@ def _place_entries(spec: TableSpec, entries: list[Entry], aliases, stand_in, kno
             if slots[j] is None:
                 slots[j] = e
             else:
-                log.info(
-                    "table %s row %s column %s: keeping %s, ignoring %s",
-                    spec.table,
-                    key,
-                    j,
-                    slots[j].system,
-                    e.system,
+                col = spec.columns[j]
+                passed_over.append(
+                    f"{e.system} ({e.setting.label}) in row {key.lstrip('+')}, column "
+                    f"{col.dataset} {col.way}-way {col.shot}-shot: the cell shows "
+                    f"{slots[j].system} ({slots[j].setting.label})"
                 )
     return placed
 
@@ -216,9 +215,9 @@ def build_table(
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
     aliases = load_dataset_aliases() if aliases is None else aliases
     known = known_methods() if known is None else known
-    placed = {}
+    placed, passed_over = {}, []
     if source != "published":
-        placed = _place_entries(spec, entries, aliases, stand_in, known | spec.methods)
+        placed = _place_entries(spec, entries, aliases, stand_in, known | spec.methods, passed_over)
     rows: list[TableRow] = []
     for row in spec.rows:
         if source != "runs":
@@ -230,7 +229,9 @@ def build_table(
         rows.append(_run_row(labels, slots, False))
     _mark_best(rows, "published")
     _mark_best(rows, "run")
-    return Table(spec, rows, _notes(rows) + _track_notes(spec, entries, source))
+    notes = _notes(rows) + _track_notes(spec, entries, source)
+    notes += [f"not shown: {what}." for what in passed_over]
+    return Table(spec, rows, notes)
 
 
 def _track_notes(spec: TableSpec, entries: list[Entry], source: str) -> list[str]:
