@@ -154,7 +154,9 @@ class TrainingStage:
         parameters: returns the parameters this stage optimises (others stay frozen).
         loss: maps an :class:`EpisodeBatch` (with labels and, where needed, global classes)
             to named loss terms; the trainer minimises their sum.
-        fraction: share of the recipe's optimiser steps this stage gets.
+        fraction: this stage's share of all optimiser steps. The last stage trains for the
+            recipe's ``steps``; an earlier one runs ``steps · fraction / last.fraction``
+            before it (:func:`fsarbench.training.loop.stage_steps`).
         needs_classes: the loss needs ``support_classes``/``query_classes``.
     """
 

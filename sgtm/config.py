@@ -71,8 +71,10 @@ class SGTMConfig:
         saliency_hidden: channels between the Φ_cls convolutions (*unstated*; 512).
         saliency_kernel: temporal kernel size of Φ_cls (*unstated*; 3, same padding).
         saliency_dropout: dropout between the Φ_cls convolutions (*unstated*; 0.5).
-        saliency_fraction: share of the training steps given to stage 1, Φ_cls alone
-            (Sec. 3.2 "two steps"; split *unstated*; 0.2).
+        saliency_fraction: share of all training steps given to stage 1, Φ_cls alone
+            (Sec. 3.2 "two steps"; split *unstated*; 0.2). Stage 1 runs on top of the
+            recipe's ``steps``, which stage 2 keeps whole: ``round(steps · f / (1 - f))``
+            stage-1 steps, so variants without Φ_cls train their main stage as long.
         saliency_pool: how stage 1 pools ``A [T, C]`` to video scores ``[C]`` (*unstated*):
             "topk", the mean of each class's top-k frames (MIL, as in W-TALC / BaS-Net / UM /
             CoLA, where eq. 2 comes from; default) or "mean" over time.

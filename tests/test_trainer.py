@@ -16,6 +16,7 @@ from fsarbench.training import (
     frozen_recipe,
     train,
 )
+from fsarbench.training.loop import stage_steps
 
 
 def split(n_classes: int, per_class: int, seed: int, d: int = 16, t: int = 4, noise: float = 1.0):
@@ -163,7 +164,8 @@ def test_stages_train_only_their_parameters():
     torch.manual_seed(0)
     m = TwoStage(feature_dim=16, seq_len=4, num_train_classes=10)
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    recipe = Recipe(steps=4, episodes_per_step=2, val_episodes=0, adapter="none")
+    # the last stage trains for the recipe's steps; "cls" (equal fraction) as many before it
+    recipe = Recipe(steps=2, episodes_per_step=2, val_episodes=0, adapter="none")
     data = split(10, 6, 0)
     res = train(m, data, None, recipe, progress=False)
     assert [h["stage"] for h in res.history] == ["cls", "cls", "main", "main"]
@@ -177,6 +179,16 @@ def test_stages_train_only_their_parameters():
         train(m2, data, None, recipe, progress=False, stop_after=2)
     assert torch.equal(before["proj.weight"], m2.proj.weight)
     assert not torch.equal(before["cls.weight"], m2.cls.weight)
+
+
+def test_the_last_stage_keeps_the_recipe_steps_and_earlier_stages_run_on_top():
+    def stages(*fractions):
+        return [fb.TrainingStage(f"s{i}", list, dict, f) for i, f in enumerate(fractions)]
+
+    assert stage_steps(stages(1.0), 160) == [160]
+    assert stage_steps(stages(0.2, 0.8), 160) == [40, 160]  # SGTM: 20 % of all 200 steps
+    assert stage_steps(stages(0.2, 0.8), 30) == [8, 30]
+    assert stage_steps(stages(0.001, 0.999), 30) == [1, 30]  # an earlier stage runs >= 1 step
 
 
 def test_recipe_file_and_overrides():

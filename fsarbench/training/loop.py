@@ -113,10 +113,14 @@ class LoopConfig:
 Validate = Callable[[FewShotMethod], float]
 
 
-def stage_steps(stages: list[TrainingStage], total: int) -> list[int]:
-    """Optimiser steps of each stage: ``total`` split by the stages' fractions (>= 1 each)."""
-    weight = sum(s.fraction for s in stages)
-    return [max(1, round(total * s.fraction / weight)) for s in stages]
+def stage_steps(stages: list[TrainingStage], steps: int) -> list[int]:
+    """Optimiser steps of each stage. The last stage (the one validated and checkpointed as
+    the model) trains for the recipe's ``steps``; an earlier stage runs before it for
+    ``round(steps · fraction / last.fraction)`` (>= 1), so ``fraction`` is its share of all
+    steps. Every variant of a method then gets the same last-stage budget, whether or not it
+    has the earlier stages (SGTM's baseline and TML rows against its saliency rows)."""
+    last = stages[-1].fraction
+    return [max(1, round(steps * s.fraction / last)) for s in stages[:-1]] + [steps]
 
 
 def step_seed(seed: int, stage: int, index: int) -> int:

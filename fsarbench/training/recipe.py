@@ -25,7 +25,8 @@ class Recipe:
         lr, weight_decay, momentum: optimiser settings.
         schedule: ``constant``, ``cosine`` or ``multistep`` (``milestones`` as step fractions).
         warmup_steps: linear warm-up of the learning rate.
-        steps: optimiser steps over all training stages (split by ``TrainingStage.fraction``).
+        steps: optimiser steps of the method's last (or only) training stage; earlier
+            stages run on top (``TrainingStage.fraction``, e.g. SGTM's stage 1).
         episodes_per_step: episodes averaged per optimiser step (gradient accumulation).
         micro_batch: episodes per forward pass (0 = all ``episodes_per_step`` at once).
         way, shot, queries: the training episodes.
