@@ -23,6 +23,7 @@ __all__ = [
     "gather_to_main",
     "allreduce_sum",
     "broadcast_object",
+    "broadcast_buffers",
 ]
 
 BUCKET_BYTES = 25 * 2**20
@@ -34,6 +35,18 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
         return
     with torch.no_grad():
         for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src)
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy the buffers of rank ``src`` to every rank. Training under DDP updates running
+    statistics (BatchNorm with ``bn: train``) from each rank's own micro-batches; before a
+    validation or a checkpoint every rank takes rank ``src``'s, so the model validated, saved
+    and resumed is one model."""
+    if world_size() == 1:
+        return
+    with torch.no_grad():
+        for t in module.buffers():
             dist.broadcast(t.data, src)
 
 

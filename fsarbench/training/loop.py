@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from fsarbench.distributed.collectives import allreduce_sum, broadcast_object
+from fsarbench.distributed.collectives import allreduce_sum, broadcast_buffers, broadcast_object
 from fsarbench.distributed.env import barrier, is_main, world_size
 from fsarbench.distributed.precision import Precision
 from fsarbench.guards import check_losses
@@ -353,6 +353,8 @@ def _run_stage(
                 _advance(sched)
             row = {"stage": stage.name, "step": step + 1, **terms}
             val_step = is_val_step(step, n_steps, r)
+            if val_step or step + 1 == n_steps:  # one model to validate, save and resume
+                broadcast_buffers(run.model)
             if last_stage and val_step and run.validate is not None:
                 row["val_accuracy"] = _validate(run, step + 1)
             run.result.history.append(row)
