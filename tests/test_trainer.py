@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from fsarbench.training import (
     frozen_recipe,
     train,
 )
-from fsarbench.training.loop import stage_steps
+from fsarbench.training.loop import lr_factor, stage_steps
 
 
 def split(n_classes: int, per_class: int, seed: int, d: int = 16, t: int = 4, noise: float = 1.0):
@@ -189,6 +190,21 @@ def test_the_last_stage_keeps_the_recipe_steps_and_earlier_stages_run_on_top():
     assert stage_steps(stages(0.2, 0.8), 160) == [40, 160]  # SGTM: 20 % of all 200 steps
     assert stage_steps(stages(0.2, 0.8), 30) == [8, 30]
     assert stage_steps(stages(0.001, 0.999), 30) == [1, 30]  # an earlier stage runs >= 1 step
+
+
+def test_learning_rate_factors_known_answers():
+    cosine = lr_factor(Recipe(schedule="cosine", steps=12), 12)
+    assert [round(cosine(s), 6) for s in (0, 6, 11)] == [
+        1.0,
+        0.5,
+        round(0.5 * (1 + math.cos(math.pi * 11 / 12)), 6),
+    ]
+    warm = lr_factor(Recipe(schedule="cosine", warmup_steps=3, steps=12), 12)
+    # the warm-up climbs to 1, then the cosine starts at 1 over the 9 steps left (no jump)
+    assert [warm(s) for s in (0, 1, 2, 3)] == [1 / 3, 2 / 3, 1.0, 1.0]
+    assert warm(3 + 9 // 2) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 9)))
+    multi = lr_factor(Recipe(schedule="multistep", milestones=[0.5], warmup_steps=2, steps=8), 8)
+    assert [multi(s) for s in range(8)] == pytest.approx([0.5, 1, 1, 1, 0.1, 0.1, 0.1, 0.1])
 
 
 def test_recipe_file_and_overrides():

@@ -156,11 +156,16 @@ def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Op
 
 
 def lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
+    """The learning-rate factor of each step of a ``steps``-step stage: a linear warm-up,
+    then the schedule. The cosine runs over the steps after the warm-up (1 at its first step,
+    no jump where the warm-up ends); multistep milestones are fractions of all ``steps``."""
+    warm = recipe.warmup_steps
+
     def factor(step: int) -> float:
-        if step < recipe.warmup_steps:
-            return (step + 1) / recipe.warmup_steps
+        if step < warm:
+            return (step + 1) / warm
         if recipe.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
         if recipe.schedule == "multistep":
             return 0.1 ** sum(step >= m * steps for m in recipe.milestones)
         return 1.0
