@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import io
 import math
 import time
@@ -463,8 +464,19 @@ def _ddp(model: nn.Module, stage: TrainingStage) -> nn.parallel.DistributedDataP
     :class:`only_trainable` before wrapping); ``find_unused_parameters`` because a stage's
     loss need not touch every one of them (e.g. a branch unused at this shot)."""
     return nn.parallel.DistributedDataParallel(
-        _StageLoss(model, stage), find_unused_parameters=True, broadcast_buffers=False
+        _StageLoss(model, stage), find_unused_parameters=True, **_NO_FORWARD_BUFFER_SYNC
     )
+
+
+# Buffers are not synced at each forward (ranks start equal, broadcast_module, and take rank
+# 0's at each validation and checkpoint, broadcast_buffers); newer torch renames the option
+# and warns at every wrap about the old name
+_NO_FORWARD_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers"
+    in inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 def _with_last(items: Iterable[MicroBatch]) -> Iterator[tuple[MicroBatch, bool]]:
