@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ __all__ = [
     "make_predictor",
     "prepare_pool",
 ]
+
+log = logging.getLogger(__name__)
 
 RECORD_FIELDS = (
     "episode",
@@ -226,10 +229,21 @@ def choose_batch(
 def load_partial_predictions(path: Path | None, manifest: Manifest, tag: str) -> np.ndarray | None:
     if path is None or not path.exists():
         return None
-    data = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
-    if str(data["tag"]) != tag:
+    try:
+        data = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+        if str(data["tag"]) != tag:
+            return None
+        predicted = np.asarray(data["predicted"])
+    except Exception as err:  # truncated or foreign file: evaluate from the start
+        log.warning("discarding unreadable partial evaluation %s (%s)", path, err)
         return None
-    return data["predicted"]
+    if predicted.shape[0] != manifest.episodes:
+        return None
+    return predicted
+
+
+#: Seconds between saves of an evaluation's finished episodes (resumed by the next run).
+PARTIAL_SAVE_EVERY_S = 60.0
 
 
 def save_partial_predictions(path: Path | None, predicted: np.ndarray, tag: str) -> None:
@@ -360,12 +374,16 @@ def evaluate(
         nonfinite,
         names_for(method, class_names),
     )
+    saved = time.monotonic()
     try:
         for start in todo:
             stop = min(start + batch_episodes, e)
             predicted[start:stop] = predict(start, stop)
             bar.update(stop - start)
-    except KeyboardInterrupt:
+            if partial_path is not None and time.monotonic() - saved > PARTIAL_SAVE_EVERY_S:
+                save_partial_predictions(partial_path, predicted, tag)  # survives a SIGKILL
+                saved = time.monotonic()
+    except BaseException:  # Ctrl-C, SystemExit (a preempted SLURM job), an error mid-way
         save_partial_predictions(partial_path, predicted, tag)
         raise
     finally:

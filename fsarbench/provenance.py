@@ -44,6 +44,8 @@ __all__ = [
 
 #: Harness modules (relative to the ``fsarbench`` package) every evaluated number passes through.
 HARNESS_NUMERIC = (
+    "autocast.py",
+    "distributed",
     "episodes.py",
     "evaluate.py",
     "guards.py",
@@ -53,6 +55,12 @@ HARNESS_NUMERIC = (
     "state.py",
     "stats",
     "training",
+    # how a run turns cells into trained models and evaluations (seeds, splits, features)
+    "experiments/cells.py",
+    "experiments/features.py",
+    "experiments/runner.py",
+    "experiments/tracks.py",
+    "experiments/units.py",
 )
 
 #: Harness modules that turn a video into features (part of every feature-cache key).
@@ -151,11 +159,22 @@ def method_packages(model: nn.Module) -> list[str]:
 
 
 def code_parts(model: nn.Module) -> dict[str, Any]:
-    """``{"harness": digest, "packages": {package: digest}}`` of the code behind ``model``."""
-    return {
+    """``{"harness": digest, "packages": {package: digest}}`` of the code behind ``model``;
+    a model that decodes videos itself (the finetune track's backbone inside it) also names
+    ``"pipeline"``: :func:`pipeline_digest` (the frozen track has it in its feature-cache
+    keys)."""
+    parts = {
         "harness": harness_digest(),
         "packages": {p: package_digest(p) for p in method_packages(model)},
     }
+    if any(type(m).__module__.startswith(_PIPELINE_PREFIXES) for m in model.modules()):
+        parts["pipeline"] = pipeline_digest()
+    return parts
+
+
+_PIPELINE_PREFIXES = tuple(f"fsarbench.{m}" for m in PIPELINE_MODULES) + (
+    "fsarbench.training.video_method",
+)
 
 
 def code_digest(model: nn.Module) -> str:
@@ -169,6 +188,8 @@ def stale_code(parts: Mapping[str, Any]) -> list[str]:
     out = []
     if parts.get("harness") not in (None, harness_digest()):
         out.append("harness")
+    if parts.get("pipeline") not in (None, pipeline_digest()):
+        out.append("pipeline")
     for package, digest in (parts.get("packages") or {}).items():
         if package_digest(package) != digest:
             out.append(package)

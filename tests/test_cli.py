@@ -201,3 +201,18 @@ def test_list_backbones_and_protocols(capsys):
 def test_bad_run_and_eval_arguments_are_named_errors(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sigterm_ends_a_command_like_ctrl_c_so_finished_work_is_saved():
+    import os
+    import signal
+
+    from fsarbench.cli.main import _terminate_like_ctrl_c
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("a SIGTERM handler is already installed in this process")
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        with _terminate_like_ctrl_c():
+            os.kill(os.getpid(), signal.SIGTERM)
+            __import__("time").sleep(5)  # the handler interrupts this
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the command

@@ -78,7 +78,8 @@ def test_each_unique_video_encoded_once_and_batching_invariant(monkeypatch):
     np.testing.assert_array_equal(r1.records["predicted_label"], r2.records["predicted_label"])
 
 
-def test_interrupted_evaluation_resumes_to_same_result(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])  # SystemExit: preempted
+def test_interrupted_evaluation_resumes_to_same_result(tmp_path, monkeypatch, stop):
     pool = np.repeat(np.arange(8), 5)
     feats = separable_features(pool, noise=3.0)
     m = fb.make_manifest(pool, way=4, shot=1, episodes=60, seed=5)
@@ -91,18 +92,31 @@ def test_interrupted_evaluation_resumes_to_same_result(tmp_path, monkeypatch):
     def flaky(*a, **k):
         calls["n"] += 1
         if calls["n"] == 4:
-            raise KeyboardInterrupt
+            raise stop
         return original(*a, **k)
 
     monkeypatch.setattr(method, "match", flaky)
     part = tmp_path / "partial.npz"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(stop):
         fb.evaluate(method, feats, m, batch_episodes=10, progress=False, partial_path=part)
     assert part.exists()
     calls["n"] = -100
     resumed = fb.evaluate(method, feats, m, batch_episodes=10, progress=False, partial_path=part)
     assert calls["n"] == -100 + 3  # only the 3 unfinished batches ran again
     np.testing.assert_array_equal(full.records["correct"], resumed.records["correct"])
+
+
+def test_an_unreadable_partial_file_is_discarded_not_fatal(tmp_path, caplog):
+    pool = np.repeat(np.arange(8), 5)
+    feats = separable_features(pool, noise=3.0)
+    m = fb.make_manifest(pool, way=4, shot=1, episodes=60, seed=5)
+    method = fb.create_method("protonet", feature_dim=16, seq_len=4)
+    full = fb.evaluate(method, feats, m, batch_episodes=10, progress=False)
+    part = tmp_path / "partial.npz"
+    part.write_bytes(b"PK\x03\x04 truncated")
+    again = fb.evaluate(method, feats, m, batch_episodes=10, progress=False, partial_path=part)
+    assert "discarding unreadable partial evaluation" in caplog.text
+    np.testing.assert_array_equal(full.records["correct"], again.records["correct"])
 
 
 def test_store_too_small_is_an_error():

@@ -4,6 +4,7 @@ models and partial evaluations, superseded records, and training runs that canno
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +286,23 @@ def test_finetune_clips_fail_loudly_instead_of_zeros(tiny_synth):
             store.get(np.array([2]))
     finally:
         broken.path.write_bytes(original)
+
+
+def test_the_code_a_record_names_covers_the_run_harness_and_the_finetune_pipeline():
+    """A change to how a run makes models (experiments/), to autocast or to the distributed
+    evaluator makes records stale; so does a change to decoding/transforms for a model that
+    decodes videos itself (the finetune track), which has no feature-cache key to carry it."""
+    from fsarbench.training.finetune import build_video_method
+    from fsarbench.training.finetune_recipe import FinetuneOptions
+
+    root = Path(provenance.__file__).parent
+    for entry in ("experiments/tracks.py", "experiments/runner.py", "autocast.py", "distributed"):
+        assert entry in provenance.HARNESS_NUMERIC and (root / entry).exists()
+    frozen = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    assert "pipeline" not in provenance.code_parts(frozen)
+    options = FinetuneOptions(backbone="resnet18", weights="none", crop=32, resize=36)
+    video = build_video_method("protonet", options, torch.device("cpu"), seed=0)
+    parts = provenance.code_parts(video)
+    assert parts["pipeline"] == provenance.pipeline_digest()
+    assert provenance.stale_code({**parts, "pipeline": "0" * 16}) == ["pipeline"]
+    assert provenance.stale_code(parts) == []

@@ -4,10 +4,13 @@ exposes ``register(subparsers)``; they are discovered, so adding one touches no 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 import fsarbench
@@ -35,6 +38,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _terminate_like_ctrl_c():
+    """While a command runs, SIGTERM (a scheduler's kill, ``timeout``) ends it as Ctrl-C
+    does, so finished work is saved (partial evaluations, checkpoints) instead of lost. Left
+    alone where a handler is already installed (submitit's preemption handler) or off the
+    main thread."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _terminate_like_ctrl_c():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
         return 130
