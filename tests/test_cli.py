@@ -211,8 +211,7 @@ def test_sigterm_ends_a_command_like_ctrl_c_so_finished_work_is_saved():
 
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         pytest.skip("a SIGTERM handler is already installed in this process")
-    with pytest.raises(KeyboardInterrupt, match="signal 15"):
-        with _terminate_like_ctrl_c():
-            os.kill(os.getpid(), signal.SIGTERM)
-            __import__("time").sleep(5)  # the handler interrupts this
+    with pytest.raises(KeyboardInterrupt, match="signal 15"), _terminate_like_ctrl_c():
+        os.kill(os.getpid(), signal.SIGTERM)
+        __import__("time").sleep(5)  # the handler interrupts this
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the command
