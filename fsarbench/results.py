@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import io
 import json
+import logging
 import re
 import time
 from collections import Counter
@@ -34,6 +35,8 @@ __all__ = [
     "load_record",
     "load_records",
     "load_queries",
+    "queries_readable",
+    "UnreadableRecordError",
     "newest_per_cell",
     "created_time",
     "write_summary",
@@ -48,6 +51,8 @@ __all__ = [
 #: Record tag of an outside result: added from a verified bundle (``leaderboard --add``),
 #: not run in this folder; its value names the bundle (see docs/bundles.md).
 OUTSIDE_TAG = "outside"
+
+log = logging.getLogger(__name__)
 
 #: Where records replaced by a newer record of the same setting are moved (kept, not read).
 SUPERSEDED_DIR = "superseded"
@@ -282,16 +287,35 @@ def save_result(
     return path
 
 
+class UnreadableRecordError(ValueError):
+    """A record file that is not a record (truncated, hand-edited, another format)."""
+
+
 def load_record(path: str | Path) -> ResultRecord:
-    """One record file (fields this version does not know are ignored)."""
+    """One record file (fields this version does not know are ignored).
+
+    Raises:
+        UnreadableRecordError: naming the file.
+    """
     names = {f.name for f in dataclasses.fields(ResultRecord)}
-    data = json.loads(Path(path).read_text())
-    return ResultRecord(**{k: v for k, v in data.items() if k in names})
+    try:
+        data = json.loads(Path(path).read_text())
+        return ResultRecord(**{k: v for k, v in data.items() if k in names})
+    except (ValueError, TypeError, AttributeError) as err:
+        raise UnreadableRecordError(f"record {path} cannot be read ({err})") from None
 
 
 def load_records(out_dir: str | Path) -> list[ResultRecord]:
-    """Every record under ``out_dir`` (searched recursively, so shards merge by themselves)."""
-    return [load_record(path) for path in sorted(Path(out_dir).rglob("records/*.json"))]
+    """Every record under ``out_dir`` (searched recursively, so shards merge by themselves).
+    An unreadable record file is left out with a warning naming it (a run then evaluates its
+    cell again) instead of stopping every command that reads the folder."""
+    records = []
+    for path in sorted(Path(out_dir).rglob("records/*.json")):
+        try:
+            records.append(load_record(path))
+        except UnreadableRecordError as err:
+            log.warning("%s; left out (delete or restore it; a run re-evaluates the cell)", err)
+    return records
 
 
 def load_queries(out_dir: str | Path, record: ResultRecord):
@@ -326,6 +350,22 @@ def created_time(record: ResultRecord) -> datetime:
         return datetime.min.replace(tzinfo=timezone.utc)
 
 
+def queries_readable(out_dir: str | Path, record: ResultRecord) -> bool:
+    """Whether ``record``'s per-query rows (which every paired test reads) are present and
+    decompress whole."""
+    try:
+        for path in (
+            folder / f"{record.cell}.queries.csv.gz" for folder in _record_folders(out_dir, record)
+        ):
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+            return True
+    except (OSError, EOFError):
+        return False
+    return False
+
+
 def newest_per_cell(records: list[ResultRecord]) -> tuple[list[ResultRecord], list[str]]:
     """One record per cell id, the newest (``created``) where a cell is recorded several
     times (shards, copies, re-runs), in the order of ``records``; and the ids seen twice."""
@@ -344,6 +384,7 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
 
     records = load_records(out_dir) if records is None else records
     records = [r for r in records if not r.tags.get(OUTSIDE_TAG)]
+    records, _ = newest_per_cell(records)  # a cell copied into shard folders: one row
     rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS if c != "stale"} for r in records]
     for row, r in zip(rows, records):
         row["stale"] = ";".join(stale_reasons(r))
@@ -367,9 +408,24 @@ def stale_reasons(record: ResultRecord) -> list[str]:
 def supersede(out_dir: str | Path, old: ResultRecord) -> None:
     """Move ``old``'s files from ``out_dir/records`` to ``out_dir/superseded`` (kept for the
     curious, never read by tables, summary or leaderboard)."""
-    src, dst = Path(out_dir) / "records", Path(out_dir) / SUPERSEDED_DIR
+    dst = Path(out_dir) / SUPERSEDED_DIR
     dst.mkdir(parents=True, exist_ok=True)
-    for suffix in (".json", ".queries.csv.gz"):
-        path = src / f"{old.cell}{suffix}"
-        if path.exists():
-            path.replace(dst / path.name)
+    for src in _record_folders(out_dir, old):
+        for suffix in (".json", ".queries.csv.gz"):
+            path = src / f"{old.cell}{suffix}"
+            if path.exists():
+                path.replace(dst / path.name)
+
+
+def _record_folders(out_dir: str | Path, record: ResultRecord) -> list[Path]:
+    """The ``records/`` folders under ``out_dir`` (sub-folders too: shards) that hold this
+    very record (same cell and ``created`` stamp)."""
+    found = []
+    for path in sorted(Path(out_dir).rglob(f"records/{record.cell}.json")):
+        try:
+            same = load_record(path).created == record.created
+        except (OSError, ValueError, TypeError):
+            same = False
+        if same:
+            found.append(path.parent)
+    return found

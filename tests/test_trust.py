@@ -166,6 +166,36 @@ def test_changed_default_supersedes_the_old_record(tmp_path):
     assert len(list((tmp_path / "superseded").glob("*.json"))) == 1
 
 
+def test_a_record_in_a_shard_folder_is_superseded_too_and_summarised_once(tmp_path):
+    import shutil
+
+    run_cells(CELLS, provider, RunOptions(tmp_path / "ref", **OPTS))
+    shutil.copytree(tmp_path / "ref", tmp_path / "out" / "shard0")  # --out out/shard$i
+    fb.write_summary(tmp_path / "out")
+    assert len((tmp_path / "out" / "summary.csv").read_text().strip().splitlines()) == 2
+    changed = {**OPTS, "recipe_overrides": {**OPTS["recipe_overrides"], "lr": 5e-4}}
+    run_cells(CELLS, provider, RunOptions(tmp_path / "out", **changed))
+    records = fb.load_records(tmp_path / "out")
+    assert [r.recipe["lr"] for r in records] == [5e-4]
+    assert len(list((tmp_path / "out" / "superseded").glob("*.json"))) == 1
+
+
+def test_unreadable_record_files_are_left_out_and_their_cell_runs_again(
+    tmp_path, monkeypatch, caplog
+):
+    first = run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))[0]
+    queries = tmp_path / "records" / f"{first.cell}.queries.csv.gz"
+    queries.write_bytes(queries.read_bytes()[:40])  # truncated
+    count = _count_evaluations(monkeypatch)
+    run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    assert count["n"] == 1 and "per-query rows are missing or unreadable" in caplog.text
+    record = tmp_path / "records" / f"{first.cell}.json"
+    record.write_text(record.read_text()[:300])  # truncated JSON
+    assert fb.load_records(tmp_path) == [] and f"record {record} cannot be read" in caplog.text
+    run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    assert count["n"] == 2 and len(fb.load_records(tmp_path)) == 1
+
+
 def test_more_episodes_reruns_instead_of_serving_the_smaller_record(tmp_path):
     run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
     rec = run_cells(CELLS, provider, RunOptions(tmp_path, **{**OPTS, "episodes": 300}))[0]

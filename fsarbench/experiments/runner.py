@@ -36,9 +36,11 @@ from fsarbench.results import (
     OUTSIDE_TAG,
     SUPERSEDED_DIR,
     ResultRecord,
+    UnreadableRecordError,
     load_record,
     load_records,
     make_record,
+    queries_readable,
     record_config_hash,
     save_result,
     supersede,
@@ -160,7 +162,11 @@ class CellRunner:
         path = Path(self.opt.out_dir) / "records" / f"{rid}.json"
         if rid in self.done or not path.exists():
             return None
-        self.done[rid] = load_record(path)
+        try:
+            self.done[rid] = load_record(path)
+        except UnreadableRecordError as err:  # evaluated again below, the file replaced
+            log.warning("%s; evaluating the cell again", err)
+            return None
         return self.reuse(rid, prov)
 
     def _evaluate(
@@ -228,6 +234,10 @@ class CellRunner:
         accepts it, recorded in the record); ``None`` when the cell must run (again)."""
         stored = self.done.get(rid)
         if stored is None:
+            return None
+        if not queries_readable(self.opt.out_dir, stored):
+            log.warning("re-running %s: its per-query rows are missing or unreadable", rid)
+            del self.done[rid]
             return None
         diff = provenance_diff(stored.provenance, prov)
         if not diff:
