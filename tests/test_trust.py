@@ -166,6 +166,20 @@ def test_changed_default_supersedes_the_old_record(tmp_path):
     assert len(list((tmp_path / "superseded").glob("*.json"))) == 1
 
 
+def test_a_reused_cell_supersedes_a_record_of_its_setting_left_by_another_config(tmp_path):
+    import shutil
+
+    run_cells(CELLS, provider, RunOptions(tmp_path / "a", **OPTS))
+    changed = {**OPTS, "recipe_overrides": {**OPTS["recipe_overrides"], "lr": 5e-4}}
+    run_cells(CELLS, provider, RunOptions(tmp_path / "b", **changed))
+    # both configs' records in one folder (concurrent runs, or a kill before superseding)
+    for record in (tmp_path / "b" / "records").iterdir():
+        shutil.copy(record, tmp_path / "a" / "records")
+    assert len(fb.load_records(tmp_path / "a")) == 2
+    run_cells(CELLS, provider, RunOptions(tmp_path / "a", **changed))  # reuses its record
+    assert [r.recipe["lr"] for r in fb.load_records(tmp_path / "a")] == [5e-4]
+
+
 def test_a_record_in_a_shard_folder_is_superseded_too_and_summarised_once(tmp_path):
     import shutil
 

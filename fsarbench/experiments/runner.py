@@ -151,11 +151,15 @@ class CellRunner:
         manifest = self.manifest(cell, p.data)
         prov = self.provenance(p, config_hash, manifest, cell)
         reused = self.reuse(rid, prov)
-        if reused is not None:
-            return reused
-        with held(Path(self.opt.out_dir) / "locks" / f"{rid}.lock", what=f"cell {rid}"):
-            reused = self.reuse_written(rid, prov)  # another process may have finished it
-            return reused if reused is not None else self._evaluate(cell, p, rid, prov, manifest)
+        if reused is None:
+            with held(Path(self.opt.out_dir) / "locks" / f"{rid}.lock", what=f"cell {rid}"):
+                reused = self.reuse_written(rid, prov)  # another process may have finished it
+                if reused is None:
+                    return self._evaluate(cell, p, rid, prov, manifest)
+        # a record of this setting made with another config (a concurrent run, or a run
+        # killed before it superseded it) goes now: one number per setting
+        self.replace_older(reused)
+        return reused
 
     def reuse_written(self, rid: str, prov: dict[str, Any]) -> ResultRecord | None:
         """The record ``rid`` written by another process since this runner started."""
