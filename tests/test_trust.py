@@ -350,3 +350,16 @@ def test_the_code_a_record_names_covers_the_run_harness_and_the_finetune_pipelin
     assert parts["pipeline"] == provenance.pipeline_digest()
     assert provenance.stale_code({**parts, "pipeline": "0" * 16}) == ["pipeline"]
     assert provenance.stale_code(parts) == []
+
+
+def test_the_plan_counts_the_steps_of_every_training_stage():
+    from types import SimpleNamespace
+
+    from fsarbench.experiments.plan import _frames
+
+    recipe = frozen_recipe("sgtm-otam", dataset="synth")
+    sgtm = fb.create_method("sgtm-otam", feature_dim=64, seq_len=8, num_train_classes=10)
+    plain = fb.create_method("otam", feature_dim=64, seq_len=8)
+    unit = SimpleNamespace(track="frozen")
+    assert _frames(unit, recipe, None, plain)[0] == recipe.steps
+    assert _frames(unit, recipe, None, sgtm)[0] == recipe.steps + round(recipe.steps * 0.2 / 0.8)

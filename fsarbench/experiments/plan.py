@@ -17,6 +17,7 @@ from typing import Any
 
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.units import ModelUnit
+from fsarbench.training.loop import stage_steps
 
 __all__ = ["DEFAULT_THROUGHPUT", "UnitPlan", "plan_cells", "print_plan"]
 
@@ -34,19 +35,21 @@ class UnitPlan:
     eval_frames: int = 0
 
 
-def _frames(unit: ModelUnit, recipe: Any, data) -> tuple[int, int, int]:
+def _frames(unit: ModelUnit, recipe: Any, data, method) -> tuple[int, int, int]:
     """``(steps, training frames, evaluation frames)`` through the backbone (the evaluator
-    encodes each unique video of an evaluation once)."""
+    encodes each unique video of an evaluation once). Steps count every training stage
+    (SGTM's stage 1 runs on top of the recipe's ``steps``)."""
+    r = recipe if unit.track != "finetune" else recipe.recipe
+    steps = sum(stage_steps(method.training_stages(), r.steps))
     if unit.track != "finetune":
-        r = recipe
-        return r.steps, 0, 0
-    r, o = recipe.recipe, recipe.options
+        return steps, 0, 0
+    o = recipe.options
     per_episode = r.way * (r.shot + r.queries) * o.frames
     val_passes = math.ceil(r.steps / max(1, r.val_every)) if r.val_episodes else 0
     val_videos = min(r.val_episodes * r.way * (r.val_shot + 1), data.val_videos)
     val_frames = val_passes * val_videos * o.frames
     test_frames = len(data.test_classes) * o.frames
-    return r.steps, r.steps * r.episodes_per_step * per_episode, val_frames + test_frames
+    return steps, steps * r.episodes_per_step * per_episode, val_frames + test_frames
 
 
 def plan_cells(runner, cells: Iterable[Cell]) -> list[UnitPlan]:
@@ -58,7 +61,7 @@ def plan_cells(runner, cells: Iterable[Cell]) -> list[UnitPlan]:
     for cell in unique_cells(cells):
         p = runner.prepare(cell)
         if p.slug not in plans:
-            steps, train, evals = _frames(p.unit, p.recipe, p.data)
+            steps, train, evals = _frames(p.unit, p.recipe, p.data, p.method)
             plans[p.slug] = UnitPlan(p.unit, [], steps, train, evals)
         plans[p.slug].cells.append(cell)
     return list(plans.values())
