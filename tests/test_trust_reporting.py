@@ -10,16 +10,16 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from report_fixtures import save_simulated_record
 
 import fsarbench as fb
 from fsarbench.cli.main import main
-from fsarbench.evaluate import summarise_predictions
 from fsarbench.experiments.summary_tables import summary_tables
 from fsarbench.report.compare import compare_systems
 from fsarbench.report.published import load_table
 from fsarbench.report.records import UnpairedError, group_entries, load_entries
 from fsarbench.report.tables import build_table, mark_significant
-from fsarbench.results import OUTSIDE_TAG, load_records, make_record, save_result
+from fsarbench.results import OUTSIDE_TAG, load_records
 from fsarbench.stats.intervals import mean_and_halfwidth
 from fsarbench.stats.paired import bootstrap_mean_ci, compare_paired, paired_ttest
 
@@ -31,22 +31,7 @@ def _manifest(episodes=300, dataset="toy", seed=0, classes=10):
     )
 
 
-def _save(out, manifest, method, acc, rng, *, train_seed=None, dataset="toy", **kw):
-    true = manifest.query_labels
-    hit = rng.random(true.shape) < acc
-    predicted = np.where(hit, true, (true + 1) % manifest.way)
-    result = summarise_predictions(predicted, manifest, "normal", 0.0)
-    record = make_record(
-        result,
-        method=method,
-        dataset=dataset,
-        split_variant=dataset,
-        manifest=manifest,
-        train_seed=train_seed,
-        **kw,
-    )
-    save_result(out, record, result)
-    return record
+_save = save_simulated_record
 
 
 def test_one_episode_gives_no_test_and_no_interval():

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from report_fixtures import save_simulated_record
 
 import fsarbench as fb
 from fsarbench.cli.main import main
 from fsarbench.config import ConfigError
-from fsarbench.evaluate import summarise_predictions
 from fsarbench.experiments.grids import load_grid_file
 from fsarbench.report.compare import compare_systems
 from fsarbench.report.records import load_entries
-from fsarbench.results import make_record, save_result
 from fsarbench.stats.hierarchical import seed_level_comparison
 from fsarbench.training.recipe import Recipe, check_recipes_table
 
@@ -70,21 +69,9 @@ def test_recipe_files_and_values_are_checked():
 
 
 def _save(out, manifest, method, train_seed, acc, rng, **record_kw):
-    true = manifest.query_labels
-    hit = rng.random(true.shape) < acc
-    predicted = np.where(hit, true, (true + 1) % manifest.way)
-    result = summarise_predictions(predicted, manifest, "normal", 0.0)
-    record = make_record(
-        result,
-        method=method,
-        dataset="toy",
-        split_variant="toy",
-        manifest=manifest,
-        train_seed=train_seed,
-        **record_kw,
+    return save_simulated_record(
+        out, manifest, method, acc, rng, train_seed=train_seed, **record_kw
     )
-    save_result(out, record, result)
-    return record
 
 
 def _manifest(episodes=2000):
