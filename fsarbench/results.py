@@ -35,7 +35,7 @@ __all__ = [
     "load_record",
     "load_records",
     "load_queries",
-    "queries_readable",
+    "queries_match",
     "UnreadableRecordError",
     "newest_per_cell",
     "created_time",
@@ -350,19 +350,21 @@ def created_time(record: ResultRecord) -> datetime:
         return datetime.min.replace(tzinfo=timezone.utc)
 
 
-def queries_readable(out_dir: str | Path, record: ResultRecord) -> bool:
-    """Whether ``record``'s per-query rows (which every paired test reads) are present and
-    decompress whole."""
-    try:
-        for path in (
-            folder / f"{record.cell}.queries.csv.gz" for folder in _record_folders(out_dir, record)
-        ):
-            with gzip.open(path, "rb") as f:
-                while f.read(1 << 20):
-                    pass
-            return True
-    except (OSError, EOFError):
-        return False
+def queries_match(out_dir: str | Path, record: ResultRecord) -> bool:
+    """Whether ``record``'s per-query rows (which every paired test reads) are present,
+    readable, and give the record's accuracy (the mean over episodes of their per-episode
+    accuracy, to 1e-6 %): a truncated file or a hand-edited number does not pass."""
+    import pandas as pd
+
+    for folder in _record_folders(out_dir, record):
+        try:
+            rows = pd.read_csv(folder / f"{record.cell}.queries.csv.gz")
+            per_episode = rows.groupby("episode")["correct"].mean()
+        except (OSError, EOFError, ValueError, KeyError):
+            return False
+        return len(per_episode) == record.episodes and (
+            abs(100 * float(per_episode.mean()) - record.accuracy) <= 1e-6
+        )
     return False
 
 

@@ -202,12 +202,36 @@ def test_unreadable_record_files_are_left_out_and_their_cell_runs_again(
     queries.write_bytes(queries.read_bytes()[:40])  # truncated
     count = _count_evaluations(monkeypatch)
     run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
-    assert count["n"] == 1 and "per-query rows are missing or unreadable" in caplog.text
+    assert count["n"] == 1 and "per-query rows are missing, unreadable" in caplog.text
     record = tmp_path / "records" / f"{first.cell}.json"
     record.write_text(record.read_text()[:300])  # truncated JSON
     assert fb.load_records(tmp_path) == [] and f"record {record} cannot be read" in caplog.text
     run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
     assert count["n"] == 2 and len(fb.load_records(tmp_path)) == 1
+
+
+def test_a_hand_edited_accuracy_is_not_served_and_a_rejected_record_warns_once(
+    tmp_path, monkeypatch, caplog
+):
+    first = run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))[0]
+    record = tmp_path / "records" / f"{first.cell}.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "accuracy": data["accuracy"] + 10}))
+    count = _count_evaluations(monkeypatch)
+    again = run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))[0]
+    assert count["n"] == 1 and again.accuracy == pytest.approx(first.accuracy)
+    assert caplog.text.count("re-running") == 1  # not once more from the locked re-check
+
+
+def test_a_record_made_as_asked_again_is_no_longer_marked_stale(tmp_path, monkeypatch):
+    run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    real = runner_mod.code_parts
+    monkeypatch.setattr(runner_mod, "code_parts", lambda m: {"harness": "changed"})
+    run_cells(CELLS, provider, RunOptions(tmp_path, reuse_stale=True, **OPTS))
+    assert fb.load_records(tmp_path)[0].stale_accepted
+    monkeypatch.setattr(runner_mod, "code_parts", real)
+    run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    assert fb.load_records(tmp_path)[0].stale_accepted == []
 
 
 def test_more_episodes_reruns_instead_of_serving_the_smaller_record(tmp_path):

@@ -40,7 +40,7 @@ from fsarbench.results import (
     load_record,
     load_records,
     make_record,
-    queries_readable,
+    queries_match,
     record_config_hash,
     save_result,
     supersede,
@@ -110,6 +110,8 @@ class CellRunner:
             }
         self.tracks, self.opt = tracks, options
         self.built: dict[str, FewShotMethod] = {}
+        #: records turned down for re-running (cell -> created stamp), not read back again
+        self.rejected: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
         self.models: dict[str, Trained] = {}
         self.trained_units: list[ModelUnit] = []
@@ -167,10 +169,13 @@ class CellRunner:
         if rid in self.done or not path.exists():
             return None
         try:
-            self.done[rid] = load_record(path)
+            record = load_record(path)
         except UnreadableRecordError as err:  # evaluated again below, the file replaced
             log.warning("%s; evaluating the cell again", err)
             return None
+        if self.rejected.get(rid) == record.created:  # the record reuse() just turned down
+            return None
+        self.done[rid] = record
         return self.reuse(rid, prov)
 
     def _evaluate(
@@ -239,12 +244,20 @@ class CellRunner:
         stored = self.done.get(rid)
         if stored is None:
             return None
-        if not queries_readable(self.opt.out_dir, stored):
-            log.warning("re-running %s: its per-query rows are missing or unreadable", rid)
+        if not queries_match(self.opt.out_dir, stored):
+            log.warning(
+                "re-running %s: its per-query rows are missing, unreadable or do not give its "
+                "accuracy",
+                rid,
+            )
+            self.rejected[rid] = stored.created
             del self.done[rid]
             return None
         diff = provenance_diff(stored.provenance, prov)
         if not diff:
+            if stored.stale_accepted:  # made as asked again: no longer an accepted stale one
+                stored.stale_accepted = []
+                save_result(self.opt.out_dir, stored)
             return stored
         if self.opt.reuse_stale:
             log.warning("reusing stale %s (--reuse-stale): %s", rid, "; ".join(diff))
@@ -252,6 +265,7 @@ class CellRunner:
             save_result(self.opt.out_dir, stored)
             return stored
         log.warning("re-running %s: it was made with %s", rid, "; ".join(diff))
+        self.rejected[rid] = stored.created
         del self.done[rid]
         return None
 
