@@ -112,6 +112,8 @@ class CellRunner:
         self.built: dict[str, FewShotMethod] = {}
         #: records turned down for re-running (cell -> created stamp), not read back again
         self.rejected: dict[str, str] = {}
+        #: (cell, created) of records whose per-query rows were checked against them
+        self.verified: set[tuple[str, str]] = set()
         self.seconds: dict[str, float] = {}
         self.models: dict[str, Trained] = {}
         self.trained_units: list[ModelUnit] = []
@@ -210,6 +212,7 @@ class CellRunner:
         partial.unlink(missing_ok=True)
         self.replace_older(record)
         self.done[rid] = record
+        self.verified.add((rid, record.created))  # written just now with its rows
         return record
 
     def provenance(
@@ -244,7 +247,7 @@ class CellRunner:
         stored = self.done.get(rid)
         if stored is None:
             return None
-        if not queries_match(self.opt.out_dir, stored):
+        if (rid, stored.created) not in self.verified and not self._verify(stored):
             log.warning(
                 "re-running %s: its per-query rows are missing, unreadable or do not give its "
                 "accuracy",
@@ -268,6 +271,13 @@ class CellRunner:
         self.rejected[rid] = stored.created
         del self.done[rid]
         return None
+
+    def _verify(self, record: ResultRecord) -> bool:
+        """:func:`queries_match`, once per record and process (grids share cells)."""
+        if not queries_match(self.opt.out_dir, record):
+            return False
+        self.verified.add((record.cell, record.created))
+        return True
 
     def replace_older(self, record: ResultRecord) -> None:
         """Supersede records of ``record``'s setting made with another config (a changed
