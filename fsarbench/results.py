@@ -327,15 +327,15 @@ def load_queries(out_dir: str | Path, record: ResultRecord):
     """
     import pandas as pd
 
-    matches = sorted(Path(out_dir).rglob(f"records/{record.cell}.queries.csv.gz"))
-    if not matches:
-        raise FileNotFoundError(f"no per-query records for {record.cell} under {out_dir}")
-    for path in matches:
-        beside = path.with_name(f"{record.cell}.json")
-        if beside.exists() and load_record(beside).created == record.created:
+    for folder in _record_folders(out_dir, record):
+        path = folder / f"{record.cell}.queries.csv.gz"
+        if path.exists():
             return pd.read_csv(path)
+    copies = len(list(Path(out_dir).rglob(f"records/{record.cell}.queries.csv.gz")))
+    if not copies:
+        raise FileNotFoundError(f"no per-query records for {record.cell} under {out_dir}")
     raise FileNotFoundError(
-        f"the per-query records of {record.cell} under {out_dir} ({len(matches)} found) "
+        f"the per-query records of {record.cell} under {out_dir} ({copies} found) "
         f"belong to other copies of that cell, not to the one created {record.created}; "
         "re-evaluate the cell or remove the stale copies"
     )
@@ -408,8 +408,9 @@ def stale_reasons(record: ResultRecord) -> list[str]:
 
 
 def supersede(out_dir: str | Path, old: ResultRecord) -> None:
-    """Move ``old``'s files from ``out_dir/records`` to ``out_dir/superseded`` (kept for the
-    curious, never read by tables, summary or leaderboard)."""
+    """Move ``old``'s files from the ``records/`` folder that holds them (``out_dir``'s own or
+    a shard sub-folder's) to ``out_dir/superseded`` (kept for the curious, never read by
+    tables, summary or leaderboard)."""
     dst = Path(out_dir) / SUPERSEDED_DIR
     dst.mkdir(parents=True, exist_ok=True)
     for src in _record_folders(out_dir, old):

@@ -167,7 +167,7 @@ def test_eval_on_other_features_writes_another_record_not_over_the_first(tmp_pat
         argv = ["eval", "protonet", "--features", str(tmp_path / name), "--manifest"]
         assert main([*argv, str(manifest), "--out", str(out)]) == 0
     records = fb.load_records(out)
-    assert len(records) == 2 and len({r.features["file_sha256"] for r in records}) == 2
+    assert len(records) == 2 and len({r.features["file_md5"] for r in records}) == 2
     bad = ["eval", "protonet", "--features", str(tmp_path / "a.pt"), "--manifest", str(manifest)]
     assert main([*bad, "--hparams", "[1]"]) == 2
     assert "--hparams takes a JSON object" in capsys.readouterr().err

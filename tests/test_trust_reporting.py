@@ -133,7 +133,7 @@ def test_leaderboard_leaves_out_a_setting_it_cannot_rank(tmp_path, capsys):
     _save(tmp_path, _manifest(dataset="other", classes=11), "B", 0.7, rng, dataset="other")
     assert main(["leaderboard", "--runs", str(tmp_path), "--bootstrap", "100"]) == 0
     out = capsys.readouterr()
-    assert "note: setting left out: cannot compare" in out.err and "other" in out.err
+    assert "note: left out the setting: cannot compare" in out.err and "other" in out.err
     assert "toy 5-way 1-shot" in out.out and "other 5-way" not in out.out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fsarbench.cli.common import add_splits_dir_argument
 from fsarbench.report.cli_args import (
@@ -11,6 +10,7 @@ from fsarbench.report.cli_args import (
     add_runs_arg,
     add_stats_args,
     load_filtered_entries,
+    print_left_out,
 )
 from fsarbench.report.leaderboard import build_leaderboard, leaderboard_markdown, write_leaderboard
 
@@ -63,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
         test=args.test,
         n_boot=args.bootstrap,
     )
-    for reason in left_out:
-        print(f"note: setting left out: {reason}", file=sys.stderr)
+    print_left_out(left_out, "the setting: ")
     if not board:
         raise ValueError(f"no setting under {args.runs} could be ranked (see the notes above)")
     print(leaderboard_markdown(board, alpha=args.alpha, test=args.test))

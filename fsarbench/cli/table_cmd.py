@@ -5,11 +5,10 @@ result records."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from fsarbench.io import atomic_write_text
-from fsarbench.report.cli_args import add_runs_arg, add_stats_args
+from fsarbench.report.cli_args import add_runs_arg, add_stats_args, print_left_out
 from fsarbench.report.comparison import build_comparison, load_comparison
 from fsarbench.report.published import (
     known_methods,
@@ -100,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
         entries = load_entries(runs, left_out=left_out)
     else:
         entries = []
-    for reason in left_out:
-        print(f"note: left out {reason}", file=sys.stderr)
+    print_left_out(left_out)
     paper = args.number.isdigit()
     table = (_paper_table if paper else _comparison_table)(args, entries)
     if args.mark_significant:

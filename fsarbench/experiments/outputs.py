@@ -29,7 +29,10 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
     from fsarbench.report.tables import build_table
 
     run_dir = Path(run_dir)
-    entries = load_entries(run_dir, left_out=[])  # what is left out is logged
+    left_out: list[str] = []
+    entries = load_entries(run_dir, left_out=left_out)
+    for reason in left_out:
+        log.warning("left out of the paper tables: %s", reason)
     written: list[Path] = []
     for number in tables:
         table = build_table(

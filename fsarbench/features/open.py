@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from fsarbench.features.store import FeatureStore, InMemoryFeatureStore
+from fsarbench.io import md5_file, stable_hash
 
 __all__ = ["open_feature_store", "feature_identity", "FeatureFileError"]
 
@@ -50,17 +50,13 @@ def open_feature_store(path: str | Path) -> FeatureStore:
 
 def feature_identity(path: str | Path, store: FeatureStore) -> dict[str, str]:
     """What a record says it was evaluated on, for ``eval --features``: a cache's key (its
-    extraction settings) or a file's sha256. Part of the record's config hash, so results on
-    other features never overwrite each other."""
+    extraction settings) or the md5 of the file. Part of the record's config hash, so results
+    on other features never overwrite each other."""
     from fsarbench.features.cache import FeatureCache
 
     if isinstance(store, FeatureCache) and store.key:
         return {"cache_key": str(store.key)}
     path = Path(path)
+    # a cache made by hand has no key: its index and numbers identify it
     files = [path / "index.json", path / "features.npy"] if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for file in files:  # a cache made by hand has no key: its index and numbers identify it
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return {"file_sha256": digest.hexdigest()[:16]}
+    return {"file_md5": stable_hash([md5_file(f) for f in files])}

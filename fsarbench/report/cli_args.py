@@ -17,6 +17,7 @@ __all__ = [
     "add_filter_args",
     "filter_entries",
     "load_filtered_entries",
+    "print_left_out",
 ]
 
 #: Results folder used when ``--runs`` is not given: ``$FSARBENCH_RUNS``, else where
@@ -80,6 +81,12 @@ def load_filtered_entries(args: argparse.Namespace) -> list[Entry]:
     stop a comparison of the others."""
     left_out: list[str] = []
     entries = filter_entries(load_entries(Path(args.runs), left_out=left_out), args)
-    for reason in left_out:
-        print(f"note: left out {reason}", file=sys.stderr)
+    print_left_out(left_out)
     return entries
+
+
+def print_left_out(reasons: list[str], what: str = "") -> None:
+    """One ``note: left out ...`` line on stderr per reason (entries or settings a report
+    could not include)."""
+    for reason in reasons:
+        print(f"note: left out {what}{reason}", file=sys.stderr)

@@ -256,8 +256,7 @@ def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = N
             )
             if left_out is None:
                 raise UnpairedError(reason)
-            log.warning("left out: %s", reason)
-            left_out.append(reason)
+            left_out.append(reason)  # the caller says so where its user reads it
             continue
         entries.append(Entry(name, setting, recs))
     return entries
