@@ -14,7 +14,7 @@ import torch
 from fsarbench.data.clips import ClipDataset, ClipOptions
 from fsarbench.data.datasets import get_dataset
 from fsarbench.data.decode import count_frames
-from fsarbench.data.synth import SynthConfig, ensure_synth, plan_classes
+from fsarbench.data.synth import SynthConfig, ensure_synth, generation_workers, plan_classes
 from fsarbench.data.transforms import get_transform
 
 SMALL = SynthConfig(videos_per_class=2, size=32, min_frames=8, max_frames=10)
@@ -54,6 +54,27 @@ def test_generation_is_deterministic(small, tmp_path):
     assert set(_md5s(other).values()).isdisjoint(_md5s(small).values())
     files = sorted(p.relative_to(small) for p in small.rglob("*.mp4"))
     assert len(files) == 46 * 2 and not list(small.parent.glob("*.partial"))
+
+
+@pytest.mark.parametrize("kind", ["standard", "planted"])
+def test_worker_processes_write_the_same_bytes(tmp_path, kind):
+    """The videos are rendered over processes; their order, files and metadata are those of
+    the one-process generation."""
+    one = ensure_synth(tmp_path / "one", seed=0, config=SMALL, kind=kind, workers=1)
+    three = ensure_synth(tmp_path / "three", seed=0, config=SMALL, kind=kind, workers=3)
+    assert (one / "synth.json").read_text() == (three / "synth.json").read_text()
+    for path in one.rglob("*.mp4"):
+        assert path.read_bytes() == (three / path.relative_to(one)).read_bytes()
+
+
+def test_generation_workers_setting(monkeypatch):
+    monkeypatch.setenv("FSAR_SYNTH_WORKERS", "3")
+    assert generation_workers() == 3
+    monkeypatch.setenv("FSAR_SYNTH_WORKERS", "three")
+    with pytest.raises(ValueError, match="FSAR_SYNTH_WORKERS='three'"):
+        generation_workers()
+    monkeypatch.delenv("FSAR_SYNTH_WORKERS")
+    assert 1 <= generation_workers() <= 8
 
 
 def test_videos_decode_through_the_clip_pipeline(small):

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import colorsys
 import json
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ __all__ = [
     "SynthClass",
     "SynthDataset",
     "ensure_synth",
+    "generation_workers",
     "plan_classes",
     "render_class_video",
     "write_video",
@@ -303,28 +306,77 @@ def synth_dir(
     return base / f"{_prefix(kind)}-v{SYNTH_VERSION}-seed{seed}-{stable_hash(spec, 10)}"
 
 
-def _generate(work: Path, seed: int, config: SynthConfig, kind: str) -> dict[str, Any]:
+def generation_workers() -> int:
+    """Processes that render the benchmark: the cores this process may use (at most 8), or
+    ``$FSAR_SYNTH_WORKERS``. Every video is rendered from its own seed, so the files are the
+    same bytes for any number of workers."""
+    env = os.environ.get("FSAR_SYNTH_WORKERS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(
+                f"FSAR_SYNTH_WORKERS={env!r} is not a whole number of processes (e.g. 1)"
+            ) from None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, cores or 1))
+
+
+@dataclass(frozen=True)
+class _VideoJob:
+    """One video to render and write under ``work`` (a picklable unit of generation)."""
+
+    work: Path
+    cls: SynthClass
+    index: int
+    config: SynthConfig
+    seed: int
+
+
+def _make_video(job: _VideoJob) -> dict[str, Any]:
+    """Render ``job``'s video, write it unless it exists, and return its metadata entry."""
+    c, config = job.cls, job.config
+    rel = Path("videos") / c.name / f"{c.name}_{job.index:03d}.mp4"
+    path = job.work / rel
+    frames, segments = _render(c, job.index, config, job.seed)
+    if not path.exists():
+        write_video(path, frames, config.codec, config.fps)
+    video = {
+        "video_id": path.stem,
+        "class_name": c.name,
+        "split": c.split,
+        "path": str(rel),
+        "frames": int(len(frames)),
+        "md5": md5_file(path),
+    }
+    if c.category == "planted":
+        video["window"] = _window_of(segments)
+    return video
+
+
+def _map_jobs(jobs: list[_VideoJob], workers: int) -> list[dict[str, Any]]:
+    """``_make_video`` of every job, in order, over ``workers`` processes (forked where the
+    platform can: the workers need no re-import of torch)."""
+    if workers <= 1 or len(jobs) < 2:
+        return [_make_video(job) for job in jobs]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    workers = min(workers, len(jobs))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(_make_video, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+
+
+def _generate(
+    work: Path, seed: int, config: SynthConfig, kind: str, workers: int | None = None
+) -> dict[str, Any]:
     """Write every missing video under ``work``; metadata of all videos."""
     classes = plan_classes(seed, kind)
-    videos = []
-    for c in classes:
-        for i in range(config.videos_per_class):
-            rel = Path("videos") / c.name / f"{c.name}_{i:03d}.mp4"
-            path = work / rel
-            frames, segments = _render(c, i, config, seed)
-            if not path.exists():
-                write_video(path, frames, config.codec, config.fps)
-            video = {
-                "video_id": path.stem,
-                "class_name": c.name,
-                "split": c.split,
-                "path": str(rel),
-                "frames": int(len(frames)),
-                "md5": md5_file(path),
-            }
-            if c.category == "planted":
-                video["window"] = _window_of(segments)
-            videos.append(video)
+    jobs = [
+        _VideoJob(work, c, i, config, seed)
+        for c in classes
+        for i in range(config.videos_per_class)
+    ]
+    videos = _map_jobs(jobs, generation_workers() if workers is None else workers)
     meta = {
         "format": 1,
         "version": SYNTH_VERSION,
@@ -341,11 +393,14 @@ def ensure_synth(
     seed: int = 0,
     config: SynthConfig | None = None,
     kind: str = "standard",
+    workers: int | None = None,
 ) -> Path:
     """The folder of the synthetic dataset of ``kind``, generating it first if needed.
 
     ``cache_dir`` defaults to ``$FSAR_SYNTH`` or ``<user cache>/fsarbench/synth``. The folder
     holds ``synth.json`` (classes, categories, videos with md5) and ``videos/<class>/*.mp4``.
+    ``workers`` processes render the videos (default :func:`generation_workers`; the files
+    are the same bytes for any number).
     """
     config = config or SynthConfig()
     final = synth_dir(cache_dir, seed, config, kind)
@@ -357,7 +412,7 @@ def ensure_synth(
         if (final / "synth.json").is_file():
             return final
         work = final.with_name(final.name + ".partial")
-        meta = _generate(work, seed, config, kind)
+        meta = _generate(work, seed, config, kind, workers)
         atomic_write_json(work / "synth.json", meta)
         os.replace(work, final)
     return final
