@@ -372,9 +372,7 @@ def _generate(
     """Write every missing video under ``work``; metadata of all videos."""
     classes = plan_classes(seed, kind)
     jobs = [
-        _VideoJob(work, c, i, config, seed)
-        for c in classes
-        for i in range(config.videos_per_class)
+        _VideoJob(work, c, i, config, seed) for c in classes for i in range(config.videos_per_class)
     ]
     videos = _map_jobs(jobs, generation_workers() if workers is None else workers)
     meta = {
