@@ -21,6 +21,7 @@ __all__ = [
     "NonFiniteLogitsError",
     "NonFiniteLossError",
     "NonFiniteFeaturesError",
+    "LogitsShapeError",
     "check_finite_features",
     "check_nonfinite_policy",
     "predict_labels",
@@ -37,6 +38,11 @@ NONFINITE_POLICIES = ("error", "count_wrong")
 
 class NonFiniteLogitsError(FloatingPointError):
     """A method returned NaN or infinite logits for some queries."""
+
+
+class LogitsShapeError(ValueError):
+    """A method returned logits that are not ``[episodes, queries, way]`` (numpy would
+    broadcast or index them into an ordinary-looking accuracy)."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,10 +79,25 @@ def check_nonfinite_policy(policy: str) -> str:
 
 
 def predict_labels(
-    logits: Tensor, *, first_episode: int, policy: str = "error", method: str = "method"
+    logits: Tensor,
+    *,
+    first_episode: int,
+    policy: str = "error",
+    method: str = "method",
+    shape: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
     """Predicted labels ``[B, Nq]`` of ``logits [B, Nq, way]`` for episodes starting at
-    ``first_episode``; queries with a non-finite logit raise or become :data:`NONFINITE`."""
+    ``first_episode``; queries with a non-finite logit raise or become :data:`NONFINITE`.
+    With ``shape`` (``(B, Nq, way)``), logits of any other shape raise
+    :class:`LogitsShapeError`."""
+    if shape is not None and tuple(logits.shape) != tuple(shape):
+        b, nq, way = shape
+        raise LogitsShapeError(
+            f"{method} returned logits of shape {list(logits.shape)} for {b} episode(s) of "
+            f"{nq} queries and {way} classes (episodes {first_episode}..{first_episode + b - 1})"
+            f": match must return [episodes, queries, way], one score per class in the "
+            "episode's label order (average per-support scores over each class's shots)"
+        )
     bad = ~torch.isfinite(logits).all(-1)
     # labels and the non-finite mask in one copy to the host (each copy waits for the GPU)
     host = torch.stack([logits.argmax(-1), bad.long()]).cpu().numpy()

@@ -1,0 +1,67 @@
+"""What a user's own method or bundle can get wrong, refused before it becomes a number:
+logits of the wrong shape, names that shadow built-ins, outside results posing as own runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fsarbench as fb
+from fsarbench.guards import LogitsShapeError
+from fsarbench.methods import FewShotMethod, MethodOutput
+
+
+class ReshapedLogits(FewShotMethod):
+    """Prototype logits ``[B, Nq, way]`` passed through ``reshape`` (a plugin's mistake)."""
+
+    method_name = "reshaped-logits"
+
+    def __init__(self, *, reshape, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.reshape = reshape
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        logits = -torch.cdist(query, support)  # [B, Nq, Ns]: per support video
+        if self.reshape != "per-support":
+            ones = torch.nn.functional.one_hot(support_labels, way).to(query.dtype)
+            logits = logits @ ones / ones.sum(1, keepdim=True)  # [B, Nq, way]
+            logits = self.reshape(logits)
+        return MethodOutput(logits)
+
+
+def _episodes(shot: int, queries: int = 1):
+    classes = np.repeat(np.arange(8), 8)
+    manifest = fb.make_manifest(classes, way=5, shot=shot, queries=queries, episodes=40, seed=1)
+    feats = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(0))
+    return feats, manifest
+
+
+@pytest.mark.parametrize(
+    ("reshape", "shot"),
+    [
+        (lambda x: x[:1], 1),  # episode 0 only: numpy would broadcast it to every episode
+        (lambda x: x.transpose(1, 2), 1),  # [B, way, Nq] (2 queries per class below)
+        (lambda x: x[..., :-1], 1),  # way - 1 columns
+        (lambda x: x[..., 0], 1),  # [B, Nq]
+        ("per-support", 5),  # [B, Nq, way * shot]: argmax beyond way
+    ],
+)
+def test_logits_of_another_shape_are_refused(reshape, shot):
+    feats, manifest = _episodes(shot, queries=2)
+    head = ReshapedLogits(reshape=reshape, feature_dim=8, seq_len=4)
+    with pytest.raises(LogitsShapeError, match=r"reshaped-logits returned logits of shape"):
+        fb.evaluate(head, feats, manifest, progress=False, batch_episodes=16)
+
+
+def test_logits_of_the_right_shape_pass():
+    feats, manifest = _episodes(1)
+    head = ReshapedLogits(reshape=lambda x: x, feature_dim=8, seq_len=4)
+    proto = fb.create_method("protonet", feature_dim=8, seq_len=4, metric="sqeuclidean")
+    ours = fb.evaluate(head, feats, manifest, progress=False, batch_episodes=16)
+    assert ours.accuracy == pytest.approx(
+        fb.evaluate(proto, feats, manifest, progress=False).accuracy
+    )
