@@ -22,6 +22,8 @@ from fsarbench.methods import FewShotMethod
 __all__ = ["register_method", "create_method", "list_methods", "method_info", "UnknownMethodError"]
 
 ENTRY_POINT_GROUP = "fsarbench.methods"
+#: Top-level packages whose methods are fsarbench's own (a plugin cannot take their names).
+BUILTIN_PACKAGES = ("fsarbench", "fsarbench_baselines", "fsarbench_sgtm")
 log = logging.getLogger(__name__)
 
 
@@ -138,8 +140,43 @@ def _load_entry_points() -> None:
             continue
         if inspect.ismodule(obj):
             continue  # importing the module registered its methods
-        if ep.name not in _REGISTRY:
+        entry = _REGISTRY.get(ep.name)
+        if entry is None:
             _add(ep.name, obj, {}, "", source=f"entry point {ep.value}")
+        elif entry.cls is not obj:
+            _resolve_clash(ep.name, entry, obj, ep.value)
+
+
+def _is_builtin(cls: Any) -> bool:
+    return cls.__module__.split(".")[0] in BUILTIN_PACKAGES
+
+
+def _resolve_clash(name: str, entry: MethodEntry, cls: Any, value: str) -> None:
+    """Two plugins register ``name`` for different classes. fsarbench's own method keeps the
+    name and the plugin is refused (its results would be filed as the built-in's); between
+    two outside plugins neither is used. Either way the refusal is logged and named."""
+    if not _is_builtin(entry.cls) and _is_builtin(cls):
+        loser, winner = entry.source, value
+        del _REGISTRY[name]
+        _add(name, cls, {}, "", source=f"entry point {value}")
+    elif _is_builtin(entry.cls) and not _is_builtin(cls):
+        loser, winner = f"entry point {value}", entry.source
+    else:
+        del _REGISTRY[name]
+        _ENTRY_POINT_ERRORS[name] = (
+            f"two plugins register {name!r} ({entry.source} and entry point {value}); "
+            "uninstall one or rename its entry point"
+        )
+        log.warning("method name %r refused: %s", name, _ENTRY_POINT_ERRORS[name])
+        return
+    _ENTRY_POINT_ERRORS[f"{name} ({loser})"] = f"the name {name!r} is fsarbench's ({winner})"
+    log.warning(
+        "fsarbench method plugin %s is not used: %r is a built-in method's name (%s); "
+        "rename the plugin's entry point",
+        loser,
+        name,
+        winner,
+    )
 
 
 def list_methods(pattern: str | None = None, *, variants: bool = True) -> list[str]:

@@ -65,3 +65,48 @@ def test_logits_of_the_right_shape_pass():
     assert ours.accuracy == pytest.approx(
         fb.evaluate(proto, feats, manifest, progress=False).accuracy
     )
+
+
+class FakeOTAM(FewShotMethod):
+    """A plugin's head that registers under a built-in's name."""
+
+
+class OtherPlugin(FewShotMethod):
+    """A second plugin's head under the same outside name."""
+
+
+def _entry_points(monkeypatch, specs):
+    """The registry as a fresh session would load it from ``specs``: (name, class) pairs."""
+    from importlib.metadata import EntryPoint
+
+    from fsarbench import registry
+
+    registry.list_methods()
+    eps = []
+    for name, cls in specs:
+        ep = EntryPoint(name, f"{cls.__module__}:{cls.__qualname__}", registry.ENTRY_POINT_GROUP)
+        eps.append(ep)
+    builtin = {n: e for n, e in registry._REGISTRY.items() if n not in dict(specs)}
+    monkeypatch.setattr(registry, "_REGISTRY", builtin)
+    monkeypatch.setattr(registry, "_ENTRY_POINT_ERRORS", {})
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    return registry
+
+
+@pytest.mark.parametrize("plugin_first", [True, False])
+def test_a_plugin_cannot_take_a_builtin_name(monkeypatch, caplog, plugin_first):
+    from fsarbench_baselines.otam import OTAM
+
+    specs = [("otam", FakeOTAM), ("otam", OTAM)]
+    registry = _entry_points(monkeypatch, specs if plugin_first else specs[::-1])
+    assert registry.method_info("otam").cls is OTAM
+    assert "rename the plugin's entry point" in caplog.text
+    assert any("test_trust_plugins:FakeOTAM" in k for k in registry._ENTRY_POINT_ERRORS)
+
+
+def test_two_plugins_with_one_name_are_both_refused(monkeypatch, caplog):
+    registry = _entry_points(monkeypatch, [("lab-head", FakeOTAM), ("lab-head", OtherPlugin)])
+    with pytest.raises(registry.UnknownMethodError, match="two plugins register 'lab-head'"):
+        registry.method_info("lab-head")
+    assert "refused" in caplog.text
