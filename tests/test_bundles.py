@@ -128,7 +128,7 @@ def test_paper_tables_leave_outside_results_out(runs, bundle, tmp_path):
     shutil.copytree(runs["ours"], ours)
     add_bundle(ours, bundle)
     entries = load_entries(ours)
-    assert {e.system: e.outside for e in entries} == {"otam": True, "protonet": False}
+    assert {e.system: e.outside for e in entries} == {"otam †outside": True, "protonet": False}
     rows = render(build_table(load_table(1), entries, source="runs"), "csv", None)
     assert "protonet,run (synth)" in rows and "OTAM" not in rows  # not our OTAM reproduction
 
@@ -196,6 +196,37 @@ def _tampered(bundle: Path, tmp_path: Path, edit) -> Path:
     path = tmp_path / "tampered.zip"
     path.write_bytes(pack_bundle("otam", members))
     return path
+
+
+def _system_tag(members: dict[str, bytes]) -> None:
+    for name in [n for n in members if n.startswith("records/")]:
+        data = json.loads(members[name])
+        data["tags"] = {**data["tags"], "system": "protonet"}
+        members[name] = json.dumps(data).encode()
+
+
+def test_a_bundle_cannot_pose_as_or_pool_with_own_runs(bundle, runs, tmp_path):
+    """A bundle's records tagged with another system's name, or an own run of the bundle's
+    method after it was added: the outside entries stay apart from this folder's own."""
+    posing = _tampered(bundle, tmp_path, _system_tag)
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    before = {(e.system, e.setting.shot): e.accuracy for e in load_entries(ours)}
+    add_bundle(ours, posing)
+    after = {(e.system, e.setting.shot): e.accuracy for e in load_entries(ours)}
+    assert {k: v for k, v in after.items() if k[0] == "protonet"} == before
+    assert {k[0] for k in after} == {"protonet", "otam †outside"}
+
+    lab = tmp_path / "lab"  # the lab's own otam runs, then the bundle of them: not pooled
+    shutil.copytree(runs["lab"], lab)
+    shutil.copytree(ours / "external", lab / "external")
+    entries = load_entries(lab)
+    assert sorted((e.system, len(e.records)) for e in entries) == [
+        ("otam", 1),
+        ("otam", 1),
+        ("otam †outside", 1),
+        ("otam †outside", 1),
+    ]
 
 
 @pytest.mark.parametrize("case", sorted(TAMPERING))

@@ -78,7 +78,9 @@ def add_bundle(
     shutil.rmtree(work, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
         for v in verified.records:
-            tags = {**v.record.tags, OUTSIDE_TAG: mark}
+            # a bundle names its method only: a "system" tag would file it under another
+            tags = {k: t for k, t in v.record.tags.items() if k != "system"}
+            tags[OUTSIDE_TAG] = mark
             save_result(tmp, dataclasses.replace(v.record, tags=tags), v.result)
         shutil.copytree(Path(tmp) / "records", work / _PENDING)
     atomic_write_bytes(work / bundle_path.name, bundle_path.read_bytes())

@@ -17,7 +17,7 @@ import pandas as pd
 
 from fsarbench.io import atomic_write_text
 from fsarbench.report.compare import TESTS, compare_entries
-from fsarbench.report.records import Entry, Setting, UnpairedError
+from fsarbench.report.records import OUTSIDE_MARK, Entry, Setting, UnpairedError
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import PairedComparison, format_p
 
@@ -31,8 +31,7 @@ __all__ = [
     "OUTSIDE_MARK",
 ]
 
-#: Marker of an outside result in the Markdown leaderboard, and the note explaining it.
-OUTSIDE_MARK = "†outside"
+#: The note explaining the marker of an outside result's name (:data:`OUTSIDE_MARK`).
 OUTSIDE_NOTE = (
     f"{OUTSIDE_MARK}: an outside result, added from a result bundle (`leaderboard --add`) "
     "that verified: its accuracies and CIs were recomputed here from its per-query "
@@ -130,7 +129,7 @@ def _row(setting: Setting, st: Standing) -> dict:
         "shot": setting.shot,
         "episode_seed": setting.seed,
         "rank": st.rank,
-        "method": e.system,
+        "method": e.system.removesuffix(f" {OUTSIDE_MARK}"),  # the `outside` column says it
         "accuracy": round(e.accuracy, 2),
         "ci95": round(e.ci95, 2),
         "seed_std": round(seeds.std, 2) if seeds else None,
@@ -157,8 +156,7 @@ def _md_cell(st: Standing) -> list[str]:
     seeds = f"{e.seeds.mean:.2f} ± {e.seeds.std:.2f} (n={e.seeds.n})" if e.seeds else "-"
     diff = f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]" if c else "leader"
     p = format_p(st.p_leader_adjusted) if c else "-"
-    name = f"{e.system} {OUTSIDE_MARK}" if e.outside else e.system
-    return [str(st.rank), name, acc, seeds, diff, p]
+    return [str(st.rank), e.system, acc, seeds, diff, p]
 
 
 def leaderboard_markdown(

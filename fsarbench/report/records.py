@@ -40,6 +40,7 @@ __all__ = [
     "base_method_of",
     "overrides_of",
     "setting_of",
+    "OUTSIDE_MARK",
     "OUTSIDE_TAG",
 ]
 
@@ -75,12 +76,21 @@ class Setting:
         )
 
 
+#: Suffix of an outside result's system name (added from a result bundle): such records are
+#: never grouped, pooled or confused with this folder's own runs of the method.
+OUTSIDE_MARK = "†outside"
+
+
 def system_of(record: ResultRecord) -> str:
-    """Name a record's system: ``tags["system"]``, else the method (+ ``[variant_label]``)."""
-    if record.tags.get("system"):
+    """Name a record's system: ``tags["system"]``, else the method (+ ``[variant_label]``).
+    An outside record is named from its method, whatever tags its bundle carried, plus
+    :data:`OUTSIDE_MARK`."""
+    outside = bool(record.tags.get(OUTSIDE_TAG))
+    if record.tags.get("system") and not outside:
         return str(record.tags["system"])
     variant = record.tags.get("variant_label")
-    return f"{record.method} [{variant}]" if variant else record.method
+    name = f"{record.method} [{variant}]" if variant else record.method
+    return f"{name} {OUTSIDE_MARK}" if outside else name
 
 
 def setting_of(record: ResultRecord) -> Setting:
