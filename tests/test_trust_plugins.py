@@ -3,6 +3,8 @@ logits of the wrong shape, names that shadow built-ins, outside results posing a
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,43 @@ def test_two_plugins_with_one_name_are_both_refused(monkeypatch, caplog):
     with pytest.raises(registry.UnknownMethodError, match="two plugins register 'lab-head'"):
         registry.method_info("lab-head")
     assert "refused" in caplog.text
+
+
+def _pool_manifest(tmp_path, n=30):
+    classes = np.repeat(np.arange(6), n // 6)
+    ids = [f"dsA/vid{i}" for i in range(n)]
+    manifest = fb.make_manifest(
+        classes, way=5, shot=1, queries=1, episodes=20, seed=0, dataset="dsA", video_ids=ids
+    )
+    return manifest.save(tmp_path / "m.json"), ids
+
+
+@pytest.mark.parametrize(
+    ("saved", "message"),
+    [
+        (lambda ids: torch.rand(50, 4, 8), r"drawn over 30 videos and the features file holds 50"),
+        (
+            lambda ids: {
+                "features": torch.rand(50, 4, 8),
+                "video_ids": [f"b{i}" for i in range(50)],
+            },
+            r"drawn over 30 videos and the features file holds 50",
+        ),
+        (
+            lambda ids: {"features": torch.rand(30, 4, 8), "video_ids": ids[::-1]},
+            r"30 of the manifest's 30 videos are not those of the features file .*'dsA/vid0'",
+        ),
+    ],
+)
+def test_eval_refuses_features_of_another_pool(tmp_path, capsys, saved, message):
+    from fsarbench.cli.main import main
+
+    manifest, ids = _pool_manifest(tmp_path)
+    torch.save(saved(ids), tmp_path / "f.pt")
+    argv = ["eval", "protonet", "--features", str(tmp_path / "f.pt"), "--manifest", str(manifest)]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.json"))
+    torch.save({"features": torch.rand(30, 4, 8), "video_ids": ids}, tmp_path / "ok.pt")
+    ok = ["eval", "protonet", "--features", str(tmp_path / "ok.pt"), "--manifest", str(manifest)]
+    assert main([*ok, "--out", str(tmp_path / "out")]) == 0

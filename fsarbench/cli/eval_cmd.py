@@ -197,10 +197,19 @@ def _serving_store(store, manifest: Manifest):
     from fsarbench.features.store import SubsetFeatureStore
 
     if not isinstance(store, FeatureCache):
+        if store.video_ids is None and len(store) != manifest.num_videos:
+            raise ManifestError(
+                f"the manifest was drawn over {manifest.num_videos} videos and the features "
+                f"file holds {len(store)}: they belong to different pools. Draw the manifest "
+                "over this file's videos, or save the file as {'features': tensor, "
+                "'video_ids': [...]} so that its videos are matched by id"
+            )
+        _check_video_ids(store.video_ids, manifest, "the features file")
         return store, None
     classes = np.asarray(store.class_indices) if store.class_indices is not None else None
     usable = store.usable_videos
-    if len(usable) == len(store) or manifest.num_videos == len(store):
+    if manifest.num_videos == len(store):
+        _check_video_ids(store.video_ids, manifest, str(store.path))
         failed = np.setdiff1d(manifest.unique_videos(), usable)
         if len(failed):
             ids = ", ".join(store.video_ids[i] for i in failed[:5])
@@ -211,11 +220,33 @@ def _serving_store(store, manifest: Manifest):
             )
         return store, classes
     if manifest.num_videos == len(usable):
+        _check_video_ids([store.video_ids[i] for i in usable], manifest, f"{store.path} (usable)")
         return SubsetFeatureStore(store, usable), None if classes is None else classes[usable]
     raise ManifestError(
         f"the manifest indexes {manifest.num_videos} videos; {store.path} holds {len(store)} "
         f"({len(usable)} usable): it was drawn for another pool"
     )
+
+
+def _check_video_ids(ids: list[str] | None, manifest: Manifest, where: str) -> None:
+    """The videos a manifest names (when it names them) must be those its indices point to
+    in ``where``: position ``i`` is ``ids[i]``."""
+    if ids is None or manifest.video_ids is None:
+        return
+    wanted = manifest.video_ids
+    if len(ids) != len(wanted):
+        raise ManifestError(
+            f"the manifest was drawn over {len(wanted)} videos and {where} holds {len(ids)}: "
+            "they belong to different pools; draw the manifest over these features' videos"
+        )
+    differ = np.flatnonzero(np.asarray(ids, dtype=object) != np.asarray(wanted, dtype=object))
+    if len(differ):
+        i = int(differ[0])
+        raise ManifestError(
+            f"{len(differ)} of the manifest's {len(wanted)} videos are not those of {where} "
+            f"at the same positions (position {i}: {wanted[i]!r} in the manifest, {ids[i]!r} "
+            "in the features); draw the manifest over these features' videos"
+        )
 
 
 def _names(store, video_classes, manifest: Manifest) -> list[str] | None:
