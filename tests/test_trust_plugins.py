@@ -152,3 +152,32 @@ def test_eval_refuses_features_of_another_pool(tmp_path, capsys, saved, message)
     torch.save({"features": torch.rand(30, 4, 8), "video_ids": ids}, tmp_path / "ok.pt")
     ok = ["eval", "protonet", "--features", str(tmp_path / "ok.pt"), "--manifest", str(manifest)]
     assert main([*ok, "--out", str(tmp_path / "out")]) == 0
+
+
+def test_eval_of_a_second_checkpoint_keeps_the_first_record(tmp_path):
+    """Weights without a training seed are told apart by the file's md5; trainer checkpoints
+    by their seed (so that several seeds pool as one system's seeds)."""
+    from fsarbench.cli.main import main
+    from fsarbench.report.records import load_entries
+
+    manifest, ids = _pool_manifest(tmp_path)
+    torch.save({"features": torch.rand(30, 4, 8), "video_ids": ids}, tmp_path / "f.pt")
+    base = ["eval", "hyrsm", "--features", str(tmp_path / "f.pt"), "--manifest", str(manifest)]
+    states = []
+    for i in range(2):  # plain weights of two initialisations
+        torch.manual_seed(i)
+        states.append(fb.create_method("hyrsm", feature_dim=8, seq_len=4).state_dict())
+        torch.save(states[i], tmp_path / f"w{i}.pt")
+    for seed in (0, 1):
+        payload = {"method": states[0], "recipe": {}, "hparams": {}, "fingerprint": {"seed": seed}}
+        torch.save(payload, tmp_path / f"seed{seed}.pt")
+    out = tmp_path / "out"
+    for name in ("w0.pt", "w1.pt", "seed0.pt", "seed1.pt"):
+        assert main([*base, "--checkpoint", str(tmp_path / name), "--out", str(out)]) == 0
+    records = fb.load_records(out)
+    assert len(records) == 4
+    assert sorted(r.train_seed for r in records if r.train_seed is not None) == [0, 1]
+    md5s = {r.features.get("checkpoint_md5") for r in records if r.train_seed is None}
+    assert len(md5s) == 2 and None not in md5s
+    seeded = [e for e in load_entries(out) if len(e.records) == 2]
+    assert len(seeded) == 1 and sorted(r.train_seed for r in seeded[0].records) == [0, 1]

@@ -181,10 +181,27 @@ def run(args: argparse.Namespace) -> int:
             class_names=names,  # passed only to heads with uses_class_names
         )
         if result is not None:
+            meta = {**meta, **_weights_identity(args.checkpoint)}
             _report(args, method, manifest, result, env.world_size, meta)
     finally:
         shutdown_distributed()
     return 0
+
+
+def _weights_identity(checkpoint: str | None) -> dict[str, Any]:
+    """What tells the evaluated weights apart in the record: the training seed of a trainer
+    checkpoint (records of several seeds then pool as seeds of one system), or, for weights
+    without one, the file's md5 (``features["checkpoint_md5"]``), so evaluating a second
+    checkpoint never overwrites the first one's record."""
+    if not checkpoint:
+        return {}
+    from fsarbench.io import md5_file
+    from fsarbench.training.loop import load_checkpoint
+
+    fingerprint = load_checkpoint(checkpoint).get("fingerprint") or {}
+    if isinstance(fingerprint.get("seed"), int):
+        return {"train_seed": fingerprint["seed"]}
+    return {"checkpoint_md5": md5_file(checkpoint)}
 
 
 def _serving_store(store, manifest: Manifest):
@@ -378,8 +395,9 @@ def _report(args, method, manifest, result, world: int, meta: dict) -> None:
             provenance={"code": code_parts(method), "code_digest": code_digest(method)},
             track=meta.get("track", "frozen"),
             recipe=meta.get("recipe"),
-            features=meta.get("features"),
+            features=_with_checkpoint(meta),
             protocol=meta.get("protocol", "seed"),
+            train_seed=meta.get("train_seed"),
             train_way=_trained(meta, "way"),
             train_shot=_trained(meta, "shot"),
             compute=compute_environment(device_of(method)),
@@ -387,6 +405,13 @@ def _report(args, method, manifest, result, world: int, meta: dict) -> None:
         save_result(args.out, record, result)
         write_summary(args.out)
         print(f"record written under {args.out}/records/{record.cell}.json")
+
+
+def _with_checkpoint(meta: dict) -> dict[str, Any] | None:
+    features = meta.get("features")
+    if "checkpoint_md5" not in meta:
+        return features
+    return {**(features or {}), "checkpoint_md5": meta["checkpoint_md5"]}
 
 
 def _trained(meta: dict, key: str) -> int | None:
