@@ -8,7 +8,7 @@ import sys
 import torch
 
 from fsarbench.cli.common import add_protocol_argument
-from fsarbench.features.backbones import BackboneWeightsError, list_backbones
+from fsarbench.features.backbones import BackboneWeightsError, effective_norm, list_backbones
 from fsarbench.features.extract import SplitExtractConfig, extract_split
 
 _SHOWN_ERRORS = 5
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         frames=args.frames or protocol.sampler(train),
         transform=args.transform or protocol.transform(train),
         flip=protocol.flip,
-        norm=protocol.norm,
+        norm=effective_norm(args.backbone, protocol.norm),  # CLIP towers: CLIP's statistics
         train=train,
         num_frames=args.num_frames,
         resolution=args.resolution,
