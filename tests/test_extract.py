@@ -291,9 +291,14 @@ def toy_dataset(monkeypatch, videos):
     import fsarbench.data.datasets as datasets
 
     class Toy:
+        variant = "toy-v1"
+
         def videos(self, split):
             assert split == "test"
             return videos
+
+        def split_md5s(self):
+            return {"test": "toy-test-md5"}
 
     real = datasets.get_dataset
     monkeypatch.setattr(

@@ -102,7 +102,7 @@ class FrozenFeatureProvider:
         ds = get_dataset(dataset, root=root)
         splits, names, skipped, keys = {}, {}, [], {}
         for split in SPLITS:
-            cache = self._extract(dataset, split, preset, protocol)
+            cache = self._extract(ds, dataset, split, preset, protocol)
             splits[split], names[split], bad = split_features(cache, ds.variant)
             skipped += [f"{split}/{v}" for v in bad]
             keys[split] = cache.key
@@ -125,7 +125,9 @@ class FrozenFeatureProvider:
             info["tiny"] = True
         return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped)
 
-    def _extract(self, dataset: str, split: str, preset: FeaturePreset, protocol: Protocol):
+    def _extract(self, ds, dataset: str, split: str, preset: FeaturePreset, protocol: Protocol):
+        """The cache of ``split`` of ``ds`` (the dataset opened once by the caller, so that a
+        generated one is not made again under the data root)."""
         from fsarbench.features.extract import SplitExtractConfig, extract_split
 
         train = split == "train"
@@ -146,7 +148,7 @@ class FrozenFeatureProvider:
             progress=self.progress,
         )
         cache, stats = extract_split(
-            dataset, split, root=self.root, config=config, cache_root=self.cache_root
+            dataset, split, dataset=ds, config=config, cache_root=self.cache_root
         )
         if stats is not None:
             log.info("extracted %s/%s: %s", dataset, split, stats)
@@ -154,17 +156,16 @@ class FrozenFeatureProvider:
 
 
 def split_features(cache, dataset: str) -> tuple[SplitFeatures, list[str], list[str]]:
-    """Usable videos of a cache (failed ones dropped and listed) as :class:`SplitFeatures`."""
+    """Usable videos of a cache (failed ones dropped and listed) as :class:`SplitFeatures`,
+    the class-name table (class id -> name: the one the features' class ids index, for
+    training and evaluation alike) and the failed videos."""
     failed = np.asarray(cache.failed_mask)
     failed = failed.reshape(len(cache), -1).any(1) if failed.size else np.zeros(len(cache), bool)
     keep = np.flatnonzero(~failed)
     classes_all = np.asarray(cache.class_indices, dtype=np.int64)
-    names = (
-        sorted(set(cache.classes)) if cache.classes else [str(c) for c in np.unique(classes_all)]
-    )
     bad = [cache.video_ids[i] for i in np.flatnonzero(failed)]
     store = SubsetFeatureStore(cache, keep) if len(bad) else cache
     table = cache.class_name_table() or [
         str(c) for c in range(int(classes_all.max(initial=-1)) + 1)
     ]
-    return SplitFeatures(store, classes_all[keep], dataset, table), names, bad
+    return SplitFeatures(store, classes_all[keep], dataset, table), table, bad

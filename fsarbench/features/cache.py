@@ -60,6 +60,10 @@ class CacheKey:
     views: int
     seed: int
     code: str = ""  # provenance.pipeline_digest(): decoding, sampling, transforms, backbones
+    # the data the listing names: "<variant>:<the dataset's own split md5>" (the split list
+    # file's md5 for published datasets; the video files' md5s for the generated synth, whose
+    # listing is the same for every seed and size)
+    data: str = ""
 
     def digest(self) -> str:
         """16 hex digits of sha256 over the fields, the cache format and pipeline versions."""

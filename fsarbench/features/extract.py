@@ -462,9 +462,11 @@ def split_cache_key(
     videos: Sequence[Any],
     weights_id: str,
     config: SplitExtractConfig,
+    data: str = "",
 ) -> CacheKey:
     """The cache key of one split's features (``config`` resolved); the split is hashed by
-    its (video id, class) list, so an edited split list gets a new cache."""
+    its (video id, class) list, so an edited split list gets a new cache, and ``data``
+    (:func:`data_identity`) names the videos behind the list."""
     listing = [[v.video_id, v.class_name] for v in videos]
     mode = "train" if config.train else "test"
     return CacheKey(
@@ -480,7 +482,15 @@ def split_cache_key(
         views=config.views,
         seed=config.seed,
         code=pipeline_digest(),
+        data=data,
     )
+
+
+def data_identity(dataset: Any, split: str) -> str:
+    """``"<variant>:<split md5>"`` of an opened dataset: what tells its videos apart from
+    another dataset's with the same (video id, class) listing (a synth of another seed or
+    size, a modified copy of a split list)."""
+    return f"{dataset.variant}:{dataset.split_md5s()[split]}"
 
 
 def _transform_id(config: SplitExtractConfig) -> str:
@@ -526,7 +536,9 @@ def extract_split(
     backbone = _split_backbone(config.backbone, config.weights, config.seed, config.tiny)
     if config.norm is None and backbone.norm is not None:  # e.g. CLIP statistics
         config = dataclasses.replace(config, norm=backbone.norm)
-    key = split_cache_key(dataset_name, split, videos, backbone.weights_id, config)
+    key = split_cache_key(
+        dataset_name, split, videos, backbone.weights_id, config, data_identity(dataset, split)
+    )
     folder = cache_folder(key, cache_root)
     if (folder / "index.json").exists() and FeatureCache.open(folder).is_complete:
         return FeatureCache.open(folder), None
