@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fsarbench.data.datasets import VideoRecord
-from fsarbench.data.decode import VideoDecodeError, count_frames
+from fsarbench.data.decode import VideoDecodeError, count_frames, read_frames
 
 __all__ = ["ClassHealth", "check_split", "protocol_problems", "health_json", "health_csv"]
 
@@ -37,8 +37,14 @@ class ClassHealth:
 
 
 def _probe(record: VideoRecord) -> tuple[str, int | str]:
+    """(video id, frame count) of a readable video, (video id, cause) of another. The count
+    comes from the container's header, so the first frame is decoded too: a truncated file
+    can keep its header and decode nothing."""
     try:
-        return record.video_id, count_frames(record.path)
+        n = count_frames(record.path)
+        if n > 0:
+            read_frames(record.path, [0])
+        return record.video_id, n
     except VideoDecodeError as err:
         return record.video_id, err.cause
 

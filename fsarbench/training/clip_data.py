@@ -17,7 +17,7 @@ from fsarbench.data.datasets import VideoRecord
 from fsarbench.data.transforms import ClipTransform, get_transform
 from fsarbench.data.workers import default_workers
 from fsarbench.distributed.env import local_world_size, rank, world_size
-from fsarbench.episodes import EpisodeSpec, class_pools, make_episode
+from fsarbench.episodes import EpisodeSpec, check_feasible, class_pools, make_episode
 from fsarbench.training.finetune_recipe import FinetuneOptions, FinetuneRecipe
 from fsarbench.training.video_method import ClipEpisodes
 
@@ -60,6 +60,7 @@ def usable_split(
     health = check_split(records, split, frames=1, jobs=jobs)
     skipped = [f"{split}/{v}: missing" for h in health for v in h.missing]
     skipped += [f"{split}/{v}: {cause}" for h in health for v, cause in h.unreadable.items()]
+    skipped += [f"{split}/{v}: no decodable frame" for h in health for v in h.too_short]
     if skipped and on_bad == "error":
         raise UnusableSplitError(
             f"{len(skipped)} unreadable or missing videos in {dataset}/{split} (policy 'error'): "
@@ -72,7 +73,7 @@ def usable_split(
             f"{dataset}/{split} cannot serve {way}-way {shot}-shot episodes after leaving out "
             f"{len(skipped)} unreadable or missing videos: " + "; ".join(problems)
         )
-    bad = {v for h in health for v in [*h.missing, *h.unreadable]}
+    bad = {v for h in health for v in [*h.missing, *h.unreadable, *h.too_short]}
     kept = [r for r in records if r.video_id not in bad]
     return ClipSplit(kept, dataset, flip_ok), skipped
 
@@ -193,6 +194,7 @@ class TrainEpisodes(Dataset):
         self.rank = rank()  # captured here: DataLoader workers hold no process group
         self.spec = EpisodeSpec(r.way, r.shot, r.queries, seed, split.dataset, f"train/{stage}")
         self.pools = class_pools(split.classes)
+        check_feasible(self.pools, self.spec, split.class_names)  # before the first step
         self.class_ids = np.array(sorted(self.pools))
         self.transform = _transform(o, True)
         self.clip_options = ClipOptions(

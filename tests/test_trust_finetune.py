@@ -1,0 +1,88 @@
+"""The finetune track's probe of the videos, and its training episodes: a video that cannot
+be decoded, or a class left too small, is named before the first step (not mid-run)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from fsarbench.data.datasets import get_dataset
+from fsarbench.data.decode import VideoDecodeError, count_frames, read_frames
+from fsarbench.data.health import check_split
+from fsarbench.data.synth import SynthConfig
+from fsarbench.episodes import ManifestError
+from fsarbench.training.clip_data import usable_split
+
+SMALL = SynthConfig(videos_per_class=2, size=32, min_frames=8, max_frames=10)
+
+pytestmark = pytest.mark.video
+
+
+@pytest.fixture
+def synth(tmp_path_factory, tmp_path):
+    """A fresh copy of a small synth (files are edited by the tests)."""
+    base = tmp_path_factory.getbasetemp() / "finetune-synth"
+    if not base.exists():
+        get_dataset("synth", root=base, config=SMALL).videos("train")
+    shutil.copytree(base, tmp_path / "synth")
+    return get_dataset("synth", root=tmp_path / "synth", config=SMALL)
+
+
+def _header_only(path) -> None:
+    """Truncate ``path`` until its header still counts frames but no frame decodes."""
+    data = path.read_bytes()
+    for keep in range(len(data) * 95 // 100, 0, -max(1, len(data) // 200)):
+        path.write_bytes(data[:keep])
+        try:
+            if count_frames(path) > 0:
+                read_frames(path, [0])
+        except VideoDecodeError:
+            try:
+                if count_frames(path) > 0:
+                    return
+            except VideoDecodeError:
+                continue
+    pytest.skip("could not make a header-only file from this video")
+
+
+def test_the_probe_decodes_a_frame_not_only_the_header(synth):
+    video = synth.videos("train")[0]
+    _header_only(video.path)
+    health = check_split([video], "train", frames=1)
+    assert video.video_id in health[0].unreadable
+
+
+def test_a_video_without_decodable_frames_is_left_out_and_recorded(synth, monkeypatch):
+    """A file whose count is 0 (PyAV's count of some truncated files) was flagged "too short"
+    by the probe but kept, and failed the run at its first episode."""
+    from fsarbench.data import health
+
+    records = synth.videos("train")
+    real = health.count_frames
+    monkeypatch.setattr(
+        health, "count_frames", lambda path: 0 if path == records[0].path else real(path)
+    )
+    split, skipped = usable_split(
+        records, "train", dataset=synth.variant, flip_ok=False, way=5, shot=1, queries=1
+    )
+    assert records[0].video_id not in {r.video_id for r in split.records}
+    assert f"train/{records[0].video_id}: no decodable frame" in skipped
+
+
+def test_a_class_too_small_for_training_episodes_is_named_before_the_first_step(synth):
+    from fsarbench.training.clip_data import TrainEpisodes
+    from fsarbench.training.finetune import finetune_recipe
+
+    records = synth.videos("train")
+    records[0].path.unlink()  # its class keeps one video: 1-shot with 1 query needs 2
+    split, _ = usable_split(
+        records, "train", dataset=synth.variant, flip_ok=False, way=5, shot=1, queries=1
+    )
+    recipe = finetune_recipe(
+        "protonet",
+        "synth",
+        {"recipe": {"way": 5, "shot": 1, "queries": 1}, "options": {"frames": 2}},
+    )
+    with pytest.raises(ManifestError, match=f"class .*{records[0].class_name}|1 videos"):
+        TrainEpisodes(split, recipe, 0, "main", 0, 4)
