@@ -86,3 +86,31 @@ def test_a_class_too_small_for_training_episodes_is_named_before_the_first_step(
     )
     with pytest.raises(ManifestError, match=f"class .*{records[0].class_name}|1 videos"):
         TrainEpisodes(split, recipe, 0, "main", 0, 4)
+
+
+def test_test_features_must_be_the_probed_videos(synth, tmp_path, monkeypatch):
+    """A test video missing at the probe (episodes drawn without it) and back by the time the
+    trained backbone extracts the test split shifted every later video's features."""
+    from fsarbench.experiments import tracks
+
+    track = tracks.FinetuneTrack(
+        root=None,
+        cache_root=tmp_path / "cache",
+        recipe_overrides={},
+        option_overrides={},
+        device="cpu",
+        progress=False,
+        open_dataset=lambda name: synth,
+    )
+    video = synth.videos("test")[1]
+    saved = video.path.read_bytes()
+    video.path.unlink()
+    assert f"test/{video.video_id}: missing" in track.clip_data("synth").skipped
+    video.path.write_bytes(saved)  # restored while the model trains
+    monkeypatch.setattr(tracks, "extract_finetune_test", lambda *a, **k: (object(), []))
+    with pytest.raises(RuntimeError, match=rf"read 1 video\(s\) the probe left out \(\[.{video.video_id}.\]\)"):
+        track.test_features("synth", {}, None)
+    monkeypatch.setattr(
+        tracks, "extract_finetune_test", lambda *a, **k: ("feats", [video.video_id])
+    )
+    assert track.test_features("synth", {}, None) == "feats"  # the same videos: served

@@ -343,13 +343,24 @@ class FinetuneTrack:
             device=self.device,
             progress=self.progress,
         )
-        probed = {s.split(": ")[0] for s in self.clip_data(dataset).skipped}
+        data = self.clip_data(dataset)
+        probed = {s.split(": ")[0] for s in data.skipped}
         lost = sorted(v for v in bad if f"test/{v}" not in probed)
         if lost:
             raise RuntimeError(
                 f"{dataset}/test: the trained backbone's extraction could not read "
                 f"{len(lost)} video(s) the probe could ({lost[:5]}); re-run after checking "
                 "them with 'python -m fsarbench data check'"
+            )
+        failed = set(bad)
+        served = [r.video_id for r in data.dataset.videos("test") if r.video_id not in failed]
+        kept = [r.video_id for r in data.splits["test"].records]
+        if served != kept:  # e.g. a file missing at the probe and back by the extraction
+            extra = sorted(set(served) - set(kept))
+            raise RuntimeError(
+                f"{dataset}/test: the extraction read {len(extra)} video(s) the probe left out "
+                f"({extra[:5]}), so the test episodes (drawn over the probed videos) would "
+                "point at other videos' features; re-run (the videos are probed again)"
             )
         return feats
 
