@@ -108,7 +108,8 @@ def test_test_features_must_be_the_probed_videos(synth, tmp_path, monkeypatch):
     assert f"test/{video.video_id}: missing" in track.clip_data("synth").skipped
     video.path.write_bytes(saved)  # restored while the model trains
     monkeypatch.setattr(tracks, "extract_finetune_test", lambda *a, **k: (object(), []))
-    with pytest.raises(RuntimeError, match=rf"read 1 video\(s\) the probe left out \(\[.{video.video_id}.\]\)"):
+    message = rf"read 1 video\(s\) the probe left out \(\[.{video.video_id}.\]\)"
+    with pytest.raises(RuntimeError, match=message):
         track.test_features("synth", {}, None)
     monkeypatch.setattr(
         tracks, "extract_finetune_test", lambda *a, **k: ("feats", [video.video_id])
