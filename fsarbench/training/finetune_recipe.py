@@ -84,6 +84,25 @@ class FinetuneOptions:
             check_range("options", name, getattr(self, name), 1)
         for name in ("resize", "crop", "train_blocks", "frame_chunk"):  # 0: the default
             check_range("options", name, getattr(self, name), 0)
+        self._check_crop()
+
+    def _check_crop(self) -> None:
+        """The crop must fit in the resized frame of both transforms (it failed at the first
+        training step, after every video had been probed)."""
+        from fsarbench.data.transforms import PRESETS
+
+        for name in (self.train_transform, self.test_transform):
+            preset = PRESETS.get(name)
+            if preset is None:
+                raise ConfigError(
+                    f"options: unknown transform preset {name!r}; presets: {', '.join(PRESETS)}"
+                )
+            resize, crop = self.resize or preset.resize, self.crop or preset.crop
+            if resize > 0 and crop > resize:
+                raise ConfigError(
+                    f"options: crop {crop} is larger than the resized frame ({resize}) of "
+                    f"transform {name!r}; lower crop or raise resize"
+                )
 
 
 #: FinetuneOptions fields that set only the speed: decode workers give the same clips in the
