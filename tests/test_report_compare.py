@@ -105,6 +105,9 @@ def test_assign_ranks_rule() -> None:
     # chain below the leader group ties with the one above
     assert _assign_ranks([False, True, True, True], [False, False, False, True]) == [1, 2, 2, 4]
     assert _assign_ranks([False, True, True], [False, False, True]) == [1, 2, 3]
+    # below a system that differs from the leader, ranks never return to 1 (was 1, 2, 1)
+    assert _assign_ranks([False, True, False], [False, False, False]) == [1, 2, 2]
+    assert _assign_ranks([False, True, False], [False, False, True]) == [1, 2, 3]
 
 
 def test_leaderboard_ranks_and_files(runs, capsys) -> None:

@@ -1,10 +1,12 @@
 """Leaderboard: systems ranked per setting, ties where differences are not significant.
 
-Ranking rule (per setting, systems sorted by accuracy): the leader has rank 1; every system not
-significantly different from the leader (paired test, Holm-adjusted) shares rank 1; any other
-system shares the rank of the system directly above it when not significantly different from
-it (and that system is not in the leader's group), otherwise it takes its position (competition
-ranking, "1, 1, 3"). The Holm family is every comparison made in that setting.
+Ranking rule (per setting, systems sorted by accuracy): the leader has rank 1; the systems
+directly below it that are not significantly different from it (paired test, Holm-adjusted)
+share rank 1; any other system shares the rank of the system directly above it when not
+significantly different from it (and that system is not in the leader's group), otherwise it
+takes its position (competition ranking, "1, 1, 3"). Ranks never go back up down the table: a
+system below one that differs from the leader does not rejoin rank 1 (it was "1, 2, 1"). The
+Holm family is every comparison made in that setting.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def _assign_ranks(sig_leader: list[bool], sig_above: list[bool]) -> list[int]:
     """Ranks from significance flags (index 0 is the leader; both lists have index 0 unused)."""
     ranks = [1]
     for i in range(1, len(sig_leader)):
-        if not sig_leader[i]:
+        if not sig_leader[i] and ranks[i - 1] == 1:
             ranks.append(1)
         elif i >= 2 and ranks[i - 1] != 1 and not sig_above[i]:
             ranks.append(ranks[i - 1])
