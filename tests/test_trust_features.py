@@ -86,3 +86,24 @@ def test_training_and_evaluation_share_one_class_name_table(tmp_path):
     assert Cache().class_name_table() == ["zebra", "apple"]
     split, names, bad = split_features(Cache(), "toy")
     assert names == split.class_names == ["zebra", "apple"] and bad == []
+
+
+def test_only_a_broken_video_becomes_a_failed_entry():
+    """A transform bug was recorded as an unreadable video, so every video it hit left every
+    split quietly; it now stops the extraction."""
+    import numpy as np
+
+    from fsarbench.data.decode import VideoDecodeError
+    from fsarbench.features.extract import _Entries
+
+    class Clips:
+        def __init__(self, error):
+            self.error = error
+
+        def __getitem__(self, p):
+            raise self.error
+
+    broken = _Entries(Clips(VideoDecodeError("v.mp4", "truncated")), np.arange(2), 1)[1]
+    assert broken["ok"] is False and "truncated" in broken["error"]
+    with pytest.raises(ValueError, match="crop 24 is larger"):
+        _Entries(Clips(ValueError("crop 24 is larger than the frame")), np.arange(2), 1)[0]

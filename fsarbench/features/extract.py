@@ -30,7 +30,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from fsarbench.config import check_range
-from fsarbench.data.sampling import get_sampler
+from fsarbench.data.decode import VideoDecodeError
+from fsarbench.data.sampling import TooShortError, get_sampler
 from fsarbench.data.transforms import get_transform
 from fsarbench.data.workers import default_workers
 from fsarbench.features.backbones import Backbone, create_backbone
@@ -118,7 +119,9 @@ class _Entries(Dataset):
         index, view = divmod(p, self.num_views)
         try:
             item = self.dataset[p]
-        except Exception as err:  # a broken file must not end a long extraction
+        except (VideoDecodeError, TooShortError, OSError) as err:
+            # a broken file must not end a long extraction; anything else is a bug that would
+            # quietly drop every video it hits from every split, so it stops the extraction
             return {
                 "clip": None,
                 "index": index,
