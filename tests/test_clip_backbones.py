@@ -109,7 +109,13 @@ def test_extraction_uses_clip_statistics_and_keys_them(monkeypatch):
 
     monkeypatch.setattr(extract, "extract_features", fake_extract)
     video = SimpleNamespace(video_id="v0", class_name="a", class_index=0, path="/nonexistent")
-    ds = SimpleNamespace(videos=lambda split: [video], flip_ok=True, name="synth")
+    ds = SimpleNamespace(
+        videos=lambda split: [video],
+        flip_ok=True,
+        name="synth",
+        variant="synth-v1-seed0",
+        split_md5s=lambda: {"test": "md5"},
+    )
     config = extract.SplitExtractConfig(
         backbone="clip-vit-b16", weights="none", tiny=True, resolution=32, progress=False
     )

@@ -161,6 +161,13 @@ def lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
     then the schedule. The cosine runs over the steps after the warm-up (1 at its first step,
     no jump where the warm-up ends); multistep milestones are fractions of all ``steps``."""
     warm = recipe.warmup_steps
+    if warm >= steps > 1:  # e.g. a smoke test's `--recipe steps=2` on a warmed-up recipe
+        warnings.warn(
+            f"recipe.warmup_steps = {warm} is not below the stage's {steps} steps: the learning "
+            f"rate ends at {steps / warm:.3g} of recipe.lr = {recipe.lr} (the record holds the "
+            "recipe); lower warmup_steps to train at the recipe's rate",
+            stacklevel=2,
+        )
 
     def factor(step: int) -> float:
         if step < warm:

@@ -66,11 +66,6 @@ class Recipe:
         if self.lr <= 0:
             raise ConfigError(f"recipe.lr = {self.lr} must be positive")
         check_range(where, "momentum", self.momentum, 0.0, 1.0)
-        if self.warmup_steps >= self.steps > 1:
-            raise ConfigError(
-                f"recipe.warmup_steps = {self.warmup_steps} is not below steps = {self.steps}: "
-                "the learning rate would never reach recipe.lr"
-            )
         for m in self.milestones:
             check_range(where, "milestones", m, 0.0, 1.0)
 
