@@ -19,7 +19,14 @@ from typing import Any
 from fsarbench.config import ConfigError, build_config, nearest
 from fsarbench.methods import FewShotMethod
 
-__all__ = ["register_method", "create_method", "list_methods", "method_info", "UnknownMethodError"]
+__all__ = [
+    "register_method",
+    "create_method",
+    "list_methods",
+    "method_info",
+    "UnknownMethodError",
+    "PluginContractError",
+]
 
 ENTRY_POINT_GROUP = "fsarbench.methods"
 #: Top-level packages whose methods are fsarbench's own (a plugin cannot take their names).
@@ -32,6 +39,22 @@ class UnknownMethodError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return str(self.args[0])
+
+
+class PluginContractError(ValueError):
+    """An installed plugin method breaks a property every evaluation relies on (its numbers
+    would depend on query order, batching or chance, or its logits have the wrong shape)."""
+
+
+#: Contract checks run once per process on an installed plugin before its first use: what a
+#: leaderboard number needs (``check-method`` runs every check).
+PLUGIN_CHECKS = (
+    "shapes",
+    "eval_determinism",
+    "query_order_equivariance",
+    "batch_equals_singles",
+)
+_PLUGINS_CHECKED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -231,4 +254,30 @@ def create_method(
         feature_dim=feature_dim, seq_len=seq_len, num_train_classes=num_train_classes, config=config
     )
     method.method_name = name
+    if entry.source.startswith("entry point") and not _is_builtin(entry.cls):
+        _check_plugin(name)
     return method
+
+
+def _check_plugin(name: str) -> None:
+    """Run :data:`PLUGIN_CHECKS` on plugin ``name`` once per process (a method whose logits
+    follow the queries' positions scored 100% on noise, since queries come in class order)."""
+    if name in _PLUGINS_CHECKED:
+        return
+    _PLUGINS_CHECKED.add(name)  # the checks build the method themselves
+    from fsarbench.testing.contract import CONTRACT_CHECKS
+
+    failed = []
+    for check in PLUGIN_CHECKS:
+        try:
+            CONTRACT_CHECKS[check](name)
+        except Exception as err:  # each failure is reported, whatever it raised
+            failed.append(f"{check}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+    if failed:
+        _PLUGINS_CHECKED.discard(name)
+        raise PluginContractError(
+            f"plugin method {name!r} ({method_info(name).source}) fails "
+            f"{len(failed)} contract check(s) every evaluation relies on: "
+            + "; ".join(failed)
+            + f". Run 'python -m fsarbench check-method {name}' for details"
+        )

@@ -181,3 +181,40 @@ def test_eval_of_a_second_checkpoint_keeps_the_first_record(tmp_path):
     assert len(md5s) == 2 and None not in md5s
     seeded = [e for e in load_entries(out) if len(e.records) == 2]
     assert len(seeded) == 1 and sorted(r.train_seed for r in seeded[0].records) == [0, 1]
+
+
+class PositionCheat(FewShotMethod):
+    """Scores by query position (queries come in class order), ignoring the features."""
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        b, nq = query.shape[:2]
+        position = torch.arange(nq, device=query.device) * way // nq
+        logits = torch.nn.functional.one_hot(position, way).to(query.dtype)
+        return MethodOutput(logits.expand(b, -1, -1) + 0 * query.sum(-1, keepdim=True))
+
+
+class MeanPrototypes(FewShotMethod):
+    """A well-behaved plugin: negative distances to class-mean prototypes."""
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        ones = torch.nn.functional.one_hot(support_labels, way).to(support.dtype)
+        protos = ones.transpose(1, 2) @ support / ones.sum(1)[..., None]
+        return MethodOutput(-torch.cdist(query, protos))
+
+
+def test_an_installed_plugin_is_checked_before_its_first_number(monkeypatch):
+    from fsarbench import registry
+
+    monkeypatch.setattr(registry, "_PLUGINS_CHECKED", set())
+    registry = _entry_points(monkeypatch, [("cheat", PositionCheat), ("protos", MeanPrototypes)])
+    with pytest.raises(registry.PluginContractError, match=r"'cheat' .*query_order_equivariance"):
+        fb.create_method("cheat", feature_dim=8, seq_len=4)
+    with pytest.raises(registry.PluginContractError, match="check-method cheat"):
+        fb.create_method("cheat", feature_dim=8, seq_len=4)  # refused every time
+    assert fb.create_method("protos", feature_dim=8, seq_len=4).method_name == "protos"
