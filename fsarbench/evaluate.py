@@ -441,7 +441,6 @@ def make_predictor(
     ``uses_class_names``) reach ``match`` per episode, never through a pair table.
     """
     name = method_label(method)
-    nq = manifest.query.shape[1]
     labels = torch.as_tensor(np.ascontiguousarray(manifest.support_labels), device=device)
     n_videos = len(state_leaves(state)[0])
     if class_names is None and use_pair_table(method, manifest, n_videos):
@@ -457,13 +456,7 @@ def make_predictor(
             query = torch.as_tensor(position[manifest.query[start:stop]], device=device)
             support = torch.as_tensor(position[manifest.support[start:stop]], device=device)
             logits = table_logits(table, query, support, labels[start:stop], manifest.way)
-            return predict_labels(
-                logits,
-                first_episode=start,
-                policy=nonfinite,
-                method=name,
-                shape=(stop - start, nq, manifest.way),
-            )
+            return _episode_labels(logits, manifest, start, stop, nonfinite, name)
 
         return lookup
     if class_names is None and use_pool_products(method, manifest, n_videos):
@@ -495,15 +488,18 @@ def make_predictor(
             buffers,
             class_names,
         )
-        return predict_labels(
-            logits,
-            first_episode=start,
-            policy=nonfinite,
-            method=name,
-            shape=(stop - start, nq, manifest.way),
-        )
+        return _episode_labels(logits, manifest, start, stop, nonfinite, name)
 
     return match
+
+
+def _episode_labels(
+    logits: Tensor, manifest: Manifest, start: int, stop: int, nonfinite: str, name: str
+) -> np.ndarray:
+    """:func:`~fsarbench.guards.predict_labels` of episodes ``start..stop``, refusing logits
+    that are not ``[episodes, queries, way]``."""
+    shape = (stop - start, manifest.query.shape[1], manifest.way)
+    return predict_labels(logits, first_episode=start, policy=nonfinite, method=name, shape=shape)
 
 
 #: Keys of pool products in an evaluation's ``pair_tables`` dict (beside pair tables).
@@ -541,13 +537,7 @@ def _pool_predictor(
             out = method.match_pool(
                 state, products, support, labels[start:stop], query, manifest.way
             )
-        return predict_labels(
-            out.logits,
-            first_episode=start,
-            policy=nonfinite,
-            method=name,
-            shape=(stop - start, query.shape[1], manifest.way),
-        )
+        return _episode_labels(out.logits, manifest, start, stop, nonfinite, name)
 
     return pooled
 
