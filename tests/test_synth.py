@@ -67,6 +67,27 @@ def test_worker_processes_write_the_same_bytes(tmp_path, kind):
         assert path.read_bytes() == (three / path.relative_to(one)).read_bytes()
 
 
+def test_forked_workers_cannot_collect_the_callers_garbage(tmp_path, monkeypatch):
+    """A forked worker that garbage-collected an inherited decord reader deadlocked in its
+    destructor (seen in CI: the reader's threads do not exist in the child). Garbage is
+    collected before the fork and everything else is frozen out of the children's GC."""
+    import gc
+    from concurrent.futures import ProcessPoolExecutor
+
+    from fsarbench.data import synth
+
+    frozen = []
+
+    class Recording(ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            frozen.append(gc.get_freeze_count())
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "ProcessPoolExecutor", Recording)
+    ensure_synth(tmp_path, seed=0, config=SMALL, kind="planted", workers=2)
+    assert frozen and frozen[0] > 0 and gc.get_freeze_count() == 0
+
+
 def test_generation_workers_setting(monkeypatch):
     monkeypatch.setenv("FSAR_SYNTH_WORKERS", "3")
     assert generation_workers() == 3

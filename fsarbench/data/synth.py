@@ -27,6 +27,7 @@ renames the folder when complete.
 from __future__ import annotations
 
 import colorsys
+import gc
 import json
 import multiprocessing
 import os
@@ -355,15 +356,26 @@ def _make_video(job: _VideoJob) -> dict[str, Any]:
 
 
 def _map_jobs(jobs: list[_VideoJob], workers: int) -> list[dict[str, Any]]:
-    """``_make_video`` of every job, in order, over ``workers`` processes (forked where the
-    platform can: the workers need no re-import of torch)."""
+    """``_make_video`` of every job, in order, over ``workers`` processes.
+
+    Forked where the platform can (spawned workers would re-import torch, and re-run a
+    caller's unguarded script). A forked child inherits the caller's garbage too: one that
+    collected a decord reader deadlocked in its destructor (the reader's threads do not exist
+    in the child), so garbage is collected here first and the rest frozen out of the
+    children's collections."""
     if workers <= 1 or len(jobs) < 2:
         return [_make_video(job) for job in jobs]
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     workers = min(workers, len(jobs))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(_make_video, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+    gc.collect()
+    gc.freeze()
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            chunk = max(1, len(jobs) // (8 * workers))
+            return list(pool.map(_make_video, jobs, chunksize=chunk))
+    finally:
+        gc.unfreeze()
 
 
 def _generate(
