@@ -192,7 +192,6 @@ def _resolve_clash(name: str, entry: MethodEntry, cls: Any, value: str) -> None:
         )
         log.warning("method name %r refused: %s", name, _ENTRY_POINT_ERRORS[name])
         return
-    _ENTRY_POINT_ERRORS[f"{name} ({loser})"] = f"the name {name!r} is fsarbench's ({winner})"
     log.warning(
         "fsarbench method plugin %s is not used: %r is a built-in method's name (%s); "
         "rename the plugin's entry point",

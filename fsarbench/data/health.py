@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fsarbench.data.datasets import VideoRecord
-from fsarbench.data.decode import VideoDecodeError, count_frames, read_frames
+from fsarbench.data.decode import VideoDecodeError, read_clip
 
 __all__ = ["ClassHealth", "check_split", "protocol_problems", "health_json", "health_csv"]
 
@@ -36,15 +36,27 @@ class ClassHealth:
         return self.found - len(self.unreadable) - len(self.too_short)
 
 
+class _NoFrames(Exception):
+    """The container counts no frames (nothing to decode)."""
+
+
+def _first_frame(n: int) -> list[int]:
+    if n <= 0:
+        raise _NoFrames
+    return [0]
+
+
 def _probe(record: VideoRecord) -> tuple[str, int | str]:
     """(video id, frame count) of a readable video, (video id, cause) of another. The count
-    comes from the container's header, so the first frame is decoded too: a truncated file
-    can keep its header and decode nothing."""
+    comes from the container's header, so the first frame is decoded too (in the same open,
+    through the loader's own reader): a truncated file can keep its header and decode
+    nothing."""
+    counts: list[int] = []
     try:
-        n = count_frames(record.path)
-        if n > 0:
-            read_frames(record.path, [0])
-        return record.video_id, n
+        read_clip(record.path, lambda n: counts.append(n) or _first_frame(n))
+        return record.video_id, counts[-1]
+    except _NoFrames:
+        return record.video_id, 0
     except VideoDecodeError as err:
         return record.video_id, err.cause
 

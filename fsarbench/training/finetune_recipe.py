@@ -89,14 +89,13 @@ class FinetuneOptions:
     def _check_crop(self) -> None:
         """The crop must fit in the resized frame of both transforms (it failed at the first
         training step, after every video had been probed)."""
-        from fsarbench.data.transforms import PRESETS
+        from fsarbench.data.transforms import get_transform
 
         for name in (self.train_transform, self.test_transform):
-            preset = PRESETS.get(name)
-            if preset is None:
-                raise ConfigError(
-                    f"options: unknown transform preset {name!r}; presets: {', '.join(PRESETS)}"
-                )
+            try:
+                preset = get_transform(name).config
+            except KeyError as err:  # names the presets
+                raise ConfigError(f"options: {err.args[0]}") from None
             resize, crop = self.resize or preset.resize, self.crop or preset.crop
             if resize > 0 and crop > resize:
                 raise ConfigError(
