@@ -107,3 +107,120 @@ def test_only_a_broken_video_becomes_a_failed_entry():
     assert broken["ok"] is False and "truncated" in broken["error"]
     with pytest.raises(ValueError, match="crop 24 is larger"):
         _Entries(Clips(ValueError("crop 24 is larger than the frame")), np.arange(2), 1)[0]
+
+
+def test_a_float32_extraction_keeps_its_cache_key():
+    """Adding the precision to the key must not orphan every float32 cache made before (the
+    digest below is the one the code before the change gave this key)."""
+    from fsarbench.features.cache import CacheKey
+
+    fields = dict(
+        dataset="ucf101",
+        split="test",
+        split_md5="0" * 32,
+        frames="tsn:test",
+        transform="seed-test",
+        backbone="resnet50",
+        weights_id="imagenet:abc",
+        num_frames=8,
+        resolution=224,
+        views=1,
+        seed=0,
+        code="c0de",
+        data="ucf101:1234",
+    )
+    assert CacheKey(**fields).digest() == "f9c854f6101c6e3a"
+    assert CacheKey(**fields, precision="fp16").digest() != "f9c854f6101c6e3a"
+    assert (
+        CacheKey(**fields, precision="bf16").digest()
+        != CacheKey(**fields, precision="fp16").digest()
+    )
+
+
+def test_the_extraction_precision_is_resolved_per_device_and_checked():
+    """float16 autocast on CUDA and float32 on the CPU made different features under one
+    key: a GPU-made cache was served to a CPU run as its own."""
+    from fsarbench.features.extract import SplitExtractConfig, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "cuda") == "fp16"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="unknown extraction precision 'fp8'"):
+        SplitExtractConfig(precision="fp8")
+
+
+@pytest.mark.video
+def test_a_cache_is_tied_to_the_precision_that_made_it(tmp_path):
+    """The same split extracted in float32 and in bf16 autocast (CPU) gets two caches with
+    other numbers; asking one key with another precision is refused."""
+    import dataclasses
+
+    import numpy as np
+
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.data.synth import SynthConfig
+    from fsarbench.features.backbones import create_backbone
+    from fsarbench.features.extract import (
+        SplitExtractConfig,
+        clip_dataset,
+        extract_features,
+        extract_split,
+    )
+
+    cfg = SynthConfig(videos_per_class=1, size=16, min_frames=4, max_frames=5)
+    ds = get_dataset("synth", root=tmp_path / "synth", seed=0, config=cfg)
+    config = SplitExtractConfig(
+        backbone="resnet18", weights="none", num_frames=2, resolution=16, workers=0, progress=False
+    )
+    fp32, _ = extract_split("synth", "test", config=config, dataset=ds, cache_root=tmp_path / "c")
+    bf16, stats = extract_split(
+        "synth",
+        "test",
+        config=dataclasses.replace(config, precision="bf16"),
+        dataset=ds,
+        cache_root=tmp_path / "c",
+    )
+    assert stats is not None and bf16.path != fp32.path
+    assert bf16.index["key_fields"]["precision"] == "bf16"
+    assert not np.array_equal(fp32.get([0]).numpy(), bf16.get([0]).numpy())
+    clips = clip_dataset(ds.videos("test"), config.resolved("test"), pixels=True)
+    with pytest.raises(ValueError, match="precision 'bf16'.*'fp32' on cpu"):
+        extract_features(
+            clips,
+            create_backbone("resnet18", weights="none"),
+            cache_dir=bf16.path,
+            num_frames=2,
+            video_ids=bf16.video_ids,
+            key=_key_of(bf16),
+            num_workers=0,
+            progress=False,
+            normalise=clips.transform.pixel_norm(),
+        )
+
+
+def _key_of(cache):
+    from fsarbench.features.cache import CacheKey
+
+    return CacheKey(**cache.index["key_fields"])
+
+
+@pytest.mark.parametrize(
+    ("cuda", "bf16", "amp", "expected"),
+    [
+        (False, True, True, "fp32"),
+        (True, True, True, "bf16"),
+        (True, False, True, "fp16"),
+        (True, True, False, "fp32"),
+    ],
+)
+def test_finetune_test_features_are_extracted_in_the_training_precision(
+    monkeypatch, cuda, bf16, amp, expected
+):
+    """The finetune track's test extraction always ran fp16 autocast on CUDA, whatever the
+    training's `amp` and precision (bf16, or float32 with amp=false)."""
+    import torch
+
+    from fsarbench.experiments.tracks import _training_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert _training_precision("cuda" if cuda else "cpu", amp) == expected

@@ -9,7 +9,7 @@ import torch
 
 from fsarbench.cli.common import add_protocol_argument
 from fsarbench.features.backbones import BackboneWeightsError, effective_norm, list_backbones
-from fsarbench.features.extract import SplitExtractConfig, extract_split
+from fsarbench.features.extract import PRECISIONS, SplitExtractConfig, extract_split
 
 _SHOWN_ERRORS = 5
 
@@ -77,6 +77,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=int, default=defaults.batch_size, help="videos per backbone forward"
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=defaults.precision,
+        help="what the backbone computes in (part of the cache key); auto: float16 autocast "
+        "on CUDA, float32 elsewhere",
+    )
     p.set_defaults(func=run)
 
 
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
+        precision=args.precision,
     )
     try:
         cache, stats = extract_split(

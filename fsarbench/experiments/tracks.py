@@ -365,6 +365,15 @@ class FinetuneTrack:
         return feats
 
 
+def _training_precision(device: str, amp: bool) -> str:
+    """The extraction precision matching the finetune training's (``select_precision``):
+    "bf16" or "fp16" autocast on CUDA with ``amp``, "fp32" otherwise."""
+    from fsarbench.distributed.precision import select_precision
+
+    dtype = select_precision(torch.device(device), amp=amp).dtype
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def extract_finetune_test(
     dataset: Any,
     state,
@@ -398,6 +407,7 @@ def extract_finetune_test(
         norm=options.norm,
         flip=False,
         short="repeat",
+        precision=_training_precision(device, options.amp),
         tiny=options.tiny,
         batch_size=max(1, options.eval_chunk // 4),
         workers=options.workers,

@@ -64,12 +64,16 @@ class CacheKey:
     # file's md5 for published datasets; the video files' md5s for the generated synth, whose
     # listing is the same for every seed and size)
     data: str = ""
+    # what the backbone computed in: "fp32", or the autocast dtype ("fp16", "bf16"); left
+    # out of the digest when "fp32", so the keys of float32 extractions stay as they were
+    precision: str = "fp32"
 
     def digest(self) -> str:
         """16 hex digits of sha256 over the fields, the cache format and pipeline versions."""
-        return stable_hash(
-            {"format": FORMAT_VERSION, "pipeline": PIPELINE_VERSION, **dataclasses.asdict(self)}
-        )
+        fields = dataclasses.asdict(self)
+        if fields["precision"] == "fp32":
+            del fields["precision"]
+        return stable_hash({"format": FORMAT_VERSION, "pipeline": PIPELINE_VERSION, **fields})
 
 
 class CorruptCacheError(ValueError):

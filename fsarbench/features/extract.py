@@ -2,7 +2,7 @@
 
 Clips are decoded in DataLoader workers (pinned memory on CUDA, at a lower CPU priority)
 while the main process runs the backbone in ``torch.inference_mode`` (channels-last + float16
-autocast on CUDA) and a writer thread stores the features behind it; the frames of
+autocast on CUDA by default: ``precision``, part of the cache key) and a writer thread stores the features behind it; the frames of
 ``batch_size`` videos go through one forward. Extraction resumes after an interruption:
 done entries are skipped, and the cache's done mask is flushed every ``flush_every_s`` seconds.
 
@@ -58,7 +58,9 @@ __all__ = [
     "ExtractStats",
     "SplitExtractConfig",
     "collate_clips",
+    "PRECISIONS",
     "encode_clips",
+    "resolve_precision",
     "exclusive",
     "extract_features",
     "extract_split",
@@ -223,6 +225,7 @@ def extract_features(
     retry_failed: bool = True,
     progress: bool = True,
     normalise: Normalise | None = None,
+    precision: str = "auto",
 ) -> tuple[FeatureCache, ExtractStats]:
     """Extract ``[T, D]`` features of every (video, view) of ``dataset`` into ``cache_dir``.
 
@@ -230,9 +233,15 @@ def extract_features(
     ``"0".."N-1"``); ``batch_size`` videos (``batch_size * T`` frames) go through one forward.
     Entries already stored are skipped; failed ones are retried when ``retry_failed``.
     ``normalise``: for a dataset of ``uint8`` clips (``ClipOptions(pixels=True)``), its
-    transform's ``pixel_norm()``, applied on ``device`` after the copy.
+    transform's ``pixel_norm()``, applied on ``device`` after the copy. ``precision``: one
+    of :data:`PRECISIONS` (a ``key`` names the resolved one).
     Returns the cache (writable) and what this run did.
     """
+    if key is not None and key.precision != resolve_precision(precision, device):
+        raise ValueError(
+            f"cache key says precision {key.precision!r}, the extraction would run in "
+            f"{resolve_precision(precision, device)!r} on {device}"
+        )
     if len(dataset) % num_views:
         raise ValueError(f"dataset length {len(dataset)} is not a multiple of views={num_views}")
     ids = [str(i) for i in range(len(dataset) // num_views)] if video_ids is None else video_ids
@@ -262,7 +271,7 @@ def extract_features(
             seconds=0.0,
         )
         loader = _loader(_Entries(dataset, positions, num_views), batch_size, num_workers, device)
-        encoder = _Encoder(backbone, torch.device(device), normalise)
+        encoder = _Encoder(backbone, torch.device(device), normalise, precision)
         _run(loader, encoder, cache, stats, flush_every_s, progress)
     return cache, stats
 
@@ -365,33 +374,64 @@ def _prepare(backbone: Backbone, device: torch.device) -> Backbone:
 
 
 def encode_clips(
-    backbone: Backbone, clips: Tensor, device: torch.device, normalise: Normalise | None = None
+    backbone: Backbone,
+    clips: Tensor,
+    device: torch.device,
+    normalise: Normalise | None = None,
+    precision: str = "auto",
 ) -> Tensor:
     """``clips [B, T, 3, H, W]`` -> float16 CPU features ``[B, T, D]`` in one forward."""
-    return _forward(backbone, clips, device, normalise).to("cpu", torch.float16)
+    return _forward(backbone, clips, device, normalise, precision).to("cpu", torch.float16)
 
 
 class _Encoder:
     """The backbone of one extraction on its device: ``clips [B, T, 3, H, W]`` -> features
     ``[B, T, D]`` on the device (``uint8`` clips normalised there by ``normalise``)."""
 
-    def __init__(self, model: Backbone, device: torch.device, normalise: Normalise | None):
+    def __init__(
+        self,
+        model: Backbone,
+        device: torch.device,
+        normalise: Normalise | None,
+        precision: str = "auto",
+    ):
         self.model, self.device, self.normalise = model, device, normalise
+        self.precision = precision
 
     def prepare(self) -> None:
         self.model = _prepare(self.model, self.device)
 
     def __call__(self, clips: Tensor) -> Tensor:
-        return _forward(self.model, clips, self.device, self.normalise)
+        return _forward(self.model, clips, self.device, self.normalise, self.precision)
+
+
+#: What the backbone may compute in: "auto" is float16 autocast on CUDA and float32
+#: elsewhere; "fp16"/"bf16" autocast on any device; "fp32" none.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """``precision`` (one of :data:`PRECISIONS`) on ``device`` -> "fp32", "fp16" or "bf16"."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown extraction precision {precision!r}; known: {PRECISIONS}")
+    if precision == "auto":
+        return "fp16" if torch.device(device).type == "cuda" else "fp32"
+    return precision
 
 
 def _forward(
-    backbone: Backbone, clips: Tensor, device: torch.device, normalise: Normalise | None = None
+    backbone: Backbone,
+    clips: Tensor,
+    device: torch.device,
+    normalise: Normalise | None = None,
+    precision: str = "auto",
 ) -> Tensor:
-    """``clips [B, T, 3, H, W]`` -> features ``[B, T, D]`` on ``device`` (float16 autocast on
-    CUDA, the backbone's dtype elsewhere) in one forward; copying them to the host is left to
-    the caller (the cache writer's thread in :func:`extract_features`). ``uint8`` clips are
-    normalised by ``normalise`` after the copy to ``device``."""
+    """``clips [B, T, 3, H, W]`` -> features ``[B, T, D]`` on ``device`` in one forward, in
+    ``precision`` (:func:`resolve_precision`: "auto" is float16 autocast on CUDA, the
+    backbone's dtype elsewhere); copying them to the host is left to the caller (the cache
+    writer's thread in :func:`extract_features`). ``uint8`` clips are normalised by
+    ``normalise`` after the copy to ``device``."""
     if (clips.dtype == torch.uint8) != (normalise is not None):
         raise TypeError(
             f"{clips.dtype} clips with normalise={normalise!r}: uint8 clips "
@@ -404,16 +444,16 @@ def _forward(
             frames = normalise(frames)
         if device.type == "cuda":
             frames = frames.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.float16):
-                out = backbone(frames)
-        else:
+        dtype = _AUTOCAST.get(resolve_precision(precision, device))
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = backbone(frames)
     return out.reshape(b, t, -1)
 
 
 @dataclass(frozen=True)
 class SplitExtractConfig:
-    """Settings of :func:`extract_split`; the first nine decide the numbers (cache key).
+    """Settings of :func:`extract_split`; all but the last five decide the numbers (cache
+    key; ``device`` only through ``precision="auto"``).
 
     ``train=None`` means train-mode sampling and augmentation for the ``train`` split only;
     ``transform=None`` picks ``seed-train``/``seed-test`` (256x256, crop, ImageNet statistics)
@@ -433,6 +473,7 @@ class SplitExtractConfig:
     norm: str | None = None  # pixel normalisation; None: the backbone's, else the preset's
     resize: int | None = None  # resize target; None: the preset's, scaled with resolution
     short: str = "drop"  # videos shorter than num_frames: "drop" (failed) or "repeat"
+    precision: str = "auto"  # PRECISIONS: "auto" = fp16 autocast on CUDA, fp32 elsewhere
     tiny: bool = False  # ViT presets: the test-only tiny random architecture (weights none)
     batch_size: int = 8
     workers: int | None = None  # decode workers; None: default_workers(device)
@@ -449,6 +490,7 @@ class SplitExtractConfig:
             check_range("extraction", "resize", self.resize, 1)
         # unknown names fail here, not once per video as 'unreadable' in a new cache folder
         get_sampler(self.frames)
+        resolve_precision(self.precision, self.device)
         if self.transform is not None:
             get_transform(self.transform)
 
@@ -486,6 +528,7 @@ def split_cache_key(
         seed=config.seed,
         code=pipeline_digest(),
         data=data,
+        precision=resolve_precision(config.precision, config.device),
     )
 
 
@@ -562,6 +605,7 @@ def extract_split(
         flush_every_s=config.flush_every_s,
         progress=config.progress,
         normalise=clips.transform.pixel_norm(),
+        precision=config.precision,
     )
 
 
