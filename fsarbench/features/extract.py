@@ -3,8 +3,9 @@
 Clips are decoded in DataLoader workers (pinned memory on CUDA, at a lower CPU priority)
 while the main process runs the backbone in ``torch.inference_mode`` (channels-last + float16
 autocast on CUDA by default: ``precision``, part of the cache key) and a writer thread stores
-the features behind it; the frames of ``batch_size`` videos go through one forward. Extraction resumes after an interruption:
-done entries are skipped, and the cache's done mask is flushed every ``flush_every_s`` seconds.
+the features behind it; the frames of ``batch_size`` videos go through one forward.
+Extraction resumes after an interruption: done entries are skipped, and the cache's done
+mask is flushed every ``flush_every_s`` seconds.
 
 The clip dataset (``fsarbench.data.clips.ClipDataset`` or any ``torch.utils.data.Dataset``)
 yields dicts ``{"clip": float [T, 3, H, W], "index": int, "view": int, "ok": bool,
