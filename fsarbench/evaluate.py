@@ -278,10 +278,12 @@ def prepare_pool(method: FewShotMethod, features, manifest: Manifest, device):
     Puts ``method`` in ``eval()``."""
     check_evaluable(manifest)
     store = as_feature_store(features)
-    if len(store) < manifest.num_videos:
+    if len(store) != manifest.num_videos:
+        # a larger store is no better: its positions are another pool's (e.g. before its
+        # unreadable videos were left out), so every index would name a shifted video
         raise ValueError(
-            f"manifest indexes {manifest.num_videos} videos but the feature store "
-            f"holds {len(store)}"
+            f"manifest was drawn over a pool of {manifest.num_videos} videos but the feature "
+            f"store holds {len(store)}: they describe different test pools"
         )
     method.eval()
     device = torch.device(device) if device is not None else device_of(method)

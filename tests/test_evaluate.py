@@ -119,6 +119,20 @@ def test_an_unreadable_partial_file_is_discarded_not_fatal(tmp_path, caplog):
     np.testing.assert_array_equal(full.records["correct"], again.records["correct"])
 
 
+def test_a_store_of_another_pool_size_is_an_error():
+    """A store longer than the manifest's pool (e.g. features of the pool before its
+    unreadable videos were left out) was used as is: every index named a shifted video."""
+    pool = np.repeat(np.arange(5), 3)
+    m = fb.make_manifest(pool, way=5, shot=1, episodes=2)
+    with pytest.raises(ValueError, match="pool of 15 videos but the feature store holds 16"):
+        fb.evaluate(
+            fb.create_method("protonet", feature_dim=16, seq_len=4),
+            torch.zeros(16, 4, 16),
+            m,
+            progress=False,
+        )
+
+
 def test_store_too_small_is_an_error():
     pool = np.repeat(np.arange(5), 3)
     m = fb.make_manifest(pool, way=5, shot=1, episodes=2)
