@@ -83,6 +83,24 @@ def test_frozen_train_saves_resumes_and_evaluates(tmp_path, monkeypatch, capsys)
     assert rc == 0 and "(20 episodes, 5-way 1-shot" in capsys.readouterr().out
 
 
+def test_training_without_val_episodes_leaves_the_last_weights_as_best_pt(
+    tmp_path, monkeypatch, capsys
+):
+    """With val_episodes=0 nothing was selected and no best.pt was written, so the
+    documented `eval --checkpoint OUT/best.pt` had no file; the report said "best val
+    accuracy n/a at step None"."""
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    out = tmp_path / "m"
+    argv = ["train", "protonet", "--dataset", "toy", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--recipe", "steps=3", "val_episodes=0", "episodes_per_step=2"]) == 0
+    text = capsys.readouterr().out
+    assert "no val episodes, so no selection: best.pt holds the last step's weights" in text
+    best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")
+    assert best["val_accuracy"] is None and best["selection"].startswith("none")
+    for name, value in last["method"].items():
+        assert torch.equal(best["method"][name], value), name
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
     base = ["train", "protonet", "--dataset", "toy", "--out", str(tmp_path)]

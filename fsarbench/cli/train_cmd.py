@@ -341,10 +341,13 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
 
 
 def _report(args, result, out: Path) -> None:
-    best = "n/a" if result.best_val is None else f"{result.best_val:.2f}"
+    if result.best_val is None:
+        chosen = "no val episodes, so no selection: best.pt holds the last step's weights"
+    else:
+        chosen = f"best val accuracy {result.best_val:.2f} at step {result.best_step}"
     print(
-        f"{args.method} ({args.track}) on {args.dataset}: best val accuracy {best} at step "
-        f"{result.best_step} ({result.seconds:.0f} s); checkpoints in {out}"
+        f"{args.method} ({args.track}) on {args.dataset}: {chosen} ({result.seconds:.0f} s); "
+        f"checkpoints in {out}"
     )
     if result.step_times:
         print(format_step_times(result.step_times))

@@ -318,6 +318,8 @@ def run_training(
         ckpt = None
     if validate is not None:
         model.load_state_dict(run.best_state)
+    else:  # nothing to select on: best.pt holds the last step's weights, and says so
+        _save_main(cfg.out, "best.pt", _selected(run, None, None, model.state_dict()))
     model.eval()
     result.seconds = time.perf_counter() - t0
     result.step_times = run.timer.per_step()
@@ -506,20 +508,24 @@ def _validate(run: _Run, step: int) -> float:
     if result.best_val is None or acc > result.best_val:
         result.best_val, result.best_step = acc, step
         run.best_state = copy.deepcopy(run.model.state_dict())
-        _save_main(
-            run.cfg.out,
-            "best.pt",
-            {
-                "method": run.best_state,
-                "val_accuracy": acc,
-                "step": step,
-                "recipe": _recipe_dict(run),
-                "hparams": run.model.hparams,
-                "num_train_classes": run.model.num_train_classes,
-                "fingerprint": run.cfg.fingerprint,
-            },
-        )
+        _save_main(run.cfg.out, "best.pt", _selected(run, acc, step, run.best_state))
     return acc
+
+
+def _selected(
+    run: _Run, acc: float | None, step: int | None, state: dict[str, Tensor]
+) -> dict[str, Any]:
+    """The ``best.pt`` payload; ``acc=None``: no validation ran, the weights are the last."""
+    return {
+        "method": state,
+        "val_accuracy": acc,
+        "step": step,
+        "selection": "val accuracy" if acc is not None else "none: the last step (no val episodes)",
+        "recipe": _recipe_dict(run),
+        "hparams": run.model.hparams,
+        "num_train_classes": run.model.num_train_classes,
+        "fingerprint": run.cfg.fingerprint,
+    }
 
 
 def _recipe_dict(run: _Run) -> dict[str, Any]:
