@@ -354,6 +354,8 @@ def make_manifest(
 def _episodes_in_workers(pools, classes, spec, start, n, num_workers):
     from torch.utils.data import DataLoader, Subset
 
+    from fsarbench.data.forking import start_workers
+
     full = _EpisodeRange(pools, classes, spec, start + n)
     loader = DataLoader(
         Subset(full, range(start, start + n)),
@@ -361,7 +363,7 @@ def _episodes_in_workers(pools, classes, spec, start, n, num_workers):
         num_workers=num_workers,
         collate_fn=lambda x: x,
     )
-    return list(loader)
+    return list(start_workers(loader))
 
 
 def draw_test_manifest(

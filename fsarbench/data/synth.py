@@ -27,7 +27,6 @@ renames the folder when complete.
 from __future__ import annotations
 
 import colorsys
-import gc
 import json
 import multiprocessing
 import os
@@ -40,6 +39,7 @@ import numpy as np
 import platformdirs
 
 from fsarbench.data.datasets import VideoRecord
+from fsarbench.data.forking import clean_fork
 from fsarbench.data.sampling import frame_rng
 from fsarbench.data.synth_render import (
     ACTIONS,
@@ -368,14 +368,9 @@ def _map_jobs(jobs: list[_VideoJob], workers: int) -> list[dict[str, Any]]:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     workers = min(workers, len(jobs))
-    gc.collect()
-    gc.freeze()
-    try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            chunk = max(1, len(jobs) // (8 * workers))
-            return list(pool.map(_make_video, jobs, chunksize=chunk))
-    finally:
-        gc.unfreeze()
+    with clean_fork(), ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        chunk = max(1, len(jobs) // (8 * workers))
+        return list(pool.map(_make_video, jobs, chunksize=chunk))
 
 
 def _generate(

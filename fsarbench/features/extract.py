@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fsarbench.config import check_range
 from fsarbench.data.decode import VideoDecodeError
+from fsarbench.data.forking import start_workers
 from fsarbench.data.sampling import TooShortError, get_sampler
 from fsarbench.data.transforms import get_transform
 from fsarbench.data.workers import default_workers
@@ -317,7 +318,7 @@ def _run(
     backbone, a :class:`~fsarbench.features.writer.CacheWriter` stores and flushes behind
     it; everything handed to the writer is stored and the cache flushed on any exit."""
     start = time.perf_counter()
-    batches = iter(loader)  # workers start decoding while the model is prepared
+    batches = start_workers(loader)  # workers start decoding while the model is prepared
     encoder.prepare()
     bar = progress_bar(total=len(loader.dataset), unit="clip", desc="extract", disable=not progress)
     try:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fsarbench.data.clips import ClipDataset, ClipOptions, collate_clips
 from fsarbench.data.datasets import VideoRecord
+from fsarbench.data.forking import start_workers
 from fsarbench.data.transforms import ClipTransform, get_transform
 from fsarbench.data.workers import default_workers
 from fsarbench.distributed.env import local_world_size, rank, world_size
@@ -167,7 +168,7 @@ class ClipStore:
             num_workers=self.workers,
             collate_fn=collate_clips,
         )
-        return torch.cat([b["clip"] for b in loader])
+        return torch.cat([b["clip"] for b in start_workers(loader)])
 
 
 class TrainEpisodes(Dataset):

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fsarbench.data.clips import collate_clips
+from fsarbench.data.forking import start_workers
 from fsarbench.distributed.collectives import broadcast_module
 from fsarbench.distributed.env import is_main, rank, world_size
 from fsarbench.distributed.precision import select_precision
@@ -90,7 +91,7 @@ class ClipSource:
 
     def stage(self, name: str, first_step: int, steps: int) -> Iterator[list[MicroBatch]]:
         data = TrainEpisodes(self.split, self.full, self.seed, name, first_step, steps)
-        loader = iter(
+        loader = start_workers(
             DataLoader(
                 data,
                 batch_size=self.micro,

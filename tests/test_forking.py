@@ -1,0 +1,50 @@
+"""Worker processes forked from a process holding decoders: garbage is collected in the
+parent first and the rest is frozen out of the children's collections (a forked child that
+collected an inherited decord reader deadlocked in its destructor)."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fsarbench.data.forking import start_workers
+
+
+class FreezeCounts(Dataset):
+    """Item ``i``: the freeze count of the process that serves it."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        return gc.get_freeze_count()
+
+
+class _Reader:
+    """Stands in for a decoder whose destructor must run where its threads live."""
+
+    def __init__(self, log: list[int]) -> None:
+        self.log, self.me = log, self  # a cycle: only the cyclic collector frees it
+
+    def __del__(self) -> None:
+        self.log.append(os.getpid())
+
+
+def test_workers_start_without_the_parents_garbage_and_with_the_rest_frozen():
+    log: list[int] = []
+    reader = _Reader(log)
+    gc.collect()  # the reader survives into the oldest generation, as a long-lived one does
+    del reader  # garbage now, but only a full collection would find it
+    loader = DataLoader(FreezeCounts(), batch_size=None, num_workers=1)
+    batches = start_workers(loader)
+    assert log == [os.getpid()]  # destroyed in the parent, before the worker was forked
+    assert gc.get_freeze_count() == 0  # the parent's own collections resumed
+    assert all(int(n) > 0 for n in batches)  # the worker's collector ignores inherited objects
+
+
+def test_without_workers_the_loader_is_iterated_as_is():
+    loader = DataLoader(torch.arange(3), batch_size=None, num_workers=0)
+    assert [int(x) for x in start_workers(loader)] == [0, 1, 2]
