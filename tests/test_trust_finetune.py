@@ -139,3 +139,66 @@ def test_a_warm_up_longer_than_the_stage_is_said_aloud():
     with pytest.warns(UserWarning, match=r"warmup_steps = 1000 is not below the stage's 3"):
         factor = lr_factor(Recipe(steps=3, warmup_steps=1000), 3)
     assert factor(2) == pytest.approx(3 / 1000)
+
+
+def _cut_faststart_mp4(path, frames: int = 40):
+    """An mp4 with its index up front (``movflags=faststart``, as many downloads are) cut
+    at 60%: the header still counts every frame and the first ones decode."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"g": "5"}
+        rng = np.random.default_rng(0)
+        for _ in range(frames):
+            pixels = rng.integers(0, 255, (32, 32, 3), np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        out.mux(stream.encode())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+
+
+def test_the_probe_finds_a_file_cut_short_after_its_first_frames(tmp_path):
+    """Header and first frame intact, the rest cut off: the probe passed it and training
+    failed at the first episode that sampled a late frame (again on every resume)."""
+    from fsarbench.data.datasets import VideoRecord
+
+    path = tmp_path / "cut.mp4"
+    _cut_faststart_mp4(path)
+    assert count_frames(path) == 40 and read_frames(path, [0]).shape[0] == 1
+    video = VideoRecord(video_id="cut", class_name="c", class_index=0, path=path)
+    health = check_split([video], "train", frames=1)
+    assert "cut" in health[0].unreadable
+
+
+def test_probe_results_are_reused_only_for_unchanged_files(synth, tmp_path, monkeypatch):
+    import json
+    import os
+
+    from fsarbench.data import health
+    from fsarbench.data.probe_cache import ProbeCache
+
+    records = synth.videos("train")[:3]
+    probed = []
+    real = health._probe
+    monkeypatch.setattr(health, "_probe", lambda r: probed.append(r.video_id) or real(r))
+    store = tmp_path / "probes.json"
+    first = check_split(records, "train", frames=1, probes=ProbeCache(store))
+    assert len(probed) == 3
+    again = check_split(records, "train", frames=1, probes=ProbeCache(store))
+    assert len(probed) == 3 and again == first  # nothing probed twice
+    stat = records[1].path.stat()
+    os.utime(records[1].path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # edited
+    check_split(records, "train", frames=1, probes=ProbeCache(store))
+    assert probed[3:] == [records[1].video_id]
+    data = json.loads(store.read_text())
+    data["versions"]["probe"] = 1  # made by the first-frame-only probe
+    store.write_text(json.dumps(data))
+    check_split(records, "train", frames=1, probes=ProbeCache(store))
+    assert len(probed) == 7
+    store.write_text("{not json")
+    assert check_split(records, "train", frames=1, probes=ProbeCache(store)) == first
+    assert len(probed) == 10

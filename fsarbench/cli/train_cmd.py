@@ -56,7 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_protocol_argument(p)
     p.add_argument("--root", default=None, help="data root (default $FSAR_DATA)")
     add_splits_dir_argument(p)
-    p.add_argument("--cache", default=None, help="feature cache root (frozen track)")
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="cache root: features (frozen track), video probe results (finetune track)",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument(
         "--workers",
@@ -186,7 +190,9 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
         ds = _dataset_main_first(args.dataset, args.root)
         splits, skipped = {}, []
         for name in ("train", "val"):
-            splits[name], bad = _usable(ds, name, recipe.recipe, args.bad_videos, shot=None)
+            splits[name], bad = _usable(
+                ds, name, recipe.recipe, args.bad_videos, shot=None, cache=args.cache
+            )
             skipped += bad
         model = build_video_method(
             args.method,
@@ -247,8 +253,11 @@ def _dataset_main_first(name: str, root: str | None):
     return ds
 
 
-def _usable(ds, split: str, recipe, policy: str, shot: int | None):
-    """The readable videos of ``split`` (left-out ones printed and returned with causes)."""
+def _usable(ds, split: str, recipe, policy: str, shot: int | None, cache: str | None = None):
+    """The readable videos of ``split`` (left-out ones printed and returned with causes;
+    probe results kept under the cache root ``cache``)."""
+    from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
+    from fsarbench.features.cache import default_cache_root
     from fsarbench.training.clip_data import usable_split
 
     kept, skipped = usable_split(
@@ -260,6 +269,7 @@ def _usable(ds, split: str, recipe, policy: str, shot: int | None):
         shot=shot or (recipe.shot if split == "train" else recipe.val_shot),
         queries=recipe.queries if split == "train" else 1,
         on_bad=policy,
+        probes=ProbeCache(probe_cache_path(cache or default_cache_root())),
     )
     if skipped:
         print(f"{ds.variant}/{split}: left out {len(skipped)} video(s): " + "; ".join(skipped[:3]))

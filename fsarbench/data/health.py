@@ -12,6 +12,7 @@ from typing import Any
 
 from fsarbench.data.datasets import VideoRecord
 from fsarbench.data.decode import VideoDecodeError, read_clip
+from fsarbench.data.probe_cache import ProbeCache
 
 __all__ = ["ClassHealth", "check_split", "protocol_problems", "health_json", "health_csv"]
 
@@ -40,20 +41,20 @@ class _NoFrames(Exception):
     """The container counts no frames (nothing to decode)."""
 
 
-def _first_frame(n: int) -> list[int]:
+def _first_and_last(n: int) -> list[int]:
     if n <= 0:
         raise _NoFrames
-    return [0]
+    return sorted({0, n - 1})
 
 
 def _probe(record: VideoRecord) -> tuple[str, int | str]:
     """(video id, frame count) of a readable video, (video id, cause) of another. The count
-    comes from the container's header, so the first frame is decoded too (in the same open,
-    through the loader's own reader): a truncated file can keep its header and decode
-    nothing."""
+    comes from the container's header, so the first and last frames are decoded too (in the
+    same open, through the loader's own reader): a truncated file can keep its header and
+    decode nothing, or only its first part (a faststart mp4 cut short)."""
     counts: list[int] = []
     try:
-        read_clip(record.path, lambda n: counts.append(n) or _first_frame(n))
+        read_clip(record.path, lambda n: counts.append(n) or _first_and_last(n))
         return record.video_id, counts[-1]
     except _NoFrames:
         return record.video_id, 0
@@ -68,8 +69,11 @@ def check_split(
     frames: int = 8,
     probe: bool = True,
     jobs: int = 2,
+    probes: ProbeCache | None = None,
 ) -> list[ClassHealth]:
-    """Per-class health of ``records``; ``probe`` opens every found file to count frames."""
+    """Per-class health of ``records``; ``probe`` opens every found file to count frames
+    and decode its first and last frames. ``probes``: results of earlier probes to reuse
+    (for files unchanged since) and to extend."""
     classes: dict[str, ClassHealth] = {}
     present = []
     for r in records:
@@ -80,15 +84,29 @@ def check_split(
         else:
             h.missing.append(r.video_id)
     if probe:
-        by_id = {r.video_id: r.class_name for r in present}
-        with ThreadPoolExecutor(max(1, jobs)) as pool:
-            for vid, result in pool.map(_probe, present):
-                h = classes[by_id[vid]]
-                if isinstance(result, str):
-                    h.unreadable[vid] = result
-                elif result < frames:
-                    h.too_short[vid] = result
+        for r, result in zip(present, _probe_all(present, jobs, probes)):
+            h = classes[r.class_name]
+            if isinstance(result, str):
+                h.unreadable[r.video_id] = result
+            elif result < frames:
+                h.too_short[r.video_id] = result
     return [classes[c] for c in sorted(classes)]
+
+
+def _probe_all(
+    records: Sequence[VideoRecord], jobs: int, probes: ProbeCache | None
+) -> list[int | str]:
+    """The probe result of every record, in order: reused from ``probes`` where the file
+    is unchanged, else probed (over ``jobs`` threads) and stored there."""
+    probes = probes or ProbeCache(None)
+    results = [probes.lookup(r.path) for r in records]
+    todo = [i for i, res in enumerate(results) if res is None]
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for i, (_, result) in zip(todo, pool.map(_probe, [records[i] for i in todo])):
+            results[i] = result
+            probes.store(records[i].path, result)
+    probes.save()
+    return results
 
 
 def protocol_problems(

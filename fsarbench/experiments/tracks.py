@@ -239,9 +239,12 @@ class FinetuneTrack:
         return get_dataset(name, root=None if is_synthetic(name) else self.root)
 
     def _probe(self, name: str) -> _ClipData:
+        from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
+        from fsarbench.features.cache import default_cache_root
         from fsarbench.training.clip_data import usable_split
 
         ds = self.open_dataset(name)
+        probes = ProbeCache(probe_cache_path(self.cache_root or default_cache_root()))
         splits, skipped = {}, []
         for split in ("train", "val", "test"):
             splits[split], bad = usable_split(
@@ -253,6 +256,7 @@ class FinetuneTrack:
                 shot=1,
                 queries=1,
                 on_bad=self.bad_videos,
+                probes=probes,
             )
             skipped += bad
         if skipped:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from fsarbench.data.clips import ClipDataset, ClipOptions, collate_clips
 from fsarbench.data.datasets import VideoRecord
 from fsarbench.data.forking import start_workers
+from fsarbench.data.probe_cache import ProbeCache
 from fsarbench.data.transforms import ClipTransform, get_transform
 from fsarbench.data.workers import default_workers
 from fsarbench.distributed.env import local_world_size, rank, world_size
@@ -48,17 +49,19 @@ def usable_split(
     queries: int,
     on_bad: str = "skip",
     jobs: int = 2,
+    probes: ProbeCache | None = None,
 ) -> tuple[ClipSplit, list[str]]:
     """The readable videos of ``split`` and ``"<split>/<video id>: <cause>"`` for each video
     left out (missing or unreadable; every file is opened once). Under ``on_bad="error"`` any
     such video is an error; under ``"skip"`` it is recorded. A split whose remaining videos
     cannot serve ``way``-way ``shot``-shot episodes with ``queries`` queries raises
-    :class:`UnusableSplitError` either way — never an accuracy."""
+    :class:`UnusableSplitError` either way — never an accuracy. ``probes``: earlier probe
+    results to reuse for unchanged files."""
     from fsarbench.data.health import check_split, protocol_problems
 
     if on_bad not in ("skip", "error"):
         raise ValueError(f"bad-video policy must be 'skip' or 'error', not {on_bad!r}")
-    health = check_split(records, split, frames=1, jobs=jobs)
+    health = check_split(records, split, frames=1, jobs=jobs, probes=probes)
     skipped = [f"{split}/{v}: missing" for h in health for v in h.missing]
     skipped += [f"{split}/{v}: {cause}" for h in health for v, cause in h.unreadable.items()]
     skipped += [f"{split}/{v}: no decodable frame" for h in health for v in h.too_short]
