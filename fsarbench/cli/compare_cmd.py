@@ -41,8 +41,8 @@ def _row(c: SettingComparison) -> list[str]:
         f"{s.acc_a:.2f} ± {c.a.ci95:.2f}",
         f"{s.acc_b:.2f} ± {c.b.ci95:.2f}",
         f"{s.diff:+.2f} [{s.ci_low:+.2f}, {s.ci_high:+.2f}]",
-        # raw: the p that Holm adjusts (with several seeds, the larger of the episode-level
-        # and the hierarchical bootstrap's p), so that raw and adjusted read together
+        # raw: the p that Holm adjusts (with several seeds, the largest of the episode-level,
+        # hierarchical bootstrap's and per-seed test's p), so raw and adjusted read together
         *(f"{format_p(s.p_value(TESTS[t]))} / {format_p(adj[t])}" for t in ("ttest", "wilcoxon")),
         f"{format_p(s.p_value(TESTS['mcnemar']))} / {format_p(adj['mcnemar'])} "
         f"({s.mcnemar_a_only}:{s.mcnemar_b_only})",
@@ -59,6 +59,13 @@ def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
             "training seed per system): a different training seed may change them. Train "
             "several (run --train-seeds 0 1 2) for seed-level tests."
         )
+    one_side = [c for c in comps if c.stats.seed_level and not c.stats.seed_level.both_sides]
+    if one_side:
+        print(
+            f"warning: {len(one_side)} verdict(s) compare one training seed with several: the "
+            "single seed's own seed variance is untested, so a different seed may change "
+            "them. Train several seeds of both systems for seed-level tests."
+        )
     for c in comps:
         sl = c.stats.seed_level
         if sl is not None:
@@ -67,7 +74,7 @@ def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
                 f"{sl.ci_high:+.2f}] (hierarchical bootstrap over seeds then episodes, p = "
                 f"{format_p(sl.p_bootstrap, 1 / n_boot)}); {sl.seed_test}: p = "
                 f"{format_p(sl.p_seeds)}. The verdict uses "
-                "the larger of the episode-level and hierarchical p."
+                "the largest of the episode-level, hierarchical and per-seed p."
             )
 
 
@@ -101,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         f"compared, α = {args.alpha}. Accuracies in %, ± is the 95% CI half-width over "
         "episodes (pooled over training seeds and episodes for a system with several seeds); "
         "the difference's CI is a seeded percentile bootstrap over episodes. With several "
-        "training seeds a raw p is the larger of the episode-level and the seed-level "
-        "(hierarchical bootstrap) p."
+        "training seeds a raw p is the largest of the episode-level, the hierarchical "
+        "bootstrap's and the per-seed test's p."
     )
     _print_levels(comps, args.bootstrap)
     seeds = [c for c in comps if c.a.seeds or c.b.seeds]

@@ -67,6 +67,11 @@ def verdict_level(comparison: PairedComparison) -> str:
     if comparison.seed_level is None:
         return "episode level (one training seed each: seed variance untested)"
     sl = comparison.seed_level
+    if not sl.both_sides:
+        return (
+            f"episode level, seeds of one side only ({sl.seeds_a} vs {sl.seeds_b} seeds: the "
+            "one-seed side's seed variance is untested)"
+        )
     return f"seed and episode level ({sl.seeds_a} vs {sl.seeds_b} seeds; {sl.seed_test})"
 
 

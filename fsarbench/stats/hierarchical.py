@@ -34,6 +34,11 @@ class SeedLevel:
     seeds_b: int
     seed_test: str
 
+    @property
+    def both_sides(self) -> bool:
+        """Whether both sides have several seeds (else one side's seed variance is unseen)."""
+        return min(self.seeds_a, self.seeds_b) >= 2
+
 
 def hierarchical_bootstrap(
     a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0

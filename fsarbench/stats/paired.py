@@ -188,17 +188,24 @@ class PairedComparison:
 
     @property
     def level(self) -> str:
-        """What a verdict rests on: ``"seed+episode"`` or ``"episode"`` (one seed each)."""
-        return "seed+episode" if self.seed_level is not None else "episode"
+        """What a verdict rests on: ``"seed+episode"`` (several seeds on both sides),
+        ``"episode"`` (one seed each) or ``"episode, seeds of one side"`` (one side has a
+        single seed, whose seed variance no test can see)."""
+        if self.seed_level is None:
+            return "episode"
+        return "seed+episode" if self.seed_level.both_sides else "episode, seeds of one side"
 
     def p_value(self, field: str) -> float:
         """Raw p of test ``field`` (e.g. ``"p_ttest"``); with several training seeds, the
-        larger of it and the hierarchical bootstrap's p (both levels must agree). NaN stays
-        NaN (counted as not significant everywhere)."""
+        largest of it, the hierarchical bootstrap's p and the per-seed t-test's p (every
+        level must agree: with 2-3 seeds the bootstrap can only draw a few seed means and
+        its p alone came out "significant" in 16-29% of comparisons of equal systems). NaN
+        stays NaN (counted as not significant everywhere)."""
         p = float(getattr(self, field))
         if self.seed_level is None or math.isnan(p):
             return p
-        return max(p, self.seed_level.p_bootstrap)
+        seeds = self.seed_level.p_seeds
+        return max(p, self.seed_level.p_bootstrap, 0.0 if math.isnan(seeds) else seeds)
 
 
 def compare_paired(
