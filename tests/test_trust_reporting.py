@@ -147,3 +147,23 @@ def test_a_table_names_the_entries_that_lost_their_cell_to_another(tmp_path):
     assert note.endswith(
         "the cell shows trx (kinetics100 5-way 1-shot (400 episodes, 2 queries/class))."
     )
+
+
+def test_runs_that_lost_other_test_videos_are_not_paired_or_pooled(tmp_path):
+    """The manifest hash covers the class ids of the usable videos: two runs that each lost
+    another video of one class drew identical indices over pools shifted from that video on
+    (153 of 300 episodes named other videos), and were compared as paired and pooled as the
+    training seeds of one system."""
+    m = _manifest()
+    rng = np.random.default_rng(0)
+    save_simulated_record(tmp_path, m, "alpha", 0.7, rng, skipped_videos=["test/c1_v0: bad"])
+    save_simulated_record(tmp_path, m, "beta", 0.6, rng, skipped_videos=["test/c1_v5: bad"])
+    with pytest.raises(UnpairedError, match="left out different test videos"):
+        compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
+    seeds = tmp_path / "seeds"
+    save_simulated_record(seeds, m, "alpha", 0.7, rng, train_seed=0, skipped_videos=["test/a"])
+    save_simulated_record(seeds, m, "alpha", 0.7, rng, train_seed=1, skipped_videos=["test/b"])
+    with pytest.raises(UnpairedError, match="different test videos"):
+        load_entries(seeds)
+    left_out: list[str] = []
+    assert load_entries(seeds, left_out=left_out) == [] and "test/a" in left_out[0]

@@ -83,6 +83,14 @@ def _check_paired(a: Entry, b: Entry) -> None:
             f"{b.manifest_hash}), so a paired test does not apply. Re-evaluate both on the same "
             "manifest (same dataset, split, way, shot, queries, episodes and seed)."
         )
+    if a.episodes_key != b.episodes_key:
+        raise UnpairedError(
+            f"cannot compare {a.system} and {b.system} in {a.setting.label}: their runs left "
+            f"out different test videos ({', '.join(a.episodes_key[1]) or 'none'} vs "
+            f"{', '.join(b.episodes_key[1]) or 'none'}), so the same manifest indices name "
+            "other videos in each and a paired test does not apply. Re-evaluate both where "
+            "the same videos are readable ('python -m fsarbench data check')."
+        )
 
 
 def compare_entries(

@@ -148,6 +148,11 @@ class Entry:
         return self.records[0].manifest_hash
 
     @property
+    def episodes_key(self) -> tuple[str, tuple[str, ...]]:
+        """What makes two entries' episodes the same videos (:func:`episodes_key`)."""
+        return episodes_key(self.records[0])
+
+    @property
     def accuracy(self) -> float:
         return float(np.mean([r.accuracy for r in self.records]))
 
@@ -240,6 +245,20 @@ def config_key(record: ResultRecord) -> str:
     )
 
 
+def left_out_test_videos(record: ResultRecord) -> tuple[str, ...]:
+    """Ids of the test videos ``record``'s run left out (missing, unreadable, too short),
+    sorted: its manifest indexes the remaining videos in split order."""
+    return tuple(sorted(s.split(": ")[0] for s in record.skipped_videos if s.startswith("test/")))
+
+
+def episodes_key(record: ResultRecord) -> tuple[str, tuple[str, ...]]:
+    """``(manifest hash, left-out test videos)``. The manifest hash covers the class ids of
+    the usable videos, not which videos they are: two runs that each lost another video of
+    one class drew the same indices over pools shifted from that video on, so equal hashes
+    alone do not make episodes paired."""
+    return record.manifest_hash, left_out_test_videos(record)
+
+
 def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = None) -> list[Entry]:
     """Group records into entries, sorted by setting then system. A system is a name plus its
     :func:`config_key`; where one name has records of several configs in a setting, each gets
@@ -265,10 +284,16 @@ def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = N
         recs = _dedupe_seeds(recs)
         name = f"{system} @{key}" if configs[(system, setting)] > 1 else system
         hashes = {r.manifest_hash for r in recs}
-        if len(hashes) > 1:
+        pools = {left_out_test_videos(r) for r in recs}
+        if len(hashes) > 1 or len(pools) > 1:
+            what = (
+                f"manifests {sorted(hashes)}"
+                if len(hashes) > 1
+                else f"test videos (left out: {' / '.join(', '.join(p) or 'none' for p in pools)})"
+            )
             reason = (
                 f"{name} in {setting.label}: training seeds were evaluated on different "
-                f"manifests {sorted(hashes)}; re-evaluate them on one manifest"
+                f"{what}; re-evaluate them on one manifest over one test pool"
             )
             if left_out is None:
                 raise UnpairedError(reason)

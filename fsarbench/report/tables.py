@@ -184,14 +184,14 @@ def _comparable(cells: list[Cell]) -> list[Cell]:
     if not runs:
         return cells
     real = [c for c in runs if not c.entry.synthetic] or runs
-    counts = Counter(c.entry.manifest_hash for c in real)
+    counts = Counter(c.entry.episodes_key for c in real)
     episodes = counts.most_common(1)[0][0]  # ties: the first in row order
-    return [c for c in real if c.entry.manifest_hash == episodes]
+    return [c for c in real if c.entry.episodes_key == episodes]
 
 
 def _best_baseline(cells: list[Cell], ours: Entry) -> Entry | None:
     """The best baseline run of a column on the test episodes of ``ours``, if any."""
-    same = [c.entry for c in cells if c.entry.manifest_hash == ours.manifest_hash]
+    same = [c.entry for c in cells if c.entry.episodes_key == ours.episodes_key]
     return max(same, key=lambda e: e.accuracy) if same else None
 
 
