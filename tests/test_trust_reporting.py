@@ -167,3 +167,20 @@ def test_runs_that_lost_other_test_videos_are_not_paired_or_pooled(tmp_path):
         load_entries(seeds)
     left_out: list[str] = []
     assert load_entries(seeds, left_out=left_out) == [] and "test/a" in left_out[0]
+
+
+def test_a_stale_seed_is_neither_pooled_with_current_ones_nor_printed_unmarked(tmp_path):
+    """Seed 0 made by older harness code (79%) and seed 1 by the installed code (60%) were
+    printed as one bold 69.82 ± 18.86 in the leaderboard and Table 1, with no mark."""
+    from fsarbench.provenance import harness_digest, pipeline_digest
+    from fsarbench.report.records import STALE_MARK
+
+    m = _manifest()
+    rng = np.random.default_rng(0)
+    current = {"code": {"harness": harness_digest(), "pipeline": pipeline_digest()}}
+    older = {"code": {"harness": "0" * 16, "pipeline": pipeline_digest()}}
+    save_simulated_record(tmp_path, m, "alpha", 0.8, rng, train_seed=0, provenance=older)
+    save_simulated_record(tmp_path, m, "alpha", 0.6, rng, train_seed=1, provenance=current)
+    entries = {e.system: e for e in load_entries(tmp_path)}
+    assert set(entries) == {"alpha", f"alpha {STALE_MARK}"}
+    assert [r.train_seed for r in entries["alpha"].records] == [1]

@@ -22,6 +22,7 @@ from fsarbench.results import (
     created_time,
     load_queries,
     load_records,
+    stale_reasons,
 )
 from fsarbench.stats.intervals import pooled_halfwidth
 from fsarbench.stats.seeds import SeedSpread, seed_mean_std
@@ -42,6 +43,7 @@ __all__ = [
     "overrides_of",
     "setting_of",
     "OUTSIDE_MARK",
+    "STALE_MARK",
     "OUTSIDE_TAG",
 ]
 
@@ -80,18 +82,25 @@ class Setting:
 #: Suffix of an outside result's system name (added from a result bundle): such records are
 #: never grouped, pooled or confused with this folder's own runs of the method.
 OUTSIDE_MARK = "†outside"
+#: Suffix of the system name of a record made by other code than the installed one (or kept
+#: with ``run --reuse-stale``): never pooled as a training seed with current records, and
+#: marked wherever its number is printed. ``run`` refreshes such cells.
+STALE_MARK = "‡stale"
 
 
 def system_of(record: ResultRecord) -> str:
     """Name a record's system: ``tags["system"]``, else the method (+ ``[variant_label]``).
     An outside record is named from its method, whatever tags its bundle carried, plus
-    :data:`OUTSIDE_MARK`."""
+    :data:`OUTSIDE_MARK`; a stale one of this folder gets :data:`STALE_MARK`."""
     outside = bool(record.tags.get(OUTSIDE_TAG))
     if record.tags.get("system") and not outside:
-        return str(record.tags["system"])
-    variant = record.tags.get("variant_label")
-    name = f"{record.method} [{variant}]" if variant else record.method
-    return f"{name} {OUTSIDE_MARK}" if outside else name
+        name = str(record.tags["system"])
+    else:
+        variant = record.tags.get("variant_label")
+        name = f"{record.method} [{variant}]" if variant else record.method
+    if outside:
+        return f"{name} {OUTSIDE_MARK}"
+    return f"{name} {STALE_MARK}" if stale_reasons(record) else name
 
 
 def setting_of(record: ResultRecord) -> Setting:
