@@ -184,3 +184,19 @@ def test_a_stale_seed_is_neither_pooled_with_current_ones_nor_printed_unmarked(t
     entries = {e.system: e for e in load_entries(tmp_path)}
     assert set(entries) == {"alpha", f"alpha {STALE_MARK}"}
     assert [r.train_seed for r in entries["alpha"].records] == [1]
+
+
+def test_ours_in_a_column_without_any_baseline_run_is_counted_as_untested(tmp_path):
+    """No star and no note: a reader took the missing * for "not significant"."""
+    rng = np.random.default_rng(6)
+    _save(tmp_path, _manifest(400, "kinetics100"), "sgtm-otam", 0.9, rng, dataset="kinetics100")
+    table = build_table(load_table(1), load_entries(tmp_path), source="runs")
+    assert mark_significant(table, tmp_path) == 0
+    assert any(n.startswith("1 run cell(s) of ours not tested") for n in table.notes)
+
+
+def test_table_with_a_mistyped_runs_folder_is_an_error(tmp_path, capsys):
+    """It printed the published rows alone with rc 0, as if nothing had been run."""
+    assert main(["table", "1", "--runs", str(tmp_path / "nope")]) == 2
+    assert "results folder" in capsys.readouterr().err
+    assert main(["table", "1", "--runs", str(tmp_path / "nope"), "--source", "published"]) == 0

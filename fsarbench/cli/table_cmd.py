@@ -5,10 +5,11 @@ result records."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from fsarbench.io import atomic_write_text
-from fsarbench.report.cli_args import add_runs_arg, add_stats_args, print_left_out
+from fsarbench.report.cli_args import DEFAULT_RUNS, add_runs_arg, add_stats_args, print_left_out
 from fsarbench.report.comparison import build_comparison, load_comparison
 from fsarbench.report.published import (
     known_methods,
@@ -95,10 +96,19 @@ def _comparison_table(args: argparse.Namespace, entries: list) -> Table:
 def run(args: argparse.Namespace) -> int:
     runs = Path(args.runs)
     left_out: list[str] = []
+    entries = []
     if args.source != "published" and runs.exists():
         entries = load_entries(runs, left_out=left_out)
-    else:
-        entries = []
+    elif args.source != "published" and args.runs != DEFAULT_RUNS:
+        # a mistyped --runs printed the published rows alone, as if nothing had been run
+        print(
+            f"error: results folder {runs} does not exist (pass the folder 'run --out' wrote, "
+            "or --source published for the paper's numbers alone)",
+            file=sys.stderr,
+        )
+        return 2
+    elif args.source != "published":
+        print(f"note: no results folder {runs} yet: published rows only", file=sys.stderr)
     print_left_out(left_out)
     paper = args.number.isdigit()
     table = (_paper_table if paper else _comparison_table)(args, entries)

@@ -290,9 +290,9 @@ def mark_significant(
         base = [r.cells[j] for r in runs if not r.ours and r.cells[j].entry is not None]
         for r in runs:
             e = r.cells[j].entry
-            if not r.ours or e is None or not base:
+            if not r.ours or e is None:
                 continue
-            best = _best_baseline(base, e)
+            best = _best_baseline(base, e) if base else None
             if best is None:
                 untested += 1
             else:
@@ -308,6 +308,6 @@ def mark_significant(
     if untested:
         table.notes.append(
             f"{untested} run cell(s) of ours not tested: no baseline run of their column was "
-            "evaluated on the same test episodes."
+            "evaluated on the same test episodes (or none was run): no * means untested there."
         )
     return sum(c.significant for c, _ in tests)
