@@ -274,3 +274,19 @@ def test_one_episode_gives_no_interval():
 
     mean, half, _ = mean_and_halfwidth(np.array([0.6]))
     assert mean == pytest.approx(0.6) and np.isnan(half)
+
+
+def test_the_difference_ci_shown_beside_a_seed_level_p_is_seed_level():
+    """The leaderboard printed the episode bootstrap's Δ CI beside a seed-level p: with
+    several seeds it understated the uncertainty the p accounted for."""
+    from fsarbench.stats.paired import compare_paired
+
+    rng = np.random.default_rng(3)
+    a = 0.6 + rng.normal(0, 0.05, (3, 1)) + rng.normal(0, 0.1, (3, 200))
+    b = 0.6 + rng.normal(0, 0.05, (3, 1)) + rng.normal(0, 0.1, (3, 200))
+    episode = compare_paired(a.mean(0), b.mean(0), n_boot=300)
+    assert episode.diff_ci == (episode.ci_low, episode.ci_high)
+    seeds = seed_level_comparison(a, b, n_boot=300)
+    both = dataclasses.replace(episode, seed_level=seeds)
+    assert both.diff_ci == (seeds.ci_low, seeds.ci_high)
+    assert both.diff_ci[1] - both.diff_ci[0] > episode.ci_high - episode.ci_low

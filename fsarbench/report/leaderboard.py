@@ -137,8 +137,8 @@ def _row(setting: Setting, st: Standing) -> dict:
         "seed_std": round(seeds.std, 2) if seeds else None,
         "train_seeds": len(e.records),
         "diff_vs_leader": round(c.diff, 2) if c else None,
-        "diff_ci_low": round(c.ci_low, 2) if c else None,
-        "diff_ci_high": round(c.ci_high, 2) if c else None,
+        "diff_ci_low": round(c.diff_ci[0], 2) if c else None,
+        "diff_ci_high": round(c.diff_ci[1], 2) if c else None,
         "p_vs_leader_holm": st.p_leader_adjusted,
         "episodes": e.records[0].episodes,
         "synthetic": e.synthetic,
@@ -156,7 +156,7 @@ def _md_cell(st: Standing) -> list[str]:
     e, c = st.entry, st.vs_leader
     acc = f"{e.accuracy:.2f} ± {e.ci95:.2f}"
     seeds = f"{e.seeds.mean:.2f} ± {e.seeds.std:.2f} (n={e.seeds.n})" if e.seeds else "-"
-    diff = f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]" if c else "leader"
+    diff = f"{c.diff:+.2f} [{c.diff_ci[0]:+.2f}, {c.diff_ci[1]:+.2f}]" if c else "leader"
     p = format_p(st.p_leader_adjusted) if c else "-"
     return [str(st.rank), e.system, acc, seeds, diff, p]
 

@@ -195,6 +195,16 @@ class PairedComparison:
             return "episode"
         return "seed+episode" if self.seed_level.both_sides else "episode, seeds of one side"
 
+    @property
+    def diff_ci(self) -> tuple[float, float]:
+        """The 95% CI of ``diff`` at the level the verdict rests on: with several training
+        seeds the hierarchical bootstrap's (seeds, then episodes), else the episode
+        bootstrap's. (An episode-level interval beside a seed-level p understated the
+        uncertainty the p accounts for.)"""
+        if self.seed_level is not None:
+            return self.seed_level.ci_low, self.seed_level.ci_high
+        return self.ci_low, self.ci_high
+
     def p_value(self, field: str) -> float:
         """Raw p of test ``field`` (e.g. ``"p_ttest"``); with several training seeds, the
         largest of it, the hierarchical bootstrap's p and the per-seed t-test's p (every

@@ -57,7 +57,7 @@ def _row(st: Standing, shared: bool) -> BoardRow:
         accuracy_text=f"{e.accuracy:.2f} ± {e.ci95:.2f}",
         seeds_text=f"{e.seeds.mean:.2f} ± {e.seeds.std:.2f} (n={e.seeds.n})" if e.seeds else "-",
         diff=c.diff if c else 0.0,
-        diff_text=f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]" if c else "leader",
+        diff_text=f"{c.diff:+.2f} [{c.diff_ci[0]:+.2f}, {c.diff_ci[1]:+.2f}]" if c else "leader",
         p=st.p_leader_adjusted if c else math.nan,
         p_text=format_p(st.p_leader_adjusted) if c else "-",
         train_seeds=len(e.records),

@@ -65,7 +65,7 @@ def _row(c: SettingComparison) -> VerdictRow:
         b=c.b.system,
         acc_a=f"{s.acc_a:.2f} ± {c.a.ci95:.2f}",
         acc_b=f"{s.acc_b:.2f} ± {c.b.ci95:.2f}",
-        diff=f"{s.diff:+.2f} [{s.ci_low:+.2f}, {s.ci_high:+.2f}]",
+        diff=f"{s.diff:+.2f} [{s.diff_ci[0]:+.2f}, {s.diff_ci[1]:+.2f}]",
         p_raw=format_p(s.p_value(TESTS[c.test])),
         p_holm=format_p(c.adjusted[c.test]),
         diff_value=s.diff,
