@@ -202,3 +202,30 @@ def test_probe_results_are_reused_only_for_unchanged_files(synth, tmp_path, monk
     store.write_text("{not json")
     assert check_split(records, "train", frames=1, probes=ProbeCache(store)) == first
     assert len(probed) == 10
+
+
+def test_the_probe_cache_works_without_decord(tmp_path, monkeypatch):
+    """decord is not installed off x86-64 Linux (the probe falls back to PyAV): the cache
+    imported it to name the decoder versions and failed there."""
+    import importlib.metadata
+    import sys
+
+    from fsarbench.data.probe_cache import ProbeCache
+
+    real = importlib.metadata.version
+
+    def without_decord(name):
+        if name == "decord":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setitem(sys.modules, "decord", None)  # `import decord` fails
+    monkeypatch.setattr(importlib.metadata, "version", without_decord)
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    first = ProbeCache(tmp_path / "p.json")
+    first.store(video, 12)
+    first.save()
+    again = ProbeCache(tmp_path / "p.json")
+    assert again.lookup(video) == 12
+    assert '"decord": "absent"' in (tmp_path / "p.json").read_text()

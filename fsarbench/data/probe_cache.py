@@ -24,10 +24,16 @@ PROBE_VERSION = 2  # 1: first frame; 2: first and last frames
 
 
 def _versions() -> dict[str, Any]:
-    import av
-    import decord
+    """The probe code's and the decoders' versions (decord is absent off x86-64 Linux)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"probe": PROBE_VERSION, "decord": decord.__version__, "av": av.__version__}
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
+    return {"probe": PROBE_VERSION, "decord": installed("decord"), "av": installed("av")}
 
 
 def probe_cache_path(cache_root: str | Path) -> Path:
