@@ -5,6 +5,7 @@ finetune checkpoint through the one evaluation path, and the one training loop."
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import fsarbench as fb
 from fsarbench.data.datasets import get_dataset
 from fsarbench.experiments import runner as runner_mod
 from fsarbench.experiments.cells import Cell
-from fsarbench.experiments.plan import plan_cells
+from fsarbench.experiments.plan import plan_cells, print_plan
 from fsarbench.experiments.runner import CellRunner, FinetuneTrack, RunOptions
 from fsarbench.experiments.units import unit_for
 from fsarbench.training import SplitFeatures
@@ -95,6 +96,31 @@ def test_finetune_cells_train_one_model_per_shot_select_on_val_and_record(finetu
     assert all(r.recipe["options"]["backbone"] == "resnet18" for r in records)
     summary = pd.read_csv(out / "a" / "summary.csv")
     assert set(summary["track"]) == {"finetune"} and set(summary["train_shot"]) == {1, 2}
+
+
+def test_plan_leaves_out_recorded_cells_and_finished_units(finetune_run, synth, tmp_path, capsys):
+    out, _, records = finetune_run
+    shutil.copytree(out / "a", tmp_path / "a")
+    plans = plan_cells(_runner(tmp_path / "a", out / "cache", synth), CELLS)
+    assert all(p.done and p.checkpoint for p in plans)
+    print_plan(plans, 800.0)
+    text = capsys.readouterr().out
+    assert text.startswith("0 model(s) to train for 0 cell(s):")
+    assert "already recorded in the output folder: 3 cell(s); 2 model(s) need no training" in text
+    assert "total: 0 optimiser steps" in text
+    # the 7-way record gone: its unit (5-way 1-shot) is reloaded for that one cell
+    seven = next(r for r in records if r.way == 7)
+    (tmp_path / "a" / "records" / f"{seven.cell}.json").unlink()
+    plans = plan_cells(_runner(tmp_path / "a", out / "cache", synth), CELLS)
+    assert [(p.unit.train_shot, len(p.cells), len(p.recorded)) for p in plans] == [
+        (1, 2, 1),
+        (2, 1, 1),
+    ]
+    print_plan(plans, 800.0)
+    text = capsys.readouterr().out
+    assert text.startswith("1 model(s) to train for 1 cell(s):")
+    assert "2 cell(s) [5w1s, 7w1s], 1 recorded (checkpoint in models/)" in text
+    assert "already recorded in the output folder: 2 cell(s); 1 model(s) need no training" in text
 
 
 def _checkpoints(run: Path) -> dict[str, int]:

@@ -1,5 +1,9 @@
 """``run --plan``: the model units a run would train, the cells each feeds, and the work.
 
+Cells whose records the output folder already holds (made as they would be made now) are
+counted apart: a unit all of whose cells are recorded is not trained again, and a unit with a
+checkpoint in ``models/`` resumes (or reloads) it.
+
 Work is counted in backbone frames: a finetune unit pushes ``steps x episodes_per_step x
 way x (shot + queries) x T`` frames through the backbone forward and backward, plus its
 validation passes and one extraction of the test split; a frozen unit trains on cached
@@ -13,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fsarbench.experiments.cells import Cell
@@ -33,6 +38,15 @@ class UnitPlan:
     steps: int = 0
     train_frames: int = 0
     eval_frames: int = 0
+    #: cells of ``cells`` whose current records the output folder holds
+    recorded: list[Cell] = field(default_factory=list)
+    #: ``models/<slug>/`` holds a checkpoint: training resumes or reloads it
+    checkpoint: bool = False
+
+    @property
+    def done(self) -> bool:
+        """Every cell recorded: a run evaluates nothing and trains nothing for this unit."""
+        return len(self.recorded) == len(self.cells)
 
 
 def _frames(unit: ModelUnit, recipe: Any, data, method) -> tuple[int, int, int]:
@@ -58,12 +72,16 @@ def plan_cells(runner, cells: Iterable[Cell]) -> list[UnitPlan]:
     from fsarbench.experiments.runner import unique_cells
 
     plans: dict[str, UnitPlan] = {}
+    models = Path(runner.opt.out_dir) / "models"
     for cell in unique_cells(cells):
         p = runner.prepare(cell)
         if p.slug not in plans:
             steps, train, evals = _frames(p.unit, p.recipe, p.data, p.method)
-            plans[p.slug] = UnitPlan(p.unit, [], steps, train, evals)
+            saved = any((models / p.slug / name).exists() for name in ("last.pt", "best.pt"))
+            plans[p.slug] = UnitPlan(p.unit, [], steps, train, evals, checkpoint=saved)
         plans[p.slug].cells.append(cell)
+        if runner.recorded(cell):
+            plans[p.slug].recorded.append(cell)
     return list(plans.values())
 
 
@@ -72,26 +90,47 @@ def _hours(plan: UnitPlan, throughput: float) -> float:
 
 
 def print_plan(plans: list[UnitPlan], throughput: float) -> None:
-    """One line per unit, then the totals."""
+    """One line per unit still to train, a count of finished ones, then the totals of the
+    work left."""
     if throughput <= 0:
         raise ValueError(f"--throughput must be positive, not {throughput}")
-    print(f"{len(plans)} model(s) to train for {sum(len(p.cells) for p in plans)} cell(s):")
-    for p in plans:
-        u = p.unit
-        feeds = ", ".join(sorted({f"{c.way}w{c.shot}s" for c in p.cells}))
+    todo = [p for p in plans if not p.done]
+    recorded = sum(len(p.recorded) for p in plans)
+    left = sum(len(p.cells) - len(p.recorded) for p in todo)
+    print(f"{len(todo)} model(s) to train for {left} cell(s):")
+    for p in todo:
+        print(_unit_line(p, throughput))
+    if recorded:
         print(
-            f"  {u.name:<28} {u.dataset:<12} {u.track}/{u.protocol} trained {u.train_way}w"
-            f"{u.train_shot}s seed {u.train_seed}: {p.steps} steps, "
-            f"{p.train_frames / 1e6:.2f} M train frames, ~{_hours(p, throughput):.2f} GPU-h "
-            f"-> {len(p.cells)} cell(s) [{feeds}]"
+            f"already recorded in the output folder: {recorded} cell(s); "
+            f"{len(plans) - len(todo)} model(s) need no training"
         )
-    train = sum(p.train_frames for p in plans)
-    evals = sum(p.eval_frames for p in plans)
-    total = sum(_hours(p, throughput) for p in plans)
+    train = sum(p.train_frames for p in todo)
+    evals = sum(p.eval_frames for p in todo)
+    total = sum(_hours(p, throughput) for p in todo)
     print(
-        f"total: {sum(p.steps for p in plans)} optimiser steps, {train / 1e6:.2f} M backbone "
+        f"total: {sum(p.steps for p in todo)} optimiser steps, {train / 1e6:.2f} M backbone "
         f"training frames, {evals / 1e6:.2f} M evaluation frames; ~{total:.1f} GPU-hours at "
         f"{throughput:.0f} training frames/s (set --throughput for your GPU)"
     )
-    if not train:
+    if any(p.checkpoint for p in todo):
+        print(
+            "(a unit with a checkpoint in models/ resumes it, or reloads it when its training "
+            "finished: the totals count its whole training)"
+        )
+    if todo and not train:
         print("(frozen track: backbone cost is the one-off feature extraction of each split)")
+
+
+def _unit_line(p: UnitPlan, throughput: float) -> str:
+    u = p.unit
+    feeds = ", ".join(sorted({f"{c.way}w{c.shot}s" for c in p.cells}))
+    cells = f"{len(p.cells)} cell(s) [{feeds}]"
+    if p.recorded:
+        cells += f", {len(p.recorded)} recorded"
+    return (
+        f"  {u.name:<28} {u.dataset:<12} {u.track}/{u.protocol} trained {u.train_way}w"
+        f"{u.train_shot}s seed {u.train_seed}: {p.steps} steps, "
+        f"{p.train_frames / 1e6:.2f} M train frames, ~{_hours(p, throughput):.2f} GPU-h "
+        f"-> {cells}" + (" (checkpoint in models/)" if p.checkpoint else "")
+    )

@@ -146,14 +146,31 @@ class CellRunner:
             self.built[slug] = track.build(cell, recipe)
         return _Prepared(track, data, unit, recipe, self.built[slug], slug)
 
-    def run(self, cell: Cell) -> ResultRecord:
+    def identify(self, cell: Cell) -> tuple[_Prepared, str, dict[str, Any], Manifest]:
+        """``(prepared cell, record id, provenance, test manifest)``: what names ``cell``'s
+        record and what must hold for a stored one to be reused."""
         p = self.prepare(cell)
         config_hash = record_config_hash(
             p.method.hparams, p.recipe.identity(), p.data.info, cell.train_seed, cell.track
         )
         rid = cell.record_id(config_hash)
         manifest = self.manifest(cell, p.data)
-        prov = self.provenance(p, config_hash, manifest, cell)
+        return p, rid, self.provenance(p, config_hash, manifest, cell), manifest
+
+    def recorded(self, cell: Cell) -> bool:
+        """Whether a run would reuse ``cell``'s stored record: made as it would be made now, or
+        any with ``reuse_stale`` (a read-only look: its per-query rows are checked when the
+        cell runs)."""
+        if not self.done:  # nothing stored: no manifest needs drawing
+            return False
+        _, rid, prov, _ = self.identify(cell)
+        stored = self.done.get(rid)
+        if stored is None:
+            return False
+        return self.opt.reuse_stale or not provenance_diff(stored.provenance, prov)
+
+    def run(self, cell: Cell) -> ResultRecord:
+        p, rid, prov, manifest = self.identify(cell)
         reused = self.reuse(rid, prov)
         if reused is None:
             with held(Path(self.opt.out_dir) / "locks" / f"{rid}.lock", what=f"cell {rid}"):
