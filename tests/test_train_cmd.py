@@ -83,6 +83,25 @@ def test_frozen_train_saves_resumes_and_evaluates(tmp_path, monkeypatch, capsys)
     assert rc == 0 and "(20 episodes, 5-way 1-shot" in capsys.readouterr().out
 
 
+def test_eval_reads_its_checkpoint_once(tmp_path, monkeypatch, capsys):
+    """eval --dataset read --checkpoint four times (kind, weights, recipe, seed): slow for a
+    large backbone, and a training still replacing best.pt could mix two checkpoints."""
+    from fsarbench.training import loop as loop_mod
+
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    out = tmp_path / "m"
+    argv = ["train", "protonet", "--dataset", "toy", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--recipe", "steps=2", "val_episodes=4", "episodes_per_step=2"]) == 0
+    reads, original = [], loop_mod.load_checkpoint
+    monkeypatch.setattr(loop_mod, "load_checkpoint", lambda p: reads.append(p) or original(p))
+    argv = ["eval", "protonet", "--dataset", "toy", "--checkpoint", str(out / "best.pt")]
+    argv += ["--way", "5", "--shot", "1", "--episodes", "20", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert reads == [str(out / "best.pt")]
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.train_seed == 0 and record.train_shot == 1
+
+
 def test_training_without_val_episodes_leaves_the_last_weights_as_best_pt(
     tmp_path, monkeypatch, capsys
 ):

@@ -110,28 +110,40 @@ def add_nonfinite_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_method_state(
-    path: str,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """(state dict, recipe, hyper-parameters) of a plain state-dict file or of a trainer
-    checkpoint (its hyper-parameters are those the weights were trained with)."""
+def read_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """``--checkpoint``'s contents (``{}`` without one), read once per command: every later
+    use (weights, recipe, training seed) then sees the same file, even if a training still
+    running replaces it meanwhile."""
     from fsarbench.training.loop import load_checkpoint
 
-    data = load_checkpoint(path)
+    return load_checkpoint(args.checkpoint) if args.checkpoint else {}
+
+
+def method_state(
+    data: dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(state dict, recipe, hyper-parameters) of a plain state-dict file's or a trainer
+    checkpoint's contents (its hyper-parameters are those the weights were trained with)."""
     if isinstance(data.get("method"), dict):
         return data["method"], dict(data.get("recipe") or {}), dict(data.get("hparams") or {})
     return data, {}, {}
 
 
-def build_method(args: argparse.Namespace, feature_shape: tuple[int, int]) -> FewShotMethod:
-    """The method of ``args`` with its checkpoint (behind the recipe's adapter, if any).
+def build_method(
+    args: argparse.Namespace,
+    feature_shape: tuple[int, int],
+    checkpoint: dict[str, Any] | None = None,
+) -> FewShotMethod:
+    """The method of ``args`` with its checkpoint (behind the recipe's adapter, if any);
+    ``checkpoint``: its contents when already read (:func:`read_checkpoint`).
 
     Hyper-parameters: those stored in the checkpoint, then ``--hparams``; the method's
     presets for ``--dataset`` fill only what neither gives."""
     from fsarbench.training import AdaptedMethod, FrameAdapter
 
     t, d = feature_shape
-    state, recipe, saved = load_method_state(args.checkpoint) if args.checkpoint else ({}, {}, {})
+    data = read_checkpoint(args) if checkpoint is None else checkpoint
+    state, recipe, saved = method_state(data) if args.checkpoint else ({}, {}, {})
     method = create_method(
         args.method,
         feature_dim=d,
@@ -156,17 +168,18 @@ def run(args: argparse.Namespace) -> int:
     _check_mode(args)
     env, device = init_distributed(args.device)
     try:
+        checkpoint = read_checkpoint(args)
         if args.features:
             opened = open_feature_store(args.features)
             manifest = Manifest.load(args.manifest)
             store, video_classes = _serving_store(opened, manifest)
             method, meta, names = (
-                build_method(args, store.feature_shape),
+                build_method(args, store.feature_shape, checkpoint),
                 {"features": feature_identity(args.features, opened)},
                 _names(opened, video_classes, manifest),
             )
         else:
-            store, manifest, method, meta, names = _dataset_mode(args, device)
+            store, manifest, method, meta, names = _dataset_mode(args, device, checkpoint)
         method = method.to(device)
         result = evaluate_sharded(
             method,
@@ -181,14 +194,14 @@ def run(args: argparse.Namespace) -> int:
             class_names=names,  # passed only to heads with uses_class_names
         )
         if result is not None:
-            meta = {**meta, **_weights_identity(args.checkpoint)}
+            meta = {**meta, **_weights_identity(args.checkpoint, checkpoint)}
             _report(args, method, manifest, result, env.world_size, meta)
     finally:
         shutdown_distributed()
     return 0
 
 
-def _weights_identity(checkpoint: str | None) -> dict[str, Any]:
+def _weights_identity(checkpoint: str | None, data: dict[str, Any]) -> dict[str, Any]:
     """What tells the evaluated weights apart in the record: the training seed of a trainer
     checkpoint (records of several seeds then pool as seeds of one system), or, for weights
     without one, the file's md5 (``features["checkpoint_md5"]``), so evaluating a second
@@ -196,9 +209,8 @@ def _weights_identity(checkpoint: str | None) -> dict[str, Any]:
     if not checkpoint:
         return {}
     from fsarbench.io import md5_file
-    from fsarbench.training.loop import load_checkpoint
 
-    fingerprint = load_checkpoint(checkpoint).get("fingerprint") or {}
+    fingerprint = data.get("fingerprint") or {}
     if isinstance(fingerprint.get("seed"), int):
         return {"train_seed": fingerprint["seed"]}
     return {"checkpoint_md5": md5_file(checkpoint)}
@@ -293,18 +305,17 @@ def _check_mode(args: argparse.Namespace) -> None:
 
 
 def _dataset_mode(
-    args: argparse.Namespace, device
+    args: argparse.Namespace, device, data: dict[str, Any]
 ) -> tuple[Any, Manifest, FewShotMethod, dict, list[str]]:
-    """Test features, manifest and method for ``--dataset`` (see the module docstring)."""
+    """Test features, manifest and method for ``--dataset`` (see the module docstring);
+    ``data``: the checkpoint's contents."""
     from fsarbench.training.export import is_finetune_state
-    from fsarbench.training.loop import load_checkpoint
 
-    data = load_checkpoint(args.checkpoint) if args.checkpoint else {}
     state = data.get("method") if isinstance(data.get("method"), dict) else data
     if args.checkpoint and is_finetune_state(state):
         feats, names, variant, method, meta = _finetune_checkpoint(args, data, device)
     else:
-        feats, names, variant, method, meta = _frozen(args)
+        feats, names, variant, method, meta = _frozen(args, data)
     manifest = draw_test_manifest(
         feats.classes,
         split_variant=variant,
@@ -318,7 +329,7 @@ def _dataset_mode(
     return feats.store, manifest, method, meta, names
 
 
-def _frozen(args):
+def _frozen(args, data: dict[str, Any]):
     from fsarbench.experiments.features import FrozenFeatureProvider
 
     protocol = args.protocol or "seed"
@@ -328,8 +339,8 @@ def _frozen(args):
     feats = provider(args.dataset)
     if args.num_train_classes is None:
         args.num_train_classes = feats.splits["train"].num_classes
-    method = build_method(args, feats.feature_shape)
-    _, recipe, _ = load_method_state(args.checkpoint) if args.checkpoint else ({}, {}, {})
+    method = build_method(args, feats.feature_shape, data)
+    _, recipe, _ = method_state(data) if args.checkpoint else ({}, {}, {})
     meta = {"track": "frozen", "protocol": protocol, "recipe": recipe, "features": feats.info}
     test = feats.splits["test"]
     return test, feats.class_names["test"], feats.split_variant, method, meta
