@@ -96,6 +96,8 @@ def test_finetune_cells_train_one_model_per_shot_select_on_val_and_record(finetu
     assert all(r.recipe["options"]["backbone"] == "resnet18" for r in records)
     summary = pd.read_csv(out / "a" / "summary.csv")
     assert set(summary["track"]) == {"finetune"} and set(summary["train_shot"]) == {1, 2}
+    probes = sorted(p.name for p in (out / "cache" / "probes").glob("*.json"))
+    assert probes == [f"{runner.tracks['finetune'].clip_data('synth').dataset.variant}.json"]
 
 
 def test_plan_leaves_out_recorded_cells_and_finished_units(finetune_run, synth, tmp_path, capsys):

@@ -269,7 +269,7 @@ def _usable(ds, split: str, recipe, policy: str, shot: int | None, cache: str | 
         shot=shot or (recipe.shot if split == "train" else recipe.val_shot),
         queries=recipe.queries if split == "train" else 1,
         on_bad=policy,
-        probes=ProbeCache(probe_cache_path(cache or default_cache_root())),
+        probes=ProbeCache(probe_cache_path(cache or default_cache_root(), ds.variant)),
     )
     if skipped:
         print(f"{ds.variant}/{split}: left out {len(skipped)} video(s): " + "; ".join(skipped[:3]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,11 @@ def _versions() -> dict[str, Any]:
     return {"probe": PROBE_VERSION, "decord": installed("decord"), "av": installed("av")}
 
 
-def probe_cache_path(cache_root: str | Path) -> Path:
-    """``<cache_root>/probes/videos.json``."""
-    return Path(cache_root) / "probes" / "videos.json"
+def probe_cache_path(cache_root: str | Path, dataset: str) -> Path:
+    """``<cache_root>/probes/<dataset>.json``: one file per dataset variant, so a run reads
+    only its datasets' entries (SSv2-full alone has 200k videos)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset)
+    return Path(cache_root) / "probes" / f"{name}.json"
 
 
 class ProbeCache:

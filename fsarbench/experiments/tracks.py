@@ -244,7 +244,7 @@ class FinetuneTrack:
         from fsarbench.training.clip_data import usable_split
 
         ds = self.open_dataset(name)
-        probes = ProbeCache(probe_cache_path(self.cache_root or default_cache_root()))
+        probes = ProbeCache(probe_cache_path(self.cache_root or default_cache_root(), ds.variant))
         splits, skipped = {}, []
         for split in ("train", "val", "test"):
             splits[split], bad = usable_split(
