@@ -287,18 +287,43 @@ def test_corrupt_or_foreign_file_refused(make, pattern, bundle, tmp_path, capsys
     assert "error:" in capsys.readouterr().err
 
 
-def test_add_refuses_name_clash_and_other_episodes(runs, bundle, tmp_path):
+def test_add_refuses_a_name_clash(runs, bundle):
     with pytest.raises(BundleError, match="already has its own records of 'otam'"):
         add_bundle(runs["lab"], bundle)
+
+
+def _other_manifest(data: dict) -> None:
+    data["manifest_hash"] = "f" * 16  # as if our run had drawn other episodes
+
+
+def _other_left_out_video(data: dict) -> None:
+    data["skipped_videos"] = ["test/some_other_video: unreadable"]  # same classes: same hash
+
+
+def _other_test_list(data: dict) -> None:
+    data["features"]["split_md5"]["test"] = "e" * 32  # same class layout, other videos
+
+
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (_other_manifest, r"manifest hash \w{16} vs f{16}"),
+        (_other_left_out_video, r"left-out test videos test/\S+ vs test/some_other_video\)"),
+        (_other_test_list, r"test list md5 \w{32} vs e{32}\)"),
+    ],
+)
+def test_add_refuses_other_episodes(edit, pattern, runs, bundle, tmp_path):
+    """Equal manifest hashes alone do not make episodes paired: a bundle that left out
+    another test video, or was made on another test list, was accepted and paired."""
     ours = tmp_path / "ours"
     shutil.copytree(runs["ours"], ours)
-    path = sorted((ours / "records").glob("*.json"))[0]
-    data = json.loads(path.read_text())
-    data["manifest_hash"] = "f" * 16  # as if our run had drawn other episodes
-    path.write_text(json.dumps(data))
-    with pytest.raises(
-        BundleError, match=r"differ from those of protonet in this folder \(f{16}\)"
-    ):
+    for path in sorted((ours / "records").glob("*.json")):
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"differ from those of protonet in this folder \("):
+        add_bundle(ours, bundle)
+    with pytest.raises(BundleError, match=pattern):
         add_bundle(ours, bundle)
     assert not (ours / "external").exists()
 

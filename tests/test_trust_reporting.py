@@ -158,15 +158,28 @@ def test_runs_that_lost_other_test_videos_are_not_paired_or_pooled(tmp_path):
     rng = np.random.default_rng(0)
     save_simulated_record(tmp_path, m, "alpha", 0.7, rng, skipped_videos=["test/c1_v0: bad"])
     save_simulated_record(tmp_path, m, "beta", 0.6, rng, skipped_videos=["test/c1_v5: bad"])
-    with pytest.raises(UnpairedError, match="left out different test videos"):
+    with pytest.raises(UnpairedError, match="left-out test videos"):
         compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
     seeds = tmp_path / "seeds"
     save_simulated_record(seeds, m, "alpha", 0.7, rng, train_seed=0, skipped_videos=["test/a"])
     save_simulated_record(seeds, m, "alpha", 0.7, rng, train_seed=1, skipped_videos=["test/b"])
-    with pytest.raises(UnpairedError, match="different test videos"):
+    with pytest.raises(UnpairedError, match="left-out test videos"):
         load_entries(seeds)
     left_out: list[str] = []
     assert load_entries(seeds, left_out=left_out) == [] and "test/a" in left_out[0]
+
+
+def test_runs_on_another_test_list_are_not_paired(tmp_path):
+    """Another test list with the same class layout gives the same manifest hash: a lab's
+    bundle made on other videos was paired episode by episode with this folder's runs."""
+    m = _manifest()
+    rng = np.random.default_rng(1)
+    ours = {"split_md5": {"test": "a" * 32}}
+    theirs = {"split_md5": {"test": "b" * 32}}
+    save_simulated_record(tmp_path, m, "alpha", 0.7, rng, features=ours)
+    save_simulated_record(tmp_path, m, "beta", 0.6, rng, features=theirs)
+    with pytest.raises(UnpairedError, match=f"test list md5 {'a' * 32} vs {'b' * 32}"):
+        compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
 
 
 def test_a_stale_seed_is_neither_pooled_with_current_ones_nor_printed_unmarked(tmp_path):

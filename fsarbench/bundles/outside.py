@@ -19,7 +19,7 @@ from fsarbench.bundles.errors import BundleError
 from fsarbench.bundles.format import method_slug, read_bundle
 from fsarbench.bundles.verify import VerifiedBundle, verify_bundle
 from fsarbench.io import atomic_write_bytes
-from fsarbench.report.records import setting_of
+from fsarbench.report.records import episodes_key, setting_of
 from fsarbench.results import OUTSIDE_TAG, ResultRecord, load_records, save_result
 
 __all__ = ["EXTERNAL_DIR", "OUTSIDE_TAG", "add_bundle", "is_outside"]
@@ -42,16 +42,18 @@ def _check_fits(runs: Path, verified: VerifiedBundle) -> None:
             f"{runs} already has its own records of {method!r}; an outside result of the same "
             "name would be pooled with them. Ask its authors to bundle it under another name."
         )
-    hashes = {setting_of(r): (r.method, r.manifest_hash) for r in records if r.method != method}
+    keys = {setting_of(r): (r.method, episodes_key(r)) for r in records if r.method != method}
     for v in verified.records:
         setting = setting_of(v.record)
-        other, digest = hashes.get(setting, ("", v.record.manifest_hash))
-        if digest != v.record.manifest_hash:
+        mine = episodes_key(v.record)
+        other, theirs = keys.get(setting, ("", mine))
+        if theirs != mine:
             raise BundleError(
-                f"{method} in {setting.label}: the bundle's episodes (manifest "
-                f"{v.record.manifest_hash}) differ from those of {other} in this folder "
-                f"({digest}), so paired statistics cannot compare them. They were drawn from "
-                "another test list or with other videos left out; re-run on the official list."
+                f"{method} in {setting.label}: the bundle's episodes differ from those of "
+                f"{other} in this folder ({mine.differences(theirs)}), so paired statistics "
+                "cannot compare them. They were drawn from another test list or with other "
+                "videos left out; re-run on the official list with the videos this folder "
+                "reads."
             )
 
 

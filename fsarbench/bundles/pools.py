@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fsarbench.bundles.errors import BundleVerificationError
+from fsarbench.report.records import test_list_md5
 from fsarbench.results import ResultRecord
 
 __all__ = ["TestPool", "POOL_SOURCES", "official_pool", "recorded_test_md5", "skipped_test_videos"]
@@ -51,10 +52,9 @@ class TestPool:
 
 def recorded_test_md5(record: ResultRecord) -> str:
     """The test split md5 a record was made on (features, else provenance)."""
-    for source in (record.features, (record.provenance or {}).get("data") or {}):
-        md5s = source.get("split_md5") or {}
-        if isinstance(md5s, dict) and md5s.get("test"):
-            return str(md5s["test"])
+    md5 = test_list_md5(record)
+    if md5:
+        return md5
     raise BundleVerificationError(
         f"{record.cell}: field features.split_md5.test is missing, so its test list "
         "cannot be checked; only records written by 'python -m fsarbench run' can be bundled"

@@ -76,20 +76,14 @@ def verdict_level(comparison: PairedComparison) -> str:
 
 
 def _check_paired(a: Entry, b: Entry) -> None:
-    if a.manifest_hash != b.manifest_hash:
+    differences = a.episodes_key.differences(b.episodes_key)
+    if differences:
         raise UnpairedError(
             f"cannot compare {a.system} and {b.system} in {a.setting.label}: their records were "
-            f"evaluated on different episodes (manifest hash {a.manifest_hash} vs "
-            f"{b.manifest_hash}), so a paired test does not apply. Re-evaluate both on the same "
-            "manifest (same dataset, split, way, shot, queries, episodes and seed)."
-        )
-    if a.episodes_key != b.episodes_key:
-        raise UnpairedError(
-            f"cannot compare {a.system} and {b.system} in {a.setting.label}: their runs left "
-            f"out different test videos ({', '.join(a.episodes_key[1]) or 'none'} vs "
-            f"{', '.join(b.episodes_key[1]) or 'none'}), so the same manifest indices name "
-            "other videos in each and a paired test does not apply. Re-evaluate both where "
-            "the same videos are readable ('python -m fsarbench data check')."
+            f"evaluated on different episodes ({differences}), so a paired test does not apply. "
+            "Re-evaluate both on the same manifest (same test list, readable videos, way, "
+            "shot, queries, episodes and seed; 'python -m fsarbench data check' lists "
+            "unreadable videos)."
         )
 
 

@@ -11,6 +11,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +43,9 @@ __all__ = [
     "base_method_of",
     "overrides_of",
     "setting_of",
+    "EpisodesKey",
+    "episodes_key",
+    "test_list_md5",
     "OUTSIDE_MARK",
     "STALE_MARK",
     "OUTSIDE_TAG",
@@ -157,7 +161,7 @@ class Entry:
         return self.records[0].manifest_hash
 
     @property
-    def episodes_key(self) -> tuple[str, tuple[str, ...]]:
+    def episodes_key(self) -> EpisodesKey:
         """What makes two entries' episodes the same videos (:func:`episodes_key`)."""
         return episodes_key(self.records[0])
 
@@ -257,15 +261,46 @@ def config_key(record: ResultRecord) -> str:
 def left_out_test_videos(record: ResultRecord) -> tuple[str, ...]:
     """Ids of the test videos ``record``'s run left out (missing, unreadable, too short),
     sorted: its manifest indexes the remaining videos in split order."""
-    return tuple(sorted(s.split(": ")[0] for s in record.skipped_videos if s.startswith("test/")))
+    return tuple(sorted({s.split(": ")[0] for s in record.skipped_videos if s.startswith("test/")}))
 
 
-def episodes_key(record: ResultRecord) -> tuple[str, tuple[str, ...]]:
-    """``(manifest hash, left-out test videos)``. The manifest hash covers the class ids of
-    the usable videos, not which videos they are: two runs that each lost another video of
-    one class drew the same indices over pools shifted from that video on, so equal hashes
-    alone do not make episodes paired."""
-    return record.manifest_hash, left_out_test_videos(record)
+def test_list_md5(record: ResultRecord) -> str:
+    """md5 of the test split list ``record`` was evaluated on (``features.split_md5.test``,
+    else ``provenance.data.split_md5.test``); ``""`` when the record does not say."""
+    for source in (record.features, (record.provenance or {}).get("data") or {}):
+        md5s = source.get("split_md5") if isinstance(source, dict) else None
+        if isinstance(md5s, dict) and md5s.get("test"):
+            return str(md5s["test"])
+    return ""
+
+
+class EpisodesKey(NamedTuple):
+    """What makes two records' test episodes the same videos (:func:`episodes_key`)."""
+
+    manifest_hash: str
+    test_list_md5: str
+    left_out: tuple[str, ...]
+
+    def differences(self, other: EpisodesKey) -> str:
+        """How ``self`` and ``other`` differ, in words (``""`` when equal)."""
+        parts = []
+        if self.manifest_hash != other.manifest_hash:
+            parts.append(f"manifest hash {self.manifest_hash} vs {other.manifest_hash}")
+        if self.test_list_md5 != other.test_list_md5:
+            mine, theirs = self.test_list_md5 or "unrecorded", other.test_list_md5 or "unrecorded"
+            parts.append(f"test list md5 {mine} vs {theirs}")
+        if self.left_out != other.left_out:
+            mine, theirs = ", ".join(self.left_out) or "none", ", ".join(other.left_out) or "none"
+            parts.append(f"left-out test videos {mine} vs {theirs}")
+        return "; ".join(parts)
+
+
+def episodes_key(record: ResultRecord) -> EpisodesKey:
+    """``(manifest hash, test list md5, left-out test videos)``. The manifest hash covers
+    the class ids of the usable videos, not which videos they are: runs on another test
+    list with the same class layout, or that each lost another video of one class, drew
+    the same indices over other videos, so equal hashes alone do not make episodes paired."""
+    return EpisodesKey(record.manifest_hash, test_list_md5(record), left_out_test_videos(record))
 
 
 def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = None) -> list[Entry]:
@@ -292,17 +327,12 @@ def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = N
     for (system, setting, key), recs in sorted(groups.items(), key=lambda kv: kv[0][1::-1]):
         recs = _dedupe_seeds(recs)
         name = f"{system} @{key}" if configs[(system, setting)] > 1 else system
-        hashes = {r.manifest_hash for r in recs}
-        pools = {left_out_test_videos(r) for r in recs}
-        if len(hashes) > 1 or len(pools) > 1:
-            what = (
-                f"manifests {sorted(hashes)}"
-                if len(hashes) > 1
-                else f"test videos (left out: {' / '.join(', '.join(p) or 'none' for p in pools)})"
-            )
+        keys = sorted({episodes_key(r) for r in recs})
+        if len(keys) > 1:
             reason = (
                 f"{name} in {setting.label}: training seeds were evaluated on different "
-                f"{what}; re-evaluate them on one manifest over one test pool"
+                f"episodes ({keys[0].differences(keys[1])}); re-evaluate them on one manifest "
+                "over one test pool"
             )
             if left_out is None:
                 raise UnpairedError(reason)
