@@ -88,3 +88,26 @@ def test_merging_keeps_the_newest_copy_of_a_cell_across_time_zones():
     ]
     recs, twice = newest_per_cell(copies)
     assert [(r.cell, r.accuracy) for r in recs] == [("b", 2), ("a", 4)] and twice == ["a"]
+
+
+def test_merge_keeps_own_records_beside_an_outside_result_of_the_same_cell(tmp_path, capsys):
+    """An outside record (from a bundle) of the same cell as a shard's own record won the
+    newest-copy de-duplication and so removed the own record from summary.csv and tables."""
+    import numpy as np
+    import pandas as pd
+    from report_fixtures import save_simulated_record
+
+    import fsarbench as fb
+    from fsarbench.cli.main import main
+
+    m = fb.make_manifest(np.repeat(np.arange(10), 6), way=5, shot=1, queries=2, episodes=50)
+    rng = np.random.default_rng(0)
+    own = save_simulated_record(tmp_path / "shard1", m, "otam", 0.6, rng)
+    outside = {"outside": {"bundle": "otam.zip"}}
+    save_simulated_record(tmp_path / "external" / "otam", m, "otam", 0.9, rng, tags=outside)
+    (path,) = (tmp_path / "external" / "otam" / "records").glob("*.json")
+    path.write_text(path.read_text().replace(own.created[:4], "2099"))  # the newer copy
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary.accuracy.tolist() == [own.accuracy]
+    assert "recorded by more than one shard" not in capsys.readouterr().out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fsarbench.results import load_records, newest_per_cell, write_summary
+from fsarbench.results import OUTSIDE_TAG, load_records, newest_per_cell, write_summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,9 +29,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.out.is_dir():
         raise FileNotFoundError(f"no results folder {args.out}")
-    records, twice = newest_per_cell(load_records(args.out))
+    found = load_records(args.out)
+    # outside results (bundles under external/) are not this folder's runs, and one of the
+    # same cell as an own record must not win the de-duplication below and hide the own one
+    own = [r for r in found if not r.tags.get(OUTSIDE_TAG)]
+    records, twice = newest_per_cell(own)
     if not records:
-        raise FileNotFoundError(f"no records/*.json below {args.out}")
+        what = f" (only {len(found)} outside record(s) from bundles)" if found else ""
+        raise FileNotFoundError(f"no records/*.json of this folder's runs below {args.out}{what}")
     for cell in twice:
         print(f"note: cell {cell} is recorded by more than one shard; the newest copy is used")
     summary = write_summary(args.out, records)
