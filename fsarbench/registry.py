@@ -9,6 +9,7 @@ own methods.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from collections.abc import Callable
@@ -141,7 +142,17 @@ def _add(
         build_config(cls.Config, dict(values), where=f"{cls.__name__}.dataset_presets[{dataset!r}]")
     old = _REGISTRY.get(name)
     if old is not None and (old.cls is not cls or old.presets != presets):
-        raise ValueError(f"method name {name!r} is already registered by {old.cls.__module__}")
+        if not (_is_builtin(cls) and not _is_builtin(old.cls)):
+            raise ValueError(
+                f"method name {name!r} is already registered by {old.cls.__module__}"
+                + ("" if not _is_builtin(old.cls) else ": it is a built-in method; rename yours")
+            )
+        # a plugin imported before fsarbench's own methods: the built-in keeps its name
+        _ENTRY_POINT_ERRORS[name] = (
+            f"{old.cls.__module__}.{old.cls.__qualname__} ({old.source}) registered the "
+            "built-in name; it is not used, rename it"
+        )
+        log.warning("fsarbench method plugin is not used: %s", _ENTRY_POINT_ERRORS[name])
     own = inspect.cleandoc(cls.__dict__.get("__doc__") or "")  # not the base class's
     doc = description or " ".join(own.split("\n\n")[0].split()) or "(no class docstring)"
     _REGISTRY[name] = MethodEntry(name, cls, dict(presets), doc, source, variant_of)
@@ -152,7 +163,11 @@ def _load_entry_points() -> None:
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    # fsarbench's own methods first: a plugin module registering a built-in name then fails
+    # to load (named in the log and in 'unknown method' errors) instead of taking the name
+    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: not _is_builtin_value(ep))
+    for ep in eps:
+        before = set(_REGISTRY)
         try:
             obj = ep.load()
         except Exception as err:  # a broken plugin must not hide the others
@@ -161,8 +176,9 @@ def _load_entry_points() -> None:
                 "could not load fsarbench method plugin %r (%s): %s", ep.name, ep.value, err
             )
             continue
-        if inspect.ismodule(obj):
-            continue  # importing the module registered its methods
+        if inspect.ismodule(obj):  # importing the module registered its methods
+            _mark_plugin_source(set(_REGISTRY) - before, f"entry point {ep.value}")
+            continue
         entry = _REGISTRY.get(ep.name)
         if entry is None:
             _add(ep.name, obj, {}, "", source=f"entry point {ep.value}")
@@ -172,6 +188,20 @@ def _load_entry_points() -> None:
 
 def _is_builtin(cls: Any) -> bool:
     return cls.__module__.split(".")[0] in BUILTIN_PACKAGES
+
+
+def _is_builtin_value(ep: Any) -> bool:
+    """Whether entry point ``ep`` (``module[:attr]``) names one of fsarbench's packages."""
+    return ep.value.split(":")[0].split(".")[0] in BUILTIN_PACKAGES
+
+
+def _mark_plugin_source(names: set[str], source: str) -> None:
+    """Mark the outside methods a plugin module registered as coming from ``source``: the
+    checks of :func:`_check_plugin` run on them and ``list`` says where they came from."""
+    for name in names:
+        entry = _REGISTRY[name]
+        if not _is_builtin(entry.cls):
+            _REGISTRY[name] = dataclasses.replace(entry, source=source)
 
 
 def _resolve_clash(name: str, entry: MethodEntry, cls: Any, value: str) -> None:
@@ -253,7 +283,7 @@ def create_method(
         feature_dim=feature_dim, seq_len=seq_len, num_train_classes=num_train_classes, config=config
     )
     method.method_name = name
-    if entry.source.startswith("entry point") and not _is_builtin(entry.cls):
+    if not _is_builtin(entry.cls):  # a plugin, whether found by entry point or imported
         _check_plugin(name)
     return method
 
@@ -271,7 +301,8 @@ def _check_plugin(name: str) -> None:
         try:
             CONTRACT_CHECKS[check](name)
         except Exception as err:  # each failure is reported, whatever it raised
-            failed.append(f"{check}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            first_line = (str(err).splitlines() or [""])[0][:200]
+            failed.append(f"{check}: {type(err).__name__}: {first_line}")
     if failed:
         _PLUGINS_CHECKED.discard(name)
         raise PluginContractError(

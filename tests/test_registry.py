@@ -84,6 +84,14 @@ def test_dataset_presets_sit_between_defaults_and_name_presets(clean_registry):
             temperature: float = 1.0
             margin: float = 0.0
 
+        def encode(self, features):  # a working head: create_method checks outside methods
+            return features.mean(1)
+
+        def match(self, support, support_labels, query, way, **_):
+            ones = torch.nn.functional.one_hot(support_labels, way).to(support.dtype)
+            protos = ones.transpose(1, 2) @ support / ones.sum(1)[..., None]
+            return fb.MethodOutput(-torch.cdist(query, protos))
+
     def temp(name, **kw):
         return fb.create_method(name, feature_dim=4, seq_len=2, **kw).config.temperature
 

@@ -218,3 +218,58 @@ def test_an_installed_plugin_is_checked_before_its_first_number(monkeypatch):
     with pytest.raises(registry.PluginContractError, match="check-method cheat"):
         fb.create_method("cheat", feature_dim=8, seq_len=4)  # refused every time
     assert fb.create_method("protos", feature_dim=8, seq_len=4).method_name == "protos"
+
+
+_MODULE_PLUGIN = """
+import fsarbench as fb
+from test_trust_plugins import MeanPrototypes, PositionCheat
+
+fb.register_method("{name}")(PositionCheat if "{kind}" == "cheat" else MeanPrototypes)
+"""
+
+
+def _module_entry_point(monkeypatch, tmp_path, module: str, name: str, kind: str):
+    """An entry point naming a module whose import registers ``name`` (the ``sgtm`` way)."""
+    from importlib.metadata import EntryPoint
+
+    (tmp_path / f"{module}.py").write_text(_MODULE_PLUGIN.format(name=name, kind=kind))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return EntryPoint(module, module, "fsarbench.methods")
+
+
+def test_a_plugin_module_is_checked_like_a_plugin_class(monkeypatch, tmp_path):
+    """A module entry point's methods were filed as source "code" and skipped the checks:
+    a head scoring by query position reached 100% on noise."""
+    from fsarbench import registry
+
+    registry.list_methods()
+    ep = _module_entry_point(monkeypatch, tmp_path, "lab_cheat_plugin", "lab-cheat", "cheat")
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.setattr(registry, "_PLUGINS_CHECKED", set())
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
+    assert registry.method_info("lab-cheat").source == "entry point lab_cheat_plugin"
+    with pytest.raises(registry.PluginContractError, match="query_order_equivariance"):
+        fb.create_method("lab-cheat", feature_dim=8, seq_len=4)
+
+
+def test_a_plugin_module_cannot_take_a_builtin_name(monkeypatch, tmp_path, caplog):
+    """A module plugin registering 'sgtm-otam', found before fsarbench's own sgtm module,
+    kept the name and the built-in SGTM variants failed to load."""
+    import sys
+
+    from fsarbench import registry
+
+    registry.list_methods()
+    builtin_cls = registry.method_info("sgtm-otam").cls
+    ep = _module_entry_point(monkeypatch, tmp_path, "lab_sgtm_plugin", "sgtm-otam", "protos")
+    (sgtm_ep,) = [e for e in registry.entry_points(group="fsarbench.methods") if e.name == "sgtm"]
+    kept = {n: e for n, e in registry._REGISTRY.items() if not n.startswith("sgtm")}
+    monkeypatch.setattr(registry, "_REGISTRY", kept)
+    monkeypatch.setattr(registry, "_ENTRY_POINT_ERRORS", {})
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep, sgtm_ep])
+    monkeypatch.delitem(sys.modules, "fsarbench_sgtm.variants")  # imported afresh: registers
+    assert registry.method_info("sgtm-otam").cls.__name__ == builtin_cls.__name__
+    assert "built-in method; rename yours" in registry._ENTRY_POINT_ERRORS["lab_sgtm_plugin"]
+    assert "lab_sgtm_plugin" in caplog.text
