@@ -13,6 +13,7 @@ from fsarbench.data.health import check_split
 from fsarbench.data.synth import SynthConfig
 from fsarbench.episodes import ManifestError
 from fsarbench.training.clip_data import usable_split
+from fsarbench.training.finetune_recipe import FinetuneOptions
 
 SMALL = SynthConfig(videos_per_class=2, size=32, min_frames=8, max_frames=10)
 
@@ -107,16 +108,17 @@ def test_test_features_must_be_the_probed_videos(synth, tmp_path, monkeypatch):
     video = synth.videos("test")[1]
     saved = video.path.read_bytes()
     video.path.unlink()
-    assert f"test/{video.video_id}: missing" in track.clip_data("synth").skipped
+    options = FinetuneOptions()
+    assert f"test/{video.video_id}: missing" in track.clip_data("synth", options).skipped
     video.path.write_bytes(saved)  # restored while the model trains
     monkeypatch.setattr(tracks, "extract_finetune_test", lambda *a, **k: (object(), []))
     message = rf"read 1 video\(s\) the probe left out \(\[.{video.video_id}.\]\)"
     with pytest.raises(RuntimeError, match=message):
-        track.test_features("synth", {}, None)
+        track.test_features("synth", {}, options)
     monkeypatch.setattr(
         tracks, "extract_finetune_test", lambda *a, **k: ("feats", [video.video_id])
     )
-    assert track.test_features("synth", {}, None) == "feats"  # the same videos: served
+    assert track.test_features("synth", {}, options) == "feats"  # the same videos: served
 
 
 def test_an_impossible_crop_is_refused_before_any_work():
@@ -229,3 +231,40 @@ def test_the_probe_cache_works_without_decord(tmp_path, monkeypatch):
     again = ProbeCache(tmp_path / "p.json")
     assert again.lookup(video) == 12
     assert '"decord": "absent"' in (tmp_path / "p.json").read_text()
+
+
+@pytest.mark.parametrize("protocol", ["seed", "trx"])
+def test_a_video_shorter_than_the_clip_is_dropped_and_recorded(synth, monkeypatch, protocol):
+    """The finetune track stretched videos shorter than T by repeating frames under every
+    protocol (TRX drops them, as the frozen track does), and recorded nothing."""
+    from fsarbench.data import health
+    from fsarbench.experiments import tracks
+    from fsarbench.experiments.cells import Cell
+
+    video = synth.videos("test")[2]
+    real = health.read_clip
+
+    def five_frames(path, choose):  # the container counts 5 frames for this video
+        return real(path, lambda n: choose(5)) if path == video.path else real(path, choose)
+
+    monkeypatch.setattr(health, "read_clip", five_frames)
+
+    def track(**options):
+        return tracks.FinetuneTrack(
+            root=None,
+            cache_root=None,
+            recipe_overrides={},
+            option_overrides=options,
+            device="cpu",
+            progress=False,
+            open_dataset=lambda name: synth,
+        )
+
+    cell = Cell("protonet", "synth", 5, 1, track="finetune", protocol=protocol)
+    dropped = track().data(cell)
+    assert f"test/{video.video_id}: too short: 5 frames, clips need 8" in dropped.skipped
+    assert len(dropped.test_classes) == len(synth.videos("test")) - 1
+    assert track().recipe(cell).identity()["options"]["short"] == "drop"
+    kept = track(short="repeat").data(cell)  # the named option: stretched, and recorded
+    assert not kept.skipped and len(kept.test_classes) == len(synth.videos("test"))
+    assert track(short="repeat").recipe(cell).identity()["options"]["short"] == "repeat"

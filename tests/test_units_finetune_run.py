@@ -21,6 +21,7 @@ from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.plan import plan_cells, print_plan
 from fsarbench.experiments.runner import CellRunner, FinetuneTrack, RunOptions
 from fsarbench.experiments.units import unit_for
+from fsarbench.report.records import episodes_key
 from fsarbench.training import SplitFeatures
 from fsarbench.training import loop as loop_mod
 from fsarbench.training.loop import LoopConfig, MicroBatch, run_training
@@ -97,7 +98,7 @@ def test_finetune_cells_train_one_model_per_shot_select_on_val_and_record(finetu
     summary = pd.read_csv(out / "a" / "summary.csv")
     assert set(summary["track"]) == {"finetune"} and set(summary["train_shot"]) == {1, 2}
     probes = sorted(p.name for p in (out / "cache" / "probes").glob("*.json"))
-    assert probes == [f"{runner.tracks['finetune'].clip_data('synth').dataset.variant}.json"]
+    assert probes == [f"{runner.tracks['finetune'].open_dataset('synth').variant}.json"]
 
 
 def test_plan_leaves_out_recorded_cells_and_finished_units(finetune_run, synth, tmp_path, capsys):
@@ -187,6 +188,8 @@ def test_eval_checkpoint_of_finetune_model_equals_the_run(finetune_run, synth, t
     assert evaluated.manifest_hash == record.manifest_hash
     assert (evaluated.accuracy, evaluated.ci95) == (record.accuracy, record.ci95)
     assert (evaluated.track, evaluated.protocol, evaluated.train_shot) == ("finetune", "seed", 1)
+    # paired with the run's record: the same test list and the same left-out videos recorded
+    assert episodes_key(evaluated) == episodes_key(record) and episodes_key(record).test_list_md5
 
 
 def _with_synth(synth, fn):

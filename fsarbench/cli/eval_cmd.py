@@ -341,7 +341,13 @@ def _frozen(args, data: dict[str, Any]):
         args.num_train_classes = feats.splits["train"].num_classes
     method = build_method(args, feats.feature_shape, data)
     _, recipe, _ = method_state(data) if args.checkpoint else ({}, {}, {})
-    meta = {"track": "frozen", "protocol": protocol, "recipe": recipe, "features": feats.info}
+    meta = {
+        "track": "frozen",
+        "protocol": protocol,
+        "recipe": recipe,
+        "features": feats.info,
+        "skipped_videos": feats.skipped,
+    }
     test = feats.splits["test"]
     return test, feats.class_names["test"], feats.split_variant, method, meta
 
@@ -363,7 +369,7 @@ def _finetune_checkpoint(args, data: dict, device):
             f"test clips follow it (--protocol {args.protocol} applies to frozen features)"
         )
     ds = get_dataset(args.dataset, root=args.root)
-    feats, _ = extract_finetune_test(
+    feats, bad = extract_finetune_test(
         ds,
         data["method"],
         options,
@@ -383,7 +389,13 @@ def _finetune_checkpoint(args, data: dict, device):
         hparams=hparams,
         dataset=args.dataset,
     )
-    meta = {"track": "finetune", "protocol": options.protocol, "recipe": recipe, "features": {}}
+    meta = {
+        "track": "finetune",
+        "protocol": options.protocol,
+        "recipe": recipe,
+        "features": {"split_md5": ds.split_md5s()},
+        "skipped_videos": [f"test/{v}: unreadable or too short" for v in bad],
+    }
     return feats, ds.class_names("test"), ds.variant, head, meta
 
 
@@ -411,6 +423,7 @@ def _report(args, method, manifest, result, world: int, meta: dict) -> None:
             train_seed=meta.get("train_seed"),
             train_way=_trained(meta, "way"),
             train_shot=_trained(meta, "shot"),
+            skipped_videos=meta.get("skipped_videos"),
             compute=compute_environment(device_of(method)),
         )
         save_result(args.out, record, result)

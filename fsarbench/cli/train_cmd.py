@@ -191,7 +191,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
         splits, skipped = {}, []
         for name in ("train", "val"):
             splits[name], bad = _usable(
-                ds, name, recipe.recipe, args.bad_videos, shot=None, cache=args.cache
+                ds, name, recipe, args.bad_videos, shot=None, cache=args.cache
             )
             skipped += bad
         model = build_video_method(
@@ -253,13 +253,14 @@ def _dataset_main_first(name: str, root: str | None):
     return ds
 
 
-def _usable(ds, split: str, recipe, policy: str, shot: int | None, cache: str | None = None):
-    """The readable videos of ``split`` (left-out ones printed and returned with causes;
-    probe results kept under the cache root ``cache``)."""
+def _usable(ds, split: str, finetune, policy: str, shot: int | None, cache: str | None = None):
+    """The usable videos of ``split`` for ``finetune`` (a FinetuneRecipe), left-out ones
+    printed and returned with causes; probe results kept under the cache root ``cache``."""
     from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
     from fsarbench.features.cache import default_cache_root
     from fsarbench.training.clip_data import usable_split
 
+    recipe = finetune.recipe
     kept, skipped = usable_split(
         ds.videos(split),
         split,
@@ -269,6 +270,7 @@ def _usable(ds, split: str, recipe, policy: str, shot: int | None, cache: str | 
         shot=shot or (recipe.shot if split == "train" else recipe.val_shot),
         queries=recipe.queries if split == "train" else 1,
         on_bad=policy,
+        min_frames=finetune.options.min_frames,
         probes=ProbeCache(probe_cache_path(cache or default_cache_root(), ds.variant)),
     )
     if skipped:
@@ -333,10 +335,14 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
             track="finetune",
             hparams=model.hparams,
             recipe=recipe.identity(),
-            features={"backbone": recipe.options.backbone, "weights": recipe.options.weights},
+            features={
+                "backbone": recipe.options.backbone,
+                "weights": recipe.options.weights,
+                "split_md5": ds.split_md5s(),
+            },
             train_seed=args.seed,
             class_names=ds.class_names("test"),
-            skipped_videos=[*skipped, *(f"test/{v}: unreadable" for v in bad)],
+            skipped_videos=[*skipped, *(f"test/{v}: unreadable or too short" for v in bad)],
             protocol=recipe.options.protocol,
             train_way=recipe.recipe.way,
             train_shot=recipe.recipe.shot,

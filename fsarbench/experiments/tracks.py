@@ -226,19 +226,22 @@ class FinetuneTrack:
         self.open_dataset = open_dataset or self._open
         self.overrides = {"recipe": recipe_overrides, "options": option_overrides}
         self.device, self.progress, self.bad_videos = device, progress, bad_videos
-        self.clips: dict[str, _ClipData] = {}
+        self.clips: dict[tuple[str, int], _ClipData] = {}
 
-    def clip_data(self, dataset: str) -> _ClipData:
-        if dataset not in self.clips:
-            self.clips[dataset] = self._probe(dataset)
-        return self.clips[dataset]
+    def clip_data(self, dataset: str, options) -> _ClipData:
+        """The usable videos of ``dataset`` for clips of ``options`` (FinetuneOptions: a
+        video needs ``options.min_frames`` frames), probed once per dataset and length."""
+        key = (dataset, options.min_frames)
+        if key not in self.clips:
+            self.clips[key] = self._probe(dataset, options.min_frames)
+        return self.clips[key]
 
     def _open(self, name: str):
         from fsarbench.data.datasets import get_dataset, is_synthetic
 
         return get_dataset(name, root=None if is_synthetic(name) else self.root)
 
-    def _probe(self, name: str) -> _ClipData:
+    def _probe(self, name: str, min_frames: int) -> _ClipData:
         from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
         from fsarbench.features.cache import default_cache_root
         from fsarbench.training.clip_data import usable_split
@@ -256,6 +259,7 @@ class FinetuneTrack:
                 shot=1,
                 queries=1,
                 on_bad=self.bad_videos,
+                min_frames=min_frames,
                 probes=probes,
             )
             skipped += bad
@@ -264,7 +268,7 @@ class FinetuneTrack:
         return _ClipData(ds, splits, skipped, ds.split_md5s())
 
     def data(self, cell: Cell) -> TrackData:
-        c = self.clip_data(cell.dataset)
+        c = self.clip_data(cell.dataset, self.recipe(cell).options)
         info = {
             "split_md5": c.split_md5,
             "skipped_videos": stable_hash(sorted(c.skipped)),
@@ -291,7 +295,7 @@ class FinetuneTrack:
     def build(self, cell: Cell, recipe) -> FewShotMethod:
         from fsarbench.training.finetune import build_video_method
 
-        train_split = self.clip_data(cell.dataset).splits["train"]
+        train_split = self.clip_data(cell.dataset, recipe.options).splits["train"]
         return build_video_method(
             cell.method,
             recipe.options,
@@ -305,7 +309,7 @@ class FinetuneTrack:
     def train(self, unit: ModelUnit, recipe, model, out: Path) -> Trained:
         from fsarbench.training.finetune import finetune
 
-        c = self.clip_data(unit.dataset)
+        c = self.clip_data(unit.dataset, recipe.options)
         fingerprint = training_fingerprint(
             method=unit.name,
             model=model,
@@ -339,15 +343,15 @@ class FinetuneTrack:
         """The test split's features under ``state``'s backbone (extracted once per digest);
         a video the probe read but the extraction could not is an error (the manifest's
         video indices would shift), never a silently different test set."""
+        data = self.clip_data(dataset, options)
         feats, bad = extract_finetune_test(
-            self.clip_data(dataset).dataset,
+            data.dataset,
             state,
             options,
             cache_root=self.cache_root,
             device=self.device,
             progress=self.progress,
         )
-        data = self.clip_data(dataset)
         probed = {s.split(": ")[0] for s in data.skipped}
         lost = sorted(v for v in bad if f"test/{v}" not in probed)
         if lost:
@@ -410,7 +414,7 @@ def extract_finetune_test(
         resize=options.resize or preset.resize,
         norm=options.norm,
         flip=False,
-        short="repeat",
+        short=options.short,
         precision=_training_precision(device, options.amp),
         tiny=options.tiny,
         batch_size=max(1, options.eval_chunk // 4),

@@ -48,34 +48,45 @@ def usable_split(
     shot: int,
     queries: int,
     on_bad: str = "skip",
+    min_frames: int = 1,
     jobs: int = 2,
     probes: ProbeCache | None = None,
 ) -> tuple[ClipSplit, list[str]]:
-    """The readable videos of ``split`` and ``"<split>/<video id>: <cause>"`` for each video
-    left out (missing or unreadable; every file is opened once). Under ``on_bad="error"`` any
-    such video is an error; under ``"skip"`` it is recorded. A split whose remaining videos
-    cannot serve ``way``-way ``shot``-shot episodes with ``queries`` queries raises
-    :class:`UnusableSplitError` either way — never an accuracy. ``probes``: earlier probe
-    results to reuse for unchanged files."""
+    """The readable videos of ``split`` with at least ``min_frames`` frames, and
+    ``"<split>/<video id>: <cause>"`` for each video left out (missing, unreadable or too
+    short; every file is opened once). Under ``on_bad="error"`` a missing or unreadable
+    video is an error (a too-short one is the clip policy's recorded choice); under
+    ``"skip"`` it is recorded. A split whose remaining videos cannot serve ``way``-way
+    ``shot``-shot episodes with ``queries`` queries raises :class:`UnusableSplitError`
+    either way — never an accuracy. ``probes``: earlier probe results to reuse for
+    unchanged files."""
     from fsarbench.data.health import check_split, protocol_problems
 
     if on_bad not in ("skip", "error"):
         raise ValueError(f"bad-video policy must be 'skip' or 'error', not {on_bad!r}")
-    health = check_split(records, split, frames=1, jobs=jobs, probes=probes)
+    health = check_split(records, split, frames=min_frames, jobs=jobs, probes=probes)
     skipped = [f"{split}/{v}: missing" for h in health for v in h.missing]
     skipped += [f"{split}/{v}: {cause}" for h in health for v, cause in h.unreadable.items()]
-    skipped += [f"{split}/{v}: no decodable frame" for h in health for v in h.too_short]
+    skipped += [
+        f"{split}/{v}: no decodable frame" for h in health for v, n in h.too_short.items() if n < 1
+    ]
     if skipped and on_bad == "error":
         raise UnusableSplitError(
             f"{len(skipped)} unreadable or missing videos in {dataset}/{split} (policy 'error'): "
             + "; ".join(skipped[:5])
             + ("" if len(skipped) <= 5 else " ...")
         )
+    skipped += [
+        f"{split}/{v}: too short: {n} frames, clips need {min_frames}"
+        for h in health
+        for v, n in h.too_short.items()
+        if n >= 1
+    ]
     problems = protocol_problems(health, way=way, shot=shot, queries=queries, policy="drop")
     if problems:
         raise UnusableSplitError(
             f"{dataset}/{split} cannot serve {way}-way {shot}-shot episodes after leaving out "
-            f"{len(skipped)} unreadable or missing videos: " + "; ".join(problems)
+            f"{len(skipped)} missing, unreadable or too short videos: " + "; ".join(problems)
         )
     bad = {v for h in health for v in [*h.missing, *h.unreadable, *h.too_short]}
     kept = [r for r in records if r.video_id not in bad]
@@ -147,7 +158,7 @@ class ClipStore:
             sampler=options.test_sampler,
             train=False,
             seed=seed,
-            short="repeat",
+            short=options.short,
             on_error="raise",  # probed by usable_split: a failure now is an error, not zeros
             pixels=pixels,
         )
@@ -206,7 +217,7 @@ class TrainEpisodes(Dataset):
             sampler=o.train_sampler,
             train=True,
             seed=seed,
-            short="repeat",
+            short=o.short,
             on_error="raise",
             pixels=True,  # normalised on the device: a quarter of the bytes to copy
         )

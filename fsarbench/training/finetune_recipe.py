@@ -31,6 +31,9 @@ class FinetuneOptions:
             of those fields overrides the protocol (and is recorded).
         frames: T, frames per clip; ``train_sampler``/``test_sampler``: names of
             ``fsarbench.data.sampling.SAMPLERS``.
+        short: videos with fewer than T frames: ``drop`` leaves them out (recorded in
+            ``skipped_videos`` as too short; TRX's rule and the frozen track's), ``repeat``
+            stretches them by repeating frames.
         train_transform, test_transform: presets of ``fsarbench.data.transforms``;
             ``resize``/``crop`` override their sizes (0 keeps the preset's).
         flip: random horizontal flip of training clips; norm: pixel normalisation.
@@ -58,6 +61,7 @@ class FinetuneOptions:
     weights: str = "imagenet"
     protocol: str = "seed"
     frames: int = 8
+    short: Literal["drop", "repeat"] = "drop"
     train_sampler: str = "tsn"
     test_sampler: str = "tsn"
     train_transform: str = "seed-train"
@@ -85,6 +89,11 @@ class FinetuneOptions:
         for name in ("resize", "crop", "train_blocks", "frame_chunk"):  # 0: the default
             check_range("options", name, getattr(self, name), 0)
         self._check_crop()
+
+    @property
+    def min_frames(self) -> int:
+        """Frames a video needs to be used: T under ``short="drop"``, else 1."""
+        return self.frames if self.short == "drop" else 1
 
     def _check_crop(self) -> None:
         """The crop must fit in the resized frame of both transforms (it failed at the first
