@@ -268,3 +268,14 @@ def test_a_video_shorter_than_the_clip_is_dropped_and_recorded(synth, monkeypatc
     kept = track(short="repeat").data(cell)  # the named option: stretched, and recorded
     assert not kept.skipped and len(kept.test_classes) == len(synth.videos("test"))
     assert track(short="repeat").recipe(cell).identity()["options"]["short"] == "repeat"
+
+
+def test_an_adapter_on_the_finetune_track_is_refused():
+    """``--recipe adapter=linear_ln`` entered the recipe identity (a new row of results)
+    but no adapter was built."""
+    from fsarbench.config import ConfigError
+    from fsarbench.training.finetune_recipe import finetune_recipe
+
+    with pytest.raises(ConfigError, match="builds no frame adapter"):
+        finetune_recipe("otam", "synth", {"recipe": {"adapter": "linear_ln"}})
+    assert finetune_recipe("otam", "synth").recipe.adapter == "none"

@@ -122,8 +122,16 @@ SPEED_ONLY_OPTIONS = ("workers",)
 class FinetuneRecipe:
     """An episodic :class:`Recipe` (optimiser, steps, episodes) plus :class:`FinetuneOptions`."""
 
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: Recipe = field(default_factory=lambda: Recipe(adapter="none"))
     options: FinetuneOptions = field(default_factory=FinetuneOptions)
+
+    def __post_init__(self) -> None:
+        if self.recipe.adapter != "none":  # recorded, never built: refuse rather than pretend
+            raise ConfigError(
+                f"recipe.adapter = {self.recipe.adapter!r}: the finetune track trains the "
+                "backbone end to end and builds no frame adapter (adapters are the frozen "
+                "track's); leave adapter at 'none'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
