@@ -271,20 +271,41 @@ def create_method(
     ``dataset_presets[dataset]`` (the reference's per-dataset settings, e.g. HyRSM's Kinetics
     positional encoder); the presets of this registered name; ``hparams``. Unknown
     hyper-parameters raise :class:`~fsarbench.config.ConfigError` naming the nearest valid one.
+    A method outside fsarbench's packages must first pass :data:`PLUGIN_CHECKS` (raises
+    :class:`PluginContractError`).
     """
+    method = create_method_unchecked(
+        name,
+        feature_dim=feature_dim,
+        seq_len=seq_len,
+        num_train_classes=num_train_classes,
+        dataset=dataset,
+        **hparams,
+    )
+    if not _is_builtin(type(method)):  # a plugin, whether found by entry point or imported
+        _check_plugin(name)
+    return method
+
+
+def create_method_unchecked(
+    name: str,
+    *,
+    feature_dim: int,
+    seq_len: int,
+    num_train_classes: int | None = None,
+    dataset: str | None = None,
+    **hparams: Any,
+) -> FewShotMethod:
+    """:func:`create_method` without the plugin checks: for the contract checks themselves
+    (``check-method`` reports each check's own failure)."""
     entry = method_info(name)
     per_dataset = entry.cls.dataset_presets.get(dataset, {}) if dataset else {}
     values = {**per_dataset, **entry.presets, **hparams}
-    try:
-        config = build_config(entry.cls.Config, values, where=f"method {name!r}")
-    except ConfigError:
-        raise
+    config = build_config(entry.cls.Config, values, where=f"method {name!r}")
     method = entry.cls(
         feature_dim=feature_dim, seq_len=seq_len, num_train_classes=num_train_classes, config=config
     )
     method.method_name = name
-    if not _is_builtin(entry.cls):  # a plugin, whether found by entry point or imported
-        _check_plugin(name)
     return method
 
 
@@ -293,7 +314,7 @@ def _check_plugin(name: str) -> None:
     follow the queries' positions scored 100% on noise, since queries come in class order)."""
     if name in _PLUGINS_CHECKED:
         return
-    _PLUGINS_CHECKED.add(name)  # the checks build the method themselves
+    _PLUGINS_CHECKED.add(name)
     from fsarbench.testing.contract import CONTRACT_CHECKS
 
     failed = []

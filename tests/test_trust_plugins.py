@@ -273,3 +273,29 @@ def test_a_plugin_module_cannot_take_a_builtin_name(monkeypatch, tmp_path, caplo
     assert registry.method_info("sgtm-otam").cls.__name__ == builtin_cls.__name__
     assert "built-in method; rename yours" in registry._ENTRY_POINT_ERRORS["lab_sgtm_plugin"]
     assert "lab_sgtm_plugin" in caplog.text
+
+
+class ShotNormalised(FewShotMethod):
+    """Distances scaled by the spread of each class's support: NaN with one shot."""
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        ones = torch.nn.functional.one_hot(support_labels, way).to(support.dtype)
+        protos = ones.transpose(1, 2) @ support / ones.sum(1)[..., None]
+        deviation = support - ones @ protos  # [B, Ns, D]
+        var = ones.transpose(1, 2) @ deviation.pow(2) / (ones.sum(1)[..., None] - 1)  # 0/0
+        return MethodOutput(-torch.cdist(query, protos) / var.mean(-1).sqrt()[:, None])
+
+
+def test_the_shape_check_tries_one_shot_and_one_query(monkeypatch):
+    """The contract tried 5-way 2-shot with 2 queries only: a head NaN at 1-shot passed."""
+    from fsarbench import registry
+    from fsarbench.testing.contract import CONTRACT_CHECKS
+
+    registry.list_methods()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_method("shot-normalised")(ShotNormalised)
+    with pytest.raises(AssertionError, match="5-way 1-shot, 1 query/class: logits must be finite"):
+        CONTRACT_CHECKS["shapes"]("shot-normalised")

@@ -16,7 +16,7 @@ import torch
 
 from fsarbench.methods import EpisodeBatch, FewShotMethod, episode_class_names, match_keywords
 from fsarbench.pairs import class_mean, one_hot_weights
-from fsarbench.registry import create_method, method_info
+from fsarbench.registry import create_method_unchecked, method_info
 from fsarbench.state import state_gather, state_map
 
 __all__ = ["CONTRACT_CHECKS", "make_contract_method", "random_batch", "run_contract"]
@@ -41,7 +41,7 @@ def make_contract_method(
     """Method ``name`` at the contract's small size, in ``dtype``."""
     torch.manual_seed(seed)
     hp = dict(getattr(method_info(name).cls, "CONTRACT_HPARAMS", {}))
-    method = create_method(
+    method = create_method_unchecked(
         name, feature_dim=FEATURE_DIM, seq_len=SEQ_LEN, num_train_classes=NUM_TRAIN_CLASSES, **hp
     )
     return method.to(dtype)
@@ -113,16 +113,22 @@ def _close(
         raise AssertionError(f"{what}: max difference {diff}")
 
 
+#: (way, shot, queries) the shape check tries: the default, the 1-shot and 1-query corners
+#: (one support or query per class: a std over them is NaN) and another way and shot.
+SHAPE_SETTINGS = ((5, 2, 2), (5, 1, 1), (3, 1, 2), (5, 5, 1))
+
+
 def check_shapes(name: str) -> None:
     method = make_contract_method(name).eval()
-    batch = _batch(method)
-    out = method(batch)
-    assert out.logits.shape == (3, 10, 5), (
-        f"logits must be [B, Nq, way], got {tuple(out.logits.shape)}"
-    )
-    assert torch.isfinite(out.logits).all(), "logits must be finite"
-    for key, value in out.losses.items():
-        assert value.dim() == 0, f"loss {key!r} must be a scalar"
+    for way, shot, queries in SHAPE_SETTINGS:
+        where = f"{way}-way {shot}-shot, {queries} {'query' if queries == 1 else 'queries'}/class"
+        out = method(_batch(method, way=way, shot=shot, queries=queries))
+        assert out.logits.shape == (3, way * queries, way), (
+            f"{where}: logits must be [B, Nq, way], got {tuple(out.logits.shape)}"
+        )
+        assert torch.isfinite(out.logits).all(), f"{where}: logits must be finite"
+        for key, value in out.losses.items():
+            assert value.dim() == 0, f"{where}: loss {key!r} must be a scalar"
 
 
 def check_eval_determinism(name: str) -> None:
