@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from fsarbench.config import ConfigError, build_config, nearest
+from fsarbench.config import build_config, nearest
 from fsarbench.methods import FewShotMethod
 
 __all__ = [

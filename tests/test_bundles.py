@@ -399,3 +399,27 @@ def test_published_dataset_verifies_against_the_users_split_list(tmp_path, capsy
         verify_bundle(path, splits_dir=edited)
     with pytest.raises(BundleVerificationError, match=r"ucf101/test not found.*--splits-dir"):
         verify_bundle(path, splits_dir=tmp_path / "empty")
+
+
+def test_outside_records_are_not_bundled_again(runs, bundle, tmp_path):
+    """A folder that added a lab's bundle re-packed those records as its own results."""
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    add_bundle(ours, bundle)
+    with pytest.raises(BundleError, match="'otam' under .* are outside results"):
+        write_bundle(ours, "otam")
+    assert main(["bundle", "--runs", str(ours), "--method", "otam"]) == 2
+
+
+def test_two_names_with_one_folder_name_do_not_replace_each_other(runs, bundle, tmp_path):
+    """'lab head' and 'lab-head' share the folder external/lab-head: adding one replaced
+    the other's records."""
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    folder = add_bundle(ours, bundle)
+    for path in (folder / "records").glob("*.json"):  # as if 'otam' had been another name
+        path.write_text(path.read_text().replace('"method": "otam"', '"method": "otam?"'))
+    assert {r.method for r in fb.load_records(folder)} == {"otam?"}
+    with pytest.raises(BundleError, match="already holds the outside results of 'otam\\?'"):
+        add_bundle(ours, bundle)
+    assert {r.method for r in fb.load_records(folder)} == {"otam?"}

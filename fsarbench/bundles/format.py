@@ -27,7 +27,7 @@ import numpy as np
 from fsarbench.bundles.errors import BundleError, BundleFormatError
 from fsarbench.evaluate import RECORD_FIELDS
 from fsarbench.io import atomic_write_bytes
-from fsarbench.results import ResultRecord, load_record
+from fsarbench.results import OUTSIDE_TAG, ResultRecord, load_record
 from fsarbench.version import code_version
 
 __all__ = [
@@ -74,7 +74,13 @@ def _npz_bytes(columns: dict[str, np.ndarray]) -> bytes:
 
 def _method_records(runs: Path, method: str) -> list[tuple[Path, ResultRecord]]:
     found = [(p, load_record(p)) for p in sorted(runs.rglob("records/*.json"))]
-    mine = [(p, r) for p, r in found if r.method == method]
+    mine = [(p, r) for p, r in found if r.method == method and not r.tags.get(OUTSIDE_TAG)]
+    if not mine and any(r.method == method for _, r in found):
+        raise BundleError(
+            f"the records of {method!r} under {runs} are outside results (added from a bundle "
+            "with 'leaderboard --add'), not this folder's runs; bundles are made by the lab "
+            "that ran the method (the original bundle is kept under external/)"
+        )
     if not mine:
         have = sorted({r.method for _, r in found})
         raise BundleError(f"no records of method {method!r} under {runs}; methods there: {have}")

@@ -71,6 +71,7 @@ def add_bundle(
     verified = verify_bundle(read_bundle(bundle_path), splits_dir=splits_dir)
     _check_fits(runs, verified)
     final = runs / EXTERNAL_DIR / method_slug(verified.bundle.method)
+    _check_slug_free(final, verified.bundle.method)
     mark = {
         "bundle": bundle_path.name,
         "bundle_sha256": verified.bundle.sha256,
@@ -88,6 +89,18 @@ def add_bundle(
     atomic_write_bytes(work / bundle_path.name, bundle_path.read_bytes())
     _swap_in(work, final)
     return final
+
+
+def _check_slug_free(folder: Path, method: str) -> None:
+    """``folder`` holds no other method's outside results: two names with one file-system
+    name ('lab head', 'lab-head') would replace each other's records."""
+    others = sorted({r.method for r in load_records(folder)} - {method}) if folder.exists() else []
+    if others:
+        raise BundleError(
+            f"{folder} already holds the outside results of {others[0]!r}, whose folder name "
+            f"is that of {method!r}; adding this bundle would replace them. Ask its authors to "
+            "bundle it under a name that differs in letters or digits"
+        )
 
 
 _PENDING = "records.pending"  # not read as records until the last rename
