@@ -62,6 +62,28 @@ def test_recipes_follow_the_protocol_table():
         finetune_recipe("otam", "synth", {"options": {"checkpoint_backbones": True}})
 
 
+def test_training_queries_and_val_shot_follow_the_training_shot():
+    """HyRSM trains with 7 queries per class at 1-shot down to 3 at 5-shot (the recipe used
+    5 at every shot), and ``train --recipe shot=1`` validated at the file's 5-shot."""
+    from fsarbench.experiments.tracks import FrozenTrack
+    from fsarbench.experiments.units import ModelUnit
+    from fsarbench.training.recipe import frozen_recipe
+
+    hyrsm = finetune_recipe("hyrsm", "ssv2-full").recipe
+    assert (hyrsm.shot, hyrsm.queries) == (5, 3)
+    assert [hyrsm.at_shot(k).queries for k in (1, 2, 5)] == [7, 6, 3]
+    assert finetune_recipe("hyrsm", "ssv2-full", {"recipe": {"shot": 1}}).recipe.queries == 7
+    mine = finetune_recipe("hyrsm", "ssv2-full", {"recipe": {"queries": 4}}).recipe
+    assert [mine.at_shot(k).queries for k in (1, 5)] == [4, 4]  # the user's count wins
+    assert finetune_recipe("trx", "ssv2-full").recipe.at_shot(1).queries == 5
+    unit = ModelUnit("hyrsm", (), "ssv2-full", "finetune", "seed", 5, 1, 0)
+    assert FrozenTrack.for_unit(hyrsm, unit).queries == 7
+    one = finetune_recipe("otam", "ssv2-full", {"recipe": {"shot": 1}}).recipe
+    assert (one.shot, one.val_shot) == (1, 1)
+    assert frozen_recipe("otam", {"shot": 2}).val_shot == 2
+    assert "queries_by_shot" not in frozen_recipe("otam").to_dict()  # config hashes as before
+
+
 def test_global_batch_must_split_over_ranks(monkeypatch):
     monkeypatch.setattr(ft, "world_size", lambda: 3)
     with pytest.raises(ValueError, match="multiple of the 3 ranks"):

@@ -153,10 +153,9 @@ class FrozenTrack:
 
     @staticmethod
     def for_unit(recipe, unit: ModelUnit):
-        """The recipe trained at the unit's way and shot (validated at its shot)."""
-        return dataclasses.replace(
-            recipe, way=unit.train_way, shot=unit.train_shot, val_shot=unit.train_shot
-        )
+        """The recipe trained at the unit's way and shot (validated at its shot, with its
+        shot's training queries)."""
+        return recipe.at_shot(unit.train_shot, unit.train_way)
 
     def build(self, cell: Cell, recipe) -> FewShotMethod:
         feats = self.dataset(cell.dataset, cell.protocol)

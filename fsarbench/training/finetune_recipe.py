@@ -3,6 +3,7 @@ in ``finetune_recipes.yaml`` (default -> method -> dataset layers) and recorded 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from importlib import resources
@@ -12,7 +13,7 @@ import yaml
 
 from fsarbench.config import ConfigError, build_config, check_names, check_range, config_to_dict
 from fsarbench.features.backbones import effective_norm
-from fsarbench.training.recipe import Recipe
+from fsarbench.training.recipe import Recipe, settle_shot
 
 __all__ = ["FINETUNE_RECIPES_FILE", "FinetuneOptions", "FinetuneRecipe", "finetune_recipe"]
 
@@ -134,7 +135,7 @@ class FinetuneRecipe:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        return {"recipe": self.recipe.to_dict(), "options": config_to_dict(self.options)}
 
     def identity(self) -> dict[str, Any]:
         """What of this recipe makes its numbers (config hashes, unit names, fingerprints):
@@ -178,6 +179,10 @@ def _check_no_protocol_fields(entry: dict[str, Any] | None, where: str) -> None:
         )
 
 
+#: Under every finetune recipe file: the track builds no frame adapter (Recipe's default).
+_FINETUNE_BASE: dict[str, dict[str, Any]] = {"recipe": {"adapter": "none"}, "options": {}}
+
+
 def check_finetune_table(table: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate a finetune recipes file: sections, ``method[@dataset]`` entry names and every
     entry composed over ``default`` (unknown keys and out-of-range values named)."""
@@ -186,7 +191,7 @@ def check_finetune_table(table: dict[str, Any], where: str) -> dict[str, Any]:
 
     check_names(f"{where} (top level)", list(table), ["default", "methods"])
     _check_no_protocol_fields(table.get("default"), f"{where}: default")
-    default = _merge({"recipe": {}, "options": {}}, table.get("default"))
+    default = _merge(_FINETUNE_BASE, table.get("default"))
     build_config(FinetuneRecipe, default, where=f"{where}: default")
     for key, entry in (table.get("methods") or {}).items():
         _check_no_protocol_fields(entry, f"{where}: methods.{key}")
@@ -215,7 +220,7 @@ def finetune_recipe(
     from fsarbench.data.protocols import DEFAULT_PROTOCOL, get_protocol
 
     table = _finetune_table()
-    values = _merge({"recipe": {}, "options": {}}, table.get("default"))
+    values = _merge(_FINETUNE_BASE, table.get("default"))
     family = method.split("-")[0]
     per_method = table.get("methods", {})
     from fsarbench.data.datasets import settings_dataset
@@ -236,6 +241,8 @@ def finetune_recipe(
     values = _merge(values, {"options": fields})
     values = _merge(values, overrides)
     values["options"]["protocol"] = name
-    return build_config(
+    built = build_config(
         FinetuneRecipe, values, where=f"finetune recipe of {method!r} on {dataset!r}"
     )
+    settled = settle_shot(built.recipe, (overrides or {}).get("recipe"))
+    return dataclasses.replace(built, recipe=settled)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
@@ -30,6 +32,9 @@ class Recipe:
         episodes_per_step: episodes averaged per optimiser step (gradient accumulation).
         micro_batch: episodes per forward pass (0 = all ``episodes_per_step`` at once).
         way, shot, queries: the training episodes.
+        queries_by_shot: training queries per class at shot 1, 2, ... (HyRSM: 7 at 1-shot
+            down to 3 at 5-shot); where it covers the training shot it gives ``queries``.
+            Empty: ``queries`` at every shot.
         val_every, val_episodes, val_shot: validation on the val split (never the test split).
         adapter: ``linear_ln`` (trainable Linear + LayerNorm before the method) or ``none``.
         grad_clip: max gradient norm (0 = off).
@@ -48,6 +53,7 @@ class Recipe:
     way: int = 5
     shot: int = 1
     queries: int = 3
+    queries_by_shot: tuple[int, ...] = ()
     val_every: int = 50
     val_episodes: int = 300
     val_shot: int = 1
@@ -68,9 +74,25 @@ class Recipe:
         check_range(where, "momentum", self.momentum, 0.0, 1.0)
         for m in self.milestones:
             check_range(where, "milestones", m, 0.0, 1.0)
+        for q in self.queries_by_shot:
+            check_range(where, "queries_by_shot", q, 1)
+
+    def queries_at(self, shot: int) -> int:
+        """Training queries per class at ``shot`` (``queries_by_shot``, else ``queries``)."""
+        return self.queries_by_shot[shot - 1] if shot <= len(self.queries_by_shot) else self.queries
+
+    def at_shot(self, shot: int, way: int | None = None) -> Recipe:
+        """This recipe trained at ``shot`` (and ``way``), validated at that shot, with that
+        shot's queries."""
+        return dataclasses.replace(
+            self, way=way or self.way, shot=shot, val_shot=shot, queries=self.queries_at(shot)
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        out = config_to_dict(self)
+        if not self.queries_by_shot:  # added later: unset, it leaves config hashes as they were
+            del out["queries_by_shot"]
+        return out
 
     def identity(self) -> dict[str, Any]:
         """What of this recipe makes its numbers (config hashes, unit names, fingerprints):
@@ -129,4 +151,20 @@ def frozen_recipe(
         per_dataset = table.get("datasets", {})
         values.update(per_dataset.get(dataset, per_dataset.get(settings_dataset(dataset), {})))
     values.update(overrides or {})
-    return build_config(Recipe, values, where=f"recipe of {method!r}")
+    return settle_shot(build_config(Recipe, values, where=f"recipe of {method!r}"), overrides)
+
+
+def settle_shot(recipe: Recipe, overrides: Mapping[str, Any] | None) -> Recipe:
+    """The fields that follow the training shot unless ``overrides`` set them: ``val_shot``
+    follows an overridden ``shot`` (``train --recipe shot=1`` validated at the file's
+    5-shot), ``queries`` is ``queries_by_shot``'s for the shot, and an overridden
+    ``queries`` clears ``queries_by_shot`` (the user's count is used at every shot)."""
+    overrides = overrides or {}
+    changes: dict[str, Any] = {}
+    if "queries" in overrides and "queries_by_shot" not in overrides:
+        changes["queries_by_shot"] = ()
+    elif recipe.queries_by_shot:
+        changes["queries"] = recipe.queries_at(recipe.shot)
+    if "shot" in overrides and "val_shot" not in overrides:
+        changes["val_shot"] = recipe.shot
+    return dataclasses.replace(recipe, **changes) if changes else recipe
