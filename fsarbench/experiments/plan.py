@@ -80,7 +80,7 @@ def plan_cells(runner, cells: Iterable[Cell]) -> list[UnitPlan]:
             saved = any((models / p.slug / name).exists() for name in ("last.pt", "best.pt"))
             plans[p.slug] = UnitPlan(p.unit, [], steps, train, evals, checkpoint=saved)
         plans[p.slug].cells.append(cell)
-        if runner.recorded(cell):
+        if runner.recorded(cell, p):
             plans[p.slug].recorded.append(cell)
     return list(plans.values())
 

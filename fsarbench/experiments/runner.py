@@ -146,10 +146,13 @@ class CellRunner:
             self.built[slug] = track.build(cell, recipe)
         return _Prepared(track, data, unit, recipe, self.built[slug], slug)
 
-    def identify(self, cell: Cell) -> tuple[_Prepared, str, dict[str, Any], Manifest]:
+    def identify(
+        self, cell: Cell, prepared: _Prepared | None = None
+    ) -> tuple[_Prepared, str, dict[str, Any], Manifest]:
         """``(prepared cell, record id, provenance, test manifest)``: what names ``cell``'s
-        record and what must hold for a stored one to be reused."""
-        p = self.prepare(cell)
+        record and what must hold for a stored one to be reused (``prepared``: ``cell``'s
+        :meth:`prepare`, when the caller has it)."""
+        p = prepared or self.prepare(cell)
         config_hash = record_config_hash(
             p.method.hparams, p.recipe.identity(), p.data.info, cell.train_seed, cell.track
         )
@@ -157,13 +160,13 @@ class CellRunner:
         manifest = self.manifest(cell, p.data)
         return p, rid, self.provenance(p, config_hash, manifest, cell), manifest
 
-    def recorded(self, cell: Cell) -> bool:
+    def recorded(self, cell: Cell, prepared: _Prepared | None = None) -> bool:
         """Whether a run would reuse ``cell``'s stored record: made as it would be made now, or
         any with ``reuse_stale`` (a read-only look: its per-query rows are checked when the
         cell runs)."""
         if not self.done:  # nothing stored: no manifest needs drawing
             return False
-        _, rid, prov, _ = self.identify(cell)
+        _, rid, prov, _ = self.identify(cell, prepared)
         stored = self.done.get(rid)
         if stored is None:
             return False
