@@ -9,13 +9,18 @@ own methods.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
+
+import numpy as np
+import torch
 
 from fsarbench.config import build_config, nearest
 from fsarbench.methods import FewShotMethod
@@ -309,6 +314,20 @@ def create_method_unchecked(
     return method
 
 
+@contextlib.contextmanager
+def _rng_untouched() -> Iterator[None]:
+    """Restore torch's CPU, NumPy's and Python's global random states on exit: the plugin
+    checks seed and draw, and run in the middle of building a caller's model (SGTM builds
+    its matcher, possibly a plugin, between its own layers)."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
 def _check_plugin(name: str) -> None:
     """Run :data:`PLUGIN_CHECKS` on plugin ``name`` once per process (a method whose logits
     follow the queries' positions scored 100% on noise, since queries come in class order)."""
@@ -320,7 +339,8 @@ def _check_plugin(name: str) -> None:
     failed = []
     for check in PLUGIN_CHECKS:
         try:
-            CONTRACT_CHECKS[check](name)
+            with _rng_untouched():  # the caller's seeded weights must not depend on it
+                CONTRACT_CHECKS[check](name)
         except Exception as err:  # each failure is reported, whatever it raised
             first_line = (str(err).splitlines() or [""])[0][:200]
             failed.append(f"{check}: {type(err).__name__}: {first_line}")

@@ -62,11 +62,12 @@ def test_recipes_follow_the_protocol_table():
         finetune_recipe("otam", "synth", {"options": {"checkpoint_backbones": True}})
 
 
-def test_training_queries_and_val_shot_follow_the_training_shot():
+def test_training_queries_and_val_shot_follow_the_training_shot(monkeypatch):
     """HyRSM trains with 7 queries per class at 1-shot down to 3 at 5-shot (the recipe used
     5 at every shot), and ``train --recipe shot=1`` validated at the file's 5-shot."""
     from fsarbench.experiments.tracks import FrozenTrack
     from fsarbench.experiments.units import ModelUnit
+    from fsarbench.training import recipe as recipe_mod
     from fsarbench.training.recipe import frozen_recipe
 
     hyrsm = finetune_recipe("hyrsm", "ssv2-full").recipe
@@ -82,6 +83,12 @@ def test_training_queries_and_val_shot_follow_the_training_shot():
     assert (one.shot, one.val_shot) == (1, 1)
     assert frozen_recipe("otam", {"shot": 2}).val_shot == 2
     assert "queries_by_shot" not in frozen_recipe("otam").to_dict()  # config hashes as before
+    table = {"default": {"queries": 5}, "methods": {"hyrsm": {"queries_by_shot": [7, 6]}}}
+    table["datasets"] = {"hmdb51": {"queries": 4}}  # a later file layer wins too
+    monkeypatch.setattr(recipe_mod, "_recipes_table", lambda: table)
+    assert recipe_mod.frozen_recipe("hyrsm", {"shot": 1}, dataset="hmdb51").queries == 4
+    assert recipe_mod.frozen_recipe("hyrsm", {"shot": 1}, dataset="ucf101").queries == 7
+    assert recipe_mod.frozen_recipe("hyrsm", {"shot": 3}, dataset="ucf101").queries == 5
 
 
 def test_global_batch_must_split_over_ranks(monkeypatch):

@@ -279,3 +279,15 @@ def test_an_adapter_on_the_finetune_track_is_refused():
     with pytest.raises(ConfigError, match="builds no frame adapter"):
         finetune_recipe("otam", "synth", {"recipe": {"adapter": "linear_ln"}})
     assert finetune_recipe("otam", "synth").recipe.adapter == "none"
+
+
+def test_a_checkpoint_made_before_the_short_option_keeps_its_policy():
+    """Checkpoints made before ``short`` existed were trained with short videos stretched;
+    rebuilt with today's default, ``eval --checkpoint`` tested them on another video set."""
+    from fsarbench.config import config_to_dict
+    from fsarbench.training.finetune_recipe import checkpoint_options, finetune_recipe
+
+    stored = config_to_dict(finetune_recipe("otam", "ssv2-small").options)
+    old = {k: v for k, v in stored.items() if k != "short"}
+    assert checkpoint_options(old, where="old best.pt").short == "repeat"
+    assert checkpoint_options(stored, where="best.pt").short == "drop"

@@ -299,3 +299,28 @@ def test_the_shape_check_tries_one_shot_and_one_query(monkeypatch):
     registry.register_method("shot-normalised")(ShotNormalised)
     with pytest.raises(AssertionError, match="5-way 1-shot, 1 query/class: logits must be finite"):
         CONTRACT_CHECKS["shapes"]("shot-normalised")
+
+
+def test_the_plugin_check_leaves_the_callers_random_state_alone(monkeypatch):
+    """The first build of a plugin ran its checks, which seed torch: SGTM builds its matcher
+    (possibly a plugin) between its own layers, so the first model built in a process got
+    the same initial weights whatever its training seed."""
+    import random
+
+    from fsarbench import registry
+
+    registry.list_methods()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_PLUGINS_CHECKED", set())
+    registry.register_method("mean-prototypes")(MeanPrototypes)
+
+    def build_then_draw() -> tuple:
+        torch.manual_seed(7)
+        np.random.seed(7)
+        random.seed(7)
+        fb.create_method("mean-prototypes", feature_dim=8, seq_len=4)
+        return torch.rand(3).tolist(), np.random.rand(), random.random()
+
+    first = build_then_draw()  # runs the checks
+    assert "mean-prototypes" in registry._PLUGINS_CHECKED
+    assert build_then_draw() == first  # checked already: nothing run

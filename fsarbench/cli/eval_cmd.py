@@ -353,16 +353,17 @@ def _frozen(args, data: dict[str, Any]):
 
 
 def _finetune_checkpoint(args, data: dict, device):
-    from fsarbench.config import build_config
+    from fsarbench.config import config_to_dict
     from fsarbench.data.datasets import get_dataset
     from fsarbench.experiments.tracks import extract_finetune_test
     from fsarbench.training.export import load_head
-    from fsarbench.training.finetune_recipe import FinetuneOptions
+    from fsarbench.training.finetune_recipe import checkpoint_options
 
     recipe = dict(data.get("recipe") or {})
     if "options" not in recipe:
         raise ValueError(f"{args.checkpoint} holds backbone weights but no finetune options")
-    options = build_config(FinetuneOptions, recipe["options"], where=str(args.checkpoint))
+    options = checkpoint_options(recipe["options"], where=str(args.checkpoint))
+    recipe["options"] = config_to_dict(options)  # recorded as used (with legacy defaults)
     if args.protocol and args.protocol != options.protocol:
         print(
             f"note: the checkpoint was trained under the {options.protocol!r} protocol; its "

@@ -28,16 +28,15 @@ COLOURS = {"salient": "tab:green", "non-salient": "tab:red", "ambiguous": "tab:g
 
 def load_finetune_model(path: str | Path) -> VideoMethod:
     """The :class:`VideoMethod` of a finetune checkpoint (``best.pt``/``last.pt``)."""
-    from fsarbench.config import build_config
     from fsarbench.report.records import base_method_of
     from fsarbench.training.finetune import build_video_method
-    from fsarbench.training.finetune_recipe import FinetuneOptions
+    from fsarbench.training.finetune_recipe import checkpoint_options
 
     data = torch.load(path, map_location="cpu", weights_only=True)
     recipe = data.get("recipe") or {}
     if "options" not in recipe or not isinstance(data.get("method"), dict):
         raise ValueError(f"{path} is not a finetune checkpoint (no backbone options/weights)")
-    options = build_config(FinetuneOptions, recipe["options"], where=str(path))
+    options = checkpoint_options(recipe["options"], where=str(path))
     name = base_method_of(str((data.get("fingerprint") or {}).get("method", "")))
     if not name:
         raise ValueError(f"{path} does not name its method (no fingerprint)")

@@ -13,7 +13,7 @@ import yaml
 
 from fsarbench.config import ConfigError, build_config, check_names, check_range, config_to_dict
 from fsarbench.features.backbones import effective_norm
-from fsarbench.training.recipe import Recipe, settle_shot
+from fsarbench.training.recipe import Recipe, recipe_layer, settle_shot
 
 __all__ = ["FINETUNE_RECIPES_FILE", "FinetuneOptions", "FinetuneRecipe", "finetune_recipe"]
 
@@ -149,7 +149,8 @@ class FinetuneRecipe:
 def _merge(base: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
     out = {k: dict(v) for k, v in base.items()}
     for section, values in (extra or {}).items():
-        out.setdefault(section, {}).update(values or {})
+        layer = recipe_layer(values) if section == "recipe" else values or {}
+        out.setdefault(section, {}).update(layer)
     return out
 
 
@@ -177,6 +178,17 @@ def _check_no_protocol_fields(entry: dict[str, Any] | None, where: str) -> None:
             f"{where}: options {owned} are set by the protocol (run/train --protocol NAME; "
             "see 'python -m fsarbench protocols'), not by a recipe file; remove them"
         )
+
+
+#: Options a checkpoint made before they existed was trained under (what the code did then).
+_LEGACY_OPTIONS: dict[str, Any] = {"short": "repeat"}  # short videos stretched until 2026-12-05
+
+
+def checkpoint_options(options: dict[str, Any], where: str) -> FinetuneOptions:
+    """The :class:`FinetuneOptions` a checkpoint was trained under, from its stored
+    ``recipe["options"]``: an option added after it was made takes the behaviour the code
+    had then (a checkpoint without ``short`` stretched short videos), not today's default."""
+    return build_config(FinetuneOptions, {**_LEGACY_OPTIONS, **options}, where=where)
 
 
 #: Under every finetune recipe file: the track builds no frame adapter (Recipe's default).

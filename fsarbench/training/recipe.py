@@ -33,8 +33,9 @@ class Recipe:
         micro_batch: episodes per forward pass (0 = all ``episodes_per_step`` at once).
         way, shot, queries: the training episodes.
         queries_by_shot: training queries per class at shot 1, 2, ... (HyRSM: 7 at 1-shot
-            down to 3 at 5-shot); where it covers the training shot it gives ``queries``.
-            Empty: ``queries`` at every shot.
+            down to 3 at 5-shot); where it covers the training shot it gives ``queries``,
+            beyond its length ``queries`` applies. Empty: ``queries`` at every shot. A recipe
+            layer (file entry, ``--recipe``) that sets ``queries`` alone clears it.
         val_every, val_episodes, val_shot: validation on the val split (never the test split).
         adapter: ``linear_ln`` (trainable Linear + LayerNorm before the method) or ``none``.
         grad_clip: max gradient norm (0 = off).
@@ -141,29 +142,37 @@ def frozen_recipe(
     ``overrides``.
     """
     table = _recipes_table()
-    values = dict(table.get("default", {}))
+    values = recipe_layer(table.get("default"))
     per_method = table.get("methods", {})
     family = method.split("-")[0]
-    values.update(per_method.get(method, per_method.get(family, {})))
+    values.update(recipe_layer(per_method.get(method, per_method.get(family))))
     if dataset is not None:
         from fsarbench.data.datasets import settings_dataset
 
         per_dataset = table.get("datasets", {})
-        values.update(per_dataset.get(dataset, per_dataset.get(settings_dataset(dataset), {})))
-    values.update(overrides or {})
+        layer = per_dataset.get(dataset, per_dataset.get(settings_dataset(dataset)))
+        values.update(recipe_layer(layer))
+    values.update(recipe_layer(overrides))
     return settle_shot(build_config(Recipe, values, where=f"recipe of {method!r}"), overrides)
+
+
+def recipe_layer(layer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A recipe layer (file entry or overrides) as it composes over earlier ones: one that
+    sets ``queries`` without ``queries_by_shot`` means that count at every shot, so it
+    clears an earlier layer's ``queries_by_shot`` (later layers win, field by field)."""
+    out = dict(layer or {})
+    if "queries" in out and "queries_by_shot" not in out:
+        out["queries_by_shot"] = ()
+    return out
 
 
 def settle_shot(recipe: Recipe, overrides: Mapping[str, Any] | None) -> Recipe:
     """The fields that follow the training shot unless ``overrides`` set them: ``val_shot``
     follows an overridden ``shot`` (``train --recipe shot=1`` validated at the file's
-    5-shot), ``queries`` is ``queries_by_shot``'s for the shot, and an overridden
-    ``queries`` clears ``queries_by_shot`` (the user's count is used at every shot)."""
+    5-shot), and ``queries`` is ``queries_by_shot``'s for the shot."""
     overrides = overrides or {}
     changes: dict[str, Any] = {}
-    if "queries" in overrides and "queries_by_shot" not in overrides:
-        changes["queries_by_shot"] = ()
-    elif recipe.queries_by_shot:
+    if recipe.queries_by_shot:
         changes["queries"] = recipe.queries_at(recipe.shot)
     if "shot" in overrides and "val_shot" not in overrides:
         changes["val_shot"] = recipe.shot
