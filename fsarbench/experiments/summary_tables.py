@@ -8,6 +8,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from fsarbench.io import atomic_write_text
+from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import Entry, Setting, entry_text, group_entries
 from fsarbench.results import OUTSIDE_TAG, ResultRecord
 
@@ -40,6 +41,8 @@ def summary_tables(records: list[ResultRecord]) -> dict[str, str]:
         headers = ["method", *(label(c) for c in cols)]
         note = f"\n\n{ds}, {track} track, {protocol} protocol; " + _spread_note(recs, entries)
         note += _models_note(recs)
+        changed = recipe_changes_text(recs)
+        note += f"\n{changed}" if changed else ""
         note += "".join(f"\nLeft out: {reason}." for reason in left_out)
         name = f"{ds}__{track}" + ("" if protocol == "seed" else f"__{protocol}")
         out[name] = tabulate(table, headers, tablefmt="github") + note

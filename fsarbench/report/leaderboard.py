@@ -19,6 +19,7 @@ import pandas as pd
 
 from fsarbench.io import atomic_write_text
 from fsarbench.report.compare import TESTS, compare_entries
+from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import OUTSIDE_MARK, Entry, Setting, UnpairedError
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import PairedComparison, format_p
@@ -196,7 +197,10 @@ def leaderboard_markdown(
         ]
     if any(st.entry.outside for sts in board.values() for st in sts):
         parts += [OUTSIDE_NOTE, ""]
-    return "\n".join(parts)
+    entries = [st.entry for sts in board.values() for st in sts if not st.entry.outside]
+    own = [r for e in entries for r in e.records]
+    changed = recipe_changes_text(own)
+    return "\n".join(parts + ([changed, ""] if changed else []))
 
 
 def write_leaderboard(

@@ -20,6 +20,7 @@ from fsarbench.report.published import (
     known_methods,
     load_dataset_aliases,
 )
+from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import Entry, entry_text
 
 __all__ = ["Cell", "TableRow", "Table", "build_table", "SOURCES"]
@@ -231,7 +232,9 @@ def build_table(
     _mark_best(rows, "run")
     notes = _notes(rows) + _track_notes(spec, entries, source)
     notes += [f"not shown: {what}." for what in passed_over]
-    return Table(spec, rows, notes)
+    shown = [rec for r in rows for c in r.cells if c.entry is not None for rec in c.entry.records]
+    changed = recipe_changes_text(shown)
+    return Table(spec, rows, notes + ([changed] if changed else []))
 
 
 def _track_notes(spec: TableSpec, entries: list[Entry], source: str) -> list[str]:

@@ -1,0 +1,96 @@
+"""What a record's training recipe changed from the one ``run`` uses by default.
+
+``--recipe`` and ``--option`` values enter a record's config hash but not its method name, so
+a run with them replaces that cell's default record in its folder and tables would show the
+number under the plain name. :func:`recipe_changes` recomputes the default recipe of the
+record's method, dataset, track and protocol (at the record's own training way and shot) and
+returns the fields that differ, for the tables to name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+from fsarbench.config import ConfigError
+from fsarbench.report.records import base_method_of
+from fsarbench.results import ResultRecord
+
+__all__ = ["recipe_changes", "recipe_changes_text"]
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _default_identity(
+    method: str, dataset: str, track: str, protocol: str, way: int, shot: int
+) -> tuple[tuple[str, Any], ...] | None:
+    """The default recipe identity, flattened; ``None`` where it cannot be recomputed (a
+    method or dataset this installation does not know, a track without recipes)."""
+    from fsarbench.training.finetune_recipe import finetune_recipe
+    from fsarbench.training.recipe import frozen_recipe
+
+    try:
+        if track == "finetune":
+            full = finetune_recipe(method, dataset, protocol=protocol)
+            unit = dataclasses.replace(full, recipe=full.recipe.at_shot(shot, way))
+        elif track == "frozen":
+            unit = frozen_recipe(method, dataset=dataset).at_shot(shot, way)
+        else:
+            return None
+    except (ConfigError, KeyError, ValueError):
+        return None
+    return tuple(sorted(_flat(unit.identity()).items()))
+
+
+def recipe_changes(record: ResultRecord) -> dict[str, Any]:
+    """``{field: value}`` of ``record``'s recipe that differ from the default recipe (nested
+    fields dotted: ``options.short``); ``{}`` when it is the default, records no recipe, or
+    the default cannot be recomputed."""
+    recorded = _flat(record.recipe or {})
+    inner = "recipe." if record.track == "finetune" else ""
+    way, shot = recorded.get(f"{inner}way"), recorded.get(f"{inner}shot")
+    if not recorded or not isinstance(way, int) or not isinstance(shot, int):
+        return {}
+    default = _default_identity(
+        base_method_of(record.method), record.dataset, record.track, record.protocol, way, shot
+    )
+    if default is None:
+        return {}
+    want = dict(default)
+    return {k: v for k, v in sorted(recorded.items()) if k in want and want[k] != v}
+
+
+def recipe_changes_text(records: list[ResultRecord]) -> str:
+    """A note naming the systems whose records changed the default recipe and how, e.g.
+    ``"Recipe changed from the default (--recipe/--option): lr=0.01 for protonet."``
+    (``"every method"`` when all share the change); ``""`` when none did."""
+    systems: dict[str, set[str]] = {}
+    for r in records:
+        changes = recipe_changes(r)
+        if changes:
+            text = ", ".join(f"{k}={_show(v)}" for k, v in changes.items())
+            systems.setdefault(text, set()).add(r.method)
+    if not systems:
+        return ""
+    everyone = {r.method for r in records}
+    parts = [
+        f"{text} for " + ("every method" if names == everyone else ", ".join(sorted(names)))
+        for text, names in sorted(systems.items())
+    ]
+    return "Recipe changed from the default (--recipe/--option): " + "; ".join(parts) + "."
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)

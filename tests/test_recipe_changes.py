@@ -1,0 +1,67 @@
+"""Tables name a recipe changed by --recipe/--option (it enters the config hash, not the
+method name, so a run with it replaced the default record under the plain name)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from report_fixtures import save_simulated_record
+
+import fsarbench as fb
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.summary_tables import summary_tables
+from fsarbench.experiments.tracks import FrozenTrack
+from fsarbench.experiments.units import unit_for
+from fsarbench.report.recipe_changes import recipe_changes, recipe_changes_text
+from fsarbench.training.finetune_recipe import finetune_recipe
+from fsarbench.training.recipe import frozen_recipe
+
+
+def _unit_recipe(
+    method: str, dataset: str, track: str, protocol: str, shot: int, over=None, share=False
+):
+    """The recipe a run trains ``method``'s ``shot``-shot unit with (as CellRunner does)."""
+    cell = Cell(method, dataset, 5, shot, track=track, protocol=protocol)
+    if track == "finetune":
+        base = finetune_recipe(method, dataset, over, protocol=protocol)
+        unit = unit_for(
+            cell, recipe_way=base.recipe.way, recipe_shot=base.recipe.shot, share_shots=share
+        )
+        inner = FrozenTrack.for_unit(base.recipe, unit)
+        return dataclasses.replace(base, recipe=inner)
+    base = frozen_recipe(method, (over or {}).get("recipe"), dataset=dataset)
+    unit = unit_for(cell, recipe_way=base.way, recipe_shot=base.shot, share_shots=share)
+    return FrozenTrack.for_unit(base, unit)
+
+
+def _record(tmp_path, method="protonet", dataset="ucf101", track="frozen", protocol="seed"):
+    m = fb.make_manifest(np.repeat(np.arange(10), 6), way=5, shot=1, queries=1, episodes=20)
+    rec = save_simulated_record(tmp_path, m, method, 0.5, np.random.default_rng(0))
+    return dataclasses.replace(rec, dataset=dataset, track=track, protocol=protocol)
+
+
+@pytest.mark.parametrize("track", ["frozen", "finetune"])
+@pytest.mark.parametrize("method", fb.list_methods())
+def test_a_default_run_names_no_change(method, track, tmp_path):
+    record = _record(tmp_path, method, track=track, protocol="trx")
+    for shot, share in ((1, False), (5, False), (1, True)):
+        recipe = _unit_recipe(method, "ucf101", track, "trx", shot, share=share).identity()
+        assert recipe_changes(dataclasses.replace(record, recipe=recipe)) == {}
+
+
+def test_overrides_are_named_in_the_tables(tmp_path):
+    record = _record(tmp_path, "otam", track="finetune")
+    over = {"recipe": {"lr": 0.01}, "options": {"short": "repeat"}}
+    changed = _unit_recipe("otam", "ucf101", "finetune", "seed", 1, over).identity()
+    default = _unit_recipe("trx", "ucf101", "finetune", "seed", 1).identity()
+    records = [
+        dataclasses.replace(record, recipe=changed),
+        dataclasses.replace(record, method="trx", recipe=default),
+    ]
+    assert recipe_changes(records[0]) == {"options.short": "repeat", "recipe.lr": 0.01}
+    text = recipe_changes_text(records)
+    assert text.endswith("options.short=repeat, recipe.lr=0.01 for otam.")
+    (table,) = summary_tables(records).values()
+    assert table.endswith(text)
