@@ -75,7 +75,13 @@ def parse_split_file(path: str | Path, fmt: str) -> list[SplitEntry]:
     parse, expected = FORMATS[fmt]
     path = Path(path)
     entries = []
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SplitFormatError(
+            f"{path}: not a UTF-8 text split list (byte {err.start}: {err.reason}); is it "
+            "the right file, or saved in another encoding?"
+        ) from None
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.rstrip("\r")
         if not line.strip():

@@ -110,6 +110,10 @@ def test_wrong_format_names_file_and_line(tmp_path):
         parse_split_file(bad, "trx")
     with pytest.raises(ValueError, match="unknown split format 'csv'"):
         parse_split_file(bad, "csv")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfea/b\n")  # e.g. a UTF-16 export: the error named no file
+    with pytest.raises(SplitFormatError, match=r"binary.txt: not a UTF-8 text split list"):
+        parse_split_file(binary, "trx")
 
 
 def _copy_variant(root: Path, dest: Path, variant: str) -> None:

@@ -213,3 +213,26 @@ def test_table_with_a_mistyped_runs_folder_is_an_error(tmp_path, capsys):
     assert main(["table", "1", "--runs", str(tmp_path / "nope")]) == 2
     assert "results folder" in capsys.readouterr().err
     assert main(["table", "1", "--runs", str(tmp_path / "nope"), "--source", "published"]) == 0
+
+
+def test_query_rows_that_do_not_give_the_record_are_refused(tmp_path, capsys):
+    """Rows of another evaluation under a cell's id (a kill between writing the rows and the
+    record) were paired as the record's: compare printed 65.70 beside a record of 64.66,
+    and a truncated rows file crashed compare and leaderboard with a raw EOFError."""
+    from fsarbench.report.records import QueryRowsError
+
+    m = _manifest()
+    rng = np.random.default_rng(2)
+    a = save_simulated_record(tmp_path, m, "alpha", 0.7, rng)
+    b = save_simulated_record(tmp_path, m, "beta", 0.6, rng)
+    rows_a, rows_b = (tmp_path / "records" / f"{r.cell}.queries.csv.gz" for r in (a, b))
+    good = rows_a.read_bytes()
+    rows_a.write_bytes(rows_b.read_bytes())
+    with pytest.raises(QueryRowsError, match=f"rows of {a.cell} .* belong to another"):
+        compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
+    rows_a.write_bytes(good[: len(good) // 2])
+    with pytest.raises(QueryRowsError, match=f"rows of {a.cell} .* are unreadable"):
+        compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
+    assert main(["leaderboard", "--runs", str(tmp_path)]) == 2  # its only setting left out
+    out = capsys.readouterr()
+    assert f"rows of {a.cell}" in out.out + out.err and "could be ranked" in out.err

@@ -32,6 +32,7 @@ __all__ = [
     "Entry",
     "Setting",
     "UnpairedError",
+    "QueryRowsError",
     "group_entries",
     "load_entries",
     "entry_text",
@@ -56,6 +57,11 @@ log = logging.getLogger(__name__)
 
 class UnpairedError(ValueError):
     """Two entries of one setting were evaluated on different episodes."""
+
+
+class QueryRowsError(UnpairedError):
+    """A record's per-query rows are unreadable or do not give its own accuracy (a kill
+    between writing them and the record, a hand-edited file): no paired test reads them."""
 
 
 @dataclass(frozen=True, order=True)
@@ -363,12 +369,40 @@ def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray
     """
     key = (str(Path(run_dir).resolve()), record.cell, record.created)
     if key not in _QUERY_CACHE:
-        frame = load_queries(run_dir, record).sort_values(["episode", "query"], kind="stable")
+        frame = _read_query_rows(run_dir, record)
         episode = frame.groupby("episode", sort=True)["correct"].mean().to_numpy(float)
+        if len(episode) != record.episodes or abs(100 * episode.mean() - record.accuracy) > 1e-6:
+            raise QueryRowsError(
+                f"the per-query rows of {record.cell} under {run_dir} give "
+                f"{100 * episode.mean():.4f}% over {len(episode)} episodes, its record "
+                f"{record.accuracy:.4f}% over {record.episodes}: they belong to another "
+                "evaluation; re-run the cell (run re-evaluates it)"
+            )
         if len(_QUERY_CACHE) >= _QUERY_CACHE_SIZE:
             _QUERY_CACHE.pop(next(iter(_QUERY_CACHE)))
         _QUERY_CACHE[key] = (episode, frame["correct"].to_numpy(bool))
     return _QUERY_CACHE[key]
+
+
+def _read_query_rows(run_dir: str | Path, record: ResultRecord):
+    """``record``'s per-query rows sorted by (episode, query); unreadable ones raise
+    :class:`QueryRowsError` naming the cell."""
+    import gzip
+    import zlib
+
+    import pandas as pd
+
+    try:
+        frame = load_queries(run_dir, record)
+        return frame.sort_values(["episode", "query"], kind="stable")
+    except (EOFError, gzip.BadGzipFile, zlib.error, pd.errors.ParserError, KeyError) as err:
+        cause = f"{type(err).__name__}: {err}"
+    except pd.errors.EmptyDataError:
+        cause = "empty file"
+    raise QueryRowsError(
+        f"the per-query rows of {record.cell} under {run_dir} are unreadable ({cause}); "
+        "re-run the cell (run re-evaluates it)"
+    )
 
 
 def episode_accuracy(run_dir: str | Path, entry: Entry) -> np.ndarray:
