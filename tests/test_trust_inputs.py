@@ -223,3 +223,24 @@ def test_impossible_finetune_options_and_nan_milestones_are_refused(fields, mess
         return
     with pytest.raises(ConfigError, match=f"{message} is out of range"):
         build_config(FinetuneOptions, fields)
+
+
+def test_eval_refuses_a_frozen_checkpoint_on_other_features():
+    """A head trained on --protocol trx features was scored on the default seed features
+    (68.80 against 89.08 on its own), with nothing said; eval now takes the checkpoint's
+    protocol by default and refuses features made otherwise."""
+    from fsarbench.cli import eval_cmd
+    from fsarbench.data.protocols import get_protocol
+
+    trx, seed = (get_protocol(p, "synth").to_dict() for p in ("trx", "seed"))
+    info = {"backbone": "resnet18", "resolution": 64, "protocol": trx, "split_md5": {"test": "a"}}
+    checkpoint = {"fingerprint": {"track": "frozen", "data": info}}
+    trained = eval_cmd._trained_features(checkpoint)
+    assert trained["protocol"]["name"] == "trx"  # eval's default protocol for it
+    here = {**info, "split_md5": {"test": "b"}}  # another dataset: its own lists are fine
+    eval_cmd._check_same_features(trained, here, "best.pt")
+    with pytest.raises(ValueError, match=r"best.pt was trained on other features .*protocol"):
+        eval_cmd._check_same_features(trained, {**here, "protocol": seed}, "best.pt")
+    with pytest.raises(ValueError, match=r"resolution: trained 64, here 48"):
+        eval_cmd._check_same_features(trained, {**here, "resolution": 48}, "best.pt")
+    assert eval_cmd._trained_features({"fingerprint": {"track": "finetune"}}) == {}

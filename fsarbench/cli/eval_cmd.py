@@ -332,11 +332,13 @@ def _dataset_mode(
 def _frozen(args, data: dict[str, Any]):
     from fsarbench.experiments.features import FrozenFeatureProvider
 
-    protocol = args.protocol or "seed"
+    trained = _trained_features(data) if args.checkpoint else {}
+    protocol = args.protocol or (trained.get("protocol") or {}).get("name") or "seed"
     provider = FrozenFeatureProvider(
         root=args.root, cache_root=args.cache, device=args.device or "cpu", protocol=protocol
     )
     feats = provider(args.dataset)
+    _check_same_features(trained, feats.info, args.checkpoint)
     if args.num_train_classes is None:
         args.num_train_classes = feats.splits["train"].num_classes
     method = build_method(args, feats.feature_shape, data)
@@ -350,6 +352,34 @@ def _frozen(args, data: dict[str, Any]):
     }
     test = feats.splits["test"]
     return test, feats.class_names["test"], feats.split_variant, method, meta
+
+
+#: Feature fields a frozen head depends on (not the dataset's own: split md5s, cache keys).
+_FEATURE_FIELDS = ("backbone", "weights", "resolution", "num_frames", "test_frames", "protocol")
+_FEATURE_FIELDS += ("norm", "tiny")
+
+
+def _trained_features(data: dict[str, Any]) -> dict[str, Any]:
+    """The features a frozen-track checkpoint was trained on (its fingerprint's data)."""
+    fingerprint = data.get("fingerprint") or {}
+    if fingerprint.get("track", "frozen") != "frozen":
+        return {}
+    return dict(fingerprint.get("data") or {})
+
+
+def _check_same_features(trained: dict[str, Any], info: dict[str, Any], where: str) -> None:
+    """A head is evaluated on features made as those it was trained on (a head trained on
+    ``--protocol trx`` features scored 68.80 on the default seed features, 89.08 on its own)."""
+    if not trained:
+        return
+    differ = [k for k in _FEATURE_FIELDS if trained.get(k) != info.get(k)]
+    if differ:
+        shown = "; ".join(f"{k}: trained {trained.get(k)!r}, here {info.get(k)!r}" for k in differ)
+        raise ValueError(
+            f"{where} was trained on other features than eval builds ({shown}). Pass the "
+            "training's --protocol, or evaluate it where it was made ('python -m fsarbench "
+            "run' with the same --features and --protocol reuses its models)"
+        )
 
 
 def _finetune_checkpoint(args, data: dict, device):
