@@ -36,6 +36,7 @@ __all__ = [
     "load_records",
     "load_queries",
     "queries_match",
+    "rows_give_record",
     "UnreadableRecordError",
     "newest_per_cell",
     "created_time",
@@ -362,10 +363,16 @@ def queries_match(out_dir: str | Path, record: ResultRecord) -> bool:
             per_episode = rows.groupby("episode")["correct"].mean()
         except (OSError, EOFError, ValueError, KeyError):
             return False
-        return len(per_episode) == record.episodes and (
-            abs(100 * float(per_episode.mean()) - record.accuracy) <= 1e-6
-        )
+        return rows_give_record(per_episode.to_numpy(float), record)
     return False
+
+
+def rows_give_record(per_episode: np.ndarray, record: ResultRecord) -> bool:
+    """Whether per-episode accuracies (fractions, ``[E]``) give ``record``: its episode count
+    and its accuracy to 1e-6 %."""
+    return len(per_episode) == record.episodes and (
+        abs(100 * float(per_episode.mean()) - record.accuracy) <= 1e-6
+    )
 
 
 def newest_per_cell(records: list[ResultRecord]) -> tuple[list[ResultRecord], list[str]]:

@@ -244,3 +244,7 @@ def test_eval_refuses_a_frozen_checkpoint_on_other_features():
     with pytest.raises(ValueError, match=r"resolution: trained 64, here 48"):
         eval_cmd._check_same_features(trained, {**here, "resolution": 48}, "best.pt")
     assert eval_cmd._trained_features({"fingerprint": {"track": "finetune"}}) == {}
+    older = {k: v for k, v in trained.items() if k != "protocol"}  # made before protocols
+    eval_cmd._check_same_features(older, {**here, "protocol": seed}, "best.pt")
+    with pytest.raises(ValueError, match=r"norm: trained None, here 'clip'"):
+        eval_cmd._check_same_features(older, {**here, "norm": "clip"}, "best.pt")

@@ -354,9 +354,11 @@ def _frozen(args, data: dict[str, Any]):
     return test, feats.class_names["test"], feats.split_variant, method, meta
 
 
-#: Feature fields a frozen head depends on (not the dataset's own: split md5s, cache keys).
+#: Feature fields a frozen head depends on (not the dataset's own: split md5s, cache keys);
+#: a fingerprint made before one of them was recorded is not judged on it.
 _FEATURE_FIELDS = ("backbone", "weights", "resolution", "num_frames", "test_frames", "protocol")
-_FEATURE_FIELDS += ("norm", "tiny")
+#: Recorded only when they differ from the default (absent: the default on both sides).
+_SPARSE_FEATURE_FIELDS = ("norm", "tiny")
 
 
 def _trained_features(data: dict[str, Any]) -> dict[str, Any]:
@@ -372,7 +374,8 @@ def _check_same_features(trained: dict[str, Any], info: dict[str, Any], where: s
     ``--protocol trx`` features scored 68.80 on the default seed features, 89.08 on its own)."""
     if not trained:
         return
-    differ = [k for k in _FEATURE_FIELDS if trained.get(k) != info.get(k)]
+    fields = [k for k in _FEATURE_FIELDS if k in trained] + list(_SPARSE_FEATURE_FIELDS)
+    differ = [k for k in fields if trained.get(k) != info.get(k)]
     if differ:
         shown = "; ".join(f"{k}: trained {trained.get(k)!r}, here {info.get(k)!r}" for k in differ)
         raise ValueError(

@@ -23,6 +23,7 @@ from fsarbench.results import (
     created_time,
     load_queries,
     load_records,
+    rows_give_record,
     stale_reasons,
 )
 from fsarbench.stats.intervals import pooled_halfwidth
@@ -371,7 +372,7 @@ def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray
     if key not in _QUERY_CACHE:
         frame = _read_query_rows(run_dir, record)
         episode = frame.groupby("episode", sort=True)["correct"].mean().to_numpy(float)
-        if len(episode) != record.episodes or abs(100 * episode.mean() - record.accuracy) > 1e-6:
+        if not rows_give_record(episode, record):
             raise QueryRowsError(
                 f"the per-query rows of {record.cell} under {run_dir} give "
                 f"{100 * episode.mean():.4f}% over {len(episode)} episodes, its record "
