@@ -306,16 +306,21 @@ def load_record(path: str | Path) -> ResultRecord:
         raise UnreadableRecordError(f"record {path} cannot be read ({err})") from None
 
 
-def load_records(out_dir: str | Path) -> list[ResultRecord]:
+def load_records(out_dir: str | Path, *, unreadable: list[str] | None = None) -> list[ResultRecord]:
     """Every record under ``out_dir`` (searched recursively, so shards merge by themselves).
     An unreadable record file is left out with a warning naming it (a run then evaluates its
-    cell again) instead of stopping every command that reads the folder."""
+    cell again) instead of stopping every command that reads the folder; with
+    ``unreadable``, the reason is also appended there, for a report to print where its reader
+    looks (a comparison over fewer settings than the folder holds adjusts for fewer tests)."""
     records = []
     for path in sorted(Path(out_dir).rglob("records/*.json")):
         try:
             records.append(load_record(path))
         except UnreadableRecordError as err:
-            log.warning("%s; left out (delete or restore it; a run re-evaluates the cell)", err)
+            reason = f"{err}; delete or restore it (a run re-evaluates the cell)"
+            log.warning("%s; left out", reason)
+            if unreadable is not None:
+                unreadable.append(reason)
     return records
 
 

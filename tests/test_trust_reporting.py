@@ -106,6 +106,29 @@ def test_an_entry_that_cannot_be_reported_is_left_out_with_a_note(tmp_path, caps
     assert main(["leaderboard", "--runs", str(tmp_path)]) == 0
 
 
+def test_an_unreadable_record_file_is_named_where_the_reader_looks(tmp_path, capsys):
+    """A corrupt record shrank compare's Holm family with a log warning only."""
+    rng = np.random.default_rng(5)
+    for dataset in ("toy", "other"):
+        manifest = _manifest(dataset=dataset)
+        _save(tmp_path, manifest, "A", 0.8, rng, dataset=dataset)
+        _save(tmp_path, manifest, "B", 0.6, rng, dataset=dataset)
+    broken = next(p for p in sorted((tmp_path / "records").glob("*.json")) if "other" in p.name)
+    broken.write_text(broken.read_text()[:200])  # truncated JSON
+    left_out: list[str] = []
+    assert len(load_entries(tmp_path, left_out=left_out)) == 3
+    assert len(left_out) == 1 and f"record {broken} cannot be read" in left_out[0]
+    assert main(["compare", "A", "B", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: left out record {broken} cannot be read" in err
+    assert main(["leaderboard", "--runs", str(tmp_path)]) == 0
+    assert f"record {broken} cannot be read" in capsys.readouterr().err
+    from fsarbench.report.page.collect import collect_report
+
+    notes = collect_report(tmp_path, figures=False, n_boot=100).board_notes
+    assert any(f"record {broken} cannot be read" in note for note in notes)
+
+
 def test_a_synthetic_stand_in_is_not_ranked_against_real_runs(tmp_path):
     rng = np.random.default_rng(4)
     real, synth = _manifest(400, "kinetics100"), _manifest(400, "synth")

@@ -351,11 +351,12 @@ def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = N
 
 def load_entries(run_dir: str | Path, *, left_out: list[str] | None = None) -> list[Entry]:
     """Every entry of the records under ``run_dir`` (empty when there are none);
-    ``left_out`` as in :func:`group_entries`."""
+    ``left_out`` as in :func:`group_entries`, and it also receives the record files that
+    cannot be read (without it they are left out with a log warning only)."""
     path = Path(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"results folder {path} does not exist")
-    return group_entries(load_records(path), left_out=left_out)
+    return group_entries(load_records(path, unreadable=left_out), left_out=left_out)
 
 
 _QUERY_CACHE: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}

@@ -45,14 +45,14 @@ class ReportData:
     synthetic: bool = False
 
 
-def _records(run_dir: Path):
+def _records(run_dir: Path, unreadable: list[str]):
     what = (
         f"run 'python -m fsarbench run --all --out {run_dir}' (or 'run --table N') to make "
         "records there, or pass --runs with the folder a run wrote"
     )
     if not run_dir.is_dir():
         raise NoRecordsError(f"results folder {run_dir} does not exist: {what}")
-    records = load_records(run_dir)
+    records = load_records(run_dir, unreadable=unreadable)
     if not records:
         raise NoRecordsError(f"no result records (records/*.json) under {run_dir}: {what}")
     return records
@@ -77,8 +77,8 @@ def collect_report(
     from fsarbench.report.figure_set import ours_methods
 
     run_dir = Path(run_dir)
-    records = _records(run_dir)
     left_out: list[str] = []
+    records = _records(run_dir, left_out)
     entries = group_entries(records, left_out=left_out)
     tables, absent = collect_tables(run_dir, entries, alpha=alpha, test=test, published=published)
     pairs, notes = choose_pairs(entries, ours_methods(published))
