@@ -102,6 +102,37 @@ def test_eval_reads_its_checkpoint_once(tmp_path, monkeypatch, capsys):
     assert record.train_seed == 0 and record.train_shot == 1
 
 
+def test_eval_builds_the_features_a_frozen_checkpoint_was_trained_on(tmp_path, monkeypatch):
+    """A head trained under 'run --features resolution=48' could only be evaluated by run:
+    eval built the dataset's default preset (and then refused it). It now takes the preset
+    values the checkpoint's fingerprint recorded."""
+    from fsarbench.cli import eval_cmd
+
+    made: list[dict] = []
+
+    class Recording(FakeProvider):
+        def __call__(self, dataset: str) -> DatasetFeatures:
+            made.append(self.kwargs.get("preset_overrides") or {})
+            feats = super().__call__(dataset)
+            feats.info.update({"backbone": "resnet18", "resolution": 64, **made[-1]})
+            return feats
+
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", Recording)
+    out = tmp_path / "m"
+    argv = ["train", "protonet", "--dataset", "toy", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--recipe", "steps=2", "val_episodes=4", "episodes_per_step=2"]) == 0
+    best = load_checkpoint(out / "best.pt")
+    best["fingerprint"]["data"] = {"backbone": "resnet18", "resolution": 48, "num_frames": 4}
+    torch.save(best, out / "best.pt")
+    argv = ["eval", "protonet", "--dataset", "toy", "--checkpoint", str(out / "best.pt")]
+    argv += ["--episodes", "20", "--device", "cpu", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    assert made[-1] == {"backbone": "resnet18", "resolution": 48, "num_frames": 4}
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.features["resolution"] == 48
+    assert eval_cmd._trained_preset({"protocol": {"name": "trx"}, "split_md5": {}}) == {}
+
+
 def test_training_without_val_episodes_leaves_the_last_weights_as_best_pt(
     tmp_path, monkeypatch, capsys
 ):

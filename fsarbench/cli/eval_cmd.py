@@ -14,6 +14,7 @@ the predictions gathered to rank 0, which prints and writes exactly the records 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -66,8 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--protocol",
         default=None,
         choices=list_protocols(),
-        help="dataset mode, frozen track: the features' protocol (default seed; a finetune "
-        "checkpoint uses the protocol it was trained with)",
+        help="dataset mode, frozen track: the features' protocol (default seed; a checkpoint "
+        "is evaluated on the protocol and feature preset it was trained with)",
     )
     p.add_argument(
         "--checkpoint",
@@ -335,7 +336,11 @@ def _frozen(args, data: dict[str, Any]):
     trained = _trained_features(data) if args.checkpoint else {}
     protocol = args.protocol or (trained.get("protocol") or {}).get("name") or "seed"
     provider = FrozenFeatureProvider(
-        root=args.root, cache_root=args.cache, device=args.device or "cpu", protocol=protocol
+        root=args.root,
+        cache_root=args.cache,
+        device=args.device or "cpu",
+        protocol=protocol,
+        preset_overrides=_trained_preset(trained),
     )
     feats = provider(args.dataset)
     _check_same_features(trained, feats.info, args.checkpoint)
@@ -369,6 +374,16 @@ def _trained_features(data: dict[str, Any]) -> dict[str, Any]:
     return dict(fingerprint.get("data") or {})
 
 
+def _trained_preset(trained: dict[str, Any]) -> dict[str, Any]:
+    """Feature-preset values of the features a checkpoint was trained on (those its
+    fingerprint recorded), so that a head trained under ``run --features resolution=48``
+    is evaluated on features made the same way, not on the dataset's default preset."""
+    from fsarbench.experiments.features import FeaturePreset
+
+    fields = {f.name for f in dataclasses.fields(FeaturePreset)}
+    return {k: v for k, v in trained.items() if k in fields}
+
+
 def _check_same_features(trained: dict[str, Any], info: dict[str, Any], where: str) -> None:
     """A head is evaluated on features made as those it was trained on (a head trained on
     ``--protocol trx`` features scored 68.80 on the default seed features, 89.08 on its own)."""
@@ -379,9 +394,10 @@ def _check_same_features(trained: dict[str, Any], info: dict[str, Any], where: s
     if differ:
         shown = "; ".join(f"{k}: trained {trained.get(k)!r}, here {info.get(k)!r}" for k in differ)
         raise ValueError(
-            f"{where} was trained on other features than eval builds ({shown}). Pass the "
-            "training's --protocol, or evaluate it where it was made ('python -m fsarbench "
-            "run' with the same --features and --protocol reuses its models)"
+            f"{where} was trained on other features than eval builds ({shown}). Leave "
+            "--protocol out (eval then takes the checkpoint's), or evaluate it where it was "
+            "made ('python -m fsarbench run' with the same --features and --protocol reuses "
+            "its models)"
         )
 
 
