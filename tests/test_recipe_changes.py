@@ -65,3 +65,32 @@ def test_overrides_are_named_in_the_tables(tmp_path):
     assert text.endswith("options.short=repeat, recipe.lr=0.01 for otam.")
     (table,) = summary_tables(records).values()
     assert table.endswith(text)
+
+
+@pytest.mark.parametrize("dataset", ["synth", "ucf101", "kinetics100-hyrsm", "ssv2-small"])
+def test_frame_features_apart_from_the_preset_are_named(dataset, tmp_path):
+    """A run with --features (or the CLIP grid) into a folder replaced the preset's records
+    under the plain method name, and no table said the features were other ones."""
+    from fsarbench.experiments.features import feature_preset
+    from fsarbench.report.recipe_changes import feature_changes
+
+    preset = dataclasses.asdict(feature_preset(dataset))
+    made = {k: v for k, v in preset.items() if k != "tiny"}  # as FrozenFeatureProvider records
+    record = dataclasses.replace(_record(tmp_path, "otam", dataset=dataset), features=made)
+    assert feature_changes(record) == {} and recipe_changes_text([record]) == ""
+    clip = {**made, "backbone": "clip-vit-b16", "weights": "pretrained", "tiny": True}
+    other = dataclasses.replace(record, method="trx", features=clip)
+    assert feature_changes(other) == {
+        "backbone": "clip-vit-b16",
+        "weights": "pretrained",
+        "tiny": True,
+    }
+    text = recipe_changes_text([record, other])
+    assert text == (
+        "Frame features changed from the dataset's preset (--features or the grid): "
+        "backbone=clip-vit-b16, weights=pretrained, tiny=True for trx."
+    )
+    (table,) = summary_tables([record, other]).values()
+    assert table.endswith(text)
+    finetune = dataclasses.replace(other, track="finetune")
+    assert feature_changes(finetune) == {}  # its backbone is a recipe option

@@ -4,7 +4,9 @@
 a run with them replaces that cell's default record in its folder and tables would show the
 number under the plain name. :func:`recipe_changes` recomputes the default recipe of the
 record's method, dataset, track and protocol (at the record's own training way and shot) and
-returns the fields that differ, for the tables to name.
+returns the fields that differ, for the tables to name. :func:`feature_changes` does the same
+for a frozen-track record's frame features against its dataset's preset (``--features``, or a
+grid's ``features:``), which also enter the config hash but not the name.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fsarbench.config import ConfigError
 from fsarbench.report.records import base_method_of
 from fsarbench.results import ResultRecord
 
-__all__ = ["recipe_changes", "recipe_changes_text"]
+__all__ = ["feature_changes", "recipe_changes", "recipe_changes_text"]
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -70,13 +72,47 @@ def recipe_changes(record: ResultRecord) -> dict[str, Any]:
     return {k: v for k, v in sorted(recorded.items()) if k in want and want[k] != v}
 
 
+#: Frozen-track feature fields a run can set apart from the dataset's preset.
+_PRESET_FIELDS = ("backbone", "weights", "resolution", "num_frames", "train_views", "tiny")
+
+
+def feature_changes(record: ResultRecord) -> dict[str, Any]:
+    """``{field: value}`` of a frozen-track record's frame features that differ from its
+    dataset's preset (``run --features``, or a grid's ``features:`` such as the CLIP grid's);
+    ``{}`` for the preset's own features, the finetune track, or a record that does not say."""
+    from fsarbench.experiments.features import feature_preset
+
+    made = record.features or {}
+    if record.track != "frozen" or "backbone" not in made:
+        return {}
+    try:
+        preset = dataclasses.asdict(feature_preset(record.dataset))
+    except (ConfigError, KeyError, ValueError):
+        return {}
+    made = {"tiny": False, **made}  # recorded only when set
+    return {k: made[k] for k in _PRESET_FIELDS if k in made and made[k] != preset[k]}
+
+
 def recipe_changes_text(records: list[ResultRecord]) -> str:
-    """A note naming the systems whose records changed the default recipe and how, e.g.
-    ``"Recipe changed from the default (--recipe/--option): lr=0.01 for protonet."``
-    (``"every method"`` when all share the change); ``""`` when none did."""
+    """A note naming the systems whose records changed the default recipe or the dataset's
+    feature preset and how, e.g. ``"Recipe changed from the default (--recipe/--option):
+    lr=0.01 for protonet."`` (``"every method"`` when all share the change); ``""`` when none
+    did."""
+    notes = [
+        _note(records, recipe_changes, "Recipe changed from the default (--recipe/--option)"),
+        _note(
+            records,
+            feature_changes,
+            "Frame features changed from the dataset's preset (--features or the grid)",
+        ),
+    ]
+    return " ".join(n for n in notes if n)
+
+
+def _note(records: list[ResultRecord], changes_of, what: str) -> str:
     systems: dict[str, set[str]] = {}
     for r in records:
-        changes = recipe_changes(r)
+        changes = changes_of(r)
         if changes:
             text = ", ".join(f"{k}={_show(v)}" for k, v in changes.items())
             systems.setdefault(text, set()).add(r.method)
@@ -87,7 +123,7 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
         f"{text} for " + ("every method" if names == everyone else ", ".join(sorted(names)))
         for text, names in sorted(systems.items())
     ]
-    return "Recipe changed from the default (--recipe/--option): " + "; ".join(parts) + "."
+    return f"{what}: " + "; ".join(parts) + "."
 
 
 def _show(value: Any) -> str:
