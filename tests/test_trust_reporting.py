@@ -189,7 +189,7 @@ def test_runs_that_lost_other_test_videos_are_not_paired_or_pooled(tmp_path):
     with pytest.raises(UnpairedError, match="left-out test videos"):
         load_entries(seeds)
     left_out: list[str] = []
-    assert load_entries(seeds, left_out=left_out) == [] and "test/a" in left_out[0]
+    assert load_entries(seeds, left_out=left_out) == [] and "videos a vs b" in left_out[0]
 
 
 def test_runs_on_another_test_list_are_not_paired(tmp_path):

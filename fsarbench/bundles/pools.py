@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fsarbench.bundles.errors import BundleVerificationError
-from fsarbench.report.records import test_list_md5
+from fsarbench.report.records import left_out_test_videos, test_list_md5
 from fsarbench.results import ResultRecord
 
 __all__ = ["TestPool", "POOL_SOURCES", "official_pool", "recorded_test_md5", "skipped_test_videos"]
@@ -62,13 +62,8 @@ def recorded_test_md5(record: ResultRecord) -> str:
 
 
 def skipped_test_videos(record: ResultRecord) -> set[str]:
-    """Ids of the test videos a record left out (``"test/<id>"`` or ``"test/<id>: cause"``)."""
-    out = set()
-    for item in record.skipped_videos:
-        split, _, rest = str(item).partition("/")
-        if split == "test":
-            out.add(rest.split(": ", 1)[0])
-    return out
+    """Ids of the test videos a record left out (:func:`left_out_test_videos`, as a set)."""
+    return set(left_out_test_videos(record))
 
 
 def _mismatch(record: ResultRecord, found: str, where: str) -> BundleVerificationError:

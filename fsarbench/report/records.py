@@ -267,8 +267,14 @@ def config_key(record: ResultRecord) -> str:
 
 def left_out_test_videos(record: ResultRecord) -> tuple[str, ...]:
     """Ids of the test videos ``record``'s run left out (missing, unreadable, too short),
-    sorted: its manifest indexes the remaining videos in split order."""
-    return tuple(sorted({s.split(": ")[0] for s in record.skipped_videos if s.startswith("test/")}))
+    sorted: its manifest indexes the remaining videos in split order. Entries read
+    ``"test/<id>"`` or ``"test/<id>: <cause>"``."""
+    out = set()
+    for item in record.skipped_videos:
+        split, _, rest = str(item).partition("/")
+        if split == "test":
+            out.add(rest.split(": ", 1)[0])
+    return tuple(sorted(out))
 
 
 def test_list_md5(record: ResultRecord) -> str:
