@@ -74,15 +74,22 @@ def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+#: Decimals kept before ranking paired differences (far below any accuracy step: 1/queries).
+RANK_DECIMALS = 9
+
+
 def wilcoxon_signed_rank(
     a: np.ndarray, b: np.ndarray, zero_method: str = "wilcox"
 ) -> tuple[float, float]:
     """Two-sided Wilcoxon signed-rank test on ``[E]`` paired values; ``(W, p)``.
 
     Zero differences are dropped (``zero_method="wilcox"``, scipy's default); if every
-    difference is zero the test has nothing to rank and returns ``(0.0, 1.0)``.
+    difference is zero the test has nothing to rank and returns ``(0.0, 1.0)``. Differences
+    are rounded to :data:`RANK_DECIMALS` first: episode accuracies are fractions such as
+    0.6 and 0.4, whose float differences (0.19999999999999996, 0.2, 0.20000000000000007)
+    would otherwise rank true ties apart and leave true zeros in.
     """
-    d = _paired(a, b)
+    d = np.round(_paired(a, b), RANK_DECIMALS)
     if not np.any(d != 0):
         return 0.0, 1.0
     res = stats.wilcoxon(d, zero_method=zero_method)
