@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import logging
+import math
 import re
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ import numpy as np
 from fsarbench.evaluate import EvalResult
 from fsarbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text, stable_hash
 from fsarbench.provenance import stale_code
+from fsarbench.stats.intervals import INTERVALS, mean_and_halfwidth
 from fsarbench.version import code_version
 
 __all__ = [
@@ -373,11 +375,25 @@ def queries_match(out_dir: str | Path, record: ResultRecord) -> bool:
 
 
 def rows_give_record(per_episode: np.ndarray, record: ResultRecord) -> bool:
-    """Whether per-episode accuracies (fractions, ``[E]``) give ``record``: its episode count
-    and its accuracy to 1e-6 %."""
-    return len(per_episode) == record.episodes and (
-        abs(100 * float(per_episode.mean()) - record.accuracy) <= 1e-6
-    )
+    """Whether per-episode accuracies (fractions, ``[E]``) give ``record``: its episode count,
+    its accuracy to 1e-6 % and, where its ``spread`` names the interval, its ``ci95`` and
+    ``std`` to 1e-5 % (records keep 6 decimals): a hand-edited ``± 0.50`` over rows that give
+    ``± 5.74`` was printed."""
+    if len(per_episode) != record.episodes:
+        return False
+    if abs(100 * float(per_episode.mean()) - record.accuracy) > 1e-6:
+        return False
+    interval = {text: name for name, text in INTERVALS.items()}.get(record.spread)
+    if interval is None:  # older records: the accuracy is what can be checked
+        return True
+    _, half, std = mean_and_halfwidth(np.asarray(per_episode, dtype=np.float64), interval)
+    return _same_percent(100 * half, record.ci95) and _same_percent(100 * std, record.std)
+
+
+def _same_percent(rows: float, recorded: float) -> bool:
+    if math.isnan(rows) or math.isnan(recorded):
+        return math.isnan(rows) and math.isnan(recorded)
+    return abs(rows - recorded) <= 1e-5
 
 
 def newest_per_cell(records: list[ResultRecord]) -> tuple[list[ResultRecord], list[str]]:

@@ -4,6 +4,7 @@ reported, best marks across stand-ins, outside results in the summary."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -259,3 +260,17 @@ def test_query_rows_that_do_not_give_the_record_are_refused(tmp_path, capsys):
     assert main(["leaderboard", "--runs", str(tmp_path)]) == 2  # its only setting left out
     out = capsys.readouterr()
     assert f"rows of {a.cell}" in out.out + out.err and "could be ranked" in out.err
+    rows_a.write_bytes(good)
+    compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
+    record = tmp_path / "records" / f"{a.cell}.json"
+    data = json.loads(record.read_text())
+    for edit in ({"ci95": 0.5}, {"std": 3.0}):  # a hand-edited ± was printed as it stood
+        record.write_text(json.dumps({**data, **edit}))
+        with pytest.raises(QueryRowsError, match=f"rows of {a.cell} .* record was edited"):
+            compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
+    # table printed the edited record as it stood (bold, as the best); now it is left out
+    left_out: list[str] = []
+    kept = load_entries(tmp_path, left_out=left_out, verify_rows=True)
+    assert [e.system for e in kept] == ["beta"] and "alpha in toy" in left_out[0]
+    assert main(["table", "1", "--runs", str(tmp_path), "--source", "runs"]) == 0
+    assert "note: left out alpha in toy 5-way 1-shot" in capsys.readouterr().err

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     left_out: list[str] = []
     entries = []
     if args.source != "published" and runs.exists():
-        entries = load_entries(runs, left_out=left_out)
+        entries = load_entries(runs, left_out=left_out, verify_rows=True)
     elif args.source != "published" and args.runs != DEFAULT_RUNS:
         # a mistyped --runs printed the published rows alone, as if nothing had been run
         print(

@@ -30,7 +30,7 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
 
     run_dir = Path(run_dir)
     left_out: list[str] = []
-    entries = load_entries(run_dir, left_out=left_out)
+    entries = load_entries(run_dir, left_out=left_out, verify_rows=True)
     for reason in left_out:
         log.warning("left out of the paper tables: %s", reason)
     written: list[Path] = []

@@ -36,6 +36,7 @@ __all__ = [
     "QueryRowsError",
     "group_entries",
     "load_entries",
+    "verified_entries",
     "entry_text",
     "system_of",
     "config_key",
@@ -355,17 +356,43 @@ def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = N
     return entries
 
 
-def load_entries(run_dir: str | Path, *, left_out: list[str] | None = None) -> list[Entry]:
+def load_entries(
+    run_dir: str | Path, *, left_out: list[str] | None = None, verify_rows: bool = False
+) -> list[Entry]:
     """Every entry of the records under ``run_dir`` (empty when there are none);
     ``left_out`` as in :func:`group_entries`, and it also receives the record files that
-    cannot be read (without it they are left out with a log warning only)."""
+    cannot be read (without it they are left out with a log warning only). With
+    ``verify_rows`` (``left_out`` required), entries whose records their per-query rows do
+    not give are left out too (:func:`verified_entries`)."""
     path = Path(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"results folder {path} does not exist")
-    return group_entries(load_records(path, unreadable=left_out), left_out=left_out)
+    entries = group_entries(load_records(path, unreadable=left_out), left_out=left_out)
+    if verify_rows:
+        if left_out is None:
+            raise ValueError("verify_rows needs a left_out list to report to")
+        entries = verified_entries(path, entries, left_out)
+    return entries
 
 
-_QUERY_CACHE: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+def verified_entries(run_dir: str | Path, entries: list[Entry], left_out: list[str]) -> list[Entry]:
+    """``entries`` whose every record is given by its per-query rows (accuracy, ``±``, std,
+    episode count); the others are left out with the reason appended to ``left_out``. For
+    reports that print records' own numbers without pairing them (tables): a hand-edited
+    record, or rows of another evaluation, is not printed as if it were checked."""
+    kept = []
+    for entry in entries:
+        try:
+            for record in entry.records:
+                _query_arrays(run_dir, record)
+        except (QueryRowsError, FileNotFoundError) as err:
+            left_out.append(f"{entry.system} in {entry.setting.label}: {err}")
+            continue
+        kept.append(entry)
+    return kept
+
+
+_QUERY_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _QUERY_CACHE_SIZE = 256
 
 
@@ -373,18 +400,22 @@ def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray
     """``([E] episode accuracy, [Q] correctness)`` of one record, in (episode, query) order.
 
     Cached, as a leaderboard compares each record with several others; the record's
-    ``created`` stamp is part of the key, so a re-written record is read again.
+    ``created`` stamp and the numbers checked against the rows are part of the key, so a
+    re-written or edited record is read and checked again.
     """
-    key = (str(Path(run_dir).resolve()), record.cell, record.created)
+    checked = (record.episodes, record.accuracy, record.ci95, record.std, record.spread)
+    key = (str(Path(run_dir).resolve()), record.cell, record.created, *checked)
     if key not in _QUERY_CACHE:
         frame = _read_query_rows(run_dir, record)
         episode = frame.groupby("episode", sort=True)["correct"].mean().to_numpy(float)
         if not rows_give_record(episode, record):
             raise QueryRowsError(
                 f"the per-query rows of {record.cell} under {run_dir} give "
-                f"{100 * episode.mean():.4f}% over {len(episode)} episodes, its record "
-                f"{record.accuracy:.4f}% over {record.episodes}: they belong to another "
-                "evaluation; re-run the cell (run re-evaluates it)"
+                f"{100 * episode.mean():.4f}% (episode std {100 * episode.std():.4f}) over "
+                f"{len(episode)} episodes, its record {record.accuracy:.4f}% ± "
+                f"{record.ci95:.4f} (std {record.std:.4f}) over {record.episodes}: the record "
+                "was edited or the rows belong to another evaluation; re-run the cell (run "
+                "re-evaluates it)"
             )
         if len(_QUERY_CACHE) >= _QUERY_CACHE_SIZE:
             _QUERY_CACHE.pop(next(iter(_QUERY_CACHE)))

@@ -12,7 +12,7 @@ from fsarbench.report.page.health import DatasetHealth, data_health
 from fsarbench.report.page.paper_tables import AbsentTable, TableView, collect_tables
 from fsarbench.report.page.verdicts import VerdictRow, choose_pairs, collect_verdicts
 from fsarbench.report.published import Citation, load_citation
-from fsarbench.report.records import group_entries
+from fsarbench.report.records import group_entries, verified_entries
 from fsarbench.results import load_records
 from fsarbench.version import code_version
 
@@ -79,7 +79,7 @@ def collect_report(
     run_dir = Path(run_dir)
     left_out: list[str] = []
     records = _records(run_dir, left_out)
-    entries = group_entries(records, left_out=left_out)
+    entries = verified_entries(run_dir, group_entries(records, left_out=left_out), left_out)
     tables, absent = collect_tables(run_dir, entries, alpha=alpha, test=test, published=published)
     pairs, notes = choose_pairs(entries, ours_methods(published))
     boards, board_notes = collect_leaderboard(
