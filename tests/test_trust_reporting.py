@@ -46,6 +46,44 @@ def test_one_episode_gives_no_test_and_no_interval():
     assert paired_ttest(np.array([0.8, 0.6]), np.array([0.6, 0.4]))[1] == 0.0
 
 
+def test_one_episode_over_several_seeds_has_no_interval_and_no_place_in_holm(
+    tmp_path, capsys
+):
+    """With 2 seeds over 1 episode the pooled ± counted the episode term as 0 with 1
+    degree of freedom (80.00 ± 254.12 printed), and compare's footer counted the
+    setting in a Holm family its NaN p was not part of."""
+    rng = np.random.default_rng(6)
+    one = _manifest(episodes=1, dataset="one")
+    many = _manifest(episodes=300)
+    for seed, acc in ((0, 0.9), (1, 0.6)):
+        _save(tmp_path, one, "A", acc, rng, train_seed=seed, dataset="one")
+        _save(tmp_path, one, "B", acc - 0.2, rng, train_seed=seed, dataset="one")
+        _save(tmp_path, many, "A", acc, rng, train_seed=seed)
+        _save(tmp_path, many, "B", acc - 0.2, rng, train_seed=seed)
+    by_setting = {(e.system, e.setting.dataset): e for e in load_entries(tmp_path)}
+    assert math.isnan(by_setting[("A", "one")].ci95)
+    assert math.isfinite(by_setting[("A", "toy")].ci95)
+    assert main(["compare", "A", "B", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "over the 1 of 2 setting(s) compared that have a ttest p-value" in out
+
+
+def test_the_forest_plot_draws_the_interval_the_verdict_rests_on(tmp_path):
+    """With several seeds the forest plot drew the episode-level interval ([13.45, 18.45],
+    hollow) beside a verdict resting on the hierarchical one ([12.60, 19.30])."""
+    from fsarbench.report.figures import plot_forest
+
+    manifest, rng = _manifest(), np.random.default_rng(7)
+    for seed, acc in ((0, 0.8), (1, 0.6)):
+        _save(tmp_path, manifest, "A", acc, rng, train_seed=seed)
+        _save(tmp_path, manifest, "B", acc - 0.1, rng, train_seed=seed)
+    (c,) = compare_systems(tmp_path, load_entries(tmp_path), "A", "B", n_boot=300)
+    assert c.stats.seed_level is not None and c.stats.diff_ci != (c.stats.ci_low, c.stats.ci_high)
+    fig = plot_forest([c])
+    (segment,) = fig.axes[0].collections[0].get_segments()
+    assert tuple(segment[:, 0]) == pytest.approx(c.stats.diff_ci)
+
+
 def test_summary_tables_pool_training_seeds_and_leave_outside_results_out(tmp_path):
     manifest, rng = _manifest(), np.random.default_rng(0)
     for seed, acc in ((0, 0.9), (1, 0.5), (2, 0.2)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from fsarbench.report.cli_args import (
     add_filter_args,
@@ -11,7 +12,7 @@ from fsarbench.report.cli_args import (
     load_filtered_entries,
 )
 from fsarbench.report.compare import TESTS, SettingComparison, compare_systems
-from fsarbench.stats.paired import format_p
+from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runs_arg(p)
     add_filter_args(p)
     add_stats_args(p)
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (seeded)")
+    p.add_argument(
+        "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (seeded)"
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=run)
 
@@ -48,6 +51,15 @@ def _row(c: SettingComparison) -> list[str]:
         f"({s.mcnemar_a_only}:{s.mcnemar_b_only})",
         c.verdict,
     ]
+
+
+def _family(comps: list[SettingComparison], test: str) -> str:
+    """The settings Holm adjusted over: those with a ``test`` p-value (a one-episode
+    setting has none and is not counted in the family)."""
+    tested = sum(not math.isnan(c.stats.p_value(TESTS[test])) for c in comps)
+    if tested == len(comps):
+        return f"the {tested} setting(s) compared"
+    return f"the {tested} of {len(comps)} setting(s) compared that have a {test} p-value"
 
 
 def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
@@ -104,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(tabulate([_row(c) for c in comps], head, tablefmt="github", disable_numparse=True))
     print(
-        f"\nVerdicts: {args.test} p after Holm–Bonferroni over the {len(comps)} setting(s) "
-        f"compared, α = {args.alpha}. Accuracies in %, ± is the 95% CI half-width over "
+        f"\nVerdicts: {args.test} p after Holm–Bonferroni over {_family(comps, args.test)}, "
+        f"α = {args.alpha}. Accuracies in %, ± is the 95% CI half-width over "
         "episodes (pooled over training seeds and episodes for a system with several seeds); "
         "the difference's CI is a seeded percentile bootstrap over episodes. With several "
         "training seeds a raw p is the largest of the episode-level, the hierarchical "

@@ -13,6 +13,7 @@ from fsarbench.report.cli_args import (
     print_left_out,
 )
 from fsarbench.report.leaderboard import build_leaderboard, leaderboard_markdown, write_leaderboard
+from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also rank hyper-parameter overrides and tagged ablation variants",
     )
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (seeded)")
+    p.add_argument(
+        "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (seeded)"
+    )
     p.add_argument(
         "--add",
         default=None,

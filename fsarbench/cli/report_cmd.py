@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fsarbench.report.cli_args import add_runs_arg, add_stats_args
+from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_runs_arg(p)
     p.add_argument("--out", default=None, help="output folder (default: RUNS/report)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (seeded)")
+    p.add_argument(
+        "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (seeded)"
+    )
     p.add_argument("--published", default=None, help="folder of the published tables")
     p.add_argument("--no-figures", action="store_true", help="leave the figures out (faster)")
     add_stats_args(p)

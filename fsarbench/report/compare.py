@@ -19,7 +19,7 @@ from fsarbench.report.records import (
 )
 from fsarbench.stats.hierarchical import seed_level_comparison
 from fsarbench.stats.multiple import holm
-from fsarbench.stats.paired import PairedComparison, compare_paired
+from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, PairedComparison, compare_paired
 
 __all__ = [
     "TESTS",
@@ -88,7 +88,7 @@ def _check_paired(a: Entry, b: Entry) -> None:
 
 
 def compare_entries(
-    run_dir: str | Path, a: Entry, b: Entry, *, n_boot: int = 2000, seed: int = 0
+    run_dir: str | Path, a: Entry, b: Entry, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
 ) -> PairedComparison:
     """Paired statistics of entry ``a`` vs ``b`` (same manifest) from their per-query rows.
 
@@ -132,7 +132,7 @@ def compare_systems(
     *,
     alpha: float = 0.05,
     test: str = "ttest",
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> list[SettingComparison]:
     """Compare systems ``name_a`` and ``name_b`` in every setting both have.

@@ -11,6 +11,7 @@ from fsarbench.report import figures
 from fsarbench.report.compare import compare_systems
 from fsarbench.report.published import available_tables, figure_methods, load_table
 from fsarbench.report.records import Entry
+from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 __all__ = ["render_all", "ours_methods", "default_forest_pairs"]
 
@@ -108,7 +109,7 @@ def render_all(
     alpha: float = 0.05,
     test: str = "ttest",
     published: str | Path | None = None,
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_BOOTSTRAP,
 ) -> list[Path]:
     """Every figure the ``entries`` support, written under ``out_dir``; the paths written
     (``n_boot``: bootstrap resamples behind the forest plots' CIs)."""

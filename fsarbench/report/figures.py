@@ -208,8 +208,10 @@ def plot_per_class(entries: list[Entry], max_systems: int = 4):
 
 
 def plot_forest(comparisons: list[SettingComparison]):
-    """Forest plot: per comparison the difference A − B with its bootstrap 95% CI; filled
-    markers are significant after Holm adjustment. ``None`` when there is nothing to plot."""
+    """Forest plot: per comparison the difference A − B with its bootstrap 95% CI at the
+    level its verdict rests on (``diff_ci``: over seeds then episodes with several training
+    seeds, else over episodes); filled markers are significant after Holm adjustment.
+    ``None`` when there is nothing to plot."""
     if not comparisons:
         return None
     n = len(comparisons)
@@ -217,10 +219,11 @@ def plot_forest(comparisons: list[SettingComparison]):
     y = np.arange(n)[::-1]
     for yi, c in zip(y, comparisons):
         sig = c.adjusted[c.test] <= c.alpha
+        low, high = c.stats.diff_ci
         ax.errorbar(
             c.stats.diff,
             yi,
-            xerr=[[c.stats.diff - c.stats.ci_low], [c.stats.ci_high - c.stats.diff]],
+            xerr=[[c.stats.diff - low], [high - c.stats.diff]],
             fmt="o",
             color="C0",
             mfc="C0" if sig else "white",
@@ -230,7 +233,11 @@ def plot_forest(comparisons: list[SettingComparison]):
     ax.set_yticks(
         y, [f"{c.a.system} − {c.b.system} | {c.setting.label}" for c in comparisons], fontsize=7
     )
-    ax.set_xlabel("accuracy difference (percentage points), 95% bootstrap CI")
+    seeds = any(c.stats.seed_level is not None for c in comparisons)
+    ax.set_xlabel(
+        "accuracy difference (percentage points), 95% bootstrap CI"
+        + (" (over seeds, then episodes, where there are several seeds)" if seeds else "")
+    )
     entries = [e for c in comparisons for e in (c.a, c.b)]
     ax.set_title(
         _title(

@@ -22,7 +22,7 @@ from fsarbench.report.compare import TESTS, compare_entries
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import OUTSIDE_MARK, Entry, Setting, UnpairedError
 from fsarbench.stats.multiple import holm
-from fsarbench.stats.paired import PairedComparison, format_p
+from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, PairedComparison, format_p
 
 __all__ = [
     "Standing",
@@ -72,7 +72,7 @@ def rank_setting(
     *,
     alpha: float = 0.05,
     test: str = "ttest",
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> list[Standing]:
     """Rank the ``entries`` of one setting (all on one manifest) by accuracy."""

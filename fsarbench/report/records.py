@@ -188,7 +188,7 @@ class Entry:
         if len(self.records) == 1:
             return float(self.records[0].ci95)
         accs = np.array([r.accuracy for r in self.records])
-        episodes = max(2, self.setting.episodes)
+        episodes = self.setting.episodes  # one episode has no episode variance: NaN below
         seed_term = float(np.var(accs, ddof=1)) / len(accs)
         episode_term = float(np.mean([r.std**2 for r in self.records])) / episodes
         return pooled_halfwidth([(seed_term, len(accs) - 1), (episode_term, episodes - 1)])

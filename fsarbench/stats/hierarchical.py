@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from fsarbench.stats.defaults import DEFAULT_BOOTSTRAP
+
 __all__ = ["SeedLevel", "seed_level_comparison", "hierarchical_bootstrap"]
 
 
@@ -41,7 +43,7 @@ class SeedLevel:
 
 
 def hierarchical_bootstrap(
-    a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
 ) -> tuple[float, float, float]:
     """Percentile 95% CI and two-sided p of ``mean(a) - mean(b)`` for ``a [Sa, E]``,
     ``b [Sb, E]`` (per-seed per-episode accuracies on the same episodes). The p is never
@@ -65,7 +67,7 @@ def seed_level_comparison(
     b: np.ndarray,
     *,
     paired: bool = True,
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> SeedLevel:
     """Seed-level statistics of ``a [Sa, E]`` vs ``b [Sb, E]`` (fractions; reported in %).

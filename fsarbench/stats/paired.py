@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from fsarbench.stats.defaults import DEFAULT_BOOTSTRAP
 from fsarbench.stats.hierarchical import SeedLevel
 
 __all__ = [
+    "DEFAULT_BOOTSTRAP",
     "PairedComparison",
     "bootstrap_mean_ci",
     "compare_paired",
@@ -97,7 +99,7 @@ def wilcoxon_signed_rank(
 
 
 def bootstrap_mean_ci(
-    diff: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+    diff: np.ndarray, *, n_boot: int = DEFAULT_BOOTSTRAP, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap CI ``(low, high)`` of the mean of ``diff [E]`` (resampling episodes).
 
@@ -231,7 +233,7 @@ def compare_paired(
     correct_a: np.ndarray | None = None,
     correct_b: np.ndarray | None = None,
     *,
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> PairedComparison:
     """Every paired statistic of A vs B.

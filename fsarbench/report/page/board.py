@@ -11,7 +11,7 @@ from fsarbench.report.compare import verdict_level
 from fsarbench.report.leaderboard import Standing, rank_setting
 from fsarbench.report.page.provenance import Provenance, entry_provenance
 from fsarbench.report.records import Entry, Setting, UnpairedError
-from fsarbench.stats.paired import format_p
+from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
 
 __all__ = ["BoardRow", "BoardSection", "collect_leaderboard"]
 
@@ -72,7 +72,7 @@ def collect_leaderboard(
     *,
     alpha: float = 0.05,
     test: str = "ttest",
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_BOOTSTRAP,
 ) -> tuple[list[BoardSection], list[str]]:
     """Standings of the plain (non-variant) systems in every setting, as the leaderboard
     command ranks them; a setting whose systems saw different episodes is left out, named in

@@ -14,6 +14,7 @@ from fsarbench.report.page.verdicts import VerdictRow, choose_pairs, collect_ver
 from fsarbench.report.published import Citation, load_citation
 from fsarbench.report.records import group_entries, verified_entries
 from fsarbench.results import load_records
+from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 from fsarbench.version import code_version
 
 __all__ = ["NoRecordsError", "ReportData", "collect_report"]
@@ -63,7 +64,7 @@ def collect_report(
     *,
     alpha: float = 0.05,
     test: str = "ttest",
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_BOOTSTRAP,
     published: str | Path | None = None,
     figures: bool = True,
     figure_files: list[Path] | None = None,

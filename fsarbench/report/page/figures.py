@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fsarbench.report.records import Entry
+from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 __all__ = ["FigureView", "embed_figures", "figure_views", "data_uri"]
 
@@ -36,7 +37,7 @@ def embed_figures(
     alpha: float = 0.05,
     test: str = "ttest",
     published: str | Path | None = None,
-    n_boot: int = 2000,
+    n_boot: int = DEFAULT_BOOTSTRAP,
 ) -> list[FigureView]:
     """Every figure ``python -m fsarbench figures`` would draw from ``entries``, as PNG URIs."""
     from fsarbench.report.figure_set import render_all

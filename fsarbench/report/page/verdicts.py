@@ -11,7 +11,7 @@ from pathlib import Path
 from fsarbench.report.compare import TESTS, SettingComparison, compare_systems, verdict_level
 from fsarbench.report.figure_set import default_forest_pairs
 from fsarbench.report.records import Entry, UnpairedError
-from fsarbench.stats.paired import format_p
+from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
 
 __all__ = ["VerdictRow", "choose_pairs", "collect_verdicts", "MAX_PAIRS"]
 
@@ -89,7 +89,7 @@ def collect_verdicts(
     *,
     alpha: float = 0.05,
     test: str = "ttest",
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_BOOTSTRAP,
 ) -> tuple[list[VerdictRow], list[str]]:
     """Verdict rows of every pair in every setting it shares; pairs that cannot be compared
     (no shared setting, different episodes) are named in the notes instead."""
