@@ -3,6 +3,7 @@ logits of the wrong shape, names that shadow built-ins, outside results posing a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -218,6 +219,51 @@ def test_an_installed_plugin_is_checked_before_its_first_number(monkeypatch):
     with pytest.raises(registry.PluginContractError, match="check-method cheat"):
         fb.create_method("cheat", feature_dim=8, seq_len=4)  # refused every time
     assert fb.create_method("protos", feature_dim=8, seq_len=4).method_name == "protos"
+
+
+class CheatsWhenAsked(MeanPrototypes):
+    """Well-behaved at its defaults; adds a query-position term when ``pos_bias > 0``."""
+
+    @dataclasses.dataclass
+    class Config:
+        pos_bias: float = 0.0
+
+    def match(self, support, support_labels, query, way, **kw):
+        out = super().match(support, support_labels, query, way, **kw)
+        nq = query.shape[1]
+        position = torch.arange(nq, device=query.device) * way // nq
+        bias = torch.nn.functional.one_hot(position, way).to(query.dtype)
+        return MethodOutput(out.logits + self.config.pos_bias * bias)
+
+
+class FalseSupportMeans(MeanPrototypes):
+    """Claims to use class means only, but weighs the first support video of each class."""
+
+    support_means = True
+
+    def match(self, support, support_labels, query, way, **_):
+        first = torch.stack(
+            [support[:, (support_labels[0] == c).nonzero()[0, 0]] for c in range(way)], 1
+        )
+        return MethodOutput(-torch.cdist(query, first))
+
+
+def test_plugins_are_checked_at_the_run_s_hyper_parameters_and_claims(monkeypatch):
+    """The checks ran at the defaults only (a head cheating at pos_bias=3 printed 100.00)
+    and skipped the claims the evaluator computes through (support_means, pair tables)."""
+    from fsarbench import registry
+
+    monkeypatch.setattr(registry, "_PLUGINS_CHECKED", set())
+    registry = _entry_points(
+        monkeypatch, [("asked", CheatsWhenAsked), ("means", FalseSupportMeans)]
+    )
+    assert fb.create_method("asked", feature_dim=8, seq_len=4).config.pos_bias == 0.0
+    with pytest.raises(
+        registry.PluginContractError, match=r"with hyper-parameters \{'pos_bias': 3.0\} fails"
+    ):
+        fb.create_method("asked", feature_dim=8, seq_len=4, pos_bias=3.0)
+    with pytest.raises(registry.PluginContractError, match=r"'means' .*support_means"):
+        fb.create_method("means", feature_dim=8, seq_len=4)
 
 
 _MODULE_PLUGIN = """

@@ -46,9 +46,7 @@ def test_one_episode_gives_no_test_and_no_interval():
     assert paired_ttest(np.array([0.8, 0.6]), np.array([0.6, 0.4]))[1] == 0.0
 
 
-def test_one_episode_over_several_seeds_has_no_interval_and_no_place_in_holm(
-    tmp_path, capsys
-):
+def test_one_episode_over_several_seeds_has_no_interval_and_no_place_in_holm(tmp_path, capsys):
     """With 2 seeds over 1 episode the pooled ± counted the episode term as 0 with 1
     degree of freedom (80.00 ± 254.12 printed), and compare's footer counted the
     setting in a Holm family its NaN p was not part of."""

@@ -17,12 +17,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "when any check fails.",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="method name(s); default: all")
+    p.add_argument(
+        "--hparams",
+        default="{}",
+        help="JSON of hyper-parameters to check the method(s) at, over their CONTRACT_HPARAMS "
+        "(as a run with them does), e.g. '{\"lam\": 0.5}'",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fsarbench.cli.common import parse_hparams
     from fsarbench.registry import method_info
-    from fsarbench.testing.contract import CONTRACT_CHECKS
+    from fsarbench.testing.contract import CONTRACT_CHECKS, contract_hparams
+
+    hparams = parse_hparams(args.hparams)
 
     names = args.names or list_methods(variants=False)
     for name in names:
@@ -32,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name}:")
         for check_name, check in CONTRACT_CHECKS.items():
             try:
-                check(name)
+                with contract_hparams(hparams):
+                    check(name)
             except AssertionError as err:
                 failed += 1
                 print(f"  FAIL {check_name}: {err}")

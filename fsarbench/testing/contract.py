@@ -3,14 +3,19 @@
 Used by fsarbench's own test suite (parametrised over the registry) and by the tests a
 scaffolded third-party method ships. Each check raises ``AssertionError`` with a message
 saying what broke. A method may set the class attribute ``CONTRACT_HPARAMS`` (a dict) to
-hyper-parameters that make it small enough for these checks. Methods with
+hyper-parameters that make it small enough for these checks; :func:`contract_hparams`
+adds a run's own hyper-parameters on top (a head can break the contract only at some
+settings). Methods with
 ``uses_class_names`` get ``CONTRACT_CLASS_NAMES`` of the episodes' global classes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -19,7 +24,13 @@ from fsarbench.pairs import class_mean, one_hot_weights
 from fsarbench.registry import create_method_unchecked, method_info
 from fsarbench.state import state_gather, state_map
 
-__all__ = ["CONTRACT_CHECKS", "make_contract_method", "random_batch", "run_contract"]
+__all__ = [
+    "CONTRACT_CHECKS",
+    "contract_hparams",
+    "make_contract_method",
+    "random_batch",
+    "run_contract",
+]
 
 FEATURE_DIM = 64
 SEQ_LEN = 8
@@ -35,12 +46,30 @@ CONTRACT_CLASS_NAMES = (
 )
 
 
+_RUN_HPARAMS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "contract_run_hparams", default=None
+)
+
+
+@contextlib.contextmanager
+def contract_hparams(hparams: dict[str, Any]) -> Iterator[None]:
+    """Within the block, every check builds its method with ``hparams`` over the class's
+    ``CONTRACT_HPARAMS`` (the hyper-parameters a run or ``check-method --hparams`` uses)."""
+    token = _RUN_HPARAMS.set(dict(hparams))
+    try:
+        yield
+    finally:
+        _RUN_HPARAMS.reset(token)
+
+
 def make_contract_method(
     name: str, *, dtype: torch.dtype = torch.float64, seed: int = 0
 ) -> FewShotMethod:
-    """Method ``name`` at the contract's small size, in ``dtype``."""
+    """Method ``name`` at the contract's small size, in ``dtype`` (with the hyper-parameters
+    of an enclosing :func:`contract_hparams`)."""
     torch.manual_seed(seed)
     hp = dict(getattr(method_info(name).cls, "CONTRACT_HPARAMS", {}))
+    hp.update(_RUN_HPARAMS.get() or {})
     method = create_method_unchecked(
         name, feature_dim=FEATURE_DIM, seq_len=SEQ_LEN, num_train_classes=NUM_TRAIN_CLASSES, **hp
     )
