@@ -18,6 +18,8 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import inspect
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -152,10 +154,56 @@ def package_digest(package: str) -> str:
 
 
 def method_packages(model: nn.Module) -> list[str]:
-    """Top-level packages of every module class in ``model`` (frameworks and the harness,
-    which has its own digest, left out)."""
-    tops = {type(m).__module__.split(".")[0] for m in model.modules()}
-    return sorted(t for t in tops if t not in FRAMEWORKS and t != "fsarbench" and t != "__main__")
+    """Top-level packages of the code behind ``model``: the module of every class in it and
+    of their base classes, and the local modules those import helpers from (a plugin
+    scoring through ``from myhelp import score`` kept serving its records after ``myhelp``
+    changed). Frameworks, the standard library, installed third-party packages
+    (site-packages) and the harness, which has its own digest, are left out."""
+    modules = {base.__module__ for m in model.modules() for base in type(m).__mro__}
+    tops = {name.split(".")[0] for name in modules}
+    for name in modules:
+        tops |= {helper.split(".")[0] for helper in _imported_names(sys.modules.get(name))}
+    return sorted(t for t in tops if _own_code(t) and (t in _class_tops(model) or _local(t)))
+
+
+def _class_tops(model: nn.Module) -> set[str]:
+    return {base.__module__.split(".")[0] for m in model.modules() for base in type(m).__mro__}
+
+
+def _imported_names(module: Any) -> set[str]:
+    """Modules whose names ``module``'s globals hold: imported modules, and the defining
+    modules of imported functions and classes."""
+    names = set()
+    for value in vars(module).values() if module is not None else ():
+        if inspect.ismodule(value):
+            names.add(value.__name__)
+        elif (inspect.isfunction(value) or inspect.isclass(value)) and isinstance(
+            getattr(value, "__module__", None), str
+        ):
+            names.add(value.__module__)
+    return names
+
+
+def _own_code(top: str) -> bool:
+    """Not a framework, the harness, ``__main__`` or the standard library."""
+    return (
+        top not in FRAMEWORKS
+        and top not in {"fsarbench", "__main__"}
+        and top not in sys.stdlib_module_names
+        and not top.startswith("_")
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _local(top: str) -> bool:
+    """Whether ``top`` is source outside any installed site (a checkout, ``PYTHONPATH``,
+    an editable install): the code a user edits between runs."""
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    where = spec.origin or next(iter(spec.submodule_search_locations or []), "") if spec else ""
+    return bool(where) and not any(p in where for p in ("site-packages", "dist-packages"))
 
 
 def code_parts(model: nn.Module) -> dict[str, Any]:

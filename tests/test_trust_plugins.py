@@ -370,3 +370,27 @@ def test_the_plugin_check_leaves_the_callers_random_state_alone(monkeypatch):
     first = build_then_draw()  # runs the checks
     assert "mean-prototypes" in registry._PLUGINS_CHECKED
     assert build_then_draw() == first  # checked already: nothing run
+
+
+def test_a_plugin_s_base_class_and_helper_modules_are_in_its_code_digest(monkeypatch, tmp_path):
+    """Only the modules defining the model's classes were hashed: a plugin whose base class
+    or scoring helper lived in another module kept serving its records after they changed."""
+    import importlib
+
+    from fsarbench.provenance import code_digest, method_packages, package_digest
+
+    (tmp_path / "lab_helper.py").write_text("def score(q, p):\n    return -(q - p).abs()\n")
+    (tmp_path / "lab_base.py").write_text(
+        "from fsarbench.methods import FewShotMethod\n\nclass Base(FewShotMethod):\n    pass\n"
+    )
+    (tmp_path / "lab_head.py").write_text(
+        "from lab_base import Base\nfrom lab_helper import score\n\n"
+        "class Head(Base):\n    def encode(self, features):\n        return features.mean(1)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    head = importlib.import_module("lab_head").Head(feature_dim=4, seq_len=2)
+    assert method_packages(head) == ["lab_base", "lab_head", "lab_helper"]
+    before = code_digest(head)
+    (tmp_path / "lab_helper.py").write_text("def score(q, p):\n    return -(q - p) ** 2\n")
+    package_digest.cache_clear()  # digests are kept per process; a new run reads them anew
+    assert code_digest(head) != before
