@@ -121,6 +121,39 @@ def test_test_features_must_be_the_probed_videos(synth, tmp_path, monkeypatch):
     assert track.test_features("synth", {}, options) == "feats"  # the same videos: served
 
 
+def test_a_test_video_damaged_past_the_probe_is_left_out_by_the_next_run(
+    synth, tmp_path, monkeypatch
+):
+    """A file damaged in its middle passes the probe (first and last frames); the trained
+    backbone's extraction then failed on it in every re-run, --bad-videos skip or not."""
+    from fsarbench.experiments import tracks
+
+    def track():
+        return tracks.FinetuneTrack(
+            root=None,
+            cache_root=tmp_path / "cache",
+            recipe_overrides={},
+            option_overrides={},
+            device="cpu",
+            progress=False,
+            open_dataset=lambda name: synth,
+        )
+
+    video = synth.videos("test")[2]
+    options = FinetuneOptions()
+    first = track()
+    assert not any(video.video_id in s for s in first.clip_data("synth", options).skipped)
+    monkeypatch.setattr(
+        tracks, "extract_finetune_test", lambda *a, **k: ("feats", [video.video_id])
+    )
+    with pytest.raises(RuntimeError, match="now recorded as unreadable: re-run"):
+        first.test_features("synth", {}, options)
+    again = track()  # the next run, in a new process
+    skipped = again.clip_data("synth", options).skipped
+    assert f"test/{video.video_id}: unreadable by the extraction after training" in skipped
+    assert again.test_features("synth", {}, options) == "feats"
+
+
 def test_an_impossible_crop_is_refused_before_any_work():
     from fsarbench.config import ConfigError
     from fsarbench.training.finetune_recipe import FinetuneOptions

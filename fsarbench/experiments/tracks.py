@@ -338,6 +338,20 @@ class FinetuneTrack:
         test = self.test_features(unit.dataset, model.state_dict(), recipe.options)
         return Trained(model.inner, test.store)
 
+    def _record_unreadable(self, ds, video_ids: list[str]) -> None:
+        """Store ``video_ids`` of ``ds``'s test split in the probe cache as unreadable, so
+        the next run's probe leaves them out instead of failing at the same place again."""
+        from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
+        from fsarbench.features.cache import default_cache_root
+
+        probes = ProbeCache(probe_cache_path(self.cache_root or default_cache_root(), ds.variant))
+        wanted = set(video_ids)
+        for record in ds.videos("test"):
+            if record.video_id in wanted and Path(record.path).exists():
+                probes.store(Path(record.path), "unreadable by the extraction after training")
+        probes.save()
+        self.clips.clear()  # probed again (from the cache) by the next use in this process
+
     def test_features(self, dataset: str, state, options) -> SplitFeatures:
         """The test split's features under ``state``'s backbone (extracted once per digest);
         a video the probe read but the extraction could not is an error (the manifest's
@@ -354,10 +368,12 @@ class FinetuneTrack:
         probed = {s.split(": ")[0] for s in data.skipped}
         lost = sorted(v for v in bad if f"test/{v}" not in probed)
         if lost:
+            self._record_unreadable(data.dataset, lost)
             raise RuntimeError(
                 f"{dataset}/test: the trained backbone's extraction could not read "
-                f"{len(lost)} video(s) the probe could ({lost[:5]}); re-run after checking "
-                "them with 'python -m fsarbench data check'"
+                f"{len(lost)} video(s) the probe could ({lost[:5]}: damaged past the frames "
+                "the probe decodes). They are now recorded as unreadable: re-run and they are "
+                "left out (and named in the records), or replace the files first"
             )
         failed = set(bad)
         served = [r.video_id for r in data.dataset.videos("test") if r.video_id not in failed]
