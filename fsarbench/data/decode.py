@@ -20,9 +20,15 @@ JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
 class VideoDecodeError(RuntimeError):
-    """A video that cannot be read: ``path`` and human-readable ``cause``."""
+    """A video that cannot be read: ``path`` and human-readable ``cause``.
 
-    def __init__(self, path: str | Path, cause: str):
+    Re-raised from a DataLoader worker, it is rebuilt from the worker's whole message (torch
+    passes that one string): ``path`` and ``cause`` are then read back from its last line."""
+
+    def __init__(self, path: str | Path, cause: str | None = None):
+        if cause is None:  # torch's worker re-raise: one message ending with our own
+            found = re.findall(r"cannot decode (.+?): (.*)", str(path))
+            path, cause = found[-1] if found else ("", str(path))
         self.path = str(path)
         self.cause = cause
         super().__init__(f"cannot decode {self.path}: {cause}")

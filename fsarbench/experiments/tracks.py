@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fsarbench.data.decode import VideoDecodeError
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.units import ModelUnit
 from fsarbench.features.store import FeatureStore
@@ -334,21 +335,30 @@ class FinetuneTrack:
                 resume=resume,
             )
 
-        _retrain_on_mismatch(run, out.name)
+        try:
+            _retrain_on_mismatch(run, out.name)
+        except VideoDecodeError as err:  # damaged past the frames the probe decodes
+            cause = f"unreadable in training: {err.cause}"
+            self._record_unreadable(c.dataset, [Path(err.path)], cause)
+            raise RuntimeError(
+                f"{unit.dataset}: training could not read {err.path} ({err.cause}), which the "
+                "probe could. It is now recorded as unreadable: re-run and it is left out (and "
+                "named in the records; the run resumes from its last checkpoint only if the "
+                "data are unchanged, so this model trains again), or replace the file first"
+            ) from None
         test = self.test_features(unit.dataset, model.state_dict(), recipe.options)
         return Trained(model.inner, test.store)
 
-    def _record_unreadable(self, ds, video_ids: list[str]) -> None:
-        """Store ``video_ids`` of ``ds``'s test split in the probe cache as unreadable, so
-        the next run's probe leaves them out instead of failing at the same place again."""
+    def _record_unreadable(self, ds, paths: list[Path], cause: str) -> None:
+        """Store the videos at ``paths`` in ``ds``'s probe cache as unreadable (``cause``),
+        so the next run's probe leaves them out instead of failing at the same place again."""
         from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
         from fsarbench.features.cache import default_cache_root
 
         probes = ProbeCache(probe_cache_path(self.cache_root or default_cache_root(), ds.variant))
-        wanted = set(video_ids)
-        for record in ds.videos("test"):
-            if record.video_id in wanted and Path(record.path).exists():
-                probes.store(Path(record.path), "unreadable by the extraction after training")
+        for path in paths:
+            if Path(path).exists():
+                probes.store(Path(path), cause)
         probes.save()
         self.clips.clear()  # probed again (from the cache) by the next use in this process
 
@@ -368,7 +378,11 @@ class FinetuneTrack:
         probed = {s.split(": ")[0] for s in data.skipped}
         lost = sorted(v for v in bad if f"test/{v}" not in probed)
         if lost:
-            self._record_unreadable(data.dataset, lost)
+            wanted = set(lost)
+            paths = [r.path for r in data.dataset.videos("test") if r.video_id in wanted]
+            self._record_unreadable(
+                data.dataset, paths, "unreadable by the extraction after training"
+            )
             raise RuntimeError(
                 f"{dataset}/test: the trained backbone's extraction could not read "
                 f"{len(lost)} video(s) the probe could ({lost[:5]}: damaged past the frames "
