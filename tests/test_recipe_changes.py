@@ -94,3 +94,18 @@ def test_frame_features_apart_from_the_preset_are_named(dataset, tmp_path):
     assert table.endswith(text)
     finetune = dataclasses.replace(other, track="finetune")
     assert feature_changes(finetune) == {}  # its backbone is a recipe option
+
+
+def test_a_row_mixing_a_changed_cell_with_default_ones_names_the_cell(tmp_path):
+    """'--recipe steps=50 --shots 1' into a default run's folder: the note said 'steps=50
+    for protonet', as if the whole row, 3- and 5-shot too, had it."""
+    base = _record(tmp_path, "protonet")
+    one = _unit_recipe("protonet", "ucf101", "frozen", "seed", 1, {"recipe": {"steps": 50}})
+    five = _unit_recipe("protonet", "ucf101", "frozen", "seed", 5)
+    records = [
+        dataclasses.replace(base, recipe=one.identity()),
+        dataclasses.replace(base, shot=5, recipe=five.identity()),
+    ]
+    text = recipe_changes_text(records)
+    assert text.endswith("steps=50 for protonet (5-way 1-shot).")
+    assert recipe_changes_text(records[:1]).endswith("steps=50 for every method.")

@@ -110,19 +110,33 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
 
 
 def _note(records: list[ResultRecord], changes_of, what: str) -> str:
-    systems: dict[str, set[str]] = {}
+    """One sentence: each change and whom it applies to, a method where all its records
+    have it, else the method's settings that do (a row can mix a re-run cell with default
+    ones)."""
+    changed: dict[str, list[ResultRecord]] = {}
     for r in records:
         changes = changes_of(r)
         if changes:
             text = ", ".join(f"{k}={_show(v)}" for k, v in changes.items())
-            systems.setdefault(text, set()).add(r.method)
-    if not systems:
+            changed.setdefault(text, []).append(r)
+    if not changed:
         return ""
     everyone = {r.method for r in records}
-    parts = [
-        f"{text} for " + ("every method" if names == everyone else ", ".join(sorted(names)))
-        for text, names in sorted(systems.items())
-    ]
+    parts = []
+    for text, recs in sorted(changed.items()):
+        names = {r.method for r in recs}
+        if names == everyone and len(recs) == len(records):
+            parts.append(f"{text} for every method")
+            continue
+        whom = []
+        for name in sorted(names):
+            own = [r for r in recs if r.method == name]
+            if len(own) == sum(r.method == name for r in records):
+                whom.append(name)
+            else:
+                settings = sorted({(r.way, r.shot) for r in own})
+                whom.append(f"{name} ({', '.join(f'{w}-way {k}-shot' for w, k in settings)})")
+        parts.append(f"{text} for {', '.join(whom)}")
     return f"{what}: " + "; ".join(parts) + "."
 
 
