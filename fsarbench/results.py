@@ -420,8 +420,10 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
         row["stale"] = ";".join(stale_reasons(r))
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if len(frame):
+        # every field of a record's setting: shards merged in any folder order give one file
+        keys = ["dataset", "track", "protocol", "way", "shot", "method", "queries", "episodes"]
         frame = frame.sort_values(
-            ["dataset", "track", "way", "shot", "method", "seed"], kind="stable"
+            [*keys, "seed", "train_seed", "config_hash"], kind="stable", na_position="first"
         )
     path = Path(out_dir) / "summary.csv"
     atomic_write_text(path, frame.to_csv(index=False))

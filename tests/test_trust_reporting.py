@@ -310,3 +310,35 @@ def test_query_rows_that_do_not_give_the_record_are_refused(tmp_path, capsys):
     assert [e.system for e in kept] == ["beta"] and "alpha in toy" in left_out[0]
     assert main(["table", "1", "--runs", str(tmp_path), "--source", "runs"]) == 0
     assert "note: left out alpha in toy 5-way 1-shot" in capsys.readouterr().err
+
+
+def test_compare_names_settings_only_one_system_has(tmp_path, capsys):
+    """A shard run with other --episodes dropped its setting from compare's Holm family
+    with nothing said."""
+    rng = np.random.default_rng(8)
+    _save(tmp_path, _manifest(300), "A", 0.8, rng)
+    _save(tmp_path, _manifest(300), "B", 0.6, rng)
+    _save(tmp_path, _manifest(300, dataset="other"), "A", 0.8, rng, dataset="other")
+    _save(tmp_path, _manifest(100, dataset="other"), "B", 0.6, rng, dataset="other")
+    assert main(["compare", "A", "B", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
+    err = capsys.readouterr().err
+    assert "note: left out other 5-way 1-shot (300 episodes, 2 queries/class): only A" in err
+    assert "note: left out other 5-way 1-shot (100 episodes, 2 queries/class): only B" in err
+
+
+def test_merged_summaries_do_not_depend_on_the_shard_folders(tmp_path):
+    rng = np.random.default_rng(9)
+    m = _manifest()
+    for folder, seed in (("s1", 0), ("s0", 1)):  # train seed 1 in the first folder
+        _save(tmp_path / "x" / folder, m, "A", 0.8, rng, train_seed=seed)
+        _save(tmp_path / "y" / folder, m, "A", 0.8, rng, train_seed=1 - seed)
+    x = pd.read_csv(fb.write_summary(tmp_path / "x"))
+    y = pd.read_csv(fb.write_summary(tmp_path / "y"))
+    assert list(x["train_seed"]) == list(y["train_seed"]) == [0, 1]
+
+
+def test_run_refuses_abbreviated_flags():
+    """'--launch local' was taken as --launcher, and every job failed: the launcher strips
+    the exact flag names from the jobs' command lines."""
+    with pytest.raises(SystemExit):
+        main(["run", "--launch", "local", "--method", "protonet"])

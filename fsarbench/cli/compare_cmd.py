@@ -10,6 +10,7 @@ from fsarbench.report.cli_args import (
     add_runs_arg,
     add_stats_args,
     load_filtered_entries,
+    print_left_out,
 )
 from fsarbench.report.compare import TESTS, SettingComparison, compare_systems
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     entries = load_filtered_entries(args)
+    one_sided: list[str] = []
     comps = compare_systems(
         args.runs,
         entries,
@@ -103,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
         test=args.test,
         n_boot=args.bootstrap,
         seed=args.seed,
+        one_sided=one_sided,
     )
+    print_left_out(one_sided)
     head = [
         "Setting",
         f"{args.a} acc ± CI",

@@ -49,6 +49,8 @@ WHERE_DATA = (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
+        # the launcher rebuilds each job's command line from the exact flag names
+        allow_abbrev=False,
         help="run experiment grids: train (frozen features or end to end), evaluate, tabulate",
         description="Train and evaluate methods on the available datasets and write "
         "DIR/summary.csv, per-cell records and Markdown tables. One model is trained per "

@@ -134,10 +134,13 @@ def compare_systems(
     test: str = "ttest",
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    one_sided: list[str] | None = None,
 ) -> list[SettingComparison]:
     """Compare systems ``name_a`` and ``name_b`` in every setting both have.
 
     The family for Holm–Bonferroni is the set of settings compared (separately per test).
+    ``one_sided``: when given, receives a line per setting only one of the two has (e.g. a
+    shard run with other ``--episodes``), which is not compared and not in the family.
 
     Raises:
         ValueError: a name has no records, or the two share no setting.
@@ -157,6 +160,12 @@ def compare_systems(
             f"{name_a!r} and {name_b!r} share no setting: {name_a} has "
             f"{[s.label for s in sorted(by_a)]}, {name_b} has {[s.label for s in sorted(by_b)]}"
         )
+    if one_sided is not None:
+        for name, mine, theirs in ((name_a, by_a, by_b), (name_b, by_b, by_a)):
+            one_sided += [
+                f"{s.label}: only {name} has records there, so it is not compared"
+                for s in sorted(set(mine) - set(theirs))
+            ]
     raw = [compare_entries(run_dir, by_a[s], by_b[s], n_boot=n_boot, seed=seed) for s in shared]
     adjusted = {t: holm([r.p_value(f) for r in raw]) for t, f in TESTS.items()}
     return [
