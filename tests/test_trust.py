@@ -194,6 +194,17 @@ def test_a_record_in_a_shard_folder_is_superseded_too_and_summarised_once(tmp_pa
     assert len(list((tmp_path / "out" / "superseded").glob("*.json"))) == 1
 
 
+def test_two_concurrent_runs_with_other_configs_leave_one_number(tmp_path, monkeypatch):
+    """replace_older looked only at the records present when the runner started: two runs
+    with other recipes writing into one --out at once left two numbers for one setting."""
+    run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    monkeypatch.setattr(runner_mod, "load_records", lambda *a, **k: [])  # started before it
+    changed = {**OPTS, "recipe_overrides": {**OPTS["recipe_overrides"], "lr": 5e-4}}
+    run_cells(CELLS, provider, RunOptions(tmp_path, **changed))
+    assert [r.recipe["lr"] for r in fb.load_records(tmp_path)] == [5e-4]
+    assert len(list((tmp_path / "superseded").glob("*.json"))) == 1
+
+
 def test_unreadable_record_files_are_left_out_and_their_cell_runs_again(
     tmp_path, monkeypatch, caplog
 ):

@@ -8,6 +8,7 @@ reused, and an interrupted training or evaluation resumes where it stopped, so a
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +38,7 @@ from fsarbench.results import (
     SUPERSEDED_DIR,
     ResultRecord,
     UnreadableRecordError,
+    created_time,
     load_record,
     load_records,
     make_record,
@@ -301,7 +303,12 @@ class CellRunner:
 
     def replace_older(self, record: ResultRecord) -> None:
         """Supersede records of ``record``'s setting made with another config (a changed
-        default, recipe or hyper-parameter), so tables and summary hold one number each."""
+        default, recipe or hyper-parameter), so tables and summary hold one number each.
+        Records another process wrote into the folder since this runner started are
+        superseded only when older (``created``, then cell id): two concurrent runs with
+        other configs keep exactly one number, the later one."""
+        for other in self._written_meanwhile(record):
+            self.done[other.cell] = other
         for other in [r for r in self.done.values() if r.setting == record.setting]:
             if other.cell != record.cell:
                 log.warning(
@@ -314,6 +321,24 @@ class CellRunner:
                 )
                 supersede(self.opt.out_dir, other)
                 del self.done[other.cell]
+
+    def _written_meanwhile(self, record: ResultRecord) -> list[ResultRecord]:
+        """Own records of ``record``'s setting under ``records/`` that this runner has not
+        seen and that are older than ``record``."""
+        folder = Path(self.opt.out_dir) / "records"
+        prefix = glob.escape(record.cell.rsplit("__", 1)[0] + "__")
+        found = []
+        for path in sorted(folder.glob(f"{prefix}*.json")):
+            if path.stem in self.done or path.stem == record.cell:
+                continue
+            try:
+                other = load_record(path)
+            except UnreadableRecordError:
+                continue
+            newer = (created_time(other), other.cell) > (created_time(record), record.cell)
+            if other.setting == record.setting and not other.tags.get(OUTSIDE_TAG) and not newer:
+                found.append(other)
+        return found
 
     def manifest_hash(self, manifest: Manifest) -> str:
         key = id(manifest)
