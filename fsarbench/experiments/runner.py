@@ -38,7 +38,6 @@ from fsarbench.results import (
     SUPERSEDED_DIR,
     ResultRecord,
     UnreadableRecordError,
-    created_time,
     load_record,
     load_records,
     make_record,
@@ -93,6 +92,11 @@ class _Prepared:
     recipe: Any
     method: FewShotMethod
     slug: str
+
+
+def _in_shard_folder(out_dir, record: ResultRecord) -> bool:
+    """Whether ``record`` lies in a shard sub-folder's ``records/`` (not ``out_dir``'s own)."""
+    return any(Path(out_dir).glob(f"*/**/records/{glob.escape(record.cell)}.json"))
 
 
 class CellRunner:
@@ -305,10 +309,19 @@ class CellRunner:
         """Supersede records of ``record``'s setting made with another config (a changed
         default, recipe or hyper-parameter), so tables and summary hold one number each.
         Records another process wrote into the folder since this runner started are
-        superseded only when older (``created``, then cell id): two concurrent runs with
-        other configs keep exactly one number, the later one."""
-        for other in self._written_meanwhile(record):
-            self.done[other.cell] = other
+        superseded too, under a lock per setting; a record another run superseded meanwhile
+        supersedes nothing: two concurrent runs with other configs keep exactly one number."""
+        prefix = record.cell.rsplit("__", 1)[0]
+        with held(Path(self.opt.out_dir) / "locks" / f"{prefix}.setting.lock", what=prefix):
+            own = Path(self.opt.out_dir) / "records" / f"{record.cell}.json"
+            if not own.exists() and not _in_shard_folder(self.opt.out_dir, record):
+                log.warning("%s was superseded by another run meanwhile", record.cell)
+                return
+            for other in self._written_meanwhile(record):
+                self.done[other.cell] = other
+            self._supersede_others(record)
+
+    def _supersede_others(self, record: ResultRecord) -> None:
         for other in [r for r in self.done.values() if r.setting == record.setting]:
             if other.cell != record.cell:
                 log.warning(
@@ -324,7 +337,7 @@ class CellRunner:
 
     def _written_meanwhile(self, record: ResultRecord) -> list[ResultRecord]:
         """Own records of ``record``'s setting under ``records/`` that this runner has not
-        seen and that are older than ``record``."""
+        seen (written by another process since it started)."""
         folder = Path(self.opt.out_dir) / "records"
         prefix = glob.escape(record.cell.rsplit("__", 1)[0] + "__")
         found = []
@@ -335,8 +348,7 @@ class CellRunner:
                 other = load_record(path)
             except UnreadableRecordError:
                 continue
-            newer = (created_time(other), other.cell) > (created_time(record), record.cell)
-            if other.setting == record.setting and not other.tags.get(OUTSIDE_TAG) and not newer:
+            if other.setting == record.setting and not other.tags.get(OUTSIDE_TAG):
                 found.append(other)
         return found
 
