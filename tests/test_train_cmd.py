@@ -169,5 +169,7 @@ def test_parse_overrides_reads_yaml_values():
         "c": [0.5, 0.75],
         "d": True,
     }
+    with pytest.raises(ValueError, match="--recipe sets 'steps' twice"):
+        parse_overrides(["steps=50", "steps=60"], "--recipe")  # the last one won silently
     with pytest.raises(ValueError, match="--recipe takes KEY=VALUE, got 'steps'"):
         parse_overrides(["steps"], "--recipe")

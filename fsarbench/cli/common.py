@@ -76,7 +76,8 @@ def apply_splits_dir(args: argparse.Namespace) -> None:
 
 
 def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML)."""
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML). A key given
+    twice is refused (``steps=50 steps=60`` took the last one without a word)."""
     import yaml
 
     out = {}
@@ -84,5 +85,7 @@ def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+        if key in out:
+            raise ValueError(f"{flag} sets {key!r} twice; give it once")
         out[key] = yaml.safe_load(value)
     return out
