@@ -161,13 +161,8 @@ def method_packages(model: nn.Module) -> list[str]:
     (site-packages) and the harness, which has its own digest, are left out."""
     modules = {base.__module__ for m in model.modules() for base in type(m).__mro__}
     tops = {name.split(".")[0] for name in modules}
-    for name in modules:
-        tops |= {helper.split(".")[0] for helper in _imported_names(sys.modules.get(name))}
-    return sorted(t for t in tops if _own_code(t) and (t in _class_tops(model) or _local(t)))
-
-
-def _class_tops(model: nn.Module) -> set[str]:
-    return {base.__module__.split(".")[0] for m in model.modules() for base in type(m).__mro__}
+    helpers = {h.split(".")[0] for name in modules for h in _imported_names(sys.modules.get(name))}
+    return sorted(t for t in tops | {h for h in helpers if _local(h)} if _own_code(t))
 
 
 def _imported_names(module: Any) -> set[str]:

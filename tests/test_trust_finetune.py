@@ -91,12 +91,11 @@ def test_a_class_too_small_for_training_episodes_is_named_before_the_first_step(
         TrainEpisodes(split, recipe, 0, "main", 0, 4)
 
 
-def test_test_features_must_be_the_probed_videos(synth, tmp_path, monkeypatch):
-    """A test video missing at the probe (episodes drawn without it) and back by the time the
-    trained backbone extracts the test split shifted every later video's features."""
+def _finetune_track(synth, tmp_path):
+    """A finetune track over ``synth`` with its cache (and probe cache) under ``tmp_path``."""
     from fsarbench.experiments import tracks
 
-    track = tracks.FinetuneTrack(
+    return tracks.FinetuneTrack(
         root=None,
         cache_root=tmp_path / "cache",
         recipe_overrides={},
@@ -105,6 +104,14 @@ def test_test_features_must_be_the_probed_videos(synth, tmp_path, monkeypatch):
         progress=False,
         open_dataset=lambda name: synth,
     )
+
+
+def test_test_features_must_be_the_probed_videos(synth, tmp_path, monkeypatch):
+    """A test video missing at the probe (episodes drawn without it) and back by the time the
+    trained backbone extracts the test split shifted every later video's features."""
+    from fsarbench.experiments import tracks
+
+    track = _finetune_track(synth, tmp_path)
     video = synth.videos("test")[1]
     saved = video.path.read_bytes()
     video.path.unlink()
@@ -128,27 +135,16 @@ def test_a_test_video_damaged_past_the_probe_is_left_out_by_the_next_run(
     backbone's extraction then failed on it in every re-run, --bad-videos skip or not."""
     from fsarbench.experiments import tracks
 
-    def track():
-        return tracks.FinetuneTrack(
-            root=None,
-            cache_root=tmp_path / "cache",
-            recipe_overrides={},
-            option_overrides={},
-            device="cpu",
-            progress=False,
-            open_dataset=lambda name: synth,
-        )
-
     video = synth.videos("test")[2]
     options = FinetuneOptions()
-    first = track()
+    first = _finetune_track(synth, tmp_path)
     assert not any(video.video_id in s for s in first.clip_data("synth", options).skipped)
     monkeypatch.setattr(
         tracks, "extract_finetune_test", lambda *a, **k: ("feats", [video.video_id])
     )
     with pytest.raises(RuntimeError, match="now recorded as unreadable: re-run"):
         first.test_features("synth", {}, options)
-    again = track()  # the next run, in a new process
+    again = _finetune_track(synth, tmp_path)  # the next run, in a new process
     skipped = again.clip_data("synth", options).skipped
     assert f"test/{video.video_id}: unreadable by the extraction after training" in skipped
     assert again.test_features("synth", {}, options) == "feats"
