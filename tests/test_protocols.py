@@ -79,6 +79,64 @@ def test_flip_and_normalisation_per_dataset(protocol, dataset, flip, norm):
     assert (p.flip, p.norm) == (flip, norm)
 
 
+@pytest.fixture
+def registered():
+    """Registers datasets for one test and removes them afterwards."""
+    from fsarbench.data import datasets
+
+    names: list[str] = []
+
+    def register(name: str, factory, **kwargs) -> None:
+        names.append(name)
+        datasets.register_dataset(name, factory, **kwargs)
+
+    yield register
+    for name in names:
+        datasets.DATASETS.pop(name, None)
+        datasets.NO_FLIP.discard(name)
+        datasets.SETTINGS_OF.pop(name, None)
+
+
+class _Mirrored:
+    """A user dataset whose classes are 'move left' / 'move right'."""
+
+    name = variant = "mirrored"
+    flip_ok = False
+
+
+@pytest.mark.parametrize("protocol", ["seed", "trx", "hyrsm"])
+def test_no_protocol_flips_a_dataset_registered_as_not_flippable(registered, protocol):
+    registered("mirrored", _Mirrored, flip_ok=False)
+    registered("mirrored-small", _Mirrored, settings_of="mirrored")
+    assert get_protocol(protocol, "mirrored").flip is False
+    assert get_protocol(protocol, "mirrored-small").flip is False  # a variant of it
+    assert get_protocol(protocol, "synth").flip is False  # trx flipped synth before
+
+
+def test_a_dataset_contradicting_its_registration_is_refused(registered):
+    from fsarbench.data.datasets import DatasetFlipError, get_dataset
+
+    registered("mirrored", _Mirrored)  # registered as flippable, objects say flip_ok=False
+    with pytest.raises(
+        DatasetFlipError, match=r"register_dataset\('mirrored', \.\.\., flip_ok=False\)"
+    ):
+        get_dataset("mirrored")
+    registered("no-attribute", object)
+    with pytest.raises(DatasetFlipError, match="need a bool attribute flip_ok"):
+        get_dataset("no-attribute")
+    registered("mirrored", _Mirrored, flip_ok=False)
+    assert get_dataset("mirrored").flip_ok is False
+
+
+def test_an_explicit_protocol_entry_keeps_a_references_flip_quirk():
+    """TRX flips SSv2 (and HyRSM its training queries), although SSv2 is not flippable."""
+    from fsarbench.data.datasets import dataset_flip_ok
+
+    assert not dataset_flip_ok("ssv2-small")
+    assert get_protocol("trx", "ssv2-small").flip and get_protocol("hyrsm", "ssv2-full").flip
+    assert not get_protocol("seed", "ssv2-small").flip
+
+
 def test_unknown_protocol_names_the_nearest():
     with pytest.raises(ConfigError, match="Did you mean 'trx'"):
         get_protocol("trxx", "ucf101")

@@ -23,12 +23,14 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DATASETS",
     "Dataset",
+    "DatasetFlipError",
     "DatasetSpec",
     "SplitListDataset",
     "VideoRecord",
     "get_dataset",
     "list_datasets",
     "register_dataset",
+    "dataset_flip_ok",
     "default_data_root",
     "is_synthetic",
     "settings_dataset",
@@ -200,19 +202,42 @@ DATASETS: dict[str, DatasetFactory] = {}
 SETTINGS_OF: dict[str, str] = {}
 #: Generated datasets: never real data, labelled as synthetic in every result.
 SYNTHETIC: set[str] = set()
+#: Datasets whose labels do not survive a horizontal flip (left/right in the classes).
+NO_FLIP: set[str] = set()
+
+
+class DatasetFlipError(ValueError):
+    """A dataset object's ``flip_ok`` contradicts how its name was registered."""
 
 
 def register_dataset(
-    name: str, factory: DatasetFactory, *, settings_of: str | None = None, synthetic: bool = False
+    name: str,
+    factory: DatasetFactory,
+    *,
+    settings_of: str | None = None,
+    synthetic: bool = False,
+    flip_ok: bool = True,
 ) -> None:
     """Register ``factory(**kwargs) -> dataset`` as ``name``. ``settings_of`` names a dataset
     whose per-dataset settings ``name`` shares (a variant of it); ``synthetic`` marks
-    generated data."""
+    generated data; ``flip_ok=False`` says its labels change under a horizontal flip, so no
+    protocol flips its training clips unless the protocol names the dataset and says so."""
     DATASETS[name] = factory
+    SETTINGS_OF.pop(name, None)
+    SYNTHETIC.discard(name)
+    NO_FLIP.discard(name)
     if settings_of is not None:
         SETTINGS_OF[name] = settings_of
     if synthetic:
         SYNTHETIC.add(name)
+    if not flip_ok:
+        NO_FLIP.add(name)
+
+
+def dataset_flip_ok(name: str) -> bool:
+    """Whether training clips of ``name`` may be flipped: False when it, or the dataset whose
+    settings it shares, was registered with ``flip_ok=False``."""
+    return name not in NO_FLIP and settings_dataset(name) not in NO_FLIP
 
 
 def settings_dataset(name: str) -> str:
@@ -242,7 +267,7 @@ _SPECS = (
 )
 for _spec in _SPECS:
     get_variant(_spec.variant)  # a typo in the table fails at import
-    register_dataset(_spec.name, _published(_spec))
+    register_dataset(_spec.name, _published(_spec), flip_ok=_spec.flip_ok)
 
 
 def _synth(kind: str) -> DatasetFactory:
@@ -254,7 +279,7 @@ def _synth(kind: str) -> DatasetFactory:
     return factory
 
 
-register_dataset("synth", _synth("standard"), synthetic=True)
+register_dataset("synth", _synth("standard"), synthetic=True, flip_ok=False)
 register_dataset("synth-planted", _synth("planted"), settings_of="synth", synthetic=True)
 
 
@@ -271,4 +296,23 @@ def get_dataset(name: str, **kwargs: Any) -> Dataset:
         raise KeyError(
             f"unknown dataset {name!r}; datasets: {', '.join(list_datasets())}"
         ) from None
-    return factory(**kwargs)
+    dataset = factory(**kwargs)
+    _check_flip(name, dataset)
+    return dataset
+
+
+def _check_flip(name: str, dataset: Dataset) -> None:
+    """A dataset object saying ``flip_ok=False`` under a name registered as flippable would
+    have its training clips flipped by every protocol: refuse it, saying how to register."""
+    if not isinstance(getattr(dataset, "flip_ok", None), bool):
+        raise DatasetFlipError(
+            f"dataset {name!r}: its objects need a bool attribute flip_ok (False when a "
+            "horizontal flip changes a video's class, e.g. 'move left' vs 'move right')"
+        )
+    if dataset.flip_ok != dataset_flip_ok(name):
+        raise DatasetFlipError(
+            f"dataset {name!r} says flip_ok={dataset.flip_ok} but was registered with "
+            f"flip_ok={dataset_flip_ok(name)}: the protocols decide flipping from the "
+            f"registration, so call register_dataset({name!r}, ..., "
+            f"flip_ok={dataset.flip_ok})"
+        )

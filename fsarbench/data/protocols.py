@@ -102,10 +102,15 @@ def check_protocols_table(table: dict[str, Any], where: str) -> dict[str, Protoc
 
 
 def _resolve(name: str, spec: ProtocolSpec, dataset: str, where: str) -> Protocol:
-    from fsarbench.data.datasets import settings_dataset
+    """The protocol's ``default``, then the dataset's entry (or that of the dataset whose
+    settings it shares). A dataset registered with ``flip_ok=False`` is not flipped unless
+    its entry says ``flip`` itself (a reference's own quirk, e.g. TRX flipping SSv2)."""
+    from fsarbench.data.datasets import dataset_flip_ok, settings_dataset
 
     entry = spec.datasets.get(dataset, spec.datasets.get(settings_dataset(dataset), {}))
     values = {**spec.default, **entry, "name": name}
+    if "flip" not in entry and not dataset_flip_ok(dataset):
+        values["flip"] = False
     return build_config(Protocol, values, where=f"{where}: {name} on {dataset}")
 
 
