@@ -320,3 +320,48 @@ def test_a_checkpoint_made_before_the_short_option_keeps_its_policy():
     old = {k: v for k, v in stored.items() if k != "short"}
     assert checkpoint_options(old, where="old best.pt").short == "repeat"
     assert checkpoint_options(stored, where="best.pt").short == "drop"
+
+
+def _damaged_in_the_middle(path, frames: int = 40) -> None:
+    """An H.264 mp4 (a keyframe every 5 frames) with a twentieth of its bytes zeroed at its
+    middle: the first and last frames decode, the ones in between do not."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"g": "5"}
+        rng = np.random.default_rng(0)
+        for _ in range(frames):
+            pixels = rng.integers(0, 255, (32, 32, 3), np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        out.mux(stream.encode())
+    data = bytearray(path.read_bytes())
+    middle, width = len(data) // 2, len(data) // 20
+    data[middle : middle + width] = bytes(width)
+    path.write_bytes(bytes(data))
+
+
+def test_a_full_data_check_finds_a_file_damaged_in_its_middle(tmp_path, capsys):
+    """The probe decodes the first and last frames only: `data check` said OK for a file
+    whose middle frames fail, and training failed at the first episode sampling them."""
+    from fsarbench.data.datasets import VideoRecord
+
+    path = tmp_path / "middle.mp4"
+    _damaged_in_the_middle(path)
+    record = VideoRecord("middle", "c", 0, path)
+    with pytest.raises(VideoDecodeError):
+        read_frames(path, range(count_frames(path)))
+    assert not check_split([record], "train", frames=8)[0].unreadable  # the quick probe
+    cause = check_split([record], "train", frames=8, full=True)[0].unreadable["middle"]
+    assert cause.startswith("frames ") and " of 40: " in cause
+
+
+def test_data_check_full_and_no_probe_exclude_each_other(capsys):
+    from fsarbench.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["data", "check", "synth", "--full", "--no-probe"])
+    assert "not allowed with argument" in capsys.readouterr().err

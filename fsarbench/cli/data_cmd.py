@@ -40,7 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--shot", type=int, default=5, help="largest shot you will run")
     c.add_argument("--queries", type=int, default=1)
     c.add_argument("--min-videos-policy", choices=["error", "drop"], default="error")
-    c.add_argument("--no-probe", action="store_true", help="only check that files exist")
+    depth = c.add_mutually_exclusive_group()
+    depth.add_argument("--no-probe", action="store_true", help="only check that files exist")
+    depth.add_argument(
+        "--full",
+        action="store_true",
+        help="decode every frame of every video (slow): the default probe decodes the first "
+        "and last frames and misses a file damaged in its middle",
+    )
     c.add_argument("--jobs", type=int, default=2, help="threads opening files")
     c.add_argument("--report", type=Path, default=None, help="write a .json or .csv report")
     c.set_defaults(func=run_check)
@@ -66,7 +73,12 @@ def run_check(args: argparse.Namespace) -> int:
     health, problems = [], []
     for split in args.split or ["train", "val", "test"]:
         rows = check_split(
-            ds.videos(split), split, frames=args.frames, probe=not args.no_probe, jobs=args.jobs
+            ds.videos(split),
+            split,
+            frames=args.frames,
+            probe=not args.no_probe,
+            jobs=args.jobs,
+            full=args.full,
         )
         health += rows
         problems += protocol_problems(

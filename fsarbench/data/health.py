@@ -4,6 +4,7 @@ unreadable or too short, and whether the episode settings can still be served.""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fsarbench.data.datasets import VideoRecord
-from fsarbench.data.decode import VideoDecodeError, read_clip
+from fsarbench.data.decode import VideoDecodeError, read_clip, read_frames
 from fsarbench.data.probe_cache import ProbeCache
 
 __all__ = ["ClassHealth", "check_split", "protocol_problems", "health_json", "health_csv"]
@@ -47,19 +48,38 @@ def _first_and_last(n: int) -> list[int]:
     return sorted({0, n - 1})
 
 
-def _probe(record: VideoRecord) -> tuple[str, int | str]:
+#: Frames decoded at once by a full check (bounds its memory on long videos).
+FULL_CHECK_CHUNK = 64
+
+
+def _probe(record: VideoRecord, full: bool = False) -> tuple[str, int | str]:
     """(video id, frame count) of a readable video, (video id, cause) of another. The count
     comes from the container's header, so the first and last frames are decoded too (in the
     same open, through the loader's own reader): a truncated file can keep its header and
-    decode nothing, or only its first part (a faststart mp4 cut short)."""
+    decode nothing, or only its first part (a faststart mp4 cut short). ``full``: decode
+    every frame (a file damaged in its middle decodes at both ends)."""
     counts: list[int] = []
     try:
         read_clip(record.path, lambda n: counts.append(n) or _first_and_last(n))
+        if full:
+            _decode_every_frame(record, counts[-1])
         return record.video_id, counts[-1]
     except _NoFrames:
         return record.video_id, 0
     except VideoDecodeError as err:
         return record.video_id, err.cause
+
+
+def _decode_every_frame(record: VideoRecord, n: int) -> None:
+    """Decode frames ``0..n-1`` in chunks; raises VideoDecodeError naming the first bad one."""
+    for lo in range(0, n, FULL_CHECK_CHUNK):
+        chunk = range(lo, min(n, lo + FULL_CHECK_CHUNK))
+        try:
+            read_frames(record.path, chunk)
+        except VideoDecodeError as err:
+            raise VideoDecodeError(
+                record.path, f"frames {chunk.start}-{chunk.stop - 1} of {n}: {err.cause}"
+            ) from None
 
 
 def check_split(
@@ -70,10 +90,14 @@ def check_split(
     probe: bool = True,
     jobs: int = 2,
     probes: ProbeCache | None = None,
+    full: bool = False,
 ) -> list[ClassHealth]:
     """Per-class health of ``records``; ``probe`` opens every found file to count frames
-    and decode its first and last frames. ``probes``: results of earlier probes to reuse
-    (for files unchanged since) and to extend."""
+    and decode its first and last frames, ``full`` decodes all of its frames (slow; no
+    ``probes`` then). ``probes``: results of earlier probes to reuse (for files unchanged
+    since) and to extend."""
+    if full and probes is not None:
+        raise ValueError("a full check decodes every file: it neither reads nor fills probes")
     classes: dict[str, ClassHealth] = {}
     present = []
     for r in records:
@@ -84,7 +108,7 @@ def check_split(
         else:
             h.missing.append(r.video_id)
     if probe:
-        for r, result in zip(present, _probe_all(present, jobs, probes)):
+        for r, result in zip(present, _probe_all(present, jobs, probes, full)):
             h = classes[r.class_name]
             if isinstance(result, str):
                 h.unreadable[r.video_id] = result
@@ -94,15 +118,17 @@ def check_split(
 
 
 def _probe_all(
-    records: Sequence[VideoRecord], jobs: int, probes: ProbeCache | None
+    records: Sequence[VideoRecord], jobs: int, probes: ProbeCache | None, full: bool = False
 ) -> list[int | str]:
     """The probe result of every record, in order: reused from ``probes`` where the file
-    is unchanged, else probed (over ``jobs`` threads) and stored there."""
+    is unchanged, else probed (over ``jobs`` threads; ``full``: every frame) and stored
+    there."""
     probes = probes or ProbeCache(None)
     results = [probes.lookup(r.path) for r in records]
     todo = [i for i, res in enumerate(results) if res is None]
+    probe = functools.partial(_probe, full=full)
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for i, (_, result) in zip(todo, pool.map(_probe, [records[i] for i in todo])):
+        for i, (_, result) in zip(todo, pool.map(probe, [records[i] for i in todo])):
             results[i] = result
             probes.store(records[i].path, result)
     probes.save()
