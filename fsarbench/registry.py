@@ -294,7 +294,7 @@ def create_method(
         **hparams,
     )
     if not _is_builtin(type(method)):  # a plugin, whether found by entry point or imported
-        _check_plugin(name, hparams)
+        _check_plugin(name, hparams, PluginSetting(feature_dim, seq_len, dataset))
     return method
 
 
@@ -334,22 +334,45 @@ def _rng_untouched() -> Iterator[None]:
         random.setstate(py_state)
 
 
-def _check_plugin(name: str, hparams: dict[str, Any] | None = None) -> None:
-    """Run :data:`PLUGIN_CHECKS` on plugin ``name`` with the caller's ``hparams`` once per
-    process and hyper-parameters (a method whose logits follow the queries' positions scored
-    100% on noise, since queries come in class order; one that does so only at some
-    hyper-parameters passed checks made at its defaults)."""
+@dataclass(frozen=True)
+class PluginSetting:
+    """The sizes and dataset a plugin is built for: its checks run there."""
+
+    feature_dim: int
+    seq_len: int
+    dataset: str | None = None
+
+    def flags(self) -> str:
+        """The same setting as ``check-method`` options."""
+        text = f" --feature-dim {self.feature_dim} --seq-len {self.seq_len}"
+        return text + (f" --dataset {self.dataset}" if self.dataset else "")
+
+
+def _check_plugin(
+    name: str, hparams: dict[str, Any] | None = None, setting: PluginSetting | None = None
+) -> None:
+    """Run :data:`PLUGIN_CHECKS` on plugin ``name`` built as the caller builds it (its
+    ``hparams``, and the ``setting``'s feature size, frames and dataset presets; the
+    contract's small size without one) once per process and setting (a method whose logits
+    follow the queries' positions scored 100% on noise, since queries come in class order;
+    one that does so only at some hyper-parameters passed checks made at its defaults; one
+    with a hyper-parameter tied to the feature size failed spuriously at the contract's)."""
     hparams = dict(hparams or {})
-    key = name if not hparams else f"{name} {json.dumps(hparams, sort_keys=True, default=str)}"
+    key = json.dumps(
+        [name, hparams, dataclasses.asdict(setting) if setting else None],
+        sort_keys=True,
+        default=str,
+    )
     if key in _PLUGINS_CHECKED:
         return
     _PLUGINS_CHECKED.add(key)
     from fsarbench.testing.contract import CONTRACT_CHECKS, contract_hparams
 
+    sizes = dataclasses.asdict(setting) if setting else {}
     failed = []
     for check in PLUGIN_CHECKS:
         try:
-            with _rng_untouched(), contract_hparams(hparams):  # caller's RNG kept
+            with _rng_untouched(), contract_hparams(hparams, **sizes):  # caller's RNG kept
                 CONTRACT_CHECKS[check](name)
         except Exception as err:  # each failure is reported, whatever it raised
             first_line = (str(err).splitlines() or [""])[0][:200]
@@ -363,5 +386,6 @@ def _check_plugin(name: str, hparams: dict[str, Any] | None = None) -> None:
             + "; ".join(failed)
             + f". Run 'python -m fsarbench check-method {name}"
             + (f" --hparams '{json.dumps(hparams, default=str)}'" if hparams else "")
+            + (setting.flags() if setting else "")
             + "' for details"
         )

@@ -368,7 +368,7 @@ def test_the_plugin_check_leaves_the_callers_random_state_alone(monkeypatch):
         return torch.rand(3).tolist(), np.random.rand(), random.random()
 
     first = build_then_draw()  # runs the checks
-    assert "mean-prototypes" in registry._PLUGINS_CHECKED
+    assert any("mean-prototypes" in key for key in registry._PLUGINS_CHECKED)
     assert build_then_draw() == first  # checked already: nothing run
 
 
@@ -394,3 +394,39 @@ def test_a_plugin_s_base_class_and_helper_modules_are_in_its_code_digest(monkeyp
     (tmp_path / "lab_helper.py").write_text("def score(q, p):\n    return -(q - p) ** 2\n")
     package_digest.cache_clear()  # digests are kept per process; a new run reads them anew
     assert code_digest(head) != before
+
+
+class WideProjection(MeanPrototypes):
+    """A plugin whose projection width must not exceed the feature size (a hyper-parameter
+    tied to the real features: 256 of ResNet-18's 512, more than the contract's 64)."""
+
+    @dataclasses.dataclass
+    class Config:
+        width: int = 16
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self.config.width > self.feature_dim:
+            raise ValueError(f"width {self.config.width} > feature_dim {self.feature_dim}")
+        self.proj = torch.nn.Linear(self.feature_dim, self.config.width)
+
+    def encode(self, features):
+        return self.proj(features).mean(1)
+
+
+def test_plugins_are_checked_at_the_size_they_are_built_for(monkeypatch, capsys):
+    """The checks built a plugin at the contract's 64 features whatever the run's size: a
+    valid `width=256` for 512-d features was refused as failing every check."""
+    from fsarbench import registry
+    from fsarbench.cli.main import main
+
+    monkeypatch.setattr(registry, "_PLUGINS_CHECKED", set())
+    registry = _entry_points(monkeypatch, [("wide", WideProjection), ("asked", CheatsWhenAsked)])
+    method = fb.create_method("wide", feature_dim=512, seq_len=8, width=256)
+    assert method.proj.out_features == 256
+    with pytest.raises(registry.PluginContractError, match="--feature-dim 512 --seq-len 8'"):
+        fb.create_method("asked", feature_dim=512, seq_len=8, pos_bias=3.0)
+    hp = '{"width": 256}'
+    assert main(["check-method", "wide", "--hparams", hp, "--feature-dim", "512"]) == 0
+    assert main(["check-method", "wide", "--hparams", hp]) == 1  # at the contract's 64
+    assert "width 256 > feature_dim 64" in capsys.readouterr().out

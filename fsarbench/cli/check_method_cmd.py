@@ -23,6 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="JSON of hyper-parameters to check the method(s) at, over their CONTRACT_HPARAMS "
         "(as a run with them does), e.g. '{\"lam\": 0.5}'",
     )
+    p.add_argument(
+        "--feature-dim",
+        type=int,
+        default=None,
+        help="check at this feature size D, the method built as a run builds it (without its "
+        "CONTRACT_HPARAMS); default: the contract's small size",
+    )
+    p.add_argument("--seq-len", type=int, default=None, help="frames T (with --feature-dim)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="apply the method's per-dataset presets (with --feature-dim)",
+    )
     p.set_defaults(func=run)
 
 
@@ -32,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from fsarbench.testing.contract import CONTRACT_CHECKS, contract_hparams
 
     hparams = parse_hparams(args.hparams)
+    if args.feature_dim is None and (args.seq_len is not None or args.dataset is not None):
+        raise SystemExit("check-method: --seq-len and --dataset need --feature-dim (a run's size)")
+    setting = {"feature_dim": args.feature_dim, "seq_len": args.seq_len, "dataset": args.dataset}
 
     names = args.names or list_methods(variants=False)
     for name in names:
@@ -41,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name}:")
         for check_name, check in CONTRACT_CHECKS.items():
             try:
-                with contract_hparams(hparams):
+                with contract_hparams(hparams, **setting):
                     check(name)
             except AssertionError as err:
                 failed += 1

@@ -46,32 +46,69 @@ CONTRACT_CLASS_NAMES = (
 )
 
 
-_RUN_HPARAMS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "contract_run_hparams", default=None
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+    """What the checks build: hyper-parameters, and the sizes/dataset a run uses (``None``:
+    the contract's small size, with the class's ``CONTRACT_HPARAMS``)."""
+
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    feature_dim: int | None = None
+    seq_len: int | None = None
+    dataset: str | None = None
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """``(T, D)`` of the checks' features."""
+        return self.seq_len or SEQ_LEN, self.feature_dim or FEATURE_DIM
+
+
+_SETTING: contextvars.ContextVar[_Setting | None] = contextvars.ContextVar(
+    "contract_setting", default=None
 )
 
 
+def _setting() -> _Setting:
+    return _SETTING.get() or _Setting()
+
+
 @contextlib.contextmanager
-def contract_hparams(hparams: dict[str, Any]) -> Iterator[None]:
-    """Within the block, every check builds its method with ``hparams`` over the class's
-    ``CONTRACT_HPARAMS`` (the hyper-parameters a run or ``check-method --hparams`` uses)."""
-    token = _RUN_HPARAMS.set(dict(hparams))
+def contract_hparams(
+    hparams: dict[str, Any],
+    *,
+    feature_dim: int | None = None,
+    seq_len: int | None = None,
+    dataset: str | None = None,
+) -> Iterator[None]:
+    """Within the block, every check builds its method with ``hparams`` (the ones a run or
+    ``check-method --hparams`` uses). At the contract's small size they go over the class's
+    ``CONTRACT_HPARAMS``; with a run's ``feature_dim`` (and ``seq_len``, ``dataset``: its
+    per-dataset presets) the method is built as the run builds it, ``CONTRACT_HPARAMS``
+    aside (a hyper-parameter tied to the feature size is valid there, not at 64)."""
+    token = _SETTING.set(_Setting(dict(hparams), feature_dim, seq_len, dataset))
     try:
         yield
     finally:
-        _RUN_HPARAMS.reset(token)
+        _SETTING.reset(token)
 
 
 def make_contract_method(
     name: str, *, dtype: torch.dtype = torch.float64, seed: int = 0
 ) -> FewShotMethod:
-    """Method ``name`` at the contract's small size, in ``dtype`` (with the hyper-parameters
-    of an enclosing :func:`contract_hparams`)."""
+    """Method ``name`` at the contract's small size, in ``dtype`` (or as an enclosing
+    :func:`contract_hparams` says)."""
     torch.manual_seed(seed)
-    hp = dict(getattr(method_info(name).cls, "CONTRACT_HPARAMS", {}))
-    hp.update(_RUN_HPARAMS.get() or {})
+    setting = _setting()
+    small = setting.feature_dim is None
+    hp = dict(getattr(method_info(name).cls, "CONTRACT_HPARAMS", {})) if small else {}
+    hp.update(setting.hparams)
+    seq_len, feature_dim = setting.dims
     method = create_method_unchecked(
-        name, feature_dim=FEATURE_DIM, seq_len=SEQ_LEN, num_train_classes=NUM_TRAIN_CLASSES, **hp
+        name,
+        feature_dim=feature_dim,
+        seq_len=seq_len,
+        num_train_classes=NUM_TRAIN_CLASSES,
+        dataset=setting.dataset,
+        **hp,
     )
     return method.to(dtype)
 
@@ -93,7 +130,7 @@ def random_batch(
     ``names``: with ``class_names`` from ``CONTRACT_CLASS_NAMES``."""
     g = torch.Generator().manual_seed(seed)
     ns, nq = way * shot, way * queries
-    shape = (batch, ns + nq, SEQ_LEN, FEATURE_DIM)
+    shape = (batch, ns + nq, *_setting().dims)
     feats = (
         torch.zeros(shape, dtype=dtype) if zeros else torch.rand(shape, generator=g, dtype=dtype)
     )
