@@ -322,26 +322,19 @@ def test_a_checkpoint_made_before_the_short_option_keeps_its_policy():
     assert checkpoint_options(stored, where="best.pt").short == "drop"
 
 
-def _damaged_in_the_middle(path, frames: int = 40) -> None:
-    """An H.264 mp4 (a keyframe every 5 frames) with a twentieth of its bytes zeroed at its
-    middle: the first and last frames decode, the ones in between do not."""
-    import av
+def _damaged_in_the_middle(folder, frames: int = 40) -> None:
+    """A video stored as JPEG frames (the TRX layout) whose middle frame is garbage: its
+    first and last frames decode, the one in between does not (deterministically, unlike a
+    damaged mp4, whose decoding past the damage varies with decord's decoder threads)."""
     import numpy as np
+    from PIL import Image
 
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width = stream.height = 32
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"g": "5"}
-        rng = np.random.default_rng(0)
-        for _ in range(frames):
-            pixels = rng.integers(0, 255, (32, 32, 3), np.uint8)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-        out.mux(stream.encode())
-    data = bytearray(path.read_bytes())
-    middle, width = len(data) // 2, len(data) // 20
-    data[middle : middle + width] = bytes(width)
-    path.write_bytes(bytes(data))
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        pixels = rng.integers(0, 255, (32, 32, 3), np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i + 1:05d}.jpg")
+    (folder / f"img_{frames // 2:05d}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
 
 
 def test_a_full_data_check_finds_a_file_damaged_in_its_middle(tmp_path, capsys):
@@ -349,7 +342,7 @@ def test_a_full_data_check_finds_a_file_damaged_in_its_middle(tmp_path, capsys):
     whose middle frames fail, and training failed at the first episode sampling them."""
     from fsarbench.data.datasets import VideoRecord
 
-    path = tmp_path / "middle.mp4"
+    path = tmp_path / "middle"
     _damaged_in_the_middle(path)
     record = VideoRecord("middle", "c", 0, path)
     with pytest.raises(VideoDecodeError):

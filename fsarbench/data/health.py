@@ -126,7 +126,7 @@ def _probe_all(
     probes = probes or ProbeCache(None)
     results = [probes.lookup(r.path) for r in records]
     todo = [i for i, res in enumerate(results) if res is None]
-    probe = functools.partial(_probe, full=full)
+    probe = functools.partial(_probe, full=True) if full else _probe
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         for i, (_, result) in zip(todo, pool.map(probe, [records[i] for i in todo])):
             results[i] = result
