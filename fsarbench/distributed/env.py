@@ -16,7 +16,9 @@ import torch.distributed as dist
 
 __all__ = [
     "DistEnv",
+    "OneProcessOnlyError",
     "dist_env",
+    "require_one_process",
     "select_device",
     "select_backend",
     "init_distributed",
@@ -55,6 +57,23 @@ def dist_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     if world < 1 or not 0 <= rank_ < world:
         raise ValueError(f"bad torchrun environment: RANK={rank_}, WORLD_SIZE={world}")
     return DistEnv(rank_, world, local)
+
+
+class OneProcessOnlyError(RuntimeError):
+    """Work that runs in one process was started as several (``torchrun --nproc_per_node``
+    above 1): every rank would do the same work and write the same files."""
+
+
+def require_one_process(what: str, instead: str, environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`OneProcessOnlyError` (on every rank, before any work) when this process
+    is one of several started by torchrun; ``what`` runs in one process, ``instead`` says
+    what to run."""
+    env = dist_env(environ)
+    if env.distributed:
+        raise OneProcessOnlyError(
+            f"{what} runs in one process, but torchrun started {env.world_size} "
+            f"(this is rank {env.rank}); {instead}"
+        )
 
 
 def select_device(requested: str | None, env: DistEnv) -> torch.device:
