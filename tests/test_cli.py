@@ -215,3 +215,30 @@ def test_sigterm_ends_a_command_like_ctrl_c_so_finished_work_is_saved():
         os.kill(os.getpid(), signal.SIGTERM)
         __import__("time").sleep(5)  # the handler interrupts this
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the command
+
+
+def test_an_error_that_a_sigterm_caused_ends_as_the_interruption(monkeypatch, capsys):
+    """Under torchrun a SIGTERM reaches every rank: a rank blocked in a collective when its
+    peer has already left fails with the peer's closed connection, not the signal. After a
+    SIGTERM such an error ends the command as the interruption (exit 130), not an error."""
+    import os
+    import signal
+
+    from fsarbench.cli import list_cmd
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("a SIGTERM handler is already installed in this process")
+
+    def left_collective(args) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            __import__("time").sleep(5)  # the handler interrupts this
+        finally:
+            raise RuntimeError("[gloo] Connection closed by peer")
+
+    monkeypatch.setattr(list_cmd, "run", left_collective)
+    assert main(["list", "methods"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; finished work is saved" in err and "error:" not in err
+    monkeypatch.setattr(list_cmd, "run", lambda args: int(f"{args.what}"))  # no signal now
+    assert main(["list", "methods"]) == 2 and "error:" in capsys.readouterr().err

@@ -115,3 +115,46 @@ def test_torchrun_train_cli_finetune(tmp_path):
     assert "2 process(es)" in proc.stdout and "best val accuracy" in proc.stdout
     assert "test 5-way 1-shot" in proc.stdout
     assert (tmp_path / "out" / "best.pt").exists() and (tmp_path / "out" / "summary.csv").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_train_ends_as_interrupted_and_resumes_to_the_same_weights(tmp_path):
+    """torchrun stops its ranks with killpg, so their DataLoader workers got the SIGTERM too:
+    they died of it and the ranks failed with "DataLoader worker ... killed by signal"
+    instead of the interrupted path, a checkpoint's temporary file could stay behind. Now
+    both ranks end as interrupted, nothing stray is left, and the resumed run ends with the
+    weights of an uninterrupted one."""
+    import signal
+    import time
+
+    from fsarbench.training import load_checkpoint
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "fsarbench", "train", "protonet", "--dataset", "synth", "--track", "finetune"]
+    cmd += ["--root", str(tmp_path / "synth"), "--no-progress", "--device", "cpu"]
+    cmd += ["--recipe", "steps=6", "val_every=1", "val_episodes=10"]
+    cmd += ["--option", "weights=none", "frames=4"]  # default decode workers: 2 per rank
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 900
+    while not (out / "last.pt").exists():  # the first step's resume point
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert err.count("interrupted; finished work is saved") == 2, err[-3000:]
+    assert "DataLoader worker" not in err and "error:" not in err, err[-3000:]
+    assert not [p.name for p in out.iterdir() if p.suffix == ".tmp"]
+    assert len(load_checkpoint(out / "last.pt")["history"]) < 6  # it stopped early
+
+    for folder in (out, tmp_path / "whole"):  # resumed; uninterrupted
+        done = subprocess.run([*cmd, "--out", str(folder)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("last.pt", "best.pt"):
+        resumed, whole = (load_checkpoint(f / name) for f in (out, tmp_path / "whole"))
+        assert resumed.get("history") == whole.get("history")
+        for key, value in whole["method"].items():
+            assert torch.equal(resumed["method"][key], value), (name, key)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import time
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -48,3 +50,33 @@ def test_workers_start_without_the_parents_garbage_and_with_the_rest_frozen():
 def test_without_workers_the_loader_is_iterated_as_is():
     loader = DataLoader(torch.arange(3), batch_size=None, num_workers=0)
     assert [int(x) for x in start_workers(loader)] == [0, 1, 2]
+
+
+class SlowInitFlags(Dataset):
+    """Item ``i``: whether the loader's own ``worker_init_fn`` ran in this worker (slowly)."""
+
+    def __len__(self) -> int:
+        return 1000
+
+    def __getitem__(self, i: int) -> str:
+        time.sleep(0.02)
+        return os.environ.get("FSAR_TEST_WORKER_INIT", "")
+
+
+def _own_init(worker_id: int) -> None:
+    os.environ["FSAR_TEST_WORKER_INIT"] = f"ran in {worker_id}"
+
+
+def test_a_sigterm_ends_a_worker_as_ctrl_c_does_and_the_loaders_own_init_still_runs():
+    """torchrun stops a rank with killpg: its DataLoader workers get the SIGTERM too. They
+    died of it, and the rank then failed with 'DataLoader worker (pid N) is killed by
+    signal: Terminated' instead of taking its interrupted path; now they end quietly."""
+    loader = DataLoader(SlowInitFlags(), batch_size=None, num_workers=1, worker_init_fn=_own_init)
+    batches = start_workers(loader)
+    assert next(batches) == "ran in 0"
+    (worker,) = batches._workers
+    # from another process, as torchrun's: torch's handler exits quietly only for the parent
+    subprocess.run(["kill", "-TERM", str(worker.pid)], check=True)
+    worker.join(timeout=30)
+    assert worker.exitcode == 0  # torch's own handler: -15, killed by the signal
+    del batches  # the parent shuts its workers down without an error

@@ -173,3 +173,56 @@ def test_parse_overrides_reads_yaml_values():
         parse_overrides(["steps=50", "steps=60"], "--recipe")  # the last one won silently
     with pytest.raises(ValueError, match="--recipe takes KEY=VALUE, got 'steps'"):
         parse_overrides(["steps"], "--recipe")
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_frozen_track_under_torchrun_stops_on_every_rank_before_any_work(
+    tmp_path, monkeypatch, capsys, rank
+):
+    """torchrun --nproc_per_node=2 ... train (frozen): every rank trained the same head and
+    wrote the same checkpoints into one folder. Now each rank stops at once, naming what to
+    run instead, and neither reads features nor touches --out (not even with --overwrite)."""
+
+    class NoProvider(FakeProvider):
+        def __call__(self, dataset: str) -> DatasetFeatures:
+            raise AssertionError("features read under torchrun")
+
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", NoProvider)
+    for key, value in {"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"kept")
+    base = ["train", "protonet", "--dataset", "toy", "--out", str(out), *ARGS]
+    assert main([*base, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "the frozen track (a head trained on stored features) runs in one process" in err
+    assert f"torchrun started 2 (this is rank {rank})" in err
+    assert "--track finetune" in err and "run --launcher local --jobs N" in err
+    assert (out / "best.pt").read_bytes() == b"kept" and sorted(out.iterdir()) == [out / "best.pt"]
+
+
+def test_one_torchrun_process_trains_the_frozen_track(tmp_path, monkeypatch, capsys):
+    """torchrun --nproc_per_node=1 is one process: the frozen track trains as without it."""
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.setenv(key, "1" if key == "WORLD_SIZE" else "0")
+    out = tmp_path / "m"
+    assert main(["train", "protonet", "--dataset", "toy", "--out", str(out), *ARGS]) == 0
+    assert (out / "best.pt").exists() and "best val accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_torchrun_frozen_train_command_line_fails_on_both_ranks(tmp_path):
+    """The command line of the defect (10-20 s: two interpreters start and stop)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "fsarbench", "train", "protonet", "--dataset", "synth", "--device", "cpu"]
+    cmd += ["--root", str(tmp_path / "synth"), "--out", str(tmp_path / "out"), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert f"runs in one process, but torchrun started 2 (this is rank {rank})" in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "synth").exists()

@@ -38,12 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Set once SIGTERM has reached this process's handler (see :func:`_terminate_like_ctrl_c`).
+_TERMINATED = threading.Event()
+
+
 @contextlib.contextmanager
 def _terminate_like_ctrl_c():
-    """While a command runs, SIGTERM (a scheduler's kill, ``timeout``) ends it as Ctrl-C
-    does, so finished work is saved (partial evaluations, checkpoints) instead of lost. Left
-    alone where a handler is already installed (submitit's preemption handler) or off the
-    main thread."""
+    """While a command runs, SIGTERM (a scheduler's kill, ``timeout``, torchrun stopping its
+    ranks) ends it as Ctrl-C does, so finished work is saved (partial evaluations,
+    checkpoints) instead of lost. Left alone where a handler is already installed
+    (submitit's preemption handler) or off the main thread."""
+    _TERMINATED.clear()
     if (
         threading.current_thread() is not threading.main_thread()
         or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
@@ -52,6 +57,7 @@ def _terminate_like_ctrl_c():
         return
 
     def interrupt(signum, frame):
+        _TERMINATED.set()
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupt)
@@ -76,8 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _terminate_like_ctrl_c():
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
-        return 130
+        return _interrupted()
     except (
         fsarbench.ConfigError,
         fsarbench.ManifestError,
@@ -88,8 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         RuntimeError,
         FloatingPointError,
     ) as err:
+        if _TERMINATED.is_set():  # e.g. another rank, ended by the same signal, left a collective
+            return _interrupted()
         if args.verbose:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}\n(run with -v for the traceback)", file=sys.stderr)
         return 2
+
+
+def _interrupted() -> int:
+    """The end of a command stopped by Ctrl-C or SIGTERM: exit status 130."""
+    print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
+    return 130

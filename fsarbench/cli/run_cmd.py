@@ -20,6 +20,7 @@ from fsarbench.cli.common import (
 )
 from fsarbench.cli.eval_cmd import add_nonfinite_argument
 from fsarbench.config import build_config
+from fsarbench.distributed.env import DistEnv, dist_env, gather_when_done, select_device
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.grids import (
     STAND_IN,
@@ -56,7 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "DIR/summary.csv, per-cell records and Markdown tables. One model is trained per "
         "(method, hyper-parameters, dataset, track, protocol, train shot, training seed) at "
         "5-way and the cell's shot; N-way cells evaluate the 5-way model of their shot. "
-        "Re-running with the same --out skips finished cells and resumes interrupted ones.",
+        "Re-running with the same --out skips finished cells and resumes interrupted ones. "
+        "Under torchrun (--nproc_per_node=N) each process trains and evaluates whole model "
+        "units of its own, as --shard deals them, one per GPU; rank 0 prints the tables once "
+        "all are done.",
     )
     what = p.add_argument_group("what to run")
     what.add_argument("--all", action="store_true", help=f"every grid: {', '.join(all_grids())}")
@@ -296,42 +300,92 @@ def run(args: argparse.Namespace) -> int:
     apply_splits_dir(args)
     if args.grids:
         add_grid_file(args.grids)
+    env = _torchrun_share(args)
+    if args.plan and not env.is_main:  # rank 0 prints the whole run's plan
+        return 0
+    say = print if env.is_main else _silent
     options, tracks = _setup(args)
     available = available_datasets(args.root)
-    cells = _shard(select_cells(args, available), args.shard, tracks, args.share_shots)
+    cells = select_cells(args, available)
+    mine = _shard(cells, _shard_spec(args, env), tracks, args.share_shots)
     if any(c.dataset == STAND_IN for c in cells) and not available:
-        print(WHERE_DATA)
+        say(WHERE_DATA)
     if args.launcher:
-        return _launch(args, cells, tracks)
+        return _launch(args, mine, tracks)
     runner = CellRunner(tracks, options)
     if args.plan:
         from fsarbench.experiments.plan import plan_cells, print_plan
 
-        print_plan(plan_cells(runner, cells), args.throughput)
+        print_plan(plan_cells(runner, mine), args.throughput)
         return 0
     from fsarbench.experiments.runner import unique_cells
 
-    print(
+    say(
         f"{len(unique_cells(cells))} cells ({len(cells)} grid entries; {args.track} track, "
         f"{args.protocol} protocol) -> {args.out}"
     )
+    if env.distributed:
+        say(
+            f"torchrun: {env.world_size} processes, each training whole model units of its "
+            f"own (as --shard deals them); rank 0 prints its own cells as they finish "
+            f"({len(unique_cells(mine))}), then the tables of all once every process is done"
+        )
     t0 = time.perf_counter()
     # one runner for every grid: features extracted once, models and pair tables reused
-    for grid, group in itertools.groupby(cells, key=lambda c: c.tags_dict.get("grid", "cells")):
+    for grid, group in itertools.groupby(mine, key=lambda c: c.tags_dict.get("grid", "cells")):
         group = list(group)
         t_grid = time.perf_counter()
-        runner.run_cells(group, on_record=_print_record)
-        print(f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True)
-    print(f"{len(runner.trained_units)} model(s) trained or resumed in this run")
+        runner.run_cells(group, on_record=_print_record if env.is_main else None)
+        say(f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True)
+    trained = sum(gather_when_done(env, len(runner.trained_units)))  # every rank's records
+    if not env.is_main:
+        return 0
+    print(f"{trained} model(s) trained or resumed in this run")
     with runner.timed("tables and figures"):
-        outputs = _write_outputs(args, cells)
+        outputs = _write_outputs(args, cells if env.distributed else mine)
     with runner.timed("report"):
         report = write_run_report(args.out, figure_files=outputs)
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in runner.seconds.items())
-    print(f"time per stage: {stages}")
+    print(f"time per stage{' (rank 0)' if env.distributed else ''}: {stages}")
     print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
     _print_report(report)
     return 0
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    """``print`` of the ranks other than 0 under torchrun (rank 0 speaks for the run)."""
+
+
+def _torchrun_share(args: argparse.Namespace) -> DistEnv:
+    """This process's place under torchrun (rank 0 of 1 without it). Under torchrun with
+    several processes, each runs its share of the model units (:func:`_shard_spec`) on its
+    own device (``cuda:LOCAL_RANK``), with no process group while it works: a unit trains
+    in one process, as in a plain run, so every number is a plain run's. Ranks other than 0
+    show no progress bars. ``--shard`` and ``--launcher`` deal out units themselves and are
+    refused here."""
+    env = dist_env()
+    if not env.distributed:
+        return env
+    if args.shard or args.launcher:
+        raise ValueError(
+            "under torchrun each process takes its share of the model units itself: drop "
+            "--shard / --launcher, or run those without torchrun"
+        )
+    device = select_device(args.device, env)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    args.device = str(device)
+    args.no_progress = args.no_progress or not env.is_main
+    return env
+
+
+def _shard_spec(args: argparse.Namespace, env: DistEnv) -> str | None:
+    """The ``--shard I/N`` of this process: its torchrun rank of the world size (whole model
+    units per rank, by the stable hash of ``--shard``), else ``--shard`` itself. ``--plan``
+    plans the whole run."""
+    if env.distributed and not args.plan:
+        return f"{env.rank}/{env.world_size}"
+    return args.shard
 
 
 def _launch(args: argparse.Namespace, cells: list[Cell], tracks: dict) -> int:

@@ -2,6 +2,8 @@
 
 The finetune track runs under ``torchrun`` as it is: every rank trains on its share of each
 step's episodes, rank 0 writes the checkpoints, validation and test evaluation are sharded.
+The frozen track trains a head on stored features in one process: under torchrun with more
+than one process it stops at once, on every rank, saying what to run instead.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train METHOD on the train split of DATASET, select the checkpoint on the "
         "val split, save last.pt (resume point) and best.pt under --out and print the val "
         "accuracy. Re-running with the same --out resumes. The finetune track works under "
-        "torchrun (e.g. torchrun --nproc_per_node=2 -m fsarbench train ... --track finetune).",
+        "torchrun (e.g. torchrun --nproc_per_node=2 -m fsarbench train ... --track finetune); "
+        "the frozen track runs in one process and refuses several.",
     )
     p.add_argument("method", help="registered method name (see 'list methods')")
     p.add_argument("--dataset", required=True, help="dataset name (see 'data list'), e.g. synth")
@@ -104,8 +107,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+FROZEN_ALTERNATIVES = (
+    "run it without torchrun, or use --track finetune (data-parallel under torchrun), or train "
+    "several models at once with 'run --launcher local --jobs N' (one process per model)"
+)
+
+
 def run(args: argparse.Namespace) -> int:
     apply_splits_dir(args)
+    if args.track == "frozen":  # before anything is read, written or deleted
+        _require_one_process_frozen()
     hparams = parse_hparams(args.hparams)
     out = args.out or DEFAULT_OUT / args.method
     if args.overwrite:
@@ -119,6 +130,15 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--option applies to --track finetune only")
         return _run_frozen(args, out, hparams, recipe_over)
     return _run_finetune(args, out, hparams, recipe_over, option_over)
+
+
+def _require_one_process_frozen() -> None:
+    """The frozen track under torchrun with several processes: a named error on every rank.
+    Its small head trains on stored features in one process (there is no data-parallel
+    path), so every rank would train the same model and write the same checkpoints."""
+    from fsarbench.distributed.env import require_one_process
+
+    require_one_process("the frozen track (a head trained on stored features)", FROZEN_ALTERNATIVES)
 
 
 def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:

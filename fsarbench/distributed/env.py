@@ -10,13 +10,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 __all__ = [
     "DistEnv",
+    "OneProcessOnlyError",
     "dist_env",
+    "require_one_process",
+    "gather_when_done",
     "select_device",
     "select_backend",
     "init_distributed",
@@ -55,6 +60,50 @@ def dist_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     if world < 1 or not 0 <= rank_ < world:
         raise ValueError(f"bad torchrun environment: RANK={rank_}, WORLD_SIZE={world}")
     return DistEnv(rank_, world, local)
+
+
+class OneProcessOnlyError(RuntimeError):
+    """Work that runs in one process was started as several (``torchrun --nproc_per_node``
+    above 1): every rank would do the same work and write the same files."""
+
+
+def require_one_process(what: str, instead: str, environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`OneProcessOnlyError` (on every rank, before any work) when this process
+    is one of several started by torchrun; ``what`` runs in one process, ``instead`` says
+    what to run."""
+    env = dist_env(environ)
+    if env.distributed:
+        raise OneProcessOnlyError(
+            f"{what} runs in one process, but torchrun started {env.world_size} "
+            f"(this is rank {env.rank}); {instead}"
+        )
+
+
+#: How long :func:`gather_when_done` waits for the slowest rank (gloo's timeouts are kept
+#: below 2**31 ms).
+DONE_TIMEOUT = timedelta(days=7)
+
+
+def gather_when_done(env: DistEnv, value: Any, timeout: timedelta = DONE_TIMEOUT) -> list[Any]:
+    """Wait until every rank of ``env`` has called this, then return each rank's ``value``
+    (in rank order; ``[value]`` in a 1-process run).
+
+    For ranks that work independently (no process group while they work, so nothing they
+    call takes them for data-parallel ranks): a gloo group is started only here, on the CPU,
+    with a ``timeout`` long enough for the slowest rank's share, and destroyed after."""
+    if not env.distributed:
+        return [value]
+    if dist.is_initialized():
+        raise RuntimeError("gather_when_done is for ranks that work without a process group")
+    dist.init_process_group(
+        backend="gloo", rank=env.rank, world_size=env.world_size, timeout=timeout
+    )
+    try:
+        values: list[Any] = [None] * env.world_size
+        dist.all_gather_object(values, value)
+        return values
+    finally:
+        dist.destroy_process_group()
 
 
 def select_device(requested: str | None, env: DistEnv) -> torch.device:
