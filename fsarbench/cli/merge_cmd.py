@@ -3,14 +3,31 @@
 ``run --shard I/N`` on several machines writes records under a shared results folder (or
 under per-machine sub-folders copied into it); this rebuilds ``summary.csv`` and the Markdown
 tables from every ``records/*.json`` found below ``--out``.
+
+Shards launched with other test flags (``--episodes``, ``--seed``) or on data that lost other
+test videos put numbers over different test episodes side by side. ``merge`` refuses such a
+set (:class:`~fsarbench.report.episode_protocol.MixedEpisodesError`, naming the folders and
+cells of each protocol) unless ``--allow-mixed-episodes`` is given; then the tables it writes
+name which cells used which episodes.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
-from fsarbench.results import OUTSIDE_TAG, load_records, newest_per_cell, write_summary
+from fsarbench.results import (
+    OUTSIDE_TAG,
+    ResultRecord,
+    load_record,
+    load_records,
+    newest_per_cell,
+    write_summary,
+)
+
+#: Cell ids named per group in the error (the folders name them all).
+EXAMPLES = 3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "merge",
         help="rebuild summary.csv and tables from every shard's records",
         description="Read every records/*.json below --out (shards of 'run --shard I/N', in "
-        "the folder itself or in sub-folders) and rebuild --out/summary.csv and --out/tables.",
+        "the folder itself or in sub-folders) and rebuild --out/summary.csv and --out/tables. "
+        "Refuses records evaluated on different test episodes (other --episodes or --seed, "
+        "queries per class, or other test videos) unless --allow-mixed-episodes is given.",
     )
     p.add_argument("--out", type=Path, required=True, help="results folder shared by the shards")
+    p.add_argument(
+        "--allow-mixed-episodes",
+        action="store_true",
+        help="merge records evaluated on different test episodes anyway; the tables then "
+        "name which cells used which (default: refuse, naming the shards that differ)",
+    )
     p.set_defaults(func=run)
 
 
@@ -39,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no records/*.json of this folder's runs below {args.out}{what}")
     for cell in twice:
         print(f"note: cell {cell} is recorded by more than one shard; the newest copy is used")
+    check_episodes(args.out, records, allow=args.allow_mixed_episodes)
     summary = write_summary(args.out, records)
     tables = write_summary_tables(args.out, records)
     print(
@@ -46,3 +72,64 @@ def run(args: argparse.Namespace) -> int:
         f"{args.out / 'tables'}"
     )
     return 0
+
+
+def check_episodes(out: Path, records: list[ResultRecord], *, allow: bool) -> None:
+    """Refuse ``records`` that mix test episodes, naming where each kind lies; with
+    ``allow``, print the same as a warning and go on (the tables carry notes).
+
+    Raises:
+        MixedEpisodesError: the records mix test episodes and ``allow`` is false.
+    """
+    from fsarbench.report.episode_protocol import MixedEpisodesError, protocol_mismatches
+
+    mismatches = protocol_mismatches(records)
+    if not mismatches:
+        return
+    folders = _record_folders(out)
+    parts = []
+    for m in mismatches:
+        lines = [f"{m.text}:"]
+        for label, recs in m.groups.items():
+            lines.append(f"  {label}: {_where(recs, folders)}")
+        parts.append("\n".join(lines))
+    found = "\n".join(parts)
+    if allow:
+        print(
+            f"warning: merging records over different test episodes (--allow-mixed-episodes); "
+            f"the tables name which cells used which.\n{found}"
+        )
+        return
+    raise MixedEpisodesError(
+        f"mixed test episodes: the records below {out} were evaluated on different ones, so their "
+        f"numbers would sit side by side in one table as if of one protocol:\n{found}\n"
+        "Re-run the odd shard(s) (the fewer records above) with the same flags as the others "
+        "(--episodes, --seed; on the same data), moving their old records out of this folder "
+        "first, or merge each "
+        "protocol in a folder of its own; --allow-mixed-episodes merges them anyway, with "
+        "every table naming which cells used which episodes."
+    )
+
+
+def _record_folders(out: Path) -> dict[tuple[str, str], set[str]]:
+    """``{(cell, created): folders}``: where below ``out`` each record lies (relative to it;
+    ``"--out itself"`` for its own ``records/``), to name the shards in an error."""
+    where: dict[tuple[str, str], set[str]] = {}
+    for path in sorted(out.rglob("records/*.json")):
+        try:
+            record = load_record(path)
+        except ValueError:
+            continue
+        folder = path.parent.parent.relative_to(out).as_posix()
+        folder = "--out itself" if folder == "." else folder
+        where.setdefault((record.cell, record.created), set()).add(folder)
+    return where
+
+
+def _where(records: list[ResultRecord], folders: dict[tuple[str, str], set[str]]) -> str:
+    """``"12 record(s) in shard0 (8), shard1 (4); e.g. otam__ssv2__..."``."""
+    counts = Counter(f for r in records for f in folders.get((r.cell, r.created), {"?"}))
+    places = ", ".join(f if len(counts) == 1 else f"{f} ({n})" for f, n in sorted(counts.items()))
+    cells = sorted(r.cell for r in records)
+    more = f", +{len(cells) - EXAMPLES} more" if len(cells) > EXAMPLES else ""
+    return f"{len(records)} record(s) in {places}; e.g. {', '.join(cells[:EXAMPLES])}{more}"

@@ -142,6 +142,7 @@ def _row(setting: Setting, st: Standing) -> dict:
         "diff_ci_high": round(c.diff_ci[1], 2) if c else None,
         "p_vs_leader_holm": st.p_leader_adjusted,
         "episodes": e.records[0].episodes,
+        "queries": setting.queries,
         "synthetic": e.synthetic,
         "outside": e.outside,
         "manifest_hash": e.manifest_hash,

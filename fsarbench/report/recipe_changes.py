@@ -7,6 +7,10 @@ record's method, dataset, track and protocol (at the record's own training way a
 returns the fields that differ, for the tables to name. :func:`feature_changes` does the same
 for a frozen-track record's frame features against its dataset's preset (``--features``, or a
 grid's ``features:``), which also enter the config hash but not the name.
+:func:`recipe_changes_text` also names the cells whose test episodes (``--episodes``,
+``--seed``, queries per class) are not those of most of the table's cells
+(:mod:`fsarbench.report.episode_protocol`): merged shards run with other flags sit side by
+side, and their numbers are not comparable cell by cell.
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ import functools
 from typing import Any
 
 from fsarbench.config import ConfigError
+from fsarbench.report.episode_protocol import (
+    episode_changes,
+    mixes_protocols,
+    reference_protocol,
+)
 from fsarbench.report.records import base_method_of
 from fsarbench.results import ResultRecord
 
-__all__ = ["feature_changes", "recipe_changes", "recipe_changes_text"]
+__all__ = ["feature_changes", "recipe_changes", "recipe_changes_text", "episodes_note"]
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -96,8 +105,9 @@ def feature_changes(record: ResultRecord) -> dict[str, Any]:
 def recipe_changes_text(records: list[ResultRecord]) -> str:
     """A note naming the systems whose records changed the default recipe or the dataset's
     feature preset and how, e.g. ``"Recipe changed from the default (--recipe/--option):
-    lr=0.01 for protonet."`` (``"every method"`` when all share the change); ``""`` when none
-    did."""
+    lr=0.01 for protonet."`` (``"every method"`` when all share the change), and those
+    evaluated on other test episodes than most of ``records`` (:func:`episodes_note`); ``""``
+    when none did."""
     notes = [
         _note(records, recipe_changes, "Recipe changed from the default (--recipe/--option)"),
         _note(
@@ -105,8 +115,26 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
             feature_changes,
             "Frame features changed from the dataset's preset (--features or the grid)",
         ),
+        episodes_note(records),
     ]
     return " ".join(n for n in notes if n)
+
+
+def episodes_note(records: list[ResultRecord]) -> str:
+    """``"Mixed test episodes, ...: cells use 10000 episodes, ... except: episodes=2000 for
+    trx."``: where ``records`` mix test protocols (:func:`~fsarbench.report.episode_protocol.
+    mixes_protocols`), the records whose test episodes (count, episode seed, queries per
+    class) are not the ones most of them share, named as :func:`recipe_changes_text` names a
+    changed recipe; ``""`` when they do not mix."""
+    reference = reference_protocol(records)
+    if reference is None or not mixes_protocols(records):
+        return ""
+    return _note(
+        records,
+        functools.partial(episode_changes, reference=reference),
+        "Mixed test episodes, not comparable cell by cell (run --episodes/--seed): cells use "
+        f"{reference.label} except",
+    )
 
 
 def _note(records: list[ResultRecord], changes_of, what: str) -> str:
@@ -134,10 +162,22 @@ def _note(records: list[ResultRecord], changes_of, what: str) -> str:
             if len(own) == sum(r.method == name for r in records):
                 whom.append(name)
             else:
-                settings = sorted({(r.way, r.shot) for r in own})
-                whom.append(f"{name} ({', '.join(f'{w}-way {k}-shot' for w, k in settings)})")
+                whom.append(f"{name} ({', '.join(_settings(own, records))})")
         parts.append(f"{text} for {', '.join(whom)}")
     return f"{what}: " + "; ".join(parts) + "."
+
+
+def _settings(own: list[ResultRecord], records: list[ResultRecord]) -> list[str]:
+    """``"5-way 1-shot"`` per setting of ``own``, led by the dataset where ``records`` span
+    several (a paper table's columns are datasets) and followed by the episode seed where
+    they hold several."""
+    datasets = len({r.dataset for r in records}) > 1
+    seeds = len({r.seed for r in records}) > 1
+    found = sorted({(r.dataset, r.way, r.shot, r.seed) for r in own})
+    return [
+        f"{f'{d} ' if datasets else ''}{w}-way {k}-shot{f' on episode seed {s}' if seeds else ''}"
+        for d, w, k, s in found
+    ]
 
 
 def _show(value: Any) -> str:

@@ -127,7 +127,8 @@ def render_latex(table: Table, citation: Citation | None = None) -> str:
 
 
 def render_csv(table: Table, citation: Citation | None = None) -> str:
-    """Long format: one line per cell, with its marks and (for runs) CI and seed spread."""
+    """Long format: one line per cell, with its marks and (for runs) CI, seed spread and
+    test episodes (count, episode seed, queries per class: a table can mix them)."""
     import csv
 
     buf = io.StringIO()
@@ -149,6 +150,9 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
             "mark",
             "significant",
             "citation",
+            "episodes",
+            "episode_seed",
+            "queries",
         ]
     )
     cite = citation.key if citation is not None else ""
@@ -172,6 +176,9 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
                     c.mark,
                     int(c.significant),
                     (r.citation or cite) if r.source == "published" else "",
+                    e.setting.episodes if e else "",
+                    e.setting.seed if e else "",
+                    e.setting.queries if e else "",
                 ]
             )
     return buf.getvalue()

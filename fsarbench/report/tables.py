@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fsarbench.report.episode_protocol import cell_marker, mixes_protocols, reference_protocol
 from fsarbench.report.published import (
     Column,
     Row,
@@ -233,8 +234,22 @@ def build_table(
     notes = _notes(rows) + _track_notes(spec, entries, source)
     notes += [f"not shown: {what}." for what in passed_over]
     shown = [rec for r in rows for c in r.cells if c.entry is not None for rec in c.entry.records]
+    _mark_other_episodes(rows, shown)
     changed = recipe_changes_text(shown)
     return Table(spec, rows, notes + ([changed] if changed else []))
+
+
+def _mark_other_episodes(rows: list[TableRow], shown: list) -> None:
+    """Append to each run cell evaluated on other test episodes than most shown run cells
+    what its episodes were (``" [2000 episodes]"``), so that a reader never compares the
+    two as one protocol; the change notes name the same cells."""
+    if not mixes_protocols(shown):
+        return
+    reference = reference_protocol(shown)
+    for row in rows:
+        for cell in row.cells:
+            if cell.entry is not None:
+                cell.text += cell_marker(cell.entry.records, reference)
 
 
 def _track_notes(spec: TableSpec, entries: list[Entry], source: str) -> list[str]:

@@ -1,0 +1,135 @@
+"""Shards run with other test flags (--episodes, --seed) or on other test videos: merge
+printed one table of both sets of numbers, and the paper tables, the leaderboard and the
+report placed them side by side, with nothing saying they were other episodes."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from report_fixtures import save_simulated_record
+
+import fsarbench as fb
+from fsarbench.cli.main import main
+from fsarbench.report.episode_protocol import (
+    EpisodeProtocol,
+    MixedEpisodesError,
+    mixes_protocols,
+    protocol_mismatches,
+)
+from fsarbench.report.published import load_table
+from fsarbench.report.records import load_entries
+from fsarbench.report.render import render
+from fsarbench.report.tables import build_table
+from fsarbench.results import load_records
+
+NOTE = "Mixed test episodes, not comparable cell by cell"
+
+
+def _manifest(episodes: int, seed: int = 0, videos: int = 6):
+    classes = np.repeat(np.arange(10), videos)
+    return fb.make_manifest(
+        classes, way=5, shot=1, queries=1, episodes=episodes, seed=seed, dataset="synth"
+    )
+
+
+def _shards(root: Path, *, episodes: int = 40, seed: int = 0, videos: int = 6) -> Path:
+    """Shard 0: otam and trx at 40 episodes, episode seed 0; shard 1: protonet with the
+    given flags (the defaults: the same protocol)."""
+    rng = np.random.default_rng(0)
+    for method in ("otam", "trx"):
+        save_simulated_record(root / "shard0", _manifest(40), method, 0.7, rng, dataset="synth")
+    other = _manifest(episodes, seed, videos)
+    save_simulated_record(root / "shard1", other, "protonet", 0.7, rng, dataset="synth")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("flags", "differs"),
+    [
+        ({"episodes": 20}, "20 episodes, episode seed 0"),
+        ({"seed": 3}, "40 episodes, episode seed 3"),
+    ],
+)
+def test_merge_refuses_shards_run_with_other_test_flags(tmp_path, capsys, flags, differs):
+    _shards(tmp_path, **flags)
+    assert main(["merge", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "mixed test episodes" in err and "shard1" in err and differs in err
+    assert "40 episodes, episode seed 0, 1 query/class: 2 record(s) in shard0" in err
+    assert "--allow-mixed-episodes" in err and "Re-run the odd shard(s)" in err
+    assert not (tmp_path / "summary.csv").exists() and not (tmp_path / "tables").exists()
+    with pytest.raises(MixedEpisodesError, match="protonet__synth"):
+        main(["-v", "merge", "--out", str(tmp_path)])
+
+
+def test_merge_refuses_one_protocol_drawn_from_other_test_videos(tmp_path, capsys):
+    """Same --episodes and --seed, but shard 1's machine saw other test videos: its
+    episodes are other videos under the same label."""
+    _shards(tmp_path, videos=7)
+    assert main(["merge", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "drew its episodes from other videos" in err and "manifest hash" in err
+
+
+def test_merge_accepts_one_protocol_and_every_cell_at_several_seeds(tmp_path, capsys):
+    _shards(tmp_path)
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    (table,) = (tmp_path / "tables").glob("*.md")
+    assert NOTE not in table.read_text()
+    # deliberately two episode seeds for every cell: one labelled column each, no mix
+    rng = np.random.default_rng(1)
+    for method in ("otam", "trx", "protonet"):
+        manifest = _manifest(40, seed=1)
+        save_simulated_record(tmp_path / "seed1", manifest, method, 0.7, rng, dataset="synth")
+    assert not mixes_protocols(load_records(tmp_path))
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    text = table.read_text()
+    assert "episode seed 1" in text and NOTE not in text
+    assert "mixed" not in capsys.readouterr().out
+
+
+def test_allowed_mix_is_named_in_every_table(tmp_path, capsys):
+    _shards(tmp_path, episodes=20)
+    assert main(["merge", "--out", str(tmp_path), "--allow-mixed-episodes"]) == 0
+    assert "warning: merging records over different test episodes" in capsys.readouterr().out
+    (summary,) = (tmp_path / "tables").glob("*.md")
+    assert (
+        f"{NOTE} (run --episodes/--seed): cells use 40 episodes, episode seed 0, 1 query/class "
+        "except: episodes=20 for protonet." in summary.read_text()
+    )
+    table = build_table(load_table(1), load_entries(tmp_path), source="runs")
+    cells = {r.labels[0]: r.cells[0] for r in table.rows}
+    assert cells["protonet"].text.endswith("± 9.23 [20 episodes]")
+    assert not cells["OTAM [4]"].text.endswith("]")
+    assert cells["protonet"].mark == ""  # not ranked against the 40-episode cells
+    markdown, latex = render(table, "md"), render(table, "latex")
+    for text in (markdown, latex):
+        assert "[20 episodes]" in text and NOTE in text and "episodes=20 for protonet" in text
+    rows = list(csv.DictReader(io.StringIO(render(table, "csv"))))
+    filled = {r["row"]: r["episodes"] for r in rows if r["value"]}
+    assert filled == {"OTAM [4]": "40", "TRX [24]": "40", "protonet": "20"}
+
+
+def test_leaderboard_and_report_name_the_mix(tmp_path, capsys):
+    from fsarbench.report.page.collect import collect_report
+
+    _shards(tmp_path, seed=3)
+    assert main(["leaderboard", "--runs", str(tmp_path), "--bootstrap", "50"]) == 0
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert f"{NOTE} (run --episodes/--seed)" in board and "episode_seed=3 for protonet" in board
+    data = collect_report(tmp_path, figures=False, n_boot=50)
+    assert any("episode_seed=3 for protonet" in n for n in data.board_notes)
+    (paper,) = [t for t in data.tables if t.number == 1]
+    assert any(c.text.endswith("[episode seed 3]") for r in paper.rows for c in r.cells)
+
+
+def test_protocol_groups_put_the_most_records_first(tmp_path):
+    _shards(tmp_path, episodes=10)
+    (mismatch,) = protocol_mismatches(load_records(tmp_path))
+    first, second = mismatch.groups
+    assert first == EpisodeProtocol(40, 0, 1).label == "40 episodes, episode seed 0, 1 query/class"
+    assert [r.method for r in mismatch.groups[second]] == ["protonet"]
