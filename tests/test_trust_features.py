@@ -224,3 +224,64 @@ def test_finetune_test_features_are_extracted_in_the_training_precision(
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert _training_precision("cuda" if cuda else "cpu", amp) == expected
+
+
+class _CopiedVideos:
+    """A dataset read from a copy of a small synth's files under ``root``, listed as a
+    published dataset is (its split md5 hashes the list, not the files)."""
+
+    name = variant = "copied"
+    flip_ok = False
+
+    def __init__(self, inner, root) -> None:
+        self.inner, self.root = inner, root
+
+    def class_names(self, split):
+        return self.inner.class_names(split)
+
+    def videos(self, split):
+        import dataclasses
+
+        return [
+            dataclasses.replace(v, path=self.root / v.path.relative_to(self.inner.path))
+            for v in self.inner.videos(split)
+        ]
+
+    def split_md5s(self):
+        return {"train": "list-md5", "val": "list-md5", "test": "list-md5"}
+
+
+def test_the_cache_key_names_the_files_of_a_listed_dataset(tmp_path):
+    """A published dataset's cache was keyed by its split list alone: a run on other files
+    under another --root (noise in place of the videos) was served the first files'
+    features and printed 100.00 ± 0.00 where a fresh cache gives 23.50."""
+    import shutil
+
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.data.synth import SynthConfig
+    from fsarbench.features.extract import SplitExtractConfig, extract_split
+
+    small = SynthConfig(videos_per_class=1, size=16, min_frames=4, max_frames=5)
+    inner = get_dataset("synth", root=tmp_path / "synth", config=small)
+    inner.videos("test")
+    config = SplitExtractConfig(
+        backbone="resnet18", weights="none", num_frames=2, resolution=16, workers=0, progress=False
+    )
+
+    def extract(root):
+        ds = _CopiedVideos(inner, root)
+        return extract_split("copied", "test", config=config, dataset=ds, cache_root=tmp_path / "c")
+
+    for name in ("a", "b"):
+        shutil.copytree(inner.path, tmp_path / name)  # copy2: same sizes and times
+    first, stats = extract(tmp_path / "a")
+    assert stats is not None
+    same, stats = extract(tmp_path / "b")  # the same files (sizes and times) elsewhere
+    assert stats is None and same.path == first.path
+    videos = _CopiedVideos(inner, tmp_path / "b").videos("test")
+    shutil.copyfile(videos[1].path, videos[0].path)  # another video's bytes in its place
+    replaced, stats = extract(tmp_path / "b")
+    assert stats is not None and replaced.path != first.path
+    videos[2].path.unlink()
+    missing, stats = extract(tmp_path / "b")
+    assert stats is not None and missing.path not in (first.path, replaced.path)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISDIR
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -534,11 +535,28 @@ def split_cache_key(
     )
 
 
-def data_identity(dataset: Any, split: str) -> str:
-    """``"<variant>:<split md5>"`` of an opened dataset: what tells its videos apart from
-    another dataset's with the same (video id, class) listing (a synth of another seed or
-    size, a modified copy of a split list)."""
-    return f"{dataset.variant}:{dataset.split_md5s()[split]}"
+def data_identity(dataset: Any, split: str, videos: Sequence[Any] = ()) -> str:
+    """``"<variant>:<split md5>[:<files>]"`` of an opened dataset: what tells its videos apart
+    from another dataset's with the same (video id, class) listing (a synth of another seed or
+    size, a modified copy of a split list), and ``videos``' files as :func:`files_stamp`
+    finds them (another root, a replaced or missing file: other features; a generated
+    dataset's split md5 holds the md5s it wrote, not what is on disk now)."""
+    identity = f"{dataset.variant}:{dataset.split_md5s()[split]}"
+    return identity + (f":{files_stamp(videos)}" if videos else "")
+
+
+def files_stamp(videos: Sequence[Any]) -> str:
+    """A hash of every video's (id, size, modification time) as found on disk (a folder of
+    frames: its own modification time, which adding or removing a frame changes; a missing
+    file: ``None``), so a cache is never served for files other than those it was made of."""
+    rows = []
+    for v in videos:
+        try:
+            st = Path(v.path).stat()
+            rows.append([v.video_id, -1 if S_ISDIR(st.st_mode) else st.st_size, st.st_mtime_ns])
+        except OSError:
+            rows.append([v.video_id, None])
+    return stable_hash(rows, n=16)
 
 
 def _transform_id(config: SplitExtractConfig) -> str:
@@ -585,7 +603,12 @@ def extract_split(
     if config.norm is None and backbone.norm is not None:  # e.g. CLIP statistics
         config = dataclasses.replace(config, norm=backbone.norm)
     key = split_cache_key(
-        dataset_name, split, videos, backbone.weights_id, config, data_identity(dataset, split)
+        dataset_name,
+        split,
+        videos,
+        backbone.weights_id,
+        config,
+        data_identity(dataset, split, videos),
     )
     folder = cache_folder(key, cache_root)
     if (folder / "index.json").exists() and FeatureCache.open(folder).is_complete:
