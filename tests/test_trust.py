@@ -398,3 +398,43 @@ def test_the_plan_counts_the_steps_of_every_training_stage():
     unit = SimpleNamespace(track="frozen")
     assert _frames(unit, recipe, None, plain)[0] == recipe.steps
     assert _frames(unit, recipe, None, sgtm)[0] == recipe.steps + round(recipe.steps * 0.2 / 0.8)
+
+
+def test_selected_weights_missing_or_replaced_are_never_evaluated(tmp_path, monkeypatch, capsys):
+    """best.pt was loaded unchecked on resume: another run's copy printed its number under
+    this run's settings, and a deleted one was replaced by the last step's weights."""
+    import shutil
+
+    import fsarbench.experiments.features as features_mod
+
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    recipe = [a for a in ARGS if a != "--no-progress"]
+
+    def train_into(name: str, *extra: str) -> int:
+        out = str(tmp_path / name)
+        return main(["train", "protonet", "--dataset", "toy", "--out", out, *extra, *recipe])
+
+    assert train_into("a") == 0 and train_into("b", "--seed", "3") == 0
+    shutil.copyfile(tmp_path / "b" / "best.pt", tmp_path / "a" / "best.pt")
+    capsys.readouterr()
+    assert train_into("a") == 2
+    assert "best.pt is not the step" in capsys.readouterr().err
+    (tmp_path / "a" / "best.pt").unlink()
+    assert train_into("a") == 2
+    assert "best.pt is missing, but its run selected step" in capsys.readouterr().err
+    (tmp_path / "a" / "best.pt").write_bytes(b"truncated")
+    assert train_into("a") == 2
+    assert "the selected weights cannot be read" in capsys.readouterr().err
+
+
+def test_a_run_retrains_a_model_whose_selected_weights_were_replaced(tmp_path, caplog):
+    """The runner trains such a unit again (a finished unit's best.pt is what it evaluates)."""
+    import logging
+
+    first = run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))[0]
+    (best,) = tmp_path.glob("models/*/best.pt")
+    best.write_bytes(b"truncated")
+    with caplog.at_level(logging.WARNING):
+        second = run_cells(CELLS, provider, RunOptions(tmp_path, **{**OPTS, "episodes": 250}))[0]
+    assert "retraining" in caplog.text and "cannot be read" in caplog.text
+    assert (first.episodes, second.episodes) == (200, 250)

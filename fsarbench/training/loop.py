@@ -231,7 +231,10 @@ def load_resume(
     that differs (never a silent resume of another run)."""
     if out is None or not resume or not (out / "last.pt").exists():
         return None
-    ckpt = load_checkpoint(out / "last.pt")
+    try:
+        ckpt = load_checkpoint(out / "last.pt")
+    except CheckpointError as err:
+        raise RunMismatchError(f"the resume point cannot be resumed: {err}") from None
     if fingerprint is not None:
         diff = provenance_diff(ckpt.get("fingerprint") or {}, fingerprint)
         if diff:
@@ -304,7 +307,7 @@ def run_training(
     )
     if ckpt:
         model.load_state_dict(ckpt["method"])
-    best = _resume_best(cfg.out, ckpt)
+    best = _resume_best(cfg.out, ckpt, cfg.fingerprint)
     state = best or copy.deepcopy(model.state_dict())
     run = _Run(model, source, validate, cfg, result, state, cfg.timer())
     stages = model.training_stages()
@@ -556,8 +559,35 @@ def _stage_end(run: _Run, stage: int) -> dict[str, Any]:
     return _payload(run, None, None, None, stage + 1, 0)
 
 
-def _resume_best(out: Path | None, ckpt: dict[str, Any] | None) -> dict[str, Tensor] | None:
-    """The weights of ``out/best.pt`` when resuming (read by rank 0, sent to every rank)."""
-    path = out / "best.pt" if out is not None else None
-    found = ckpt is not None and path is not None and is_main() and path.exists()
-    return broadcast_object(load_checkpoint(path)["method"] if found else None)
+def _resume_best(
+    out: Path | None, ckpt: dict[str, Any] | None, fingerprint: dict[str, Any] | None
+) -> dict[str, Tensor] | None:
+    """The weights of ``out/best.pt`` when resuming a run that has selected a step (read by
+    rank 0, sent to every rank); ``None`` when nothing was selected yet."""
+    selected = ckpt is not None and out is not None and ckpt.get("best_step") is not None
+    best = _selected_weights(out / "best.pt", ckpt, fingerprint) if selected and is_main() else None
+    return broadcast_object(best)
+
+
+def _selected_weights(
+    path: Path, ckpt: dict[str, Any], fingerprint: dict[str, Any] | None
+) -> dict[str, Tensor]:
+    """``best.pt``'s weights, checked against the resume point ``ckpt`` that selected them:
+    a missing, unreadable or replaced file raises :class:`RunMismatchError` (the last step's
+    weights, or another run's, were evaluated as the selected ones)."""
+    step = ckpt["best_step"]
+    if not path.exists():
+        raise RunMismatchError(f"{path} is missing, but its run selected step {step}")
+    try:
+        best = load_checkpoint(path)
+    except CheckpointError as err:
+        raise RunMismatchError(f"the selected weights cannot be read: {err}") from None
+    diff = (
+        [] if fingerprint is None else provenance_diff(best.get("fingerprint") or {}, fingerprint)
+    )
+    if diff or best.get("step") != step:
+        raise RunMismatchError(
+            f"{path} is not the step {step} its run selected (it holds step "
+            f"{best.get('step')}" + (f"; differing fields: {', '.join(diff)}" if diff else "") + ")"
+        )
+    return best["method"]
