@@ -438,3 +438,15 @@ def test_a_run_retrains_a_model_whose_selected_weights_were_replaced(tmp_path, c
         second = run_cells(CELLS, provider, RunOptions(tmp_path, **{**OPTS, "episodes": 250}))[0]
     assert "retraining" in caplog.text and "cannot be read" in caplog.text
     assert (first.episodes, second.episodes) == (200, 250)
+
+
+def test_a_decoding_change_marks_frozen_records_stale_where_shown(tmp_path, monkeypatch):
+    """Frozen records named no pipeline code (their caches did): after a change to decoding
+    or transforms, tables and the leaderboard showed old records unmarked beside new ones."""
+    from fsarbench import results
+
+    (record,) = run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    assert record.provenance["code"]["pipeline"] == provenance.pipeline_digest()
+    assert results.stale_reasons(record) == []
+    monkeypatch.setattr(provenance, "pipeline_digest", lambda: "another pipeline")
+    assert results.stale_reasons(record) == ["code:pipeline"]

@@ -32,7 +32,7 @@ from fsarbench.experiments.units import ModelUnit, unit_for
 from fsarbench.io import stable_hash
 from fsarbench.locks import held
 from fsarbench.methods import FewShotMethod
-from fsarbench.provenance import code_parts, provenance_diff
+from fsarbench.provenance import code_parts, pipeline_digest, provenance_diff
 from fsarbench.results import (
     OUTSIDE_TAG,
     SUPERSEDED_DIR,
@@ -246,7 +246,9 @@ class CellRunner:
     ) -> dict[str, Any]:
         """Everything that can change this cell's number (see :mod:`fsarbench.provenance`)."""
         info = p.data.info
-        code = code_parts(p.method)
+        # every cell's features (frozen: the caches, keyed by it) come from this pipeline, so a
+        # change to decoding or transforms marks the record stale where it is shown
+        code = {**code_parts(p.method), "pipeline": pipeline_digest()}
         return {
             "config_hash": config_hash,
             "protocol": {
