@@ -107,6 +107,28 @@ def build_method(
     return method
 
 
+def _warn_left_out(features: DatasetFeatures) -> None:
+    """Say, per split, how many of the listed videos a dataset's numbers leave out (missing,
+    unreadable or too short): each record lists them, but a mostly missing dataset printed
+    confident numbers with one INFO line to show for it."""
+    if not features.skipped:
+        return
+    counts = []
+    for split, data in features.splits.items():
+        lost = sum(s.startswith(f"{split}/") for s in features.skipped)
+        if lost:
+            counts.append(f"{split} {lost} of {lost + len(data.classes)}")
+    log.warning(
+        "%s: left out %d listed video(s) (%s) as missing, unreadable or too short: its "
+        "numbers are over the videos found (records list them; 'python -m fsarbench data "
+        "check %s' names the causes)",
+        features.name,
+        len(features.skipped),
+        ", ".join(counts),
+        features.name,
+    )
+
+
 class FrozenTrack:
     """Heads trained on cached features of a fixed backbone (``provider(dataset,
     protocol)`` gives them)."""
@@ -129,6 +151,7 @@ class FrozenTrack:
         key = (dataset, protocol)
         if key not in self.features:
             self.features[key] = self.provider(dataset, protocol)
+            _warn_left_out(self.features[key])
         return self.features[key]
 
     def data(self, cell: Cell) -> TrackData:
