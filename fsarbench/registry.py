@@ -358,17 +358,13 @@ def _check_plugin(
     one that does so only at some hyper-parameters passed checks made at its defaults; one
     with a hyper-parameter tied to the feature size failed spuriously at the contract's)."""
     hparams = dict(hparams or {})
-    key = json.dumps(
-        [name, hparams, dataclasses.asdict(setting) if setting else None],
-        sort_keys=True,
-        default=str,
-    )
+    sizes = dataclasses.asdict(setting) if setting else {}
+    key = json.dumps([name, hparams, sizes], sort_keys=True, default=str)
     if key in _PLUGINS_CHECKED:
         return
     _PLUGINS_CHECKED.add(key)
     from fsarbench.testing.contract import CONTRACT_CHECKS, contract_hparams
 
-    sizes = dataclasses.asdict(setting) if setting else {}
     failed = []
     for check in PLUGIN_CHECKS:
         try:

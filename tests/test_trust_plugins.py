@@ -430,3 +430,19 @@ def test_plugins_are_checked_at_the_size_they_are_built_for(monkeypatch, capsys)
     assert main(["check-method", "wide", "--hparams", hp, "--feature-dim", "512"]) == 0
     assert main(["check-method", "wide", "--hparams", hp]) == 1  # at the contract's 64
     assert "width 256 > feature_dim 64" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--feature-dim", "0"], "--feature-dim: must be at least 1"),
+        (["--feature-dim", "8", "--seq-len", "-1"], "--seq-len: must be at least 1"),
+        (["--feature-dim", "8", "--dataset", "sinth"], "invalid choice: 'sinth'"),
+    ],
+)
+def test_check_method_refuses_impossible_sizes_and_unknown_datasets(argv, message, capsys):
+    from fsarbench.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["check-method", "protonet", *argv])
+    assert message in capsys.readouterr().err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import traceback
 
+from fsarbench.cli.common import at_least
+from fsarbench.data.datasets import list_datasets
 from fsarbench.registry import list_methods
 
 
@@ -25,15 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--feature-dim",
-        type=int,
+        type=at_least(1),
         default=None,
         help="check at this feature size D, the method built as a run builds it (without its "
         "CONTRACT_HPARAMS); default: the contract's small size",
     )
-    p.add_argument("--seq-len", type=int, default=None, help="frames T (with --feature-dim)")
+    p.add_argument(
+        "--seq-len", type=at_least(1), default=None, help="frames T (with --feature-dim)"
+    )
     p.add_argument(
         "--dataset",
         default=None,
+        choices=list_datasets(),
         help="apply the method's per-dataset presets (with --feature-dim)",
     )
     p.set_defaults(func=run)

@@ -535,14 +535,13 @@ def split_cache_key(
     )
 
 
-def data_identity(dataset: Any, split: str, videos: Sequence[Any] = ()) -> str:
-    """``"<variant>:<split md5>[:<files>]"`` of an opened dataset: what tells its videos apart
+def data_identity(dataset: Any, split: str, videos: Sequence[Any]) -> str:
+    """``"<variant>:<split md5>:<files>"`` of an opened dataset: what tells its videos apart
     from another dataset's with the same (video id, class) listing (a synth of another seed or
     size, a modified copy of a split list), and ``videos``' files as :func:`files_stamp`
     finds them (another root, a replaced or missing file: other features; a generated
     dataset's split md5 holds the md5s it wrote, not what is on disk now)."""
-    identity = f"{dataset.variant}:{dataset.split_md5s()[split]}"
-    return identity + (f":{files_stamp(videos)}" if videos else "")
+    return f"{dataset.variant}:{dataset.split_md5s()[split]}:{files_stamp(videos)}"
 
 
 def files_stamp(videos: Sequence[Any]) -> str:

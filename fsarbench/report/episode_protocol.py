@@ -150,11 +150,9 @@ def _pools(records: list[ResultRecord]) -> list[Mismatch]:
     for (ds, _, track, _, way, shot, proto), pools in sorted(by_setting.items(), key=str):
         if len(pools) < 2:
             continue
-        (first, *_), (second, *_) = sorted(pools.items(), key=lambda kv: -len(kv[1]))[:2]
-        groups = {
-            f"pool {k.manifest_hash[:8]}": recs
-            for k, recs in sorted(pools.items(), key=lambda kv: -len(kv[1]))
-        }
+        largest_first = sorted(pools.items(), key=lambda kv: -len(kv[1]))
+        (first, _), (second, _) = largest_first[:2]
+        groups = {f"pool {k.manifest_hash[:8]}": recs for k, recs in largest_first}
         out.append(
             Mismatch(
                 f"{ds} {way}-way {shot}-shot [{track}] ({proto.label}) drew its episodes from "
