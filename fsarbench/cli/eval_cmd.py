@@ -26,6 +26,14 @@ from fsarbench.cli.common import (
     at_least,
     parse_hparams,
 )
+from fsarbench.cli.eval_checks import (
+    CUSTOM_DATASET,
+    CheckpointMismatchError,
+    cache_split_md5,
+    check_checkpoint,
+    eval_variant_label,
+    features_origin,
+)
 from fsarbench.data.protocols import list_protocols
 from fsarbench.environment import compute_environment
 from fsarbench.episodes import Manifest, ManifestError, draw_test_manifest, manifest_class_names
@@ -91,9 +99,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     p.add_argument(
         "--dataset",
-        default="custom",
+        default=None,
         help="dataset name recorded with the result; it also selects the method's "
-        "per-dataset reference presets (e.g. HyRSM on kinetics100)",
+        "per-dataset reference presets (e.g. HyRSM on kinetics100). With --features, a "
+        "feature cache names its own dataset (default: that one; 'custom' for a tensor file)",
+    )
+    p.add_argument(
+        "--cross-dataset",
+        action="store_true",
+        help="evaluate a checkpoint trained on another dataset than --dataset (recorded as "
+        "the variant 'trained on <dataset>', kept out of paper tables)",
     )
     p.add_argument("--out", default=None, help="results folder for the record")
     add_nonfinite_argument(p)
@@ -155,10 +170,23 @@ def build_method(
     )
     if not args.checkpoint:
         return method
-    if recipe.get("adapter") == "linear_ln":
+    if recipe.get("adapter") == "linear_ln" or (not recipe and _has_adapter(state)):
         method = AdaptedMethod(method, FrameAdapter(d), d)
-    method.load_state_dict(state)
+    try:
+        method.load_state_dict(state)
+    except RuntimeError as err:  # torch names the missing, unexpected and mis-shaped keys
+        raise CheckpointMismatchError(
+            f"the weights in {args.checkpoint} do not fit {args.method!r} at feature size "
+            f"{d} and {t} frames: {' '.join(str(err).split())} Is it another method's "
+            "checkpoint, or one made on other features?"
+        ) from None
     return method
+
+
+def _has_adapter(state: dict[str, torch.Tensor]) -> bool:
+    """A plain state dict saved from a frozen-track model (``best.pt``'s ``"method"``): the
+    head behind the frame adapter (keys ``adapter.*`` and ``inner.*``)."""
+    return any(key.startswith("adapter.") for key in state)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,15 +200,24 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = read_checkpoint(args)
         if args.features:
             opened = open_feature_store(args.features)
+            args.dataset, split = features_origin(opened, args.dataset, args.features)
+            trained_on = _checked_checkpoint(args, checkpoint)
             manifest = Manifest.load(args.manifest)
             store, video_classes = _serving_store(opened, manifest)
             method, meta, names = (
                 build_method(args, store.feature_shape, checkpoint),
-                {"features": feature_identity(args.features, opened)},
+                _features_meta(args.features, opened, split),
                 _names(opened, video_classes, manifest),
             )
         else:
+            trained_on, split = _checked_checkpoint(args, checkpoint), "test"
             store, manifest, method, meta, names = _dataset_mode(args, device, checkpoint)
+        meta["variant"] = eval_variant_label(
+            checkpoint=bool(args.checkpoint),
+            traceable=not args.features or "cache_key" in meta["features"],
+            trained_on=trained_on,
+            split=split,
+        )
         method = method.to(device)
         result = evaluate_sharded(
             method,
@@ -200,6 +237,31 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed()
     return 0
+
+
+def _checked_checkpoint(args: argparse.Namespace, data: dict[str, Any]) -> str | None:
+    """:func:`~fsarbench.cli.eval_checks.check_checkpoint` for ``--checkpoint`` (the dataset
+    it was trained on, when ``--cross-dataset`` evaluates it on another)."""
+    if not args.checkpoint:
+        return None
+    return check_checkpoint(
+        data,
+        method=args.method,
+        dataset=args.dataset,
+        where=args.checkpoint,
+        cross_dataset=args.cross_dataset,
+    )
+
+
+def _features_meta(path: str, store, split: str) -> dict[str, Any]:
+    """What an ``eval --features`` record says it was evaluated on: the features' identity
+    and, for a dataset's cache, the md5 of the split list it was extracted from (so that the
+    record pairs only with records of the same test videos)."""
+    features: dict[str, Any] = feature_identity(path, store)
+    md5 = cache_split_md5(store)
+    if md5:
+        features["split_md5"] = {split: md5}
+    return {"features": features, "split": split}
 
 
 def _weights_identity(checkpoint: str | None, data: dict[str, Any]) -> dict[str, Any]:
@@ -298,7 +360,7 @@ def _check_mode(args: argparse.Namespace) -> None:
             "--features and --manifest go together; or give neither and evaluate on "
             "--dataset D (with --way, --shot, --episodes, and usually --checkpoint)"
         )
-    if not args.features and args.dataset == "custom":
+    if not args.features and args.dataset in (None, CUSTOM_DATASET):
         raise ValueError(
             "say what to evaluate on: --features F --manifest M, or --dataset D (a dataset "
             "of 'data list') with --way/--shot/--episodes"
@@ -450,8 +512,9 @@ def _finetune_checkpoint(args, data: dict, device):
 
 
 def _report(args, method, manifest, result, world: int, meta: dict) -> None:
+    name = f"{args.method} [{meta['variant']}]" if meta.get("variant") else args.method
     print(
-        f"{args.method}: {result.accuracy:.2f} ± {result.ci95:.2f} "
+        f"{name}: {result.accuracy:.2f} ± {result.ci95:.2f} "
         f"({result.episodes} episodes, {manifest.way}-way {manifest.spec.shot}-shot; "
         f"± is the {result.spread_name}; {world} process(es))"
     )
@@ -475,10 +538,18 @@ def _report(args, method, manifest, result, world: int, meta: dict) -> None:
             train_shot=_trained(meta, "shot"),
             skipped_videos=meta.get("skipped_videos"),
             compute=compute_environment(device_of(method)),
+            split=meta.get("split", "test"),
+            tags={"variant_label": meta["variant"]} if meta.get("variant") else None,
         )
         save_result(args.out, record, result)
         write_summary(args.out)
         print(f"record written under {args.out}/records/{record.cell}.json")
+        if meta.get("variant"):
+            print(
+                f"recorded as the variant {name!r} ({meta['variant']}): not a run of the "
+                "protocol, so it is kept out of paper tables and the leaderboard "
+                "('leaderboard --include-variants' shows it)"
+            )
 
 
 def _with_checkpoint(meta: dict) -> dict[str, Any] | None:

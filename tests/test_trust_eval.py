@@ -1,0 +1,196 @@
+"""What ``eval`` files under a method and a dataset: checkpoints of another method or
+dataset are refused by name, a feature cache's own dataset and split are kept, and what is
+not a run of the protocol (no checkpoint, a tensor file, across datasets, another split) is a
+variant that stays out of paper tables and the leaderboard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_train_cmd import FakeProvider
+
+import fsarbench as fb
+import fsarbench.experiments.features as features_mod
+from fsarbench.cli.eval_checks import (
+    CheckpointMismatchError,
+    FeaturesDatasetError,
+    check_checkpoint,
+    features_origin,
+)
+from fsarbench.cli.main import main
+from fsarbench.features.cache import CacheKey, FeatureCache
+from fsarbench.report.published import load_table
+from fsarbench.report.records import group_entries
+from fsarbench.report.tables import build_table
+from fsarbench.training import load_checkpoint
+
+RECIPE = ["--recipe", "steps=2", "val_episodes=4", "episodes_per_step=2", "--no-progress"]
+
+
+@pytest.fixture
+def trained(tmp_path, monkeypatch):
+    """best.pt of a protonet trained on the fake dataset 'toy' (in-memory features)."""
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    out = tmp_path / "m"
+    assert main(["train", "protonet", "--dataset", "toy", "--out", str(out), *RECIPE]) == 0
+    return out / "best.pt"
+
+
+def _refused(capsys, argv: list[str]) -> str:
+    """The error ``main(argv)`` printed (it must exit 2)."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def _eval(tmp_path, *extra: str) -> int:
+    argv = ["eval", "protonet", "--way", "5", "--shot", "1", "--episodes", "20"]
+    return main([*argv, "--device", "cpu", "--out", str(tmp_path / "r"), *extra])
+
+
+def test_eval_without_checkpoint_is_an_untrained_variant_kept_out_of_table_1(
+    tmp_path, trained, capsys
+):
+    """An 'eval otam --dataset synth --out R' without --checkpoint wrote a record under the
+    plain method name, and Table 1 showed that untrained 70.00 instead of the trained 72.90
+    (which it named as 'not shown')."""
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    assert _eval(tmp_path, "--dataset", "toy") == 0
+    assert "recorded as the variant 'protonet [untrained]'" in capsys.readouterr().out
+    records = fb.load_records(tmp_path / "r")
+    untrained = next(r for r in records if r.recipe == {})
+    assert untrained.tags == {"variant_label": "untrained"}
+    entries = group_entries(records)
+    assert sorted(e.system for e in entries) == ["protonet", "protonet [untrained]"]
+    assert [e.is_variant for e in sorted(entries, key=lambda e: e.system)] == [False, True]
+    table = build_table(load_table(1), entries, source="runs", stand_in="toy")
+    shown = [c.entry for r in table.rows for c in r.cells if c.entry is not None]
+    assert [e.system for e in shown] == ["protonet"]
+    assert not any("not shown" in note for note in table.notes)
+
+
+def test_eval_refuses_another_methods_checkpoint_by_name(tmp_path, trained, capsys):
+    """A protonet checkpoint evaluated as OTAM stopped with "unknown key 'lam'"-style errors
+    from the stored hyper-parameters; it now names the checkpoint's method."""
+    argv = ["eval", "otam", "--dataset", "toy", "--checkpoint", str(trained), "--device", "cpu"]
+    assert "holds a 'protonet' model, not 'otam'" in _refused(capsys, argv)
+    with pytest.raises(CheckpointMismatchError):
+        check_checkpoint(
+            load_checkpoint(trained), method="otam", dataset="toy", where="b", cross_dataset=False
+        )
+
+
+def test_plain_state_dict_that_does_not_fit_is_named(tmp_path, trained, capsys):
+    """A plain state dict (no fingerprint) of another head stopped with torch's key list;
+    the error now says which method and feature size it was loaded into."""
+    state = load_checkpoint(trained)["method"]
+    torch.save(state, tmp_path / "plain.pt")
+    argv = ["eval", "trx", "--dataset", "toy", "--checkpoint", str(tmp_path / "plain.pt")]
+    assert "do not fit 'trx' at feature size 8" in _refused(capsys, [*argv, "--device", "cpu"])
+
+
+def test_plain_state_dict_of_an_adapted_head_loads_behind_its_adapter(tmp_path, trained):
+    """best.pt's 'method' saved on its own (adapter.* and inner.* keys) could not be
+    evaluated at all: eval built the bare head. The keys now say it has the frame adapter."""
+    state = load_checkpoint(trained)["method"]
+    assert any(k.startswith("adapter.") for k in state)
+    torch.save(state, tmp_path / "plain.pt")
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(tmp_path / "plain.pt")) == 0
+    with_fp, plain = sorted(fb.load_records(tmp_path / "r"), key=lambda r: r.train_seed is None)
+    assert plain.accuracy == with_fp.accuracy and plain.tags == {}
+
+
+def test_eval_refuses_a_checkpoint_trained_on_another_dataset(tmp_path, trained, capsys):
+    """_check_same_features compared backbone and protocol, not the dataset: a model trained
+    on one dataset was recorded as the other's own result."""
+    argv = ["eval", "protonet", "--dataset", "toy2", "--checkpoint", str(trained)]
+    assert "trained on 'toy', and --dataset is 'toy2'" in _refused(capsys, argv)
+    assert (
+        _eval(tmp_path, "--dataset", "toy2", "--checkpoint", str(trained), "--cross-dataset") == 0
+    )
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.dataset == "toy2" and record.tags == {"variant_label": "trained on toy"}
+    assert "protonet [trained on toy]: " in capsys.readouterr().out
+
+
+def _cache(tmp_path, *, dataset: str | None, split: str = "test") -> tuple[str, str]:
+    """A feature cache of the fake test split (keyed by ``dataset`` and ``split``, or
+    keyless), and a manifest over it."""
+    test = FakeProvider()("toy").splits["test"]
+    feats = test.store.features
+    n, t, d = feats.shape
+    key = None
+    if dataset is not None:
+        key = CacheKey(
+            dataset, split, "x", "tsn", "t", "r18", "w", t, 64, 1, 0, data=f"{dataset}:md5a"
+        )
+    path = tmp_path / f"cache-{dataset}-{split}"
+    ids = [f"v{i}" for i in range(n)]
+    cache = FeatureCache.create(
+        path,
+        video_ids=ids,
+        num_views=1,
+        num_frames=t,
+        feature_dim=d,
+        key=key,
+        class_indices=[int(c) for c in test.classes],
+    )
+    cache.write(np.arange(n), np.zeros(n, dtype=int), feats.numpy().astype(np.float16))
+    cache.flush()
+    fb.make_manifest(test.classes, way=5, shot=1, episodes=20).save(tmp_path / "m.json")
+    return str(path), str(tmp_path / "m.json")
+
+
+def test_eval_features_keeps_the_cache_dataset_and_refuses_another(tmp_path, trained, capsys):
+    """'eval --features X --dataset D' filed a number under any D: synth features were
+    shown as a UCF101 run in Table 1, bold."""
+    path, manifest = _cache(tmp_path, dataset="toy")
+    args = ["--features", path, "--manifest", manifest, "--checkpoint", str(trained)]
+    error = _refused(capsys, ["eval", "protonet", *args, "--dataset", "ucf101"])
+    assert "holds features of 'toy' (test split), and --dataset is 'ucf101'" in error
+    with pytest.raises(FeaturesDatasetError):
+        features_origin(FeatureCache.open(path), "ucf101", path)
+    assert _eval(tmp_path, *args) == 0
+    (record,) = fb.load_records(tmp_path / "r")
+    assert (record.dataset, record.split, record.tags) == ("toy", "test", {})
+    assert record.features["split_md5"] == {"test": "md5a"}
+
+
+def test_eval_features_of_a_val_cache_is_recorded_as_the_val_split(tmp_path, trained):
+    path, manifest = _cache(tmp_path, dataset="toy", split="val")
+    assert (
+        _eval(tmp_path, "--features", path, "--manifest", manifest, "--checkpoint", str(trained))
+        == 0
+    )
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.split == "val" and record.tags == {"variant_label": "val split"}
+
+
+def test_eval_features_of_a_tensor_file_is_a_variant(tmp_path, trained):
+    """A tensor file ties nothing to the dataset named: its record is the 'features file'
+    variant, never a run in a paper table."""
+    test = FakeProvider()("toy").splits["test"]
+    torch.save(test.store.features, tmp_path / "f.pt")
+    _, manifest = _cache(tmp_path, dataset=None)
+    args = ["--features", str(tmp_path / "f.pt"), "--manifest", manifest]
+    assert _eval(tmp_path, *args, "--checkpoint", str(trained), "--dataset", "toy") == 0
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.dataset == "toy" and record.tags == {"variant_label": "features file"}
+    (entry,) = group_entries([record])
+    assert entry.system == "protonet [features file]" and entry.is_variant
+    table = build_table(load_table(1), [entry], source="runs", stand_in="toy")
+    assert not [c for r in table.rows for c in r.cells if c.entry is not None]
+
+
+def test_eval_features_without_dataset_or_key_is_custom(tmp_path, trained):
+    """A checkpoint evaluated on an untraceable tensor file with no --dataset is filed under
+    'custom' (not refused as another dataset: the file names none)."""
+    test = FakeProvider()("toy").splits["test"]
+    torch.save(test.store.features, tmp_path / "f.pt")
+    _, manifest = _cache(tmp_path, dataset=None)
+    args = ["--features", str(tmp_path / "f.pt"), "--manifest", manifest]
+    assert _eval(tmp_path, *args, "--checkpoint", str(trained)) == 0
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.dataset == "custom" and record.tags == {"variant_label": "features file"}
