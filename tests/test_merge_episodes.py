@@ -133,3 +133,21 @@ def test_protocol_groups_put_the_most_records_first(tmp_path):
     first, second = mismatch.groups
     assert first == EpisodeProtocol(40, 0, 1).label == "40 episodes, episode seed 0, 1 query/class"
     assert [r.method for r in mismatch.groups[second]] == ["protonet"]
+
+
+def test_run_into_a_folder_of_other_episodes_warns_on_the_console(tmp_path, monkeypatch, capsys):
+    """A run with another --episodes into the --out of an earlier run put a note in the
+    tables only; the console, where the user reads the numbers, said nothing."""
+    from test_run_torchrun import ARGV, ToyProvider
+
+    import fsarbench.experiments.features as features_mod
+
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", ToyProvider)
+    argv = [a for a in ARGV if a != "otam"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    assert "mixed test episodes" not in capsys.readouterr().out
+    argv[argv.index("--episodes") + 1] = "30"
+    assert main([*argv, "--shots", "3", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: mixed test episodes in this folder: the cells were evaluated under " in out
+    assert "30 episodes, episode seed 0, 1 query/class: 1 record(s)" in out

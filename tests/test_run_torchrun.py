@@ -42,7 +42,7 @@ def _torchrun(monkeypatch, rank: int, world: int = 2, posted: dict | None = None
 
     def gather(env: DistEnv, value: object) -> list[object]:
         posted[env.rank] = value
-        return [posted.get(r, 0) for r in range(env.world_size)]
+        return [posted.get(r, (0, None)) for r in range(env.world_size)]
 
     monkeypatch.setattr(run_cmd, "gather_when_done", gather)
     return posted
@@ -63,13 +63,13 @@ def test_ranks_share_the_units_and_rank_0_alone_prints_a_plain_runs_summary(
     assert main([*ARGV, "--out", str(out)]) == 0
     assert capsys.readouterr().out == ""  # rank 1 prints nothing
     share = _records(out)
-    assert posted == {1: len(share)}  # one model per cell here; then it waited
+    assert posted == {1: (len(share), None)}  # one model per cell here; then it waited
     assert share and share < _records(tmp_path / "plain")  # its units only, not all
     _torchrun(monkeypatch, rank=0, posted=posted)
     assert main([*ARGV, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert _records(out) == _records(tmp_path / "plain")
-    assert posted == {1: len(share), 0: 4 - len(share)}  # rank 0 trained none of rank 1's
+    assert posted == {1: (len(share), None), 0: (4 - len(share), None)}  # none of rank 1's
     assert "torchrun: 2 processes" in text and "4 model(s) trained" in text
     assert text.count("| protonet |") == 1 and "time per stage (rank 0)" in text
     plain = (tmp_path / "plain" / "summary.csv").read_text()
@@ -85,6 +85,47 @@ def test_under_torchrun_each_rank_takes_its_shard_its_device_and_no_progress(mon
     args.plan = True  # rank 0 plans the whole run
     assert run_cmd._shard_spec(args, env) is None
     assert run_cmd._shard_spec(args, DistEnv()) is None  # a plain run: its --shard, if any
+
+
+def test_a_failing_rank_is_named_by_rank_0_instead_of_leaving_it_waiting(
+    tmp_path, monkeypatch, capsys
+):
+    """A rank that raised left the run without joining the final wait: rank 0 waited for it
+    until torchrun killed the job, and nobody said which rank failed or why. The failing rank
+    now posts its error, and rank 0 names it and exits 2 (finished cells stay saved)."""
+    from fsarbench.experiments.runner import CellRunner
+
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", ToyProvider)
+    original = CellRunner.run_cells
+
+    def run_cells(self, cells, **kwargs):
+        if dist_env().rank == 1:
+            raise OSError("disk full")
+        return original(self, cells, **kwargs)
+
+    monkeypatch.setattr(CellRunner, "run_cells", run_cells)
+    out = tmp_path / "torchrun"
+    posted = _torchrun(monkeypatch, rank=1)
+    assert main([*ARGV, "--out", str(out)]) == 2
+    assert posted == {1: (0, "OSError: disk full")}
+    _torchrun(monkeypatch, rank=0, posted=posted)
+    assert main([*ARGV, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 processes stopped with an error" in err and "rank 1: OSError: disk full" in err
+    assert _records(out)  # rank 0's cells are saved for the re-run
+
+
+def test_ranks_other_than_0_log_warnings_only(monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger(), "level", logging.INFO)
+    _torchrun(monkeypatch, rank=1)
+    run_cmd._torchrun_share(build_parser().parse_args([*ARGV, "--out", "/tmp/unused"]))
+    assert logging.getLogger().level == logging.WARNING
+    logging.getLogger().setLevel(logging.INFO)
+    _torchrun(monkeypatch, rank=0)
+    run_cmd._torchrun_share(build_parser().parse_args([*ARGV, "--out", "/tmp/unused"]))
+    assert logging.getLogger().level == logging.INFO
 
 
 def test_under_torchrun_shard_and_launcher_are_refused(monkeypatch, capsys):

@@ -331,15 +331,12 @@ def run(args: argparse.Namespace) -> int:
             f"({len(unique_cells(mine))}), then the tables of all once every process is done"
         )
     t0 = time.perf_counter()
-    # one runner for every grid: features extracted once, models and pair tables reused
-    for grid, group in itertools.groupby(mine, key=lambda c: c.tags_dict.get("grid", "cells")):
-        group = list(group)
-        t_grid = time.perf_counter()
-        runner.run_cells(group, on_record=_print_record if env.is_main else None)
-        say(f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True)
-    trained = sum(gather_when_done(env, len(runner.trained_units)))  # every rank's records
+    failure = _run_share(runner, mine, env, say)
+    done = gather_when_done(env, (len(runner.trained_units), failure))  # every rank's records
     if not env.is_main:
-        return 0
+        return 2 if failure else 0
+    _stop_if_a_rank_failed(done)
+    trained = sum(n for n, _ in done)
     print(f"{trained} model(s) trained or resumed in this run")
     with runner.timed("tables and figures"):
         outputs = _write_outputs(args, cells if env.distributed else mine)
@@ -352,6 +349,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_share(runner, mine: list, env: DistEnv, say) -> str | None:
+    """Run this process's cells, grid by grid (one runner for every grid: features extracted
+    once, models and pair tables reused). Under torchrun a rank's error is returned, not
+    raised, so that it still joins the final wait: rank 0 then names it instead of waiting
+    for a rank that is gone."""
+    try:
+        for grid, group in itertools.groupby(mine, key=lambda c: c.tags_dict.get("grid", "cells")):
+            group = list(group)
+            t_grid = time.perf_counter()
+            runner.run_cells(group, on_record=_print_record if env.is_main else None)
+            say(
+                f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True
+            )
+    except Exception as err:
+        if not env.distributed:
+            raise
+        log.exception("rank %d stopped", env.rank)
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _stop_if_a_rank_failed(done: list[tuple[int, str | None]]) -> None:
+    """Raise, naming every rank that stopped with an error (the cells the others finished
+    are saved, and a re-run of the same command reuses them)."""
+    failed = [f"rank {rank}: {failure}" for rank, (_, failure) in enumerate(done) if failure]
+    if failed:
+        raise RankFailedError(
+            f"{len(failed)} of {len(done)} processes stopped with an error; the other "
+            "processes' cells are saved and the same command resumes the rest. " + "; ".join(failed)
+        )
+
+
+class RankFailedError(RuntimeError):
+    """A torchrun process of ``run`` stopped with an error (named by rank 0)."""
+
+
 def _silent(*args: object, **kwargs: object) -> None:
     """``print`` of the ranks other than 0 under torchrun (rank 0 speaks for the run)."""
 
@@ -361,8 +394,8 @@ def _torchrun_share(args: argparse.Namespace) -> DistEnv:
     several processes, each runs its share of the model units (:func:`_shard_spec`) on its
     own device (``cuda:LOCAL_RANK``), with no process group while it works: a unit trains
     in one process, as in a plain run, so every number is a plain run's. Ranks other than 0
-    show no progress bars. ``--shard`` and ``--launcher`` deal out units themselves and are
-    refused here."""
+    show no progress bars and log warnings only (everything with ``-v``). ``--shard`` and
+    ``--launcher`` deal out units themselves and are refused here."""
     env = dist_env()
     if not env.distributed:
         return env
@@ -376,6 +409,8 @@ def _torchrun_share(args: argparse.Namespace) -> DistEnv:
         torch.cuda.set_device(device)
     args.device = str(device)
     args.no_progress = args.no_progress or not env.is_main
+    if not env.is_main and not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs the run's progress
     return env
 
 
@@ -492,6 +527,7 @@ def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:
     # together can leave one's partial view last, so it is rebuilt here from every record
     write_summary(args.out, records)
     _warn_stale(records)
+    _warn_mixed_episodes(records)
     for _, path in sorted(write_summary_tables(args.out, records).items()):
         print(f"\n{path}:\n{path.read_text()}")
     tables = sorted(
@@ -547,6 +583,23 @@ def _warn_stale(records) -> None:
         )
         for cell, why in stale[:20]:
             print(f"  {cell}: {', '.join(why)}")
+
+
+def _warn_mixed_episodes(records) -> None:
+    """Say where ``--out`` holds records of other test episodes than the rest (a run into a
+    folder of earlier runs with another ``--episodes`` or ``--seed``, or of a machine that
+    lost other test videos): the tables name those cells, and the console says so too."""
+    from fsarbench.report.episode_protocol import protocol_mismatches
+
+    for mismatch in protocol_mismatches(records):
+        groups = "; ".join(
+            f"{label}: {len(recs)} record(s)" for label, recs in mismatch.groups.items()
+        )
+        print(
+            f"\nwarning: mixed test episodes in this folder: {mismatch.text} ({groups}). The "
+            "tables name the cells apart from the rest and do not rank them against it; run "
+            "every cell with the same --episodes/--seed, or into its own --out."
+        )
 
 
 def _print_record(r) -> None:
