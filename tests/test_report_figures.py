@@ -136,3 +136,24 @@ def test_per_class_bars_carry_error_bars(runs) -> None:
     bars = [c for c in ax.containers if hasattr(c, "errorbar") and c.errorbar is not None]
     assert len(bars) == 2
     assert "95% CI" in ax.get_ylabel()
+
+
+def test_points_of_other_test_episodes_are_never_joined_into_one_line(tmp_path) -> None:
+    """A system run at 60 episodes and, in another folder, at 30 for two ways had all five
+    points joined into one zig-zag line (two at one way), and nothing said the episodes
+    differed."""
+    from fsarbench.report.figures import MIXED_NOTE, plot_accuracy_vs_way
+    from fsarbench.report.records import group_entries
+    from fsarbench.results import load_records
+
+    settings = {"a": ([(5, 1), (6, 1), (7, 1)], 60), "b": ([(5, 1), (6, 1)], 30)}
+    for folder, (ways, episodes) in settings.items():
+        write_demo_records(tmp_path / folder, [DemoSystem("trx")], settings=ways, episodes=episodes)
+    entries = group_entries([r for f in settings for r in load_records(tmp_path / f)])
+    dataset = entries[0].setting.dataset
+    ax = plot_accuracy_vs_way(entries, dataset, 1).axes[0]
+    lines = {line.get_label(): [int(x) for x in line.get_xdata()] for line in ax.get_lines()}
+    assert lines == {"trx": [5, 6, 7], "trx [30 episodes]": [5, 6]}
+    assert MIXED_NOTE in ax.get_title()
+    one = [e for e in entries if e.setting.episodes == 60]
+    assert MIXED_NOTE not in plot_accuracy_vs_way(one, dataset, 1).axes[0].get_title()

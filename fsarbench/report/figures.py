@@ -18,6 +18,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fsarbench.report.compare import SettingComparison  # noqa: E402
+from fsarbench.report.episode_protocol import (  # noqa: E402
+    cell_marker,
+    protocol_of,
+    reference_protocol,
+)
 from fsarbench.report.records import Entry, base_method_of, overrides_of  # noqa: E402
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
 ]
 
 SYNTH_NOTE = "synthetic features: not comparable with published numbers"
+MIXED_NOTE = "mixed test episodes: a [marked] line used other episodes than the rest"
 
 
 def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
@@ -59,18 +65,36 @@ def _ci_label(label: str, ax, cis) -> str:
 
 
 def _title(text: str, entries: list[Entry]) -> str:
-    """``text`` plus the track(s) the numbers come from and the synthetic-data note."""
+    """``text`` plus the track(s) the numbers come from, and the notes on synthetic data and
+    on test episodes that differ between the entries shown."""
     tracks = sorted({e.setting.track for e in entries})
     text += f" [{', '.join(tracks)} track]" if tracks else ""
-    return text + (f"\n({SYNTH_NOTE})" if any(e.synthetic for e in entries) else "")
+    text += f"\n({SYNTH_NOTE})" if any(e.synthetic for e in entries) else ""
+    return text + (f"\n({MIXED_NOTE})" if _several_protocols(entries) else "")
+
+
+def _several_protocols(entries: list[Entry]) -> bool:
+    """Whether ``entries`` were evaluated on more than one set of test episodes (count, seed
+    or queries per class)."""
+    return len({protocol_of(r) for e in entries for r in e.records}) > 1
+
+
+def _line_names(entries: list[Entry], name) -> dict[int, str]:
+    """``id(entry) -> line name``: ``name(entry)`` plus, where the entries mix test episodes
+    (``run --episodes/--seed``), the marker of those apart from the most common (``" [2000
+    episodes]"``), so that points of two protocols are never joined into one line."""
+    records = [r for e in entries for r in e.records]
+    reference = reference_protocol(records) if _several_protocols(entries) else None
+    return {id(e): name(e) + cell_marker(e.records, reference) for e in entries}
 
 
 def plot_accuracy_vs_way(entries: list[Entry], dataset: str, shot: int):
     """Accuracy (± 95% CI band) vs way for every system with at least two ways; or ``None``."""
     series: dict[str, list[Entry]] = defaultdict(list)
-    for e in entries:
-        if e.setting.dataset == dataset and e.setting.shot == shot:
-            series[e.system].append(e)
+    here = [e for e in entries if e.setting.dataset == dataset and e.setting.shot == shot]
+    names = _line_names(here, lambda e: e.system)
+    for e in here:
+        series[names[id(e)]].append(e)
     series = {k: sorted(v, key=lambda e: e.setting.way) for k, v in series.items() if len(v) > 1}
     if not series:
         return None
@@ -119,10 +143,16 @@ def _ratio_lines(
 ) -> dict[tuple[int, int], dict[str, list[Entry]]]:
     """(way, shot) -> base method -> entries sorted by ratio, keeping lines with >= 2 ratios."""
     lines: dict[tuple[int, int], dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
-    for e in entries:
-        other_overrides = set(overrides_of(e.method)) - {"mask_ratio"}  # e.g. a λ sweep point
-        if e.setting.dataset == dataset and mask_ratio_of(e) is not None and not other_overrides:
-            lines[(e.setting.way, e.setting.shot)][base_method_of(e.method)].append(e)
+    here = [
+        e
+        for e in entries
+        if e.setting.dataset == dataset
+        and mask_ratio_of(e) is not None
+        and not set(overrides_of(e.method)) - {"mask_ratio"}  # not e.g. a λ sweep point
+    ]
+    names = _line_names(here, lambda e: base_method_of(e.method))
+    for e in here:
+        lines[(e.setting.way, e.setting.shot)][names[id(e)]].append(e)
     out = {}
     for key, by_base in lines.items():
         kept = {
