@@ -241,3 +241,13 @@ def test_latex_names_every_package_it_uses() -> None:
     for command, package in needs.items():
         if command in tex:
             assert package in header, (command, header)
+
+
+def test_a_table_number_the_paper_does_not_have_is_named(capsys):
+    """'table 7' said that table7.yaml was not found and to pass --published DIR, as if the
+    package's own tables were missing."""
+    from fsarbench.cli.main import main
+
+    assert main(["table", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "there is no published Table 7" in err and "tables 1, 2, 3, 4, 5, 6" in err

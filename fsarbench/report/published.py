@@ -167,7 +167,14 @@ def available_tables(folder: str | Path | None = None) -> list[int]:
 
 def load_table(number: int, folder: str | Path | None = None) -> TableSpec:
     """The published table ``number``."""
-    data = _read_yaml(published_dir(folder) / f"table{number}.yaml")
+    path = published_dir(folder) / f"table{number}.yaml"
+    if not path.exists() and path.parent.is_dir():
+        have = sorted(p.stem.removeprefix("table") for p in path.parent.glob("table*.yaml"))
+        raise FileNotFoundError(
+            f"there is no published Table {number} in {path.parent}: tables {', '.join(have)} "
+            "(the seed paper's); comparison tables by name, e.g. 'table sota'"
+        )
+    data = _read_yaml(path)
     where = f"table{number}.yaml"
     data["columns"] = [build_config(Column, c, where=where) for c in data["columns"]]
     data["rows"] = [build_config(Row, r, where=where) for r in data["rows"]]
