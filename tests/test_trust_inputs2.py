@@ -1,0 +1,115 @@
+"""Input files a user can hand-edit get a named error, not a number: manifests that repeat
+episodes or were drawn from non-integer class ids, finetune options and grid files of the
+wrong type, and a damaged exported backbone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import fsarbench as fb
+from fsarbench.cli.main import main
+from fsarbench.episodes import ManifestError
+
+CLASSES = np.repeat(np.arange(10), 6)
+TINY = np.repeat(np.arange(5), 2)  # 5 classes of 2 videos: 3,840 distinct 5-way 1-shot episodes
+
+
+def _one_episode_repeated(times: int = 200) -> dict:
+    data = fb.make_manifest(CLASSES, way=5, shot=1, queries=1, episodes=times).to_dict()
+    for key in ("classes", "support", "query"):
+        data[key] = [data[key][0]] * times
+    return data
+
+
+def test_a_manifest_of_one_episode_repeated_is_refused_on_load_and_by_eval(tmp_path, capsys):
+    """200 copies of one episode printed '20.00 ± 0.00 (200 episodes ...)'."""
+    with pytest.raises(
+        ManifestError,
+        match=r"episode 1 repeats episode 0: 199 of its 200 .*"
+        r"\(19900 equal pairs, where its seeded sampler gives about 5\.18\)",
+    ):
+        fb.Manifest.from_dict(_one_episode_repeated())
+    manifest, features = tmp_path / "m.json", tmp_path / "f.pt"
+    manifest.write_text(json.dumps(_one_episode_repeated()))
+    torch.save(torch.rand(len(CLASSES), 4, 8), features)
+    argv = ["eval", "protonet", "--features", str(features), "--manifest", str(manifest)]
+    assert main([*argv, "--out", str(tmp_path / "out")]) != 0
+    captured = capsys.readouterr()
+    assert "repeats episode 0" in captured.err and "± 0.00" not in captured.out
+    assert not (tmp_path / "out" / "records").exists()
+
+
+def test_a_concatenated_manifest_is_refused_before_evaluation():
+    drawn = fb.make_manifest(CLASSES, way=5, shot=1, queries=1, episodes=30)
+    twice = fb.Manifest(
+        drawn.spec,
+        np.concatenate([drawn.classes, drawn.classes]),
+        np.concatenate([drawn.support, drawn.support]),
+        np.concatenate([drawn.query, drawn.query]),
+        drawn.num_videos,
+    )
+    method = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    with pytest.raises(ManifestError, match=r"episode 30 repeats episode 0: 30 of its 60"):
+        fb.evaluate(method, torch.rand(len(CLASSES), 4, 8), twice, progress=False)
+
+
+@pytest.mark.parametrize("kw", [{}, {"start": 500}])
+def test_repeats_the_seeded_sampler_draws_over_a_small_pool_are_kept(tmp_path, kw):
+    drawn = fb.make_manifest(TINY, way=5, shot=1, queries=1, episodes=1500, seed=3, **kw)
+    later, _ = drawn.repeats()
+    assert len(later) > 100  # a legitimate manifest with many repeats
+    assert drawn.regenerates()
+    loaded = fb.Manifest.load(drawn.save(tmp_path / "m.json"))
+    assert loaded.hash == drawn.hash
+    edited = drawn.to_dict()
+    for key in ("classes", "support", "query"):
+        edited[key][-1] = edited[key][int(later[0])]
+    assert not fb.Manifest.from_dict(edited).regenerates()
+    # one more repeat among hundreds is within chance (and weighs nothing); a manifest
+    # appended to itself is not
+    twice = drawn.to_dict()
+    for key in ("classes", "support", "query"):
+        twice[key] = twice[key] * 2
+    with pytest.raises(ManifestError, match="does not regenerate from its spec"):
+        fb.Manifest.from_dict(twice)
+
+
+def test_a_single_hand_made_repeat_over_a_large_pool_is_refused():
+    drawn = fb.make_manifest(np.repeat(np.arange(24), 100), way=5, shot=1, episodes=2000)
+    assert len(drawn.repeats()[0]) == 0
+    edited = drawn.to_dict()
+    for key in ("classes", "support", "query"):
+        edited[key][1500] = edited[key][7]
+    with pytest.raises(ManifestError, match=r"episode 1500 repeats episode 7: 1 of its 2000"):
+        fb.Manifest.from_dict(edited)
+
+
+def test_repeats_after_dropping_short_classes_still_regenerate():
+    classes = np.concatenate([TINY, [7]])  # class 7 has one video: dropped
+    drawn = fb.make_manifest(
+        classes, way=5, shot=1, queries=1, episodes=800, min_videos_policy="drop"
+    )
+    assert drawn.meta["dropped_classes"] == [7] and len(drawn.repeats()[0]) > 0
+    assert drawn.validate() is drawn
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [(1.7, "video 3 has 1.7"), (float("nan"), "video 3 has nan"), ("2", "video 0 has '0'")],
+)
+def test_make_manifest_refuses_class_ids_that_are_not_whole_numbers(bad, named):
+    """1.7 was truncated to class 1 without a word."""
+    ids = [0, 0, 1, bad, 2, 2, 1, 0]
+    with pytest.raises(ManifestError, match=f"whole-number class ids, but {named}"):
+        fb.make_manifest(ids, way=2, shot=1, queries=1, episodes=3)
+    with pytest.raises(ManifestError, match="video 0 has True"):
+        fb.make_manifest([True, False, True, False], way=2, shot=1, queries=0, episodes=3)
+
+
+def test_whole_class_ids_stored_as_floats_draw_the_integer_manifest():
+    as_float = fb.make_manifest(CLASSES.astype(float), way=5, shot=1, queries=1, episodes=20)
+    assert as_float.hash == fb.make_manifest(CLASSES, way=5, shot=1, queries=1, episodes=20).hash
