@@ -113,3 +113,38 @@ def test_make_manifest_refuses_class_ids_that_are_not_whole_numbers(bad, named):
 def test_whole_class_ids_stored_as_floats_draw_the_integer_manifest():
     as_float = fb.make_manifest(CLASSES.astype(float), way=5, shot=1, queries=1, episodes=20)
     assert as_float.hash == fb.make_manifest(CLASSES, way=5, shot=1, queries=1, episodes=20).hash
+
+
+def test_a_crop_option_that_does_not_fit_names_the_value_given(tmp_path, capsys):
+    """--option crop=0 on synth (resize 64) said 'crop 224 is larger ...': not what was given."""
+    from fsarbench.config import ConfigError
+    from fsarbench.training.finetune_recipe import finetune_recipe
+
+    with pytest.raises(ConfigError) as err:
+        finetune_recipe("protonet", "synth", {"options": {"crop": 0}})
+    text = str(err.value)
+    assert text.startswith("options.crop = 0 (0 keeps the crop of transform 'seed-train', 224)")
+    assert "options.resize = 64; set crop to at most 64 (--option crop=N)" in text
+    argv = ["train", "protonet", "--dataset", "synth", "--track", "finetune", "--option", "crop=0"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) != 0
+    assert "options.crop = 0 (0 keeps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("datasets: synth\n    methods: [protonet]", r"grids.g.datasets: 'synth' is not a list; "),
+        ("datasets: [synth]\n    methods: otam", r"grids.g.methods: 'otam' is not a list; "),
+        ("datasets: [synth]\n    methods: [otam]\n    shots: 1", r"shots: expected a list"),
+        ("datasets: [synth]\n    methods: [otam]\n    ways: 5", r"ways: expected a list"),
+    ],
+)
+def test_one_value_where_a_grid_wants_a_list_says_how_to_write_it(entry, message):
+    """'datasets: synth' said "unknown name 'synth' ... Known: available"."""
+    from fsarbench.config import ConfigError
+    from fsarbench.experiments.grids import load_grid_file
+
+    with pytest.raises(ConfigError, match=message + r".*write \[(synth|otam|1|5)\]"):
+        load_grid_file(f"grids:\n  g:\n    {entry}\n", "g.yaml")
+    keywords = "grids:\n  g:\n    datasets: available\n    methods: registered\n"
+    assert load_grid_file(keywords, "g.yaml").grids["g"].datasets == "available"
