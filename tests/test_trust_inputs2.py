@@ -148,3 +148,57 @@ def test_one_value_where_a_grid_wants_a_list_says_how_to_write_it(entry, message
         load_grid_file(f"grids:\n  g:\n    {entry}\n", "g.yaml")
     keywords = "grids:\n  g:\n    datasets: available\n    methods: registered\n"
     assert load_grid_file(keywords, "g.yaml").grids["g"].datasets == "available"
+
+
+def _finetune_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return {
+        "backbone.trunk.conv.weight": torch.randn(8, 3, 3, 3),
+        "backbone.trunk.fc.bias": torch.randn(8),
+        "inner.proj": torch.randn(4),
+    }
+
+
+def _trunk_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("backbone.trunk."): v for k, v in state.items() if "trunk" in k}
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "unreadable"),
+        (lambda p: p.write_bytes(b""), "unreadable: EOFError"),
+        (lambda p: torch.save({"conv.weight": torch.zeros(8, 3, 3, 3)}, p), "its tensors have"),
+        (lambda p: torch.save([1, 2], p), "holds a list, not a state dict"),
+    ],
+)
+def test_a_damaged_exported_backbone_is_written_again(tmp_path, caplog, damage, cause):
+    """A truncated backbone-<digest>.pt was kept for ever: every later extraction failed."""
+    from fsarbench.training.export import export_backbone
+
+    state = _finetune_state()
+    path = export_backbone(state, tmp_path)
+    damage(path)
+    with caplog.at_level("WARNING", logger="fsarbench.training.export"):
+        assert export_backbone(state, tmp_path) == path
+    assert f"{path} is damaged ({cause}" in caplog.text
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert saved.keys() == _trunk_of(state).keys()
+    assert all(torch.equal(saved[k], v) for k, v in _trunk_of(state).items())
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_a_sound_exported_backbone_is_kept_as_it_is(tmp_path, caplog, monkeypatch):
+    from fsarbench.training import export
+
+    state = _finetune_state()
+    path = export.export_backbone(state, tmp_path)
+    before = path.stat()
+
+    def no_write(*args, **kwargs):
+        raise AssertionError("a sound export was written again")
+
+    monkeypatch.setattr(export, "atomic_write_bytes", no_write)
+    with caplog.at_level("WARNING", logger="fsarbench.training.export"):
+        assert export.export_backbone(state, tmp_path) == path
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and not caplog.text
