@@ -65,6 +65,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except (ConfigError, TypeError, ValueError):
                 continue
+        if len(lists) == 1 and len(args) - (type(None) in args) == 1:  # list[X] | None
+            raise _not_a_list(where, value, nullable=True)
         raise ConfigError(f"{where}: {value!r} does not fit {annotation}")
     if origin is dict or annotation is dict:
         if not isinstance(value, Mapping):
@@ -77,7 +79,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         inner = args[0] if args else Any
         return origin(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (tuple, list) or annotation in (list, tuple):
-        raise ConfigError(f"{where}: expected a list, got {value!r}")
+        raise _not_a_list(where, value)
     if annotation is float:
         number = _as_float(value)
         if number is None:
@@ -92,6 +94,15 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is typing.Literal and value not in args:
         raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
     return value
+
+
+def _not_a_list(where: str, value: Any, *, nullable: bool = False) -> ConfigError:
+    """A list-valued key given one value (``shots: 1``): says how to write a one-item list."""
+    one = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    hint = f"; for one item write [{value}]" if one else ""
+    return ConfigError(
+        f"{where}: expected a list{' (or null)' if nullable else ''}, got {value!r}{hint}"
+    )
 
 
 def _as_float(value: Any) -> float | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,7 +200,70 @@ class Manifest:
                         else "each label must be a different class"
                     )
                 )
+        self._check_repeats()
         return self
+
+    def repeats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Episodes equal to an earlier one: (their indices ``[R]``, the earlier one's ``[R]``)."""
+        rows = np.concatenate([self.classes, self.support, self.query], axis=1)
+        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+        earlier = first[inverse.reshape(-1)]
+        later = np.flatnonzero(earlier != np.arange(len(rows)))
+        return later, earlier[later]
+
+    def regenerates(self) -> bool:
+        """Whether every episode is the one :func:`make_manifest` draws from this manifest's
+        spec (seed, dataset, split, way, shot, queries; episode indices from
+        ``meta["first_episode"]``) over the class pools its episodes use."""
+        pools = self.pools_in_use()
+        if pools is None:
+            return False
+        classes = np.array(sorted(pools), dtype=np.int64)
+        key, start = self.spec.key(), int(self.meta.get("first_episode", 0))
+        for i in range(self.episodes):
+            drawn = make_episode(pools, classes, self.spec, start + i, key)
+            mine = (self.classes[i], self.support[i], self.query[i])
+            if not all(np.array_equal(a, b) for a, b in zip(drawn, mine)):
+                return False
+        return True
+
+    def pools_in_use(self) -> dict[int, np.ndarray] | None:
+        """Class id -> sorted videos the episodes give that class; ``None`` when a video
+        appears under two classes (no pool can draw that)."""
+        videos = np.concatenate([self.support, self.query], axis=1).ravel()
+        labels = np.concatenate([self.support_labels, self.query_labels], axis=1)
+        owners = np.take_along_axis(self.classes, labels, axis=1).ravel()
+        pairs = np.unique(np.stack([videos, owners], axis=1), axis=0)
+        if len(np.unique(pairs[:, 0])) != len(pairs):
+            return None
+        return {int(c): pairs[pairs[:, 1] == c, 0] for c in np.unique(pairs[:, 1])}
+
+    def _check_repeats(self) -> None:
+        """Refuse repeated episodes that the seeded sampler would not draw.
+
+        :func:`make_manifest` draws every episode independently, so over a small pool it
+        repeats some legitimately (5 classes of 2 videos allow 3,840 distinct 5-way 1-shot
+        episodes: 10,000 draws must repeat). Repeats are refused only when they are both far
+        more than that sampler gives over the classes and videos the manifest uses (which
+        overstates what the full pool gives, so a drawn manifest is not refused) and the
+        manifest does not regenerate from its spec. Such a manifest (hand-edited,
+        concatenated, from another tool) counts one episode several times, which weights it
+        and narrows the interval.
+        """
+        later, earlier = self.repeats()
+        if not len(later):
+            return
+        pairs, expected = _equal_pairs(self), _expected_equal_pairs(self)
+        if not _implausible(pairs, expected) or self.regenerates():
+            return
+        raise ManifestError(
+            f"manifest episode {int(later[0])} repeats episode {int(earlier[0])}: "
+            f"{len(later)} of its {self.episodes} episodes repeat an earlier one ({pairs} equal "
+            f"pairs, where its seeded sampler gives about {expected:.3g}), and it does not "
+            "regenerate from its spec. Repeats are kept only as make_manifest draws them over a "
+            "small pool; here each would count one episode again and narrow the interval. "
+            "Remove the repeated episodes, or draw the manifest with make_manifest"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -264,6 +328,48 @@ class Manifest:
         )
 
 
+def _equal_pairs(manifest: Manifest) -> int:
+    """How many pairs of the manifest's episodes are equal."""
+    rows = np.concatenate([manifest.classes, manifest.support, manifest.query], axis=1)
+    counts = np.unique(rows, axis=0, return_counts=True)[1]
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def _expected_equal_pairs(manifest: Manifest) -> float:
+    """Expected equal pairs among the manifest's episodes if :func:`make_manifest` drew them
+    over the class pools they use (0 when no pool can draw them).
+
+    Two draws are equal with probability ``q = sum_e p_e**2``: the ordered way-tuple of ``C``
+    classes is uniform and so are each chosen class's ordered ``shot + queries`` videos, so
+    ``q = e_way(x) / (C choose way) / P(C, way)`` with ``x_c = 1 / P(n_c, shot + queries)``
+    and ``e_way`` the elementary symmetric sum. The pools in use are subsets of the real ones,
+    so this overstates the real expectation.
+    """
+    pools = manifest.pools_in_use()
+    spec = manifest.spec
+    if pools is None or len(pools) < spec.way:
+        return 0.0
+    need = spec.shot + spec.queries
+    sums = [1.0] + [0.0] * spec.way  # elementary symmetric sums e_0..e_way
+    for videos in pools.values():
+        x = 1.0 / math.perm(len(videos), need)
+        for k in range(spec.way, 0, -1):
+            sums[k] += sums[k - 1] * x
+    q = sums[spec.way] / math.comb(len(pools), spec.way) / math.perm(len(pools), spec.way)
+    return math.comb(manifest.episodes, 2) * q
+
+
+def _implausible(pairs: int, expected: float, level: float = 1e-9) -> bool:
+    """Whether ``pairs`` equal pairs are beyond chance when ``expected`` are: more than twice
+    the expectation, and a Poisson tail (Chernoff bound, which overstates it) below ``level``."""
+    if pairs <= 2 * expected:
+        return False
+    if expected <= 0:
+        return True
+    log_tail = -expected + pairs * (1 + math.log(expected) - math.log(pairs))
+    return log_tail < math.log(level)
+
+
 def _index_array(values: Any, name: str) -> np.ndarray:
     """A manifest's integer array; a non-integer entry (e.g. ``1.7``) is an error, not
     truncated."""
@@ -271,6 +377,28 @@ def _index_array(values: Any, name: str) -> np.ndarray:
     if array.size and array.dtype.kind not in "iu":
         raise ManifestError(f"manifest {name} must hold integers, found {array.dtype} values")
     return array.astype(np.int64).reshape(array.shape)
+
+
+def _class_ids(video_classes: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``video_classes`` as int64 class ids. Whole numbers stored as floats are taken; any
+    other value (``1.7``, NaN, a bool, a string) is an error: it was truncated to a class."""
+    vc = np.asarray(video_classes)
+    if vc.ndim != 1 or len(vc) == 0:
+        raise ManifestError("video_classes must be a non-empty 1-D sequence of class ids")
+    if vc.dtype.kind in "iu":
+        return vc.astype(np.int64)
+    if vc.dtype.kind == "f":
+        odd = np.flatnonzero(~np.isfinite(vc) | (vc != np.round(vc)))
+    else:
+        odd = np.arange(len(vc))
+    if not len(odd):
+        return vc.astype(np.int64)
+    i = int(odd[0])
+    raise ManifestError(
+        f"video_classes must be whole-number class ids, but video {i} has {vc.tolist()[i]!r} "
+        f"({len(odd)} such value(s), {vc.dtype} array); a class id is never truncated or "
+        "rounded. Pass each video's integer class id"
+    )
 
 
 class _EpisodeRange:
@@ -313,9 +441,7 @@ def make_manifest(
         min_videos_policy: ``"error"`` (default) or ``"drop"`` classes with too few videos.
         num_workers: build episodes in that many DataLoader workers (same result).
     """
-    vc = np.asarray(video_classes, dtype=np.int64)
-    if vc.ndim != 1 or len(vc) == 0:
-        raise ManifestError("video_classes must be a non-empty 1-D sequence of class ids")
+    vc = _class_ids(video_classes)
     if episodes < 1:
         raise ManifestError(f"a manifest needs at least one episode, got episodes={episodes}")
     if video_ids is not None and len(video_ids) != len(vc):

@@ -9,6 +9,7 @@ from pathlib import Path
 import platformdirs
 
 from fsarbench.io import md5_file
+from fsarbench_splits.artefacts import modified_cause
 from fsarbench_splits.catalog import VARIANTS, SplitSource, SplitVariant
 from fsarbench_splits.parsers import SplitEntry, parse_split_file
 
@@ -81,6 +82,19 @@ class LoadedSplit:
         }
 
 
+def _modified_message(path: Path, actual: str, expected: str) -> str:
+    """Why a list is refused and the ways on: restore it, or accept it through the API."""
+    cause = modified_cause(path, expected)
+    return (
+        f"{path} is modified: md5 {actual}, published {expected}. {cause + ' ' if cause else ''}"
+        "Restore the published list with 'python -m fsarbench splits fetch' (internet) or "
+        "'splits import DIR'. To use it as it is, load it with allow_modified=True "
+        "(get_dataset / load_split; its md5 is then recorded with results); 'splits verify' "
+        "and 'data check' take --allow-modified, while run, extract, train and eval read only "
+        "the published lists."
+    )
+
+
 def load_split(
     variant: str,
     split: str,
@@ -100,9 +114,6 @@ def load_split(
     path = root / source.rel_path(split)
     actual, expected = md5_file(path), source.file(split).md5
     if actual != expected and not allow_modified:
-        raise SplitModifiedError(
-            f"{path} is modified: md5 {actual}, published {expected}. Pass --allow-modified "
-            "(allow_modified=True) to use it anyway; its hash is then recorded with results."
-        )
+        raise SplitModifiedError(_modified_message(path, actual, expected))
     entries = parse_split_file(path, source.format)
     return LoadedSplit(variant, split, path, actual, actual != expected, entries)

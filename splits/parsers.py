@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -63,35 +63,71 @@ def parse_line(line: str, fmt: str) -> SplitEntry | None:
     return FORMATS[fmt][0](line)
 
 
-def parse_split_file(path: str | Path, fmt: str) -> list[SplitEntry]:
-    """Every entry of a split list, in file order.
-
-    Raises:
-        FileNotFoundError: the list does not exist.
-        SplitFormatError: a non-empty line does not fit ``fmt`` (names file, line and format).
-    """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown split format {fmt!r}; formats are {', '.join(FORMATS)}")
-    parse, expected = FORMATS[fmt]
-    path = Path(path)
-    entries = []
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 list; a leading byte-order mark is dropped and CRLF ends split like
+    LF (the md5 check, not the parser, reports a re-saved file)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise SplitFormatError(
             f"{path}: not a UTF-8 text split list (byte {err.start}: {err.reason}); is it "
             "the right file, or saved in another encoding?"
         ) from None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip("\r")
-        if not line.strip():
-            continue
-        entry = parse(line)
-        if entry is None:
-            raise SplitFormatError(
-                f"{path}:{number}: {line!r} is not a {fmt!r} split line (expected {expected})"
-            )
-        entries.append(entry)
+    return text.splitlines()
+
+
+def _blank_edged(texts: Iterable[str]) -> bool:
+    """Whether any of ``texts`` (a line's parts between '/', or an entry's names) starts or
+    ends with a blank."""
+    return any(text != text.strip() for text in texts)
+
+
+def _blanks_message(path: Path, number: int, line: str) -> str:
+    return (
+        f"{path}:{number}: {line!r} has blanks at the start or end of a name (line ends, "
+        "around a '/', before an extension); published lists have none, and a video id or "
+        "class name kept with them is never found. Remove them (e.g. sed -i "
+        "'s/[[:space:]]*$//' FILE for line ends) or restore the list with "
+        "'python -m fsarbench splits import DIR' or 'splits fetch'"
+    )
+
+
+def _line_entry(path: Path, number: int, line: str, fmt: str) -> SplitEntry:
+    """The entry of non-empty line ``number``; a SplitFormatError naming the line if it does
+    not fit ``fmt`` or has a blank-edged name."""
+    parse, expected = FORMATS[fmt]
+    if _blank_edged(line.split("/")):
+        raise SplitFormatError(_blanks_message(path, number, line))
+    entry = parse(line)
+    if entry is None:
+        raise SplitFormatError(
+            f"{path}:{number}: {line!r} is not a {fmt!r} split line (expected {expected})"
+        )
+    if _blank_edged((entry.class_name, entry.video_id)):
+        raise SplitFormatError(_blanks_message(path, number, line))
+    return entry
+
+
+def parse_split_file(path: str | Path, fmt: str) -> list[SplitEntry]:
+    """Every entry of a split list, in file order.
+
+    A UTF-8 byte-order mark and CRLF line ends are read as if absent. A line with blanks at
+    the start or end of a name (line ends, around a '/', before an extension) is refused
+    rather than kept inside a video id or class name (or silently stripped).
+
+    Raises:
+        FileNotFoundError: the list does not exist.
+        SplitFormatError: a non-empty line does not fit ``fmt`` or has such blanks (names
+            file, line and format).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown split format {fmt!r}; formats are {', '.join(FORMATS)}")
+    path = Path(path)
+    entries = [
+        _line_entry(path, number, line, fmt)
+        for number, line in enumerate(_read_lines(path), start=1)
+        if line.strip()
+    ]
     if not entries:
         raise SplitFormatError(f"{path}: empty split list")
     return entries

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsarbench.io import md5_file
+from fsarbench_splits.artefacts import modified_cause
 from fsarbench_splits.catalog import SPLITS, VARIANTS, SplitSource
 from fsarbench_splits.parsers import SplitFormatError, parse_split_file
 
@@ -30,6 +31,7 @@ class FileCheck:
     duplicates: list[str] = field(default_factory=list)
     counts_ok: bool = False
     parse_error: str | None = None
+    cause: str = ""  # editor artefacts of a modified list (BOM, CRLF, ...), as a sentence
 
     @property
     def md5_ok(self) -> bool:
@@ -77,7 +79,9 @@ class VerifyReport:
             elif f.found and not f.md5_ok and not self.allow_modified:
                 out.append(
                     f"{self.splits_dir / f.rel_path} is modified: md5 {f.md5}, published "
-                    f"{f.expected_md5} (pass --allow-modified to use it; its hash is recorded)"
+                    f"{f.expected_md5}. {f.cause + ' ' if f.cause else ''}Restore it with "
+                    "'splits fetch' or 'splits import DIR', or pass --allow-modified to accept "
+                    "it (its md5 is then recorded)"
                 )
             if f.found and f.parse_error is None and not f.counts_ok:
                 out.append(
@@ -129,6 +133,8 @@ def _check_file(variant: str, source: SplitSource, split: str, root: Path):
     if not check.found:
         return check, []
     check.md5 = md5_file(root / rel)
+    if not check.md5_ok:
+        check.cause = modified_cause(root / rel, spec.md5)
     try:
         entries = parse_split_file(root / rel, source.format)
     except SplitFormatError as err:

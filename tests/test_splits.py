@@ -222,3 +222,76 @@ def test_cli_import_verify_modified_and_offline_fetch(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert "cannot download https://raw.githubusercontent.com/tobyperrett/trx/" in err
     assert "splits import DIR" in err
+
+
+def test_a_list_saved_with_bom_and_crlf_reads_as_published_and_names_the_cause(tmp_path):
+    """A BOM made the first class '\\ufefffencing' and the error said 'counts differ'."""
+    root = require_shared_splits()
+    _copy_variant(root, tmp_path, "hmdb51")
+    path = tmp_path / VARIANTS["hmdb51"].source.rel_path("test")
+    published = parse_split_file(path, "trx")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    assert parse_split_file(path, "trx") == published
+    errors = verify_splits(tmp_path).errors()
+    assert not any("counts" in e for e in errors)
+    (modified,) = errors
+    assert "only its bytes differ: a UTF-8 byte-order mark (BOM), Windows (CRLF)" in modified
+    with pytest.raises(SplitModifiedError, match=r"only its bytes differ: a UTF-8 byte-order"):
+        load_split("hmdb51", "test", tmp_path)
+    loaded = load_split("hmdb51", "test", tmp_path, allow_modified=True)
+    assert loaded.entries == published and loaded.modified
+    assert verify_splits(tmp_path, allow_modified=True).ok
+
+
+def test_a_modified_list_error_names_other_changes_and_no_run_flag(tmp_path):
+    root = require_shared_splits()
+    _copy_variant(root, tmp_path, "hmdb51")
+    path = tmp_path / VARIANTS["hmdb51"].source.rel_path("test")
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"\xef\xbb\xbf" + b"".join(lines[:-1]))
+    with pytest.raises(SplitModifiedError) as err:
+        load_split("hmdb51", "test", tmp_path)
+    text = str(err.value)
+    assert "It has a UTF-8 byte-order mark (BOM), which the published list has not" in text
+    assert "lines differ too" in text and "splits import DIR" in text
+    # run has no --allow-modified: the message must not send a run user to it
+    assert "Pass --allow-modified" not in text and "run, extract, train and eval read only" in text
+    path.write_bytes(b"".join(lines[:-1]))  # no artefacts: no cause sentence
+    with pytest.raises(SplitModifiedError) as err:
+        load_split("hmdb51", "test", tmp_path)
+    assert "bytes differ" not in str(err.value) and "lines differ" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line"),
+    [
+        ("trx", "fencing/vid_0 "),  # kept inside the video id: never found on disk
+        ("trx", " fencing/vid_0"),
+        ("trx", "fencing /vid_0"),
+        ("trx", "fencing/\tvid_0"),
+        ("hyrsm", "test18/195025 "),
+        ("hyrsm", "test0//train_256/blasting_sand/a b .mp4"),
+    ],
+)
+def test_blanks_around_a_name_are_refused_naming_the_line(tmp_path, fmt, line):
+    good = "fencing/vid_1" if fmt == "trx" else "test18/195026"
+    path = tmp_path / "list.txt"
+    path.write_text(f"{good}\n{line}\n")
+    with pytest.raises(
+        SplitFormatError, match=r"list.txt:2: .* has blanks at the start or end of a name"
+    ):
+        parse_split_file(path, fmt)
+
+
+def test_a_trailing_space_in_a_list_is_named_by_verify_and_load(tmp_path):
+    root = require_shared_splits()
+    _copy_variant(root, tmp_path, "hmdb51")
+    path = tmp_path / VARIANTS["hmdb51"].source.rel_path("test")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:3], lines[3] + " ", *lines[4:]]) + "\n")
+    with pytest.raises(SplitModifiedError, match="only its bytes differ: spaces or tabs at line"):
+        load_split("hmdb51", "test", tmp_path)
+    with pytest.raises(SplitFormatError, match=r"testlist03.txt:4: .* has blanks"):
+        load_split("hmdb51", "test", tmp_path, allow_modified=True)
+    errors = verify_splits(tmp_path, allow_modified=True).errors()
+    assert any("testlist03.txt:4:" in e and "sed -i" in e for e in errors)

@@ -154,7 +154,11 @@ def test_an_impossible_crop_is_refused_before_any_work():
     from fsarbench.config import ConfigError
     from fsarbench.training.finetune_recipe import FinetuneOptions
 
-    with pytest.raises(ConfigError, match=r"crop 24 is larger than the resized frame \(16\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"options.crop = 24 does not fit the resized frame "
+        r"of transform 'seed-train': options.resize = 16; set crop to at most 16",
+    ):
         FinetuneOptions(resize=16, crop=24)
     with pytest.raises(ConfigError, match="unknown transform preset 'bogus'"):
         FinetuneOptions(train_transform="bogus")

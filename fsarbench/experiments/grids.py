@@ -74,11 +74,11 @@ class GridSpec:
         synthetic = [d for d in list_datasets() if is_synthetic(d)]
         check_names(f"{where}.stand_in", [self.stand_in], synthetic)
         if isinstance(self.datasets, str):
-            check_names(f"{where}.datasets", [self.datasets], ["available"])
+            _check_word(f"{where}.datasets", self.datasets, "available", "every dataset present")
         else:
             check_names(f"{where}.datasets", self.datasets, list_datasets())
         if isinstance(self.methods, str):
-            check_names(f"{where}.methods", [self.methods], ["registered"])
+            _check_word(f"{where}.methods", self.methods, "registered", "every registered method")
             check_names(f"{where}.exclude", self.exclude, list_methods())
         else:
             names = [m if isinstance(m, str) else m.method for m in self.methods]
@@ -91,6 +91,16 @@ class GridSpec:
                         {**entry.presets, **m.hparams},
                         where=f"{where}.methods[{m.label or m.method}].hparams",
                     )
+
+
+def _check_word(where: str, value: str, word: str, meaning: str) -> None:
+    """``datasets``/``methods`` take a list or one keyword; any other single name (``datasets:
+    synth``) is refused with how to write it, not read as a one-item list."""
+    if value != word:
+        raise ConfigError(
+            f"{where}: {value!r} is not a list; write [{value}] for that one, or {word!r} "
+            f"for {meaning}"
+        )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod
 
 __all__ = ["BACKBONE_PREFIX", "HEAD_PREFIX", "is_finetune_state", "export_backbone", "load_head"]
+
+log = logging.getLogger(__name__)
 
 BACKBONE_PREFIX = "backbone.trunk."
 HEAD_PREFIX = "inner."
@@ -38,7 +41,13 @@ def _digest(tensors: Mapping[str, Tensor]) -> str:
 
 def export_backbone(state: Mapping[str, Tensor], folder: str | Path) -> Path:
     """Write the backbone part of a finetune ``state`` to ``folder/backbone-<digest>.pt``
-    (once; the digest covers every tensor) and return its path."""
+    (the digest covers every tensor) and return its path.
+
+    An existing file is kept only when it loads and holds exactly those tensors (its content
+    digest is the one in its name); a truncated, unreadable or other file there is rewritten
+    (through a temporary file and ``os.replace``), with a warning naming the cause. It was
+    kept before, so every later extraction failed on it, or read other weights.
+    """
     trunk = {
         k[len(BACKBONE_PREFIX) :]: v.detach().cpu()
         for k, v in state.items()
@@ -46,12 +55,33 @@ def export_backbone(state: Mapping[str, Tensor], folder: str | Path) -> Path:
     }
     if not trunk:
         raise ValueError("not a finetune checkpoint: it holds no 'backbone.trunk.*' weights")
-    path = Path(folder) / f"backbone-{_digest(trunk)}.pt"
-    if not path.exists():
-        buf = io.BytesIO()
-        torch.save(trunk, buf)
-        atomic_write_bytes(path, buf.getvalue())
+    digest = _digest(trunk)
+    path = Path(folder) / f"backbone-{digest}.pt"
+    damage = _damage(path, digest)
+    if damage is None:
+        return path
+    if path.exists():
+        log.warning("exported backbone %s is damaged (%s); writing it again", path, damage)
+    buf = io.BytesIO()
+    torch.save(trunk, buf)
+    atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def _damage(path: Path, digest: str) -> str | None:
+    """``None`` when ``path`` holds exactly the backbone tensors of content digest ``digest``;
+    else what is wrong with it (absent, unreadable, not a state dict, other tensors)."""
+    if not path.is_file():
+        return "absent"
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, pickle, EOF and OS errors of a truncated or foreign file
+        detail = str(err).splitlines()[0] if str(err) else "no detail"
+        return f"unreadable: {type(err).__name__}: {detail}"
+    if not isinstance(saved, Mapping) or not all(isinstance(v, Tensor) for v in saved.values()):
+        return f"holds a {type(saved).__name__}, not a state dict of tensors"
+    found = _digest(saved)
+    return None if found == digest else f"its tensors have digest {found}, not {digest}"
 
 
 def load_head(

@@ -108,10 +108,24 @@ class FinetuneOptions:
                 raise ConfigError(f"options: {err.args[0]}") from None
             resize, crop = self.resize or preset.resize, self.crop or preset.crop
             if resize > 0 and crop > resize:
-                raise ConfigError(
-                    f"options: crop {crop} is larger than the resized frame ({resize}) of "
-                    f"transform {name!r}; lower crop or raise resize"
-                )
+                raise ConfigError(self._crop_message(name, preset.crop, preset.resize))
+
+    def _crop_message(self, transform: str, preset_crop: int, preset_resize: int) -> str:
+        """Why the crop does not fit, naming the option values as given (a ``crop=0`` named
+        only the preset's 224 it stands for) and where a 0 takes its size from."""
+        crop = f"options.crop = {self.crop}"
+        if not self.crop:
+            crop += f" (0 keeps the crop of transform {transform!r}, {preset_crop})"
+        resize = self.resize or preset_resize
+        given = (
+            f"options.resize = {self.resize}"
+            if self.resize
+            else (f"{preset_resize} (options.resize = 0 keeps the preset's)")
+        )
+        return (
+            f"{crop} does not fit the resized frame of transform {transform!r}: {given}; "
+            f"set crop to at most {resize} (--option crop=N), or raise resize"
+        )
 
 
 #: FinetuneOptions fields that set only the speed: decode workers give the same clips in the
