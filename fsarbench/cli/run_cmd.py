@@ -208,8 +208,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument(
         "--reuse-stale",
         action="store_true",
-        help="reuse finished cells made by other code, data or weights instead of re-running "
-        "them (each reuse is logged and recorded in the record's stale_accepted)",
+        help="reuse finished cells made by other code, data, weights or test episodes instead "
+        "of re-running them, including records made with another --episodes count: such a "
+        "record keeps its own count (each reuse is logged, recorded in the record's "
+        "stale_accepted and shown marked ‡stale with its episode count)",
     )
     p.set_defaults(func=run)
 

@@ -76,10 +76,13 @@ class Trained:
 
 
 def _retrain_on_mismatch(run: Callable[[bool], Any], slug: str) -> None:
+    """``run(resume=True)``; a folder holding another run (or unusable selected weights)
+    is trained again from scratch, and the log says why (``run`` has no flag to ask: the
+    error's remedy, the API's, is not shown)."""
     try:
         run(True)
     except RunMismatchError as err:
-        log.warning("retraining %s from scratch: %s", slug, err)
+        log.warning("retraining %s from scratch: %s", slug, err.detail)
         run(False)
 
 

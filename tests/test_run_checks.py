@@ -1,0 +1,94 @@
+"""``run`` refuses what it cannot do before doing any of it: settings the splits cannot serve
+(found mid-run, after other cells had trained), absurd ``--episodes`` counts (a billion filled
+memory), recipe overrides the grid would drop (``--recipe shot=3``), and tells users of a
+training folder mismatch what their own command offers."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+from test_runner import OPTS, provider
+from test_train_cmd import ARGS, FakeProvider
+
+import fsarbench as fb
+import fsarbench.experiments.features as features_mod
+from fsarbench.cli.main import build_parser, main
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.runner import (
+    RunOptions,
+    run_cells,
+)
+from fsarbench.results import load_records
+from fsarbench.training import frozen_recipe, train
+from fsarbench.training.loop import RunMismatchError
+
+RECIPE = [a for a in ARGS if a != "--no-progress"]  # "--recipe", KEY=VALUE ...
+
+
+class ToyProvider(FakeProvider):
+    """In-memory features for ``run`` (5 test classes of 6 videos; train 8, val 5)."""
+
+    def __call__(self, dataset: str, protocol: str | None = None):
+        return super().__call__(dataset)
+
+
+def _run(tmp_path, *extra: str, recipe: tuple[str, ...] = ()) -> int:
+    """``run`` of protonet on the toy features (``recipe``: more ``--recipe`` items)."""
+    argv = ["run", "--method", "protonet", "--dataset", "toy", "--episodes", "30"]
+    argv += ["--out", str(tmp_path / "out"), "--no-progress", *extra]
+    return main([*argv, *RECIPE, *recipe])
+
+
+# -- 4. what a training-folder mismatch tells each caller -------------------------------------
+def test_a_mismatch_in_python_names_resume_false_not_a_flag(tmp_path):
+    data = provider("toy")
+    recipe = frozen_recipe("protonet", {"steps": 2, "val_episodes": 0})
+    head = fb.create_method("protonet", feature_dim=16, seq_len=4)
+    train(head, data.splits["train"], None, recipe, out_dir=tmp_path, fingerprint={"seed": 0})
+    with pytest.raises(RunMismatchError) as err:
+        train(head, data.splits["train"], None, recipe, out_dir=tmp_path, fingerprint={"seed": 1})
+    assert "seed: 0 -> 1" in str(err.value) and "resume=False" in str(err.value)
+    assert "--overwrite" not in str(err.value)
+
+
+def test_train_names_overwrite_for_unusable_selected_weights(tmp_path, monkeypatch, capsys):
+    """``train`` offers --overwrite; its selected-weights errors named no way out."""
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    argv = ["train", "protonet", "--dataset", "toy", "--out", str(tmp_path), *RECIPE]
+    assert main(argv) == 0
+    (tmp_path / "best.pt").write_bytes(b"truncated")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the selected weights cannot be read" in err and "pass --overwrite" in err
+    assert "resume=False" not in err
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_run_retrains_a_mismatched_folder_without_naming_a_flag_it_lacks(tmp_path, caplog):
+    """``run`` has no --overwrite: it trains the unit again, and says why (only)."""
+    cells = [Cell("protonet", "toy", 5, 1), Cell("protonet", "toy", 5, 2)]
+    run_cells(cells, provider, RunOptions(tmp_path / "a", **OPTS))
+    one, two = sorted((tmp_path / "a" / "models").iterdir())
+    (tmp_path / "b" / "models" / two.name).mkdir(parents=True)
+    shutil.copyfile(one / "last.pt", tmp_path / "b" / "models" / two.name / "last.pt")
+    with caplog.at_level(logging.WARNING):
+        run_cells(cells[1:], provider, RunOptions(tmp_path / "b", **OPTS))
+    assert f"retraining {two.name} from scratch" in caplog.text
+    assert "made with other settings" in caplog.text
+    assert "--overwrite" not in caplog.text and "resume=False" not in caplog.text
+
+
+def test_reuse_stale_says_it_reuses_other_episode_counts(tmp_path):
+    sub = build_parser()._subparsers._group_actions[0].choices["run"]
+    (action,) = [a for a in sub._actions if "--reuse-stale" in a.option_strings]
+    assert "another --episodes count" in " ".join(action.help.split())
+    cells = [Cell("protonet", "toy", 5, 1)]
+    run_cells(cells, provider, RunOptions(tmp_path, **OPTS))
+    opts = {**OPTS, "episodes": 250, "reuse_stale": True}
+    (record,) = run_cells(cells, provider, RunOptions(tmp_path, **opts))
+    assert record.episodes == 200
+    assert any(d.startswith("manifest_hash:") for d in record.stale_accepted)
+    assert load_records(tmp_path)[0].stale_accepted == record.stale_accepted
