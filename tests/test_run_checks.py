@@ -15,6 +15,7 @@ from test_train_cmd import ARGS, FakeProvider
 import fsarbench as fb
 import fsarbench.experiments.features as features_mod
 from fsarbench.cli.main import build_parser, main
+from fsarbench.episodes import MAX_EPISODES, EpisodeCountError
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.runner import (
     RunOptions,
@@ -39,6 +40,34 @@ def _run(tmp_path, *extra: str, recipe: tuple[str, ...] = ()) -> int:
     argv = ["run", "--method", "protonet", "--dataset", "toy", "--episodes", "30"]
     argv += ["--out", str(tmp_path / "out"), "--no-progress", *extra]
     return main([*argv, *RECIPE, *recipe])
+
+
+# -- 2. --episodes bounds ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("1000000000", "at most 1,000,000"), ("0", "at least 1"), ("-5", "at least 1")],
+)
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_absurd_episode_counts_are_refused_before_any_work(command, value, message, capsys):
+    argv = [command, "--episodes", value, "--out", "unused"]
+    argv += ["--method", "protonet", "--plan"] if command == "run" else ["protonet"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --episodes: " in err and message in err
+
+
+def test_the_bound_is_in_the_help_and_the_api():
+    assert MAX_EPISODES == 1_000_000
+    for command in ("run", "eval"):
+        sub = build_parser()._subparsers._group_actions[0].choices[command]
+        (action,) = [a for a in sub._actions if "--episodes" in a.option_strings]
+        assert "1 to 1,000,000" in action.help
+    with pytest.raises(EpisodeCountError, match="RunOptions.episodes must be at most 1,000,000"):
+        RunOptions("unused", episodes=10**9)
+    with pytest.raises(EpisodeCountError, match="at least 1"):
+        RunOptions("unused", episodes=0)
 
 
 # -- 4. what a training-folder mismatch tells each caller -------------------------------------

@@ -16,6 +16,8 @@ from fsarbench.cli.common import (
     add_splits_dir_argument,
     apply_splits_dir,
     at_least,
+    episode_count,
+    episodes_help,
     parse_overrides,
 )
 from fsarbench.cli.eval_cmd import add_nonfinite_argument
@@ -88,7 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     what.add_argument("--shots", nargs="+", type=at_least(1), default=None, help="K-shot settings")
     what.add_argument("--ways", nargs="+", type=at_least(2), default=None, help="N-way settings")
-    what.add_argument("--episodes", type=at_least(1), default=10_000, help="test episodes per cell")
+    what.add_argument(
+        "--episodes",
+        type=episode_count,
+        default=10_000,
+        help=episodes_help("test episodes per cell"),
+    )
     what.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
     what.add_argument(
         "--train-seeds",

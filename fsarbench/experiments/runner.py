@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fsarbench.environment import compute_environment
-from fsarbench.episodes import Manifest, draw_test_manifest
+from fsarbench.episodes import Manifest, check_episode_count, draw_test_manifest
 from fsarbench.evaluate import POOL_KEY_PREFIX, evaluate
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.tracks import (
@@ -77,6 +77,10 @@ class RunOptions:
     nonfinite: str = "error"
     reuse_stale: bool = False
     share_shots: bool = False
+
+    def __post_init__(self) -> None:
+        # a billion episodes filled memory while the first manifest was drawn
+        check_episode_count(self.episodes, "RunOptions.episodes")
 
 
 FeatureProvider = Callable[[str], DatasetFeatures]
