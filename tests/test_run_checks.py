@@ -21,6 +21,9 @@ from fsarbench.experiments.runner import (
     RunOptions,
     run_cells,
 )
+from fsarbench.experiments.summary_tables import summary_tables
+from fsarbench.experiments.units import ShotOverrideError
+from fsarbench.report.recipe_changes import recipe_changes, recipe_changes_text
 from fsarbench.results import load_records
 from fsarbench.training import frozen_recipe, train
 from fsarbench.training.loop import RunMismatchError
@@ -68,6 +71,44 @@ def test_the_bound_is_in_the_help_and_the_api():
         RunOptions("unused", episodes=10**9)
     with pytest.raises(EpisodeCountError, match="at least 1"):
         RunOptions("unused", episodes=0)
+
+
+# -- 3. recipe overrides the grid sets --------------------------------------------------------
+def _synth_provider(name: str):
+    return provider("synth")  # the toy features under the name whose recipe the tables know
+
+
+def test_a_val_shot_override_is_kept_and_named_in_the_tables(tmp_path):
+    """``--recipe val_shot=2`` was replaced by the unit's shot, and no note said anything."""
+    over = {**OPTS["recipe_overrides"], "val_shot": 2}
+    options = RunOptions(tmp_path, **{**OPTS, "recipe_overrides": over})
+    (record,) = run_cells([Cell("protonet", "synth", 5, 1)], _synth_provider, options)
+    assert record.recipe["val_shot"] == 2 and record.recipe["shot"] == 1
+    assert recipe_changes(record)["val_shot"] == 2
+    assert "val_shot=2" in recipe_changes_text([record])
+
+
+def test_a_shot_override_the_grid_would_drop_is_refused(tmp_path, monkeypatch, capsys):
+    """``--recipe shot=3``: every unit trained at its cell's shot, the 3 dropped silently.
+    Refused, except with --share-model-across-shots (one model at the recipe's shot)."""
+    over = {**OPTS["recipe_overrides"], "shot": 3}
+    options = RunOptions(tmp_path / "a", **{**OPTS, "recipe_overrides": over})
+    with pytest.raises(ShotOverrideError, match="--share-model-across-shots"):
+        run_cells([Cell("protonet", "synth", 5, 1)], _synth_provider, options)
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", ToyProvider)
+    assert _run(tmp_path, "--shots", "1", recipe=("shot=3", "val_shot=2")) == 2
+    err = capsys.readouterr().err
+    assert "--recipe shot=3 cannot apply to protonet on toy" in err and "(1 here)" in err
+    assert not (tmp_path / "out" / "models").exists()
+    # with one model for every shot, the recipe's shot is the training shot: honoured, shown
+    over = {**OPTS["recipe_overrides"], "shot": 2}
+    opts = {**OPTS, "recipe_overrides": over, "share_shots": True}
+    options = RunOptions(tmp_path / "shared", **opts)
+    cells = [Cell("protonet", "synth", 5, 1), Cell("protonet", "synth", 5, 3)]
+    records = run_cells(cells, _synth_provider, options)
+    assert {(r.shot, r.train_shot, r.recipe["shot"]) for r in records} == {(1, 2, 2), (3, 2, 2)}
+    (table,) = summary_tables(records).values()
+    assert "models shared across shots: trained 5-way 2-shot" in table
 
 
 # -- 4. what a training-folder mismatch tells each caller -------------------------------------

@@ -134,8 +134,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--share-model-across-shots",
         dest="share_shots",
         action="store_true",
-        help="train one model per method at the recipe's shot and evaluate every shot with it "
-        "(faster; the references train one model per shot)",
+        help="train one model per method at the recipe's shot (--recipe shot=K sets it) and "
+        "evaluate every shot with it (faster; the references train one model per shot)",
     )
     how.add_argument(
         "--plan",
@@ -180,7 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override recipe fields for every method, e.g. steps=50",
+        help="override recipe fields for every method, e.g. steps=50 (val_shot is kept, and "
+        "named in the tables; shot only with --share-model-across-shots: otherwise each model "
+        "trains at its cells' shot, and shot=K is refused)",
     )
     how.add_argument(
         "--shard",

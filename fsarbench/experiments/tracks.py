@@ -22,7 +22,7 @@ import torch
 
 from fsarbench.data.decode import VideoDecodeError
 from fsarbench.experiments.cells import Cell
-from fsarbench.experiments.units import ModelUnit
+from fsarbench.experiments.units import ModelUnit, unit_recipe
 from fsarbench.features.store import FeatureStore
 from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
@@ -178,11 +178,10 @@ class FrozenTrack:
     def way_shot(recipe) -> tuple[int, int]:
         return recipe.way, recipe.shot
 
-    @staticmethod
-    def for_unit(recipe, unit: ModelUnit):
+    def for_unit(self, recipe, unit: ModelUnit):
         """The recipe trained at the unit's way and shot (validated at its shot, with its
-        shot's training queries)."""
-        return recipe.at_shot(unit.train_shot, unit.train_way)
+        shot's training queries), keeping ``--recipe val_shot`` (:func:`unit_recipe`)."""
+        return unit_recipe(recipe, unit, self.overrides)
 
     def build(self, cell: Cell, recipe) -> FewShotMethod:
         feats = self.dataset(cell.dataset, cell.protocol)
@@ -313,9 +312,10 @@ class FinetuneTrack:
     def way_shot(recipe) -> tuple[int, int]:
         return recipe.recipe.way, recipe.recipe.shot
 
-    @staticmethod
-    def for_unit(recipe, unit: ModelUnit):
-        inner = FrozenTrack.for_unit(recipe.recipe, unit)
+    def for_unit(self, recipe, unit: ModelUnit):
+        """The finetune recipe with its training recipe at the unit's way and shot
+        (:func:`unit_recipe`, under ``--recipe``'s overrides)."""
+        inner = unit_recipe(recipe.recipe, unit, self.overrides["recipe"])
         return dataclasses.replace(recipe, recipe=inner)
 
     def build(self, cell: Cell, recipe) -> FewShotMethod:
