@@ -141,7 +141,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--plan",
         action="store_true",
         help="print the models this run would train, the cells each feeds and an estimate "
-        "of the work, then stop (nothing is trained)",
+        "of the work, then stop (nothing is trained); cells whose episodes their dataset's "
+        "splits cannot serve are marked INFEASIBLE and named, with exit status 2, as the run "
+        "would refuse them",
     )
     how.add_argument(
         "--throughput",
@@ -306,7 +308,8 @@ def _unit_key(cell: Cell, tracks: dict, share: bool) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fsarbench.experiments.runner import CellRunner
+    from fsarbench.experiments.feasibility import find_shortfalls
+    from fsarbench.experiments.runner import CellRunner, unique_cells
 
     apply_splits_dir(args)
     if args.grids:
@@ -321,16 +324,15 @@ def run(args: argparse.Namespace) -> int:
     mine = _shard(cells, _shard_spec(args, env), tracks, args.share_shots)
     if any(c.dataset == STAND_IN for c in cells) and not available:
         say(WHERE_DATA)
+    runner = CellRunner(tracks, options)
+    # every cell of every shard, before anything is trained or extracted: a setting a split
+    # cannot serve was found mid-run, after other cells had trained
+    shortfalls = find_shortfalls(runner, cells)
+    if args.plan and not args.launcher:
+        return _plan(args, runner, mine, shortfalls, len(unique_cells(cells)))
+    _refuse(shortfalls, len(unique_cells(cells)))
     if args.launcher:
         return _launch(args, mine, tracks)
-    runner = CellRunner(tracks, options)
-    if args.plan:
-        from fsarbench.experiments.plan import plan_cells, print_plan
-
-        print_plan(plan_cells(runner, mine), args.throughput)
-        return 0
-    from fsarbench.experiments.runner import unique_cells
-
     say(
         f"{len(unique_cells(cells))} cells ({len(cells)} grid entries; {args.track} track, "
         f"{args.protocol} protocol) -> {args.out}"
@@ -361,6 +363,27 @@ def run(args: argparse.Namespace) -> int:
     print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
     _print_report(report)
     return 0
+
+
+def _plan(
+    args: argparse.Namespace, runner, cells: list[Cell], shortfalls: list, planned: int
+) -> int:
+    """``--plan``: print the units, cells and work of the run, marking the cells their
+    datasets cannot serve; then refuse those as the run would (exit status 2)."""
+    from fsarbench.experiments.plan import plan_cells, print_plan
+
+    print_plan(plan_cells(runner, cells, {s.cell for s in shortfalls}), args.throughput)
+    _refuse(shortfalls, planned)
+    return 0
+
+
+def _refuse(shortfalls: list, planned: int) -> None:
+    """Raise :class:`InfeasibleCellsError` naming ``shortfalls`` (of ``planned`` cells), if
+    any (:func:`~fsarbench.experiments.feasibility.find_shortfalls`)."""
+    from fsarbench.experiments.feasibility import InfeasibleCellsError, infeasible_message
+
+    if shortfalls:
+        raise InfeasibleCellsError(infeasible_message(shortfalls, planned))
 
 
 def _silent(*args: object, **kwargs: object) -> None:
@@ -466,7 +489,11 @@ def _setup(args: argparse.Namespace):
     )
     tracks = {
         "frozen": FrozenTrack(
-            provider, recipe_overrides=overrides, device=args.device, progress=progress
+            provider,
+            recipe_overrides=overrides,
+            device=args.device,
+            progress=progress,
+            listing=provider.listing,
         ),
         "finetune": FinetuneTrack(
             root=args.root,

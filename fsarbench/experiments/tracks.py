@@ -30,7 +30,15 @@ from fsarbench.provenance import training_fingerprint
 from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
 from fsarbench.training.loop import RunMismatchError
 
-__all__ = ["DatasetFeatures", "TrackData", "Trained", "FrozenTrack", "FinetuneTrack"]
+__all__ = [
+    "DatasetFeatures",
+    "DatasetPools",
+    "SplitPool",
+    "TrackData",
+    "Trained",
+    "FrozenTrack",
+    "FinetuneTrack",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,42 @@ class TrackData:
     class_names: list[str]
     skipped: list[str]
     val_videos: int = 0
+
+
+@dataclass(frozen=True)
+class SplitPool:
+    """The videos of one split that a run would draw episodes from (``classes``: the class
+    id of each), the split's class names, and how many listed videos it leaves out."""
+
+    classes: np.ndarray
+    class_names: list[str] | None = None
+    left_out: int = 0
+
+
+@dataclass(frozen=True)
+class DatasetPools:
+    """What episodes a dataset's splits can serve, known before any training: ``splits``
+    maps ``train``/``val``/``test`` to their pools; ``left_out_causes`` says what their
+    ``left_out`` counts (a frozen listing, made before the extraction, counts missing files
+    only: the extraction may leave out unreadable or too short ones too)."""
+
+    dataset: str
+    split_variant: str
+    splits: dict[str, SplitPool]
+    left_out_causes: str = "missing, unreadable or too short"
+
+
+def features_pools(features: DatasetFeatures) -> DatasetPools:
+    """The pools of extracted (or in-memory) features: exactly the videos a run uses."""
+    splits = {
+        name: SplitPool(
+            np.asarray(data.classes),
+            features.class_names.get(name),
+            sum(s.startswith(f"{name}/") for s in features.skipped),
+        )
+        for name, data in features.splits.items()
+    }
+    return DatasetPools(features.name, features.split_variant, splits)
 
 
 @dataclass
@@ -145,10 +189,16 @@ class FrozenTrack:
         recipe_overrides: dict[str, Any],
         device: str,
         progress: bool,
+        listing: Callable[[str], DatasetPools] | None = None,
     ) -> None:
+        """``listing(dataset)``: the dataset's pools without extracting anything (e.g.
+        :meth:`FrozenFeatureProvider.listing`); without one, :meth:`pools` asks
+        ``provider`` (in-memory features)."""
         self.provider, self.overrides = provider, recipe_overrides
         self.device, self.progress = device, progress
+        self.listing = listing
         self.features: dict[tuple[str, str], DatasetFeatures] = {}
+        self.listed: dict[str, DatasetPools] = {}
 
     def dataset(self, dataset: str, protocol: str) -> DatasetFeatures:
         key = (dataset, protocol)
@@ -170,6 +220,21 @@ class FrozenTrack:
             f.skipped,
             len(val.classes) if val is not None else 0,
         )
+
+    def pools(self, cell: Cell) -> DatasetPools:
+        """What ``cell``'s dataset can serve, before any training: its features' pools once
+        extracted, else the listing's (files present; no extraction)."""
+        key = (cell.dataset, cell.protocol)
+        if key in self.features or self.listing is None:
+            return features_pools(self.dataset(*key))
+        if cell.dataset not in self.listed:
+            self.listed[cell.dataset] = self.listing(cell.dataset)
+        return self.listed[cell.dataset]
+
+    @staticmethod
+    def training_recipe(recipe):
+        """The :class:`~fsarbench.training.recipe.Recipe` of training episodes."""
+        return recipe
 
     def recipe(self, cell: Cell):
         return frozen_recipe(cell.method, self.overrides, dataset=cell.dataset)
@@ -302,6 +367,25 @@ class FinetuneTrack:
         names = c.dataset.class_names("test")
         val = len(c.splits["val"].records)
         return TrackData(cell.dataset, c.dataset.variant, info, test.classes, names, c.skipped, val)
+
+    def pools(self, cell: Cell) -> DatasetPools:
+        """What ``cell``'s dataset can serve: the videos the probe found usable for its clips
+        (exact: the run draws its episodes from these)."""
+        c = self.clip_data(cell.dataset, self.recipe(cell).options)
+        splits = {
+            name: SplitPool(
+                split.classes,
+                c.dataset.class_names(name),
+                sum(s.startswith(f"{name}/") for s in c.skipped),
+            )
+            for name, split in c.splits.items()
+        }
+        return DatasetPools(cell.dataset, c.dataset.variant, splits)
+
+    @staticmethod
+    def training_recipe(recipe):
+        """The :class:`~fsarbench.training.recipe.Recipe` of training episodes."""
+        return recipe.recipe
 
     def recipe(self, cell: Cell):
         from fsarbench.training.finetune_recipe import finetune_recipe
