@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,47 @@ __all__ = [
     "ManifestError",
     "draw_test_manifest",
     "check_feasible",
+    "check_episode_count",
+    "infeasibility",
+    "Shortfall",
+    "EpisodeCountError",
+    "MAX_EPISODES",
 ]
 
 MANIFEST_FORMAT = 1
 
+#: The most test episodes ``run`` and ``eval`` draw per setting: 100x the protocol's 10,000.
+#: A setting's manifest is drawn and hashed in memory (measured: about 3 KB per 10-way
+#: 5-shot episode at peak, 18 s per 100,000 on one core), so this bound already means a few
+#: GB and minutes per setting; a larger ``--episodes`` is refused before any work.
+MAX_EPISODES = 1_000_000
+
 
 class ManifestError(ValueError):
     """Episode settings the split cannot serve; the message names the class and counts."""
+
+
+class EpisodeCountError(ManifestError):
+    """A count of test episodes outside ``1..MAX_EPISODES``."""
+
+
+def check_episode_count(episodes: int, where: str = "episodes") -> int:
+    """``episodes`` if it is an integer in ``1..``:data:`MAX_EPISODES`.
+
+    Raises:
+        EpisodeCountError: naming ``where`` (e.g. ``--episodes``), the bound and why.
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)):
+        raise EpisodeCountError(f"{where} must be an integer, got {episodes!r}")
+    if episodes < 1:
+        raise EpisodeCountError(f"{where} must be at least 1, got {episodes}")
+    if episodes > MAX_EPISODES:
+        raise EpisodeCountError(
+            f"{where} must be at most {MAX_EPISODES:,} (100x the protocol's 10,000: each "
+            f"setting's episodes are drawn and hashed in memory, about 3 KB per 10-way 5-shot "
+            f"episode), got {episodes:,}; choose a count up to {MAX_EPISODES:,}"
+        )
+    return int(episodes)
 
 
 @dataclass(frozen=True)
@@ -64,35 +98,94 @@ def class_pools(video_classes: np.ndarray) -> dict[int, np.ndarray]:
     return {int(c): order[s:e] for c, s, e in zip(uniq, starts, ends)}
 
 
-def check_feasible(
-    pools: dict[int, np.ndarray], spec: EpisodeSpec, class_names: Sequence[str] | None
-) -> None:
-    """Whether the class pools (:func:`class_pools`) can serve ``spec``'s episodes.
+#: What to do about an infeasible setting, by kind of shortfall (:func:`infeasibility`), for
+#: callers without options of their own; ``{classes}``, ``{smallest}`` (videos in the
+#: smallest class) and ``{max_shot}`` (the largest shot it serves) are filled in.
+DEFAULT_REMEDIES: dict[str, str] = {
+    "setting": "",
+    "way": "use way up to {classes}",
+    "videos": "lower shot or queries (the smallest class has {smallest} videos)",
+}
+#: :func:`make_manifest`'s own remedy: its ``min_videos_policy`` can leave such classes out.
+DROP_REMEDY = (
+    "lower shot or queries, or pass min_videos_policy='drop' to leave such classes out (recorded)"
+)
 
-    Raises:
-        ManifestError: naming the setting, or the first class short of videos and the counts.
-    """
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Why class pools cannot serve a spec: ``kind`` (``setting``: way/shot/queries out of
+    range; ``way``: too few classes; ``videos``: a class with too few videos), the
+    ``problem`` in words (no remedy), and the pools' sizes remedies quote."""
+
+    kind: str
+    problem: str
+    classes: int
+    smallest: int
+    queries: int
+
+    def remedy(self, remedies: Mapping[str, str] | None = None) -> str:
+        """The remedy of this kind from ``remedies`` (else :data:`DEFAULT_REMEDIES`)."""
+        text = {**DEFAULT_REMEDIES, **(remedies or {})}[self.kind]
+        max_shot = self.smallest - self.queries
+        return text.format(classes=self.classes, smallest=self.smallest, max_shot=max_shot)
+
+    def message(self, remedies: Mapping[str, str] | None = None) -> str:
+        """``problem; remedy`` (the problem alone where the kind has no remedy)."""
+        remedy = self.remedy(remedies)
+        return f"{self.problem}; {remedy}" if remedy else self.problem
+
+
+def infeasibility(
+    pools: dict[int, np.ndarray], spec: EpisodeSpec, class_names: Sequence[str] | None = None
+) -> Shortfall | None:
+    """Why the class pools (:func:`class_pools`) cannot serve ``spec``'s episodes (every
+    class must hold ``shot + queries`` videos: episodes draw their classes from all), or
+    ``None`` when they can."""
     need = spec.shot + spec.queries
+    sizes = [len(v) for v in pools.values()]
+    counts = {"classes": len(pools), "smallest": min(sizes, default=0), "queries": spec.queries}
     if spec.way < 1 or spec.shot < 1 or spec.queries < 0:
-        raise ManifestError(
+        problem = (
             f"way and shot must be >= 1 and queries >= 0, got way={spec.way}, "
             f"shot={spec.shot}, queries={spec.queries}"
         )
+        return Shortfall("setting", problem, **counts)
     if spec.way > len(pools):
-        raise ManifestError(
+        problem = (
             f"{spec.way}-way episodes need {spec.way} classes, but split {spec.split or '?'} of "
-            f"{spec.dataset or 'this dataset'} has only {len(pools)}; use way (--ways) up to "
-            f"{len(pools)}"
+            f"{spec.dataset or 'this dataset'} has only {len(pools)}"
         )
+        return Shortfall("way", problem, **counts)
     small = [(c, len(v)) for c, v in pools.items() if len(v) < need]
     if small:
         c, n = small[0]
         name = f" ({class_names[c]!r})" if class_names is not None else ""
-        raise ManifestError(
+        problem = (
             f"class {c}{name} has {n} videos, but {spec.shot}-shot episodes with {spec.queries} "
-            f"queries per class need {need}; {len(small)} class(es) fall short. Lower shot or "
-            "queries, or pass min_videos_policy='drop' to leave such classes out (recorded)."
+            f"queries per class need {need}; {len(small)} class(es) fall short"
         )
+        return Shortfall("videos", problem, **counts)
+    return None
+
+
+def check_feasible(
+    pools: dict[int, np.ndarray],
+    spec: EpisodeSpec,
+    class_names: Sequence[str] | None,
+    remedies: Mapping[str, str] | None = None,
+) -> None:
+    """Whether the class pools (:func:`class_pools`) can serve ``spec``'s episodes.
+
+    ``remedies``: what to tell the caller's user to do, per kind of shortfall
+    (:data:`DEFAULT_REMEDIES` where not given), in the options the caller offers.
+
+    Raises:
+        ManifestError: naming the setting, or the first class short of videos and the counts.
+    """
+    found = infeasibility(pools, spec, class_names)
+    if found is not None:
+        raise ManifestError(found.message(remedies))
 
 
 def make_episode(
@@ -431,6 +524,7 @@ def make_manifest(
     start: int = 0,
     num_workers: int = 0,
     meta: dict[str, Any] | None = None,
+    remedies: Mapping[str, str] | None = None,
 ) -> Manifest:
     """Draw ``episodes`` episodes (indices ``start..start+episodes-1``) over a video pool.
 
@@ -440,6 +534,9 @@ def make_manifest(
         seed, dataset, split: hashed into every episode's random stream.
         min_videos_policy: ``"error"`` (default) or ``"drop"`` classes with too few videos.
         num_workers: build episodes in that many DataLoader workers (same result).
+        remedies: what an infeasible setting's error tells the user to do, per kind
+            (:func:`check_feasible`); by default this function's own options
+            (``min_videos_policy='drop'`` for classes short of videos).
     """
     vc = _class_ids(video_classes)
     if episodes < 1:
@@ -458,7 +555,9 @@ def make_manifest(
         raise ManifestError(
             f"min_videos_policy must be 'error' or 'drop', not {min_videos_policy!r}"
         )
-    check_feasible(pools, spec, class_names)
+    check_feasible(
+        pools, spec, class_names, {"videos": DROP_REMEDY} if remedies is None else remedies
+    )
     classes = np.array(sorted(pools), dtype=np.int64)
     if num_workers > 0:
         episodes_list = _episodes_in_workers(pools, classes, spec, start, episodes, num_workers)
@@ -502,10 +601,13 @@ def draw_test_manifest(
     episodes: int,
     seed: int,
     class_names: Sequence[str] | None = None,
+    remedies: Mapping[str, str] | None = None,
 ) -> Manifest:
     """The official test episodes of a setting: what ``run`` and ``eval`` evaluate on and
     ``verify`` redraws, over the test split's usable videos (``test_classes``, one class id
-    per video) of ``split_variant``."""
+    per video) of ``split_variant``. ``remedies``: what an infeasible setting's error tells
+    the caller's user (:data:`DEFAULT_REMEDIES` by default: the commands have no
+    ``min_videos_policy``)."""
     return make_manifest(
         test_classes,
         way=way,
@@ -516,6 +618,7 @@ def draw_test_manifest(
         dataset=split_variant,
         split="test",
         class_names=class_names,
+        remedies=DEFAULT_REMEDIES if remedies is None else remedies,
     )
 
 

@@ -65,8 +65,7 @@ def test_recipes_follow_the_protocol_table():
 def test_training_queries_and_val_shot_follow_the_training_shot(monkeypatch):
     """HyRSM trains with 7 queries per class at 1-shot down to 3 at 5-shot (the recipe used
     5 at every shot), and ``train --recipe shot=1`` validated at the file's 5-shot."""
-    from fsarbench.experiments.tracks import FrozenTrack
-    from fsarbench.experiments.units import ModelUnit
+    from fsarbench.experiments.units import ModelUnit, unit_recipe
     from fsarbench.training import recipe as recipe_mod
     from fsarbench.training.recipe import frozen_recipe
 
@@ -78,7 +77,7 @@ def test_training_queries_and_val_shot_follow_the_training_shot(monkeypatch):
     assert [mine.at_shot(k).queries for k in (1, 5)] == [4, 4]  # the user's count wins
     assert finetune_recipe("trx", "ssv2-full").recipe.at_shot(1).queries == 5
     unit = ModelUnit("hyrsm", (), "ssv2-full", "finetune", "seed", 5, 1, 0)
-    assert FrozenTrack.for_unit(hyrsm, unit).queries == 7
+    assert unit_recipe(hyrsm, unit, {}).queries == 7
     one = finetune_recipe("otam", "ssv2-full", {"recipe": {"shot": 1}}).recipe
     assert (one.shot, one.val_shot) == (1, 1)
     assert frozen_recipe("otam", {"shot": 2}).val_shot == 2

@@ -12,8 +12,7 @@ from report_fixtures import save_simulated_record
 import fsarbench as fb
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.summary_tables import summary_tables
-from fsarbench.experiments.tracks import FrozenTrack
-from fsarbench.experiments.units import unit_for
+from fsarbench.experiments.units import unit_for, unit_recipe
 from fsarbench.report.recipe_changes import recipe_changes, recipe_changes_text
 from fsarbench.training.finetune_recipe import finetune_recipe
 from fsarbench.training.recipe import frozen_recipe
@@ -29,11 +28,11 @@ def _unit_recipe(
         unit = unit_for(
             cell, recipe_way=base.recipe.way, recipe_shot=base.recipe.shot, share_shots=share
         )
-        inner = FrozenTrack.for_unit(base.recipe, unit)
+        inner = unit_recipe(base.recipe, unit, (over or {}).get("recipe") or {})
         return dataclasses.replace(base, recipe=inner)
     base = frozen_recipe(method, (over or {}).get("recipe"), dataset=dataset)
     unit = unit_for(cell, recipe_way=base.way, recipe_shot=base.shot, share_shots=share)
-    return FrozenTrack.for_unit(base, unit)
+    return unit_recipe(base, unit, (over or {}).get("recipe") or {})
 
 
 def _record(tmp_path, method="protonet", dataset="ucf101", track="frozen", protocol="seed"):

@@ -13,6 +13,7 @@ import fsarbench.experiments.features as features_mod
 from fsarbench.cli.main import main
 from fsarbench.cli.train_cmd import parse_overrides
 from fsarbench.experiments.runner import DatasetFeatures
+from fsarbench.experiments.tracks import DatasetPools, features_pools
 from fsarbench.features.store import InMemoryFeatureStore
 from fsarbench.training import SplitFeatures, load_checkpoint
 
@@ -37,6 +38,10 @@ class FakeProvider:
         splits = {"train": _split(8, 0), "val": _split(5, 1), "test": _split(5, 2)}
         names = {s: [f"c{i}" for i in range(sp.num_classes)] for s, sp in splits.items()}
         return DatasetFeatures(dataset, "toy", splits, names)
+
+    def listing(self, dataset: str) -> DatasetPools:
+        """What ``run`` checks its cells against before any work (no files here)."""
+        return features_pools(self(dataset))
 
 
 ARGS = [

@@ -35,6 +35,8 @@ CELLS = [
     Cell("protonet", "synth", 7, 1, track="finetune", label="protonet"),
 ]
 TINY = tiny_recipe(recipe={"way": 5, "val_every": 1, "val_episodes": 6, "queries": 1})
+#: a run trains each unit at its cells' shot: a ``shot`` override would be refused
+RUN_RECIPE = {k: v for k, v in TINY["recipe"].items() if k != "shot"}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def _runner(out, cache, synth, **opts) -> CellRunner:
     track = FinetuneTrack(
         root=None,
         cache_root=cache,
-        recipe_overrides=TINY["recipe"],
+        recipe_overrides=RUN_RECIPE,
         option_overrides=TINY["options"],
         device="cpu",
         progress=False,
@@ -137,7 +139,7 @@ def test_other_decode_workers_reuse_the_runs_models_and_records(finetune_run, sy
     track = FinetuneTrack(
         root=None,
         cache_root=out / "cache",
-        recipe_overrides=TINY["recipe"],
+        recipe_overrides=RUN_RECIPE,
         option_overrides={**TINY["options"], "workers": 1},
         device="cpu",
         progress=False,

@@ -8,6 +8,8 @@ from typing import Any
 
 __all__ = [
     "at_least",
+    "episode_count",
+    "episodes_help",
     "parse_hparams",
     "add_protocol_argument",
     "add_splits_dir_argument",
@@ -31,6 +33,28 @@ def at_least(low: int):
 
     parse.__name__ = "integer"  # argparse names the type in its messages
     return parse
+
+
+def episode_count(text: str) -> int:
+    """An argparse ``type`` for ``--episodes``: an integer in ``1..MAX_EPISODES``
+    (:func:`fsarbench.episodes.check_episode_count`), refused before any work starts (a
+    billion episodes filled memory while the manifest was drawn)."""
+    from fsarbench.episodes import EpisodeCountError, check_episode_count
+
+    try:
+        return check_episode_count(at_least(1)(text), "the count")
+    except EpisodeCountError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+episode_count.__name__ = "integer"
+
+
+def episodes_help(what: str) -> str:
+    """``--episodes`` help: ``what`` the count is, and its bounds."""
+    from fsarbench.episodes import MAX_EPISODES
+
+    return f"{what} (1 to {MAX_EPISODES:,}; the protocol's 10,000 by default)"
 
 
 def parse_hparams(text: str) -> dict[str, Any]:

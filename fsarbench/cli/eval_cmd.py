@@ -24,6 +24,8 @@ from fsarbench.cli.common import (
     add_splits_dir_argument,
     apply_splits_dir,
     at_least,
+    episode_count,
+    episodes_help,
     parse_hparams,
 )
 from fsarbench.cli.eval_checks import (
@@ -65,7 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--way", type=at_least(2), default=5, help="dataset mode: N-way")
     p.add_argument("--shot", type=at_least(1), default=1, help="dataset mode: K-shot")
     p.add_argument(
-        "--episodes", type=at_least(1), default=10_000, help="dataset mode: test episodes"
+        "--episodes",
+        type=episode_count,
+        default=10_000,
+        help=episodes_help("dataset mode: test episodes"),
     )
     p.add_argument("--seed", type=int, default=0, help="dataset mode: seed of the test episodes")
     p.add_argument("--root", default=None, help="dataset mode: data root (default $FSAR_DATA)")

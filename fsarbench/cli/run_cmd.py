@@ -16,6 +16,8 @@ from fsarbench.cli.common import (
     add_splits_dir_argument,
     apply_splits_dir,
     at_least,
+    episode_count,
+    episodes_help,
     parse_overrides,
 )
 from fsarbench.cli.eval_cmd import add_nonfinite_argument
@@ -88,7 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     what.add_argument("--shots", nargs="+", type=at_least(1), default=None, help="K-shot settings")
     what.add_argument("--ways", nargs="+", type=at_least(2), default=None, help="N-way settings")
-    what.add_argument("--episodes", type=at_least(1), default=10_000, help="test episodes per cell")
+    what.add_argument(
+        "--episodes",
+        type=episode_count,
+        default=10_000,
+        help=episodes_help("test episodes per cell"),
+    )
     what.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
     what.add_argument(
         "--train-seeds",
@@ -127,14 +134,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--share-model-across-shots",
         dest="share_shots",
         action="store_true",
-        help="train one model per method at the recipe's shot and evaluate every shot with it "
-        "(faster; the references train one model per shot)",
+        help="train one model per method at the recipe's shot (--recipe shot=K sets it) and "
+        "evaluate every shot with it (faster; the references train one model per shot)",
     )
     how.add_argument(
         "--plan",
         action="store_true",
         help="print the models this run would train, the cells each feeds and an estimate "
-        "of the work, then stop (nothing is trained)",
+        "of the work, then stop (nothing is trained); cells whose episodes their dataset's "
+        "splits cannot serve are marked INFEASIBLE and named, with exit status 2, as the run "
+        "would refuse them",
     )
     how.add_argument(
         "--throughput",
@@ -173,7 +182,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override recipe fields for every method, e.g. steps=50",
+        help="override recipe fields for every method, e.g. steps=50 (val_shot is kept, and "
+        "named in the tables; shot only with --share-model-across-shots: otherwise each model "
+        "trains at its cells' shot, and shot=K is refused)",
     )
     how.add_argument(
         "--shard",
@@ -208,8 +219,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument(
         "--reuse-stale",
         action="store_true",
-        help="reuse finished cells made by other code, data or weights instead of re-running "
-        "them (each reuse is logged and recorded in the record's stale_accepted)",
+        help="reuse finished cells made by other code, data, weights or test episodes instead "
+        "of re-running them, including records made with another --episodes count: such a "
+        "record keeps its own count (each reuse is logged, recorded in the record's "
+        "stale_accepted and shown marked ‡stale with its episode count)",
     )
     p.set_defaults(func=run)
 
@@ -295,7 +308,8 @@ def _unit_key(cell: Cell, tracks: dict, share: bool) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fsarbench.experiments.runner import CellRunner
+    from fsarbench.experiments.feasibility import find_shortfalls
+    from fsarbench.experiments.runner import CellRunner, unique_cells
 
     apply_splits_dir(args)
     if args.grids:
@@ -310,16 +324,15 @@ def run(args: argparse.Namespace) -> int:
     mine = _shard(cells, _shard_spec(args, env), tracks, args.share_shots)
     if any(c.dataset == STAND_IN for c in cells) and not available:
         say(WHERE_DATA)
+    runner = CellRunner(tracks, options)
+    # every cell of every shard, before anything is trained or extracted: a setting a split
+    # cannot serve was found mid-run, after other cells had trained
+    shortfalls = find_shortfalls(runner, cells)
+    if args.plan and not args.launcher:
+        return _plan(args, runner, mine, shortfalls, len(unique_cells(cells)))
+    _refuse(shortfalls, len(unique_cells(cells)))
     if args.launcher:
         return _launch(args, mine, tracks)
-    runner = CellRunner(tracks, options)
-    if args.plan:
-        from fsarbench.experiments.plan import plan_cells, print_plan
-
-        print_plan(plan_cells(runner, mine), args.throughput)
-        return 0
-    from fsarbench.experiments.runner import unique_cells
-
     say(
         f"{len(unique_cells(cells))} cells ({len(cells)} grid entries; {args.track} track, "
         f"{args.protocol} protocol) -> {args.out}"
@@ -383,6 +396,27 @@ def _stop_if_a_rank_failed(done: list[tuple[int, str | None]]) -> None:
 
 class RankFailedError(RuntimeError):
     """A torchrun process of ``run`` stopped with an error (named by rank 0)."""
+
+
+def _plan(
+    args: argparse.Namespace, runner, cells: list[Cell], shortfalls: list, planned: int
+) -> int:
+    """``--plan``: print the units, cells and work of the run, marking the cells their
+    datasets cannot serve; then refuse those as the run would (exit status 2)."""
+    from fsarbench.experiments.plan import plan_cells, print_plan
+
+    print_plan(plan_cells(runner, cells, {s.cell for s in shortfalls}), args.throughput)
+    _refuse(shortfalls, planned)
+    return 0
+
+
+def _refuse(shortfalls: list, planned: int) -> None:
+    """Raise :class:`InfeasibleCellsError` naming ``shortfalls`` (of ``planned`` cells), if
+    any (:func:`~fsarbench.experiments.feasibility.find_shortfalls`)."""
+    from fsarbench.experiments.feasibility import InfeasibleCellsError, infeasible_message
+
+    if shortfalls:
+        raise InfeasibleCellsError(infeasible_message(shortfalls, planned))
 
 
 def _silent(*args: object, **kwargs: object) -> None:
@@ -490,7 +524,11 @@ def _setup(args: argparse.Namespace):
     )
     tracks = {
         "frozen": FrozenTrack(
-            provider, recipe_overrides=overrides, device=args.device, progress=progress
+            provider,
+            recipe_overrides=overrides,
+            device=args.device,
+            progress=progress,
+            listing=provider.listing,
         ),
         "finetune": FinetuneTrack(
             root=args.root,

@@ -20,6 +20,7 @@ from fsarbench.cli.common import (
 )
 from fsarbench.environment import compute_environment
 from fsarbench.provenance import training_fingerprint
+from fsarbench.training.loop import RunMismatchError
 from fsarbench.training.timing import format_step_times
 
 DEFAULT_OUT = Path("results") / "train"
@@ -113,6 +114,14 @@ FROZEN_ALTERNATIVES = (
 )
 
 
+#: What ``train`` tells a user whose --out holds another run (or its selected weights are
+#: missing, unreadable or another run's).
+MISMATCH_REMEDY = (
+    "Resume only continues the same run: pass --overwrite to start this one there (its "
+    "checkpoints are replaced), or choose another --out."
+)
+
+
 def run(args: argparse.Namespace) -> int:
     apply_splits_dir(args)
     if args.track == "frozen":  # before anything is read, written or deleted
@@ -125,11 +134,14 @@ def run(args: argparse.Namespace) -> int:
     option_over = parse_overrides(args.option, "--option")
     if "protocol" in option_over:
         raise ValueError(f"choose the protocol with --protocol {option_over['protocol']}")
-    if args.track == "frozen":
-        if option_over:
-            raise ValueError("--option applies to --track finetune only")
-        return _run_frozen(args, out, hparams, recipe_over)
-    return _run_finetune(args, out, hparams, recipe_over, option_over)
+    if args.track == "frozen" and option_over:
+        raise ValueError("--option applies to --track finetune only")
+    try:
+        if args.track == "frozen":
+            return _run_frozen(args, out, hparams, recipe_over)
+        return _run_finetune(args, out, hparams, recipe_over, option_over)
+    except RunMismatchError as err:  # told in this command's flags, not the API's
+        raise err.with_remedy(MISMATCH_REMEDY) from None
 
 
 def _require_one_process_frozen() -> None:

@@ -14,7 +14,7 @@ import yaml
 
 from fsarbench.config import build_config, check_names, check_range
 from fsarbench.data.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
-from fsarbench.experiments.tracks import DatasetFeatures
+from fsarbench.experiments.tracks import DatasetFeatures, DatasetPools, SplitPool
 from fsarbench.features.backbones import effective_norm
 from fsarbench.features.store import SubsetFeatureStore
 from fsarbench.training import SplitFeatures
@@ -124,6 +124,21 @@ class FrozenFeatureProvider:
         if preset.tiny:
             info["tiny"] = True
         return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped)
+
+    def listing(self, dataset: str) -> DatasetPools:
+        """What ``dataset``'s splits can serve, from its split lists and the files present
+        (nothing is decoded or extracted): every listed video whose file exists. The
+        extraction may also leave out videos it cannot read (or too short ones)."""
+        from fsarbench.data.datasets import get_dataset, is_synthetic
+
+        ds = get_dataset(dataset, root=None if is_synthetic(dataset) else self.root)
+        splits = {}
+        for split in SPLITS:
+            videos = ds.videos(split)
+            found = [v.class_index for v in videos if v.path.exists()]
+            classes = np.asarray(found, dtype=np.int64)
+            splits[split] = SplitPool(classes, ds.class_names(split), len(videos) - len(found))
+        return DatasetPools(dataset, ds.variant, splits, left_out_causes="missing")
 
     def _extract(self, ds, dataset: str, split: str, preset: FeaturePreset, protocol: Protocol):
         """The cache of ``split`` of ``ds`` (the dataset opened once by the caller, so that a

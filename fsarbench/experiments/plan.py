@@ -15,7 +15,7 @@ extraction frames by three times that (forward only).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ class UnitPlan:
     recorded: list[Cell] = field(default_factory=list)
     #: ``models/<slug>/`` holds a checkpoint: training resumes or reloads it
     checkpoint: bool = False
+    #: cells of ``cells`` whose episodes their dataset cannot serve (a run refuses them)
+    infeasible: list[Cell] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -66,9 +68,13 @@ def _frames(unit: ModelUnit, recipe: Any, data, method) -> tuple[int, int, int]:
     return steps, steps * r.episodes_per_step * per_episode, val_frames + test_frames
 
 
-def plan_cells(runner, cells: Iterable[Cell]) -> list[UnitPlan]:
+def plan_cells(
+    runner, cells: Iterable[Cell], infeasible: Collection[Cell] = frozenset()
+) -> list[UnitPlan]:
     """The units ``runner`` would train for ``cells`` (nothing is trained or extracted
-    beyond what resolving a cell's data needs)."""
+    beyond what resolving a cell's data needs); ``infeasible``: cells whose episodes their
+    dataset cannot serve (:func:`~fsarbench.experiments.feasibility.find_shortfalls`),
+    marked in the plan (no manifest is drawn for them)."""
     from fsarbench.experiments.runner import unique_cells
 
     plans: dict[str, UnitPlan] = {}
@@ -80,7 +86,9 @@ def plan_cells(runner, cells: Iterable[Cell]) -> list[UnitPlan]:
             saved = any((models / p.slug / name).exists() for name in ("last.pt", "best.pt"))
             plans[p.slug] = UnitPlan(p.unit, [], steps, train, evals, checkpoint=saved)
         plans[p.slug].cells.append(cell)
-        if runner.recorded(cell, p):
+        if cell in infeasible:
+            plans[p.slug].infeasible.append(cell)
+        elif runner.recorded(cell, p):
             plans[p.slug].recorded.append(cell)
     return list(plans.values())
 
@@ -120,11 +128,25 @@ def print_plan(plans: list[UnitPlan], throughput: float) -> None:
         )
     if todo and not train:
         print("(frozen track: backbone cost is the one-off feature extraction of each split)")
+    infeasible = sum(len(p.infeasible) for p in plans)
+    if infeasible:
+        print(
+            f"INFEASIBLE: {infeasible} cell(s) (marked) need episodes their dataset's splits "
+            "cannot serve; a run refuses them before any work (the error below says why)"
+        )
 
 
 def _unit_line(p: UnitPlan, throughput: float) -> str:
     u = p.unit
-    feeds = ", ".join(sorted({f"{c.way}w{c.shot}s" for c in p.cells}))
+    bad = {(c.way, c.shot) for c in p.infeasible}
+    feeds = ", ".join(
+        sorted(
+            {
+                f"{c.way}w{c.shot}s" + (" INFEASIBLE" if (c.way, c.shot) in bad else "")
+                for c in p.cells
+            }
+        )
+    )
     cells = f"{len(p.cells)} cell(s) [{feeds}]"
     if p.recorded:
         cells += f", {len(p.recorded)} recorded"

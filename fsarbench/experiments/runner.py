@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from fsarbench.environment import compute_environment
-from fsarbench.episodes import Manifest, draw_test_manifest
+from fsarbench.episodes import Manifest, check_episode_count, draw_test_manifest
 from fsarbench.evaluate import POOL_KEY_PREFIX, evaluate
 from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.feasibility import check_cells
 from fsarbench.experiments.tracks import (
     DatasetFeatures,
     FinetuneTrack,
@@ -47,6 +48,13 @@ from fsarbench.results import (
     supersede,
     write_summary,
 )
+
+#: What a run's test-episode error tells the user, when a split turns out short only once
+#: extracted (unreadable or too short videos left out): options ``run`` offers.
+TEST_REMEDIES = {
+    "way": "choose --ways up to {classes}",
+    "videos": "choose --shots up to {max_shot} (the smallest class has {smallest} usable videos)",
+}
 
 #: Feature-preset fields that say how frames were sampled and transformed (the protocol).
 PROTOCOL_FIELDS = ("num_frames", "resolution", "test_frames", "train_frames", "train_views")
@@ -77,6 +85,10 @@ class RunOptions:
     nonfinite: str = "error"
     reuse_stale: bool = False
     share_shots: bool = False
+
+    def __post_init__(self) -> None:
+        # a billion episodes filled memory while the first manifest was drawn
+        check_episode_count(self.episodes, "RunOptions.episodes")
 
 
 FeatureProvider = Callable[[str], DatasetFeatures]
@@ -133,20 +145,25 @@ class CellRunner:
             else {}
         )
 
-    def prepare(self, cell: Cell) -> _Prepared:
-        """The unit of ``cell``, its recipe and its (untrained, cached) model."""
+    def unit_recipe(self, cell: Cell) -> tuple[Any, ModelUnit, Any]:
+        """``(track, unit, recipe)`` of ``cell``: its track, the model unit it evaluates and
+        the recipe that unit trains with (no data read)."""
         if cell.track not in self.tracks:
             raise ValueError(
                 f"cell {cell.name} asks for track {cell.track!r}; this run has "
                 f"{sorted(self.tracks)}"
             )
         track = self.tracks[cell.track]
-        with self.timed("data and features"):
-            data = track.data(cell)
         base = track.recipe(cell)
         way, shot = track.way_shot(base)
         unit = unit_for(cell, recipe_way=way, recipe_shot=shot, share_shots=self.opt.share_shots)
-        recipe = track.for_unit(base, unit)
+        return track, unit, track.for_unit(base, unit)
+
+    def prepare(self, cell: Cell) -> _Prepared:
+        """The unit of ``cell``, its recipe and its (untrained, cached) model."""
+        track, unit, recipe = self.unit_recipe(cell)
+        with self.timed("data and features"):
+            data = track.data(cell)
         slug = unit.slug([recipe.identity(), data.info])
         if slug not in self.built:
             self.built[slug] = track.build(cell, recipe)
@@ -374,6 +391,7 @@ class CellRunner:
                 episodes=self.opt.episodes,
                 seed=cell.seed,
                 class_names=data.class_names,
+                remedies=TEST_REMEDIES,
             )
         return self.manifests[key]
 
@@ -453,9 +471,13 @@ class CellRunner:
     def run_cells(
         self, cells: Iterable[Cell], on_record: Callable[[ResultRecord], None] | None = None
     ) -> list[ResultRecord]:
-        """Evaluate every cell (skipping recorded ones) and rebuild ``summary.csv``."""
+        """Evaluate every cell (skipping recorded ones) and rebuild ``summary.csv``; cells
+        whose episodes their datasets cannot serve are refused first, before any training
+        (:func:`~fsarbench.experiments.feasibility.check_cells`)."""
+        cells = unique_cells(cells)
+        check_cells(self, cells)
         records = []
-        for cell in unique_cells(cells):
+        for cell in cells:
             record = self.run(cell)
             records.append(record)
             if on_record is not None:

@@ -22,7 +22,7 @@ import torch
 
 from fsarbench.data.decode import VideoDecodeError
 from fsarbench.experiments.cells import Cell
-from fsarbench.experiments.units import ModelUnit
+from fsarbench.experiments.units import ModelUnit, unit_recipe
 from fsarbench.features.store import FeatureStore
 from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
@@ -30,7 +30,15 @@ from fsarbench.provenance import training_fingerprint
 from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
 from fsarbench.training.loop import RunMismatchError
 
-__all__ = ["DatasetFeatures", "TrackData", "Trained", "FrozenTrack", "FinetuneTrack"]
+__all__ = [
+    "DatasetFeatures",
+    "DatasetPools",
+    "SplitPool",
+    "TrackData",
+    "Trained",
+    "FrozenTrack",
+    "FinetuneTrack",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,42 @@ class TrackData:
     val_videos: int = 0
 
 
+@dataclass(frozen=True)
+class SplitPool:
+    """The videos of one split that a run would draw episodes from (``classes``: the class
+    id of each), the split's class names, and how many listed videos it leaves out."""
+
+    classes: np.ndarray
+    class_names: list[str] | None = None
+    left_out: int = 0
+
+
+@dataclass(frozen=True)
+class DatasetPools:
+    """What episodes a dataset's splits can serve, known before any training: ``splits``
+    maps ``train``/``val``/``test`` to their pools; ``left_out_causes`` says what their
+    ``left_out`` counts (a frozen listing, made before the extraction, counts missing files
+    only: the extraction may leave out unreadable or too short ones too)."""
+
+    dataset: str
+    split_variant: str
+    splits: dict[str, SplitPool]
+    left_out_causes: str = "missing, unreadable or too short"
+
+
+def features_pools(features: DatasetFeatures) -> DatasetPools:
+    """The pools of extracted (or in-memory) features: exactly the videos a run uses."""
+    splits = {
+        name: SplitPool(
+            np.asarray(data.classes),
+            features.class_names.get(name),
+            sum(s.startswith(f"{name}/") for s in features.skipped),
+        )
+        for name, data in features.splits.items()
+    }
+    return DatasetPools(features.name, features.split_variant, splits)
+
+
 @dataclass
 class Trained:
     """A trained unit as the evaluator takes it: a head on ``[N, T, D]`` features and the
@@ -76,10 +120,13 @@ class Trained:
 
 
 def _retrain_on_mismatch(run: Callable[[bool], Any], slug: str) -> None:
+    """``run(resume=True)``; a folder holding another run (or unusable selected weights)
+    is trained again from scratch, and the log says why (``run`` has no flag to ask: the
+    error's remedy, the API's, is not shown)."""
     try:
         run(True)
     except RunMismatchError as err:
-        log.warning("retraining %s from scratch: %s", slug, err)
+        log.warning("retraining %s from scratch: %s", slug, err.detail)
         run(False)
 
 
@@ -142,10 +189,16 @@ class FrozenTrack:
         recipe_overrides: dict[str, Any],
         device: str,
         progress: bool,
+        listing: Callable[[str], DatasetPools] | None = None,
     ) -> None:
+        """``listing(dataset)``: the dataset's pools without extracting anything (e.g.
+        :meth:`FrozenFeatureProvider.listing`); without one, :meth:`pools` asks
+        ``provider`` (in-memory features)."""
         self.provider, self.overrides = provider, recipe_overrides
         self.device, self.progress = device, progress
+        self.listing = listing
         self.features: dict[tuple[str, str], DatasetFeatures] = {}
+        self.listed: dict[str, DatasetPools] = {}
 
     def dataset(self, dataset: str, protocol: str) -> DatasetFeatures:
         key = (dataset, protocol)
@@ -168,6 +221,21 @@ class FrozenTrack:
             len(val.classes) if val is not None else 0,
         )
 
+    def pools(self, cell: Cell) -> DatasetPools:
+        """What ``cell``'s dataset can serve, before any training: its features' pools once
+        extracted, else the listing's (files present; no extraction)."""
+        key = (cell.dataset, cell.protocol)
+        if key in self.features or self.listing is None:
+            return features_pools(self.dataset(*key))
+        if cell.dataset not in self.listed:
+            self.listed[cell.dataset] = self.listing(cell.dataset)
+        return self.listed[cell.dataset]
+
+    @staticmethod
+    def training_recipe(recipe):
+        """The :class:`~fsarbench.training.recipe.Recipe` of training episodes."""
+        return recipe
+
     def recipe(self, cell: Cell):
         return frozen_recipe(cell.method, self.overrides, dataset=cell.dataset)
 
@@ -175,11 +243,10 @@ class FrozenTrack:
     def way_shot(recipe) -> tuple[int, int]:
         return recipe.way, recipe.shot
 
-    @staticmethod
-    def for_unit(recipe, unit: ModelUnit):
+    def for_unit(self, recipe, unit: ModelUnit):
         """The recipe trained at the unit's way and shot (validated at its shot, with its
-        shot's training queries)."""
-        return recipe.at_shot(unit.train_shot, unit.train_way)
+        shot's training queries), keeping ``--recipe val_shot`` (:func:`unit_recipe`)."""
+        return unit_recipe(recipe, unit, self.overrides)
 
     def build(self, cell: Cell, recipe) -> FewShotMethod:
         feats = self.dataset(cell.dataset, cell.protocol)
@@ -301,6 +368,25 @@ class FinetuneTrack:
         val = len(c.splits["val"].records)
         return TrackData(cell.dataset, c.dataset.variant, info, test.classes, names, c.skipped, val)
 
+    def pools(self, cell: Cell) -> DatasetPools:
+        """What ``cell``'s dataset can serve: the videos the probe found usable for its clips
+        (exact: the run draws its episodes from these)."""
+        c = self.clip_data(cell.dataset, self.recipe(cell).options)
+        splits = {
+            name: SplitPool(
+                split.classes,
+                c.dataset.class_names(name),
+                sum(s.startswith(f"{name}/") for s in c.skipped),
+            )
+            for name, split in c.splits.items()
+        }
+        return DatasetPools(cell.dataset, c.dataset.variant, splits)
+
+    @staticmethod
+    def training_recipe(recipe):
+        """The :class:`~fsarbench.training.recipe.Recipe` of training episodes."""
+        return recipe.recipe
+
     def recipe(self, cell: Cell):
         from fsarbench.training.finetune_recipe import finetune_recipe
 
@@ -310,9 +396,10 @@ class FinetuneTrack:
     def way_shot(recipe) -> tuple[int, int]:
         return recipe.recipe.way, recipe.recipe.shot
 
-    @staticmethod
-    def for_unit(recipe, unit: ModelUnit):
-        inner = FrozenTrack.for_unit(recipe.recipe, unit)
+    def for_unit(self, recipe, unit: ModelUnit):
+        """The finetune recipe with its training recipe at the unit's way and shot
+        (:func:`unit_recipe`, under ``--recipe``'s overrides)."""
+        inner = unit_recipe(recipe.recipe, unit, self.overrides["recipe"])
         return dataclasses.replace(recipe, recipe=inner)
 
     def build(self, cell: Cell, recipe) -> FewShotMethod:

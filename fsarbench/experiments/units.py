@@ -9,14 +9,20 @@ setting at the recipe's shot and lets it feed every shot.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fsarbench.experiments.cells import Cell
 from fsarbench.io import stable_hash
 
-__all__ = ["ModelUnit", "unit_for", "group_units"]
+__all__ = ["ModelUnit", "ShotOverrideError", "unit_for", "unit_recipe", "group_units"]
+
+
+class ShotOverrideError(ValueError):
+    """``--recipe shot=K`` for a unit trained at another shot (the grid sets a unit's
+    training shot): refused, as it would be dropped."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,33 @@ def unit_for(cell: Cell, *, recipe_way: int, recipe_shot: int, share_shots: bool
         train_shot=recipe_shot if share_shots else cell.shot,
         train_seed=cell.train_seed,
     )
+
+
+def unit_recipe(recipe: Any, unit: ModelUnit, overrides: Mapping[str, Any]) -> Any:
+    """The frozen-style recipe (:class:`~fsarbench.training.recipe.Recipe`) ``unit`` trains
+    with: ``recipe`` at the unit's way and shot, validated at that shot with that shot's
+    training queries (``Recipe.at_shot``), except what ``overrides`` (``--recipe``) set.
+
+    An overridden ``val_shot`` is kept (recorded in the recipe, so the config hash and the
+    tables' recipe-change note name it). An overridden ``shot`` holds only for a unit
+    trained at that shot (``share_shots``, or cells of that shot): elsewhere the run trains
+    at the cell's shot, and the override would be dropped without a word.
+
+    Raises:
+        ShotOverrideError: ``overrides`` sets a ``shot`` this unit does not train at.
+    """
+    if "shot" in overrides and recipe.shot != unit.train_shot:
+        raise ShotOverrideError(
+            f"--recipe shot={recipe.shot} cannot apply to {unit.name} on {unit.dataset}: a run "
+            f"trains one model per shot, at its cells' shot ({unit.train_shot} here), so the "
+            "grid sets the training shot, not the recipe. To train one model at "
+            f"{recipe.shot}-shot and evaluate every shot with it, add "
+            "--share-model-across-shots; to evaluate other shots, choose them with --shots"
+        )
+    trained = recipe.at_shot(unit.train_shot, unit.train_way)
+    if "val_shot" in overrides:
+        trained = dataclasses.replace(trained, val_shot=recipe.val_shot)
+    return trained
 
 
 def group_units(cells: Iterable[Cell], units: Iterable[ModelUnit]) -> dict[ModelUnit, list[Cell]]:

@@ -219,8 +219,33 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: What to do about a :class:`RunMismatchError` in Python (``train``/``finetune`` calls);
+#: a command replaces it with its own flags (:meth:`RunMismatchError.with_remedy`).
+API_REMEDY = (
+    "Resume only continues the same run: pass resume=False to start this one there (its "
+    "checkpoints are replaced), or choose another out_dir."
+)
+
+
 class RunMismatchError(StaleError):
-    """A training folder holds a run made with other settings or code."""
+    """A training folder holds a run made with other settings or code (or its selected
+    weights are missing, unreadable or another run's).
+
+    ``detail`` says what was found; the message adds ``remedy``, what to do about it in the
+    caller's terms: the Python API's by default, a command's flags where the command
+    catches it (``train``: ``--overwrite``; ``run`` retrains the unit by itself and logs
+    ``detail`` alone)."""
+
+    def __init__(self, detail: str, remedy: str = API_REMEDY) -> None:
+        super().__init__(detail, remedy)
+        self.detail, self.remedy = detail, remedy
+
+    def __str__(self) -> str:
+        return f"{self.detail}\n{self.remedy}"
+
+    def with_remedy(self, remedy: str) -> RunMismatchError:
+        """The same mismatch, told with ``remedy`` instead."""
+        return RunMismatchError(self.detail, remedy)
 
 
 def load_resume(
@@ -241,8 +266,6 @@ def load_resume(
             raise RunMismatchError(
                 f"{out} holds a training run made with other settings; differing fields:\n  "
                 + "\n  ".join(diff)
-                + "\nResume only continues the same run: pass --overwrite to start this one "
-                "there (the old checkpoints are replaced), or choose another --out."
             )
     return ckpt
 

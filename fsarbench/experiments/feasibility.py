@@ -1,0 +1,199 @@
+"""Whether every planned cell's episodes can be drawn, checked before any training or extraction.
+
+A cell needs three kinds of episodes: its test episodes (the cell's way and shot, the run's
+queries per class, over the test split), its model unit's training episodes (the unit
+recipe's way, shot and training queries, over the train split) and the unit's validation
+episodes (``val_shot``, one query, over the val split, when the recipe validates). A
+setting a split could not serve used to surface mid-run, after other cells had trained for
+minutes (a 20-way cell on a 14-class test split), while ``run --plan`` listed it as fine.
+
+The pools are the videos the run would use (:meth:`FrozenTrack.pools`,
+:meth:`FinetuneTrack.pools`): the finetune track's probed usable videos; the frozen track's
+extracted features, or before extraction the listed videos whose files exist (the extraction
+may leave out more: unreadable or too short ones, caught when that cell's episodes are drawn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fsarbench.episodes import EpisodeSpec, Shortfall, class_pools, infeasibility
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.tracks import DatasetPools, SplitPool
+
+__all__ = [
+    "CellShortfall",
+    "InfeasibleCellsError",
+    "RUN_REMEDIES",
+    "check_cells",
+    "find_shortfalls",
+    "infeasible_message",
+]
+
+
+class InfeasibleCellsError(ValueError):
+    """Planned cells whose episodes their dataset's splits cannot serve (found before any
+    training or extraction); the message names each setting, what its split has, the cells
+    and what to do."""
+
+
+def _shots_up_to(s: Shortfall, flag: str, extra: str = "") -> str:
+    """``"<flag> up to <largest shot the smallest class serves><extra>"``, or that none does."""
+    max_shot = s.smallest - s.queries
+    if max_shot >= 1:
+        return f"{flag} up to {max_shot}{extra}"
+    return (
+        f"no shot fits (its smallest class has {s.smallest} videos): leave this dataset out of "
+        f"the run, or restore its videos{extra}"
+    )
+
+
+#: What a run user can do about a split that cannot serve a cell's episodes, per split and
+#: kind of shortfall (:class:`~fsarbench.episodes.Shortfall`): options ``run`` offers.
+RUN_REMEDIES: dict[str, dict[str, Callable[[Shortfall], str]]] = {
+    "test": {
+        "way": lambda s: f"choose --ways up to {s.classes}",
+        "videos": lambda s: _shots_up_to(s, "choose --shots"),
+        "setting": lambda s: "",
+    },
+    "train": {
+        "way": lambda s: f"train at fewer ways: --recipe way=N, N up to {s.classes}",
+        "videos": lambda s: _shots_up_to(
+            s,
+            "models train at their cells' shot: choose --shots",
+            f", or train with fewer queries per class (--recipe queries=Q; now {s.queries})",
+        ),
+        "setting": lambda s: "",
+    },
+    "val": {
+        "way": lambda s: "skip validation: --recipe val_episodes=0",
+        "videos": lambda s: _shots_up_to(
+            s,
+            "validate at fewer shots: --recipe val_shot=K, K",
+            ", or skip validation (--recipe val_episodes=0: the last step's weights are kept)",
+        ),
+        "setting": lambda s: "",
+    },
+}
+
+
+@dataclass(frozen=True)
+class CellShortfall:
+    """Episodes ``cell`` needs from ``split`` of its dataset that the split cannot serve."""
+
+    cell: Cell
+    pools: DatasetPools
+    split: str
+    spec: EpisodeSpec
+    shortfall: Shortfall
+
+    @property
+    def setting(self) -> str:
+        """``"synth-v1-seed0 test split: 20-way 1-shot test episodes, 1 query per class"``."""
+        q = self.spec.queries
+        what = {"test": "test", "train": "training", "val": "validation"}[self.split]
+        return (
+            f"{self.pools.split_variant} {self.split} split: {self.spec.way}-way "
+            f"{self.spec.shot}-shot {what} episodes, {q} quer{'y' if q == 1 else 'ies'} per class"
+        )
+
+    def problem(self) -> str:
+        """What the split has, what to do (in ``run``'s options) and the videos it left out."""
+        remedy = RUN_REMEDIES[self.split][self.shortfall.kind](self.shortfall)
+        text = self.shortfall.problem + (f"; {remedy}" if remedy else "")
+        pool = self.pools.splits[self.split]
+        if pool.left_out:
+            text += (
+                f". {pool.left_out} listed {self.split} video(s) of {self.pools.dataset} are "
+                f"left out as {self.pools.left_out_causes}: the run uses only the others "
+                f"('python -m fsarbench data check {self.pools.dataset}' names them)"
+            )
+        return text
+
+
+def _specs(cell: Cell, recipe: Any, queries: int, pools: DatasetPools) -> list[tuple[str, Any]]:
+    """``(split, spec)`` of every kind of episodes ``cell`` needs (``recipe``: its unit's
+    training :class:`~fsarbench.training.recipe.Recipe`), as the runner and the training
+    loop draw them (validation: :func:`~fsarbench.training.trainer.val_manifest_for`)."""
+    variant = pools.split_variant
+    specs = [
+        ("test", EpisodeSpec(cell.way, cell.shot, queries, cell.seed, variant, "test")),
+        (
+            "train",
+            EpisodeSpec(recipe.way, recipe.shot, recipe.queries, cell.train_seed, variant, "train"),
+        ),
+    ]
+    val = pools.splits.get("val")
+    if val is not None and recipe.val_episodes > 0:
+        classes = int(val.classes.max()) + 1 if len(val.classes) else recipe.way
+        way = min(recipe.way, classes)
+        specs.append(("val", EpisodeSpec(way, recipe.val_shot, 1, cell.train_seed, variant, "val")))
+    return specs
+
+
+def _shortfall(pool: SplitPool, spec: EpisodeSpec, cache: dict) -> Shortfall | None:
+    """:func:`~fsarbench.episodes.infeasibility` of ``spec`` on ``pool``, once per pool and
+    setting (the cache holds the pool, so its ``id`` is not reused meanwhile)."""
+    key = (id(pool), spec.way, spec.shot, spec.queries)
+    if key not in cache:
+        cache[key] = (pool, infeasibility(class_pools(pool.classes), spec, pool.class_names))
+    return cache[key][1]
+
+
+def find_shortfalls(runner: Any, cells: Iterable[Cell]) -> list[CellShortfall]:
+    """Every kind of episodes each of ``cells`` needs that its dataset cannot serve, found
+    from the tracks' pools and the units' recipes (``runner``: a
+    :class:`~fsarbench.experiments.runner.CellRunner`; nothing is trained or extracted)."""
+    from fsarbench.experiments.runner import unique_cells
+
+    found, cache = [], {}
+    for cell in unique_cells(cells):
+        track, _, recipe = runner.unit_recipe(cell)
+        pools = track.pools(cell)
+        for split, spec in _specs(cell, track.training_recipe(recipe), runner.opt.queries, pools):
+            shortfall = _shortfall(pools.splits[split], spec, cache)
+            if shortfall is not None:
+                found.append(CellShortfall(cell, pools, split, spec, shortfall))
+    return found
+
+
+def _cell_label(cell: Cell) -> str:
+    seed = f" training seed {cell.train_seed}" if cell.train_seed else ""
+    return f"{cell.name} {cell.way}w{cell.shot}s{seed}"
+
+
+def infeasible_message(shortfalls: list[CellShortfall], planned: int) -> str:
+    """One message for all ``shortfalls``: each setting a split cannot serve once, with
+    what it has, what to do and the cells that need it."""
+    groups: dict[tuple, list[CellShortfall]] = {}
+    for s in shortfalls:
+        groups.setdefault((s.setting, s.problem()), []).append(s)
+    cells = {s.cell for s in shortfalls}
+    lines = [
+        f"{len(cells)} of {planned} planned cell(s) need episodes their dataset's splits "
+        "cannot serve (checked before any training or extraction; nothing was run):"
+    ]
+    for (setting, problem), members in groups.items():
+        labels = ", ".join(dict.fromkeys(_cell_label(s.cell) for s in members))
+        lines.append(f"  {setting}: {problem}\n    cells: {labels}")
+    lines.append(
+        "Leave those settings out (--ways / --shots; with --table or --all, pick the datasets "
+        "with --dataset) or change the recipe as said, then run again; 'run --plan' marks them."
+    )
+    return "\n".join(lines)
+
+
+def check_cells(runner: Any, cells: Iterable[Cell]) -> None:
+    """Refuse ``cells`` when any needs episodes its dataset cannot serve.
+
+    Raises:
+        InfeasibleCellsError: naming every such cell (:func:`infeasible_message`).
+    """
+    from fsarbench.experiments.runner import unique_cells
+
+    cells = unique_cells(cells)
+    shortfalls = find_shortfalls(runner, cells)
+    if shortfalls:
+        raise InfeasibleCellsError(infeasible_message(shortfalls, len(cells)))

@@ -1,0 +1,297 @@
+"""``run`` refuses what it cannot do before doing any of it: settings the splits cannot serve
+(found mid-run, after other cells had trained), absurd ``--episodes`` counts (a billion filled
+memory), recipe overrides the grid would drop (``--recipe shot=3``), and tells users of a
+training folder mismatch what their own command offers."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from finetune_fixtures import TINY_SYNTH, tiny_recipe
+from test_runner import OPTS, provider
+from test_train_cmd import ARGS, FakeProvider
+
+import fsarbench as fb
+import fsarbench.experiments.features as features_mod
+from fsarbench.cli.main import build_parser, main
+from fsarbench.data import datasets as datasets_mod
+from fsarbench.data.datasets import get_dataset
+from fsarbench.episodes import MAX_EPISODES, EpisodeCountError, ManifestError, make_manifest
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.feasibility import InfeasibleCellsError, check_cells
+from fsarbench.experiments.features import FrozenFeatureProvider
+from fsarbench.experiments.runner import (
+    CellRunner,
+    FinetuneTrack,
+    FrozenTrack,
+    RunOptions,
+    run_cells,
+)
+from fsarbench.experiments.summary_tables import summary_tables
+from fsarbench.experiments.units import ShotOverrideError
+from fsarbench.report.recipe_changes import recipe_changes, recipe_changes_text
+from fsarbench.results import load_records
+from fsarbench.training import frozen_recipe, train
+from fsarbench.training.loop import RunMismatchError
+
+RECIPE = [a for a in ARGS if a != "--no-progress"]  # "--recipe", KEY=VALUE ...
+
+
+class ToyProvider(FakeProvider):
+    """In-memory features for ``run`` (5 test classes of 6 videos; train 8, val 5)."""
+
+    def __call__(self, dataset: str, protocol: str | None = None):
+        return super().__call__(dataset)
+
+
+def _run(tmp_path, *extra: str, recipe: tuple[str, ...] = ()) -> int:
+    """``run`` of protonet on the toy features (``recipe``: more ``--recipe`` items)."""
+    argv = ["run", "--method", "protonet", "--dataset", "toy", "--episodes", "30"]
+    argv += ["--out", str(tmp_path / "out"), "--no-progress", *extra]
+    return main([*argv, *RECIPE, *recipe])
+
+
+# -- 1. settings the splits cannot serve ------------------------------------------------------
+def test_infeasible_cells_are_refused_before_any_training_each_named(tmp_path):
+    """A 7-way cell on a 6-class test split failed only after the 5-way cells had trained."""
+    cells = [Cell("protonet", "toy", 5, 1), Cell("otam", "toy", 7, 1), Cell("otam", "toy", 5, 5)]
+    with pytest.raises(InfeasibleCellsError) as err:
+        run_cells(cells, provider, RunOptions(tmp_path, **OPTS))
+    text = str(err.value)
+    assert text.startswith("2 of 3 planned cell(s) need episodes")
+    assert "toy test split: 7-way 1-shot test episodes, 1 query per class" in text
+    assert "has only 6; choose --ways up to 6" in text and "cells: otam 7w1s" in text
+    # 5-shot: 5 videos per class serve 4 shots with 1 query; training takes 3 queries
+    assert "need 6; 6 class(es) fall short; choose --shots up to 4" in text
+    assert "toy train split: 5-way 5-shot training episodes, 3 queries per class" in text
+    assert "--recipe queries=Q" in text and "cells: otam 5w5s" in text
+    assert "min_videos_policy" not in text
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing trained or written
+
+
+def test_run_and_plan_name_infeasible_cells_in_runs_own_options(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", ToyProvider)
+    assert _run(tmp_path, "--ways", "5", "9", "--shots", "1", "--plan") == 2
+    captured = capsys.readouterr()
+    assert "-> 2 cell(s) [5w1s, 9w1s INFEASIBLE]" in captured.out
+    assert "INFEASIBLE: 1 cell(s) (marked)" in captured.out
+    assert "9-way episodes need 9 classes, but split test of toy has only 5" in captured.err
+    assert "choose --ways up to 5" in captured.err
+    assert _run(tmp_path, "--ways", "5", "9", "--shots", "1") == 2
+    assert "cells: protonet 9w1s" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "models").exists()  # the 5-way cell did not train first
+    assert _run(tmp_path, "--ways", "5", "--shots", "1", "--plan") == 0
+    assert "INFEASIBLE" not in capsys.readouterr().out
+
+
+def test_the_default_hint_names_no_option_run_lacks():
+    """``min_videos_policy='drop'`` exists for make_manifest and ``data check``, not ``run``:
+    the commands' manifests (draw_test_manifest) and training episodes name what fits."""
+    from fsarbench.episodes import EpisodeSpec, check_feasible, class_pools, draw_test_manifest
+
+    classes = np.repeat(np.arange(6), 3)
+    with pytest.raises(ManifestError, match="min_videos_policy='drop'"):
+        make_manifest(classes, way=5, shot=3, queries=1, episodes=2)  # the API has it
+    with pytest.raises(ManifestError) as err:
+        draw_test_manifest(
+            classes, split_variant="toy", way=5, shot=3, queries=1, episodes=2, seed=0
+        )
+    assert "min_videos_policy" not in str(err.value) and "lower shot" in str(err.value)
+    with pytest.raises(ManifestError) as err:
+        check_feasible(class_pools(classes), EpisodeSpec(5, 3, 1), None)
+    assert "min_videos_policy" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def tiny_synth(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tiny-synth")
+    get_dataset("synth", root=base, config=TINY_SYNTH).videos("train")  # generated once
+    return base
+
+
+def _copy(tiny_synth, tmp_path):
+    shutil.copytree(tiny_synth, tmp_path / "synth")
+    return get_dataset("synth", root=tmp_path / "synth", config=TINY_SYNTH)
+
+
+def _remove_test_videos(synth, n: int) -> str:
+    """Delete ``n`` test videos of the first test class; its name."""
+    first = synth.videos("test")[0].class_name
+    for video in [v for v in synth.videos("test") if v.class_name == first][:n]:
+        video.path.unlink()
+    return first
+
+
+@pytest.mark.video
+def test_frozen_cells_are_judged_on_the_videos_present_before_extraction(
+    tiny_synth, tmp_path, monkeypatch
+):
+    """4 listed videos per class serve 2-shot; with 2 of one class missing (left out by the
+    extraction) they do not, and the run said so only after extracting and training."""
+    synth = _copy(tiny_synth, tmp_path)
+    name = _remove_test_videos(synth, 2)
+    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: synth)
+
+    def extraction(dataset, protocol):
+        raise AssertionError("features were extracted before the check")
+
+    listing = FrozenFeatureProvider(cache_root=tmp_path / "cache").listing
+    track = FrozenTrack(
+        extraction, recipe_overrides={}, device="cpu", progress=False, listing=listing
+    )
+    runner = CellRunner({"frozen": track}, RunOptions(tmp_path / "out", progress=False))
+    check_cells(runner, [Cell("protonet", "synth", 5, 1)])  # 2 present videos serve 1-shot
+    with pytest.raises(InfeasibleCellsError) as err:
+        check_cells(runner, [Cell("protonet", "synth", 5, 1), Cell("protonet", "synth", 5, 2)])
+    text = str(err.value)
+    assert f"({name!r}) has 2 videos, but 2-shot episodes with 1 queries per class need 3" in text
+    assert "2 listed test video(s) of synth are left out as missing" in text
+    assert "cells: protonet 5w2s" in text and "5w1s" not in text
+
+
+@pytest.mark.video
+def test_finetune_cells_are_judged_on_the_probed_usable_videos(tiny_synth, tmp_path):
+    synth = _copy(tiny_synth, tmp_path)
+    _remove_test_videos(synth, 2)
+    tiny = tiny_recipe(recipe={"way": 5})
+    track = FinetuneTrack(
+        root=None,
+        cache_root=tmp_path / "cache",
+        recipe_overrides={k: v for k, v in tiny["recipe"].items() if k != "shot"},
+        option_overrides=tiny["options"],
+        device="cpu",
+        progress=False,
+        open_dataset=lambda name: synth,
+    )
+    runner = CellRunner({"finetune": track}, RunOptions(tmp_path / "out", progress=False))
+    cells = [Cell("protonet", "synth", 5, 2, track="finetune")]
+    cells += [Cell("protonet", "synth", 5, 4, track="finetune")]
+    with pytest.raises(InfeasibleCellsError) as err:
+        runner.run_cells(cells)
+    text = str(err.value)
+    assert "2 of 2 planned cell(s)" in text
+    assert "left out as missing, unreadable or too short" in text
+    assert "train split: 5-way 4-shot training episodes" in text  # 4 videos serve 3 shots
+    assert not (tmp_path / "out" / "models").exists()
+
+
+# -- 2. --episodes bounds ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("1000000000", "at most 1,000,000"), ("0", "at least 1"), ("-5", "at least 1")],
+)
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_absurd_episode_counts_are_refused_before_any_work(command, value, message, capsys):
+    argv = [command, "--episodes", value, "--out", "unused"]
+    argv += ["--method", "protonet", "--plan"] if command == "run" else ["protonet"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --episodes: " in err and message in err
+
+
+def test_the_bound_is_in_the_help_and_the_api():
+    assert MAX_EPISODES == 1_000_000
+    for command in ("run", "eval"):
+        sub = build_parser()._subparsers._group_actions[0].choices[command]
+        (action,) = [a for a in sub._actions if "--episodes" in a.option_strings]
+        assert "1 to 1,000,000" in action.help
+    with pytest.raises(EpisodeCountError, match="RunOptions.episodes must be at most 1,000,000"):
+        RunOptions("unused", episodes=10**9)
+    with pytest.raises(EpisodeCountError, match="at least 1"):
+        RunOptions("unused", episodes=0)
+
+
+# -- 3. recipe overrides the grid sets --------------------------------------------------------
+def _synth_provider(name: str):
+    return provider("synth")  # the toy features under the name whose recipe the tables know
+
+
+def test_a_val_shot_override_is_kept_and_named_in_the_tables(tmp_path):
+    """``--recipe val_shot=2`` was replaced by the unit's shot, and no note said anything."""
+    over = {**OPTS["recipe_overrides"], "val_shot": 2}
+    options = RunOptions(tmp_path, **{**OPTS, "recipe_overrides": over})
+    (record,) = run_cells([Cell("protonet", "synth", 5, 1)], _synth_provider, options)
+    assert record.recipe["val_shot"] == 2 and record.recipe["shot"] == 1
+    assert recipe_changes(record)["val_shot"] == 2
+    assert "val_shot=2" in recipe_changes_text([record])
+
+
+def test_a_shot_override_the_grid_would_drop_is_refused(tmp_path, monkeypatch, capsys):
+    """``--recipe shot=3``: every unit trained at its cell's shot, the 3 dropped silently.
+    Refused, except with --share-model-across-shots (one model at the recipe's shot)."""
+    over = {**OPTS["recipe_overrides"], "shot": 3}
+    options = RunOptions(tmp_path / "a", **{**OPTS, "recipe_overrides": over})
+    with pytest.raises(ShotOverrideError, match="--share-model-across-shots"):
+        run_cells([Cell("protonet", "synth", 5, 1)], _synth_provider, options)
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", ToyProvider)
+    assert _run(tmp_path, "--shots", "1", recipe=("shot=3", "val_shot=2")) == 2
+    err = capsys.readouterr().err
+    assert "--recipe shot=3 cannot apply to protonet on toy" in err and "(1 here)" in err
+    assert not (tmp_path / "out" / "models").exists()
+    # with one model for every shot, the recipe's shot is the training shot: honoured, shown
+    over = {**OPTS["recipe_overrides"], "shot": 2}
+    opts = {**OPTS, "recipe_overrides": over, "share_shots": True}
+    options = RunOptions(tmp_path / "shared", **opts)
+    cells = [Cell("protonet", "synth", 5, 1), Cell("protonet", "synth", 5, 3)]
+    records = run_cells(cells, _synth_provider, options)
+    assert {(r.shot, r.train_shot, r.recipe["shot"]) for r in records} == {(1, 2, 2), (3, 2, 2)}
+    (table,) = summary_tables(records).values()
+    assert "models shared across shots: trained 5-way 2-shot" in table
+
+
+# -- 4. what a training-folder mismatch tells each caller -------------------------------------
+def test_a_mismatch_in_python_names_resume_false_not_a_flag(tmp_path):
+    data = provider("toy")
+    recipe = frozen_recipe("protonet", {"steps": 2, "val_episodes": 0})
+    head = fb.create_method("protonet", feature_dim=16, seq_len=4)
+    train(head, data.splits["train"], None, recipe, out_dir=tmp_path, fingerprint={"seed": 0})
+    with pytest.raises(RunMismatchError) as err:
+        train(head, data.splits["train"], None, recipe, out_dir=tmp_path, fingerprint={"seed": 1})
+    assert "seed: 0 -> 1" in str(err.value) and "resume=False" in str(err.value)
+    assert "--overwrite" not in str(err.value)
+
+
+def test_train_names_overwrite_for_unusable_selected_weights(tmp_path, monkeypatch, capsys):
+    """``train`` offers --overwrite; its selected-weights errors named no way out."""
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    argv = ["train", "protonet", "--dataset", "toy", "--out", str(tmp_path), *RECIPE]
+    assert main(argv) == 0
+    (tmp_path / "best.pt").write_bytes(b"truncated")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the selected weights cannot be read" in err and "pass --overwrite" in err
+    assert "resume=False" not in err
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_run_retrains_a_mismatched_folder_without_naming_a_flag_it_lacks(tmp_path, caplog):
+    """``run`` has no --overwrite: it trains the unit again, and says why (only)."""
+    cells = [Cell("protonet", "toy", 5, 1), Cell("protonet", "toy", 5, 2)]
+    run_cells(cells, provider, RunOptions(tmp_path / "a", **OPTS))
+    one, two = sorted((tmp_path / "a" / "models").iterdir())
+    (tmp_path / "b" / "models" / two.name).mkdir(parents=True)
+    shutil.copyfile(one / "last.pt", tmp_path / "b" / "models" / two.name / "last.pt")
+    with caplog.at_level(logging.WARNING):
+        run_cells(cells[1:], provider, RunOptions(tmp_path / "b", **OPTS))
+    assert f"retraining {two.name} from scratch" in caplog.text
+    assert "made with other settings" in caplog.text
+    assert "--overwrite" not in caplog.text and "resume=False" not in caplog.text
+
+
+def test_reuse_stale_says_it_reuses_other_episode_counts(tmp_path):
+    sub = build_parser()._subparsers._group_actions[0].choices["run"]
+    (action,) = [a for a in sub._actions if "--reuse-stale" in a.option_strings]
+    assert "another --episodes count" in " ".join(action.help.split())
+    cells = [Cell("protonet", "toy", 5, 1)]
+    run_cells(cells, provider, RunOptions(tmp_path, **OPTS))
+    opts = {**OPTS, "episodes": 250, "reuse_stale": True}
+    (record,) = run_cells(cells, provider, RunOptions(tmp_path, **opts))
+    assert record.episodes == 200
+    assert any(d.startswith("manifest_hash:") for d in record.stale_accepted)
+    assert load_records(tmp_path)[0].stale_accepted == record.stale_accepted
