@@ -220,6 +220,8 @@ class Manifest:
         num_videos: size of the video pool the indices point into.
         video_ids: optional names of the pool's videos (index -> id).
         meta: anything else that fixes the inputs (frame protocol, view ids, dropped classes).
+        drawn: made by :func:`make_manifest` in this process (not saved): its repeated
+            episodes, if any, are the sampler's own and not checked again.
     """
 
     spec: EpisodeSpec
@@ -229,6 +231,7 @@ class Manifest:
     num_videos: int
     video_ids: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    drawn: bool = field(default=False, compare=False, repr=False)
 
     @property
     def episodes(self) -> int:
@@ -293,7 +296,8 @@ class Manifest:
                         else "each label must be a different class"
                     )
                 )
-        self._check_repeats()
+        if not self.drawn:
+            self._check_repeats()
         return self
 
     def repeats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -346,8 +350,8 @@ class Manifest:
         later, earlier = self.repeats()
         if not len(later):
             return
-        pairs, expected = _equal_pairs(self), _expected_equal_pairs(self)
-        if not _implausible(pairs, expected) or self.regenerates():
+        pairs, (expected, spread) = _equal_pairs(self), _equal_pairs_moments(self)
+        if not _implausible(pairs, expected, spread) or self.regenerates():
             return
         raise ManifestError(
             f"manifest episode {int(later[0])} repeats episode {int(earlier[0])}: "
@@ -418,6 +422,7 @@ class Manifest:
             self.num_videos,
             self.video_ids,
             dict(self.meta),
+            self.drawn,
         )
 
 
@@ -428,39 +433,54 @@ def _equal_pairs(manifest: Manifest) -> int:
     return int((counts * (counts - 1) // 2).sum())
 
 
-def _expected_equal_pairs(manifest: Manifest) -> float:
-    """Expected equal pairs among the manifest's episodes if :func:`make_manifest` drew them
-    over the class pools they use (0 when no pool can draw them).
+def _equal_pairs_moments(manifest: Manifest) -> tuple[float, float]:
+    """Mean and standard deviation of the number of equal pairs among the manifest's episodes
+    if :func:`make_manifest` drew them over the class pools they use (``(0, 0)`` when no pool
+    can draw them).
 
-    Two draws are equal with probability ``q = sum_e p_e**2``: the ordered way-tuple of ``C``
-    classes is uniform and so are each chosen class's ordered ``shot + queries`` videos, so
-    ``q = e_way(x) / (C choose way) / P(C, way)`` with ``x_c = 1 / P(n_c, shot + queries)``
-    and ``e_way`` the elementary symmetric sum. The pools in use are subsets of the real ones,
-    so this overstates the real expectation.
+    With ``n`` independent draws from episode probabilities ``p_e``, the equal pairs ``X``
+    have mean ``C(n, 2) s2`` and variance ``C(n, 2) (s2 - s2^2) + 6 C(n, 3) (s3 - s2^2)``
+    (pairs sharing a draw are correlated), ``s_k = sum_e p_e^k``. The ordered way-tuple of
+    ``C`` classes is uniform and so are each chosen class's ordered ``shot + queries``
+    videos, so ``s_k = way! e_way(x^(k-1)) / P(C, way)^k`` with ``x_c = 1 / P(n_c, shot +
+    queries)`` and ``e_way`` the elementary symmetric sum. The pools in use are subsets of
+    the real ones, so this overstates the real expectation.
     """
     pools = manifest.pools_in_use()
     spec = manifest.spec
     if pools is None or len(pools) < spec.way:
-        return 0.0
+        return 0.0, 0.0
     need = spec.shot + spec.queries
-    sums = [1.0] + [0.0] * spec.way  # elementary symmetric sums e_0..e_way
-    for videos in pools.values():
-        x = 1.0 / math.perm(len(videos), need)
-        for k in range(spec.way, 0, -1):
-            sums[k] += sums[k - 1] * x
-    q = sums[spec.way] / math.comb(len(pools), spec.way) / math.perm(len(pools), spec.way)
-    return math.comb(manifest.episodes, 2) * q
+    x = [1.0 / math.perm(len(videos), need) for videos in pools.values()]
+    tuples = math.perm(len(pools), spec.way)
+    s2 = math.factorial(spec.way) * _elementary(x, spec.way) / tuples**2
+    s3 = math.factorial(spec.way) * _elementary([v * v for v in x], spec.way) / tuples**3
+    n = manifest.episodes
+    mean = math.comb(n, 2) * s2
+    variance = math.comb(n, 2) * (s2 - s2 * s2) + 6 * math.comb(n, 3) * (s3 - s2 * s2)
+    return mean, math.sqrt(max(variance, 0.0))
 
 
-def _implausible(pairs: int, expected: float, level: float = 1e-9) -> bool:
-    """Whether ``pairs`` equal pairs are beyond chance when ``expected`` are: more than twice
-    the expectation, and a Poisson tail (Chernoff bound, which overstates it) below ``level``."""
-    if pairs <= 2 * expected:
-        return False
-    if expected <= 0:
-        return True
-    log_tail = -expected + pairs * (1 + math.log(expected) - math.log(pairs))
-    return log_tail < math.log(level)
+def _elementary(values: list[float], k: int) -> float:
+    """The elementary symmetric sum ``e_k`` of ``values``."""
+    sums = [1.0] + [0.0] * k
+    for v in values:
+        for j in range(k, 0, -1):
+            sums[j] += sums[j - 1] * v
+    return sums[k]
+
+
+#: How many standard deviations above the sampler's mean a manifest's equal pairs must be
+#: (besides twice the mean) to be refused. The count is far from normal when a few likely
+#: episodes dominate (classes with exactly shot + queries videos), so the margin is wide.
+REPEAT_SIGMAS = 12.0
+
+
+def _implausible(pairs: int, expected: float, spread: float) -> bool:
+    """Whether ``pairs`` equal pairs are beyond what the sampler gives (mean ``expected``,
+    standard deviation ``spread``): more than twice the mean and :data:`REPEAT_SIGMAS`
+    standard deviations above it."""
+    return pairs > 2 * expected and pairs > expected + REPEAT_SIGMAS * spread
 
 
 def _index_array(values: Any, name: str) -> np.ndarray:
@@ -571,9 +591,8 @@ def make_manifest(
     c, s, q = (np.stack([e[k] for e in episodes_list]) for k in range(3))
     if queries == 0:
         q = np.zeros((episodes, 0), dtype=np.int64)
-    return Manifest(
-        spec, c, s, q, len(vc), list(video_ids) if video_ids is not None else None, meta
-    )
+    ids = list(video_ids) if video_ids is not None else None
+    return Manifest(spec, c, s, q, len(vc), ids, meta, drawn=True)
 
 
 def _episodes_in_workers(pools, classes, spec, start, n, num_workers):

@@ -12,7 +12,7 @@ import torch
 
 import fsarbench as fb
 from fsarbench.cli.main import main
-from fsarbench.episodes import ManifestError
+from fsarbench.episodes import ManifestError, _equal_pairs
 
 CLASSES = np.repeat(np.arange(10), 6)
 TINY = np.repeat(np.arange(5), 2)  # 5 classes of 2 videos: 3,840 distinct 5-way 1-shot episodes
@@ -86,6 +86,19 @@ def test_a_single_hand_made_repeat_over_a_large_pool_is_refused():
         edited[key][1500] = edited[key][7]
     with pytest.raises(ManifestError, match=r"episode 1500 repeats episode 7: 1 of its 2000"):
         fb.Manifest.from_dict(edited)
+
+
+def test_a_drawn_manifest_whose_likely_episodes_repeat_more_than_on_average_is_kept():
+    """Two classes with exactly shot + queries videos make a few episodes likely: the equal
+    pairs then spread far wider than a Poisson count, and 1.5% of drawn manifests were
+    refused, run's own before evaluation (seed 48: 114 pairs where 56 are expected). The
+    sampler's own manifests are not checked, and a saved one is judged on the count's exact
+    standard deviation."""
+    classes = np.repeat(np.arange(10), [2, 2] + [3000] * 8)
+    drawn = fb.make_manifest(classes, way=2, shot=1, queries=1, episodes=1350, seed=48)
+    assert drawn.validate() is drawn
+    loaded = fb.Manifest.from_dict(json.loads(json.dumps(drawn.to_dict())))
+    assert _equal_pairs(loaded) == 114 and not loaded.drawn
 
 
 def test_repeats_after_dropping_short_classes_still_regenerate():
