@@ -108,7 +108,9 @@ class ResultRecord:
     @property
     def setting(self) -> tuple:
         """What one number of a results folder answers; two records of one setting made
-        with other configs never stand side by side (the older is superseded)."""
+        with other configs never stand side by side (the older is superseded). A variant
+        (``tags["variant_label"]``, e.g. an ``eval`` without a checkpoint) and another split
+        answer other questions: a run never supersedes them, nor they a run's record."""
         return (
             self.method,
             self.dataset,
@@ -120,6 +122,8 @@ class ResultRecord:
             self.queries,
             self.seed,
             self.train_seed,
+            self.split,
+            str(self.tags.get("variant_label") or ""),
         )
 
     @property
@@ -153,6 +157,7 @@ SUMMARY_COLUMNS = [
     "code_version",
     "nonfinite_queries",
     "stale",
+    "variant",
 ]
 
 
@@ -415,9 +420,11 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
     records = load_records(out_dir) if records is None else records
     records = [r for r in records if not r.tags.get(OUTSIDE_TAG)]
     records, _ = newest_per_cell(records)  # a cell copied into shard folders: one row
-    rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS if c != "stale"} for r in records]
+    derived = ("stale", "variant")
+    rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS if c not in derived} for r in records]
     for row, r in zip(rows, records):
         row["stale"] = ";".join(stale_reasons(r))
+        row["variant"] = str(r.tags.get("variant_label") or "")  # e.g. an untrained eval
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if len(frame):
         # every field of a record's setting: shards merged in any folder order give one file

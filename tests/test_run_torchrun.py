@@ -41,7 +41,8 @@ def _torchrun(monkeypatch, rank: int, world: int = 2, posted: dict | None = None
     posted = {} if posted is None else posted
 
     def gather(env: DistEnv, value: object) -> list[object]:
-        posted[env.rank] = value
+        if value is not None:  # None: the wait after a failure, while rank 0 reports
+            posted[env.rank] = value
         return [posted.get(r, (0, None)) for r in range(env.world_size)]
 
     monkeypatch.setattr(run_cmd, "gather_when_done", gather)
@@ -112,7 +113,8 @@ def test_a_failing_rank_is_named_by_rank_0_instead_of_leaving_it_waiting(
     assert main([*ARGV, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "1 of 2 processes stopped with an error" in err and "rank 1: OSError: disk full" in err
-    assert _records(out)  # rank 0's cells are saved for the re-run
+    assert _records(out)  # rank 0's cells are saved for the re-run, and in its tables
+    assert (out / "summary.csv").exists() and list((out / "tables").glob("*.md"))
 
 
 def test_ranks_other_than_0_log_warnings_only(monkeypatch):

@@ -5,7 +5,10 @@ variant that stays out of paper tables and the leaderboard."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from test_train_cmd import FakeProvider
@@ -154,8 +157,9 @@ def test_eval_features_keeps_the_cache_dataset_and_refuses_another(tmp_path, tra
         features_origin(FeatureCache.open(path), "ucf101", path)
     assert _eval(tmp_path, *args) == 0
     (record,) = fb.load_records(tmp_path / "r")
-    assert (record.dataset, record.split, record.tags) == ("toy", "test", {})
-    assert record.features["split_md5"] == {"test": "md5a"}
+    assert (record.dataset, record.split) == ("toy", "test")
+    assert record.tags == {"variant_label": "stored features"}  # the manifest is the user's
+    assert record.features["split_md5"] == {"test": "md5a"} and record.protocol == "custom"
 
 
 def test_eval_features_of_a_val_cache_is_recorded_as_the_val_split(tmp_path, trained):
@@ -165,7 +169,8 @@ def test_eval_features_of_a_val_cache_is_recorded_as_the_val_split(tmp_path, tra
         == 0
     )
     (record,) = fb.load_records(tmp_path / "r")
-    assert record.split == "val" and record.tags == {"variant_label": "val split"}
+    assert record.split == "val"
+    assert record.tags == {"variant_label": "stored features, val split"}
 
 
 def test_eval_features_of_a_tensor_file_is_a_variant(tmp_path, trained):
@@ -194,3 +199,90 @@ def test_eval_features_without_dataset_or_key_is_custom(tmp_path, trained):
     assert _eval(tmp_path, *args, "--checkpoint", str(trained)) == 0
     (record,) = fb.load_records(tmp_path / "r")
     assert record.dataset == "custom" and record.tags == {"variant_label": "features file"}
+
+
+def test_a_checkpoint_on_stored_features_made_otherwise_is_refused(tmp_path, trained, capsys):
+    """'eval --features CACHE --checkpoint' compared nothing: a head trained on --protocol
+    trx features was evaluated on the seed cache (and the other way round), recorded as a
+    seed-protocol run, and shown in Table 1 (89.52 over the run's 80.04)."""
+    path, manifest = _cache(tmp_path, dataset="toy")
+    best = load_checkpoint(trained)
+    best["fingerprint"]["data"] = {"backbone": "r18", "resolution": 48, "num_frames": 4}
+    torch.save(best, tmp_path / "b48.pt")
+    argv = ["eval", "protonet", "--features", path, "--manifest", manifest]
+    error = _refused(capsys, [*argv, "--checkpoint", str(tmp_path / "b48.pt")])
+    assert "trained on other features" in error and "resolution: trained 48, here 64" in error
+    best["fingerprint"]["data"]["resolution"] = 64
+    torch.save(best, tmp_path / "b64.pt")
+    assert (
+        _eval(
+            tmp_path,
+            "--features",
+            path,
+            "--manifest",
+            manifest,
+            "--checkpoint",
+            str(tmp_path / "b64.pt"),
+        )
+        == 0
+    )
+
+
+def test_a_cache_key_names_its_protocol():
+    from fsarbench.cli.eval_checks import cache_protocol
+    from fsarbench.data.protocols import get_protocol
+
+    for name in ("seed", "trx", "hyrsm"):
+        p = get_protocol(name, "synth")
+        key = CacheKey(
+            "synth", "test", "x", f"{p.test_sampler}:test", p.test_transform, "r", "w", 8, 64, 1, 0
+        )
+        cache = FeatureCache.create(
+            f"/tmp/fsar-test-cache-protocol-{name}-{id(p)}",
+            video_ids=["a"],
+            num_views=1,
+            num_frames=8,
+            feature_dim=2,
+            key=key,
+        )
+        assert cache_protocol(cache) == name
+
+
+def test_a_checkpoint_trained_with_overrides_keeps_its_name(tmp_path, trained):
+    """A model run trained as 'otam[lam=0.5]' evaluated with 'eval otam' was recorded as the
+    plain method and filled the paper's OTAM row with the override's number."""
+    best = load_checkpoint(trained)
+    best["fingerprint"]["method"] = "protonet[metric=cosine]"
+    torch.save(best, tmp_path / "o.pt")
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(tmp_path / "o.pt")) == 0
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.method == "protonet[metric=cosine]"
+
+
+def test_a_variant_never_shares_a_run_records_cell_or_setting(tmp_path, trained):
+    """A --cross-dataset variant got exactly the cell id of a run record of the same config
+    and replaced it; and a later run moved eval variants to superseded/ as older configs of
+    its own cells."""
+    assert (
+        _eval(tmp_path, "--dataset", "toy2", "--checkpoint", str(trained), "--cross-dataset") == 0
+    )
+    (variant,) = fb.load_records(tmp_path / "r")
+    assert variant.features["eval_variant"] == "trained on toy"
+    plain = dataclasses.replace(variant, tags={}, features={})
+    assert variant.setting != plain.setting
+
+
+def test_a_val_split_variant_is_no_mix_of_test_episodes(tmp_path, trained):
+    """An eval of a val cache in a run's folder made run print 'mixed test episodes' and
+    merge refuse the folder, though every test record shared one protocol."""
+    from fsarbench.report.episode_protocol import protocol_mismatches
+
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    path, manifest = _cache(tmp_path, dataset="toy", split="val")
+    argv = ["--features", path, "--manifest", manifest, "--checkpoint", str(trained)]
+    assert _eval(tmp_path, *argv) == 0
+    records = fb.load_records(tmp_path / "r")
+    assert sorted(r.split for r in records) == ["test", "val"]
+    assert protocol_mismatches(records) == []
+    summary = pd.read_csv(tmp_path / "r" / "summary.csv", keep_default_na=False)
+    assert sorted(summary["variant"]) == ["", "stored features, val split"]

@@ -17,6 +17,7 @@ and features from the user, so it checks what can be checked and names the rest:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from fsarbench.features.cache import FeatureCache
@@ -27,7 +28,10 @@ __all__ = [
     "CheckpointMismatchError",
     "FeaturesDatasetError",
     "CUSTOM_DATASET",
+    "CheckpointOrigin",
     "check_checkpoint",
+    "check_cache_fits",
+    "cache_protocol",
     "features_origin",
     "cache_split_md5",
     "eval_variant_label",
@@ -45,13 +49,28 @@ class FeaturesDatasetError(ValueError):
     """``--dataset`` names another dataset than the feature cache was extracted from."""
 
 
+@dataclass(frozen=True)
+class CheckpointOrigin:
+    """What a checkpoint's fingerprint says about the model ``eval`` is about to record.
+
+    Attributes:
+        name: the name its records carry: the trained unit's, hyper-parameter overrides
+            included (``"otam[lam=0.5]"``), else the method ``eval`` was given.
+        trained_on: the other dataset it was trained on (``--cross-dataset``), else ``None``.
+        features: the frozen-track features it was trained on (its fingerprint's data).
+    """
+
+    name: str
+    trained_on: str | None = None
+    features: dict[str, Any] = field(default_factory=dict)
+
+
 def check_checkpoint(
     data: dict[str, Any], *, method: str, dataset: str, where: str, cross_dataset: bool
-) -> str | None:
+) -> CheckpointOrigin:
     """Check a trainer checkpoint's fingerprint against the method and dataset it is about to
-    be evaluated and recorded as; returns the dataset it was trained on when that differs
-    (allowed only with ``cross_dataset``). A plain state dict has no fingerprint: nothing to
-    check (its weights must still fit the method).
+    be evaluated and recorded as. A plain state dict has no fingerprint: nothing to check
+    (its weights must still fit the method).
 
     Raises:
         CheckpointMismatchError: the checkpoint is another method's, or another dataset's
@@ -59,16 +78,18 @@ def check_checkpoint(
     """
     fingerprint = data.get("fingerprint") if isinstance(data, dict) else None
     if not isinstance(fingerprint, dict):
-        return None
-    trained_method = fingerprint.get("method")
-    if trained_method and base_method_of(str(trained_method)) != base_method_of(method):
+        return CheckpointOrigin(method)
+    trained = str(fingerprint.get("method") or method)
+    if base_method_of(trained) != base_method_of(method):
         raise CheckpointMismatchError(
-            f"{where} holds a {trained_method!r} model, not {method!r}: evaluate it as "
-            f"'eval {base_method_of(str(trained_method))} --checkpoint {where}'"
+            f"{where} holds a {trained!r} model, not {method!r}: evaluate it as "
+            f"'eval {base_method_of(trained)} --checkpoint {where}'"
         )
+    features = dict(fingerprint.get("data") or {}) if fingerprint.get("track") != "finetune" else {}
+    origin = CheckpointOrigin(trained, None, features)
     trained_on = fingerprint.get("dataset")
     if not trained_on or trained_on == dataset or dataset == CUSTOM_DATASET:
-        return None  # "custom": features that name no dataset, recorded as such
+        return origin  # "custom": features that name no dataset, recorded as such
     if not cross_dataset:
         raise CheckpointMismatchError(
             f"{where} was trained on {trained_on!r}, and --dataset is {dataset!r}: its number "
@@ -76,7 +97,7 @@ def check_checkpoint(
             "pass --cross-dataset to evaluate it across datasets (recorded as the variant "
             f"'trained on {trained_on}', kept out of paper tables)"
         )
-    return str(trained_on)
+    return CheckpointOrigin(trained, str(trained_on), features)
 
 
 def features_origin(store: FeatureStore, given: str | None, where: str) -> tuple[str, str]:
@@ -90,6 +111,8 @@ def features_origin(store: FeatureStore, given: str | None, where: str) -> tuple
     if not fields.get("dataset"):
         return given or CUSTOM_DATASET, "test"
     own, split = str(fields["dataset"]), str(fields.get("split") or "test")
+    if given == CUSTOM_DATASET:
+        return given, split
     if given is not None and given != own:
         raise FeaturesDatasetError(
             f"{where} holds features of {own!r} ({split} split), and --dataset is {given!r}: "
@@ -108,6 +131,62 @@ def cache_split_md5(store: FeatureStore) -> str | None:
     return parts[1] if len(parts) > 1 and parts[1] else None
 
 
+def cache_protocol(store: FeatureStore) -> str:
+    """The protocol whose frame sampler, transform and normalisation made a keyed cache
+    (``"custom"`` when none did, or the cache has no key)."""
+    from fsarbench.data.datasets import list_datasets
+    from fsarbench.data.protocols import get_protocol, list_protocols
+    from fsarbench.data.transforms import PRESETS
+
+    fields = _key_fields(store)
+    if str(fields.get("dataset")) not in list_datasets():
+        return CUSTOM_DATASET
+    sampler, _, mode = str(fields.get("frames") or "").partition(":")
+    transform, *suffixes = str(fields.get("transform") or "").split("+")
+    norm = next((x[5:] for x in suffixes if x.startswith("norm=")), None)
+    train = mode.startswith("train")
+    for name in list_protocols():
+        protocol = get_protocol(name, str(fields["dataset"]))
+        preset = PRESETS.get(protocol.transform(train))
+        if (protocol.sampler(train), protocol.transform(train)) != (sampler, transform):
+            continue
+        if (norm or (preset.norm if preset is not None else None)) == protocol.norm:
+            return name
+    return CUSTOM_DATASET
+
+
+#: Fields of a frozen checkpoint's features that a feature cache's key names as well.
+_KEYED_FEATURE_FIELDS = ("backbone", "resolution", "num_frames")
+
+
+def check_cache_fits(origin: CheckpointOrigin, store: FeatureStore, where: str) -> None:
+    """A frozen-track checkpoint is evaluated on stored features made as those it was
+    trained on: same backbone, resolution, frames and protocol, where the cache says.
+
+    Raises:
+        CheckpointMismatchError: naming each field that differs.
+    """
+    fields = _key_fields(store)
+    if not origin.features or not fields:
+        return
+    differ = [
+        (k, origin.features[k], fields.get(k))
+        for k in _KEYED_FEATURE_FIELDS
+        if k in origin.features and origin.features[k] != fields.get(k)
+    ]
+    trained = (origin.features.get("protocol") or {}).get("name")
+    here = cache_protocol(store)
+    if trained and trained != here:
+        differ.append(("protocol", trained, here))
+    if differ:
+        shown = "; ".join(f"{k}: trained {a!r}, here {b!r}" for k, a, b in differ)
+        raise CheckpointMismatchError(
+            f"the checkpoint was trained on other features than {where} holds ({shown}); "
+            "evaluate it on features made as its own ('eval --dataset D --checkpoint ...' "
+            "builds them)"
+        )
+
+
 def _key_fields(store: FeatureStore) -> dict[str, Any]:
     if not isinstance(store, FeatureCache):
         return {}
@@ -116,20 +195,24 @@ def _key_fields(store: FeatureStore) -> dict[str, Any]:
 
 
 def eval_variant_label(
-    *, checkpoint: bool, traceable: bool, trained_on: str | None, split: str
+    *, checkpoint: bool, stored: str | None, trained_on: str | None, split: str
 ) -> str | None:
     """The variant label of an ``eval`` record that is not a run of the protocol, or ``None``.
 
     Args:
         checkpoint: weights were loaded (else the head is evaluated as created: untrained).
-        traceable: the features came from a dataset's keyed cache (else a tensor file or a
-            hand-made cache: nothing ties them to the dataset recorded).
+        stored: ``eval --features`` of a dataset's keyed cache (``"cache"``) or of a tensor
+            file or hand-made cache (``"file"``: nothing ties it to the dataset recorded);
+            ``None`` for ``eval --dataset``, which builds the run's own test features and
+            episodes. Stored features come with a manifest of the user's, so their numbers
+            are never put beside a run's.
         trained_on: the other dataset a checkpoint was trained on (``--cross-dataset``).
         split: the split the features are of.
     """
+    stored_label = {"cache": "stored features", "file": "features file"}.get(stored or "", "")
     labels = [
         "untrained" if not checkpoint else "",
-        "features file" if not traceable else "",
+        stored_label,
         f"trained on {trained_on}" if trained_on else "",
         f"{split} split" if split != "test" else "",
     ]

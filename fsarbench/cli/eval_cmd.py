@@ -31,7 +31,10 @@ from fsarbench.cli.common import (
 from fsarbench.cli.eval_checks import (
     CUSTOM_DATASET,
     CheckpointMismatchError,
+    CheckpointOrigin,
+    cache_protocol,
     cache_split_md5,
+    check_cache_fits,
     check_checkpoint,
     eval_variant_label,
     features_origin,
@@ -175,7 +178,7 @@ def build_method(
     )
     if not args.checkpoint:
         return method
-    if recipe.get("adapter") == "linear_ln" or (not recipe and _has_adapter(state)):
+    if recipe.get("adapter") == "linear_ln" or (not recipe and _adapter_only(state, method)):
         method = AdaptedMethod(method, FrameAdapter(d), d)
     try:
         method.load_state_dict(state)
@@ -188,10 +191,12 @@ def build_method(
     return method
 
 
-def _has_adapter(state: dict[str, torch.Tensor]) -> bool:
+def _adapter_only(state: dict[str, torch.Tensor], method: FewShotMethod) -> bool:
     """A plain state dict saved from a frozen-track model (``best.pt``'s ``"method"``): the
-    head behind the frame adapter (keys ``adapter.*`` and ``inner.*``)."""
-    return any(key.startswith("adapter.") for key in state)
+    head behind the frame adapter (keys ``adapter.*``), which the bare head does not have
+    (a head with an ``adapter`` of its own loads as it is)."""
+    own = method.state_dict()
+    return any(k.startswith("adapter.") and k not in own for k in state)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
         if args.features:
             opened = open_feature_store(args.features)
             args.dataset, split = features_origin(opened, args.dataset, args.features)
-            trained_on = _checked_checkpoint(args, checkpoint)
+            origin = _checked_checkpoint(args, checkpoint)
+            check_cache_fits(origin, opened, args.features)
             manifest = Manifest.load(args.manifest)
             store, video_classes = _serving_store(opened, manifest)
             method, meta, names = (
@@ -215,12 +221,13 @@ def run(args: argparse.Namespace) -> int:
                 _names(opened, video_classes, manifest),
             )
         else:
-            trained_on, split = _checked_checkpoint(args, checkpoint), "test"
+            origin, split = _checked_checkpoint(args, checkpoint), "test"
             store, manifest, method, meta, names = _dataset_mode(args, device, checkpoint)
+        meta["name"] = origin.name
         meta["variant"] = eval_variant_label(
             checkpoint=bool(args.checkpoint),
-            traceable=not args.features or "cache_key" in meta["features"],
-            trained_on=trained_on,
+            stored=_stored_kind(args.features, meta["features"]),
+            trained_on=origin.trained_on,
             split=split,
         )
         method = method.to(device)
@@ -237,18 +244,18 @@ def run(args: argparse.Namespace) -> int:
             class_names=names,  # passed only to heads with uses_class_names
         )
         if result is not None:
-            meta = {**meta, **_weights_identity(args.checkpoint, checkpoint)}
+            meta = {**meta, **_weights_identity(args.checkpoint, checkpoint, bool(args.features))}
             _report(args, method, manifest, result, env.world_size, meta)
     finally:
         shutdown_distributed()
     return 0
 
 
-def _checked_checkpoint(args: argparse.Namespace, data: dict[str, Any]) -> str | None:
-    """:func:`~fsarbench.cli.eval_checks.check_checkpoint` for ``--checkpoint`` (the dataset
-    it was trained on, when ``--cross-dataset`` evaluates it on another)."""
+def _checked_checkpoint(args: argparse.Namespace, data: dict[str, Any]) -> CheckpointOrigin:
+    """:func:`~fsarbench.cli.eval_checks.check_checkpoint` for ``--checkpoint`` (what its
+    records are named, and the dataset it was trained on when ``--cross-dataset``)."""
     if not args.checkpoint:
-        return None
+        return CheckpointOrigin(args.method)
     return check_checkpoint(
         data,
         method=args.method,
@@ -256,6 +263,14 @@ def _checked_checkpoint(args: argparse.Namespace, data: dict[str, Any]) -> str |
         where=args.checkpoint,
         cross_dataset=args.cross_dataset,
     )
+
+
+def _stored_kind(features_path: str | None, features: dict[str, Any]) -> str | None:
+    """``"cache"`` or ``"file"`` for ``eval --features`` (a keyed cache, or anything else),
+    ``None`` for ``eval --dataset`` (:func:`~fsarbench.cli.eval_checks.eval_variant_label`)."""
+    if not features_path:
+        return None
+    return "cache" if "cache_key" in features else "file"
 
 
 def _features_meta(path: str, store, split: str) -> dict[str, Any]:
@@ -266,22 +281,27 @@ def _features_meta(path: str, store, split: str) -> dict[str, Any]:
     md5 = cache_split_md5(store)
     if md5:
         features["split_md5"] = {split: md5}
-    return {"features": features, "split": split}
+    return {"features": features, "split": split, "protocol": cache_protocol(store)}
 
 
-def _weights_identity(checkpoint: str | None, data: dict[str, Any]) -> dict[str, Any]:
+def _weights_identity(
+    checkpoint: str | None, data: dict[str, Any], stored: bool = False
+) -> dict[str, Any]:
     """What tells the evaluated weights apart in the record: the training seed of a trainer
-    checkpoint (records of several seeds then pool as seeds of one system), or, for weights
-    without one, the file's md5 (``features["checkpoint_md5"]``), so evaluating a second
-    checkpoint never overwrites the first one's record."""
+    checkpoint (records of several seeds then pool as seeds of one system), and the file's
+    md5 (``features["checkpoint_md5"]``) for weights without one or evaluated on ``stored``
+    features (where two checkpoints of one seed would otherwise share a cell), so evaluating
+    a second checkpoint never overwrites the first one's record."""
     if not checkpoint:
         return {}
     from fsarbench.io import md5_file
 
     fingerprint = data.get("fingerprint") or {}
-    if isinstance(fingerprint.get("seed"), int):
-        return {"train_seed": fingerprint["seed"]}
-    return {"checkpoint_md5": md5_file(checkpoint)}
+    seed = fingerprint.get("seed")
+    out: dict[str, Any] = {"train_seed": seed} if isinstance(seed, int) else {}
+    if stored or not out:
+        out["checkpoint_md5"] = md5_file(checkpoint)
+    return out
 
 
 def _serving_store(store, manifest: Manifest):
@@ -517,7 +537,8 @@ def _finetune_checkpoint(args, data: dict, device):
 
 
 def _report(args, method, manifest, result, world: int, meta: dict) -> None:
-    name = f"{args.method} [{meta['variant']}]" if meta.get("variant") else args.method
+    name = meta.get("name") or args.method
+    name = f"{name} [{meta['variant']}]" if meta.get("variant") else name
     print(
         f"{name}: {result.accuracy:.2f} ± {result.ci95:.2f} "
         f"({result.episodes} episodes, {manifest.way}-way {manifest.spec.shot}-shot; "
@@ -528,7 +549,7 @@ def _report(args, method, manifest, result, world: int, meta: dict) -> None:
     if args.out:
         record = make_record(
             result,
-            method=args.method,
+            method=meta.get("name") or args.method,
             dataset=args.dataset,
             split_variant=manifest.spec.dataset or args.dataset,
             manifest=manifest,
@@ -558,10 +579,15 @@ def _report(args, method, manifest, result, world: int, meta: dict) -> None:
 
 
 def _with_checkpoint(meta: dict) -> dict[str, Any] | None:
-    features = meta.get("features")
-    if "checkpoint_md5" not in meta:
-        return features
-    return {**(features or {}), "checkpoint_md5": meta["checkpoint_md5"]}
+    """The record's ``features``: what was evaluated on, plus the weights' md5 where the
+    training seed does not tell them apart, and the variant label (so that a variant's cell
+    id and config never equal a run record's, which it would then overwrite)."""
+    features = dict(meta.get("features") or {})
+    if "checkpoint_md5" in meta:
+        features["checkpoint_md5"] = meta["checkpoint_md5"]
+    if meta.get("variant"):
+        features["eval_variant"] = meta["variant"]
+    return features or None
 
 
 def _trained(meta: dict, key: str) -> int | None:

@@ -346,15 +346,21 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     failure = _run_share(runner, mine, env, say)
     done = gather_when_done(env, (len(runner.trained_units), failure))  # every rank's records
+    failed = any(f for _, f in done)
     if not env.is_main:
+        if failed:  # rank 0 reports first: torchrun stops the job when a process exits 2
+            gather_when_done(env, None)
         return 2 if failure else 0
-    _stop_if_a_rank_failed(done)
-    trained = sum(n for n, _ in done)
-    print(f"{trained} model(s) trained or resumed in this run")
-    with runner.timed("tables and figures"):
-        outputs = _write_outputs(args, cells if env.distributed else mine)
-    with runner.timed("report"):
-        report = write_run_report(args.out, figure_files=outputs)
+    try:
+        print(f"{sum(n for n, _ in done)} model(s) trained or resumed in this run")
+        with runner.timed("tables and figures"):
+            outputs = _write_outputs(args, cells if env.distributed else mine)
+        with runner.timed("report"):
+            report = write_run_report(args.out, figure_files=outputs)
+        _stop_if_a_rank_failed(done)  # after the tables of the cells that did finish
+    finally:
+        if failed:
+            gather_when_done(env, None)
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in runner.seconds.items())
     print(f"time per stage{' (rank 0)' if env.distributed else ''}: {stages}")
     print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")

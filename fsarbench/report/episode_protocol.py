@@ -167,5 +167,6 @@ def protocol_mismatches(records: list[ResultRecord]) -> list[Mismatch]:
     """Every way ``records`` mix test episodes that matters when their numbers stand side by
     side: grid positions evaluated under other protocols than the rest, and settings whose
     records drew the same protocol's episodes from other videos. Empty when consistent."""
+    records = [r for r in records if r.split == "test"]  # e.g. an eval of a val cache
     mixed = _protocol_sets(records)
     return ([mixed] if mixed else []) + _pools(records)

@@ -150,7 +150,7 @@ def _ratio_lines(
         and mask_ratio_of(e) is not None
         and not set(overrides_of(e.method)) - {"mask_ratio"}  # not e.g. a λ sweep point
     ]
-    names = _line_names(here, lambda e: base_method_of(e.method))
+    names = _line_names(here, _ratio_line_name)
     for e in here:
         lines[(e.setting.way, e.setting.shot)][names[id(e)]].append(e)
     out = {}
@@ -163,6 +163,14 @@ def _ratio_lines(
         if kept:
             out[key] = kept
     return out
+
+
+def _ratio_line_name(entry: Entry) -> str:
+    """A masking-ratio line's name: the base method, plus the label of a variant (e.g. an
+    untrained ``eval``), which never joins the method's own line."""
+    variant = entry.tags.get("variant_label")
+    base = base_method_of(entry.method)
+    return f"{base} [{variant}]" if variant else base
 
 
 def plot_mask_ratio(entries: list[Entry], dataset: str):

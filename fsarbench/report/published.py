@@ -169,7 +169,10 @@ def load_table(number: int, folder: str | Path | None = None) -> TableSpec:
     """The published table ``number``."""
     path = published_dir(folder) / f"table{number}.yaml"
     if not path.exists() and path.parent.is_dir():
-        have = sorted(p.stem.removeprefix("table") for p in path.parent.glob("table*.yaml"))
+        have = sorted(
+            (p.stem.removeprefix("table") for p in path.parent.glob("table*.yaml")),
+            key=lambda n: (len(n), n),  # 2 before 10
+        )
         raise FileNotFoundError(
             f"there is no published Table {number} in {path.parent}: tables {', '.join(have)} "
             "(the seed paper's); comparison tables by name, e.g. 'table sota'"
