@@ -251,3 +251,15 @@ def test_a_table_number_the_paper_does_not_have_is_named(capsys):
     assert main(["table", "7"]) == 2
     err = capsys.readouterr().err
     assert "there is no published Table 7" in err and "tables 1, 2, 3, 4, 5, 6" in err
+
+
+def test_table_out_to_a_folder_writes_the_table_file_in_it(tmp_path, capsys):
+    """'table 1 --out FOLDER' stopped with an IsADirectoryError traceback."""
+    from fsarbench.cli.main import main
+    from fsarbench.report.demo import DemoSystem, write_demo_records
+
+    write_demo_records(tmp_path / "runs", [DemoSystem("otam")], settings=[(5, 1)], episodes=20)
+    (tmp_path / "out").mkdir()
+    argv = ["table", "1", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--format", "latex"]) == 0
+    assert "\\begin{table}" in (tmp_path / "out" / "table1.tex").read_text()

@@ -35,7 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("number", help="table number (1-6) or comparison table name (e.g. sota)")
     add_runs_arg(p)
     p.add_argument("--format", choices=FORMATS, default="md", help="md (default), latex or csv")
-    p.add_argument("--out", default=None, help="write to this file instead of stdout")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="write to this file instead of stdout (a folder: tableN.md, .tex or .csv in it)",
+    )
     p.add_argument(
         "--source",
         choices=SOURCES,
@@ -117,8 +121,18 @@ def run(args: argparse.Namespace) -> int:
     citation = load_citation(args.published) if paper else None
     text = render(table, args.format, citation)
     if args.out:
-        atomic_write_text(args.out, text)
-        print(f"table {args.number} written to {args.out}")
+        path = _out_file(args)
+        atomic_write_text(path, text)
+        print(f"table {args.number} written to {path}")
     else:
         print(text, end="")
     return 0
+
+
+_SUFFIX = {"md": ".md", "latex": ".tex", "csv": ".csv"}
+
+
+def _out_file(args: argparse.Namespace) -> Path:
+    """``--out``, or ``table<N>.<md|tex|csv>`` inside it when it is a folder."""
+    out = Path(args.out)
+    return out / f"table{args.number}{_SUFFIX[args.format]}" if out.is_dir() else out
