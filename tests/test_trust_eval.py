@@ -228,7 +228,7 @@ def test_a_checkpoint_on_stored_features_made_otherwise_is_refused(tmp_path, tra
     )
 
 
-def test_a_cache_key_names_its_protocol():
+def test_a_cache_key_names_its_protocol(tmp_path):
     from fsarbench.cli.eval_checks import cache_protocol
     from fsarbench.data.protocols import get_protocol
 
@@ -238,7 +238,7 @@ def test_a_cache_key_names_its_protocol():
             "synth", "test", "x", f"{p.test_sampler}:test", p.test_transform, "r", "w", 8, 64, 1, 0
         )
         cache = FeatureCache.create(
-            f"/tmp/fsar-test-cache-protocol-{name}-{id(p)}",
+            tmp_path / name,
             video_ids=["a"],
             num_views=1,
             num_frames=8,

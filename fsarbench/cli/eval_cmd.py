@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             class_names=names,  # passed only to heads with uses_class_names
         )
         if result is not None:
-            meta = {**meta, **_weights_identity(args.checkpoint, checkpoint, bool(args.features))}
+            meta = {**meta, **_weights_identity(args.checkpoint, checkpoint)}
             _report(args, method, manifest, result, env.world_size, meta)
     finally:
         shutdown_distributed()
@@ -284,24 +284,19 @@ def _features_meta(path: str, store, split: str) -> dict[str, Any]:
     return {"features": features, "split": split, "protocol": cache_protocol(store)}
 
 
-def _weights_identity(
-    checkpoint: str | None, data: dict[str, Any], stored: bool = False
-) -> dict[str, Any]:
+def _weights_identity(checkpoint: str | None, data: dict[str, Any]) -> dict[str, Any]:
     """What tells the evaluated weights apart in the record: the training seed of a trainer
-    checkpoint (records of several seeds then pool as seeds of one system), and the file's
-    md5 (``features["checkpoint_md5"]``) for weights without one or evaluated on ``stored``
-    features (where two checkpoints of one seed would otherwise share a cell), so evaluating
-    a second checkpoint never overwrites the first one's record."""
+    checkpoint (records of several seeds then pool as seeds of one system), or, for weights
+    without one, the file's md5 (``features["checkpoint_md5"]``), so evaluating a second
+    checkpoint never overwrites the first one's record."""
     if not checkpoint:
         return {}
     from fsarbench.io import md5_file
 
     fingerprint = data.get("fingerprint") or {}
-    seed = fingerprint.get("seed")
-    out: dict[str, Any] = {"train_seed": seed} if isinstance(seed, int) else {}
-    if stored or not out:
-        out["checkpoint_md5"] = md5_file(checkpoint)
-    return out
+    if isinstance(fingerprint.get("seed"), int):
+        return {"train_seed": fingerprint["seed"]}
+    return {"checkpoint_md5": md5_file(checkpoint)}
 
 
 def _serving_store(store, manifest: Manifest):
