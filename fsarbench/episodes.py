@@ -340,17 +340,17 @@ class Manifest:
 
         :func:`make_manifest` draws every episode independently, so over a small pool it
         repeats some legitimately (5 classes of 2 videos allow 3,840 distinct 5-way 1-shot
-        episodes: 10,000 draws must repeat). Repeats are refused only when they are both far
-        more than that sampler gives over the classes and videos the manifest uses (which
-        overstates what the full pool gives, so a drawn manifest is not refused) and the
-        manifest does not regenerate from its spec. Such a manifest (hand-edited,
-        concatenated, from another tool) counts one episode several times, which weights it
-        and narrows the interval.
+        episodes: 10,000 draws must repeat); its own manifests are not checked (``drawn``).
+        A loaded manifest's repeats are refused only when the equal pairs are far beyond
+        what that sampler gives over the classes and videos the manifest uses (which
+        overstates what the full pool gives; :func:`_implausible`) and the manifest does not
+        regenerate from its spec. Such a manifest (hand-edited, concatenated, from another
+        tool) counts one episode several times, which weights it and narrows the interval.
         """
         later, earlier = self.repeats()
         if not len(later):
             return
-        pairs, (expected, spread) = _equal_pairs(self), _equal_pairs_moments(self)
+        pairs, (expected, spread) = _equal_pairs(earlier), _equal_pairs_moments(self)
         if not _implausible(pairs, expected, spread) or self.regenerates():
             return
         raise ManifestError(
@@ -426,11 +426,11 @@ class Manifest:
         )
 
 
-def _equal_pairs(manifest: Manifest) -> int:
-    """How many pairs of the manifest's episodes are equal."""
-    rows = np.concatenate([manifest.classes, manifest.support, manifest.query], axis=1)
-    counts = np.unique(rows, axis=0, return_counts=True)[1]
-    return int((counts * (counts - 1) // 2).sum())
+def _equal_pairs(earlier: np.ndarray) -> int:
+    """How many pairs of episodes are equal, from :meth:`Manifest.repeats`' ``earlier``
+    (each repeat's first occurrence): a group of ``s`` equal episodes gives ``s(s-1)/2``."""
+    sizes = np.unique(earlier, return_counts=True)[1] + 1
+    return int((sizes * (sizes - 1) // 2).sum())
 
 
 def _equal_pairs_moments(manifest: Manifest) -> tuple[float, float]:

@@ -286,3 +286,9 @@ def test_a_val_split_variant_is_no_mix_of_test_episodes(tmp_path, trained):
     assert protocol_mismatches(records) == []
     summary = pd.read_csv(tmp_path / "r" / "summary.csv", keep_default_na=False)
     assert sorted(summary["variant"]) == ["", "stored features, val split"]
+
+
+def test_cross_dataset_without_a_checkpoint_is_refused(tmp_path, capsys):
+    """--cross-dataset names a checkpoint's training dataset; without one it did nothing."""
+    argv = ["eval", "protonet", "--dataset", "toy", "--cross-dataset"]
+    assert "--cross-dataset evaluates a --checkpoint" in _refused(capsys, argv)

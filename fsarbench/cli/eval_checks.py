@@ -6,13 +6,14 @@ and features from the user, so it checks what can be checked and names the rest:
 - a trainer checkpoint knows its method and dataset (its fingerprint): another method's
   checkpoint, or one trained on another dataset, is refused by name
   (:class:`CheckpointMismatchError`; ``--cross-dataset`` evaluates it across datasets);
-- a feature cache knows its dataset and split (its key): ``--dataset`` must agree
-  (:class:`FeaturesDatasetError`);
+- a feature cache knows its dataset, split and protocol (its key): ``--dataset`` must agree
+  (:class:`FeaturesDatasetError`), and a frozen checkpoint must have been trained on features
+  made the same way (:func:`check_cache_fits`);
 - what cannot be a run of the protocol is recorded as a *variant* of the method
-  (:func:`eval_variant_label`): evaluated without a checkpoint, on a tensor file nobody can
-  trace to a dataset, across datasets, or on another split than the test split. Variants keep
-  their own name in every report and stay out of the paper tables and the leaderboard (see
-  :attr:`fsarbench.report.records.Entry.is_variant`).
+  (:func:`eval_variant_label`): evaluated without a checkpoint, on stored features with the
+  user's manifest, across datasets, or on another split than the test split. Variants keep
+  their own name, cell and ``summary.csv`` column in every report and stay out of the paper
+  tables and the leaderboard (see :attr:`fsarbench.report.records.Entry.is_variant`).
 """
 
 from __future__ import annotations

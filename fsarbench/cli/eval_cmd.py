@@ -380,6 +380,8 @@ def _check_mode(args: argparse.Namespace) -> None:
             "--features and --manifest go together; or give neither and evaluate on "
             "--dataset D (with --way, --shot, --episodes, and usually --checkpoint)"
         )
+    if args.cross_dataset and not args.checkpoint:
+        raise ValueError("--cross-dataset evaluates a --checkpoint on another dataset: give one")
     if not args.features and args.dataset in (None, CUSTOM_DATASET):
         raise ValueError(
             "say what to evaluate on: --features F --manifest M, or --dataset D (a dataset "
@@ -532,8 +534,7 @@ def _finetune_checkpoint(args, data: dict, device):
 
 
 def _report(args, method, manifest, result, world: int, meta: dict) -> None:
-    name = meta.get("name") or args.method
-    name = f"{name} [{meta['variant']}]" if meta.get("variant") else name
+    name = f"{meta['name']} [{meta['variant']}]" if meta["variant"] else meta["name"]
     print(
         f"{name}: {result.accuracy:.2f} ± {result.ci95:.2f} "
         f"({result.episodes} episodes, {manifest.way}-way {manifest.spec.shot}-shot; "
@@ -544,7 +545,7 @@ def _report(args, method, manifest, result, world: int, meta: dict) -> None:
     if args.out:
         record = make_record(
             result,
-            method=meta.get("name") or args.method,
+            method=meta["name"],
             dataset=args.dataset,
             split_variant=manifest.spec.dataset or args.dataset,
             manifest=manifest,

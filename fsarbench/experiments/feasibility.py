@@ -22,6 +22,7 @@ from typing import Any
 from fsarbench.episodes import EpisodeSpec, Shortfall, class_pools, infeasibility
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.tracks import DatasetPools, SplitPool
+from fsarbench.training.trainer import val_way_shot
 
 __all__ = [
     "CellShortfall",
@@ -128,8 +129,8 @@ def _specs(cell: Cell, recipe: Any, queries: int, pools: DatasetPools) -> list[t
     val = pools.splits.get("val")
     if val is not None and recipe.val_episodes > 0:
         classes = int(val.classes.max()) + 1 if len(val.classes) else recipe.way
-        way = min(recipe.way, classes)
-        specs.append(("val", EpisodeSpec(way, recipe.val_shot, 1, cell.train_seed, variant, "val")))
+        way, shot = val_way_shot(recipe, classes)
+        specs.append(("val", EpisodeSpec(way, shot, 1, cell.train_seed, variant, "val")))
     return specs
 
 

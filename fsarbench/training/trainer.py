@@ -226,13 +226,20 @@ def train(
     return run_training(method, source, validate, cfg)
 
 
+def val_way_shot(recipe: Recipe, num_classes: int) -> tuple[int, int]:
+    """``(way, shot)`` of validation episodes over a val split of ``num_classes`` classes
+    (one query per class): the recipe's way, capped at the split's classes, at ``val_shot``."""
+    return min(recipe.way, num_classes), recipe.val_shot
+
+
 def val_manifest_for(val_data, recipe: Recipe, seed: int):
     if val_data is None or recipe.val_episodes <= 0:
         return None
+    way, shot = val_way_shot(recipe, val_data.num_classes)
     return make_manifest(
         val_data.classes,
-        way=min(recipe.way, val_data.num_classes),
-        shot=recipe.val_shot,
+        way=way,
+        shot=shot,
         queries=1,
         episodes=recipe.val_episodes,
         seed=seed,
