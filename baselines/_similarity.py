@@ -7,9 +7,15 @@ already prepared per video (norms or unit vectors computed once in ``encode``).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-__all__ = ["frame_dots", "pairs_last"]
+__all__ = ["DOT_CHUNK", "frame_dots", "indexed_frame_dots", "pairs_last"]
+
+#: Episodes per gather-and-multiply step of :func:`indexed_frame_dots` on the CPU: their
+#: frames (8 x 30 videos x 8 frames x 2048 floats at 5-shot, about 16 MB) are multiplied while
+#: the copy is still in cache, instead of gathering a whole batch to memory first.
+DOT_CHUNK = 8
 
 
 def frame_dots(query: Tensor, support: Tensor) -> Tensor:
@@ -27,6 +33,45 @@ def frame_dots(query: Tensor, support: Tensor) -> Tensor:
     flat_q = query.reshape(b, nq * tq, dim)
     flat_s = support.reshape(b, ns * ts, dim)
     return flat_q.bmm(flat_s.transpose(1, 2)).view(b, nq, tq, ns, ts)
+
+
+def indexed_frame_dots(
+    frames: Tensor, query_index: Tensor, support_index: Tensor, chunk: int = DOT_CHUNK
+) -> Tensor:
+    """:func:`frame_dots` of ``frames[query_index]`` and ``frames[support_index]``, gathered
+    and multiplied ``chunk`` episodes at a time into one output (on the CPU; elsewhere the
+    whole batch at once). Each episode's product is the same ``bmm`` on the same operands,
+    so the values are bit-identical to gathering first.
+
+    Args:
+        frames: ``[U, T, D]`` the pool's frames.
+        query_index: ``[B, Nq]`` pool positions; support_index: ``[B, Ns]``.
+
+    Returns:
+        ``[B, Nq, T, Ns, T]``.
+    """
+    b, nq = query_index.shape
+    ns = support_index.shape[1]
+    t, dim = frames.shape[1:]
+    if frames.device.type != "cpu":
+        chunk = b
+    out = torch.empty(b, nq * t, ns * t, dtype=frames.dtype, device=frames.device)
+    q_buf = frames.new_empty(min(chunk, b) * nq, t, dim)
+    s_buf = frames.new_empty(min(chunk, b) * ns, t, dim)
+    for start in range(0, b, chunk):
+        n = min(chunk, b - start)
+        q = torch.index_select(
+            frames, 0, query_index[start : start + n].reshape(-1), out=q_buf[: n * nq]
+        )
+        s = torch.index_select(
+            frames, 0, support_index[start : start + n].reshape(-1), out=s_buf[: n * ns]
+        )
+        torch.bmm(
+            q.view(n, nq * t, dim),
+            s.view(n, ns * t, dim).transpose(1, 2),
+            out=out[start : start + n],
+        )
+    return out.view(b, nq, t, ns, t)
 
 
 def pairs_last(x: Tensor) -> Tensor:

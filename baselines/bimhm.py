@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from fsarbench import FewShotMethod, MethodOutput
-from fsarbench_baselines._similarity import frame_dots
+from fsarbench.state import state_gather
+from fsarbench_baselines._similarity import frame_dots, indexed_frame_dots
 from fsarbench_baselines.common import class_mean, one_hot_weights
 
 __all__ = ["BiMHM", "bimhm_distance"]
@@ -111,6 +112,29 @@ class BiMHM(FewShotMethod):
         protos = torch.bmm(weights, support.reshape(b, ns, t * dim)).view(b, way, t, dim)
         cos = _state_cosines(_with_inverse_norms(query), _with_inverse_norms(protos))
         return MethodOutput(logits=-_distance_from_cosines(cos))
+
+    @property
+    def gathers_episodes(self) -> bool:
+        """Without prototypes, episodes are matched from pool positions (:meth:`match_indexed`)."""
+        return not self.config.prototype
+
+    def match_indexed(self, state, support_index, support_labels, query_index, way):
+        """:meth:`match` of episodes given as pool positions: the frame products are made a
+        few episodes at a time while their gathered frames are in cache
+        (:func:`indexed_frame_dots`), then scaled in place as in :func:`_state_cosines`;
+        bit-identical logits. With gradients, half precision or autocast, the episodes are
+        gathered and matched."""
+        frames, inv = state["frames"], state["inv_norm"]
+        half = frames.dtype in (torch.float16, torch.bfloat16)
+        if half or torch.is_autocast_enabled(frames.device.type) or frames.requires_grad:
+            support, query = state_gather(state, support_index), state_gather(state, query_index)
+            return self.match(support, support_labels, query, way)
+        dots = indexed_frame_dots(frames, query_index, support_index)
+        cos = dots.mul_(inv[query_index][:, :, :, None, None]).mul_(
+            inv[support_index][:, None, None]
+        )
+        scores = -_distance_from_cosines(cos)
+        return MethodOutput(logits=class_mean(scores, support_labels, way))
 
     def pairwise(self, shot: int) -> bool:
         """Always without prototypes; with them only at 1-shot (the prototype is the video)."""

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from fsarbench import FewShotMethod, MethodOutput
 from fsarbench.autocast import upcast
-from fsarbench_baselines._similarity import frame_dots, pairs_last
+from fsarbench.state import state_gather
+from fsarbench_baselines._similarity import frame_dots, indexed_frame_dots, pairs_last
 from fsarbench_baselines.common import class_mean
 
 __all__ = ["OTAM", "otam_distance", "bidirectional_otam", "otam_cosine_distance"]
@@ -232,14 +233,23 @@ def _exp_dp_into(w: Tensor, sigma: Tensor) -> Tensor:
     return 2.0 * rows_last[:-1].sum(0) + col[-1]
 
 
-def _pairs_last_cosine_distance(query: dict, support: dict, eps: float) -> Tensor:
-    """:func:`otam_cosine_distance` without autograd, written straight into the grid layout
-    of the recursion: ``[Tq, Ts, B·Nq·Ns]`` (same arithmetic, bit-identical values)."""
-    # the product may come out of autocast in bf16/fp16; the recursion runs in float32
-    dots = upcast(frame_dots(query["features"], support["features"]))  # [B, Nq, Tq, Ns, Ts]
+def _pairs_last_cosine_distance(
+    dots: Tensor, q_norms: Tensor, s_norms: Tensor, eps: float
+) -> Tensor:
+    """:func:`otam_cosine_distance` without autograd, from the frame products, written straight
+    into the grid layout of the recursion (same arithmetic, bit-identical values).
+
+    Args:
+        dots: ``[B, Nq, Tq, Ns, Ts]`` (:func:`frame_dots`); q_norms: ``[B, Nq, Tq]``;
+            s_norms: ``[B, Ns, Ts]``.
+
+    Returns:
+        ``[Tq, Ts, B·Nq·Ns]``.
+    """
+    dots = upcast(dots)  # the product may come out of autocast in bf16/fp16
     b, nq, tq, ns, ts = dots.shape
-    q_norms = query["norms"].permute(2, 0, 1)[:, None, :, :, None]  # [Tq, 1, B, Nq, 1]
-    s_norms = support["norms"].permute(2, 0, 1)[None, :, :, None, :]  # [1, Ts, B, 1, Ns]
+    q_norms = q_norms.permute(2, 0, 1)[:, None, :, :, None]  # [Tq, 1, B, Nq, 1]
+    s_norms = s_norms.permute(2, 0, 1)[None, :, :, None, :]  # [1, Ts, B, 1, Ns]
     grid = torch.empty(tq, ts, b, nq, ns, dtype=dots.dtype, device=dots.device)
     torch.mul(q_norms, s_norms, out=grid).add_(eps)
     torch.div(dots.permute(2, 4, 0, 1, 3), grid, out=grid)
@@ -247,18 +257,22 @@ def _pairs_last_cosine_distance(query: dict, support: dict, eps: float) -> Tenso
 
 
 @torch.no_grad()
-def _bidirectional_cosine_otam(query: dict, support: dict, eps: float, lam: float) -> Tensor:
-    """``bidirectional_otam(otam_cosine_distance(query, support, eps), lam)`` for inference:
-    bit-identical, with the distances made once in the recursion's layout, both directions'
-    weights written into one buffer and no autograd bookkeeping. Pairs outside the
-    exponential units' exact range send the whole batch to :func:`_costs`.
+def _bidirectional_cosine_otam(
+    dots: Tensor, q_norms: Tensor, s_norms: Tensor, eps: float, lam: float
+) -> Tensor:
+    """``bidirectional_otam(otam_cosine_distance(query, support, eps), lam)`` for inference,
+    from the frame products ``dots [B, Nq, Tq, Ns, Ts]`` and the frame norms
+    ``q_norms [B, Nq, Tq]``, ``s_norms [B, Ns, Ts]``: bit-identical, with the distances made
+    once in the recursion's layout, both directions' weights written into one buffer and no
+    autograd bookkeeping. Pairs outside the exponential units' exact range send the whole
+    batch to :func:`_costs`.
 
     Returns:
         ``[B, Nq, Ns]``.
     """
-    d = _pairs_last_cosine_distance(query, support, eps)  # [L, M, P]
+    d = _pairs_last_cosine_distance(dots, q_norms, s_norms, eps)  # [L, M, P]
     rows, cols, p = d.shape
-    b, nq, ns = query["norms"].shape[0], query["norms"].shape[1], support["norms"].shape[1]
+    b, nq, ns = q_norms.shape[0], q_norms.shape[1], s_norms.shape[1]
     shift = d.amin((0, 1))  # [P]
     ok = _exact_from_col_max(d.amax(0).t().contiguous(), shift, lam, rows)
     ok &= _exact_from_col_max(d.amax(1).t().contiguous(), shift, lam, cols)
@@ -281,6 +295,13 @@ def _inference(query: dict, support: dict) -> bool:
     if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
         return False
     return all(t.dtype in (torch.float32, torch.float64) for t in leaves)
+
+
+def _indexed_inference(state: dict) -> bool:
+    """Whether :func:`_bidirectional_cosine_otam` applies to episodes of the pool ``state``
+    outside autocast (the chunked products are written into one float32/float64 output)."""
+    autocast = torch.is_autocast_enabled(state["features"].device.type)
+    return not autocast and _inference(state, state)
 
 
 class OTAM(FewShotMethod):
@@ -319,7 +340,10 @@ class OTAM(FewShotMethod):
         """OTAM distance of every (query, support) pair: ``[B, Nq, Ns]``."""
         frames = query["features"].shape[2], support["features"].shape[2]
         if self.config.bidirectional and frames[0] == frames[1] and _inference(query, support):
-            return _bidirectional_cosine_otam(query, support, self.config.eps, self.config.lam)
+            dots = frame_dots(query["features"], support["features"])
+            return _bidirectional_cosine_otam(
+                dots, query["norms"], support["norms"], self.config.eps, self.config.lam
+            )
         d = otam_cosine_distance(query, support, self.config.eps)
         if self.config.bidirectional:
             return bidirectional_otam(d, self.config.lam)
@@ -333,6 +357,26 @@ class OTAM(FewShotMethod):
         return MethodOutput(
             logits=class_mean(self.pair_logits(query, support), support_labels, way)
         )
+
+    @property
+    def gathers_episodes(self) -> bool:
+        """Bidirectional OTAM matches episodes from pool positions (:meth:`match_indexed`)."""
+        return self.config.bidirectional
+
+    def match_indexed(self, state, support_index, support_labels, query_index, way):
+        """:meth:`match` of episodes given as pool positions: the frame products are made a
+        few episodes at a time while their gathered frames are in cache
+        (:func:`indexed_frame_dots`); bit-identical logits. Where the inference path does not
+        apply (gradients, half precision, autocast), the episodes are gathered and matched."""
+        if not _indexed_inference(state):
+            support, query = state_gather(state, support_index), state_gather(state, query_index)
+            return self.match(support, support_labels, query, way)
+        dots = indexed_frame_dots(state["features"], query_index, support_index)
+        norms = state["norms"]
+        distances = _bidirectional_cosine_otam(
+            dots, norms[query_index], norms[support_index], self.config.eps, self.config.lam
+        )
+        return MethodOutput(logits=class_mean(-distances, support_labels, way))
 
     def pairwise(self, shot: int) -> bool:
         """Always: a class's logit is the mean of per-video scores."""

@@ -558,12 +558,16 @@ def match_batch(
     buffers: dict | None = None,
     class_names: list[str] | None = None,
 ):
-    """Logits ``[stop-start, Nq, way]`` of episodes ``start..stop`` of ``manifest``;
+    """Logits ``[stop-start, Nq, way]`` of episodes ``start..stop`` of ``manifest``; heads
+    that gather their episodes themselves get pool positions (``match_indexed``);
     ``buffers`` (kept by the caller) makes the state gathers reuse their memory;
     ``class_names`` (class id -> name) become the episodes' ``class_names=``."""
     s_idx = torch.as_tensor(position[manifest.support[start:stop]], device=device)
     q_idx = torch.as_tensor(position[manifest.query[start:stop]], device=device)
     labels = support_labels[start:stop]
+    if method.gathers_episodes and class_names is None:
+        with _autocast(device, autocast):
+            return method.match_indexed(state, s_idx, labels, q_idx, manifest.way).logits
     if method.support_means:  # the manifest's support is class-major, `shot` per class
         support = state_class_means(state, s_idx.view(len(s_idx), manifest.way, -1))
         labels = torch.arange(manifest.way, device=device).expand(len(s_idx), -1)

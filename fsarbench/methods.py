@@ -340,6 +340,34 @@ class FewShotMethod(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} has no pool products")
 
+    # -- optional: heads that gather their episodes' videos themselves --------------------
+    @property
+    def gathers_episodes(self) -> bool:
+        """Whether the evaluator passes episodes as pool positions to :meth:`match_indexed`
+        instead of gathering their encoded videos for :meth:`match` (default ``False``). A
+        head does this when it can interleave the gather with its own products (e.g. the
+        frame products of OTAM and Bi-MHM, made a few episodes at a time while the gathered
+        frames are in cache)."""
+        return False
+
+    def match_indexed(
+        self,
+        state: State,
+        support_index: Tensor,
+        support_labels: Tensor,
+        query_index: Tensor,
+        way: int,
+    ) -> MethodOutput:
+        """:meth:`match` of episodes given as pool positions, for heads where
+        :attr:`gathers_episodes`: the same logits, to the bit.
+
+        Args:
+            state: the pool's encoded videos, tensors leading with ``[U]``.
+            support_index: ``[B, Ns]`` pool positions; support_labels: ``[B, Ns]``.
+            query_index: ``[B, Nq]`` pool positions.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not gather its episodes")
+
     # -- composition ------------------------------------------------------------------------
     def encode_episodes(self, videos: Tensor) -> State:
         """Encode ``[B, N, T, D]`` videos into a state leading with ``[B, N]``."""

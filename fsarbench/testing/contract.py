@@ -363,6 +363,27 @@ def check_pool_products(name: str) -> None:
     _close(_logits(method, batch), pooled, "logits from pool products differ from match's")
 
 
+def check_indexed_match(name: str) -> None:
+    """Where a head gathers its episodes itself, episodes given as pool positions get the
+    logits of gathering their encoded videos for ``match``, to the bit."""
+    method = make_contract_method(name).eval()
+    if not method.gathers_episodes:
+        return
+    batch = _batch(method, shot=2)
+    b, ns = batch.support.shape[:2]
+    with torch.no_grad():
+        pool = method.encode(torch.cat([batch.support, batch.query], 1).flatten(0, 1))
+        positions = torch.arange(b * (ns + batch.query.shape[1])).view(b, -1)
+        support, query = positions[:, :ns], positions[:, ns:]
+        indexed = method.match_indexed(pool, support, batch.support_labels, query, batch.way)
+        gathered = method.match(
+            state_gather(pool, support), batch.support_labels, state_gather(pool, query), batch.way
+        )
+    if not torch.equal(indexed.logits, gathered.logits):
+        _close(indexed.logits, gathered.logits, "match_indexed's logits differ from match's")
+        raise AssertionError("match_indexed's logits are close to match's but not bit-identical")
+
+
 CONTRACT_CHECKS: dict[str, Callable[[str], None]] = {
     "shapes": check_shapes,
     "eval_determinism": check_eval_determinism,
@@ -375,6 +396,7 @@ CONTRACT_CHECKS: dict[str, Callable[[str], None]] = {
     "pairwise_logits": check_pairwise_logits,
     "support_means": check_support_means,
     "pool_products": check_pool_products,
+    "indexed_match": check_indexed_match,
 }
 
 

@@ -101,6 +101,13 @@ class AdaptedMethod(FewShotMethod):
             state, products, support_index, support_labels, query_index, way
         )
 
+    @property
+    def gathers_episodes(self) -> bool:
+        return self.inner.gathers_episodes
+
+    def match_indexed(self, state, support_index, support_labels, query_index, way):
+        return self.inner.match_indexed(state, support_index, support_labels, query_index, way)
+
     def training_stages(self) -> list[TrainingStage]:
         return [self._wrap(stage) for stage in self.inner.training_stages()]
 
