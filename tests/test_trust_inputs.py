@@ -248,3 +248,21 @@ def test_eval_refuses_a_frozen_checkpoint_on_other_features():
     eval_cmd._check_same_features(older, {**here, "protocol": seed}, "best.pt")
     with pytest.raises(ValueError, match=r"norm: trained None, here 'clip'"):
         eval_cmd._check_same_features(older, {**here, "norm": "clip"}, "best.pt")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_finite_features_check_by_sum_is_exact(dtype):
+    """The check sums the features first: +inf and -inf (a NaN sum), and finite values that
+    overflow the sum, still get the per-video answer."""
+    from fsarbench.guards import check_finite_features
+
+    big = torch.finfo(dtype).max
+    feats = torch.rand(6, 4, 8, dtype=dtype)
+    feats[1, 0, 0], feats[4, 3, 7] = float("inf"), float("-inf")
+    with pytest.raises(NonFiniteFeaturesError, match=r"2 video\(s\).*pool indices 11, 14"):
+        check_finite_features(feats, np.arange(10, 16))
+    overflowing = torch.full((6, 4, 8), big, dtype=dtype)
+    if dtype != torch.float16:  # (half features are summed in float32, which holds them)
+        assert not torch.isfinite(overflowing.sum())
+    check_finite_features(overflowing, np.arange(6))  # finite values: no error
+    check_finite_features(feats[:0], np.arange(0))  # no videos
