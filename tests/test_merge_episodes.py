@@ -151,3 +151,24 @@ def test_run_into_a_folder_of_other_episodes_warns_on_the_console(tmp_path, monk
     out = capsys.readouterr().out
     assert "warning: mixed test episodes in this folder: the cells were evaluated under " in out
     assert "30 episodes, episode seed 0, 1 query/class: 1 record(s)" in out
+
+
+def test_run_warning_leaves_eval_variants_out(tmp_path, capsys):
+    """An `eval` variant (here untrained) made with another --episodes in a run's --out is
+    kept out of the tables; run's console warning counted it as a mix all the same."""
+    import dataclasses
+
+    from fsarbench.cli.run_cmd import _warn_mixed_episodes
+
+    _shards(tmp_path, episodes=20)
+    records = load_records(tmp_path)
+    _warn_mixed_episodes(records)
+    assert "mixed test episodes" in capsys.readouterr().out
+    tagged = [
+        dataclasses.replace(r, tags={**r.tags, "variant_label": "untrained"})
+        if r.method == "protonet"
+        else r
+        for r in records
+    ]
+    _warn_mixed_episodes(tagged)
+    assert "mixed test episodes" not in capsys.readouterr().out

@@ -632,9 +632,11 @@ def _warn_stale(records) -> None:
 def _warn_mixed_episodes(records) -> None:
     """Say where ``--out`` holds records of other test episodes than the rest (a run into a
     folder of earlier runs with another ``--episodes`` or ``--seed``, or of a machine that
-    lost other test videos): the tables name those cells, and the console says so too."""
+    lost other test videos): the tables name those cells, and the console says so too.
+    ``eval`` variants are left out, as the tables leave them out."""
     from fsarbench.report.episode_protocol import protocol_mismatches
 
+    records = [r for r in records if "variant_label" not in r.tags]
     for mismatch in protocol_mismatches(records):
         groups = "; ".join(
             f"{label}: {len(recs)} record(s)" for label, recs in mismatch.groups.items()
