@@ -44,7 +44,21 @@ def test_ttest_degenerate_differences() -> None:
     x = np.array([0.2, 0.4, 1.0])
     assert paired_ttest(x, x) == (0.0, 1.0)
     t, p = paired_ttest(x + 0.2, x)
-    assert t == math.inf and p == 0.0
+    assert t == math.inf and p == 0.25  # three equal differences: the sign-flip test's p
+
+
+def test_constant_difference_p_is_the_exact_sign_flip_test() -> None:
+    """Brute force over every sign pattern: the share at least as extreme as the observed
+    (all equal) differences' mean."""
+    import itertools
+
+    from fsarbench.stats.exact import constant_difference_p
+
+    for n in range(1, 9):
+        means = [abs(sum(signs)) for signs in itertools.product((-1, 1), repeat=n)]
+        assert constant_difference_p(n) == sum(m >= n for m in means) / len(means)
+    assert paired_ttest(np.full(6, 0.6), np.full(6, 0.4))[1] == 2.0**-5 < 0.05
+    assert paired_ttest(np.full(5, 0.4), np.full(5, 0.6)) == (-math.inf, 2.0**-4)
 
 
 def test_unequal_lengths_rejected() -> None:

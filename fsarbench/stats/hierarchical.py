@@ -19,6 +19,7 @@ import numpy as np
 from scipy import stats
 
 from fsarbench.stats.defaults import DEFAULT_BOOTSTRAP
+from fsarbench.stats.exact import constant_difference_p
 
 __all__ = ["SeedLevel", "seed_level_comparison", "hierarchical_bootstrap"]
 
@@ -102,6 +103,6 @@ def seed_level_comparison(
 
 
 def _ttest_1samp(d: np.ndarray) -> float:
-    if np.ptp(d) <= 1e-12:  # constant non-zero difference over seeds
-        return 0.0
+    if np.ptp(d) <= 1e-12:  # constant non-zero difference over seeds: the sign-flip test's p
+        return constant_difference_p(d.size)
     return float(stats.ttest_1samp(d, 0.0).pvalue)

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats
 
 from fsarbench.stats.defaults import DEFAULT_BOOTSTRAP
+from fsarbench.stats.exact import constant_difference_p
 from fsarbench.stats.hierarchical import SeedLevel
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "PairedComparison",
     "bootstrap_mean_ci",
     "compare_paired",
+    "constant_difference_p",
     "mcnemar",
     "paired_ttest",
     "wilcoxon_signed_rank",
@@ -61,9 +63,11 @@ def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
     Returns ``(t, p)``. One episode gives ``(nan, nan)``: there is no variance to test, and
     NaN counts as not significant everywhere. Identical samples (all differences zero) give
-    ``(0.0, 1.0)`` instead of scipy's NaN; a constant non-zero difference over two or more
-    episodes gives ``(±inf, 0.0)``, as scipy does (constant meaning equal up to 1e-12, as
-    per-episode accuracies like ``0.6 - 0.4`` round differently).
+    ``(0.0, 1.0)`` instead of scipy's NaN. A constant non-zero difference over ``E >= 2``
+    episodes (constant meaning equal up to 1e-12, as per-episode accuracies like ``0.6 - 0.4``
+    round differently) has no variance either: ``t = ±inf`` and ``p`` is the exact sign-flip
+    test's, :func:`constant_difference_p` (scipy's ``p = 0`` called three episodes that each
+    differ by one query "significant" at any level).
     """
     d = _paired(a, b)
     if d.size < 2:
@@ -71,7 +75,7 @@ def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     if np.ptp(d) <= 1e-12:  # constant up to rounding: no variance to test
         if abs(d[0]) <= 1e-12:
             return 0.0, 1.0
-        return math.copysign(math.inf, d[0]), 0.0
+        return math.copysign(math.inf, d[0]), constant_difference_p(d.size)
     res = stats.ttest_rel(a, b)
     return float(res.statistic), float(res.pvalue)
 
