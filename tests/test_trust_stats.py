@@ -292,3 +292,28 @@ def test_the_difference_ci_shown_beside_a_seed_level_p_is_seed_level():
     both = dataclasses.replace(episode, seed_level=seeds)
     assert both.diff_ci == (seeds.ci_low, seeds.ci_high)
     assert both.diff_ci[1] - both.diff_ci[0] > episode.ci_high - episode.ci_low
+
+
+def test_hierarchical_bootstrap_does_not_depend_on_the_argument_order():
+    """A's seeds were drawn before B's from one stream: compare A B and compare B A printed
+    different seed-level p-values and intervals that were not mirror images."""
+    from fsarbench.stats.hierarchical import hierarchical_bootstrap
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 6, (3, 80)) / 5
+    b = rng.integers(0, 6, (2, 80)) / 5
+    low, high, p = hierarchical_bootstrap(a, b, n_boot=300)
+    back_low, back_high, back_p = hierarchical_bootstrap(b, a, n_boot=300)
+    assert (back_low, back_high) == pytest.approx((-high, -low), abs=1e-12)
+    assert back_p == p
+    assert seed_level_comparison(a, b, paired=False, n_boot=300).p_bootstrap == p
+
+
+@pytest.mark.parametrize("alpha", ["2", "0", "-0.1", "1", "x"])
+def test_alpha_outside_zero_one_is_refused(alpha, capsys):
+    from fsarbench.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "a", "b", "--runs", "nowhere", "--alpha", alpha])
+    assert exit_info.value.code == 2
+    assert "--alpha" in capsys.readouterr().err

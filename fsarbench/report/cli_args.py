@@ -33,10 +33,24 @@ def add_runs_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _alpha(text: str) -> float:
+    """``--alpha``: a significance level strictly between 0 and 1 (``--alpha 2`` called a
+    difference at p = 0.46 significant)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--alpha takes a number, not {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"--alpha is a significance level between 0 and 1 (e.g. 0.05), not {text}"
+        )
+    return value
+
+
 def add_stats_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--alpha",
-        type=float,
+        type=_alpha,
         default=0.05,
         help="family-wise significance level after Holm adjustment (default 0.05)",
     )

@@ -12,6 +12,7 @@ methods' difference is then tested at the seed level too:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -49,7 +50,23 @@ def hierarchical_bootstrap(
     """Percentile 95% CI and two-sided p of ``mean(a) - mean(b)`` for ``a [Sa, E]``,
     ``b [Sb, E]`` (per-seed per-episode accuracies on the same episodes). The p is never
     below the resampling's resolution ``1/(n_boot + 1)``: a verdict takes the larger of it
-    and the episode-level p, which must not then stand in for seed-level evidence it lacks."""
+    and the episode-level p, which must not then stand in for seed-level evidence it lacks.
+
+    The two sides are resampled in one order whatever the argument order (by their
+    content), so ``(b, a)`` gives the mirrored interval and the same p (``compare A B`` and
+    ``compare B A``, or a leaderboard, agree)."""
+    if _digest(b) < _digest(a):
+        low, high, p = _resample(b, a, n_boot, seed)
+        return -high, -low, p
+    return _resample(a, b, n_boot, seed)
+
+
+def _digest(x: np.ndarray) -> tuple:
+    data = np.ascontiguousarray(x, dtype=np.float64)
+    return x.shape, hashlib.sha1(data.tobytes()).hexdigest()
+
+
+def _resample(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
     rng = np.random.default_rng(seed)
     (sa, e), sb = a.shape, b.shape[0]
     diffs = np.empty(n_boot)
