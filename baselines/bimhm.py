@@ -76,7 +76,7 @@ class BiMHM(FewShotMethod):
     """Bi-MHM, the bidirectional mean Hausdorff metric of HyRSM (Wang et al., CVPR'22)."""
 
     #: fastest episodes per batch in ``make bench`` (2 CPU threads, T=8, D=2048)
-    episode_batch = {"cpu": {1: 16, 5: 16}}
+    episode_batch = {"cpu": {1: 64, 5: 64}}
 
     @dataclass
     class Config:

@@ -308,7 +308,7 @@ class OTAM(FewShotMethod):
     """OTAM temporal alignment (Cao et al., CVPR'20), as the TRX library computes it."""
 
     #: fastest episodes per batch in ``make bench`` (2 CPU threads, T=8, D=2048)
-    episode_batch = {"cpu": {1: 16, 5: 16}}
+    episode_batch = {"cpu": {1: 64, 5: 64}}
 
     @dataclass
     class Config:
