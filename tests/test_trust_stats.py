@@ -317,3 +317,23 @@ def test_alpha_outside_zero_one_is_refused(alpha, capsys):
         main(["compare", "a", "b", "--runs", "nowhere", "--alpha", alpha])
     assert exit_info.value.code == 2
     assert "--alpha" in capsys.readouterr().err
+
+
+def test_compare_warns_when_the_bootstrap_resolution_holds_a_verdict_back(tmp_path, capsys):
+    """With one seed against three, the verdict's p is the seed-level bootstrap's p, which
+    is never below 1/(B+1): with few resamples Holm could not pass it however different the
+    systems were, and compare printed 'no significant difference' with no word of why."""
+    from fsarbench.cli.main import main
+    from fsarbench.report.demo import DemoSystem, write_demo_records
+
+    systems = [DemoSystem("lead", train_seeds=(0, 1, 2)), DemoSystem("weak", noise=3.0)]
+    write_demo_records(tmp_path, systems, settings=[(5, 1)], episodes=200)
+    argv = ["compare", "lead", "weak", "--runs", str(tmp_path), "--bootstrap"]
+    assert main([*argv, "9"]) == 0
+    out = capsys.readouterr().out
+    assert "no significant difference" in out
+    assert "held back by the seed-level bootstrap's resolution" in out
+    assert "--bootstrap 40 or more" in out
+    assert main([*argv, "400"]) == 0
+    out = capsys.readouterr().out
+    assert "lead better" in out and "held back" not in out

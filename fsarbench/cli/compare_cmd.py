@@ -12,7 +12,12 @@ from fsarbench.report.cli_args import (
     load_filtered_entries,
     print_left_out,
 )
-from fsarbench.report.compare import TESTS, SettingComparison, compare_systems
+from fsarbench.report.compare import (
+    TESTS,
+    SettingComparison,
+    compare_systems,
+    resolution_warning,
+)
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
 
 
@@ -128,6 +133,11 @@ def run(args: argparse.Namespace) -> int:
         "bootstrap's and the per-seed test's p."
     )
     _print_levels(comps, args.bootstrap)
+    held = resolution_warning(
+        [(c.stats, c.adjusted[args.test]) for c in comps], args.test, args.alpha, args.bootstrap
+    )
+    if held:
+        print(held)
     seeds = [c for c in comps if c.a.seeds or c.b.seeds]
     for c in seeds:
         parts = [f"{e.system}: {e.seeds}" for e in (c.a, c.b) if e.seeds]

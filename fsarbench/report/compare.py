@@ -26,6 +26,7 @@ __all__ = [
     "SettingComparison",
     "compare_entries",
     "compare_systems",
+    "resolution_warning",
     "verdict",
     "verdict_level",
 ]
@@ -118,6 +119,29 @@ def compare_entries(
         )
         result = dataclasses.replace(result, seed_level=level)
     return result
+
+
+def resolution_warning(
+    comparisons: list[tuple[PairedComparison, float]], test: str, alpha: float, n_boot: int
+) -> str | None:
+    """A warning when verdicts are held back by the hierarchical bootstrap's resolution.
+
+    ``comparisons``: each comparison of one Holm family with its adjusted ``test`` p. With
+    ``n_boot`` resamples the seed-level p is never below ``1/(n_boot + 1)``; where that floor
+    is the p Holm adjusted (:meth:`PairedComparison.resolution_limited`) and the adjusted p
+    misses ``alpha``, the data may well be significant: more resamples would say."""
+    field = TESTS[test]
+    held = [c for c, adjusted in comparisons if c.resolution_limited(field) and adjusted > alpha]
+    if not held:
+        return None
+    family = sum(not math.isnan(c.p_value(field)) for c, _ in comparisons)
+    needed = math.ceil(2 * family / alpha)
+    return (
+        f"warning: {len(held)} verdict(s) are held back by the seed-level bootstrap's "
+        f"resolution: with --bootstrap {n_boot} its p is never below 1/{n_boot + 1}, and "
+        f"Holm over {family} test(s) needs p <= {alpha}/{family} at best. Rerun with "
+        f"--bootstrap {needed} or more to resolve them."
+    )
 
 
 def _find(entries: list[Entry], name: str) -> list[Entry]:

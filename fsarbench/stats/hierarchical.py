@@ -37,6 +37,8 @@ class SeedLevel:
     seeds_a: int
     seeds_b: int
     seed_test: str
+    #: the smallest ``p_bootstrap`` the resampling can give, ``1/(n_boot + 1)``
+    p_floor: float = 0.0
 
     @property
     def both_sides(self) -> bool:
@@ -116,6 +118,7 @@ def seed_level_comparison(
         len(ma),
         len(mb),
         test,
+        1.0 / (n_boot + 1),
     )
 
 

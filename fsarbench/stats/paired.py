@@ -230,6 +230,15 @@ class PairedComparison:
         seeds = self.seed_level.p_seeds
         return max(p, self.seed_level.p_bootstrap, 0.0 if math.isnan(seeds) else seeds)
 
+    def resolution_limited(self, field: str) -> bool:
+        """Whether :meth:`p_value` of ``field`` is the hierarchical bootstrap's floor
+        ``1/(n_boot + 1)`` while every other level's p is below it: the true p is smaller
+        than the resampling can show, so a verdict there is bounded by ``--bootstrap``."""
+        sl, raw = self.seed_level, float(getattr(self, field))
+        if sl is None or math.isnan(raw) or sl.p_bootstrap > sl.p_floor:
+            return False
+        return raw < sl.p_floor and (math.isnan(sl.p_seeds) or sl.p_seeds < sl.p_floor)
+
 
 def compare_paired(
     episode_a: np.ndarray,
