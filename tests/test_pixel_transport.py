@@ -149,3 +149,34 @@ def test_video_method_normalises_pixels_itself_and_val_clips_travel_as_pixels(tm
     assert pixels.dtype == torch.uint8 and floats.dtype == torch.float32
     with torch.inference_mode():
         assert torch.equal(model.features(pixels), model.features(floats))
+
+
+def test_query_flip_leaves_support_clips_unflipped(tmp_path):
+    """HyRSM's few-shot loader flips training queries, never their support clips: under
+    flip='query' an episode's support clips are those of flip=False and its queries those of
+    flip=True (each clip draws its crop and flip from its own stream)."""
+    from fsarbench.training import finetune as ft
+    from fsarbench.training.clip_data import TrainEpisodes
+
+    synth = get_dataset("synth", root=tmp_path / "synth", config=TINY_SYNTH)
+    split = ft.ClipSplit(synth.videos("train"), synth.variant, True)
+    recipe = ft.finetune_recipe("otam", "synth", tiny_recipe())
+
+    def episodes(flip):
+        options = dataclasses.replace(recipe.options, flip=flip)
+        return TrainEpisodes(split, dataclasses.replace(recipe, options=options), 3, "main", 0, 4)
+
+    plain, both, queries = episodes(False), episodes(True), episodes("query")
+    ns = plain.spec.way * plain.spec.shot
+
+    def flips(a, b):  # clips of a that differ from b
+        return int((a != b).flatten(1).any(1).sum())
+
+    support_flips = query_flips = 0
+    for k in range(len(plain)):
+        mixed, off, on = queries[k]["clips"], plain[k]["clips"], both[k]["clips"]
+        assert torch.equal(mixed[:ns], off[:ns])
+        assert torch.equal(mixed[ns:], on[ns:])
+        support_flips += flips(on[:ns], off[:ns])
+        query_flips += flips(on[ns:], off[ns:])
+    assert support_flips > 0 and query_flips > 0  # flip=True flips clips of both roles

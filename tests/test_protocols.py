@@ -71,7 +71,8 @@ def test_hyrsm_kinetics_interval_clip_centre_at_test_random_start_in_training():
         ("seed", "kinetics100", True, "imagenet"),
         ("seed", "ssv2-full", False, "imagenet"),  # left/right labels
         ("trx", "ssv2-full", True, "none"),  # TRX flips SSv2 and feeds 0-1 pixels
-        ("hyrsm", "ucf101", True, "hyrsm"),
+        ("hyrsm", "ucf101", "query", "hyrsm"),  # HyRSM flips its training queries only
+        ("hyrsm", "ssv2-full", "query", "hyrsm"),
     ],
 )
 def test_flip_and_normalisation_per_dataset(protocol, dataset, flip, norm):

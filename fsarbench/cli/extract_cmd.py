@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         frames=args.frames or protocol.sampler(train),
         transform=args.transform or protocol.transform(train),
-        flip=protocol.flip,
+        flip=protocol.flip is not False,  # views have no role: 'query' flips them
         norm=effective_norm(args.backbone, protocol.norm),  # CLIP towers: CLIP's statistics
         train=train,
         num_frames=args.num_frames,

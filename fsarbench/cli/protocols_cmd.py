@@ -25,13 +25,18 @@ def run(args: argparse.Namespace) -> int:
         get_protocol(name, "synth")  # unknown names fail with the nearest one
         print(f"{name}: {protocol_description(name)}")
         head = f"  {'dataset':<18} {'train frames':<15} {'test frames':<15} {'transforms':<24}"
-        print(head + " flip norm")
+        print(f"{head} {'flip':<5} norm")
         for dataset in list_datasets():
             p = get_protocol(name, dataset)
             transforms = f"{p.train_transform}/{p.test_transform}"
             print(
                 f"  {dataset:<18} {p.train_sampler:<15} {p.test_sampler:<15} {transforms:<24} "
-                f"{'yes' if p.flip else 'no ':<4} {p.norm}"
+                f"{_flip_text(p.flip):<5} {p.norm}"
             )
         print()
     return 0
+
+
+def _flip_text(flip: bool | str) -> str:
+    """``yes``, ``no`` or ``query`` (training queries only)."""
+    return flip if isinstance(flip, str) else ("yes" if flip else "no")

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -39,7 +39,9 @@ class Protocol:
         name: the protocol's name (``seed``, ``trx``, ``hyrsm``).
         train_sampler, test_sampler: names of ``fsarbench.data.sampling.SAMPLERS``.
         train_transform, test_transform: presets of ``fsarbench.data.transforms.PRESETS``.
-        flip: random horizontal flip of training clips.
+        flip: random horizontal flip of training clips: ``True`` every clip, ``"query"`` the
+            query clips only (HyRSM's few-shot loader), ``False`` none. The frozen track's
+            training views have no role: they are flipped unless ``flip`` is ``False``.
         norm: pixel normalisation (``none``, ``hyrsm``, ``imagenet``).
     """
 
@@ -48,7 +50,7 @@ class Protocol:
     test_sampler: str = "tsn"
     train_transform: str = "seed-train"
     test_transform: str = "seed-test"
-    flip: bool = True
+    flip: bool | Literal["query"] = True
     norm: str = "imagenet"
 
     def __post_init__(self) -> None:

@@ -151,7 +151,7 @@ class FrozenFeatureProvider:
             weights=preset.weights,
             frames=protocol.sampler(train),
             transform=protocol.transform(train),
-            flip=protocol.flip,
+            flip=protocol.flip is not False,  # views have no role: 'query' flips them
             norm=effective_norm(preset.backbone, protocol.norm),
             tiny=preset.tiny,
             num_frames=preset.num_frames,

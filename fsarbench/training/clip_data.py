@@ -117,13 +117,15 @@ class ClipSplit:
         return [names.get(c, str(c)) for c in range(self.num_classes)]
 
 
-def _transform(options: FinetuneOptions, train: bool) -> ClipTransform:
+def _transform(options: FinetuneOptions, train: bool, role: str = "query") -> ClipTransform:
+    """The clip transform of training (``role``: ``"support"`` or ``"query"`` clips) or test
+    clips; ``options.flip`` is the protocol's per-dataset choice (or ``--option flip``)."""
     name = options.train_transform if train else options.test_transform
     over: dict[str, Any] = {
         k: getattr(options, k) for k in ("resize", "crop") if getattr(options, k) > 0
     }
     if train:
-        over["flip"] = options.flip  # the protocol's per-dataset choice (or --option flip)
+        over["flip"] = options.flip is True or (options.flip == "query" and role == "query")
     return get_transform(name, norm=options.norm, **over)
 
 
@@ -211,7 +213,7 @@ class TrainEpisodes(Dataset):
         self.pools = class_pools(split.classes)
         check_feasible(self.pools, self.spec, split.class_names)  # before the first step
         self.class_ids = np.array(sorted(self.pools))
-        self.transform = _transform(o, True)
+        self.transforms = {role: _transform(o, True, role) for role in ("support", "query")}
         self.clip_options = ClipOptions(
             frames=o.frames,
             sampler=o.train_sampler,
@@ -232,12 +234,13 @@ class TrainEpisodes(Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         index = self.episode_index(k)
         classes, support, query = make_episode(self.pools, self.class_ids, self.spec, index)
-        records = [self.split.records[int(v)] for v in np.concatenate([support, query])]
-        data = ClipDataset(
-            records, self.transform, dataclasses.replace(self.clip_options, epoch=index)
-        )
-        clips = torch.stack([data[i]["clip"] for i in range(len(data))])
-        return {"clips": clips, "classes": torch.as_tensor(classes), "episode": index}
+        options = dataclasses.replace(self.clip_options, epoch=index)
+        clips = []
+        for role, videos in (("support", support), ("query", query)):
+            records = [self.split.records[int(v)] for v in videos]
+            data = ClipDataset(records, self.transforms[role], options)
+            clips += [data[i]["clip"] for i in range(len(data))]
+        return {"clips": torch.stack(clips), "classes": torch.as_tensor(classes), "episode": index}
 
 
 def to_clip_episodes(item: dict[str, Any], spec: EpisodeSpec) -> ClipEpisodes:

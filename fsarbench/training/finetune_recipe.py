@@ -37,7 +37,8 @@ class FinetuneOptions:
             stretches them by repeating frames.
         train_transform, test_transform: presets of ``fsarbench.data.transforms``;
             ``resize``/``crop`` override their sizes (0 keeps the preset's).
-        flip: random horizontal flip of training clips; norm: pixel normalisation.
+        flip: random horizontal flip of training clips (``"query"``: of the query clips
+            only, as HyRSM's few-shot loader does); norm: pixel normalisation.
         bn: ``frozen`` keeps the backbone's BatchNorm statistics (eval mode), ``train``
             updates them per micro-batch.
         train_backbone: ``last`` trains the backbone in the last stage only (earlier
@@ -69,7 +70,7 @@ class FinetuneOptions:
     test_transform: str = "seed-test"
     resize: int = 0
     crop: int = 0
-    flip: bool = True
+    flip: bool | Literal["query"] = True
     norm: str = "imagenet"
     bn: Literal["frozen", "train"] = "frozen"
     train_backbone: Literal["last", "all"] = "last"
