@@ -157,3 +157,35 @@ def test_points_of_other_test_episodes_are_never_joined_into_one_line(tmp_path) 
     assert MIXED_NOTE in ax.get_title()
     one = [e for e in entries if e.setting.episodes == 60]
     assert MIXED_NOTE not in plot_accuracy_vs_way(one, dataset, 1).axes[0].get_title()
+
+
+def _lines_of(ax) -> dict[str, list[float]]:
+    """Legend label -> x of each line drawn with error bars or as a plain line."""
+    bars = {c.get_label(): list(c.lines[0].get_xdata()) for c in ax.containers}
+    plain = {ln.get_label(): list(ln.get_xdata()) for ln in ax.get_lines()}
+    return {k: v for k, v in {**plain, **bars}.items() if not k.startswith("_")}
+
+
+def test_stale_and_current_points_are_never_joined_into_one_line(tmp_path) -> None:
+    """Two current masking ratios of sgtm-otam and two stale ones (other code) were drawn
+    as one line labelled "sgtm-otam", with nothing saying half its points were stale."""
+    from fsarbench.report.figures import plot_accuracy_vs_way, plot_mask_ratio
+    from fsarbench.report.records import STALE_MARK, group_entries
+    from fsarbench.results import load_records
+
+    ratios = [DemoSystem(f"sgtm-otam[mask_ratio={r}]") for r in (0.25, 0.375, 0.5, 0.75)]
+    write_demo_records(tmp_path, ratios, settings=[(5, 1)], episodes=20)
+    write_demo_records(tmp_path, [DemoSystem("trx")], [(5, 1), (6, 1), (7, 1), (8, 1)], episodes=20)
+    records = load_records(tmp_path)
+    for r in records:
+        if r.method in ("sgtm-otam[mask_ratio=0.5]", "sgtm-otam[mask_ratio=0.75]") or r.way > 6:
+            r.provenance["code"] = {"harness": "0" * 16}
+    entries = group_entries(records)
+    assert _lines_of(plot_mask_ratio(entries, "synth").axes[0]) == {
+        "sgtm-otam": [25.0, 37.5],
+        f"sgtm-otam {STALE_MARK}": [50.0, 75.0],
+    }
+    assert _lines_of(plot_accuracy_vs_way(entries, "synth", 1).axes[0]) == {
+        "trx": [5, 6],
+        f"trx {STALE_MARK}": [7, 8],
+    }

@@ -263,3 +263,40 @@ def test_table_out_to_a_folder_writes_the_table_file_in_it(tmp_path, capsys):
     argv = ["table", "1", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     assert main([*argv, "--format", "latex"]) == 0
     assert "\\begin{table}" in (tmp_path / "out" / "table1.tex").read_text()
+
+
+def _made_by_older_code(records: list) -> list:
+    """``records`` as if made by another harness than the installed one (stale)."""
+    for r in records:
+        r.provenance["code"] = {"harness": "0" * 16}
+    return records
+
+
+def test_stale_records_are_marked_in_paper_rows_and_lose_a_cell_to_current_ones(tmp_path):
+    """Stale records filled the paper's own rows (OTAM [4], Ours+OTAM) with no ‡stale in
+    Markdown, LaTeX or CSV and no note saying what was stale; and a stale record with more
+    episodes took the cell of a current one, which was named only in a 'not shown' note."""
+    from fsarbench.report.records import STALE_MARK, group_entries
+    from fsarbench.results import load_records
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    write_demo_records(old, [DemoSystem("otam"), DemoSystem("sgtm-otam")], [(5, 1)], episodes=40)
+    write_demo_records(new, [DemoSystem("otam")], [(5, 1)], episodes=20)
+    entries = group_entries(_made_by_older_code(load_records(old)) + load_records(new))
+    table = build_table(load_table(1), entries, source="runs")
+    rows = {r.labels[0]: r for r in table.rows}
+    assert rows["OTAM [4]"].cells[0].entry.system == "otam"  # current wins over stale
+    assert rows["Ours+OTAM"].cells[0].text.endswith(STALE_MARK)
+    (note,) = [n for n in table.notes if n.startswith("not shown")]
+    assert note.startswith(f"not shown: otam {STALE_MARK} (")
+    assert note.endswith("a current record wins over a stale one.")
+    assert any(n.startswith(f"{STALE_MARK}: made by other code") for n in table.notes)
+    md = render(table, "md")
+    assert re.search(rf"\| Ours\+OTAM .*\| [\d.]+ ± [\d.]+ {STALE_MARK}", md)
+    tex = render(table, "latex")
+    assert STALE_MARK not in tex and "‡" not in tex and r"\ddag{}stale" in tex
+    cells = list(csv.DictReader(io.StringIO(render(table, "csv"))))
+    ours = next(c for c in cells if c["row"] == "Ours+OTAM" and c["value"])
+    otam = next(c for c in cells if c["row"] == "OTAM [4]" and c["value"])
+    assert (ours["system"], ours["stale"]) == (f"sgtm-otam {STALE_MARK}", "code:harness")
+    assert (otam["system"], otam["stale"]) == ("otam", "")

@@ -205,7 +205,8 @@ def test_a_table_names_the_entries_that_lost_their_cell_to_another(tmp_path):
     (note,) = [n for n in table.notes if n.startswith("not shown:")]
     assert "trx (kinetics100 5-way 1-shot (400 episodes, 2 queries/class, episode seed 1))" in note
     assert note.endswith(
-        "the cell shows trx (kinetics100 5-way 1-shot (400 episodes, 2 queries/class))."
+        "the cell shows trx (kinetics100 5-way 1-shot (400 episodes, 2 queries/class)): "
+        "the lower episode seed wins."
     )
 
 

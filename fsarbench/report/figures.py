@@ -167,10 +167,12 @@ def _ratio_lines(
 
 def _ratio_line_name(entry: Entry) -> str:
     """A masking-ratio line's name: the base method, plus the label of a variant (e.g. an
-    untrained ``eval``), which never joins the method's own line."""
+    untrained ``eval``) and the mark of a stale (or outside) system, which never join the
+    method's own line: points of older code are never drawn as one line with current ones."""
     variant = entry.tags.get("variant_label")
-    base = base_method_of(entry.method)
-    return f"{base} [{variant}]" if variant else base
+    name = base_method_of(entry.method)
+    name += f" [{variant}]" if variant else ""
+    return f"{name} {entry.mark}" if entry.mark else name
 
 
 def plot_mask_ratio(entries: list[Entry], dataset: str):

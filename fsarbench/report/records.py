@@ -39,6 +39,7 @@ __all__ = [
     "verified_entries",
     "entry_text",
     "system_of",
+    "mark_of",
     "config_key",
     "episode_accuracy",
     "query_correct",
@@ -104,15 +105,21 @@ def system_of(record: ResultRecord) -> str:
     """Name a record's system: ``tags["system"]``, else the method (+ ``[variant_label]``).
     An outside record is named from its method, whatever tags its bundle carried, plus
     :data:`OUTSIDE_MARK`; a stale one of this folder gets :data:`STALE_MARK`."""
-    outside = bool(record.tags.get(OUTSIDE_TAG))
-    if record.tags.get("system") and not outside:
+    mark = mark_of(record)
+    if record.tags.get("system") and mark != OUTSIDE_MARK:
         name = str(record.tags["system"])
     else:
         variant = record.tags.get("variant_label")
         name = f"{record.method} [{variant}]" if variant else record.method
-    if outside:
-        return f"{name} {OUTSIDE_MARK}"
-    return f"{name} {STALE_MARK}" if stale_reasons(record) else name
+    return f"{name} {mark}" if mark else name
+
+
+def mark_of(record: ResultRecord) -> str:
+    """The mark :func:`system_of` gives a record's name: :data:`OUTSIDE_MARK` for an outside
+    record, else :data:`STALE_MARK` for a stale one, else ``""``."""
+    if record.tags.get(OUTSIDE_TAG):
+        return OUTSIDE_MARK
+    return STALE_MARK if stale_reasons(record) else ""
 
 
 def setting_of(record: ResultRecord) -> Setting:
@@ -202,6 +209,18 @@ class Entry:
     @property
     def synthetic(self) -> bool:
         return any(r.tags.get("synthetic") or is_synthetic(r.dataset) for r in self.records)
+
+    @property
+    def mark(self) -> str:
+        """The mark its system name carries (:func:`mark_of`): ``"‡stale"``, ``"†outside"``
+        or ``""``."""
+        return mark_of(self.records[0])
+
+    @property
+    def stale(self) -> bool:
+        """Made by other code than the installed one, or kept with ``run --reuse-stale``
+        (its system name carries :data:`STALE_MARK`)."""
+        return any(mark_of(r) == STALE_MARK for r in self.records)
 
     @property
     def outside(self) -> bool:

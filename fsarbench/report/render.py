@@ -6,7 +6,9 @@ import io
 from itertools import groupby
 
 from fsarbench.report.published import Citation
+from fsarbench.report.records import Entry
 from fsarbench.report.tables import Cell, Table
+from fsarbench.results import stale_reasons
 
 __all__ = ["FORMATS", "render", "render_markdown", "render_latex", "render_csv"]
 
@@ -61,6 +63,7 @@ _LATEX_ESCAPES = {
     "α": r"$\alpha$",
     "—": "---",
     "†": r"\dag{}",
+    "‡": r"\ddag{}",
 }
 
 
@@ -127,8 +130,10 @@ def render_latex(table: Table, citation: Citation | None = None) -> str:
 
 
 def render_csv(table: Table, citation: Citation | None = None) -> str:
-    """Long format: one line per cell, with its marks and (for runs) CI, seed spread and
-    test episodes (count, episode seed, queries per class: a table can mix them)."""
+    """Long format: one line per cell, with its marks and (for runs) CI, seed spread, test
+    episodes (count, episode seed, queries per class: a table can mix them), the system that
+    fills it (``otam ‡stale``: a paper row names the row, not the system) and, for a stale
+    one, why it is stale (as ``summary.csv``'s column ``stale``)."""
     import csv
 
     buf = io.StringIO()
@@ -153,6 +158,8 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
             "episodes",
             "episode_seed",
             "queries",
+            "system",
+            "stale",
         ]
     )
     cite = citation.key if citation is not None else ""
@@ -179,9 +186,18 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
                     e.setting.episodes if e else "",
                     e.setting.seed if e else "",
                     e.setting.queries if e else "",
+                    e.system if e else "",
+                    _stale_text(e),
                 ]
             )
     return buf.getvalue()
+
+
+def _stale_text(entry: Entry | None) -> str:
+    """Why a run cell's entry is stale (``"code:harness;accepted-stale"``); ``""`` if current."""
+    if entry is None or not entry.stale:
+        return ""
+    return ";".join(sorted({w for r in entry.records for w in stale_reasons(r)}))
 
 
 def render(table: Table, fmt: str, citation: Citation | None = None) -> str:

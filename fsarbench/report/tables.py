@@ -4,7 +4,9 @@ Rows are the paper's methods (or ablation variants); columns are dataset × sett
 published numbers form a row labelled ``published``; entries of our runs that fill the row (by
 method name or ``tags["variant_label"]``, see :mod:`fsarbench.report.published`) form a row
 labelled ``run`` right after it. Best and second per column are marked separately among
-published and among run cells, comparing the values as printed.
+published and among run cells, comparing the values as printed. A stale entry's cell carries
+:data:`~fsarbench.report.records.STALE_MARK` (unless its row's label does), and a current entry
+wins a cell over a stale one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from fsarbench.report.published import (
     load_dataset_aliases,
 )
 from fsarbench.report.recipe_changes import recipe_changes_text
-from fsarbench.report.records import Entry, entry_text
+from fsarbench.report.records import STALE_MARK, Entry, entry_text
+from fsarbench.results import stale_reasons
 
 __all__ = ["Cell", "TableRow", "Table", "build_table", "SOURCES"]
 
@@ -68,11 +71,19 @@ def _entry_text(e: Entry) -> str:
     return entry_text(e, RUN_DECIMALS)
 
 
+def _cell_text(e: Entry, label_marked: bool) -> str:
+    """A run cell's text, plus :data:`STALE_MARK` for a stale entry in a row whose label does
+    not already say so (a paper row such as ``OTAM [4]`` names the row, not the system)."""
+    text = _entry_text(e)
+    return f"{text} {STALE_MARK}" if e.stale and not label_marked else text
+
+
 def _run_row(labels: list[str], entries: list[Entry | None], ours: bool) -> TableRow:
+    marked = any(STALE_MARK in label for label in labels)
     cells = [
         Cell(None, "-")
         if e is None
-        else Cell(round(e.accuracy, RUN_DECIMALS), _entry_text(e), entry=e)
+        else Cell(round(e.accuracy, RUN_DECIMALS), _cell_text(e, marked), entry=e)
         for e in entries
     ]
     generated = sorted({e.setting.dataset for e in entries if e is not None and e.synthetic})
@@ -137,14 +148,38 @@ def _table_tag(entry: Entry) -> str:
     return tag.removeprefix("table").strip()
 
 
+def _precedence(e: Entry) -> tuple[bool, bool, int, int]:
+    """Sort key of the entries competing for one cell, the first wins: current over stale,
+    real data over a stand-in, more test episodes, then the lower episode seed."""
+    return (e.stale, e.synthetic, -e.setting.episodes, e.setting.seed)
+
+
+#: Why the first of two entries wins a cell, by the first field of :func:`_precedence` that
+#: differs.
+_WINS = (
+    "a current record wins over a stale one",
+    "real data wins over a stand-in",
+    "more test episodes win",
+    "the lower episode seed wins",
+)
+
+
+def _why_shown(shown: Entry, left: Entry) -> str:
+    """Why ``shown`` took the cell ``left`` also fills (in the words of :data:`_WINS`)."""
+    for why, a, b in zip(_WINS, _precedence(shown), _precedence(left)):
+        if a != b:
+            return why
+    return "equal precedence: the first in setting and name order wins"
+
+
 def _place_entries(
     spec: TableSpec, entries: list[Entry], aliases, stand_in, known, passed_over: list[str]
 ):
-    """``{row key: [Entry | None per column]}``; real datasets win over stand-ins, then more
-    episodes, then episode seed 0. Entries that lose a cell to another are named in
-    ``passed_over`` (for a note under the table)."""
+    """``{row key: [Entry | None per column]}``; who wins a cell is :func:`_precedence`'s.
+    Entries that lose a cell to another are named in ``passed_over`` (for a note under the
+    table), with the reason."""
     placed: dict[str, list[Entry | None]] = {}
-    for e in sorted(entries, key=lambda e: (e.synthetic, -e.setting.episodes, e.setting.seed)):
+    for e in sorted(entries, key=_precedence):
         key = _row_key(e, spec, known)
         if key is None:
             continue
@@ -157,7 +192,8 @@ def _place_entries(
                 passed_over.append(
                     f"{e.system} ({e.setting.label}) in row {key.lstrip('+')}, column "
                     f"{col.dataset} {col.way}-way {col.shot}-shot: the cell shows "
-                    f"{slots[j].system} ({slots[j].setting.label})"
+                    f"{slots[j].system} ({slots[j].setting.label}): "
+                    f"{_why_shown(slots[j], e)}"
                 )
     return placed
 
@@ -231,7 +267,7 @@ def build_table(
         rows.append(_run_row(labels, slots, False))
     _mark_best(rows, "published")
     _mark_best(rows, "run")
-    notes = _notes(rows) + _track_notes(spec, entries, source)
+    notes = _notes(rows) + _stale_notes(rows) + _track_notes(spec, entries, source)
     notes += [f"not shown: {what}." for what in passed_over]
     shown = [rec for r in rows for c in r.cells if c.entry is not None for rec in c.entry.records]
     _mark_other_episodes(rows, shown)
@@ -250,6 +286,20 @@ def _mark_other_episodes(rows: list[TableRow], shown: list) -> None:
         for cell in row.cells:
             if cell.entry is not None:
                 cell.text += cell_marker(cell.entry.records, reference)
+
+
+def _stale_notes(rows: list[TableRow]) -> list[str]:
+    """What :data:`STALE_MARK` means, with the reasons of the stale cells shown; none when
+    every run cell is current."""
+    stale = [c.entry for r in rows for c in r.cells if c.entry is not None and c.entry.stale]
+    if not stale:
+        return []
+    why = sorted({w for e in stale for rec in e.records for w in stale_reasons(rec)})
+    return [
+        f"{STALE_MARK}: made by other code than the installed one, or kept with run "
+        f"--reuse-stale ({', '.join(why)}); not a result of the current code: re-run these "
+        "cells to refresh them. Where a cell has both, the current record is shown."
+    ]
 
 
 def _track_notes(spec: TableSpec, entries: list[Entry], source: str) -> list[str]:
