@@ -189,3 +189,23 @@ def test_stale_and_current_points_are_never_joined_into_one_line(tmp_path) -> No
         "trx": [5, 6],
         f"trx {STALE_MARK}": [7, 8],
     }
+
+
+def test_forest_and_figure2_defaults_find_our_methods_when_stale(tmp_path) -> None:
+    """Our methods were picked by plain name: in a folder of stale records ('sgtm-otam
+    ‡stale') no forest plot was drawn and Figure 2 fell back to every method, silently."""
+    from fsarbench.report.figure_set import _per_class_choice, default_forest_pairs
+    from fsarbench.report.records import STALE_MARK, group_entries
+    from fsarbench.results import load_records
+
+    write_demo_records(
+        tmp_path, [DemoSystem("sgtm-otam"), DemoSystem("otam")], [(5, 1)], episodes=20
+    )
+    records = load_records(tmp_path)
+    for r in records:
+        r.provenance["code"] = {"harness": "0" * 16}
+    entries = group_entries(records)
+    pairs = default_forest_pairs(entries, {"sgtm-otam"})
+    assert pairs == [(f"sgtm-otam {STALE_MARK}", f"otam {STALE_MARK}")]
+    chosen = _per_class_choice(entries, ["sgtm-otam"])
+    assert [e.system for e in chosen] == [f"sgtm-otam {STALE_MARK}"]

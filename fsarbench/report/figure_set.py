@@ -10,7 +10,7 @@ from pathlib import Path
 from fsarbench.report import figures
 from fsarbench.report.compare import compare_systems
 from fsarbench.report.published import available_tables, figure_methods, load_table
-from fsarbench.report.records import Entry
+from fsarbench.report.records import OUTSIDE_MARK, Entry
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 __all__ = ["render_all", "ours_methods", "default_forest_pairs"]
@@ -31,10 +31,14 @@ def ours_methods(published: str | Path | None = None) -> set[str]:
 
 
 def default_forest_pairs(entries: list[Entry], ours: set[str]) -> list[tuple[str, str]]:
-    """Each of our methods with records vs every other plain (non-variant) system."""
-    plain = sorted({e.system for e in entries if not e.is_variant})
-    mine = [s for s in plain if s in ours]
-    return [(a, b) for a in mine for b in plain if b not in ours]
+    """Each system of our methods with records vs every other plain (non-variant) system.
+
+    Systems are matched by their method, so a stale one (``sgtm-otam ‡stale``) is ours too:
+    matched by name, a folder of stale records drew no forest plot and said nothing."""
+    plain = [e for e in entries if not e.is_variant]
+    mine = sorted({e.system for e in plain if e.method in ours and e.mark != OUTSIDE_MARK})
+    others = sorted({e.system for e in plain if e.method not in ours or e.mark == OUTSIDE_MARK})
+    return [(a, b) for a in mine for b in others]
 
 
 def _way_figures(entries, out_dir):
@@ -64,7 +68,7 @@ def _per_class_choice(entries: list[Entry], figure2: list[str]) -> list[Entry]:
     if tagged:
         return tagged
     plain = [e for e in entries if not e.is_variant and (e.setting.way, e.setting.shot) == (5, 1)]
-    named = [e for e in plain if e.system in figure2]
+    named = [e for e in plain if e.method in figure2]  # stale systems too
     named_settings = {e.setting for e in named}
     return named + [e for e in plain if e.setting not in named_settings]
 
