@@ -20,7 +20,13 @@ import pandas as pd
 from fsarbench.io import atomic_write_text
 from fsarbench.report.compare import TESTS, compare_entries
 from fsarbench.report.recipe_changes import recipe_changes_text
-from fsarbench.report.records import OUTSIDE_MARK, Entry, Setting, UnpairedError
+from fsarbench.report.records import (
+    OUTSIDE_MARK,
+    Entry,
+    Setting,
+    UnpairedError,
+    verified_entries,
+)
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, PairedComparison, format_p
 
@@ -98,15 +104,23 @@ def rank_setting(
 
 
 def build_leaderboard(
-    run_dir: str | Path, entries: list[Entry], *, left_out: list[str] | None = None, **kwargs
+    run_dir: str | Path,
+    entries: list[Entry],
+    *,
+    left_out: list[str] | None = None,
+    **kwargs,
 ) -> dict[Setting, list[Standing]]:
     """Standings of every setting among ``entries``.
 
     Args:
-        left_out: when given, a setting whose systems were evaluated on different episodes
-            (they cannot be ranked by paired tests) is left out and the reason appended here;
-            without it, such a setting raises :class:`UnpairedError`.
+        left_out: when given, an entry whose records its per-query rows do not give is left
+            out (:func:`~fsarbench.report.records.verified_entries`; its setting is ranked
+            without it), and a setting whose systems were evaluated on different episodes
+            (they cannot be ranked by paired tests) is left out; the reasons are appended
+            here. Without it, such an entry or setting raises :class:`UnpairedError`.
     """
+    if left_out is not None:
+        entries = verified_entries(run_dir, entries, left_out)  # cached: cheap when checked
     by_setting: dict[Setting, list[Entry]] = {}
     for e in entries:
         by_setting.setdefault(e.setting, []).append(e)
@@ -164,9 +178,14 @@ def _md_cell(st: Standing) -> list[str]:
 
 
 def leaderboard_markdown(
-    board: dict[Setting, list[Standing]], *, alpha: float = 0.05, test: str = "ttest"
+    board: dict[Setting, list[Standing]],
+    *,
+    alpha: float = 0.05,
+    test: str = "ttest",
+    notes: list[str] | tuple[str, ...] = (),
 ) -> str:
-    """Markdown: one section per setting."""
+    """Markdown: one section per setting, then ``notes`` (entries and settings left out)
+    as a list."""
     from tabulate import tabulate
 
     head = [
@@ -201,7 +220,10 @@ def leaderboard_markdown(
     entries = [st.entry for sts in board.values() for st in sts if not st.entry.outside]
     own = [r for e in entries for r in e.records]
     changed = recipe_changes_text(own)
-    return "\n".join(parts + ([changed, ""] if changed else []))
+    parts += [changed, ""] if changed else []
+    if notes:
+        parts += ["Notes:", "", *(f"- {note}" for note in notes), ""]
+    return "\n".join(parts)
 
 
 def write_leaderboard(
