@@ -1,6 +1,6 @@
 """Per-query rows every report checks before it prints, plots or ranks a record: figures,
-leaderboard and compare leave out what table and report leave out; one bad record costs
-only its own entry."""
+leaderboard and compare leave out what table and report leave out; rows must hold each
+(episode, query) key once; one bad record costs only its own entry."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from report_fixtures import save_simulated_record
 
 import fsarbench as fb
 from fsarbench.cli import figures_cmd
 from fsarbench.cli.main import main
+from fsarbench.report.compare import compare_systems
 from fsarbench.report.leaderboard import build_leaderboard
-from fsarbench.report.records import load_entries
-from fsarbench.results import ResultRecord
+from fsarbench.report.records import QueryRowsError, load_entries
+from fsarbench.results import ResultRecord, queries_match
 
 
 def _manifest(way: int = 5, episodes: int = 200, dataset: str = "toy"):
@@ -36,10 +38,51 @@ def _runs(path, systems=(("A", 0.9), ("B", 0.7), ("C", 0.5)), ways=(5, 6), **kw)
     return out
 
 
+def _rows_path(path, record: ResultRecord):
+    return path / "records" / f"{record.cell}.queries.csv.gz"
+
+
 def _edit_accuracy(path, record: ResultRecord, accuracy: float) -> None:
     """A hand-edited record: its rows untouched."""
     file = path / "records" / f"{record.cell}.json"
     file.write_text(json.dumps({**json.loads(file.read_text()), "accuracy": accuracy}))
+
+
+def _all_correct_episodes(rows: pd.DataFrame) -> list[int]:
+    acc = rows.groupby("episode")["correct"].mean()
+    return list(acc[acc == 1.0].index)
+
+
+def _deleted(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row of an all-correct episode gone: per-episode accuracies unchanged."""
+    e = _all_correct_episodes(rows)[0]
+    return rows.drop(rows[rows.episode == e].index[-1])
+
+
+def _shifted(rows: pd.DataFrame) -> pd.DataFrame:
+    """A row moved between two all-correct episodes: same row count, same per-episode
+    accuracies, but later queries sit at other positions."""
+    full = _all_correct_episodes(rows)
+    dup = rows[rows.episode == full[-1]].iloc[[0]]
+    moved = pd.concat([rows.drop(rows[rows.episode == full[0]].index[-1]), dup])
+    return moved.sort_values(["episode", "query"], kind="stable")
+
+
+def _blank(rows: pd.DataFrame) -> pd.DataFrame:
+    out = rows.copy()
+    out["correct"] = out["correct"].astype(object)
+    out.loc[out[out.episode == _all_correct_episodes(rows)[0]].index[-1], "correct"] = None
+    return out
+
+
+def _write_rows(path, record: ResultRecord, rows: pd.DataFrame) -> None:
+    rows.to_csv(_rows_path(path, record), index=False, compression="gzip")
+
+
+def _reread(rows: pd.DataFrame, tmp_path) -> pd.DataFrame:
+    file = tmp_path / "rows.csv.gz"
+    rows.to_csv(file, index=False, compression="gzip")
+    return pd.read_csv(file)
 
 
 # F1 -------------------------------------------------------------------------------------
@@ -59,6 +102,52 @@ def test_figures_leave_out_a_hand_edited_record_as_table_does(tmp_path, capsys, 
     assert ("A", 6) not in plotted and {("A", 5), ("B", 6), ("C", 6)} <= plotted
     err = capsys.readouterr().err
     assert "note: left out A in toy 6-way 1-shot" in err and "record was edited" in err
+
+
+# F2 -------------------------------------------------------------------------------------
+
+
+def test_rows_must_hold_each_episode_query_key_once(tmp_path):
+    """The record check read per-episode accuracies only: a row moved between two
+    all-correct episodes, or deleted from one, gave the record; so did a blank `correct`."""
+    from fsarbench.results import query_rows_problem
+
+    record = _runs(tmp_path, systems=(("A", 0.9),), ways=(5,))[("A", 5)]
+    rows = pd.read_csv(_rows_path(tmp_path, record))
+    assert query_rows_problem(rows, record) == ""
+    assert queries_match(tmp_path, record)
+    cases = {
+        "deleted": (_deleted(rows), "rows, not 200 episodes x 10 queries"),
+        "shifted": (_shifted(rows), "appears twice and another not at all"),
+        "blank": (_blank(rows), "blank or not True/False"),
+        "not boolean": (rows.assign(correct=rows["correct"].astype(int)), "not True/False"),
+        "outside": (rows.assign(query=rows["query"] + 1), "lies outside"),
+    }
+    for name, (bad, why) in cases.items():
+        assert why in query_rows_problem(_reread(bad, tmp_path), record), name
+        _write_rows(tmp_path, record, bad)
+        assert not queries_match(tmp_path, record), name  # so `run` re-evaluates the cell
+        left_out: list[str] = []
+        assert load_entries(tmp_path, left_out=left_out, verify_rows=True) == [], name
+        assert "not one row per query" in left_out[0] and why in left_out[0], name
+
+
+@pytest.mark.parametrize("edit", [_deleted, _shifted])
+def test_paired_tests_refuse_rows_that_lost_or_moved_a_query(tmp_path, capsys, edit):
+    """A moved row changed McNemar's counts silently (queries were paired by position); a
+    deleted one aborted compare and leaderboard with "per-query correctness must be 1-D of
+    equal length". Now the entry is refused, and the CLI leaves only it out."""
+    recs = _runs(tmp_path, ways=(5,))
+    rows = pd.read_csv(_rows_path(tmp_path, recs[("A", 5)]))
+    _write_rows(tmp_path, recs[("A", 5)], edit(rows))
+    with pytest.raises(QueryRowsError, match="not one row per query"):
+        compare_systems(tmp_path, load_entries(tmp_path), "A", "B", test="mcnemar")
+    args = ["--runs", str(tmp_path), "--test", "mcnemar", "--bootstrap", "100"]
+    assert main(["compare", "B", "C", *args]) == 0
+    assert main(["leaderboard", *args]) == 0
+    out = capsys.readouterr()
+    assert "note: left out A in toy 5-way 1-shot" in out.err
+    assert "| B " in out.out and "| C " in out.out and "| A " not in out.out
 
 
 # F3 -------------------------------------------------------------------------------------
