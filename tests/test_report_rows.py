@@ -1,6 +1,7 @@
 """Per-query rows every report checks before it prints, plots or ranks a record: figures,
 leaderboard and compare leave out what table and report leave out; rows must hold each
-(episode, query) key once; one bad record costs only its own entry."""
+(episode, query) key once; one bad record costs only its own entry; untested comparisons
+counted as ties are named."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fsarbench.cli import figures_cmd
 from fsarbench.cli.main import main
 from fsarbench.report.compare import compare_systems
 from fsarbench.report.leaderboard import build_leaderboard
+from fsarbench.report.page.board import collect_leaderboard
 from fsarbench.report.records import QueryRowsError, load_entries
 from fsarbench.results import ResultRecord, queries_match
 
@@ -173,3 +175,33 @@ def test_one_bad_record_leaves_out_only_its_entry_from_the_leaderboard(tmp_path,
     six_board = [s for s in board if s.way == 6]
     assert [st.entry.system for st in board[six_board[0]]] == ["B", "C"]
     assert len(left_out) == 1 and "A in toy 6-way" in left_out[0]
+
+
+# F10 ------------------------------------------------------------------------------------
+
+
+def test_leaderboard_names_comparisons_mcnemar_could_not_test(tmp_path, capsys):
+    """Entries with different training seeds have no McNemar p; they tied (a system at
+    53.60 shared rank 2 with one at 63.87) with nothing said."""
+    rng = np.random.default_rng(4)
+    m = _manifest()
+    for seed in (0, 1):
+        save_simulated_record(tmp_path, m, "A", 0.9, rng, train_seed=seed)
+        save_simulated_record(tmp_path, m, "B", 0.6, rng, train_seed=seed)
+    save_simulated_record(tmp_path, m, "C", 0.3, rng)
+    args = ["leaderboard", "--runs", str(tmp_path), "--bootstrap", "100"]
+    assert main([*args, "--test", "mcnemar"]) == 0
+    note = (
+        "McNemar needs the same training seeds on both sides: 2 comparison(s) untested, "
+        "counted as ties (toy 5-way 1-shot (200 episodes, 2 queries/class): C vs A, C vs B); "
+        "use --test ttest"
+    )
+    assert f"note: {note}" in capsys.readouterr().err
+    assert f"- {note}" in (tmp_path / "leaderboard.md").read_text()
+    _, page_notes = collect_leaderboard(
+        tmp_path, load_entries(tmp_path), test="mcnemar", n_boot=100
+    )
+    assert note in page_notes  # the report page's leaderboard says so too
+    assert main(args) == 0  # the t-test has every p-value: nothing to say
+    assert "untested" not in capsys.readouterr().err
+    assert "untested" not in (tmp_path / "leaderboard.md").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fsarbench.cli.common import add_splits_dir_argument
 from fsarbench.report.cli_args import (
@@ -15,6 +16,7 @@ from fsarbench.report.cli_args import (
 from fsarbench.report.leaderboard import (
     build_leaderboard,
     leaderboard_markdown,
+    untested_note,
     write_leaderboard,
 )
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
@@ -65,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
     if not entries:
         raise ValueError(f"no records to rank under {args.runs} with these filters")
     unranked: list[str] = []
+    untested: dict = {}
     board = build_leaderboard(
         args.runs,
         entries,
         left_out=unranked,
+        untested=untested,
         alpha=args.alpha,
         test=args.test,
         n_boot=args.bootstrap,
@@ -77,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     if not board:
         raise ValueError(f"no setting under {args.runs} could be ranked (see the notes above)")
     notes = [f"left out {r}" for r in left_out] + [f"left out the setting: {r}" for r in unranked]
+    tie_note = untested_note(args.test, untested)
+    if tie_note:
+        print(f"note: {tie_note}", file=sys.stderr)
+        notes.append(tie_note)
     kw = {"alpha": args.alpha, "test": args.test, "notes": notes}
     print(leaderboard_markdown(board, **kw))
     md, csv = write_leaderboard(args.runs, board, **kw)
