@@ -38,6 +38,7 @@ __all__ = [
     "load_records",
     "load_queries",
     "queries_match",
+    "query_rows_problem",
     "rows_give_record",
     "UnreadableRecordError",
     "newest_per_cell",
@@ -372,11 +373,39 @@ def queries_match(out_dir: str | Path, record: ResultRecord) -> bool:
     for folder in _record_folders(out_dir, record):
         try:
             rows = pd.read_csv(folder / f"{record.cell}.queries.csv.gz")
+            if query_rows_problem(rows, record):
+                return False
             per_episode = rows.groupby("episode")["correct"].mean()
         except (OSError, EOFError, ValueError, KeyError):
             return False
         return rows_give_record(per_episode.to_numpy(float), record)
     return False
+
+
+def query_rows_problem(rows, record: ResultRecord) -> str:
+    """Why per-query ``rows`` (a DataFrame with ``episode``, ``query`` and ``correct``)
+    cannot be ``record``'s, in words; ``""`` when they can. They must hold each key
+    ``(episode, query)`` of ``{0..E-1} x {0..Q-1}`` exactly once (``E = record.episodes``,
+    ``Q = record.way * record.queries``, as the evaluator writes them) with a boolean
+    ``correct``: per-episode accuracies alone passed a row moved between two all-correct
+    episodes (McNemar then paired other queries) or deleted from one (paired tests
+    aborted on arrays of unequal length), and a blank ``correct`` read as right."""
+    missing = [c for c in ("episode", "query", "correct") if c not in rows.columns]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    if len(rows) and rows["correct"].dtype != bool:
+        return "a `correct` value is blank or not True/False"
+    if len(rows) and not all(rows[c].dtype.kind in "iu" for c in ("episode", "query")):
+        return "an `episode` or `query` value is blank or not an integer"
+    episodes, queries = int(record.episodes), int(record.way) * int(record.queries)
+    ep, q = rows["episode"].to_numpy(np.int64), rows["query"].to_numpy(np.int64)
+    if len(rows) != episodes * queries:
+        return f"{len(rows)} rows, not {episodes} episodes x {queries} queries"
+    if len(rows) and (ep.min() < 0 or ep.max() >= episodes or q.min() < 0 or q.max() >= queries):
+        return f"an (episode, query) key lies outside {episodes} episodes x {queries} queries"
+    if np.unique(ep * queries + q).size != len(rows):
+        return "an (episode, query) key appears twice and another not at all"
+    return ""
 
 
 def rows_give_record(per_episode: np.ndarray, record: ResultRecord) -> bool:

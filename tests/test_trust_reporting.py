@@ -194,7 +194,9 @@ def test_leaderboard_leaves_out_a_setting_it_cannot_rank(tmp_path, capsys):
     assert main(["leaderboard", "--runs", str(tmp_path), "--bootstrap", "100"]) == 0
     out = capsys.readouterr()
     assert "note: left out the setting: cannot compare" in out.err and "other" in out.err
-    assert "toy 5-way 1-shot" in out.out and "other 5-way" not in out.out
+    assert "## toy 5-way 1-shot" in out.out and "## other 5-way" not in out.out
+    md = (tmp_path / "leaderboard.md").read_text()  # the note is written there too
+    assert "- left out the setting: cannot compare" in md and "## other 5-way" not in md
 
 
 def test_a_table_names_the_entries_that_lost_their_cell_to_another(tmp_path):
@@ -294,9 +296,11 @@ def test_query_rows_that_do_not_give_the_record_are_refused(tmp_path, capsys):
     rows_a.write_bytes(good[: len(good) // 2])
     with pytest.raises(QueryRowsError, match=f"rows of {a.cell} .* are unreadable"):
         compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
-    assert main(["leaderboard", "--runs", str(tmp_path)]) == 2  # its only setting left out
+    assert main(["leaderboard", "--runs", str(tmp_path)]) == 0  # beta ranked without alpha
     out = capsys.readouterr()
-    assert f"rows of {a.cell}" in out.out + out.err and "could be ranked" in out.err
+    setting = "toy 5-way 1-shot (300 episodes, 2 queries/class)"
+    assert f"note: left out alpha in {setting}: the per-query rows of {a.cell}" in out.err
+    assert "| beta " in out.out and "| alpha " not in out.out.split("Notes:")[0]
     rows_a.write_bytes(good)
     compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
     record = tmp_path / "records" / f"{a.cell}.json"

@@ -99,7 +99,7 @@ def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    entries = load_filtered_entries(args)
+    entries = load_filtered_entries(args, verify=lambda e: e.system in (args.a, args.b))
     one_sided: list[str] = []
     comps = compare_systems(
         args.runs,

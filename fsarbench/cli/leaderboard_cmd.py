@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fsarbench.cli.common import add_splits_dir_argument
 from fsarbench.report.cli_args import (
@@ -12,7 +13,12 @@ from fsarbench.report.cli_args import (
     load_filtered_entries,
     print_left_out,
 )
-from fsarbench.report.leaderboard import build_leaderboard, leaderboard_markdown, write_leaderboard
+from fsarbench.report.leaderboard import (
+    build_leaderboard,
+    leaderboard_markdown,
+    untested_note,
+    write_leaderboard,
+)
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 
@@ -52,24 +58,35 @@ def run(args: argparse.Namespace) -> int:
 
         folder = add_bundle(args.runs, args.add, splits_dir=args.splits_dir)
         print(f"verified and added as outside results: {args.add} -> {folder}")
-    entries = load_filtered_entries(args)
+    left_out: list[str] = []
+    entries = load_filtered_entries(
+        args, left_out=left_out, verify=lambda e: args.include_variants or not e.is_variant
+    )
     if not args.include_variants:
         entries = [e for e in entries if not e.is_variant]
     if not entries:
         raise ValueError(f"no records to rank under {args.runs} with these filters")
-    left_out: list[str] = []
+    unranked: list[str] = []
+    untested: dict = {}
     board = build_leaderboard(
         args.runs,
         entries,
-        left_out=left_out,
+        left_out=unranked,
+        untested=untested,
         alpha=args.alpha,
         test=args.test,
         n_boot=args.bootstrap,
     )
-    print_left_out(left_out, "the setting: ")
+    print_left_out(unranked, "the setting: ")
     if not board:
         raise ValueError(f"no setting under {args.runs} could be ranked (see the notes above)")
-    print(leaderboard_markdown(board, alpha=args.alpha, test=args.test))
-    md, csv = write_leaderboard(args.runs, board, alpha=args.alpha, test=args.test)
+    notes = [f"left out {r}" for r in left_out] + [f"left out the setting: {r}" for r in unranked]
+    tie_note = untested_note(args.test, untested)
+    if tie_note:
+        print(f"note: {tie_note}", file=sys.stderr)
+        notes.append(tie_note)
+    kw = {"alpha": args.alpha, "test": args.test, "notes": notes}
+    print(leaderboard_markdown(board, **kw))
+    md, csv = write_leaderboard(args.runs, board, **kw)
     print(f"written: {md} and {csv}")
     return 0

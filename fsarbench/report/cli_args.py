@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from fsarbench.report.compare import TESTS
-from fsarbench.report.records import Entry, load_entries
+from fsarbench.report.records import Entry, load_entries, verified_entries
 
 __all__ = [
     "DEFAULT_RUNS",
@@ -89,13 +90,30 @@ def filter_entries(entries: list[Entry], args: argparse.Namespace) -> list[Entry
     return kept
 
 
-def load_filtered_entries(args: argparse.Namespace) -> list[Entry]:
-    """The entries of ``--runs`` matching the filters. An entry that cannot be reported
-    (training seeds on different manifests) is left out with a note on stderr, so it does not
-    stop a comparison of the others."""
-    left_out: list[str] = []
-    entries = filter_entries(load_entries(Path(args.runs), left_out=left_out), args)
-    print_left_out(left_out)
+def load_filtered_entries(
+    args: argparse.Namespace,
+    *,
+    left_out: list[str] | None = None,
+    verify: Callable[[Entry], bool] | None = None,
+) -> list[Entry]:
+    """The entries of ``--runs`` matching the filters, less those whose records their
+    per-query rows do not give (:func:`~fsarbench.report.records.verified_entries`, as
+    ``table`` and ``report`` check): a hand-edited record or rows that lost a query were
+    plotted and ranked as they stood. ``verify``, when given, picks the entries to check
+    (``compare`` checks only the two systems it pairs); the others are kept unchecked.
+
+    An entry that cannot be reported (that, or training seeds on different manifests) is
+    left out with a note on stderr, also appended to ``left_out`` when given, so it does not
+    stop a report of the others."""
+    notes: list[str] = []
+    entries = filter_entries(load_entries(Path(args.runs), left_out=notes), args)
+    checked = [e for e in entries if verify is None or verify(e)]
+    good = {id(e) for e in verified_entries(Path(args.runs), checked, notes)}
+    checked_ids = {id(e) for e in checked}
+    entries = [e for e in entries if id(e) in good or id(e) not in checked_ids]
+    print_left_out(notes)
+    if left_out is not None:
+        left_out += notes
     return entries
 
 

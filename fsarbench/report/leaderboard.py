@@ -20,7 +20,13 @@ import pandas as pd
 from fsarbench.io import atomic_write_text
 from fsarbench.report.compare import TESTS, compare_entries
 from fsarbench.report.recipe_changes import recipe_changes_text
-from fsarbench.report.records import OUTSIDE_MARK, Entry, Setting, UnpairedError
+from fsarbench.report.records import (
+    OUTSIDE_MARK,
+    Entry,
+    Setting,
+    UnpairedError,
+    verified_entries,
+)
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, PairedComparison, format_p
 
@@ -31,6 +37,7 @@ __all__ = [
     "leaderboard_frame",
     "leaderboard_markdown",
     "write_leaderboard",
+    "untested_note",
     "OUTSIDE_MARK",
 ]
 
@@ -74,8 +81,14 @@ def rank_setting(
     test: str = "ttest",
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    untested: list[str] | None = None,
 ) -> list[Standing]:
-    """Rank the ``entries`` of one setting (all on one manifest) by accuracy."""
+    """Rank the ``entries`` of one setting (all on one manifest) by accuracy.
+
+    A comparison without a ``test`` p-value (McNemar between entries of different training
+    seeds, a t-test on one episode) counts as not significant, a tie; ``untested``, when
+    given, receives ``"A vs B"`` for each such comparison (see :func:`untested_note`).
+    """
     order = sorted(entries, key=lambda e: (-e.accuracy, e.system))
     field = TESTS[test]
     vs_leader = [None] + [
@@ -86,6 +99,13 @@ def rank_setting(
         for i, e in enumerate(order[2:], start=1)
     ]
     family = [c.p_value(field) for c in vs_leader[1:]] + [c.p_value(field) for c in vs_above[2:]]
+    if untested is not None:
+        pairs = [(e, order[0]) for e in order[1:]] + [
+            (e, order[i]) for i, e in enumerate(order[2:], 1)
+        ]
+        untested += [
+            f"{a.system} vs {b.system}" for (a, b), p in zip(pairs, family) if math.isnan(p)
+        ]
     adjusted = list(holm(family)) if family else []
     n = len(order) - 1
     p_leader = [math.nan] + adjusted[:n]
@@ -98,27 +118,61 @@ def rank_setting(
 
 
 def build_leaderboard(
-    run_dir: str | Path, entries: list[Entry], *, left_out: list[str] | None = None, **kwargs
+    run_dir: str | Path,
+    entries: list[Entry],
+    *,
+    left_out: list[str] | None = None,
+    untested: dict[Setting, list[str]] | None = None,
+    **kwargs,
 ) -> dict[Setting, list[Standing]]:
     """Standings of every setting among ``entries``.
 
     Args:
-        left_out: when given, a setting whose systems were evaluated on different episodes
-            (they cannot be ranked by paired tests) is left out and the reason appended here;
-            without it, such a setting raises :class:`UnpairedError`.
+        left_out: when given, an entry whose records its per-query rows do not give is left
+            out (:func:`~fsarbench.report.records.verified_entries`; its setting is ranked
+            without it), and a setting whose systems were evaluated on different episodes
+            (they cannot be ranked by paired tests) is left out; the reasons are appended
+            here. Without it, such an entry or setting raises :class:`UnpairedError`.
+        untested: when given, receives per setting the comparisons that had no p-value for
+            the test and were counted as ties (:func:`rank_setting`).
     """
+    if left_out is not None:
+        entries = verified_entries(run_dir, entries, left_out)  # cached: cheap when checked
     by_setting: dict[Setting, list[Entry]] = {}
     for e in entries:
         by_setting.setdefault(e.setting, []).append(e)
     board = {}
     for setting, group in sorted(by_setting.items()):
+        pairs: list[str] = []
         try:
-            board[setting] = rank_setting(run_dir, group, **kwargs)
+            board[setting] = rank_setting(run_dir, group, untested=pairs, **kwargs)
         except UnpairedError as err:
             if left_out is None:
                 raise
             left_out.append(str(err))
+            continue
+        if pairs and untested is not None:
+            untested[setting] = pairs
     return board
+
+
+#: Why a test has no p-value for a comparison, and what to do instead.
+_UNTESTED_WHY = {
+    "mcnemar": ("McNemar needs the same training seeds on both sides", "use --test ttest"),
+    "ttest": ("a paired t-test needs at least two episodes", "evaluate more --episodes"),
+    "wilcoxon": ("the Wilcoxon test gave no p-value", "use --test ttest"),
+}
+
+
+def untested_note(test: str, untested: dict[Setting, list[str]]) -> str:
+    """One line naming the comparisons that had no ``test`` p-value and why (``""`` when
+    none): they count as ties, which a reader took for "tested, not significant"."""
+    n = sum(len(pairs) for pairs in untested.values())
+    if not n:
+        return ""
+    why, instead = _UNTESTED_WHY.get(test, (f"{test} gave no p-value", "use --test ttest"))
+    where = "; ".join(f"{s.label}: {', '.join(pairs)}" for s, pairs in untested.items())
+    return f"{why}: {n} comparison(s) untested, counted as ties ({where}); {instead}"
 
 
 def _row(setting: Setting, st: Standing) -> dict:
@@ -164,9 +218,14 @@ def _md_cell(st: Standing) -> list[str]:
 
 
 def leaderboard_markdown(
-    board: dict[Setting, list[Standing]], *, alpha: float = 0.05, test: str = "ttest"
+    board: dict[Setting, list[Standing]],
+    *,
+    alpha: float = 0.05,
+    test: str = "ttest",
+    notes: list[str] | tuple[str, ...] = (),
 ) -> str:
-    """Markdown: one section per setting."""
+    """Markdown: one section per setting, then ``notes`` (entries and settings left out,
+    comparisons without a p-value) as a list."""
     from tabulate import tabulate
 
     head = [
@@ -201,7 +260,10 @@ def leaderboard_markdown(
     entries = [st.entry for sts in board.values() for st in sts if not st.entry.outside]
     own = [r for e in entries for r in e.records]
     changed = recipe_changes_text(own)
-    return "\n".join(parts + ([changed, ""] if changed else []))
+    parts += [changed, ""] if changed else []
+    if notes:
+        parts += ["Notes:", "", *(f"- {note}" for note in notes), ""]
+    return "\n".join(parts)
 
 
 def write_leaderboard(

@@ -23,6 +23,7 @@ from fsarbench.results import (
     created_time,
     load_queries,
     load_records,
+    query_rows_problem,
     rows_give_record,
     stale_reasons,
 )
@@ -418,6 +419,13 @@ _QUERY_CACHE_SIZE = 256
 def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray, np.ndarray]:
     """``([E] episode accuracy, [Q] correctness)`` of one record, in (episode, query) order.
 
+    The rows must hold every (episode, query) key of the record once
+    (:func:`~fsarbench.results.query_rows_problem`) and give its numbers
+    (:func:`~fsarbench.results.rows_give_record`), else :class:`QueryRowsError`. With the
+    keys checked, position ``i`` of every record of one setting is the same query (episode
+    ``i // Q``, query ``i % Q``), so the paired tests' positional pairing (McNemar) is
+    pairing by key.
+
     Cached, as a leaderboard compares each record with several others; the record's
     ``created`` stamp and the numbers checked against the rows are part of the key, so a
     re-written or edited record is read and checked again.
@@ -426,6 +434,13 @@ def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray
     key = (str(Path(run_dir).resolve()), record.cell, record.created, *checked)
     if key not in _QUERY_CACHE:
         frame = _read_query_rows(run_dir, record)
+        problem = query_rows_problem(frame, record)
+        if problem:
+            raise QueryRowsError(
+                f"the per-query rows of {record.cell} under {run_dir} are not one row per "
+                f"query with a True/False `correct` ({problem}): a row was lost, moved or "
+                "edited; re-run the cell (run re-evaluates it)"
+            )
         episode = frame.groupby("episode", sort=True)["correct"].mean().to_numpy(float)
         if not rows_give_record(episode, record):
             raise QueryRowsError(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fsarbench.report.compare import verdict_level
-from fsarbench.report.leaderboard import Standing, rank_setting
+from fsarbench.report.leaderboard import Standing, rank_setting, untested_note
 from fsarbench.report.page.provenance import Provenance, entry_provenance
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import Entry, Setting, UnpairedError
@@ -78,21 +78,29 @@ def collect_leaderboard(
     """Standings of the plain (non-variant) systems in every setting, as the leaderboard
     command ranks them; a setting whose systems saw different episodes is left out, named in
     the notes returned beside the sections, as are the change notes of the ranked systems'
-    own records (another recipe, features or test episodes than most)."""
+    own records (another recipe, features or test episodes than most) and the comparisons
+    without a ``test`` p-value, counted as ties (:func:`untested_note`)."""
     by_setting: dict[Setting, list[Entry]] = {}
     for e in entries:
         if not e.is_variant:
             by_setting.setdefault(e.setting, []).append(e)
     sections, notes, ranked = [], [], []
+    untested: dict[Setting, list[str]] = {}
     for setting, group in sorted(by_setting.items()):
+        pairs: list[str] = []
         try:
-            standings = rank_setting(run_dir, group, alpha=alpha, test=test, n_boot=n_boot)
+            standings = rank_setting(
+                run_dir, group, alpha=alpha, test=test, n_boot=n_boot, untested=pairs
+            )
         except UnpairedError as err:
             notes.append(f"{setting.label} not ranked: {err}")
             continue
+        if pairs:
+            untested[setting] = pairs
         ranked += [r for e in group if not e.outside for r in e.records]
         counts = Counter(st.rank for st in standings)
         rows = [_row(st, counts[st.rank] > 1) for st in standings]
         sections.append(BoardSection(setting.label, any(e.synthetic for e in group), rows))
     changed = recipe_changes_text(ranked)
-    return sections, notes + ([changed] if changed else [])
+    tie_note = untested_note(test, untested)
+    return sections, notes + [n for n in (tie_note, changed) if n]
