@@ -337,3 +337,22 @@ def test_compare_warns_when_the_bootstrap_resolution_holds_a_verdict_back(tmp_pa
     assert main([*argv, "400"]) == 0
     out = capsys.readouterr().out
     assert "lead better" in out and "held back" not in out
+
+
+def test_leaderboard_notes_verdicts_held_back_by_the_bootstrap_resolution(tmp_path, capsys):
+    """The reviewer's case: one system with three seeds leads twelve single-seed systems;
+    at --alpha 0.01 the bootstrap's floor 1/2001 times Holm's 24 tests could pass none, so
+    every system shared rank 1 (42.10 beside 69.50), with nothing said."""
+    from fsarbench.cli.main import main
+    from fsarbench.report.demo import DemoSystem, write_demo_records
+
+    systems = [DemoSystem("lead", train_seeds=(0, 1, 2))]
+    systems += [DemoSystem(f"m{i}", noise=3.0 + 0.2 * i) for i in range(5)]
+    write_demo_records(tmp_path, systems, settings=[(5, 1)], episodes=200)
+    argv = ["leaderboard", "--runs", str(tmp_path), "--bootstrap", "40"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "held back by the seed-level bootstrap's resolution" in err
+    assert "held back" in (tmp_path / "leaderboard.md").read_text()
+    assert main([*argv[:-1], "2000"]) == 0
+    assert "held back" not in capsys.readouterr().err

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         [(c.stats, c.adjusted[args.test]) for c in comps], args.test, args.alpha, args.bootstrap
     )
     if held:
-        print(held)
+        print(f"warning: {held}")
     seeds = [c for c in comps if c.a.seeds or c.b.seeds]
     for c in seeds:
         parts = [f"{e.system}: {e.seeds}" for e in (c.a, c.b) if e.seeds]

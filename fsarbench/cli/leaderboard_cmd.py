@@ -68,11 +68,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"no records to rank under {args.runs} with these filters")
     unranked: list[str] = []
     untested: dict = {}
+    held: list[str] = []
     board = build_leaderboard(
         args.runs,
         entries,
         left_out=unranked,
         untested=untested,
+        held=held,
         alpha=args.alpha,
         test=args.test,
         n_boot=args.bootstrap,
@@ -82,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"no setting under {args.runs} could be ranked (see the notes above)")
     notes = [f"left out {r}" for r in left_out] + [f"left out the setting: {r}" for r in unranked]
     tie_note = untested_note(args.test, untested)
-    if tie_note:
-        print(f"note: {tie_note}", file=sys.stderr)
-        notes.append(tie_note)
+    for note in ([tie_note] if tie_note else []) + held:
+        print(f"note: {note}", file=sys.stderr)
+        notes.append(note)
     kw = {"alpha": args.alpha, "test": args.test, "notes": notes}
     print(leaderboard_markdown(board, **kw))
     md, csv = write_leaderboard(args.runs, board, **kw)

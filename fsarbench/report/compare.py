@@ -137,7 +137,7 @@ def resolution_warning(
     family = sum(not math.isnan(c.p_value(field)) for c, _ in comparisons)
     needed = math.ceil(2 * family / alpha)
     return (
-        f"warning: {len(held)} verdict(s) are held back by the seed-level bootstrap's "
+        f"{len(held)} verdict(s) are held back by the seed-level bootstrap's "
         f"resolution: with --bootstrap {n_boot} its p is never below 1/{n_boot + 1}, and "
         f"Holm over {family} test(s) needs p <= {alpha}/{family} at best. Rerun with "
         f"--bootstrap {needed} or more to resolve them."

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from fsarbench.io import atomic_write_text
-from fsarbench.report.compare import TESTS, compare_entries
+from fsarbench.report.compare import TESTS, compare_entries, resolution_warning
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import (
     OUTSIDE_MARK,
@@ -82,12 +82,15 @@ def rank_setting(
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     untested: list[str] | None = None,
+    family: list[tuple[PairedComparison, float]] | None = None,
 ) -> list[Standing]:
     """Rank the ``entries`` of one setting (all on one manifest) by accuracy.
 
     A comparison without a ``test`` p-value (McNemar between entries of different training
     seeds, a t-test on one episode) counts as not significant, a tie; ``untested``, when
     given, receives ``"A vs B"`` for each such comparison (see :func:`untested_note`).
+    ``family``, when given, receives each comparison of the Holm family with its adjusted
+    p (for :func:`~fsarbench.report.compare.resolution_warning`).
     """
     order = sorted(entries, key=lambda e: (-e.accuracy, e.system))
     field = TESTS[test]
@@ -98,15 +101,17 @@ def rank_setting(
         compare_entries(run_dir, e, order[i], n_boot=n_boot, seed=seed)
         for i, e in enumerate(order[2:], start=1)
     ]
-    family = [c.p_value(field) for c in vs_leader[1:]] + [c.p_value(field) for c in vs_above[2:]]
+    p_values = [c.p_value(field) for c in [*vs_leader[1:], *vs_above[2:]]]
     if untested is not None:
         pairs = [(e, order[0]) for e in order[1:]] + [
             (e, order[i]) for i, e in enumerate(order[2:], 1)
         ]
         untested += [
-            f"{a.system} vs {b.system}" for (a, b), p in zip(pairs, family) if math.isnan(p)
+            f"{a.system} vs {b.system}" for (a, b), p in zip(pairs, p_values) if math.isnan(p)
         ]
-    adjusted = list(holm(family)) if family else []
+    adjusted = list(holm(p_values)) if p_values else []
+    if family is not None:
+        family += zip([*vs_leader[1:], *vs_above[2:]], adjusted)
     n = len(order) - 1
     p_leader = [math.nan] + adjusted[:n]
     p_above = [math.nan, math.nan] + adjusted[n:]
@@ -123,7 +128,11 @@ def build_leaderboard(
     *,
     left_out: list[str] | None = None,
     untested: dict[Setting, list[str]] | None = None,
-    **kwargs,
+    held: list[str] | None = None,
+    alpha: float = 0.05,
+    test: str = "ttest",
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
 ) -> dict[Setting, list[Standing]]:
     """Standings of every setting among ``entries``.
 
@@ -135,6 +144,8 @@ def build_leaderboard(
             here. Without it, such an entry or setting raises :class:`UnpairedError`.
         untested: when given, receives per setting the comparisons that had no p-value for
             the test and were counted as ties (:func:`rank_setting`).
+        held: when given, receives per setting a line where the seed-level bootstrap's
+            resolution holds verdicts back (:func:`~fsarbench.report.compare.resolution_warning`).
     """
     if left_out is not None:
         entries = verified_entries(run_dir, entries, left_out)  # cached: cheap when checked
@@ -144,8 +155,18 @@ def build_leaderboard(
     board = {}
     for setting, group in sorted(by_setting.items()):
         pairs: list[str] = []
+        family: list = []
         try:
-            board[setting] = rank_setting(run_dir, group, untested=pairs, **kwargs)
+            board[setting] = rank_setting(
+                run_dir,
+                group,
+                untested=pairs,
+                family=family,
+                alpha=alpha,
+                test=test,
+                n_boot=n_boot,
+                seed=seed,
+            )
         except UnpairedError as err:
             if left_out is None:
                 raise
@@ -153,6 +174,10 @@ def build_leaderboard(
             continue
         if pairs and untested is not None:
             untested[setting] = pairs
+        if held is not None:
+            line = resolution_warning(family, test, alpha, n_boot)
+            if line:
+                held.append(f"{setting.label}: {line}")
     return board
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from fsarbench.report.compare import verdict_level
+from fsarbench.report.compare import resolution_warning, verdict_level
 from fsarbench.report.leaderboard import Standing, rank_setting, untested_note
 from fsarbench.report.page.provenance import Provenance, entry_provenance
 from fsarbench.report.recipe_changes import recipe_changes_text
@@ -88,15 +88,25 @@ def collect_leaderboard(
     untested: dict[Setting, list[str]] = {}
     for setting, group in sorted(by_setting.items()):
         pairs: list[str] = []
+        family: list = []
         try:
             standings = rank_setting(
-                run_dir, group, alpha=alpha, test=test, n_boot=n_boot, untested=pairs
+                run_dir,
+                group,
+                alpha=alpha,
+                test=test,
+                n_boot=n_boot,
+                untested=pairs,
+                family=family,
             )
         except UnpairedError as err:
             notes.append(f"{setting.label} not ranked: {err}")
             continue
         if pairs:
             untested[setting] = pairs
+        held = resolution_warning(family, test, alpha, n_boot)
+        if held:
+            notes.append(f"{setting.label}: {held}")
         ranked += [r for e in group if not e.outside for r in e.records]
         counts = Counter(st.rank for st in standings)
         rows = [_row(st, counts[st.rank] > 1) for st in standings]
