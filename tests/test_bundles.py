@@ -423,3 +423,20 @@ def test_two_names_with_one_folder_name_do_not_replace_each_other(runs, bundle, 
     with pytest.raises(BundleError, match="already holds the outside results of 'otam\\?'"):
         add_bundle(ours, bundle)
     assert {r.method for r in fb.load_records(folder)} == {"otam?"}
+
+
+def test_a_bundle_refuses_rows_that_are_not_the_records(runs, tmp_path):
+    """A blank `correct` in a record's per-query rows was packed as a correct query."""
+    import gzip
+
+    lab = tmp_path / "lab"
+    shutil.copytree(runs["lab"], lab)
+    rows = sorted((lab / "records").glob("otam__*.queries.csv.gz"))[0]
+    lines = gzip.decompress(rows.read_bytes()).decode().splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index("correct")] = ""
+    lines[1] = ",".join(cells)
+    rows.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    with pytest.raises(BundleError, match="blank or not True/False; re-run that cell"):
+        write_bundle(lab, "otam")

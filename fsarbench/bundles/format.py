@@ -27,7 +27,7 @@ import numpy as np
 from fsarbench.bundles.errors import BundleError, BundleFormatError
 from fsarbench.evaluate import RECORD_FIELDS
 from fsarbench.io import atomic_write_bytes
-from fsarbench.results import OUTSIDE_TAG, ResultRecord, load_record
+from fsarbench.results import OUTSIDE_TAG, ResultRecord, load_record, query_rows_problem
 from fsarbench.version import code_version
 
 __all__ = [
@@ -100,6 +100,12 @@ def _queries_of(path: Path, record: ResultRecord) -> dict[str, np.ndarray]:
     missing = [c for c in RECORD_FIELDS if c not in frame.columns]
     if missing:
         raise BundleError(f"{qpath} lacks the columns {missing}; re-run that cell")
+    problem = query_rows_problem(frame, record)  # a blank `correct` became True here
+    if problem:
+        raise BundleError(
+            f"the per-query rows {qpath} are not {record.cell}'s: {problem}; re-run that cell"
+        )
+    frame = frame.sort_values(["episode", "query"], kind="stable")
     return {c: frame[c].to_numpy(bool if c == "correct" else np.int64) for c in RECORD_FIELDS}
 
 
