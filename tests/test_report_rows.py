@@ -205,3 +205,13 @@ def test_leaderboard_names_comparisons_mcnemar_could_not_test(tmp_path, capsys):
     assert main(args) == 0  # the t-test has every p-value: nothing to say
     assert "untested" not in capsys.readouterr().err
     assert "untested" not in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_compare_says_when_every_record_of_a_system_was_left_out(tmp_path, capsys):
+    """After the note, compare said "no records for 'A'", as if A had never been run."""
+    recs = _runs(tmp_path, ways=(5,))
+    _edit_accuracy(tmp_path, recs[("A", 5)], 99.0)
+    assert main(["compare", "A", "B", "--runs", str(tmp_path), "--bootstrap", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "note: left out A in toy 5-way 1-shot" in err
+    assert "every record of 'A' under" in err and "was left out" in err

@@ -99,7 +99,18 @@ def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    entries = load_filtered_entries(args, verify=lambda e: e.system in (args.a, args.b))
+    left_out: list[str] = []
+    entries = load_filtered_entries(
+        args, left_out=left_out, verify=lambda e: e.system in (args.a, args.b)
+    )
+    for name in (args.a, args.b):
+        if not any(e.system == name for e in entries) and any(
+            note.startswith(f"{name} in ") for note in left_out
+        ):
+            raise ValueError(
+                f"every record of {name!r} under {args.runs} was left out (the notes above say "
+                "why): re-run those cells, then compare"
+            )
     one_sided: list[str] = []
     comps = compare_systems(
         args.runs,
