@@ -174,3 +174,15 @@ def test_protocol_changes_the_frozen_cache_key():
         return split_cache_key("ucf101", "test", [], "w", config).digest()
 
     assert len({key(p) for p in list_protocols()}) == 3
+
+
+def test_frozen_track_records_query_flip_as_the_flip_it_applies():
+    """Frozen training views have no role: 'query' flips them as True does, and the record's
+    protocol says so, so a frozen hyrsm record keeps its id (its features are the same)."""
+    from fsarbench.experiments.features import frozen_protocol
+
+    hyrsm, seed = get_protocol("hyrsm", "ucf101"), get_protocol("seed", "ucf101")
+    assert hyrsm.flip == "query" and frozen_protocol(hyrsm)["flip"] is True
+    assert frozen_protocol(hyrsm) == {**hyrsm.to_dict(), "flip": True}
+    assert frozen_protocol(seed) == seed.to_dict()
+    assert frozen_protocol(get_protocol("hyrsm", "synth"))["flip"] is False

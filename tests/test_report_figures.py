@@ -209,3 +209,22 @@ def test_forest_and_figure2_defaults_find_our_methods_when_stale(tmp_path) -> No
     assert pairs == [(f"sgtm-otam {STALE_MARK}", f"otam {STALE_MARK}")]
     chosen = _per_class_choice(entries, ["sgtm-otam"])
     assert [e.system for e in chosen] == [f"sgtm-otam {STALE_MARK}"]
+
+
+def test_a_lone_current_ratio_is_drawn_beside_the_stale_line(tmp_path) -> None:
+    """One current ratio beside three stale ones: the current point formed a line of one
+    ratio, which the figure dropped, so it showed only stale results and said nothing."""
+    from fsarbench.report.figures import plot_mask_ratio
+    from fsarbench.report.records import STALE_MARK, group_entries
+    from fsarbench.results import load_records
+
+    ratios = [DemoSystem(f"sgtm-otam[mask_ratio={r}]") for r in (0.25, 0.375, 0.5, 0.75)]
+    write_demo_records(tmp_path, ratios, settings=[(5, 1)], episodes=20)
+    records = load_records(tmp_path)
+    for r in records:
+        if r.method != "sgtm-otam[mask_ratio=0.25]":
+            r.provenance["code"] = {"harness": "0" * 16}
+    assert _lines_of(plot_mask_ratio(group_entries(records), "synth").axes[0]) == {
+        "sgtm-otam": [25.0],
+        f"sgtm-otam {STALE_MARK}": [37.5, 50.0, 75.0],
+    }

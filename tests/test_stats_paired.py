@@ -232,3 +232,30 @@ def test_compare_paired_consistent_with_parts() -> None:
     assert c.p_ttest == pytest.approx(stats.ttest_rel(ea, eb).pvalue)
     assert c.p_mcnemar == pytest.approx(mcnemar(qa, qb)[2])
     assert (c.episodes, c.queries) == (200, 1000)
+
+
+def test_constant_groups_p_is_the_exact_permutation_test() -> None:
+    """Brute force over every split of the pooled values into the two group sizes."""
+    import itertools
+
+    from fsarbench.stats.exact import constant_groups_p
+    from fsarbench.stats.hierarchical import seed_level_comparison
+
+    for n_a, n_b in ((2, 2), (3, 3), (2, 3), (4, 2), (3, 5)):
+        values = [1.0] * n_a + [0.0] * n_b
+        observed = abs(np.mean(values[:n_a]) - np.mean(values[n_a:]))
+        splits = list(itertools.combinations(range(n_a + n_b), n_a))
+        extreme = sum(
+            abs(
+                np.mean([values[i] for i in s])
+                - np.mean([values[i] for i in range(n_a + n_b) if i not in s])
+            )
+            >= observed - 1e-12
+            for s in splits
+        )
+        assert constant_groups_p(n_a, n_b) == pytest.approx(extreme / len(splits))
+    # unpaired seeds whose means are constant on each side: Welch gave p = 0
+    level = seed_level_comparison(
+        np.full((2, 10), 0.6), np.full((2, 10), 0.4), paired=False, n_boot=50
+    )
+    assert level.p_seeds == pytest.approx(1 / 3) and "Welch" in level.seed_test

@@ -19,7 +19,13 @@ from fsarbench.features.backbones import effective_norm
 from fsarbench.features.store import SubsetFeatureStore
 from fsarbench.training import SplitFeatures
 
-__all__ = ["FeaturePreset", "feature_preset", "FrozenFeatureProvider", "split_features"]
+__all__ = [
+    "FeaturePreset",
+    "feature_preset",
+    "FrozenFeatureProvider",
+    "frozen_protocol",
+    "split_features",
+]
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -72,6 +78,13 @@ def feature_preset(dataset: str, overrides: dict[str, Any] | None = None) -> Fea
     return build_config(FeaturePreset, values, where=f"feature preset of {dataset!r}")
 
 
+def frozen_protocol(protocol: Protocol) -> dict[str, Any]:
+    """``protocol`` as the frozen track applies it: its training views have no role, so
+    ``flip: query`` flips them as ``True`` does (and a record keeps the id it had before
+    ``query`` existed: the features are the same)."""
+    return {**protocol.to_dict(), "flip": protocol.flip is not False}
+
+
 class FrozenFeatureProvider:
     """``provider(dataset) -> DatasetFeatures``: extracts (or reuses) every split's features."""
 
@@ -113,7 +126,7 @@ class FrozenFeatureProvider:
             "num_frames": preset.num_frames,
             "test_frames": protocol.test_sampler,
             "train_frames": protocol.train_sampler,
-            "protocol": protocol.to_dict(),
+            "protocol": frozen_protocol(protocol),
             "train_views": preset.train_views,
             "cache_keys": keys,
             "split_md5": ds.split_md5s(),

@@ -141,7 +141,9 @@ def mask_ratio_of(entry: Entry) -> float | None:
 def _ratio_lines(
     entries: list[Entry], dataset: str
 ) -> dict[tuple[int, int], dict[str, list[Entry]]]:
-    """(way, shot) -> base method -> entries sorted by ratio, keeping lines with >= 2 ratios."""
+    """(way, shot) -> line name -> entries sorted by ratio, for base methods run at two or
+    more ratios in that setting. A method's stale (or variant) points form lines of their own,
+    kept even when such a line holds one ratio: dropping it hid a lone current point."""
     lines: dict[tuple[int, int], dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     here = [
         e
@@ -154,11 +156,15 @@ def _ratio_lines(
     for e in here:
         lines[(e.setting.way, e.setting.shot)][names[id(e)]].append(e)
     out = {}
-    for key, by_base in lines.items():
+    for key, by_name in lines.items():
+        ratios: dict[str, set] = defaultdict(set)
+        for es in by_name.values():
+            for e in es:
+                ratios[base_method_of(e.method)].add(mask_ratio_of(e))
         kept = {
-            b: sorted(es, key=mask_ratio_of)
-            for b, es in by_base.items()
-            if len({mask_ratio_of(e) for e in es}) > 1
+            name: sorted(es, key=mask_ratio_of)
+            for name, es in by_name.items()
+            if len(ratios[base_method_of(es[0].method)]) > 1
         }
         if kept:
             out[key] = kept

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from fsarbench.stats.defaults import DEFAULT_BOOTSTRAP
-from fsarbench.stats.exact import constant_difference_p
+from fsarbench.stats.exact import constant_difference_p, constant_groups_p
 
 __all__ = ["SeedLevel", "seed_level_comparison", "hierarchical_bootstrap"]
 
@@ -105,7 +105,7 @@ def seed_level_comparison(
         p_seed = 1.0 if np.ptp(d) <= 1e-12 and abs(d[0]) <= 1e-12 else _ttest_1samp(d)
         test = f"paired t over {len(d)} seeds"
     elif len(ma) >= 2 and len(mb) >= 2:
-        p_seed = float(stats.ttest_ind(ma, mb, equal_var=False).pvalue)
+        p_seed = _welch(ma, mb)
         test = f"Welch t over {len(ma)}+{len(mb)} seeds"
     else:
         p_seed, test = math.nan, "n/a (one seed on a side)"
@@ -120,6 +120,14 @@ def seed_level_comparison(
         test,
         1.0 / (n_boot + 1),
     )
+
+
+def _welch(ma: np.ndarray, mb: np.ndarray) -> float:
+    """Welch's p of per-seed means; where each side's means are constant (no variance to
+    use: scipy gives 0 for any difference), the exact permutation test's p."""
+    if np.ptp(ma) <= 1e-12 and np.ptp(mb) <= 1e-12:
+        return 1.0 if abs(ma[0] - mb[0]) <= 1e-12 else constant_groups_p(len(ma), len(mb))
+    return float(stats.ttest_ind(ma, mb, equal_var=False).pvalue)
 
 
 def _ttest_1samp(d: np.ndarray) -> float:
