@@ -356,3 +356,15 @@ def test_leaderboard_notes_verdicts_held_back_by_the_bootstrap_resolution(tmp_pa
     assert "held back" in (tmp_path / "leaderboard.md").read_text()
     assert main([*argv[:-1], "2000"]) == 0
     assert "held back" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["compare a b", "leaderboard", "report"])
+@pytest.mark.parametrize("value", ["0", "-5", "x"])
+def test_bootstrap_must_be_a_positive_count(command, value, capsys):
+    """--bootstrap 0 stopped in scipy ("n_resamples must be positive")."""
+    from fsarbench.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command.split(), "--runs", "nowhere", "--bootstrap", value])
+    assert exit_info.value.code == 2
+    assert "--bootstrap" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from fsarbench.report.cli_args import (
     add_stats_args,
     load_filtered_entries,
     print_left_out,
+    resamples,
 )
 from fsarbench.report.compare import (
     TESTS,
@@ -36,7 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_filter_args(p)
     add_stats_args(p)
     p.add_argument(
-        "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (seeded)"
+        "--bootstrap",
+        type=resamples,
+        default=DEFAULT_BOOTSTRAP,
+        help="bootstrap resamples (seeded)",
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=run)

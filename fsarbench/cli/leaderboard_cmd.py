@@ -12,6 +12,7 @@ from fsarbench.report.cli_args import (
     add_stats_args,
     load_filtered_entries,
     print_left_out,
+    resamples,
 )
 from fsarbench.report.leaderboard import (
     build_leaderboard,
@@ -39,7 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also rank hyper-parameter overrides and tagged ablation variants",
     )
     p.add_argument(
-        "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (seeded)"
+        "--bootstrap",
+        type=resamples,
+        default=DEFAULT_BOOTSTRAP,
+        help="bootstrap resamples (seeded)",
     )
     p.add_argument(
         "--add",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fsarbench.report.cli_args import add_runs_arg, add_stats_args
+from fsarbench.report.cli_args import add_runs_arg, add_stats_args, resamples
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 
@@ -21,7 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runs_arg(p)
     p.add_argument("--out", default=None, help="output folder (default: RUNS/report)")
     p.add_argument(
-        "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (seeded)"
+        "--bootstrap",
+        type=resamples,
+        default=DEFAULT_BOOTSTRAP,
+        help="bootstrap resamples (seeded)",
     )
     p.add_argument("--published", default=None, help="folder of the published tables")
     p.add_argument("--no-figures", action="store_true", help="leave the figures out (faster)")

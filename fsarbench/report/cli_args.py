@@ -14,6 +14,7 @@ from fsarbench.report.records import Entry, load_entries, verified_entries
 __all__ = [
     "DEFAULT_RUNS",
     "add_runs_arg",
+    "resamples",
     "add_stats_args",
     "add_filter_args",
     "filter_entries",
@@ -44,6 +45,22 @@ def _alpha(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(
             f"--alpha is a significance level between 0 and 1 (e.g. 0.05), not {text}"
+        )
+    return value
+
+
+def resamples(text: str) -> int:
+    """``--bootstrap``: a positive number of resamples (0 or fewer stopped in scipy with a
+    message about ``n_resamples``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--bootstrap takes a whole number, not {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"--bootstrap is a number of resamples, at least 1 (default 2000), not {text}"
         )
     return value
 
