@@ -275,3 +275,20 @@ def test_the_docs_example_row_validates() -> None:
     data["rows"] += example["rows"]
     spec = parse_comparison(yaml.safe_dump(data), "sota", known_datasets=KNOWN)
     assert spec.rows[-1].values == {"kinetics": {1: 90.0, 5: 95.0}, "ssv2_full": {1: 60.0}}
+
+
+def test_a_stale_run_row_carries_its_mark_once(tmp_path) -> None:
+    """Run rows are relabelled with system names after their cells are made: a stale row
+    showed '‡stale' in its label and again in every cell."""
+    from fsarbench.report.records import STALE_MARK, group_entries
+    from fsarbench.results import load_records
+
+    write_demo_records(tmp_path, [DemoSystem("sgtm-otam")], episodes=100)
+    records = load_records(tmp_path)
+    for r in records:
+        r.provenance["code"] = {"harness": "0" * 16}
+    table = build_comparison(load_comparison("sota"), group_entries(records))
+    (row,) = [r for r in table.rows if r.source.startswith("run")]
+    assert row.labels[0] == f"sgtm-otam {STALE_MARK}"
+    filled = [c.text for c in row.cells if c.entry is not None]
+    assert filled and not any(STALE_MARK in text for text in filled)

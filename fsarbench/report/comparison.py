@@ -25,7 +25,7 @@ from fsarbench.report.published import (
     load_dataset_aliases,
     published_dir,
 )
-from fsarbench.report.records import Entry
+from fsarbench.report.records import STALE_MARK, Entry
 from fsarbench.report.tables import Table, TableRow, build_table
 
 __all__ = [
@@ -276,8 +276,12 @@ def _relabel_run_row(row: TableRow) -> None:
     if not entries:
         return
     tracks = " / ".join(sorted({e.setting.track for e in entries}))
+    systems = sorted({e.system for e in entries})
+    if all(e.stale for e in entries):  # the new label carries the mark: not every cell too
+        for cell in row.cells:
+            cell.text = cell.text.replace(f" {STALE_MARK}", "")
     row.labels = [
-        " / ".join(sorted({e.system for e in entries})),
+        " / ".join(systems),
         "this run",
         _run_label(entries, "backbone"),
         _run_label(entries, "num_frames"),
