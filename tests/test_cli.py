@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,6 +186,18 @@ def test_list_backbones_and_protocols(capsys):
         "trx",
         "hyrsm",
     ]
+
+
+def test_list_datasets_which_help_and_errors_point_to(capsys):
+    """train's --dataset help and an eval error pointed to a 'data list' command that does
+    not exist."""
+    from fsarbench.data.datasets import list_datasets
+
+    assert main(["list", "datasets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_datasets()
+    assert any(line.startswith("synth ") and "not flipped" in line for line in lines)
+    assert "'data list'" not in (Path(__file__).parents[1] / "docs" / "reference.md").read_text()
 
 
 @pytest.mark.parametrize(

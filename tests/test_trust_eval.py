@@ -292,3 +292,11 @@ def test_cross_dataset_without_a_checkpoint_is_refused(tmp_path, capsys):
     """--cross-dataset names a checkpoint's training dataset; without one it did nothing."""
     argv = ["eval", "protonet", "--dataset", "toy", "--cross-dataset"]
     assert "--cross-dataset evaluates a --checkpoint" in _refused(capsys, argv)
+
+
+def test_eval_records_per_class_accuracy_by_class_name(tmp_path, trained):
+    """eval keyed its record's per-class accuracies '0', '1', ... (train and run use names)."""
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    (record,) = fb.load_records(tmp_path / "r")
+    names = set(FakeProvider()("toy").class_names["test"])
+    assert record.per_class_accuracy and set(record.per_class_accuracy) <= names

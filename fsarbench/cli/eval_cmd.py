@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if result is not None:
             meta = {**meta, **_weights_identity(args.checkpoint, checkpoint)}
-            _report(args, method, manifest, result, env.world_size, meta)
+            _report(args, method, manifest, result, env.world_size, meta, names)
     finally:
         shutdown_distributed()
     return 0
@@ -385,7 +385,7 @@ def _check_mode(args: argparse.Namespace) -> None:
     if not args.features and args.dataset in (None, CUSTOM_DATASET):
         raise ValueError(
             "say what to evaluate on: --features F --manifest M, or --dataset D (a dataset "
-            "of 'data list') with --way/--shot/--episodes"
+            "of 'list datasets') with --way/--shot/--episodes"
         )
 
 
@@ -533,7 +533,11 @@ def _finetune_checkpoint(args, data: dict, device):
     return feats, ds.class_names("test"), ds.variant, head, meta
 
 
-def _report(args, method, manifest, result, world: int, meta: dict) -> None:
+def _report(
+    args, method, manifest, result, world: int, meta: dict, names: list[str] | None
+) -> None:
+    """Print the result and, with ``--out``, record it (``names``: class id -> name, for
+    the record's per-class accuracies; ``None`` keys them by id)."""
     name = f"{meta['name']} [{meta['variant']}]" if meta["variant"] else meta["name"]
     print(
         f"{name}: {result.accuracy:.2f} ± {result.ci95:.2f} "
@@ -562,6 +566,7 @@ def _report(args, method, manifest, result, world: int, meta: dict) -> None:
             compute=compute_environment(device_of(method)),
             split=meta.get("split", "test"),
             tags={"variant_label": meta["variant"]} if meta.get("variant") else None,
+            class_names=names,
         )
         save_result(args.out, record, result)
         write_summary(args.out)

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="List what fsarbench knows about.",
     )
     p.add_argument(
-        "what", choices=["methods", "backbones", "protocols"], help="which registry to list"
+        "what",
+        choices=["methods", "datasets", "backbones", "protocols"],
+        help="which registry to list",
     )
     p.add_argument("--pattern", default=None, help="fnmatch filter, e.g. 'sgtm*'")
     p.set_defaults(func=run)
@@ -34,7 +36,28 @@ def _print_backbones() -> None:
     print("timm:<model>  any timm model (weights from the local Hugging Face cache or a path)")
 
 
+def _print_datasets() -> None:
+    """One row per registered dataset: whether it is generated, may be flipped, and whose
+    settings it shares."""
+    from fsarbench.data.datasets import (
+        dataset_flip_ok,
+        is_synthetic,
+        list_datasets,
+        settings_dataset,
+    )
+
+    for name in list_datasets():
+        notes = ["generated" if is_synthetic(name) else "published split lists"]
+        notes += [] if dataset_flip_ok(name) else ["not flipped (flip_ok=False)"]
+        shared = settings_dataset(name)
+        notes += [f"settings of {shared}"] if shared != name else []
+        print(f"{name:<20} {'; '.join(notes)}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.what == "datasets":
+        _print_datasets()
+        return 0
     if args.what == "backbones":
         _print_backbones()
         return 0

@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the frozen track runs in one process and refuses several.",
     )
     p.add_argument("method", help="registered method name (see 'list methods')")
-    p.add_argument("--dataset", required=True, help="dataset name (see 'data list'), e.g. synth")
+    p.add_argument(
+        "--dataset", required=True, help="dataset name (see 'list datasets'), e.g. synth"
+    )
     p.add_argument("--track", choices=["frozen", "finetune"], default="frozen")
     p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}/<method>")
     p.add_argument("--seed", type=int, default=0, help="training seed")
