@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
             gather_when_done(env, None)
         return 2 if failure else 0
     try:
-        print(f"{sum(n for n, _ in done)} model(s) trained or resumed in this run")
+        print(f"{sum(n for n, _ in done)} model(s) trained, resumed or reloaded in this run")
         with runner.timed("tables and figures"):
             outputs = _write_outputs(args, cells if env.distributed else mine)
         with runner.timed("report"):

@@ -454,8 +454,10 @@ class CellRunner:
     def _train(self, p: _Prepared, out: Path) -> Trained:
         """Train unit ``p`` into ``out`` (resuming, or reloading a finished run there)."""
         u = p.unit
+        saved = any((out / name).exists() for name in ("last.pt", "best.pt"))
         log.info(
-            "training %s on %s (%s, %s protocol, %d-way %d-shot, seed %d)",
+            "%s %s on %s (%s, %s protocol, %d-way %d-shot, seed %d)",
+            "resuming (or reloading, if finished)" if saved else "training",
             u.name,
             u.dataset,
             u.track,
