@@ -300,3 +300,18 @@ def test_eval_records_per_class_accuracy_by_class_name(tmp_path, trained):
     (record,) = fb.load_records(tmp_path / "r")
     names = set(FakeProvider()("toy").class_names["test"])
     assert record.per_class_accuracy and set(record.per_class_accuracy) <= names
+
+
+def test_a_finetune_checkpoint_on_stored_features_is_named_as_such(tmp_path, trained, capsys):
+    """A finetune checkpoint given with --features was refused with ~120 'unexpected key
+    backbone.trunk...' names and a question whether it was another method's."""
+    import torch
+
+    data = torch.load(trained, weights_only=False)
+    data["method"]["backbone.trunk.conv1.weight"] = torch.zeros(2, 3, 1, 1)
+    finetuned = tmp_path / "finetuned.pt"
+    torch.save(data, finetuned)
+    path, manifest = _cache(tmp_path, dataset="toy")
+    argv = ["eval", "protonet", "--features", path, "--manifest", manifest]
+    message = _refused(capsys, [*argv, "--checkpoint", str(finetuned)])
+    assert "finetune-track checkpoint" in message and "--dataset D" in message

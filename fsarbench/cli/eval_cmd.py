@@ -178,6 +178,14 @@ def build_method(
     )
     if not args.checkpoint:
         return method
+    from fsarbench.training.export import is_finetune_state
+
+    if is_finetune_state(state):  # torch listed ~120 unexpected backbone keys instead
+        raise CheckpointMismatchError(
+            f"{args.checkpoint} is a finetune-track checkpoint (backbone and head): it "
+            "evaluates on decoded clips, not on stored features. Give --dataset D (with "
+            "--way/--shot/--episodes) instead of --features/--manifest"
+        )
     if recipe.get("adapter") == "linear_ln" or (not recipe and _adapter_only(state, method)):
         method = AdaptedMethod(method, FrameAdapter(d), d)
     try:
