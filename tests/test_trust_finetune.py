@@ -362,3 +362,24 @@ def test_data_check_full_and_no_probe_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         main(["data", "check", "synth", "--full", "--no-probe"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_failed_test_videos_keep_the_cause_the_extraction_recorded():
+    """train --test-episodes and eval of a finetune checkpoint recorded every failed test
+    video as 'unreadable or too short', a missing file too; run recorded the real causes."""
+    from types import SimpleNamespace
+
+    from fsarbench.experiments.tracks import failure_causes
+
+    cache = SimpleNamespace(
+        video_ids=["a", "b", "c"],
+        errors={
+            "0/0": "FileNotFoundError: a.mp4 is missing",
+            "2/0": "decord could not\nread frames",
+        },
+    )
+    assert failure_causes(cache, ["a", "c"]) == {
+        "a": "FileNotFoundError: a.mp4 is missing",
+        "c": "decord could not read frames",
+    }
+    assert failure_causes(cache, ["b"]) == {"b": "unreadable"}

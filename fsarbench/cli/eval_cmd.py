@@ -536,7 +536,7 @@ def _finetune_checkpoint(args, data: dict, device):
         "protocol": options.protocol,
         "recipe": recipe,
         "features": {"split_md5": ds.split_md5s()},
-        "skipped_videos": [f"test/{v}: unreadable or too short" for v in bad],
+        "skipped_videos": [f"test/{v}: {cause}" for v, cause in bad.items()],
     }
     return feats, ds.class_names("test"), ds.variant, head, meta
 

@@ -376,7 +376,7 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
             },
             train_seed=args.seed,
             class_names=ds.class_names("test"),
-            skipped_videos=[*skipped, *(f"test/{v}: unreadable or too short" for v in bad)],
+            skipped_videos=[*skipped, *(f"test/{v}: {cause}" for v, cause in bad.items())],
             protocol=recipe.options.protocol,
             train_way=recipe.recipe.way,
             train_shot=recipe.recipe.shot,

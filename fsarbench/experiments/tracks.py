@@ -529,10 +529,11 @@ def extract_finetune_test(
     cache_root: str | Path | None,
     device: str,
     progress: bool,
-) -> tuple[SplitFeatures, list[str]]:
+) -> tuple[SplitFeatures, dict[str, str]]:
     """Features of the test split of ``dataset`` (an opened dataset) under the backbone of
     finetune ``state``, with the finetune track's test clips (``options``: sampler,
-    transform, sizes, normalisation), and the ids of the videos that could not be read."""
+    transform, sizes, normalisation), and the videos that could not be read: id -> cause,
+    as the extraction recorded it (a missing file, a decode error)."""
     from fsarbench.data.transforms import PRESETS
     from fsarbench.experiments.features import split_features
     from fsarbench.features.cache import default_cache_root
@@ -565,4 +566,13 @@ def extract_finetune_test(
         dataset.name, "test", config=config, cache_root=cache_root, dataset=dataset
     )
     feats, _, bad = split_features(cache, dataset.variant)
-    return feats, bad
+    return feats, failure_causes(cache, bad)
+
+
+def failure_causes(cache, videos: list[str]) -> dict[str, str]:
+    """``videos`` (failed ids of ``cache``) -> the error the extraction recorded for them."""
+    index = {v: i for i, v in enumerate(cache.video_ids)}
+    errors = getattr(cache, "errors", {}) or {}
+    return {
+        v: " ".join(str(errors.get(f"{index[v]}/0", "unreadable")).split())[:200] for v in videos
+    }
