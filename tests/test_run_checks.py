@@ -295,3 +295,21 @@ def test_reuse_stale_says_it_reuses_other_episode_counts(tmp_path):
     assert record.episodes == 200
     assert any(d.startswith("manifest_hash:") for d in record.stale_accepted)
     assert load_records(tmp_path)[0].stale_accepted == record.stale_accepted
+
+
+def test_train_overwrite_moves_the_replaced_runs_records_aside(tmp_path, monkeypatch, capsys):
+    """--overwrite removed only the checkpoints: the replaced model's records stayed, and the
+    leaderboard listed them beside the new run's."""
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    argv = ["train", "protonet", "--dataset", "toy", "--out", str(tmp_path), *RECIPE]
+    assert main(argv) == 0
+    (tmp_path / "records").mkdir(exist_ok=True)
+    (tmp_path / "records" / "old.json").write_text("{}")
+    (tmp_path / "summary.csv").write_text("old\n")
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 0
+    assert "the replaced run's records moved to" in capsys.readouterr().out
+    (aside,) = tmp_path.glob("replaced-*")
+    assert (aside / "replaced-records" / "old.json").exists()
+    assert (aside / "replaced-summary.csv").exists()
+    assert not any(p.name == "old.json" for p in tmp_path.rglob("records/*.json"))

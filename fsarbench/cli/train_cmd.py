@@ -201,12 +201,25 @@ def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
 
 
 def _clear_checkpoints(out: Path) -> None:
-    """``--overwrite``: remove the checkpoints of whatever run ``out`` held (rank 0 only)."""
+    """``--overwrite``: remove the checkpoints of whatever run ``out`` held, and move its
+    records (and summary) aside to ``out/replaced-<UTC time>/replaced-records``, a folder
+    no report reads: they describe a model that no longer exists, and the leaderboard listed
+    them beside the new run's (rank 0 only)."""
+    import time
+
     from fsarbench.distributed.env import is_main
 
-    if is_main():
-        for name in ("last.pt", "best.pt"):
-            (out / name).unlink(missing_ok=True)
+    if not is_main():
+        return
+    for name in ("last.pt", "best.pt"):
+        (out / name).unlink(missing_ok=True)
+    old = [out / name for name in ("records", "summary.csv") if (out / name).exists()]
+    if old:
+        aside = out / time.strftime("replaced-%Y%m%dT%H%M%SZ", time.gmtime())
+        aside.mkdir(parents=True, exist_ok=True)
+        for path in old:  # not named records/: reports search every records/ folder
+            path.rename(aside / f"replaced-{path.name}")
+        print(f"--overwrite: the replaced run's records moved to {aside}")
 
 
 def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over: dict) -> int:
