@@ -383,3 +383,31 @@ def test_failed_test_videos_keep_the_cause_the_extraction_recorded():
         "c": "decord could not read frames",
     }
     assert failure_causes(cache, ["b"]) == {"b": "unreadable"}
+
+
+def test_train_and_eval_name_a_finetune_record_alike():
+    """eval of train's checkpoint wrote a second record of the same model: its recipe kept
+    `workers` (speed only) and its features lacked the backbone, so the config hash, and the
+    record id, differed; summary.csv and the leaderboard showed the model twice."""
+    import dataclasses
+
+    from fsarbench.config import config_to_dict
+    from fsarbench.training.finetune_recipe import (
+        checkpoint_options,
+        finetune_recipe,
+        record_identity,
+    )
+
+    recipe = finetune_recipe("protonet", "synth")
+    recipe = dataclasses.replace(recipe, options=dataclasses.replace(recipe.options, workers=3))
+    stored = recipe.to_dict()  # what a finetune checkpoint holds
+    resolved = {**stored, "options": config_to_dict(checkpoint_options(stored["options"], "t"))}
+    by_train = record_identity(recipe.to_dict(), {"test": "abc"})
+    by_eval = record_identity(resolved, {"test": "abc"})
+    assert by_train == by_eval
+    assert by_train[0] == recipe.identity() and "workers" not in by_train[0]["options"]
+    assert by_train[1] == {
+        "backbone": recipe.options.backbone,
+        "weights": recipe.options.weights,
+        "split_md5": {"test": "abc"},
+    }

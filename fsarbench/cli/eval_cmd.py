@@ -498,7 +498,7 @@ def _finetune_checkpoint(args, data: dict, device):
     from fsarbench.data.datasets import get_dataset
     from fsarbench.experiments.tracks import extract_finetune_test
     from fsarbench.training.export import load_head
-    from fsarbench.training.finetune_recipe import checkpoint_options
+    from fsarbench.training.finetune_recipe import checkpoint_options, record_identity
 
     recipe = dict(data.get("recipe") or {})
     if "options" not in recipe:
@@ -531,11 +531,12 @@ def _finetune_checkpoint(args, data: dict, device):
         hparams=hparams,
         dataset=args.dataset,
     )
+    identity, features = record_identity(recipe, ds.split_md5s())
     meta = {
         "track": "finetune",
         "protocol": options.protocol,
-        "recipe": recipe,
-        "features": {"split_md5": ds.split_md5s()},
+        "recipe": identity,
+        "features": features,
         "skipped_videos": [f"test/{v}: {cause}" for v, cause in bad.items()],
     }
     return feats, ds.class_names("test"), ds.variant, head, meta

@@ -334,6 +334,7 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
     from fsarbench.episodes import make_manifest
     from fsarbench.experiments.tracks import extract_finetune_test
     from fsarbench.results import make_record, save_result, write_summary
+    from fsarbench.training.finetune_recipe import record_identity
 
     state = model.state_dict()
 
@@ -351,6 +352,7 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
         features()
     barrier()
     test, bad = features()
+    identity, record_features = record_identity(recipe.to_dict(), ds.split_md5s())
     for shot in args.shots:
         manifest = make_manifest(
             test.classes,
@@ -381,12 +383,8 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
             manifest=manifest,
             track="finetune",
             hparams=model.hparams,
-            recipe=recipe.identity(),
-            features={
-                "backbone": recipe.options.backbone,
-                "weights": recipe.options.weights,
-                "split_md5": ds.split_md5s(),
-            },
+            recipe=identity,
+            features=record_features,
             train_seed=args.seed,
             class_names=ds.class_names("test"),
             skipped_videos=[*skipped, *(f"test/{v}: {cause}" for v, cause in bad.items())],

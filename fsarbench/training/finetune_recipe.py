@@ -206,6 +206,27 @@ def checkpoint_options(options: dict[str, Any], where: str) -> FinetuneOptions:
     return build_config(FinetuneOptions, {**_LEGACY_OPTIONS, **options}, where=where)
 
 
+def record_identity(recipe: dict[str, Any], split_md5: Any) -> tuple[dict[str, Any], dict]:
+    """``(recipe, features)`` that name a finetune record of ``train`` or ``eval`` (the record
+    id hashes them): the recipe as :meth:`FinetuneRecipe.identity` gives it (no
+    :data:`SPEED_ONLY_OPTIONS`) and what its test features came from. One function for both
+    commands: ``eval`` of ``train``'s checkpoint wrote a second record of the same model
+    (``workers`` in its recipe, no backbone in its features), a duplicate row everywhere.
+
+    Args:
+        recipe: ``{"recipe": ..., "options": ...}`` (``FinetuneRecipe.to_dict()``, or a
+            checkpoint's recipe with its options resolved).
+        split_md5: the dataset's split-list md5s.
+    """
+    options = {k: v for k, v in recipe["options"].items() if k not in SPEED_ONLY_OPTIONS}
+    features = {
+        "backbone": options.get("backbone"),
+        "weights": options.get("weights"),
+        "split_md5": split_md5,
+    }
+    return {**recipe, "options": options}, features
+
+
 #: Under every finetune recipe file: the track builds no frame adapter (Recipe's default).
 _FINETUNE_BASE: dict[str, dict[str, Any]] = {"recipe": {"adapter": "none"}, "options": {}}
 
