@@ -11,6 +11,7 @@ import pytest
 import torch
 from finetune_fixtures import TINY_SYNTH, tiny_recipe
 
+import fsarbench as fb
 from fsarbench.data.datasets import get_dataset
 from fsarbench.distributed.env import rank
 from fsarbench.distributed.launch import spawn_local
@@ -115,6 +116,8 @@ def test_torchrun_train_cli_finetune(tmp_path):
     assert "2 process(es)" in proc.stdout and "best val accuracy" in proc.stdout
     assert "test 5-way 1-shot" in proc.stdout
     assert (tmp_path / "out" / "best.pt").exists() and (tmp_path / "out" / "summary.csv").exists()
+    (record,) = fb.load_records(tmp_path / "out")  # its code recorded, so staleness is seen
+    assert "pipeline" in record.provenance["code"] and record.provenance["code_digest"]
 
 
 @pytest.mark.slow

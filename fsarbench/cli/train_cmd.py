@@ -333,6 +333,8 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
     from fsarbench.distributed.sharded_eval import evaluate_sharded
     from fsarbench.episodes import make_manifest
     from fsarbench.experiments.tracks import extract_finetune_test
+    from fsarbench.io import stable_hash
+    from fsarbench.provenance import code_parts, pipeline_digest
     from fsarbench.results import make_record, save_result, write_summary
     from fsarbench.training.finetune_recipe import record_identity
 
@@ -353,6 +355,9 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
     barrier()
     test, bad = features()
     identity, record_features = record_identity(recipe.to_dict(), ds.split_md5s())
+    # as run records it: the model's code and the decoding pipeline (a record without code
+    # counted as current under any later code)
+    code = {**code_parts(model), "pipeline": pipeline_digest()}
     for shot in args.shots:
         manifest = make_manifest(
             test.classes,
@@ -392,6 +397,7 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
             train_way=recipe.recipe.way,
             train_shot=recipe.recipe.shot,
             compute=compute_environment(device),
+            provenance={"code": code, "code_digest": stable_hash(code)},
         )
         save_result(out, record, result)
         write_summary(out)
