@@ -572,7 +572,7 @@ def extract_finetune_test(
 def failure_causes(cache, videos: list[str]) -> dict[str, str]:
     """``videos`` (failed ids of ``cache``) -> the error the extraction recorded for them."""
     index = {v: i for i, v in enumerate(cache.video_ids)}
-    errors = getattr(cache, "errors", {}) or {}
     return {
-        v: " ".join(str(errors.get(f"{index[v]}/0", "unreadable")).split())[:200] for v in videos
+        v: " ".join(str(cache.errors.get(f"{index[v]}/0", "unreadable")).split())[:200]
+        for v in videos
     }

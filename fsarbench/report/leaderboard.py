@@ -101,7 +101,8 @@ def rank_setting(
         compare_entries(run_dir, e, order[i], n_boot=n_boot, seed=seed)
         for i, e in enumerate(order[2:], start=1)
     ]
-    p_values = [c.p_value(field) for c in [*vs_leader[1:], *vs_above[2:]]]
+    tested = [*vs_leader[1:], *vs_above[2:]]  # the Holm family, in this order
+    p_values = [c.p_value(field) for c in tested]
     if untested is not None:
         pairs = [(e, order[0]) for e in order[1:]] + [
             (e, order[i]) for i, e in enumerate(order[2:], 1)
@@ -111,7 +112,7 @@ def rank_setting(
         ]
     adjusted = list(holm(p_values)) if p_values else []
     if family is not None:
-        family += zip([*vs_leader[1:], *vs_above[2:]], adjusted)
+        family += zip(tested, adjusted)
     n = len(order) - 1
     p_leader = [math.nan] + adjusted[:n]
     p_above = [math.nan, math.nan] + adjusted[n:]

@@ -220,8 +220,8 @@ def record_identity(recipe: dict[str, Any], split_md5: Any) -> tuple[dict[str, A
     """
     options = {k: v for k, v in recipe["options"].items() if k not in SPEED_ONLY_OPTIONS}
     features = {
-        "backbone": options.get("backbone"),
-        "weights": options.get("weights"),
+        "backbone": options["backbone"],
+        "weights": options["weights"],
         "split_md5": split_md5,
     }
     return {**recipe, "options": options}, features

@@ -7,11 +7,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from fsarbench.report.compare import resolution_warning, verdict_level
-from fsarbench.report.leaderboard import Standing, rank_setting, untested_note
+from fsarbench.report.compare import verdict_level
+from fsarbench.report.leaderboard import Standing, build_leaderboard, untested_note
 from fsarbench.report.page.provenance import Provenance, entry_provenance
 from fsarbench.report.recipe_changes import recipe_changes_text
-from fsarbench.report.records import Entry, Setting, UnpairedError
+from fsarbench.report.records import Entry, Setting
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
 
 __all__ = ["BoardRow", "BoardSection", "collect_leaderboard"]
@@ -80,37 +80,27 @@ def collect_leaderboard(
     the notes returned beside the sections, as are the change notes of the ranked systems'
     own records (another recipe, features or test episodes than most) and the comparisons
     without a ``test`` p-value, counted as ties (:func:`untested_note`)."""
-    by_setting: dict[Setting, list[Entry]] = {}
-    for e in entries:
-        if not e.is_variant:
-            by_setting.setdefault(e.setting, []).append(e)
-    sections, notes, ranked = [], [], []
+    unranked: list[str] = []
     untested: dict[Setting, list[str]] = {}
-    for setting, group in sorted(by_setting.items()):
-        pairs: list[str] = []
-        family: list = []
-        try:
-            standings = rank_setting(
-                run_dir,
-                group,
-                alpha=alpha,
-                test=test,
-                n_boot=n_boot,
-                untested=pairs,
-                family=family,
-            )
-        except UnpairedError as err:
-            notes.append(f"{setting.label} not ranked: {err}")
-            continue
-        if pairs:
-            untested[setting] = pairs
-        held = resolution_warning(family, test, alpha, n_boot)
-        if held:
-            notes.append(f"{setting.label}: {held}")
+    held: list[str] = []
+    board = build_leaderboard(
+        run_dir,
+        [e for e in entries if not e.is_variant],
+        left_out=unranked,
+        untested=untested,
+        held=held,
+        alpha=alpha,
+        test=test,
+        n_boot=n_boot,
+    )
+    sections, ranked = [], []
+    for setting, standings in board.items():
+        group = [st.entry for st in standings]
         ranked += [r for e in group if not e.outside for r in e.records]
         counts = Counter(st.rank for st in standings)
         rows = [_row(st, counts[st.rank] > 1) for st in standings]
         sections.append(BoardSection(setting.label, any(e.synthetic for e in group), rows))
+    notes = [f"not ranked: {reason}" for reason in unranked] + held
     changed = recipe_changes_text(ranked)
     tie_note = untested_note(test, untested)
     return sections, notes + [n for n in (tie_note, changed) if n]
