@@ -88,3 +88,21 @@ def test_select_shard():
     m = manifest()
     shard = m.select(np.arange(1, 200, 2))
     np.testing.assert_array_equal(shard.support, m.support[1::2])
+
+
+@pytest.mark.parametrize("way, shot, queries", [(5, 1, 1), (5, 2, 3), (12, 4, 5)])
+def test_drawer_draws_make_episodes_episodes_in_any_order(way, shot, queries):
+    """The reused generator is reset to a fresh one's state: every episode as make_episode
+    draws it, whatever was drawn before (backwards, repeated, beyond 2**64)."""
+    from fsarbench.episodes import EpisodeDrawer, class_pools, make_episode
+
+    spec = fb.EpisodeSpec(way, shot, queries, 3, "synth", "test")
+    pools = class_pools(POOL)
+    classes = np.array(sorted(pools))
+    draw = EpisodeDrawer(pools, classes, spec)
+    for i in [7, 3, 3, 0, 2**64 + 5, 1, 999_999, 2**128 - 1]:
+        want = make_episode(pools, classes, spec, i)
+        got = draw(i)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)), i
+    with pytest.raises(ValueError, match="outside"):
+        draw(2**128)

@@ -19,7 +19,7 @@ from fsarbench.data.probe_cache import ProbeCache
 from fsarbench.data.transforms import ClipTransform, get_transform
 from fsarbench.data.workers import default_workers
 from fsarbench.distributed.env import local_world_size, rank, world_size
-from fsarbench.episodes import EpisodeSpec, check_feasible, class_pools, make_episode
+from fsarbench.episodes import EpisodeDrawer, EpisodeSpec, check_feasible, class_pools
 from fsarbench.training.finetune_recipe import FinetuneOptions, FinetuneRecipe
 from fsarbench.training.video_method import ClipEpisodes
 
@@ -213,6 +213,7 @@ class TrainEpisodes(Dataset):
         self.pools = class_pools(split.classes)
         check_feasible(self.pools, self.spec, split.class_names)  # before the first step
         self.class_ids = np.array(sorted(self.pools))
+        self.draw = EpisodeDrawer(self.pools, self.class_ids, self.spec)
         self.transforms = {role: _transform(o, True, role) for role in ("support", "query")}
         self.clip_options = ClipOptions(
             frames=o.frames,
@@ -233,7 +234,7 @@ class TrainEpisodes(Dataset):
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         index = self.episode_index(k)
-        classes, support, query = make_episode(self.pools, self.class_ids, self.spec, index)
+        classes, support, query = self.draw(index)
         options = dataclasses.replace(self.clip_options, epoch=index)
         clips = []
         for role, videos in (("support", support), ("query", query)):

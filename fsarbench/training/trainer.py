@@ -16,11 +16,11 @@ import torch
 
 from fsarbench.distributed.env import rank, world_size
 from fsarbench.episodes import (
+    EpisodeDrawer,
     EpisodeSpec,
     ManifestError,
     check_feasible,
     class_pools,
-    make_episode,
     make_manifest,
 )
 from fsarbench.evaluate import evaluate
@@ -103,16 +103,14 @@ class EpisodeSampler:
         # and its counts instead of numpy's "larger sample than population" mid-run
         check_feasible(self.pools, self.spec, data.class_names)
         self.class_ids = np.array(sorted(self.pools))
+        self.draw = EpisodeDrawer(self.pools, self.class_ids, self.spec)
         self.views = int(getattr(data.store, "num_views", 1))
         self.view_key = EpisodeSpec(
             recipe.way, recipe.shot, recipe.queries, seed, data.dataset, f"views/{stage}"
         ).key()
 
     def batch(self, first: int, count: int, device: torch.device) -> EpisodeBatch:
-        eps = [
-            make_episode(self.pools, self.class_ids, self.spec, i)
-            for i in range(first, first + count)
-        ]
+        eps = [self.draw(i) for i in range(first, first + count)]
         classes = np.stack([e[0] for e in eps])
         videos = np.stack([np.concatenate([e[1], e[2]]) for e in eps])  # [B, Ns+Nq]
         feats = self._features(videos, first).to(device)
