@@ -149,3 +149,87 @@ def test_a_decode_error_in_a_loader_worker_keeps_its_path_and_cause():
         list(loader)
     assert caught.value.path == "/data/a b.mp4"
     assert caught.value.cause == "decord failed reading frames (x: 1)"
+
+
+def _write_mkv(path, frames: int = 40, size: int = 32) -> None:
+    """A Matroska file (webm's container): its header states a duration but no frame count.
+    MPEG-4 video: PyAV's libvpx encoder failed to open once decord had decoded in-process."""
+    import av
+
+    rng = np.random.default_rng(2)
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("mpeg4", rate=20)
+        s.width = s.height = size
+        s.pix_fmt = "yuv420p"
+        for f in rng.integers(0, 255, (frames, size, size, 3), dtype=np.uint8):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav", "decord"])
+def test_a_cut_off_webm_is_refused_not_read_as_a_shorter_video(tmp_path, backend):
+    """A webm (Matroska) counts its frames by decoding (or demuxing) them, which stops quietly
+    where a cut-off file ends: frames were sampled from its first part as if it were whole."""
+    if backend == "decord":
+        pytest.importorskip("decord")
+    whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
+    _write_mkv(whole)
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    assert count_frames(whole, backend=backend) == 40
+    assert read_clip(whole, lambda n: [0, n - 1], backend=backend)[1] == [0, 39]
+    for read in (
+        lambda: count_frames(cut, backend=backend),
+        lambda: read_clip(cut, lambda n: [0, n - 1], backend=backend),
+    ):
+        with pytest.raises(VideoDecodeError, match=r"truncated: its \d+ frames end at .* 2\.00 s"):
+            read()
+
+
+def _write_two_sizes(path) -> None:
+    """An MPEG-TS stream whose frame size changes half-way (two segments joined)."""
+    import av
+
+    parts = []
+    for k, (w, h) in enumerate([(32, 24), (48, 36)]):
+        part = path.with_name(f"part{k}.ts")
+        with av.open(str(part), "w", format="mpegts") as c:
+            s = c.add_stream("mpeg2video", rate=25)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            for i in range(10):
+                frame = np.full((h, w, 3), 20 * i, np.uint8)
+                c.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            c.mux(s.encode())
+        parts.append(part.read_bytes())
+    path.write_bytes(b"".join(parts))
+
+
+def test_frame_size_changes_are_a_decode_error_naming_the_video(tmp_path):
+    """PyAV and JPEG folders stacked frames of two sizes with a bare ValueError that named no
+    file and stopped a whole extraction."""
+    from PIL import Image
+
+    video = tmp_path / "v.ts"
+    _write_two_sizes(video)
+    with pytest.raises(VideoDecodeError, match=r"frame size changes within the video: 32x24"):
+        read_frames(video, [0, 15], backend="pyav")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, size in enumerate([(32, 24), (32, 24), (40, 30)]):
+        Image.new("RGB", size, (i, i, i)).save(folder / f"{i:05d}.jpg")
+    with pytest.raises(VideoDecodeError, match=r"32x24 at frame 0, 40x30 at frame 2") as err:
+        read_frames(folder, [0, 2])
+    assert err.value.path == str(folder)
+
+
+def test_an_unreadable_jpeg_frame_is_an_error_of_its_folder(tmp_path):
+    """The folder is the video a run leaves out: the error named the frame file, so the
+    probe cache (keyed by folder) never learnt of it and a re-run failed at the same place."""
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, i, i)).save(tmp_path / f"{i:05d}.jpg")
+    (tmp_path / "00001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(VideoDecodeError, match=r"unreadable JPEG frame 00001\.jpg") as err:
+        read_frames(tmp_path, [0, 1])
+    assert err.value.path == str(tmp_path)

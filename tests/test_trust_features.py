@@ -285,3 +285,55 @@ def test_the_cache_key_names_the_files_of_a_listed_dataset(tmp_path):
     videos[2].path.unlink()
     missing, stats = extract(tmp_path / "b")
     assert stats is not None and missing.path not in (first.path, replaced.path)
+
+
+def test_a_frame_folder_re_extracted_in_place_gets_new_features(tmp_path):
+    """A folder of JPEG frames was stamped by its own modification time, which rewriting
+    its frames in place (same names, same count) leaves as it was: the cache served the old
+    frames' features."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from fsarbench.data.datasets import VideoRecord
+    from fsarbench.features.extract import SplitExtractConfig, extract_split
+
+    root = tmp_path / "frames"
+    videos = [VideoRecord(f"v{i}", f"c{i % 2}", i % 2, root / f"v{i}") for i in range(4)]
+
+    def write_frames(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for v in videos:
+            v.path.mkdir(parents=True, exist_ok=True)
+            for k in range(6):
+                frame = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+                Image.fromarray(frame).save(v.path / f"{k:05d}.jpg")
+            os.utime(v.path, ns=(1, 1))  # the folder's own time as it was before
+
+    class Frames:
+        name = variant = "frames"
+        flip_ok = True
+
+        def videos(self, split):
+            return videos
+
+        def split_md5s(self):
+            return {"test": "list-md5"}
+
+    config = SplitExtractConfig(
+        backbone="resnet18", weights="none", num_frames=2, resolution=16, workers=0, progress=False
+    )
+
+    def extract():
+        return extract_split(
+            "frames", "test", config=config, dataset=Frames(), cache_root=tmp_path / "c"
+        )
+
+    write_frames(0)
+    first, _ = extract()
+    old = first.get(np.arange(4)).numpy()
+    write_frames(1)
+    second, stats = extract()
+    assert stats is not None and second.path != first.path
+    assert not np.allclose(second.get(np.arange(4)).numpy(), old)

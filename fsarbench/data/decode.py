@@ -75,9 +75,21 @@ def _decord_reader(path: Path):
         raise VideoDecodeError(path, f"decord cannot open it ({_first_line(err)})") from None
 
 
+def _decord_frames(path: Path, vr) -> int:
+    """Frames of an opened reader; a header-less file (webm) cut short is refused."""
+    n = len(vr)
+    try:
+        stated = _av_header_frames(path)
+    except VideoDecodeError:  # a file only decord opens: no header to check against
+        return n
+    if n and stated <= 0:
+        _check_not_cut(path, n, float(vr.get_frame_timestamp(n - 1)[1]))
+    return n
+
+
 def _decord_read(path: Path, indices: Sequence[int]) -> np.ndarray:
     vr = _decord_reader(path)
-    idx = _check_indices(path, indices, len(vr))
+    idx = _check_indices(path, indices, _decord_frames(path, vr))
     try:
         return vr.get_batch(idx).asnumpy()
     except Exception as err:
@@ -85,7 +97,7 @@ def _decord_read(path: Path, indices: Sequence[int]) -> np.ndarray:
 
 
 def _decord_count(path: Path) -> int:
-    return len(_decord_reader(path))
+    return _decord_frames(path, _decord_reader(path))
 
 
 # ---- PyAV ---------------------------------------------------------------------------------
@@ -108,35 +120,70 @@ def _av_open(path: Path):
 
 def _av_decode(
     path: Path, stop: int | None = None, keep: set[int] | None = None
-) -> tuple[int, dict[int, np.ndarray]]:
+) -> tuple[int, dict[int, np.ndarray], float | None]:
     """Decode frames ``0..stop`` in order (all when ``stop`` is None); RGB arrays of those in
-    ``keep`` (all when None). Returns (frames decoded, index -> ``uint8 [H, W, 3]``)."""
+    ``keep`` (all when None). Returns (frames decoded, index -> ``uint8 [H, W, 3]``, end
+    time in seconds of the last decoded frame, ``None`` where the stream has no timestamps)."""
     import av
 
-    n, frames = 0, {}
+    n, frames, end = 0, {}, None
     with _av_open(path) as container:
+        stream = container.streams.video[0]
+        step = 1 / float(stream.average_rate) if stream.average_rate else 0.0
         try:
             for frame in container.decode(video=0):
                 if keep is None or n in keep:
                     frames[n] = frame.to_ndarray(format="rgb24")
+                end = None if frame.time is None else frame.time + step
                 n += 1
                 if stop is not None and n > stop:
                     break
         except av.FFmpegError as err:
             if not n:
                 raise VideoDecodeError(path, f"corrupt video data ({_first_line(err)})") from None
-    return n, frames
+    return n, frames, end
+
+
+def _stated_duration(path: Path) -> tuple[float | None, float]:
+    """(seconds the header gives the video, seconds per frame): the video stream's own
+    duration, else the container's when it holds nothing but video (an audio track may run
+    longer); ``None`` when neither is stated."""
+    with _av_open(path) as container:
+        stream = container.streams.video[0]
+        step = 1 / float(stream.average_rate) if stream.average_rate else 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base), step
+        only_video = all(s.type == "video" for s in container.streams)
+        if container.duration is not None and only_video:
+            return container.duration / 1_000_000, step  # AV_TIME_BASE
+    return None, step
+
+
+def _check_not_cut(path: Path, frames: int, end: float | None) -> None:
+    """A container that states no frame count (webm) is counted by decoding or demuxing it,
+    which stops quietly where a cut-off file ends: refused when its frames end short of the
+    duration its header states by more than two frame intervals and 2% (a variable frame
+    rate's last frame may outlast the mean interval)."""
+    stated, step = _stated_duration(path)
+    if stated is None or end is None or not step:
+        return
+    if stated - end > max(2 * step, 0.02 * stated):
+        raise VideoDecodeError(
+            path,
+            f"truncated: its {frames} frames end at {end:.2f} s of the {stated:.2f} s its "
+            "header states (a cut-off download or copy?)",
+        )
 
 
 def _av_read(path: Path, indices: Sequence[int]) -> np.ndarray:
     wanted = [int(i) for i in indices]
-    n, frames = _av_decode(path, stop=max(wanted) if wanted else 0, keep=set(wanted))
+    n, frames, _ = _av_decode(path, stop=max(wanted) if wanted else 0, keep=set(wanted))
     if wanted and max(wanted) >= n and max(wanted) < _av_header_frames(path):
         raise VideoDecodeError(
             path, f"truncated or corrupt: only {n} of {_av_header_frames(path)} frames decode"
         )
     idx = _check_indices(path, wanted, n)
-    return np.stack([frames[i] for i in idx])
+    return _stack(path, [frames[i] for i in idx], idx)
 
 
 def _av_header_frames(path: Path) -> int:
@@ -147,7 +194,26 @@ def _av_header_frames(path: Path) -> int:
 
 def _av_count(path: Path) -> int:
     n = _av_header_frames(path)
-    return n if n > 0 else _av_decode(path, keep=set())[0]
+    if n > 0:
+        return n
+    n, _, end = _av_decode(path, keep=set())
+    _check_not_cut(path, n, end)
+    return n
+
+
+def _stack(path: Path, frames: list[np.ndarray], idx: list[int]) -> np.ndarray:
+    """``[T, H, W, 3]``; a video whose frame size changes is refused, naming the sizes (decord
+    rescales such frames to the first one's size, PyAV and JPEG folders do not)."""
+    sizes = {f.shape for f in frames}
+    if len(sizes) > 1:
+        first = frames[0].shape
+        i = next(k for k, f in enumerate(frames) if f.shape != first)
+        raise VideoDecodeError(
+            path,
+            f"frame size changes within the video: {first[1]}x{first[0]} at frame {idx[0]}, "
+            f"{frames[i].shape[1]}x{frames[i].shape[0]} at frame {idx[i]}",
+        )
+    return np.stack(frames)
 
 
 # ---- JPEG folders -------------------------------------------------------------------------
@@ -177,8 +243,9 @@ def _jpeg_read(path: Path, indices: Sequence[int]) -> np.ndarray:
             with Image.open(files[i]) as img:
                 out.append(np.asarray(img.convert("RGB")))
         except (UnidentifiedImageError, OSError) as err:
-            raise VideoDecodeError(files[i], f"unreadable JPEG frame ({err})") from None
-    return np.stack(out)
+            # the folder is the video: a run leaves it out by this path
+            raise VideoDecodeError(path, f"unreadable JPEG frame {files[i].name} ({err})") from None
+    return _stack(path, out, idx)
 
 
 def _jpeg_count(path: Path) -> int:
@@ -218,7 +285,7 @@ def _run(path: Path, backend: str, op: int, *args) -> object:
             errors.append(err)
     if len(errors) == 1:
         raise errors[0]
-    raise VideoDecodeError(path, "; ".join(e.cause for e in errors))
+    raise VideoDecodeError(path, "; ".join(dict.fromkeys(e.cause for e in errors)))
 
 
 def read_frames(path: str | Path, indices: Sequence[int], *, backend: str = "auto") -> np.ndarray:
@@ -259,12 +326,13 @@ def read_clip(
             errors.append(err)
     if len(errors) == 1:
         raise errors[0]
-    raise VideoDecodeError(path, "; ".join(e.cause for e in errors))
+    raise VideoDecodeError(path, "; ".join(dict.fromkeys(e.cause for e in errors)))
 
 
 def _decord_clip(path: Path, choose: Callable[[int], Sequence[int]]):
     vr = _decord_reader(path)
-    idx = _check_indices(path, choose(len(vr)), len(vr))
+    n = _decord_frames(path, vr)
+    idx = _check_indices(path, choose(n), n)
     try:
         return vr.get_batch(idx).asnumpy(), idx
     except Exception as err:
