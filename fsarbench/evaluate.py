@@ -352,7 +352,7 @@ def evaluate(
     )
     partial_path = Path(partial_path) if partial_path is not None else None
     manifest_hash = manifest_hash or manifest.hash  # canonical JSON of every episode: once
-    tag = f"{manifest_hash}:{method_label(method)}:{partial_tag}"
+    tag = resume_tag(manifest_hash, method, nonfinite, partial_tag) if partial_path else ""
     predicted = load_partial_predictions(partial_path, manifest, tag)
     if predicted is None:
         predicted = np.full((e, nq), -1, dtype=np.int64)
@@ -419,6 +419,19 @@ def names_for(method: FewShotMethod, class_names: Sequence[str] | None) -> list[
 def method_label(method: torch.nn.Module) -> str:
     """The name errors and partial files give ``method``."""
     return str(getattr(method, "method_name", type(method).__name__))
+
+
+def resume_tag(manifest_hash: str, method: torch.nn.Module, nonfinite: str, extra: str) -> str:
+    """What a partial evaluation must have been made with to be resumed: the episodes, the
+    method and a digest of its weights and buffers, the non-finite policy, and ``extra``
+    (the caller's own, e.g. ``run``'s provenance). The method's name alone resumed another
+    model's predictions, and a count_wrong run's under ``nonfinite="error"``."""
+    digest = hashlib.md5()
+    for key, value in method.state_dict().items():
+        digest.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return f"{manifest_hash}:{method_label(method)}:{digest.hexdigest()}:{nonfinite}:{extra}"
 
 
 def make_predictor(

@@ -48,6 +48,22 @@ def test_eval_command_writes_record(tmp_path, capsys):
     assert len(fb.load_records(tmp_path / "runs")) == 1
 
 
+def test_eval_without_a_checkpoint_evaluates_one_model_every_time(tmp_path, capsys):
+    """An untrained method's weights were drawn from torch's global state: two runs (and
+    the ranks of one torchrun) evaluated different models under one record id."""
+    pool = np.repeat(np.arange(6), 4)
+    torch.save(torch.rand(len(pool), 4, 8), tmp_path / "f.pt")
+    fb.make_manifest(pool, way=3, shot=1, episodes=60, dataset="toy").save(tmp_path / "m.json")
+    args = ["eval", "hyrsm", "--features", str(tmp_path / "f.pt")]
+    args += ["--manifest", str(tmp_path / "m.json"), "--hparams", '{"heads": 2}']
+    outs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # whatever state the process is in
+        assert main(args) == 0
+        outs.append(capsys.readouterr().out.split("±")[0].split()[-1])
+    assert outs[0] == outs[1]
+
+
 def test_errors_are_one_line_with_exit_2(tmp_path, capsys):
     rc = main(["eval", "protonett", "--features", "x.pt", "--manifest", "m.json"])
     assert rc == 2

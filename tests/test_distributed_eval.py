@@ -52,6 +52,37 @@ def _sharded_worker(name: str, out: str) -> None:
         assert result is None
 
 
+def _random_model(seed: int):
+    torch.manual_seed(seed)
+    method = create_method("hyrsm", feature_dim=D, seq_len=T, heads=2)
+    return AdaptedMethod(method, FrameAdapter(D), D)
+
+
+def _unseeded_worker(out: str) -> None:
+    """Each rank builds its own random model, as ``eval`` without a checkpoint did."""
+    method = _random_model(10 + rank())
+    torch.save(method.state_dict(), f"{out}.rank{rank()}")
+    result = evaluate_sharded(method, _features(), _manifest(), batch_episodes=5, progress=False)
+    if rank() == 0:
+        torch.save({k: torch.as_tensor(v) for k, v in result.records.items()}, out)
+
+
+def test_every_rank_evaluates_rank_zeros_weights(tmp_path):
+    """Ranks holding different weights (a method built without a checkpoint) merged the
+    predictions of two models into one record."""
+    out = tmp_path / "sharded.pt"
+    spawn_local(_unseeded_worker, 2, str(out))
+    refs = []
+    for r in range(2):
+        method = _random_model(0)
+        method.load_state_dict(torch.load(f"{out}.rank{r}", weights_only=True))
+        refs.append(evaluate(method, _features(), _manifest(), batch_episodes=5, progress=False))
+    assert refs[0].accuracy != refs[1].accuracy  # two models that the test can tell apart
+    got = torch.load(out, weights_only=True)
+    for key, value in refs[0].records.items():
+        assert np.array_equal(got[key].numpy(), value), key
+
+
 @pytest.mark.parametrize("name", ["otam"])
 def test_two_process_evaluation_equals_one_process(tmp_path, name):
     out = tmp_path / "sharded.pt"

@@ -119,6 +119,42 @@ def test_an_unreadable_partial_file_is_discarded_not_fatal(tmp_path, caplog):
     np.testing.assert_array_equal(full.records["correct"], again.records["correct"])
 
 
+def test_a_partial_evaluation_resumes_only_for_its_weights_and_policy(tmp_path, monkeypatch):
+    """The resume tag was the manifest and the method's name: a count_wrong run of NaN
+    logits resumed under nonfinite="error" printed 0.00 ± 0.00, and a partial file of one
+    model's weights served another's."""
+    pool = np.repeat(np.arange(8), 5)
+    feats = separable_features(pool, noise=3.0)
+    m = fb.make_manifest(pool, way=4, shot=1, episodes=40, seed=5)
+    from fsarbench.training import AdaptedMethod, FrameAdapter
+
+    method = AdaptedMethod(
+        fb.create_method("protonet", feature_dim=16, seq_len=4), FrameAdapter(16), 16
+    )
+    fresh = fb.evaluate(method, feats, m, batch_episodes=10, progress=False)
+    part = tmp_path / "partial.npz"
+    original = method.match
+
+    def nan_logits(*a, **k):
+        out = original(*a, **k)
+        out.logits[:] = float("nan")
+        return out
+
+    monkeypatch.setattr(method, "match", nan_logits)
+    kw = dict(batch_episodes=10, progress=False, partial_path=part)
+    wrong = fb.evaluate(method, feats, m, nonfinite="count_wrong", **kw)
+    assert wrong.accuracy == 0.0 and part.exists()
+    monkeypatch.setattr(method, "match", original)
+    again = fb.evaluate(method, feats, m, nonfinite="error", **kw)
+    assert again.accuracy == fresh.accuracy
+    with torch.no_grad():
+        torch.nn.init.normal_(
+            method.adapter.linear.weight, generator=torch.Generator().manual_seed(4)
+        )
+    other = fb.evaluate(method, feats, m, batch_episodes=10, progress=False)
+    assert fb.evaluate(method, feats, m, **kw).accuracy == other.accuracy != fresh.accuracy
+
+
 def test_a_store_of_another_pool_size_is_an_error():
     """A store longer than the manifest's pool (e.g. features of the pool before its
     unreadable videos were left out) was used as is: every index named a shifted video."""

@@ -50,6 +50,9 @@ from fsarbench.provenance import code_digest, code_parts
 from fsarbench.registry import create_method
 from fsarbench.results import make_record, save_result, write_summary
 
+#: Seed of the initial weights of a method evaluated without a checkpoint.
+UNTRAINED_SEED = 0
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -159,7 +162,8 @@ def build_method(
     checkpoint: dict[str, Any] | None = None,
 ) -> FewShotMethod:
     """The method of ``args`` with its checkpoint (behind the recipe's adapter, if any);
-    ``checkpoint``: its contents when already read (:func:`read_checkpoint`).
+    ``checkpoint``: its contents when already read (:func:`read_checkpoint`). Without a
+    checkpoint, its initial weights drawn from :data:`UNTRAINED_SEED`.
 
     Hyper-parameters: those stored in the checkpoint, then ``--hparams``; the method's
     presets for ``--dataset`` fill only what neither gives."""
@@ -168,6 +172,9 @@ def build_method(
     t, d = feature_shape
     data = read_checkpoint(args) if checkpoint is None else checkpoint
     state, recipe, saved = method_state(data) if args.checkpoint else ({}, {}, {})
+    # without a checkpoint the weights are the initial ones: drawn from one seed, so that two
+    # runs (and the ranks of one torchrun) evaluate the same model under one record id
+    torch.manual_seed(UNTRAINED_SEED)
     method = create_method(
         args.method,
         feature_dim=d,

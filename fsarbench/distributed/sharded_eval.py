@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fsarbench.distributed.collectives import gather_to_main
+from fsarbench.distributed.collectives import broadcast_module, gather_to_main
 from fsarbench.distributed.env import rank, world_size
 from fsarbench.episodes import Manifest
 from fsarbench.evaluate import (
@@ -28,6 +28,7 @@ from fsarbench.evaluate import (
     make_predictor,
     names_for,
     prepare_pool,
+    resume_tag,
     save_partial_predictions,
     summarise_predictions,
 )
@@ -100,10 +101,14 @@ def evaluate_sharded(
     partial_path: str | Path | None = None,
     nonfinite: str = "error",
     class_names: list[str] | None = None,
+    partial_tag: str = "",
 ) -> EvalResult | None:
     """:func:`fsarbench.evaluate.evaluate` over every rank: the result on rank 0, ``None``
-    elsewhere. ``partial_path`` gets a per-rank suffix so each rank resumes its own batches."""
+    elsewhere. ``partial_path`` gets a per-rank suffix so each rank resumes its own batches.
+    Every rank evaluates rank 0's weights and buffers (a method built without a checkpoint
+    had other random weights on each rank, and the merged record mixed two models)."""
     t0 = time.perf_counter()
+    broadcast_module(method)
     store, device, unique, position = prepare_pool(method, features, manifest, device)
     state = encode_sharded(
         method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
@@ -123,6 +128,7 @@ def evaluate_sharded(
         _rank_path(partial_path),
         nonfinite,
         names_for(method, class_names),
+        partial_tag,
     )
     gathered = gather_to_main(predicted)
     if gathered is None:
@@ -155,10 +161,11 @@ def _match_shard(
     partial: Path | None,
     nonfinite: str = "error",
     class_names: list[str] | None = None,
+    partial_tag: str = "",
 ) -> np.ndarray:
     """``[E, Nq]`` predictions of this rank's batches; other rows stay ``-1``."""
     e, nq = manifest.query.shape
-    tag = f"{manifest.hash}:{getattr(method, 'method_name', type(method).__name__)}"
+    tag = resume_tag(manifest.hash, method, nonfinite, partial_tag) if partial else ""
     predicted = load_partial_predictions(partial, manifest, tag)
     if predicted is None:
         predicted = np.full((e, nq), -1, dtype=np.int64)
