@@ -101,3 +101,35 @@ def test_a_cache_with_failed_videos_serves_manifests_over_its_usable_videos(tmp_
     assert main([*argv, str(tmp_path / "all.json")]) == 2
     err = capsys.readouterr().err
     assert "uses 2 video(s)" in err and "v3, v10" in err and "usable_videos" in err
+
+
+def test_an_unfinished_cache_is_refused_and_failed_videos_are_recorded(tmp_path, capsys):
+    """Videos not extracted yet were left out as if they had failed: a manifest over
+    ``usable_videos`` of an interrupted extraction evaluated part of the test pool, and
+    the record listed no left-out video."""
+    from fsarbench.results import load_records
+
+    cache = _cache(tmp_path)
+    cache.mark_failed(3, 0, "corrupt: moov atom not found")
+    cache.flush()
+    classes = np.asarray(cache.class_indices)
+    usable = FeatureCache.open(tmp_path / "cache").usable_videos
+    make_manifest(classes[usable], way=3, shot=1, queries=2, episodes=40, seed=0).save(
+        tmp_path / "m.json"
+    )
+    argv = ["eval", "protonet", "--features", str(tmp_path / "cache")]
+    argv += ["--manifest", str(tmp_path / "m.json"), "--out", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    (record,) = load_records(tmp_path / "runs")
+    assert record.skipped_videos == ["test/v3: corrupt: moov atom not found"]
+
+    from fsarbench.features.cache import _TODO
+
+    progress = json.loads((tmp_path / "cache" / "progress.json").read_text())
+    status = list(progress["status"])
+    status[5] = _TODO  # video 5 as an interrupted extraction leaves it
+    progress["status"] = "".join(status)
+    (tmp_path / "cache" / "progress.json").write_text(json.dumps(progress))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "extraction of" in err and "is unfinished: 1 of 24 videos" in err

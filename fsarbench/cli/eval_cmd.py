@@ -291,12 +291,18 @@ def _stored_kind(features_path: str | None, features: dict[str, Any]) -> str | N
 def _features_meta(path: str, store, split: str) -> dict[str, Any]:
     """What an ``eval --features`` record says it was evaluated on: the features' identity
     and, for a dataset's cache, the md5 of the split list it was extracted from (so that the
-    record pairs only with records of the same test videos)."""
+    record pairs only with records of the same test videos) and the videos it could not
+    extract."""
+    from fsarbench.features.cache import FeatureCache
+
     features: dict[str, Any] = feature_identity(path, store)
     md5 = cache_split_md5(store)
     if md5:
         features["split_md5"] = {split: md5}
-    return {"features": features, "split": split, "protocol": cache_protocol(store)}
+    meta = {"features": features, "split": split, "protocol": cache_protocol(store)}
+    if isinstance(store, FeatureCache):
+        meta["skipped_videos"] = _failed_videos(store, split)
+    return meta
 
 
 def _weights_identity(checkpoint: str | None, data: dict[str, Any]) -> dict[str, Any]:
@@ -333,6 +339,7 @@ def _serving_store(store, manifest: Manifest):
             )
         _check_video_ids(store.video_ids, manifest, "the features file")
         return store, None
+    _check_extracted(store)
     classes = np.asarray(store.class_indices) if store.class_indices is not None else None
     usable = store.usable_videos
     if manifest.num_videos == len(store):
@@ -353,6 +360,29 @@ def _serving_store(store, manifest: Manifest):
         f"the manifest indexes {manifest.num_videos} videos; {store.path} holds {len(store)} "
         f"({len(usable)} usable): it was drawn for another pool"
     )
+
+
+def _check_extracted(cache) -> None:
+    """A cache whose extraction is unfinished holds videos not yet extracted, which
+    ``usable_videos`` leaves out as if they had failed: a manifest over them evaluated a
+    partial test pool, and its record listed no left-out video."""
+    todo = int((~(cache.done_mask | cache.failed_mask)).any(axis=1).sum())
+    if todo:
+        raise ManifestError(
+            f"the extraction of {cache.path} is unfinished: {todo} of {len(cache)} videos "
+            "have no features yet (an interrupted or running extraction). Run the same "
+            "'python -m fsarbench extract' command again to finish it, then evaluate"
+        )
+
+
+def _failed_videos(cache, split: str) -> list[str]:
+    """``"split/video: cause"`` of every video the cache could not extract (a record lists
+    the videos its numbers leave out)."""
+    causes: dict[int, str] = {}
+    for key, error in sorted(cache.errors.items()):
+        causes.setdefault(int(key.split("/")[0]), error)
+    failed = np.flatnonzero(cache.failed_mask.any(axis=1)).tolist()
+    return [f"{split}/{cache.video_ids[i]}: {causes.get(i, 'unreadable')}" for i in failed]
 
 
 def _check_video_ids(ids: list[str] | None, manifest: Manifest, where: str) -> None:
