@@ -207,8 +207,32 @@ def test_a_modified_list_that_repeats_a_video_serves_it_once(tmp_path, caplog):
     ids = [v.video_id for v in ds.videos("test")]
     assert len(ids) == len(set(ids)) == len(lines)
     assert "repeats 2 video line(s)" in caplog.text
-    other = "smile" if not lines[0].startswith("smile/") else "fencing"
+    classes = sorted({line.split("/", 1)[0] for line in lines})
+    other = next(c for c in classes if not lines[0].startswith(f"{c}/"))  # a test class too
     test_list.write_text("\n".join([*lines, f"{other}/{lines[0].split('/', 1)[1]}"]) + "\n")
     ds = get_dataset("hmdb51", root=tmp_path / "data", splits_dir=splits, allow_modified=True)
     with pytest.raises(ValueError, match="under two classes"):
         ds.videos("test")
+
+
+@pytest.mark.parametrize("what", ["video", "class"])
+def test_a_modified_list_that_shares_a_video_or_class_with_another_split_is_refused(tmp_path, what):
+    """``allow_modified`` took a train list holding a test video (or a test class) without a
+    look at the other splits: test data seen in training, numbers printed as usual."""
+    import shutil
+
+    splits = tmp_path / "splits"
+    shutil.copytree(require_shared_splits(), splits)
+    folder = splits / "trx" / "hmdb_ARN"
+    test_line = (folder / "testlist03.txt").read_text().splitlines()[0]
+    train_list = folder / "trainlist03.txt"
+    lines = train_list.read_text().splitlines()
+    test_class, test_video = test_line.split("/", 1)
+    if what == "video":  # the test video, listed under a training class
+        extra = f"{lines[0].split('/', 1)[0]}/{test_video}"
+    else:  # a new video of a test class
+        extra = f"{test_class}/not_in_any_list"
+    train_list.write_text("\n".join([*lines, extra]) + "\n")
+    ds = get_dataset("hmdb51", root=tmp_path / "data", splits_dir=splits, allow_modified=True)
+    with pytest.raises(ValueError, match=rf"1 {what} name\(s\) in more than one split"):
+        ds.videos("train")

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fsarbench.data.layouts import LAYOUTS, detect_layout, resolve, template_layout
-from fsarbench_splits.registry import LoadedSplit, SplitsNotFoundError, get_variant, load_split
+from fsarbench_splits.registry import (
+    SPLITS,
+    LoadedSplit,
+    SplitsNotFoundError,
+    get_variant,
+    load_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +124,33 @@ class SplitListDataset:
 
     def split(self, split: str) -> LoadedSplit:
         if split not in self._splits:
-            self._splits[split] = load_split(
+            loaded = load_split(
                 self.variant, split, self.splits_dir, allow_modified=self.allow_modified
             )
+            self._splits[split] = loaded
+            if loaded.modified:
+                self._check_disjoint()
         return self._splits[split]
+
+    def _check_disjoint(self) -> None:
+        """A modified list (``allow_modified``) must keep the splits apart: a class or a
+        video in two splits is test data seen in training. The published lists are checked
+        by ``splits verify``; a modified one was accepted with no look at the others."""
+        loaded = {s: self.split(s) for s in SPLITS}
+        for what, key in (("class", "class_name"), ("video", "video_id")):
+            owners: dict[str, list[str]] = {}
+            for name, ls in loaded.items():
+                for item in sorted({getattr(e, key) for e in ls.entries}):
+                    owners.setdefault(item, []).append(name)
+            shared = {k: v for k, v in owners.items() if len(v) > 1}
+            if shared:
+                first = next(iter(shared))
+                raise ValueError(
+                    f"{self.name}: the modified split lists put {len(shared)} {what} name(s) "
+                    f"in more than one split (e.g. {first!r} in {' and '.join(shared[first])}): "
+                    "few-shot splits must hold disjoint classes and videos. Fix the lists "
+                    "(python -m fsarbench splits verify names them all)"
+                )
 
     def class_names(self, split: str) -> list[str]:
         return sorted({e.class_name for e in self.split(split).entries})
