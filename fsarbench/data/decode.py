@@ -8,6 +8,7 @@ through decord when it is installed, with PyAV as the fallback. Every failure is
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,7 +80,8 @@ def _decord_frames(path: Path, vr) -> int:
     """Frames of an opened reader; a header-less file (webm) cut short is refused."""
     n = len(vr)
     try:
-        stated = _av_header_frames(path)
+        st = path.stat()
+        stated = _header_frames_of(str(path), st.st_size, st.st_mtime_ns)
     except VideoDecodeError:  # a file only decord opens: no header to check against
         return n
     if n and stated <= 0:
@@ -184,6 +186,13 @@ def _av_read(path: Path, indices: Sequence[int]) -> np.ndarray:
         )
     idx = _check_indices(path, wanted, n)
     return _stack(path, [frames[i] for i in idx], idx)
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_frames_of(path: str, size: int, mtime_ns: int) -> int:
+    """:func:`_av_header_frames` of a file as it is now (size and time in the key): a clip
+    decoded at every training step opens its header once per process, not at each read."""
+    return _av_header_frames(Path(path))
 
 
 def _av_header_frames(path: Path) -> int:
