@@ -313,3 +313,19 @@ def test_train_overwrite_moves_the_replaced_runs_records_aside(tmp_path, monkeyp
     assert (aside / "replaced-records" / "old.json").exists()
     assert (aside / "replaced-summary.csv").exists()
     assert not any(p.name == "old.json" for p in tmp_path.rglob("records/*.json"))
+
+
+def test_plan_extracts_nothing_and_marks_units_whose_features_are_missing(tmp_path, capsys):
+    """``run --plan`` extracted every split's features first (2 minutes for synth, hours for
+    a real dataset) just to print the plan; it now plans from the features' outline."""
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    argv = ["run", "--method", "sgtm-otam", "protonet", "--dataset", "synth", "--shots", "1"]
+    argv += ["--plan", "--cache", str(cache), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert not (cache / "features").exists()
+    assert "2 model(s) to train for 2 cell(s):" in text
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith(" *")}
+    assert set(lines) == {"*sgtm-otam", "*protonet"}
+    assert "38 steps" in lines["*sgtm-otam"] and "30 steps" in lines["*protonet"]
+    assert "features not extracted yet: synth (marked *)" in text

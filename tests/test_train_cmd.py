@@ -43,6 +43,13 @@ class FakeProvider:
         """What ``run`` checks its cells against before any work (no files here)."""
         return features_pools(self(dataset))
 
+    def cached(self, dataset: str, protocol: str | None = None) -> DatasetFeatures:
+        """In memory: ready without extraction (``run --plan`` plans with them)."""
+        return self(dataset)
+
+    def outline(self, dataset: str, protocol: str | None = None):
+        raise AssertionError("in-memory features are always ready: no outline is needed")
+
 
 ARGS = [
     "--recipe",

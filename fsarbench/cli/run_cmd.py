@@ -535,6 +535,8 @@ def _setup(args: argparse.Namespace):
             device=args.device,
             progress=progress,
             listing=provider.listing,
+            cached=provider.cached,
+            outline=provider.outline,
         ),
         "finetune": FinetuneTrack(
             root=args.root,

@@ -20,6 +20,7 @@ from fsarbench.features.store import SubsetFeatureStore
 from fsarbench.training import SplitFeatures
 
 __all__ = [
+    "FeatureOutline",
     "FeaturePreset",
     "feature_preset",
     "FrozenFeatureProvider",
@@ -45,6 +46,19 @@ class FeaturePreset:
     def __post_init__(self) -> None:
         for name in ("resolution", "num_frames", "train_views"):
             check_range("features", name, getattr(self, name), 1)
+
+
+@dataclass(frozen=True)
+class FeatureOutline:
+    """A dataset's frozen features as a method is built for them, known before extraction:
+    ``feature_shape`` ``(T, D)``, the training classes, the recorded ``info`` a method derives
+    hyper-parameters from (backbone, weights) and the number of listed videos."""
+
+    name: str
+    feature_shape: tuple[int, int]
+    num_train_classes: int
+    info: dict[str, Any]
+    videos: int
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,6 +120,32 @@ class FrozenFeatureProvider:
         self.protocol = protocol
 
     def __call__(self, dataset: str, protocol: str | None = None) -> DatasetFeatures:
+        features = self._features(dataset, protocol, extract=True)
+        assert features is not None
+        return features
+
+    def cached(self, dataset: str, protocol: str | None = None) -> DatasetFeatures | None:
+        """The features ``__call__`` would give when every split's cache is complete on
+        disk, else ``None``: nothing is decoded or extracted (``run --plan``)."""
+        return self._features(dataset, protocol, extract=False)
+
+    def outline(self, dataset: str, protocol: str | None = None) -> FeatureOutline:
+        """What building a method for ``dataset``'s features needs, before any extraction:
+        the preset's ``[T, D]``, the training split's class count and the feature info a
+        method derives hyper-parameters from."""
+        from fsarbench.data.datasets import get_dataset, is_synthetic
+        from fsarbench.features.backbones import backbone_spec
+
+        preset = feature_preset(dataset, self.overrides)
+        ds = get_dataset(dataset, root=None if is_synthetic(dataset) else self.root)
+        info = {"backbone": preset.backbone, "weights": preset.weights}
+        shape = (preset.num_frames, backbone_spec(preset.backbone).feature_dim)
+        videos = sum(len(ds.videos(split)) for split in SPLITS)
+        return FeatureOutline(dataset, shape, len(ds.class_names("train")), info, videos)
+
+    def _features(
+        self, dataset: str, protocol: str | None, *, extract: bool
+    ) -> DatasetFeatures | None:
         from fsarbench.data.datasets import get_dataset, is_synthetic
 
         preset = feature_preset(dataset, self.overrides)
@@ -115,7 +155,9 @@ class FrozenFeatureProvider:
         ds = get_dataset(dataset, root=root)
         splits, names, skipped, keys = {}, {}, [], {}
         for split in SPLITS:
-            cache = self._extract(ds, dataset, split, preset, protocol)
+            cache = self._extract(ds, dataset, split, preset, protocol, extract)
+            if cache is None:
+                return None
             splits[split], names[split], bad = split_features(cache, ds.variant)
             skipped += [f"{split}/{v}" for v in bad]
             keys[split] = cache.key
@@ -153,10 +195,23 @@ class FrozenFeatureProvider:
             splits[split] = SplitPool(classes, ds.class_names(split), len(videos) - len(found))
         return DatasetPools(dataset, ds.variant, splits, left_out_causes="missing")
 
-    def _extract(self, ds, dataset: str, split: str, preset: FeaturePreset, protocol: Protocol):
+    def _extract(
+        self,
+        ds,
+        dataset: str,
+        split: str,
+        preset: FeaturePreset,
+        protocol: Protocol,
+        extract: bool = True,
+    ):
         """The cache of ``split`` of ``ds`` (the dataset opened once by the caller, so that a
-        generated one is not made again under the data root)."""
-        from fsarbench.features.extract import SplitExtractConfig, extract_split
+        generated one is not made again under the data root); ``extract=False``: the complete
+        cache on disk, or ``None``."""
+        from fsarbench.features.extract import (
+            SplitExtractConfig,
+            extract_split,
+            find_split_cache,
+        )
 
         train = split == "train"
         config = SplitExtractConfig(
@@ -175,6 +230,10 @@ class FrozenFeatureProvider:
             device=self.device,
             progress=self.progress,
         )
+        if not extract:
+            return find_split_cache(
+                dataset, split, dataset=ds, config=config, cache_root=self.cache_root
+            )
         cache, stats = extract_split(
             dataset, split, dataset=ds, config=config, cache_root=self.cache_root
         )

@@ -44,6 +44,8 @@ class UnitPlan:
     checkpoint: bool = False
     #: cells of ``cells`` whose episodes their dataset cannot serve (a run refuses them)
     infeasible: list[Cell] = field(default_factory=list)
+    #: frozen track: the dataset's features are not extracted yet (planned from an outline)
+    unextracted: bool = False
 
     @property
     def done(self) -> bool:
@@ -71,25 +73,39 @@ def _frames(unit: ModelUnit, recipe: Any, data, method) -> tuple[int, int, int]:
 def plan_cells(
     runner, cells: Iterable[Cell], infeasible: Collection[Cell] = frozenset()
 ) -> list[UnitPlan]:
-    """The units ``runner`` would train for ``cells`` (nothing is trained or extracted
-    beyond what resolving a cell's data needs); ``infeasible``: cells whose episodes their
-    dataset cannot serve (:func:`~fsarbench.experiments.feasibility.find_shortfalls`),
-    marked in the plan (no manifest is drawn for them)."""
+    """The units ``runner`` would train for ``cells``. Nothing is trained or extracted: a
+    frozen-track unit whose features are not extracted yet is planned from its features'
+    outline (``unextracted``), and its recorded cells and checkpoint are not looked up
+    (they are named by features that do not exist yet). ``infeasible``: cells whose
+    episodes their dataset cannot serve
+    (:func:`~fsarbench.experiments.feasibility.find_shortfalls`), marked in the plan (no
+    manifest is drawn for them)."""
     from fsarbench.experiments.runner import unique_cells
 
-    plans: dict[str, UnitPlan] = {}
+    plans: dict[Any, UnitPlan] = {}
     models = Path(runner.opt.out_dir) / "models"
     for cell in unique_cells(cells):
-        p = runner.prepare(cell)
-        if p.slug not in plans:
-            steps, train, evals = _frames(p.unit, p.recipe, p.data, p.method)
-            saved = any((models / p.slug / name).exists() for name in ("last.pt", "best.pt"))
-            plans[p.slug] = UnitPlan(p.unit, [], steps, train, evals, checkpoint=saved)
-        plans[p.slug].cells.append(cell)
+        track, unit, recipe = runner.unit_recipe(cell)
+        if track.features_ready(cell):
+            p = runner.prepare(cell)
+            if p.slug not in plans:
+                steps, train, evals = _frames(p.unit, p.recipe, p.data, p.method)
+                saved = any((models / p.slug / n).exists() for n in ("last.pt", "best.pt"))
+                plans[p.slug] = UnitPlan(p.unit, [], steps, train, evals, checkpoint=saved)
+            plan = plans[p.slug]
+            recorded = cell not in infeasible and runner.recorded(cell, p)
+        else:
+            key = "unextracted:" + unit.slug([recipe.identity()])
+            if key not in plans:
+                method = track.plan_method(cell, recipe)
+                steps = sum(stage_steps(method.training_stages(), recipe.steps))
+                plans[key] = UnitPlan(unit, [], steps, unextracted=True)
+            plan, recorded = plans[key], False
+        plan.cells.append(cell)
         if cell in infeasible:
-            plans[p.slug].infeasible.append(cell)
-        elif runner.recorded(cell, p):
-            plans[p.slug].recorded.append(cell)
+            plan.infeasible.append(cell)
+        elif recorded:
+            plan.recorded.append(cell)
     return list(plans.values())
 
 
@@ -128,6 +144,13 @@ def print_plan(plans: list[UnitPlan], throughput: float) -> None:
         )
     if todo and not train:
         print("(frozen track: backbone cost is the one-off feature extraction of each split)")
+    unextracted = sorted({p.unit.dataset for p in plans if p.unextracted})
+    if unextracted:
+        print(
+            f"features not extracted yet: {', '.join(unextracted)} (marked *): run extracts "
+            "every split first; cells already recorded in the output folder and checkpoints "
+            "in models/ are looked up once the features exist, so they count as work left here"
+        )
     infeasible = sum(len(p.infeasible) for p in plans)
     if infeasible:
         print(
@@ -150,8 +173,9 @@ def _unit_line(p: UnitPlan, throughput: float) -> str:
     cells = f"{len(p.cells)} cell(s) [{feeds}]"
     if p.recorded:
         cells += f", {len(p.recorded)} recorded"
+    mark = "*" if p.unextracted else " "
     return (
-        f"  {u.name:<28} {u.dataset:<12} {u.track}/{u.protocol} trained {u.train_way}w"
+        f" {mark}{u.name:<28} {u.dataset:<12} {u.track}/{u.protocol} trained {u.train_way}w"
         f"{u.train_shot}s seed {u.train_seed}: {p.steps} steps, "
         f"{p.train_frames / 1e6:.2f} M train frames, ~{_hours(p, throughput):.2f} GPU-h "
         f"-> {cells}" + (" (checkpoint in models/)" if p.checkpoint else "")

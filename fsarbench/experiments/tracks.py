@@ -136,17 +136,39 @@ def build_method(
 ) -> FewShotMethod:
     """Method ``name`` for ``feats`` (behind the recipe's adapter), initialised from ``seed``;
     hyper-parameters the method derives from the frame backbone apply under ``hparams``."""
+    return _create_method(
+        name,
+        hparams,
+        feats.feature_shape,
+        feats.splits["train"].num_classes,
+        feats.info,
+        feats.name,
+        recipe,
+        seed,
+    )
+
+
+def _create_method(
+    name: str,
+    hparams: dict[str, Any],
+    feature_shape: tuple[int, int],
+    num_train_classes: int,
+    info: dict[str, Any],
+    dataset: str,
+    recipe,
+    seed: int,
+) -> FewShotMethod:
     from fsarbench.registry import create_method, method_info
 
-    t, d = feats.feature_shape
-    derived = method_info(name).cls.backbone_hparams(feats.info)
+    t, d = feature_shape
+    derived = method_info(name).cls.backbone_hparams(info)
     torch.manual_seed(seed)
     method = create_method(
         name,
         feature_dim=d,
         seq_len=t,
-        num_train_classes=feats.splits["train"].num_classes,
-        dataset=feats.name,
+        num_train_classes=num_train_classes,
+        dataset=dataset,
         **{**derived, **hparams},
     )
     if recipe.adapter == "linear_ln":
@@ -190,13 +212,18 @@ class FrozenTrack:
         device: str,
         progress: bool,
         listing: Callable[[str], DatasetPools] | None = None,
+        cached: Callable[[str, str], DatasetFeatures | None] | None = None,
+        outline: Callable[[str, str], Any] | None = None,
     ) -> None:
         """``listing(dataset)``: the dataset's pools without extracting anything (e.g.
         :meth:`FrozenFeatureProvider.listing`); without one, :meth:`pools` asks
-        ``provider`` (in-memory features)."""
+        ``provider`` (in-memory features). ``cached(dataset, protocol)``: the features when
+        already extracted, else ``None``, and ``outline(dataset, protocol)``: a
+        :class:`~fsarbench.experiments.features.FeatureOutline` (``run --plan`` plans
+        with these, extracting nothing); without them features count as ready."""
         self.provider, self.overrides = provider, recipe_overrides
         self.device, self.progress = device, progress
-        self.listing = listing
+        self.listing, self.cached, self.outline = listing, cached, outline
         self.features: dict[tuple[str, str], DatasetFeatures] = {}
         self.listed: dict[str, DatasetPools] = {}
 
@@ -206,6 +233,34 @@ class FrozenTrack:
             self.features[key] = self.provider(dataset, protocol)
             _warn_left_out(self.features[key])
         return self.features[key]
+
+    def features_ready(self, cell: Cell) -> bool:
+        """Whether ``cell``'s features can be had without extracting (in memory, or every
+        split's cache complete on disk, then kept)."""
+        key = (cell.dataset, cell.protocol)
+        if key in self.features or self.cached is None:
+            return True
+        found = self.cached(*key)
+        if found is None:
+            return False
+        self.features[key] = found
+        _warn_left_out(found)
+        return True
+
+    def plan_method(self, cell: Cell, recipe) -> FewShotMethod:
+        """``cell``'s untrained method built from its features' outline (nothing extracted):
+        what ``run --plan`` counts training stages and steps with."""
+        o = self.outline(cell.dataset, cell.protocol)
+        return _create_method(
+            cell.method,
+            cell.hparams_dict,
+            o.feature_shape,
+            o.num_train_classes,
+            o.info,
+            cell.dataset,
+            recipe,
+            cell.train_seed,
+        )
 
     def data(self, cell: Cell) -> TrackData:
         f = self.dataset(cell.dataset, cell.protocol)
@@ -356,6 +411,12 @@ class FinetuneTrack:
         if skipped:
             log.warning("%s: left out %d video(s): %s", name, len(skipped), "; ".join(skipped[:3]))
         return _ClipData(ds, splits, skipped, ds.split_md5s())
+
+    @staticmethod
+    def features_ready(cell: Cell) -> bool:
+        """Always: this track's data is a probe of the videos (kept per dataset), and its
+        features are made by training."""
+        return True
 
     def data(self, cell: Cell) -> TrackData:
         c = self.clip_data(cell.dataset, self.recipe(cell).options)

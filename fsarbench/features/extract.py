@@ -67,6 +67,7 @@ __all__ = [
     "exclusive",
     "extract_features",
     "extract_split",
+    "find_split_cache",
     "clip_dataset",
     "open_or_create",
     "split_cache_key",
@@ -607,24 +608,10 @@ def extract_split(
     object to use instead of ``get_dataset(dataset_name, ...)``."""
     from fsarbench.data.datasets import get_dataset
 
-    config = (config or SplitExtractConfig()).resolved(split)
     options = {"root": root} if splits_dir is None else {"root": root, "splits_dir": splits_dir}
     if dataset is None:
         dataset = get_dataset(dataset_name, **options)
-    videos = dataset.videos(split)
-    if config.flip is None:
-        config = dataclasses.replace(config, flip=bool(getattr(dataset, "flip_ok", True)))
-    backbone = _split_backbone(config.backbone, config.weights, config.seed, config.tiny)
-    if config.norm is None and backbone.norm is not None:  # e.g. CLIP statistics
-        config = dataclasses.replace(config, norm=backbone.norm)
-    key = split_cache_key(
-        dataset_name,
-        split,
-        videos,
-        backbone.weights_id,
-        config,
-        data_identity(dataset, split, videos),
-    )
+    config, videos, backbone, key = _resolve_split(dataset_name, split, dataset, config)
     folder = cache_folder(key, cache_root)
     if (folder / "index.json").exists() and FeatureCache.open(folder).is_complete:
         return FeatureCache.open(folder), None
@@ -647,6 +634,47 @@ def extract_split(
         normalise=clips.transform.pixel_norm(),
         precision=config.precision,
     )
+
+
+def find_split_cache(
+    dataset_name: str,
+    split: str,
+    *,
+    dataset: Any,
+    config: SplitExtractConfig | None = None,
+    cache_root: str | Path | None = None,
+) -> FeatureCache | None:
+    """The complete cache :func:`extract_split` would reuse for these arguments, or ``None``
+    (nothing is decoded or extracted; the backbone is built for its weights' identity)."""
+    _, _, _, key = _resolve_split(dataset_name, split, dataset, config)
+    folder = cache_folder(key, cache_root)
+    if (folder / "index.json").exists():
+        cache = FeatureCache.open(folder)
+        if cache.is_complete:
+            return cache
+    return None
+
+
+def _resolve_split(
+    dataset_name: str, split: str, dataset: Any, config: SplitExtractConfig | None
+) -> tuple[SplitExtractConfig, list[Any], Backbone, CacheKey]:
+    """The resolved config, the split's videos, the backbone and the cache key."""
+    config = (config or SplitExtractConfig()).resolved(split)
+    videos = dataset.videos(split)
+    if config.flip is None:
+        config = dataclasses.replace(config, flip=bool(getattr(dataset, "flip_ok", True)))
+    backbone = _split_backbone(config.backbone, config.weights, config.seed, config.tiny)
+    if config.norm is None and backbone.norm is not None:  # e.g. CLIP statistics
+        config = dataclasses.replace(config, norm=backbone.norm)
+    key = split_cache_key(
+        dataset_name,
+        split,
+        videos,
+        backbone.weights_id,
+        config,
+        data_identity(dataset, split, videos),
+    )
+    return config, videos, backbone, key
 
 
 def _split_backbone(name: str, weights: str | Path, seed: int, tiny: bool) -> Backbone:
