@@ -122,7 +122,11 @@ class CLIPFSAR(FewShotMethod):
 
         Attributes:
             text_tower: open_clip text tower (``ViT-B-16``, ``ViT-L-14``; ``tiny`` for tests).
-            text_weights: ``openai`` (Hugging Face cache), ``none`` (random) or a file path.
+            text_weights: ``openai`` (Hugging Face cache; or another open_clip tag of
+                ``text_tower``), ``none`` (random) or a file path.
+            text_quick_gelu: the text tower's activation: required for a file path (``true``:
+                OpenAI's weights and models fine-tuned from them; ``false``: GELU-trained ones
+                such as LAION's); unset for a tag, which states its own (``openai``: QuickGELU).
             prompt: template of the class-name prompt.
             heads, depth, mlp_dim: the temporal transformer (8 heads, 1 block, 2048).
             attn_dropout, ffn_dropout: its dropouts (0.2, 0.05).
@@ -133,6 +137,7 @@ class CLIPFSAR(FewShotMethod):
 
         text_tower: str = "ViT-B-16"
         text_weights: str = "openai"
+        text_quick_gelu: bool | None = None
         prompt: str = "a photo of {}"
         heads: int = 8
         depth: int = 1
@@ -151,7 +156,9 @@ class CLIPFSAR(FewShotMethod):
         c = self.config
         if not 0.0 <= c.text_coeff <= 1.0:
             raise ValueError(f"CLIP-FSAR text_coeff must lie in [0, 1], got {c.text_coeff}")
-        self.tower = create_text_tower(c.text_tower, weights=c.text_weights)  # not a Module
+        self.tower = create_text_tower(  # not a Module
+            c.text_tower, weights=c.text_weights, quick_gelu=c.text_quick_gelu
+        )
         self.text_cache: dict[str, Tensor] = {}
         d = self.feature_dim
         self.transformer = TemporalTransformer(
