@@ -5,6 +5,7 @@ fail with messages that say what to do."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -237,6 +238,49 @@ def test_text_tower_activation_is_the_weights_own(small_text_file, monkeypatch):
         assert asked[f"/cache/{tag}.bin"] is is_quick, tag
     with pytest.raises(tt.TextTowerWeightsError, match="trained with GELU"):
         tt.create_text_tower("ViT-B-16", weights="laion2b_s34b_b88k", quick_gelu=True)
+
+
+def test_a_replaced_text_checkpoint_is_read_again_and_changes_the_record(small_text_file):
+    """The text weights' identity (file md5 and activation) is a recorded hyper-parameter:
+    a checkpoint replaced at the same path is read again in-process, and gives another record
+    id and training fingerprint (so ``run`` trains and evaluates again); a model rebuilt with
+    its recorded identity refuses other weights at that path."""
+    import open_clip
+
+    from fsarbench.features.text_towers import TextTowerWeightsError
+    from fsarbench.io import md5_file
+    from fsarbench.provenance import training_fingerprint
+    from fsarbench.results import record_config_hash
+
+    path = str(small_text_file)
+    hp = {"text_tower": "fsar-small", "text_weights": path, "text_quick_gelu": False}
+    old = _method(**hp)
+    assert old.hparams["text_weights_id"] == f"file:{md5_file(path)}:gelu"
+    assert _method(**hp).tower is old.tower  # one tower per unchanged file
+    torch.manual_seed(1)
+    other = small_text_file.with_name("other.bin")
+    torch.save(open_clip.create_model("fsar-small").state_dict(), other)
+    os.replace(other, path)  # a new file at the same path
+    new = _method(**hp)
+    assert new.tower is not old.tower  # read again, not served from the in-process cache
+    prompt = ["a photo of archery"]
+    assert not torch.allclose(new.tower.encode(prompt), old.tower.encode(prompt))
+    assert new.hparams["text_weights_id"] == f"file:{md5_file(path)}:gelu"
+    assert new.hparams["text_weights_id"] != old.hparams["text_weights_id"]
+
+    def identity(method):
+        fields = {"recipe": {}, "seed": 0, "dataset": "synth", "track": "frozen", "data": {}}
+        return (
+            record_config_hash(method.hparams, {}, {}, 0, "frozen"),
+            training_fingerprint(
+                method="clip-fsar", model=method, hparams=method.hparams, **fields
+            ),
+        )
+
+    assert identity(new)[0] != identity(old)[0] and identity(new)[1] != identity(old)[1]
+    with pytest.raises(TextTowerWeightsError, match="replaced since.*text_weights_id="):
+        _method(**hp, text_weights_id=old.hparams["text_weights_id"])  # the old checkpoint's
+    assert _method(**hp, text_weights_id=new.hparams["text_weights_id"]).tower is new.tower
 
 
 def test_a_method_that_uses_names_must_take_them():

@@ -58,14 +58,38 @@ class TextTower:
         return self.model.encode_text(tokens).float()
 
 
-@functools.lru_cache(maxsize=4)
 def create_text_tower(
     name: str, *, weights: str = "openai", seed: int = 0, quick_gelu: bool | None = None
 ) -> TextTower:
     """The text tower ``name`` (see the module docstring) in eval mode, frozen; one instance
-    per arguments is shared (read-only) by every head that asks for it. ``quick_gelu``: the
-    activation (see the module docstring; required for a checkpoint file). ``weights_id``
-    names the weights and the activation (``open_clip:ViT-B-16.openai:quickgelu``)."""
+    per arguments is shared (read-only) by every head that asks for it, and for a checkpoint
+    file per state of the file (its size, modification time and inode: a file replaced at
+    the same path is read again). ``quick_gelu``: the activation (see the module docstring;
+    required for a checkpoint file). ``weights_id`` names the weights and the activation
+    (``open_clip:ViT-B-16.openai:quickgelu``, ``file:<md5>:gelu``): it is what a record of a
+    method using the tower names (clip-fsar's ``text_weights_id``)."""
+    stamp = _file_stamp(weights) if _is_path(weights) else None
+    return _create_text_tower(name, weights, seed, quick_gelu, stamp)
+
+
+def _file_stamp(path: str) -> tuple[int, int, int] | None:
+    """``(size, mtime_ns, inode)`` of ``path``; None when it cannot be read (the build then
+    fails with the reader's message)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+@functools.lru_cache(maxsize=4)
+def _create_text_tower(
+    name: str,
+    weights: str,
+    seed: int,
+    quick_gelu: bool | None,
+    stamp: tuple[int, int, int] | None,  # part of the cache key only
+) -> TextTower:
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
@@ -98,6 +122,10 @@ def create_text_tower(
     tokenizer = SimpleTokenizer(context_length=77)  # CLIP's BPE, bundled with open_clip
     embed = int(model.text_projection.shape[1])
     return TextTower(model, tokenizer, name, weights_id, embed)
+
+
+#: Forget every built tower (tests).
+create_text_tower.cache_clear = _create_text_tower.cache_clear  # type: ignore[attr-defined]
 
 
 def _is_path(weights: str) -> bool:
