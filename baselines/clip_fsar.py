@@ -31,6 +31,7 @@ frame backbone (``backbone_hparams``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -122,7 +123,16 @@ class CLIPFSAR(FewShotMethod):
 
         Attributes:
             text_tower: open_clip text tower (``ViT-B-16``, ``ViT-L-14``; ``tiny`` for tests).
-            text_weights: ``openai`` (Hugging Face cache), ``none`` (random) or a file path.
+            text_weights: ``openai`` (Hugging Face cache; or another open_clip tag of
+                ``text_tower``), ``none`` (random) or a file path.
+            text_quick_gelu: the text tower's activation: required for a file path (``true``:
+                OpenAI's weights and models fine-tuned from them; ``false``: GELU-trained ones
+                such as LAION's); unset for a tag, which states its own (``openai``: QuickGELU).
+            text_weights_id: what the text weights are, filled in when the tower is built
+                (``file:<md5>:gelu``, ``open_clip:ViT-B-16.openai:quickgelu``): recorded with
+                the other hyper-parameters, so a text checkpoint replaced at the same path
+                gives other records and retrains; given (a checkpoint's hyper-parameters), the
+                tower's must match it.
             prompt: template of the class-name prompt.
             heads, depth, mlp_dim: the temporal transformer (8 heads, 1 block, 2048).
             attn_dropout, ffn_dropout: its dropouts (0.2, 0.05).
@@ -133,6 +143,8 @@ class CLIPFSAR(FewShotMethod):
 
         text_tower: str = "ViT-B-16"
         text_weights: str = "openai"
+        text_quick_gelu: bool | None = None
+        text_weights_id: str = ""
         prompt: str = "a photo of {}"
         heads: int = 8
         depth: int = 1
@@ -145,13 +157,25 @@ class CLIPFSAR(FewShotMethod):
         text_coeff: float = 0.9
 
     def __init__(self, **kwargs: Any) -> None:
-        from fsarbench.features.text_towers import create_text_tower
+        from fsarbench.features.text_towers import TextTowerWeightsError, create_text_tower
 
         super().__init__(**kwargs)
         c = self.config
         if not 0.0 <= c.text_coeff <= 1.0:
             raise ValueError(f"CLIP-FSAR text_coeff must lie in [0, 1], got {c.text_coeff}")
-        self.tower = create_text_tower(c.text_tower, weights=c.text_weights)  # not a Module
+        self.tower = create_text_tower(  # not a Module
+            c.text_tower, weights=c.text_weights, quick_gelu=c.text_quick_gelu
+        )
+        found = self.tower.weights_id
+        if c.text_weights_id and c.text_weights_id != found:
+            raise TextTowerWeightsError(
+                f"CLIP-FSAR: the text weights {c.text_weights!r} are {found}, not the "
+                f"{c.text_weights_id} this model was made with (replaced since?): pass the "
+                f"weights it was trained with, or text_weights_id={found!r} to use these "
+                "(the trained head then meets other text embeddings than in training)"
+            )
+        # the weights' identity joins the hyper-parameters: record id, training fingerprint
+        self.config = c = dataclasses.replace(c, text_weights_id=found)
         self.text_cache: dict[str, Tensor] = {}
         d = self.feature_dim
         self.transformer = TemporalTransformer(

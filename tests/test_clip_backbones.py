@@ -55,6 +55,41 @@ def test_tiny_preset_keeps_architecture_class_and_output_dim(name):
     assert model.weights_id == "none:seed3:tiny" and model.norm == VIT_PRESETS[name].norm
 
 
+def test_clip_presets_run_openai_weights_with_quickgelu(monkeypatch):
+    """OpenAI trained CLIP with QuickGELU: the CLIP presets load their weights into timm's
+    QuickGELU variants (plain ``vit_*_clip_224`` is GELU, another network), which read the
+    same Hugging Face repositories; the weights id names the variant (so features made with
+    GELU are not served again) and DINOv2 keeps its GELU."""
+    from timm.layers.activations import QuickGELU
+    from timm.models import get_pretrained_cfg
+
+    from fsarbench.features import backbones
+    from fsarbench.features.vit_presets import TINY_DIMS
+
+    asked = []
+
+    def no_download(factory, model_name, hint, **kwargs):  # the weights' name, not the weights
+        asked.append((model_name, hint))
+        return factory(model_name.split(".")[0], pretrained=False, **{**kwargs, **TINY_DIMS})
+
+    monkeypatch.setattr(backbones, "_timm_pretrained", no_download)
+    for name, repo in [
+        ("clip-vit-b16", "timm/vit_base_patch16_clip_224.openai"),
+        ("clip-vit-l14", "timm/vit_large_patch14_clip_224.openai"),
+    ]:
+        model = create_backbone(name, weights="pretrained")
+        timm_name, hint = asked[-1]
+        assert "_clip_quickgelu_" in timm_name and timm_name.endswith(".openai")
+        assert model.weights_id == f"timm:{timm_name}"
+        assert isinstance(model.trunk.blocks[0].mlp.act, QuickGELU)
+        assert get_pretrained_cfg(timm_name).hf_hub_id.rstrip("/") == repo  # no new download
+        assert VIT_PRESETS[name].hf_repo == repo and repo in hint
+        tiny = create_backbone(name, weights="none", tiny=True)  # one network whatever weights
+        assert isinstance(tiny.trunk.blocks[0].mlp.act, QuickGELU)
+    dino = create_backbone("dinov2-vit-s14", weights="none", tiny=True)
+    assert type(dino.trunk.blocks[0].mlp.act) is torch.nn.GELU
+
+
 def test_tiny_and_weights_errors():
     with pytest.raises(UnknownBackboneError, match="ViT presets"):
         create_backbone("resnet18", weights="none", tiny=True)

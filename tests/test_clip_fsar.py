@@ -5,6 +5,8 @@ fail with messages that say what to do."""
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -165,6 +167,120 @@ def test_missing_text_weights_offline_name_the_folder(monkeypatch, tmp_path):
     assert "text_weights=none" in str(err.value)
     with pytest.raises(TextTowerWeightsError, match="random weights only"):
         create_text_tower("tiny", weights="openai")
+
+
+SMALL_CLIP = {  # an open_clip config small enough to save as a checkpoint file in a test
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture
+def small_text_file(monkeypatch, tmp_path):
+    """A random 1-block open_clip model saved as a checkpoint file, its name accepted as a
+    text tower (``fsar-small``): the file-path code runs without a download."""
+    import open_clip
+    from open_clip import factory
+
+    from fsarbench.features import text_towers
+
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "fsar-small", SMALL_CLIP)
+    monkeypatch.setattr(text_towers, "TEXT_TOWERS", (*text_towers.TEXT_TOWERS, "fsar-small"))
+    torch.manual_seed(0)
+    path = tmp_path / "text.bin"
+    torch.save(open_clip.create_model("fsar-small").state_dict(), path)
+    text_towers.create_text_tower.cache_clear()
+    yield path
+    text_towers.create_text_tower.cache_clear()
+
+
+def _act(tower) -> str:
+    return type(tower.model.transformer.resblocks[0].mlp.gelu).__name__
+
+
+def test_text_tower_activation_is_the_weights_own(small_text_file, monkeypatch):
+    """QuickGELU only for weights trained with it: a tag takes open_clip's pretrained config
+    (OpenAI's: QuickGELU, LAION's: GELU); a checkpoint file does not say, so the user must
+    (an error names the option); the activation is part of the weights id."""
+    import open_clip
+
+    from fsarbench.features import text_towers as tt
+
+    path = str(small_text_file)
+    with pytest.raises(tt.TextTowerWeightsError, match="text_quick_gelu=true .* or text_quick"):
+        tt.create_text_tower("fsar-small", weights=path)
+    with pytest.raises(tt.TextTowerWeightsError, match="text_quick_gelu=true"):
+        _method(text_tower="fsar-small", text_weights=path)
+    gelu = tt.create_text_tower("fsar-small", weights=path, quick_gelu=False)
+    quick = tt.create_text_tower("fsar-small", weights=path, quick_gelu=True)
+    assert (_act(gelu), _act(quick)) == ("GELU", "QuickGELU")
+    assert gelu.weights_id.endswith(":gelu") and quick.weights_id.endswith(":quickgelu")
+    prompt = ["a photo of archery"]
+    assert not torch.allclose(gelu.encode(prompt), quick.encode(prompt))  # another network
+    method = _method(text_tower="fsar-small", text_weights=path, text_quick_gelu=False)
+    assert _act(method.tower) == "GELU" and method.hparams["text_quick_gelu"] is False
+
+    class Built(Exception):
+        pass
+
+    asked = {}
+
+    def no_download(name, pretrained=None, force_quick_gelu=False, **kwargs):
+        asked[pretrained] = force_quick_gelu
+        raise Built
+
+    monkeypatch.setattr(tt, "_cached_file", lambda name, tag: Path(f"/cache/{tag}.bin"))
+    monkeypatch.setattr(open_clip, "create_model", no_download)
+    for tag, is_quick in [("openai", True), ("laion2b_s34b_b88k", False)]:
+        with pytest.raises(Built):
+            tt.create_text_tower("ViT-B-16", weights=tag)
+        assert asked[f"/cache/{tag}.bin"] is is_quick, tag
+    with pytest.raises(tt.TextTowerWeightsError, match="trained with GELU"):
+        tt.create_text_tower("ViT-B-16", weights="laion2b_s34b_b88k", quick_gelu=True)
+
+
+def test_a_replaced_text_checkpoint_is_read_again_and_changes_the_record(small_text_file):
+    """The text weights' identity (file md5 and activation) is a recorded hyper-parameter:
+    a checkpoint replaced at the same path is read again in-process, and gives another record
+    id and training fingerprint (so ``run`` trains and evaluates again); a model rebuilt with
+    its recorded identity refuses other weights at that path."""
+    import open_clip
+
+    from fsarbench.features.text_towers import TextTowerWeightsError
+    from fsarbench.io import md5_file
+    from fsarbench.provenance import training_fingerprint
+    from fsarbench.results import record_config_hash
+
+    path = str(small_text_file)
+    hp = {"text_tower": "fsar-small", "text_weights": path, "text_quick_gelu": False}
+    old = _method(**hp)
+    assert old.hparams["text_weights_id"] == f"file:{md5_file(path)}:gelu"
+    assert _method(**hp).tower is old.tower  # one tower per unchanged file
+    torch.manual_seed(1)
+    other = small_text_file.with_name("other.bin")
+    torch.save(open_clip.create_model("fsar-small").state_dict(), other)
+    os.replace(other, path)  # a new file at the same path
+    new = _method(**hp)
+    assert new.tower is not old.tower  # read again, not served from the in-process cache
+    prompt = ["a photo of archery"]
+    assert not torch.allclose(new.tower.encode(prompt), old.tower.encode(prompt))
+    assert new.hparams["text_weights_id"] == f"file:{md5_file(path)}:gelu"
+    assert new.hparams["text_weights_id"] != old.hparams["text_weights_id"]
+
+    def identity(method):
+        fields = {"recipe": {}, "seed": 0, "dataset": "synth", "track": "frozen", "data": {}}
+        return (
+            record_config_hash(method.hparams, {}, {}, 0, "frozen"),
+            training_fingerprint(
+                method="clip-fsar", model=method, hparams=method.hparams, **fields
+            ),
+        )
+
+    assert identity(new)[0] != identity(old)[0] and identity(new)[1] != identity(old)[1]
+    with pytest.raises(TextTowerWeightsError, match="replaced since.*text_weights_id="):
+        _method(**hp, text_weights_id=old.hparams["text_weights_id"])  # the old checkpoint's
+    assert _method(**hp, text_weights_id=new.hparams["text_weights_id"]).tower is new.tower
 
 
 def test_a_method_that_uses_names_must_take_them():

@@ -3,9 +3,17 @@
 ``create_text_tower(name, weights=...)``: ``name`` is an open_clip model name whose text half
 matches a CLIP image preset (``ViT-B-16`` for ``clip-vit-b16``, ``ViT-L-14`` for
 ``clip-vit-l14``) or ``tiny`` (one block of width 32, random, for tests); ``weights`` is
-``openai`` (from the Hugging Face cache, where open_clip and timm keep it), ``none`` (random,
-seeded) or the path of an open_clip checkpoint. The tower is frozen (inference only): its
-embeddings depend on the class name alone, so callers cache them per name.
+``openai`` or another open_clip pretrained tag of ``name`` (from the Hugging Face cache, where
+open_clip and timm keep it), ``none`` (random, seeded) or the path of an open_clip checkpoint.
+The tower is frozen (inference only): its embeddings depend on the class name alone, so
+callers cache them per name.
+
+Activation: OpenAI trained CLIP with QuickGELU (so did MetaCLIP and DFN), open_clip's LAION
+and DataComp trainings with GELU, and the same weights under the other activation are another
+network. A tag takes the activation open_clip's pretrained config states for it
+(``quick_gelu``); a checkpoint file does not say, so ``quick_gelu=True``/``False`` must be
+given for one (``TextTowerWeightsError`` otherwise). ``none`` is open_clip's architecture
+(GELU) unless ``quick_gelu`` says otherwise; ``tiny`` is QuickGELU unless it says otherwise.
 """
 
 from __future__ import annotations
@@ -50,10 +58,38 @@ class TextTower:
         return self.model.encode_text(tokens).float()
 
 
-@functools.lru_cache(maxsize=4)
-def create_text_tower(name: str, *, weights: str = "openai", seed: int = 0) -> TextTower:
+def create_text_tower(
+    name: str, *, weights: str = "openai", seed: int = 0, quick_gelu: bool | None = None
+) -> TextTower:
     """The text tower ``name`` (see the module docstring) in eval mode, frozen; one instance
-    per arguments is shared (read-only) by every head that asks for it."""
+    per arguments is shared (read-only) by every head that asks for it, and for a checkpoint
+    file per state of the file (its size, modification time and inode: a file replaced at
+    the same path is read again). ``quick_gelu``: the activation (see the module docstring;
+    required for a checkpoint file). ``weights_id`` names the weights and the activation
+    (``open_clip:ViT-B-16.openai:quickgelu``, ``file:<md5>:gelu``): it is what a record of a
+    method using the tower names (clip-fsar's ``text_weights_id``)."""
+    stamp = _file_stamp(weights) if _is_path(weights) else None
+    return _create_text_tower(name, weights, seed, quick_gelu, stamp)
+
+
+def _file_stamp(path: str) -> tuple[int, int, int] | None:
+    """``(size, mtime_ns, inode)`` of ``path``; None when it cannot be read (the build then
+    fails with the reader's message)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+@functools.lru_cache(maxsize=4)
+def _create_text_tower(
+    name: str,
+    weights: str,
+    seed: int,
+    quick_gelu: bool | None,
+    stamp: tuple[int, int, int] | None,  # part of the cache key only
+) -> TextTower:
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
@@ -62,18 +98,25 @@ def create_text_tower(name: str, *, weights: str = "openai", seed: int = 0) -> T
     if name == "tiny":
         if weights != "none":
             raise TextTowerWeightsError("the tiny text tower has random weights only: weights=none")
-        model, weights_id = _tiny(seed), f"none:seed{seed}:tiny"
+        quick = True if quick_gelu is None else quick_gelu
+        model, weights_id = _tiny(seed, quick), f"none:seed{seed}:tiny"
     elif weights == "none":
+        quick = bool(quick_gelu)
         with _seeded(seed):
-            model = open_clip.create_model(name, pretrained=None)
+            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick)
         weights_id = f"none:seed{seed}"
     else:
-        path = Path(weights) if _is_path(weights) else _cached_file(name, weights)
+        if _is_path(weights):
+            path, quick = Path(weights), _file_quick_gelu(weights, quick_gelu)
+        else:
+            quick = _tag_quick_gelu(name, weights, quick_gelu)
+            path = _cached_file(name, weights)
         with _seeded(seed):
-            model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=True)
+            model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick)
         weights_id = (
             f"open_clip:{name}.{weights}" if not _is_path(weights) else f"file:{md5_file(path)}"
         )
+    weights_id += ":quickgelu" if quick else ":gelu"
     model.visual = None  # the image half is not needed (timm serves the image towers)
     model.eval().requires_grad_(False)
     tokenizer = SimpleTokenizer(context_length=77)  # CLIP's BPE, bundled with open_clip
@@ -81,8 +124,48 @@ def create_text_tower(name: str, *, weights: str = "openai", seed: int = 0) -> T
     return TextTower(model, tokenizer, name, weights_id, embed)
 
 
+#: Forget every built tower (tests).
+create_text_tower.cache_clear = _create_text_tower.cache_clear  # type: ignore[attr-defined]
+
+
 def _is_path(weights: str) -> bool:
     return os.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def _act(quick: bool) -> str:
+    return "QuickGELU" if quick else "GELU"
+
+
+def _tag_quick_gelu(name: str, tag: str, asked: bool | None) -> bool:
+    """The activation open_clip's pretrained config states for ``name``/``tag`` (QuickGELU:
+    OpenAI's weights); ``asked`` must agree with it."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg or not cfg.get("hf_hub"):
+        raise TextTowerWeightsError(
+            f"open_clip has no weights {tag!r} for {name}; use 'openai', 'none' or a file path"
+        )
+    quick = bool(cfg.get("quick_gelu"))
+    if asked is not None and asked != quick:
+        raise TextTowerWeightsError(
+            f"the {name} text weights {tag!r} were trained with {_act(quick)} (open_clip's "
+            f"pretrained config); text_quick_gelu={str(asked).lower()} would compute another "
+            "network: leave text_quick_gelu unset for a named tag"
+        )
+    return quick
+
+
+def _file_quick_gelu(path: str, asked: bool | None) -> bool:
+    """A checkpoint file does not say its activation: the caller must."""
+    if asked is None:
+        raise TextTowerWeightsError(
+            f"the text tower's activation cannot be read from the checkpoint {path}: say "
+            "which it was trained with, text_quick_gelu=true (OpenAI's CLIP weights and models "
+            "fine-tuned from them) or text_quick_gelu=false (open_clip's LAION, DataComp and "
+            "other GELU-trained weights); the wrong one computes another network"
+        )
+    return asked
 
 
 @functools.cache
@@ -94,12 +177,12 @@ def _tiny_cfgs():
     return text, vision
 
 
-def _tiny(seed: int) -> nn.Module:
+def _tiny(seed: int, quick_gelu: bool) -> nn.Module:
     from open_clip.model import CLIP
 
     text, vision = _tiny_cfgs()
     with _seeded(seed):
-        return CLIP(embed_dim=_TINY_EMBED, vision_cfg=vision, text_cfg=text, quick_gelu=True)
+        return CLIP(embed_dim=_TINY_EMBED, vision_cfg=vision, text_cfg=text, quick_gelu=quick_gelu)
 
 
 def _cached_file(name: str, tag: str) -> Path:
@@ -108,11 +191,7 @@ def _cached_file(name: str, tag: str) -> Path:
     import open_clip
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    if not cfg or not cfg.get("hf_hub"):
-        raise TextTowerWeightsError(
-            f"open_clip has no weights {tag!r} for {name}; use 'openai', 'none' or a file path"
-        )
+    cfg = open_clip.get_pretrained_cfg(name, tag)  # checked by _tag_quick_gelu
     repo = cfg["hf_hub"].rstrip("/")
     for filename in _HF_FILES:
         found = try_to_load_from_cache(repo, filename)

@@ -7,6 +7,13 @@ every one of these towers with the same ``VisionTransformer`` class (one code pa
 same Hugging Face repositories open_clip itself reads (``timm/vit_base_patch16_clip_224.openai``)
 and it is released monthly. open_clip is used only for CLIP's *text* tower (``clip-fsar``).
 
+The CLIP presets are timm's ``*_clip_quickgelu_*`` architectures: OpenAI trained CLIP with
+QuickGELU (``x * sigmoid(1.702 x)``), and timm's plain ``vit_*_clip_224`` models use GELU,
+which runs the OpenAI weights as another network (timm's own pretrained config says so). The
+QuickGELU variants read the same Hugging Face repositories, so no other download is needed.
+Every CLIP preset build uses them (pretrained, random, tiny or a checkpoint file), so a
+preset is one network whatever its weights.
+
 Each preset states its input size, normalisation and feature dimension. CLIP presets keep
 timm's ``head``: it is CLIP's image projection, so the features live in the joint image-text
 space (512-d for ViT-B/16, 768-d for ViT-L/14) where class-name prompts can be compared with
@@ -62,8 +69,15 @@ class VitPreset:
 
     @property
     def hf_repo(self) -> str:
-        """The Hugging Face repository timm (and open_clip) read the weights from."""
-        return f"timm/{self.timm_model}.{self.tag}"
+        """The Hugging Face repository timm (and open_clip) read the weights from: timm's
+        pretrained config of ``timm_model.tag`` names it (the QuickGELU variants of the CLIP
+        towers read the same repository as the plain ones: ``timm/vit_base_patch16_clip_224.
+        openai``)."""
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(f"{self.timm_model}.{self.tag}")
+        hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        return hub.rstrip("/") if hub else f"timm/{self.timm_model}.{self.tag}"
 
     def cache_hint(self) -> str:
         """Where the weights must be for an offline run (the message of a missing file)."""
@@ -80,7 +94,7 @@ class VitPreset:
 
 VIT_PRESETS: dict[str, VitPreset] = {
     "clip-vit-b16": VitPreset(
-        "vit_base_patch16_clip_224",
+        "vit_base_patch16_clip_quickgelu_224",
         "openai",
         224,
         "clip",
@@ -90,7 +104,7 @@ VIT_PRESETS: dict[str, VitPreset] = {
         "CLIP ViT-B/16 image tower (OpenAI weights), projected into CLIP's joint space",
     ),
     "clip-vit-l14": VitPreset(
-        "vit_large_patch14_clip_224",
+        "vit_large_patch14_clip_quickgelu_224",
         "openai",
         224,
         "clip",
