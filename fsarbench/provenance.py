@@ -112,12 +112,25 @@ def _python_files(paths: Iterable[Path]) -> list[Path]:
 def source_digest(paths: Iterable[Path], root: Path | None = None) -> str:
     """16 hex digits over the ``*.py`` files at or under ``paths`` (names relative to ``root``
     and their docstring-free syntax trees)."""
+    paths = list(paths)
     files = _python_files(paths)
     h = hashlib.sha256()
     for f in files:
-        name = str(f.relative_to(root)) if root is not None else f.name
+        name = _relative_name(f, root, paths) if root is not None else f.name
         h.update(name.encode() + b"\0" + _file_digest(f).encode() + b"\n")
     return h.hexdigest()[:16]
+
+
+def _relative_name(f: Path, root: Path, paths: list[Path]) -> str:
+    """``f`` relative to ``root``, else to the first of ``paths`` holding it, numbered (a
+    namespace package spread over several folders: ``relative_to(root)`` failed for files
+    of the others and stopped ``run`` before any work)."""
+    if f.is_relative_to(root):
+        return str(f.relative_to(root))
+    for i, p in enumerate(paths):
+        if p.is_dir() and f.is_relative_to(p):
+            return f"{i}/{f.relative_to(p)}"
+    return str(f)
 
 
 def _package_root() -> Path:
@@ -162,7 +175,46 @@ def method_packages(model: nn.Module) -> list[str]:
     modules = {base.__module__ for m in model.modules() for base in type(m).__mro__}
     tops = {name.split(".")[0] for name in modules}
     helpers = {h.split(".")[0] for name in modules for h in _imported_names(sys.modules.get(name))}
-    return sorted(t for t in tops | {h for h in helpers if _local(h)} if _own_code(t))
+    found = {t for t in tops | {h for h in helpers if _local(h)} if _own_code(t)}
+    todo = sorted(found)
+    while todo:  # the local packages these import, at any depth, anywhere in their source
+        for top in _source_imports(todo.pop()):
+            if top not in found and _own_code(top) and _local(top):
+                found.add(top)
+                todo.append(top)
+    return sorted(found)
+
+
+@functools.cache
+def _source_imports(package: str) -> frozenset[str]:
+    """Top-level names every ``import``/``from ... import`` in ``package``'s source names,
+    inside functions too: a helper's helper, a lazy import or an imported constant changed
+    a method's numbers while its records stayed current."""
+    spec = _find_spec(package)
+    if spec is None:
+        return frozenset()
+    paths = [Path(p) for p in spec.submodule_search_locations or []]
+    if not paths and spec.origin and spec.origin.endswith(".py"):
+        paths = [Path(spec.origin)]
+    names = set()
+    for f in _python_files(paths):
+        try:
+            tree = ast.parse(f.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return frozenset(names)
+
+
+def _find_spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
 
 
 def _imported_names(module: Any) -> set[str]:

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +33,8 @@ __all__ = [
     "make_record",
     "record_config_hash",
     "save_result",
+    "rewrite_record",
+    "supersede_older_copies",
     "load_record",
     "load_records",
     "load_queries",
@@ -246,7 +247,9 @@ def make_record(
         per_class_accuracy=per_class,
         skipped_videos=list(skipped_videos or []),
         seconds=round(result.seconds, 3),
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # to the microsecond: the stamp tells copies of a cell apart (rows beside a record,
+        # an old copy superseded), and a cell re-run within a second had the old one's
+        created=datetime.now().astimezone().strftime("%Y-%m-%dT%H:%M:%S.%f%z"),
         tags=dict(tags or {}),
         code_digest=str((provenance or {}).get("code_digest", "")),
         provenance=dict(provenance or {}),
@@ -294,6 +297,16 @@ def save_result(
     path = rec_dir / f"{record.cell}.json"
     atomic_write_json(path, dataclasses.asdict(record))
     return path
+
+
+def rewrite_record(out_dir: str | Path, record: ResultRecord) -> None:
+    """Write ``record`` back where it lies (``out_dir``'s ``records/`` or a shard
+    sub-folder's, beside its per-query rows) after a change to its fields (e.g.
+    ``stale_accepted``). Written to ``out_dir/records`` alone, a shard's record lost its rows
+    there and the next run threw it away."""
+    folders = _record_folders(out_dir, record) or [Path(out_dir) / "records"]
+    for folder in folders:
+        atomic_write_json(folder / f"{record.cell}.json", dataclasses.asdict(record))
 
 
 class UnreadableRecordError(ValueError):
@@ -358,10 +371,12 @@ def load_queries(out_dir: str | Path, record: ResultRecord):
 def created_time(record: ResultRecord) -> datetime:
     """When ``record`` was made, comparable across time zones (its ``created`` stamp holds
     the writer's UTC offset); the earliest time for a record without a readable stamp."""
-    try:
-        return datetime.strptime(record.created, "%Y-%m-%dT%H:%M:%S%z")
-    except ValueError:
-        return datetime.min.replace(tzinfo=timezone.utc)
+    for form in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):  # records before 2026-12-06
+        try:
+            return datetime.strptime(record.created, form)
+        except ValueError:
+            continue
+    return datetime.min.replace(tzinfo=timezone.utc)
 
 
 def queries_match(out_dir: str | Path, record: ResultRecord) -> bool:
@@ -484,6 +499,23 @@ def supersede(out_dir: str | Path, old: ResultRecord) -> None:
             path = src / f"{old.cell}{suffix}"
             if path.exists():
                 path.replace(dst / path.name)
+
+
+def supersede_older_copies(out_dir: str | Path, record: ResultRecord) -> int:
+    """Supersede every older copy of ``record``'s cell under ``out_dir`` (a shard
+    sub-folder's, left from an earlier run): re-running a cell wrote the new record to
+    ``records/`` and left the old copy to be ranked beside it, and ``bundle`` refused the
+    folder. Returns how many were moved."""
+    moved = 0
+    for path in sorted(Path(out_dir).rglob(f"records/{record.cell}.json")):
+        try:
+            other = load_record(path)
+        except UnreadableRecordError:
+            continue
+        if other.created != record.created and created_time(other) < created_time(record):
+            supersede(out_dir, other)
+            moved += 1
+    return moved
 
 
 def _record_folders(out_dir: str | Path, record: ResultRecord) -> list[Path]:

@@ -440,3 +440,20 @@ def test_a_bundle_refuses_rows_that_are_not_the_records(runs, tmp_path):
     rows.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     with pytest.raises(BundleError, match="blank or not True/False; re-run that cell"):
         write_bundle(lab, "otam")
+
+
+@pytest.mark.parametrize("how", ["code", "reuse-stale"])
+def test_a_bundle_refuses_records_its_folder_marks_stale(runs, tmp_path, how):
+    """A record made by other code (or kept with --reuse-stale) was bundled and then ranked
+    as a current outside result, while its own folder marked it ‡stale."""
+    lab = tmp_path / "lab"
+    shutil.copytree(runs["lab"], lab)
+    path = sorted((lab / "records").glob("otam__*.json"))[0]
+    data = json.loads(path.read_text())
+    if how == "code":
+        data["provenance"]["code"]["packages"]["fsarbench_baselines"] = "0" * 16
+    else:
+        data["stale_accepted"] = {"reason": "test", "at": "2026-12-06"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"is stale \((code:fsarbench_baselines|accepted-stale)"):
+        write_bundle(lab, "otam")

@@ -95,3 +95,43 @@ def test_runner_keeps_pair_tables_per_model_and_pool_products_for_the_last(tmp_p
     otam = runner._tables_of("otam-1shot")
     assert trx == {"pairs": "small"}  # the pool products are dropped, the pair table kept
     assert runner._tables_of("trx-5shot") is trx and otam == {}
+
+
+def _into_shard(out) -> None:
+    """Move a run's records into a shard sub-folder, as a launcher job writes them."""
+    import shutil
+
+    shutil.move(str(out / "records"), str(out / "shard0" / "records"))
+
+
+def test_reuse_stale_rewrites_a_shard_record_beside_its_rows(tmp_path):
+    """A record kept with --reuse-stale from a shard sub-folder was rewritten to records/
+    without its rows, and the next run threw it away as rowless."""
+    from fsarbench.results import load_records
+
+    cell = [Cell("protonet", "toy", 5, 1)]
+    (first,) = run_cells(cell, provider, RunOptions(tmp_path, **OPTS))
+    (tmp_path / "shard0").mkdir()
+    _into_shard(tmp_path)
+    other = dict(OPTS, episodes=150)  # other test episodes: the stored record is stale
+    (kept,) = run_cells(cell, provider, RunOptions(tmp_path, reuse_stale=True, **other))
+    assert kept.created == first.created and kept.stale_accepted
+    assert not (tmp_path / "records" / f"{kept.cell}.json").exists()
+    (again,) = run_cells(cell, provider, RunOptions(tmp_path, reuse_stale=True, **other))
+    assert again.created == first.created and again.episodes == 200  # kept again, not re-run
+    assert [r.created for r in load_records(tmp_path)] == [first.created]
+
+
+def test_a_re_run_cell_supersedes_its_old_copy_in_a_shard_folder(tmp_path):
+    """Re-running a cell wrote the new record to records/ and left the shard's old copy,
+    which tables and the leaderboard ranked beside it."""
+    from fsarbench.results import load_records
+
+    cell = [Cell("protonet", "toy", 5, 1)]
+    (first,) = run_cells(cell, provider, RunOptions(tmp_path, **OPTS))
+    (tmp_path / "shard0").mkdir()
+    _into_shard(tmp_path)
+    (new,) = run_cells(cell, provider, RunOptions(tmp_path, **dict(OPTS, episodes=150)))
+    assert new.created != first.created
+    assert [(r.created, r.episodes) for r in load_records(tmp_path)] == [(new.created, 150)]
+    assert (tmp_path / "superseded" / f"{first.cell}.json").exists()

@@ -396,6 +396,56 @@ def test_a_plugin_s_base_class_and_helper_modules_are_in_its_code_digest(monkeyp
     assert code_digest(head) != before
 
 
+def test_helpers_of_helpers_lazy_imports_and_constants_are_in_the_code_digest(
+    monkeypatch, tmp_path
+):
+    """Only modules whose functions or classes the method's module held were hashed: a
+    helper's own helper, a module imported inside a function and an imported constant each
+    changed the numbers while the records stayed current."""
+    import importlib
+
+    from fsarbench.provenance import _source_imports, method_packages, package_digest
+
+    (tmp_path / "lab_core.py").write_text("def core(x):\n    return x\n")
+    (tmp_path / "lab_scale.py").write_text(
+        "from lab_core import core\n\ndef scale(x):\n    return core(x)\n"
+    )
+    (tmp_path / "lab_consts.py").write_text("SHIFT = 1.0\n")
+    (tmp_path / "lab_lazy.py").write_text("def late(x):\n    return x\n")
+    (tmp_path / "lab_head2.py").write_text(
+        "from fsarbench.methods import FewShotMethod\nfrom lab_scale import scale\n"
+        "from lab_consts import SHIFT\n\n"
+        "class Head(FewShotMethod):\n    def encode(self, features):\n"
+        "        from lab_lazy import late\n\n"
+        "        return late(scale(features.mean(1))) + SHIFT\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    head = importlib.import_module("lab_head2").Head(feature_dim=4, seq_len=2)
+    packages = method_packages(head)
+    assert packages == ["lab_consts", "lab_core", "lab_head2", "lab_lazy", "lab_scale"]
+    package_digest.cache_clear()
+    _source_imports.cache_clear()
+
+
+def test_a_namespace_package_over_two_folders_is_hashed(monkeypatch, tmp_path):
+    """Files of the second folder were named relative to the first: ``run`` stopped with
+    "is not in the subpath of" before any work."""
+    from fsarbench.provenance import package_digest
+
+    for folder, sub in (("ns1", "heads"), ("ns2", "utils")):
+        (tmp_path / folder / "lab_ns" / sub).mkdir(parents=True)
+        (tmp_path / folder / "lab_ns" / sub / "__init__.py").write_text(f"X = {sub!r}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "ns2"))
+    monkeypatch.syspath_prepend(str(tmp_path / "ns1"))
+    package_digest.cache_clear()
+    first = package_digest("lab_ns")
+    assert len(first) == 16
+    (tmp_path / "ns2" / "lab_ns" / "utils" / "__init__.py").write_text("X = 'changed'\n")
+    package_digest.cache_clear()
+    assert package_digest("lab_ns") != first
+    package_digest.cache_clear()
+
+
 class WideProjection(MeanPrototypes):
     """A plugin whose projection width must not exceed the feature size (a hyper-parameter
     tied to the real features: 256 of ResNet-18's 512, more than the contract's 64)."""

@@ -27,7 +27,13 @@ import numpy as np
 from fsarbench.bundles.errors import BundleError, BundleFormatError
 from fsarbench.evaluate import RECORD_FIELDS
 from fsarbench.io import atomic_write_bytes
-from fsarbench.results import OUTSIDE_TAG, ResultRecord, load_record, query_rows_problem
+from fsarbench.results import (
+    OUTSIDE_TAG,
+    ResultRecord,
+    load_record,
+    query_rows_problem,
+    stale_reasons,
+)
 from fsarbench.version import code_version
 
 __all__ = [
@@ -114,6 +120,13 @@ def bundle_members(runs: str | Path, method: str) -> dict[str, bytes]:
     ways, shots, seeds, protocols) and its per-query predictions."""
     members: dict[str, bytes] = {}
     for path, record in _method_records(Path(runs), method):
+        stale = stale_reasons(record)
+        if stale:  # ranked elsewhere as current: the folder itself marks it ‡stale
+            raise BundleError(
+                f"record {record.cell} under {runs} is stale ({', '.join(stale)}: made by other "
+                "code than is installed, or kept with --reuse-stale); re-run its cell with "
+                "'python -m fsarbench run' (it re-evaluates stale cells), then bundle"
+            )
         name = f"records/{record.cell}.json"
         if name in members:
             raise BundleError(

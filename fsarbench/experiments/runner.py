@@ -44,8 +44,10 @@ from fsarbench.results import (
     make_record,
     queries_match,
     record_config_hash,
+    rewrite_record,
     save_result,
     supersede,
+    supersede_older_copies,
     write_summary,
 )
 
@@ -252,6 +254,7 @@ class CellRunner:
         )
         assert record.cell == rid, (record.cell, rid)
         save_result(self.opt.out_dir, record, result)
+        supersede_older_copies(self.opt.out_dir, record)  # e.g. a shard folder's old copy
         partial.unlink(missing_ok=True)
         self.replace_older(record)
         self.done[rid] = record
@@ -305,12 +308,12 @@ class CellRunner:
         if not diff:
             if stored.stale_accepted:  # made as asked again: no longer an accepted stale one
                 stored.stale_accepted = []
-                save_result(self.opt.out_dir, stored)
+                rewrite_record(self.opt.out_dir, stored)
             return stored
         if self.opt.reuse_stale:
             log.warning("reusing stale %s (--reuse-stale): %s", rid, "; ".join(diff))
             stored.stale_accepted = diff
-            save_result(self.opt.out_dir, stored)
+            rewrite_record(self.opt.out_dir, stored)
             return stored
         log.warning("re-running %s: it was made with %s", rid, "; ".join(diff))
         self.rejected[rid] = stored.created
