@@ -230,3 +230,67 @@ def test_a_step_the_grad_scaler_skipped_still_advances_the_schedule_quietly():
         warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()"
         _advance(sched)  # as after a GradScaler-skipped step: optimizer.step() never ran
     assert opt.param_groups[0]["lr"] == 0.5
+
+
+def _fit(method, out, **kw):
+    return train(method, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=out, progress=False, **kw)
+
+
+def test_a_run_refused_for_its_selected_weights_starts_again_from_its_initial_weights(tmp_path):
+    """run_training loaded last.pt's weights before checking best.pt: a run refused there and
+    trained again "from scratch" on the same model object started from the refused run's
+    weights."""
+    from fsarbench.experiments.tracks import _retrain_on_mismatch
+
+    clean = make()
+    _fit(clean, tmp_path / "clean")
+    with pytest.raises(KeyboardInterrupt):
+        _fit(make(), tmp_path / "broken", stop_after=7)  # last.pt at step 4, best.pt step 4
+    (tmp_path / "broken" / "best.pt").unlink()
+    again = make()
+    _retrain_on_mismatch(lambda resume: _fit(again, tmp_path / "broken", resume=resume), "u")
+    for k, v in clean.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_the_python_api_never_resumes_another_methods_or_recipes_run(tmp_path):
+    """Without a fingerprint, train() resumed any last.pt in out_dir: otam continued
+    protonet's run with protonet's optimizer and learning rate."""
+    from fsarbench.training.loop import RunMismatchError
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(make(), tmp_path, stop_after=5)
+    with pytest.raises(RunMismatchError, match="method: 'protonet' -> 'otam'"):
+        _fit(make("otam"), tmp_path)
+    other = Recipe(**{**RECIPE.to_dict(), "lr": 5e-2})
+    with pytest.raises(RunMismatchError, match="recipe.lr: 0.01 -> 0.05"):
+        train(make(), split(10, 6, 0), split(5, 6, 1), other, out_dir=tmp_path, progress=False)
+    res = _fit(make(), tmp_path)  # the same run resumes
+    assert len(res.history) == RECIPE.steps
+
+
+def test_a_stop_between_the_selection_and_the_resume_point_still_resumes(tmp_path, monkeypatch):
+    """best.pt was written before last.pt at a validation step: stopped between the two
+    writes, best.pt held step 8 while last.pt had selected step 4, and every resume
+    raised (its only remedy threw the training away)."""
+    from fsarbench.training import loop
+
+    full = make()
+    _fit(full, tmp_path / "full")
+    real = loop.save_checkpoint
+
+    def stop_at_last_pt_of_step_8(path, payload):
+        if path.name == "last.pt" and payload.get("step") == 8:
+            raise KeyboardInterrupt("stopped between the two writes")
+        real(path, payload)
+
+    monkeypatch.setattr(loop, "save_checkpoint", stop_at_last_pt_of_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(make(), tmp_path / "b")
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    resumed = make()
+    res = _fit(resumed, tmp_path / "b")
+    assert res.best_step == _fit(make(), tmp_path / "full").best_step
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert not (tmp_path / "b" / loop.PENDING_BEST).exists()

@@ -7,7 +7,9 @@ only). Episode ``i`` of a stage is a pure function of (seed, stage, ``i``); opti
 ``s`` uses episodes ``s*n .. s*n+n-1``; rank ``r`` of ``W`` takes the contiguous ``n/W`` of
 them in micro-batches, and torch is reseeded from each micro-batch's first episode index, so
 a run resumed from its last checkpoint, or split over ranks, takes the same steps (to float
-rounding across ranks; bit-identical on one CPU process).
+rounding across ranks; bit-identical on one CPU process). Dropout masks follow the
+micro-batches: they are the same over any rank count only where the micro-batches are
+(``micro_batch`` a divisor of ``n/W``, e.g. 1), not with ``micro_batch=0``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import copy
 import inspect
 import io
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -328,9 +331,12 @@ def run_training(
         best_val=ckpt.get("best_val") if ckpt else None,
         best_step=ckpt.get("best_step") if ckpt else None,
     )
+    # the selected weights are checked before any weights are loaded: a run refused here is
+    # trained again from scratch on this model object (tracks._retrain_on_mismatch), which
+    # then started from the refused run's last weights
+    best = _resume_best(cfg.out, ckpt, cfg.fingerprint)
     if ckpt:
         model.load_state_dict(ckpt["method"])
-    best = _resume_best(cfg.out, ckpt, cfg.fingerprint)
     state = best or copy.deepcopy(model.state_dict())
     run = _Run(model, source, validate, cfg, result, state, cfg.timer())
     stages = model.training_stages()
@@ -406,6 +412,7 @@ def _run_stage(
                 _save_main(cfg.out, "last.pt", _stage_end(run, si))
             elif val_step:
                 _save_main(cfg.out, "last.pt", _payload(run, opt, sched, scaler, si, step + 1))
+            _promote_best(cfg.out)
             run.timer.end_step()
             _report_times(run)
             if cfg.stop_after is not None and run.done >= cfg.stop_after:
@@ -534,7 +541,9 @@ def _validate(run: _Run, step: int) -> float:
     if result.best_val is None or acc > result.best_val:
         result.best_val, result.best_step = acc, step
         run.best_state = copy.deepcopy(run.model.state_dict())
-        _save_main(run.cfg.out, "best.pt", _selected(run, acc, step, run.best_state))
+        # promoted to best.pt once last.pt names this step (_promote_best): stopped between
+        # the two writes, best.pt and last.pt disagreed and the folder could not be resumed
+        _save_main(run.cfg.out, PENDING_BEST, _selected(run, acc, step, run.best_state))
     return acc
 
 
@@ -582,11 +591,39 @@ def _stage_end(run: _Run, stage: int) -> dict[str, Any]:
     return _payload(run, None, None, None, stage + 1, 0)
 
 
+#: A new selection, written before ``last.pt`` names its step, then renamed to ``best.pt``.
+PENDING_BEST = "best.pending.pt"
+
+
+def _promote_best(out: Path | None) -> None:
+    """Rank 0 makes a pending selection ``best.pt``, once ``last.pt`` names its step."""
+    if out is not None and is_main() and (out / PENDING_BEST).exists():
+        os.replace(out / PENDING_BEST, out / "best.pt")
+
+
+def _settle_pending(out: Path, ckpt: dict[str, Any] | None) -> None:
+    """A pending selection left by a stop: promoted when the resume point ``ckpt`` names its
+    step (stopped after ``last.pt``), else removed (a step the resumed run does again)."""
+    pending = out / PENDING_BEST
+    if not pending.exists():
+        return
+    try:
+        step = load_checkpoint(pending).get("step")
+    except CheckpointError:
+        step = None
+    if ckpt is not None and step is not None and step == ckpt.get("best_step"):
+        os.replace(pending, out / "best.pt")
+    else:
+        pending.unlink()
+
+
 def _resume_best(
     out: Path | None, ckpt: dict[str, Any] | None, fingerprint: dict[str, Any] | None
 ) -> dict[str, Tensor] | None:
     """The weights of ``out/best.pt`` when resuming a run that has selected a step (read by
     rank 0, sent to every rank); ``None`` when nothing was selected yet."""
+    if out is not None and is_main():
+        _settle_pending(out, ckpt)
     selected = ckpt is not None and out is not None and ckpt.get("best_step") is not None
     best = _selected_weights(out / "best.pt", ckpt, fingerprint) if selected and is_main() else None
     return broadcast_object(best)

@@ -193,12 +193,16 @@ def train(
         stop_after: stop (as if interrupted) after this many steps in total — for tests.
         fingerprint: what makes this run (hyper-parameters, recipe, seed, data, code),
             stored in the checkpoints; resuming from ``out_dir`` with another one raises
-            :class:`RunMismatchError` naming the differing fields.
+            :class:`RunMismatchError` naming the differing fields. ``None``:
+            :func:`default_fingerprint` (a folder of another method's or recipe's run was
+            resumed silently).
         step_timing: time each step's phases (``LoopConfig.step_timing``; ``None``: every
             step on the CPU, one in ten on CUDA, where timing synchronises); mean seconds
             per timed step in ``result.step_times``.
     """
     device = torch.device(device)
+    if fingerprint is None:  # never resume another method's, recipe's or seed's run
+        fingerprint = default_fingerprint(method, train_data, recipe, seed)
     manifest = val_manifest_for(val_data, recipe, seed)
     validate = None
     if manifest is not None:
@@ -222,6 +226,29 @@ def train(
     )
     source = FeatureSource(train_data, recipe, seed, device, names=method.uses_class_names)
     return run_training(method, source, validate, cfg)
+
+
+def default_fingerprint(
+    method: FewShotMethod, train_data: SplitFeatures, recipe: Recipe, seed: int
+) -> dict[str, Any]:
+    """What makes a run of :func:`train` when its caller names nothing: the method, its
+    hyper-parameters and code, the recipe, the seed and the training features' shape."""
+    from fsarbench.evaluate import method_label
+    from fsarbench.provenance import training_fingerprint
+
+    return training_fingerprint(
+        method=method_label(method),
+        model=method,
+        hparams=method.hparams,
+        recipe=recipe.identity(),
+        seed=seed,
+        dataset=train_data.dataset,
+        track="frozen",
+        data={
+            "train_videos": len(train_data.classes),
+            "feature_shape": list(train_data.store.feature_shape),
+        },
+    )
 
 
 def val_way_shot(recipe: Recipe, num_classes: int) -> tuple[int, int]:
