@@ -34,6 +34,7 @@ __all__ = [
     "record_config_hash",
     "save_result",
     "rewrite_record",
+    "record_folders",
     "supersede_older_copies",
     "load_record",
     "load_records",
@@ -516,6 +517,12 @@ def supersede_older_copies(out_dir: str | Path, record: ResultRecord) -> int:
             supersede(out_dir, other)
             moved += 1
     return moved
+
+
+def record_folders(out_dir: str | Path, record: ResultRecord) -> list[Path]:
+    """The ``records/`` folders under ``out_dir`` (shard sub-folders too) that hold
+    ``record`` itself (same cell and ``created`` stamp)."""
+    return _record_folders(out_dir, record)
 
 
 def _record_folders(out_dir: str | Path, record: ResultRecord) -> list[Path]:

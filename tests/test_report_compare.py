@@ -163,3 +163,25 @@ def test_leaderboard_variants_are_overrides_tags_and_registered_variants(method,
 
     entry = Entry(method, None, [SimpleNamespace(method=method, tags=tags)])
     assert entry.is_variant is variant
+
+
+def test_rows_edited_after_a_first_read_are_checked_again(tmp_path) -> None:
+    """The per-query cache was keyed on the record alone: a process that had read a cell's
+    rows kept using them after the rows file was edited."""
+    import gzip
+    import os
+
+    from fsarbench.report.records import QueryRowsError
+
+    write_demo_records(tmp_path, SYSTEMS[:1], settings=[(5, 1)], episodes=40)
+    (entry,) = load_entries(tmp_path)
+    first = episode_accuracy(tmp_path, entry)
+    (rows,) = (tmp_path / "records").glob("*.queries.csv.gz")
+    frame = pd.read_csv(rows)
+    frame.loc[0, "correct"] = not frame.loc[0, "correct"]  # one query flipped
+    stamp = rows.stat().st_mtime_ns
+    rows.write_bytes(gzip.compress(frame.to_csv(index=False).encode()))
+    os.utime(rows, ns=(stamp + 1_000_000, stamp + 1_000_000))
+    with pytest.raises(QueryRowsError, match="give"):
+        episode_accuracy(tmp_path, entry)
+    assert first.shape == (40,)

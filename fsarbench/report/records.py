@@ -24,6 +24,7 @@ from fsarbench.results import (
     load_queries,
     load_records,
     query_rows_problem,
+    record_folders,
     rows_give_record,
     stale_reasons,
 )
@@ -414,6 +415,25 @@ def verified_entries(run_dir: str | Path, entries: list[Entry], left_out: list[s
 
 _QUERY_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _QUERY_CACHE_SIZE = 256
+_ROWS_FILES: dict[tuple, list[Path]] = {}
+
+
+def _rows_signature(run_dir: str | Path, record: ResultRecord, where: tuple) -> tuple:
+    """(path, size, mtime, inode) of each per-query rows file beside ``record``: rows
+    edited or rewritten after a first read are read and checked again (the cache kept the
+    first read's verdict for the life of the process)."""
+    if where not in _ROWS_FILES:
+        _ROWS_FILES[where] = [
+            folder / f"{record.cell}.queries.csv.gz" for folder in record_folders(run_dir, record)
+        ]
+    signature = []
+    for path in _ROWS_FILES[where]:
+        try:
+            st = path.stat()
+            signature.append((str(path), st.st_size, st.st_mtime_ns, st.st_ino))
+        except OSError:
+            signature.append((str(path), None))
+    return tuple(signature)
 
 
 def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray, np.ndarray]:
@@ -427,11 +447,13 @@ def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray
     pairing by key.
 
     Cached, as a leaderboard compares each record with several others; the record's
-    ``created`` stamp and the numbers checked against the rows are part of the key, so a
-    re-written or edited record is read and checked again.
+    ``created`` stamp, the numbers checked against the rows and the rows files' size and
+    times are part of the key, so a re-written or edited record or rows file is read and
+    checked again.
     """
     checked = (record.episodes, record.accuracy, record.ci95, record.std, record.spread)
-    key = (str(Path(run_dir).resolve()), record.cell, record.created, *checked)
+    where = (str(Path(run_dir).resolve()), record.cell, record.created)
+    key = (*where, *checked, _rows_signature(run_dir, record, where))
     if key not in _QUERY_CACHE:
         frame = _read_query_rows(run_dir, record)
         problem = query_rows_problem(frame, record)
