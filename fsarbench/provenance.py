@@ -154,16 +154,24 @@ def pipeline_digest() -> str:
 @functools.cache
 def package_digest(package: str) -> str:
     """Digest of top-level package (or single module) ``package``'s source."""
-    spec = importlib.util.find_spec(package)
-    if spec is None:
+    paths = _package_paths(package)
+    if not paths:
         return "unknown"
+    root = paths[0] if paths[0].is_dir() else paths[0].parent
+    return source_digest(paths, root)
+
+
+def _package_paths(package: str) -> list[Path]:
+    """The folders of package ``package`` (several for a namespace package), or its file
+    for a single module; empty when it is not found or not Python source."""
+    spec = _find_spec(package)
+    if spec is None:
+        return []
     if spec.submodule_search_locations:
-        roots = [Path(p) for p in spec.submodule_search_locations]
-        return source_digest(roots, roots[0])
+        return [Path(p) for p in spec.submodule_search_locations]
     if spec.origin and spec.origin.endswith(".py"):
-        origin = Path(spec.origin)
-        return source_digest([origin], origin.parent)
-    return "unknown"
+        return [Path(spec.origin)]
+    return []
 
 
 def method_packages(model: nn.Module) -> list[str]:
@@ -190,14 +198,8 @@ def _source_imports(package: str) -> frozenset[str]:
     """Top-level names every ``import``/``from ... import`` in ``package``'s source names,
     inside functions too: a helper's helper, a lazy import or an imported constant changed
     a method's numbers while its records stayed current."""
-    spec = _find_spec(package)
-    if spec is None:
-        return frozenset()
-    paths = [Path(p) for p in spec.submodule_search_locations or []]
-    if not paths and spec.origin and spec.origin.endswith(".py"):
-        paths = [Path(spec.origin)]
     names = set()
-    for f in _python_files(paths):
+    for f in _python_files(_package_paths(package)):
         try:
             tree = ast.parse(f.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, OSError):
@@ -245,10 +247,7 @@ def _own_code(top: str) -> bool:
 def _local(top: str) -> bool:
     """Whether ``top`` is source outside any installed site (a checkout, ``PYTHONPATH``,
     an editable install): the code a user edits between runs."""
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return False
+    spec = _find_spec(top)
     where = spec.origin or next(iter(spec.submodule_search_locations or []), "") if spec else ""
     return bool(where) and not any(p in where for p in ("site-packages", "dist-packages"))
 

@@ -305,7 +305,7 @@ def rewrite_record(out_dir: str | Path, record: ResultRecord) -> None:
     sub-folder's, beside its per-query rows) after a change to its fields (e.g.
     ``stale_accepted``). Written to ``out_dir/records`` alone, a shard's record lost its rows
     there and the next run threw it away."""
-    folders = _record_folders(out_dir, record) or [Path(out_dir) / "records"]
+    folders = record_folders(out_dir, record) or [Path(out_dir) / "records"]
     for folder in folders:
         atomic_write_json(folder / f"{record.cell}.json", dataclasses.asdict(record))
 
@@ -355,7 +355,7 @@ def load_queries(out_dir: str | Path, record: ResultRecord):
     """
     import pandas as pd
 
-    for folder in _record_folders(out_dir, record):
+    for folder in record_folders(out_dir, record):
         path = folder / f"{record.cell}.queries.csv.gz"
         if path.exists():
             return pd.read_csv(path)
@@ -386,7 +386,7 @@ def queries_match(out_dir: str | Path, record: ResultRecord) -> bool:
     accuracy, to 1e-6 %): a truncated file or a hand-edited number does not pass."""
     import pandas as pd
 
-    for folder in _record_folders(out_dir, record):
+    for folder in record_folders(out_dir, record):
         try:
             rows = pd.read_csv(folder / f"{record.cell}.queries.csv.gz")
             if query_rows_problem(rows, record):
@@ -495,7 +495,7 @@ def supersede(out_dir: str | Path, old: ResultRecord) -> None:
     tables, summary or leaderboard)."""
     dst = Path(out_dir) / SUPERSEDED_DIR
     dst.mkdir(parents=True, exist_ok=True)
-    for src in _record_folders(out_dir, old):
+    for src in record_folders(out_dir, old):
         for suffix in (".json", ".queries.csv.gz"):
             path = src / f"{old.cell}{suffix}"
             if path.exists():
@@ -520,12 +520,6 @@ def supersede_older_copies(out_dir: str | Path, record: ResultRecord) -> int:
 
 
 def record_folders(out_dir: str | Path, record: ResultRecord) -> list[Path]:
-    """The ``records/`` folders under ``out_dir`` (shard sub-folders too) that hold
-    ``record`` itself (same cell and ``created`` stamp)."""
-    return _record_folders(out_dir, record)
-
-
-def _record_folders(out_dir: str | Path, record: ResultRecord) -> list[Path]:
     """The ``records/`` folders under ``out_dir`` (sub-folders too: shards) that hold this
     very record (same cell and ``created`` stamp)."""
     found = []

@@ -172,8 +172,8 @@ def build_method(
     t, d = feature_shape
     data = read_checkpoint(args) if checkpoint is None else checkpoint
     state, recipe, saved = method_state(data) if args.checkpoint else ({}, {}, {})
-    # without a checkpoint the weights are the initial ones: drawn from one seed, so that two
-    # runs (and the ranks of one torchrun) evaluate the same model under one record id
+    # initial weights from one seed: without a checkpoint they are the weights evaluated, so
+    # two runs (and the ranks of one torchrun) evaluate one model under one record id
     torch.manual_seed(UNTRAINED_SEED)
     method = create_method(
         args.method,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,11 +82,11 @@ def _decord_frames(path: Path, vr) -> int:
     n = len(vr)
     try:
         st = path.stat()
-        stated = _header_frames_of(str(path), st.st_size, st.st_mtime_ns)
+        header = _header_of(str(path), st.st_size, st.st_mtime_ns)
     except VideoDecodeError:  # a file only decord opens: no header to check against
         return n
-    if n and stated <= 0:
-        _check_not_cut(path, n, float(vr.get_frame_timestamp(n - 1)[1]))
+    if n and header.frames <= 0:
+        _check_not_cut(path, n, float(vr.get_frame_timestamp(n - 1)[1]), header)
     return n
 
 
@@ -130,8 +131,7 @@ def _av_decode(
 
     n, frames, end = 0, {}, None
     with _av_open(path) as container:
-        stream = container.streams.video[0]
-        step = 1 / float(stream.average_rate) if stream.average_rate else 0.0
+        step = _frame_step(container.streams.video[0])
         try:
             for frame in container.decode(video=0):
                 if keep is None or n in keep:
@@ -146,27 +146,47 @@ def _av_decode(
     return n, frames, end
 
 
-def _stated_duration(path: Path) -> tuple[float | None, float]:
-    """(seconds the header gives the video, seconds per frame): the video stream's own
-    duration, else the container's when it holds nothing but video (an audio track may run
-    longer); ``None`` when neither is stated."""
+def _frame_step(stream) -> float:
+    """Seconds per frame of a PyAV video stream (0 when it states no rate)."""
+    return 1 / float(stream.average_rate) if stream.average_rate else 0.0
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What a container's header states: ``frames`` (0: none), the video's duration in
+    seconds (``None``: none) and the seconds per frame."""
+
+    frames: int
+    duration: float | None
+    step: float
+
+
+def _read_header(path: Path) -> _Header:
+    """The header of ``path``. The duration is the video stream's own, else the
+    container's when it holds nothing but video (an audio track may run longer)."""
     with _av_open(path) as container:
         stream = container.streams.video[0]
-        step = 1 / float(stream.average_rate) if stream.average_rate else 0.0
+        duration = None
         if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base), step
-        only_video = all(s.type == "video" for s in container.streams)
-        if container.duration is not None and only_video:
-            return container.duration / 1_000_000, step  # AV_TIME_BASE
-    return None, step
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None and all(s.type == "video" for s in container.streams):
+            duration = container.duration / 1_000_000  # AV_TIME_BASE
+        return _Header(int(stream.frames), duration, _frame_step(stream))
 
 
-def _check_not_cut(path: Path, frames: int, end: float | None) -> None:
+@functools.lru_cache(maxsize=4096)
+def _header_of(path: str, size: int, mtime_ns: int) -> _Header:
+    """:func:`_read_header` of a file as it is now (size and time in the key): a clip
+    decoded at every training step opens its header once per process, not at each read."""
+    return _read_header(Path(path))
+
+
+def _check_not_cut(path: Path, frames: int, end: float | None, header: _Header) -> None:
     """A container that states no frame count (webm) is counted by decoding or demuxing it,
     which stops quietly where a cut-off file ends: refused when its frames end short of the
     duration its header states by more than two frame intervals and 2% (a variable frame
     rate's last frame may outlast the mean interval)."""
-    stated, step = _stated_duration(path)
+    stated, step = header.duration, header.step
     if stated is None or end is None or not step:
         return
     if stated - end > max(2 * step, 0.02 * stated):
@@ -188,25 +208,17 @@ def _av_read(path: Path, indices: Sequence[int]) -> np.ndarray:
     return _stack(path, [frames[i] for i in idx], idx)
 
 
-@functools.lru_cache(maxsize=4096)
-def _header_frames_of(path: str, size: int, mtime_ns: int) -> int:
-    """:func:`_av_header_frames` of a file as it is now (size and time in the key): a clip
-    decoded at every training step opens its header once per process, not at each read."""
-    return _av_header_frames(Path(path))
-
-
 def _av_header_frames(path: Path) -> int:
     """Frame count the container header states (0 when it states none)."""
-    with _av_open(path) as container:
-        return int(container.streams.video[0].frames)
+    return _read_header(path).frames
 
 
 def _av_count(path: Path) -> int:
-    n = _av_header_frames(path)
-    if n > 0:
-        return n
+    header = _read_header(path)
+    if header.frames > 0:
+        return header.frames
     n, _, end = _av_decode(path, keep=set())
-    _check_not_cut(path, n, end)
+    _check_not_cut(path, n, end, header)
     return n
 
 

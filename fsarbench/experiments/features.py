@@ -52,13 +52,12 @@ class FeaturePreset:
 class FeatureOutline:
     """A dataset's frozen features as a method is built for them, known before extraction:
     ``feature_shape`` ``(T, D)``, the training classes, the recorded ``info`` a method derives
-    hyper-parameters from (backbone, weights) and the number of listed videos."""
+    hyper-parameters from (backbone, weights)."""
 
     name: str
     feature_shape: tuple[int, int]
     num_train_classes: int
     info: dict[str, Any]
-    videos: int
 
 
 @functools.lru_cache(maxsize=1)
@@ -140,8 +139,7 @@ class FrozenFeatureProvider:
         ds = get_dataset(dataset, root=None if is_synthetic(dataset) else self.root)
         info = {"backbone": preset.backbone, "weights": preset.weights}
         shape = (preset.num_frames, backbone_spec(preset.backbone).feature_dim)
-        videos = sum(len(ds.videos(split)) for split in SPLITS)
-        return FeatureOutline(dataset, shape, len(ds.class_names("train")), info, videos)
+        return FeatureOutline(dataset, shape, len(ds.class_names("train")), info)
 
     def _features(
         self, dataset: str, protocol: str | None, *, extract: bool

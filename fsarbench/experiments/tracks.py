@@ -226,6 +226,7 @@ class FrozenTrack:
         self.listing, self.cached, self.outline = listing, cached, outline
         self.features: dict[tuple[str, str], DatasetFeatures] = {}
         self.listed: dict[str, DatasetPools] = {}
+        self.outlines: dict[tuple[str, str], Any] = {}
 
     def dataset(self, dataset: str, protocol: str) -> DatasetFeatures:
         key = (dataset, protocol)
@@ -250,7 +251,10 @@ class FrozenTrack:
     def plan_method(self, cell: Cell, recipe) -> FewShotMethod:
         """``cell``'s untrained method built from its features' outline (nothing extracted):
         what ``run --plan`` counts training stages and steps with."""
-        o = self.outline(cell.dataset, cell.protocol)
+        key = (cell.dataset, cell.protocol)
+        if key not in self.outlines:
+            self.outlines[key] = self.outline(*key)
+        o = self.outlines[key]
         return _create_method(
             cell.method,
             cell.hparams_dict,
