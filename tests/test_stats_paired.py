@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from fsarbench.stats import paired
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import (
     MCNEMAR_EXACT_BELOW,
@@ -128,6 +129,43 @@ def test_bootstrap_matches_slow_percentile_bootstrap() -> None:
     ref_low, ref_high = np.percentile(means, [2.5, 97.5])
     assert low == pytest.approx(ref_low, abs=0.05)
     assert high == pytest.approx(ref_high, abs=0.05)
+
+
+def _scipy_bootstrap(d: np.ndarray, n_boot: int, level: float, seed: int) -> tuple[float, float]:
+    res = stats.bootstrap(
+        (d,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
+        batch=200,
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+@pytest.mark.parametrize(
+    ("n", "n_boot", "level"),
+    [(10_000, 2000, 0.95), (37, 999, 0.9), (300, 201, 0.95), (2, 50, 0.95), (70_000, 200, 0.99)],
+)
+def test_bootstrap_equals_scipy_to_the_bit(n: int, n_boot: int, level: float, monkeypatch) -> None:
+    # the resample positions are drawn once per (n, n_boot, seed) and reused: the interval must
+    # stay scipy's own, bit for bit, for every comparison that reuses them (and after eviction)
+    monkeypatch.setattr(paired, "_INDICES", {})
+    monkeypatch.setattr(paired, "_BOOTSTRAPS", {})
+    rng = np.random.default_rng(n)
+    for seed in (0, 0, 3):
+        d = (rng.integers(0, 6, n) - rng.integers(0, 6, n)) / 5  # episode accuracy differences
+        assert bootstrap_mean_ci(d, n_boot=n_boot, level=level, seed=seed) == _scipy_bootstrap(
+            d, n_boot, level, seed
+        )
+    monkeypatch.setattr(paired, "_INDEX_BYTES", 1)  # too large to keep: drawn batch by batch
+    d = rng.normal(0.1, 1.0, n)
+    assert bootstrap_mean_ci(d, n_boot=n_boot, level=level, seed=1) == _scipy_bootstrap(
+        d, n_boot, level, 1
+    )
+    assert (n, n_boot, 1) not in paired._INDICES
 
 
 def test_bootstrap_constant_difference() -> None:

@@ -390,6 +390,25 @@ def test_the_code_a_record_names_covers_the_run_harness_and_the_finetune_pipelin
     assert provenance.stale_code(parts) == []
 
 
+def test_the_harness_digest_covers_a_records_statistics_and_not_the_comparisons():
+    """``stats`` as a whole was hashed: a change to the paired bootstrap, which no record
+    stores, made every record and model stale and retrained all of ``run --all``."""
+    import ast
+
+    root = Path(provenance.__file__).parent
+    files = provenance._python_files([root / m for m in provenance.HARNESS_NUMERIC])
+    hashed = {str(f.relative_to(root)) for f in files}
+    for module in ("evaluate.py", "results.py"):
+        tree = ast.parse((root / module).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "fsarbench.stats"
+            ):
+                assert node.module.replace("fsarbench.", "").replace(".", "/") + ".py" in hashed
+    assert "stats/intervals.py" in hashed
+    assert not {"stats/paired.py", "stats/hierarchical.py", "stats/multiple.py"} & hashed
+
+
 def test_the_plan_counts_the_steps_of_every_training_stage():
     from types import SimpleNamespace
 
