@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from fsarbench.environment import compute_environment
-from fsarbench.episodes import Manifest, check_episode_count, draw_test_manifest
+from fsarbench.episodes import Manifest, check_episode_count
 from fsarbench.evaluate import POOL_KEY_PREFIX, evaluate
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.feasibility import check_cells
+from fsarbench.experiments.manifest_cache import MANIFESTS_DIR, cached_test_manifest
 from fsarbench.experiments.tracks import (
     DatasetFeatures,
     FinetuneTrack,
@@ -381,11 +382,13 @@ class CellRunner:
         return self.manifest_hashes[key]
 
     def manifest(self, cell: Cell, data: TrackData) -> Manifest:
-        """The test manifest of ``cell``, drawn once per setting (every method shares it)."""
+        """The test manifest of ``cell``, drawn once per setting (every method shares it) and
+        kept in ``--out`` for later runs."""
         key = (cell.dataset, data.split_variant, cell.way, cell.shot, cell.seed)
         key += (stable_hash(data.test_classes.tolist()),)
         if key not in self.manifests:
-            self.manifests[key] = draw_test_manifest(
+            self.manifests[key] = cached_test_manifest(
+                Path(self.opt.out_dir) / MANIFESTS_DIR,
                 data.test_classes,
                 split_variant=data.split_variant,
                 way=cell.way,
