@@ -203,6 +203,61 @@ def test_mcnemar_no_discordance() -> None:
     assert mcnemar(a, a) == (0, 0, 1.0, "exact")
 
 
+def test_mcnemar_with_one_query_per_episode_is_the_plain_test() -> None:
+    rng = np.random.default_rng(0)
+    for n in (12, 400):
+        a, b = rng.random(n) < 0.7, rng.random(n) < 0.6
+        assert mcnemar(a, b, np.arange(n)) == mcnemar(a, b)
+
+
+def test_clustered_mcnemar_exact_hand_checked() -> None:
+    # episodes of 3 queries; per-episode discordance d = [2, -1, 3, 0]: sum 4. Of the 8 sign
+    # patterns of (2, 1, 3), sums are +-6, +-4, +-2, 0, 0: |sum| >= 4 in 4 of 8, p = 0.5
+    a = np.array([1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1], bool)
+    b = np.array([0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1], bool)
+    episodes = np.repeat(np.arange(4), 3)
+    assert mcnemar(a, b, episodes) == (5, 1, 0.5, "clustered-exact")
+    # unclustered, the same queries give the binomial 5 vs 1: p = 2 * 7/64
+    assert mcnemar(a, b) == (5, 1, pytest.approx(14 / 64), "exact")
+    assert mcnemar(a, a, episodes) == (0, 0, 1.0, "clustered-exact")
+
+
+def test_clustered_mcnemar_chi_square_hand_checked() -> None:
+    # 30 discordant episodes of 5 queries: 20 with d = +2, 10 with d = -1, 10 concordant
+    a = np.concatenate([[1, 1, 0, 0, 0]] * 20 + [[0, 1, 1, 1, 1]] * 10 + [[1] * 5] * 10)
+    b = np.concatenate([[0, 0, 0, 0, 0]] * 20 + [[1, 1, 1, 1, 1]] * 10 + [[1] * 5] * 10)
+    n10, n01, p, how = mcnemar(a.astype(bool), b.astype(bool), np.repeat(np.arange(40), 5))
+    assert (n10, n01, how) == (40, 10, "clustered-chi2")
+    chi2 = (20 * 2 - 10) ** 2 / (20 * 4 + 10 * 1)  # (sum d)^2 / sum d^2 = 900 / 90
+    assert p == pytest.approx(math.erfc(math.sqrt(chi2 / 2)))
+
+
+def test_clustered_mcnemar_holds_its_level_where_the_plain_test_does_not() -> None:
+    """Two equally good methods on 5-query episodes whose difficulty varies: the plain test
+    treats the 5 queries of an episode as independent and rejects far more often than 5%."""
+    rng = np.random.default_rng(7)
+    episodes = np.repeat(np.arange(300), 5)
+    plain = clustered = 0
+    trials = 300
+    for _ in range(trials):
+        # per episode one of the methods gets all its queries right, at random (a shared
+        # support set that suits one method's features): discordance comes in blocks
+        favoured = rng.random(300) < 0.5
+        right = rng.random((300, 5)) < 0.6
+        a = np.where(favoured[:, None], True, right).ravel()
+        b = np.where(favoured[:, None], right, True).ravel()
+        plain += mcnemar(a, b)[2] < 0.05
+        clustered += mcnemar(a, b, episodes)[2] < 0.05
+    assert plain / trials > 0.15  # 0.20 here
+    assert clustered / trials < 0.09
+
+
+def test_mcnemar_refuses_episode_ids_of_another_length() -> None:
+    a = np.array([1, 0, 1, 1], bool)
+    with pytest.raises(ValueError, match="one episode id per query"):
+        mcnemar(a, ~a, np.arange(3))
+
+
 # -- Holm -----------------------------------------------------------------------------------
 
 

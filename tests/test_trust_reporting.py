@@ -112,6 +112,25 @@ def test_seeds_of_two_systems_are_paired_only_when_they_are_the_same_seeds(tmp_p
     assert math.isnan(other.stats.p_mcnemar)
 
 
+def test_mcnemar_in_comparisons_is_clustered_by_episode_across_seeds(tmp_path):
+    """Queries of one episode (10 here) share its support set, in every training seed: they
+    were counted as independent pairs, which made McNemar's p far too small."""
+    from fsarbench.report.records import query_correct
+    from fsarbench.stats.paired import mcnemar
+
+    manifest, rng = _manifest(), np.random.default_rng(3)
+    for seed, acc in ((0, 0.8), (1, 0.6)):
+        _save(tmp_path, manifest, "A", acc, rng, train_seed=seed)
+        _save(tmp_path, manifest, "B", acc - 0.1, rng, train_seed=seed)
+    entries = load_entries(tmp_path)
+    (c,) = compare_systems(tmp_path, entries, "A", "B")
+    a, b = ([e for e in entries if e.system == name][0] for name in ("A", "B"))
+    ca, cb = np.concatenate(query_correct(tmp_path, a)), np.concatenate(query_correct(tmp_path, b))
+    episodes = np.tile(np.repeat(np.arange(manifest.episodes), 10), 2)
+    assert c.stats.mcnemar_method.startswith("clustered")
+    assert c.stats.p_mcnemar == mcnemar(ca, cb, episodes)[2] > mcnemar(ca, cb)[2]
+
+
 def test_compare_prints_as_raw_p_the_p_that_holm_adjusts(tmp_path, capsys):
     manifest, rng = _manifest(2000), np.random.default_rng(2)
     for seed, acc in ((0, 0.80), (1, 0.56)):

@@ -94,7 +94,8 @@ def compare_entries(
     """Paired statistics of entry ``a`` vs ``b`` (same manifest) from their per-query rows.
 
     Per-episode accuracies are averaged over training seeds. When both entries have the
-    same training seeds, McNemar pairs each seed's queries with the same seed's, and the
+    same training seeds, McNemar pairs each seed's queries with the same seed's (clustered
+    by episode: :func:`~fsarbench.stats.paired.mcnemar`), and the
     per-seed test is paired; with other seeds McNemar is skipped (p = NaN) and the per-seed
     test is Welch's. With several training seeds on either side, seed-level statistics are
     added (:func:`fsarbench.stats.hierarchical.seed_level_comparison`) and verdicts use them
@@ -103,12 +104,13 @@ def compare_entries(
     _check_paired(a, b)
     ep_a, ep_b = episode_accuracy(run_dir, a), episode_accuracy(run_dir, b)
     same_seeds = [r.train_seed for r in a.records] == [r.train_seed for r in b.records]
+    ca = cb = episodes = None
     if same_seeds:
-        ca = np.concatenate(query_correct(run_dir, a))
-        cb = np.concatenate(query_correct(run_dir, b))
-    else:
-        ca = cb = None
-    result = compare_paired(ep_a, ep_b, ca, cb, n_boot=n_boot, seed=seed)
+        per_seed = query_correct(run_dir, a)
+        ca, cb = np.concatenate(per_seed), np.concatenate(query_correct(run_dir, b))
+        # a query's cluster is its episode, in every seed: the seeds share the episodes
+        episodes = np.concatenate([np.arange(len(x)) * len(ep_a) // len(x) for x in per_seed])
+    result = compare_paired(ep_a, ep_b, ca, cb, query_episodes=episodes, n_boot=n_boot, seed=seed)
     if len(a.records) > 1 or len(b.records) > 1:
         level = seed_level_comparison(
             seed_matrix(run_dir, a),

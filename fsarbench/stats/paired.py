@@ -189,13 +189,25 @@ class _Distribution:
     bootstrap_distribution: np.ndarray
 
 
-def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float, str]:
+def mcnemar(
+    correct_a: np.ndarray, correct_b: np.ndarray, episodes: np.ndarray | None = None
+) -> tuple[int, int, float, str]:
     """McNemar's test on paired per-query correctness ``[Q]`` (bool).
 
-    Returns ``(n_a_only, n_b_only, p, method)``: the discordant counts (A right and B wrong, and
-    the reverse), the two-sided p-value, and ``"exact"`` (binomial, fewer than
-    :data:`MCNEMAR_EXACT_BELOW` discordant pairs) or ``"chi2-cc"`` (chi-square, continuity
-    corrected).
+    ``episodes``: ``[Q]`` the episode of each query. The queries of one episode share its
+    support set, so their outcomes are not independent, and the plain test, which counts
+    each query as an independent pair, gave p-values far too small (queries of an easy or hard
+    episode all move together). Where some episode holds several queries, the test is the
+    clustered McNemar of Durkalski et al. (Stat. Med. 2003) over per-episode discordance
+    ``d_k = (A only) - (B only)``: the exact sign-flip distribution of ``Σ d_k`` when fewer
+    than :data:`MCNEMAR_EXACT_BELOW` episodes are discordant, else
+    ``χ² = (Σ d_k)² / Σ d_k²`` with one degree of freedom. With one query per episode (or
+    ``episodes=None``) it is the plain test.
+
+    Returns ``(n_a_only, n_b_only, p, method)``: the discordant query counts (A right and B
+    wrong, and the reverse), the two-sided p-value, and ``"exact"`` (binomial) or
+    ``"chi2-cc"`` (chi-square, continuity corrected) for the plain test,
+    ``"clustered-exact"`` or ``"clustered-chi2"`` for the clustered one.
     """
     a = np.asarray(correct_a, dtype=bool)
     b = np.asarray(correct_b, dtype=bool)
@@ -203,6 +215,8 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, flo
         raise ValueError(f"per-query correctness must be 1-D of equal length: {a.shape}, {b.shape}")
     n10 = int(np.sum(a & ~b))
     n01 = int(np.sum(~a & b))
+    if episodes is not None and _clustered(episodes, a.size):
+        return (n10, n01, *_clustered_mcnemar(a, b, np.asarray(episodes)))
     n = n10 + n01
     if n == 0:
         return n10, n01, 1.0, "exact"
@@ -210,6 +224,44 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, flo
         return n10, n01, float(stats.binomtest(n10, n, 0.5).pvalue), "exact"
     chi2 = (abs(n10 - n01) - 1) ** 2 / n
     return n10, n01, float(stats.chi2.sf(chi2, df=1)), "chi2-cc"
+
+
+def _clustered(episodes: np.ndarray, queries: int) -> bool:
+    """Whether some episode holds several of the ``queries`` (``episodes``: ``[Q]`` ids)."""
+    ids = np.asarray(episodes)
+    if ids.shape != (queries,):
+        raise ValueError(f"episodes must give one episode id per query: {ids.shape} for {queries}")
+    return len(np.unique(ids)) < queries
+
+
+def _clustered_mcnemar(a: np.ndarray, b: np.ndarray, episodes: np.ndarray) -> tuple[float, str]:
+    """``(p, method)`` of the clustered McNemar test (see :func:`mcnemar`)."""
+    _, cluster = np.unique(episodes, return_inverse=True)
+    d = np.bincount(cluster, weights=(a & ~b).astype(float) - (~a & b))
+    d = d[d != 0].astype(np.int64)
+    if d.size == 0:
+        return 1.0, "clustered-exact"
+    if d.size < MCNEMAR_EXACT_BELOW:
+        return _sign_flip_p(d), "clustered-exact"
+    chi2 = float(d.sum()) ** 2 / float((d * d).sum())
+    return float(stats.chi2.sf(chi2, df=1)), "clustered-chi2"
+
+
+def _sign_flip_p(d: np.ndarray) -> float:
+    """Two-sided exact p of ``Σ d`` when each of the integers ``d`` keeps or flips its sign
+    with probability ½, independently (fewer than 53 of them: every probability is a
+    multiple of ``2^-len(d)``, so the sums below are exact)."""
+    sizes = np.abs(d)
+    total = int(sizes.sum())
+    probs = np.zeros(2 * total + 1)
+    probs[total] = 1.0  # position = sum + total
+    for m in sizes.tolist():
+        moved = np.zeros_like(probs)
+        moved[m:] += probs[:-m]
+        moved[:-m] += probs[m:]
+        probs = moved * 0.5
+    sums = np.arange(-total, total + 1)
+    return min(1.0, float(probs[np.abs(sums) >= abs(int(d.sum()))].sum()))
 
 
 @dataclass(frozen=True)
@@ -222,7 +274,8 @@ class PairedComparison:
         ci_low, ci_high: seeded bootstrap 95% CI of ``diff``.
         p_ttest, p_wilcoxon, p_mcnemar: two-sided raw p-values.
         mcnemar_a_only, mcnemar_b_only: discordant query counts.
-        mcnemar_method: ``"exact"`` or ``"chi2-cc"``.
+        mcnemar_method: ``"exact"``, ``"chi2-cc"``, ``"clustered-exact"`` or
+            ``"clustered-chi2"`` (:func:`mcnemar`).
         episodes, queries: sample sizes.
         seed_level: seed-level statistics when either side has several training seeds
             (:mod:`fsarbench.stats.hierarchical`), else ``None``.
@@ -290,6 +343,7 @@ def compare_paired(
     correct_a: np.ndarray | None = None,
     correct_b: np.ndarray | None = None,
     *,
+    query_episodes: np.ndarray | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
 ) -> PairedComparison:
@@ -299,13 +353,15 @@ def compare_paired(
         episode_a, episode_b: ``[E]`` per-episode accuracies as fractions, same episode order.
         correct_a, correct_b: ``[Q]`` per-query correctness, same query order (optional; without
             them McNemar is reported as ``p = nan``).
+        query_episodes: ``[Q]`` the episode of each query: McNemar is then clustered by
+            episode where episodes hold several queries (:func:`mcnemar`).
     """
     diff = _paired(episode_a, episode_b)
     low, high = bootstrap_mean_ci(diff, n_boot=n_boot, seed=seed)
     _, p_t = paired_ttest(episode_a, episode_b)
     _, p_w = wilcoxon_signed_rank(episode_a, episode_b)
     if correct_a is not None and correct_b is not None:
-        n10, n01, p_m, how = mcnemar(correct_a, correct_b)
+        n10, n01, p_m, how = mcnemar(correct_a, correct_b, query_episodes)
         nq = int(np.asarray(correct_a).size)
     else:
         n10, n01, p_m, how, nq = 0, 0, math.nan, "n/a", 0
