@@ -77,7 +77,8 @@ def add_stats_args(p: argparse.ArgumentParser) -> None:
         choices=sorted(TESTS),
         default="ttest",
         help="test behind verdicts and ranks: paired t-test on per-episode accuracy "
-        "(default), Wilcoxon signed-rank, or McNemar on per-query correctness",
+        "(default), Wilcoxon signed-rank, or McNemar on per-query correctness (clustered by "
+        "episode)",
     )
 
 
