@@ -23,10 +23,13 @@ def test_extract_cli_gives_a_vit_its_own_normalisation(monkeypatch, argv, norm):
     chosen them); `run` already gave them their own."""
     seen = {}
 
-    def fake_extract(dataset, split, *, config, **_):
+    def fake_extract(name, split, *, config, **_):
         seen["norm"] = config.norm
         raise SystemExit(0)
 
+    import fsarbench.experiments.cache_reuse as cache_reuse
+
+    monkeypatch.setattr(cache_reuse, "reuse_unchanged_videos", fake_extract)
     monkeypatch.setattr(extract_cmd, "extract_split", fake_extract)
     with pytest.raises(SystemExit):
         main(["extract", "synth", "--split", "test", *argv])

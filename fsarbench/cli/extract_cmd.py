@@ -88,7 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fsarbench.data.datasets import get_dataset
     from fsarbench.data.protocols import get_protocol
+    from fsarbench.experiments.cache_reuse import reuse_unchanged_videos
 
     train = args.split == "train" if args.mode == "auto" else args.mode == "train"
     protocol = get_protocol(args.protocol, args.dataset)
@@ -110,13 +112,12 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     try:
+        dataset = get_dataset(args.dataset, **_dataset_options(args))
+        reuse_unchanged_videos(
+            args.dataset, args.split, dataset=dataset, config=config, cache_root=args.cache
+        )
         cache, stats = extract_split(
-            args.dataset,
-            args.split,
-            root=args.root,
-            splits_dir=args.splits_dir,
-            config=config,
-            cache_root=args.cache,
+            args.dataset, args.split, dataset=dataset, config=config, cache_root=args.cache
         )
     except BackboneWeightsError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -142,3 +143,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _dataset_options(args: argparse.Namespace) -> dict:
+    """``get_dataset``'s options as :func:`extract_split` passes them."""
+    if args.splits_dir is None:
+        return {"root": args.root}
+    return {"root": args.root, "splits_dir": args.splits_dir}

@@ -1,0 +1,134 @@
+"""A new feature cache starts from an earlier one's features for every video left unchanged.
+
+A split's cache key names its files (every video's size and modification time), so one
+repaired, replaced or touched video gives the split a new key, and used to re-extract every
+video of it: hours on a real test split, for one re-downloaded file. Before a new cache is
+extracted, :func:`reuse_unchanged_videos` looks for an earlier cache of the same settings
+(every key field equal but the files stamp) and copies the features of the videos whose file
+is unchanged, by a per-video stamp kept beside each cache (``video_stamps.json``). The copied
+features are the bytes the earlier extraction stored, which the same settings, code and file
+would give again; the other videos are then extracted as in any unfinished cache. The earlier
+cache is only read, so a process still using it keeps its features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fsarbench.features.cache import FeatureCache, cache_folder
+from fsarbench.features.extract import (
+    SplitExtractConfig,
+    _resolve_split,
+    exclusive,
+    files_stamp,
+)
+from fsarbench.io import atomic_write_json
+
+__all__ = ["STAMPS_FILE", "reuse_unchanged_videos"]
+
+log = logging.getLogger(__name__)
+
+#: Per-video file stamps of the videos a cache was extracted from, beside its index.
+STAMPS_FILE = "video_stamps.json"
+_COPY_CHUNK = 512  # videos copied at a time: [chunk, T, D] float32 per view in memory
+
+
+def reuse_unchanged_videos(
+    dataset_name: str,
+    split: str,
+    *,
+    dataset: Any,
+    config: SplitExtractConfig | None = None,
+    cache_root: str | Path | None = None,
+) -> int:
+    """Before :func:`~fsarbench.features.extract.extract_split` with the same arguments:
+    when its cache does not exist yet, create it holding the features of every video whose
+    file is unchanged since an earlier cache of the same settings was made. Returns how
+    many videos were copied (0: nothing to reuse, or the cache exists already)."""
+    resolved, videos, backbone, key = _resolve_split(dataset_name, split, dataset, config)
+    folder = cache_folder(key, cache_root)
+    stamps = [files_stamp([v]) for v in videos]
+    ids = [v.video_id for v in videos]
+    with exclusive(folder):
+        # the key pins every file's stamp, so these are the stamps its features come from
+        if not (folder / STAMPS_FILE).exists():
+            atomic_write_json(folder / STAMPS_FILE, {"stamps": stamps})
+        if (folder / "index.json").exists():
+            return 0
+        earlier, same = _best_earlier(folder, dataclasses.asdict(key), stamps, ids)
+        if earlier is None:
+            return 0
+        cache = FeatureCache.create(
+            folder,
+            video_ids=ids,
+            num_views=resolved.views,
+            num_frames=resolved.num_frames,
+            feature_dim=backbone.feature_dim,
+            classes=[v.class_name for v in videos],
+            class_indices=[v.class_index for v in videos],
+            key=key,
+        )
+        _copy(earlier, cache, np.flatnonzero(same))
+    log.info(
+        "%s/%s: the features of %d of %d videos come from %s (their files are unchanged); "
+        "the others are extracted",
+        dataset_name,
+        split,
+        int(same.sum()),
+        len(videos),
+        earlier.path,
+    )
+    return int(same.sum())
+
+
+def _best_earlier(
+    folder: Path, fields: dict[str, Any], stamps: list[str], ids: list[str]
+) -> tuple[FeatureCache | None, np.ndarray]:
+    """The sibling cache of the same settings and videos ``ids`` but another files stamp with
+    the most stored videos whose stamp equals ``stamps``, and that mask ``[N]``."""
+    best, best_mask = None, np.zeros(len(stamps), dtype=bool)
+    for other in sorted(folder.parent.iterdir()) if folder.parent.is_dir() else []:
+        if other == folder or not _same_settings(other, fields):
+            continue
+        try:
+            earlier = json.loads((other / STAMPS_FILE).read_text())["stamps"]
+            cache = FeatureCache.open(other)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # no stamps (or a damaged cache): nothing it holds can be vouched for
+        if len(earlier) != len(stamps) or cache.video_ids != ids:
+            continue
+        mask = (np.asarray(earlier) == np.asarray(stamps)) & cache.done_mask.all(axis=1)
+        if mask.sum() > best_mask.sum():
+            best, best_mask = cache, mask
+    return best, best_mask
+
+
+def _same_settings(other: Path, fields: dict[str, Any]) -> bool:
+    """Whether the cache at ``other`` has every key field of ``fields`` but the files stamp
+    (the last ``:`` part of ``data``, :func:`~fsarbench.features.extract.data_identity`)."""
+    try:
+        theirs = json.loads((other / "index.json").read_text()).get("key_fields") or {}
+    except (OSError, ValueError):
+        return False
+    if set(theirs) != set(fields) or not isinstance(theirs.get("data"), str):
+        return False
+    rest = [k for k in fields if k != "data"]
+    prefix = str(fields["data"]).rsplit(":", 1)[0]
+    return all(theirs[k] == fields[k] for k in rest) and theirs["data"].rsplit(":", 1)[0] == prefix
+
+
+def _copy(earlier: FeatureCache, cache: FeatureCache, indices: np.ndarray) -> None:
+    """Every view of videos ``indices`` from ``earlier`` into ``cache`` (same positions:
+    equal settings mean an equal split listing), then flush."""
+    for start in range(0, len(indices), _COPY_CHUNK):
+        chunk = indices[start : start + _COPY_CHUNK]
+        for view in range(cache.num_views):
+            views = np.full_like(chunk, view)
+            cache.write(chunk, views, earlier.get(chunk, views).numpy())
+    cache.flush()

@@ -1,0 +1,85 @@
+"""A split whose files changed gets a new cache that starts from the earlier cache's features
+of its unchanged videos: only the changed videos are extracted, and every feature equals a
+fresh extraction's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from fsarbench.data.datasets import get_dataset
+from fsarbench.data.synth import SynthConfig
+from fsarbench.experiments.cache_reuse import STAMPS_FILE, reuse_unchanged_videos
+from fsarbench.features.extract import SplitExtractConfig, extract_split
+
+
+@pytest.fixture()
+def synth(tmp_path):
+    small = SynthConfig(videos_per_class=1, size=16, min_frames=4, max_frames=5)
+    ds = get_dataset("synth", root=tmp_path / "synth", config=small)
+    ds.videos("test")
+    return ds
+
+
+def _config(**change) -> SplitExtractConfig:
+    base = dict(
+        backbone="resnet18", weights="none", num_frames=2, resolution=16, workers=0, progress=False
+    )
+    return SplitExtractConfig(**{**base, **change})
+
+
+def _extract(ds, root, config=None):
+    config = config or _config()
+    reused = reuse_unchanged_videos("synth", "test", dataset=ds, config=config, cache_root=root)
+    cache, stats = extract_split("synth", "test", dataset=ds, config=config, cache_root=root)
+    return reused, cache, stats
+
+
+def _features(cache) -> np.ndarray:
+    return cache.get(np.arange(len(cache))).numpy()
+
+
+def test_only_changed_videos_are_extracted_and_features_equal_a_fresh_cache(synth, tmp_path):
+    videos = synth.videos("test")
+    n = len(videos)
+    reused, first, stats = _extract(synth, tmp_path / "c")
+    assert reused == 0 and stats.written == n
+    before = _features(first)
+
+    os.utime(videos[0].path, ns=(10**18, 10**18))  # touched: same bytes, another stamp
+    shutil.copyfile(videos[2].path, videos[1].path)  # replaced by another video's bytes
+    reused, second, stats = _extract(synth, tmp_path / "c")
+    assert second.path != first.path
+    assert reused == n - 2 and (stats.written, stats.already_done) == (2, n - 2)
+
+    fresh = _extract(synth, tmp_path / "fresh")[1]
+    np.testing.assert_array_equal(_features(second), _features(fresh))
+    assert not np.array_equal(_features(second)[1], before[1])
+    # the earlier cache is only read: a process still using it keeps its features
+    np.testing.assert_array_equal(_features(first), before)
+    assert first.is_complete
+
+
+def test_nothing_is_reused_without_stamps_or_across_settings(synth, tmp_path):
+    videos = synth.videos("test")
+    first = _extract(synth, tmp_path / "c")[1]
+    (first.path / STAMPS_FILE).unlink()  # a cache whose files no stamp vouches for
+    os.utime(videos[0].path, ns=(10**18, 10**18))
+    reused, _, stats = _extract(synth, tmp_path / "c")
+    assert reused == 0 and stats.written == len(videos)
+
+    os.utime(videos[1].path, ns=(2 * 10**18, 2 * 10**18))
+    reused, _, stats = _extract(synth, tmp_path / "c", _config(resolution=24))
+    assert reused == 0 and stats.written == len(videos)  # other settings: other features
+
+
+def test_a_missing_video_is_left_out_and_the_rest_reused(synth, tmp_path):
+    videos = synth.videos("test")
+    _extract(synth, tmp_path / "c")
+    videos[3].path.unlink()
+    reused, cache, stats = _extract(synth, tmp_path / "c")
+    assert reused == len(videos) - 1 and stats.failed == 1
+    assert cache.failed_mask[3].all() and cache.done_mask.sum() == len(videos) - 1
