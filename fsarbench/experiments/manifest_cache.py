@@ -80,7 +80,7 @@ def _write(path: Path, manifest: Manifest) -> None:
     """Store the episodes and their manifest hash (atomically; a failure only warns)."""
     buffer = io.BytesIO()
     arrays = {name: getattr(manifest, name) for name in _ARRAYS}
-    np.savez(buffer, **arrays, hash=np.array(manifest.hash))
+    np.savez_compressed(buffer, **arrays, hash=np.array(manifest.hash))
     try:
         atomic_write_bytes(path, buffer.getvalue())
     except OSError as err:  # a read-only --out still runs; it draws again next time
@@ -92,7 +92,7 @@ def _read(path: Path, spec: EpisodeSpec, num_videos: int) -> Manifest | None:
     read, does not fit ``spec`` and the pool, or its episodes do not give the stored hash."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in _ARRAYS}
+            arrays = {name: data[name].astype(np.int64, copy=False) for name in _ARRAYS}
             stored_hash = str(data["hash"])
         manifest = Manifest(spec, **arrays, num_videos=num_videos, drawn=True).validate()
         if manifest.hash != stored_hash:
