@@ -31,31 +31,40 @@ def _config(**change) -> SplitExtractConfig:
     return SplitExtractConfig(**{**base, **change})
 
 
-def _extract(ds, root, config=None):
+def _extract(ds, root, config=None, split="test"):
     config = config or _config()
-    reused = reuse_unchanged_videos("synth", "test", dataset=ds, config=config, cache_root=root)
-    cache, stats = extract_split("synth", "test", dataset=ds, config=config, cache_root=root)
+    reused = reuse_unchanged_videos("synth", split, dataset=ds, config=config, cache_root=root)
+    cache, stats = extract_split("synth", split, dataset=ds, config=config, cache_root=root)
     return reused, cache, stats
 
 
 def _features(cache) -> np.ndarray:
-    return cache.get(np.arange(len(cache))).numpy()
+    """``[N, V, T, D]``: every view of every video."""
+    n = len(cache)
+    views = [cache.get(np.arange(n), np.full(n, v)).numpy() for v in range(cache.num_views)]
+    return np.stack(views, 1)
 
 
-def test_only_changed_videos_are_extracted_and_features_equal_a_fresh_cache(synth, tmp_path):
-    videos = synth.videos("test")
+@pytest.mark.parametrize(("split", "views"), [("test", 1), ("train", 3)])
+def test_only_changed_videos_are_extracted_and_features_equal_a_fresh_cache(
+    synth, tmp_path, split, views
+):
+    config = _config(views=views, train=split == "train")
+    videos = synth.videos(split)
     n = len(videos)
-    reused, first, stats = _extract(synth, tmp_path / "c")
-    assert reused == 0 and stats.written == n
+    reused, first, stats = _extract(synth, tmp_path / "c", config, split)
+    assert reused == 0 and stats.written == n * views
     before = _features(first)
 
     os.utime(videos[0].path, ns=(10**18, 10**18))  # touched: same bytes, another stamp
     shutil.copyfile(videos[2].path, videos[1].path)  # replaced by another video's bytes
-    reused, second, stats = _extract(synth, tmp_path / "c")
+    reused, second, stats = _extract(synth, tmp_path / "c", config, split)
     assert second.path != first.path
-    assert reused == n - 2 and (stats.written, stats.already_done) == (2, n - 2)
+    assert reused == n - 2
+    assert (stats.written, stats.already_done) == (2 * views, (n - 2) * views)
 
-    fresh = _extract(synth, tmp_path / "fresh")[1]
+    # augmented train views too: each entry's draws do not depend on what else is extracted
+    fresh = _extract(synth, tmp_path / "fresh", config, split)[1]
     np.testing.assert_array_equal(_features(second), _features(fresh))
     assert not np.array_equal(_features(second)[1], before[1])
     # the earlier cache is only read: a process still using it keeps its features
