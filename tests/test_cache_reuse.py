@@ -92,3 +92,34 @@ def test_a_missing_video_is_left_out_and_the_rest_reused(synth, tmp_path):
     reused, cache, stats = _extract(synth, tmp_path / "c")
     assert reused == len(videos) - 1 and stats.failed == 1
     assert cache.failed_mask[3].all() and cache.done_mask.sum() == len(videos) - 1
+
+
+def test_a_file_replaced_while_stamping_is_never_vouched_for(synth, tmp_path, monkeypatch):
+    """Review: the per-video stamps were taken in a second look at the files, after the
+    key's; a video replaced in between was written into a cache made without stamps as if
+    its old features came from the new file, and the next cache copied them."""
+    import fsarbench.experiments.cache_reuse as cache_reuse
+
+    videos = synth.videos("test")
+    first = _extract(synth, tmp_path / "c")[1]
+    before = _features(first)
+    (first.path / STAMPS_FILE).unlink()  # a cache made before stamps were kept
+    resolve = cache_reuse._resolve_split
+
+    def replaced_after_the_key(*args):
+        out = resolve(*args)
+        shutil.copyfile(videos[2].path, videos[1].path)  # re-downloaded, renamed into place
+        return out
+
+    monkeypatch.setattr(cache_reuse, "_resolve_split", replaced_after_the_key)
+    reused, second, stats = _extract(synth, tmp_path / "c")
+    monkeypatch.undo()
+    assert reused == 0 and not (first.path / STAMPS_FILE).exists()
+    assert stats.written == len(videos)  # no earlier features vouched for: all extracted
+    fresh = _extract(synth, tmp_path / "fresh")[1]
+    np.testing.assert_array_equal(_features(second), _features(fresh))
+    assert not np.array_equal(_features(second)[1], before[1])
+    # once looked at again, the new cache's stamps are kept and it serves later reuse
+    assert _extract(synth, tmp_path / "c")[0] == 0 and (second.path / STAMPS_FILE).exists()
+    os.utime(videos[0].path, ns=(10**18, 10**18))
+    assert _extract(synth, tmp_path / "c")[0] == len(videos) - 1

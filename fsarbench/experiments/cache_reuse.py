@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from stat import S_ISDIR
 from typing import Any
 
 import numpy as np
@@ -24,18 +25,21 @@ import numpy as np
 from fsarbench.features.cache import FeatureCache, cache_folder
 from fsarbench.features.extract import (
     SplitExtractConfig,
+    _folder_stamp,
     _resolve_split,
     exclusive,
-    files_stamp,
 )
-from fsarbench.io import atomic_write_json
+from fsarbench.io import atomic_write_json, stable_hash
 
-__all__ = ["STAMPS_FILE", "reuse_unchanged_videos"]
+__all__ = ["REUSED_FILE", "STAMPS_FILE", "reuse_unchanged_videos"]
 
 log = logging.getLogger(__name__)
 
-#: Per-video file stamps of the videos a cache was extracted from, beside its index.
+#: Per-video file stamps (the rows its key's files stamp hashes) of the videos a cache was
+#: extracted from, beside its index.
 STAMPS_FILE = "video_stamps.json"
+#: Written into a cache that started from an earlier one: which, and how many videos.
+REUSED_FILE = "reused.json"
 _COPY_CHUNK = 512  # videos copied at a time: [chunk, T, D] float32 per view in memory
 
 
@@ -53,28 +57,41 @@ def reuse_unchanged_videos(
     many videos were copied (0: nothing to reuse, or the cache exists already)."""
     resolved, videos, backbone, key = _resolve_split(dataset_name, split, dataset, config)
     folder = cache_folder(key, cache_root)
-    stamps = [files_stamp([v]) for v in videos]
-    ids = [v.video_id for v in videos]
-    with exclusive(folder):
-        # the key pins every file's stamp, so these are the stamps its features come from
-        if not (folder / STAMPS_FILE).exists():
-            atomic_write_json(folder / STAMPS_FILE, {"stamps": stamps})
-        if (folder / "index.json").exists():
-            return 0
-        earlier, same = _best_earlier(folder, dataclasses.asdict(key), stamps, ids)
-        if earlier is None:
-            return 0
-        cache = FeatureCache.create(
-            folder,
-            video_ids=ids,
-            num_views=resolved.views,
-            num_frames=resolved.num_frames,
-            feature_dim=backbone.feature_dim,
-            classes=[v.class_name for v in videos],
-            class_indices=[v.class_index for v in videos],
-            key=key,
+    if (folder / "index.json").exists() and (folder / STAMPS_FILE).exists():
+        return 0  # complete or resumable as it is: nothing to stat, lock or write
+    rows = _stat_rows(videos)
+    if not _pins(key.data, rows):  # a file changed since the key's own look at the files
+        log.info(
+            "%s/%s: files changed while looking at them; no features reused", dataset_name, split
         )
-        _copy(earlier, cache, np.flatnonzero(same))
+        return 0
+    try:
+        with exclusive(folder):
+            # the key pins these rows: they are the files its features are made from
+            if not (folder / STAMPS_FILE).exists():
+                atomic_write_json(folder / STAMPS_FILE, {"rows": rows})
+            if (folder / "index.json").exists():
+                return 0
+            earlier, same = _best_earlier(folder, dataclasses.asdict(key), rows)
+            if earlier is None:
+                return 0
+            cache = FeatureCache.create(
+                folder,
+                video_ids=[v.video_id for v in videos],
+                num_views=resolved.views,
+                num_frames=resolved.num_frames,
+                feature_dim=backbone.feature_dim,
+                classes=[v.class_name for v in videos],
+                class_indices=[v.class_index for v in videos],
+                key=key,
+            )
+            _copy(earlier, cache, np.flatnonzero(same))
+            atomic_write_json(
+                folder / REUSED_FILE, {"from": str(earlier.path), "videos": int(same.sum())}
+            )
+    except OSError as err:  # e.g. a read-only shared cache root: extract_split decides
+        log.info("%s/%s: no features reused (%s)", dataset_name, split, err)
+        return 0
     log.info(
         "%s/%s: the features of %d of %d videos come from %s (their files are unchanged); "
         "the others are extracted",
@@ -87,23 +104,49 @@ def reuse_unchanged_videos(
     return int(same.sum())
 
 
+def _stat_rows(videos) -> list[list[Any]]:
+    """Every video's row as :func:`~fsarbench.features.extract.files_stamp` hashes them
+    (``[id, size, mtime_ns]``; a frame folder's count and end frames; ``[id, None]`` for a
+    missing file), JSON-normalised; :func:`_pins` checks the two agree."""
+    rows = []
+    for v in videos:
+        try:
+            st = Path(v.path).stat()
+            if S_ISDIR(st.st_mode):
+                rows.append([v.video_id, *_folder_stamp(Path(v.path))])
+            else:
+                rows.append([v.video_id, st.st_size, st.st_mtime_ns])
+        except OSError:
+            rows.append([v.video_id, None])
+    return json.loads(json.dumps(rows))
+
+
+def _pins(data: str, rows: list[list[Any]]) -> bool:
+    """Whether a cache key's ``data`` (its last ``:`` part the files stamp) names ``rows``."""
+    return isinstance(data, str) and data.rsplit(":", 1)[-1] == stable_hash(rows, n=16)
+
+
 def _best_earlier(
-    folder: Path, fields: dict[str, Any], stamps: list[str], ids: list[str]
+    folder: Path, fields: dict[str, Any], rows: list[list[Any]]
 ) -> tuple[FeatureCache | None, np.ndarray]:
-    """The sibling cache of the same settings and videos ``ids`` but another files stamp with
-    the most stored videos whose stamp equals ``stamps``, and that mask ``[N]``."""
-    best, best_mask = None, np.zeros(len(stamps), dtype=bool)
+    """The sibling cache of the same settings and videos but another files stamp with the
+    most stored videos whose row equals ``rows``' (same id, size and time), and that mask."""
+    best, best_mask = None, np.zeros(len(rows), dtype=bool)
     for other in sorted(folder.parent.iterdir()) if folder.parent.is_dir() else []:
         if other == folder or not _same_settings(other, fields):
             continue
         try:
-            earlier = json.loads((other / STAMPS_FILE).read_text())["stamps"]
+            index = json.loads((other / "index.json").read_text())
+            earlier = json.loads((other / STAMPS_FILE).read_text())["rows"]
+            if not _pins(index["key_fields"]["data"], earlier):
+                continue  # rows that are not the ones its key names: vouch for nothing
             cache = FeatureCache.open(other)
         except (OSError, ValueError, KeyError, TypeError):
             continue  # no stamps (or a damaged cache): nothing it holds can be vouched for
-        if len(earlier) != len(stamps) or cache.video_ids != ids:
+        if len(earlier) != len(rows) or cache.video_ids != [r[0] for r in rows]:
             continue
-        mask = (np.asarray(earlier) == np.asarray(stamps)) & cache.done_mask.all(axis=1)
+        unchanged = np.array([a == b for a, b in zip(earlier, rows)], dtype=bool)
+        mask = unchanged & cache.done_mask.all(axis=1)
         if mask.sum() > best_mask.sum():
             best, best_mask = cache, mask
     return best, best_mask
