@@ -17,6 +17,7 @@ __all__ = [
     "ConfigError",
     "build_config",
     "load_config",
+    "load_yaml",
     "config_to_dict",
     "nearest",
     "check_range",
@@ -45,8 +46,14 @@ def _unknown_key_message(key: str, valid: list[str], where: str) -> str:
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if dataclasses.is_dataclass(annotation) and isinstance(value, Mapping):
-        return build_config(annotation, value, where=where)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, Mapping):
+            return build_config(annotation, value, where=where)
+        if not isinstance(value, annotation):  # a raw AttributeError further on, unnamed
+            raise ConfigError(
+                f"{where}: expected a mapping of {annotation.__name__} keys, got {value!r}"
+            )
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -126,8 +133,10 @@ def build_config(cls: type[T], values: Mapping[str, Any] | None = None, *, where
     Nested dataclass fields accept nested mappings; values are checked against simple
     annotations (int, float, str, bool, Literal, Optional, tuple/list).
     """
-    values = dict(values or {})
     where = where or cls.__name__
+    if values is not None and not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
+    values = dict(values or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in values:
@@ -151,7 +160,10 @@ def build_config(cls: type[T], values: Mapping[str, Any] | None = None, *, where
 def check_range(
     where: str, name: str, value: float, low: float | None = None, high: float | None = None
 ) -> None:
-    """Raise :class:`ConfigError` unless ``low <= value <= high`` (either bound optional)."""
+    """Raise :class:`ConfigError` unless ``value`` is finite and ``low <= value <= high``
+    (either bound optional; NaN compares false with both and passed)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}.{name} = {value!r} is not a finite number")
     if (low is not None and value < low) or (high is not None and value > high):
         lo = "-inf" if low is None else low
         hi = "inf" if high is None else high
@@ -167,11 +179,46 @@ def check_names(where: str, names: list[str] | tuple[str, ...], valid: list[str]
             raise ConfigError(f"unknown name {name!r} in {where}.{hint} Known: {', '.join(valid)}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (YAML keeps the
+    last silently: a grid with ``shots: [1]`` and, further down, ``shots: [5]`` ran 5-shot).
+    Keys merged in with ``<<: *anchor`` may be overridden, as YAML means them to be."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep=False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key {key!r} is written twice (lines {seen[key]} and {line}); YAML would "
+                "keep the last silently: keep one",
+                key_node.start_mark,
+            )
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (raises ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(cls: type[T], path: str | Path, overrides: Mapping[str, Any] | None = None) -> T:
     """Load a YAML file into dataclass ``cls``; ``overrides`` win over the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as err:

@@ -312,14 +312,22 @@ def create_method_unchecked(
     """:func:`create_method` without the plugin checks: for the contract checks themselves
     (``check-method`` reports each check's own failure)."""
     entry = method_info(name)
-    per_dataset = entry.cls.dataset_presets.get(dataset, {}) if dataset else {}
-    values = {**per_dataset, **entry.presets, **hparams}
-    config = build_config(entry.cls.Config, values, where=f"method {name!r}")
+    config = method_config(name, dataset, **hparams)
     method = entry.cls(
         feature_dim=feature_dim, seq_len=seq_len, num_train_classes=num_train_classes, config=config
     )
     method.method_name = name
     return method
+
+
+def method_config(name: str, dataset: str | None = None, **hparams: Any) -> Any:
+    """The ``Config`` method ``name`` would be built with: its defaults, the class's presets
+    for ``dataset``, the registered name's presets, then ``hparams`` (unknown keys and
+    values of the wrong type raise :class:`~fsarbench.config.ConfigError`)."""
+    entry = method_info(name)
+    per_dataset = entry.cls.dataset_presets.get(dataset, {}) if dataset else {}
+    values = {**per_dataset, **entry.presets, **hparams}
+    return build_config(entry.cls.Config, values, where=f"method {name!r}")
 
 
 @contextlib.contextmanager

@@ -74,11 +74,16 @@ def _candidates(src: Path, source: SplitSource, split: str) -> list[Path]:
     return sorted(p for p in src.rglob(name) if p.parent.name == source.folder and p.is_file())
 
 
-def import_splits(src: str | Path, dest: str | Path) -> dict[str, str]:
+def import_splits(
+    src: str | Path, dest: str | Path, skipped: dict[str, str] | None = None
+) -> dict[str, str]:
     """Copy every recognisable list from ``src`` into ``dest``.
 
-    Prefers the candidate with the published md5. Returns rel_path -> md5 of what was copied.
+    Prefers the candidate with the published md5, and never replaces a published list in
+    ``dest`` with a modified one (those go into ``skipped``: rel_path -> md5). Returns
+    rel_path -> md5 of what was copied.
     """
+    skipped = {} if skipped is None else skipped
     src, dest = Path(src), Path(dest)
     if not src.is_dir():
         raise FileNotFoundError(f"{src} is not a folder")
@@ -89,9 +94,14 @@ def import_splits(src: str | Path, dest: str | Path) -> dict[str, str]:
             if not found:
                 continue
             md5s = {p: md5_file(p) for p in found}
-            good = [p for p, m in md5s.items() if m == source.file(split).md5]
+            published = source.file(split).md5
+            good = [p for p, m in md5s.items() if m == published]
             chosen = (good or found)[0]
             target = dest / source.rel_path(split)
+            if not good and target.is_file() and md5_file(target) == published:
+                # a modified copy never replaces the published list already in place
+                skipped[source.rel_path(split)] = md5s[chosen]
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(chosen, target)
             copied[source.rel_path(split)] = md5s[chosen]

@@ -74,6 +74,13 @@ class VerifyReport:
         """Human-readable problems; modified lists count only without ``allow_modified``."""
         out = []
         for f in self.files:
+            if not f.found:  # a partly present source: its leakage check misses this list
+                out.append(
+                    f"{self.splits_dir / f.rel_path} is missing, while other {f.variant} lists "
+                    "are present (their train/test leakage check needs every split); restore "
+                    "it with 'splits fetch' or 'splits import DIR'"
+                )
+                continue
             if f.parse_error:
                 out.append(f.parse_error)
             elif f.found and not f.md5_ok and not self.allow_modified:

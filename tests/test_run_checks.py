@@ -315,6 +315,23 @@ def test_train_overwrite_moves_the_replaced_runs_records_aside(tmp_path, monkeyp
     assert not any(p.name == "old.json" for p in tmp_path.rglob("records/*.json"))
 
 
+@pytest.mark.parametrize(
+    "bad", [["--recipe", "stpes=2"], ["--hparams", '{"metrc": "cosine"}'], ["--recipe", "lr=-1"]]
+)
+def test_train_overwrite_deletes_nothing_on_bad_arguments(tmp_path, monkeypatch, capsys, bad):
+    """Review: ``--overwrite`` cleared the finished run's checkpoints before the new recipe
+    and hyper-parameters were checked, so a typo deleted the run and then failed."""
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    argv = ["train", "protonet", "--dataset", "toy", "--out", str(tmp_path), *RECIPE]
+    assert main(argv) == 0
+    kept = sorted(p.name for p in tmp_path.glob("*.pt"))
+    assert "best.pt" in kept
+    capsys.readouterr()
+    assert main([*argv, *bad, "--overwrite"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == kept
+
+
 def test_plan_extracts_nothing_and_marks_units_whose_features_are_missing(tmp_path, capsys):
     """``run --plan`` extracted every split's features first (2 minutes for synth, hours for
     a real dataset) just to print the plan; it now plans from the features' outline."""

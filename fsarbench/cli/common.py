@@ -15,6 +15,7 @@ __all__ = [
     "add_splits_dir_argument",
     "apply_splits_dir",
     "parse_overrides",
+    "seed_value",
 ]
 
 
@@ -33,6 +34,25 @@ def at_least(low: int):
 
     parse.__name__ = "integer"  # argparse names the type in its messages
     return parse
+
+
+#: Largest seed every generator takes (torch's manual_seed, numpy's SeedSequence, Philox keys).
+MAX_SEED = 2**63 - 1
+
+
+def seed_value(text: str) -> int:
+    """An argparse ``type`` for seeds: an integer in ``0..MAX_SEED``, refused before any work
+    starts (a larger training seed stopped a run after its earlier seeds had trained)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in 0..2**63-1, got {value}")
+    return value
+
+
+seed_value.__name__ = "seed"
 
 
 def episode_count(text: str) -> int:
@@ -102,7 +122,7 @@ def apply_splits_dir(args: argparse.Namespace) -> None:
 def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML). A key given
     twice is refused (``steps=50 steps=60`` took the last one without a word)."""
-    import yaml
+    from fsarbench.config import load_yaml
 
     out = {}
     for item in items:
@@ -111,5 +131,5 @@ def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
             raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
         if key in out:
             raise ValueError(f"{flag} sets {key!r} twice; give it once")
-        out[key] = yaml.safe_load(value)
+        out[key] = load_yaml(value)
     return out

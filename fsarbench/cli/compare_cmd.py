@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from fsarbench.cli.common import seed_value
 from fsarbench.report.cli_args import (
     add_filter_args,
     add_runs_arg,
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_BOOTSTRAP,
         help="bootstrap resamples (seeded)",
     )
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=seed_value, default=0, help="bootstrap seed")
     p.set_defaults(func=run)
 
 

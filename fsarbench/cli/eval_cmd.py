@@ -27,6 +27,7 @@ from fsarbench.cli.common import (
     episode_count,
     episodes_help,
     parse_hparams,
+    seed_value,
 )
 from fsarbench.cli.eval_checks import (
     CUSTOM_DATASET,
@@ -78,7 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=10_000,
         help=episodes_help("dataset mode: test episodes"),
     )
-    p.add_argument("--seed", type=int, default=0, help="dataset mode: seed of the test episodes")
+    p.add_argument(
+        "--seed", type=seed_value, default=0, help="dataset mode: seed of the test episodes"
+    )
     p.add_argument("--root", default=None, help="dataset mode: data root (default $FSAR_DATA)")
     p.add_argument("--cache", default=None, help="dataset mode: feature cache root")
     add_splits_dir_argument(p)

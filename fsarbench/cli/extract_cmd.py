@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from fsarbench.cli.common import add_protocol_argument
+from fsarbench.cli.common import add_protocol_argument, seed_value
 from fsarbench.features.backbones import BackboneWeightsError, effective_norm, list_backbones
 from fsarbench.features.extract import PRECISIONS, SplitExtractConfig, extract_split
 
@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--num-frames", type=int, default=defaults.num_frames, help="frames per video")
     p.add_argument("--resolution", type=int, default=defaults.resolution, help="crop size in px")
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=seed_value, default=defaults.seed)
     p.add_argument("--root", default=None, help="dataset root folder (videos)")
     p.add_argument("--splits-dir", default=None, help="folder of split lists (or FSAR_SPLITS)")
     p.add_argument(

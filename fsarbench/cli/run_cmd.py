@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import itertools
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from fsarbench.cli.common import (
     episode_count,
     episodes_help,
     parse_overrides,
+    seed_value,
 )
 from fsarbench.cli.eval_cmd import add_nonfinite_argument
 from fsarbench.config import build_config
@@ -96,11 +98,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=10_000,
         help=episodes_help("test episodes per cell"),
     )
-    what.add_argument("--seed", type=int, default=0, help="seed of the test episodes")
+    what.add_argument("--seed", type=seed_value, default=0, help="seed of the test episodes")
     what.add_argument(
         "--train-seeds",
         nargs="+",
-        type=int,
+        type=seed_value,
         default=[0],
         help="training seeds (several give mean ± std over seeds)",
     )
@@ -250,6 +252,8 @@ def select_cells(args: argparse.Namespace, available: list[str]) -> list[Cell]:
         cells = [c for c in cells if c.method in args.method]
     if grids and args.dataset:
         cells = [c for c in cells if c.dataset in args.dataset]
+    if grids:
+        _check_filters_matched(args, grids, available, cells)
     if not grids:
         if not args.method:
             raise ValueError(
@@ -275,6 +279,31 @@ def select_cells(args: argparse.Namespace, available: list[str]) -> list[Cell]:
                                 )
                             )
     return cells
+
+
+#: Filters of ``run --all/--table`` and the cell field each selects on.
+_FILTERS = (("--method", "method", "method"), ("--dataset", "dataset", "dataset"))
+_FILTERS += (("--shots", "shots", "shot"), ("--ways", "ways", "way"))
+
+
+def _check_filters_matched(args, grids: list[str], available: list[str], cells: list[Cell]) -> None:
+    """Refuse a ``--method/--dataset/--shots/--ways`` value that selects no cell of the grids
+    (a misspelled method ran 0 cells and exited 0), naming what the grids offer."""
+    offered = [
+        c
+        for g in grids
+        for c in expand_grid(g, available, track=args.track, protocol=args.protocol)
+    ]
+    for flag, arg, field in _FILTERS:
+        chosen = {getattr(c, field) for c in cells}
+        missing = [v for v in getattr(args, arg) or [] if v not in chosen]
+        if missing:
+            values = sorted({getattr(c, field) for c in offered}, key=str)
+            raise ValueError(
+                f"{flag} {' '.join(map(str, missing))} selects no cell of grid(s) "
+                f"{', '.join(grids)} (with the other filters); they offer {flag} "
+                f"{' '.join(map(str, values))}"
+            )
 
 
 def _shard(cells: list[Cell], spec: str | None, tracks: dict, share: bool) -> list[Cell]:
@@ -576,13 +605,7 @@ def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:
     _warn_mixed_episodes(records)
     for _, path in sorted(write_summary_tables(args.out, records).items()):
         print(f"\n{path}:\n{path.read_text()}")
-    tables = sorted(
-        {
-            int(c.tags_dict["grid"][5:])
-            for c in cells
-            if c.tags_dict.get("grid", "").startswith("table")
-        }
-    )
+    tables = sorted({number for c in cells if (number := paper_table_number(c)) is not None})
     outputs = write_paper_outputs(args.out, tables)
     for path in outputs:
         if path.suffix == ".md" and path.name.startswith("paper_table"):
@@ -590,6 +613,16 @@ def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:
     if outputs:
         print(f"paper tables and figures: {args.out / 'tables'}, {args.out / 'figures'}")
     return outputs
+
+
+def paper_table_number(cell: Cell) -> int | None:
+    """N of a cell of the built-in grid ``tableN`` (a user's grid named ``table_mine`` stopped
+    the run after every cell had trained, reading ``_mine`` as a number)."""
+    from fsarbench.experiments.grids import builtin_grid_names
+
+    grid = cell.tags_dict.get("grid", "")
+    match = re.fullmatch(r"table(\d+)", grid)
+    return int(match.group(1)) if match and grid in builtin_grid_names() else None
 
 
 def write_run_report(out: Path, figure_files: list[Path] | None = None) -> Path | None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from fsarbench_splits.fetch import SplitFetchError, fetch_splits, import_splits
+from fsarbench_splits.catalog import SPLITS
+from fsarbench_splits.fetch import SplitFetchError, all_sources, fetch_splits, import_splits
 from fsarbench_splits.registry import VARIANTS, default_splits_dir, verify_splits
 
 
@@ -66,8 +67,9 @@ def run_verify(args: argparse.Namespace) -> int:
     errors = report.errors()
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
+    found = sum(f.found for f in report.files)
     print(
-        f"{len(report.files)} files checked under {report.splits_dir}: "
+        f"{found} files checked under {report.splits_dir}: "
         f"{'OK' if not errors else f'{len(errors)} problem(s)'}"
     )
     return 1 if errors else 0
@@ -84,11 +86,18 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    copied = import_splits(args.source, _dir(args))
+    skipped: dict[str, str] = {}
+    copied = import_splits(args.source, _dir(args), skipped)
+    for rel, md5 in skipped.items():
+        print(f"kept the published {rel}: the copy under {args.source} is modified (md5 {md5})")
     if not copied:
+        if skipped:
+            return 0
         print(f"error: no known split list found under {args.source}", file=sys.stderr)
         return 1
+    published = {s.rel_path(k): s.file(k).md5 for s in all_sources() for k in SPLITS}
     for rel, md5 in copied.items():
-        print(f"{rel}  {md5}")
+        note = "" if published.get(rel) == md5 else "  MODIFIED (not the published md5)"
+        print(f"{rel}  {md5}{note}")
     print(f"{len(copied)} list(s) copied into {_dir(args)}; run 'splits verify' to check them")
     return 0

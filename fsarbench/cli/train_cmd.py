@@ -17,6 +17,7 @@ from fsarbench.cli.common import (
     apply_splits_dir,
     parse_hparams,
     parse_overrides,
+    seed_value,
 )
 from fsarbench.environment import compute_environment
 from fsarbench.provenance import training_fingerprint
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--track", choices=["frozen", "finetune"], default="frozen")
     p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}/<method>")
-    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--seed", type=seed_value, default=0, help="training seed")
     p.add_argument("--hparams", default="{}", help="JSON of method hyper-parameters")
     p.add_argument(
         "--recipe",
@@ -130,20 +131,39 @@ def run(args: argparse.Namespace) -> int:
         _require_one_process_frozen()
     hparams = parse_hparams(args.hparams)
     out = args.out or DEFAULT_OUT / args.method
-    if args.overwrite:
-        _clear_checkpoints(out)
     recipe_over = parse_overrides(args.recipe, "--recipe")
     option_over = parse_overrides(args.option, "--option")
     if "protocol" in option_over:
         raise ValueError(f"choose the protocol with --protocol {option_over['protocol']}")
     if args.track == "frozen" and option_over:
         raise ValueError("--option applies to --track finetune only")
+    _check_settings(args, hparams, recipe_over, option_over)
+    if args.overwrite:  # only once every setting is known good: a typo deleted the old run
+        _clear_checkpoints(out)
     try:
         if args.track == "frozen":
             return _run_frozen(args, out, hparams, recipe_over)
         return _run_finetune(args, out, hparams, recipe_over, option_over)
     except RunMismatchError as err:  # told in this command's flags, not the API's
         raise err.with_remedy(MISMATCH_REMEDY) from None
+
+
+def _check_settings(args, hparams: dict, recipe_over: dict, option_over: dict) -> None:
+    """Compose the method's hyper-parameters and the recipe as the run will (every key and
+    value checked, nothing read or written), so that bad arguments stop before
+    ``--overwrite`` deletes anything."""
+    from fsarbench.registry import method_config
+
+    method_config(args.method, args.dataset, **hparams)
+    if args.track == "frozen":
+        from fsarbench.training import frozen_recipe
+
+        frozen_recipe(args.method, recipe_over, dataset=args.dataset)
+    else:
+        from fsarbench.training.finetune import finetune_recipe
+
+        over = {"recipe": recipe_over, "options": option_over}
+        finetune_recipe(args.method, args.dataset, over, protocol=args.protocol)
 
 
 def _require_one_process_frozen() -> None:

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from fsarbench.config import build_config, check_names, check_range
+from fsarbench.config import build_config, check_names, check_range, load_yaml
 from fsarbench.data.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from fsarbench.experiments.tracks import DatasetFeatures, DatasetPools, SplitPool
 from fsarbench.features.backbones import effective_norm
@@ -63,7 +62,7 @@ class FeatureOutline:
 @functools.lru_cache(maxsize=1)
 def _presets_table() -> dict[str, Any]:
     text = resources.files("fsarbench.experiments").joinpath("feature_presets.yaml").read_text()
-    return check_presets_table(yaml.safe_load(text) or {}, "feature_presets.yaml")
+    return check_presets_table(load_yaml(text) or {}, "feature_presets.yaml")
 
 
 def check_presets_table(table: dict[str, Any], where: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from fsarbench.config import ConfigError, build_config, check_names, check_range, nearest
+from fsarbench.config import ConfigError, build_config, check_names, check_range, load_yaml, nearest
 from fsarbench.experiments.cells import Cell
 from fsarbench.registry import list_methods, method_info
 
@@ -26,6 +26,7 @@ __all__ = [
     "GridSpec",
     "load_grid_file",
     "add_grid_file",
+    "builtin_grid_names",
     "grid_features",
 ]
 
@@ -67,6 +68,14 @@ class GridSpec:
         from fsarbench.experiments.features import FeaturePreset
 
         build_config(FeaturePreset, self.features, where=f"{where}.features")
+        # an empty list gave no cells (ways) or quietly the standard shots (shots)
+        if self.shots is not None and not self.shots:
+            raise ConfigError(
+                f"{where}.shots is empty: list the shots, or leave it out for "
+                "the dataset's standard shots"
+            )
+        if not self.ways:
+            raise ConfigError(f"{where}.ways is empty: list the ways (default [5])")
         for shot in self.shots or []:
             check_range(where, "shots", shot, 1, 100)
         for way in self.ways:
@@ -116,7 +125,7 @@ def load_grid_file(text: str, where: str) -> GridFile:
     """Parse and validate a grids YAML: unknown or missing keys, out-of-range settings and
     unknown method or dataset names fail with ``where``, the key and the nearest valid one."""
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{where} is not valid YAML: {err}") from None
     table = build_config(GridFile, data, where=where)
@@ -138,6 +147,19 @@ def add_grid_file(path: str | os.PathLike) -> list[str]:
     if not path.exists():
         raise ConfigError(f"grid file {path} does not exist")
     table = load_grid_file(path.read_text(), str(path))
+    # were read and dropped: only grids.yaml says what --all runs and the standard shots
+    for key, value in (("standard_shots", table.standard_shots), ("all", table.all)):
+        if value:
+            raise ConfigError(
+                f"{path}: {key!r} applies to the built-in grids.yaml only; give each grid its "
+                "own shots: and run your grids with --table NAME ..."
+            )
+    shadowing = sorted(set(table.grids) & set(_builtin().grids))
+    if shadowing:
+        raise ConfigError(
+            f"{path}: grid(s) {shadowing} would replace the built-in grids of that name (and "
+            "their paper tables); name yours otherwise"
+        )
     _USER_GRIDS.update(table.grids)
     return list(table.grids)
 
@@ -146,6 +168,11 @@ def add_grid_file(path: str | os.PathLike) -> list[str]:
 def _builtin() -> GridFile:
     text = resources.files("fsarbench.experiments").joinpath("grids.yaml").read_text()
     return load_grid_file(text, "grids.yaml")
+
+
+def builtin_grid_names() -> list[str]:
+    """The grids of the built-in ``grids.yaml`` (``tableN`` of them are paper tables)."""
+    return list(_builtin().grids)
 
 
 def grid_names() -> list[str]:

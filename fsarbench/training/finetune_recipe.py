@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
-
-from fsarbench.config import ConfigError, build_config, check_names, check_range, config_to_dict
+from fsarbench.config import (
+    ConfigError,
+    build_config,
+    check_names,
+    check_range,
+    config_to_dict,
+    load_yaml,
+)
 from fsarbench.features.backbones import effective_norm
 from fsarbench.training.recipe import Recipe, recipe_layer, settle_shot
 
@@ -90,7 +95,18 @@ class FinetuneOptions:
             check_range("options", name, getattr(self, name), 1)
         for name in ("resize", "crop", "train_blocks", "frame_chunk"):  # 0: the default
             check_range("options", name, getattr(self, name), 0)
+        self._check_names()
         self._check_crop()
+
+    def _check_names(self) -> None:
+        """Samplers and the normalisation by name, as :class:`~fsarbench.data.protocols.Protocol`
+        checks them (an unknown sampler stopped the run in a decode worker, after training had
+        started)."""
+        from fsarbench.data.sampling import SAMPLERS
+        from fsarbench.data.transforms import NORMS
+
+        check_names("options: samplers", [self.train_sampler, self.test_sampler], list(SAMPLERS))
+        check_names("options: norm", [self.norm], list(NORMS))
 
     @property
     def min_frames(self) -> int:
@@ -172,7 +188,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]
 @functools.lru_cache(maxsize=1)
 def _finetune_table() -> dict[str, Any]:
     text = resources.files("fsarbench.training").joinpath(FINETUNE_RECIPES_FILE).read_text()
-    return check_finetune_table(yaml.safe_load(text) or {}, FINETUNE_RECIPES_FILE)
+    return check_finetune_table(load_yaml(text) or {}, FINETUNE_RECIPES_FILE)
 
 
 #: FinetuneOptions fields a protocol sets; recipe files may not (``--option`` may).

@@ -9,9 +9,15 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
-
-from fsarbench.config import ConfigError, build_config, check_names, check_range, config_to_dict
+from fsarbench.config import (
+    ConfigError,
+    build_config,
+    check_names,
+    check_range,
+    config_to_dict,
+    load_yaml,
+)
+from fsarbench.episodes import MAX_EPISODES
 
 __all__ = ["Recipe", "frozen_recipe", "RECIPES_FILE"]
 
@@ -67,8 +73,10 @@ class Recipe:
             check_range(where, name, getattr(self, name), low)
         for name in ("queries", "val_every", "val_shot"):
             check_range(where, name, getattr(self, name), 1)
-        for name in ("micro_batch", "val_episodes", "warmup_steps", "weight_decay", "grad_clip"):
+        for name in ("micro_batch", "warmup_steps", "weight_decay", "grad_clip"):
             check_range(where, name, getattr(self, name), 0)
+        # a billion validation episodes hung the run while they were drawn (as --episodes did)
+        check_range(where, "val_episodes", self.val_episodes, 0, MAX_EPISODES)
         check_range(where, "lr", self.lr, 0.0, 10.0)
         if self.lr <= 0:
             raise ConfigError(f"recipe.lr = {self.lr} must be positive")
@@ -104,7 +112,7 @@ class Recipe:
 @functools.lru_cache(maxsize=1)
 def _recipes_table() -> dict[str, Any]:
     text = resources.files("fsarbench.training").joinpath(RECIPES_FILE).read_text()
-    return check_recipes_table(yaml.safe_load(text) or {}, RECIPES_FILE)
+    return check_recipes_table(load_yaml(text) or {}, RECIPES_FILE)
 
 
 def check_recipes_table(table: dict[str, Any], where: str) -> dict[str, Any]:

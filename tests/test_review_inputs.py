@@ -1,0 +1,170 @@
+"""Inputs a review of configuration and input handling found accepted, ignored or failing
+late (2026-12-06): each now stops with a named error before any work, or is kept as it was."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fsarbench.cli.main import main
+from fsarbench.config import ConfigError, load_yaml
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.grids import add_grid_file
+from fsarbench.training.finetune_recipe import FinetuneOptions
+from fsarbench.training.recipe import Recipe
+
+SPLITS = Path(__file__).resolve().parents[2] / "shared" / "splits"
+
+
+@pytest.fixture(autouse=True)
+def _own_user_grids(monkeypatch):
+    """Grids added here stay out of the other tests' process-wide registry."""
+    import fsarbench.experiments.grids as grids
+
+    monkeypatch.setattr(grids, "_USER_GRIDS", {})
+
+
+def _run_plan(tmp_path, *argv: str) -> int:
+    return main(["run", *argv, "--plan", "--episodes", "200", "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--table", "1", "--method", "protnet"], "--method protnet selects no cell"),
+        (["--table", "3", "--dataset", "synth"], "they offer --dataset synth-planted"),
+        (["--table", "1", "--shots", "2"], "they offer --shots 1 3 5"),
+        (["--table", "main", "--ways", "7"], "--ways 7 selects no cell"),
+        (["--table", "1", "--method", "otam", "protnet"], "--method protnet selects no cell"),
+    ],
+)
+def test_grid_filters_that_select_nothing_are_refused(tmp_path, capsys, argv, said):
+    """A misspelled --method (or a shot the grid lacks) ran 0 cells and exited 0."""
+    assert _run_plan(tmp_path, *argv) == 2
+    assert said in capsys.readouterr().err
+
+
+def test_grid_filters_that_select_cells_still_plan(tmp_path, capsys):
+    assert _run_plan(tmp_path, "--all", "--dataset", "synth", "--method", "otam") == 0
+
+
+@pytest.mark.parametrize("field", ["train_sampler", "test_sampler", "norm"])
+def test_finetune_options_name_unknown_samplers_and_norms(field):
+    """An unknown sampler passed --plan and stopped the run in a decode worker."""
+    with pytest.raises(ConfigError, match="unknown name 'foo'"):
+        FinetuneOptions(**{field: "foo"})
+
+
+def _grid_file(tmp_path, text: str) -> Path:
+    path = tmp_path / "grids.yaml"
+    path.write_text(text)
+    return path
+
+
+GRID = "grids:\n  {name}:\n    datasets: [synth]\n    methods: [protonet]\n"
+
+
+def test_user_grids_are_never_read_as_paper_tables(tmp_path):
+    """A grid named table_mine stopped the run after training ('_mine' read as a number); one
+    named table1 replaced the built-in grid and was rendered as the paper's Table 1."""
+    from fsarbench.cli.run_cmd import paper_table_number
+
+    add_grid_file(_grid_file(tmp_path, GRID.format(name="table_mine")))
+    assert (
+        paper_table_number(Cell("protonet", "synth", 5, 1, tags=(("grid", "table_mine"),))) is None
+    )
+    assert paper_table_number(Cell("otam", "synth", 5, 1, tags=(("grid", "table1"),))) == 1
+    with pytest.raises(ConfigError, match="would replace the built-in grids"):
+        add_grid_file(_grid_file(tmp_path, GRID.format(name="table1")))
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ("standard_shots: {default: [2]}\n", "'standard_shots' applies to the built-in"),
+        ("all: [mine]\n", "'all' applies to the built-in"),
+        ("    ways: []\n", "ways is empty"),
+        ("    shots: []\n", "shots is empty"),
+    ],
+)
+def test_grid_file_keys_that_were_ignored_are_refused(tmp_path, extra, said):
+    text = GRID.format(name="mine")
+    text = text + extra if extra.startswith(" ") else extra + text
+    with pytest.raises(ConfigError, match=said):
+        add_grid_file(_grid_file(tmp_path, text))
+
+
+def test_a_key_written_twice_is_refused_and_merges_still_override():
+    with pytest.raises(Exception, match="key 'shots' is written twice"):
+        load_yaml("shots: [1]\nways: [5]\nshots: [5]\n")
+    merged = load_yaml("base: &b {steps: 30, adapter: linear}\nmine:\n  <<: *b\n  adapter: none\n")
+    assert merged["mine"] == {"steps": 30, "adapter": "none"}
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("grids:\n  mine: foo\n", "expected a mapping of GridSpec keys"),
+        ("grids:\n  mine:\n    datasets: [synth]\n    methods: [[protonet]]\n", "does not fit"),
+        ("- a\n- b\n", "expected a mapping of keys"),
+    ],
+)
+def test_non_mappings_where_sections_belong_are_named(tmp_path, body, said):
+    """These ended in a raw AttributeError."""
+    with pytest.raises(ConfigError, match=said):
+        add_grid_file(_grid_file(tmp_path, body))
+
+
+def test_recipe_values_nan_inf_and_absurd_validation_episodes_are_refused():
+    """val_episodes=1e9 hung the run while its episodes were drawn; NaN passed every range
+    check (it compares false with both bounds)."""
+    with pytest.raises(ConfigError, match="val_episodes"):
+        Recipe(val_episodes=10**9)
+    for field in ("lr", "weight_decay", "momentum", "grad_clip"):
+        with pytest.raises(ConfigError, match="not a finite number"):
+            Recipe(**{field: float("nan")})
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--plan", "--train-seeds", "0", str(2**70)],
+        ["run", "--plan", "--seed", "-1"],
+        ["train", "protonet", "--dataset", "synth", "--seed", str(2**64)],
+    ],
+)
+def test_seeds_out_of_range_stop_before_any_work(argv, capsys):
+    """A seed above 2**63 stopped `run` after its earlier training seeds had trained."""
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "must be in 0..2**63-1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not SPLITS.is_dir(), reason="needs the published split lists")
+def test_splits_verify_names_a_missing_list_of_a_partly_present_source(tmp_path, capsys):
+    """It printed OK (and skipped the leakage check) with one Kinetics list deleted."""
+    shutil.copytree(SPLITS, tmp_path / "s")
+    (tmp_path / "s" / "trx" / "kinetics_CMN" / "testlist03.txt").unlink()
+    assert main(["splits", "verify", "--splits-dir", str(tmp_path / "s")]) == 1
+    out = capsys.readouterr()
+    assert "testlist03.txt is missing" in out.err and "problem(s)" in out.out
+
+
+@pytest.mark.skipif(not SPLITS.is_dir(), reason="needs the published split lists")
+def test_splits_import_keeps_a_published_list_over_a_modified_copy(tmp_path, capsys):
+    shutil.copytree(SPLITS, tmp_path / "s")
+    published = tmp_path / "s" / "trx" / "kinetics_CMN" / "testlist03.txt"
+    original = published.read_bytes()
+    src = tmp_path / "src" / "kinetics_CMN"
+    src.mkdir(parents=True)
+    (src / "testlist03.txt").write_bytes(original + original.splitlines(keepends=True)[0])
+    assert (
+        main(["splits", "import", str(tmp_path / "src"), "--splits-dir", str(tmp_path / "s")]) == 0
+    )
+    assert published.read_bytes() == original
+    assert "kept the published trx/kinetics_CMN/testlist03.txt" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    assert main(["splits", "import", str(tmp_path / "src"), "--splits-dir", str(empty)]) == 0
+    assert "MODIFIED" in capsys.readouterr().out
