@@ -168,3 +168,26 @@ def test_splits_import_keeps_a_published_list_over_a_modified_copy(tmp_path, cap
     empty = tmp_path / "empty"
     assert main(["splits", "import", str(tmp_path / "src"), "--splits-dir", str(empty)]) == 0
     assert "MODIFIED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ({"momentum": 0.1}, "momentum applies only with optimizer sgd"),
+        ({"milestones": [0.1]}, "milestones applies only with schedule multistep"),
+    ],
+)
+def test_recipe_overrides_without_effect_are_refused(override, said):
+    """momentum under Adam (or milestones under a cosine schedule) changed no number, yet was
+    noted as a recipe change and gave the cell a new record."""
+    from fsarbench.training import frozen_recipe
+    from fsarbench.training.finetune import finetune_recipe
+
+    with pytest.raises(ConfigError, match=said):
+        frozen_recipe("protonet", override, dataset="synth")
+    with pytest.raises(ConfigError, match=said):
+        finetune_recipe(
+            "protonet", "synth", {"recipe": {"optimizer": "adam", "schedule": "cosine", **override}}
+        )
+    with_setting = {"optimizer": "sgd", "schedule": "multistep", **override}
+    assert frozen_recipe("protonet", with_setting, dataset="synth").optimizer == "sgd"

@@ -18,7 +18,7 @@ from fsarbench.config import (
     load_yaml,
 )
 from fsarbench.features.backbones import effective_norm
-from fsarbench.training.recipe import Recipe, recipe_layer, settle_shot
+from fsarbench.training.recipe import Recipe, check_overrides_apply, recipe_layer, settle_shot
 
 __all__ = ["FINETUNE_RECIPES_FILE", "FinetuneOptions", "FinetuneRecipe", "finetune_recipe"]
 
@@ -308,5 +308,6 @@ def finetune_recipe(
     built = build_config(
         FinetuneRecipe, values, where=f"finetune recipe of {method!r} on {dataset!r}"
     )
-    settled = settle_shot(built.recipe, (overrides or {}).get("recipe"))
-    return dataclasses.replace(built, recipe=settled)
+    asked = (overrides or {}).get("recipe")
+    check_overrides_apply(built.recipe, asked, f"finetune recipe of {method!r} on {dataset!r}")
+    return dataclasses.replace(built, recipe=settle_shot(built.recipe, asked))

@@ -161,7 +161,29 @@ def frozen_recipe(
         layer = per_dataset.get(dataset, per_dataset.get(settings_dataset(dataset)))
         values.update(recipe_layer(layer))
     values.update(recipe_layer(overrides))
-    return settle_shot(build_config(Recipe, values, where=f"recipe of {method!r}"), overrides)
+    recipe = build_config(Recipe, values, where=f"recipe of {method!r}")
+    check_overrides_apply(recipe, overrides, f"recipe of {method!r}")
+    return settle_shot(recipe, overrides)
+
+
+#: Recipe fields that act only under one setting: (field, setting field, its values).
+_CONDITIONAL_FIELDS = (
+    ("momentum", "optimizer", ("sgd",)),
+    ("milestones", "schedule", ("multistep",)),
+)
+
+
+def check_overrides_apply(recipe: Recipe, overrides: Mapping[str, Any] | None, where: str) -> None:
+    """Refuse an override of a field the composed recipe does not use (``momentum`` under
+    Adam, ``milestones`` without a multistep schedule): it changed no number but was noted
+    as a recipe change and gave the cell a new record."""
+    for name, setting, values in _CONDITIONAL_FIELDS:
+        if name in (overrides or {}) and getattr(recipe, setting) not in values:
+            raise ConfigError(
+                f"{where}: {name} applies only with {setting} {' or '.join(values)}, and this "
+                f"recipe's {setting} is {getattr(recipe, setting)!r}; set {setting} too, or "
+                f"leave {name} out"
+            )
 
 
 def recipe_layer(layer: Mapping[str, Any] | None) -> dict[str, Any]:
