@@ -191,3 +191,17 @@ def test_recipe_overrides_without_effect_are_refused(override, said):
         )
     with_setting = {"optimizer": "sgd", "schedule": "multistep", **override}
     assert frozen_recipe("protonet", with_setting, dataset="synth").optimizer == "sgd"
+
+
+def test_eval_names_mixed_precision_in_its_record_and_refuses_zero_classes(capsys):
+    """``eval --amp`` (CUDA) was not part of the record's id: its number overwrote the float32
+    evaluation's record of the same setting. ``--num-train-classes 0`` was accepted."""
+    from fsarbench.cli.eval_cmd import _with_checkpoint
+
+    base = {"features": {"cache": "k"}, "checkpoint_md5": "m"}
+    assert _with_checkpoint({**base, "autocast": "off"}) == {"cache": "k", "checkpoint_md5": "m"}
+    mixed = _with_checkpoint({**base, "autocast": "bfloat16"})
+    assert mixed == {"cache": "k", "checkpoint_md5": "m", "eval_autocast": "bfloat16"}
+    with pytest.raises(SystemExit):
+        main(["eval", "protonet", "--num-train-classes", "0"])
+    assert "must be at least 1" in capsys.readouterr().err

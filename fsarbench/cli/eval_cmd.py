@@ -43,7 +43,7 @@ from fsarbench.cli.eval_checks import (
 from fsarbench.data.protocols import list_protocols
 from fsarbench.environment import compute_environment
 from fsarbench.episodes import Manifest, ManifestError, draw_test_manifest, manifest_class_names
-from fsarbench.evaluate import device_of
+from fsarbench.evaluate import autocast_name, device_of
 from fsarbench.features.open import feature_identity, open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
 from fsarbench.methods import FewShotMethod
@@ -100,7 +100,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--hparams", default="{}", help="JSON of method hyper-parameters, e.g. '{\"lam\": 0.5}'"
     )
-    p.add_argument("--num-train-classes", type=int, default=None)
+    p.add_argument(
+        "--num-train-classes",
+        type=at_least(1),
+        default=None,
+        help="meta-train classes of methods with a class head (default: the checkpoint's)",
+    )
     p.add_argument(
         "--batch-episodes",
         type=int,
@@ -263,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if result is not None:
             meta = {**meta, **_weights_identity(args.checkpoint, checkpoint)}
+            meta["autocast"] = autocast_name(device, args.amp)
             _report(args, method, manifest, result, env.world_size, meta, names)
     finally:
         shutdown_distributed()
@@ -630,11 +636,14 @@ def _report(
 
 def _with_checkpoint(meta: dict) -> dict[str, Any] | None:
     """The record's ``features``: what was evaluated on, plus the weights' md5 where the
-    training seed does not tell them apart, and the variant label (so that a variant's cell
-    id and config never equal a run record's, which it would then overwrite)."""
+    training seed does not tell them apart, the autocast dtype of a mixed-precision
+    evaluation, and the variant label (so that a variant's cell id and config never equal a
+    run record's, which it would then overwrite)."""
     features = dict(meta.get("features") or {})
     if "checkpoint_md5" in meta:
         features["checkpoint_md5"] = meta["checkpoint_md5"]
+    if meta.get("autocast", "off") != "off":  # a mixed-precision number overwrote float32's
+        features["eval_autocast"] = meta["autocast"]
     if meta.get("variant"):
         features["eval_variant"] = meta["variant"]
     return features or None
