@@ -205,3 +205,21 @@ def test_eval_names_mixed_precision_in_its_record_and_refuses_zero_classes(capsy
     with pytest.raises(SystemExit):
         main(["eval", "protonet", "--num-train-classes", "0"])
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_base_60_override_values_are_refused(tmp_path, capsys):
+    """YAML 1.1 read `--recipe steps=1:30` as 90 steps."""
+    assert _run_plan(tmp_path, "--method", "protonet", "--recipe", "steps=1:30") == 2
+    assert "base-60 number (90)" in capsys.readouterr().err
+
+
+def test_grid_hyper_parameters_are_kept_as_the_method_reads_them(tmp_path):
+    """`lambda_recon: 1e-1` (text to PyYAML) named its cells apart from the same 0.1."""
+    from fsarbench.experiments.grids import expand_grid
+
+    entry = "      - {method: sgtm-otam, hparams: {lambda_recon: %s}}\n"
+    for name, value in (("a", "1e-1"), ("b", "0.1")):
+        text = f"grids:\n  {name}:\n    datasets: [synth]\n    methods:\n" + entry % value
+        add_grid_file(_grid_file(tmp_path, text))
+    names = {c.name for g in ("a", "b") for c in expand_grid(g, ["synth"], shots=[1])}
+    assert names == {"sgtm-otam[lambda_recon=0.1]"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from typing import Any
 
 __all__ = [
@@ -119,6 +120,10 @@ def apply_splits_dir(args: argparse.Namespace) -> None:
         os.environ["FSAR_SPLITS"] = str(args.splits_dir)
 
 
+#: What YAML 1.1 (PyYAML) reads as a base-60 number: ``1:30`` is 90.
+_SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?")
+
+
 def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML). A key given
     twice is refused (``steps=50 steps=60`` took the last one without a word)."""
@@ -131,5 +136,10 @@ def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
             raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
         if key in out:
             raise ValueError(f"{flag} sets {key!r} twice; give it once")
+        if _SEXAGESIMAL.fullmatch(value.strip()):  # YAML 1.1: steps=1:30 trained 90 steps
+            raise ValueError(
+                f"{flag} {item}: YAML reads {value!r} as a base-60 number "
+                f"({load_yaml(value)}); write the number itself, or quote it for text"
+            )
         out[key] = load_yaml(value)
     return out

@@ -95,11 +95,14 @@ class GridSpec:
             for m in self.methods:  # a misspelled hyper-parameter fails here, not mid-run
                 if not isinstance(m, str) and m.hparams:
                     entry = method_info(m.method)
-                    build_config(
+                    config = build_config(
                         entry.cls.Config,
                         {**entry.presets, **m.hparams},
                         where=f"{where}.methods[{m.label or m.method}].hparams",
                     )
+                    # as the method reads them: `1e-1` (text to YAML) named its cells apart
+                    # from the same setting written 0.1
+                    m.hparams.update({k: getattr(config, k) for k in m.hparams})
 
 
 def _check_word(where: str, value: str, word: str, meaning: str) -> None:
