@@ -123,3 +123,34 @@ def test_a_file_replaced_while_stamping_is_never_vouched_for(synth, tmp_path, mo
     assert _extract(synth, tmp_path / "c")[0] == 0 and (second.path / STAMPS_FILE).exists()
     os.utime(videos[0].path, ns=(10**18, 10**18))
     assert _extract(synth, tmp_path / "c")[0] == len(videos) - 1
+
+
+def test_extract_reusing_opens_a_complete_cache_after_one_look_and_reuses_otherwise(
+    synth, tmp_path, monkeypatch
+):
+    """`run` and `extract` go through extract_reusing: a complete, stamped cache is opened
+    without a second stat pass over the split (extract_split's own), a changed split reuses."""
+    import fsarbench.experiments.cache_reuse as cache_reuse
+
+    videos = synth.videos("test")
+    config, root = _config(), tmp_path / "c"
+
+    def run():
+        return cache_reuse.extract_reusing(
+            "synth", "test", dataset=synth, config=config, cache_root=root
+        )
+
+    first, stats = run()
+    assert stats.written == len(videos) and (first.path / STAMPS_FILE).exists()
+
+    def no_extract(*args, **kwargs):
+        raise AssertionError("extract_split called for a complete, stamped cache")
+
+    with monkeypatch.context() as m:
+        m.setattr(cache_reuse, "extract_split", no_extract)
+        again, stats = run()
+    assert stats is None and again.path == first.path
+    os.utime(videos[0].path, ns=(10**18, 10**18))
+    second, stats = run()
+    assert (stats.written, stats.already_done) == (1, len(videos) - 1)
+    np.testing.assert_array_equal(_features(second), _features(first))

@@ -27,10 +27,7 @@ def test_extract_cli_gives_a_vit_its_own_normalisation(monkeypatch, argv, norm):
         seen["norm"] = config.norm
         raise SystemExit(0)
 
-    import fsarbench.experiments.cache_reuse as cache_reuse
-
-    monkeypatch.setattr(cache_reuse, "reuse_unchanged_videos", fake_extract)
-    monkeypatch.setattr(extract_cmd, "extract_split", fake_extract)
+    monkeypatch.setattr(extract_cmd, "extract_reusing", fake_extract)
     with pytest.raises(SystemExit):
         main(["extract", "synth", "--split", "test", *argv])
     assert seen["norm"] == norm

@@ -8,8 +8,9 @@ import sys
 import torch
 
 from fsarbench.cli.common import add_protocol_argument, seed_value
+from fsarbench.experiments.cache_reuse import extract_reusing
 from fsarbench.features.backbones import BackboneWeightsError, effective_norm, list_backbones
-from fsarbench.features.extract import PRECISIONS, SplitExtractConfig, extract_split
+from fsarbench.features.extract import PRECISIONS, SplitExtractConfig
 
 _SHOWN_ERRORS = 5
 
@@ -90,7 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fsarbench.data.datasets import get_dataset
     from fsarbench.data.protocols import get_protocol
-    from fsarbench.experiments.cache_reuse import reuse_unchanged_videos
 
     train = args.split == "train" if args.mode == "auto" else args.mode == "train"
     protocol = get_protocol(args.protocol, args.dataset)
@@ -113,10 +113,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         dataset = get_dataset(args.dataset, **_dataset_options(args))
-        reuse_unchanged_videos(
-            args.dataset, args.split, dataset=dataset, config=config, cache_root=args.cache
-        )
-        cache, stats = extract_split(
+        cache, stats = extract_reusing(
             args.dataset, args.split, dataset=dataset, config=config, cache_root=args.cache
         )
     except BackboneWeightsError as err:

@@ -24,14 +24,16 @@ import numpy as np
 
 from fsarbench.features.cache import FeatureCache, cache_folder
 from fsarbench.features.extract import (
+    ExtractStats,
     SplitExtractConfig,
     _folder_stamp,
     _resolve_split,
     exclusive,
+    extract_split,
 )
 from fsarbench.io import atomic_write_json, stable_hash
 
-__all__ = ["REUSED_FILE", "STAMPS_FILE", "reuse_unchanged_videos"]
+__all__ = ["REUSED_FILE", "STAMPS_FILE", "extract_reusing", "reuse_unchanged_videos"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,27 @@ STAMPS_FILE = "video_stamps.json"
 #: Written into a cache that started from an earlier one: which, and how many videos.
 REUSED_FILE = "reused.json"
 _COPY_CHUNK = 512  # videos copied at a time: [chunk, T, D] float32 per view in memory
+
+
+def extract_reusing(
+    dataset_name: str,
+    split: str,
+    *,
+    dataset: Any,
+    config: SplitExtractConfig | None = None,
+    cache_root: str | Path | None = None,
+) -> tuple[FeatureCache, ExtractStats | None]:
+    """:func:`~fsarbench.features.extract.extract_split`, a new cache starting from an
+    earlier one's unchanged videos (:func:`reuse_unchanged_videos`). A complete cache whose
+    stamps are kept is opened after one look at the files (the key's), as before reuse."""
+    resolved = _resolve_split(dataset_name, split, dataset, config)
+    folder = cache_folder(resolved[3], cache_root)
+    if (folder / STAMPS_FILE).exists() and (folder / "index.json").exists():
+        cache = FeatureCache.open(folder)
+        if cache.is_complete:
+            return cache, None
+    _reuse(dataset_name, split, resolved, folder)
+    return extract_split(dataset_name, split, dataset=dataset, config=config, cache_root=cache_root)
 
 
 def reuse_unchanged_videos(
@@ -55,8 +78,14 @@ def reuse_unchanged_videos(
     when its cache does not exist yet, create it holding the features of every video whose
     file is unchanged since an earlier cache of the same settings was made. Returns how
     many videos were copied (0: nothing to reuse, or the cache exists already)."""
-    resolved, videos, backbone, key = _resolve_split(dataset_name, split, dataset, config)
-    folder = cache_folder(key, cache_root)
+    resolved = _resolve_split(dataset_name, split, dataset, config)
+    return _reuse(dataset_name, split, resolved, cache_folder(resolved[3], cache_root))
+
+
+def _reuse(dataset_name: str, split: str, resolved: tuple, folder: Path) -> int:
+    """:func:`reuse_unchanged_videos` for ``_resolve_split``'s ``resolved`` (config, videos,
+    backbone, key) and the key's cache ``folder``."""
+    config, videos, backbone, key = resolved
     if (folder / "index.json").exists() and (folder / STAMPS_FILE).exists():
         return 0  # complete or resumable as it is: nothing to stat, lock or write
     rows = _stat_rows(videos)
@@ -78,8 +107,8 @@ def reuse_unchanged_videos(
             cache = FeatureCache.create(
                 folder,
                 video_ids=[v.video_id for v in videos],
-                num_views=resolved.views,
-                num_frames=resolved.num_frames,
+                num_views=config.views,
+                num_frames=config.num_frames,
                 feature_dim=backbone.feature_dim,
                 classes=[v.class_name for v in videos],
                 class_indices=[v.class_index for v in videos],

@@ -204,12 +204,8 @@ class FrozenFeatureProvider:
         """The cache of ``split`` of ``ds`` (the dataset opened once by the caller, so that a
         generated one is not made again under the data root); ``extract=False``: the complete
         cache on disk, or ``None``."""
-        from fsarbench.experiments.cache_reuse import reuse_unchanged_videos
-        from fsarbench.features.extract import (
-            SplitExtractConfig,
-            extract_split,
-            find_split_cache,
-        )
+        from fsarbench.experiments.cache_reuse import extract_reusing
+        from fsarbench.features.extract import SplitExtractConfig, find_split_cache
 
         train = split == "train"
         config = SplitExtractConfig(
@@ -232,10 +228,7 @@ class FrozenFeatureProvider:
             return find_split_cache(
                 dataset, split, dataset=ds, config=config, cache_root=self.cache_root
             )
-        reuse_unchanged_videos(
-            dataset, split, dataset=ds, config=config, cache_root=self.cache_root
-        )
-        cache, stats = extract_split(
+        cache, stats = extract_reusing(
             dataset, split, dataset=ds, config=config, cache_root=self.cache_root
         )
         if stats is not None:

@@ -47,8 +47,8 @@ def cached_test_manifest(
     """:func:`~fsarbench.episodes.draw_test_manifest`, read from ``folder`` when it holds this
     manifest (drawn and stored there otherwise; ``folder=None`` always draws)."""
     classes = np.asarray(test_classes)
-    args = dict(split_variant=split_variant, way=way, shot=shot, queries=queries, seed=seed)
-    args.update(episodes=episodes)
+    args = {"split_variant": split_variant, "way": way, "shot": shot, "queries": queries}
+    args |= {"seed": seed, "episodes": episodes}
     path = None if folder is None else Path(folder) / _file_name(classes, args)
     if path is not None and path.exists():
         spec = EpisodeSpec(way, shot, queries, seed, split_variant, "test")
