@@ -24,7 +24,7 @@ def test_a_kept_manifest_is_read_back_equal_to_a_fresh_draw(tmp_path, monkeypatc
     drawn = cached_test_manifest(tmp_path, CLASSES, **ARGS)
     assert [p.suffix for p in tmp_path.iterdir()] == [".npz"]
     fresh = draw_test_manifest(CLASSES, **ARGS)
-    monkeypatch.setattr(cache_mod, "draw_test_manifest", _no_draw)
+    monkeypatch.setattr(cache_mod, "draw_test_manifest_fast", _no_draw)
     again = cached_test_manifest(tmp_path, CLASSES, **ARGS)
     assert again.hash == drawn.hash == fresh.hash
     assert again.to_bytes() == fresh.to_bytes()
@@ -49,9 +49,14 @@ def test_other_test_videos_or_sampler_code_draw_again(tmp_path, monkeypatch) -> 
     assert (
         cached_test_manifest(tmp_path, fewer, **ARGS).hash == draw_test_manifest(fewer, **ARGS).hash
     )
-    monkeypatch.setattr(cache_mod, "source_digest", lambda paths: "changed-sampler")
+    hashed = []
+    monkeypatch.setattr(
+        cache_mod, "source_digest", lambda paths: hashed.append(paths) or "changed-sampler"
+    )
     cached_test_manifest(tmp_path, CLASSES, **ARGS)
     assert len(list(tmp_path.iterdir())) == 3
+    # both samplers name the file: the scalar one and the vectorised one that equals it
+    assert sorted(p.name for p in hashed[0]) == ["episode_streams.py", "episodes.py"]
 
 
 @pytest.mark.parametrize("damage", ["junk", "truncated", "edited"])

@@ -19,7 +19,8 @@ import numpy as np
 from fsarbench.bundles.errors import BundleVerificationError
 from fsarbench.bundles.format import Bundle, BundledRecord, read_bundle
 from fsarbench.bundles.pools import TestPool, official_pool, skipped_test_videos
-from fsarbench.episodes import Manifest, ManifestError, draw_test_manifest
+from fsarbench.episode_streams import draw_test_manifest_fast
+from fsarbench.episodes import Manifest, ManifestError
 from fsarbench.evaluate import EvalResult, summarise_predictions
 from fsarbench.guards import NONFINITE
 from fsarbench.results import ResultRecord
@@ -70,7 +71,7 @@ class _Regenerator:
         key = (pool.variant, pool.md5, tuple(sorted(skipped)), r.way, r.shot, r.queries)
         key += (r.episodes, r.seed)
         if key not in self.manifests:
-            self.manifests[key] = draw_test_manifest(
+            self.manifests[key] = draw_test_manifest_fast(
                 pool.kept(skipped, r.cell),
                 split_variant=r.split_variant,
                 way=r.way,

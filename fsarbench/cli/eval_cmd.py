@@ -42,7 +42,8 @@ from fsarbench.cli.eval_checks import (
 )
 from fsarbench.data.protocols import list_protocols
 from fsarbench.environment import compute_environment
-from fsarbench.episodes import Manifest, ManifestError, draw_test_manifest, manifest_class_names
+from fsarbench.episode_streams import draw_test_manifest_fast
+from fsarbench.episodes import Manifest, ManifestError, manifest_class_names
 from fsarbench.evaluate import autocast_name, device_of
 from fsarbench.features.open import feature_identity, open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
@@ -455,7 +456,7 @@ def _dataset_mode(
         feats, names, variant, method, meta = _finetune_checkpoint(args, data, device)
     else:
         feats, names, variant, method, meta = _frozen(args, data)
-    manifest = draw_test_manifest(
+    manifest = draw_test_manifest_fast(
         feats.classes,
         split_variant=variant,
         way=args.way,

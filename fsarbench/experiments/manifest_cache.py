@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+import fsarbench.episode_streams as streams_module
 import fsarbench.episodes as episodes_module
-from fsarbench.episodes import EpisodeSpec, Manifest, ManifestError, draw_test_manifest
+from fsarbench.episode_streams import draw_test_manifest_fast
+from fsarbench.episodes import EpisodeSpec, Manifest, ManifestError
 from fsarbench.io import atomic_write_bytes, stable_hash
 from fsarbench.provenance import source_digest
 
@@ -55,7 +57,7 @@ def cached_test_manifest(
         stored = _read(path, spec, len(classes))
         if stored is not None:
             return stored
-    manifest = draw_test_manifest(classes, class_names=class_names, remedies=remedies, **args)
+    manifest = draw_test_manifest_fast(classes, class_names=class_names, remedies=remedies, **args)
     if path is not None:
         _write(path, manifest)
     return manifest
@@ -63,12 +65,15 @@ def cached_test_manifest(
 
 def _file_name(classes: np.ndarray, args: dict) -> str:
     """``<variant>-<way>w<shot>s-<key>.npz``; the key hashes the inputs, the sampler's code
-    and numpy's version (its generators define the episodes)."""
+    (the scalar one and the vectorised one that must equal it) and numpy's version (its
+    generators define the episodes)."""
     key = stable_hash(
         {
             **args,
             "test_classes": stable_hash(classes.tolist()),
-            "sampler": source_digest([Path(episodes_module.__file__)]),
+            "sampler": source_digest(
+                [Path(episodes_module.__file__), Path(streams_module.__file__)]
+            ),
             "numpy": np.__version__,
         }
     )
