@@ -147,13 +147,15 @@ def test_float_class_ids_that_are_not_whole_are_refused() -> None:
         draw_test_manifest_fast(np.r_[np.repeat(np.arange(6.0), 4), 1.5], episodes=10, **ARGS)
 
 
-def test_a_numpy_that_draws_otherwise_gets_the_scalar_manifest(monkeypatch, caplog) -> None:
-    """The first episode is compared with numpy's own draw; on any difference (another
-    numpy's choice) the whole manifest is drawn the scalar way."""
+@pytest.mark.parametrize("episode", [0, 100, 199])
+def test_a_numpy_that_draws_otherwise_gets_the_scalar_manifest(monkeypatch, caplog, episode):
+    """Episodes 0, E // 2 and E - 1 are compared with numpy's own draws; on any difference
+    (another numpy's choice) the whole manifest is drawn the scalar way."""
 
     def shifted(pools, classes, spec, indices):
         c, s, q = draw_episodes(pools, classes, spec, indices)
-        return c, np.roll(s, 1, axis=1), q
+        s[episode] = np.roll(s[episode], 1)
+        return c, s, q
 
     monkeypatch.setattr(streams, "draw_episodes", shifted)
     video_classes = np.repeat(np.arange(9), 7)
