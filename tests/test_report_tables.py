@@ -300,3 +300,21 @@ def test_stale_records_are_marked_in_paper_rows_and_lose_a_cell_to_current_ones(
     otam = next(c for c in cells if c["row"] == "OTAM [4]" and c["value"])
     assert (ours["system"], ours["stale"]) == (f"sgtm-otam {STALE_MARK}", "code:harness")
     assert (otam["system"], otam["stale"]) == ("otam", "")
+
+
+def test_published_files_are_parsed_once_and_read_again_when_they_change(tmp_path) -> None:
+    """Tables, figures and the report read the same YAML files many times per run: parsed
+    once, each caller gets its own copy, and an edited file is read again."""
+    import shutil
+
+    from fsarbench.report.published import published_dir
+
+    folder = tmp_path / "published"
+    shutil.copytree(published_dir(), folder)
+    first = load_table(6, folder)
+    assert load_table(6, folder) == first
+    path = folder / "table6.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("caption:", "caption: Edited.", 1), encoding="utf-8")
+    assert load_table(6, folder).caption.startswith("Edited.")
+    assert load_table(6, folder) != first

@@ -7,6 +7,8 @@ published values, and which of our method names or ablation variants fill the ro
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +158,15 @@ def _read_yaml(path: Path) -> dict:
             f"{path} not found; pass --published DIR or set {ENV_VAR} to the folder holding "
             "the published tables (fsarbench/published in the package)"
         )
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    stat = path.stat()
+    # tables, figures and the report read the same few files ~90 times per run
+    return copy.deepcopy(_parsed_yaml(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_yaml(path: str, mtime_ns: int, size: int) -> dict:
+    """``path``'s YAML, parsed once per (path, modification time, size)."""
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
 def available_tables(folder: str | Path | None = None) -> list[int]:
