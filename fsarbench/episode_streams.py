@@ -46,6 +46,8 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 _ROUNDS = 10
 #: numpy's ``choice`` switches to another algorithm above this population.
 _FLOYD_LIMIT = 10_000
+#: Episodes drawn together: bounds the Philox temporaries (~0.2 GB at 10-way 5-shot).
+_CHUNK = 50_000
 
 
 def _mulhilo(a: np.ndarray, m: np.uint64) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +236,11 @@ def draw_test_manifest_fast(
     first = draw_test_manifest(test_classes, episodes=1, **args)
     pools = class_pools(np.asarray(test_classes).astype(np.int64))
     classes = np.array(sorted(pools), dtype=np.int64)
-    c, s, q = draw_episodes(pools, classes, first.spec, np.arange(episodes))
+    parts = [
+        draw_episodes(pools, classes, first.spec, np.arange(lo, min(lo + _CHUNK, episodes)))
+        for lo in range(0, episodes, _CHUNK)
+    ]
+    c, s, q = (np.concatenate([part[k] for part in parts]) for k in range(3))
     if queries == 0:
         q = np.zeros((episodes, 0), dtype=np.int64)
     if not _agree((c, s, q), pools, classes, first.spec):

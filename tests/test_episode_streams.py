@@ -175,3 +175,11 @@ def test_populations_beyond_floyds_range_are_drawn_the_scalar_way(monkeypatch) -
     c, s, q = draw_episodes(pools, np.arange(6), spec, np.arange(30))
     draw = EpisodeDrawer(pools, np.arange(6), spec)
     assert calls and all(np.array_equal(s[i], draw(i)[1]) for i in range(30))
+
+
+def test_episodes_drawn_in_chunks_are_the_same(monkeypatch) -> None:
+    monkeypatch.setattr(streams, "_CHUNK", 7)  # 50,000 by default: bounds the temporaries
+    video_classes = np.repeat(np.arange(12), 9)
+    args = {**ARGS, "way": 10, "shot": 5, "episodes": 100}
+    fast = draw_test_manifest_fast(video_classes, **args)
+    assert fast.hash == scalar_manifest(video_classes, **args).hash
