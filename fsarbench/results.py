@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from fsarbench.evaluate import EvalResult
+from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text, stable_hash
 from fsarbench.provenance import stale_code
 from fsarbench.stats.intervals import INTERVALS, mean_and_halfwidth
@@ -393,6 +394,7 @@ def queries_match(out_dir: str | Path, record: ResultRecord) -> bool:
                 return False
             per_episode = rows.groupby("episode")["correct"].mean()
         except (OSError, EOFError, ValueError, KeyError):
+            raise_if_interrupted()  # pandas' parser reports a Ctrl-C inside it as ParserError
             return False
         return rows_give_record(per_episode.to_numpy(float), record)
     return False

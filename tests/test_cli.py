@@ -236,14 +236,78 @@ def test_sigterm_ends_a_command_like_ctrl_c_so_finished_work_is_saved():
     import os
     import signal
 
-    from fsarbench.cli.main import _terminate_like_ctrl_c
+    from fsarbench.interrupts import interrupt_requested, interrupts_recorded
 
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         pytest.skip("a SIGTERM handler is already installed in this process")
-    with pytest.raises(KeyboardInterrupt, match="signal 15"), _terminate_like_ctrl_c():
-        os.kill(os.getpid(), signal.SIGTERM)
-        __import__("time").sleep(5)  # the handler interrupts this
+    with pytest.raises(KeyboardInterrupt, match="signal 15"), interrupts_recorded():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            __import__("time").sleep(5)  # the handler interrupts this
+        finally:
+            assert interrupt_requested()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the command
+    assert not interrupt_requested()  # cleared with the command
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_pandas_reports_as_a_parse_error_still_ends_the_run(
+    signum, tmp_path, capsys, monkeypatch
+):
+    """pandas' C parser turns a Ctrl-C inside its gzip read into ParserError; reading a
+    record's per-query rows took that for a damaged file (the cell was left out of the
+    tables, or re-evaluated) and the run went on to exit 0. An interrupt ends it (130)."""
+    import os
+    import signal
+
+    import pandas as pd
+
+    from fsarbench.cli import list_cmd
+    from fsarbench.report.records import QueryRowsError, _read_query_rows
+    from fsarbench.results import queries_match
+
+    sig = getattr(signal, signum)
+    if signal.getsignal(sig) not in (signal.SIG_DFL, signal.default_int_handler):
+        pytest.skip(f"a {signum} handler is already installed in this process")
+
+    def interrupted_parse(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), sig)
+            __import__("time").sleep(5)  # the handler interrupts this
+        except KeyboardInterrupt:
+            raise pd.errors.ParserError("Calling read(nbytes) on source failed") from None
+
+    monkeypatch.setattr(pd, "read_csv", interrupted_parse)
+    record = _demo_record(tmp_path)
+
+    def read_rows(args) -> int:
+        if args.what == "methods":
+            _read_query_rows(tmp_path, record)
+        else:
+            queries_match(tmp_path, record)
+        return 0
+
+    monkeypatch.setattr(list_cmd, "run", read_rows)
+    for what in ("methods", "datasets"):
+        assert main(["list", what]) == 130
+        assert "interrupted; finished work is saved" in capsys.readouterr().err
+    monkeypatch.setattr(
+        pd,
+        "read_csv",
+        lambda *a, **k: (_ for _ in ()).throw(pd.errors.ParserError("a damaged file")),
+    )
+    with pytest.raises(QueryRowsError, match="unreadable"):  # no interrupt: a damaged file
+        _read_query_rows(tmp_path, record)
+    assert queries_match(tmp_path, record) is False
+
+
+def _demo_record(folder):
+    """One written record with its per-query rows under ``folder``."""
+    from fsarbench.report.demo import DemoSystem, write_demo_records
+    from fsarbench.results import load_records
+
+    write_demo_records(folder, [DemoSystem("otam")], settings=[(5, 1)], episodes=20)
+    return load_records(folder)[0]
 
 
 def test_an_error_that_a_sigterm_caused_ends_as_the_interruption(monkeypatch, capsys):

@@ -104,3 +104,53 @@ def test_the_launching_process_rebuilds_a_summary_left_partial_by_racing_jobs(
     monkeypatch.setattr(launch, "submit_shards", jobs_that_race)
     assert main([*ARGV, "--out", str(out), "--launcher", "local", "--jobs", "2"]) == 0
     assert (out / "summary.csv").read_text().splitlines() == complete["summary"]
+
+
+class _Job:
+    """A submitted job: ``results`` interrupted (Ctrl-C while waiting) or finished."""
+
+    def __init__(self, job_id: int, interrupted: bool) -> None:
+        self.job_id, self.interrupted, self.cancelled = job_id, interrupted, False
+
+    def results(self):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        return [0]
+
+    def cancel(self, check: bool = True) -> None:
+        self.cancelled = True
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_ctrl_c_on_the_launcher_stops_local_jobs_and_names_cluster_ones(tmp_path, capsys, local):
+    """Local jobs run outside the launcher's process group: a Ctrl-C left them training
+    into --out after the launcher said it was interrupted. They are interrupted too; SLURM
+    jobs keep their place and the user is told how to cancel them."""
+    import contextlib
+
+    import submitit
+
+    from fsarbench.experiments import launch
+
+    base = submitit.LocalExecutor if local else object
+    jobs = [_Job(11, True), _Job(12, False)]
+
+    class Executor(base):
+        def __init__(self) -> None:
+            if local:
+                super().__init__(folder=str(tmp_path))
+
+        def batch(self):
+            return contextlib.nullcontext()
+
+        def submit(self, fn, argv):
+            return jobs[int(argv[-1].split("/")[0])]
+
+    with pytest.raises(KeyboardInterrupt):
+        launch.submit_shards(Executor(), ["run", "--all"], 2)
+    out = capsys.readouterr().out
+    assert [j.cancelled for j in jobs] == [local, local]
+    if local:
+        assert "interrupting the local job(s) 11 12" in out
+    else:
+        assert "keep running on the cluster; cancel them with: scancel 11 12" in out

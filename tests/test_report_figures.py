@@ -228,3 +228,33 @@ def test_a_lone_current_ratio_is_drawn_beside_the_stale_line(tmp_path) -> None:
         "sgtm-otam": [25.0],
         f"sgtm-otam {STALE_MARK}": [37.5, 50.0, 75.0],
     }
+
+
+def test_a_figure_is_replaced_whole_or_not_at_all(tmp_path) -> None:
+    """A run killed while a figure is written leaves the previous file, never a truncated
+    one: each format is drawn in memory and moved into place."""
+    import matplotlib.pyplot as plt
+
+    from fsarbench.report.figures import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    png, pdf = save_figure(fig, tmp_path, "f")
+    before = png.read_bytes(), pdf.read_bytes()
+    assert before[0].startswith(b"\x89PNG") and before[1].startswith(b"%PDF")
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    draw = fig.savefig
+
+    def killed_mid_pdf(target, **kwargs):
+        draw(target, **kwargs)
+        if kwargs.get("format") == "pdf":
+            raise KeyboardInterrupt  # the PDF drawn, not yet in place
+
+    fig.savefig = killed_mid_pdf
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(fig, tmp_path, "f")
+    assert pdf.read_bytes() == before[1]  # untouched
+    assert png.read_bytes() != before[0] and png.read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]

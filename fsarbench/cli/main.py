@@ -4,16 +4,14 @@ exposes ``register(subparsers)``; they are discovered, so adding one touches no 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import logging
 import pkgutil
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 import fsarbench
+from fsarbench.interrupts import interrupt_requested, interrupts_recorded
 
 __all__ = ["main", "build_parser"]
 
@@ -38,35 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Set once SIGTERM has reached this process's handler (see :func:`_terminate_like_ctrl_c`).
-_TERMINATED = threading.Event()
-
-
-@contextlib.contextmanager
-def _terminate_like_ctrl_c():
-    """While a command runs, SIGTERM (a scheduler's kill, ``timeout``, torchrun stopping its
-    ranks) ends it as Ctrl-C does, so finished work is saved (partial evaluations,
-    checkpoints) instead of lost. Left alone where a handler is already installed
-    (submitit's preemption handler) or off the main thread."""
-    _TERMINATED.clear()
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
-        yield
-        return
-
-    def interrupt(signum, frame):
-        _TERMINATED.set()
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -78,9 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    with interrupts_recorded():
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``args.func(args)``, with an interrupt ending it as exit status 130 and a named error
+    of the project (or of bad input) as status 2 with its message."""
     try:
-        with _terminate_like_ctrl_c():
-            return int(args.func(args) or 0)
+        return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return _interrupted()
     except (
@@ -93,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RuntimeError,
         FloatingPointError,
     ) as err:
-        if _TERMINATED.is_set():  # e.g. another rank, ended by the same signal, left a collective
+        if interrupt_requested():  # e.g. another rank, ended by the same signal, left a collective
             return _interrupted()
         if args.verbose:
             raise

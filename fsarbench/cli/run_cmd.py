@@ -36,6 +36,7 @@ from fsarbench.experiments.grids import (
     standard_shots,
 )
 from fsarbench.experiments.plan import DEFAULT_THROUGHPUT
+from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.report.cli_args import DEFAULT_RUNS
 from fsarbench.results import load_records, write_summary
 
@@ -634,6 +635,7 @@ def write_run_report(out: Path, figure_files: list[Path] | None = None) -> Path 
     try:
         return build_report(out, figure_files=figure_files)
     except Exception as err:  # the report must never cost the run its results
+        raise_if_interrupted()
         log.debug("report failed", exc_info=True)
         print(
             f"warning: the HTML report was not written ({type(err).__name__}: {err}); the "

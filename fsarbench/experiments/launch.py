@@ -133,6 +133,30 @@ def submit_shards(executor, argv: list[str], shards: int) -> None:
     with executor.batch():
         jobs = [executor.submit(ShardJob(), shard_argv(argv, i, shards)) for i in range(shards)]
     print(f"submitted {len(jobs)} job(s): {', '.join(str(j.job_id) for j in jobs)}", flush=True)
+    try:
+        _wait(jobs, shards)
+    except KeyboardInterrupt:
+        _stop_on_interrupt(executor, jobs)
+        raise
+
+
+def _stop_on_interrupt(executor, jobs: list) -> None:
+    """Ctrl-C on the launcher: local jobs run on this machine, outside its process group, so
+    they are interrupted too (each saves its finished work, as a run does on Ctrl-C); cluster
+    jobs keep their place in the queue, and the user is told how to cancel them."""
+    import submitit
+
+    ids = " ".join(str(j.job_id) for j in jobs)
+    if isinstance(executor, submitit.LocalExecutor):
+        for job in jobs:
+            job.cancel(check=False)
+        print(f"interrupting the local job(s) {ids}; a re-run resumes from their work", flush=True)
+    else:
+        print(f"the job(s) {ids} keep running on the cluster; cancel them with: scancel {ids}")
+
+
+def _wait(jobs: list, shards: int) -> None:
+    """Wait for every job; fail naming those that failed, after all have ended."""
     failed = []
     for i, job in enumerate(jobs):
         try:

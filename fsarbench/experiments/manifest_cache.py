@@ -21,6 +21,7 @@ import fsarbench.episode_streams as streams_module
 import fsarbench.episodes as episodes_module
 from fsarbench.episode_streams import draw_test_manifest_fast
 from fsarbench.episodes import EpisodeSpec, Manifest, ManifestError
+from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.io import atomic_write_bytes, stable_hash
 from fsarbench.provenance import source_digest
 
@@ -104,5 +105,6 @@ def _read(path: Path, spec: EpisodeSpec, num_videos: int) -> Manifest | None:
             raise ManifestError(f"its episodes give hash {manifest.hash}, not {stored_hash}")
         return manifest
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise_if_interrupted()
         log.warning("drawing the test manifest again: %s is unusable (%s)", path, err)
         return None

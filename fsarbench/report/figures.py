@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fsarbench.io import atomic_write_bytes  # noqa: E402
 from fsarbench.report.compare import SettingComparison  # noqa: E402
 from fsarbench.report.episode_protocol import (  # noqa: E402
     cell_marker,
@@ -39,12 +41,15 @@ MIXED_NOTE = "mixed test episodes: a [marked] line used other episodes than the 
 
 
 def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
-    """Save ``fig`` as ``out_dir/name.png`` (150 dpi) and ``.pdf``; close it."""
+    """Save ``fig`` as ``out_dir/name.png`` (150 dpi) and ``.pdf``, each written atomically
+    (a run killed mid-write leaves the previous figure, never a truncated one); close it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    for path, options in zip(paths, ({"dpi": 150}, {})):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix[1:], bbox_inches="tight", **options)
+        atomic_write_bytes(path, buffer.getvalue())
     plt.close(fig)
     return paths
 

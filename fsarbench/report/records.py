@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fsarbench.data.datasets import is_synthetic
+from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.io import stable_hash
 from fsarbench.results import (
     OUTSIDE_TAG,
@@ -491,6 +492,7 @@ def _read_query_rows(run_dir: str | Path, record: ResultRecord):
         frame = load_queries(run_dir, record)
         return frame.sort_values(["episode", "query"], kind="stable")
     except (EOFError, gzip.BadGzipFile, zlib.error, pd.errors.ParserError, KeyError) as err:
+        raise_if_interrupted()  # pandas' parser reports a Ctrl-C inside it as ParserError
         cause = f"{type(err).__name__}: {err}"
     except pd.errors.EmptyDataError:
         cause = "empty file"
