@@ -96,6 +96,11 @@ class SGTMConfig:
         recon_loss: eq. 5's per-token error: "mse", the mean of squared differences over the P
             values (what the text calls it), or "l2", the Euclidean norm
             ``||x̂_t - x_t||_2`` (what eq. 5 writes).
+        support_score: a class's score above one shot (the same at 1-shot): "class_mean", the
+            matcher's own rule (OTAM, Bi-MHM: minus the mean distance to the class's support
+            videos, as in the reference code of both; default), or "nearest", minus the
+            distance to the class's nearest support video (Sec. 3.2's inference sentence:
+            "find the video in S that is most similar to q", used in training too).
     """
 
     matcher: str = "otam"
@@ -130,3 +135,4 @@ class SGTMConfig:
     saliency_init: Literal["default", "zero_sum", "off"] = "zero_sum"
     saliency_padding: Literal["zeros", "replicate"] = "replicate"
     recon_loss: Literal["mse", "l2"] = "mse"
+    support_score: Literal["class_mean", "nearest"] = "class_mean"

@@ -44,6 +44,21 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+def class_max(scores: Tensor, labels: Tensor, way: int) -> Tensor:
+    """The best score among each class's support videos.
+
+    Args:
+        scores: ``[B, Nq, Ns]`` per (query, support video) scores.
+        labels: ``[B, Ns]`` support episode labels in ``0..way-1``.
+
+    Returns:
+        ``[B, Nq, way]``.
+    """
+    member = labels.unsqueeze(-1) == torch.arange(way, device=labels.device)  # [B, Ns, way]
+    masked = scores.unsqueeze(-1).masked_fill(~member.unsqueeze(1), float("-inf"))
+    return masked.amax(2)
+
+
 def token_error(recon: Tensor, target: Tensor, kind: str) -> Tensor:
     """Per-token error of eq. 5: ``[N, M, P]`` pairs -> ``[N, M]``.
 
@@ -97,6 +112,12 @@ class SGTM(fb.FewShotMethod):
             num_train_classes=self.num_train_classes,
             **cfg.matcher_hparams,
         )
+        if cfg.support_score == "nearest" and self.matcher.support_means:
+            raise ValueError(
+                f"support_score='nearest' scores single support videos, but matcher "
+                f"{cfg.matcher!r} with {cfg.matcher_hparams} matches class prototypes; use "
+                "support_score='class_mean' or a matcher without prototypes"
+            )
         stack = dict(heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
         self.pos_embed = PositionalEmbedding(self.num_tokens, p, cfg.enc_pos_embed)
         self.encoder = (
@@ -169,8 +190,12 @@ class SGTM(fb.FewShotMethod):
     def match(
         self, support: fb.State, support_labels: Tensor, query: fb.State, way: int, **classes: Any
     ) -> fb.MethodOutput:
-        """The matcher (OTAM / Bi-MHM) on encoded videos -> logits ``[B, Nq, way]``."""
-        return self.matcher.match(support, support_labels, query, way, **classes)
+        """The matcher (OTAM / Bi-MHM) on encoded videos -> logits ``[B, Nq, way]``; with
+        ``support_score="nearest"`` each class scores its nearest support video."""
+        if self.config.support_score == "class_mean":
+            return self.matcher.match(support, support_labels, query, way, **classes)
+        scores = self.matcher.pair_logits(query, support)  # [B, Nq, Ns]
+        return fb.MethodOutput(logits=class_max(scores, support_labels, way))
 
     @property
     def support_means(self) -> bool:
@@ -178,8 +203,11 @@ class SGTM(fb.FewShotMethod):
         return self.matcher.support_means
 
     def pairwise(self, shot: int) -> bool:
-        """As the matcher."""
-        return self.matcher.pairwise(shot)
+        """As the matcher, where a class's score is the mean of its pair scores (the
+        evaluator's pair tables average them): always at 1-shot."""
+        return self.matcher.pairwise(shot) and (
+            shot == 1 or self.config.support_score == "class_mean"
+        )
 
     def pair_logits(self, query: fb.State, support: fb.State) -> Tensor:
         """The matcher's pair scores on encoded videos: ``[B, Nq, Ns]``."""

@@ -177,3 +177,45 @@ def test_phi_cls_is_temporal_with_limited_receptive_field() -> None:
     act = phi.actionness(x)
     assert act.shape == (1, 10) and ((act > 0) & (act < 1)).all()
     assert torch.allclose(phi.video_logits(x), phi(x).mean(1))
+
+
+@pytest.mark.parametrize("matcher", ["otam", "bimhm"])
+def test_nearest_support_scores_each_class_by_its_closest_video(matcher: str) -> None:
+    """support_score="nearest" (Sec. 3.2: "find the video in S that is most similar to q"):
+    a class's logit is minus the distance to its nearest support video, against a loop over
+    classes; the default averages them (the matcher's rule); both are the same at 1-shot."""
+    mean = make(f"sgtm-{matcher}").eval()
+    nearest = make(f"sgtm-{matcher}", support_score="nearest").eval()
+    assert nearest.state_dict().keys() == mean.state_dict().keys()
+    nearest.load_state_dict(mean.state_dict())
+    batch = random_batch(shot=3, dtype=torch.float64)
+    with torch.no_grad():
+        support, query = mean.encode_episodes(batch.support), mean.encode_episodes(batch.query)
+        pairs = mean.pair_logits(query, support)  # [B, Nq, Ns]
+        got = nearest(batch).logits
+        averaged = mean(batch).logits
+    labels = batch.support_labels
+    for b in range(labels.shape[0]):
+        for c in range(batch.way):
+            members = pairs[b][:, labels[b] == c]
+            assert torch.allclose(got[b, :, c], members.amax(-1))
+            assert torch.allclose(averaged[b, :, c], members.mean(-1))
+    assert not torch.allclose(got, averaged)
+    one = random_batch(shot=1, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(nearest(one).logits, mean(one).logits)
+    assert nearest.pairwise(1) and not nearest.pairwise(3)  # pair tables average: 1-shot only
+    assert mean.pairwise(3)
+
+
+def test_nearest_support_trains_and_refuses_prototype_matchers() -> None:
+    m = make("sgtm-otam", support_score="nearest").train()
+    out = m(random_batch(shot=2, dtype=torch.float64))
+    loss = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), torch.arange(5).repeat(6))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in m.matching.parameters())
+    with pytest.raises(ValueError, match="matches class prototypes"):
+        make("sgtm-bimhm", support_score="nearest", matcher_hparams={"prototype": True})
+    with pytest.raises(fb.ConfigError, match="support_score"):
+        make("sgtm-otam", support_score="closest")
