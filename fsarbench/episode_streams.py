@@ -12,7 +12,8 @@ across episodes.
 Lemire's method draws again for a rare output (probability below ``range / 2**32``, about
 one in 40 million per step for a pool of 100 videos); an episode that meets one is drawn by
 :class:`~fsarbench.episodes.EpisodeDrawer` instead, as is every episode where the populations
-are outside the algorithm written here (more than 10,000 classes or videos in a class). The
+are outside the algorithm written here (more than 10,000 classes or videos in a class), or
+where drawing one by one is faster (more than 32 videos per class and episode). The
 tests compare every episode of many settings with the scalar draws; at run time each call
 compares its first, middle and last episodes and, on any difference (another numpy's
 ``choice``), draws the whole manifest the scalar way. What this module changes is how long
@@ -46,8 +47,11 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 _ROUNDS = 10
 #: numpy's ``choice`` switches to another algorithm above this population.
 _FLOYD_LIMIT = 10_000
-#: Episodes drawn together: bounds the Philox temporaries (~0.2 GB at 10-way 5-shot).
-_CHUNK = 50_000
+#: Videos per class (shot + queries) above which the scalar draw is faster: Floyd's check for
+#: repeats costs ``(shot + queries)²`` per class here (measured crossover about 50).
+_MAX_PICKS = 32
+#: 32-bit outputs drawn together (episodes x outputs per episode): bounds the temporaries.
+_CHUNK_OUTPUTS = 3_200_000
 
 
 def _mulhilo(a: np.ndarray, m: np.uint64) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +164,12 @@ def _pool_table(pools: dict[int, np.ndarray], classes: np.ndarray) -> tuple[np.n
     return table, sizes
 
 
+def _outputs_per_episode(way: int, picks: int) -> int:
+    """32-bit outputs an episode draws at most: Floyd and the shuffle over the classes, then
+    over ``picks`` videos of each chosen class."""
+    return (2 * way - 1) + way * (2 * picks - 1)
+
+
 def draw_episodes(
     pools: dict[int, np.ndarray], classes: np.ndarray, spec: EpisodeSpec, indices: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,10 +185,9 @@ def draw_episodes(
     need = spec.shot + spec.queries
     table, sizes = _pool_table(pools, classes)
     e, way = len(indices), spec.way
-    if len(classes) > _FLOYD_LIMIT or sizes.max() > _FLOYD_LIMIT:
+    if len(classes) > _FLOYD_LIMIT or sizes.max() > _FLOYD_LIMIT or need > _MAX_PICKS:
         return _scalar(pools, classes, spec, indices)
-    count = (2 * way - 1) + way * (2 * need - 1)
-    stream = _Stream(_uint32_streams(spec.key(), indices, count))
+    stream = _Stream(_uint32_streams(spec.key(), indices, _outputs_per_episode(way, need)))
     rows = _choice(stream, np.full(e, len(classes)), way)  # [E, way] rows of `classes`
     picks = np.empty((e, way, need), dtype=np.int64)
     for slot in range(way):
@@ -236,9 +245,10 @@ def draw_test_manifest_fast(
     first = draw_test_manifest(test_classes, episodes=1, **args)
     pools = class_pools(np.asarray(test_classes).astype(np.int64))
     classes = np.array(sorted(pools), dtype=np.int64)
+    chunk = max(1, _CHUNK_OUTPUTS // _outputs_per_episode(way, shot + queries))
     parts = [
-        draw_episodes(pools, classes, first.spec, np.arange(lo, min(lo + _CHUNK, episodes)))
-        for lo in range(0, episodes, _CHUNK)
+        draw_episodes(pools, classes, first.spec, np.arange(lo, min(lo + chunk, episodes)))
+        for lo in range(0, episodes, chunk)
     ]
     c, s, q = (np.concatenate([part[k] for part in parts]) for k in range(3))
     if queries == 0:

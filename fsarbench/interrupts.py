@@ -40,15 +40,19 @@ def _interrupt(signum, frame) -> None:
 @contextlib.contextmanager
 def interrupts_recorded() -> Iterator[None]:
     """Record Ctrl-C and SIGTERM (each raising ``KeyboardInterrupt``, as Ctrl-C does) while
-    the block runs; the record is cleared when it ends. A signal whose handler is not the
-    default (submitit's preemption handler, SIGINT ignored in a background job) is left
-    alone, as is everything off the main thread."""
-    _REQUESTED.clear()
+    the block runs. A signal whose handler is not the default (submitit's preemption handler,
+    SIGINT ignored in a background job, an enclosing block's own) is left alone, as is
+    everything off the main thread; the block that installs a handler starts and ends with
+    no interrupt recorded (a nested command leaves its caller's record alone)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     taken = {s: d for s, d in defaults.items() if signal.getsignal(s) is d}
+    if not taken:
+        yield
+        return
+    _REQUESTED.clear()
     for signum in taken:
         signal.signal(signum, _interrupt)
     try:

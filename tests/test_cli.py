@@ -335,3 +335,24 @@ def test_an_error_that_a_sigterm_caused_ends_as_the_interruption(monkeypatch, ca
     assert "interrupted; finished work is saved" in err and "error:" not in err
     monkeypatch.setattr(list_cmd, "run", lambda args: int(f"{args.what}"))  # no signal now
     assert main(["list", "methods"]) == 2 and "error:" in capsys.readouterr().err
+
+
+def test_a_nested_command_leaves_its_callers_interrupt_recorded():
+    """main() inside main() (tests, in-process jobs) or on another thread: only the block
+    that installed the handlers clears the record, so an interrupt is not forgotten."""
+    import signal
+    import threading
+
+    import fsarbench.interrupts as intr
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("a SIGTERM handler is already installed in this process")
+    with intr.interrupts_recorded():
+        intr._REQUESTED.set()  # what the handler does on Ctrl-C or SIGTERM
+        with intr.interrupts_recorded():
+            assert intr.interrupt_requested()
+        thread = threading.Thread(target=lambda: intr.interrupts_recorded().__enter__())
+        thread.start()
+        thread.join()
+        assert intr.interrupt_requested()
+    assert not intr.interrupt_requested()

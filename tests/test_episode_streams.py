@@ -69,7 +69,7 @@ SETTINGS = [
     ([2, 9, 4, 7, 3], 5, 1, 1),  # a class with exactly shot + queries videos
     ([3, 3, 3], 3, 2, 1),  # every class chosen and every video of each
     ([8] * 9, 4, 3, 0),  # no queries
-    ([150] * 4, 2, 1, 120),  # large picks: Floyd's collisions are frequent
+    ([40] * 4, 2, 1, 31),  # the most picks drawn here: Floyd's collisions are frequent
 ]
 
 
@@ -178,8 +178,21 @@ def test_populations_beyond_floyds_range_are_drawn_the_scalar_way(monkeypatch) -
 
 
 def test_episodes_drawn_in_chunks_are_the_same(monkeypatch) -> None:
-    monkeypatch.setattr(streams, "_CHUNK", 7)  # 50,000 by default: bounds the temporaries
+    monkeypatch.setattr(streams, "_CHUNK_OUTPUTS", 7 * 259)  # 14 episodes of 10-way 5-shot
     video_classes = np.repeat(np.arange(12), 9)
     args = {**ARGS, "way": 10, "shot": 5, "episodes": 100}
     fast = draw_test_manifest_fast(video_classes, **args)
     assert fast.hash == scalar_manifest(video_classes, **args).hash
+
+
+def test_many_picks_per_class_are_drawn_the_scalar_way(monkeypatch) -> None:
+    """Above 32 videos per class and episode the scalar draw is faster (Floyd's check for
+    repeats grows with their square): the same episodes, drawn by EpisodeDrawer."""
+    calls = []
+    scalar = streams._scalar
+    monkeypatch.setattr(streams, "_scalar", lambda *a: calls.append(1) or scalar(*a))
+    pools = class_pools(np.repeat(np.arange(4), 150))
+    spec = EpisodeSpec(2, 1, 120)
+    c, s, q = draw_episodes(pools, np.arange(4), spec, np.arange(20))
+    draw = EpisodeDrawer(pools, np.arange(4), spec)
+    assert calls and all(np.array_equal(q[i], draw(i)[2]) for i in range(20))

@@ -107,33 +107,42 @@ def test_the_launching_process_rebuilds_a_summary_left_partial_by_racing_jobs(
 
 
 class _Job:
-    """A submitted job: ``results`` interrupted (Ctrl-C while waiting) or finished."""
+    """A submitted job: ``results`` interrupted (Ctrl-C while waiting) or finished; ``ends``:
+    whether it stops by itself after the interrupt (a Ctrl-C at the terminal reaches the
+    launcher's whole process group, a ``kill PID`` only the launcher)."""
 
-    def __init__(self, job_id: int, interrupted: bool) -> None:
-        self.job_id, self.interrupted, self.cancelled = job_id, interrupted, False
+    def __init__(self, job_id: int, interrupted: bool, ends: bool = False) -> None:
+        self.job_id, self.interrupted, self.ends, self.cancelled = job_id, interrupted, ends, False
 
     def results(self):
         if self.interrupted:
             raise KeyboardInterrupt
         return [0]
 
+    def done(self) -> bool:
+        return self.ends or not self.interrupted
+
     def cancel(self, check: bool = True) -> None:
         self.cancelled = True
 
 
-@pytest.mark.parametrize("local", [True, False])
-def test_ctrl_c_on_the_launcher_stops_local_jobs_and_names_cluster_ones(tmp_path, capsys, local):
-    """Local jobs run outside the launcher's process group: a Ctrl-C left them training
-    into --out after the launcher said it was interrupted. They are interrupted too; SLURM
-    jobs keep their place and the user is told how to cancel them."""
+@pytest.mark.parametrize("local, ends", [(True, False), (True, True), (False, False)])
+def test_ctrl_c_on_the_launcher_stops_local_jobs_and_names_cluster_ones(
+    tmp_path, capsys, monkeypatch, local, ends
+):
+    """A signal that reached the launcher alone left its local jobs training into --out
+    after it said it was interrupted: jobs still running after a short grace are
+    interrupted (those the signal reached too are left to stop by themselves); SLURM jobs
+    keep their place and the user is told how to cancel them."""
     import contextlib
 
     import submitit
 
     from fsarbench.experiments import launch
 
+    monkeypatch.setattr(launch, "_GRACE_S", 0.2)
     base = submitit.LocalExecutor if local else object
-    jobs = [_Job(11, True), _Job(12, False)]
+    jobs = [_Job(11, True, ends), _Job(12, False)]
 
     class Executor(base):
         def __init__(self) -> None:
@@ -149,8 +158,10 @@ def test_ctrl_c_on_the_launcher_stops_local_jobs_and_names_cluster_ones(tmp_path
     with pytest.raises(KeyboardInterrupt):
         launch.submit_shards(Executor(), ["run", "--all"], 2)
     out = capsys.readouterr().out
-    assert [j.cancelled for j in jobs] == [local, local]
-    if local:
-        assert "interrupting the local job(s) 11 12" in out
+    assert [j.cancelled for j in jobs] == [local and not ends, False]
+    if local and not ends:
+        assert "interrupting the local job(s) 11;" in out
+    elif local:
+        assert "interrupting" not in out
     else:
         assert "keep running on the cluster; cancel them with: scancel 11 12" in out

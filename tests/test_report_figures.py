@@ -258,3 +258,18 @@ def test_a_figure_is_replaced_whole_or_not_at_all(tmp_path) -> None:
     assert pdf.read_bytes() == before[1]  # untouched
     assert png.read_bytes() != before[0] and png.read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]
+
+
+def test_written_files_get_the_mode_open_gives_them(tmp_path) -> None:
+    """mkstemp's 0600 made figures, tables and records unreadable to the rest of a team
+    sharing the folder: atomic writes give the mode a plain open() gives under the umask."""
+    import os
+    import stat
+
+    from fsarbench.io import atomic_write_bytes
+
+    with open(tmp_path / "plain", "wb"):
+        pass
+    atomic_write_bytes(tmp_path / "atomic", b"x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "atomic").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,10 @@ def make_executor(kind: str, folder: Path, slurm: dict[str, Any]):
     return executor
 
 
+#: Seconds local jobs get to stop by themselves after an interrupt reached the launcher.
+_GRACE_S = 3.0
+
+
 def submit_shards(executor, argv: list[str], shards: int) -> None:
     """Submit one job per shard, wait for all, and fail naming the jobs that failed."""
     with executor.batch():
@@ -141,18 +146,27 @@ def submit_shards(executor, argv: list[str], shards: int) -> None:
 
 
 def _stop_on_interrupt(executor, jobs: list) -> None:
-    """Ctrl-C on the launcher: local jobs run on this machine, outside its process group, so
-    they are interrupted too (each saves its finished work, as a run does on Ctrl-C); cluster
-    jobs keep their place in the queue, and the user is told how to cancel them."""
+    """Ctrl-C or SIGTERM on the launcher. Local jobs share its process group, so a Ctrl-C at
+    the terminal reaches them too; a signal sent to the launcher alone (``kill PID``, a
+    scheduler) does not: local jobs still running after a short grace are interrupted (each
+    stops as a run does on Ctrl-C; checkpoints and records are written atomically, so a
+    re-run resumes from the last finished ones). Cluster jobs keep their place in the queue,
+    and the user is told how to cancel them."""
     import submitit
 
     ids = " ".join(str(j.job_id) for j in jobs)
-    if isinstance(executor, submitit.LocalExecutor):
-        for job in jobs:
-            job.cancel(check=False)
-        print(f"interrupting the local job(s) {ids}; a re-run resumes from their work", flush=True)
-    else:
+    if not isinstance(executor, submitit.LocalExecutor):
         print(f"the job(s) {ids} keep running on the cluster; cancel them with: scancel {ids}")
+        return
+    deadline = time.monotonic() + _GRACE_S
+    while time.monotonic() < deadline and not all(j.done() for j in jobs):
+        time.sleep(0.1)
+    running = [j for j in jobs if not j.done()]
+    for job in running:
+        job.cancel(check=False)
+    if running:
+        names = " ".join(str(j.job_id) for j in running)
+        print(f"interrupting the local job(s) {names}; a re-run resumes from their work")
 
 
 def _wait(jobs: list, shards: int) -> None:
