@@ -273,3 +273,22 @@ def test_written_files_get_the_mode_open_gives_them(tmp_path) -> None:
     atomic_write_bytes(tmp_path / "atomic", b"x")
     mode = stat.S_IMODE(os.stat(tmp_path / "atomic").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)
+
+
+def test_mask_ratio_of_a_run_set_by_k_or_masking_nothing(tmp_path) -> None:
+    """A record with ``mask_ratio: None`` was drawn at 50 % whatever its ``k``; one masking
+    nothing (Table 3's baseline, ``mask: none``) was drawn at 50 % too."""
+    import json
+
+    systems = [
+        DemoSystem("sgtm-otam-k1", record_hparams={"mask_ratio": None, "k": 1}),
+        DemoSystem("sgtm-otam-plain", record_hparams={"mask_ratio": None, "k": None}),
+        DemoSystem("sgtm-otam-baseline", record_hparams={"mask_ratio": None, "mask": "none"}),
+    ]
+    write_demo_records(tmp_path, systems, settings=[(5, 1)], episodes=20)
+    for path in (tmp_path / "records").glob("*.json"):
+        record = json.loads(path.read_text())
+        record["features"] = {**(record.get("features") or {}), "num_frames": 8}
+        path.write_text(json.dumps(record))
+    ratios = {e.system: mask_ratio_of(e) for e in load_entries(tmp_path)}
+    assert ratios == {"sgtm-otam-k1": 0.25, "sgtm-otam-plain": 0.5, "sgtm-otam-baseline": None}

@@ -134,12 +134,21 @@ DEFAULT_MASK_RATIO = 0.5
 
 def mask_ratio_of(entry: Entry) -> float | None:
     """The masking ratio of an entry's run: ``tags["mask_ratio"]``, a ``mask_ratio=`` override
-    in its name (``"sgtm-otam[mask_ratio=0.25]"``), or its recorded ``hparams["mask_ratio"]``
-    (``None`` there meaning :data:`DEFAULT_MASK_RATIO`); ``None`` for methods without one."""
-    hparams = entry.records[0].hparams
+    in its name (``"sgtm-otam[mask_ratio=0.25]"``), or its recorded ``hparams``: ``mask_ratio``,
+    else ``2k`` of the record's frames when ``k`` is set, else :data:`DEFAULT_MASK_RATIO`;
+    ``None`` for methods without one and for runs that mask nothing (``mask: none``)."""
+    record = entry.records[0]
+    hparams = record.hparams
     value = entry.tags.get("mask_ratio", overrides_of(entry.method).get("mask_ratio"))
     if value is None and "mask_ratio" in hparams:
-        value = hparams["mask_ratio"] if hparams["mask_ratio"] is not None else DEFAULT_MASK_RATIO
+        if hparams.get("mask") == "none":
+            return None
+        value = hparams["mask_ratio"]
+        frames = (record.features or {}).get("num_frames")
+        if value is None and hparams.get("k") is not None and frames:
+            value = 2 * hparams["k"] / frames
+        elif value is None:
+            value = DEFAULT_MASK_RATIO
     return None if value is None else float(value)
 
 
