@@ -131,12 +131,38 @@ class SGTM(fb.FewShotMethod):
         for part in (self.encoder, self.matching, self.decoder):
             if part is not None:
                 init_weights(part, cfg.residual_init_scale)
+        self._refuse_unused(cfg)
 
     # -- construction ----------------------------------------------------------------------
     @property
     def reconstructs(self) -> bool:
         """Whether the masked reconstruction branch exists (a mask, an encoder, λ > 0)."""
         return self.decoder is not None
+
+    def _refuse_unused(self, cfg: SGTMConfig) -> None:
+        """A hyper-parameter set away from its default where this configuration has no use for
+        it (``sgtm-otam-baseline`` with ``lambda_recon=0.9``) would change no number but name a
+        record after a setting that did nothing: refused. (The saliency settings are left out:
+        dataset presets set them for every variant.)"""
+        unused = []
+        if self.decoder is None:
+            unused += ["k", "mask_ratio", "recon_tokens", "recon_loss", "detach_target"]
+            unused += ["decoder_layers", "decoder_dim"]
+            if self.strategy is None or not cfg.use_encoder:  # else λ = 0 removed the branch
+                unused.append("lambda_recon")
+        if self.encoder is None:
+            unused.append("encoder_layers")
+        defaults = SGTMConfig()
+        changed = [
+            f"{f}={getattr(cfg, f)!r}" for f in unused if getattr(cfg, f) != getattr(defaults, f)
+        ]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} has no effect here (mask={cfg.mask!r}, "
+                f"use_encoder={cfg.use_encoder}, lambda_recon={cfg.lambda_recon}: no "
+                f"{'reconstruction branch' if self.decoder is None else 'encoder'}); drop it, "
+                "or pick a variant that uses it"
+            )
 
     def _build_decoder(self, cfg: SGTMConfig) -> TokenDecoder | None:
         if self.strategy is None or cfg.lambda_recon == 0:

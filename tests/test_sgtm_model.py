@@ -219,3 +219,32 @@ def test_nearest_support_trains_and_refuses_prototype_matchers() -> None:
         make("sgtm-bimhm", support_score="nearest", matcher_hparams={"prototype": True})
     with pytest.raises(fb.ConfigError, match="support_score"):
         make("sgtm-otam", support_score="closest")
+
+
+@pytest.mark.parametrize(
+    "name, hp, unused",
+    [
+        ("sgtm-otam-baseline", {"lambda_recon": 0.9}, "lambda_recon=0.9"),
+        ("sgtm-otam-baseline", {"encoder_layers": 3}, "encoder_layers=3"),
+        ("sgtm-otam-enc", {"mask_ratio": 0.25}, "mask_ratio=0.25"),
+        ("sgtm-otam-enc", {"k": 1, "recon_loss": "l2"}, "k=1, recon_loss='l2'"),
+        ("sgtm-otam", {"lambda_recon": 0.0, "mask_ratio": 0.25}, "mask_ratio=0.25"),
+    ],
+)
+def test_settings_a_variant_does_not_use_are_refused(name, hp, unused) -> None:
+    """They changed no number but named the record after a setting that did nothing."""
+    with pytest.raises(ValueError, match=f"{unused} has no effect here"):
+        make(name, **hp)
+
+
+@pytest.mark.parametrize(
+    "name, hp",
+    [
+        ("sgtm-otam-baseline", {}),
+        ("sgtm-otam-enc", {"lambda_recon": 0.5}),  # the default, passed explicitly
+        ("sgtm-otam", {"lambda_recon": 0.0}),  # Table 5's λ = 0 row: λ removes the branch
+        ("sgtm-otam-tml", {"mask_ratio": 0.25}),
+    ],
+)
+def test_settings_a_variant_uses_are_accepted(name, hp) -> None:
+    make(name, **hp)
