@@ -351,7 +351,7 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
     features, sharded over the ranks; rank 0 writes one record per shot."""
     from fsarbench.distributed.env import barrier, is_main
     from fsarbench.distributed.sharded_eval import evaluate_sharded
-    from fsarbench.episodes import make_manifest
+    from fsarbench.episode_streams import draw_test_manifest_fast
     from fsarbench.experiments.tracks import extract_finetune_test
     from fsarbench.io import stable_hash
     from fsarbench.provenance import code_parts, pipeline_digest
@@ -379,15 +379,14 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
     # counted as current under any later code)
     code = {**code_parts(model), "pipeline": pipeline_digest()}
     for shot in args.shots:
-        manifest = make_manifest(
+        manifest = draw_test_manifest_fast(
             test.classes,
+            split_variant=ds.variant,
             way=recipe.recipe.way,
             shot=shot,
             queries=1,
             episodes=args.test_episodes,
             seed=0,
-            dataset=ds.variant,
-            split="test",
             class_names=ds.class_names("test"),
         )
         result = evaluate_sharded(
