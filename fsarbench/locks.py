@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
+from filelock import FileLock, SoftFileLock, Timeout
 
 from fsarbench.io import atomic_write_text
 
@@ -47,6 +47,26 @@ def _timeout() -> float:
     return float(value) if value else -1.0
 
 
+def _soft_lock(path: Path) -> SoftFileLock:
+    """The lock newer filelock versions fall back to where ``flock`` is not implemented
+    (Lustre without ``-o flock``, some NFS mounts): a lock file that exists while held. Unlike
+    ``flock`` it outlives a killed holder; its holder is named while a run waits for it."""
+    if path.parent not in _SOFT_FOLDERS:  # once per folder, not once per cell
+        _SOFT_FOLDERS.add(path.parent)
+        log.warning(
+            "the file system of %s does not implement flock: locking by file existence "
+            "instead (a lock left by a killed run must be deleted by hand, e.g. %s)",
+            path.parent,
+            path.with_name(path.name + ".soft"),
+        )
+    # not ``path`` itself: the failed flock attempt left that file behind, and a soft lock
+    # takes any existing file for a holder
+    return SoftFileLock(str(path.with_name(path.name + ".soft")))
+
+
+_SOFT_FOLDERS: set[Path] = set()
+
+
 @contextmanager
 def held(path: str | Path, *, what: str) -> Iterator[None]:
     """Hold the lock file ``path`` (created with its folder) for ``what``."""
@@ -54,7 +74,11 @@ def held(path: str | Path, *, what: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))
     try:
-        lock.acquire(timeout=0)
+        try:
+            lock.acquire(timeout=0)
+        except NotImplementedError:  # older filelock on a file system without flock
+            lock = _soft_lock(path)
+            lock.acquire(timeout=0)
     except Timeout:
         holder, timeout = _holder(path), _timeout()
         log.warning("waiting for %s: it is held by %s", what, holder)

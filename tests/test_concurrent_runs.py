@@ -71,3 +71,29 @@ def test_a_killed_holder_does_not_block_the_next_process(tmp_path, monkeypatch):
     with held(lock, what="test"):
         pass
     assert time.perf_counter() - start < 5
+
+
+def test_a_file_system_without_flock_locks_by_file_existence(tmp_path, monkeypatch, caplog):
+    """Older filelock raised NotImplementedError where flock is not implemented (Lustre
+    without -o flock) and the run stopped; the lock falls back to a lock file, warned once
+    per folder, and still excludes a second holder."""
+    import fsarbench.locks as locks
+    from fsarbench.locks import LockTimeout
+
+    class NoFlock(locks.FileLock):
+        def acquire(self, *args, **kwargs):  # as filelock 3.12: the lock file stays behind
+            open(self.lock_file, "a").close()
+            raise NotImplementedError("FileSystem does not appear to support flock")
+
+    monkeypatch.setattr(locks, "FileLock", NoFlock)
+    monkeypatch.setattr(locks, "_SOFT_FOLDERS", set())
+    monkeypatch.setenv("FSAR_LOCK_TIMEOUT", "0.3")
+    path = tmp_path / "locks" / "cell.lock"
+    with caplog.at_level("WARNING", logger="fsarbench.locks"):
+        with held(path, what="cell"):
+            assert path.with_name("cell.lock.soft").exists()
+            with pytest.raises(LockTimeout, match="still locked"), held(path, what="cell"):
+                pass
+        with held(path, what="cell"), held(tmp_path / "locks" / "other.lock", what="other"):
+            pass
+    assert caplog.text.count("does not implement flock") == 1
