@@ -119,7 +119,7 @@ class _Stream:
         output consumed where ``high == 0``."""
         high = np.asarray(high, dtype=np.uint64)
         draws = high > 0
-        u = self.outputs[self.rows, np.minimum(self.cursor, self.outputs.shape[1] - 1)]
+        u = self.outputs[self.rows, self.cursor]  # an episode past its outputs: IndexError
         span = high + np.uint64(1)
         m = u * span
         # numpy draws again while the low half is below (2**32 - span) % span: flag that
@@ -154,14 +154,13 @@ def _choice(stream: _Stream, population: np.ndarray, size: int) -> np.ndarray:
     return picked
 
 
-def _pool_table(pools: dict[int, np.ndarray], classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``([C, max videos] video positions padded with -1, [C] pool sizes)`` in ``classes``
-    order."""
-    sizes = np.array([len(pools[int(c)]) for c in classes], dtype=np.int64)
+def _pool_table(pools: dict[int, np.ndarray], classes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``[C, max videos]`` video positions padded with -1, in ``classes`` order (``sizes``:
+    ``[C]`` pool sizes)."""
     table = np.full((len(classes), int(sizes.max())), -1, dtype=np.int64)
     for row, c in enumerate(classes):
         table[row, : sizes[row]] = pools[int(c)]
-    return table, sizes
+    return table
 
 
 def _outputs_per_episode(way: int, picks: int) -> int:
@@ -183,10 +182,11 @@ def draw_episodes(
     """
     indices = np.asarray(indices)
     need = spec.shot + spec.queries
-    table, sizes = _pool_table(pools, classes)
+    sizes = np.array([len(pools[int(c)]) for c in classes], dtype=np.int64)
     e, way = len(indices), spec.way
     if len(classes) > _FLOYD_LIMIT or sizes.max() > _FLOYD_LIMIT or need > _MAX_PICKS:
         return _scalar(pools, classes, spec, indices)
+    table = _pool_table(pools, classes, sizes)
     stream = _Stream(_uint32_streams(spec.key(), indices, _outputs_per_episode(way, need)))
     rows = _choice(stream, np.full(e, len(classes)), way)  # [E, way] rows of `classes`
     picks = np.empty((e, way, need), dtype=np.int64)

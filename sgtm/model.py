@@ -156,12 +156,12 @@ class SGTM(fb.FewShotMethod):
         changed = [
             f"{f}={getattr(cfg, f)!r}" for f in unused if getattr(cfg, f) != getattr(defaults, f)
         ]
-        if changed:
+        if changed:  # only a model without a decoder has unused settings here
+            missing = "encoder or " if self.encoder is None else ""
             raise ValueError(
                 f"{', '.join(changed)} has no effect here (mask={cfg.mask!r}, "
                 f"use_encoder={cfg.use_encoder}, lambda_recon={cfg.lambda_recon}: no "
-                f"{'reconstruction branch' if self.decoder is None else 'encoder'}); drop it, "
-                "or pick a variant that uses it"
+                f"{missing}reconstruction branch); drop it, or pick a variant that uses it"
             )
 
     def _build_decoder(self, cfg: SGTMConfig) -> TokenDecoder | None:

@@ -302,19 +302,26 @@ def test_stale_records_are_marked_in_paper_rows_and_lose_a_cell_to_current_ones(
     assert (otam["system"], otam["stale"]) == ("otam", "")
 
 
-def test_published_files_are_parsed_once_and_read_again_when_they_change(tmp_path) -> None:
+def test_published_files_are_parsed_once_and_read_again_when_they_change(
+    tmp_path, monkeypatch
+) -> None:
     """Tables, figures and the report read the same YAML files many times per run: parsed
     once, each caller gets its own copy, and an edited file is read again."""
     import shutil
 
-    from fsarbench.report.published import published_dir
+    import yaml
+
+    from fsarbench.report import published
 
     folder = tmp_path / "published"
-    shutil.copytree(published_dir(), folder)
+    shutil.copytree(published.published_dir(), folder)
+    parses = []
+    parse = yaml.safe_load
+    monkeypatch.setattr(yaml, "safe_load", lambda text: parses.append(1) or parse(text))
     first = load_table(6, folder)
-    assert load_table(6, folder) == first
+    assert load_table(6, folder) == first and len(parses) == 1  # parsed once
     path = folder / "table6.yaml"
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("caption:", "caption: Edited.", 1), encoding="utf-8")
     assert load_table(6, folder).caption.startswith("Edited.")
-    assert load_table(6, folder) != first
+    assert load_table(6, folder) != first and len(parses) == 2  # the edited file, once
