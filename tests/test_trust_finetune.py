@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from fsarbench.data.datasets import get_dataset
-from fsarbench.data.decode import VideoDecodeError, count_frames, read_frames
+from fsarbench.data.decode import VideoDecodeError, count_frames, read_clip, read_frames
 from fsarbench.data.health import check_split
 from fsarbench.data.synth import SynthConfig
 from fsarbench.episodes import ManifestError
@@ -176,9 +176,12 @@ def test_a_warm_up_longer_than_the_stage_is_said_aloud():
     assert factor(2) == pytest.approx(3 / 1000)
 
 
-def _cut_faststart_mp4(path, frames: int = 40):
+def _cut_faststart_mp4(path, *, at_packet_boundary: bool, frames: int = 40) -> None:
     """An mp4 with its index up front (``movflags=faststart``, as many downloads are) cut
-    at 60%: the header still counts every frame and the first ones decode."""
+    after about 60% of its frames: the header still counts every frame and the first ones
+    decode. The cut lands inside a packet or exactly where one ends; which of the two a
+    fixed fraction of the bytes gives depends on the encoder's output, which differs
+    between CPUs (CI met the packet boundary)."""
     import av
     import numpy as np
 
@@ -192,21 +195,39 @@ def _cut_faststart_mp4(path, frames: int = 40):
             pixels = rng.integers(0, 255, (32, 32, 3), np.uint8)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         out.mux(stream.encode())
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) * 6 // 10])
+    with av.open(str(path)) as video:
+        packets = [(p.pos, p.size) for p in video.demux(video=0) if p.size]
+    start, size = packets[frames * 6 // 10]
+    path.write_bytes(path.read_bytes()[: start if at_packet_boundary else start + size // 2])
 
 
-def test_the_probe_finds_a_file_cut_short_after_its_first_frames(tmp_path):
+@pytest.mark.parametrize("at_packet_boundary", [False, True], ids=["mid-packet", "boundary"])
+def test_the_probe_finds_a_file_cut_short_after_its_first_frames(tmp_path, at_packet_boundary):
     """Header and first frame intact, the rest cut off: the probe passed it and training
-    failed at the first episode that sampled a late frame (again on every resume)."""
+    failed at the first episode that sampled a late frame (again on every resume). Cut at
+    a packet boundary, decord opened it as a 24-frame video and the probe passed it."""
     from fsarbench.data.datasets import VideoRecord
 
     path = tmp_path / "cut.mp4"
-    _cut_faststart_mp4(path)
+    _cut_faststart_mp4(path, at_packet_boundary=at_packet_boundary)
     assert count_frames(path) == 40 and read_frames(path, [0]).shape[0] == 1
     video = VideoRecord(video_id="cut", class_name="c", class_index=0, path=path)
     health = check_split([video], "train", frames=1)
     assert "cut" in health[0].unreadable
+
+
+def test_decord_refuses_an_mp4_cut_at_a_packet_boundary(tmp_path):
+    """decord counts the packets it demuxes: the header's 40 frames are the reference."""
+    pytest.importorskip("decord")
+    path = tmp_path / "cut.mp4"
+    _cut_faststart_mp4(path, at_packet_boundary=True)
+    for read in (
+        lambda: count_frames(path, backend="decord"),
+        lambda: read_frames(path, [0], backend="decord"),
+        lambda: read_clip(path, lambda n: [0, n - 1], backend="decord"),
+    ):
+        with pytest.raises(VideoDecodeError, match=r"truncated: its 24 frames end at 0\.96 s"):
+            read()
 
 
 def test_probe_results_are_reused_only_for_unchanged_files(synth, tmp_path, monkeypatch):

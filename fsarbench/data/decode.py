@@ -78,14 +78,16 @@ def _decord_reader(path: Path):
 
 
 def _decord_frames(path: Path, vr) -> int:
-    """Frames of an opened reader; a header-less file (webm) cut short is refused."""
+    """Frames of an opened reader; a file cut short is refused. decord counts the packets
+    it demuxes, so a file cut at a packet boundary opens as a shorter video: checked
+    wherever the header states no count (webm) or more frames than decord finds."""
     n = len(vr)
     try:
         st = path.stat()
         header = _header_of(str(path), st.st_size, st.st_mtime_ns)
     except VideoDecodeError:  # a file only decord opens: no header to check against
         return n
-    if n and header.frames <= 0:
+    if n and (header.frames <= 0 or n < header.frames):
         _check_not_cut(path, n, float(vr.get_frame_timestamp(n - 1)[1]), header)
     return n
 

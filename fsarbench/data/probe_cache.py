@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 __all__ = ["PROBE_VERSION", "ProbeCache", "probe_cache_path"]
 
 #: Bump with any change to what a probe decodes or returns.
-PROBE_VERSION = 3  # 1: first frame; 2: first and last frames; 3: cut-off webm, size changes
+PROBE_VERSION = 4  # 1: first frame; 2: first and last frames; 3: cut-off webm, size changes;
+# 4: an mp4 cut at a packet boundary (decord counted its packets)
 
 
 def _versions() -> dict[str, Any]:
