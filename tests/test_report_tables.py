@@ -306,18 +306,19 @@ def test_published_files_are_parsed_once_and_read_again_when_they_change(
     tmp_path, monkeypatch
 ) -> None:
     """Tables, figures and the report read the same YAML files many times per run: parsed
-    once, each caller gets its own copy, and an edited file is read again."""
+    once, each caller gets its own copy, and an edited file is read again, even one that
+    keeps its size and modification time."""
+    import os
     import shutil
-
-    import yaml
 
     from fsarbench.report import published
 
     folder = tmp_path / "published"
     shutil.copytree(published.published_dir(), folder)
+    published._parsed_yaml.cache_clear()  # the same text may have been parsed before
     parses = []
-    parse = yaml.safe_load
-    monkeypatch.setattr(yaml, "safe_load", lambda text: parses.append(1) or parse(text))
+    parse = published.load_yaml
+    monkeypatch.setattr(published, "load_yaml", lambda text: parses.append(1) or parse(text))
     first = load_table(6, folder)
     assert load_table(6, folder) == first and len(parses) == 1  # parsed once
     path = folder / "table6.yaml"
@@ -325,3 +326,25 @@ def test_published_files_are_parsed_once_and_read_again_when_they_change(
     path.write_text(text.replace("caption:", "caption: Edited.", 1), encoding="utf-8")
     assert load_table(6, folder).caption.startswith("Edited.")
     assert load_table(6, folder) != first and len(parses) == 2  # the edited file, once
+    stat = path.stat()
+    path.write_text(text.replace("caption:", "caption: Edit22.", 1), encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # within one mtime tick
+    assert path.stat().st_size == stat.st_size
+    assert load_table(6, folder).caption.startswith("Edit22.") and len(parses) == 3
+
+
+def test_a_published_table_with_a_key_written_twice_is_refused(tmp_path) -> None:
+    """YAML keeps the last of two equal keys silently: a published number typed twice
+    (the second a typo) was shown as the paper's."""
+    import shutil
+
+    from fsarbench.config import ConfigError
+    from fsarbench.report import published
+
+    folder = tmp_path / "published"
+    shutil.copytree(published.published_dir(), folder)
+    path = folder / "table6.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + "caption: again\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"table6\.yaml is not valid YAML .*'caption' is "
+                       r"written twice"):
+        load_table(6, folder)

@@ -161,6 +161,9 @@ def test_malformed_yaml_gives_a_named_error(tmp_path) -> None:
         parse_comparison("rows: [\n  - {method: x", "broken", known_datasets=KNOWN)
     with pytest.raises(ComparisonError, match="expected a mapping"):
         parse_comparison("- just\n- a list\n", "broken", known_datasets=KNOWN)
+    twice = SOTA_TEXT.replace("decimals: 1\n", "decimals: 1\ndecimals: 2\n", 1)
+    with pytest.raises(ComparisonError, match=r"key 'decimals' is written twice \(lines"):
+        parse_comparison(twice, "broken", known_datasets=KNOWN)
     with pytest.raises(ComparisonError, match=r"no comparison table 'nope'.*available: sota"):
         load_comparison("nope")
 

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
-
-from fsarbench.config import ConfigError, build_config, check_names
+from fsarbench.config import ConfigError, build_config, check_names, load_yaml
 
 __all__ = [
     "DEFAULT_PROTOCOL",
@@ -86,7 +84,7 @@ class ProtocolSpec:
 @functools.lru_cache(maxsize=1)
 def _table() -> dict[str, ProtocolSpec]:
     text = resources.files("fsarbench.data").joinpath(PROTOCOLS_FILE).read_text()
-    return check_protocols_table(yaml.safe_load(text) or {}, PROTOCOLS_FILE)
+    return check_protocols_table(load_yaml(text) or {}, PROTOCOLS_FILE)
 
 
 def check_protocols_table(table: dict[str, Any], where: str) -> dict[str, ProtocolSpec]:

@@ -17,7 +17,7 @@ from typing import Literal
 
 import yaml
 
-from fsarbench.config import ConfigError, build_config
+from fsarbench.config import ConfigError, build_config, load_yaml
 from fsarbench.report.published import (
     Column,
     Row,
@@ -161,7 +161,7 @@ def parse_comparison(text: str, name: str, *, known_datasets: list[str]) -> Comp
     """
     where = f"{name}.yaml"
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         raise ComparisonError(f"{where} is not valid YAML ({err}); fix the file") from err
     if not isinstance(data, dict):

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from fsarbench.config import build_config
+from fsarbench.config import ConfigError, build_config, load_yaml
 
 __all__ = [
     "Column",
@@ -158,15 +158,18 @@ def _read_yaml(path: Path) -> dict:
             f"{path} not found; pass --published DIR or set {ENV_VAR} to the folder holding "
             "the published tables (fsarbench/published in the package)"
         )
-    stat = path.stat()
-    # tables, figures and the report read the same few files ~90 times per run
-    return copy.deepcopy(_parsed_yaml(str(path), stat.st_mtime_ns, stat.st_size))
+    # tables, figures and the report read the same few files ~90 times per run; keyed on
+    # the text itself (an edit within one mtime tick keeps the size and time)
+    try:
+        return copy.deepcopy(_parsed_yaml(path.read_text(encoding="utf-8")))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML ({err}); fix the file") from None
 
 
 @functools.lru_cache(maxsize=64)
-def _parsed_yaml(path: str, mtime_ns: int, size: int) -> dict:
-    """``path``'s YAML, parsed once per (path, modification time, size)."""
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+def _parsed_yaml(text: str) -> dict:
+    """``text`` parsed as YAML (a key written twice is an error), once per distinct text."""
+    return load_yaml(text)
 
 
 def available_tables(folder: str | Path | None = None) -> list[int]:
