@@ -345,6 +345,9 @@ def test_a_published_table_with_a_key_written_twice_is_refused(tmp_path) -> None
     shutil.copytree(published.published_dir(), folder)
     path = folder / "table6.yaml"
     path.write_text(path.read_text(encoding="utf-8") + "caption: again\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"table6\.yaml is not valid YAML .*'caption' is "
-                       r"written twice"):
+    with pytest.raises(
+        ConfigError,
+        match=r"table6\.yaml is not valid YAML .*'caption' is "
+        r"written twice",
+    ):
         load_table(6, folder)
