@@ -15,6 +15,17 @@ from fsarbench_baselines._similarity import frame_dots, indexed_frame_dots
 T, D = 8, 48
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Bit-identity between a chunked and a whole-batch ``bmm`` holds at one intra-op
+    thread; with more, MKL may split the two batches over its threads differently (at 3-4
+    threads here, or on an Intel CPU at 2), and the sums differ in the last bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _pool(n: int = 90, dtype=torch.float32, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, T, D, generator=g, dtype=torch.float64).to(dtype)
@@ -135,3 +146,21 @@ def test_adapter_passes_match_indexed_through():
         via_adapter = adapted.match_indexed(state, support, labels, query, 5).logits
         direct = inner.match_indexed(state, support, labels, query, 5).logits
     assert torch.equal(via_adapter, direct)
+
+
+def test_the_contract_check_compares_at_one_thread_and_restores_the_count(monkeypatch):
+    """A plugin head is checked on the user's machine: with more intra-op threads MKL may
+    split a chunked and a whole-batch ``bmm`` differently, and a correct head failed."""
+    from fsarbench.testing import contract
+
+    seen = []
+    real = contract.state_gather
+
+    def gather(*args):
+        seen.append(torch.get_num_threads())
+        return real(*args)
+
+    monkeypatch.setattr(contract, "state_gather", gather)
+    torch.set_num_threads(3)
+    contract.check_indexed_match("otam")
+    assert seen == [1, 1] and torch.get_num_threads() == 3

@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="episodes matched per call (default: the head's fastest in make bench, else 500; "
-        "never changes the result)",
+        "the same predictions; see docs/speed.md 2b)",
     )
     p.add_argument("--interval", choices=["normal", "t"], default="normal")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")

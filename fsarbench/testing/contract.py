@@ -363,15 +363,29 @@ def check_pool_products(name: str) -> None:
     _close(_logits(method, batch), pooled, "logits from pool products differ from match's")
 
 
+@contextlib.contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    """One intra-op thread inside the block: a chunked and a whole-batch ``bmm`` agree to
+    the bit there, while with more threads MKL may split the two over its threads in other
+    ways (seen at 3-4 threads on AMD, and on Intel CPUs), which no head controls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def check_indexed_match(name: str) -> None:
     """Where a head gathers its episodes itself, episodes given as pool positions get the
-    logits of gathering their encoded videos for ``match``, to the bit."""
+    logits of gathering their encoded videos for ``match``, to the bit (at one intra-op
+    thread: see :func:`_one_intra_op_thread`)."""
     method = make_contract_method(name).eval()
     if not method.gathers_episodes:
         return
     batch = _batch(method, shot=2)
     b, ns = batch.support.shape[:2]
-    with torch.no_grad():
+    with torch.no_grad(), _one_intra_op_thread():
         pool = method.encode(torch.cat([batch.support, batch.query], 1).flatten(0, 1))
         positions = torch.arange(b * (ns + batch.query.shape[1])).view(b, -1)
         support, query = positions[:, :ns], positions[:, ns:]
