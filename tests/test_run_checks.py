@@ -346,3 +346,18 @@ def test_plan_extracts_nothing_and_marks_units_whose_features_are_missing(tmp_pa
     assert set(lines) == {"*sgtm-otam", "*protonet"}
     assert "38 steps" in lines["*sgtm-otam"] and "30 steps" in lines["*protonet"]
     assert "features not extracted yet: synth (marked *)" in text
+
+
+def test_a_checkpoint_write_cut_short_is_removed_when_its_unit_is_next_used(tmp_path, caplog):
+    """A SIGKILL during a checkpoint write left ``.last.pt.<random>.tmp`` (25 MB for TRX)
+    in the unit's folder for good; preempted cluster jobs piled them up."""
+    run_cells([Cell("protonet", "toy", 5, 1)], provider, RunOptions(tmp_path, **OPTS))
+    (folder,) = (tmp_path / "models").iterdir()
+    cut = folder / ".last.pt.k2x9_f.tmp"
+    cut.write_bytes(b"half a checkpoint")
+    (folder / "notes.txt").write_text("mine")
+    with caplog.at_level(logging.WARNING):
+        run_cells([Cell("protonet", "toy", 3, 1)], provider, RunOptions(tmp_path, **OPTS))
+    assert not cut.exists() and (folder / "notes.txt").read_text() == "mine"
+    assert f"removing {cut}: a checkpoint write cut short" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [folder.name]

@@ -460,6 +460,7 @@ class CellRunner:
     def _train(self, p: _Prepared, out: Path) -> Trained:
         """Train unit ``p`` into ``out`` (resuming, or reloading a finished run there)."""
         u = p.unit
+        _remove_cut_writes(out)
         saved = any((out / name).exists() for name in ("last.pt", "best.pt"))
         log.info(
             "%s %s on %s (%s, %s protocol, %d-way %d-shot, seed %d)",
@@ -492,6 +493,15 @@ class CellRunner:
                 on_record(record)
             write_summary(self.opt.out_dir)
         return records
+
+
+def _remove_cut_writes(out: Path) -> None:
+    """Delete the temporary files of checkpoint writes a killed process left in the unit's
+    folder (``.last.pt.<random>.tmp``, 25 MB for TRX, never read). Called with the unit's
+    lock held, so no write of another process is under way there."""
+    for tmp in sorted(out.glob(".*.tmp")):
+        log.warning("removing %s: a checkpoint write cut short (its process was killed)", tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def run_cells(
