@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from stat import S_ISDIR
 from typing import Any
 
 import numpy as np
@@ -26,10 +25,10 @@ from fsarbench.features.cache import FeatureCache, cache_folder
 from fsarbench.features.extract import (
     ExtractStats,
     SplitExtractConfig,
-    _folder_stamp,
     _resolve_split,
     exclusive,
     extract_split,
+    video_rows,
 )
 from fsarbench.io import atomic_write_json, stable_hash
 
@@ -88,7 +87,7 @@ def _reuse(dataset_name: str, split: str, resolved: tuple, folder: Path) -> int:
     config, videos, backbone, key = resolved
     if (folder / "index.json").exists() and (folder / STAMPS_FILE).exists():
         return 0  # complete or resumable as it is: nothing to stat, lock or write
-    rows = _stat_rows(videos)
+    rows = video_rows(videos)
     if not _pins(key.data, rows):  # a file changed since the key's own look at the files
         log.info(
             "%s/%s: files changed while looking at them; no features reused", dataset_name, split
@@ -131,23 +130,6 @@ def _reuse(dataset_name: str, split: str, resolved: tuple, folder: Path) -> int:
         earlier.path,
     )
     return int(same.sum())
-
-
-def _stat_rows(videos) -> list[list[Any]]:
-    """Every video's row as :func:`~fsarbench.features.extract.files_stamp` hashes them
-    (``[id, size, mtime_ns]``; a frame folder's count and end frames; ``[id, None]`` for a
-    missing file), JSON-normalised; :func:`_pins` checks the two agree."""
-    rows = []
-    for v in videos:
-        try:
-            st = Path(v.path).stat()
-            if S_ISDIR(st.st_mode):
-                rows.append([v.video_id, *_folder_stamp(Path(v.path))])
-            else:
-                rows.append([v.video_id, st.st_size, st.st_mtime_ns])
-        except OSError:
-            rows.append([v.video_id, None])
-    return json.loads(json.dumps(rows))
 
 
 def _pins(data: str, rows: list[list[Any]]) -> bool:

@@ -67,6 +67,7 @@ __all__ = [
     "exclusive",
     "extract_features",
     "extract_split",
+    "video_rows",
     "find_split_cache",
     "clip_dataset",
     "open_or_create",
@@ -546,10 +547,16 @@ def data_identity(dataset: Any, split: str, videos: Sequence[Any]) -> str:
 
 
 def files_stamp(videos: Sequence[Any]) -> str:
-    """A hash of every video's (id, size, modification time) as found on disk (a folder of
-    frames: :func:`_folder_stamp`; a missing file: ``None``), so a cache is never served for
-    files other than those it was made of."""
-    rows = []
+    """A hash of :func:`video_rows`, so a cache is never served for files other than those
+    it was made of."""
+    return stable_hash(video_rows(videos), n=16)
+
+
+def video_rows(videos: Sequence[Any]) -> list[list[Any]]:
+    """Every video's ``[id, size, modification time in ns]`` as found on disk (a folder of
+    frames: the id followed by :func:`_folder_stamp`'s items; a missing file: ``[id, None]``),
+    in JSON's types (lists, ints, strings), so rows read back from a JSON file compare equal."""
+    rows: list[list[Any]] = []
     for v in videos:
         try:
             st = Path(v.path).stat()
@@ -559,7 +566,7 @@ def files_stamp(videos: Sequence[Any]) -> str:
                 rows.append([v.video_id, st.st_size, st.st_mtime_ns])
         except OSError:
             rows.append([v.video_id, None])
-    return stable_hash(rows, n=16)
+    return rows
 
 
 def _folder_stamp(folder: Path) -> list[Any]:
