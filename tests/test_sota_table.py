@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shutil
 import typing
 
 import pytest
@@ -166,6 +167,11 @@ def test_malformed_yaml_gives_a_named_error(tmp_path) -> None:
         parse_comparison(twice, "broken", known_datasets=KNOWN)
     with pytest.raises(ComparisonError, match=r"no comparison table 'nope'.*available: sota"):
         load_comparison("nope")
+    folder = tmp_path / "published"
+    shutil.copytree(published_dir(), folder)
+    (folder / "mine.yaml").write_text("kind: comparison\nrows: [\n", encoding="utf-8")
+    with pytest.raises(ComparisonError, match=r"mine\.yaml is not valid YAML"):
+        load_comparison("nope", folder)  # listing the tables read the broken file raw
 
 
 def test_renders_in_all_three_formats() -> None:

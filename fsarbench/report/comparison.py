@@ -132,7 +132,10 @@ def available_comparisons(folder: str | Path | None = None) -> list[str]:
     """Names of the comparison tables (``*.yaml`` with ``kind: comparison``) in the folder."""
     out = []
     for path in sorted(published_dir(folder).glob("*.yaml")):
-        head = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            head = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ComparisonError(f"{path} is not valid YAML ({err}); fix the file") from None
         if isinstance(head, dict) and head.get("kind") == KIND:
             out.append(path.stem)
     return out
