@@ -148,8 +148,10 @@ def print_plan(plans: list[UnitPlan], throughput: float) -> None:
     if unextracted:
         print(
             f"features not extracted yet: {', '.join(unextracted)} (marked *): run extracts "
-            "every split first; cells already recorded in the output folder and checkpoints "
-            "in models/ are looked up once the features exist, so they count as work left here"
+            "them first (of a split whose files changed, only the changed videos, where a "
+            "cache of the earlier files exists); cells already recorded in the output folder "
+            "and checkpoints in models/ are looked up once the features exist, so they count "
+            "as work left here"
         )
     infeasible = sum(len(p.infeasible) for p in plans)
     if infeasible:
