@@ -233,3 +233,146 @@ def test_an_unreadable_jpeg_frame_is_an_error_of_its_folder(tmp_path):
     with pytest.raises(VideoDecodeError, match=r"unreadable JPEG frame 00001\.jpg") as err:
         read_frames(tmp_path, [0, 1])
     assert err.value.path == str(tmp_path)
+
+
+def _write_levels(path, *, codec="mpeg4", frames=40, fmt=None, options=None, audio_s=None):
+    """A 20 fps 64x48 video whose frames differ in colour and in a square's place (told
+    apart after lossy coding), optionally with a silent AAC track of ``audio_s`` seconds."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=20)
+        s.width, s.height = 64, 48
+        s.pix_fmt = "yuv420p"
+        s.options = options or {}
+        a = None
+        if audio_s:  # every stream before the first packet: the header is written then
+            a = c.add_stream("aac", rate=16000)
+            a.layout = "mono"
+        for i in range(frames):
+            image = np.full((48, 64, 3), [i * 37 % 256, (i * 11 + 60) % 256, 128], np.uint8)
+            x = i * 3 % 52
+            image[10:22, x : x + 12] = 255 - image[10:22, x : x + 12]
+            c.mux(s.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        c.mux(s.encode())
+        if a is not None:
+            size = a.codec_context.frame_size or 1024
+            for pts in range(0, int(audio_s * 16000), size):
+                silence = np.zeros((1, size), np.float32)
+                chunk = av.AudioFrame.from_ndarray(silence, format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 16000, pts
+                c.mux(a.encode(chunk))
+            c.mux(a.encode())
+
+
+def _cut_before_packet(path, k: int, out) -> None:
+    """``out``: ``path`` cut where its ``k``-th video packet starts (a packet boundary,
+    found by demuxing, so the cut does not depend on the encoder's bytes)."""
+    import av
+
+    with av.open(str(path)) as c:
+        starts = [p.pos for p in c.demux(video=0) if p.size]
+    out.write_bytes(path.read_bytes()[: starts[k]])
+
+
+def _which_frames(path, frames: np.ndarray) -> list[int]:
+    """The index of the frame of ``path`` (decoded in order by PyAV) nearest each of
+    ``frames``."""
+    import av
+
+    with av.open(str(path)) as c:
+        every = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    every = every.reshape(len(every), -1).astype(np.float32)
+    got = frames.reshape(len(frames), -1).astype(np.float32)
+    return [int(np.abs(every - f).mean(axis=1).argmin()) for f in got]
+
+
+@pytest.mark.video
+def test_an_avi_with_packed_b_frames_is_read_with_the_frames_asked_for(
+    tmp_path, monkeypatch, caplog
+):
+    """DivX/XviD AVIs with B-frames carry no frame timestamps: decord seeked by garbage
+    times and returned other frames, out of order ([0, 2, 1, 10, ...] for [0, 6, 11, 17,
+    ...]), with no error. Such a file is refused by decord and read by PyAV."""
+    import logging
+
+    from fsarbench.data import decode
+
+    path = tmp_path / "bframes.avi"
+    _write_levels(path, options={"bf": "2"})
+    wanted = [0, 6, 11, 17, 22, 28, 33, 39]
+    monkeypatch.setattr(decode, "_FALLBACK_NOTED", [])  # said once per process
+    with caplog.at_level(logging.WARNING, logger="fsarbench.data.decode"):
+        frames, idx = read_clip(path, lambda n: wanted)
+        read_clip(path, lambda n: wanted)
+    assert idx == wanted and _which_frames(path, frames) == wanted
+    if decode.have_decord():  # decord refused it; PyAV read it, and that is said once
+        assert caplog.text.count(f"{path} is read with pyav (decord cannot seek in it") == 1
+    if pytest.importorskip("decord"):
+        try:
+            frames, _ = read_clip(path, lambda n: wanted, backend="decord")
+        except VideoDecodeError as err:
+            assert "decord cannot seek in it: its frames carry no timestamps" in err.cause
+        else:  # a decord that times them reads them right
+            assert _which_frames(path, frames) == wanted
+
+
+@pytest.mark.video
+def test_an_avi_cut_near_its_end_is_refused_not_read_as_a_shorter_video(tmp_path):
+    """An AVI that lost its index at the end has its duration estimated from its size,
+    which shrinks with the cut: decord found 80 frames ending at the "stated" time and the
+    probe passed the file. The header's frame count is what it is checked against."""
+    from fsarbench.data.datasets import VideoRecord
+    from fsarbench.data.health import check_split
+
+    whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
+    _write_levels(whole, frames=100)
+    _cut_before_packet(whole, 80, cut)
+    assert (
+        count_frames(whole) == 100
+        and check_split([VideoRecord("w", "c", 0, whole)], "s", frames=1)[0].unreadable == {}
+    )
+    if pytest.importorskip("decord"):
+        with pytest.raises(VideoDecodeError, match="truncated: 80 of the 100 frames its header"):
+            count_frames(cut, backend="decord")
+    with pytest.raises(VideoDecodeError, match="truncated"):
+        read_clip(cut, lambda n: [0, n - 1])
+    assert "c" in check_split([VideoRecord("c", "c", 0, cut)], "s", frames=1)[0].unreadable
+
+
+@pytest.mark.video
+@pytest.mark.parametrize("backend", ["auto", "pyav", "decord"])
+def test_a_cut_off_webm_with_an_audio_track_is_refused(tmp_path, backend):
+    """With audio, the container's duration is not the video's, so a cut-off Matroska file
+    was not checked at all: every backend read it as a 24-frame video. The video stream's
+    own DURATION tag (written by FFmpeg's muxer before the clusters) states 2.00 s."""
+    if backend == "decord":
+        pytest.importorskip("decord")
+    whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
+    _write_levels(whole, fmt="matroska", audio_s=3.0)
+    _cut_before_packet(whole, 24, cut)
+    assert count_frames(whole, backend=backend) == 40
+    with pytest.raises(
+        VideoDecodeError, match=r"truncated: its 24 frames end at 1\.20 s of the 2\.00 s"
+    ):
+        count_frames(cut, backend=backend)
+
+
+def test_a_header_counting_frames_no_packet_holds_is_a_decode_error(tmp_path):
+    """decord estimates a VP8 webm's length from its header (40) where no packet is left
+    (the file cut before its first frame), and its timestamp lookup raised a bare
+    IndexError: auto did not fall back to PyAV, the health check crashed and a loader
+    worker died. (A stand-in reader: this PyAV's VP8 encoder fails after decord has run.)"""
+    from fsarbench.data import decode
+
+    class NoPackets:  # what decord 0.6 gives for such a file
+        def __len__(self):
+            return 40
+
+        def get_frame_timestamp(self, index):
+            raise IndexError("index 0 is out of bounds for axis 0 with size 0")
+
+    path = tmp_path / "v.mp4"
+    write_test_video(path, frames=6)
+    with pytest.raises(VideoDecodeError, match="decord demuxes none of the 40 frames"):
+        decode._decord_frames(path, NoPackets())

@@ -9,6 +9,7 @@ through decord when it is installed, with PyAV as the fallback. Every failure is
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import numpy as np
 __all__ = ["VideoDecodeError", "read_frames", "read_clip", "count_frames", "READERS", "have_decord"]
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+log = logging.getLogger(__name__)
 
 
 class VideoDecodeError(RuntimeError):
@@ -78,18 +81,49 @@ def _decord_reader(path: Path):
 
 
 def _decord_frames(path: Path, vr) -> int:
-    """Frames of an opened reader; a file cut short is refused. decord counts the packets
-    it demuxes, so a file cut at a packet boundary opens as a shorter video: checked
-    wherever the header states no count (webm) or more frames than decord finds."""
+    """Frames of an opened reader; a file decord cannot seek in, or one cut short, is
+    refused. decord counts the packets it demuxes, so a file cut at a packet boundary opens
+    as a shorter video: checked wherever the header states no count (webm) or more frames
+    than decord finds."""
     n = len(vr)
+    ends = _decord_frame_ends(path, vr, n)
     try:
         st = path.stat()
         header = _header_of(str(path), st.st_size, st.st_mtime_ns)
     except VideoDecodeError:  # a file only decord opens: no header to check against
         return n
+    if n and header.exact_count and n < header.frames:
+        _check_count(path, n, header)
     if n and (header.frames <= 0 or n < header.frames):
-        _check_not_cut(path, n, float(vr.get_frame_timestamp(n - 1)[1]), header)
+        _check_not_cut(path, n, float(ends[-1]), header)
     return n
+
+
+def _decord_frame_ends(path: Path, vr, n: int) -> np.ndarray:
+    """End time in seconds of each of decord's ``n`` frames. decord seeks by these times:
+    a file whose frames carry none (an AVI with packed B-frames: the "no timestamp" value,
+    about -3.7e17 s) is read with other frames than the ones asked for, out of order, so it
+    is refused here (PyAV, decoding in order, reads it right)."""
+    if not n:
+        return np.zeros(0)
+    try:
+        times = np.asarray(vr.get_frame_timestamp(range(n)), dtype=np.float64)
+    except Exception as err:  # IndexError: a header that counts frames no packet holds
+        raise VideoDecodeError(
+            path, f"decord demuxes none of the {n} frames its header counts ({_first_line(err)})"
+        ) from None
+    if not np.isfinite(times).all() or np.abs(times).max() > _NO_TIME_S:
+        raise VideoDecodeError(
+            path,
+            "decord cannot seek in it: its frames carry no timestamps (an AVI with packed "
+            "B-frames?); PyAV reads it in order",
+        )
+    return times[:, 1]
+
+
+#: Larger than any video's time in seconds (a year): a frame time beyond it is FFmpeg's
+#: "no timestamp" value as decord converts it.
+_NO_TIME_S = 3.2e7
 
 
 def _decord_read(path: Path, indices: Sequence[int]) -> np.ndarray:
@@ -161,19 +195,51 @@ class _Header:
     frames: int
     duration: float | None
     step: float
+    exact_count: bool = False  # an AVI's count: its header's, exact even where the
+    # duration is estimated from the file's size (an AVI cut near its end keeps the count)
 
 
 def _read_header(path: Path) -> _Header:
-    """The header of ``path``. The duration is the video stream's own, else the
-    container's when it holds nothing but video (an audio track may run longer)."""
+    """The header of ``path``. The duration is the video stream's own (Matroska: its
+    ``DURATION`` tag), else the container's when it holds nothing but video (an audio
+    track may run longer)."""
     with _av_open(path) as container:
         stream = container.streams.video[0]
-        duration = None
+        duration = _tagged_duration(stream)
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None and all(s.type == "video" for s in container.streams):
+        elif (
+            duration is None
+            and container.duration is not None
+            and all(s.type == "video" for s in container.streams)
+        ):
             duration = container.duration / 1_000_000  # AV_TIME_BASE
-        return _Header(int(stream.frames), duration, _frame_step(stream))
+        exact = "avi" in container.format.name.split(",")
+        return _Header(int(stream.frames), duration, _frame_step(stream), exact)
+
+
+def _tagged_duration(stream) -> float | None:
+    """Seconds of a Matroska/WebM stream's ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``, what
+    FFmpeg's muxer writes per stream), ``None`` where there is none or it does not parse."""
+    found = re.fullmatch(
+        r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", str(stream.metadata.get("DURATION", ""))
+    )
+    if found is None:
+        return None
+    hours, minutes, seconds = found.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _check_count(path: Path, frames: int, header: _Header) -> None:
+    """An AVI found with fewer frames than its header counts, by more than two frames and
+    2% (the tolerance of :func:`_check_not_cut`), is refused as cut short: its duration,
+    estimated from the file's size once the index at its end is gone, shrinks with the cut."""
+    if header.frames - frames > max(2, 0.02 * header.frames):
+        raise VideoDecodeError(
+            path,
+            f"truncated: {frames} of the {header.frames} frames its header counts are in the "
+            "file (a cut-off download or copy?)",
+        )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -303,12 +369,32 @@ def _run(path: Path, backend: str, op: int, *args) -> object:
     errors = []
     for name in _backends(path, backend):
         try:
-            return READERS[name][op](path, *args)
+            result = READERS[name][op](path, *args)
         except VideoDecodeError as err:
             errors.append(err)
+        else:
+            _note_fallback(path, name, errors)
+            return result
     if len(errors) == 1:
         raise errors[0]
     raise VideoDecodeError(path, "; ".join(dict.fromkeys(e.cause for e in errors)))
+
+
+_FALLBACK_NOTED: list[Path] = []
+
+
+def _note_fallback(path: Path, used: str, errors: list[VideoDecodeError]) -> None:
+    """Say once per process that a file was read by a later backend than the first (PyAV
+    after decord: every frame up to the last one asked for is decoded, slower)."""
+    if errors and not _FALLBACK_NOTED:
+        _FALLBACK_NOTED.append(path)
+        log.warning(
+            "%s is read with %s (%s); files decord cannot read are read so, more slowly, "
+            "and are not named again",
+            path,
+            used,
+            errors[0].cause,
+        )
 
 
 def read_frames(path: str | Path, indices: Sequence[int], *, backend: str = "auto") -> np.ndarray:
@@ -344,9 +430,12 @@ def read_clip(
     errors = []
     for name in _backends(path, backend):
         try:
-            return _OPEN_READ[name](path, choose)
+            result = _OPEN_READ[name](path, choose)
         except VideoDecodeError as err:
             errors.append(err)
+        else:
+            _note_fallback(path, name, errors)
+            return result
     if len(errors) == 1:
         raise errors[0]
     raise VideoDecodeError(path, "; ".join(dict.fromkeys(e.cause for e in errors)))

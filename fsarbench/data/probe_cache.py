@@ -22,7 +22,8 @@ __all__ = ["PROBE_VERSION", "ProbeCache", "probe_cache_path"]
 
 #: Bump with any change to what a probe decodes or returns.
 PROBE_VERSION = 4  # 1: first frame; 2: first and last frames; 3: cut-off webm, size changes;
-# 4: an mp4 cut at a packet boundary (decord counted its packets)
+# 4: mp4 cut at a packet boundary, AVI cut near its end, WebM with audio cut, AVIs decord
+# cannot seek in
 
 
 def _versions() -> dict[str, Any]:
