@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -365,11 +366,17 @@ def _backends(path: Path, backend: str) -> list[str]:
 
 
 def _run(path: Path, backend: str, op: int, *args) -> object:
+    return _first_backend_that_reads(path, backend, lambda name: READERS[name][op](path, *args))
+
+
+def _first_backend_that_reads(path: Path, backend: str, read: Callable[[str], Any]) -> Any:
+    """``read(name)`` with each backend for ``path`` in turn, returning the first result;
+    every backend's cause, joined, when none reads it."""
     _precheck(path)
     errors = []
     for name in _backends(path, backend):
         try:
-            result = READERS[name][op](path, *args)
+            result = read(name)
         except VideoDecodeError as err:
             errors.append(err)
         else:
@@ -426,19 +433,7 @@ def read_clip(
         (``uint8 [T, H, W, 3]``, the indices read).
     """
     path = Path(path)
-    _precheck(path)
-    errors = []
-    for name in _backends(path, backend):
-        try:
-            result = _OPEN_READ[name](path, choose)
-        except VideoDecodeError as err:
-            errors.append(err)
-        else:
-            _note_fallback(path, name, errors)
-            return result
-    if len(errors) == 1:
-        raise errors[0]
-    raise VideoDecodeError(path, "; ".join(dict.fromkeys(e.cause for e in errors)))
+    return _first_backend_that_reads(path, backend, lambda name: _OPEN_READ[name](path, choose))
 
 
 def _decord_clip(path: Path, choose: Callable[[int], Sequence[int]]):
