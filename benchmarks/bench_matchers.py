@@ -5,9 +5,9 @@ eval mode, 2 threads, through ``fsarbench.evaluate``. The frame-similarity GEMM 
 OTAM and Bi-MHM, so beside each time the table gives the GEMM rate that time implies and the
 rate of a plain ``torch.matmul`` of the same total size, measured in the same run. For the
 per-video heads it also gives their floor on this machine: that GEMM at the plain-matmul rate
-plus the time to gather the episodes' frames (measured alone, same batches) — what exact
-float32 arithmetic cannot go below without visiting fewer (query, support) pairs — and the
-time's ratio to it. The batch column is the fastest of ``BATCH_CANDIDATES`` on the first
+plus the time to gather the episodes' frames (measured alone, same batches; each the best of
+as many rounds as the head's time) — what exact float32 arithmetic cannot go below without
+visiting fewer (query, support) pairs — and the time's ratio to it. The batch column is the fastest of ``BATCH_CANDIDATES`` on the first
 episodes; beside it the head's own default (``episode_batch``, what ``evaluate`` and ``run``
 use when given no batch).
 """
@@ -40,30 +40,43 @@ def similarity_flops(head: str, shot: int, episodes: int) -> float:
     return 2.0 * episodes * (WAY * T) * (WAY * shot * T) * D
 
 
-def plain_matmul_gflops(total_flops: float, generator: torch.Generator) -> float:
-    """GFLOP/s of repeated ``[4096, D] x [D, 4096]`` matmuls adding up to ``total_flops``."""
+def plain_matmul_gflops(
+    total_flops: float, generator: torch.Generator, repeats: int = REPEATS
+) -> float:
+    """GFLOP/s of repeated ``[4096, D] x [D, 4096]`` matmuls adding up to ``total_flops``,
+    the best of ``repeats`` rounds: the floor is what the machine can do, so its least
+    disturbed measurement (as the head's time is the best of its runs)."""
     a = torch.rand(4096, D, generator=generator)
     b = torch.rand(D, 4096, generator=generator)
     per_call = 2.0 * 4096 * 4096 * D
     calls = max(1, round(total_flops / per_call))
     torch.matmul(a, b)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        torch.matmul(a, b)
-    return calls * per_call / (time.perf_counter() - t0) / 1e9
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return calls * per_call / best / 1e9
 
 
-def gather_seconds(features: torch.Tensor, manifest, batch_episodes: int) -> float:
+def gather_seconds(
+    features: torch.Tensor, manifest, batch_episodes: int, repeats: int = REPEATS
+) -> float:
     """Wall seconds of the evaluator's gathers alone (:func:`fsarbench.state_gather` into
-    reused buffers) for every episode's support and query frames, batch by batch."""
+    reused buffers) for every episode's support and query frames, batch by batch; the best
+    of ``repeats`` passes."""
     support = torch.as_tensor(manifest.support)
     query = torch.as_tensor(manifest.query)
-    buffers: dict = {}
-    t0 = time.perf_counter()
-    for start in range(0, len(support), batch_episodes):
-        fb.state_gather(features, support[start : start + batch_episodes], buffers, "support")
-        fb.state_gather(features, query[start : start + batch_episodes], buffers, "query")
-    return time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        buffers: dict = {}
+        t0 = time.perf_counter()
+        for start in range(0, len(support), batch_episodes):
+            fb.state_gather(features, support[start : start + batch_episodes], buffers, "support")
+            fb.state_gather(features, query[start : start + batch_episodes], buffers, "query")
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def timed_eval(method, features, manifest, batch_episodes: int) -> tuple[float, float, float]:
