@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "atomic_write_bytes",
@@ -17,6 +20,7 @@ __all__ = [
     "atomic_write_json",
     "stable_hash",
     "md5_file",
+    "remove_cut_writes",
 ]
 
 
@@ -70,6 +74,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 _FILE_MODE = _new_file_mode()
+
+
+def remove_cut_writes(folder: Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write_bytes` calls cut short by a kill
+    left in ``folder`` (``.<name>.<random>.tmp``: e.g. a 25-120 MB checkpoint, never read),
+    warning for each; returns them. Call it only while no other process writes there (with
+    the folder's lock held)."""
+    removed = sorted(Path(folder).glob(".*.tmp"))
+    for tmp in removed:
+        log.warning("removing %s: a write cut short (its process was killed)", tmp)
+        tmp.unlink(missing_ok=True)
+    return removed
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -359,5 +359,5 @@ def test_a_checkpoint_write_cut_short_is_removed_when_its_unit_is_next_used(tmp_
     with caplog.at_level(logging.WARNING):
         run_cells([Cell("protonet", "toy", 3, 1)], provider, RunOptions(tmp_path, **OPTS))
     assert not cut.exists() and (folder / "notes.txt").read_text() == "mine"
-    assert f"removing {cut}: a checkpoint write cut short" in caplog.text
+    assert f"removing {cut}: a write cut short" in caplog.text
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [folder.name]

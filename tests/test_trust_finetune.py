@@ -118,13 +118,12 @@ def test_test_features_must_be_the_probed_videos(synth, tmp_path, monkeypatch):
     options = FinetuneOptions()
     assert f"test/{video.video_id}: missing" in track.clip_data("synth", options).skipped
     video.path.write_bytes(saved)  # restored while the model trains
-    monkeypatch.setattr(tracks, "extract_finetune_test", lambda *a, **k: (object(), []))
+    monkeypatch.setattr(tracks, "extract_finetune_test", lambda *a, **k: (object(), {}))
     message = rf"read 1 video\(s\) the probe left out \(\[.{video.video_id}.\]\)"
     with pytest.raises(RuntimeError, match=message):
         track.test_features("synth", {}, options)
-    monkeypatch.setattr(
-        tracks, "extract_finetune_test", lambda *a, **k: ("feats", [video.video_id])
-    )
+    missing = {video.video_id: "missing"}
+    monkeypatch.setattr(tracks, "extract_finetune_test", lambda *a, **k: ("feats", missing))
     assert track.test_features("synth", {}, options) == "feats"  # the same videos: served
 
 
@@ -139,14 +138,14 @@ def test_a_test_video_damaged_past_the_probe_is_left_out_by_the_next_run(
     options = FinetuneOptions()
     first = _finetune_track(synth, tmp_path)
     assert not any(video.video_id in s for s in first.clip_data("synth", options).skipped)
-    monkeypatch.setattr(
-        tracks, "extract_finetune_test", lambda *a, **k: ("feats", [video.video_id])
-    )
+    bad = {video.video_id: "frames 0..3 of 9: broken"}
+    monkeypatch.setattr(tracks, "extract_finetune_test", lambda *a, **k: ("feats", bad))
     with pytest.raises(RuntimeError, match="now recorded as unreadable: re-run"):
         first.test_features("synth", {}, options)
     again = _finetune_track(synth, tmp_path)  # the next run, in a new process
     skipped = again.clip_data("synth", options).skipped
-    assert f"test/{video.video_id}: unreadable by the extraction after training" in skipped
+    cause = "unreadable in the test extraction: frames 0..3 of 9: broken"
+    assert f"test/{video.video_id}: {cause}" in skipped  # the extraction's cause, kept
     assert again.test_features("synth", {}, options) == "feats"
 
 

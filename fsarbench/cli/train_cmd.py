@@ -9,6 +9,8 @@ than one process it stops at once, on every rank, saying what to run instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from fsarbench.cli.common import (
@@ -19,7 +21,10 @@ from fsarbench.cli.common import (
     parse_overrides,
     seed_value,
 )
+from fsarbench.data.decode import VideoDecodeError
 from fsarbench.environment import compute_environment
+from fsarbench.features.extract import files_stamp
+from fsarbench.io import remove_cut_writes
 from fsarbench.provenance import training_fingerprint
 from fsarbench.training.loop import RunMismatchError
 from fsarbench.training.timing import format_step_times
@@ -138,14 +143,32 @@ def run(args: argparse.Namespace) -> int:
     if args.track == "frozen" and option_over:
         raise ValueError("--option applies to --track finetune only")
     _check_settings(args, hparams, recipe_over, option_over)
-    if args.overwrite:  # only once every setting is known good: a typo deleted the old run
-        _clear_checkpoints(out)
-    try:
-        if args.track == "frozen":
-            return _run_frozen(args, out, hparams, recipe_over)
-        return _run_finetune(args, out, hparams, recipe_over, option_over)
-    except RunMismatchError as err:  # told in this command's flags, not the API's
-        raise err.with_remedy(MISMATCH_REMEDY) from None
+    with _folder_held(out):
+        if args.overwrite:  # only once every setting is known good: a typo deleted the old run
+            _clear_checkpoints(out)
+        try:
+            if args.track == "frozen":
+                return _run_frozen(args, out, hparams, recipe_over)
+            return _run_finetune(args, out, hparams, recipe_over, option_over)
+        except RunMismatchError as err:  # told in this command's flags, not the API's
+            raise err.with_remedy(MISMATCH_REMEDY) from None
+
+
+@contextlib.contextmanager
+def _folder_held(out: Path) -> Iterator[None]:
+    """The training folder ``out``, locked by torchrun's rank 0 (or the one process): a
+    second ``train`` into it waits, then resumes or reloads what the first finished, instead
+    of both writing its checkpoints. Checkpoint writes a killed process left there are
+    deleted first (``.last.pt.<random>.tmp``, never read)."""
+    from fsarbench.distributed.env import dist_env
+    from fsarbench.locks import held
+
+    if not dist_env().is_main:
+        yield
+        return
+    with held(out / ".train.lock", what=f"training folder {out}"):
+        remove_cut_writes(out)
+        yield
 
 
 def _check_settings(args, hparams: dict, recipe_over: dict, option_over: dict) -> None:
@@ -261,6 +284,11 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
                 ds, name, recipe, args.bad_videos, shot=None, cache=args.cache
             )
             skipped += bad
+        test_skipped = []
+        if args.test_episodes > 0:  # before training: --bad-videos error stops here
+            _, test_skipped = _usable(
+                ds, "test", recipe, args.bad_videos, shot=max(args.shots), cache=args.cache
+            )
         model = build_video_method(
             args.method,
             recipe.options,
@@ -284,27 +312,54 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
             seed=args.seed,
             dataset=args.dataset,
             track="finetune",
-            data={"split_md5": ds.split_md5s(), "skipped_videos": sorted(skipped)},
+            data={
+                "split_md5": ds.split_md5s(),
+                "skipped_videos": sorted(skipped),
+                "files": files_stamp([*splits["train"].records, *splits["val"].records]),
+            },
         )
-        result = finetune(
-            model,
-            splits["train"],
-            splits["val"],
-            recipe,
-            seed=args.seed,
-            out_dir=out,
-            device=device,
-            progress=not args.no_progress,
-            fingerprint=fingerprint,
-            step_timing=True if args.step_timing else None,
-        )
+        try:
+            result = finetune(
+                model,
+                splits["train"],
+                splits["val"],
+                recipe,
+                seed=args.seed,
+                out_dir=out,
+                device=device,
+                progress=not args.no_progress,
+                fingerprint=fingerprint,
+                step_timing=True if args.step_timing else None,
+            )
+        except VideoDecodeError as err:  # damaged past the frames the probe decodes
+            raise _damaged(args, ds, splits, recipe, err) from None
         if is_main():
             _report(args, result, out)
         if args.test_episodes > 0:
-            _test(args, ds, model, recipe, device, out, skipped)
+            _test(args, ds, model, recipe, device, out, [*skipped, *test_skipped])
     finally:
         shutdown_distributed()
     return 0
+
+
+def _damaged(args, ds, splits, recipe, err: VideoDecodeError) -> RuntimeError:
+    """The error to stop with once every damaged train and val video is found and recorded
+    (by the rank that met the video: under torchrun another rank may not)."""
+    from fsarbench.training.damaged import (
+        damaged_message,
+        find_damaged,
+        record_damaged,
+        split_of,
+    )
+
+    found = find_damaged(splits, err, min_frames=recipe.options.min_frames)
+    record_damaged(ds.variant, found, args.cache)
+    rerun = (
+        "Re-run with --overwrite and they are left out (named in the records; the model's "
+        "episodes change, so it trains from its first step)"
+    )
+    where = split_of(splits, err.path)
+    return RuntimeError(damaged_message(args.dataset, where, err, found, rerun))
 
 
 def _dataset_main_first(name: str, root: str | None):
@@ -374,6 +429,8 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
         features()
     barrier()
     test, bad = features()
+    if bad:  # damaged past the frames the probe decodes: recorded, so the next probe knows
+        _left_out_in_extraction(args, ds, bad)
     identity, record_features = record_identity(recipe.to_dict(), ds.split_md5s())
     # as run records it: the model's code and the decoding pipeline (a record without code
     # counted as current under any later code)
@@ -424,6 +481,28 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
             f"test {manifest.way}-way {shot}-shot: {result.accuracy:.2f} ± {result.ci95:.2f} "
             f"({result.episodes} episodes; ± is the {result.spread_name})"
         )
+
+
+def _left_out_in_extraction(args, ds, bad: dict[str, str]) -> None:
+    """Test videos the probe passed but the extraction could not read: recorded as
+    unreadable in the probe cache; an error under ``--bad-videos error``, else printed (and
+    named in the records, as the probe's are)."""
+    from fsarbench.distributed.env import is_main
+    from fsarbench.training.clip_data import UnusableSplitError
+    from fsarbench.training.damaged import record_damaged
+
+    listed = "; ".join(f"test/{v}: {cause}" for v, cause in list(bad.items())[:3])
+    if is_main():
+        paths = {r.video_id: Path(r.path) for r in ds.videos("test")}
+        causes = {paths[v]: f"unreadable in the test extraction: {c}" for v, c in bad.items()}
+        record_damaged(ds.variant, causes, args.cache)
+    if args.bad_videos == "error":
+        raise UnusableSplitError(
+            f"{len(bad)} test video(s) of {ds.variant} could not be read by the extraction "
+            f"(policy 'error'): {listed}; they are now recorded as unreadable"
+        )
+    if is_main():
+        print(f"{ds.variant}/test: left out {len(bad)} more video(s) in extraction: {listed}")
 
 
 def _report(args, result, out: Path) -> None:

@@ -31,7 +31,7 @@ from fsarbench.experiments.tracks import (
     build_method,
 )
 from fsarbench.experiments.units import ModelUnit, unit_for
-from fsarbench.io import stable_hash
+from fsarbench.io import remove_cut_writes, stable_hash
 from fsarbench.locks import held
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_parts, pipeline_digest, provenance_diff
@@ -167,7 +167,7 @@ class CellRunner:
         track, unit, recipe = self.unit_recipe(cell)
         with self.timed("data and features"):
             data = track.data(cell)
-        slug = unit.slug([recipe.identity(), data.info])
+        slug = unit.slug([recipe.identity(), data.model_info])
         if slug not in self.built:
             self.built[slug] = track.build(cell, recipe)
         return _Prepared(track, data, unit, recipe, self.built[slug], slug)
@@ -460,7 +460,7 @@ class CellRunner:
     def _train(self, p: _Prepared, out: Path) -> Trained:
         """Train unit ``p`` into ``out`` (resuming, or reloading a finished run there)."""
         u = p.unit
-        _remove_cut_writes(out)
+        remove_cut_writes(out)  # the unit's lock is held: no write of another process
         saved = any((out / name).exists() for name in ("last.pt", "best.pt"))
         log.info(
             "%s %s on %s (%s, %s protocol, %d-way %d-shot, seed %d)",
@@ -493,15 +493,6 @@ class CellRunner:
                 on_record(record)
             write_summary(self.opt.out_dir)
         return records
-
-
-def _remove_cut_writes(out: Path) -> None:
-    """Delete the temporary files of checkpoint writes a killed process left in the unit's
-    folder (``.last.pt.<random>.tmp``, 25 MB for TRX, never read). Called with the unit's
-    lock held, so no write of another process is under way there."""
-    for tmp in sorted(out.glob(".*.tmp")):
-        log.warning("removing %s: a checkpoint write cut short (its process was killed)", tmp)
-        tmp.unlink(missing_ok=True)
 
 
 def run_cells(

@@ -23,11 +23,13 @@ import torch
 from fsarbench.data.decode import VideoDecodeError
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.units import ModelUnit, unit_recipe
+from fsarbench.features.extract import files_stamp
 from fsarbench.features.store import FeatureStore
 from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import training_fingerprint
 from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
+from fsarbench.training.damaged import damaged_message, find_damaged, record_damaged, split_of
 from fsarbench.training.loop import RunMismatchError
 
 __all__ = [
@@ -72,6 +74,13 @@ class TrackData:
     class_names: list[str]
     skipped: list[str]
     val_videos: int = 0
+    # what names the trained model's folder, where it differs from ``info`` (finetune: not
+    # the test videos left out, which change the records but not the model)
+    unit_info: dict[str, Any] | None = None
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        return self.info if self.unit_info is None else self.unit_info
 
 
 @dataclass(frozen=True)
@@ -351,6 +360,15 @@ class _ClipData:
     splits: dict[str, Any]
     skipped: list[str]
     split_md5: dict[str, Any] = field(default_factory=dict)  # read once, not per cell
+    # size and modification time of every train and val video used (files_stamp): a run
+    # resumed after files changed would mix two versions of the data in one model
+    train_files: str = ""
+
+    @property
+    def training_skips(self) -> list[str]:
+        """The train and val videos left out: what the model was trained without (a test
+        video found unreadable later does not change the model)."""
+        return sorted(s for s in self.skipped if not s.startswith("test/"))
 
 
 class FinetuneTrack:
@@ -414,7 +432,8 @@ class FinetuneTrack:
             skipped += bad
         if skipped:
             log.warning("%s: left out %d video(s): %s", name, len(skipped), "; ".join(skipped[:3]))
-        return _ClipData(ds, splits, skipped, ds.split_md5s())
+        used = [*splits["train"].records, *splits["val"].records]
+        return _ClipData(ds, splits, skipped, ds.split_md5s(), files_stamp(used))
 
     @staticmethod
     def features_ready(cell: Cell) -> bool:
@@ -431,7 +450,11 @@ class FinetuneTrack:
         test = c.splits["test"]
         names = c.dataset.class_names("test")
         val = len(c.splits["val"].records)
-        return TrackData(cell.dataset, c.dataset.variant, info, test.classes, names, c.skipped, val)
+        # the same as info where no test video is left out (model folders keep their names)
+        unit = {"split_md5": c.split_md5, "skipped_videos": stable_hash(c.training_skips)}
+        return TrackData(
+            cell.dataset, c.dataset.variant, info, test.classes, names, c.skipped, val, unit
+        )
 
     def pools(self, cell: Cell) -> DatasetPools:
         """What ``cell``'s dataset can serve: the videos the probe found usable for its clips
@@ -493,7 +516,11 @@ class FinetuneTrack:
             seed=unit.train_seed,
             dataset=unit.dataset,
             track=self.name,
-            data={"split_md5": c.split_md5, "skipped_videos": sorted(c.skipped)},
+            data={
+                "split_md5": c.split_md5,
+                "skipped_videos": c.training_skips,
+                "files": c.train_files,
+            },
         )
 
         def run(resume: bool) -> None:
@@ -513,29 +540,19 @@ class FinetuneTrack:
         try:
             _retrain_on_mismatch(run, out.name)
         except VideoDecodeError as err:  # damaged past the frames the probe decodes
-            cause = f"unreadable in training: {err.cause}"
-            self._record_unreadable(c.dataset, [Path(err.path)], cause)
+            used = {name: c.splits[name] for name in ("train", "val")}
+            damaged = find_damaged(used, err, min_frames=recipe.options.min_frames)
+            record_damaged(c.dataset.variant, damaged, self.cache_root)
+            self.clips.clear()  # probed again (from the cache) by the next use in this process
+            rerun = (
+                "Re-run and they are left out (and named in the records); this model then "
+                "trains again from its first step, as its episodes change"
+            )
             raise RuntimeError(
-                f"{unit.dataset}: training could not read {err.path} ({err.cause}), which the "
-                "probe could. It is now recorded as unreadable: re-run and it is left out (and "
-                "named in the records; the run resumes from its last checkpoint only if the "
-                "data are unchanged, so this model trains again), or replace the file first"
+                damaged_message(unit.dataset, split_of(used, err.path), err, damaged, rerun)
             ) from None
         test = self.test_features(unit.dataset, model.state_dict(), recipe.options)
         return Trained(model.inner, test.store)
-
-    def _record_unreadable(self, ds, paths: list[Path], cause: str) -> None:
-        """Store the videos at ``paths`` in ``ds``'s probe cache as unreadable (``cause``),
-        so the next run's probe leaves them out instead of failing at the same place again."""
-        from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
-        from fsarbench.features.cache import default_cache_root
-
-        probes = ProbeCache(probe_cache_path(self.cache_root or default_cache_root(), ds.variant))
-        for path in paths:
-            if Path(path).exists():
-                probes.store(Path(path), cause)
-        probes.save()
-        self.clips.clear()  # probed again (from the cache) by the next use in this process
 
     def test_features(self, dataset: str, state, options) -> SplitFeatures:
         """The test split's features under ``state``'s backbone (extracted once per digest);
@@ -553,16 +570,19 @@ class FinetuneTrack:
         probed = {s.split(": ")[0] for s in data.skipped}
         lost = sorted(v for v in bad if f"test/{v}" not in probed)
         if lost:
-            wanted = set(lost)
-            paths = [r.path for r in data.dataset.videos("test") if r.video_id in wanted]
-            self._record_unreadable(
-                data.dataset, paths, "unreadable by the extraction after training"
-            )
+            damaged = {
+                Path(r.path): f"unreadable in the test extraction: {bad[r.video_id]}"
+                for r in data.dataset.videos("test")
+                if r.video_id in set(lost)
+            }
+            record_damaged(data.dataset.variant, damaged, self.cache_root)
+            self.clips.clear()  # probed again (from the cache) by the next use in this process
             raise RuntimeError(
                 f"{dataset}/test: the trained backbone's extraction could not read "
                 f"{len(lost)} video(s) the probe could ({lost[:5]}: damaged past the frames "
                 "the probe decodes). They are now recorded as unreadable: re-run and they are "
-                "left out (and named in the records), or replace the files first"
+                "left out (and named in the records; the trained model is kept), or replace "
+                "the files first"
             )
         failed = set(bad)
         served = [r.video_id for r in data.dataset.videos("test") if r.video_id not in failed]

@@ -1,0 +1,201 @@
+"""The finetune track meets videos damaged past the frames the probe decodes: every damaged
+video of the splits is found and recorded at once (not one per re-run, each retraining); a
+test video found damaged after training keeps the trained model; a resumed run does not mix
+two versions of the training files; ``train`` honours ``--bad-videos`` on the test split and
+clears checkpoint writes a kill cut short."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+
+import numpy as np
+import pytest
+from finetune_fixtures import TINY_SYNTH, tiny_recipe
+from PIL import Image
+
+from fsarbench.data.datasets import get_dataset
+from fsarbench.data.decode import VideoDecodeError
+from fsarbench.experiments.cells import Cell
+from fsarbench.experiments.runner import CellRunner, FinetuneTrack, RunOptions
+from fsarbench.training import damaged as damaged_mod
+
+pytestmark = pytest.mark.video
+
+TINY = tiny_recipe(recipe={"way": 5, "val_every": 1, "val_episodes": 6, "queries": 1})
+RUN_RECIPE = {k: v for k, v in TINY["recipe"].items() if k != "shot"}
+CELL = Cell("protonet", "synth", 5, 1, track="finetune", label="protonet")
+
+
+@pytest.fixture
+def synth(tmp_path_factory, tmp_path):
+    """A fresh copy of the tiny synth (the tests damage its files)."""
+    base = tmp_path_factory.getbasetemp() / "damaged-synth"
+    if not base.exists():
+        get_dataset("synth", root=base, config=TINY_SYNTH).videos("train")
+    shutil.copytree(base, tmp_path / "synth")
+    return get_dataset("synth", root=tmp_path / "synth", config=TINY_SYNTH)
+
+
+def _track(synth, cache) -> FinetuneTrack:
+    return FinetuneTrack(
+        root=None,
+        cache_root=cache,
+        recipe_overrides=RUN_RECIPE,
+        option_overrides=TINY["options"],
+        device="cpu",
+        progress=False,
+        open_dataset=lambda name: synth,
+    )
+
+
+def _damage_in_the_middle(record, frames: int = 12) -> None:
+    """Replace ``record``'s video by a frame folder whose first and last frames decode and
+    whose middle frame does not: it passes the probe and fails when a clip samples it."""
+    record.path.unlink()
+    record.path.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        pixels = rng.integers(0, 255, (32, 32, 3), np.uint8)
+        Image.fromarray(pixels).save(record.path / f"img_{i + 1:05d}.jpg")
+    (record.path / f"img_{frames // 2:05d}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+
+
+def test_every_damaged_video_is_found_and_recorded_at_the_first_failure(
+    synth, tmp_path, monkeypatch
+):
+    """One damaged video stopped each run, which recorded it alone: 40 damaged videos took 40
+    runs, each training the model again from its first step."""
+    from fsarbench.training import finetune as finetune_mod
+
+    damaged = [synth.videos("train")[0], synth.videos("train")[5], synth.videos("val")[1]]
+    for record in damaged:
+        _damage_in_the_middle(record)
+    cache = tmp_path / "cache"
+    first = _track(synth, cache)
+    assert not first.clip_data("synth", first.recipe(CELL).options).skipped  # the probe passes
+
+    def meets_the_first(*args, **kwargs):  # the loader met one of them
+        raise VideoDecodeError(damaged[2].path, "unreadable JPEG frame img_00006.jpg")
+
+    monkeypatch.setattr(finetune_mod, "finetune", meets_the_first)
+    runner = CellRunner({"finetune": first}, RunOptions(tmp_path / "a", episodes=40))
+    with pytest.raises(RuntimeError) as err:
+        runner.run_cells([CELL])
+    message = str(err.value)
+    assert message.startswith("synth: validation could not read")
+    assert "Decoded in full, 3 video(s) of its splits are damaged" in message
+    monkeypatch.undo()
+    again = _track(synth, cache)  # the next run: every one of them is left out
+    skipped = again.clip_data("synth", again.recipe(CELL).options).skipped
+    left_out = {s.split(": ")[0] for s in skipped}
+    assert left_out == {f"train/{damaged[0].video_id}", f"train/{damaged[1].video_id}"} | {
+        f"val/{damaged[2].video_id}"
+    }
+    (record,) = CellRunner({"finetune": again}, RunOptions(tmp_path / "a", episodes=40)).run_cells(
+        [CELL]
+    )
+    assert sorted(s.split(": ")[0] for s in record.skipped_videos) == sorted(left_out)
+
+
+def test_find_damaged_names_the_split_and_the_cause(synth):
+    train = synth.videos("train")
+    _damage_in_the_middle(train[2])
+    first = VideoDecodeError(train[2].path, "unreadable")
+    split = type("Split", (), {"records": train})()
+    found = damaged_mod.find_damaged({"train": split}, first, min_frames=2, jobs=2)
+    assert list(found) == [train[2].path]
+    assert "img_00006.jpg" in found[train[2].path]
+    assert damaged_mod.split_of({"train": split}, train[2].path) == "train"
+    assert damaged_mod.split_of({"train": split}, "elsewhere.mp4") == "?"
+
+
+def _fingerprint(track, monkeypatch, tmp_path) -> dict:
+    """The training fingerprint ``track`` gives the unit of CELL (training stopped there)."""
+    from fsarbench.training import finetune as finetune_mod
+
+    seen = {}
+
+    def capture(*args, fingerprint, **kwargs):
+        seen.update(fingerprint)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_mod, "finetune", capture)
+    with pytest.raises(KeyboardInterrupt):
+        CellRunner({"finetune": track}, RunOptions(tmp_path / "fp", episodes=40)).run_cells([CELL])
+    monkeypatch.undo()
+    return seen
+
+
+def test_changed_training_files_are_a_different_run(synth, tmp_path, monkeypatch):
+    """Killed, then resumed after half the train videos were replaced: the resumed run went on
+    training the same model on the new files, and its record looked like a clean run's."""
+    before = _fingerprint(_track(synth, tmp_path / "cache"), monkeypatch, tmp_path)
+    video = synth.videos("train")[3]
+    stat = video.path.stat()
+    os.utime(video.path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # re-downloaded
+    after = _fingerprint(_track(synth, tmp_path / "cache"), monkeypatch, tmp_path)
+    assert before["data"]["files"] != after["data"]["files"]
+    assert {k: v for k, v in before.items() if k != "data"} == {
+        k: v for k, v in after.items() if k != "data"
+    }
+
+
+def test_a_test_video_found_damaged_after_training_keeps_the_model(synth, tmp_path, monkeypatch):
+    """A test video recorded unreadable by the trained backbone's extraction changed the
+    unit's folder name and training fingerprint: the next run trained the model again
+    (bit-identical weights) beside the old folder."""
+    track = _track(synth, tmp_path / "cache")
+    before = track.data(CELL)
+    fingerprint = _fingerprint(track, monkeypatch, tmp_path)
+    test_video = synth.videos("test")[4]
+    damaged_mod.record_damaged(synth.variant, {test_video.path: "damaged"}, tmp_path / "cache")
+    again = _track(synth, tmp_path / "cache")
+    after = again.data(CELL)
+    assert f"test/{test_video.video_id}: damaged" in after.skipped
+    assert after.info != before.info  # the records name the test videos left out
+    assert after.model_info == before.model_info  # the model does not depend on them
+    assert _fingerprint(again, monkeypatch, tmp_path) == fingerprint
+
+
+def _args(synth, tmp_path, policy: str) -> argparse.Namespace:
+    return argparse.Namespace(bad_videos=policy, cache=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("policy", ["skip", "error"])
+def test_train_records_test_videos_its_extraction_could_not_read(synth, tmp_path, capsys, policy):
+    """``train --test-episodes`` left such videos out silently, even under --bad-videos
+    error, naming them only in the record."""
+    from fsarbench.cli import train_cmd
+    from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
+    from fsarbench.training.clip_data import UnusableSplitError
+
+    video = synth.videos("test")[2]
+    bad = {video.video_id: "frames 0..5 of 12: unreadable JPEG frame"}
+    if policy == "error":
+        with pytest.raises(UnusableSplitError, match=f"test/{video.video_id}: frames 0..5"):
+            train_cmd._left_out_in_extraction(_args(synth, tmp_path, policy), synth, bad)
+    else:
+        train_cmd._left_out_in_extraction(_args(synth, tmp_path, policy), synth, bad)
+        assert f"left out 1 more video(s) in extraction: test/{video.video_id}" in (
+            capsys.readouterr().out
+        )
+    probes = ProbeCache(probe_cache_path(tmp_path / "cache", synth.variant))
+    assert "unreadable in the test extraction" in str(probes.lookup(video.path))
+
+
+def test_train_clears_checkpoint_writes_a_kill_cut_short(tmp_path, caplog):
+    """``run`` removed a killed checkpoint write's ``.last.pt.<random>.tmp``; ``train`` left
+    it for good (120 MB for a ResNet-18 finetune), also after --overwrite."""
+    from fsarbench.cli import train_cmd
+
+    out = tmp_path / "run"
+    out.mkdir()
+    cut = out / ".last.pt.x1y2z3.tmp"
+    cut.write_bytes(b"half a checkpoint")
+    (out / "last.pt").write_bytes(b"kept")
+    with train_cmd._folder_held(out):
+        assert not cut.exists() and (out / "last.pt").exists()
+        assert (out / ".train.lock").exists()
+    assert f"removing {cut}: a write cut short" in caplog.text
