@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 _FILE_MODE = _new_file_mode()
 
 
-def remove_cut_writes(folder: Path) -> list[Path]:
+def remove_cut_writes(folder: Path, older_than: float | None = None) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write_bytes` calls cut short by a kill
     left in ``folder`` (``.<name>.<random>.tmp``: e.g. a 25-120 MB checkpoint, never read),
     warning for each; returns them. Call it only while no other process writes there (with
-    the folder's lock held)."""
-    removed = sorted(Path(folder).glob(".*.tmp"))
-    for tmp in removed:
+    the folder's lock held), or with ``older_than`` seconds: then only files not modified
+    for that long go (a write in progress elsewhere is younger)."""
+    cutoff = None if older_than is None else time.time() - older_than
+    removed = []
+    for tmp in sorted(Path(folder).glob(".*.tmp")):
+        try:
+            if cutoff is not None and tmp.stat().st_mtime > cutoff:
+                continue
+        except FileNotFoundError:  # its write just finished
+            continue
         log.warning("removing %s: a write cut short (its process was killed)", tmp)
         tmp.unlink(missing_ok=True)
+        removed.append(tmp)
     return removed
 
 

@@ -361,3 +361,18 @@ def test_a_checkpoint_write_cut_short_is_removed_when_its_unit_is_next_used(tmp_
     assert not cut.exists() and (folder / "notes.txt").read_text() == "mine"
     assert f"removing {cut}: a write cut short" in caplog.text
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [folder.name]
+
+
+def test_run_workers_reach_the_finetune_track():
+    """'run --track finetune --workers 6' decoded with the default worker count: --workers
+    reached the frozen track's extraction only. An explicit --option workers=N wins."""
+    from fsarbench.cli.main import build_parser
+    from fsarbench.cli.run_cmd import _setup
+
+    argv = ["run", "--method", "protonet", "--track", "finetune", "--workers", "6"]
+    _, tracks = _setup(build_parser().parse_args(argv))
+    assert tracks["finetune"].overrides["options"]["workers"] == 6
+    _, tracks = _setup(build_parser().parse_args([*argv, "--option", "workers=1"]))
+    assert tracks["finetune"].overrides["options"]["workers"] == 1
+    _, tracks = _setup(build_parser().parse_args(argv[:-2]))
+    assert "workers" not in tracks["finetune"].overrides["options"]

@@ -315,3 +315,36 @@ def test_a_finetune_checkpoint_on_stored_features_is_named_as_such(tmp_path, tra
     argv = ["eval", "protonet", "--features", path, "--manifest", manifest]
     message = _refused(capsys, [*argv, "--checkpoint", str(finetuned)])
     assert "finetune-track checkpoint" in message and "--dataset D" in message
+
+
+def test_hparams_other_than_the_checkpoints_are_an_eval_variant(tmp_path, trained, capsys):
+    """'eval protonet --checkpoint best.pt --hparams {"metric": "cosine"}' evaluated another
+    head than the one trained and filed it under the plain method name, beside the trained
+    model's own record of the same cell."""
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0  # same cell
+    stored = load_checkpoint(trained)["hparams"]["metric"]
+    same = ["--hparams", f'{{"metric": "{stored}"}}']  # the trained value: no variant
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained), *same) == 0
+    other = "cosine" if stored != "cosine" else "sqeuclidean"
+    changed = ["--hparams", f'{{"metric": "{other}"}}']
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained), *changed) == 0
+    assert f"recorded as the variant 'protonet [evaluated with metric={other}]'" in (
+        capsys.readouterr().out
+    )
+    records = fb.load_records(tmp_path / "r")
+    assert sorted(r.features.get("eval_variant", "") for r in records) == [
+        "",
+        f"evaluated with metric={other}",
+    ]
+
+
+def test_num_train_classes_other_than_the_checkpoints_is_refused(tmp_path, trained, capsys):
+    """The option was ignored whenever the checkpoint stored a count."""
+    stored = load_checkpoint(trained)["num_train_classes"]
+    assert stored is not None
+    argv = ["eval", "protonet", "--way", "5", "--shot", "1", "--episodes", "20", "--device"]
+    argv += ["cpu", "--dataset", "toy", "--checkpoint", str(trained)]
+    err = _refused(capsys, [*argv, "--num-train-classes", str(stored + 1)])
+    assert f"--num-train-classes {stored + 1} contradicts" in err
+    assert main([*argv, "--num-train-classes", str(stored)]) == 0

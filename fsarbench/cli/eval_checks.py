@@ -11,7 +11,8 @@ and features from the user, so it checks what can be checked and names the rest:
   made the same way (:func:`check_cache_fits`);
 - what cannot be a run of the protocol is recorded as a *variant* of the method
   (:func:`eval_variant_label`): evaluated without a checkpoint, on stored features with the
-  user's manifest, across datasets, or on another split than the test split. Variants keep
+  user's manifest, across datasets, on another split than the test split, or with
+  ``--hparams`` other than the checkpoint was trained with. Variants keep
   their own name, cell and ``summary.csv`` column in every report and stay out of the paper
   tables and the leaderboard (see :attr:`fsarbench.report.records.Entry.is_variant`).
 """
@@ -35,6 +36,8 @@ __all__ = [
     "cache_protocol",
     "features_origin",
     "cache_split_md5",
+    "changed_hparams",
+    "check_num_train_classes",
     "eval_variant_label",
 ]
 
@@ -195,8 +198,34 @@ def _key_fields(store: FeatureStore) -> dict[str, Any]:
     return dict(fields) if isinstance(fields, dict) else {}
 
 
+def changed_hparams(data: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The ``--hparams`` of ``given`` that differ from those a trainer checkpoint's contents
+    ``data`` were trained with (``{}`` for a plain state dict, which states none: its
+    hyper-parameters are the user's to give)."""
+    stored = data.get("hparams") if isinstance(data.get("method"), dict) else None
+    if not isinstance(stored, dict):
+        return {}
+    return {k: v for k, v in given.items() if k not in stored or stored[k] != v}
+
+
+def check_num_train_classes(data: dict[str, Any], given: int | None, where: str) -> None:
+    """``--num-train-classes`` must agree with the checkpoint's own count, when it has one
+    (it was silently ignored: the checkpoint's was used)."""
+    stored = data.get("num_train_classes") if isinstance(data, dict) else None
+    if given is not None and stored is not None and int(stored) != given:
+        raise CheckpointMismatchError(
+            f"--num-train-classes {given} contradicts {where}, trained with {stored} "
+            "meta-train classes; leave the option out (the checkpoint's count is used)"
+        )
+
+
 def eval_variant_label(
-    *, checkpoint: bool, stored: str | None, trained_on: str | None, split: str
+    *,
+    checkpoint: bool,
+    stored: str | None,
+    trained_on: str | None,
+    split: str,
+    changed: dict[str, Any] | None = None,
 ) -> str | None:
     """The variant label of an ``eval`` record that is not a run of the protocol, or ``None``.
 
@@ -209,12 +238,16 @@ def eval_variant_label(
             are never put beside a run's.
         trained_on: the other dataset a checkpoint was trained on (``--cross-dataset``).
         split: the split the features are of.
+        changed: ``--hparams`` that differ from the checkpoint's own (:func:`changed_hparams`):
+            the head evaluated is not the one trained.
     """
     stored_label = {"cache": "stored features", "file": "features file"}.get(stored or "", "")
+    overrides = ", ".join(f"{k}={v}" for k, v in sorted((changed or {}).items()))
     labels = [
         "untrained" if not checkpoint else "",
         stored_label,
         f"trained on {trained_on}" if trained_on else "",
         f"{split} split" if split != "test" else "",
+        f"evaluated with {overrides}" if overrides else "",
     ]
     return ", ".join(label for label in labels if label) or None

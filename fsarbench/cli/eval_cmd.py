@@ -35,8 +35,10 @@ from fsarbench.cli.eval_checks import (
     CheckpointOrigin,
     cache_protocol,
     cache_split_md5,
+    changed_hparams,
     check_cache_fits,
     check_checkpoint,
+    check_num_train_classes,
     eval_variant_label,
     features_origin,
 )
@@ -99,13 +101,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="method state dict (.pt), or a best.pt/last.pt written by 'train'",
     )
     p.add_argument(
-        "--hparams", default="{}", help="JSON of method hyper-parameters, e.g. '{\"lam\": 0.5}'"
+        "--hparams",
+        default="{}",
+        help="JSON of method hyper-parameters, e.g. '{\"lam\": 0.5}' (over a trainer "
+        "checkpoint's own: a value other than it was trained with is recorded as the variant "
+        "'evaluated with ...')",
     )
     p.add_argument(
         "--num-train-classes",
         type=at_least(1),
         default=None,
-        help="meta-train classes of methods with a class head (default: the checkpoint's)",
+        help="meta-train classes of methods with a class head (default: the checkpoint's; "
+        "another count than the checkpoint's is refused)",
     )
     p.add_argument(
         "--batch-episodes",
@@ -253,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
             stored=_stored_kind(args.features, meta["features"]),
             trained_on=origin.trained_on,
             split=split,
+            changed=changed_hparams(checkpoint, parse_hparams(args.hparams)),
         )
         method = method.to(device)
         result = evaluate_sharded(
@@ -281,6 +289,7 @@ def _checked_checkpoint(args: argparse.Namespace, data: dict[str, Any]) -> Check
     records are named, and the dataset it was trained on when ``--cross-dataset``)."""
     if not args.checkpoint:
         return CheckpointOrigin(args.method)
+    check_num_train_classes(data, args.num_train_classes, args.checkpoint)
     return check_checkpoint(
         data,
         method=args.method,

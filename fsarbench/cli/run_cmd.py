@@ -37,6 +37,7 @@ from fsarbench.experiments.grids import (
 )
 from fsarbench.experiments.plan import DEFAULT_THROUGHPUT
 from fsarbench.interrupts import raise_if_interrupted
+from fsarbench.io import remove_cut_writes
 from fsarbench.report.cli_args import DEFAULT_RUNS
 from fsarbench.results import load_records, write_summary
 
@@ -178,7 +179,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=None,
-        help="decoding workers (default: 2 on the CPU; on CUDA one per spare core, 2-12)",
+        help="decoding workers of either track (default: 2 on the CPU; on CUDA one per spare "
+        "core, 2-12; on the finetune track --option workers=N takes precedence)",
     )
     how.add_argument(
         "--recipe",
@@ -373,6 +375,8 @@ def run(args: argparse.Namespace) -> int:
             f"own (as --shard deals them); rank 0 prints its own cells as they finish "
             f"({len(unique_cells(mine))}), then the tables of all once every process is done"
         )
+    if env.is_main:
+        _remove_old_cut_writes(Path(args.out))
     t0 = time.perf_counter()
     failure = _run_share(runner, mine, env, say)
     done = gather_when_done(env, (len(runner.trained_units), failure))  # every rank's records
@@ -515,6 +519,21 @@ def _launch(args: argparse.Namespace, cells: list[Cell], tracks: dict) -> int:
     return 0
 
 
+#: A temporary file of an atomic write this much older than now is a killed process's: the
+#: records, tables, manifests and lock-holder files written there take well under a second.
+CUT_WRITE_AGE_S = 600.0
+
+
+def _remove_old_cut_writes(out: Path) -> None:
+    """Temporary files that writes cut short by a kill left in ``out`` and its folders
+    (records, manifests, partial evaluations, lock holders, tables, figures, report). Unit
+    folders under ``models/`` are cleared when their unit is next used, under its lock."""
+    if not out.is_dir():
+        return
+    for folder in [out, *(p for p in out.iterdir() if p.is_dir() and p.name != "models")]:
+        remove_cut_writes(folder, older_than=CUT_WRITE_AGE_S)
+
+
 def _setup(args: argparse.Namespace):
     """Run options and the tracks of ``args`` (overrides checked before any work)."""
     from fsarbench.experiments.features import FrozenFeatureProvider
@@ -533,6 +552,8 @@ def _setup(args: argparse.Namespace):
     if args.track == "finetune":  # a grid's backbone choice, under explicit --option values
         keys = ("backbone", "weights", "tiny")
         options_over = {**{k: v for k, v in features.items() if k in keys}, **options_over}
+        if args.workers is not None:  # under an explicit --option workers=N
+            options_over = {"workers": args.workers, **options_over}
     build_config(FinetuneOptions, options_over, where="--option")
     if "protocol" in options_over:
         raise ValueError(f"choose the protocol with --protocol {options_over['protocol']}")
