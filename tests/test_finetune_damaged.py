@@ -199,3 +199,24 @@ def test_train_clears_checkpoint_writes_a_kill_cut_short(tmp_path, caplog):
         assert not cut.exists() and (out / "last.pt").exists()
         assert (out / ".train.lock").exists()
     assert f"removing {cut}: a write cut short" in caplog.text
+
+
+def test_only_torchruns_rank_0_clears_and_locks_the_train_folder(tmp_path, monkeypatch):
+    """``train --overwrite`` runs before the process group exists, where every rank called
+    itself rank 0: all ranks deleted and moved the old run's files at once (a rename race)."""
+    from fsarbench.cli import train_cmd
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"old")
+    (out / ".last.pt.x.tmp").write_bytes(b"cut")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    train_cmd._clear_checkpoints(out)
+    with train_cmd._folder_held(out):
+        pass
+    assert (out / "last.pt").exists() and (out / ".last.pt.x.tmp").exists()
+    assert not (out / ".train.lock").exists()
+    monkeypatch.setenv("RANK", "0")
+    train_cmd._clear_checkpoints(out)
+    assert not (out / "last.pt").exists()

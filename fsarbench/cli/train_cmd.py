@@ -250,9 +250,9 @@ def _clear_checkpoints(out: Path) -> None:
     them beside the new run's (rank 0 only)."""
     import time
 
-    from fsarbench.distributed.env import is_main
+    from fsarbench.distributed.env import dist_env
 
-    if not is_main():
+    if not dist_env().is_main:  # torchrun's rank 0 (before init every rank says rank 0)
         return
     for name in ("last.pt", "best.pt"):
         (out / name).unlink(missing_ok=True)
