@@ -220,3 +220,77 @@ def test_only_torchruns_rank_0_clears_and_locks_the_train_folder(tmp_path, monke
     monkeypatch.setenv("RANK", "0")
     train_cmd._clear_checkpoints(out)
     assert not (out / "last.pt").exists()
+
+
+def _train_argv(out, cache, policy: str) -> list[str]:
+    recipe = tiny_recipe(recipe={"way": 5, "val_episodes": 2})
+    argv = ["train", "protonet", "--dataset", "synth", "--track", "finetune", "--device", "cpu"]
+    argv += ["--out", str(out), "--cache", str(cache), "--no-progress", "--bad-videos", policy]
+    argv += ["--test-episodes", "5", "--shots", "1"]
+    argv += ["--recipe", *(f"{k}={v}" for k, v in recipe["recipe"].items())]
+    return [*argv, "--option", *(f"{k}={v}" for k, v in recipe["options"].items())]
+
+
+def test_train_probes_the_test_split_under_its_bad_video_policy(synth, tmp_path, capsys):
+    """``train --test-episodes`` never probed the test split: a missing test video was left
+    out under --bad-videos error too, and named only inside the record."""
+    import fsarbench as fb
+    from fsarbench.cli.main import main
+    from fsarbench.data import datasets
+
+    missing = synth.videos("test")[0]
+    missing.path.unlink()
+    factory = datasets.DATASETS["synth"]
+    datasets.DATASETS["synth"] = lambda **kw: synth
+    try:
+        assert main(_train_argv(tmp_path / "e", tmp_path / "cache", "error")) == 2
+        assert "unreadable or missing videos in" in capsys.readouterr().err
+        assert not (tmp_path / "e" / "best.pt").exists()  # stopped before training
+        assert main(_train_argv(tmp_path / "s", tmp_path / "cache", "skip")) == 0
+    finally:
+        datasets.DATASETS["synth"] = factory
+    out = capsys.readouterr().out
+    assert f"test: left out 1 video(s): test/{missing.video_id}: missing" in out
+    assert "more video(s) in extraction" not in out  # the probe's, not a second finding
+    (record,) = fb.load_records(tmp_path / "s")
+    tests = [s for s in record.skipped_videos if s.startswith("test/")]
+    assert len(tests) == 1 and tests[0].startswith(f"test/{missing.video_id}: ")
+
+
+def test_eval_hparams_compare_as_the_method_builds_them():
+    """A JSON list for a stored tuple (TRX's cardinalities) made every such eval a variant
+    and kept it out of the paper tables."""
+    from fsarbench.cli.eval_checks import changed_hparams
+
+    checkpoint = {"method": {}, "hparams": {"cardinalities": (2, 3), "pe_scale": 0.1}}
+    same = {"cardinalities": [2, 3], "pe_scale": 0.1, "dropout": 0.1}  # dropout: the default
+    assert changed_hparams(checkpoint, same, "trx", "synth") == {}
+    assert changed_hparams(checkpoint, {"cardinalities": [2]}, "trx", "synth") == {
+        "cardinalities": [2]
+    }
+    assert changed_hparams({"weights": 1}, {"cardinalities": [2]}, "trx", "synth") == {}
+
+
+def test_a_torchrun_rank_records_the_damaged_video_without_a_long_search(
+    synth, tmp_path, monkeypatch
+):
+    """Under torchrun the other ranks wait in a collective while the failing rank searched
+    every video: the search outlasted the process group's timeout and nothing was recorded."""
+    from fsarbench.cli import train_cmd
+    from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched under torchrun")
+
+    monkeypatch.setattr(damaged_mod, "find_damaged", no_search)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    video = synth.videos("train")[1]
+    split = type("Split", (), {"records": synth.videos("train")})()
+    recipe = type("Recipe", (), {"options": type("Options", (), {"min_frames": 2})()})()
+    args = argparse.Namespace(dataset="synth", cache=str(tmp_path / "cache"))
+    err = VideoDecodeError(video.path, "broken")
+    message = str(train_cmd._damaged(args, synth, {"train": split}, recipe, err))
+    assert "data check synth --full" in message and "training could not read" in message
+    probes = ProbeCache(probe_cache_path(tmp_path / "cache", synth.variant))
+    assert probes.lookup(video.path) == "broken"

@@ -198,14 +198,26 @@ def _key_fields(store: FeatureStore) -> dict[str, Any]:
     return dict(fields) if isinstance(fields, dict) else {}
 
 
-def changed_hparams(data: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """The ``--hparams`` of ``given`` that differ from those a trainer checkpoint's contents
+def changed_hparams(
+    data: dict[str, Any], given: dict[str, Any], method: str, dataset: str | None
+) -> dict[str, Any]:
+    """The ``--hparams`` of ``given`` that change the head a trainer checkpoint's contents
     ``data`` were trained with (``{}`` for a plain state dict, which states none: its
-    hyper-parameters are the user's to give)."""
+    hyper-parameters are the user's to give). Both are compared as ``method`` builds its
+    configuration, so a JSON list for a stored tuple, ``1`` for ``1.0``, or a checkpoint's
+    omitted default given explicitly changes nothing."""
+    from fsarbench.config import ConfigError, config_to_dict
+    from fsarbench.registry import method_config
+
     stored = data.get("hparams") if isinstance(data.get("method"), dict) else None
-    if not isinstance(stored, dict):
+    if not isinstance(stored, dict) or not given:
         return {}
-    return {k: v for k, v in given.items() if k not in stored or stored[k] != v}
+    try:
+        trained = config_to_dict(method_config(method, dataset, **stored))
+        asked = config_to_dict(method_config(method, dataset, **{**stored, **given}))
+    except ConfigError:  # a stored key this code no longer knows: building it fails anyway
+        return {k: v for k, v in given.items() if k not in stored or stored[k] != v}
+    return {k: v for k, v in given.items() if asked.get(k) != trained.get(k)}
 
 
 def check_num_train_classes(data: dict[str, Any], given: int | None, where: str) -> None:

@@ -260,7 +260,9 @@ def run(args: argparse.Namespace) -> int:
             stored=_stored_kind(args.features, meta["features"]),
             trained_on=origin.trained_on,
             split=split,
-            changed=changed_hparams(checkpoint, parse_hparams(args.hparams)),
+            changed=changed_hparams(
+                checkpoint, parse_hparams(args.hparams), args.method, args.dataset
+            ),
         )
         method = method.to(device)
         result = evaluate_sharded(

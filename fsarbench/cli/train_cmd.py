@@ -336,7 +336,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
         if is_main():
             _report(args, result, out)
         if args.test_episodes > 0:
-            _test(args, ds, model, recipe, device, out, [*skipped, *test_skipped])
+            _test(args, ds, model, recipe, device, out, skipped, test_skipped)
     finally:
         shutdown_distributed()
     return 0
@@ -345,6 +345,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
 def _damaged(args, ds, splits, recipe, err: VideoDecodeError) -> RuntimeError:
     """The error to stop with once every damaged train and val video is found and recorded
     (by the rank that met the video: under torchrun another rank may not)."""
+    from fsarbench.distributed.env import dist_env
     from fsarbench.training.damaged import (
         damaged_message,
         find_damaged,
@@ -352,13 +353,21 @@ def _damaged(args, ds, splits, recipe, err: VideoDecodeError) -> RuntimeError:
         split_of,
     )
 
-    found = find_damaged(splits, err, min_frames=recipe.options.min_frames)
-    record_damaged(ds.variant, found, args.cache)
+    first = {Path(err.path): err.cause}
+    record_damaged(ds.variant, first, args.cache)  # kept, whatever stops the search below
     rerun = (
         "Re-run with --overwrite and they are left out (named in the records; the model's "
         "episodes change, so it trains from its first step)"
     )
     where = split_of(splits, err.path)
+    if dist_env().world_size > 1:  # the other ranks wait in a collective: no long search
+        rerun += (
+            f"; first run 'python -m fsarbench data check {args.dataset} --full' to find any "
+            "other damaged file (searching here would outlast the process group's timeout)"
+        )
+        return RuntimeError(damaged_message(args.dataset, where, err, first, rerun))
+    found = find_damaged(splits, err, min_frames=recipe.options.min_frames)
+    record_damaged(ds.variant, found, args.cache)
     return RuntimeError(damaged_message(args.dataset, where, err, found, rerun))
 
 
@@ -400,10 +409,14 @@ def _usable(ds, split: str, finetune, policy: str, shot: int | None, cache: str 
     return kept, skipped
 
 
-def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> None:
+def _test(
+    args, ds, model, recipe, device, out: Path, skipped: list[str], probed: list[str]
+) -> None:
     """Test evaluation of the selected weights through the one evaluation path: the trained
     backbone extracts the test split once (rank 0), then the head is evaluated on those
-    features, sharded over the ranks; rank 0 writes one record per shot."""
+    features, sharded over the ranks; rank 0 writes one record per shot. ``skipped``: the
+    train and val videos left out; ``probed``: the test videos the probe left out (the
+    extraction leaves them out too, and names them with its own causes in the records)."""
     from fsarbench.distributed.env import barrier, is_main
     from fsarbench.distributed.sharded_eval import evaluate_sharded
     from fsarbench.episode_streams import draw_test_manifest_fast
@@ -429,8 +442,10 @@ def _test(args, ds, model, recipe, device, out: Path, skipped: list[str]) -> Non
         features()
     barrier()
     test, bad = features()
-    if bad:  # damaged past the frames the probe decodes: recorded, so the next probe knows
-        _left_out_in_extraction(args, ds, bad)
+    known = {entry.split(": ")[0] for entry in probed}
+    unseen = {v: cause for v, cause in bad.items() if f"test/{v}" not in known}
+    if unseen:  # damaged past the frames the probe decodes: recorded, so the next probe knows
+        _left_out_in_extraction(args, ds, unseen)
     identity, record_features = record_identity(recipe.to_dict(), ds.split_md5s())
     # as run records it: the model's code and the decoding pipeline (a record without code
     # counted as current under any later code)

@@ -541,6 +541,9 @@ class FinetuneTrack:
             _retrain_on_mismatch(run, out.name)
         except VideoDecodeError as err:  # damaged past the frames the probe decodes
             used = {name: c.splits[name] for name in ("train", "val")}
+            # the first kept at once, whatever stops the search (each rank of a torchrun
+            # run trains units of its own: no other rank waits on this one)
+            record_damaged(c.dataset.variant, {Path(err.path): err.cause}, self.cache_root)
             damaged = find_damaged(used, err, min_frames=recipe.options.min_frames)
             record_damaged(c.dataset.variant, damaged, self.cache_root)
             self.clips.clear()  # probed again (from the cache) by the next use in this process

@@ -63,7 +63,7 @@ def find_damaged(
             for video, cause in h.unreadable.items():
                 found[paths[video]] = cause
             for video, n in h.too_short.items():
-                found[paths[video]] = f"decodes only {n} frames in full, clips need {min_frames}"
+                found[paths[video]] = f"too short in full: {n} frames, clips need {min_frames}"
     return found
 
 
