@@ -294,3 +294,11 @@ def test_a_torchrun_rank_records_the_damaged_video_without_a_long_search(
     assert "data check synth --full" in message and "training could not read" in message
     probes = ProbeCache(probe_cache_path(tmp_path / "cache", synth.variant))
     assert probes.lookup(video.path) == "broken"
+
+
+def test_a_decode_error_without_a_path_records_nothing(tmp_path):
+    """A worker's message that names no path gives ``path == ""``: recorded as such it
+    would have stored the current folder as an unreadable video."""
+    assert damaged_mod.met(VideoDecodeError("", "gone")) == {}
+    err = VideoDecodeError(tmp_path / "v.mp4", "broken")
+    assert damaged_mod.met(err) == {tmp_path / "v.mp4": "broken"}

@@ -349,11 +349,12 @@ def _damaged(args, ds, splits, recipe, err: VideoDecodeError) -> RuntimeError:
     from fsarbench.training.damaged import (
         damaged_message,
         find_damaged,
+        met,
         record_damaged,
         split_of,
     )
 
-    first = {Path(err.path): err.cause}
+    first = met(err)
     record_damaged(ds.variant, first, args.cache)  # kept, whatever stops the search below
     rerun = (
         "Re-run with --overwrite and they are left out (named in the records; the model's "

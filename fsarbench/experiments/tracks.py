@@ -29,7 +29,13 @@ from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import training_fingerprint
 from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
-from fsarbench.training.damaged import damaged_message, find_damaged, record_damaged, split_of
+from fsarbench.training.damaged import (
+    damaged_message,
+    find_damaged,
+    met,
+    record_damaged,
+    split_of,
+)
 from fsarbench.training.loop import RunMismatchError
 
 __all__ = [
@@ -543,7 +549,7 @@ class FinetuneTrack:
             used = {name: c.splits[name] for name in ("train", "val")}
             # the first kept at once, whatever stops the search (each rank of a torchrun
             # run trains units of its own: no other rank waits on this one)
-            record_damaged(c.dataset.variant, {Path(err.path): err.cause}, self.cache_root)
+            record_damaged(c.dataset.variant, met(err), self.cache_root)
             damaged = find_damaged(used, err, min_frames=recipe.options.min_frames)
             record_damaged(c.dataset.variant, damaged, self.cache_root)
             self.clips.clear()  # probed again (from the cache) by the next use in this process

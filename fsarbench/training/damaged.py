@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fsarbench.data.decode import VideoDecodeError
 
-__all__ = ["damaged_message", "find_damaged", "record_damaged", "split_of"]
+__all__ = ["damaged_message", "find_damaged", "met", "record_damaged", "split_of"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,12 @@ def split_of(splits: Mapping[str, object], path: str | Path) -> str:
         if any(Path(r.path) == path for r in split.records):
             return name
     return "?"
+
+
+def met(error: VideoDecodeError) -> dict[Path, str]:
+    """``{path: cause}`` of the video ``error`` names (empty when a worker's message named
+    no path: ``Path("")`` would be the current folder)."""
+    return {Path(error.path): error.cause} if error.path else {}
 
 
 def find_damaged(
@@ -44,7 +50,7 @@ def find_damaged(
     ``jobs`` threads (default: the CPU count)."""
     from fsarbench.data.health import check_split
 
-    found = {Path(first.path): first.cause}
+    found = met(first)
     total = sum(len(s.records) for s in splits.values())
     log.warning(
         "%s could not be read (%s): decoding every frame of the %d %s videos once, to find "
