@@ -141,9 +141,11 @@ class SGTM(fb.FewShotMethod):
 
     def _refuse_unused(self, cfg: SGTMConfig) -> None:
         """A hyper-parameter set away from its default where this configuration has no use for
-        it (``sgtm-otam-baseline`` with ``lambda_recon=0.9``) would change no number but name a
-        record after a setting that did nothing: refused. (The saliency settings are left out:
-        dataset presets set them for every variant.)"""
+        it (``sgtm-otam-baseline`` with ``lambda_recon=0.9``, ``sgtm-otam-tml`` with
+        ``saliency_hidden=64``) would change no number but name a record after a setting that
+        did nothing: refused. A saliency setting without ``Φ_cls`` is refused only at a value
+        neither the defaults, a dataset preset nor the contract check's settings give it:
+        presets set them for every variant (``synth-planted``), and checkpoints store them."""
         unused = []
         if self.decoder is None:
             unused += ["k", "mask_ratio", "recon_tokens", "recon_loss", "detach_target"]
@@ -152,17 +154,29 @@ class SGTM(fb.FewShotMethod):
                 unused.append("lambda_recon")
         if self.encoder is None:
             unused.append("encoder_layers")
-        defaults = SGTMConfig()
-        changed = [
-            f"{f}={getattr(cfg, f)!r}" for f in unused if getattr(cfg, f) != getattr(defaults, f)
-        ]
-        if changed:  # only a model without a decoder has unused settings here
-            missing = "encoder or " if self.encoder is None else ""
+        missing = "encoder or " if self.encoder is None else ""
+        reasons = {f: f"no {missing}reconstruction branch" for f in unused}
+        if self.saliency is None:
+            reasons |= {f: "no Φ_cls" for f in vars(cfg) if f.startswith("saliency_")}
+        changed = [f for f in reasons if not self._preset_value(f, cfg)]
+        if changed:
+            why = " and ".join(sorted({reasons[f] for f in changed}))
             raise ValueError(
-                f"{', '.join(changed)} has no effect here (mask={cfg.mask!r}, "
-                f"use_encoder={cfg.use_encoder}, lambda_recon={cfg.lambda_recon}: no "
-                f"{missing}reconstruction branch); drop it, or pick a variant that uses it"
+                f"{', '.join(f'{f}={getattr(cfg, f)!r}' for f in changed)} has no effect here "
+                f"(mask={cfg.mask!r}, use_encoder={cfg.use_encoder}, lambda_recon="
+                f"{cfg.lambda_recon}: {why}); drop it, or pick a variant that uses it"
             )
+
+    def _preset_value(self, field: str, cfg: SGTMConfig) -> bool:
+        """Whether ``cfg``'s ``field`` holds its default; saliency fields also accept what a
+        dataset preset or the contract check's settings give them."""
+        value = getattr(cfg, field)
+        if value == getattr(SGTMConfig(), field):
+            return True
+        if not field.startswith("saliency_"):
+            return False
+        presets = [*self.dataset_presets.values(), self.CONTRACT_HPARAMS]
+        return any(field in p and p[field] == value for p in presets)
 
     def _build_decoder(self, cfg: SGTMConfig) -> TokenDecoder | None:
         if self.strategy is None or cfg.lambda_recon == 0:

@@ -229,6 +229,11 @@ def test_nearest_support_trains_and_refuses_prototype_matchers() -> None:
         ("sgtm-otam-enc", {"mask_ratio": 0.25}, "mask_ratio=0.25"),
         ("sgtm-otam-enc", {"k": 1, "recon_loss": "l2"}, "k=1, recon_loss='l2'"),
         ("sgtm-otam", {"lambda_recon": 0.0, "mask_ratio": 0.25}, "mask_ratio=0.25"),
+        # no Φ_cls: no mask that needs saliency, or λ = 0 (the saliency settings were
+        # accepted and named the record, although nothing used them)
+        ("sgtm-otam-tml", {"saliency_hidden": 64}, "saliency_hidden=64"),
+        ("sgtm-otam-baseline", {"saliency_pool": "mean"}, "saliency_pool='mean'"),
+        ("sgtm-otam", {"lambda_recon": 0.0, "saliency_kernel": 1}, "saliency_kernel=1"),
     ],
 )
 def test_settings_a_variant_does_not_use_are_refused(name, hp, unused) -> None:
