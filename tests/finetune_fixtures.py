@@ -36,3 +36,22 @@ def tiny_recipe(*, recipe: dict[str, Any] | None = None, options: dict[str, Any]
             **(options or {}),
         },
     }
+
+
+def tiny_finetune_track(synth, cache, *, recipe: dict[str, Any] | None = None, **track: Any):
+    """A run's finetune track over the opened dataset ``synth`` with :func:`tiny_recipe`'s
+    settings (``recipe``: its recipe overrides; the shot is the run's, so none is passed),
+    caches under ``cache``; ``track`` overrides FinetuneTrack's other arguments."""
+    from fsarbench.experiments.runner import FinetuneTrack
+
+    tiny = tiny_recipe(recipe=recipe)
+    settings = {
+        "root": None,
+        "cache_root": cache,
+        "recipe_overrides": {k: v for k, v in tiny["recipe"].items() if k != "shot"},
+        "option_overrides": tiny["options"],
+        "device": "cpu",
+        "progress": False,
+        "open_dataset": lambda name: synth,
+    }
+    return FinetuneTrack(**{**settings, **track})

@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
-from finetune_fixtures import TINY_SYNTH, tiny_recipe
+from finetune_fixtures import TINY_SYNTH, tiny_finetune_track, tiny_recipe
 from PIL import Image
 
 from fsarbench.data.datasets import get_dataset
@@ -23,8 +23,7 @@ from fsarbench.training import damaged as damaged_mod
 
 pytestmark = pytest.mark.video
 
-TINY = tiny_recipe(recipe={"way": 5, "val_every": 1, "val_episodes": 6, "queries": 1})
-RUN_RECIPE = {k: v for k, v in TINY["recipe"].items() if k != "shot"}
+RUN = {"way": 5, "val_every": 1, "val_episodes": 6, "queries": 1}
 CELL = Cell("protonet", "synth", 5, 1, track="finetune", label="protonet")
 
 
@@ -39,15 +38,7 @@ def synth(tmp_path_factory, tmp_path):
 
 
 def _track(synth, cache) -> FinetuneTrack:
-    return FinetuneTrack(
-        root=None,
-        cache_root=cache,
-        recipe_overrides=RUN_RECIPE,
-        option_overrides=TINY["options"],
-        device="cpu",
-        progress=False,
-        open_dataset=lambda name: synth,
-    )
+    return tiny_finetune_track(synth, cache, recipe=RUN)
 
 
 def _damage_in_the_middle(record, frames: int = 12) -> None:

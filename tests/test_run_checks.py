@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from finetune_fixtures import TINY_SYNTH, tiny_recipe
+from finetune_fixtures import TINY_SYNTH, tiny_finetune_track
 from test_runner import OPTS, provider
 from test_train_cmd import ARGS, FakeProvider
 
@@ -25,7 +25,6 @@ from fsarbench.experiments.feasibility import InfeasibleCellsError, check_cells
 from fsarbench.experiments.features import FrozenFeatureProvider
 from fsarbench.experiments.runner import (
     CellRunner,
-    FinetuneTrack,
     FrozenTrack,
     RunOptions,
     run_cells,
@@ -156,16 +155,7 @@ def test_frozen_cells_are_judged_on_the_videos_present_before_extraction(
 def test_finetune_cells_are_judged_on_the_probed_usable_videos(tiny_synth, tmp_path):
     synth = _copy(tiny_synth, tmp_path)
     _remove_test_videos(synth, 2)
-    tiny = tiny_recipe(recipe={"way": 5})
-    track = FinetuneTrack(
-        root=None,
-        cache_root=tmp_path / "cache",
-        recipe_overrides={k: v for k, v in tiny["recipe"].items() if k != "shot"},
-        option_overrides=tiny["options"],
-        device="cpu",
-        progress=False,
-        open_dataset=lambda name: synth,
-    )
+    track = tiny_finetune_track(synth, tmp_path / "cache", recipe={"way": 5})
     runner = CellRunner({"finetune": track}, RunOptions(tmp_path / "out", progress=False))
     cells = [Cell("protonet", "synth", 5, 2, track="finetune")]
     cells += [Cell("protonet", "synth", 5, 4, track="finetune")]

@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from finetune_fixtures import TINY_SYNTH, tiny_recipe
+from finetune_fixtures import TINY_SYNTH, tiny_finetune_track, tiny_recipe
 
 import fsarbench as fb
 from fsarbench.data.datasets import get_dataset
 from fsarbench.experiments import runner as runner_mod
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.plan import plan_cells, print_plan
-from fsarbench.experiments.runner import CellRunner, FinetuneTrack, RunOptions
+from fsarbench.experiments.runner import CellRunner, RunOptions
 from fsarbench.experiments.units import unit_for
 from fsarbench.report.records import episodes_key
 from fsarbench.training import SplitFeatures
@@ -34,9 +34,8 @@ CELLS = [
     Cell("protonet", "synth", 5, 2, track="finetune", label="protonet"),
     Cell("protonet", "synth", 7, 1, track="finetune", label="protonet"),
 ]
-TINY = tiny_recipe(recipe={"way": 5, "val_every": 1, "val_episodes": 6, "queries": 1})
-#: a run trains each unit at its cells' shot: a ``shot`` override would be refused
-RUN_RECIPE = {k: v for k, v in TINY["recipe"].items() if k != "shot"}
+#: recipe overrides of the run (a run trains each unit at its cells' shot: no ``shot``)
+RUN = {"way": 5, "val_every": 1, "val_episodes": 6, "queries": 1}
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +46,7 @@ def synth(tmp_path_factory):
 
 
 def _runner(out, cache, synth, **opts) -> CellRunner:
-    track = FinetuneTrack(
-        root=None,
-        cache_root=cache,
-        recipe_overrides=RUN_RECIPE,
-        option_overrides=TINY["options"],
-        device="cpu",
-        progress=False,
-        open_dataset=lambda name: synth,
-    )
+    track = tiny_finetune_track(synth, cache, recipe=RUN)
     return CellRunner({"finetune": track}, RunOptions(out, episodes=40, progress=False, **opts))
 
 
@@ -136,15 +127,8 @@ def test_other_decode_workers_reuse_the_runs_models_and_records(finetune_run, sy
     out, _, records = finetune_run
     before = sorted(p.name for p in (out / "a" / "records").iterdir())
     models = _checkpoints(out / "a")
-    track = FinetuneTrack(
-        root=None,
-        cache_root=out / "cache",
-        recipe_overrides=RUN_RECIPE,
-        option_overrides={**TINY["options"], "workers": 1},
-        device="cpu",
-        progress=False,
-        open_dataset=lambda name: synth,
-    )
+    options = {**tiny_recipe()["options"], "workers": 1}
+    track = tiny_finetune_track(synth, out / "cache", recipe=RUN, option_overrides=options)
     again = CellRunner({"finetune": track}, RunOptions(out / "a", episodes=40, progress=False))
     rerun = again.run_cells(CELLS)
     assert [r.config_hash for r in rerun] == [r.config_hash for r in records]

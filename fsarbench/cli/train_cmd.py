@@ -505,13 +505,11 @@ def _left_out_in_extraction(args, ds, bad: dict[str, str]) -> None:
     named in the records, as the probe's are)."""
     from fsarbench.distributed.env import is_main
     from fsarbench.training.clip_data import UnusableSplitError
-    from fsarbench.training.damaged import record_damaged
+    from fsarbench.training.damaged import extraction_failures, record_damaged
 
     listed = "; ".join(f"test/{v}: {cause}" for v, cause in list(bad.items())[:3])
     if is_main():
-        paths = {r.video_id: Path(r.path) for r in ds.videos("test")}
-        causes = {paths[v]: f"unreadable in the test extraction: {c}" for v, c in bad.items()}
-        record_damaged(ds.variant, causes, args.cache)
+        record_damaged(ds.variant, extraction_failures(ds, bad), args.cache)
     if args.bad_videos == "error":
         raise UnusableSplitError(
             f"{len(bad)} test video(s) of {ds.variant} could not be read by the extraction "

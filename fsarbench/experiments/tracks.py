@@ -31,6 +31,7 @@ from fsarbench.provenance import training_fingerprint
 from fsarbench.training import AdaptedMethod, FrameAdapter, SplitFeatures, frozen_recipe, train
 from fsarbench.training.damaged import (
     damaged_message,
+    extraction_failures,
     find_damaged,
     met,
     record_damaged,
@@ -579,11 +580,7 @@ class FinetuneTrack:
         probed = {s.split(": ")[0] for s in data.skipped}
         lost = sorted(v for v in bad if f"test/{v}" not in probed)
         if lost:
-            damaged = {
-                Path(r.path): f"unreadable in the test extraction: {bad[r.video_id]}"
-                for r in data.dataset.videos("test")
-                if r.video_id in set(lost)
-            }
+            damaged = extraction_failures(data.dataset, {v: bad[v] for v in lost})
             record_damaged(data.dataset.variant, damaged, self.cache_root)
             self.clips.clear()  # probed again (from the cache) by the next use in this process
             raise RuntimeError(

@@ -17,7 +17,14 @@ from pathlib import Path
 
 from fsarbench.data.decode import VideoDecodeError
 
-__all__ = ["damaged_message", "find_damaged", "met", "record_damaged", "split_of"]
+__all__ = [
+    "damaged_message",
+    "extraction_failures",
+    "find_damaged",
+    "met",
+    "record_damaged",
+    "split_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,16 @@ def met(error: VideoDecodeError) -> dict[Path, str]:
     """``{path: cause}`` of the video ``error`` names (empty when a worker's message named
     no path: ``Path("")`` would be the current folder)."""
     return {Path(error.path): error.cause} if error.path else {}
+
+
+def extraction_failures(dataset, failed: Mapping[str, str]) -> dict[Path, str]:
+    """``{path: cause}`` of the test videos of ``dataset`` in ``failed`` (video id -> the
+    error the test extraction recorded), to store with :func:`record_damaged`."""
+    return {
+        Path(r.path): f"unreadable in the test extraction: {failed[r.video_id]}"
+        for r in dataset.videos("test")
+        if r.video_id in failed
+    }
 
 
 def find_damaged(
