@@ -102,7 +102,25 @@ def test_plain_state_dict_of_an_adapted_head_loads_behind_its_adapter(tmp_path, 
     assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
     assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(tmp_path / "plain.pt")) == 0
     with_fp, plain = sorted(fb.load_records(tmp_path / "r"), key=lambda r: r.train_seed is None)
-    assert plain.accuracy == with_fp.accuracy and plain.tags == {}
+    assert plain.accuracy == with_fp.accuracy and with_fp.tags == {}
+
+
+def test_plain_state_dict_is_a_variant_named_after_its_file(tmp_path, trained, capsys):
+    """A plain state dict names no dataset, recipe or training seed (nothing to check it
+    against): its number was filed as a run of the protocol, beside the trained model's record
+    of the same cell. It is now the variant 'weights from FILE', kept out of paper tables."""
+    torch.save(load_checkpoint(trained)["method"], tmp_path / "plain.pt")
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(tmp_path / "plain.pt")) == 0
+    assert "recorded as the variant 'protonet [weights from plain.pt]'" in capsys.readouterr().out
+    entries = group_entries(fb.load_records(tmp_path / "r"))
+    assert sorted((e.system, e.is_variant) for e in entries) == [
+        ("protonet", False),
+        ("protonet [weights from plain.pt]", True),
+    ]
+    table = build_table(load_table(1), entries, source="runs", stand_in="toy")
+    shown = [c.entry for r in table.rows for c in r.cells if c.entry is not None]
+    assert [e.system for e in shown] == ["protonet"]
 
 
 def test_eval_refuses_a_checkpoint_trained_on_another_dataset(tmp_path, trained, capsys):

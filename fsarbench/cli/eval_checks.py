@@ -238,6 +238,7 @@ def eval_variant_label(
     trained_on: str | None,
     split: str,
     changed: dict[str, Any] | None = None,
+    weights_file: str | None = None,
 ) -> str | None:
     """The variant label of an ``eval`` record that is not a run of the protocol, or ``None``.
 
@@ -252,11 +253,14 @@ def eval_variant_label(
         split: the split the features are of.
         changed: ``--hparams`` that differ from the checkpoint's own (:func:`changed_hparams`):
             the head evaluated is not the one trained.
+        weights_file: the file name of a checkpoint that is a plain state dict: nothing in it
+            says how, on what, or whether the weights were trained under the protocol.
     """
     stored_label = {"cache": "stored features", "file": "features file"}.get(stored or "", "")
     overrides = ", ".join(f"{k}={v}" for k, v in sorted((changed or {}).items()))
     labels = [
         "untrained" if not checkpoint else "",
+        f"weights from {weights_file}" if weights_file else "",
         stored_label,
         f"trained on {trained_on}" if trained_on else "",
         f"{split} split" if split != "test" else "",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,7 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="method state dict (.pt), or a best.pt/last.pt written by 'train'",
+        help="a best.pt/last.pt written by 'train', or a plain method state dict (.pt), "
+        "whose number is recorded as the variant 'weights from FILE' (nothing in it says how "
+        "or on what it was trained)",
     )
     p.add_argument(
         "--hparams",
@@ -263,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
             changed=changed_hparams(
                 checkpoint, parse_hparams(args.hparams), args.method, args.dataset
             ),
+            weights_file=_plain_weights_file(args.checkpoint, checkpoint),
         )
         method = method.to(device)
         result = evaluate_sharded(
@@ -284,6 +288,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed()
     return 0
+
+
+def _plain_weights_file(path: str | None, data: dict[str, Any]) -> str | None:
+    """The file name of ``--checkpoint`` when it is a plain state dict (no trainer checkpoint:
+    no recipe, dataset or training seed to file its number under), else ``None``."""
+    if not path or isinstance(data.get("method"), dict):
+        return None
+    return Path(path).name
 
 
 def _checked_checkpoint(args: argparse.Namespace, data: dict[str, Any]) -> CheckpointOrigin:
