@@ -138,6 +138,19 @@ def test_every_published_table_loads() -> None:
     assert "Saliency-Guided" in str(load_citation())
 
 
+@pytest.mark.parametrize("number, quoted", [(1, True), (2, True), (3, False), (6, True)])
+def test_the_protocol_note_says_which_rows_it_describes(number: int, quoted: bool) -> None:
+    """The setup the paper states for its own method (ResNet-50, 8 frames) was printed under
+    every published row, also under the rows the paper quotes from earlier work (AMeFu also
+    uses depth). Tables 1, 2 and 6 now say it describes the paper's own rows."""
+    (note,) = [
+        n
+        for n in build_table(load_table(number), [], source="published").notes
+        if n.startswith("published protocol")
+    ]
+    assert ("the other rows are the paper's quotes of earlier work" in note) is quoted
+
+
 def test_latex_is_booktabs_with_marks() -> None:
     tex = render(build_table(load_table(1), [], source="published"), "latex", load_citation())
     for piece in (

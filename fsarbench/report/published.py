@@ -91,10 +91,19 @@ class PublishedProtocol:
     frames: int
     track: str
     source: str
+    #: the rows other than the paper's own are quoted from earlier work (Tables 1, 2, 6):
+    #: each was made under its own publication's setup, not necessarily this one
+    quoted_rows: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.backbone}, {self.frames} frames, {self.track} track; {self.source}"
+        label = f"{self.backbone}, {self.frames} frames, {self.track} track; {self.source}"
+        if self.quoted_rows:
+            label += (
+                " (the paper's own rows; the other rows are the paper's quotes of earlier "
+                "work, each made under its own publication's setup)"
+            )
+        return label
 
 
 @dataclass(frozen=True)
