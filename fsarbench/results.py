@@ -461,12 +461,19 @@ def newest_per_cell(records: list[ResultRecord]) -> tuple[list[ResultRecord], li
 
 def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None) -> Path:
     """Rebuild ``out_dir/summary.csv`` (one row per record, sorted) atomically. Outside
-    results (added from bundles, ``tags["outside"]``) are not this folder's runs: left out."""
+    results (added from bundles, ``tags["outside"]``) are not this folder's runs: left out.
+    So is a record its per-query rows do not give (hand-edited, or its rows lost), with a
+    warning naming it, as the paper tables and the report leave it out."""
     import pandas as pd
+
+    from fsarbench.report.records import records_given_by_rows
 
     records = load_records(out_dir) if records is None else records
     records = [r for r in records if not r.tags.get(OUTSIDE_TAG)]
     records, _ = newest_per_cell(records)  # a cell copied into shard folders: one row
+    records, refused = records_given_by_rows(out_dir, records)
+    for _, reason in refused:
+        log.warning("left out of summary.csv and the tables: %s", reason)
     derived = ("stale", "variant")
     rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS if c not in derived} for r in records]
     for row, r in zip(rows, records):

@@ -336,6 +336,33 @@ def test_query_rows_that_do_not_give_the_record_are_refused(tmp_path, capsys):
     assert "note: left out alpha in toy 5-way 1-shot" in capsys.readouterr().err
 
 
+def test_a_hand_edited_record_is_left_out_of_summary_and_every_table_file_with_a_note(
+    tmp_path, capsys, caplog
+):
+    """summary.csv and the per-dataset tables of 'run' and 'merge' printed a record edited
+    by hand (90.00) while the paper tables of the same run left it out with a log line only;
+    the table files said nothing, and a '-' stood where the caption means 'not published'."""
+    m = _manifest()
+    rng = np.random.default_rng(4)
+    a = save_simulated_record(tmp_path, m, "alpha", 0.7, rng)
+    save_simulated_record(tmp_path, m, "beta", 0.6, rng)
+    record = tmp_path / "records" / f"{a.cell}.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "accuracy": 90.0}))
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    assert "1 record(s) (1 left out, named above) ->" in capsys.readouterr().out
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary["method"]) == ["beta"]
+    assert f"left out of summary.csv and the tables: alpha ({a.cell})" in caplog.text
+    table = (tmp_path / "tables" / "toy__frozen.md").read_text()
+    assert "| alpha" not in table.split("\n\n")[0] and "| beta" in table
+    assert f"Left out: alpha ({a.cell}): the per-query rows of {a.cell}" in table
+    out = tmp_path / "t1.md"
+    assert (
+        main(["table", "1", "--runs", str(tmp_path), "--stand-in", "toy", "--out", str(out)]) == 0
+    )
+    assert "left out of this table (a '-' may stand for it): alpha in toy" in out.read_text()
+
+
 def test_compare_names_settings_only_one_system_has(tmp_path, capsys):
     """A shard run with other --episodes dropped its setting from compare's Holm family
     with nothing said."""

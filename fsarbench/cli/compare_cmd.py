@@ -21,6 +21,7 @@ from fsarbench.report.compare import (
     resolution_warning,
 )
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
+from fsarbench.stats.rounding import difference, fixed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,9 +53,9 @@ def _row(c: SettingComparison) -> list[str]:
     adj = c.adjusted
     return [
         c.setting.label,
-        f"{s.acc_a:.2f} ± {c.a.ci95:.2f}",
-        f"{s.acc_b:.2f} ± {c.b.ci95:.2f}",
-        f"{s.diff:+.2f} [{s.ci_low:+.2f}, {s.ci_high:+.2f}]",
+        f"{fixed(s.acc_a)} ± {fixed(c.a.ci95)}",
+        f"{fixed(s.acc_b)} ± {fixed(c.b.ci95)}",
+        difference(s.diff, s.ci_low, s.ci_high),
         # raw: the p that Holm adjusts (with several seeds, the largest of the episode-level,
         # hierarchical bootstrap's and per-seed test's p), so raw and adjusted read together
         *(f"{format_p(s.p_value(TESTS[t]))} / {format_p(adj[t])}" for t in ("ttest", "wilcoxon")),
@@ -93,8 +94,8 @@ def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
         sl = c.stats.seed_level
         if sl is not None:
             print(
-                f"Seed level, {c.setting.label}: Δ {sl.diff:+.2f} [{sl.ci_low:+.2f}, "
-                f"{sl.ci_high:+.2f}] (hierarchical bootstrap over seeds then episodes, p = "
+                f"Seed level, {c.setting.label}: Δ {difference(sl.diff, sl.ci_low, sl.ci_high)} "
+                f"(hierarchical bootstrap over seeds then episodes, p = "
                 f"{format_p(sl.p_bootstrap, 1 / n_boot)}); {sl.seed_test}: p = "
                 f"{format_p(sl.p_seeds)}. The verdict uses "
                 "the largest of the episode-level, hierarchical and per-seed p."

@@ -54,6 +54,7 @@ from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_digest, code_parts
 from fsarbench.registry import create_method
 from fsarbench.results import make_record, save_result, write_summary
+from fsarbench.stats.rounding import fixed
 
 #: Seed of the initial weights of a method evaluated without a checkpoint.
 UNTRAINED_SEED = 0
@@ -619,7 +620,7 @@ def _report(
     the record's per-class accuracies; ``None`` keys them by id)."""
     name = f"{meta['name']} [{meta['variant']}]" if meta["variant"] else meta["name"]
     print(
-        f"{name}: {result.accuracy:.2f} ± {result.ci95:.2f} "
+        f"{name}: {fixed(result.accuracy)} ± {fixed(result.ci95)} "
         f"({result.episodes} episodes, {manifest.way}-way {manifest.spec.shot}-shot; "
         f"± is the {result.spread_name}; {world} process(es))"
     )

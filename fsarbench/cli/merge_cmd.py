@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fsarbench.experiments.summary_tables import write_summary_tables
+    from fsarbench.report.records import records_given_by_rows
 
     if not args.out.is_dir():
         raise FileNotFoundError(f"no results folder {args.out}")
@@ -67,9 +68,11 @@ def run(args: argparse.Namespace) -> int:
     check_episodes(args.out, records, allow=args.allow_mixed_episodes)
     summary = write_summary(args.out, records)
     tables = write_summary_tables(args.out, records)
+    _, refused = records_given_by_rows(args.out, records)  # checked (and cached) above
+    left = f" ({len(refused)} left out, named above)" if refused else ""
     print(
-        f"{len(records)} records -> {summary} and {len(tables)} table(s) under "
-        f"{args.out / 'tables'}"
+        f"{len(records) - len(refused)} record(s){left} -> {summary} and {len(tables)} "
+        f"table(s) under {args.out / 'tables'}"
     )
     return 0
 

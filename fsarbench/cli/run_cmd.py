@@ -40,6 +40,7 @@ from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.io import remove_cut_writes
 from fsarbench.report.cli_args import DEFAULT_RUNS
 from fsarbench.results import load_records, write_summary
+from fsarbench.stats.rounding import fixed
 
 log = logging.getLogger("fsarbench.run")
 DEFAULT_OUT = Path(DEFAULT_RUNS)
@@ -709,6 +710,6 @@ def _warn_mixed_episodes(records) -> None:
 def _print_record(r) -> None:
     print(
         f"  {r.method:<28} {r.dataset:<10} {r.way}-way {r.shot}-shot  "
-        f"{r.accuracy:6.2f} ± {r.ci95:.2f}  ({r.episodes} episodes)",
+        f"{fixed(r.accuracy):>6} ± {fixed(r.ci95)}  ({r.episodes} episodes)",
         flush=True,
     )

@@ -19,7 +19,13 @@ from fsarbench.report.published import (
 )
 from fsarbench.report.records import load_entries
 from fsarbench.report.render import FORMATS, render
-from fsarbench.report.tables import SOURCES, Table, build_table, mark_significant
+from fsarbench.report.tables import (
+    SOURCES,
+    Table,
+    build_table,
+    left_out_notes,
+    mark_significant,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -116,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     print_left_out(left_out)
     paper = args.number.isdigit()
     table = (_paper_table if paper else _comparison_table)(args, entries)
+    if args.source != "published":
+        table.notes += left_out_notes(left_out)
     if args.mark_significant:
         mark_significant(table, runs, alpha=args.alpha, test=args.test)
     citation = load_citation(args.published) if paper else None

@@ -26,6 +26,7 @@ from fsarbench.environment import compute_environment
 from fsarbench.features.extract import files_stamp
 from fsarbench.io import remove_cut_writes
 from fsarbench.provenance import training_fingerprint
+from fsarbench.stats.rounding import fixed
 from fsarbench.training.loop import RunMismatchError
 from fsarbench.training.timing import format_step_times
 
@@ -494,7 +495,7 @@ def _test(
         save_result(out, record, result)
         write_summary(out)
         print(
-            f"test {manifest.way}-way {shot}-shot: {result.accuracy:.2f} ± {result.ci95:.2f} "
+            f"test {manifest.way}-way {shot}-shot: {fixed(result.accuracy)} ± {fixed(result.ci95)} "
             f"({result.episodes} episodes; ± is the {result.spread_name})"
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fsarbench.cli.common import add_splits_dir_argument
+from fsarbench.stats.rounding import fixed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         r, left_out = v.record, len(skipped_test_videos(v.record))
         print(
             f"ok  {r.dataset} {r.way}-way {r.shot}-shot seed {r.seed} [{r.track}, "
-            f"{r.protocol}]: {v.result.accuracy:.2f} ± {v.result.ci95:.2f} recomputed from "
+            f"{r.protocol}]: {fixed(v.result.accuracy)} ± {fixed(v.result.ci95)} recomputed from "
             f"{v.result.episodes} episodes (manifest {v.manifest.hash}"
             + (f"; {left_out} test videos left out by its authors)" if left_out else ")")
         )

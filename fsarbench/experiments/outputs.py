@@ -26,7 +26,7 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
     )
     from fsarbench.report.records import load_entries
     from fsarbench.report.render import render
-    from fsarbench.report.tables import build_table
+    from fsarbench.report.tables import build_table, left_out_notes
 
     run_dir = Path(run_dir)
     left_out: list[str] = []
@@ -43,6 +43,7 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
             aliases=load_dataset_aliases(),
             known=known_methods(),
         )
+        table.notes += left_out_notes(left_out)
         for fmt, ext in EXTENSIONS.items():
             path = run_dir / "tables" / f"paper_table{number}.{ext}"
             atomic_write_text(path, render(table, fmt, load_citation()))

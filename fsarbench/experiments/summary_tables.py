@@ -9,28 +9,42 @@ from tabulate import tabulate
 
 from fsarbench.io import atomic_write_text
 from fsarbench.report.recipe_changes import recipe_changes_text
-from fsarbench.report.records import Entry, Setting, entry_text, group_entries
+from fsarbench.report.records import (
+    Entry,
+    Setting,
+    entry_text,
+    group_entries,
+    records_given_by_rows,
+)
 from fsarbench.results import OUTSIDE_TAG, ResultRecord
 
 __all__ = ["summary_tables", "write_summary_tables"]
 
 
-def summary_tables(records: list[ResultRecord]) -> dict[str, str]:
+def summary_tables(
+    records: list[ResultRecord], refused: list[tuple[ResultRecord, str]] = ()
+) -> dict[str, str]:
     """One Markdown table per (dataset, track, protocol): rows systems, columns ``W-way
     K-shot`` (plus the episode seed, queries or episode count where a table has several).
 
     Records of one system and setting that differ only in their training seed are one cell
     (their mean, ``±`` pooling seed and episode variance, and the seeds' std), as in the
     paper tables and the leaderboard; outside results (bundles) are left out: the tables show
-    this folder's runs. The note says what ``±`` is and which models the numbers come from.
+    this folder's runs. The note says what ``±`` is and which models the numbers come from;
+    ``refused``: records left out with the reason (:func:`records_given_by_rows`), named in
+    their table's note.
     """
     own = [r for r in records if not r.tags.get(OUTSIDE_TAG)]
     by_ds: dict[tuple[str, str, str], list[ResultRecord]] = defaultdict(list)
+    refused_in: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for r in own:
         by_ds[(r.dataset, r.track, r.protocol)].append(r)
+    for r, reason in refused:
+        by_ds.setdefault((r.dataset, r.track, r.protocol), [])
+        refused_in[(r.dataset, r.track, r.protocol)].append(reason)
     out = {}
     for (ds, track, protocol), recs in sorted(by_ds.items()):
-        left_out: list[str] = []
+        left_out: list[str] = list(refused_in[(ds, track, protocol)])
         entries = group_entries(recs, left_out=left_out)
         label = _column_labeller([e.setting for e in entries])
         cols = sorted({e.setting for e in entries}, key=_column_order)
@@ -99,8 +113,11 @@ def _models_note(records: list[ResultRecord]) -> str:
 
 
 def write_summary_tables(out_dir: str | Path, records: list[ResultRecord]) -> dict[str, Path]:
+    """Write :func:`summary_tables` under ``out_dir/tables``; records their per-query rows do
+    not give are left out and named in their table's note."""
+    records, refused = records_given_by_rows(out_dir, records)
     paths = {}
-    for name, text in summary_tables(records).items():
+    for name, text in summary_tables(records, refused).items():
         path = Path(out_dir) / "tables" / f"{name}.md"
         atomic_write_text(path, text + "\n")
         paths[name] = path

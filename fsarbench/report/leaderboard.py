@@ -29,6 +29,7 @@ from fsarbench.report.records import (
 )
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, PairedComparison, format_p
+from fsarbench.stats.rounding import difference, fixed, rounded
 
 __all__ = [
     "Standing",
@@ -213,13 +214,13 @@ def _row(setting: Setting, st: Standing) -> dict:
         "episode_seed": setting.seed,
         "rank": st.rank,
         "method": e.system.removesuffix(f" {OUTSIDE_MARK}"),  # the `outside` column says it
-        "accuracy": round(e.accuracy, 2),
-        "ci95": round(e.ci95, 2),
-        "seed_std": round(seeds.std, 2) if seeds else None,
+        "accuracy": rounded(e.accuracy),
+        "ci95": rounded(e.ci95),
+        "seed_std": rounded(seeds.std) if seeds else None,
         "train_seeds": len(e.records),
-        "diff_vs_leader": round(c.diff, 2) if c else None,
-        "diff_ci_low": round(c.diff_ci[0], 2) if c else None,
-        "diff_ci_high": round(c.diff_ci[1], 2) if c else None,
+        "diff_vs_leader": rounded(c.diff) if c else None,
+        "diff_ci_low": rounded(c.diff_ci[0]) if c else None,
+        "diff_ci_high": rounded(c.diff_ci[1]) if c else None,
         "p_vs_leader_holm": st.p_leader_adjusted,
         "episodes": e.records[0].episodes,
         "queries": setting.queries,
@@ -236,9 +237,9 @@ def leaderboard_frame(board: dict[Setting, list[Standing]]) -> pd.DataFrame:
 
 def _md_cell(st: Standing) -> list[str]:
     e, c = st.entry, st.vs_leader
-    acc = f"{e.accuracy:.2f} ± {e.ci95:.2f}"
-    seeds = f"{e.seeds.mean:.2f} ± {e.seeds.std:.2f} (n={e.seeds.n})" if e.seeds else "-"
-    diff = f"{c.diff:+.2f} [{c.diff_ci[0]:+.2f}, {c.diff_ci[1]:+.2f}]" if c else "leader"
+    acc = f"{fixed(e.accuracy)} ± {fixed(e.ci95)}"
+    seeds = f"{fixed(e.seeds.mean)} ± {fixed(e.seeds.std)} (n={e.seeds.n})" if e.seeds else "-"
+    diff = difference(c.diff, *c.diff_ci) if c else "leader"
     p = format_p(st.p_leader_adjusted) if c else "-"
     return [str(st.rank), e.system, acc, seeds, diff, p]
 

@@ -30,6 +30,7 @@ from fsarbench.results import (
     stale_reasons,
 )
 from fsarbench.stats.intervals import pooled_halfwidth
+from fsarbench.stats.rounding import fixed
 from fsarbench.stats.seeds import SeedSpread, seed_mean_std
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "group_entries",
     "load_entries",
     "verified_entries",
+    "records_given_by_rows",
     "entry_text",
     "system_of",
     "mark_of",
@@ -251,9 +253,9 @@ class Entry:
 
 def entry_text(e: Entry, decimals: int = 2) -> str:
     """``"acc ± ci"``, plus ``" (seeds ± std, n=S)"`` with several training seeds."""
-    text = f"{e.accuracy:.{decimals}f} ± {e.ci95:.{decimals}f}"
+    text = f"{fixed(e.accuracy, decimals)} ± {fixed(e.ci95, decimals)}"
     if e.seeds is not None:
-        text += f" (seeds ± {e.seeds.std:.{decimals}f}, n={e.seeds.n})"
+        text += f" (seeds ± {fixed(e.seeds.std, decimals)}, n={e.seeds.n})"
     return text
 
 
@@ -412,6 +414,24 @@ def verified_entries(run_dir: str | Path, entries: list[Entry], left_out: list[s
             continue
         kept.append(entry)
     return kept
+
+
+def records_given_by_rows(
+    run_dir: str | Path, records: list[ResultRecord]
+) -> tuple[list[ResultRecord], list[tuple[ResultRecord, str]]]:
+    """``(kept, refused)``: the ``records`` their per-query rows give (accuracy, ``±``, std,
+    episode count), and the others with the reason, for outputs that list records one by one
+    (``summary.csv``, the per-dataset tables): a hand-edited record is never listed there
+    while the paper tables and the report leave it out."""
+    kept, refused = [], []
+    for record in records:
+        try:
+            _query_arrays(run_dir, record)
+        except (QueryRowsError, FileNotFoundError) as err:
+            refused.append((record, f"{record.method} ({record.cell}): {err}"))
+        else:
+            kept.append(record)
+    return kept, refused
 
 
 _QUERY_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}

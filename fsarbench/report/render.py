@@ -9,6 +9,7 @@ from fsarbench.report.published import Citation
 from fsarbench.report.records import Entry
 from fsarbench.report.tables import Cell, Table
 from fsarbench.results import stale_reasons
+from fsarbench.stats.rounding import fixed
 
 __all__ = ["FORMATS", "render", "render_markdown", "render_latex", "render_csv"]
 
@@ -176,9 +177,9 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
                     e.setting.dataset if e else col.dataset,
                     col.way,
                     col.shot,
-                    "" if c.value is None else c.value,
-                    f"{e.ci95:.4f}" if e else "",
-                    f"{e.seeds.std:.4f}" if e and e.seeds else "",
+                    _csv_value(c, table.spec.decimals),
+                    fixed(e.ci95, 4) if e else "",
+                    fixed(e.seeds.std, 4) if e and e.seeds else "",
                     len(e.records) if e else "",
                     c.mark,
                     int(c.significant),
@@ -191,6 +192,14 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
                 ]
             )
     return buf.getvalue()
+
+
+def _csv_value(c: Cell, decimals: int) -> str:
+    """A cell's number for the CSV: a published one as printed (``74.50``), a run's to 4
+    places like its ``ci95``."""
+    if c.value is None:
+        return ""
+    return fixed(c.entry.accuracy, 4) if c.entry is not None else fixed(c.value, decimals)
 
 
 def _stale_text(entry: Entry | None) -> str:

@@ -26,6 +26,7 @@ from fsarbench.report.published import (
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import STALE_MARK, Entry, entry_text
 from fsarbench.results import stale_reasons
+from fsarbench.stats.rounding import fixed, rounded
 
 __all__ = ["Cell", "TableRow", "Table", "build_table", "SOURCES"]
 
@@ -63,7 +64,7 @@ class Table:
 
 def _published_row(spec: TableSpec, row: Row) -> TableRow:
     d = spec.decimals
-    cells = [Cell(v, "-" if v is None else f"{v:.{d}f}") for v in row.values]
+    cells = [Cell(v, "-" if v is None else fixed(v, d)) for v in row.values]
     return TableRow(list(row.labels), "published", cells, row.ours)
 
 
@@ -83,7 +84,7 @@ def _run_row(labels: list[str], entries: list[Entry | None], ours: bool) -> Tabl
     cells = [
         Cell(None, "-")
         if e is None
-        else Cell(round(e.accuracy, RUN_DECIMALS), _cell_text(e, marked), entry=e)
+        else Cell(rounded(e.accuracy, RUN_DECIMALS), _cell_text(e, marked), entry=e)
         for e in entries
     ]
     generated = sorted({e.setting.dataset for e in entries if e is not None and e.synthetic})
@@ -273,6 +274,12 @@ def build_table(
     _mark_other_episodes(rows, shown)
     changed = recipe_changes_text(shown)
     return Table(spec, rows, notes + ([changed] if changed else []))
+
+
+def left_out_notes(left_out: list[str]) -> list[str]:
+    """Notes under a table naming the records of the folder that were left out (unreadable,
+    or not given by their per-query rows): a ``-`` in a run row may stand for one of them."""
+    return [f"left out of this table (a '-' may stand for it): {reason}." for reason in left_out]
 
 
 def _mark_other_episodes(rows: list[TableRow], shown: list) -> None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fsarbench.stats.rounding import fixed
+
 __all__ = ["SeedSpread", "seed_mean_std"]
 
 
@@ -22,7 +24,7 @@ class SeedSpread:
         return f"std over {self.n} training seed{'s' if self.n != 1 else ''} (ddof=1)"
 
     def __str__(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f} ({self.label})"
+        return f"{fixed(self.mean)} ± {fixed(self.std)} ({self.label})"
 
 
 def seed_mean_std(values: np.ndarray | list[float]) -> SeedSpread:

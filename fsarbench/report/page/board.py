@@ -13,6 +13,7 @@ from fsarbench.report.page.provenance import Provenance, entry_provenance
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import Entry, Setting
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
+from fsarbench.stats.rounding import difference, fixed
 
 __all__ = ["BoardRow", "BoardSection", "collect_leaderboard"]
 
@@ -55,10 +56,12 @@ def _row(st: Standing, shared: bool) -> BoardRow:
         tied=shared,
         system=e.system,
         accuracy=e.accuracy,
-        accuracy_text=f"{e.accuracy:.2f} ± {e.ci95:.2f}",
-        seeds_text=f"{e.seeds.mean:.2f} ± {e.seeds.std:.2f} (n={e.seeds.n})" if e.seeds else "-",
+        accuracy_text=f"{fixed(e.accuracy)} ± {fixed(e.ci95)}",
+        seeds_text=f"{fixed(e.seeds.mean)} ± {fixed(e.seeds.std)} (n={e.seeds.n})"
+        if e.seeds
+        else "-",
         diff=c.diff if c else 0.0,
-        diff_text=f"{c.diff:+.2f} [{c.diff_ci[0]:+.2f}, {c.diff_ci[1]:+.2f}]" if c else "leader",
+        diff_text=difference(c.diff, *c.diff_ci) if c else "leader",
         p=st.p_leader_adjusted if c else math.nan,
         p_text=format_p(st.p_leader_adjusted) if c else "-",
         train_seeds=len(e.records),

@@ -81,7 +81,9 @@ def collect_report(
     left_out: list[str] = []
     records = _records(run_dir, left_out)
     entries = verified_entries(run_dir, group_entries(records, left_out=left_out), left_out)
-    tables, absent = collect_tables(run_dir, entries, alpha=alpha, test=test, published=published)
+    tables, absent = collect_tables(
+        run_dir, entries, alpha=alpha, test=test, published=published, left_out=left_out
+    )
     pairs, notes = choose_pairs(entries, ours_methods(published))
     boards, board_notes = collect_leaderboard(
         run_dir, entries, alpha=alpha, test=test, n_boot=n_boot

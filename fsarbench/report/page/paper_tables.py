@@ -16,7 +16,7 @@ from fsarbench.report.published import (
     load_table,
 )
 from fsarbench.report.records import Entry
-from fsarbench.report.tables import Cell, Table, build_table, mark_significant
+from fsarbench.report.tables import Cell, Table, build_table, left_out_notes, mark_significant
 
 __all__ = ["CellView", "RowView", "TableView", "AbsentTable", "collect_tables"]
 
@@ -99,8 +99,10 @@ def collect_tables(
     alpha: float = 0.05,
     test: str = "ttest",
     published: str | Path | None = None,
+    left_out: list[str] = (),
 ) -> tuple[list[TableView], list[AbsentTable]]:
-    """Tables with at least one run cell (published rows beside them), and those without."""
+    """Tables with at least one run cell (published rows beside them), and those without;
+    ``left_out``: the folder's records left out, named under each table shown."""
     aliases, known = load_dataset_aliases(published), known_methods(published)
     shown, absent = [], []
     for number in available_tables(published):
@@ -117,6 +119,7 @@ def collect_tables(
             command = f"python -m fsarbench run --table {number}"
             absent.append(AbsentTable(number, spec.caption, command))
             continue
+        table.notes += left_out_notes(list(left_out))
         _mark(table, Path(run_dir), alpha, test)
         shown.append(_view(number, table))
     return shown, absent

@@ -8,6 +8,7 @@ from typing import Any
 
 from fsarbench.report.records import Entry
 from fsarbench.results import ResultRecord, stale_reasons
+from fsarbench.stats.rounding import fixed
 
 __all__ = ["Provenance", "entry_provenance", "as_text"]
 
@@ -70,7 +71,7 @@ def entry_provenance(entry: Entry) -> Provenance:
     seeds = [
         (
             "-" if s.train_seed is None else str(s.train_seed),
-            f"{s.accuracy:.2f} ± {s.ci95:.2f}",
+            f"{fixed(s.accuracy)} ± {fixed(s.ci95)}",
             s.config_hash[:16],
             s.code_digest or "-",
             s.created,

@@ -12,6 +12,7 @@ from fsarbench.report.compare import TESTS, SettingComparison, compare_systems, 
 from fsarbench.report.figure_set import default_forest_pairs
 from fsarbench.report.records import Entry, UnpairedError
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
+from fsarbench.stats.rounding import difference, fixed
 
 __all__ = ["VerdictRow", "choose_pairs", "collect_verdicts", "MAX_PAIRS"]
 
@@ -63,9 +64,9 @@ def _row(c: SettingComparison) -> VerdictRow:
         setting=c.setting.label,
         a=c.a.system,
         b=c.b.system,
-        acc_a=f"{s.acc_a:.2f} ± {c.a.ci95:.2f}",
-        acc_b=f"{s.acc_b:.2f} ± {c.b.ci95:.2f}",
-        diff=f"{s.diff:+.2f} [{s.diff_ci[0]:+.2f}, {s.diff_ci[1]:+.2f}]",
+        acc_a=f"{fixed(s.acc_a)} ± {fixed(c.a.ci95)}",
+        acc_b=f"{fixed(s.acc_b)} ± {fixed(c.b.ci95)}",
+        diff=difference(s.diff, *s.diff_ci),
         p_raw=format_p(s.p_value(TESTS[c.test])),
         p_holm=format_p(c.adjusted[c.test]),
         diff_value=s.diff,
