@@ -209,6 +209,17 @@ def test_run_rows_from_records(runs) -> None:
     assert any("synthetic" in n for n in table.notes)
 
 
+def test_a_columns_only_run_cell_is_not_marked_best(tmp_path) -> None:
+    """Table 5 printed its only run cell bold, as the best of a column of one."""
+    write_demo_records(tmp_path, [DemoSystem("sgtm-otam")], settings=[(5, 1)], episodes=50)
+    table = build_table(load_table(5), load_entries(tmp_path), source="runs")
+    (cell,) = [c for r in table.rows for c in r.cells if c.entry is not None]
+    (line,) = [
+        x for x in render(table, "md", load_citation()).splitlines() if x.startswith("| 0.5")
+    ]
+    assert cell.mark == "" and "**" not in line and "<u>" not in line
+
+
 def test_run_marks_and_significance(runs) -> None:
     table = build_table(load_table(1), load_entries(runs), source="runs")
     run_rows = {r.labels[0]: r for r in table.rows}

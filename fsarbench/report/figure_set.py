@@ -63,14 +63,16 @@ def _mask_figures(entries, out_dir):
 
 def _per_class_choice(entries: list[Entry], figure2: list[str]) -> list[Entry]:
     """Entries for per-class bars: tagged ``figure: 2``; else, in 5-way 1-shot settings, the
-    methods figures.yaml names for Figure 2 where present, else every plain method."""
+    methods figures.yaml names for Figure 2 where present (ablation variants such as
+    ``sgtm-otam-baseline`` included: the figure names them), else every plain method."""
     tagged = [e for e in entries if str(e.tags.get("figure", "")) == "2"]
     if tagged:
         return tagged
-    plain = [e for e in entries if not e.is_variant and (e.setting.way, e.setting.shot) == (5, 1)]
-    named = [e for e in plain if e.method in figure2]  # stale systems too
+    five_one = [e for e in entries if (e.setting.way, e.setting.shot) == (5, 1)]
+    named = [e for e in five_one if e.method in figure2]  # stale systems too
     named_settings = {e.setting for e in named}
-    return named + [e for e in plain if e.setting not in named_settings]
+    plain = [e for e in five_one if not e.is_variant and e.setting not in named_settings]
+    return named + plain
 
 
 def _per_class_figures(entries, out_dir, figure2):

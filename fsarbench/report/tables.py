@@ -201,12 +201,15 @@ def _place_entries(
 
 def _mark_best(rows: list[TableRow], source_prefix: str) -> None:
     """Mark best and second (distinct printed values) per column among rows of one source.
-    Run cells compete only on the same test episodes (:func:`_comparable`)."""
+    Run cells compete only on the same test episodes (:func:`_comparable`); a column with
+    one such cell has nothing to be best against and is not marked."""
     chosen = [r for r in rows if r.source.startswith(source_prefix)]
     if not chosen:
         return
     for j in range(len(chosen[0].cells)):
         cells = _comparable([r.cells[j] for r in chosen if r.cells[j].value is not None])
+        if len(cells) < 2:
+            continue
         values = sorted({c.value for c in cells}, reverse=True)
         for c in cells:
             if c.value == values[0]:
