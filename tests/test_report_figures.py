@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fsarbench.cli.main import main
+from fsarbench.report import figures
 from fsarbench.report.demo import DemoSystem, write_demo_records
 from fsarbench.report.figure_set import default_forest_pairs, ours_methods, render_all
 from fsarbench.report.figures import mask_ratio_of
@@ -299,3 +300,41 @@ def test_mask_ratio_of_a_run_set_by_k_or_masking_nothing(tmp_path) -> None:
         path.write_text(json.dumps(record))
     ratios = {e.system: mask_ratio_of(e) for e in load_entries(tmp_path)}
     assert ratios == {"sgtm-otam-k1": 0.25, "sgtm-otam-plain": 0.5, "sgtm-otam-baseline": None}
+
+
+def test_per_class_figures_of_settings_that_share_dataset_and_shot_get_their_own_files(
+    tmp_path,
+) -> None:
+    """An episode-seed-1 run's per-class figure overwrote the main one's file
+    (``per_class_synth_5w1s``), and the report embedded it twice under one id."""
+    from fsarbench.report.figure_set import _setting_file_names
+    from fsarbench.report.records import Setting
+
+    write_demo_records(tmp_path, [DemoSystem("otam")], settings=[(5, 1)], episodes=60)
+    write_demo_records(tmp_path, [DemoSystem("otam")], settings=[(5, 1)], episodes=60, seed=1)
+    paths = render_all(tmp_path, load_entries(tmp_path), tmp_path / "figs")
+    names = sorted(p.name for p in paths if p.name.startswith("per_class") and p.suffix == ".png")
+    assert names == ["per_class_synth_5w1s.png", "per_class_synth_5w1s_seed1.png"]
+    main, fine, small = (
+        Setting("d", "frozen", 5, 1, 0, 1, 10000),
+        Setting("d", "finetune", 5, 1, 0, 1, 10000),
+        Setting("d", "frozen", 5, 1, 0, 1, 300),
+    )
+    got = _setting_file_names([main, fine, small, Setting("e", "finetune", 5, 1, 0, 1, 9)])
+    assert got == {
+        main: "d_5w1s",
+        fine: "d_5w1s_finetune",
+        small: "d_5w1s_300ep",
+        Setting("e", "finetune", 5, 1, 0, 1, 9): "e_5w1s",
+    }
+
+
+def test_accuracy_vs_way_draws_one_line_per_track(tmp_path) -> None:
+    """Frozen and finetune records of one method were joined into one zig-zag line."""
+    write_demo_records(tmp_path, [DemoSystem("otam")], settings=[(5, 1), (6, 1)], episodes=60)
+    write_demo_records(
+        tmp_path, [DemoSystem("otam")], settings=[(5, 1), (6, 1)], episodes=60, track="finetune"
+    )
+    fig = figures.plot_accuracy_vs_way(load_entries(tmp_path), "synth", 1)
+    labels = sorted(line.get_label() for line in fig.axes[0].get_lines())
+    assert labels == ["otam [finetune track]", "otam [frozen track]"]

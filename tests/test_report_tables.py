@@ -375,3 +375,18 @@ def test_a_published_table_with_a_key_written_twice_is_refused(tmp_path) -> None
         r"written twice",
     ):
         load_table(6, folder)
+
+
+def test_a_cell_of_two_tracks_shows_the_tables_own_and_marks_the_other(tmp_path) -> None:
+    """A finetune record took a Table 6 cell from the frozen one by the tracks' alphabetical
+    order ("equal precedence"), was ranked with the frozen cells and carried no mark."""
+    write_demo_records(tmp_path, [DemoSystem("otam"), DemoSystem("trx")], settings=[(5, 1)])
+    write_demo_records(tmp_path, [DemoSystem("otam")], settings=[(5, 1)], track="finetune")
+    table = build_table(load_table(6), load_entries(tmp_path), source="runs")
+    cells = {r.labels[0]: r.cells[0] for r in table.rows}
+    otam, trx = cells["OTAM [4]"], cells["TRX [24]"]
+    assert otam.entry.setting.track == "finetune" and "[" not in otam.text
+    assert trx.text.endswith(" [frozen track]")
+    assert otam.mark == trx.mark == ""  # one cell per track: nothing to rank either against
+    (note,) = [n for n in table.notes if n.startswith("not shown")]
+    assert "the table's own track wins" in note

@@ -69,8 +69,10 @@ def write_demo_records(
     dataset: str = "synth",
     episodes: int = 200,
     seed: int = 0,
+    track: str = "frozen",
 ) -> list[ResultRecord]:
-    """Evaluate every system in every ``(way, shot)`` setting and save the records."""
+    """Evaluate every system in every ``(way, shot)`` setting and save the records (as runs
+    of ``track``)."""
     feats, labels = demo_features(seed=seed)
     out = []
     for way, shot in settings:
@@ -101,6 +103,7 @@ def write_demo_records(
                     manifest=manifest,
                     hparams={**sys.hparams, **sys.record_hparams, "demo_noise": sys.noise},
                     train_seed=train_seed,
+                    track=track,
                     tags={"synthetic": True, **sys.tags},
                 )
                 save_result(run_dir, record, result)

@@ -10,7 +10,7 @@ from pathlib import Path
 from fsarbench.report import figures
 from fsarbench.report.compare import compare_systems
 from fsarbench.report.published import available_tables, figure_methods, load_table
-from fsarbench.report.records import OUTSIDE_MARK, Entry
+from fsarbench.report.records import OUTSIDE_MARK, Entry, Setting
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 __all__ = ["render_all", "ours_methods", "default_forest_pairs"]
@@ -81,12 +81,48 @@ def _per_class_figures(entries, out_dir, figure2):
     for e in _per_class_choice(entries, figure2):
         groups[e.setting].append(e)
     paths = []
+    names = _setting_file_names(list(groups))
     for setting, es in sorted(groups.items()):
         fig = figures.plot_per_class(es)
         if fig is not None:
-            name = f"per_class_{_slug(setting.dataset)}_{setting.way}w{setting.shot}s"
-            paths += figures.save_figure(fig, out_dir, name)
+            paths += figures.save_figure(fig, out_dir, f"per_class_{names[setting]}")
     return paths
+
+
+def _setting_file_names(settings: list[Setting]) -> dict[Setting, str]:
+    """``setting -> "synth_5w1s"``; where settings would share a name, each one's values
+    that tell them apart and are not the usual ones (frozen track, seed protocol, episode
+    seed 0, one query, the most episodes) are appended: ``"_finetune"``, ``"_trx"``,
+    ``"_seed1"``, ``"_2q"``, ``"_300ep"`` (the per-class figure of an episode-seed-1 run
+    overwrote the main one's file)."""
+    base = {s: f"{_slug(s.dataset)}_{s.way}w{s.shot}s" for s in settings}
+    names = {}
+    for s in settings:
+        clash = [o for o in settings if base[o] == base[s]]
+        usual = {
+            "track": "frozen",
+            "protocol": "seed",
+            "seed": "seed0",
+            "queries": "1q",
+            "episodes": f"{max(o.episodes for o in clash)}ep",
+        }
+        suffix = ""
+        for part, default in usual.items():
+            values = {_part(o, part) for o in clash}
+            if len(values) > 1 and _part(s, part) != default:
+                suffix += f"_{_slug(_part(s, part))}"
+        names[s] = base[s] + suffix
+    return names
+
+
+def _part(s: Setting, part: str) -> str:
+    return {
+        "track": s.track,
+        "protocol": s.protocol,
+        "seed": f"seed{s.seed}",
+        "queries": f"{s.queries}q",
+        "episodes": f"{s.episodes}ep",
+    }[part]
 
 
 def _forest_figures(run_dir, entries, out_dir, pairs, alpha, test, n_boot):

@@ -87,10 +87,24 @@ def _several_protocols(entries: list[Entry]) -> bool:
 def _line_names(entries: list[Entry], name) -> dict[int, str]:
     """``id(entry) -> line name``: ``name(entry)`` plus, where the entries mix test episodes
     (``run --episodes/--seed``), the marker of those apart from the most common (``" [2000
-    episodes]"``), so that points of two protocols are never joined into one line."""
+    episodes]"``), and where they mix tracks or frame protocols, each one's, so that points
+    of two protocols are never joined into one line."""
     records = [r for e in entries for r in e.records]
     reference = reference_protocol(records) if _several_protocols(entries) else None
-    return {id(e): name(e) + cell_marker(e.records, reference) for e in entries}
+    tracks = len({(e.setting.track, e.setting.protocol) for e in entries}) > 1
+    return {
+        id(e): name(e)
+        + (_track_marker(e.setting) if tracks else "")
+        + cell_marker(e.records, reference)
+        for e in entries
+    }
+
+
+def _track_marker(setting) -> str:
+    """``" [finetune track]"`` (and a protocol other than seed's): points of two tracks or
+    frame protocols are never joined into one line."""
+    protocol = "" if setting.protocol == "seed" else f", {setting.protocol} protocol"
+    return f" [{setting.track} track{protocol}]"
 
 
 def plot_accuracy_vs_way(entries: list[Entry], dataset: str, shot: int):

@@ -149,25 +149,28 @@ def _table_tag(entry: Entry) -> str:
     return tag.removeprefix("table").strip()
 
 
-def _precedence(e: Entry) -> tuple[bool, bool, int, int]:
+def _precedence(e: Entry, track: str | None = None) -> tuple[bool, bool, bool, int, int]:
     """Sort key of the entries competing for one cell, the first wins: current over stale,
-    real data over a stand-in, more test episodes, then the lower episode seed."""
-    return (e.stale, e.synthetic, -e.setting.episodes, e.setting.seed)
+    the table's own track (``track``, its published protocol's) over another, real data over
+    a stand-in, more test episodes, then the lower episode seed."""
+    other_track = track is not None and e.setting.track != track
+    return (e.stale, other_track, e.synthetic, -e.setting.episodes, e.setting.seed)
 
 
 #: Why the first of two entries wins a cell, by the first field of :func:`_precedence` that
 #: differs.
 _WINS = (
     "a current record wins over a stale one",
+    "the table's own track wins",
     "real data wins over a stand-in",
     "more test episodes win",
     "the lower episode seed wins",
 )
 
 
-def _why_shown(shown: Entry, left: Entry) -> str:
+def _why_shown(shown: Entry, left: Entry, track: str | None) -> str:
     """Why ``shown`` took the cell ``left`` also fills (in the words of :data:`_WINS`)."""
-    for why, a, b in zip(_WINS, _precedence(shown), _precedence(left)):
+    for why, a, b in zip(_WINS, _precedence(shown, track), _precedence(left, track)):
         if a != b:
             return why
     return "equal precedence: the first in setting and name order wins"
@@ -180,7 +183,8 @@ def _place_entries(
     Entries that lose a cell to another are named in ``passed_over`` (for a note under the
     table), with the reason."""
     placed: dict[str, list[Entry | None]] = {}
-    for e in sorted(entries, key=_precedence):
+    track = spec.protocol.track if spec.protocol is not None else None
+    for e in sorted(entries, key=lambda e: _precedence(e, track)):
         key = _row_key(e, spec, known)
         if key is None:
             continue
@@ -194,7 +198,7 @@ def _place_entries(
                     f"{e.system} ({e.setting.label}) in row {key.lstrip('+')}, column "
                     f"{col.dataset} {col.way}-way {col.shot}-shot: the cell shows "
                     f"{slots[j].system} ({slots[j].setting.label}): "
-                    f"{_why_shown(slots[j], e)}"
+                    f"{_why_shown(slots[j], e, track)}"
                 )
     return placed
 
@@ -221,14 +225,14 @@ def _mark_best(rows: list[TableRow], source_prefix: str) -> None:
 def _comparable(cells: list[Cell]) -> list[Cell]:
     """The cells of a column that can be ranked together: published cells as they are; run
     cells on real data when the column has any (a synthetic stand-in is not ranked against
-    them), and of those the ones on the test episodes most of them share."""
+    them), and of those the ones on the track and test episodes most of them share."""
     runs = [c for c in cells if c.entry is not None]
     if not runs:
         return cells
     real = [c for c in runs if not c.entry.synthetic] or runs
-    counts = Counter(c.entry.episodes_key for c in real)
-    episodes = counts.most_common(1)[0][0]  # ties: the first in row order
-    return [c for c in real if c.entry.episodes_key == episodes]
+    counts = Counter((c.entry.setting.track, c.entry.episodes_key) for c in real)
+    common = counts.most_common(1)[0][0]  # ties: the first in row order
+    return [c for c in real if (c.entry.setting.track, c.entry.episodes_key) == common]
 
 
 def _best_baseline(cells: list[Cell], ours: Entry) -> Entry | None:
@@ -275,6 +279,7 @@ def build_table(
     notes += [f"not shown: {what}." for what in passed_over]
     shown = [rec for r in rows for c in r.cells if c.entry is not None for rec in c.entry.records]
     _mark_other_episodes(rows, shown)
+    _mark_other_tracks(rows, spec.protocol.track if spec.protocol is not None else None)
     changed = recipe_changes_text(shown)
     return Table(spec, rows, notes + ([changed] if changed else []))
 
@@ -296,6 +301,20 @@ def _mark_other_episodes(rows: list[TableRow], shown: list) -> None:
         for cell in row.cells:
             if cell.entry is not None:
                 cell.text += cell_marker(cell.entry.records, reference)
+
+
+def _mark_other_tracks(rows: list[TableRow], track: str | None) -> None:
+    """Where run cells of several tracks are shown, append ``" [frozen track]"`` to each cell
+    not of the table's own track (or, without one, of the most common): a frozen-feature
+    number is never read as the finetuned one beside it."""
+    cells = [c for r in rows for c in r.cells if c.entry is not None]
+    tracks = Counter(c.entry.setting.track for c in cells)
+    if len(tracks) < 2:
+        return
+    main = track if track in tracks else tracks.most_common(1)[0][0]
+    for c in cells:
+        if c.entry.setting.track != main:
+            c.text += f" [{c.entry.setting.track} track]"
 
 
 def _stale_notes(rows: list[TableRow]) -> list[str]:
