@@ -48,5 +48,21 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
             path = run_dir / "tables" / f"paper_table{number}.{ext}"
             atomic_write_text(path, render(table, fmt, load_citation()))
             written.append(path)
-    written += render_all(run_dir, entries, run_dir / "figures")
-    return written
+    figures = render_all(run_dir, entries, run_dir / "figures")
+    _remove_figures_not_drawn(run_dir / "figures", figures)
+    return written + figures
+
+
+#: Names of the figures :func:`~fsarbench.report.figure_set.render_all` draws.
+FIGURE_PATTERNS = ("accuracy_vs_way_*", "mask_ratio_*", "per_class_*", "forest_*")
+
+
+def _remove_figures_not_drawn(folder: Path, drawn: list[Path]) -> None:
+    """Delete the run's figure files the records no longer give (a deleted or superseded
+    record's forest plot stayed beside the new one)."""
+    keep = {p.resolve() for p in drawn}
+    for pattern in FIGURE_PATTERNS:
+        for path in folder.glob(pattern):
+            if path.suffix in (".png", ".pdf") and path.resolve() not in keep:
+                log.info("removing %s: the records no longer give this figure", path)
+                path.unlink(missing_ok=True)

@@ -1,0 +1,28 @@
+"""What 'run' writes after its cells: every paper table an earlier run wrote is written
+again, and figures the records no longer give are removed."""
+
+from __future__ import annotations
+
+import argparse
+
+from fsarbench.cli.run_cmd import _write_outputs
+from fsarbench.report.demo import DemoSystem, write_demo_records
+
+
+def test_earlier_paper_tables_are_rewritten_and_figures_not_drawn_are_removed(tmp_path, capsys):
+    """'run --table 1' rewrote Table 1 only: Table 6's file kept the rows of the run before
+    (the report, rebuilt from every record, showed more); an old forest plot drawn from a
+    deleted record stayed beside the new ones."""
+    write_demo_records(tmp_path, [DemoSystem("otam"), DemoSystem("trx")], settings=[(5, 1)])
+    tables, figures = tmp_path / "tables", tmp_path / "figures"
+    tables.mkdir()
+    figures.mkdir()
+    (tables / "paper_table6.md").write_text("the rows of an earlier run\n")
+    (figures / "forest_gone.png").write_bytes(b"old")
+    (figures / "my_notes.png").write_bytes(b"a user's file")
+    _write_outputs(argparse.Namespace(out=tmp_path), cells=[])
+    assert "| OTAM [4]" in (tables / "paper_table6.md").read_text()
+    assert (tables / "paper_table6.tex").exists()
+    assert "paper_table6.md" not in capsys.readouterr().out  # not a table of this run's cells
+    assert not (figures / "forest_gone.png").exists() and (figures / "my_notes.png").exists()
+    assert any(p.name.startswith("per_class_synth_5w1s") for p in figures.iterdir())
