@@ -356,3 +356,16 @@ def test_a_nested_command_leaves_its_callers_interrupt_recorded():
         thread.join()
         assert intr.interrupt_requested()
     assert not intr.interrupt_requested()
+
+
+def test_no_help_text_shows_a_doubled_percent_sign():
+    """argparse %-formats the help of arguments but not a parser's description: 'eval --help'
+    and 'table --help' printed "accuracy ± 95%% CI"."""
+    import argparse
+
+    from fsarbench.cli.main import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in sub.choices.items():
+        assert "%%" not in command.format_help(), name

@@ -281,6 +281,20 @@ def test_a_stale_seed_is_neither_pooled_with_current_ones_nor_printed_unmarked(t
     assert [r.train_seed for r in entries["alpha"].records] == [1]
 
 
+def test_compare_finds_a_system_whose_records_are_all_stale_by_its_plain_name(tmp_path, capsys):
+    """After a code change 'compare alpha beta' (the docs' example) said "no records for
+    'alpha'" and asked for "alpha ‡stale" to be typed."""
+    from fsarbench.provenance import pipeline_digest
+
+    m = _manifest()
+    rng = np.random.default_rng(5)
+    older = {"code": {"harness": "0" * 16, "pipeline": pipeline_digest()}}
+    save_simulated_record(tmp_path, m, "alpha", 0.8, rng, provenance=older)
+    save_simulated_record(tmp_path, m, "beta", 0.6, rng)
+    assert main(["compare", "alpha", "beta", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
+    assert "alpha ‡stale better" in capsys.readouterr().out
+
+
 def test_ours_in_a_column_without_any_baseline_run_is_counted_as_untested(tmp_path):
     """No star and no note: a reader took the missing * for "not significant"."""
     rng = np.random.default_rng(6)

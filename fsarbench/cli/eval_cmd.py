@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a method on stored features and an episode manifest",
         description="Evaluate METHOD on the episodes of MANIFEST over FEATURES and print "
-        "accuracy ± 95%% CI; with --out, write a result record. Under torchrun the episodes "
+        "accuracy ± 95% CI; with --out, write a result record. Under torchrun the episodes "
         "are sharded over the processes and the records gathered to rank 0.",
     )
     p.add_argument("method", help="registered method name (see 'list methods')")

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Lay out Table N of the seed paper, or the comparison table NAME (published "
         "results of many papers, each row with its backbone, frames, track, text use and "
         "reference): published numbers (labelled) and, from the records under --runs, our "
-        "accuracy ± 95%% CI; best bold, second underlined.",
+        "accuracy ± 95% CI; best bold, second underlined.",
     )
     p.add_argument("number", help="table number (1-6) or comparison table name (e.g. sota)")
     add_runs_arg(p)
