@@ -428,16 +428,17 @@ def query_rows_problem(rows, record: ResultRecord) -> str:
 
 def rows_give_record(per_episode: np.ndarray, record: ResultRecord) -> bool:
     """Whether per-episode accuracies (fractions, ``[E]``) give ``record``: its episode count,
-    its accuracy to 1e-6 % and, where its ``spread`` names the interval, its ``ci95`` and
-    ``std`` to 1e-5 % (records keep 6 decimals): a hand-edited ``± 0.50`` over rows that give
-    ``± 5.74`` was printed."""
+    its accuracy to 1e-6 %, its ``spread`` (one of the evaluator's intervals: every version
+    has written one) and its ``ci95`` and ``std`` to 1e-5 % (records keep 6 decimals): a
+    hand-edited ``± 0.50`` over rows that give ``± 5.74`` was printed, and so was one whose
+    ``spread`` was edited too (the check was skipped for a text it did not know)."""
     if len(per_episode) != record.episodes:
         return False
     if abs(100 * float(per_episode.mean()) - record.accuracy) > 1e-6:
         return False
     interval = {text: name for name, text in INTERVALS.items()}.get(record.spread)
-    if interval is None:  # older records: the accuracy is what can be checked
-        return True
+    if interval is None:
+        return False
     _, half, std = mean_and_halfwidth(np.asarray(per_episode, dtype=np.float64), interval)
     return _same_percent(100 * half, record.ci95) and _same_percent(100 * std, record.std)
 

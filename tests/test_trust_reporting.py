@@ -338,7 +338,9 @@ def test_query_rows_that_do_not_give_the_record_are_refused(tmp_path, capsys):
     compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
     record = tmp_path / "records" / f"{a.cell}.json"
     data = json.loads(record.read_text())
-    for edit in ({"ci95": 0.5}, {"std": 3.0}):  # a hand-edited ± was printed as it stood
+    # a hand-edited ± was printed as it stood; with its spread text edited too, the ± went
+    # unchecked (a text the check did not know was taken for an older record's)
+    for edit in ({"ci95": 0.5}, {"std": 3.0}, {"ci95": 0.5, "spread": "95% CI half-width"}):
         record.write_text(json.dumps({**data, **edit}))
         with pytest.raises(QueryRowsError, match=f"rows of {a.cell} .* record was edited"):
             compare_systems(tmp_path, load_entries(tmp_path), "alpha", "beta")
