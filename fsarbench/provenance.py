@@ -155,12 +155,44 @@ def pipeline_digest() -> str:
 
 @functools.cache
 def package_digest(package: str) -> str:
-    """Digest of top-level package (or single module) ``package``'s source."""
+    """Digest of top-level package (or single module) ``package``'s source and of the other
+    files it ships (a ``defaults.json``, ``prompts.yaml`` or ``init.pt`` the method reads:
+    editing one left its records current). A package of Python files alone keeps the digest
+    of its source."""
     paths = _package_paths(package)
     if not paths:
         return "unknown"
     root = paths[0] if paths[0].is_dir() else paths[0].parent
-    return source_digest(paths, root)
+    digest = source_digest(paths, root)
+    data = _data_files(paths)
+    if not data:
+        return digest
+    h = hashlib.sha256(digest.encode())
+    for f in data:
+        h.update(_relative_name(f, root, paths).encode() + b"\0" + _bytes_digest(f) + b"\n")
+    return h.hexdigest()[:16]
+
+
+def _data_files(paths: list[Path]) -> list[Path]:
+    """The files other than Python source under package folders ``paths`` (byte code,
+    ``__pycache__`` and hidden files apart), sorted."""
+    skip = {".py", ".pyc", ".pyo"}
+    found = set()
+    for folder in (p for p in paths if p.is_dir()):
+        for f in folder.rglob("*"):
+            parts = f.relative_to(folder).parts
+            hidden = any(part.startswith(".") or part == "__pycache__" for part in parts)
+            if f.is_file() and f.suffix not in skip and not hidden:
+                found.add(f)
+    return sorted(found)
+
+
+def _bytes_digest(f: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest().encode()
 
 
 def _package_paths(package: str) -> list[Path]:

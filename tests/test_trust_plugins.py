@@ -496,3 +496,29 @@ def test_check_method_refuses_impossible_sizes_and_unknown_datasets(argv, messag
     with pytest.raises(SystemExit):
         main(["check-method", "protonet", *argv])
     assert message in capsys.readouterr().err
+
+
+def test_files_a_method_package_ships_are_in_its_digest(monkeypatch, tmp_path):
+    """Only ``*.py`` files were hashed: a head reading its settings from a ``defaults.json``
+    in its package kept serving its records (69.40) after the file changed (54.88 fresh).
+    A package of Python files alone keeps the digest of its source, as before."""
+    from fsarbench.provenance import package_digest, source_digest
+
+    pkg = tmp_path / "lab_data_head"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("TEMPERATURE = 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    package_digest.cache_clear()
+    assert package_digest("lab_data_head") == source_digest([pkg], pkg)
+    (pkg / "defaults.json").write_text('{"temperature": 10.0}')
+    (pkg / "__pycache__").mkdir()
+    (pkg / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"byte code")
+    package_digest.cache_clear()
+    with_json = package_digest("lab_data_head")
+    (pkg / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"other byte code")
+    package_digest.cache_clear()
+    assert package_digest("lab_data_head") == with_json  # byte code is not the method
+    (pkg / "defaults.json").write_text('{"temperature": 0.01}')
+    package_digest.cache_clear()
+    assert package_digest("lab_data_head") != with_json
+    package_digest.cache_clear()
