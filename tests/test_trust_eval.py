@@ -366,3 +366,19 @@ def test_num_train_classes_other_than_the_checkpoints_is_refused(tmp_path, train
     err = _refused(capsys, [*argv, "--num-train-classes", str(stored + 1)])
     assert f"--num-train-classes {stored + 1} contradicts" in err
     assert main([*argv, "--num-train-classes", str(stored)]) == 0
+
+
+def test_a_checkpoint_trained_by_other_code_is_a_variant(tmp_path, trained, capsys, monkeypatch):
+    """A model trained with mean pooling, scored after an edit by max pooling, was filed as
+    the current method (and replaced the run's record of the cell); the checkpoint's
+    fingerprint names the code that trained it."""
+    import fsarbench.provenance as provenance
+
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.tags == {}
+    monkeypatch.setattr(provenance, "code_digest", lambda model: "0123456789abcdef")
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    assert "'protonet [trained with other code]'" in capsys.readouterr().out
+    labels = sorted(str(r.tags.get("variant_label")) for r in fb.load_records(tmp_path / "r"))
+    assert labels == ["None", "trained with other code"]

@@ -239,6 +239,7 @@ def eval_variant_label(
     split: str,
     changed: dict[str, Any] | None = None,
     weights_file: str | None = None,
+    other_code: bool = False,
 ) -> str | None:
     """The variant label of an ``eval`` record that is not a run of the protocol, or ``None``.
 
@@ -255,12 +256,14 @@ def eval_variant_label(
             the head evaluated is not the one trained.
         weights_file: the file name of a checkpoint that is a plain state dict: nothing in it
             says how, on what, or whether the weights were trained under the protocol.
+        other_code: the checkpoint was trained by other code than the installed one.
     """
     stored_label = {"cache": "stored features", "file": "features file"}.get(stored or "", "")
     overrides = ", ".join(f"{k}={v}" for k, v in sorted((changed or {}).items()))
     labels = [
         "untrained" if not checkpoint else "",
         f"weights from {weights_file}" if weights_file else "",
+        "trained with other code" if other_code else "",
         stored_label,
         f"trained on {trained_on}" if trained_on else "",
         f"{split} split" if split != "test" else "",

@@ -268,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
                 checkpoint, parse_hparams(args.hparams), args.method, args.dataset
             ),
             weights_file=_plain_weights_file(args.checkpoint, checkpoint),
+            other_code=_trained_with_other_code(checkpoint, method),
         )
         method = method.to(device)
         result = evaluate_sharded(
@@ -289,6 +290,21 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed()
     return 0
+
+
+def _trained_with_other_code(data: dict[str, Any], method: torch.nn.Module) -> bool:
+    """Whether a frozen-track checkpoint was trained by other code than the installed
+    (method packages or harness: its fingerprint's ``code_digest``). Its number is then that
+    of a model no run of this code would train, scored by this code's head (a model trained
+    with mean pooling was scored with max pooling and filed as the current method). A
+    finetune checkpoint's digest covers its backbone too, which eval does not build."""
+    from fsarbench.provenance import code_digest
+
+    fingerprint = data.get("fingerprint")
+    if not isinstance(fingerprint, dict) or fingerprint.get("track") != "frozen":
+        return False
+    trained = fingerprint.get("code_digest")
+    return bool(trained) and trained != code_digest(method)
 
 
 def _plain_weights_file(path: str | None, data: dict[str, Any]) -> str | None:
