@@ -290,8 +290,12 @@ def _queries_csv_gz(records: dict[str, np.ndarray]) -> bytes:
 def save_result(
     out_dir: str | Path, record: ResultRecord, result: EvalResult | None = None
 ) -> Path:
-    """Write ``record`` (and the per-query rows of ``result``) under ``out_dir/records``."""
+    """Write ``record`` (and the per-query rows of ``result``) under ``out_dir/records``; a
+    record of the same cell already there is moved to ``out_dir/superseded`` first, with a
+    warning when it was evaluated on other test episodes (the cell id does not name the
+    episode count: 'eval --episodes 400' replaced a 500-episode record without a word)."""
     rec_dir = Path(out_dir) / "records"
+    _supersede_replaced(out_dir, record)
     if result is not None:
         atomic_write_bytes(
             rec_dir / f"{record.cell}.queries.csv.gz", _queries_csv_gz(result.records)
@@ -299,6 +303,30 @@ def save_result(
     path = rec_dir / f"{record.cell}.json"
     atomic_write_json(path, dataclasses.asdict(record))
     return path
+
+
+def _supersede_replaced(out_dir: str | Path, record: ResultRecord) -> None:
+    path = Path(out_dir) / "records" / f"{record.cell}.json"
+    try:
+        old = load_record(path)
+    except (OSError, UnreadableRecordError):  # none, or nothing a reader could use
+        return
+    if old.created == record.created:
+        return
+    if (old.episodes, old.queries, old.manifest_hash) != (
+        record.episodes,
+        record.queries,
+        record.manifest_hash,
+    ):
+        log.warning(
+            "%s replaces a record of the same cell on other test episodes (%d episodes, "
+            "%.3f%%); the old one is moved to %s/",
+            record.cell,
+            old.episodes,
+            old.accuracy,
+            SUPERSEDED_DIR,
+        )
+    supersede(out_dir, old)
 
 
 def rewrite_record(out_dir: str | Path, record: ResultRecord) -> None:

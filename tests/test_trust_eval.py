@@ -26,6 +26,7 @@ from fsarbench.features.cache import CacheKey, FeatureCache
 from fsarbench.report.published import load_table
 from fsarbench.report.records import group_entries
 from fsarbench.report.tables import build_table
+from fsarbench.results import load_record
 from fsarbench.training import load_checkpoint
 
 RECIPE = ["--recipe", "steps=2", "val_episodes=4", "episodes_per_step=2", "--no-progress"]
@@ -382,3 +383,17 @@ def test_a_checkpoint_trained_by_other_code_is_a_variant(tmp_path, trained, caps
     assert "'protonet [trained with other code]'" in capsys.readouterr().out
     labels = sorted(str(r.tags.get("variant_label")) for r in fb.load_records(tmp_path / "r"))
     assert labels == ["None", "trained with other code"]
+
+
+def test_an_eval_of_other_episodes_keeps_the_record_it_replaces(tmp_path, trained, caplog):
+    """The cell id does not name the episode count: 'eval --episodes 400' into a folder with
+    the 500-episode record of the cell replaced it without a word and kept nothing."""
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    (first,) = fb.load_records(tmp_path / "r")
+    argv = ["--dataset", "toy", "--checkpoint", str(trained)]
+    assert _eval(tmp_path, *argv, "--episodes", "30") == 0
+    (second,) = fb.load_records(tmp_path / "r")
+    assert second.cell == first.cell and second.episodes == 30
+    assert "replaces a record of the same cell on other test episodes (20 episodes" in caplog.text
+    kept = load_record(tmp_path / "r" / "superseded" / f"{first.cell}.json")
+    assert kept.episodes == 20 and kept.accuracy == first.accuracy
