@@ -457,3 +457,25 @@ def test_a_bundle_refuses_records_its_folder_marks_stale(runs, tmp_path, how):
     path.write_text(json.dumps(data))
     with pytest.raises(BundleError, match=r"is stale \((code:fsarbench_baselines|accepted-stale)"):
         write_bundle(lab, "otam")
+
+
+def test_a_bundle_refuses_a_hand_edited_record(runs, tmp_path):
+    """'bundle' packed a record whose accuracy was edited by hand, exit 0; only a later
+    'verify' refused it."""
+    lab = tmp_path / "lab"
+    shutil.copytree(runs["lab"], lab)
+    record = sorted((lab / "records").glob("otam__*.json"))[0]
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "accuracy": data["accuracy"] + 3.0}))
+    with pytest.raises(BundleError, match="which its per-query rows .* do not give"):
+        write_bundle(lab, "otam")
+
+
+def test_a_bundle_naming_its_method_with_table_markup_is_refused(bundle, tmp_path, capsys):
+    """A bundle's method 'mine | 99.99 ± 0.01 | ... <!--' verified and drew a fake leading
+    row in leaderboard.md, hiding its real number in an HTML comment."""
+    bad = tmp_path / "spoof.zip"
+    bad.write_bytes(pack_bundle("mine | 99.99 ± 0.01 | leader |<!--", _members(bundle)))
+    with pytest.raises(BundleFormatError, match="holds a character no table can print"):
+        verify_bundle(bad)
+    assert main(["verify", str(bad)]) == 2

@@ -32,6 +32,7 @@ from fsarbench.results import (
     ResultRecord,
     load_record,
     query_rows_problem,
+    rows_give_record,
     stale_reasons,
 )
 from fsarbench.version import code_version
@@ -110,6 +111,11 @@ def _queries_of(path: Path, record: ResultRecord) -> dict[str, np.ndarray]:
     if problem:
         raise BundleError(
             f"the per-query rows {qpath} are not {record.cell}'s: {problem}; re-run that cell"
+        )
+    if not rows_give_record(frame.groupby("episode")["correct"].mean().to_numpy(float), record):
+        raise BundleError(  # verify would refuse it; a hand-edited number was packed silently
+            f"record {record.cell} says {record.accuracy}% ± {record.ci95}, which its "
+            f"per-query rows {qpath} do not give (the record was edited); re-run that cell"
         )
     frame = frame.sort_values(["episode", "query"], kind="stable")
     return {c: frame[c].to_numpy(bool if c == "correct" else np.int64) for c in RECORD_FIELDS}
@@ -269,6 +275,21 @@ def _parse_queries(name: str, data: bytes) -> dict[str, np.ndarray]:
     return columns
 
 
+#: Characters a name printed in Markdown/HTML tables cannot hold: a bundle's method named
+#: ``mine | 99.99 ± 0.01 | ... <!--`` drew a fake leading row in leaderboard.md.
+_UNPRINTABLE = re.compile(r"[|<>`\x00-\x1f\x7f]")
+
+
+def _printable_name(path: Path, what: str, name: str) -> str:
+    if _UNPRINTABLE.search(name):
+        raise BundleFormatError(
+            f"{path}: {what} {name!r} holds a character no table can print as it is "
+            "(|, <, >, ` or a control character); names are method names such as "
+            "'my-head' or 'my-head[k=v]'"
+        )
+    return name
+
+
 def read_bundle(path: str | Path) -> Bundle:
     """Read and integrity-check a bundle (format, version, members' sha256); the numbers
     are checked by :func:`fsarbench.bundles.verify.verify_bundle`."""
@@ -277,10 +298,12 @@ def read_bundle(path: str | Path) -> Bundle:
         raise FileNotFoundError(f"bundle {path} does not exist")
     members = _read_members(path)
     index = _check_index(path, members)
-    method = str(index.get("method", ""))
+    method = _printable_name(path, "its method", str(index.get("method", "")))
     records = []
     for name in sorted(n for n in members if n.startswith("records/")):
         record = _parse_record(name, members[name])
+        for field in ("method", "dataset", "split_variant", "track", "protocol"):
+            _printable_name(path, f"{name}'s {field}", str(getattr(record, field)))
         stem = name[len("records/") : -len(".json")]
         qname = f"queries/{stem}.npz"
         if qname not in members:
