@@ -397,3 +397,20 @@ def test_an_eval_of_other_episodes_keeps_the_record_it_replaces(tmp_path, traine
     assert "replaces a record of the same cell on other test episodes (20 episodes" in caplog.text
     kept = load_record(tmp_path / "r" / "superseded" / f"{first.cell}.json")
     assert kept.episodes == 20 and kept.accuracy == first.accuracy
+
+
+def test_a_model_trained_with_hparams_is_filed_under_them(tmp_path, trained, monkeypatch):
+    """'train otam --hparams {"lam": 0.5}' then 'eval' was filed as plain 'otam' and ranked
+    beside the protocol's model; run names such a model 'otam[lam=0.5]'."""
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    out = tmp_path / "lam"
+    argv = ["train", "otam", "--dataset", "toy", "--out", str(out), *RECIPE]
+    assert main([*argv, "--hparams", '{"lam": 0.5}']) == 0
+    assert (
+        main(["train", "otam", "--dataset", "toy", "--out", str(tmp_path / "plain"), *RECIPE]) == 0
+    )
+    for model in (out, tmp_path / "plain"):
+        argv = ["eval", "otam", "--way", "5", "--shot", "1", "--episodes", "20", "--dataset", "toy"]
+        argv += ["--checkpoint", str(model / "best.pt"), "--device", "cpu"]
+        assert main([*argv, "--out", str(tmp_path / "r")]) == 0
+    assert sorted(r.method for r in fb.load_records(tmp_path / "r")) == ["otam", "otam[lam=0.5]"]

@@ -220,6 +220,31 @@ def changed_hparams(
     return {k: v for k, v in given.items() if asked.get(k) != trained.get(k)}
 
 
+def trained_name(name: str, data: dict[str, Any], dataset: str | None) -> str:
+    """The name a trainer checkpoint's record is filed under: ``name`` plus the
+    hyper-parameters it was trained with where they differ from the method's defaults on the
+    dataset it was trained on, as ``run`` names such models (``my-head[temperature=5.0]``):
+    'train my-head --hparams ...' then 'eval' was filed as the plain method, ranked beside
+    the protocol's model. A name that already carries overrides, or a plain state dict, is
+    kept as it is."""
+    from fsarbench.config import ConfigError, config_to_dict
+    from fsarbench.registry import method_config
+    from fsarbench.report.records import overrides_of
+
+    stored = data.get("hparams") if isinstance(data.get("method"), dict) else None
+    if overrides_of(name) or not isinstance(stored, dict) or not stored:
+        return name
+    fingerprint = data.get("fingerprint")
+    on = (fingerprint.get("dataset") if isinstance(fingerprint, dict) else None) or dataset
+    try:
+        trained = config_to_dict(method_config(name, on, **stored))
+        default = config_to_dict(method_config(name, on))
+    except ConfigError:  # a stored key this code no longer knows: building it fails anyway
+        return name
+    changed = [f"{k}={trained[k]}" for k in sorted(trained) if trained[k] != default.get(k)]
+    return f"{name}[{','.join(changed)}]" if changed else name
+
+
 def check_num_train_classes(data: dict[str, Any], given: int | None, where: str) -> None:
     """``--num-train-classes`` must agree with the checkpoint's own count, when it has one
     (it was silently ignored: the checkpoint's was used)."""

@@ -42,6 +42,7 @@ from fsarbench.cli.eval_checks import (
     check_num_train_classes,
     eval_variant_label,
     features_origin,
+    trained_name,
 )
 from fsarbench.data.protocols import list_protocols
 from fsarbench.environment import compute_environment
@@ -258,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             origin, split = _checked_checkpoint(args, checkpoint), "test"
             store, manifest, method, meta, names = _dataset_mode(args, device, checkpoint)
-        meta["name"] = origin.name
+        meta["name"] = trained_name(origin.name, checkpoint, args.dataset)
         meta["variant"] = eval_variant_label(
             checkpoint=bool(args.checkpoint),
             stored=_stored_kind(args.features, meta["features"]),
