@@ -108,3 +108,20 @@ def test_a_row_mixing_a_changed_cell_with_default_ones_names_the_cell(tmp_path):
     text = recipe_changes_text(records)
     assert text.endswith("steps=50 for protonet (5-way 1-shot).")
     assert recipe_changes_text(records[:1]).endswith("steps=50 for every method.")
+
+
+def test_compare_names_frame_features_apart_from_the_preset(tmp_path, capsys):
+    """'compare my-head trx' gave its verdict without a word that my-head ran on 96-px
+    features (leaderboard and tables said so)."""
+    from fsarbench.cli.main import main
+    from fsarbench.experiments.features import feature_preset
+
+    made = {k: v for k, v in dataclasses.asdict(feature_preset("synth")).items() if k != "tiny"}
+    m = fb.make_manifest(np.repeat(np.arange(10), 6), way=5, shot=1, queries=1, episodes=50)
+    rng = np.random.default_rng(1)
+    for name, features in (("mine", {**made, "resolution": 96}), ("theirs", made)):
+        save_simulated_record(tmp_path, m, name, 0.6, rng, dataset="synth", features=features)
+    assert main(["compare", "mine", "theirs", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "Note: Frame features changed from the dataset's preset" in out
+    assert "resolution=96 for mine." in out

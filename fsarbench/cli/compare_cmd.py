@@ -20,6 +20,7 @@ from fsarbench.report.compare import (
     compare_systems,
     resolution_warning,
 )
+from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
 from fsarbench.stats.rounding import difference, fixed
 
@@ -161,4 +162,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"Training seeds, {c.setting.label}: " + "; ".join(parts))
     if any(c.a.synthetic or c.b.synthetic for c in comps):
         print("Note: synthetic features; not comparable with published numbers.")
+    changed = recipe_changes_text([r for c in comps for e in (c.a, c.b) for r in e.records])
+    if changed:  # the tables said so; the command asking "is A better?" did not
+        print(f"Note: {changed}")
     return 0
