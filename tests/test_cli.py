@@ -369,3 +369,34 @@ def test_no_help_text_shows_a_doubled_percent_sign():
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     for name, command in sub.choices.items():
         assert "%%" not in command.format_help(), name
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "protonet", "--dataset", "synth", "--out", "{file}"],
+        ["run", "--method", "protonet", "--out", "{file}"],
+        ["train", "protonet", "--out", "{file}"],
+        ["report", "--out", "{file}"],
+        ["figures", "--out", "{file}"],
+        ["merge", "--out", "{file}"],
+        ["bundle", "--method", "protonet", "--out", "{folder}"],
+    ],
+)
+def test_an_out_of_the_wrong_kind_is_refused_before_any_work(argv, tmp_path, capsys):
+    """'--out results.csv' ran a whole evaluation, then stopped with NotADirectoryError and
+    lost its result; 'bundle --out FOLDER' stopped with IsADirectoryError."""
+    file = tmp_path / "results.csv"
+    file.write_text("a user's file\n")
+    argv = [a.format(file=file, folder=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err or "is a folder, not a file" in err
+    assert file.read_text() == "a user's file\n"
+
+
+def test_verify_names_a_folder_given_for_a_bundle(tmp_path, capsys):
+    assert main(["verify", str(tmp_path)]) == 2
+    assert "is a folder, not a bundle file" in capsys.readouterr().err

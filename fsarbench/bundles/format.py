@@ -294,6 +294,8 @@ def read_bundle(path: str | Path) -> Bundle:
     """Read and integrity-check a bundle (format, version, members' sha256); the numbers
     are checked by :func:`fsarbench.bundles.verify.verify_bundle`."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder, not a bundle file (a .zip 'bundle' wrote)")
     if not path.is_file():
         raise FileNotFoundError(f"bundle {path} does not exist")
     members = _read_members(path)

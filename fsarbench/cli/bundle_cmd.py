@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from fsarbench.cli.common import file_path
 from fsarbench.report.cli_args import add_runs_arg
 
 
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="method name as its records carry it")
     p.add_argument(
         "--out",
+        type=file_path,
         default=None,
         metavar="FILE",
         help="bundle file to write (default RUNS/bundles/<method>.zip)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "apply_splits_dir",
     "parse_overrides",
     "seed_value",
+    "folder_path",
+    "file_path",
 ]
 
 
@@ -35,6 +38,30 @@ def at_least(low: int):
 
     parse.__name__ = "integer"  # argparse names the type in its messages
     return parse
+
+
+def folder_path(text: str) -> Path:
+    """An argparse ``type`` for an output folder: refused before any work when a file is
+    there (``--out results.csv`` ran a whole evaluation, then stopped with a traceback and
+    lost its result)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder: name a folder")
+    return path
+
+
+folder_path.__name__ = "folder"
+
+
+def file_path(text: str) -> Path:
+    """An argparse ``type`` for an output file: refused when a folder is there."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file: name a file")
+    return path
+
+
+file_path.__name__ = "file"
 
 
 #: Largest seed every generator takes (torch's manual_seed, numpy's SeedSequence, Philox keys).

@@ -27,6 +27,7 @@ from fsarbench.cli.common import (
     at_least,
     episode_count,
     episodes_help,
+    folder_path,
     parse_hparams,
     seed_value,
 )
@@ -142,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint trained on another dataset than --dataset (recorded as "
         "the variant 'trained on <dataset>', kept out of paper tables)",
     )
-    p.add_argument("--out", default=None, help="results folder for the record")
+    p.add_argument("--out", type=folder_path, default=None, help="results folder for the record")
     add_nonfinite_argument(p)
     p.set_defaults(func=run)
 

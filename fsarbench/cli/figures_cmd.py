@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fsarbench.cli.common import folder_path
 from fsarbench.report.cli_args import (
     add_filter_args,
     add_runs_arg,
@@ -23,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(Figure 2) and forest plots of paired differences.",
     )
     add_runs_arg(p)
-    p.add_argument("--out", default=None, help="output folder (default: RUNS/figures)")
+    p.add_argument(
+        "--out", type=folder_path, default=None, help="output folder (default: RUNS/figures)"
+    )
     p.add_argument(
         "--forest",
         nargs=2,

@@ -17,6 +17,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from fsarbench.cli.common import folder_path
 from fsarbench.results import (
     OUTSIDE_TAG,
     ResultRecord,
@@ -39,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Refuses records evaluated on different test episodes (other --episodes or --seed, "
         "queries per class, or other test videos) unless --allow-mixed-episodes is given.",
     )
-    p.add_argument("--out", type=Path, required=True, help="results folder shared by the shards")
+    p.add_argument(
+        "--out", type=folder_path, required=True, help="results folder shared by the shards"
+    )
     p.add_argument(
         "--allow-mixed-episodes",
         action="store_true",

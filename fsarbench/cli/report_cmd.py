@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fsarbench.cli.common import folder_path
 from fsarbench.report.cli_args import add_runs_arg, add_stats_args, resamples
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
@@ -19,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "click. One file, no server, nothing fetched: open it from disk or any static host.",
     )
     add_runs_arg(p)
-    p.add_argument("--out", default=None, help="output folder (default: RUNS/report)")
+    p.add_argument(
+        "--out", type=folder_path, default=None, help="output folder (default: RUNS/report)"
+    )
     p.add_argument(
         "--bootstrap",
         type=resamples,

@@ -19,6 +19,7 @@ from fsarbench.cli.common import (
     at_least,
     episode_count,
     episodes_help,
+    folder_path,
     parse_overrides,
     seed_value,
 )
@@ -168,7 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     how.add_argument(
         "--out",
-        type=Path,
+        type=folder_path,
         default=DEFAULT_OUT,
         help="results folder (default $FSARBENCH_RUNS, else results/runs/default)",
     )

@@ -17,6 +17,7 @@ from fsarbench.cli.common import (
     add_protocol_argument,
     add_splits_dir_argument,
     apply_splits_dir,
+    folder_path,
     parse_hparams,
     parse_overrides,
     seed_value,
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dataset", required=True, help="dataset name (see 'list datasets'), e.g. synth"
     )
     p.add_argument("--track", choices=["frozen", "finetune"], default="frozen")
-    p.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}/<method>")
+    p.add_argument("--out", type=folder_path, default=None, help=f"default {DEFAULT_OUT}/<method>")
     p.add_argument("--seed", type=seed_value, default=0, help="training seed")
     p.add_argument("--hparams", default="{}", help="JSON of method hyper-parameters")
     p.add_argument(
