@@ -414,3 +414,13 @@ def test_a_model_trained_with_hparams_is_filed_under_them(tmp_path, trained, mon
         argv += ["--checkpoint", str(model / "best.pt"), "--device", "cpu"]
         assert main([*argv, "--out", str(tmp_path / "r")]) == 0
     assert sorted(r.method for r in fb.load_records(tmp_path / "r")) == ["otam", "otam[lam=0.5]"]
+
+
+def test_manifest_mode_refuses_the_dataset_modes_episode_flags(tmp_path, capsys):
+    """'eval --features F --manifest M --way 10 --shot 3 --episodes 20 --seed 3' evaluated
+    the manifest's 5-way 1-shot 100 episodes without a word that the flags were ignored."""
+    features, manifest = _cache(tmp_path, dataset=None)
+    argv = ["eval", "protonet", "--features", features, "--manifest", manifest, "--device", "cpu"]
+    err = _refused(capsys, [*argv, "--way", "10", "--shot", "1", "--episodes", "7"])
+    assert "--way 10, --episodes 7 contradict --manifest" in err
+    assert main([*argv, "--way", "5", "--shot", "1"]) == 0  # the manifest's own: fine

@@ -78,16 +78,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dataset's test split is used",
     )
     p.add_argument("--manifest", default=None, help="manifest JSON written by make_manifest")
-    p.add_argument("--way", type=at_least(2), default=5, help="dataset mode: N-way")
-    p.add_argument("--shot", type=at_least(1), default=1, help="dataset mode: K-shot")
+    p.add_argument("--way", type=at_least(2), default=None, help="dataset mode: N-way (5)")
+    p.add_argument("--shot", type=at_least(1), default=None, help="dataset mode: K-shot (1)")
     p.add_argument(
         "--episodes",
         type=episode_count,
-        default=10_000,
+        default=None,
         help=episodes_help("dataset mode: test episodes"),
     )
     p.add_argument(
-        "--seed", type=seed_value, default=0, help="dataset mode: seed of the test episodes"
+        "--seed", type=seed_value, default=None, help="dataset mode: seed of the test episodes (0)"
     )
     p.add_argument("--root", default=None, help="dataset mode: data root (default $FSAR_DATA)")
     p.add_argument("--cache", default=None, help="dataset mode: feature cache root")
@@ -251,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
             origin = _checked_checkpoint(args, checkpoint)
             check_cache_fits(origin, opened, args.features)
             manifest = Manifest.load(args.manifest)
+            _check_manifest_flags(args, manifest)
             store, video_classes = _serving_store(opened, manifest)
             method, meta, names = (
                 build_method(args, store.feature_shape, checkpoint),
@@ -471,7 +472,34 @@ def _names(store, video_classes, manifest: Manifest) -> list[str] | None:
     return manifest_class_names(manifest, video_classes, table)
 
 
+#: Dataset mode's episode settings and their defaults (a manifest fixes them itself).
+EPISODE_DEFAULTS = {"way": 5, "shot": 1, "episodes": 10_000, "seed": 0}
+
+
+def _check_manifest_flags(args: argparse.Namespace, manifest: Manifest) -> None:
+    """``--way/--shot/--episodes/--seed`` given with ``--manifest`` must be the manifest's:
+    they were ignored, and its own episodes evaluated without a word."""
+    own = {
+        "way": manifest.spec.way,
+        "shot": manifest.spec.shot,
+        "episodes": manifest.episodes,
+        "seed": manifest.spec.seed,
+    }
+    wrong = [f"--{k} {args.given[k]}" for k in own if k in args.given and args.given[k] != own[k]]
+    if wrong:
+        raise ValueError(
+            f"{', '.join(wrong)} contradict{'s' if len(wrong) == 1 else ''} --manifest "
+            f"{args.manifest} ({own['way']}-way {own['shot']}-shot, {own['episodes']} "
+            f"episodes, seed {own['seed']}), whose episodes are evaluated: those flags set the "
+            "episodes of --dataset mode. Leave them out, or draw another manifest"
+        )
+
+
 def _check_mode(args: argparse.Namespace) -> None:
+    args.given = {k: getattr(args, k) for k in EPISODE_DEFAULTS if getattr(args, k) is not None}
+    for key, default in EPISODE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     if bool(args.features) != bool(args.manifest):
         raise ValueError(
             "--features and --manifest go together; or give neither and evaluate on "
