@@ -400,3 +400,11 @@ def test_an_out_of_the_wrong_kind_is_refused_before_any_work(argv, tmp_path, cap
 def test_verify_names_a_folder_given_for_a_bundle(tmp_path, capsys):
     assert main(["verify", str(tmp_path)]) == 2
     assert "is a folder, not a bundle file" in capsys.readouterr().err
+
+
+def test_bootstrap_takes_enough_resamples_for_a_95_percent_interval(capsys):
+    """'compare --bootstrap 1' printed '+4.52 [+3.16, +3.16]': an interval of one resample
+    that excluded its own estimate."""
+    with pytest.raises(SystemExit):
+        main(["compare", "a", "b", "--bootstrap", "39"])
+    assert "at least 40 (each 2.5% tail" in capsys.readouterr().err

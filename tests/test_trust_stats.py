@@ -328,12 +328,12 @@ def test_compare_warns_when_the_bootstrap_resolution_holds_a_verdict_back(tmp_pa
 
     systems = [DemoSystem("lead", train_seeds=(0, 1, 2)), DemoSystem("weak", noise=3.0)]
     write_demo_records(tmp_path, systems, settings=[(5, 1)], episodes=200)
-    argv = ["compare", "lead", "weak", "--runs", str(tmp_path), "--bootstrap"]
-    assert main([*argv, "9"]) == 0
+    argv = ["compare", "lead", "weak", "--runs", str(tmp_path), "--alpha", "0.01", "--bootstrap"]
+    assert main([*argv, "40"]) == 0  # the fewest resamples --bootstrap takes
     out = capsys.readouterr().out
     assert "no significant difference" in out
     assert "held back by the seed-level bootstrap's resolution" in out
-    assert "--bootstrap 40 or more" in out
+    assert "--bootstrap 200 or more" in out
     assert main([*argv, "400"]) == 0
     out = capsys.readouterr().out
     assert "lead better" in out and "held back" not in out
