@@ -202,20 +202,29 @@ def test_a_synthetic_stand_in_is_not_ranked_against_real_runs(tmp_path):
     assert cell.significant
 
 
-def test_leaderboard_leaves_out_a_setting_it_cannot_rank(tmp_path, capsys):
+def test_leaderboard_ranks_a_setting_on_the_episodes_most_of_its_systems_share(tmp_path, capsys):
+    """One record that lost a test video took its whole setting off the leaderboard ("no
+    setting could be ranked"), the entries on the official episodes included; now it alone
+    is left out, named."""
     rng = np.random.default_rng(5)
     manifest = _manifest()
-    _save(tmp_path, manifest, "A", 0.8, rng)
-    _save(tmp_path, manifest, "B", 0.6, rng)
-    # one setting of "other", its two systems drawn from different test pools
+    for name, acc in (("A", 0.8), ("B", 0.6), ("C", 0.7)):
+        _save(tmp_path, manifest, name, acc, rng)
+    _save(tmp_path, manifest, "D", 0.7, rng, skipped_videos=["test/c1_v0: unreadable"])
+    # one setting of "other", its two systems drawn from different test pools: no majority,
+    # so the setting cannot be ranked
     _save(tmp_path, _manifest(dataset="other", classes=10), "A", 0.7, rng, dataset="other")
     _save(tmp_path, _manifest(dataset="other", classes=11), "B", 0.7, rng, dataset="other")
     assert main(["leaderboard", "--runs", str(tmp_path), "--bootstrap", "100"]) == 0
     out = capsys.readouterr()
-    assert "note: left out the setting: cannot compare" in out.err and "other" in out.err
-    assert "## toy 5-way 1-shot" in out.out and "## other 5-way" not in out.out
-    md = (tmp_path / "leaderboard.md").read_text()  # the note is written there too
-    assert "- left out the setting: cannot compare" in md and "## other 5-way" not in md
+    setting = "toy 5-way 1-shot (300 episodes, 2 queries/class)"
+    assert f"note: left out D in {setting}: evaluated on other test episodes" in out.err
+    toy = out.out.split("## toy 5-way 1-shot")[1].split("##")[0]
+    assert all(f"| {s} " in toy for s in "ABC") and "| D " not in toy
+    assert "note: left out the setting: cannot compare" in out.err
+    assert "## other 5-way" not in out.out
+    md = (tmp_path / "leaderboard.md").read_text()  # the notes are written there too
+    assert "- left out the setting: cannot compare" in md and "- left out D in toy" in md
 
 
 def test_a_table_names_the_entries_that_lost_their_cell_to_another(tmp_path):

@@ -83,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
         test=args.test,
         n_boot=args.bootstrap,
     )
-    print_left_out(unranked, "the setting: ")
+    print_left_out(unranked)
     if not board:
         raise ValueError(f"no setting under {args.runs} could be ranked (see the notes above)")
-    notes = [f"left out {r}" for r in left_out] + [f"left out the setting: {r}" for r in unranked]
+    notes = [f"left out {r}" for r in left_out + unranked]
     tie_note = untested_note(args.test, untested)
     for note in ([tie_note] if tie_note else []) + held:
         print(f"note: {note}", file=sys.stderr)

@@ -12,6 +12,7 @@ Holm family is every comparison made in that setting.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +157,8 @@ def build_leaderboard(
         by_setting.setdefault(e.setting, []).append(e)
     board = {}
     for setting, group in sorted(by_setting.items()):
+        if left_out is not None:
+            group = _on_shared_episodes(setting, group, left_out)
         pairs: list[str] = []
         family: list = []
         try:
@@ -172,7 +175,7 @@ def build_leaderboard(
         except UnpairedError as err:
             if left_out is None:
                 raise
-            left_out.append(str(err))
+            left_out.append(f"the setting: {err}")
             continue
         if pairs and untested is not None:
             untested[setting] = pairs
@@ -181,6 +184,27 @@ def build_leaderboard(
             if line:
                 held.append(f"{setting.label}: {line}")
     return board
+
+
+def _on_shared_episodes(setting: Setting, group: list[Entry], left_out: list[str]) -> list[Entry]:
+    """The entries of ``group`` on the test episodes most of them share; the others are left
+    out, each named: one record that lost a test video took its whole setting off the
+    leaderboard, four current entries on the official episodes included. Without a
+    majority (two systems, two sets of episodes) ``group`` is returned whole, and ranking it
+    names the setting as one that cannot be ranked."""
+    counts = Counter(e.episodes_key for e in group).most_common()
+    if len(counts) < 2 or counts[0][1] == counts[1][1]:
+        return group
+    shared = counts[0][0]
+    kept = [e for e in group if e.episodes_key == shared]
+    left_out += [
+        f"{e.system} in {setting.label}: evaluated on other test episodes (other test videos "
+        f"or test list) than the {len(kept)} other system(s) of its setting, so it cannot be "
+        "ranked against them by paired tests"
+        for e in group
+        if e.episodes_key != shared
+    ]
+    return kept
 
 
 #: Why a test has no p-value for a comparison, and what to do instead.
