@@ -368,3 +368,16 @@ def test_bootstrap_must_be_a_positive_count(command, value, capsys):
         main([*command.split(), "--runs", "nowhere", "--bootstrap", value])
     assert exit_info.value.code == 2
     assert "--bootstrap" in capsys.readouterr().err
+
+
+def test_compare_prints_no_discordant_counts_where_mcnemar_did_not_run(tmp_path, capsys):
+    """Between entries of different training seeds McNemar has no p-value, and the row said
+    'n/a / n/a (0:0)', which reads as "no discordant query"."""
+    from fsarbench.cli.main import main
+    from fsarbench.report.demo import DemoSystem, write_demo_records
+
+    systems = [DemoSystem("lead", train_seeds=(0, 1)), DemoSystem("weak", noise=3.0)]
+    write_demo_records(tmp_path, systems, settings=[(5, 1)], episodes=60)
+    assert main(["compare", "lead", "weak", "--runs", str(tmp_path), "--bootstrap", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "n/a / n/a (n/a)" in out and "(0:0)" not in out

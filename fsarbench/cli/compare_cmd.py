@@ -61,9 +61,17 @@ def _row(c: SettingComparison) -> list[str]:
         # hierarchical bootstrap's and per-seed test's p), so raw and adjusted read together
         *(f"{format_p(s.p_value(TESTS[t]))} / {format_p(adj[t])}" for t in ("ttest", "wilcoxon")),
         f"{format_p(s.p_value(TESTS['mcnemar']))} / {format_p(adj['mcnemar'])} "
-        f"({s.mcnemar_a_only}:{s.mcnemar_b_only})",
+        f"({_discordant(s)})",
         c.verdict,
     ]
+
+
+def _discordant(s) -> str:
+    """``"A:B"`` discordant queries, or ``n/a`` where McNemar did not run (training seeds
+    differ): ``(0:0)`` read as "no discordant query"."""
+    if math.isnan(s.p_value(TESTS["mcnemar"])):
+        return "n/a"
+    return f"{s.mcnemar_a_only}:{s.mcnemar_b_only}"
 
 
 def _family(comps: list[SettingComparison], test: str) -> str:
