@@ -408,3 +408,10 @@ def test_bootstrap_takes_enough_resamples_for_a_95_percent_interval(capsys):
     with pytest.raises(SystemExit):
         main(["compare", "a", "b", "--bootstrap", "39"])
     assert "at least 40 (each 2.5% tail" in capsys.readouterr().err
+
+
+def test_check_method_names_bad_hparams_once(capsys):
+    """A mistyped --hparams failed all 12 checks with the same ConfigError, 12 times."""
+    assert main(["check-method", "protonet", "--hparams", '{"prototype": true}']) == 1
+    out = capsys.readouterr().out
+    assert out.count("unknown key 'prototype'") == 1 and "(no check ran)" in out

@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fsarbench.cli.common import parse_hparams
-    from fsarbench.registry import method_info
+    from fsarbench.config import ConfigError
+    from fsarbench.registry import method_config, method_info
     from fsarbench.testing.contract import CONTRACT_CHECKS, contract_hparams
 
     hparams = parse_hparams(args.hparams)
@@ -60,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for name in names:
         print(f"{name}:")
+        try:  # one bad --hparams failed every check with the same message
+            method_config(name, args.dataset, **hparams)
+        except ConfigError as err:
+            failed += len(CONTRACT_CHECKS)
+            print(f"  FAIL --hparams: {err} (no check ran)")
+            continue
         for check_name, check in CONTRACT_CHECKS.items():
             try:
                 with contract_hparams(hparams, **setting):
