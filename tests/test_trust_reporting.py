@@ -304,6 +304,24 @@ def test_compare_finds_a_system_whose_records_are_all_stale_by_its_plain_name(tm
     assert "alpha ‡stale better" in capsys.readouterr().out
 
 
+def test_the_leaderboard_says_what_the_stale_mark_means(tmp_path, capsys):
+    """leaderboard.md and the report's leaderboard showed '‡stale' on systems with no word
+    of what it means (only paper tables explained it)."""
+    from fsarbench.provenance import pipeline_digest
+    from fsarbench.report.page import collect_report
+
+    m = _manifest()
+    rng = np.random.default_rng(7)
+    older = {"code": {"harness": "0" * 16, "pipeline": pipeline_digest()}}
+    save_simulated_record(tmp_path, m, "alpha", 0.8, rng, provenance=older)
+    save_simulated_record(tmp_path, m, "beta", 0.6, rng)
+    assert main(["leaderboard", "--runs", str(tmp_path), "--bootstrap", "100"]) == 0
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "alpha ‡stale" in md and "- ‡stale: made by other code than the installed one" in md
+    notes = collect_report(tmp_path, n_boot=50, figures=False).board_notes
+    assert any(n.startswith("‡stale: made by other code") for n in notes)
+
+
 def test_ours_in_a_column_without_any_baseline_run_is_counted_as_untested(tmp_path):
     """No star and no note: a reader took the missing * for "not significant"."""
     rng = np.random.default_rng(6)

@@ -60,8 +60,7 @@ def _row(c: SettingComparison) -> list[str]:
         # raw: the p that Holm adjusts (with several seeds, the largest of the episode-level,
         # hierarchical bootstrap's and per-seed test's p), so raw and adjusted read together
         *(f"{format_p(s.p_value(TESTS[t]))} / {format_p(adj[t])}" for t in ("ttest", "wilcoxon")),
-        f"{format_p(s.p_value(TESTS['mcnemar']))} / {format_p(adj['mcnemar'])} "
-        f"({_discordant(s)})",
+        f"{format_p(s.p_value(TESTS['mcnemar']))} / {format_p(adj['mcnemar'])} ({_discordant(s)})",
         c.verdict,
     ]
 

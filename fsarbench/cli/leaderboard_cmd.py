@@ -20,6 +20,7 @@ from fsarbench.report.leaderboard import (
     untested_note,
     write_leaderboard,
 )
+from fsarbench.report.tables import stale_note
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"no setting under {args.runs} could be ranked (see the notes above)")
     notes = [f"left out {r}" for r in left_out + unranked]
     tie_note = untested_note(args.test, untested)
-    for note in ([tie_note] if tie_note else []) + held:
+    stale = stale_note([st.entry for standings in board.values() for st in standings])
+    for note in [n for n in (tie_note, stale) if n] + held:
         print(f"note: {note}", file=sys.stderr)
         notes.append(note)
     kw = {"alpha": args.alpha, "test": args.test, "notes": notes}

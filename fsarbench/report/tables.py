@@ -320,15 +320,22 @@ def _mark_other_tracks(rows: list[TableRow], track: str | None) -> None:
 def _stale_notes(rows: list[TableRow]) -> list[str]:
     """What :data:`STALE_MARK` means, with the reasons of the stale cells shown; none when
     every run cell is current."""
-    stale = [c.entry for r in rows for c in r.cells if c.entry is not None and c.entry.stale]
+    note = stale_note([c.entry for r in rows for c in r.cells if c.entry is not None])
+    return [f"{note} Where a cell has both, the current record is shown."] if note else []
+
+
+def stale_note(entries: list[Entry]) -> str:
+    """What :data:`STALE_MARK` means, with the reasons of the stale ``entries``; ``""``
+    when all are current (the leaderboard and report showed the mark unexplained)."""
+    stale = [e for e in entries if e.stale]
     if not stale:
-        return []
+        return ""
     why = sorted({w for e in stale for rec in e.records for w in stale_reasons(rec)})
-    return [
+    return (
         f"{STALE_MARK}: made by other code than the installed one, or kept with run "
         f"--reuse-stale ({', '.join(why)}); not a result of the current code: re-run these "
-        "cells to refresh them. Where a cell has both, the current record is shown."
-    ]
+        "cells to refresh them."
+    )
 
 
 def _track_notes(spec: TableSpec, entries: list[Entry], source: str) -> list[str]:

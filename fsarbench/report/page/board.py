@@ -12,6 +12,7 @@ from fsarbench.report.leaderboard import Standing, build_leaderboard, untested_n
 from fsarbench.report.page.provenance import Provenance, entry_provenance
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import Entry, Setting
+from fsarbench.report.tables import stale_note
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
 from fsarbench.stats.rounding import difference, fixed
 
@@ -106,4 +107,5 @@ def collect_leaderboard(
     notes = [f"not ranked: {reason}" for reason in unranked] + held
     changed = recipe_changes_text(ranked)
     tie_note = untested_note(test, untested)
-    return sections, notes + [n for n in (tie_note, changed) if n]
+    stale = stale_note([st.entry for standings in board.values() for st in standings])
+    return sections, notes + [n for n in (tie_note, changed, stale) if n]
