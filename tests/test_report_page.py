@@ -58,6 +58,23 @@ def test_tables_with_records_shown_beside_published_rest_noted(data, runs, small
     ]
 
 
+def test_verdict_columns_of_numbers_sort_as_numbers(data) -> None:
+    """'A acc.', 'B acc.' and 'p raw' sorted as text: '1.2e-28' after '0.244'."""
+    page = render_report(data)
+    table = page.split('<table class="verdicts sortable">')[1].split("</table>")[0]
+    head = table.split("</thead>")[0]
+    assert 'data-type="text">A acc.' not in head and 'data-type="text">p raw' not in head
+    row = data.verdicts[0]
+    assert row.acc_a_value == pytest.approx(float(row.acc_a.split(" ±")[0]), abs=0.005)
+
+
+def test_the_banner_names_every_synthetic_dataset(data) -> None:
+    """The banner named `synth` alone where Tables 3 and 4 stood on `synth-planted`."""
+    assert data.synthetic_datasets == ("synth", "synth-planted")
+    page = render_report(data)
+    assert "<code>synth</code>, <code>synth-planted</code>) standing in" in page
+
+
 def test_leaderboard_matches_build_leaderboard_with_ties(data, runs) -> None:
     entries = [e for e in load_entries(runs) if not e.is_variant]
     board = build_leaderboard(runs, entries, n_boot=200)

@@ -44,6 +44,7 @@ class ReportData:
     figures: list[FigureView]
     health: list[DatasetHealth]
     synthetic: bool = False
+    synthetic_datasets: tuple[str, ...] = ()
 
 
 def _records(run_dir: Path, unreadable: list[str]):
@@ -116,4 +117,5 @@ def collect_report(
         figures=figs,
         health=data_health(records),
         synthetic=any(e.synthetic for e in entries),
+        synthetic_datasets=tuple(sorted({e.setting.dataset for e in entries if e.synthetic})),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,8 @@ MAX_PAIRS = 30
 
 @dataclass(frozen=True)
 class VerdictRow:
-    """One pair in one setting, as printed; ``diff_value`` and ``p_holm_value`` sort it."""
+    """One pair in one setting, as printed; the ``*_value`` fields sort it (as numbers: the
+    texts sorted '1.2e-28' after '0.244')."""
 
     setting: str
     a: str
@@ -39,6 +41,9 @@ class VerdictRow:
     verdict: str
     winner: str  # "a", "b" or "" (no significant difference)
     level: str
+    acc_a_value: float = math.nan
+    acc_b_value: float = math.nan
+    p_raw_value: float = math.nan
 
 
 def choose_pairs(entries: list[Entry], ours: set[str]) -> tuple[list[tuple[str, str]], list[str]]:
@@ -72,6 +77,9 @@ def _row(c: SettingComparison) -> VerdictRow:
         diff_value=s.diff,
         p_holm_value=c.adjusted[c.test],
         verdict=c.verdict,
+        acc_a_value=s.acc_a,
+        acc_b_value=s.acc_b,
+        p_raw_value=s.p_value(TESTS[c.test]),
         winner=_winner(c),
         level=verdict_level(s),
     )
