@@ -390,3 +390,17 @@ def test_a_cell_of_two_tracks_shows_the_tables_own_and_marks_the_other(tmp_path)
     assert otam.mark == trx.mark == ""  # one cell per track: nothing to rank either against
     (note,) = [n for n in table.notes if n.startswith("not shown")]
     assert "the table's own track wins" in note
+
+
+def test_the_significance_note_of_an_ablation_table_names_other_rows(tmp_path) -> None:
+    """Table 5's note called the best other λ 'the best baseline'."""
+    write_demo_records(
+        tmp_path,
+        [DemoSystem("sgtm-otam"), DemoSystem("sgtm-otam[lambda_recon=0.1]", noise=3.0)],
+        settings=[(5, 1)],
+        episodes=60,
+    )
+    table = build_table(load_table(5), load_entries(tmp_path), source="runs")
+    mark_significant(table, tmp_path)
+    (note,) = [n for n in table.notes if n.startswith("*:")]
+    assert "the best other row run of the column" in note

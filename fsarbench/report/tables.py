@@ -405,8 +405,10 @@ def mark_significant(
     for (cell, comp), p in zip(tests, adjusted):
         cell.significant = bool(p <= alpha and comp.diff > 0)
     if tests:
+        # in the ablation tables (3-5) the other rows are variants of ours, not baselines
+        other = "other row" if table.spec.table in (3, 4, 5) else "other method"
         table.notes.append(
-            f"*: significantly better than the best baseline run of the column "
+            f"*: significantly better than the best {other} run of the column "
             f"(paired {test}, Holm over {len(tests)} cells, α = {alpha})."
         )
     if untested:
