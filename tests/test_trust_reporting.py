@@ -436,3 +436,20 @@ def test_run_refuses_abbreviated_flags():
     the exact flag names from the jobs' command lines."""
     with pytest.raises(SystemExit):
         main(["run", "--launch", "local", "--method", "protonet"])
+
+
+def test_compare_says_a_setting_holds_several_configurations_of_a_name(tmp_path, capsys):
+    """Where 'alpha' has two configurations in a setting (named 'alpha @<key>' there),
+    compare said "only beta has records there", which is false."""
+    m = _manifest()
+    rng = np.random.default_rng(8)
+    save_simulated_record(tmp_path, m, "alpha", 0.7, rng, hparams={"t": 1})
+    save_simulated_record(tmp_path, m, "alpha", 0.7, rng, hparams={"t": 5})
+    save_simulated_record(tmp_path, m, "beta", 0.6, rng)
+    other = _manifest(dataset="other")
+    save_simulated_record(tmp_path, other, "alpha", 0.7, rng, dataset="other")
+    save_simulated_record(tmp_path, other, "beta", 0.6, rng, dataset="other")
+    assert main(["compare", "alpha", "beta", "--runs", str(tmp_path), "--bootstrap", "100"]) == 0
+    err = capsys.readouterr().err
+    assert "toy 5-way 1-shot (300 episodes, 2 queries/class): alpha has 2 configurations" in err
+    assert "only beta has records there" not in err

@@ -192,11 +192,21 @@ def compare_systems(
             f"{[s.label for s in sorted(by_a)]}, {name_b} has {[s.label for s in sorted(by_b)]}"
         )
     if one_sided is not None:
-        for name, mine, theirs in ((name_a, by_a, by_b), (name_b, by_b, by_a)):
-            one_sided += [
-                f"{s.label}: only {name} has records there, so it is not compared"
-                for s in sorted(set(mine) - set(theirs))
-            ]
+        sides = ((name_a, by_a, name_b, by_b), (name_b, by_b, name_a, by_a))
+        for name, mine, other, theirs in sides:
+            for s in sorted(set(mine) - set(theirs)):
+                configs = sorted(
+                    e.system
+                    for e in entries
+                    if e.setting == s and e.system.startswith(f"{other} @")
+                )
+                why = (
+                    f"{other} has {len(configs)} configurations there "
+                    f"({', '.join(configs)}): compare one by its full name"
+                    if configs
+                    else f"only {name} has records there"
+                )
+                one_sided.append(f"{s.label}: {why}, so it is not compared")
     raw = [compare_entries(run_dir, by_a[s], by_b[s], n_boot=n_boot, seed=seed) for s in shared]
     adjusted = {t: holm([r.p_value(f) for r in raw]) for t, f in TESTS.items()}
     return [
