@@ -366,3 +366,19 @@ def test_run_workers_reach_the_finetune_track():
     assert tracks["finetune"].overrides["options"]["workers"] == 1
     _, tracks = _setup(build_parser().parse_args(argv[:-2]))
     assert "workers" not in tracks["finetune"].overrides["options"]
+
+
+def test_missing_backbone_weights_name_runs_own_flags(monkeypatch, capsys):
+    """'run --all --track finetune --plan' offline ended with "pass --weights PATH ... or
+    --weights none", flags run does not have."""
+    import fsarbench.cli.run_cmd as run_cmd
+    from fsarbench.features.backbones import BackboneWeightsError
+
+    def missing(args):
+        raise BackboneWeightsError("put resnet18.pth at ..., or pass --weights none")
+
+    monkeypatch.setattr(run_cmd, "_run", missing)
+    assert main(["run", "--all", "--track", "finetune", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert "'run --plan' builds each model to count its cost" in err
+    assert "--option weights=PATH|none on the finetune track" in err

@@ -342,6 +342,19 @@ def _unit_key(cell: Cell, tracks: dict, share: bool) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fsarbench.features.backbones import BackboneWeightsError
+
+    try:
+        return _run(args)
+    except BackboneWeightsError as err:  # its hint names extract's --weights, not run's flags
+        plan = " ('run --plan' builds each model to count its cost)" if args.plan else ""
+        raise BackboneWeightsError(
+            f"{err}{plan}. In 'run', weights are set with --option weights=PATH|none on the "
+            "finetune track and --features weights=PATH|none on the frozen track"
+        ) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from fsarbench.experiments.feasibility import find_shortfalls
     from fsarbench.experiments.runner import CellRunner, unique_cells
 
