@@ -203,6 +203,7 @@ def test_run_rows_from_records(runs) -> None:
     assert all(c.text == "-" for c in ours.cells[3:])
     assert ("OTAM [4]", "run (synth)") in by
     assert "seeds ±" in by[("my-head", "run (synth)")].cells[0].text  # two training seeds
+    assert by[("my-head", "run (synth)")].labels == ["my-head", "-"]  # as the paper's Ours rows
     assert not any(r.labels[0] == "sgtm-otam-tml" for r in table.rows)  # Table 3's variant
     t3 = build_table(load_table(3), load_entries(runs), source="runs")
     assert [r.labels[0] for r in t3.rows] == ["2", "Ours"]

@@ -271,7 +271,7 @@ def build_table(
         if row.name in placed:
             rows.append(_run_row(list(row.labels), placed.pop(row.name), row.ours))
     for key, slots in sorted(placed.items()):
-        labels = [key[1:]] + [""] * (len(spec.label_columns) - 1)
+        labels = [key[1:]] + ["-"] * (len(spec.label_columns) - 1)  # as the paper's Ours rows
         rows.append(_run_row(labels, slots, False))
     _mark_best(rows, "published")
     _mark_best(rows, "run")
