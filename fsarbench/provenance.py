@@ -174,17 +174,25 @@ def package_digest(package: str) -> str:
 
 
 def _data_files(paths: list[Path]) -> list[Path]:
-    """The files other than Python source under package folders ``paths`` (byte code,
-    ``__pycache__`` and hidden files apart), sorted."""
-    skip = {".py", ".pyc", ".pyo"}
+    """The files other than Python source under package folders ``paths``, sorted: byte
+    code, ``__pycache__``, hidden files and what editors, patches and logs leave behind
+    (``x.py~``, ``#x.py#``, ``*.orig``, ``*.rej``, ``*.swp``, ``*.bak``, ``*.log``) apart, as
+    such a file made every record of its plugin stale."""
     found = set()
     for folder in (p for p in paths if p.is_dir()):
         for f in folder.rglob("*"):
             parts = f.relative_to(folder).parts
             hidden = any(part.startswith(".") or part == "__pycache__" for part in parts)
-            if f.is_file() and f.suffix not in skip and not hidden:
+            if f.is_file() and not hidden and not _junk(f.name):
                 found.add(f)
     return sorted(found)
+
+
+_NOT_DATA = {".py", ".pyc", ".pyo", ".orig", ".rej", ".swp", ".bak", ".log", ".tmp"}
+
+
+def _junk(name: str) -> bool:
+    return Path(name).suffix in _NOT_DATA or name.endswith("~") or name.startswith("#")
 
 
 def _bytes_digest(f: Path) -> bytes:

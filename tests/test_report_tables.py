@@ -405,3 +405,17 @@ def test_the_significance_note_of_an_ablation_table_names_other_rows(tmp_path) -
     mark_significant(table, tmp_path)
     (note,) = [n for n in table.notes if n.startswith("*:")]
     assert "the best other row run of the column" in note
+
+
+def test_bold_goes_to_the_tables_own_track_when_it_has_cells(tmp_path) -> None:
+    """With more frozen than finetune cells in a column, bold and underline went to
+    '[frozen track]' cells and the table's own (finetune) cells were never ranked."""
+    frozen = ["otam", "trx", "protonet", "my-head", "hyrsm"]  # 3 shown: otam, trx lose cells
+    write_demo_records(tmp_path, [DemoSystem(m) for m in frozen], settings=[(5, 1)])
+    finetune = [DemoSystem("otam", noise=3.0), DemoSystem("trx", noise=4.0)]
+    write_demo_records(tmp_path, finetune, settings=[(5, 1)], track="finetune")
+    table = build_table(load_table(6), load_entries(tmp_path), source="runs")
+    cells = [r.cells[0] for r in table.rows if r.cells[0].entry is not None]
+    assert sorted(c.entry.setting.track for c in cells) == ["finetune"] * 2 + ["frozen"] * 3
+    marked = [c for c in cells if c.mark]
+    assert marked and all(c.entry.setting.track == "finetune" for c in marked)

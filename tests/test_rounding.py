@@ -43,6 +43,7 @@ def test_fixed_signs_and_special_values():
     assert fixed(72.845) == "72.85" and f"{72.845:.2f}" == "72.84"
     assert fixed(72.895) == "72.90" and fixed(80.125, 1) == "80.1"
     assert fixed(72.84499999999999) == "72.85"  # float noise of a mean over seeds
+    assert fixed(0.3449997) == "0.34" and fixed(0.0049996) == "0.00"  # not rounded twice
     assert fixed(0.5, sign=True) == "+0.50" and fixed(-0.005) == "-0.01"
     assert fixed(float("nan")) == "nan" and fixed(float("inf"), sign=True) == "+inf"
     assert difference(1.005, -0.125, 2.5) == "+1.01 [-0.13, +2.50]"

@@ -18,11 +18,14 @@ def test_earlier_paper_tables_are_rewritten_and_figures_not_drawn_are_removed(tm
     tables.mkdir()
     figures.mkdir()
     (tables / "paper_table6.md").write_text("the rows of an earlier run\n")
-    (figures / "forest_gone.png").write_bytes(b"old")
+    (figures / "forest_gone.png").write_bytes(b"old")  # drawn by an earlier run
+    (figures / ".drawn-by-run.json").write_text('["forest_gone.png"]')
     (figures / "my_notes.png").write_bytes(b"a user's file")
+    (figures / "forest_otam.png").write_bytes(b"drawn by 'figures --forest otam trx'")
     _write_outputs(argparse.Namespace(out=tmp_path), cells=[])
     assert "| OTAM [4]" in (tables / "paper_table6.md").read_text()
     assert (tables / "paper_table6.tex").exists()
     assert "paper_table6.md" not in capsys.readouterr().out  # not a table of this run's cells
     assert not (figures / "forest_gone.png").exists() and (figures / "my_notes.png").exists()
+    assert (figures / "forest_otam.png").exists()  # run did not draw it: not run's to delete
     assert any(p.name.startswith("per_class_synth_5w1s") for p in figures.iterdir())

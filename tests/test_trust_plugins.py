@@ -518,6 +518,10 @@ def test_files_a_method_package_ships_are_in_its_digest(monkeypatch, tmp_path):
     (pkg / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"other byte code")
     package_digest.cache_clear()
     assert package_digest("lab_data_head") == with_json  # byte code is not the method
+    for junk in ("__init__.py~", "#__init__.py#", "run.log", "__init__.py.orig"):
+        (pkg / junk).write_text("an editor's or a run's leftover")
+    package_digest.cache_clear()
+    assert package_digest("lab_data_head") == with_json  # nor are editor backups and logs
     (pkg / "defaults.json").write_text('{"temperature": 0.01}')
     package_digest.cache_clear()
     assert package_digest("lab_data_head") != with_json

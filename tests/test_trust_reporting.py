@@ -399,6 +399,13 @@ def test_a_hand_edited_record_is_left_out_of_summary_and_every_table_file_with_a
     table = (tmp_path / "tables" / "toy__frozen.md").read_text()
     assert "| alpha" not in table.split("\n\n")[0] and "| beta" in table
     assert f"Left out: alpha ({a.cell}): the per-query rows of {a.cell}" in table
+    only = tmp_path / "only"  # a table whose every record is refused says so
+    save_simulated_record(only, m, "alpha", 0.7, rng)
+    (rec,) = (only / "records").glob("*.json")
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), "accuracy": 90.0}))
+    assert main(["merge", "--out", str(only)]) == 0
+    text = (only / "tables" / "toy__frozen.md").read_text()
+    assert text.startswith("toy, frozen track, seed protocol: no record can be shown.")
     out = tmp_path / "t1.md"
     assert (
         main(["table", "1", "--runs", str(tmp_path), "--stand-in", "toy", "--out", str(out)]) == 0

@@ -3,6 +3,7 @@ support, written under the run folder."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -53,16 +54,23 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
     return written + figures
 
 
-#: Names of the figures :func:`~fsarbench.report.figure_set.render_all` draws.
-FIGURE_PATTERNS = ("accuracy_vs_way_*", "mask_ratio_*", "per_class_*", "forest_*")
+#: The figure files the last ``run`` drew into its ``figures/`` folder (names, one list).
+DRAWN_LIST = ".drawn-by-run.json"
 
 
 def _remove_figures_not_drawn(folder: Path, drawn: list[Path]) -> None:
-    """Delete the run's figure files the records no longer give (a deleted or superseded
-    record's forest plot stayed beside the new one)."""
-    keep = {p.resolve() for p in drawn}
-    for pattern in FIGURE_PATTERNS:
-        for path in folder.glob(pattern):
-            if path.suffix in (".png", ".pdf") and path.resolve() not in keep:
-                log.info("removing %s: the records no longer give this figure", path)
-                path.unlink(missing_ok=True)
+    """Delete the figure files an earlier ``run`` drew that the records no longer give (a
+    deleted or superseded record's forest plot stayed beside the new one). Files ``run`` did
+    not draw (``figures --forest A B``, a user's) are never touched."""
+    names = sorted({p.name for p in drawn})
+    listed = folder / DRAWN_LIST
+    try:
+        before = set(json.loads(listed.read_text()))
+    except (OSError, ValueError, TypeError):
+        before = set()
+    for name in sorted(before - set(names)):
+        path = folder / Path(name).name  # a name, never a path out of the folder
+        if path.suffix in (".png", ".pdf"):
+            log.info("removing %s: the records no longer give this figure", path)
+            path.unlink(missing_ok=True)
+    atomic_write_text(listed, json.dumps(names, indent=0) + "\n")

@@ -45,6 +45,12 @@ def summary_tables(
     out = {}
     for (ds, track, protocol), recs in sorted(by_ds.items()):
         left_out: list[str] = list(refused_in[(ds, track, protocol)])
+        name = f"{ds}__{track}" + ("" if protocol == "seed" else f"__{protocol}")
+        if not recs:  # every record of it was refused: say so, not an empty table
+            out[name] = f"{ds}, {track} track, {protocol} protocol: no record can be shown." + (
+                "".join(f"\nLeft out: {reason}." for reason in left_out)
+            )
+            continue
         entries = group_entries(recs, left_out=left_out)
         label = _column_labeller([e.setting for e in entries])
         cols = sorted({e.setting for e in entries}, key=_column_order)
@@ -58,7 +64,6 @@ def summary_tables(
         changed = recipe_changes_text(recs)
         note += f"\n{changed}" if changed else ""
         note += "".join(f"\nLeft out: {reason}." for reason in left_out)
-        name = f"{ds}__{track}" + ("" if protocol == "seed" else f"__{protocol}")
         out[name] = tabulate(table, headers, tablefmt="github") + note
     return out
 

@@ -69,7 +69,8 @@ def _per_class_choice(entries: list[Entry], figure2: list[str]) -> list[Entry]:
     if tagged:
         return tagged
     five_one = [e for e in entries if (e.setting.way, e.setting.shot) == (5, 1)]
-    named = [e for e in five_one if e.method in figure2]  # stale systems too
+    # stale systems too; not eval variants ('trx [untrained]' keeps the plain method name)
+    named = [e for e in five_one if e.method in figure2 and "variant_label" not in e.tags]
     named_settings = {e.setting for e in named}
     plain = [e for e in five_one if not e.is_variant and e.setting not in named_settings]
     return named + plain

@@ -406,11 +406,9 @@ def verified_entries(run_dir: str | Path, entries: list[Entry], left_out: list[s
     record, or rows of another evaluation, is not printed as if it were checked."""
     kept = []
     for entry in entries:
-        try:
-            for record in entry.records:
-                _query_arrays(run_dir, record)
-        except (QueryRowsError, FileNotFoundError) as err:
-            left_out.append(f"{entry.system} in {entry.setting.label}: {err}")
+        problems = [p for p in (_rows_verdict(run_dir, r) for r in entry.records) if p]
+        if problems:
+            left_out.append(f"{entry.system} in {entry.setting.label}: {problems[0]}")
             continue
         kept.append(entry)
     return kept
@@ -425,13 +423,30 @@ def records_given_by_rows(
     while the paper tables and the report leave it out."""
     kept, refused = [], []
     for record in records:
-        try:
-            _query_arrays(run_dir, record)
-        except (QueryRowsError, FileNotFoundError) as err:
-            refused.append((record, f"{record.method} ({record.cell}): {err}"))
+        problem = _rows_verdict(run_dir, record)
+        if problem:
+            refused.append((record, f"{record.method} ({record.cell}): {problem}"))
         else:
             kept.append(record)
     return kept, refused
+
+
+def _rows_verdict(run_dir: str | Path, record: ResultRecord) -> str:
+    """Why ``record``'s rows do not give it (``""`` when they do), kept per process under
+    :func:`_query_arrays`' key without the arrays: past :data:`_QUERY_CACHE_SIZE` records
+    the arrays' cache missed on every pass, and ``run`` rebuilds ``summary.csv`` after each
+    cell (10 s a pass at 335 records)."""
+    key = _query_key(run_dir, record)
+    if key not in _VERDICT_CACHE:
+        try:
+            _query_arrays(run_dir, record)
+            _VERDICT_CACHE[key] = ""
+        except (QueryRowsError, FileNotFoundError) as err:
+            _VERDICT_CACHE[key] = str(err)
+    return _VERDICT_CACHE[key]
+
+
+_VERDICT_CACHE: dict[tuple, str] = {}
 
 
 _QUERY_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -472,9 +487,7 @@ def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray
     times are part of the key, so a re-written or edited record or rows file is read and
     checked again.
     """
-    checked = (record.episodes, record.accuracy, record.ci95, record.std, record.spread)
-    where = (str(Path(run_dir).resolve()), record.cell, record.created)
-    key = (*where, *checked, _rows_signature(run_dir, record, where))
+    key = _query_key(run_dir, record)
     if key not in _QUERY_CACHE:
         frame = _read_query_rows(run_dir, record)
         problem = query_rows_problem(frame, record)
@@ -498,6 +511,13 @@ def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray
             _QUERY_CACHE.pop(next(iter(_QUERY_CACHE)))
         _QUERY_CACHE[key] = (episode, frame["correct"].to_numpy(bool))
     return _QUERY_CACHE[key]
+
+
+def _query_key(run_dir: str | Path, record: ResultRecord) -> tuple:
+    """What a cached reading of ``record``'s rows is valid for (see :func:`_query_arrays`)."""
+    checked = (record.episodes, record.accuracy, record.ci95, record.std, record.spread)
+    where = (str(Path(run_dir).resolve()), record.cell, record.created)
+    return (*where, *checked, _rows_signature(run_dir, record, where))
 
 
 def _read_query_rows(run_dir: str | Path, record: ResultRecord):

@@ -203,7 +203,7 @@ def _place_entries(
     return placed
 
 
-def _mark_best(rows: list[TableRow], source_prefix: str) -> None:
+def _mark_best(rows: list[TableRow], source_prefix: str, track: str | None = None) -> None:
     """Mark best and second (distinct printed values) per column among rows of one source.
     Run cells compete only on the same test episodes (:func:`_comparable`); a column with
     one such cell has nothing to be best against and is not marked."""
@@ -211,7 +211,7 @@ def _mark_best(rows: list[TableRow], source_prefix: str) -> None:
     if not chosen:
         return
     for j in range(len(chosen[0].cells)):
-        cells = _comparable([r.cells[j] for r in chosen if r.cells[j].value is not None])
+        cells = _comparable([r.cells[j] for r in chosen if r.cells[j].value is not None], track)
         if len(cells) < 2:
             continue
         values = sorted({c.value for c in cells}, reverse=True)
@@ -222,13 +222,15 @@ def _mark_best(rows: list[TableRow], source_prefix: str) -> None:
                 c.mark = "second"
 
 
-def _comparable(cells: list[Cell]) -> list[Cell]:
+def _comparable(cells: list[Cell], track: str | None = None) -> list[Cell]:
     """The cells of a column that can be ranked together: published cells as they are; run
-    cells on real data when the column has any (a synthetic stand-in is not ranked against
-    them), and of those the ones on the track and test episodes most of them share."""
+    cells of the table's own ``track`` when the column has any, on real data when it has any
+    (a synthetic stand-in is not ranked against them), and of those the ones on the track and
+    test episodes most of them share."""
     runs = [c for c in cells if c.entry is not None]
     if not runs:
         return cells
+    runs = [c for c in runs if c.entry.setting.track == track] or runs  # the table's own
     real = [c for c in runs if not c.entry.synthetic] or runs
     counts = Counter((c.entry.setting.track, c.entry.episodes_key) for c in real)
     common = counts.most_common(1)[0][0]  # ties: the first in row order
@@ -237,7 +239,11 @@ def _comparable(cells: list[Cell]) -> list[Cell]:
 
 def _best_baseline(cells: list[Cell], ours: Entry) -> Entry | None:
     """The best baseline run of a column on the test episodes of ``ours``, if any."""
-    same = [c.entry for c in cells if c.entry.episodes_key == ours.episodes_key]
+    same = [
+        c.entry
+        for c in cells
+        if c.entry.episodes_key == ours.episodes_key and c.entry.setting.track == ours.setting.track
+    ]
     return max(same, key=lambda e: e.accuracy) if same else None
 
 
@@ -274,7 +280,7 @@ def build_table(
         labels = [key[1:]] + ["-"] * (len(spec.label_columns) - 1)  # as the paper's Ours rows
         rows.append(_run_row(labels, slots, False))
     _mark_best(rows, "published")
-    _mark_best(rows, "run")
+    _mark_best(rows, "run", spec.protocol.track if spec.protocol is not None else None)
     notes = _notes(rows) + _stale_notes(rows) + _track_notes(spec, entries, source)
     notes += [f"not shown: {what}." for what in passed_over]
     shown = [rec for r in rows for c in r.cells if c.entry is not None for rec in c.entry.records]

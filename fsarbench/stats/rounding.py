@@ -21,7 +21,12 @@ _READ_PLACES = 6
 
 
 def _decimal(x: float, decimals: int) -> Decimal:
-    exact = Decimal(f"{x:.{_READ_PLACES}f}")
+    """``x`` as the decimal it stands for: its 6-place value where it lies within float noise
+    of one (72.84499999999999 is 72.845), else its shortest repr (0.3449997 stays below
+    0.345 and prints 0.34), rounded half-up to ``decimals`` places."""
+    snapped = round(x, _READ_PLACES)
+    near = abs(x - snapped) <= 1e-9 * max(1.0, abs(x))
+    exact = Decimal(f"{snapped:.{_READ_PLACES}f}") if near else Decimal(repr(x))
     return exact.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
 
 
