@@ -302,6 +302,12 @@ def test_compare_finds_a_system_whose_records_are_all_stale_by_its_plain_name(tm
     save_simulated_record(tmp_path, m, "beta", 0.6, rng)
     assert main(["compare", "alpha", "beta", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
     assert "alpha ‡stale better" in capsys.readouterr().out
+    other = _manifest(dataset="other")  # a current alpha elsewhere: the stale one still counts
+    save_simulated_record(tmp_path, other, "alpha", 0.8, rng, dataset="other")
+    save_simulated_record(tmp_path, other, "beta", 0.6, rng, dataset="other")
+    assert main(["compare", "alpha", "beta", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr()
+    assert "alpha ‡stale better" in out.out and "only beta has records" not in out.err
 
 
 def test_the_leaderboard_says_what_the_stale_mark_means(tmp_path, capsys):

@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap,
         seed=args.seed,
         one_sided=one_sided,
+        stale_too=True,
     )
     print_left_out(one_sided)
     head = [

@@ -147,12 +147,16 @@ def resolution_warning(
     )
 
 
-def _find(entries: list[Entry], name: str) -> list[Entry]:
-    """The entries of system ``name``; where it has none, those of ``name ‡stale`` (records
-    of other code): 'compare sgtm-otam otam' found nothing after a code change and asked for
-    the mark to be typed. Their rows and verdicts keep the mark."""
+def _find(entries: list[Entry], name: str, stale_too: bool) -> list[Entry]:
+    """The entries of system ``name``, and in settings where it has none, those of
+    ``name ‡stale`` (records of other code): 'compare sgtm-otam otam' found nothing after a
+    code change and asked for the mark to be typed. Their rows and verdicts keep the mark."""
     found = [e for e in entries if e.system == name]
-    return found or [e for e in entries if e.system == f"{name} {STALE_MARK}"]
+    if not stale_too and found:  # reports pass both names, each its own system
+        return found
+    current = {e.setting for e in found}
+    stale = f"{name} {STALE_MARK}"
+    return found + [e for e in entries if e.system == stale and e.setting not in current]
 
 
 def compare_systems(
@@ -166,8 +170,11 @@ def compare_systems(
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     one_sided: list[str] | None = None,
+    stale_too: bool = False,
 ) -> list[SettingComparison]:
-    """Compare systems ``name_a`` and ``name_b`` in every setting both have.
+    """Compare systems ``name_a`` and ``name_b`` in every setting both have (``stale_too``:
+    a name's ``‡stale`` entries stand in where it has no current one, as a user typing the
+    plain name means).
 
     The family for Holm–Bonferroni is the set of settings compared (separately per test).
     ``one_sided``: when given, receives a line per setting only one of the two has (e.g. a
@@ -180,8 +187,8 @@ def compare_systems(
     if test not in TESTS:
         raise ValueError(f"test must be one of {sorted(TESTS)}, not {test!r}")
     known = sorted({e.system for e in entries})
-    by_a = {e.setting: e for e in _find(entries, name_a)}
-    by_b = {e.setting: e for e in _find(entries, name_b)}
+    by_a = {e.setting: e for e in _find(entries, name_a, stale_too)}
+    by_b = {e.setting: e for e in _find(entries, name_b, stale_too)}
     for name, found in ((name_a, by_a), (name_b, by_b)):
         if not found:
             raise ValueError(f"no records for {name!r}; systems with records: {', '.join(known)}")
