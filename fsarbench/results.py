@@ -502,7 +502,9 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
     records, _ = newest_per_cell(records)  # a cell copied into shard folders: one row
     records, refused = records_given_by_rows(out_dir, records)
     for _, reason in refused:
-        log.warning("left out of summary.csv and the tables: %s", reason)
+        if reason not in _WARNED:  # run rebuilds the summary after every cell: warn once
+            _WARNED.add(reason)
+            log.warning("left out of summary.csv and the tables: %s", reason)
     derived = ("stale", "variant")
     rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS if c not in derived} for r in records]
     for row, r in zip(rows, records):
@@ -518,6 +520,10 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
     path = Path(out_dir) / "summary.csv"
     atomic_write_text(path, frame.to_csv(index=False))
     return path
+
+
+#: Records already named as left out of summary.csv in this process.
+_WARNED: set[str] = set()
 
 
 def stale_reasons(record: ResultRecord) -> list[str]:

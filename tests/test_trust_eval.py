@@ -373,12 +373,12 @@ def test_a_checkpoint_trained_by_other_code_is_a_variant(tmp_path, trained, caps
     """A model trained with mean pooling, scored after an edit by max pooling, was filed as
     the current method (and replaced the run's record of the cell); the checkpoint's
     fingerprint names the code that trained it."""
-    import fsarbench.provenance as provenance
+    import fsarbench.cli.eval_cmd as eval_cmd
 
     assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
     (record,) = fb.load_records(tmp_path / "r")
     assert record.tags == {}
-    monkeypatch.setattr(provenance, "code_digest", lambda model: "0123456789abcdef")
+    monkeypatch.setattr(eval_cmd, "code_digest", lambda model: "0123456789abcdef")
     assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
     assert "'protonet [trained with other code]'" in capsys.readouterr().out
     labels = sorted(str(r.tags.get("variant_label")) for r in fb.load_records(tmp_path / "r"))

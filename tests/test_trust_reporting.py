@@ -402,6 +402,8 @@ def test_a_hand_edited_record_is_left_out_of_summary_and_every_table_file_with_a
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert list(summary["method"]) == ["beta"]
     assert f"left out of summary.csv and the tables: alpha ({a.cell})" in caplog.text
+    fb.write_summary(tmp_path)  # as run does after every cell: named once, not per rebuild
+    assert caplog.text.count(f"left out of summary.csv and the tables: alpha ({a.cell})") == 1
     table = (tmp_path / "tables" / "toy__frozen.md").read_text()
     assert "| alpha" not in table.split("\n\n")[0] and "| beta" in table
     assert f"Left out: alpha ({a.cell}): the per-query rows of {a.cell}" in table

@@ -301,8 +301,6 @@ def _trained_with_other_code(data: dict[str, Any], method: torch.nn.Module) -> b
     of a model no run of this code would train, scored by this code's head (a model trained
     with mean pooling was scored with max pooling and filed as the current method). A
     finetune checkpoint's digest covers its backbone too, which eval does not build."""
-    from fsarbench.provenance import code_digest
-
     fingerprint = data.get("fingerprint")
     if not isinstance(fingerprint, dict) or fingerprint.get("track") != "frozen":
         return False

@@ -123,6 +123,11 @@ class TableSpec:
     open_rows: bool = False
 
     @property
+    def track(self) -> str | None:
+        """The track of the published numbers (``None`` for a comparison table)."""
+        return self.protocol.track if self.protocol is not None else None
+
+    @property
     def methods(self) -> set[str]:
         """Every method name some row of this table maps."""
         return {m for row in self.rows for m in row.methods}

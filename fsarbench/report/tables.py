@@ -183,7 +183,7 @@ def _place_entries(
     Entries that lose a cell to another are named in ``passed_over`` (for a note under the
     table), with the reason."""
     placed: dict[str, list[Entry | None]] = {}
-    track = spec.protocol.track if spec.protocol is not None else None
+    track = spec.track
     for e in sorted(entries, key=lambda e: _precedence(e, track)):
         key = _row_key(e, spec, known)
         if key is None:
@@ -280,12 +280,12 @@ def build_table(
         labels = [key[1:]] + ["-"] * (len(spec.label_columns) - 1)  # as the paper's Ours rows
         rows.append(_run_row(labels, slots, False))
     _mark_best(rows, "published")
-    _mark_best(rows, "run", spec.protocol.track if spec.protocol is not None else None)
+    _mark_best(rows, "run", spec.track)
     notes = _notes(rows) + _stale_notes(rows) + _track_notes(spec, entries, source)
     notes += [f"not shown: {what}." for what in passed_over]
     shown = [rec for r in rows for c in r.cells if c.entry is not None for rec in c.entry.records]
     _mark_other_episodes(rows, shown)
-    _mark_other_tracks(rows, spec.protocol.track if spec.protocol is not None else None)
+    _mark_other_tracks(rows, spec.track)
     changed = recipe_changes_text(shown)
     return Table(spec, rows, notes + ([changed] if changed else []))
 
