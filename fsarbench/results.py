@@ -495,16 +495,19 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
     warning naming it, as the paper tables and the report leave it out."""
     import pandas as pd
 
-    from fsarbench.report.records import records_given_by_rows
+    from fsarbench.report.records import given_copies, records_given_by_rows
 
     records = load_records(out_dir) if records is None else records
     records = [r for r in records if not r.tags.get(OUTSIDE_TAG)]
+    notes: list[str] = []
+    records = given_copies(out_dir, records, notes)  # a damaged copy of a cell: another one
     records, _ = newest_per_cell(records)  # a cell copied into shard folders: one row
     records, refused = records_given_by_rows(out_dir, records)
-    for _, reason in refused:
-        if reason not in _WARNED:  # run rebuilds the summary after every cell: warn once
-            _WARNED.add(reason)
-            log.warning("left out of summary.csv and the tables: %s", reason)
+    warnings = [*notes, *(f"left out of summary.csv and the tables: {r}" for _, r in refused)]
+    for text in warnings:
+        if text not in _WARNED:  # run rebuilds the summary after every cell: warn once
+            _WARNED.add(text)
+            log.warning("%s", text)
     derived = ("stale", "variant")
     rows = [{c: getattr(r, c) for c in SUMMARY_COLUMNS if c not in derived} for r in records]
     for row, r in zip(rows, records):

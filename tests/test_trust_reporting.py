@@ -15,7 +15,7 @@ from report_fixtures import save_simulated_record
 
 import fsarbench as fb
 from fsarbench.cli.main import main
-from fsarbench.experiments.summary_tables import summary_tables
+from fsarbench.experiments.summary_tables import summary_tables, write_summary_tables
 from fsarbench.report.compare import compare_systems
 from fsarbench.report.published import load_table
 from fsarbench.report.records import UnpairedError, group_entries, load_entries
@@ -23,6 +23,7 @@ from fsarbench.report.tables import build_table, mark_significant
 from fsarbench.results import OUTSIDE_TAG, load_records
 from fsarbench.stats.intervals import mean_and_halfwidth
 from fsarbench.stats.paired import bootstrap_mean_ci, compare_paired, paired_ttest
+from fsarbench.stats.rounding import fixed
 
 
 def _manifest(episodes=300, dataset="toy", seed=0, classes=10):
@@ -419,6 +420,40 @@ def test_a_hand_edited_record_is_left_out_of_summary_and_every_table_file_with_a
         main(["table", "1", "--runs", str(tmp_path), "--stand-in", "toy", "--out", str(out)]) == 0
     )
     assert "left out of this table (a '-' may stand for it): alpha in toy" in out.read_text()
+
+
+def test_a_damaged_newest_copy_of_a_cell_gives_way_to_an_older_copy_the_rows_give(tmp_path, capsys):
+    """merge, summary.csv and the paper tables took the newest copy of a cell (shards,
+    re-runs) before checking its rows: a hand-edited newest copy took the cell off every
+    output although an older copy in another shard was sound."""
+    m = _manifest()
+    rng = np.random.default_rng(12)
+    old = save_simulated_record(tmp_path / "s0", m, "alpha", 0.7, rng)
+    new = save_simulated_record(tmp_path / "s1", m, "alpha", 0.7, rng)
+    save_simulated_record(tmp_path / "s0", m, "beta", 0.6, rng)
+    assert old.cell == new.cell and old.created < new.created
+    path = tmp_path / "s1" / "records" / f"{new.cell}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": 90.0}))
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"the copy created {new.created} is not given by its per-query rows" in out
+    assert f"the copy created {old.created} is used" in out
+    assert "2 record(s) ->" in out
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("method")
+    assert summary.loc["alpha", "accuracy"] == pytest.approx(old.accuracy)
+    left_out: list[str] = []
+    entries = {e.system: e for e in load_entries(tmp_path, left_out=left_out, verify_rows=True)}
+    assert left_out == [] and entries["alpha"].accuracy == pytest.approx(old.accuracy)
+    # run hands the per-dataset tables every record of the folder, copies included
+    write_summary_tables(tmp_path, load_records(tmp_path))
+    table = (tmp_path / "tables" / "toy__frozen.md").read_text()
+    assert f"| alpha    | {fixed(old.accuracy)} ± {fixed(old.ci95)}" in table
+    # with no sound copy left, the cell is left out and named, as before
+    path = tmp_path / "s0" / "records" / f"{old.cell}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": 91.0}))
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    assert "1 record(s) (1 left out, named above) ->" in capsys.readouterr().out
+    assert list(pd.read_csv(tmp_path / "summary.csv")["method"]) == ["beta"]
 
 
 def test_compare_names_settings_only_one_system_has(tmp_path, capsys):

@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fsarbench.experiments.summary_tables import write_summary_tables
-    from fsarbench.report.records import records_given_by_rows
+    from fsarbench.report.records import given_copies, records_given_by_rows
 
     if not args.out.is_dir():
         raise FileNotFoundError(f"no results folder {args.out}")
@@ -62,12 +62,15 @@ def run(args: argparse.Namespace) -> int:
     # outside results (bundles under external/) are not this folder's runs, and one of the
     # same cell as an own record must not win the de-duplication below and hide the own one
     own = [r for r in found if not r.tags.get(OUTSIDE_TAG)]
-    records, twice = newest_per_cell(own)
-    if not records:
+    if not own:
         what = f" (only {len(found)} outside record(s) from bundles)" if found else ""
         raise FileNotFoundError(f"no records/*.json of this folder's runs below {args.out}{what}")
+    damaged: list[str] = []
+    records, twice = newest_per_cell(given_copies(args.out, own, damaged))
     for cell in twice:
         print(f"note: cell {cell} is recorded by more than one shard; the newest copy is used")
+    for note in damaged:
+        print(f"note: {note}")
     check_episodes(args.out, records, allow=args.allow_mixed_episodes)
     summary = write_summary(args.out, records)
     tables = write_summary_tables(args.out, records)

@@ -13,6 +13,7 @@ from fsarbench.report.records import (
     Entry,
     Setting,
     entry_text,
+    given_copies,
     group_entries,
     records_given_by_rows,
 )
@@ -120,7 +121,7 @@ def _models_note(records: list[ResultRecord]) -> str:
 def write_summary_tables(out_dir: str | Path, records: list[ResultRecord]) -> dict[str, Path]:
     """Write :func:`summary_tables` under ``out_dir/tables``; records their per-query rows do
     not give are left out and named in their table's note."""
-    records, refused = records_given_by_rows(out_dir, records)
+    records, refused = records_given_by_rows(out_dir, given_copies(out_dir, records))
     paths = {}
     for name, text in summary_tables(records, refused).items():
         path = Path(out_dir) / "tables" / f"{name}.md"

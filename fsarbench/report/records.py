@@ -42,6 +42,8 @@ __all__ = [
     "load_entries",
     "verified_entries",
     "records_given_by_rows",
+    "given_copies",
+    "sound_copies",
     "entry_text",
     "system_of",
     "mark_of",
@@ -391,7 +393,8 @@ def load_entries(
     path = Path(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"results folder {path} does not exist")
-    entries = group_entries(load_records(path, unreadable=left_out), left_out=left_out)
+    records = sound_copies(path, load_records(path, unreadable=left_out))
+    entries = group_entries(records, left_out=left_out)
     if verify_rows:
         if left_out is None:
             raise ValueError("verify_rows needs a left_out list to report to")
@@ -429,6 +432,49 @@ def records_given_by_rows(
         else:
             kept.append(record)
     return kept, refused
+
+
+def given_copies(
+    run_dir: str | Path, records: list[ResultRecord], notes: list[str] | None = None
+) -> list[ResultRecord]:
+    """``records`` less each copy of a cell (shards, copies, re-runs) that its per-query rows
+    do not give while another copy of the same cell is given: the newest copy the rows give
+    is then used rather than the cell left out. Each dropped copy is named in ``notes``. A
+    cell with no given copy keeps its copies (the callers leave it out and say why)."""
+    by_cell: dict[str, list[ResultRecord]] = {}
+    for r in records:
+        by_cell.setdefault(r.cell, []).append(r)
+    dropped: set[int] = set()
+    for cell, copies in by_cell.items():
+        if len(copies) < 2:
+            continue
+        verdicts = [_rows_verdict(run_dir, r) for r in copies]
+        if all(verdicts) or not any(verdicts):
+            continue
+        used = max((r for r, v in zip(copies, verdicts) if not v), key=created_time)
+        for r, why in zip(copies, verdicts):
+            if why:
+                dropped.add(id(r))
+                if notes is not None:
+                    notes.append(
+                        f"{r.method} ({cell}): the copy created {r.created} is not given by "
+                        f"its per-query rows ({why}); the copy created {used.created} is used"
+                    )
+    return [r for r in records if id(r) not in dropped]
+
+
+def sound_copies(run_dir: str | Path, records: list[ResultRecord]) -> list[ResultRecord]:
+    """:func:`given_copies`, each dropped copy named in a log warning (once per process)."""
+    notes: list[str] = []
+    records = given_copies(run_dir, records, notes)
+    for note in notes:
+        if note not in _NAMED_COPIES:
+            _NAMED_COPIES.add(note)
+            log.warning("%s", note)
+    return records
+
+
+_NAMED_COPIES: set[str] = set()
 
 
 def _rows_verdict(run_dir: str | Path, record: ResultRecord) -> str:

@@ -12,7 +12,7 @@ from fsarbench.report.page.health import DatasetHealth, data_health
 from fsarbench.report.page.paper_tables import AbsentTable, TableView, collect_tables
 from fsarbench.report.page.verdicts import VerdictRow, choose_pairs, collect_verdicts
 from fsarbench.report.published import Citation, load_citation
-from fsarbench.report.records import group_entries, verified_entries
+from fsarbench.report.records import group_entries, sound_copies, verified_entries
 from fsarbench.results import load_records
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 from fsarbench.version import code_version
@@ -57,7 +57,7 @@ def _records(run_dir: Path, unreadable: list[str]):
     records = load_records(run_dir, unreadable=unreadable)
     if not records:
         raise NoRecordsError(f"no result records (records/*.json) under {run_dir}: {what}")
-    return records
+    return sound_copies(run_dir, records)
 
 
 def collect_report(
