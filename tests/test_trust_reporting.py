@@ -456,6 +456,33 @@ def test_a_damaged_newest_copy_of_a_cell_gives_way_to_an_older_copy_the_rows_giv
     assert list(pd.read_csv(tmp_path / "summary.csv")["method"]) == ["beta"]
 
 
+def test_a_table_names_only_the_left_out_records_it_would_have_shown(tmp_path):
+    """Every paper table listed every record of the folder that was left out, also those
+    it has no row or column for (an OTAM record under the SGTM ablation of Table 3)."""
+    m = _manifest()
+    rng = np.random.default_rng(13)
+    bad = save_simulated_record(tmp_path, m, "otam", 0.7, rng)
+    save_simulated_record(tmp_path, m, "sgtm-otam", 0.8, rng)
+    path = tmp_path / "records" / f"{bad.cell}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": 90.0}))
+    (tmp_path / "records" / "broken.json").write_text("{")  # no entry: under every table
+    texts = {}
+    for number in ("1", "3"):
+        out = tmp_path / f"t{number}.md"
+        args = ["table", number, "--runs", str(tmp_path), "--stand-in", "toy", "--out", str(out)]
+        assert main(args) == 0
+        texts[number] = out.read_text()
+    note = "left out of this table (a '-' may stand for it): otam in toy"
+    assert note in texts["1"] and note not in texts["3"]
+    assert all("broken.json" in text for text in texts.values())
+    left_out: list[str] = []
+    entries = load_entries(tmp_path, left_out=left_out, verify_rows=True)
+    kwargs = dict(source="both", stand_in="toy", left_out=left_out)
+    assert note in "\n".join(build_table(load_table(1), entries, **kwargs).notes)
+    assert note not in "\n".join(build_table(load_table(3), entries, **kwargs).notes)
+    assert note not in "\n".join(build_table(load_table(1), entries, stand_in="toy").notes)
+
+
 def test_compare_names_settings_only_one_system_has(tmp_path, capsys):
     """A shard run with other --episodes dropped its setting from compare's Holm family
     with nothing said."""

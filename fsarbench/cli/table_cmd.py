@@ -23,7 +23,6 @@ from fsarbench.report.tables import (
     SOURCES,
     Table,
     build_table,
-    left_out_notes,
     mark_significant,
 )
 
@@ -82,7 +81,7 @@ def _stand_in(args: argparse.Namespace) -> str | None:
     return args.stand_in or None
 
 
-def _paper_table(args: argparse.Namespace, entries: list) -> Table:
+def _paper_table(args: argparse.Namespace, entries: list, left_out: list[str]) -> Table:
     return build_table(
         load_table(int(args.number), args.published),
         entries,
@@ -90,13 +89,15 @@ def _paper_table(args: argparse.Namespace, entries: list) -> Table:
         stand_in=_stand_in(args),
         aliases=load_dataset_aliases(args.published),
         known=known_methods(args.published),
+        left_out=left_out,
     )
 
 
-def _comparison_table(args: argparse.Namespace, entries: list) -> Table:
+def _comparison_table(args: argparse.Namespace, entries: list, left_out: list[str]) -> Table:
     return build_comparison(
         load_comparison(args.number, args.published),
         entries,
+        left_out=left_out,
         source=args.source,
         stand_in=_stand_in(args),
         aliases=load_dataset_aliases(args.published),
@@ -121,9 +122,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: no results folder {runs} yet: published rows only", file=sys.stderr)
     print_left_out(left_out)
     paper = args.number.isdigit()
-    table = (_paper_table if paper else _comparison_table)(args, entries)
-    if args.source != "published":
-        table.notes += left_out_notes(left_out)
+    table = (_paper_table if paper else _comparison_table)(args, entries, left_out)
     if args.mark_significant:
         mark_significant(table, runs, alpha=args.alpha, test=args.test)
     citation = load_citation(args.published) if paper else None

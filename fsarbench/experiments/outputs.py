@@ -27,7 +27,7 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
     )
     from fsarbench.report.records import load_entries
     from fsarbench.report.render import render
-    from fsarbench.report.tables import build_table, left_out_notes
+    from fsarbench.report.tables import build_table
 
     run_dir = Path(run_dir)
     left_out: list[str] = []
@@ -43,8 +43,8 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
             stand_in=grid_stand_in(f"table{number}"),
             aliases=load_dataset_aliases(),
             known=known_methods(),
+            left_out=left_out,
         )
-        table.notes += left_out_notes(left_out)
         for fmt, ext in EXTENSIONS.items():
             path = run_dir / "tables" / f"paper_table{number}.{ext}"
             atomic_write_text(path, render(table, fmt, load_citation()))

@@ -11,6 +11,7 @@ frames and track, read from the records.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -301,12 +302,20 @@ def build_comparison(
     source: str = "both",
     stand_in: str | None = "synth",
     aliases: dict[str, list[str]] | None = None,
+    left_out: Sequence[str] = (),
 ) -> Table:
     """The comparison table with run rows from ``entries``: a run of a method some row maps
-    sits right after that row, any other (non-variant) system gets a row of its own."""
+    sits right after that row, any other (non-variant) system gets a row of its own.
+    ``left_out`` as in :func:`~fsarbench.report.tables.build_table`."""
     tspec = to_table_spec(spec)
     table = build_table(
-        tspec, entries, source=source, stand_in=stand_in, aliases=aliases, known=tspec.methods
+        tspec,
+        entries,
+        source=source,
+        stand_in=stand_in,
+        aliases=aliases,
+        known=tspec.methods,
+        left_out=left_out,
     )
     published = iter(spec.rows)  # published rows keep the spec's order
     for row in table.rows:

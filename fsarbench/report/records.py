@@ -43,6 +43,7 @@ __all__ = [
     "verified_entries",
     "records_given_by_rows",
     "given_copies",
+    "LeftOut",
     "sound_copies",
     "entry_text",
     "system_of",
@@ -253,6 +254,19 @@ class Entry:
             return False
 
 
+class LeftOut(str):
+    """Why an entry was left out of a report (the text), with that ``entry``, so that a
+    table can name under it only what it would have shown; ``entry`` is ``None`` where
+    no entry could be formed (an unreadable record file)."""
+
+    entry: Entry | None
+
+    def __new__(cls, text: str, entry: Entry | None = None) -> LeftOut:
+        obj = super().__new__(cls, text)
+        obj.entry = entry
+        return obj
+
+
 def entry_text(e: Entry, decimals: int = 2) -> str:
     """``"acc ± ci"``, plus ``" (seeds ± std, n=S)"`` with several training seeds."""
     text = f"{fixed(e.accuracy, decimals)} ± {fixed(e.ci95, decimals)}"
@@ -376,7 +390,7 @@ def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = N
             )
             if left_out is None:
                 raise UnpairedError(reason)
-            left_out.append(reason)  # the caller says so where its user reads it
+            left_out.append(LeftOut(reason, Entry(name, setting, recs)))  # caller says so
             continue
         entries.append(Entry(name, setting, recs))
     return entries
@@ -411,7 +425,9 @@ def verified_entries(run_dir: str | Path, entries: list[Entry], left_out: list[s
     for entry in entries:
         problems = [p for p in (_rows_verdict(run_dir, r) for r in entry.records) if p]
         if problems:
-            left_out.append(f"{entry.system} in {entry.setting.label}: {problems[0]}")
+            left_out.append(
+                LeftOut(f"{entry.system} in {entry.setting.label}: {problems[0]}", entry)
+            )
             continue
         kept.append(entry)
     return kept

@@ -12,6 +12,7 @@ wins a cell over a stale one.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -255,12 +256,16 @@ def build_table(
     stand_in: str | None = "synth",
     aliases: dict[str, list[str]] | None = None,
     known: set[str] | None = None,
+    left_out: Sequence[str] = (),
 ) -> Table:
     """The table as rows of cells; ``source`` is ``published``, ``runs`` or ``both``.
 
     ``aliases`` (paper dataset key -> record dataset names) and ``known`` (methods mapped by
     any published table) default to the published folder's. Outside results (added from
     verified bundles) are not reproductions: tables leave them out, the leaderboard ranks them.
+    ``left_out``: why records of the folder were left out (:class:`LeftOut` reasons name
+    their entry); those this table would have shown, and those without an entry, are named
+    in its notes (not with ``source="published"``).
     """
     entries = [e for e in entries if not e.outside]
     if source not in SOURCES:
@@ -287,7 +292,27 @@ def build_table(
     _mark_other_episodes(rows, shown)
     _mark_other_tracks(rows, spec.track)
     changed = recipe_changes_text(shown)
-    return Table(spec, rows, notes + ([changed] if changed else []))
+    notes += [changed] if changed else []
+    if source != "published":
+        here = known | spec.methods
+        notes += left_out_notes(
+            [r for r in left_out if _would_show(r, spec, aliases, stand_in, here)]
+        )
+    return Table(spec, rows, notes)
+
+
+def _would_show(reason: str, spec: TableSpec, aliases, stand_in, known: set[str]) -> bool:
+    """Whether the entry a left-out ``reason`` names has a row and a column in ``spec``'s
+    table (a reason naming no entry, such as an unreadable file, may belong to any)."""
+    entry = getattr(reason, "entry", None)
+    if entry is None:
+        return True
+    if entry.outside:
+        return False
+    return (
+        _row_key(entry, spec, known) is not None
+        and len(_column_of(entry, spec.columns, aliases, stand_in)) > 0
+    )
 
 
 def left_out_notes(left_out: list[str]) -> list[str]:

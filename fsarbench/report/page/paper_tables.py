@@ -16,7 +16,7 @@ from fsarbench.report.published import (
     load_table,
 )
 from fsarbench.report.records import Entry
-from fsarbench.report.tables import Cell, Table, build_table, left_out_notes, mark_significant
+from fsarbench.report.tables import Cell, Table, build_table, mark_significant
 
 __all__ = ["CellView", "RowView", "TableView", "AbsentTable", "collect_tables"]
 
@@ -114,12 +114,12 @@ def collect_tables(
             stand_in=grid_stand_in(f"table{number}"),
             aliases=aliases,
             known=known,
+            left_out=left_out,
         )
         if not any(c.entry is not None for r in table.rows for c in r.cells):
             command = f"python -m fsarbench run --table {number}"
             absent.append(AbsentTable(number, spec.caption, command))
             continue
-        table.notes += left_out_notes(list(left_out))
         _mark(table, Path(run_dir), alpha, test)
         shown.append(_view(number, table))
     return shown, absent
