@@ -127,6 +127,25 @@ def test_leaderboard_ranks_and_files(runs, capsys) -> None:
     assert (runs / "leaderboard.md").read_text().startswith("# Leaderboard")
 
 
+def test_leaderboard_csv_gives_p_as_printed_beside_the_number(runs) -> None:
+    """leaderboard.csv wrote p = 0.0 where a p-value underflowed; md and HTML print
+    "<1e-300". The CSV keeps the number and adds the printed text."""
+    import dataclasses
+
+    from fsarbench.report.leaderboard import leaderboard_frame
+
+    board = build_leaderboard(runs, load_entries(runs))
+    underflowed = {
+        s: [dataclasses.replace(st, p_leader_adjusted=0.0) if st.vs_leader else st for st in sts]
+        for s, sts in board.items()
+    }
+    frame = leaderboard_frame(underflowed)
+    leaders = frame["diff_vs_leader"].isna()
+    assert set(frame.loc[~leaders, "p_vs_leader_holm_text"]) == {"<1e-300"}
+    assert set(frame.loc[leaders, "p_vs_leader_holm_text"]) == {""}
+    assert (frame.loc[~leaders, "p_vs_leader_holm"] == 0.0).all()
+
+
 def test_records_written_by_core_are_what_we_read(runs) -> None:
     assert len(load_records(runs)) == 3 * (1 + 1 + 2)
 

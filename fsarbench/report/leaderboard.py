@@ -246,6 +246,8 @@ def _row(setting: Setting, st: Standing) -> dict:
         "diff_ci_low": rounded(c.diff_ci[0]) if c else None,
         "diff_ci_high": rounded(c.diff_ci[1]) if c else None,
         "p_vs_leader_holm": st.p_leader_adjusted,
+        # as leaderboard.md prints it: a p below the float range reads "<1e-300", not 0.0
+        "p_vs_leader_holm_text": format_p(st.p_leader_adjusted) if c else "",
         "episodes": e.records[0].episodes,
         "queries": setting.queries,
         "synthetic": e.synthetic,
