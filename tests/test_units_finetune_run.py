@@ -176,6 +176,31 @@ def test_eval_checkpoint_of_finetune_model_equals_the_run(finetune_run, synth, t
     assert (evaluated.track, evaluated.protocol, evaluated.train_shot) == ("finetune", "seed", 1)
     # paired with the run's record: the same test list and the same left-out videos recorded
     assert episodes_key(evaluated) == episodes_key(record) and episodes_key(record).test_list_md5
+    assert evaluated.tags == {}  # trained by this code: filed as the method itself
+
+
+def test_eval_of_a_finetune_model_trained_by_other_code_is_a_variant(
+    finetune_run, synth, tmp_path, capsys
+):
+    """The other-code check covered frozen checkpoints only: a finetune model trained before
+    a change to its head or the clip pipeline was filed as the current method."""
+    import torch
+
+    from fsarbench.cli.main import main
+
+    out, _, _ = finetune_run
+    model = next(p for p in (out / "a" / "models").iterdir() if "5w1s" in p.name)
+    data = torch.load(model / "best.pt", map_location="cpu", weights_only=False)
+    data["fingerprint"]["code_digest"] = "0123456789abcdef"
+    older = tmp_path / "older.pt"
+    torch.save(data, older)
+    argv = ["eval", "protonet", "--checkpoint", str(older), "--dataset", "synth"]
+    argv += ["--way", "5", "--shot", "1", "--episodes", "20", "--cache", str(out / "cache")]
+    argv += ["--out", str(tmp_path / "r"), "--device", "cpu"]
+    assert _with_synth(synth, lambda: main(argv)) == 0
+    assert "'protonet [trained with other code]'" in capsys.readouterr().out
+    (evaluated,) = fb.load_records(tmp_path / "r")
+    assert evaluated.tags["variant_label"] == "trained with other code"
 
 
 def _with_synth(synth, fn):

@@ -52,8 +52,9 @@ from fsarbench.episodes import Manifest, ManifestError, manifest_class_names
 from fsarbench.evaluate import autocast_name, device_of
 from fsarbench.features.open import feature_identity, open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
+from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
-from fsarbench.provenance import code_digest, code_parts
+from fsarbench.provenance import code_digest, code_parts, pipeline_digest
 from fsarbench.registry import create_method
 from fsarbench.results import make_record, save_result, write_summary
 from fsarbench.stats.rounding import fixed
@@ -296,16 +297,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _trained_with_other_code(data: dict[str, Any], method: torch.nn.Module) -> bool:
-    """Whether a frozen-track checkpoint was trained by other code than the installed
-    (method packages or harness: its fingerprint's ``code_digest``). Its number is then that
-    of a model no run of this code would train, scored by this code's head (a model trained
-    with mean pooling was scored with max pooling and filed as the current method). A
-    finetune checkpoint's digest covers its backbone too, which eval does not build."""
+    """Whether a checkpoint was trained by other code than the installed (method packages,
+    harness, and for the finetune track the clip pipeline: its fingerprint's
+    ``code_digest``). Its number is then that of a model no run of this code would train,
+    scored by this code's head (a model trained with mean pooling was scored with max
+    pooling and filed as the current method). A finetune model's digest is its head's code
+    plus the pipeline: its backbones come from frameworks or from fsarbench itself
+    (:func:`~fsarbench.features.backbones.create_backbone`), neither a method package."""
     fingerprint = data.get("fingerprint")
-    if not isinstance(fingerprint, dict) or fingerprint.get("track") != "frozen":
+    if not isinstance(fingerprint, dict) or not fingerprint.get("code_digest"):
         return False
-    trained = fingerprint.get("code_digest")
-    return bool(trained) and trained != code_digest(method)
+    if fingerprint.get("track") == "frozen":
+        return fingerprint["code_digest"] != code_digest(method)
+    if fingerprint.get("track") == "finetune":
+        parts = {**code_parts(method), "pipeline": pipeline_digest()}
+        return fingerprint["code_digest"] != stable_hash(parts)
+    return False
 
 
 def _plain_weights_file(path: str | None, data: dict[str, Any]) -> str | None:
