@@ -338,3 +338,39 @@ def test_accuracy_vs_way_draws_one_line_per_track(tmp_path) -> None:
     fig = figures.plot_accuracy_vs_way(load_entries(tmp_path), "synth", 1)
     labels = sorted(line.get_label() for line in fig.axes[0].get_lines())
     assert labels == ["otam [finetune track]", "otam [frozen track]"]
+
+
+def test_figures_name_the_left_out_entries_they_would_have_drawn(tmp_path, monkeypatch) -> None:
+    """A record its per-query rows do not give was left out of the figures without a mark:
+    the missing point read as never run, while the tables named it."""
+    import json
+
+    write_demo_records(
+        tmp_path,
+        [DemoSystem("sgtm-otam", noise=0.5), DemoSystem("trx", noise=1.5)],
+        settings=[(5, 1), (6, 1), (7, 1)],
+        episodes=60,
+    )
+    (edited,) = [
+        p
+        for p in (tmp_path / "records").glob("trx__*.json")
+        if json.loads(p.read_text())["way"] == 7
+    ]
+    edited.write_text(json.dumps({**json.loads(edited.read_text()), "accuracy": 90.0}))
+    left_out: list[str] = []
+    entries = load_entries(tmp_path, left_out=left_out, verify_rows=True)
+    notes: dict[str, str] = {}
+
+    def capture(fig, out_dir, name):
+        notes[name] = " ".join(t.get_text() for t in fig.texts)
+        figures.plt.close(fig)
+        return []
+
+    monkeypatch.setattr(figures, "save_figure", capture)
+    render_all(tmp_path, entries, tmp_path / "f", left_out=left_out, n_boot=200)
+    named = "trx in synth 7-way 1-shot"
+    assert named in notes["accuracy_vs_way_synth_1shot"].replace("\n", " ")
+    assert named in notes["forest_sgtm-otam"].replace("\n", " ")
+    assert notes["per_class_synth_5w1s"] == ""  # a 5-way figure would not have drawn it
+    render_all(tmp_path, entries, tmp_path / "g", n_boot=200)
+    assert notes["accuracy_vs_way_synth_1shot"] == ""

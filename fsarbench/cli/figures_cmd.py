@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.figure == 3:
         return _figure3(args)
-    entries = load_filtered_entries(args)
+    left_out: list[str] = []
+    entries = load_filtered_entries(args, left_out=left_out)
     out = Path(args.out) if args.out else Path(args.runs) / "figures"
     pairs = [tuple(p) for p in args.forest] if args.forest else None
     paths = render_all(
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         test=args.test,
         published=args.published,
+        left_out=left_out,
     )
     if not paths:
         print(f"no figure is supported by the records under {args.runs}")

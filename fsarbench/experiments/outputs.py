@@ -49,7 +49,7 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
             path = run_dir / "tables" / f"paper_table{number}.{ext}"
             atomic_write_text(path, render(table, fmt, load_citation()))
             written.append(path)
-    figures = render_all(run_dir, entries, run_dir / "figures")
+    figures = render_all(run_dir, entries, run_dir / "figures", left_out=left_out)
     _remove_figures_not_drawn(run_dir / "figures", figures)
     return written + figures
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from fsarbench.report import figures
@@ -41,22 +42,33 @@ def default_forest_pairs(entries: list[Entry], ours: set[str]) -> list[tuple[str
     return [(a, b) for a in mine for b in others]
 
 
-def _way_figures(entries, out_dir):
+def _way_figures(entries, out_dir, missing):
     paths = []
     for dataset, shot in sorted({(e.setting.dataset, e.setting.shot) for e in entries}):
         fig = figures.plot_accuracy_vs_way(entries, dataset, shot)
         if fig is not None:
+            figures.note_not_drawn(
+                fig, [m for m in missing if (m.setting.dataset, m.setting.shot) == (dataset, shot)]
+            )
             paths += figures.save_figure(
                 fig, out_dir, f"accuracy_vs_way_{_slug(dataset)}_{shot}shot"
             )
     return paths
 
 
-def _mask_figures(entries, out_dir):
+def _mask_figures(entries, out_dir, missing):
     paths = []
     for dataset in sorted({e.setting.dataset for e in entries}):
         fig = figures.plot_mask_ratio(entries, dataset)
         if fig is not None:
+            figures.note_not_drawn(
+                fig,
+                [
+                    m
+                    for m in missing
+                    if m.setting.dataset == dataset and figures.mask_ratio_of(m) is not None
+                ],
+            )
             paths += figures.save_figure(fig, out_dir, f"mask_ratio_{_slug(dataset)}")
     return paths
 
@@ -76,16 +88,18 @@ def _per_class_choice(entries: list[Entry], figure2: list[str]) -> list[Entry]:
     return named + plain
 
 
-def _per_class_figures(entries, out_dir, figure2):
+def _per_class_figures(entries, out_dir, figure2, missing):
     """One per-class figure per setting (Figure 2)."""
     groups: dict = defaultdict(list)
     for e in _per_class_choice(entries, figure2):
         groups[e.setting].append(e)
     paths = []
     names = _setting_file_names(list(groups))
+    absent = _per_class_choice(missing, figure2)
     for setting, es in sorted(groups.items()):
         fig = figures.plot_per_class(es)
         if fig is not None:
+            figures.note_not_drawn(fig, [m for m in absent if m.setting == setting])
             paths += figures.save_figure(fig, out_dir, f"per_class_{names[setting]}")
     return paths
 
@@ -126,9 +140,10 @@ def _part(s: Setting, part: str) -> str:
     }[part]
 
 
-def _forest_figures(run_dir, entries, out_dir, pairs, alpha, test, n_boot):
+def _forest_figures(run_dir, entries, out_dir, pairs, alpha, test, n_boot, missing):
     paths = []
     for a in sorted({a for a, _ in pairs}):
+        systems = {a} | {b for x, b in pairs if x == a}
         comps = []
         for _, b in (p for p in pairs if p[0] == a):
             try:
@@ -139,6 +154,7 @@ def _forest_figures(run_dir, entries, out_dir, pairs, alpha, test, n_boot):
                 log.info("forest plot: skipping %s vs %s: %s", a, b, err)
         fig = figures.plot_forest(comps)
         if fig is not None:
+            figures.note_not_drawn(fig, [m for m in missing if m.system in systems])
             paths += figures.save_figure(fig, out_dir, f"forest_{_slug(a)}")
     return paths
 
@@ -153,17 +169,23 @@ def render_all(
     test: str = "ttest",
     published: str | Path | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
+    left_out: Sequence[str] = (),
 ) -> list[Path]:
     """Every figure the ``entries`` support, written under ``out_dir``; the paths written
-    (``n_boot``: bootstrap resamples behind the forest plots' CIs)."""
+    (``n_boot``: bootstrap resamples behind the forest plots' CIs). ``left_out``: why
+    entries were left out (:class:`~fsarbench.report.records.LeftOut` reasons name them);
+    a figure that would have drawn one names it under the plot."""
     pairs = (
         forest_pairs
         if forest_pairs is not None
         else default_forest_pairs(entries, ours_methods(published))
     )
+    missing = [e for r in left_out if (e := getattr(r, "entry", None)) is not None]
+    missing = [e for e in missing if not e.outside]
+    figure2 = figure_methods("figure2", published)
     return (
-        _way_figures(entries, out_dir)
-        + _mask_figures(entries, out_dir)
-        + _per_class_figures(entries, out_dir, figure_methods("figure2", published))
-        + _forest_figures(run_dir, entries, out_dir, pairs, alpha, test, n_boot)
+        _way_figures(entries, out_dir, missing)
+        + _mask_figures(entries, out_dir, missing)
+        + _per_class_figures(entries, out_dir, figure2, missing)
+        + _forest_figures(run_dir, entries, out_dir, pairs, alpha, test, n_boot, missing)
     )

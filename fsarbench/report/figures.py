@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -52,6 +53,20 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
         atomic_write_bytes(path, buffer.getvalue())
     plt.close(fig)
     return paths
+
+
+def note_not_drawn(fig, missing: list[Entry]) -> None:
+    """A line under ``fig`` naming the ``missing`` entries (left out of every report: their
+    per-query rows do not give their records), so that a point or bar absent from it is
+    not read as never run."""
+    if not missing:
+        return
+    names = sorted({f"{e.system} in {e.setting.label}" for e in missing})
+    text = (
+        "Not drawn (records their per-query rows do not give; the tables' notes say why): "
+        + "; ".join(names)
+    )
+    fig.text(0.0, -0.01, textwrap.fill(text, 110), fontsize=7, va="top", ha="left")
 
 
 def _legend_outside(ax, fontsize: int = 8) -> None:

@@ -98,7 +98,13 @@ def collect_report(
         figs = figure_views(figure_files)
     else:
         figs = embed_figures(
-            run_dir, entries, alpha=alpha, test=test, published=published, n_boot=n_boot
+            run_dir,
+            entries,
+            alpha=alpha,
+            test=test,
+            published=published,
+            n_boot=n_boot,
+            left_out=left_out,
         )
     return ReportData(
         runs=run_dir.resolve(),

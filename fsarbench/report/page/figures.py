@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +39,22 @@ def embed_figures(
     test: str = "ttest",
     published: str | Path | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
+    left_out: Sequence[str] = (),
 ) -> list[FigureView]:
-    """Every figure ``python -m fsarbench figures`` would draw from ``entries``, as PNG URIs."""
+    """Every figure ``python -m fsarbench figures`` would draw from ``entries``, as PNG URIs
+    (``left_out`` as in :func:`~fsarbench.report.figure_set.render_all`)."""
     from fsarbench.report.figure_set import render_all
 
     with tempfile.TemporaryDirectory(prefix="fsarbench-report-") as tmp:
         paths = render_all(
-            run_dir, entries, tmp, alpha=alpha, test=test, published=published, n_boot=n_boot
+            run_dir,
+            entries,
+            tmp,
+            alpha=alpha,
+            test=test,
+            published=published,
+            n_boot=n_boot,
+            left_out=left_out,
         )
         return figure_views(paths)
 
