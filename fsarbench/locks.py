@@ -68,8 +68,10 @@ _SOFT_FOLDERS: set[Path] = set()
 
 
 @contextmanager
-def held(path: str | Path, *, what: str) -> Iterator[None]:
-    """Hold the lock file ``path`` (created with its folder) for ``what``."""
+def held(path: str | Path, *, what: str, wait: bool = True) -> Iterator[None]:
+    """Hold the lock file ``path`` (created with its folder) for ``what``. ``wait=False``:
+    a lock another process holds raises :class:`LockTimeout` at once, naming the holder
+    (for callers whose partners cannot wait as long, e.g. torchrun's other ranks)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))
@@ -81,6 +83,8 @@ def held(path: str | Path, *, what: str) -> Iterator[None]:
             lock.acquire(timeout=0)
     except Timeout:
         holder, timeout = _holder(path), _timeout()
+        if not wait:
+            raise LockTimeout(f"{what} is in use by {holder}") from None
         log.warning("waiting for %s: it is held by %s", what, holder)
         try:
             lock.acquire(timeout=timeout)

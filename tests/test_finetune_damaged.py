@@ -213,6 +213,48 @@ def test_only_torchruns_rank_0_clears_and_locks_the_train_folder(tmp_path, monke
     assert not (out / "last.pt").exists()
 
 
+def test_a_train_folder_in_use_stops_a_torchrun_train_at_once(tmp_path, monkeypatch):
+    """A second torchrun 'train' into a folder in use: rank 0 waited for the lock while the
+    other ranks waited for rank 0 until the process group's timeout, then failed."""
+    import subprocess
+    import sys
+    import time
+
+    from fsarbench.cli import train_cmd
+    from fsarbench.locks import LockTimeout
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holding, release = tmp_path / "holding", tmp_path / "release"
+    script = (
+        "import pathlib, time\n"
+        "from fsarbench.locks import held\n"
+        f"with held(pathlib.Path({str(out / '.train.lock')!r}), what='x'):\n"
+        f"    pathlib.Path({str(holding)!r}).touch()\n"
+        f"    while not pathlib.Path({str(release)!r}).exists(): time.sleep(0.05)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        for _ in range(600):
+            if holding.exists():
+                break
+            time.sleep(0.05)
+        monkeypatch.setenv("RANK", "0")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        busy = "under torchrun a second train does not wait"
+        with pytest.raises(LockTimeout, match=busy), train_cmd._folder_held(out):
+            pass
+        monkeypatch.setenv("WORLD_SIZE", "1")  # one process: waits (here up to 0.3 s)
+        monkeypatch.setenv("FSAR_LOCK_TIMEOUT", "0.3")
+        with pytest.raises(LockTimeout, match="still locked after"), train_cmd._folder_held(out):
+            pass
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
+    with train_cmd._folder_held(out):  # free again
+        assert (out / ".train.lock").exists()
+
+
 def _train_argv(out, cache, policy: str) -> list[str]:
     recipe = tiny_recipe(recipe={"way": 5, "val_episodes": 2})
     argv = ["train", "protonet", "--dataset", "synth", "--track", "finetune", "--device", "cpu"]

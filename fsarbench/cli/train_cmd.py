@@ -160,15 +160,29 @@ def run(args: argparse.Namespace) -> int:
 def _folder_held(out: Path) -> Iterator[None]:
     """The training folder ``out``, locked by torchrun's rank 0 (or the one process): a
     second ``train`` into it waits, then resumes or reloads what the first finished, instead
-    of both writing its checkpoints. Checkpoint writes a killed process left there are
-    deleted first (``.last.pt.<random>.tmp``, never read)."""
+    of both writing its checkpoints. Under torchrun a folder in use is an error at once: the
+    other ranks would wait for rank 0 only until the process group's timeout, then fail
+    (torchrun stops them when rank 0 exits). Checkpoint writes a killed process left there
+    are deleted first (``.last.pt.<random>.tmp``, never read)."""
     from fsarbench.distributed.env import dist_env
-    from fsarbench.locks import held
+    from fsarbench.locks import LockTimeout, held
 
-    if not dist_env().is_main:
+    env = dist_env()
+    if not env.is_main:
         yield
         return
-    with held(out / ".train.lock", what=f"training folder {out}"):
+    with contextlib.ExitStack() as stack:
+        lock = held(out / ".train.lock", what=f"training folder {out}", wait=not env.distributed)
+        try:
+            stack.enter_context(lock)
+        except LockTimeout as err:
+            if not env.distributed:
+                raise
+            raise LockTimeout(
+                f"{err}: under torchrun a second train does not wait for it (its other ranks "
+                "would time out first). Wait for that run to end and start this one again (it "
+                "resumes or reloads what the first finished), or choose another --out"
+            ) from None
         remove_cut_writes(out)
         yield
 
