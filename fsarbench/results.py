@@ -352,9 +352,35 @@ def load_record(path: str | Path) -> ResultRecord:
     names = {f.name for f in dataclasses.fields(ResultRecord)}
     try:
         data = json.loads(Path(path).read_text())
-        return ResultRecord(**{k: v for k, v in data.items() if k in names})
+        record = ResultRecord(**{k: v for k, v in data.items() if k in names})
+        _check_field_types(record)
+        return record
     except (ValueError, TypeError, AttributeError) as err:
         raise UnreadableRecordError(f"record {path} cannot be read ({err})") from None
+
+
+#: The JSON types each kind of record field holds (``bool`` is not a number here).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "dict": (dict,),
+    "list": (list,),
+}
+
+
+def _check_field_types(record: ResultRecord) -> None:
+    """Raise ``TypeError`` naming the first field whose value is not of its declared kind
+    (an accuracy edited to ``null`` or ``"71.5"`` stopped every report with a traceback)."""
+    for f in dataclasses.fields(record):
+        declared = str(f.type)
+        value = getattr(record, f.name)
+        if value is None and declared.endswith("| None"):
+            continue
+        kind = declared.removesuffix(" | None").split("[")[0]
+        types = _JSON_TYPES.get(kind)
+        if types is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            raise TypeError(f"its {f.name!r} is {value!r}, not a JSON {kind}")
 
 
 def load_records(out_dir: str | Path, *, unreadable: list[str] | None = None) -> list[ResultRecord]:
@@ -462,7 +488,7 @@ def rows_give_record(per_episode: np.ndarray, record: ResultRecord) -> bool:
     ``spread`` was edited too (the check was skipped for a text it did not know)."""
     if len(per_episode) != record.episodes:
         return False
-    if abs(100 * float(per_episode.mean()) - record.accuracy) > 1e-6:
+    if not abs(100 * float(per_episode.mean()) - record.accuracy) <= 1e-6:  # NaN: refused
         return False
     interval = {text: name for name, text in INTERVALS.items()}.get(record.spread)
     if interval is None:

@@ -453,7 +453,7 @@ def test_a_bundle_refuses_records_its_folder_marks_stale(runs, tmp_path, how):
     if how == "code":
         data["provenance"]["code"]["packages"]["fsarbench_baselines"] = "0" * 16
     else:
-        data["stale_accepted"] = {"reason": "test", "at": "2026-12-06"}
+        data["stale_accepted"] = ["code.harness: 0123 -> 4567"]  # as --reuse-stale writes
     path.write_text(json.dumps(data))
     with pytest.raises(BundleError, match=r"is stale \((code:fsarbench_baselines|accepted-stale)"):
         write_bundle(lab, "otam")

@@ -483,6 +483,28 @@ def test_a_table_names_only_the_left_out_records_it_would_have_shown(tmp_path):
     assert note not in "\n".join(build_table(load_table(1), entries, stand_in="toy").notes)
 
 
+@pytest.mark.parametrize("value", [float("nan"), None, "71.5"])
+def test_a_record_whose_accuracy_is_not_a_number_is_left_out(tmp_path, capsys, value):
+    """A hand-edited NaN accuracy passed the rows check (a comparison with NaN is False):
+    the leaderboard ranked it first and Table 1 printed 'nan' and bolded the wrong run."""
+    m = _manifest()
+    rng = np.random.default_rng(14)
+    bad = save_simulated_record(tmp_path, m, "otam", 0.6, rng)
+    save_simulated_record(tmp_path, m, "trx", 0.7, rng)
+    path = tmp_path / "records" / f"{bad.cell}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": value}))
+    left_out: list[str] = []
+    entries = load_entries(tmp_path, left_out=left_out, verify_rows=True)
+    # NaN: its rows give another number; null or a string: the file cannot be read
+    why = "otam in toy" if value != value else f"{bad.cell}.json cannot be read (its 'accuracy'"
+    assert [e.system for e in entries] == ["trx"] and why in " ".join(left_out)
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    assert list(pd.read_csv(tmp_path / "summary.csv")["method"]) == ["trx"]
+    assert main(["leaderboard", "--runs", str(tmp_path), "--bootstrap", "40"]) == 0
+    out = capsys.readouterr()
+    assert "| otam" not in out.out and why in out.err
+
+
 def test_compare_names_settings_only_one_system_has(tmp_path, capsys):
     """A shard run with other --episodes dropped its setting from compare's Holm family
     with nothing said."""
