@@ -419,3 +419,38 @@ def test_bold_goes_to_the_tables_own_track_when_it_has_cells(tmp_path) -> None:
     assert sorted(c.entry.setting.track for c in cells) == ["finetune"] * 2 + ["frozen"] * 3
     marked = [c for c in cells if c.mark]
     assert marked and all(c.entry.setting.track == "finetune" for c in marked)
+
+
+def test_a_run_cell_over_other_test_videos_is_marked_and_not_silently_unranked(tmp_path):
+    """A baseline whose records lost a test video was dropped from bold and '*' without a
+    mark: 'ours' stood bold and starred as better than 'the best other method' while a
+    better baseline sat unmarked in the same column."""
+    import json
+
+    write_demo_records(
+        tmp_path,
+        [
+            DemoSystem("otam", noise=1.0),
+            DemoSystem("protonet"),
+            DemoSystem("sgtm-otam", noise=0.5),
+        ],
+        settings=[(5, 1)],
+        episodes=60,
+    )
+    for path in (tmp_path / "records").glob("protonet__*.json"):
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "skipped_videos": ["test/v_0042: unreadable"]}))
+    entries = load_entries(tmp_path)
+    table = build_table(load_table(1), entries, source="runs", stand_in="synth")
+    cells = {r.labels[0]: r.cells[0] for r in table.rows if r.cells[0].entry is not None}
+    (protonet,) = [c for c in cells.values() if c.entry.system == "protonet"]
+    assert protonet.text.endswith(" [other test videos]") and protonet.mark == ""
+    notes = " ".join(table.notes)
+    assert "[other test videos]: evaluated over other test videos" in notes
+    assert (
+        "protonet (synth 5-way 1-shot (60 episodes)): left-out test videos v_0042 vs none" in notes
+    )
+    others = [c for c in cells.values() if c is not protonet]
+    assert all("[other test videos]" not in c.text for c in others)
+    mark_significant(table, tmp_path, alpha=0.5)
+    assert "best other method run of the column on the same test episodes" in " ".join(table.notes)

@@ -290,6 +290,7 @@ def build_table(
     notes += [f"not shown: {what}." for what in passed_over]
     shown = [rec for r in rows for c in r.cells if c.entry is not None for rec in c.entry.records]
     _mark_other_episodes(rows, shown)
+    notes += _mark_other_test_videos(rows, spec.track)
     _mark_other_tracks(rows, spec.track)
     changed = recipe_changes_text(shown)
     notes += [changed] if changed else []
@@ -332,6 +333,41 @@ def _mark_other_episodes(rows: list[TableRow], shown: list) -> None:
         for cell in row.cells:
             if cell.entry is not None:
                 cell.text += cell_marker(cell.entry.records, reference)
+
+
+#: Appended to a run cell whose test videos are not those of the cells it is ranked with.
+OTHER_VIDEOS_MARK = " [other test videos]"
+
+
+def _mark_other_test_videos(rows: list[TableRow], track: str | None) -> list[str]:
+    """Append :data:`OTHER_VIDEOS_MARK` to each run cell evaluated over other test videos
+    (another test list, or other videos left out) than the cells its column ranks
+    (:func:`_comparable`), which left it out of bold and ``*`` without a word (a better
+    baseline on a pool that lost one video sat unmarked beside a bold, starred 'ours');
+    return the note that says what the mark means and names each such cell's difference."""
+    notes = []
+    for j in range(len(rows[0].cells) if rows else 0):
+        cells = [r.cells[j] for r in rows if r.cells[j].entry is not None]
+        ranked = _comparable(cells, track)
+        if len(ranked) < 1 or len(ranked) == len(cells):
+            continue
+        common = ranked[0].entry.episodes_key
+        for c in cells:
+            key = c.entry.episodes_key
+            same_videos = key[1:] == common[1:]
+            if same_videos or c.entry.setting.track != ranked[0].entry.setting.track:
+                continue
+            if c.entry.synthetic != ranked[0].entry.synthetic:
+                continue
+            c.text += OTHER_VIDEOS_MARK
+            notes.append(f"{c.entry.system} ({c.entry.setting.label}): {key.differences(common)}")
+    if not notes:
+        return []
+    return [
+        f"{OTHER_VIDEOS_MARK.strip()}: evaluated over other test videos than the run cells its "
+        "column ranks (another test list, or other videos left out), so not ranked against "
+        "them (bold, *): " + "; ".join(notes) + "."
+    ]
 
 
 def _mark_other_tracks(rows: list[TableRow], track: str | None) -> None:
@@ -439,8 +475,8 @@ def mark_significant(
         # in the ablation tables (3-5) the other rows are variants of ours, not baselines
         other = "other row" if table.spec.table in (3, 4, 5) else "other method"
         table.notes.append(
-            f"*: significantly better than the best {other} run of the column "
-            f"(paired {test}, Holm over {len(tests)} cells, α = {alpha})."
+            f"*: significantly better than the best {other} run of the column on the same "
+            f"test episodes (paired {test}, Holm over {len(tests)} cells, α = {alpha})."
         )
     if untested:
         table.notes.append(
