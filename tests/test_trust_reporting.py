@@ -309,6 +309,15 @@ def test_compare_finds_a_system_whose_records_are_all_stale_by_its_plain_name(tm
     assert main(["compare", "alpha", "beta", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
     out = capsys.readouterr()
     assert "alpha ‡stale better" in out.out and "only beta has records" not in out.err
+    # the row's number carries the mark whatever the verdict says, and a note explains it
+    save_simulated_record(tmp_path, m, "beta", 0.8, rng, train_seed=1)  # no verdict naming it
+    save_simulated_record(tmp_path, m, "alpha", 0.8, rng, train_seed=1, provenance=older)
+    args = ["compare", "beta", "alpha", "--runs", str(tmp_path), "--bootstrap", "200"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("| toy")]
+    assert row.split("|")[3].strip().endswith("‡stale") and "‡stale" not in row.split("|")[2]
+    assert "Note: ‡stale: made by other code than the installed one" in out
 
 
 def test_the_leaderboard_says_what_the_stale_mark_means(tmp_path, capsys):

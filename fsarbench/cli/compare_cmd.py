@@ -21,6 +21,8 @@ from fsarbench.report.compare import (
     resolution_warning,
 )
 from fsarbench.report.recipe_changes import recipe_changes_text
+from fsarbench.report.records import STALE_MARK
+from fsarbench.report.tables import stale_note
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
 from fsarbench.stats.rounding import difference, fixed
 
@@ -54,8 +56,8 @@ def _row(c: SettingComparison) -> list[str]:
     adj = c.adjusted
     return [
         c.setting.label,
-        f"{fixed(s.acc_a)} ± {fixed(c.a.ci95)}",
-        f"{fixed(s.acc_b)} ± {fixed(c.b.ci95)}",
+        f"{fixed(s.acc_a)} ± {fixed(c.a.ci95)}{_stale_mark(c.a)}",
+        f"{fixed(s.acc_b)} ± {fixed(c.b.ci95)}{_stale_mark(c.b)}",
         difference(s.diff, s.ci_low, s.ci_high),
         # raw: the p that Holm adjusts (with several seeds, the largest of the episode-level,
         # hierarchical bootstrap's and per-seed test's p), so raw and adjusted read together
@@ -63,6 +65,12 @@ def _row(c: SettingComparison) -> list[str]:
         f"{format_p(s.p_value(TESTS['mcnemar']))} / {format_p(adj['mcnemar'])} ({_discordant(s)})",
         c.verdict,
     ]
+
+
+def _stale_mark(entry) -> str:
+    """`` ‡stale`` for an entry made by other code, which stands in for the typed name where
+    it has no current one (the row showed its number unmarked under the plain name)."""
+    return f" {STALE_MARK}" if entry.stale else ""
 
 
 def _discordant(s) -> str:
@@ -170,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"Training seeds, {c.setting.label}: " + "; ".join(parts))
     if any(c.a.synthetic or c.b.synthetic for c in comps):
         print("Note: synthetic features; not comparable with published numbers.")
+    stale = stale_note([e for c in comps for e in (c.a, c.b)])
+    if stale:
+        print(f"Note: {stale}")
     changed = recipe_changes_text([r for c in comps for e in (c.a, c.b) for r in e.records])
     if changed:  # the tables said so; the command asking "is A better?" did not
         print(f"Note: {changed}")
