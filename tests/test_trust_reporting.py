@@ -514,6 +514,26 @@ def test_a_record_whose_accuracy_is_not_a_number_is_left_out(tmp_path, capsys, v
     assert "| otam" not in out.out and why in out.err
 
 
+def test_a_seed_left_out_takes_its_entry_out_of_the_summary_tables_too(tmp_path):
+    """With one training seed's rows lost, merge's per-dataset table pooled the two seeds
+    left (n=2) while the paper tables and the leaderboard left the entry out: one folder,
+    two answers for one system."""
+    m = _manifest()
+    rng = np.random.default_rng(15)
+    seeds = [save_simulated_record(tmp_path, m, "otam", 0.6, rng, train_seed=s) for s in (0, 1, 2)]
+    save_simulated_record(tmp_path, m, "trx", 0.7, rng)
+    (tmp_path / "records" / f"{seeds[2].cell}.queries.csv.gz").unlink()
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "tables" / "toy__frozen.md").read_text()
+    assert "| otam" not in table and "| trx" in table
+    assert "): the record of training seed 2 is left out (above), so the entry is too" in table
+    summary = pd.read_csv(tmp_path / "summary.csv")  # one row per record: the two kept seeds
+    assert sorted(summary.loc[summary["method"] == "otam", "train_seed"]) == [0, 1]
+    left_out: list[str] = []
+    entries = load_entries(tmp_path, left_out=left_out, verify_rows=True)
+    assert [e.system for e in entries] == ["trx"]
+
+
 def test_compare_names_settings_only_one_system_has(tmp_path, capsys):
     """A shard run with other --episodes dropped its setting from compare's Holm family
     with nothing said."""

@@ -37,22 +37,24 @@ def summary_tables(
     """
     own = [r for r in records if not r.tags.get(OUTSIDE_TAG)]
     by_ds: dict[tuple[str, str, str], list[ResultRecord]] = defaultdict(list)
-    refused_in: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    refused_in: dict[tuple[str, str, str], list[ResultRecord]] = defaultdict(list)
+    left_out_in: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for r in own:
         by_ds[(r.dataset, r.track, r.protocol)].append(r)
     for r, reason in refused:
         by_ds.setdefault((r.dataset, r.track, r.protocol), [])
-        refused_in[(r.dataset, r.track, r.protocol)].append(reason)
+        refused_in[(r.dataset, r.track, r.protocol)].append(r)
+        left_out_in[(r.dataset, r.track, r.protocol)].append(reason)
     out = {}
     for (ds, track, protocol), recs in sorted(by_ds.items()):
-        left_out: list[str] = list(refused_in[(ds, track, protocol)])
+        left_out: list[str] = list(left_out_in[(ds, track, protocol)])
         name = f"{ds}__{track}" + ("" if protocol == "seed" else f"__{protocol}")
-        if not recs:  # every record of it was refused: say so, not an empty table
+        entries = _whole_entries(recs, refused_in[(ds, track, protocol)], left_out)
+        if not entries:  # every record of it was refused: say so, not an empty table
             out[name] = f"{ds}, {track} track, {protocol} protocol: no record can be shown." + (
                 "".join(f"\nLeft out: {reason}." for reason in left_out)
             )
             continue
-        entries = group_entries(recs, left_out=left_out)
         label = _column_labeller([e.setting for e in entries])
         cols = sorted({e.setting for e in entries}, key=_column_order)
         rows: dict[str, dict[Setting, str]] = defaultdict(dict)
@@ -67,6 +69,28 @@ def summary_tables(
         note += "".join(f"\nLeft out: {reason}." for reason in left_out)
         out[name] = tabulate(table, headers, tablefmt="github") + note
     return out
+
+
+def _whole_entries(
+    kept: list[ResultRecord], refused: list[ResultRecord], left_out: list[str]
+) -> list[Entry]:
+    """The entries of ``kept`` records, less each entry one of whose training seeds was
+    ``refused`` (named in ``left_out``): pooled over the seeds left, it was printed beside
+    paper tables and a leaderboard that left the whole entry out."""
+    refused_ids = {id(r) for r in refused}
+    entries = group_entries([*kept, *refused], left_out=left_out)
+    whole = []
+    for e in entries:
+        lost = [r for r in e.records if id(r) in refused_ids]
+        if not lost:
+            whole.append(e)
+        elif len(lost) < len(e.records):
+            seeds = ", ".join(str(r.train_seed) for r in lost)
+            left_out.append(
+                f"{e.system} in {e.setting.label}: the record of training seed {seeds} is "
+                "left out (above), so the entry is too (its seeds are not pooled without it)"
+            )
+    return whole
 
 
 def _column_order(s: Setting) -> tuple:
