@@ -534,6 +534,30 @@ def test_a_seed_left_out_takes_its_entry_out_of_the_summary_tables_too(tmp_path)
     assert [e.system for e in entries] == ["trx"]
 
 
+def test_queries_counted_wrong_for_nan_logits_are_named_under_every_output(tmp_path, capsys):
+    """A record made with --nonfinite count_wrong (its method returned NaN for 120 of 600
+    queries) was ranked, tabulated and compared without a word; only summary.csv had it."""
+    m = _manifest()
+    rng = np.random.default_rng(16)
+    bad = save_simulated_record(tmp_path, m, "otam", 0.6, rng)
+    save_simulated_record(tmp_path, m, "trx", 0.7, rng)
+    path = tmp_path / "records" / f"{bad.cell}.json"
+    edit = {"nonfinite_policy": "count_wrong", "nonfinite_queries": 120}
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    note = "NaN/inf logits counted as wrong answers (--nonfinite count_wrong): 120 of 3000"
+    runs = ["--runs", str(tmp_path)]
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    assert note in (tmp_path / "tables" / "toy__frozen.md").read_text()
+    capsys.readouterr()
+    for argv in (
+        ["table", "1", *runs, "--stand-in", "toy"],
+        ["leaderboard", *runs, "--bootstrap", "40"],
+        ["compare", "otam", "trx", *runs, "--bootstrap", "40"],
+    ):
+        assert main(argv) == 0
+        assert note in capsys.readouterr().out.replace("\n", " "), argv[0]
+
+
 def test_compare_names_settings_only_one_system_has(tmp_path, capsys):
     """A shard run with other --episodes dropped its setting from compare's Holm family
     with nothing said."""

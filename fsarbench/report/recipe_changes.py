@@ -28,7 +28,13 @@ from fsarbench.report.episode_protocol import (
 from fsarbench.report.records import base_method_of
 from fsarbench.results import ResultRecord
 
-__all__ = ["feature_changes", "recipe_changes", "recipe_changes_text", "episodes_note"]
+__all__ = [
+    "feature_changes",
+    "recipe_changes",
+    "recipe_changes_text",
+    "episodes_note",
+    "nonfinite_note",
+]
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -106,8 +112,8 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
     """A note naming the systems whose records changed the default recipe or the dataset's
     feature preset and how, e.g. ``"Recipe changed from the default (--recipe/--option):
     lr=0.01 for protonet."`` (``"every method"`` when all share the change), and those
-    evaluated on other test episodes than most of ``records`` (:func:`episodes_note`); ``""``
-    when none did."""
+    evaluated on other test episodes than most of ``records`` (:func:`episodes_note`), and
+    those with NaN/inf logits counted wrong (:func:`nonfinite_note`); ``""`` when none did."""
     notes = [
         _note(records, recipe_changes, "Recipe changed from the default (--recipe/--option)"),
         _note(
@@ -116,8 +122,30 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
             "Frame features changed from the dataset's preset (--features or the grid)",
         ),
         episodes_note(records),
+        nonfinite_note(records),
     ]
     return " ".join(n for n in notes if n)
+
+
+def nonfinite_note(records: list[ResultRecord]) -> str:
+    """``"NaN/inf logits counted as wrong answers (--nonfinite count_wrong): 120 of 1500
+    queries of protonet (toy 5-way 1-shot)."``, naming every record evaluated so that has
+    such queries; ``""`` when none has (the number was ranked and tabulated without a word
+    that part of it is a method's NaN output)."""
+    hit = [r for r in records if r.nonfinite_queries]
+    if not hit:
+        return ""
+    parts = [
+        f"{r.nonfinite_queries} of {r.episodes * r.way * r.queries} queries of {r.method} "
+        f"({r.dataset} {r.way}-way {r.shot}-shot"
+        + (f", train seed {r.train_seed})" if r.train_seed is not None else ")")
+        for r in sorted(hit, key=lambda r: (r.method, r.dataset, r.way, r.shot))
+    ]
+    return (
+        "NaN/inf logits counted as wrong answers (--nonfinite count_wrong): "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def episodes_note(records: list[ResultRecord]) -> str:
