@@ -558,6 +558,22 @@ def test_queries_counted_wrong_for_nan_logits_are_named_under_every_output(tmp_p
         assert note in capsys.readouterr().out.replace("\n", " "), argv[0]
 
 
+def test_reports_refuse_a_file_for_runs_and_say_when_a_folder_has_no_records(tmp_path, capsys):
+    """'table 1 --runs summary.csv' or an empty folder printed the published rows alone,
+    exit 0, with no word (a missing folder was already refused)."""
+    path = tmp_path / "summary.csv"
+    path.write_text("method\n")
+    for command in ("table", "leaderboard", "compare", "figures", "report"):
+        argv = {"table": ["table", "1"], "compare": ["compare", "a", "b"]}.get(command, [command])
+        with pytest.raises(SystemExit):
+            main([*argv, "--runs", str(path)])
+        assert "is a file, not a results folder" in capsys.readouterr().err, command
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["table", "1", "--runs", str(empty)]) == 0
+    assert f"note: no records under {empty} yet: published rows only" in capsys.readouterr().err
+
+
 def test_compare_names_settings_only_one_system_has(tmp_path, capsys):
     """A shard run with other --episodes dropped its setting from compare's Holm family
     with nothing said."""

@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     entries = []
     if args.source != "published" and runs.exists():
         entries = load_entries(runs, left_out=left_out, verify_rows=True)
+        if not entries and not left_out:
+            print(f"note: no records under {runs} yet: published rows only", file=sys.stderr)
     elif args.source != "published" and args.runs != DEFAULT_RUNS:
         # a mistyped --runs printed the published rows alone, as if nothing had been run
         print(

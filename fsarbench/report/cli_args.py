@@ -30,9 +30,23 @@ DEFAULT_RUNS = os.environ.get("FSARBENCH_RUNS", str(Path("results") / "runs" / "
 def add_runs_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--runs",
+        type=_runs_folder,
         default=DEFAULT_RUNS,
         help=f"results folder holding records/ (default: {DEFAULT_RUNS}; $FSARBENCH_RUNS sets it)",
     )
+
+
+def _runs_folder(text: str) -> str:
+    """``--runs``: refused when a file is there (``table 1 --runs summary.csv`` printed the
+    published rows alone, exit 0, as if nothing had been run)."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text} is a file, not a results folder: pass the folder 'run --out' wrote"
+        )
+    return text
+
+
+_runs_folder.__name__ = "folder"
 
 
 def _alpha(text: str) -> float:
