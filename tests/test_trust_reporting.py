@@ -574,6 +574,37 @@ def test_reports_refuse_a_file_for_runs_and_say_when_a_folder_has_no_records(tmp
     assert f"note: no records under {empty} yet: published rows only" in capsys.readouterr().err
 
 
+def test_a_pipe_in_a_system_name_does_not_shift_markdown_columns(tmp_path, capsys):
+    """'protonet[metric=cos|l2]' split its row of every Markdown table into one more column:
+    its accuracy was read under the next header."""
+    m = _manifest()
+    rng = np.random.default_rng(17)
+    name = "protonet[metric=cos|l2]"
+    save_simulated_record(tmp_path, m, name, 0.7, rng)
+    save_simulated_record(tmp_path, m, "cos|net", 0.65, rng)  # a plain name: a Table 1 row
+    save_simulated_record(tmp_path, m, "trx", 0.6, rng)
+
+    def columns(line: str) -> int:
+        return len(re.split(r"(?<!\\)\|", line))
+
+    def check(text: str, what: str) -> None:
+        rows = [line for line in text.splitlines() if line.startswith("|")]
+        assert rows and any("cos\\|" in line for line in rows), what
+        assert len({columns(line) for line in rows}) == 1, what
+
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    check((tmp_path / "tables" / "toy__frozen.md").read_text(), "summary table")
+    runs = ["--runs", str(tmp_path)]
+    capsys.readouterr()
+    for argv in (
+        ["table", "1", *runs, "--stand-in", "toy"],
+        ["leaderboard", *runs, "--bootstrap", "40", "--include-variants"],
+        ["compare", name, "trx", *runs, "--bootstrap", "40"],
+    ):
+        assert main(argv) == 0
+        check(capsys.readouterr().out, argv[0])
+
+
 def test_compare_names_settings_only_one_system_has(tmp_path, capsys):
     """A shard run with other --episodes dropped its setting from compare's Holm family
     with nothing said."""

@@ -20,6 +20,7 @@ from fsarbench.report.compare import (
     compare_systems,
     resolution_warning,
 )
+from fsarbench.report.markdown import md_cell_text
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import STALE_MARK
 from fsarbench.report.tables import stale_note
@@ -63,7 +64,7 @@ def _row(c: SettingComparison) -> list[str]:
         # hierarchical bootstrap's and per-seed test's p), so raw and adjusted read together
         *(f"{format_p(s.p_value(TESTS[t]))} / {format_p(adj[t])}" for t in ("ttest", "wilcoxon")),
         f"{format_p(s.p_value(TESTS['mcnemar']))} / {format_p(adj['mcnemar'])} ({_discordant(s)})",
-        c.verdict,
+        md_cell_text(c.verdict),
     ]
 
 
@@ -149,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
     print_left_out(one_sided)
     head = [
         "Setting",
-        f"{args.a} acc ± CI",
-        f"{args.b} acc ± CI",
+        f"{md_cell_text(args.a)} acc ± CI",
+        f"{md_cell_text(args.b)} acc ± CI",
         "Δ (A−B) [95% bootstrap CI]",
         "t-test p raw / Holm",
         "Wilcoxon p raw / Holm",

@@ -8,6 +8,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from fsarbench.io import atomic_write_text
+from fsarbench.report.markdown import md_cell_text
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import (
     Entry,
@@ -60,7 +61,7 @@ def summary_tables(
         rows: dict[str, dict[Setting, str]] = defaultdict(dict)
         for e in entries:
             rows[e.system][e.setting] = entry_text(e)
-        table = [[m, *(rows[m].get(c, "") for c in cols)] for m in sorted(rows)]
+        table = [[md_cell_text(m), *(rows[m].get(c, "") for c in cols)] for m in sorted(rows)]
         headers = ["method", *(label(c) for c in cols)]
         note = f"\n\n{ds}, {track} track, {protocol} protocol; " + _spread_note(recs, entries)
         note += _models_note(recs)

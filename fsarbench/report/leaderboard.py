@@ -20,6 +20,7 @@ import pandas as pd
 
 from fsarbench.io import atomic_write_text
 from fsarbench.report.compare import TESTS, compare_entries, resolution_warning
+from fsarbench.report.markdown import md_cell_text
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import (
     OUTSIDE_MARK,
@@ -267,7 +268,7 @@ def _md_cell(st: Standing) -> list[str]:
     seeds = f"{fixed(e.seeds.mean)} ± {fixed(e.seeds.std)} (n={e.seeds.n})" if e.seeds else "-"
     diff = difference(c.diff, *c.diff_ci) if c else "leader"
     p = format_p(st.p_leader_adjusted) if c else "-"
-    return [str(st.rank), e.system, acc, seeds, diff, p]
+    return [str(st.rank), md_cell_text(e.system), acc, seeds, diff, p]
 
 
 def leaderboard_markdown(

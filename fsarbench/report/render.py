@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from itertools import groupby
 
+from fsarbench.report.markdown import md_cell_text
 from fsarbench.report.published import Citation
 from fsarbench.report.records import Entry
 from fsarbench.report.tables import Cell, Table
@@ -17,7 +18,7 @@ FORMATS = ("md", "latex", "csv")
 
 
 def _md_cell(cell: Cell) -> str:
-    text = cell.text + ("\\*" if cell.significant else "")
+    text = md_cell_text(cell.text) + ("\\*" if cell.significant else "")
     if cell.mark == "best":
         return f"**{text}**"
     if cell.mark == "second":
@@ -31,7 +32,10 @@ def render_markdown(table: Table, citation: Citation | None = None) -> str:
 
     spec = table.spec
     head = [*spec.label_columns, "Source", *(f"{c.group} {c.label}" for c in spec.columns)]
-    body = [[*r.labels, r.source, *(_md_cell(c) for c in r.cells)] for r in table.rows]
+    body = [
+        [*map(md_cell_text, r.labels), r.source, *(_md_cell(c) for c in r.cells)]
+        for r in table.rows
+    ]
     out = [
         f"**Table {spec.table}.** {spec.caption}",
         "",
