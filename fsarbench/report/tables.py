@@ -351,13 +351,19 @@ def _mark_other_test_videos(rows: list[TableRow], track: str | None) -> list[str
         ranked = _comparable(cells, track)
         if len(ranked) < 1 or len(ranked) == len(cells):
             continue
-        common = ranked[0].entry.episodes_key
+        first = ranked[0].entry
+        common = first.episodes_key
         for c in cells:
             key = c.entry.episodes_key
-            same_videos = key[1:] == common[1:]
-            if same_videos or c.entry.setting.track != ranked[0].entry.setting.track:
-                continue
-            if c.entry.synthetic != ranked[0].entry.synthetic:
+            same_videos = (key.test_list_md5, key.left_out) == (
+                common.test_list_md5,
+                common.left_out,
+            )
+            unranked_anyway = (c.entry.setting.track, c.entry.synthetic) != (
+                first.setting.track,
+                first.synthetic,
+            )
+            if same_videos or unranked_anyway:  # other tracks and stand-ins are said apart
                 continue
             c.text += OTHER_VIDEOS_MARK
             notes.append(f"{c.entry.system} ({c.entry.setting.label}): {key.differences(common)}")
