@@ -424,3 +424,26 @@ def test_manifest_mode_refuses_the_dataset_modes_episode_flags(tmp_path, capsys)
     err = _refused(capsys, [*argv, "--way", "10", "--shot", "1", "--episodes", "7"])
     assert "--way 10, --episodes 7 contradict --manifest" in err
     assert main([*argv, "--way", "5", "--shot", "1"]) == 0  # the manifest's own: fine
+
+
+def test_an_eval_of_the_datasets_features_names_the_pipeline_that_made_them(
+    tmp_path, trained, monkeypatch
+):
+    """'eval --dataset' recorded the method's code only: after a decoding change its record
+    stayed current while run's records of the same features were marked stale."""
+    from fsarbench import provenance
+    from fsarbench.provenance import pipeline_digest
+    from fsarbench.results import stale_reasons
+
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.provenance["code"]["pipeline"] == pipeline_digest()
+    assert stale_reasons(record) == []
+    with monkeypatch.context() as patched:
+        patched.setattr(provenance, "pipeline_digest", lambda: "0" * 16)
+        assert stale_reasons(record) == ["code:pipeline"]
+    path, manifest = _cache(tmp_path, dataset="toy")  # features made elsewhere: not named
+    args = ["--features", path, "--manifest", manifest, "--checkpoint", str(trained)]
+    assert main(["eval", "protonet", "--device", "cpu", "--out", str(tmp_path / "f"), *args]) == 0
+    (record,) = fb.load_records(tmp_path / "f")
+    assert "pipeline" not in record.provenance["code"]

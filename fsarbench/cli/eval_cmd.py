@@ -296,6 +296,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provenance(method: torch.nn.Module, *, from_dataset: bool) -> dict[str, Any]:
+    """The code behind a record: the method's, and where ``eval`` made or read the
+    dataset's features itself (``--dataset``), the decoding pipeline's, as ``run`` and
+    ``train`` record it (a record of ``eval --dataset`` stayed current after a change to
+    decoding that marked the run's records of the same features stale). Features from a
+    ``--features`` file were made elsewhere: their pipeline is not this one's to name."""
+    code = code_parts(method)
+    if from_dataset:
+        code = {**code, "pipeline": pipeline_digest()}
+    return {"code": code, "code_digest": stable_hash(code)}
+
+
 def _trained_with_other_code(data: dict[str, Any], method: torch.nn.Module) -> bool:
     """Whether a checkpoint was trained by other code than the installed (method packages,
     harness, and for the finetune track the clip pipeline: its fingerprint's
@@ -685,7 +697,7 @@ def _report(
             split_variant=manifest.spec.dataset or args.dataset,
             manifest=manifest,
             hparams=method.hparams,
-            provenance={"code": code_parts(method), "code_digest": code_digest(method)},
+            provenance=_provenance(method, from_dataset=not args.features),
             track=meta.get("track", "frozen"),
             recipe=meta.get("recipe"),
             features=_with_checkpoint(meta),
