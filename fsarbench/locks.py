@@ -68,10 +68,13 @@ _SOFT_FOLDERS: set[Path] = set()
 
 
 @contextmanager
-def held(path: str | Path, *, what: str, wait: bool = True) -> Iterator[None]:
+def held(
+    path: str | Path, *, what: str, wait: bool = True, busy_remedy: str = ""
+) -> Iterator[None]:
     """Hold the lock file ``path`` (created with its folder) for ``what``. ``wait=False``:
-    a lock another process holds raises :class:`LockTimeout` at once, naming the holder
-    (for callers whose partners cannot wait as long, e.g. torchrun's other ranks)."""
+    a lock another process holds raises :class:`LockTimeout` at once, naming the holder and
+    then ``busy_remedy`` (for callers whose partners cannot wait as long, e.g. torchrun's
+    other ranks)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))
@@ -84,7 +87,7 @@ def held(path: str | Path, *, what: str, wait: bool = True) -> Iterator[None]:
     except Timeout:
         holder, timeout = _holder(path), _timeout()
         if not wait:
-            raise LockTimeout(f"{what} is in use by {holder}") from None
+            raise LockTimeout(f"{what} is in use by {holder}{busy_remedy}") from None
         log.warning("waiting for %s: it is held by %s", what, holder)
         try:
             lock.acquire(timeout=timeout)

@@ -525,11 +525,10 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
 
     records = load_records(out_dir) if records is None else records
     records = [r for r in records if not r.tags.get(OUTSIDE_TAG)]
-    notes: list[str] = []
-    records = given_copies(out_dir, records, notes)  # a damaged copy of a cell: another one
+    records, dropped = given_copies(out_dir, records)  # a damaged copy of a cell: another
     records, _ = newest_per_cell(records)  # a cell copied into shard folders: one row
     records, refused = records_given_by_rows(out_dir, records)
-    warnings = [*notes, *(f"left out of summary.csv and the tables: {r}" for _, r in refused)]
+    warnings = [*dropped, *(f"left out of summary.csv and the tables: {r}" for _, r in refused)]
     for text in warnings:
         if text not in _WARNED:  # run rebuilds the summary after every cell: warn once
             _WARNED.add(text)

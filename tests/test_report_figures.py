@@ -374,3 +374,32 @@ def test_figures_name_the_left_out_entries_they_would_have_drawn(tmp_path, monke
     assert notes["per_class_synth_5w1s"] == ""  # a 5-way figure would not have drawn it
     render_all(tmp_path, entries, tmp_path / "g", n_boot=200)
     assert notes["accuracy_vs_way_synth_1shot"] == ""
+
+
+def test_the_per_class_note_names_only_entries_the_figure_would_have_drawn(
+    tmp_path, monkeypatch
+) -> None:
+    """Figure 2 draws the paper's methods where present; a left-out protonet, which it would
+    not have drawn beside them, was named as 'not drawn'."""
+    import json
+
+    write_demo_records(
+        tmp_path,
+        [DemoSystem("sgtm-otam"), DemoSystem("trx"), DemoSystem("protonet")],
+        settings=[(5, 1)],
+        episodes=60,
+    )
+    (path,) = (tmp_path / "records").glob("protonet__*.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": 99.0}))
+    left_out: list[str] = []
+    entries = load_entries(tmp_path, left_out=left_out, verify_rows=True)
+    notes: dict[str, str] = {}
+
+    def capture(fig, out_dir, name):
+        notes[name] = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+        figures.plt.close(fig)
+        return []
+
+    monkeypatch.setattr(figures, "save_figure", capture)
+    render_all(tmp_path, entries, tmp_path / "f", left_out=left_out, forest_pairs=[])
+    assert notes["per_class_synth_5w1s"] == ""

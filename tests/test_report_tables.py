@@ -454,3 +454,23 @@ def test_a_run_cell_over_other_test_videos_is_marked_and_not_silently_unranked(t
     assert all("[other test videos]" not in c.text for c in others)
     mark_significant(table, tmp_path, alpha=0.5)
     assert "best other method run of the column on the same test episodes" in " ".join(table.notes)
+
+
+def test_on_an_even_split_the_run_that_lost_a_video_is_the_one_marked(tmp_path):
+    """With one cell on each pool, the first row's pool was the reference: 'ours', on the
+    full test list, was marked '[other test videos]' and the baseline that lost a video not."""
+    import json
+
+    write_demo_records(
+        tmp_path,
+        [DemoSystem("trx", noise=1.0), DemoSystem("sgtm-otam", noise=0.5)],
+        settings=[(5, 1)],
+        episodes=60,
+    )
+    for path in (tmp_path / "records").glob("trx__*.json"):
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "skipped_videos": ["test/v_0042: unreadable"]}))
+    table = build_table(load_table(1), load_entries(tmp_path), source="runs", stand_in="synth")
+    texts = {c.entry.system: c.text for r in table.rows for c in r.cells if c.entry is not None}
+    assert texts["trx"].endswith("[other test videos]")
+    assert "[other test videos]" not in texts["sgtm-otam"]

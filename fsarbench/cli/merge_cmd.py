@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if not own:
         what = f" (only {len(found)} outside record(s) from bundles)" if found else ""
         raise FileNotFoundError(f"no records/*.json of this folder's runs below {args.out}{what}")
-    damaged: list[str] = []
-    records, twice = newest_per_cell(given_copies(args.out, own, damaged))
+    kept, damaged = given_copies(args.out, own)
+    records, twice = newest_per_cell(kept)
     for cell in twice:
         print(f"note: cell {cell} is recorded by more than one shard; the newest copy is used")
     for note in damaged:

@@ -165,24 +165,20 @@ def _folder_held(out: Path) -> Iterator[None]:
     (torchrun stops them when rank 0 exits). Checkpoint writes a killed process left there
     are deleted first (``.last.pt.<random>.tmp``, never read)."""
     from fsarbench.distributed.env import dist_env
-    from fsarbench.locks import LockTimeout, held
+    from fsarbench.locks import held
 
     env = dist_env()
     if not env.is_main:
         yield
         return
-    with contextlib.ExitStack() as stack:
-        lock = held(out / ".train.lock", what=f"training folder {out}", wait=not env.distributed)
-        try:
-            stack.enter_context(lock)
-        except LockTimeout as err:
-            if not env.distributed:
-                raise
-            raise LockTimeout(
-                f"{err}: under torchrun a second train does not wait for it (its other ranks "
-                "would time out first). Wait for that run to end and start this one again (it "
-                "resumes or reloads what the first finished), or choose another --out"
-            ) from None
+    with held(
+        out / ".train.lock",
+        what=f"training folder {out}",
+        wait=not env.distributed,
+        busy_remedy=": under torchrun a second train does not wait for it (its other ranks "
+        "would time out first). Wait for that run to end and start this one again (it "
+        "resumes or reloads what the first finished), or choose another --out",
+    ):
         remove_cut_writes(out)
         yield
 

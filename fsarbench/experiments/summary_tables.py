@@ -12,6 +12,7 @@ from fsarbench.report.markdown import md_cell_text
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import (
     Entry,
+    LeftOut,
     Setting,
     entry_text,
     given_copies,
@@ -24,7 +25,9 @@ __all__ = ["summary_tables", "write_summary_tables"]
 
 
 def summary_tables(
-    records: list[ResultRecord], refused: list[tuple[ResultRecord, str]] = ()
+    records: list[ResultRecord],
+    refused: list[tuple[ResultRecord, str]] = (),
+    dropped: list[LeftOut] = (),
 ) -> dict[str, str]:
     """One Markdown table per (dataset, track, protocol): rows systems, columns ``W-way
     K-shot`` (plus the episode seed, queries or episode count where a table has several).
@@ -34,7 +37,8 @@ def summary_tables(
     paper tables and the leaderboard; outside results (bundles) are left out: the tables show
     this folder's runs. The note says what ``±`` is and which models the numbers come from;
     ``refused``: records left out with the reason (:func:`records_given_by_rows`), named in
-    their table's note.
+    their table's note; ``dropped``: copies of cells another copy stands for
+    (:func:`~fsarbench.report.records.given_copies`), named there too.
     """
     own = [r for r in records if not r.tags.get(OUTSIDE_TAG)]
     by_ds: dict[tuple[str, str, str], list[ResultRecord]] = defaultdict(list)
@@ -46,6 +50,9 @@ def summary_tables(
         by_ds.setdefault((r.dataset, r.track, r.protocol), [])
         refused_in[(r.dataset, r.track, r.protocol)].append(r)
         left_out_in[(r.dataset, r.track, r.protocol)].append(reason)
+    for note in dropped:
+        r = note.entry.records[0]
+        left_out_in[(r.dataset, r.track, r.protocol)].append(note)
     out = {}
     for (ds, track, protocol), recs in sorted(by_ds.items()):
         left_out: list[str] = list(left_out_in[(ds, track, protocol)])
@@ -63,9 +70,10 @@ def summary_tables(
             rows[e.system][e.setting] = entry_text(e)
         table = [[md_cell_text(m), *(rows[m].get(c, "") for c in cols)] for m in sorted(rows)]
         headers = ["method", *(label(c) for c in cols)]
-        note = f"\n\n{ds}, {track} track, {protocol} protocol; " + _spread_note(recs, entries)
-        note += _models_note(recs)
-        changed = recipe_changes_text(recs)
+        shown = [r for e in entries for r in e.records]
+        note = f"\n\n{ds}, {track} track, {protocol} protocol; " + _spread_note(shown, entries)
+        note += _models_note(shown)
+        changed = recipe_changes_text(shown)
         note += f"\n{changed}" if changed else ""
         note += "".join(f"\nLeft out: {reason}." for reason in left_out)
         out[name] = tabulate(table, headers, tablefmt="github") + note
@@ -78,6 +86,8 @@ def _whole_entries(
     """The entries of ``kept`` records, less each entry one of whose training seeds was
     ``refused`` (named in ``left_out``): pooled over the seeds left, it was printed beside
     paper tables and a leaderboard that left the whole entry out."""
+    kept_cells = {r.cell for r in kept}  # a refused copy of a kept record is not a lost seed
+    refused = [r for r in refused if r.cell not in kept_cells]
     refused_ids = {id(r) for r in refused}
     entries = group_entries([*kept, *refused], left_out=left_out)
     whole = []
@@ -146,9 +156,10 @@ def _models_note(records: list[ResultRecord]) -> str:
 def write_summary_tables(out_dir: str | Path, records: list[ResultRecord]) -> dict[str, Path]:
     """Write :func:`summary_tables` under ``out_dir/tables``; records their per-query rows do
     not give are left out and named in their table's note."""
-    records, refused = records_given_by_rows(out_dir, given_copies(out_dir, records))
+    records, dropped = given_copies(out_dir, records)
+    records, refused = records_given_by_rows(out_dir, records)
     paths = {}
-    for name, text in summary_tables(records, refused).items():
+    for name, text in summary_tables(records, refused, dropped).items():
         path = Path(out_dir) / "tables" / f"{name}.md"
         atomic_write_text(path, text + "\n")
         paths[name] = path

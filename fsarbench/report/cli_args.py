@@ -110,13 +110,8 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
 
 def filter_entries(entries: list[Entry], args: argparse.Namespace) -> list[Entry]:
     """Entries matching ``--dataset``, ``--way`` and ``--shot`` (those given)."""
-    wanted = {"dataset": args.dataset, "way": args.way, "shot": args.shot}
-    kept = [
-        e
-        for e in entries
-        if all(v is None or getattr(e.setting, k) == v for k, v in wanted.items())
-    ]
-    asked = {k: v for k, v in wanted.items() if v is not None}
+    kept = [e for e in entries if _matches_filters(e, args)]
+    asked = {k: v for k, v in _filters(args).items() if v is not None}
     if entries and not kept and asked:
         have = {k: sorted({getattr(e.setting, k) for e in entries}, key=str) for k in asked}
         raise ValueError(
@@ -126,6 +121,14 @@ def filter_entries(entries: list[Entry], args: argparse.Namespace) -> list[Entry
             + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in have.items())
         )
     return kept
+
+
+def _filters(args: argparse.Namespace) -> dict:
+    return {"dataset": args.dataset, "way": args.way, "shot": args.shot}
+
+
+def _matches_filters(entry: Entry, args: argparse.Namespace) -> bool:
+    return all(v is None or getattr(entry.setting, k) == v for k, v in _filters(args).items())
 
 
 def load_filtered_entries(
@@ -143,8 +146,12 @@ def load_filtered_entries(
     An entry that cannot be reported (that, or training seeds on different manifests) is
     left out with a note on stderr, also appended to ``left_out`` when given, so it does not
     stop a report of the others."""
-    notes: list[str] = []
-    entries = filter_entries(load_entries(Path(args.runs), left_out=notes), args)
+    found: list[str] = []
+    entries = filter_entries(load_entries(Path(args.runs), left_out=found), args)
+    # reasons naming an entry the filters leave out are not this report's to give
+    notes = [
+        n for n in found if getattr(n, "entry", None) is None or _matches_filters(n.entry, args)
+    ]
     checked = [e for e in entries if verify is None or verify(e)]
     good = {id(e) for e in verified_entries(Path(args.runs), checked, notes)}
     checked_ids = {id(e) for e in checked}

@@ -95,7 +95,9 @@ def _per_class_figures(entries, out_dir, figure2, missing):
         groups[e.setting].append(e)
     paths = []
     names = _setting_file_names(list(groups))
-    absent = _per_class_choice(missing, figure2)
+    # of the left-out entries, those the figure would have chosen beside the others
+    left = {id(m) for m in missing}
+    absent = [e for e in _per_class_choice([*entries, *missing], figure2) if id(e) in left]
     for setting, es in sorted(groups.items()):
         fig = figures.plot_per_class(es)
         if fig is not None:
@@ -154,9 +156,21 @@ def _forest_figures(run_dir, entries, out_dir, pairs, alpha, test, n_boot, missi
                 log.info("forest plot: skipping %s vs %s: %s", a, b, err)
         fig = figures.plot_forest(comps)
         if fig is not None:
-            figures.note_not_drawn(fig, [m for m in missing if m.system in systems])
+            figures.note_not_drawn(fig, _forest_missing(entries, missing, a, systems - {a}))
             paths += figures.save_figure(fig, out_dir, f"forest_{_slug(a)}")
     return paths
+
+
+def _forest_missing(entries, missing, a: str, others: set[str]) -> list[Entry]:
+    """The left-out entries of ``a`` or of its partners that would have made a point of
+    ``a``'s forest plot: in a setting where the other side has an entry too."""
+    every = [*entries, *missing]
+    out = []
+    for m in missing:
+        partners = others if m.system == a else {a} if m.system in others else set()
+        if any(e.system in partners and e.setting == m.setting for e in every):
+            out.append(m)
+    return out
 
 
 def render_all(
@@ -181,7 +195,6 @@ def render_all(
         else default_forest_pairs(entries, ours_methods(published))
     )
     missing = [e for r in left_out if (e := getattr(r, "entry", None)) is not None]
-    missing = [e for e in missing if not e.outside]
     figure2 = figure_methods("figure2", published)
     return (
         _way_figures(entries, out_dir, missing)

@@ -56,16 +56,13 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
 
 
 def note_not_drawn(fig, missing: list[Entry]) -> None:
-    """A line under ``fig`` naming the ``missing`` entries (left out of every report: their
-    per-query rows do not give their records), so that a point or bar absent from it is
-    not read as never run."""
+    """A line under ``fig`` naming the ``missing`` entries (left out of the reports, each
+    with its reason in their left-out notes), so that a point or bar absent from it is not
+    read as never run."""
     if not missing:
         return
     names = sorted({f"{e.system} in {e.setting.label}" for e in missing})
-    text = (
-        "Not drawn (records their per-query rows do not give; the tables' notes say why): "
-        + "; ".join(names)
-    )
+    text = "Not drawn (left out; the left-out notes say why): " + "; ".join(names)
     fig.text(0.0, -0.01, textwrap.fill(text, 110), fontsize=7, va="top", ha="left")
 
 

@@ -44,7 +44,6 @@ __all__ = [
     "records_given_by_rows",
     "given_copies",
     "LeftOut",
-    "sound_copies",
     "entry_text",
     "system_of",
     "mark_of",
@@ -407,7 +406,9 @@ def load_entries(
     path = Path(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"results folder {path} does not exist")
-    records = sound_copies(path, load_records(path, unreadable=left_out))
+    records, dropped = given_copies(path, load_records(path, unreadable=left_out))
+    if left_out is not None:
+        left_out += dropped
     entries = group_entries(records, left_out=left_out)
     if verify_rows:
         if left_out is None:
@@ -451,18 +452,21 @@ def records_given_by_rows(
 
 
 def given_copies(
-    run_dir: str | Path, records: list[ResultRecord], notes: list[str] | None = None
-) -> list[ResultRecord]:
-    """``records`` less each copy of a cell (shards, copies, re-runs) that its per-query rows
-    do not give while another copy of the same cell is given: the newest copy the rows give
-    is then used rather than the cell left out. Each dropped copy is named in ``notes``. A
-    cell with no given copy keeps its copies (the callers leave it out and say why)."""
-    by_cell: dict[str, list[ResultRecord]] = {}
+    run_dir: str | Path, records: list[ResultRecord]
+) -> tuple[list[ResultRecord], list[LeftOut]]:
+    """``(kept, dropped)``: ``records`` less each copy of a cell (shards, re-runs: other
+    ``created`` stamps) that its per-query rows do not give while another copy of the cell
+    is given, so that the newest copy the rows give is used rather than the cell left out;
+    and a :class:`LeftOut` per dropped copy, naming both copies' folders. Copies of one
+    record (one stamp: a shard folder's copy of a file) are not checked, and an own record
+    and an outside (bundle) one are never copies of each other. A cell with no given copy
+    keeps its copies (the callers leave it out and say why)."""
+    by_cell: dict[tuple[str, bool], list[ResultRecord]] = {}
     for r in records:
-        by_cell.setdefault(r.cell, []).append(r)
-    dropped: set[int] = set()
-    for cell, copies in by_cell.items():
-        if len(copies) < 2:
+        by_cell.setdefault((r.cell, bool(r.tags.get(OUTSIDE_TAG))), []).append(r)
+    dropped: dict[int, LeftOut] = {}
+    for copies in by_cell.values():
+        if len({r.created for r in copies}) < 2:
             continue
         verdicts = [_rows_verdict(run_dir, r) for r in copies]
         if all(verdicts) or not any(verdicts):
@@ -470,27 +474,19 @@ def given_copies(
         used = max((r for r, v in zip(copies, verdicts) if not v), key=created_time)
         for r, why in zip(copies, verdicts):
             if why:
-                dropped.add(id(r))
-                if notes is not None:
-                    notes.append(
-                        f"{r.method} ({cell}): the copy created {r.created} is not given by "
-                        f"its per-query rows ({why}); the copy created {used.created} is used"
-                    )
-    return [r for r in records if id(r) not in dropped]
+                note = (
+                    f"{r.method} ({r.cell}): the copy in {_folder_of(run_dir, r)} (created "
+                    f"{r.created}) is not given by its per-query rows ({why}); the copy in "
+                    f"{_folder_of(run_dir, used)} (created {used.created}) is used"
+                )
+                dropped[id(r)] = LeftOut(note, Entry(system_of(r), setting_of(r), [r]))
+    return [r for r in records if id(r) not in dropped], list(dropped.values())
 
 
-def sound_copies(run_dir: str | Path, records: list[ResultRecord]) -> list[ResultRecord]:
-    """:func:`given_copies`, each dropped copy named in a log warning (once per process)."""
-    notes: list[str] = []
-    records = given_copies(run_dir, records, notes)
-    for note in notes:
-        if note not in _NAMED_COPIES:
-            _NAMED_COPIES.add(note)
-            log.warning("%s", note)
-    return records
-
-
-_NAMED_COPIES: set[str] = set()
+def _folder_of(run_dir: str | Path, record: ResultRecord) -> str:
+    """The results sub-folder holding ``record`` (``.`` for ``run_dir`` itself)."""
+    folders = record_folders(run_dir, record)
+    return str(folders[0].parent.relative_to(Path(run_dir))) if folders else "?"
 
 
 def _rows_verdict(run_dir: str | Path, record: ResultRecord) -> str:

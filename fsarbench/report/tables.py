@@ -227,14 +227,16 @@ def _comparable(cells: list[Cell], track: str | None = None) -> list[Cell]:
     """The cells of a column that can be ranked together: published cells as they are; run
     cells of the table's own ``track`` when the column has any, on real data when it has any
     (a synthetic stand-in is not ranked against them), and of those the ones on the track and
-    test episodes most of them share."""
+    test episodes most of them share (on a tie, those with the fewest videos left out)."""
     runs = [c for c in cells if c.entry is not None]
     if not runs:
         return cells
     runs = [c for c in runs if c.entry.setting.track == track] or runs  # the table's own
     real = [c for c in runs if not c.entry.synthetic] or runs
     counts = Counter((c.entry.setting.track, c.entry.episodes_key) for c in real)
-    common = counts.most_common(1)[0][0]  # ties: the first in row order
+    # ties: the pool with the fewest test videos left out (a run that lost one does not set
+    # the reference for one that did not), then the first in row order
+    common = max(counts, key=lambda k: (counts[k], -len(k[1].left_out)))
     return [c for c in real if (c.entry.setting.track, c.entry.episodes_key) == common]
 
 

@@ -12,7 +12,7 @@ from fsarbench.report.page.health import DatasetHealth, data_health
 from fsarbench.report.page.paper_tables import AbsentTable, TableView, collect_tables
 from fsarbench.report.page.verdicts import VerdictRow, choose_pairs, collect_verdicts
 from fsarbench.report.published import Citation, load_citation
-from fsarbench.report.records import group_entries, sound_copies, verified_entries
+from fsarbench.report.records import given_copies, group_entries, verified_entries
 from fsarbench.results import load_records
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 from fsarbench.version import code_version
@@ -47,17 +47,19 @@ class ReportData:
     synthetic_datasets: tuple[str, ...] = ()
 
 
-def _records(run_dir: Path, unreadable: list[str]):
+def _records(run_dir: Path, left_out: list[str]):
     what = (
         f"run 'python -m fsarbench run --all --out {run_dir}' (or 'run --table N') to make "
         "records there, or pass --runs with the folder a run wrote"
     )
     if not run_dir.is_dir():
         raise NoRecordsError(f"results folder {run_dir} does not exist: {what}")
-    records = load_records(run_dir, unreadable=unreadable)
+    records = load_records(run_dir, unreadable=left_out)
     if not records:
         raise NoRecordsError(f"no result records (records/*.json) under {run_dir}: {what}")
-    return sound_copies(run_dir, records)
+    records, dropped = given_copies(run_dir, records)
+    left_out += dropped  # named under the tables, as the left-out records are
+    return records
 
 
 def collect_report(

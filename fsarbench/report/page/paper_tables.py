@@ -102,7 +102,8 @@ def collect_tables(
     left_out: list[str] = (),
 ) -> tuple[list[TableView], list[AbsentTable]]:
     """Tables with at least one run cell (published rows beside them), and those without;
-    ``left_out``: the folder's records left out, named under each table shown."""
+    ``left_out``: the folder's records left out, named under each table shown that would have
+    shown them (:func:`~fsarbench.report.tables.build_table`)."""
     aliases, known = load_dataset_aliases(published), known_methods(published)
     shown, absent = [], []
     for number in available_tables(published):
