@@ -447,3 +447,49 @@ def test_an_eval_of_the_datasets_features_names_the_pipeline_that_made_them(
     assert main(["eval", "protonet", "--device", "cpu", "--out", str(tmp_path / "f"), *args]) == 0
     (record,) = fb.load_records(tmp_path / "f")
     assert "pipeline" not in record.provenance["code"]
+
+
+def test_a_checkpoint_that_is_not_the_finished_runs_selected_model_is_a_variant(
+    tmp_path, trained, capsys
+):
+    """'eval --checkpoint last.pt', a best.pt of a run killed at step 200 of 1000, or a model
+    trained before a train video was damaged were each filed as the run of the protocol
+    (same record id) and replaced its record."""
+    folder = trained.parent
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.tags == {}  # the finished run's best.pt: the protocol's number
+    last = torch.load(folder / "last.pt", map_location="cpu", weights_only=False)
+    assert last["step"] == 0  # a stage end
+    cases = {}
+    cases["resume point at step 0, not val-selected"] = folder / "last.pt"
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    torch.save(torch.load(trained, map_location="cpu", weights_only=False), cut / "best.pt")
+    torch.save({**last, "step": 7}, cut / "last.pt")
+    cases["unfinished training (its last.pt is at step 7)"] = cut / "best.pt"
+    for label, path in cases.items():
+        assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(path)) == 0
+        assert f"'protonet [{label}]'" in capsys.readouterr().out
+    labels = {str(r.tags.get("variant_label")) for r in fb.load_records(tmp_path / "r")}
+    assert labels == {"None", *cases}
+
+
+def test_a_frozen_model_trained_on_other_train_features_is_named_so(tmp_path):
+    """A model trained before a train video was damaged (or replaced) has other train
+    features in its fingerprint than the dataset gives now; its number is not the run's."""
+    from fsarbench.cli.eval_cmd import _training_state
+
+    keys = {"train": "a" * 16, "val": "b" * 16, "test": "c" * 16}
+    data = {
+        "method": {},
+        "selection": "val accuracy",
+        "fingerprint": {"track": "frozen", "data": {"cache_keys": keys}},
+    }
+    path = str(tmp_path / "best.pt")
+    same = {"features": {"cache_keys": dict(keys)}}
+    assert _training_state(path, data, same, None) == ""
+    moved = {"features": {"cache_keys": {**keys, "train": "d" * 16}}}
+    assert _training_state(path, data, moved, None) == "trained on other train/val features"
+    assert _training_state(path, data, moved, "ucf101") == ""  # --cross-dataset: by design
+    assert _training_state(path, data, {"features": {}}, None) == ""  # unknown: not judged

@@ -265,6 +265,7 @@ def eval_variant_label(
     changed: dict[str, Any] | None = None,
     weights_file: str | None = None,
     other_code: bool = False,
+    training: str = "",
 ) -> str | None:
     """The variant label of an ``eval`` record that is not a run of the protocol, or ``None``.
 
@@ -282,6 +283,8 @@ def eval_variant_label(
         weights_file: the file name of a checkpoint that is a plain state dict: nothing in it
             says how, on what, or whether the weights were trained under the protocol.
         other_code: the checkpoint was trained by other code than the installed one.
+        training: what makes the checkpoint other than the finished run's selected model
+            (a resume point, an unfinished run, other train/val data), in words.
     """
     stored_label = {"cache": "stored features", "file": "features file"}.get(stored or "", "")
     overrides = ", ".join(f"{k}={v}" for k, v in sorted((changed or {}).items()))
@@ -289,6 +292,7 @@ def eval_variant_label(
         "untrained" if not checkpoint else "",
         f"weights from {weights_file}" if weights_file else "",
         "trained with other code" if other_code else "",
+        training,
         stored_label,
         f"trained on {trained_on}" if trained_on else "",
         f"{split} split" if split != "test" else "",

@@ -273,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
             ),
             weights_file=_plain_weights_file(args.checkpoint, checkpoint),
             other_code=_trained_with_other_code(checkpoint, method),
+            training=_training_state(args.checkpoint, checkpoint, meta, origin.trained_on),
         )
         method = method.to(device)
         result = evaluate_sharded(
@@ -325,6 +326,43 @@ def _trained_with_other_code(data: dict[str, Any], method: torch.nn.Module) -> b
         parts = {**code_parts(method), "pipeline": pipeline_digest()}
         return fingerprint["code_digest"] != stable_hash(parts)
     return False
+
+
+def _training_state(
+    path: str | None, data: dict[str, Any], meta: dict[str, Any], trained_on: str | None
+) -> str:
+    """What makes a trainer checkpoint other than the finished run's val-selected model, in
+    words (``""`` when nothing does): a resume point (``last.pt``: the last step's weights),
+    a ``best.pt`` whose run is unfinished (its ``last.pt`` stops mid-stage), or, on the frozen
+    track, train/val features other than the dataset's now (a video damaged or replaced
+    since). Each was filed as the run of the protocol and replaced its record."""
+    if not path or not isinstance(data.get("method"), dict):
+        return ""
+    labels = []
+    if "selection" not in data and "history" in data:
+        labels.append(f"resume point at step {data.get('step')}, not val-selected")
+    else:
+        step = _resume_step(Path(path).with_name("last.pt"), Path(path))
+        labels += [f"unfinished training (its last.pt is at step {step})"] if step else []
+    fingerprint = data.get("fingerprint") or {}
+    if fingerprint.get("track") == "frozen" and not trained_on:
+        trained = (fingerprint.get("data") or {}).get("cache_keys") or {}
+        now = (meta.get("features") or {}).get("cache_keys") or {}
+        if any(k in trained and k in now and trained[k] != now[k] for k in ("train", "val")):
+            labels.append("trained on other train/val features")
+    return ", ".join(labels)
+
+
+def _resume_step(last: Path, given: Path) -> int:
+    """The step within its stage that ``last`` (the run's resume point beside ``given``)
+    stopped at: ``0`` at a stage's end, or when there is no readable ``last.pt``."""
+    if not last.exists() or last.resolve() == given.resolve():
+        return 0
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+        return int(state.get("step") or 0)
+    except Exception:  # noqa: BLE001 - a damaged resume point says nothing either way
+        return 0
 
 
 def _plain_weights_file(path: str | None, data: dict[str, Any]) -> str | None:
