@@ -238,3 +238,14 @@ def test_torchrun_frozen_train_command_line_fails_on_both_ranks(tmp_path):
     for rank in (0, 1):
         assert f"runs in one process, but torchrun started 2 (this is rank {rank})" in proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "synth").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_bad_videos_error_is_refused_on_the_frozen_track(command, tmp_path, capsys):
+    """'--bad-videos error' on the frozen track was accepted and ignored: a damaged video
+    was left out and the run printed its number, where the user had asked for a stop."""
+    argv = [command, *(["--method", "protonet"] if command == "run" else ["protonet"])]
+    argv += ["--dataset", "synth", "--out", str(tmp_path / "o"), "--bad-videos", "error"]
+    assert main(argv) == 2
+    assert "--bad-videos error applies to --track finetune" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

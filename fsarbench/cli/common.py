@@ -64,6 +64,14 @@ def file_path(text: str) -> Path:
 file_path.__name__ = "file"
 
 
+#: Why ``--bad-videos error`` is refused on the frozen track (it was accepted and ignored).
+FROZEN_BAD_VIDEOS = (
+    "--bad-videos error applies to --track finetune: the frozen track leaves a missing or "
+    "unreadable video out of its features and names it in each record's skipped_videos "
+    "(and the run's log); leave the flag out, or use --track finetune"
+)
+
+
 #: Largest seed every generator takes (torch's manual_seed, numpy's SeedSequence, Philox keys).
 MAX_SEED = 2**63 - 1
 

@@ -342,8 +342,11 @@ def _unit_key(cell: Cell, tracks: dict, share: bool) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fsarbench.cli.common import FROZEN_BAD_VIDEOS
     from fsarbench.features.backbones import BackboneWeightsError
 
+    if args.track == "frozen" and args.bad_videos == "error":
+        raise ValueError(FROZEN_BAD_VIDEOS)
     try:
         return _run(args)
     except BackboneWeightsError as err:  # its hint names extract's --weights, not run's flags

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fsarbench.cli.common import (
+    FROZEN_BAD_VIDEOS,
     add_protocol_argument,
     add_splits_dir_argument,
     apply_splits_dir,
@@ -136,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     apply_splits_dir(args)
     if args.track == "frozen":  # before anything is read, written or deleted
         _require_one_process_frozen()
+        if args.bad_videos == "error":
+            raise ValueError(FROZEN_BAD_VIDEOS)
     hparams = parse_hparams(args.hparams)
     out = args.out or DEFAULT_OUT / args.method
     recipe_over = parse_overrides(args.recipe, "--recipe")
