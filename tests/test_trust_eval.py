@@ -27,6 +27,7 @@ from fsarbench.report.published import load_table
 from fsarbench.report.records import group_entries
 from fsarbench.report.tables import build_table
 from fsarbench.results import load_record
+from fsarbench.stats.rounding import fixed
 from fsarbench.training import load_checkpoint
 
 RECIPE = ["--recipe", "steps=2", "val_episodes=4", "episodes_per_step=2", "--no-progress"]
@@ -493,3 +494,16 @@ def test_a_frozen_model_trained_on_other_train_features_is_named_so(tmp_path):
     assert _training_state(path, data, moved, None) == "trained on other train/val features"
     assert _training_state(path, data, moved, "ucf101") == ""  # --cross-dataset: by design
     assert _training_state(path, data, {"features": {}}, None) == ""  # unknown: not judged
+
+
+def test_an_eval_into_a_runs_folder_refreshes_its_per_dataset_tables(tmp_path, trained):
+    """'eval --out RUN' rewrote summary.csv but not tables/*.md: until the next run or merge
+    the per-dataset table showed the record the eval had replaced."""
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
+    out = tmp_path / "r"
+    assert main(["merge", "--out", str(out)]) == 0  # as a run leaves it: tables/ written
+    (first,) = fb.load_records(out)
+    table = out / "tables" / "toy__frozen.md"
+    assert f"{fixed(first.accuracy)} ± {fixed(first.ci95)}" in table.read_text()
+    assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained), "--seed", "3") == 0
+    assert "episode seed 3" in table.read_text()  # the new record's column

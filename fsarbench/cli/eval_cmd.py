@@ -751,6 +751,11 @@ def _report(
         )
         save_result(args.out, record, result)
         write_summary(args.out)
+        if (Path(args.out) / "tables").is_dir():  # a run's folder: its tables show the new record
+            from fsarbench.experiments.summary_tables import write_summary_tables
+            from fsarbench.results import load_records
+
+            write_summary_tables(args.out, load_records(args.out))
         print(f"record written under {args.out}/records/{record.cell}.json")
         if meta.get("variant"):
             print(
