@@ -56,7 +56,7 @@ from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_digest, code_parts, pipeline_digest
 from fsarbench.registry import create_method
-from fsarbench.results import make_record, save_result, write_summary
+from fsarbench.results import load_records, make_record, save_result, write_summary
 from fsarbench.stats.rounding import fixed
 
 #: Seed of the initial weights of a method evaluated without a checkpoint.
@@ -323,8 +323,7 @@ def _trained_with_other_code(data: dict[str, Any], method: torch.nn.Module) -> b
     if fingerprint.get("track") == "frozen":
         return fingerprint["code_digest"] != code_digest(method)
     if fingerprint.get("track") == "finetune":
-        parts = {**code_parts(method), "pipeline": pipeline_digest()}
-        return fingerprint["code_digest"] != stable_hash(parts)
+        return fingerprint["code_digest"] != _provenance(method, from_dataset=True)["code_digest"]
     return False
 
 
@@ -750,12 +749,12 @@ def _report(
             class_names=names,
         )
         save_result(args.out, record, result)
-        write_summary(args.out)
+        records = load_records(args.out)
+        write_summary(args.out, records)
         if (Path(args.out) / "tables").is_dir():  # a run's folder: its tables show the new record
             from fsarbench.experiments.summary_tables import write_summary_tables
-            from fsarbench.results import load_records
 
-            write_summary_tables(args.out, load_records(args.out))
+            write_summary_tables(args.out, records)
         print(f"record written under {args.out}/records/{record.cell}.json")
         if meta.get("variant"):
             print(

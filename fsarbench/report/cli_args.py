@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fsarbench.report.compare import TESTS
-from fsarbench.report.records import Entry, load_entries, verified_entries
+from fsarbench.report.records import Entry, left_out_entry, load_entries, verified_entries
 
 __all__ = [
     "DEFAULT_RUNS",
@@ -149,9 +149,7 @@ def load_filtered_entries(
     found: list[str] = []
     entries = filter_entries(load_entries(Path(args.runs), left_out=found), args)
     # reasons naming an entry the filters leave out are not this report's to give
-    notes = [
-        n for n in found if getattr(n, "entry", None) is None or _matches_filters(n.entry, args)
-    ]
+    notes = [n for n in found if (e := left_out_entry(n)) is None or _matches_filters(e, args)]
     checked = [e for e in entries if verify is None or verify(e)]
     good = {id(e) for e in verified_entries(Path(args.runs), checked, notes)}
     checked_ids = {id(e) for e in checked}

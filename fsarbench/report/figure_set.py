@@ -11,7 +11,7 @@ from pathlib import Path
 from fsarbench.report import figures
 from fsarbench.report.compare import compare_systems
 from fsarbench.report.published import available_tables, figure_methods, load_table
-from fsarbench.report.records import OUTSIDE_MARK, Entry, Setting
+from fsarbench.report.records import OUTSIDE_MARK, Entry, Setting, left_out_entry
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 __all__ = ["render_all", "ours_methods", "default_forest_pairs"]
@@ -194,7 +194,7 @@ def render_all(
         if forest_pairs is not None
         else default_forest_pairs(entries, ours_methods(published))
     )
-    missing = [e for r in left_out if (e := getattr(r, "entry", None)) is not None]
+    missing = [e for r in left_out if (e := left_out_entry(r)) is not None]
     figure2 = figure_methods("figure2", published)
     return (
         _way_figures(entries, out_dir, missing)

@@ -44,6 +44,7 @@ __all__ = [
     "records_given_by_rows",
     "given_copies",
     "LeftOut",
+    "left_out_entry",
     "entry_text",
     "system_of",
     "mark_of",
@@ -264,6 +265,12 @@ class LeftOut(str):
         obj = super().__new__(cls, text)
         obj.entry = entry
         return obj
+
+
+def left_out_entry(reason: str) -> Entry | None:
+    """The entry a left-out ``reason`` names (a :class:`LeftOut`'s), or ``None`` for a plain
+    reason (an unreadable record file: it may belong to any table or setting)."""
+    return reason.entry if isinstance(reason, LeftOut) else None
 
 
 def entry_text(e: Entry, decimals: int = 2) -> str:

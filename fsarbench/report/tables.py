@@ -25,7 +25,7 @@ from fsarbench.report.published import (
     load_dataset_aliases,
 )
 from fsarbench.report.recipe_changes import recipe_changes_text
-from fsarbench.report.records import STALE_MARK, Entry, entry_text
+from fsarbench.report.records import STALE_MARK, Entry, entry_text, left_out_entry
 from fsarbench.results import stale_reasons
 from fsarbench.stats.rounding import fixed, rounded
 
@@ -307,7 +307,7 @@ def build_table(
 def _would_show(reason: str, spec: TableSpec, aliases, stand_in, known: set[str]) -> bool:
     """Whether the entry a left-out ``reason`` names has a row and a column in ``spec``'s
     table (a reason naming no entry, such as an unreadable file, may belong to any)."""
-    entry = getattr(reason, "entry", None)
+    entry = left_out_entry(reason)
     if entry is None:
         return True
     if entry.outside:
