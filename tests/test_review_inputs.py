@@ -223,3 +223,29 @@ def test_grid_hyper_parameters_are_kept_as_the_method_reads_them(tmp_path):
         add_grid_file(_grid_file(tmp_path, text))
     names = {c.name for g in ("a", "b") for c in expand_grid(g, ["synth"], shots=[1])}
     assert names == {"sgtm-otam[lambda_recon=0.1]"}
+
+
+def test_a_grid_entry_that_writes_a_default_out_is_the_plain_method(tmp_path, caplog):
+    """``{method: protonet, hparams: {temperature: 10.0}}`` (the default) was named
+    ``protonet[temperature=10.0]``, trained a second model with ``protonet``'s config hash and
+    added a duplicate summary row; ``eval`` names such a checkpoint ``protonet``."""
+    from fsarbench.experiments.grids import expand_grid
+    from fsarbench.registry import method_config
+
+    default = method_config("protonet", "synth").temperature
+    body = (
+        "grids:\n  mine:\n    datasets: [synth]\n    shots: [1]\n    methods:\n"
+        "      - protonet\n"
+        f"      - {{method: protonet, hparams: {{temperature: {int(default)}}}, label: P}}\n"
+        f"      - {{method: protonet, hparams: {{temperature: {default + 1}}}}}\n"
+    )
+    add_grid_file(_grid_file(tmp_path, body))
+    with caplog.at_level("INFO", logger="fsarbench.experiments.grids"):
+        cells = expand_grid("mine", [])
+    assert [c.name for c in cells] == [
+        "protonet",
+        "protonet",
+        f"protonet[temperature={default + 1}]",
+    ]
+    assert [c.label for c in cells][:2] == ["protonet", "P"]
+    assert f"temperature={default} is the method's default there" in caplog.text

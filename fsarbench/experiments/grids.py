@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -12,7 +13,7 @@ import yaml
 
 from fsarbench.config import ConfigError, build_config, check_names, check_range, load_yaml, nearest
 from fsarbench.experiments.cells import Cell
-from fsarbench.registry import list_methods, method_info
+from fsarbench.registry import list_methods, method_config, method_info
 
 __all__ = [
     "GridError",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 STAND_IN = "synth"
+
+log = logging.getLogger(__name__)
 
 
 class GridError(ValueError):
@@ -263,6 +266,31 @@ def _methods(grid: GridSpec) -> list[_MethodSpec]:
     return out
 
 
+def _overrides(
+    method: str, hparams: tuple[tuple[str, Any], ...], dataset: str
+) -> tuple[tuple[str, Any], ...]:
+    """``hparams`` less those equal to ``method``'s own value on ``dataset``: an entry that
+    writes a default out (``{method: protonet, hparams: {temperature: 10.0}}``) is the plain
+    method, as ``eval`` names such a checkpoint, not a second system with its own model and
+    summary row. Each dropped value is logged once per process."""
+    if not hparams:
+        return hparams
+    default = method_config(method, dataset)
+    kept = tuple((k, v) for k, v in hparams if getattr(default, k) != v)
+    dropped = [f"{k}={v}" for k, v in hparams if (k, v) not in kept]
+    message = (
+        f"{method} on {dataset}: {', '.join(dropped)} {'is' if len(dropped) == 1 else 'are'} "
+        f"the method's default there, so the entry is {Cell(method, dataset, hparams=kept).name}"
+    )
+    if dropped and message not in _LOGGED:
+        _LOGGED.add(message)
+        log.info(message)
+    return kept
+
+
+_LOGGED: set[str] = set()
+
+
 def expand_grid(
     name: str,
     available: list[str],
@@ -288,6 +316,7 @@ def expand_grid(
         for way in [w for w in grid.ways if ways is None or w in ways]:
             for shot in [s for s in grid_shots if shots is None or s in shots]:
                 for m in _methods(grid):
+                    hparams = _overrides(m.method, m.hparams, ds)
                     for ts in train_seeds:
                         tags = (("grid", name), ("paper_dataset", paper_ds))
                         cells.append(
@@ -296,7 +325,7 @@ def expand_grid(
                                 ds,
                                 way,
                                 shot,
-                                m.hparams,
+                                hparams,
                                 track=track,
                                 seed=seed,
                                 train_seed=ts,
