@@ -377,10 +377,23 @@ def _check_field_types(record: ResultRecord) -> None:
         value = getattr(record, f.name)
         if value is None and declared.endswith("| None"):
             continue
-        kind = declared.removesuffix(" | None").split("[")[0]
-        types = _JSON_TYPES.get(kind)
-        if types is not None and (isinstance(value, bool) or not isinstance(value, types)):
-            raise TypeError(f"its {f.name!r} is {value!r}, not a JSON {kind}")
+        kind, _, inner = declared.removesuffix(" | None").removesuffix("]").partition("[")
+        _check_json_kind(repr(f.name), value, kind)
+        # the contents where they are declared (`dict[str, float]`, `list[str]`)
+        if kind == "dict" and inner.startswith("str, ") and inner != "str, Any":
+            for key, item in value.items():
+                _check_json_kind(f"{f.name}[{key!r}]", item, inner.removeprefix("str, "))
+        elif kind == "list" and inner in _JSON_TYPES:
+            for i, item in enumerate(value):
+                _check_json_kind(f"{f.name}[{i}]", item, inner)
+
+
+def _check_json_kind(name: str, value: Any, kind: str) -> None:
+    """Raise ``TypeError`` where ``value`` (what ``name`` says, as printed) is not a JSON
+    ``kind``."""
+    types = _JSON_TYPES.get(kind)
+    if types is not None and (isinstance(value, bool) or not isinstance(value, types)):
+        raise TypeError(f"its {name} is {value!r}, not a JSON {kind}")
 
 
 def load_records(out_dir: str | Path, *, unreadable: list[str] | None = None) -> list[ResultRecord]:

@@ -20,7 +20,7 @@ from fsarbench.report.compare import compare_systems
 from fsarbench.report.published import load_table
 from fsarbench.report.records import UnpairedError, group_entries, load_entries
 from fsarbench.report.tables import build_table, mark_significant
-from fsarbench.results import OUTSIDE_TAG, load_records
+from fsarbench.results import OUTSIDE_TAG, UnreadableRecordError, load_record, load_records
 from fsarbench.stats.intervals import mean_and_halfwidth
 from fsarbench.stats.paired import bootstrap_mean_ci, compare_paired, paired_ttest
 from fsarbench.stats.rounding import fixed
@@ -522,6 +522,24 @@ def test_a_record_whose_accuracy_is_not_a_number_is_left_out(tmp_path, capsys, v
     assert main(["leaderboard", "--runs", str(tmp_path), "--bootstrap", "40"]) == 0
     out = capsys.readouterr()
     assert "| otam" not in out.out and why in out.err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("per_class_accuracy", {"brush_hair": "x"}, "its per_class_accuracy['brush_hair'] is 'x'"),
+        ("skipped_videos", ["a.avi", 3], "its skipped_videos[1] is 3"),
+        ("stale_accepted", [None], "its stale_accepted[0] is None"),
+    ],
+)
+def test_a_record_field_of_the_wrong_contents_is_unreadable(tmp_path, field, value, named):
+    """Only a field's container was checked: a per-class accuracy edited to text loaded and
+    stopped a report that used it with a TypeError."""
+    rec = save_simulated_record(tmp_path, _manifest(), "otam", 0.6, np.random.default_rng(17))
+    path = tmp_path / "records" / f"{rec.cell}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    with pytest.raises(UnreadableRecordError, match=re.escape(named)):
+        load_record(path)
 
 
 def test_a_seed_left_out_takes_its_entry_out_of_the_summary_tables_too(tmp_path):
