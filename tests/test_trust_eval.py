@@ -6,6 +6,7 @@ variant that stays out of paper tables and the leaderboard."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -469,6 +470,11 @@ def test_a_checkpoint_that_is_not_the_finished_runs_selected_model_is_a_variant(
     torch.save(torch.load(trained, map_location="cpu", weights_only=False), cut / "best.pt")
     torch.save({**last, "step": 7}, cut / "last.pt")
     cases["unfinished training (its last.pt is at step 7)"] = cut / "best.pt"
+    damaged = tmp_path / "damaged"
+    shutil.copytree(cut, damaged)
+    (damaged / "last.pt").write_bytes(b"not a checkpoint")
+    unknown = "its last.pt cannot be read: finished training or not is unknown"
+    cases[unknown] = damaged / "best.pt"  # it was filed as the run's finished model
     for label, path in cases.items():
         assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(path)) == 0
         assert f"'protonet [{label}]'" in capsys.readouterr().out

@@ -342,7 +342,10 @@ def _training_state(
         labels.append(f"resume point at step {data.get('step')}, not val-selected")
     else:
         step = _resume_step(Path(path).with_name("last.pt"), Path(path))
-        labels += [f"unfinished training (its last.pt is at step {step})"] if step else []
+        if step is None:
+            labels.append("its last.pt cannot be read: finished training or not is unknown")
+        elif step:
+            labels.append(f"unfinished training (its last.pt is at step {step})")
     fingerprint = data.get("fingerprint") or {}
     if fingerprint.get("track") == "frozen" and not trained_on:
         trained = (fingerprint.get("data") or {}).get("cache_keys") or {}
@@ -352,16 +355,17 @@ def _training_state(
     return ", ".join(labels)
 
 
-def _resume_step(last: Path, given: Path) -> int:
+def _resume_step(last: Path, given: Path) -> int | None:
     """The step within its stage that ``last`` (the run's resume point beside ``given``)
-    stopped at: ``0`` at a stage's end, or when there is no readable ``last.pt``."""
+    stopped at: ``0`` at a stage's end or when there is no ``last.pt``, ``None`` when it
+    cannot be read (a damaged resume point says nothing either way)."""
     if not last.exists() or last.resolve() == given.resolve():
         return 0
     try:
         state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
         return int(state.get("step") or 0)
-    except Exception:  # noqa: BLE001 - a damaged resume point says nothing either way
-        return 0
+    except Exception:  # noqa: BLE001 - whatever the damage, the answer is "unknown"
+        return None
 
 
 def _plain_weights_file(path: str | None, data: dict[str, Any]) -> str | None:
