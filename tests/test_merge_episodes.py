@@ -172,3 +172,23 @@ def test_run_warning_leaves_eval_variants_out(tmp_path, capsys):
     ]
     _warn_mixed_episodes(tagged)
     assert "mixed test episodes" not in capsys.readouterr().out
+
+
+def test_run_notes_training_seeds_the_tables_pool_beyond_the_runs_own(tmp_path, capsys):
+    """`run --train-seeds 0` into a folder holding seeds 0-2 printed the seed-0 cell while
+    its tables showed the three-seed pool (labelled n=3), without a word on the console."""
+    from fsarbench.cli.run_cmd import _note_other_seeds
+    from fsarbench.experiments.cells import Cell
+
+    rng = np.random.default_rng(5)
+    for seed in (0, 1, 2):
+        save_simulated_record(tmp_path, _manifest(40), "otam", 0.7, rng, train_seed=seed)
+    save_simulated_record(tmp_path, _manifest(40), "trx", 0.7, rng, train_seed=0)
+    records = load_records(tmp_path)
+    cell = Cell("otam", "toy", 5, 1, train_seed=0)
+    _note_other_seeds(records, [cell, Cell("trx", "toy", 5, 1, train_seed=0)])
+    out = capsys.readouterr().out
+    assert "note: the tables pool every training seed this folder holds" in out
+    assert "otam toy 5-way 1-shot: seeds 0, 1, 2 (this run: 0)" in out and "trx" not in out
+    _note_other_seeds(records, [Cell("otam", "toy", 5, 1, train_seed=s) for s in (0, 1, 2)])
+    assert "note:" not in capsys.readouterr().out

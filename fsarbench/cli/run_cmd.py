@@ -644,6 +644,7 @@ def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:
     write_summary(args.out, records)
     _warn_stale(records)
     _warn_mixed_episodes(records)
+    _note_other_seeds(records, cells)
     for _, path in sorted(write_summary_tables(args.out, records).items()):
         print(f"\n{path}:\n{path.read_text()}")
     tables = {number for c in cells if (number := paper_table_number(c)) is not None}
@@ -730,6 +731,37 @@ def _warn_mixed_episodes(records) -> None:
             "tables name the cells apart from the rest and do not rank them against it; run "
             "every cell with the same --episodes/--seed, or into its own --out."
         )
+
+
+def _note_other_seeds(records, cells: list[Cell]) -> None:
+    """Say where the tables pool training seeds of this run's cells that the run did not ask
+    for (``--train-seeds 0`` into a folder that holds seeds 0-2): the cells printed above are
+    this run's, the tables every seed in the folder (labelled ``n=3``)."""
+    asked: dict[tuple, set[int]] = {}
+    for c in cells:
+        key = (c.name, c.dataset, c.track, c.way, c.shot, c.seed, c.protocol)
+        asked.setdefault(key, set()).add(c.train_seed)
+    found: dict[tuple, set[int]] = {}
+    for r in records:
+        if "variant_label" in r.tags or r.train_seed is None:
+            continue
+        key = (r.method, r.dataset, r.track, r.way, r.shot, r.seed, r.protocol)
+        if key in asked:
+            found.setdefault(key, set()).add(r.train_seed)
+    extra = {k: sorted(found[k]) for k in found if found[k] - asked[k]}
+    if not extra:
+        return
+    shown = [
+        f"{k[0]} {k[1]} {k[3]}-way {k[4]}-shot: seeds {', '.join(map(str, seeds))} (this run: "
+        f"{', '.join(map(str, sorted(asked[k])))})"
+        for k, seeds in sorted(extra.items(), key=str)
+    ]
+    more = f"; and {len(shown) - 3} more" if len(shown) > 3 else ""
+    print(
+        "\nnote: the tables pool every training seed this folder holds, more than this run "
+        f"asked for: {'; '.join(shown[:3])}{more}. For this run's seeds alone, run into "
+        "another --out."
+    )
 
 
 def _print_record(r) -> None:
