@@ -203,6 +203,31 @@ def test_eval_of_a_finetune_model_trained_by_other_code_is_a_variant(
     assert evaluated.tags["variant_label"] == "trained with other code"
 
 
+@pytest.mark.parametrize("key", ["files", "split_md5"])
+def test_eval_of_a_finetune_model_trained_on_other_train_videos_is_a_variant(
+    finetune_run, synth, tmp_path, capsys, key
+):
+    """Only frozen checkpoints were checked against the dataset's train/val data now: a
+    finetune model trained before a train video was replaced (or on other split lists) was
+    filed as the run's model. The unchanged checkpoint is not a variant (the test above)."""
+    import torch
+
+    from fsarbench.cli.main import main
+
+    out, _, _ = finetune_run
+    model = next(p for p in (out / "a" / "models").iterdir() if "5w1s" in p.name)
+    data = torch.load(model / "best.pt", map_location="cpu", weights_only=False)
+    assert data["fingerprint"]["data"][key]  # what training recorded
+    data["fingerprint"]["data"][key] = "another"
+    older = tmp_path / "best.pt"
+    torch.save(data, older)
+    argv = ["eval", "protonet", "--checkpoint", str(older), "--dataset", "synth"]
+    argv += ["--way", "5", "--shot", "1", "--episodes", "20", "--cache", str(out / "cache")]
+    argv += ["--out", str(tmp_path / "r"), "--device", "cpu"]
+    assert _with_synth(synth, lambda: main(argv)) == 0
+    assert "'protonet [trained on other train/val videos]'" in capsys.readouterr().out
+
+
 def _with_synth(synth, fn):
     """Run ``fn`` with ``get_dataset("synth")`` answering the tiny synth."""
     from fsarbench.data import datasets

@@ -334,7 +334,8 @@ def _training_state(
     words (``""`` when nothing does): a resume point (``last.pt``: the last step's weights),
     a ``best.pt`` whose run is unfinished (its ``last.pt`` stops mid-stage), or, on the frozen
     track, train/val features other than the dataset's now (a video damaged or replaced
-    since). Each was filed as the run of the protocol and replaced its record."""
+    since; on the finetune track, other split lists or train/val files). Each was filed as
+    the run of the protocol and replaced its record."""
     if not path or not isinstance(data.get("method"), dict):
         return ""
     labels = []
@@ -352,6 +353,11 @@ def _training_state(
         now = (meta.get("features") or {}).get("cache_keys") or {}
         if any(k in trained and k in now and trained[k] != now[k] for k in ("train", "val")):
             labels.append("trained on other train/val features")
+    if fingerprint.get("track") == "finetune" and not trained_on:
+        trained, now = fingerprint.get("data") or {}, meta.get("train_data") or {}
+        differ = [k for k in ("split_md5", "files") if k in trained and k in now]
+        if any(trained[k] != now[k] for k in differ):
+            labels.append("trained on other train/val videos")
     return ", ".join(labels)
 
 
@@ -708,6 +714,7 @@ def _finetune_checkpoint(args, data: dict, device):
     )
     identity, features = record_identity(recipe, ds.split_md5s())
     meta = {
+        "train_data": _finetune_train_data(ds, data),
         "track": "finetune",
         "protocol": options.protocol,
         "recipe": identity,
@@ -715,6 +722,27 @@ def _finetune_checkpoint(args, data: dict, device):
         "skipped_videos": [f"test/{v}: {cause}" for v, cause in bad.items()],
     }
     return feats, ds.class_names("test"), ds.variant, head, meta
+
+
+def _finetune_train_data(ds, data: dict) -> dict[str, Any]:
+    """The dataset's split lists and train/val files now, as a finetune checkpoint's
+    fingerprint holds them from its training (``split_md5``, ``files``: the stamp of every
+    train and val video it used, its left-out ones excepted), for :func:`_training_state`."""
+    from fsarbench.features.extract import files_stamp
+
+    fingerprint = data.get("fingerprint")
+    trained = fingerprint.get("data") if isinstance(fingerprint, dict) else None
+    if not isinstance(trained, dict) or not isinstance(trained.get("skipped_videos"), list):
+        return {}
+    # "train/ID: cause" -> (split, ID)
+    left_out = {tuple(s.split(": ", 1)[0].split("/", 1)) for s in trained["skipped_videos"]}
+    used = [
+        v
+        for split in ("train", "val")
+        for v in ds.videos(split)
+        if (split, v.video_id) not in left_out
+    ]
+    return {"split_md5": ds.split_md5s(), "files": files_stamp(used)}
 
 
 def _report(
