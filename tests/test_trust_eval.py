@@ -502,14 +502,21 @@ def test_a_frozen_model_trained_on_other_train_features_is_named_so(tmp_path):
     assert _training_state(path, data, {"features": {}}, None) == ""  # unknown: not judged
 
 
-def test_an_eval_into_a_runs_folder_refreshes_its_per_dataset_tables(tmp_path, trained):
-    """'eval --out RUN' rewrote summary.csv but not tables/*.md: until the next run or merge
-    the per-dataset table showed the record the eval had replaced."""
+def test_an_eval_into_a_runs_folder_refreshes_its_tables_and_report(tmp_path, trained):
+    """'eval --out RUN' rewrote summary.csv but not tables/*.md, the paper tables, figures or
+    report: until the next run or merge they showed the record the eval had replaced."""
     assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained)) == 0
     out = tmp_path / "r"
     assert main(["merge", "--out", str(out)]) == 0  # as a run leaves it: tables/ written
     (first,) = fb.load_records(out)
     table = out / "tables" / "toy__frozen.md"
     assert f"{fixed(first.accuracy)} ± {fixed(first.ci95)}" in table.read_text()
+    paper, page = out / "tables" / "paper_table1.md", out / "report" / "index.html"
+    page.parent.mkdir()
+    for path in (paper, page):  # as a run leaves them, drawn before this eval
+        path.write_text("drawn before the eval")
     assert _eval(tmp_path, "--dataset", "toy", "--checkpoint", str(trained), "--seed", "3") == 0
     assert "episode seed 3" in table.read_text()  # the new record's column
+    # the paper tables and the report are redrawn too (they showed the replaced record)
+    assert "Table 1" in paper.read_text() and "<html" in page.read_text()
+    assert (out / "tables" / "paper_table1.tex").is_file()

@@ -783,10 +783,7 @@ def _report(
         save_result(args.out, record, result)
         records = load_records(args.out)
         write_summary(args.out, records)
-        if (Path(args.out) / "tables").is_dir():  # a run's folder: its tables show the new record
-            from fsarbench.experiments.summary_tables import write_summary_tables
-
-            write_summary_tables(args.out, records)
+        _refresh_run_outputs(Path(args.out), records)
         print(f"record written under {args.out}/records/{record.cell}.json")
         if meta.get("variant"):
             print(
@@ -794,6 +791,23 @@ def _report(
                 "protocol, so it is kept out of paper tables and the leaderboard "
                 "('leaderboard --include-variants' shows it)"
             )
+
+
+def _refresh_run_outputs(out: Path, records) -> None:
+    """In a run's folder, redraw what shows its records (per-dataset and paper tables,
+    figures, the report): they showed the record the eval replaced until the next run."""
+    from fsarbench.experiments.outputs import refresh_paper_outputs
+    from fsarbench.experiments.summary_tables import write_summary_tables
+
+    if not (out / "tables").is_dir():
+        return
+    write_summary_tables(out, records)
+    figures = refresh_paper_outputs(out)
+    if (out / "report" / "index.html").is_file():
+        from fsarbench.cli.run_cmd import write_run_report
+
+        write_run_report(out, figure_files=figures or None)
+    print(f"tables, figures and report of {out} redrawn")
 
 
 def _with_checkpoint(meta: dict) -> dict[str, Any] | None:

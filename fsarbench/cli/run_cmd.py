@@ -634,9 +634,8 @@ def run_features(args: argparse.Namespace) -> dict:
 
 def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:
     """Summary tables, paper tables and figures of ``args.out``; the paper files written."""
-    from fsarbench.experiments.outputs import write_paper_outputs
+    from fsarbench.experiments.outputs import paper_tables_written, write_paper_outputs
     from fsarbench.experiments.summary_tables import write_summary_tables
-    from fsarbench.report.published import available_tables
 
     records = load_records(args.out)
     # jobs of a launched run each rebuild summary.csv after their own records: two finishing
@@ -650,12 +649,7 @@ def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:
     tables = {number for c in cells if (number := paper_table_number(c)) is not None}
     # tables an earlier run wrote are written again (their cells may have changed since),
     # and printed only when this run has cells in them
-    earlier = {
-        int(m[1])
-        for p in (args.out / "tables").glob("paper_table*.md")
-        if (m := re.fullmatch(r"paper_table(\d+)", p.stem))
-    }
-    outputs = write_paper_outputs(args.out, sorted(tables | (earlier & set(available_tables()))))
+    outputs = write_paper_outputs(args.out, sorted(tables | paper_tables_written(args.out)))
     for number in sorted(tables):
         path = args.out / "tables" / f"paper_table{number}.md"
         print(f"\n{path}:\n{path.read_text()}")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 from fsarbench.io import atomic_write_text
 
-__all__ = ["write_paper_outputs"]
+__all__ = ["write_paper_outputs", "paper_tables_written", "refresh_paper_outputs"]
 
 log = logging.getLogger(__name__)
 EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv"}
@@ -52,6 +53,28 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
     figures = render_all(run_dir, entries, run_dir / "figures", left_out=left_out)
     _remove_figures_not_drawn(run_dir / "figures", figures)
     return written + figures
+
+
+def paper_tables_written(run_dir: str | Path) -> set[int]:
+    """Numbers of the paper tables an earlier ``run`` wrote into ``run_dir/tables``."""
+    from fsarbench.report.published import available_tables
+
+    found = {
+        int(m[1])
+        for p in (Path(run_dir) / "tables").glob("paper_table*.md")
+        if (m := re.fullmatch(r"paper_table(\d+)", p.stem))
+    }
+    return found & set(available_tables())
+
+
+def refresh_paper_outputs(run_dir: str | Path) -> list[Path]:
+    """Redraw the paper tables and figures a run folder already has, after a command other
+    than ``run`` changed its records (``eval --out RUN``): they showed the replaced record
+    until the next ``run``, ``table`` or ``figures``. A folder without them is left as is."""
+    numbers = paper_tables_written(run_dir)
+    if not numbers and not (Path(run_dir) / "figures" / DRAWN_LIST).is_file():
+        return []
+    return write_paper_outputs(run_dir, sorted(numbers))
 
 
 #: The figure files the last ``run`` drew into its ``figures/`` folder (names, one list).
