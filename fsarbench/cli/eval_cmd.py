@@ -802,12 +802,15 @@ def _refresh_run_outputs(out: Path, records) -> None:
     if not (out / "tables").is_dir():
         return
     write_summary_tables(out, records)
+    redrawn = ["its per-dataset tables"]
     figures = refresh_paper_outputs(out)
+    redrawn += ["paper tables and figures"] if figures else []
     if (out / "report" / "index.html").is_file():
         from fsarbench.cli.run_cmd import write_run_report
 
-        write_run_report(out, figure_files=figures or None)
-    print(f"tables, figures and report of {out} redrawn")
+        if write_run_report(out, figure_files=figures or None) is not None:
+            redrawn.append("report")
+    print(f"{out} is a run's folder: {', '.join(redrawn)} redrawn with the new record")
 
 
 def _with_checkpoint(meta: dict) -> dict[str, Any] | None:

@@ -278,16 +278,19 @@ def _overrides(
     default = method_config(method, dataset)
     kept = tuple((k, v) for k, v in hparams if getattr(default, k) != v)
     dropped = [f"{k}={v}" for k, v in hparams if (k, v) not in kept]
+    if not dropped:
+        return kept
     message = (
         f"{method} on {dataset}: {', '.join(dropped)} {'is' if len(dropped) == 1 else 'are'} "
         f"the method's default there, so the entry is {Cell(method, dataset, hparams=kept).name}"
     )
-    if dropped and message not in _LOGGED:
+    if message not in _LOGGED:
         _LOGGED.add(message)
         log.info(message)
     return kept
 
 
+#: Messages :func:`_overrides` has logged (a grid is expanded more than once per command).
 _LOGGED: set[str] = set()
 
 
