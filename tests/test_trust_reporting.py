@@ -705,8 +705,9 @@ def test_run_refuses_abbreviated_flags():
 
 
 def test_compare_says_a_setting_holds_several_configurations_of_a_name(tmp_path, capsys):
-    """Where 'alpha' has two configurations in a setting (named 'alpha @<key>' there),
-    compare said "only beta has records there", which is false."""
+    """Where 'alpha' has two configurations in a setting, compare said "only beta has
+    records there", which is false; a configuration is named 'alpha @<label>' in every
+    setting, and the plain name says which there are."""
     m = _manifest()
     rng = np.random.default_rng(8)
     save_simulated_record(tmp_path, m, "alpha", 0.7, rng, hparams={"t": 1})
@@ -715,7 +716,16 @@ def test_compare_says_a_setting_holds_several_configurations_of_a_name(tmp_path,
     other = _manifest(dataset="other")
     save_simulated_record(tmp_path, other, "alpha", 0.7, rng, dataset="other")
     save_simulated_record(tmp_path, other, "beta", 0.6, rng, dataset="other")
-    assert main(["compare", "alpha", "beta", "--runs", str(tmp_path), "--bootstrap", "100"]) == 0
+    runs = ["--runs", str(tmp_path), "--bootstrap", "100"]
+    # three configurations (t=1, t=5 on toy; the default on other): each has its own name
+    assert main(["compare", "alpha", "beta", *runs]) == 2
     err = capsys.readouterr().err
-    assert "toy 5-way 1-shot (300 episodes, 2 queries/class): alpha has 2 configurations" in err
+    assert "alpha has 3 configurations in these records (alpha @" in err
+    plain = next(e.system for e in load_entries(tmp_path) if e.setting.dataset == "other")
+    assert main(["compare", plain, "beta", *runs]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "toy 5-way 1-shot (300 episodes, 2 queries/class): alpha has 2 other configuration(s)"
+        in err
+    )
     assert "only beta has records there" not in err

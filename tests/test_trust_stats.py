@@ -14,7 +14,7 @@ from fsarbench.cli.main import main
 from fsarbench.config import ConfigError
 from fsarbench.experiments.grids import load_grid_file
 from fsarbench.report.compare import compare_systems
-from fsarbench.report.records import load_entries
+from fsarbench.report.records import config_label, load_entries
 from fsarbench.stats.hierarchical import seed_level_comparison
 from fsarbench.training.recipe import Recipe, check_recipes_table
 
@@ -89,6 +89,47 @@ def test_records_of_two_configs_are_two_systems(tmp_path):
     entries = load_entries(tmp_path)
     assert len(entries) == 2 and all(e.system.startswith("A @") for e in entries)
     assert sorted(len(e.records) for e in entries) == [1, 2]
+
+
+def test_a_config_has_one_name_in_every_shot_column(tmp_path):
+    """A system with two configurations at 1-shot was named ``A @<key>`` there and ``A`` at
+    5-shot (where it had one), and the keys hashed the shot: one configuration was split over
+    two rows of a paper table, under names that could not be matched up."""
+    rng = np.random.default_rng(3)
+    for shot in (1, 5):
+        classes = np.repeat(np.arange(10), 8)
+        m = fb.make_manifest(classes, way=5, shot=shot, queries=2, episodes=100, seed=0)
+        for lr in [1e-3, 1e-2] if shot == 1 else [1e-3]:
+            recipe = {"lr": lr, "shot": shot, "val_shot": shot}
+            protocol = {"name": "seed", "train_shot": shot, "train_way": 5}
+            _save(tmp_path, m, "A", 0, 0.7, rng, recipe=recipe, provenance={"protocol": protocol})
+        _save(tmp_path, m, "B", 0, 0.7, rng, recipe={"shot": shot})
+    names = {(e.system, e.setting.shot) for e in load_entries(tmp_path)}
+    by_shot = {
+        shot: sorted(n for n, s in names if s == shot and n.startswith("A")) for shot in (1, 5)
+    }
+    assert len(by_shot[1]) == 2 and len(by_shot[5]) == 1 and by_shot[5][0] in by_shot[1]
+    assert {n for n, _ in names if n.startswith("B")} == {"B"}  # one configuration: plain
+    # and in every dataset's column: its feature caches and split lists are its own
+    (rec,) = [r for r in fb.load_records(tmp_path) if r.method == "B" and r.shot == 1]
+    data = {"backbone": "resnet50", "cache_keys": {"test": "a"}, "split_md5": {"test": "b"}}
+    other = {**data, "cache_keys": {"test": "c"}, "split_md5": {"test": "d"}}
+    label = config_label(dataclasses.replace(rec, features=data))
+    assert config_label(dataclasses.replace(rec, features=other)) == label
+    assert config_label(dataclasses.replace(rec, features={**data, "backbone": "x"})) != label
+
+
+def test_configs_that_differ_only_in_the_training_shot_keep_two_names(tmp_path):
+    """A model shared across shots (trained at 1-shot) beside one trained at 5-shot, both at
+    5-shot: the shot-free labels are equal, so their config keys name them apart."""
+    rng = np.random.default_rng(4)
+    m = fb.make_manifest(np.repeat(np.arange(10), 8), way=5, shot=5, queries=2, episodes=50)
+    for train_shot in (1, 5):
+        protocol = {"name": "seed", "train_shot": train_shot}
+        recipe = {"shot": train_shot}
+        _save(tmp_path, m, "A", 0, 0.7, rng, recipe=recipe, provenance={"protocol": protocol})
+    names = sorted(e.system for e in load_entries(tmp_path))
+    assert len(set(names)) == 2 and all(n.startswith("A @") for n in names)
 
 
 def test_two_seeds_that_disagree_make_the_verdict_rest_on_seeds(tmp_path, capsys):

@@ -190,6 +190,13 @@ def compare_systems(
     by_a = {e.setting: e for e in _find(entries, name_a, stale_too)}
     by_b = {e.setting: e for e in _find(entries, name_b, stale_too)}
     for name, found in ((name_a, by_a), (name_b, by_b)):
+        configs = [k for k in known if k.startswith(f"{name} @")]
+        if not found and configs:
+            raise ValueError(
+                f"{name} has {len(configs)} configurations in these records "
+                f"({', '.join(configs)}; see summary.csv's config_hash): compare one by its "
+                "full name"
+            )
         if not found:
             raise ValueError(f"no records for {name!r}; systems with records: {', '.join(known)}")
     shared = sorted(set(by_a) & set(by_b))
@@ -201,14 +208,13 @@ def compare_systems(
     if one_sided is not None:
         sides = ((name_a, by_a, name_b, by_b), (name_b, by_b, name_a, by_a))
         for name, mine, other, theirs in sides:
+            base = other.split(" @", 1)[0]
             for s in sorted(set(mine) - set(theirs)):
                 configs = sorted(
-                    e.system
-                    for e in entries
-                    if e.setting == s and e.system.startswith(f"{other} @")
+                    e.system for e in entries if e.setting == s and e.system.startswith(f"{base} @")
                 )
                 why = (
-                    f"{other} has {len(configs)} configurations there "
+                    f"{base} has {len(configs)} other configuration(s) there "
                     f"({', '.join(configs)}): compare one by its full name"
                     if configs
                     else f"only {name} has records there"

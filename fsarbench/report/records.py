@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +50,7 @@ __all__ = [
     "system_of",
     "mark_of",
     "config_key",
+    "config_label",
     "episode_accuracy",
     "query_correct",
     "seed_matrix",
@@ -312,6 +314,38 @@ def config_key(record: ResultRecord) -> str:
     )
 
 
+#: Fields a run sets from the cell's shot (a recipe's ``shot``/``val_shot``, the protocol's
+#: ``train_shot``) and from its dataset's files (feature cache keys, split-list md5s, the
+#: videos left out): left out of :func:`config_label`, so one configuration has one name in
+#: every column of a table.
+_SETTING_FIELDS = ("shot", "val_shot", "train_shot", "cache_keys", "split_md5", "skipped_videos")
+
+
+def config_label(record: ResultRecord) -> str:
+    """8 hex digits naming a record's configuration the same in every setting: what
+    :func:`config_key` hashes less the fields the shot and the dataset's files decide
+    (``_SETTING_FIELDS``). A system with several
+    configurations is shown as ``name @<config label>`` in every setting (named apart only
+    where it had several, one configuration split over two rows of a table: ``otam @1a2b``
+    at 1-shot beside a plain ``otam`` at 5-shot, which was one of the two)."""
+
+    def free(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: free(v) for k, v in value.items() if k not in _SETTING_FIELDS}
+        return value
+
+    return stable_hash(
+        {
+            "hparams": record.hparams,
+            "recipe": free(record.recipe),
+            "features": free(record.features),
+            "track": record.track,
+            "protocol": free(record.provenance.get("protocol")),
+        },
+        8,
+    )
+
+
 def left_out_test_videos(record: ResultRecord) -> tuple[str, ...]:
     """Ids of the test videos ``record``'s run left out (missing, unreadable, too short),
     sorted: its manifest indexes the remaining videos in split order. Entries read
@@ -380,13 +414,11 @@ def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = N
     groups: dict[tuple[str, Setting, str], list[ResultRecord]] = {}
     for r in records:
         groups.setdefault((system_of(r), setting_of(r), config_key(r)), []).append(r)
-    configs: dict[tuple[str, Setting], int] = {}
-    for system, setting, _ in groups:
-        configs[(system, setting)] = configs.get((system, setting), 0) + 1
+    names = _config_names(groups)
     entries = []
     for (system, setting, key), recs in sorted(groups.items(), key=lambda kv: kv[0][1::-1]):
         recs = _dedupe_seeds(recs)
-        name = f"{system} @{key}" if configs[(system, setting)] > 1 else system
+        name = names[(system, setting, key)]
         keys = sorted({episodes_key(r) for r in recs})
         if len(keys) > 1:
             reason = (
@@ -400,6 +432,23 @@ def group_entries(records: list[ResultRecord], *, left_out: list[str] | None = N
             continue
         entries.append(Entry(name, setting, recs))
     return entries
+
+
+def _config_names(groups: dict[tuple[str, Setting, str], list[ResultRecord]]) -> dict:
+    """The entry name of each ``(system, setting, config key)`` group: the system where it
+    has one configuration in every setting, else ``system @<config label>`` in every setting
+    (:func:`config_label`); where two configurations of one setting differ only in what the
+    shot decides (a model shared across shots beside one trained at the shot), their config
+    keys tell them apart."""
+    per_setting = Counter((system, setting) for system, setting, _ in groups)
+    several = {system for (system, _), n in per_setting.items() if n > 1}
+    labels = {g: config_label(recs[0]) for g, recs in groups.items() if g[0] in several}
+    twins = Counter((system, setting, label) for (system, setting, _), label in labels.items())
+    names = {
+        g: f"{g[0]} @{label if twins[(*g[:2], label)] == 1 else g[2]}"
+        for g, label in labels.items()
+    }
+    return {g: names.get(g, g[0]) for g in groups}
 
 
 def load_entries(
