@@ -21,7 +21,11 @@ from fsarbench.data import datasets as datasets_mod
 from fsarbench.data.datasets import get_dataset
 from fsarbench.episodes import MAX_EPISODES, EpisodeCountError, ManifestError, make_manifest
 from fsarbench.experiments.cells import Cell
-from fsarbench.experiments.feasibility import InfeasibleCellsError, check_cells
+from fsarbench.experiments.feasibility import (
+    InfeasibleCellsError,
+    MissingClassesError,
+    check_cells,
+)
 from fsarbench.experiments.features import FrozenFeatureProvider
 from fsarbench.experiments.runner import (
     CellRunner,
@@ -165,6 +169,29 @@ def test_finetune_cells_are_judged_on_the_probed_usable_videos(tiny_synth, tmp_p
     assert "2 of 2 planned cell(s)" in text
     assert "left out as missing, unreadable or too short" in text
     assert "train split: 5-way 4-shot training episodes" in text  # 4 videos serve 3 shots
+    assert not (tmp_path / "out" / "models").exists()
+
+
+@pytest.mark.video
+@pytest.mark.parametrize("track", ["frozen", "finetune"])
+def test_a_split_class_without_a_usable_video_is_refused(tiny_synth, tmp_path, monkeypatch, track):
+    """A test class folder renamed (HMDB51's 'fencing' as 'Fencing'): 5-way episodes over the
+    other classes could still be drawn, so the run printed a number over 9 of 10 test classes
+    as the dataset's, and Table 1 showed it unmarked."""
+    synth = _copy(tiny_synth, tmp_path)
+    name = _remove_test_videos(synth, 4)  # every video of the class
+    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: synth)
+    if track == "frozen":
+        listing = FrozenFeatureProvider(cache_root=tmp_path / "cache").listing
+        made = FrozenTrack(None, recipe_overrides={}, device="cpu", progress=False, listing=listing)
+    else:
+        made = tiny_finetune_track(synth, tmp_path / "cache", recipe={"way": 5})
+    runner = CellRunner({track: made}, RunOptions(tmp_path / "out", progress=False))
+    with pytest.raises(MissingClassesError) as err:
+        runner.run_cells([Cell("protonet", "synth", 5, 1, track=track)])
+    text = str(err.value)
+    assert f"test split: 1 of {len(synth.class_names('test'))} classes have no usable video" in text
+    assert f"({name})" in text and "data check synth --root DIR" in text
     assert not (tmp_path / "out" / "models").exists()
 
 

@@ -729,3 +729,20 @@ def test_compare_says_a_setting_holds_several_configurations_of_a_name(tmp_path,
         in err
     )
     assert "only beta has records there" not in err
+
+
+def test_paper_tables_say_when_run_cells_have_fewer_episodes_or_lost_test_videos(tmp_path):
+    """A run over 1,000 episodes and without 4 of HMDB51's listed test videos was printed in
+    Table 1 beside the published 10,000-episode numbers without a word on either."""
+    m = _manifest()
+    rng = np.random.default_rng(18)
+    lost = ["test/fencing_1: missing", "test/pour_2: too short: 2 frames"]
+    save_simulated_record(tmp_path, m, "otam", 0.6, rng, skipped_videos=lost)
+    save_simulated_record(tmp_path, m, "trx", 0.7, rng, skipped_videos=lost)
+    entries = load_entries(tmp_path)
+    notes = "\n".join(build_table(load_table(1), entries, stand_in="toy").notes)
+    assert "run cells on toy: 300 test episodes per cell (the published protocol: 10,000)" in notes
+    assert "2 listed test video(s) left out as missing, unreadable or too short" in notes
+    assert "(fencing_1, pour_2;" in notes
+    (table,) = summary_tables(load_records(tmp_path)).values()  # the per-dataset table too
+    assert "run cells on toy: 2 listed test video(s) left out" in table

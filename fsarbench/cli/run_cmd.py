@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fsarbench.experiments.feasibility import find_shortfalls
+    from fsarbench.experiments.feasibility import empty_classes, find_shortfalls
     from fsarbench.experiments.runner import CellRunner, unique_cells
 
     apply_splits_dir(args)
@@ -378,9 +378,10 @@ def _run(args: argparse.Namespace) -> int:
     # every cell of every shard, before anything is trained or extracted: a setting a split
     # cannot serve was found mid-run, after other cells had trained
     shortfalls = find_shortfalls(runner, cells)
+    missing = empty_classes(runner, cells)
     if args.plan and not args.launcher:
-        return _plan(args, runner, mine, shortfalls, len(unique_cells(cells)))
-    _refuse(shortfalls, len(unique_cells(cells)))
+        return _plan(args, runner, mine, shortfalls, len(unique_cells(cells)), missing)
+    _refuse(shortfalls, len(unique_cells(cells)), missing)
     if args.launcher:
         return _launch(args, mine, tracks)
     say(
@@ -457,22 +458,36 @@ class RankFailedError(RuntimeError):
 
 
 def _plan(
-    args: argparse.Namespace, runner, cells: list[Cell], shortfalls: list, planned: int
+    args: argparse.Namespace,
+    runner,
+    cells: list[Cell],
+    shortfalls: list,
+    planned: int,
+    missing: list[tuple[str, str]],
 ) -> int:
     """``--plan``: print the units, cells and work of the run, marking the cells their
     datasets cannot serve; then refuse those as the run would (exit status 2)."""
     from fsarbench.experiments.plan import plan_cells, print_plan
 
     print_plan(plan_cells(runner, cells, {s.cell for s in shortfalls}), args.throughput)
-    _refuse(shortfalls, planned)
+    _refuse(shortfalls, planned, missing)
     return 0
 
 
-def _refuse(shortfalls: list, planned: int) -> None:
-    """Raise :class:`InfeasibleCellsError` naming ``shortfalls`` (of ``planned`` cells), if
-    any (:func:`~fsarbench.experiments.feasibility.find_shortfalls`)."""
-    from fsarbench.experiments.feasibility import InfeasibleCellsError, infeasible_message
+def _refuse(shortfalls: list, planned: int, missing: list[tuple[str, str]]) -> None:
+    """Raise :class:`MissingClassesError` where a split list's class has no usable video
+    (:func:`~fsarbench.experiments.feasibility.empty_classes`), else
+    :class:`InfeasibleCellsError` naming ``shortfalls`` (of ``planned`` cells), if any
+    (:func:`~fsarbench.experiments.feasibility.find_shortfalls`)."""
+    from fsarbench.experiments.feasibility import (
+        InfeasibleCellsError,
+        MissingClassesError,
+        infeasible_message,
+        missing_classes_message,
+    )
 
+    if missing:
+        raise MissingClassesError(missing_classes_message(missing))
     if shortfalls:
         raise InfeasibleCellsError(infeasible_message(shortfalls, planned))
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from fsarbench.episodes import EpisodeSpec, Shortfall, class_pools, infeasibility
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.tracks import DatasetPools, SplitPool
@@ -27,6 +29,8 @@ from fsarbench.training.trainer import val_way_shot
 __all__ = [
     "CellShortfall",
     "InfeasibleCellsError",
+    "MissingClassesError",
+    "empty_classes",
     "RUN_REMEDIES",
     "check_cells",
     "find_shortfalls",
@@ -38,6 +42,54 @@ class InfeasibleCellsError(ValueError):
     """Planned cells whose episodes their dataset's splits cannot serve (found before any
     training or extraction); the message names each setting, what its split has, the cells
     and what to do."""
+
+
+class MissingClassesError(InfeasibleCellsError):
+    """A class of a dataset's split list of which no video is usable (its folder renamed, in
+    another case, or lost): episodes over the other classes can still be drawn, so the run
+    went on and printed numbers over 9 of HMDB51's 10 test classes as HMDB51's."""
+
+
+def empty_classes(runner: Any, cells: Iterable[Cell]) -> list[tuple[str, str]]:
+    """``(dataset, what)`` per split of the cells' datasets with classes of which no listed
+    video is usable (from the tracks' pools: before extraction, missing files; after,
+    unreadable or too short ones too); nothing is trained or extracted."""
+    from fsarbench.experiments.runner import unique_cells
+
+    lines, seen = [], set()
+    for cell in unique_cells(cells):
+        pools = runner.unit_recipe(cell)[0].pools(cell)
+        if (pools.dataset, pools.split_variant) in seen:
+            continue
+        seen.add((pools.dataset, pools.split_variant))
+        for split, pool in pools.splits.items():
+            names = pool.class_names or []
+            present = set(np.unique(pool.classes).tolist())
+            empty = [name for c, name in enumerate(names) if c not in present]
+            if empty:
+                shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
+                what = (
+                    f"{pools.dataset} ({pools.split_variant}) {split} split: {len(empty)} of "
+                    f"{len(names)} classes have no usable video ({shown}); its listed videos "
+                    f"are left out as {pools.left_out_causes}"
+                )
+                lines.append((pools.dataset, what))
+    return lines
+
+
+def missing_classes_message(found: list[tuple[str, str]]) -> str:
+    """What :class:`MissingClassesError` says for ``found`` (:func:`empty_classes`)."""
+    datasets = dict.fromkeys(d for d, _ in found)
+    checks = "; ".join(f"'python -m fsarbench data check {d} --root DIR'" for d in datasets)
+    lines = [what for _, what in found]
+    return (
+        "a split list's class has no usable video, so the run would not be on the dataset's "
+        "published split (its numbers would be over the other classes, under the dataset's "
+        "name); nothing was run:\n  "
+        + "\n  ".join(lines)
+        + f"\nRestore the videos (a class folder named otherwise, e.g. in another case, is "
+        f"not found), or leave the dataset out (--dataset). {checks} lists what is missing."
+    )
 
 
 def _shots_up_to(s: Shortfall, flag: str, extra: str = "") -> str:
@@ -190,11 +242,15 @@ def check_cells(runner: Any, cells: Iterable[Cell]) -> None:
     """Refuse ``cells`` when any needs episodes its dataset cannot serve.
 
     Raises:
+        MissingClassesError: a class of a split list has no usable video.
         InfeasibleCellsError: naming every such cell (:func:`infeasible_message`).
     """
     from fsarbench.experiments.runner import unique_cells
 
     cells = unique_cells(cells)
+    missing = empty_classes(runner, cells)
+    if missing:
+        raise MissingClassesError(missing_classes_message(missing))
     shortfalls = find_shortfalls(runner, cells)
     if shortfalls:
         raise InfeasibleCellsError(infeasible_message(shortfalls, len(cells)))

@@ -19,6 +19,7 @@ from fsarbench.report.records import (
     group_entries,
     records_given_by_rows,
 )
+from fsarbench.report.tables import test_pool_notes
 from fsarbench.results import OUTSIDE_TAG, ResultRecord
 
 __all__ = ["summary_tables", "write_summary_tables"]
@@ -75,6 +76,7 @@ def summary_tables(
         note += _models_note(shown)
         changed = recipe_changes_text(shown)
         note += f"\n{changed}" if changed else ""
+        note += "".join(f"\n{pool}" for pool in test_pool_notes(shown, episodes=False))
         note += "".join(f"\nLeft out: {reason}." for reason in left_out)
         out[name] = tabulate(table, headers, tablefmt="github") + note
     return out

@@ -294,6 +294,7 @@ def build_table(
     _mark_other_episodes(rows, shown)
     notes += _mark_other_test_videos(rows, spec.track)
     _mark_other_tracks(rows, spec.track)
+    notes += test_pool_notes(shown)
     changed = recipe_changes_text(shown)
     notes += [changed] if changed else []
     if source != "published":
@@ -322,6 +323,39 @@ def left_out_notes(left_out: list[str]) -> list[str]:
     """Notes under a table naming the records of the folder that were left out (unreadable,
     or not given by their per-query rows): a ``-`` in a run row may stand for one of them."""
     return [f"left out of this table (a '-' may stand for it): {reason}." for reason in left_out]
+
+
+#: Test episodes per setting of the published protocol (PROTOCOL.md).
+PROTOCOL_EPISODES = 10_000
+
+
+def test_pool_notes(shown: list, *, episodes: bool = True) -> list[str]:
+    """Per dataset of the shown run records, what their numbers are over where that is less
+    than the published protocol's: fewer test episodes than its 10,000 (with ``episodes``),
+    and listed test videos the runs left out (a renamed class folder, damaged files). Both
+    were printed beside the published numbers without a word."""
+    from fsarbench.report.records import left_out_test_videos
+
+    notes = []
+    for dataset in sorted({r.dataset for r in shown}):
+        records = [r for r in shown if r.dataset == dataset]
+        parts = []
+        fewer = sorted({r.episodes for r in records if r.episodes < PROTOCOL_EPISODES})
+        if fewer and episodes:
+            counts = ", ".join(f"{n:,}" for n in fewer)
+            parts.append(
+                f"{counts} test episodes per cell (the published protocol: {PROTOCOL_EPISODES:,})"
+            )
+        lost = sorted({v for r in records for v in left_out_test_videos(r)})
+        if lost:
+            shown_ids = ", ".join(lost[:3]) + (" ..." if len(lost) > 3 else "")
+            parts.append(
+                f"{len(lost)} listed test video(s) left out as missing, unreadable or too "
+                f"short ({shown_ids}; each record's skipped_videos and the report name them)"
+            )
+        if parts:
+            notes.append(f"run cells on {dataset}: {'; '.join(parts)}.")
+    return notes
 
 
 def _mark_other_episodes(rows: list[TableRow], shown: list) -> None:
