@@ -249,3 +249,20 @@ def test_a_grid_entry_that_writes_a_default_out_is_the_plain_method(tmp_path, ca
     ]
     assert [c.label for c in cells][:2] == ["protonet", "P"]
     assert f"temperature={default} is the method's default there" in caplog.text
+
+
+def test_videos_without_split_lists_are_named_not_sent_to_the_layout_advice(
+    tmp_path, monkeypatch, capsys
+):
+    """With HMDB51's videos under --root but no split lists, 'run' said "No real dataset
+    found ... put the videos under --root: hmdb51/<class>/<id>.avi", where they were."""
+    (tmp_path / "data" / "hmdb51" / "brush_hair").mkdir(parents=True)
+    (tmp_path / "data" / "hmdb51" / "brush_hair" / "a.avi").write_bytes(b"x")
+    monkeypatch.setenv("FSAR_SPLITS", str(tmp_path / "no-splits"))
+    (tmp_path / "no-splits").mkdir()
+    argv = ["--table", "1", "--method", "otam", "--root", str(tmp_path / "data")]
+    assert _run_plan(tmp_path, *argv) == 0
+    out = capsys.readouterr().out
+    assert "the videos of hmdb51 (videos at " in out and "split list for hmdb51/test" in out
+    assert "Pass --splits-dir DIR" in out and "No real dataset found" not in out
+    assert "kinetics100 (" not in out  # the data root itself is no dataset's folder

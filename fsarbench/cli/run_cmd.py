@@ -55,6 +55,24 @@ WHERE_DATA = (
 )
 
 
+def _where_data(root: str | None) -> str:
+    """Why no real dataset is used: the videos are not where a dataset looks for them
+    (:data:`WHERE_DATA`), or they are and its split lists are not found (then the layout
+    advice sent the user to lay out videos that were laid out)."""
+    from fsarbench.experiments.grids import datasets_without_split_lists
+
+    no_lists = datasets_without_split_lists(root)
+    if not no_lists:
+        return WHERE_DATA
+    return (
+        "No real dataset can be used, so the embedded synthetic benchmark 'synth' stands in "
+        "(labelled as such in every result): the videos of "
+        + "; of ".join(no_lists)
+        + ". Pass --splits-dir DIR (or set FSAR_SPLITS) to the folder of the published split "
+        "lists; 'python -m fsarbench splits verify --splits-dir DIR' checks it."
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
@@ -373,7 +391,7 @@ def _run(args: argparse.Namespace) -> int:
     cells = select_cells(args, available)
     mine = _shard(cells, _shard_spec(args, env), tracks, args.share_shots)
     if any(c.dataset == STAND_IN for c in cells) and not available:
-        say(WHERE_DATA)
+        say(_where_data(args.root))
     runner = CellRunner(tracks, options)
     # every cell of every shard, before anything is trained or extracted: a setting a split
     # cannot serve was found mid-run, after other cells had trained

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -147,7 +148,6 @@ _USER_GRIDS: dict[str, GridSpec] = {}
 def add_grid_file(path: str | os.PathLike) -> list[str]:
     """Make the grids of a user's YAML file (same schema as ``grids.yaml``'s ``grids``)
     available to ``run --table NAME``; returns their names."""
-    from pathlib import Path
 
     path = Path(path)
     if not path.exists():
@@ -241,6 +241,35 @@ def available_datasets(root: str | None = None) -> list[str]:
         try:
             if get_dataset(name, root=root).available():
                 found.append(name)
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def datasets_without_split_lists(root: str | None = None) -> list[str]:
+    """One line per published dataset whose folder is present under ``root`` /
+    ``FSAR_DATA`` but whose split lists are not found (:func:`available_datasets` leaves it
+    out, and ``run`` stood ``synth`` in for it, telling the user to lay out videos that were
+    laid out): the dataset, its folder and what the split-list lookup said."""
+    from fsarbench.data.datasets import get_dataset, is_synthetic, list_datasets
+    from fsarbench_splits.registry import SplitsNotFoundError
+
+    root = root or os.environ.get("FSAR_DATA")
+    if not root:
+        return []
+    found = []
+    for name in list_datasets():
+        if is_synthetic(name):
+            continue
+        try:
+            ds = get_dataset(name, root=root)
+            # a root that is not the dataset's own folder is tried as its layout too: only a
+            # folder of the dataset's name says its videos are there
+            if ds.root is None or not ds.root.is_dir() or ds.root == Path(root).expanduser():
+                continue
+            ds.videos("test")
+        except SplitsNotFoundError as err:
+            found.append(f"{name} (videos at {ds.root}): {str(err).split('. Run ')[0]}")
         except (OSError, ValueError, KeyError):
             continue
     return found
