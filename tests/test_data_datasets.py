@@ -236,3 +236,43 @@ def test_a_modified_list_that_shares_a_video_or_class_with_another_split_is_refu
     ds = get_dataset("hmdb51", root=tmp_path / "data", splits_dir=splits, allow_modified=True)
     with pytest.raises(ValueError, match=rf"1 {what} name\(s\) in more than one split"):
         ds.videos("train")
+
+
+def test_data_check_names_a_wrong_root_and_what_it_read(tmp_path, capsys):
+    """A --root that does not exist printed every listed video as missing (360 KB for
+    HMDB51) without naming it; an empty one the same; the lists read were never named."""
+    splits = require_shared_splits()
+    args = ["data", "check", "hmdb51", "--splits-dir", str(splits), "--no-probe"]
+    assert main([*args, "--root", str(tmp_path / "nowhere")]) == 2
+    assert f"data root {tmp_path / 'nowhere'} of hmdb51 does not exist" in capsys.readouterr().err
+    (tmp_path / "data" / "hmdb51").mkdir(parents=True)
+    assert main([*args, "--root", str(tmp_path / "data"), "--split", "test"]) == 1
+    out = capsys.readouterr().out
+    assert f"hmdb51: videos under {tmp_path / 'data' / 'hmdb51'}; split lists " in out
+    assert "trx/hmdb_ARN/testlist03.txt" in out
+    assert "none of the 1292 listed test videos was found; the first was looked for at " in out
+    assert "\nmissing test/" not in out  # not every id once more
+
+
+def test_data_check_caps_the_missing_ids_per_class(tmp_path, capsys):
+    splits = require_shared_splits()
+    rel = lambda e: f"UCF-101/{e.class_name}/{e.video_id}.avi"  # noqa: E731
+    entries = _build(tmp_path / "ucf", "ucf101", rel, skip=12)
+    args = ["data", "check", "ucf101", "--root", str(tmp_path / "ucf"), "--splits-dir", str(splits)]
+    assert main([*args, "--split", "test", "--no-probe"]) == 0
+    out = capsys.readouterr().out
+    first = [e.video_id for e in entries[:12] if e.class_name == entries[0].class_name]
+    assert ", ".join(first[:10]) + f" ... and {len(first) - 10} more" in out
+
+
+def test_data_check_names_too_short_videos(tmp_path, capsys):
+    """Missing and unreadable videos were named, a too-short one only counted."""
+    splits = require_shared_splits()
+    rel = lambda e: f"UCF-101/{e.class_name}/{e.video_id}.avi"  # noqa: E731
+    entries = _build(tmp_path / "ucf", "ucf101", rel)
+    short = entries[0]
+    write_test_video(tmp_path / "ucf" / rel(short), frames=4)
+    args = ["data", "check", "ucf101", "--root", str(tmp_path / "ucf"), "--splits-dir", str(splits)]
+    main([*args, "--split", "test", "--frames", "8"])
+    out = capsys.readouterr().out
+    assert f"too short test/{short.class_name}/{short.video_id}: 4 frame(s), need 8" in out

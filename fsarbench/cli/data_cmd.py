@@ -68,12 +68,43 @@ def _open(args: argparse.Namespace):
     )
 
 
+#: Missing video ids printed per class; ``--report FILE`` lists every one.
+MISSING_SHOWN = 10
+
+
+def _check_root(ds) -> None:
+    """A data root that does not exist is named (every listed video was printed as missing:
+    360 KB for HMDB51, the root never named)."""
+    root = getattr(ds, "root", None)
+    if root is not None and not Path(root).is_dir():
+        raise FileNotFoundError(
+            f"data root {root} of {ds.name} does not exist: pass --root DIR (the folder that "
+            f"holds the dataset's videos, or its parent) or set FSAR_DATA"
+        )
+
+
+def _none_found(split: str, videos: list) -> str | None:
+    """A line for a split none of whose listed videos is found, naming where the first was
+    looked for (a wrong --root or layout), else ``None``."""
+    if not videos or any(v.path.exists() for v in videos):
+        return None
+    return (
+        f"none of the {len(videos)} listed {split} videos was found; the first was looked for "
+        f"at {videos[0].path}: check --root (and --layout/--template)"
+    )
+
+
 def run_check(args: argparse.Namespace) -> int:
     ds = _open(args)
-    health, problems = [], []
+    _check_root(ds)
+    health, problems, none_found = [], [], {}
     for split in args.split or ["train", "val", "test"]:
+        videos = ds.videos(split)
+        line = _none_found(split, videos)
+        if line:
+            none_found[split] = line
         rows = check_split(
-            ds.videos(split),
+            videos,
             split,
             frames=args.frames,
             probe=not args.no_probe,
@@ -97,12 +128,22 @@ def run_check(args: argparse.Namespace) -> int:
         }
         for h in health
     ]
+    _say_sources(ds)
     print(tabulate(table, headers="keys"))
+    for line in none_found.values():
+        print(line)
     for h in health:
-        if h.missing:
-            print(f"missing {h.split}/{h.class_name}: {', '.join(h.missing)}")
+        if h.missing and h.split not in none_found:
+            shown = ", ".join(h.missing[:MISSING_SHOWN])
+            more = len(h.missing) - MISSING_SHOWN
+            tail = f" ... and {more} more (--report FILE lists them all)" if more > 0 else ""
+            print(f"missing {h.split}/{h.class_name}: {shown}{tail}")
         for vid, cause in h.unreadable.items():
             print(f"unreadable {h.split}/{h.class_name}/{vid}: {cause}")
+        for vid, frames in h.too_short.items():
+            print(
+                f"too short {h.split}/{h.class_name}/{vid}: {frames} frame(s), need {args.frames}"
+            )
     settings = {
         k: getattr(args, k)
         for k in ("dataset", "frames", "way", "shot", "queries", "min_videos_policy")
@@ -117,6 +158,17 @@ def run_check(args: argparse.Namespace) -> int:
         else f"{len(problems)} problem(s): the dataset cannot serve these settings"
     )
     return 1 if problems else 0
+
+
+def _say_sources(ds) -> None:
+    """Which data root and split-list files are checked (a user with two copies of the lists
+    could not tell which one was read)."""
+    provenance = ds.provenance() if hasattr(ds, "provenance") else {}
+    lists = sorted({str(p.get("file") or "") for p in provenance.get("splits", {}).values()} - {""})
+    root = getattr(ds, "root", None)
+    print(
+        f"{ds.name}: videos under {root}" + (f"; split lists {', '.join(lists)}" if lists else "")
+    )
 
 
 def _write_report(path: Path | None, health, problems, settings) -> None:

@@ -66,7 +66,13 @@ def empty_classes(runner: Any, cells: Iterable[Cell]) -> list[tuple[str, str]]:
             names = pool.class_names or []
             present = set(np.unique(pool.classes).tolist())
             empty = [name for c, name in enumerate(names) if c not in present]
-            if empty:
+            if empty and len(empty) == len(names):
+                what = (
+                    f"{pools.dataset} ({pools.split_variant}) {split} split: none of its listed "
+                    f"videos is usable (left out as {pools.left_out_causes}): is --root right?"
+                )
+                lines.append((pools.dataset, what))
+            elif empty:
                 shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
                 what = (
                     f"{pools.dataset} ({pools.split_variant}) {split} split: {len(empty)} of "
