@@ -191,7 +191,7 @@ def test_a_split_class_without_a_usable_video_is_refused(tiny_synth, tmp_path, m
         runner.run_cells([Cell("protonet", "synth", 5, 1, track=track)])
     text = str(err.value)
     assert f"test split: 1 of {len(synth.class_names('test'))} classes have no usable video" in text
-    assert f"({name})" in text and "data check synth --root DIR" in text
+    assert f"({name})" in text and "'python -m fsarbench data check synth' lists" in text
     assert not (tmp_path / "out" / "models").exists()
 
 

@@ -83,10 +83,19 @@ def empty_classes(runner: Any, cells: Iterable[Cell]) -> list[tuple[str, str]]:
     return lines
 
 
+def _data_check(dataset: str) -> str:
+    """The ``data check`` command for ``dataset`` as a user types it (a real dataset needs
+    its root, and the printed command failed without it)."""
+    from fsarbench.data.datasets import is_synthetic
+
+    root = "" if is_synthetic(dataset) else " --root DIR --splits-dir DIR"
+    return f"'python -m fsarbench data check {dataset}{root}'"
+
+
 def missing_classes_message(found: list[tuple[str, str]]) -> str:
     """What :class:`MissingClassesError` says for ``found`` (:func:`empty_classes`)."""
     datasets = dict.fromkeys(d for d, _ in found)
-    checks = "; ".join(f"'python -m fsarbench data check {d} --root DIR'" for d in datasets)
+    checks = "; ".join(_data_check(d) for d in datasets)
     lines = [what for _, what in found]
     return (
         "a split list's class has no usable video, so the run would not be on the dataset's "
@@ -167,7 +176,7 @@ class CellShortfall:
             text += (
                 f". {pool.left_out} listed {self.split} video(s) of {self.pools.dataset} are "
                 f"left out as {self.pools.left_out_causes}: the run uses only the others "
-                f"('python -m fsarbench data check {self.pools.dataset}' names them)"
+                f"({_data_check(self.pools.dataset)} names them)"
             )
         return text
 
