@@ -154,3 +154,25 @@ def test_extract_reusing_opens_a_complete_cache_after_one_look_and_reuses_otherw
     second, stats = run()
     assert (stats.written, stats.already_done) == (1, len(videos) - 1)
     np.testing.assert_array_equal(_features(second), _features(first))
+
+
+@pytest.mark.parametrize("real", [True, False])
+def test_another_copy_of_a_real_datasets_list_reuses_the_features(
+    synth, tmp_path, monkeypatch, real
+):
+    """HyRSM's copy of the HMDB51 lists (the same videos in the same order, another md5)
+    re-extracted every video. A real dataset's features are its files'; a generated one's
+    list md5 is what tells its files apart, so it keeps needing an equal md5."""
+    import fsarbench.experiments.cache_reuse as reuse_mod
+
+    monkeypatch.setattr(reuse_mod, "is_synthetic", lambda name: not real)
+    videos = synth.videos("test")
+    first = _extract(synth, tmp_path / "c")[1]
+    md5s = synth.split_md5s()
+    monkeypatch.setattr(synth, "split_md5s", lambda: {**md5s, "test": "another list copy"})
+    reused, second, stats = _extract(synth, tmp_path / "c")
+    assert second.path != first.path  # the list's md5 is part of the key
+    assert reused == (len(videos) if real else 0)
+    written = 0 if stats is None else stats.written  # None: complete, nothing extracted
+    assert written == (0 if real else len(videos))
+    np.testing.assert_array_equal(_features(second), _features(first))

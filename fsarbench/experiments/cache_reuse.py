@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fsarbench.data.datasets import is_synthetic
 from fsarbench.features.cache import FeatureCache, cache_folder
 from fsarbench.features.extract import (
     ExtractStats,
@@ -100,7 +101,11 @@ def _reuse(dataset_name: str, split: str, resolved: tuple, folder: Path) -> int:
                 atomic_write_json(folder / STAMPS_FILE, {"rows": rows})
             if (folder / "index.json").exists():
                 return 0
-            earlier, same = _best_earlier(folder, dataclasses.asdict(key), rows)
+            # a real dataset's video features are its files' (another copy of the same list,
+            # e.g. HyRSM's HMDB51 lists beside TRX's, re-extracted every video); a generated
+            # dataset's list md5 is what tells its files apart
+            any_list = not is_synthetic(dataset_name)
+            earlier, same = _best_earlier(folder, dataclasses.asdict(key), rows, any_list)
             if earlier is None:
                 return 0
             cache = FeatureCache.create(
@@ -138,13 +143,14 @@ def _pins(data: str, rows: list[list[Any]]) -> bool:
 
 
 def _best_earlier(
-    folder: Path, fields: dict[str, Any], rows: list[list[Any]]
+    folder: Path, fields: dict[str, Any], rows: list[list[Any]], any_list: bool = False
 ) -> tuple[FeatureCache | None, np.ndarray]:
-    """The sibling cache of the same settings and videos but another files stamp with the
-    most stored videos whose row equals ``rows``' (same id, size and time), and that mask."""
+    """The sibling cache of the same settings and videos but another files stamp (with
+    ``any_list``, also another split-list md5) with the most stored videos whose row equals
+    ``rows``' (same id, size and time, in the same order), and that mask."""
     best, best_mask = None, np.zeros(len(rows), dtype=bool)
     for other in sorted(folder.parent.iterdir()) if folder.parent.is_dir() else []:
-        if other == folder or not _same_settings(other, fields):
+        if other == folder or not _same_settings(other, fields, any_list):
             continue
         try:
             index = json.loads((other / "index.json").read_text())
@@ -163,9 +169,10 @@ def _best_earlier(
     return best, best_mask
 
 
-def _same_settings(other: Path, fields: dict[str, Any]) -> bool:
+def _same_settings(other: Path, fields: dict[str, Any], any_list: bool = False) -> bool:
     """Whether the cache at ``other`` has every key field of ``fields`` but the files stamp
-    (the last ``:`` part of ``data``, :func:`~fsarbench.features.extract.data_identity`)."""
+    (the last ``:`` part of ``data``, :func:`~fsarbench.features.extract.data_identity`),
+    and with ``any_list`` but the split-list md5 (its middle part) too."""
     try:
         theirs = json.loads((other / "index.json").read_text()).get("key_fields") or {}
     except (OSError, ValueError):
@@ -173,8 +180,9 @@ def _same_settings(other: Path, fields: dict[str, Any]) -> bool:
     if set(theirs) != set(fields) or not isinstance(theirs.get("data"), str):
         return False
     rest = [k for k in fields if k != "data"]
-    prefix = str(fields["data"]).rsplit(":", 1)[0]
-    return all(theirs[k] == fields[k] for k in rest) and theirs["data"].rsplit(":", 1)[0] == prefix
+    kept = 1 if any_list else 2  # variant (and list md5) of "<variant>:<list md5>:<files>"
+    mine, their = str(fields["data"]).split(":"), theirs["data"].split(":")
+    return all(theirs[k] == fields[k] for k in rest) and mine[:kept] == their[:kept]
 
 
 def _copy(earlier: FeatureCache, cache: FeatureCache, indices: np.ndarray) -> None:
