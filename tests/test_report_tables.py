@@ -474,3 +474,18 @@ def test_on_an_even_split_the_run_that_lost_a_video_is_the_one_marked(tmp_path):
     texts = {c.entry.system: c.text for r in table.rows for c in r.cells if c.entry is not None}
     assert texts["trx"].endswith("[other test videos]")
     assert "[other test videos]" not in texts["sgtm-otam"]
+
+
+def test_table_out_into_a_results_folder_without_runs_is_refused(
+    runs, tmp_path, capsys, monkeypatch
+):
+    """'table 1 --out RESULTS' (run's flag for its folder) printed the published rows alone,
+    read from the default --runs, and wrote them into the results folder."""
+    from fsarbench.cli.main import main
+
+    monkeypatch.chdir(tmp_path)  # no default results folder here
+    assert main(["table", "1", "--out", str(runs)]) == 2
+    assert f"pass --runs {runs} to tabulate them" in capsys.readouterr().err
+    assert not (runs / "table1.md").exists()
+    assert main(["table", "1", "--runs", str(runs), "--out", str(runs)]) == 0
+    assert (runs / "table1.md").is_file()

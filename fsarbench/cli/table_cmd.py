@@ -106,6 +106,14 @@ def _comparison_table(args: argparse.Namespace, entries: list, left_out: list[st
 
 def run(args: argparse.Namespace) -> int:
     runs = Path(args.runs)
+    if _out_is_a_results_folder(args):
+        print(
+            f"error: --out {args.out} is a results folder ('run --out'), but the records are "
+            f"read from --runs ({runs}): pass --runs {args.out} to tabulate them (--out is "
+            "where the table is written), or --source published for the paper's rows alone",
+            file=sys.stderr,
+        )
+        return 2
     left_out: list[str] = []
     entries = []
     if args.source != "published" and runs.exists():
@@ -136,6 +144,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def _out_is_a_results_folder(args: argparse.Namespace) -> bool:
+    """``table N --out RESULTS`` with no ``--runs`` (``run``'s flag for that folder): it
+    printed the published rows alone and wrote them into the results folder."""
+    out = Path(args.out) if args.out else None
+    return (
+        out is not None
+        and args.source != "published"
+        and args.runs == DEFAULT_RUNS
+        and out.resolve() != Path(args.runs).resolve()
+        and out.is_dir()
+        and any(out.rglob("records/*.json"))
+    )
 
 
 _SUFFIX = {"md": ".md", "latex": ".tex", "csv": ".csv"}
