@@ -125,7 +125,13 @@ class VerifyReport:
                         "per class": f"{f.per_class[0]}-{f.per_class[1]}",
                         "counts": "ok" if f.counts_ok else "WRONG",
                         "duplicates": len(f.duplicates),
-                        "leakage": len(s.leaked_classes) + len(s.cross_split_videos),
+                        # the classes and videos this list shares with another split (the
+                        # variant's total repeated on every row marked untouched lists too)
+                        "leakage": sum(
+                            f.split in splits
+                            for shared in (s.leaked_classes, s.cross_split_videos)
+                            for splits in shared.values()
+                        ),
                     }
                 )
         return rows

@@ -151,6 +151,9 @@ def test_verify_catches_injected_leakage_and_duplicates(tmp_path):
     assert f"class {cls!r} appears in ['train', 'test']" in text
     assert "duplicate videos" in text
     assert set(report.modified) == {src.rel_path("train"), src.rel_path("test")}
+    # per list: what it shares with another split (the total was repeated on every row)
+    leakage = {r["file"]: r["leakage"] for r in report.rows()}
+    assert leakage == {src.rel_path("train"): 2, src.rel_path("val"): 0, src.rel_path("test"): 2}
 
 
 def test_modified_list_error_names_file_and_both_hashes(tmp_path):
