@@ -110,8 +110,14 @@ def test_data_health_counts_missing_and_unreadable_per_dataset(runs) -> None:
     synth, other = health["synth"], health["other"]
     assert synth.missing == {"test/a", "train/b"} and synth.unreadable == {"val/c": "bad header"}
     assert synth.by_split() == {"test": 1, "train": 1, "val": 1} and not synth.ok
-    assert other.unreadable == {"train/d": FROZEN_CAUSE} and other.records == 1
+    # a frozen record names no cause: the video may be missing as well as unreadable
+    assert other.unrecorded == {"train/d"} and not other.unreadable and other.records == 1
+    assert not other.ok and other.by_split() == {"train": 1}
     assert synth.records == len(records) - 1
+    assert "missing, unreadable or too short" in FROZEN_CAUSE
+    named = dataclasses.replace(records[3], skipped_videos=["test/a"])  # a cause elsewhere
+    (merged,) = data_health([bad[0], named])
+    assert merged.missing == {"test/a", "train/b"} and not merged.unrecorded
 
 
 def test_provenance_names_what_made_the_number(runs) -> None:
