@@ -409,3 +409,14 @@ def test_missing_backbone_weights_name_runs_own_flags(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "'run --plan' builds each model to count its cost" in err
     assert "--option weights=PATH|none on the finetune track" in err
+
+
+def test_eval_dataset_refuses_a_test_class_without_a_usable_video():
+    """'eval --dataset' drew its episodes over the classes that have videos: a number over 9
+    of 10 test classes under the dataset's name."""
+    from fsarbench.experiments.feasibility import check_split_classes
+
+    names = ["a", "b", "c"]
+    check_split_classes("hmdb51", "test", np.array([0, 1, 2, 2]), names)  # every class: fine
+    with pytest.raises(MissingClassesError, match=r"test split: 1 of 3 classes .* \(b\)"):
+        check_split_classes("hmdb51", "test", np.array([0, 2, 2]), names)

@@ -583,6 +583,7 @@ def _dataset_mode(
 ) -> tuple[Any, Manifest, FewShotMethod, dict, list[str]]:
     """Test features, manifest and method for ``--dataset`` (see the module docstring);
     ``data``: the checkpoint's contents."""
+    from fsarbench.experiments.feasibility import check_split_classes
     from fsarbench.training.export import is_finetune_state
 
     state = data.get("method") if isinstance(data.get("method"), dict) else data
@@ -590,6 +591,7 @@ def _dataset_mode(
         feats, names, variant, method, meta = _finetune_checkpoint(args, data, device)
     else:
         feats, names, variant, method, meta = _frozen(args, data)
+    check_split_classes(args.dataset, "test", feats.classes, names)
     manifest = draw_test_manifest_fast(
         feats.classes,
         split_variant=variant,

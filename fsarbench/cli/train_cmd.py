@@ -282,6 +282,7 @@ def _clear_checkpoints(out: Path) -> None:
 
 def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over: dict) -> int:
     from fsarbench.distributed.env import init_distributed, is_main, shutdown_distributed
+    from fsarbench.experiments.feasibility import check_split_classes
     from fsarbench.training.finetune import build_video_method, finetune, finetune_recipe
 
     recipe = finetune_recipe(
@@ -301,9 +302,10 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
             skipped += bad
         test_skipped = []
         if args.test_episodes > 0:  # before training: --bad-videos error stops here
-            _, test_skipped = _usable(
+            usable, test_skipped = _usable(
                 ds, "test", recipe, args.bad_videos, shot=max(args.shots), cache=args.cache
             )
+            check_split_classes(args.dataset, "test", usable.classes, ds.class_names("test"))
         model = build_video_method(
             args.method,
             recipe.options,
@@ -436,6 +438,7 @@ def _test(
     from fsarbench.distributed.env import barrier, is_main
     from fsarbench.distributed.sharded_eval import evaluate_sharded
     from fsarbench.episode_streams import draw_test_manifest_fast
+    from fsarbench.experiments.feasibility import check_split_classes
     from fsarbench.experiments.tracks import extract_finetune_test
     from fsarbench.io import stable_hash
     from fsarbench.provenance import code_parts, pipeline_digest
@@ -462,6 +465,7 @@ def _test(
     unseen = {v: cause for v, cause in bad.items() if f"test/{v}" not in known}
     if unseen:  # damaged past the frames the probe decodes: recorded, so the next probe knows
         _left_out_in_extraction(args, ds, unseen)
+    check_split_classes(args.dataset, "test", test.classes, ds.class_names("test"))
     identity, record_features = record_identity(recipe.to_dict(), ds.split_md5s())
     # as run records it: the model's code and the decoding pipeline (a record without code
     # counted as current under any later code)

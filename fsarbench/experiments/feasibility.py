@@ -30,6 +30,7 @@ __all__ = [
     "CellShortfall",
     "InfeasibleCellsError",
     "MissingClassesError",
+    "check_split_classes",
     "empty_classes",
     "RUN_REMEDIES",
     "check_cells",
@@ -90,6 +91,23 @@ def _data_check(dataset: str) -> str:
 
     root = "" if is_synthetic(dataset) else " --root DIR --splits-dir DIR"
     return f"'python -m fsarbench data check {dataset}{root}'"
+
+
+def check_split_classes(dataset: str, split: str, classes: Any, names: list[str]) -> None:
+    """Refuse a split whose class ids ``classes`` (one per usable video) leave a class of
+    ``names`` without a video (``eval --dataset``: a number over the other classes).
+
+    Raises:
+        MissingClassesError: naming the classes and the ``data check`` command.
+    """
+    present = set(np.unique(np.asarray(classes)).tolist())
+    empty = [name for c, name in enumerate(names) if c not in present]
+    if empty:
+        what = (
+            f"{dataset} {split} split: {len(empty)} of {len(names)} classes have no usable "
+            f"video ({', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''})"
+        )
+        raise MissingClassesError(missing_classes_message([(dataset, what)]))
 
 
 def missing_classes_message(found: list[tuple[str, str]]) -> str:
