@@ -132,6 +132,40 @@ def test_configs_that_differ_only_in_the_training_shot_keep_two_names(tmp_path):
     assert len(set(names)) == 2 and all(n.startswith("A @") for n in names)
 
 
+def test_queries_by_shot_keeps_one_name_and_an_eval_record_joins_its_runs_pool(tmp_path):
+    """HyRSM's finetune recipe takes its training queries from queries_by_shot (7 at 1-shot,
+    3 at 5-shot): its one configuration had two labels. And an eval record of a run's own
+    model (no provenance.protocol) was another configuration: the seed pool split in two."""
+    rng = np.random.default_rng(6)
+    by_shot = [7, 6, 5, 4, 3]
+    for shot in (1, 5):
+        m = fb.make_manifest(np.repeat(np.arange(10), 8), way=5, shot=shot, queries=2, episodes=50)
+        for steps in (100, 200) if shot == 1 else (100,):
+            recipe = {"recipe": {"shot": shot, "queries": by_shot[shot - 1], "steps": steps}}
+            recipe["recipe"]["queries_by_shot"] = by_shot
+            for seed in (0, 1):
+                # seed 1 as an eval record: the run's configuration, no provenance
+                provenance = {"protocol": {"name": "seed"}} if seed == 0 else {}
+                _save(
+                    tmp_path,
+                    m,
+                    "hyrsm",
+                    seed,
+                    0.7,
+                    rng,
+                    recipe=recipe,
+                    provenance=provenance,
+                    train_way=5,
+                    train_shot=shot,
+                    track="finetune",
+                )
+    entries = load_entries(tmp_path)
+    assert all(len(e.records) == 2 for e in entries)  # each seed pool is whole
+    names = {k: sorted(e.system for e in entries if e.setting.shot == k) for k in (1, 5)}
+    (five,) = names[5]
+    assert five in names[1] and len(names[1]) == 2  # the 100-step configuration: one name
+
+
 def test_two_seeds_that_disagree_make_the_verdict_rest_on_seeds(tmp_path, capsys):
     manifest, rng = _manifest(), np.random.default_rng(1)
     for seed, acc in ((0, 0.80), (1, 0.56)):

@@ -300,50 +300,68 @@ def _dedupe_seeds(records: list[ResultRecord]) -> list[ResultRecord]:
 
 def config_key(record: ResultRecord) -> str:
     """8 hex digits of what configures a record's system apart from its training seed:
-    hyper-parameters, recipe, features, track and protocol. Records with different keys are
-    different systems, never pooled as seeds of one."""
-    return stable_hash(
-        {
-            "hparams": record.hparams,
-            "recipe": record.recipe,
-            "features": record.features,
-            "track": record.track,
-            "protocol": record.provenance.get("protocol"),
-        },
-        8,
-    )
+    hyper-parameters, recipe, features, track, protocol and the way and shot its model was
+    trained at. Records with different keys are different systems, never pooled as seeds of
+    one. (The protocol was read from ``provenance``, which ``eval`` records do not carry: an
+    eval of a run's own model split the run's seed pool into two systems.)"""
+    return stable_hash(_configuration(record), 8)
 
 
-#: Fields a run sets from the cell's shot (a recipe's ``shot``/``val_shot``, the protocol's
-#: ``train_shot``) and from its dataset's files (feature cache keys, split-list md5s, the
-#: videos left out): left out of :func:`config_label`, so one configuration has one name in
-#: every column of a table.
-_SETTING_FIELDS = ("shot", "val_shot", "train_shot", "cache_keys", "split_md5", "skipped_videos")
+def _configuration(record: ResultRecord) -> dict[str, Any]:
+    return {
+        "hparams": record.hparams,
+        "recipe": record.recipe,
+        "features": record.features,
+        "track": record.track,
+        "protocol": record.protocol,
+        "trained at": [record.train_way, record.train_shot],
+    }
+
+
+#: Fields of a record's configuration that a run sets from the dataset's files (feature
+#: cache keys, split-list md5s, the videos left out): left out of :func:`config_label`.
+_FILE_FIELDS = ("cache_keys", "split_md5", "skipped_videos")
+#: Fields a run sets from the cell's shot: :func:`config_label` writes ``"=shot"`` where
+#: they equal it (a model trained at the cell's shot), else their value (one shared).
+_SHOT_FIELDS = ("shot", "val_shot")
 
 
 def config_label(record: ResultRecord) -> str:
-    """8 hex digits naming a record's configuration the same in every setting: what
-    :func:`config_key` hashes less the fields the shot and the dataset's files decide
-    (``_SETTING_FIELDS``). A system with several
+    """8 hex digits naming a record's configuration the same in every column of a table:
+    its :func:`config_key` fields with the dataset's file identities left out and the
+    shot-decided ones (``shot``, ``val_shot``, the training shot, ``queries`` taken from
+    ``queries_by_shot``) written relative to the record's shot. A system with several
     configurations is shown as ``name @<config label>`` in every setting (named apart only
-    where it had several, one configuration split over two rows of a table: ``otam @1a2b``
-    at 1-shot beside a plain ``otam`` at 5-shot, which was one of the two)."""
+    where it had several, one configuration was split over two rows of a table: ``otam @1a2b``
+    at 1-shot beside a plain ``otam`` at 5-shot, which was one of the two). Two different
+    configurations never share a label in one column; across columns a label is shared only
+    by configurations that train the same way at their own shot."""
+    config = _configuration(record)
+    config["trained at"] = [record.train_way, _relative(record.train_shot, record.shot)]
+    for key in ("recipe", "features"):
+        config[key] = _shot_free(config[key], record.shot)
+    return stable_hash(config, 8)
 
-    def free(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: free(v) for k, v in value.items() if k not in _SETTING_FIELDS}
+
+def _relative(value: Any, shot: int) -> Any:
+    return "=shot" if value == shot else value
+
+
+def _shot_free(value: Any, shot: int) -> Any:
+    """``value`` (a recipe or features mapping, nested) for :func:`config_label`."""
+    if not isinstance(value, dict):
         return value
-
-    return stable_hash(
-        {
-            "hparams": record.hparams,
-            "recipe": free(record.recipe),
-            "features": free(record.features),
-            "track": record.track,
-            "protocol": free(record.provenance.get("protocol")),
-        },
-        8,
-    )
+    by_shot = value.get("queries_by_shot")
+    out = {}
+    for k, v in value.items():
+        if k in _FILE_FIELDS:
+            continue
+        if k in _SHOT_FIELDS:
+            v = _relative(v, shot)
+        elif k == "queries" and isinstance(by_shot, list) and 0 < shot <= len(by_shot):
+            v = "=queries_by_shot" if v == by_shot[shot - 1] else v
+        out[k] = _shot_free(v, shot)
+    return out
 
 
 def left_out_test_videos(record: ResultRecord) -> tuple[str, ...]:
