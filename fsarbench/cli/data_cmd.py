@@ -136,7 +136,8 @@ def run_check(args: argparse.Namespace) -> int:
         if h.missing and h.split not in none_found:
             shown = ", ".join(h.missing[:MISSING_SHOWN])
             more = len(h.missing) - MISSING_SHOWN
-            tail = f" ... and {more} more (--report FILE lists them all)" if more > 0 else ""
+            where = f"{args.report} lists" if args.report else "--report FILE lists"
+            tail = f" ... and {more} more ({where} them all)" if more > 0 else ""
             print(f"missing {h.split}/{h.class_name}: {shown}{tail}")
         for vid, cause in h.unreadable.items():
             print(f"unreadable {h.split}/{h.class_name}/{vid}: {cause}")
@@ -164,8 +165,10 @@ def _say_sources(ds) -> None:
     """Which data root and split-list files are checked (a user with two copies of the lists
     could not tell which one was read)."""
     provenance = ds.provenance() if hasattr(ds, "provenance") else {}
-    lists = sorted({str(p.get("file") or "") for p in provenance.get("splits", {}).values()} - {""})
-    root = getattr(ds, "root", None)
+    # a published dataset's splits are list files; a generated one's, the md5s it wrote
+    splits = [p for p in (provenance.get("splits") or {}).values() if isinstance(p, dict)]
+    lists = sorted({str(p.get("file") or "") for p in splits} - {""})
+    root = getattr(ds, "root", None) or getattr(ds, "path", "")
     print(
         f"{ds.name}: videos under {root}" + (f"; split lists {', '.join(lists)}" if lists else "")
     )
