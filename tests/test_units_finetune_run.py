@@ -203,7 +203,7 @@ def test_eval_of_a_finetune_model_trained_by_other_code_is_a_variant(
     assert evaluated.tags["variant_label"] == "trained with other code"
 
 
-@pytest.mark.parametrize("key", ["files", "split_md5"])
+@pytest.mark.parametrize("key", ["files", "test list"])
 def test_eval_of_a_finetune_model_trained_on_other_train_videos_is_a_variant(
     finetune_run, synth, tmp_path, capsys, key
 ):
@@ -217,15 +217,36 @@ def test_eval_of_a_finetune_model_trained_on_other_train_videos_is_a_variant(
     out, _, _ = finetune_run
     model = next(p for p in (out / "a" / "models").iterdir() if "5w1s" in p.name)
     data = torch.load(model / "best.pt", map_location="cpu", weights_only=False)
-    assert data["fingerprint"]["data"][key]  # what training recorded
-    data["fingerprint"]["data"][key] = "another"
+    trained = data["fingerprint"]["data"]
+    if key == "files":
+        trained["files"] = "another"
+    else:  # a test list of its own changes nothing the model was trained on
+        trained["split_md5"] = {**trained["split_md5"], "test": "another"}
     older = tmp_path / "best.pt"
     torch.save(data, older)
     argv = ["eval", "protonet", "--checkpoint", str(older), "--dataset", "synth"]
     argv += ["--way", "5", "--shot", "1", "--episodes", "20", "--cache", str(out / "cache")]
     argv += ["--out", str(tmp_path / "r"), "--device", "cpu"]
     assert _with_synth(synth, lambda: main(argv)) == 0
-    assert "'protonet [trained on other train/val videos]'" in capsys.readouterr().out
+    (evaluated,) = fb.load_records(tmp_path / "r")
+    label = "trained on other train/val videos" if key == "files" else None
+    assert evaluated.tags.get("variant_label") == label
+
+
+def test_finetune_train_data_labels():
+    """Other files: other videos. The same files under another copy of the train/val lists
+    (TRX's and HyRSM's HMDB51 lists): said as such, not as other videos."""
+    from fsarbench.cli.eval_cmd import _finetune_data_labels
+
+    md5 = {"train": "a", "val": "b", "test": "c"}
+    now = {"split_md5": {"train": "a", "val": "b"}, "files": "f"}
+    assert _finetune_data_labels({"split_md5": md5, "files": "f"}, now) == []
+    assert _finetune_data_labels({"split_md5": md5, "files": "g"}, now) == [
+        "trained on other train/val videos"
+    ]
+    copy = {"split_md5": {**md5, "val": "d"}, "files": "f"}
+    assert _finetune_data_labels(copy, now) == ["trained with other train/val split lists"]
+    assert _finetune_data_labels({"files": "g"}, None) == []  # nothing known now
 
 
 def _with_synth(synth, fn):

@@ -354,11 +354,25 @@ def _training_state(
         if any(k in trained and k in now and trained[k] != now[k] for k in ("train", "val")):
             labels.append("trained on other train/val features")
     if fingerprint.get("track") == "finetune" and not trained_on:
-        trained, now = fingerprint.get("data") or {}, meta.get("train_data") or {}
-        differ = [k for k in ("split_md5", "files") if k in trained and k in now]
-        if any(trained[k] != now[k] for k in differ):
-            labels.append("trained on other train/val videos")
+        labels += _finetune_data_labels(fingerprint.get("data") or {}, meta.get("train_data"))
     return ", ".join(labels)
+
+
+def _finetune_data_labels(trained: dict[str, Any], now: dict[str, Any] | None) -> list[str]:
+    """Whether a finetune model's train/val data (its fingerprint's ``trained``) is the
+    dataset's ``now`` (:func:`_finetune_train_data`): other files, or only other train/val
+    split lists (another copy of them, or an edit that moved no file). The test list is not
+    the model's (it was compared too: a test-list change made the model a variant)."""
+    if not now:
+        return []
+    if "files" in trained and trained["files"] != now["files"]:
+        return ["trained on other train/val videos"]
+    lists = trained.get("split_md5")
+    if isinstance(lists, dict) and any(
+        k in lists and lists[k] != now["split_md5"][k] for k in ("train", "val")
+    ):
+        return ["trained with other train/val split lists"]
+    return []
 
 
 def _resume_step(last: Path, given: Path) -> int | None:
@@ -744,7 +758,8 @@ def _finetune_train_data(ds, data: dict) -> dict[str, Any]:
         for v in ds.videos(split)
         if (split, v.video_id) not in left_out
     ]
-    return {"split_md5": ds.split_md5s(), "files": files_stamp(used)}
+    md5s = ds.split_md5s()
+    return {"split_md5": {k: md5s[k] for k in ("train", "val")}, "files": files_stamp(used)}
 
 
 def _report(
