@@ -420,3 +420,28 @@ def test_eval_dataset_refuses_a_test_class_without_a_usable_video():
     check_split_classes("hmdb51", "test", np.array([0, 1, 2, 2]), names)  # every class: fine
     with pytest.raises(MissingClassesError, match=r"test split: 1 of 3 classes .* \(b\)"):
         check_split_classes("hmdb51", "test", np.array([0, 2, 2]), names)
+
+
+@pytest.mark.video
+def test_a_val_class_without_videos_is_refused_only_where_validation_runs(
+    tiny_synth, tmp_path, monkeypatch
+):
+    """With --recipe val_episodes=0 the val split is never used: a class lost there changes
+    no number, and was refused all the same."""
+    synth = _copy(tiny_synth, tmp_path)
+    first = synth.videos("val")[0].class_name
+    for video in [v for v in synth.videos("val") if v.class_name == first]:
+        video.path.unlink()
+    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: synth)
+    listing = FrozenFeatureProvider(cache_root=tmp_path / "cache").listing
+
+    def runner(recipe: dict) -> CellRunner:
+        track = FrozenTrack(
+            None, recipe_overrides=recipe, device="cpu", progress=False, listing=listing
+        )
+        return CellRunner({"frozen": track}, RunOptions(tmp_path / "out", progress=False))
+
+    cells = [Cell("protonet", "synth", 5, 1)]
+    with pytest.raises(MissingClassesError, match=f"val split: 1 of .* \\({first}\\)"):
+        check_cells(runner({}), cells)
+    check_cells(runner({"val_episodes": 0}), cells)  # no validation: nothing refused

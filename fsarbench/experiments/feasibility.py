@@ -52,36 +52,45 @@ class MissingClassesError(InfeasibleCellsError):
 
 
 def empty_classes(runner: Any, cells: Iterable[Cell]) -> list[tuple[str, str]]:
-    """``(dataset, what)`` per split of the cells' datasets with classes of which no listed
-    video is usable (from the tracks' pools: before extraction, missing files; after,
-    unreadable or too short ones too); nothing is trained or extracted."""
+    """``(dataset, what)`` per split the cells draw episodes from (val only where a recipe
+    validates) with classes of which no listed video is usable (from the tracks' pools:
+    before extraction, missing files; after, unreadable or too short ones too); nothing is
+    trained or extracted."""
     from fsarbench.experiments.runner import unique_cells
 
     lines, seen = [], set()
     for cell in unique_cells(cells):
-        pools = runner.unit_recipe(cell)[0].pools(cell)
-        if (pools.dataset, pools.split_variant) in seen:
-            continue
-        seen.add((pools.dataset, pools.split_variant))
-        for split, pool in pools.splits.items():
-            names = pool.class_names or []
-            present = set(np.unique(pool.classes).tolist())
-            empty = [name for c, name in enumerate(names) if c not in present]
-            if empty and len(empty) == len(names):
-                what = (
-                    f"{pools.dataset} ({pools.split_variant}) {split} split: none of its listed "
-                    f"videos is usable (left out as {pools.left_out_causes}): is --root right?"
-                )
-                lines.append((pools.dataset, what))
-            elif empty:
-                shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
-                what = (
-                    f"{pools.dataset} ({pools.split_variant}) {split} split: {len(empty)} of "
-                    f"{len(names)} classes have no usable video ({shown}); its listed videos "
-                    f"are left out as {pools.left_out_causes}"
-                )
-                lines.append((pools.dataset, what))
+        track, _, recipe = runner.unit_recipe(cell)
+        pools = track.pools(cell)
+        for split, _ in _specs(cell, track.training_recipe(recipe), 1, pools):
+            if (pools.dataset, pools.split_variant, split) in seen:
+                continue
+            seen.add((pools.dataset, pools.split_variant, split))
+            what = _empty_classes_line(pools, split)
+            lines += [(pools.dataset, what)] if what else []
     return lines
+
+
+def _empty_classes_line(pools: DatasetPools, split: str) -> str | None:
+    """What :func:`empty_classes` says of ``split`` of ``pools`` (``None``: every class has
+    a usable video)."""
+    pool = pools.splits[split]
+    names = pool.class_names or []
+    present = set(np.unique(pool.classes).tolist())
+    empty = [name for c, name in enumerate(names) if c not in present]
+    where = f"{pools.dataset} ({pools.split_variant}) {split} split"
+    if not empty:
+        return None
+    if len(empty) == len(names):
+        return (
+            f"{where}: none of its listed videos is usable (left out as "
+            f"{pools.left_out_causes}): is --root right?"
+        )
+    shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
+    return (
+        f"{where}: {len(empty)} of {len(names)} classes have no usable video ({shown}); its "
+        f"listed videos are left out as {pools.left_out_causes}"
+    )
 
 
 def _data_check(dataset: str) -> str:
