@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shutil
 
 import pytest
 
@@ -489,3 +490,7 @@ def test_table_out_into_a_results_folder_without_runs_is_refused(
     assert not (runs / "table1.md").exists()
     assert main(["table", "1", "--runs", str(runs), "--out", str(runs)]) == 0
     assert (runs / "table1.md").is_file()
+    # a folder that merely holds a results folder below it is a place to write the table
+    shutil.copytree(runs, tmp_path / "proj" / "results" / "mine")
+    assert main(["table", "1", "--out", str(tmp_path / "proj")]) == 0
+    assert (tmp_path / "proj" / "table1.md").is_file()

@@ -153,10 +153,9 @@ def _out_is_a_results_folder(args: argparse.Namespace) -> bool:
     return (
         out is not None
         and args.source != "published"
-        and args.runs == DEFAULT_RUNS
+        and Path(args.runs).resolve() == Path(DEFAULT_RUNS).resolve()
         and out.resolve() != Path(args.runs).resolve()
-        and out.is_dir()
-        and any(out.rglob("records/*.json"))
+        and ((out / "records").is_dir() or (out / "summary.csv").is_file())
     )
 
 
