@@ -192,3 +192,9 @@ def test_run_notes_training_seeds_the_tables_pool_beyond_the_runs_own(tmp_path, 
     assert "otam toy 5-way 1-shot: seeds 0, 1, 2 (this run: 0)" in out and "trx" not in out
     _note_other_seeds(records, [Cell("otam", "toy", 5, 1, train_seed=s) for s in (0, 1, 2)])
     assert "note:" not in capsys.readouterr().out
+    # seeds of another configuration are another row of the tables, not pooled with this run
+    other = tmp_path / "other"
+    save_simulated_record(other, _manifest(40), "trx", 0.7, rng, train_seed=0)
+    save_simulated_record(other, _manifest(40), "trx", 0.7, rng, train_seed=1, recipe={"lr": 1})
+    _note_other_seeds(load_records(other), [Cell("trx", "toy", 5, 1, train_seed=0)])
+    assert "note:" not in capsys.readouterr().out

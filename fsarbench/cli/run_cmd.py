@@ -425,7 +425,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         print(f"{sum(n for n, _ in done)} model(s) trained, resumed or reloaded in this run")
         with runner.timed("tables and figures"):
-            outputs = _write_outputs(args, cells if env.distributed else mine)
+            outputs = _write_outputs(args, cells if env.distributed else mine, asked=cells)
         with runner.timed("report"):
             report = write_run_report(args.out, figure_files=outputs)
         _stop_if_a_rank_failed(done)  # after the tables of the cells that did finish
@@ -665,8 +665,12 @@ def run_features(args: argparse.Namespace) -> dict:
     return features
 
 
-def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:
-    """Summary tables, paper tables and figures of ``args.out``; the paper files written."""
+def _write_outputs(
+    args: argparse.Namespace, cells: list[Cell], asked: list[Cell] | None = None
+) -> list[Path]:
+    """Summary tables, paper tables and figures of ``args.out``; the paper files written.
+    ``cells``: those this process ran (its paper tables are printed); ``asked``: every cell
+    of the command (all shards), default ``cells``."""
     from fsarbench.experiments.outputs import paper_tables_written, write_paper_outputs
     from fsarbench.experiments.summary_tables import write_summary_tables
 
@@ -676,7 +680,7 @@ def _write_outputs(args: argparse.Namespace, cells: list[Cell]) -> list[Path]:
     write_summary(args.out, records)
     _warn_stale(records)
     _warn_mixed_episodes(records)
-    _note_other_seeds(records, cells)
+    _note_other_seeds(records, asked if asked is not None else cells)
     for _, path in sorted(write_summary_tables(args.out, records).items()):
         print(f"\n{path}:\n{path.read_text()}")
     tables = {number for c in cells if (number := paper_table_number(c)) is not None}
@@ -764,17 +768,23 @@ def _note_other_seeds(records, cells: list[Cell]) -> None:
     """Say where the tables pool training seeds of this run's cells that the run did not ask
     for (``--train-seeds 0`` into a folder that holds seeds 0-2): the cells printed above are
     this run's, the tables every seed in the folder (labelled ``n=3``)."""
+    from fsarbench.report.records import config_key, system_of
+
     asked: dict[tuple, set[int]] = {}
     for c in cells:
         key = (c.name, c.dataset, c.track, c.way, c.shot, c.seed, c.protocol)
         asked.setdefault(key, set()).add(c.train_seed)
+
+    def key_of(r) -> tuple:  # a stale or variant record is its own system: never pooled
+        return (system_of(r), r.dataset, r.track, r.way, r.shot, r.seed, r.protocol)
+
+    pooled = [r for r in records if r.train_seed is not None and key_of(r) in asked]
+    # the configurations of this run's own records: only their other seeds are pooled
+    mine = {(key_of(r), config_key(r)) for r in pooled if r.train_seed in asked[key_of(r)]}
     found: dict[tuple, set[int]] = {}
-    for r in records:
-        if "variant_label" in r.tags or r.train_seed is None:
-            continue
-        key = (r.method, r.dataset, r.track, r.way, r.shot, r.seed, r.protocol)
-        if key in asked:
-            found.setdefault(key, set()).add(r.train_seed)
+    for r in pooled:
+        if (key_of(r), config_key(r)) in mine:
+            found.setdefault(key_of(r), set()).add(r.train_seed)
     extra = {k: sorted(found[k]) for k in found if found[k] - asked[k]}
     if not extra:
         return
