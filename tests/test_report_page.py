@@ -99,7 +99,7 @@ def test_verdicts_are_the_paper_method_against_the_others_with_levels(data, runs
     assert all(v.level.startswith("episode level, seeds of one side only (2 vs 1") for v in rows)
 
 
-def test_data_health_counts_missing_and_unreadable_per_dataset(runs) -> None:
+def test_data_health_counts_missing_and_unreadable_per_dataset(runs, data) -> None:
     records = [r for r in load_records(runs) if r.dataset == "synth"]
     bad = [
         dataclasses.replace(records[0], skipped_videos=["test/a: missing", "train/b: missing"]),
@@ -114,7 +114,8 @@ def test_data_health_counts_missing_and_unreadable_per_dataset(runs) -> None:
     assert other.unrecorded == {"train/d"} and not other.unreadable and other.records == 1
     assert not other.ok and other.by_split() == {"train": 1}
     assert synth.records == len(records) - 1
-    assert "missing, unreadable or too short" in FROZEN_CAUSE
+    page = render_report(dataclasses.replace(data, health=[other]))  # as the page shows it
+    assert f"<code>train/d</code> — {FROZEN_CAUSE}</li>" in page
     named = dataclasses.replace(records[3], skipped_videos=["test/a"])  # a cause elsewhere
     (merged,) = data_health([bad[0], named])
     assert merged.missing == {"test/a", "train/b"} and not merged.unrecorded

@@ -266,3 +266,6 @@ def test_videos_without_split_lists_are_named_not_sent_to_the_layout_advice(
     assert "the videos of hmdb51 (videos at " in out and "split list for hmdb51/test" in out
     assert "Pass --splits-dir DIR" in out and "No real dataset found" not in out
     assert "kinetics100 (" not in out  # the data root itself is no dataset's folder
+    argv[-1] = str(tmp_path / "data" / "hmdb51")  # --root the dataset's own folder
+    assert _run_plan(tmp_path, *argv) == 0
+    assert "the videos of hmdb51 (videos at " in capsys.readouterr().out

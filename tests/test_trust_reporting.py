@@ -741,7 +741,9 @@ def test_paper_tables_say_when_run_cells_have_fewer_episodes_or_lost_test_videos
     save_simulated_record(tmp_path, m, "trx", 0.7, rng, skipped_videos=lost)
     entries = load_entries(tmp_path)
     notes = "\n".join(build_table(load_table(1), entries, stand_in="toy").notes)
-    assert "run cells on toy: 300 test episodes per cell (the published protocol: 10,000)" in notes
+    assert (
+        "run cells on toy: cells over 300 test episodes (the published protocol: 10,000)" in notes
+    )
     assert "2 listed test video(s) left out as missing, unreadable or too short" in notes
     assert "(fencing_1, pour_2;" in notes
     (table,) = summary_tables(load_records(tmp_path)).values()  # the per-dataset table too

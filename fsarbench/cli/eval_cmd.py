@@ -820,12 +820,13 @@ def _refresh_run_outputs(out: Path, records) -> None:
         return
     write_summary_tables(out, records)
     redrawn = ["its per-dataset tables"]
-    figures = refresh_paper_outputs(out)
-    redrawn += ["paper tables and figures"] if figures else []
+    written = refresh_paper_outputs(out)
+    redrawn += ["paper tables"] if any(p.parent.name == "tables" for p in written) else []
+    redrawn += ["figures"] if any(p.parent.name == "figures" for p in written) else []
     if (out / "report" / "index.html").is_file():
         from fsarbench.cli.run_cmd import write_run_report
 
-        if write_run_report(out, figure_files=figures or None) is not None:
+        if write_run_report(out, figure_files=written or None) is not None:
             redrawn.append("report")
     print(f"{out} is a run's folder: {', '.join(redrawn)} redrawn with the new record")
 

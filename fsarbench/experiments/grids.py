@@ -148,7 +148,6 @@ _USER_GRIDS: dict[str, GridSpec] = {}
 def add_grid_file(path: str | os.PathLike) -> list[str]:
     """Make the grids of a user's YAML file (same schema as ``grids.yaml``'s ``grids``)
     available to ``run --table NAME``; returns their names."""
-
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"grid file {path} does not exist")
@@ -264,8 +263,12 @@ def datasets_without_split_lists(root: str | None = None) -> list[str]:
         try:
             ds = get_dataset(name, root=root)
             # a root that is not the dataset's own folder is tried as its layout too: only a
-            # folder of the dataset's name says its videos are there
-            if ds.root is None or not ds.root.is_dir() or ds.root == Path(root).expanduser():
+            # folder of the dataset's name (the root itself, or in it) says its videos are there
+            given = Path(root).expanduser()
+            folder = getattr(getattr(ds, "spec", None), "folder", None)
+            if ds.root is None or not ds.root.is_dir():
+                continue
+            if ds.root == given and given.name != folder:
                 continue
             ds.videos("test")
         except SplitsNotFoundError as err:

@@ -194,8 +194,8 @@ def compare_systems(
         if not found and configs:
             raise ValueError(
                 f"{name} has {len(configs)} configurations in these records "
-                f"({', '.join(configs)}; see summary.csv's config_hash): compare one by its "
-                "full name"
+                f"({', '.join(configs)}; the report's provenance of each names its "
+                "hyper-parameters and recipe): compare one by its full name"
             )
         if not found:
             raise ValueError(f"no records for {name!r}; systems with records: {', '.join(known)}")

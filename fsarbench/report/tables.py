@@ -344,7 +344,7 @@ def test_pool_notes(shown: list, *, episodes: bool = True) -> list[str]:
         if fewer and episodes:
             counts = ", ".join(f"{n:,}" for n in fewer)
             parts.append(
-                f"{counts} test episodes per cell (the published protocol: {PROTOCOL_EPISODES:,})"
+                f"cells over {counts} test episodes (the published protocol: {PROTOCOL_EPISODES:,})"
             )
         lost = sorted({v for r in records for v in left_out_test_videos(r)})
         if lost:

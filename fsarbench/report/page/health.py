@@ -31,6 +31,9 @@ class DatasetHealth:
     #: Left out with no cause recorded (frozen-track records): missing, unreadable or short.
     unrecorded: set[str] = field(default_factory=set)
 
+    #: What a video of ``unrecorded`` may have been, shown beside it.
+    unrecorded_cause = FROZEN_CAUSE
+
     @property
     def ok(self) -> bool:
         return not self.missing and not self.unreadable and not self.unrecorded
