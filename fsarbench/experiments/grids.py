@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -226,19 +227,27 @@ def _grid(name: str) -> GridSpec:
     return grids[name]
 
 
-def available_datasets(root: str | None = None) -> list[str]:
-    """Published datasets whose videos are present under ``root`` / ``FSAR_DATA``."""
+def _published_datasets(root: str | None) -> Iterator[tuple[str, Any]]:
+    """``(name, dataset)`` of every published dataset opened at ``root`` / ``FSAR_DATA``
+    (none without either; one that cannot be opened there is passed over)."""
     from fsarbench.data.datasets import get_dataset, is_synthetic, list_datasets
 
     root = root or os.environ.get("FSAR_DATA")
-    if not root:
-        return []
-    found = []
-    for name in list_datasets():
+    for name in list_datasets() if root else []:
         if is_synthetic(name):
             continue
         try:
-            if get_dataset(name, root=root).available():
+            yield name, get_dataset(name, root=root)
+        except (OSError, ValueError, KeyError):
+            continue
+
+
+def available_datasets(root: str | None = None) -> list[str]:
+    """Published datasets whose videos are present under ``root`` / ``FSAR_DATA``."""
+    found = []
+    for name, ds in _published_datasets(root):
+        try:
+            if ds.available():
                 found.append(name)
         except (OSError, ValueError, KeyError):
             continue
@@ -250,26 +259,18 @@ def datasets_without_split_lists(root: str | None = None) -> list[str]:
     ``FSAR_DATA`` but whose split lists are not found (:func:`available_datasets` leaves it
     out, and ``run`` stood ``synth`` in for it, telling the user to lay out videos that were
     laid out): the dataset, its folder and what the split-list lookup said."""
-    from fsarbench.data.datasets import get_dataset, is_synthetic, list_datasets
     from fsarbench_splits.registry import SplitsNotFoundError
 
-    root = root or os.environ.get("FSAR_DATA")
-    if not root:
-        return []
+    given = Path(root or os.environ.get("FSAR_DATA") or ".").expanduser()
     found = []
-    for name in list_datasets():
-        if is_synthetic(name):
+    for name, ds in _published_datasets(root):
+        # a root that is not the dataset's own folder is tried as its layout too: only a
+        # folder of the dataset's name (the root itself, or in it) says its videos are there
+        if ds.root is None or not ds.root.is_dir():
+            continue
+        if ds.root == given and given.name != getattr(getattr(ds, "spec", None), "folder", None):
             continue
         try:
-            ds = get_dataset(name, root=root)
-            # a root that is not the dataset's own folder is tried as its layout too: only a
-            # folder of the dataset's name (the root itself, or in it) says its videos are there
-            given = Path(root).expanduser()
-            folder = getattr(getattr(ds, "spec", None), "folder", None)
-            if ds.root is None or not ds.root.is_dir():
-                continue
-            if ds.root == given and given.name != folder:
-                continue
             ds.videos("test")
         except SplitsNotFoundError as err:
             found.append(f"{name} (videos at {ds.root}): {str(err).split('. Run ')[0]}")
