@@ -4,7 +4,9 @@ A *code digest* hashes the source of the modules a number passes through: the me
 package (every top-level package of its modules, a plugin's too) and the harness modules on
 the numeric path (episodes, evaluation, pair tables, statistics, training). Sources are hashed
 as their syntax trees without docstrings, so comments, docstrings and formatting do not make a
-result stale; any change to what the code does does.
+result stale; any change to what the code does does. fsarbench's own harness and pipeline
+digests also leave out the text of errors and log lines (:func:`_strip_messages`), so a
+reworded message or hint re-runs nothing; a method package's digest keeps them.
 
 A *provenance* is the dict of everything that can change a number — config hash, protocol,
 data (split md5s, skipped videos), weights, code digest. Records, trained models and partial
@@ -92,10 +94,43 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def _file_digest(path: Path) -> str:
+#: Method names of logger calls whose arguments are messages (``log.warning(...)``).
+_LOG_CALLS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical"})
+#: Names a module's logger goes by (``log = logging.getLogger(__name__)``), and ``logging``
+#: and ``warnings`` themselves.
+_LOGGER_NAMES = frozenset({"log", "logger", "_log", "LOG", "logging", "warnings"})
+
+
+def _strip_messages(tree: ast.AST) -> ast.AST:
+    """Empty the arguments of every ``raise E(...)`` and of every logger or
+    ``warnings.warn`` call: text a user reads, which computes no number (a raise ends the
+    path; a log line is written, not used), so rewording an error or a hint leaves the
+    digest, and every record and model it names, as it was."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            node.exc.args, node.exc.keywords = [], []
+        elif isinstance(node, ast.Call) and _is_message_call(node.func):
+            node.args, node.keywords = [], []
+    return tree
+
+
+def _is_message_call(func: ast.expr) -> bool:
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr in _LOG_CALLS
+        and isinstance(func.value, ast.Name)
+        and func.value.id in _LOGGER_NAMES
+    )
+
+
+def _file_digest(path: Path, messages: bool = True) -> str:
+    """sha256 of ``path``'s syntax tree without docstrings (and, with ``messages=False``,
+    without error and log messages: :func:`_strip_messages`); of its text when it does not
+    parse."""
     text = path.read_text(encoding="utf-8")
     try:
-        canonical = ast.dump(_strip_docstrings(ast.parse(text)))
+        tree = _strip_docstrings(ast.parse(text))
+        canonical = ast.dump(tree if messages else _strip_messages(tree))
     except SyntaxError:
         canonical = text
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -111,15 +146,16 @@ def _python_files(paths: Iterable[Path]) -> list[Path]:
     return sorted(set(files))
 
 
-def source_digest(paths: Iterable[Path], root: Path | None = None) -> str:
+def source_digest(paths: Iterable[Path], root: Path | None = None, *, messages: bool = True) -> str:
     """16 hex digits over the ``*.py`` files at or under ``paths`` (names relative to ``root``
-    and their docstring-free syntax trees)."""
+    and their docstring-free syntax trees; ``messages=False`` leaves error and log messages
+    out as well: :func:`_strip_messages`)."""
     paths = list(paths)
     files = _python_files(paths)
     h = hashlib.sha256()
     for f in files:
         name = _relative_name(f, root, paths) if root is not None else f.name
-        h.update(name.encode() + b"\0" + _file_digest(f).encode() + b"\n")
+        h.update(name.encode() + b"\0" + _file_digest(f, messages).encode() + b"\n")
     return h.hexdigest()[:16]
 
 
@@ -139,18 +175,34 @@ def _package_root() -> Path:
     return Path(__file__).resolve().parent
 
 
+#: The harness and pipeline digests records, models and feature caches carried before error
+#: and log messages were left out of them (session 28), keyed by the message-free digest of
+#: that same code: the change made nothing re-run, and a later change of messages alone keeps
+#: them. Any other change to that code gives a new message-free digest, used as it is.
+CARRIED_DIGESTS = {
+    "ef53fe84b9283909": "2815c7d05867b240",
+    "0d93515ea4a12e6a": "45d399cf0f55f5c7",
+}
+
+
+def _fsarbench_digest(modules: Iterable[str]) -> str:
+    """Message-free digest of fsarbench ``modules``, or the digest it carried before."""
+    root = _package_root()
+    digest = source_digest([root / m for m in modules], root, messages=False)
+    return CARRIED_DIGESTS.get(digest, digest)
+
+
 @functools.lru_cache(maxsize=1)
 def harness_digest() -> str:
-    """Digest of :data:`HARNESS_NUMERIC`."""
-    root = _package_root()
-    return source_digest([root / m for m in HARNESS_NUMERIC], root)
+    """Digest of :data:`HARNESS_NUMERIC` (error and log messages left out)."""
+    return _fsarbench_digest(HARNESS_NUMERIC)
 
 
 @functools.lru_cache(maxsize=1)
 def pipeline_digest() -> str:
-    """Digest of :data:`PIPELINE_MODULES` (decoding, sampling, transforms, backbones)."""
-    root = _package_root()
-    return source_digest([root / m for m in PIPELINE_MODULES], root)
+    """Digest of :data:`PIPELINE_MODULES` (decoding, sampling, transforms, backbones; error
+    and log messages left out)."""
+    return _fsarbench_digest(PIPELINE_MODULES)
 
 
 @functools.cache

@@ -319,6 +319,52 @@ def test_code_digest_ignores_docstrings_and_comments(tmp_path):
     assert digest[3] == ref and digest[4] != ref
 
 
+_MESSAGES = """
+import logging
+import warnings
+log = logging.getLogger(__name__)
+def f(x):
+    if x < 0:
+        raise ValueError(f"MSG {x}")
+    log.warning("%s: MSG", x)
+    warnings.warn("MSG")
+    return x * FACTOR
+"""
+
+
+def _message_free_digest(tmp_path, msg: str, factor: str) -> str:
+    f = tmp_path / "m.py"
+    f.write_text(_MESSAGES.replace("MSG", msg).replace("FACTOR", factor))
+    return provenance.source_digest([f], tmp_path, messages=False)
+
+
+def test_message_free_digest_ignores_errors_and_log_lines_not_code(tmp_path):
+    ref = _message_free_digest(tmp_path, "negative", "2")
+    assert _message_free_digest(tmp_path, "x must be positive; try --root", "2") == ref
+    assert _message_free_digest(tmp_path, "negative", "3") != ref
+    # with messages the reworded error is other code
+    f = tmp_path / "m.py"
+    f.write_text(_MESSAGES.replace("MSG", "negative").replace("FACTOR", "2"))
+    plain = provenance.source_digest([f], tmp_path)
+    f.write_text(_MESSAGES.replace("MSG", "other").replace("FACTOR", "2"))
+    assert provenance.source_digest([f], tmp_path) != plain
+
+
+def test_harness_and_pipeline_digests_keep_what_records_carried():
+    """The message-free digests of the code released with :data:`CARRIED_DIGESTS` map to the
+    digests its records, models and caches carry; nothing else is mapped."""
+    carried = provenance.CARRIED_DIGESTS
+    assert len(set(carried.values())) == len(carried)
+    assert all(len(k) == 16 and len(v) == 16 and k != v for k, v in carried.items())
+    root = provenance._package_root()
+    for modules, digest in (
+        (provenance.HARNESS_NUMERIC, provenance.harness_digest()),
+        (provenance.PIPELINE_MODULES, provenance.pipeline_digest()),
+    ):
+        free = provenance.source_digest([root / m for m in modules], root, messages=False)
+        assert digest == carried.get(free, free)
+
+
 @pytest.fixture(scope="module")
 def tiny_synth(tmp_path_factory):
     from finetune_fixtures import TINY_SYNTH

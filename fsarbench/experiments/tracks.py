@@ -206,7 +206,7 @@ def _warn_left_out(features: DatasetFeatures) -> None:
     log.warning(
         "%s: left out %d listed video(s) (%s) as missing, unreadable or too short: its "
         "numbers are over the videos found (records list them; 'python -m fsarbench data "
-        "check %s' names the causes)",
+        "check %s', with --root DIR --splits-dir DIR for videos on disk, names the causes)",
         features.name,
         len(features.skipped),
         ", ".join(counts),
