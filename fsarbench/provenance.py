@@ -21,6 +21,7 @@ import functools
 import hashlib
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -175,13 +176,18 @@ def _package_root() -> Path:
     return Path(__file__).resolve().parent
 
 
-#: The harness and pipeline digests records, models and feature caches carried before error
-#: and log messages were left out of them (session 28), keyed by the message-free digest of
-#: that same code: the change made nothing re-run, and a later change of messages alone keeps
-#: them. Any other change to that code gives a new message-free digest, used as it is.
+#: Message-free digests of harness or pipeline code -> the digest its records, models and
+#: feature caches carry. Each entry is code that computes every number as the code of the
+#: carried digest did (a later change of messages alone keeps it); any other change gives a
+#: new message-free digest, used as it is, and re-runs what it names. docs/changes.md says
+#: why each entry computes the same numbers.
 CARRIED_DIGESTS = {
+    # session 28: the released harness and pipeline, when messages left the digests
     "ef53fe84b9283909": "2815c7d05867b240",
     "0d93515ea4a12e6a": "45d399cf0f55f5c7",
+    # session 28: a plugin ending the process at import (SystemExit) is a plugin that failed
+    # to load; NaN logits while validating name the val split (both were errors before)
+    "0395d9ad3ea5bad5": "2815c7d05867b240",
 }
 
 
@@ -346,6 +352,68 @@ def _local(top: str) -> bool:
     return bool(where) and not any(p in where for p in ("site-packages", "dist-packages"))
 
 
+def installed_helpers(model: nn.Module) -> dict[str, str]:
+    """``{import name: "distribution==version"}`` of the installed (site-packages) packages
+    the code behind ``model`` imports, other than frameworks and fsarbench's own
+    dependencies: a plugin's helper installed with ``pip install .`` (not editable) changed
+    its numbers while its records stayed current, since installed code is not hashed."""
+    modules = {base.__module__ for m in model.modules() for base in type(m).__mro__}
+    names = {n.split(".")[0] for n in modules}
+    names |= {h.split(".")[0] for n in modules for h in _imported_names(sys.modules.get(n))}
+    for package in method_packages(model):
+        names |= _source_imports(package)
+    found = {}
+    for top in sorted(names):
+        if _own_code(top) and not _local(top):
+            dist = _distribution_of(top)
+            if dist is not None and _canonical(dist[0]) not in _environment_distributions():
+                found[top] = f"{dist[0]}=={dist[1]}"
+    return found
+
+
+def _distribution_of(top: str) -> tuple[str, str] | None:
+    """The (name, version) of the installed distribution providing import name ``top``."""
+    import importlib.metadata as metadata
+
+    for dist in _import_names().get(top, ()):
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+@functools.cache
+def _import_names() -> Mapping[str, list[str]]:
+    import importlib.metadata as metadata
+
+    return metadata.packages_distributions()
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def _environment_distributions() -> frozenset[str]:
+    """fsarbench and every distribution it requires, at any depth (extras included): the
+    environment a record's compute section names, not a method's own code."""
+    import importlib.metadata as metadata
+
+    seen, todo = set(), ["fsarbench"]
+    while todo:
+        name = _canonical(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [m.group(0) for r in requires if (m := re.match(r"[A-Za-z0-9._-]+", r))]
+    return frozenset(seen)
+
+
 def code_parts(model: nn.Module) -> dict[str, Any]:
     """``{"harness": digest, "packages": {package: digest}}`` of the code behind ``model``;
     a model that decodes videos itself (the finetune track's backbone inside it) also names
@@ -355,6 +423,9 @@ def code_parts(model: nn.Module) -> dict[str, Any]:
         "harness": harness_digest(),
         "packages": {p: package_digest(p) for p in method_packages(model)},
     }
+    installed = installed_helpers(model)
+    if installed:  # absent otherwise: the code parts of earlier records stay as they were
+        parts["installed"] = installed
     if any(type(m).__module__.startswith(_PIPELINE_PREFIXES) for m in model.modules()):
         parts["pipeline"] = pipeline_digest()
     return parts
@@ -381,6 +452,10 @@ def stale_code(parts: Mapping[str, Any]) -> list[str]:
     for package, digest in (parts.get("packages") or {}).items():
         if package_digest(package) != digest:
             out.append(package)
+    for top, version in (parts.get("installed") or {}).items():
+        dist = _distribution_of(top)
+        if dist is None or f"{dist[0]}=={dist[1]}" != version:
+            out.append(top)
     return out
 
 

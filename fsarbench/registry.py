@@ -183,7 +183,8 @@ def _load_entry_points() -> None:
         before = set(_REGISTRY)
         try:
             obj = ep.load()
-        except Exception as err:  # a broken plugin must not hide the others
+        except (Exception, SystemExit) as err:  # a broken plugin must not hide the others
+            # SystemExit: a script-style module parsing sys.argv at import ended every command
             _ENTRY_POINT_ERRORS[ep.name] = f"{type(err).__name__}: {err}"
             log.warning(
                 "could not load fsarbench method plugin %r (%s): %s", ep.name, ep.value, err

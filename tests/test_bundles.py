@@ -185,6 +185,11 @@ TAMPERING = {
         _edit_record("skipped_videos", lambda s: []),
         r"field manifest_hash: the official manifest's hash is",
     ),
+    "hyper-parameters": (  # the cell's name keeps its config hash: the hash must be its own
+        _edit_record("hparams", lambda h: {**h, "temperature": 5.0}),
+        r"field config_hash: its hyper-parameters, recipe, features, training seed and track "
+        r"give [0-9a-f]+, the record says",
+    ),
 }
 
 
@@ -238,7 +243,9 @@ def test_tampered_bundle_refused_naming_the_difference(case, bundle, runs, tmp_p
     assert err.value.differences
     assert all(d.startswith("otam__synth__frozen__5w") for d in err.value.differences)
     assert main(["verify", str(bad)]) == 2
-    assert "refused" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "refused" in err
+    assert "run with -v" not in err  # a named refusal, not a crash to trace
     ours = tmp_path / "ours"
     shutil.copytree(runs["ours"], ours)
     assert main(["leaderboard", "--runs", str(ours), "--add", str(bad)]) == 2
@@ -479,3 +486,76 @@ def test_a_bundle_naming_its_method_with_table_markup_is_refused(bundle, tmp_pat
     with pytest.raises(BundleFormatError, match="holds a character no table can print"):
         verify_bundle(bad)
     assert main(["verify", str(bad)]) == 2
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", ""])
+def test_a_bundle_whose_method_names_no_folder_of_its_own_is_refused(name, bundle, runs, tmp_path):
+    """A bundle of method '..' verified, and 'leaderboard --add' replaced the runs folder
+    itself (runs/external/..), deleting everything in it."""
+    bad = tmp_path / "dots.zip"
+    bad.write_bytes(pack_bundle(name, _members(bundle)))
+    with pytest.raises(BundleFormatError, match="is not a method name"):
+        verify_bundle(bad)
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "notes.txt").write_text("mine")
+    assert main(["leaderboard", "--runs", str(ours), "--add", str(bad)]) == 2
+    assert (ours / "notes.txt").read_text() == "mine"
+
+
+def _label(text: str):
+    def edit(members: dict[str, bytes]) -> None:
+        for name in [n for n in members if n.startswith("records/")]:
+            data = json.loads(members[name])
+            data["tags"] = {**data["tags"], "variant_label": text}
+            members[name] = json.dumps(data).encode()
+
+    return edit
+
+
+def test_a_bundle_s_text_tags_are_held_to_the_rules_of_names(bundle, tmp_path):
+    """A variant label with a newline and table markup split compare's header in two."""
+    bad = _tampered(bundle, tmp_path, _label("paper] | 91.20 ± 0.50 |\n| 1 | SOTA [x"))
+    with pytest.raises(BundleFormatError, match="tag 'variant_label' .* no table can print"):
+        verify_bundle(bad)
+
+
+def test_added_variants_are_named_as_not_ranked(bundle, runs, tmp_path, capsys):
+    """A labelled bundle was 'verified and added', then absent from the ranking unsaid."""
+    labelled = _tampered(bundle, tmp_path, _label("paper"))
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    assert main(["leaderboard", "--runs", str(ours), "--add", str(labelled)]) == 0
+    out = capsys.readouterr().out
+    assert "not ranked: otam [paper] †outside from tampered.zip (variants" in out
+    assert main(["leaderboard", "--runs", str(ours)]) == 0
+    assert "not ranked" not in capsys.readouterr().out
+
+
+def _copied_under_seed_1(members: dict[str, bytes]) -> None:
+    """Every record filed once more as training seed 1 (its own config hash and name)."""
+    from fsarbench.results import ResultRecord, record_config_hash
+
+    for name in [n for n in list(members) if n.startswith("records/")]:
+        data = json.loads(members[name])
+        data["train_seed"] = 1
+        data["config_hash"] = record_config_hash(
+            data["hparams"], data["recipe"], data["features"], 1, data["track"]
+        )
+        fields = {f.name for f in dataclasses.fields(ResultRecord)}
+        cell = ResultRecord(**{k: v for k, v in data.items() if k in fields}).cell
+        members[f"records/{cell}.json"] = json.dumps(data).encode()
+        stem = name[len("records/") : -len(".json")]
+        members[f"queries/{cell}.npz"] = members[f"queries/{stem}.npz"]
+
+
+def test_one_evaluation_filed_under_two_training_seeds_is_named(bundle, tmp_path, capsys):
+    """Copies of one record under other training seeds verified and showed '± 0.00 (n=3)'
+    as if three models had been trained: the seeds' identical predictions are named."""
+    twice = _tampered(bundle, tmp_path, _copied_under_seed_1)
+    verified = verify_bundle(twice)
+    assert len(verified.notes) == len(SETTINGS)
+    assert "training seeds 0, 1 predict the same label for every query" in verified.notes[0]
+    assert main(["verify", str(twice)]) == 0
+    assert "note: synth" in capsys.readouterr().out
+    assert verify_bundle(bundle).notes == []

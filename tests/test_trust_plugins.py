@@ -321,6 +321,28 @@ def test_a_plugin_module_cannot_take_a_builtin_name(monkeypatch, tmp_path, caplo
     assert "lab_sgtm_plugin" in caplog.text
 
 
+def test_a_plugin_ending_the_process_at_import_is_a_plugin_that_failed_to_load(
+    monkeypatch, tmp_path, caplog
+):
+    """A script-style plugin module (argparse at import) raised SystemExit and ended every
+    fsarbench command, 'verify' and 'leaderboard' too, with only its own usage line."""
+    from importlib.metadata import EntryPoint
+
+    from fsarbench import registry
+
+    registry.list_methods()
+    (tmp_path / "lab_exit_plugin.py").write_text("import sys\nsys.exit(2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = EntryPoint("exit-head", "lab_exit_plugin", "fsarbench.methods")
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_ENTRY_POINT_ERRORS", {})
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
+    assert "otam" in registry.list_methods()
+    assert registry._ENTRY_POINT_ERRORS["exit-head"] == "SystemExit: 2"
+    assert "could not load fsarbench method plugin 'exit-head'" in caplog.text
+
+
 class ShotNormalised(FewShotMethod):
     """Distances scaled by the spread of each class's support: NaN with one shot."""
 
@@ -425,6 +447,48 @@ def test_helpers_of_helpers_lazy_imports_and_constants_are_in_the_code_digest(
     assert packages == ["lab_consts", "lab_core", "lab_head2", "lab_lazy", "lab_scale"]
     package_digest.cache_clear()
     _source_imports.cache_clear()
+
+
+def test_an_installed_helper_package_is_named_by_its_version(monkeypatch, tmp_path):
+    """A plugin scoring through a helper installed with ``pip install .`` (site-packages, not
+    hashed) kept serving its records after the helper's new version flipped its logits."""
+    import importlib
+
+    from fsarbench import provenance
+
+    (tmp_path / "lab_installed.py").write_text("SIGN = 1.0\n")
+    (tmp_path / "lab_head3.py").write_text(
+        "from fsarbench.methods import FewShotMethod\nfrom lab_installed import SIGN\n\n"
+        "class Head(FewShotMethod):\n    def encode(self, features):\n"
+        "        return SIGN * features.mean(1)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    version = {"lab_installed": "0.1.0"}
+    local = provenance._local
+    monkeypatch.setattr(provenance, "_local", lambda top: top != "lab_installed" and local(top))
+    monkeypatch.setattr(
+        provenance,
+        "_distribution_of",
+        lambda top: ("lab-installed", version[top]) if top in version else None,
+    )
+    head = importlib.import_module("lab_head3").Head(feature_dim=4, seq_len=2)
+    assert provenance.installed_helpers(head) == {"lab_installed": "lab-installed==0.1.0"}
+    parts, digest = provenance.code_parts(head), provenance.code_digest(head)
+    assert provenance.stale_code(parts) == []
+    version["lab_installed"] = "0.2.0"
+    assert provenance.stale_code(parts) == ["lab_installed"]
+    assert provenance.code_digest(head) != digest
+
+
+def test_fsarbench_s_own_dependencies_are_not_a_method_s_installed_helpers():
+    """SGTM imports ``tabulate`` and the heads ``typing_extensions`` (through torch): both
+    are fsarbench's environment, so the built-in methods' code parts are as before."""
+    from fsarbench import provenance
+
+    for name in ("sgtm-otam", "trx", "otam"):
+        method = fb.create_method(name, feature_dim=64, seq_len=8, num_train_classes=5)
+        assert "installed" not in provenance.code_parts(method)
+    assert {"torch", "tabulate", "typing-extensions"} <= provenance._environment_distributions()
 
 
 def test_a_namespace_package_over_two_folders_is_hashed(monkeypatch, tmp_path):

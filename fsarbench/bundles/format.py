@@ -290,6 +290,26 @@ def _printable_name(path: Path, what: str, name: str) -> str:
     return name
 
 
+def _folder_name(path: Path, method: str) -> str:
+    """``method`` when its file-system name (:func:`method_slug`) is one plain folder name:
+    a bundle's method ``..`` made ``leaderboard --add`` replace the results folder itself."""
+    slug = method_slug(method)
+    if not method or slug.startswith("."):
+        raise BundleFormatError(
+            f"{path}: its method {method!r} is not a method name (empty, or starting with "
+            "'.', it names no folder of its own); names are method names such as 'my-head'"
+        )
+    return method
+
+
+def _printable_tags(path: Path, where: str, tags: dict) -> None:
+    """Text tags name a record's system in tables (``variant_label``): held to the rules
+    of names (a newline in one split a table's header into two rows)."""
+    for key, value in tags.items():
+        if isinstance(value, str):
+            _printable_name(path, f"{where}'s tag {key!r}", value)
+
+
 def read_bundle(path: str | Path) -> Bundle:
     """Read and integrity-check a bundle (format, version, members' sha256); the numbers
     are checked by :func:`fsarbench.bundles.verify.verify_bundle`."""
@@ -301,11 +321,13 @@ def read_bundle(path: str | Path) -> Bundle:
     members = _read_members(path)
     index = _check_index(path, members)
     method = _printable_name(path, "its method", str(index.get("method", "")))
+    _folder_name(path, method)
     records = []
     for name in sorted(n for n in members if n.startswith("records/")):
         record = _parse_record(name, members[name])
         for field in ("method", "dataset", "split_variant", "track", "protocol"):
             _printable_name(path, f"{name}'s {field}", str(getattr(record, field)))
+        _printable_tags(path, name, record.tags)
         stem = name[len("records/") : -len(".json")]
         qname = f"queries/{stem}.npz"
         if qname not in members:

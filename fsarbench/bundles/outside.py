@@ -10,6 +10,7 @@ in a shared setting is refused.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import tempfile
 import time
@@ -21,6 +22,8 @@ from fsarbench.bundles.verify import VerifiedBundle, verify_bundle
 from fsarbench.io import atomic_write_bytes
 from fsarbench.report.records import episodes_key, setting_of
 from fsarbench.results import OUTSIDE_TAG, ResultRecord, load_records, save_result
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EXTERNAL_DIR", "OUTSIDE_TAG", "add_bundle", "is_outside"]
 
@@ -70,7 +73,11 @@ def add_bundle(
     runs, bundle_path = Path(runs), Path(bundle_path)
     verified = verify_bundle(read_bundle(bundle_path), splits_dir=splits_dir)
     _check_fits(runs, verified)
+    for note in verified.notes:
+        log.warning("%s: %s", bundle_path.name, note)
     final = runs / EXTERNAL_DIR / method_slug(verified.bundle.method)
+    if final.resolve().parent != (runs / EXTERNAL_DIR).resolve():  # read_bundle refuses these
+        raise BundleError(f"{verified.bundle.method!r} names no folder of its own under {runs}")
     _check_slug_free(final, verified.bundle.method)
     mark = {
         "bundle": bundle_path.name,

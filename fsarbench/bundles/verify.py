@@ -10,6 +10,7 @@ recorded ones (to the digits records keep). Anything else is refused, naming wha
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from fsarbench.episode_streams import draw_test_manifest_fast
 from fsarbench.episodes import Manifest, ManifestError
 from fsarbench.evaluate import EvalResult, summarise_predictions
 from fsarbench.guards import NONFINITE
-from fsarbench.results import ResultRecord
+from fsarbench.results import ResultRecord, record_config_hash
 from fsarbench.stats.intervals import INTERVALS
 
 __all__ = ["VerifiedRecord", "VerifiedBundle", "verify_bundle", "MAX_LISTED"]
@@ -47,8 +48,11 @@ class VerifiedRecord:
 
 @dataclass
 class VerifiedBundle:
+    """``notes``: what passed but a reader should know (identical training seeds)."""
+
     bundle: Bundle
     records: list[VerifiedRecord]
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 class _Regenerator:
@@ -187,7 +191,37 @@ def _field_diffs(r: ResultRecord, method: str) -> list[str]:
         diffs.append(f"{r.cell}: field split: {r.split!r}; official episodes are test episodes")
     if _interval_of(r) is None:
         diffs.append(f"{r.cell}: field spread: {r.spread!r} is none of the evaluator's intervals")
+    own = record_config_hash(r.hparams, r.recipe, r.features, r.train_seed, r.track)
+    if r.config_hash != own:
+        diffs.append(
+            f"{r.cell}: field config_hash: its hyper-parameters, recipe, features, training "
+            f"seed and track give {own}, the record says {r.config_hash}"
+        )
     return diffs
+
+
+def _identical_seeds(items: list[BundledRecord]) -> list[str]:
+    """Notes on records of one cell and configuration, filed under several training seeds,
+    whose predictions are the same query for query: their seed spread is 0 by construction
+    (a method that does not train, or one evaluation filed under several seeds)."""
+    groups: dict[tuple, list[BundledRecord]] = {}
+    for item in items:
+        r = item.record
+        config = record_config_hash(r.hparams, r.recipe, r.features, None, r.track)
+        groups.setdefault((r.dataset, r.way, r.shot, r.manifest_hash, config), []).append(item)
+    notes = []
+    for group in groups.values():
+        first = group[0].queries["predicted_label"]
+        same = [i for i in group[1:] if np.array_equal(i.queries["predicted_label"], first)]
+        if same:
+            r = group[0].record
+            seeds = sorted(str(i.record.train_seed) for i in [group[0], *same])
+            notes.append(
+                f"{r.dataset} {r.way}-way {r.shot}-shot: training seeds {', '.join(seeds)} "
+                "predict the same label for every query: their spread over seeds is 0 (a "
+                "method that does not train, or one evaluation filed under several seeds)"
+            )
+    return notes
 
 
 def _verify_record(
@@ -251,4 +285,4 @@ def verify_bundle(
             f"{listed}{more}",
             diffs,
         )
-    return VerifiedBundle(bundle, verified)
+    return VerifiedBundle(bundle, verified, _identical_seeds(bundle.records))

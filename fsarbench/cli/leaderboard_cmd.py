@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fsarbench.cli.common import add_splits_dir_argument
 from fsarbench.report.cli_args import (
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         args, left_out=left_out, verify=lambda e: args.include_variants or not e.is_variant
     )
     if not args.include_variants:
+        if args.add:
+            _say_added_variants(entries, Path(args.add).name)
         entries = [e for e in entries if not e.is_variant]
     if not entries:
         raise ValueError(f"no records to rank under {args.runs} with these filters")
@@ -98,3 +101,23 @@ def run(args: argparse.Namespace) -> int:
     md, csv = write_leaderboard(args.runs, board, **kw)
     print(f"written: {md} and {csv}")
     return 0
+
+
+def _say_added_variants(entries: list, bundle: str) -> None:
+    """Name the just-added outside results that the ranking leaves out as variants (an
+    ablation's ``variant_label``, overridden hyper-parameters): "added" and then absent
+    from the table read as lost."""
+    from fsarbench.results import OUTSIDE_TAG
+
+    names = sorted(
+        {
+            e.system
+            for e in entries
+            if e.is_variant and (e.tags.get(OUTSIDE_TAG) or {}).get("bundle") == bundle
+        }
+    )
+    if names:
+        print(
+            f"not ranked: {', '.join(names)} from {bundle} (variants, like ablation rungs; "
+            "add --include-variants to rank them, or see them in 'compare' and 'table')"
+        )

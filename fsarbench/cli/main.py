@@ -73,8 +73,17 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.verbose:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}\n(run with -v for the traceback)", file=sys.stderr)
+        hint = "" if _named(err) else "\n(run with -v for the traceback)"
+        print(f"error: {message}{hint}", file=sys.stderr)
         return 2
+
+
+def _named(err: BaseException) -> bool:
+    """Whether ``err`` is one of fsarbench's named refusals (a ``BundleVerificationError``
+    listing its differences), whose message is the whole story: the traceback hint made an
+    expected refusal read as a crash."""
+    module = type(err).__module__
+    return module.startswith(("fsarbench.", "fsarbench_")) and type(err).__name__.endswith("Error")
 
 
 def _interrupted() -> int:

@@ -35,5 +35,7 @@ def run(args: argparse.Namespace) -> int:
             f"{v.result.episodes} episodes (manifest {v.manifest.hash}"
             + (f"; {left_out} test videos left out by its authors)" if left_out else ")")
         )
+    for note in verified.notes:
+        print(f"note: {note}")
     print(f"verified: {args.bundle} ({len(verified.records)} records of {verified.bundle.method})")
     return 0

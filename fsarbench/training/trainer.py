@@ -25,6 +25,7 @@ from fsarbench.episodes import (
 )
 from fsarbench.evaluate import evaluate
 from fsarbench.features.store import FeatureStore
+from fsarbench.guards import NonFiniteLogitsError
 from fsarbench.methods import EpisodeBatch, FewShotMethod, episode_class_names
 from fsarbench.training.loop import (
     LoopConfig,
@@ -209,9 +210,20 @@ def train(
 
         def validate(model: FewShotMethod) -> float:
             names = val_data.class_names if model.uses_class_names else None
-            return evaluate(
-                model, val_data.store, manifest, progress=False, class_names=names
-            ).accuracy
+            try:
+                result = evaluate(
+                    model, val_data.store, manifest, progress=False, class_names=names
+                )
+            except NonFiniteLogitsError as err:  # --nonfinite is for test episodes
+                where = str(err.args[0]).split("; no accuracy is computed")[0]
+                raise NonFiniteLogitsError(
+                    f"while validating (val split episodes, which choose the checkpoint): "
+                    f"{where}. --nonfinite applies to test episodes only: a checkpoint is "
+                    "chosen by finite validation logits, so fix the method (it gives NaN/inf "
+                    "in eval mode on these validation features; 'python -m fsarbench "
+                    "check-method NAME' runs its contract checks)"
+                ) from err
+            return result.accuracy
 
     cfg = LoopConfig(
         recipe=recipe,
