@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,6 +325,13 @@ class Manifest:
                 f"manifest episode {ep} indexes video {videos[ep, slot]}, outside its pool of "
                 f"{self.num_videos} videos (0..{self.num_videos - 1})"
             )
+        if (self.classes < 0).any():
+            ep = int(np.argwhere(self.classes < 0)[0][0])
+            raise ManifestError(
+                f"manifest episode {ep} names class {int(self.classes.min())}: class ids are "
+                "0 or more (a negative one filed its accuracy under another class's name)"
+            )
+        self._check_video_ids()
         for name, values in (("video", videos), ("class", self.classes)):
             ordered = np.sort(values, axis=1)
             repeated = (ordered[:, 1:] == ordered[:, :-1]).any(1)
@@ -341,6 +349,22 @@ class Manifest:
         if not self.drawn:
             self._check_repeats()
         return self
+
+    def _check_video_ids(self) -> None:
+        """Each pool position names another video: a pool holding a video twice (two
+        overlapping extraction shards) let a query be scored against itself as a support."""
+        ids = self.video_ids
+        if ids is None:
+            return
+        if len(ids) != self.num_videos:
+            raise ManifestError(f"{len(ids)} video_ids for a pool of {self.num_videos} videos")
+        if len(set(ids)) != len(ids):
+            twice = next(v for v, n in Counter(ids).items() if n > 1)
+            raise ManifestError(
+                f"manifest video_ids name {twice!r} (and maybe others) more than once: a "
+                "video listed twice can be both a support and a query of one episode; "
+                "remove the repeats from the features and draw the episodes again"
+            )
 
     def repeats(self) -> tuple[np.ndarray, np.ndarray]:
         """Episodes equal to an earlier one: (their indices ``[R]``, the earlier one's ``[R]``)."""
@@ -437,11 +461,11 @@ class Manifest:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ManifestError(f"unsupported manifest format {found!r}")
         return cls(
-            spec=EpisodeSpec(**data["spec"]),
+            spec=EpisodeSpec(**_checked_spec(data["spec"])),
             classes=_index_array(data["classes"], "classes"),
             support=_index_array(data["support"], "support"),
             query=_index_array(data["query"], "query"),
-            num_videos=int(data["num_videos"]),
+            num_videos=_whole(data["num_videos"], "num_videos", 1),
             video_ids=data.get("video_ids"),
             meta=data.get("meta", {}),
         ).validate()
@@ -467,6 +491,27 @@ class Manifest:
             dict(self.meta),
             self.drawn,
         )
+
+
+def _whole(value: Any, name: str, least: int) -> int:
+    """``value`` when it is an integer (not a bool, nor a float) of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ManifestError(f"manifest field {name} is {value!r}: an integer >= {least}")
+    return value
+
+
+def _checked_spec(spec: Any) -> dict[str, Any]:
+    """A manifest file's spec with its field types checked ('shot': true was evaluated as
+    "5-way True-shot" and written in a record its readers then refused)."""
+    if not isinstance(spec, dict):
+        raise ManifestError(f"manifest field spec is {type(spec).__name__}, not an object")
+    least = {"way": 1, "shot": 1, "queries": 0, "seed": 0}
+    for name in least.keys() & spec.keys():
+        _whole(spec[name], f"spec.{name}", least[name])
+    for name in ("dataset", "split"):
+        if not isinstance(spec.get(name, ""), str):
+            raise ManifestError(f"manifest field spec.{name} is {spec[name]!r}, not text")
+    return spec
 
 
 def _equal_pairs(earlier: np.ndarray) -> int:

@@ -456,7 +456,7 @@ def make_predictor(
     ``uses_class_names``) reach ``match`` per episode, never through a pair table.
     """
     name = method_label(method)
-    labels = torch.as_tensor(np.ascontiguousarray(manifest.support_labels), device=device)
+    labels = torch.as_tensor(np.array(manifest.support_labels, copy=True), device=device)
     n_videos = len(state_leaves(state)[0])
     if class_names is None and use_pair_table(method, manifest, n_videos):
         key = None if unique is None else hashlib.sha1(unique.tobytes()).hexdigest()

@@ -185,9 +185,13 @@ CARRIED_DIGESTS = {
     # session 28: the released harness and pipeline, when messages left the digests
     "ef53fe84b9283909": "2815c7d05867b240",
     "0d93515ea4a12e6a": "45d399cf0f55f5c7",
-    # session 28: a plugin ending the process at import (SystemExit) is a plugin that failed
-    # to load; NaN logits while validating name the val split (both were errors before)
-    "0395d9ad3ea5bad5": "2815c7d05867b240",
+    # session 28: checks that refuse what gave a wrong number or crashed, and change no
+    # number of valid input: a plugin ending the process at import fails to load; NaN
+    # logits while validating name the val split; manifests with negative class ids,
+    # repeated video ids or mistyped spec fields are refused; ranks of one sharded
+    # evaluation given other inputs, or leaving queries unpredicted, are refused; a copy
+    # of the support labels instead of a read-only view (a torch warning at 1 episode)
+    "cda7ddc6641ab0fa": "2815c7d05867b240",
 }
 
 

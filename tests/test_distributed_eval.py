@@ -83,6 +83,40 @@ def test_every_rank_evaluates_rank_zeros_weights(tmp_path):
         assert np.array_equal(got[key].numpy(), value), key
 
 
+def _mismatched_worker(what: str, out: str) -> None:
+    """Rank 1 given another batch size, manifest or features identity than rank 0."""
+    from fsarbench.distributed.sharded_eval import RankMismatchError
+
+    other = rank() == 1
+    manifest = _manifest()
+    if what == "manifest" and other:
+        manifest = fb.make_manifest(POOL, way=3, shot=2, queries=2, episodes=37, seed=4)
+    try:
+        evaluate_sharded(
+            _method("protonet"),
+            _features(),
+            manifest,
+            batch_episodes=10 if what == "batch" and other else 5,
+            progress=False,
+            inputs={"file_md5": "b" if what == "features" and other else "a"},
+        )
+    except RankMismatchError as err:
+        Path(f"{out}.rank{rank()}").write_text(str(err))
+
+
+@pytest.mark.parametrize(
+    "what, named", [("batch", "settings"), ("manifest", "manifest"), ("features", "features")]
+)
+def test_ranks_given_other_inputs_are_refused(tmp_path, what, named):
+    """Ranks started with other --batch-episodes (unpredicted queries counted wrong: 62.70
+    became 47.40), another manifest or other features merged into one confident record."""
+    out = tmp_path / "refused"
+    spawn_local(_mismatched_worker, 2, what, str(out))
+    for r in range(2):  # every rank refuses: none waits for the other
+        message = Path(f"{out}.rank{r}").read_text()
+        assert f"rank 1 of this torchrun job was given another {named} than rank 0" in message
+
+
 @pytest.mark.parametrize("name", ["otam"])
 def test_two_process_evaluation_equals_one_process(tmp_path, name):
     out = tmp_path / "sharded.pt"

@@ -106,3 +106,53 @@ def test_drawer_draws_make_episodes_episodes_in_any_order(way, shot, queries):
         assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)), i
     with pytest.raises(ValueError, match="outside"):
         draw(2**128)
+
+
+def _manifest_dict(**changes) -> dict:
+    classes = np.repeat(np.arange(6), 4)
+    ids = [f"v{i}" for i in range(len(classes))]
+    data = fb.make_manifest(
+        classes, way=3, shot=1, queries=1, episodes=20, seed=0, video_ids=ids
+    ).to_dict()
+    for key, value in changes.items():
+        if key.startswith("spec_"):
+            data["spec"][key[5:]] = value
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"spec_shot": True}, r"spec.shot is True: an integer >= 1"),
+        ({"spec_queries": 1.0}, r"spec.queries is 1.0: an integer >= 0"),
+        ({"spec_seed": "0"}, r"spec.seed is '0': an integer >= 0"),
+        ({"spec_seed": -3}, r"spec.seed is -3: an integer >= 0"),
+        ({"num_videos": 24.7}, r"num_videos is 24.7: an integer >= 1"),
+        ({"spec_dataset": 5}, r"spec.dataset is 5, not text"),
+    ],
+)
+def test_a_manifest_file_s_field_types_are_checked(changes, message):
+    """'shot': true was evaluated as "5-way True-shot" and written in a record its readers
+    refused; a fractional num_videos was truncated."""
+    with pytest.raises(fb.ManifestError, match=message):
+        fb.Manifest.from_dict(_manifest_dict(**changes))
+
+
+def test_negative_class_ids_are_refused():
+    """One class id of -1 filed its accuracy under the last class's name (13 of 14 classes
+    listed); all-negative ids crashed with an IndexError."""
+    data = _manifest_dict()
+    data["classes"][2][1] = -1
+    with pytest.raises(fb.ManifestError, match="episode 2 names class -1: class ids are 0 or"):
+        fb.Manifest.from_dict(data)
+
+
+def test_a_pool_naming_one_video_twice_is_refused():
+    """Two overlapping extraction shards held every video twice: a query was scored against
+    itself as a support (10-shot 80.40 -> 83.00, no word)."""
+    data = _manifest_dict()
+    data["video_ids"][5] = data["video_ids"][1]
+    with pytest.raises(fb.ManifestError, match="video_ids name 'v1' .* more than once"):
+        fb.Manifest.from_dict(data)

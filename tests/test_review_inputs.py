@@ -251,6 +251,22 @@ def test_a_grid_entry_that_writes_a_default_out_is_the_plain_method(tmp_path, ca
     assert f"temperature={default} is the method's default there" in caplog.text
 
 
+def test_a_grid_entry_naming_a_derived_default_is_kept_as_asked(tmp_path):
+    """CLIP-FSAR takes its text tower from its frame features, so its default is not what it
+    runs with: ``text_tower: ViT-B-16`` (the default) was dropped and the entry ran the
+    derived tower, the same number as an entry asking for another one."""
+    from fsarbench.experiments.grids import expand_grid
+    from fsarbench.registry import method_config
+
+    default = method_config("clip-fsar", "synth").text_tower
+    body = (
+        "grids:\n  mine:\n    datasets: [synth]\n    shots: [1]\n    methods:\n"
+        f"      - {{method: clip-fsar, hparams: {{text_tower: {default}}}, label: T}}\n"
+    )
+    add_grid_file(_grid_file(tmp_path, body))
+    assert [c.name for c in expand_grid("mine", [])] == [f"clip-fsar[text_tower={default}]"]
+
+
 def test_videos_without_split_lists_are_named_not_sent_to_the_layout_advice(
     tmp_path, monkeypatch, capsys
 ):

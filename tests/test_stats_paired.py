@@ -352,3 +352,18 @@ def test_constant_groups_p_is_the_exact_permutation_test() -> None:
         np.full((2, 10), 0.6), np.full((2, 10), 0.4), paired=False, n_boot=50
     )
     assert level.p_seeds == pytest.approx(1 / 3) and "Welch" in level.seed_test
+
+
+def test_a_wilcoxon_p_whose_ranks_favour_the_lower_mean_is_no_evidence_for_the_mean():
+    """B wins 500 episodes by a little and A 150 by a lot: the mean favours A, the signed
+    ranks B (p ~ 1e-5), and 'A better' was printed and ranked from Wilcoxon's p."""
+    from fsarbench.stats.paired import compare_paired, signed_rank_sign
+
+    a = np.concatenate([np.full(500, 0.4), np.full(150, 1.0), np.full(350, 0.2)])
+    b = np.concatenate([np.full(500, 0.6), np.full(150, 0.0), np.full(350, 0.2)])
+    c = compare_paired(a, b)
+    assert c.diff > 0 and c.p_wilcoxon < 1e-3 and signed_rank_sign(a, b) == -1
+    assert c.wilcoxon_against_mean and c.p_value("p_wilcoxon") == 1.0
+    assert c.p_value("p_ttest") == c.p_ttest  # the t-test's sign is the mean's
+    same = compare_paired(a, a * 0.5)
+    assert not same.wilcoxon_against_mean and same.p_value("p_wilcoxon") == same.p_wilcoxon

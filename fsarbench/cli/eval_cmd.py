@@ -287,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
             progress=is_main(),
             nonfinite=args.nonfinite,
             class_names=names,  # passed only to heads with uses_class_names
+            inputs=meta.get("features"),
         )
         if result is not None:
             meta = {**meta, **_weights_identity(args.checkpoint, checkpoint)}
@@ -519,6 +520,14 @@ def _failed_videos(cache, split: str) -> list[str]:
 def _check_video_ids(ids: list[str] | None, manifest: Manifest, where: str) -> None:
     """The videos a manifest names (when it names them) must be those its indices point to
     in ``where``: position ``i`` is ``ids[i]``."""
+    if ids is not None and len(set(ids)) != len(ids):
+        from collections import Counter
+
+        twice = next(v for v, n in Counter(ids).items() if n > 1)
+        raise ManifestError(
+            f"{where} holds video {twice!r} (and maybe others) more than once: a video listed "
+            "twice can be both a support and a query of one episode; remove the repeats"
+        )
     if ids is None or manifest.video_ids is None:
         return
     wanted = manifest.video_ids

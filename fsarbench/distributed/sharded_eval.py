@@ -33,11 +33,12 @@ from fsarbench.evaluate import (
     summarise_predictions,
 )
 from fsarbench.features.store import FeatureStore
+from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
 from fsarbench.progress import progress_bar
 from fsarbench.state import State, state_cat, state_map
 
-__all__ = ["shard_starts", "encode_sharded", "evaluate_sharded"]
+__all__ = ["shard_starts", "encode_sharded", "evaluate_sharded", "RankMismatchError"]
 
 
 def shard_starts(total: int, step: int, shard: int, shards: int) -> list[int]:
@@ -102,12 +103,20 @@ def evaluate_sharded(
     nonfinite: str = "error",
     class_names: list[str] | None = None,
     partial_tag: str = "",
+    inputs: object = None,
 ) -> EvalResult | None:
     """:func:`fsarbench.evaluate.evaluate` over every rank: the result on rank 0, ``None``
     elsewhere. ``partial_path`` gets a per-rank suffix so each rank resumes its own batches.
     Every rank evaluates rank 0's weights and buffers (a method built without a checkpoint
-    had other random weights on each rank, and the merged record mixed two models)."""
+    had other random weights on each rank, and the merged record mixed two models).
+
+    ``inputs``: what the caller knows of the features' identity (a file's md5, a cache key);
+    every rank must have been given the same, and the same method, hyper-parameters,
+    manifest and settings, else :class:`RankMismatchError` (ranks started with other
+    arguments merged into one confident record)."""
     t0 = time.perf_counter()
+    settings = (batch_episodes, max_batch_bytes, encode_chunk, interval, autocast, nonfinite)
+    _check_ranks_agree(method, features, manifest, (settings, partial_tag, inputs))
     broadcast_module(method)
     store, device, unique, position = prepare_pool(method, features, manifest, device)
     state = encode_sharded(
@@ -134,10 +143,44 @@ def evaluate_sharded(
     if gathered is None:
         return None
     merged = np.max(np.stack(gathered), axis=0)  # each slot is set (>= 0) on one rank only
+    unfilled = int((merged < 0).sum())
+    if unfilled:  # would be counted wrong
+        raise RankMismatchError(
+            f"{unfilled} query predictions were made by no rank: the ranks did not split the "
+            "episodes alike; start every rank with the same arguments"
+        )
     result = summarise_predictions(merged, manifest, interval, time.perf_counter() - t0)
     result.extra["nonfinite_policy"] = nonfinite
     result.extra["autocast"] = autocast_name(device, autocast)
     return result
+
+
+class RankMismatchError(RuntimeError):
+    """The ranks of one sharded evaluation were given different inputs or settings."""
+
+
+def _check_ranks_agree(method: FewShotMethod, features, manifest: Manifest, settings) -> None:
+    """Refuse on every rank when any rank's method, hyper-parameters, manifest, pool shape
+    or ``settings`` differ from rank 0's."""
+    if world_size() == 1:
+        return
+    shape = tuple(features.shape) if isinstance(features, Tensor) else (len(features),)
+    mine = {
+        "method": f"{type(method).__module__}.{type(method).__qualname__}",
+        "hyper-parameters": stable_hash(method.hparams),
+        "manifest": manifest.hash,
+        "features": stable_hash([list(shape), repr(settings[2])]),
+        "settings": stable_hash(repr(settings[:2])),
+    }
+    every = _all_gather(mine)
+    for other, theirs in enumerate(every[1:], start=1):
+        differ = [key for key in mine if theirs[key] != every[0][key]]
+        if differ:
+            raise RankMismatchError(
+                f"rank {other} of this torchrun job was given another {', '.join(differ)} "
+                "than rank 0 (batch size, interval and precision are settings): start every "
+                "rank with the same arguments"
+            )
 
 
 def _rank_path(path: str | Path | None) -> Path | None:

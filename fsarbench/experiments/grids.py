@@ -306,7 +306,7 @@ def _overrides(
     writes a default out (``{method: protonet, hparams: {temperature: 10.0}}``) is the plain
     method, as ``eval`` names such a checkpoint, not a second system with its own model and
     summary row. Each dropped value is logged once per process."""
-    if not hparams:
+    if not hparams or _derives_hparams(method):
         return hparams
     default = method_config(method, dataset)
     kept = tuple((k, v) for k, v in hparams if getattr(default, k) != v)
@@ -321,6 +321,17 @@ def _overrides(
         _LOGGED.add(message)
         log.info(message)
     return kept
+
+
+def _derives_hparams(method: str) -> bool:
+    """Whether ``method`` takes hyper-parameters from its frame features
+    (``backbone_hparams``: CLIP-FSAR's text tower): its default is then not the value it runs
+    with, and an entry writing the default out asks for it over the derived one (two entries
+    asking for other text towers ran the same tower and printed the same number)."""
+    from fsarbench.methods import FewShotMethod
+
+    own = method_info(method).cls.backbone_hparams
+    return own.__func__ is not FewShotMethod.backbone_hparams.__func__
 
 
 #: Messages :func:`_overrides` has logged (a grid is expanded more than once per command).

@@ -50,6 +50,9 @@ class SettingComparison:
 
     @property
     def verdict(self) -> str:
+        if self.test == "wilcoxon" and self.stats.wilcoxon_against_mean:
+            favoured = self.a.system if self.stats.diff < 0 else self.b.system
+            return f"no significant difference (the signed ranks favour {favoured})"
         return verdict(
             self.stats.diff, self.adjusted[self.test], self.alpha, self.a.system, self.b.system
         )

@@ -28,6 +28,7 @@ __all__ = [
     "mcnemar",
     "paired_ttest",
     "wilcoxon_signed_rank",
+    "signed_rank_sign",
     "MCNEMAR_EXACT_BELOW",
     "format_p",
 ]
@@ -101,6 +102,17 @@ def wilcoxon_signed_rank(
         return 0.0, 1.0
     res = stats.wilcoxon(d, zero_method=zero_method)
     return float(res.statistic), float(res.pvalue)
+
+
+def signed_rank_sign(a: np.ndarray, b: np.ndarray) -> int:
+    """The sign of ``W+ - W-`` (ranks of ``|a - b|`` summed with the signs of ``a - b``, the
+    differences rounded and zeros dropped as :func:`wilcoxon_signed_rank` does): the side
+    the Wilcoxon test favours, which can differ from the side with the higher mean."""
+    d = np.round(_paired(a, b), RANK_DECIMALS)
+    d = d[d != 0]
+    if d.size == 0:
+        return 0
+    return int(np.sign(np.sum(np.sign(d) * stats.rankdata(np.abs(d)))))
 
 
 def bootstrap_mean_ci(
@@ -295,6 +307,7 @@ class PairedComparison:
     episodes: int
     queries: int
     seed_level: SeedLevel | None = None
+    wilcoxon_sign: int = 0
 
     @property
     def level(self) -> str:
@@ -322,10 +335,19 @@ class PairedComparison:
         its p alone came out "significant" in 16-29% of comparisons of equal systems). NaN
         stays NaN (counted as not significant everywhere)."""
         p = float(getattr(self, field))
+        if field == "p_wilcoxon" and self.wilcoxon_against_mean:
+            return 1.0
         if self.seed_level is None or math.isnan(p):
             return p
         seeds = self.seed_level.p_seeds
         return max(p, self.seed_level.p_bootstrap, 0.0 if math.isnan(seeds) else seeds)
+
+    @property
+    def wilcoxon_against_mean(self) -> bool:
+        """Whether the signed ranks favour the side with the lower mean (B wins most episodes
+        by a little, A a few by a lot): then Wilcoxon's p is no evidence for the order by
+        mean accuracy that tables and ranks use, and :meth:`p_value` gives 1 for it."""
+        return self.wilcoxon_sign * self.diff < 0
 
     def resolution_limited(self, field: str) -> bool:
         """Whether :meth:`p_value` of ``field`` is the hierarchical bootstrap's floor
@@ -360,6 +382,7 @@ def compare_paired(
     low, high = bootstrap_mean_ci(diff, n_boot=n_boot, seed=seed)
     _, p_t = paired_ttest(episode_a, episode_b)
     _, p_w = wilcoxon_signed_rank(episode_a, episode_b)
+    w_sign = signed_rank_sign(episode_a, episode_b)
     if correct_a is not None and correct_b is not None:
         n10, n01, p_m, how = mcnemar(correct_a, correct_b, query_episodes)
         nq = int(np.asarray(correct_a).size)
@@ -373,6 +396,7 @@ def compare_paired(
         ci_high=100 * high,
         p_ttest=p_t,
         p_wilcoxon=p_w,
+        wilcoxon_sign=w_sign,
         p_mcnemar=p_m,
         mcnemar_a_only=n10,
         mcnemar_b_only=n01,
