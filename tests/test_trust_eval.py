@@ -249,6 +249,32 @@ def test_a_checkpoint_on_stored_features_made_otherwise_is_refused(tmp_path, tra
     )
 
 
+def test_a_checkpoint_on_a_tensor_file_of_other_frames_is_refused(tmp_path, trained, capsys):
+    """A 4-frame model on an 8-frame tensor file gave a number without a word (the same
+    features as a cache were refused)."""
+    test = FakeProvider()("toy").splits["test"]
+    feats = test.store.features
+    torch.save(torch.cat([feats, feats], 1), tmp_path / "f2.pt")  # twice the frames
+    _, manifest = _cache(tmp_path, dataset=None)
+    best, frames = load_checkpoint(trained), feats.shape[1]
+    best["fingerprint"]["data"] = {**best["fingerprint"]["data"], "num_frames": frames}
+    torch.save(best, tmp_path / "b.pt")
+    argv = ["eval", "protonet", "--features", str(tmp_path / "f2.pt"), "--manifest", manifest]
+    error = _refused(capsys, [*argv, "--checkpoint", str(tmp_path / "b.pt")])
+    assert f"trained on {frames}-frame features and {tmp_path / 'f2.pt'} holds" in error
+
+
+def test_dataset_mode_flags_with_features_are_refused(tmp_path, capsys):
+    """--protocol, --root and --cache with --features were ignored: a record said protocol
+    'seed' for an evaluation asked to follow 'trx'."""
+    path, manifest = _cache(tmp_path, dataset="toy")
+    argv = ["eval", "protonet", "--features", path, "--manifest", manifest]
+    assert "--root and --cache set where" in _refused(
+        capsys, [*argv, "--root", str(tmp_path), "--cache", str(tmp_path)]
+    )
+    assert "does not say which protocol made it" in _refused(capsys, [*argv, "--protocol", "trx"])
+
+
 def test_a_cache_key_names_its_protocol(tmp_path):
     from fsarbench.cli.eval_checks import cache_protocol
     from fsarbench.data.protocols import get_protocol

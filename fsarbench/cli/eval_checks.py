@@ -171,6 +171,8 @@ def check_cache_fits(origin: CheckpointOrigin, store: FeatureStore, where: str) 
         CheckpointMismatchError: naming each field that differs.
     """
     fields = _key_fields(store)
+    if not isinstance(store, FeatureCache):
+        _check_frames(origin, store, where)
     if not origin.features or not fields:
         return
     differ = [
@@ -188,6 +190,20 @@ def check_cache_fits(origin: CheckpointOrigin, store: FeatureStore, where: str) 
             f"the checkpoint was trained on other features than {where} holds ({shown}); "
             "evaluate it on features made as its own ('eval --dataset D --checkpoint ...' "
             "builds them)"
+        )
+
+
+def _check_frames(origin: CheckpointOrigin, store: FeatureStore, where: str) -> None:
+    """A tensor file states no backbone or resolution, but its frames per video are its
+    shape: an 8-frame model on a 4-frame file gave a number without a word (the same
+    features as a cache were refused)."""
+    trained = origin.features.get("num_frames")
+    frames = store.feature_shape[0]
+    if isinstance(trained, int) and trained != frames:
+        raise CheckpointMismatchError(
+            f"the checkpoint was trained on {trained}-frame features and {where} holds "
+            f"{frames} frames per video; evaluate it on features made as its own ('eval "
+            "--dataset D --checkpoint ...' builds them)"
         )
 
 

@@ -249,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
         if args.features:
             opened = open_feature_store(args.features)
             args.dataset, split = features_origin(opened, args.dataset, args.features)
+            _check_feature_flags(args, opened)
             origin = _checked_checkpoint(args, checkpoint)
             check_cache_fits(origin, opened, args.features)
             manifest = Manifest.load(args.manifest)
@@ -580,6 +581,32 @@ def _check_manifest_flags(args: argparse.Namespace, manifest: Manifest) -> None:
             f"episodes, seed {own['seed']}), whose episodes are evaluated: those flags set the "
             "episodes of --dataset mode. Leave them out, or draw another manifest"
         )
+
+
+def _check_feature_flags(args: argparse.Namespace, store) -> None:
+    """``--root``, ``--cache`` and ``--protocol`` say how ``--dataset`` mode makes its
+    features; with ``--features`` they were ignored, and a record said protocol 'seed' for a
+    run asked to follow 'trx'."""
+    given = [f"--{k}" for k in ("root", "cache") if getattr(args, k) is not None]
+    if given:
+        raise ValueError(
+            f"{' and '.join(given)} set where --dataset mode reads videos and caches "
+            f"features; --features {args.features} holds them made already: leave "
+            f"{'them' if len(given) > 1 else 'it'} out"
+        )
+    made = cache_protocol(store)
+    if not args.protocol or args.protocol == made:
+        return
+    if made != CUSTOM_DATASET:
+        raise ValueError(
+            f"--protocol {args.protocol}: --features {args.features} was extracted under the "
+            f"'{made}' protocol; evaluate --dataset D --protocol {args.protocol} to extract "
+            "features under it"
+        )
+    raise ValueError(
+        f"--protocol {args.protocol}: --features {args.features} does not say which "
+        "protocol made it, so none can be checked or recorded; leave --protocol out"
+    )
 
 
 def _check_mode(args: argparse.Namespace) -> None:
