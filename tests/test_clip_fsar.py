@@ -353,7 +353,8 @@ def test_clip_grid_cells_and_its_frame_features(tmp_path):
     assert run_features(args) == {"backbone": "clip-vit-b16", "weights": "pretrained"}
     smoke = parse(["run", "--table", "clip", "--features", "weights=none", "tiny=true"])
     assert run_features(smoke) == {"backbone": "clip-vit-b16", "weights": "none", "tiny": True}
-    assert run_features(parse(["run", "--table", "1", "clip"]))["backbone"] == "clip-vit-b16"
+    with pytest.raises(GridError, match="for each dataset's default features"):
+        run_features(parse(["run", "--table", "1", "clip"]))  # Table 1 ran on CLIP features
     grids = tmp_path / "grids.yaml"
     grids.write_text(
         "grids:\n  dino:\n    datasets: [synth]\n    methods: [otam]\n"

@@ -31,6 +31,17 @@ def test_all_runs_every_grid_on_the_default_features():
     assert set(all_grids()) == builtin - own_features
 
 
+def test_a_grid_of_its_own_features_does_not_share_a_run_with_default_grids():
+    """'run --table clip main' ran the main grid on the clip grid's CLIP features (Table 1
+    on CLIP features, with a footnote), though the docs said it stops."""
+    from fsarbench.experiments.grids import GridError, grid_features
+
+    assert grid_features(["clip"])["backbone"].startswith("clip")
+    with pytest.raises(GridError, match=r"\['main'\] for each dataset's default features"):
+        grid_features(["clip", "main"])
+    assert grid_features(["main", "table1"]) == {}
+
+
 def test_registered_grid_leaves_out_what_it_excludes() -> None:
     from fsarbench.config import ConfigError
     from fsarbench.experiments.grids import load_grid_file

@@ -38,6 +38,9 @@ def _run_plan(tmp_path, *argv: str) -> int:
         (["--table", "1", "--shots", "2"], "they offer --shots 1 3 5"),
         (["--table", "main", "--ways", "7"], "--ways 7 selects no cell"),
         (["--table", "1", "--method", "otam", "protnet"], "--method protnet selects no cell"),
+        # the flag at fault is named, not the first one checked
+        (["--table", "main", "--method", "otam", "--ways", "50"], "--ways 50 selects no cell"),
+        (["--table", "3", "--method", "sgtm-otam", "--shots", "3"], "--shots 3 selects no cell"),
     ],
 )
 def test_grid_filters_that_select_nothing_are_refused(tmp_path, capsys, argv, said):

@@ -317,16 +317,18 @@ def _check_filters_matched(args, grids: list[str], available: list[str], cells: 
         for g in grids
         for c in expand_grid(g, available, track=args.track, protocol=args.protocol)
     ]
-    for flag, arg, field in _FILTERS:
-        chosen = {getattr(c, field) for c in cells}
-        missing = [v for v in getattr(args, arg) or [] if v not in chosen]
-        if missing:
-            values = sorted({getattr(c, field) for c in offered}, key=str)
-            raise ValueError(
-                f"{flag} {' '.join(map(str, missing))} selects no cell of grid(s) "
-                f"{', '.join(grids)} (with the other filters); they offer {flag} "
-                f"{' '.join(map(str, values))}"
-            )
+    # each flag alone first: '--ways 50' was reported as '--method clip-fsar selects no cell'
+    for within, pool in (("", offered), (" (with the other filters)", cells)):
+        for flag, arg, field in _FILTERS:
+            chosen = {getattr(c, field) for c in pool}
+            missing = [v for v in getattr(args, arg) or [] if v not in chosen]
+            if missing:
+                values = sorted({getattr(c, field) for c in offered}, key=str)
+                raise ValueError(
+                    f"{flag} {' '.join(map(str, missing))} selects no cell of grid(s) "
+                    f"{', '.join(grids)}{within}; they offer {flag} "
+                    f"{' '.join(map(str, values))}"
+                )
 
 
 def _shard(cells: list[Cell], spec: str | None, tracks: dict, share: bool) -> list[Cell]:

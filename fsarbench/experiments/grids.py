@@ -205,6 +205,13 @@ def grid_features(names: list[str]) -> dict[str, Any]:
             f"grids {sorted(asked)} ask for different frame features ({asked}); run them "
             "separately (each with its own --out)"
         )
+    plain = sorted(n for n in names if not _grid(n).features)
+    if asked and plain:  # the main grid ran on the clip grid's CLIP features, unsaid
+        raise GridError(
+            f"grid(s) {sorted(asked)} ask for their own frame features ({asked}) and "
+            f"{plain} for each dataset's default features; run them separately (each with "
+            "its own --out)"
+        )
     return dict(next(iter(asked.values()))) if asked else {}
 
 
