@@ -190,8 +190,12 @@ CARRIED_DIGESTS = {
     # logits while validating name the val split; manifests with negative class ids,
     # repeated video ids or mistyped spec fields are refused; ranks of one sharded
     # evaluation given other inputs, or leaving queries unpredicted, are refused; a copy
-    # of the support labels instead of a read-only view (a torch warning at 1 episode)
-    "cda7ddc6641ab0fa": "2815c7d05867b240",
+    # of the support labels instead of a read-only view (a torch warning at 1 episode);
+    # 'weights=None' is spelled 'none' (other spellings name other records), a plan's
+    # outline names tiny features; unreadable text or image weights files, and NaN/inf
+    # features at extraction, are named errors (NaN features were cached)
+    "711fe2182ce63e1b": "2815c7d05867b240",
+    "ac382c15c96a62e8": "45d399cf0f55f5c7",
 }
 
 

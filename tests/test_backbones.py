@@ -143,8 +143,10 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
     with pytest.raises(BackboneWeightsError, match="does not exist"):
         create_backbone("resnet18", weights=str(tmp_path / "absent.pth"))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(BackboneWeightsError, match="cannot read"):
+    with pytest.raises(BackboneWeightsError, match="cannot read .* as a PyTorch state dict"):
         create_backbone("resnet18", weights=str(tmp_path / "junk.pt"))
+    with pytest.raises(BackboneWeightsError, match="is a folder: give the weights file in it"):
+        create_backbone("resnet18", weights=str(tmp_path))  # the cache folder, not its file
 
 
 def test_checkpoint_with_pickled_objects_is_refused(tmp_path):

@@ -240,6 +240,24 @@ def test_text_tower_activation_is_the_weights_own(small_text_file, monkeypatch):
         tt.create_text_tower("ViT-B-16", weights="laion2b_s34b_b88k", quick_gelu=True)
 
 
+def test_an_unreadable_text_checkpoint_is_named(small_text_file, tmp_path):
+    """A corrupt text checkpoint gave a raw IndexError traceback, another model's an
+    AssertionError, and a missing one open_clip's error instead of the named one."""
+    from fsarbench.features import text_towers as tt
+
+    corrupt = tmp_path / "corrupt.bin"
+    corrupt.write_bytes(small_text_file.read_bytes()[:5000])
+    for path, said in [
+        (corrupt, "cannot load .*corrupt.bin as an open_clip checkpoint of the fsar-small"),
+        (tmp_path / "nope" / "text.bin", "text.bin does not exist: give an open_clip"),
+        (tmp_path, "is a folder"),
+    ]:
+        with pytest.raises(tt.TextTowerWeightsError, match=said):
+            tt.create_text_tower("fsar-small", weights=str(path), quick_gelu=True)
+    with pytest.raises(tt.TextTowerWeightsError, match="as an open_clip checkpoint of the ViT"):
+        tt.create_text_tower("ViT-B-16", weights=str(small_text_file), quick_gelu=True)
+
+
 def test_a_replaced_text_checkpoint_is_read_again_and_changes_the_record(small_text_file):
     """The text weights' identity (file md5 and activation) is a recorded hyper-parameter:
     a checkpoint replaced at the same path is read again in-process, and gives another record
@@ -367,3 +385,20 @@ def test_clip_grid_cells_and_its_frame_features(tmp_path):
 
     with pytest.raises(ConfigError, match="resolutoin"):
         run_features(parse(["run", "--table", "clip", "--features", "resolutoin=64"]))
+
+
+def test_random_weights_in_any_case_are_one_spelling_and_the_plan_knows_tiny(tmp_path):
+    """'weights=None' built a random image tower while clip-fsar (comparing 'none') asked
+    for the OpenAI text tower; the plan's outline left 'tiny' out and built a full random
+    ViT-B-16 text tower the run never builds."""
+    from fsarbench.experiments.features import FeaturePreset, FrozenFeatureProvider
+
+    assert {FeaturePreset(weights=w).weights for w in ("None", "NONE", "none")} == {"none"}
+    overrides = {"backbone": "clip-vit-b16", "weights": "None", "tiny": True}
+    provider = FrozenFeatureProvider(cache_root=tmp_path, preset_overrides=overrides)
+    info = provider.outline("synth").info
+    assert info["weights"] == "none" and info["tiny"] is True
+    from fsarbench.registry import method_info
+
+    derived = method_info("clip-fsar").cls.backbone_hparams(info)
+    assert derived == {"text_tower": "tiny", "text_weights": "none"}

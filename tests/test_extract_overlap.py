@@ -108,6 +108,23 @@ def test_writer_error_is_raised_in_the_loop(tmp_path):
             writer.write(np.array([1]), np.array([0]), torch.zeros(1, T, 4))
 
 
+@pytest.mark.parametrize("value", [float("nan"), 1e6])  # 1e6 overflows float16
+def test_non_finite_features_are_never_cached(tmp_path, value):
+    """Weights giving NaN were extracted and cached for every video without a word; the
+    training error then blamed the learning rate."""
+    cache = FeatureCache.create(
+        tmp_path / "c", video_ids=["a", "b", "c"], num_views=1, num_frames=T, feature_dim=4
+    )
+    bad = torch.zeros(2, T, 4)
+    bad[1, 0, 2] = value
+    failed = pytest.raises(RuntimeError, match=r"NaN/inf features for 1 of 2 clips \(videos \[2\]")
+    with failed, CacheWriter(cache, flush_every_s=1e9) as writer:
+        writer.write(np.array([0]), np.array([0]), torch.zeros(1, T, 4))
+        writer.write(np.array([1, 2]), np.array([0, 0]), bad)
+    cache.flush()
+    np.testing.assert_array_equal(FeatureCache.open(tmp_path / "c").done_mask[:, 0], [1, 0, 0])
+
+
 def test_writer_stores_everything_queued_before_an_interruption(tmp_path):
     cache = FeatureCache.create(
         tmp_path / "c", video_ids=list("abcd"), num_views=1, num_frames=T, feature_dim=4

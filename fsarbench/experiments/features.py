@@ -45,6 +45,8 @@ class FeaturePreset:
     def __post_init__(self) -> None:
         for name in ("resolution", "num_frames", "train_views"):
             check_range("features", name, getattr(self, name), 1)
+        if str(self.weights).lower() == "none":  # 'None' built a random image tower and
+            object.__setattr__(self, "weights", "none")  # asked clip-fsar for OpenAI text
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class FrozenFeatureProvider:
         preset = feature_preset(dataset, self.overrides)
         ds = get_dataset(dataset, root=None if is_synthetic(dataset) else self.root)
         info = {"backbone": preset.backbone, "weights": preset.weights}
+        if preset.tiny:  # as _features records it: clip-fsar's plan built the full tower
+            info["tiny"] = True
         shape = (preset.num_frames, backbone_spec(preset.backbone).feature_dim)
         return FeatureOutline(dataset, shape, len(ds.class_names("train")), info)
 

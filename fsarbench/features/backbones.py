@@ -227,6 +227,11 @@ def _weights_kind(weights: str | Path) -> str:
         return "none"
     looks_like_path = os.sep in text or text.endswith((".pt", ".pth", ".bin"))
     if isinstance(weights, Path) or looks_like_path or Path(text).is_file():
+        if Path(text).is_dir():
+            raise BackboneWeightsError(
+                f"weights {text} is a folder: give the weights file in it (timm's "
+                "model.safetensors or a .pt/.pth state dict)"
+            )
         if not Path(text).is_file():
             raise BackboneWeightsError(f"weights file {text} does not exist")
         return "file"
@@ -289,7 +294,12 @@ def load_checkpoint_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors have many types
-        raise BackboneWeightsError(f"cannot read checkpoint {path}: {err}") from None
+        raise BackboneWeightsError(
+            f"cannot read checkpoint {path} as a PyTorch state dict ({type(err).__name__}: "
+            "truncated, corrupt, not a torch.save file, or holding Python objects besides "
+            "tensors, which are never unpickled); give the backbone's state dict or timm's "
+            "model.safetensors"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -82,6 +82,11 @@ def _file_stamp(path: str) -> tuple[int, int, int] | None:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
+#: What open_clip raises on a corrupt checkpoint (the unpickler's IndexError, EOFError) or
+#: another model's (its AssertionError on a changed width, torch's RuntimeError on shapes).
+_UNREADABLE = (RuntimeError, ValueError, IndexError, KeyError, AssertionError, EOFError, OSError)
+
+
 @functools.lru_cache(maxsize=4)
 def _create_text_tower(
     name: str,
@@ -108,11 +113,24 @@ def _create_text_tower(
     else:
         if _is_path(weights):
             path, quick = Path(weights), _file_quick_gelu(weights, quick_gelu)
+            if not path.is_file():
+                what = "is a folder" if path.is_dir() else "does not exist"
+                raise TextTowerWeightsError(
+                    f"text weights file {path} {what}: give an open_clip checkpoint of the "
+                    f"{name} model (open_clip_pytorch_model.bin)"
+                )
         else:
             quick = _tag_quick_gelu(name, weights, quick_gelu)
             path = _cached_file(name, weights)
         with _seeded(seed):
-            model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick)
+            try:
+                model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick)
+            except _UNREADABLE as err:  # a corrupt file or another model's: no traceback
+                raise TextTowerWeightsError(
+                    f"cannot load {path} as an open_clip checkpoint of the {name} model "
+                    f"({type(err).__name__}: {err}); give the {name} model's "
+                    "open_clip_pytorch_model.bin"
+                ) from err
         weights_id = (
             f"open_clip:{name}.{weights}" if not _is_path(weights) else f"file:{md5_file(path)}"
         )

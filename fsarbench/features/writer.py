@@ -107,4 +107,13 @@ class CacheWriter:
             return
         _, index, view, features = item
         host = features.to("cpu", torch.float16)
+        finite = torch.isfinite(host).flatten(1).all(1)
+        if not bool(finite.all()):  # NaN weights were cached for every video, unsaid
+            bad = index[~finite.numpy()]
+            raise FloatingPointError(
+                f"the backbone gave NaN/inf features for {len(bad)} of {len(index)} clips "
+                f"(videos {bad[:5].tolist()}): its weights or its input are broken, or its "
+                "outputs exceed float16 (the cache's precision); nothing of this batch was "
+                "stored"
+            )
         self.cache.write(index, view, host.numpy())
