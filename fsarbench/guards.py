@@ -19,6 +19,7 @@ __all__ = [
     "NONFINITE",
     "NONFINITE_POLICIES",
     "NonFiniteLogitsError",
+    "ConstantLogitsError",
     "NonFiniteLossError",
     "NonFiniteFeaturesError",
     "LogitsShapeError",
@@ -106,15 +107,28 @@ def predict_labels(
             "episode's label order (average per-support scores over each class's shots)"
         )
     bad = ~torch.isfinite(logits).all(-1)
-    # labels and the non-finite mask in one copy to the host (each copy waits for the GPU)
-    host = torch.stack([logits.argmax(-1), bad.long()]).cpu().numpy()
+    flat = logits.amax(-1) == logits.amin(-1)  # every class scored alike
+    # labels and the two masks in one copy to the host (each copy waits for the GPU)
+    host = torch.stack([logits.argmax(-1), bad.long(), flat.long()]).cpu().numpy()
     predicted, bad_np = host[0].astype(np.int64), host[1].astype(bool)
+    if host[2].all() and logits.shape[-1] > 1:
+        raise ConstantLogitsError(
+            f"{method} scored every class alike for every query of episodes {first_episode}.."
+            f"{first_episode + len(predicted) - 1}: argmax would pick label 0 each time and "
+            "print chance accuracy as a result. Its features carry nothing it can use (all "
+            "zero, or so large that the similarity overflowed?): check them, and the method "
+            "('python -m fsarbench check-method NAME')"
+        )
     if not bad_np.any():
         return predicted
     if policy == "error":
         raise NonFiniteLogitsError(_where(bad_np, first_episode, method))
     predicted[bad_np] = NONFINITE
     return predicted
+
+
+class ConstantLogitsError(FloatingPointError):
+    """Every query of a batch got the same logit for every class: no prediction exists."""
 
 
 def _where(bad: np.ndarray, first_episode: int, method: str, show: int = 5) -> str:

@@ -193,8 +193,9 @@ CARRIED_DIGESTS = {
     # of the support labels instead of a read-only view (a torch warning at 1 episode);
     # 'weights=None' is spelled 'none' (other spellings name other records), a plan's
     # outline names tiny features; unreadable text or image weights files, and NaN/inf
-    # features at extraction, are named errors (NaN features were cached)
-    "711fe2182ce63e1b": "2815c7d05867b240",
+    # features at extraction, are named errors (NaN features were cached); logits alike
+    # for every class of every query of a batch are refused (label 0 was taken each time)
+    "fc77b2c057fb0c31": "2815c7d05867b240",
     "ac382c15c96a62e8": "45d399cf0f55f5c7",
 }
 

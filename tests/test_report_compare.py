@@ -204,3 +204,38 @@ def test_rows_edited_after_a_first_read_are_checked_again(tmp_path) -> None:
     with pytest.raises(QueryRowsError, match="give"):
         episode_accuracy(tmp_path, entry)
     assert first.shape == (40,)
+
+
+def test_features_files_without_ids_or_test_list_are_said_to_pair_by_position():
+    """Two features files with no video ids (one a shuffled copy) were compared as paired
+    (p 4e-52) with nothing saying the pairing rests on the row order alone."""
+    from types import SimpleNamespace
+
+    from fsarbench.cli.compare_cmd import _paired_by_position
+    from fsarbench.report.records import EpisodesKey
+
+    def entry(features: dict, md5: str = ""):
+        key = EpisodesKey("m", md5, ())
+        return SimpleNamespace(records=[SimpleNamespace(features=features)], episodes_key=key)
+
+    a, b = entry({"file_md5": "1"}), entry({"file_md5": "2"})
+    assert _paired_by_position(a, b)
+    assert not _paired_by_position(a, entry({"file_md5": "1"}))  # one file: one order
+    assert not _paired_by_position(entry({"file_md5": "1"}, "md5"), entry({"file_md5": "2"}, "md5"))
+    assert not _paired_by_position(entry({"cache_key": "k"}), b)  # a cache names its videos
+
+
+def test_a_column_mixing_intervals_is_named():
+    """'eval --interval t' records sat beside 1.96·std/√n ones in one '± 95% CI' column."""
+    from types import SimpleNamespace
+
+    from fsarbench.report.tables import interval_note
+    from fsarbench.stats.intervals import INTERVALS
+
+    def entry(name: str, kind: str):
+        return SimpleNamespace(system=name, records=[SimpleNamespace(spread=INTERVALS[kind])])
+
+    assert interval_note([entry("a", "normal"), entry("b", "normal")]) == ""
+    note = interval_note([entry("a", "normal"), entry("b", "t")])
+    assert note.startswith("± is not one interval throughout (a: 95% CI half-width, 1.96")
+    assert "b: 95% CI half-width, t(0.975, n-1)" in note

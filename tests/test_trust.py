@@ -67,6 +67,21 @@ def test_count_wrong_policy_counts_and_records_them():
         fb.evaluate(head, feats, manifest, progress=False, nonfinite="ignore")
 
 
+def test_logits_alike_for_every_class_are_no_prediction():
+    """All-zero features (or ones whose cosine overflowed) scored every class alike: argmax
+    took label 0 each time and eval printed a confident '20.00 ± 0.00'."""
+    from fsarbench.guards import ConstantLogitsError
+
+    classes, manifest = _manifest()
+    zeros = torch.zeros(len(classes), 4, 8)
+    head = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    with pytest.raises(ConstantLogitsError, match="scored every class alike for every query"):
+        fb.evaluate(head, zeros, manifest, progress=False)
+    some = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(0))
+    some[int(manifest.query[0, 0])] = 0  # one query alike for every class: not all of them
+    assert fb.evaluate(head, some, manifest, progress=False).accuracy > 0
+
+
 def test_nonfinite_logits_through_a_pair_table_are_caught():
     classes, manifest = _manifest(episodes=200)
     feats = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(1))

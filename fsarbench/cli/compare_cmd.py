@@ -23,7 +23,7 @@ from fsarbench.report.compare import (
 from fsarbench.report.markdown import md_cell_text
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import STALE_MARK
-from fsarbench.report.tables import stale_note
+from fsarbench.report.tables import interval_note, stale_note
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
 from fsarbench.stats.rounding import difference, fixed
 
@@ -182,7 +182,31 @@ def run(args: argparse.Namespace) -> int:
     stale = stale_note([e for c in comps for e in (c.a, c.b)])
     if stale:
         print(f"Note: {stale}")
+    intervals = interval_note([e for c in comps for e in (c.a, c.b)])
+    if intervals:
+        print(f"Note: {intervals}")
     changed = recipe_changes_text([r for c in comps for e in (c.a, c.b) for r in e.records])
     if changed:  # the tables said so; the command asking "is A better?" did not
         print(f"Note: {changed}")
+    blind = [c.setting.label for c in comps if _paired_by_position(c.a, c.b)]
+    if blind:
+        print(
+            f"Note: paired by position only in {', '.join(blind)}: {args.a} and {args.b} were "
+            "evaluated on different features files that name no videos and no test list, so "
+            "nothing shows that query i is the same video on both sides; the paired tests "
+            "assume it (evaluate both on one features file, or on files with video ids)."
+        )
     return 0
+
+
+def _paired_by_position(a, b) -> bool:
+    """Both sides evaluated on other features files (``file_md5``) with no test list md5:
+    their episodes are paired by index alone (a shuffled copy paired at p 4e-52)."""
+    ra, rb = a.records[0], b.records[0]
+    files = ra.features.get("file_md5"), rb.features.get("file_md5")
+    return (
+        None not in files
+        and files[0] != files[1]
+        and not a.episodes_key.test_list_md5
+        and not b.episodes_key.test_list_md5
+    )

@@ -21,7 +21,7 @@ from fsarbench.report.leaderboard import (
     untested_note,
     write_leaderboard,
 )
-from fsarbench.report.tables import stale_note
+from fsarbench.report.tables import interval_note, stale_note
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 
@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"no setting under {args.runs} could be ranked (see the notes above)")
     notes = [f"left out {r}" for r in left_out + unranked]
     tie_note = untested_note(args.test, untested)
-    stale = stale_note([st.entry for standings in board.values() for st in standings])
-    for note in [n for n in (tie_note, stale) if n] + held:
+    ranked = [st.entry for standings in board.values() for st in standings]
+    stale, intervals = stale_note(ranked), interval_note(ranked)
+    for note in [n for n in (tie_note, stale, intervals) if n] + held:
         print(f"note: {note}", file=sys.stderr)
         notes.append(note)
     kw = {"alpha": args.alpha, "test": args.test, "notes": notes}

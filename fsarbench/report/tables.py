@@ -447,6 +447,18 @@ def stale_note(entries: list[Entry]) -> str:
     )
 
 
+def interval_note(entries: list[Entry]) -> str:
+    """Which systems' ± is another interval than the others' (``eval --interval t`` beside
+    ``run``'s 1.96·std/√n): one column mixed both without a word; ``""`` when all agree."""
+    spreads = {e.system: {r.spread for r in e.records} for e in entries}
+    kinds = {s for found in spreads.values() for s in found}
+    if len(kinds) < 2:
+        return ""
+    by_kind = {k: sorted(n for n, found in spreads.items() if k in found) for k in sorted(kinds)}
+    parts = [f"{', '.join(names)}: {kind}" for kind, names in by_kind.items()]
+    return "± is not one interval throughout (" + "; ".join(parts) + ")."
+
+
 def _track_notes(spec: TableSpec, entries: list[Entry], source: str) -> list[str]:
     """Which protocol the published numbers follow, and where run cells follow another (a
     table without one ``protocol`` labels each row instead)."""
