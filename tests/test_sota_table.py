@@ -301,3 +301,25 @@ def test_a_stale_run_row_carries_its_mark_once(tmp_path) -> None:
     assert row.labels[0] == f"sgtm-otam {STALE_MARK}"
     filled = [c.text for c in row.cells if c.entry is not None]
     assert filled and not any(STALE_MARK in text for text in filled)
+
+
+def test_run_rows_name_the_weights_frames_and_text_tower_they_ran_with():
+    """A random, tiny or checkpoint tower printed as plain 'clip-vit-b16' under the
+    published CLIP ViT-B/16 row; finetune rows showed n/r and clip-fsar's text tower n/r."""
+    from types import SimpleNamespace
+
+    from fsarbench.report.comparison import _backbone_label, _frames_label, _text_label
+
+    def record(features=None, recipe=None, hparams=None):
+        return SimpleNamespace(features=features or {}, recipe=recipe or {}, hparams=hparams)
+
+    frozen = record({"backbone": "clip-vit-b16", "weights": "none", "tiny": True})
+    assert _backbone_label(frozen) == "clip-vit-b16 (weights none, tiny)"
+    assert _backbone_label(record({"backbone": "clip-vit-b16", "weights": "pretrained"})) == (
+        "clip-vit-b16"
+    )
+    assert _backbone_label(record({"backbone": "r50", "weights": "/x/w.pt"})) == "r50 (weights w.pt)"
+    tuned = record(recipe={"options": {"backbone": "resnet50", "weights": "imagenet", "frames": 8}})
+    assert (_backbone_label(tuned), _frames_label(tuned)) == ("resnet50", "8")
+    text = record(hparams={"text_tower": "ViT-B-16", "text_weights": "openai"})
+    assert _text_label(text) == "ViT-B-16 (openai)" and _text_label(record()) is None

@@ -266,11 +266,46 @@ def to_table_spec(spec: ComparisonSpec) -> TableSpec:
     )
 
 
-def _run_label(entries: list[Entry], key: str) -> str:
-    """One protocol label of a run row from its records' ``features`` (``backbone``,
-    ``num_frames``), joined when cells differ; :data:`NOT_RECORDED` when none says."""
-    found = sorted({str(r.features[key]) for e in entries for r in e.records if key in r.features})
+def _run_label(entries: list[Entry], label_of) -> str:
+    """One protocol label of a run row, ``label_of(record)`` joined when cells differ;
+    :data:`NOT_RECORDED` when no record says."""
+    found = sorted({x for e in entries for r in e.records if (x := label_of(r)) is not None})
     return " / ".join(found) if found else NOT_RECORDED
+
+
+def _made_with(record) -> dict:
+    """The frame encoder's settings: the frozen track's ``features``, else the finetune
+    track's recipe ``options`` (backbone, weights, frames, tiny)."""
+    options = (record.recipe or {}).get("options") if isinstance(record.recipe, dict) else None
+    return record.features if record.features.get("backbone") else options or {}
+
+
+def _backbone_label(record) -> str | None:
+    """The backbone and, where they are not its published pre-training, its weights: a
+    random, tiny or checkpoint-file tower printed as plain ``clip-vit-b16`` under the
+    published CLIP ViT-B/16 row."""
+    made = _made_with(record)
+    if not made.get("backbone"):
+        return None
+    weights = str(made.get("weights", "pretrained"))
+    extras = [] if weights in ("pretrained", "imagenet") else [f"weights {Path(weights).name}"]
+    if made.get("tiny"):
+        extras.append("tiny")
+    return f"{made['backbone']} ({', '.join(extras)})" if extras else str(made["backbone"])
+
+
+def _frames_label(record) -> str | None:
+    made = _made_with(record)
+    frames = made.get("num_frames", made.get("frames"))
+    return None if frames is None else str(frames)
+
+
+def _text_label(record) -> str | None:
+    """A head's text tower where it has one (``clip-fsar``'s hyper-parameters)."""
+    tower = (record.hparams or {}).get("text_tower")
+    if tower is None:
+        return None
+    return f"{tower} ({(record.hparams or {}).get('text_weights', '?')})"
 
 
 def _relabel_run_row(row: TableRow) -> None:
@@ -287,10 +322,10 @@ def _relabel_run_row(row: TableRow) -> None:
     row.labels = [
         " / ".join(systems),
         "this run",
-        _run_label(entries, "backbone"),
-        _run_label(entries, "num_frames"),
+        _run_label(entries, _backbone_label),
+        _run_label(entries, _frames_label),
         tracks,
-        NOT_RECORDED,
+        _run_label(entries, _text_label),
         "",
     ]
 
