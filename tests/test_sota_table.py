@@ -318,7 +318,8 @@ def test_run_rows_name_the_weights_frames_and_text_tower_they_ran_with():
     assert _backbone_label(record({"backbone": "clip-vit-b16", "weights": "pretrained"})) == (
         "clip-vit-b16"
     )
-    assert _backbone_label(record({"backbone": "r50", "weights": "/x/w.pt"})) == "r50 (weights w.pt)"
+    checkpoint = record({"backbone": "r50", "weights": "/x/w.pt"})
+    assert _backbone_label(checkpoint) == "r50 (weights w.pt)"
     tuned = record(recipe={"options": {"backbone": "resnet50", "weights": "imagenet", "frames": 8}})
     assert (_backbone_label(tuned), _frames_label(tuned)) == ("resnet50", "8")
     text = record(hparams={"text_tower": "ViT-B-16", "text_weights": "openai"})
