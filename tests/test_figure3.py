@@ -37,9 +37,20 @@ def checkpoints(tmp_path_factory):
     return ds, out
 
 
-def test_saliency_groups_box_top_and_bottom_k():
-    groups = saliency_groups(torch.tensor([0.1, 3.0, -2.0, 0.5, 1.0]), 2)
-    assert groups == ["non-salient", "salient", "non-salient", "ambiguous", "salient"]
+def test_saliency_groups_are_the_frames_the_model_masks():
+    """Figure 3 boxed max(1, n // 2) top and bottom frames whatever the model masked: at
+    n = 3 a masked frame was shown visible; for top-4 it boxed frames never masked."""
+    from fsarbench_sgtm.masks import get_mask_strategy
+
+    logits = torch.tensor([0.1, 3.0, -2.0, 0.5, 1.0, -1.0])  # ranks: 1, 4, 0, 3, 5, 2
+    sgtm = get_mask_strategy("saliency").fn(logits[None], 3)[0]  # 2 top, 1 bottom
+    assert saliency_groups(logits, sgtm) == [
+        "ambiguous", "salient", "non-salient", "ambiguous", "salient", "ambiguous"
+    ]  # fmt: skip
+    top = get_mask_strategy("top").fn(logits[None], 4)[0]
+    assert saliency_groups(logits, top, "top") == [
+        "salient", "salient", "visible", "salient", "salient", "visible"
+    ]  # fmt: skip
 
 
 def test_grad_cam_is_normalised_per_frame(checkpoints):

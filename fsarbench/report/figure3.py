@@ -23,7 +23,15 @@ from fsarbench.training.video_method import VideoMethod
 
 __all__ = ["load_finetune_model", "grad_cam", "saliency_groups", "plot_figure3"]
 
-COLOURS = {"salient": "tab:green", "non-salient": "tab:red", "ambiguous": "tab:gray"}
+#: The paper's colours (Fig. 3): blue salient, green non-salient, red ambiguous; frames a
+#: strategy other than SGTM's leaves visible are "visible" (grey).
+COLOURS = {
+    "salient": "tab:blue",
+    "non-salient": "tab:green",
+    "ambiguous": "tab:red",
+    "visible": "tab:gray",
+    "masked": "tab:purple",
+}
 
 
 def load_finetune_model(path: str | Path) -> VideoMethod:
@@ -32,7 +40,15 @@ def load_finetune_model(path: str | Path) -> VideoMethod:
     from fsarbench.training.finetune import build_video_method
     from fsarbench.training.finetune_recipe import checkpoint_options
 
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors have many types
+        raise ValueError(
+            f"cannot read {path} as a checkpoint ({type(err).__name__}); give a finetune "
+            "run's OUT/models/<unit>/best.pt"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a finetune checkpoint")
     recipe = data.get("recipe") or {}
     if "options" not in recipe or not isinstance(data.get("method"), dict):
         raise ValueError(f"{path} is not a finetune checkpoint (no backbone options/weights)")
@@ -80,16 +96,24 @@ def grad_cam(model: VideoMethod, clip: Tensor) -> Tensor:
     return cam / peak[:, None, None]
 
 
-def saliency_groups(logits: Tensor, k: int) -> list[str]:
-    """``salient`` for the ``k`` frames of highest ``Σ_c A``, ``non-salient`` for the ``k``
-    lowest, ``ambiguous`` for the rest (SGTM masks the first two groups)."""
+def saliency_groups(logits: Tensor, masked: Tensor, strategy: str = "saliency") -> list[str]:
+    """Each frame's group from the frames the model masks, ``masked [T]`` (bool), and the
+    saliency ranks of ``logits [T]`` (``Σ_c A``). Under SGTM's own strategy a masked frame
+    is ``salient`` in the upper half of the ranks, ``non-salient`` in the lower, and an
+    unmasked one ``ambiguous``; under the ``top``/``bottom``/``middle`` variants the masked
+    frames are ``salient``/``non-salient``/``masked`` and the rest ``visible``. Figure 3 boxed
+    ``max(1, n // 2)`` top and bottom frames whatever the model masked (at n = 3 it left a
+    masked frame out; for the top-4 variant it boxed two frames it never masks)."""
     order = torch.sort(logits, descending=True, stable=True).indices.tolist()
-    groups = ["ambiguous"] * len(order)
-    for t in order[:k]:
-        groups[t] = "salient"
-    for t in order[len(order) - k :]:
-        groups[t] = "non-salient"
-    return groups
+    rank = {t: r for r, t in enumerate(order)}
+    if strategy != "saliency":  # one group masked: the most, least or middle salient
+        group = {"top": "salient", "bottom": "non-salient"}.get(strategy, "masked")
+        return [group if bool(masked[t]) else "visible" for t in range(len(order))]
+    half = len(order) / 2
+    return [
+        ("salient" if rank[t] < half else "non-salient") if bool(masked[t]) else "ambiguous"
+        for t in range(len(order))
+    ]
 
 
 def _pixels(clip: Tensor, norm: str) -> np.ndarray:
@@ -113,8 +137,14 @@ def plot_figure3(sgtm: VideoMethod, others: list[VideoMethod], clip: Tensor, tit
     with torch.no_grad():
         feats = sgtm.features(clip[None])  # [1, T, D]
         logits = sgtm.inner.actionness_logits(feats)[0]
-    k = max(1, sgtm.inner.num_masked // 2)
-    groups = saliency_groups(logits, k)
+        strategy = sgtm.inner.strategy
+        if strategy is None or not strategy.needs_saliency:
+            raise ValueError(
+                "the first checkpoint's SGTM variant masks no frames by saliency (mask "
+                f"{sgtm.inner.config.mask!r}): Figure 3 shows the frames a saliency mask picks"
+            )
+        masked = sgtm.inner.frame_mask(feats)[0]
+    groups = saliency_groups(logits, masked, strategy.name)
     models = [sgtm, *others]
     cams = [grad_cam(m, clip) for m in models]
     t = clip.shape[0]
@@ -141,5 +171,6 @@ def plot_figure3(sgtm: VideoMethod, others: list[VideoMethod], clip: Tensor, tit
             ax.set_xticks([]), ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(getattr(model, "method_label", "model"), fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    n = int(masked.sum())
+    fig.suptitle(f"{title}\nmask {strategy.name!r}: {n} of {t} frames masked", fontsize=9)
     return fig
