@@ -194,8 +194,10 @@ CARRIED_DIGESTS = {
     # 'weights=None' is spelled 'none' (other spellings name other records), a plan's
     # outline names tiny features; unreadable text or image weights files, and NaN/inf
     # features at extraction, are named errors (NaN features were cached); logits alike
-    # for every class of every query of a batch are refused (label 0 was taken each time)
-    "fc77b2c057fb0c31": "2815c7d05867b240",
+    # for every class of every query of a batch are refused (label 0 was taken each time);
+    # a finetune cell's config names its train/val and test files (a replaced video left
+    # its record served as current): its records are evaluated once more, its models kept
+    "34c2485f3d086ea8": "2815c7d05867b240",
     "ac382c15c96a62e8": "45d399cf0f55f5c7",
 }
 

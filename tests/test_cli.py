@@ -415,3 +415,19 @@ def test_check_method_names_bad_hparams_once(capsys):
     assert main(["check-method", "protonet", "--hparams", '{"prototype": true}']) == 1
     out = capsys.readouterr().out
     assert out.count("unknown key 'prototype'") == 1 and "(no check ran)" in out
+
+
+def test_a_flag_of_overrides_given_twice_keeps_both():
+    """'--recipe steps=2 ... --recipe lr=0.001' planned 30 steps: the second flag replaced
+    the first; a key set in both is still refused."""
+    from fsarbench.cli.common import parse_overrides
+    from fsarbench.cli.main import build_parser
+
+    parse = build_parser().parse_args
+    args = parse(["run", "--recipe", "steps=2", "--recipe", "lr=0.001", "--option", "crop=64"])
+    assert parse_overrides(args.recipe, "--recipe") == {"steps": 2, "lr": 0.001}
+    args = parse(["train", "otam", "--dataset", "synth", "--option", "a=1", "--option", "b=2"])
+    assert args.option == ["a=1", "b=2"]
+    twice = parse(["run", "--recipe", "steps=2", "--recipe", "steps=3"])
+    with pytest.raises(ValueError, match="sets 'steps' twice"):
+        parse_overrides(twice.recipe, "--recipe")

@@ -150,6 +150,23 @@ def test_a_test_video_found_damaged_after_training_keeps_the_model(synth, tmp_pa
     assert _fingerprint(again, monkeypatch, tmp_path) == fingerprint
 
 
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_a_replaced_video_changes_the_cells_identity_not_the_models_name(synth, tmp_path, split):
+    """A test (or train) video replaced under the same id left the finetune cell's record
+    served as current by the next run (51.60, while eval of the same model gave 50.80), and
+    a new cell of the unit sat beside it on other data: the record names its files now."""
+    before = _track(synth, tmp_path / "cache").data(CELL)
+    video = synth.videos(split)[2]
+    stat = video.path.stat()
+    os.utime(video.path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a fixed file
+    after = _track(synth, tmp_path / "cache").data(CELL)
+    other = "train_val" if split == "test" else "test"
+    key = "test" if split == "test" else "train_val"
+    assert after.info["files"][key] != before.info["files"][key]
+    assert after.info["files"][other] == before.info["files"][other]
+    assert after.model_info == before.model_info  # the model folder keeps its name
+
+
 def _args(synth, tmp_path, policy: str) -> argparse.Namespace:
     return argparse.Namespace(bad_videos=policy, cache=str(tmp_path / "cache"))
 

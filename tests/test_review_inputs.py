@@ -288,3 +288,15 @@ def test_videos_without_split_lists_are_named_not_sent_to_the_layout_advice(
     argv[-1] = str(tmp_path / "data" / "hmdb51")  # --root the dataset's own folder
     assert _run_plan(tmp_path, *argv) == 0
     assert "the videos of hmdb51 (videos at " in capsys.readouterr().out
+
+
+def test_run_checks_option_values_against_each_method_s_recipe_on_its_dataset(tmp_path, capsys):
+    """--option resize=100 was refused on synth by the bare defaults' crop of 224 (train
+    accepts it), and crop=1000 was told 'at most 256' where synth's limit is 64."""
+    argv = ["--track", "finetune", "--table", "main", "--method", "protonet", "--dataset"]
+    argv += ["synth", "--shots", "1", "--ways", "5"]
+    assert _run_plan(tmp_path, *argv, "--option", "resize=100", "weights=none") == 0
+    assert _run_plan(tmp_path, *argv, "--option", "crop=1000", "weights=none") == 2
+    assert "resize = 64; set crop to at most 64" in capsys.readouterr().err
+    assert _run_plan(tmp_path, *argv, "--option", "cropp=3") == 2
+    assert "unknown key 'cropp' in --option. Did you mean 'crop'?" in capsys.readouterr().err

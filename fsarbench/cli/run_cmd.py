@@ -24,7 +24,7 @@ from fsarbench.cli.common import (
     seed_value,
 )
 from fsarbench.cli.eval_cmd import add_nonfinite_argument
-from fsarbench.config import build_config
+from fsarbench.config import ConfigError, _unknown_key_message, build_config
 from fsarbench.distributed.env import DistEnv, dist_env, gather_when_done, select_device
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.grids import (
@@ -140,6 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument(
         "--option",
         nargs="+",
+        action="extend",  # given twice: both, not the last alone
         default=[],
         metavar="KEY=VALUE",
         help="finetune options for every cell, e.g. backbone=resnet18 weights=none crop=64 "
@@ -148,6 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument(
         "--features",
         nargs="+",
+        action="extend",  # given twice: both, not the last alone
         default=[],
         metavar="KEY=VALUE",
         help="frozen track: frame features for every dataset over its preset and the grid's "
@@ -205,6 +207,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument(
         "--recipe",
         nargs="+",
+        action="extend",  # given twice: both, not the last alone
         default=[],
         metavar="KEY=VALUE",
         help="override recipe fields for every method, e.g. steps=50 (val_shot is kept, and "
@@ -228,6 +231,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument(
         "--slurm",
         nargs="+",
+        action="extend",  # given twice: both, not the last alone
         default=[],
         metavar="KEY=VALUE",
         help="job settings, e.g. partition=gpu gpus_per_node=1 time=12 (hours) cpus_per_task=8 "
@@ -591,7 +595,6 @@ def _setup(args: argparse.Namespace):
     """Run options and the tracks of ``args`` (overrides checked before any work)."""
     from fsarbench.experiments.features import FrozenFeatureProvider
     from fsarbench.experiments.runner import FinetuneTrack, FrozenTrack, RunOptions
-    from fsarbench.training.finetune_recipe import FinetuneOptions
     from fsarbench.training.recipe import Recipe
 
     overrides = parse_overrides(args.recipe, "--recipe")
@@ -607,7 +610,10 @@ def _setup(args: argparse.Namespace):
         options_over = {**{k: v for k, v in features.items() if k in keys}, **options_over}
         if args.workers is not None:  # under an explicit --option workers=N
             options_over = {"workers": args.workers, **options_over}
-    build_config(FinetuneOptions, options_over, where="--option")
+    # keys only: values are checked against each method's recipe on its dataset when the
+    # cells are planned (the bare defaults refused resize=100 by synth's crop of 224)
+    for key in [k for k in options_over if k not in _option_names()]:
+        raise ConfigError(_unknown_key_message(key, _option_names(), "--option"))
     if "protocol" in options_over:
         raise ValueError(f"choose the protocol with --protocol {options_over['protocol']}")
     if args.throughput <= 0:
@@ -809,3 +815,11 @@ def _print_record(r) -> None:
         f"{fixed(r.accuracy):>6} ± {fixed(r.ci95)}  ({r.episodes} episodes)",
         flush=True,
     )
+
+
+def _option_names() -> list[str]:
+    import dataclasses
+
+    from fsarbench.training.finetune_recipe import FinetuneOptions
+
+    return [f.name for f in dataclasses.fields(FinetuneOptions) if f.init]

@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--recipe",
         nargs="+",
+        action="extend",  # given twice: both, not the last alone
         default=[],
         metavar="KEY=VALUE",
         help="override recipe fields, e.g. steps=50 lr=1e-4",
@@ -63,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--option",
         nargs="+",
+        action="extend",  # given twice: both, not the last alone
         default=[],
         metavar="KEY=VALUE",
         help="finetune options, e.g. backbone=resnet18 crop=112 "

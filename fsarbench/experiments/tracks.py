@@ -370,6 +370,7 @@ class _ClipData:
     # size and modification time of every train and val video used (files_stamp): a run
     # resumed after files changed would mix two versions of the data in one model
     train_files: str = ""
+    test_files: str = ""  # the same of the test videos used
 
     @property
     def training_skips(self) -> list[str]:
@@ -440,7 +441,8 @@ class FinetuneTrack:
         if skipped:
             log.warning("%s: left out %d video(s): %s", name, len(skipped), "; ".join(skipped[:3]))
         used = [*splits["train"].records, *splits["val"].records]
-        return _ClipData(ds, splits, skipped, ds.split_md5s(), files_stamp(used))
+        stamps = files_stamp(used), files_stamp(splits["test"].records)
+        return _ClipData(ds, splits, skipped, ds.split_md5s(), *stamps)
 
     @staticmethod
     def features_ready(cell: Cell) -> bool:
@@ -453,6 +455,9 @@ class FinetuneTrack:
         info = {
             "split_md5": c.split_md5,
             "skipped_videos": stable_hash(sorted(c.skipped)),
+            # the files the number comes from (the frozen track's cache keys name them): a
+            # replaced test or train video left the cell's record served as current
+            "files": {"train_val": c.train_files, "test": c.test_files},
         }
         test = c.splits["test"]
         names = c.dataset.class_names("test")
