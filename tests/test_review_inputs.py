@@ -300,3 +300,11 @@ def test_run_checks_option_values_against_each_method_s_recipe_on_its_dataset(tm
     assert "resize = 64; set crop to at most 64" in capsys.readouterr().err
     assert _run_plan(tmp_path, *argv, "--option", "cropp=3") == 2
     assert "unknown key 'cropp' in --option. Did you mean 'crop'?" in capsys.readouterr().err
+
+
+def test_grids_a_filter_empties_are_named(tmp_path, caplog):
+    """'run --table figure4 3 4 --dataset synth' ran Figure 4's grid and said nothing of
+    Tables 3 and 4 (their stand-in is synth-planted)."""
+    with caplog.at_level("WARNING", logger="fsarbench.run"):
+        assert _run_plan(tmp_path, "--table", "figure4", "3", "4", "--dataset", "synth") == 0
+    assert "grid(s) table3, table4 select no cell with these filters" in caplog.text

@@ -225,6 +225,18 @@ def test_impossible_finetune_options_and_nan_milestones_are_refused(fields, mess
         build_config(FinetuneOptions, fields)
 
 
+def test_a_micro_batch_that_does_not_divide_the_step_is_refused_with_the_recipe():
+    """--recipe episodes_per_step=3 micro_batch=2 passed --plan and failed after probing
+    and building, without naming the flag; the frozen track splits any remainder."""
+    from fsarbench.training.finetune_recipe import FinetuneRecipe
+
+    odd = Recipe(adapter="none", episodes_per_step=3, micro_batch=2)
+    with pytest.raises(ConfigError, match="micro_batch = 2 must divide .*episodes_per_step = 3"):
+        FinetuneRecipe(recipe=odd)
+    FinetuneRecipe(recipe=Recipe(adapter="none", episodes_per_step=4, micro_batch=2))
+    Recipe(episodes_per_step=3, micro_batch=2)  # frozen: fine
+
+
 def test_eval_refuses_a_frozen_checkpoint_on_other_features():
     """A head trained on --protocol trx features was scored on the default seed features
     (68.80 against 89.08 on its own), with nothing said; eval now takes the checkpoint's

@@ -264,23 +264,33 @@ def select_cells(args: argparse.Namespace, available: list[str]) -> list[Cell]:
     """The cells the arguments ask for (grids, or methods x datasets x settings)."""
     grids = list(all_grids()) if args.all else [_grid_for_table(t) for t in args.table]
     cells: list[Cell] = []
+    empty: list[str] = []
     for g in grids:
-        cells += expand_grid(
-            g,
-            available,
-            seed=args.seed,
-            train_seeds=tuple(args.train_seeds),
-            shots=args.shots,
-            ways=args.ways,
-            track=args.track,
-            protocol=args.protocol,
-        )
-    if grids and args.method:
-        cells = [c for c in cells if c.method in args.method]
-    if grids and args.dataset:
-        cells = [c for c in cells if c.dataset in args.dataset]
+        mine = [
+            c
+            for c in expand_grid(
+                g,
+                available,
+                seed=args.seed,
+                train_seeds=tuple(args.train_seeds),
+                shots=args.shots,
+                ways=args.ways,
+                track=args.track,
+                protocol=args.protocol,
+            )
+            if (not args.method or c.method in args.method)
+            and (not args.dataset or c.dataset in args.dataset)
+        ]
+        empty += [] if mine else [g]
+        cells += mine
     if grids:
         _check_filters_matched(args, grids, available, cells)
+    if empty and not args.all:  # 'run --table figure4 3 4 --dataset synth' ran figure4 alone
+        log.warning(
+            "grid(s) %s select no cell with these filters and are not run (run each alone "
+            "to see what it offers)",
+            ", ".join(empty),
+        )
     if not grids:
         if not args.method:
             raise ValueError(

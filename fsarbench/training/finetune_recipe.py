@@ -164,6 +164,13 @@ class FinetuneRecipe:
                 "backbone end to end and builds no frame adapter (adapters are the frozen "
                 "track's); leave adapter at 'none'"
             )
+        micro, per_step = self.recipe.micro_batch, self.recipe.episodes_per_step
+        if micro and per_step % micro:  # found only after probing and building, untold
+            raise ConfigError(
+                f"recipe.micro_batch = {micro} must divide recipe.episodes_per_step = "
+                f"{per_step} on the finetune track (clips load in batches of one size): set "
+                "--recipe micro_batch to a divisor, or 0 for all at once"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"recipe": self.recipe.to_dict(), "options": config_to_dict(self.options)}
