@@ -546,3 +546,19 @@ def test_an_eval_into_a_runs_folder_refreshes_its_tables_and_report(tmp_path, tr
     # the paper tables and the report are redrawn too (they showed the replaced record)
     assert "Table 1" in paper.read_text() and "<html" in page.read_text()
     assert (out / "tables" / "paper_table1.tex").is_file()
+
+
+def test_a_run_s_own_finetune_model_evaluated_into_its_folder_is_a_variant(tmp_path):
+    """eval --checkpoint OUT/models/UNIT/best.pt --out OUT wrote a second, ordinary record
+    under another config hash: one model stood as two ranked systems."""
+    import argparse
+
+    from fsarbench.cli.eval_cmd import _run_model_again
+
+    best = tmp_path / "out" / "models" / "unit" / "best.pt"
+    data = {"fingerprint": {"track": "finetune"}}
+    args = argparse.Namespace(out=str(tmp_path / "out"), checkpoint=str(best))
+    assert _run_model_again(args, data) == "the run's model evaluated again (its run record stands)"
+    elsewhere = argparse.Namespace(out=str(tmp_path / "other"), checkpoint=str(best))
+    assert _run_model_again(elsewhere, data) == ""
+    assert _run_model_again(args, {"fingerprint": {"track": "frozen"}}) == ""

@@ -274,7 +274,14 @@ def run(args: argparse.Namespace) -> int:
             ),
             weights_file=_plain_weights_file(args.checkpoint, checkpoint),
             other_code=_trained_with_other_code(checkpoint, method),
-            training=_training_state(args.checkpoint, checkpoint, meta, origin.trained_on),
+            training=", ".join(
+                label
+                for label in (
+                    _training_state(args.checkpoint, checkpoint, meta, origin.trained_on),
+                    _run_model_again(args, checkpoint),
+                )
+                if label
+            ),
         )
         method = method.to(device)
         result = evaluate_sharded(
@@ -358,6 +365,20 @@ def _training_state(
     if fingerprint.get("track") == "finetune" and not trained_on:
         labels += _finetune_data_labels(fingerprint.get("data") or {}, meta.get("train_data"))
     return ", ".join(labels)
+
+
+def _run_model_again(args: argparse.Namespace, data: dict[str, Any]) -> str:
+    """A label for a finetune model of ``--out``'s own run (``OUT/models/...``) evaluated
+    into that folder: ``eval`` names such a record otherwise than ``run`` does, and the one
+    model stood as two ranked systems ('protonet @520bb0e1' and '@e560292c') until the next
+    run superseded one; as a variant it stays beside the run's record, not in its place."""
+    fingerprint = data.get("fingerprint") or {}
+    if not (args.out and args.checkpoint) or fingerprint.get("track") != "finetune":
+        return ""
+    models = (Path(args.out) / "models").resolve()
+    if not Path(args.checkpoint).resolve().is_relative_to(models):
+        return ""
+    return "the run's model evaluated again (its run record stands)"
 
 
 def _finetune_data_labels(trained: dict[str, Any], now: dict[str, Any] | None) -> list[str]:
