@@ -28,6 +28,7 @@ __all__ = [
     "make_episode",
     "EpisodeDrawer",
     "ManifestError",
+    "check_unique_video_ids",
     "draw_test_manifest",
     "check_feasible",
     "check_episode_count",
@@ -358,13 +359,7 @@ class Manifest:
             return
         if len(ids) != self.num_videos:
             raise ManifestError(f"{len(ids)} video_ids for a pool of {self.num_videos} videos")
-        if len(set(ids)) != len(ids):
-            twice = next(v for v, n in Counter(ids).items() if n > 1)
-            raise ManifestError(
-                f"manifest video_ids name {twice!r} (and maybe others) more than once: a "
-                "video listed twice can be both a support and a query of one episode; "
-                "remove the repeats from the features and draw the episodes again"
-            )
+        check_unique_video_ids(ids, "manifest video_ids")
 
     def repeats(self) -> tuple[np.ndarray, np.ndarray]:
         """Episodes equal to an earlier one: (their indices ``[R]``, the earlier one's ``[R]``)."""
@@ -490,6 +485,18 @@ class Manifest:
             self.video_ids,
             dict(self.meta),
             self.drawn,
+        )
+
+
+def check_unique_video_ids(ids: Sequence[str], where: str) -> None:
+    """Refuse a pool naming one video twice (two overlapping extraction shards): it can be
+    both a support and a query of one episode, scored against itself."""
+    if len(set(ids)) != len(ids):
+        twice = next(v for v, n in Counter(ids).items() if n > 1)
+        raise ManifestError(
+            f"{where} name {twice!r} (and maybe others) more than once: a video listed twice "
+            "can be both a support and a query of one episode; remove the repeats (and draw "
+            "the episodes again)"
         )
 
 

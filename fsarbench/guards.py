@@ -38,7 +38,12 @@ NONFINITE_POLICIES = ("error", "count_wrong")
 
 
 class NonFiniteLogitsError(FloatingPointError):
-    """A method returned NaN or infinite logits for some queries."""
+    """A method returned NaN or infinite logits for some queries; ``where`` names the
+    method, episodes and queries without the advice (callers give their own)."""
+
+    def __init__(self, message: str, where: str = "") -> None:
+        super().__init__(message)
+        self.where = where or message
 
 
 class LogitsShapeError(ValueError):
@@ -122,7 +127,13 @@ def predict_labels(
     if not bad_np.any():
         return predicted
     if policy == "error":
-        raise NonFiniteLogitsError(_where(bad_np, first_episode, method))
+        where = _where(bad_np, first_episode, method)
+        raise NonFiniteLogitsError(
+            f"{where}; no accuracy is computed from them. Fix the method "
+            "(fsarbench.testing.contract checks a method's outputs), or pass --nonfinite "
+            "count_wrong to count such queries as wrong (recorded with the result).",
+            where,
+        )
     predicted[bad_np] = NONFINITE
     return predicted
 
@@ -138,12 +149,7 @@ def _where(bad: np.ndarray, first_episode: int, method: str, show: int = 5) -> s
         for e, q in zip(episodes[:show], queries[:show])
     )
     more = f" and {len(episodes) - show} more" if len(episodes) > show else ""
-    return (
-        f"{method} returned NaN/inf logits for {len(episodes)} queries ({pairs}{more}); "
-        "no accuracy is computed from them. Fix the method (fsarbench.testing.contract checks "
-        "a method's outputs), or pass --nonfinite count_wrong to count such queries as wrong "
-        "(recorded with the result)."
-    )
+    return f"{method} returned NaN/inf logits for {len(episodes)} queries ({pairs}{more})"
 
 
 def check_losses(losses: Mapping[str, Tensor | float], *, stage: str, step: int) -> None:

@@ -198,7 +198,7 @@ CARRIED_DIGESTS = {
     # a finetune cell's config names its train/val and test files (a replaced video left
     # its record served as current): its records are evaluated once more, its models kept;
     # a finetune micro_batch that does not divide episodes_per_step is refused with the recipe
-    "afcf282924069b61": "2815c7d05867b240",
+    "d09618e64347838e": "2815c7d05867b240",
     "ac382c15c96a62e8": "45d399cf0f55f5c7",
 }
 
@@ -292,9 +292,7 @@ def method_packages(model: nn.Module) -> list[str]:
     scoring through ``from myhelp import score`` kept serving its records after ``myhelp``
     changed). Frameworks, the standard library, installed third-party packages
     (site-packages) and the harness, which has its own digest, are left out."""
-    modules = {base.__module__ for m in model.modules() for base in type(m).__mro__}
-    tops = {name.split(".")[0] for name in modules}
-    helpers = {h.split(".")[0] for name in modules for h in _imported_names(sys.modules.get(name))}
+    tops, helpers = _direct_packages(model)
     found = {t for t in tops | {h for h in helpers if _local(h)} if _own_code(t)}
     todo = sorted(found)
     while todo:  # the local packages these import, at any depth, anywhere in their source
@@ -303,6 +301,15 @@ def method_packages(model: nn.Module) -> list[str]:
                 found.add(top)
                 todo.append(top)
     return sorted(found)
+
+
+def _direct_packages(model: nn.Module) -> tuple[set[str], set[str]]:
+    """Top-level packages of the modules of ``model``'s classes (and their bases), and of
+    what those modules' globals hold (imported modules, functions and classes)."""
+    modules = {base.__module__ for m in model.modules() for base in type(m).__mro__}
+    tops = {name.split(".")[0] for name in modules}
+    helpers = {h.split(".")[0] for name in modules for h in _imported_names(sys.modules.get(name))}
+    return tops, helpers
 
 
 @functools.cache
@@ -369,9 +376,8 @@ def installed_helpers(model: nn.Module) -> dict[str, str]:
     the code behind ``model`` imports, other than frameworks and fsarbench's own
     dependencies: a plugin's helper installed with ``pip install .`` (not editable) changed
     its numbers while its records stayed current, since installed code is not hashed."""
-    modules = {base.__module__ for m in model.modules() for base in type(m).__mro__}
-    names = {n.split(".")[0] for n in modules}
-    names |= {h.split(".")[0] for n in modules for h in _imported_names(sys.modules.get(n))}
+    tops, helpers = _direct_packages(model)
+    names = tops | helpers
     for package in method_packages(model):
         names |= _source_imports(package)
     found = {}

@@ -80,3 +80,16 @@ def test_figure3_renders_from_finetune_checkpoints(checkpoints, tmp_path, monkey
 
         otam = load_finetune_model(paths["otam"])
         plot_figure3(otam, [], torch.randn(4, 3, 16, 16), "x")
+
+
+def test_an_unreadable_or_foreign_checkpoint_is_named(tmp_path):
+    """A text file or a saved bare tensor given to 'figures --figure 3' ended in an
+    UnpicklingError or AttributeError traceback."""
+    from fsarbench.training.loop import CheckpointError
+
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(CheckpointError, match="cannot be read as a checkpoint"):
+        load_finetune_model(tmp_path / "notes.pt")
+    with pytest.raises(CheckpointError, match="holds a Tensor, not a checkpoint mapping"):
+        load_finetune_model(tmp_path / "tensor.pt")

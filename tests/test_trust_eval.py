@@ -562,3 +562,13 @@ def test_a_run_s_own_finetune_model_evaluated_into_its_folder_is_a_variant(tmp_p
     elsewhere = argparse.Namespace(out=str(tmp_path / "other"), checkpoint=str(best))
     assert _run_model_again(elsewhere, data) == ""
     assert _run_model_again(args, {"fingerprint": {"track": "frozen"}}) == ""
+
+
+def test_a_features_file_naming_a_video_twice_is_refused():
+    """Two overlapping extraction shards concatenated: every id twice, a query scored
+    against itself as a support (10-shot 80.40 -> 83.00, no word)."""
+    from fsarbench.cli.eval_cmd import _check_video_ids
+
+    manifest = fb.make_manifest(np.repeat(np.arange(5), 2), way=5, shot=1, episodes=3)
+    with pytest.raises(fb.ManifestError, match="the video ids of f.pt name 'a' .* more than"):
+        _check_video_ids(["a", "b", "a"], manifest, "f.pt")

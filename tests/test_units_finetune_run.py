@@ -166,9 +166,7 @@ def test_eval_checkpoint_of_finetune_model_equals_the_run(finetune_run, synth, t
     out, _, records = finetune_run
     record = next(r for r in records if (r.way, r.shot) == (7, 1))
     model = next(p for p in (out / "a" / "models").iterdir() if "5w1s" in p.name)
-    argv = ["eval", "protonet", "--checkpoint", str(model / "best.pt"), "--dataset", "synth"]
-    argv += ["--way", "7", "--shot", "1", "--episodes", "40", "--cache", str(out / "cache")]
-    argv += ["--out", str(tmp_path), "--device", "cpu"]
+    argv = _eval_argv(model / "best.pt", tmp_path, out / "cache", way=7, episodes=40)
     assert _with_synth(synth, lambda: main(argv)) == 0
     (evaluated,) = fb.load_records(tmp_path)
     assert evaluated.manifest_hash == record.manifest_hash
@@ -194,9 +192,7 @@ def test_eval_of_a_finetune_model_trained_by_other_code_is_a_variant(
     data["fingerprint"]["code_digest"] = "0123456789abcdef"
     older = tmp_path / "older.pt"
     torch.save(data, older)
-    argv = ["eval", "protonet", "--checkpoint", str(older), "--dataset", "synth"]
-    argv += ["--way", "5", "--shot", "1", "--episodes", "20", "--cache", str(out / "cache")]
-    argv += ["--out", str(tmp_path / "r"), "--device", "cpu"]
+    argv = _eval_argv(older, tmp_path / "r", out / "cache")
     assert _with_synth(synth, lambda: main(argv)) == 0
     assert "'protonet [trained with other code]'" in capsys.readouterr().out
     (evaluated,) = fb.load_records(tmp_path / "r")
@@ -224,9 +220,7 @@ def test_eval_of_a_finetune_model_trained_on_other_train_videos_is_a_variant(
         trained["split_md5"] = {**trained["split_md5"], "test": "another"}
     older = tmp_path / "best.pt"
     torch.save(data, older)
-    argv = ["eval", "protonet", "--checkpoint", str(older), "--dataset", "synth"]
-    argv += ["--way", "5", "--shot", "1", "--episodes", "20", "--cache", str(out / "cache")]
-    argv += ["--out", str(tmp_path / "r"), "--device", "cpu"]
+    argv = _eval_argv(older, tmp_path / "r", out / "cache")
     assert _with_synth(synth, lambda: main(argv)) == 0
     (evaluated,) = fb.load_records(tmp_path / "r")
     label = "trained on other train/val videos" if key == "files" else None
@@ -247,6 +241,36 @@ def test_finetune_train_data_labels():
     copy = {"split_md5": {**md5, "val": "d"}, "files": "f"}
     assert _finetune_data_labels(copy, now) == ["trained with other train/val split lists"]
     assert _finetune_data_labels({"files": "g"}, None) == []  # nothing known now
+
+
+def test_a_run_s_own_finetune_model_evaluated_into_its_folder_is_a_variant(
+    finetune_run, synth, tmp_path
+):
+    """eval of OUT/models/UNIT/best.pt into OUT wrote a second, ordinary record under
+    another config hash: the one model stood as two ranked systems in its tables."""
+    import shutil
+
+    from fsarbench.cli.main import main
+
+    out, _, records = finetune_run
+    run = tmp_path / "run"
+    shutil.copytree(out / "a", run)
+    model = next(p for p in (run / "models").iterdir() if "5w1s" in p.name)
+    argv = _eval_argv(model / "best.pt", run, out / "cache", episodes=40)
+    assert _with_synth(synth, lambda: main(argv)) == 0
+    evaluated = [r for r in fb.load_records(run) if r.tags.get("variant_label")]
+    assert [r.tags["variant_label"] for r in evaluated] == [
+        "the run's model evaluated again (its run record stands)"
+    ]
+    kept = {r.cell for r in fb.load_records(run) if not r.tags.get("variant_label")}
+    assert kept == {r.cell for r in records}  # the run's own records are untouched
+
+
+def _eval_argv(checkpoint, out, cache, *, way: int = 5, episodes: int = 20) -> list[str]:
+    """``eval protonet --checkpoint ... --dataset synth`` of a 1-shot setting into ``out``."""
+    argv = ["eval", "protonet", "--checkpoint", str(checkpoint), "--dataset", "synth"]
+    argv += ["--way", str(way), "--shot", "1", "--episodes", str(episodes)]
+    return [*argv, "--cache", str(cache), "--out", str(out), "--device", "cpu"]
 
 
 def _with_synth(synth, fn):

@@ -48,7 +48,12 @@ from fsarbench.cli.eval_checks import (
 from fsarbench.data.protocols import list_protocols
 from fsarbench.environment import compute_environment
 from fsarbench.episode_streams import draw_test_manifest_fast
-from fsarbench.episodes import Manifest, ManifestError, manifest_class_names
+from fsarbench.episodes import (
+    Manifest,
+    ManifestError,
+    check_unique_video_ids,
+    manifest_class_names,
+)
 from fsarbench.evaluate import autocast_name, device_of
 from fsarbench.features.open import feature_identity, open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
@@ -542,14 +547,8 @@ def _failed_videos(cache, split: str) -> list[str]:
 def _check_video_ids(ids: list[str] | None, manifest: Manifest, where: str) -> None:
     """The videos a manifest names (when it names them) must be those its indices point to
     in ``where``: position ``i`` is ``ids[i]``."""
-    if ids is not None and len(set(ids)) != len(ids):
-        from collections import Counter
-
-        twice = next(v for v, n in Counter(ids).items() if n > 1)
-        raise ManifestError(
-            f"{where} holds video {twice!r} (and maybe others) more than once: a video listed "
-            "twice can be both a support and a query of one episode; remove the repeats"
-        )
+    if ids is not None:
+        check_unique_video_ids(ids, f"the video ids of {where}")
     if ids is None or manifest.video_ids is None:
         return
     wanted = manifest.video_ids

@@ -281,7 +281,8 @@ def select_cells(args: argparse.Namespace, available: list[str]) -> list[Cell]:
             if (not args.method or c.method in args.method)
             and (not args.dataset or c.dataset in args.dataset)
         ]
-        empty += [] if mine else [g]
+        if not mine:
+            empty.append(g)
         cells += mine
     if grids:
         _check_filters_matched(args, grids, available, cells)

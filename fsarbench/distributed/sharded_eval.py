@@ -116,7 +116,7 @@ def evaluate_sharded(
     arguments merged into one confident record)."""
     t0 = time.perf_counter()
     settings = (batch_episodes, max_batch_bytes, encode_chunk, interval, autocast, nonfinite)
-    _check_ranks_agree(method, features, manifest, (settings, partial_tag, inputs))
+    _check_ranks_agree(method, features, manifest, (*settings, partial_tag), inputs)
     broadcast_module(method)
     store, device, unique, position = prepare_pool(method, features, manifest, device)
     state = encode_sharded(
@@ -159,9 +159,11 @@ class RankMismatchError(RuntimeError):
     """The ranks of one sharded evaluation were given different inputs or settings."""
 
 
-def _check_ranks_agree(method: FewShotMethod, features, manifest: Manifest, settings) -> None:
-    """Refuse on every rank when any rank's method, hyper-parameters, manifest, pool shape
-    or ``settings`` differ from rank 0's."""
+def _check_ranks_agree(
+    method: FewShotMethod, features, manifest: Manifest, settings: tuple, inputs: object
+) -> None:
+    """Refuse on every rank when any rank's method, hyper-parameters, manifest, features
+    (pool shape and the caller's ``inputs``) or ``settings`` differ from rank 0's."""
     if world_size() == 1:
         return
     shape = tuple(features.shape) if isinstance(features, Tensor) else (len(features),)
@@ -169,8 +171,8 @@ def _check_ranks_agree(method: FewShotMethod, features, manifest: Manifest, sett
         "method": f"{type(method).__module__}.{type(method).__qualname__}",
         "hyper-parameters": stable_hash(method.hparams),
         "manifest": manifest.hash,
-        "features": stable_hash([list(shape), repr(settings[2])]),
-        "settings": stable_hash(repr(settings[:2])),
+        "features": stable_hash([list(shape), repr(inputs)]),
+        "settings": stable_hash(repr(settings)),
     }
     every = _all_gather(mine)
     for other, theirs in enumerate(every[1:], start=1):

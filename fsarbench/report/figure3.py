@@ -39,16 +39,9 @@ def load_finetune_model(path: str | Path) -> VideoMethod:
     from fsarbench.report.records import base_method_of
     from fsarbench.training.finetune import build_video_method
     from fsarbench.training.finetune_recipe import checkpoint_options
+    from fsarbench.training.loop import load_checkpoint
 
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors have many types
-        raise ValueError(
-            f"cannot read {path} as a checkpoint ({type(err).__name__}); give a finetune "
-            "run's OUT/models/<unit>/best.pt"
-        ) from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} holds a {type(data).__name__}, not a finetune checkpoint")
+    data = load_checkpoint(path)  # CheckpointError names an unreadable or foreign file
     recipe = data.get("recipe") or {}
     if "options" not in recipe or not isinstance(data.get("method"), dict):
         raise ValueError(f"{path} is not a finetune checkpoint (no backbone options/weights)")

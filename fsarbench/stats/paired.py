@@ -97,18 +97,23 @@ def wilcoxon_signed_rank(
     0.6 and 0.4, whose float differences (0.19999999999999996, 0.2, 0.20000000000000007)
     would otherwise rank true ties apart and leave true zeros in.
     """
-    d = np.round(_paired(a, b), RANK_DECIMALS)
+    d = _rank_differences(a, b)
     if not np.any(d != 0):
         return 0.0, 1.0
     res = stats.wilcoxon(d, zero_method=zero_method)
     return float(res.statistic), float(res.pvalue)
 
 
+def _rank_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a - b`` rounded to :data:`RANK_DECIMALS`, as the signed-rank statistics rank them."""
+    return np.round(_paired(a, b), RANK_DECIMALS)
+
+
 def signed_rank_sign(a: np.ndarray, b: np.ndarray) -> int:
     """The sign of ``W+ - W-`` (ranks of ``|a - b|`` summed with the signs of ``a - b``, the
     differences rounded and zeros dropped as :func:`wilcoxon_signed_rank` does): the side
     the Wilcoxon test favours, which can differ from the side with the higher mean."""
-    d = np.round(_paired(a, b), RANK_DECIMALS)
+    d = _rank_differences(a, b)
     d = d[d != 0]
     if d.size == 0:
         return 0

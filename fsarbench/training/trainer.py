@@ -215,10 +215,9 @@ def train(
                     model, val_data.store, manifest, progress=False, class_names=names
                 )
             except NonFiniteLogitsError as err:  # --nonfinite is for test episodes
-                where = str(err.args[0]).split("; no accuracy is computed")[0]
                 raise NonFiniteLogitsError(
                     f"while validating (val split episodes, which choose the checkpoint): "
-                    f"{where}. --nonfinite applies to test episodes only: a checkpoint is "
+                    f"{err.where}. --nonfinite applies to test episodes only: a checkpoint is "
                     "chosen by finite validation logits, so fix the method (it gives NaN/inf "
                     "in eval mode on these validation features; 'python -m fsarbench "
                     "check-method NAME' runs its contract checks)"
