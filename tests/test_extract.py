@@ -335,6 +335,12 @@ def test_extract_split_through_clip_dataset(tmp_path, backbone, toy_dataset):
     np.testing.assert_allclose(cache.get(np.arange(3)).numpy(), expected, rtol=2e-3, atol=2e-3)
     again, stats = extract_split("toy", "test", cache_root=tmp_path, config=CONFIG)
     assert again.path == cache.path and stats.written == 0 and stats.already_done == 3
+    from fsarbench.experiments.features import split_features
+
+    # the frozen track's records list each left-out video with the extraction's error
+    usable, _, bad = split_features(again, "toy-v1")
+    assert len(usable.classes) == 3 and list(bad) == ["v3", "v4"]
+    assert "v3.mp4" in bad["v3"] and "v4.mp4" in bad["v4"] and "\n" not in bad["v4"]
 
 
 @pytest.mark.video

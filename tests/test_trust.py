@@ -564,6 +564,37 @@ def test_a_decoding_change_marks_frozen_records_stale_where_shown(tmp_path, monk
     assert results.stale_reasons(record) == ["code:pipeline"]
 
 
+def test_frozen_records_say_why_each_video_was_left_out(tmp_path, monkeypatch):
+    """Frozen-track records named the videos left out without the extraction's error (the
+    finetune track's gave it); the cause is listed, and knowing it re-runs nothing."""
+    import dataclasses
+
+    def damaged(causes: dict[str, str]):
+        def get(name: str, protocol: str = "seed"):
+            return dataclasses.replace(provider(name), skipped=["test/v9"], causes=causes)
+
+        return get
+
+    (first,) = run_cells(CELLS, damaged({}), RunOptions(tmp_path, **OPTS))
+    assert first.skipped_videos == ["test/v9"]
+    count = _count_evaluations(monkeypatch)
+    (again,) = run_cells(
+        CELLS, damaged({"test/v9": "corrupt: moov atom not found"}), RunOptions(tmp_path, **OPTS)
+    )
+    assert count["n"] == 0 and again.cell == first.cell  # the same model and record
+    (fresh,) = run_cells(
+        CELLS,
+        damaged({"test/v9": "corrupt: moov atom not found"}),
+        RunOptions(tmp_path / "fresh", **OPTS),
+    )
+    assert fresh.skipped_videos == ["test/v9: corrupt: moov atom not found"]
+    assert (fresh.accuracy, fresh.cell, fresh.config_hash) == (
+        first.accuracy,
+        first.cell,
+        first.config_hash,
+    )
+
+
 def test_a_run_says_how_much_of_a_dataset_it_left_out(tmp_path, caplog):
     """A dataset with 94% of its videos missing printed 100.00 ± 0.00 with one INFO line."""
     import dataclasses

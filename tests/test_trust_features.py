@@ -85,7 +85,7 @@ def test_training_and_evaluation_share_one_class_name_table(tmp_path):
 
     assert Cache().class_name_table() == ["zebra", "apple"]
     split, names, bad = split_features(Cache(), "toy")
-    assert names == split.class_names == ["zebra", "apple"] and bad == []
+    assert names == split.class_names == ["zebra", "apple"] and bad == {}
 
 
 def test_only_a_broken_video_becomes_a_failed_entry():

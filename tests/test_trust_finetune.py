@@ -389,20 +389,20 @@ def test_failed_test_videos_keep_the_cause_the_extraction_recorded():
     video as 'unreadable or too short', a missing file too; run recorded the real causes."""
     from types import SimpleNamespace
 
-    from fsarbench.experiments.tracks import failure_causes
+    from fsarbench.experiments.features import failure_causes
 
     cache = SimpleNamespace(
         video_ids=["a", "b", "c"],
         errors={
             "0/0": "FileNotFoundError: a.mp4 is missing",
-            "2/0": "decord could not\nread frames",
+            "2/1": "decord could not\nread frames",
         },
     )
-    assert failure_causes(cache, ["a", "c"]) == {
+    assert failure_causes(cache, [0, 2]) == {
         "a": "FileNotFoundError: a.mp4 is missing",
-        "c": "decord could not read frames",
+        "c": "decord could not read frames",  # a later view's error counts too
     }
-    assert failure_causes(cache, ["b"]) == {"b": "unreadable"}
+    assert failure_causes(cache, [1]) == {"b": "unreadable"}
 
 
 def test_train_and_eval_name_a_finetune_record_alike():

@@ -537,11 +537,10 @@ def _check_extracted(cache) -> None:
 def _failed_videos(cache, split: str) -> list[str]:
     """``"split/video: cause"`` of every video the cache could not extract (a record lists
     the videos its numbers leave out)."""
-    causes: dict[int, str] = {}
-    for key, error in sorted(cache.errors.items()):
-        causes.setdefault(int(key.split("/")[0]), error)
+    from fsarbench.experiments.features import failure_causes
+
     failed = np.flatnonzero(cache.failed_mask.any(axis=1)).tolist()
-    return [f"{split}/{cache.video_ids[i]}: {causes.get(i, 'unreadable')}" for i in failed]
+    return [f"{split}/{v}: {cause}" for v, cause in failure_causes(cache, failed).items()]
 
 
 def _check_video_ids(ids: list[str] | None, manifest: Manifest, where: str) -> None:
@@ -698,7 +697,9 @@ def _frozen(args, data: dict[str, Any]):
         "protocol": protocol,
         "recipe": recipe,
         "features": feats.info,
-        "skipped_videos": feats.skipped,
+        "skipped_videos": [
+            f"{s}: {feats.causes[s]}" if s in feats.causes else s for s in feats.skipped
+        ],
     }
     test = feats.splits["test"]
     return test, feats.class_names["test"], feats.split_variant, method, meta

@@ -25,6 +25,7 @@ __all__ = [
     "FrozenFeatureProvider",
     "frozen_protocol",
     "split_features",
+    "failure_causes",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,13 +155,14 @@ class FrozenFeatureProvider:
         # generated datasets live in their own cache, not under the data root
         root = None if is_synthetic(dataset) else self.root
         ds = get_dataset(dataset, root=root)
-        splits, names, skipped, keys = {}, {}, [], {}
+        splits, names, skipped, keys, causes = {}, {}, [], {}, {}
         for split in SPLITS:
             cache = self._extract(ds, dataset, split, preset, protocol, extract)
             if cache is None:
                 return None
             splits[split], names[split], bad = split_features(cache, ds.variant)
             skipped += [f"{split}/{v}" for v in bad]
+            causes.update({f"{split}/{v}": cause for v, cause in bad.items()})
             keys[split] = cache.key
         info = {
             "backbone": preset.backbone,
@@ -179,7 +181,7 @@ class FrozenFeatureProvider:
             info["norm"] = norm
         if preset.tiny:
             info["tiny"] = True
-        return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped)
+        return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped, causes)
 
     def listing(self, dataset: str) -> DatasetPools:
         """What ``dataset``'s splits can serve, from its split lists and the files present
@@ -240,17 +242,29 @@ class FrozenFeatureProvider:
         return cache
 
 
-def split_features(cache, dataset: str) -> tuple[SplitFeatures, list[str], list[str]]:
+def split_features(cache, dataset: str) -> tuple[SplitFeatures, list[str], dict[str, str]]:
     """Usable videos of a cache (failed ones dropped and listed) as :class:`SplitFeatures`,
     the class-name table (class id -> name: the one the features' class ids index, for
-    training and evaluation alike) and the failed videos."""
+    training and evaluation alike) and the failed videos (id -> :func:`failure_causes`)."""
     failed = np.asarray(cache.failed_mask)
     failed = failed.reshape(len(cache), -1).any(1) if failed.size else np.zeros(len(cache), bool)
     keep = np.flatnonzero(~failed)
     classes_all = np.asarray(cache.class_indices, dtype=np.int64)
-    bad = [cache.video_ids[i] for i in np.flatnonzero(failed)]
+    bad = failure_causes(cache, np.flatnonzero(failed).tolist())
     store = SubsetFeatureStore(cache, keep) if len(bad) else cache
     table = cache.class_name_table() or [
         str(c) for c in range(int(classes_all.max(initial=-1)) + 1)
     ]
     return SplitFeatures(store, classes_all[keep], dataset, table), table, bad
+
+
+def failure_causes(cache, indices: list[int]) -> dict[str, str]:
+    """Video id -> the error the extraction recorded for the videos at ``indices`` of
+    ``cache`` (its first failed view's, on one line, at most 200 characters; "unreadable"
+    when none was recorded)."""
+    if not indices:
+        return {}
+    first: dict[int, str] = {}
+    for key, error in sorted(cache.errors.items()):
+        first.setdefault(int(key.split("/")[0]), str(error))
+    return {cache.video_ids[i]: " ".join(first.get(i, "unreadable").split())[:200] for i in indices}

@@ -245,7 +245,7 @@ class CellRunner:
             features=p.data.info,
             train_seed=cell.train_seed,
             class_names=p.data.class_names,
-            skipped_videos=p.data.skipped,
+            skipped_videos=p.data.listed_skips,
             tags={**dict(cell.tags), "label": cell.label, "base_method": cell.method},
             provenance=prov,
             protocol=cell.protocol,

@@ -61,7 +61,8 @@ class DatasetFeatures:
     splits: dict[str, SplitFeatures]
     class_names: dict[str, list[str]]
     info: dict[str, Any] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "split/video id"
+    causes: dict[str, str] = field(default_factory=dict)  # "split/video id" -> why
 
     @property
     def feature_shape(self) -> tuple[int, int]:
@@ -72,7 +73,8 @@ class DatasetFeatures:
 class TrackData:
     """What a track knows of a dataset before training: ``info`` (recorded; enters the
     config hash), the test split's class per video (for the manifest), its class names and
-    the videos left out (with causes)."""
+    the videos left out (``skipped``, as the identities hash them; ``causes`` says why, for
+    the records' listing)."""
 
     dataset: str
     split_variant: str
@@ -84,6 +86,13 @@ class TrackData:
     # what names the trained model's folder, where it differs from ``info`` (finetune: not
     # the test videos left out, which change the records but not the model)
     unit_info: dict[str, Any] | None = None
+    causes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def listed_skips(self) -> list[str]:
+        """``skipped`` as records list them: ``"split/id: cause"`` where the cause is known
+        (kept out of the hashed ``skipped``: knowing a cause changes no number)."""
+        return [f"{s}: {self.causes[s]}" if s in self.causes else s for s in self.skipped]
 
     @property
     def model_info(self) -> dict[str, Any]:
@@ -294,6 +303,7 @@ class FrozenTrack:
             f.class_names["test"],
             f.skipped,
             len(val.classes) if val is not None else 0,
+            causes=f.causes,
         )
 
     def pools(self, cell: Cell) -> DatasetPools:
@@ -662,13 +672,4 @@ def extract_finetune_test(
         dataset.name, "test", config=config, cache_root=cache_root, dataset=dataset
     )
     feats, _, bad = split_features(cache, dataset.variant)
-    return feats, failure_causes(cache, bad)
-
-
-def failure_causes(cache, videos: list[str]) -> dict[str, str]:
-    """``videos`` (failed ids of ``cache``) -> the error the extraction recorded for them."""
-    index = {v: i for i, v in enumerate(cache.video_ids)}
-    return {
-        v: " ".join(str(cache.errors.get(f"{index[v]}/0", "unreadable")).split())[:200]
-        for v in videos
-    }
+    return feats, bad
