@@ -4,6 +4,7 @@ models and partial evaluations, superseded records, and training runs that canno
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -436,8 +437,17 @@ def test_finetune_split_records_missing_and_unreadable_videos(tiny_synth):
         assert skipped[1].startswith(f"test/{broken.video_id}: ") and len(skipped[1]) > 20
         with pytest.raises(UnusableSplitError, match="policy 'error'"):
             usable_split(records, "test", **kw, on_bad="error")
-        with pytest.raises(UnusableSplitError, match="cannot serve 40-way"):
+        with pytest.raises(UnusableSplitError, match="cannot serve 40-way") as err:
             usable_split(records, "test", **{**kw, "way": 40})
+        assert "leaving out 1 missing and 1 unreadable videos:" in str(err.value)
+        # clips longer than every video: the message says so, and what to change
+        with pytest.raises(UnusableSplitError) as err:
+            usable_split(records, "test", **kw, min_frames=1000)
+        assert re.search(
+            f"leaving out 1 missing, 1 unreadable and {len(records) - 2} too short videos "
+            r"\(at most [1-9]\d* frames; clips need 1000: lower --option frames",
+            str(err.value),
+        ), str(err.value)
     finally:
         missing.path.with_suffix(".gone").rename(missing.path)
         broken.path.write_bytes(original)

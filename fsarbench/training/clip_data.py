@@ -86,11 +86,34 @@ def usable_split(
     if problems:
         raise UnusableSplitError(
             f"{dataset}/{split} cannot serve {way}-way {shot}-shot episodes after leaving out "
-            f"{len(skipped)} missing, unreadable or too short videos: " + "; ".join(problems)
+            f"{_left_out_summary(health, min_frames)}: " + "; ".join(problems)
         )
     bad = {v for h in health for v in [*h.missing, *h.unreadable, *h.too_short]}
     kept = [r for r in records if r.video_id not in bad]
     return ClipSplit(kept, dataset, flip_ok), skipped
+
+
+def _left_out_summary(health, min_frames: int) -> str:
+    """``"3 missing, 1 unreadable and 480 too short videos (at most 16 frames; clips need
+    100: lower --option frames, or --option short=repeat)"``: what ``usable_split`` left
+    out, by cause (a clip length above every video's read as "missing, unreadable or too
+    short" without saying which)."""
+    missing = sum(len(h.missing) for h in health)
+    unreadable = sum(len(h.unreadable) for h in health)
+    lengths = [n for h in health for n in h.too_short.values()]
+    parts = [f"{n} {what}" for n, what in ((missing, "missing"), (unreadable, "unreadable")) if n]
+    if lengths:
+        parts.append(f"{len(lengths)} too short")
+    text = (
+        ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
+    ) or "0"
+    text += " video" + ("" if missing + unreadable + len(lengths) == 1 else "s")
+    if lengths:
+        text += (
+            f" (at most {max(lengths)} frames; clips need {min_frames}: lower --option frames, "
+            "or --option short=repeat)"
+        )
+    return text
 
 
 # -- data ------------------------------------------------------------------------------------
