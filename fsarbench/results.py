@@ -114,7 +114,10 @@ class ResultRecord:
         """What one number of a results folder answers; two records of one setting made
         with other configs never stand side by side (the older is superseded). A variant
         (``tags["variant_label"]``, e.g. an ``eval`` without a checkpoint) and another split
-        answer other questions: a run never supersedes them, nor they a run's record."""
+        answer other questions: a run never supersedes them, nor they a run's record. So
+        does a model trained at another shot than the cell's (``--share-model-across-shots``):
+        its 5-shot record superseded the per-shot model's, one training seed at a time."""
+        shared = self.train_shot if self.train_shot not in (None, self.shot) else None
         return (
             self.method,
             self.dataset,
@@ -128,6 +131,7 @@ class ResultRecord:
             self.train_seed,
             self.split,
             str(self.tags.get("variant_label") or ""),
+            shared,
         )
 
     @property

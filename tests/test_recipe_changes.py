@@ -45,9 +45,31 @@ def _record(tmp_path, method="protonet", dataset="ucf101", track="frozen", proto
 @pytest.mark.parametrize("method", fb.list_methods())
 def test_a_default_run_names_no_change(method, track, tmp_path):
     record = _record(tmp_path, method, track=track, protocol="trx")
-    for shot, share in ((1, False), (5, False), (1, True)):
-        recipe = _unit_recipe(method, "ucf101", track, "trx", shot, share=share).identity()
-        assert recipe_changes(dataclasses.replace(record, recipe=recipe)) == {}
+    for shot in (1, 5):
+        recipe = _unit_recipe(method, "ucf101", track, "trx", shot).identity()
+        assert recipe_changes(dataclasses.replace(record, recipe=recipe, shot=shot)) == {}
+
+
+@pytest.mark.parametrize("track", ["frozen", "finetune"])
+def test_a_model_trained_at_another_way_or_shot_is_named(track, tmp_path):
+    """A 5-shot cell of a model shared across shots (trained 1-shot), or of one trained
+    10-way (--recipe way=10), was ranked beside per-shot 5-way models with no note: the
+    default was recomputed at the record's own training way and shot."""
+    record = _record(tmp_path, "otam", track=track)
+    inner = "recipe." if track == "finetune" else ""
+    for cell_shot in (1, 5):
+        shared = _unit_recipe("otam", "ucf101", track, "seed", cell_shot, share=True).identity()
+        trained = shared[inner.rstrip(".")]["shot"] if inner else shared["shot"]
+        changes = recipe_changes(dataclasses.replace(record, recipe=shared, shot=cell_shot))
+        if trained == cell_shot:  # the shared model is the cell's own
+            assert changes == {}
+        else:
+            assert changes[f"{inner}shot"] == trained and changes[f"{inner}val_shot"] == trained
+    over = {"recipe": {"way": 10}}
+    wide = _unit_recipe("otam", "ucf101", track, "seed", 5, over).identity()
+    assert recipe_changes(dataclasses.replace(record, recipe=wide, shot=5)) == {f"{inner}way": 10}
+    text = recipe_changes_text([dataclasses.replace(record, recipe=wide, shot=5)])
+    assert f"(--recipe/--option): {inner}way=10 for " in text
 
 
 def test_overrides_are_named_in_the_tables(tmp_path):
@@ -125,3 +147,19 @@ def test_compare_names_frame_features_apart_from_the_preset(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Note: Frame features changed from the dataset's preset" in out
     assert "resolution=96 for mine." in out
+
+
+def test_tables_name_episode_and_training_seeds_other_than_the_defaults(tmp_path):
+    """A table of episode seed 9 and training seed 7 read exactly like one of the defaults."""
+    from report_fixtures import save_simulated_record
+
+    m = fb.make_manifest(np.repeat(np.arange(10), 6), way=5, shot=1, episodes=20, seed=9)
+    rng = np.random.default_rng(0)
+    other = save_simulated_record(tmp_path / "a", m, "otam", 0.5, rng, train_seed=7)
+    (table,) = summary_tables([other]).values()
+    assert "test episodes drawn with episode seed 9." in table
+    assert "models trained with training seed 7." in table
+    plain = fb.make_manifest(np.repeat(np.arange(10), 6), way=5, shot=1, episodes=20)
+    default = save_simulated_record(tmp_path / "b", plain, "otam", 0.5, rng, train_seed=0)
+    (table,) = summary_tables([default]).values()
+    assert "seed" not in table.split("\n\n", 1)[1].replace("seed protocol", "")

@@ -494,3 +494,46 @@ def test_table_out_into_a_results_folder_without_runs_is_refused(
     shutil.copytree(runs, tmp_path / "proj" / "results" / "mine")
     assert main(["table", "1", "--out", str(tmp_path / "proj")]) == 0
     assert (tmp_path / "proj" / "table1.md").is_file()
+
+
+def test_a_cell_of_two_frame_protocols_shows_the_seed_papers_and_marks_the_other(tmp_path):
+    """A hyrsm-protocol record took a Table 1 cell from the seed-protocol one by name order
+    ("equal precedence"), unmarked; a trx-protocol row was ranked against seed cells."""
+    systems = [DemoSystem("otam"), DemoSystem("trx", noise=3.0)]
+    write_demo_records(tmp_path, systems, settings=[(5, 1)])
+    write_demo_records(tmp_path, [DemoSystem("otam", noise=1.0)], [(5, 1)], protocol="hyrsm")
+    write_demo_records(tmp_path, [DemoSystem("protonet")], [(5, 1)], protocol="trx")
+    table = build_table(load_table(6), load_entries(tmp_path), source="runs")
+    cells = {r.labels[0]: r.cells[0] for r in table.rows if r.cells[0].entry is not None}
+    otam, trx, protonet = cells["OTAM [4]"], cells["TRX [24]"], cells["protonet"]
+    assert otam.entry.setting.protocol == "seed" and "[" not in otam.text
+    assert protonet.text.endswith(" [trx protocol]") and protonet.mark == ""
+    assert {otam.mark, trx.mark} == {"best", "second"}  # the seed cells, ranked together
+    (note,) = [n for n in table.notes if n.startswith("not shown")]
+    assert "[hyrsm protocol]" in note and "frame protocol (seed) wins" in note
+    assert any("frame protocols: hyrsm, seed, trx" in n for n in table.notes)
+    rows = list(csv.DictReader(io.StringIO(render(table, "csv"))))
+    assert {(r["system"], r["protocol"]) for r in rows if r["system"]} == {
+        ("otam", "seed"),
+        ("trx", "seed"),
+        ("protonet", "trx"),
+    }
+
+
+def test_a_model_shared_across_shots_loses_a_cell_to_the_per_shot_model_and_is_marked(tmp_path):
+    """Records of a model shared across shots (trained 1-shot) took 5-shot cells from the
+    per-shot model's by hash order, unmarked."""
+    write_demo_records(tmp_path, [DemoSystem("otam")], settings=[(5, 1), (5, 5)])
+    write_demo_records(tmp_path, [DemoSystem("otam")], settings=[(5, 5)], train_shot=1)
+    write_demo_records(tmp_path, [DemoSystem("trx")], settings=[(5, 5)], train_shot=1)
+    table = build_table(load_table(1), load_entries(tmp_path), source="runs")
+    shown = [c for r in table.rows for c in r.cells if c.entry is not None]
+    otam = [c for c in shown if c.entry.method == "otam"]
+    assert [c.entry.records[0].train_shot for c in otam] == [1, 5]  # each at its own shot
+    (trx,) = [c for c in shown if c.entry.method == "trx"]
+    assert trx.text.endswith(" [trained 1-shot]")
+    (note,) = [n for n in table.notes if n.startswith("not shown")]
+    assert "the default recipe (one model per shot" in note
+    assert any("(--recipe/--option): shot=1 for trx" in n for n in table.notes), table.notes
+    rows = list(csv.DictReader(io.StringIO(render(table, "csv"))))
+    assert {r["train_shot"] for r in rows if r["system"] == "trx"} == {"1"}

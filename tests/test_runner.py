@@ -135,3 +135,17 @@ def test_a_re_run_cell_supersedes_its_old_copy_in_a_shard_folder(tmp_path):
     assert new.created != first.created
     assert [(r.created, r.episodes) for r in load_records(tmp_path)] == [(new.created, 150)]
     assert (tmp_path / "superseded" / f"{first.cell}.json").exists()
+
+
+def test_a_model_shared_across_shots_never_supersedes_the_per_shot_records(tmp_path):
+    """A --share-model-across-shots run into a folder of per-shot records superseded the
+    per-shot 2-shot record of each training seed it ran (one seed at a time), so the folder
+    pooled what was left of the per-shot seeds with no word."""
+    cells = [Cell("protonet", "toy", 5, s, label="protonet") for s in (1, 2)]
+    per_shot = run_cells(cells, provider, RunOptions(tmp_path, **OPTS))
+    shared = run_cells(cells, provider, RunOptions(tmp_path, share_shots=True, **OPTS))
+    assert [r.train_shot for r in per_shot] == [1, 2] and [r.train_shot for r in shared] == [1, 1]
+    assert shared[0].cell == per_shot[0].cell  # at 1-shot the shared model is the per-shot one
+    kept = sorted(p.stem for p in (tmp_path / "records").glob("*.json"))
+    assert kept == sorted({r.cell for r in per_shot + shared})  # three records, none moved
+    assert not (tmp_path / "superseded").exists()

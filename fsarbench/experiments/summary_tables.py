@@ -19,7 +19,7 @@ from fsarbench.report.records import (
     group_entries,
     records_given_by_rows,
 )
-from fsarbench.report.tables import test_pool_notes
+from fsarbench.report.tables import seed_notes, test_pool_notes
 from fsarbench.results import OUTSIDE_TAG, ResultRecord
 
 __all__ = ["summary_tables", "write_summary_tables"]
@@ -77,6 +77,7 @@ def summary_tables(
         changed = recipe_changes_text(shown)
         note += f"\n{changed}" if changed else ""
         note += "".join(f"\n{pool}" for pool in test_pool_notes(shown, episodes=False))
+        note += "".join(f"\n{seeds}" for seeds in seed_notes(shown))
         note += "".join(f"\nLeft out: {reason}." for reason in left_out)
         out[name] = tabulate(table, headers, tablefmt="github") + note
     return out
@@ -133,8 +134,10 @@ def _spread_note(records: list[ResultRecord], entries: list[Entry]) -> str:
     note = f"accuracy (%) ± {what}, over {episodes} test episodes"
     if any(e.seeds is not None for e in entries):
         note += (
-            "; a cell with several training seeds gives their mean accuracy, ± pooled over "
-            "seeds and episodes, and the std over seeds"
+            "; a cell with several training seeds gives their mean accuracy, ± the 95% "
+            "half-width pooled over seeds and episodes (Student t: t(0.975, S-1) on the "
+            "variance of the S seed means, t(0.975, E-1) on the mean episode variance, added "
+            "in quadrature), and the std over seeds (ddof=1)"
         )
     return note + "; "
 

@@ -70,9 +70,12 @@ def write_demo_records(
     episodes: int = 200,
     seed: int = 0,
     track: str = "frozen",
+    protocol: str = "seed",
+    train_shot: int | None = None,
 ) -> list[ResultRecord]:
     """Evaluate every system in every ``(way, shot)`` setting and save the records (as runs
-    of ``track``)."""
+    of ``track`` and frame ``protocol``, by models trained at each setting's shot, or at
+    ``train_shot`` for every setting: one model shared across shots)."""
     feats, labels = demo_features(seed=seed)
     out = []
     for way, shot in settings:
@@ -104,6 +107,11 @@ def write_demo_records(
                     hparams={**sys.hparams, **sys.record_hparams, "demo_noise": sys.noise},
                     train_seed=train_seed,
                     track=track,
+                    protocol=protocol,
+                    features={"protocol": protocol},
+                    recipe={"way": 5, "shot": train_shot or shot},
+                    train_way=5,
+                    train_shot=train_shot or shot,
                     tags={"synthetic": True, **sys.tags},
                 )
                 save_result(run_dir, record, result)

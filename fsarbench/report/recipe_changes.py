@@ -51,8 +51,9 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _default_identity(
     method: str, dataset: str, track: str, protocol: str, way: int, shot: int
 ) -> tuple[tuple[str, Any], ...] | None:
-    """The default recipe identity, flattened; ``None`` where it cannot be recomputed (a
-    method or dataset this installation does not know, a track without recipes)."""
+    """The default recipe identity at ``shot`` and ``way`` (0: the recipe's own), flattened;
+    ``None`` where it cannot be recomputed (a method or dataset this installation does not
+    know, a track without recipes)."""
     from fsarbench.training.finetune_recipe import finetune_recipe
     from fsarbench.training.recipe import frozen_recipe
 
@@ -70,16 +71,19 @@ def _default_identity(
 
 
 def recipe_changes(record: ResultRecord) -> dict[str, Any]:
-    """``{field: value}`` of ``record``'s recipe that differ from the default recipe (nested
-    fields dotted: ``options.short``); ``{}`` when it is the default, records no recipe, or
-    the default cannot be recomputed."""
+    """``{field: value}`` of ``record``'s recipe that differ from the default recipe of its
+    cell: the recipe's own way, at the cell's shot, as ``run`` trains one model per shot
+    (nested fields dotted: ``options.short``). A model trained at another way (``--recipe
+    way=10``) or shot (``--share-model-across-shots``) shows as ``way``/``shot`` changes: the
+    default recomputed at the record's own training way and shot hid both. ``{}`` when it is
+    the default, records no recipe, or the default cannot be recomputed."""
     recorded = _flat(record.recipe or {})
     inner = "recipe." if record.track == "finetune" else ""
     way, shot = recorded.get(f"{inner}way"), recorded.get(f"{inner}shot")
     if not recorded or not isinstance(way, int) or not isinstance(shot, int):
         return {}
     default = _default_identity(
-        base_method_of(record.method), record.dataset, record.track, record.protocol, way, shot
+        base_method_of(record.method), record.dataset, record.track, record.protocol, 0, record.shot
     )
     if default is None:
         return {}

@@ -136,7 +136,8 @@ def render_latex(table: Table, citation: Citation | None = None) -> str:
 
 def render_csv(table: Table, citation: Citation | None = None) -> str:
     """Long format: one line per cell, with its marks and (for runs) CI, seed spread, test
-    episodes (count, episode seed, queries per class: a table can mix them), the system that
+    episodes (count, episode seed, queries per class: a table can mix them), track, frame
+    protocol and the way and shot its model was trained at, the system that
     fills it (``otam ‡stale``: a paper row names the row, not the system) and, for a stale
     one, why it is stale (as ``summary.csv``'s column ``stale``)."""
     import csv
@@ -163,6 +164,10 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
             "episodes",
             "episode_seed",
             "queries",
+            "track",
+            "protocol",
+            "train_way",
+            "train_shot",
             "system",
             "stale",
         ]
@@ -191,11 +196,22 @@ def render_csv(table: Table, citation: Citation | None = None) -> str:
                     e.setting.episodes if e else "",
                     e.setting.seed if e else "",
                     e.setting.queries if e else "",
+                    e.setting.track if e else "",
+                    e.setting.protocol if e else "",
+                    _trained(e, "train_way"),
+                    _trained(e, "train_shot"),
                     e.system if e else "",
                     _stale_text(e),
                 ]
             )
     return buf.getvalue()
+
+
+def _trained(entry: Entry | None, name: str) -> int | str:
+    """The way or shot a run cell's model was trained at (``""``: a published cell, or a
+    record that does not say)."""
+    value = getattr(entry.records[0], name) if entry is not None else None
+    return "" if value is None else value
 
 
 def _csv_value(c: Cell, decimals: int) -> str:

@@ -24,15 +24,18 @@ from fsarbench.report.published import (
     known_methods,
     load_dataset_aliases,
 )
-from fsarbench.report.recipe_changes import recipe_changes_text
+from fsarbench.report.recipe_changes import recipe_changes, recipe_changes_text
 from fsarbench.report.records import STALE_MARK, Entry, entry_text, left_out_entry
 from fsarbench.results import stale_reasons
 from fsarbench.stats.rounding import fixed, rounded
 
-__all__ = ["Cell", "TableRow", "Table", "build_table", "SOURCES"]
+__all__ = ["Cell", "TableRow", "Table", "build_table", "seed_notes", "SOURCES"]
 
 SOURCES = ("published", "runs", "both")
 RUN_DECIMALS = 2
+#: The frame protocol of the seed paper's tables (``run``'s default): a run cell of another
+#: (``run --protocol trx``) loses a cell to it, is ranked apart from it and is marked.
+TABLE_PROTOCOL = "seed"
 
 
 @dataclass
@@ -150,12 +153,25 @@ def _table_tag(entry: Entry) -> str:
     return tag.removeprefix("table").strip()
 
 
-def _precedence(e: Entry, track: str | None = None) -> tuple[bool, bool, bool, int, int]:
+def _precedence(e: Entry, track: str | None = None) -> tuple[bool, ...]:
     """Sort key of the entries competing for one cell, the first wins: current over stale,
-    the table's own track (``track``, its published protocol's) over another, real data over
-    a stand-in, more test episodes, then the lower episode seed."""
+    the table's own track (``track``, its published protocol's) over another, the seed
+    paper's frame protocol over another (``hyrsm`` won over ``seed`` by name order), the
+    default recipe over a changed one (a model shared across shots, or trained 10-way, took
+    a per-shot model's cell by hash order), real data over a stand-in, more test episodes,
+    then the lower episode seed."""
     other_track = track is not None and e.setting.track != track
-    return (e.stale, other_track, e.synthetic, -e.setting.episodes, e.setting.seed)
+    other_protocol = e.setting.protocol != TABLE_PROTOCOL
+    changed = bool(recipe_changes(e.records[0]))
+    return (
+        e.stale,
+        other_track,
+        other_protocol,
+        changed,
+        e.synthetic,
+        -e.setting.episodes,
+        e.setting.seed,
+    )
 
 
 #: Why the first of two entries wins a cell, by the first field of :func:`_precedence` that
@@ -163,6 +179,8 @@ def _precedence(e: Entry, track: str | None = None) -> tuple[bool, bool, bool, i
 _WINS = (
     "a current record wins over a stale one",
     "the table's own track wins",
+    f"the seed paper's frame protocol ({TABLE_PROTOCOL}) wins",
+    "the default recipe (one model per shot, at the recipe's way) wins",
     "real data wins over a stand-in",
     "more test episodes win",
     "the lower episode seed wins",
@@ -225,28 +243,33 @@ def _mark_best(rows: list[TableRow], source_prefix: str, track: str | None = Non
 
 def _comparable(cells: list[Cell], track: str | None = None) -> list[Cell]:
     """The cells of a column that can be ranked together: published cells as they are; run
-    cells of the table's own ``track`` when the column has any, on real data when it has any
-    (a synthetic stand-in is not ranked against them), and of those the ones on the track and
-    test episodes most of them share (on a tie, those with the fewest videos left out)."""
+    cells of the table's own ``track`` when the column has any, of the seed paper's frame
+    protocol when it has any, on real data when it has any (a synthetic stand-in is not
+    ranked against them), and of those the ones on the track, protocol and test episodes
+    most of them share (on a tie, those with the fewest videos left out)."""
     runs = [c for c in cells if c.entry is not None]
     if not runs:
         return cells
     runs = [c for c in runs if c.entry.setting.track == track] or runs  # the table's own
+    runs = [c for c in runs if c.entry.setting.protocol == TABLE_PROTOCOL] or runs
     real = [c for c in runs if not c.entry.synthetic] or runs
-    counts = Counter((c.entry.setting.track, c.entry.episodes_key) for c in real)
+    counts = Counter(_pool(c.entry) for c in real)
     # ties: the pool with the fewest test videos left out (a run that lost one does not set
     # the reference for one that did not), then the first in row order
-    common = max(counts, key=lambda k: (counts[k], -len(k[1].left_out)))
-    return [c for c in real if (c.entry.setting.track, c.entry.episodes_key) == common]
+    common = max(counts, key=lambda k: (counts[k], -len(k[2].left_out)))
+    return [c for c in real if _pool(c.entry) == common]
+
+
+def _pool(e: Entry) -> tuple:
+    """What two run cells must share to be ranked or tested against each other: track,
+    frame protocol and test episodes."""
+    return (e.setting.track, e.setting.protocol, e.episodes_key)
 
 
 def _best_baseline(cells: list[Cell], ours: Entry) -> Entry | None:
-    """The best baseline run of a column on the test episodes of ``ours``, if any."""
-    same = [
-        c.entry
-        for c in cells
-        if c.entry.episodes_key == ours.episodes_key and c.entry.setting.track == ours.setting.track
-    ]
+    """The best baseline run of a column on the track, protocol and test episodes of
+    ``ours``, if any."""
+    same = [c.entry for c in cells if _pool(c.entry) == _pool(ours)]
     return max(same, key=lambda e: e.accuracy) if same else None
 
 
@@ -294,7 +317,7 @@ def build_table(
     _mark_other_episodes(rows, shown)
     notes += _mark_other_test_videos(rows, spec.track)
     _mark_other_tracks(rows, spec.track)
-    notes += test_pool_notes(shown)
+    notes += test_pool_notes(shown) + seed_notes(shown)
     changed = recipe_changes_text(shown)
     notes += [changed] if changed else []
     if source != "published":
@@ -358,6 +381,20 @@ def test_pool_notes(shown: list, *, episodes: bool = True) -> list[str]:
     return notes
 
 
+def seed_notes(records: list) -> list[str]:
+    """The episode seed(s) of the test episodes and the training seed(s) of the models of
+    ``records``, where they are not the defaults (0): a table made with other seeds read
+    exactly like one made with the defaults."""
+    episode = sorted({r.seed for r in records})
+    train = sorted({r.train_seed for r in records if r.train_seed is not None})
+    notes = []
+    if episode and episode != [0]:
+        notes.append(f"test episodes drawn with episode seed {', '.join(map(str, episode))}.")
+    if train and train != [0]:
+        notes.append(f"models trained with training seed {', '.join(map(str, train))}.")
+    return notes
+
+
 def _mark_other_episodes(rows: list[TableRow], shown: list) -> None:
     """Append to each run cell evaluated on other test episodes than most shown run cells
     what its episodes were (``" [2000 episodes]"``), so that a reader never compares the
@@ -395,10 +432,11 @@ def _mark_other_test_videos(rows: list[TableRow], track: str | None) -> list[str
                 common.test_list_md5,
                 common.left_out,
             )
-            unranked_anyway = (c.entry.setting.track, c.entry.synthetic) != (
-                first.setting.track,
-                first.synthetic,
-            )
+            unranked_anyway = (
+                c.entry.setting.track,
+                c.entry.setting.protocol,
+                c.entry.synthetic,
+            ) != (first.setting.track, first.setting.protocol, first.synthetic)
             if same_videos or unranked_anyway:  # other tracks and stand-ins are said apart
                 continue
             c.text += OTHER_VIDEOS_MARK
@@ -415,15 +453,25 @@ def _mark_other_test_videos(rows: list[TableRow], track: str | None) -> list[str
 def _mark_other_tracks(rows: list[TableRow], track: str | None) -> None:
     """Where run cells of several tracks are shown, append ``" [frozen track]"`` to each cell
     not of the table's own track (or, without one, of the most common): a frozen-feature
-    number is never read as the finetuned one beside it."""
+    number is never read as the finetuned one beside it. The same for frame protocols
+    (``" [trx protocol]"``, against :data:`TABLE_PROTOCOL`), and ``" [trained 1-shot]"`` on
+    a cell whose model was trained at another shot (shared across shots)."""
     cells = [c for r in rows for c in r.cells if c.entry is not None]
-    tracks = Counter(c.entry.setting.track for c in cells)
-    if len(tracks) < 2:
-        return
-    main = track if track in tracks else tracks.most_common(1)[0][0]
+    for field_of, suffix, own in (
+        (lambda e: e.setting.track, "track", track),
+        (lambda e: e.setting.protocol, "protocol", TABLE_PROTOCOL),
+    ):
+        kinds = Counter(field_of(c.entry) for c in cells)
+        if len(kinds) < 2:
+            continue
+        main = own if own in kinds else kinds.most_common(1)[0][0]
+        for c in cells:
+            if field_of(c.entry) != main:
+                c.text += f" [{field_of(c.entry)} {suffix}]"
     for c in cells:
-        if c.entry.setting.track != main:
-            c.text += f" [{c.entry.setting.track} track]"
+        trained = c.entry.records[0].train_shot
+        if trained is not None and trained != c.entry.setting.shot:
+            c.text += f" [trained {trained}-shot]"
 
 
 def _stale_notes(rows: list[TableRow]) -> list[str]:
@@ -474,6 +522,13 @@ def _track_notes(spec: TableSpec, entries: list[Entry], source: str) -> list[str
         )
     if source != "published" and tracks:
         notes.append(f"run cells: {', '.join(tracks)} track.")
+    protocols = sorted({e.setting.protocol for e in entries})
+    if source != "published" and protocols not in ([], [TABLE_PROTOCOL]):
+        notes.append(
+            f"run cells' frame protocols: {', '.join(protocols)}; a cell of another than the "
+            f"seed paper's ({TABLE_PROTOCOL}) is marked [<name> protocol] where the table "
+            "mixes them, and run cells are ranked only against cells of one protocol."
+        )
     return notes
 
 
@@ -484,8 +539,9 @@ def _notes(rows: list[TableRow]) -> list[str]:
     if any(r.source.startswith("run") for r in rows):
         notes.append(
             "run: accuracy ± 95% CI half-width over test episodes; where several "
-            "training seeds exist, the mean over seeds, ± pooled over seeds and episodes, "
-            "and their std separately (seeds ± s, n)."
+            "training seeds exist, the mean over seeds, ± the 95% half-width pooled over "
+            "seeds and episodes (Student t on each term: S-1 and E-1 degrees of freedom), "
+            "and their std separately (seeds ± s, n; ddof=1)."
         )
         notes.append(
             "Bold/underline mark best/second per column, separately among published "
