@@ -108,6 +108,9 @@ DEFAULT_REMEDIES: dict[str, str] = {
     "setting": "",
     "way": "use way up to {classes}",
     "videos": "lower shot or queries (the smallest class has {smallest} videos)",
+    # a class too small for any shot (lowering the shot cannot help)
+    "videos_none": "the smallest class has {smallest} videos: too few for any shot with "
+    "{queries} query(ies) per class",
 }
 #: :func:`make_manifest`'s own remedy: its ``min_videos_policy`` can leave such classes out.
 DROP_REMEDY = (
@@ -129,9 +132,12 @@ class Shortfall:
 
     def remedy(self, remedies: Mapping[str, str] | None = None) -> str:
         """The remedy of this kind from ``remedies`` (else :data:`DEFAULT_REMEDIES`)."""
-        text = {**DEFAULT_REMEDIES, **(remedies or {})}[self.kind]
+        table = {**DEFAULT_REMEDIES, **(remedies or {})}
         max_shot = self.smallest - self.queries
-        return text.format(classes=self.classes, smallest=self.smallest, max_shot=max_shot)
+        kind = "videos_none" if self.kind == "videos" and max_shot < 1 else self.kind
+        return table[kind].format(
+            classes=self.classes, smallest=self.smallest, max_shot=max_shot, queries=self.queries
+        )
 
     def message(self, remedies: Mapping[str, str] | None = None) -> str:
         """``problem; remedy`` (the problem alone where the kind has no remedy)."""
@@ -164,9 +170,10 @@ def infeasibility(
     if small:
         c, n = small[0]
         name = f" ({class_names[c]!r})" if class_names is not None else ""
+        where = f" of {spec.dataset} {spec.split or ''}".rstrip() if spec.dataset else ""
         problem = (
-            f"class {c}{name} has {n} videos, but {spec.shot}-shot episodes with {spec.queries} "
-            f"queries per class need {need}; {len(small)} class(es) fall short"
+            f"class {c}{name}{where} has {n} videos, but {spec.shot}-shot episodes with "
+            f"{spec.queries} queries per class need {need}; {len(small)} class(es) fall short"
         )
         return Shortfall("videos", problem, **counts)
     return None

@@ -28,6 +28,12 @@ class SplitEntry:
     rel_path: str | None = None
 
 
+def class_key(name: str) -> str:
+    """What tells classes apart across splits: ``Kick Ball``, ``kick ball`` and
+    ``kick_ball`` are one class (a layout reads them from one folder: ``class_dirs``)."""
+    return name.casefold().replace(" ", "_")
+
+
 def _parse_trx(line: str) -> SplitEntry | None:
     parts = line.split("/")
     if len(parts) != 2 or not all(p.strip() for p in parts):

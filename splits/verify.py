@@ -9,7 +9,7 @@ from pathlib import Path
 from fsarbench.io import md5_file
 from fsarbench_splits.artefacts import modified_cause
 from fsarbench_splits.catalog import SPLITS, VARIANTS, SplitSource
-from fsarbench_splits.parsers import SplitFormatError, parse_split_file
+from fsarbench_splits.parsers import SplitFormatError, class_key, parse_split_file
 
 __all__ = ["FileCheck", "SourceCheck", "VerifyReport", "check_source", "verify_splits"]
 
@@ -166,13 +166,19 @@ def _check_file(variant: str, source: SplitSource, split: str, root: Path):
     return check, entries
 
 
-def _shared(by_split: dict[str, set[str]]) -> dict[str, list[str]]:
-    """Items present in more than one split -> the splits holding them."""
+def _shared(by_split: dict[str, set[str]], key=lambda item: item) -> dict[str, list[str]]:
+    """Items present in more than one split (compared by ``key``) -> the splits holding
+    them; an item spelled apart in two splits is named by its spellings
+    (``"Fencing / fencing"``)."""
     seen: dict[str, list[str]] = {}
+    names: dict[str, set[str]] = {}
     for split, items in by_split.items():
         for item in items:
-            seen.setdefault(item, []).append(split)
-    return {k: v for k, v in sorted(seen.items()) if len(v) > 1}
+            k = key(item)
+            names.setdefault(k, set()).add(item)
+            if split not in seen.get(k, []):
+                seen.setdefault(k, []).append(split)
+    return {" / ".join(sorted(names[k])): v for k, v in sorted(seen.items()) if len(v) > 1}
 
 
 def check_source(variant: str, source: SplitSource, root: Path) -> SourceCheck:
@@ -183,7 +189,9 @@ def check_source(variant: str, source: SplitSource, root: Path) -> SourceCheck:
         files.append(check)
         parsed[split] = entries
     result = SourceCheck(variant, source.repo, files)
-    result.leaked_classes = _shared({s: {e.class_name for e in es} for s, es in parsed.items()})
+    result.leaked_classes = _shared(
+        {s: {e.class_name for e in es} for s, es in parsed.items()}, class_key
+    )
     result.cross_split_videos = _shared({s: {e.video_id for e in es} for s, es in parsed.items()})
     return result
 

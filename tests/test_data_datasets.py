@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,21 @@ def test_template_layout_and_missing_videos_keep_expected_path(tmp_path):
     videos = ds.videos("test")
     assert [v.path.exists() for v in videos[:3]] == [False, False, True]
     assert videos[0].path == tmp_path / rel(entries[0])
+    for bad, says in (
+        ("vids/{class_dir}/clip.mp4", "names neither {video_id} nor {rel_path}"),
+        ("vids/{class_dir}/{video_id.x}.mp4", "write plain fields"),
+        ("vids/{class_dir}/{video_id:d}.mp4", "write plain fields"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            get_dataset(
+                "kinetics100", root=tmp_path, splits_dir=splits, layout="template", template=bad
+            )
+    # a template naming the path a list gives, for a list that gives none: one file for all
+    shared = get_dataset(
+        "kinetics100", root=tmp_path, splits_dir=splits, layout="template", template="{rel_path}"
+    )
+    with pytest.raises(ValueError, match="both resolve to .* each listed video needs a file"):
+        shared.videos("test")
     with pytest.raises(ValueError, match="unknown field 'klass'"):
         get_dataset(
             "kinetics100",
@@ -215,7 +231,7 @@ def test_a_modified_list_that_repeats_a_video_serves_it_once(tmp_path, caplog):
         ds.videos("test")
 
 
-@pytest.mark.parametrize("what", ["video", "class"])
+@pytest.mark.parametrize("what", ["video", "class", "spelling"])
 def test_a_modified_list_that_shares_a_video_or_class_with_another_split_is_refused(tmp_path, what):
     """``allow_modified`` took a train list holding a test video (or a test class) without a
     look at the other splits: test data seen in training, numbers printed as usual."""
@@ -230,8 +246,11 @@ def test_a_modified_list_that_shares_a_video_or_class_with_another_split_is_refu
     test_class, test_video = test_line.split("/", 1)
     if what == "video":  # the test video, listed under a training class
         extra = f"{lines[0].split('/', 1)[0]}/{test_video}"
-    else:  # a new video of a test class
+    elif what == "class":  # a new video of a test class
         extra = f"{test_class}/not_in_any_list"
+    else:  # the test class spelled apart: a layout reads both from one folder
+        extra = f"{test_class.replace('_', ' ').title()}/not_in_any_list"
+        what = "class"
     train_list.write_text("\n".join([*lines, extra]) + "\n")
     ds = get_dataset("hmdb51", root=tmp_path / "data", splits_dir=splits, allow_modified=True)
     with pytest.raises(ValueError, match=rf"1 {what} name\(s\) in more than one split"):

@@ -150,7 +150,10 @@ def test_frozen_cells_are_judged_on_the_videos_present_before_extraction(
     with pytest.raises(InfeasibleCellsError) as err:
         check_cells(runner, [Cell("protonet", "synth", 5, 1), Cell("protonet", "synth", 5, 2)])
     text = str(err.value)
-    assert f"({name!r}) has 2 videos, but 2-shot episodes with 1 queries per class need 3" in text
+    assert (
+        f"({name!r}) of synth-v1-seed0 test has 2 videos, but 2-shot episodes with 1 queries"
+        in text
+    )
     assert "2 listed test video(s) of synth are left out as missing" in text
     assert "cells: protonet 5w2s" in text and "5w1s" not in text
 
@@ -445,3 +448,31 @@ def test_a_val_class_without_videos_is_refused_only_where_validation_runs(
     with pytest.raises(MissingClassesError, match=f"val split: 1 of .* \\({first}\\)"):
         check_cells(runner({}), cells)
     check_cells(runner({"val_episodes": 0}), cells)  # no validation: nothing refused
+
+
+def test_a_test_split_left_too_small_for_any_shot_says_so_and_what_to_do():
+    """After the extraction left out unreadable videos, a class had 1 usable video and the
+    run said 'choose --shots up to 0' (refused by --shots) without naming the split."""
+    import numpy as np
+
+    from fsarbench.episode_streams import draw_test_manifest_fast
+    from fsarbench.episodes import ManifestError
+    from fsarbench.experiments.runner import TEST_REMEDIES
+
+    classes = np.repeat(np.arange(6), [1, 4, 4, 4, 4, 4])
+    with pytest.raises(ManifestError) as err:
+        draw_test_manifest_fast(
+            classes,
+            split_variant="hmdb51-trx",
+            way=5,
+            shot=1,
+            queries=1,
+            episodes=10,
+            seed=0,
+            class_names=["fencing", *"bcdef"],
+            remedies=TEST_REMEDIES,
+        )
+    text = str(err.value)
+    assert "class 0 ('fencing') of hmdb51-trx test has 1 videos" in text
+    assert "too few for any shot. Restore or replace those videos" in text
+    assert "--shots up to" not in text

@@ -156,6 +156,20 @@ def test_verify_catches_injected_leakage_and_duplicates(tmp_path):
     assert leakage == {src.rel_path("train"): 2, src.rel_path("val"): 0, src.rel_path("test"): 2}
 
 
+def test_verify_catches_a_test_class_spelled_apart_in_train(tmp_path):
+    """'kick ball' in train beside the test class 'kick_ball' passed: names were compared
+    as written, and a layout reads both from one folder."""
+    root = require_shared_splits()
+    _copy_variant(root, tmp_path, "hmdb51")
+    src = VARIANTS["hmdb51"].source
+    train, test = tmp_path / src.rel_path("train"), tmp_path / src.rel_path("test")
+    cls = test.read_text().splitlines()[0].split("/")[0]
+    spelled = cls.replace("_", " ").upper()
+    train.write_text(train.read_text() + f"{spelled}/extra_video\n")
+    s = verify_splits(tmp_path, allow_modified=True).sources[0]
+    assert s.leaked_classes == {f"{spelled} / {cls}": ["train", "test"]}
+
+
 def test_modified_list_error_names_file_and_both_hashes(tmp_path):
     root = require_shared_splits()
     _copy_variant(root, tmp_path, "ucf101")

@@ -159,6 +159,10 @@ def apply_splits_dir(args: argparse.Namespace) -> None:
 _SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?")
 
 
+class UsageError(ValueError):
+    """A command line that cannot be acted on as written (the message says what to type)."""
+
+
 def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML). A key given
     twice is refused (``steps=50 steps=60`` took the last one without a word)."""
@@ -168,11 +172,11 @@ def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+            raise UsageError(f"{flag} takes KEY=VALUE, got {item!r}")
         if key in out:
-            raise ValueError(f"{flag} sets {key!r} twice; give it once")
+            raise UsageError(f"{flag} sets {key!r} twice; give it once")
         if _SEXAGESIMAL.fullmatch(value.strip()):  # YAML 1.1: steps=1:30 trained 90 steps
-            raise ValueError(
+            raise UsageError(
                 f"{flag} {item}: YAML reads {value!r} as a base-60 number "
                 f"({load_yaml(value)}); write the number itself, or quote it for text"
             )

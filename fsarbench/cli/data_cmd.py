@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from fsarbench.cli.common import at_least
 from fsarbench.data.datasets import get_dataset, is_synthetic, list_datasets
 from fsarbench.data.health import check_split, health_csv, health_json, protocol_problems
 from fsarbench.data.layouts import LAYOUTS
@@ -35,10 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="splits to check (repeatable; default all three)",
     )
-    c.add_argument("--frames", type=int, default=8, help="T: shorter videos are too short")
-    c.add_argument("--way", type=int, default=5)
-    c.add_argument("--shot", type=int, default=5, help="largest shot you will run")
-    c.add_argument("--queries", type=int, default=1)
+    c.add_argument("--frames", type=at_least(1), default=8, help="T: shorter videos are too short")
+    c.add_argument("--way", type=at_least(2), default=5)
+    c.add_argument("--shot", type=at_least(1), default=5, help="largest shot you will run")
+    c.add_argument("--queries", type=at_least(1), default=1)
     c.add_argument("--min-videos-policy", choices=["error", "drop"], default="error")
     depth = c.add_mutually_exclusive_group()
     depth.add_argument("--no-probe", action="store_true", help="only check that files exist")
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="decode every frame of every video (slow): the default probe decodes the first "
         "and last frames and misses a file damaged in its middle",
     )
-    c.add_argument("--jobs", type=int, default=2, help="threads opening files")
+    c.add_argument("--jobs", type=at_least(1), default=2, help="threads opening files")
     c.add_argument("--report", type=Path, default=None, help="write a .json or .csv report")
     c.set_defaults(func=run_check)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

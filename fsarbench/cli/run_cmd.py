@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from fsarbench.cli.common import (
+    UsageError,
     add_protocol_argument,
     add_splits_dir_argument,
     apply_splits_dir,
@@ -613,7 +614,7 @@ def _setup(args: argparse.Namespace):
     features = run_features(args)
     build_config(Recipe, overrides, where="--recipe")  # unknown keys fail before any work
     if options_over and args.track != "finetune":
-        raise ValueError("--option applies to --track finetune only")
+        raise UsageError("--option applies to --track finetune only")
     if args.features and args.track != "frozen":
         raise ValueError("--features applies to --track frozen; use --option backbone=... here")
     if args.track == "finetune":  # a grid's backbone choice, under explicit --option values

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fsarbench.cli.common import (
     FROZEN_BAD_VIDEOS,
+    UsageError,
     add_protocol_argument,
     add_splits_dir_argument,
     apply_splits_dir,
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if "protocol" in option_over:
         raise ValueError(f"choose the protocol with --protocol {option_over['protocol']}")
     if args.track == "frozen" and option_over:
-        raise ValueError("--option applies to --track finetune only")
+        raise UsageError("--option applies to --track finetune only")
     _check_settings(args, hparams, recipe_over, option_over)
     with _folder_held(out):
         if args.overwrite:  # only once every setting is known good: a typo deleted the old run

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fsarbench.data.layouts import LAYOUTS, detect_layout, resolve, template_layout
+from fsarbench_splits.parsers import class_key
 from fsarbench_splits.registry import (
     SPLITS,
     LoadedSplit,
@@ -32,6 +33,7 @@ __all__ = [
     "DatasetFlipError",
     "DatasetSpec",
     "SplitListDataset",
+    "SplitListError",
     "VideoRecord",
     "get_dataset",
     "list_datasets",
@@ -89,6 +91,15 @@ def _dataset_root(root: str | Path | None, folder: str) -> Path | None:
     return root / folder if (root / folder).is_dir() else root
 
 
+class SplitListError(ValueError):
+    """Split lists that cannot serve few-shot episodes as written: a class or video in two
+    splits, a video under two classes, two videos read from one file."""
+
+
+def _video_id(entry) -> str:
+    return entry.video_id
+
+
 class SplitListDataset:
     """A dataset whose splits come from a published list (see ``fsarbench_splits``).
 
@@ -114,6 +125,8 @@ class SplitListDataset:
             )
         if (layout == "template") != (template is not None):
             raise ValueError("layout='template' and template=... go together")
+        if template is not None:
+            template_layout(template)  # a bad template is named before any list is read
         self.spec = spec
         self.name, self.variant, self.flip_ok = spec.name, spec.variant, spec.flip_ok
         self.root = _dataset_root(root, spec.folder)
@@ -137,15 +150,17 @@ class SplitListDataset:
         video in two splits is test data seen in training. The published lists are checked
         by ``splits verify``; a modified one was accepted with no look at the others."""
         loaded = {s: self.split(s) for s in SPLITS}
-        for what, key in (("class", "class_name"), ("video", "video_id")):
+        # classes are compared as a layout reads their folders: "Fencing" in train and
+        # "fencing" in test are one class, read from one folder
+        for what, key in (("class", lambda e: class_key(e.class_name)), ("video", _video_id)):
             owners: dict[str, list[str]] = {}
             for name, ls in loaded.items():
-                for item in sorted({getattr(e, key) for e in ls.entries}):
+                for item in sorted({key(e) for e in ls.entries}):
                     owners.setdefault(item, []).append(name)
             shared = {k: v for k, v in owners.items() if len(v) > 1}
             if shared:
                 first = next(iter(shared))
-                raise ValueError(
+                raise SplitListError(
                     f"{self.name}: the modified split lists put {len(shared)} {what} name(s) "
                     f"in more than one split (e.g. {first!r} in {' and '.join(shared[first])}): "
                     "few-shot splits must hold disjoint classes and videos. Fix the lists "
@@ -180,17 +195,20 @@ class SplitListDataset:
         index = {c: i for i, c in enumerate(names)}
         layout, root = self._layout_fn(split), self._need_root()
         seen: dict[str, str] = {}
+        owner: dict[Path, str] = {}  # path -> the video id it was resolved for
         records = []
         for e in self.split(split).entries:
             if e.video_id in seen:
                 if seen[e.video_id] != e.class_name:
-                    raise ValueError(
+                    raise SplitListError(
                         f"{self.name} {split} list names video {e.video_id!r} under two classes "
                         f"({seen[e.video_id]!r} and {e.class_name!r}); fix the list"
                     )
                 continue
             seen[e.video_id] = e.class_name
             path = resolve(root, e, layout)[0]
+            if owner.setdefault(path, e.video_id) != e.video_id:
+                raise SplitListError(self._one_path_error(split, owner[path], e.video_id, path))
             records.append(VideoRecord(e.video_id, e.class_name, index[e.class_name], path))
         repeats = len(self.split(split).entries) - len(records)
         if repeats:
@@ -201,6 +219,17 @@ class SplitListDataset:
                 repeats,
             )
         return records
+
+    def _one_path_error(self, split: str, first: str, second: str, path: Path) -> str:
+        """Two listed videos resolved to one file: one would be support and query of its
+        episodes (accuracy near 100%), and every count of usable videos is wrong."""
+        how = f"the template {self.template!r}" if self.template else f"layout {self.layout!r}"
+        return (
+            f"{self.name} {split}: videos {first!r} and {second!r} both resolve to {path} "
+            f"under {how}: each listed video needs a file of its own. A template must name "
+            "{video_id} (or {rel_path} for lists that give paths); check the layout with "
+            f"'python -m fsarbench data check {self.name} --root DIR'"
+        )
 
     def split_md5s(self) -> dict[str, str]:
         return {s: self.split(s).md5 for s in ("train", "val", "test")}

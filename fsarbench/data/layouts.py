@@ -6,6 +6,7 @@ order; the resolved path is the first candidate that exists (else the first, for
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -75,6 +76,10 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
+class LayoutError(ValueError):
+    """A layout template that cannot name each video's own file."""
+
+
 def template_layout(template: str) -> Layout:
     """A layout from a template relative to the root, e.g. ``"videos/{class_dir}/{video_id}.mp4"``.
 
@@ -82,11 +87,23 @@ def template_layout(template: str) -> Layout:
     """
     try:
         template.format(class_name="c", class_dir="c", video_id="v", rel_path="r")
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except (KeyError, IndexError) as err:
-        raise ValueError(
+        raise LayoutError(
             f"bad layout template {template!r}: unknown field {err}; fields are class_name, "
             "class_dir, video_id, rel_path"
         ) from None
+    except (AttributeError, ValueError) as err:  # {video_id.x}, {video_id:d}, a lone "{"
+        raise LayoutError(
+            f"bad layout template {template!r} ({err}); write plain fields such as "
+            "'{class_dir}/{video_id}.avi' (fields: class_name, class_dir, video_id, rel_path)"
+        ) from None
+    if not fields & {"video_id", "rel_path"}:
+        raise LayoutError(
+            f"layout template {template!r} names neither {{video_id}} nor {{rel_path}}: every "
+            "video of a class would be one file. Name the video, e.g. "
+            "'{class_dir}/{video_id}.avi'"
+        )
 
     def from_template(root: Path, e: SplitEntry) -> list[Path]:
         return [

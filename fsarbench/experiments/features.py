@@ -237,8 +237,22 @@ class FrozenFeatureProvider:
         cache, stats = extract_reusing(
             dataset, split, dataset=ds, config=config, cache_root=self.cache_root
         )
-        if stats is not None:
-            log.info("extracted %s/%s: %s", dataset, split, stats)
+        if stats is not None:  # counts and the first causes: the errors dict ran to megabytes
+            log.info(
+                "extracted %s/%s: %d written, %d already stored, %d failed%s (%.1f s, %.0f "
+                "frames/s)",
+                dataset,
+                split,
+                stats.written,
+                stats.already_done,
+                stats.failed,
+                "".join(
+                    f"; {key}: {' '.join(str(why).split())[:160]}"
+                    for key, why in list(stats.errors.items())[:3]
+                ),
+                stats.seconds,
+                stats.frames_per_s,
+            )
         return cache
 
 

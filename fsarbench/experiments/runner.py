@@ -57,6 +57,9 @@ from fsarbench.results import (
 TEST_REMEDIES = {
     "way": "choose --ways up to {classes}",
     "videos": "choose --shots up to {max_shot} (the smallest class has {smallest} usable videos)",
+    "videos_none": "the smallest class has {smallest} usable videos once unreadable or too "
+    "short ones are left out: too few for any shot. Restore or replace those videos ('python "
+    "-m fsarbench data check DATASET --root DIR' names each and why)",
 }
 
 #: Feature-preset fields that say how frames were sampled and transformed (the protocol).

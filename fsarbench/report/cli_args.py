@@ -108,13 +108,17 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shot", type=int, default=None, help="only K-shot settings")
 
 
+class FilterError(ValueError):
+    """Filters (``--dataset``, ``--way``, ``--shot``) that match no record of the folder."""
+
+
 def filter_entries(entries: list[Entry], args: argparse.Namespace) -> list[Entry]:
     """Entries matching ``--dataset``, ``--way`` and ``--shot`` (those given)."""
     kept = [e for e in entries if _matches_filters(e, args)]
     asked = {k: v for k, v in _filters(args).items() if v is not None}
     if entries and not kept and asked:
         have = {k: sorted({getattr(e.setting, k) for e in entries}, key=str) for k in asked}
-        raise ValueError(
+        raise FilterError(
             "no records match "
             + ", ".join(f"--{k} {v}" for k, v in asked.items())
             + f" under {getattr(args, 'runs', 'the runs folder')}; its records have "
