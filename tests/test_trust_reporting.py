@@ -748,3 +748,22 @@ def test_paper_tables_say_when_run_cells_have_fewer_episodes_or_lost_test_videos
     assert "(fencing_1, pour_2;" in notes
     (table,) = summary_tables(load_records(tmp_path)).values()  # the per-dataset table too
     assert "run cells on toy: 2 listed test video(s) left out" in table
+
+
+def test_leaderboard_and_compare_say_when_runs_left_test_videos_out(tmp_path, capsys):
+    """The tables and the report named the left-out test videos; the leaderboard and compare
+    ranked and gave verdicts over part of the test split without a word."""
+    m = _manifest()
+    rng = np.random.default_rng(18)
+    lost = ["test/fencing_1: missing", "test/pour_2: too short: 2 frames"]
+    save_simulated_record(tmp_path, m, "otam", 0.6, rng, skipped_videos=lost)
+    save_simulated_record(tmp_path, m, "trx", 0.7, rng, skipped_videos=lost)
+    said = "run cells on toy: 2 listed test video(s) left out as missing, unreadable or too short"
+    assert main(["leaderboard", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr()
+    assert said in out.err and said in (tmp_path / "leaderboard.md").read_text()
+    assert main(["compare", "otam", "trx", "--runs", str(tmp_path), "--bootstrap", "200"]) == 0
+    assert f"Note: {said}" in capsys.readouterr().out
+    assert main(["compare", "otam", "otam", "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "compare needs two systems; both are 'otam'" in err and "traceback" not in err

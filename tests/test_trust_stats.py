@@ -456,3 +456,19 @@ def test_compare_prints_no_discordant_counts_where_mcnemar_did_not_run(tmp_path,
     assert main(["compare", "lead", "weak", "--runs", str(tmp_path), "--bootstrap", "100"]) == 0
     out = capsys.readouterr().out
     assert "n/a / n/a (n/a)" in out and "(0:0)" not in out
+
+
+@pytest.mark.parametrize("stand_in", ["null", "none"])
+def test_a_user_grid_can_refuse_a_stand_in_for_its_datasets(tmp_path, capsys, stand_in):
+    """A user grid naming hmdb51 ran synth instead when hmdb51 was not found (exit 0), and
+    could not ask for an error: stand_in had to name a generated dataset."""
+    path = tmp_path / "grids.yaml"
+    path.write_text(
+        f"grids: {{mine: {{datasets: [hmdb51], methods: [protonet], stand_in: {stand_in}}}}}\n"
+    )
+    out = tmp_path / "o"
+    args = ["run", "--grids", str(path), "--table", "mine", "--root", str(tmp_path / "none")]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "grid 'mine': dataset 'hmdb51' is not present and the grid sets stand_in: null" in err
+    assert not (out / "records").exists()

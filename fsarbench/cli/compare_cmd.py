@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from fsarbench.cli.common import seed_value
+from fsarbench.cli.common import UsageError, seed_value
 from fsarbench.report.cli_args import (
     add_filter_args,
     add_runs_arg,
@@ -23,7 +23,7 @@ from fsarbench.report.compare import (
 from fsarbench.report.markdown import md_cell_text
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import STALE_MARK
-from fsarbench.report.tables import interval_note, stale_note
+from fsarbench.report.tables import interval_note, stale_note, test_pool_notes
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, format_p
 from fsarbench.stats.rounding import difference, fixed
 
@@ -122,6 +122,11 @@ def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
+    if args.a == args.b:
+        raise UsageError(
+            f"compare needs two systems; both are {args.a!r} ('python -m fsarbench leaderboard "
+            f"--runs {args.runs}' lists them)"
+        )
     left_out: list[str] = []
     entries = load_filtered_entries(
         args, left_out=left_out, verify=lambda e: e.system in (args.a, args.b)
@@ -185,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
     intervals = interval_note([e for c in comps for e in (c.a, c.b)])
     if intervals:
         print(f"Note: {intervals}")
+    shown = [r for c in comps for e in (c.a, c.b) for r in e.records]
+    for pool in test_pool_notes(shown, episodes=False):  # verdicts over part of a test split
+        print(f"Note: {pool}")
     changed = recipe_changes_text([r for c in comps for e in (c.a, c.b) for r in e.records])
     if changed:  # the tables said so; the command asking "is A better?" did not
         print(f"Note: {changed}")

@@ -21,7 +21,7 @@ from fsarbench.report.leaderboard import (
     untested_note,
     write_leaderboard,
 )
-from fsarbench.report.tables import interval_note, stale_note
+from fsarbench.report.tables import interval_note, stale_note, test_pool_notes
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
 
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     tie_note = untested_note(args.test, untested)
     ranked = [st.entry for standings in board.values() for st in standings]
     stale, intervals = stale_note(ranked), interval_note(ranked)
-    for note in [n for n in (tie_note, stale, intervals) if n] + held:
+    pools = test_pool_notes([r for e in ranked for r in e.records], episodes=False)
+    for note in [n for n in (tie_note, stale, intervals) if n] + held + pools:
         print(f"note: {note}", file=sys.stderr)
         notes.append(note)
     kw = {"alpha": args.alpha, "test": args.test, "notes": notes}

@@ -60,8 +60,9 @@ class GridSpec:
     title: str = ""
     shots: list[int] | None = None
     ways: list[int] = field(default_factory=lambda: [5])
-    #: The generated dataset that stands in for a paper dataset that is not present.
-    stand_in: str = STAND_IN
+    #: The generated dataset that stands in for a paper dataset that is not present;
+    #: ``null`` (or ``none``): a dataset of the grid that is not present is an error.
+    stand_in: str | None = STAND_IN
     features: dict[str, Any] = field(default_factory=dict)
     #: Registered methods a ``methods: registered`` grid leaves out.
     exclude: list[str] = field(default_factory=list)
@@ -86,7 +87,8 @@ class GridSpec:
         for way in self.ways:
             check_range(where, "ways", way, 2, 100)
         synthetic = [d for d in list_datasets() if is_synthetic(d)]
-        check_names(f"{where}.stand_in", [self.stand_in], synthetic)
+        if self.stand_in is not None and self.stand_in != "none":
+            check_names(f"{where}.stand_in", [self.stand_in], synthetic)
         if isinstance(self.datasets, str):
             _check_word(f"{where}.datasets", self.datasets, "available", "every dataset present")
         else:
@@ -217,6 +219,17 @@ def grid_features(names: list[str]) -> dict[str, Any]:
 
 def grid_title(name: str) -> str:
     return _grid(name).title or name
+
+
+def _stood_in(grid: str, why: str, stand_in: str | None) -> list[str]:
+    """``[stand_in]``, or a :class:`ConfigError` for a grid that asked for none."""
+    if stand_in is None:
+        raise ConfigError(
+            f"grid {grid!r}: {why} and the grid sets stand_in: null. Put the videos under "
+            "$FSAR_DATA (or --root DIR) and check them with 'python -m fsarbench data check "
+            "DATASET --root DIR', or give the grid a stand_in such as synth"
+        )
+    return [stand_in]
 
 
 def grid_stand_in(name: str) -> str:
@@ -359,13 +372,16 @@ def expand_grid(
     """Cells of grid ``name`` on ``track`` under ``protocol``; datasets not in ``available``
     are stood in for by the grid's ``stand_in`` (``synth`` unless the grid says otherwise)."""
     grid = _grid(name)
+    stand_in = None if grid.stand_in in (None, "none") else grid.stand_in
     datasets = grid.datasets
     if datasets == "available":
-        datasets = list(available) or [grid.stand_in]
+        datasets = list(available) or _stood_in(name, "no dataset is present", stand_in)
     cells = []
     for paper_ds in datasets:
-        kept = paper_ds in available or paper_ds == grid.stand_in
-        ds = paper_ds if kept else grid.stand_in
+        kept = paper_ds in available or paper_ds == stand_in
+        if not kept:
+            _stood_in(name, f"dataset {paper_ds!r} is not present", stand_in)
+        ds = paper_ds if kept else stand_in
         grid_shots = grid.shots or standard_shots(paper_ds)
         for way in [w for w in grid.ways if ways is None or w in ways]:
             for shot in [s for s in grid_shots if shots is None or s in shots]:
