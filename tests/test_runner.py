@@ -149,3 +149,28 @@ def test_a_model_shared_across_shots_never_supersedes_the_per_shot_records(tmp_p
     kept = sorted(p.stem for p in (tmp_path / "records").glob("*.json"))
     assert kept == sorted({r.cell for r in per_shot + shared})  # three records, none moved
     assert not (tmp_path / "superseded").exists()
+
+
+def test_tables_and_report_are_marked_out_of_date_once_records_change(tmp_path):
+    """A re-run with another recipe, interrupted before its end, left tables/*.md and the
+    report showing the numbers of the records it had moved to superseded/."""
+    from fsarbench.experiments.outputs import OUT_OF_DATE, mark_outputs_out_of_date
+
+    cells = [Cell("protonet", "toy", 5, 1, label="protonet")]
+    run_cells(cells, provider, RunOptions(tmp_path, **OPTS))
+    (tmp_path / "tables").mkdir()
+    table, latex, csv = (tmp_path / "tables" / f"t.{x}" for x in ("md", "tex", "csv"))
+    for path in (table, latex, csv):
+        path.write_text("| protonet | 80.00 |\n")
+    (tmp_path / "report").mkdir()
+    report = tmp_path / "report" / "index.html"
+    report.write_text("<html><body><p>80.00</p></body></html>")
+    run_cells(cells, provider, RunOptions(tmp_path, **OPTS))  # all reused: nothing changes
+    assert OUT_OF_DATE not in table.read_text() + report.read_text()
+    other = {**OPTS, "recipe_overrides": {**OPTS["recipe_overrides"], "steps": 6}}
+    run_cells(cells, provider, RunOptions(tmp_path, **other))  # supersedes the record
+    assert table.read_text().startswith(f"> **{OUT_OF_DATE}**")
+    assert latex.read_text().startswith(f"% {OUT_OF_DATE}")
+    assert csv.read_text() == "| protonet | 80.00 |\n"  # programs read the CSV files
+    assert "<body>\n<p style=" in report.read_text() and OUT_OF_DATE in report.read_text()
+    assert mark_outputs_out_of_date(tmp_path) == []  # once

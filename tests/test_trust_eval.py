@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -181,6 +182,41 @@ def test_eval_features_keeps_the_cache_dataset_and_refuses_another(tmp_path, tra
     assert (record.dataset, record.split) == ("toy", "test")
     assert record.tags == {"variant_label": "stored features"}  # the manifest is the user's
     assert record.features["split_md5"] == {"test": "md5a"} and record.protocol == "custom"
+
+
+def test_a_manifest_whose_spec_was_edited_is_recorded_as_a_variant(tmp_path, trained, caplog):
+    """A manifest with spec.seed edited to 7 over seed 0's episodes was recorded as seed 7's
+    draw (likewise an edited dataset, split or first episode)."""
+    import dataclasses
+    import json
+
+    from fsarbench.cli.eval_checks import follows_spec
+
+    path, manifest = _cache(tmp_path, dataset="toy")
+    data = json.loads(Path(manifest).read_text())
+    data["spec"]["seed"] = 7
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    args = ["--features", path, "--manifest", str(edited), "--checkpoint", str(trained)]
+    assert _eval(tmp_path, *args) == 0
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.seed == 7
+    assert record.tags == {"variant_label": "stored features, episodes not drawn from their spec"}
+    assert "episodes not drawn from their spec (seed 7" in caplog.text
+    # the check itself: over the features' pools, and over the pools a manifest uses
+    labels = np.repeat(np.arange(8), 6)
+    small = fb.make_manifest(labels, way=5, shot=1, episodes=3, seed=4, dataset="d")
+    assert follows_spec(small, labels)  # three episodes use few videos: the store's pools
+    later = dataclasses.replace(small, meta={**small.meta, "first_episode": 1})
+    assert not follows_spec(later, labels) and not follows_spec(later, None)
+    dropped = fb.make_manifest(
+        np.repeat(np.arange(8), [1, 6, 6, 6, 6, 6, 6, 6]),
+        way=5,
+        shot=1,
+        episodes=400,
+        min_videos_policy="drop",
+    )
+    assert follows_spec(dropped, np.repeat(np.arange(8), [1, 6, 6, 6, 6, 6, 6, 6]))
 
 
 def test_eval_features_of_a_val_cache_is_recorded_as_the_val_split(tmp_path, trained):

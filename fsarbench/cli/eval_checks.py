@@ -272,6 +272,32 @@ def check_num_train_classes(data: dict[str, Any], given: int | None, where: str)
         )
 
 
+def follows_spec(manifest, video_classes) -> bool:
+    """Whether every episode of ``manifest`` is the one its spec (seed, dataset, split, way,
+    shot, queries; indices from ``meta["first_episode"]``) draws over the class pools of
+    ``video_classes`` (the serving store's class id per video), or, where that is unknown or
+    does not hold (a manifest drawn with classes left out), over the pools its episodes use.
+    An edited ``spec.seed`` over another seed's episodes was recorded as that seed's."""
+    import numpy as np
+
+    from fsarbench.episodes import EpisodeDrawer, class_pools
+
+    if video_classes is not None:
+        pools = class_pools(np.asarray(video_classes))
+        draw = EpisodeDrawer(pools, np.array(sorted(pools), dtype=np.int64), manifest.spec)
+        start = int(manifest.meta.get("first_episode", 0))
+        episodes = zip(manifest.classes, manifest.support, manifest.query, strict=True)
+        try:
+            if all(
+                all(np.array_equal(a, b) for a, b in zip(draw(start + i), episode))
+                for i, episode in enumerate(episodes)
+            ):
+                return True
+        except ValueError:  # a class too small for the spec: not drawn over these pools
+            pass
+    return manifest.regenerates()
+
+
 def eval_variant_label(
     *,
     checkpoint: bool,
@@ -282,6 +308,7 @@ def eval_variant_label(
     weights_file: str | None = None,
     other_code: bool = False,
     training: str = "",
+    episodes: str = "",
 ) -> str | None:
     """The variant label of an ``eval`` record that is not a run of the protocol, or ``None``.
 
@@ -301,6 +328,8 @@ def eval_variant_label(
         other_code: the checkpoint was trained by other code than the installed one.
         training: what makes the checkpoint other than the finished run's selected model
             (a resume point, an unfinished run, other train/val data), in words.
+        episodes: what makes the manifest's episodes other than what its spec names
+            (:func:`follows_spec`), in words.
     """
     stored_label = {"cache": "stored features", "file": "features file"}.get(stored or "", "")
     overrides = ", ".join(f"{k}={v}" for k, v in sorted((changed or {}).items()))
@@ -313,5 +342,6 @@ def eval_variant_label(
         f"trained on {trained_on}" if trained_on else "",
         f"{split} split" if split != "test" else "",
         f"evaluated with {overrides}" if overrides else "",
+        episodes,
     ]
     return ", ".join(label for label in labels if label) or None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from fsarbench.cli.eval_checks import (
     check_num_train_classes,
     eval_variant_label,
     features_origin,
+    follows_spec,
     trained_name,
 )
 from fsarbench.data.protocols import list_protocols
@@ -66,6 +68,11 @@ from fsarbench.stats.rounding import fixed
 
 #: Seed of the initial weights of a method evaluated without a checkpoint.
 UNTRAINED_SEED = 0
+#: The variant label of a manifest whose episodes are not its spec's draw (an edited seed,
+#: dataset, split or first episode): its record would claim that draw.
+_OTHER_EPISODES = "episodes not drawn from their spec"
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -260,13 +267,14 @@ def run(args: argparse.Namespace) -> int:
             manifest = Manifest.load(args.manifest)
             _check_manifest_flags(args, manifest)
             store, video_classes = _serving_store(opened, manifest)
+            episodes_note = "" if follows_spec(manifest, video_classes) else _OTHER_EPISODES
             method, meta, names = (
                 build_method(args, store.feature_shape, checkpoint),
                 _features_meta(args.features, opened, split),
                 _names(opened, video_classes, manifest),
             )
         else:
-            origin, split = _checked_checkpoint(args, checkpoint), "test"
+            origin, split, episodes_note = _checked_checkpoint(args, checkpoint), "test", ""
             store, manifest, method, meta, names = _dataset_mode(args, device, checkpoint)
         meta["name"] = trained_name(origin.name, checkpoint, args.dataset)
         meta["variant"] = eval_variant_label(
@@ -287,7 +295,17 @@ def run(args: argparse.Namespace) -> int:
                 )
                 if label
             ),
+            episodes=episodes_note,
         )
+        if episodes_note:
+            log.warning(
+                "%s: %s (seed %d, %s %s): recorded as a variant, never ranked as that draw",
+                args.manifest,
+                _OTHER_EPISODES,
+                manifest.spec.seed,
+                manifest.spec.dataset or "no dataset",
+                manifest.spec.split or "no split",
+            )
         method = method.to(device)
         result = evaluate_sharded(
             method,

@@ -10,10 +10,48 @@ from pathlib import Path
 
 from fsarbench.io import atomic_write_text
 
-__all__ = ["write_paper_outputs", "paper_tables_written", "refresh_paper_outputs"]
+__all__ = [
+    "write_paper_outputs",
+    "paper_tables_written",
+    "refresh_paper_outputs",
+    "mark_outputs_out_of_date",
+]
 
 log = logging.getLogger(__name__)
 EXTENSIONS = {"md": "md", "latex": "tex", "csv": "csv"}
+
+
+#: Put at the top of a run folder's tables and report once its records change, until the
+#: run rewrites them at its end: an interrupted run left them showing superseded numbers.
+OUT_OF_DATE = (
+    "OUT OF DATE: this folder's records changed after this file was written (a run was "
+    "interrupted before rewriting it); summary.csv is current. Re-run the same 'python -m "
+    "fsarbench run ... --out DIR' to finish and rewrite it."
+)
+
+
+def mark_outputs_out_of_date(run_dir: str | Path) -> list[Path]:
+    """Prefix :data:`OUT_OF_DATE` to the Markdown and LaTeX tables and the HTML report of
+    ``run_dir`` (CSV files are left as they are, for the programs that read them); the
+    files marked. Called once a run is about to change a record; the run's end rewrites
+    them."""
+    run_dir = Path(run_dir)
+    marked = []
+    tables = run_dir / "tables"
+    for path in [*sorted(tables.glob("*.md")), *sorted(tables.glob("*.tex"))]:
+        text = path.read_text()
+        if OUT_OF_DATE not in text:
+            lead = f"% {OUT_OF_DATE}\n" if path.suffix == ".tex" else f"> **{OUT_OF_DATE}**\n\n"
+            atomic_write_text(path, lead + text)
+            marked.append(path)
+    report = run_dir / "report" / "index.html"
+    if report.is_file():
+        text = report.read_text()
+        if OUT_OF_DATE not in text and "<body>" in text:
+            banner = f'<body>\n<p style="background:#fdd;padding:8px"><b>{OUT_OF_DATE}</b></p>'
+            atomic_write_text(report, text.replace("<body>", banner, 1))
+            marked.append(report)
+    return marked
 
 
 def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:

@@ -22,6 +22,7 @@ from fsarbench.evaluate import POOL_KEY_PREFIX, evaluate
 from fsarbench.experiments.cells import Cell
 from fsarbench.experiments.feasibility import check_cells
 from fsarbench.experiments.manifest_cache import MANIFESTS_DIR, cached_test_manifest
+from fsarbench.experiments.outputs import mark_outputs_out_of_date
 from fsarbench.experiments.tracks import (
     DatasetFeatures,
     FinetuneTrack,
@@ -144,6 +145,7 @@ class CellRunner:
         self.pair_tables: dict[str, dict] = {}
         self.manifests: dict[tuple, Manifest] = {}
         self.manifest_hashes: dict[int, str] = {}
+        self.outputs_marked = False  # the folder's tables and report marked out of date
         # outside results (added from bundles) are never reused or superseded as own cells
         self.done = (
             {r.cell: r for r in load_records(options.out_dir) if not r.tags.get(OUTSIDE_TAG)}
@@ -257,6 +259,7 @@ class CellRunner:
             compute=compute_environment(self.opt.device),
         )
         assert record.cell == rid, (record.cell, rid)
+        self.records_changing()
         save_result(self.opt.out_dir, record, result)
         supersede_older_copies(self.opt.out_dir, record)  # e.g. a shard folder's old copy
         partial.unlink(missing_ok=True)
@@ -350,6 +353,7 @@ class CellRunner:
     def _supersede_others(self, record: ResultRecord) -> None:
         for other in [r for r in self.done.values() if r.setting == record.setting]:
             if other.cell != record.cell:
+                self.records_changing()
                 log.warning(
                     "%s supersedes %s (config %s -> %s); the old record is moved to %s/",
                     record.cell,
@@ -360,6 +364,14 @@ class CellRunner:
                 )
                 supersede(self.opt.out_dir, other)
                 del self.done[other.cell]
+
+    def records_changing(self) -> None:
+        """Before this runner first writes or moves a record: the folder's tables and report
+        are marked out of date until the run's end rewrites them (an interrupted run left
+        them showing the numbers of records it had superseded)."""
+        if not self.outputs_marked:
+            self.outputs_marked = True
+            mark_outputs_out_of_date(self.opt.out_dir)
 
     def _written_meanwhile(self, record: ResultRecord) -> list[ResultRecord]:
         """Own records of ``record``'s setting under ``records/`` that this runner has not
