@@ -198,3 +198,22 @@ def test_run_notes_training_seeds_the_tables_pool_beyond_the_runs_own(tmp_path, 
     save_simulated_record(other, _manifest(40), "trx", 0.7, rng, train_seed=1, recipe={"lr": 1})
     _note_other_seeds(load_records(other), [Cell("trx", "toy", 5, 1, train_seed=0)])
     assert "note:" not in capsys.readouterr().out
+
+
+def test_merge_counts_and_names_an_unreadable_record(tmp_path, capsys):
+    """A truncated record file was named only in a stderr warning; the result line said
+    '3 record(s)' with no word of one left out."""
+    _shards(tmp_path)
+    (path,) = (tmp_path / "shard1" / "records").glob("*.json")
+    path.write_text(path.read_text()[:100])
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"note: record {path} cannot be read" in out
+    assert "2 record(s) (1 left out, named above)" in out
+
+
+def test_a_shard_counted_from_one_is_refused_with_how_they_count():
+    from fsarbench.cli.run_cmd import _shard
+
+    with pytest.raises(ValueError, match=r"got 2/2: shards count from 0 \(0/2, 1/2\)"):
+        _shard([], "2/2", {}, False)

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.out.is_dir():
         raise FileNotFoundError(f"no results folder {args.out}")
-    found = load_records(args.out)
+    unreadable: list[str] = []
+    found = load_records(args.out, unreadable=unreadable)
     # outside results (bundles under external/) are not this folder's runs, and one of the
     # same cell as an own record must not win the de-duplication below and hide the own one
     own = [r for r in found if not r.tags.get(OUTSIDE_TAG)]
@@ -69,13 +70,14 @@ def run(args: argparse.Namespace) -> int:
     records, twice = newest_per_cell(kept)
     for cell in twice:
         print(f"note: cell {cell} is recorded by more than one shard; the newest copy is used")
-    for note in damaged:
+    for note in [*damaged, *unreadable]:
         print(f"note: {note}")
     check_episodes(args.out, records, allow=args.allow_mixed_episodes)
     summary = write_summary(args.out, records)
     tables = write_summary_tables(args.out, records)
     _, refused = records_given_by_rows(args.out, records)  # checked (and cached) above
-    left = f" ({len(refused)} left out, named above)" if refused else ""
+    lost = len(refused) + len(unreadable)  # an unreadable file was named on stderr alone
+    left = f" ({lost} left out, named above)" if lost else ""
     print(
         f"{len(records) - len(refused)} record(s){left} -> {summary} and {len(tables)} "
         f"table(s) under {args.out / 'tables'}"

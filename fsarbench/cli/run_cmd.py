@@ -357,9 +357,14 @@ def _shard(cells: list[Cell], spec: str | None, tracks: dict, share: bool) -> li
     try:
         i, n = (int(x) for x in spec.split("/"))
     except ValueError:
-        raise ValueError(f"--shard takes I/N (e.g. 0/4), got {spec!r}") from None
+        raise UsageError(f"--shard takes I/N (e.g. 0/4), got {spec!r}") from None
     if not 0 <= i < n:
-        raise ValueError(f"--shard I/N needs 0 <= I < N, got {spec}")
+        named = ", ".join(f"{k}/{n}" for k in range(min(n, 3))) + (" ..." if n > 3 else "")
+        raise UsageError(
+            f"--shard I/N needs 0 <= I < N, got {spec}"
+            + (f": shards count from 0 ({named}, {n - 1}/{n})" if n > 3 else "")
+            + (f": shards count from 0 ({named})" if 0 < n <= 3 else "")
+        )
 
     def shard_of(cell: Cell) -> int:
         return int(stable_hash(_unit_key(cell, tracks, share), 12), 16) % n
