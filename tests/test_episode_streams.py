@@ -132,7 +132,7 @@ def test_the_fast_manifest_is_the_scalar_manifest(episodes) -> None:
     [
         ({"episodes": 0}, "at least one episode"),
         ({"way": 12}, "12-way episodes need 12 classes"),
-        ({"shot": 6}, "class 0 has 5 videos"),
+        ({"shot": 6}, "class 0 of toy-v1 test has 5 videos"),
     ],
 )
 def test_settings_the_split_cannot_serve_get_the_scalar_error(change, message) -> None:
