@@ -412,7 +412,9 @@ def load_records(out_dir: str | Path, *, unreadable: list[str] | None = None) ->
             records.append(load_record(path))
         except UnreadableRecordError as err:
             reason = f"{err}; delete or restore it (a run re-evaluates the cell)"
-            log.warning("%s; left out", reason)
+            if reason not in _WARNED:  # run reads the folder after every cell: warn once
+                _WARNED.add(reason)
+                log.warning("%s; left out", reason)
             if unreadable is not None:
                 unreadable.append(reason)
     return records

@@ -212,6 +212,20 @@ def test_merge_counts_and_names_an_unreadable_record(tmp_path, capsys):
     assert "2 record(s) (1 left out, named above)" in out
 
 
+def test_an_unreadable_record_is_warned_about_once_per_process(tmp_path, caplog):
+    """run reads the folder after every cell, and warned about one truncated record file
+    once per cell."""
+    _shards(tmp_path)
+    (path,) = (tmp_path / "shard1" / "records").glob("*.json")
+    path.write_text(path.read_text()[:99])
+    unreadable: list[str] = []
+    for _ in range(3):
+        load_records(tmp_path, unreadable=unreadable)
+    assert len(unreadable) == 3  # each reader is told
+    said = [r for r in caplog.records if f"record {path} cannot be read" in r.getMessage()]
+    assert len(said) == 1
+
+
 def test_a_shard_counted_from_one_is_refused_with_how_they_count():
     from fsarbench.cli.run_cmd import _shard
 

@@ -51,6 +51,19 @@ def test_grid_file_errors(text, message):
         load_grid_file(text, "g.yaml")
 
 
+def test_grid_files_that_would_be_misread_are_refused(tmp_path):
+    """'exclude:' beside a list of methods was ignored; an empty 'grids:' said only
+    'unknown grid' when its grid was asked for."""
+    from fsarbench.experiments.grids import add_grid_file
+
+    with pytest.raises(ConfigError, match=r"exclude applies to 'methods: registered' only"):
+        load_grid_file("grids: {g: {datasets: [synth], methods: [otam], exclude: [trx]}}", "g")
+    path = tmp_path / "g.yaml"
+    path.write_text("grids: {}\n")
+    with pytest.raises(ConfigError, match=r"g.yaml defines no grids"):
+        add_grid_file(path)
+
+
 def test_run_with_a_bad_grid_file_fails_before_any_work(tmp_path, capsys):
     path = tmp_path / "grids.yaml"
     path.write_text(GRID.format(key="shot"))

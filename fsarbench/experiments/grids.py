@@ -96,6 +96,11 @@ class GridSpec:
         if isinstance(self.methods, str):
             _check_word(f"{where}.methods", self.methods, "registered", "every registered method")
             check_names(f"{where}.exclude", self.exclude, list_methods())
+        elif self.exclude:  # it was ignored without a word
+            raise ConfigError(
+                f"{where}.exclude applies to 'methods: registered' only; leave the methods "
+                "out of the list instead"
+            )
         else:
             names = [m if isinstance(m, str) else m.method for m in self.methods]
             check_names(f"{where}.methods", names, list_methods())
@@ -155,6 +160,11 @@ def add_grid_file(path: str | os.PathLike) -> list[str]:
     if not path.exists():
         raise ConfigError(f"grid file {path} does not exist")
     table = load_grid_file(path.read_text(), str(path))
+    if not table.grids:
+        raise ConfigError(
+            f"{path} defines no grids (its 'grids:' is empty): add one, e.g. "
+            "'grids: {mine: {datasets: [synth], methods: [otam]}}'"
+        )
     # were read and dropped: only grids.yaml says what --all runs and the standard shots
     for key, value in (("standard_shots", table.standard_shots), ("all", table.all)):
         if value:
