@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
         help="paired comparison of two methods in every setting both have",
-        description="For each setting (dataset x way x shot) that both A and B have records "
+        description="For each setting (dataset x way x shot, and track, frame protocol and test "
+        "episodes) that both A and B have records "
         "for: both accuracies, the difference A - B with a bootstrap 95% CI, paired t-test, "
         "Wilcoxon and McNemar p-values raw and Holm-adjusted across the settings compared, "
         "and a verdict. Records of the two must share their episodes (manifest hash).",

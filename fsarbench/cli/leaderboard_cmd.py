@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "leaderboard",
         help="rank every method with records, per setting",
-        description="Rank the methods with records in each setting (dataset x way x shot); "
+        description="Rank the methods with records in each setting (dataset x way x shot, "
+        "and track, frame protocol and test episodes); "
         "methods not significantly different from the leader (paired, Holm-adjusted) share "
         "rank 1. Prints Markdown and writes RUNS/leaderboard.md and RUNS/leaderboard.csv.",
     )
