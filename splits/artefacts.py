@@ -24,16 +24,24 @@ def editor_artefacts(data: bytes) -> list[str]:
         found.append("a UTF-8 byte-order mark (BOM)")
     if b"\r\n" in data:
         found.append("Windows (CRLF) line ends")
-    if _TRAILING_BLANKS.search(data.replace(b"\r\n", b"\n")):
+    if b"\r" in data.replace(b"\r\n", b""):
+        found.append("classic Mac (CR) line ends")
+    if _TRAILING_BLANKS.search(_lf(data)):
         found.append("spaces or tabs at line ends")
-    if data and not data.endswith(b"\n"):
+    if data and not data.endswith((b"\n", b"\r")):
         found.append("no newline at the end")
     return found
 
 
+def _lf(data: bytes) -> bytes:
+    """``data`` with CRLF and lone CR line ends as LF."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
 def normalised(data: bytes) -> bytes:
-    """``data`` without the artefacts: no BOM, LF line ends, no trailing blanks, final newline."""
-    text = data.removeprefix(codecs.BOM_UTF8).replace(b"\r\n", b"\n")
+    """``data`` without the artefacts: no BOM, LF line ends (from CRLF or CR), no trailing
+    blanks, a final newline."""
+    text = _lf(data.removeprefix(codecs.BOM_UTF8))
     text = _TRAILING_BLANKS.sub(b"", text)
     return text if not text or text.endswith(b"\n") else text + b"\n"
 
@@ -51,4 +59,4 @@ def modified_cause(path: Path, expected_md5: str) -> str:
     what = ", ".join(found)
     if hashlib.md5(normalised(data)).hexdigest() == expected_md5:
         return f"Its lines are the published ones; only its bytes differ: {what}."
-    return f"It has {what}, which the published list has not, and its lines differ too."
+    return f"It has {what} (the published list has none of these), and its lines differ too."

@@ -247,7 +247,8 @@ def test_a_list_saved_with_bom_and_crlf_reads_as_published_and_names_the_cause(t
     _copy_variant(root, tmp_path, "hmdb51")
     path = tmp_path / VARIANTS["hmdb51"].source.rel_path("test")
     published = parse_split_file(path, "trx")
-    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    published_bytes = path.read_bytes()
+    path.write_bytes(b"\xef\xbb\xbf" + published_bytes.replace(b"\n", b"\r\n"))
     assert parse_split_file(path, "trx") == published
     errors = verify_splits(tmp_path).errors()
     assert not any("counts" in e for e in errors)
@@ -258,6 +259,9 @@ def test_a_list_saved_with_bom_and_crlf_reads_as_published_and_names_the_cause(t
     loaded = load_split("hmdb51", "test", tmp_path, allow_modified=True)
     assert loaded.entries == published and loaded.modified
     assert verify_splits(tmp_path, allow_modified=True).ok
+    path.write_bytes(published_bytes.replace(b"\n", b"\r"))  # classic Mac line ends
+    (modified,) = verify_splits(tmp_path).errors()
+    assert "only its bytes differ: classic Mac (CR) line ends." in modified
 
 
 def test_a_modified_list_error_names_other_changes_and_no_run_flag(tmp_path):
@@ -269,7 +273,7 @@ def test_a_modified_list_error_names_other_changes_and_no_run_flag(tmp_path):
     with pytest.raises(SplitModifiedError) as err:
         load_split("hmdb51", "test", tmp_path)
     text = str(err.value)
-    assert "It has a UTF-8 byte-order mark (BOM), which the published list has not" in text
+    assert "It has a UTF-8 byte-order mark (BOM) (the published list has none of these)" in text
     assert "lines differ too" in text and "splits import DIR" in text
     # run has no --allow-modified: the message must not send a run user to it
     assert "Pass --allow-modified" not in text and "run, extract, train and eval read only" in text
