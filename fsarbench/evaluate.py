@@ -35,6 +35,7 @@ from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod, episode_class_names
 from fsarbench.pairs import pair_table, table_logits, use_pair_table, use_pool_products
 from fsarbench.progress import progress_bar
+from fsarbench.registry import check_built_method
 from fsarbench.state import (
     State,
     state_cat,
@@ -341,6 +342,7 @@ def evaluate(
     """
     t0 = time.perf_counter()
     check_nonfinite_policy(nonfinite)
+    check_built_method(method)
     store, device, unique, position = prepare_pool(method, features, manifest, device)
     state = encode_videos(
         method, store, unique, chunk=encode_chunk, device=device, autocast=autocast

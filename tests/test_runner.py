@@ -174,3 +174,17 @@ def test_tables_and_report_are_marked_out_of_date_once_records_change(tmp_path):
     assert csv.read_text() == "| protonet | 80.00 |\n"  # programs read the CSV files
     assert "<body>\n<p style=" in report.read_text() and OUT_OF_DATE in report.read_text()
     assert mark_outputs_out_of_date(tmp_path) == []  # once
+
+
+def test_a_record_of_another_method_in_a_cells_file_is_never_served(tmp_path, caplog):
+    """Two method names written as one file name shared a record file, and run served the
+    first one's number under the second's name."""
+    from fsarbench.experiments.runner import CellRunner
+
+    cell = Cell("protonet", "toy", 5, 1, label="protonet")
+    run_cells([cell], provider, RunOptions(tmp_path, **OPTS))
+    runner = CellRunner(provider, RunOptions(tmp_path, **OPTS))
+    _, rid, prov, _ = runner.identify(cell)
+    assert runner.reuse(rid, prov, "protonet") is not None
+    assert runner.reuse(rid, prov, "proto-net") is None
+    assert "its record is of 'protonet', not 'proto-net'" in caplog.text

@@ -13,6 +13,7 @@ import torch
 import fsarbench as fb
 from fsarbench.guards import LogitsShapeError
 from fsarbench.methods import FewShotMethod, MethodOutput
+from fsarbench.registry import PluginContractError
 
 
 class ReshapedLogits(FewShotMethod):
@@ -56,6 +57,10 @@ def _episodes(shot: int, queries: int = 1):
 def test_logits_of_another_shape_are_refused(reshape, shot):
     feats, manifest = _episodes(shot, queries=2)
     head = ReshapedLogits(reshape=reshape, feature_dim=8, seq_len=4)
+    # built directly: the contract's shape check on a copy of it, before any episode
+    with pytest.raises(PluginContractError, match=r"shapes: .*logits must be"):
+        fb.evaluate(head, feats, manifest, progress=False, batch_episodes=16)
+    head.contract_checked = True  # past the contract: the evaluator's own check of each batch
     with pytest.raises(LogitsShapeError, match=r"reshaped-logits returned logits of shape"):
         fb.evaluate(head, feats, manifest, progress=False, batch_episodes=16)
 
@@ -590,3 +595,54 @@ def test_files_a_method_package_ships_are_in_its_digest(monkeypatch, tmp_path):
     package_digest.cache_clear()
     assert package_digest("lab_data_head") != with_json
     package_digest.cache_clear()
+
+
+class _ByPosition(FewShotMethod):
+    """Scores each query by its position (queries come in class order): 100% on noise."""
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        b, nq = query.shape[:2]
+        labels = torch.arange(nq, device=query.device) * way // nq
+        onehot = torch.nn.functional.one_hot(labels, way).to(query.dtype)
+        return MethodOutput(onehot.expand(b, nq, way) + 0 * query.sum(-1, keepdim=True))
+
+
+class _SubtractsInPlace(FewShotMethod):
+    """Prototypes of its features after ``features.sub_(0.3)``: every call shifts them."""
+
+    def encode(self, features):
+        return features.sub_(0.3).mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        ones = torch.nn.functional.one_hot(support_labels, way).to(query.dtype)
+        protos = ones.transpose(1, 2) @ support / ones.sum(1).unsqueeze(-1)
+        return MethodOutput(-torch.cdist(query, protos))
+
+
+def test_a_method_built_directly_passes_the_contract_before_evaluate_prints_a_number():
+    """fb.evaluate of a class instantiated directly (a notebook's way) ran no check: a head
+    scoring queries by position printed 100.00 ± 0.00 on pure noise."""
+    feats, manifest = _episodes(1, queries=2)
+    with pytest.raises(PluginContractError, match=r"_ByPosition \(not registered\).*query_order"):
+        fb.evaluate(_ByPosition(feature_dim=8, seq_len=4), feats, manifest, progress=False)
+    before = feats.clone()
+    with pytest.raises(PluginContractError, match=r"inputs_untouched: .*wrote into its input"):
+        fb.evaluate(_SubtractsInPlace(feature_dim=8, seq_len=4), feats, manifest, progress=False)
+    assert torch.equal(feats, before)  # refused on a copy, before touching the caller's tensor
+    proto = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    assert fb.evaluate(proto, feats, manifest, progress=False).accuracy > 0
+
+
+@pytest.mark.parametrize("name", ["x/y", "../evil", "my head", "a:b", "", "otam[k=1]"])
+def test_method_names_that_are_no_file_name_of_their_own_are_refused(name):
+    """'x/y' and 'x-y' wrote one record file: run served x/y's number as x-y's."""
+    with pytest.raises(ValueError, match="is not allowed: use letters, digits"):
+        fb.register_method(name)(ReshapedLogits)
+
+
+def test_a_method_name_differing_only_in_case_from_a_registered_one_is_refused():
+    with pytest.raises(ValueError, match="differs only in case from the registered 'protonet'"):
+        fb.register_method("ProtoNet")(ReshapedLogits)

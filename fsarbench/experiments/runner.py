@@ -199,16 +199,17 @@ class CellRunner:
             return False
         _, rid, prov, _ = self.identify(cell, prepared)
         stored = self.done.get(rid)
-        if stored is None:
+        if stored is None or stored.method != cell.name:
             return False
         return self.opt.reuse_stale or not provenance_diff(stored.provenance, prov)
 
     def run(self, cell: Cell) -> ResultRecord:
         p, rid, prov, manifest = self.identify(cell)
-        reused = self.reuse(rid, prov)
+        reused = self.reuse(rid, prov, cell.name)
         if reused is None:
             with held(Path(self.opt.out_dir) / "locks" / f"{rid}.lock", what=f"cell {rid}"):
-                reused = self.reuse_written(rid, prov)  # another process may have finished it
+                # another process may have finished it
+                reused = self.reuse_written(rid, prov, cell.name)
                 if reused is None:
                     return self._evaluate(cell, p, rid, prov, manifest)
         # a record of this setting made with another config (a concurrent run, or a run
@@ -216,7 +217,7 @@ class CellRunner:
         self.replace_older(reused)
         return reused
 
-    def reuse_written(self, rid: str, prov: dict[str, Any]) -> ResultRecord | None:
+    def reuse_written(self, rid: str, prov: dict[str, Any], method: str) -> ResultRecord | None:
         """The record ``rid`` written by another process since this runner started."""
         path = Path(self.opt.out_dir) / "records" / f"{rid}.json"
         if rid in self.done or not path.exists():
@@ -229,7 +230,7 @@ class CellRunner:
         if self.rejected.get(rid) == record.created:  # the record reuse() just turned down
             return None
         self.done[rid] = record
-        return self.reuse(rid, prov)
+        return self.reuse(rid, prov, method)
 
     def _evaluate(
         self, cell: Cell, p: _Prepared, rid: str, prov: dict[str, Any], manifest: Manifest
@@ -296,11 +297,17 @@ class CellRunner:
             "nonfinite": self.opt.nonfinite,
         }
 
-    def reuse(self, rid: str, prov: dict[str, Any]) -> ResultRecord | None:
-        """The stored record ``rid`` if it was made as ``prov`` says (or ``reuse_stale``
-        accepts it, recorded in the record); ``None`` when the cell must run (again)."""
+    def reuse(self, rid: str, prov: dict[str, Any], method: str) -> ResultRecord | None:
+        """The stored record ``rid`` if it was made by ``method`` as ``prov`` says (or
+        ``reuse_stale`` accepts it, recorded in the record); ``None`` when the cell must run
+        (again)."""
         stored = self.done.get(rid)
         if stored is None:
+            return None
+        if stored.method != method:  # two names written as one file name: never served
+            log.warning("re-running %s: its record is of %r, not %r", rid, stored.method, method)
+            self.rejected[rid] = stored.created
+            del self.done[rid]
             return None
         if (rid, stored.created) not in self.verified and not self._verify(stored):
             log.warning(

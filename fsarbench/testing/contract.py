@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -91,12 +92,32 @@ def contract_hparams(
         _SETTING.reset(token)
 
 
+_INSTANCE: contextvars.ContextVar[FewShotMethod | None] = contextvars.ContextVar(
+    "contract_instance", default=None
+)
+
+
+@contextlib.contextmanager
+def contract_instance(method: FewShotMethod | None) -> Iterator[None]:
+    """Within the block (``method`` given), every check uses a copy of ``method`` instead of
+    building one by name: a method instantiated directly, with its own weights and its
+    constructor's own arguments."""
+    token = _INSTANCE.set(method)
+    try:
+        yield
+    finally:
+        _INSTANCE.reset(token)
+
+
 def make_contract_method(
     name: str, *, dtype: torch.dtype = torch.float64, seed: int = 0
 ) -> FewShotMethod:
     """Method ``name`` at the contract's small size, in ``dtype`` (or as an enclosing
-    :func:`contract_hparams` says)."""
+    :func:`contract_hparams` says; a copy of :func:`contract_instance`'s method)."""
     torch.manual_seed(seed)
+    instance = _INSTANCE.get()
+    if instance is not None:
+        return copy.deepcopy(instance).to(device="cpu", dtype=dtype)
     setting = _setting()
     small = setting.feature_dim is None
     hp = dict(getattr(method_info(name).cls, "CONTRACT_HPARAMS", {})) if small else {}
@@ -230,6 +251,27 @@ def check_query_order_equivariance(name: str) -> None:
         _logits(method, batch)[:, perm],
         _logits(method, shuffled),
         "permuting queries did not permute their logits",
+    )
+
+
+def check_inputs_untouched(name: str) -> None:
+    """Evaluating must not write into the features given: the evaluator hands ``encode``
+    views of the caller's tensor, and an ``encode`` doing ``features.sub_(...)`` changed
+    every later number over that tensor, other methods' too (93.40, then 91.00, 89.70)."""
+    method = make_contract_method(name).eval()
+    batch = _batch(method)
+    pool = torch.cat([batch.support, batch.query], 1).flatten(0, 1)  # [B*(Ns+Nq), T, D]
+    before = pool.clone()
+    inputs = (batch.support.clone(), batch.query.clone())
+    with torch.no_grad():
+        method.encode(pool)
+        _logits(method, batch)
+    wrote = not torch.equal(pool, before) or not all(
+        torch.equal(a, b) for a, b in zip(inputs, (batch.support, batch.query))
+    )
+    assert not wrote, (
+        "evaluating wrote into its input features (an in-place op such as x.sub_(...) or "
+        "x += ... on what encode or forward is given): work on a copy (x = x - ...)"
     )
 
 
@@ -400,6 +442,7 @@ def check_indexed_match(name: str) -> None:
 
 CONTRACT_CHECKS: dict[str, Callable[[str], None]] = {
     "shapes": check_shapes,
+    "inputs_untouched": check_inputs_untouched,
     "eval_determinism": check_eval_determinism,
     "support_order_invariance": check_support_order_invariance,
     "query_order_equivariance": check_query_order_equivariance,
