@@ -35,7 +35,7 @@ from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod, episode_class_names
 from fsarbench.pairs import pair_table, table_logits, use_pair_table, use_pool_products
 from fsarbench.progress import progress_bar
-from fsarbench.registry import check_built_method
+from fsarbench.registry import check_built_method, is_builtin
 from fsarbench.state import (
     State,
     state_cat,
@@ -273,6 +273,28 @@ def check_evaluable(manifest: Manifest) -> None:
         )
 
 
+class FeatureShapeError(ValueError):
+    """Features of another ``[T, D]`` than the method was built for."""
+
+
+def check_feature_shape(method: FewShotMethod, shape: tuple[int, int]) -> None:
+    """Refuse features whose ``(T, D)`` is not the method's ``(seq_len, feature_dim)``:
+    ``[N, D, T]`` features given to a head built for ``[T, D]`` printed 24.30 (92.20 in the
+    right layout), and T=16 frames to a head built for 8 passed the same way. A user's
+    method (a built-in one maps what it is given itself)."""
+    if is_builtin(type(method)):  # wrappers (a frame adapter, a finetuned backbone) map
+        return  # their input features to the head's own size
+    t, d = (int(x) for x in shape)
+    if (t, d) != (method.seq_len, method.feature_dim):
+        name = getattr(method, "method_name", None) or type(method).__name__
+        raise FeatureShapeError(
+            f"{name} was built for features of T={method.seq_len} frames x "
+            f"D={method.feature_dim} dims, and these are T={t} x D={d} (features are "
+            "[videos, frames, dims]): transpose them if they are [videos, dims, frames], or "
+            f"build the method with seq_len={t}, feature_dim={d}"
+        )
+
+
 def prepare_pool(method: FewShotMethod, features, manifest: Manifest, device):
     """Checks and index maps shared by every evaluator: the feature store, the device, the
     manifest's unique videos ``[U]`` and each video's position among them ``[N]`` (-1: unused).
@@ -286,6 +308,7 @@ def prepare_pool(method: FewShotMethod, features, manifest: Manifest, device):
             f"manifest was drawn over a pool of {manifest.num_videos} videos but the feature "
             f"store holds {len(store)}: they describe different test pools"
         )
+    check_feature_shape(method, store.feature_shape)
     method.eval()
     device = torch.device(device) if device is not None else device_of(method)
     unique = manifest.unique_videos()

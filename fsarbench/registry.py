@@ -226,6 +226,11 @@ def _load_entry_points() -> None:
             _resolve_clash(ep.name, entry, obj, ep.value)
 
 
+def is_builtin(cls: type) -> bool:
+    """Whether ``cls`` is one of fsarbench's own methods (or wrappers), not a user's."""
+    return _is_builtin(cls)
+
+
 def _is_builtin(cls: Any) -> bool:
     return cls.__module__.split(".")[0] in BUILTIN_PACKAGES
 
@@ -324,8 +329,23 @@ def create_method(
     )
     if not _is_builtin(type(method)):  # a plugin, whether found by entry point or imported
         _check_plugin(name, hparams, PluginSetting(feature_dim, seq_len, dataset))
-    method.contract_checked = True
+    mark_checked(method)
     return method
+
+
+#: Attribute of a method instance holding the versions of its parameters when the contract
+#: checks passed on it: an optimiser step changes a version, so a trained instance is checked
+#: again (kept on the instance: an id could be reused by another object once it is freed).
+_CHECKED_AT = "_fsarbench_checked_versions"
+
+
+def _versions(method: FewShotMethod) -> tuple[int, ...]:
+    return tuple(p._version for p in method.parameters())
+
+
+def mark_checked(method: FewShotMethod) -> None:
+    """Record that ``method``, with its weights as they are now, passed the checks."""
+    method.__dict__[_CHECKED_AT] = _versions(method)
 
 
 #: Suffix of the name a method class that is not registered is checked under.
@@ -333,17 +353,19 @@ _UNREGISTERED = " (not registered)"
 
 
 def check_built_method(method: FewShotMethod) -> None:
-    """:data:`PLUGIN_CHECKS` on a method not built by :func:`create_method` (a class
-    instantiated directly, as in a notebook): on copies of the instance itself (its weights,
-    its constructor's own arguments), at its sizes, once per instance; a built-in method, or
-    one ``create_method`` checked, passes at once. A head scoring queries by their position
-    printed 100.00 ± 0.00 on noise through ``evaluate`` when built directly.
+    """:data:`PLUGIN_CHECKS` on the method instance ``evaluate`` is given, unless a
+    built-in: on copies of the instance itself (its weights, its constructor's own
+    arguments), at its sizes, once per instance and state of its weights (:func:`mark_checked`;
+    ``create_method`` checks a new instance). A head scoring queries by their position
+    printed 100.00 ± 0.00 on noise through ``evaluate`` when built directly, and one whose
+    eval-mode noise was scaled by a weight that is zero at initialisation passed the checks
+    made at its creation and gave three numbers for one trained model.
 
     Raises:
         PluginContractError: a check fails.
     """
     cls = type(method)
-    if _is_builtin(cls) or getattr(method, "contract_checked", False):
+    if _is_builtin(cls) or method.__dict__.get(_CHECKED_AT) == _versions(method):
         return
     name = next((n for n, e in _REGISTRY.items() if e.cls is cls), None)
     name = name or f"{cls.__module__}.{cls.__qualname__}{_UNREGISTERED}"
@@ -359,7 +381,7 @@ def check_built_method(method: FewShotMethod) -> None:
         )
     else:
         _check_plugin(name, None, PluginSetting(method.feature_dim, method.seq_len), method)
-    method.contract_checked = True
+    mark_checked(method)
 
 
 def create_method_unchecked(
@@ -435,11 +457,11 @@ def _check_plugin(
     ``instance``: the checks run on copies of it instead (:func:`check_built_method`)."""
     hparams = dict(hparams or {})
     sizes = dataclasses.asdict(setting) if setting else {}
-    own = id(instance) if instance is not None else None
-    key = json.dumps([name, hparams, sizes, own], sort_keys=True, default=str)
-    if key in _PLUGINS_CHECKED:
+    key = json.dumps([name, hparams, sizes], sort_keys=True, default=str)
+    if instance is None and key in _PLUGINS_CHECKED:  # an instance: its caller keeps track
         return
-    _PLUGINS_CHECKED.add(key)
+    if instance is None:
+        _PLUGINS_CHECKED.add(key)
     from fsarbench.testing.contract import CONTRACT_CHECKS, contract_hparams, contract_instance
 
     failed = []

@@ -18,7 +18,7 @@ from fsarbench.episodes import make_manifest
 from fsarbench.evaluate import ClassNamesError, evaluate
 from fsarbench.features.store import as_feature_store
 from fsarbench.methods import FewShotMethod, MethodOutput, label_classes
-from fsarbench.registry import create_method, register_method
+from fsarbench.registry import create_method, mark_checked, register_method
 from fsarbench.testing.contract import CONTRACT_CLASS_NAMES, make_contract_method, random_batch
 from fsarbench.training import SplitFeatures
 from fsarbench.training.recipe import Recipe
@@ -111,6 +111,7 @@ def test_evaluator_passes_each_episodes_names_in_label_order():
     classes = np.repeat(np.arange(5), 4)
     manifest = make_manifest(classes, way=3, shot=1, queries=1, episodes=6, class_names=names)
     spy = _Spy(feature_dim=8, seq_len=2)
+    mark_checked(spy)  # it records every call: the contract's calls would be recorded too
     evaluate(spy, torch.rand(20, 2, 8), manifest, progress=False, class_names=names)
     got = [row for batch in _Spy.seen for row in batch]
     assert got == [[names[c] for c in row] for row in manifest.classes.tolist()]

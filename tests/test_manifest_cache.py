@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fsarbench.experiments.manifest_cache as cache_mod
-from fsarbench.episodes import draw_test_manifest
+from fsarbench.episodes import Manifest, draw_test_manifest
 from fsarbench.experiments.manifest_cache import cached_test_manifest
 
 CLASSES = np.repeat(np.arange(7), 6)
@@ -59,7 +59,7 @@ def test_other_test_videos_or_sampler_code_draw_again(tmp_path, monkeypatch) -> 
     assert sorted(p.name for p in hashed[0]) == ["episode_streams.py", "episodes.py"]
 
 
-@pytest.mark.parametrize("damage", ["junk", "truncated", "edited"])
+@pytest.mark.parametrize("damage", ["junk", "truncated", "edited", "forged", "repeated"])
 def test_an_unusable_file_is_drawn_again_and_replaced(tmp_path, caplog, damage) -> None:
     drawn = cached_test_manifest(tmp_path, CLASSES, **ARGS)
     (path,) = tmp_path.iterdir()
@@ -72,6 +72,15 @@ def test_an_unusable_file_is_drawn_again_and_replaced(tmp_path, caplog, damage) 
             arrays = dict(data)
         arrays["support"] = arrays["support"][::-1].copy()
         np.savez(path.with_suffix(""), **arrays)  # np.savez appends .npz
+    if damage in ("forged", "repeated"):  # rewritten with a hash that matches it: 8.80 printed
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in ("classes", "support", "query")}
+        if damage == "forged":  # each episode's queries one label over
+            arrays["query"] = np.roll(arrays["query"], 1, axis=1)
+        else:  # every episode the first
+            arrays = {k: np.repeat(v[:1], len(v), 0) for k, v in arrays.items()}
+        forged = Manifest(drawn.spec, **arrays, num_videos=len(CLASSES), drawn=True)
+        np.savez(path.with_suffix(""), **arrays, hash=np.array(forged.hash))
     with caplog.at_level(logging.WARNING):
         again = cached_test_manifest(tmp_path, CLASSES, **ARGS)
     assert again.hash == drawn.hash

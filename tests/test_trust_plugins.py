@@ -13,7 +13,7 @@ import torch
 import fsarbench as fb
 from fsarbench.guards import LogitsShapeError
 from fsarbench.methods import FewShotMethod, MethodOutput
-from fsarbench.registry import PluginContractError
+from fsarbench.registry import PluginContractError, mark_checked
 
 
 class ReshapedLogits(FewShotMethod):
@@ -60,7 +60,7 @@ def test_logits_of_another_shape_are_refused(reshape, shot):
     # built directly: the contract's shape check on a copy of it, before any episode
     with pytest.raises(PluginContractError, match=r"shapes: .*logits must be"):
         fb.evaluate(head, feats, manifest, progress=False, batch_episodes=16)
-    head.contract_checked = True  # past the contract: the evaluator's own check of each batch
+    mark_checked(head)  # past the contract: the evaluator's own check of each batch
     with pytest.raises(LogitsShapeError, match=r"reshaped-logits returned logits of shape"):
         fb.evaluate(head, feats, manifest, progress=False, batch_episodes=16)
 
@@ -610,6 +610,18 @@ class _ByPosition(FewShotMethod):
         return MethodOutput(onehot.expand(b, nq, way) + 0 * query.sum(-1, keepdim=True))
 
 
+class _Prototypes(FewShotMethod):
+    """Mean-pooled prototypes, scored by minus the Euclidean distance."""
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        ones = torch.nn.functional.one_hot(support_labels, way).to(query.dtype)
+        protos = ones.transpose(1, 2) @ support / ones.sum(1).unsqueeze(-1)
+        return MethodOutput(-torch.cdist(query, protos))
+
+
 class _SubtractsInPlace(FewShotMethod):
     """Prototypes of its features after ``features.sub_(0.3)``: every call shifts them."""
 
@@ -646,3 +658,45 @@ def test_method_names_that_are_no_file_name_of_their_own_are_refused(name):
 def test_a_method_name_differing_only_in_case_from_a_registered_one_is_refused():
     with pytest.raises(ValueError, match="differs only in case from the registered 'protonet'"):
         fb.register_method("ProtoNet")(ReshapedLogits)
+
+
+class _NoisyOnceTrained(FewShotMethod):
+    """Eval-mode noise scaled by a weight that is 0 at initialisation: the checks made at
+    creation pass, the trained model is not deterministic."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.noise = torch.nn.Parameter(torch.zeros(()))
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        ones = torch.nn.functional.one_hot(support_labels, way).to(query.dtype)
+        protos = ones.transpose(1, 2) @ support / ones.sum(1).unsqueeze(-1)
+        logits = -torch.cdist(query, protos)
+        return MethodOutput(logits + self.noise * torch.randn_like(logits))
+
+
+def test_a_trained_instance_is_checked_again_before_it_is_evaluated():
+    feats, manifest = _episodes(1)
+    head = _NoisyOnceTrained(feature_dim=8, seq_len=4)
+    fb.evaluate(head, feats, manifest, progress=False)  # noise 0: passes
+    with torch.no_grad():
+        head.noise.add_(0.5)  # as an optimiser step would
+    with pytest.raises(PluginContractError, match=r"eval_determinism"):
+        fb.evaluate(head, feats, manifest, progress=False)
+
+
+def test_features_of_another_layout_than_the_method_was_built_for_are_refused():
+    """[N, D, T] features given to a head built for [T, D] printed 24.30 (92.20 in the right
+    layout); T=16 frames to a head built for 8 passed the same way."""
+    from fsarbench.evaluate import FeatureShapeError
+
+    feats, manifest = _episodes(1)  # [N, T=4, D=8]
+    proto = _Prototypes(feature_dim=8, seq_len=4)  # a user's head (built-ins map their input)
+    fb.evaluate(proto, feats, manifest, progress=False)
+    with pytest.raises(FeatureShapeError, match=r"T=4 frames x D=8 dims, and these are T=8 x D=4"):
+        fb.evaluate(proto, feats.transpose(1, 2), manifest, progress=False)
+    with pytest.raises(FeatureShapeError, match=r"build the method with seq_len=8, feature_dim=8"):
+        fb.evaluate(proto, torch.cat([feats, feats], 1), manifest, progress=False)
