@@ -597,49 +597,19 @@ def test_files_a_method_package_ships_are_in_its_digest(monkeypatch, tmp_path):
     package_digest.cache_clear()
 
 
-class _ByPosition(FewShotMethod):
-    """Scores each query by its position (queries come in class order): 100% on noise."""
-
-    def encode(self, features):
-        return features.mean(1)
-
-    def match(self, support, support_labels, query, way, **_):
-        b, nq = query.shape[:2]
-        labels = torch.arange(nq, device=query.device) * way // nq
-        onehot = torch.nn.functional.one_hot(labels, way).to(query.dtype)
-        return MethodOutput(onehot.expand(b, nq, way) + 0 * query.sum(-1, keepdim=True))
-
-
-class _Prototypes(FewShotMethod):
-    """Mean-pooled prototypes, scored by minus the Euclidean distance."""
-
-    def encode(self, features):
-        return features.mean(1)
-
-    def match(self, support, support_labels, query, way, **_):
-        ones = torch.nn.functional.one_hot(support_labels, way).to(query.dtype)
-        protos = ones.transpose(1, 2) @ support / ones.sum(1).unsqueeze(-1)
-        return MethodOutput(-torch.cdist(query, protos))
-
-
-class _SubtractsInPlace(FewShotMethod):
+class _SubtractsInPlace(MeanPrototypes):
     """Prototypes of its features after ``features.sub_(0.3)``: every call shifts them."""
 
     def encode(self, features):
         return features.sub_(0.3).mean(1)
-
-    def match(self, support, support_labels, query, way, **_):
-        ones = torch.nn.functional.one_hot(support_labels, way).to(query.dtype)
-        protos = ones.transpose(1, 2) @ support / ones.sum(1).unsqueeze(-1)
-        return MethodOutput(-torch.cdist(query, protos))
 
 
 def test_a_method_built_directly_passes_the_contract_before_evaluate_prints_a_number():
     """fb.evaluate of a class instantiated directly (a notebook's way) ran no check: a head
     scoring queries by position printed 100.00 ± 0.00 on pure noise."""
     feats, manifest = _episodes(1, queries=2)
-    with pytest.raises(PluginContractError, match=r"_ByPosition \(not registered\).*query_order"):
-        fb.evaluate(_ByPosition(feature_dim=8, seq_len=4), feats, manifest, progress=False)
+    with pytest.raises(PluginContractError, match=r"PositionCheat \(not registered\).*query_order"):
+        fb.evaluate(PositionCheat(feature_dim=8, seq_len=4), feats, manifest, progress=False)
     before = feats.clone()
     with pytest.raises(PluginContractError, match=r"inputs_untouched: .*wrote into its input"):
         fb.evaluate(_SubtractsInPlace(feature_dim=8, seq_len=4), feats, manifest, progress=False)
@@ -694,7 +664,7 @@ def test_features_of_another_layout_than_the_method_was_built_for_are_refused():
     from fsarbench.evaluate import FeatureShapeError
 
     feats, manifest = _episodes(1)  # [N, T=4, D=8]
-    proto = _Prototypes(feature_dim=8, seq_len=4)  # a user's head (built-ins map their input)
+    proto = MeanPrototypes(feature_dim=8, seq_len=4)  # a user's head (built-ins map their input)
     fb.evaluate(proto, feats, manifest, progress=False)
     with pytest.raises(FeatureShapeError, match=r"T=4 frames x D=8 dims, and these are T=8 x D=4"):
         fb.evaluate(proto, feats.transpose(1, 2), manifest, progress=False)
