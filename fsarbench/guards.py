@@ -47,8 +47,9 @@ class NonFiniteLogitsError(FloatingPointError):
 
 
 class LogitsShapeError(ValueError):
-    """A method returned logits that are not ``[episodes, queries, way]`` (numpy would
-    broadcast or index them into an ordinary-looking accuracy)."""
+    """A method returned logits that are not ``[episodes, queries, way]`` real scores (numpy
+    would broadcast or index them into an ordinary-looking accuracy; complex or bool ones
+    crashed in torch's argmax)."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -110,6 +111,11 @@ def predict_labels(
             f"{nq} queries and {way} classes (episodes {first_episode}..{first_episode + b - 1})"
             f": match must return [episodes, queries, way], one score per class in the "
             "episode's label order (average per-support scores over each class's shots)"
+        )
+    if logits.dtype.is_complex or logits.dtype == torch.bool:
+        raise LogitsShapeError(
+            f"{method} returned {logits.dtype} logits (episodes {first_episode}..): match must "
+            "return real scores (float or int), one per class"
         )
     bad = ~torch.isfinite(logits).all(-1)
     flat = logits.amax(-1) == logits.amin(-1)  # every class scored alike

@@ -670,3 +670,21 @@ def test_features_of_another_layout_than_the_method_was_built_for_are_refused():
         fb.evaluate(proto, feats.transpose(1, 2), manifest, progress=False)
     with pytest.raises(FeatureShapeError, match=r"build the method with seq_len=8, feature_dim=8"):
         fb.evaluate(proto, torch.cat([feats, feats], 1), manifest, progress=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.bool])
+def test_logits_that_are_not_real_scores_are_refused(dtype):
+    """Complex logits passed the contract and crashed in torch's argmax; bool ones too."""
+    from fsarbench.guards import predict_labels
+
+    logits = torch.zeros(2, 3, 5, dtype=dtype)
+    with pytest.raises(LogitsShapeError, match=rf"returned {dtype} logits"):
+        predict_labels(logits, first_episode=0, shape=(2, 3, 5))
+
+    class Cast(MeanPrototypes):
+        def match(self, *args, **kwargs):
+            return MethodOutput(super().match(*args, **kwargs).logits.to(dtype))
+
+    feats, manifest = _episodes(1)
+    with pytest.raises(PluginContractError, match=r"shapes: .*logits must be real scores"):
+        fb.evaluate(Cast(feature_dim=8, seq_len=4), feats, manifest, progress=False)

@@ -213,6 +213,10 @@ def check_shapes(name: str) -> None:
         assert out.logits.shape == (3, way * queries, way), (
             f"{where}: logits must be [B, Nq, way], got {tuple(out.logits.shape)}"
         )
+        dtype = out.logits.dtype
+        assert not (dtype.is_complex or dtype == torch.bool), (
+            f"{where}: logits must be real scores (float or int), got {dtype}"
+        )
         assert torch.isfinite(out.logits).all(), f"{where}: logits must be finite"
         for key, value in out.losses.items():
             assert value.dim() == 0, f"{where}: loss {key!r} must be a scalar"
