@@ -431,3 +431,17 @@ def test_a_flag_of_overrides_given_twice_keeps_both():
     twice = parse(["run", "--recipe", "steps=2", "--recipe", "steps=3"])
     with pytest.raises(ValueError, match="sets 'steps' twice"):
         parse_overrides(twice.recipe, "--recipe")
+
+
+def test_a_disk_that_refuses_a_write_is_an_error_not_a_traceback(monkeypatch, capsys):
+    """A read-only cache mount ended 'extract' with a raw OSError traceback."""
+    import errno
+
+    import fsarbench.cli.list_cmd as list_cmd
+
+    def read_only(args):
+        raise OSError(errno.EROFS, "Read-only file system", "/mnt/cache/.lock")
+
+    monkeypatch.setattr(list_cmd, "run", read_only)
+    assert main(["list", "methods"]) == 2
+    assert "error: [Errno 30] Read-only file system: '/mnt/cache/.lock'" in capsys.readouterr().err

@@ -62,7 +62,7 @@ def _run_command(args: argparse.Namespace) -> int:
         fsarbench.ConfigError,
         fsarbench.ManifestError,
         fsarbench.UnknownMethodError,
-        FileNotFoundError,
+        OSError,  # a missing file, a read-only or full disk: named, not a traceback
         ValueError,
         KeyError,
         RuntimeError,
