@@ -246,6 +246,17 @@ def test_eval_features_of_a_tensor_file_is_a_variant(tmp_path, trained):
     assert not [c for r in table.rows for c in r.cells if c.entry is not None]
 
 
+def test_a_features_file_of_more_frames_than_dims_is_warned_about(tmp_path, caplog):
+    """A [videos, dims, frames] file was read as frames x dims and printed a number."""
+    test = FakeProvider()("toy").splits["test"]
+    frames, dims = test.store.features.shape[-2:]
+    torch.save(test.store.features.transpose(1, 2).contiguous(), tmp_path / "f.pt")
+    _, manifest = _cache(tmp_path, dataset=None)
+    assert _eval(tmp_path, "--features", str(tmp_path / "f.pt"), "--manifest", manifest) == 0
+    said = f"is read as {dims} frames of {frames} dims ([videos, frames, dims])"
+    assert said in caplog.text and "transpose it" in caplog.text
+
+
 def test_eval_features_without_dataset_or_key_is_custom(tmp_path, trained):
     """A checkpoint evaluated on an untraceable tensor file with no --dataset is filed under
     'custom' (not refused as another dataset: the file names none)."""

@@ -260,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = read_checkpoint(args)
         if args.features:
             opened = open_feature_store(args.features)
+            _warn_if_transposed(args.features, opened.feature_shape)
             args.dataset, split = features_origin(opened, args.dataset, args.features)
             _check_feature_flags(args, opened)
             origin = _checked_checkpoint(args, checkpoint)
@@ -549,6 +550,20 @@ def _check_extracted(cache) -> None:
             f"the extraction of {cache.path} is unfinished: {todo} of {len(cache)} videos "
             "have no features yet (an interrupted or running extraction). Run the same "
             "'python -m fsarbench extract' command again to finish it, then evaluate"
+        )
+
+
+def _warn_if_transposed(path: str, shape: tuple[int, int]) -> None:
+    """A features file of more frames than dims is most likely ``[videos, dims, frames]``:
+    the head was built from it as it reads and printed a number (24.60 for 92.20)."""
+    frames, dims = (int(x) for x in shape)
+    if frames > dims:
+        log.warning(
+            "%s is read as %d frames of %d dims ([videos, frames, dims]); more frames than "
+            "dims is rare: if it is [videos, dims, frames], transpose it",
+            path,
+            frames,
+            dims,
         )
 
 
