@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -376,18 +376,26 @@ class Manifest:
         later = np.flatnonzero(earlier != np.arange(len(rows)))
         return later, earlier[later]
 
-    def regenerates(self) -> bool:
-        """Whether every episode is the one :func:`make_manifest` draws from this manifest's
-        spec (seed, dataset, split, way, shot, queries; episode indices from
-        ``meta["first_episode"]``) over the class pools its episodes use."""
-        pools = self.pools_in_use()
+    def regenerates(
+        self, video_classes: np.ndarray | None = None, episodes: Iterable[int] | None = None
+    ) -> bool:
+        """Whether every episode (or those at ``episodes``) is the one :func:`make_manifest`
+        draws from this manifest's spec (seed, dataset, split, way, shot, queries; episode
+        indices from ``meta["first_episode"]``) over the class pools of ``video_classes`` (the
+        pool's class id per video), else over the pools its episodes use. Pools that cannot
+        draw the spec (a class too small) do not regenerate it."""
+        pools = class_pools(np.asarray(video_classes)) if video_classes is not None else None
+        pools = pools if pools is not None else self.pools_in_use()
         if pools is None:
             return False
         classes = np.array(sorted(pools), dtype=np.int64)
         draw = EpisodeDrawer(pools, classes, self.spec)
         start = int(self.meta.get("first_episode", 0))
-        for i in range(self.episodes):
-            drawn = draw(start + i)
+        for i in range(self.episodes) if episodes is None else episodes:
+            try:
+                drawn = draw(start + i)
+            except ValueError:  # numpy's choice: a class with fewer videos than it draws
+                return False
             mine = (self.classes[i], self.support[i], self.query[i])
             if not all(np.array_equal(a, b) for a, b in zip(drawn, mine)):
                 return False

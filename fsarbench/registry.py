@@ -181,10 +181,10 @@ def _add(
         build_config(cls.Config, dict(values), where=f"{cls.__name__}.dataset_presets[{dataset!r}]")
     old = _REGISTRY.get(name)
     if old is not None and (old.cls is not cls or old.presets != presets):
-        if not (_is_builtin(cls) and not _is_builtin(old.cls)):
+        if not (is_builtin(cls) and not is_builtin(old.cls)):
             raise ValueError(
                 f"method name {name!r} is already registered by {old.cls.__module__}"
-                + ("" if not _is_builtin(old.cls) else ": it is a built-in method; rename yours")
+                + ("" if not is_builtin(old.cls) else ": it is a built-in method; rename yours")
             )
         # a plugin imported before fsarbench's own methods: the built-in keeps its name
         _ENTRY_POINT_ERRORS[name] = (
@@ -226,12 +226,8 @@ def _load_entry_points() -> None:
             _resolve_clash(ep.name, entry, obj, ep.value)
 
 
-def is_builtin(cls: type) -> bool:
+def is_builtin(cls: Any) -> bool:
     """Whether ``cls`` is one of fsarbench's own methods (or wrappers), not a user's."""
-    return _is_builtin(cls)
-
-
-def _is_builtin(cls: Any) -> bool:
     return cls.__module__.split(".")[0] in BUILTIN_PACKAGES
 
 
@@ -245,7 +241,7 @@ def _mark_plugin_source(names: set[str], source: str) -> None:
     checks of :func:`_check_plugin` run on them and ``list`` says where they came from."""
     for name in names:
         entry = _REGISTRY[name]
-        if not _is_builtin(entry.cls):
+        if not is_builtin(entry.cls):
             _REGISTRY[name] = dataclasses.replace(entry, source=source)
 
 
@@ -253,11 +249,11 @@ def _resolve_clash(name: str, entry: MethodEntry, cls: Any, value: str) -> None:
     """Two plugins register ``name`` for different classes. fsarbench's own method keeps the
     name and the plugin is refused (its results would be filed as the built-in's); between
     two outside plugins neither is used. Either way the refusal is logged and named."""
-    if not _is_builtin(entry.cls) and _is_builtin(cls):
+    if not is_builtin(entry.cls) and is_builtin(cls):
         loser, winner = entry.source, value
         del _REGISTRY[name]
         _add(name, cls, {}, "", source=f"entry point {value}")
-    elif _is_builtin(entry.cls) and not _is_builtin(cls):
+    elif is_builtin(entry.cls) and not is_builtin(cls):
         loser, winner = f"entry point {value}", entry.source
     else:
         del _REGISTRY[name]
@@ -327,7 +323,7 @@ def create_method(
         dataset=dataset,
         **hparams,
     )
-    if not _is_builtin(type(method)):  # a plugin, whether found by entry point or imported
+    if not is_builtin(type(method)):  # a plugin, whether found by entry point or imported
         _check_plugin(name, hparams, PluginSetting(feature_dim, seq_len, dataset))
     mark_checked(method)
     return method
@@ -365,7 +361,7 @@ def check_built_method(method: FewShotMethod) -> None:
         PluginContractError: a check fails.
     """
     cls = type(method)
-    if _is_builtin(cls) or method.__dict__.get(_CHECKED_AT) == _versions(method):
+    if is_builtin(cls) or method.__dict__.get(_CHECKED_AT) == _versions(method):
         return
     name = next((n for n, e in _REGISTRY.items() if e.cls is cls), None)
     name = name or f"{cls.__module__}.{cls.__qualname__}{_UNREGISTERED}"
@@ -458,9 +454,9 @@ def _check_plugin(
     hparams = dict(hparams or {})
     sizes = dataclasses.asdict(setting) if setting else {}
     key = json.dumps([name, hparams, sizes], sort_keys=True, default=str)
-    if instance is None and key in _PLUGINS_CHECKED:  # an instance: its caller keeps track
-        return
-    if instance is None:
+    if instance is None:  # an instance's checks are kept track of on it (mark_checked)
+        if key in _PLUGINS_CHECKED:
+            return
         _PLUGINS_CHECKED.add(key)
     from fsarbench.testing.contract import CONTRACT_CHECKS, contract_hparams, contract_instance
 

@@ -278,23 +278,8 @@ def follows_spec(manifest, video_classes) -> bool:
     ``video_classes`` (the serving store's class id per video), or, where that is unknown or
     does not hold (a manifest drawn with classes left out), over the pools its episodes use.
     An edited ``spec.seed`` over another seed's episodes was recorded as that seed's."""
-    import numpy as np
-
-    from fsarbench.episodes import EpisodeDrawer, class_pools
-
-    if video_classes is not None:
-        pools = class_pools(np.asarray(video_classes))
-        draw = EpisodeDrawer(pools, np.array(sorted(pools), dtype=np.int64), manifest.spec)
-        start = int(manifest.meta.get("first_episode", 0))
-        episodes = zip(manifest.classes, manifest.support, manifest.query, strict=True)
-        try:
-            if all(
-                all(np.array_equal(a, b) for a, b in zip(draw(start + i), episode))
-                for i, episode in enumerate(episodes)
-            ):
-                return True
-        except ValueError:  # a class too small for the spec: not drawn over these pools
-            pass
+    if video_classes is not None and manifest.regenerates(video_classes):
+        return True
     return manifest.regenerates()
 
 

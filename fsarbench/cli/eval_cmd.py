@@ -730,9 +730,7 @@ def _frozen(args, data: dict[str, Any]):
         "protocol": protocol,
         "recipe": recipe,
         "features": feats.info,
-        "skipped_videos": [
-            f"{s}: {feats.causes[s]}" if s in feats.causes else s for s in feats.skipped
-        ],
+        "skipped_videos": feats.listed_skips,
     }
     test = feats.splits["test"]
     return test, feats.class_names["test"], feats.split_variant, method, meta

@@ -52,6 +52,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def with_causes(skipped: list[str], causes: dict[str, str]) -> list[str]:
+    """``skipped`` ("split/id") as records list them: ``"split/id: cause"`` where the cause is
+    known (kept out of the hashed ``skipped``: knowing a cause changes no number)."""
+    return [f"{s}: {causes[s]}" if s in causes else s for s in skipped]
+
+
 @dataclass
 class DatasetFeatures:
     """Frozen features of one dataset's splits, and what produced them (recorded)."""
@@ -63,6 +69,10 @@ class DatasetFeatures:
     info: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # "split/video id"
     causes: dict[str, str] = field(default_factory=dict)  # "split/video id" -> why
+
+    @property
+    def listed_skips(self) -> list[str]:
+        return with_causes(self.skipped, self.causes)
 
     @property
     def feature_shape(self) -> tuple[int, int]:
@@ -90,9 +100,7 @@ class TrackData:
 
     @property
     def listed_skips(self) -> list[str]:
-        """``skipped`` as records list them: ``"split/id: cause"`` where the cause is known
-        (kept out of the hashed ``skipped``: knowing a cause changes no number)."""
-        return [f"{s}: {self.causes[s]}" if s in self.causes else s for s in self.skipped]
+        return with_causes(self.skipped, self.causes)
 
     @property
     def model_info(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fsarbench.data.protocols import DEFAULT_PROTOCOL
 from fsarbench.report.episode_protocol import cell_marker, mixes_protocols, reference_protocol
 from fsarbench.report.published import (
     Column,
@@ -35,7 +36,7 @@ SOURCES = ("published", "runs", "both")
 RUN_DECIMALS = 2
 #: The frame protocol of the seed paper's tables (``run``'s default): a run cell of another
 #: (``run --protocol trx``) loses a cell to it, is ranked apart from it and is marked.
-TABLE_PROTOCOL = "seed"
+TABLE_PROTOCOL = DEFAULT_PROTOCOL
 
 
 @dataclass
