@@ -188,3 +188,39 @@ def test_a_record_of_another_method_in_a_cells_file_is_never_served(tmp_path, ca
     assert runner.reuse(rid, prov, "protonet") is not None
     assert runner.reuse(rid, prov, "proto-net") is None
     assert "its record is of 'protonet', not 'proto-net'" in caplog.text
+
+
+def test_a_changed_test_split_re_evaluates_without_retraining_the_model(tmp_path):
+    """A frozen model is trained on train/val features only: a replaced (or touched) test
+    video changes the test cache key, so the record is made again, but the model folder
+    keeps its name and its weights (every frozen model was retrained)."""
+
+    def keyed(test_key: str, noise: float):
+        def provide(name: str) -> DatasetFeatures:
+            feats = provider(name)
+            test = feats.splits["test"]
+            f = test.store.get(np.arange(len(test.classes)))
+            f = f + noise * torch.randn(f.shape, generator=torch.Generator().manual_seed(3))
+            feats.splits["test"] = SplitFeatures(fb.InMemoryFeatureStore(f), test.classes, name)
+            feats.info = {
+                "backbone": "toy",
+                "cache_keys": {"train": "a", "val": "b", "test": test_key},
+            }
+            return feats
+
+        return provide
+
+    cells = [Cell("protonet", "toy", 5, 1, label="p")]
+    first = run_cells(cells, keyed("t1", 0.0), RunOptions(tmp_path, **OPTS))
+    (model,) = (tmp_path / "models").iterdir()
+    weights = {
+        p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in model.iterdir() if p.is_file()
+    }
+    second = run_cells(cells, keyed("t2", 3.0), RunOptions(tmp_path, **OPTS))
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [model.name]
+    assert weights == {
+        p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in model.iterdir() if p.is_file()
+    }
+    assert first[0].provenance["features"]["test"] == "t1"
+    assert second[0].provenance["features"]["test"] == "t2"
+    assert second[0].accuracy != first[0].accuracy  # made again on the new test features

@@ -443,23 +443,25 @@ class CellRunner:
             progress=self.opt.progress,
             partial_path=partial,
             desc=f"{cell.name} {cell.dataset} {cell.way}w{cell.shot}s",
-            pair_tables=self._tables_of(p.slug),
+            pair_tables=self._tables_of(f"{p.slug}/{stable_hash(p.data.info)}"),
             nonfinite=self.opt.nonfinite,
             partial_tag=stable_hash(prov),
             class_names=p.data.class_names,
             manifest_hash=self.manifest_hash(manifest),
         )
 
-    def _tables_of(self, slug: str) -> dict:
-        """The pair tables and pool products of model ``slug``, kept for its later cells (the
-        5- to 10-way cells of one model, interleaved with other models' cells). Pair tables
+    def _tables_of(self, key: str) -> dict:
+        """The pair tables and pool products of a model on one test split (``key``: its slug
+        and the hash of the data's ``info``, which names the test features; a model's slug
+        does not), kept for its later cells (the 5- to 10-way cells of one model, interleaved
+        with other models' cells). Pair tables
         (``U²`` floats) are kept for every model; pool products (TRX's reach 1 GiB) only for
         the model evaluated last."""
         for other, tables in self.pair_tables.items():
-            if other != slug:
+            if other != key:
                 for key in [k for k in tables if str(k).startswith(POOL_KEY_PREFIX)]:
                     del tables[key]
-        return self.pair_tables.setdefault(slug, {})
+        return self.pair_tables.setdefault(key, {})
 
     @contextlib.contextmanager
     def timed(self, stage: str):

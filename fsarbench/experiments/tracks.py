@@ -164,6 +164,15 @@ def _retrain_on_mismatch(run: Callable[[bool], Any], slug: str) -> None:
 
 
 # -- frozen ---------------------------------------------------------------------------------
+def frozen_model_info(info: dict[str, Any]) -> dict[str, Any]:
+    """What names a frozen model (its folder and training fingerprint): the features' ``info``
+    without the test split's cache key. The model is trained on train/val features alone, so
+    a replaced or touched test video changes the records, not the model (it retrained every
+    frozen model)."""
+    keys = {k: v for k, v in (info.get("cache_keys") or {}).items() if k != "test"}
+    return {**info, "cache_keys": keys} if "cache_keys" in info else dict(info)
+
+
 def build_method(
     name: str, hparams: dict[str, Any], feats: DatasetFeatures, recipe, seed: int
 ) -> FewShotMethod:
@@ -311,6 +320,7 @@ class FrozenTrack:
             f.class_names["test"],
             f.skipped,
             len(val.classes) if val is not None else 0,
+            unit_info=frozen_model_info(f.info),
             causes=f.causes,
         )
 
@@ -355,7 +365,7 @@ class FrozenTrack:
             seed=unit.train_seed,
             dataset=unit.dataset,
             track=self.name,
-            data=feats.info,
+            data=frozen_model_info(feats.info),
         )
 
         def run(resume: bool) -> None:
