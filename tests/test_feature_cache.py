@@ -164,3 +164,45 @@ def test_cache_serves_the_evaluator_like_the_tensor(tmp_path):
     from_cache = fb.evaluate(method, store, manifest)
     from_tensor = fb.evaluate(method, feats[:, 0], manifest)
     assert from_cache.accuracy == from_tensor.accuracy
+
+
+def test_a_cache_the_disk_has_no_room_for_is_refused_by_name(tmp_path, monkeypatch):
+    """The preallocated features file is sparse: a full disk ended the extraction with SIGBUS
+    at the first write into an unbacked page. Its blocks are now allocated when it is made."""
+    import errno
+    import os
+
+    from fsarbench.features.cache import CacheSpaceError
+
+    def no_room(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room)
+    with pytest.raises(CacheSpaceError, match=r"no room for the feature cache .*--cache DIR"):
+        _new(tmp_path)
+    assert not (tmp_path / "c" / "features.npy").exists()
+    assert not (tmp_path / "c" / "index.json").exists()  # nothing half-made is left to open
+
+
+def test_the_features_file_is_allocated_where_the_file_system_can(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    calls = []
+    allocate = os.posix_fallocate
+    monkeypatch.setattr(os, "posix_fallocate", lambda *a: calls.append(a[1:]) or allocate(*a))
+    cache = _new(tmp_path)
+    size = (tmp_path / "c" / "features.npy").stat().st_size
+    assert calls == [(0, size)]
+    assert (tmp_path / "c" / "features.npy").stat().st_blocks * 512 >= N * V * T * D * 2
+
+    def unsupported(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    _fill(cache, _features())
+    other = FeatureCache.create(
+        tmp_path / "d", video_ids=["v0"], num_views=1, num_frames=T, feature_dim=D
+    )  # a file system without allocation keeps the sparse file
+    assert len(other) == 1 and other.feature_shape == (T, D)
+    assert (tmp_path / "d" / "features.npy").exists()

@@ -14,8 +14,10 @@ only for identical settings and an interrupted extraction resumes where it stopp
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ __all__ = [
     "FeatureCache",
     "CorruptCacheError",
     "CacheFormatError",
+    "CacheSpaceError",
     "cache_folder",
     "default_cache_root",
 ]
@@ -74,6 +77,35 @@ class CacheKey:
         if fields["precision"] == "fp32":
             del fields["precision"]
         return stable_hash({"format": FORMAT_VERSION, "pipeline": PIPELINE_VERSION, **fields})
+
+
+class CacheSpaceError(OSError):
+    """The disk has no room for a new feature cache's features."""
+
+
+def _reserve_disk(file: Path) -> None:
+    """Allocate the blocks of the (sparse) preallocated ``file``, so a disk that fills up
+    refuses the cache here, by name, instead of ending the extraction with SIGBUS at the
+    first write into an unbacked page of the memory map."""
+    size = file.stat().st_size
+    fd = os.open(file, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return  # no allocation on this file system: the memory map stays sparse
+        os.close(fd)
+        fd = -1
+        file.unlink(missing_ok=True)
+        raise CacheSpaceError(
+            err.errno,
+            f"no room for the feature cache {file.parent} ({size / 2**30:.2f} GiB of float16 "
+            f"features; {shutil.disk_usage(file.parent).free / 2**30:.2f} GiB free): free "
+            "space, or put the caches elsewhere (run or eval --cache DIR, or $FSAR_CACHE)",
+        ) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 class CorruptCacheError(ValueError):
@@ -150,6 +182,7 @@ class FeatureCache:
         np.lib.format.open_memmap(
             path / "features.npy", mode="w+", dtype=np.float16, shape=shape
         ).flush()
+        _reserve_disk(path / "features.npy")
         index = {
             "format": FORMAT_VERSION,
             "shape": list(shape),
