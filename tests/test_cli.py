@@ -96,6 +96,17 @@ def test_module_entry_point():
     assert "few-shot action recognition" in out.stdout
 
 
+def test_building_the_parser_imports_no_reporting_library():
+    """scipy, pandas and matplotlib are imported where a number or figure is made: at module
+    level they cost every command about 3 s before it parsed its arguments."""
+    code = (
+        "import sys; from fsarbench.cli.main import build_parser; build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'pandas', 'matplotlib'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_eval_rebuilds_a_checkpoint_with_the_hyperparameters_it_was_trained_with(tmp_path):
     # HyRSM's Kinetics positional encoder is not in its state dict: a checkpoint evaluated
     # without its stored hyper-parameters would silently run with the defaults.

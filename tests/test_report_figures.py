@@ -363,7 +363,7 @@ def test_figures_name_the_left_out_entries_they_would_have_drawn(tmp_path, monke
 
     def capture(fig, out_dir, name):
         notes[name] = " ".join(t.get_text() for t in fig.texts)
-        figures.plt.close(fig)
+        figures.pyplot().close(fig)
         return []
 
     monkeypatch.setattr(figures, "save_figure", capture)
@@ -397,7 +397,7 @@ def test_the_per_class_note_names_only_entries_the_figure_would_have_drawn(
 
     def capture(fig, out_dir, name):
         notes[name] = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
-        figures.plt.close(fig)
+        figures.pyplot().close(fig)
         return []
 
     monkeypatch.setattr(figures, "save_figure", capture)

@@ -123,7 +123,9 @@ def _pixels(clip: Tensor, norm: str) -> np.ndarray:
 def plot_figure3(sgtm: VideoMethod, others: list[VideoMethod], clip: Tensor, title: str):
     """The figure (matplotlib) for ``clip [T, 3, H, W]``: frames with saliency boxes, the
     actionness curve, then one row of Grad-CAM overlays per model (SGTM first)."""
-    import matplotlib.pyplot as plt
+    from fsarbench.report.figures import pyplot
+
+    plt = pyplot()
 
     if getattr(sgtm.inner, "saliency", None) is None:
         raise ValueError("the first checkpoint must be an SGTM model (it has no Φ_cls)")

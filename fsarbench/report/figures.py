@@ -13,20 +13,16 @@ import textwrap
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from fsarbench.io import atomic_write_bytes  # noqa: E402
-from fsarbench.report.compare import SettingComparison  # noqa: E402
-from fsarbench.report.episode_protocol import (  # noqa: E402
+from fsarbench.io import atomic_write_bytes
+from fsarbench.report.compare import SettingComparison
+from fsarbench.report.episode_protocol import (
     cell_marker,
     protocol_of,
     reference_protocol,
 )
-from fsarbench.report.records import Entry, base_method_of, overrides_of  # noqa: E402
+from fsarbench.report.records import Entry, base_method_of, overrides_of
 
 __all__ = [
     "save_figure",
@@ -36,6 +32,18 @@ __all__ = [
     "plot_forest",
     "mask_ratio_of",
 ]
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, imported when a figure is drawn (at module
+    level it cost every CLI command about a second before parsing its arguments)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 SYNTH_NOTE = "synthetic features: not comparable with published numbers"
 MIXED_NOTE = "mixed test episodes: a [marked] line used other episodes than the rest"
@@ -51,7 +59,7 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
         buffer = io.BytesIO()
         fig.savefig(buffer, format=path.suffix[1:], bbox_inches="tight", **options)
         atomic_write_bytes(path, buffer.getvalue())
-    plt.close(fig)
+    pyplot().close(fig)
     return paths
 
 
@@ -129,7 +137,7 @@ def plot_accuracy_vs_way(entries: list[Entry], dataset: str, shot: int):
     series = {k: sorted(v, key=lambda e: e.setting.way) for k, v in series.items() if len(v) > 1}
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for name, es in sorted(series.items()):
         x = np.array([e.setting.way for e in es])
         y = np.array([e.accuracy for e in es])
@@ -227,7 +235,7 @@ def plot_mask_ratio(entries: list[Entry], dataset: str):
     panels = _ratio_lines(entries, dataset)
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     shown = []
     for ax, ((way, shot), lines) in zip(axes[0], sorted(panels.items())):
         for name, line in sorted(lines.items()):
@@ -276,7 +284,8 @@ def plot_per_class(entries: list[Entry], max_systems: int = 4):
     )
     width = 0.8 / len(entries)
     x = np.arange(len(classes))
-    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.18 * len(classes) * len(entries) + 2)), 4))
+    width_in = min(14, max(6, 0.18 * len(classes) * len(entries) + 2))
+    fig, ax = pyplot().subplots(figsize=(width_in, 4))
     for i, e in enumerate(entries):
         acc = np.array(
             [np.mean([r.per_class_accuracy.get(c, np.nan) for r in e.records]) for c in classes]
@@ -301,7 +310,7 @@ def plot_forest(comparisons: list[SettingComparison]):
     if not comparisons:
         return None
     n = len(comparisons)
-    fig, ax = plt.subplots(figsize=(7, 0.45 * n + 1.4))
+    fig, ax = pyplot().subplots(figsize=(7, 0.45 * n + 1.4))
     y = np.arange(n)[::-1]
     for yi, c in zip(y, comparisons):
         sig = c.adjusted[c.test] <= c.alpha

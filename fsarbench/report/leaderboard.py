@@ -15,8 +15,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from fsarbench.io import atomic_write_text
 from fsarbench.report.compare import TESTS, compare_entries, resolution_warning
@@ -32,6 +31,9 @@ from fsarbench.report.records import (
 from fsarbench.stats.multiple import holm
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP, PairedComparison, format_p
 from fsarbench.stats.rounding import difference, fixed, rounded
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "Standing",
@@ -259,6 +261,8 @@ def _row(setting: Setting, st: Standing) -> dict:
 
 def leaderboard_frame(board: dict[Setting, list[Standing]]) -> pd.DataFrame:
     """One row per (setting, system), in rank order."""
+    import pandas as pd
+
     return pd.DataFrame([_row(s, st) for s, sts in board.items() for st in sts])
 
 

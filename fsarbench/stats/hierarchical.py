@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from fsarbench.stats.defaults import DEFAULT_BOOTSTRAP
 from fsarbench.stats.exact import constant_difference_p, constant_groups_p
@@ -125,12 +124,16 @@ def seed_level_comparison(
 def _welch(ma: np.ndarray, mb: np.ndarray) -> float:
     """Welch's p of per-seed means; where each side's means are constant (no variance to
     use: scipy gives 0 for any difference), the exact permutation test's p."""
+    from scipy import stats
+
     if np.ptp(ma) <= 1e-12 and np.ptp(mb) <= 1e-12:
         return 1.0 if abs(ma[0] - mb[0]) <= 1e-12 else constant_groups_p(len(ma), len(mb))
     return float(stats.ttest_ind(ma, mb, equal_var=False).pvalue)
 
 
 def _ttest_1samp(d: np.ndarray) -> float:
+    from scipy import stats
+
     if np.ptp(d) <= 1e-12:  # constant non-zero difference over seeds: the sign-flip test's p
         return constant_difference_p(d.size)
     return float(stats.ttest_1samp(d, 0.0).pvalue)

@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from fsarbench.stats.defaults import DEFAULT_BOOTSTRAP
 from fsarbench.stats.exact import constant_difference_p
@@ -71,6 +70,8 @@ def paired_ttest(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     test's, :func:`constant_difference_p` (scipy's ``p = 0`` called three episodes that each
     differ by one query "significant" at any level).
     """
+    from scipy import stats
+
     d = _paired(a, b)
     if d.size < 2:
         return math.nan, math.nan
@@ -97,6 +98,8 @@ def wilcoxon_signed_rank(
     0.6 and 0.4, whose float differences (0.19999999999999996, 0.2, 0.20000000000000007)
     would otherwise rank true ties apart and leave true zeros in.
     """
+    from scipy import stats
+
     d = _rank_differences(a, b)
     if not np.any(d != 0):
         return 0.0, 1.0
@@ -113,6 +116,8 @@ def signed_rank_sign(a: np.ndarray, b: np.ndarray) -> int:
     """The sign of ``W+ - W-`` (ranks of ``|a - b|`` summed with the signs of ``a - b``, the
     differences rounded and zeros dropped as :func:`wilcoxon_signed_rank` does): the side
     the Wilcoxon test favours, which can differ from the side with the higher mean."""
+    from scipy import stats
+
     d = _rank_differences(a, b)
     d = d[d != 0]
     if d.size == 0:
@@ -185,6 +190,8 @@ def _resample_indices(n: int, n_boot: int, seed: int) -> Iterable[np.ndarray]:
 def _percentile_bootstrap(d: np.ndarray, n_boot: int, level: float, seed: int):
     """``scipy.stats.bootstrap(method="percentile", batch=200)`` of the mean of ``d``, seeded
     with ``default_rng(seed)``: the same resamples and means, its own quantiles."""
+    from scipy import stats
+
     resamples = _resample_indices(d.size, n_boot, seed)
     means = np.concatenate([np.mean(np.take(d, i), axis=-1) for i in resamples])
     res = stats.bootstrap(
@@ -226,6 +233,8 @@ def mcnemar(
     ``"chi2-cc"`` (chi-square, continuity corrected) for the plain test,
     ``"clustered-exact"`` or ``"clustered-chi2"`` for the clustered one.
     """
+    from scipy import stats
+
     a = np.asarray(correct_a, dtype=bool)
     b = np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
@@ -253,6 +262,8 @@ def _clustered(episodes: np.ndarray, queries: int) -> bool:
 
 def _clustered_mcnemar(a: np.ndarray, b: np.ndarray, episodes: np.ndarray) -> tuple[float, str]:
     """``(p, method)`` of the clustered McNemar test (see :func:`mcnemar`)."""
+    from scipy import stats
+
     _, cluster = np.unique(episodes, return_inverse=True)
     d = np.bincount(cluster, weights=(a & ~b).astype(float) - (~a & b))
     d = d[d != 0].astype(np.int64)
