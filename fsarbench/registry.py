@@ -116,6 +116,12 @@ def check_signatures(name: str, cls: type) -> None:
     mismatch fails at registration with the signature to write, never later mid-run."""
     from fsarbench.methods import match_keywords
 
+    if not (inspect.isclass(cls.Config) and dataclasses.is_dataclass(cls.Config)):
+        raise TypeError(
+            f"method {name!r}: {cls.__name__}.Config must be a dataclass class of its "
+            f"hyper-parameters (got {cls.Config!r}): decorate it with @dataclasses.dataclass, "
+            "give every field a default, or leave Config out when there are none"
+        )
     if cls.uses_class_names and "class_names" not in match_keywords(cls):
         raise TypeError(
             f"method {name!r}: {cls.__name__} sets uses_class_names but its match does not "

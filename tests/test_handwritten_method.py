@@ -83,3 +83,19 @@ def test_match_without_the_episode_arguments_fails_at_registration():
         TypeError, match="must take \\(self, support, support_labels, query, way\\)"
     ):
         register_method("bad-match")(Bad)
+
+
+def test_a_config_that_is_no_dataclass_fails_at_registration():
+    """A plain class as Config failed later, at creation, with the stdlib's 'must be called
+    with a dataclass type or instance'."""
+
+    class Bad(fb.FewShotMethod):
+        class Config:
+            temperature = 1.0
+
+        def match(self, support, support_labels, query, way):
+            raise NotImplementedError
+
+    with pytest.raises(TypeError, match=r"Config must be a dataclass .*@dataclasses.dataclass"):
+        register_method("bad-config")(Bad)
+    assert "bad-config" not in _REGISTRY
