@@ -485,3 +485,6 @@ def test_a_user_grid_can_refuse_a_stand_in_for_its_datasets(tmp_path, capsys, st
     err = capsys.readouterr().err
     assert "grid 'mine': dataset 'hmdb51' is not present and the grid sets stand_in: null" in err
     assert not (out / "records").exists()
+    from fsarbench.experiments.grids import grid_stand_in
+
+    assert grid_stand_in("mine") is None  # what tables are told: no dataset named 'none'

@@ -67,6 +67,10 @@ class GridSpec:
     #: Registered methods a ``methods: registered`` grid leaves out.
     exclude: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.stand_in == "none":  # the YAML word for null, normalised once
+            object.__setattr__(self, "stand_in", None)
+
     def check(self, where: str) -> None:
         """Ranges and names (methods must be registered, datasets known, ``features`` fields
         of ``fsarbench.experiments.features.FeaturePreset``)."""
@@ -87,7 +91,7 @@ class GridSpec:
         for way in self.ways:
             check_range(where, "ways", way, 2, 100)
         synthetic = [d for d in list_datasets() if is_synthetic(d)]
-        if self.stand_in is not None and self.stand_in != "none":
+        if self.stand_in is not None:
             check_names(f"{where}.stand_in", [self.stand_in], synthetic)
         if isinstance(self.datasets, str):
             _check_word(f"{where}.datasets", self.datasets, "available", "every dataset present")
@@ -242,8 +246,9 @@ def _stood_in(grid: str, why: str, stand_in: str | None) -> list[str]:
     return [stand_in]
 
 
-def grid_stand_in(name: str) -> str:
-    """The stand-in dataset of grid ``name`` (``synth`` for a name that is not a grid)."""
+def grid_stand_in(name: str) -> str | None:
+    """The stand-in dataset of grid ``name`` (``synth`` for a name that is not a grid;
+    ``None`` for a grid that stands in nothing)."""
     grids = {**_builtin().grids, **_USER_GRIDS}
     return grids[name].stand_in if name in grids else STAND_IN
 
@@ -382,7 +387,7 @@ def expand_grid(
     """Cells of grid ``name`` on ``track`` under ``protocol``; datasets not in ``available``
     are stood in for by the grid's ``stand_in`` (``synth`` unless the grid says otherwise)."""
     grid = _grid(name)
-    stand_in = None if grid.stand_in in (None, "none") else grid.stand_in
+    stand_in = grid.stand_in
     datasets = grid.datasets
     if datasets == "available":
         datasets = list(available) or _stood_in(name, "no dataset is present", stand_in)
