@@ -355,20 +355,29 @@ _UNREGISTERED = " (not registered)"
 
 
 def check_built_method(method: FewShotMethod) -> None:
-    """:data:`PLUGIN_CHECKS` on the method instance ``evaluate`` is given, unless a
-    built-in: on copies of the instance itself (its weights, its constructor's own
-    arguments), at its sizes, once per instance and state of its weights (:func:`mark_checked`;
-    ``create_method`` checks a new instance). A head scoring queries by their position
-    printed 100.00 ± 0.00 on noise through ``evaluate`` when built directly, and one whose
-    eval-mode noise was scaled by a weight that is zero at initialisation passed the checks
-    made at its creation and gave three numbers for one trained model.
+    """:data:`PLUGIN_CHECKS` on the method instance ``evaluate`` is given and on every
+    few-shot method inside it (a recipe adapter's head, SGTM's matcher) that is not built in:
+    on copies of each (its weights, its constructor's own arguments), at its sizes, once per
+    instance and state of its weights (:func:`mark_checked`; ``create_method`` checks a new
+    instance). A head scoring queries by their position printed 100.00 ± 0.00 on noise
+    through ``evaluate`` when built directly, and one whose eval-mode noise was scaled by a
+    weight that is zero at initialisation passed the checks made at its creation and gave
+    three numbers for one trained model (behind ``run``'s default adapter, the built-in
+    wrapper, it was never checked again).
 
     Raises:
         PluginContractError: a check fails.
     """
-    cls = type(method)
-    if is_builtin(cls) or method.__dict__.get(_CHECKED_AT) == _versions(method):
+    for part in method.modules():
+        if isinstance(part, FewShotMethod) and not is_builtin(type(part)):
+            _check_instance(part)
+
+
+def _check_instance(method: FewShotMethod) -> None:
+    """:func:`check_built_method` of one plugin instance (not the methods inside it)."""
+    if method.__dict__.get(_CHECKED_AT) == _versions(method):
         return
+    cls = type(method)
     name = next((n for n, e in _REGISTRY.items() if e.cls is cls), None)
     name = name or f"{cls.__module__}.{cls.__qualname__}{_UNREGISTERED}"
     try:

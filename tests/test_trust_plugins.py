@@ -658,6 +658,22 @@ def test_a_trained_instance_is_checked_again_before_it_is_evaluated():
         fb.evaluate(head, feats, manifest, progress=False)
 
 
+def test_a_plugin_behind_the_recipes_adapter_is_checked_again_once_trained():
+    """``run`` wraps heads in the built-in AdaptedMethod (the default recipe's linear_ln
+    adapter): the wrapper was skipped as built in, so the trained plugin inside it was never
+    checked again."""
+    from fsarbench.training import AdaptedMethod, FrameAdapter
+
+    feats, manifest = _episodes(1)
+    head = _NoisyOnceTrained(feature_dim=8, seq_len=4)
+    wrapped = AdaptedMethod(head, FrameAdapter(8), 8)
+    fb.evaluate(wrapped, feats, manifest, progress=False)  # noise 0: passes
+    with torch.no_grad():
+        head.noise.add_(0.5)
+    with pytest.raises(PluginContractError, match=r"_NoisyOnceTrained.*eval_determinism"):
+        fb.evaluate(wrapped, feats, manifest, progress=False)
+
+
 def test_features_of_another_layout_than_the_method_was_built_for_are_refused():
     """[N, D, T] features given to a head built for [T, D] printed 24.30 (92.20 in the right
     layout); T=16 frames to a head built for 8 passed the same way."""
