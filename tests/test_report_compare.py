@@ -158,11 +158,20 @@ def test_filters_matching_nothing_name_what_the_runs_hold() -> None:
 
     entry = Entry.__new__(Entry)
     object.__setattr__(entry, "setting", Setting("synth", "frozen", 5, 1, 0))
-    args = argparse.Namespace(dataset="kinetics100", way=None, shot=None, runs="RUNS")
+    args = argparse.Namespace(
+        dataset="kinetics100", way=None, shot=None, track=None, protocol=None, runs="RUNS"
+    )
     with pytest.raises(ValueError, match="no records match --dataset kinetics100 under RUNS; "):
         filter_entries([entry], args)
     args.dataset = "synth"
     assert filter_entries([entry], args) == [entry]
+    trx = Entry.__new__(Entry)
+    object.__setattr__(trx, "setting", Setting("synth", "finetune", 5, 1, 0, protocol="trx"))
+    args.protocol = "trx"
+    assert filter_entries([entry, trx], args) == [trx]
+    args.track = "frozen"
+    with pytest.raises(ValueError, match=r"--track frozen, --protocol trx .*protocol: seed, trx"):
+        filter_entries([entry, trx], args)
 
 
 @pytest.mark.parametrize(

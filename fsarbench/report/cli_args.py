@@ -106,14 +106,20 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="only this dataset")
     p.add_argument("--way", type=int, default=None, help="only N-way settings")
     p.add_argument("--shot", type=int, default=None, help="only K-shot settings")
+    p.add_argument("--track", default=None, help="only this track (frozen or finetune)")
+    p.add_argument(
+        "--protocol", default=None, help="only this frame protocol (seed, trx, hyrsm, ...)"
+    )
 
 
 class FilterError(ValueError):
-    """Filters (``--dataset``, ``--way``, ``--shot``) that match no record of the folder."""
+    """Filters (``--dataset``, ``--way``, ``--shot``, ``--track``, ``--protocol``) that match
+    no record of the folder."""
 
 
 def filter_entries(entries: list[Entry], args: argparse.Namespace) -> list[Entry]:
-    """Entries matching ``--dataset``, ``--way`` and ``--shot`` (those given)."""
+    """Entries matching ``--dataset``, ``--way``, ``--shot``, ``--track`` and ``--protocol``
+    (those given)."""
     kept = [e for e in entries if _matches_filters(e, args)]
     asked = {k: v for k, v in _filters(args).items() if v is not None}
     if entries and not kept and asked:
@@ -128,7 +134,8 @@ def filter_entries(entries: list[Entry], args: argparse.Namespace) -> list[Entry
 
 
 def _filters(args: argparse.Namespace) -> dict:
-    return {"dataset": args.dataset, "way": args.way, "shot": args.shot}
+    names = ("dataset", "way", "shot", "track", "protocol")
+    return {k: getattr(args, k) for k in names}
 
 
 def _matches_filters(entry: Entry, args: argparse.Namespace) -> bool:
