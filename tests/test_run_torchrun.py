@@ -72,6 +72,8 @@ def test_ranks_share_the_units_and_rank_0_alone_prints_a_plain_runs_summary(
     assert _records(out) == _records(tmp_path / "plain")
     assert posted == {1: (len(share), None), 0: (4 - len(share), None)}  # none of rank 1's
     assert "torchrun: 2 processes" in text and "4 model(s) trained" in text
+    threads = f"torchrun: {torch.get_num_threads()} intra-op thread(s) per process"
+    assert threads in text and "set OMP_NUM_THREADS to that run's count" in text
     assert text.count("| protonet |") == 1 and "time per stage (rank 0)" in text
     plain = (tmp_path / "plain" / "summary.csv").read_text()
     assert (out / "summary.csv").read_text() == plain

@@ -435,6 +435,8 @@ def _run(args: argparse.Namespace) -> int:
             f"own (as --shard deals them); rank 0 prints its own cells as they finish "
             f"({len(unique_cells(mine))}), then the tables of all once every process is done"
         )
+        if torch.device(options.device).type == "cpu":
+            say(_threads_note(torch.get_num_threads()))
     if env.is_main:
         _remove_old_cut_writes(Path(args.out))
     t0 = time.perf_counter()
@@ -535,6 +537,18 @@ def _refuse(shortfalls: list, planned: int, missing: list[tuple[str, str]]) -> N
 
 def _silent(*args: object, **kwargs: object) -> None:
     """``print`` of the ranks other than 0 under torchrun (rank 0 speaks for the run)."""
+
+
+def _threads_note(threads: int) -> str:
+    """What a torchrun ``run`` on the CPU says of its intra-op threads: torchrun sets
+    ``OMP_NUM_THREADS=1`` unless it is set, and training's float sums depend on the thread
+    count, so its numbers can differ from a plain run's in the last digits."""
+    return (
+        f"torchrun: {threads} intra-op thread(s) per process (records keep it as "
+        "compute.threads); training's floating-point sums depend on the count, so a cell can "
+        "differ from a plain run's with another count in its last digits: set "
+        "OMP_NUM_THREADS to that run's count for its numbers bit for bit"
+    )
 
 
 def _torchrun_share(args: argparse.Namespace) -> DistEnv:
