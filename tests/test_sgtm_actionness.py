@@ -102,7 +102,7 @@ def test_masks_on_planted_windows_mean_what_they_say() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(5))
 def test_actionness_behind_the_linear_ln_adapter(seed: int) -> None:
-    """The frozen track's adapter layer-normalises frames before Φ_cls (measured 0.88-0.96)."""
+    """The frozen track's adapter layer-normalises frames before Φ_cls (measured 0.87-0.95)."""
     m = train_stage1(seed, adapter=True)
     data = held_out(seed)
     with torch.no_grad():
