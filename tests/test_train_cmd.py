@@ -249,3 +249,19 @@ def test_bad_videos_error_is_refused_on_the_frozen_track(command, tmp_path, caps
     assert main(argv) == 2
     assert "--bad-videos error applies to --track finetune" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_train_keeps_one_default_folder_per_dataset_and_shows_the_loss(
+    tmp_path, monkeypatch, capsys
+):
+    """The default --out was results/train/METHOD: training it on a second dataset was
+    refused, and the remedy offered (--overwrite) deleted the first dataset's model."""
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
+    monkeypatch.chdir(tmp_path)
+    args = ["--recipe", "steps=10", *ARGS[2:]]
+    for dataset in ("toy", "toy2"):
+        assert main(["train", "protonet", "--dataset", dataset, *args]) == 0
+    made = sorted(p.parent.name for p in tmp_path.glob("results/train/protonet/*/best.pt"))
+    assert made == ["toy-frozen", "toy2-frozen"]
+    out = capsys.readouterr().out
+    assert "training loss (main stage): " in out and " over its first 2 steps -> " in out

@@ -294,3 +294,57 @@ def test_a_stop_between_the_selection_and_the_resume_point_still_resumes(tmp_pat
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert not (tmp_path / "b" / loop.PENDING_BEST).exists()
+
+
+def test_validation_on_fewer_classes_than_the_training_way_says_so(caplog):
+    """A 7-way recipe over a 5-class val split chose its checkpoint on 5-way episodes and
+    printed 'val accuracy' without a word."""
+    from fsarbench.training.trainer import val_manifest_for
+
+    recipe = Recipe(steps=2, way=7, val_episodes=10)
+    with caplog.at_level("WARNING"):
+        manifest = val_manifest_for(split(5, 6, 1), recipe, seed=0)
+    assert manifest.way == 5
+    assert "validation episodes are 5-way, not the recipe's 7-way" in caplog.text
+
+
+def test_a_val_split_too_small_for_the_shot_names_the_recipe_options():
+    """The remedy named make_manifest's Python keyword min_videos_policy, which no command
+    sets, for a shot the user had set for training (val_shot follows it)."""
+    from fsarbench.episodes import ManifestError
+    from fsarbench.training.trainer import val_manifest_for
+
+    with pytest.raises(ManifestError, match=r"--recipe val_shot=K with K \+ 1 up to 6") as err:
+        val_manifest_for(split(5, 6, 1), Recipe(steps=2, shot=10, val_shot=10), seed=0)
+    assert "min_videos_policy" not in str(err.value)
+
+
+def test_training_that_changes_no_weight_says_so(caplog):
+    """lr=1e-300: best.pt was the untrained model bit for bit, reported as trained."""
+    m = make()
+    recipe = Recipe(**{**RECIPE.to_dict(), "lr": 1e-300})
+    with caplog.at_level("WARNING"):
+        train(m, split(10, 6, 0), split(5, 6, 1), recipe, progress=False)
+    assert "training changed no weight (the updates were zero or underflowed: lr 1e-300)" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train(make(), split(10, 6, 0), split(5, 6, 1), RECIPE, progress=False)
+    assert "changed no weight" not in caplog.text and "did not go down" not in caplog.text
+
+
+def test_a_loss_that_ends_no_lower_than_it_began_is_named(caplog):
+    """SGD lr=10 collapsed to chance (ln 5) after a few steps and exited as a trained model."""
+    from fsarbench.training.loop import _warn_if_not_learning, loss_trend
+
+    rows = [{"stage": "saliency", "step": 1, "ce": 9.0}]
+    rows += [{"stage": "main", "step": i, "ce": 1.2 if i < 5 else 1.6094} for i in range(1, 21)]
+    assert loss_trend(rows) == pytest.approx(("main", 1.2, 1.6094, 4))
+    assert loss_trend(rows[:9]) is None  # too few steps to judge
+    with caplog.at_level("WARNING"):
+        _warn_if_not_learning(rows, "OUT")
+    assert "OUT: the main stage's training loss did not go down (1.2 over its first" in caplog.text
+    caplog.clear()
+    _warn_if_not_learning(list(reversed(rows[1:])), "OUT")
+    assert caplog.text == ""

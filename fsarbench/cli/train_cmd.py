@@ -30,7 +30,7 @@ from fsarbench.features.extract import files_stamp
 from fsarbench.io import remove_cut_writes
 from fsarbench.provenance import training_fingerprint
 from fsarbench.stats.rounding import fixed
-from fsarbench.training.loop import RunMismatchError
+from fsarbench.training.loop import RunMismatchError, loss_trend
 from fsarbench.training.timing import format_step_times
 
 DEFAULT_OUT = Path("results") / "train"
@@ -51,7 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dataset", required=True, help="dataset name (see 'list datasets'), e.g. synth"
     )
     p.add_argument("--track", choices=["frozen", "finetune"], default="frozen")
-    p.add_argument("--out", type=folder_path, default=None, help=f"default {DEFAULT_OUT}/<method>")
+    p.add_argument(
+        "--out",
+        type=folder_path,
+        default=None,
+        help=f"default {DEFAULT_OUT}/<method>/<dataset>-<track>",
+    )
     p.add_argument("--seed", type=seed_value, default=0, help="training seed")
     p.add_argument("--hparams", default="{}", help="JSON of method hyper-parameters")
     p.add_argument(
@@ -131,8 +136,8 @@ FROZEN_ALTERNATIVES = (
 #: What ``train`` tells a user whose --out holds another run (or its selected weights are
 #: missing, unreadable or another run's).
 MISMATCH_REMEDY = (
-    "Resume only continues the same run: pass --overwrite to start this one there (its "
-    "checkpoints are replaced), or choose another --out."
+    "Resume only continues the same run: choose another --out for this one (the folder's run "
+    "is kept), or pass --overwrite to replace that run's checkpoints with this one's."
 )
 
 
@@ -143,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
         if args.bad_videos == "error":
             raise ValueError(FROZEN_BAD_VIDEOS)
     hparams = parse_hparams(args.hparams)
-    out = args.out or DEFAULT_OUT / args.method
+    # one folder per method, dataset and track: a second dataset's run was refused, and the
+    # remedy offered (--overwrite) deleted the first one's model
+    out = args.out or DEFAULT_OUT / args.method / f"{args.dataset}-{args.track}"
     recipe_over = parse_overrides(args.recipe, "--recipe")
     option_over = parse_overrides(args.option, "--option")
     if "protocol" in option_over:
@@ -550,5 +557,12 @@ def _report(args, result, out: Path) -> None:
         f"{args.method} ({args.track}) on {args.dataset}: {chosen} ({result.seconds:.0f} s); "
         f"checkpoints in {out}"
     )
+    trend = loss_trend(result.history)
+    if trend is not None:
+        stage, first, last, window = trend
+        print(
+            f"training loss ({stage} stage): {first:.4g} over its first {window} steps -> "
+            f"{last:.4g} over its last {window}"
+        )
     if result.step_times:
         print(format_step_times(result.step_times))

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import inspect
 import io
+import logging
 import math
 import os
 import time
@@ -338,6 +339,7 @@ def run_training(
     if ckpt:
         model.load_state_dict(ckpt["method"])
     state = best or copy.deepcopy(model.state_dict())
+    initial = state if best is None and not ckpt else None  # the untrained weights
     run = _Run(model, source, validate, cfg, result, state, cfg.timer())
     stages = model.training_stages()
     counts = stage_steps(stages, cfg.recipe.steps)
@@ -348,16 +350,72 @@ def run_training(
         if not _run_stage(run, si, stage, n_steps, si == len(stages) - 1, start):
             _save_main(cfg.out, "last.pt", _stage_end(run, si))
         ckpt = None
+    where = str(cfg.out) if cfg.out is not None else "training"
+    if initial is not None and _same_weights(initial, model.state_dict()):
+        logging.getLogger(__name__).warning(
+            "%s: training changed no weight (the updates were zero or underflowed: lr %g): "
+            "the model is the untrained one; check the recipe's lr and optimizer (--recipe)",
+            where,
+            cfg.recipe.lr,
+        )
     if validate is not None:
         model.load_state_dict(run.best_state)
     else:  # nothing to select on: best.pt holds the last step's weights, and says so
         _save_main(cfg.out, "best.pt", _selected(run, None, None, model.state_dict()))
     model.eval()
+    _warn_if_not_learning(result.history, where)
     result.seconds = time.perf_counter() - t0
     result.step_times = run.timer.per_step()
     out = cfg.out
     result.checkpoint = out / "best.pt" if out is not None and (out / "best.pt").exists() else None
     return result
+
+
+#: Fewest steps of a stage over which :func:`loss_trend` judges whether its loss went down.
+TREND_MIN_STEPS = 10
+
+
+def loss_trend(history: list[dict[str, Any]]) -> tuple[str, float, float, int] | None:
+    """``(stage, first, last, window)``: the mean summed training loss over the first and
+    the last ``window`` steps (a fifth) of the last stage in ``history``; ``None`` when that
+    stage has fewer than :data:`TREND_MIN_STEPS` steps or none."""
+    if not history:
+        return None
+    stage = history[-1]["stage"]
+    totals = [
+        sum(v for k, v in row.items() if k not in ("stage", "step", "val_accuracy"))
+        for row in history
+        if row["stage"] == stage
+    ]
+    if len(totals) < TREND_MIN_STEPS:
+        return None
+    window = len(totals) // 5
+    return stage, sum(totals[:window]) / window, sum(totals[-window:]) / window, window
+
+
+def _same_weights(a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _warn_if_not_learning(history: list[dict[str, Any]], where: str) -> None:
+    """Warn when the last stage's loss ended no lower than it began: a learning rate too
+    small to move the weights (``lr=1e-300``) or one that collapsed them to chance was
+    reported as an ordinary trained model."""
+    trend = loss_trend(history)
+    if trend is None or trend[2] < trend[1]:
+        return
+    stage, first, last, window = trend
+    logging.getLogger(__name__).warning(
+        "%s: the %s stage's training loss did not go down (%.4g over its first %d steps, "
+        "%.4g over its last %d): the model may not have learned; check the recipe's lr, "
+        "optimizer and steps (--recipe)",
+        where,
+        stage,
+        first,
+        window,
+        last,
+        window,
+    )
 
 
 def _run_stage(

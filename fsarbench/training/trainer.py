@@ -6,6 +6,7 @@ weights on the CPU. Checkpoints are selected on the val split only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,8 @@ __all__ = [
     "step_seed",
     "val_manifest_for",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -268,10 +271,27 @@ def val_way_shot(recipe: Recipe, num_classes: int) -> tuple[int, int]:
     return min(recipe.way, num_classes), recipe.val_shot
 
 
+#: What an infeasible validation setting tells the user to do (``train``/``run`` options).
+VAL_REMEDIES = {
+    "videos": "validation episodes are val_shot-shot (val_shot follows the training shot "
+    "unless set): set --recipe val_shot=K with K + 1 up to {smallest}, the val split's "
+    "smallest class, or val_episodes=0 to train without validation",
+}
+
+
 def val_manifest_for(val_data, recipe: Recipe, seed: int):
     if val_data is None or recipe.val_episodes <= 0:
         return None
     way, shot = val_way_shot(recipe, val_data.num_classes)
+    if way < recipe.way:
+        log.warning(
+            "validation episodes are %d-way, not the recipe's %d-way: the val split has %d "
+            "classes; the checkpoint is chosen on %d-way accuracy",
+            way,
+            recipe.way,
+            val_data.num_classes,
+            way,
+        )
     return make_manifest(
         val_data.classes,
         way=way,
@@ -281,4 +301,5 @@ def val_manifest_for(val_data, recipe: Recipe, seed: int):
         seed=seed,
         dataset=val_data.dataset,
         split="val",
+        remedies=VAL_REMEDIES,
     )
