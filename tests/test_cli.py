@@ -45,7 +45,8 @@ def test_eval_command_writes_record(tmp_path, capsys):
     )
     assert rc == 0
     assert "± is the 95% CI half-width" in capsys.readouterr().out
-    assert len(fb.load_records(tmp_path / "runs")) == 1
+    (record,) = fb.load_records(tmp_path / "runs")
+    assert 1 <= record.compute["batch_episodes"] <= 30  # every record says (run's did)
 
 
 def test_eval_without_a_checkpoint_evaluates_one_model_every_time(tmp_path, capsys):

@@ -152,6 +152,7 @@ def evaluate_sharded(
     result = summarise_predictions(merged, manifest, interval, time.perf_counter() - t0)
     result.extra["nonfinite_policy"] = nonfinite
     result.extra["autocast"] = autocast_name(device, autocast)
+    result.extra["batch_episodes"] = min(batch_episodes, result.episodes)  # as evaluate says
     return result
 
 
