@@ -262,6 +262,8 @@ def test_a_shot_override_the_grid_would_drop_is_refused(tmp_path, monkeypatch, c
     assert {(r.shot, r.train_shot, r.recipe["shot"]) for r in records} == {(1, 2, 2), (3, 2, 2)}
     (table,) = summary_tables(records).values()
     assert "models shared across shots: trained 5-way 2-shot" in table
+    row = next(line for line in table.splitlines() if line.startswith("| protonet"))
+    assert row.count("[trained 2-shot]") == 2  # both cells: 1- and 3-shot, trained 2-shot
 
 
 # -- 4. what a training-folder mismatch tells each caller -------------------------------------

@@ -68,7 +68,7 @@ def summary_tables(
         cols = sorted({e.setting for e in entries}, key=_column_order)
         rows: dict[str, dict[Setting, str]] = defaultdict(dict)
         for e in entries:
-            rows[e.system][e.setting] = entry_text(e)
+            rows[e.system][e.setting] = entry_text(e) + _trained_mark(e)
         table = [[md_cell_text(m), *(rows[m].get(c, "") for c in cols)] for m in sorted(rows)]
         headers = ["method", *(label(c) for c in cols)]
         shown = [r for e in entries for r in e.records]
@@ -140,6 +140,17 @@ def _spread_note(records: list[ResultRecord], entries: list[Entry]) -> str:
             "in quadrature), and the std over seeds (ddof=1)"
         )
     return note + "; "
+
+
+def _trained_mark(entry: Entry) -> str:
+    """`` [trained K-shot]`` on a cell whose model was trained at another shot (a model shared
+    across shots), as the paper tables mark it: beside the per-shot model's row of the same
+    method, the rows were told apart by their ``@config`` labels alone."""
+    shots = {r.train_shot for r in entry.records}
+    shot = next(iter(shots))
+    if len(shots) != 1 or shot is None or shot == entry.setting.shot:
+        return ""
+    return f" [trained {shot}-shot]"
 
 
 def _models_note(records: list[ResultRecord]) -> str:
