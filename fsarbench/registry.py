@@ -186,7 +186,15 @@ def _add(
     for dataset, values in cls.dataset_presets.items():
         build_config(cls.Config, dict(values), where=f"{cls.__name__}.dataset_presets[{dataset!r}]")
     old = _REGISTRY.get(name)
-    if old is not None and (old.cls is not cls or old.presets != presets):
+    if old is not None and _redefined(old.cls, cls):
+        # a notebook cell or importlib.reload defining the class again: the new one serves
+        log.info("method %r: %s.%s defined again; the new definition replaces the old", name,
+                 cls.__module__, cls.__qualname__)  # fmt: skip
+        # the contract checks passed by the old definition say nothing of the new one
+        _PLUGINS_CHECKED.difference_update(
+            {key for key in _PLUGINS_CHECKED if json.loads(key)[0] == name}
+        )
+    elif old is not None and (old.cls is not cls or old.presets != presets):
         if not (is_builtin(cls) and not is_builtin(old.cls)):
             raise ValueError(
                 f"method name {name!r} is already registered by {old.cls.__module__}"
@@ -201,6 +209,13 @@ def _add(
     own = inspect.cleandoc(cls.__dict__.get("__doc__") or "")  # not the base class's
     doc = description or " ".join(own.split("\n\n")[0].split()) or "(no class docstring)"
     _REGISTRY[name] = MethodEntry(name, cls, dict(presets), doc, source, variant_of)
+
+
+def _redefined(old: type, new: type) -> bool:
+    """``new`` is ``old``'s class statement run again (same module and qualified name, a
+    user's class): re-running a notebook cell raised 'already registered' until a restart."""
+    same = (old.__module__, old.__qualname__) == (new.__module__, new.__qualname__)
+    return same and old is not new and not is_builtin(old) and not is_builtin(new)
 
 
 def _load_entry_points() -> None:

@@ -158,3 +158,40 @@ def test_episode_batch_validates_shapes():
         fb.EpisodeBatch(s, torch.zeros(1, 2, dtype=torch.long), s, way=2)
     with pytest.raises(ValueError, match="must lie in"):
         fb.EpisodeBatch(s, torch.tensor([[0, 2]]), s, way=2)
+
+
+def test_a_class_defined_again_replaces_its_registration(clean_registry):
+    """Re-running a notebook cell that defines and registers a head raised 'already
+    registered' until the kernel was restarted; another class under the name still does, and
+    the new definition is checked afresh (not served by the old one's passed checks)."""
+
+    def define(by_position: bool):
+        class Head(fb.FewShotMethod):
+            def encode(self, features):
+                return features.mean(1)
+
+            def match(self, support, support_labels, query, way, **_):
+                if by_position:  # queries come in class order: a cheat the contract catches
+                    b, nq = query.shape[:2]
+                    slot = torch.arange(nq) * way // nq
+                    logits = torch.nn.functional.one_hot(slot, way).to(query.dtype)
+                    return fb.MethodOutput(logits.expand(b, -1, -1) + 0 * query[..., :1])
+                ones = torch.nn.functional.one_hot(support_labels, way).to(support.dtype)
+                protos = ones.transpose(1, 2) @ support / ones.sum(1)[..., None]
+                return fb.MethodOutput(-torch.cdist(query, protos))
+
+        return Head
+
+    fair, cheat = define(False), define(True)
+    fb.register_method("test-redefined")(fair)
+    fb.create_method("test-redefined", feature_dim=4, seq_len=2)
+    fb.register_method("test-redefined")(cheat)
+    assert fb.method_info("test-redefined").cls is cheat
+    with pytest.raises(registry.PluginContractError, match="query_order"):
+        fb.create_method("test-redefined", feature_dim=4, seq_len=2)
+
+    class Other(fair):
+        pass
+
+    with pytest.raises(ValueError, match="already registered"):
+        fb.register_method("test-redefined")(Other)
