@@ -223,9 +223,10 @@ CARRIED_DIGESTS = {
     # built-in method (the recipe's adapter, SGTM's matcher) is checked again once trained;
     # training warns when it changed no weight or its loss did not go down, and validation
     # on fewer classes than the training way says so; eval records keep their episode batch;
-    # a user's class defined again (a notebook cell run twice) replaces its registration
+    # a user's class defined again (a notebook cell run twice) replaces its registration;
+    # a 4-D tensor in a features file is refused (tokens [N, T, P, D] were read as views)
     "ad761c3ed7cc8e6a": "2815c7d05867b240",
-    "3cf83ac1e6a9d552": "45d399cf0f55f5c7",
+    "c522d789e4cf3dc6": "45d399cf0f55f5c7",
 }
 
 

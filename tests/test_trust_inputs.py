@@ -152,6 +152,13 @@ def test_unreadable_feature_files_checkpoints_and_caches_are_named(tmp_path):
         open_feature_store(tmp_path / "dict.pt")
     with pytest.raises(CheckpointError, match="holds a list, not a checkpoint"):
         load_checkpoint(tmp_path / "list.pt")
+    # [videos, frames, patches, dims] tokens were read as [videos, views, frames, dims]: the
+    # patches scored as frames, of the first frame only (55.68 printed for 77.11 pooled)
+    torch.save(torch.rand(6, 8, 16, 32), tmp_path / "tokens.pt")
+    with pytest.raises(FeatureFileError, match=r"4-D tensor \[6, 8, 16, 32\].*features.mean\(2\)"):
+        open_feature_store(tmp_path / "tokens.pt")
+    torch.save({"features": torch.rand(6, 8, 32)}, tmp_path / "pooled.pt")
+    assert open_feature_store(tmp_path / "pooled.pt").feature_shape == (8, 32)
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "index.json").write_text("")

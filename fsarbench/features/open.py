@@ -45,6 +45,15 @@ def open_feature_store(path: str | Path) -> FeatureStore:
             else f"a {type(obj).__name__}"
         )
         raise FeatureFileError(f"{path} holds {found}, not a [N, T, D] features tensor")
+    if features.dim() == 4:  # a file says nothing of views: [N, T, P, D] tokens read as views
+        n, a, b, d = features.shape
+        raise FeatureFileError(
+            f"{path} holds a 4-D tensor {[n, a, b, d]}; a features file is [N, T, D] (frames x "
+            "dims per video). Un-pooled tokens or spatial maps ([videos, frames, patches, dims]) "
+            "were read as views, and only the first scored (55.68 printed for 77.11): pool them "
+            "(features.mean(2)). For several views per video, save the one to evaluate "
+            "(features[:, 0]) or give the feature-cache folder, which records its views"
+        )
     return InMemoryFeatureStore(features, obj.get("video_ids") if isinstance(obj, dict) else None)
 
 
