@@ -302,7 +302,7 @@ def test_an_interrupt_pandas_reports_as_a_parse_error_still_ends_the_run(
     monkeypatch.setattr(list_cmd, "run", read_rows)
     for what in ("methods", "datasets"):
         assert main(["list", what]) == 130
-        assert "interrupted; finished work is saved" in capsys.readouterr().err
+        assert "interrupted; list recorded nothing" in capsys.readouterr().err
     monkeypatch.setattr(
         pd,
         "read_csv",
@@ -344,7 +344,7 @@ def test_an_error_that_a_sigterm_caused_ends_as_the_interruption(monkeypatch, ca
     monkeypatch.setattr(list_cmd, "run", left_collective)
     assert main(["list", "methods"]) == 130
     err = capsys.readouterr().err
-    assert "interrupted; finished work is saved" in err and "error:" not in err
+    assert "interrupted; list recorded nothing" in err and "error:" not in err
     monkeypatch.setattr(list_cmd, "run", lambda args: int(f"{args.what}"))  # no signal now
     assert main(["list", "methods"]) == 2 and "error:" in capsys.readouterr().err
 
@@ -457,3 +457,18 @@ def test_a_disk_that_refuses_a_write_is_an_error_not_a_traceback(monkeypatch, ca
     monkeypatch.setattr(list_cmd, "run", read_only)
     assert main(["list", "methods"]) == 2
     assert "error: [Errno 30] Read-only file system: '/mnt/cache/.lock'" in capsys.readouterr().err
+
+
+def test_only_commands_that_resume_say_a_re_run_resumes(monkeypatch, capsys):
+    """eval said 'finished work is saved and a re-run resumes from it' after a Ctrl-C, and
+    its re-run started again from the first batch."""
+    from fsarbench.cli import eval_cmd
+    from fsarbench.cli import main as main_mod
+
+    def interrupted(args) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eval_cmd, "run", interrupted)
+    assert main(["eval", "protonet", "--features", "f.pt", "--manifest", "m.json"]) == 130
+    assert "interrupted; eval recorded nothing: run it again" in capsys.readouterr().err
+    assert {"run", "train", "extract"} == main_mod.RESUMING

@@ -57,7 +57,7 @@ def _run_command(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return _interrupted()
+        return _interrupted(args.command)
     except (
         fsarbench.ConfigError,
         fsarbench.ManifestError,
@@ -69,7 +69,7 @@ def _run_command(args: argparse.Namespace) -> int:
         FloatingPointError,
     ) as err:
         if interrupt_requested():  # e.g. another rank, ended by the same signal, left a collective
-            return _interrupted()
+            return _interrupted(args.command)
         if args.verbose:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
@@ -86,7 +86,18 @@ def _named(err: BaseException) -> bool:
     return module.startswith(("fsarbench.", "fsarbench_")) and type(err).__name__.endswith("Error")
 
 
-def _interrupted() -> int:
-    """The end of a command stopped by Ctrl-C or SIGTERM: exit status 130."""
-    print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
+#: Commands whose finished work survives an interrupt and whose re-run resumes from it: run
+#: (records, models, partial evaluations), train (checkpoints), extract (the cache's entries).
+RESUMING = frozenset({"run", "train", "extract"})
+
+
+def _interrupted(command: str | None) -> int:
+    """The end of a command stopped by Ctrl-C or SIGTERM: exit status 130. Only
+    :data:`RESUMING` commands say a re-run resumes (eval said so and started again from its
+    first batch)."""
+    if command in RESUMING:
+        print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
+    else:
+        print(f"interrupted; {command or 'the command'} recorded nothing: run it again "
+              "(it starts from the beginning)", file=sys.stderr)  # fmt: skip
     return 130
