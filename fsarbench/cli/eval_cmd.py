@@ -512,8 +512,8 @@ def _serving_store(store, manifest: Manifest):
             raise ManifestError(
                 f"the manifest was drawn over {manifest.num_videos} videos and the features "
                 f"file holds {len(store)}: they belong to different pools. Draw the manifest "
-                "over this file's videos, or save the file as {'features': tensor, "
-                "'video_ids': [...]} so that its videos are matched by id"
+                "over this file's videos (fsarbench.make_manifest on their class ids), in the "
+                "file's order"
             )
         _check_video_ids(store.video_ids, manifest, "the features file")
         return store, None
