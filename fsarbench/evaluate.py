@@ -382,13 +382,7 @@ def evaluate(
     if predicted is None:
         predicted = np.full((e, nq), -1, dtype=np.int64)
     todo = [s for s in range(0, e, batch_episodes) if (predicted[s : s + batch_episodes] < 0).any()]
-    bar = progress_bar(
-        total=e,
-        initial=e - sum(min(batch_episodes, e - s) for s in todo),
-        desc=desc or "evaluate",
-        unit="episode",
-        disable=not progress,
-    )
+    # before the bar: a pair table built in it was counted into the first batch's rate
     predict = make_predictor(
         method,
         state,
@@ -400,6 +394,14 @@ def evaluate(
         unique,
         nonfinite,
         names_for(method, class_names),
+        progress=progress,
+    )
+    bar = progress_bar(
+        total=e,
+        initial=e - sum(min(batch_episodes, e - s) for s in todo),
+        desc=desc or "evaluate",
+        unit="episode",
+        disable=not progress,
     )
     saved = time.monotonic()
     try:
@@ -470,6 +472,7 @@ def make_predictor(
     unique: np.ndarray | None = None,
     nonfinite: str = "error",
     class_names: list[str] | None = None,
+    progress: bool = False,
 ) -> Callable[[int, int], np.ndarray]:
     """``predict(start, stop) -> [stop-start, Nq]`` predicted labels of those episodes.
 
@@ -479,6 +482,7 @@ def make_predictor(
     videos before is reused. Non-finite logits follow ``nonfinite``
     (:func:`fsarbench.guards.predict_labels`). ``class_names`` (methods with
     ``uses_class_names``) reach ``match`` per episode, never through a pair table.
+    ``progress``: a bar while a large pool's pair table is built (:func:`pair_table`).
     """
     name = method_label(method)
     labels = torch.as_tensor(np.array(manifest.support_labels, copy=True), device=device)
@@ -488,7 +492,7 @@ def make_predictor(
         table = None if pair_tables is None else pair_tables.get(key)
         if table is None:
             with _autocast(device, autocast):
-                table = pair_table(method, state)
+                table = pair_table(method, state, progress=progress)
             if pair_tables is not None and key is not None:
                 pair_tables[key] = table
 

@@ -82,9 +82,17 @@ def use_pool_products(method, manifest: Manifest, n_videos: int) -> bool:
     return n_videos**2 <= e * nq * manifest.support.shape[1]
 
 
+#: Pools from this many videos up show a progress bar while their pair table is built (a
+#: real test pool's took minutes in silence; ``synth``'s take well under a second).
+PAIR_TABLE_PROGRESS_MIN = 1000
+
+
 @torch.inference_mode()
-def pair_table(method, state: State, *, pairs_per_call: int = PAIRS_PER_CALL) -> Tensor:
-    """``method.pair_logits`` of every ordered pair of the encoded pool.
+def pair_table(
+    method, state: State, *, pairs_per_call: int = PAIRS_PER_CALL, progress: bool = False
+) -> Tensor:
+    """``method.pair_logits`` of every ordered pair of the encoded pool; with ``progress``,
+    a bar over its query videos for pools of :data:`PAIR_TABLE_PROGRESS_MIN` videos or more.
 
     Args:
         state: encoded videos, tensors leading with ``[U]``.
@@ -92,13 +100,21 @@ def pair_table(method, state: State, *, pairs_per_call: int = PAIRS_PER_CALL) ->
     Returns:
         ``[U, U]`` float32 (row: query video, column: support video).
     """
+    from fsarbench.progress import progress_bar
+
     n = _leading(state)
     rows = max(1, pairs_per_call // max(n, 1))
     support = state_map(lambda t: t.unsqueeze(0), state)
     parts = []
-    for lo in range(0, n, rows):
-        query = state_map(lambda t, lo=lo: t[lo : lo + rows].unsqueeze(0), state)
-        parts.append(method.pair_logits(query, support)[0].float())
+    shown = progress and n >= PAIR_TABLE_PROGRESS_MIN
+    bar = progress_bar(total=n, desc="pair table", unit="video", disable=not shown)
+    try:
+        for lo in range(0, n, rows):
+            query = state_map(lambda t, lo=lo: t[lo : lo + rows].unsqueeze(0), state)
+            parts.append(method.pair_logits(query, support)[0].float())
+            bar.update(min(rows, n - lo))
+    finally:
+        bar.close()
     return torch.cat(parts)
 
 

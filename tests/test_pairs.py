@@ -68,6 +68,25 @@ def test_pair_table_is_pair_logits_of_every_pair():
     torch.testing.assert_close(table, direct.float())
 
 
+def test_a_large_pools_pair_table_shows_its_progress(monkeypatch, capsys):
+    """A real test pool's table took minutes with nothing shown; the first batch's line then
+    read '1/589 batch (330 s, 0.00 batch/s)'."""
+    from fsarbench import pairs
+
+    feats, _ = _pool(per_class=3)
+    method = _method("otam")
+    state = method.encode(feats)
+    monkeypatch.setenv("FSAR_PROGRESS", "1")
+    monkeypatch.setenv("FSAR_PROGRESS_EVERY", "0")
+    quiet = pair_table(method, state, pairs_per_call=5, progress=True)  # a small pool: no bar
+    assert "pair table" not in capsys.readouterr().err
+    monkeypatch.setattr(pairs, "PAIR_TABLE_PROGRESS_MIN", 2)
+    shown = pair_table(method, state, pairs_per_call=5, progress=True)
+    err = capsys.readouterr().err
+    assert f"pair table: {len(feats)}/{len(feats)} video" in err
+    assert torch.equal(quiet, shown)
+
+
 def test_table_logits_average_each_class():
     table = torch.arange(16.0).view(4, 4)
     query = torch.tensor([[0, 1]])

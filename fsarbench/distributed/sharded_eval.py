@@ -217,13 +217,7 @@ def _match_shard(
         predicted = np.full((e, nq), -1, dtype=np.int64)
     starts = shard_starts(e, batch_episodes, rank(), world_size())
     todo = [s for s in starts if (predicted[s : s + batch_episodes] < 0).any()]
-    bar = progress_bar(
-        total=len(starts),
-        initial=len(starts) - len(todo),
-        unit="batch",
-        desc=f"evaluate (rank {rank()})",
-        disable=not progress,
-    )
+    # before the bar: a pair table built in it was counted into the first batch's rate
     predict = make_predictor(
         method,
         state,
@@ -233,6 +227,14 @@ def _match_shard(
         autocast,
         nonfinite=nonfinite,
         class_names=class_names,
+        progress=progress,
+    )
+    bar = progress_bar(
+        total=len(starts),
+        initial=len(starts) - len(todo),
+        unit="batch",
+        desc=f"evaluate (rank {rank()})",
+        disable=not progress,
     )
     try:
         for start in todo:
