@@ -95,6 +95,14 @@ def test_runner_keeps_pair_tables_per_model_and_pool_products_for_the_last(tmp_p
     otam = runner._tables_of("otam-1shot")
     assert trx == {"pairs": "small"}  # the pool products are dropped, the pair table kept
     assert runner._tables_of("trx-5shot") is trx and otam == {}
+    # a model after one with pool products gets its own tables, under its own key (a loop
+    # variable once rebound the key: two models evaluated after TRX shared one pair table)
+    otam["pairs"] = "otam's"
+    trx[POOL_KEY_PREFIX + "x"] = "large"
+    bimhm = runner._tables_of("bimhm-1shot")
+    assert bimhm == {} and bimhm is not otam
+    assert runner._tables_of("otam-1shot") is otam
+    assert set(runner.pair_tables) == {"trx-5shot", "otam-1shot", "bimhm-1shot"}
 
 
 def _into_shard(out) -> None:

@@ -459,8 +459,8 @@ class CellRunner:
         the model evaluated last."""
         for other, tables in self.pair_tables.items():
             if other != key:
-                for key in [k for k in tables if str(k).startswith(POOL_KEY_PREFIX)]:
-                    del tables[key]
+                for pool_key in [k for k in tables if str(k).startswith(POOL_KEY_PREFIX)]:
+                    del tables[pool_key]
         return self.pair_tables.setdefault(key, {})
 
     @contextlib.contextmanager
