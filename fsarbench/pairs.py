@@ -17,6 +17,7 @@ from torch import Tensor
 
 from fsarbench.autocast import float32_region, upcast
 from fsarbench.episodes import Manifest
+from fsarbench.progress import progress_bar
 from fsarbench.state import State, state_leaves, state_map
 
 __all__ = [
@@ -100,8 +101,6 @@ def pair_table(
     Returns:
         ``[U, U]`` float32 (row: query video, column: support video).
     """
-    from fsarbench.progress import progress_bar
-
     n = _leading(state)
     rows = max(1, pairs_per_call // max(n, 1))
     support = state_map(lambda t: t.unsqueeze(0), state)

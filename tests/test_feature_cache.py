@@ -206,3 +206,8 @@ def test_the_features_file_is_allocated_where_the_file_system_can(tmp_path, monk
     )  # a file system without allocation keeps the sparse file
     assert len(other) == 1 and other.feature_shape == (T, D)
     assert (tmp_path / "d" / "features.npy").exists()
+    monkeypatch.delattr(os, "posix_fallocate")  # macOS has none: the file stays sparse
+    mac = FeatureCache.create(
+        tmp_path / "e", video_ids=["v0"], num_views=1, num_frames=T, feature_dim=D
+    )
+    assert len(mac) == 1

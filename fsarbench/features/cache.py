@@ -86,26 +86,28 @@ class CacheSpaceError(OSError):
 def _reserve_disk(file: Path) -> None:
     """Allocate the blocks of the (sparse) preallocated ``file``, so a disk that fills up
     refuses the cache here, by name, instead of ending the extraction with SIGBUS at the
-    first write into an unbacked page of the memory map."""
+    first write into an unbacked page of the memory map. Where the platform (macOS) or the
+    file system cannot allocate, the memory map stays sparse, as before."""
+    allocate = getattr(os, "posix_fallocate", None)  # absent on macOS
+    if allocate is None:
+        return
     size = file.stat().st_size
     fd = os.open(file, os.O_RDWR)
     try:
-        os.posix_fallocate(fd, 0, size)
+        allocate(fd, 0, size)
+        full = False
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-            return  # no allocation on this file system: the memory map stays sparse
+        full, code = err.errno in (errno.ENOSPC, errno.EDQUOT), err.errno
+    finally:
         os.close(fd)
-        fd = -1
+    if full:
         file.unlink(missing_ok=True)
         raise CacheSpaceError(
-            err.errno,
+            code,
             f"no room for the feature cache {file.parent} ({size / 2**30:.2f} GiB of float16 "
             f"features; {shutil.disk_usage(file.parent).free / 2**30:.2f} GiB free): free "
             "space, or put the caches elsewhere (run or eval --cache DIR, or $FSAR_CACHE)",
-        ) from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
+        )
 
 
 class CorruptCacheError(ValueError):

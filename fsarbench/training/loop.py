@@ -56,6 +56,8 @@ __all__ = [
     "step_seed",
 ]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class TrainResult:
@@ -352,7 +354,7 @@ def run_training(
         ckpt = None
     where = str(cfg.out) if cfg.out is not None else "training"
     if initial is not None and _same_weights(initial, model.state_dict()):
-        logging.getLogger(__name__).warning(
+        log.warning(
             "%s: training changed no weight (the updates were zero or underflowed: lr %g): "
             "the model is the untrained one; check the recipe's lr and optimizer (--recipe)",
             where,
@@ -405,7 +407,7 @@ def _warn_if_not_learning(history: list[dict[str, Any]], where: str) -> None:
     if trend is None or trend[2] < trend[1]:
         return
     stage, first, last, window = trend
-    logging.getLogger(__name__).warning(
+    log.warning(
         "%s: the %s stage's training loss did not go down (%.4g over its first %d steps, "
         "%.4g over its last %d): the model may not have learned; check the recipe's lr, "
         "optimizer and steps (--recipe)",
