@@ -161,8 +161,9 @@ def infeasibility(
         )
         return Shortfall("setting", problem, **counts)
     if spec.way > len(pools):
+        split = f"the {spec.split} split" if spec.split else "the pool"
         problem = (
-            f"{spec.way}-way episodes need {spec.way} classes, but split {spec.split or '?'} of "
+            f"{spec.way}-way episodes need {spec.way} classes, but {split} of "
             f"{spec.dataset or 'this dataset'} has only {len(pools)}"
         )
         return Shortfall("way", problem, **counts)

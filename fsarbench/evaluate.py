@@ -27,7 +27,7 @@ from fsarbench.episodes import Manifest, ManifestError
 from fsarbench.features.store import FeatureStore, as_feature_store
 from fsarbench.guards import (
     NONFINITE,
-    check_finite_features,
+    check_features,
     check_nonfinite_policy,
     predict_labels,
 )
@@ -133,7 +133,7 @@ def encode_videos(
     parts = []
     for start in range(0, len(indices), chunk):
         feats = store.get(indices[start : start + chunk]).to(device)
-        check_finite_features(feats, indices[start : start + chunk])
+        check_features(feats, indices[start : start + chunk])
         with _autocast(device, autocast):
             parts.append(method.encode(feats))
     if len(parts) > 1:

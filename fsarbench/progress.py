@@ -29,6 +29,7 @@ class PlainProgress:
         **_: Any,
     ) -> None:
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.initial = initial  # done before this process started (a resume): not in the rate
         self.every, self.stream = every, stream or sys.stderr
         self.start = self.last = time.perf_counter()
         self.postfix = ""
@@ -52,15 +53,26 @@ class PlainProgress:
         self.last = now = time.perf_counter()
         elapsed = now - self.start
         of = f"/{self.total}" if self.total is not None else ""
-        rate = self.n / elapsed if elapsed > 0 else 0.0
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
         extra = f", {self.postfix}" if self.postfix else ""
         stamp = time.strftime("%H:%M:%S")
         print(
             f"{stamp} {self.desc}: {self.n}{of} {self.unit} ({elapsed:.0f} s, "
-            f"{rate:.2f} {self.unit}/s{extra})",
+            f"{rate:.2f} {self.unit}/s{self._left(rate)}{extra})",
             file=self.stream,
             flush=True,
         )
+
+    def _left(self, rate: float) -> str:
+        """``", about 4 min left"`` at ``rate``; ``""`` when done, unknown or not started."""
+        if self.closed or self.total is None or rate <= 0 or self.n >= self.total:
+            return ""
+        seconds = (self.total - self.n) / rate
+        if seconds < 90:
+            return f", about {seconds:.0f} s left"
+        if seconds < 5400:
+            return f", about {seconds / 60:.0f} min left"
+        return f", about {seconds / 3600:.1f} h left"
 
 
 def progress_bar(*, disable: bool = False, **kwargs: Any) -> tqdm | PlainProgress:

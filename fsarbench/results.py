@@ -108,6 +108,9 @@ class ResultRecord:
     train_way: int | None = None
     train_shot: int | None = None
     compute: dict[str, Any] = field(default_factory=dict)  # fsarbench.environment
+    # what the training behind the model ended with (TrainResult.summary(): steps per stage,
+    # val-selected step and accuracy, loss trend); {} for a record of no training run here
+    training: dict[str, Any] = field(default_factory=dict)
 
     @property
     def setting(self) -> tuple:
@@ -217,10 +220,12 @@ def make_record(
     train_way: int | None = None,
     train_shot: int | None = None,
     compute: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
 ) -> ResultRecord:
     """A :class:`ResultRecord` for ``result`` with the metadata that produced it
     (``train_way``/``train_shot``: the episodes the evaluated model was trained on;
-    ``compute``: :func:`fsarbench.environment.compute_environment` of the device)."""
+    ``compute``: :func:`fsarbench.environment.compute_environment` of the device;
+    ``training``: :meth:`fsarbench.training.loop.TrainResult.summary` of its model)."""
     hparams, recipe, features = hparams or {}, recipe or {}, features or {}
     config_hash = record_config_hash(hparams, recipe, features, train_seed, track)
     per_class = {
@@ -265,6 +270,7 @@ def make_record(
         train_way=train_way,
         train_shot=train_shot,
         compute=_compute(result, compute),
+        training=dict(training or {}),
     )
 
 

@@ -186,6 +186,25 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(monkeypatch, caps
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 4 and "\r" not in "".join(lines)
     assert lines[-1].split(" ", 1)[1].startswith("train: 3/3 step (")
+    assert "left" not in lines[-1] and "left)" in lines[0]  # 2 of 3 steps to go, then done
+
+
+def test_plain_progress_rates_only_this_process_work_and_says_what_is_left(monkeypatch):
+    """A resumed bar counted the steps done before the resume into its rate: 900 of 1,000
+    steps resumed, one step in 10 s printed '90.10 step/s' and no time left to wait."""
+    import io
+
+    from fsarbench import progress
+
+    clock = iter([0.0, 10.0, 10.0, 20.0, 20.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    bar = progress.PlainProgress(total=1000, initial=900, unit="step", every=5, stream=out)
+    bar.update(1)  # t=10: 901/1000, 0.10 step/s, 99 steps left
+    bar.update(9)  # t=20: 910/1000, 0.50 step/s, 90 left: 180 s = 3 min
+    lines = out.getvalue().splitlines()
+    assert "901/1000 step (10 s, 0.10 step/s, about 16 min left)" in lines[0]
+    assert "910/1000 step (20 s, 0.50 step/s, about 3 min left)" in lines[1]
 
 
 def test_splits_dir_is_accepted_before_and_after_the_action(capsys):

@@ -81,7 +81,7 @@ def test_run_and_plan_name_infeasible_cells_in_runs_own_options(tmp_path, monkey
     captured = capsys.readouterr()
     assert "-> 2 cell(s) [5w1s, 9w1s INFEASIBLE]" in captured.out
     assert "INFEASIBLE: 1 cell(s) (marked)" in captured.out
-    assert "9-way episodes need 9 classes, but split test of toy has only 5" in captured.err
+    assert "9-way episodes need 9 classes, but the test split of toy has only 5" in captured.err
     assert "choose --ways up to 5" in captured.err
     assert _run(tmp_path, "--ways", "5", "9", "--shots", "1") == 2
     assert "cells: protonet 9w1s" in capsys.readouterr().err

@@ -49,6 +49,25 @@ def test_cells_recorded_and_skipped(tmp_path):
     assert calls == ["toy"] and len(fb.load_records(tmp_path)) == 3
 
 
+def test_records_say_which_step_was_selected_and_how_the_loss_went(tmp_path):
+    """A record named its recipe but not what training made of it: which step val chose,
+    at what val accuracy, and whether the loss went down; a model reloaded from its folder
+    (records deleted) gives the same account."""
+    cell = [Cell("protonet", "toy", 5, 1, label="protonet")]
+    recipe = {"steps": 10, "val_every": 5, "val_episodes": 20}
+    opts = {**OPTS, "recipe_overrides": recipe}
+    (record,) = run_cells(cell, provider, RunOptions(tmp_path, **opts))
+    training = record.training
+    assert training["steps"] == {"main": 10}
+    assert training["selected_step"] in (5, 10) and 0 <= training["val_accuracy"] <= 100
+    assert training["loss"]["stage"] == "main" and training["loss"]["window"] == 2
+    assert fb.load_records(tmp_path)[0].training == training  # stored, read back
+    for path in (tmp_path / "records").glob("*.json"):
+        path.unlink()
+    (again,) = run_cells(cell, provider, RunOptions(tmp_path, **opts))
+    assert again.training == training and again.accuracy == record.accuracy
+
+
 def test_killed_run_resumes_to_same_summary(tmp_path, monkeypatch):
     run_cells(CELLS, provider, RunOptions(tmp_path / "a", **OPTS))
     original = runner_mod.evaluate

@@ -61,7 +61,7 @@ ARGS = [
 ]
 
 
-def test_frozen_train_saves_resumes_and_evaluates(tmp_path, monkeypatch, capsys):
+def test_frozen_train_saves_resumes_and_evaluates(tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setattr(features_mod, "FrozenFeatureProvider", FakeProvider)
     out = tmp_path / "m"
     assert main(["train", "protonet", "--dataset", "toy", "--out", str(out), *ARGS]) == 0
@@ -90,9 +90,19 @@ def test_frozen_train_saves_resumes_and_evaluates(tmp_path, monkeypatch, capsys)
             str(out / "best.pt"),
             "--device",
             "cpu",
+            "--out",
+            str(tmp_path / "r"),
+            "--amp",
         ]
     )
-    assert rc == 0 and "(20 episodes, 5-way 1-shot" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert rc == 0 and "(20 episodes, 5-way 1-shot" in captured.out
+    assert "--amp: mixed precision is for CUDA; on cpu this evaluation runs in float32" in (
+        caplog.text
+    )
+    (record,) = fb.load_records(tmp_path / "r")
+    assert record.compute["autocast"] == "off"
+    assert record.training == {"selected_step": best["step"], "val_accuracy": best["val_accuracy"]}
 
 
 def test_eval_reads_its_checkpoint_once(tmp_path, monkeypatch, capsys):

@@ -80,18 +80,55 @@ def test_count_wrong_policy_counts_and_records_them(monkeypatch):
 
 
 def test_logits_alike_for_every_class_are_no_prediction():
-    """All-zero features (or ones whose cosine overflowed) scored every class alike: argmax
-    took label 0 each time and eval printed a confident '20.00 ± 0.00'."""
+    """Features alike for every video (or ones whose cosine overflowed) scored every class
+    alike: argmax took label 0 each time and eval printed a confident '20.00 ± 0.00'."""
     from fsarbench.guards import ConstantLogitsError
 
     classes, manifest = _manifest()
-    zeros = torch.zeros(len(classes), 4, 8)
+    alike = torch.ones(len(classes), 4, 8)
     head = fb.create_method("protonet", feature_dim=8, seq_len=4)
     with pytest.raises(ConstantLogitsError, match="scored every class alike for every query"):
-        fb.evaluate(head, zeros, manifest, progress=False)
-    some = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(0))
-    some[int(manifest.query[0, 0])] = 0  # one query alike for every class: not all of them
-    assert fb.evaluate(head, some, manifest, progress=False).accuracy > 0
+        fb.evaluate(head, alike, manifest, progress=False)
+
+
+@pytest.mark.parametrize("where", ["query", "support"])
+def test_a_zero_frame_is_refused_before_ties_decide_its_matches(where):
+    """One all-zero frame (padding) made every cosine with it 0: a zero query tied on every
+    class and argmax's label 0 scored it right one time in five, silently (the constant-logits
+    check sees only batches where every query ties)."""
+    from fsarbench.guards import ZeroFeaturesError
+
+    classes, manifest = _manifest()
+    feats = torch.randn(len(classes), 4, 8, generator=torch.Generator().manual_seed(0))
+    bad = int((manifest.query if where == "query" else manifest.support)[0, 0])
+    feats[bad, 2] = 0
+    head = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    pattern = rf"1 video\(s\) have frames that are all zero \(pool indices {bad}; video {bad}: "
+    with pytest.raises(ZeroFeaturesError, match=pattern + r"frame\(s\) \[2\] of 4\)"):
+        fb.evaluate(head, feats, manifest, progress=False)
+    feats[bad, 2] = 1e-30  # tiny is a direction: evaluated
+    assert fb.evaluate(head, feats, manifest, progress=False).episodes == 40
+
+
+def test_zero_frames_are_found_in_every_layout():
+    from fsarbench.guards import ZeroFeaturesError, check_nonzero_frames
+
+    feats = torch.randn(7, 3, 5, generator=torch.Generator().manual_seed(2))
+    check_nonzero_frames(feats, np.arange(7))
+    check_nonzero_frames(feats.half(), np.arange(7))
+    feats[[1, 4, 6], 0, :] = 0.0
+    feats[4, 2] = -0.0  # negative zero is zero
+    with pytest.raises(ZeroFeaturesError, match=r"3 video\(s\).*indices 11, 14, 16; video 11: "):
+        check_nonzero_frames(feats, np.arange(10, 17))
+    with pytest.raises(ZeroFeaturesError, match=r"video 14: frame\(s\) \[0, 2\] of 3"):
+        check_nonzero_frames(feats[[4]], np.array([14]))
+    vectors = torch.ones(3, 6)
+    vectors[2] = 0  # video-level features [n, D]: a zero vector
+    with pytest.raises(ZeroFeaturesError, match=r"indices 2; video 2: frame\(s\) \[0\] of 1"):
+        check_nonzero_frames(vectors, np.arange(3))
+    feats[:, :, 0] = 0.0  # a dimension that is always zero is no zero frame
+    feats[[1, 4, 6]] = 1.0
+    check_nonzero_frames(feats, np.arange(7))
 
 
 def test_nonfinite_logits_through_a_pair_table_are_caught():
@@ -136,6 +173,23 @@ def test_nonfinite_loss_stops_training_naming_step_and_term(tmp_path):
     recipe = frozen_recipe("protonet", {"steps": 3, "adapter": "none", "val_episodes": 0})
     with pytest.raises(NonFiniteLossError, match=r"stage 'main' step 1: aux=nan"):
         train(NaNLoss(feature_dim=16, seq_len=4), data.splits["train"], None, recipe)
+
+
+@pytest.mark.parametrize("bad_value", [0.0, float("nan")])
+def test_training_refuses_zero_or_nonfinite_input_frames(bad_value):
+    """Training read its episodes' features unchecked: a zero frame trained on silently."""
+    from fsarbench.guards import ZeroFeaturesError
+
+    data = provider("toy")
+    train_split = data.splits["train"]
+    feats = train_split.store.features.clone()
+    feats[3, 1] = bad_value
+    broken = type(train_split)(fb.InMemoryFeatureStore(feats), train_split.classes, "toy")
+    recipe = frozen_recipe("otam", {"steps": 30, "adapter": "none", "val_episodes": 0})
+    method = fb.create_method("otam", feature_dim=feats.shape[-1], seq_len=feats.shape[-2])
+    expected = ZeroFeaturesError if bad_value == 0 else NonFiniteFeaturesError
+    with pytest.raises(expected, match=r"pool indices 3\b"):
+        train(method, broken, None, recipe, progress=False)
 
 
 class NaNWhileValidating(NaNForSomeQueries):

@@ -619,3 +619,50 @@ def test_a_features_file_naming_a_video_twice_is_refused():
     manifest = fb.make_manifest(np.repeat(np.arange(5), 2), way=5, shot=1, episodes=3)
     with pytest.raises(fb.ManifestError, match="the video ids of f.pt name 'a' .* more than"):
         _check_video_ids(["a", "b", "a"], manifest, "f.pt")
+
+
+def test_an_interrupted_eval_into_out_resumes_its_finished_batches(
+    tmp_path, trained, monkeypatch, capsys
+):
+    """eval had no partial file: an interrupted 10,000-episode evaluation on a large pool
+    started again from its first batch. Into --out it keeps its finished batches, resumes
+    them for the same weights and inputs only, and leaves no partial file once recorded."""
+    from fsarbench.distributed import sharded_eval
+
+    test = FakeProvider()("toy").splits["test"]
+    torch.save(test.store.features, tmp_path / "f.pt")
+    fb.make_manifest(test.classes, way=5, shot=1, episodes=60).save(tmp_path / "m.json")
+    argv = ["eval", "protonet", "--features", str(tmp_path / "f.pt"), "--manifest"]
+    argv += [str(tmp_path / "m.json"), "--checkpoint", str(trained), "--device", "cpu"]
+    argv += ["--batch-episodes", "10"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    (whole,) = fb.load_records(tmp_path / "whole")
+
+    original, calls = sharded_eval.make_predictor, {"n": 0, "stop": 3}
+
+    def counted(*a, **k):
+        predict = original(*a, **k)
+
+        def one_batch(start, stop):
+            calls["n"] += 1
+            if calls["n"] == calls["stop"]:
+                raise KeyboardInterrupt
+            return predict(start, stop)
+
+        return one_batch
+
+    monkeypatch.setattr(sharded_eval, "make_predictor", counted)
+    out = tmp_path / "r"
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 130
+    assert "finished work is saved and a re-run resumes from it" in capsys.readouterr().err
+    assert len(list((out / "partial").glob("eval-*.npz"))) == 1
+    calls.update(n=0, stop=-1)
+    assert main([*argv, "--out", str(out)]) == 0
+    assert calls["n"] == 4  # 6 batches of 10 episodes, 2 finished before the interrupt
+    (record,) = fb.load_records(out)
+    assert (record.accuracy, record.ci95) == (whole.accuracy, whole.ci95)
+    assert not list((out / "partial").glob("*"))
+    calls.update(n=0, stop=2)  # without --out nothing is kept: no resume is promised
+    assert main(argv) == 130
+    assert "eval recorded nothing: run it again" in capsys.readouterr().err

@@ -156,7 +156,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint trained on another dataset than --dataset (recorded as "
         "the variant 'trained on <dataset>', kept out of paper tables)",
     )
-    p.add_argument("--out", type=folder_path, default=None, help="results folder for the record")
+    p.add_argument(
+        "--out",
+        type=folder_path,
+        default=None,
+        help="results folder for the record (an interrupted eval into it resumes its "
+        "finished batches)",
+    )
     add_nonfinite_argument(p)
     p.set_defaults(func=run)
 
@@ -251,7 +257,7 @@ def _adapter_only(state: dict[str, torch.Tensor], method: FewShotMethod) -> bool
 
 def run(args: argparse.Namespace) -> int:
     from fsarbench.distributed.env import init_distributed, is_main, shutdown_distributed
-    from fsarbench.distributed.sharded_eval import evaluate_sharded
+    from fsarbench.distributed.sharded_eval import evaluate_sharded, rank_partial_path
 
     apply_splits_dir(args)
     _check_mode(args)
@@ -298,6 +304,13 @@ def run(args: argparse.Namespace) -> int:
             ),
             episodes=episodes_note,
         )
+        meta["training"] = checkpoint_training(checkpoint)
+        if args.amp and autocast_name(device, True) == "off":
+            log.warning(
+                "--amp: mixed precision is for CUDA; on %s this evaluation runs in float32 "
+                "(its record says autocast: off)",
+                device.type,
+            )
         if episodes_note:
             log.warning(
                 "%s: %s (seed %d, %s %s): recorded as a variant, never ranked as that draw",
@@ -308,6 +321,7 @@ def run(args: argparse.Namespace) -> int:
                 manifest.spec.split or "no split",
             )
         method = method.to(device)
+        partial, partial_tag = _partial_evaluation(args, meta, method, manifest, device)
         result = evaluate_sharded(
             method,
             store,
@@ -320,14 +334,60 @@ def run(args: argparse.Namespace) -> int:
             nonfinite=args.nonfinite,
             class_names=names,  # passed only to heads with uses_class_names
             inputs=meta.get("features"),
+            partial_path=partial,
+            partial_tag=partial_tag,
         )
         if result is not None:
             meta = {**meta, **_weights_identity(args.checkpoint, checkpoint)}
             meta["autocast"] = autocast_name(device, args.amp)
             _report(args, method, manifest, result, env.world_size, meta, names)
+        if partial is not None:  # recorded (rank 0), or merged into rank 0's result
+            rank_partial_path(partial).unlink(missing_ok=True)
     finally:
         shutdown_distributed()
     return 0
+
+
+def _partial_evaluation(
+    args: argparse.Namespace, meta: dict[str, Any], method, manifest: Manifest, device
+) -> tuple[Path | None, str]:
+    """Where an evaluation into ``--out`` keeps its finished batches (``None`` without
+    ``--out``), and the tag a re-run must match to resume them: besides the episodes, the
+    method's name, weights and non-finite policy (:func:`fsarbench.evaluate.resume_tag`),
+    its hyper-parameters, the features' identity, the split, the autocast dtype and the
+    interval. An interrupted eval of 10,000 episodes on a large pool started again from its
+    first batch."""
+    if not args.out:
+        return None, ""
+    identity = {
+        "name": meta["name"],
+        "variant": meta.get("variant"),
+        "hparams": method.hparams,
+        "features": meta.get("features"),
+        "split": meta.get("split", "test"),
+        "autocast": autocast_name(device, args.amp),
+        "interval": args.interval,
+        "checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
+        "manifest": manifest.hash,
+    }
+    tag = stable_hash(identity)
+    return Path(args.out) / "partial" / f"eval-{tag}.npz", tag
+
+
+def checkpoint_training(data: Any) -> dict[str, Any]:
+    """What a trainer checkpoint says of the training behind its weights, for the record
+    (:meth:`~fsarbench.training.loop.TrainResult.summary`'s keys): a ``best.pt``'s selected
+    step and val accuracy, a ``last.pt``'s whole history; ``{}`` for a plain weights file."""
+    if not isinstance(data, dict):
+        return {}
+    if "selection" in data:
+        return {"selected_step": data.get("step"), "val_accuracy": data.get("val_accuracy")}
+    if isinstance(data.get("history"), list):
+        from fsarbench.training.loop import TrainResult
+
+        result = TrainResult(data["history"], data.get("best_val"), data.get("best_step"))
+        return result.summary()
+    return {}
 
 
 def _provenance(method: torch.nn.Module, *, from_dataset: bool) -> dict[str, Any]:
@@ -884,6 +944,7 @@ def _report(
             split=meta.get("split", "test"),
             tags={"variant_label": meta["variant"]} if meta.get("variant") else None,
             class_names=names,
+            training=meta.get("training"),
         )
         save_result(args.out, record, result)
         records = load_records(args.out)

@@ -57,7 +57,7 @@ def _run_command(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return _interrupted(args.command)
+        return _interrupted(args)
     except (
         fsarbench.ConfigError,
         fsarbench.ManifestError,
@@ -69,7 +69,7 @@ def _run_command(args: argparse.Namespace) -> int:
         FloatingPointError,
     ) as err:
         if interrupt_requested():  # e.g. another rank, ended by the same signal, left a collective
-            return _interrupted(args.command)
+            return _interrupted(args)
         if args.verbose:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
@@ -89,13 +89,16 @@ def _named(err: BaseException) -> bool:
 #: Commands whose finished work survives an interrupt and whose re-run resumes from it: run
 #: (records, models, partial evaluations), train (checkpoints), extract (the cache's entries).
 RESUMING = frozenset({"run", "train", "extract"})
+#: Commands that resume only with ``--out`` (eval keeps its finished batches there).
+RESUMING_WITH_OUT = frozenset({"eval"})
 
 
-def _interrupted(command: str | None) -> int:
+def _interrupted(args: argparse.Namespace) -> int:
     """The end of a command stopped by Ctrl-C or SIGTERM: exit status 130. Only
-    :data:`RESUMING` commands say a re-run resumes (eval said so and started again from its
-    first batch)."""
-    if command in RESUMING:
+    :data:`RESUMING` commands (and :data:`RESUMING_WITH_OUT` ones given ``--out``) say a
+    re-run resumes (eval said so and started again from its first batch)."""
+    command = args.command
+    if command in RESUMING or (command in RESUMING_WITH_OUT and getattr(args, "out", None)):
         print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
     else:
         print(f"interrupted; {command or 'the command'} recorded nothing: run it again "

@@ -38,7 +38,13 @@ from fsarbench.methods import FewShotMethod
 from fsarbench.progress import progress_bar
 from fsarbench.state import State, state_cat, state_map
 
-__all__ = ["shard_starts", "encode_sharded", "evaluate_sharded", "RankMismatchError"]
+__all__ = [
+    "shard_starts",
+    "encode_sharded",
+    "evaluate_sharded",
+    "rank_partial_path",
+    "RankMismatchError",
+]
 
 
 def shard_starts(total: int, step: int, shard: int, shards: int) -> list[int]:
@@ -134,7 +140,7 @@ def evaluate_sharded(
         device,
         autocast,
         progress,
-        _rank_path(partial_path),
+        rank_partial_path(partial_path),
         nonfinite,
         names_for(method, class_names),
         partial_tag,
@@ -186,7 +192,9 @@ def _check_ranks_agree(
             )
 
 
-def _rank_path(path: str | Path | None) -> Path | None:
+def rank_partial_path(path: str | Path | None) -> Path | None:
+    """This rank's own file of the partial evaluation ``path`` (``path`` itself in a plain
+    process): each rank saves and resumes only the batches it evaluates."""
     if path is None:
         return None
     path = Path(path)

@@ -258,6 +258,7 @@ class CellRunner:
             train_way=p.unit.train_way,
             train_shot=p.unit.train_shot,
             compute=compute_environment(self.opt.device),
+            training=trained.training,
         )
         assert record.cell == rid, (record.cell, rid)
         self.records_changing()

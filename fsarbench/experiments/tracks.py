@@ -37,7 +37,7 @@ from fsarbench.training.damaged import (
     record_damaged,
     split_of,
 )
-from fsarbench.training.loop import RunMismatchError
+from fsarbench.training.loop import RunMismatchError, TrainResult
 
 __all__ = [
     "DatasetFeatures",
@@ -150,17 +150,18 @@ class Trained:
 
     head: FewShotMethod
     test: FeatureStore
+    training: dict[str, Any] = field(default_factory=dict)  # TrainResult.summary()
 
 
-def _retrain_on_mismatch(run: Callable[[bool], Any], slug: str) -> None:
+def _retrain_on_mismatch(run: Callable[[bool], Any], slug: str) -> Any:
     """``run(resume=True)``; a folder holding another run (or unusable selected weights)
     is trained again from scratch, and the log says why (``run`` has no flag to ask: the
     error's remedy, the API's, is not shown)."""
     try:
-        run(True)
+        return run(True)
     except RunMismatchError as err:
         log.warning("retraining %s from scratch: %s", slug, err.detail)
-        run(False)
+        return run(False)
 
 
 # -- frozen ---------------------------------------------------------------------------------
@@ -368,8 +369,8 @@ class FrozenTrack:
             data=frozen_model_info(feats.info),
         )
 
-        def run(resume: bool) -> None:
-            train(
+        def run(resume: bool) -> TrainResult:
+            return train(
                 method,
                 feats.splits["train"],
                 feats.splits.get("val"),
@@ -382,8 +383,8 @@ class FrozenTrack:
                 resume=resume,
             )
 
-        _retrain_on_mismatch(run, out.name)
-        return Trained(method, feats.splits["test"].store)
+        result = _retrain_on_mismatch(run, out.name)
+        return Trained(method, feats.splits["test"].store, result.summary())
 
 
 # -- finetune -------------------------------------------------------------------------------
@@ -563,8 +564,8 @@ class FinetuneTrack:
             },
         )
 
-        def run(resume: bool) -> None:
-            finetune(
+        def run(resume: bool) -> TrainResult:
+            return finetune(
                 model,
                 c.splits["train"],
                 c.splits["val"],
@@ -578,7 +579,7 @@ class FinetuneTrack:
             )
 
         try:
-            _retrain_on_mismatch(run, out.name)
+            result = _retrain_on_mismatch(run, out.name)
         except VideoDecodeError as err:  # damaged past the frames the probe decodes
             used = {name: c.splits[name] for name in ("train", "val")}
             # the first kept at once, whatever stops the search (each rank of a torchrun
@@ -595,7 +596,7 @@ class FinetuneTrack:
                 damaged_message(unit.dataset, split_of(used, err.path), err, damaged, rerun)
             ) from None
         test = self.test_features(unit.dataset, model.state_dict(), recipe.options)
-        return Trained(model.inner, test.store)
+        return Trained(model.inner, test.store, result.summary())
 
     def test_features(self, dataset: str, state, options) -> SplitFeatures:
         """The test split's features under ``state``'s backbone (extracted once per digest);

@@ -68,6 +68,24 @@ class TrainResult:
     checkpoint: Path | None = None
     step_times: dict[str, float] = field(default_factory=dict)  # mean s/step by phase
 
+    def summary(self) -> dict[str, Any]:
+        """What a result record says of the training behind its model: steps per stage, the
+        last stage's val-selected step and accuracy (``None``: no val episodes, so the last
+        step's weights) and its loss trend (:func:`loss_trend`; absent under 10 steps)."""
+        stages: dict[str, int] = {}
+        for row in self.history:
+            stages[row["stage"]] = stages.get(row["stage"], 0) + 1
+        out: dict[str, Any] = {
+            "steps": stages,
+            "selected_step": self.best_step,
+            "val_accuracy": self.best_val,
+        }
+        trend = loss_trend(self.history)
+        if trend is not None:
+            stage, first, last, window = trend
+            out["loss"] = {"stage": stage, "first": first, "last": last, "window": window}
+        return out
+
 
 @dataclass
 class MicroBatch:
