@@ -27,9 +27,11 @@ from fsarbench.episodes import Manifest, ManifestError
 from fsarbench.features.store import FeatureStore, as_feature_store
 from fsarbench.guards import (
     NONFINITE,
-    check_features,
+    check_finite_features,
     check_nonfinite_policy,
     predict_labels,
+    zero_frame_videos,
+    zero_frames_message,
 )
 from fsarbench.io import atomic_write_bytes
 from fsarbench.methods import FewShotMethod, episode_class_names
@@ -125,15 +127,20 @@ def encode_videos(
     chunk: int = 4096,
     device: torch.device | None = None,
     autocast: bool = False,
+    zero_frames: list[int] | None = None,
 ) -> State:
     """Encode videos ``indices [n]`` of ``store``, ``chunk`` per ``encode`` call, into one
     state leading with ``n``. A single chunk is only made contiguous (with an in-memory store
-    and a parameter-free encode it stays a view of the features: no copy of the pool)."""
+    and a parameter-free encode it stays a view of the features: no copy of the pool).
+    Features with NaN/inf raise; the videos with an all-zero frame are appended to
+    ``zero_frames`` (:func:`~fsarbench.guards.zero_frame_videos`) when it is given."""
     device = device or device_of(method)
     parts = []
     for start in range(0, len(indices), chunk):
         feats = store.get(indices[start : start + chunk]).to(device)
-        check_features(feats, indices[start : start + chunk])
+        check_finite_features(feats, indices[start : start + chunk])
+        if zero_frames is not None:
+            zero_frames += zero_frame_videos(feats, indices[start : start + chunk]).tolist()
         with _autocast(device, autocast):
             parts.append(method.encode(feats))
     if len(parts) > 1:
@@ -367,9 +374,17 @@ def evaluate(
     check_nonfinite_policy(nonfinite)
     check_built_method(method)
     store, device, unique, position = prepare_pool(method, features, manifest, device)
+    zero_frames: list[int] = []
     state = encode_videos(
-        method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
+        method,
+        store,
+        unique,
+        chunk=encode_chunk,
+        device=device,
+        autocast=autocast,
+        zero_frames=zero_frames,
     )
+    warn_zero_frames(zero_frames, desc or method_label(method), store)
 
     e, nq = manifest.query.shape
     batch_episodes = choose_batch(
@@ -423,7 +438,20 @@ def evaluate(
     result.extra["nonfinite_policy"] = nonfinite
     result.extra["batch_episodes"] = min(batch_episodes, e)
     result.extra["autocast"] = autocast_name(device, autocast)
+    result.extra["zero_frame_videos"] = len(zero_frames)
     return result
+
+
+_ZERO_FRAMES_WARNED: set[tuple[int, int, tuple[int, ...]]] = set()
+
+
+def warn_zero_frames(videos: list[int], where: str, store: object) -> None:
+    """Log that pool ``videos`` of ``store`` hold all-zero frames, once per store and videos:
+    a run's cells of one pool would repeat it for every cell (each record counts them)."""
+    key = (id(store), len(videos), tuple(videos[:5]))
+    if videos and key not in _ZERO_FRAMES_WARNED:
+        _ZERO_FRAMES_WARNED.add(key)
+        log.warning("%s", zero_frames_message(videos, where))
 
 
 class ClassNamesError(ValueError):

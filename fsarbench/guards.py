@@ -1,5 +1,5 @@
-"""Refusals on the numeric path: non-finite or all-zero input features, non-finite logits at
-evaluation, non-finite training losses.
+"""Refusals on the numeric path: non-finite input features, logits at evaluation and training
+losses; input frames whose features are all zero are counted (:func:`zero_frame_videos`).
 
 A NaN logit has no argmax; ``argmax`` still returns an index (often 0), which would turn a
 broken method into an ordinary-looking accuracy. Here such queries are an error naming the
@@ -23,11 +23,10 @@ __all__ = [
     "ConstantLogitsError",
     "NonFiniteLossError",
     "NonFiniteFeaturesError",
-    "ZeroFeaturesError",
     "LogitsShapeError",
-    "check_features",
     "check_finite_features",
-    "check_nonzero_frames",
+    "zero_frame_videos",
+    "zero_frames_message",
     "check_nonfinite_policy",
     "predict_labels",
     "check_losses",
@@ -86,42 +85,30 @@ def check_finite_features(features: torch.Tensor, indices: np.ndarray) -> None:
     )
 
 
-class ZeroFeaturesError(ValueError):
-    """Some videos have frames whose features are all zero: padding, or an extraction that
-    wrote nothing. No backbone gives a real frame an exactly-zero vector, and a zero vector has
-    no direction: every cosine with it is 0, so ties (argmax: label 0) decide its matches."""
-
-
-def check_features(features: torch.Tensor, indices: np.ndarray) -> None:
-    """Refuse input ``features [n, T, D]`` (or ``[n, D]``) of pool videos ``indices [n]``
-    that a method must not see: NaN/inf values (:class:`NonFiniteFeaturesError`) or frames
-    whose ``D`` values are all zero (:class:`ZeroFeaturesError`)."""
-    check_finite_features(features, indices)
-    check_nonzero_frames(features, indices)
-
-
-def check_nonzero_frames(features: torch.Tensor, indices: np.ndarray) -> None:
-    """Raise :class:`ZeroFeaturesError` naming the pool videos of ``features [n, ..., D]``
-    (``indices [n]``) that hold a frame of ``D`` zeros. A zero row is one whose maximum and
-    minimum are both 0: two reductions, no temporary of the features' size."""
+def zero_frame_videos(features: torch.Tensor, indices: np.ndarray) -> np.ndarray:
+    """Pool indices (``indices [n]``) of the videos of ``features [n, ..., D]`` that hold a
+    frame of ``D`` zeros. A zero row is one whose maximum and minimum are both 0: two
+    reductions, no temporary of the features' size."""
     if features.numel() == 0:
-        return
+        return np.zeros(0, dtype=np.int64)
     zero = (features.amax(-1) == 0) & (features.amin(-1) == 0)  # [n, ...]
     if not bool(zero.any()):
-        return
-    per_video = zero.reshape(len(zero), -1)
-    rows = np.flatnonzero(per_video.any(1).cpu().numpy())
-    bad = np.asarray(indices)[rows]
-    frames = per_video[int(rows[0])].nonzero().flatten().tolist()
-    shown = ", ".join(map(str, bad[:5].tolist())) + (", ..." if len(bad) > 5 else "")
-    raise ZeroFeaturesError(
-        f"the features of {len(bad)} video(s) have frames that are all zero (pool indices "
-        f"{shown}; video {int(bad[0])}: frame(s) {frames} of {per_video.shape[1]}): padding, "
-        "an extraction that wrote nothing, or a fine-tuned backbone whose outputs died? A "
-        "zero frame has no direction, so every similarity with it ties and argmax's label 0 "
-        "would decide its matches. Re-extract "
-        "those videos (delete their feature cache), give a short video's missing frames "
-        "real ones (repeat frames, as the samplers do), or leave those videos out"
+        return np.zeros(0, dtype=np.int64)
+    rows = np.flatnonzero(zero.reshape(len(zero), -1).any(1).cpu().numpy())
+    return np.asarray(indices, dtype=np.int64)[rows]
+
+
+def zero_frames_message(videos: np.ndarray | list[int], where: str) -> str:
+    """The warning for ``videos`` (pool indices) with an all-zero frame, evaluated ``where``."""
+    videos = np.asarray(videos)
+    shown = ", ".join(map(str, videos[:5].tolist())) + (", ..." if len(videos) > 5 else "")
+    return (
+        f"{where}: {len(videos)} video(s) have frames whose features are all zero (pool "
+        f"indices {shown}): padding, an extraction that wrote nothing, a fine-tuned backbone "
+        "whose outputs died, or black frames through random weights (weights=none)? A zero "
+        "frame has no direction: every cosine with it is 0, and a query alike for every "
+        "class is scored at chance (argmax takes label 0). Counted in the record "
+        "(zero_frame_videos); repeat a short video's real frames instead of padding"
     )
 
 

@@ -228,11 +228,12 @@ CARRIED_DIGESTS = {
     # a large pool's pair table shows its progress, built before the evaluation's bar
     "3d2e525995265452": "2815c7d05867b240",
     "5a2bcc0769d071aa": "45d399cf0f55f5c7",
-    # session 31: input frames that are all zero (padding, an extraction that wrote nothing)
-    # are refused at evaluation and in training batches, as NaN/inf ones were (ties decided
-    # such videos' matches); training batches are checked for NaN/inf too; records say which
-    # step val selected, at what accuracy, and the loss trend of the model's training
-    "b878467b36efe9e3": "2815c7d05867b240",
+    # session 31: test frames that are all zero (padding, an extraction that wrote nothing)
+    # are counted and named (no error: black frames through random weights are zero too);
+    # training batches are checked for NaN/inf; records say which step val selected, at what
+    # accuracy, and the loss trend; eval's sharded evaluator saves its finished batches
+    # every minute and on any stop, as evaluate() did
+    "a593328b60e64d85": "2815c7d05867b240",
 }
 
 

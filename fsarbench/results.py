@@ -111,6 +111,8 @@ class ResultRecord:
     # what the training behind the model ended with (TrainResult.summary(): steps per stage,
     # val-selected step and accuracy, loss trend); {} for a record of no training run here
     training: dict[str, Any] = field(default_factory=dict)
+    # test videos whose features hold an all-zero frame (fsarbench.guards.zero_frame_videos)
+    zero_frame_videos: int = 0
 
     @property
     def setting(self) -> tuple:
@@ -271,6 +273,7 @@ def make_record(
         train_shot=train_shot,
         compute=_compute(result, compute),
         training=dict(training or {}),
+        zero_frame_videos=int(result.extra.get("zero_frame_videos", 0)),
     )
 
 

@@ -68,6 +68,24 @@ def test_records_say_which_step_was_selected_and_how_the_loss_went(tmp_path):
     assert again.training == training and again.accuracy == record.accuracy
 
 
+def test_zero_test_frames_are_counted_in_the_record_and_named_under_tables(tmp_path):
+    from fsarbench.report.recipe_changes import recipe_changes_text
+
+    def padded(name: str) -> DatasetFeatures:
+        data = provider(name)
+        data.splits["test"].store.features[[2, 7], -1] = 0.0  # two padded test videos
+        return data
+
+    cell = [Cell("protonet", "toy", 5, 1, label="protonet")]
+    (record,) = run_cells(cell, padded, RunOptions(tmp_path, **OPTS))
+    assert record.zero_frame_videos == 2
+    note = "Test videos with all-zero frame features (padding?): 2 in toy."
+    assert note in recipe_changes_text([record])
+    assert "padding" not in recipe_changes_text(
+        run_cells(cell, provider, RunOptions(tmp_path / "b", **OPTS))
+    )
+
+
 def test_killed_run_resumes_to_same_summary(tmp_path, monkeypatch):
     run_cells(CELLS, provider, RunOptions(tmp_path / "a", **OPTS))
     original = runner_mod.evaluate

@@ -102,7 +102,17 @@ def test_frozen_train_saves_resumes_and_evaluates(tmp_path, monkeypatch, capsys,
     )
     (record,) = fb.load_records(tmp_path / "r")
     assert record.compute["autocast"] == "off"
-    assert record.training == {"selected_step": best["step"], "val_accuracy": best["val_accuracy"]}
+    selected = {"selected_step": best["step"], "val_accuracy": round(best["val_accuracy"], 4)}
+    assert record.training == selected
+    from fsarbench.cli.eval_cmd import checkpoint_training
+
+    resume_point = checkpoint_training(load_checkpoint(out / "last.pt"))  # not val-selected
+    assert resume_point == {
+        "steps": {"main": 4},
+        "selected_step": None,
+        "val_accuracy": None,
+        "weights_step": 4,
+    }
 
 
 def test_eval_reads_its_checkpoint_once(tmp_path, monkeypatch, capsys):

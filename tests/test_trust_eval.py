@@ -662,7 +662,48 @@ def test_an_interrupted_eval_into_out_resumes_its_finished_batches(
     assert calls["n"] == 4  # 6 batches of 10 episodes, 2 finished before the interrupt
     (record,) = fb.load_records(out)
     assert (record.accuracy, record.ci95) == (whole.accuracy, whole.ci95)
-    assert not list((out / "partial").glob("*"))
+    assert not (out / "partial").exists()
     calls.update(n=0, stop=2)  # without --out nothing is kept: no resume is promised
     assert main(argv) == 130
     assert "eval recorded nothing: run it again" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop", [SystemExit, KeyboardInterrupt])
+def test_sharded_evaluation_keeps_its_batches_through_a_kill_or_a_preemption(
+    tmp_path, monkeypatch, stop
+):
+    """eval's evaluator (evaluate_sharded, also in one process) saved its finished batches
+    on Ctrl-C only: a preempted SLURM job (SystemExit) or a SIGKILL lost them all. It now
+    saves them every PARTIAL_SAVE_EVERY_S seconds too, as evaluate() does."""
+    from fsarbench.distributed import sharded_eval
+    from fsarbench.evaluate import load_partial_predictions, resume_tag
+
+    test = FakeProvider()("toy").splits["test"]
+    manifest = fb.make_manifest(test.classes, way=5, shot=1, episodes=50, seed=4)
+    method = fb.create_method("protonet", feature_dim=8, seq_len=4)
+    part = tmp_path / "p.npz"
+    tag = resume_tag(manifest.hash, method, "error", "t")
+    monkeypatch.setattr(sharded_eval, "PARTIAL_SAVE_EVERY_S", -1.0)  # after every batch
+    original, calls = sharded_eval.make_predictor, {"n": 0}
+
+    def checked(*a, **k):
+        predict = original(*a, **k)
+
+        def one_batch(start, stop_):
+            calls["n"] += 1
+            if calls["n"] == 3:  # what a SIGKILL now would leave on disk
+                kept = load_partial_predictions(part, manifest, tag)
+                assert kept is not None and (kept[:20] >= 0).all() and (kept[20:] < 0).all()
+                raise stop
+            return predict(start, stop_)
+
+        return one_batch
+
+    monkeypatch.setattr(sharded_eval, "make_predictor", checked)
+    run = dict(batch_episodes=10, progress=False, partial_path=part, partial_tag="t")
+    with pytest.raises(stop):
+        sharded_eval.evaluate_sharded(method, test.store, manifest, **run)
+    monkeypatch.setattr(sharded_eval, "make_predictor", original)
+    resumed = sharded_eval.evaluate_sharded(method, test.store, manifest, **run)
+    whole = fb.evaluate(method, test.store, manifest, batch_episodes=10, progress=False)
+    np.testing.assert_array_equal(resumed.records["correct"], whole.records["correct"])

@@ -14,6 +14,7 @@ the predictions gathered to rank 0, which prints and writes exactly the records 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
@@ -343,6 +344,8 @@ def run(args: argparse.Namespace) -> int:
             _report(args, method, manifest, result, env.world_size, meta, names)
         if partial is not None:  # recorded (rank 0), or merged into rank 0's result
             rank_partial_path(partial).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # left while other evaluations keep files
+                partial.parent.rmdir()
     finally:
         shutdown_distributed()
     return 0
@@ -377,16 +380,24 @@ def _partial_evaluation(
 def checkpoint_training(data: Any) -> dict[str, Any]:
     """What a trainer checkpoint says of the training behind its weights, for the record
     (:meth:`~fsarbench.training.loop.TrainResult.summary`'s keys): a ``best.pt``'s selected
-    step and val accuracy, a ``last.pt``'s whole history; ``{}`` for a plain weights file."""
+    step and val accuracy; a ``last.pt``'s steps and loss trend, with no selected step and the
+    step its weights are from (``weights_step``); ``{}`` for a plain weights file."""
     if not isinstance(data, dict):
         return {}
     if "selection" in data:
-        return {"selected_step": data.get("step"), "val_accuracy": data.get("val_accuracy")}
-    if isinstance(data.get("history"), list):
+        val = data.get("val_accuracy")
+        val = round(float(val), 4) if isinstance(val, (int, float)) else None
+        return {"selected_step": data.get("step"), "val_accuracy": val}
+    if isinstance(data.get("history"), list):  # a resume point: the weights of its step
         from fsarbench.training.loop import TrainResult
 
-        result = TrainResult(data["history"], data.get("best_val"), data.get("best_step"))
-        return result.summary()
+        history = data["history"]
+        try:
+            summary = TrainResult(history).summary()
+        except (KeyError, TypeError, AttributeError):  # a history of another layout
+            return {}
+        last = history[-1].get("step") if history else None
+        return {**summary, "selected_step": None, "weights_step": last}
     return {}
 
 

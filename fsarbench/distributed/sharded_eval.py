@@ -17,20 +17,23 @@ import torch
 from torch import Tensor
 
 from fsarbench.distributed.collectives import broadcast_module, gather_to_main
-from fsarbench.distributed.env import rank, world_size
+from fsarbench.distributed.env import is_main, rank, world_size
 from fsarbench.episodes import Manifest
 from fsarbench.evaluate import (
+    PARTIAL_SAVE_EVERY_S,
     EvalResult,
     autocast_name,
     choose_batch,
     encode_videos,
     load_partial_predictions,
     make_predictor,
+    method_label,
     names_for,
     prepare_pool,
     resume_tag,
     save_partial_predictions,
     summarise_predictions,
+    warn_zero_frames,
 )
 from fsarbench.features.store import FeatureStore
 from fsarbench.io import stable_hash
@@ -74,22 +77,26 @@ def encode_sharded(
     chunk: int = 512,
     device: torch.device,
     autocast: bool = False,
+    zero_frames: list[int] | None = None,
 ) -> State:
-    """:func:`encode_videos` with its chunks spread over ranks; the full state on every rank."""
+    """:func:`encode_videos` with its chunks spread over ranks; the full state on every rank
+    (and every rank's videos with all-zero frames appended to ``zero_frames``)."""
+    found: list[int] = []
+    run = dict(chunk=chunk, device=device, autocast=autocast, zero_frames=found)
     if world_size() == 1:
-        return encode_videos(method, store, indices, chunk=chunk, device=device, autocast=autocast)
+        state = encode_videos(method, store, indices, **run)
+        if zero_frames is not None:
+            zero_frames += found
+        return state
     mine = {
-        s: state_map(
-            Tensor.cpu,
-            encode_videos(
-                method, store, indices[s : s + chunk], chunk=chunk, device=device, autocast=autocast
-            ),
-        )
+        s: state_map(Tensor.cpu, encode_videos(method, store, indices[s : s + chunk], **run))
         for s in shard_starts(len(indices), chunk, rank(), world_size())
     }
     parts: dict[int, State] = {}
-    for got in _all_gather(mine):
+    for got, zeros in _all_gather((mine, found)):
         parts.update(got)
+        if zero_frames is not None:
+            zero_frames += zeros
     return state_map(lambda t: t.to(device), state_cat([parts[s] for s in sorted(parts)]))
 
 
@@ -125,9 +132,18 @@ def evaluate_sharded(
     _check_ranks_agree(method, features, manifest, (*settings, partial_tag), inputs)
     broadcast_module(method)
     store, device, unique, position = prepare_pool(method, features, manifest, device)
+    zero_frames: list[int] = []
     state = encode_sharded(
-        method, store, unique, chunk=encode_chunk, device=device, autocast=autocast
+        method,
+        store,
+        unique,
+        chunk=encode_chunk,
+        device=device,
+        autocast=autocast,
+        zero_frames=zero_frames,
     )
+    if is_main():
+        warn_zero_frames(sorted(zero_frames), method_label(method), store)
     batch_episodes = choose_batch(
         method, state, len(unique), manifest, device, batch_episodes, max_batch_bytes
     )
@@ -159,6 +175,7 @@ def evaluate_sharded(
     result.extra["nonfinite_policy"] = nonfinite
     result.extra["autocast"] = autocast_name(device, autocast)
     result.extra["batch_episodes"] = min(batch_episodes, result.episodes)  # as evaluate says
+    result.extra["zero_frame_videos"] = len(zero_frames)
     return result
 
 
@@ -244,13 +261,17 @@ def _match_shard(
         desc=f"evaluate (rank {rank()})",
         disable=not progress,
     )
+    saved = time.monotonic()
     try:
         for start in todo:
             predicted[start : start + batch_episodes] = predict(
                 start, min(start + batch_episodes, e)
             )
             bar.update(1)
-    except KeyboardInterrupt:
+            if partial is not None and time.monotonic() - saved > PARTIAL_SAVE_EVERY_S:
+                save_partial_predictions(partial, predicted, tag)  # survives a SIGKILL
+                saved = time.monotonic()
+    except BaseException:  # Ctrl-C, SystemExit (a preempted SLURM job), an error mid-way
         save_partial_predictions(partial, predicted, tag)
         raise
     finally:

@@ -34,6 +34,7 @@ __all__ = [
     "recipe_changes_text",
     "episodes_note",
     "nonfinite_note",
+    "zero_frames_note",
 ]
 
 
@@ -117,7 +118,8 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
     feature preset and how, e.g. ``"Recipe changed from the default (--recipe/--option):
     lr=0.01 for protonet."`` (``"every method"`` when all share the change), and those
     evaluated on other test episodes than most of ``records`` (:func:`episodes_note`), and
-    those with NaN/inf logits counted wrong (:func:`nonfinite_note`); ``""`` when none did."""
+    those with NaN/inf logits counted wrong (:func:`nonfinite_note`) or all-zero test frames
+    (:func:`zero_frames_note`); ``""`` when none did."""
     notes = [
         _note(records, recipe_changes, "Recipe changed from the default (--recipe/--option)"),
         _note(
@@ -127,8 +129,24 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
         ),
         episodes_note(records),
         nonfinite_note(records),
+        zero_frames_note(records),
     ]
     return " ".join(n for n in notes if n)
+
+
+def zero_frames_note(records: list[ResultRecord]) -> str:
+    """``"Test videos with all-zero frame features (padding?): 3 in toy."``, per dataset
+    whose records counted such videos (:func:`fsarbench.guards.zero_frame_videos`): a
+    number made partly on frames with no direction is named where it is shown; ``""``
+    when none counted any."""
+    found: dict[str, int] = {}
+    for r in records:
+        if r.zero_frame_videos:
+            found[r.dataset] = max(found.get(r.dataset, 0), r.zero_frame_videos)
+    if not found:
+        return ""
+    parts = ", ".join(f"{n} in {d}" for d, n in sorted(found.items()))
+    return f"Test videos with all-zero frame features (padding?): {parts}."
 
 
 def nonfinite_note(records: list[ResultRecord]) -> str:

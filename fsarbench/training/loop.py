@@ -75,15 +75,17 @@ class TrainResult:
         stages: dict[str, int] = {}
         for row in self.history:
             stages[row["stage"]] = stages.get(row["stage"], 0) + 1
+        val = None if self.best_val is None else round(float(self.best_val), 4)
         out: dict[str, Any] = {
             "steps": stages,
             "selected_step": self.best_step,
-            "val_accuracy": self.best_val,
+            "val_accuracy": val,
         }
         trend = loss_trend(self.history)
         if trend is not None:
             stage, first, last, window = trend
-            out["loss"] = {"stage": stage, "first": first, "last": last, "window": window}
+            out["loss"] = {"stage": stage, "first": round(first, 6), "last": round(last, 6)}
+            out["loss"]["window"] = window
         return out
 
 

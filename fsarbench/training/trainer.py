@@ -26,7 +26,7 @@ from fsarbench.episodes import (
 )
 from fsarbench.evaluate import evaluate
 from fsarbench.features.store import FeatureStore
-from fsarbench.guards import NonFiniteLogitsError, check_features
+from fsarbench.guards import NonFiniteLogitsError, check_finite_features
 from fsarbench.methods import EpisodeBatch, FewShotMethod, episode_class_names
 from fsarbench.training.loop import (
     LoopConfig,
@@ -146,7 +146,7 @@ class EpisodeSampler:
             feats = self.data.store.get(flat, views)
         else:
             feats = self.data.store.get(flat)
-        check_features(feats, flat)  # a NaN or a zero frame would train on silently
+        check_finite_features(feats, flat)  # a NaN input would train on until the loss is NaN
         return feats.reshape(*videos.shape, *feats.shape[1:])
 
 
