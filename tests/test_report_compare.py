@@ -67,7 +67,7 @@ def test_verdict_rule() -> None:
     assert verdict(1.0, 0.01, 0.05, "A", "B") == "A better"
     assert verdict(-1.0, 0.01, 0.05, "A", "B") == "B better"
     assert verdict(1.0, 0.2, 0.05) == "no significant difference"
-    assert verdict(1.0, float("nan"), 0.05) == "no significant difference"
+    assert verdict(1.0, float("nan"), 0.05) == "not tested (no p-value for this test here)"
 
 
 def test_compare_refuses_unpaired(tmp_path) -> None:

@@ -488,3 +488,31 @@ def test_a_user_grid_can_refuse_a_stand_in_for_its_datasets(tmp_path, capsys, st
     from fsarbench.experiments.grids import grid_stand_in
 
     assert grid_stand_in("mine") is None  # what tables are told: no dataset named 'none'
+
+
+@pytest.mark.parametrize("seeds", [(0, 1), (None, 0)])
+def test_mcnemar_pairs_one_record_a_side_whatever_its_seed_label(tmp_path, seeds):
+    """McNemar ran only when both sides listed the same training seeds: a run of seed 0
+    against one of seed 1 (or an eval record, seed None) printed 'no significant difference'
+    for a 36.8-point gap it never tested."""
+    manifest, rng = _manifest(300), np.random.default_rng(3)
+    _save(tmp_path, manifest, "A", seeds[0], 0.9, rng)
+    _save(tmp_path, manifest, "B", seeds[1], 0.5, rng)
+    entries = load_entries(tmp_path)
+    (comp,) = compare_systems(tmp_path, entries, "A", "B", test="mcnemar", n_boot=200)
+    assert comp.stats.p_mcnemar < 1e-10 and comp.verdict == "A better"
+
+
+def test_wilcoxon_verdicts_need_the_mean_test_to_agree():
+    """Signed ranks test a shift of the per-episode differences, not their mean: A ahead by
+    a fifth on 301 of 400 episodes and behind by three fifths on 99 (mean +0.2 points, t-test
+    p 0.91) got Wilcoxon p 0.014 and the verdict 'A better'."""
+    from fsarbench.stats.paired import compare_paired
+
+    ep_b = np.full(400, 0.6)
+    ep_a = np.where(np.arange(400) < 301, 0.8, 0.0)
+    comp = compare_paired(ep_a, ep_b, n_boot=100)
+    assert comp.p_wilcoxon < 0.05 < 0.5 < comp.p_ttest and comp.diff > 0
+    assert comp.p_value("p_wilcoxon") == comp.p_ttest
+    shifted = compare_paired(np.full(400, 0.8) - 0.1 * (np.arange(400) % 2), ep_b, n_boot=100)
+    assert shifted.p_value("p_wilcoxon") == max(shifted.p_wilcoxon, shifted.p_ttest) < 1e-10

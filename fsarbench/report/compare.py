@@ -58,11 +58,20 @@ class SettingComparison:
         )
 
 
+#: The verdict where the chosen test has no p-value (McNemar across other training seeds, a
+#: test on one episode): it was never run, so it says nothing about a difference.
+NOT_TESTED = "not tested (no p-value for this test here)"
+
+
 def verdict(
     diff: float, p_adjusted: float, alpha: float, name_a: str = "A", name_b: str = "B"
 ) -> str:
-    """``"<A> better"``, ``"<B> better"`` or ``"no significant difference"``."""
-    if math.isnan(p_adjusted) or p_adjusted > alpha or diff == 0:
+    """``"<A> better"``, ``"<B> better"``, ``"no significant difference"`` or, without a
+    p-value, :data:`NOT_TESTED` (it printed "no significant difference" for a 36.8-point
+    gap McNemar never tested)."""
+    if math.isnan(p_adjusted):
+        return NOT_TESTED
+    if p_adjusted > alpha or diff == 0:
         return "no significant difference"
     return f"{name_a} better" if diff > 0 else f"{name_b} better"
 
@@ -98,16 +107,18 @@ def compare_entries(
     """Paired statistics of entry ``a`` vs ``b`` (same manifest) from their per-query rows.
 
     Per-episode accuracies are averaged over training seeds. When both entries have the
-    same training seeds, McNemar pairs each seed's queries with the same seed's (clustered
-    by episode: :func:`~fsarbench.stats.paired.mcnemar`), and the
-    per-seed test is paired; with other seeds McNemar is skipped (p = NaN) and the per-seed
-    test is Welch's. With several training seeds on either side, seed-level statistics are
-    added (:func:`fsarbench.stats.hierarchical.seed_level_comparison`) and verdicts use them
-    too.
+    same training seeds (or one record each, whatever its seed), McNemar pairs each seed's
+    queries with the same seed's (clustered by episode:
+    :func:`~fsarbench.stats.paired.mcnemar`), and the per-seed test is paired; with other
+    seeds McNemar is skipped (p = NaN) and the per-seed test is Welch's. With several
+    training seeds on either side, seed-level statistics are added
+    (:func:`fsarbench.stats.hierarchical.seed_level_comparison`) and verdicts use them too.
     """
     _check_paired(a, b)
     ep_a, ep_b = episode_accuracy(run_dir, a), episode_accuracy(run_dir, b)
-    same_seeds = [r.train_seed for r in a.records] == [r.train_seed for r in b.records]
+    # one record a side pairs its queries whatever its seed label (0 vs 1, None from eval)
+    single = len(a.records) == 1 and len(b.records) == 1
+    same_seeds = single or [r.train_seed for r in a.records] == [r.train_seed for r in b.records]
     ca = cb = episodes = None
     if same_seeds:
         per_seed = query_correct(run_dir, a)
