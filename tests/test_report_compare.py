@@ -218,9 +218,11 @@ def test_rows_edited_after_a_first_read_are_checked_again(tmp_path) -> None:
 def test_features_files_without_ids_or_test_list_are_said_to_pair_by_position():
     """Two features files with no video ids (one a shuffled copy) were compared as paired
     (p 4e-52) with nothing saying the pairing rests on the row order alone."""
+    from collections import namedtuple
     from types import SimpleNamespace
 
-    from fsarbench.cli.compare_cmd import _paired_by_position
+    from fsarbench.report.compare import paired_by_position as _paired_by_position
+    from fsarbench.report.leaderboard import ranking_caveats
     from fsarbench.report.records import EpisodesKey
 
     def entry(features: dict, md5: str = ""):
@@ -232,6 +234,18 @@ def test_features_files_without_ids_or_test_list_are_said_to_pair_by_position():
     assert not _paired_by_position(a, entry({"file_md5": "1"}))  # one file: one order
     assert not _paired_by_position(entry({"file_md5": "1"}, "md5"), entry({"file_md5": "2"}, "md5"))
     assert not _paired_by_position(entry({"cache_key": "k"}), b)  # a cache names its videos
+    # the leaderboard ranked such pairs silently, and single-seed ranks without a caveat
+    setting = namedtuple("Setting", "label")("toy 5-way 1-shot")
+    for e in (a, b):
+        e.outside = False
+    (seeds, blind) = ranking_caveats(
+        {setting: [SimpleNamespace(entry=a), SimpleNamespace(entry=b)]}
+    )
+    assert seeds.startswith("Ranks of systems with one training seed rest on episode variance")
+    assert blind.startswith("Paired by position only in toy 5-way 1-shot:")
+    c = entry({"cache_key": "k"})
+    c.outside, c.records = False, c.records * 2  # two seeds, on a cache
+    assert ranking_caveats({setting: [SimpleNamespace(entry=c)]}) == []
 
 
 def test_a_column_mixing_intervals_is_named():

@@ -18,6 +18,7 @@ from fsarbench.report.compare import (
     TESTS,
     SettingComparison,
     compare_systems,
+    paired_by_position,
     resolution_warning,
 )
 from fsarbench.report.markdown import md_cell_text
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     changed = recipe_changes_text([r for c in comps for e in (c.a, c.b) for r in e.records])
     if changed:  # the tables said so; the command asking "is A better?" did not
         print(f"Note: {changed}")
-    blind = [c.setting.label for c in comps if _paired_by_position(c.a, c.b)]
+    blind = [c.setting.label for c in comps if paired_by_position(c.a, c.b)]
     if blind:
         print(
             f"Note: paired by position only in {', '.join(blind)}: {args.a} and {args.b} were "
@@ -206,16 +207,3 @@ def run(args: argparse.Namespace) -> int:
             "assume it (evaluate both on one features file, or on files with video ids)."
         )
     return 0
-
-
-def _paired_by_position(a, b) -> bool:
-    """Both sides evaluated on other features files (``file_md5``) with no test list md5:
-    their episodes are paired by index alone (a shuffled copy paired at p 4e-52)."""
-    ra, rb = a.records[0], b.records[0]
-    files = ra.features.get("file_md5"), rb.features.get("file_md5")
-    return (
-        None not in files
-        and files[0] != files[1]
-        and not a.episodes_key.test_list_md5
-        and not b.episodes_key.test_list_md5
-    )

@@ -27,6 +27,7 @@ __all__ = [
     "SettingComparison",
     "compare_entries",
     "compare_systems",
+    "paired_by_position",
     "resolution_warning",
     "verdict",
     "verdict_level",
@@ -242,3 +243,18 @@ def compare_systems(
         )
         for i, (s, r) in enumerate(zip(shared, raw))
     ]
+
+
+def paired_by_position(a: Entry, b: Entry) -> bool:
+    """Whether entries ``a`` and ``b`` were evaluated on other features files (``file_md5``)
+    that name no test list: their episodes are paired by index alone (a shuffled copy paired
+    at p 4e-52). Both sides evaluated on other features files (``file_md5``) with no test list md5:
+    their episodes are paired by index alone (a shuffled copy paired at p 4e-52)."""
+    ra, rb = a.records[0], b.records[0]
+    files = ra.features.get("file_md5"), rb.features.get("file_md5")
+    return (
+        None not in files
+        and files[0] != files[1]
+        and not a.episodes_key.test_list_md5
+        and not b.episodes_key.test_list_md5
+    )

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fsarbench.io import atomic_write_text
-from fsarbench.report.compare import TESTS, compare_entries, resolution_warning
+from fsarbench.report.compare import (
+    TESTS,
+    compare_entries,
+    paired_by_position,
+    resolution_warning,
+)
 from fsarbench.report.markdown import md_cell_text
 from fsarbench.report.recipe_changes import recipe_changes_text
 from fsarbench.report.records import (
@@ -41,6 +46,7 @@ __all__ = [
     "build_leaderboard",
     "leaderboard_frame",
     "leaderboard_markdown",
+    "ranking_caveats",
     "write_leaderboard",
     "untested_note",
     "OUTSIDE_MARK",
@@ -298,7 +304,10 @@ def leaderboard_markdown(
         "# Leaderboard",
         "",
         f"Ranks are shared where a paired {test} (Holm-adjusted within the setting, "
-        f"α = {alpha}) finds no significant difference; see docs/statistics.md.",
+        f"α = {alpha}) finds no significant difference from the leader (rank 1) or from the "
+        "system directly above; a long group can therefore hold two systems that differ "
+        "significantly from each other ('python -m fsarbench compare A B' tests any two). "
+        "See docs/statistics.md.",
         "",
     ]
     for setting, standings in board.items():
@@ -319,9 +328,39 @@ def leaderboard_markdown(
     own = [r for e in entries for r in e.records]
     changed = recipe_changes_text(own)
     parts += [changed, ""] if changed else []
+    notes = [*notes, *ranking_caveats(board)]
     if notes:
         parts += ["Notes:", "", *(f"- {note}" for note in notes), ""]
     return "\n".join(parts)
+
+
+def ranking_caveats(board: dict[Setting, list[Standing]]) -> list[str]:
+    """What the ranks of ``board`` rest on that a reader cannot see in them: systems of one
+    training seed (their seed variance is untested, so equal systems are split more often
+    than α says), and pairs evaluated on features files that name no videos (paired by
+    position alone). ``compare`` says both for its two systems; ranks and marks did not."""
+    single, blind = [], []
+    for setting, standings in board.items():
+        own = [st.entry for st in standings if not st.entry.outside]
+        if len(own) > 1 and any(len(e.records) == 1 for e in own):
+            single.append(setting.label)
+        if any(paired_by_position(a, b) for i, a in enumerate(own) for b in own[i + 1 :]):
+            blind.append(setting.label)
+    caveats = []
+    if single:
+        caveats.append(
+            f"Ranks of systems with one training seed rest on episode variance only (in "
+            f"{', '.join(single)}): a seed's own effect on accuracy is not tested, so two equal "
+            "methods are split more often than α says; several seeds ('run --train-seeds 0 1 "
+            "2') test at the seed level."
+        )
+    if blind:
+        caveats.append(
+            f"Paired by position only in {', '.join(blind)}: some systems were evaluated on "
+            "different features files that name no videos and no test list, so nothing shows "
+            "that query i is the same video for both; the ranks assume it."
+        )
+    return caveats
 
 
 def write_leaderboard(
