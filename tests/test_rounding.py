@@ -47,6 +47,8 @@ def test_fixed_signs_and_special_values():
     assert fixed(0.5, sign=True) == "+0.50" and fixed(-0.005) == "-0.01"
     assert fixed(float("nan")) == "nan" and fixed(float("inf"), sign=True) == "+inf"
     assert difference(1.005, -0.125, 2.5) == "+1.01 [-0.13, +2.50]"
+    assert difference(-0.004, -0.3, 0.004) == "+0.00 [-0.30, +0.00]"  # printed "-0.00"
+    assert fixed(-0.004) == "0.00" and fixed(-0.0) == "0.00"
 
 
 def _save_exact(out, manifest, method: str, right: int):

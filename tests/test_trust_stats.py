@@ -251,6 +251,11 @@ def test_published_tables_carry_their_protocol_and_ship_in_the_package(tmp_path)
         (0.0312, None, "0.0312"),
         (0.0, 0.005, "<5e-03"),
         (1.0, None, "1"),
+        (0.04996, None, "0.04996"),  # both printed '0.05', on either side of alpha
+        (0.05004, None, "0.05004"),
+        (0.05, None, "0.05"),
+        (0.0100049, None, "0.010005"),
+        (1 / 3001, 1 / 3000, "<4e-04"),  # '<3e-04' bounded a p of 3.3e-04 from below
     ],
 )
 def test_p_values_never_print_as_zero(p, floor, text):

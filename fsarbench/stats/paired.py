@@ -38,14 +38,35 @@ MCNEMAR_EXACT_BELOW = 25
 
 def format_p(p: float, floor: float | None = None) -> str:
     """A p-value for people: ``"n/a"`` for NaN, never ``"0"`` (``"<1e-300"``, or ``"<floor"``
-    for a resampling p whose resolution is ``floor``), scientific notation below 0.001."""
+    for a resampling p whose resolution is ``floor``, rounded up), scientific notation below
+    0.001, and never rounded onto a common significance level it is not (``0.04996``)."""
     if math.isnan(p):
         return "n/a"
     if floor is not None and p < floor:
-        return f"<{floor:.0e}"
+        return f"<{_ceil_1(floor)}"
     if p <= 0.0:
         return "<1e-300"
-    return f"{p:.1e}" if p < 1e-3 else f"{p:.3g}"
+    if p < 1e-3:
+        return f"{p:.1e}"
+    for digits in range(3, 7):  # 0.04996 printed "0.05", as 0.05004 did, on both sides of α
+        text = f"{p:.{digits}g}"
+        if float(text) == p or float(text) not in COMMON_ALPHAS:
+            return text
+    return text
+
+
+#: Significance levels a rounded p must not be printed as unless it equals them.
+COMMON_ALPHAS = (0.1, 0.05, 0.01, 0.005, 0.001)
+
+
+def _ceil_1(x: float) -> str:
+    """``x`` rounded up to one significant digit (``"4e-04"`` for 1/3000): ``"<3e-04"``,
+    rounded to nearest, was below the p it bounded (1/3001 = 3.3e-04)."""
+    exponent = math.floor(math.log10(x))
+    digit = math.ceil(round(x / 10.0**exponent, 9))
+    if digit >= 10:
+        digit, exponent = 1, exponent + 1
+    return f"{digit}e{exponent:+03d}"
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:

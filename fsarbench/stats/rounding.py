@@ -27,7 +27,8 @@ def _decimal(x: float, decimals: int) -> Decimal:
     snapped = round(x, _READ_PLACES)
     near = abs(x - snapped) <= 1e-9 * max(1.0, abs(x))
     exact = Decimal(f"{snapped:.{_READ_PLACES}f}") if near else Decimal(repr(x))
-    return exact.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    value = exact.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    return value.copy_abs() if value == 0 else value  # -0.004 printed "-0.00"
 
 
 def fixed(x: float, decimals: int = 2, *, sign: bool = False) -> str:
