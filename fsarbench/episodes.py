@@ -481,10 +481,21 @@ class Manifest:
             meta=data.get("meta", {}),
         ).validate()
 
+    def header(self) -> str:
+        """:meth:`to_dict` without the episode arrays, as JSON (stored beside the arrays in a
+        run's ``manifests/*.npz``, so that such a file loads on its own)."""
+        data = {k: v for k, v in self.to_dict().items() if k not in _EPISODE_ARRAYS}
+        return json.dumps(data, sort_keys=True)
+
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
+        """A manifest JSON (:meth:`save`), or a run's stored test episodes
+        (``RUNS/manifests/*.npz``)."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_bytes()))
+            raw = Path(path).read_bytes()
+            if raw.startswith(b"PK"):  # a zip: numpy's .npz
+                return _load_npz(raw, path)
+            return cls.from_dict(json.loads(raw))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             if isinstance(err, ManifestError):
                 raise ManifestError(f"{path}: {err}") from None
@@ -502,6 +513,35 @@ class Manifest:
             dict(self.meta),
             self.drawn,
         )
+
+
+_EPISODE_ARRAYS = ("classes", "support", "query")
+
+
+def _load_npz(raw: bytes, path: str | Path) -> Manifest:
+    """A run's stored test episodes (``experiments.manifest_cache``): the arrays, the
+    :meth:`Manifest.header` and the hash they were stored with, which they must give."""
+    import io
+    import zipfile
+
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            if "header" not in data:
+                raise ManifestError(
+                    f"{path} holds a run's test episodes stored by an earlier fsarbench, "
+                    "without their settings: run 'python -m fsarbench run' into that folder "
+                    "again (it stores them anew), or save the episodes with "
+                    "fsarbench.episodes.draw_test_manifest(...).save(FILE)"
+                )
+            fields = json.loads(str(data["header"]))
+            fields |= {k: data[k].astype(np.int64).tolist() for k in _EPISODE_ARRAYS}
+            stored = str(data["hash"])
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise ManifestError(f"{path} is not a readable .npz of test episodes ({err})") from None
+    manifest = Manifest.from_dict(fields)
+    if manifest.hash != stored:
+        raise ManifestError(f"{path}: its episodes give hash {manifest.hash}, not {stored}")
+    return manifest
 
 
 def check_unique_video_ids(ids: Sequence[str], where: str) -> None:

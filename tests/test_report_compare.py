@@ -124,7 +124,10 @@ def test_leaderboard_ranks_and_files(runs, capsys) -> None:
     assert "## synth 5-way 1-shot" in out and "6-way" not in out
     frame = pd.read_csv(runs / "leaderboard.csv")
     assert set(frame["method"]) == {"protonet", "protonet-twin", "weak"}
-    assert (runs / "leaderboard.md").read_text().startswith("# Leaderboard")
+    written = (runs / "leaderboard.md").read_text()
+    assert written.startswith("# Leaderboard")
+    # the folder's board now holds one setting: it says which filters made it
+    assert "- Filtered: --way 5 --shot 1 (a 'leaderboard' without filters" in written
 
 
 def test_leaderboard_csv_gives_p_as_printed_beside_the_number(runs) -> None:

@@ -86,6 +86,29 @@ def test_zero_test_frames_are_counted_in_the_record_and_named_under_tables(tmp_p
     )
 
 
+def test_a_runs_stored_test_episodes_load_as_a_manifest(tmp_path):
+    """'eval --manifest RUNS/manifests/X.npz' (the official episodes, the obvious file to
+    pass) failed with "'utf-8' codec can't decode byte 0xff"."""
+    import io
+
+    from fsarbench.episodes import Manifest, ManifestError
+
+    cell = [Cell("protonet", "toy", 5, 1, label="protonet")]
+    (record,) = run_cells(cell, provider, RunOptions(tmp_path, **OPTS))
+    (stored,) = (tmp_path / "manifests").glob("*.npz")
+    manifest = Manifest.load(stored)
+    assert manifest.hash == record.manifest_hash and manifest.episodes == 200
+    old = io.BytesIO()  # as an earlier fsarbench stored them: no settings in the file
+    with np.load(stored) as data:
+        np.savez(old, **{k: data[k] for k in ("classes", "support", "query", "hash")})
+    (tmp_path / "old.npz").write_bytes(old.getvalue())
+    with pytest.raises(ManifestError, match="stored by an earlier fsarbench, without their"):
+        Manifest.load(tmp_path / "old.npz")
+    (tmp_path / "cut.npz").write_bytes(stored.read_bytes()[:100])
+    with pytest.raises(ManifestError, match="cut.npz is not a readable .npz"):
+        Manifest.load(tmp_path / "cut.npz")
+
+
 def test_killed_run_resumes_to_same_summary(tmp_path, monkeypatch):
     run_cells(CELLS, provider, RunOptions(tmp_path / "a", **OPTS))
     original = runner_mod.evaluate

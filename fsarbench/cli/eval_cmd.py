@@ -91,7 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="[N, T, D] .pt file or feature-cache folder (with --manifest); without it, "
         "--dataset's test split is used",
     )
-    p.add_argument("--manifest", default=None, help="manifest JSON written by make_manifest")
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="manifest JSON (Manifest.save), or a run's stored test episodes "
+        "(RUNS/manifests/*.npz: the official ones)",
+    )
     p.add_argument("--way", type=at_least(2), default=None, help="dataset mode: N-way (5)")
     p.add_argument("--shot", type=at_least(1), default=None, help="dataset mode: K-shot (1)")
     p.add_argument(

@@ -11,6 +11,7 @@ from fsarbench.report.cli_args import (
     add_filter_args,
     add_runs_arg,
     add_stats_args,
+    filters_text,
     load_filtered_entries,
     print_left_out,
     resamples,
@@ -92,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
     if not board:
         raise ValueError(f"no setting under {args.runs} could be ranked (see the notes above)")
     notes = [f"left out {r}" for r in left_out + unranked]
+    if filters_text(args):  # the folder's leaderboard files now hold only these settings
+        notes.insert(
+            0,
+            f"Filtered: {filters_text(args)} (a 'leaderboard' without filters ranks every "
+            "setting of the folder)",
+        )
     tie_note = untested_note(args.test, untested)
     ranked = [st.entry for standings in board.values() for st in standings]
     stale, intervals = stale_note(ranked), interval_note(ranked)

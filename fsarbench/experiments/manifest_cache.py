@@ -101,7 +101,9 @@ def _write(path: Path, manifest: Manifest) -> None:
     """Store the episodes and their manifest hash (atomically; a failure only warns)."""
     buffer = io.BytesIO()
     arrays = {name: getattr(manifest, name) for name in _ARRAYS}
-    np.savez_compressed(buffer, **arrays, hash=np.array(manifest.hash))
+    # the header makes the file a manifest of its own ('eval --manifest' reads it)
+    header = np.array(manifest.header())
+    np.savez_compressed(buffer, **arrays, hash=np.array(manifest.hash), header=header)
     try:
         atomic_write_bytes(path, buffer.getvalue())
     except OSError as err:  # a read-only --out still runs; it draws again next time

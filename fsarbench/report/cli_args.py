@@ -133,6 +133,11 @@ def filter_entries(entries: list[Entry], args: argparse.Namespace) -> list[Entry
     return kept
 
 
+def filters_text(args: argparse.Namespace) -> str:
+    """The filters given, as typed (``"--dataset synth --shot 1"``); ``""`` for none."""
+    return " ".join(f"--{k} {v}" for k, v in _filters(args).items() if v is not None)
+
+
 def _filters(args: argparse.Namespace) -> dict:
     names = ("dataset", "way", "shot", "track", "protocol")
     return {k: getattr(args, k) for k in names}
