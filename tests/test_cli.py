@@ -491,3 +491,25 @@ def test_only_commands_that_resume_say_a_re_run_resumes(monkeypatch, capsys):
     assert main(["eval", "protonet", "--features", "f.pt", "--manifest", "m.json"]) == 130
     assert "interrupted; eval recorded nothing: run it again" in capsys.readouterr().err
     assert {"run", "train", "extract"} == main_mod.RESUMING
+
+
+def test_refusals_fsarbench_raises_itself_get_no_traceback_hint(monkeypatch, capsys):
+    """'compare foo otam' ended '(run with -v for the traceback)' after a plain refusal
+    ("no records for 'foo'"): the hint is for errors raised inside a library."""
+    from fsarbench.cli import list_cmd
+    from fsarbench.report import compare
+
+    def refused(args):
+        return compare.compare_systems(".", [], "a", "b", test="bogus")  # fsarbench refuses
+
+    monkeypatch.setattr(list_cmd, "run", refused)
+    assert main(["list", "methods"]) == 2
+    err = capsys.readouterr().err
+    assert "error: test must be one of" in err and "traceback" not in err
+
+    def library(args):
+        return int("not a number")  # raised by the interpreter, called from this module
+
+    monkeypatch.setattr(list_cmd, "run", library)
+    assert main(["list", "methods"]) == 2
+    assert "(run with -v for the traceback)" in capsys.readouterr().err

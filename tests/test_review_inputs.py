@@ -308,3 +308,17 @@ def test_grids_a_filter_empties_are_named(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="fsarbench.run"):
         assert _run_plan(tmp_path, "--table", "figure4", "3", "4", "--dataset", "synth") == 0
     assert "grid(s) table3, table4 select no cell with these filters" in caplog.text
+
+
+def test_the_stand_in_banner_is_said_only_when_synth_stands_in_by_default(
+    tmp_path, monkeypatch, capsys
+):
+    """'run --dataset synth' printed "No real dataset found, so ... 'synth' stands in" at
+    every run, although the user had asked for synth."""
+    monkeypatch.setenv("FSAR_DATA", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    argv = ["--method", "otam", "--shots", "1"]
+    assert _run_plan(tmp_path, *argv) == 0
+    assert "No real dataset found" in capsys.readouterr().out
+    assert _run_plan(tmp_path, *argv, "--dataset", "synth") == 0
+    assert "No real dataset found" not in capsys.readouterr().out

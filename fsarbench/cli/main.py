@@ -79,11 +79,18 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def _named(err: BaseException) -> bool:
-    """Whether ``err`` is one of fsarbench's named refusals (a ``BundleVerificationError``
-    listing its differences), whose message is the whole story: the traceback hint made an
-    expected refusal read as a crash."""
+    """Whether ``err`` is one of fsarbench's refusals (a ``BundleVerificationError`` listing
+    its differences, or a ``ValueError`` fsarbench raised itself, e.g. "'A' and 'B' share no
+    setting"), whose message is the whole story: the traceback hint made an expected refusal
+    read as a crash. An error raised inside a library keeps the hint."""
     module = type(err).__module__
-    return module.startswith(("fsarbench.", "fsarbench_")) and type(err).__name__.endswith("Error")
+    if module.startswith(("fsarbench.", "fsarbench_")) and type(err).__name__.endswith("Error"):
+        return True
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    raiser = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return raiser.startswith(("fsarbench.", "fsarbench_")) and raiser != "fsarbench.cli.main"
 
 
 #: Commands whose finished work survives an interrupt and whose re-run resumes from it: run

@@ -413,7 +413,8 @@ def _run(args: argparse.Namespace) -> int:
     available = available_datasets(args.root)
     cells = select_cells(args, available)
     mine = _shard(cells, _shard_spec(args, env), tracks, args.share_shots)
-    if any(c.dataset == STAND_IN for c in cells) and not available:
+    # said when synth stands in by default, not when --dataset asked for it
+    if any(c.dataset == STAND_IN for c in cells) and not available and not args.dataset:
         say(_where_data(args.root))
     runner = CellRunner(tracks, options)
     # every cell of every shard, before anything is trained or extracted: a setting a split
