@@ -29,3 +29,20 @@ def test_earlier_paper_tables_are_rewritten_and_figures_not_drawn_are_removed(tm
     assert not (figures / "forest_gone.png").exists() and (figures / "my_notes.png").exists()
     assert (figures / "forest_otam.png").exists()  # run did not draw it: not run's to delete
     assert any(p.name.startswith("per_class_synth_5w1s") for p in figures.iterdir())
+
+
+def test_a_grids_line_counts_cells_as_the_run_line_does():
+    """The run's first line said '18 cells (54 grid entries)', its grid line '54 cells'."""
+    from types import SimpleNamespace
+
+    from fsarbench.cli.run_cmd import _run_share
+    from fsarbench.experiments.cells import Cell
+
+    said: list[str] = []
+    tags = (("grid", "table1"),)
+    cells = [Cell("otam", "synth", 5, shot, tags=tags, label=lab) for shot in (1, 5)
+             for lab in ("OTAM", "OTAM (row 2)")]  # fmt: skip
+    runner = SimpleNamespace(run_cells=lambda group, on_record=None: None)
+    env = SimpleNamespace(is_main=True, distributed=False)
+    assert _run_share(runner, cells, env, lambda text, **_: said.append(text)) is None
+    assert said == [said[0]] and said[0].startswith("grid table1: 2 cells (4 grid entries), ")

@@ -470,14 +470,15 @@ def _run_share(runner, mine: list, env: DistEnv, say) -> str | None:
     once, models and pair tables reused). Under torchrun a rank's error is returned, not
     raised, so that it still joins the final wait: rank 0 then names it instead of waiting
     for a rank that is gone."""
+    from fsarbench.experiments.runner import unique_cells
+
     try:
         for grid, group in itertools.groupby(mine, key=lambda c: c.tags_dict.get("grid", "cells")):
             group = list(group)
             t_grid = time.perf_counter()
             runner.run_cells(group, on_record=_print_record if env.is_main else None)
-            say(
-                f"grid {grid}: {len(group)} cells, {time.perf_counter() - t_grid:.0f} s", flush=True
-            )
+            count = f"{len(unique_cells(group))} cells ({len(group)} grid entries)"
+            say(f"grid {grid}: {count}, {time.perf_counter() - t_grid:.0f} s", flush=True)
     except Exception as err:
         if not env.distributed:
             raise
