@@ -494,6 +494,24 @@ def code_digest(model: nn.Module) -> str:
     return stable_hash(code_parts(model))
 
 
+#: Suffix of a stale reason whose package is not importable (rather than changed).
+NOT_INSTALLED = " (not installed)"
+
+
+def not_installed_advice(reasons: list[str]) -> str:
+    """What to do when some of ``reasons`` (:func:`stale_code`'s, maybe ``code:``-prefixed)
+    name packages that are not importable: re-running, the advice for changed code, would
+    fail on an unknown method. ``""`` when none does."""
+    missing = sorted({r.split(":")[-1][: -len(NOT_INSTALLED)] for r in reasons
+                      if r.endswith(NOT_INSTALLED)})  # fmt: skip
+    if not missing:
+        return ""
+    return (
+        f"{', '.join(missing)} cannot be imported here: install the method package(s) "
+        "(pip install -e FOLDER, in fsarbench's environment) to read their records as current"
+    )
+
+
 def stale_code(parts: Mapping[str, Any]) -> list[str]:
     """Which of stored ``code_parts`` no longer match the code installed now."""
     out = []
@@ -502,7 +520,10 @@ def stale_code(parts: Mapping[str, Any]) -> list[str]:
     if parts.get("pipeline") not in (None, pipeline_digest()):
         out.append("pipeline")
     for package, digest in (parts.get("packages") or {}).items():
-        if package_digest(package) != digest:
+        now = package_digest(package)
+        if now == "unknown":  # not importable here: a reader without the plugin installed
+            out.append(f"{package}{NOT_INSTALLED}")
+        elif now != digest:
             out.append(package)
     for top, version in (parts.get("installed") or {}).items():
         dist = _distribution_of(top)

@@ -767,3 +767,23 @@ def test_leaderboard_and_compare_say_when_runs_left_test_videos_out(tmp_path, ca
     assert main(["compare", "otam", "otam", "--runs", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "compare needs two systems; both are 'otam'" in err and "traceback" not in err
+
+
+def test_records_of_a_plugin_that_is_not_installed_say_so(tmp_path):
+    """A colleague without the plugin installed saw its records as '‡stale: made by other
+    code ... re-run these cells', and bundle said 're-run its cell': a re-run fails on an
+    unknown method. The package is named as not installed, with what to do."""
+    from fsarbench.bundles.format import BundleError, bundle_members
+    from fsarbench.report.tables import stale_note
+    from fsarbench.results import stale_reasons
+
+    manifest = fb.make_manifest(np.repeat(np.arange(6), 4), way=5, shot=1, episodes=20)
+    code = {"packages": {"fsar_absent_plugin_xyz": "0123456789abcdef"}}
+    record = save_simulated_record(
+        tmp_path, manifest, "absent", 0.7, np.random.default_rng(0), provenance={"code": code}
+    )
+    assert stale_reasons(record) == ["code:fsar_absent_plugin_xyz (not installed)"]
+    note = stale_note(load_entries(tmp_path))
+    assert "fsar_absent_plugin_xyz cannot be imported here: install the method package" in note
+    with pytest.raises(BundleError, match="fsar_absent_plugin_xyz cannot be imported here"):
+        bundle_members(tmp_path, "absent")

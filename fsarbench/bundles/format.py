@@ -27,6 +27,7 @@ import numpy as np
 from fsarbench.bundles.errors import BundleError, BundleFormatError
 from fsarbench.evaluate import RECORD_FIELDS
 from fsarbench.io import atomic_write_bytes
+from fsarbench.provenance import not_installed_advice
 from fsarbench.results import (
     OUTSIDE_TAG,
     ResultRecord,
@@ -127,6 +128,8 @@ def bundle_members(runs: str | Path, method: str) -> dict[str, bytes]:
     members: dict[str, bytes] = {}
     for path, record in _method_records(Path(runs), method):
         stale = stale_reasons(record)
+        if stale and not_installed_advice(stale):
+            raise BundleError(f"record {record.cell} under {runs}: {not_installed_advice(stale)}")
         if stale:  # ranked elsewhere as current: the folder itself marks it ‡stale
             raise BundleError(
                 f"record {record.cell} under {runs} is stale ({', '.join(stale)}: made by other "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsarbench.data.protocols import DEFAULT_PROTOCOL
+from fsarbench.provenance import not_installed_advice
 from fsarbench.report.episode_protocol import cell_marker, mixes_protocols, reference_protocol
 from fsarbench.report.published import (
     Column,
@@ -489,10 +490,11 @@ def stale_note(entries: list[Entry]) -> str:
     if not stale:
         return ""
     why = sorted({w for e in stale for rec in e.records for w in stale_reasons(rec)})
+    missing = not_installed_advice(why)
     return (
         f"{STALE_MARK}: made by other code than the installed one, or kept with run "
         f"--reuse-stale ({', '.join(why)}); not a result of the current code: re-run these "
-        "cells to refresh them."
+        "cells to refresh them." + (f" {missing}." if missing else "")
     )
 
 
