@@ -22,6 +22,7 @@ import numpy as np
 from fsarbench.io import atomic_write_bytes
 
 __all__ = [
+    "EPISODE_ARRAYS",
     "EpisodeSpec",
     "Manifest",
     "make_manifest",
@@ -484,7 +485,7 @@ class Manifest:
     def header(self) -> str:
         """:meth:`to_dict` without the episode arrays, as JSON (stored beside the arrays in a
         run's ``manifests/*.npz``, so that such a file loads on its own)."""
-        data = {k: v for k, v in self.to_dict().items() if k not in _EPISODE_ARRAYS}
+        data = {k: v for k, v in self.to_dict().items() if k not in EPISODE_ARRAYS}
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -494,7 +495,7 @@ class Manifest:
         try:
             raw = Path(path).read_bytes()
             if raw.startswith(b"PK"):  # a zip: numpy's .npz
-                return _load_npz(raw, path)
+                return _load_npz(raw)
             return cls.from_dict(json.loads(raw))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             if isinstance(err, ManifestError):
@@ -515,12 +516,15 @@ class Manifest:
         )
 
 
-_EPISODE_ARRAYS = ("classes", "support", "query")
+#: The per-episode arrays of a manifest (``[E, way]`` classes, ``[E, way·shot]`` support,
+#: ``[E, way·queries]`` query), as a run's ``manifests/*.npz`` stores them.
+EPISODE_ARRAYS = ("classes", "support", "query")
 
 
-def _load_npz(raw: bytes, path: str | Path) -> Manifest:
+def _load_npz(raw: bytes) -> Manifest:
     """A run's stored test episodes (``experiments.manifest_cache``): the arrays, the
-    :meth:`Manifest.header` and the hash they were stored with, which they must give."""
+    :meth:`Manifest.header` and the hash they were stored with, which they must give
+    (:meth:`Manifest.load` names the file in any error)."""
     import io
     import zipfile
 
@@ -528,19 +532,19 @@ def _load_npz(raw: bytes, path: str | Path) -> Manifest:
         with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             if "header" not in data:
                 raise ManifestError(
-                    f"{path} holds a run's test episodes stored by an earlier fsarbench, "
+                    "it holds a run's test episodes stored by an earlier fsarbench, "
                     "without their settings: run 'python -m fsarbench run' into that folder "
                     "again (it stores them anew), or save the episodes with "
                     "fsarbench.episodes.draw_test_manifest(...).save(FILE)"
                 )
             fields = json.loads(str(data["header"]))
-            fields |= {k: data[k].astype(np.int64).tolist() for k in _EPISODE_ARRAYS}
+            fields |= {k: data[k].astype(np.int64).tolist() for k in EPISODE_ARRAYS}
             stored = str(data["hash"])
     except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise ManifestError(f"{path} is not a readable .npz of test episodes ({err})") from None
+        raise ManifestError(f"not a readable .npz of test episodes ({err})") from None
     manifest = Manifest.from_dict(fields)
     if manifest.hash != stored:
-        raise ManifestError(f"{path}: its episodes give hash {manifest.hash}, not {stored}")
+        raise ManifestError(f"its episodes give hash {manifest.hash}, not {stored}")
     return manifest
 
 

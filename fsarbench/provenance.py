@@ -233,7 +233,7 @@ CARRIED_DIGESTS = {
     # training batches are checked for NaN/inf; records say which step val selected, at what
     # accuracy, and the loss trend; eval's sharded evaluator saves its finished batches
     # every minute and on any stop, as evaluate() did
-    "c081b216e9e5e8fa": "2815c7d05867b240",
+    "0d40edd91161cc4e": "2815c7d05867b240",
 }
 
 

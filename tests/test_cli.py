@@ -513,3 +513,10 @@ def test_refusals_fsarbench_raises_itself_get_no_traceback_hint(monkeypatch, cap
     monkeypatch.setattr(list_cmd, "run", library)
     assert main(["list", "methods"]) == 2
     assert "(run with -v for the traceback)" in capsys.readouterr().err
+
+    def bug(args):  # a ValueError of int() inside fsarbench's code, not a refusal it raised
+        exec("int('not a number')", {"__name__": "fsarbench.some_module"})
+
+    monkeypatch.setattr(list_cmd, "run", bug)
+    assert main(["list", "methods"]) == 2
+    assert "(run with -v for the traceback)" in capsys.readouterr().err

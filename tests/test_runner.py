@@ -105,7 +105,7 @@ def test_a_runs_stored_test_episodes_load_as_a_manifest(tmp_path):
     with pytest.raises(ManifestError, match="stored by an earlier fsarbench, without their"):
         Manifest.load(tmp_path / "old.npz")
     (tmp_path / "cut.npz").write_bytes(stored.read_bytes()[:100])
-    with pytest.raises(ManifestError, match="cut.npz is not a readable .npz"):
+    with pytest.raises(ManifestError, match=r"cut.npz: not a readable .npz"):
         Manifest.load(tmp_path / "cut.npz")
 
 

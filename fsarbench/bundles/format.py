@@ -128,8 +128,9 @@ def bundle_members(runs: str | Path, method: str) -> dict[str, bytes]:
     members: dict[str, bytes] = {}
     for path, record in _method_records(Path(runs), method):
         stale = stale_reasons(record)
-        if stale and not_installed_advice(stale):
-            raise BundleError(f"record {record.cell} under {runs}: {not_installed_advice(stale)}")
+        missing = not_installed_advice(stale)
+        if missing:  # re-running, the advice below, fails on an unknown method
+            raise BundleError(f"record {record.cell} under {runs}: {missing}")
         if stale:  # ranked elsewhere as current: the folder itself marks it ‡stale
             raise BundleError(
                 f"record {record.cell} under {runs} is stale ({', '.join(stale)}: made by other "

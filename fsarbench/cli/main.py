@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import linecache
 import logging
 import pkgutil
 import sys
@@ -89,8 +90,13 @@ def _named(err: BaseException) -> bool:
     tb = err.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    raiser = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
-    return raiser.startswith(("fsarbench.", "fsarbench_")) and raiser != "fsarbench.cli.main"
+    if type(err) is not ValueError or tb is None:
+        return False
+    # a 'raise' line of fsarbench's own: a TypeError or KeyError of a bug there, or a
+    # ValueError that int() raised inside it, keeps the hint
+    raiser = tb.tb_frame.f_globals.get("__name__", "")
+    line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno).strip()
+    return raiser.startswith(("fsarbench.", "fsarbench_")) and line.startswith("raise ")
 
 
 #: Commands whose finished work survives an interrupt and whose re-run resumes from it: run

@@ -20,7 +20,7 @@ import numpy as np
 import fsarbench.episode_streams as streams_module
 import fsarbench.episodes as episodes_module
 from fsarbench.episode_streams import draw_test_manifest_fast
-from fsarbench.episodes import EpisodeSpec, Manifest, ManifestError
+from fsarbench.episodes import EPISODE_ARRAYS, EpisodeSpec, Manifest, ManifestError
 from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.io import atomic_write_bytes, stable_hash
 from fsarbench.provenance import source_digest
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Sub-folder of a run's ``--out`` holding its test manifests.
 MANIFESTS_DIR = "manifests"
-_ARRAYS = ("classes", "support", "query")
 
 
 def cached_test_manifest(
@@ -100,7 +99,7 @@ def _not_the_draw(manifest: Manifest, test_classes: np.ndarray) -> str:
 def _write(path: Path, manifest: Manifest) -> None:
     """Store the episodes and their manifest hash (atomically; a failure only warns)."""
     buffer = io.BytesIO()
-    arrays = {name: getattr(manifest, name) for name in _ARRAYS}
+    arrays = {name: getattr(manifest, name) for name in EPISODE_ARRAYS}
     # the header makes the file a manifest of its own ('eval --manifest' reads it)
     header = np.array(manifest.header())
     np.savez_compressed(buffer, **arrays, hash=np.array(manifest.hash), header=header)
@@ -116,7 +115,7 @@ def _read(path: Path, spec: EpisodeSpec, test_classes: np.ndarray) -> Manifest |
     they are not the draw of ``spec`` over ``test_classes`` (:func:`_not_the_draw`)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name].astype(np.int64, copy=False) for name in _ARRAYS}
+            arrays = {name: data[name].astype(np.int64, copy=False) for name in EPISODE_ARRAYS}
             stored_hash = str(data["hash"])
         manifest = Manifest(spec, **arrays, num_videos=len(test_classes), drawn=True).validate()
         if manifest.hash != stored_hash:
