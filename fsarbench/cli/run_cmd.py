@@ -42,6 +42,7 @@ from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.io import remove_cut_writes
 from fsarbench.report.cli_args import DEFAULT_RUNS
 from fsarbench.results import load_records, write_summary
+from fsarbench.stats.bounds import interval_caveat
 from fsarbench.stats.rounding import fixed
 
 log = logging.getLogger("fsarbench.run")
@@ -848,6 +849,9 @@ def _print_record(r) -> None:
         f"{fixed(r.accuracy):>6} ± {fixed(r.ci95)}  ({r.episodes} episodes)",
         flush=True,
     )
+    caveat = interval_caveat(r.accuracy, r.ci95, r.std, r.episodes)
+    if caveat:
+        print(f"    ({caveat})", flush=True)
 
 
 def _option_names() -> list[str]:

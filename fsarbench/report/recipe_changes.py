@@ -27,6 +27,7 @@ from fsarbench.report.episode_protocol import (
 )
 from fsarbench.report.records import base_method_of
 from fsarbench.results import ResultRecord
+from fsarbench.stats.bounds import interval_caveat
 
 __all__ = [
     "feature_changes",
@@ -35,6 +36,7 @@ __all__ = [
     "episodes_note",
     "nonfinite_note",
     "zero_frames_note",
+    "interval_note",
 ]
 
 
@@ -118,8 +120,9 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
     feature preset and how, e.g. ``"Recipe changed from the default (--recipe/--option):
     lr=0.01 for protonet."`` (``"every method"`` when all share the change), and those
     evaluated on other test episodes than most of ``records`` (:func:`episodes_note`), and
-    those with NaN/inf logits counted wrong (:func:`nonfinite_note`) or all-zero test frames
-    (:func:`zero_frames_note`); ``""`` when none did."""
+    those with NaN/inf logits counted wrong (:func:`nonfinite_note`), all-zero test frames
+    (:func:`zero_frames_note`) or a "±" that is not a 95% interval (:func:`interval_note`);
+    ``""`` when none did."""
     notes = [
         _note(records, recipe_changes, "Recipe changed from the default (--recipe/--option)"),
         _note(
@@ -130,6 +133,7 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
         episodes_note(records),
         nonfinite_note(records),
         zero_frames_note(records),
+        interval_note(records),
     ]
     return " ".join(n for n in notes if n)
 
@@ -147,6 +151,19 @@ def zero_frames_note(records: list[ResultRecord]) -> str:
         return ""
     parts = ", ".join(f"{n} in {d}" for d, n in sorted(found.items()))
     return f"Test videos with all-zero frame features (padding?): {parts}."
+
+
+def interval_note(records: list[ResultRecord]) -> str:
+    """``"Not a 95% interval: otam (toy 5-way 1-shot): every one of its 40 episodes was
+    perfect, ..."``, for each record whose accuracy sits where the normal interval says
+    nothing (:func:`fsarbench.stats.bounds.interval_caveat`); ``""`` when none does."""
+    parts = []
+    for r in sorted(records, key=lambda r: (r.method, r.dataset, r.way, r.shot)):
+        caveat = interval_caveat(r.accuracy, r.ci95, r.std, r.episodes)
+        if caveat:
+            seed = f", train seed {r.train_seed}" if r.train_seed is not None else ""
+            parts.append(f"{r.method} ({r.dataset} {r.way}-way {r.shot}-shot{seed}): {caveat}")
+    return f"Not a 95% interval: {'; '.join(parts)}." if parts else ""
 
 
 def nonfinite_note(records: list[ResultRecord]) -> str:
