@@ -91,8 +91,11 @@ def test_compare_refuses_unpaired(tmp_path) -> None:
 
 
 def test_compare_unknown_and_disjoint(runs, capsys) -> None:
-    with pytest.raises(ValueError, match="no records for 'nope'"):
+    with pytest.raises(ValueError, match="no records for 'nope'; systems with records: "):
         compare_systems(runs, load_entries(runs), "nope", "weak")
+    # a folder without records said "systems with records: " with nothing after it
+    with pytest.raises(ValueError, match="this results folder holds none .* --runs"):
+        compare_systems(runs, [], "nope", "weak")
     assert main(["compare", "protonet", "weak", "--runs", str(runs), "--shot", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("protonet better") == 2  # the two 1-shot settings

@@ -212,6 +212,11 @@ def compare_systems(
                 f"({', '.join(configs)}; the report's provenance of each names its "
                 "hyper-parameters and recipe): compare one by its full name"
             )
+        if not found and not known:
+            raise ValueError(
+                f"no records for {name!r}: this results folder holds none (run 'python -m "
+                "fsarbench run ...' into it first, or name another with --runs)"
+            )
         if not found:
             raise ValueError(f"no records for {name!r}; systems with records: {', '.join(known)}")
     shared = sorted(set(by_a) & set(by_b))
