@@ -19,6 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock, SoftFileLock, Timeout
 
+from fsarbench.env_settings import env_number
 from fsarbench.io import atomic_write_text
 
 __all__ = ["LockTimeout", "held"]
@@ -42,9 +43,12 @@ def _holder(lock: Path) -> str:
     return f"pid {info['pid']} on {info['host']} since {info['since']}"
 
 
-def _timeout() -> float:
-    value = os.environ.get("FSAR_LOCK_TIMEOUT")
-    return float(value) if value else -1.0
+def lock_timeout() -> float:
+    """``$FSAR_LOCK_TIMEOUT``: seconds to wait for a lock another process holds (unset or
+    negative: wait as long as it is held)."""
+    return env_number(
+        "FSAR_LOCK_TIMEOUT", -1.0, what="seconds to wait for a lock another process holds"
+    )
 
 
 def _soft_lock(path: Path) -> SoftFileLock:
@@ -85,7 +89,7 @@ def held(
             lock = _soft_lock(path)
             lock.acquire(timeout=0)
     except Timeout:
-        holder, timeout = _holder(path), _timeout()
+        holder, timeout = _holder(path), lock_timeout()
         if not wait:
             raise LockTimeout(f"{what} is in use by {holder}{busy_remedy}") from None
         log.warning("waiting for %s: it is held by %s", what, holder)

@@ -4,14 +4,15 @@ pipe, so CI logs and ``2> log`` hold readable lines instead of carriage-return b
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["PlainProgress", "progress_bar"]
+from fsarbench.env_settings import env_number, env_switch
+
+__all__ = ["PlainProgress", "progress_bar", "progress_every", "progress_on"]
 
 
 class PlainProgress:
@@ -34,6 +35,7 @@ class PlainProgress:
         self.start = self.last = time.perf_counter()
         self.postfix = ""
         self.closed = False
+        self.shown = None  # the count of the last line printed
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -47,10 +49,12 @@ class PlainProgress:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._line()
+            if self.shown != self.n:  # the last update's line already said it
+                self._line()
 
     def _line(self) -> None:
         self.last = now = time.perf_counter()
+        self.shown = self.n
         elapsed = now - self.start
         of = f"/{self.total}" if self.total is not None else ""
         rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
@@ -78,9 +82,21 @@ class PlainProgress:
 def progress_bar(*, disable: bool = False, **kwargs: Any) -> tqdm | PlainProgress:
     """A tqdm bar on a terminal, plain lines otherwise; ``FSAR_PROGRESS=0`` (or ``disable``)
     turns progress off entirely."""
-    if os.environ.get("FSAR_PROGRESS", "1") == "0":
+    if not progress_on():
         disable = True
     if not disable and not sys.stderr.isatty():
-        every = float(os.environ.get("FSAR_PROGRESS_EVERY", "30"))
-        return PlainProgress(every=every, **kwargs)
+        return PlainProgress(every=progress_every(), **kwargs)
     return tqdm(file=sys.stderr, disable=disable, dynamic_ncols=True, mininterval=0.5, **kwargs)
+
+
+def progress_on() -> bool:
+    """``$FSAR_PROGRESS``: ``0`` turns progress bars and lines off (default on)."""
+    return env_switch("FSAR_PROGRESS", True, what="progress bars and lines")
+
+
+def progress_every() -> float:
+    """``$FSAR_PROGRESS_EVERY``: seconds between plain progress lines (default 30; 0 prints
+    one per update)."""
+    return env_number(
+        "FSAR_PROGRESS_EVERY", 30.0, minimum=0, what="seconds between plain progress lines"
+    )

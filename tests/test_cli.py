@@ -184,7 +184,8 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(monkeypatch, caps
         bar.update(1)
     bar.close()
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 4 and "\r" not in "".join(lines)
+    # one line per update (every=0); closing adds none: it printed the last line twice
+    assert len(lines) == 3 and "\r" not in "".join(lines)
     assert lines[-1].split(" ", 1)[1].startswith("train: 3/3 step (")
     assert "left" not in lines[-1] and "left)" in lines[0]  # 2 of 3 steps to go, then done
 
@@ -520,3 +521,27 @@ def test_refusals_fsarbench_raises_itself_get_no_traceback_hint(monkeypatch, cap
     monkeypatch.setattr(list_cmd, "run", bug)
     assert main(["list", "methods"]) == 2
     assert "(run with -v for the traceback)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--test-episodes", "50"], "apply to --track finetune only"),  # was ignored silently
+        (["--shots", "3"], "apply to --track finetune only"),
+        (["--track", "finetune", "--shots", "1"], "give both"),
+        (["--track", "finetune", "--test-episodes", "5", "--shots", "0"], "at least 1"),
+        (["--track", "finetune", "--test-episodes", "2000000"], "at most 1,000,000"),
+        (["--track", "finetune", "--test-episodes", "-4"], "at least 1"),  # was "no test"
+    ],
+)
+def test_train_test_settings_are_checked_before_training(extra, message, tmp_path, capsys):
+    """``train --test-episodes 5 --shots 0`` trained the whole model and then failed at test
+    time; 2,000,000 episodes passed the limit run and eval keep; -4 meant no test."""
+    argv = ["train", "otam", "--dataset", "synth", "--out", str(tmp_path / "t"), *extra]
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's own refusals
+        code = stop.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

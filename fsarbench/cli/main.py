@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import fsarbench
+from fsarbench.env_settings import check_environment
 from fsarbench.interrupts import interrupt_requested, interrupts_recorded
 
 __all__ = ["main", "build_parser"]
@@ -56,6 +57,7 @@ def _run_command(args: argparse.Namespace) -> int:
     """``args.func(args)``, with an interrupt ending it as exit status 130 and a named error
     of the project (or of bad input) as status 2 with its message."""
     try:
+        check_environment()  # a mistyped FSAR_* value stops here, not hours in
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return _interrupted(args)

@@ -19,6 +19,8 @@ from fsarbench.cli.common import (
     add_protocol_argument,
     add_splits_dir_argument,
     apply_splits_dir,
+    at_least,
+    episode_count,
     folder_path,
     parse_hparams,
     parse_overrides,
@@ -95,12 +97,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--test-episodes",
-        type=int,
-        default=0,
+        type=episode_count,
+        default=None,
         help="finetune: then evaluate this many test episodes per --shots setting "
-        "and write records under --out",
+        "and write records under --out (1 to 1,000,000)",
     )
-    p.add_argument("--shots", nargs="+", type=int, default=[1, 5], help="test shots")
+    p.add_argument(
+        "--shots",
+        nargs="+",
+        type=at_least(1),
+        default=None,
+        help="finetune: the test shots of --test-episodes (default 1 5)",
+    )
     p.add_argument(
         "--bad-videos",
         choices=["skip", "error"],
@@ -158,6 +166,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"choose the protocol with --protocol {option_over['protocol']}")
     if args.track == "frozen" and option_over:
         raise UsageError("--option applies to --track finetune only")
+    if args.track == "frozen" and (args.test_episodes or args.shots):
+        raise UsageError(
+            "--test-episodes and --shots apply to --track finetune only: evaluate a frozen "
+            "model with 'eval METHOD --checkpoint OUT/best.pt --dataset D --way N --shot K', or "
+            "train and evaluate it with 'run'"
+        )
+    if args.shots and not args.test_episodes:
+        raise UsageError("--shots names the test shots of --test-episodes: give both")
+    args.shots = args.shots or [1, 5]
     _check_settings(args, hparams, recipe_over, option_over)
     with _folder_held(out):
         if args.overwrite:  # only once every setting is known good: a typo deleted the old run
@@ -312,7 +329,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
             )
             skipped += bad
         test_skipped = []
-        if args.test_episodes > 0:  # before training: --bad-videos error stops here
+        if args.test_episodes:  # before training: --bad-videos error stops here
             usable, test_skipped = _usable(
                 ds, "test", recipe, args.bad_videos, shot=max(args.shots), cache=args.cache
             )
@@ -363,7 +380,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
             raise _damaged(args, ds, splits, recipe, err) from None
         if is_main():
             _report(args, result, out)
-        if args.test_episodes > 0:
+        if args.test_episodes:
             _test(args, ds, model, recipe, device, out, skipped, test_skipped)
     finally:
         shutdown_distributed()

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fsarbench.env_settings import EnvSettingError, env_number
+
 __all__ = [
     "DistEnv",
     "OneProcessOnlyError",
@@ -51,12 +53,24 @@ class DistEnv:
         return self.rank == 0
 
 
+def _whole(env: Mapping[str, str], name: str, default: str) -> int:
+    """``env[name]`` as a whole number, refused by name (torchrun sets these)."""
+    raw = env.get(name, default)
+    try:
+        return int(raw)
+    except ValueError:
+        raise EnvSettingError(
+            f"bad torchrun environment: {name}={raw!r} is not a whole number (torchrun sets "
+            "it; unset it to run one process)"
+        ) from None
+
+
 def dist_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     """Rank, world size and local rank read from ``environ`` (default ``os.environ``)."""
     env = os.environ if environ is None else environ
-    world = int(env.get("WORLD_SIZE", "1"))
-    rank_ = int(env.get("RANK", "0"))
-    local = int(env.get("LOCAL_RANK", str(rank_)))
+    world = _whole(env, "WORLD_SIZE", "1")
+    rank_ = _whole(env, "RANK", "0")
+    local = _whole(env, "LOCAL_RANK", str(rank_))
     if world < 1 or not 0 <= rank_ < world:
         raise ValueError(f"bad torchrun environment: RANK={rank_}, WORLD_SIZE={world}")
     return DistEnv(rank_, world, local)
@@ -157,7 +171,9 @@ def rank() -> int:
 
 def local_world_size() -> int:
     """Processes of this job on this node (torchrun's ``LOCAL_WORLD_SIZE``; 1 without it)."""
-    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return env_number(
+        "LOCAL_WORLD_SIZE", 1, kind=int, minimum=1, what="torchrun's processes on this node"
+    )
 
 
 def world_size() -> int:
