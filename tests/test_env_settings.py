@@ -63,3 +63,27 @@ def test_env_number_bounds(monkeypatch):
     monkeypatch.setenv("X_TEST", "2.5")
     with pytest.raises(EnvSettingError, match="not a whole number >= 1"):
         env_number("X_TEST", 1, kind=int, minimum=1, what="w")
+
+
+def test_a_cache_folder_that_cannot_exist_is_refused_by_name(monkeypatch, tmp_path, capsys):
+    """FSAR_CACHE under a file ended a run with a bare '[Errno 20] Not a directory'."""
+    (tmp_path / "file").write_text("x")
+    for value, message in [
+        (tmp_path / "file", "is a file, not a folder for the feature cache"),
+        (tmp_path / "file" / "sub", "does not exist and cannot be created"),
+    ]:
+        monkeypatch.setenv("FSAR_CACHE", str(value))
+        with pytest.raises(EnvSettingError, match=message):
+            check_environment()
+    monkeypatch.setenv("FSAR_CACHE", str(tmp_path / "new" / "cache"))  # creatable: fine
+    check_environment()
+
+
+def test_a_failed_write_under_a_set_folder_names_the_setting(monkeypatch, tmp_path):
+    from fsarbench.env_settings import folder_setting_of
+
+    monkeypatch.setenv("FSAR_CACHE", str(tmp_path / "c"))
+    assert "under FSAR_CACHE=" in folder_setting_of(tmp_path / "c" / "features" / "x")
+    assert folder_setting_of(tmp_path / "elsewhere") == ""
+    monkeypatch.delenv("FSAR_CACHE")
+    assert folder_setting_of(tmp_path / "c") == ""

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import fsarbench
-from fsarbench.env_settings import check_environment
+from fsarbench.env_settings import check_environment, folder_setting_of
 from fsarbench.interrupts import interrupt_requested, interrupts_recorded
 
 __all__ = ["main", "build_parser"]
@@ -76,6 +76,8 @@ def _run_command(args: argparse.Namespace) -> int:
         if args.verbose:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if isinstance(err, OSError) and err.filename and err.strerror:
+            message = f"{err.strerror}: {err.filename}{folder_setting_of(err.filename)}"
         hint = "" if _named(err) else "\n(run with -v for the traceback)"
         print(f"error: {message}{hint}", file=sys.stderr)
         return 2
