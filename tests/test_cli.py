@@ -545,3 +545,39 @@ def test_train_test_settings_are_checked_before_training(extra, message, tmp_pat
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "train", "eval", "extract"])
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("cdua", "unknown device 'cdua'"), ("mps", "cpu, cuda or cuda:N"), ("cpu:1", "no index")],
+)
+def test_a_bad_device_is_refused_when_parsed(command, device, message, capsys):
+    """``run --device cdua`` printed torch's list of 20 device types, ``run --device cuda``
+    without a GPU torch's driver message from inside the run; eval alone named it."""
+    from fsarbench.cli.main import build_parser
+
+    argv = {"run": ["run"], "train": ["train", "otam", "--dataset", "synth"]}.get(
+        command, [command, "otam"] if command == "eval" else [command, "synth"]
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--device", device])
+    assert message in capsys.readouterr().err
+    assert build_parser().parse_args([*argv, "--device", "cpu"]).device == "cpu"
+
+
+def test_cuda_without_a_gpu_is_refused_when_parsed(monkeypatch):
+    import argparse
+
+    import torch
+
+    from fsarbench.cli.common import device_name
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(argparse.ArgumentTypeError, match="sees no CUDA GPU"):
+        device_name("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device_name("cuda:1") == "cuda:1"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"2 GPU\(s\) here \(cuda:0 to cuda:1\)"):
+        device_name("cuda:5")

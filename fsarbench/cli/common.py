@@ -18,6 +18,7 @@ __all__ = [
     "apply_splits_dir",
     "parse_overrides",
     "seed_value",
+    "device_name",
     "folder_path",
     "file_path",
 ]
@@ -89,6 +90,37 @@ def seed_value(text: str) -> int:
 
 
 seed_value.__name__ = "seed"
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type`` for ``--device``: ``cpu``, ``cuda`` or ``cuda:N`` of a GPU torch
+    sees here, refused before any work (``cdua`` printed torch's list of 20 device types;
+    ``cuda`` without a GPU, torch's driver message from deep inside a run)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}: use cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cpu":
+        if device.index is not None:
+            raise argparse.ArgumentTypeError(f"{text!r}: the CPU takes no index (use cpu)")
+        return text
+    if device.type != "cuda":
+        raise argparse.ArgumentTypeError(f"{text!r}: fsarbench runs on cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} asked for, but torch sees no CUDA GPU here")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: torch sees {torch.cuda.device_count()} GPU(s) here (cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1})"
+        )
+    return text
+
+
+device_name.__name__ = "device"
 
 
 def episode_count(text: str) -> int:

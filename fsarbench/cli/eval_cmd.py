@@ -27,6 +27,7 @@ from fsarbench.cli.common import (
     add_splits_dir_argument,
     apply_splits_dir,
     at_least,
+    device_name,
     episode_count,
     episodes_help,
     folder_path,
@@ -148,7 +149,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the same predictions; see docs/speed.md 2b)",
     )
     p.add_argument("--interval", choices=["normal", "t"], default="normal")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if available)"
+    )
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     p.add_argument(
         "--dataset",

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from fsarbench.cli.common import add_protocol_argument, seed_value
+from fsarbench.cli.common import add_protocol_argument, device_name, seed_value
 from fsarbench.experiments.cache_reuse import extract_reusing
 from fsarbench.features.backbones import BackboneWeightsError, effective_norm, list_backbones
 from fsarbench.features.extract import PRECISIONS, SplitExtractConfig
@@ -77,7 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=int, default=defaults.batch_size, help="videos per backbone forward"
     )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     p.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -18,6 +18,7 @@ from fsarbench.cli.common import (
     add_splits_dir_argument,
     apply_splits_dir,
     at_least,
+    device_name,
     episode_count,
     episodes_help,
     folder_path,
@@ -198,7 +199,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--root", default=None, help="data root (default $FSAR_DATA)")
     add_splits_dir_argument(how)
     how.add_argument("--cache", default=None, help="feature cache root (default $FSAR_CACHE)")
-    how.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    how.add_argument(
+        "--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     how.add_argument(
         "--workers",
         type=int,

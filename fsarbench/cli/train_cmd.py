@@ -20,6 +20,7 @@ from fsarbench.cli.common import (
     add_splits_dir_argument,
     apply_splits_dir,
     at_least,
+    device_name,
     episode_count,
     folder_path,
     parse_hparams,
@@ -87,7 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="cache root: features (frozen track), video probe results (finetune track)",
     )
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if available)"
+    )
     p.add_argument(
         "--workers",
         type=int,
