@@ -138,7 +138,7 @@ def encode_videos(
     parts = []
     for start in range(0, len(indices), chunk):
         feats = store.get(indices[start : start + chunk]).to(device)
-        check_finite_features(feats, indices[start : start + chunk])
+        check_finite_features(feats, indices[start : start + chunk], store)
         if zero_frames is not None:
             zero_frames += zero_frame_videos(feats, indices[start : start + chunk]).tolist()
         with _autocast(device, autocast):

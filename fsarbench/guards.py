@@ -64,9 +64,10 @@ class NonFiniteFeaturesError(FloatingPointError):
     method's: no policy counts such videos' queries as wrong)."""
 
 
-def check_finite_features(features: torch.Tensor, indices: np.ndarray) -> None:
+def check_finite_features(features: torch.Tensor, indices: np.ndarray, store=None) -> None:
     """Raise :class:`NonFiniteFeaturesError` naming the pool videos of ``features [n, ...]``
-    (``indices [n]``: their positions in the pool) that are not all finite.
+    (``indices [n]``: their positions in the pool) that are not all finite; with ``store``
+    a feature cache, by their video ids and the cache's folder too.
 
     A finite sum proves every value finite (one inf or NaN makes any sum inf or NaN) in one
     read of the features, about 30x faster than testing each value; only a sum that is not
@@ -78,11 +79,27 @@ def check_finite_features(features: torch.Tensor, indices: np.ndarray) -> None:
     if bool(finite.all()):
         return
     bad = np.asarray(indices)[np.flatnonzero(~finite.cpu().numpy())]
-    shown = ", ".join(map(str, bad[:5].tolist())) + (", ..." if len(bad) > 5 else "")
+    bad = bad[np.sort(np.unique(bad, return_index=True)[1])]  # a video drawn twice, once
     raise NonFiniteFeaturesError(
-        f"the features of {len(bad)} video(s) hold NaN or inf (pool indices {shown}): "
+        f"the features of {len(bad)} video(s) hold NaN or inf ({_videos_text(bad, store)}): "
         "re-extract them (delete their feature cache) or leave those videos out"
     )
+
+
+def _videos_text(bad: np.ndarray, store) -> str:
+    """``"pool indices 5, 9"``, or with a feature cache ``"scene_10_005, ... (pool indices
+    5, 9) of the cache /c/features/synth/test/ab12"``: the index alone did not say which
+    file or cache to look at."""
+    from fsarbench.features.cache import FeatureCache
+
+    more = ", ..." if len(bad) > 5 else ""
+    shown = ("pool index " if len(bad) == 1 else "pool indices ") + ", ".join(
+        map(str, bad[:5].tolist())
+    )
+    if not isinstance(store, FeatureCache):
+        return shown + more
+    ids = ", ".join(store.video_ids[int(i)] for i in bad[:5])
+    return f"{ids}{more} ({shown}{more}) of the cache {store.path}"
 
 
 def zero_frame_videos(features: torch.Tensor, indices: np.ndarray) -> np.ndarray:
@@ -165,9 +182,11 @@ def predict_labels(
     if policy == "error":
         where = _where(bad_np, first_episode, method)
         raise NonFiniteLogitsError(
-            f"{where}; no accuracy is computed from them. Fix the method "
-            "(fsarbench.testing.contract checks a method's outputs), or pass --nonfinite "
-            "count_wrong to count such queries as wrong (recorded with the result).",
+            f"{where}; no accuracy is computed from them. Check the features' magnitude "
+            "(finite values large enough that the method's products overflow give inf: "
+            "rescale them) and the method (fsarbench.testing.contract checks a method's "
+            "outputs); or pass --nonfinite count_wrong to count such queries as wrong "
+            "(recorded with the result).",
             where,
         )
     predicted[bad_np] = NONFINITE

@@ -211,3 +211,20 @@ def test_the_features_file_is_allocated_where_the_file_system_can(tmp_path, monk
         tmp_path / "e", video_ids=["v0"], num_views=1, num_frames=T, feature_dim=D
     )
     assert len(mac) == 1
+
+
+def test_nonfinite_cached_features_are_named_by_video_and_cache(tmp_path):
+    """A NaN in a cached video was named by its pool index alone ("pool indices 5"): not
+    which file, split or cache folder to re-extract."""
+    from fsarbench.guards import NonFiniteFeaturesError, check_finite_features
+
+    feats = _features()
+    feats[4, 0, 2, 3] = np.nan  # view 0: the one get() reads
+    cache = _new(tmp_path)
+    _fill(cache, feats)
+    read = FeatureCache.open(tmp_path / "c")
+    got = read.get(np.arange(N))
+    with pytest.raises(NonFiniteFeaturesError, match=r"\(v4 \(pool index 4\) of the cache .*c\)"):
+        check_finite_features(got, np.arange(N), read)
+    with pytest.raises(NonFiniteFeaturesError, match=r"\(pool index 4\):"):
+        check_finite_features(got, np.arange(N))  # another store: indices only

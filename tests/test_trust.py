@@ -146,7 +146,7 @@ def test_nonfinite_features_are_caught_before_any_method_sees_them():
     bad = int(manifest.query[0, 0])
     feats[bad] = float("nan")
     head = fb.create_method("protonet", feature_dim=8, seq_len=4)
-    with pytest.raises(NonFiniteFeaturesError, match=rf"pool indices {bad}\)"):
+    with pytest.raises(NonFiniteFeaturesError, match=rf"pool index {bad}\)"):
         fb.evaluate(head, feats, manifest, progress=False)
 
 
@@ -184,7 +184,7 @@ def test_training_refuses_nonfinite_input_frames():
     broken = type(train_split)(fb.InMemoryFeatureStore(feats), train_split.classes, "toy")
     recipe = frozen_recipe("otam", {"steps": 30, "adapter": "none", "val_episodes": 0})
     method = fb.create_method("otam", feature_dim=feats.shape[-1], seq_len=feats.shape[-2])
-    with pytest.raises(NonFiniteFeaturesError, match=r"pool indices 3\b"):
+    with pytest.raises(NonFiniteFeaturesError, match=r"pool index 3\b"):
         train(method, broken, None, recipe, progress=False)
 
 

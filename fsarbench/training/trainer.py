@@ -146,7 +146,7 @@ class EpisodeSampler:
             feats = self.data.store.get(flat, views)
         else:
             feats = self.data.store.get(flat)
-        check_finite_features(feats, flat)  # a NaN input would train on until the loss is NaN
+        check_finite_features(feats, flat, self.data.store)  # NaN would train on to a NaN loss
         return feats.reshape(*videos.shape, *feats.shape[1:])
 
 
