@@ -234,6 +234,10 @@ CARRIED_DIGESTS = {
     # accuracy, and the loss trend; eval's sharded evaluator saves its finished batches
     # every minute and on any stop, as evaluate() did
     "0d40edd91161cc4e": "2815c7d05867b240",
+    # session 32: checks and messages only: NaN/inf features are named by video id and
+    # cache folder (each video once); torchrun's WORLD_SIZE/RANK/LOCAL_RANK and
+    # LOCAL_WORLD_SIZE are refused by name when not whole numbers
+    "c80abd08044a63f0": "2815c7d05867b240",
 }
 
 
