@@ -194,3 +194,37 @@ def _environ() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+GATHER_TWICE = """
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from fsarbench.distributed.env import dist_env, gather_when_done
+env = dist_env()
+first = gather_when_done(env, env.rank, timeout=timedelta(seconds=60))
+if env.rank == 1:  # rank 0 reaches the second group first and reads the keys it finds
+    time.sleep(2)
+second = gather_when_done(env, None, timeout=timedelta(seconds=60))
+Path(sys.argv[1], f"rank{env.rank}").write_text(f"{first} {second}")
+"""
+
+
+def test_gather_when_done_twice_under_torchrun(tmp_path):
+    """run's closing wait after a rank failed is a second gather: under torchrun it found the
+    first group's keys in the launcher's store, tried its closed sockets and hung for
+    DONE_TIMEOUT (7 days), so the failed rank's error was never printed."""
+    script = tmp_path / "twice.py"
+    script.write_text(GATHER_TWICE)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*cmd, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_environ(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}").read_text() == "[0, 1] [None, None]"

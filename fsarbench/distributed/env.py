@@ -93,6 +93,9 @@ def require_one_process(what: str, instead: str, environ: Mapping[str, str] | No
         )
 
 
+#: Calls of :func:`gather_when_done` in this process (each group's store prefix).
+_DONE_GROUPS = 0
+
 #: How long :func:`gather_when_done` waits for the slowest rank (gloo's timeouts are kept
 #: below 2**31 ms).
 DONE_TIMEOUT = timedelta(days=7)
@@ -105,12 +108,23 @@ def gather_when_done(env: DistEnv, value: Any, timeout: timedelta = DONE_TIMEOUT
     For ranks that work independently (no process group while they work, so nothing they
     call takes them for data-parallel ranks): a gloo group is started only here, on the CPU,
     with a ``timeout`` long enough for the slowest rank's share, and destroyed after."""
+    global _DONE_GROUPS
     if not env.distributed:
         return [value]
     if dist.is_initialized():
         raise RuntimeError("gather_when_done is for ranks that work without a process group")
+    # Each call's group gets keys of its own in the launcher's store: a second call (run's
+    # closing wait after a rank failed) found the first group's keys and tried to connect to
+    # its closed sockets, and waited there for DONE_TIMEOUT. Every rank makes the same calls
+    # in the same order, so their counters agree.
+    store, _, _ = next(dist.rendezvous("env://", env.rank, env.world_size, timeout=timeout))
+    _DONE_GROUPS += 1
     dist.init_process_group(
-        backend="gloo", rank=env.rank, world_size=env.world_size, timeout=timeout
+        backend="gloo",
+        store=dist.PrefixStore(f"fsarbench-done-{_DONE_GROUPS}/", store),
+        rank=env.rank,
+        world_size=env.world_size,
+        timeout=timeout,
     )
     try:
         values: list[Any] = [None] * env.world_size

@@ -33,9 +33,9 @@ def open_feature_store(path: str | Path) -> FeatureStore:
     except Exception as err:  # pickle, zip and EOF errors of a corrupt or foreign file
         raise FeatureFileError(
             f"{path} cannot be read as a features file saved with torch.save "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}); "
-            "save a [N, T, D] tensor or {'features': tensor, 'video_ids': [...]}, or give a "
-            "feature-cache folder"
+            f"({_load_failure(err)}); save a [N, T, D] tensor or {{'features': tensor, "
+            "'video_ids': [...]}} with torch.save (a numpy array: torch.save(torch.from_numpy("
+            "np.load(F)), 'features.pt')), or give a feature-cache folder"
         ) from None
     features = obj.get("features") if isinstance(obj, dict) else obj
     if not isinstance(features, torch.Tensor):
@@ -45,6 +45,11 @@ def open_feature_store(path: str | Path) -> FeatureStore:
             else f"a {type(obj).__name__}"
         )
         raise FeatureFileError(f"{path} holds {found}, not a [N, T, D] features tensor")
+    if not features.is_floating_point():  # a cast to integers truncated every value
+        raise FeatureFileError(
+            f"{path} holds {features.dtype} features: features are floating point (an integer "
+            "cast truncated every value); save them as float32"
+        )
     if features.dim() == 4:  # a file says nothing of views: [N, T, P, D] tokens read as views
         n, a, b, d = features.shape
         raise FeatureFileError(
@@ -55,6 +60,15 @@ def open_feature_store(path: str | Path) -> FeatureStore:
             "(features[:, 0]) or give the feature-cache folder, which records its views"
         )
     return InMemoryFeatureStore(features, obj.get("video_ids") if isinstance(obj, dict) else None)
+
+
+def _load_failure(err: Exception) -> str:
+    """What ``torch.load`` said, without its advice to load with ``weights_only=False``
+    (which runs any code a file holds: fsarbench never does that for a features file)."""
+    text = str(err)
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds objects other than tensors, numbers, lists and dicts"
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else 'no detail'}"
 
 
 def feature_identity(path: str | Path, store: FeatureStore) -> dict[str, str]:
