@@ -476,7 +476,7 @@ def test_a_disk_that_refuses_a_write_is_an_error_not_a_traceback(monkeypatch, ca
 
     monkeypatch.setattr(list_cmd, "run", read_only)
     assert main(["list", "methods"]) == 2
-    assert "error: [Errno 30] Read-only file system: '/mnt/cache/.lock'" in capsys.readouterr().err
+    assert "error: Read-only file system: /mnt/cache/.lock" in capsys.readouterr().err
 
 
 def test_only_commands_that_resume_say_a_re_run_resumes(monkeypatch, capsys):
@@ -581,3 +581,23 @@ def test_cuda_without_a_gpu_is_refused_when_parsed(monkeypatch):
     assert device_name("cuda:1") == "cuda:1"
     with pytest.raises(argparse.ArgumentTypeError, match=r"2 GPU\(s\) here \(cuda:0 to cuda:1\)"):
         device_name("cuda:5")
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_when_parsed(tmp_path, monkeypatch):
+    """``eval --out`` on a read-only mount ran every episode, then failed at its first write
+    and never printed the accuracy."""
+    import argparse
+    import os
+    import re
+
+    from fsarbench.cli.common import folder_path
+
+    assert folder_path(str(tmp_path / "new" / "out")) == tmp_path / "new" / "out"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != tmp_path and real(p, mode))
+    with pytest.raises(argparse.ArgumentTypeError, match="cannot be created: .* not writable"):
+        folder_path(str(tmp_path / "new" / "out"))
+    with pytest.raises(
+        argparse.ArgumentTypeError, match=f"{re.escape(str(tmp_path))} is not writable"
+    ):
+        folder_path(str(tmp_path))

@@ -292,3 +292,14 @@ def test_a_changed_test_split_re_evaluates_without_retraining_the_model(tmp_path
     assert first[0].provenance["features"]["test"] == "t1"
     assert second[0].provenance["features"]["test"] == "t2"
     assert second[0].accuracy != first[0].accuracy  # made again on the new test features
+
+
+def test_a_summary_that_cannot_be_written_does_not_stop_the_cells(tmp_path, caplog):
+    """summary.csv replaced by a folder stopped a run after its first cell (the summary is
+    rewritten after every record): the cells go on, with one warning."""
+    (tmp_path / "summary.csv").mkdir(parents=True)
+    with caplog.at_level("WARNING"):
+        recs = run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    assert len(recs) == 3 and len(list((tmp_path / "records").glob("*.json"))) == 3
+    said = [r.message for r in caplog.records if "summary.csv could not be written" in r.message]
+    assert len(said) == 1

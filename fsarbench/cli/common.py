@@ -48,6 +48,13 @@ def folder_path(text: str) -> Path:
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file, not a folder: name a folder")
+    # a read-only folder ran a whole evaluation, then lost it at the first write
+    there = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not os.access(there, os.W_OK | os.X_OK):
+        what = "is" if there == path else f"cannot be created: {there} is"
+        raise argparse.ArgumentTypeError(
+            f"{text} {what} not writable here (a read-only mount?): name a folder you can write"
+        )
     return path
 
 

@@ -85,16 +85,17 @@ def _run_command(args: argparse.Namespace) -> int:
 
 def _named(err: BaseException) -> bool:
     """Whether ``err`` is one of fsarbench's refusals (a ``BundleVerificationError`` listing
-    its differences, or a ``ValueError`` fsarbench raised itself, e.g. "'A' and 'B' share no
-    setting"), whose message is the whole story: the traceback hint made an expected refusal
-    read as a crash. An error raised inside a library keeps the hint."""
+    its differences, or a ``ValueError`` or ``FileNotFoundError`` fsarbench raised itself,
+    e.g. "'A' and 'B' share no setting"), whose message is the whole story: the traceback
+    hint made an expected refusal read as a crash. An error raised inside a library keeps
+    the hint."""
     module = type(err).__module__
     if module.startswith(("fsarbench.", "fsarbench_")) and type(err).__name__.endswith("Error"):
         return True
     tb = err.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    if type(err) is not ValueError or tb is None:
+    if type(err) not in (ValueError, FileNotFoundError) or tb is None:
         return False
     # a 'raise' line of fsarbench's own: a TypeError or KeyError of a bug there, or a
     # ValueError that int() raised inside it, keeps the hint

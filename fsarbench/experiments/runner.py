@@ -510,13 +510,23 @@ class CellRunner:
         (:func:`~fsarbench.experiments.feasibility.check_cells`)."""
         cells = unique_cells(cells)
         check_cells(self, cells)
-        records = []
+        records, summary_failed = [], False
         for cell in cells:
             record = self.run(cell)
             records.append(record)
             if on_record is not None:
                 on_record(record)
-            write_summary(self.opt.out_dir)
+            try:
+                write_summary(self.opt.out_dir)
+            except OSError as err:  # an output file, not a cell: the cells go on
+                if not summary_failed:
+                    log.warning(
+                        "summary.csv could not be written (%s); the records are kept and the "
+                        "cells go on: fix it (a folder in its place, a read-only file?) and "
+                        "re-run to rebuild it",
+                        err,
+                    )
+                summary_failed = True
         return records
 
 
