@@ -289,6 +289,12 @@ def test_table_out_to_a_folder_writes_the_table_file_in_it(tmp_path, capsys):
     argv = ["table", "1", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     assert main([*argv, "--format", "latex"]) == 0
     assert "\\begin{table}" in (tmp_path / "out" / "table1.tex").read_text()
+    # a new folder named with a trailing slash was written as a file named 'new'
+    argv = ["table", "1", "--runs", str(tmp_path / "runs"), "--out", f"{tmp_path / 'new'}/"]
+    assert main(argv) == 0 and (tmp_path / "new" / "table1.md").is_file()
+    # a mistyped --stand-in showed no run row and exited 0
+    assert main(["table", "1", "--runs", str(tmp_path / "runs"), "--stand-in", "snyth"]) == 2
+    assert "did you mean 'synth'?" in capsys.readouterr().err
 
 
 def _made_by_older_code(records: list) -> list:

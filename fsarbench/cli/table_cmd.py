@@ -5,6 +5,7 @@ result records."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +79,18 @@ def _stand_in(args: argparse.Namespace) -> str | None:
 
     if args.stand_in is None:
         return grid_stand_in(f"table{args.number}")
+    if args.stand_in:  # a typo showed no run row, silently
+        from difflib import get_close_matches
+
+        from fsarbench.data.datasets import list_datasets
+
+        known = list_datasets()
+        if args.stand_in not in known:
+            close = get_close_matches(args.stand_in, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"--stand-in {args.stand_in!r} is no dataset{hint}; datasets: {', '.join(known)}"
+            )
     return args.stand_in or None
 
 
@@ -163,6 +176,9 @@ _SUFFIX = {"md": ".md", "latex": ".tex", "csv": ".csv"}
 
 
 def _out_file(args: argparse.Namespace) -> Path:
-    """``--out``, or ``table<N>.<md|tex|csv>`` inside it when it is a folder."""
+    """``--out``, or ``table<N>.<md|tex|csv>`` inside it when it is a folder (or ends with
+    a slash: ``--out tables/`` wrote a file named ``tables``)."""
     out = Path(args.out)
-    return out / f"table{args.number}{_SUFFIX[args.format]}" if out.is_dir() else out
+    if out.is_dir() or str(args.out).endswith(("/", os.sep)):
+        return out / f"table{args.number}{_SUFFIX[args.format]}"
+    return out
