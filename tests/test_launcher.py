@@ -80,6 +80,37 @@ def test_gpus_per_node_starts_one_task_per_gpu():
         _slurm_parameters({"gpus_per_node": 0})
 
 
+@pytest.mark.parametrize("hours", ["0", "0.01", "-1", "abc", "nan"])
+def test_a_job_time_under_a_minute_is_refused(hours, tmp_path):
+    """time=0 killed every local job at its start; the launcher said only that the jobs
+    produced no output."""
+    from fsarbench.experiments.launch import _slurm_parameters, make_executor
+
+    with pytest.raises(ValueError, match="time is in hours, at least 1/60"):
+        _slurm_parameters({"time": hours})
+    with pytest.raises(ValueError, match="time is in hours, at least 1/60"):
+        make_executor("local", tmp_path, {"time": hours})
+    assert _slurm_parameters({"time": "0.5"})["timeout_min"] == 30
+
+
+def test_launcher_options_without_a_launcher_are_refused(tmp_path, capsys, caplog):
+    """--jobs 0 meant one job per unit; --jobs and --slurm without --launcher were ignored;
+    the local launcher ignored other --slurm keys silently."""
+    from fsarbench.cli.main import main
+    from fsarbench.experiments.launch import make_executor
+
+    out = ["--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit):
+        main([*ARGV, *out, "--launcher", "local", "--jobs", "0"])
+    assert "must be at least 1, got 0" in capsys.readouterr().err
+    for extra in (["--jobs", "2"], ["--slurm", "time=1"]):
+        assert main([*ARGV, *out, *extra]) == 2
+        assert "add --launcher local|slurm" in capsys.readouterr().err
+    with caplog.at_level("WARNING"):
+        make_executor("local", tmp_path, {"time": "1", "partition": "gpu"})
+    assert "ignored: partition" in caplog.text
+
+
 def test_the_launching_process_rebuilds_a_summary_left_partial_by_racing_jobs(
     tmp_path, monkeypatch, feature_cache
 ):

@@ -244,7 +244,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     how.add_argument(
         "--jobs",
-        type=int,
+        type=at_least(1),
         default=None,
         help="--launcher: number of jobs (default: one per model unit)",
     )
@@ -392,6 +392,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.track == "frozen" and args.bad_videos == "error":
         raise ValueError(FROZEN_BAD_VIDEOS)
+    if not args.launcher and (args.jobs or args.slurm):  # they were ignored
+        raise UsageError("--jobs and --slurm set --launcher's jobs: add --launcher local|slurm")
     try:
         return _run(args)
     except BackboneWeightsError as err:  # its hint names extract's --weights, not run's flags
@@ -599,8 +601,6 @@ def _launch(args: argparse.Namespace, cells: list[Cell], tracks: dict) -> int:
         raise ValueError("--launcher deals out the shards itself: drop --shard / --plan")
     units = len({_unit_key(c, tracks, args.share_shots) for c in cells})
     jobs = min(args.jobs or units, units)
-    if jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
     executor = make_executor(
         args.launcher, Path(args.out) / "submitit", parse_overrides(args.slurm, "--slurm")
     )

@@ -94,13 +94,25 @@ def _slurm_parameters(items: dict[str, Any]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for key, value in items.items():
         if key == "time":
-            params["timeout_min"] = int(float(value) * 60)
+            params["timeout_min"] = _timeout_min(value)
         else:
             params[_SLURM_NAMES.get(key, key)] = value
     if "gpus_per_node" in items and "tasks_per_node" not in items:
         params["tasks_per_node"] = int(items["gpus_per_node"])
     _check_tasks(params.get("tasks_per_node", 1))
     return params
+
+
+def _timeout_min(hours: Any) -> int:
+    """``--slurm time`` (hours) in whole minutes, at least one (``time=0`` killed every job
+    at its start, and the launcher said only that the jobs produced no output)."""
+    try:
+        minutes = int(float(hours) * 60)
+    except (TypeError, ValueError, OverflowError):
+        minutes = 0
+    if minutes < 1:
+        raise ValueError(f"--slurm time is in hours, at least 1/60 (one minute): got {hours!r}")
+    return minutes
 
 
 def _check_tasks(tasks: Any) -> int:
@@ -118,9 +130,15 @@ def make_executor(kind: str, folder: Path, slurm: dict[str, Any]):
             "--launcher needs submitit: pip install submitit (or fsarbench[cluster])"
         ) from None
     if kind == "local":
+        ignored = sorted(set(slurm) - {"time", "tasks_per_node"})
+        if ignored:
+            log.warning(
+                "--launcher local uses only time and tasks_per_node of --slurm; ignored: %s",
+                ", ".join(ignored),
+            )
         executor = submitit.LocalExecutor(folder=str(folder))
         executor.update_parameters(
-            timeout_min=int(float(slurm.get("time", 24)) * 60),
+            timeout_min=_timeout_min(slurm.get("time", 24)),
             tasks_per_node=_check_tasks(slurm.get("tasks_per_node", 1)),
         )
         return executor
