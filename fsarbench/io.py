@@ -77,6 +77,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 _FILE_MODE = _new_file_mode()
 
 
+#: A temporary file of an atomic write this much older than now is a killed process's: the
+#: records, tables, manifests, partial evaluations and lock-holder files written in a
+#: results folder take well under a second.
+CUT_WRITE_AGE_S = 600.0
+
+
 def remove_cut_writes(folder: Path, older_than: float | None = None) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write_bytes` calls cut short by a kill
     left in ``folder`` (``.<name>.<random>.tmp``: e.g. a 25-120 MB checkpoint, never read),

@@ -118,6 +118,8 @@ def test_torchrun_train_cli_finetune(tmp_path):
     assert (tmp_path / "out" / "best.pt").exists() and (tmp_path / "out" / "summary.csv").exists()
     (record,) = fb.load_records(tmp_path / "out")  # its code recorded, so staleness is seen
     assert "pipeline" in record.provenance["code"] and record.provenance["code_digest"]
+    assert record.training["steps"] == {"main": 4}  # it was left empty
+    assert "intra-op thread(s) per process" in proc.stdout  # torchrun's 1 thread, said
 
 
 @pytest.mark.slow

@@ -694,3 +694,27 @@ def test_a_run_says_how_much_of_a_dataset_it_left_out(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         run_cells(CELLS, mostly_missing, RunOptions(tmp_path, **OPTS))
     assert "toy: left out 91 listed video(s) (train 1 of 41, test 90 of 120)" in caplog.text
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_recorded_eval_removes_its_partial_files_of_other_process_counts(tmp_path, world):
+    """Partial files of a resume under another world size, and a killed rank's cut write,
+    stayed in OUT/partial after the evaluation was recorded."""
+    import os
+    import time
+
+    from fsarbench.cli.eval_cmd import _remove_other_layouts
+
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    partial = folder / "eval-abc.npz"
+    names = ["eval-abc.npz", "eval-abc.rank0of2.npz", "eval-abc.rank1of2.npz"]
+    names += ["eval-abc.rank2of3.npz", "eval-other.npz", ".eval-abc.rank1of2.npz.x1.tmp"]
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    old = time.time() - 3600
+    os.utime(folder / ".eval-abc.rank1of2.npz.x1.tmp", (old, old))
+    _remove_other_layouts(partial, world)
+    left = sorted(p.name for p in folder.iterdir())
+    own = ["eval-abc.npz"] if world == 1 else ["eval-abc.rank0of2.npz", "eval-abc.rank1of2.npz"]
+    assert left == sorted([*own, "eval-other.npz"])  # another evaluation's file is kept

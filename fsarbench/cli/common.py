@@ -19,6 +19,7 @@ __all__ = [
     "parse_overrides",
     "seed_value",
     "device_name",
+    "torchrun_threads_note",
     "folder_path",
     "file_path",
 ]
@@ -221,3 +222,15 @@ def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
             )
         out[key] = load_yaml(value)
     return out
+
+
+def torchrun_threads_note(threads: int) -> str:
+    """What a torchrun ``run`` or ``train`` on the CPU says of its intra-op threads: torchrun sets
+    ``OMP_NUM_THREADS=1`` unless it is set, and training's float sums depend on the thread
+    count, so its numbers can differ from a plain run's in the last digits."""
+    return (
+        f"torchrun: {threads} intra-op thread(s) per process (records keep it as "
+        "compute.threads); training's floating-point sums depend on the count, so a cell can "
+        "differ from a plain run's with another count in its last digits: set "
+        "OMP_NUM_THREADS to that run's count for its numbers bit for bit"
+    )

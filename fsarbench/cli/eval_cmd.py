@@ -61,7 +61,7 @@ from fsarbench.episodes import (
 from fsarbench.evaluate import autocast_name, device_of
 from fsarbench.features.open import feature_identity, open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
-from fsarbench.io import stable_hash
+from fsarbench.io import CUT_WRITE_AGE_S, remove_cut_writes, stable_hash
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_digest, code_parts, pipeline_digest
 from fsarbench.registry import create_method
@@ -353,11 +353,28 @@ def run(args: argparse.Namespace) -> int:
             _report(args, method, manifest, result, env.world_size, meta, names)
         if partial is not None:  # recorded (rank 0), or merged into rank 0's result
             rank_partial_path(partial).unlink(missing_ok=True)
+            if is_main():
+                _remove_other_layouts(partial, env.world_size)
             with contextlib.suppress(OSError):  # left while other evaluations keep files
                 partial.parent.rmdir()
     finally:
         shutdown_distributed()
     return 0
+
+
+def _remove_other_layouts(partial: Path, world: int) -> None:
+    """This evaluation's partial files saved under another number of processes (a resume
+    with another world size cannot use them; they stayed behind once it was recorded), and
+    the cut writes an earlier killed evaluation left in the folder."""
+    own = f".rank{{}}of{world}{partial.suffix}" if world > 1 else None
+    for other in [partial, *partial.parent.glob(f"{partial.stem}.rank*of*{partial.suffix}")]:
+        if world > 1 and other.name.endswith(tuple(own.format(r) for r in range(world))):
+            continue  # a rank of this evaluation deletes its own
+        if world == 1 and other == partial:
+            continue
+        other.unlink(missing_ok=True)
+    if partial.parent.is_dir():
+        remove_cut_writes(partial.parent, older_than=CUT_WRITE_AGE_S)
 
 
 def _partial_evaluation(

@@ -24,6 +24,7 @@ from fsarbench.cli.common import (
     folder_path,
     parse_overrides,
     seed_value,
+    torchrun_threads_note,
 )
 from fsarbench.cli.eval_cmd import add_nonfinite_argument
 from fsarbench.config import ConfigError, _unknown_key_message, build_config
@@ -40,7 +41,7 @@ from fsarbench.experiments.grids import (
 )
 from fsarbench.experiments.plan import DEFAULT_THROUGHPUT
 from fsarbench.interrupts import raise_if_interrupted
-from fsarbench.io import remove_cut_writes
+from fsarbench.io import CUT_WRITE_AGE_S, remove_cut_writes
 from fsarbench.report.cli_args import DEFAULT_RUNS
 from fsarbench.results import load_records, write_summary
 from fsarbench.stats.bounds import interval_caveat
@@ -443,7 +444,7 @@ def _run(args: argparse.Namespace) -> int:
             f"({len(unique_cells(mine))}), then the tables of all once every process is done"
         )
         if torch.device(options.device).type == "cpu":
-            say(_threads_note(torch.get_num_threads()))
+            say(torchrun_threads_note(torch.get_num_threads()))
     if env.is_main:
         _remove_old_cut_writes(Path(args.out))
     t0 = time.perf_counter()
@@ -547,18 +548,6 @@ def _silent(*args: object, **kwargs: object) -> None:
     """``print`` of the ranks other than 0 under torchrun (rank 0 speaks for the run)."""
 
 
-def _threads_note(threads: int) -> str:
-    """What a torchrun ``run`` on the CPU says of its intra-op threads: torchrun sets
-    ``OMP_NUM_THREADS=1`` unless it is set, and training's float sums depend on the thread
-    count, so its numbers can differ from a plain run's in the last digits."""
-    return (
-        f"torchrun: {threads} intra-op thread(s) per process (records keep it as "
-        "compute.threads); training's floating-point sums depend on the count, so a cell can "
-        "differ from a plain run's with another count in its last digits: set "
-        "OMP_NUM_THREADS to that run's count for its numbers bit for bit"
-    )
-
-
 def _torchrun_share(args: argparse.Namespace) -> DistEnv:
     """This process's place under torchrun (rank 0 of 1 without it). Under torchrun with
     several processes, each runs its share of the model units (:func:`_shard_spec`) on its
@@ -611,11 +600,6 @@ def _launch(args: argparse.Namespace, cells: list[Cell], tracks: dict) -> int:
     print(f"done; summary: {args.out / 'summary.csv'}")
     _print_report(report)
     return 0
-
-
-#: A temporary file of an atomic write this much older than now is a killed process's: the
-#: records, tables, manifests and lock-holder files written there take well under a second.
-CUT_WRITE_AGE_S = 600.0
 
 
 def _remove_old_cut_writes(out: Path) -> None:

@@ -26,6 +26,7 @@ from fsarbench.cli.common import (
     parse_hparams,
     parse_overrides,
     seed_value,
+    torchrun_threads_note,
 )
 from fsarbench.data.decode import VideoDecodeError
 from fsarbench.environment import compute_environment
@@ -323,6 +324,10 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
         protocol=args.protocol,
     )
     env, device = init_distributed(args.device)
+    if env.distributed and device.type == "cpu" and env.is_main:  # 1 thread unless set
+        import torch
+
+        print(torchrun_threads_note(torch.get_num_threads()), flush=True)
     try:
         ds = _dataset_main_first(args.dataset, args.root)
         splits, skipped = {}, []
@@ -384,7 +389,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
         if is_main():
             _report(args, result, out)
         if args.test_episodes:
-            _test(args, ds, model, recipe, device, out, skipped, test_skipped)
+            _test(args, ds, model, recipe, device, out, skipped, test_skipped, result.summary())
     finally:
         shutdown_distributed()
     return 0
@@ -459,13 +464,22 @@ def _usable(ds, split: str, finetune, policy: str, shot: int | None, cache: str 
 
 
 def _test(
-    args, ds, model, recipe, device, out: Path, skipped: list[str], probed: list[str]
+    args,
+    ds,
+    model,
+    recipe,
+    device,
+    out: Path,
+    skipped: list[str],
+    probed: list[str],
+    training: dict,
 ) -> None:
     """Test evaluation of the selected weights through the one evaluation path: the trained
     backbone extracts the test split once (rank 0), then the head is evaluated on those
     features, sharded over the ranks; rank 0 writes one record per shot. ``skipped``: the
     train and val videos left out; ``probed``: the test videos the probe left out (the
-    extraction leaves them out too, and names them with its own causes in the records)."""
+    extraction leaves them out too, and names them with its own causes in the records);
+    ``training``: the training's summary, kept in each record (it was left empty)."""
     from fsarbench.distributed.env import barrier, is_main
     from fsarbench.distributed.sharded_eval import evaluate_sharded
     from fsarbench.episode_streams import draw_test_manifest_fast
@@ -539,6 +553,7 @@ def _test(
             train_way=recipe.recipe.way,
             train_shot=recipe.recipe.shot,
             compute=compute_environment(device),
+            training=training,
             provenance={"code": code, "code_digest": stable_hash(code)},
         )
         save_result(out, record, result)
