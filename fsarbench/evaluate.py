@@ -247,6 +247,9 @@ def load_partial_predictions(path: Path | None, manifest: Manifest, tag: str) ->
         return None
     if predicted.shape[0] != manifest.episodes:
         return None
+    done = int((predicted >= 0).all(1).sum())
+    if done:  # a resumed evaluation said nothing of it
+        log.info("resuming %s: %d of %d episodes already evaluated", path, done, len(predicted))
     return predicted
 
 

@@ -79,7 +79,7 @@ def test_each_unique_video_encoded_once_and_batching_invariant(monkeypatch):
 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])  # SystemExit: preempted
-def test_interrupted_evaluation_resumes_to_same_result(tmp_path, monkeypatch, stop):
+def test_interrupted_evaluation_resumes_to_same_result(tmp_path, monkeypatch, stop, caplog):
     pool = np.repeat(np.arange(8), 5)
     feats = separable_features(pool, noise=3.0)
     m = fb.make_manifest(pool, way=4, shot=1, episodes=60, seed=5)
@@ -101,8 +101,12 @@ def test_interrupted_evaluation_resumes_to_same_result(tmp_path, monkeypatch, st
         fb.evaluate(method, feats, m, batch_episodes=10, progress=False, partial_path=part)
     assert part.exists()
     calls["n"] = -100
-    resumed = fb.evaluate(method, feats, m, batch_episodes=10, progress=False, partial_path=part)
+    with caplog.at_level("INFO", logger="fsarbench.evaluate"):
+        resumed = fb.evaluate(
+            method, feats, m, batch_episodes=10, progress=False, partial_path=part
+        )
     assert calls["n"] == -100 + 3  # only the 3 unfinished batches ran again
+    assert f"resuming {part}: 30 of 60 episodes already evaluated" in caplog.text
     np.testing.assert_array_equal(full.records["correct"], resumed.records["correct"])
 
 

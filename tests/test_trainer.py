@@ -54,7 +54,7 @@ def test_training_runs_and_keeps_best(tmp_path):
 
 
 @pytest.mark.parametrize("stop_after", [7, 12])
-def test_resume_is_bit_identical(tmp_path, stop_after):
+def test_resume_is_bit_identical(tmp_path, stop_after, caplog):
     """Stopped mid-stage (7) or right after the stage's last step (12: the resume point is
     the stage's end, with no optimizer state)."""
     full = make()
@@ -70,12 +70,16 @@ def test_resume_is_bit_identical(tmp_path, stop_after):
             progress=False,
             stop_after=stop_after,
         )
-    stage = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["stage"]
+    point = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    stage = point["stage"]
     assert stage == (stop_after == RECIPE.steps)
     resumed = make()
-    res = train(
-        resumed, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "b", progress=False
-    )
+    with caplog.at_level("INFO", logger="fsarbench.training.loop"):
+        res = train(
+            resumed, split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path / "b", progress=False
+        )
+    said = f"resuming from {tmp_path / 'b' / 'last.pt'}: stage {stage + 1}, {point['step']} step"
+    assert said in caplog.text
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert len(res.history) == 12

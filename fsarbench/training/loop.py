@@ -360,6 +360,13 @@ def run_training(
     best = _resume_best(cfg.out, ckpt, cfg.fingerprint)
     if ckpt:
         model.load_state_dict(ckpt["method"])
+        if is_main():  # a resumed run said nothing of it
+            log.info(
+                "resuming from %s: stage %d, %d step(s) of it done",
+                cfg.out / "last.pt",
+                ckpt["stage"] + 1,
+                ckpt["step"],
+            )
     state = best or copy.deepcopy(model.state_dict())
     initial = state if best is None and not ckpt else None  # the untrained weights
     run = _Run(model, source, validate, cfg, result, state, cfg.timer())
