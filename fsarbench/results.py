@@ -578,6 +578,19 @@ def write_summary(out_dir: str | Path, records: list[ResultRecord] | None = None
     return path
 
 
+def rebuild_summary(out_dir: str | Path) -> list[ResultRecord]:
+    """Read every record of ``out_dir`` and rewrite ``summary.csv`` from them, holding the
+    folder's summary lock: two runs finishing together each read the records and wrote,
+    and the one that read first could write last, leaving the other's record out. Returns
+    the records read."""
+    from fsarbench.locks import held
+
+    with held(Path(out_dir) / "locks" / "summary.lock", what="summary.csv"):
+        records = load_records(out_dir)
+        write_summary(out_dir, records)
+    return records
+
+
 #: Records already named as left out of summary.csv in this process.
 _WARNED: set[str] = set()
 

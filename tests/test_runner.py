@@ -303,3 +303,35 @@ def test_a_summary_that_cannot_be_written_does_not_stop_the_cells(tmp_path, capl
     assert len(recs) == 3 and len(list((tmp_path / "records").glob("*.json"))) == 3
     said = [r.message for r in caplog.records if "summary.csv could not be written" in r.message]
     assert len(said) == 1
+
+
+def test_the_summary_is_rebuilt_under_the_folders_lock(tmp_path, monkeypatch):
+    """Two runs into one --out read the records and wrote summary.csv without a lock: the
+    one that read first could write last, leaving the other's record out."""
+    import multiprocessing as mp
+
+    from fsarbench.locks import LockTimeout
+    from fsarbench.results import rebuild_summary
+
+    run_cells(CELLS[:1], provider, RunOptions(tmp_path, **OPTS))
+    lock = tmp_path / "locks" / "summary.lock"
+    ready, release = mp.get_context("spawn").Event(), mp.get_context("spawn").Event()
+    holder = mp.get_context("spawn").Process(target=_hold, args=(lock, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        monkeypatch.setenv("FSAR_LOCK_TIMEOUT", "0.2")
+        with pytest.raises(LockTimeout, match="summary.csv"):
+            rebuild_summary(tmp_path)
+    finally:
+        release.set()
+        holder.join(60)
+    assert len(rebuild_summary(tmp_path)) == 1
+
+
+def _hold(lock, ready, release) -> None:
+    from fsarbench.locks import held
+
+    with held(lock, what="summary.csv"):
+        ready.set()
+        release.wait(60)

@@ -65,7 +65,7 @@ from fsarbench.io import CUT_WRITE_AGE_S, remove_cut_writes, stable_hash
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_digest, code_parts, pipeline_digest
 from fsarbench.registry import create_method
-from fsarbench.results import load_records, make_record, save_result, write_summary
+from fsarbench.results import make_record, rebuild_summary, save_result
 from fsarbench.stats.bounds import interval_caveat
 from fsarbench.stats.rounding import fixed
 
@@ -987,8 +987,7 @@ def _report(
             training=meta.get("training"),
         )
         save_result(args.out, record, result)
-        records = load_records(args.out)
-        write_summary(args.out, records)
+        records = rebuild_summary(args.out)
         _refresh_run_outputs(Path(args.out), records)
         print(f"record written under {args.out}/records/{record.cell}.json")
         if meta.get("variant"):

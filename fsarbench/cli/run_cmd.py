@@ -43,7 +43,7 @@ from fsarbench.experiments.plan import DEFAULT_THROUGHPUT
 from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.io import CUT_WRITE_AGE_S, remove_cut_writes
 from fsarbench.report.cli_args import DEFAULT_RUNS
-from fsarbench.results import load_records, write_summary
+from fsarbench.results import rebuild_summary
 from fsarbench.stats.bounds import interval_caveat
 from fsarbench.stats.rounding import fixed
 
@@ -703,10 +703,9 @@ def _write_outputs(
     from fsarbench.experiments.outputs import paper_tables_written, write_paper_outputs
     from fsarbench.experiments.summary_tables import write_summary_tables
 
-    records = load_records(args.out)
-    # jobs of a launched run each rebuild summary.csv after their own records: two finishing
-    # together can leave one's partial view last, so it is rebuilt here from every record
-    write_summary(args.out, records)
+    # jobs of a launched run each rebuild summary.csv after their own records; rebuilt here
+    # from every record once they are done
+    records = rebuild_summary(args.out)
     _warn_stale(records)
     _warn_mixed_episodes(records)
     _note_other_seeds(records, asked if asked is not None else cells)

@@ -487,7 +487,7 @@ def _test(
     from fsarbench.experiments.tracks import extract_finetune_test
     from fsarbench.io import stable_hash
     from fsarbench.provenance import code_parts, pipeline_digest
-    from fsarbench.results import make_record, save_result, write_summary
+    from fsarbench.results import make_record, rebuild_summary, save_result
     from fsarbench.training.finetune_recipe import record_identity
 
     state = model.state_dict()
@@ -557,7 +557,7 @@ def _test(
             provenance={"code": code, "code_digest": stable_hash(code)},
         )
         save_result(out, record, result)
-        write_summary(out)
+        rebuild_summary(out)
         print(
             f"test {manifest.way}-way {shot}-shot: {fixed(result.accuracy)} ± {fixed(result.ci95)} "
             f"({result.episodes} episodes; ± is the {result.spread_name})"

@@ -45,12 +45,12 @@ from fsarbench.results import (
     load_records,
     make_record,
     queries_match,
+    rebuild_summary,
     record_config_hash,
     rewrite_record,
     save_result,
     supersede,
     supersede_older_copies,
-    write_summary,
 )
 
 #: What a run's test-episode error tells the user, when a split turns out short only once
@@ -517,7 +517,7 @@ class CellRunner:
             if on_record is not None:
                 on_record(record)
             try:
-                write_summary(self.opt.out_dir)
+                rebuild_summary(self.opt.out_dir)
             except OSError as err:  # an output file, not a cell: the cells go on
                 if not summary_failed:
                     log.warning(
