@@ -704,3 +704,11 @@ def test_logits_that_are_not_real_scores_are_refused(dtype):
     feats, manifest = _episodes(1)
     with pytest.raises(PluginContractError, match=r"shapes: .*logits must be real scores"):
         fb.evaluate(Cast(feature_dim=8, seq_len=4), feats, manifest, progress=False)
+
+
+def test_check_method_sizes_without_a_feature_dim_are_a_usage_error(capsys):
+    """``check-method otam --seq-len 3`` exited 1, as if a contract check had failed."""
+    from fsarbench.cli.main import main
+
+    assert main(["check-method", "otam", "--seq-len", "3"]) == 2
+    assert "--seq-len and --dataset need --feature-dim" in capsys.readouterr().err

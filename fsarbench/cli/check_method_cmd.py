@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import traceback
 
-from fsarbench.cli.common import at_least
+from fsarbench.cli.common import UsageError, at_least
 from fsarbench.data.datasets import list_datasets
 from fsarbench.registry import list_methods
 
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     hparams = parse_hparams(args.hparams)
     if args.feature_dim is None and (args.seq_len is not None or args.dataset is not None):
-        raise SystemExit("check-method: --seq-len and --dataset need --feature-dim (a run's size)")
+        raise UsageError("--seq-len and --dataset need --feature-dim (a run's size)")
     setting = {"feature_dim": args.feature_dim, "seq_len": args.seq_len, "dataset": args.dataset}
 
     names = args.names or list_methods(variants=False)
