@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _stand_in(args: argparse.Namespace) -> str | None:
+def _stand_in(args: argparse.Namespace, entries: list) -> str | None:
     from fsarbench.experiments.grids import grid_stand_in
 
     if args.stand_in is None:
@@ -84,7 +84,8 @@ def _stand_in(args: argparse.Namespace) -> str | None:
 
         from fsarbench.data.datasets import list_datasets
 
-        known = list_datasets()
+        # a registered dataset, or one the records name (a Python-API run's own dataset)
+        known = sorted({*list_datasets(), *(e.setting.dataset for e in entries)})
         if args.stand_in not in known:
             close = get_close_matches(args.stand_in, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -99,7 +100,7 @@ def _paper_table(args: argparse.Namespace, entries: list, left_out: list[str]) -
         load_table(int(args.number), args.published),
         entries,
         source=args.source,
-        stand_in=_stand_in(args),
+        stand_in=_stand_in(args, entries),
         aliases=load_dataset_aliases(args.published),
         known=known_methods(args.published),
         left_out=left_out,
@@ -112,7 +113,7 @@ def _comparison_table(args: argparse.Namespace, entries: list, left_out: list[st
         entries,
         left_out=left_out,
         source=args.source,
-        stand_in=_stand_in(args),
+        stand_in=_stand_in(args, entries),
         aliases=load_dataset_aliases(args.published),
     )
 
