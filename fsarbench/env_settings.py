@@ -3,9 +3,8 @@
 A variable such as ``FSAR_LOCK_TIMEOUT`` is read where it is used, which can be hours into a
 run (the first contended lock); a bad value then ended the run with Python's "could not
 convert string to float: 'abc'". Every reader goes through :func:`env_number`, whose error
-names the variable and what it takes, and :func:`check_environment` reads them all (and the
-folders of :data:`WRITTEN_FOLDERS`) when a command starts, so a typo stops the command before
-any work.
+names the variable and what it takes, and :func:`check_environment` reads them all when a
+command starts, so a typo stops the command before any work.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ __all__ = [
     "EnvSettingError",
     "env_number",
     "env_switch",
-    "env_folder",
     "folder_setting_of",
     "check_environment",
 ]
@@ -42,10 +40,12 @@ def env_number(
     kind: Callable[[str], float | int] = float,
     minimum: float | None = None,
     above: float | None = None,
+    allow_inf: bool = False,
     what: str,
 ) -> float | int | None:
     """``$name`` as ``kind`` (``default`` when unset or empty), refused by name unless it is
-    finite and ``>= minimum`` / ``> above``; ``what`` says what the value means."""
+    finite (or ``inf`` with ``allow_inf``) and ``>= minimum`` / ``> above``; ``what`` says
+    what the value means."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -53,7 +53,7 @@ def env_number(
         value = kind(raw)
     except ValueError:
         value = None
-    bad = value is None or not math.isfinite(value)
+    bad = value is None or math.isnan(value) or (math.isinf(value) and not allow_inf)
     bad = bad or (minimum is not None and value < minimum)
     bad = bad or (above is not None and value <= above)
     if bad:
@@ -63,36 +63,19 @@ def env_number(
     return value
 
 
+#: Spellings of a switch's two states.
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def env_switch(name: str, default: bool, *, what: str) -> bool:
-    """``$name`` as on (``1``) or off (``0``); anything else is refused by name."""
+    """``$name`` as on (``1``, ``true``, ``yes``, ``on``) or off (``0``, ``false``, ``no``,
+    ``off``), any case; anything else is refused by name (``FSAR_PROGRESS=false`` meant on)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    if raw not in ("0", "1"):
+    if raw.lower() not in (*_ON, *_OFF):
         raise EnvSettingError(f"{name}={raw!r} must be 1 (on) or 0 (off) ({what})")
-    return raw == "1"
-
-
-def env_folder(name: str, what: str) -> Path | None:
-    """``$name`` as a folder that exists or can be created (``None`` when unset). An existing
-    read-only folder is fine (a shared cache is read, not written); a file, or a missing
-    folder under one that cannot be written, is refused by name: it failed later as a bare
-    "[Errno 2] No such file or directory"."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    path = Path(raw).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise EnvSettingError(f"{name}={raw!r} is a file, not a folder for {what}")
-    parent = next((p for p in path.parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise EnvSettingError(
-            f"{name}={raw!r} does not exist and cannot be created ({parent} is not a "
-            f"writable folder): point it at a folder for {what}, or unset it"
-        )
-    return path
+    return raw.lower() in _ON
 
 
 def folder_setting_of(path: str | os.PathLike) -> str:
@@ -101,17 +84,23 @@ def folder_setting_of(path: str | os.PathLike) -> str:
     ``""`` otherwise."""
     target = Path(os.path.abspath(Path(path).expanduser()))
     for name, what in WRITTEN_FOLDERS.items():
-        raw = os.environ.get(name, "").strip()
+        raw = os.environ.get(name, "")
         if raw and target.is_relative_to(Path(os.path.abspath(Path(raw).expanduser()))):
             return f" (under {name}={raw!r}: point it at a writable folder for {what})"
     return ""
 
 
+#: torchrun's variables, read as whole numbers (their agreement is checked where a command
+#: starts its processes: a stray RANK=1 does not stop 'list').
+TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
 def check_environment() -> None:
     """Read every numeric fsarbench and torchrun variable once, so that a bad value stops a
-    command at its start with its name (each is read again where it is used)."""
+    command at its start with its name (each is read again where it is used). Folders are
+    not checked here: a command that never writes one must not stop for it (a write that
+    fails under ``FSAR_CACHE``/``FSAR_SYNTH`` names the variable: :func:`folder_setting_of`)."""
     from fsarbench.data.synth import generation_workers
-    from fsarbench.distributed.env import dist_env, local_world_size
     from fsarbench.locks import lock_timeout
     from fsarbench.progress import progress_every, progress_on
 
@@ -119,7 +108,5 @@ def check_environment() -> None:
     progress_every()
     lock_timeout()
     generation_workers()
-    dist_env()
-    local_world_size()
-    for name, what in WRITTEN_FOLDERS.items():
-        env_folder(name, what)
+    for name in TORCHRUN_VARIABLES:
+        env_number(name, None, kind=int, minimum=0, what="set by torchrun")

@@ -47,7 +47,10 @@ def lock_timeout() -> float:
     """``$FSAR_LOCK_TIMEOUT``: seconds to wait for a lock another process holds (unset or
     negative: wait as long as it is held)."""
     return env_number(
-        "FSAR_LOCK_TIMEOUT", -1.0, what="seconds to wait for a lock another process holds"
+        "FSAR_LOCK_TIMEOUT",
+        -1.0,
+        allow_inf=True,
+        what="seconds to wait for a lock another process holds",
     )
 
 

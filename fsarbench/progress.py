@@ -90,7 +90,8 @@ def progress_bar(*, disable: bool = False, **kwargs: Any) -> tqdm | PlainProgres
 
 
 def progress_on() -> bool:
-    """``$FSAR_PROGRESS``: ``0`` turns progress bars and lines off (default on)."""
+    """``$FSAR_PROGRESS``: ``0`` (or ``false``, ``no``, ``off``) turns progress bars and
+    lines off (default on)."""
     return env_switch("FSAR_PROGRESS", True, what="progress bars and lines")
 
 
@@ -98,5 +99,9 @@ def progress_every() -> float:
     """``$FSAR_PROGRESS_EVERY``: seconds between plain progress lines (default 30; 0 prints
     one per update)."""
     return env_number(
-        "FSAR_PROGRESS_EVERY", 30.0, minimum=0, what="seconds between plain progress lines"
+        "FSAR_PROGRESS_EVERY",
+        30.0,
+        minimum=0,
+        allow_inf=True,
+        what="seconds between plain progress lines",
     )

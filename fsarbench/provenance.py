@@ -234,12 +234,15 @@ CARRIED_DIGESTS = {
     # accuracy, and the loss trend; eval's sharded evaluator saves its finished batches
     # every minute and on any stop, as evaluate() did
     "0d40edd91161cc4e": "2815c7d05867b240",
-    # session 32: checks and messages only: NaN/inf features are named by video id and
-    # cache folder (each video once); torchrun's WORLD_SIZE/RANK/LOCAL_RANK and
-    # LOCAL_WORLD_SIZE are refused by name when not whole numbers; gather_when_done's group
-    # has store keys of its own (a second call hung); a features file of integers is refused
-    "800aeab0074f6c2d": "2815c7d05867b240",
-    "9c0a0f912bd2eb32": "45d399cf0f55f5c7",
+    # session 32: checks, messages and logs only: NaN/inf features are named by video id
+    # and cache folder (each video once); torchrun's WORLD_SIZE/RANK/LOCAL_RANK and
+    # LOCAL_WORLD_SIZE are refused by name when not whole numbers (blank: unset);
+    # gather_when_done's group has store keys of its own (a second call hung); summary.csv
+    # is rebuilt under a lock, and a failure to write it no longer stops the cells; a
+    # resumed training or evaluation logs it; a numpy features file's error says how to
+    # save one
+    "2e21479cfd07622b": "2815c7d05867b240",
+    "efe637702dd733c6": "45d399cf0f55f5c7",
 }
 
 

@@ -550,7 +550,7 @@ def test_train_test_settings_are_checked_before_training(extra, message, tmp_pat
 @pytest.mark.parametrize("command", ["run", "train", "eval", "extract"])
 @pytest.mark.parametrize(
     ("device", "message"),
-    [("cdua", "unknown device 'cdua'"), ("mps", "cpu, cuda or cuda:N"), ("cpu:1", "no index")],
+    [("cdua", "unknown device 'cdua'"), ("cpu:1", "the CPU is one device")],
 )
 def test_a_bad_device_is_refused_when_parsed(command, device, message, capsys):
     """``run --device cdua`` printed torch's list of 20 device types, ``run --device cuda``
@@ -563,7 +563,8 @@ def test_a_bad_device_is_refused_when_parsed(command, device, message, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([*argv, "--device", device])
     assert message in capsys.readouterr().err
-    assert build_parser().parse_args([*argv, "--device", "cpu"]).device == "cpu"
+    for fine in ("cpu", "cpu:0", "mps"):  # mps: torch's to judge, as before
+        assert build_parser().parse_args([*argv, "--device", fine]).device == fine
 
 
 def test_cuda_without_a_gpu_is_refused_when_parsed(monkeypatch):
@@ -590,14 +591,31 @@ def test_an_output_folder_that_cannot_be_written_is_refused_when_parsed(tmp_path
     import os
     import re
 
-    from fsarbench.cli.common import folder_path
+    from fsarbench.cli.common import folder_path, writable_folder
 
-    assert folder_path(str(tmp_path / "new" / "out")) == tmp_path / "new" / "out"
+    assert writable_folder(str(tmp_path / "new" / "out")) == tmp_path / "new" / "out"
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != tmp_path and real(p, mode))
     with pytest.raises(argparse.ArgumentTypeError, match="cannot be created: .* not writable"):
-        folder_path(str(tmp_path / "new" / "out"))
+        writable_folder(str(tmp_path / "new" / "out"))
     with pytest.raises(
         argparse.ArgumentTypeError, match=f"{re.escape(str(tmp_path))} is not writable"
     ):
-        folder_path(str(tmp_path))
+        writable_folder(str(tmp_path))
+    assert folder_path(str(tmp_path)) == tmp_path  # read, not written (run --plan): fine
+    assert main(["run", "--method", "otam", "--dataset", "synth", "--out", str(tmp_path)]) == 2
+
+
+def test_a_failed_rename_names_the_path_in_the_way(capsys):
+    """A folder where summary.csv belongs was reported by the temporary file's name only."""
+    import argparse
+
+    from fsarbench.cli.main import _run_command
+
+    def fails(args):
+        raise IsADirectoryError(
+            21, "Is a directory", "/r/.summary.csv.x.tmp", None, "/r/summary.csv"
+        )
+
+    assert _run_command(argparse.Namespace(func=fails, verbose=False)) == 2
+    assert "error: Is a directory: /r/summary.csv" in capsys.readouterr().err

@@ -14,16 +14,16 @@ from fsarbench.progress import progress_every, progress_on
 
 BAD = [
     ("FSAR_LOCK_TIMEOUT", "abc"),
-    ("FSAR_LOCK_TIMEOUT", "inf"),
+    ("FSAR_LOCK_TIMEOUT", "nan"),
     ("FSAR_PROGRESS_EVERY", "abc"),
     ("FSAR_PROGRESS_EVERY", "-5"),
     ("FSAR_PROGRESS_EVERY", "nan"),
     ("FSAR_PROGRESS", "2"),
-    ("FSAR_PROGRESS", "off"),
+    ("FSAR_PROGRESS", "maybe"),
     ("WORLD_SIZE", "abc"),
     ("RANK", "1.5"),
     ("LOCAL_WORLD_SIZE", "x"),
-    ("LOCAL_WORLD_SIZE", "0"),
+    ("LOCAL_RANK", "-1"),
     ("FSAR_SYNTH_WORKERS", "abc"),
 ]
 
@@ -65,18 +65,23 @@ def test_env_number_bounds(monkeypatch):
         env_number("X_TEST", 1, kind=int, minimum=1, what="w")
 
 
-def test_a_cache_folder_that_cannot_exist_is_refused_by_name(monkeypatch, tmp_path, capsys):
-    """FSAR_CACHE under a file ended a run with a bare '[Errno 20] Not a directory'."""
-    (tmp_path / "file").write_text("x")
-    for value, message in [
-        (tmp_path / "file", "is a file, not a folder for the feature cache"),
-        (tmp_path / "file" / "sub", "does not exist and cannot be created"),
-    ]:
-        monkeypatch.setenv("FSAR_CACHE", str(value))
-        with pytest.raises(EnvSettingError, match=message):
-            check_environment()
-    monkeypatch.setenv("FSAR_CACHE", str(tmp_path / "new" / "cache"))  # creatable: fine
+def test_what_worked_before_still_works(monkeypatch):
+    """The first version refused FSAR_LOCK_TIMEOUT=inf, FSAR_PROGRESS=false (which meant on),
+    a blank WORLD_SIZE and a stray RANK=1, and checked FSAR_CACHE for every command."""
+    monkeypatch.setenv("FSAR_LOCK_TIMEOUT", "inf")
+    monkeypatch.setenv("FSAR_PROGRESS_EVERY", "inf")
+    monkeypatch.setenv("WORLD_SIZE", "")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("FSAR_CACHE", "/proc/no/such/folder")
     check_environment()
+    assert lock_timeout() == float("inf") and progress_every() == float("inf")
+    for off in ("0", "false", "No", "OFF"):
+        monkeypatch.setenv("FSAR_PROGRESS", off)
+        assert not progress_on()
+    for on in ("1", "true", "Yes", "on"):
+        monkeypatch.setenv("FSAR_PROGRESS", on)
+        assert progress_on()
+    assert dist_env({"WORLD_SIZE": "", "RANK": ""}).world_size == 1
 
 
 def test_a_failed_write_under_a_set_folder_names_the_setting(monkeypatch, tmp_path):

@@ -329,6 +329,20 @@ def test_the_summary_is_rebuilt_under_the_folders_lock(tmp_path, monkeypatch):
     assert len(rebuild_summary(tmp_path)) == 1
 
 
+def test_a_summary_lock_held_too_long_does_not_stop_the_cells(tmp_path, monkeypatch, caplog):
+    """With a short FSAR_LOCK_TIMEOUT, contention on the summary lock ended the run."""
+    import fsarbench.experiments.runner as runner_mod
+    from fsarbench.locks import LockTimeout
+
+    def busy(out):
+        raise LockTimeout("summary.csv is still locked after 0 s by pid 1")
+
+    monkeypatch.setattr(runner_mod, "rebuild_summary", busy)
+    with caplog.at_level("WARNING"):
+        recs = run_cells(CELLS, provider, RunOptions(tmp_path, **OPTS))
+    assert len(recs) == 3 and "summary.csv could not be written" in caplog.text
+
+
 def _hold(lock, ready, release) -> None:
     from fsarbench.locks import held
 

@@ -10,7 +10,7 @@ from report_fixtures import save_simulated_record
 import fsarbench as fb
 from fsarbench.cli.run_cmd import _print_record
 from fsarbench.experiments.summary_tables import summary_tables
-from fsarbench.report.recipe_changes import interval_note, recipe_changes_text
+from fsarbench.report.recipe_changes import degenerate_interval_note, recipe_changes_text
 from fsarbench.stats.bounds import interval_caveat
 from fsarbench.stats.intervals import mean_and_halfwidth
 
@@ -41,8 +41,11 @@ def test_an_interval_past_the_bound_is_named_and_a_plain_one_is_not():
     assert 100 * (mean + half) > 100
     assert "runs past 100%" in _caveat_of(near)
     assert "runs past 0%" in _caveat_of(1 - near)
+    assert "normal" not in _caveat_of(near)  # also said of an 'eval --interval t' record
     assert _caveat_of(rng.random(10_000)) == ""
     assert _caveat_of(np.ones(1)) == ""  # one episode: the half-width is NaN already
+    assert "not bounded by 3 episodes" in _caveat_of(np.ones(3))  # not "below 1e+02%"
+    assert "below 75%" in _caveat_of(np.ones(4))
 
 
 @pytest.mark.parametrize("episodes", [2, 3, 20, 40, 200, 10_000])
@@ -62,11 +65,11 @@ def test_tables_and_the_run_line_name_a_perfect_cell(tmp_path, capsys):
     perfect = save_simulated_record(tmp_path, m, "otam", 1.0, rng)
     plain = save_simulated_record(tmp_path, m, "trx", 0.6, rng)
     assert f"{perfect.accuracy:.2f} ± {perfect.ci95:.2f}" == "100.00 ± 0.00"
-    note = interval_note([perfect, plain])
+    note = degenerate_interval_note([perfect, plain])
     assert note.startswith("Not a 95% interval: otam (toy 5-way 1-shot): every one of its 40")
     assert "trx" not in note
     assert note in recipe_changes_text([perfect, plain])
-    assert interval_note([plain]) == ""
+    assert degenerate_interval_note([plain]) == ""
     tables = summary_tables([perfect, plain])
     assert any("Not a 95% interval: otam" in t for t in tables.values())
     _print_record(perfect)
@@ -74,3 +77,17 @@ def test_tables_and_the_run_line_name_a_perfect_cell(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "100.00 ± 0.00" in lines[0] and "rule of three" in lines[1]
     assert len(lines) == 3
+
+
+def test_a_pooled_row_past_100_is_named(tmp_path):
+    """A two-seed row printed "98.00 ± 12.76" with no note: each seed's own ± was checked,
+    not the pooled one the table shows."""
+    m = fb.make_manifest(np.repeat(np.arange(10), 6), way=5, shot=1, queries=1, episodes=40)
+    rng = np.random.default_rng(1)
+    seeds = [
+        save_simulated_record(tmp_path, m, "otam", p, rng, train_seed=s)
+        for s, p in ((0, 0.995), (1, 0.93))
+    ]
+    note = degenerate_interval_note(seeds)
+    assert "otam (toy 5-way 1-shot): its '±' pooled over 2 training seeds runs past 100%" in note
+    assert degenerate_interval_note(seeds[1:]) == ""  # one seed alone: a plain interval

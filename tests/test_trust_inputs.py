@@ -159,10 +159,6 @@ def test_unreadable_feature_files_checkpoints_and_caches_are_named(tmp_path):
         open_feature_store(tmp_path / "tokens.pt")
     torch.save({"features": torch.rand(6, 8, 32)}, tmp_path / "pooled.pt")
     assert open_feature_store(tmp_path / "pooled.pt").feature_shape == (8, 32)
-    # integer features (a cast truncated every value) scored 90.10 against 90.90 unwarned
-    torch.save(torch.randint(0, 5, (6, 8, 32)), tmp_path / "long.pt")
-    with pytest.raises(FeatureFileError, match="holds torch.int64 features: .*float32"):
-        open_feature_store(tmp_path / "long.pt")
     # a numpy file: torch's advice to load it with weights_only=False (running any code the
     # file holds) was passed on; now it says how to save one
     np.save(tmp_path / "f.npy", np.zeros((6, 8, 32), np.float32))

@@ -21,6 +21,8 @@ __all__ = [
     "device_name",
     "torchrun_threads_note",
     "folder_path",
+    "writable_folder",
+    "unwritable_reason",
     "file_path",
 ]
 
@@ -49,17 +51,33 @@ def folder_path(text: str) -> Path:
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file, not a folder: name a folder")
-    # a read-only folder ran a whole evaluation, then lost it at the first write
-    there = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-    if not os.access(there, os.W_OK | os.X_OK):
-        what = "is" if there == path else f"cannot be created: {there} is"
-        raise argparse.ArgumentTypeError(
-            f"{text} {what} not writable here (a read-only mount?): name a folder you can write"
-        )
     return path
 
 
 folder_path.__name__ = "folder"
+
+
+def unwritable_reason(path: Path) -> str:
+    """Why the folder ``path`` cannot be written or created here (``""`` when it can): a
+    read-only mount ran a whole evaluation, then lost it at the first write."""
+    there = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if os.access(there, os.W_OK | os.X_OK):
+        return ""
+    what = "is" if there == path else f"cannot be created: {there} is"
+    return f"{path} {what} not writable here (a read-only mount?): name a folder you can write"
+
+
+def writable_folder(text: str) -> Path:
+    """An argparse ``type`` for an output folder that is written: :func:`folder_path`, and
+    refused before any work when it cannot be written or created."""
+    path = folder_path(text)
+    reason = unwritable_reason(path)
+    if reason:
+        raise argparse.ArgumentTypeError(reason)
+    return path
+
+
+writable_folder.__name__ = "folder"
 
 
 def file_path(text: str) -> Path:
@@ -101,9 +119,10 @@ seed_value.__name__ = "seed"
 
 
 def device_name(text: str) -> str:
-    """An argparse ``type`` for ``--device``: ``cpu``, ``cuda`` or ``cuda:N`` of a GPU torch
-    sees here, refused before any work (``cdua`` printed torch's list of 20 device types;
-    ``cuda`` without a GPU, torch's driver message from deep inside a run)."""
+    """An argparse ``type`` for ``--device``: a device name torch knows; ``cuda`` or
+    ``cuda:N`` only of a GPU torch sees here, refused before any work (``cdua`` printed
+    torch's list of 20 device types; ``cuda`` without a GPU, torch's driver message from
+    deep inside a run)."""
     import torch
 
     try:
@@ -113,11 +132,11 @@ def device_name(text: str) -> str:
             f"unknown device {text!r}: use cpu, cuda or cuda:N"
         ) from None
     if device.type == "cpu":
-        if device.index is not None:
-            raise argparse.ArgumentTypeError(f"{text!r}: the CPU takes no index (use cpu)")
+        if device.index not in (None, 0):
+            raise argparse.ArgumentTypeError(f"{text!r}: the CPU is one device (use cpu)")
         return text
-    if device.type != "cuda":
-        raise argparse.ArgumentTypeError(f"{text!r}: fsarbench runs on cpu, cuda or cuda:N")
+    if device.type != "cuda":  # mps, xpu, ...: torch's to judge, as before
+        return text
     if not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"{text!r} asked for, but torch sees no CUDA GPU here")
     if device.index is not None and device.index >= torch.cuda.device_count():

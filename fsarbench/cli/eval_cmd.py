@@ -30,9 +30,9 @@ from fsarbench.cli.common import (
     device_name,
     episode_count,
     episodes_help,
-    folder_path,
     parse_hparams,
     seed_value,
+    writable_folder,
 )
 from fsarbench.cli.eval_checks import (
     CUSTOM_DATASET,
@@ -168,7 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out",
-        type=folder_path,
+        type=writable_folder,
         default=None,
         help="results folder for the record (an interrupted eval into it resumes its "
         "finished batches)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fsarbench.cli.common import folder_path
+from fsarbench.cli.common import writable_folder
 from fsarbench.report.cli_args import (
     add_filter_args,
     add_runs_arg,
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_runs_arg(p)
     p.add_argument(
-        "--out", type=folder_path, default=None, help="output folder (default: RUNS/figures)"
+        "--out", type=writable_folder, default=None, help="output folder (default: RUNS/figures)"
     )
     p.add_argument(
         "--forest",

@@ -77,7 +77,8 @@ def _run_command(args: argparse.Namespace) -> int:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         if isinstance(err, OSError) and err.filename and err.strerror:
-            message = f"{err.strerror}: {err.filename}{folder_setting_of(err.filename)}"
+            where = err.filename2 or err.filename  # a rename's target is the path in the way
+            message = f"{err.strerror}: {where}{folder_setting_of(where)}"
         hint = "" if _named(err) else "\n(run with -v for the traceback)"
         print(f"error: {message}{hint}", file=sys.stderr)
         return 2

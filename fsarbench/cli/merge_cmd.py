@@ -17,7 +17,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from fsarbench.cli.common import folder_path
+from fsarbench.cli.common import writable_folder
 from fsarbench.results import (
     OUTSIDE_TAG,
     ResultRecord,
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "queries per class, or other test videos) unless --allow-mixed-episodes is given.",
     )
     p.add_argument(
-        "--out", type=folder_path, required=True, help="results folder shared by the shards"
+        "--out", type=writable_folder, required=True, help="results folder shared by the shards"
     )
     p.add_argument(
         "--allow-mixed-episodes",

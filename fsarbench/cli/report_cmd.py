@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fsarbench.cli.common import folder_path
+from fsarbench.cli.common import writable_folder
 from fsarbench.report.cli_args import add_runs_arg, add_stats_args, resamples
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_runs_arg(p)
     p.add_argument(
-        "--out", type=folder_path, default=None, help="output folder (default: RUNS/report)"
+        "--out", type=writable_folder, default=None, help="output folder (default: RUNS/report)"
     )
     p.add_argument(
         "--bootstrap",

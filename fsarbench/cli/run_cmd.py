@@ -25,6 +25,7 @@ from fsarbench.cli.common import (
     parse_overrides,
     seed_value,
     torchrun_threads_note,
+    unwritable_reason,
 )
 from fsarbench.cli.eval_cmd import add_nonfinite_argument
 from fsarbench.config import ConfigError, _unknown_key_message, build_config
@@ -395,6 +396,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(FROZEN_BAD_VIDEOS)
     if not args.launcher and (args.jobs or args.slurm):  # they were ignored
         raise UsageError("--jobs and --slurm set --launcher's jobs: add --launcher local|slurm")
+    if not args.plan and unwritable_reason(Path(args.out)):  # --plan only reads it
+        raise UsageError(f"--out {unwritable_reason(Path(args.out))}")
     try:
         return _run(args)
     except BackboneWeightsError as err:  # its hint names extract's --weights, not run's flags

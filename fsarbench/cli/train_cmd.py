@@ -22,11 +22,11 @@ from fsarbench.cli.common import (
     at_least,
     device_name,
     episode_count,
-    folder_path,
     parse_hparams,
     parse_overrides,
     seed_value,
     torchrun_threads_note,
+    writable_folder,
 )
 from fsarbench.data.decode import VideoDecodeError
 from fsarbench.environment import compute_environment
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--track", choices=["frozen", "finetune"], default="frozen")
     p.add_argument(
         "--out",
-        type=folder_path,
+        type=writable_folder,
         default=None,
         help=f"default {DEFAULT_OUT}/<method>/<dataset>-<track>",
     )

@@ -55,7 +55,7 @@ class DistEnv:
 
 def _whole(env: Mapping[str, str], name: str, default: str) -> int:
     """``env[name]`` as a whole number, refused by name (torchrun sets these)."""
-    raw = env.get(name, default)
+    raw = env.get(name) or default  # blank: unset
     try:
         return int(raw)
     except ValueError:

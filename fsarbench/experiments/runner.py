@@ -33,7 +33,7 @@ from fsarbench.experiments.tracks import (
 )
 from fsarbench.experiments.units import ModelUnit, unit_for
 from fsarbench.io import remove_cut_writes, stable_hash
-from fsarbench.locks import held
+from fsarbench.locks import LockTimeout, held
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_parts, pipeline_digest, provenance_diff
 from fsarbench.results import (
@@ -518,7 +518,7 @@ class CellRunner:
                 on_record(record)
             try:
                 rebuild_summary(self.opt.out_dir)
-            except OSError as err:  # an output file, not a cell: the cells go on
+            except (OSError, LockTimeout) as err:  # an output file, not a cell: cells go on
                 if not summary_failed:
                     log.warning(
                         "summary.csv could not be written (%s); the records are kept and the "

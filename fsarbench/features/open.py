@@ -45,11 +45,6 @@ def open_feature_store(path: str | Path) -> FeatureStore:
             else f"a {type(obj).__name__}"
         )
         raise FeatureFileError(f"{path} holds {found}, not a [N, T, D] features tensor")
-    if not features.is_floating_point():  # a cast to integers truncated every value
-        raise FeatureFileError(
-            f"{path} holds {features.dtype} features: features are floating point (an integer "
-            "cast truncated every value); save them as float32"
-        )
     if features.dim() == 4:  # a file says nothing of views: [N, T, P, D] tokens read as views
         n, a, b, d = features.shape
         raise FeatureFileError(

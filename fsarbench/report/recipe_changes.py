@@ -25,7 +25,7 @@ from fsarbench.report.episode_protocol import (
     mixes_protocols,
     reference_protocol,
 )
-from fsarbench.report.records import base_method_of
+from fsarbench.report.records import base_method_of, group_entries
 from fsarbench.results import ResultRecord
 from fsarbench.stats.bounds import interval_caveat
 
@@ -36,7 +36,7 @@ __all__ = [
     "episodes_note",
     "nonfinite_note",
     "zero_frames_note",
-    "interval_note",
+    "degenerate_interval_note",
 ]
 
 
@@ -121,8 +121,8 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
     lr=0.01 for protonet."`` (``"every method"`` when all share the change), and those
     evaluated on other test episodes than most of ``records`` (:func:`episodes_note`), and
     those with NaN/inf logits counted wrong (:func:`nonfinite_note`), all-zero test frames
-    (:func:`zero_frames_note`) or a "±" that is not a 95% interval (:func:`interval_note`);
-    ``""`` when none did."""
+    (:func:`zero_frames_note`) or a "±" that is not a 95% interval
+    (:func:`degenerate_interval_note`); ``""`` when none did."""
     notes = [
         _note(records, recipe_changes, "Recipe changed from the default (--recipe/--option)"),
         _note(
@@ -133,7 +133,7 @@ def recipe_changes_text(records: list[ResultRecord]) -> str:
         episodes_note(records),
         nonfinite_note(records),
         zero_frames_note(records),
-        interval_note(records),
+        degenerate_interval_note(records),
     ]
     return " ".join(n for n in notes if n)
 
@@ -153,16 +153,24 @@ def zero_frames_note(records: list[ResultRecord]) -> str:
     return f"Test videos with all-zero frame features (padding?): {parts}."
 
 
-def interval_note(records: list[ResultRecord]) -> str:
+def degenerate_interval_note(records: list[ResultRecord]) -> str:
     """``"Not a 95% interval: otam (toy 5-way 1-shot): every one of its 40 episodes was
-    perfect, ..."``, for each record whose accuracy sits where the normal interval says
-    nothing (:func:`fsarbench.stats.bounds.interval_caveat`); ``""`` when none does."""
+    perfect, ..."``, for each table cell (a record, or its training seeds pooled as the
+    tables pool them) whose accuracy sits where its ``±`` says nothing
+    (:func:`fsarbench.stats.bounds.interval_caveat`); ``""`` when none does."""
     parts = []
-    for r in sorted(records, key=lambda r: (r.method, r.dataset, r.way, r.shot)):
-        caveat = interval_caveat(r.accuracy, r.ci95, r.std, r.episodes)
+    entries = sorted(
+        group_entries(records),
+        key=lambda e: (e.system, e.setting.dataset, e.setting.way, e.setting.shot),
+    )
+    for e in entries:
+        first = e.records[0]
+        caveat = interval_caveat(e.accuracy, e.ci95, first.std, first.episodes, len(e.records))
         if caveat:
-            seed = f", train seed {r.train_seed}" if r.train_seed is not None else ""
-            parts.append(f"{r.method} ({r.dataset} {r.way}-way {r.shot}-shot{seed}): {caveat}")
+            seed = f", train seed {first.train_seed}" if len(e.records) == 1 else ""
+            seed = seed if first.train_seed is not None else ""
+            where = f"{e.setting.dataset} {e.setting.way}-way {e.setting.shot}-shot{seed}"
+            parts.append(f"{e.system} ({where}): {caveat}")
     return f"Not a 95% interval: {'; '.join(parts)}." if parts else ""
 
 

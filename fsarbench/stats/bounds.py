@@ -1,4 +1,4 @@
-"""Where the normal interval over episodes says nothing: an accuracy at (or next to) 0 or 100%.
+"""Where a "±" over episodes says nothing: an accuracy at (or next to) 0 or 100%.
 
 The published convention, ``1.96 * std / sqrt(n)`` over per-episode accuracies
 (:mod:`fsarbench.stats.intervals`), gives ``100.00 ± 0.00`` when every episode is perfect
@@ -6,8 +6,8 @@ The published convention, ``1.96 * std / sqrt(n)`` over per-episode accuracies
 time at a few hundred episodes. fsarbench keeps the convention (every published number used
 it) and says so beside such a number, with a bound that holds: when all ``E`` episodes are
 perfect, the probability that an episode has any wrong query is below ``3 / E`` at 95%
-confidence (the rule of three), and the error rate per query is at most that probability,
-whatever the correlation between an episode's queries.
+confidence (the rule of three: ``(1 - 3/E)^E <= e^-3 < 0.05``), and the error rate per query
+is at most that probability, whatever the correlation between an episode's queries.
 """
 
 from __future__ import annotations
@@ -15,37 +15,44 @@ from __future__ import annotations
 __all__ = ["interval_caveat"]
 
 
-def interval_caveat(accuracy: float, ci95: float, std: float, episodes: int) -> str:
+def interval_caveat(accuracy: float, ci95: float, std: float, episodes: int, seeds: int = 1) -> str:
     """Why ``accuracy ± ci95`` (percent, over ``episodes``) is not a 95% interval, or ``""``.
 
     Args:
-        accuracy: mean per-episode accuracy in percent.
-        ci95: the normal half-width in percent.
-        std: std of the per-episode accuracies in percent.
-        episodes: number of episodes behind the mean.
+        accuracy: mean per-episode accuracy in percent (mean over training seeds).
+        ci95: the printed half-width in percent.
+        std: std of the per-episode accuracies in percent (one record's; unused with seeds).
+        episodes: number of episodes behind each record.
+        seeds: training seeds pooled into ``ci95`` (then only an interval past 0 or 100% is
+            named: the per-episode spread of a pooled row is not one record's).
     """
     if episodes < 2 or ci95 != ci95:  # one episode: the half-width is already NaN
         return ""
-    if std <= 1e-9:  # equal values can average to a std of 1e-17, not 0
-        bound = f"{300 / episodes:.2g}%"
+    if seeds == 1 and std <= 1e-9:  # equal values can average to a std of 1e-17, not 0
+        bound = 300 / episodes
+        said = f"below {bound:.2g}% at 95% confidence (rule of three over episodes)"
+        if bound >= 100:
+            said = f"not bounded by {episodes} episodes"
         if accuracy >= 100 - 1e-9:
             return (
-                f"every one of its {episodes} episodes was perfect, so '± 0' is the normal "
-                f"interval's arithmetic, not a 95% interval; the error rate is below {bound} "
-                "at 95% confidence (rule of three over episodes)"
+                f"every one of its {episodes} episodes was perfect, so '± 0' is arithmetic, "
+                f"not a 95% interval; the error rate is {said}"
             )
         if accuracy <= 1e-9:
             return (
                 f"no query of its {episodes} episodes was right, so '± 0' is not a 95% "
-                f"interval; the accuracy is below {bound} at 95% confidence (rule of three)"
+                f"interval; the accuracy is {said.replace(' over episodes', '')}"
             )
         return (
-            f"every one of its {episodes} episodes scored the same, so '± 0' is the normal "
-            "interval's arithmetic, not a 95% interval: run more episodes"
+            f"every one of its {episodes} episodes scored the same, so '± 0' is arithmetic, "
+            "not a 95% interval: run more episodes"
         )
     if accuracy + ci95 > 100 or accuracy - ci95 < 0:
+        edge = "100" if accuracy + ci95 > 100 else "0"
+        over = f"pooled over {seeds} training seeds " if seeds > 1 else ""
+        few = "seeds and episodes" if seeds > 1 else f"episodes ({episodes})"
         return (
-            f"its normal interval runs past {'100' if accuracy + ci95 > 100 else '0'}%: too few "
-            f"episodes ({episodes}) this close to the bound for '±' to mean 95%; run more"
+            f"its '±' {over}runs past {edge}%: too few {few} this close to the bound for "
+            "it to mean 95%; run more"
         )
     return ""
