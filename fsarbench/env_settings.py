@@ -109,4 +109,4 @@ def check_environment() -> None:
     lock_timeout()
     generation_workers()
     for name in TORCHRUN_VARIABLES:
-        env_number(name, None, kind=int, minimum=0, what="set by torchrun")
+        env_number(name, None, kind=int, what="set by torchrun")  # ranges: where it starts

@@ -23,7 +23,7 @@ BAD = [
     ("WORLD_SIZE", "abc"),
     ("RANK", "1.5"),
     ("LOCAL_WORLD_SIZE", "x"),
-    ("LOCAL_RANK", "-1"),
+    ("LOCAL_RANK", "x"),
     ("FSAR_SYNTH_WORKERS", "abc"),
 ]
 
