@@ -352,3 +352,14 @@ def test_a_loss_that_ends_no_lower_than_it_began_is_named(caplog):
     caplog.clear()
     _warn_if_not_learning(list(reversed(rows[1:])), "OUT")
     assert caplog.text == ""
+
+
+def test_a_folder_in_the_place_of_a_checkpoint_is_refused_before_training(tmp_path):
+    """A best.pt folder was reported as unreadable weights; run retrained the model from
+    scratch and failed at its first save."""
+    from fsarbench.training.loop import CheckpointError
+
+    (tmp_path / "best.pt").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"best.pt is a folder .* move it away"):
+        train(make(), split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path, progress=False)
+    assert not (tmp_path / "last.pt").exists()  # no step ran

@@ -296,6 +296,18 @@ def load_resume(
     return ckpt
 
 
+def _check_checkpoint_paths(out: Path | None) -> None:
+    """Refuse, before any step, a folder in the place of a checkpoint this run writes: a
+    ``best.pt`` folder was reported as unreadable weights, the model trained again from
+    scratch, and the run failed at its first save."""
+    for name in ("last.pt", "best.pt", PENDING_BEST):
+        if out is not None and (out / name).is_dir():
+            raise CheckpointError(
+                f"{out / name} is a folder where this run writes its checkpoint: move it away "
+                "and run again"
+            )
+
+
 def _save_main(out: Path | None, name: str, payload: dict[str, Any]) -> None:
     """Rank 0 writes ``out/name`` atomically; every rank waits for it."""
     if out is not None and is_main():
@@ -346,6 +358,7 @@ def run_training(
     (as if interrupted) after that many steps in total — for tests.
     """
     t0 = time.perf_counter()
+    _check_checkpoint_paths(cfg.out)
     model.to(cfg.device)
     ckpt = load_resume(cfg.out, cfg.resume, cfg.fingerprint) if is_main() else None
     ckpt = broadcast_object(ckpt)
