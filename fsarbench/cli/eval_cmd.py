@@ -365,14 +365,15 @@ def run(args: argparse.Namespace) -> int:
 def _remove_other_layouts(partial: Path, world: int) -> None:
     """This evaluation's partial files saved under another number of processes (a resume
     with another world size cannot use them; they stayed behind once it was recorded), and
-    the cut writes an earlier killed evaluation left in the folder."""
-    own = f".rank{{}}of{world}{partial.suffix}" if world > 1 else None
-    for other in [partial, *partial.parent.glob(f"{partial.stem}.rank*of*{partial.suffix}")]:
-        if world > 1 and other.name.endswith(tuple(own.format(r) for r in range(world))):
-            continue  # a rank of this evaluation deletes its own
-        if world == 1 and other == partial:
-            continue
-        other.unlink(missing_ok=True)
+    the cut writes an earlier killed evaluation left in the folder. The files of this
+    evaluation's own ranks are each rank's to delete."""
+    stem, suffix = partial.stem, partial.suffix
+    own = (
+        {partial.name} if world == 1 else {f"{stem}.rank{r}of{world}{suffix}" for r in range(world)}
+    )
+    for other in [partial, *partial.parent.glob(f"{stem}.rank*of*{suffix}")]:
+        if other.name not in own:
+            other.unlink(missing_ok=True)
     if partial.parent.is_dir():
         remove_cut_writes(partial.parent, older_than=CUT_WRITE_AGE_S)
 
