@@ -2,9 +2,10 @@
 
 A variable such as ``FSAR_LOCK_TIMEOUT`` is read where it is used, which can be hours into a
 run (the first contended lock); a bad value then ended the run with Python's "could not
-convert string to float: 'abc'". Every reader goes through :func:`env_number`, whose error
-names the variable and what it takes, and :func:`check_environment` reads them all when a
-command starts, so a typo stops the command before any work.
+convert string to float: 'abc'". The readers go through :func:`env_number` and
+:func:`env_switch`, whose errors name the variable and what it takes (``FSAR_SYNTH_WORKERS``
+keeps its own named check), and :func:`check_environment` reads them all when a command
+starts, so a typo stops the command before any work.
 """
 
 from __future__ import annotations
