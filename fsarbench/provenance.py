@@ -240,8 +240,10 @@ CARRIED_DIGESTS = {
     # gather_when_done's group has store keys of its own (a second call hung); summary.csv
     # is rebuilt under a lock, and a failure to write it no longer stops the cells; a
     # resumed training or evaluation logs it; a numpy features file's error says how to
-    # save one; a folder where a checkpoint is written is refused before the first step
-    "4740f78c150f6563": "2815c7d05867b240",
+    # save one; a folder where a checkpoint is written is refused before the first step;
+    # a damaged video's message names the video met once, and claims no full decode
+    # where none ran
+    "cf19442b787042a4": "2815c7d05867b240",
     "efe637702dd733c6": "45d399cf0f55f5c7",
 }
 

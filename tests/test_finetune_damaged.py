@@ -76,7 +76,9 @@ def test_every_damaged_video_is_found_and_recorded_at_the_first_failure(
         runner.run_cells([CELL])
     message = str(err.value)
     assert message.startswith("synth: validation could not read")
-    assert "Decoded in full, 3 video(s) of its splits are damaged" in message
+    assert "It and 2 other damaged video(s) of its splits (decoded in full) are now" in message
+    assert message.count(str(damaged[2].path)) == 1  # named once, not again in the list
+    assert message.endswith("Or replace the files first")
     monkeypatch.undo()
     again = _track(synth, cache)  # the next run: every one of them is left out
     skipped = again.clip_data("synth", again.recipe(CELL).options).skipped
@@ -338,10 +340,17 @@ def test_a_torchrun_rank_records_the_damaged_video_without_a_long_search(
     video = synth.videos("train")[1]
     split = type("Split", (), {"records": synth.videos("train")})()
     recipe = type("Recipe", (), {"options": type("Options", (), {"min_frames": 2})()})()
-    args = argparse.Namespace(dataset="synth", cache=str(tmp_path / "cache"))
+    args = argparse.Namespace(
+        dataset="synth", cache=str(tmp_path / "cache"), bad_videos="skip", root="/data/s"
+    )
     err = VideoDecodeError(video.path, "broken")
     message = str(train_cmd._damaged(args, synth, {"train": split}, recipe, err))
-    assert "data check synth --full" in message and "training could not read" in message
+    assert "data check synth --root /data/s --full" in message
+    assert "training could not read" in message and "It is now recorded as unreadable" in message
+    assert "Decoded in full" not in message  # no full decode ran under torchrun
+    args.bad_videos = "error"  # --overwrite alone met the same refusal again
+    message = str(train_cmd._damaged(args, synth, {"train": split}, recipe, err))
+    assert "re-run with --bad-videos skip --overwrite" in message
     probes = ProbeCache(probe_cache_path(tmp_path / "cache", synth.variant))
     assert probes.lookup(video.path) == "broken"
 
@@ -352,3 +361,22 @@ def test_a_decode_error_without_a_path_records_nothing(tmp_path):
     assert damaged_mod.met(VideoDecodeError("", "gone")) == {}
     err = VideoDecodeError(tmp_path / "v.mp4", "broken")
     assert damaged_mod.met(err) == {tmp_path / "v.mp4": "broken"}
+
+
+def test_under_torchrun_only_rank_0_probes_and_every_rank_takes_its_answer(monkeypatch):
+    """Each rank probed for itself; a file damaged mid-way decodes or not from one read to
+    the next, so ranks kept other videos (479 and 480) and trained on different splits,
+    and rank 0's record named only its own left-out videos."""
+    import fsarbench.cli.train_cmd as train_cmd
+    import fsarbench.distributed.collectives as collectives
+    import fsarbench.distributed.env as dist_env_mod
+
+    probed = []
+    monkeypatch.setattr(train_cmd, "_usable", lambda *a, **k: probed.append(a) or ("kept", []))
+    monkeypatch.setattr(collectives, "broadcast_object", lambda obj, src=0: ("rank 0's", ["v"]))
+    monkeypatch.setattr(dist_env_mod, "is_main", lambda: False)
+    assert train_cmd._usable_as_rank0("ds", "train") == ("rank 0's", ["v"])
+    assert probed == []  # rank 1 did not probe
+    monkeypatch.setattr(dist_env_mod, "is_main", lambda: True)
+    monkeypatch.setattr(collectives, "broadcast_object", lambda obj, src=0: obj)
+    assert train_cmd._usable_as_rank0("ds", "train") == ("kept", []) and len(probed) == 1

@@ -332,13 +332,13 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
         ds = _dataset_main_first(args.dataset, args.root)
         splits, skipped = {}, []
         for name in ("train", "val"):
-            splits[name], bad = _usable(
+            splits[name], bad = _usable_as_rank0(
                 ds, name, recipe, args.bad_videos, shot=None, cache=args.cache
             )
             skipped += bad
         test_skipped = []
         if args.test_episodes:  # before training: --bad-videos error stops here
-            usable, test_skipped = _usable(
+            usable, test_skipped = _usable_as_rank0(
                 ds, "test", recipe, args.bad_videos, shot=max(args.shots), cache=args.cache
             )
             check_split_classes(args.dataset, "test", usable.classes, ds.class_names("test"))
@@ -411,13 +411,20 @@ def _damaged(args, ds, splits, recipe, err: VideoDecodeError) -> RuntimeError:
     record_damaged(ds.variant, first, args.cache)  # kept, whatever stops the search below
     rerun = (
         "Re-run with --overwrite and they are left out (named in the records; the model's "
-        "episodes change, so it trains from its first step)"
+        "episodes change, so it trains from its first step), or replace the files first"
     )
+    if args.bad_videos == "error":  # --overwrite alone meets the same refusal again
+        rerun = (
+            "Replace the files (--bad-videos error stops at a damaged video), or re-run with "
+            "--bad-videos skip --overwrite to leave them out (named in the records)"
+        )
     where = split_of(splits, err.path)
     if dist_env().world_size > 1:  # the other ranks wait in a collective: no long search
+        root = f" --root {args.root}" if args.root else ""
         rerun += (
-            f"; first run 'python -m fsarbench data check {args.dataset} --full' to find any "
-            "other damaged file (searching here would outlast the process group's timeout)"
+            f"; first run 'python -m fsarbench data check {args.dataset}{root} --full' to "
+            "find any other damaged file (searching here would outlast the process group's "
+            "timeout)"
         )
         return RuntimeError(damaged_message(args.dataset, where, err, first, rerun))
     found = find_damaged(splits, err, min_frames=recipe.options.min_frames)
@@ -436,6 +443,17 @@ def _dataset_main_first(name: str, root: str | None):
         ds.videos("train")
     barrier()
     return ds
+
+
+def _usable_as_rank0(*args, **kwargs):
+    """:func:`_usable` on rank 0, and its answer on every rank. Each rank probing for itself
+    could keep other videos (a file damaged mid-way decodes or not from one read to the
+    next): the ranks trained on different splits, and rank 0's record named only its own
+    left-out videos."""
+    from fsarbench.distributed.collectives import broadcast_object
+    from fsarbench.distributed.env import is_main
+
+    return broadcast_object(_usable(*args, **kwargs) if is_main() else None)
 
 
 def _usable(ds, split: str, finetune, policy: str, shot: int | None, cache: str | None = None):

@@ -590,7 +590,8 @@ class FinetuneTrack:
             self.clips.clear()  # probed again (from the cache) by the next use in this process
             rerun = (
                 "Re-run and they are left out (and named in the records); this model then "
-                "trains again from its first step, as its episodes change"
+                "trains again from its first step, as its episodes change. Or replace the "
+                "files first"
             )
             raise RuntimeError(
                 damaged_message(unit.dataset, split_of(used, err.path), err, damaged, rerun)

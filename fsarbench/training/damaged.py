@@ -112,10 +112,16 @@ def damaged_message(
     """What to tell the user once ``damaged`` is recorded; ``where`` is the split that
     stopped (``train``/``val``), ``rerun`` what re-running does in the caller's terms."""
     stage = {"train": "training", "val": "validation"}.get(where, "training")
-    listed = "; ".join(f"{p}: {c}" for p, c in list(damaged.items())[:5])
-    more = f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""
+    others = {p: c for p, c in damaged.items() if Path(p) != Path(first.path)}
+    listed = "; ".join(f"{p}: {c}" for p, c in list(others.items())[:5])
+    more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+    found = (
+        f"It and {len(others)} other damaged video(s) of its splits (decoded in full) are now "
+        f"recorded as unreadable: {listed}{more}."
+        if others
+        else "It is now recorded as unreadable."
+    )
     return (
         f"{dataset}: {stage} could not read {first.path} ({first.cause}), which the probe "
-        f"could. Decoded in full, {len(damaged)} video(s) of its splits are damaged and now "
-        f"recorded as unreadable: {listed}{more}. {rerun}, or replace the files first"
+        f"could. {found} {rerun}"
     )
