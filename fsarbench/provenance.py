@@ -243,7 +243,7 @@ CARRIED_DIGESTS = {
     # save one; a folder where a checkpoint is written is refused before the first step;
     # a damaged video's message names the video met once, and claims no full decode
     # where none ran
-    "cf19442b787042a4": "2815c7d05867b240",
+    "e738341d03400db7": "2815c7d05867b240",
     "efe637702dd733c6": "45d399cf0f55f5c7",
 }
 

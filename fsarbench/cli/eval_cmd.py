@@ -66,7 +66,7 @@ from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_digest, code_parts, pipeline_digest
 from fsarbench.registry import create_method
 from fsarbench.results import make_record, rebuild_summary, save_result
-from fsarbench.stats.bounds import interval_caveat
+from fsarbench.stats.bounds import caveat_line
 from fsarbench.stats.rounding import fixed
 
 #: Seed of the initial weights of a method evaluated without a checkpoint.
@@ -959,9 +959,8 @@ def _report(
         f"({result.episodes} episodes, {manifest.way}-way {manifest.spec.shot}-shot; "
         f"± is the {result.spread_name}; {world} process(es))"
     )
-    caveat = interval_caveat(result.accuracy, result.ci95, result.std, result.episodes)
-    if caveat:
-        print(f"({caveat})")
+    if caveat := caveat_line(result):
+        print(caveat)
     if result.extra.get("nonfinite_queries"):
         print(f"{result.extra['nonfinite_queries']} queries had NaN/inf logits: counted wrong")
     if args.out:

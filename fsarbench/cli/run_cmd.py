@@ -45,7 +45,7 @@ from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.io import CUT_WRITE_AGE_S, remove_cut_writes
 from fsarbench.report.cli_args import DEFAULT_RUNS
 from fsarbench.results import rebuild_summary
-from fsarbench.stats.bounds import interval_caveat
+from fsarbench.stats.bounds import caveat_line
 from fsarbench.stats.rounding import fixed
 
 log = logging.getLogger("fsarbench.run")
@@ -396,8 +396,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(FROZEN_BAD_VIDEOS)
     if not args.launcher and (args.jobs or args.slurm):  # they were ignored
         raise UsageError("--jobs and --slurm set --launcher's jobs: add --launcher local|slurm")
-    if not args.plan and unwritable_reason(Path(args.out)):  # --plan only reads it
-        raise UsageError(f"--out {unwritable_reason(Path(args.out))}")
+    unwritable = "" if args.plan else unwritable_reason(Path(args.out))  # --plan reads it
+    if unwritable:
+        raise UsageError(f"--out {unwritable}")
     try:
         return _run(args)
     except BackboneWeightsError as err:  # its hint names extract's --weights, not run's flags
@@ -838,9 +839,8 @@ def _print_record(r) -> None:
         f"{fixed(r.accuracy):>6} ± {fixed(r.ci95)}  ({r.episodes} episodes)",
         flush=True,
     )
-    caveat = interval_caveat(r.accuracy, r.ci95, r.std, r.episodes)
-    if caveat:
-        print(f"    ({caveat})", flush=True)
+    if caveat := caveat_line(r):
+        print(f"    {caveat}", flush=True)
 
 
 def _option_names() -> list[str]:

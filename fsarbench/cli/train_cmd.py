@@ -33,7 +33,7 @@ from fsarbench.environment import compute_environment
 from fsarbench.features.extract import files_stamp
 from fsarbench.io import remove_cut_writes
 from fsarbench.provenance import training_fingerprint
-from fsarbench.stats.bounds import interval_caveat
+from fsarbench.stats.bounds import caveat_line
 from fsarbench.stats.rounding import fixed
 from fsarbench.training.loop import RunMismatchError, loss_trend
 from fsarbench.training.timing import format_step_times
@@ -580,9 +580,8 @@ def _test(
             f"test {manifest.way}-way {shot}-shot: {fixed(result.accuracy)} ± {fixed(result.ci95)} "
             f"({result.episodes} episodes; ± is the {result.spread_name})"
         )
-        caveat = interval_caveat(result.accuracy, result.ci95, result.std, result.episodes)
-        if caveat:
-            print(f"({caveat})")
+        if caveat := caveat_line(result):
+            print(caveat)
 
 
 def _left_out_in_extraction(args, ds, bad: dict[str, str]) -> None:

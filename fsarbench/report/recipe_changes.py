@@ -167,8 +167,8 @@ def degenerate_interval_note(records: list[ResultRecord]) -> str:
         first = e.records[0]
         caveat = interval_caveat(e.accuracy, e.ci95, first.std, first.episodes, len(e.records))
         if caveat:
-            seed = f", train seed {first.train_seed}" if len(e.records) == 1 else ""
-            seed = seed if first.train_seed is not None else ""
+            one_seed = len(e.records) == 1 and first.train_seed is not None
+            seed = f", train seed {first.train_seed}" if one_seed else ""
             where = f"{e.setting.dataset} {e.setting.way}-way {e.setting.shot}-shot{seed}"
             parts.append(f"{e.system} ({where}): {caveat}")
     return f"Not a 95% interval: {'; '.join(parts)}." if parts else ""

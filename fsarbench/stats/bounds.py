@@ -12,7 +12,9 @@ is at most that probability, whatever the correlation between an episode's queri
 
 from __future__ import annotations
 
-__all__ = ["interval_caveat"]
+import math
+
+__all__ = ["interval_caveat", "caveat_line"]
 
 
 def interval_caveat(accuracy: float, ci95: float, std: float, episodes: int, seeds: int = 1) -> str:
@@ -29,8 +31,8 @@ def interval_caveat(accuracy: float, ci95: float, std: float, episodes: int, see
     if episodes < 2 or ci95 != ci95:  # one episode: the half-width is already NaN
         return ""
     if seeds == 1 and std <= 1e-9:  # equal values can average to a std of 1e-17, not 0
-        bound = 300 / episodes
-        said = f"below {bound:.2g}% at 95% confidence (rule of three over episodes)"
+        bound = _round_up(300 / episodes)  # printed rounded down, it undercut the rule
+        said = f"below {bound:g}% at 95% confidence (rule of three over episodes)"
         if bound >= 100:
             said = f"not bounded by {episodes} episodes"
         if accuracy >= 100 - 1e-9:
@@ -56,3 +58,18 @@ def interval_caveat(accuracy: float, ci95: float, std: float, episodes: int, see
             "it to mean 95%; run more"
         )
     return ""
+
+
+def _round_up(x: float) -> float:
+    """``x > 0`` rounded up to two significant digits (4.918 -> 5.0, 0.04918 -> 0.05)."""
+    step = 10.0 ** (math.floor(math.log10(x)) - 1)
+    return round(math.ceil(x / step - 1e-9) * step, 12)
+
+
+def caveat_line(result) -> str:
+    """``"(every one of its 40 episodes was perfect, ...)"`` for a printed result line of
+    ``result`` (an :class:`~fsarbench.evaluate.EvalResult` or a
+    :class:`~fsarbench.results.ResultRecord`: accuracy, ci95, std, episodes); ``""`` when
+    its ``±`` means what it says."""
+    caveat = interval_caveat(result.accuracy, result.ci95, result.std, result.episodes)
+    return f"({caveat})" if caveat else ""

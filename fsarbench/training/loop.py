@@ -300,8 +300,10 @@ def _check_checkpoint_paths(out: Path | None) -> None:
     """Refuse, before any step, a folder in the place of a checkpoint this run writes: a
     ``best.pt`` folder was reported as unreadable weights, the model trained again from
     scratch, and the run failed at its first save."""
+    if out is None:
+        return
     for name in ("last.pt", "best.pt", PENDING_BEST):
-        if out is not None and (out / name).is_dir():
+        if (out / name).is_dir():
             raise CheckpointError(
                 f"{out / name} is a folder where this run writes its checkpoint: move it away "
                 "and run again"
