@@ -23,9 +23,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def compute_environment(device: torch.device | str) -> dict[str, Any]:
+def compute_environment(
+    device: torch.device | str, *, features: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """``device`` type and name, torch (and CUDA) version, intra-op threads, CPU; on CUDA
-    also whether TF32 matrix products were allowed."""
+    also whether TF32 matrix products were allowed; ``features``: what the evaluated
+    features were extracted with (``features_made_with``, when known)."""
     device = torch.device(device)
     env: dict[str, Any] = {
         "device": device.type,
@@ -37,4 +40,6 @@ def compute_environment(device: torch.device | str) -> dict[str, Any]:
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
         env["tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+    if features:
+        env["features_made_with"] = features
     return env

@@ -245,6 +245,11 @@ CARRIED_DIGESTS = {
     # where none ran
     "e738341d03400db7": "2815c7d05867b240",
     "efe637702dd733c6": "45d399cf0f55f5c7",
+    # session 33: what a feature cache was extracted with (library versions, device) is
+    # kept in its index and copied into records' compute, outside every identity; a reused
+    # cache of other versions is named
+    "71a5a63af4d9b36b": "2815c7d05867b240",
+    "e1c2c1a3fb8bb49a": "45d399cf0f55f5c7",
 }
 
 

@@ -297,6 +297,21 @@ def test_data_check_names_too_short_videos(tmp_path, capsys):
     assert f"too short test/{short.class_name}/{short.video_id}: 4 frame(s), need 8" in out
 
 
+def test_data_check_ok_says_which_videos_runs_will_leave_out(tmp_path, capsys):
+    """Exit status 0 with missing videos listed above read as a clean dataset."""
+    splits = require_shared_splits()
+    rel = lambda e: f"UCF-101/{e.class_name}/{e.video_id}.avi"  # noqa: E731
+    _build(tmp_path / "ucf", "ucf101", rel, skip=2)
+    args = ["data", "check", "ucf101", "--root", str(tmp_path / "ucf"), "--splits-dir", str(splits)]
+    assert main([*args, "--split", "test", "--no-probe"]) == 0
+    ok = capsys.readouterr().out.splitlines()[-1]
+    assert ok.startswith("OK: the dataset can serve these settings, without 2 listed video(s)")
+    assert "(2 missing): runs leave them out and their records name them" in ok
+    _build(tmp_path / "ucf", "ucf101", rel)
+    assert main([*args, "--split", "test", "--no-probe"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "OK: the dataset can serve these settings"
+
+
 @pytest.mark.parametrize("name", ["synth", "synth-planted"])
 def test_data_check_runs_on_the_generated_datasets(name, capsys):
     """The line naming the lists read assumed a published dataset's provenance and stopped

@@ -155,11 +155,28 @@ def run_check(args: argparse.Namespace) -> int:
     for p in problems:
         print(f"cannot serve: {p}", file=sys.stderr)
     print(
-        "OK: the dataset can serve these settings"
+        f"OK: the dataset can serve these settings{_left_out_note(health)}"
         if not problems
         else f"{len(problems)} problem(s): the dataset cannot serve these settings"
     )
     return 1 if problems else 0
+
+
+def _left_out_note(health) -> str:
+    """What an OK hides: the listed videos a run leaves out (exit status 0 with unreadable
+    videos listed read as a clean dataset)."""
+    counts = {
+        "missing": sum(len(h.missing) for h in health),
+        "unreadable": sum(len(h.unreadable) for h in health),
+        "too short": sum(len(h.too_short) for h in health),
+    }
+    if not any(counts.values()):
+        return ""
+    parts = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    return (
+        f", without {sum(counts.values())} listed video(s) ({parts}): runs leave them out and "
+        "their records name them (train --track finetune --bad-videos error stops instead)"
+    )
 
 
 def _say_sources(ds) -> None:

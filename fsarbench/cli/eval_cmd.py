@@ -59,6 +59,7 @@ from fsarbench.episodes import (
     manifest_class_names,
 )
 from fsarbench.evaluate import autocast_name, device_of
+from fsarbench.features.made_with import store_made_with
 from fsarbench.features.open import feature_identity, open_feature_store
 from fsarbench.guards import NONFINITE_POLICIES
 from fsarbench.io import CUT_WRITE_AGE_S, remove_cut_writes, stable_hash
@@ -293,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             origin, split, episodes_note = _checked_checkpoint(args, checkpoint), "test", ""
             store, manifest, method, meta, names = _dataset_mode(args, device, checkpoint)
+        meta["made_with"] = store_made_with(store)
         meta["name"] = trained_name(origin.name, checkpoint, args.dataset)
         meta["variant"] = eval_variant_label(
             checkpoint=bool(args.checkpoint),
@@ -980,7 +982,7 @@ def _report(
             train_way=_trained(meta, "way"),
             train_shot=_trained(meta, "shot"),
             skipped_videos=meta.get("skipped_videos"),
-            compute=compute_environment(device_of(method)),
+            compute=compute_environment(device_of(method), features=meta.get("made_with")),
             split=meta.get("split", "test"),
             tags={"variant_label": meta["variant"]} if meta.get("variant") else None,
             class_names=names,

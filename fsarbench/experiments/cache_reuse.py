@@ -31,6 +31,7 @@ from fsarbench.features.extract import (
     extract_split,
     video_rows,
 )
+from fsarbench.features.made_with import reused
 from fsarbench.io import atomic_write_json, stable_hash
 
 __all__ = ["REUSED_FILE", "STAMPS_FILE", "extract_reusing", "reuse_unchanged_videos"]
@@ -61,7 +62,7 @@ def extract_reusing(
     if (folder / STAMPS_FILE).exists() and (folder / "index.json").exists():
         cache = FeatureCache.open(folder)
         if cache.is_complete:
-            return cache, None
+            return reused(cache), None
     _reuse(dataset_name, split, resolved, folder)
     return extract_split(dataset_name, split, dataset=dataset, config=config, cache_root=cache_root)
 
@@ -117,6 +118,7 @@ def _reuse(dataset_name: str, split: str, resolved: tuple, folder: Path) -> int:
                 classes=[v.class_name for v in videos],
                 class_indices=[v.class_index for v in videos],
                 key=key,
+                made_with=earlier.made_with,
             )
             _copy(earlier, cache, np.flatnonzero(same))
             atomic_write_json(

@@ -155,11 +155,12 @@ class FrozenFeatureProvider:
         # generated datasets live in their own cache, not under the data root
         root = None if is_synthetic(dataset) else self.root
         ds = get_dataset(dataset, root=root)
-        splits, names, skipped, keys, causes = {}, {}, [], {}, {}
+        splits, names, skipped, keys, causes, made_with = {}, {}, [], {}, {}, []
         for split in SPLITS:
             cache = self._extract(ds, dataset, split, preset, protocol, extract)
             if cache is None:
                 return None
+            made_with += [env for env in cache.made_with if env not in made_with]
             splits[split], names[split], bad = split_features(cache, ds.variant)
             skipped += [f"{split}/{v}" for v in bad]
             causes.update({f"{split}/{v}": cause for v, cause in bad.items()})
@@ -181,7 +182,7 @@ class FrozenFeatureProvider:
             info["norm"] = norm
         if preset.tiny:
             info["tiny"] = True
-        return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped, causes)
+        return DatasetFeatures(dataset, ds.variant, splits, names, info, skipped, causes, made_with)
 
     def listing(self, dataset: str) -> DatasetPools:
         """What ``dataset``'s splits can serve, from its split lists and the files present

@@ -257,7 +257,7 @@ class CellRunner:
             protocol=cell.protocol,
             train_way=p.unit.train_way,
             train_shot=p.unit.train_shot,
-            compute=compute_environment(self.opt.device),
+            compute=compute_environment(self.opt.device, features=p.data.made_with),
             training=trained.training,
         )
         assert record.cell == rid, (record.cell, rid)

@@ -69,6 +69,8 @@ class DatasetFeatures:
     info: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # "split/video id"
     causes: dict[str, str] = field(default_factory=dict)  # "split/video id" -> why
+    # what the splits' features were extracted with (FeatureCache.made_with, each once)
+    made_with: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def listed_skips(self) -> list[str]:
@@ -97,6 +99,8 @@ class TrackData:
     # the test videos left out, which change the records but not the model)
     unit_info: dict[str, Any] | None = None
     causes: dict[str, str] = field(default_factory=dict)
+    # what its features were extracted with (recorded in ``compute``, not in the identity)
+    made_with: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def listed_skips(self) -> list[str]:
@@ -323,6 +327,7 @@ class FrozenTrack:
             len(val.classes) if val is not None else 0,
             unit_info=frozen_model_info(f.info),
             causes=f.causes,
+            made_with=f.made_with,
         )
 
     def pools(self, cell: Cell) -> DatasetPools:

@@ -3,7 +3,8 @@
 Layout of one cache folder ``<root>/features/<dataset>/<split>/<key>/``::
 
     features.npy   float16 [N, V, T, D], preallocated, memory-mapped for reading and writing
-    index.json     key, key fields, video ids, class names and indices, shape
+    index.json     key, key fields, video ids, class names and indices, shape, and what the
+                   features were extracted with (``made_with``: library versions, device)
     progress.json  done mask (one character per video-view: 1 done, x failed, 0 to do) and the
                    error of every failed entry; rewritten atomically after the data is flushed
 
@@ -170,8 +171,10 @@ class FeatureCache:
         classes: list[str] | None = None,
         class_indices: list[int] | None = None,
         key: CacheKey | None = None,
+        made_with: list[dict[str, Any]] | None = None,
     ) -> FeatureCache:
-        """Preallocate an empty cache at ``path`` (a new or empty folder)."""
+        """Preallocate an empty cache at ``path`` (a new or empty folder). ``made_with``:
+        the environments of features it starts with (copied from an earlier cache)."""
         path = Path(path)
         if (path / "index.json").exists():
             raise FileExistsError(f"{path} already holds a feature cache; open it instead")
@@ -193,6 +196,7 @@ class FeatureCache:
             "class_indices": class_indices,
             "key": key.digest() if key else None,
             "key_fields": dataclasses.asdict(key) if key else None,
+            "made_with": list(made_with or []),
         }
         atomic_write_json(path / "progress.json", {"status": _TODO * (n * num_views), "errors": {}})
         atomic_write_json(path / "index.json", index)
@@ -272,6 +276,24 @@ class FeatureCache:
     @property
     def key(self) -> str | None:
         return self.index["key"]
+
+    @property
+    def made_with(self) -> list[dict[str, Any]]:
+        """The environments its features were extracted in (device, CPU, threads, library
+        versions; :func:`~fsarbench.features.made_with.extraction_environment`), one per
+        set of library versions that wrote some of them, oldest first; ``[]`` for a cache
+        written before they were kept."""
+        return list(self.index.get("made_with") or [])
+
+    def note_extraction(self, env: dict[str, Any]) -> None:
+        """Record that features are written under ``env`` (a writable cache; once per set
+        of library versions)."""
+        if not self.writable:
+            raise ValueError(f"{self.path} is open read-only")
+        if any(m.get("libraries") == env.get("libraries") for m in self.made_with):
+            return
+        self.index["made_with"] = [*self.made_with, env]
+        atomic_write_json(self.path / "index.json", self.index)
 
     def get(self, indices: np.ndarray | Tensor, views: np.ndarray | Tensor | None = None) -> Tensor:
         """Features of videos ``indices [n]`` (view ``views [n]``, default 0): float32

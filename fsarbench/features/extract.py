@@ -39,6 +39,7 @@ from fsarbench.data.transforms import get_transform
 from fsarbench.data.workers import default_workers
 from fsarbench.features.backbones import Backbone, create_backbone
 from fsarbench.features.cache import CacheKey, FeatureCache, cache_folder
+from fsarbench.features.made_with import extraction_environment, reused
 from fsarbench.features.writer import CacheWriter
 from fsarbench.io import stable_hash
 from fsarbench.progress import progress_bar
@@ -267,6 +268,8 @@ def extract_features(
         )
         todo = ~cache.done_mask if retry_failed else ~(cache.done_mask | cache.failed_mask)
         positions = np.flatnonzero(todo.reshape(-1))
+        if positions.size:
+            cache.note_extraction(extraction_environment(device))
         stats = ExtractStats(
             entries=todo.size,
             already_done=int(cache.done_mask.sum()),
@@ -621,7 +624,7 @@ def extract_split(
     config, videos, backbone, key = _resolve_split(dataset_name, split, dataset, config)
     folder = cache_folder(key, cache_root)
     if (folder / "index.json").exists() and FeatureCache.open(folder).is_complete:
-        return FeatureCache.open(folder), None
+        return reused(FeatureCache.open(folder)), None
     clips = clip_dataset(videos, config, pixels=True)
     return extract_features(
         clips,
@@ -658,7 +661,7 @@ def find_split_cache(
     if (folder / "index.json").exists():
         cache = FeatureCache.open(folder)
         if cache.is_complete:
-            return cache
+            return reused(cache)
     return None
 
 
