@@ -248,8 +248,8 @@ CARRIED_DIGESTS = {
     # session 33: what a feature cache was extracted with (library versions, device) is
     # kept in its index and copied into records' compute, outside every identity; a reused
     # cache of other versions is named
-    "71a5a63af4d9b36b": "2815c7d05867b240",
-    "e1c2c1a3fb8bb49a": "45d399cf0f55f5c7",
+    "2ae7e5b97eab9c49": "2815c7d05867b240",
+    "33a3de15ac73099d": "45d399cf0f55f5c7",
 }
 
 

@@ -478,3 +478,64 @@ def test_a_test_split_left_too_small_for_any_shot_says_so_and_what_to_do():
     assert "class 0 ('fencing') of hmdb51-trx test has 1 videos" in text
     assert "too few for any shot. Restore or replace those videos" in text
     assert "--shots up to" not in text
+
+
+class _Leaky:
+    """A registered dataset whose ``leak`` split lists the train split's videos."""
+
+    def __init__(self, synth, leak: str) -> None:
+        self.synth, self.leak = synth, leak
+
+    def videos(self, split: str):
+        return self.synth.videos("train" if split == self.leak else split)
+
+    def __getattr__(self, name: str):
+        return getattr(self.synth, name)
+
+
+@pytest.mark.parametrize("leak", ["test", "val"])
+def test_splits_sharing_classes_are_refused_before_any_work(
+    tiny_synth, tmp_path, monkeypatch, leak
+):
+    """A dataset added with register_dataset whose test (or val) split held its train
+    classes was trained and tested: `run` printed 66.67 +- 2.35 as a few-shot number."""
+    from fsarbench.cli.train_cmd import _dataset_main_first
+    from fsarbench.data.datasets import SplitListError
+
+    leaky = _Leaky(_copy(tiny_synth, tmp_path), leak)
+    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: leaky)
+    first = sorted(v.class_name for v in leaky.videos("train"))[0]
+    splits = "train and test" if leak == "test" else "train and val"
+    message = r"synth: its splits put \d+ class name\(s\) in more than one split "
+    message += rf"\(e\.g\. '{first}' in {splits}\)"
+
+    provider = FrozenFeatureProvider(cache_root=tmp_path / "cache")
+    finetune = tiny_finetune_track(leaky, tmp_path / "cache", recipe={"way": 5})
+
+    def probe(name: str):
+        return finetune.clip_data(name, finetune.recipe(Cell("protonet", name, 5, 1)).options)
+
+    for call in (provider.listing, provider, probe):
+        with pytest.raises(SplitListError, match=message):
+            call("synth")
+    with pytest.raises(SplitListError, match="few-shot splits must hold disjoint classes"):
+        _dataset_main_first("synth", None)
+    assert not (tmp_path / "cache" / "features").exists()  # refused before extracting
+
+
+def test_disjoint_splits_compare_classes_as_folders_are_read():
+    from types import SimpleNamespace as V
+
+    from fsarbench.data.datasets import SplitListError, check_disjoint_splits
+
+    listed = {
+        "train": [V(class_name="Fencing", video_id="a")],
+        "test": [V(class_name="x", video_id="b")],
+    }
+    check_disjoint_splits("mine", listed)  # apart: nothing to say
+    listed["test"].append(V(class_name="fencing", video_id="c"))
+    with pytest.raises(SplitListError, match=r"mine: its splits put 1 class name\(s\)"):
+        check_disjoint_splits("mine", listed)
+    listed["test"] = [V(class_name="x", video_id="a")]
+    with pytest.raises(SplitListError, match=r"1 video name\(s\) .*'a' in train and test"):
+        check_disjoint_splits("mine", listed)

@@ -435,13 +435,14 @@ def _damaged(args, ds, splits, recipe, err: VideoDecodeError) -> RuntimeError:
 def _dataset_main_first(name: str, root: str | None):
     """The dataset, prepared by rank 0 alone (``synth`` generates its videos on first use,
     which ranks must not do at once), then opened by the other ranks."""
-    from fsarbench.data.datasets import get_dataset
+    from fsarbench.data.datasets import SPLITS, check_disjoint_splits, get_dataset
     from fsarbench.distributed.env import barrier, is_main
 
     ds = get_dataset(name, root=root)
     if is_main():
         ds.videos("train")
     barrier()
+    check_disjoint_splits(name, {split: ds.videos(split) for split in SPLITS})
     return ds
 
 

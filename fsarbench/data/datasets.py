@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DATASETS",
+    "check_disjoint_splits",
     "Dataset",
     "DatasetFlipError",
     "DatasetSpec",
@@ -100,6 +101,32 @@ def _video_id(entry) -> str:
     return entry.video_id
 
 
+def check_disjoint_splits(
+    name: str,
+    listed: dict[str, list[Any]],
+    *,
+    where: str = "its splits",
+    fix: str = "Give each split classes and videos of its own (the dataset's factory or lists)",
+) -> None:
+    """Refuse a dataset whose splits share a class or a video (``listed``: split -> entries
+    with ``class_name`` and ``video_id``): test classes seen in training, or checkpoints
+    chosen on test classes, give a test number of no few-shot meaning. Classes compare as a
+    layout reads their folders ("Fencing" and "fencing" are one class)."""
+    for what, key in (("class", lambda e: class_key(e.class_name)), ("video", _video_id)):
+        owners: dict[str, list[str]] = {}
+        for split, entries in listed.items():
+            for item in sorted({key(e) for e in entries}):
+                owners.setdefault(item, []).append(split)
+        shared = {k: v for k, v in owners.items() if len(v) > 1}
+        if shared:
+            first = next(iter(shared))
+            raise SplitListError(
+                f"{name}: {where} put {len(shared)} {what} name(s) in more than one split "
+                f"(e.g. {first!r} in {' and '.join(shared[first])}): few-shot splits must "
+                f"hold disjoint classes and videos. {fix}"
+            )
+
+
 class SplitListDataset:
     """A dataset whose splits come from a published list (see ``fsarbench_splits``).
 
@@ -149,23 +176,12 @@ class SplitListDataset:
         """A modified list (``allow_modified``) must keep the splits apart: a class or a
         video in two splits is test data seen in training. The published lists are checked
         by ``splits verify``; a modified one was accepted with no look at the others."""
-        loaded = {s: self.split(s) for s in SPLITS}
-        # classes are compared as a layout reads their folders: "Fencing" in train and
-        # "fencing" in test are one class, read from one folder
-        for what, key in (("class", lambda e: class_key(e.class_name)), ("video", _video_id)):
-            owners: dict[str, list[str]] = {}
-            for name, ls in loaded.items():
-                for item in sorted({key(e) for e in ls.entries}):
-                    owners.setdefault(item, []).append(name)
-            shared = {k: v for k, v in owners.items() if len(v) > 1}
-            if shared:
-                first = next(iter(shared))
-                raise SplitListError(
-                    f"{self.name}: the modified split lists put {len(shared)} {what} name(s) "
-                    f"in more than one split (e.g. {first!r} in {' and '.join(shared[first])}): "
-                    "few-shot splits must hold disjoint classes and videos. Fix the lists "
-                    "(python -m fsarbench splits verify names them all)"
-                )
+        check_disjoint_splits(
+            self.name,
+            {s: self.split(s).entries for s in SPLITS},
+            where="the modified split lists",
+            fix="Fix the lists (python -m fsarbench splits verify names them all)",
+        )
 
     def class_names(self, split: str) -> list[str]:
         return sorted({e.class_name for e in self.split(split).entries})

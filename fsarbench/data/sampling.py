@@ -82,14 +82,17 @@ def trx(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
 
 
 def _segments(n: int, T: int) -> list[tuple[int, int]]:
-    """TSN segment bounds ``[start, end]`` (inclusive) of ``T`` equal segments of ``n-1``."""
+    """Segment bounds ``[start, end]`` (inclusive) of ``T`` segments of ``n-1`` frames, as
+    SlowFast's SSv2 loader (``get_seq_frames``) rounds them: neighbouring segments share
+    their boundary frame (docs/protocol.md, "The seed protocol's segments")."""
     size = (n - 1) / T
     return [(int(round(size * i)), int(round(size * (i + 1)))) for i in range(T)]
 
 
 @register_sampler("tsn")
 def tsn(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
-    """TSN: one frame per equal segment, random in train, segment centre at test."""
+    """TSN style: one frame per segment of :func:`_segments`, random in train, the segment's
+    centre ``(start + end) // 2`` at test (at ``n = T = 8``: frames 0-4, 4, 5, 6)."""
     segs = _segments(n, T)
     if train:
         return [int(rng.integers(s, e + 1)) for s, e in segs]
