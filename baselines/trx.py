@@ -21,12 +21,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsarbench import FewShotMethod, MethodOutput
+from fsarbench import EpisodeBatch, FewShotMethod, MethodOutput
 from fsarbench.autocast import float32_region
 from fsarbench.state import state_map
 from fsarbench_baselines._official import load_official_state_dict
@@ -339,12 +340,18 @@ class TRX(FewShotMethod):
             trans_linear_out_dim: key/value width (1152 in the paper).
             pe_scale: factor on the sinusoid positional table.
             dropout: dropout after adding the positional table (the only dropout in TRX).
+            loss_reduction: how a training episode's query cross-entropies combine: "sum"
+                (the reference's ``utils.loss``, divided by the episodes of an update as
+                its ``train_task`` divides by ``tasks_per_batch``) or "mean" (fsarbench's
+                default for other heads, ``way x queries`` times smaller: under TRX's plain
+                SGD recipe, a 25 times smaller step at 5-way 5 queries).
         """
 
         cardinalities: tuple[int, ...] = (2, 3)
         trans_linear_out_dim: int = 1152
         pe_scale: float = 0.1
         dropout: float = 0.1
+        loss_reduction: Literal["sum", "mean"] = "sum"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -354,6 +361,14 @@ class TRX(FewShotMethod):
             _TupleTransformer(self.feature_dim, self.seq_len, w, self.config)
             for w in self.config.cardinalities
         )
+
+    def episode_loss(self, batch: EpisodeBatch) -> dict[str, Tensor]:
+        """Cross-entropy of each episode's queries, summed over them as the reference does
+        (``loss_reduction="sum"``), averaged over the batch's ``B`` episodes."""
+        losses = super().episode_loss(batch)
+        if self.config.loss_reduction == "sum":
+            losses["ce"] = losses["ce"] * batch.query_labels[0].numel()
+        return losses
 
     def encode(self, features: Tensor) -> tuple[dict[str, Tensor], ...]:
         """``[N, T, D]`` -> one state dict per cardinality (see ``_TupleTransformer.encode``)."""

@@ -17,7 +17,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -435,9 +435,21 @@ def method_config(name: str, dataset: str | None = None, **hparams: Any) -> Any:
     for ``dataset``, the registered name's presets, then ``hparams`` (unknown keys and
     values of the wrong type raise :class:`~fsarbench.config.ConfigError`)."""
     entry = method_info(name)
-    per_dataset = entry.cls.dataset_presets.get(dataset, {}) if dataset else {}
-    values = {**per_dataset, **entry.presets, **hparams}
+    values = {**_dataset_presets(entry.cls, dataset), **entry.presets, **hparams}
     return build_config(entry.cls.Config, values, where=f"method {name!r}")
+
+
+def _dataset_presets(cls: type, dataset: str | None) -> Mapping[str, Any]:
+    """``cls.dataset_presets`` of ``dataset``, else of the dataset whose settings it shares
+    (``register_dataset(..., settings_of=...)``): a Kinetics variant of one's own took
+    HyRSM's defaults instead of its Kinetics settings."""
+    if not dataset:
+        return {}
+    if dataset in cls.dataset_presets:
+        return cls.dataset_presets[dataset]
+    from fsarbench.data.datasets import settings_dataset
+
+    return cls.dataset_presets.get(settings_dataset(dataset), {})
 
 
 @contextlib.contextmanager

@@ -195,3 +195,27 @@ def test_a_class_defined_again_replaces_its_registration(clean_registry):
 
     with pytest.raises(ValueError, match="already registered"):
         fb.register_method("test-redefined")(Other)
+
+
+def test_a_dataset_sharing_anothers_settings_takes_its_method_presets():
+    """A Kinetics variant registered with settings_of="kinetics100" built HyRSM with its
+    defaults (position 10/1, lambda_cls 0.15) instead of its Kinetics settings (2048/0.01,
+    0.4); a dataset's own entry still wins (SGTM's synth-planted over synth)."""
+    from fsarbench.data import datasets
+    from fsarbench.registry import method_config
+
+    datasets.register_dataset("kinetics-mine", lambda **k: None, settings_of="kinetics100")
+    try:
+        mine = method_config("hyrsm", "kinetics-mine")
+        kinetics = method_config("hyrsm", "kinetics100")
+        assert (mine.position_a, mine.position_b, mine.lambda_cls) == (2048.0, 0.01, 0.4)
+        assert mine == kinetics != method_config("hyrsm", "ucf101")
+    finally:
+        datasets.DATASETS.pop("kinetics-mine", None)
+        datasets.SETTINGS_OF.pop("kinetics-mine", None)
+    planted = method_config("sgtm-otam", "synth-planted")
+    assert (
+        planted.saliency_rectify
+        == "softplus"
+        != method_config("sgtm-otam", "synth").saliency_rectify
+    )

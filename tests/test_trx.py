@@ -136,3 +136,33 @@ def test_dropout_only_in_training_and_norm_v_frozen():
 
 def test_contract():
     run_contract("trx")
+
+
+def _reference_task_loss(oracle, support, labels, query, query_labels, way) -> torch.Tensor:
+    """TRX's ``run.py``: each task's ``utils.loss`` (one sample: the sum over the task's
+    queries of their cross-entropy), divided by the tasks of an update."""
+    tasks = [
+        torch.nn.functional.cross_entropy(
+            oracle(support[i], labels[i], query[i], way), query_labels[i], reduction="sum"
+        )
+        for i in range(len(support))
+    ]
+    return sum(tasks) / len(tasks)
+
+
+@pytest.mark.parametrize("queries", [1, 3])
+def test_training_loss_sums_each_episodes_queries_as_the_reference(queries):
+    """The loss was the mean over queries, way x queries times smaller than the reference's
+    sum: under TRX's plain SGD recipe every step was 25 times too small (5-way, 5 queries)."""
+    oracle, fast = _pair(seed=1)
+    support, labels, query = random_episodes(3, 4, 2, queries, T, D, seed=4)
+    query_labels = torch.arange(4).repeat_interleave(queries).expand(3, -1)
+    batch = fb.EpisodeBatch(support, labels, query, query_labels, way=4)
+    reference = _reference_task_loss(oracle, support, labels, query, query_labels, 4)
+    assert_rel_close(fast.episode_loss(batch)["ce"], reference, 1e-12)
+    mean = fb.create_method(
+        "trx", feature_dim=D, seq_len=T, trans_linear_out_dim=O, loss_reduction="mean"
+    ).double()
+    mean.load_state_dict(fast.state_dict())
+    mean.eval()
+    assert_rel_close(mean.episode_loss(batch)["ce"] * 4 * queries, reference, 1e-12)
