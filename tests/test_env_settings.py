@@ -25,6 +25,7 @@ BAD = [
     ("LOCAL_WORLD_SIZE", "x"),
     ("LOCAL_RANK", "x"),
     ("FSAR_SYNTH_WORKERS", "abc"),
+    ("FSAR_SYNTH_WORKERS", "0"),
 ]
 
 

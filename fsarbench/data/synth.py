@@ -311,14 +311,13 @@ def generation_workers() -> int:
     """Processes that render the benchmark: the cores this process may use (at most 8), or
     ``$FSAR_SYNTH_WORKERS``. Every video is rendered from its own seed, so the files are the
     same bytes for any number of workers."""
-    env = os.environ.get("FSAR_SYNTH_WORKERS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(
-                f"FSAR_SYNTH_WORKERS={env!r} is not a whole number of processes (e.g. 1)"
-            ) from None
+    from fsarbench.env_settings import env_number
+
+    workers = env_number(
+        "FSAR_SYNTH_WORKERS", None, kind=int, minimum=1, what="processes that render synth"
+    )
+    if workers is not None:  # 0 was taken as 1
+        return int(workers)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(8, cores or 1))
 
