@@ -77,6 +77,35 @@ def test_a_resumed_extraction_under_other_versions_is_added(tmp_path, backbone, 
     ]
 
 
+def test_nothing_written_credits_nothing_and_keeps_a_keyless_caches_identity(tmp_path, backbone):
+    """A retry whose video fails again wrote no feature, yet listed its versions, and the
+    rewritten index.json gave a keyless cache (identified by its files) a new identity:
+    its ``eval --features`` records split in two."""
+    from fsarbench.features.open import feature_identity
+
+    folder = tmp_path / "c"
+    cache = _extract(folder, backbone, Clips(3, bad={2}))
+    identity = feature_identity(folder, FeatureCache.open(folder))
+    made = cache.made_with
+    _extract(folder, backbone, Clips(3, bad={2}))  # retried, fails again: nothing written
+    assert FeatureCache.open(folder).made_with == made
+    assert feature_identity(folder, FeatureCache.open(folder)) == identity
+    _extract(folder, backbone, Clips(3))  # written now: the identity follows the numbers
+    assert feature_identity(folder, FeatureCache.open(folder)) != identity
+
+
+def test_features_stored_before_versions_were_kept_are_not_credited(tmp_path, backbone):
+    from fsarbench.features.cache import MADE_WITH_FILE, UNKNOWN_MAKER
+
+    folder = tmp_path / "c"
+    _extract(folder, backbone, Clips(3, bad={1}))
+    (folder / MADE_WITH_FILE).unlink()  # a cache written by earlier code
+    assert FeatureCache.open(folder).made_with == []
+    _extract(folder, backbone, Clips(3))
+    unknown, env = FeatureCache.open(folder).made_with
+    assert unknown == UNKNOWN_MAKER and env["libraries"] == made_with.library_versions()
+
+
 def test_a_reused_cache_of_other_versions_is_named_once(tmp_path, backbone, monkeypatch, caplog):
     cache = _extract(tmp_path / "c", backbone, Clips(2))
     old = cache.made_with[0]["libraries"]["torchvision"]
@@ -91,6 +120,16 @@ def test_a_reused_cache_of_other_versions_is_named_once(tmp_path, backbone, monk
     assert f"torchvision {old} -> 9.9.9" in line and str(cache.path) in line
     assert "delete the folder" in line
     assert made_with.version_changes([]) == []  # a cache written before versions were kept
+
+
+def test_eval_features_names_a_cache_of_other_versions(tmp_path, backbone, monkeypatch, caplog):
+    from fsarbench.features.open import open_feature_store
+
+    cache = _extract(tmp_path / "c", backbone, Clips(2))
+    _other_versions(monkeypatch, torch="9.9.9")
+    caplog.set_level(logging.WARNING)
+    assert open_feature_store(cache.path).made_with == cache.made_with
+    assert "torch " in caplog.text and "-> 9.9.9" in caplog.text
 
 
 def test_a_library_no_longer_installed_is_named(monkeypatch):

@@ -539,3 +539,23 @@ def test_disjoint_splits_compare_classes_as_folders_are_read():
     listed["test"] = [V(class_name="x", video_id="a")]
     with pytest.raises(SplitListError, match=r"1 video name\(s\) .*'a' in train and test"):
         check_disjoint_splits("mine", listed)
+
+
+def test_train_overwrite_keeps_the_old_model_of_a_dataset_it_refuses(tiny_synth, tmp_path):
+    """--overwrite deleted best.pt and last.pt, then the split check refused the dataset."""
+    from fsarbench.data.datasets import SplitListError
+
+    leaky = _Leaky(_copy(tiny_synth, tmp_path), "test")
+    datasets_mod.register_dataset("leaky-mine", lambda **k: leaky, flip_ok=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("best.pt", "last.pt"):
+        (run / name).write_bytes(b"a model")
+    argv = ["train", "protonet", "--dataset", "leaky-mine", "--out", str(run), "--overwrite"]
+    try:
+        with pytest.raises(SplitListError, match="leaky-mine: its splits put"):
+            build_parser().parse_args(argv).func(build_parser().parse_args(argv))
+    finally:
+        datasets_mod.DATASETS.pop("leaky-mine", None)
+        datasets_mod.NO_FLIP.discard("leaky-mine")
+    assert sorted(p.name for p in run.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]

@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     _check_settings(args, hparams, recipe_over, option_over)
     with _folder_held(out):
         if args.overwrite:  # only once every setting is known good: a typo deleted the old run
+            _check_splits_apart(args.dataset, args.root)
             _clear_checkpoints(out)
         try:
             if args.track == "frozen":
@@ -430,6 +431,24 @@ def _damaged(args, ds, splits, recipe, err: VideoDecodeError) -> RuntimeError:
     found = find_damaged(splits, err, min_frames=recipe.options.min_frames)
     record_damaged(ds.variant, found, args.cache)
     return RuntimeError(damaged_message(args.dataset, where, err, found, rerun))
+
+
+def _check_splits_apart(name: str, root: str | None) -> None:
+    """Before ``--overwrite`` deletes a model: a dataset whose splits share a class or a video
+    is refused first (the check where training reads the splits came after the deletion).
+    Generated datasets are made apart, and listing them would render their videos here; an
+    unregistered name is named where training opens it."""
+    from fsarbench.data.datasets import (
+        DATASETS,
+        SPLITS,
+        check_disjoint_splits,
+        get_dataset,
+        is_synthetic,
+    )
+
+    if name in DATASETS and not is_synthetic(name):
+        ds = get_dataset(name, root=root)
+        check_disjoint_splits(name, {split: ds.videos(split) for split in SPLITS})
 
 
 def _dataset_main_first(name: str, root: str | None):

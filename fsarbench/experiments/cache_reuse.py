@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fsarbench.data.datasets import is_synthetic
-from fsarbench.features.cache import FeatureCache, cache_folder
+from fsarbench.features.cache import UNKNOWN_MAKER, FeatureCache, cache_folder
 from fsarbench.features.extract import (
     ExtractStats,
     SplitExtractConfig,
@@ -118,7 +118,7 @@ def _reuse(dataset_name: str, split: str, resolved: tuple, folder: Path) -> int:
                 classes=[v.class_name for v in videos],
                 class_indices=[v.class_index for v in videos],
                 key=key,
-                made_with=earlier.made_with,
+                made_with=earlier.made_with or [UNKNOWN_MAKER],
             )
             _copy(earlier, cache, np.flatnonzero(same))
             atomic_write_json(

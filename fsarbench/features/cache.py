@@ -3,8 +3,9 @@
 Layout of one cache folder ``<root>/features/<dataset>/<split>/<key>/``::
 
     features.npy   float16 [N, V, T, D], preallocated, memory-mapped for reading and writing
-    index.json     key, key fields, video ids, class names and indices, shape, and what the
-                   features were extracted with (``made_with``: library versions, device)
+    index.json     key, key fields, video ids, class names and indices, shape
+    made_with.json what the features were extracted with (library versions, device), one
+                   entry per set of versions that wrote some; absent in older caches
     progress.json  done mask (one character per video-view: 1 done, x failed, 0 to do) and the
                    error of every failed entry; rewritten atomically after the data is flushed
 
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+#: Beside index.json: what extracted the features (FeatureCache.made_with).
+MADE_WITH_FILE = "made_with.json"
+#: ``made_with`` entry of features stored before fsarbench kept what extracted them.
+UNKNOWN_MAKER = {"unknown": "extracted before fsarbench kept what extracted features"}
 # Version of what turns a video into numbers (decoding, frame sampling, transforms and their
 # random draws). Bump it with any change to those that changes the features, so caches made
 # by older code are not reused under an unchanged key (version 1 caches are stale: their
@@ -196,8 +201,9 @@ class FeatureCache:
             "class_indices": class_indices,
             "key": key.digest() if key else None,
             "key_fields": dataclasses.asdict(key) if key else None,
-            "made_with": list(made_with or []),
         }
+        if made_with:  # not in index.json: a keyless cache is identified by its bytes
+            atomic_write_json(path / MADE_WITH_FILE, list(made_with))
         atomic_write_json(path / "progress.json", {"status": _TODO * (n * num_views), "errors": {}})
         atomic_write_json(path / "index.json", index)
         return cls.open(path, writable=True)
@@ -281,19 +287,33 @@ class FeatureCache:
     def made_with(self) -> list[dict[str, Any]]:
         """The environments its features were extracted in (device, CPU, threads, library
         versions; :func:`~fsarbench.features.made_with.extraction_environment`), one per
-        set of library versions that wrote some of them, oldest first; ``[]`` for a cache
-        written before they were kept."""
-        return list(self.index.get("made_with") or [])
+        set of library versions that wrote some of them, oldest first (:data:`UNKNOWN_MAKER`
+        for features stored before they were kept); ``[]`` for a cache written before."""
+        try:
+            return list(json.loads((self.path / MADE_WITH_FILE).read_text()))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, TypeError):  # unreadable: say so, never guess
+            return [{"unknown": f"{MADE_WITH_FILE} cannot be read"}]
 
     def note_extraction(self, env: dict[str, Any]) -> None:
-        """Record that features are written under ``env`` (a writable cache; once per set
-        of library versions)."""
+        """Record that ``env`` wrote features into this (writable) cache, once per set of
+        library versions."""
+        made_with = self._writable_made_with()
+        if not any(m.get("libraries") == env.get("libraries") for m in made_with):
+            atomic_write_json(self.path / MADE_WITH_FILE, [*made_with, env])
+
+    def note_earlier_features(self) -> None:
+        """Before an extraction writes into a cache that stores features but no record of
+        what extracted them (a cache written before they were kept): an
+        :data:`UNKNOWN_MAKER` entry, so those features are not credited to this one."""
+        if not self._writable_made_with() and self.done_mask.any():
+            atomic_write_json(self.path / MADE_WITH_FILE, [UNKNOWN_MAKER])
+
+    def _writable_made_with(self) -> list[dict[str, Any]]:
         if not self.writable:
             raise ValueError(f"{self.path} is open read-only")
-        if any(m.get("libraries") == env.get("libraries") for m in self.made_with):
-            return
-        self.index["made_with"] = [*self.made_with, env]
-        atomic_write_json(self.path / "index.json", self.index)
+        return self.made_with
 
     def get(self, indices: np.ndarray | Tensor, views: np.ndarray | Tensor | None = None) -> Tensor:
         """Features of videos ``indices [n]`` (view ``views [n]``, default 0): float32

@@ -269,7 +269,7 @@ def extract_features(
         todo = ~cache.done_mask if retry_failed else ~(cache.done_mask | cache.failed_mask)
         positions = np.flatnonzero(todo.reshape(-1))
         if positions.size:
-            cache.note_extraction(extraction_environment(device))
+            cache.note_earlier_features()
         stats = ExtractStats(
             entries=todo.size,
             already_done=int(cache.done_mask.sum()),
@@ -280,7 +280,11 @@ def extract_features(
         )
         loader = _loader(_Entries(dataset, positions, num_views), batch_size, num_workers, device)
         encoder = _Encoder(backbone, torch.device(device), normalise, precision)
-        _run(loader, encoder, cache, stats, flush_every_s, progress)
+        try:
+            _run(loader, encoder, cache, stats, flush_every_s, progress)
+        finally:  # credited only with what it wrote (an interrupted run's part included)
+            if stats.written:
+                cache.note_extraction(extraction_environment(device))
     return cache, stats
 
 

@@ -2,8 +2,8 @@
 
 A cache's key names the code of fsarbench's decoding and backbones, the weights and the data,
 not the versions of torch, torchvision or the video decoder, which can change the decoded
-frames and the backbone's float32 arithmetic. Those are kept in the cache's ``index.json``
-(``made_with``), copied into the records of the numbers computed from it, and a cache reused
+frames and the backbone's float32 arithmetic. Those are kept beside the cache's index
+(``made_with.json``), copied into the records of the numbers computed from it, and a cache reused
 under other versions is named once per process (reused, not extracted again: a re-extraction
 of a real dataset takes hours and a version bump rarely moves a feature).
 """

@@ -26,8 +26,9 @@ def open_feature_store(path: str | Path) -> FeatureStore:
         )
     if path.is_dir():
         from fsarbench.features.cache import FeatureCache
+        from fsarbench.features.made_with import reused
 
-        return FeatureCache.open(path)
+        return reused(FeatureCache.open(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and EOF errors of a corrupt or foreign file
