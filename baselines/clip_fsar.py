@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -46,7 +46,14 @@ from fsarbench.methods import EpisodeBatch
 from fsarbench_baselines.common import one_hot_weights
 from fsarbench_baselines.otam import bidirectional_otam, otam_cosine_distance
 
-__all__ = ["CLIPFSAR", "TemporalTransformer", "readable"]
+__all__ = ["CLIPFSAR", "ClassNameTagError", "SPLIT_TAG", "TemporalTransformer", "readable"]
+
+#: A class named by its split tag and index (SSv2-Full's lists: ``train12``, ``test18``).
+SPLIT_TAG = re.compile(r"(train|val|test)\d+")
+
+
+class ClassNameTagError(ValueError):
+    """A class name that is a split tag, where a prompt needs an action's name."""
 
 
 def readable(name: str) -> str:
@@ -111,6 +118,12 @@ class CLIPFSAR(FewShotMethod):
     video–text matching of class-name prompts."""
 
     uses_class_names: ClassVar[bool] = True
+    # the reference's per-dataset video–text loss weight (USE_CLASSIFICATION_VALUE)
+    dataset_presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "hmdb51": {"text_loss_weight": 1.2},
+        "ssv2-full": {"text_loss_weight": 3.0},
+        "ssv2-small": {"text_loss_weight": 3.0},
+    }
     CONTRACT_HPARAMS: ClassVar[dict[str, Any]] = {
         "text_tower": "tiny",
         "text_weights": "none",
@@ -137,8 +150,19 @@ class CLIPFSAR(FewShotMethod):
             heads, depth, mlp_dim: the temporal transformer (8 heads, 1 block, 2048).
             attn_dropout, ffn_dropout: its dropouts (0.2, 0.05).
             lam, eps: OTAM soft-min temperature and cosine denominator term (0.5, 0.01).
-            text_loss_weight: weight of the video–text cross-entropy in training (1.5).
-            text_coeff: weight α of the text term in the evaluation score (0.9).
+            text_loss_weight: weight of the video–text cross-entropy in training (1.5;
+                the reference's HMDB51 configs 1.2, SSv2's 3.0: ``dataset_presets``).
+            text_coeff: weight α of the text term in the evaluation score (0.9: the
+                reference's ``TRAIN.COMBINE`` branch; its released configs leave COMBINE
+                unset and score with the visual OTAM distance alone, which ``0`` gives).
+            merge_before: above 1-shot, average each class's support frames before the
+                temporal transformer, which then runs once per class with its text token
+                (the reference's 5-shot configs, ``TRAIN.MERGE_BEFORE``); ``False`` modulates
+                every support video and averages after (its path without the flag). Equal
+                at 1-shot.
+            prompt_names: class name -> the words of its prompt (default: the name made
+                readable). Needed where a split list names classes by split tag (SSv2-Full's
+                ``test18``), which CLIP-FSAR's reference maps to action names itself.
         """
 
         text_tower: str = "ViT-B-16"
@@ -155,6 +179,8 @@ class CLIPFSAR(FewShotMethod):
         eps: float = 0.01
         text_loss_weight: float = 1.5
         text_coeff: float = 0.9
+        merge_before: bool = True
+        prompt_names: dict[str, str] = field(default_factory=dict)
 
     def __init__(self, **kwargs: Any) -> None:
         from fsarbench.features.text_towers import TextTowerWeightsError, create_text_tower
@@ -212,10 +238,25 @@ class CLIPFSAR(FewShotMethod):
         then ``text_proj``), in ``like``'s dtype and device."""
         new = sorted({n for row in class_names for n in row} - set(self.text_cache))
         if new:
-            emb = self.tower.encode([self.config.prompt.format(readable(n)) for n in new])
+            emb = self.tower.encode([self.config.prompt.format(self._words(n)) for n in new])
             self.text_cache.update(zip(new, emb))
         table = torch.stack([torch.stack([self.text_cache[n] for n in row]) for row in class_names])
         return self.text_proj(table.to(like.device, like.dtype))
+
+    def _words(self, name: str) -> str:
+        """What the prompt says for class ``name``: ``prompt_names``' words, else the name
+        made readable; a split tag (``test18``) names no action and is refused."""
+        words = self.config.prompt_names.get(name)
+        if words is not None:
+            return words
+        if SPLIT_TAG.fullmatch(name):
+            raise ClassNameTagError(
+                f"clip-fsar: the class {name!r} is named by its split tag, not an action (the "
+                "SSv2-Full lists name classes so; CLIP-FSAR's reference maps tags to action "
+                "names), so its prompt would say nothing: pass the names with --hparams "
+                '\'{"prompt_names": {"' + name + '": "<the action>", ...}}\' (every class)'
+            )
+        return readable(name)
 
     # -- the two halves -----------------------------------------------------------------------
     def encode(self, features: Tensor) -> dict[str, Tensor]:
@@ -259,11 +300,16 @@ class CLIPFSAR(FewShotMethod):
         """Bidirectional OTAM distance of each query to each text-modulated prototype."""
         frames = support["frames"]  # [B, Ns, T, D]
         b, ns, t, d = frames.shape
-        token = text.gather(1, support_labels[..., None].expand(b, ns, d))  # [B, Ns, D]
-        seq = torch.cat([frames, token[:, :, None]], 2).flatten(0, 1)  # [B*Ns, T+1, D]
-        modulated = self.transformer(seq)[:, :t].reshape(b, ns, t, d)
         weights = one_hot_weights(support_labels, way, frames.dtype)  # [B, way, Ns]
-        protos = (weights @ modulated.flatten(2)).view(b, way, t, d)
+        if self.config.merge_before:  # class means, each modulated once with its token
+            means = (weights @ frames.flatten(2)).view(b, way, t, d)
+            seq = torch.cat([means, text[:, :, None]], 2).flatten(0, 1)  # [B*way, T+1, D]
+            protos = self.transformer(seq)[:, :t].reshape(b, way, t, d)
+        else:  # every support video modulated, then averaged
+            token = text.gather(1, support_labels[..., None].expand(b, ns, d))  # [B, Ns, D]
+            seq = torch.cat([frames, token[:, :, None]], 2).flatten(0, 1)  # [B*Ns, T+1, D]
+            modulated = self.transformer(seq)[:, :t].reshape(b, ns, t, d)
+            protos = (weights @ modulated.flatten(2)).view(b, way, t, d)
 
         def side(x: Tensor) -> dict[str, Tensor]:
             return {"features": x, "norms": torch.linalg.vector_norm(x, dim=-1)}
@@ -273,8 +319,15 @@ class CLIPFSAR(FewShotMethod):
 
     def _text_logits(self, frames: Tensor, text: Tensor) -> Tensor:
         """Cosine of each video's mean frame with each class text, times ``scale``:
-        ``[B, N, T, D]``, ``[B, way, D]`` -> ``[B, N, way]``."""
-        video = F.normalize(frames.mean(2), dim=-1, eps=1e-6)
+        ``[B, N, T, D]``, ``[B, way, D]`` -> ``[B, N, way]``. In training the cosine's
+        denominator is ``|x||y| + eps``, as the reference's ``cos_sim`` there; in evaluation
+        both sides are normalised, as its scoring does."""
+        video = frames.mean(2)
+        if self.training:
+            dots = video @ text.transpose(1, 2)
+            norms = video.norm(dim=-1)[..., None] * text.norm(dim=-1)[:, None]
+            return self.scale * dots / (norms + self.config.eps)
+        video = F.normalize(video, dim=-1, eps=1e-6)
         return self.scale * video @ F.normalize(text, dim=-1, eps=1e-6).transpose(1, 2)
 
     # -- training -----------------------------------------------------------------------------

@@ -404,3 +404,87 @@ def test_random_weights_in_any_case_are_one_spelling_and_the_plan_knows_tiny(tmp
 
     derived = method_info("clip-fsar").cls.backbone_hparams(info)
     assert derived == {"text_tower": "tiny", "text_weights": "none"}
+
+
+def _reference_prototypes(method, support, labels, names, *, merge_before: bool):
+    """The reference's two support paths, one class (or video) at a time: with
+    MERGE_BEFORE the class's mean frames and its text token go through the transformer once;
+    without it every video does, and the class prototype is the mean of the outputs."""
+    text = method.text_embeddings(names, support)[0]  # [way, D]
+    t, protos = support.shape[2], []
+    for c in range(text.shape[0]):
+        videos = support[0, labels[0] == c]  # [K, T, D]
+        if merge_before:
+            seq = torch.cat([videos.mean(0), text[c][None]])[None]
+            protos.append(method.transformer(seq)[0, :t])
+        else:
+            seqs = torch.cat([videos, text[c][None, None].expand(len(videos), 1, -1)], 1)
+            protos.append(method.transformer(seqs)[:, :t].mean(0))
+    return torch.stack(protos)
+
+
+@pytest.mark.parametrize("merge_before", [True, False])
+def test_above_one_shot_prototypes_follow_the_references_merge_before(merge_before, monkeypatch):
+    """The reference's 5-shot configs (MERGE_BEFORE) modulate each class's mean frames; the
+    head modulated every video and averaged after, 59 of 120 visual argmaxes apart."""
+    import fsarbench_baselines.clip_fsar as clip_fsar
+
+    method = _method(merge_before=merge_before).double()
+    support, labels, query, names = _batch()
+    support, query = support.double(), query.double()
+    seen = {}
+    real = clip_fsar.otam_cosine_distance
+    monkeypatch.setattr(
+        clip_fsar, "otam_cosine_distance", lambda q, s, eps: seen.update(p=s) or real(q, s, eps)
+    )
+    with torch.no_grad():
+        method.match(
+            method.encode_episodes(support),
+            labels,
+            method.encode_episodes(query),
+            3,
+            class_names=names,
+        )
+        expected = _reference_prototypes(method, support, labels, names, merge_before=merge_before)
+        other = _reference_prototypes(method, support, labels, names, merge_before=not merge_before)
+    torch.testing.assert_close(seen["p"]["features"][0], expected, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(seen["p"]["features"][0], other)  # 2-shot: the paths differ
+
+
+def test_split_tag_class_names_are_refused_unless_named():
+    """SSv2-Full's lists name classes 'test18': the prompt said 'a photo of test18'."""
+    from fsarbench_baselines.clip_fsar import ClassNameTagError
+
+    with pytest.raises(ClassNameTagError, match=r"'test18' is named by its split tag"):
+        _logits(_method(), [["test18", "test3", "test7"]])
+    named = {"test18": "archery", "test3": "bowling", "test7": "surfing"}
+    by_tag = _logits(_method(prompt_names=named), [["test18", "test3", "test7"]]).logits
+    by_name = _logits(_method(), [["archery", "bowling", "surfing"]]).logits
+    torch.testing.assert_close(by_tag, by_name)
+
+
+def test_text_loss_weight_per_dataset_and_training_cosine_as_the_reference():
+    from fsarbench.registry import method_config
+
+    weights = {
+        d: method_config("clip-fsar", d).text_loss_weight
+        for d in ("kinetics100", "ucf101", "hmdb51", "ssv2-full", "ssv2-small")
+    }
+    assert weights == {
+        "kinetics100": 1.5,
+        "ucf101": 1.5,
+        "hmdb51": 1.2,
+        "ssv2-full": 3.0,
+        "ssv2-small": 3.0,
+    }
+    method = _method().double()
+    frames, text = torch.rand(1, 2, 4, 32).double() * 0.1, torch.rand(1, 3, 32).double()
+    video = frames.mean(2)
+    cos = (video @ text.transpose(1, 2)) / (
+        video.norm(dim=-1)[..., None] * text.norm(dim=-1)[:, None] + 0.01
+    )
+    method.train()
+    torch.testing.assert_close(method._text_logits(frames, text), cos.detach() * method.scale)
+    method.eval()
+    plain = F.normalize(video, dim=-1) @ F.normalize(text, dim=-1).transpose(1, 2)
+    torch.testing.assert_close(method._text_logits(frames, text), plain * method.scale)
