@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -42,11 +43,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsarbench import FewShotMethod, MethodOutput
+from fsarbench.io import md5_file
 from fsarbench.methods import EpisodeBatch
 from fsarbench_baselines.common import one_hot_weights
 from fsarbench_baselines.otam import bidirectional_otam, otam_cosine_distance
 
-__all__ = ["CLIPFSAR", "ClassNameTagError", "SPLIT_TAG", "TemporalTransformer", "readable"]
+__all__ = [
+    "CLIPFSAR",
+    "ClassNameTagError",
+    "PromptNamesError",
+    "SPLIT_TAG",
+    "TemporalTransformer",
+    "load_prompt_names",
+    "readable",
+]
 
 #: A class named by its split tag and index (SSv2-Full's lists: ``train12``, ``test18``).
 SPLIT_TAG = re.compile(r"(train|val|test)\d+")
@@ -61,6 +71,44 @@ def readable(name: str) -> str:
     (``ApplyEyeMakeup`` -> ``Apply Eye Makeup``, ``order_00_fwd`` -> ``order 00 fwd``)."""
     spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name.replace("_", " "))
     return " ".join(spaced.split())
+
+
+class PromptNamesError(ValueError):
+    """A ``prompt_names`` file that cannot be read as class name -> prompt words."""
+
+
+def load_prompt_names(path: str) -> dict[str, str]:
+    """The ``{class name: words}`` mapping of a JSON or YAML file."""
+    import yaml
+
+    try:
+        table = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        raise PromptNamesError(f"CLIP-FSAR prompt_names {path!r} cannot be read: {err}") from None
+    if not isinstance(table, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in table.items()
+    ):
+        raise PromptNamesError(
+            f"CLIP-FSAR prompt_names {path!r} must map class names to non-empty words, e.g. "
+            '{"test18": "Approaching something with your camera"}'
+        )
+    return table
+
+
+def _refuse_tags(names: Sequence[str], prompt_names: str) -> None:
+    """``ClassNameTagError`` for the names of ``names`` that are split tags."""
+    tags = sorted({n for n in names if SPLIT_TAG.fullmatch(n)})
+    if not tags:
+        return
+    where = f"the file {prompt_names!r} lacks them" if prompt_names else "no prompt_names"
+    raise ClassNameTagError(
+        f"clip-fsar: {len(tags)} class(es) are named by their split tags, not actions (e.g. "
+        f"{tags[0]!r}; SSv2-Full's lists name classes so, and CLIP-FSAR's reference maps tags "
+        f"to action names), so their prompts would say nothing ({where}): give a JSON file "
+        "of every class's words, e.g. {\"" + tags[0] + '": "<the action>", ...}, as '
+        '--hparams \'{"prompt_names": "names.json"}\' (eval, train) or hparams: '
+        "{prompt_names: names.json} in a grid (run)"
+    )
 
 
 class _Block(nn.Module):
@@ -118,6 +166,8 @@ class CLIPFSAR(FewShotMethod):
     video–text matching of class-name prompts."""
 
     uses_class_names: ClassVar[bool] = True
+    # models saved before merge_before existed modulated every support video
+    legacy_hparams: ClassVar[dict[str, Any]] = {"merge_before": False}
     # the reference's per-dataset video–text loss weight (USE_CLASSIFICATION_VALUE)
     dataset_presets: ClassVar[dict[str, dict[str, Any]]] = {
         "hmdb51": {"text_loss_weight": 1.2},
@@ -160,9 +210,12 @@ class CLIPFSAR(FewShotMethod):
                 (the reference's 5-shot configs, ``TRAIN.MERGE_BEFORE``); ``False`` modulates
                 every support video and averages after (its path without the flag). Equal
                 at 1-shot.
-            prompt_names: class name -> the words of its prompt (default: the name made
-                readable). Needed where a split list names classes by split tag (SSv2-Full's
-                ``test18``), which CLIP-FSAR's reference maps to action names itself.
+            prompt_names: a JSON or YAML file mapping class names to the words of their
+                prompts (default: the name made readable). Needed where a split list names
+                classes by split tag (SSv2-Full's ``test18``), which CLIP-FSAR's reference
+                maps to action names itself.
+            prompt_names_id: the file's md5, filled in when the head is built (recorded
+                with the other hyper-parameters; given, the file's must match it).
         """
 
         text_tower: str = "ViT-B-16"
@@ -180,7 +233,8 @@ class CLIPFSAR(FewShotMethod):
         text_loss_weight: float = 1.5
         text_coeff: float = 0.9
         merge_before: bool = True
-        prompt_names: dict[str, str] = field(default_factory=dict)
+        prompt_names: str = ""
+        prompt_names_id: str = ""
 
     def __init__(self, **kwargs: Any) -> None:
         from fsarbench.features.text_towers import TextTowerWeightsError, create_text_tower
@@ -200,8 +254,15 @@ class CLIPFSAR(FewShotMethod):
                 f"weights it was trained with, or text_weights_id={found!r} to use these "
                 "(the trained head then meets other text embeddings than in training)"
             )
+        self.prompt_table = load_prompt_names(c.prompt_names) if c.prompt_names else {}
+        names_id = f"md5:{md5_file(c.prompt_names)}" if c.prompt_names else ""
+        if c.prompt_names_id and c.prompt_names_id != names_id:
+            raise PromptNamesError(
+                f"CLIP-FSAR: the prompt names file {c.prompt_names!r} is {names_id or 'unset'},"
+                f" not the {c.prompt_names_id} this model was made with: pass that file"
+            )
         # the weights' identity joins the hyper-parameters: record id, training fingerprint
-        self.config = c = dataclasses.replace(c, text_weights_id=found)
+        self.config = c = dataclasses.replace(c, text_weights_id=found, prompt_names_id=names_id)
         self.text_cache: dict[str, Tensor] = {}
         d = self.feature_dim
         self.transformer = TemporalTransformer(
@@ -238,6 +299,7 @@ class CLIPFSAR(FewShotMethod):
         then ``text_proj``), in ``like``'s dtype and device."""
         new = sorted({n for row in class_names for n in row} - set(self.text_cache))
         if new:
+            _refuse_tags([n for n in new if n not in self.prompt_table], self.config.prompt_names)
             emb = self.tower.encode([self.config.prompt.format(self._words(n)) for n in new])
             self.text_cache.update(zip(new, emb))
         table = torch.stack([torch.stack([self.text_cache[n] for n in row]) for row in class_names])
@@ -245,18 +307,14 @@ class CLIPFSAR(FewShotMethod):
 
     def _words(self, name: str) -> str:
         """What the prompt says for class ``name``: ``prompt_names``' words, else the name
-        made readable; a split tag (``test18``) names no action and is refused."""
-        words = self.config.prompt_names.get(name)
-        if words is not None:
-            return words
-        if SPLIT_TAG.fullmatch(name):
-            raise ClassNameTagError(
-                f"clip-fsar: the class {name!r} is named by its split tag, not an action (the "
-                "SSv2-Full lists name classes so; CLIP-FSAR's reference maps tags to action "
-                "names), so its prompt would say nothing: pass the names with --hparams "
-                '\'{"prompt_names": {"' + name + '": "<the action>", ...}}\' (every class)'
-            )
-        return readable(name)
+        made readable."""
+        return self.prompt_table.get(name) or readable(name)
+
+    @classmethod
+    def check_class_names(cls, config: Any, names: Sequence[str]) -> None:
+        """Split tags without words in ``prompt_names`` are refused before any work."""
+        table = load_prompt_names(config.prompt_names) if config.prompt_names else {}
+        _refuse_tags([n for n in names if n not in table], config.prompt_names)
 
     # -- the two halves -----------------------------------------------------------------------
     def encode(self, features: Tensor) -> dict[str, Tensor]:

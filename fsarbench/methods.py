@@ -204,6 +204,10 @@ class FewShotMethod(nn.Module):
     #: ...), applied by ``create_method(..., dataset=...)`` over the ``Config`` defaults and
     #: under a registered name's presets and the caller's values. Checked at registration.
     dataset_presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: Hyper-parameters added after checkpoints were saved, with the value those checkpoints
+    #: were trained with (the new default may differ): applied under the hyper-parameters a
+    #: checkpoint stores (:func:`fsarbench.registry.stored_hparams`).
+    legacy_hparams: ClassVar[Mapping[str, Any]] = {}
     #: Episodes per ``match`` call that ran fastest in ``make bench``, by device type and
     #: shot (``{"cpu": {1: 16, 5: 16}}``): the evaluator's batch when its caller gives none
     #: (:meth:`preferred_episode_batch`). Batching never changes a result, only its speed.
@@ -392,6 +396,13 @@ class FewShotMethod(nn.Module):
             batch.way,
             **{k: v for k, v in classes.items() if k in match_keywords(type(self))},
         )
+
+    @classmethod
+    def check_class_names(cls, config: Any, names: Sequence[str]) -> None:
+        """Refuse, before any extraction or training, class names this method cannot use
+        (``names``: every class of the splits a run meets; ``config``: the ``Config`` it
+        will be built with). Methods with ``uses_class_names`` check what their text needs
+        (CLIP-FSAR: no split tags); nothing by default."""
 
     # -- training ---------------------------------------------------------------------------
     def episode_loss(self, batch: EpisodeBatch) -> dict[str, Tensor]:

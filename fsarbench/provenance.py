@@ -253,9 +253,11 @@ CARRIED_DIGESTS = {
     # dataset registered with settings_of takes a head's presets of that dataset (none of
     # the built-in datasets' presets changes); FSAR_SYNTH_WORKERS=0 is refused (taken as 1);
     # made_with lives in made_with.json (a keyless cache's identity is its index's bytes),
-    # credited only to extractions that wrote, with features stored before marked unknown
-    "9bf71610749dac5b": "2815c7d05867b240",
-    "00fc1dfb3eda9917": "45d399cf0f55f5c7",
+    # credited only to extractions that wrote, with features stored before marked unknown;
+    # methods may check class names before any work (check_class_names; clip-fsar's split
+    # tags), and checkpoints predating a hyper-parameter load with its legacy value
+    "ad85d9ddf9b15186": "2815c7d05867b240",
+    "e3996c82987bdb83": "45d399cf0f55f5c7",
 }
 
 

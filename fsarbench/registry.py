@@ -17,7 +17,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -437,6 +437,25 @@ def method_config(name: str, dataset: str | None = None, **hparams: Any) -> Any:
     entry = method_info(name)
     values = {**_dataset_presets(entry.cls, dataset), **entry.presets, **hparams}
     return build_config(entry.cls.Config, values, where=f"method {name!r}")
+
+
+def check_class_names(
+    name: str, dataset: str | None, hparams: Mapping[str, Any], names: Iterable[str]
+) -> None:
+    """Method ``name``'s :meth:`~fsarbench.methods.FewShotMethod.check_class_names` of the
+    class ``names`` a run meets, for methods that use class names (before any work)."""
+    cls = method_info(name).cls
+    if cls.uses_class_names:
+        cls.check_class_names(method_config(name, dataset, **hparams), sorted(set(names)))
+
+
+def stored_hparams(name: str, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters a checkpoint of method ``name`` stores (``saved``), with the
+    class's ``legacy_hparams`` for those it predates (a CLIP-FSAR model saved before
+    ``merge_before`` existed was trained without it, though the default is now on)."""
+    if not saved:
+        return {}
+    return {**method_info(name).cls.legacy_hparams, **saved}
 
 
 def _dataset_presets(cls: type, dataset: str | None) -> Mapping[str, Any]:

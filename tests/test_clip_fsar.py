@@ -451,16 +451,35 @@ def test_above_one_shot_prototypes_follow_the_references_merge_before(merge_befo
     assert not torch.allclose(seen["p"]["features"][0], other)  # 2-shot: the paths differ
 
 
-def test_split_tag_class_names_are_refused_unless_named():
+def test_split_tag_class_names_are_refused_unless_named(tmp_path):
     """SSv2-Full's lists name classes 'test18': the prompt said 'a photo of test18'."""
-    from fsarbench_baselines.clip_fsar import ClassNameTagError
+    import json
 
-    with pytest.raises(ClassNameTagError, match=r"'test18' is named by its split tag"):
-        _logits(_method(), [["test18", "test3", "test7"]])
-    named = {"test18": "archery", "test3": "bowling", "test7": "surfing"}
-    by_tag = _logits(_method(prompt_names=named), [["test18", "test3", "test7"]]).logits
+    from fsarbench.registry import method_config
+    from fsarbench_baselines.clip_fsar import ClassNameTagError, PromptNamesError
+
+    tags = ["test18", "test3", "test7"]
+    with pytest.raises(ClassNameTagError, match=r"3 class\(es\) are named by their split tags"):
+        _logits(_method(), [tags])
+    with pytest.raises(ClassNameTagError, match="e.g. 'test18'.*no prompt_names"):
+        CLIPFSAR.check_class_names(method_config("clip-fsar", **TINY), ["archery", *tags])
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"test18": "archery", "test3": "bowling", "test7": "surfing"}))
+    method = _method(prompt_names=str(names))
+    by_tag = _logits(method, [tags]).logits
     by_name = _logits(_method(), [["archery", "bowling", "surfing"]]).logits
     torch.testing.assert_close(by_tag, by_name)
+    config = method_config("clip-fsar", **TINY, prompt_names=str(names))
+    CLIPFSAR.check_class_names(config, tags)  # every tag has its words
+    with pytest.raises(ClassNameTagError, match="lacks them"):
+        CLIPFSAR.check_class_names(config, [*tags, "val0"])
+    # the file's md5 is recorded; a model made with other words refuses this file
+    assert method.config.prompt_names_id.startswith("md5:")
+    with pytest.raises(PromptNamesError, match="not the md5:0 this model was made with"):
+        _method(prompt_names=str(names), prompt_names_id="md5:0")
+    names.write_text("[1, 2]")
+    with pytest.raises(PromptNamesError, match="must map class names to non-empty words"):
+        _method(prompt_names=str(names))
 
 
 def test_text_loss_weight_per_dataset_and_training_cosine_as_the_reference():
@@ -488,3 +507,16 @@ def test_text_loss_weight_per_dataset_and_training_cosine_as_the_reference():
     method.eval()
     plain = F.normalize(video, dim=-1) @ F.normalize(text, dim=-1).transpose(1, 2)
     torch.testing.assert_close(method._text_logits(frames, text), plain * method.scale)
+
+
+def test_a_checkpoint_saved_before_merge_before_loads_as_it_was_trained():
+    """Its stored hyper-parameters lack merge_before: it loaded under the new default (on),
+    a model it never was (3-shot logits 0.3 apart, argmax 90% equal)."""
+    from fsarbench.registry import stored_hparams
+
+    old = dataclasses.asdict(_method().config)
+    del old["merge_before"], old["prompt_names"], old["prompt_names_id"]
+    assert stored_hparams("clip-fsar", old)["merge_before"] is False
+    assert stored_hparams("clip-fsar", {**old, "merge_before": True})["merge_before"] is True
+    assert stored_hparams("clip-fsar", {}) == {}  # no checkpoint: the defaults
+    assert stored_hparams("otam", {"lam": 0.5}) == {"lam": 0.5}

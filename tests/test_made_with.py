@@ -175,3 +175,20 @@ def test_records_carry_what_their_features_were_extracted_with(tmp_path):
     assert "features_made_with" not in without.compute
     assert (with_env.cell, with_env.config_hash) == (without.cell, without.config_hash)
     assert fb.load_records(tmp_path / "a")[0].compute["features_made_with"] == [env]
+
+
+def test_an_extraction_is_credited_before_it_writes(tmp_path, backbone, monkeypatch):
+    """Credited only at the end, a run killed (SIGKILL: no finally) after flushing features
+    left them marked as made before versions were kept."""
+    import fsarbench.features.extract as extract
+
+    seen = []
+    real = extract._run
+
+    def watching(loader, encoder, cache, stats, *args):
+        seen.append(FeatureCache.open(cache.path).made_with)
+        return real(loader, encoder, cache, stats, *args)
+
+    monkeypatch.setattr(extract, "_run", watching)
+    cache = _extract(tmp_path / "c", backbone, Clips(2))
+    assert seen == [cache.made_with] and len(cache.made_with) == 1

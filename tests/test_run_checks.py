@@ -559,3 +559,56 @@ def test_train_overwrite_keeps_the_old_model_of_a_dataset_it_refuses(tiny_synth,
         datasets_mod.DATASETS.pop("leaky-mine", None)
         datasets_mod.NO_FLIP.discard("leaky-mine")
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
+
+
+class _Tagged:
+    """synth with its classes named by split tags, as SSv2-Full's lists name them."""
+
+    def __init__(self, synth) -> None:
+        self.synth = synth
+
+    def class_names(self, split: str) -> list[str]:
+        return [f"{split}{i}" for i, _ in enumerate(self.synth.class_names(split))]
+
+    def videos(self, split: str):
+        import dataclasses
+
+        names = self.class_names(split)
+        return [
+            dataclasses.replace(v, class_name=names[v.class_index])
+            for v in self.synth.videos(split)
+        ]
+
+    def __getattr__(self, name: str):
+        return getattr(self.synth, name)
+
+
+def test_clip_fsar_refuses_split_tag_names_before_extracting_or_training(
+    tiny_synth, tmp_path, monkeypatch
+):
+    """The refusal came at the first step of training (after extraction), or with names of
+    the train classes only, at the first validation."""
+    from fsarbench.cli.train_cmd import _check_method_class_names
+    from fsarbench_baselines.clip_fsar import ClassNameTagError
+
+    tagged = _Tagged(_copy(tiny_synth, tmp_path))
+    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: tagged)
+
+    def extraction(dataset, protocol):
+        raise AssertionError("features were extracted before the check")
+
+    listing = FrozenFeatureProvider(cache_root=tmp_path / "cache").listing
+    track = FrozenTrack(
+        extraction, recipe_overrides={}, device="cpu", progress=False, listing=listing
+    )
+    runner = CellRunner({"frozen": track}, RunOptions(tmp_path / "out", progress=False))
+    tiny = (("text_tower", "tiny"), ("text_weights", "none"))
+    with pytest.raises(
+        ClassNameTagError,
+        match=r"46 class\(es\) are named by their split tags, not actions \(e\.g\. 'test0'",
+    ):
+        check_cells(runner, [Cell("clip-fsar", "synth", 5, 1, tiny)])
+    check_cells(runner, [Cell("protonet", "synth", 5, 1)])  # other heads need no names
+    with pytest.raises(ClassNameTagError, match="no prompt_names"):
+        _check_method_class_names("clip-fsar", "synth", None, dict(tiny))
+    _check_method_class_names("otam", "synth", None, {})

@@ -65,7 +65,7 @@ from fsarbench.guards import NONFINITE_POLICIES
 from fsarbench.io import CUT_WRITE_AGE_S, remove_cut_writes, stable_hash
 from fsarbench.methods import FewShotMethod
 from fsarbench.provenance import code_digest, code_parts, pipeline_digest
-from fsarbench.registry import create_method
+from fsarbench.registry import create_method, stored_hparams
 from fsarbench.results import make_record, rebuild_summary, save_result
 from fsarbench.stats.bounds import caveat_line
 from fsarbench.stats.rounding import fixed
@@ -224,6 +224,7 @@ def build_method(
     t, d = feature_shape
     data = read_checkpoint(args) if checkpoint is None else checkpoint
     state, recipe, saved = method_state(data) if args.checkpoint else ({}, {}, {})
+    saved = stored_hparams(args.method, saved)
     # initial weights from one seed: without a checkpoint they are the weights evaluated, so
     # two runs (and the ranks of one torchrun) evaluate one model under one record id
     torch.manual_seed(UNTRAINED_SEED)
@@ -780,6 +781,19 @@ def _check_mode(args: argparse.Namespace) -> None:
         )
 
 
+def _check_test_class_names(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """A method that uses class names (clip-fsar) refuses test class names it cannot use
+    before the test features are made."""
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.registry import check_class_names, method_info
+
+    if not method_info(args.method).cls.uses_class_names:
+        return
+    saved = stored_hparams(args.method, method_state(data)[2]) if args.checkpoint else {}
+    names = get_dataset(args.dataset, root=args.root).class_names("test")
+    check_class_names(args.method, args.dataset, {**saved, **parse_hparams(args.hparams)}, names)
+
+
 def _dataset_mode(
     args: argparse.Namespace, device, data: dict[str, Any]
 ) -> tuple[Any, Manifest, FewShotMethod, dict, list[str]]:
@@ -789,6 +803,7 @@ def _dataset_mode(
     from fsarbench.training.export import is_finetune_state
 
     state = data.get("method") if isinstance(data.get("method"), dict) else data
+    _check_test_class_names(args, data)
     if args.checkpoint and is_finetune_state(state):
         feats, names, variant, method, meta = _finetune_checkpoint(args, data, device)
     else:

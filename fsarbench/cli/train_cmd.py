@@ -180,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--shots names the test shots of --test-episodes: give both")
     args.shots = args.shots or [1, 5]
     _check_settings(args, hparams, recipe_over, option_over)
+    _check_method_class_names(args.method, args.dataset, args.root, hparams)
     with _folder_held(out):
         if args.overwrite:  # only once every setting is known good: a typo deleted the old run
             _check_splits_apart(args.dataset, args.root)
@@ -431,6 +432,21 @@ def _damaged(args, ds, splits, recipe, err: VideoDecodeError) -> RuntimeError:
     found = find_damaged(splits, err, min_frames=recipe.options.min_frames)
     record_damaged(ds.variant, found, args.cache)
     return RuntimeError(damaged_message(args.dataset, where, err, found, rerun))
+
+
+def _check_method_class_names(
+    method: str, dataset: str, root: str | None, hparams: dict[str, object]
+) -> None:
+    """A method that uses class names (clip-fsar's prompts) refuses names it cannot use
+    before anything is extracted or trained (it met them at the first step, or at the first
+    validation: hours in)."""
+    from fsarbench.data.datasets import SPLITS, get_dataset
+    from fsarbench.registry import check_class_names, method_info
+
+    if method_info(method).cls.uses_class_names:
+        ds = get_dataset(dataset, root=root)
+        names = [name for split in SPLITS for name in ds.class_names(split)]
+        check_class_names(method, dataset, hparams, names)
 
 
 def _check_splits_apart(name: str, root: str | None) -> None:

@@ -280,6 +280,18 @@ def infeasible_message(shortfalls: list[CellShortfall], planned: int) -> str:
     return "\n".join(lines)
 
 
+def _check_class_names(runner: Any, cells: list[Cell]) -> None:
+    """Methods that use class names (CLIP-FSAR's prompts) refuse names they cannot use,
+    from the listing, before anything is extracted or trained."""
+    from fsarbench.registry import check_class_names, method_info
+
+    for cell in cells:
+        if method_info(cell.method).cls.uses_class_names:
+            pools = runner.unit_recipe(cell)[0].pools(cell)
+            names = [n for pool in pools.splits.values() for n in pool.class_names or []]
+            check_class_names(cell.method, cell.dataset, cell.hparams_dict, names)
+
+
 def check_cells(runner: Any, cells: Iterable[Cell]) -> None:
     """Refuse ``cells`` when any needs episodes its dataset cannot serve.
 
@@ -290,6 +302,7 @@ def check_cells(runner: Any, cells: Iterable[Cell]) -> None:
     from fsarbench.experiments.runner import unique_cells
 
     cells = unique_cells(cells)
+    _check_class_names(runner, cells)
     missing = empty_classes(runner, cells)
     if missing:
         raise MissingClassesError(missing_classes_message(missing))

@@ -296,12 +296,22 @@ class FeatureCache:
         except (OSError, ValueError, TypeError):  # unreadable: say so, never guess
             return [{"unknown": f"{MADE_WITH_FILE} cannot be read"}]
 
-    def note_extraction(self, env: dict[str, Any]) -> None:
-        """Record that ``env`` wrote features into this (writable) cache, once per set of
-        library versions."""
+    def note_extraction(self, env: dict[str, Any]) -> bool:
+        """Record that ``env`` writes features into this (writable) cache, once per set of
+        library versions; whether it was added (:meth:`forget_extraction` takes it back)."""
         made_with = self._writable_made_with()
-        if not any(m.get("libraries") == env.get("libraries") for m in made_with):
-            atomic_write_json(self.path / MADE_WITH_FILE, [*made_with, env])
+        if any(m.get("libraries") == env.get("libraries") for m in made_with):
+            return False
+        atomic_write_json(self.path / MADE_WITH_FILE, [*made_with, env])
+        return True
+
+    def forget_extraction(self, env: dict[str, Any]) -> None:
+        """Take back :meth:`note_extraction`'s ``env`` (an extraction that wrote nothing)."""
+        made_with = [m for m in self._writable_made_with() if m != env]
+        if made_with:
+            atomic_write_json(self.path / MADE_WITH_FILE, made_with)
+        else:
+            (self.path / MADE_WITH_FILE).unlink(missing_ok=True)
 
     def note_earlier_features(self) -> None:
         """Before an extraction writes into a cache that stores features but no record of

@@ -268,8 +268,10 @@ def extract_features(
         )
         todo = ~cache.done_mask if retry_failed else ~(cache.done_mask | cache.failed_mask)
         positions = np.flatnonzero(todo.reshape(-1))
-        if positions.size:
+        env, noted = extraction_environment(device), False
+        if positions.size:  # noted before writing: a killed run's features are credited
             cache.note_earlier_features()
+            noted = cache.note_extraction(env)
         stats = ExtractStats(
             entries=todo.size,
             already_done=int(cache.done_mask.sum()),
@@ -282,9 +284,9 @@ def extract_features(
         encoder = _Encoder(backbone, torch.device(device), normalise, precision)
         try:
             _run(loader, encoder, cache, stats, flush_every_s, progress)
-        finally:  # credited only with what it wrote (an interrupted run's part included)
-            if stats.written:
-                cache.note_extraction(extraction_environment(device))
+        finally:  # an extraction that wrote nothing (every video failed) made nothing
+            if noted and not stats.written:
+                cache.forget_extraction(env)
     return cache, stats
 
 

@@ -95,7 +95,7 @@ def load_head(
     dataset: str | None,
 ) -> FewShotMethod:
     """Registered head ``method`` with the ``inner.*`` weights of a finetune ``state``."""
-    from fsarbench.registry import create_method
+    from fsarbench.registry import create_method, stored_hparams
 
     head = create_method(
         method,
@@ -103,7 +103,7 @@ def load_head(
         seq_len=seq_len,
         num_train_classes=num_train_classes,
         dataset=dataset,
-        **dict(hparams),
+        **stored_hparams(method, hparams),
     )
     inner = {k[len(HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
     head.load_state_dict(inner)
