@@ -255,8 +255,9 @@ CARRIED_DIGESTS = {
     # made_with lives in made_with.json (a keyless cache's identity is its index's bytes),
     # credited only to extractions that wrote, with features stored before marked unknown;
     # methods may check class names before any work (check_class_names; clip-fsar's split
-    # tags), and checkpoints predating a hyper-parameter load with its legacy value
-    "ad85d9ddf9b15186": "2815c7d05867b240",
+    # tags), and checkpoints predating a hyper-parameter load with its legacy value; a
+    # recipe may give its early stages a learning rate of their own (unset: none changes)
+    "59e50e8f277692b6": "2815c7d05867b240",
     "e3996c82987bdb83": "45d399cf0f55f5c7",
 }
 

@@ -87,7 +87,9 @@ class SGTMConfig:
             without dead units; "none" leaves ``A`` signed, and ``Σ_c A`` is then dominated
             by the C-1 classes a frame is *not* (*unstated*).
         saliency_init: "zero_sum" centres the last layer's weights and bias over classes, so
-            ``Σ_c A`` starts at exactly 0 and holds only what stage 1 learns (default); "off"
+            the class sum of its output starts at 0 (default; after the default ReLU,
+            ``Σ_c A`` starts at ``½ Σ_c |A_c|``, a random function of the input until stage 1
+            trains it); "off"
             centres them and sets every class's bias to -4 (each class starts with almost no
             evidence); "default" is PyTorch's init (*unstated*).
         saliency_padding: padding of the temporal convolutions, "replicate" (default: the

@@ -474,8 +474,9 @@ def _run_stage(
     ran here (and wrote the stage-end resume point)."""
     cfg, r = run.cfg, run.cfg.recipe
     params = list(stage.parameters())
-    opt = make_optimizer(r, params) if params else None
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(r, n_steps)) if opt else None
+    staged = r.for_stage(last_stage)
+    opt = make_optimizer(staged, params) if params else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(staged, n_steps)) if opt else None
     scaler = cfg.precision.grad_scaler()
     start = ckpt["step"] if ckpt else 0
     if ckpt and opt is not None and ckpt["optimizer"]:
