@@ -57,6 +57,21 @@ def _run(tmp_path, *extra: str, recipe: tuple[str, ...] = ()) -> int:
     return main([*argv, *RECIPE, *recipe])
 
 
+def _listing_runner(dataset, tmp_path, monkeypatch) -> CellRunner:
+    """A frozen-track runner over ``dataset`` whose pre-flight reads the listing and whose
+    extraction fails the test: checks must come before any feature is made."""
+    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: dataset)
+
+    def extraction(dataset, protocol):
+        raise AssertionError("features were extracted before the check")
+
+    listing = FrozenFeatureProvider(cache_root=tmp_path / "cache").listing
+    track = FrozenTrack(
+        extraction, recipe_overrides={}, device="cpu", progress=False, listing=listing
+    )
+    return CellRunner({"frozen": track}, RunOptions(tmp_path / "out", progress=False))
+
+
 # -- 1. settings the splits cannot serve ------------------------------------------------------
 def test_infeasible_cells_are_refused_before_any_training_each_named(tmp_path):
     """A 7-way cell on a 6-class test split failed only after the 5-way cells had trained."""
@@ -136,16 +151,7 @@ def test_frozen_cells_are_judged_on_the_videos_present_before_extraction(
     extraction) they do not, and the run said so only after extracting and training."""
     synth = _copy(tiny_synth, tmp_path)
     name = _remove_test_videos(synth, 2)
-    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: synth)
-
-    def extraction(dataset, protocol):
-        raise AssertionError("features were extracted before the check")
-
-    listing = FrozenFeatureProvider(cache_root=tmp_path / "cache").listing
-    track = FrozenTrack(
-        extraction, recipe_overrides={}, device="cpu", progress=False, listing=listing
-    )
-    runner = CellRunner({"frozen": track}, RunOptions(tmp_path / "out", progress=False))
+    runner = _listing_runner(synth, tmp_path, monkeypatch)
     check_cells(runner, [Cell("protonet", "synth", 5, 1)])  # 2 present videos serve 1-shot
     with pytest.raises(InfeasibleCellsError) as err:
         check_cells(runner, [Cell("protonet", "synth", 5, 1), Cell("protonet", "synth", 5, 2)])
@@ -592,16 +598,7 @@ def test_clip_fsar_refuses_split_tag_names_before_extracting_or_training(
     from fsarbench_baselines.clip_fsar import ClassNameTagError
 
     tagged = _Tagged(_copy(tiny_synth, tmp_path))
-    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: tagged)
-
-    def extraction(dataset, protocol):
-        raise AssertionError("features were extracted before the check")
-
-    listing = FrozenFeatureProvider(cache_root=tmp_path / "cache").listing
-    track = FrozenTrack(
-        extraction, recipe_overrides={}, device="cpu", progress=False, listing=listing
-    )
-    runner = CellRunner({"frozen": track}, RunOptions(tmp_path / "out", progress=False))
+    runner = _listing_runner(tagged, tmp_path, monkeypatch)
     tiny = (("text_tower", "tiny"), ("text_weights", "none"))
     with pytest.raises(
         ClassNameTagError,
