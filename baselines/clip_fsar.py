@@ -254,6 +254,8 @@ class CLIPFSAR(FewShotMethod):
                 f"weights it was trained with, or text_weights_id={found!r} to use these "
                 "(the trained head then meets other text embeddings than in training)"
             )
+        if c.prompt_names:  # one spelling of one file: "names.json" and its absolute path
+            c = dataclasses.replace(c, prompt_names=str(Path(c.prompt_names).resolve()))
         self.prompt_table = load_prompt_names(c.prompt_names) if c.prompt_names else {}
         names_id = f"md5:{md5_file(c.prompt_names)}" if c.prompt_names else ""
         if c.prompt_names_id and c.prompt_names_id != names_id:

@@ -520,3 +520,28 @@ def test_a_checkpoint_saved_before_merge_before_loads_as_it_was_trained():
     assert stored_hparams("clip-fsar", {**old, "merge_before": True})["merge_before"] is True
     assert stored_hparams("clip-fsar", {}) == {}  # no checkpoint: the defaults
     assert stored_hparams("otam", {"lam": 0.5}) == {"lam": 0.5}
+
+
+def test_legacy_hyper_parameters_name_what_a_checkpoint_was_trained_with():
+    """A checkpoint predating merge_before: asking for its trained setting (false) was
+    labelled a change, asking for the new default (true, another model) was not."""
+    from fsarbench.cli.eval_checks import changed_hparams, trained_name
+
+    stored = dataclasses.asdict(_method().config)
+    del stored["merge_before"], stored["prompt_names"], stored["prompt_names_id"]
+    data = {"method": {}, "hparams": stored}
+    assert changed_hparams(data, {"merge_before": False}, "clip-fsar", None) == {}
+    assert changed_hparams(data, {"merge_before": True}, "clip-fsar", None) == {
+        "merge_before": True
+    }
+    assert "merge_before=False" in trained_name("clip-fsar", data, None)
+
+
+def test_prompt_names_are_one_file_whatever_its_spelling(tmp_path, monkeypatch):
+    import json
+
+    (tmp_path / "names.json").write_text(json.dumps({"test1": "archery"}))
+    monkeypatch.chdir(tmp_path)
+    relative = _method(prompt_names="names.json").config
+    absolute = _method(prompt_names=str(tmp_path / "names.json")).config
+    assert relative == absolute and relative.prompt_names == str(tmp_path / "names.json")

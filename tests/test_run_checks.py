@@ -609,3 +609,18 @@ def test_clip_fsar_refuses_split_tag_names_before_extracting_or_training(
     with pytest.raises(ClassNameTagError, match="no prompt_names"):
         _check_method_class_names("clip-fsar", "synth", None, dict(tiny))
     _check_method_class_names("otam", "synth", None, {})
+
+
+def test_run_refuses_split_tag_names_in_its_first_pass_and_plan(
+    tiny_synth, tmp_path, monkeypatch, capsys
+):
+    """Checked grid by grid, a second grid's clip-fsar cell was refused after the first grid
+    had trained, and --plan exited 0 for a run that would be refused."""
+    tagged = _Tagged(_copy(tiny_synth, tmp_path))
+    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: tagged)
+    argv = ["run", "--method", "protonet", "clip-fsar", "--dataset", "synth", "--plan"]
+    argv += ["--features", "weights=none", "tiny=true", "--out", str(tmp_path / "out")]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "are named by their split tags" in err and "prompt_names" in err
+    assert not (tmp_path / "out" / "models").exists()

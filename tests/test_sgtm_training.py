@@ -164,3 +164,15 @@ def test_stage_one_takes_the_recipes_early_stage_lr(monkeypatch) -> None:
     assert rates == [1e-3, 1e-4]
     assert "early_stage_lr" in recipe.to_dict()
     assert "early_stage_lr" not in Recipe().to_dict()  # unset: config hashes as before
+
+
+@pytest.mark.parametrize("dataset", ["kinetics100", "kinetics100-hyrsm", "ucf101", "hmdb51"])
+def test_only_variants_with_a_stage_one_name_an_early_rate(dataset) -> None:
+    """The family's early_stage_lr reached the one-stage variants too: their training was
+    unchanged but their recipe identity was not (retrained, resume refused)."""
+    from fsarbench.training.finetune_recipe import finetune_recipe
+
+    for name in fb.list_methods("sgtm*"):
+        m = fb.create_method(name, feature_dim=D, seq_len=T, num_train_classes=C, **SMALL_HP)
+        early = len(m.training_stages()) > 1
+        assert ("early_stage_lr" in finetune_recipe(name, dataset).recipe.identity()) == early

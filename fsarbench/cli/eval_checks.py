@@ -223,11 +223,12 @@ def changed_hparams(
     configuration, so a JSON list for a stored tuple, ``1`` for ``1.0``, or a checkpoint's
     omitted default given explicitly changes nothing."""
     from fsarbench.config import ConfigError, config_to_dict
-    from fsarbench.registry import method_config
+    from fsarbench.registry import method_config, stored_hparams
 
     stored = data.get("hparams") if isinstance(data.get("method"), dict) else None
     if not isinstance(stored, dict) or not given:
         return {}
+    stored = stored_hparams(method, stored)  # as trained, where it predates a key
     try:
         trained = config_to_dict(method_config(method, dataset, **stored))
         asked = config_to_dict(method_config(method, dataset, **{**stored, **given}))
@@ -244,12 +245,13 @@ def trained_name(name: str, data: dict[str, Any], dataset: str | None) -> str:
     the protocol's model. A name that already carries overrides, or a plain state dict, is
     kept as it is."""
     from fsarbench.config import ConfigError, config_to_dict
-    from fsarbench.registry import method_config
+    from fsarbench.registry import method_config, stored_hparams
     from fsarbench.report.records import overrides_of
 
     stored = data.get("hparams") if isinstance(data.get("method"), dict) else None
     if overrides_of(name) or not isinstance(stored, dict) or not stored:
         return name
+    stored = stored_hparams(name, stored)  # as trained, where it predates a key
     fingerprint = data.get("fingerprint")
     on = (fingerprint.get("dataset") if isinstance(fingerprint, dict) else None) or dataset
     try:

@@ -410,7 +410,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fsarbench.experiments.feasibility import empty_classes, find_shortfalls
+    from fsarbench.experiments.feasibility import (
+        check_class_names_of,
+        empty_classes,
+        find_shortfalls,
+    )
     from fsarbench.experiments.runner import CellRunner, unique_cells
 
     apply_splits_dir(args)
@@ -430,6 +434,7 @@ def _run(args: argparse.Namespace) -> int:
     runner = CellRunner(tracks, options)
     # every cell of every shard, before anything is trained or extracted: a setting a split
     # cannot serve was found mid-run, after other cells had trained
+    check_class_names_of(runner, unique_cells(cells))  # clip-fsar's split-tag names
     shortfalls = find_shortfalls(runner, cells)
     missing = empty_classes(runner, cells)
     if args.plan and not args.launcher:

@@ -280,7 +280,7 @@ def infeasible_message(shortfalls: list[CellShortfall], planned: int) -> str:
     return "\n".join(lines)
 
 
-def _check_class_names(runner: Any, cells: list[Cell]) -> None:
+def check_class_names_of(runner: Any, cells: list[Cell]) -> None:
     """Methods that use class names (CLIP-FSAR's prompts) refuse names they cannot use,
     from the listing, before anything is extracted or trained."""
     from fsarbench.registry import check_class_names, method_info
@@ -302,7 +302,7 @@ def check_cells(runner: Any, cells: Iterable[Cell]) -> None:
     from fsarbench.experiments.runner import unique_cells
 
     cells = unique_cells(cells)
-    _check_class_names(runner, cells)
+    check_class_names_of(runner, cells)
     missing = empty_classes(runner, cells)
     if missing:
         raise MissingClassesError(missing_classes_message(missing))
