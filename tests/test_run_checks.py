@@ -624,3 +624,20 @@ def test_run_refuses_split_tag_names_in_its_first_pass_and_plan(
     err = capsys.readouterr().err
     assert "are named by their split tags" in err and "prompt_names" in err
     assert not (tmp_path / "out" / "models").exists()
+
+
+def test_eval_refuses_split_tag_names_before_making_test_features(
+    tiny_synth, tmp_path, monkeypatch, capsys
+):
+    tagged = _Tagged(_copy(tiny_synth, tmp_path))
+    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: tagged)
+    import fsarbench.experiments.features as features
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("test features were made before the check")
+
+    monkeypatch.setattr(features.FrozenFeatureProvider, "__call__", no_extraction)
+    hparams = '{"text_tower": "tiny", "text_weights": "none"}'
+    argv = ["eval", "clip-fsar", "--dataset", "synth", "--episodes", "10", "--hparams", hparams]
+    assert main(argv) != 0
+    assert "are named by their split tags" in capsys.readouterr().err
