@@ -619,3 +619,21 @@ def test_a_failed_rename_names_the_path_in_the_way(capsys):
 
     assert _run_command(argparse.Namespace(func=fails, verbose=False)) == 2
     assert "error: Is a directory: /r/summary.csv" in capsys.readouterr().err
+
+
+def test_a_torchrun_process_stopped_for_another_says_where_the_cause_is(monkeypatch, capsys):
+    """torchrun stops every process when one fails; each printed only 'interrupted ...
+    resumes', beside the failed one's error, as if someone had pressed Ctrl-C."""
+    from fsarbench.cli import extract_cmd
+
+    def interrupted(args) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract_cmd, "run", interrupted)
+    argv = ["extract", "synth", "--split", "test"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(argv) == 130
+    assert "if another process failed, its error says why" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main(argv) == 130
+    assert "torchrun" not in capsys.readouterr().err

@@ -112,13 +112,25 @@ RESUMING = frozenset({"run", "train", "extract"})
 RESUMING_WITH_OUT = frozenset({"eval"})
 
 
+def _torchrun() -> bool:
+    """Whether this process is one of several torchrun started."""
+    from fsarbench.env_settings import env_number
+
+    return (env_number("WORLD_SIZE", 1, kind=int, what="set by torchrun") or 1) > 1
+
+
 def _interrupted(args: argparse.Namespace) -> int:
     """The end of a command stopped by Ctrl-C or SIGTERM: exit status 130. Only
     :data:`RESUMING` commands (and :data:`RESUMING_WITH_OUT` ones given ``--out``) say a
     re-run resumes (eval said so and started again from its first batch)."""
     command = args.command
+    # torchrun stops every process when one fails: its error, not this, says what happened
+    peers = " (under torchrun: if another process failed, its error says why)" * _torchrun()
     if command in RESUMING or (command in RESUMING_WITH_OUT and getattr(args, "out", None)):
-        print("interrupted; finished work is saved and a re-run resumes from it", file=sys.stderr)
+        print(
+            f"interrupted; finished work is saved and a re-run resumes from it{peers}",
+            file=sys.stderr,
+        )
     else:
         print(f"interrupted; {command or 'the command'} recorded nothing: run it again "
               "(it starts from the beginning)", file=sys.stderr)  # fmt: skip
