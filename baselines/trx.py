@@ -330,6 +330,8 @@ class TRX(FewShotMethod):
     over tuple cardinalities of ``-`` (squared distance to a query-specific prototype)."""
 
     CONTRACT_HPARAMS = {"trans_linear_out_dim": 32}
+    # models saved before loss_reduction existed were trained on the mean over queries
+    legacy_hparams = {"loss_reduction": "mean"}
 
     @dataclass
     class Config:

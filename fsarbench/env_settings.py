@@ -3,9 +3,9 @@
 A variable such as ``FSAR_LOCK_TIMEOUT`` is read where it is used, which can be hours into a
 run (the first contended lock); a bad value then ended the run with Python's "could not
 convert string to float: 'abc'". The readers go through :func:`env_number` and
-:func:`env_switch`, whose errors name the variable and what it takes (``FSAR_SYNTH_WORKERS``
-keeps its own named check), and :func:`check_environment` reads them all when a command
-starts, so a typo stops the command before any work.
+:func:`env_switch`, whose errors name the variable and what it takes, and
+:func:`check_environment` reads them all when a command starts, so a typo stops the command
+before any work.
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def env_switch(name: str, default: bool, *, what: str) -> bool:
     if not raw:
         return default
     if raw.lower() not in (*_ON, *_OFF):
-        raise EnvSettingError(f"{name}={raw!r} must be 1 (on) or 0 (off) ({what})")
+        raise EnvSettingError(
+            f"{name}={raw!r} must be 1, true, yes or on (on) or 0, false, no or off (off) ({what})"
+        )
     return raw.lower() in _ON
 
 

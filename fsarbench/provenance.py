@@ -256,9 +256,11 @@ CARRIED_DIGESTS = {
     # credited only to extractions that wrote, with features stored before marked unknown;
     # methods may check class names before any work (check_class_names; clip-fsar's split
     # tags), and checkpoints predating a hyper-parameter load with its legacy value; a
-    # recipe may give its early stages a learning rate of their own (unset: none changes)
-    "59e50e8f277692b6": "2815c7d05867b240",
-    "e3996c82987bdb83": "45d399cf0f55f5c7",
+    # recipe may give its early stages a learning rate of their own (unset: none changes);
+    # one helper lists a dataset's splits apart (listed once); legacy_hparams checked at
+    # registration; an early rate on a one-stage method is named
+    "1b195fdb2a578812": "2815c7d05867b240",
+    "bc9e21ffbaa55929": "45d399cf0f55f5c7",
 }
 
 

@@ -185,6 +185,7 @@ def _add(
     build_config(cls.Config, presets, where=f"presets of {name!r}")  # fail early on typos
     for dataset, values in cls.dataset_presets.items():
         build_config(cls.Config, dict(values), where=f"{cls.__name__}.dataset_presets[{dataset!r}]")
+    build_config(cls.Config, dict(cls.legacy_hparams), where=f"{cls.__name__}.legacy_hparams")
     old = _REGISTRY.get(name)
     if old is not None and _redefined(old.cls, cls):
         # a notebook cell or importlib.reload defining the class again: the new one serves

@@ -219,3 +219,27 @@ def test_a_dataset_sharing_anothers_settings_takes_its_method_presets():
         == "softplus"
         != method_config("sgtm-otam", "synth").saliency_rectify
     )
+
+
+def test_legacy_hyper_parameters_are_checked_at_registration():
+    import dataclasses
+
+    import fsarbench as fb
+    from fsarbench.config import ConfigError
+    from fsarbench.registry import register_method
+
+    class Typo(fb.FewShotMethod):
+        @dataclasses.dataclass
+        class Config:
+            temperature: float = 1.0
+
+        legacy_hparams = {"temprature": 2.0}
+
+        def encode(self, features):
+            return features
+
+        def match(self, support, support_labels, query, way, **_):
+            raise NotImplementedError
+
+    with pytest.raises(ConfigError, match="Typo.legacy_hparams"):
+        register_method("legacy-typo")(Typo)

@@ -176,3 +176,19 @@ def test_only_variants_with_a_stage_one_name_an_early_rate(dataset) -> None:
         m = fb.create_method(name, feature_dim=D, seq_len=T, num_train_classes=C, **SMALL_HP)
         early = len(m.training_stages()) > 1
         assert ("early_stage_lr" in finetune_recipe(name, dataset).recipe.identity()) == early
+
+
+def test_an_early_rate_for_a_one_stage_method_is_named(caplog) -> None:
+    """--recipe early_stage_lr on a method with one stage applied to nothing, silently."""
+    import logging
+
+    torch.manual_seed(0)
+    hp = {k: v for k, v in SMALL_HP.items() if not k.startswith("saliency")}
+    m = fb.create_method("sgtm-otam-baseline", feature_dim=D, seq_len=T, **hp)
+    labels = torch.arange(C).repeat_interleave(6)
+    data = SplitFeatures(fb.InMemoryFeatureStore(synth_videos(labels, 5)), labels.numpy())
+    recipe = Recipe(early_stage_lr=1e-3, steps=1, episodes_per_step=1, way=3, shot=1,
+                    queries=1, val_episodes=0, adapter="none")  # fmt: skip
+    caplog.set_level(logging.WARNING)
+    train(m, data, None, recipe, progress=False)
+    assert "early_stage_lr = 0.001: this method trains one stage" in caplog.text

@@ -166,3 +166,13 @@ def test_training_loss_sums_each_episodes_queries_as_the_reference(queries):
     mean.load_state_dict(fast.state_dict())
     mean.eval()
     assert_rel_close(mean.episode_loss(batch)["ce"] * 4 * queries, reference, 1e-12)
+
+
+def test_a_checkpoint_saved_before_loss_reduction_is_named_as_trained():
+    """TRX models saved before loss_reduction existed trained on the mean over queries."""
+    from fsarbench.cli.eval_checks import trained_name
+    from fsarbench.registry import stored_hparams
+
+    old = {"cardinalities": [2, 3], "trans_linear_out_dim": 1152, "pe_scale": 0.1, "dropout": 0.1}
+    assert stored_hparams("trx", old)["loss_reduction"] == "mean"
+    assert trained_name("trx", {"method": {}, "hparams": old}, None) == "trx[loss_reduction=mean]"

@@ -895,7 +895,7 @@ def _check_same_features(trained: dict[str, Any], info: dict[str, Any], where: s
 
 def _finetune_checkpoint(args, data: dict, device):
     from fsarbench.config import config_to_dict
-    from fsarbench.data.datasets import SPLITS, check_disjoint_splits, get_dataset
+    from fsarbench.data.datasets import get_dataset, listed_apart
     from fsarbench.experiments.tracks import extract_finetune_test
     from fsarbench.training.export import load_head
     from fsarbench.training.finetune_recipe import checkpoint_options, record_identity
@@ -911,7 +911,7 @@ def _finetune_checkpoint(args, data: dict, device):
             f"test clips follow it (--protocol {args.protocol} applies to frozen features)"
         )
     ds = get_dataset(args.dataset, root=args.root)
-    check_disjoint_splits(args.dataset, {split: ds.videos(split) for split in SPLITS})
+    listed_apart(args.dataset, ds)
     feats, bad = extract_finetune_test(
         ds,
         data["method"],

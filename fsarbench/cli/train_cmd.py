@@ -454,30 +454,23 @@ def _check_splits_apart(name: str, root: str | None) -> None:
     is refused first (the check where training reads the splits came after the deletion).
     Generated datasets are made apart, and listing them would render their videos here; an
     unregistered name is named where training opens it."""
-    from fsarbench.data.datasets import (
-        DATASETS,
-        SPLITS,
-        check_disjoint_splits,
-        get_dataset,
-        is_synthetic,
-    )
+    from fsarbench.data.datasets import DATASETS, get_dataset, is_synthetic, listed_apart
 
     if name in DATASETS and not is_synthetic(name):
-        ds = get_dataset(name, root=root)
-        check_disjoint_splits(name, {split: ds.videos(split) for split in SPLITS})
+        listed_apart(name, get_dataset(name, root=root))
 
 
 def _dataset_main_first(name: str, root: str | None):
     """The dataset, prepared by rank 0 alone (``synth`` generates its videos on first use,
     which ranks must not do at once), then opened by the other ranks."""
-    from fsarbench.data.datasets import SPLITS, check_disjoint_splits, get_dataset
+    from fsarbench.data.datasets import get_dataset, listed_apart
     from fsarbench.distributed.env import barrier, is_main
 
     ds = get_dataset(name, root=root)
     if is_main():
         ds.videos("train")
     barrier()
-    check_disjoint_splits(name, {split: ds.videos(split) for split in SPLITS})
+    listed_apart(name, ds)
     return ds
 
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DATASETS",
     "check_disjoint_splits",
+    "listed_apart",
     "Dataset",
     "DatasetFlipError",
     "DatasetSpec",
@@ -125,6 +126,14 @@ def check_disjoint_splits(
                 f"(e.g. {first!r} in {' and '.join(shared[first])}): few-shot splits must "
                 f"hold disjoint classes and videos. {fix}"
             )
+
+
+def listed_apart(name: str, dataset: Any) -> dict[str, list[Any]]:
+    """Every split's videos of ``dataset`` (registered as ``name``), refused by
+    :func:`check_disjoint_splits` when two splits share a class or a video."""
+    listed = {split: dataset.videos(split) for split in SPLITS}
+    check_disjoint_splits(name, listed)
+    return listed
 
 
 class SplitListDataset:

@@ -148,14 +148,14 @@ class FrozenFeatureProvider:
     def _features(
         self, dataset: str, protocol: str | None, *, extract: bool
     ) -> DatasetFeatures | None:
-        from fsarbench.data.datasets import check_disjoint_splits, get_dataset, is_synthetic
+        from fsarbench.data.datasets import get_dataset, is_synthetic, listed_apart
 
         preset = feature_preset(dataset, self.overrides)
         protocol = get_protocol(protocol or self.protocol, dataset)
         # generated datasets live in their own cache, not under the data root
         root = None if is_synthetic(dataset) else self.root
         ds = get_dataset(dataset, root=root)
-        check_disjoint_splits(dataset, {split: ds.videos(split) for split in SPLITS})
+        listed_apart(dataset, ds)
         splits, names, skipped, keys, causes, made_with = {}, {}, [], {}, {}, []
         for split in SPLITS:
             cache = self._extract(ds, dataset, split, preset, protocol, extract)
@@ -189,13 +189,13 @@ class FrozenFeatureProvider:
         """What ``dataset``'s splits can serve, from its split lists and the files present
         (nothing is decoded or extracted): every listed video whose file exists. The
         extraction may also leave out videos it cannot read (or too short ones)."""
-        from fsarbench.data.datasets import check_disjoint_splits, get_dataset, is_synthetic
+        from fsarbench.data.datasets import get_dataset, is_synthetic, listed_apart
 
         ds = get_dataset(dataset, root=None if is_synthetic(dataset) else self.root)
-        check_disjoint_splits(dataset, {split: ds.videos(split) for split in SPLITS})
+        listed = listed_apart(dataset, ds)
         splits = {}
         for split in SPLITS:
-            videos = ds.videos(split)
+            videos = listed[split]
             found = [v.class_index for v in videos if v.path.exists()]
             classes = np.asarray(found, dtype=np.int64)
             splits[split] = SplitPool(classes, ds.class_names(split), len(videos) - len(found))

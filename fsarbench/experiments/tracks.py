@@ -451,18 +451,18 @@ class FinetuneTrack:
         return get_dataset(name, root=None if is_synthetic(name) else self.root)
 
     def _probe(self, name: str, min_frames: int) -> _ClipData:
-        from fsarbench.data.datasets import SPLITS, check_disjoint_splits
+        from fsarbench.data.datasets import listed_apart
         from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
         from fsarbench.features.cache import default_cache_root
         from fsarbench.training.clip_data import usable_split
 
         ds = self.open_dataset(name)
-        check_disjoint_splits(name, {split: ds.videos(split) for split in SPLITS})
+        listed = listed_apart(name, ds)
         probes = ProbeCache(probe_cache_path(self.cache_root or default_cache_root(), ds.variant))
         splits, skipped = {}, []
         for split in ("train", "val", "test"):
             splits[split], bad = usable_split(
-                ds.videos(split),
+                listed[split],
                 split,
                 dataset=ds.variant,
                 flip_ok=ds.flip_ok,

@@ -386,6 +386,12 @@ def run_training(
     initial = state if best is None and not ckpt else None  # the untrained weights
     run = _Run(model, source, validate, cfg, result, state, cfg.timer())
     stages = model.training_stages()
+    if cfg.recipe.early_stage_lr and len(stages) == 1 and is_main():
+        log.warning(
+            "recipe.early_stage_lr = %g: this method trains one stage, so it applies to "
+            "nothing (its records still name it)",
+            cfg.recipe.early_stage_lr,
+        )
     counts = stage_steps(stages, cfg.recipe.steps)
     for si, (stage, n_steps) in enumerate(zip(stages, counts)):
         if ckpt and si < ckpt["stage"]:
