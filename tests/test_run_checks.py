@@ -247,6 +247,33 @@ def test_a_val_shot_override_is_kept_and_named_in_the_tables(tmp_path):
     assert "val_shot=2" in recipe_changes_text([record])
 
 
+def test_a_train_shot_trains_the_cells_model_on_episodes_of_that_shot(tmp_path, monkeypatch):
+    """``--recipe train_shot=1`` (CLIP-FSAR's recipes set it): the 3-shot cell's model is
+    trained on 1-shot episodes, validated at 3-shot, and its record and table say so."""
+    from fsarbench.training import trainer as trainer_mod
+
+    drawn = []
+    real = trainer_mod.EpisodeSampler.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        drawn.append(self.spec.shot)
+
+    monkeypatch.setattr(trainer_mod.EpisodeSampler, "__init__", spy)
+    over = {**OPTS["recipe_overrides"], "train_shot": 1}
+    options = RunOptions(tmp_path, **{**OPTS, "recipe_overrides": over})
+    (record,) = run_cells([Cell("protonet", "synth", 5, 3)], _synth_provider, options)
+    assert drawn and set(drawn) == {1}
+    assert (record.shot, record.train_shot) == (3, 1)
+    assert (record.recipe["shot"], record.recipe["train_shot"], record.recipe["val_shot"]) == (
+        3,
+        1,
+        3,
+    )
+    (table,) = summary_tables([record]).values()
+    assert "[trained 1-shot]" in table
+
+
 def test_a_shot_override_the_grid_would_drop_is_refused(tmp_path, monkeypatch, capsys):
     """``--recipe shot=3``: every unit trained at its cell's shot, the 3 dropped silently.
     Refused, except with --share-model-across-shots (one model at the recipe's shot)."""
@@ -267,7 +294,10 @@ def test_a_shot_override_the_grid_would_drop_is_refused(tmp_path, monkeypatch, c
     records = run_cells(cells, _synth_provider, options)
     assert {(r.shot, r.train_shot, r.recipe["shot"]) for r in records} == {(1, 2, 2), (3, 2, 2)}
     (table,) = summary_tables(records).values()
-    assert "models shared across shots: trained 5-way 2-shot" in table
+    assert (
+        "(shared across shots, or trained on the recipe's train_shot): trained 5-way 2-shot"
+        in table
+    )
     row = next(line for line in table.splitlines() if line.startswith("| protonet"))
     assert row.count("[trained 2-shot]") == 2  # both cells: 1- and 3-shot, trained 2-shot
 

@@ -217,7 +217,9 @@ def _specs(cell: Cell, recipe: Any, queries: int, pools: DatasetPools) -> list[t
         ("test", EpisodeSpec(cell.way, cell.shot, queries, cell.seed, variant, "test")),
         (
             "train",
-            EpisodeSpec(recipe.way, recipe.shot, recipe.queries, cell.train_seed, variant, "train"),
+            EpisodeSpec(
+                recipe.way, recipe.episode_shot, recipe.queries, cell.train_seed, variant, "train"
+            ),
         ),
     ]
     val = pools.splits.get("val")

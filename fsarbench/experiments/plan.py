@@ -62,7 +62,7 @@ def _frames(unit: ModelUnit, recipe: Any, data, method) -> tuple[int, int, int]:
     if unit.track != "finetune":
         return steps, 0, 0
     o = recipe.options
-    per_episode = r.way * (r.shot + r.queries) * o.frames
+    per_episode = r.way * (r.episode_shot + r.queries) * o.frames
     val_passes = math.ceil(r.steps / max(1, r.val_every)) if r.val_episodes else 0
     val_videos = min(r.val_episodes * r.way * (r.val_shot + 1), data.val_videos)
     val_frames = val_passes * val_videos * o.frames

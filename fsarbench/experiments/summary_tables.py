@@ -163,7 +163,8 @@ def _models_note(records: list[ResultRecord]) -> str:
             f"one model per shot, trained {'/'.join(map(str, ways))}-way (N-way columns reuse it)."
         )
     return (
-        "models shared across shots: "
+        "models trained at another shot than their cells' (shared across shots, or trained on "
+        "the recipe's train_shot): "
         + ", ".join(f"trained {w}-way {s}-shot" for w, s in sorted(trained))
         + "."
     )

@@ -232,7 +232,9 @@ class TrainEpisodes(Dataset):
         self.first_step, self.steps = first_step, steps
         self.per = self.n // world_size()
         self.rank = rank()  # captured here: DataLoader workers hold no process group
-        self.spec = EpisodeSpec(r.way, r.shot, r.queries, seed, split.dataset, f"train/{stage}")
+        self.spec = EpisodeSpec(
+            r.way, r.episode_shot, r.queries, seed, split.dataset, f"train/{stage}"
+        )
         self.pools = class_pools(split.classes)
         check_feasible(self.pools, self.spec, split.class_names)  # before the first step
         self.class_ids = np.array(sorted(self.pools))

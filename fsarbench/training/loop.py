@@ -183,9 +183,11 @@ def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Op
 
 
 def lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
-    """The learning-rate factor of each step of a ``steps``-step stage: a linear warm-up,
-    then the schedule. The cosine runs over the steps after the warm-up (1 at its first step,
-    no jump where the warm-up ends); multistep milestones are fractions of all ``steps``."""
+    """The learning-rate factor of each step of a ``steps``-step stage: a linear warm-up
+    (from ``warmup_start``), then the schedule. The cosine runs over the steps after the
+    warm-up (1 at its first step, no jump where the warm-up ends); multistep milestones are
+    fractions of all ``steps``, each passed one multiplying by 0.1 or setting its
+    ``milestone_factors`` entry."""
     warm = recipe.warmup_steps
     if warm >= steps > 1:  # e.g. a smoke test's `--recipe steps=2` on a warmed-up recipe
         warnings.warn(
@@ -195,13 +197,18 @@ def lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
             stacklevel=2,
         )
 
+    start = recipe.warmup_start
+
     def factor(step: int) -> float:
         if step < warm:
-            return (step + 1) / warm
+            return start + (1 - start) * (step + 1) / warm if start else (step + 1) / warm
         if recipe.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
         if recipe.schedule == "multistep":
-            return 0.1 ** sum(step >= m * steps for m in recipe.milestones)
+            passed = sum(step >= m * steps for m in recipe.milestones)
+            if recipe.milestone_factors:
+                return recipe.milestone_factors[passed - 1] if passed else 1.0
+            return 0.1**passed
         return 1.0
 
     return factor

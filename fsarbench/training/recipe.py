@@ -32,12 +32,22 @@ class Recipe:
         optimizer: ``adam``, ``adamw`` or ``sgd``.
         lr, weight_decay, momentum: optimiser settings.
         schedule: ``constant``, ``cosine`` or ``multistep`` (``milestones`` as step fractions).
+        milestone_factors: multistep only: the learning-rate factor from each milestone on
+            (SlowFast's ``LRS`` after its first entry, e.g. HyRSM's Kinetics ``0.5, 0.1,
+            0.05``); empty: ``0.1`` per milestone passed (``0.1, 0.01, ...``).
         warmup_steps: linear warm-up of the learning rate.
+        warmup_start: the factor the warm-up starts from (SlowFast's ``WARMUP_START_LR /
+            BASE_LR``): step ``s < warmup_steps`` trains at ``warmup_start + (1 -
+            warmup_start) * (s + 1) / warmup_steps``; 0 = from ``1 / warmup_steps``.
         steps: optimiser steps of the method's last (or only) training stage; earlier
             stages run on top (``TrainingStage.fraction``, e.g. SGTM's stage 1).
         episodes_per_step: episodes averaged per optimiser step (gradient accumulation).
         micro_batch: episodes per forward pass (0 = all ``episodes_per_step`` at once).
-        way, shot, queries: the training episodes.
+        way, shot, queries: the training episodes (``shot``: the model's shot, its episodes'
+            unless ``train_shot`` is set).
+        train_shot: the shot of the training episodes whatever shot the model is for
+            (validated at ``val_shot``): CLIP-FSAR's 5-shot configs train on 1-shot tasks
+            (``SHOT: 1``, ``SHOT_TEST: 5``). 0 = ``shot``. See :attr:`episode_shot`.
         queries_by_shot: training queries per class at shot 1, 2, ... (HyRSM: 7 at 1-shot
             down to 3 at 5-shot); where it covers the training shot it gives ``queries``,
             beyond its length ``queries`` applies. Empty: ``queries`` at every shot. A recipe
@@ -56,12 +66,15 @@ class Recipe:
     momentum: float = 0.9
     schedule: Literal["constant", "cosine", "multistep"] = "cosine"
     milestones: tuple[float, ...] = (0.5, 0.75)
+    milestone_factors: tuple[float, ...] = ()
     warmup_steps: int = 0
+    warmup_start: float = 0.0
     steps: int = 300
     episodes_per_step: int = 8
     micro_batch: int = 0
     way: int = 5
     shot: int = 1
+    train_shot: int = 0
     queries: int = 3
     queries_by_shot: tuple[int, ...] = ()
     val_every: int = 50
@@ -77,7 +90,7 @@ class Recipe:
             check_range(where, name, getattr(self, name), low)
         for name in ("queries", "val_every", "val_shot"):
             check_range(where, name, getattr(self, name), 1)
-        for name in ("micro_batch", "warmup_steps", "weight_decay", "grad_clip"):
+        for name in ("micro_batch", "warmup_steps", "weight_decay", "grad_clip", "train_shot"):
             check_range(where, name, getattr(self, name), 0)
         # a billion validation episodes hung the run while they were drawn (as --episodes did)
         check_range(where, "val_episodes", self.val_episodes, 0, MAX_EPISODES)
@@ -90,22 +103,58 @@ class Recipe:
             check_range(where, "milestones", m, 0.0, 1.0)
         for q in self.queries_by_shot:
             check_range(where, "queries_by_shot", q, 1)
+        self._check_schedule_shape()
+
+    def _check_schedule_shape(self) -> None:
+        """``milestone_factors`` pairs with ``milestones``; ``warmup_start`` needs a warm-up."""
+        where = "recipe"
+        for f in self.milestone_factors:
+            check_range(where, "milestone_factors", f, 0.0, 1.0)
+        if self.milestone_factors and len(self.milestone_factors) != len(self.milestones):
+            raise ConfigError(
+                f"recipe.milestone_factors has {len(self.milestone_factors)} value(s) for "
+                f"{len(self.milestones)} milestone(s): give one factor per milestone"
+            )
+        if list(self.milestones) != sorted(self.milestones):
+            raise ConfigError(f"recipe.milestones {list(self.milestones)} must be increasing")
+        check_range(where, "warmup_start", self.warmup_start, 0.0, 1.0)
+        if self.warmup_start >= 1.0:
+            raise ConfigError(f"recipe.warmup_start = {self.warmup_start} must be below 1")
+        if self.warmup_start and not self.warmup_steps:
+            raise ConfigError(
+                f"recipe.warmup_start = {self.warmup_start} applies only with warmup_steps > 0"
+            )
+
+    @property
+    def episode_shot(self) -> int:
+        """The shot of the training episodes: ``train_shot``, else ``shot``."""
+        return self.train_shot or self.shot
 
     def queries_at(self, shot: int) -> int:
         """Training queries per class at ``shot`` (``queries_by_shot``, else ``queries``)."""
         return self.queries_by_shot[shot - 1] if shot <= len(self.queries_by_shot) else self.queries
 
     def at_shot(self, shot: int, way: int | None = None) -> Recipe:
-        """This recipe trained at ``shot`` (and ``way``), validated at that shot, with that
-        shot's queries."""
+        """This recipe's model for ``shot`` (and ``way``): validated at that shot, trained on
+        episodes of that shot (or ``train_shot``'s) with their shot's queries."""
         return dataclasses.replace(
-            self, way=way or self.way, shot=shot, val_shot=shot, queries=self.queries_at(shot)
+            self,
+            way=way or self.way,
+            shot=shot,
+            val_shot=shot,
+            queries=self.queries_at(self.train_shot or shot),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out = config_to_dict(self)
         # added later: unset, they leave config hashes as they were
-        for name in ("queries_by_shot", "early_stage_lr"):
+        for name in (
+            "queries_by_shot",
+            "early_stage_lr",
+            "milestone_factors",
+            "warmup_start",
+            "train_shot",
+        ):
             if not getattr(self, name):
                 del out[name]
         return out
@@ -183,6 +232,7 @@ def frozen_recipe(
 _CONDITIONAL_FIELDS = (
     ("momentum", "optimizer", ("sgd",)),
     ("milestones", "schedule", ("multistep",)),
+    ("milestone_factors", "schedule", ("multistep",)),
 )
 
 
@@ -216,7 +266,7 @@ def settle_shot(recipe: Recipe, overrides: Mapping[str, Any] | None) -> Recipe:
     overrides = overrides or {}
     changes: dict[str, Any] = {}
     if recipe.queries_by_shot:
-        changes["queries"] = recipe.queries_at(recipe.shot)
+        changes["queries"] = recipe.queries_at(recipe.episode_shot)
     if "shot" in overrides and "val_shot" not in overrides:
         changes["val_shot"] = recipe.shot
     return dataclasses.replace(recipe, **changes) if changes else recipe

@@ -100,7 +100,7 @@ class EpisodeSampler:
             )
         self.data, self.names = data, names
         self.spec = EpisodeSpec(
-            recipe.way, recipe.shot, recipe.queries, seed, data.dataset, f"train/{stage}"
+            recipe.way, recipe.episode_shot, recipe.queries, seed, data.dataset, f"train/{stage}"
         )
         self.pools = class_pools(np.asarray(data.classes))
         # the recipe's way/shot/queries against this split, before any step: a named class
@@ -110,7 +110,7 @@ class EpisodeSampler:
         self.draw = EpisodeDrawer(self.pools, self.class_ids, self.spec)
         self.views = int(getattr(data.store, "num_views", 1))
         self.view_key = EpisodeSpec(
-            recipe.way, recipe.shot, recipe.queries, seed, data.dataset, f"views/{stage}"
+            recipe.way, recipe.episode_shot, recipe.queries, seed, data.dataset, f"views/{stage}"
         ).key()
 
     def batch(self, first: int, count: int, device: torch.device) -> EpisodeBatch:
