@@ -261,6 +261,12 @@ CARRIED_DIGESTS = {
     # registration; an early rate on a one-stage method is named
     "1b195fdb2a578812": "2815c7d05867b240",
     "bc9e21ffbaa55929": "45d399cf0f55f5c7",
+    # session 34: recipes may set milestone_factors (a multistep's relative rates),
+    # warmup_start (the warm-up's first factor) and train_shot (the shot of the training
+    # episodes, whatever shot the model is for: CLIP-FSAR's 5-shot configs train on 1-shot
+    # tasks); unset, no recipe's identity or number changes; records' train_shot is the
+    # shot trained on (equal to the unit's shot unless train_shot is set)
+    "c3cc7b95d6b70db7": "2815c7d05867b240",
 }
 
 
