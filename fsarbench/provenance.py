@@ -265,8 +265,10 @@ CARRIED_DIGESTS = {
     # warmup_start (the warm-up's first factor) and train_shot (the shot of the training
     # episodes, whatever shot the model is for: CLIP-FSAR's 5-shot configs train on 1-shot
     # tasks); unset, no recipe's identity or number changes; records' train_shot is the
-    # shot trained on (equal to the unit's shot unless train_shot is set)
+    # shot trained on (equal to the unit's shot unless train_shot is set); a clip-rn50
+    # backbone preset and RN50 text tower (no existing backbone or tower changes)
     "c3cc7b95d6b70db7": "2815c7d05867b240",
+    "cb42cc3ebfec41a3": "45d399cf0f55f5c7",
 }
 
 

@@ -171,9 +171,15 @@ def create_backbone(
     the same architecture class with 2 blocks of width 32 and the preset's output dimension,
     for tests and CPU smoke runs.
     """
-    if tiny and name not in VIT_PRESETS:
+    vits = sorted(k for k, p in VIT_PRESETS.items() if p.arch == "vit")
+    if tiny and name not in vits:
         raise UnknownBackboneError(
-            f"tiny=True exists for the ViT presets {sorted(VIT_PRESETS)} only, not {name!r}"
+            f"tiny=True exists for the ViT presets {vits} only, not {name!r}"
+            + (
+                "; for a small random one use weights=none and a small crop"
+                if name in VIT_PRESETS
+                else ""
+            )
         )
     if name in VIT_PRESETS:
         backbone = _create_preset(name, VIT_PRESETS[name], weights, seed, tiny)
@@ -408,13 +414,7 @@ def _create_preset(name: str, preset: VitPreset, weights: str | Path, seed: int,
         raise BackboneWeightsError(
             f"tiny {name} has no pretrained weights: pass weights=none (or a tiny checkpoint)"
         )
-    kwargs = {
-        "num_classes": preset.feature_dim if (preset.head or tiny) else 0,
-        "img_size": preset.input_size,
-        "dynamic_img_size": True,  # other resolutions interpolate the position embedding
-        "dynamic_img_pad": True,  # and sides that are no multiple of the patch are padded
-        **(TINY_DIMS if tiny else {}),
-    }
+    kwargs = _preset_kwargs(preset, tiny)
     with _seeded(seed):
         if kind == "named":
             model = _timm_pretrained(
@@ -428,7 +428,12 @@ def _create_preset(name: str, preset: VitPreset, weights: str | Path, seed: int,
             model = timm.create_model(preset.timm_model, pretrained=False, **kwargs)
             weights_id = f"none:seed{seed}" + (":tiny" if tiny else "")
     if kind == "file":
-        _load_into(model, load_checkpoint_state_dict(weights), source=str(weights))
+        state = load_checkpoint_state_dict(weights)
+        if preset.arch == "resnet":  # a CLIP checkpoint (OpenAI or open_clip keys) converts
+            from timm.models.byobnet import checkpoint_filter_fn
+
+            state = checkpoint_filter_fn(state, model)
+        _load_into(model, state, source=str(weights))
         weights_id = f"file:{md5_file(weights)}"
     spec = backbone_spec(name)
     return Backbone(
@@ -441,6 +446,19 @@ def _create_preset(name: str, preset: VitPreset, weights: str | Path, seed: int,
         input_size=preset.input_size,
         norm=preset.norm,
     )
+
+
+def _preset_kwargs(preset: VitPreset, tiny: bool) -> dict:
+    """timm ``create_model`` arguments of ``preset``: its head's output size and input size
+    (a ViT also interpolates its position embedding at other sizes and pads odd sides; a
+    ``ByobNet``'s attention pool resamples its own)."""
+    kwargs = {
+        "num_classes": preset.feature_dim if (preset.head or tiny) else 0,
+        "img_size": preset.input_size,
+    }
+    if preset.arch == "vit":
+        kwargs.update(dynamic_img_size=True, dynamic_img_pad=True, **(TINY_DIMS if tiny else {}))
+    return kwargs
 
 
 @contextmanager

@@ -2,9 +2,10 @@
 
 ``create_text_tower(name, weights=...)``: ``name`` is an open_clip model name whose text half
 matches a CLIP image preset (``ViT-B-16`` for ``clip-vit-b16``, ``ViT-L-14`` for
-``clip-vit-l14``) or ``tiny`` (one block of width 32, random, for tests); ``weights`` is
-``openai`` or another open_clip pretrained tag of ``name`` (from the Hugging Face cache, where
-open_clip and timm keep it), ``none`` (random, seeded) or the path of an open_clip checkpoint.
+``clip-vit-l14``, ``RN50`` for ``clip-rn50``) or ``tiny`` (one block of width 32, random, for
+tests); ``weights`` is ``openai`` or another open_clip pretrained tag of ``name`` (from the
+Hugging Face cache, where open_clip and timm keep it), ``none`` (random, seeded) or the path of
+an open_clip checkpoint.
 The tower is frozen (inference only): its embeddings depend on the class name alone, so
 callers cache them per name.
 
@@ -32,7 +33,7 @@ from fsarbench.io import md5_file
 __all__ = ["TEXT_TOWERS", "TextTower", "TextTowerWeightsError", "create_text_tower"]
 
 #: open_clip names of the text towers of the CLIP image presets, and ``tiny`` (tests).
-TEXT_TOWERS = ("ViT-B-16", "ViT-L-14", "tiny")
+TEXT_TOWERS = ("ViT-B-16", "ViT-L-14", "RN50", "tiny")
 _TINY_EMBED = 32
 _HF_FILES = ("open_clip_pytorch_model.bin", "open_clip_model.safetensors")
 

@@ -1,5 +1,6 @@
-"""Named ViT frame encoders of the CLIP era: CLIP ViT-B/16 and ViT-L/14 image towers, DINOv2
-ViT-S/14 and ViT-B/14, all built through timm.
+"""Named frame encoders of the CLIP era: CLIP ViT-B/16 and ViT-L/14 image towers, CLIP's RN50
+image tower (the backbone of CLIP-FSAR's released configs), DINOv2 ViT-S/14 and ViT-B/14, all
+built through timm.
 
 timm is the path rather than open_clip because it is already fsarbench's dependency, it builds
 every one of these towers with the same ``VisionTransformer`` class (one code path for
@@ -14,6 +15,13 @@ QuickGELU variants read the same Hugging Face repositories, so no other download
 Every CLIP preset build uses them (pretrained, random, tiny or a checkpoint file), so a
 preset is one network whatever its weights.
 
+CLIP RN50 is timm's ``resnet50_clip`` (OpenAI's modified ResNet-50: a three-convolution stem,
+anti-aliased average-pool downsampling and an attention-pooling head whose projection gives
+1024-d features in the joint space); timm converts OpenAI-format checkpoints to it, and
+``tests/test_clip_rn50.py`` checks it against open_clip's ``ModifiedResNet`` (the OpenAI
+code) on the same weights. It has no ``tiny`` variant and no transformer blocks
+(``train_blocks`` 0 only); its attention pool resamples its position table at other sizes.
+
 Each preset states its input size, normalisation and feature dimension. CLIP presets keep
 timm's ``head``: it is CLIP's image projection, so the features live in the joint image-text
 space (512-d for ViT-B/16, 768-d for ViT-L/14) where class-name prompts can be compared with
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from torch import nn
 
@@ -56,6 +65,8 @@ class VitPreset:
         head: keep timm's head (CLIP's image projection into the joint space).
         text_tower: open_clip model name of the matching CLIP text tower (None: no text).
         description: one line for ``list backbones``.
+        arch: ``vit`` (timm ``VisionTransformer``: tiny variant, ``train_blocks``,
+            block-by-block checkpointing) or ``resnet`` (timm ``ByobNet``: none of those).
     """
 
     timm_model: str
@@ -66,6 +77,7 @@ class VitPreset:
     head: bool
     text_tower: str | None
     description: str
+    arch: Literal["vit", "resnet"] = "vit"
 
     @property
     def hf_repo(self) -> str:
@@ -112,6 +124,18 @@ VIT_PRESETS: dict[str, VitPreset] = {
         True,
         "ViT-L-14",
         "CLIP ViT-L/14 image tower (OpenAI weights), projected into CLIP's joint space",
+    ),
+    "clip-rn50": VitPreset(
+        "resnet50_clip",
+        "openai",
+        224,
+        "clip",
+        1024,
+        True,
+        "RN50",
+        "CLIP RN50 image tower (OpenAI weights; attention pooling), projected into CLIP's "
+        "joint space: CLIP-FSAR's released configs",
+        arch="resnet",
     ),
     "dinov2-vit-s14": VitPreset(
         "vit_small_patch14_dinov2",
