@@ -101,10 +101,14 @@ def main() -> None:
     clips = torch.randn(n, FRAMES, 3, crop, crop, generator=torch.Generator().manual_seed(0))
     clips = clips.to(device)
     rows, base = [], None
-    settings = [
+    settings = [  # bn: train (the default) normalises whole support and query sets: no chunks
         ("plain", {}),
-        ("frame_chunk=16", {"frame_chunk": 16}),
-        ("checkpoint + frame_chunk=16", {"frame_chunk": 16, "checkpoint_backbone": True}),
+        ("checkpoint", {"checkpoint_backbone": True}),
+        ("bn=frozen frame_chunk=16", {"bn": "frozen", "frame_chunk": 16}),
+        (
+            "bn=frozen checkpoint + frame_chunk=16",
+            {"bn": "frozen", "frame_chunk": 16, "checkpoint_backbone": True},
+        ),
     ]
     for label, opts in settings:
         options = FinetuneOptions(backbone=size["backbone"], weights="none", frames=FRAMES, **opts)

@@ -266,8 +266,10 @@ CARRIED_DIGESTS = {
     # episodes, whatever shot the model is for: CLIP-FSAR's 5-shot configs train on 1-shot
     # tasks); unset, no recipe's identity or number changes; records' train_shot is the
     # shot trained on (equal to the unit's shot unless train_shot is set); a clip-rn50
-    # backbone preset and RN50 text tower (no existing backbone or tower changes)
-    "c3cc7b95d6b70db7": "2815c7d05867b240",
+    # backbone preset and RN50 text tower (no existing backbone or tower changes); the
+    # finetune track's bn: train normalises support and query sets apart (the default
+    # option changed, so finetune records re-run by their identity; bn: frozen unchanged)
+    "97cd9a61cd295013": "2815c7d05867b240",
     "cb42cc3ebfec41a3": "45d399cf0f55f5c7",
 }
 

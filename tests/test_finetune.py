@@ -23,6 +23,7 @@ from fsarbench.training.finetune import (
     finetune_recipe,
 )
 from fsarbench.training.trainer import load_checkpoint
+from fsarbench.training.video_method import ClipEpisodes
 
 TINY = tiny_recipe(
     recipe={"val_every": 1, "val_episodes": 4, "val_shot": 1}, options={"eval_chunk": 16}
@@ -109,7 +110,7 @@ def test_chunked_and_checkpointed_backbone_give_the_same_features_and_grads():
     clips = torch.randn(2, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     runs = []
     for opts in ({}, {"frame_chunk": 2}, {"frame_chunk": 4, "checkpoint_backbone": True}):
-        model = _model(**opts).train()
+        model = _model(bn="frozen", **opts).train()
         feats = model.features(clips)
         feats.square().mean().backward()
         grad = model.backbone.trunk.conv1.weight.grad.clone()
@@ -121,12 +122,76 @@ def test_chunked_and_checkpointed_backbone_give_the_same_features_and_grads():
 
 
 def test_frozen_bn_stays_in_eval_mode():
-    frozen, trained = _model().train(), _model(bn="train").train()
+    frozen, trained = _model(bn="frozen").train(), _model(bn="train").train()
     bn = [m for m in frozen.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bn and not any(m.training for m in bn) and frozen.inner.training
     assert all(
         m.training for m in trained.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)
     )
+
+
+def _clip_batch(b: int = 2, ns: int = 3, nq: int = 2) -> ClipEpisodes:
+    g = torch.Generator().manual_seed(1)
+    support = torch.randn(b, ns, 2, 3, 16, 16, generator=g)
+    query = torch.randn(b, nq, 2, 3, 16, 16, generator=g) * 2 + 1  # other statistics
+    labels = torch.arange(ns).repeat(b, 1) % 3
+    return ClipEpisodes(support, labels, query, torch.arange(nq).repeat(b, 1), None, None, way=3)
+
+
+def test_bn_train_normalises_each_support_set_and_each_query_set_on_its_own():
+    """As TRX, HyRSM and CLIP-FSAR call their backbones: per episode, the support clips in one
+    call and the query clips in another; BatchNorm statistics are that set's."""
+    model = _model(bn="train").train()
+    batch = _clip_batch()
+    with torch.no_grad():
+        got = model.episode_features(batch)
+        want_s = torch.stack([model.features(s) for s in batch.support])
+        want_q = torch.stack([model.features(q) for q in batch.query])
+        joint = model.features(torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)]))
+    torch.testing.assert_close(got.support, want_s)
+    torch.testing.assert_close(got.query, want_q)
+    assert not torch.allclose(got.support.flatten(0, 1), joint[:6], atol=1e-3)  # one call differs
+    bn = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert bn.training and int(bn.num_batches_tracked) > 0  # running statistics were updated
+
+
+def test_bn_train_leaves_running_statistics_alone_in_a_stage_without_the_backbone():
+    model = _model(bn="train").train()
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
+    with torch.no_grad():
+        model.episode_features(_clip_batch(), backbone_trains=False)
+    after = model.backbone.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert all(m.training for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_bn_train_refuses_frame_chunks_on_batch_norm_backbones():
+    from fsarbench.training.video_method import BatchNormOptionError
+
+    with pytest.raises(BatchNormOptionError, match="frame_chunk=2.*bn=frozen"):
+        _model(bn="train", frame_chunk=2)
+    assert finetune_recipe("trx", "ssv2-full").options.bn == "train"  # the references' default
+
+
+def test_bn_train_under_checkpointing_updates_running_statistics_once():
+    """Checkpointing re-runs the backbone in backward; the running statistics and gradients
+    must be those of one plain forward and backward."""
+    clips = torch.randn(4, 2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    runs = []
+    for ckpt in (False, True):
+        model = _model(bn="train", checkpoint_backbone=ckpt).train()
+        model.features(clips).square().mean().backward()
+        stats = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
+        runs.append((stats, model.backbone.trunk.conv1.weight.grad.clone()))
+    (plain, g0), (ckpt, g1) = runs
+    assert plain.keys() == ckpt.keys() and plain
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], rtol=0, atol=0)
+    torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-7)
+    tracked = [
+        m.num_batches_tracked for m in model.backbone.modules() if hasattr(m, "num_batches_tracked")
+    ]
+    assert tracked and all(int(t) == 1 for t in tracked)
 
 
 def _train(synth, out, **kw):

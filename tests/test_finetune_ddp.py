@@ -1,5 +1,7 @@
 """Finetune under 2 gloo processes: both ranks end with identical weights, equal (to float
-rounding) to a 1-process run over the same global episode batches."""
+rounding) to a 1-process run over the same global episode batches. Under ``bn: train`` the
+BatchNorm running statistics are rank 0's (it saw half the episodes), so only they may differ
+from the one-process run's."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from fsarbench.distributed.launch import spawn_local
 from fsarbench.training.finetune import ClipSplit, build_video_method, finetune, finetune_recipe
 
 RECIPE = tiny_recipe(recipe={"val_episodes": 0})
+_RUNNING = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def _recipe(method: str, micro_batch: int):
@@ -61,9 +64,11 @@ def test_ddp_weights_equal_on_ranks_and_to_one_process(synth_root, tmp_path, met
     moved = False
     for k, v in r0.items():
         assert torch.equal(v, r1[k]), f"{k} differs between ranks by {(v - r1[k]).abs().max()}"
-        torch.testing.assert_close(v, single[k], rtol=1e-4, atol=1e-5)
+        if not k.endswith(_RUNNING):
+            torch.testing.assert_close(v, single[k], rtol=1e-4, atol=1e-5)
         moved |= not torch.equal(v, start[k])
     assert moved
+    assert any(k.endswith(_RUNNING) for k in r0)  # bn: train, the default, was exercised
 
 
 def _train_start(root: str, method: str) -> dict:

@@ -44,8 +44,10 @@ class FinetuneOptions:
             ``resize``/``crop`` override their sizes (0 keeps the preset's).
         flip: random horizontal flip of training clips (``"query"``: of the query clips
             only, as HyRSM's few-shot loader does); norm: pixel normalisation.
-        bn: ``frozen`` keeps the backbone's BatchNorm statistics (eval mode), ``train``
-            updates them per micro-batch.
+        bn: ``train`` (the references') normalises, in training, each episode's support
+            clips and its query clips with their own batch statistics (one backbone call each,
+            as TRX, HyRSM and CLIP-FSAR call theirs) and updates the running statistics the
+            evaluation uses; ``frozen`` keeps the backbone's BatchNorm statistics (eval mode).
         train_backbone: ``last`` trains the backbone in the last stage only (earlier
             stages, e.g. SGTM's saliency classifier, train the head's parameters alone);
             ``all`` trains it in every stage.
@@ -77,7 +79,7 @@ class FinetuneOptions:
     crop: int = 0
     flip: bool | Literal["query"] = True
     norm: str = "imagenet"
-    bn: Literal["frozen", "train"] = "frozen"
+    bn: Literal["frozen", "train"] = "train"
     train_backbone: Literal["last", "all"] = "last"
     amp: bool = True
     channels_last: bool = True

@@ -4,7 +4,9 @@ activation checkpointing, then the head's own ``encode``)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +28,49 @@ from fsarbench.methods import (
 from fsarbench.state import State
 from fsarbench.training.finetune_recipe import FinetuneOptions
 
-__all__ = ["ClipEpisodes", "VideoMethod", "backbone_trainable", "is_vit"]
+__all__ = ["BatchNormOptionError", "ClipEpisodes", "VideoMethod", "backbone_trainable", "is_vit"]
+
+
+class BatchNormOptionError(ValueError):
+    """``bn: train`` with ``frame_chunk``: a BatchNorm would normalise chunks of a support
+    set apart instead of the whole set."""
+
+
+def batch_norms(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def running_statistics_kept(module: nn.Module) -> Iterator[None]:
+    """Restore ``module``'s BatchNorm running statistics after the block: activation
+    checkpointing re-runs the forward in backward, which would update them a second time."""
+    saved = [
+        (m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+        for m in batch_norms(module)
+        if m.training and m.track_running_stats
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, mean, var, count in saved:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+
+@contextlib.contextmanager
+def batch_norms_in_eval(module: nn.Module) -> Iterator[None]:
+    """``module``'s BatchNorm layers in eval mode for the block (running statistics used and
+    left alone), then back in the modes they had."""
+    layers = [(m, m.training) for m in batch_norms(module)]
+    for m, _ in layers:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in layers:
+            m.train(mode)
 
 
 def is_vit(backbone: nn.Module) -> bool:
@@ -108,6 +152,17 @@ class VideoMethod(FewShotMethod):
         self._vit_checkpointing = options.checkpoint_backbone and is_vit(backbone)
         if self._vit_checkpointing:
             backbone.trunk.set_grad_checkpointing(True)  # block by block
+        self._check_batch_norm_options(backbone, options)
+
+    @staticmethod
+    def _check_batch_norm_options(backbone: nn.Module, options: FinetuneOptions) -> None:
+        if options.bn == "train" and options.frame_chunk and batch_norms(backbone):
+            raise BatchNormOptionError(
+                f"bn=train with frame_chunk={options.frame_chunk}: the backbone's BatchNorm "
+                "layers would normalise chunks of each support and query set apart instead of "
+                "the whole set; drop frame_chunk (checkpoint_backbone=true alone bounds "
+                "activation memory), or use --option bn=frozen"
+            )
 
     def features(self, clips: Tensor) -> Tensor:
         """``clips [N, T, 3, H, W]`` (float, or uint8 pixels) -> float32 frame features
@@ -125,8 +180,19 @@ class VideoMethod(FewShotMethod):
     def _backbone(self, frames: Tensor) -> Tensor:
         whole = self.options.checkpoint_backbone and not self._vit_checkpointing
         if whole and torch.is_grad_enabled():
-            return activation_checkpoint(self.backbone, frames, use_reentrant=False)
+            return activation_checkpoint(self._once, frames, [], use_reentrant=False)
         return self.backbone(frames)
+
+    def _once(self, frames: Tensor, calls: list[int]) -> Tensor:
+        """The backbone under checkpointing: its recomputation in backward (the second call)
+        gives the same outputs (train-mode BatchNorm uses the batch's statistics) and leaves
+        the running statistics as the first call left them."""
+        calls.append(1)
+        kept = (
+            running_statistics_kept(self.backbone) if len(calls) > 1 else contextlib.nullcontext()
+        )
+        with kept:
+            return self.backbone(frames)
 
     def encode(self, features: Tensor) -> State:
         return self.inner.encode(self.features(features))
@@ -144,11 +210,18 @@ class VideoMethod(FewShotMethod):
                     m.eval()
         return self
 
-    def episode_features(self, batch: ClipEpisodes) -> EpisodeBatch:
-        """Clips through the backbone: the :class:`EpisodeBatch` the head's stages take."""
+    def episode_features(
+        self, batch: ClipEpisodes, *, backbone_trains: bool = True
+    ) -> EpisodeBatch:
+        """Clips through the backbone: the :class:`EpisodeBatch` the head's stages take.
+
+        With ``bn: train`` in training, while the backbone trains, each episode's support clips
+        and then its query clips go through the backbone in calls of their own, as every
+        reference calls its backbone (TRX, HyRSM, CLIP-FSAR: support, then query, one task
+        per call): BatchNorm normalises with that set's statistics. In a stage that does not
+        train the backbone (``backbone_trains=False``) its BatchNorm layers run in eval mode."""
         b, ns = batch.support.shape[:2]
-        feats = self.features(torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)]))
-        support, query = feats[: b * ns], feats[b * ns :]
+        support, query = self._clip_features(batch, backbone_trains)
         names = None
         if self.uses_class_names:
             if self.train_names is None:
@@ -156,15 +229,32 @@ class VideoMethod(FewShotMethod):
             ids = label_classes(batch.support_labels, batch.support_classes, batch.way)
             names = episode_class_names(ids, self.train_names)
         return EpisodeBatch(
-            support.reshape(b, ns, *feats.shape[1:]),
+            support.reshape(b, ns, *support.shape[1:]),
             batch.support_labels,
-            query.reshape(b, -1, *feats.shape[1:]),
+            query.reshape(b, -1, *query.shape[1:]),
             batch.query_labels,
             batch.support_classes,
             batch.query_classes,
             batch.way,
             names,
         )
+
+    def _clip_features(self, batch: ClipEpisodes, backbone_trains: bool) -> tuple[Tensor, Tensor]:
+        """``[B*Ns, T, D]`` support and ``[B*Nq, T, D]`` query frame features."""
+        batch_statistics = self.training and self.options.bn == "train"
+        if batch_statistics and backbone_trains:
+            support = torch.cat([self.features(clips) for clips in batch.support])
+            query = torch.cat([self.features(clips) for clips in batch.query])
+            return support, query
+        b, ns = batch.support.shape[:2]
+        frozen = (
+            batch_norms_in_eval(self.backbone) if batch_statistics else contextlib.nullcontext()
+        )
+        with frozen:
+            feats = self.features(
+                torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)])
+            )
+        return feats[: b * ns], feats[b * ns :]
 
     def training_stages(self) -> list[TrainingStage]:
         stages = self.inner.training_stages()
@@ -179,7 +269,7 @@ class VideoMethod(FewShotMethod):
             return [*own, *stage.parameters()]
 
         def loss(batch: ClipEpisodes) -> dict[str, Tensor]:
-            return stage.loss(self.episode_features(batch))
+            return stage.loss(self.episode_features(batch, backbone_trains=with_backbone))
 
         return TrainingStage(stage.name, parameters, loss, stage.fraction, stage.needs_classes)
 
