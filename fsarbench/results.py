@@ -115,6 +115,15 @@ class ResultRecord:
     zero_frame_videos: int = 0
 
     @property
+    def episode_shot(self) -> int | None:
+        """The shot of the episodes the model was trained on: its recipe's ``train_shot``
+        when set (CLIP-FSAR's 5-shot model trains on 1-shot tasks), else ``train_shot`` (the
+        shot the model was trained for, which records and settings keep apart)."""
+        recipe = self.recipe or {}
+        inner = recipe.get("recipe") if self.track == "finetune" else recipe
+        return (inner or {}).get("train_shot") or self.train_shot
+
+    @property
     def setting(self) -> tuple:
         """What one number of a results folder answers; two records of one setting made
         with other configs never stand side by side (the older is superseded). A variant

@@ -175,3 +175,19 @@ def test_reference_simulation_reads_the_doubled_epoch_counter():
     assert reference_lr(cfg, 1250)[0] == pytest.approx(0.01 * cfg.base_lr)
     assert reference_lr(cfg, 0) == (cfg.warmup_start_lr, True)
     assert math.isclose(reference_lr(cfg, 125)[0], 7.5e-6)
+
+
+def test_short_run_warning_names_the_rate_the_warm_up_reaches():
+    """``--recipe steps=2`` on CLIP-FSAR's recipe (62 warm-up steps from 0.5): the rate ends
+    at 0.516 of lr, not at 2/62 as a warm-up from zero would."""
+    recipe = finetune_recipe("clip-fsar", "kinetics100", {"recipe": {"steps": 2}}).recipe
+    with pytest.warns(UserWarning, match="ends at 0.516 of"):
+        factor = lr_factor(recipe, 2)
+    assert factor(1) == pytest.approx(0.5 + 0.5 * 2 / 62)
+
+
+def test_dropping_the_warm_up_says_to_drop_its_start_too():
+    with pytest.raises(ConfigError, match="--recipe warmup_steps=0 warmup_start=0"):
+        finetune_recipe("hyrsm", "hmdb51", {"recipe": {"warmup_steps": 0}})
+    plain = finetune_recipe("hyrsm", "hmdb51", {"recipe": {"warmup_steps": 0, "warmup_start": 0}})
+    assert plain.recipe.warmup_steps == 0

@@ -264,14 +264,18 @@ def test_a_train_shot_trains_the_cells_model_on_episodes_of_that_shot(tmp_path, 
     options = RunOptions(tmp_path, **{**OPTS, "recipe_overrides": over})
     (record,) = run_cells([Cell("protonet", "synth", 5, 3)], _synth_provider, options)
     assert drawn and set(drawn) == {1}
-    assert (record.shot, record.train_shot) == (3, 1)
+    # the model is the 3-shot cell's own (not one shared across shots): records and settings
+    # keep train_shot 3; the episodes' shot is the recipe's
+    assert (record.shot, record.train_shot, record.episode_shot) == (3, 3, 1)
     assert (record.recipe["shot"], record.recipe["train_shot"], record.recipe["val_shot"]) == (
         3,
         1,
         3,
     )
     (table,) = summary_tables([record]).values()
-    assert "[trained 1-shot]" in table
+    assert "[trained on 1-shot episodes]" in table and "[trained 3-shot]" not in table
+    assert "protonet's 3-shot model trained on 1-shot episodes (the recipe's train_shot)" in table
+    assert "train_shot=1" in recipe_changes_text([record])  # the override is named
 
 
 def test_a_shot_override_the_grid_would_drop_is_refused(tmp_path, monkeypatch, capsys):
@@ -294,10 +298,7 @@ def test_a_shot_override_the_grid_would_drop_is_refused(tmp_path, monkeypatch, c
     records = run_cells(cells, _synth_provider, options)
     assert {(r.shot, r.train_shot, r.recipe["shot"]) for r in records} == {(1, 2, 2), (3, 2, 2)}
     (table,) = summary_tables(records).values()
-    assert (
-        "(shared across shots, or trained on the recipe's train_shot): trained 5-way 2-shot"
-        in table
-    )
+    assert "models shared across shots: trained 5-way 2-shot" in table
     row = next(line for line in table.splitlines() if line.startswith("| protonet"))
     assert row.count("[trained 2-shot]") == 2  # both cells: 1- and 3-shot, trained 2-shot
 

@@ -1053,10 +1053,7 @@ def _with_checkpoint(meta: dict) -> dict[str, Any] | None:
 
 
 def _trained(meta: dict, key: str) -> int | None:
-    """The way or shot the evaluated model was trained at (from its checkpoint's recipe;
-    a recipe with ``train_shot`` trained on episodes of that shot)."""
+    """The way or shot the evaluated model was trained for (from its checkpoint's recipe; a
+    recipe's ``train_shot`` episodes show in ``ResultRecord.episode_shot``)."""
     recipe = meta.get("recipe") or {}
-    recipe = recipe.get("recipe", recipe)
-    if key == "shot" and recipe.get("train_shot"):
-        return recipe["train_shot"]
-    return recipe.get(key)
+    return recipe.get("recipe", recipe).get(key)

@@ -598,7 +598,7 @@ def _test(
             skipped_videos=[*skipped, *(f"test/{v}: {cause}" for v, cause in bad.items())],
             protocol=recipe.options.protocol,
             train_way=recipe.recipe.way,
-            train_shot=recipe.recipe.episode_shot,
+            train_shot=recipe.recipe.shot,
             compute=compute_environment(device),
             training=training,
             provenance={"code": code, "code_digest": stable_hash(code)},

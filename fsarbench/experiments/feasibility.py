@@ -157,7 +157,8 @@ RUN_REMEDIES: dict[str, dict[str, Callable[[Shortfall], str]]] = {
         "way": lambda s: f"train at fewer ways: --recipe way=N, N up to {s.classes}",
         "videos": lambda s: _shots_up_to(
             s,
-            "models train at their cells' shot: choose --shots",
+            "models train at their cells' shot (or the recipe's train_shot: --recipe "
+            "train_shot=K): choose --shots",
             f", or train with fewer queries per class (--recipe queries=Q; now {s.queries})",
         ),
         "setting": lambda s: "",

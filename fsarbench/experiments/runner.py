@@ -112,12 +112,6 @@ class _Prepared:
     method: FewShotMethod
     slug: str
 
-    @property
-    def trained_shot(self) -> int:
-        """The shot of the episodes the unit's model trains on (the unit's shot unless the
-        recipe sets ``train_shot``: CLIP-FSAR's 5-shot model trains on 1-shot tasks)."""
-        return self.track.training_recipe(self.recipe).episode_shot
-
 
 def _in_shard_folder(out_dir, record: ResultRecord) -> bool:
     """Whether ``record`` lies in a shard sub-folder's ``records/`` (not ``out_dir``'s own)."""
@@ -262,7 +256,7 @@ class CellRunner:
             provenance=prov,
             protocol=cell.protocol,
             train_way=p.unit.train_way,
-            train_shot=p.trained_shot,
+            train_shot=p.unit.train_shot,
             compute=compute_environment(self.opt.device, features=p.data.made_with),
             training=trained.training,
         )
@@ -290,7 +284,7 @@ class CellRunner:
                 "name": cell.protocol,
                 **{k: info.get(k) for k in PROTOCOL_FIELDS},
                 "train_way": p.unit.train_way,
-                "train_shot": p.trained_shot,
+                "train_shot": p.unit.train_shot,
             },
             "manifest_hash": self.manifest_hash(manifest),
             "data": {

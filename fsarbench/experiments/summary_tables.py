@@ -148,12 +148,20 @@ def _trained_mark(entry: Entry) -> str:
     method, the rows were told apart by their ``@config`` labels alone."""
     shots = {r.train_shot for r in entry.records}
     shot = next(iter(shots))
-    if len(shots) != 1 or shot is None or shot == entry.setting.shot:
-        return ""
-    return f" [trained {shot}-shot]"
+    if len(shots) == 1 and shot is not None and shot != entry.setting.shot:
+        return f" [trained {shot}-shot]"
+    episodes = {r.episode_shot for r in entry.records}
+    shot = next(iter(episodes))
+    if len(episodes) == 1 and shot is not None and shot != entry.setting.shot:
+        return f" [trained on {shot}-shot episodes]"  # the recipe's train_shot
+    return ""
 
 
 def _models_note(records: list[ResultRecord]) -> str:
+    return _shared_models_note(records) + _episodes_note(records)
+
+
+def _shared_models_note(records: list[ResultRecord]) -> str:
     trained = {(r.train_way, r.train_shot) for r in records}
     if None in {s for _, s in trained}:
         return "models as recorded."
@@ -163,9 +171,31 @@ def _models_note(records: list[ResultRecord]) -> str:
             f"one model per shot, trained {'/'.join(map(str, ways))}-way (N-way columns reuse it)."
         )
     return (
-        "models trained at another shot than their cells' (shared across shots, or trained on "
-        "the recipe's train_shot): "
+        "models shared across shots: "
         + ", ".join(f"trained {w}-way {s}-shot" for w, s in sorted(trained))
+        + "."
+    )
+
+
+def _episodes_note(records: list[ResultRecord]) -> str:
+    """Models trained on episodes of another shot than their own (a recipe's ``train_shot``,
+    e.g. CLIP-FSAR's 5-shot model on 1-shot tasks)."""
+    other = sorted(
+        {
+            (r.method, r.train_shot, r.episode_shot)
+            for r in records
+            if r.episode_shot != r.train_shot
+        },
+        key=str,
+    )
+    if not other:
+        return ""
+    return (
+        " "
+        + "; ".join(
+            f"{m}'s {s}-shot model trained on {e}-shot episodes (the recipe's train_shot)"
+            for m, s, e in other
+        )
         + "."
     )
 

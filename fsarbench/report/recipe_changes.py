@@ -91,7 +91,19 @@ def recipe_changes(record: ResultRecord) -> dict[str, Any]:
     if default is None:
         return {}
     want = dict(default)
-    return {k: v for k, v in sorted(recorded.items()) if k in want and want[k] != v}
+    return {
+        k: v
+        for k, v in sorted(recorded.items())
+        if (want[k] != v if k in want else _set_though_omitted(k, v))
+    }
+
+
+def _set_though_omitted(key: str, value: Any) -> bool:
+    """A recipe field the default leaves out while unset (``OMITTED_WHEN_UNSET``), set here:
+    ``--recipe train_shot=1`` on a recipe without one was no change to the note."""
+    from fsarbench.training.recipe import OMITTED_WHEN_UNSET
+
+    return key.rsplit(".", 1)[-1] in OMITTED_WHEN_UNSET and bool(value)
 
 
 #: Frozen-track feature fields a run can set apart from the dataset's preset.

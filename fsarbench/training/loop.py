@@ -188,16 +188,15 @@ def lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
     warm-up (1 at its first step, no jump where the warm-up ends); multistep milestones are
     fractions of all ``steps``, each passed one multiplying by 0.1 or setting its
     ``milestone_factors`` entry."""
-    warm = recipe.warmup_steps
+    warm, start = recipe.warmup_steps, recipe.warmup_start
     if warm >= steps > 1:  # e.g. a smoke test's `--recipe steps=2` on a warmed-up recipe
+        end = start + (1 - start) * steps / warm
         warnings.warn(
             f"recipe.warmup_steps = {warm} is not below the stage's {steps} steps: the learning "
-            f"rate ends at {steps / warm:.3g} of recipe.lr = {recipe.lr} (the record holds the "
+            f"rate ends at {end:.3g} of recipe.lr = {recipe.lr} (the record holds the "
             "recipe); lower warmup_steps to train at the recipe's rate",
             stacklevel=2,
         )
-
-    start = recipe.warmup_start
 
     def factor(step: int) -> float:
         if step < warm:

@@ -19,7 +19,17 @@ from fsarbench.config import (
 )
 from fsarbench.episodes import MAX_EPISODES
 
-__all__ = ["Recipe", "frozen_recipe", "RECIPES_FILE"]
+__all__ = ["Recipe", "frozen_recipe", "RECIPES_FILE", "OMITTED_WHEN_UNSET"]
+
+#: Fields added after records existed: left out of a recipe's dict (and so of every config
+#: hash) while unset (0 or empty), so that no earlier record's identity changes.
+OMITTED_WHEN_UNSET = (
+    "queries_by_shot",
+    "early_stage_lr",
+    "milestone_factors",
+    "warmup_start",
+    "train_shot",
+)
 
 RECIPES_FILE = "frozen_recipes.yaml"
 
@@ -122,7 +132,9 @@ class Recipe:
             raise ConfigError(f"recipe.warmup_start = {self.warmup_start} must be below 1")
         if self.warmup_start and not self.warmup_steps:
             raise ConfigError(
-                f"recipe.warmup_start = {self.warmup_start} applies only with warmup_steps > 0"
+                f"recipe.warmup_start = {self.warmup_start} applies only with warmup_steps > 0; "
+                "without a warm-up set warmup_start=0 too (--recipe warmup_steps=0 "
+                "warmup_start=0)"
             )
 
     @property
@@ -148,13 +160,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         out = config_to_dict(self)
         # added later: unset, they leave config hashes as they were
-        for name in (
-            "queries_by_shot",
-            "early_stage_lr",
-            "milestone_factors",
-            "warmup_start",
-            "train_shot",
-        ):
+        for name in OMITTED_WHEN_UNSET:
             if not getattr(self, name):
                 del out[name]
         return out
