@@ -105,7 +105,7 @@ class _Mirrored:
     flip_ok = False
 
 
-@pytest.mark.parametrize("protocol", ["seed", "trx", "hyrsm"])
+@pytest.mark.parametrize("protocol", ["seed", "trx", "hyrsm", "clip-fsar"])
 def test_no_protocol_flips_a_dataset_registered_as_not_flippable(registered, protocol):
     registered("mirrored", _Mirrored, flip_ok=False)
     registered("mirrored-small", _Mirrored, settings_of="mirrored")
@@ -141,7 +141,7 @@ def test_an_explicit_protocol_entry_keeps_a_references_flip_quirk():
 def test_unknown_protocol_names_the_nearest():
     with pytest.raises(ConfigError, match="Did you mean 'trx'"):
         get_protocol("trxx", "ucf101")
-    assert list_protocols() == ["seed", "trx", "hyrsm"]
+    assert list_protocols() == ["seed", "trx", "hyrsm", "clip-fsar"]
 
 
 def test_finetune_recipe_takes_the_protocol_and_options_override_it():
@@ -173,7 +173,7 @@ def test_protocol_changes_the_frozen_cache_key():
         ).resolved("test")
         return split_cache_key("ucf101", "test", [], "w", config).digest()
 
-    assert len({key(p) for p in list_protocols()}) == 3
+    assert len({key(p) for p in list_protocols()}) == len(list_protocols()) == 4
 
 
 def test_frozen_track_records_query_flip_as_the_flip_it_applies():
@@ -186,3 +186,16 @@ def test_frozen_track_records_query_flip_as_the_flip_it_applies():
     assert frozen_protocol(hyrsm) == {**hyrsm.to_dict(), "flip": True}
     assert frozen_protocol(seed) == seed.to_dict()
     assert frozen_protocol(get_protocol("hyrsm", "synth"))["flip"] is False
+
+
+def test_clip_fsar_protocol_is_hyrsms_loader_as_clip_fsars_configs_set_it():
+    """CLIP-FSAR runs HyRSM's few-shot loader with CLIP's statistics; only its Kinetics
+    configs set SUPPORT_QUERY_DIFF (training queries flipped), the others flip nothing."""
+    hmdb, k100 = get_protocol("clip-fsar", "hmdb51"), get_protocol("clip-fsar", "kinetics100")
+    assert (hmdb.train_sampler, hmdb.flip, hmdb.norm) == ("hyrsm-segment", False, "clip")
+    assert (k100.train_sampler, k100.test_sampler, k100.flip) == (
+        "hyrsm-interval",
+        "hyrsm-interval",
+        "query",
+    )
+    assert get_protocol("clip-fsar", "ssv2-full").flip is False
