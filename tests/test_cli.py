@@ -233,6 +233,7 @@ def test_list_backbones_and_protocols(capsys):
         "seed",
         "trx",
         "hyrsm",
+        "clip-fsar",
     ]
 
 
