@@ -269,7 +269,7 @@ CARRIED_DIGESTS = {
     # backbone preset and RN50 text tower (no existing backbone or tower changes); the
     # finetune track's bn: train normalises support and query sets apart (the default
     # option changed, so finetune records re-run by their identity; bn: frozen unchanged)
-    "91923c675b6286fe": "2815c7d05867b240",
+    "e2181d90b6b2dcf1": "2815c7d05867b240",
     "cb42cc3ebfec41a3": "45d399cf0f55f5c7",
 }
 

@@ -123,6 +123,16 @@ class ResultRecord:
         inner = recipe.get("recipe") if self.track == "finetune" else recipe
         return (inner or {}).get("train_shot") or self.train_shot
 
+    def trained_mark(self, shot: int) -> str:
+        """`` [trained K-shot]`` when this record's model was trained for another shot than
+        ``shot`` (shared across shots), `` [trained on K-shot episodes]`` when it was trained
+        for ``shot`` on episodes of another (a recipe's ``train_shot``); ``""`` otherwise."""
+        if self.train_shot is not None and self.train_shot != shot:
+            return f" [trained {self.train_shot}-shot]"
+        if self.episode_shot is not None and self.episode_shot != shot:
+            return f" [trained on {self.episode_shot}-shot episodes]"
+        return ""
+
     @property
     def setting(self) -> tuple:
         """What one number of a results folder answers; two records of one setting made

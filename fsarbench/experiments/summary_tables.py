@@ -143,18 +143,12 @@ def _spread_note(records: list[ResultRecord], entries: list[Entry]) -> str:
 
 
 def _trained_mark(entry: Entry) -> str:
-    """`` [trained K-shot]`` on a cell whose model was trained at another shot (a model shared
-    across shots), as the paper tables mark it: beside the per-shot model's row of the same
-    method, the rows were told apart by their ``@config`` labels alone."""
-    shots = {r.train_shot for r in entry.records}
-    shot = next(iter(shots))
-    if len(shots) == 1 and shot is not None and shot != entry.setting.shot:
-        return f" [trained {shot}-shot]"
-    episodes = {r.episode_shot for r in entry.records}
-    shot = next(iter(episodes))
-    if len(episodes) == 1 and shot is not None and shot != entry.setting.shot:
-        return f" [trained on {shot}-shot episodes]"  # the recipe's train_shot
-    return ""
+    """:meth:`ResultRecord.trained_mark` of a cell whose records all agree on it (a model shared
+    across shots, or trained on another shot's episodes), as the paper tables mark it: beside
+    the per-shot model's row of the same method, the rows were told apart by their ``@config``
+    labels alone."""
+    marks = {r.trained_mark(entry.setting.shot) for r in entry.records}
+    return marks.pop() if len(marks) == 1 else ""
 
 
 def _models_note(records: list[ResultRecord]) -> str:
@@ -185,8 +179,7 @@ def _episodes_note(records: list[ResultRecord]) -> str:
             (r.method, r.train_shot, r.episode_shot)
             for r in records
             if r.episode_shot != r.train_shot
-        },
-        key=str,
+        }
     )
     if not other:
         return ""

@@ -471,11 +471,7 @@ def _mark_other_tracks(rows: list[TableRow], track: str | None) -> None:
             if field_of(c.entry) != main:
                 c.text += f" [{field_of(c.entry)} {suffix}]"
     for c in cells:
-        record = c.entry.records[0]
-        if record.train_shot is not None and record.train_shot != c.entry.setting.shot:
-            c.text += f" [trained {record.train_shot}-shot]"
-        elif record.episode_shot is not None and record.episode_shot != c.entry.setting.shot:
-            c.text += f" [trained on {record.episode_shot}-shot episodes]"
+        c.text += c.entry.records[0].trained_mark(c.entry.setting.shot)
 
 
 def _stale_notes(rows: list[TableRow]) -> list[str]:

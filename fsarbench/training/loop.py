@@ -200,7 +200,7 @@ def lr_factor(recipe: Recipe, steps: int) -> Callable[[int], float]:
 
     def factor(step: int) -> float:
         if step < warm:
-            return start + (1 - start) * (step + 1) / warm if start else (step + 1) / warm
+            return start + (1 - start) * (step + 1) / warm  # start 0: (step + 1) / warm, bit-equal
         if recipe.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
         if recipe.schedule == "multistep":

@@ -205,9 +205,8 @@ class VideoMethod(FewShotMethod):
     def train(self, mode: bool = True) -> VideoMethod:
         super().train(mode)
         if self.options.bn == "frozen":
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            for m in batch_norms(self.backbone):
+                m.eval()
         return self
 
     def episode_features(
