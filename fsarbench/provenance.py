@@ -271,6 +271,13 @@ CARRIED_DIGESTS = {
     # option changed, so finetune records re-run by their identity; bn: frozen unchanged)
     "e2181d90b6b2dcf1": "2815c7d05867b240",
     "cb42cc3ebfec41a3": "45d399cf0f55f5c7",
+    # session 35: HyRSM's colour jitter of training query clips (a protocol and finetune
+    # option, color_jitter, left out of protocol and recipe dicts while off: no other
+    # identity changes; the frozen track's views are never jittered); uint8 -> float
+    # normalisation split into normalise/standardise (the same arithmetic); eval of a
+    # finetune checkpoint records its options as train does
+    "59e5a72fc273de6c": "2815c7d05867b240",
+    "772444321cbc06d4": "45d399cf0f55f5c7",
 }
 
 

@@ -88,6 +88,26 @@ def test_overrides_are_named_in_the_tables(tmp_path):
     assert table.endswith(text)
 
 
+def test_a_colour_jitter_set_or_unset_against_the_protocol_is_named(tmp_path):
+    """``color_jitter`` is left out of recipe dicts while unset: set under ``seed``, or unset
+    under ``hyrsm`` (whose default sets it), neither showed as a change."""
+    record = _record(tmp_path, "hyrsm", track="finetune", protocol="seed")
+    on = {"options": {"color_jitter": "query"}}
+    seeded = _unit_recipe("hyrsm", "ucf101", "finetune", "seed", 1, on).identity()
+    assert recipe_changes(dataclasses.replace(record, recipe=seeded)) == {
+        "options.color_jitter": "query"
+    }
+    hyrsm = dataclasses.replace(record, protocol="hyrsm")
+    off = {"options": {"color_jitter": False}}
+    unset = _unit_recipe("hyrsm", "ucf101", "finetune", "hyrsm", 1, off).identity()
+    assert "color_jitter" not in unset["options"]
+    assert recipe_changes(dataclasses.replace(hyrsm, recipe=unset)) == {
+        "options.color_jitter": False
+    }
+    default = _unit_recipe("hyrsm", "ucf101", "finetune", "hyrsm", 1).identity()
+    assert recipe_changes(dataclasses.replace(hyrsm, recipe=default)) == {}
+
+
 @pytest.mark.parametrize("dataset", ["synth", "ucf101", "kinetics100-hyrsm", "ssv2-small"])
 def test_frame_features_apart_from_the_preset_are_named(dataset, tmp_path):
     """A run with --features (or the CLIP grid) into a folder replaced the preset's records

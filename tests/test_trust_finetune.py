@@ -411,17 +411,17 @@ def test_train_and_eval_name_a_finetune_record_alike():
     record id, differed; summary.csv and the leaderboard showed the model twice."""
     import dataclasses
 
-    from fsarbench.config import config_to_dict
     from fsarbench.training.finetune_recipe import (
         checkpoint_options,
         finetune_recipe,
+        options_to_dict,
         record_identity,
     )
 
     recipe = finetune_recipe("protonet", "synth")
     recipe = dataclasses.replace(recipe, options=dataclasses.replace(recipe.options, workers=3))
     stored = recipe.to_dict()  # what a finetune checkpoint holds
-    resolved = {**stored, "options": config_to_dict(checkpoint_options(stored["options"], "t"))}
+    resolved = {**stored, "options": options_to_dict(checkpoint_options(stored["options"], "t"))}
     by_train = record_identity(recipe.to_dict(), {"test": "abc"})
     by_eval = record_identity(resolved, {"test": "abc"})
     assert by_train == by_eval

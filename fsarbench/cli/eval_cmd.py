@@ -894,17 +894,20 @@ def _check_same_features(trained: dict[str, Any], info: dict[str, Any], where: s
 
 
 def _finetune_checkpoint(args, data: dict, device):
-    from fsarbench.config import config_to_dict
     from fsarbench.data.datasets import get_dataset, listed_apart
     from fsarbench.experiments.tracks import extract_finetune_test
     from fsarbench.training.export import load_head
-    from fsarbench.training.finetune_recipe import checkpoint_options, record_identity
+    from fsarbench.training.finetune_recipe import (
+        checkpoint_options,
+        options_to_dict,
+        record_identity,
+    )
 
     recipe = dict(data.get("recipe") or {})
     if "options" not in recipe:
         raise ValueError(f"{args.checkpoint} holds backbone weights but no finetune options")
     options = checkpoint_options(recipe["options"], where=str(args.checkpoint))
-    recipe["options"] = config_to_dict(options)  # recorded as used (with legacy defaults)
+    recipe["options"] = options_to_dict(options)  # recorded as used (with legacy defaults)
     if args.protocol and args.protocol != options.protocol:
         print(
             f"note: the checkpoint was trained under the {options.protocol!r} protocol; its "

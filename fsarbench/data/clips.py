@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from fsarbench.data.color_jitter import NO_JITTER, draw_color_jitter
 from fsarbench.data.datasets import VideoRecord
 from fsarbench.data.decode import VideoDecodeError, read_clip
 from fsarbench.data.sampling import TooShortError, frame_rng, sample_frames
@@ -49,6 +50,10 @@ class ClipOptions:
         backend: ``auto``, ``decord``, ``pyav`` (files) — folders are always JPEG.
         pixels: clips as ``uint8`` crops, to be normalised by the consumer on its device
             with ``transform.pixel_norm()`` (a quarter of the bytes between processes).
+        color_jitter: also draw each clip's colour jitter (HyRSM's, for training query
+            clips) after its frames, crop and flip: items gain ``"jitter"``, a ``float64
+            [10]`` row of :mod:`fsarbench.data.color_jitter`, which the consumer applies on
+            its device (only with ``pixels``).
     """
 
     frames: int = 8
@@ -61,6 +66,14 @@ class ClipOptions:
     on_error: Literal["skip", "raise"] = "skip"
     backend: str = "auto"
     pixels: bool = False
+    color_jitter: bool = False
+
+    def __post_init__(self) -> None:
+        if self.color_jitter and not self.pixels:
+            raise ValueError(
+                "color_jitter needs pixels=True: the jitter is applied on the consumer's "
+                "device, between the uint8 crop and the normalisation"
+            )
 
 
 def _load(
@@ -69,9 +82,10 @@ def _load(
     opts: ClipOptions,
     view: int,
     out_shape: tuple[int, ...],
-) -> tuple[torch.Tensor, str | None]:
-    """(clip ``float [T,3,H,W]`` (``uint8`` under ``opts.pixels``), error or None) for one
-    video and view; a zero clip with the error when it cannot be read under ``skip``."""
+) -> tuple[torch.Tensor, str | None, np.ndarray | None]:
+    """(clip ``float [T,3,H,W]`` (``uint8`` under ``opts.pixels``), error or None, colour
+    jitter row or None) for one video and view; a zero clip with the error, and a row that
+    leaves it as it is, when it cannot be read under ``skip``."""
     rng = frame_rng(opts.seed, record.video_id, opts.epoch, view)
     choose = partial(
         sample_frames, opts.sampler, T=opts.frames, train=opts.train, rng=rng, short=opts.short
@@ -79,15 +93,19 @@ def _load(
     try:
         frames, _ = read_clip(record.path, choose, backend=opts.backend)
         clip = transform.pixels(frames, rng) if opts.pixels else transform(frames, rng)
-        return clip, None
+        return clip, None, draw_color_jitter(rng) if opts.color_jitter else None
     except TooShortError as err:
         if opts.on_error == "raise":
             raise VideoDecodeError(record.path, str(err)) from None
-        return _zeros(out_shape, opts), f"{record.path}: {err}"
+        return _zeros(out_shape, opts), f"{record.path}: {err}", _no_jitter(opts)
     except VideoDecodeError as err:
         if opts.on_error == "raise":
             raise
-        return _zeros(out_shape, opts), str(err)
+        return _zeros(out_shape, opts), str(err), _no_jitter(opts)
+
+
+def _no_jitter(opts: ClipOptions) -> np.ndarray | None:
+    return NO_JITTER.copy() if opts.color_jitter else None
 
 
 def _zeros(shape: tuple[int, ...], opts: ClipOptions) -> torch.Tensor:
@@ -106,7 +124,8 @@ class ClipDataset(TorchDataset):
 
     Returns dicts ``{"clip": float [T,3,H,W], "index": video position, "view": view id,
     "ok": bool, "error": str | None}``; failed videos give a zero clip under ``skip``.
-    Under ``options.pixels`` clips are ``uint8``, for ``transform.pixel_norm()``.
+    Under ``options.pixels`` clips are ``uint8``, for ``transform.pixel_norm()``; under
+    ``options.color_jitter`` items carry their ``"jitter"`` row too.
     """
 
     def __init__(
@@ -127,8 +146,13 @@ class ClipDataset(TorchDataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         video, view = divmod(int(i), self.options.views)
-        clip, error = _load(self.records[video], self.transform, self.options, view, self.out_shape)
-        return {"clip": clip, "index": video, "view": view, "ok": error is None, "error": error}
+        clip, error, jitter = _load(
+            self.records[video], self.transform, self.options, view, self.out_shape
+        )
+        item = {"clip": clip, "index": video, "view": view, "ok": error is None, "error": error}
+        if jitter is not None:
+            item["jitter"] = torch.from_numpy(jitter)
+        return item
 
 
 class EpisodeClipDataset(TorchDataset):
@@ -163,7 +187,7 @@ class EpisodeClipDataset(TorchDataset):
             _load(self.records[int(v)], self.transform, self.options, e, self.out_shape)
             for v in indices
         ]
-        return torch.stack([c for c, _ in loaded]), [err for _, err in loaded]
+        return torch.stack([c for c, _, _ in loaded]), [err for _, err, _ in loaded]
 
     def __getitem__(self, e: int) -> dict[str, Any]:
         m = self.manifest

@@ -40,7 +40,14 @@ class Protocol:
         flip: random horizontal flip of training clips: ``True`` every clip, ``"query"`` the
             query clips only (HyRSM's few-shot loader), ``False`` none. The frozen track's
             training views have no role: they are flipped unless ``flip`` is ``False``.
-        norm: pixel normalisation (``none``, ``hyrsm``, ``imagenet``).
+        norm: pixel normalisation (``none``, ``hyrsm``, ``imagenet``, ``clip``).
+        color_jitter: HyRSM's colour jitter of training clips
+            (:mod:`fsarbench.data.color_jitter`): ``"query"`` the query clips only (its
+            few-shot loader's ``SUPPORT_QUERY_DIFF``), ``True`` every clip, ``False`` none.
+            The finetune track's alone: the frozen track's training views are not
+            jittered (:func:`~fsarbench.experiments.features.frozen_protocol`). Left out of
+            :meth:`to_dict` while ``False`` (cache keys and records made before it existed
+            keep their identity).
     """
 
     name: str = DEFAULT_PROTOCOL
@@ -50,6 +57,7 @@ class Protocol:
     test_transform: str = "seed-test"
     flip: bool | Literal["query"] = True
     norm: str = "imagenet"
+    color_jitter: bool | Literal["query"] = False
 
     def __post_init__(self) -> None:
         from fsarbench.data.sampling import SAMPLERS
@@ -69,7 +77,10 @@ class Protocol:
         return self.train_transform if train else self.test_transform
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if not self.color_jitter:
+            del out["color_jitter"]
+        return out
 
 
 @dataclass(frozen=True)

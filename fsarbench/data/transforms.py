@@ -120,7 +120,11 @@ class ClipTransform:
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """``uint8 [..., 3, H, W]`` -> ``float32`` pixels in ``[0, 1]``, standardised by the
         preset's statistics (the reference arithmetic, on ``x``'s device)."""
-        x = x.float() / 255.0
+        return self.standardise(x.float() / 255.0)
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """``float32 [..., 3, H, W]`` pixels in ``[0, 1]`` standardised by the preset's
+        statistics (on ``x``'s device); the identity under ``norm: none``."""
         if self._mean is not None:
             x = (x - self._mean.to(x.device)) / self._std.to(x.device)
         return x

@@ -96,8 +96,11 @@ def feature_preset(dataset: str, overrides: dict[str, Any] | None = None) -> Fea
 def frozen_protocol(protocol: Protocol) -> dict[str, Any]:
     """``protocol`` as the frozen track applies it: its training views have no role, so
     ``flip: query`` flips them as ``True`` does (and a record keeps the id it had before
-    ``query`` existed: the features are the same)."""
-    return {**protocol.to_dict(), "flip": protocol.flip is not False}
+    ``query`` existed: the features are the same), and they are not colour-jittered (HyRSM
+    jitters query clips only; jittering the views would jitter support features too)."""
+    out = {**protocol.to_dict(), "flip": protocol.flip is not False}
+    out.pop("color_jitter", None)
+    return out
 
 
 class FrozenFeatureProvider:

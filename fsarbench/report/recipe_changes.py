@@ -91,19 +91,45 @@ def recipe_changes(record: ResultRecord) -> dict[str, Any]:
     if default is None:
         return {}
     want = dict(default)
-    return {
+    changed = {
         k: v
-        for k, v in sorted(recorded.items())
+        for k, v in recorded.items()
         if (want[k] != v if k in want else _set_though_omitted(k, v))
     }
+    # a field the default sets and the record leaves out: unset by the user
+    # (``--option color_jitter=false`` under ``--protocol hyrsm``)
+    changed.update(
+        {k: _unset_value(k) for k, v in want.items() if k not in recorded and _omissible(k)}
+    )
+    return dict(sorted(changed.items()))
+
+
+def _omissible(key: str) -> bool:
+    """A field left out of recipe dicts while unset (``OMITTED_WHEN_UNSET`` of the recipe,
+    ``OPTIONS_OMITTED_WHEN_UNSET`` of the finetune options)."""
+    from fsarbench.training.finetune_recipe import OPTIONS_OMITTED_WHEN_UNSET
+    from fsarbench.training.recipe import OMITTED_WHEN_UNSET
+
+    section, _, name = key.rpartition(".")
+    omitted = OPTIONS_OMITTED_WHEN_UNSET if section == "options" else OMITTED_WHEN_UNSET
+    return name in omitted
 
 
 def _set_though_omitted(key: str, value: Any) -> bool:
-    """A recipe field the default leaves out while unset (``OMITTED_WHEN_UNSET``), set here:
-    ``--recipe train_shot=1`` on a recipe without one was no change to the note."""
-    from fsarbench.training.recipe import OMITTED_WHEN_UNSET
+    """A field the default leaves out while unset, set here: ``--recipe train_shot=1`` on a
+    recipe without one was no change to the note."""
+    return _omissible(key) and bool(value)
 
-    return key.rsplit(".", 1)[-1] in OMITTED_WHEN_UNSET and bool(value)
+
+def _unset_value(key: str) -> Any:
+    """The value an omitted field has while unset (its dataclass default)."""
+    from fsarbench.training.finetune_recipe import FinetuneOptions
+    from fsarbench.training.recipe import Recipe
+
+    section, _, name = key.rpartition(".")
+    cls = FinetuneOptions if section == "options" else Recipe
+    value = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    return list(value) if isinstance(value, tuple) else value
 
 
 #: Frozen-track feature fields a run can set apart from the dataset's preset.

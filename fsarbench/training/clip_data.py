@@ -140,6 +140,14 @@ class ClipSplit:
         return [names.get(c, str(c)) for c in range(self.num_classes)]
 
 
+ROLES = ("support", "query")
+
+
+def _jittered(options: FinetuneOptions, role: str) -> bool:
+    """Whether training clips of ``role`` are colour-jittered."""
+    return options.color_jitter is True or (options.color_jitter == "query" and role == "query")
+
+
 def _transform(options: FinetuneOptions, train: bool, role: str = "query") -> ClipTransform:
     """The clip transform of training (``role``: ``"support"`` or ``"query"`` clips) or test
     clips; ``options.flip`` is the protocol's per-dataset choice (or ``--option flip``)."""
@@ -212,7 +220,9 @@ class ClipStore:
 
 class TrainEpisodes(Dataset):
     """Item ``k``: the ``k``-th episode this rank trains on from ``first_step`` on, as
-    ``uint8`` clips (the :class:`VideoMethod` normalises them on its device).
+    ``uint8`` clips (the :class:`VideoMethod` normalises them on its device) and, for the
+    roles ``options.color_jitter`` jitters, their colour jitter rows (``"support_jitter"``,
+    ``"query_jitter"``: ``float64 [n, 10]``, applied on the device).
 
     Episode index of item ``k``: ``step * n + rank * per + k % per`` with ``step =
     first_step + k // per``; clips are augmented with the episode index as epoch.
@@ -239,7 +249,8 @@ class TrainEpisodes(Dataset):
         check_feasible(self.pools, self.spec, split.class_names)  # before the first step
         self.class_ids = np.array(sorted(self.pools))
         self.draw = EpisodeDrawer(self.pools, self.class_ids, self.spec)
-        self.transforms = {role: _transform(o, True, role) for role in ("support", "query")}
+        self.transforms = {role: _transform(o, True, role) for role in ROLES}
+        self.jittered = [role for role in ROLES if _jittered(o, role)]
         self.clip_options = ClipOptions(
             frames=o.frames,
             sampler=o.train_sampler,
@@ -260,18 +271,24 @@ class TrainEpisodes(Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         index = self.episode_index(k)
         classes, support, query = self.draw(index)
-        options = dataclasses.replace(self.clip_options, epoch=index)
-        clips = []
-        for role, videos in (("support", support), ("query", query)):
+        clips, item = [], {"classes": torch.as_tensor(classes), "episode": index}
+        for role, videos in zip(ROLES, (support, query)):
             records = [self.split.records[int(v)] for v in videos]
+            options = dataclasses.replace(
+                self.clip_options, epoch=index, color_jitter=role in self.jittered
+            )
             data = ClipDataset(records, self.transforms[role], options)
-            clips += [data[i]["clip"] for i in range(len(data))]
-        return {"clips": torch.stack(clips), "classes": torch.as_tensor(classes), "episode": index}
+            loaded = [data[i] for i in range(len(data))]
+            clips += [x["clip"] for x in loaded]
+            if role in self.jittered:
+                item[f"{role}_jitter"] = torch.stack([x["jitter"] for x in loaded])
+        return {"clips": torch.stack(clips), **item}
 
 
 def to_clip_episodes(item: dict[str, Any], spec: EpisodeSpec) -> ClipEpisodes:
     """A loader micro-batch (``clips [B, N, T, 3, H, W]``, ``classes [B, way]``; support
-    first, class-major) as episodes, on the device of ``classes``."""
+    first, class-major; colour jitter rows ``[B, n, 10]`` where a role has them) as
+    episodes, on the device of ``classes`` (the jitter rows stay where they are: the host)."""
     clips, classes = item["clips"], item["classes"]
     ns = spec.way * spec.shot
     # made on the device: a copy from host memory would block the prefetcher's copy stream
@@ -287,4 +304,6 @@ def to_clip_episodes(item: dict[str, Any], spec: EpisodeSpec) -> ClipEpisodes:
         glob[:, :ns],
         glob[:, ns:],
         spec.way,
+        item.get("support_jitter"),
+        item.get("query_jitter"),
     )

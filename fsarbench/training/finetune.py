@@ -111,12 +111,17 @@ class ClipSource:
         """The loader's (pinned) micro-batch, split into episodes only once on the device:
         support and query are slices that a multi-episode batch does not hold contiguously,
         and a non-contiguous host tensor is copied through pageable memory, blocking."""
-        host = {"clips": item["clips"], "classes": item["classes"]}
+        host = {k: v for k, v in item.items() if k != "episode"}
         return MicroBatch(int(item["episode"][0]), item["clips"].shape[0], (host, spec))
 
     def _to_device(self, micro: MicroBatch) -> MicroBatch:
+        """Clips and classes to the device; colour jitter rows stay on the host (the model
+        reads them there, one clip at a time, without waiting for the device)."""
         host, spec = micro.batch
-        moved = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
+        moved = {
+            k: v if k.endswith("_jitter") else v.to(self.device, non_blocking=True)
+            for k, v in host.items()
+        }
         return MicroBatch(micro.first, micro.count, to_clip_episodes(moved, spec))
 
 

@@ -20,7 +20,13 @@ from fsarbench.config import (
 from fsarbench.features.backbones import effective_norm
 from fsarbench.training.recipe import Recipe, check_overrides_apply, recipe_layer, settle_shot
 
-__all__ = ["FINETUNE_RECIPES_FILE", "FinetuneOptions", "FinetuneRecipe", "finetune_recipe"]
+__all__ = [
+    "FINETUNE_RECIPES_FILE",
+    "FinetuneOptions",
+    "FinetuneRecipe",
+    "finetune_recipe",
+    "options_to_dict",
+]
 
 FINETUNE_RECIPES_FILE = "finetune_recipes.yaml"
 
@@ -44,6 +50,11 @@ class FinetuneOptions:
             ``resize``/``crop`` override their sizes (0 keeps the preset's).
         flip: random horizontal flip of training clips (``"query"``: of the query clips
             only, as HyRSM's few-shot loader does); norm: pixel normalisation.
+        color_jitter: HyRSM's colour jitter of training clips (``"query"``: of the query
+            clips only, its loader's ``SUPPORT_QUERY_DIFF``; ``True``: every clip), drawn by
+            the decode workers and applied on the device before the normalisation
+            (:mod:`fsarbench.data.color_jitter`); left out of the recipe's dict while
+            ``False``.
         bn: ``train`` (the references') normalises, in training, each episode's support
             clips and its query clips with their own batch statistics (one backbone call each,
             as TRX, HyRSM and CLIP-FSAR call theirs) and updates the running statistics the
@@ -79,6 +90,7 @@ class FinetuneOptions:
     crop: int = 0
     flip: bool | Literal["query"] = True
     norm: str = "imagenet"
+    color_jitter: bool | Literal["query"] = False
     bn: Literal["frozen", "train"] = "train"
     train_backbone: Literal["last", "all"] = "last"
     amp: bool = True
@@ -147,6 +159,21 @@ class FinetuneOptions:
         )
 
 
+#: FinetuneOptions fields added after records existed: left out of a recipe's dict (and so of
+#: every config hash) while unset, so that no earlier record's identity changes
+OPTIONS_OMITTED_WHEN_UNSET = ("color_jitter",)
+
+
+def options_to_dict(options: FinetuneOptions) -> dict[str, Any]:
+    """``options`` as recipes record them: every field but the
+    :data:`OPTIONS_OMITTED_WHEN_UNSET` that are unset."""
+    out = config_to_dict(options)
+    for name in OPTIONS_OMITTED_WHEN_UNSET:
+        if not out[name]:
+            del out[name]
+    return out
+
+
 #: FinetuneOptions fields that set only the speed: decode workers give the same clips in the
 #: same order (each episode is a function of its index), so they are not in a recipe's identity
 SPEED_ONLY_OPTIONS = ("workers",)
@@ -175,7 +202,7 @@ class FinetuneRecipe:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"recipe": self.recipe.to_dict(), "options": config_to_dict(self.options)}
+        return {"recipe": self.recipe.to_dict(), "options": options_to_dict(self.options)}
 
     def identity(self) -> dict[str, Any]:
         """What of this recipe makes its numbers (config hashes, unit names, fingerprints):
@@ -208,6 +235,7 @@ PROTOCOL_OPTIONS = (
     "test_transform",
     "flip",
     "norm",
+    "color_jitter",
 )
 
 

@@ -67,7 +67,8 @@ class DevicePrefetcher(Generic[T]):
             stream = torch.cuda.current_stream(self.device)
             stream.wait_event(ready)
             for t in tensors_of(current):
-                t.record_stream(stream)  # its memory is not reused before that use ends
+                if t.is_cuda:  # host tensors a batch keeps (colour jitter rows) have no stream
+                    t.record_stream(stream)  # its memory is not reused before that use ends
         return current
 
     def _launch(self) -> tuple[T, Any] | None:

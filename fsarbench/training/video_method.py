@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from fsarbench.data.transforms import PixelNorm
+from fsarbench.data.color_jitter import NO_JITTER, apply_color_jitter
+from fsarbench.data.transforms import ClipTransform, PixelNorm, TransformConfig
 from fsarbench.distributed.precision import Precision
 from fsarbench.methods import (
     EpisodeBatch,
@@ -101,7 +103,9 @@ def backbone_trainable(backbone: nn.Module, options: FinetuneOptions) -> list[nn
 @dataclass
 class ClipEpisodes:
     """A batch of ``B`` episodes of clips: ``support [B, Ns, T, 3, H, W]``, ``query
-    [B, Nq, T, 3, H, W]``, labels ``[B, Ns]``/``[B, Nq]`` and global classes alike."""
+    [B, Nq, T, 3, H, W]``, labels ``[B, Ns]``/``[B, Nq]`` and global classes alike; for
+    colour-jittered roles, their jitter rows ``float64 [B, Ns|Nq, 10]``
+    (:mod:`fsarbench.data.color_jitter`), which stay on the host."""
 
     support: Tensor
     support_labels: Tensor
@@ -110,14 +114,17 @@ class ClipEpisodes:
     support_classes: Tensor
     query_classes: Tensor
     way: int
+    support_jitter: Tensor | None = None
+    query_jitter: Tensor | None = None
 
     def to(self, device: torch.device) -> ClipEpisodes:
+        kept = ("way", "support_jitter", "query_jitter")
         moved = {
             f.name: getattr(self, f.name).to(device, non_blocking=True)
             for f in dataclasses.fields(self)
-            if f.name != "way"
+            if f.name not in kept
         }
-        return ClipEpisodes(**moved, way=self.way)
+        return ClipEpisodes(**moved, **{name: getattr(self, name) for name in kept})
 
 
 class VideoMethod(FewShotMethod):
@@ -142,6 +149,7 @@ class VideoMethod(FewShotMethod):
         self.backbone, self.inner, self.options = backbone, method, options
         self.precision = precision or Precision()
         self.pixel_norm = PixelNorm.of(options.norm)
+        self.standardise = ClipTransform(TransformConfig(norm=options.norm)).standardise
         self.method_name = getattr(method, "method_name", type(method).__name__)
         self.uses_class_names = method.uses_class_names
         #: training split's class id -> name, set by the finetune loop for such heads
@@ -164,11 +172,13 @@ class VideoMethod(FewShotMethod):
                 "activation memory), or use --option bn=frozen"
             )
 
-    def features(self, clips: Tensor) -> Tensor:
-        """``clips [N, T, 3, H, W]`` (float, or uint8 pixels) -> float32 frame features
-        ``[N, T, D]``."""
+    def features(self, clips: Tensor, jitter: Tensor | None = None) -> Tensor:
+        """``clips [N, T, 3, H, W]`` (float, or uint8 pixels jittered by their rows ``jitter
+        [N, 10]`` where given) -> float32 frame features ``[N, T, D]``."""
         if clips.dtype == torch.uint8:
-            clips = self.pixel_norm(clips)
+            clips = self.normalise(clips, jitter)
+        elif jitter is not None:
+            raise TypeError("colour jitter rows come with uint8 clips (the decode workers')")
         n, t = clips.shape[:2]
         frames = clips.flatten(0, 1)
         if self.precision.channels_last:
@@ -176,6 +186,19 @@ class VideoMethod(FewShotMethod):
         chunk = self.options.frame_chunk or len(frames)
         outs = [self._backbone(frames[s : s + chunk]) for s in range(0, len(frames), chunk)]
         return torch.cat(outs).float().reshape(n, t, -1)
+
+    def normalise(self, clips: Tensor, jitter: Tensor | None = None) -> Tensor:
+        """``uint8 [N, T, 3, H, W]`` -> normalised ``float32``; a clip with a jitter row that
+        is on goes from ``[0, 1]`` pixels through its jitter first (in float32, as HyRSM's
+        loader jitters them), the others through the lookup table."""
+        out = self.pixel_norm(clips)
+        if jitter is None:
+            return out
+        rows = jitter.numpy()
+        for n in np.flatnonzero(rows[:, 0]):
+            pixels = clips[n].float() / 255.0
+            out[n] = self.standardise(apply_color_jitter(pixels, rows[n]))
+        return out
 
     def _backbone(self, frames: Tensor) -> Tensor:
         whole = self.options.checkpoint_backbone and not self._vit_checkpointing
@@ -241,17 +264,22 @@ class VideoMethod(FewShotMethod):
     def _clip_features(self, batch: ClipEpisodes, backbone_trains: bool) -> tuple[Tensor, Tensor]:
         """``[B*Ns, T, D]`` support and ``[B*Nq, T, D]`` query frame features."""
         batch_statistics = self.training and self.options.bn == "train"
-        if batch_statistics and backbone_trains:
-            support = torch.cat([self.features(clips) for clips in batch.support])
-            query = torch.cat([self.features(clips) for clips in batch.query])
-            return support, query
         b, ns = batch.support.shape[:2]
+        if batch_statistics and backbone_trains:
+            support = torch.cat(
+                [self.features(c, j) for c, j in zip(batch.support, _per_episode(batch, "support"))]
+            )
+            query = torch.cat(
+                [self.features(c, j) for c, j in zip(batch.query, _per_episode(batch, "query"))]
+            )
+            return support, query
         frozen = (
             batch_norms_in_eval(self.backbone) if batch_statistics else contextlib.nullcontext()
         )
         with frozen:
             feats = self.features(
-                torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)])
+                torch.cat([batch.support.flatten(0, 1), batch.query.flatten(0, 1)]),
+                _all_rows(batch),
             )
         return feats[: b * ns], feats[b * ns :]
 
@@ -275,3 +303,23 @@ class VideoMethod(FewShotMethod):
     @property
     def hparams(self) -> dict[str, Any]:
         return self.inner.hparams
+
+
+def _per_episode(batch: ClipEpisodes, role: str) -> list[Tensor | None]:
+    """The colour jitter rows ``[n, 10]`` of each episode's ``role`` clips, or ``None``s."""
+    rows = getattr(batch, f"{role}_jitter")
+    return [None] * len(getattr(batch, role)) if rows is None else list(rows)
+
+
+def _all_rows(batch: ClipEpisodes) -> Tensor | None:
+    """The jitter rows of ``cat([support.flatten(0, 1), query.flatten(0, 1)])``: ``None``
+    where no role is jittered, rows that leave a clip as it is for a role that is not."""
+    if batch.support_jitter is None and batch.query_jitter is None:
+        return None
+    parts = []
+    for role in ("support", "query"):
+        rows = getattr(batch, f"{role}_jitter")
+        if rows is None:
+            rows = torch.from_numpy(NO_JITTER).expand(*getattr(batch, role).shape[:2], -1)
+        parts.append(rows.flatten(0, 1))
+    return torch.cat(parts)
