@@ -275,8 +275,10 @@ CARRIED_DIGESTS = {
     # option, color_jitter, left out of protocol and recipe dicts while off: no other
     # identity changes; the frozen track's views are never jittered); uint8 -> float
     # normalisation split into normalise/standardise (the same arithmetic); eval of a
-    # finetune checkpoint records its options as train does
-    "59e5a72fc273de6c": "2815c7d05867b240",
+    # finetune checkpoint records its options as train does; Recipe.decay_exempt (weight
+    # decay exemptions, omitted from the recipe dict while 'none'; make_optimizer's one
+    # group unchanged without it)
+    "971596121219b39c": "2815c7d05867b240",
     "772444321cbc06d4": "45d399cf0f55f5c7",
 }
 

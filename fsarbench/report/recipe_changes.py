@@ -118,7 +118,12 @@ def _omissible(key: str) -> bool:
 def _set_though_omitted(key: str, value: Any) -> bool:
     """A field the default leaves out while unset, set here: ``--recipe train_shot=1`` on a
     recipe without one was no change to the note."""
-    return _omissible(key) and bool(value)
+    from fsarbench.training.recipe import is_unset
+
+    if not _omissible(key):
+        return False
+    section, _, name = key.rpartition(".")
+    return bool(value) if section == "options" else not is_unset(name, value)
 
 
 def _unset_value(key: str) -> Any:

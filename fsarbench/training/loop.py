@@ -23,7 +23,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +39,7 @@ from fsarbench.io import atomic_write_bytes, stable_hash
 from fsarbench.methods import FewShotMethod, TrainingStage
 from fsarbench.progress import progress_bar
 from fsarbench.provenance import StaleError, provenance_diff
+from fsarbench.training.decay_groups import decay_exempt_parameters
 from fsarbench.training.recipe import Recipe
 from fsarbench.training.timing import StepTimer, format_step_times
 
@@ -166,10 +167,17 @@ def rank_share(recipe: Recipe, rank: int, world: int) -> tuple[int, int, int]:
     return rank * per, per, min(recipe.micro_batch or per, per)
 
 
-def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(
+    recipe: Recipe, params: list[nn.Parameter], exempt: Collection[int] = ()
+) -> torch.optim.Optimizer:
     """The recipe's optimizer. ``foreach=True`` everywhere (torch picks it on CUDA only): the
     multi-tensor update gives the same bits as the per-tensor loop (tested) in half the time
-    on the CPU, where the frozen track's small models spend a tenth of a step updating."""
+    on the CPU, where the frozen track's small models spend a tenth of a step updating.
+    ``exempt``: ``id``s of parameters trained without weight decay (a second group)."""
+    if exempt:
+        decayed = [p for p in params if id(p) not in exempt]
+        free = [p for p in params if id(p) in exempt]
+        params = [{"params": decayed}, {"params": free, "weight_decay": 0.0}]
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -487,7 +495,8 @@ def _run_stage(
     cfg, r = run.cfg, run.cfg.recipe
     params = list(stage.parameters())
     staged = r.for_stage(last_stage)
-    opt = make_optimizer(staged, params) if params else None
+    exempt = decay_exempt_parameters(run.model, staged.decay_exempt)
+    opt = make_optimizer(staged, params, exempt) if params else None
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(staged, n_steps)) if opt else None
     scaler = cfg.precision.grad_scaler()
     start = ckpt["step"] if ckpt else 0

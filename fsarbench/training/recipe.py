@@ -29,6 +29,7 @@ OMITTED_WHEN_UNSET = (
     "milestone_factors",
     "warmup_start",
     "train_shot",
+    "decay_exempt",
 )
 
 RECIPES_FILE = "frozen_recipes.yaml"
@@ -41,6 +42,10 @@ class Recipe:
     Attributes:
         optimizer: ``adam``, ``adamw`` or ``sgd``.
         lr, weight_decay, momentum: optimiser settings.
+        decay_exempt: parameters trained without weight decay: ``none``, or ``alibaba``
+            (alibaba-mmai-research's optimiser, HyRSM's and CLIP-FSAR's: the parameters
+            whose names hold ``bn`` or ``norm`` there; see
+            :mod:`fsarbench.training.decay_groups`).
         schedule: ``constant``, ``cosine`` or ``multistep`` (``milestones`` as step fractions).
         milestone_factors: multistep only: the learning-rate factor from each milestone on
             (SlowFast's ``LRS`` after its first entry, e.g. HyRSM's Kinetics ``0.5, 0.1,
@@ -73,6 +78,7 @@ class Recipe:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    decay_exempt: Literal["none", "alibaba"] = "none"
     momentum: float = 0.9
     schedule: Literal["constant", "cosine", "multistep"] = "cosine"
     milestones: tuple[float, ...] = (0.5, 0.75)
@@ -161,7 +167,7 @@ class Recipe:
         out = config_to_dict(self)
         # added later: unset, they leave config hashes as they were
         for name in OMITTED_WHEN_UNSET:
-            if not getattr(self, name):
+            if is_unset(name, getattr(self, name)):
                 del out[name]
         return out
 
@@ -175,6 +181,18 @@ class Recipe:
         """What of this recipe makes its numbers (config hashes, unit names, fingerprints):
         every field."""
         return self.to_dict()
+
+
+#: every Recipe field's default
+RECIPE_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(Recipe) if f.default is not dataclasses.MISSING
+}
+
+
+def is_unset(name: str, value: Any) -> bool:
+    """Whether ``value`` leaves field ``name`` (one of :data:`OMITTED_WHEN_UNSET`) unset:
+    empty, zero, or its default (``decay_exempt: none``)."""
+    return not value or value == RECIPE_DEFAULTS[name]
 
 
 @functools.lru_cache(maxsize=1)
