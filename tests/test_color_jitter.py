@@ -288,3 +288,58 @@ def _options(**over):
     return finetune_recipe(
         "protonet", "synth", tiny_recipe(options={"color_jitter": "query", **over})
     ).options
+
+
+def test_training_batches_carry_the_rows_to_the_model(synth):
+    """The finetune loop's source hands each micro-batch's query rows to the model (on the
+    host): dropping them there trained ``--protocol hyrsm`` without its jitter, silently."""
+    from fsarbench.training.finetune import ClipSource
+
+    recipe = finetune_recipe("protonet", "synth", tiny_recipe(options={"color_jitter": "query"}))
+    split = ClipSplit(synth.videos("train"), synth.variant, synth.flip_ok)
+    (first, *_), *_ = ClipSource(split, recipe, 3, "cpu").stage("main", 0, 1)
+    rows = first.batch.query_jitter
+    assert rows is not None and rows.shape == (1, 3, 10) and rows.device.type == "cpu"
+    assert first.batch.support_jitter is None
+    data = TrainEpisodes(split, recipe, seed=3, stage="main", first_step=0, steps=1)
+    assert torch.equal(rows[0], data[0]["query_jitter"])
+
+
+def test_batch_statistics_path_jitters_each_episodes_queries(synth):
+    """``bn: train`` (the default) calls the backbone per episode and role: the rows must
+    follow each episode's query clips there too."""
+    data = _episodes(synth, color_jitter="query")
+    items = [data[k] for k in range(2)]
+    item = {k: torch.stack([it[k] for it in items]) for k in ("clips", "classes", "query_jitter")}
+    batch = to_clip_episodes(item, data.spec)
+    model = build_video_method("protonet", _options(bn="train"), torch.device("cpu"), seed=0)
+    model.train()
+    with torch.no_grad():
+        got = model.episode_features(batch)
+        want = [model.features(q, r) for q, r in zip(batch.query, batch.query_jitter, strict=True)]
+        bare = model.features(batch.query[0])
+    torch.testing.assert_close(got.query, torch.stack(want), rtol=0, atol=0)
+    assert not torch.allclose(got.query[0], bare)
+
+
+def test_rows_on_the_device_or_in_an_episode_dataset_are_refused(synth):
+    from fsarbench.data.clips import EpisodeClipDataset
+
+    model = build_video_method("protonet", _options(), torch.device("cpu"), seed=0)
+    clips = torch.zeros(1, 2, 3, 16, 16, dtype=torch.uint8)
+    rows = torch.from_numpy(NO_JITTER).unsqueeze(0)
+    with pytest.raises(ValueError, match="host"):
+        model.normalise(clips, rows.to("meta"))
+    import fsarbench as fb
+
+    split = synth.videos("test")
+    manifest = fb.make_manifest(np.array([r.class_index for r in split]), way=2, shot=1, episodes=1)
+    transform = data_transform()
+    with pytest.raises(ValueError, match="color_jitter"):
+        EpisodeClipDataset(manifest, split, transform, ClipOptions(pixels=True, color_jitter=True))
+
+
+def data_transform():
+    from fsarbench.data.transforms import get_transform
+
+    return get_transform("seed-test", resize=32, crop=16)

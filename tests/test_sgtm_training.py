@@ -152,7 +152,9 @@ def test_stage_one_takes_the_recipes_early_stage_lr(monkeypatch) -> None:
     rates: list[float] = []
     real = loop.make_optimizer
     monkeypatch.setattr(
-        loop, "make_optimizer", lambda r, params: rates.append(r.lr) or real(r, params)
+        loop,
+        "make_optimizer",
+        lambda r, params, *rest: rates.append(r.lr) or real(r, params, *rest),
     )
     torch.manual_seed(0)
     m = fb.create_method("sgtm-otam", feature_dim=D, seq_len=T, num_train_classes=C, **SMALL_HP)

@@ -171,6 +171,7 @@ def test_eval_checkpoint_of_finetune_model_equals_the_run(finetune_run, synth, t
     (evaluated,) = fb.load_records(tmp_path)
     assert evaluated.manifest_hash == record.manifest_hash
     assert (evaluated.accuracy, evaluated.ci95) == (record.accuracy, record.ci95)
+    assert evaluated.recipe == record.recipe  # one model, one recipe (and one record id)
     assert (evaluated.track, evaluated.protocol, evaluated.train_shot) == ("finetune", "seed", 1)
     # paired with the run's record: the same test list and the same left-out videos recorded
     assert episodes_key(evaluated) == episodes_key(record) and episodes_key(record).test_list_md5

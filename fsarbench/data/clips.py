@@ -177,6 +177,11 @@ class EpisodeClipDataset(TorchDataset):
             )
         self.manifest, self.records, self.transform = manifest, list(records), transform
         self.options = options or ClipOptions()
+        if self.options.color_jitter:  # its items have no place for the rows
+            raise ValueError(
+                "EpisodeClipDataset does not carry colour jitter rows: use ClipOptions("
+                "color_jitter=False), or the finetune track's TrainEpisodes"
+            )
         self.out_shape = _out_shape(transform, self.options.frames)
 
     def __len__(self) -> int:

@@ -71,6 +71,7 @@ class ClipTransform:
         stats = NORMS[config.norm]
         self._mean = None if stats is None else torch.tensor(stats[0]).view(1, 3, 1, 1)
         self._std = None if stats is None else torch.tensor(stats[1]).view(1, 3, 1, 1)
+        self._stats_on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return f"ClipTransform({self.config})"
@@ -126,8 +127,16 @@ class ClipTransform:
         """``float32 [..., 3, H, W]`` pixels in ``[0, 1]`` standardised by the preset's
         statistics (on ``x``'s device); the identity under ``norm: none``."""
         if self._mean is not None:
-            x = (x - self._mean.to(x.device)) / self._std.to(x.device)
+            mean, std = self._statistics(x.device)
+            x = (x - mean) / std
         return x
+
+    def _statistics(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std ``[1, 3, 1, 1]`` on ``device``, copied there once (a copy from pageable
+        host memory waits for the device: once per jittered clip, it stalled training)."""
+        if device not in self._stats_on:
+            self._stats_on[device] = (self._mean.to(device), self._std.to(device))
+        return self._stats_on[device]
 
     def pixel_norm(self) -> PixelNorm:
         """The normalisation as a table lookup for :meth:`pixels`' output."""

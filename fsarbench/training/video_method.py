@@ -194,6 +194,11 @@ class VideoMethod(FewShotMethod):
         out = self.pixel_norm(clips)
         if jitter is None:
             return out
+        if jitter.device.type != "cpu":
+            raise ValueError(
+                "colour jitter rows stay on the host (ClipEpisodes.to keeps them there): "
+                f"got them on {jitter.device}"
+            )
         rows = jitter.numpy()
         for n in np.flatnonzero(rows[:, 0]):
             pixels = clips[n].float() / 255.0
