@@ -90,3 +90,33 @@ def test_exempt_parameters_step_without_decay():
     assert not torch.equal(grouped[0].weight, plain[0].weight)
     assert len(make_optimizer(recipe, params, exempt).param_groups) == 2
     assert len(make_optimizer(recipe, params).param_groups) == 1
+
+
+def test_a_run_with_exemptions_resumes_to_the_same_weights(tmp_path):
+    """Two parameter groups in the optimiser's state: an interrupted run resumes to the
+    weights of an uninterrupted one."""
+    from finetune_fixtures import TINY_SYNTH, tiny_recipe
+
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.training.finetune import ClipSplit, finetune
+
+    synth = get_dataset("synth", root=tmp_path / "synth", config=TINY_SYNTH)
+    tiny = tiny_recipe(recipe={"steps": 3, "val_every": 1, "val_episodes": 2, "val_shot": 1,
+                               "weight_decay": 0.1, "decay_exempt": "alibaba"})  # fmt: skip
+    recipe = finetune_recipe("protonet", "synth", tiny)
+
+    def run(out, **kw):
+        model = build_video_method("protonet", recipe.options, torch.device("cpu"), seed=0)
+        splits = [
+            ClipSplit(synth.videos(s), synth.variant, synth.flip_ok) for s in ("train", "val")
+        ]
+        finetune(model, *splits, recipe, out_dir=out, progress=False, **kw)
+        return model
+
+    whole = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", stop_after=2)
+    resumed = run(tmp_path / "b")
+    for k, v in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+    assert decay_exempt_parameters(whole, "alibaba")  # the backbone's BatchNorms
