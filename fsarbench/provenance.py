@@ -278,7 +278,7 @@ CARRIED_DIGESTS = {
     # finetune checkpoint records its options as train does; Recipe.decay_exempt (weight
     # decay exemptions, omitted from the recipe dict while 'none'; make_optimizer's one
     # group unchanged without it)
-    "74b1a540c376b3ba": "2815c7d05867b240",
+    "63b3240605b46d8c": "2815c7d05867b240",
     "db59f2a52c06b2bf": "45d399cf0f55f5c7",
 }
 

@@ -330,6 +330,8 @@ def test_rows_on_the_device_or_in_an_episode_dataset_are_refused(synth):
     rows = torch.from_numpy(NO_JITTER).unsqueeze(0)
     with pytest.raises(ValueError, match="host"):
         model.normalise(clips, rows.to("meta"))
+    with pytest.raises(ValueError, match="one per clip"):  # a row short: a clip left plain
+        model.normalise(clips, rows[:0])
     import fsarbench as fb
 
     split = synth.videos("test")

@@ -116,25 +116,25 @@ def _omissible(key: str) -> bool:
 
 
 def _set_though_omitted(key: str, value: Any) -> bool:
-    """A field the default leaves out while unset, set here: ``--recipe train_shot=1`` on a
-    recipe without one was no change to the note."""
-    from fsarbench.training.recipe import is_unset
-
-    if not _omissible(key):
-        return False
-    section, _, name = key.rpartition(".")
-    return bool(value) if section == "options" else not is_unset(name, value)
+    """A field the default leaves out while unset (empty, zero or its default), set here:
+    ``--recipe train_shot=1`` on a recipe without one was no change to the note."""
+    return _omissible(key) and bool(value) and value != _field_default(key)
 
 
 def _unset_value(key: str) -> Any:
-    """The value an omitted field has while unset (its dataclass default)."""
+    """The value an omitted field has while unset (its dataclass default), as recorded."""
+    value = _field_default(key)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _field_default(key: str) -> Any:
+    """The dataclass default of a recipe field (``options.X``: of the finetune options)."""
     from fsarbench.training.finetune_recipe import FinetuneOptions
     from fsarbench.training.recipe import Recipe
 
     section, _, name = key.rpartition(".")
     cls = FinetuneOptions if section == "options" else Recipe
-    value = next(f.default for f in dataclasses.fields(cls) if f.name == name)
-    return list(value) if isinstance(value, tuple) else value
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
 #: Frozen-track feature fields a run can set apart from the dataset's preset.

@@ -191,16 +191,20 @@ class VideoMethod(FewShotMethod):
         """``uint8 [N, T, 3, H, W]`` -> normalised ``float32``; a clip with a jitter row that
         is on goes from ``[0, 1]`` pixels through its jitter first (in float32, as HyRSM's
         loader jitters them), the others through the lookup table."""
-        out = self.pixel_norm(clips)
         if jitter is None:
-            return out
-        if jitter.device.type != "cpu":
+            return self.pixel_norm(clips)
+        if jitter.device.type != "cpu" or len(jitter) != len(clips):
             raise ValueError(
-                "colour jitter rows stay on the host (ClipEpisodes.to keeps them there): "
-                f"got them on {jitter.device}"
+                f"colour jitter rows: one per clip, on the host (ClipEpisodes.to keeps them "
+                f"there); got {len(jitter)} on {jitter.device} for {len(clips)} clips"
             )
         rows = jitter.numpy()
-        for n in np.flatnonzero(rows[:, 0]):
+        on = np.flatnonzero(rows[:, 0])
+        if len(on) == len(clips):  # every clip jittered: no table lookup to overwrite
+            out = torch.empty(clips.shape, dtype=torch.float32, device=clips.device)
+        else:
+            out = self.pixel_norm(clips)
+        for n in on:
             pixels = clips[n].float() / 255.0
             out[n] = self.standardise(apply_color_jitter(pixels, rows[n]))
         return out
