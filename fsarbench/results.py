@@ -50,6 +50,8 @@ __all__ = [
     "cell_id",
     "SUMMARY_COLUMNS",
     "supersede",
+    "record_origin",
+    "rerun_reason",
     "stale_reasons",
     "SUPERSEDED_DIR",
     "OUTSIDE_TAG",
@@ -358,7 +360,37 @@ def _supersede_replaced(out_dir: str | Path, record: ResultRecord) -> None:
             old.accuracy,
             SUPERSEDED_DIR,
         )
+    elif record_origin(old) != record_origin(record):  # an eval in a run's folder, or back
+        log.warning(
+            "%s: this %s record replaces the %s record of the same cell (%.3f%% ± %.3f); the "
+            "old one is moved to %s/",
+            record.cell,
+            record_origin(record),
+            record_origin(old),
+            old.accuracy,
+            old.ci95,
+            SUPERSEDED_DIR,
+        )
     supersede(out_dir, old)
+
+
+def record_origin(record: ResultRecord) -> str:
+    """``"run"`` for a record a ``run`` wrote (its provenance holds the configuration
+    ``run`` compares before reusing it), else ``"train/eval"``."""
+    return "run" if "config_hash" in record.provenance else "train/eval"
+
+
+def rerun_reason(stored: ResultRecord, diff: list[str]) -> str:
+    """Why ``run`` evaluates a cell again whose ``stored`` record differs from what it
+    would make by ``diff`` (:func:`~fsarbench.provenance.provenance_diff`): a ``train`` or
+    ``eval`` record keeps no run configuration, and listing its every field as ``None ->
+    ...`` read as a damaged record."""
+    if record_origin(stored) != "run":
+        return (
+            "its record was written by `train` or `eval`, which keep no run configuration "
+            "to compare with this run's; the cell is evaluated again"
+        )
+    return "it was made with " + "; ".join(diff)
 
 
 def rewrite_record(out_dir: str | Path, record: ResultRecord) -> None:
@@ -627,11 +659,29 @@ def supersede(out_dir: str | Path, old: ResultRecord) -> None:
     tables, summary or leaderboard)."""
     dst = Path(out_dir) / SUPERSEDED_DIR
     dst.mkdir(parents=True, exist_ok=True)
+    _keep_earlier_superseded(dst, old.cell)
     for src in record_folders(out_dir, old):
         for suffix in (".json", ".queries.csv.gz"):
             path = src / f"{old.cell}{suffix}"
             if path.exists():
                 path.replace(dst / path.name)
+
+
+def _keep_earlier_superseded(dst: Path, cell: str) -> None:
+    """Rename a record of ``cell`` already in ``dst`` (superseded before) to a name of its
+    own, ``<cell>@<its created stamp>``: the next record superseded took its name and the
+    earlier one was lost (a run's record replaced by an ``eval``'s, which a later run
+    replaced)."""
+    earlier = dst / f"{cell}.json"
+    try:
+        stamp = load_record(earlier).created
+    except (OSError, UnreadableRecordError):
+        return
+    tag = "".join(ch for ch in stamp if ch.isdigit())
+    for suffix in (".json", ".queries.csv.gz"):
+        path = dst / f"{cell}{suffix}"
+        if path.exists():
+            path.replace(dst / f"{cell}@{tag}{suffix}")
 
 
 def supersede_older_copies(out_dir: str | Path, record: ResultRecord) -> int:

@@ -349,3 +349,40 @@ def _hold(lock, ready, release) -> None:
     with held(lock, what="summary.csv"):
         ready.set()
         release.wait(60)
+
+
+def test_an_eval_record_in_a_run_folder_is_named_when_it_replaces_or_is_replaced(tmp_path, caplog):
+    """`eval --out RUN` on the run's own episodes replaced the run's record without a word;
+    the next run listed 19 fields as 'None -> ...' and moved the eval record to superseded/
+    under the name the run's record already had there, which it overwrote."""
+    import json
+    import logging
+
+    from fsarbench.results import load_record, rerun_reason, save_result
+
+    cell = [Cell("protonet", "toy", 5, 1)]
+    (run_record,) = run_cells(cell, provider, RunOptions(tmp_path, **OPTS))
+    path = tmp_path / "records" / f"{run_record.cell}.json"
+    data = json.loads(path.read_text())
+    data["provenance"] = {k: data["provenance"][k] for k in ("code", "code_digest")}
+    data["created"] = "2030-01-01T00:00:00.000000+0000"  # as `eval` writes it, later
+    from fsarbench.results import ResultRecord
+
+    eval_record = ResultRecord(**data)
+    with caplog.at_level(logging.WARNING):
+        save_result(tmp_path, eval_record)
+    assert "this train/eval record replaces the run record of the same cell" in caplog.text
+    rows = f"{run_record.cell}.queries.csv.gz"  # the same numbers' per-query rows
+    (tmp_path / "records" / rows).write_bytes((tmp_path / "superseded" / rows).read_bytes())
+    assert "its record was written by `train` or `eval`" in rerun_reason(eval_record, ["x"])
+    assert rerun_reason(run_record, ["lr: 1 -> 2"]) == "it was made with lr: 1 -> 2"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        (again,) = run_cells(cell, provider, RunOptions(tmp_path, **OPTS))
+    assert "its record was written by `train` or `eval`" in caplog.text
+    assert "None ->" not in caplog.text
+    kept = sorted(p.name for p in (tmp_path / "superseded").glob("*.json"))
+    assert len(kept) == 2  # the run's first record and the eval record, neither overwritten
+    stamps = {load_record(tmp_path / "superseded" / name).created for name in kept}
+    assert stamps == {run_record.created, eval_record.created}
+    assert load_record(path).created == again.created

@@ -787,3 +787,47 @@ def test_records_of_a_plugin_that_is_not_installed_say_so(tmp_path):
     assert "fsar_absent_plugin_xyz cannot be imported here: install the method package" in note
     with pytest.raises(BundleError, match="fsar_absent_plugin_xyz cannot be imported here"):
         bundle_members(tmp_path, "absent")
+
+
+def test_ours_whose_comparison_has_no_p_value_is_counted_as_untested(tmp_path):
+    """A NaN p (one episode) was left out of Holm's family but counted in "Holm over N
+    cells", and its cell without * read as tested and not significant."""
+    rng = np.random.default_rng(8)
+    one = _manifest(1, "kinetics100")
+    _save(tmp_path, one, "sgtm-otam", 0.9, rng, dataset="kinetics100")
+    _save(tmp_path, one, "trx", 0.5, rng, dataset="kinetics100")
+    table = build_table(load_table(1), load_entries(tmp_path), source="runs")
+    assert mark_significant(table, tmp_path) == 0
+    assert not any("Holm over" in n for n in table.notes)
+    assert any(
+        n.startswith("1 run cell(s) of ours not tested: the paired ttest gives no p-value")
+        for n in table.notes
+    )
+
+
+def test_a_paper_table_mixing_intervals_names_them(tmp_path):
+    """'eval --interval t' beside run's 1.96·std/√n: compare and the leaderboard named the
+    mix, the paper tables and the run's per-dataset tables printed both under one label."""
+    from fsarbench.results import rewrite_record
+    from fsarbench.stats.intervals import INTERVALS
+
+    rng, m = np.random.default_rng(9), _manifest(300, "kinetics100")
+    _save(tmp_path, m, "sgtm-otam", 0.8, rng, dataset="kinetics100")
+    trx = _save(tmp_path, m, "trx", 0.6, rng, dataset="kinetics100")
+    trx.spread = INTERVALS["t"]  # as 'eval --interval t' records it
+    rewrite_record(tmp_path, trx)
+    table = build_table(load_table(1), load_entries(tmp_path), source="runs")
+    (note,) = [n for n in table.notes if n.startswith("± is not one interval throughout")]
+    assert "trx: 95% CI half-width, t(0.975, n-1)" in note and "sgtm-otam: 95% CI" in note
+    text = "\n".join(summary_tables(load_records(tmp_path)).values())
+    assert "± is not one interval throughout (sgtm-otam: " in text
+
+
+def test_a_runs_only_table_does_not_say_its_cells_sit_beside_published_ones(tmp_path):
+    rng = np.random.default_rng(10)
+    _save(tmp_path, _manifest(100, "kinetics100"), "otam", 0.7, rng, dataset="kinetics100")
+    runs = " ".join(build_table(load_table(1), load_entries(tmp_path), source="runs").notes)
+    both = " ".join(build_table(load_table(1), load_entries(tmp_path)).notes)
+    assert "sit beside published" not in runs
+    assert "run cells of the frozen track: the paper's numbers are finetune-track ones" in runs
+    assert "frozen track sit beside published finetune" in both

@@ -47,6 +47,7 @@ from fsarbench.results import (
     queries_match,
     rebuild_summary,
     record_config_hash,
+    rerun_reason,
     rewrite_record,
     save_result,
     supersede,
@@ -330,7 +331,7 @@ class CellRunner:
             stored.stale_accepted = diff
             rewrite_record(self.opt.out_dir, stored)
             return stored
-        log.warning("re-running %s: it was made with %s", rid, "; ".join(diff))
+        log.warning("re-running %s: %s", rid, rerun_reason(stored, diff))
         self.rejected[rid] = stored.created
         del self.done[rid]
         return None

@@ -19,7 +19,7 @@ from fsarbench.report.records import (
     group_entries,
     records_given_by_rows,
 )
-from fsarbench.report.tables import seed_notes, test_pool_notes
+from fsarbench.report.tables import interval_note, seed_notes, test_pool_notes
 from fsarbench.results import OUTSIDE_TAG, ResultRecord
 
 __all__ = ["summary_tables", "write_summary_tables"]
@@ -78,6 +78,8 @@ def summary_tables(
         note += f"\n{changed}" if changed else ""
         note += "".join(f"\n{pool}" for pool in test_pool_notes(shown, episodes=False))
         note += "".join(f"\n{seeds}" for seeds in seed_notes(shown))
+        intervals = interval_note(entries)  # which cells' ± is which, when they differ
+        note += f"\n{intervals}" if intervals else ""
         note += "".join(f"\nLeft out: {reason}." for reason in left_out)
         out[name] = tabulate(table, headers, tablefmt="github") + note
     return out
