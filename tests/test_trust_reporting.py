@@ -831,3 +831,24 @@ def test_a_runs_only_table_does_not_say_its_cells_sit_beside_published_ones(tmp_
     assert "sit beside published" not in runs
     assert "run cells of the frozen track: the paper's numbers are finetune-track ones" in runs
     assert "frozen track sit beside published finetune" in both
+
+
+def test_a_run_names_its_printed_records_that_another_run_replaced_meanwhile(tmp_path, capsys):
+    """Two runs with other recipes into one folder: the one whose cells the other superseded
+    printed its own numbers, then tables holding the other's, without a word."""
+    from fsarbench.cli import run_cmd
+    from fsarbench.results import supersede
+
+    rng, m = np.random.default_rng(11), _manifest(300)
+    mine = _save(tmp_path, m, "protonet", 0.6, rng, hparams={"steps": 10})
+    kept = _save(tmp_path, m, "otam", 0.7, rng)
+    run_cmd._printed_record(mine)
+    run_cmd._printed_record(kept)
+    theirs = _save(tmp_path, m, "protonet", 0.8, rng, hparams={"steps": 20})
+    supersede(tmp_path, mine)
+    capsys.readouterr()
+    run_cmd._warn_replaced_meanwhile(load_records(tmp_path))
+    out = capsys.readouterr().out
+    assert f"warning: {mine.cell} ({fixed(mine.accuracy)}" in out
+    assert f"the tables below show protonet {fixed(theirs.accuracy)}" in out
+    assert "otam" not in out and not run_cmd._PRINTED

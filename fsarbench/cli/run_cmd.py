@@ -492,7 +492,7 @@ def _run_share(runner, mine: list, env: DistEnv, say) -> str | None:
         for grid, group in itertools.groupby(mine, key=lambda c: c.tags_dict.get("grid", "cells")):
             group = list(group)
             t_grid = time.perf_counter()
-            runner.run_cells(group, on_record=_print_record if env.is_main else None)
+            runner.run_cells(group, on_record=_printed_record if env.is_main else None)
             count = f"{len(unique_cells(group))} cells ({len(group)} grid entries)"
             say(f"grid {grid}: {count}, {time.perf_counter() - t_grid:.0f} s", flush=True)
     except Exception as err:
@@ -715,6 +715,7 @@ def _write_outputs(
     # jobs of a launched run each rebuild summary.csv after their own records; rebuilt here
     # from every record once they are done
     records = rebuild_summary(args.out)
+    _warn_replaced_meanwhile(records)
     _warn_stale(records)
     _warn_mixed_episodes(records)
     _note_other_seeds(records, asked if asked is not None else cells)
@@ -836,6 +837,42 @@ def _note_other_seeds(records, cells: list[Cell]) -> None:
         f"asked for: {'; '.join(shown[:3])}{more}. For this run's seeds alone, run into "
         "another --out."
     )
+
+
+#: Records this process printed as it made them (:func:`_warn_replaced_meanwhile`).
+_PRINTED: list = []
+
+
+def _printed_record(r) -> None:
+    _PRINTED.append(r)
+    _print_record(r)
+
+
+def _warn_replaced_meanwhile(records) -> None:
+    """Name the records this process printed that another run into the folder has since
+    replaced: the tables printed after them show the other run's numbers, and the console
+    read as if this run had made them."""
+    by_setting = {r.setting: r for r in records}
+    present = {(r.cell, r.created) for r in records}
+    printed = {(r.cell, r.created) for r in _PRINTED}
+    for mine in _PRINTED:
+        if (mine.cell, mine.created) in present:
+            continue
+        now = by_setting.get(mine.setting)
+        if now is not None and (now.cell, now.created) in printed:
+            continue  # this run replaced it itself
+        instead = (
+            f"{now.method} {fixed(now.accuracy)} ± {fixed(now.ci95)} (config "
+            f"{now.config_hash[:8]}, made {now.created[:19]})"
+            if now is not None
+            else "no record"
+        )
+        print(
+            f"\nwarning: {mine.cell} ({fixed(mine.accuracy)} ± {fixed(mine.ci95)}, config "
+            f"{mine.config_hash[:8]}) printed above was replaced by another run into this "
+            f"folder meanwhile; the tables below show {instead} for its setting"
+        )
+    _PRINTED.clear()
 
 
 def _print_record(r) -> None:
