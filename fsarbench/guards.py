@@ -165,11 +165,14 @@ def predict_labels(
             "return real scores (float or int), one per class"
         )
     bad = ~torch.isfinite(logits).all(-1)
-    flat = logits.amax(-1) == logits.amin(-1)  # every class scored alike
+    # every class scored alike, among finite rows (inf == inf made all-inf rows "alike", so
+    # overflowed logits were refused as constant, past --nonfinite count_wrong)
+    flat = (logits.amax(-1) == logits.amin(-1)) & ~bad
     # labels and the two masks in one copy to the host (each copy waits for the GPU)
     host = torch.stack([logits.argmax(-1), bad.long(), flat.long()]).cpu().numpy()
     predicted, bad_np = host[0].astype(np.int64), host[1].astype(bool)
-    if host[2].all() and logits.shape[-1] > 1:
+    flat_np = host[2].astype(bool)
+    if flat_np.any() and (flat_np | bad_np).all() and logits.shape[-1] > 1:
         raise ConstantLogitsError(
             f"{method} scored every class alike for every query of episodes {first_episode}.."
             f"{first_episode + len(predicted) - 1}: argmax would pick label 0 each time and "

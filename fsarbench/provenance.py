@@ -281,8 +281,12 @@ CARRIED_DIGESTS = {
     "63b3240605b46d8c": "2815c7d05867b240",
     "db59f2a52c06b2bf": "45d399cf0f55f5c7",
     # session 36: the runner names a train/eval record it evaluates again (an import and a
-    # log line's arguments)
-    "e0542a9be06e667a": "2815c7d05867b240",
+    # log line's arguments); bn: train runs each episode's support then query set in turn
+    # (only the running statistics of micro_batch > 1 change: every recipe's default is 1);
+    # training rows and summaries name data-parallel process counts, a resume under another
+    # count is said; all-inf logits are non-finite, not constant; a finished run's reload
+    # is said as such
+    "6c9177b56c69a0de": "2815c7d05867b240",
 }
 
 

@@ -638,3 +638,13 @@ def test_a_torchrun_process_stopped_for_another_says_where_the_cause_is(monkeypa
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert main(argv) == 130
     assert "torchrun" not in capsys.readouterr().err
+
+
+def test_a_finetune_crop_without_resize_is_named():
+    """The docs' `--option crop=112` read as a lower resolution; the finetune presets keep
+    their 256 resize, so it trained on a fifth of each frame."""
+    from fsarbench.cli.common import crop_alone_note
+
+    assert "resize=128 crop=112" in crop_alone_note({"crop": 112})
+    assert crop_alone_note({"crop": 112, "resize": 128}) == ""
+    assert crop_alone_note({"frames": 4}) == ""

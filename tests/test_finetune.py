@@ -155,6 +155,34 @@ def test_bn_train_normalises_each_support_set_and_each_query_set_on_its_own():
     assert bn.training and int(bn.num_batches_tracked) > 0  # running statistics were updated
 
 
+def test_bn_train_running_statistics_do_not_depend_on_the_micro_batch():
+    """Two episodes in one micro-batch ran both support sets, then both query sets: the
+    running statistics (a moving average) came out other than from two 1-episode
+    micro-batches (up to 0.04 in a running variance after a short training)."""
+    batch = _clip_batch()
+    runs = []
+    for micro in (2, 1):
+        model = _model(bn="train").train()
+        with torch.no_grad():
+            for i in range(0, 2, micro):
+                part = ClipEpisodes(
+                    batch.support[i : i + micro],
+                    batch.support_labels[i : i + micro],
+                    batch.query[i : i + micro],
+                    batch.query_labels[i : i + micro],
+                    None,
+                    None,
+                    way=3,
+                )
+                model.episode_features(part)
+        state = model.backbone.state_dict()
+        runs.append({k: v.clone() for k, v in state.items() if "running" in k})
+    joint, one_by_one = runs
+    assert joint.keys() == one_by_one.keys() and joint
+    for k in joint:
+        torch.testing.assert_close(joint[k], one_by_one[k], rtol=0, atol=0)
+
+
 def test_bn_train_leaves_running_statistics_alone_in_a_stage_without_the_backbone():
     model = _model(bn="train").train()
     before = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
@@ -290,3 +318,23 @@ def test_finetune_decode_workers_follow_the_device_unless_set(monkeypatch):
     assert clip_data.decode_workers(FinetuneOptions(workers=3), "cuda") == 3
     with pytest.raises(ConfigError, match="workers = -1 must be >= 0"):
         FinetuneOptions(workers=-1)
+
+
+def test_a_resume_under_another_process_count_is_named(caplog, tmp_path):
+    """A 2-process run resumed in one process (or the reverse) trained on silently; under
+    bn: train its running statistics mix both, and its record did not say so."""
+    import logging
+
+    from fsarbench.training import loop
+    from fsarbench.training.loop import TrainResult
+
+    rows = [{"stage": "main", "step": 1, "processes": 2}, {"stage": "main", "step": 2}]
+    with caplog.at_level(logging.WARNING):
+        loop._warn_if_other_processes(rows[:1], tmp_path)
+    assert "resumed under 1 process(es); its first 1 step(s) ran under 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        loop._warn_if_other_processes([{"stage": "main", "step": 1}], tmp_path)
+    assert caplog.text == ""
+    assert TrainResult(history=rows).summary()["processes"] == [1, 2]
+    assert "processes" not in TrainResult(history=rows[1:]).summary()

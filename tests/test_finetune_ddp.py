@@ -29,7 +29,7 @@ def _recipe(method: str, micro_batch: int):
     return finetune_recipe(method, "synth", over)
 
 
-def _train(root: str, micro_batch: int, method: str = "otam") -> torch.nn.Module:
+def _train(root: str, micro_batch: int, method: str = "otam", summary: list | None = None):
     ds = get_dataset("synth", root=root, config=TINY_SYNTH)
     split = ClipSplit(ds.videos("train"), ds.variant)
     recipe = _recipe(method, micro_batch)
@@ -37,13 +37,16 @@ def _train(root: str, micro_batch: int, method: str = "otam") -> torch.nn.Module
     model = build_video_method(
         method, recipe.options, torch.device("cpu"), seed=0, num_train_classes=classes
     )
-    finetune(model, split, None, recipe, progress=False)
+    result = finetune(model, split, None, recipe, progress=False)
+    if summary is not None:
+        summary.append(result.summary())
     return model
 
 
 def _worker(root: str, out: str, method: str) -> None:
-    model = _train(root, micro_batch=1, method=method)
-    torch.save(model.state_dict(), Path(out) / f"rank{rank()}.pt")
+    summary: list = []
+    model = _train(root, micro_batch=1, method=method, summary=summary)
+    torch.save({"state": model.state_dict(), "summary": summary[0]}, Path(out) / f"rank{rank()}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +60,14 @@ def synth_root(tmp_path_factory):
 @pytest.mark.parametrize("method", ["otam", "sgtm-otam"])
 def test_ddp_weights_equal_on_ranks_and_to_one_process(synth_root, tmp_path, method):
     spawn_local(_worker, 2, synth_root, str(tmp_path), method)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    saved = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    r0, r1 = (s["state"] for s in saved)
+    # the number depends on the process count under bn: train: records say it
+    assert saved[0]["summary"]["processes"] == [2]
     # 2 ranks x 1 episode each == 1 process walking both episodes in micro-batches of 1
-    single = _train(synth_root, micro_batch=1, method=method).state_dict()
+    summary: list = []
+    single = _train(synth_root, micro_batch=1, method=method, summary=summary).state_dict()
+    assert "processes" not in summary[0]
     start = _train_start(synth_root, method)
     moved = False
     for k, v in r0.items():
@@ -124,6 +132,7 @@ def test_torchrun_train_cli_finetune(tmp_path):
     (record,) = fb.load_records(tmp_path / "out")  # its code recorded, so staleness is seen
     assert "pipeline" in record.provenance["code"] and record.provenance["code_digest"]
     assert record.training["steps"] == {"main": 4}  # it was left empty
+    assert record.training["processes"] == [2]
     assert "intra-op thread(s) per process" in proc.stdout  # torchrun's 1 thread, said
 
 

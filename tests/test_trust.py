@@ -91,6 +91,26 @@ def test_logits_alike_for_every_class_are_no_prediction():
         fb.evaluate(head, alike, manifest, progress=False)
 
 
+def test_infinite_logits_are_non_finite_not_alike():
+    """Logits overflowed to inf for every class compared equal (inf == inf) and were refused
+    as 'scored every class alike', past --nonfinite count_wrong and naming another cause."""
+    from fsarbench.guards import (
+        NONFINITE,
+        ConstantLogitsError,
+        NonFiniteLogitsError,
+        predict_labels,
+    )
+
+    inf = torch.full((2, 3, 5), float("inf"))
+    with pytest.raises(NonFiniteLogitsError):
+        predict_labels(inf, first_episode=0)
+    assert (predict_labels(inf, first_episode=0, policy="count_wrong") == NONFINITE).all()
+    mixed = torch.zeros(2, 3, 5)  # finite rows alike, the others inf: still no prediction
+    mixed[0, 0] = float("inf")
+    with pytest.raises(ConstantLogitsError):
+        predict_labels(mixed, first_episode=0, policy="count_wrong")
+
+
 @pytest.mark.parametrize("where", ["query", "support"])
 def test_a_zero_frame_is_counted_and_named(where, caplog):
     """One all-zero frame (padding) made every cosine with it 0 and nothing said so. It is

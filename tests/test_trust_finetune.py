@@ -431,3 +431,51 @@ def test_train_and_eval_name_a_finetune_record_alike():
         "weights": recipe.options.weights,
         "split_md5": {"test": "abc"},
     }
+
+
+def test_train_refuses_a_train_class_without_a_usable_video(synth, tmp_path, monkeypatch, capsys):
+    """`train --track finetune` trained on the other classes and printed a test number under
+    the dataset's name, where `run` refuses the same data (MissingClassesError)."""
+    from fsarbench.cli import train_cmd
+    from fsarbench.cli.main import main
+
+    monkeypatch.setattr(train_cmd, "_dataset_main_first", lambda name, root: synth)
+    first = synth.videos("train")[0].class_name
+    for video in synth.videos("train"):
+        if video.class_name == first:
+            video.path.unlink()
+    argv = ["train", "protonet", "--dataset", "synth", "--track", "finetune", "--no-progress"]
+    argv += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]
+    argv += ["--option", "weights=none", "frames=2", "--recipe", "steps=1", "val_episodes=0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "synth train split: 1 of" in err and first in err
+    assert not (tmp_path / "out" / "best.pt").exists()
+
+
+def test_train_validates_at_the_val_splits_classes_as_run_does(synth, tmp_path):
+    """`train --recipe way=10` was refused over an 8-class val split that `run` (and the
+    loop's val_way_shot) validates at 8-way."""
+    from fsarbench.cli import train_cmd
+    from fsarbench.training.finetune import finetune_recipe
+
+    classes = len(synth.class_names("val"))
+    recipe = finetune_recipe(
+        "protonet", "synth", {"recipe": {"way": classes + 2}, "options": {"frames": 2}}
+    )
+    kept, _ = train_cmd._usable(synth, "val", recipe, "skip", None, cache=str(tmp_path))
+    assert kept.num_classes == classes
+
+
+def test_train_workers_reaches_the_finetune_track(monkeypatch, tmp_path):
+    """`train --track finetune --workers 0` still started the recipe's decode workers."""
+    from fsarbench.cli import train_cmd
+    from fsarbench.cli.main import main
+
+    seen = []
+    monkeypatch.setattr(train_cmd, "_run_finetune", lambda *a: seen.append(a[-1]) or 0)
+    base = ["train", "protonet", "--dataset", "synth", "--track", "finetune"]
+    base += ["--out", str(tmp_path / "out")]
+    assert main([*base, "--workers", "0"]) == 0
+    assert main([*base, "--workers", "0", "--option", "workers=3"]) == 0
+    assert seen == [{"workers": 0}, {"workers": 3}]  # --option workers=N wins, as in run

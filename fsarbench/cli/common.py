@@ -253,3 +253,18 @@ def torchrun_threads_note(threads: int) -> str:
         "differ from a plain run's with another count in its last digits: set "
         "OMP_NUM_THREADS to that run's count for its numbers bit for bit"
     )
+
+
+def crop_alone_note(options: dict[str, Any]) -> str:
+    """A note when ``--option crop=N`` is given without ``resize``: the finetune presets
+    keep their resize (256 on the real datasets), so ``crop=112`` trains on 112-px crops of
+    256-px frames (a fifth of the frame), not on a lower resolution as the frozen track's
+    ``--resolution 112`` does (it resizes to 128); ``""`` otherwise."""
+    if not options.get("crop") or options.get("resize"):
+        return ""
+    crop = options["crop"]
+    return (
+        f"note: --option crop={crop} without resize keeps the transforms' resize (256 on "
+        f"the real datasets): {crop}-px crops of the resized frame, not a lower resolution; "
+        f"for that give resize as well, e.g. --option resize={round(crop * 8 / 7)} crop={crop}"
+    )

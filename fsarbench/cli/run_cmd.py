@@ -18,6 +18,7 @@ from fsarbench.cli.common import (
     add_splits_dir_argument,
     apply_splits_dir,
     at_least,
+    crop_alone_note,
     device_name,
     episode_count,
     episodes_help,
@@ -640,6 +641,8 @@ def _setup(args: argparse.Namespace):
         options_over = {**{k: v for k, v in features.items() if k in keys}, **options_over}
         if args.workers is not None:  # under an explicit --option workers=N
             options_over = {"workers": args.workers, **options_over}
+        if note := crop_alone_note(options_over):
+            print(note)
     # keys only: values are checked against each method's recipe on its dataset when the
     # cells are planned (the bare defaults refused resize=100 by synth's crop of 224)
     for key in [k for k in options_over if k not in _option_names()]:

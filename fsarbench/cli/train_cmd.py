@@ -20,6 +20,7 @@ from fsarbench.cli.common import (
     add_splits_dir_argument,
     apply_splits_dir,
     at_least,
+    crop_alone_note,
     device_name,
     episode_count,
     parse_hparams,
@@ -78,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="extend",  # given twice: both, not the last alone
         default=[],
         metavar="KEY=VALUE",
-        help="finetune options, e.g. backbone=resnet18 crop=112 "
+        help="finetune options, e.g. backbone=resnet18 resize=128 crop=112 "
         "checkpoint_backbone=true (see FinetuneOptions)",
     )
     add_protocol_argument(p)
@@ -96,8 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=None,
-        help="decoding workers of the frozen track's extraction (default: 2 on the CPU; on "
-        "CUDA one per spare core, 2-12)",
+        help="decoding workers: the frozen track's extraction, the finetune track's clips "
+        "(--option workers=N wins; default: 2 on the CPU; on CUDA one per spare core, 2-12)",
     )
     p.add_argument(
         "--test-episodes",
@@ -170,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"choose the protocol with --protocol {option_over['protocol']}")
     if args.track == "frozen" and option_over:
         raise UsageError("--option applies to --track finetune only")
+    if args.track == "finetune" and args.workers is not None:  # as run: under --option workers
+        option_over = {"workers": args.workers, **option_over}
+    if note := crop_alone_note(option_over):
+        print(note)
     if args.track == "frozen" and (args.test_episodes or args.shots):
         raise UsageError(
             "--test-episodes and --shots apply to --track finetune only: evaluate a frozen "
@@ -338,6 +343,9 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
                 ds, name, recipe, args.bad_videos, shot=None, cache=args.cache
             )
             skipped += bad
+            # as run refuses it: a class without a usable video trained (or selected) on the
+            # other classes, under the dataset's name
+            check_split_classes(args.dataset, name, splits[name].classes, ds.class_names(name))
         test_skipped = []
         if args.test_episodes:  # before training: --bad-videos error stops here
             usable, test_skipped = _usable_as_rank0(
@@ -493,12 +501,14 @@ def _usable(ds, split: str, finetune, policy: str, shot: int | None, cache: str 
     from fsarbench.training.clip_data import usable_split
 
     recipe = finetune.recipe
+    # validation episodes are capped at the val split's classes (val_way_shot), as in run
+    way = min(recipe.way, len(ds.class_names(split))) if split == "val" else recipe.way
     kept, skipped = usable_split(
         ds.videos(split),
         split,
         dataset=ds.variant,
         flip_ok=ds.flip_ok,
-        way=recipe.way,
+        way=way,
         shot=shot or (recipe.episode_shot if split == "train" else recipe.val_shot),
         queries=recipe.queries if split == "train" else 1,
         on_bad=policy,

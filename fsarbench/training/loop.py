@@ -82,6 +82,9 @@ class TrainResult:
             "selected_step": self.best_step,
             "val_accuracy": val,
         }
+        processes = sorted({int(row.get("processes", 1)) for row in self.history})
+        if processes not in ([], [1]):  # data-parallel steps (a resume may mix counts)
+            out["processes"] = processes
         trend = loss_trend(self.history)
         if trend is not None:
             stage, first, last, window = trend
@@ -389,17 +392,13 @@ def run_training(
     best = _resume_best(cfg.out, ckpt, cfg.fingerprint)
     if ckpt:
         model.load_state_dict(ckpt["method"])
-        if is_main():  # a resumed run said nothing of it
-            log.info(
-                "resuming from %s: stage %d, %d step(s) of it done",
-                cfg.out / "last.pt",
-                ckpt["stage"] + 1,
-                ckpt["step"],
-            )
     state = best or copy.deepcopy(model.state_dict())
     initial = state if best is None and not ckpt else None  # the untrained weights
     run = _Run(model, source, validate, cfg, result, state, cfg.timer())
     stages = model.training_stages()
+    if ckpt and is_main():  # a resumed run said nothing of it
+        _say_resumed(cfg.out, ckpt, len(stages))
+        _warn_if_other_processes(result.history, cfg.out)
     if cfg.recipe.early_stage_lr and len(stages) == 1 and is_main():
         log.warning(
             "recipe.early_stage_lr = %g: this method trains one stage, so it applies to "
@@ -437,6 +436,40 @@ def run_training(
 
 #: Fewest steps of a stage over which :func:`loss_trend` judges whether its loss went down.
 TREND_MIN_STEPS = 10
+
+
+def _say_resumed(out: Path | None, ckpt: dict[str, Any], stages: int) -> None:
+    """Log where a run resumes (a finished one said "stage 2, 0 step(s) of it done" of a
+    one-stage method)."""
+    if ckpt["stage"] >= stages:
+        log.info("reloading %s: its training is finished", Path(out or ".") / "last.pt")
+    else:
+        log.info(
+            "resuming from %s: stage %d, %d step(s) of it done",
+            Path(out or ".") / "last.pt",
+            ckpt["stage"] + 1,
+            ckpt["step"],
+        )
+
+
+def _warn_if_other_processes(history: list[dict[str, Any]], out: Path | None) -> None:
+    """Say when a run resumes under another number of processes than its steps so far ran
+    on: with BatchNorm in train mode the running statistics rank 0 keeps saw its share of
+    each step's episodes, so the model is a mix of both (its record's ``training.processes``
+    lists them)."""
+    before = sorted({int(row.get("processes", 1)) for row in history})
+    now = world_size()
+    if before and before != [now]:
+        log.warning(
+            "%s: resumed under %d process(es); its first %d step(s) ran under %s. Under "
+            "bn: train, rank 0's BatchNorm running statistics follow its share of each "
+            "step's episodes, so the model mixes both; the record's training.processes "
+            "lists them. Re-run with --overwrite under one count for a model of one.",
+            out,
+            now,
+            len(history),
+            "/".join(map(str, before)),
+        )
 
 
 def loss_trend(history: list[dict[str, Any]]) -> tuple[str, float, float, int] | None:
@@ -523,6 +556,8 @@ def _run_stage(
             if sched is not None:
                 _advance(sched)
             row = {"stage": stage.name, "step": step + 1, **terms}
+            if ddp is not None:  # rank 0's BatchNorm statistics saw its share of the episodes
+                row["processes"] = world_size()
             val_step = is_val_step(step, n_steps, r)
             if val_step or step + 1 == n_steps:  # one model to validate, save and resume
                 broadcast_buffers(run.model)

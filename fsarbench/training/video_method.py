@@ -275,13 +275,19 @@ class VideoMethod(FewShotMethod):
         batch_statistics = self.training and self.options.bn == "train"
         b, ns = batch.support.shape[:2]
         if batch_statistics and backbone_trains:
-            support = torch.cat(
-                [self.features(c, j) for c, j in zip(batch.support, _per_episode(batch, "support"))]
-            )
-            query = torch.cat(
-                [self.features(c, j) for c, j in zip(batch.query, _per_episode(batch, "query"))]
-            )
-            return support, query
+            # episode by episode, its support set then its query set (as the references, and
+            # micro_batch=1, call them): the running statistics are a moving average, and all
+            # supports before all queries left them depending on micro_batch
+            sets = [
+                (self.features(s, sj), self.features(q, qj))
+                for s, q, sj, qj in zip(
+                    batch.support,
+                    batch.query,
+                    _per_episode(batch, "support"),
+                    _per_episode(batch, "query"),
+                )
+            ]
+            return torch.cat([s for s, _ in sets]), torch.cat([q for _, q in sets])
         frozen = (
             batch_norms_in_eval(self.backbone) if batch_statistics else contextlib.nullcontext()
         )
