@@ -77,6 +77,24 @@ class PromptNamesError(ValueError):
     """A ``prompt_names`` file that cannot be read as class name -> prompt words."""
 
 
+def check_prompt(template: str) -> None:
+    """Refuse a ``prompt`` template without exactly one ``{}`` slot for the class name:
+    ``"a video of"`` gave every class one text embedding (the text term, 0.9 of the score,
+    carried nothing, and a number was printed), ``"a video of {name}"`` failed at the first
+    training step with ``error: name``."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:  # an unmatched brace
+        fields = [f"<{err}>"]
+    if fields not in ([""], ["0"]):
+        raise ValueError(
+            f"CLIP-FSAR prompt {template!r} must hold exactly one {{}} for the class name "
+            f"(found {fields or 'none'}), e.g. prompt='a photo of {{}}'"
+        )
+
+
 def load_prompt_names(path: str) -> dict[str, str]:
     """The ``{class name: words}`` mapping of a JSON or YAML file."""
     import yaml
@@ -243,6 +261,7 @@ class CLIPFSAR(FewShotMethod):
         c = self.config
         if not 0.0 <= c.text_coeff <= 1.0:
             raise ValueError(f"CLIP-FSAR text_coeff must lie in [0, 1], got {c.text_coeff}")
+        check_prompt(c.prompt)
         self.tower = create_text_tower(  # not a Module
             c.text_tower, weights=c.text_weights, quick_gelu=c.text_quick_gelu
         )

@@ -545,3 +545,27 @@ def test_prompt_names_are_one_file_whatever_its_spelling(tmp_path, monkeypatch):
     relative = _method(prompt_names="names.json").config
     absolute = _method(prompt_names=str(tmp_path / "names.json")).config
     assert relative == absolute and relative.prompt_names == str(tmp_path / "names.json")
+
+
+def test_finetune_weights_none_in_any_spelling_gives_random_text_too():
+    """`--option weights=None` built a random image tower (create_backbone lower-cases it)
+    and clip-fsar, comparing case-sensitively, asked for OpenAI text weights beside it."""
+    from fsarbench.registry import method_info
+    from fsarbench.training.finetune_recipe import FinetuneOptions
+
+    for given in ("None", "NONE", None):
+        options = FinetuneOptions(backbone="clip-vit-b16", weights=given)
+        assert options.weights == "none"
+        derived = method_info("clip-fsar").cls.backbone_hparams(
+            {"backbone": options.backbone, "weights": options.weights}
+        )
+        assert derived["text_weights"] == "none"
+
+
+@pytest.mark.parametrize("prompt", ["a video of", "a video of {name}", "{} and {}", "a {"])
+def test_a_prompt_without_one_slot_for_the_name_is_refused(prompt):
+    """'a video of' gave every class one text embedding and a confident number; '{name}'
+    failed at the first training step with 'error: name'."""
+    with pytest.raises(ValueError, match="must hold exactly one {} for the class name"):
+        _method(prompt=prompt)
+    assert _method(prompt="a video of {}").config.prompt == "a video of {}"

@@ -403,3 +403,25 @@ def test_the_per_class_note_names_only_entries_the_figure_would_have_drawn(
     monkeypatch.setattr(figures, "save_figure", capture)
     render_all(tmp_path, entries, tmp_path / "f", left_out=left_out, forest_pairs=[])
     assert notes["per_class_synth_5w1s"] == ""
+
+
+def test_mask_ratio_of_is_the_share_sgtm_masks_at_the_records_frames(tmp_path) -> None:
+    """At 6 frames, 25% and 37.5% both mask 2 frames: Figure 4 drew one masking at two x
+    positions, and at 5 frames the default (T // 2 = 2) at 50%."""
+    import json
+
+    systems = [
+        DemoSystem("sgtm-otam[mask_ratio=0.25]"),
+        DemoSystem("sgtm-otam[mask_ratio=0.375]"),
+        DemoSystem("sgtm-otam", record_hparams={"mask_ratio": None, "k": None}),
+    ]
+    for frames, folder in ((6, tmp_path / "six"), (5, tmp_path / "five")):
+        write_demo_records(folder, systems, settings=[(5, 1)], episodes=20)
+        for path in (folder / "records").glob("*.json"):
+            record = json.loads(path.read_text())
+            record["features"] = {**(record.get("features") or {}), "num_frames": frames}
+            path.write_text(json.dumps(record))
+    six = {e.system: mask_ratio_of(e) for e in load_entries(tmp_path / "six")}
+    assert six["sgtm-otam[mask_ratio=0.25]"] == six["sgtm-otam[mask_ratio=0.375]"] == 2 / 6
+    five = {e.system: mask_ratio_of(e) for e in load_entries(tmp_path / "five")}
+    assert five["sgtm-otam"] == 2 / 5

@@ -322,3 +322,25 @@ def test_the_stand_in_banner_is_said_only_when_synth_stands_in_by_default(
     assert "No real dataset found" in capsys.readouterr().out
     assert _run_plan(tmp_path, *argv, "--dataset", "synth") == 0
     assert "No real dataset found" not in capsys.readouterr().out
+
+
+def test_videos_whose_split_lists_are_refused_are_named(tmp_path, monkeypatch, capsys):
+    """A CRLF re-save (or a header, a missing list) of a dataset's split list left it out
+    of 'run --all' without a word; alone, synth stood in and the user was told to lay out
+    videos that were laid out."""
+    from data_fixtures import require_shared_splits
+
+    splits = tmp_path / "splits"
+    shutil.copytree(require_shared_splits(), splits)
+    for copy in ("trx/hmdb_ARN/testlist03.txt", "hyrsm/hmdb51/test_few_shot.txt"):
+        path = splits / copy
+        if path.exists():
+            path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    (tmp_path / "data" / "hmdb51" / "brush_hair").mkdir(parents=True)
+    (tmp_path / "data" / "hmdb51" / "brush_hair" / "a.avi").write_bytes(b"x")
+    monkeypatch.setenv("FSAR_SPLITS", str(splits))
+    argv = ["--table", "1", "--method", "otam", "--root", str(tmp_path / "data")]
+    assert _run_plan(tmp_path, *argv) == 0
+    out = capsys.readouterr().out
+    assert "the videos of hmdb51 (videos at " in out and "CRLF" in out
+    assert "No real dataset found" not in out

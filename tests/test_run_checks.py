@@ -672,3 +672,39 @@ def test_eval_refuses_split_tag_names_before_making_test_features(
     argv = ["eval", "clip-fsar", "--dataset", "synth", "--episodes", "10", "--hparams", hparams]
     assert main(argv) != 0
     assert "are named by their split tags" in capsys.readouterr().err
+
+
+@pytest.mark.video
+def test_a_frozen_class_whose_files_exist_but_none_decodes_is_refused(
+    tiny_synth, tmp_path, monkeypatch
+):
+    """Zero-byte (or corrupt) files of a whole class passed the listing's existence check;
+    the extraction dropped them and the run printed 100.00 ± 0.00 over the other classes."""
+    synth = _copy(tiny_synth, tmp_path)
+    first = synth.videos("test")[0].class_name
+    for video in [v for v in synth.videos("test") if v.class_name == first]:
+        video.path.write_bytes(b"")
+    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: synth)
+    tiny = {"backbone": "resnet18", "weights": "none", "resolution": 32, "num_frames": 2}
+    provider = FrozenFeatureProvider(
+        cache_root=tmp_path / "cache", progress=False, preset_overrides={**tiny, "train_views": 1}
+    )
+    with pytest.raises(MissingClassesError, match=f"test split: 1 of .* \\({first}\\)"):
+        provider("synth")
+
+
+@pytest.mark.video
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_two_listed_videos_that_are_one_file_are_refused(tiny_synth, tmp_path, link):
+    """Paths as written differ, so a link from one listed video to another (a dead Kinetics
+    link filled with another video of its class) passed: support and query of one episode."""
+    import os
+
+    from fsarbench.data.datasets import SplitListError, listed_apart
+
+    synth = _copy(tiny_synth, tmp_path)
+    a, b = synth.videos("test")[:2]
+    b.path.unlink()
+    (os.symlink if link == "symlink" else os.link)(a.path, b.path)
+    with pytest.raises(SplitListError, match=f"{a.video_id}.*{b.video_id}.*are one file"):
+        listed_apart("synth", synth)

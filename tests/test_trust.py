@@ -504,6 +504,17 @@ def test_the_code_carries_the_released_digests():
     made again, while the change log said nothing re-runs."""
     now = {"harness": provenance.harness_digest(), "pipeline": provenance.pipeline_digest()}
     assert now == RELEASED_DIGESTS
+    packages = {p: provenance.package_digest(p) for p in RELEASED_PACKAGE_DIGESTS}
+    assert packages == RELEASED_PACKAGE_DIGESTS
+
+
+#: The built-in method packages' digests their records and models carry (every method of a
+#: package shares it): a change either carries its digest (CARRIED_DIGESTS, nothing re-runs;
+#: a refusal of bad settings, as session 36's clip-fsar prompt check) or changes this.
+RELEASED_PACKAGE_DIGESTS = {
+    "fsarbench_baselines": "f18a4d781fc32163",
+    "fsarbench_sgtm": "454b18d38c9286fc",
+}
 
 
 @pytest.fixture(scope="module")

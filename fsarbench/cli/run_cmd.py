@@ -37,6 +37,7 @@ from fsarbench.experiments.grids import (
     add_grid_file,
     all_grids,
     available_datasets,
+    datasets_without_split_lists,
     expand_grid,
     grid_names,
     standard_shots,
@@ -65,8 +66,6 @@ def _where_data(root: str | None) -> str:
     """Why no real dataset is used: the videos are not where a dataset looks for them
     (:data:`WHERE_DATA`), or they are and its split lists are not found (then the layout
     advice sent the user to lay out videos that were laid out)."""
-    from fsarbench.experiments.grids import datasets_without_split_lists
-
     no_lists = datasets_without_split_lists(root)
     if not no_lists:
         return WHERE_DATA
@@ -75,7 +74,7 @@ def _where_data(root: str | None) -> str:
         "(labelled as such in every result): the videos of "
         + "; of ".join(no_lists)
         + ". Pass --splits-dir DIR (or set FSAR_SPLITS) to the folder of the published split "
-        "lists; 'python -m fsarbench splits verify --splits-dir DIR' checks it."
+        "lists, unmodified; 'python -m fsarbench splits verify --splits-dir DIR' checks it."
     )
 
 
@@ -432,6 +431,9 @@ def _run(args: argparse.Namespace) -> int:
     # said when synth stands in by default, not when --dataset asked for it
     if any(c.dataset == STAND_IN for c in cells) and not available and not args.dataset:
         say(_where_data(args.root))
+    elif not args.dataset:  # the others run; these were dropped without a word
+        for line in datasets_without_split_lists(args.root):
+            say(f"warning: left out of this run, its split lists refused: {line}")
     runner = CellRunner(tracks, options)
     # every cell of every shard, before anything is trained or extracted: a setting a split
     # cannot serve was found mid-run, after other cells had trained

@@ -344,8 +344,9 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
             )
             skipped += bad
             # as run refuses it: a class without a usable video trained (or selected) on the
-            # other classes, under the dataset's name
-            check_split_classes(args.dataset, name, splits[name].classes, ds.class_names(name))
+            # other classes, under the dataset's name; val only where validation runs
+            if name == "train" or recipe.recipe.val_episodes > 0:
+                check_split_classes(args.dataset, name, splits[name].classes, ds.class_names(name))
         test_skipped = []
         if args.test_episodes:  # before training: --bad-videos error stops here
             usable, test_skipped = _usable_as_rank0(

@@ -80,13 +80,16 @@ class DatasetSpec:
 
 
 def default_data_root(folder: str) -> Path | None:
+    """The dataset's root under ``$FSAR_DATA`` by :func:`_dataset_root`'s rule (``None``
+    without it): ``FSAR_DATA`` set to the dataset's own folder was found by ``run``'s
+    planner (which read it as ``--root``) and then looked for under ``FSAR_DATA/<folder>``."""
     env = os.environ.get("FSAR_DATA")
-    return Path(env).expanduser() / folder if env else None
+    return _dataset_root(env, folder) if env else None
 
 
 def _dataset_root(root: str | Path | None, folder: str) -> Path | None:
     """``root`` itself, or ``root/<folder>`` when ``root`` holds the dataset as that folder
-    (so one data root serves every dataset); default ``$FSAR_DATA/<folder>``."""
+    (so one data root serves every dataset); default: the same of ``$FSAR_DATA``."""
     if root is None:
         return default_data_root(folder)
     root = Path(root).expanduser()
@@ -133,7 +136,33 @@ def listed_apart(name: str, dataset: Any) -> dict[str, list[Any]]:
     :func:`check_disjoint_splits` when two splits share a class or a video."""
     listed = {split: dataset.videos(split) for split in SPLITS}
     check_disjoint_splits(name, listed)
+    check_one_file_per_video(name, listed)
     return listed
+
+
+def check_one_file_per_video(name: str, listed: dict[str, list[Any]]) -> None:
+    """Refuse two listed videos that are one file on disk (a symlink or hard link, e.g. a
+    dead Kinetics link filled with another video of its class): within a split it is support
+    and query of one episode, across splits a test video seen in training. Paths as written
+    differ, so only the file's identity (device, inode) tells."""
+    owner: dict[tuple[int, int], tuple[str, str]] = {}
+    for split, records in listed.items():
+        for r in records:
+            path = getattr(r, "path", None)
+            try:
+                st = os.stat(path) if path is not None else None
+            except OSError:  # missing or dangling: left out later, named there
+                continue
+            if st is None:
+                continue
+            first = owner.setdefault((st.st_dev, st.st_ino), (split, r.video_id))
+            if first != (split, r.video_id):
+                raise SplitListError(
+                    f"{name}: {first[0]} video {first[1]!r} and {split} video {r.video_id!r} are "
+                    f"one file ({os.path.realpath(path)}, through a link): one would be support "
+                    "and query of an episode, or a test video seen in training. Replace the "
+                    "link with the video's own file, or leave it missing"
+                )
 
 
 class SplitListDataset:

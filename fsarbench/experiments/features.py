@@ -152,6 +152,7 @@ class FrozenFeatureProvider:
         self, dataset: str, protocol: str | None, *, extract: bool
     ) -> DatasetFeatures | None:
         from fsarbench.data.datasets import get_dataset, is_synthetic, listed_apart
+        from fsarbench.experiments.feasibility import check_split_classes
 
         preset = feature_preset(dataset, self.overrides)
         protocol = get_protocol(protocol or self.protocol, dataset)
@@ -166,6 +167,11 @@ class FrozenFeatureProvider:
                 return None
             made_with += [env for env in cache.made_with if env not in made_with]
             splits[split], names[split], bad = split_features(cache, ds.variant)
+            # a class whose files exist but none decodes passed the listing's check and left
+            # the episodes: a confident number over the other classes, under the dataset's
+            # name (val: refused by the cells that validate, cells.check_cells, by listing)
+            if split != "val":
+                check_split_classes(dataset, split, splits[split].classes, names[split])
             skipped += [f"{split}/{v}" for v in bad]
             causes.update({f"{split}/{v}": cause for v, cause in bad.items()})
             keys[split] = cache.key

@@ -291,10 +291,16 @@ def available_datasets(root: str | None = None) -> list[str]:
 
 def datasets_without_split_lists(root: str | None = None) -> list[str]:
     """One line per published dataset whose folder is present under ``root`` /
-    ``FSAR_DATA`` but whose split lists are not found (:func:`available_datasets` leaves it
-    out, and ``run`` stood ``synth`` in for it, telling the user to lay out videos that were
-    laid out): the dataset, its folder and what the split-list lookup said."""
+    ``FSAR_DATA`` but whose split lists are not found or refused (modified, unparsable,
+    leaking: :func:`available_datasets` leaves it out, and ``run --all`` dropped it without a
+    word, or stood ``synth`` in for it, telling the user to lay out videos that were laid
+    out): the dataset, its folder and what the split-list lookup said."""
+    from fsarbench.data.datasets import SplitListError
+    from fsarbench_splits.load import SplitModifiedError
+    from fsarbench_splits.parsers import SplitFormatError
     from fsarbench_splits.registry import SplitsNotFoundError
+
+    refused = (SplitsNotFoundError, SplitModifiedError, SplitFormatError, SplitListError)
 
     given = Path(root or os.environ.get("FSAR_DATA") or ".").expanduser()
     found = []
@@ -306,8 +312,9 @@ def datasets_without_split_lists(root: str | None = None) -> list[str]:
         if ds.root == given and given.name != getattr(getattr(ds, "spec", None), "folder", None):
             continue
         try:
-            ds.videos("test")
-        except SplitsNotFoundError as err:
+            for split in ("test", "train", "val"):
+                ds.videos(split)
+        except refused as err:
             found.append(f"{name} (videos at {ds.root}): {str(err).split('. Run ')[0]}")
         except (OSError, ValueError, KeyError):
             continue

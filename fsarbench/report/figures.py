@@ -167,23 +167,32 @@ DEFAULT_MASK_RATIO = 0.5
 
 
 def mask_ratio_of(entry: Entry) -> float | None:
-    """The masking ratio of an entry's run: ``tags["mask_ratio"]``, a ``mask_ratio=`` override
-    in its name (``"sgtm-otam[mask_ratio=0.25]"``), or its recorded ``hparams``: ``mask_ratio``,
-    else ``2k`` of the record's frames when ``k`` is set, else :data:`DEFAULT_MASK_RATIO`;
-    ``None`` for methods without one and for runs that mask nothing (``mask: none``)."""
+    """The share of frames an entry's run masks, as Figure 4's x: the ratio asked
+    (``tags["mask_ratio"]``, a ``mask_ratio=`` override in its name such as
+    ``"sgtm-otam[mask_ratio=0.25]"``, or its recorded ``hparams``: ``mask_ratio``, else
+    ``2k`` frames when ``k`` is set, else :data:`DEFAULT_MASK_RATIO`), turned into the frames
+    SGTM masks of the record's ``num_frames`` where known (at 6 frames, 25% and 37.5% both
+    mask 2: two points of one masking were drawn apart); ``None`` for methods without one and
+    for runs that mask nothing (``mask: none``)."""
     record = entry.records[0]
     hparams = record.hparams
-    value = entry.tags.get("mask_ratio", overrides_of(entry.method).get("mask_ratio"))
-    if value is None and "mask_ratio" in hparams:
-        if hparams.get("mask") == "none":
-            return None
-        value = hparams["mask_ratio"]
-        frames = (record.features or {}).get("num_frames")
-        if value is None and hparams.get("k") is not None and frames:
-            value = 2 * hparams["k"] / frames
-        elif value is None:
-            value = DEFAULT_MASK_RATIO
-    return None if value is None else float(value)
+    asked = entry.tags.get("mask_ratio", overrides_of(entry.method).get("mask_ratio"))
+    if asked is None and "mask_ratio" not in hparams:
+        return None
+    if hparams.get("mask") == "none" and asked is None:
+        return None
+    k = hparams.get("k") if asked is None else None
+    asked = hparams.get("mask_ratio") if asked is None else asked
+    frames = (record.features or {}).get("num_frames")
+    if not frames:
+        return float(asked) if asked is not None else DEFAULT_MASK_RATIO
+    from fsarbench_sgtm.masks import num_masked_frames
+
+    try:
+        masked = num_masked_frames(int(frames), k, None if asked is None else float(asked))
+    except ValueError:  # a ratio SGTM would refuse at this frame count: as asked
+        return float(asked) if asked is not None else DEFAULT_MASK_RATIO
+    return masked / int(frames)
 
 
 def _ratio_lines(

@@ -103,6 +103,8 @@ class FinetuneOptions:
     workers: int | None = None
 
     def __post_init__(self) -> None:
+        if str(self.weights).lower() == "none":  # 'None' (or None) built a random image tower
+            object.__setattr__(self, "weights", "none")  # and asked clip-fsar for OpenAI text
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"options.workers = {self.workers} must be >= 0 (or null: auto)")
         for name in ("frames", "eval_chunk"):
