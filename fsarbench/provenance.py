@@ -289,11 +289,10 @@ CARRIED_DIGESTS = {
     # random weights 'none' in any case; a frozen test/train class whose files exist but
     # none decodes is refused; fsarbench_baselines: clip-fsar refuses a prompt without one
     # {} slot (package digests are carried as the harness's); pipeline: two listed videos
-    # that are one file (a link) are refused; FSAR_DATA set to a dataset's own folder is
-    # read as --root is
+    # that are one file (a link) are refused
     "28f73ea0517f97b1": "2815c7d05867b240",
     "5cee6d51d67b79c1": "f18a4d781fc32163",
-    "2b7b338fe4097a6e": "45d399cf0f55f5c7",
+    "80ea3c1dd4f5e720": "45d399cf0f55f5c7",
 }
 
 

@@ -344,3 +344,23 @@ def test_videos_whose_split_lists_are_refused_are_named(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
     assert "the videos of hmdb51 (videos at " in out and "CRLF" in out
     assert "No real dataset found" not in out
+
+
+def test_fsar_data_set_to_a_datasets_own_folder_is_not_planned_then_refused(tmp_path, monkeypatch):
+    """The planner read FSAR_DATA as --root (the dataset's own folder accepted), the cells as
+    FSAR_DATA/<folder>: 18 hmdb51 cells were planned, then refused ('is --root right?')."""
+    from data_fixtures import require_shared_splits
+
+    from fsarbench.experiments.grids import available_datasets
+
+    splits = require_shared_splits()
+    first = (splits / "trx" / "hmdb_ARN" / "testlist03.txt").read_text().split()[0]
+    video = tmp_path / "hmdb51" / f"{first}.avi"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"x")
+    monkeypatch.setenv("FSAR_SPLITS", str(splits))
+    monkeypatch.setenv("FSAR_DATA", str(tmp_path))  # the data root: found
+    assert available_datasets() == ["hmdb51"]
+    monkeypatch.setenv("FSAR_DATA", str(tmp_path / "hmdb51"))  # the dataset's own folder
+    assert "hmdb51" not in available_datasets()
+    assert available_datasets(str(tmp_path / "hmdb51")) == ["hmdb51"]  # as --root: found

@@ -80,16 +80,13 @@ class DatasetSpec:
 
 
 def default_data_root(folder: str) -> Path | None:
-    """The dataset's root under ``$FSAR_DATA`` by :func:`_dataset_root`'s rule (``None``
-    without it): ``FSAR_DATA`` set to the dataset's own folder was found by ``run``'s
-    planner (which read it as ``--root``) and then looked for under ``FSAR_DATA/<folder>``."""
     env = os.environ.get("FSAR_DATA")
-    return _dataset_root(env, folder) if env else None
+    return Path(env).expanduser() / folder if env else None
 
 
 def _dataset_root(root: str | Path | None, folder: str) -> Path | None:
     """``root`` itself, or ``root/<folder>`` when ``root`` holds the dataset as that folder
-    (so one data root serves every dataset); default: the same of ``$FSAR_DATA``."""
+    (so one data root serves every dataset); default ``$FSAR_DATA/<folder>``."""
     if root is None:
         return default_data_root(folder)
     root = Path(root).expanduser()

@@ -264,11 +264,12 @@ def _grid(name: str) -> GridSpec:
 
 def _published_datasets(root: str | None) -> Iterator[tuple[str, Any]]:
     """``(name, dataset)`` of every published dataset opened at ``root`` / ``FSAR_DATA``
-    (none without either; one that cannot be opened there is passed over)."""
+    (none without either; one that cannot be opened there is passed over). Without ``root``
+    each is opened as the cells open it (``$FSAR_DATA/<folder>``): read as a root, a
+    ``FSAR_DATA`` set to one dataset's own folder was planned, then not found by the cells."""
     from fsarbench.data.datasets import get_dataset, is_synthetic, list_datasets
 
-    root = root or os.environ.get("FSAR_DATA")
-    for name in list_datasets() if root else []:
+    for name in list_datasets() if root or os.environ.get("FSAR_DATA") else []:
         if is_synthetic(name):
             continue
         try:
