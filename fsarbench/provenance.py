@@ -285,12 +285,11 @@ CARRIED_DIGESTS = {
     # (only the running statistics of micro_batch > 1 change: every recipe's default is 1);
     # training rows and summaries name data-parallel process counts, a resume under another
     # count is said; all-inf logits are non-finite, not constant; a finished run's reload
-    # is said as such; DDP's no-unused-parameters warning filtered; FinetuneOptions spells
-    # random weights 'none' in any case; a frozen test/train class whose files exist but
-    # none decodes is refused; fsarbench_baselines: clip-fsar refuses a prompt without one
-    # {} slot (package digests are carried as the harness's); pipeline: two listed videos
-    # that are one file (a link) are refused
-    "28f73ea0517f97b1": "2815c7d05867b240",
+    # is said as such; FinetuneOptions spells random weights 'none' in any case; a frozen
+    # test/train class whose files exist but none decodes is refused; fsarbench_baselines:
+    # clip-fsar refuses a prompt without one {} slot (package digests are carried as the
+    # harness's); pipeline: two listed videos that are one file (a link) are refused
+    "d72a567074ff8ee4": "2815c7d05867b240",
     "5cee6d51d67b79c1": "f18a4d781fc32163",
     "80ea3c1dd4f5e720": "45d399cf0f55f5c7",
 }

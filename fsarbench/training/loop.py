@@ -664,9 +664,6 @@ def _ddp(model: nn.Module, stage: TrainingStage) -> nn.parallel.DistributedDataP
     """``stage``'s loss under DDP over the stage's trainable parameters (set by
     :class:`only_trainable` before wrapping); ``find_unused_parameters`` because a stage's
     loss need not touch every one of them (e.g. a branch unused at this shot)."""
-    # torch then warns, once per rank, that a step used every parameter: true of most
-    # stages, and no advice for this one
-    warnings.filterwarnings("ignore", message="find_unused_parameters=True was specified")
     return nn.parallel.DistributedDataParallel(
         _StageLoss(model, stage), find_unused_parameters=True, **_NO_FORWARD_BUFFER_SYNC
     )
