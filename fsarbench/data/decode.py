@@ -172,7 +172,7 @@ def _av_decode(
         try:
             for frame in container.decode(video=0):
                 if keep is None or n in keep:
-                    frames[n] = frame.to_ndarray(format="rgb24")
+                    frames[n] = _rgb24(frame)
                 end = None if frame.time is None else frame.time + step
                 n += 1
                 if stop is not None and n > stop:
@@ -181,6 +181,15 @@ def _av_decode(
             if not n:
                 raise VideoDecodeError(path, f"corrupt video data ({_first_line(err)})") from None
     return n, frames, end
+
+
+def _rgb24(frame) -> np.ndarray:
+    """``uint8 [H, W, 3]`` of a PyAV video frame, converted by swscale on one thread (the
+    same pixels: slices are converted alike). With PyAV's default (threads by core count) a
+    decode worker forked from a process that had converted frames hung in swscale's
+    slice-thread teardown (``avpriv_slicethread_free``, all threads in futex waits), and the
+    whole test run with it."""
+    return frame.to_ndarray(format="rgb24", threads=1)
 
 
 def _frame_step(stream) -> float:
