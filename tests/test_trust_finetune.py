@@ -479,3 +479,24 @@ def test_train_workers_reaches_the_finetune_track(monkeypatch, tmp_path):
     assert main([*base, "--workers", "0"]) == 0
     assert main([*base, "--workers", "0", "--option", "workers=3"]) == 0
     assert seen == [{"workers": 0}, {"workers": 3}]  # --option workers=N wins, as in run
+
+
+def test_train_refuses_episodes_per_step_not_split_over_the_ranks_before_the_probe(
+    monkeypatch, tmp_path, capsys
+):
+    """Under torchrun, an episodes_per_step the ranks could not share was refused only after
+    every video had been probed."""
+    from fsarbench.cli import train_cmd
+    from fsarbench.cli.main import main
+    from fsarbench.training import finetune as ft
+
+    monkeypatch.setattr(ft, "world_size", lambda: 2)
+
+    def probed(*a, **k):
+        raise AssertionError("videos were probed before the refusal")
+
+    monkeypatch.setattr(train_cmd, "_dataset_main_first", probed)
+    argv = ["train", "protonet", "--dataset", "synth", "--track", "finetune", "--no-progress"]
+    argv += ["--out", str(tmp_path / "out"), "--recipe", "episodes_per_step=3"]
+    assert main(argv) == 2
+    assert "episodes_per_step=3 must be a multiple of the 2 ranks" in capsys.readouterr().err

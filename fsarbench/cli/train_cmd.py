@@ -174,7 +174,10 @@ def run(args: argparse.Namespace) -> int:
     if args.track == "finetune" and args.workers is not None:  # as run: under --option workers
         option_over = {"workers": args.workers, **option_over}
     if note := crop_alone_note(option_over):
-        print(note)
+        from fsarbench.distributed.env import dist_env
+
+        if dist_env().is_main:  # once under torchrun
+            print(note)
     if args.track == "frozen" and (args.test_episodes or args.shots):
         raise UsageError(
             "--test-episodes and --shots apply to --track finetune only: evaluate a frozen "
@@ -322,6 +325,7 @@ def _clear_checkpoints(out: Path) -> None:
 def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over: dict) -> int:
     from fsarbench.distributed.env import init_distributed, is_main, shutdown_distributed
     from fsarbench.experiments.feasibility import check_split_classes
+    from fsarbench.training.finetune import _check_split as check_rank_split
     from fsarbench.training.finetune import build_video_method, finetune, finetune_recipe
 
     recipe = finetune_recipe(
@@ -336,6 +340,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
 
         print(torchrun_threads_note(torch.get_num_threads()), flush=True)
     try:
+        check_rank_split(recipe.recipe)  # before the probe of every video, not after it
         ds = _dataset_main_first(args.dataset, args.root)
         splits, skipped = {}, []
         for name in ("train", "val"):
