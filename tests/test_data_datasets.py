@@ -320,3 +320,18 @@ def test_data_check_runs_on_the_generated_datasets(name, capsys):
     out = capsys.readouterr().out
     assert f"{name}: videos under " in out and "None" not in out.splitlines()[0]
     assert "OK: the dataset can serve these settings" in out
+
+
+@pytest.mark.parametrize("ext", [".webm", ".mkv"])
+def test_kinetics_train256_finds_other_video_extensions(tmp_path, ext):
+    """A yt-dlp download's .webm under train_256/ was reported missing."""
+    from fsarbench.data.layouts import kinetics_train256, resolve
+    from fsarbench_splits.parsers import SplitEntry
+
+    entry = SplitEntry("abc_000001_000011", "blasting sand")
+    path = tmp_path / "train_256" / "blasting_sand" / f"abc_000001_000011{ext}"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+    assert resolve(tmp_path, entry, kinetics_train256) == (path, True)
+    path.unlink()  # missing: the expected path stays the .mp4
+    assert resolve(tmp_path, entry, kinetics_train256)[0].suffix == ".mp4"

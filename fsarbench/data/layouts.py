@@ -30,11 +30,14 @@ def listed(root: Path, e: SplitEntry) -> list[Path]:
 
 
 def kinetics_train256(root: Path, e: SplitEntry) -> list[Path]:
-    """Kinetics-400 as extracted: ``train_256/<class_dir>/<id>.mp4`` (or ``val_256``)."""
+    """Kinetics-400 as extracted: ``train_256/<class_dir>/<id>.mp4`` (or ``val_256``; any
+    common video extension after ``.mp4``: downloads by yt-dlp are often ``.webm``/``.mkv``,
+    and were reported missing)."""
     return [
-        root / sub / d / f"{e.video_id}.mp4"
+        root / sub / d / f"{e.video_id}{ext}"
         for sub in ("train_256", "val_256")
         for d in class_dirs(e.class_name)
+        for ext in VIDEO_SUFFIXES
     ]
 
 
