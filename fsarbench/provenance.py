@@ -294,7 +294,7 @@ CARRIED_DIGESTS = {
     # files too (reported missing)
     "d72a567074ff8ee4": "2815c7d05867b240",
     "5cee6d51d67b79c1": "f18a4d781fc32163",
-    "669e9e16b3447268": "45d399cf0f55f5c7",
+    "e77e256a2af044e4": "45d399cf0f55f5c7",
 }
 
 

@@ -659,7 +659,7 @@ def supersede(out_dir: str | Path, old: ResultRecord) -> None:
     tables, summary or leaderboard)."""
     dst = Path(out_dir) / SUPERSEDED_DIR
     dst.mkdir(parents=True, exist_ok=True)
-    _keep_earlier_superseded(dst, old.cell)
+    _keep_earlier_superseded(dst, old)
     for src in record_folders(out_dir, old):
         for suffix in (".json", ".queries.csv.gz"):
             path = src / f"{old.cell}{suffix}"
@@ -667,15 +667,17 @@ def supersede(out_dir: str | Path, old: ResultRecord) -> None:
                 path.replace(dst / path.name)
 
 
-def _keep_earlier_superseded(dst: Path, cell: str) -> None:
-    """Rename a record of ``cell`` already in ``dst`` (superseded before) to a name of its
-    own, ``<cell>@<its created stamp>``: the next record superseded took its name and the
-    earlier one was lost (a run's record replaced by an ``eval``'s, which a later run
-    replaced)."""
-    earlier = dst / f"{cell}.json"
+def _keep_earlier_superseded(dst: Path, old: ResultRecord) -> None:
+    """Rename another record of ``old``'s cell already in ``dst`` (superseded before) to a
+    name of its own, ``<cell>@<its created stamp>``: the next record superseded took its
+    name and the earlier one was lost (a run's record replaced by an ``eval``'s, which a
+    later run replaced). A copy of ``old`` itself (a shard's) is simply replaced."""
+    cell = old.cell
     try:
-        stamp = load_record(earlier).created
+        stamp = load_record(dst / f"{cell}.json").created
     except (OSError, UnreadableRecordError):
+        return
+    if stamp == old.created:
         return
     tag = "".join(ch for ch in stamp if ch.isdigit())
     for suffix in (".json", ".queries.csv.gz"):

@@ -432,7 +432,7 @@ def _run(args: argparse.Namespace) -> int:
     if any(c.dataset == STAND_IN for c in cells) and not available and not args.dataset:
         say(_where_data(args.root))
     elif not args.dataset:  # the others run; these were dropped without a word
-        for line in datasets_without_split_lists(args.root):
+        for line in datasets_without_split_lists(args.root, skip=available):
             say(f"warning: left out of this run, its split lists refused: {line}")
     runner = CellRunner(tracks, options)
     # every cell of every shard, before anything is trained or extracted: a setting a split
@@ -491,6 +491,7 @@ def _run_share(runner, mine: list, env: DistEnv, say) -> str | None:
     for a rank that is gone."""
     from fsarbench.experiments.runner import unique_cells
 
+    _PRINTED.clear()  # a run that failed before its tables left them in this process
     try:
         for grid, group in itertools.groupby(mine, key=lambda c: c.tags_dict.get("grid", "cells")):
             group = list(group)

@@ -505,10 +505,11 @@ def _usable(ds, split: str, finetune, policy: str, shot: int | None, cache: str 
     from fsarbench.data.probe_cache import ProbeCache, probe_cache_path
     from fsarbench.features.cache import default_cache_root
     from fsarbench.training.clip_data import usable_split
+    from fsarbench.training.trainer import val_way_shot
 
     recipe = finetune.recipe
-    # validation episodes are capped at the val split's classes (val_way_shot), as in run
-    way = min(recipe.way, len(ds.class_names(split))) if split == "val" else recipe.way
+    # validation episodes are capped at the val split's classes, as in run
+    way = val_way_shot(recipe, len(ds.class_names(split)))[0] if split == "val" else recipe.way
     kept, skipped = usable_split(
         ds.videos(split),
         split,

@@ -137,7 +137,7 @@ def listed_apart(name: str, dataset: Any) -> dict[str, list[Any]]:
     return listed
 
 
-def check_one_file_per_video(name: str, listed: dict[str, list[Any]]) -> None:
+def check_one_file_per_video(name: str, listed: dict[str, list[VideoRecord]]) -> None:
     """Refuse two listed videos that are one file on disk (a symlink or hard link, e.g. a
     dead Kinetics link filled with another video of its class): within a split it is support
     and query of one episode, across splits a test video seen in training. Paths as written
@@ -145,18 +145,15 @@ def check_one_file_per_video(name: str, listed: dict[str, list[Any]]) -> None:
     owner: dict[tuple[int, int], tuple[str, str]] = {}
     for split, records in listed.items():
         for r in records:
-            path = getattr(r, "path", None)
             try:
-                st = os.stat(path) if path is not None else None
+                st = os.stat(r.path)
             except OSError:  # missing or dangling: left out later, named there
-                continue
-            if st is None:
                 continue
             first = owner.setdefault((st.st_dev, st.st_ino), (split, r.video_id))
             if first != (split, r.video_id):
                 raise SplitListError(
                     f"{name}: {first[0]} video {first[1]!r} and {split} video {r.video_id!r} are "
-                    f"one file ({os.path.realpath(path)}, through a link): one would be support "
+                    f"one file ({os.path.realpath(r.path)}, through a link): one would be support "
                     "and query of an episode, or a test video seen in training. Replace the "
                     "link with the video's own file, or leave it missing"
                 )

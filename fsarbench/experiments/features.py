@@ -169,7 +169,8 @@ class FrozenFeatureProvider:
             splits[split], names[split], bad = split_features(cache, ds.variant)
             # a class whose files exist but none decodes passed the listing's check and left
             # the episodes: a confident number over the other classes, under the dataset's
-            # name (val: refused by the cells that validate, cells.check_cells, by listing)
+            # name. Val is not checked here (only cells that validate need it, and this
+            # provider does not know the recipe): such a val class is left out of selection
             if split != "val":
                 check_split_classes(dataset, split, splits[split].classes, names[split])
             skipped += [f"{split}/{v}" for v in bad]
