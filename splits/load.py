@@ -47,16 +47,45 @@ def get_variant(name: str) -> SplitVariant:
         raise KeyError(f"unknown split variant {name!r}; variants: {', '.join(VARIANTS)}") from None
 
 
+def _present(source: SplitSource, root: Path) -> list[str]:
+    """The splits of ``source`` whose list file exists under ``root``."""
+    return [f.split for f in source.files if (root / source.rel_path(f.split)).is_file()]
+
+
 def find_source(variant: SplitVariant, root: Path, split: str) -> SplitSource:
-    """The first source of ``variant`` whose ``split`` list exists under ``root``."""
+    """The copy of ``variant`` in use under ``root`` if it holds ``split``'s list.
+
+    The copy in use is the first source with any of its lists present: a dataset's lists
+    are never mixed across copies (their class names, video lists and class order differ,
+    so a mixed set would draw other episodes under the same variant name).
+    """
     for source in variant.sources:
-        if (root / source.rel_path(split)).is_file():
+        present = _present(source, root)
+        if split in present:
             return source
+        if present:
+            raise SplitsNotFoundError(_partial_copy_message(variant, root, source, split, present))
     wanted = " or ".join(str(root / s.rel_path(split)) for s in variant.sources)
     raise SplitsNotFoundError(
         f"split list for {variant.name}/{split} not found: looked for {wanted}. Run "
         "'python -m fsarbench splits fetch' (internet) or 'splits import DIR', or pass "
         "--splits-dir / set FSAR_SPLITS."
+    )
+
+
+def _partial_copy_message(
+    variant: SplitVariant, root: Path, source: SplitSource, split: str, present: list[str]
+) -> str:
+    """Why a copy holding some of a variant's lists but not ``split``'s is not completed."""
+    others = [s for s in variant.sources[variant.sources.index(source) + 1 :] if _present(s, root)]
+    other = f" ({others[0].repo}'s copy has it, but" if others else " (and"
+    return (
+        f"split list for {variant.name}/{split} not found: {root / source.rel_path(split)} is "
+        f"missing while {source.repo}'s copy holds {'/'.join(present)}{other} a dataset's lists "
+        "are read from one copy, never mixed: the copies differ in class names, video lists "
+        "and order). Restore the missing file with 'python -m fsarbench splits fetch' "
+        "(internet) or 'splits import DIR', or remove the partial copy "
+        f"{root / source.local_dir}."
     )
 
 

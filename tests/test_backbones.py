@@ -170,3 +170,80 @@ def test_timm_offline_pretrained_fails_with_a_hint(hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(BackboneWeightsError, match="Hugging Face cache"):
         create_backbone("timm:resnet10t", weights="imagenet")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every connection fails as without a network (no proxy, offline not set); the
+    addresses tried. The probe's cached answer is dropped before and after."""
+    import socket
+    import urllib.request
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("FSAR_OFFLINE", raising=False)
+    tried = []
+
+    def refused(address, *args, **kwargs):
+        tried.append(address)
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "getproxies", dict)
+    monkeypatch.setattr(socket, "create_connection", refused)
+    bb.hub_unreachable.cache_clear()
+    yield tried
+    bb.hub_unreachable.cache_clear()
+
+
+def test_an_unreachable_hub_is_read_offline_once(no_network):
+    """Without network and without HF_HUB_OFFLINE, huggingface_hub retried each file for
+    about 50 s (a line per try) before it read its cache or failed."""
+    from huggingface_hub import constants
+
+    seen = []
+
+    def factory(name, pretrained, **kwargs):
+        seen.append(constants.HF_HUB_OFFLINE)
+        raise FileNotFoundError("not in the cache")
+
+    for _ in range(2):
+        with pytest.raises(
+            BackboneWeightsError, match="the Hub at huggingface.co:443 is unreachable"
+        ):
+            bb._timm_pretrained(factory, "resnet18.a1_in1k")
+    assert seen == [True, True] and no_network == [("huggingface.co", 443)]  # probed once
+    assert constants.HF_HUB_OFFLINE is False  # restored
+
+
+def test_an_unreachable_hub_names_the_text_tower_folder_without_a_download(
+    no_network, monkeypatch, tmp_path
+):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from fsarbench.features.text_towers import TextTowerWeightsError, create_text_tower
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("an unreachable Hub was asked for the file")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    create_text_tower.cache_clear()
+    with pytest.raises(TextTowerWeightsError, match="offline: the Hub at .* is unreachable") as err:
+        create_text_tower("ViT-B-16", weights="openai")
+    assert str(tmp_path / "models--timm--vit_base_patch16_clip_224.openai") in str(err.value)
+
+
+def test_a_proxy_is_not_probed(monkeypatch):
+    import urllib.request
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("probed behind a proxy")
+
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: {"https": "http://proxy:3128"})
+    monkeypatch.setattr(bb.socket, "create_connection", no_probe)
+    bb.hub_unreachable.cache_clear()
+    try:
+        assert bb.hub_unreachable() is None
+    finally:
+        bb.hub_unreachable.cache_clear()

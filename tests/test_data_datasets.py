@@ -76,7 +76,7 @@ def test_registry_lists_datasets_and_flip_policy():
         "ssv2-jpeg",
     ],
 )
-def test_layouts_resolve_every_video(tmp_path, dataset, rel, folder):
+def test_layouts_resolve_every_video(tmp_path, dataset, rel, folder, request):
     splits = require_shared_splits()
     entries = _build(tmp_path, get_dataset(dataset).variant, rel, folder)
     ds = get_dataset(dataset, root=tmp_path, splits_dir=splits)
@@ -87,6 +87,17 @@ def test_layouts_resolve_every_video(tmp_path, dataset, rel, folder):
     assert names == sorted(names) and len(names) == VARIANTS[ds.variant].source.file("test").classes
     assert all(names[v.class_index] == v.class_name for v in videos)
     assert ds.available()
+    expected = {
+        "k400-train256": "kinetics-train256",
+        "k-class-folders": "class-folders",
+        "k-jpeg": "jpeg",
+        "k-hyrsm-listed": "listed",
+        "ucf": "ucf101",
+        "hmdb": "hmdb51",
+        "ssv2-webm": "ssv2",
+        "ssv2-jpeg": "jpeg",
+    }[request.node.callspec.id]
+    assert ds.provenance()["detected_layouts"] == {"test": expected}  # records said "auto"
 
 
 def test_template_layout_and_missing_videos_keep_expected_path(tmp_path):
@@ -267,7 +278,8 @@ def test_data_check_names_a_wrong_root_and_what_it_read(tmp_path, capsys):
     (tmp_path / "data" / "hmdb51").mkdir(parents=True)
     assert main([*args, "--root", str(tmp_path / "data"), "--split", "test"]) == 1
     out = capsys.readouterr().out
-    assert f"hmdb51: videos under {tmp_path / 'data' / 'hmdb51'}; split lists " in out
+    root = tmp_path / "data" / "hmdb51"
+    assert f"hmdb51: videos under {root} (layout hmdb51, detected); split lists " in out
     assert "trx/hmdb_ARN/testlist03.txt" in out
     assert "none of the 1292 listed test videos was found; the first was looked for at " in out
     assert "\nmissing test/" not in out  # not every id once more
@@ -335,3 +347,20 @@ def test_kinetics_train256_finds_other_video_extensions(tmp_path, ext):
     assert resolve(tmp_path, entry, kinetics_train256) == (path, True)
     path.unlink()  # missing: the expected path stays the .mp4
     assert resolve(tmp_path, entry, kinetics_train256)[0].suffix == ".mp4"
+
+
+@pytest.mark.parametrize("layout", ["kinetics-train256", "class-folders"])
+def test_upper_case_video_extensions_are_found(tmp_path, layout):
+    """``<id>.MP4`` (cameras, some archives) was reported missing by every layout."""
+    from fsarbench.data.layouts import LAYOUTS, resolve
+    from fsarbench_splits.parsers import SplitEntry
+
+    entry = SplitEntry("abc_000001_000011", "blasting sand")
+    sub = ("train_256",) if layout == "kinetics-train256" else ()
+    path = tmp_path.joinpath(*sub, "blasting_sand", "abc_000001_000011.MP4")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+    assert resolve(tmp_path, entry, LAYOUTS[layout]) == (path, True)
+    lower = path.with_suffix(".mp4")
+    lower.write_bytes(b"x")  # both spellings (a case-sensitive file system): lower case first
+    assert resolve(tmp_path, entry, LAYOUTS[layout]) == (lower, True)

@@ -384,7 +384,7 @@ def test_cli_extract(tmp_path, toy_dataset, capsys):
     ]
     assert cli_main(argv) == 1  # two unreadable videos
     out = capsys.readouterr()
-    assert "3 clips extracted" in out.out and "unreadable: v4" in out.err
+    assert "3 clips extracted" in out.out and "failed: v4" in out.err
 
 
 def test_cli_missing_weights_is_a_clear_error(tmp_path, toy_dataset, capsys, monkeypatch):

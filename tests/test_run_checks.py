@@ -694,6 +694,30 @@ def test_a_frozen_class_whose_files_exist_but_none_decodes_is_refused(
 
 
 @pytest.mark.video
+def test_a_frozen_val_class_whose_files_exist_but_none_decodes_is_refused_where_it_validates(
+    tiny_synth, tmp_path, monkeypatch
+):
+    """The provider leaves val unchecked (it does not know whether a cell validates); the
+    checkpoint was then chosen on episodes over the other val classes, without a word."""
+    from fsarbench.training.trainer import val_manifest_for
+
+    synth = _copy(tiny_synth, tmp_path)
+    last = synth.videos("val")[-1].class_name
+    for video in [v for v in synth.videos("val") if v.class_name == last]:
+        video.path.write_bytes(b"")
+    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: synth)
+    tiny = {"backbone": "resnet18", "weights": "none", "resolution": 32, "num_frames": 2}
+    provider = FrozenFeatureProvider(
+        cache_root=tmp_path / "cache", progress=False, preset_overrides={**tiny, "train_views": 1}
+    )
+    val = provider("synth").splits["val"]
+    recipe = frozen_recipe("otam", {"val_episodes": 4})
+    with pytest.raises(MissingClassesError, match=f"val split: 1 of .* \\({last}\\)"):
+        val_manifest_for(val, recipe, 0)
+    assert val_manifest_for(val, frozen_recipe("otam", {"val_episodes": 0}), 0) is None
+
+
+@pytest.mark.video
 @pytest.mark.parametrize("link", ["symlink", "hardlink"])
 def test_two_listed_videos_that_are_one_file_are_refused(tiny_synth, tmp_path, link):
     """Paths as written differ, so a link from one listed video to another (a dead Kinetics

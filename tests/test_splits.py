@@ -204,6 +204,25 @@ def test_falls_back_to_second_source(tmp_path):
     assert loaded.path == dest and len(loaded.entries) == 2745
 
 
+def test_lists_are_never_mixed_across_copies(tmp_path):
+    """A TRX copy missing its test list fell back to HyRSM's test list beside TRX's train and
+    val lists: another class order, so other episodes under the same variant name."""
+    root = require_shared_splits()
+    trx, hy = VARIANTS["ssv2-small"].sources
+    for source, splits in ((trx, ("train", "val")), (hy, ("train", "val", "test"))):
+        for split in splits:
+            dest = tmp_path / source.rel_path(split)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / source.rel_path(split), dest)
+    assert load_split("ssv2-small", "train", tmp_path).path == tmp_path / trx.rel_path("train")
+    with pytest.raises(SplitsNotFoundError) as err:
+        load_split("ssv2-small", "test", tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / trx.rel_path("test")) in message
+    assert "trx's copy holds train/val" in message and "hyrsm's copy has it" in message
+    assert "never mixed" in message and "splits import" in message
+
+
 def test_cli_import_verify_modified_and_offline_fetch(tmp_path, capsys, monkeypatch):
     import urllib.error
     import urllib.request

@@ -188,8 +188,23 @@ def _say_sources(ds) -> None:
     lists = sorted({str(p.get("file") or "") for p in splits} - {""})
     root = getattr(ds, "root", None) or getattr(ds, "path", "")
     print(
-        f"{ds.name}: videos under {root}" + (f"; split lists {', '.join(lists)}" if lists else "")
+        f"{ds.name}: videos under {root}"
+        + _layout_words(provenance)
+        + (f"; split lists {', '.join(lists)}" if lists else "")
     )
+
+
+def _layout_words(provenance: dict) -> str:
+    """``" (layout ucf101)"``: the layout the files were found under (``auto``'s choice per
+    split when they differ), or nothing for a generated dataset."""
+    detected = provenance.get("detected_layouts") or {}
+    chosen = set(detected.values())
+    if len(chosen) == 1:
+        return f" (layout {chosen.pop()}, detected)"
+    if chosen:
+        return " (layouts detected: " + ", ".join(f"{s} {n}" for s, n in detected.items()) + ")"
+    layout = provenance.get("layout")
+    return f" (layout {layout})" if layout and layout != "auto" else ""
 
 
 def _write_report(path: Path | None, health, problems, settings) -> None:

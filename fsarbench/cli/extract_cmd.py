@@ -137,14 +137,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(
             f"{stats.written} clips extracted ({stats.already_done} already done, "
-            f"{stats.failed} unreadable) at {stats.frames_per_s:.0f} frames/s into {cache.path}"
+            f"{stats.failed} failed) at {stats.frames_per_s:.0f} frames/s into {cache.path}"
         )
     for entry, error in list(cache.errors.items())[:_SHOWN_ERRORS]:
         index = int(entry.split("/")[0])
-        print(f"  unreadable: {cache.video_ids[index]}: {error}", file=sys.stderr)
+        print(f"  failed: {cache.video_ids[index]}: {error}", file=sys.stderr)
     if not cache.is_complete:
         print(
-            f"{int(cache.failed_mask.sum())} clips unreadable (listed in "
+            f"{int(cache.failed_mask.sum())} clips failed (missing or unreadable files; listed in "
             f"{cache.path}/progress.json); the cache serves the other videos",
             file=sys.stderr,
         )

@@ -193,6 +193,7 @@ class SplitListDataset:
         self.layout, self.template = layout, template
         self.allow_modified = allow_modified
         self._splits: dict[str, LoadedSplit] = {}
+        self._detected: dict[str, str] = {}  # split -> the layout "auto" chose
 
     def split(self, split: str) -> LoadedSplit:
         if split not in self._splits:
@@ -224,8 +225,10 @@ class SplitListDataset:
         if self.layout != "auto":
             return LAYOUTS[self.layout]
         entries = self.split(split).entries
-        names = [n for n in self.spec.layouts if n != "listed" or entries[0].rel_path]
-        return LAYOUTS[detect_layout(self._need_root(), entries, names)]
+        if split not in self._detected:
+            names = [n for n in self.spec.layouts if n != "listed" or entries[0].rel_path]
+            self._detected[split] = detect_layout(self._need_root(), entries, names)
+        return LAYOUTS[self._detected[split]]
 
     def _need_root(self) -> Path:
         if self.root is None:
@@ -283,11 +286,13 @@ class SplitListDataset:
         return {s: self.split(s).md5 for s in ("train", "val", "test")}
 
     def provenance(self) -> dict[str, Any]:
-        """What to record with a result: variant, list files, md5s, modified flags, layout."""
+        """What to record with a result: variant, list files, md5s, modified flags, layout
+        (with ``"auto"``, the layout detected per split read so far)."""
         return {
             "dataset": self.name,
             "variant": self.variant,
             "layout": self.layout,
+            **({"detected_layouts": dict(self._detected)} if self._detected else {}),
             "splits": {s: ls.provenance() for s, ls in self._splits.items()},
         }
 

@@ -15,7 +15,9 @@ from fsarbench_splits.parsers import SplitEntry
 __all__ = ["LAYOUTS", "VIDEO_SUFFIXES", "class_dirs", "detect_layout", "resolve", "template_layout"]
 
 Layout = Callable[[Path, SplitEntry], list[Path]]
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
+_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
+#: Lower case first; upper case (``.MP4`` from cameras and some archives) was reported missing.
+VIDEO_SUFFIXES = (*_SUFFIXES, *(s.upper() for s in _SUFFIXES))
 
 
 def class_dirs(name: str) -> list[str]:

@@ -169,8 +169,8 @@ class FrozenFeatureProvider:
             splits[split], names[split], bad = split_features(cache, ds.variant)
             # a class whose files exist but none decodes passed the listing's check and left
             # the episodes: a confident number over the other classes, under the dataset's
-            # name. Val is not checked here (only cells that validate need it, and this
-            # provider does not know the recipe): such a val class is left out of selection
+            # name. Val is checked where validation episodes are drawn (val_manifest_for):
+            # only cells that validate need it, and this provider does not know the recipe
             if split != "val":
                 check_split_classes(dataset, split, splits[split].classes, names[split])
             skipped += [f"{split}/{v}" for v in bad]

@@ -11,6 +11,7 @@ preset's tag for ViT presets, read from the Hugging Face cache when offline), ``
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -149,6 +150,35 @@ def is_offline() -> bool:
         os.environ.get(k, "").lower() in ("1", "true", "yes")
         for k in ("HF_HUB_OFFLINE", "FSAR_OFFLINE")
     )
+
+
+_HUB_PROBE_TIMEOUT_S = 5.0
+
+
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub (``HF_ENDPOINT``) cannot be reached from here, or ``None``
+    (reachable, or behind a proxy, which is not probed). Without a network huggingface_hub
+    retries each request for about 50 s before it reads its cache, printing a line per try,
+    so one connection attempt per process decides whether timm and open_clip go offline."""
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if urllib.request.getproxies():
+        return None
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=_HUB_PROBE_TIMEOUT_S).close()
+    except OSError as err:
+        return f"the Hub at {url.hostname}:{port} is unreachable ({err})"
+    return None
+
+
+def hub_offline() -> str | None:
+    """Why the Hub is not to be contacted (offline set, or unreachable), or ``None``."""
+    return "HF_HUB_OFFLINE/FSAR_OFFLINE set" if is_offline() else hub_unreachable()
 
 
 def effective_norm(backbone: str, protocol_norm: str) -> str:
@@ -389,12 +419,14 @@ def _timm_pretrained(
         "with HF_HUB_OFFLINE=1 they must be in the Hugging Face cache "
         "(HF_HOME, default ~/.cache/huggingface), or pass --weights PATH"
     )
+    offline = hub_offline()
     try:
-        with _hub_offline(is_offline()):
+        with _hub_offline(offline is not None):
             return factory(model_name, pretrained=True, **kwargs)
     except Exception as err:  # hub errors come from several libraries
+        why = f"offline: {offline}, so only the cache was read; " if offline else ""
         raise BackboneWeightsError(
-            f"cannot load pretrained timm weights for {model_name} ({type(err).__name__}: "
+            f"cannot load pretrained timm weights for {model_name} ({why}{type(err).__name__}: "
             f"{err}); {hint}"
         ) from None
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from fsarbench.features.backbones import BackboneWeightsError, _hub_offline, _seeded, is_offline
+from fsarbench.features.backbones import BackboneWeightsError, _hub_offline, _seeded, hub_offline
 from fsarbench.io import md5_file
 
 __all__ = ["TEXT_TOWERS", "TextTower", "TextTowerWeightsError", "create_text_tower"]
@@ -222,8 +222,11 @@ def _cached_file(name: str, tag: str) -> Path:
         f"with network: 'huggingface-cli download {repo} {_HF_FILES[0]}', then copy that "
         "folder), or pass text_weights=PATH (an open_clip checkpoint), or text_weights=none"
     )
-    if is_offline():
-        raise TextTowerWeightsError(f"offline and the {name} text tower is not cached: {where}")
+    offline = hub_offline()
+    if offline:
+        raise TextTowerWeightsError(
+            f"offline: {offline}; the {name} text tower is not cached: {where}"
+        )
     try:
         with _hub_offline(False):
             return Path(hf_hub_download(repo, _HF_FILES[0]))

@@ -281,8 +281,18 @@ VAL_REMEDIES = {
 
 
 def val_manifest_for(val_data, recipe: Recipe, seed: int):
+    """The validation episodes of ``recipe`` over ``val_data`` (``None``: no validation).
+
+    Raises:
+        MissingClassesError: a class of the val split's list has no usable video (its
+            files exist but none decoded): selection would be over the other classes.
+    """
     if val_data is None or recipe.val_episodes <= 0:
         return None
+    if val_data.class_names is not None:
+        from fsarbench.experiments.feasibility import check_split_classes
+
+        check_split_classes(val_data.dataset, "val", val_data.classes, val_data.class_names)
     way, shot = val_way_shot(recipe, val_data.num_classes)
     if way < recipe.way:
         log.warning(
