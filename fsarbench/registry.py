@@ -89,6 +89,7 @@ class MethodEntry:
 _REGISTRY: dict[str, MethodEntry] = {}
 _ENTRY_POINTS_LOADED = False
 _ENTRY_POINT_ERRORS: dict[str, str] = {}
+_REFUSED_NAMES: set[str] = set()  # names two outside plugins registered: neither is used
 
 
 def register_method(
@@ -102,6 +103,10 @@ def register_method(
     """
 
     def decorate(cls: type[FewShotMethod]) -> type[FewShotMethod]:
+        if not is_builtin(cls):
+            # the built-ins first: a user's 'protonet' (or 'ProtoNet') registered before any
+            # registry call was let through, then pushed the built-ins out of the process
+            _load_entry_points()
         _add(name, cls, presets, description, source="code", variant_of=variant_of)
         return cls
 
@@ -241,11 +246,23 @@ def _load_entry_points() -> None:
         if inspect.ismodule(obj):  # importing the module registered its methods
             _mark_plugin_source(set(_REGISTRY) - before, f"entry point {ep.value}")
             continue
-        entry = _REGISTRY.get(ep.name)
-        if entry is None:
-            _add(ep.name, obj, {}, "", source=f"entry point {ep.value}")
-        elif entry.cls is not obj:
-            _resolve_clash(ep.name, entry, obj, ep.value)
+        try:
+            _register_entry_point(ep, obj)
+        except (TypeError, ValueError) as err:  # refused at registration: this plugin alone
+            _ENTRY_POINT_ERRORS[ep.name] = f"{type(err).__name__}: {err}"
+            log.warning("fsarbench method plugin %r (%s) is not used: %s", ep.name, ep.value, err)
+
+
+def _register_entry_point(ep: Any, obj: Any) -> None:
+    """Register the class entry point ``ep`` loaded as ``obj`` (a clash is resolved; a name
+    two plugins were refused for stays refused, whatever registers it next)."""
+    if ep.name in _REFUSED_NAMES:
+        raise ValueError(f"{ep.name!r} is refused: {_ENTRY_POINT_ERRORS[ep.name]}")
+    entry = _REGISTRY.get(ep.name)
+    if entry is None:
+        _add(ep.name, obj, {}, "", source=f"entry point {ep.value}")
+    elif entry.cls is not obj:
+        _resolve_clash(ep.name, entry, obj, ep.value)
 
 
 def is_builtin(cls: Any) -> bool:
@@ -279,6 +296,7 @@ def _resolve_clash(name: str, entry: MethodEntry, cls: Any, value: str) -> None:
         loser, winner = f"entry point {value}", entry.source
     else:
         del _REGISTRY[name]
+        _REFUSED_NAMES.add(name)
         _ENTRY_POINT_ERRORS[name] = (
             f"two plugins register {name!r} ({entry.source} and entry point {value}); "
             "uninstall one or rename its entry point"

@@ -268,3 +268,65 @@ def test_a_column_mixing_intervals_is_named():
     note = interval_note([entry("a", "normal"), entry("b", "t")])
     assert note.startswith("± is not one interval throughout (a: 95% CI half-width, 1.96")
     assert "b: 95% CI half-width, t(0.975, n-1)" in note
+
+
+def _mark_stale(run_dir, pattern: str, **edits) -> None:
+    """Make the records matching ``pattern`` another code's (``‡stale``), with ``edits``."""
+    import json
+
+    for path in (run_dir / "records").glob(pattern):
+        data = json.loads(path.read_text())
+        data["provenance"] = {"code": {"harness": "deadbeef"}}
+        data.update(edits)
+        path.write_text(json.dumps(data))
+
+
+def test_a_name_against_its_own_stale_records_never_pairs_an_entry_with_itself(
+    tmp_path, capsys
+) -> None:
+    """Where otam had only a stale record, 'compare otam "otam ‡stale"' paired that record
+    with itself ("no significant difference") and counted it in Holm's family."""
+    write_demo_records(tmp_path, [DemoSystem("otam")], settings=[(5, 1), (5, 5)], episodes=60)
+    _mark_stale(tmp_path, "otam__*5w5s*.json")
+    assert main(["compare", "otam", "otam ‡stale", "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "5-way 5-shot" in err and "otam ‡stale is both sides there" in err
+    assert "nothing to compare" in err
+    notes: list[str] = []
+    entries = load_entries(tmp_path)
+    with pytest.raises(ValueError, match="nothing to compare"):
+        compare_systems(tmp_path, entries, "otam", "otam ‡stale", one_sided=notes, stale_too=True)
+
+
+def test_a_bad_stale_stand_in_is_left_out_not_the_whole_comparison(tmp_path, capsys) -> None:
+    """compare verified the two typed names' rows only: an edited stale record standing in
+    for one of them stopped every setting's verdict."""
+    systems = [DemoSystem("a"), DemoSystem("b", noise=1.0)]
+    write_demo_records(tmp_path, systems, settings=[(5, 1), (5, 5)], episodes=60)
+    _mark_stale(tmp_path, "b__*5w1s*.json", accuracy=99.0)
+    assert main(["compare", "a", "b", "--runs", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "5-way 5-shot" in out and "5-way 1-shot" not in out
+    assert "b's record there was left out (the note above says why)" in err
+
+
+def test_one_unpaired_setting_is_left_out_with_a_note(tmp_path, capsys) -> None:
+    """Records of one setting evaluated on other episodes stopped every other verdict."""
+    feats, labels = demo_features()
+    method = create_method("protonet", feature_dim=feats.shape[-1], seq_len=feats.shape[1])
+    for name, seeds in (("a", {1: 0, 5: 0}), ("b", {1: 0, 5: 1})):
+        for shot, manifest_seed in seeds.items():
+            manifest = make_manifest(
+                labels, way=5, shot=shot, episodes=40, seed=manifest_seed, dataset="synth"
+            )
+            result = evaluate(method, feats, manifest, progress=False)
+            record = make_record(
+                result, method=name, dataset="synth", split_variant="synth", manifest=manifest
+            )
+            record.seed = 0
+            save_result(tmp_path, record, result)
+    assert main(["compare", "a", "b", "--runs", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "5-way 1-shot" in out and "5-way 5-shot" not in out.split("Verdicts")[0]
+    assert "5-way 5-shot" in err and "different episodes" in err
+    assert "the 1 setting(s) compared" in out

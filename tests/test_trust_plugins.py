@@ -97,6 +97,7 @@ def _entry_points(monkeypatch, specs):
     builtin = {n: e for n, e in registry._REGISTRY.items() if n not in dict(specs)}
     monkeypatch.setattr(registry, "_REGISTRY", builtin)
     monkeypatch.setattr(registry, "_ENTRY_POINT_ERRORS", {})
+    monkeypatch.setattr(registry, "_REFUSED_NAMES", set())
     monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
     monkeypatch.setattr(registry, "entry_points", lambda group: eps)
     return registry
@@ -118,6 +119,65 @@ def test_two_plugins_with_one_name_are_both_refused(monkeypatch, caplog):
     with pytest.raises(registry.UnknownMethodError, match="two plugins register 'lab-head'"):
         registry.method_info("lab-head")
     assert "refused" in caplog.text
+
+
+def test_three_plugins_with_one_name_are_all_refused(monkeypatch, caplog):
+    """After the first two refused each other the third found the name free and took it."""
+    specs = [("lab-head", FakeOTAM), ("lab-head", OtherPlugin), ("lab-head", ThirdPlugin)]
+    registry = _entry_points(monkeypatch, specs)
+    with pytest.raises(registry.UnknownMethodError, match="lab-head"):
+        registry.method_info("lab-head")
+
+
+class ThirdPlugin(FewShotMethod):
+    """A third plugin's head under the same outside name."""
+
+
+class BadSignature(FewShotMethod):
+    """A plugin whose match forgot support_labels and way (a scaffold edited wrongly)."""
+
+    def match(self, support, query):
+        raise AssertionError("never called")
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "says"),
+    [
+        ("aaa-bad", BadSignature, "must take (self, support"),
+        ("ProtoNet", OtherPlugin, "differs only in case"),
+        ("my head", OtherPlugin, "is not allowed"),
+    ],
+)
+def test_a_plugin_refused_at_registration_leaves_the_others_and_the_cli(
+    monkeypatch, caplog, name, cls, says
+):
+    """Refused at registration (outside the guarded load), one plugin stopped every command,
+    check-method and list included, with a traceback, and the plugins after it never loaded."""
+    registry = _entry_points(monkeypatch, [(name, cls), ("zzz-good", FakeOTAM)])
+    assert "zzz-good" in registry.list_methods() and "protonet" in registry.list_methods()
+    assert says in registry._ENTRY_POINT_ERRORS[name]
+    assert f"fsarbench method plugin {name!r}" in caplog.text
+    with pytest.raises(registry.UnknownMethodError, match="failed to load"):
+        registry.method_info(name)
+
+
+@pytest.mark.parametrize("name", ["protonet", "ProtoNet", "OTAM"])
+def test_user_code_cannot_take_a_builtin_name_before_the_registry_loaded(monkeypatch, name):
+    """Registered before any registry call, 'protonet' passed (and the built-in was built
+    under it), 'ProtoNet'/'OTAM' left trx, protonet and every sgtm-* unknown for the process."""
+    import sys
+
+    from fsarbench import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_ENTRY_POINT_ERRORS", {})
+    monkeypatch.setattr(registry, "_REFUSED_NAMES", set())
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.delitem(sys.modules, "fsarbench_sgtm.variants")  # imported afresh: registers
+    with pytest.raises(ValueError, match="built-in method; rename yours|differs only in case"):
+        registry.register_method(name)(OtherPlugin)
+    assert {"protonet", "otam", "trx", "sgtm-otam"} <= set(registry.list_methods())
+    assert registry.method_info(name.lower()).cls is not OtherPlugin
 
 
 def _pool_manifest(tmp_path, n=30):

@@ -130,38 +130,43 @@ def run(args: argparse.Namespace) -> int:
             f"--runs {args.runs}' lists them)"
         )
     left_out: list[str] = []
-    entries = load_filtered_entries(
-        args, left_out=left_out, verify=lambda e: e.system in (args.a, args.b)
-    )
+    # a name's '‡stale' records stand in where it has no current one: checked alike (a bad
+    # stale record stopped the whole comparison)
+    names = {args.a, args.b, f"{args.a} {STALE_MARK}", f"{args.b} {STALE_MARK}"}
+    entries = load_filtered_entries(args, left_out=left_out, verify=lambda e: e.system in names)
     for name in (args.a, args.b):
-        if not any(e.system == name for e in entries) and any(
-            note.startswith(f"{name} in ") for note in left_out
+        mine = (name, f"{name} {STALE_MARK}")
+        if not any(e.system in mine for e in entries) and any(
+            note.startswith(f"{n} in ") for note in left_out for n in mine
         ):
             raise ValueError(
                 f"every record of {name!r} under {args.runs} was left out (the notes above say "
                 "why): re-run those cells, then compare"
             )
     one_sided: list[str] = []
-    comps = compare_systems(
-        args.runs,
-        entries,
-        args.a,
-        args.b,
-        alpha=args.alpha,
-        test=args.test,
-        n_boot=args.bootstrap,
-        seed=args.seed,
-        one_sided=one_sided,
-        stale_too=True,
-    )
-    print_left_out(one_sided)
+    try:
+        comps = compare_systems(
+            args.runs,
+            entries,
+            args.a,
+            args.b,
+            alpha=args.alpha,
+            test=args.test,
+            n_boot=args.bootstrap,
+            seed=args.seed,
+            one_sided=one_sided,
+            stale_too=True,
+            left_out=left_out,
+        )
+    finally:  # the settings left out, also when none is left to compare
+        print_left_out(one_sided)
     head = [
         "Setting",
         f"{md_cell_text(args.a)} acc ± CI",
         f"{md_cell_text(args.b)} acc ± CI",
         "Δ (A−B) [95% bootstrap CI]",
         "t-test p raw / Holm",
-        "Wilcoxon p raw / Holm",
+        "Wilcoxon p (≥ t-test's) raw / Holm",
         "McNemar p raw / Holm (A:B only)",
         "Verdict",
     ]
@@ -172,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
         "episodes (pooled over training seeds and episodes for a system with several seeds); "
         "the difference's CI is a seeded percentile bootstrap over episodes. With several "
         "training seeds a raw p is the largest of the episode-level, the hierarchical "
-        "bootstrap's and the per-seed test's p."
+        "bootstrap's and the per-seed test's p. A Wilcoxon p shown is the larger of the "
+        "signed-rank test's and the t-test's (a verdict on mean accuracy needs the mean's "
+        "test to agree: docs/statistics.md)."
     )
     _print_levels(comps, args.bootstrap)
     held = resolution_warning(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from fsarbench.report.records import (
     Setting,
     UnpairedError,
     episode_accuracy,
+    left_out_entry,
     query_correct,
     seed_matrix,
 )
@@ -186,6 +188,7 @@ def compare_systems(
     seed: int = 0,
     one_sided: list[str] | None = None,
     stale_too: bool = False,
+    left_out: Sequence[str] = (),
 ) -> list[SettingComparison]:
     """Compare systems ``name_a`` and ``name_b`` in every setting both have (``stale_too``:
     a name's ``‡stale`` entries stand in where it has no current one, as a user typing the
@@ -193,11 +196,15 @@ def compare_systems(
 
     The family for Holm–Bonferroni is the set of settings compared (separately per test).
     ``one_sided``: when given, receives a line per setting only one of the two has (e.g. a
-    shard run with other ``--episodes``), which is not compared and not in the family.
+    shard run with other ``--episodes``; ``left_out``: the notes of the records left out,
+    which such a line names), where one entry would be both sides (a name's ``‡stale``
+    stand-in against that stale system), and where the two were evaluated on other
+    episodes: none of them is compared or in the family.
 
     Raises:
         ValueError: a name has no records, or the two share no setting.
-        UnpairedError: records of a shared setting come from different manifests.
+        UnpairedError: records of a shared setting come from different manifests (every
+            shared setting's, when ``one_sided`` is given).
     """
     if test not in TESTS:
         raise ValueError(f"test must be one of {sorted(TESTS)}, not {test!r}")
@@ -226,20 +233,8 @@ def compare_systems(
             f"{[s.label for s in sorted(by_a)]}, {name_b} has {[s.label for s in sorted(by_b)]}"
         )
     if one_sided is not None:
-        sides = ((name_a, by_a, name_b, by_b), (name_b, by_b, name_a, by_a))
-        for name, mine, other, theirs in sides:
-            base = other.split(" @", 1)[0]
-            for s in sorted(set(mine) - set(theirs)):
-                configs = sorted(
-                    e.system for e in entries if e.setting == s and e.system.startswith(f"{base} @")
-                )
-                why = (
-                    f"{base} has {len(configs)} other configuration(s) there "
-                    f"({', '.join(configs)}): compare one by its full name"
-                    if configs
-                    else f"only {name} has records there"
-                )
-                one_sided.append(f"{s.label}: {why}, so it is not compared")
+        _note_one_sided(entries, (name_a, by_a), (name_b, by_b), left_out, one_sided)
+        shared = _comparable(by_a, by_b, shared, one_sided)
     raw = [compare_entries(run_dir, by_a[s], by_b[s], n_boot=n_boot, seed=seed) for s in shared]
     adjusted = {t: holm([r.p_value(f) for r in raw]) for t, f in TESTS.items()}
     return [
@@ -250,11 +245,81 @@ def compare_systems(
     ]
 
 
+def _note_one_sided(
+    entries: list[Entry],
+    side_a: tuple[str, dict[Setting, Entry]],
+    side_b: tuple[str, dict[Setting, Entry]],
+    left_out: Sequence[str],
+    notes: list[str],
+) -> None:
+    """A note per setting only one side has: why the other has none there (another
+    configuration, a record left out, or no record)."""
+    gone = {(e.system, e.setting) for n in left_out if (e := left_out_entry(n)) is not None}
+    unreadable = sum(left_out_entry(n) is None for n in left_out)
+    for (name, mine), (other, theirs) in ((side_a, side_b), (side_b, side_a)):
+        base = other.split(" @", 1)[0]
+        for s in sorted(set(mine) - set(theirs)):
+            configs = sorted(
+                e.system for e in entries if e.setting == s and e.system.startswith(f"{base} @")
+            )
+            if configs:
+                why = (
+                    f"{base} has {len(configs)} other configuration(s) there "
+                    f"({', '.join(configs)}): compare one by its full name"
+                )
+            elif {(other, s), (f"{other} {STALE_MARK}", s)} & gone:
+                why = f"{other}'s record there was left out (the note above says why)"
+            elif unreadable:
+                why = (
+                    f"only {name} has readable records there ({unreadable} record file(s) "
+                    "could not be read: the notes above name them)"
+                )
+            else:
+                why = f"only {name} has records there"
+            notes.append(f"{s.label}: {why}, so it is not compared")
+
+
+def _comparable(
+    by_a: dict[Setting, Entry], by_b: dict[Setting, Entry], shared: list, notes: list[str]
+) -> list:
+    """The ``shared`` settings that can be compared; a note for each left out: one entry on
+    both sides (``compare NAME "NAME ‡stale"`` where NAME has only the stale record: it was
+    paired with itself and counted in Holm's family), or other episodes on the two sides.
+
+    Raises:
+        ValueError: one entry is both sides in every shared setting.
+        UnpairedError: the first setting's, when no shared setting is paired.
+    """
+    kept, unpaired = [], []
+    for s in shared:
+        a, b = by_a[s], by_b[s]
+        if a is b:
+            notes.append(
+                f"{s.label}: {a.system} is both sides there (the other name has no current "
+                "record there), so it is not compared"
+            )
+            continue
+        try:
+            _check_paired(a, b)
+        except UnpairedError as err:
+            unpaired.append(err)
+            notes.append(f"{s.label}: {err}")
+            continue
+        kept.append(s)
+    if not kept and unpaired:
+        raise unpaired[0]
+    if not kept:
+        raise ValueError(
+            "nothing to compare: in every shared setting one record is both sides (the notes "
+            "above name them)"
+        )
+    return kept
+
+
 def paired_by_position(a: Entry, b: Entry) -> bool:
     """Whether entries ``a`` and ``b`` were evaluated on other features files (``file_md5``)
     that name no test list: their episodes are paired by index alone (a shuffled copy paired
-    at p 4e-52). Both sides evaluated on other features files (``file_md5``) with no test list md5:
-    their episodes are paired by index alone (a shuffled copy paired at p 4e-52)."""
+    at p 4e-52)."""
     ra, rb = a.records[0], b.records[0]
     files = ra.features.get("file_md5"), rb.features.get("file_md5")
     return (
