@@ -479,7 +479,7 @@ class Manifest:
             query=_index_array(data["query"], "query"),
             num_videos=_whole(data["num_videos"], "num_videos", 1),
             video_ids=data.get("video_ids"),
-            meta=data.get("meta", {}),
+            meta=_checked_meta(data.get("meta", {})),
         ).validate()
 
     def header(self) -> str:
@@ -565,6 +565,16 @@ def _whole(value: Any, name: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ManifestError(f"manifest field {name} is {value!r}: an integer >= {least}")
     return value
+
+
+def _checked_meta(meta: Any) -> dict[str, Any]:
+    """A manifest's ``meta``: an object whose ``first_episode`` (a shard's offset in its
+    full draw) is a whole number >= 0 (a list crashed ``regenerates`` with a traceback)."""
+    if not isinstance(meta, dict):
+        raise ManifestError(f"manifest field meta is {type(meta).__name__}, not an object")
+    if "first_episode" in meta:
+        _whole(meta["first_episode"], "meta.first_episode", 0)
+    return meta
 
 
 def _checked_spec(spec: Any) -> dict[str, Any]:

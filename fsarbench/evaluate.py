@@ -33,7 +33,7 @@ from fsarbench.guards import (
     zero_frame_videos,
     zero_frames_message,
 )
-from fsarbench.io import atomic_write_bytes
+from fsarbench.io import atomic_write_bytes, stable_hash
 from fsarbench.methods import FewShotMethod, episode_class_names
 from fsarbench.pairs import pair_table, table_logits, use_pair_table, use_pool_products
 from fsarbench.progress import progress_bar
@@ -258,11 +258,21 @@ PARTIAL_SAVE_EVERY_S = 60.0
 
 
 def save_partial_predictions(path: Path | None, predicted: np.ndarray, tag: str) -> None:
+    """Keep the finished batches at ``path`` for a resume. A failed write (a full disk) is
+    warned about and the evaluation goes on: it threw away a finished evaluation's number."""
     if path is None:
         return
     buf = io.BytesIO()
     np.savez(buf, predicted=predicted, tag=np.array(tag))
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as err:
+        log.warning(
+            "could not keep the finished episodes at %s (%s): the evaluation goes on, but "
+            "if it is interrupted a re-run starts it over",
+            path,
+            err,
+        )
 
 
 def check_evaluable(manifest: Manifest) -> None:
@@ -479,17 +489,23 @@ def method_label(method: torch.nn.Module) -> str:
     return str(getattr(method, "method_name", type(method).__name__))
 
 
-def resume_tag(manifest_hash: str, method: torch.nn.Module, nonfinite: str, extra: str) -> str:
+def resume_tag(manifest_hash: str, method: FewShotMethod, nonfinite: str, extra: str) -> str:
     """What a partial evaluation must have been made with to be resumed: the episodes, the
-    method and a digest of its weights and buffers, the non-finite policy, and ``extra``
-    (the caller's own, e.g. ``run``'s provenance). The method's name alone resumed another
-    model's predictions, and a count_wrong run's under ``nonfinite="error"``."""
+    method, its hyper-parameters, a digest of its weights and buffers and of the code that
+    computes it, the non-finite policy, and ``extra`` (the caller's own, e.g. ``run``'s
+    provenance). The method's name alone resumed another model's predictions, and a
+    count_wrong run's under ``nonfinite="error"``; without the hyper-parameters a head
+    without weights resumed another configuration's, without the code digest an
+    interrupted evaluation resumed under new code mixed the two versions' predictions."""
+    from fsarbench.provenance import code_digest
+
     digest = hashlib.md5()
     for key, value in method.state_dict().items():
         digest.update(key.encode())
         if isinstance(value, torch.Tensor):
             digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return f"{manifest_hash}:{method_label(method)}:{digest.hexdigest()}:{nonfinite}:{extra}"
+    made = f"{stable_hash(method.hparams)}:{digest.hexdigest()}:{code_digest(method)}"
+    return f"{manifest_hash}:{method_label(method)}:{made}:{nonfinite}:{extra}"
 
 
 def make_predictor(

@@ -172,13 +172,17 @@ def predict_labels(
     host = torch.stack([logits.argmax(-1), bad.long(), flat.long()]).cpu().numpy()
     predicted, bad_np = host[0].astype(np.int64), host[1].astype(bool)
     flat_np = host[2].astype(bool)
-    if flat_np.any() and (flat_np | bad_np).all() and logits.shape[-1] > 1:
+    # per episode, not per batch: whether a number was printed depended on --batch-episodes
+    alike = np.flatnonzero(flat_np.any(1) & (flat_np | bad_np).all(1))
+    if len(alike) and logits.shape[-1] > 1:
+        shown = ", ".join(str(first_episode + int(i)) for i in alike[:5])
+        more = f" and {len(alike) - 5} more of these" if len(alike) > 5 else ""
         raise ConstantLogitsError(
-            f"{method} scored every class alike for every query of episodes {first_episode}.."
-            f"{first_episode + len(predicted) - 1}: argmax would pick label 0 each time and "
-            "print chance accuracy as a result. Its features carry nothing it can use (all "
-            "zero, or so large that the similarity overflowed?): check them, and the method "
-            "('python -m fsarbench check-method NAME')"
+            f"{method} scored every class alike for every query of episode(s) {shown}{more}: "
+            "argmax would pick label 0 each time and count chance accuracy into the result. "
+            "Its features carry nothing it can use there (all zero, or so large that the "
+            "similarity overflowed?): check them, and the method ('python -m fsarbench "
+            "check-method NAME')"
         )
     if not bad_np.any():
         return predicted
@@ -197,7 +201,7 @@ def predict_labels(
 
 
 class ConstantLogitsError(FloatingPointError):
-    """Every query of a batch got the same logit for every class: no prediction exists."""
+    """Every query of an episode got the same logit for every class: no prediction exists."""
 
 
 def _where(bad: np.ndarray, first_episode: int, method: str, show: int = 5) -> str:

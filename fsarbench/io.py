@@ -59,6 +59,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``; the file gets
     the mode a plain ``open()`` would give it (``mkstemp``'s 0600 kept results, figures and
     tables from the rest of a team sharing the folder)."""
+    tmp = staged_write(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def staged_write(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path`` (``.<name>.<random>.tmp``, flushed
+    to disk) and return it, for the caller to ``os.replace`` onto ``path`` once everything
+    that goes with it is written too. An error names ``path`` (a full disk's ``[Errno 28]``
+    named no file) and leaves no temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -68,10 +81,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:
+            raise type(err)(err.errno, f"{err.strerror} (writing {path})", str(path)) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
 
 
 _FILE_MODE = _new_file_mode()
@@ -108,7 +126,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    atomic_write_bytes(path, json_bytes(obj))
+
+
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the JSON files fsarbench writes (indented, sorted keys, numpy as lists)."""
+    return (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
 
 
 def _json_default(obj: Any) -> Any:

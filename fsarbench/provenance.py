@@ -299,11 +299,16 @@ CARRIED_DIGESTS = {
     # is refused where validation episodes are drawn (val_manifest_for; validation over the other
     # classes before); a plugin refused at registration is left out alone (it stopped every
     # command), user code registering a built-in name (or its case twin) is refused whatever the
-    # order, and a name two plugins were refused for stays refused; pipeline: upper-case video
+    # order, and a name two plugins were refused for stays refused; a partial evaluation resumes
+    # only under its method's hyper-parameters and code (resume_tag; a head without weights
+    # resumed another configuration's batches, and an interrupted eval resumed under new code);
+    # a failed partial save warns and the evaluation goes on; logits alike for every class of
+    # every query of one episode are refused whatever the episode batch (per batch before); a
+    # manifest's meta must be an object with a whole first_episode; pipeline: upper-case video
     # extensions (.MP4) are found after the lower-case ones (reported missing); "auto" layouts
     # record the layout detected per split; timm and open_clip weights are read offline when one
     # connection to the Hub fails (huggingface_hub retried each file for about 50 s)
-    "1957bad32b01b9bd": "2815c7d05867b240",
+    "105cb2f6032fadf0": "2815c7d05867b240",
     "7e3396e8ad9fc173": "45d399cf0f55f5c7",
 }
 

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +25,13 @@ import numpy as np
 
 from fsarbench.evaluate import EvalResult
 from fsarbench.interrupts import raise_if_interrupted
-from fsarbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text, stable_hash
+from fsarbench.io import (
+    atomic_write_json,
+    atomic_write_text,
+    json_bytes,
+    stable_hash,
+    staged_write,
+)
 from fsarbench.provenance import stale_code
 from fsarbench.stats.intervals import INTERVALS, mean_and_halfwidth
 from fsarbench.version import code_version
@@ -325,17 +332,27 @@ def save_result(
     out_dir: str | Path, record: ResultRecord, result: EvalResult | None = None
 ) -> Path:
     """Write ``record`` (and the per-query rows of ``result``) under ``out_dir/records``; a
-    record of the same cell already there is moved to ``out_dir/superseded`` first, with a
+    record of the same cell already there is moved to ``out_dir/superseded``, with a
     warning when it was evaluated on other test episodes (the cell id does not name the
-    episode count: 'eval --episodes 400' replaced a 500-episode record without a word)."""
+    episode count: 'eval --episodes 400' replaced a 500-episode record without a word).
+
+    The new files are written in full before the old record moves: a write that fails (a
+    full disk) leaves the old record in place (it was moved first, and the cell had none)."""
     rec_dir = Path(out_dir) / "records"
-    _supersede_replaced(out_dir, record)
-    if result is not None:
-        atomic_write_bytes(
-            rec_dir / f"{record.cell}.queries.csv.gz", _queries_csv_gz(result.records)
-        )
     path = rec_dir / f"{record.cell}.json"
-    atomic_write_json(path, dataclasses.asdict(record))
+    files = {path: json_bytes(dataclasses.asdict(record))}
+    if result is not None:
+        files[rec_dir / f"{record.cell}.queries.csv.gz"] = _queries_csv_gz(result.records)
+    staged: dict[Path, Path] = {}
+    try:
+        for final, data in files.items():
+            staged[final] = staged_write(final, data)
+        _supersede_replaced(out_dir, record)
+        for final in sorted(staged, key=lambda p: p.suffix == ".json"):  # the JSON last
+            os.replace(staged.pop(final), final)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
     return path
 
 

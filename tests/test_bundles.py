@@ -24,7 +24,7 @@ from fsarbench.bundles import (
     BundleVerificationError,
     verify_bundle,
 )
-from fsarbench.bundles.format import pack_bundle, write_bundle
+from fsarbench.bundles.format import bundle_members, pack_bundle, write_bundle
 from fsarbench.bundles.outside import add_bundle
 from fsarbench.bundles.pools import official_pool
 from fsarbench.cli.main import main
@@ -102,6 +102,7 @@ def test_round_trip_verifies_and_ranks_as_outside(runs, bundle, tmp_path, capsys
     for _, row in lab.iterrows():  # every recorded number is printed as recomputed
         assert f"{row.accuracy:.2f} ± {row.ci95:.2f} recomputed from 120 episodes" in out
     assert out.count("1 test videos left out by its authors") == 2  # the fixture's one
+    assert out.count("ok  otam: synth 5-way") == 2  # named: a variant's line looked alike
     assert "verified:" in out and "2 records of otam" in out
 
     ours = tmp_path / "ours"
@@ -184,6 +185,14 @@ TAMPERING = {
     "skipped videos": (
         _edit_record("skipped_videos", lambda s: []),
         r"field manifest_hash: the official manifest's hash is",
+    ),
+    "episodes beyond the cap": (  # drew a billion episodes until memory ran out
+        _edit_record("episodes", lambda e: 1_000_000_000),
+        r"field episodes: 1000000000 is outside 1\.\.1000000",
+    ),
+    "episodes beyond the rows": (
+        _edit_record("episodes", lambda e: 2 * e),
+        r"per-query rows: its \d+ episodes x 5 way x \d+ queries are \d+ rows, the bundle has",
     ),
     "hyper-parameters": (  # the cell's name keeps its config hash: the hash must be its own
         _edit_record("hparams", lambda h: {**h, "temperature": 5.0}),
@@ -559,3 +568,52 @@ def test_one_evaluation_filed_under_two_training_seeds_is_named(bundle, tmp_path
     assert main(["verify", str(twice)]) == 0
     assert "note: synth" in capsys.readouterr().out
     assert verify_bundle(bundle).notes == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_unreadable_per_query_rows_are_named_by_bundle(runs, tmp_path, damage):
+    """A truncated rows file ended 'bundle' in an EOFError traceback; a garbage one in an
+    error that named no file."""
+    lab = tmp_path / "lab"
+    shutil.copytree(runs["lab"], lab)
+    rows = sorted((lab / "records").glob("otam__*.queries.csv.gz"))[0]
+    data = rows.read_bytes()
+    rows.write_bytes(data[:300] if damage == "truncated" else b"garbage")
+    with pytest.raises(BundleError, match=f"per-query rows {rows} .* are unreadable .*re-run"):
+        write_bundle(lab, "otam")
+
+
+def test_records_of_an_unregistered_dataset_are_left_out_of_a_bundle(runs, tmp_path, caplog):
+    """An eval of a features file with its own manifest (dataset 'custom') was packed, and
+    'verify' then refused the whole bundle with a bare "unknown dataset 'custom'"."""
+    lab = tmp_path / "lab"
+    shutil.copytree(runs["lab"], lab)
+    first, *rest = sorted((lab / "records").glob("otam__*.json"))
+    data = json.loads(first.read_text())
+    data["dataset"] = "custom"
+    first.write_text(json.dumps(data))
+    members = bundle_members(lab, "otam")
+    assert len([n for n in members if n.startswith("records/")]) == len(rest)
+    assert "left out of the bundle" in caplog.text and "'custom' is no registered" in caplog.text
+    for other in rest:
+        other.unlink()
+    with pytest.raises(BundleError, match="none of the records of 'otam' .* registered dataset"):
+        bundle_members(lab, "otam")
+
+
+def _custom_dataset(members: dict[str, bytes]) -> None:
+    """The first record (and its rows) as an eval of a features file would name it."""
+    name = sorted(n for n in members if n.startswith("records/"))[0]
+    data = json.loads(members.pop(name))
+    data["dataset"] = "custom"
+    cell = name.removeprefix("records/").removesuffix(".json")
+    new = cell.replace("__synth__", "__custom__")
+    members[f"records/{new}.json"] = json.dumps(data).encode()
+    members[f"queries/{new}.npz"] = members.pop(f"queries/{cell}.npz")
+
+
+def test_verify_names_a_record_of_an_unregistered_dataset(bundle, tmp_path):
+    """verify stopped at a bare "unknown dataset 'custom'" without naming the record."""
+    bad = _tampered(bundle, tmp_path, _custom_dataset)
+    with pytest.raises(BundleVerificationError, match="'custom' is no registered dataset"):
+        verify_bundle(bad)

@@ -131,6 +131,9 @@ def _manifest_dict(**changes) -> dict:
         ({"spec_seed": -3}, r"spec.seed is -3: an integer >= 0"),
         ({"num_videos": 24.7}, r"num_videos is 24.7: an integer >= 1"),
         ({"spec_dataset": 5}, r"spec.dataset is 5, not text"),
+        ({"meta": [1, 2]}, r"meta is list, not an object"),  # a traceback in regenerates
+        ({"meta": {"first_episode": "abc"}}, r"meta.first_episode is 'abc': an integer >= 0"),
+        ({"meta": {"first_episode": -1}}, r"meta.first_episode is -1: an integer >= 0"),
     ],
 )
 def test_a_manifest_file_s_field_types_are_checked(changes, message):

@@ -250,3 +250,61 @@ def test_in_memory_store_rejects_runs_past_its_end():
     for bad in ([3, 4], [5, 6]):
         with pytest.raises(IndexError):
             store.get(np.array(bad))
+
+
+class _Batches:
+    """Counts the evaluator's batches; raises KeyboardInterrupt after ``stop_after`` of them."""
+
+    def __init__(self, monkeypatch) -> None:
+        import importlib
+
+        evaluate_mod = importlib.import_module("fsarbench.evaluate")  # not fb.evaluate()
+        self.calls, self.stop_after = 0, None
+        make = evaluate_mod.make_predictor
+
+        def counted(*args, **kwargs):
+            predict = make(*args, **kwargs)
+
+            def run(start, stop):
+                self.calls += 1
+                if self.stop_after is not None and self.calls > self.stop_after:
+                    raise KeyboardInterrupt
+                return predict(start, stop)
+
+            return run
+
+        monkeypatch.setattr(evaluate_mod, "make_predictor", counted)
+
+    def interrupt(self, method, feats, m, part, after: int = 3) -> None:
+        part.unlink(missing_ok=True)  # a finished evaluation leaves its predictions there
+        self.calls, self.stop_after = 0, after
+        with pytest.raises(KeyboardInterrupt):
+            fb.evaluate(method, feats, m, batch_episodes=10, progress=False, partial_path=part)
+        self.calls, self.stop_after = 0, None
+        assert part.exists()
+
+
+def test_a_partial_evaluation_resumes_only_for_its_hparams_and_code(tmp_path, monkeypatch):
+    """A head without weights (OTAM) resumed another configuration's predictions (lam 0.1's
+    batches under lam 50: a number of neither), and an evaluation interrupted before a code
+    change resumed under the new code (two versions' predictions under the new digest)."""
+    import fsarbench.provenance as provenance
+
+    pool = np.repeat(np.arange(8), 5)
+    feats = separable_features(pool, noise=6.0)
+    m = fb.make_manifest(pool, way=4, shot=1, episodes=60, seed=5)
+    sharp, soft = (fb.create_method("otam", feature_dim=16, seq_len=4, lam=v) for v in (0.1, 50))
+    kw = dict(batch_episodes=10, progress=False, partial_path=tmp_path / "partial.npz")
+    batches = _Batches(monkeypatch)
+    batches.interrupt(sharp, feats, m, kw["partial_path"])
+    fb.evaluate(soft, feats, m, **kw)
+    assert batches.calls == 6  # every batch: none of lam 0.1's was resumed
+
+    batches.interrupt(soft, feats, m, kw["partial_path"])
+    fb.evaluate(soft, feats, m, **kw)
+    assert batches.calls == 3  # its own: resumed
+
+    batches.interrupt(soft, feats, m, kw["partial_path"])
+    monkeypatch.setattr(provenance, "code_digest", lambda model: "0123456789abcdef")
+    fb.evaluate(soft, feats, m, **kw)
+    assert batches.calls == 6  # other code: started again

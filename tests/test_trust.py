@@ -111,6 +111,19 @@ def test_infinite_logits_are_non_finite_not_alike():
         predict_labels(mixed, first_episode=0, policy="count_wrong")
 
 
+def test_an_episode_scored_alike_is_refused_whatever_the_batch():
+    """Refused only when every query of a whole batch was alike: at --batch-episodes 1 an
+    eval with some all-zero classes was refused, at 500 it printed 62.83."""
+    from fsarbench.guards import ConstantLogitsError, predict_labels
+
+    logits = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))
+    logits[2] = 0.5  # episode 2: every query scored every class alike
+    with pytest.raises(ConstantLogitsError, match=r"every query of episode\(s\) 12: "):
+        predict_labels(logits, first_episode=10)
+    logits[2, 1] = torch.arange(5.0)  # one query of it has a prediction: the episode stands
+    assert predict_labels(logits, first_episode=10).shape == (4, 3)
+
+
 @pytest.mark.parametrize("where", ["query", "support"])
 def test_a_zero_frame_is_counted_and_named(where, caplog):
     """One all-zero frame (padding) made every cosine with it 0 and nothing said so. It is

@@ -190,7 +190,7 @@ def test_a_manifest_whose_spec_was_edited_is_recorded_as_a_variant(tmp_path, tra
     import dataclasses
     import json
 
-    from fsarbench.cli.eval_checks import follows_spec
+    from fsarbench.cli.eval_checks import OTHER_EPISODES, UNCHECKED_EPISODES, episodes_note
 
     path, manifest = _cache(tmp_path, dataset="toy")
     data = json.loads(Path(manifest).read_text())
@@ -206,9 +206,12 @@ def test_a_manifest_whose_spec_was_edited_is_recorded_as_a_variant(tmp_path, tra
     # the check itself: over the features' pools, and over the pools a manifest uses
     labels = np.repeat(np.arange(8), 6)
     small = fb.make_manifest(labels, way=5, shot=1, episodes=3, seed=4, dataset="d")
-    assert follows_spec(small, labels)  # three episodes use few videos: the store's pools
+    assert episodes_note(small, labels) == ""  # three episodes use few videos: store's pools
     later = dataclasses.replace(small, meta={**small.meta, "first_episode": 1})
-    assert not follows_spec(later, labels) and not follows_spec(later, None)
+    assert episodes_note(later, labels) == OTHER_EPISODES
+    # without class ids (a tensor file) a draw that leaves videos unused cannot be checked:
+    # it was called "not drawn from its spec"
+    assert episodes_note(small, None) == episodes_note(later, None) == UNCHECKED_EPISODES
     dropped = fb.make_manifest(
         np.repeat(np.arange(8), [1, 6, 6, 6, 6, 6, 6, 6]),
         way=5,
@@ -216,7 +219,7 @@ def test_a_manifest_whose_spec_was_edited_is_recorded_as_a_variant(tmp_path, tra
         episodes=400,
         min_videos_policy="drop",
     )
-    assert follows_spec(dropped, np.repeat(np.arange(8), [1, 6, 6, 6, 6, 6, 6, 6]))
+    assert episodes_note(dropped, np.repeat(np.arange(8), [1, 6, 6, 6, 6, 6, 6, 6])) == ""
 
 
 def test_eval_features_of_a_val_cache_is_recorded_as_the_val_split(tmp_path, trained):
@@ -707,3 +710,18 @@ def test_sharded_evaluation_keeps_its_batches_through_a_kill_or_a_preemption(
     resumed = sharded_eval.evaluate_sharded(method, test.store, manifest, **run)
     whole = fb.evaluate(method, test.store, manifest, batch_episodes=10, progress=False)
     np.testing.assert_array_equal(resumed.records["correct"], whole.records["correct"])
+
+
+def test_a_zero_episode_batch_is_refused_before_any_extraction(capsys, monkeypatch):
+    """'--batch-episodes 0' was refused after all three splits were extracted (101 s on
+    synth, hours on Kinetics)."""
+    import fsarbench.experiments.features as features
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were made before the check")
+
+    monkeypatch.setattr(features.FrozenFeatureProvider, "__call__", no_extraction)
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "protonet", "--dataset", "synth", "--batch-episodes", "0"])
+    assert stop.value.code == 2
+    assert "--batch-episodes: must be at least 1, got 0" in capsys.readouterr().err

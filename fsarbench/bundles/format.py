@@ -16,9 +16,11 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import re
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import numpy as np
 
 from fsarbench.bundles.errors import BundleError, BundleFormatError
 from fsarbench.evaluate import RECORD_FIELDS
+from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.io import atomic_write_bytes
 from fsarbench.provenance import not_installed_advice
 from fsarbench.results import (
@@ -49,6 +52,8 @@ __all__ = [
     "bundle_members",
     "method_slug",
 ]
+
+log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "fsarbench-result-bundle"
 BUNDLE_VERSION = 1
@@ -92,7 +97,31 @@ def _method_records(runs: Path, method: str) -> list[tuple[Path, ResultRecord]]:
     if not mine:
         have = sorted({r.method for _, r in found})
         raise BundleError(f"no records of method {method!r} under {runs}; methods there: {have}")
-    return mine
+    official = [(p, r) for p, r in mine if _has_official_episodes(r)]
+    if not official:
+        raise BundleError(
+            f"none of the records of {method!r} under {runs} is on a registered dataset (the "
+            "warnings above name them): a bundle holds records whose episodes verify draws again"
+        )
+    return official
+
+
+def _has_official_episodes(record: ResultRecord) -> bool:
+    """Whether ``verify`` can draw ``record``'s episodes again: a registered dataset's. An
+    eval of a features file with the user's own manifest (dataset 'custom') was packed and
+    then refused the whole bundle at 'verify'; it is left out with a warning."""
+    from fsarbench.data.datasets import list_datasets
+
+    if record.dataset in list_datasets():
+        return True
+    log.warning(
+        "left out of the bundle: %s: dataset %r is no registered dataset (an eval of a "
+        "features file with its own manifest?), so its official episodes cannot be drawn "
+        "again and 'verify' would refuse the bundle",
+        record.cell,
+        record.dataset,
+    )
+    return False
 
 
 def _queries_of(path: Path, record: ResultRecord) -> dict[str, np.ndarray]:
@@ -104,7 +133,14 @@ def _queries_of(path: Path, record: ResultRecord) -> dict[str, np.ndarray]:
             f"record {record.cell} has no per-query predictions ({qpath} is missing); re-run "
             "that cell so its predictions are recorded"
         )
-    frame = pd.read_csv(qpath)
+    try:
+        frame = pd.read_csv(qpath)
+    except (OSError, EOFError, ValueError, zlib.error) as err:  # cut, not gzip, unparsable
+        raise_if_interrupted()
+        raise BundleError(
+            f"the per-query rows {qpath} of {record.cell} are unreadable "
+            f"({type(err).__name__}: {err}); re-run that cell"
+        ) from None
     missing = [c for c in RECORD_FIELDS if c not in frame.columns]
     if missing:
         raise BundleError(f"{qpath} lacks the columns {missing}; re-run that cell")

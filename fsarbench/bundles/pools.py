@@ -79,7 +79,14 @@ def published_pool(record: ResultRecord, splits_dir: Path | None) -> TestPool:
     from fsarbench.data.datasets import SplitListDataset, get_dataset
     from fsarbench_splits.registry import SplitModifiedError, SplitsNotFoundError
 
-    ds = get_dataset(record.dataset, splits_dir=splits_dir)
+    try:
+        ds = get_dataset(record.dataset, splits_dir=splits_dir)
+    except KeyError:  # an eval of a features file with the user's own manifest ('custom')
+        raise BundleVerificationError(
+            f"{record.cell}: dataset {record.dataset!r} is no registered dataset, so its "
+            "official episodes cannot be regenerated; bundles verify on published datasets "
+            "and synth"
+        ) from None
     if not isinstance(ds, SplitListDataset):
         raise BundleVerificationError(
             f"{record.cell}: dataset {record.dataset!r} has no published split list, so "

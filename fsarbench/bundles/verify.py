@@ -21,7 +21,7 @@ from fsarbench.bundles.errors import BundleVerificationError
 from fsarbench.bundles.format import Bundle, BundledRecord, read_bundle
 from fsarbench.bundles.pools import TestPool, official_pool, skipped_test_videos
 from fsarbench.episode_streams import draw_test_manifest_fast
-from fsarbench.episodes import Manifest, ManifestError
+from fsarbench.episodes import MAX_EPISODES, Manifest, ManifestError
 from fsarbench.evaluate import EvalResult, summarise_predictions
 from fsarbench.guards import NONFINITE
 from fsarbench.results import ResultRecord, record_config_hash
@@ -200,6 +200,20 @@ def _field_diffs(r: ResultRecord, method: str) -> list[str]:
     return diffs
 
 
+def _count_diffs(r: ResultRecord, q: dict[str, np.ndarray]) -> list[str]:
+    """The record's episode count against the evaluator's cap and its own rows, before any
+    episode is drawn: 'episodes: 1000000000' drew until memory ran out."""
+    if not 1 <= r.episodes <= MAX_EPISODES:
+        return [f"{r.cell}: field episodes: {r.episodes} is outside 1..{MAX_EPISODES}"]
+    rows = r.episodes * r.way * r.queries
+    if len(q["episode"]) != rows:
+        return [
+            f"{r.cell}: per-query rows: its {r.episodes} episodes x {r.way} way x "
+            f"{r.queries} queries are {rows} rows, the bundle has {len(q['episode'])}"
+        ]
+    return []
+
+
 def _identical_seeds(items: list[BundledRecord]) -> list[str]:
     """Notes on records of one cell and configuration, filed under several training seeds,
     whose predictions are the same query for query: their seed spread is 0 by construction
@@ -228,7 +242,7 @@ def _verify_record(
     item: BundledRecord, method: str, regen: _Regenerator
 ) -> tuple[VerifiedRecord | None, list[str]]:
     r, q = item.record, item.queries
-    diffs = _field_diffs(r, method)
+    diffs = _field_diffs(r, method) or _count_diffs(r, q)
     if diffs:
         return None, diffs
     try:

@@ -274,15 +274,27 @@ def check_num_train_classes(data: dict[str, Any], given: int | None, where: str)
         )
 
 
-def follows_spec(manifest, video_classes) -> bool:
-    """Whether every episode of ``manifest`` is the one its spec (seed, dataset, split, way,
-    shot, queries; indices from ``meta["first_episode"]``) draws over the class pools of
-    ``video_classes`` (the serving store's class id per video), or, where that is unknown or
-    does not hold (a manifest drawn with classes left out), over the pools its episodes use.
-    An edited ``spec.seed`` over another seed's episodes was recorded as that seed's."""
+#: What :func:`episodes_note` says of a manifest whose episodes are not its spec's draw (an
+#: edited seed, dataset, split or first episode): its record would claim that draw.
+OTHER_EPISODES = "episodes not drawn from their spec"
+#: ... and of one that cannot be checked: the features give no class per video, and the
+#: pools its episodes use (not every video of a class) draw other episodes.
+UNCHECKED_EPISODES = "episodes not checked against their spec"
+
+
+def episodes_note(manifest, video_classes) -> str:
+    """``""`` when every episode of ``manifest`` is the one its spec (seed, dataset, split,
+    way, shot, queries; indices from ``meta["first_episode"]``) draws over the class pools
+    of ``video_classes`` (the serving store's class id per video), or over the pools its
+    episodes use (a manifest drawn with classes left out); else :data:`OTHER_EPISODES`, or
+    :data:`UNCHECKED_EPISODES` where ``video_classes`` is unknown (a tensor file: a true
+    draw that left some video unused was called "not drawn from its spec"). An edited
+    ``spec.seed`` over another seed's episodes was recorded as that seed's."""
     if video_classes is not None and manifest.regenerates(video_classes):
-        return True
-    return manifest.regenerates()
+        return ""
+    if manifest.regenerates():
+        return ""
+    return OTHER_EPISODES if video_classes is not None else UNCHECKED_EPISODES
 
 
 def eval_variant_label(
@@ -316,7 +328,7 @@ def eval_variant_label(
         training: what makes the checkpoint other than the finished run's selected model
             (a resume point, an unfinished run, other train/val data), in words.
         episodes: what makes the manifest's episodes other than what its spec names
-            (:func:`follows_spec`), in words.
+            (:func:`episodes_note`), in words.
     """
     stored_label = {"cache": "stored features", "file": "features file"}.get(stored or "", "")
     overrides = ", ".join(f"{k}={v}" for k, v in sorted((changed or {}).items()))

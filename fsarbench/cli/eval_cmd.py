@@ -44,9 +44,9 @@ from fsarbench.cli.eval_checks import (
     check_cache_fits,
     check_checkpoint,
     check_num_train_classes,
+    episodes_note,
     eval_variant_label,
     features_origin,
-    follows_spec,
     trained_name,
 )
 from fsarbench.data.protocols import list_protocols
@@ -72,9 +72,6 @@ from fsarbench.stats.rounding import fixed
 
 #: Seed of the initial weights of a method evaluated without a checkpoint.
 UNTRAINED_SEED = 0
-#: The variant label of a manifest whose episodes are not its spec's draw (an edited seed,
-#: dataset, split or first episode): its record would claim that draw.
-_OTHER_EPISODES = "episodes not drawn from their spec"
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--batch-episodes",
-        type=int,
+        type=at_least(1),  # refused before any extraction (0 was refused after it)
         default=None,
         help="episodes matched per call (default: the head's fastest in make bench, else 500; "
         "the same predictions; see docs/speed.md 2b)",
@@ -286,14 +283,14 @@ def run(args: argparse.Namespace) -> int:
             manifest = Manifest.load(args.manifest)
             _check_manifest_flags(args, manifest)
             store, video_classes = _serving_store(opened, manifest)
-            episodes_note = "" if follows_spec(manifest, video_classes) else _OTHER_EPISODES
+            note = episodes_note(manifest, video_classes)
             method, meta, names = (
                 build_method(args, store.feature_shape, checkpoint),
                 _features_meta(args.features, opened, split),
                 _names(opened, video_classes, manifest),
             )
         else:
-            origin, split, episodes_note = _checked_checkpoint(args, checkpoint), "test", ""
+            origin, split, note = _checked_checkpoint(args, checkpoint), "test", ""
             store, manifest, method, meta, names = _dataset_mode(args, device, checkpoint)
         meta["made_with"] = store_made_with(store)
         meta["name"] = trained_name(origin.name, checkpoint, args.dataset)
@@ -315,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 if label
             ),
-            episodes=episodes_note,
+            episodes=note,
         )
         meta["training"] = checkpoint_training(checkpoint)
         if args.amp and autocast_name(device, True) == "off":
@@ -324,11 +321,11 @@ def run(args: argparse.Namespace) -> int:
                 "(its record says autocast: off)",
                 device.type,
             )
-        if episodes_note:
+        if note:
             log.warning(
                 "%s: %s (seed %d, %s %s): recorded as a variant, never ranked as that draw",
                 args.manifest,
-                _OTHER_EPISODES,
+                note,
                 manifest.spec.seed,
                 manifest.spec.dataset or "no dataset",
                 manifest.spec.split or "no split",
@@ -386,10 +383,10 @@ def _partial_evaluation(
 ) -> tuple[Path | None, str]:
     """Where an evaluation into ``--out`` keeps its finished batches (``None`` without
     ``--out``), and the tag a re-run must match to resume them: besides the episodes, the
-    method's name, weights and non-finite policy (:func:`fsarbench.evaluate.resume_tag`),
-    its hyper-parameters, the features' identity, the split, the autocast dtype and the
-    interval. An interrupted eval of 10,000 episodes on a large pool started again from its
-    first batch."""
+    method's name, hyper-parameters, weights, code and non-finite policy
+    (:func:`fsarbench.evaluate.resume_tag`), the features' identity, the split, the autocast
+    dtype and the device type. An interrupted eval of 10,000 episodes on a large pool started
+    again from its first batch."""
     if not args.out:
         return None, ""
     identity = {
@@ -399,7 +396,7 @@ def _partial_evaluation(
         "features": meta.get("features"),
         "split": meta.get("split", "test"),
         "autocast": autocast_name(device, args.amp),
-        "interval": args.interval,
+        "device": torch.device(device).type,  # not the interval: it changes no prediction
         "checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
         "manifest": manifest.hash,
     }

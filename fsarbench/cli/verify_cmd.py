@@ -26,11 +26,13 @@ def run(args: argparse.Namespace) -> int:
     from fsarbench.bundles import verify_bundle
     from fsarbench.bundles.pools import skipped_test_videos
 
+    from fsarbench.report.records import system_of
+
     verified = verify_bundle(args.bundle, splits_dir=args.splits_dir)
     for v in verified.records:
         r, left_out = v.record, len(skipped_test_videos(v.record))
-        print(
-            f"ok  {r.dataset} {r.way}-way {r.shot}-shot seed {r.seed} [{r.track}, "
+        print(  # the system: a run's record and an eval variant of one setting looked alike
+            f"ok  {system_of(r)}: {r.dataset} {r.way}-way {r.shot}-shot seed {r.seed} [{r.track}, "
             f"{r.protocol}]: {fixed(v.result.accuracy)} ± {fixed(v.result.ci95)} recomputed from "
             f"{v.result.episodes} episodes (manifest {v.manifest.hash}"
             + (f"; {left_out} test videos left out by its authors)" if left_out else ")")
