@@ -93,3 +93,48 @@ def test_an_unreadable_or_foreign_checkpoint_is_named(tmp_path):
         load_finetune_model(tmp_path / "notes.pt")
     with pytest.raises(CheckpointError, match="holds a Tensor, not a checkpoint mapping"):
         load_finetune_model(tmp_path / "tensor.pt")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    return get_dataset("synth-planted", root=root / "synth", config=TINY_SYNTH)
+
+
+def test_the_planted_window_is_marked_on_the_frames_the_clip_shows(
+    checkpoints, planted, tmp_path, monkeypatch
+):
+    """Figure 3 boxed salient frames without the known answer beside them: synth-planted's
+    action window (the frames that tell its classes apart) was not shown."""
+    import dataclasses
+
+    import numpy as np
+
+    from fsarbench.cli import figures_cmd
+    from fsarbench.cli.main import main
+    from fsarbench.data import datasets
+    from fsarbench.data.decode import read_clip
+    from fsarbench.report.figure3 import shown_frames, window_note
+    from fsarbench.training.clip_data import ClipStore
+
+    _, paths = checkpoints
+    options = load_finetune_model(paths["sgtm-otam"]).options
+    record = planted.videos("test")[0]
+    shown = shown_frames(record, options)
+    store = ClipStore(ClipSplit([record], planted.variant), options, pixels=True)
+    frames, _ = read_clip(record.path, lambda n: shown)  # those frames are the clip's
+    assert torch.equal(store.get(np.array([0]))[0], store.transform.pixels(frames, None))
+    start, stop = planted.windows("test")[record.video_id]
+    inside = figures_cmd._planted_window(planted, record, options)
+    assert inside == [start <= i < stop for i in shown] and any(inside)
+    unplanted = dataclasses.replace(record, video_id="not-a-planted-video")
+    assert figures_cmd._planted_window(planted, unplanted, options) is None
+    groups = ["salient", "non-salient", "salient", "ambiguous"]
+    assert window_note([True, True, False, False], groups) == (
+        "planted action window: 2 of 4 shown frames; 1 of the 2 salient frames inside"
+    )
+    monkeypatch.setitem(datasets.DATASETS, "synth-planted", lambda **kw: planted)
+    argv = ["figures", "--figure", "3", "--checkpoint", str(paths["sgtm-otam"])]
+    argv += ["--dataset", "synth-planted", "--video", record.video_id, "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert (tmp_path / f"figure3_{record.video_id}.png").stat().st_size > 10_000

@@ -75,6 +75,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _planted_window(ds, record, options) -> list[bool] | None:
+    """Which frames of the clip show a ``synth-planted`` video's action window (``None``
+    for other videos: no known answer)."""
+    from fsarbench.data.synth import SynthDataset
+    from fsarbench.report.figure3 import shown_frames
+
+    if not isinstance(ds, SynthDataset):
+        return None
+    window = ds.windows("test").get(record.video_id)
+    if window is None:
+        return None
+    start, stop = window
+    return [start <= i < stop for i in shown_frames(record, options)]
+
+
 def _figure3(args: argparse.Namespace) -> int:
     """``--figure 3``: saliency boxes, actionness and Grad-CAM of one test video."""
     import numpy as np
@@ -93,10 +108,12 @@ def _figure3(args: argparse.Namespace) -> int:
     if args.video not in videos:
         some = ", ".join(list(videos)[:5])
         raise ValueError(f"no test video {args.video!r} in {args.dataset} (e.g. {some})")
-    store = ClipStore(ClipSplit([videos[args.video]], ds.variant), sgtm.options)
+    record = videos[args.video]
+    store = ClipStore(ClipSplit([record], ds.variant), sgtm.options)
     clip = store.get(np.array([0]))[0]
-    title = f"{args.dataset} / {args.video} ({videos[args.video].class_name})"
-    fig = plot_figure3(sgtm, others, clip, title)
+    title = f"{args.dataset} / {args.video} ({record.class_name})"
+    window = _planted_window(ds, record, sgtm.options)
+    fig = plot_figure3(sgtm, others, clip, title, window)
     out = Path(args.out) if args.out else Path(args.runs) / "figures"
     for path in save_figure(fig, out, f"figure3_{args.video}"):
         print(path)

@@ -25,7 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fsarbench.bundles import verify_bundle
     from fsarbench.bundles.pools import skipped_test_videos
-
     from fsarbench.report.records import system_of
 
     verified = verify_bundle(args.bundle, splits_dir=args.splits_dir)

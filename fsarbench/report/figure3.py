@@ -21,7 +21,14 @@ from torch import Tensor
 
 from fsarbench.training.video_method import VideoMethod
 
-__all__ = ["load_finetune_model", "grad_cam", "saliency_groups", "plot_figure3"]
+__all__ = [
+    "load_finetune_model",
+    "grad_cam",
+    "saliency_groups",
+    "plot_figure3",
+    "shown_frames",
+    "window_note",
+]
 
 #: The paper's colours (Fig. 3): blue salient, green non-salient, red ambiguous; frames a
 #: strategy other than SGTM's leaves visible are "visible" (grey).
@@ -109,6 +116,38 @@ def saliency_groups(logits: Tensor, masked: Tensor, strategy: str = "saliency") 
     ]
 
 
+def shown_frames(record, options) -> list[int]:
+    """The video frames the test clip of ``record`` shows, as
+    :class:`~fsarbench.training.clip_data.ClipStore` samples them (seed 0, epoch 0, view 0)
+    under finetune ``options``."""
+    from functools import partial
+
+    from fsarbench.data.decode import read_clip
+    from fsarbench.data.sampling import frame_rng, sample_frames
+
+    rng = frame_rng(0, record.video_id, 0, 0)
+    choose = partial(
+        sample_frames,
+        options.test_sampler,
+        T=options.frames,
+        train=False,
+        rng=rng,
+        short=options.short,
+    )
+    return [int(i) for i in read_clip(record.path, choose)[1]]
+
+
+def window_note(inside: list[bool], groups: list[str]) -> str:
+    """What the planted action window says of the saliency: how many shown frames lie in it
+    and how many of the frames SGTM calls salient (``groups``) are among them."""
+    salient = [j for j, g in enumerate(groups) if g == "salient"]
+    hits = sum(inside[j] for j in salient)
+    return (
+        f"planted action window: {sum(inside)} of {len(inside)} shown frames; "
+        f"{hits} of the {len(salient)} salient frames inside"
+    )
+
+
 def _pixels(clip: Tensor, norm: str) -> np.ndarray:
     from fsarbench.data.transforms import NORMS
 
@@ -120,9 +159,17 @@ def _pixels(clip: Tensor, norm: str) -> np.ndarray:
     return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def plot_figure3(sgtm: VideoMethod, others: list[VideoMethod], clip: Tensor, title: str):
+def plot_figure3(
+    sgtm: VideoMethod,
+    others: list[VideoMethod],
+    clip: Tensor,
+    title: str,
+    window: list[bool] | None = None,
+):
     """The figure (matplotlib) for ``clip [T, 3, H, W]``: frames with saliency boxes, the
-    actionness curve, then one row of Grad-CAM overlays per model (SGTM first)."""
+    actionness curve, then one row of Grad-CAM overlays per model (SGTM first). ``window``
+    (``[T]``, a ``synth-planted`` video's): which frames show its planted action, shaded on
+    the curve and named under the title, the known answer the saliency is to find."""
     from fsarbench.report.figures import pyplot
 
     plt = pyplot()
@@ -153,8 +200,11 @@ def plot_figure3(sgtm: VideoMethod, others: list[VideoMethod], clip: Tensor, tit
         for spine in ax.spines.values():
             spine.set_edgecolor(COLOURS[groups[j]])
             spine.set_linewidth(3)
-        ax.set_title(f"t={j}: {groups[j]}", fontsize=7, color=COLOURS[groups[j]])
+        mark = " (window)" if window is not None and window[j] else ""
+        ax.set_title(f"t={j}: {groups[j]}{mark}", fontsize=7, color=COLOURS[groups[j]])
     curve = fig.add_subplot(grid[1, :])
+    for j in [j for j in range(t) if window is not None and window[j]]:
+        curve.axvspan(j - 0.5, j + 0.5, color="gold", alpha=0.3, lw=0)
     curve.plot(range(t), torch.sigmoid(logits).numpy(), marker="o", color="black")
     curve.set(xlim=(-0.5, t - 0.5), ylabel="actionness", xticks=range(t))
     curve.set_ylim(-0.05, 1.05)
@@ -167,5 +217,8 @@ def plot_figure3(sgtm: VideoMethod, others: list[VideoMethod], clip: Tensor, tit
             if j == 0:
                 ax.set_ylabel(getattr(model, "method_label", "model"), fontsize=8)
     n = int(masked.sum())
-    fig.suptitle(f"{title}\nmask {strategy.name!r}: {n} of {t} frames masked", fontsize=9)
+    lines = [title, f"mask {strategy.name!r}: {n} of {t} frames masked"]
+    if window is not None:
+        lines.append(window_note(window, groups) + " (shaded)")
+    fig.suptitle("\n".join(lines), fontsize=9)
     return fig
