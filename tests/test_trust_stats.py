@@ -521,3 +521,31 @@ def test_wilcoxon_verdicts_need_the_mean_test_to_agree():
     assert comp.p_value("p_wilcoxon") == comp.p_ttest
     shifted = compare_paired(np.full(400, 0.8) - 0.1 * (np.arange(400) % 2), ep_b, n_boot=100)
     assert shifted.p_value("p_wilcoxon") == max(shifted.p_wilcoxon, shifted.p_ttest) < 1e-10
+
+
+class _Planned:
+    """An rng whose draws make the queries at ``wrong`` (flat indices) miss."""
+
+    def __init__(self, wrong=()):
+        self.wrong = list(wrong)
+
+    def random(self, shape):
+        draws = np.zeros(shape)
+        draws.flat[self.wrong] = 1.0
+        return draws
+
+
+def test_a_verdict_resting_on_a_few_differing_queries_gets_a_note(tmp_path, capsys):
+    """'perfect better' at t-test p 0.045 rested on 4 wrong queries in 300 episodes, where
+    the exact McNemar p beside it was 0.125, without a word."""
+    from fsarbench.cli.main import main
+
+    manifest = _manifest(300)
+    nq = manifest.query.shape[1]
+    _save(tmp_path, manifest, "perfect", None, 0.99, _Planned())
+    _save(tmp_path, manifest, "near", None, 0.99, _Planned([0, 3 * nq, 7 * nq, 11 * nq]))
+    assert main(["compare", "perfect", "near", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "perfect better" in out
+    assert "rests on 4 queries where perfect and near differ (4:0) of 3000" in out
+    assert "McNemar's p on them is 0.125" in out

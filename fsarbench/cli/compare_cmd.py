@@ -121,6 +121,27 @@ def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
             )
 
 
+#: Below this many queries on which the two systems differ, a verdict gets a note.
+FEW_DISCORDANT = 10
+
+
+def _print_few_discordant(comps: list[SettingComparison], alpha: float) -> None:
+    """A note under verdicts that rest on a handful of queries where A and B differ (near a
+    ceiling): the t-test's p on such data (4 queries in 300 episodes gave 0.045) is an
+    approximation the exact McNemar p beside it can contradict (0.125 there)."""
+    for c in comps:
+        s = c.stats
+        discordant = s.mcnemar_a_only + s.mcnemar_b_only
+        few = discordant < FEW_DISCORDANT and not math.isnan(s.p_mcnemar)
+        if c.adjusted[c.test] <= alpha and few:
+            print(
+                f"Note: the verdict in {c.setting.label} rests on {discordant} queries where "
+                f"{c.a.system} and {c.b.system} differ ({s.mcnemar_a_only}:{s.mcnemar_b_only}) "
+                f"of {s.queries}; McNemar's p on them is {format_p(s.p_mcnemar)}. "
+                "More episodes would say more."
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
@@ -182,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
         "test to agree: docs/statistics.md)."
     )
     _print_levels(comps, args.bootstrap)
+    _print_few_discordant(comps, args.alpha)
     held = resolution_warning(
         [(c.stats, c.adjusted[args.test]) for c in comps], args.test, args.alpha, args.bootstrap
     )
