@@ -333,7 +333,10 @@ class CLIPFSAR(FewShotMethod):
 
     @classmethod
     def check_class_names(cls, config: Any, names: Sequence[str]) -> None:
-        """Split tags without words in ``prompt_names`` are refused before any work."""
+        """A prompt without one ``{}`` slot, and split tags without words in
+        ``prompt_names``, are refused before any work (the prompt was refused per cell,
+        after the cells before it had trained)."""
+        check_prompt(config.prompt)
         table = load_prompt_names(config.prompt_names) if config.prompt_names else {}
         _refuse_tags([n for n in names if n not in table], config.prompt_names)
 

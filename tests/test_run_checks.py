@@ -657,6 +657,19 @@ def test_run_refuses_split_tag_names_in_its_first_pass_and_plan(
     assert not (tmp_path / "out" / "models").exists()
 
 
+def test_a_clip_fsar_prompt_without_its_slot_is_refused_at_planning(
+    tiny_synth, tmp_path, monkeypatch
+):
+    """A prompt without one {} was refused when its cell's method was built, after the
+    cells planned before it had trained."""
+    runner = _listing_runner(_copy(tiny_synth, tmp_path), tmp_path, monkeypatch)
+    hparams = (("prompt", "a video of"), ("text_tower", "tiny"), ("text_weights", "none"))
+    with pytest.raises(ValueError, match="must hold exactly one {} for the class name"):
+        check_cells(
+            runner, [Cell("protonet", "synth", 5, 1), Cell("clip-fsar", "synth", 5, 1, hparams)]
+        )
+
+
 def test_eval_refuses_split_tag_names_before_making_test_features(
     tiny_synth, tmp_path, monkeypatch, capsys
 ):
