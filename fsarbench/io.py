@@ -84,7 +84,7 @@ def staged_write(path: str | Path, data: bytes) -> Path:
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         if err.filename is None:
-            raise type(err)(err.errno, f"{err.strerror} (writing {path})", str(path)) from err
+            raise type(err)(err.errno, err.strerror, str(path)) from err
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -307,11 +307,15 @@ CARRIED_DIGESTS = {
     # manifest's meta must be an object with a whole first_episode; pipeline: upper-case video
     # extensions (.MP4) are found after the lower-case ones (reported missing); "auto" layouts
     # record the layout detected per split; timm and open_clip weights are read offline when one
-    # connection to the Hub fails (huggingface_hub retried each file for about 50 s);
+    # connection to the Hub fails (huggingface_hub retried each file for about 50 s); a
+    # torchvision hub file is checked against the sha256 prefix in its name (any file there was
+    # keyed as the ImageNet weights); a complete cache in another key's folder is refused; an
+    # extraction whose first batch the writer refused credits nothing; NaN errors name video ids;
+    # a SIGTERM after a decode worker's loop ends it without a traceback;
     # fsarbench_baselines: clip-fsar checks its prompt where it checks class names, at planning
     "105cb2f6032fadf0": "2815c7d05867b240",
     "b34857f98400f32f": "f18a4d781fc32163",
-    "7e3396e8ad9fc173": "45d399cf0f55f5c7",
+    "046cc4554628cee0": "45d399cf0f55f5c7",
 }
 
 

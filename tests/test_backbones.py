@@ -100,15 +100,37 @@ def test_online_download_failure_names_the_file(tmp_path, monkeypatch):
         create_backbone("resnet34", weights="imagenet")
 
 
-def test_imagenet_weights_read_from_the_hub_cache(hub):
-    source = create_backbone("resnet18", weights="none", seed=5)
+def _hub_file(hub, seed: int, name: str | None = None):
+    """A resnet18 state dict saved in the hub cache under ``name`` (default: the name its
+    own sha256 prefix gives, as torchvision names its files), and the backbone it came from."""
+    import hashlib
+
+    source = create_backbone("resnet18", weights="none", seed=seed)
     state = {f"{k}": v for k, v in source.trunk.state_dict().items()}
     state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
-    hub.mkdir(parents=True)
-    torch.save(state, hub / "resnet18-f37072fd.pth")
+    hub.mkdir(parents=True, exist_ok=True)
+    tmp = hub / "tmp.pth"
+    torch.save(state, tmp)
+    name = name or f"resnet18-{hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]}.pth"
+    return tmp.rename(hub / name), source
+
+
+def test_imagenet_weights_read_from_the_hub_cache(hub, monkeypatch):
+    path, source = _hub_file(hub, 5)
+    url = f"https://download.pytorch.org/models/{path.name}"
+    monkeypatch.setattr(bb, "torchvision_weights_path", lambda name, member: (path, url))
     loaded = create_backbone("resnet18", weights="imagenet")
     assert loaded.weights_id == "torchvision:resnet18.IMAGENET1K_V1"
     assert torch.equal(_out(loaded), _out(source))
+
+
+def test_a_hub_file_that_is_not_the_published_one_is_refused(hub):
+    """Any file at resnet18-f37072fd.pth was loaded and keyed as the ImageNet weights (a
+    cache of one such file was then served for another); torchvision checks the name's
+    sha256 prefix."""
+    path, _ = _hub_file(hub, 5, name="resnet18-f37072fd.pth")
+    with pytest.raises(BackboneWeightsError, match=r"is not the file .* names: its sha256 starts"):
+        create_backbone("resnet18", weights="imagenet")
 
 
 def test_unknown_torchvision_weights_name(hub):

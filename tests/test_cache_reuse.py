@@ -176,3 +176,47 @@ def test_another_copy_of_a_real_datasets_list_reuses_the_features(
     written = 0 if stats is None else stats.written  # None: complete, nothing extracted
     assert written == (0 if real else len(videos))
     np.testing.assert_array_equal(_features(second), _features(first))
+
+
+def test_a_reuse_cut_short_is_finished_by_the_next_run(synth, tmp_path, monkeypatch):
+    """The new cache's index was written before the copy and nothing was kept until its end:
+    a Ctrl-C, kill or full disk there left a cache the next run never copied into again, and
+    every video was extracted once more (280 of 280 clips instead of 1)."""
+    import fsarbench.experiments.cache_reuse as cache_reuse
+
+    videos = synth.videos("test")
+    n = len(videos)
+    _extract(synth, tmp_path / "c")
+    os.utime(videos[0].path, ns=(10**18, 10**18))
+    copy = cache_reuse._copy
+
+    def cut_short(earlier, cache, indices):
+        copy(earlier, cache, indices[: len(indices) // 2])  # half copied and kept, then:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_reuse, "_copy", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        _extract(synth, tmp_path / "c")
+    monkeypatch.setattr(cache_reuse, "_copy", copy)
+    reused, cache, stats = _extract(synth, tmp_path / "c")
+    assert reused == (n - 1) - (n - 1) // 2  # the rest of the copy
+    assert (stats.written, stats.already_done) == (1, n - 1)
+    assert not (cache.path / cache_reuse.REUSING_FILE).exists()
+    fresh = _extract(synth, tmp_path / "fresh")[1]
+    np.testing.assert_array_equal(_features(cache), _features(fresh))
+
+
+def test_a_cache_copied_onto_another_key_s_folder_is_refused(synth, tmp_path):
+    """The quick 'already cached' paths served any complete cache found in a key's folder:
+    one copied or renamed there by hand was served as that key's features."""
+    from fsarbench.experiments.cache_reuse import extract_reusing
+    from fsarbench.features.cache import cache_folder
+    from fsarbench.features.extract import _resolve_split
+
+    _, first, _ = _extract(synth, tmp_path / "c")
+    other = _config(resolution=32)
+    folder = cache_folder(_resolve_split("synth", "test", synth, other)[3], tmp_path / "c")
+    shutil.copytree(first.path, folder)
+    for extract in (extract_split, extract_reusing):
+        with pytest.raises(ValueError, match=r"holds the cache of key .* \(copied or renamed"):
+            extract("synth", "test", dataset=synth, config=other, cache_root=tmp_path / "c")

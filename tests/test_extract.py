@@ -461,3 +461,36 @@ def test_extract_split_without_workers_uses_the_device_default(tmp_path, toy_dat
 def test_a_negative_worker_count_is_refused_before_any_extraction():
     with pytest.raises(ValueError, match="decode workers must be >= 0"):
         SplitExtractConfig(workers=-1)
+
+
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_extract_defaults_to_the_cache_run_reads(split, monkeypatch, tmp_path):
+    """'extract synth' asked for ResNet-50 ImageNet weights at 224 px with one view, a cache
+    'run' (resnet18, no weights, 64 px, 2 train views on synth) never read."""
+    import fsarbench.cli.extract_cmd as extract_cmd
+    import fsarbench.experiments.cache_reuse as cache_reuse
+    from fsarbench.data.datasets import get_dataset
+    from fsarbench.data.protocols import get_protocol
+    from fsarbench.experiments.features import FrozenFeatureProvider, feature_preset
+    from fsarbench.features.extract import _resolve_split
+
+    keys = []
+
+    class Stop(Exception):
+        """Nothing is extracted: the cache key is what is compared."""
+
+    def capture(name, split_name, *, dataset, config, cache_root=None):
+        keys.append(_resolve_split(name, split_name, dataset, config)[3].digest())
+        raise Stop
+
+    monkeypatch.setattr(extract_cmd, "extract_reusing", capture)
+    monkeypatch.setattr(cache_reuse, "extract_reusing", capture)
+    argv = ["extract", "synth", "--split", split, "--cache", str(tmp_path), "--device", "cpu"]
+    with pytest.raises(Stop):
+        cli_main(argv)
+    provider = FrozenFeatureProvider(cache_root=tmp_path, progress=False, device="cpu")
+    preset = feature_preset("synth", provider.overrides)
+    protocol = get_protocol(provider.protocol, "synth")
+    with pytest.raises(Stop):  # what the provider extracts for this split
+        provider._extract(get_dataset("synth"), "synth", split, preset, protocol)
+    assert keys[0] == keys[1]

@@ -117,7 +117,9 @@ def test_non_finite_features_are_never_cached(tmp_path, value):
     )
     bad = torch.zeros(2, T, 4)
     bad[1, 0, 2] = value
-    failed = pytest.raises(RuntimeError, match=r"NaN/inf features for 1 of 2 clips \(videos \[2\]")
+    failed = pytest.raises(
+        RuntimeError, match=r"NaN/inf features for 1 of 2 clips \(videos \['c'\]"
+    )
     with failed, CacheWriter(cache, flush_every_s=1e9) as writer:
         writer.write(np.array([0]), np.array([0]), torch.zeros(1, T, 4))
         writer.write(np.array([1, 2]), np.array([0, 0]), bad)

@@ -228,3 +228,18 @@ def test_nonfinite_cached_features_are_named_by_video_and_cache(tmp_path):
         check_finite_features(got, np.arange(N), read)
     with pytest.raises(NonFiniteFeaturesError, match=r"\(pool index 4\):"):
         check_finite_features(got, np.arange(N))  # another store: indices only
+
+
+def test_a_cache_s_data_file_given_as_a_features_file_names_its_folder(tmp_path):
+    """'eval --features CACHE/features.npy' said the file "holds objects other than
+    tensors" (and printed a stray '}}'); the user was to give its folder."""
+    from fsarbench.features.open import FeatureFileError
+
+    FeatureCache.create(tmp_path / "c", video_ids=["a"], num_views=1, num_frames=2, feature_dim=4)
+    with pytest.raises(FeatureFileError, match=r"a feature cache's data file: give the cache's"):
+        open_feature_store(tmp_path / "c" / "features.npy")
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"not a torch file")
+    with pytest.raises(FeatureFileError) as err:
+        open_feature_store(other)
+    assert "'video_ids': [...]} with torch.save" in str(err.value)  # one closing brace

@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -80,3 +81,22 @@ def test_a_sigterm_ends_a_worker_as_ctrl_c_does_and_the_loaders_own_init_still_r
     worker.join(timeout=30)
     assert worker.exitcode == 0  # torch's own handler: -15, killed by the signal
     del batches  # the parent shuts its workers down without an error
+
+
+def test_a_sigterm_after_the_worker_loop_ends_the_worker_without_a_traceback():
+    """A SIGTERM in a worker's exit path (the parent terminating a slow worker) raised
+    KeyboardInterrupt in multiprocessing's queue close: a traceback after "interrupted"."""
+    import sys
+
+    from fsarbench.data.forking import _interrupt
+
+    def _worker_loop():  # torch's loop, by name
+        _interrupt(15, sys._getframe())
+
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        _worker_loop()
+    code = (
+        "import sys; from fsarbench.data.forking import _interrupt; _interrupt(15, sys._getframe())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 128 + 15 and done.stderr == ""

@@ -192,3 +192,22 @@ def test_an_extraction_is_credited_before_it_writes(tmp_path, backbone, monkeypa
     monkeypatch.setattr(extract, "_run", watching)
     cache = _extract(tmp_path / "c", backbone, Clips(2))
     assert seen == [cache.made_with] and len(cache.made_with) == 1
+
+
+class NaNClips(Clips):
+    """Clips the backbone turns into NaN features: the cache writer refuses the first batch."""
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        item["clip"] = torch.full((T, 3, HW, HW), float("nan"))
+        return item
+
+
+def test_an_extraction_whose_first_batch_was_refused_credits_nothing(tmp_path, backbone):
+    """`written` counts batches handed to the writer: an extraction whose first batch the
+    writer refused (NaN features) stored nothing, yet its versions stayed in made_with."""
+    folder = tmp_path / "c"
+    with pytest.raises(RuntimeError, match="NaN/inf features"):
+        _extract(folder, backbone, NaNClips(3))
+    cache = FeatureCache.open(folder)
+    assert not cache.done_mask.any() and cache.made_with == []

@@ -29,19 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="split name (default: test)")
     p.add_argument(
         "--backbone",
-        default=defaults.backbone,
-        help=f"one of {list_backbones()} or timm:<model> (default: resnet50)",
+        default=None,
+        help=f"one of {list_backbones()} or timm:<model> (default: the dataset's feature "
+        "preset, the one run extracts with)",
     )
     p.add_argument(
         "--weights",
-        default=defaults.weights,
-        help="imagenet (torch hub cache, offline-safe), none (random init) or a checkpoint path",
+        default=None,
+        help="imagenet (torch hub cache, offline-safe), none (random init) or a checkpoint path "
+        "(default: the dataset's feature preset)",
     )
     p.add_argument(
         "--views",
         type=int,
-        default=defaults.views,
-        help="augmented views per video (train splits; default 1)",
+        default=None,
+        help="augmented views per video (default: the preset's train_views on the train "
+        "split, else 1)",
     )
     add_protocol_argument(p)
     p.add_argument(
@@ -61,8 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="train = random frames, crops and flips per view; auto: train split only",
     )
-    p.add_argument("--num-frames", type=int, default=defaults.num_frames, help="frames per video")
-    p.add_argument("--resolution", type=int, default=defaults.resolution, help="crop size in px")
+    p.add_argument(
+        "--num-frames", type=int, default=None, help="frames per video (default: the preset's)"
+    )
+    p.add_argument(
+        "--resolution", type=int, default=None, help="crop size in px (default: the preset's)"
+    )
     p.add_argument("--seed", type=seed_value, default=defaults.seed)
     p.add_argument("--root", default=None, help="dataset root folder (videos)")
     p.add_argument("--splits-dir", default=None, help="folder of split lists (or FSAR_SPLITS)")
@@ -104,9 +111,11 @@ def run(args: argparse.Namespace) -> int:
         )
     train = args.split == "train" if args.mode == "auto" else args.mode == "train"
     protocol = get_protocol(args.protocol, args.dataset)
+    preset = _preset_defaults(args)
     config = SplitExtractConfig(
         backbone=args.backbone,
         weights=args.weights,
+        tiny=preset.tiny and args.backbone == preset.backbone,
         frames=args.frames or protocol.sampler(train),
         transform=args.transform or protocol.transform(train),
         flip=protocol.flip is not False,  # views have no role: 'query' flips them
@@ -150,6 +159,21 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _preset_defaults(args: argparse.Namespace):
+    """Fill the options left unset from the dataset's feature preset, as ``run`` extracts
+    (``extract`` defaulted to ResNet-50 ImageNet at 224 px with one view: a cache ``run``
+    never read, which it then extracted again); returns the preset."""
+    from fsarbench.experiments.features import feature_preset
+
+    preset = feature_preset(args.dataset)
+    for field in ("backbone", "weights", "num_frames", "resolution"):
+        if getattr(args, field) is None:
+            setattr(args, field, getattr(preset, field))
+    if args.views is None:
+        args.views = preset.train_views if args.split == "train" else 1
+    return preset
 
 
 def _dataset_options(args: argparse.Namespace) -> dict:

@@ -16,6 +16,7 @@ handler let the worker die of the signal, and the parent then failed with "DataL
 from __future__ import annotations
 
 import gc
+import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +38,15 @@ def clean_fork() -> Iterator[None]:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    """Inside torch's worker loop, end it as Ctrl-C does; after it (the worker is exiting,
+    and the parent's shutdown terminates a slow one) end without a traceback: a
+    KeyboardInterrupt raised in multiprocessing's exit path printed one, which read as a
+    crash after the "interrupted" line."""
+    while frame is not None:
+        if frame.f_code.co_name == "_worker_loop":
+            raise KeyboardInterrupt(f"signal {signum}")
+        frame = frame.f_back
+    os._exit(128 + signum)
 
 
 class EndOnTerm:

@@ -27,6 +27,7 @@ from fsarbench.features.extract import (
     ExtractStats,
     SplitExtractConfig,
     _resolve_split,
+    complete_cache,
     exclusive,
     extract_split,
     video_rows,
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 STAMPS_FILE = "video_stamps.json"
 #: Written into a cache that started from an earlier one: which, and how many videos.
 REUSED_FILE = "reused.json"
+#: Present while a reuse copies (written before the new cache's index): a reuse cut short
+#: (Ctrl-C, a kill, a full disk) is finished by the next run; it was never retried, and the
+#: whole split was extracted again.
+REUSING_FILE = "reusing.json"
 _COPY_CHUNK = 512  # videos copied at a time: [chunk, T, D] float32 per view in memory
 
 
@@ -59,9 +64,9 @@ def extract_reusing(
     stamps are kept is opened after one look at the files (the key's), as before reuse."""
     resolved = _resolve_split(dataset_name, split, dataset, config)
     folder = cache_folder(resolved[3], cache_root)
-    if (folder / STAMPS_FILE).exists() and (folder / "index.json").exists():
-        cache = FeatureCache.open(folder)
-        if cache.is_complete:
+    if (folder / STAMPS_FILE).exists():
+        cache = complete_cache(folder, resolved[3])
+        if cache is not None:
             return reused(cache), None
     _reuse(dataset_name, split, resolved, folder)
     return extract_split(dataset_name, split, dataset=dataset, config=config, cache_root=cache_root)
@@ -87,7 +92,7 @@ def _reuse(dataset_name: str, split: str, resolved: tuple, folder: Path) -> int:
     """:func:`reuse_unchanged_videos` for ``_resolve_split``'s ``resolved`` (config, videos,
     backbone, key) and the key's cache ``folder``."""
     config, videos, backbone, key = resolved
-    if (folder / "index.json").exists() and (folder / STAMPS_FILE).exists():
+    if _settled(folder):
         return 0  # complete or resumable as it is: nothing to stat, lock or write
     rows = video_rows(videos)
     if not _pins(key.data, rows):  # a file changed since the key's own look at the files
@@ -100,7 +105,7 @@ def _reuse(dataset_name: str, split: str, resolved: tuple, folder: Path) -> int:
             # the key pins these rows: they are the files its features are made from
             if not (folder / STAMPS_FILE).exists():
                 atomic_write_json(folder / STAMPS_FILE, {"rows": rows})
-            if (folder / "index.json").exists():
+            if _settled(folder):
                 return 0
             # a real dataset's video features are its files' (another copy of the same list,
             # e.g. HyRSM's HMDB51 lists beside TRX's, re-extracted every video); a generated
@@ -108,22 +113,29 @@ def _reuse(dataset_name: str, split: str, resolved: tuple, folder: Path) -> int:
             any_list = not is_synthetic(dataset_name)
             earlier, same = _best_earlier(folder, dataclasses.asdict(key), rows, any_list)
             if earlier is None:
+                (folder / REUSING_FILE).unlink(missing_ok=True)
                 return 0
-            cache = FeatureCache.create(
-                folder,
-                video_ids=[v.video_id for v in videos],
-                num_views=config.views,
-                num_frames=config.num_frames,
-                feature_dim=backbone.feature_dim,
-                classes=[v.class_name for v in videos],
-                class_indices=[v.class_index for v in videos],
-                key=key,
-                made_with=earlier.made_with or [UNKNOWN_MAKER],
-            )
+            if (folder / "index.json").exists():  # a reuse cut short: finish its copy
+                cache = FeatureCache.open(folder, writable=True)
+                same &= ~cache.done_mask.all(axis=1)
+            else:
+                atomic_write_json(folder / REUSING_FILE, {"from": str(earlier.path)})
+                cache = FeatureCache.create(
+                    folder,
+                    video_ids=[v.video_id for v in videos],
+                    num_views=config.views,
+                    num_frames=config.num_frames,
+                    feature_dim=backbone.feature_dim,
+                    classes=[v.class_name for v in videos],
+                    class_indices=[v.class_index for v in videos],
+                    key=key,
+                    made_with=earlier.made_with or [UNKNOWN_MAKER],
+                )
             _copy(earlier, cache, np.flatnonzero(same))
             atomic_write_json(
                 folder / REUSED_FILE, {"from": str(earlier.path), "videos": int(same.sum())}
             )
+            (folder / REUSING_FILE).unlink()
     except OSError as err:  # e.g. a read-only shared cache root: extract_split decides
         log.info("%s/%s: no features reused (%s)", dataset_name, split, err)
         return 0
@@ -137,6 +149,15 @@ def _reuse(dataset_name: str, split: str, resolved: tuple, folder: Path) -> int:
         earlier.path,
     )
     return int(same.sum())
+
+
+def _settled(folder: Path) -> bool:
+    """Whether the cache at ``folder`` needs no reuse: it exists with its stamps and no
+    reuse into it was cut short."""
+    return (
+        all((folder / f).exists() for f in ("index.json", STAMPS_FILE))
+        and not (folder / REUSING_FILE).exists()
+    )
 
 
 def _pins(data: str, rows: list[list[Any]]) -> bool:
@@ -189,10 +210,12 @@ def _same_settings(other: Path, fields: dict[str, Any], any_list: bool = False) 
 
 def _copy(earlier: FeatureCache, cache: FeatureCache, indices: np.ndarray) -> None:
     """Every view of videos ``indices`` from ``earlier`` into ``cache`` (same positions:
-    equal settings mean an equal split listing), then flush."""
+    equal settings mean an equal split listing), flushed chunk by chunk (a kill keeps what
+    was copied)."""
     for start in range(0, len(indices), _COPY_CHUNK):
         chunk = indices[start : start + _COPY_CHUNK]
         for view in range(cache.num_views):
             views = np.full_like(chunk, view)
             cache.write(chunk, views, earlier.get(chunk, views).numpy())
+        cache.flush()
     cache.flush()

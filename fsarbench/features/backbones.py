@@ -12,7 +12,9 @@ preset's tag for ViT presets, read from the Hugging Face cache when offline), ``
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
@@ -308,7 +310,40 @@ def _torchvision_state_dict(name: str, member: str) -> dict[str, Tensor]:
                 f"not in the torch hub cache: {where}"
             )
         _download(url, path, where)
+    _check_hash_prefix(path, url)
     return load_checkpoint_state_dict(path)
+
+
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")
+
+
+@functools.cache
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of ``path`` (cached per file size and modification time: read once)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_hash_prefix(path: Path, url: str) -> None:
+    """Refuse a hub-cache file whose sha256 does not start with the prefix its name carries
+    (``resnet18-f37072fd.pth``), as torchvision's own loader does: a file copied there by
+    hand (another member's weights, a fine-tuned ResNet) was keyed and recorded as the
+    ImageNet weights, and a cache of one file was served for another."""
+    found = _HASH_IN_NAME.search(path.name)
+    if found is None:
+        return
+    stat = path.stat()
+    actual = _sha256_of(path, stat.st_size, stat.st_mtime_ns)
+    if not actual.startswith(found.group(1)):
+        raise BackboneWeightsError(
+            f"{path} is not the file {url} names: its sha256 starts {actual[: len(found.group(1))]}"
+            f", the name says {found.group(1)} (copied by hand from another file?). Put the "
+            f"published file there (from {url}), or pass the file as --weights PATH (its "
+            "features are then keyed by its own digest)"
+        )
 
 
 def _download(url: str, path: Path, where: str) -> None:

@@ -110,10 +110,15 @@ def _reserve_disk(file: Path) -> None:
         file.unlink(missing_ok=True)
         raise CacheSpaceError(
             code,
-            f"no room for the feature cache {file.parent} ({size / 2**30:.2f} GiB of float16 "
-            f"features; {shutil.disk_usage(file.parent).free / 2**30:.2f} GiB free): free "
+            f"no room for the feature cache {file.parent} ({_size(size)} of float16 "
+            f"features; {_size(shutil.disk_usage(file.parent).free)} free): free "
             "space, or put the caches elsewhere (run or eval --cache DIR, or $FSAR_CACHE)",
         )
+
+
+def _size(n: int) -> str:
+    """``n`` bytes in GiB, or MiB below one GiB (small caches read "0.00 GiB")."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
 
 
 class CorruptCacheError(ValueError):

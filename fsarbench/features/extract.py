@@ -284,8 +284,9 @@ def extract_features(
         encoder = _Encoder(backbone, torch.device(device), normalise, precision)
         try:
             _run(loader, encoder, cache, stats, flush_every_s, progress)
-        finally:  # an extraction that wrote nothing (every video failed) made nothing
-            if noted and not stats.written:
+        finally:  # an extraction that stored nothing (every video failed, or the writer
+            # refused its first batch: `written` counts batches handed over) made nothing
+            if noted and int(cache.done_mask.sum()) == stats.already_done:
                 cache.forget_extraction(env)
     return cache, stats
 
@@ -629,8 +630,9 @@ def extract_split(
         dataset = get_dataset(dataset_name, **options)
     config, videos, backbone, key = _resolve_split(dataset_name, split, dataset, config)
     folder = cache_folder(key, cache_root)
-    if (folder / "index.json").exists() and FeatureCache.open(folder).is_complete:
-        return reused(FeatureCache.open(folder)), None
+    complete = complete_cache(folder, key)
+    if complete is not None:
+        return reused(complete), None
     clips = clip_dataset(videos, config, pixels=True)
     return extract_features(
         clips,
@@ -663,12 +665,27 @@ def find_split_cache(
     """The complete cache :func:`extract_split` would reuse for these arguments, or ``None``
     (nothing is decoded or extracted; the backbone is built for its weights' identity)."""
     _, _, _, key = _resolve_split(dataset_name, split, dataset, config)
-    folder = cache_folder(key, cache_root)
-    if (folder / "index.json").exists():
-        cache = FeatureCache.open(folder)
-        if cache.is_complete:
-            return reused(cache)
-    return None
+    cache = complete_cache(cache_folder(key, cache_root), key)
+    return None if cache is None else reused(cache)
+
+
+def complete_cache(folder: Path, key: CacheKey) -> FeatureCache | None:
+    """The complete cache at ``folder`` (``key``'s folder), or ``None``.
+
+    Raises:
+        ValueError: its index holds another key (a cache copied or renamed by hand onto
+            this key's folder was served as this key's features).
+    """
+    if not (folder / "index.json").exists():
+        return None
+    cache = FeatureCache.open(folder)
+    if cache.key is not None and cache.key != key.digest():
+        raise ValueError(
+            f"{folder} holds the cache of key {cache.key}, not {key.digest()} (copied or "
+            "renamed by hand?): its features were made with other settings or files; move it "
+            "back to its own folder, or delete it and extract again"
+        )
+    return cache if cache.is_complete else None
 
 
 def _resolve_split(

@@ -29,13 +29,18 @@ def open_feature_store(path: str | Path) -> FeatureStore:
         from fsarbench.features.made_with import reused
 
         return reused(FeatureCache.open(path))
+    if (path.parent / "index.json").is_file() and path.suffix == ".npy":
+        raise FeatureFileError(
+            f"{path} is a feature cache's data file: give the cache's folder, --features "
+            f"{path.parent} (its index names the videos, views and settings)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and EOF errors of a corrupt or foreign file
         raise FeatureFileError(
             f"{path} cannot be read as a features file saved with torch.save "
             f"({_load_failure(err)}); save a [N, T, D] tensor or {{'features': tensor, "
-            "'video_ids': [...]}} with torch.save (a numpy array: torch.save(torch.from_numpy("
+            "'video_ids': [...]} with torch.save (a numpy array: torch.save(torch.from_numpy("
             "np.load(F)), 'features.pt')), or give a feature-cache folder"
         ) from None
     features = obj.get("features") if isinstance(obj, dict) else obj

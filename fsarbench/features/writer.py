@@ -110,9 +110,11 @@ class CacheWriter:
         finite = torch.isfinite(host).flatten(1).all(1)
         if not bool(finite.all()):  # NaN weights were cached for every video, unsaid
             bad = index[~finite.numpy()]
+            ids = [self.cache.video_ids[int(i)] for i in bad[:5]]  # not cache positions
             raise FloatingPointError(
                 f"the backbone gave NaN/inf features for {len(bad)} of {len(index)} clips "
-                f"(videos {bad[:5].tolist()}): its weights or its input are broken, or its "
+                f"(videos {ids}{' ...' if len(bad) > 5 else ''}): its weights or its input are "
+                "broken, or its "
                 "outputs exceed float16 (the cache's precision); nothing of this batch was "
                 "stored"
             )
