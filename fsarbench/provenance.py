@@ -45,6 +45,7 @@ __all__ = [
     "provenance_diff",
     "training_fingerprint",
     "StaleError",
+    "freeze_code_digests",
 ]
 
 #: Harness modules (relative to the ``fsarbench`` package) every evaluated number passes through.
@@ -304,7 +305,8 @@ CARRIED_DIGESTS = {
     # resumed another configuration's batches, and an interrupted eval resumed under new code);
     # a failed partial save warns and the evaluation goes on; logits alike for every class of
     # every query of one episode are refused whatever the episode batch (per batch before); a
-    # manifest's meta must be an object with a whole first_episode; pipeline: upper-case video
+    # manifest's meta must be an object with a whole first_episode; a run logs a supersede only
+    # when it moved the record (another run may have); pipeline: upper-case video
     # extensions (.MP4) are found after the lower-case ones (reported missing); "auto" layouts
     # record the layout detected per split; timm and open_clip weights are read offline when one
     # connection to the Hub fails (huggingface_hub retried each file for about 50 s); a
@@ -313,7 +315,7 @@ CARRIED_DIGESTS = {
     # extraction whose first batch the writer refused credits nothing; NaN errors name video ids;
     # a SIGTERM after a decode worker's loop ends it without a traceback;
     # fsarbench_baselines: clip-fsar checks its prompt where it checks class names, at planning
-    "105cb2f6032fadf0": "2815c7d05867b240",
+    "4848275e22179bfb": "2815c7d05867b240",
     "b34857f98400f32f": "f18a4d781fc32163",
     "046cc4554628cee0": "45d399cf0f55f5c7",
 }
@@ -411,14 +413,36 @@ def method_packages(model: nn.Module) -> list[str]:
     changed). Frameworks, the standard library, installed third-party packages
     (site-packages) and the harness, which has its own digest, are left out."""
     tops, helpers = _direct_packages(model)
-    found = {t for t in tops | {h for h in helpers if _local(h)} if _own_code(t)}
+    return _with_local_imports({t for t in tops | {h for h in helpers if _local(h)}})
+
+
+def _with_local_imports(tops: set[str]) -> list[str]:
+    """``tops`` that are own code, and the local packages these import, at any depth,
+    anywhere in their source."""
+    found = {t for t in tops if _own_code(t)}
     todo = sorted(found)
-    while todo:  # the local packages these import, at any depth, anywhere in their source
+    while todo:
         for top in _source_imports(todo.pop()):
             if top not in found and _own_code(top) and _local(top):
                 found.add(top)
                 todo.append(top)
     return sorted(found)
+
+
+def freeze_code_digests() -> None:
+    """Compute the harness's, the pipeline's and every registered method package's digest
+    now, at a command's start, from the code on disk then. They were computed at the first
+    record or model (after hours of extraction or probing): a method edited meanwhile had
+    its numbers, computed by the code already imported, labelled with the edited code's
+    digest, and the next run reused them as the edited code's. A module imported later,
+    and edited in between, is labelled with the older digest: its records re-run."""
+    from fsarbench.registry import list_methods, method_info
+
+    harness_digest()
+    pipeline_digest()
+    tops = {method_info(name).cls.__module__.split(".")[0] for name in list_methods()}
+    for package in _with_local_imports(tops):
+        package_digest(package)
 
 
 def _direct_packages(model: nn.Module) -> tuple[set[str], set[str]]:

@@ -16,6 +16,8 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -347,9 +349,10 @@ def save_result(
     try:
         for final, data in files.items():
             staged[final] = staged_write(final, data)
-        _supersede_replaced(out_dir, record)
-        for final in sorted(staged, key=lambda p: p.suffix == ".json"):  # the JSON last
-            os.replace(staged.pop(final), final)
+        with records_held(out_dir):
+            _supersede_replaced(out_dir, record)
+            for final in sorted(staged, key=lambda p: p.suffix == ".json"):  # the JSON last
+                os.replace(staged.pop(final), final)
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
@@ -388,7 +391,7 @@ def _supersede_replaced(out_dir: str | Path, record: ResultRecord) -> None:
             old.ci95,
             SUPERSEDED_DIR,
         )
-    supersede(out_dir, old)
+    _move_superseded(out_dir, old)
 
 
 def record_origin(record: ResultRecord) -> str:
@@ -670,18 +673,39 @@ def stale_reasons(record: ResultRecord) -> list[str]:
     return reasons + (["accepted-stale"] if record.stale_accepted else [])
 
 
-def supersede(out_dir: str | Path, old: ResultRecord) -> None:
+@contextmanager
+def records_held(out_dir: str | Path) -> Iterator[None]:
+    """Hold ``out_dir``'s records lock. A record's files are moved to ``superseded/`` (and a
+    new one put in place) under it, and a run reads the folder for its closing tables under
+    it: a run reading while another moved a record printed, and could leave on disk, a
+    table of a half-moved record ("no per-query records")."""
+    from fsarbench.locks import held
+
+    with held(Path(out_dir) / "locks" / "records.lock", what=f"the records of {out_dir}"):
+        yield
+
+
+def supersede(out_dir: str | Path, old: ResultRecord) -> bool:
     """Move ``old``'s files from the ``records/`` folder that holds them (``out_dir``'s own or
     a shard sub-folder's) to ``out_dir/superseded`` (kept for the curious, never read by
-    tables, summary or leaderboard)."""
+    tables, summary or leaderboard); whether any was moved (another run may have)."""
+    with records_held(out_dir):
+        return _move_superseded(out_dir, old)
+
+
+def _move_superseded(out_dir: str | Path, old: ResultRecord) -> bool:
+    """:func:`supersede` for a caller holding :func:`records_held`."""
     dst = Path(out_dir) / SUPERSEDED_DIR
     dst.mkdir(parents=True, exist_ok=True)
     _keep_earlier_superseded(dst, old)
+    moved = False
     for src in record_folders(out_dir, old):
         for suffix in (".json", ".queries.csv.gz"):
             path = src / f"{old.cell}{suffix}"
             if path.exists():
                 path.replace(dst / path.name)
+                moved = True
+    return moved
 
 
 def _keep_earlier_superseded(dst: Path, old: ResultRecord) -> None:

@@ -231,3 +231,24 @@ def test_a_shard_counted_from_one_is_refused_with_how_they_count():
 
     with pytest.raises(ValueError, match=r"got 2/2: shards count from 0 \(0/2, 1/2\)"):
         _shard([], "2/2", {}, False)
+
+
+def test_merge_names_a_setting_recorded_under_two_configurations(tmp_path, capsys):
+    """Shards run with another --recipe were merged without a word: two rows of one setting,
+    'otam @0d75ce5d' and 'otam @11b69e8d', and nothing said which was which."""
+    rng = np.random.default_rng(0)
+    for shard, steps in (("shard0", 4), ("shard1", 5)):
+        save_simulated_record(
+            tmp_path / shard, _manifest(40), "otam", 0.7, rng, dataset="synth",
+            recipe={"steps": steps},
+        )  # fmt: skip
+    for seed in (0, 1):  # training seeds of one configuration are not a mix
+        save_simulated_record(
+            tmp_path / "shard0", _manifest(40), "trx", 0.7, rng, dataset="synth", train_seed=seed
+        )
+    assert main(["merge", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: otam synth 5-way 1-shot is recorded under 2 configurations, differing in " \
+        "recipe.steps" in out  # fmt: skip
+    assert "1 record(s) in shard0" in out and "1 record(s) in shard1" in out
+    assert "trx" not in out.split("warning:", 1)[1].split("\n")[0]

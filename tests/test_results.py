@@ -168,3 +168,15 @@ def test_a_partial_save_that_fails_does_not_lose_the_evaluation(tmp_path, monkey
     kept = fb.evaluate(method, feats, m, progress=False, partial_path=part)
     assert kept.accuracy == plain.accuracy
     assert f"could not keep the finished episodes at {part}" in caplog.text
+
+
+def test_supersede_says_whether_it_moved_anything(tmp_path):
+    """Two identical runs at once both logged "X supersedes Y ... moved" where one moved it."""
+    from fsarbench.results import supersede
+
+    rec, result = _result(tmp_path)
+    fb.save_result(tmp_path, rec, result)
+    assert supersede(tmp_path, rec) is True
+    assert supersede(tmp_path, rec) is False  # another run moved it already
+    assert (tmp_path / "superseded" / f"{rec.cell}.json").exists()
+    assert not list((tmp_path / "records").glob("*"))

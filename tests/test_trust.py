@@ -762,3 +762,49 @@ def test_a_recorded_eval_removes_its_partial_files_of_other_process_counts(tmp_p
     left = sorted(p.name for p in folder.iterdir())
     own = ["eval-abc.npz"] if world == 1 else ["eval-abc.rank0of2.npz", "eval-abc.rank1of2.npz"]
     assert left == sorted([*own, "eval-other.npz"])  # another evaluation's file is kept
+
+
+_FROZEN_PLUGIN = '''
+import fsarbench as fb
+
+
+@fb.register_method("lab-frozen")
+class LabFrozen(fb.FewShotMethod):
+    """A user's head whose file is edited while a command runs."""
+'''
+
+
+def test_code_digests_are_those_of_the_code_at_the_command_s_start(tmp_path, monkeypatch):
+    """Digests were computed at the first record (after hours of extraction): a method
+    edited meanwhile had its numbers, computed by the code already imported, labelled with
+    the edited code's digest, and the next run reused them as the edited code's."""
+    import argparse
+    import sys
+
+    from fsarbench import registry
+    from fsarbench.cli.main import _run_command
+
+    (tmp_path / "lab_frozen_pkg.py").write_text(_FROZEN_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.list_methods()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.delitem(sys.modules, "lab_frozen_pkg", raising=False)
+    __import__("lab_frozen_pkg")
+    provenance.package_digest.cache_clear()
+    before = provenance.package_digest("lab_frozen_pkg")
+    provenance.package_digest.cache_clear()
+    seen = {}
+
+    def command(args):  # the edit lands while the command extracts
+        path = tmp_path / "lab_frozen_pkg.py"
+        path.write_text(path.read_text() + "\n\ndef helper():\n    return 2\n")
+        seen["digest"] = provenance.package_digest("lab_frozen_pkg")
+        return 0
+
+    try:
+        assert _run_command(argparse.Namespace(command="eval", func=command, verbose=False)) == 0
+        assert seen["digest"] == before
+    finally:
+        provenance.package_digest.cache_clear()
+    assert provenance.package_digest("lab_frozen_pkg") != before  # a later command sees the edit
+    provenance.package_digest.cache_clear()

@@ -780,7 +780,13 @@ def test_records_of_a_plugin_that_is_not_installed_say_so(tmp_path):
     manifest = fb.make_manifest(np.repeat(np.arange(6), 4), way=5, shot=1, episodes=20)
     code = {"packages": {"fsar_absent_plugin_xyz": "0123456789abcdef"}}
     record = save_simulated_record(
-        tmp_path, manifest, "absent", 0.7, np.random.default_rng(0), provenance={"code": code}
+        tmp_path,
+        manifest,
+        "absent",
+        0.7,
+        np.random.default_rng(0),
+        provenance={"code": code},
+        dataset="synth",  # a registered dataset: a bundle leaves others out
     )
     assert stale_reasons(record) == ["code:fsar_absent_plugin_xyz (not installed)"]
     note = stale_note(load_entries(tmp_path))

@@ -382,6 +382,12 @@ def test_shards_deal_out_whole_units_and_cover_every_cell():
         for cell in shard:
             assert owners.setdefault(unit(cell), i) == i  # a unit lives on one shard
     assert all(shards)
+    # one shard per unit: each holds one (a unit's hash modulo N left a third empty)
+    units = len(owners)
+    per_unit = [_shard(cells, f"{i}/{units}", tracks, False) for i in range(units)]
+    assert all(len({unit(c) for c in shard}) == 1 for shard in per_unit)
+    counts = [len({unit(c) for c in shard}) for shard in shards]
+    assert max(counts) - min(counts) <= 1  # dealt in turn
 
 
 def test_eval_checkpoint_of_frozen_model_equals_the_run(synth, tmp_path, monkeypatch):

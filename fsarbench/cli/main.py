@@ -14,8 +14,12 @@ from collections.abc import Sequence
 import fsarbench
 from fsarbench.env_settings import check_environment, folder_setting_of
 from fsarbench.interrupts import interrupt_requested, interrupts_recorded
+from fsarbench.provenance import freeze_code_digests
 
 __all__ = ["main", "build_parser"]
+
+#: Commands whose records, models or caches carry code digests (frozen at their start).
+_COMPUTING = frozenset({"run", "train", "eval", "extract"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +62,8 @@ def _run_command(args: argparse.Namespace) -> int:
     of the project (or of bad input) as status 2 with its message."""
     try:
         check_environment()  # a mistyped FSAR_* value stops here, not hours in
+        if args.command in _COMPUTING:
+            freeze_code_digests()  # the code on disk now, not after hours of extraction
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return _interrupted(args)

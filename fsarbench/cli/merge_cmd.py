@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     for note in [*damaged, *unreadable]:
         print(f"note: {note}")
     check_episodes(args.out, records, allow=args.allow_mixed_episodes)
+    for line in mixed_configurations(args.out, records):
+        print(f"warning: {line}")
     summary = write_summary(args.out, records)
     tables = write_summary_tables(args.out, records)
     _, refused = records_given_by_rows(args.out, records)  # checked (and cached) above
@@ -120,6 +122,49 @@ def check_episodes(out: Path, records: list[ResultRecord], *, allow: bool) -> No
         "protocol in a folder of its own; --allow-mixed-episodes merges them anyway, with "
         "every table naming which cells used which episodes."
     )
+
+
+def mixed_configurations(out: Path, records: list[ResultRecord]) -> list[str]:
+    """A line per method and setting recorded under several configurations (shards run with
+    another ``--recipe`` or hyper-parameters, or other defaults): what differs and where each
+    lies. They were merged without a word, as ``name @<label>`` rows no note explained."""
+    from fsarbench.results import record_config_hash
+
+    groups: dict[tuple, dict[str, list[ResultRecord]]] = {}
+    for r in records:  # training seeds of one configuration are one configuration
+        setting = (r.method, r.dataset, r.track, r.protocol, r.way, r.shot, r.seed, r.episodes)
+        config = record_config_hash(r.hparams, r.recipe, r.features, None, r.track)
+        groups.setdefault(setting, {}).setdefault(config, []).append(r)
+    folders = _record_folders(out) if any(len(g) > 1 for g in groups.values()) else {}
+    lines = []
+    for (method, dataset, *_, way, shot, _seed, _episodes), configs in sorted(groups.items()):
+        if len(configs) < 2:
+            continue
+        differ = _differing_fields([recs[0] for recs in configs.values()])
+        each = "; ".join(
+            f"config {h[:8]} ({_where(recs, folders)})" for h, recs in sorted(configs.items())
+        )
+        lines.append(
+            f"{method} {dataset} {way}-way {shot}-shot is recorded under {len(configs)} "
+            f"configurations, differing in {', '.join(differ) or 'fields not shown'}: {each}; "
+            "the tables show each as its own row"
+        )
+    return lines
+
+
+def _differing_fields(records: list[ResultRecord]) -> list[str]:
+    """``section.field`` names whose values differ between ``records`` (hyper-parameters,
+    recipe, features)."""
+    flat = [
+        {
+            f"{section}.{key}": repr(value)
+            for section in ("hparams", "recipe", "features")
+            for key, value in (getattr(r, section) or {}).items()
+        }
+        for r in records
+    ]
+    keys = sorted(set().union(*flat))
+    return [k for k in keys if len({f.get(k) for f in flat}) > 1]
 
 
 def _record_folders(out: Path) -> dict[tuple[str, str], set[str]]:

@@ -46,7 +46,7 @@ from fsarbench.experiments.plan import DEFAULT_THROUGHPUT
 from fsarbench.interrupts import raise_if_interrupted
 from fsarbench.io import CUT_WRITE_AGE_S, remove_cut_writes
 from fsarbench.report.cli_args import DEFAULT_RUNS
-from fsarbench.results import rebuild_summary
+from fsarbench.results import rebuild_summary, records_held
 from fsarbench.stats.bounds import caveat_line
 from fsarbench.stats.rounding import fixed
 
@@ -225,8 +225,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--shard",
         default=None,
         metavar="I/N",
-        help="run shard I of N (machines sharing --out): whole model units are dealt out by "
-        "a stable hash, so each model is trained on one machine only",
+        help="run shard I of N (machines sharing --out): whole model units are dealt out in "
+        "turn (ordered by a stable hash), so each model is trained on one machine only",
     )
     how.add_argument(
         "--launcher",
@@ -354,8 +354,10 @@ def _check_filters_matched(args, grids: list[str], available: list[str], cells: 
 
 
 def _shard(cells: list[Cell], spec: str | None, tracks: dict, share: bool) -> list[Cell]:
-    """The cells of shard ``I/N``: whole model units go to one shard (by a stable hash of
-    the unit), so no model is trained on two machines."""
+    """The cells of shard ``I/N``: whole model units go to one shard, so no model is trained
+    on two machines, dealt in turn over the units ordered by a stable hash (every process
+    orders the same units alike). A unit's hash modulo N left a third of the launcher's
+    one-job-per-unit jobs empty and gave one job five units."""
     from fsarbench.io import stable_hash
 
     if spec is None:
@@ -372,10 +374,9 @@ def _shard(cells: list[Cell], spec: str | None, tracks: dict, share: bool) -> li
             + (f": shards count from 0 ({named})" if 0 < n <= 3 else "")
         )
 
-    def shard_of(cell: Cell) -> int:
-        return int(stable_hash(_unit_key(cell, tracks, share), 12), 16) % n
-
-    return [c for c in cells if shard_of(c) == i]
+    units = [stable_hash(_unit_key(cell, tracks, share)) for cell in cells]
+    slot = {unit: p % n for p, unit in enumerate(sorted(set(units)))}
+    return [c for c, unit in zip(cells, units) if slot[unit] == i]
 
 
 def _unit_key(cell: Cell, tracks: dict, share: bool) -> tuple:
@@ -588,7 +589,7 @@ def _torchrun_share(args: argparse.Namespace) -> DistEnv:
 
 def _shard_spec(args: argparse.Namespace, env: DistEnv) -> str | None:
     """The ``--shard I/N`` of this process: its torchrun rank of the world size (whole model
-    units per rank, by the stable hash of ``--shard``), else ``--shard`` itself. ``--plan``
+    units per rank, dealt as ``--shard`` deals them), else ``--shard`` itself. ``--plan``
     plans the whole run."""
     if env.distributed and not args.plan:
         return f"{env.rank}/{env.world_size}"
@@ -720,18 +721,20 @@ def _write_outputs(
 
     # jobs of a launched run each rebuild summary.csv after their own records; rebuilt here
     # from every record once they are done
-    records = rebuild_summary(args.out)
+    with records_held(args.out):  # no record half-moved by another run into this folder
+        records = rebuild_summary(args.out)
+        tables = write_summary_tables(args.out, records)
     _warn_replaced_meanwhile(records)
     _warn_stale(records)
     _warn_mixed_episodes(records)
     _note_other_seeds(records, asked if asked is not None else cells)
-    for _, path in sorted(write_summary_tables(args.out, records).items()):
+    for _, path in sorted(tables.items()):
         print(f"\n{path}:\n{path.read_text()}")
-    tables = {number for c in cells if (number := paper_table_number(c)) is not None}
+    numbers = {number for c in cells if (number := paper_table_number(c)) is not None}
     # tables an earlier run wrote are written again (their cells may have changed since),
     # and printed only when this run has cells in them
-    outputs = write_paper_outputs(args.out, sorted(tables | paper_tables_written(args.out)))
-    for number in sorted(tables):
+    outputs = write_paper_outputs(args.out, sorted(numbers | paper_tables_written(args.out)))
+    for number in sorted(numbers):
         path = args.out / "tables" / f"paper_table{number}.md"
         print(f"\n{path}:\n{path.read_text()}")
     if outputs:

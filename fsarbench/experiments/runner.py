@@ -363,15 +363,15 @@ class CellRunner:
         for other in [r for r in self.done.values() if r.setting == record.setting]:
             if other.cell != record.cell:
                 self.records_changing()
-                log.warning(
-                    "%s supersedes %s (config %s -> %s); the old record is moved to %s/",
-                    record.cell,
-                    other.cell,
-                    other.config_hash[:8],
-                    record.config_hash[:8],
-                    SUPERSEDED_DIR,
-                )
-                supersede(self.opt.out_dir, other)
+                if supersede(self.opt.out_dir, other):  # not when another run moved it
+                    log.warning(
+                        "%s supersedes %s (config %s -> %s); the old record is moved to %s/",
+                        record.cell,
+                        other.cell,
+                        other.config_hash[:8],
+                        record.config_hash[:8],
+                        SUPERSEDED_DIR,
+                    )
                 del self.done[other.cell]
 
     def records_changing(self) -> None:
