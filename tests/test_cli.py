@@ -618,7 +618,7 @@ def test_a_failed_rename_names_the_path_in_the_way(capsys):
             21, "Is a directory", "/r/.summary.csv.x.tmp", None, "/r/summary.csv"
         )
 
-    assert _run_command(argparse.Namespace(func=fails, verbose=False)) == 2
+    assert _run_command(argparse.Namespace(command=None, func=fails, verbose=False)) == 2
     assert "error: Is a directory: /r/summary.csv" in capsys.readouterr().err
 
 
