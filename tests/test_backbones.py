@@ -216,11 +216,12 @@ def no_network(monkeypatch):
     bb.hub_unreachable.cache_clear()
 
 
-def test_an_unreachable_hub_is_read_offline_once(no_network):
+def test_an_unreachable_hub_is_read_offline_once(no_network, monkeypatch):
     """Without network and without HF_HUB_OFFLINE, huggingface_hub retried each file for
     about 50 s (a line per try) before it read its cache or failed."""
     from huggingface_hub import constants
 
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as read without the variable
     seen = []
 
     def factory(name, pretrained, **kwargs):
