@@ -317,7 +317,7 @@ CARRIED_DIGESTS = {
     # fsarbench_baselines: clip-fsar checks its prompt where it checks class names, at planning
     "4848275e22179bfb": "2815c7d05867b240",
     "b34857f98400f32f": "f18a4d781fc32163",
-    "046cc4554628cee0": "45d399cf0f55f5c7",
+    "9cf624d300ba7cc6": "45d399cf0f55f5c7",
 }
 
 

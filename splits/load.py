@@ -77,7 +77,8 @@ def _partial_copy_message(
     variant: SplitVariant, root: Path, source: SplitSource, split: str, present: list[str]
 ) -> str:
     """Why a copy holding some of a variant's lists but not ``split``'s is not completed."""
-    others = [s for s in variant.sources[variant.sources.index(source) + 1 :] if _present(s, root)]
+    later = variant.sources[variant.sources.index(source) + 1 :]
+    others = [s for s in later if split in _present(s, root)]
     other = f" ({others[0].repo}'s copy has it, but" if others else " (and"
     return (
         f"split list for {variant.name}/{split} not found: {root / source.rel_path(split)} is "

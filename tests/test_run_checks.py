@@ -687,21 +687,28 @@ def test_eval_refuses_split_tag_names_before_making_test_features(
     assert "are named by their split tags" in capsys.readouterr().err
 
 
-@pytest.mark.video
-def test_a_frozen_class_whose_files_exist_but_none_decodes_is_refused(
-    tiny_synth, tmp_path, monkeypatch
-):
-    """Zero-byte (or corrupt) files of a whole class passed the listing's existence check;
-    the extraction dropped them and the run printed 100.00 ± 0.00 over the other classes."""
+def _undecodable_class(tiny_synth, tmp_path, monkeypatch, split: str, position: int):
+    """A tiny frozen provider over a copy of ``tiny_synth`` whose ``split`` class of the
+    video at ``position`` has only zero-byte files; and that class's name."""
     synth = _copy(tiny_synth, tmp_path)
-    first = synth.videos("test")[0].class_name
-    for video in [v for v in synth.videos("test") if v.class_name == first]:
+    name = synth.videos(split)[position].class_name
+    for video in [v for v in synth.videos(split) if v.class_name == name]:
         video.path.write_bytes(b"")
     monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: synth)
     tiny = {"backbone": "resnet18", "weights": "none", "resolution": 32, "num_frames": 2}
     provider = FrozenFeatureProvider(
         cache_root=tmp_path / "cache", progress=False, preset_overrides={**tiny, "train_views": 1}
     )
+    return provider, name
+
+
+@pytest.mark.video
+def test_a_frozen_class_whose_files_exist_but_none_decodes_is_refused(
+    tiny_synth, tmp_path, monkeypatch
+):
+    """Zero-byte (or corrupt) files of a whole class passed the listing's existence check;
+    the extraction dropped them and the run printed 100.00 ± 0.00 over the other classes."""
+    provider, first = _undecodable_class(tiny_synth, tmp_path, monkeypatch, "test", 0)
     with pytest.raises(MissingClassesError, match=f"test split: 1 of .* \\({first}\\)"):
         provider("synth")
 
@@ -714,15 +721,7 @@ def test_a_frozen_val_class_whose_files_exist_but_none_decodes_is_refused_where_
     checkpoint was then chosen on episodes over the other val classes, without a word."""
     from fsarbench.training.trainer import val_manifest_for
 
-    synth = _copy(tiny_synth, tmp_path)
-    last = synth.videos("val")[-1].class_name
-    for video in [v for v in synth.videos("val") if v.class_name == last]:
-        video.path.write_bytes(b"")
-    monkeypatch.setattr(datasets_mod, "get_dataset", lambda *a, **k: synth)
-    tiny = {"backbone": "resnet18", "weights": "none", "resolution": 32, "num_frames": 2}
-    provider = FrozenFeatureProvider(
-        cache_root=tmp_path / "cache", progress=False, preset_overrides={**tiny, "train_views": 1}
-    )
+    provider, last = _undecodable_class(tiny_synth, tmp_path, monkeypatch, "val", -1)
     val = provider("synth").splits["val"]
     recipe = frozen_recipe("otam", {"val_episodes": 4})
     with pytest.raises(MissingClassesError, match=f"val split: 1 of .* \\({last}\\)"):

@@ -221,6 +221,10 @@ def test_lists_are_never_mixed_across_copies(tmp_path):
     assert str(tmp_path / trx.rel_path("test")) in message
     assert "trx's copy holds train/val" in message and "hyrsm's copy has it" in message
     assert "never mixed" in message and "splits import" in message
+    (tmp_path / hy.rel_path("test")).unlink()  # a later copy without it is not named as having it
+    with pytest.raises(SplitsNotFoundError) as err:
+        load_split("ssv2-small", "test", tmp_path)
+    assert "has it" not in str(err.value) and "trx's copy holds train/val" in str(err.value)
 
 
 def test_cli_import_verify_modified_and_offline_fetch(tmp_path, capsys, monkeypatch):

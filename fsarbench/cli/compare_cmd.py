@@ -125,7 +125,7 @@ def _print_levels(comps: list[SettingComparison], n_boot: int) -> None:
 FEW_DISCORDANT = 10
 
 
-def _print_few_discordant(comps: list[SettingComparison], alpha: float) -> None:
+def _print_few_discordant(comps: list[SettingComparison]) -> None:
     """A note under verdicts that rest on a handful of queries where A and B differ (near a
     ceiling): the t-test's p on such data (4 queries in 300 episodes gave 0.045) is an
     approximation the exact McNemar p beside it can contradict (0.125 there)."""
@@ -133,7 +133,7 @@ def _print_few_discordant(comps: list[SettingComparison], alpha: float) -> None:
         s = c.stats
         discordant = s.mcnemar_a_only + s.mcnemar_b_only
         few = discordant < FEW_DISCORDANT and not math.isnan(s.p_mcnemar)
-        if c.adjusted[c.test] <= alpha and few:
+        if c.verdict.endswith(" better") and few:
             print(
                 f"Note: the verdict in {c.setting.label} rests on {discordant} queries where "
                 f"{c.a.system} and {c.b.system} differ ({s.mcnemar_a_only}:{s.mcnemar_b_only}) "
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         "test to agree: docs/statistics.md)."
     )
     _print_levels(comps, args.bootstrap)
-    _print_few_discordant(comps, args.alpha)
+    _print_few_discordant(comps)
     held = resolution_warning(
         [(c.stats, c.adjusted[args.test]) for c in comps], args.test, args.alpha, args.bootstrap
     )

@@ -392,7 +392,6 @@ def _partial_evaluation(
     identity = {
         "name": meta["name"],
         "variant": meta.get("variant"),
-        "hparams": method.hparams,
         "features": meta.get("features"),
         "split": meta.get("split", "test"),
         "autocast": autocast_name(device, args.amp),

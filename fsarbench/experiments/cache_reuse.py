@@ -218,4 +218,3 @@ def _copy(earlier: FeatureCache, cache: FeatureCache, indices: np.ndarray) -> No
             views = np.full_like(chunk, view)
             cache.write(chunk, views, earlier.get(chunk, views).numpy())
         cache.flush()
-    cache.flush()

@@ -170,6 +170,8 @@ def hub_unreachable() -> str | None:
     if urllib.request.getproxies():
         return None
     url = urlparse(constants.ENDPOINT)
+    if not url.hostname:  # a malformed HF_ENDPOINT: huggingface_hub names it itself
+        return None
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname, port), timeout=_HUB_PROBE_TIMEOUT_S).close()
