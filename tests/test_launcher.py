@@ -196,3 +196,22 @@ def test_ctrl_c_on_the_launcher_stops_local_jobs_and_names_cluster_ones(
         assert "interrupting" not in out
     else:
         assert "keep running on the cluster; cancel them with: scancel 11 12" in out
+
+
+def test_merge_names_a_shard_that_has_not_run(tmp_path, monkeypatch, capsys, feature_cache):
+    """Two shards into one folder, merged after the first alone: the tables just had fewer
+    rows, with nothing saying a shard was missing."""
+    from fsarbench.cli.main import main
+
+    monkeypatch.setenv("FSAR_CACHE", str(feature_cache))
+    out = str(tmp_path / "shared")
+    assert main([*ARGV, "--out", out, "--shard", "0/2"]) == 0
+    assert "shard 0/2: 1 of 2 cells" in capsys.readouterr().out
+    assert main(["merge", "--out", out]) == 0
+    merged = capsys.readouterr().out
+    assert "warning: no plan of shard(s) 1/2" in merged
+    assert "shards missing or unfinished, named above" in merged
+    assert main([*ARGV, "--out", out, "--shard", "1/2"]) == 0
+    capsys.readouterr()
+    assert main(["merge", "--out", out]) == 0
+    assert "warning" not in capsys.readouterr().out

@@ -2,7 +2,9 @@
 
 ``run --shard I/N`` on several machines writes records under a shared results folder (or
 under per-machine sub-folders copied into it); this rebuilds ``summary.csv`` and the Markdown
-tables from every ``records/*.json`` found below ``--out``.
+tables from every ``records/*.json`` found below ``--out``. Each shard leaves its plan under
+``shards/`` (:mod:`fsarbench.experiments.shard_plans`): a shard of N that is not there, did not
+finish, or planned cells that have no record is named in a warning.
 
 Shards launched with other test flags (``--episodes``, ``--seed``) or on data that lost other
 test videos put numbers over different test episodes side by side. ``merge`` refuses such a
@@ -18,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from fsarbench.cli.common import writable_folder
+from fsarbench.experiments.shard_plans import shard_gaps
 from fsarbench.results import (
     OUTSIDE_TAG,
     ResultRecord,
@@ -75,11 +78,15 @@ def run(args: argparse.Namespace) -> int:
     check_episodes(args.out, records, allow=args.allow_mixed_episodes)
     for line in mixed_configurations(args.out, records):
         print(f"warning: {line}")
+    gaps = shard_gaps(args.out, records)
+    for line in gaps:
+        print(f"warning: {line}")
     summary = write_summary(args.out, records)
     tables = write_summary_tables(args.out, records)
     _, refused = records_given_by_rows(args.out, records)  # checked (and cached) above
     lost = len(refused) + len(unreadable)  # an unreadable file was named on stderr alone
     left = f" ({lost} left out, named above)" if lost else ""
+    left += "; shards missing or unfinished, named above" if gaps else ""
     print(
         f"{len(records) - len(refused)} record(s){left} -> {summary} and {len(tables)} "
         f"table(s) under {args.out / 'tables'}"

@@ -446,9 +446,11 @@ def _run(args: argparse.Namespace) -> int:
     _refuse(shortfalls, len(unique_cells(cells)), missing)
     if args.launcher:
         return _launch(args, mine, tracks)
+    shard = None if env.distributed else args.shard
+    share = f"shard {shard}: {len(unique_cells(mine))} of " if shard else ""
     say(
-        f"{len(unique_cells(cells))} cells ({len(cells)} grid entries; {args.track} track, "
-        f"{args.protocol} protocol) -> {args.out}"
+        f"{share}{len(unique_cells(cells))} cells ({len(cells)} grid entries; {args.track} "
+        f"track, {args.protocol} protocol) -> {args.out}"
     )
     if env.distributed:
         say(
@@ -461,7 +463,7 @@ def _run(args: argparse.Namespace) -> int:
     if env.is_main:
         _remove_old_cut_writes(Path(args.out))
     t0 = time.perf_counter()
-    failure = _run_share(runner, mine, env, say)
+    failure = _run_shard(args, shard, runner, mine, env, say)
     done = gather_when_done(env, (len(runner.trained_units), failure))  # every rank's records
     failed = any(f for _, f in done)
     if not env.is_main:
@@ -483,6 +485,24 @@ def _run(args: argparse.Namespace) -> int:
     print(f"done in {time.perf_counter() - t0:.0f} s; summary: {args.out / 'summary.csv'}")
     _print_report(report)
     return 0
+
+
+def _run_shard(args, shard: str | None, runner, mine: list, env: DistEnv, say) -> str | None:
+    """:func:`_run_share`, leaving ``--shard``'s plan in ``--out`` (what it set out to run,
+    stamped finished or failed) for ``merge`` to name a missing or unfinished shard."""
+    from fsarbench.experiments.runner import unique_cells
+    from fsarbench.experiments.shard_plans import mark_shard_done, write_shard_plan
+
+    if shard is None:
+        return _run_share(runner, mine, env, say)
+    write_shard_plan(Path(args.out), shard, unique_cells(mine), list(args.argv))
+    try:
+        failure = _run_share(runner, mine, env, say)
+    except Exception:
+        mark_shard_done(Path(args.out), shard, failed=True)
+        raise
+    mark_shard_done(Path(args.out), shard, failed=False)
+    return failure
 
 
 def _run_share(runner, mine: list, env: DistEnv, say) -> str | None:
