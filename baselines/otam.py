@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from fsarbench import FewShotMethod, MethodOutput
-from fsarbench.autocast import upcast
+from fsarbench.autocast import HALF, upcast
 from fsarbench.state import state_gather
 from fsarbench_baselines._similarity import frame_dots, indexed_frame_dots, pairs_last
 from fsarbench_baselines.common import class_mean
@@ -199,8 +199,45 @@ def bidirectional_otam(d: Tensor, lam: float = 0.1) -> Tensor:
     return (out[0] + out[1]).reshape(d.shape[:-2])
 
 
+def _half_products(frames: Tensor) -> bool:
+    """Whether :func:`frame_dots` of ``frames`` would run in half precision: half frames, or
+    autocast on their device (which runs the ``bmm`` in bf16/fp16)."""
+    return frames.dtype in HALF or torch.is_autocast_enabled(frames.device.type)
+
+
+def _unit(frames: Tensor, norms: Tensor) -> Tensor:
+    """``frames [..., T, D] / norms [..., T]``; a zero frame stays zero (the norm is clamped to
+    the dtype's smallest normal: 1e-12 is 0 in fp16)."""
+    return frames / norms.clamp_min(torch.finfo(norms.dtype).tiny).unsqueeze(-1)
+
+
+def safe_frame_dots(query: dict, support: dict) -> Tensor:
+    """:func:`frame_dots` of the frames of ``query`` and ``support``, safe in half precision.
+
+    Raw frame products overflow fp16 (65504) once ``|x||y|`` passes it (frames of norm ~256).
+    Where the product would run in half precision, both sides are made unit first and the
+    products are scaled back by the norms in float32. Otherwise the raw products, unchanged.
+
+    Args:
+        query: ``{"features": [B, Nq, Tq, D], "norms": [B, Nq, Tq]}``.
+        support: ``{"features": [B, Ns, Ts, D], "norms": [B, Ns, Ts]}``.
+
+    Returns:
+        ``[B, Nq, Tq, Ns, Ts]``: float32 on the half-precision path.
+    """
+    q, s = query["features"], support["features"]
+    if not _half_products(q):
+        return frame_dots(q, s)
+    cos = upcast(frame_dots(_unit(q, query["norms"]), _unit(s, support["norms"])))
+    q_norms, s_norms = upcast(query["norms"]), upcast(support["norms"])
+    return cos * q_norms[:, :, :, None, None] * s_norms[:, None, None]
+
+
 def otam_cosine_distance(query: dict, support: dict, eps: float) -> Tensor:
     """``1 - <x, y> / (|x| |y| + eps)`` for every frame pair of every (query, support) pair.
+
+    In half precision (half frames or autocast) the products come from unit frames and the
+    distances are float32 (:func:`safe_frame_dots`).
 
     Args:
         query: ``{"features": [B, Nq, T, D], "norms": [B, Nq, T]}``.
@@ -209,8 +246,9 @@ def otam_cosine_distance(query: dict, support: dict, eps: float) -> Tensor:
     Returns:
         ``[B, Nq, Ns, Tq, Ts]``.
     """
-    dots = frame_dots(query["features"], support["features"])  # [B, Nq, Tq, Ns, Ts]
-    denom = query["norms"][:, :, :, None, None] * support["norms"][:, None, None] + eps
+    dots = safe_frame_dots(query, support)  # [B, Nq, Tq, Ns, Ts]
+    q_norms, s_norms = upcast(query["norms"]), upcast(support["norms"])  # |x||y| overflows fp16
+    denom = q_norms[:, :, :, None, None] * s_norms[:, None, None] + eps
     return (1.0 - dots / denom).permute(0, 1, 3, 2, 4)
 
 
@@ -340,7 +378,7 @@ class OTAM(FewShotMethod):
         """OTAM distance of every (query, support) pair: ``[B, Nq, Ns]``."""
         frames = query["features"].shape[2], support["features"].shape[2]
         if self.config.bidirectional and frames[0] == frames[1] and _inference(query, support):
-            dots = frame_dots(query["features"], support["features"])
+            dots = safe_frame_dots(query, support)  # raw products in fp32; unit ones in autocast
             return _bidirectional_cosine_otam(
                 dots, query["norms"], support["norms"], self.config.eps, self.config.lam
             )

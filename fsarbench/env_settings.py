@@ -104,12 +104,14 @@ def check_environment() -> None:
     not checked here: a command that never writes one must not stop for it (a write that
     fails under ``FSAR_CACHE``/``FSAR_SYNTH`` names the variable: :func:`folder_setting_of`)."""
     from fsarbench.data.synth import generation_workers
+    from fsarbench.distributed.env import group_timeout
     from fsarbench.locks import lock_timeout
     from fsarbench.progress import progress_every, progress_on
 
     progress_on()
     progress_every()
     lock_timeout()
+    group_timeout()
     generation_workers()
     for name in TORCHRUN_VARIABLES:
         env_number(name, None, kind=int, what="set by torchrun")  # ranges: where it starts

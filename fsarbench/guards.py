@@ -10,7 +10,7 @@ method, episodes and queries, or, by the opt-in ``count_wrong`` policy, predicti
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -57,6 +57,11 @@ class LogitsShapeError(ValueError):
 
 class NonFiniteLossError(FloatingPointError):
     """A training loss term was NaN or infinite."""
+
+
+class NonFiniteGradientError(NonFiniteLossError):
+    """A training step's loss was finite but a gradient held NaN or inf (a ``sqrt`` at 0, a
+    norm of a zero vector): stepping would write it into the weights."""
 
 
 class NonFiniteFeaturesError(FloatingPointError):
@@ -212,6 +217,25 @@ def _where(bad: np.ndarray, first_episode: int, method: str, show: int = 5) -> s
     )
     more = f" and {len(episodes) - show} more" if len(episodes) > show else ""
     return f"{method} returned NaN/inf logits for {len(episodes)} queries ({pairs}{more})"
+
+
+def check_gradients(params: Sequence[Tensor], *, stage: str, step: int) -> None:
+    """Raise :class:`NonFiniteGradientError` naming ``stage`` and ``step`` (0-based) when a
+    gradient of ``params`` holds NaN or inf (their largest magnitudes, one device sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    largest = torch.stack(torch._foreach_norm(grads, float("inf")))
+    if bool(torch.isfinite(largest).all()):
+        return
+    names = [i for i, v in enumerate(largest.tolist()) if not math.isfinite(v)]
+    raise NonFiniteGradientError(
+        f"non-finite gradient at stage {stage!r} step {step + 1} (a finite loss; "
+        f"{len(names)} of {len(grads)} parameter tensors, e.g. #{names[0]}): the step was not "
+        "taken and training stopped (the last good checkpoint is kept). A sqrt or norm at "
+        "zero, or a division by a vanishing value, in the method's loss is the usual cause; "
+        "lower the learning rate or enable grad_clip if the weights diverged."
+    )
 
 
 def check_losses(losses: Mapping[str, Tensor | float], *, stage: str, step: int) -> None:

@@ -335,6 +335,13 @@ def test_extract_split_through_clip_dataset(tmp_path, backbone, toy_dataset):
     np.testing.assert_allclose(cache.get(np.arange(3)).numpy(), expected, rtol=2e-3, atol=2e-3)
     again, stats = extract_split("toy", "test", cache_root=tmp_path, config=CONFIG)
     assert again.path == cache.path and stats.written == 0 and stats.already_done == 3
+    assert stats.failed == 2  # the unreadable videos were tried again
+    # processes reading another's cache take its failures as they are (a retry that decodes
+    # on one rank and not another gave the ranks other test sets)
+    kept, stats = extract_split(
+        "toy", "test", cache_root=tmp_path, config=CONFIG, retry_failed=False
+    )
+    assert kept.path == cache.path and (stats.written, stats.failed) == (0, 0)
     from fsarbench.experiments.features import split_features
 
     # the frozen track's records list each left-out video with the extraction's error

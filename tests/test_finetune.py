@@ -22,6 +22,7 @@ from fsarbench.training.finetune import (
     finetune,
     finetune_recipe,
 )
+from fsarbench.training.loop import RunMismatchError
 from fsarbench.training.trainer import load_checkpoint
 from fsarbench.training.video_method import ClipEpisodes
 
@@ -252,6 +253,13 @@ def test_finetune_trains_validates_resumes_and_evaluates(synth, tmp_path):
     assert again.history == result.history
     for k, v in model.state_dict().items():
         assert torch.equal(resumed.state_dict()[k], v), k
+    # finetune() without a fingerprint resumed any run found in its folder
+    with pytest.raises(RunMismatchError, match=r"seed: 0 -> 1"):
+        _train(synth, tmp_path / "b", seed=1)
+    with pytest.raises(RunMismatchError, match=r"data\.val\.files: '\w+' -> None"):
+        recipe = finetune_recipe("protonet", "synth", TINY)
+        other = build_video_method("protonet", recipe.options, torch.device("cpu"), seed=0)
+        finetune(other, _split(synth, "train"), None, recipe, out_dir=tmp_path / "b")
 
     test = _split(synth, "test")
     manifest = fb.make_manifest(test.classes, way=3, shot=1, episodes=6, seed=0)
@@ -338,3 +346,13 @@ def test_a_resume_under_another_process_count_is_named(caplog, tmp_path):
     assert caplog.text == ""
     assert TrainResult(history=rows).summary()["processes"] == [1, 2]
     assert "processes" not in TrainResult(history=rows[1:]).summary()
+
+
+def test_a_training_under_autocast_names_its_precision_beside_its_val_accuracy():
+    """Validation runs the head under the training's autocast (the test in float32), so a
+    bf16 run's val accuracy, which picked its step, was recorded as if float32."""
+    from fsarbench.training.loop import TrainResult
+
+    rows = [{"stage": "main", "step": 1, "ce": 1.0, "val_accuracy": 60.0}]
+    assert TrainResult(history=rows, precision="bfloat16").summary()["precision"] == "bfloat16"
+    assert "precision" not in TrainResult(history=rows).summary()

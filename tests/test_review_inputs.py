@@ -3,6 +3,7 @@ late (2026-12-06): each now stops with a named error before any work, or is kept
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -216,6 +217,22 @@ def test_base_60_override_values_are_refused(tmp_path, capsys):
     assert "base-60 number (90)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [("010", "an octal number (8)"), ("0x10", "a hexadecimal number (16)"),
+     ("-0b11", "a binary number (-3)"), ("0_10", "an octal number (8)")],
+)  # fmt: skip
+def test_other_base_override_values_are_refused(value, read):
+    """YAML 1.1 read `--recipe steps=010` as 8 steps, `0x10` as 16 and `0b11` as 3."""
+    from fsarbench.cli.common import UsageError, parse_overrides
+
+    with pytest.raises(UsageError, match=re.escape(f"reads {value!r} as {read}; write the")):
+        parse_overrides([f"steps={value}"], "--recipe")
+    assert parse_overrides(["steps=10", "lr=0.01", "seed=0", "n=1_000"], "--recipe") == {
+        "steps": 10, "lr": 0.01, "seed": 0, "n": 1000,
+    }  # fmt: skip
+
+
 def test_grid_hyper_parameters_are_kept_as_the_method_reads_them(tmp_path):
     """`lambda_recon: 1e-1` (text to PyYAML) named its cells apart from the same 0.1."""
     from fsarbench.experiments.grids import expand_grid
@@ -364,3 +381,17 @@ def test_fsar_data_set_to_a_datasets_own_folder_is_not_planned_then_refused(tmp_
     monkeypatch.setenv("FSAR_DATA", str(tmp_path / "hmdb51"))  # the dataset's own folder
     assert "hmdb51" not in available_datasets()
     assert available_datasets(str(tmp_path / "hmdb51")) == ["hmdb51"]  # as --root: found
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [("momentum", 1.0, "must be below 1"), ("weight_decay", 1e9, "weight_decay")],
+)
+def test_a_momentum_of_one_and_an_absurd_weight_decay_are_refused(field, value, said):
+    """SGD with momentum 1 never forgets a gradient (it diverged), and a weight decay of 1e9
+    trained every weight to 0; both were recorded as ordinary recipes."""
+    from fsarbench.training import Recipe
+
+    with pytest.raises(ConfigError, match=said):
+        Recipe(optimizer="sgd", **{field: value})
+    Recipe(optimizer="sgd", momentum=0.99, weight_decay=1.0)

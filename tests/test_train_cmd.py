@@ -285,3 +285,38 @@ def test_train_keeps_one_default_folder_per_dataset_and_shows_the_loss(
     assert made == ["toy-frozen", "toy2-frozen"]
     out = capsys.readouterr().out
     assert "training loss (main stage): " in out and " over its first 2 steps -> " in out
+
+
+def test_a_changed_test_split_leaves_trains_finished_model_in_place(tmp_path, monkeypatch, capsys):
+    """The frozen model's fingerprint named the test split's feature cache: a touched test
+    video refused train's own finished model, and the --overwrite it suggested retrained it."""
+
+    keys = {"train": "a", "val": "b", "test": "t1"}
+
+    class Keyed(FakeProvider):
+        def __call__(self, dataset: str) -> DatasetFeatures:
+            feats = super().__call__(dataset)
+            feats.info = {"cache_keys": dict(keys)}
+            return feats
+
+    monkeypatch.setattr(features_mod, "FrozenFeatureProvider", Keyed)
+    out = tmp_path / "m"
+    argv = ["train", "protonet", "--dataset", "toy", "--out", str(out), *ARGS]
+    assert main(argv) == 0
+    trained = load_checkpoint(out / "best.pt")["fingerprint"]
+    assert trained["data"] == {"cache_keys": {"train": "a", "val": "b"}}
+    keys["test"] = "t2"
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert load_checkpoint(out / "best.pt")["fingerprint"] == trained
+    keys["val"] = "b2"  # other val features: another model, refused by name
+    assert main(argv) == 2
+    assert "data.cache_keys.val: 'b' -> 'b2'" in capsys.readouterr().err
+    # a folder trained before the test key was left out keeps resuming while it matches
+    keys.update(val="b", test="t2")
+    legacy = {**trained, "data": {"cache_keys": dict(keys)}}
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(out / name)
+        torch.save({**ckpt, "fingerprint": legacy}, out / name)
+    assert main(argv) == 0
+    assert load_checkpoint(out / "last.pt")["fingerprint"] == legacy

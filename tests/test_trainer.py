@@ -356,6 +356,34 @@ def test_a_loss_that_ends_no_lower_than_it_began_is_named(caplog):
     assert caplog.text == ""
 
 
+def test_train_without_a_fingerprint_refuses_another_splits_run(tmp_path):
+    """The default fingerprint named the train features' shape alone: a folder trained on
+    other features of that shape, with another val split, was resumed, keeping a step
+    chosen on the old val split."""
+    from fsarbench.training.loop import RunMismatchError
+
+    with pytest.raises(KeyboardInterrupt):
+        train(make(), split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path, stop_after=5)
+    with pytest.raises(RunMismatchError, match=r"data\.train_digest: '\w+' -> '\w+'"):
+        train(make(), split(10, 6, 9, noise=3.0), split(5, 6, 1), RECIPE, out_dir=tmp_path)
+    with pytest.raises(RunMismatchError, match=r"data\.val_digest: '\w+' -> '\w+'"):
+        train(make(), split(10, 6, 0), split(5, 6, 7), RECIPE, out_dir=tmp_path)
+    resumed = train(make(), split(10, 6, 0), split(5, 6, 1), RECIPE, out_dir=tmp_path)
+    assert len(resumed.history) == RECIPE.steps
+
+
+def test_the_loss_trend_leaves_the_process_count_out():
+    """Under DDP each history row names its process count, which the trend added to the loss:
+    a flat loss of 1.0 resumed from 2 processes onto 1 read 3.0 -> 1.0."""
+    from fsarbench.training.loop import loss_trend
+
+    rows = [
+        {"stage": "main", "step": i + 1, "ce": 1.0, **({"processes": 2} if i < 10 else {})}
+        for i in range(20)
+    ]
+    assert loss_trend(rows) == ("main", 1.0, 1.0, 4)
+
+
 def test_a_folder_in_the_place_of_a_checkpoint_is_refused_before_training(tmp_path):
     """A best.pt folder was reported as unreadable weights; run retrained the model from
     scratch and failed at its first save."""

@@ -207,6 +207,36 @@ def test_nonfinite_loss_stops_training_naming_step_and_term(tmp_path):
         train(NaNLoss(feature_dim=16, seq_len=4), data.splits["train"], None, recipe)
 
 
+class NaNGradient(NaNLoss):
+    """A finite loss whose gradient is NaN at its 2nd step (``sqrt`` at 0, times 0)."""
+
+    method_name = "nan-gradient"
+    calls = 0
+
+    def match(self, support, support_labels, query, way, **_):
+        type(self).calls += 1
+        aux = (self.w - 1) ** 2 + (0 * torch.sqrt(self.w * 0) if self.calls == 2 else 0)
+        return MethodOutput(query[..., :way] * 0, {"aux": aux})
+
+
+@pytest.mark.parametrize("grad_clip", [0.0, 1.0])
+def test_a_nonfinite_gradient_stops_training_before_the_weights_take_it(tmp_path, grad_clip):
+    """Only the loss was checked: a NaN gradient under a finite loss went into the weights,
+    and a last-step one was saved as the model (blamed on the method at test time)."""
+    from fsarbench.guards import NonFiniteGradientError
+
+    data = provider("toy")
+    recipe = frozen_recipe(
+        "protonet", {"steps": 2, "adapter": "none", "val_episodes": 0, "grad_clip": grad_clip}
+    )
+    method = NaNGradient(feature_dim=16, seq_len=4)
+    NaNGradient.calls = 0
+    with pytest.raises(NonFiniteGradientError, match=r"stage 'main' step 2 \(a finite loss"):
+        train(method, data.splits["train"], None, recipe, out_dir=tmp_path, progress=False)
+    assert torch.isfinite(method.w).all()
+    assert not (tmp_path / "best.pt").exists()
+
+
 def test_training_refuses_nonfinite_input_frames():
     """Training read its episodes' features unchecked: NaN inputs trained on until the loss
     went NaN, and a method whose loss masks them trained on them silently."""

@@ -220,10 +220,23 @@ def test_finetune_test_features_are_extracted_in_the_training_precision(
     training's `amp` and precision (bf16, or float32 with amp=false)."""
     import torch
 
-    from fsarbench.experiments.tracks import _training_precision
+    from fsarbench.experiments.tracks import training_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    assert _training_precision("cuda" if cuda else "cpu", amp) == expected
+    assert training_precision("cuda" if cuda else "cpu", amp) == expected
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_finetune_records_identity_names_its_test_features_precision(precision):
+    """The test features' precision (bf16 on one GPU, fp16 on another, fp32 on the CPU) was
+    in no record identity: eval of a GPU-trained model elsewhere replaced train's record
+    with another precision's number. fp32 is left unnamed (the CPU's records keep their id)."""
+    from fsarbench.training.finetune_recipe import record_identity
+
+    recipe = {"recipe": {}, "options": {"backbone": "resnet50", "weights": "w"}}
+    _, features = record_identity(recipe, {"test": "abc"}, precision)
+    plain = {"backbone": "resnet50", "weights": "w", "split_md5": {"test": "abc"}}
+    assert features == (plain if precision == "fp32" else {**plain, "precision": precision})
 
 
 class _CopiedVideos:

@@ -217,6 +217,9 @@ def apply_splits_dir(args: argparse.Namespace) -> None:
 #: What YAML 1.1 (PyYAML) reads as a base-60 number: ``1:30`` is 90.
 _SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?")
 
+#: What YAML 1.1 reads as an integer in another base: ``010`` is 8, ``0x10`` 16, ``0b11`` 3.
+_OTHER_BASE = re.compile(r"[-+]?(0[0-7_]+|0x[0-9a-fA-F_]+|0b[01_]+)")
+
 
 class UsageError(ValueError):
     """A command line that cannot be acted on as written (the message says what to type)."""
@@ -234,13 +237,24 @@ def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
             raise UsageError(f"{flag} takes KEY=VALUE, got {item!r}")
         if key in out:
             raise UsageError(f"{flag} sets {key!r} twice; give it once")
-        if _SEXAGESIMAL.fullmatch(value.strip()):  # YAML 1.1: steps=1:30 trained 90 steps
+        base = _yaml_base(value.strip())
+        if base:  # YAML 1.1: steps=1:30 trained 90 steps, steps=010 trained 8
             raise UsageError(
-                f"{flag} {item}: YAML reads {value!r} as a base-60 number "
+                f"{flag} {item}: YAML reads {value!r} as {base} number "
                 f"({load_yaml(value)}); write the number itself, or quote it for text"
             )
         out[key] = load_yaml(value)
     return out
+
+
+def _yaml_base(value: str) -> str:
+    """The base YAML 1.1 reads ``value`` in when it is not plain decimal (``""`` if it is)."""
+    if _SEXAGESIMAL.fullmatch(value):
+        return "a base-60"
+    match = _OTHER_BASE.fullmatch(value)
+    if not match:
+        return ""
+    return {"x": "a hexadecimal", "b": "a binary"}.get(match.group(1)[1:2], "an octal")
 
 
 def torchrun_threads_note(threads: int) -> str:

@@ -891,7 +891,7 @@ def _check_same_features(trained: dict[str, Any], info: dict[str, Any], where: s
 
 def _finetune_checkpoint(args, data: dict, device):
     from fsarbench.data.datasets import get_dataset, listed_apart
-    from fsarbench.experiments.tracks import extract_finetune_test
+    from fsarbench.experiments.tracks import extract_finetune_test, training_precision
     from fsarbench.training.export import load_head
     from fsarbench.training.finetune_recipe import (
         checkpoint_options,
@@ -931,7 +931,8 @@ def _finetune_checkpoint(args, data: dict, device):
         hparams=hparams,
         dataset=args.dataset,
     )
-    identity, features = record_identity(recipe, ds.split_md5s())
+    precision = training_precision(str(device), options.amp)  # extract_finetune_test's
+    identity, features = record_identity(recipe, ds.split_md5s(), precision)
     meta = {
         "train_data": _finetune_train_data(ds, data),
         "track": "finetune",

@@ -255,6 +255,22 @@ def _require_one_process_frozen() -> None:
     require_one_process("the frozen track (a head trained on stored features)", FROZEN_ALTERNATIVES)
 
 
+def _frozen_fingerprint(out: Path, made: dict, info: dict) -> dict:
+    """The training fingerprint of a frozen ``train`` into ``out``: ``made`` with the
+    features' ``info`` less the test split's cache key (:func:`frozen_model_info`), or, for
+    a folder trained before that key was left out, the old form while it still matches."""
+    from fsarbench.experiments.tracks import frozen_model_info
+    from fsarbench.training.loop import CheckpointError, load_checkpoint
+
+    fingerprint = training_fingerprint(**made, data=frozen_model_info(info))
+    if (out / "last.pt").is_file():
+        old = training_fingerprint(**made, data=info)
+        with contextlib.suppress(CheckpointError, OSError):  # the resume names it
+            if load_checkpoint(out / "last.pt").get("fingerprint") == old:
+                return old
+    return fingerprint
+
+
 def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
     import torch
 
@@ -274,16 +290,18 @@ def _run_frozen(args, out: Path, hparams: dict, overrides: dict) -> int:
     )
     feats = provider(args.dataset)
     method = build_method(args.method, hparams, feats, recipe, args.seed)
-    fingerprint = training_fingerprint(
-        method=args.method,
-        model=method,
-        hparams=method.hparams,
-        recipe=recipe.identity(),
-        seed=args.seed,
-        dataset=args.dataset,
-        track="frozen",
-        data=feats.info,
-    )
+    made = {
+        "method": args.method,
+        "model": method,
+        "hparams": method.hparams,
+        "recipe": recipe.identity(),
+        "seed": args.seed,
+        "dataset": args.dataset,
+        "track": "frozen",
+    }
+    # the model is trained on train/val features alone, as run's (a changed test video
+    # refused train's own finished model, and --overwrite retrained it)
+    fingerprint = _frozen_fingerprint(out, made, feats.info)
     result = train(
         method,
         feats.splits["train"],
@@ -325,8 +343,10 @@ def _clear_checkpoints(out: Path) -> None:
 def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over: dict) -> int:
     from fsarbench.distributed.env import init_distributed, is_main, shutdown_distributed
     from fsarbench.experiments.feasibility import check_split_classes
+    from fsarbench.experiments.tracks import training_precision
     from fsarbench.training.finetune import _check_split as check_rank_split
     from fsarbench.training.finetune import build_video_method, finetune, finetune_recipe
+    from fsarbench.training.finetune_recipe import precision_entry
 
     recipe = finetune_recipe(
         args.method,
@@ -385,6 +405,7 @@ def _run_finetune(args, out: Path, hparams: dict, recipe_over: dict, option_over
                 "split_md5": ds.split_md5s(),
                 "skipped_videos": sorted(skipped),
                 "files": files_stamp([*splits["train"].records, *splits["val"].records]),
+                **precision_entry(training_precision(str(device), recipe.options.amp)),
             },
         )
         try:
@@ -548,7 +569,7 @@ def _test(
     from fsarbench.distributed.sharded_eval import evaluate_sharded
     from fsarbench.episode_streams import draw_test_manifest_fast
     from fsarbench.experiments.feasibility import check_split_classes
-    from fsarbench.experiments.tracks import extract_finetune_test
+    from fsarbench.experiments.tracks import extract_finetune_test, training_precision
     from fsarbench.io import stable_hash
     from fsarbench.provenance import code_parts, pipeline_digest
     from fsarbench.results import make_record, rebuild_summary, save_result
@@ -556,7 +577,7 @@ def _test(
 
     state = model.state_dict()
 
-    def features():
+    def features(retry_failed: bool):
         return extract_finetune_test(
             ds,
             state,
@@ -564,18 +585,22 @@ def _test(
             cache_root=args.cache,
             device=str(device),
             progress=not args.no_progress and is_main(),
+            retry_failed=retry_failed,
         )
 
     if is_main():
-        features()
+        features(retry_failed=True)
     barrier()
-    test, bad = features()
+    # every rank reads the cache rank 0 made as it is: a video failed there and retried on
+    # another rank could decode on one and not another (other manifests, a stop after training)
+    test, bad = features(retry_failed=False)
     known = {entry.split(": ")[0] for entry in probed}
     unseen = {v: cause for v, cause in bad.items() if f"test/{v}" not in known}
     if unseen:  # damaged past the frames the probe decodes: recorded, so the next probe knows
         _left_out_in_extraction(args, ds, unseen)
     check_split_classes(args.dataset, "test", test.classes, ds.class_names("test"))
-    identity, record_features = record_identity(recipe.to_dict(), ds.split_md5s())
+    precision = training_precision(str(device), recipe.options.amp)  # the test features'
+    identity, record_features = record_identity(recipe.to_dict(), ds.split_md5s(), precision)
     # as run records it: the model's code and the decoding pipeline (a record without code
     # counted as current under any later code)
     code = {**code_parts(model), "pipeline": pipeline_digest()}
@@ -595,7 +620,7 @@ def _test(
             test.store,
             manifest,
             device=device,
-            progress=not args.no_progress,
+            progress=not args.no_progress and is_main(),  # one bar, not one per rank
             class_names=ds.class_names("test"),
         )
         if not is_main():

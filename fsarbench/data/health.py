@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -117,21 +118,39 @@ def check_split(
     return [classes[c] for c in sorted(classes)]
 
 
+#: Seconds between saves of the probe cache while probing. A large split takes hours to
+#: probe, and a probe stopped (torchrun ending a job, a scheduler's kill) saved nothing
+#: before, so its re-run probed everything again.
+PROBE_SAVE_EVERY_S = 30.0
+
+
 def _probe_all(
-    records: Sequence[VideoRecord], jobs: int, probes: ProbeCache | None, full: bool = False
+    records: Sequence[VideoRecord],
+    jobs: int,
+    probes: ProbeCache | None,
+    full: bool = False,
+    save_every_s: float = PROBE_SAVE_EVERY_S,
 ) -> list[int | str]:
     """The probe result of every record, in order: reused from ``probes`` where the file
     is unchanged, else probed (over ``jobs`` threads; ``full``: every frame) and stored
-    there."""
+    there. ``probes`` is saved every ``save_every_s`` seconds and when probing ends, by
+    an error or an interrupt too: a re-run reuses every probe that finished."""
     probes = probes or ProbeCache(None)
     results = [probes.lookup(r.path) for r in records]
     todo = [i for i, res in enumerate(results) if res is None]
     probe = functools.partial(_probe, full=True) if full else _probe
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
+    pool = ThreadPoolExecutor(max(1, jobs))
+    saved = time.monotonic()
+    try:
         for i, (_, result) in zip(todo, pool.map(probe, [records[i] for i in todo])):
             results[i] = result
             probes.store(records[i].path, result)
-    probes.save()
+            if time.monotonic() - saved >= save_every_s:
+                probes.save()
+                saved = time.monotonic()
+    finally:
+        pool.shutdown(cancel_futures=True)  # an interrupt waits for the running probes only
+        probes.save()
     return results
 
 

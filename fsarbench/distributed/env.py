@@ -27,6 +27,8 @@ __all__ = [
     "select_device",
     "select_backend",
     "init_distributed",
+    "GROUP_TIMEOUT",
+    "group_timeout",
     "shutdown_distributed",
     "is_main",
     "barrier",
@@ -155,8 +157,36 @@ def select_backend(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+#: How long a collective of the training process group waits for the slowest rank. Rank 0
+#: alone probes every video of a dataset's splits and extracts its test features while the
+#: other ranks wait in a broadcast or barrier: hours on a large dataset, past torch's default
+#: (10 minutes for NCCL), after which the watchdog aborted the waiting ranks.
+GROUP_TIMEOUT = timedelta(hours=12)
+
+#: gloo keeps its timeouts in int32 milliseconds.
+_MAX_TIMEOUT_S = (2**31 - 1) / 1000
+
+
+def group_timeout() -> timedelta:
+    """``$FSAR_DIST_TIMEOUT`` (seconds), else :data:`GROUP_TIMEOUT`: how long the ranks of a
+    ``torchrun`` job wait in one collective before they stop."""
+    seconds = env_number(
+        "FSAR_DIST_TIMEOUT",
+        GROUP_TIMEOUT.total_seconds(),
+        minimum=1,
+        what="seconds the ranks of a torchrun job wait for each other in one collective",
+    )
+    if seconds > _MAX_TIMEOUT_S:
+        raise EnvSettingError(
+            f"FSAR_DIST_TIMEOUT={seconds:g} is above {_MAX_TIMEOUT_S:.0f} seconds (24.8 days, "
+            "the longest timeout gloo takes): lower it, or unset it for 12 hours"
+        )
+    return timedelta(seconds=seconds)
+
+
 def init_distributed(requested_device: str | None = None) -> tuple[DistEnv, torch.device]:
-    """Read the environment, pick the device and, under torchrun, start the process group."""
+    """Read the environment, pick the device and, under torchrun, start the process group
+    (its collectives wait up to :func:`group_timeout`)."""
     env = dist_env()
     device = select_device(requested_device, env)
     if device.type == "cuda":
@@ -164,7 +194,11 @@ def init_distributed(requested_device: str | None = None) -> tuple[DistEnv, torc
     if env.distributed and not dist.is_initialized():
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(
-            backend=select_backend(device), rank=env.rank, world_size=env.world_size, **kwargs
+            backend=select_backend(device),
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=group_timeout(),
+            **kwargs,
         )
     return env, device
 

@@ -220,6 +220,22 @@ def rank_partial_path(path: str | Path | None) -> Path | None:
     return path.with_name(f"{path.stem}.rank{rank()}of{world_size()}{path.suffix}")
 
 
+def _own_rows(
+    resumed: np.ndarray | None, starts: list[int], step: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """``[E, Nq]`` predictions to resume: the rows of this rank's batches ``[s, s + step)``
+    taken from the partial ``resumed`` (``[E, Nq]`` or ``None``), every other row ``-1``.
+
+    A partial saved under another batch size (or ``--max-batch-bytes``) holds rows that are
+    now another rank's; kept, both ranks' values reached the merge, which takes each row from
+    one rank only (``np.max``: the higher label won wherever they differed)."""
+    own = np.full(shape, -1, dtype=np.int64)
+    if resumed is not None:
+        for start in starts:
+            own[start : start + step] = resumed[start : start + step]
+    return own
+
+
 def _match_shard(
     method,
     state,
@@ -237,10 +253,9 @@ def _match_shard(
     """``[E, Nq]`` predictions of this rank's batches; other rows stay ``-1``."""
     e, nq = manifest.query.shape
     tag = resume_tag(manifest.hash, method, nonfinite, partial_tag) if partial else ""
-    predicted = load_partial_predictions(partial, manifest, tag)
-    if predicted is None:
-        predicted = np.full((e, nq), -1, dtype=np.int64)
     starts = shard_starts(e, batch_episodes, rank(), world_size())
+    resumed = load_partial_predictions(partial, manifest, tag)
+    predicted = _own_rows(resumed, starts, batch_episodes, (e, nq))
     todo = [s for s in starts if (predicted[s : s + batch_episodes] < 0).any()]
     # before the bar: a pair table built in it was counted into the first batch's rate
     predict = make_predictor(

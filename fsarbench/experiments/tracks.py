@@ -37,6 +37,7 @@ from fsarbench.training.damaged import (
     record_damaged,
     split_of,
 )
+from fsarbench.training.finetune_recipe import precision_entry
 from fsarbench.training.loop import RunMismatchError, TrainResult
 
 __all__ = [
@@ -487,9 +488,12 @@ class FinetuneTrack:
         return True
 
     def data(self, cell: Cell) -> TrackData:
-        c = self.clip_data(cell.dataset, self.recipe(cell).options)
+        options = self.recipe(cell).options
+        c = self.clip_data(cell.dataset, options)
         info = {
             "split_md5": c.split_md5,
+            # the training's and the test features' (bf16 on one GPU, fp16 on another)
+            **precision_entry(training_precision(self.device, options.amp)),
             "skipped_videos": stable_hash(sorted(c.skipped)),
             # the files the number comes from (the frozen track's cache keys name them): a
             # replaced test or train video left the cell's record served as current
@@ -500,6 +504,7 @@ class FinetuneTrack:
         val = len(c.splits["val"].records)
         # the same as info where no test video is left out (model folders keep their names)
         unit = {"split_md5": c.split_md5, "skipped_videos": stable_hash(c.training_skips)}
+        unit.update(precision_entry(training_precision(self.device, options.amp)))
         return TrackData(
             cell.dataset, c.dataset.variant, info, test.classes, names, c.skipped, val, unit
         )
@@ -568,6 +573,7 @@ class FinetuneTrack:
                 "split_md5": c.split_md5,
                 "skipped_videos": c.training_skips,
                 "files": c.train_files,
+                **precision_entry(training_precision(self.device, recipe.options.amp)),
             },
         )
 
@@ -645,7 +651,7 @@ class FinetuneTrack:
         return feats
 
 
-def _training_precision(device: str, amp: bool) -> str:
+def training_precision(device: str, amp: bool) -> str:
     """The extraction precision matching the finetune training's (``select_precision``):
     "bf16" or "fp16" autocast on CUDA with ``amp``, "fp32" otherwise."""
     from fsarbench.distributed.precision import select_precision
@@ -662,11 +668,13 @@ def extract_finetune_test(
     cache_root: str | Path | None,
     device: str,
     progress: bool,
+    retry_failed: bool = True,
 ) -> tuple[SplitFeatures, dict[str, str]]:
     """Features of the test split of ``dataset`` (an opened dataset) under the backbone of
     finetune ``state``, with the finetune track's test clips (``options``: sampler,
     transform, sizes, normalisation), and the videos that could not be read: id -> cause,
-    as the extraction recorded it (a missing file, a decode error)."""
+    as the extraction recorded it (a missing file, a decode error); ``retry_failed``: as
+    :func:`~fsarbench.features.extract.extract_split`'s."""
     from fsarbench.data.transforms import PRESETS
     from fsarbench.experiments.features import split_features
     from fsarbench.features.cache import default_cache_root
@@ -688,7 +696,7 @@ def extract_finetune_test(
         norm=options.norm,
         flip=False,
         short=options.short,
-        precision=_training_precision(device, options.amp),
+        precision=training_precision(device, options.amp),
         tiny=options.tiny,
         batch_size=max(1, options.eval_chunk // 4),
         workers=options.workers,
@@ -696,7 +704,12 @@ def extract_finetune_test(
         progress=progress,
     )
     cache, _ = extract_split(
-        dataset.name, "test", config=config, cache_root=cache_root, dataset=dataset
+        dataset.name,
+        "test",
+        config=config,
+        cache_root=cache_root,
+        dataset=dataset,
+        retry_failed=retry_failed,
     )
     feats, _, bad = split_features(cache, dataset.variant)
     return feats, bad

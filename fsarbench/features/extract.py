@@ -617,12 +617,15 @@ def extract_split(
     config: SplitExtractConfig | None = None,
     cache_root: str | Path | None = None,
     dataset: Any = None,
+    retry_failed: bool = True,
 ) -> tuple[FeatureCache, ExtractStats | None]:
     """Extract (or reuse) the features of ``split`` of dataset ``dataset_name`` under
     ``<cache_root>/features/<dataset>/<split>/<key>/`` (``root``: videos; ``splits_dir``:
     split lists of published datasets); returns the cache and the run's
     stats (None when a complete cache already existed). ``dataset``: an opened dataset
-    object to use instead of ``get_dataset(dataset_name, ...)``."""
+    object to use instead of ``get_dataset(dataset_name, ...)``. ``retry_failed=False``
+    takes the videos an earlier extraction could not read as failed (processes reading a
+    cache one of them made must see the same videos)."""
     from fsarbench.data.datasets import get_dataset
 
     options = {"root": root} if splits_dir is None else {"root": root, "splits_dir": splits_dir}
@@ -651,6 +654,7 @@ def extract_split(
         progress=config.progress,
         normalise=clips.transform.pixel_norm(),
         precision=config.precision,
+        retry_failed=retry_failed,
     )
 
 

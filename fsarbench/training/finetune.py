@@ -174,6 +174,39 @@ def build_video_method(
     return model
 
 
+def default_finetune_fingerprint(
+    model: VideoMethod,
+    train_split: ClipSplit,
+    val_split: ClipSplit | None,
+    recipe: FinetuneRecipe,
+    seed: int,
+) -> dict[str, Any]:
+    """What makes a :func:`finetune` run when its caller names nothing: the model, its
+    hyper-parameters and code, the recipe, the seed, and the train and val videos (ids,
+    classes, sizes and modification times)."""
+    from fsarbench.evaluate import method_label
+    from fsarbench.features.extract import files_stamp
+    from fsarbench.io import stable_hash
+    from fsarbench.provenance import training_fingerprint
+
+    def stamp(split: ClipSplit | None) -> dict[str, str] | None:
+        if split is None:
+            return None
+        return {"files": files_stamp(split.records), "classes": stable_hash(split.classes.tolist())}
+
+    data = {"train": stamp(train_split), "val": stamp(val_split)}
+    return training_fingerprint(
+        method=method_label(model),
+        model=model,
+        hparams=model.hparams,
+        recipe=recipe.identity(),
+        seed=seed,
+        dataset=train_split.dataset,
+        track="finetune",
+        data=data,
+    )
+
+
 def finetune(
     model: VideoMethod,
     train_split: ClipSplit,
@@ -199,13 +232,16 @@ def finetune(
             folder must be shared by the ranks of a multi-node job for resuming).
         stop_after: stop (as if interrupted) after this many steps in total — for tests.
         fingerprint: what makes this run; resuming another run's folder raises
-            :class:`~fsarbench.training.loop.RunMismatchError`.
+            :class:`~fsarbench.training.loop.RunMismatchError`. ``None``:
+            :func:`default_finetune_fingerprint` (any run found in ``out_dir`` was resumed).
         step_timing: time each step's phases (``LoopConfig.step_timing``; ``None``: every
             step on the CPU, one in ten on CUDA, where timing synchronises); mean seconds
             per timed step in ``result.step_times``.
     """
     device = torch.device(device)
     _warn_if_chunking_saves_nothing(recipe.options)
+    if fingerprint is None and out_dir is not None:  # never resume another run's folder
+        fingerprint = default_finetune_fingerprint(model, train_split, val_split, recipe, seed)
     if model.uses_class_names:
         model.train_names = train_split.class_names
     source = ClipSource(train_split, recipe, seed, device)

@@ -261,7 +261,9 @@ def checkpoint_options(options: dict[str, Any], where: str) -> FinetuneOptions:
     return build_config(FinetuneOptions, {**_LEGACY_OPTIONS, **options}, where=where)
 
 
-def record_identity(recipe: dict[str, Any], split_md5: Any) -> tuple[dict[str, Any], dict]:
+def record_identity(
+    recipe: dict[str, Any], split_md5: Any, precision: str = "fp32"
+) -> tuple[dict[str, Any], dict]:
     """``(recipe, features)`` that name a finetune record of ``train`` or ``eval`` (the record
     id hashes them): the recipe as :meth:`FinetuneRecipe.identity` gives it (no
     :data:`SPEED_ONLY_OPTIONS`) and what its test features came from. One function for both
@@ -272,14 +274,25 @@ def record_identity(recipe: dict[str, Any], split_md5: Any) -> tuple[dict[str, A
         recipe: ``{"recipe": ..., "options": ...}`` (``FinetuneRecipe.to_dict()``, or a
             checkpoint's recipe with its options resolved).
         split_md5: the dataset's split-list md5s.
+        precision: the test features' extraction precision (``"fp32"``, ``"bf16"``,
+            ``"fp16"``: the training's, by device and ``amp``); named where it is not fp32,
+            so a GPU's record is never replaced by another precision's number, and the
+            CPU's records keep their ids.
     """
     options = {k: v for k, v in recipe["options"].items() if k not in SPEED_ONLY_OPTIONS}
     features = {
         "backbone": options["backbone"],
         "weights": options["weights"],
         "split_md5": split_md5,
+        **precision_entry(precision),
     }
     return {**recipe, "options": options}, features
+
+
+def precision_entry(precision: str) -> dict[str, str]:
+    """``{"precision": precision}`` where it is not fp32 (records and fingerprints made in
+    float32 keep the form they had before the precision was named)."""
+    return {} if precision == "fp32" else {"precision": precision}
 
 
 #: Under every finetune recipe file: the track builds no frame adapter (Recipe's default).

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from fsarbench.distributed.collectives import allreduce_sum, broadcast_buffers, broadcast_object
 from fsarbench.distributed.env import barrier, is_main, world_size
 from fsarbench.distributed.precision import Precision
-from fsarbench.guards import check_losses
+from fsarbench.guards import check_gradients, check_losses
 from fsarbench.io import atomic_write_bytes, stable_hash
 from fsarbench.methods import FewShotMethod, TrainingStage
 from fsarbench.progress import progress_bar
@@ -68,11 +68,14 @@ class TrainResult:
     seconds: float = 0.0
     checkpoint: Path | None = None
     step_times: dict[str, float] = field(default_factory=dict)  # mean s/step by phase
+    precision: str = "fp32"  # the training's autocast (Precision.name): its val numbers' too
 
     def summary(self) -> dict[str, Any]:
         """What a result record says of the training behind its model: steps per stage, the
         last stage's val-selected step and accuracy (``None``: no val episodes, so the last
-        step's weights) and its loss trend (:func:`loss_trend`; absent under 10 steps)."""
+        step's weights), the autocast precision its steps and val accuracies were computed
+        in where it is not fp32 (the test's head runs in float32), and its loss trend
+        (:func:`loss_trend`; absent under 10 steps)."""
         stages: dict[str, int] = {}
         for row in self.history:
             stages[row["stage"]] = stages.get(row["stage"], 0) + 1
@@ -82,6 +85,8 @@ class TrainResult:
             "selected_step": self.best_step,
             "val_accuracy": val,
         }
+        if self.precision != "fp32":  # val accuracies under autocast pick the step
+            out["precision"] = self.precision
         processes = sorted({int(row.get("processes", 1)) for row in self.history})
         if processes not in ([], [1]):  # data-parallel steps (a resume may mix counts)
             out["processes"] = processes
@@ -385,6 +390,7 @@ def run_training(
         history=list(ckpt["history"]) if ckpt else [],
         best_val=ckpt.get("best_val") if ckpt else None,
         best_step=ckpt.get("best_step") if ckpt else None,
+        precision=cfg.precision.name,
     )
     # the selected weights are checked before any weights are loaded: a run refused here is
     # trained again from scratch on this model object (tracks._retrain_on_mismatch), which
@@ -472,6 +478,10 @@ def _warn_if_other_processes(history: list[dict[str, Any]], out: Path | None) ->
         )
 
 
+#: The keys of a history row that are not loss terms (``processes``: the DDP world size).
+NOT_LOSS_TERMS = frozenset({"stage", "step", "val_accuracy", "processes"})
+
+
 def loss_trend(history: list[dict[str, Any]]) -> tuple[str, float, float, int] | None:
     """``(stage, first, last, window)``: the mean summed training loss over the first and
     the last ``window`` steps (a fifth) of the last stage in ``history``; ``None`` when that
@@ -480,7 +490,7 @@ def loss_trend(history: list[dict[str, Any]]) -> tuple[str, float, float, int] |
         return None
     stage = history[-1]["stage"]
     totals = [
-        sum(v for k, v in row.items() if k not in ("stage", "step", "val_accuracy"))
+        sum(v for k, v in row.items() if k not in NOT_LOSS_TERMS)
         for row in history
         if row["stage"] == stage
     ]
@@ -635,6 +645,8 @@ def _step(
         if cfg.recipe.grad_clip > 0:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, cfg.recipe.grad_clip)
+        if not scaler.is_enabled():  # an enabled scaler skips such a step itself
+            check_gradients(params, stage=stage.name, step=step)
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)

@@ -115,6 +115,9 @@ class Recipe:
         if self.lr <= 0:
             raise ConfigError(f"recipe.lr = {self.lr} must be positive")
         check_range(where, "momentum", self.momentum, 0.0, 1.0)
+        if self.momentum == 1.0:  # a velocity that never decays: SGD diverges
+            raise ConfigError("recipe.momentum = 1.0 must be below 1 (0.9 is usual)")
+        check_range(where, "weight_decay", self.weight_decay, 0.0, 1.0)  # 1e9 trained to 0
         for m in self.milestones:
             check_range(where, "milestones", m, 0.0, 1.0)
         for q in self.queries_by_shot:

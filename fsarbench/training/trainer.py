@@ -6,6 +6,7 @@ weights on the CPU. Checkpoints are selected on the val split only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -207,7 +208,7 @@ def train(
     """
     device = torch.device(device)
     if fingerprint is None:  # never resume another method's, recipe's or seed's run
-        fingerprint = default_fingerprint(method, train_data, recipe, seed)
+        fingerprint = default_fingerprint(method, train_data, recipe, seed, val_data)
     manifest = val_manifest_for(val_data, recipe, seed)
     validate = None
     if manifest is not None:
@@ -244,10 +245,16 @@ def train(
 
 
 def default_fingerprint(
-    method: FewShotMethod, train_data: SplitFeatures, recipe: Recipe, seed: int
+    method: FewShotMethod,
+    train_data: SplitFeatures,
+    recipe: Recipe,
+    seed: int,
+    val_data: SplitFeatures | None = None,
 ) -> dict[str, Any]:
     """What makes a run of :func:`train` when its caller names nothing: the method, its
-    hyper-parameters and code, the recipe, the seed and the training features' shape."""
+    hyper-parameters and code, the recipe, the seed, and the train and val features (their
+    shape and :func:`features_digest`: another dataset's run of the same shape was resumed,
+    keeping a step chosen on the other val split)."""
     from fsarbench.evaluate import method_label
     from fsarbench.provenance import training_fingerprint
 
@@ -262,8 +269,22 @@ def default_fingerprint(
         data={
             "train_videos": len(train_data.classes),
             "feature_shape": list(train_data.store.feature_shape),
+            "train_digest": features_digest(train_data),
+            "val_digest": features_digest(val_data) if val_data is not None else None,
         },
     )
+
+
+def features_digest(data: SplitFeatures, rows: int = 32) -> str:
+    """A digest of ``data``'s classes and the features of up to ``rows`` evenly spaced
+    videos (``[rows, T, D]`` read, not the whole store): what tells one split from another
+    of the same shape without reading gigabytes."""
+    n = len(data.classes)
+    picked = np.unique(np.linspace(0, n - 1, num=min(rows, n)).round().astype(np.int64))
+    digest = hashlib.sha256(np.ascontiguousarray(data.classes, dtype=np.int64).tobytes())
+    if n:
+        digest.update(data.store.get(picked).float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def val_way_shot(recipe: Recipe, num_classes: int) -> tuple[int, int]:
