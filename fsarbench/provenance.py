@@ -318,6 +318,17 @@ CARRIED_DIGESTS = {
     "4848275e22179bfb": "2815c7d05867b240",
     "b34857f98400f32f": "f18a4d781fc32163",
     "9cf624d300ba7cc6": "45d399cf0f55f5c7",
+    # session 38: checks and records only: a NaN gradient under a finite loss stops training
+    # before the step (it went into the weights); the loss trend leaves out the DDP process
+    # count; train() and finetune() without a fingerprint name their data; --recipe refuses
+    # octal, hex and binary YAML integers, momentum 1 and weight decay above 1; a finetune
+    # record and training name a precision other than fp32 (the CPU's keep their form); the
+    # ranks read rank 0's test cache without retrying its failures; the process group waits
+    # up to 12 hours; a sharded eval resumed under another batch size keeps its own rows;
+    # pipeline: the probe cache is saved every 30 s and on interrupts; extract_split can
+    # take an earlier extraction's failures as they are
+    "d9321e49a52b42ac": "2815c7d05867b240",
+    "fda5bc8c1bb56b6d": "45d399cf0f55f5c7",
 }
 
 
