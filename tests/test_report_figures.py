@@ -425,3 +425,43 @@ def test_mask_ratio_of_is_the_share_sgtm_masks_at_the_records_frames(tmp_path) -
     assert six["sgtm-otam[mask_ratio=0.25]"] == six["sgtm-otam[mask_ratio=0.375]"] == 2 / 6
     five = {e.system: mask_ratio_of(e) for e in load_entries(tmp_path / "five")}
     assert five["sgtm-otam"] == 2 / 5
+
+
+def test_a_forest_plot_keeps_a_pairs_paired_settings_and_names_the_unpaired(
+    tmp_path, monkeypatch
+) -> None:
+    """One setting of a pair over other test episodes dropped the whole pair from the forest
+    plot (its paired settings too), with an INFO log line alone saying so."""
+    import numpy as np
+    from report_fixtures import save_simulated_record
+
+    from fsarbench.episodes import make_manifest
+    from fsarbench.report.figure_set import _forest_figures
+
+    labels = np.repeat(np.arange(24), 10)
+
+    def record(method: str, shot: int, acc: float, dataset: str = "kinetics") -> None:
+        m = make_manifest(labels, way=5, shot=shot, episodes=200, dataset=dataset, split="test")
+        rng = np.random.default_rng(len(method) + shot)
+        save_simulated_record(tmp_path, m, method, acc, rng, dataset="kinetics", train_shot=shot)
+
+    record("otam", 1, 0.7, dataset="")  # another manifest: unpaired at 1-shot
+    for method, acc in (("sgtm-otam", 0.8), ("otam", 0.7)):
+        record(method, 5, acc)
+    record("sgtm-otam", 1, 0.8)
+    drawn, noted = [], []
+
+    def plot(comps):
+        drawn.extend(comps)
+        return "figure"
+
+    monkeypatch.setattr(figures, "plot_forest", plot)
+    monkeypatch.setattr(
+        figures, "note_not_drawn", lambda fig, left, unpaired: noted.extend(unpaired)
+    )
+    monkeypatch.setattr(figures, "save_figure", lambda *args: [])
+    pairs = [("sgtm-otam", "otam")]
+    _forest_figures(tmp_path, load_entries(tmp_path), tmp_path, pairs, 0.05, "ttest", 50, [])
+    assert [(c.setting.shot, c.b.system) for c in drawn] == [(5, "otam")]
+    setting = "kinetics 5-way 1-shot (200 episodes)"
+    assert noted == [f"sgtm-otam vs otam in {setting}: records over other test episodes"]

@@ -97,7 +97,7 @@ def _check_paired(a: Entry, b: Entry) -> None:
     if differences:
         raise UnpairedError(
             f"cannot compare {a.system} and {b.system} in {a.setting.label}: their records were "
-            f"evaluated on different episodes ({differences}), so a paired test does not apply. "
+            f"evaluated on different episodes ({differences}), so {UNPAIRED_WORDS}. "
             "Re-evaluate both on the same manifest (same test list, readable videos, way, "
             "shot, queries, episodes and seed; 'python -m fsarbench data check' lists "
             "unreadable videos)."
@@ -277,6 +277,10 @@ def _note_one_sided(
             else:
                 why = f"only {name} has records there"
             notes.append(f"{s.label}: {why}, so it is not compared")
+
+
+#: What an unpaired setting's error and note say (figures find those notes by it).
+UNPAIRED_WORDS = "a paired test does not apply"
 
 
 def _comparable(

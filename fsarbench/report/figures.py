@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -63,15 +65,20 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     return paths
 
 
-def note_not_drawn(fig, missing: list[Entry]) -> None:
+def note_not_drawn(fig, missing: list[Entry], unpaired: Sequence[str] = ()) -> None:
     """A line under ``fig`` naming the ``missing`` entries (left out of the reports, each
-    with its reason in their left-out notes), so that a point or bar absent from it is not
-    read as never run."""
-    if not missing:
-        return
-    names = sorted({f"{e.system} in {e.setting.label}" for e in missing})
-    text = "Not drawn (left out; the left-out notes say why): " + "; ".join(names)
-    fig.text(0.0, -0.01, textwrap.fill(text, 110), fontsize=7, va="top", ha="left")
+    with its reason in their left-out notes) and the ``unpaired`` comparisons (a setting
+    whose two records are over other test episodes), so that a point or bar absent from it
+    is not read as never run."""
+    lines = []
+    if missing:
+        names = sorted({f"{e.system} in {e.setting.label}" for e in missing})
+        lines.append("Not drawn (left out; the left-out notes say why): " + "; ".join(names))
+    if unpaired:
+        lines.append("Not compared: " + "; ".join(unpaired))
+    if lines:
+        text = "\n".join(textwrap.fill(line, 110) for line in lines)
+        fig.text(0.0, -0.01, text, fontsize=7, va="top", ha="left")
 
 
 def _legend_outside(ax, fontsize: int = 8) -> None:
@@ -85,7 +92,8 @@ def _ci_label(label: str, ax, cis) -> str:
     cis = [c for c in cis if c == c]
     low, high = ax.get_ylim()
     if cis and max(cis) < 0.01 * (high - low):
-        return f"{label}\n(95% CIs ≤ ±{max(cis):.2f} pp: too narrow to see here)"
+        bound = math.ceil(max(cis) * 100) / 100  # rounded up: a bound, never below the widest
+        return f"{label}\n(95% CIs ≤ ±{bound:.2f} pp: too narrow to see here)"
     return label
 
 

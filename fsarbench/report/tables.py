@@ -19,7 +19,13 @@ from pathlib import Path
 
 from fsarbench.data.protocols import DEFAULT_PROTOCOL
 from fsarbench.provenance import not_installed_advice
-from fsarbench.report.episode_protocol import cell_marker, mixes_protocols, reference_protocol
+from fsarbench.report.episode_protocol import (
+    EpisodeProtocol,
+    cell_marker,
+    mixes_protocols,
+    protocol_of,
+    reference_protocol,
+)
 from fsarbench.report.published import (
     Column,
     Row,
@@ -95,7 +101,16 @@ def _run_row(labels: list[str], entries: list[Entry | None], ours: bool) -> Tabl
         for e in entries
     ]
     generated = sorted({e.setting.dataset for e in entries if e is not None and e.synthetic})
-    return TableRow(labels, f"run ({', '.join(generated)})" if generated else "run", cells, ours)
+    if not generated:
+        return TableRow(labels, "run", cells, ours)
+    if all(e is None or e.synthetic for e in entries):
+        return TableRow(labels, f"run ({', '.join(generated)})", cells, ours)
+    # real and stand-in cells in one row: the row's label named it all synthetic, and a
+    # synthetic number sat unmarked under a real dataset's header beside real ones
+    for cell in cells:
+        if cell.entry is not None and cell.entry.synthetic:
+            cell.text += f" [{cell.entry.setting.dataset}]"
+    return TableRow(labels, f"run ({', '.join(generated)} where marked)", cells, ours)
 
 
 def _norm(text: str) -> str:
@@ -225,15 +240,22 @@ def _place_entries(
     return placed
 
 
-def _mark_best(rows: list[TableRow], source_prefix: str, track: str | None = None) -> None:
+def _mark_best(
+    rows: list[TableRow],
+    source_prefix: str,
+    track: str | None = None,
+    reference: EpisodeProtocol | None = None,
+) -> None:
     """Mark best and second (distinct printed values) per column among rows of one source.
-    Run cells compete only on the same test episodes (:func:`_comparable`); a column with
-    one such cell has nothing to be best against and is not marked."""
+    Run cells compete only on the same test episodes (:func:`_comparable`, preferring the
+    table's ``reference`` protocol); a column with one such cell has nothing to be best
+    against and is not marked."""
     chosen = [r for r in rows if r.source.startswith(source_prefix)]
     if not chosen:
         return
     for j in range(len(chosen[0].cells)):
-        cells = _comparable([r.cells[j] for r in chosen if r.cells[j].value is not None], track)
+        shown = [r.cells[j] for r in chosen if r.cells[j].value is not None]
+        cells = _comparable(shown, track, reference)
         if len(cells) < 2:
             continue
         values = sorted({c.value for c in cells}, reverse=True)
@@ -244,12 +266,17 @@ def _mark_best(rows: list[TableRow], source_prefix: str, track: str | None = Non
                 c.mark = "second"
 
 
-def _comparable(cells: list[Cell], track: str | None = None) -> list[Cell]:
+def _comparable(
+    cells: list[Cell], track: str | None = None, reference: EpisodeProtocol | None = None
+) -> list[Cell]:
     """The cells of a column that can be ranked together: published cells as they are; run
     cells of the table's own ``track`` when the column has any, of the seed paper's frame
     protocol when it has any, on real data when it has any (a synthetic stand-in is not
     ranked against them), and of those the ones on the track, protocol and test episodes
-    most of them share (on a tie, those with the fewest videos left out)."""
+    most of them share: those on the table's ``reference`` episode protocol first (the one
+    the other cells' markers are relative to: a column's majority on another protocol was
+    bold under an "[N episodes]" marker while the reference cells went unranked), then the
+    most cells, then the fewest videos left out."""
     runs = [c for c in cells if c.entry is not None]
     if not runs:
         return cells
@@ -257,9 +284,13 @@ def _comparable(cells: list[Cell], track: str | None = None) -> list[Cell]:
     runs = [c for c in runs if c.entry.setting.protocol == TABLE_PROTOCOL] or runs
     real = [c for c in runs if not c.entry.synthetic] or runs
     counts = Counter(_pool(c.entry) for c in real)
+    protocols = {_pool(c.entry): protocol_of(c.entry.records[0]) for c in real}
     # ties: the pool with the fewest test videos left out (a run that lost one does not set
     # the reference for one that did not), then the first in row order
-    common = max(counts, key=lambda k: (counts[k], -len(k[2].left_out)))
+    common = max(
+        counts,
+        key=lambda k: (protocols[k] == reference, counts[k], -len(k[2].left_out)),
+    )
     return [c for c in real if _pool(c.entry) == common]
 
 
@@ -312,13 +343,14 @@ def build_table(
     for key, slots in sorted(placed.items()):
         labels = [key[1:]] + ["-"] * (len(spec.label_columns) - 1)  # as the paper's Ours rows
         rows.append(_run_row(labels, slots, False))
+    shown = [rec for r in rows for c in r.cells if c.entry is not None for rec in c.entry.records]
+    reference = reference_protocol(shown) if mixes_protocols(shown) else None
     _mark_best(rows, "published")
-    _mark_best(rows, "run", spec.track)
+    _mark_best(rows, "run", spec.track, reference)
     notes = _notes(rows) + _stale_notes(rows) + _track_notes(spec, entries, source)
     notes += [f"not shown: {what}." for what in passed_over]
-    shown = [rec for r in rows for c in r.cells if c.entry is not None for rec in c.entry.records]
     _mark_other_episodes(rows, shown)
-    notes += _mark_other_test_videos(rows, spec.track)
+    notes += _mark_other_test_videos(rows, spec.track, reference)
     _mark_other_tracks(rows, spec.track)
     notes += test_pool_notes(shown) + seed_notes(shown)
     intervals = interval_note([c.entry for r in rows for c in r.cells if c.entry is not None])
@@ -415,43 +447,66 @@ def _mark_other_episodes(rows: list[TableRow], shown: list) -> None:
 
 #: Appended to a run cell whose test videos are not those of the cells it is ranked with.
 OTHER_VIDEOS_MARK = " [other test videos]"
+#: Appended to a run cell on the same videos and protocol but other episodes drawn from them
+#: (another manifest: drawn for another dataset name, or by other code).
+OTHER_DRAW_MARK = " [other episodes drawn]"
 
 
-def _mark_other_test_videos(rows: list[TableRow], track: str | None) -> list[str]:
+def _mark_other_test_videos(
+    rows: list[TableRow], track: str | None, reference: EpisodeProtocol | None = None
+) -> list[str]:
     """Append :data:`OTHER_VIDEOS_MARK` to each run cell evaluated over other test videos
     (another test list, or other videos left out) than the cells its column ranks
-    (:func:`_comparable`), which left it out of bold and ``*`` without a word (a better
+    (:func:`_comparable`), and :data:`OTHER_DRAW_MARK` to one on other episodes of the same
+    videos and protocol: either left it out of bold and ``*`` without a word (a better
     baseline on a pool that lost one video sat unmarked beside a bold, starred 'ours');
-    return the note that says what the mark means and names each such cell's difference."""
-    notes = []
+    return the notes that say what the marks mean and name each such cell's difference.
+    Cells on another episode protocol carry that protocol's marker instead."""
+    marked: dict[str, list[str]] = {OTHER_VIDEOS_MARK: [], OTHER_DRAW_MARK: []}
     for j in range(len(rows[0].cells) if rows else 0):
         cells = [r.cells[j] for r in rows if r.cells[j].entry is not None]
-        ranked = _comparable(cells, track)
+        ranked = _comparable(cells, track, reference)
         if len(ranked) < 1 or len(ranked) == len(cells):
             continue
         first = ranked[0].entry
         common = first.episodes_key
         for c in cells:
             key = c.entry.episodes_key
+            said_apart = (
+                c.entry.setting.track,
+                c.entry.setting.protocol,
+                c.entry.synthetic,
+                protocol_of(c.entry.records[0]),
+            ) != (
+                first.setting.track,
+                first.setting.protocol,
+                first.synthetic,
+                protocol_of(first.records[0]),
+            )
+            if key == common or said_apart:  # other tracks, stand-ins, protocols: marked
+                continue
             same_videos = (key.test_list_md5, key.left_out) == (
                 common.test_list_md5,
                 common.left_out,
             )
-            unranked_anyway = (
-                c.entry.setting.track,
-                c.entry.setting.protocol,
-                c.entry.synthetic,
-            ) != (first.setting.track, first.setting.protocol, first.synthetic)
-            if same_videos or unranked_anyway:  # other tracks and stand-ins are said apart
-                continue
-            c.text += OTHER_VIDEOS_MARK
-            notes.append(f"{c.entry.system} ({c.entry.setting.label}): {key.differences(common)}")
-    if not notes:
-        return []
+            mark = OTHER_DRAW_MARK if same_videos else OTHER_VIDEOS_MARK
+            c.text += mark
+            marked[mark].append(
+                f"{c.entry.system} ({c.entry.setting.label}): {key.differences(common)}"
+            )
+    meaning = {
+        OTHER_VIDEOS_MARK: "evaluated over other test videos than the run cells its column "
+        "ranks (another test list, or other videos left out)",
+        OTHER_DRAW_MARK: "evaluated on other episodes drawn from the same test videos, with "
+        "the same episode count and seed, than the run cells its column ranks (a manifest "
+        "drawn under another dataset name, or by other code)",
+    }
     return [
-        f"{OTHER_VIDEOS_MARK.strip()}: evaluated over other test videos than the run cells its "
-        "column ranks (another test list, or other videos left out), so not ranked against "
-        "them (bold, *): " + "; ".join(notes) + "."
+        f"{mark.strip()}: {meaning[mark]}, so not ranked against them (bold, *): "
+        + "; ".join(found)
+        + "."
+        for mark, found in marked.items()
+        if found
     ]
 
 
