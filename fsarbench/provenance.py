@@ -21,8 +21,10 @@ import functools
 import hashlib
 import importlib.util
 import inspect
+import logging
 import re
 import sys
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from typing import Any
 from torch import nn
 
 from fsarbench.io import stable_hash
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "HARNESS_NUMERIC",
@@ -325,9 +329,11 @@ CARRIED_DIGESTS = {
     # record and training name a precision other than fp32 (the CPU's keep their form); the
     # ranks read rank 0's test cache without retrying its failures; the process group waits
     # up to 12 hours; a sharded eval resumed under another batch size keeps its own rows;
-    # pipeline: the probe cache is saved every 30 s and on interrupts; extract_split can
-    # take an earlier extraction's failures as they are
-    "d9321e49a52b42ac": "2815c7d05867b240",
+    # user code cannot register a built-in class under its name with other presets, and a
+    # hyper-parameter that is not JSON is refused at registration; pipeline: the probe cache
+    # is saved every 30 s and on interrupts; extract_split can take an earlier extraction's
+    # failures as they are
+    "9cf3c059e5c9093c": "2815c7d05867b240",
     "fda5bc8c1bb56b6d": "45d399cf0f55f5c7",
 }
 
@@ -451,6 +457,7 @@ def freeze_code_digests() -> None:
 
     harness_digest()
     pipeline_digest()
+    _FROZEN_MAIN[:] = [_main_source_digest()]
     tops = {method_info(name).cls.__module__.split(".")[0] for name in list_methods()}
     for package in _with_local_imports(tops):
         package_digest(package)
@@ -594,12 +601,49 @@ def code_parts(model: nn.Module) -> dict[str, Any]:
         "harness": harness_digest(),
         "packages": {p: package_digest(p) for p in method_packages(model)},
     }
+    if any(base.__module__ == "__main__" for m in model.modules() for base in type(m).__mro__):
+        parts["main"] = main_digest()  # a script's or notebook's method: no package names it
     installed = installed_helpers(model)
     if installed:  # absent otherwise: the code parts of earlier records stay as they were
         parts["installed"] = installed
     if any(type(m).__module__.startswith(_PIPELINE_PREFIXES) for m in model.modules()):
         parts["pipeline"] = pipeline_digest()
     return parts
+
+
+def main_digest() -> str:
+    """Digest of the source of every function and class defined in ``__main__`` (a script
+    or notebook that defines a method and calls fsarbench): such a method's records and
+    models named no code of it, so after an edit a re-run reused the old numbers. Taken at
+    each command's start (:func:`freeze_code_digests`: a notebook cell edited between two
+    commands is new code), else when asked. Where the source cannot be read (``python -c``,
+    ``exec``), a token of this process alone: its records are made again by every run."""
+    return _FROZEN_MAIN[0] if _FROZEN_MAIN else _main_source_digest()
+
+
+_FROZEN_MAIN: list[str] = []  # main_digest at the running command's start
+_PROCESS_TOKEN = uuid.uuid4().hex[:8]
+
+
+def _main_source_digest() -> str:
+    main = sys.modules.get("__main__")
+    sources = []
+    for name, value in sorted(vars(main).items() if main is not None else ()):
+        if not (inspect.isfunction(value) or inspect.isclass(value)):
+            continue
+        if getattr(value, "__module__", None) != "__main__":
+            continue
+        try:
+            sources.append(f"{name}\0{inspect.getsource(value)}")
+        except (OSError, TypeError):
+            log.warning(
+                "the source of %s in __main__ cannot be read: the records and models of "
+                "methods defined there are made again by every run (define them in a "
+                "module or a script file to have them reused)",
+                name,
+            )
+            return f"unreadable-{_PROCESS_TOKEN}"
+    return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
 
 
 _PIPELINE_PREFIXES = tuple(f"fsarbench.{m}" for m in PIPELINE_MODULES) + (

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from fsarbench.config import build_config, nearest
+from fsarbench.io import stable_hash
 from fsarbench.methods import FewShotMethod
 
 __all__ = [
@@ -103,10 +104,12 @@ def register_method(
     """
 
     def decorate(cls: type[FewShotMethod]) -> type[FewShotMethod]:
-        if not is_builtin(cls):
-            # the built-ins first: a user's 'protonet' (or 'ProtoNet') registered before any
-            # registry call was let through, then pushed the built-ins out of the process
-            _load_entry_points()
+        # the built-ins first: a user's 'protonet' (or 'ProtoNet') registered before any
+        # registry call was let through, then pushed the built-ins out of the process; and
+        # the built-in class itself under its own name with other presets took the name
+        # (its numbers filed and ranked as the reference method's). A built-in module that
+        # registers while the entry points load finds them loading (a no-op).
+        _load_entry_points()
         _add(name, cls, presets, description, source="code", variant_of=variant_of)
         return cls
 
@@ -180,6 +183,22 @@ def _check_name(name: str) -> None:
         )
 
 
+def _check_json_values(name: str, config: Any) -> None:
+    """Refuse hyper-parameters (``config``'s fields) that are not JSON values: records hash
+    and store them, and a function or enum default passed registration and every check, then
+    stopped ``run`` after its feature extraction with a raw traceback."""
+    for key, value in dataclasses.asdict(config).items():  # as FewShotMethod.hparams
+        try:
+            stable_hash(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"method {name!r}: hyper-parameter {key}={value!r} is not a JSON value "
+                "(numbers, strings, booleans, None, lists and dicts of them): records store and "
+                "hash every hyper-parameter. Store a name (e.g. 'tanh') and look it up in the "
+                "method"
+            ) from None
+
+
 def _add(
     name: str, cls: Any, presets: dict, description: str, source: str, variant_of: str | None = None
 ) -> None:
@@ -187,7 +206,7 @@ def _add(
         raise TypeError(f"method {name!r} must be a FewShotMethod subclass, got {cls!r}")
     _check_name(name)
     check_signatures(name, cls)
-    build_config(cls.Config, presets, where=f"presets of {name!r}")  # fail early on typos
+    _check_json_values(name, build_config(cls.Config, presets, where=f"presets of {name!r}"))
     for dataset, values in cls.dataset_presets.items():
         build_config(cls.Config, dict(values), where=f"{cls.__name__}.dataset_presets[{dataset!r}]")
     build_config(cls.Config, dict(cls.legacy_hparams), where=f"{cls.__name__}.legacy_hparams")

@@ -180,6 +180,29 @@ def test_user_code_cannot_take_a_builtin_name_before_the_registry_loaded(monkeyp
     assert registry.method_info(name.lower()).cls is not OtherPlugin
 
 
+def test_user_code_cannot_register_a_builtin_class_under_its_name_with_other_presets(
+    monkeypatch,
+):
+    """``register_method("protonet", metric="sqeuclidean")(ProtoNet)`` before any registry
+    call took the name: the built-in entry point was then skipped (the same class), and the
+    script's numbers were filed and ranked as the reference protonet's."""
+    import sys
+
+    from fsarbench import registry
+    from fsarbench_baselines.protonet import ProtoNet
+
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_ENTRY_POINT_ERRORS", {})
+    monkeypatch.setattr(registry, "_REFUSED_NAMES", set())
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.delitem(sys.modules, "fsarbench_sgtm.variants")  # imported afresh: registers
+    with pytest.raises(ValueError, match="built-in method; rename yours"):
+        registry.register_method("protonet", metric="sqeuclidean")(ProtoNet)
+    assert registry.method_info("protonet").presets == {}
+    registry.register_method("my-protonet", metric="sqeuclidean")(ProtoNet)  # its own name
+    assert registry.method_info("my-protonet").presets == {"metric": "sqeuclidean"}
+
+
 def _pool_manifest(tmp_path, n=30):
     classes = np.repeat(np.arange(6), n // 6)
     ids = [f"dsA/vid{i}" for i in range(n)]
@@ -772,3 +795,125 @@ def test_check_method_sizes_without_a_feature_dim_are_a_usage_error(capsys):
 
     assert main(["check-method", "otam", "--seq-len", "3"]) == 2
     assert "--seq-len and --dataset need --feature-dim" in capsys.readouterr().err
+
+
+def test_a_hyper_parameter_that_is_not_json_is_refused_at_registration(monkeypatch):
+    """A function default passed registration and check-method, then stopped run after its
+    feature extraction with a raw traceback from the record's hash."""
+    import dataclasses
+
+    from fsarbench import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    class Activated(OtherPlugin):
+        @dataclasses.dataclass
+        class Config:
+            act: object = torch.tanh
+
+    with pytest.raises(TypeError, match=r"hyper-parameter act=<built-in method tanh.* not a JSON"):
+        registry.register_method("activated")(Activated)
+    assert "activated" not in registry._REGISTRY
+
+
+SCRIPT_METHOD = """
+import fsarbench as fb
+from fsarbench.provenance import code_parts, freeze_code_digests
+from fsarbench_baselines.protonet import ProtoNet
+
+
+def score(x):
+    return x * {scale}
+
+
+@fb.register_method("script-head")
+class ScriptHead(ProtoNet):
+    pass
+
+
+freeze_code_digests()
+print(code_parts(fb.create_method("script-head", feature_dim=8, seq_len=4))["main"])
+"""
+
+
+def test_a_method_defined_in_a_script_names_its_code(tmp_path):
+    """A method defined in a script (or notebook) had no code digest (``__main__`` was left
+    out): after an edit, a re-run into the same folder reused its records and models."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "mine.py"
+
+    def digest(scale: int) -> str:
+        script.write_text(SCRIPT_METHOD.format(scale=scale))
+        done = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip().splitlines()[-1]
+
+    first = digest(2)
+    assert len(first) == 16 and digest(2) == first
+    assert digest(3) != first  # a helper function of the script changed
+
+
+class PositionAtOneQuery(FewShotMethod):
+    """Cosine to prototypes, plus a term by query position when there are ``way`` queries
+    (the evaluator's 1 query per class, in class order): 87.96 and first on the board."""
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        ones = torch.nn.functional.one_hot(support_labels, way).to(query.dtype)
+        protos = ones.transpose(1, 2) @ support / ones.sum(1)[..., None]
+        logits = torch.nn.functional.normalize(query, dim=-1) @ torch.nn.functional.normalize(
+            protos, dim=-1
+        ).transpose(1, 2)
+        if query.shape[1] == way:
+            logits = logits + 1.5 * torch.eye(way, dtype=logits.dtype)
+        return MethodOutput(logits)
+
+
+class TopTwoPairs(FewShotMethod):
+    """The mean of each class's two best pair scores, claimed pairwise at every shot: it is
+    the class mean of the pair scores only up to 2 shots (65.06 through a 5-shot pair table
+    against 72.26 from its match)."""
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def pair_logits(self, query, support):
+        return -torch.cdist(query, support)
+
+    def match(self, support, support_labels, query, way, **_):
+        scores = self.pair_logits(query, support)  # [B, Nq, Ns]
+        per_class = torch.stack(
+            [scores.masked_fill(support_labels[:, None] != c, -1e9) for c in range(way)], -1
+        )  # [B, Nq, Ns, way]
+        best = min(2, support.shape[1] // way)  # the shot, up to 2
+        return MethodOutput(per_class.topk(best, dim=2).values.mean(2))
+
+    def pairwise(self, shot: int) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("cls", "check", "message"),
+    [
+        (PositionAtOneQuery, "query_order_equivariance", r"\(1 per class\)"),
+        (TopTwoPairs, "pairwise_logits", r"3-shot logits != class means of pair_logits"),
+    ],
+)
+def test_claims_and_equivariance_are_checked_at_the_evaluators_settings(
+    monkeypatch, cls, check, message
+):
+    """The checks ran at 2 queries per class and at 1-2 shots only: a head reading query
+    positions at 1 query per class, or pairwise at small shots alone, passed every check."""
+    from fsarbench import registry
+    from fsarbench.testing.contract import CONTRACT_CHECKS
+
+    registry.list_methods()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_method("claim-head")(cls)
+    with pytest.raises(AssertionError, match=message):
+        CONTRACT_CHECKS[check]("claim-head")
