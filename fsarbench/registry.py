@@ -436,15 +436,15 @@ def _check_instance(method: FewShotMethod) -> None:
     try:
         copy.deepcopy(method)
     except Exception as err:  # noqa: BLE001 - whatever a custom __deepcopy__ raises
-        log.warning(
-            "%s cannot be copied (%s: %s), so the contract checks did not run on it; build it "
-            "with fsarbench.create_method to have them run",
-            name,
-            type(err).__name__,
-            err,
-        )
-    else:
-        _check_plugin(name, None, PluginSetting(method.feature_dim, method.seq_len), method)
+        # the checks of this (trained) instance run on copies: skipped with a warning, noise
+        # behind a weight trained away from 0 printed a number a copyable twin was refused for
+        raise PluginContractError(
+            f"{name} cannot be copied ({type(err).__name__}: {err}), and the contract checks "
+            "every evaluation relies on run on copies of the model being evaluated: keep "
+            "locks, open files and clients out of the module's attributes (create them where "
+            "they are used), or give the class a __deepcopy__"
+        ) from None
+    _check_plugin(name, None, PluginSetting(method.feature_dim, method.seq_len), method)
     mark_checked(method)
 
 
@@ -573,8 +573,17 @@ def _check_plugin(
         source = "built directly" if name.endswith(_UNREGISTERED) else method_info(name).source
         raise PluginContractError(
             f"plugin method {name!r} ({source}){at} fails "
-            f"{len(failed)} contract check(s) every evaluation relies on: "
+            f"{len(failed)} contract check(s) every evaluation relies on"
+            + (" with the weights it holds now (trained)" if instance is not None else "")
+            + ": "
             + "; ".join(failed)
+            + (
+                ". check-method builds the method afresh, where they may pass: look for "
+                "behaviour a learned weight switches on (noise or dropout in eval mode, a "
+                "term by query position)"
+                if instance is not None
+                else ""
+            )
             + (
                 f". Run 'python -m fsarbench check-method {name}"
                 + (f" --hparams '{json.dumps(hparams, default=str)}'" if hparams else "")

@@ -741,6 +741,23 @@ def test_a_trained_instance_is_checked_again_before_it_is_evaluated():
         fb.evaluate(head, feats, manifest, progress=False)
 
 
+def test_a_trained_instance_fails_naming_its_weights_and_one_that_cannot_be_copied_is_refused():
+    """A trained instance's failure said to run check-method, which builds the method afresh
+    and passed; an instance holding a lock skipped its checks with a log line (noise behind
+    a trained weight printed 69.40 where a copyable twin was refused)."""
+    import threading
+
+    feats, manifest = _episodes(1)
+    head = _NoisyOnceTrained(feature_dim=8, seq_len=4)
+    with torch.no_grad():
+        head.noise.add_(0.5)
+    with pytest.raises(PluginContractError, match=r"with the weights it holds now \(trained\)"):
+        fb.evaluate(head, feats, manifest, progress=False)
+    head.lock = threading.Lock()
+    with pytest.raises(PluginContractError, match=r"cannot be copied \(TypeError.*__deepcopy__"):
+        fb.evaluate(head, feats, manifest, progress=False)
+
+
 def test_a_plugin_behind_the_recipes_adapter_is_checked_again_once_trained():
     """``run`` wraps heads in the built-in AdaptedMethod (the default recipe's linear_ln
     adapter): the wrapper was skipped as built in, so the trained plugin inside it was never
