@@ -176,6 +176,13 @@ def test_latex_escapes_ablation_symbols() -> None:
     assert r"$\lambda$" in render(build_table(load_table(5), [], source="published"), "latex")
 
 
+def test_latex_escapes_what_its_default_encoding_misprints() -> None:
+    """A note's '[<name> protocol]' printed as '[¡name¿ protocol]' under OT1."""
+    from fsarbench.report.render import latex_escape
+
+    assert latex_escape("[<x> | y]") == r"[\textless{}x\textgreater{} \textbar{} y]"
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")

@@ -61,6 +61,9 @@ _LATEX_ESCAPES = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\^{}",
+    "<": r"\textless{}",  # OT1, LaTeX's default encoding, prints < and > as ¡ and ¿
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
     "±": r"$\pm$",
     "✓": r"\checkmark",
     "²": r"\textsuperscript{2}",
