@@ -51,3 +51,61 @@ def test_registered_grid_leaves_out_what_it_excludes() -> None:
     bad = "grids:\n  g:\n    datasets: available\n    methods: registered\n    exclude: [otma]\n"
     with pytest.raises(ConfigError, match="otam"):
         load_grid_file(bad, "bad.yaml")
+
+
+def test_list_and_dict_hyper_parameters_make_hashable_cells_of_their_declared_types(
+    tmp_path, monkeypatch
+) -> None:
+    """A grid entry with ``widths: [32, 32]`` (a ``list[int]`` field) or a dict-valued one
+    crashed ``run`` in ``unique_cells``: unhashable type 'list'. The cell is hashable now and
+    the method still gets a list, a dict (and TRX its tuple), under the names written."""
+    import pickle
+    from dataclasses import dataclass, field
+
+    import torch
+
+    from fsarbench import registry
+    from fsarbench.experiments import grids
+    from fsarbench.experiments.grids import add_grid_file
+    from fsarbench.experiments.runner import unique_cells
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(grids, "_USER_GRIDS", {})
+
+    @fb.register_method("test-grid-containers")
+    class Containers(fb.FewShotMethod):
+        """A method with list- and dict-valued hyper-parameters."""
+
+        @dataclass
+        class Config:
+            widths: list[int] = field(default_factory=lambda: [64])
+            extra: dict[str, list[int]] = field(default_factory=dict)
+
+        def match(self, support, support_labels, query, way, **_):
+            return fb.MethodOutput(torch.zeros(query.shape[0], query.shape[1], way))
+
+    path = tmp_path / "grids.yaml"
+    path.write_text(
+        "grids:\n  mine:\n    datasets: [synth]\n    shots: [1]\n    methods:\n"
+        "      - {method: test-grid-containers, hparams: {widths: [32, 32]}, label: W}\n"
+        "      - {method: test-grid-containers, hparams: {extra: {b: [2], a: [1]}}, label: D}\n"
+        "      - {method: test-grid-containers, hparams: {widths: [64]}, label: default}\n"
+        "      - {method: trx, hparams: {cardinalities: [2]}, label: T}\n"
+    )
+    add_grid_file(path)
+    cells = grids.expand_grid("mine", [])
+    assert unique_cells(cells + cells) == cells
+    assert [c.name for c in cells] == [
+        "test-grid-containers[widths=[32, 32]]",
+        "test-grid-containers[extra={'a': [1], 'b': [2]}]",
+        "test-grid-containers",  # the default written out is the plain method
+        "trx[cardinalities=(2,)]",
+    ]
+    assert [pickle.loads(pickle.dumps(c)) for c in cells] == cells
+    built = [registry.method_config(c.method, c.dataset, **c.hparams_dict) for c in cells]
+    assert type(built[0].widths) is list and built[0].widths == [32, 32]
+    assert type(built[1].extra) is dict and built[1].extra == {"a": [1], "b": [2]}
+    assert type(built[1].extra["a"]) is list
+    assert type(built[3].cardinalities) is tuple and built[3].cardinalities == (2,)
+    with pytest.raises(TypeError, match="cannot be changed in place"):
+        cells[0].hparams_dict["widths"].append(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,6 +35,8 @@ def test_names_and_refusals(tmp_path) -> None:
         scaffold_names("protonet")
     with pytest.raises(ValueError, match="already importable"):
         scaffold_names("numpy")
+    with pytest.raises(ValueError, match="lower case"):  # `$` matched before the newline
+        scaffold_names("nl-head\n")
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty"):
@@ -53,6 +56,70 @@ def test_scaffold_files(tmp_path, capsys) -> None:
     assert "CONTRACT_CHECKS" in (root / "tests" / "test_contract.py").read_text()
     for f in root.rglob("*.py"):
         compile(f.read_text(), str(f), "exec")
+
+
+def test_force_adds_missing_files_and_keeps_those_there(tmp_path, capsys) -> None:
+    """``--force`` wrote every template over the folder: a project's README.md and
+    pyproject.toml, or the user's edited method.py on a second run, were lost."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "README.md").write_text("my project readme\n")
+    (root / "pyproject.toml").write_text('[project]\nname = "mine"\n')
+    assert main(["new-method", NAME, "--dir", str(root), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert (root / "README.md").read_text() == "my project readme\n"
+    assert (root / "pyproject.toml").read_text() == '[project]\nname = "mine"\n'
+    assert f"kept  {root / 'README.md'} (already there and differs" in out
+    method = root / "src" / MODULE / "method.py"
+    assert f"wrote {method}" in out and "def match(" in method.read_text()
+    # the kept pyproject.toml does not register the method: say what to add
+    assert f"does not register {NAME!r}" in out
+    assert f'"{NAME}" = "{MODULE}.method:ScaffoldProbeHead"' in out
+
+    method.write_text("# my method\n")
+    done = write_scaffold(NAME, root, force=True)
+    assert method.read_text() == "# my method\n"
+    assert (done.written, set(done.kept)) == (
+        [],
+        {root / "README.md", root / "pyproject.toml", method},
+    )
+    assert root / "tests" / "test_contract.py" in done.unchanged
+
+
+def test_force_into_a_scaffold_of_its_own_says_nothing_of_registration(tmp_path) -> None:
+    """A deleted file comes back from the template; the rest are as written, and the
+    scaffold's own pyproject.toml registers the method (no note)."""
+    write_scaffold(NAME, tmp_path / "pkg")
+    (tmp_path / "pkg" / "README.md").unlink()
+    done = write_scaffold(NAME, tmp_path / "pkg", force=True)
+    assert done.written == [tmp_path / "pkg" / "README.md"]
+    assert len(done.unchanged) == 4 and not done.kept and not done.unregistered
+
+
+def _ruff() -> str | None:
+    """The ruff next to this interpreter (the venv's), else the one on PATH."""
+    here = Path(sys.executable).parent / "ruff"
+    return str(here) if here.is_file() else shutil.which("ruff")
+
+
+@pytest.mark.parametrize("name", [NAME, "a-rather-long-name-for-a-method-package"])
+def test_scaffold_is_lint_clean(tmp_path, name) -> None:
+    """The generated files passed neither fsarbench's own lint selection (an unused
+    ``import torch``, import groups) nor ``ruff format`` (hand-wrapped signatures)."""
+    ruff = _ruff()
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    root = tmp_path / "pkg"
+    write_scaffold(name, root)
+    assert "line-length = 100" in (root / "pyproject.toml").read_text()
+    for argv in (
+        ["check", "--select", "E,F,W,I,B,UP,SIM", "--line-length", "100"],
+        ["format", "--check", "--diff", "--line-length", "100"],
+    ):
+        done = subprocess.run(
+            [ruff, *argv, "--no-cache", str(root)], capture_output=True, text=True, cwd=root
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _record_for(name: str, run_dir: Path) -> None:

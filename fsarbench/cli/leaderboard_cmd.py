@@ -20,6 +20,7 @@ from fsarbench.report.leaderboard import (
     build_leaderboard,
     leaderboard_markdown,
     untested_note,
+    variants_note,
     write_leaderboard,
 )
 from fsarbench.report.tables import interval_note, stale_note, test_pool_notes
@@ -70,12 +71,16 @@ def run(args: argparse.Namespace) -> int:
     entries = load_filtered_entries(
         args, left_out=left_out, verify=lambda e: args.include_variants or not e.is_variant
     )
+    variants: list = []
     if not args.include_variants:
         if args.add:
             _say_added_variants(entries, Path(args.add).name)
+        variants = [e for e in entries if e.is_variant]
         entries = [e for e in entries if not e.is_variant]
+    left_variants = variants_note(variants)
     if not entries:
-        raise ValueError(f"no records to rank under {args.runs} with these filters")
+        why = f"; {left_variants}" if left_variants else ""
+        raise ValueError(f"no records to rank under {args.runs} with these filters{why}")
     unranked: list[str] = []
     untested: dict = {}
     held: list[str] = []
@@ -103,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     ranked = [st.entry for standings in board.values() for st in standings]
     stale, intervals = stale_note(ranked), interval_note(ranked)
     pools = test_pool_notes([r for e in ranked for r in e.records], episodes=False)
-    for note in [n for n in (tie_note, stale, intervals) if n] + held + pools:
+    for note in [n for n in (tie_note, stale, intervals, left_variants) if n] + held + pools:
         print(f"note: {note}", file=sys.stderr)
         notes.append(note)
     kw = {"alpha": args.alpha, "test": args.test, "notes": notes}

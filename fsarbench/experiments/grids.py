@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -327,6 +327,61 @@ def datasets_without_split_lists(
     return found
 
 
+def _refuse_change(self: Any, *args: Any, **kwargs: Any) -> None:
+    raise TypeError(
+        "a grid cell's hyper-parameters cannot be changed in place (the cell's hash would "
+        "change): copy the value first, e.g. list(value) or dict(value)"
+    )
+
+
+class _FrozenList(list):
+    """A list-valued hyper-parameter that can be hashed (``unique_cells`` puts cells in a
+    set) yet is still the list the grid wrote: a ``list[...]`` Config field, JSON and the
+    cell's name (``widths=[32, 32]``, as ``eval`` names such a model) read it as one."""
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __reduce__(self) -> tuple[type, tuple[list[Any]]]:
+        return type(self), (list(self),)  # pickle and copy would fill it through append
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse_change
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse_change
+
+
+class _FrozenDict(dict):
+    """A dict-valued hyper-parameter that can be hashed, likewise still a ``dict``; built
+    with its keys sorted, so that one mapping names one cell however the grid ordered it."""
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[type, tuple[dict[Any, Any]]]:
+        return type(self), (dict(self),)  # pickle and copy would fill it through __setitem__
+
+    __setitem__ = __delitem__ = __ior__ = _refuse_change
+    clear = pop = popitem = setdefault = update = _refuse_change
+
+
+def _freeze(value: Any) -> Any:
+    """``value`` made hashable, recursively (lists and dicts as :class:`_FrozenList` and
+    :class:`_FrozenDict`), equal to it and of the same kind; scalars and tuples of scalars
+    (TRX's ``cardinalities``) come back as they are, so existing cells keep their names."""
+    if isinstance(value, Mapping):
+        items = sorted(value.items(), key=lambda kv: str(kv[0]))
+        return _FrozenDict((k, _freeze(v)) for k, v in items)
+    if isinstance(value, list):
+        return _FrozenList(_freeze(v) for v in value)
+    if type(value) is tuple:
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _frozen_hparams(hparams: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A grid entry's ``hparams`` as a cell holds them: sorted by name, values frozen."""
+    return tuple((k, _freeze(v)) for k, v in sorted(hparams.items()))
+
+
 @dataclass(frozen=True)
 class _MethodSpec:
     method: str
@@ -343,7 +398,7 @@ def _methods(grid: GridSpec) -> list[_MethodSpec]:
         if isinstance(e, str):
             out.append(_MethodSpec(e, (), e))
         else:
-            out.append(_MethodSpec(e.method, tuple(sorted(e.hparams.items())), e.label or e.method))
+            out.append(_MethodSpec(e.method, _frozen_hparams(e.hparams), e.label or e.method))
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +50,7 @@ __all__ = [
     "ranking_caveats",
     "write_leaderboard",
     "untested_note",
+    "variants_note",
     "OUTSIDE_MARK",
 ]
 
@@ -233,6 +235,18 @@ def untested_note(test: str, untested: dict[Setting, list[str]]) -> str:
     why, instead = _UNTESTED_WHY.get(test, (f"{test} gave no p-value", "use --test ttest"))
     where = "; ".join(f"{s.label}: {', '.join(pairs)}" for s, pairs in untested.items())
     return f"{why}: {n} comparison(s) untested, counted as ties ({where}); {instead}"
+
+
+def variants_note(variants: Iterable[Entry]) -> str:
+    """One line naming the systems left out of the ranking as variants (``""`` when none):
+    a user's ``my-head[temperature=5.0]`` run from a grid vanished without a word."""
+    names = sorted({e.system.removesuffix(f" {e.mark}") if e.mark else e.system for e in variants})
+    if not names:
+        return ""
+    return (
+        f"{len(names)} system(s) with hyper-parameter overrides or ablation variants left "
+        f"out ({', '.join(names)}): --include-variants ranks them"
+    )
 
 
 def _row(setting: Setting, st: Standing) -> dict:
