@@ -334,7 +334,7 @@ CARRIED_DIGESTS = {
     # cannot be copied is refused (its checks were skipped); pipeline: the probe cache
     # is saved every 30 s and on interrupts; extract_split can take an earlier extraction's
     # failures as they are
-    "d91bfa9125eb6347": "2815c7d05867b240",
+    "c1957b0d7d61732f": "2815c7d05867b240",
     "fda5bc8c1bb56b6d": "45d399cf0f55f5c7",
 }
 

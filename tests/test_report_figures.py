@@ -132,6 +132,9 @@ def test_ci_too_narrow_to_see_is_said_on_the_axis() -> None:
     ax.set_ylim(60, 90)
     assert "too narrow to see" in _ci_label("accuracy (%)", ax, [0.2, 0.25])
     assert _ci_label("accuracy (%)", ax, [2.0]) == "accuracy (%)"
+    # a bound: 0.125 printed as "<= +-0.12" (rounded half-even, below the widest CI)
+    assert "CIs ≤ ±0.13 pp" in _ci_label("accuracy (%)", ax, [0.125])
+    assert "CIs ≤ ±0.12 pp" in _ci_label("accuracy (%)", ax, [0.12])
     plt.close(fig)
 
 

@@ -161,10 +161,9 @@ def test_a_plugin_refused_at_registration_leaves_the_others_and_the_cli(
         registry.method_info(name)
 
 
-@pytest.mark.parametrize("name", ["protonet", "ProtoNet", "OTAM"])
-def test_user_code_cannot_take_a_builtin_name_before_the_registry_loaded(monkeypatch, name):
-    """Registered before any registry call, 'protonet' passed (and the built-in was built
-    under it), 'ProtoNet'/'OTAM' left trx, protonet and every sgtm-* unknown for the process."""
+@pytest.fixture
+def unloaded_registry(monkeypatch):
+    """The registry as a fresh process has it before any registry call: nothing loaded."""
     import sys
 
     from fsarbench import registry
@@ -174,6 +173,14 @@ def test_user_code_cannot_take_a_builtin_name_before_the_registry_loaded(monkeyp
     monkeypatch.setattr(registry, "_REFUSED_NAMES", set())
     monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
     monkeypatch.delitem(sys.modules, "fsarbench_sgtm.variants")  # imported afresh: registers
+    return registry
+
+
+@pytest.mark.parametrize("name", ["protonet", "ProtoNet", "OTAM"])
+def test_user_code_cannot_take_a_builtin_name_before_the_registry_loaded(unloaded_registry, name):
+    """Registered before any registry call, 'protonet' passed (and the built-in was built
+    under it), 'ProtoNet'/'OTAM' left trx, protonet and every sgtm-* unknown for the process."""
+    registry = unloaded_registry
     with pytest.raises(ValueError, match="built-in method; rename yours|differs only in case"):
         registry.register_method(name)(OtherPlugin)
     assert {"protonet", "otam", "trx", "sgtm-otam"} <= set(registry.list_methods())
@@ -181,21 +188,14 @@ def test_user_code_cannot_take_a_builtin_name_before_the_registry_loaded(monkeyp
 
 
 def test_user_code_cannot_register_a_builtin_class_under_its_name_with_other_presets(
-    monkeypatch,
+    unloaded_registry,
 ):
     """``register_method("protonet", metric="sqeuclidean")(ProtoNet)`` before any registry
     call took the name: the built-in entry point was then skipped (the same class), and the
     script's numbers were filed and ranked as the reference protonet's."""
-    import sys
-
-    from fsarbench import registry
     from fsarbench_baselines.protonet import ProtoNet
 
-    monkeypatch.setattr(registry, "_REGISTRY", {})
-    monkeypatch.setattr(registry, "_ENTRY_POINT_ERRORS", {})
-    monkeypatch.setattr(registry, "_REFUSED_NAMES", set())
-    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
-    monkeypatch.delitem(sys.modules, "fsarbench_sgtm.variants")  # imported afresh: registers
+    registry = unloaded_registry
     with pytest.raises(ValueError, match="built-in method; rename yours"):
         registry.register_method("protonet", metric="sqeuclidean")(ProtoNet)
     assert registry.method_info("protonet").presets == {}

@@ -30,24 +30,21 @@ def _plan_path(out: Path, spec: str) -> Path:
     return Path(out) / SHARDS_DIR / f"{i}-of-{n}.json"
 
 
-def _setting(
-    method: str, dataset: str, track: str, protocol: str, way: int, shot: int, seed: int, ts
-) -> str:
-    """One cell's setting as records name it (method with overrides, data, episodes seed)."""
-    return f"{method} {dataset} {track}/{protocol} {way}-way {shot}-shot seed {seed} train {ts}"
+def _setting(method, dataset, track, protocol, way, shot, seed, train_seed) -> str:
+    """One cell's setting as records name it (method with overrides, data, episode and
+    training seeds)."""
+    return (
+        f"{method} {dataset} {track}/{protocol} {way}-way {shot}-shot seed {seed} "
+        f"train {train_seed}"
+    )
 
 
-def _cell_setting(cell: Cell) -> str:
-    return _setting(
-        cell.name, cell.dataset, cell.track, cell.protocol, cell.way, cell.shot, cell.seed,
-        cell.train_seed,
-    )  # fmt: skip
+def _cell_setting(c: Cell) -> str:
+    return _setting(c.name, c.dataset, c.track, c.protocol, c.way, c.shot, c.seed, c.train_seed)
 
 
 def _record_setting(r: ResultRecord) -> str:
-    return _setting(
-        r.method, r.dataset, r.track, r.protocol, r.way, r.shot, r.seed, r.train_seed
-    )  # fmt: skip
+    return _setting(r.method, r.dataset, r.track, r.protocol, r.way, r.shot, r.seed, r.train_seed)
 
 
 def _now() -> str:

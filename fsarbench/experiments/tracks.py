@@ -490,10 +490,11 @@ class FinetuneTrack:
     def data(self, cell: Cell) -> TrackData:
         options = self.recipe(cell).options
         c = self.clip_data(cell.dataset, options)
+        # the training's and the test features' (bf16 on one GPU, fp16 on another)
+        precision = precision_entry(training_precision(self.device, options.amp))
         info = {
             "split_md5": c.split_md5,
-            # the training's and the test features' (bf16 on one GPU, fp16 on another)
-            **precision_entry(training_precision(self.device, options.amp)),
+            **precision,
             "skipped_videos": stable_hash(sorted(c.skipped)),
             # the files the number comes from (the frozen track's cache keys name them): a
             # replaced test or train video left the cell's record served as current
@@ -504,7 +505,7 @@ class FinetuneTrack:
         val = len(c.splits["val"].records)
         # the same as info where no test video is left out (model folders keep their names)
         unit = {"split_md5": c.split_md5, "skipped_videos": stable_hash(c.training_skips)}
-        unit.update(precision_entry(training_precision(self.device, options.amp)))
+        unit.update(precision)
         return TrackData(
             cell.dataset, c.dataset.variant, info, test.classes, names, c.skipped, val, unit
         )

@@ -97,7 +97,7 @@ def _check_paired(a: Entry, b: Entry) -> None:
     if differences:
         raise UnpairedError(
             f"cannot compare {a.system} and {b.system} in {a.setting.label}: their records were "
-            f"evaluated on different episodes ({differences}), so {UNPAIRED_WORDS}. "
+            f"evaluated on different episodes ({differences}), so a paired test does not apply. "
             "Re-evaluate both on the same manifest (same test list, readable videos, way, "
             "shot, queries, episodes and seed; 'python -m fsarbench data check' lists "
             "unreadable videos)."
@@ -189,6 +189,7 @@ def compare_systems(
     one_sided: list[str] | None = None,
     stale_too: bool = False,
     left_out: Sequence[str] = (),
+    unpaired: list[Setting] | None = None,
 ) -> list[SettingComparison]:
     """Compare systems ``name_a`` and ``name_b`` in every setting both have (``stale_too``:
     a name's ``‡stale`` entries stand in where it has no current one, as a user typing the
@@ -199,7 +200,8 @@ def compare_systems(
     shard run with other ``--episodes``; ``left_out``: the notes of the records left out,
     which such a line names), where one entry would be both sides (a name's ``‡stale``
     stand-in against that stale system), and where the two were evaluated on other
-    episodes: none of them is compared or in the family.
+    episodes: none of them is compared or in the family. ``unpaired`` (with ``one_sided``)
+    receives the settings of that last kind (a figure names them under its plot).
 
     Raises:
         ValueError: a name has no records, or the two share no setting.
@@ -234,7 +236,7 @@ def compare_systems(
         )
     if one_sided is not None:
         _note_one_sided(entries, (name_a, by_a), (name_b, by_b), left_out, one_sided)
-        shared = _comparable(by_a, by_b, shared, one_sided)
+        shared = _comparable(by_a, by_b, shared, one_sided, unpaired)
     raw = [compare_entries(run_dir, by_a[s], by_b[s], n_boot=n_boot, seed=seed) for s in shared]
     adjusted = {t: holm([r.p_value(f) for r in raw]) for t, f in TESTS.items()}
     return [
@@ -279,16 +281,17 @@ def _note_one_sided(
             notes.append(f"{s.label}: {why}, so it is not compared")
 
 
-#: What an unpaired setting's error and note say (figures find those notes by it).
-UNPAIRED_WORDS = "a paired test does not apply"
-
-
 def _comparable(
-    by_a: dict[Setting, Entry], by_b: dict[Setting, Entry], shared: list, notes: list[str]
+    by_a: dict[Setting, Entry],
+    by_b: dict[Setting, Entry],
+    shared: list,
+    notes: list[str],
+    unpaired_settings: list[Setting] | None = None,
 ) -> list:
     """The ``shared`` settings that can be compared; a note for each left out: one entry on
     both sides (``compare NAME "NAME ‡stale"`` where NAME has only the stale record: it was
-    paired with itself and counted in Holm's family), or other episodes on the two sides.
+    paired with itself and counted in Holm's family), or other episodes on the two sides
+    (those settings also go to ``unpaired_settings``, where given).
 
     Raises:
         ValueError: one entry is both sides in every shared setting.
@@ -308,6 +311,8 @@ def _comparable(
         except UnpairedError as err:
             unpaired.append(err)
             notes.append(f"{s.label}: {err}")
+            if unpaired_settings is not None:
+                unpaired_settings.append(s)
             continue
         kept.append(s)
     if not kept and unpaired:

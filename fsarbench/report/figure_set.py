@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fsarbench.report import figures
-from fsarbench.report.compare import UNPAIRED_WORDS, compare_systems
+from fsarbench.report.compare import compare_systems
 from fsarbench.report.published import available_tables, figure_methods, load_table
 from fsarbench.report.records import OUTSIDE_MARK, Entry, Setting, left_out_entry
 from fsarbench.stats.paired import DEFAULT_BOOTSTRAP
@@ -148,18 +148,17 @@ def _forest_figures(run_dir, entries, out_dir, pairs, alpha, test, n_boot, missi
         systems = {a} | {b for x, b in pairs if x == a}
         comps, unpaired = [], []
         for _, b in (p for p in pairs if p[0] == a):
-            notes: list[str] = []  # settings of the pair over other episodes: the rest drawn
+            # a setting of the pair over other episodes is named; the pair's others are drawn
+            others: list[Setting] = []
             try:
                 comps += compare_systems(
-                    run_dir, entries, a, b, alpha=alpha, test=test, n_boot=n_boot, one_sided=notes
-                )
-            except ValueError as err:  # no setting of the pair can be compared
+                    run_dir, entries, a, b, alpha=alpha, test=test, n_boot=n_boot,
+                    one_sided=[], unpaired=others,
+                )  # fmt: skip
+            except ValueError as err:  # a name without records, or no setting shared
                 log.info("forest plot: skipping %s vs %s: %s", a, b, err)
-                unpaired.append(f"{a} vs {b} (no setting paired: {str(err).split('. ')[0]})")
             unpaired += [
-                f"{a} vs {b} in {n.split(': ', 1)[0]}: records over other test episodes"
-                for n in notes
-                if UNPAIRED_WORDS in n
+                f"{a} vs {b} in {s.label}: records over other test episodes" for s in others
             ]
         fig = figures.plot_forest(comps)
         if fig is not None:

@@ -92,7 +92,9 @@ def _ci_label(label: str, ax, cis) -> str:
     cis = [c for c in cis if c == c]
     low, high = ax.get_ylim()
     if cis and max(cis) < 0.01 * (high - low):
-        bound = math.ceil(max(cis) * 100) / 100  # rounded up: a bound, never below the widest
+        # rounded up (a bound, never below the widest), after float noise: 0.12 * 100 is
+        # 12.000000000000002, which would print 0.13
+        bound = math.ceil(round(max(cis) * 100, 9)) / 100
         return f"{label}\n(95% CIs ≤ ±{bound:.2f} pp: too narrow to see here)"
     return label
 

@@ -106,7 +106,7 @@ class Recipe:
             check_range(where, name, getattr(self, name), low)
         for name in ("queries", "val_every", "val_shot"):
             check_range(where, name, getattr(self, name), 1)
-        for name in ("micro_batch", "warmup_steps", "weight_decay", "grad_clip", "train_shot"):
+        for name in ("micro_batch", "warmup_steps", "grad_clip", "train_shot"):
             check_range(where, name, getattr(self, name), 0)
         # a billion validation episodes hung the run while they were drawn (as --episodes did)
         check_range(where, "val_episodes", self.val_episodes, 0, MAX_EPISODES)
