@@ -63,6 +63,7 @@ PLUGIN_CHECKS = (
     "inputs_untouched",
     "eval_determinism",
     "query_order_equivariance",
+    "queries_scored_alone",
     "batch_equals_singles",
     # the evaluator computes through these claims instead of match (pair tables from 4,000
     # episodes on, class means, pool products, episodes from pool positions): a stale claim

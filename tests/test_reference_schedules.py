@@ -149,7 +149,10 @@ def test_new_recipe_fields_leave_existing_recipes_identities_alone():
     "fields, message",
     [
         ({"schedule": "multistep", "milestone_factors": (0.1,)}, "one factor per milestone"),
-        ({"schedule": "multistep", "milestones": (0.8, 0.2)}, "must be increasing"),
+        ({"schedule": "multistep", "milestones": (0.8, 0.2)}, "must be strictly increasing"),
+        ({"schedule": "multistep", "milestones": (0.5, 0.5)}, "must be strictly increasing"),
+        ({"schedule": "multistep", "milestones": (1.0,)}, "strictly between 0 and 1"),
+        ({"schedule": "multistep", "milestones": (0.0, 0.5)}, "strictly between 0 and 1"),
         ({"warmup_start": 0.5}, "applies only with warmup_steps > 0"),
         ({"warmup_start": 1.0, "warmup_steps": 3}, "must be below 1"),
         ({"warmup_start": -0.1, "warmup_steps": 3}, "warmup_start"),

@@ -18,6 +18,7 @@ def test_earlier_paper_tables_are_rewritten_and_figures_not_drawn_are_removed(tm
     tables.mkdir()
     figures.mkdir()
     (tables / "paper_table6.md").write_text("the rows of an earlier run\n")
+    (tables / "paper_table6.OUT-OF-DATE.csv").write_text("an interrupted run's CSV\n")
     (figures / "forest_gone.png").write_bytes(b"old")  # drawn by an earlier run
     (figures / ".drawn-by-run.json").write_text('["forest_gone.png"]')
     (figures / "my_notes.png").write_bytes(b"a user's file")
@@ -25,6 +26,8 @@ def test_earlier_paper_tables_are_rewritten_and_figures_not_drawn_are_removed(tm
     _write_outputs(argparse.Namespace(out=tmp_path), cells=[])
     assert "| OTAM [4]" in (tables / "paper_table6.md").read_text()
     assert (tables / "paper_table6.tex").exists()
+    assert (tables / "paper_table6.csv").exists()
+    assert not (tables / "paper_table6.OUT-OF-DATE.csv").exists()  # rewritten: no longer stale
     assert "paper_table6.md" not in capsys.readouterr().out  # not a table of this run's cells
     assert not (figures / "forest_gone.png").exists() and (figures / "my_notes.png").exists()
     assert (figures / "forest_otam.png").exists()  # run did not draw it: not run's to delete

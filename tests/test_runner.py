@@ -239,7 +239,9 @@ def test_tables_and_report_are_marked_out_of_date_once_records_change(tmp_path):
     run_cells(cells, provider, RunOptions(tmp_path, **other))  # supersedes the record
     assert table.read_text().startswith(f"> **{OUT_OF_DATE}**")
     assert latex.read_text().startswith(f"% {OUT_OF_DATE}")
-    assert csv.read_text() == "| protonet | 80.00 |\n"  # programs read the CSV files
+    # a program reading the CSV stops at a missing file instead of reading old numbers
+    assert not csv.exists()
+    assert (tmp_path / "tables" / "t.OUT-OF-DATE.csv").read_text() == "| protonet | 80.00 |\n"
     assert "<body>\n<p style=" in report.read_text() and OUT_OF_DATE in report.read_text()
     assert mark_outputs_out_of_date(tmp_path) == []  # once
 

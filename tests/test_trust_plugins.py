@@ -914,11 +914,31 @@ class TopTwoPairs(FewShotMethod):
         return True
 
 
+class SinkhornOverQueries(FewShotMethod):
+    """Transductive: balances the query-to-class assignment over the episode's queries
+    (Sinkhorn rows and columns), which reads every other query's features. Equivariant in
+    query order and passing every other check, it scored ~4 points above its inductive
+    self on the same episodes."""
+
+    def encode(self, features):
+        return features.mean(1)
+
+    def match(self, support, support_labels, query, way, **_):
+        ones = torch.nn.functional.one_hot(support_labels, way).to(query.dtype)
+        protos = ones.transpose(1, 2) @ support / ones.sum(1)[..., None]
+        plan = torch.softmax(-torch.cdist(query, protos), -1)
+        for _ in range(3):
+            plan = plan / plan.sum(1, keepdim=True)  # each class takes an equal share
+            plan = plan / plan.sum(2, keepdim=True)
+        return MethodOutput(plan.log())
+
+
 @pytest.mark.parametrize(
     ("cls", "check", "message"),
     [
         (PositionAtOneQuery, "query_order_equivariance", r"\(1 per class\)"),
         (TopTwoPairs, "pairwise_logits", r"3-shot logits != class means of pair_logits"),
+        (SinkhornOverQueries, "queries_scored_alone", r"other queries changed.*transductive"),
     ],
 )
 def test_claims_and_equivariance_are_checked_at_the_evaluators_settings(

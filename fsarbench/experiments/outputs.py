@@ -30,14 +30,21 @@ OUT_OF_DATE = (
 )
 
 
+#: What a CSV table is renamed to end with once it is out of date (see OUT_OF_DATE).
+STALE_CSV = ".OUT-OF-DATE.csv"
+
+
 def mark_outputs_out_of_date(run_dir: str | Path) -> list[Path]:
     """Prefix :data:`OUT_OF_DATE` to the Markdown and LaTeX tables and the HTML report of
-    ``run_dir`` (CSV files are left as they are, for the programs that read them); the
-    files marked. Called once a run is about to change a record; the run's end rewrites
-    them."""
+    ``run_dir``, and rename its CSV tables ``NAME.OUT-OF-DATE.csv`` (a program reading
+    ``NAME.csv`` stops at a missing file instead of reading superseded numbers); the files
+    marked. Called once a run is about to change a record; the run's end rewrites them."""
     run_dir = Path(run_dir)
     marked = []
     tables = run_dir / "tables"
+    for path in sorted(tables.glob("*.csv")):
+        if not path.name.endswith(STALE_CSV):
+            marked.append(path.replace(path.with_name(path.stem + STALE_CSV)))
     for path in [*sorted(tables.glob("*.md")), *sorted(tables.glob("*.tex"))]:
         text = path.read_text()
         if OUT_OF_DATE not in text:
@@ -88,6 +95,7 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
             path = run_dir / "tables" / f"paper_table{number}.{ext}"
             atomic_write_text(path, render(table, fmt, load_citation()))
             written.append(path)
+        (run_dir / "tables" / f"paper_table{number}{STALE_CSV}").unlink(missing_ok=True)
     figures = render_all(run_dir, entries, run_dir / "figures", left_out=left_out)
     _remove_figures_not_drawn(run_dir / "figures", figures)
     return written + figures

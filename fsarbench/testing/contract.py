@@ -266,6 +266,30 @@ def _check_query_order_at(method: FewShotMethod, queries: int) -> None:
     )
 
 
+def check_queries_scored_alone(name: str) -> None:
+    """A query's logits do not depend on the episode's other queries: fsarbench's protocol,
+    as every published FSAR table, is inductive (a head sharing information across the
+    test queries, e.g. a Sinkhorn assignment over them, gained ~4 points unmarked). Checked
+    by drawing new features for every query but the first of each class."""
+    method = make_contract_method(name).eval()
+    batch = _batch(method)
+    queries = batch.query.shape[1] // batch.way
+    kept = torch.arange(0, batch.query.shape[1], queries)  # the first query of each class
+    others = torch.rand(
+        batch.query.shape, generator=torch.Generator().manual_seed(3), dtype=batch.query.dtype
+    )
+    others[:, kept] = batch.query[:, kept]
+    changed = dataclasses.replace(batch, query=others)
+    alone, beside = _logits(method, batch)[:, kept], _logits(method, changed)[:, kept]
+    if not torch.allclose(alone, beside, rtol=1e-7, atol=1e-9):
+        raise AssertionError(
+            "a query's logits changed when the episode's other queries changed (max difference"
+            f" {(alone - beside).abs().max().item():.3g}): fsarbench scores each query on its"
+            " own, as the published tables do; a transductive head's numbers are not"
+            " comparable with them"
+        )
+
+
 def check_inputs_untouched(name: str) -> None:
     """Evaluating must not write into the features given: the evaluator hands ``encode``
     views of the caller's tensor, and an ``encode`` doing ``features.sub_(...)`` changed
@@ -477,6 +501,7 @@ CONTRACT_CHECKS: dict[str, Callable[[str], None]] = {
     "eval_determinism": check_eval_determinism,
     "support_order_invariance": check_support_order_invariance,
     "query_order_equivariance": check_query_order_equivariance,
+    "queries_scored_alone": check_queries_scored_alone,
     "forward_is_match_of_encode": check_forward_is_match_of_encode,
     "batch_equals_singles": check_batch_equals_singles,
     "gradients_reach_parameters": check_gradients_reach_parameters,

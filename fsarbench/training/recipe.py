@@ -120,6 +120,11 @@ class Recipe:
         check_range(where, "weight_decay", self.weight_decay, 0.0, 1.0)  # 1e9 trained to 0
         for m in self.milestones:
             check_range(where, "milestones", m, 0.0, 1.0)
+            if m in (0.0, 1.0):  # 0 cut the rate from the first step, 1 never fired
+                raise ConfigError(
+                    f"recipe.milestones has {m}: a milestone is a fraction of the run strictly "
+                    "between 0 and 1 (0.5 = halfway); lower lr itself for a lower rate"
+                )
         for q in self.queries_by_shot:
             check_range(where, "queries_by_shot", q, 1)
         self._check_schedule_shape()
@@ -134,8 +139,11 @@ class Recipe:
                 f"recipe.milestone_factors has {len(self.milestone_factors)} value(s) for "
                 f"{len(self.milestones)} milestone(s): give one factor per milestone"
             )
-        if list(self.milestones) != sorted(self.milestones):
-            raise ConfigError(f"recipe.milestones {list(self.milestones)} must be increasing")
+        if any(a >= b for a, b in zip(self.milestones, self.milestones[1:])):
+            raise ConfigError(
+                f"recipe.milestones {list(self.milestones)} must be strictly increasing "
+                "(a repeated milestone applied two factors at one step)"
+            )
         check_range(where, "warmup_start", self.warmup_start, 0.0, 1.0)
         if self.warmup_start >= 1.0:
             raise ConfigError(f"recipe.warmup_start = {self.warmup_start} must be below 1")
