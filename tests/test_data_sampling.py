@@ -100,7 +100,10 @@ def test_samplers_deterministic_per_seed_video_epoch(name):
     assert len(draws) > 1
     for n in (8, 9, 50, 500):
         idx = sample_frames(name, n, 8, train=True, rng=frame_rng(1, n))
-        assert len(idx) == 8 and all(0 <= i < n for i in idx) and idx == sorted(idx)
+        assert len(idx) == 8 and all(0 <= i < n for i in idx)
+        # HyRSM's 35-frame interval runs backwards over a video shorter than it, as there
+        backwards = name == "hyrsm-interval35" and n < 35
+        assert idx == sorted(idx, reverse=backwards)
 
 
 def test_short_video_policy():

@@ -3,12 +3,12 @@ pipelines of both tracks, cache keys and recipes."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from fsarbench.config import ConfigError
 from fsarbench.data.protocols import get_protocol, list_protocols
 from fsarbench.data.sampling import frame_rng, sample_frames
+from oracles.hyrsm_sampling import hyrsm_interval_based_sampling
 
 N = 40  # a 40-frame video
 
@@ -36,33 +36,76 @@ def test_trx_train_frames_jitter_both_ends_by_at_most_five():
         assert idx == sorted(idx)
 
 
-def test_hyrsm_segments_draw_one_rounded_frame_in_each_fifth_at_test_too():
-    p = get_protocol("hyrsm", "hmdb51")
-    assert p.test_sampler == p.train_sampler == "hyrsm-segment"
+@pytest.mark.parametrize("dataset", ["hmdb51", "ucf101", "ssv2-full", "ssv2-small"])
+@pytest.mark.parametrize("protocol", ["hyrsm", "clip-fsar"])
+def test_hyrsm_samples_as_its_configs_do_outside_kinetics(protocol, dataset):
+    """HyRSM's configs (SAMPLING_RATE 50) take its interval sampler's integer-segment branch:
+    fsarbench ported its segment sampler, which they never reach (other frames per slot)."""
+    p = get_protocol(protocol, dataset)
+    assert p.test_sampler == p.train_sampler == "hyrsm-interval50"
+    for n in (8, 9, 15, 40, 100, 301):
+        for train in (True, False):
+            ours = sample_frames(p.test_sampler, n, 8, train=train, rng=frame_rng(n, "v"))
+            draws = frame_rng(n, "v")
+            theirs = hyrsm_interval_based_sampling(
+                n,
+                8,
+                50,
+                train=train,
+                randint=lambda a, b, g=draws: int(g.integers(a, b + 1)),
+                uniform=None,
+            )
+            assert ours == theirs
+    # n = 100: segments of 12 frames, frames 96-99 never drawn
     seen = [set() for _ in range(8)]
     for s in range(300):
-        idx = sample_frames(p.test_sampler, N, 8, train=False, rng=frame_rng(s, "v"))
+        idx = sample_frames(p.test_sampler, 100, 8, train=False, rng=frame_rng(s, "v"))
+        for i, f in enumerate(idx):
+            seen[i].add(f)
+    assert seen == [set(range(12 * i, 12 * i + 12)) for i in range(8)]
+
+
+@pytest.mark.parametrize("protocol", ["hyrsm", "clip-fsar"])
+def test_hyrsm_kinetics_clip_is_its_interval_sampler_at_rate_35(protocol):
+    """The clip shrinks to the video when the video is shorter (fsarbench clamped 5 of a
+    120-frame video's 8 frames to its last one), ends ``35`` before ``start + clip``, and
+    starts at ``(n - clip + 1) / 2`` at test, as HyRSM's sampler computes them."""
+    p = get_protocol(protocol, "kinetics100")
+    assert p.test_sampler == p.train_sampler == "hyrsm-interval35"
+    assert sample_frames(p.test_sampler, 120, 8, train=False, rng=frame_rng(0, "v")) == [
+        0, 12, 24, 36, 49, 61, 73, 85
+    ]  # fmt: skip
+    for frames in (8, 16):
+        for n in [*range(frames, 700, 7), 280, 281, 279, 35, 34]:
+            for train in (True, False):
+                ours = sample_frames(p.test_sampler, n, frames, train=train, rng=frame_rng(n, "v"))
+                draws = frame_rng(n, "v")
+                theirs = hyrsm_interval_based_sampling(
+                    n,
+                    frames,
+                    35,
+                    train=train,
+                    randint=None,
+                    uniform=lambda a, b, g=draws: float(g.uniform(a, b)),
+                )
+                assert ours == theirs, (n, frames, train)
+    starts = {
+        sample_frames(p.train_sampler, 400, 8, train=True, rng=frame_rng(s, "v"))[0]
+        for s in range(30)
+    }
+    assert len(starts) > 10 and min(starts) >= 0 and max(starts) <= 121
+
+
+def test_hyrsm_segment_sampler_stays_an_option_with_one_rounded_frame_per_segment():
+    seen = [set() for _ in range(8)]
+    for s in range(300):
+        idx = sample_frames("hyrsm-segment", N, 8, train=False, rng=frame_rng(s, "v"))
         for i, f in enumerate(idx):
             seen[i].add(f)
     # bounds linspace(0, 40, 9): segment i covers [5i, 5i+5), rounded -> 5i..5i+5, clamped 39
     for i in range(8):
         assert seen[i] <= set(range(5 * i, min(5 * i + 5, 39) + 1))
         assert len(seen[i]) >= 4
-
-
-def test_hyrsm_kinetics_interval_clip_centre_at_test_random_start_in_training():
-    p = get_protocol("hyrsm", "kinetics100")
-    assert p.test_sampler == "hyrsm-interval"
-    # clip = 8 * 35 = 280 frames; a 400-frame video: centre start 60, linspace(60, 339, 8)
-    idx = sample_frames(p.test_sampler, 400, 8, train=False, rng=frame_rng(0, "v"))
-    assert idx == [int(x) for x in np.linspace(60, 339, 8)]
-    # a 40-frame video is shorter than the clip: start 0, indices clamped to the last frame
-    assert _test_frames("hyrsm", "kinetics100") == [0, 39, 39, 39, 39, 39, 39, 39]
-    starts = {
-        sample_frames(p.train_sampler, 400, 8, train=True, rng=frame_rng(s, "v"))[0]
-        for s in range(30)
-    }
-    assert len(starts) > 10 and min(starts) >= 0 and max(starts) <= 120
 
 
 @pytest.mark.parametrize(
@@ -203,10 +246,10 @@ def test_clip_fsar_protocol_is_hyrsms_loader_as_clip_fsars_configs_set_it():
     """CLIP-FSAR runs HyRSM's few-shot loader with CLIP's statistics; only its Kinetics
     configs set SUPPORT_QUERY_DIFF (training queries flipped), the others flip nothing."""
     hmdb, k100 = get_protocol("clip-fsar", "hmdb51"), get_protocol("clip-fsar", "kinetics100")
-    assert (hmdb.train_sampler, hmdb.flip, hmdb.norm) == ("hyrsm-segment", False, "clip")
+    assert (hmdb.train_sampler, hmdb.flip, hmdb.norm) == ("hyrsm-interval50", False, "clip")
     assert (k100.train_sampler, k100.test_sampler, k100.flip) == (
-        "hyrsm-interval",
-        "hyrsm-interval",
+        "hyrsm-interval35",
+        "hyrsm-interval35",
         "query",
     )
     assert get_protocol("clip-fsar", "ssv2-full").flip is False

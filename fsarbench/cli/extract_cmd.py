@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--frames",
         default=None,
         help="frame sampler overriding the protocol's (trx, tsn, tsn-random, uniform, "
-        "hyrsm-segment, hyrsm-interval)",
+        "hyrsm-interval50, hyrsm-interval35, hyrsm-segment)",
     )
     p.add_argument(
         "--transform",

@@ -18,7 +18,8 @@ __all__ = [
     "SHORT_POLICIES",
     "TooShortError",
     "frame_rng",
-    "hyrsm_interval",
+    "hyrsm_interval35",
+    "hyrsm_interval50",
     "hyrsm_segment",
     "get_sampler",
     "sample_frames",
@@ -107,32 +108,50 @@ def tsn_random(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list
 
 @register_sampler("hyrsm-segment")
 def hyrsm_segment(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
-    """HyRSM's segment sampling (SSv2, HMDB, UCF; train and test alike): segment bounds
+    """HyRSM's ``_segment_based_sampling`` (train and test alike): segment bounds
     ``linspace(0, n, T + 1)``, a uniform real position in each, rounded (half to even, as
-    ``torch.round``) and clamped to the video."""
-    del train  # HyRSM samples randomly at test as well
+    ``torch.round``) and clamped to the video. HyRSM's own few-shot configs never reach it
+    (they sample with :func:`hyrsm_interval50` / :func:`hyrsm_interval35`); an option."""
+    del train  # random at test as well
     bounds = np.linspace(0, n, T + 1)
     index = np.array([rng.uniform(bounds[i], bounds[i + 1]) for i in range(T)])
     return [int(i) for i in np.round(np.clip(index, 0, n - 1))]
 
 
-#: HyRSM's Kinetics configs: ``SAMPLING_RATE: 35`` with ``FPS = TARGET_FPS = 12``.
+@register_sampler("hyrsm-interval50")
+def hyrsm_interval50(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
+    """HyRSM's ``_interval_based_sampling`` at its SSv2/HMDB/UCF configs' ``SAMPLING_RATE:
+    50`` (any rate above 40 takes this branch), train and test alike: ``T`` segments of
+    ``n // T`` frames each, one frame drawn uniformly from each; the last ``n mod T`` frames
+    are never drawn."""
+    del train  # HyRSM draws at random at test as well
+    size = n // T
+    return [int(rng.integers(i * size, i * size + size)) for i in range(T)]
+
+
+#: HyRSM's Kinetics configs: ``SAMPLING_RATE: 35`` with ``TARGET_FPS: 12``.
 HYRSM_INTERVAL = 35
 
 
-@register_sampler("hyrsm-interval")
-def hyrsm_interval(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
-    """HyRSM's Kinetics clip: ``T`` frames ``HYRSM_INTERVAL`` apart over a clip of
-    ``T * HYRSM_INTERVAL`` frames, starting uniformly at random in ``[0, n - clip]`` in
-    training and at the centre ``(n - clip) / 2`` at test; ``linspace(start, start + clip -
-    1, T)`` clamped to the video and truncated (``.long()``) as in its interval sampler.
-    The clip length is counted in frames of the decoded video (its frame rate taken as
-    HyRSM's target rate)."""
+@register_sampler("hyrsm-interval35")
+def hyrsm_interval35(n: int, T: int, *, train: bool, rng: np.random.Generator) -> list[int]:
+    """HyRSM's ``_interval_based_sampling`` at its Kinetics configs' ``SAMPLING_RATE: 35``:
+    a clip of ``T * 35`` frames, shrunk to ``n // T * T`` when the video is shorter; its
+    start uniform in ``[0, n - clip + 1]`` in training and ``(n - clip + 1) / 2`` at test;
+    ``linspace(start, start + clip - 35, T)`` in float32, clamped to the video and truncated
+    (``.long()``), as the reference computes it (a video under 35 frames gets a decreasing
+    clip, as there). The clip is counted in frames of the decoded video: HyRSM scales it by
+    the container's frame rate over 12 fps, so videos stored at 12 fps give its clips
+    (docs/protocol.md)."""
+    import torch
+
     clip = T * HYRSM_INTERVAL
-    max_start = max(n - clip, 0)
+    if clip > n:
+        clip = n // T * T
+    max_start = max(n - clip + 1, 0)
     start = float(rng.uniform(0, max_start)) if train else max_start / 2
-    index = np.linspace(start, start + clip - 1, T)
-    return [int(i) for i in np.clip(index, 0, n - 1)]
+    index = torch.linspace(start, start + clip - HYRSM_INTERVAL, T)
+    return [int(i) for i in torch.clamp(index, 0, n - 1).long()]
 
 
 @register_sampler("uniform")
