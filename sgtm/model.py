@@ -103,6 +103,12 @@ class SGTM(fb.FewShotMethod):
         self.num_tokens = t * self.tokens_per_frame
         self.strategy = get_mask_strategy(cfg.mask)
         self.num_masked = num_masked_frames(t, cfg.k, cfg.mask_ratio)
+        if self.num_masked == 0 and cfg.mask != "none":
+            raise ValueError(
+                f"k={cfg.k}, mask_ratio={cfg.mask_ratio} masks 0 of {t} frames: the "
+                f"reconstruction would see every frame and the {cfg.mask!r} mask would do "
+                "nothing; mask at least one frame, or set mask='none' for no masking"
+            )
         if not 0.0 < cfg.saliency_fraction < 1.0:
             raise ValueError(f"saliency_fraction must lie in (0, 1), got {cfg.saliency_fraction}")
         self.matcher = fb.create_method(
@@ -257,8 +263,13 @@ class SGTM(fb.FewShotMethod):
     def actionness_logits(self, videos: Tensor) -> Tensor:
         """``[N, T, D]`` -> ``Σ_c A`` ``[N, T]`` of the frozen Φ_cls (no grad, no dropout):
         eq. 2 before its sigmoid."""
-        with torch.no_grad(), _eval_mode(self.saliency):
-            return self.saliency.actionness_logits(videos.detach())
+        # float32 outside autocast: under bf16 autocast a trained Φ_cls's frame scores tied
+        # (their spread ~0.006 below bf16's step ~0.016 near -4), and the stable sort then
+        # masked the earlier frames (73 % of masks changed on a 5-shot model)
+        off = torch.autocast(videos.device.type, enabled=False)
+        dtype = next(self.saliency.parameters()).dtype  # float32, or float64 in the tests
+        with torch.no_grad(), _eval_mode(self.saliency), off:
+            return self.saliency.actionness_logits(videos.detach().to(dtype))
 
     def actionness(self, videos: Tensor) -> Tensor:
         """``[N, T, D]`` -> ``[N, T]`` actionness ``sigmoid(Σ_c A)`` of the frozen Φ_cls (eq. 2)."""

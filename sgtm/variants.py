@@ -34,16 +34,16 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
         "Table 3 row 2: + temporal mask learning with a random 50% frame mask (TML)",
     ),
     "sgtm-otam-top4": (
-        {"matcher": "otam", "mask": "top", "k": 2},
-        "Table 4: mask the 4 frames of highest saliency",
+        {"matcher": "otam", "mask": "top"},
+        "Table 4: mask the frames of highest saliency, as many as sgtm-otam (4 of 8)",
     ),
     "sgtm-otam-bottom4": (
-        {"matcher": "otam", "mask": "bottom", "k": 2},
-        "Table 4: mask the 4 frames of lowest saliency",
+        {"matcher": "otam", "mask": "bottom"},
+        "Table 4: mask the frames of lowest saliency, as many as sgtm-otam (4 of 8)",
     ),
     "sgtm-otam-middle4": (
-        {"matcher": "otam", "mask": "middle", "k": 2},
-        "Table 4: mask the 4 frames of middle saliency",
+        {"matcher": "otam", "mask": "middle"},
+        "Table 4: mask the frames of middle saliency, as many as sgtm-otam (4 of 8)",
     ),
     "sgtm-otam-meance": (
         {"matcher": "otam", **MEAN_CE_STAGE1},
