@@ -43,7 +43,7 @@ def planted():
     return feats, videos, torch.tensor(inside)
 
 
-@pytest.mark.parametrize("steps", [6, 30, 100])  # 6: stage 1 of the synth recipe when measured (8 now)
+@pytest.mark.parametrize("steps", [6, 30, 100])  # 6: synth stage 1 then (8 now)
 def test_softplus_off_stage1_finds_the_window_in_videos(planted, steps: int) -> None:
     feats, videos, window = planted
     train_split = feats.splits["train"]
