@@ -727,6 +727,13 @@ def make_manifest(
         raise ManifestError(f"a manifest needs at least one episode, got episodes={episodes}")
     if video_ids is not None and len(video_ids) != len(vc):
         raise ManifestError(f"{len(video_ids)} video_ids for {len(vc)} videos")
+    # numpy integers (a grid's) as ints; a negative seed was drawn, then refused at load
+    way, shot, queries, seed = (
+        int(v) if isinstance(v, np.integer) else v for v in (way, shot, queries, seed)
+    )
+    for name, value in (("way", way), ("shot", shot), ("queries", queries)):
+        _whole(value, f"spec.{name}", -(2**63))  # the ranges are checked with the pools
+    _whole(seed, "spec.seed", 0)
     spec = EpisodeSpec(way, shot, queries, seed, dataset, split)
     pools = class_pools(vc)
     meta = dict(meta or {})

@@ -159,3 +159,19 @@ def test_a_pool_naming_one_video_twice_is_refused():
     data["video_ids"][5] = data["video_ids"][1]
     with pytest.raises(fb.ManifestError, match="video_ids name 'v1' .* more than once"):
         fb.Manifest.from_dict(data)
+
+
+def test_make_manifest_takes_numpy_integers_and_refuses_what_its_loader_refuses(tmp_path):
+    """A negative seed drew and evaluated, then its saved manifest could not be read back; a
+    numpy integer way (from a numpy grid) crashed in json.dumps with a bare TypeError."""
+    vc = np.repeat(np.arange(6), 5)
+    ManifestError, make_manifest, Manifest = fb.ManifestError, fb.make_manifest, fb.Manifest
+    with pytest.raises(ManifestError, match=r"spec\.seed is -1: an integer >= 0"):
+        make_manifest(vc, way=5, shot=1, queries=1, episodes=10, seed=-1)
+    with pytest.raises(ManifestError, match=r"spec\.shot is 1\.0"):
+        make_manifest(vc, way=5, shot=1.0, queries=1, episodes=10)
+    plain = make_manifest(vc, way=5, shot=1, queries=1, episodes=10, seed=3)
+    numpy = make_manifest(vc, way=np.int64(5), shot=np.int32(1), queries=1, episodes=10,
+                          seed=np.int64(3))  # fmt: skip
+    numpy.save(tmp_path / "m.json")
+    assert Manifest.load(tmp_path / "m.json").hash == plain.hash
