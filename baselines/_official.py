@@ -12,6 +12,7 @@ from torch import Tensor, nn
 __all__ = ["load_official_state_dict", "OfficialCheckpointError"]
 
 _WRAPPERS = ("model_state_dict", "model_state", "state_dict")
+_HEAD = "head."
 
 
 class OfficialCheckpointError(ValueError):
@@ -45,7 +46,8 @@ def load_official_state_dict(
 
     Args:
         module: a head whose parameter and buffer names equal the reference's.
-        sd: the official state dict (``module.`` prefixes allowed, optionally wrapped).
+        sd: the official state dict (``module.`` prefixes allowed, and a ``head.`` prefix on
+            every key, as HyRSM's model wrapper saves its head; optionally wrapped).
         ignore: regular expressions of keys to skip (backbone weights, index tensors).
         what: the checkpoint's name in error messages.
 
@@ -59,8 +61,13 @@ def load_official_state_dict(
     expected = module.state_dict()
     found: dict[str, Tensor] = {}
     ignored: list[str] = []
-    for raw_key, value in _unwrap(sd).items():
+    entries = _unwrap(sd)
+    # HyRSM's (and CLIP-FSAR's) training script saves its BaseVideoModel, whose head is the
+    # ``head`` sub-module: every key reads ``head.pe.pe``, ``head.backbone.0.weight``...
+    wrapped = bool(entries) and all(_strip(k).startswith(_HEAD) for k in entries)
+    for raw_key, value in entries.items():
         key = _strip(raw_key)
+        key = key[len(_HEAD) :] if wrapped else key
         if any(p.match(key) for p in patterns):
             ignored.append(raw_key)
             continue

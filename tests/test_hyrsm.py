@@ -133,6 +133,12 @@ def test_official_checkpoint_prefixes_and_errors():
     sd = {f"module.{k}": v for k, v in oracle.state_dict().items()}
     sd["module.backbone.0.weight"] = torch.zeros(2)
     assert fast.load_official_state_dict({"model_state": sd}) == ["module.backbone.0.weight"]
+    # HyRSM's training script saves its BaseVideoModel: the head's keys under ``head.``
+    saved = {f"module.head.{k}": v + 1 for k, v in oracle.state_dict().items()}
+    saved["module.head.backbone.0.weight"] = torch.zeros(2)
+    ignored = fast.load_official_state_dict({"epoch": 10, "model_state": saved})
+    assert ignored == ["module.head.backbone.0.weight"]
+    assert torch.equal(fast.pe.pe, oracle.pe.pe + 1)
     other = OracleHyRSM(D, C + 1).double().state_dict()
     with pytest.raises(OfficialCheckpointError, match=r"classification_layer.weight' has shape"):
         fast.load_official_state_dict(other)

@@ -111,6 +111,12 @@ def test_official_checkpoint_prefixes_and_errors():
     sd["transformers.1.tuples.4"] = torch.tensor([0, 1, 2])  # HyRSM's copy of TRX
     ignored = fast.load_official_state_dict({"model_state_dict": sd})
     assert ignored == ["module.resnet.0.weight", "transformers.1.tuples.4"]
+    # HyRSM's copy of TRX, saved through its BaseVideoModel: every key under ``head.``
+    saved = {f"head.{k}": v for k, v in oracle.state_dict().items()}
+    saved["head.transformers.0.tuples.1"] = torch.tensor([0, 2])
+    assert fast.load_official_state_dict({"model_state": saved}) == [
+        "head.transformers.0.tuples.1"
+    ]
     broken = dict(oracle.state_dict())
     del broken["transformers.0.norm_k.bias"]
     with pytest.raises(OfficialCheckpointError, match=r"missing key 'transformers.0.norm_k.bias'"):
