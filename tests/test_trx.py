@@ -114,9 +114,7 @@ def test_official_checkpoint_prefixes_and_errors():
     # HyRSM's copy of TRX, saved through its BaseVideoModel: every key under ``head.``
     saved = {f"head.{k}": v for k, v in oracle.state_dict().items()}
     saved["head.transformers.0.tuples.1"] = torch.tensor([0, 2])
-    assert fast.load_official_state_dict({"model_state": saved}) == [
-        "head.transformers.0.tuples.1"
-    ]
+    assert fast.load_official_state_dict({"model_state": saved}) == ["head.transformers.0.tuples.1"]
     broken = dict(oracle.state_dict())
     del broken["transformers.0.norm_k.bias"]
     with pytest.raises(OfficialCheckpointError, match=r"missing key 'transformers.0.norm_k.bias'"):
