@@ -677,19 +677,26 @@ def not_installed_advice(reasons: list[str]) -> str:
 
 
 def stale_code(parts: Mapping[str, Any]) -> list[str]:
-    """Which of stored ``code_parts`` no longer match the code installed now."""
+    """Which of stored ``code_parts`` no longer match the code installed now; ``["unreadable"]``
+    for parts of another shape (an outside bundle's hand-made provenance crashed every
+    report of the folder it was added to)."""
+    if not isinstance(parts, Mapping):
+        return ["unreadable"]
+    packages, installed = parts.get("packages") or {}, parts.get("installed") or {}
+    if not isinstance(packages, Mapping) or not isinstance(installed, Mapping):
+        return ["unreadable"]
     out = []
     if parts.get("harness") not in (None, harness_digest()):
         out.append("harness")
     if parts.get("pipeline") not in (None, pipeline_digest()):
         out.append("pipeline")
-    for package, digest in (parts.get("packages") or {}).items():
+    for package, digest in packages.items():
         now = package_digest(package)
         if now == "unknown":  # not importable here: a reader without the plugin installed
             out.append(f"{package}{NOT_INSTALLED}")
         elif now != digest:
             out.append(package)
-    for top, version in (parts.get("installed") or {}).items():
+    for top, version in installed.items():
         dist = _distribution_of(top)
         if dist is None or f"{dist[0]}=={dist[1]}" != version:
             out.append(top)

@@ -617,3 +617,22 @@ def test_verify_names_a_record_of_an_unregistered_dataset(bundle, tmp_path):
     bad = _tampered(bundle, tmp_path, _custom_dataset)
     with pytest.raises(BundleVerificationError, match="'custom' is no registered dataset"):
         verify_bundle(bad)
+
+
+@pytest.mark.parametrize("code", ["abc", {"packages": "x"}, {"installed": [1]}])
+def test_a_bundle_with_hand_made_code_provenance_is_read_as_stale_not_a_crash(
+    bundle, runs, tmp_path, capsys, code
+):
+    """provenance.code is the lab's statement: as a string (or with a string for its
+    packages) verify crashed, and once added, every report of the folder crashed."""
+
+    def edit(members: dict[str, bytes]) -> None:
+        _edit_record("provenance", lambda p: {**p, "code": code})(members)
+
+    tampered = _tampered(bundle, tmp_path, edit)
+    assert main(["verify", str(tampered)]) == 0
+    assert "‡stale" in capsys.readouterr().out
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    assert main(["leaderboard", "--runs", str(ours), "--add", str(tampered)]) == 0
+    assert main(["report", "--runs", str(ours)]) == 0
