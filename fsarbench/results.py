@@ -731,12 +731,16 @@ def supersede_older_copies(out_dir: str | Path, record: ResultRecord) -> int:
     """Supersede every older copy of ``record``'s cell under ``out_dir`` (a shard
     sub-folder's, left from an earlier run): re-running a cell wrote the new record to
     ``records/`` and left the old copy to be ranked beside it, and ``bundle`` refused the
-    folder. Returns how many were moved."""
+    folder. An outside result (``leaderboard --add``) of the same cell is not a copy: it
+    stays (it went to ``superseded/`` without a word, and could not be added again). Returns
+    how many were moved."""
     moved = 0
     for path in sorted(Path(out_dir).rglob(f"records/{record.cell}.json")):
         try:
             other = load_record(path)
         except UnreadableRecordError:
+            continue
+        if other.tags.get(OUTSIDE_TAG):  # an added bundle's result is its lab's, not a copy
             continue
         if other.created != record.created and created_time(other) < created_time(record):
             supersede(out_dir, other)

@@ -636,3 +636,23 @@ def test_a_bundle_with_hand_made_code_provenance_is_read_as_stale_not_a_crash(
     shutil.copytree(runs["ours"], ours)
     assert main(["leaderboard", "--runs", str(ours), "--add", str(tampered)]) == 0
     assert main(["report", "--runs", str(ours)]) == 0
+
+
+def test_a_run_of_the_same_cell_keeps_the_outside_result(bundle, runs, tmp_path):
+    """The folder's own run of a cell an added bundle also holds moved the outside record to
+    superseded/ without a word: it left every table, and adding it again was refused."""
+    from fsarbench.results import OUTSIDE_TAG, load_record, supersede_older_copies
+
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    add_bundle(ours, bundle)
+    outside = sorted((ours / "external").rglob("records/*.json"))
+    record = load_record(outside[0])
+    own = dataclasses.replace(
+        record,
+        tags={k: v for k, v in record.tags.items() if k != OUTSIDE_TAG},
+        created="2099-01-01T00:00:00.000000+0000",
+    )
+    assert supersede_older_copies(ours, own) == 0
+    assert all(p.exists() for p in outside)
+    assert not (ours / "superseded").exists()
