@@ -11,7 +11,13 @@ import fsarbench as fb
 from fsarbench.testing.contract import run_contract
 from fsarbench_baselines._official import OfficialCheckpointError
 from fsarbench_baselines.trx import class_slots, trx_positional_table
-from oracles.trx_hyrsm import OracleTRX, assert_rel_close, grad_scale, random_episodes
+from oracles.trx_hyrsm import (
+    OracleTRX,
+    assert_rel_close,
+    grad_scale,
+    random_episodes,
+    trx_table,
+)
 
 D, T, O = 12, 6, 8
 
@@ -91,6 +97,16 @@ def test_positional_table_known_values():
     assert table[0, 0] == 0 and table[0, 1] == pytest.approx(0.1)
     assert table[3, 2].item() == pytest.approx(0.1 * math.sin(3 * 10000 ** (-2 / 8)), rel=1e-6)
     assert table[3, 3].item() == pytest.approx(0.1 * math.cos(3 * 10000 ** (-2 / 8)), rel=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.1, 0.7])
+def test_the_heads_own_positional_table_follows_pe_scale(scale):
+    """The other tests load the oracle's table into the head: a table built at 0.1 whatever
+    pe_scale says passed them all."""
+    fast = fb.create_method("trx", feature_dim=D, seq_len=T, trans_linear_out_dim=O, pe_scale=scale)
+    for transformer in fast.transformers:
+        table = transformer.pe.pe.reshape(-1, D).double()  # [1.5 T, D]
+        assert_rel_close(table, trx_table(len(table), D, scale), "pe", rtol=1e-6)
 
 
 def test_class_slots_known_answer():
