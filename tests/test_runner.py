@@ -222,7 +222,12 @@ def test_a_model_shared_across_shots_never_supersedes_the_per_shot_records(tmp_p
 def test_tables_and_report_are_marked_out_of_date_once_records_change(tmp_path):
     """A re-run with another recipe, interrupted before its end, left tables/*.md and the
     report showing the numbers of the records it had moved to superseded/."""
-    from fsarbench.experiments.outputs import OUT_OF_DATE, mark_outputs_out_of_date
+    from fsarbench.experiments.outputs import (
+        LEADERBOARD_OUT_OF_DATE,
+        OUT_OF_DATE,
+        mark_outputs_out_of_date,
+    )
+    from fsarbench.report.leaderboard import write_leaderboard
 
     cells = [Cell("protonet", "toy", 5, 1, label="protonet")]
     run_cells(cells, provider, RunOptions(tmp_path, **OPTS))
@@ -233,6 +238,9 @@ def test_tables_and_report_are_marked_out_of_date_once_records_change(tmp_path):
     (tmp_path / "report").mkdir()
     report = tmp_path / "report" / "index.html"
     report.write_text("<html><body><p>80.00</p></body></html>")
+    board, board_csv = tmp_path / "leaderboard.md", tmp_path / "leaderboard.csv"
+    board.write_text("| 1 | protonet | 80.00 |\n")
+    board_csv.write_text("rank,method,accuracy\n1,protonet,80.00\n")
     run_cells(cells, provider, RunOptions(tmp_path, **OPTS))  # all reused: nothing changes
     assert OUT_OF_DATE not in table.read_text() + report.read_text()
     other = {**OPTS, "recipe_overrides": {**OPTS["recipe_overrides"], "steps": 6}}
@@ -243,7 +251,13 @@ def test_tables_and_report_are_marked_out_of_date_once_records_change(tmp_path):
     assert not csv.exists()
     assert (tmp_path / "tables" / "t.OUT-OF-DATE.csv").read_text() == "| protonet | 80.00 |\n"
     assert "<body>\n<p style=" in report.read_text() and OUT_OF_DATE in report.read_text()
+    # the leaderboard kept ranking the replaced record; run does not rewrite it
+    assert board.read_text().startswith(f"> **{LEADERBOARD_OUT_OF_DATE}**")
+    assert not board_csv.exists() and (tmp_path / "leaderboard.OUT-OF-DATE.csv").exists()
     assert mark_outputs_out_of_date(tmp_path) == []  # once
+    write_leaderboard(tmp_path, {})  # rewritten: current again
+    assert board_csv.exists() and not (tmp_path / "leaderboard.OUT-OF-DATE.csv").exists()
+    assert LEADERBOARD_OUT_OF_DATE not in board.read_text()
 
 
 def test_a_record_of_another_method_in_a_cells_file_is_never_served(tmp_path, caplog):

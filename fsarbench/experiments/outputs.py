@@ -51,6 +51,7 @@ def mark_outputs_out_of_date(run_dir: str | Path) -> list[Path]:
             lead = f"% {OUT_OF_DATE}\n" if path.suffix == ".tex" else f"> **{OUT_OF_DATE}**\n\n"
             atomic_write_text(path, lead + text)
             marked.append(path)
+    marked += _mark_leaderboard(run_dir)
     report = run_dir / "report" / "index.html"
     if report.is_file():
         text = report.read_text()
@@ -58,6 +59,28 @@ def mark_outputs_out_of_date(run_dir: str | Path) -> list[Path]:
             banner = f'<body>\n<p style="background:#fdd;padding:8px"><b>{OUT_OF_DATE}</b></p>'
             atomic_write_text(report, text.replace("<body>", banner, 1))
             marked.append(report)
+    return marked
+
+
+#: The leaderboard's own banner: ``run`` does not rewrite it (its options are the user's).
+LEADERBOARD_OUT_OF_DATE = (
+    "OUT OF DATE: this folder's records changed after this leaderboard was written; "
+    "summary.csv is current. Run 'python -m fsarbench leaderboard --runs DIR' again (with "
+    "the options you gave it) to rank the current records."
+)
+
+
+def _mark_leaderboard(run_dir: Path) -> list[Path]:
+    """:func:`mark_outputs_out_of_date` for ``leaderboard.md`` (a banner) and
+    ``leaderboard.csv`` (renamed ``leaderboard.OUT-OF-DATE.csv``), which a later ``run``
+    left ranking the records it had replaced; ``leaderboard`` rewrites both."""
+    marked = []
+    md, csv = run_dir / "leaderboard.md", run_dir / "leaderboard.csv"
+    if md.is_file() and LEADERBOARD_OUT_OF_DATE not in (text := md.read_text()):
+        atomic_write_text(md, f"> **{LEADERBOARD_OUT_OF_DATE}**\n\n{text}")
+        marked.append(md)
+    if csv.is_file():
+        marked.append(csv.replace(csv.with_name(csv.stem + STALE_CSV)))
     return marked
 
 
