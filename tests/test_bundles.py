@@ -19,6 +19,7 @@ from data_fixtures import require_shared_splits
 
 import fsarbench as fb
 from fsarbench.bundles import (
+    BundleDataMissingError,
     BundleError,
     BundleFormatError,
     BundleVerificationError,
@@ -360,15 +361,22 @@ def test_published_dataset_needs_its_split_list(runs, bundle, tmp_path):
     record = verify_bundle(bundle).records[0].record
     ucf = dataclasses.replace(record, dataset="ucf101", split_variant="ucf101")
     with pytest.raises(
-        BundleVerificationError, match=r"without the ucf101 test list: .*--splits-dir"
-    ):
+        BundleDataMissingError, match=r"cannot verify .* ucf101 test list, and this machine"
+    ) as err:
         official_pool(ucf, tmp_path)
+    assert not isinstance(err.value, BundleVerificationError)  # says nothing of its numbers
+    assert "--splits-dir" in str(err.value)
 
 
-def test_synth_of_other_data_refused(runs, bundle, tmp_path, monkeypatch):
+def test_synth_of_other_data_cannot_be_verified_here(runs, bundle, tmp_path, monkeypatch, capsys):
+    """Without the lab's synth the bundle was 'refused: 1 difference(s) between its records
+    and what their predictions give', with a refused bundle's exit status."""
     monkeypatch.setenv("FSAR_SYNTH", str(tmp_path))
-    with pytest.raises(BundleVerificationError, match="no generated synth under .* test md5"):
+    with pytest.raises(BundleDataMissingError, match="no generated synth under .* test md5"):
         verify_bundle(bundle)
+    assert main(["verify", str(bundle)]) == 3
+    err = capsys.readouterr().err
+    assert "cannot verify" in err and "difference" not in err
 
 
 def _ucf_bundle(lab: Path, splits: Path) -> Path:
@@ -411,9 +419,9 @@ def test_published_dataset_verifies_against_the_users_split_list(tmp_path, capsy
     shutil.copytree(splits / "trx" / "ucf_ARN", edited / "trx" / "ucf_ARN")
     test_list = next((edited / "trx" / "ucf_ARN").glob("test*"))
     test_list.write_text("".join(test_list.read_text().splitlines(True)[1:]))
-    with pytest.raises(BundleVerificationError, match=r"without the ucf101 test list: .*modified"):
+    with pytest.raises(BundleDataMissingError, match=r"no unmodified copy of it: .*modified"):
         verify_bundle(path, splits_dir=edited)
-    with pytest.raises(BundleVerificationError, match=r"ucf101/test not found.*--splits-dir"):
+    with pytest.raises(BundleDataMissingError, match=r"ucf101/test not found.*--splits-dir"):
         verify_bundle(path, splits_dir=tmp_path / "empty")
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["BundleError", "BundleFormatError", "BundleVerificationError"]
+__all__ = [
+    "BundleDataMissingError",
+    "BundleError",
+    "BundleFormatError",
+    "BundleVerificationError",
+]
 
 
 class BundleError(ValueError):
@@ -21,3 +26,12 @@ class BundleVerificationError(BundleError):
     def __init__(self, message: str, differences: list[str] | None = None) -> None:
         super().__init__(message)
         self.differences = list(differences or [])
+
+
+class BundleDataMissingError(BundleError):
+    """This machine lacks what a bundle's episodes are drawn from (the dataset's published
+    test list, the generated ``synth``): the bundle cannot be verified here, which says
+    nothing of its numbers (it was reported as differences between them and their
+    predictions). The command exits with :attr:`exit_code` 3."""
+
+    exit_code = 3

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fsarbench.bundles.errors import BundleVerificationError
+from fsarbench.bundles.errors import BundleDataMissingError, BundleVerificationError
 from fsarbench.report.records import left_out_test_videos, test_list_md5
 from fsarbench.results import ResultRecord
 
@@ -96,9 +96,9 @@ def published_pool(record: ResultRecord, splits_dir: Path | None) -> TestPool:
     try:
         split = ds.split("test")
     except (SplitsNotFoundError, SplitModifiedError) as err:
-        raise BundleVerificationError(
-            f"{record.cell}: cannot regenerate its episodes without the {ds.variant} "
-            f"test list: {err}"
+        raise BundleDataMissingError(
+            f"cannot verify {record.cell} here: its episodes are drawn from the "
+            f"{ds.variant} test list, and this machine has no unmodified copy of it: {err}"
         ) from None
     if split.md5 != recorded_test_md5(record):
         raise _mismatch(record, split.md5, f"the published list {split.path}")
@@ -141,11 +141,11 @@ def synth_pool(record: ResultRecord, splits_dir: Path | None) -> TestPool:
                 md5,
             )
         found.append(md5)
-    raise BundleVerificationError(
-        f"{record.cell}: no generated synth under {base} has the test md5 {wanted} the "
-        f"record was made on (found: {found or 'none'}). Generate the same synth (seed {seed}, "
-        "same SynthConfig; 'python -m fsarbench run' on synth makes the default one) or point "
-        "FSAR_SYNTH at the folder holding it."
+    raise BundleDataMissingError(
+        f"cannot verify {record.cell} here: no generated synth under {base} has the test md5 "
+        f"{wanted} the record was made on (found: {found or 'none'}). Generate the same synth "
+        f"(seed {seed}, same SynthConfig; 'python -m fsarbench run' on synth makes the "
+        "default one) or point FSAR_SYNTH at the folder holding it."
     )
 
 

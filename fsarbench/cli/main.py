@@ -87,7 +87,7 @@ def _run_command(args: argparse.Namespace) -> int:
             message = f"{err.strerror}: {where}{folder_setting_of(where)}"
         hint = "" if _named(err) else "\n(run with -v for the traceback)"
         print(f"error: {message}{hint}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)  # 3: a bundle that cannot be verified here
 
 
 def _named(err: BaseException) -> bool:
