@@ -104,6 +104,7 @@ def test_round_trip_verifies_and_ranks_as_outside(runs, bundle, tmp_path, capsys
         assert f"{row.accuracy:.2f} ± {row.ci95:.2f} recomputed from 120 episodes" in out
     assert out.count("1 test videos left out by its authors") == 2  # the fixture's one
     assert out.count("ok  otam: synth 5-way") == 2  # named: a variant's line looked alike
+    assert out.count("-shot training seed 0 [") == 2  # not the episode seed, 0 for every seed
     assert "verified:" in out and "2 records of otam" in out
 
     ours = tmp_path / "ours"
@@ -414,7 +415,8 @@ def test_published_dataset_verifies_against_the_users_split_list(tmp_path, capsy
     (record,) = verify_bundle(path, splits_dir=splits).records
     assert record.record.accuracy == round(record.result.accuracy, 6)
     assert main(["verify", str(path), "--splits-dir", str(splits)]) == 0
-    assert "ucf101 5-way 1-shot seed 1" in capsys.readouterr().out
+    out = capsys.readouterr().out  # the training seed, and the episode seed where not 0
+    assert "ucf101 5-way 1-shot episode seed 1 [" in out
     edited = tmp_path / "edited"
     shutil.copytree(splits / "trx" / "ucf_ARN", edited / "trx" / "ucf_ARN")
     test_list = next((edited / "trx" / "ucf_ARN").glob("test*"))
@@ -664,3 +666,20 @@ def test_a_run_of_the_same_cell_keeps_the_outside_result(bundle, runs, tmp_path)
     assert supersede_older_copies(ours, own) == 0
     assert all(p.exists() for p in outside)
     assert not (ours / "superseded").exists()
+
+
+def test_an_edited_outside_record_says_to_add_its_bundle_again(bundle, runs, tmp_path):
+    """Its rows no longer gave it, and the advice was to re-run the cell: impossible for a
+    lab's result."""
+    ours = tmp_path / "ours"
+    shutil.copytree(runs["ours"], ours)
+    add_bundle(ours, bundle)
+    path = sorted((ours / "external").rglob("records/*.json"))[0]
+    data = json.loads(path.read_text())
+    data["accuracy"] += 10
+    path.write_text(json.dumps(data))
+    left_out: list[str] = []
+    load_entries(ours, left_out=left_out, verify_rows=True)
+    (reason,) = [r for r in left_out if path.stem in r]
+    assert "outside result, which cannot be re-run here" in reason
+    assert f"add its bundle ({bundle.name}" in reason and "re-run the cell" not in reason

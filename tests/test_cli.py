@@ -648,3 +648,18 @@ def test_a_finetune_crop_without_resize_is_named():
     assert "resize=128 crop=112" in crop_alone_note({"crop": 112})
     assert crop_alone_note({"crop": 112, "resize": 128}) == ""
     assert crop_alone_note({"frames": 4}) == ""
+
+
+def test_commands_that_found_nothing_say_so(tmp_path, capsys):
+    """'list methods --pattern sgtm' printed nothing (the pattern needs 'sgtm*'), 'table 1
+    --source runs' with no results printed an empty table, and 'bundle' of a missing folder
+    listed the methods there as [] - each exiting as if it had worked."""
+    assert main(["list", "methods", "--pattern", "sgtm"]) == 2
+    assert "fnmatch pattern, e.g. 'sgtm*'" in capsys.readouterr().err
+    assert main(["list", "methods", "--pattern", "sgtm*"]) == 0
+    assert "sgtm-otam " in capsys.readouterr().out
+    missing = tmp_path / "nothing"
+    assert main(["table", "1", "--source", "runs", "--runs", str(missing)]) == 2
+    assert "no records under" in capsys.readouterr().err
+    assert main(["bundle", "--runs", str(missing), "--method", "otam"]) == 2
+    assert f"results folder {missing} does not exist" in capsys.readouterr().err

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bootstrap",
         type=resamples,
         default=DEFAULT_BOOTSTRAP,
-        help="bootstrap resamples (seeded)",
+        help="bootstrap resamples (seeded; default: %(default)s)",
     )
     p.add_argument("--seed", type=seed_value, default=0, help="bootstrap seed")
     p.set_defaults(func=run)
@@ -185,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
         "Setting",
         f"{md_cell_text(args.a)} acc ± CI",
         f"{md_cell_text(args.b)} acc ± CI",
-        "Δ (A−B) [95% bootstrap CI]",
+        # episode-level: with several training seeds the leaderboard and report print the
+        # wider hierarchical CI of the same pair (the lines under the table give it)
+        "Δ (A−B) [95% episode bootstrap CI]",
         "t-test p raw / Holm",
         "Wilcoxon p (≥ t-test's) raw / Holm",
         "McNemar p raw / Holm (A:B only)",

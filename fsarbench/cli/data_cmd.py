@@ -26,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("dataset", choices=list_datasets())
     c.add_argument("--root", type=Path, default=None, help="data root (default $FSAR_DATA/...)")
     c.add_argument("--splits-dir", type=Path, default=None)
-    c.add_argument("--layout", default="auto", choices=["auto", "template", *LAYOUTS])
+    c.add_argument(
+        "--layout",
+        default="auto",
+        choices=["auto", "template", *LAYOUTS],
+        help="how videos are laid out under the root (default: %(default)s: guessed)",
+    )
     c.add_argument("--template", default=None, help='e.g. "{class_dir}/{video_id}.mp4"')
     c.add_argument("--allow-modified", action="store_true")
     c.add_argument(
@@ -37,10 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="splits to check (repeatable; default all three)",
     )
     c.add_argument("--frames", type=at_least(1), default=8, help="T: shorter videos are too short")
-    c.add_argument("--way", type=at_least(2), default=5)
+    c.add_argument(
+        "--way", type=at_least(2), default=5, help="largest way you will run (default: 5)"
+    )
     c.add_argument("--shot", type=at_least(1), default=5, help="largest shot you will run")
-    c.add_argument("--queries", type=at_least(1), default=1)
-    c.add_argument("--min-videos-policy", choices=["error", "drop"], default="error")
+    c.add_argument("--queries", type=at_least(1), default=1, help="queries per class (default: 1)")
+    c.add_argument(
+        "--min-videos-policy",
+        choices=["error", "drop"],
+        default="error",
+        help="a class with too few videos for the episodes: an error, or left out and "
+        "named (default: %(default)s)",
+    )
     depth = c.add_mutually_exclusive_group()
     depth.add_argument("--no-probe", action="store_true", help="only check that files exist")
     depth.add_argument(

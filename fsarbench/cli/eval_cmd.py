@@ -146,7 +146,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="episodes matched per call (default: the head's fastest in make bench, else 500; "
         "the same predictions; see docs/speed.md 2b)",
     )
-    p.add_argument("--interval", choices=["normal", "t"], default="normal")
+    p.add_argument(
+        "--interval",
+        choices=["normal", "t"],
+        default="normal",
+        help="95%% CI: 1.96 std / sqrt(n) as the reference code (normal) or Student's t "
+        "(default: %(default)s)",
+    )
     p.add_argument(
         "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if available)"
     )

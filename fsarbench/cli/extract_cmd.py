@@ -86,7 +86,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=int, default=defaults.batch_size, help="videos per backbone forward"
     )
     p.add_argument(
-        "--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu"
+        "--device",
+        type=device_name,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda (default: cuda if available)",
     )
     p.add_argument(
         "--precision",

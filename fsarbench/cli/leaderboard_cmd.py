@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bootstrap",
         type=resamples,
         default=DEFAULT_BOOTSTRAP,
-        help="bootstrap resamples (seeded)",
+        help="bootstrap resamples (seeded; default: %(default)s)",
     )
     p.add_argument(
         "--add",

@@ -67,7 +67,14 @@ def run(args: argparse.Namespace) -> int:
         for name in list_protocols():
             print(f"{name:<8} {protocol_description(name)}")
         return 0
-    for name in list_methods(args.pattern):
+    names = list_methods(args.pattern)
+    if not names and args.pattern:  # printed nothing and exited 0 for 'sgtm' (not 'sgtm*')
+        raise ValueError(
+            f"no method matches {args.pattern!r}: --pattern is an fnmatch pattern, e.g. "
+            f"'{args.pattern}*' or '*{args.pattern}*'; all methods: 'python -m fsarbench list "
+            "methods'"
+        )
+    for name in names:
         entry = method_info(name)
         presets = (
             f"  [{', '.join(f'{k}={v}' for k, v in entry.presets.items())}]"

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bootstrap",
         type=resamples,
         default=DEFAULT_BOOTSTRAP,
-        help="bootstrap resamples (seeded)",
+        help="bootstrap resamples (seeded; default: %(default)s)",
     )
     p.add_argument("--published", default=None, help="folder of the published tables")
     p.add_argument("--no-figures", action="store_true", help="leave the figures out (faster)")

@@ -202,7 +202,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_splits_dir_argument(how)
     how.add_argument("--cache", default=None, help="feature cache root (default $FSAR_CACHE)")
     how.add_argument(
-        "--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu"
+        "--device",
+        type=device_name,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda (default: cuda if available)",
     )
     how.add_argument(
         "--workers",

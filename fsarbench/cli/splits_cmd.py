@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=run_verify)
     f = actions.add_parser("fetch", help="download the lists from their source repositories")
     f.add_argument("--variant", action="append", choices=sorted(VARIANTS), default=None)
-    f.add_argument("--timeout", type=float, default=10.0)
+    f.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per download (default: %(default)s)"
+    )
     f.set_defaults(func=run_fetch)
     i = actions.add_parser("import", help="copy the lists from a local folder (or a clone)")
     i.add_argument("source", type=Path, help="folder holding the lists")

@@ -130,6 +130,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     left_out: list[str] = []
     entries = []
+    if args.source == "runs" and not any(runs.rglob("records/*.json")):
+        # printed "published rows only" and an empty table, exit 0
+        print(
+            f"error: --source runs, but there are no records under {runs}"
+            + ("" if runs.exists() else " (no such folder)")
+            + ": pass --runs with the folder 'run --out' wrote, or --source both / published",
+            file=sys.stderr,
+        )
+        return 2
     if args.source != "published" and runs.exists():
         entries = load_entries(runs, left_out=left_out, verify_rows=True)
         if not entries and not left_out:

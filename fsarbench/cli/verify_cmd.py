@@ -30,10 +30,13 @@ def run(args: argparse.Namespace) -> int:
     verified = verify_bundle(args.bundle, splits_dir=args.splits_dir)
     for v in verified.records:
         r, left_out = v.record, len(skipped_test_videos(v.record))
+        # the training seed (three seeds read as three "seed 0" lines: the episode seed)
+        seeds = [f"training seed {r.train_seed}"] if r.train_seed is not None else []
+        seeds += [f"episode seed {r.seed}"] if r.seed or not seeds else []
         print(  # the system: a run's record and an eval variant of one setting looked alike
-            f"ok  {system_of(r)}: {r.dataset} {r.way}-way {r.shot}-shot seed {r.seed} [{r.track}, "
-            f"{r.protocol}]: {fixed(v.result.accuracy)} ± {fixed(v.result.ci95)} recomputed from "
-            f"{v.result.episodes} episodes (manifest {v.manifest.hash}"
+            f"ok  {system_of(r)}: {r.dataset} {r.way}-way {r.shot}-shot {', '.join(seeds)} "
+            f"[{r.track}, {r.protocol}]: {fixed(v.result.accuracy)} ± {fixed(v.result.ci95)} "
+            f"recomputed from {v.result.episodes} episodes (manifest {v.manifest.hash}"
             + (f"; {left_out} test videos left out by its authors)" if left_out else ")")
         )
     for note in verified.notes:

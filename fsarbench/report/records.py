@@ -627,7 +627,7 @@ def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray
             raise QueryRowsError(
                 f"the per-query rows of {record.cell} under {run_dir} are not one row per "
                 f"query with a True/False `correct` ({problem}): a row was lost, moved or "
-                "edited; re-run the cell (run re-evaluates it)"
+                f"edited; {_remedy(record)}"
             )
         episode = frame.groupby("episode", sort=True)["correct"].mean().to_numpy(float)
         if not rows_give_record(episode, record):
@@ -636,8 +636,7 @@ def _query_arrays(run_dir: str | Path, record: ResultRecord) -> tuple[np.ndarray
                 f"{100 * episode.mean():.4f}% (episode std {100 * episode.std():.4f}) over "
                 f"{len(episode)} episodes, its record {record.accuracy:.4f}% ± "
                 f"{record.ci95:.4f} (std {record.std:.4f}) over {record.episodes}: the record "
-                "was edited or the rows belong to another evaluation; re-run the cell (run "
-                "re-evaluates it)"
+                f"was edited or the rows belong to another evaluation; {_remedy(record)}"
             )
         if len(_QUERY_CACHE) >= _QUERY_CACHE_SIZE:
             _QUERY_CACHE.pop(next(iter(_QUERY_CACHE)))
@@ -670,8 +669,22 @@ def _read_query_rows(run_dir: str | Path, record: ResultRecord):
         cause = "empty file"
     raise QueryRowsError(
         f"the per-query rows of {record.cell} under {run_dir} are unreadable ({cause}); "
-        "re-run the cell (run re-evaluates it)"
+        f"{_remedy(record)}"
     )
+
+
+def _remedy(record: ResultRecord) -> str:
+    """What to do about a record whose rows do not give it: re-run an own cell; an outside
+    result cannot be re-run here, but its bundle can be added again."""
+    mark = record.tags.get(OUTSIDE_TAG)
+    if mark:
+        name = mark.get("bundle", "BUNDLE") if isinstance(mark, dict) else "BUNDLE"
+        return (
+            f"it is an outside result, which cannot be re-run here: move its external/ folder "
+            f"away and add its bundle ({name}, kept in that folder) again with 'python -m "
+            "fsarbench leaderboard --runs RUNS --add BUNDLE', which verifies it"
+        )
+    return "re-run the cell (run re-evaluates it)"
 
 
 def episode_accuracy(run_dir: str | Path, entry: Entry) -> np.ndarray:
