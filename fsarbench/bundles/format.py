@@ -88,8 +88,7 @@ def _npz_bytes(columns: dict[str, np.ndarray]) -> bytes:
 def _method_records(runs: Path, method: str) -> list[tuple[Path, ResultRecord]]:
     if not runs.is_dir():  # said "no records of method 'otam' ...; methods there: []"
         raise BundleError(
-            f"results folder {runs} does not exist: pass --runs with the folder 'run --out' "
-            "wrote"
+            f"results folder {runs} does not exist: pass --runs with the folder 'run --out' wrote"
         )
     found = [(p, load_record(p)) for p in sorted(runs.rglob("records/*.json"))]
     mine = [(p, r) for p, r in found if r.method == method and not r.tags.get(OUTSIDE_TAG)]
