@@ -339,14 +339,11 @@ CARRIED_DIGESTS = {
     # session 39: checks only: a plugin whose query logits depend on the episode's other
     # queries is refused (every built-in head passes); multistep milestones at 0 or 1, or
     # repeated, are refused; make_manifest refuses the negative seed its loader refused and
-    # takes numpy integers; pipeline: HyRSM's configs' samplers under new names
-    # (hyrsm-interval50, hyrsm-interval35) and hyrsm-interval gone: a sampler's name is in
-    # every feature-cache key, so no cache drawn by the old one is reused, and the seed,
-    # trx, tsn, uniform and hyrsm-segment samplers are unchanged
+    # takes numpy integers (the pipeline is not carried: caches are extracted again, since a
+    # file cut short near its end, read by PyAV after decord refused it, may sit in them)
     # fsarbench_baselines: official checkpoints saved by HyRSM's training script (every key
     # under head.) load; nothing evaluated changes
     "3e2c54fe2df2d86b": "2815c7d05867b240",
-    "b78d7c9623aae319": "45d399cf0f55f5c7",
     "52d155eec0351a3d": "437e3bf88f3ef7ee",
 }
 

@@ -403,3 +403,26 @@ def test_frames_convert_on_one_swscale_thread_to_the_same_pixels():
                 assert np.array_equal(_rgb24(frame), threaded)
                 if i == 5:
                     break
+
+
+@pytest.mark.video
+@pytest.mark.parametrize("kind", ["avi", "faststart mp4"])
+def test_a_cut_off_video_is_refused_by_every_backend_for_clips_before_the_cut(tmp_path, kind):
+    """decord refused a cut-off file; PyAV, tried next, took the header's count and read a
+    clip ending before the cut (HyRSM's Kinetics clip of a 100-frame video ends at frame
+    63): the probe left the file out, the extraction read it, and a re-run of 'run' stopped
+    on the disagreement every time."""
+    from fsarbench.data.decode import TruncatedVideoError
+
+    if kind == "avi":
+        whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
+        _write_levels(whole, frames=100)
+        _cut_before_packet(whole, 70, cut)
+        early = [2, 11, 19, 28, 37, 46, 54, 63]
+        assert read_clip(whole, lambda n: early)[1] == early
+    else:  # 30 frames, half of its bytes: the first frames decode
+        cut, early = write_bad_files(tmp_path)["truncated_data"], [0, 1, 2, 3, 4, 5, 6, 7]
+        assert read_frames(cut, early, backend="pyav").shape[0] == 8
+    for backend in ("auto", "pyav"):
+        with pytest.raises(TruncatedVideoError, match="truncated"):
+            read_clip(cut, lambda n: early, backend=backend)

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VideoDecodeError", "read_frames", "read_clip", "count_frames", "READERS", "have_decord"]
+__all__ = [
+    "VideoDecodeError",
+    "TruncatedVideoError",
+    "read_frames",
+    "read_clip",
+    "count_frames",
+    "READERS",
+    "have_decord",
+]
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
@@ -41,6 +49,13 @@ class VideoDecodeError(RuntimeError):
 
     def __reduce__(self):  # picklable across DataLoader workers
         return (type(self), (self.path, self.cause))
+
+
+class TruncatedVideoError(VideoDecodeError):
+    """A file found cut short (fewer frames than its header counts or its duration holds):
+    every backend reads the same bytes, so no other backend is tried. PyAV, tried after
+    decord had refused a cut-off file, trusted the header's count and read the frames
+    before the cut: a test clip placed by that count was extracted and counted."""
 
 
 def have_decord() -> bool:
@@ -245,7 +260,7 @@ def _check_count(path: Path, frames: int, header: _Header) -> None:
     2% (the tolerance of :func:`_check_not_cut`), is refused as cut short: its duration,
     estimated from the file's size once the index at its end is gone, shrinks with the cut."""
     if header.frames - frames > max(2, 0.02 * header.frames):
-        raise VideoDecodeError(
+        raise TruncatedVideoError(
             path,
             f"truncated: {frames} of the {header.frames} frames its header counts are in the "
             "file (a cut-off download or copy?)",
@@ -268,7 +283,7 @@ def _check_not_cut(path: Path, frames: int, end: float | None, header: _Header) 
     if stated is None or end is None or not step:
         return
     if stated - end > max(2 * step, 0.02 * stated):
-        raise VideoDecodeError(
+        raise TruncatedVideoError(
             path,
             f"truncated: its {frames} frames end at {end:.2f} s of the {stated:.2f} s its "
             "header states (a cut-off download or copy?)",
@@ -279,7 +294,7 @@ def _av_read(path: Path, indices: Sequence[int]) -> np.ndarray:
     wanted = [int(i) for i in indices]
     n, frames, _ = _av_decode(path, stop=max(wanted) if wanted else 0, keep=set(wanted))
     if wanted and max(wanted) >= n and max(wanted) < _av_header_frames(path):
-        raise VideoDecodeError(
+        raise TruncatedVideoError(
             path, f"truncated or corrupt: only {n} of {_av_header_frames(path)} frames decode"
         )
     idx = _check_indices(path, wanted, n)
@@ -386,6 +401,8 @@ def _first_backend_that_reads(path: Path, backend: str, read: Callable[[str], An
     for name in _backends(path, backend):
         try:
             result = read(name)
+        except TruncatedVideoError:
+            raise  # cut short: another backend would read the same bytes
         except VideoDecodeError as err:
             errors.append(err)
         else:
@@ -394,6 +411,22 @@ def _first_backend_that_reads(path: Path, backend: str, read: Callable[[str], An
     if len(errors) == 1:
         raise errors[0]
     raise VideoDecodeError(path, "; ".join(dict.fromkeys(e.cause for e in errors)))
+
+
+def _check_decodable(path: Path) -> None:
+    """Refuse a file whose header counts more frames than PyAV decodes (an mp4 cut off,
+    which decord cannot open): a clip placed by the header's count read the frames before
+    the cut. Decoded in full once per file and process (:func:`_decodable_frames`)."""
+    header = _read_header(path)
+    if header.frames > 0:
+        st = path.stat()
+        _check_count(path, _decodable_frames(str(path), st.st_size, st.st_mtime_ns), header)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decodable_frames(path: str, size: int, mtime_ns: int) -> int:
+    """Frames PyAV decodes from the file as it is now (size and time in the key)."""
+    return _av_decode(Path(path), keep=set())[0]
 
 
 _FALLBACK_NOTED: list[Path] = []
@@ -459,6 +492,8 @@ def _count_then_read(name: str):
     read, count = READERS[name]
 
     def clip(path: Path, choose: Callable[[int], Sequence[int]]):
+        if name == "pyav":  # its count is the header's: checked against what decodes
+            _check_decodable(path)
         idx = [int(i) for i in choose(count(path))]
         return read(path, idx), idx
 
