@@ -540,7 +540,12 @@ def test_a_checkpoint_that_is_not_the_finished_runs_selected_model_is_a_variant(
     last = torch.load(folder / "last.pt", map_location="cpu", weights_only=False)
     assert last["step"] == 0  # a stage end
     cases = {}
-    cases["resume point at step 0, not val-selected"] = folder / "last.pt"
+    # a finished run's last.pt (step 0 of the stage after its last) read "resume point at
+    # step 0", the untrained model to a reader; its history's last row says which weights
+    final = last["history"][-1]
+    after = f"step {final['step']} of stage {final['stage']}"
+    assert final["step"] > 0
+    cases[f"resume point: the weights after {after}, not val-selected"] = folder / "last.pt"
     cut = tmp_path / "cut"
     cut.mkdir()
     torch.save(torch.load(trained, map_location="cpu", weights_only=False), cut / "best.pt")

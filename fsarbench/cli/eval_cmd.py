@@ -463,6 +463,18 @@ def _trained_with_other_code(data: dict[str, Any], method: torch.nn.Module) -> b
     return False
 
 
+def _resume_point(data: dict[str, Any]) -> str:
+    """A ``last.pt``'s weights in words, from its history's last row: a finished run's holds
+    ``step = 0`` of the stage after its last, and was labelled "resume point at step 0" (read
+    as the untrained model); a stage's ``step`` counts within the stage."""
+    history = data.get("history")
+    last = history[-1] if isinstance(history, list) and history else {}
+    if not isinstance(last, dict) or not isinstance(last.get("step"), int):
+        return f"resume point at step {data.get('step')}"
+    stage = f" of stage {last['stage']}" if isinstance(last.get("stage"), str) else ""
+    return f"resume point: the weights after step {last['step']}{stage}"
+
+
 def _training_state(
     path: str | None, data: dict[str, Any], meta: dict[str, Any], trained_on: str | None
 ) -> str:
@@ -476,7 +488,7 @@ def _training_state(
         return ""
     labels = []
     if "selection" not in data and "history" in data:
-        labels.append(f"resume point at step {data.get('step')}, not val-selected")
+        labels.append(f"{_resume_point(data)}, not val-selected")
     else:
         step = _resume_step(Path(path).with_name("last.pt"), Path(path))
         if step is None:
