@@ -156,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed: {cache.video_ids[index]}: {error}", file=sys.stderr)
     if not cache.is_complete:
         print(
-            f"{int(cache.failed_mask.sum())} clips failed (missing or unreadable files; listed in "
-            f"{cache.path}/progress.json); the cache serves the other videos",
+            f"{int(cache.failed_mask.sum())} clips failed (missing, unreadable or too short; "
+            f"listed in {cache.path}/progress.json); the cache serves the other videos",
             file=sys.stderr,
         )
         return 1
