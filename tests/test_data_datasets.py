@@ -364,3 +364,17 @@ def test_upper_case_video_extensions_are_found(tmp_path, layout):
     lower = path.with_suffix(".mp4")
     lower.write_bytes(b"x")  # both spellings (a case-sensitive file system): lower case first
     assert resolve(tmp_path, entry, LAYOUTS[layout]) == (lower, True)
+
+
+def test_data_checks_note_on_too_short_videos_names_short_repeat():
+    """It said runs leave too-short videos out, which the finetune track's short=repeat does
+    not; missing ones get no such clause."""
+    from fsarbench.cli.data_cmd import _left_out_note
+    from fsarbench.data.health import ClassHealth
+
+    short = ClassHealth("test", "a")
+    short.too_short["v1"] = 4
+    assert "(1 too short)" in _left_out_note([short]) and "short=repeat" in _left_out_note([short])
+    gone = ClassHealth("test", "b")
+    gone.missing.append("v2")
+    assert "short=repeat" not in _left_out_note([gone])

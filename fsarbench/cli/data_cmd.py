@@ -186,9 +186,15 @@ def _left_out_note(health) -> str:
     if not any(counts.values()):
         return ""
     parts = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    repeat = (
+        " (the finetune track's --option short=repeat keeps the too-short ones, their frames "
+        "repeated)"
+        if counts["too short"]
+        else ""
+    )
     return (
         f", without {sum(counts.values())} listed video(s) ({parts}): runs leave them out and "
-        "their records name them (train --track finetune --bad-videos error stops instead)"
+        "their records name them (train --track finetune --bad-videos error stops instead)" + repeat
     )
 
 
