@@ -560,10 +560,13 @@ def check_unique_video_ids(ids: Sequence[str], where: str) -> None:
         )
 
 
-def _whole(value: Any, name: str, least: int) -> int:
-    """``value`` when it is an integer (not a bool, nor a float) of at least ``least``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ManifestError(f"manifest field {name} is {value!r}: an integer >= {least}")
+def _whole(value: Any, name: str, least: int | None) -> int:
+    """``value`` when it is an integer (not a bool, nor a float) of at least ``least``
+    (``None``: any integer)."""
+    wrong_type = isinstance(value, bool) or not isinstance(value, int)
+    if wrong_type or (least is not None and value < least):
+        wanted = "an integer" + ("" if least is None else f" >= {least}")
+        raise ManifestError(f"manifest field {name} is {value!r}: {wanted}")
     return value
 
 
@@ -732,7 +735,7 @@ def make_manifest(
         int(v) if isinstance(v, np.integer) else v for v in (way, shot, queries, seed)
     )
     for name, value in (("way", way), ("shot", shot), ("queries", queries)):
-        _whole(value, f"spec.{name}", -(2**63))  # the ranges are checked with the pools
+        _whole(value, f"spec.{name}", None)  # their ranges are checked with the pools
     _whole(seed, "spec.seed", 0)
     spec = EpisodeSpec(way, shot, queries, seed, dataset, split)
     pools = class_pools(vc)

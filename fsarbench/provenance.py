@@ -343,7 +343,7 @@ CARRIED_DIGESTS = {
     # file cut short near its end, read by PyAV after decord refused it, may sit in them)
     # fsarbench_baselines: official checkpoints saved by HyRSM's training script (every key
     # under head.) load; nothing evaluated changes
-    "3e2c54fe2df2d86b": "2815c7d05867b240",
+    "65f3242d4d288ac9": "2815c7d05867b240",
     "52d155eec0351a3d": "437e3bf88f3ef7ee",
 }
 

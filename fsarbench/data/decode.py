@@ -417,9 +417,9 @@ def _check_decodable(path: Path) -> None:
     """Refuse a file whose header counts more frames than PyAV decodes (an mp4 cut off,
     which decord cannot open): a clip placed by the header's count read the frames before
     the cut. Decoded in full once per file and process (:func:`_decodable_frames`)."""
-    header = _read_header(path)
+    st = path.stat()
+    header = _header_of(str(path), st.st_size, st.st_mtime_ns)
     if header.frames > 0:
-        st = path.stat()
         _check_count(path, _decodable_frames(str(path), st.st_size, st.st_mtime_ns), header)
 
 

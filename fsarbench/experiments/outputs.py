@@ -15,6 +15,7 @@ __all__ = [
     "paper_tables_written",
     "refresh_paper_outputs",
     "mark_outputs_out_of_date",
+    "stale_csv",
 ]
 
 log = logging.getLogger(__name__)
@@ -34,22 +35,34 @@ OUT_OF_DATE = (
 STALE_CSV = ".OUT-OF-DATE.csv"
 
 
+def stale_csv(path: Path) -> Path:
+    """Where CSV ``path`` goes while it is out of date (``NAME.OUT-OF-DATE.csv``): a program
+    reading ``NAME.csv`` stops at a missing file instead of reading superseded numbers."""
+    return path.with_name(path.stem + STALE_CSV)
+
+
+def _lead_once(path: Path, banner: str, lead: str) -> bool:
+    """Put ``lead`` before ``path``'s text unless ``banner`` is there already."""
+    text = path.read_text()
+    if banner in text:
+        return False
+    atomic_write_text(path, lead + text)
+    return True
+
+
 def mark_outputs_out_of_date(run_dir: str | Path) -> list[Path]:
     """Prefix :data:`OUT_OF_DATE` to the Markdown and LaTeX tables and the HTML report of
-    ``run_dir``, and rename its CSV tables ``NAME.OUT-OF-DATE.csv`` (a program reading
-    ``NAME.csv`` stops at a missing file instead of reading superseded numbers); the files
-    marked. Called once a run is about to change a record; the run's end rewrites them."""
+    ``run_dir``, and rename its CSV tables (:func:`stale_csv`); the files marked. Called
+    once a run is about to change a record; the run's end rewrites them."""
     run_dir = Path(run_dir)
     marked = []
     tables = run_dir / "tables"
     for path in sorted(tables.glob("*.csv")):
         if not path.name.endswith(STALE_CSV):
-            marked.append(path.replace(path.with_name(path.stem + STALE_CSV)))
+            marked.append(path.replace(stale_csv(path)))
     for path in [*sorted(tables.glob("*.md")), *sorted(tables.glob("*.tex"))]:
-        text = path.read_text()
-        if OUT_OF_DATE not in text:
-            lead = f"% {OUT_OF_DATE}\n" if path.suffix == ".tex" else f"> **{OUT_OF_DATE}**\n\n"
-            atomic_write_text(path, lead + text)
+        lead = f"% {OUT_OF_DATE}\n" if path.suffix == ".tex" else f"> **{OUT_OF_DATE}**\n\n"
+        if _lead_once(path, OUT_OF_DATE, lead):
             marked.append(path)
     marked += _mark_leaderboard(run_dir)
     report = run_dir / "report" / "index.html"
@@ -76,11 +89,11 @@ def _mark_leaderboard(run_dir: Path) -> list[Path]:
     left ranking the records it had replaced; ``leaderboard`` rewrites both."""
     marked = []
     md, csv = run_dir / "leaderboard.md", run_dir / "leaderboard.csv"
-    if md.is_file() and LEADERBOARD_OUT_OF_DATE not in (text := md.read_text()):
-        atomic_write_text(md, f"> **{LEADERBOARD_OUT_OF_DATE}**\n\n{text}")
+    lead = f"> **{LEADERBOARD_OUT_OF_DATE}**\n\n"
+    if md.is_file() and _lead_once(md, LEADERBOARD_OUT_OF_DATE, lead):
         marked.append(md)
     if csv.is_file():
-        marked.append(csv.replace(csv.with_name(csv.stem + STALE_CSV)))
+        marked.append(csv.replace(stale_csv(csv)))
     return marked
 
 
@@ -118,7 +131,7 @@ def write_paper_outputs(run_dir: str | Path, tables: list[int]) -> list[Path]:
             path = run_dir / "tables" / f"paper_table{number}.{ext}"
             atomic_write_text(path, render(table, fmt, load_citation()))
             written.append(path)
-        (run_dir / "tables" / f"paper_table{number}{STALE_CSV}").unlink(missing_ok=True)
+        stale_csv(run_dir / "tables" / f"paper_table{number}.csv").unlink(missing_ok=True)
     figures = render_all(run_dir, entries, run_dir / "figures", left_out=left_out)
     _remove_figures_not_drawn(run_dir / "figures", figures)
     return written + figures

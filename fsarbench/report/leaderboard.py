@@ -384,6 +384,7 @@ def write_leaderboard(
     md, csv = Path(run_dir) / "leaderboard.md", Path(run_dir) / "leaderboard.csv"
     atomic_write_text(md, leaderboard_markdown(board, **kw))
     atomic_write_text(csv, leaderboard_frame(board).to_csv(index=False))
-    # what a run that replaced records renamed (fsarbench.experiments.outputs) is current again
-    (Path(run_dir) / "leaderboard.OUT-OF-DATE.csv").unlink(missing_ok=True)
+    from fsarbench.experiments.outputs import stale_csv
+
+    stale_csv(csv).unlink(missing_ok=True)  # what a run that replaced records renamed
     return md, csv
